@@ -1,0 +1,205 @@
+//! Domain types, serialized as the HTTP API and event payloads show them.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+macro_rules! id_type {
+    ($($name:ident),*) => {$(
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema, sqlx::Type)]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        pub struct $name(pub i64);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    )*};
+}
+
+id_type!(UserId, WorkspaceId, ChannelId, MessageId);
+
+/// Milliseconds since the Unix epoch; serialized as an RFC 3339 string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ToSchema)]
+#[schema(value_type = String, format = DateTime)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        let ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        Self(ms as i64)
+    }
+
+    fn to_datetime(self) -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = self
+            .to_datetime()
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let dt = time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+            .map_err(serde::de::Error::custom)?;
+        Ok(Self((dt.unix_timestamp_nanos() / 1_000_000) as i64))
+    }
+}
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),* }
+
+        impl $name {
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),* }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok(Self::$variant),)*
+                    other => Err(format!("unknown {} {other:?}", stringify!($name))),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Whether a user is a person or an AI agent.
+    UserKind { Human = "human", Agent = "agent" }
+);
+text_enum!(
+    /// A member's role in a workspace.
+    Role { Owner = "owner", Admin = "admin", Member = "member", Guest = "guest" }
+);
+text_enum!(
+    ChannelKind { Public = "public", Private = "private", Dm = "dm" }
+);
+text_enum!(
+    /// Who is woken by a message in a channel (SPEC §4).
+    Policy {
+        All = "all",
+        Mentions = "mentions",
+        Broadcast = "broadcast",
+        OnDuty = "on_duty",
+        Custom = "custom",
+        RoundRobin = "round_robin",
+        Dm = "dm",
+    }
+);
+
+impl Role {
+    /// Owners and admins manage the workspace.
+    pub const fn manages(self) -> bool {
+        matches!(self, Self::Owner | Self::Admin)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub display_name: String,
+    pub kind: UserKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    pub status_text: String,
+    /// Server administrator (may create users, publish to any scope).
+    pub is_admin: bool,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Workspace {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub created_by: UserId,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkspaceMembership {
+    #[serde(flatten)]
+    pub workspace: Workspace,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Member {
+    pub user: User,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Channel {
+    pub id: ChannelId,
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    pub topic: String,
+    pub kind: ChannelKind,
+    pub policy: Policy,
+    pub created_by: UserId,
+    pub created_at: Timestamp,
+}
+
+/// A channel as the caller sees it in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChannelView {
+    #[serde(flatten)]
+    pub channel: Channel,
+    /// Whether the caller is a member.
+    pub member: bool,
+    /// Top-level messages after the caller's read cursor (0 when not a member).
+    pub unread: i64,
+    /// For DMs: the participants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_ids: Vec<UserId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Message {
+    pub id: MessageId,
+    pub channel_id: ChannelId,
+    pub author_id: UserId,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<MessageId>,
+    pub mentions: Vec<UserId>,
+    pub created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<Timestamp>,
+    pub deleted: bool,
+}
+
+/// Checks a user name: `[a-z0-9_.-]{1,32}`.
+pub fn valid_user_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        })
+}
+
+/// Checks a channel name: `[a-z0-9_-]{1,80}`.
+pub fn valid_channel_name(name: &str) -> bool {
+    (1..=80).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
+}

@@ -1,0 +1,384 @@
+//! Channels, DMs and channel membership. Membership changes move the live
+//! subscriptions of every connection of the user concerned (see `emit_joined`).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::Chat;
+use super::events::{channel_scope, workspace_scope};
+use crate::error::{ChatError, Result, bad, forbidden, not_found};
+use crate::model::*;
+use crate::store::{ChannelPatch, NewChannel};
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct CreateChannel {
+    pub name: String,
+    #[serde(default = "default_kind")]
+    pub kind: ChannelKind,
+    #[serde(default)]
+    pub policy: Option<Policy>,
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Members besides the creator.
+    #[serde(default)]
+    pub member_ids: Vec<UserId>,
+}
+
+fn default_kind() -> ChannelKind {
+    ChannelKind::Public
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct UpdateChannel {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub policy: Option<Policy>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct OpenDm {
+    /// The other participants (the caller is always one).
+    pub user_ids: Vec<UserId>,
+}
+
+#[derive(Serialize)]
+struct Joined<'a> {
+    channel: &'a Channel,
+    user_id: UserId,
+    #[serde(skip_serializing_if = "<[UserId]>::is_empty")]
+    member_ids: &'a [UserId],
+}
+
+#[derive(Serialize)]
+struct MembershipChange {
+    channel_id: ChannelId,
+    user_id: UserId,
+}
+
+const MAX_TOPIC: usize = 250;
+const MAX_DM_PARTICIPANTS: usize = 16;
+
+impl Chat {
+    pub async fn create_channel(
+        &self,
+        caller: &User,
+        ws: WorkspaceId,
+        req: CreateChannel,
+    ) -> Result<Channel> {
+        let role = self.role_in(caller, ws).await?;
+        if role == Role::Guest {
+            return Err(forbidden("guests cannot create channels"));
+        }
+        if req.kind == ChannelKind::Dm {
+            return Err(bad("open DMs with POST /api/v1/workspaces/{id}/dms"));
+        }
+        if !valid_channel_name(&req.name) {
+            return Err(bad("channel name must match [a-z0-9_-]{1,80}"));
+        }
+        let topic = req.topic.unwrap_or_default();
+        if topic.len() > MAX_TOPIC {
+            return Err(bad("topic is at most 250 bytes"));
+        }
+        let policy = req.policy.unwrap_or(Policy::All);
+        if policy == Policy::Dm {
+            return Err(bad("the dm policy is reserved for DMs"));
+        }
+        let mut members = BTreeSet::from([caller.id]);
+        for id in req.member_ids {
+            self.require_workspace_member(ws, id).await?;
+            members.insert(id);
+        }
+        let members: Vec<UserId> = members.into_iter().collect();
+        let channel = self
+            .store
+            .create_channel(NewChannel {
+                workspace_id: ws,
+                name: req.name,
+                topic,
+                kind: req.kind,
+                policy,
+                created_by: caller.id,
+                members: members.clone(),
+                dm_key: None,
+            })
+            .await?;
+        if channel.kind == ChannelKind::Public {
+            self.emit_event(workspace_scope(ws), "channel.created", &channel)
+                .await;
+        }
+        for user in members {
+            self.announce_join(&channel, user, &[]).await;
+        }
+        Ok(channel)
+    }
+
+    /// Returns the DM of exactly the caller and `user_ids`, creating it on first use.
+    /// The bool is `true` when it was created by this call.
+    pub async fn open_dm(
+        &self,
+        caller: &User,
+        ws: WorkspaceId,
+        req: OpenDm,
+    ) -> Result<(ChannelView, bool)> {
+        self.role_in(caller, ws).await?;
+        let mut participants = BTreeSet::from([caller.id]);
+        for id in req.user_ids {
+            self.require_workspace_member(ws, id).await?;
+            participants.insert(id);
+        }
+        if participants.len() < 2 {
+            return Err(bad("a DM needs at least one other participant"));
+        }
+        if participants.len() > MAX_DM_PARTICIPANTS {
+            return Err(bad("a DM has at most 16 participants"));
+        }
+        let members: Vec<UserId> = participants.into_iter().collect();
+        let key = members
+            .iter()
+            .map(|u| u.0.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let view = |channel| ChannelView {
+            channel,
+            member: true,
+            unread: 0,
+            member_ids: members.clone(),
+        };
+        if let Some(existing) = self.store.dm_by_key(ws, &key).await? {
+            return Ok((view(existing), false));
+        }
+        let created = self
+            .store
+            .create_channel(NewChannel {
+                workspace_id: ws,
+                name: format!("dm-{}", key.replace(',', "-")),
+                topic: String::new(),
+                kind: ChannelKind::Dm,
+                policy: Policy::Dm,
+                created_by: caller.id,
+                members: members.clone(),
+                dm_key: Some(key.clone()),
+            })
+            .await;
+        let channel = match created {
+            Ok(channel) => channel,
+            // Another request created it first: that one is the DM.
+            Err(ChatError::Conflict(_)) => {
+                let existing = self.store.dm_by_key(ws, &key).await?;
+                return existing
+                    .map(|c| (view(c), false))
+                    .ok_or_else(|| ChatError::Conflict("DM creation raced".into()));
+            }
+            Err(err) => return Err(err),
+        };
+        for user in &members {
+            self.announce_join(&channel, *user, &members).await;
+        }
+        Ok((view(channel), true))
+    }
+
+    pub async fn list_channels(&self, caller: &User, ws: WorkspaceId) -> Result<Vec<ChannelView>> {
+        let role = self.role_in(caller, ws).await?;
+        self.store
+            .visible_channels(ws, caller.id, role != Role::Guest)
+            .await
+    }
+
+    /// The channel, if the caller may read it: members always; for public channels,
+    /// every non-guest member of the workspace.
+    pub async fn readable_channel(&self, caller: &User, id: ChannelId) -> Result<Channel> {
+        let channel = self
+            .store
+            .channel(id)
+            .await?
+            .ok_or_else(|| not_found("no such channel"))?;
+        if self.store.is_channel_member(id, caller.id).await? {
+            return Ok(channel);
+        }
+        let role = self.role_in(caller, channel.workspace_id).await?;
+        if channel.kind == ChannelKind::Public && role != Role::Guest {
+            return Ok(channel);
+        }
+        if caller.is_admin {
+            return Ok(channel);
+        }
+        Err(forbidden("not a member of this channel"))
+    }
+
+    pub async fn get_channel(&self, caller: &User, id: ChannelId) -> Result<ChannelView> {
+        let channel = self.readable_channel(caller, id).await?;
+        let member_ids = self.store.channel_members(id).await?;
+        Ok(ChannelView {
+            member: member_ids.contains(&caller.id),
+            unread: 0,
+            member_ids,
+            channel,
+        })
+    }
+
+    pub async fn update_channel(
+        &self,
+        caller: &User,
+        id: ChannelId,
+        req: UpdateChannel,
+    ) -> Result<Channel> {
+        let channel = self.readable_channel(caller, id).await?;
+        let is_member = self.store.is_channel_member(id, caller.id).await?;
+        let manages = self.role_in(caller, channel.workspace_id).await?.manages();
+        if !is_member && !manages {
+            return Err(forbidden("only members can change a channel"));
+        }
+        if channel.kind == ChannelKind::Dm && (req.name.is_some() || req.policy.is_some()) {
+            return Err(bad("a DM's name and policy are fixed"));
+        }
+        if let Some(name) = &req.name {
+            if !valid_channel_name(name) {
+                return Err(bad("channel name must match [a-z0-9_-]{1,80}"));
+            }
+        }
+        if req.topic.as_ref().is_some_and(|t| t.len() > MAX_TOPIC) {
+            return Err(bad("topic is at most 250 bytes"));
+        }
+        if req.policy == Some(Policy::Dm) {
+            return Err(bad("the dm policy is reserved for DMs"));
+        }
+        let updated = self
+            .store
+            .update_channel(
+                id,
+                ChannelPatch {
+                    name: req.name,
+                    topic: req.topic,
+                    policy: req.policy,
+                },
+            )
+            .await?;
+        self.emit_event(channel_scope(id), "channel.updated", &updated)
+            .await;
+        Ok(updated)
+    }
+
+    pub async fn join_channel(&self, caller: &User, id: ChannelId) -> Result<Channel> {
+        let channel = self
+            .store
+            .channel(id)
+            .await?
+            .ok_or_else(|| not_found("no such channel"))?;
+        let role = self.role_in(caller, channel.workspace_id).await?;
+        if channel.kind != ChannelKind::Public || role == Role::Guest {
+            if self.store.is_channel_member(id, caller.id).await? {
+                return Ok(channel);
+            }
+            return Err(forbidden(
+                "only public channels can be joined; ask a member to add you",
+            ));
+        }
+        if self.store.add_channel_member(id, caller.id).await? {
+            self.announce_join(&channel, caller.id, &[]).await;
+        }
+        Ok(channel)
+    }
+
+    pub async fn leave_channel(&self, caller: &User, id: ChannelId) -> Result<()> {
+        let channel = self
+            .store
+            .channel(id)
+            .await?
+            .ok_or_else(|| not_found("no such channel"))?;
+        if channel.kind == ChannelKind::Dm {
+            return Err(bad("DMs cannot be left"));
+        }
+        if self.store.remove_channel_member(id, caller.id).await? {
+            self.announce_leave(&channel, caller.id).await;
+        }
+        Ok(())
+    }
+
+    pub async fn add_channel_member(
+        &self,
+        caller: &User,
+        id: ChannelId,
+        user: UserId,
+    ) -> Result<()> {
+        let channel = self.readable_channel(caller, id).await?;
+        if channel.kind == ChannelKind::Dm {
+            return Err(bad("a DM's participants are fixed; open a new DM instead"));
+        }
+        let manages = self.role_in(caller, channel.workspace_id).await?.manages();
+        if !manages && !self.store.is_channel_member(id, caller.id).await? {
+            return Err(forbidden("only members can add members"));
+        }
+        self.require_workspace_member(channel.workspace_id, user)
+            .await?;
+        if self.store.add_channel_member(id, user).await? {
+            self.announce_join(&channel, user, &[]).await;
+        }
+        Ok(())
+    }
+
+    pub async fn remove_channel_member(
+        &self,
+        caller: &User,
+        id: ChannelId,
+        user: UserId,
+    ) -> Result<()> {
+        if user == caller.id {
+            return self.leave_channel(caller, id).await;
+        }
+        let channel = self.readable_channel(caller, id).await?;
+        if channel.kind == ChannelKind::Dm {
+            return Err(bad("a DM's participants are fixed"));
+        }
+        let manages = self.role_in(caller, channel.workspace_id).await?.manages();
+        if !manages && channel.created_by != caller.id {
+            return Err(forbidden(
+                "only workspace admins and the channel's creator remove members",
+            ));
+        }
+        if !self.store.remove_channel_member(id, user).await? {
+            return Err(not_found("not a member of this channel"));
+        }
+        self.announce_leave(&channel, user).await;
+        Ok(())
+    }
+
+    async fn require_workspace_member(&self, ws: WorkspaceId, user: UserId) -> Result<Role> {
+        self.store
+            .member_role(ws, user)
+            .await?
+            .ok_or_else(|| bad(format!("user {user} is not a member of this workspace")))
+    }
+
+    async fn announce_join(&self, channel: &Channel, user: UserId, member_ids: &[UserId]) {
+        let change = MembershipChange {
+            channel_id: channel.id,
+            user_id: user,
+        };
+        self.emit_event(channel_scope(channel.id), "member.joined", &change)
+            .await;
+        let joined = Joined {
+            channel,
+            user_id: user,
+            member_ids,
+        };
+        self.emit_joined(user, "channel.joined", channel_scope(channel.id), &joined)
+            .await;
+    }
+
+    async fn announce_leave(&self, channel: &Channel, user: UserId) {
+        let change = MembershipChange {
+            channel_id: channel.id,
+            user_id: user,
+        };
+        // Unsubscribe first, so the leaver's connections stop at the same instant.
+        self.emit_left(user, "channel.left", channel_scope(channel.id), &change)
+            .await;
+        self.emit_event(channel_scope(channel.id), "member.left", &change)
+            .await;
+    }
+}

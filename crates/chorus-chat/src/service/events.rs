@@ -1,0 +1,69 @@
+//! Publishing domain events. Called only after the change they describe is committed;
+//! a broker failure is logged, never undoes the change (clients catch up over HTTP).
+
+use chorus_realtime::{Effect, Publish, Scope};
+use serde::Serialize;
+
+use super::Chat;
+use crate::model::{ChannelId, MessageId, UserId, WorkspaceId};
+
+pub(crate) fn user_scope(id: UserId) -> Scope {
+    Scope::of("user", id)
+}
+
+pub(crate) fn channel_scope(id: ChannelId) -> Scope {
+    Scope::of("channel", id)
+}
+
+pub(crate) fn workspace_scope(id: WorkspaceId) -> Scope {
+    Scope::of("workspace", id)
+}
+
+pub(crate) fn thread_scope(id: MessageId) -> Scope {
+    Scope::of("thread", id)
+}
+
+impl Chat {
+    pub(crate) async fn emit(&self, publish: Publish) {
+        let (scope, kind) = (publish.scope.clone(), publish.kind.clone());
+        if let Err(err) = self.engine.publish(publish).await {
+            tracing::warn!(%scope, kind, cause = %err, "event not published");
+        }
+    }
+
+    pub(crate) async fn emit_event(&self, scope: Scope, kind: &str, data: &impl Serialize) {
+        self.emit(Publish::new(scope, kind, data)).await;
+    }
+
+    /// Tells a user's connections they joined `scope` and subscribes them to it.
+    pub(crate) async fn emit_joined(
+        &self,
+        user: UserId,
+        kind: &str,
+        scope: Scope,
+        data: &impl Serialize,
+    ) {
+        let effect = Effect {
+            subscribe: vec![scope],
+            unsubscribe: Vec::new(),
+        };
+        self.emit(Publish::new(user_scope(user), kind, data).with_effect(effect))
+            .await;
+    }
+
+    /// Tells a user's connections they left `scope` and unsubscribes them from it.
+    pub(crate) async fn emit_left(
+        &self,
+        user: UserId,
+        kind: &str,
+        scope: Scope,
+        data: &impl Serialize,
+    ) {
+        let effect = Effect {
+            subscribe: Vec::new(),
+            unsubscribe: vec![scope],
+        };
+        self.emit(Publish::new(user_scope(user), kind, data).with_effect(effect))
+            .await;
+    }
+}

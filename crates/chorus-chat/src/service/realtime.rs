@@ -1,0 +1,163 @@
+//! The chat's answers to the realtime engine: which scopes a connection starts with,
+//! who may subscribe to what, and what `typing` does.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chorus_realtime::{HookError, Mark, Marks, Publish, Scope, SessionHooks, UserKey};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+
+use super::Chat;
+use super::events::{channel_scope, workspace_scope};
+use crate::error::ChatError;
+use crate::model::{ChannelId, MessageId, User, UserId, WorkspaceId};
+
+/// [`SessionHooks`] backed by the chat domain.
+pub struct ChatHooks {
+    chat: Arc<Chat>,
+    typing: DefaultKeyedRateLimiter<UserKey>,
+}
+
+impl ChatHooks {
+    pub fn new(chat: Arc<Chat>) -> Self {
+        let per_minute = NonZeroU32::new(chat.config.typing_per_minute).unwrap_or(NonZeroU32::MIN);
+        Self {
+            typing: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            chat,
+        }
+    }
+
+    async fn user(&self, id: UserKey) -> Result<User, HookError> {
+        self.chat
+            .store
+            .user(UserId(id))
+            .await
+            .map_err(to_hook)?
+            .ok_or_else(|| HookError::Forbidden("unknown user".into()))
+    }
+}
+
+fn to_hook(err: ChatError) -> HookError {
+    match err {
+        ChatError::Forbidden(m) | ChatError::Unauthorized(m) => HookError::Forbidden(m),
+        ChatError::NotFound(m) => HookError::NotFound(m),
+        ChatError::BadRequest(m) | ChatError::PayloadTooLarge(m) | ChatError::Conflict(m) => {
+            HookError::BadRequest(m)
+        }
+        ChatError::Unavailable(m) => HookError::Internal(m),
+        ChatError::Internal(e) => {
+            tracing::error!(cause = %e, "realtime hook failed");
+            HookError::Internal("internal error".into())
+        }
+    }
+}
+
+fn parse_id(scope: &Scope) -> Result<i64, HookError> {
+    scope
+        .id()
+        .parse()
+        .map_err(|_| HookError::NotFound(format!("no such {}", scope.kind())))
+}
+
+#[derive(Serialize)]
+struct Typing {
+    channel_id: ChannelId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thread_id: Option<MessageId>,
+    user_id: UserId,
+}
+
+#[async_trait]
+impl SessionHooks for ChatHooks {
+    async fn initial_scopes(&self, user: UserKey) -> Result<Vec<Scope>, HookError> {
+        let store = self.chat.store();
+        let workspaces = store.workspaces_of(UserId(user)).await.map_err(to_hook)?;
+        let channels = store.member_channels(UserId(user)).await.map_err(to_hook)?;
+        Ok(workspaces
+            .iter()
+            .map(|w| workspace_scope(w.workspace.id))
+            .chain(channels.into_iter().map(channel_scope))
+            .collect())
+    }
+
+    async fn authorize_subscribe(&self, user: UserKey, scope: &Scope) -> Result<(), HookError> {
+        let caller = self.user(user).await?;
+        match scope.kind() {
+            "workspace" => {
+                self.chat
+                    .role_in(&caller, WorkspaceId(parse_id(scope)?))
+                    .await
+                    .map_err(to_hook)?;
+            }
+            "channel" => {
+                self.chat
+                    .readable_channel(&caller, ChannelId(parse_id(scope)?))
+                    .await
+                    .map_err(to_hook)?;
+            }
+            "thread" => {
+                let root = self
+                    .chat
+                    .store
+                    .message(MessageId(parse_id(scope)?))
+                    .await
+                    .map_err(to_hook)?
+                    .ok_or_else(|| HookError::NotFound("no such thread".into()))?;
+                self.chat
+                    .readable_channel(&caller, root.channel_id)
+                    .await
+                    .map_err(to_hook)?;
+            }
+            // Topics carry what backends publish with the server key; any
+            // authenticated connection may listen.
+            "topic" => {}
+            other => return Err(HookError::NotFound(format!("unknown scope kind {other:?}"))),
+        }
+        Ok(())
+    }
+
+    async fn typing(
+        &self,
+        user: UserKey,
+        channel_id: i64,
+        thread_id: Option<i64>,
+    ) -> Result<(), HookError> {
+        if self.typing.check_key(&user).is_err() {
+            return Err(HookError::RateLimited(format!(
+                "at most {} typing signals a minute",
+                self.chat.config.typing_per_minute
+            )));
+        }
+        let channel = ChannelId(channel_id);
+        let is_member = self
+            .chat
+            .store
+            .is_channel_member(channel, UserId(user))
+            .await
+            .map_err(to_hook)?;
+        if !is_member {
+            return Err(HookError::Forbidden("not a member of this channel".into()));
+        }
+        let data = Typing {
+            channel_id: channel,
+            thread_id: thread_id.map(MessageId),
+            user_id: UserId(user),
+        };
+        // The typist's own connections never see their typing.
+        let marks = Marks {
+            default: Mark::Plain,
+            users: HashMap::from([(user, Mark::Skip)]),
+        };
+        self.chat
+            .emit(
+                Publish::new(channel_scope(channel), "typing", &data)
+                    .ephemeral()
+                    .with_marks(marks),
+            )
+            .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! Users, tokens and authentication of opaque tokens.
+
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::Chat;
+use crate::error::{ChatError, Result, bad, forbidden};
+use crate::model::{User, UserKind, valid_user_name};
+use crate::store::NewUser;
+use crate::token;
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct CreateUser {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default = "default_kind")]
+    pub kind: UserKind,
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Make the new user a server administrator.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+fn default_kind() -> UserKind {
+    UserKind::Human
+}
+
+impl Chat {
+    /// Creates a user and its first token. Only server admins may (except `bootstrap`).
+    pub async fn create_user(&self, caller: &User, req: CreateUser) -> Result<(User, String)> {
+        if !caller.is_admin {
+            return Err(forbidden("only an admin token can create users"));
+        }
+        self.create_user_unchecked(req).await
+    }
+
+    /// Creates a user without an authorization check (CLI bootstrap, dev login).
+    pub async fn create_user_unchecked(&self, req: CreateUser) -> Result<(User, String)> {
+        if !valid_user_name(&req.name) {
+            return Err(bad("name must match [a-z0-9_.-]{1,32}"));
+        }
+        if let Some(url) = &req.webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
+                return Err(bad("webhook_url must be an http(s) URL"));
+            }
+        }
+        let display_name = req
+            .display_name
+            .filter(|d| !d.trim().is_empty())
+            .unwrap_or_else(|| req.name.clone());
+        if display_name.len() > 80 {
+            return Err(bad("display_name is at most 80 bytes"));
+        }
+        let user = self
+            .store
+            .create_user(NewUser {
+                name: req.name,
+                display_name,
+                kind: req.kind,
+                webhook_url: req.webhook_url,
+                is_admin: req.admin,
+            })
+            .await?;
+        let token = self.issue_token(&user, "created").await?;
+        Ok((user, token))
+    }
+
+    /// Mints and stores a new opaque token for `user`.
+    pub async fn issue_token(&self, user: &User, label: &str) -> Result<String> {
+        let (token, hash) = token::mint();
+        self.store.add_token(user.id, &hash, label).await?;
+        Ok(token)
+    }
+
+    /// The user an opaque token belongs to.
+    pub async fn authenticate_token(&self, token: &str) -> Result<User> {
+        self.store
+            .user_by_token_hash(&token::hash(token))
+            .await?
+            .ok_or_else(|| ChatError::Unauthorized("invalid token".into()))
+    }
+
+    /// Finds a user by numeric id or by name (JWT `sub`).
+    pub async fn user_by_subject(&self, sub: &str) -> Result<Option<User>> {
+        match sub.parse::<i64>() {
+            Ok(id) => self.store.user(crate::model::UserId(id)).await,
+            Err(_) => self.store.user_by_name(sub).await,
+        }
+    }
+
+    /// Ensures the `admin` user exists. When it is created, so is its first token,
+    /// returned (once) so the operator can be told.
+    pub async fn bootstrap_admin(&self) -> Result<(User, Option<String>)> {
+        if let Some(admin) = self.store.user_by_name("admin").await? {
+            return Ok((admin, None));
+        }
+        let (user, token) = self
+            .create_user_unchecked(CreateUser {
+                name: "admin".into(),
+                display_name: Some("Administrator".into()),
+                kind: UserKind::Human,
+                webhook_url: None,
+                admin: true,
+            })
+            .await?;
+        Ok((user, Some(token)))
+    }
+}

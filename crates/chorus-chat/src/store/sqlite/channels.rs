@@ -1,0 +1,220 @@
+use async_trait::async_trait;
+
+use super::{SqliteStore, conflict_or, parse};
+use crate::error::{ChatError, Result};
+use crate::model::*;
+use crate::store::{ChannelPatch, ChannelStore, NewChannel};
+
+#[derive(sqlx::FromRow)]
+struct ChannelRow {
+    id: i64,
+    workspace_id: i64,
+    name: String,
+    topic: String,
+    kind: String,
+    policy: String,
+    created_by: i64,
+    created_at: i64,
+}
+
+impl ChannelRow {
+    fn into_channel(self) -> Result<Channel> {
+        Ok(Channel {
+            id: ChannelId(self.id),
+            workspace_id: WorkspaceId(self.workspace_id),
+            name: self.name,
+            topic: self.topic,
+            kind: parse(&self.kind)?,
+            policy: parse(&self.policy)?,
+            created_by: UserId(self.created_by),
+            created_at: Timestamp(self.created_at),
+        })
+    }
+}
+
+const CHANNEL_COLUMNS: &str =
+    "c.id, c.workspace_id, c.name, c.topic, c.kind, c.policy, c.created_by, c.created_at";
+const RETURNING: &str =
+    "RETURNING id, workspace_id, name, topic, kind, policy, created_by, created_at";
+
+#[async_trait]
+impl ChannelStore for SqliteStore {
+    async fn create_channel(&self, new: NewChannel) -> Result<Channel> {
+        let now = Timestamp::now().0;
+        let mut tx = self.writer.begin().await?;
+        let row: ChannelRow = sqlx::query_as(&format!(
+            "INSERT INTO channels (workspace_id, name, topic, kind, policy, dm_key, created_by, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) {RETURNING}"
+        ))
+        .bind(new.workspace_id.0)
+        .bind(&new.name)
+        .bind(&new.topic)
+        .bind(new.kind.as_str())
+        .bind(new.policy.as_str())
+        .bind(&new.dm_key)
+        .bind(new.created_by.0)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, "a channel with this name"))?;
+        for user in &new.members {
+            sqlx::query(
+                "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES (?, ?, ?)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(row.id)
+            .bind(user.0)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        row.into_channel()
+    }
+
+    async fn channel(&self, id: ChannelId) -> Result<Option<Channel>> {
+        let row: Option<ChannelRow> = sqlx::query_as(&format!(
+            "SELECT {CHANNEL_COLUMNS} FROM channels c WHERE c.id = ?"
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(ChannelRow::into_channel).transpose()
+    }
+
+    async fn dm_by_key(&self, ws: WorkspaceId, key: &str) -> Result<Option<Channel>> {
+        let row: Option<ChannelRow> = sqlx::query_as(&format!(
+            "SELECT {CHANNEL_COLUMNS} FROM channels c WHERE c.workspace_id = ? AND c.kind = 'dm' AND c.dm_key = ?"
+        ))
+        .bind(ws.0)
+        .bind(key)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(ChannelRow::into_channel).transpose()
+    }
+
+    async fn visible_channels(
+        &self,
+        ws: WorkspaceId,
+        user: UserId,
+        include_public: bool,
+    ) -> Result<Vec<ChannelView>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            channel: ChannelRow,
+            member: bool,
+            unread: i64,
+            dm_members: Option<String>,
+        }
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {CHANNEL_COLUMNS},
+                    cm.user_id IS NOT NULL AS member,
+                    CASE WHEN cm.user_id IS NULL THEN 0 ELSE (
+                        SELECT COUNT(*) FROM messages m
+                        WHERE m.channel_id = c.id AND m.thread_id IS NULL AND m.deleted = 0
+                          AND m.id > cm.last_read AND m.author_id <> ?1
+                    ) END AS unread,
+                    CASE WHEN c.kind = 'dm' THEN (
+                        SELECT group_concat(user_id) FROM channel_members WHERE channel_id = c.id
+                    ) END AS dm_members
+             FROM channels c
+             LEFT JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = ?1
+             WHERE c.workspace_id = ?2 AND (cm.user_id IS NOT NULL OR (c.kind = 'public' AND ?3))
+             ORDER BY c.id"
+        ))
+        .bind(user.0)
+        .bind(ws.0)
+        .bind(include_public)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let member_ids = r
+                    .dm_members
+                    .as_deref()
+                    .unwrap_or("")
+                    .split(',')
+                    .filter_map(|s| s.parse().ok().map(UserId))
+                    .collect();
+                Ok(ChannelView {
+                    channel: r.channel.into_channel()?,
+                    member: r.member,
+                    unread: r.unread,
+                    member_ids,
+                })
+            })
+            .collect()
+    }
+
+    async fn update_channel(&self, id: ChannelId, patch: ChannelPatch) -> Result<Channel> {
+        let row: Option<ChannelRow> = sqlx::query_as(&format!(
+            "UPDATE channels SET
+                name = COALESCE(?, name),
+                topic = COALESCE(?, topic),
+                policy = COALESCE(?, policy)
+             WHERE id = ? {RETURNING}"
+        ))
+        .bind(patch.name)
+        .bind(patch.topic)
+        .bind(patch.policy.map(Policy::as_str))
+        .bind(id.0)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(|e| conflict_or(e, "a channel with this name"))?;
+        row.ok_or_else(|| ChatError::NotFound("no such channel".into()))?
+            .into_channel()
+    }
+
+    async fn is_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM channel_members WHERE channel_id = ? AND user_id = ?",
+        )
+        .bind(ch.0)
+        .bind(user.0)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    async fn add_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES (?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(ch.0)
+        .bind(user.0)
+        .bind(Timestamp::now().0)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn remove_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM channel_members WHERE channel_id = ? AND user_id = ?")
+            .bind(ch.0)
+            .bind(user.0)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn channel_members(&self, ch: ChannelId) -> Result<Vec<UserId>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT user_id FROM channel_members WHERE channel_id = ? ORDER BY user_id",
+        )
+        .bind(ch.0)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(ids.into_iter().map(UserId).collect())
+    }
+
+    async fn member_channels(&self, user: UserId) -> Result<Vec<ChannelId>> {
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT channel_id FROM channel_members WHERE user_id = ?")
+                .bind(user.0)
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(ids.into_iter().map(ChannelId).collect())
+    }
+}

@@ -1,0 +1,100 @@
+use async_trait::async_trait;
+
+use super::{SqliteStore, conflict_or, parse};
+use crate::error::Result;
+use crate::model::*;
+use crate::store::{NewUser, UserStore};
+
+#[derive(sqlx::FromRow)]
+pub(super) struct UserRow {
+    id: i64,
+    name: String,
+    display_name: String,
+    kind: String,
+    webhook_url: Option<String>,
+    status_text: String,
+    is_admin: bool,
+    created_at: i64,
+}
+
+impl UserRow {
+    pub(super) fn into_user(self) -> Result<User> {
+        Ok(User {
+            id: UserId(self.id),
+            name: self.name,
+            display_name: self.display_name,
+            kind: parse(&self.kind)?,
+            webhook_url: self.webhook_url,
+            status_text: self.status_text,
+            is_admin: self.is_admin,
+            created_at: Timestamp(self.created_at),
+        })
+    }
+}
+
+pub(super) const USER_COLUMNS: &str = "users.id, users.name, users.display_name, users.kind, users.webhook_url, users.status_text, users.is_admin, users.created_at";
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn create_user(&self, new: NewUser) -> Result<User> {
+        let row: UserRow = sqlx::query_as(&format!(
+            "INSERT INTO users (name, display_name, kind, webhook_url, is_admin, created_at)
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING {USER_COLUMNS}"
+        ))
+        .bind(&new.name)
+        .bind(&new.display_name)
+        .bind(new.kind.as_str())
+        .bind(&new.webhook_url)
+        .bind(new.is_admin)
+        .bind(Timestamp::now().0)
+        .fetch_one(&self.writer)
+        .await
+        .map_err(|e| conflict_or(e, "a user with this name"))?;
+        row.into_user()
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        let row: Option<UserRow> =
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
+                .bind(id.0)
+                .fetch_optional(&self.reader)
+                .await?;
+        row.map(UserRow::into_user).transpose()
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        let row: Option<UserRow> =
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?"))
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?;
+        row.map(UserRow::into_user).transpose()
+    }
+
+    async fn count_users(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    async fn add_token(&self, user: UserId, hash: &str, label: &str) -> Result<()> {
+        sqlx::query("INSERT INTO tokens (hash, user_id, label, created_at) VALUES (?, ?, ?, ?)")
+            .bind(hash)
+            .bind(user.0)
+            .bind(label)
+            .bind(Timestamp::now().0)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn user_by_token_hash(&self, hash: &str) -> Result<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = ?"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(UserRow::into_user).transpose()
+    }
+}

@@ -1,0 +1,145 @@
+use async_trait::async_trait;
+
+use super::users::{USER_COLUMNS, UserRow};
+use super::{SqliteStore, parse};
+use crate::error::Result;
+use crate::model::*;
+use crate::store::WorkspaceStore;
+
+#[derive(sqlx::FromRow)]
+struct WorkspaceRow {
+    id: i64,
+    name: String,
+    created_by: i64,
+    created_at: i64,
+}
+
+impl From<WorkspaceRow> for Workspace {
+    fn from(r: WorkspaceRow) -> Self {
+        Self {
+            id: WorkspaceId(r.id),
+            name: r.name,
+            created_by: UserId(r.created_by),
+            created_at: Timestamp(r.created_at),
+        }
+    }
+}
+
+#[async_trait]
+impl WorkspaceStore for SqliteStore {
+    async fn create_workspace(&self, name: &str, owner: UserId) -> Result<Workspace> {
+        let now = Timestamp::now().0;
+        let mut tx = self.writer.begin().await?;
+        let row: WorkspaceRow = sqlx::query_as(
+            "INSERT INTO workspaces (name, created_by, created_at) VALUES (?, ?, ?)
+             RETURNING id, name, created_by, created_at",
+        )
+        .bind(name)
+        .bind(owner.0)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO workspace_members (workspace_id, user_id, role, joined_at) VALUES (?, ?, 'owner', ?)",
+        )
+        .bind(row.id)
+        .bind(owner.0)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.into())
+    }
+
+    async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>> {
+        let row: Option<WorkspaceRow> =
+            sqlx::query_as("SELECT id, name, created_by, created_at FROM workspaces WHERE id = ?")
+                .bind(id.0)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn workspaces_of(&self, user: UserId) -> Result<Vec<WorkspaceMembership>> {
+        let rows: Vec<(i64, String, i64, i64, String)> = sqlx::query_as(
+            "SELECT w.id, w.name, w.created_by, w.created_at, m.role
+             FROM workspaces w JOIN workspace_members m ON m.workspace_id = w.id
+             WHERE m.user_id = ? ORDER BY w.id",
+        )
+        .bind(user.0)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(id, name, created_by, created_at, role)| {
+                Ok(WorkspaceMembership {
+                    workspace: WorkspaceRow {
+                        id,
+                        name,
+                        created_by,
+                        created_at,
+                    }
+                    .into(),
+                    role: parse(&role)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn member_role(&self, ws: WorkspaceId, user: UserId) -> Result<Option<Role>> {
+        let role: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM workspace_members WHERE workspace_id = ? AND user_id = ?",
+        )
+        .bind(ws.0)
+        .bind(user.0)
+        .fetch_optional(&self.reader)
+        .await?;
+        role.map(|r| parse(&r)).transpose()
+    }
+
+    async fn put_member(&self, ws: WorkspaceId, user: UserId, role: Role) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let existed: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM workspace_members WHERE workspace_id = ? AND user_id = ?",
+        )
+        .bind(ws.0)
+        .bind(user.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO workspace_members (workspace_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(ws.0)
+        .bind(user.0)
+        .bind(role.as_str())
+        .bind(Timestamp::now().0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(existed.is_none())
+    }
+
+    async fn members(&self, ws: WorkspaceId) -> Result<Vec<Member>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            user: UserRow,
+            role: String,
+        }
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS}, m.role FROM workspace_members m JOIN users ON users.id = m.user_id
+             WHERE m.workspace_id = ? ORDER BY users.id"
+        ))
+        .bind(ws.0)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Member {
+                    user: r.user.into_user()?,
+                    role: parse(&r.role)?,
+                })
+            })
+            .collect()
+    }
+}

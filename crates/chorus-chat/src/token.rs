@@ -1,0 +1,33 @@
+//! Opaque API tokens: `chr_` + 32 random bytes (base64url). Only their SHA-256 is stored.
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+pub const PREFIX: &str = "chr_";
+
+/// Mints a new token. Returns `(token, hash)`; hand out the token, store the hash.
+pub fn mint() -> (String, String) {
+    let bytes: [u8; 32] = rand::random();
+    let token = format!(
+        "{PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let hash = hash(&token);
+    (token, hash)
+}
+
+pub fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_are_unique_and_hashes_stable() {
+        let (a, ha) = super::mint();
+        let (b, _) = super::mint();
+        assert_ne!(a, b);
+        assert!(a.starts_with(super::PREFIX));
+        assert_eq!(super::hash(&a), ha);
+    }
+}

@@ -1,0 +1,68 @@
+//! The broker seam: where a published event gets its offset, its place in the retention
+//! window, and its way to every node's local subscribers.
+//!
+//! A broker delivers each scope's events to [`Registry::deliver`](crate::Registry::deliver)
+//! one at a time, in offset order. The in-memory broker does it inline in `publish`;
+//! a multi-node broker (Redis Streams) does it from the node's stream readers.
+
+mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryBroker;
+
+use crate::{Event, Publish, Scope};
+
+/// How much history each scope keeps for resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_events: usize,
+    pub max_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_events: 1_000,
+            max_age: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The answer to "what happened in this scope after offset `since`?".
+#[derive(Debug, Clone)]
+pub struct History {
+    /// `true` when `events` are exactly every event after `since`; `false` when some
+    /// have left the retention window (or `since` is not a position this broker knows).
+    pub recovered: bool,
+    pub events: Vec<Arc<Event>>,
+    /// The scope's latest offset at the time of the answer.
+    pub head: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Assigns the event its offset (unless ephemeral), retains it, and delivers it to
+    /// the subscribers on every node. Returns the offset.
+    async fn publish(&self, publish: Publish) -> Result<Option<u64>, BrokerError>;
+
+    /// The retained events of `scope` after `since`.
+    async fn history(&self, scope: &Scope, since: u64) -> Result<History, BrokerError>;
+
+    /// The latest offset of `scope`.
+    async fn head(&self, scope: &Scope) -> Result<u64, BrokerError>;
+
+    /// Whether the broker can currently publish (feeds `/readyz`).
+    fn is_ready(&self) -> bool {
+        true
+    }
+}

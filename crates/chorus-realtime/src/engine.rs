@@ -1,0 +1,105 @@
+//! The engine handle: registry, broker, limits and the shutdown signal, passed
+//! explicitly to whoever publishes or serves sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocket;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{Broker, BrokerError, MemoryBroker, Retention};
+use crate::hooks::SessionHooks;
+use crate::{Metrics, Publish, Registry, UserKey, session};
+
+/// Limits and timings of the realtime engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Interval of server pings; a peer silent for 1.4× this is dropped.
+    pub heartbeat: Duration,
+    /// Frames a connection may have queued before it is evicted as a slow consumer.
+    pub queue_capacity: usize,
+    /// Largest accepted inbound text frame; larger ones get `payload_too_large`.
+    pub max_frame_bytes: usize,
+    /// Inbound frames per second per connection (sustained) and burst.
+    pub inbound_per_sec: u32,
+    pub inbound_burst: u32,
+    /// Frames over the rate limit, in a row, before the connection is closed as a flood.
+    pub flood_strikes: u32,
+    pub retention: Retention,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(25_000),
+            queue_capacity: 1_024,
+            max_frame_bytes: 64 * 1024,
+            inbound_per_sec: 50,
+            inbound_burst: 100,
+            flood_strikes: 200,
+            retention: Retention::default(),
+        }
+    }
+}
+
+pub struct Engine {
+    pub config: EngineConfig,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    pub broker: Arc<dyn Broker>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+}
+
+impl Engine {
+    /// A single-node engine with the in-memory broker.
+    pub fn in_memory(config: EngineConfig) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::default());
+        let registry = Arc::new(Registry::new(metrics.clone(), config.queue_capacity));
+        let broker = Arc::new(MemoryBroker::new(registry.clone(), config.retention));
+        Arc::new(Self {
+            config,
+            metrics,
+            registry,
+            broker,
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+        })
+    }
+
+    /// Publishes an event after the change it describes is durable.
+    pub async fn publish(&self, publish: Publish) -> Result<Option<u64>, BrokerError> {
+        self.metrics.published(&publish.kind);
+        self.broker.publish(publish).await
+    }
+
+    /// Runs one WebSocket session to its end. The task is tracked for shutdown.
+    pub fn serve_socket(
+        self: &Arc<Self>,
+        socket: WebSocket,
+        user: UserKey,
+        hooks: Arc<dyn SessionHooks>,
+    ) -> impl Future<Output = ()> + Send + use<> {
+        self.sessions
+            .track_future(session::run(self.clone(), socket, user, hooks))
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Tells every session to flush its queue and close with 3001, then waits for
+    /// them up to `deadline`. Returns whether all finished in time.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        self.shutdown.cancel();
+        self.sessions.close();
+        tokio::time::timeout(deadline, self.sessions.wait())
+            .await
+            .is_ok()
+    }
+}

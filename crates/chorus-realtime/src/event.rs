@@ -1,0 +1,190 @@
+//! Events: what a publisher hands the engine ([`Publish`]) and what the engine fans out
+//! ([`Event`]). An event's frame text is built at most once per delivery variant
+//! (plain, `wake:true`, `wake:false`) and then shared by reference with every recipient.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Serialize;
+
+use crate::{Scope, UserKey};
+
+/// How one recipient gets an event (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mark {
+    /// Delivered without a `wake` field (every event that is not agent-aware).
+    Plain,
+    /// Delivered with `"wake": true`: the recipient should act.
+    Wake,
+    /// Delivered with `"wake": false`: record only.
+    Observe,
+    /// Not delivered to this user on any connection, live or on replay.
+    Skip,
+}
+
+/// Per-recipient marks of one event: explicit entries, and a default for everyone else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marks {
+    pub default: Mark,
+    pub users: HashMap<UserKey, Mark>,
+}
+
+impl Marks {
+    pub fn mark_for(&self, user: UserKey) -> Mark {
+        self.users.get(&user).copied().unwrap_or(self.default)
+    }
+}
+
+/// A change of subscriptions applied to every connection that receives the event, in
+/// the same step as its delivery: `channel.joined` on `user:7` subscribes all of user
+/// 7's connections to `channel:42` before any later event of that channel is fanned out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effect {
+    pub subscribe: Vec<Scope>,
+    pub unsubscribe: Vec<Scope>,
+}
+
+/// An event as a publisher hands it to the broker.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    pub scope: Scope,
+    pub kind: String,
+    /// The event's `data`, already serialized to JSON text (once, for everyone).
+    pub data: String,
+    pub marks: Option<Arc<Marks>>,
+    pub effect: Option<Arc<Effect>>,
+    /// Ephemeral events (typing, presence) get no offset and are never retained.
+    pub ephemeral: bool,
+}
+
+impl Publish {
+    /// A durable event on `scope`.
+    pub fn new(scope: Scope, kind: impl Into<String>, data: &impl Serialize) -> Self {
+        Self {
+            scope,
+            kind: kind.into(),
+            data: serde_json::to_string(data).unwrap_or_else(|_| "null".to_owned()),
+            marks: None,
+            effect: None,
+            ephemeral: false,
+        }
+    }
+
+    pub fn ephemeral(mut self) -> Self {
+        self.ephemeral = true;
+        self
+    }
+
+    pub fn with_marks(mut self, marks: Marks) -> Self {
+        self.marks = Some(Arc::new(marks));
+        self
+    }
+
+    pub fn with_effect(mut self, effect: Effect) -> Self {
+        self.effect = Some(Arc::new(effect));
+        self
+    }
+}
+
+/// An event with its place in its scope. Shared (`Arc`) between the retention window
+/// and every recipient's queue.
+#[derive(Debug)]
+pub struct Event {
+    pub scope: Scope,
+    /// `None` for ephemeral events.
+    pub offset: Option<u64>,
+    pub kind: Arc<str>,
+    pub data: Box<str>,
+    pub marks: Option<Arc<Marks>>,
+    pub effect: Option<Arc<Effect>>,
+    pub published_at: SystemTime,
+    frames: [OnceLock<Utf8Bytes>; 3],
+}
+
+impl Event {
+    pub fn new(publish: Publish, offset: Option<u64>) -> Self {
+        Self {
+            scope: publish.scope,
+            offset,
+            kind: Arc::from(publish.kind),
+            data: publish.data.into_boxed_str(),
+            marks: publish.marks,
+            effect: publish.effect,
+            published_at: SystemTime::now(),
+            frames: Default::default(),
+        }
+    }
+
+    pub fn mark_for(&self, user: UserKey) -> Mark {
+        self.marks
+            .as_ref()
+            .map_or(Mark::Plain, |m| m.mark_for(user))
+    }
+
+    /// The frame text for a recipient with this mark; `None` for [`Mark::Skip`].
+    pub fn frame(&self, mark: Mark) -> Option<Utf8Bytes> {
+        let (slot, wake) = match mark {
+            Mark::Skip => return None,
+            Mark::Plain => (0, None),
+            Mark::Wake => (1, Some(true)),
+            Mark::Observe => (2, Some(false)),
+        };
+        Some(self.frames[slot].get_or_init(|| self.render(wake)).clone())
+    }
+
+    fn render(&self, wake: Option<bool>) -> Utf8Bytes {
+        use std::fmt::Write;
+        let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
+        let mut out = String::with_capacity(self.data.len() + self.scope.as_str().len() + 96);
+        out.push_str(r#"{"op":"event","scope":"#);
+        out.push_str(&quote(self.scope.as_str()));
+        if let Some(offset) = self.offset {
+            let _ = write!(out, r#","offset":{offset}"#);
+        }
+        out.push_str(r#","type":"#);
+        out.push_str(&quote(&self.kind));
+        if let Some(wake) = wake {
+            let _ = write!(out, r#","wake":{wake}"#);
+        }
+        out.push_str(r#","data":"#);
+        out.push_str(&self.data);
+        out.push('}');
+        Utf8Bytes::from(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_valid_json_and_built_once() {
+        let scope = Scope::parse("channel:4").expect("valid");
+        let marks = Marks {
+            default: Mark::Observe,
+            users: HashMap::from([(1, Mark::Wake), (2, Mark::Skip)]),
+        };
+        let event = Event::new(
+            Publish::new(
+                scope,
+                "message.created",
+                &serde_json::json!({"text":"hi \"x\""}),
+            )
+            .with_marks(marks),
+            Some(9),
+        );
+        let wake = event.frame(event.mark_for(1)).expect("delivered");
+        let v: serde_json::Value = serde_json::from_str(wake.as_str()).expect("json");
+        assert_eq!(v["wake"], true);
+        assert_eq!(v["offset"], 9);
+        assert_eq!(v["data"]["text"], "hi \"x\"");
+        assert!(event.frame(event.mark_for(2)).is_none());
+        let observe = event.frame(event.mark_for(3)).expect("delivered");
+        assert!(observe.as_str().contains(r#""wake":false"#));
+        // Same allocation handed out twice.
+        let again = event.frame(Mark::Wake).expect("delivered");
+        assert_eq!(wake.as_str().as_ptr(), again.as_str().as_ptr());
+    }
+}

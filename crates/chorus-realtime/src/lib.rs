@@ -1,0 +1,35 @@
+//! The Chorus realtime engine: everything about live delivery, nothing about chat.
+//!
+//! Layout:
+//! - [`scope`]: scope names (`kind:id`), the unit of subscription, ordering and replay.
+//! - [`event`]: an event as published ([`Publish`]) and as delivered ([`Event`]), with
+//!   per-recipient [`Mark`]s (wake / observe / skip) and subscription [`Effect`]s. The
+//!   frame bytes of each event are built once and shared by every recipient.
+//! - [`broker`]: the seam between publishing and delivery. [`broker::MemoryBroker`]
+//!   assigns offsets, keeps the retention window and hands events to the local registry.
+//! - [`registry`]: live connections, two-way indexes user ↔ connections and
+//!   scope ↔ subscribers, the per-connection bounded queues, and race-free replay.
+//! - [`session`]: one task per WebSocket: hello, inbound ops, heartbeat, flood control.
+//! - [`hooks`]: what the embedding application decides (who may read a scope, which
+//!   scopes a user starts with, what `typing` means).
+//! - [`metrics`]: counters read by `/metrics` and `/api/v1/realtime/stats`.
+
+pub mod broker;
+pub mod engine;
+pub mod event;
+pub mod hooks;
+pub mod metrics;
+pub mod registry;
+pub mod scope;
+pub mod session;
+
+pub use broker::{Broker, BrokerError, History, MemoryBroker, Retention};
+pub use engine::{Engine, EngineConfig};
+pub use event::{Effect, Event, Mark, Marks, Publish};
+pub use hooks::{HookError, SessionHooks};
+pub use metrics::Metrics;
+pub use registry::{ConnId, Registry};
+pub use scope::{Scope, ScopeError};
+
+/// The engine's notion of a user: an opaque integer id owned by the application.
+pub type UserKey = i64;

@@ -1,0 +1,538 @@
+//! Live connections and who is subscribed to what, on this node.
+//!
+//! Two indexes, each behind its own lock and never held together:
+//! - `index`: connection → (user, scopes) and user → connections;
+//! - `scopes`: scope → its subscribers, one `Mutex` per scope so fanout on one scope
+//!   never waits for another.
+//!
+//! Lock order: a broker's per-scope log lock may be held while a scope's subscriber lock
+//! is taken (that is how offsets reach queues in order); nothing here takes a broker lock.
+//! All locks are `std::sync::Mutex`: no `.await` happens while one is held.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use chorus_proto::CloseCode;
+use tokio::sync::{Notify, mpsc};
+
+use crate::broker::Broker;
+use crate::event::{Effect, Event};
+use crate::{Metrics, Scope, UserKey};
+
+pub type ConnId = u64;
+
+/// Signals a connection's task to close with a given code. The first code wins.
+#[derive(Debug, Default)]
+pub struct Kill {
+    code: AtomicU16,
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+impl Kill {
+    /// Asks the connection to close; `true` if this call was the first.
+    pub fn fire(&self, code: CloseCode) -> bool {
+        let first = self
+            .code
+            .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if first {
+            self.notify.notify_one();
+        }
+        first
+    }
+
+    pub fn code(&self) -> Option<CloseCode> {
+        CloseCode::from_code(self.code.load(Ordering::Acquire))
+    }
+
+    pub async fn fired(&self) {
+        self.notify.notified().await;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// What the registry holds of one connection: how to reach it.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub user: UserKey,
+    tx: mpsc::Sender<Utf8Bytes>,
+    pub kill: Arc<Kill>,
+}
+
+impl ConnHandle {
+    /// Queues a reply frame (ack, error, pong) behind the events already queued, so a
+    /// `subscribe` ack follows its replay. A full queue evicts like any slow consumer.
+    pub fn send(&self, frame: Utf8Bytes) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kill.fire(CloseCode::SlowConsumer);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+enum SubState {
+    /// Receiving live events; `last` is the highest offset queued, so an event that
+    /// arrives twice (replay overlapping live) is queued once.
+    Live { last: u64 },
+    /// A replay is being fetched; live events wait here, then follow the replay.
+    CatchingUp { pending: Vec<Arc<Event>> },
+}
+
+struct Sub {
+    handle: ConnHandle,
+    state: SubState,
+}
+
+#[derive(Default)]
+struct Subscribers {
+    subs: HashMap<ConnId, Sub>,
+}
+
+struct ConnEntry {
+    handle: ConnHandle,
+    scopes: HashSet<Scope>,
+}
+
+#[derive(Default)]
+struct Index {
+    conns: HashMap<ConnId, ConnEntry>,
+    users: HashMap<UserKey, HashSet<ConnId>>,
+}
+
+/// Result of [`Registry::subscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscribed {
+    /// `Some(true)`: every event after `since` was queued. `Some(false)`: the window has
+    /// passed; the client must catch up another way. `None`: no `since` was given.
+    pub recovered: Option<bool>,
+    /// Number of events replayed.
+    pub replayed: usize,
+}
+
+pub struct Registry {
+    metrics: Arc<Metrics>,
+    queue_capacity: usize,
+    next_id: AtomicU64,
+    index: Mutex<Index>,
+    scopes: RwLock<HashMap<Scope, Arc<Mutex<Subscribers>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain maps behind, still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Registry {
+    pub fn new(metrics: Arc<Metrics>, queue_capacity: usize) -> Self {
+        Self {
+            metrics,
+            queue_capacity: queue_capacity.max(1),
+            next_id: AtomicU64::new(1),
+            index: Mutex::new(Index::default()),
+            scopes: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Registers a connection; returns its handle and the receiving end of its queue.
+    pub fn register(&self, user: UserKey) -> (ConnHandle, mpsc::Receiver<Utf8Bytes>) {
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let handle = ConnHandle {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            user,
+            tx,
+            kill: Arc::new(Kill::default()),
+        };
+        let mut index = lock(&self.index);
+        index.conns.insert(
+            handle.id,
+            ConnEntry {
+                handle: handle.clone(),
+                scopes: HashSet::new(),
+            },
+        );
+        index.users.entry(user).or_default().insert(handle.id);
+        Metrics::inc(&self.metrics.connections_current);
+        Metrics::inc(&self.metrics.connections_total);
+        (handle, rx)
+    }
+
+    /// Removes a connection and all its subscriptions. Returns how many connections
+    /// its user still has on this node.
+    pub fn unregister(&self, conn: &ConnHandle) -> usize {
+        conn.kill.closed.store(true, Ordering::Release);
+        let (scopes, remaining) = {
+            let mut index = lock(&self.index);
+            let Some(entry) = index.conns.remove(&conn.id) else {
+                return index.users.get(&conn.user).map_or(0, HashSet::len);
+            };
+            let remaining = match index.users.get_mut(&conn.user) {
+                Some(set) => {
+                    set.remove(&conn.id);
+                    let n = set.len();
+                    if n == 0 {
+                        index.users.remove(&conn.user);
+                    }
+                    n
+                }
+                None => 0,
+            };
+            (entry.scopes, remaining)
+        };
+        for scope in scopes {
+            self.remove_sub(&scope, conn.id);
+        }
+        self.metrics
+            .connections_current
+            .fetch_sub(1, Ordering::Relaxed);
+        remaining
+    }
+
+    /// Live connections of a user on this node.
+    pub fn connections_of(&self, user: UserKey) -> Vec<ConnHandle> {
+        let index = lock(&self.index);
+        index
+            .users
+            .get(&user)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| index.conns.get(id).map(|e| e.handle.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every live connection on this node (for shutdown).
+    pub fn all_connections(&self) -> Vec<ConnHandle> {
+        lock(&self.index)
+            .conns
+            .values()
+            .map(|e| e.handle.clone())
+            .collect()
+    }
+
+    pub fn is_subscribed(&self, conn: ConnId, scope: &Scope) -> bool {
+        lock(&self.index)
+            .conns
+            .get(&conn)
+            .is_some_and(|e| e.scopes.contains(scope))
+    }
+
+    /// Scopes a connection is subscribed to.
+    pub fn scopes_of(&self, conn: ConnId) -> Vec<Scope> {
+        lock(&self.index)
+            .conns
+            .get(&conn)
+            .map(|e| e.scopes.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Subscriber counts per scope kind.
+    pub fn subscriptions_by_kind(&self) -> HashMap<String, u64> {
+        let scopes = self.scopes.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: HashMap<String, u64> = HashMap::new();
+        for (scope, subs) in scopes.iter() {
+            *out.entry(scope.kind().to_owned()).or_default() += lock(subs).subs.len() as u64;
+        }
+        out
+    }
+
+    fn slot(&self, scope: &Scope) -> Option<Arc<Mutex<Subscribers>>> {
+        self.scopes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(scope)
+            .cloned()
+    }
+
+    fn slot_or_insert(&self, scope: &Scope) -> Arc<Mutex<Subscribers>> {
+        if let Some(slot) = self.slot(scope) {
+            return slot;
+        }
+        self.scopes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(scope.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Subscribes a connection to a scope. Without `since` it receives events published
+    /// from now on; with `since` it first receives the retained events after `since`,
+    /// then live ones, with no gap and no duplicate between the two.
+    pub async fn subscribe(
+        &self,
+        broker: &dyn Broker,
+        conn: &ConnHandle,
+        scope: &Scope,
+        since: Option<u64>,
+    ) -> Subscribed {
+        if conn.kill.is_closed() {
+            return Subscribed {
+                recovered: None,
+                replayed: 0,
+            };
+        }
+        let slot = self.slot_or_insert(scope);
+        let Some(since) = since else {
+            lock(&slot).subs.entry(conn.id).or_insert_with(|| Sub {
+                handle: conn.clone(),
+                state: SubState::Live { last: 0 },
+            });
+            self.note_subscribed(conn, scope);
+            return Subscribed {
+                recovered: None,
+                replayed: 0,
+            };
+        };
+
+        lock(&slot).subs.insert(
+            conn.id,
+            Sub {
+                handle: conn.clone(),
+                state: SubState::CatchingUp {
+                    pending: Vec::new(),
+                },
+            },
+        );
+        self.note_subscribed(conn, scope);
+
+        let history = broker.history(scope, since).await;
+        let (recovered, retained, head) = match history {
+            Ok(h) => (h.recovered, h.events, h.head),
+            Err(err) => {
+                tracing::warn!(%scope, cause = %err, "history unavailable");
+                (false, Vec::new(), since)
+            }
+        };
+
+        let mut effects = Vec::new();
+        let replayed = {
+            let mut subs = lock(&slot);
+            let Some(sub) = subs.subs.get_mut(&conn.id) else {
+                // Unsubscribed or disconnected while the history was fetched.
+                return Subscribed {
+                    recovered: Some(recovered),
+                    replayed: 0,
+                };
+            };
+            let pending = match std::mem::replace(&mut sub.state, SubState::Live { last: 0 }) {
+                SubState::CatchingUp { pending } => pending,
+                SubState::Live { .. } => Vec::new(),
+            };
+            let mut last = if recovered { since } else { head };
+            let mut replayed = 0;
+            let events = if recovered { retained } else { Vec::new() };
+            for event in events.iter().chain(pending.iter()) {
+                if let Some(offset) = event.offset {
+                    if offset <= last {
+                        continue;
+                    }
+                    last = offset;
+                }
+                replayed += 1;
+                if self.push(&sub.handle, event) {
+                    if let Some(effect) = &event.effect {
+                        effects.push(effect.clone());
+                    }
+                }
+            }
+            sub.state = SubState::Live { last };
+            replayed
+        };
+        self.metrics
+            .replayed_events
+            .fetch_add(replayed as u64, Ordering::Relaxed);
+        for effect in effects {
+            self.apply_effect(conn.clone(), &effect);
+        }
+        Subscribed {
+            recovered: Some(recovered),
+            replayed,
+        }
+    }
+
+    fn note_subscribed(&self, conn: &ConnHandle, scope: &Scope) {
+        let mut index = lock(&self.index);
+        match index.conns.get_mut(&conn.id) {
+            Some(entry) => {
+                entry.scopes.insert(scope.clone());
+            }
+            None => {
+                drop(index);
+                // The connection went away meanwhile: undo.
+                self.remove_sub(scope, conn.id);
+            }
+        }
+    }
+
+    /// Unsubscribes a connection from a scope; `false` if it was not subscribed.
+    pub fn unsubscribe(&self, conn: ConnId, scope: &Scope) -> bool {
+        let was = lock(&self.index)
+            .conns
+            .get_mut(&conn)
+            .is_some_and(|e| e.scopes.remove(scope));
+        self.remove_sub(scope, conn);
+        was
+    }
+
+    fn remove_sub(&self, scope: &Scope, conn: ConnId) {
+        let Some(slot) = self.slot(scope) else { return };
+        let now_empty = {
+            let mut subs = lock(&slot);
+            subs.subs.remove(&conn);
+            subs.subs.is_empty()
+        };
+        if now_empty {
+            let mut scopes = self.scopes.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = scopes.get(scope) {
+                if lock(slot).subs.is_empty() {
+                    scopes.remove(scope);
+                }
+            }
+        }
+    }
+
+    /// Hands one event to every local subscriber of its scope. Called by the broker, in
+    /// offset order per scope. Never blocks: a full queue evicts its connection.
+    pub fn deliver(&self, event: &Arc<Event>) {
+        let Some(slot) = self.slot(&event.scope) else {
+            return;
+        };
+        let mut affected = Vec::new();
+        let mut closed = Vec::new();
+        {
+            let mut subs = lock(&slot);
+            for sub in subs.subs.values_mut() {
+                match &mut sub.state {
+                    SubState::Live { last } => {
+                        if let Some(offset) = event.offset {
+                            if offset <= *last {
+                                continue;
+                            }
+                            *last = offset;
+                        }
+                        if sub.handle.kill.is_closed() {
+                            closed.push(sub.handle.id);
+                            continue;
+                        }
+                        if self.push(&sub.handle, event) && event.effect.is_some() {
+                            affected.push(sub.handle.clone());
+                        }
+                    }
+                    SubState::CatchingUp { pending } => {
+                        if pending.len() >= self.queue_capacity {
+                            self.evict(&sub.handle);
+                        } else {
+                            pending.push(event.clone());
+                            if event.effect.is_some() {
+                                affected.push(sub.handle.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            for id in &closed {
+                subs.subs.remove(id);
+            }
+        }
+        if let Some(effect) = &event.effect {
+            for conn in affected {
+                self.apply_effect(conn, effect);
+            }
+        }
+    }
+
+    /// Queues an event's frame for one connection; `false` if it was not queued.
+    fn push(&self, conn: &ConnHandle, event: &Event) -> bool {
+        let Some(frame) = event.frame(event.mark_for(conn.user)) else {
+            Metrics::inc(&self.metrics.events_skipped);
+            return false;
+        };
+        match conn.tx.try_send(frame) {
+            Ok(()) => {
+                Metrics::inc(&self.metrics.events_delivered);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                Metrics::inc(&self.metrics.events_dropped);
+                self.evict(conn);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Metrics::inc(&self.metrics.events_dropped);
+                false
+            }
+        }
+    }
+
+    fn evict(&self, conn: &ConnHandle) {
+        if conn.kill.fire(chorus_proto::CloseCode::SlowConsumer) {
+            Metrics::inc(&self.metrics.slow_consumer_evictions);
+            tracing::info!(conn = conn.id, user = conn.user, "slow consumer evicted");
+        }
+    }
+
+    /// Applies a subscription effect synchronously: new scopes start live, no replay.
+    fn apply_effect(&self, conn: ConnHandle, effect: &Effect) {
+        for scope in &effect.unsubscribe {
+            self.unsubscribe(conn.id, scope);
+        }
+        for scope in &effect.subscribe {
+            if scope.kind() == "user" {
+                continue; // user scopes are fixed for the life of a connection
+            }
+            let slot = self.slot_or_insert(scope);
+            lock(&slot).subs.entry(conn.id).or_insert_with(|| Sub {
+                handle: conn.clone(),
+                state: SubState::Live { last: 0 },
+            });
+            self.note_subscribed(&conn, scope);
+        }
+    }
+
+    /// Checks that the two indexes agree. For tests.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let index = lock(&self.index);
+        let scopes = self.scopes.read().unwrap_or_else(|e| e.into_inner());
+        for (id, entry) in &index.conns {
+            if !index
+                .users
+                .get(&entry.handle.user)
+                .is_some_and(|s| s.contains(id))
+            {
+                return Err(format!("conn {id} missing from its user's set"));
+            }
+            for scope in &entry.scopes {
+                let present = scopes
+                    .get(scope)
+                    .is_some_and(|s| lock(s).subs.contains_key(id));
+                if !present {
+                    return Err(format!("conn {id} lists {scope} but is not a subscriber"));
+                }
+            }
+        }
+        for (scope, slot) in scopes.iter() {
+            for id in lock(slot).subs.keys() {
+                let listed = index
+                    .conns
+                    .get(id)
+                    .is_some_and(|e| e.scopes.contains(scope));
+                if !listed {
+                    return Err(format!("{scope} has subscriber {id} that does not list it"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

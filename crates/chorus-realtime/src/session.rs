@@ -1,0 +1,417 @@
+//! One WebSocket connection, from `hello` to close, in a single task: it writes queued
+//! frames in batches, reads and answers client ops, pings, and watches for a dead peer,
+//! a kill (slow consumer) or shutdown. One task per connection keeps idle memory small.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use chorus_proto::{
+    AckFrame, ClientOp, CloseCode, ErrorCode, ErrorFrame, FrameId, HelloFrame, PROTOCOL_VERSION,
+    ScopeResume, decode_client_frame,
+};
+use futures_util::SinkExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::hooks::{HookError, SessionHooks};
+use crate::registry::ConnHandle;
+use crate::{Engine, Metrics, Scope, UserKey};
+
+/// Frames written per flush, at most.
+const WRITE_BATCH: usize = 64;
+/// Scopes one `resume` may name.
+const MAX_RESUME_SCOPES: usize = 1_000;
+
+struct Session {
+    engine: Arc<Engine>,
+    hooks: Arc<dyn SessionHooks>,
+    conn: ConnHandle,
+    limiter: DefaultDirectRateLimiter,
+    strikes: u32,
+}
+
+/// Why the loop ended: a code to send, or the peer is already gone.
+enum End {
+    Close(CloseCode),
+    PeerGone,
+}
+
+pub(crate) async fn run(
+    engine: Arc<Engine>,
+    mut socket: WebSocket,
+    user: UserKey,
+    hooks: Arc<dyn SessionHooks>,
+) {
+    let (conn, mut rx) = engine.registry.register(user);
+    let first = engine.registry.connections_of(user).len() == 1;
+    hooks.connected(user, first).await;
+
+    let end = match open(&engine, &hooks, &conn, &mut socket).await {
+        Ok(()) => {
+            let limiter = RateLimiter::direct(
+                Quota::per_second(
+                    NonZeroU32::new(engine.config.inbound_per_sec).unwrap_or(NonZeroU32::MIN),
+                )
+                .allow_burst(
+                    NonZeroU32::new(engine.config.inbound_burst).unwrap_or(NonZeroU32::MIN),
+                ),
+            );
+            let mut session = Session {
+                engine: engine.clone(),
+                hooks: hooks.clone(),
+                conn: conn.clone(),
+                limiter,
+                strikes: 0,
+            };
+            session.run(&mut socket, &mut rx).await
+        }
+        Err(end) => end,
+    };
+
+    if let End::Close(code) = end {
+        let frame = CloseFrame {
+            code: code.code(),
+            reason: Utf8Bytes::from_static(code.reason()),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            socket.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+    let remaining = engine.registry.unregister(&conn);
+    hooks.disconnected(user, remaining == 0).await;
+}
+
+/// Subscribes the initial scopes and sends `hello`.
+async fn open(
+    engine: &Arc<Engine>,
+    hooks: &Arc<dyn SessionHooks>,
+    conn: &ConnHandle,
+    socket: &mut WebSocket,
+) -> Result<(), End> {
+    let mut scopes = vec![Scope::of("user", conn.user)];
+    match hooks.initial_scopes(conn.user).await {
+        Ok(more) => scopes.extend(more),
+        Err(err) => {
+            tracing::warn!(user = conn.user, cause = %err, "initial scopes failed");
+            return Err(End::Close(CloseCode::ServerShutdown));
+        }
+    }
+    for scope in &scopes {
+        engine
+            .registry
+            .subscribe(engine.broker.as_ref(), conn, scope, None)
+            .await;
+    }
+    let hello = HelloFrame {
+        v: PROTOCOL_VERSION,
+        session_id: format!("{:032x}", rand::random::<u128>()),
+        user_id: conn.user,
+        heartbeat_ms: engine.config.heartbeat.as_millis() as u64,
+        scopes: scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+    };
+    let text = frame_json("hello", &hello);
+    socket
+        .send(Message::Text(text))
+        .await
+        .map_err(|_| End::PeerGone)
+}
+
+/// Serializes `{"op": op, ...body}`.
+fn frame_json(op: &str, body: &impl serde::Serialize) -> Utf8Bytes {
+    let mut value = serde_json::to_value(body).unwrap_or(serde_json::Value::Null);
+    if let serde_json::Value::Object(map) = &mut value {
+        map.insert("op".to_owned(), serde_json::Value::String(op.to_owned()));
+    }
+    Utf8Bytes::from(value.to_string())
+}
+
+fn error_frame(id: Option<FrameId>, code: ErrorCode, message: impl Into<String>) -> Utf8Bytes {
+    frame_json(
+        "error",
+        &ErrorFrame {
+            id,
+            code,
+            message: message.into(),
+        },
+    )
+}
+
+/// An ack with no fields set; its id is filled in when it is sent.
+fn ack() -> AckFrame {
+    AckFrame {
+        id: FrameId::Int(0),
+        scope: None,
+        recovered: None,
+        offset: None,
+        scopes: None,
+    }
+}
+
+impl Session {
+    async fn run(&mut self, socket: &mut WebSocket, rx: &mut mpsc::Receiver<Utf8Bytes>) -> End {
+        let heartbeat = self.engine.config.heartbeat;
+        let dead_after = heartbeat.mul_f64(1.4);
+        let mut last_heard = Instant::now();
+        let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let engine = self.engine.clone();
+        let shutdown = engine.shutdown_token();
+        let kill = self.conn.kill.clone();
+
+        loop {
+            tokio::select! {
+                biased;
+                () = kill.fired() => {
+                    return End::Close(kill.code().unwrap_or(CloseCode::SlowConsumer));
+                }
+                () = shutdown.cancelled() => {
+                    // Drain what is queued, then ask the client to reconnect.
+                    while let Ok(frame) = rx.try_recv() {
+                        if socket.feed(Message::Text(frame)).await.is_err() {
+                            return End::PeerGone;
+                        }
+                    }
+                    let _ = socket.flush().await;
+                    return End::Close(CloseCode::ServerShutdown);
+                }
+                frame = rx.recv() => {
+                    let Some(frame) = frame else { return End::Close(CloseCode::ServerShutdown) };
+                    if write_batch(socket, rx, frame).await.is_err() {
+                        return End::PeerGone;
+                    }
+                }
+                msg = socket.recv() => {
+                    let msg = match msg {
+                        None => return End::PeerGone,
+                        Some(Err(err)) => {
+                            tracing::debug!(conn = self.conn.id, cause = %err, "read failed");
+                            return if is_capacity_error(&err) {
+                                End::Close(CloseCode::MessageTooBig)
+                            } else {
+                                End::PeerGone
+                            };
+                        }
+                        Some(Ok(msg)) => msg,
+                    };
+                    last_heard = Instant::now();
+                    match msg {
+                        Message::Text(text) => {
+                            if let Some(end) = self.on_text(text.as_str()).await {
+                                return end;
+                            }
+                        }
+                        Message::Binary(_) => {
+                            Metrics::inc(&self.engine.metrics.inbound_errors);
+                            self.reply(error_frame(None, ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text"));
+                        }
+                        Message::Close(_) => return End::PeerGone,
+                        Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+                _ = ticker.tick() => {
+                    if last_heard.elapsed() > dead_after {
+                        Metrics::inc(&self.engine.metrics.heartbeat_timeouts);
+                        return End::Close(CloseCode::HeartbeatTimeout);
+                    }
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return End::PeerGone;
+                    }
+                }
+            }
+        }
+    }
+
+    fn reply(&self, frame: Utf8Bytes) {
+        self.conn.send(frame);
+    }
+
+    /// Handles one text frame; `Some` ends the session.
+    async fn on_text(&mut self, text: &str) -> Option<End> {
+        let metrics = &self.engine.metrics;
+        Metrics::inc(&metrics.inbound_frames);
+        if self.limiter.check().is_err() {
+            Metrics::inc(&metrics.rate_limited);
+            self.strikes += 1;
+            if self.strikes >= self.engine.config.flood_strikes {
+                return Some(End::Close(CloseCode::Flood));
+            }
+            self.reply(error_frame(
+                None,
+                ErrorCode::RateLimited,
+                "inbound frame rate over the limit; slow down",
+            ));
+            return None;
+        }
+        self.strikes = 0;
+        if text.len() > self.engine.config.max_frame_bytes {
+            Metrics::inc(&metrics.inbound_errors);
+            self.reply(error_frame(
+                None,
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "frame of {} bytes is over the limit of {}",
+                    text.len(),
+                    self.engine.config.max_frame_bytes
+                ),
+            ));
+            return None;
+        }
+        let frame = match decode_client_frame(text) {
+            Ok(frame) => frame,
+            Err(err) => {
+                Metrics::inc(&metrics.inbound_errors);
+                self.reply(error_frame(err.id, err.code, err.message));
+                return None;
+            }
+        };
+        let id = frame.id;
+        let result = match frame.op {
+            ClientOp::Ping if id.is_none() => {
+                self.reply(Utf8Bytes::from_static(r#"{"op":"pong"}"#));
+                return None;
+            }
+            ClientOp::Ping => Ok(ack()),
+            ClientOp::Subscribe { scope, since } => {
+                self.subscribe(&scope, since)
+                    .await
+                    .map(|(scope, recovered, offset)| AckFrame {
+                        scope: Some(scope),
+                        recovered,
+                        offset,
+                        ..ack()
+                    })
+            }
+            ClientOp::Unsubscribe { scope } => self.unsubscribe(&scope).map(|()| ack()),
+            ClientOp::Resume { positions } => self.resume(positions).await.map(|scopes| AckFrame {
+                scopes: Some(scopes),
+                ..ack()
+            }),
+            ClientOp::Typing {
+                channel_id,
+                thread_id,
+            } => self
+                .hooks
+                .typing(self.conn.user, channel_id, thread_id)
+                .await
+                .map(|()| ack())
+                .map_err(|e| (e.code(), e.to_string())),
+        };
+        match (result, id) {
+            (Ok(body), Some(id)) => self.reply(frame_json("ack", &AckFrame { id, ..body })),
+            (Ok(_), None) => {}
+            (Err((code, message)), id) => {
+                Metrics::inc(&metrics.inbound_errors);
+                self.reply(error_frame(id, code, message));
+            }
+        }
+        None
+    }
+
+    async fn authorize(&self, name: &str) -> Result<Scope, (ErrorCode, String)> {
+        let scope = Scope::parse(name).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        if scope.kind() == "user" {
+            return if scope.id() == self.conn.user.to_string() {
+                Ok(scope)
+            } else {
+                Err((ErrorCode::Forbidden, "another user's scope".to_owned()))
+            };
+        }
+        self.hooks
+            .authorize_subscribe(self.conn.user, &scope)
+            .await
+            .map_err(|e: HookError| (e.code(), e.to_string()))?;
+        Ok(scope)
+    }
+
+    async fn subscribe(
+        &self,
+        name: &str,
+        since: Option<u64>,
+    ) -> Result<(String, Option<bool>, Option<u64>), (ErrorCode, String)> {
+        let scope = self.authorize(name).await?;
+        let engine = &self.engine;
+        let outcome = engine
+            .registry
+            .subscribe(engine.broker.as_ref(), &self.conn, &scope, since)
+            .await;
+        self.count_resume(outcome.recovered);
+        let head = engine.broker.head(&scope).await.ok();
+        Ok((scope.as_str().to_owned(), outcome.recovered, head))
+    }
+
+    fn unsubscribe(&self, name: &str) -> Result<(), (ErrorCode, String)> {
+        let scope = Scope::parse(name).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        if scope.kind() == "user" {
+            return Err((
+                ErrorCode::BadRequest,
+                "the user scope cannot be left".to_owned(),
+            ));
+        }
+        self.engine.registry.unsubscribe(self.conn.id, &scope);
+        Ok(())
+    }
+
+    async fn resume(
+        &self,
+        positions: BTreeMap<String, u64>,
+    ) -> Result<BTreeMap<String, ScopeResume>, (ErrorCode, String)> {
+        if positions.len() > MAX_RESUME_SCOPES {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("resume names more than {MAX_RESUME_SCOPES} scopes"),
+            ));
+        }
+        let mut out = BTreeMap::new();
+        for (name, since) in positions {
+            let result = match self.subscribe(&name, Some(since)).await {
+                Ok((_, recovered, offset)) => ScopeResume {
+                    recovered: recovered.unwrap_or(false),
+                    offset,
+                    error: None,
+                },
+                Err((code, _)) => ScopeResume {
+                    recovered: false,
+                    offset: None,
+                    error: Some(code),
+                },
+            };
+            out.insert(name, result);
+        }
+        Ok(out)
+    }
+
+    fn count_resume(&self, recovered: Option<bool>) {
+        match recovered {
+            Some(true) => Metrics::inc(&self.engine.metrics.resumes_recovered),
+            Some(false) => Metrics::inc(&self.engine.metrics.resumes_unrecovered),
+            None => {}
+        }
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+async fn write_batch(
+    socket: &mut WebSocket,
+    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    first: Utf8Bytes,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(first)).await?;
+    for _ in 1..WRITE_BATCH {
+        match rx.try_recv() {
+            Ok(frame) => socket.feed(Message::Text(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    socket.flush().await
+}
+
+fn is_capacity_error(err: &axum::Error) -> bool {
+    let text = err.to_string();
+    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+}

@@ -1,0 +1,93 @@
+//! Server configuration. The binary layers it: flags > environment > TOML file > defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chorus_chat::ChatConfig;
+use chorus_realtime::{EngineConfig, Retention};
+use serde::Deserialize;
+
+/// Every setting of `chorus serve`. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to serve HTTP and WebSocket on (`CHORUS_LISTEN`).
+    pub listen: SocketAddr,
+    /// Directory of the embedded database (`CHORUS_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// `sqlite://…` (overrides `data_dir`) or `postgres://…` (`CHORUS_DATABASE_URL`).
+    pub database_url: Option<String>,
+    /// Enables the Redis Streams broker (`CHORUS_REDIS_URL`).
+    pub redis_url: Option<String>,
+    /// A token accepted as the `admin` user's, as given (`CHORUS_ADMIN_TOKEN`).
+    pub admin_token: Option<String>,
+    /// HS256 secret for application-minted JWTs (`CHORUS_JWT_SECRET`).
+    pub jwt_secret: Option<String>,
+    /// Password-less login for local trials. Never on by default.
+    pub dev: bool,
+    pub heartbeat_ms: u64,
+    pub max_message_bytes: usize,
+    pub max_frame_bytes: usize,
+    /// Largest HTTP request body.
+    pub max_body_bytes: usize,
+    pub queue_capacity: usize,
+    pub inbound_per_sec: u32,
+    pub inbound_burst: u32,
+    pub typing_per_minute: u32,
+    pub retention_events: usize,
+    pub retention_secs: u64,
+    /// How long shutdown waits for connections to drain.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let engine = EngineConfig::default();
+        let chat = ChatConfig::default();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7800)),
+            data_dir: PathBuf::from("./chorus-data"),
+            database_url: None,
+            redis_url: None,
+            admin_token: None,
+            jwt_secret: None,
+            dev: false,
+            heartbeat_ms: engine.heartbeat.as_millis() as u64,
+            max_message_bytes: chat.max_message_bytes,
+            max_frame_bytes: engine.max_frame_bytes,
+            max_body_bytes: 256 * 1024,
+            queue_capacity: engine.queue_capacity,
+            inbound_per_sec: engine.inbound_per_sec,
+            inbound_burst: engine.inbound_burst,
+            typing_per_minute: chat.typing_per_minute,
+            retention_events: engine.retention.max_events,
+            retention_secs: engine.retention.max_age.as_secs(),
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Config {
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            heartbeat: Duration::from_millis(self.heartbeat_ms.max(100)),
+            queue_capacity: self.queue_capacity,
+            max_frame_bytes: self.max_frame_bytes,
+            inbound_per_sec: self.inbound_per_sec,
+            inbound_burst: self.inbound_burst,
+            retention: Retention {
+                max_events: self.retention_events,
+                max_age: Duration::from_secs(self.retention_secs),
+            },
+            ..EngineConfig::default()
+        }
+    }
+
+    pub fn chat(&self) -> ChatConfig {
+        ChatConfig {
+            max_message_bytes: self.max_message_bytes,
+            typing_per_minute: self.typing_per_minute,
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The Chorus server: the HTTP API and WebSocket edge over the chat domain and the
+//! realtime engine.
+//!
+//! Layout:
+//! - [`config`]: every setting of `chorus serve`.
+//! - [`routes`]: thin axum handlers, one file per API area, and [`app`].
+//! - [`auth`]: bearer tokens (opaque, admin, JWT) → the calling user.
+//! - [`error`] / [`extract`]: one error body for every failure, extractor rejections included.
+//!
+//! [`build`] wires storage, engine and domain from a [`Config`]; [`run`] serves an
+//! already-bound listener until the shutdown future resolves (tests bind `127.0.0.1:0`).
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chorus_chat::store::{SqliteStore, Store};
+use chorus_chat::{Chat, service::ChatHooks};
+use chorus_realtime::Engine;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use routes::{app, openapi};
+pub use state::AppState;
+
+/// A built server and, when the admin user was just created, its first token.
+pub struct Built {
+    pub state: AppState,
+    pub bootstrap_token: Option<String>,
+}
+
+/// Opens storage (running migrations), creates the engine and the domain, and makes
+/// sure the `admin` user exists.
+pub async fn build(config: Config) -> anyhow::Result<Built> {
+    if config.redis_url.is_some() {
+        bail!(
+            "CHORUS_REDIS_URL: the Redis Streams broker is not available in this version; unset it to run single-node"
+        );
+    }
+    let store: Arc<dyn Store> = match config.database_url.as_deref() {
+        Some(url) if url.starts_with("sqlite:") => Arc::new(SqliteStore::open_url(url).await?),
+        Some(url) if url.starts_with("postgres") => {
+            bail!(
+                "CHORUS_DATABASE_URL: PostgreSQL storage is not available in this version; use sqlite:// or the data dir"
+            )
+        }
+        Some(other) => {
+            bail!("CHORUS_DATABASE_URL must start with sqlite: or postgres:, got {other:?}")
+        }
+        None => Arc::new(
+            SqliteStore::open(&config.data_dir.join("chorus.db"))
+                .await
+                .context("opening the embedded database")?,
+        ),
+    };
+    let engine = Engine::in_memory(config.engine());
+    let chat = Arc::new(Chat::new(store, engine.clone(), config.chat()));
+    let (admin, bootstrap_token) = chat
+        .bootstrap_admin()
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the admin user: {e}"))?;
+    let auth = Arc::new(auth::Authenticator::new(
+        chat.clone(),
+        admin.id,
+        config.admin_token.as_deref(),
+        config.jwt_secret.as_deref(),
+    ));
+    let hooks = Arc::new(ChatHooks::new(chat.clone()));
+    Ok(Built {
+        state: AppState {
+            config: Arc::new(config),
+            chat,
+            engine,
+            hooks,
+            auth,
+        },
+        bootstrap_token,
+    })
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, tells every WebSocket
+/// client to reconnect (close 3001) after flushing its queue, and waits for them up to
+/// the configured grace period.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let engine = state.engine.clone();
+    let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let drain = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        // WebSocket sessions outlive axum's graceful shutdown; the engine tracks them.
+        engine.shutdown(grace).await
+    });
+    let mut stop = stop_rx;
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .context("serving")?;
+    let drained = drain.await.unwrap_or(false);
+    if !drained {
+        tracing::warn!("some connections did not close within the grace period");
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! `/api/v1/channels/…`: one channel, its members, and its messages.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chorus_chat::model::{Channel, ChannelId, ChannelView, Message, MessageId, UserId};
+use chorus_chat::service::{SendMessage, UpdateChannel};
+use chorus_chat::store::MessageQuery;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Json, Path, Query};
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+pub struct AddChannelMember {
+    pub user_id: UserId,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct HistoryQuery {
+    /// Messages with ids below this one (paging back).
+    pub before: Option<i64>,
+    /// Messages with ids above this one (catching up forward).
+    pub after: Option<i64>,
+    /// Page size: default 50, at most 200.
+    pub limit: Option<u32>,
+    /// The replies of this thread instead of the top-level messages.
+    pub thread_id: Option<i64>,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_channel, update_channel))
+        .routes(routes!(add_channel_member))
+        .routes(routes!(remove_channel_member))
+        .routes(routes!(join_channel))
+        .routes(routes!(leave_channel))
+        .routes(routes!(send_message, list_messages))
+}
+
+/// One channel, with its member ids.
+#[utoipa::path(get, path = "/api/v1/channels/{id}", tag = "channels",
+    params(("id" = i64, Path)), responses((status = 200, body = ChannelView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_channel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<ChannelView>> {
+    Ok(Json(state.chat.get_channel(&caller, ChannelId(id)).await?))
+}
+
+/// Rename, set the topic, or change the delivery policy.
+#[utoipa::path(patch, path = "/api/v1/channels/{id}", tag = "channels", request_body = UpdateChannel,
+    params(("id" = i64, Path)), responses((status = 200, body = Channel), (status = 403, body = ErrorBody)))]
+async fn update_channel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<UpdateChannel>,
+) -> ApiResult<Json<Channel>> {
+    Ok(Json(
+        state
+            .chat
+            .update_channel(&caller, ChannelId(id), req)
+            .await?,
+    ))
+}
+
+/// Add a workspace member to the channel.
+#[utoipa::path(post, path = "/api/v1/channels/{id}/members", tag = "channels", request_body = AddChannelMember,
+    params(("id" = i64, Path)), responses((status = 204), (status = 403, body = ErrorBody)))]
+async fn add_channel_member(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<AddChannelMember>,
+) -> ApiResult<StatusCode> {
+    state
+        .chat
+        .add_channel_member(&caller, ChannelId(id), req.user_id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Remove a member (workspace admins, the channel's creator, or the member itself).
+#[utoipa::path(delete, path = "/api/v1/channels/{id}/members/{user_id}", tag = "channels",
+    params(("id" = i64, Path), ("user_id" = i64, Path)), responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn remove_channel_member(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((id, user_id)): Path<(i64, i64)>,
+) -> ApiResult<StatusCode> {
+    state
+        .chat
+        .remove_channel_member(&caller, ChannelId(id), UserId(user_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Join a public channel.
+#[utoipa::path(post, path = "/api/v1/channels/{id}/join", tag = "channels",
+    params(("id" = i64, Path)), responses((status = 200, body = Channel), (status = 403, body = ErrorBody)))]
+async fn join_channel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Channel>> {
+    Ok(Json(state.chat.join_channel(&caller, ChannelId(id)).await?))
+}
+
+/// Leave a channel.
+#[utoipa::path(post, path = "/api/v1/channels/{id}/leave", tag = "channels",
+    params(("id" = i64, Path)), responses((status = 204), (status = 400, body = ErrorBody)))]
+async fn leave_channel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    state.chat.leave_channel(&caller, ChannelId(id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Send a message. With an `Idempotency-Key` header, a retry returns the first
+/// result (and the header `Idempotent-Replayed: true`) and creates nothing.
+#[utoipa::path(post, path = "/api/v1/channels/{id}/messages", tag = "messages", request_body = SendMessage,
+    params(("id" = i64, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = Message), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn send_message(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    Json(req): Json<SendMessage>,
+) -> ApiResult<Response> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?
+                .to_owned(),
+        ),
+    };
+    let (message, created) = state
+        .chat
+        .send_message(&caller, ChannelId(id), req, key)
+        .await?;
+    let mut response = (StatusCode::CREATED, Json(message)).into_response();
+    if !created {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// History, oldest first within the page: the latest page by default, `before` to page
+/// back, `after` to catch up forward (the cold path after `recovered: false`).
+#[utoipa::path(get, path = "/api/v1/channels/{id}/messages", tag = "messages",
+    params(("id" = i64, Path), HistoryQuery), responses((status = 200, body = [Message]), (status = 403, body = ErrorBody)))]
+async fn list_messages(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<Vec<Message>>> {
+    let query = MessageQuery {
+        before: q.before.map(MessageId),
+        after: q.after.map(MessageId),
+        limit: q.limit.unwrap_or(0),
+        thread_id: q.thread_id.map(MessageId),
+    };
+    Ok(Json(
+        state
+            .chat
+            .list_messages(&caller, ChannelId(id), query)
+            .await?,
+    ))
+}

@@ -1,0 +1,248 @@
+//! Operations: health, readiness, metrics, stats, and `/api/v1/publish`.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use chorus_realtime::metrics::MetricsSnapshot;
+use chorus_realtime::{Publish, Scope};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::Json;
+use crate::state::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Stats {
+    #[schema(value_type = Object)]
+    pub metrics: MetricsSnapshot,
+    pub subscriptions: HashMap<String, u64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PublishRequest {
+    /// Any scope, e.g. `topic:deploys`.
+    pub scope: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// Ephemeral events get no offset and are not retained for resume.
+    #[serde(default)]
+    pub ephemeral: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Published {
+    pub scope: String,
+    pub offset: Option<u64>,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(stats))
+        .routes(routes!(publish))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+/// Readiness: the broker can publish and the server is not shutting down.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> {
+    if state.engine.is_shutting_down() {
+        return Err(ApiError::new(
+            chorus_proto::ErrorCode::Unavailable,
+            "shutting down",
+        ));
+    }
+    if !state.engine.broker.is_ready() {
+        return Err(ApiError::new(
+            chorus_proto::ErrorCode::Unavailable,
+            "broker unavailable",
+        ));
+    }
+    Ok(axum::Json(Health { status: "ready" }))
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let m = state.engine.metrics.snapshot();
+    let mut out = String::with_capacity(2048);
+    let mut counter = |name: &str, help: &str, kind: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP chorus_{name} {help}\n# TYPE chorus_{name} {kind}\nchorus_{name} {value}"
+        );
+    };
+    counter(
+        "connections",
+        "Live WebSocket connections.",
+        "gauge",
+        m.connections_current,
+    );
+    counter(
+        "connections_total",
+        "WebSocket connections accepted.",
+        "counter",
+        m.connections_total,
+    );
+    counter(
+        "events_published_total",
+        "Events published.",
+        "counter",
+        m.events_published,
+    );
+    counter(
+        "events_delivered_total",
+        "Event frames queued to connections.",
+        "counter",
+        m.events_delivered,
+    );
+    counter(
+        "events_dropped_total",
+        "Event frames not queued (full or closed queue).",
+        "counter",
+        m.events_dropped,
+    );
+    counter(
+        "events_skipped_total",
+        "Recipients skipped by agent-aware delivery.",
+        "counter",
+        m.events_skipped,
+    );
+    counter(
+        "slow_consumer_evictions_total",
+        "Connections closed for a full outbound queue.",
+        "counter",
+        m.slow_consumer_evictions,
+    );
+    counter(
+        "heartbeat_timeouts_total",
+        "Connections closed as dead peers.",
+        "counter",
+        m.heartbeat_timeouts,
+    );
+    counter(
+        "resumes_recovered_total",
+        "Subscriptions with since that replayed everything.",
+        "counter",
+        m.resumes_recovered,
+    );
+    counter(
+        "resumes_unrecovered_total",
+        "Subscriptions with since outside the retention window.",
+        "counter",
+        m.resumes_unrecovered,
+    );
+    counter(
+        "replayed_events_total",
+        "Events replayed on subscribe/resume.",
+        "counter",
+        m.replayed_events,
+    );
+    counter(
+        "inbound_frames_total",
+        "Client frames received.",
+        "counter",
+        m.inbound_frames,
+    );
+    counter(
+        "inbound_errors_total",
+        "Client frames answered with an error.",
+        "counter",
+        m.inbound_errors,
+    );
+    counter(
+        "rate_limited_total",
+        "Client frames over the rate limit.",
+        "counter",
+        m.rate_limited,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP chorus_events_by_type_total Events published per type.\n# TYPE chorus_events_by_type_total counter"
+    );
+    let mut types: Vec<_> = m.events_by_type.iter().collect();
+    types.sort();
+    for (kind, n) in types {
+        let _ = writeln!(out, "chorus_events_by_type_total{{type=\"{kind}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP chorus_subscriptions Live subscriptions per scope kind.\n# TYPE chorus_subscriptions gauge"
+    );
+    let mut subs: Vec<_> = state
+        .engine
+        .registry
+        .subscriptions_by_kind()
+        .into_iter()
+        .collect();
+    subs.sort();
+    for (kind, n) in subs {
+        let _ = writeln!(out, "chorus_subscriptions{{kind=\"{kind}\"}} {n}");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// JSON snapshot of the realtime engine's counters.
+#[utoipa::path(get, path = "/api/v1/realtime/stats", tag = "operations", responses((status = 200, body = Stats)))]
+async fn stats(State(state): State<AppState>) -> axum::Json<Stats> {
+    axum::Json(Stats {
+        metrics: state.engine.metrics.snapshot(),
+        subscriptions: state.engine.registry.subscriptions_by_kind(),
+    })
+}
+
+/// Publish an arbitrary event to a scope (admin / server token): Chorus as a realtime
+/// gateway for a backend.
+#[utoipa::path(post, path = "/api/v1/publish", tag = "operations", request_body = PublishRequest,
+    responses((status = 202, body = Published), (status = 403, body = ErrorBody)))]
+async fn publish(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Json(req): Json<PublishRequest>,
+) -> ApiResult<(StatusCode, Json<Published>)> {
+    if !caller.is_admin {
+        return Err(ApiError::forbidden(
+            "publishing needs the server (admin) token",
+        ));
+    }
+    let scope = Scope::parse(&req.scope).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if req.kind.is_empty() || req.kind.len() > 64 {
+        return Err(ApiError::bad_request("type must be 1 to 64 bytes"));
+    }
+    let mut event = Publish::new(scope.clone(), req.kind, &req.data);
+    if req.ephemeral {
+        event = event.ephemeral();
+    }
+    let offset = state
+        .engine
+        .publish(event)
+        .await
+        .map_err(|e| ApiError::new(chorus_proto::ErrorCode::Unavailable, e.to_string()))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Published {
+            scope: scope.to_string(),
+            offset,
+        }),
+    ))
+}

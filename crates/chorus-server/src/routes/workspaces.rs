@@ -1,0 +1,129 @@
+//! `/api/v1/workspaces/…`: workspaces, members, channel creation and listing, DMs.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chorus_chat::model::{
+    Channel, ChannelView, Member, Workspace, WorkspaceId, WorkspaceMembership,
+};
+use chorus_chat::service::{AddMember, CreateChannel, OpenDm};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::auth::Caller;
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{Json, Path};
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateWorkspace {
+    pub name: String,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_workspace, list_workspaces))
+        .routes(routes!(add_member, list_members))
+        .routes(routes!(create_channel, list_channels))
+        .routes(routes!(open_dm))
+}
+
+/// Create a workspace; the caller becomes its owner.
+#[utoipa::path(post, path = "/api/v1/workspaces", tag = "workspaces", request_body = CreateWorkspace,
+    responses((status = 201, body = Workspace), (status = 400, body = ErrorBody)))]
+async fn create_workspace(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Json(req): Json<CreateWorkspace>,
+) -> ApiResult<(StatusCode, Json<Workspace>)> {
+    let ws = state.chat.create_workspace(&caller, &req.name).await?;
+    Ok((StatusCode::CREATED, Json(ws)))
+}
+
+/// The workspaces the caller belongs to, with the caller's role.
+#[utoipa::path(get, path = "/api/v1/workspaces", tag = "workspaces", responses((status = 200, body = [WorkspaceMembership])))]
+async fn list_workspaces(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<Vec<WorkspaceMembership>>> {
+    Ok(Json(state.chat.my_workspaces(&caller).await?))
+}
+
+/// Add a member (owners and admins).
+#[utoipa::path(post, path = "/api/v1/workspaces/{id}/members", tag = "workspaces", request_body = AddMember,
+    params(("id" = i64, Path)), responses((status = 201, body = Member), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn add_member(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<AddMember>,
+) -> ApiResult<(StatusCode, Json<Member>)> {
+    let member = state
+        .chat
+        .add_workspace_member(&caller, WorkspaceId(id), req)
+        .await?;
+    Ok((StatusCode::CREATED, Json(member)))
+}
+
+/// The workspace's members.
+#[utoipa::path(get, path = "/api/v1/workspaces/{id}/members", tag = "workspaces",
+    params(("id" = i64, Path)), responses((status = 200, body = [Member]), (status = 404, body = ErrorBody)))]
+async fn list_members(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<Member>>> {
+    Ok(Json(
+        state
+            .chat
+            .workspace_members(&caller, WorkspaceId(id))
+            .await?,
+    ))
+}
+
+/// Create a public or private channel.
+#[utoipa::path(post, path = "/api/v1/workspaces/{id}/channels", tag = "channels", request_body = CreateChannel,
+    params(("id" = i64, Path)), responses((status = 201, body = Channel), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_channel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<CreateChannel>,
+) -> ApiResult<(StatusCode, Json<Channel>)> {
+    let channel = state
+        .chat
+        .create_channel(&caller, WorkspaceId(id), req)
+        .await?;
+    Ok((StatusCode::CREATED, Json(channel)))
+}
+
+/// Channels the caller can see (public ones and those it is a member of), with unread counts.
+#[utoipa::path(get, path = "/api/v1/workspaces/{id}/channels", tag = "channels",
+    params(("id" = i64, Path)), responses((status = 200, body = [ChannelView])))]
+async fn list_channels(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<ChannelView>>> {
+    Ok(Json(
+        state.chat.list_channels(&caller, WorkspaceId(id)).await?,
+    ))
+}
+
+/// Get or create the DM of the caller and `user_ids`: 201 when created, 200 when it existed.
+#[utoipa::path(post, path = "/api/v1/workspaces/{id}/dms", tag = "channels", request_body = OpenDm,
+    params(("id" = i64, Path)), responses((status = 200, body = ChannelView), (status = 201, body = ChannelView)))]
+async fn open_dm(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<OpenDm>,
+) -> ApiResult<(StatusCode, Json<ChannelView>)> {
+    let (view, created) = state.chat.open_dm(&caller, WorkspaceId(id), req).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)))
+}

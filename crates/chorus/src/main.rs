@@ -1,0 +1,187 @@
+//! The `chorus` binary: `serve` runs the server; the other subcommands are a CLI over
+//! the HTTP API and the realtime socket (built on `chorus-client`).
+
+mod cli;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chorus_server::Config;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "chorus",
+    version,
+    about = "Realtime collaboration for humans and AI agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
+}
+
+/// Flags override the environment, which overrides the TOML file, which overrides defaults.
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML file with any of the settings below (keys as in `chorus_server::Config`).
+    #[arg(long, env = "CHORUS_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "CHORUS_LISTEN")]
+    listen: Option<SocketAddr>,
+    #[arg(long, env = "CHORUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[arg(long, env = "CHORUS_DATABASE_URL")]
+    database_url: Option<String>,
+    #[arg(long, env = "CHORUS_REDIS_URL")]
+    redis_url: Option<String>,
+    #[arg(long, env = "CHORUS_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    #[arg(long, env = "CHORUS_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Password-less login for local trials (never in production).
+    #[arg(long, env = "CHORUS_DEV")]
+    dev: bool,
+    #[arg(long, env = "CHORUS_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    #[arg(long, env = "CHORUS_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<usize>,
+    #[arg(long, env = "CHORUS_MAX_FRAME_BYTES")]
+    max_frame_bytes: Option<usize>,
+    #[arg(long, env = "CHORUS_QUEUE_CAPACITY")]
+    queue_capacity: Option<usize>,
+    #[arg(long, env = "CHORUS_RETENTION_EVENTS")]
+    retention_events: Option<usize>,
+    #[arg(long, env = "CHORUS_RETENTION_SECS")]
+    retention_secs: Option<u64>,
+    #[arg(long, env = "CHORUS_SHUTDOWN_GRACE_MS")]
+    shutdown_grace_ms: Option<u64>,
+    /// Log as JSON lines.
+    #[arg(long, env = "CHORUS_LOG_JSON")]
+    log_json: bool,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(v) = self.$field { config.$field = v; }
+            )*};
+        }
+        macro_rules! set_opt {
+            ($($field:ident),*) => {$(
+                if self.$field.is_some() { config.$field = self.$field; }
+            )*};
+        }
+        set!(
+            listen,
+            data_dir,
+            heartbeat_ms,
+            max_message_bytes,
+            max_frame_bytes,
+            queue_capacity,
+            retention_events,
+            retention_secs,
+            shutdown_grace_ms
+        );
+        set_opt!(database_url, redis_url, admin_token, jwt_secret);
+        config.dev |= self.dev;
+        Ok(config)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Client(cmd) => cli::run(cmd).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_env("CHORUS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let config = args.into_config()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let data_dir = config.data_dir.clone();
+    let built = chorus_server::build(config).await?;
+    if let Some(token) = &built.bootstrap_token {
+        let path = data_dir.join("admin.token");
+        write_secret(&path, token)?;
+        eprintln!(
+            "\nCreated the admin user. Its token (shown once) is:\n\n    {token}\n\nIt is also in {} (mode 600).\n",
+            path.display()
+        );
+    }
+    tracing::info!(addr = %listener.local_addr()?, "chorus listening");
+    chorus_server::run(listener, built.state, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{secret}")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}
