@@ -1,0 +1,356 @@
+//! The load generator's parts: connections spread over loopback source addresses,
+//! Chorus setup over HTTP, and per-subscriber accounting of what arrived.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+use crate::target::{ADMIN_TOKEN, Kind, Target};
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Loopback source address for connection `i`: 127.0.0.2 … 127.0.0.251, so 10k
+/// connections never run one source address out of ephemeral ports.
+fn source_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % 250) as u8))
+}
+
+/// Opens a WebSocket to the target; for Chorus, waits for `hello`.
+pub async fn connect(target: &Target, token: Option<&str>, i: usize) -> anyhow::Result<Ws> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source_ip(i), 0))?;
+    let stream = socket.connect(target.addr).await?;
+    stream.set_nodelay(true)?;
+    let url = match token {
+        Some(t) => format!("ws://{}{}?token={t}", target.addr, target.ws_path()),
+        None => format!("ws://{}{}", target.addr, target.ws_path()),
+    };
+    let request = url.into_client_request()?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0);
+    let (mut ws, _) = client_async_with_config(request, stream, Some(config)).await?;
+    if target.kind == Kind::Chorus {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"hello\"") => {}
+            other => bail!("expected hello, got {other:?}"),
+        }
+    }
+    Ok(ws)
+}
+
+/// HTTP access to a Chorus target as the admin.
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    pub fn new(target: &Target) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()
+                .unwrap_or_default(),
+            base: target.http(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status} {value}");
+        }
+        Ok(value)
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(token, reqwest::Method::POST, path, Some(body))
+            .await
+    }
+
+    /// Sends one message as `token`.
+    pub async fn send(&self, token: &str, channel: i64, text: &str) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/channels/{channel}/messages", self.base))
+            .bearer_auth(token)
+            .json(&json!({ "text": text }))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("send: {}", resp.status());
+        }
+        Ok(())
+    }
+}
+
+/// A workspace with one channel, `subscribers` reader users and `senders` writers.
+pub struct Room {
+    pub channel_id: i64,
+    pub reader_tokens: Vec<String>,
+    pub sender_tokens: Vec<String>,
+}
+
+/// Connections per reader user: realistic (people have a few tabs) without creating
+/// thousands of users.
+const CONNS_PER_USER: usize = 50;
+
+pub async fn setup_room(api: &Api, connections: usize, senders: usize) -> anyhow::Result<Room> {
+    let tag: u32 = std::process::id() ^ (Instant::now().elapsed().subsec_nanos());
+    let create = |prefix: &str, n: usize| -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{tag}-{i}")).collect()
+    };
+    let readers = create("r", connections.div_ceil(CONNS_PER_USER).max(1));
+    let writers = create("s", senders);
+    let mut ids = Vec::new();
+    let mut reader_tokens = Vec::new();
+    let mut sender_tokens = Vec::new();
+    for (i, name) in readers.iter().chain(writers.iter()).enumerate() {
+        let v = api
+            .post(ADMIN_TOKEN, "/api/v1/users", json!({ "name": name }))
+            .await?;
+        ids.push(v["user"]["id"].as_i64().context("user id")?);
+        let token = v["token"].as_str().context("token")?.to_owned();
+        if i < readers.len() {
+            reader_tokens.push(token);
+        } else {
+            sender_tokens.push(token);
+        }
+    }
+    let ws = api
+        .post(
+            ADMIN_TOKEN,
+            "/api/v1/workspaces",
+            json!({ "name": "bench" }),
+        )
+        .await?;
+    let ws = ws["id"].as_i64().context("workspace id")?;
+    for id in &ids {
+        api.post(
+            ADMIN_TOKEN,
+            &format!("/api/v1/workspaces/{ws}/members"),
+            json!({ "user_id": id }),
+        )
+        .await?;
+    }
+    let channel = api
+        .post(
+            ADMIN_TOKEN,
+            &format!("/api/v1/workspaces/{ws}/channels"),
+            json!({ "name": format!("bench-{tag}"), "member_ids": ids }),
+        )
+        .await?;
+    Ok(Room {
+        channel_id: channel["id"].as_i64().context("channel id")?,
+        reader_tokens,
+        sender_tokens,
+    })
+}
+
+/// The token connection `i` uses.
+pub fn reader_token(room: &Room, i: usize) -> &str {
+    &room.reader_tokens[(i / CONNS_PER_USER) % room.reader_tokens.len()]
+}
+
+/// Benchmark payload: `#B#<sender>:<seq>:<micros since start>#`.
+pub fn payload(sender: usize, seq: u64, start: Instant) -> String {
+    format!("#B#{sender}:{seq}:{}#", start.elapsed().as_micros())
+}
+
+fn parse_payload(text: &str) -> Option<(usize, u64, u64)> {
+    let at = text.find("#B#")? + 3;
+    let rest = &text[at..];
+    let end = rest.find('#')?;
+    let mut parts = rest[..end].split(':');
+    Some((
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    ))
+}
+
+/// Latency histograms (µs), sharded so 10k subscribers do not contend on one lock.
+pub struct Latencies {
+    shards: Vec<Mutex<Histogram<u64>>>,
+}
+
+impl Latencies {
+    pub fn new() -> anyhow::Result<Self> {
+        let shards = (0..32)
+            .map(|_| Histogram::new_with_bounds(1, 120_000_000, 3).map(Mutex::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { shards })
+    }
+
+    pub fn record(&self, shard: usize, micros: u64) {
+        if let Ok(mut h) = self.shards[shard % self.shards.len()].lock() {
+            let _ = h.record(micros.max(1));
+        }
+    }
+
+    pub fn merged(&self) -> Histogram<u64> {
+        let mut out =
+            Histogram::new_with_bounds(1, 120_000_000, 3).expect("constant bounds are valid");
+        for shard in &self.shards {
+            if let Ok(h) = shard.lock() {
+                let _ = out.add(&*h);
+            }
+        }
+        out
+    }
+}
+
+/// What one subscriber saw.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Seen {
+    pub received: u64,
+    pub unique: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+}
+
+impl std::ops::AddAssign for Seen {
+    fn add_assign(&mut self, o: Self) {
+        self.received += o.received;
+        self.unique += o.unique;
+        self.duplicates += o.duplicates;
+        self.out_of_order += o.out_of_order;
+    }
+}
+
+/// Shared progress of all subscribers.
+pub struct Progress {
+    pub delivered: AtomicU64,
+    /// Micros since start of the latest delivery.
+    pub last_delivery: AtomicU64,
+    /// Per sender: highest seq + 1 seen by the probe subscriber (closed-loop pacing).
+    pub probe: Vec<AtomicU64>,
+    pub probe_moved: tokio::sync::Notify,
+}
+
+impl Progress {
+    pub fn new(senders: usize) -> Self {
+        Self {
+            delivered: AtomicU64::new(0),
+            last_delivery: AtomicU64::new(0),
+            probe: (0..senders).map(|_| AtomicU64::new(0)).collect(),
+            probe_moved: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+/// Reads one subscriber's frames until `stop`, accounting every benchmark payload.
+pub async fn subscriber(
+    mut ws: Ws,
+    index: usize,
+    senders: usize,
+    start: Instant,
+    lat: Arc<Latencies>,
+    progress: Arc<Progress>,
+    stop: tokio_util_like::Stop,
+) -> Seen {
+    let mut seen = Seen::default();
+    let mut next = vec![0u64; senders];
+    let mut bits: Vec<Vec<u64>> = vec![Vec::new(); senders];
+    loop {
+        let msg = tokio::select! {
+            msg = ws.next() => msg,
+            () = stop.wait() => break,
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(_)) => continue,
+            _ => break,
+        };
+        let Some((sender, seq, sent_at)) = parse_payload(text.as_str()) else {
+            continue;
+        };
+        if sender >= senders {
+            continue;
+        }
+        let now = start.elapsed().as_micros() as u64;
+        lat.record(index, now.saturating_sub(sent_at));
+        seen.received += 1;
+        let word = (seq / 64) as usize;
+        let set = &mut bits[sender];
+        if set.len() <= word {
+            set.resize(word + 1, 0);
+        }
+        if set[word] & (1 << (seq % 64)) != 0 {
+            seen.duplicates += 1;
+        } else {
+            set[word] |= 1 << (seq % 64);
+            seen.unique += 1;
+        }
+        if seq != next[sender] {
+            seen.out_of_order += 1;
+        }
+        next[sender] = next[sender].max(seq + 1);
+        progress.delivered.fetch_add(1, Ordering::Relaxed);
+        progress.last_delivery.fetch_max(now, Ordering::Relaxed);
+        if index == 0 {
+            progress.probe[sender].store(next[sender], Ordering::Release);
+            progress.probe_moved.notify_waiters();
+        }
+    }
+    seen
+}
+
+/// A tiny stop signal (a watch channel) shared by all tasks of a run.
+pub mod tokio_util_like {
+    use tokio::sync::watch;
+
+    #[derive(Clone)]
+    pub struct Stop(watch::Receiver<bool>);
+
+    pub fn stop_pair() -> (watch::Sender<bool>, Stop) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Stop(rx))
+    }
+
+    impl Stop {
+        pub async fn wait(&self) {
+            let mut rx = self.0.clone();
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn payload_round_trips() {
+        let start = std::time::Instant::now();
+        let p = super::payload(3, 77, start);
+        let json = format!(r#"{{"op":"event","data":{{"text":"{p}"}}}}"#);
+        let (s, seq, _) = super::parse_payload(&json).expect("parses");
+        assert_eq!((s, seq), (3, 77));
+    }
+}

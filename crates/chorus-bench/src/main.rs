@@ -1,0 +1,194 @@
+//! `chorus-bench`: measures Chorus against a minimal baseline broadcast server on the
+//! same machine, in the same run (SPEC §6). See docs/benchmarks.md.
+//!
+//! Layout: [`target`] starts the servers as child processes; [`baseline`] is the
+//! baseline server; [`load`] is the load generator; [`scenarios`] are the measurements;
+//! [`report`] prints them.
+
+mod baseline;
+mod load;
+mod report;
+mod scenarios;
+mod target;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use report::Row;
+use target::{Kind, Target};
+
+#[derive(Parser)]
+#[command(
+    name = "chorus-bench",
+    about = "Chorus benchmarks (fanout, idle, connect, send, resume)"
+)]
+struct Cli {
+    /// The chorus binary to run (default: next to this executable).
+    #[arg(long, global = true)]
+    chorus_bin: Option<PathBuf>,
+    /// Which servers to measure.
+    #[arg(long, global = true, value_enum, default_value_t = Which::Both)]
+    target: Which,
+    /// Extra arguments for `chorus serve` (repeatable), e.g. --server-arg=--queue-capacity=4096.
+    #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Which {
+    Both,
+    Chorus,
+    Baseline,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// N subscribers on one channel; messages sent flat out (closed loop) or at --rate.
+    Fanout {
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        subs: Vec<usize>,
+        #[arg(long, default_value_t = 2)]
+        senders: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Total messages per second (fixed offered load); omit for flat out.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Flat out: messages each sender may have ahead of the probe subscriber.
+        #[arg(long, default_value_t = 8)]
+        window: u64,
+    },
+    /// Server RSS per idle authenticated, subscribed connection.
+    Idle {
+        #[arg(long, default_value_t = 5000)]
+        conns: usize,
+    },
+    /// Time for N clients to connect, authenticate and get `hello`.
+    Connect {
+        #[arg(long, default_value_t = 10000)]
+        conns: usize,
+    },
+    /// Persisted HTTP sends per second (Chorus only).
+    Send {
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Time to catch up on N missed events with subscribe-since (Chorus only).
+    Resume {
+        #[arg(long, default_value_t = 1000)]
+        missed: u64,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+    /// Run the baseline broadcast server (used by the other scenarios).
+    #[command(hide = true)]
+    BaselineServer {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Scenario::BaselineServer { listen } = cli.scenario {
+        return baseline::serve(listen).await;
+    }
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let chorus_bin = cli
+        .chorus_bin
+        .clone()
+        .unwrap_or_else(target::default_chorus_bin);
+    let chorus_only = matches!(
+        cli.scenario,
+        Scenario::Send { .. } | Scenario::Resume { .. }
+    );
+    let kinds: Vec<Kind> = match (cli.target, chorus_only) {
+        (_, true) | (Which::Chorus, _) => vec![Kind::Chorus],
+        (Which::Baseline, _) => vec![Kind::Baseline],
+        (Which::Both, _) => vec![Kind::Baseline, Kind::Chorus],
+    };
+    let mut rows: Vec<Row> = Vec::new();
+    match &cli.scenario {
+        Scenario::Fanout {
+            subs,
+            senders,
+            seconds,
+            rate,
+            window,
+        } => {
+            for &n in subs {
+                for &kind in &kinds {
+                    let target = Target::start(kind, &chorus_bin, &cli.server_args).await?;
+                    let opts = scenarios::FanoutOpts {
+                        subs: n,
+                        senders: *senders,
+                        duration: Duration::from_secs(*seconds),
+                        rate: *rate,
+                        window: *window,
+                    };
+                    rows.push(scenarios::fanout(&target, &opts).await?);
+                    target.stop().await;
+                }
+                add_ratio(&mut rows, "events_per_sec");
+            }
+        }
+        Scenario::Idle { conns } => {
+            for &kind in &kinds {
+                let target = Target::start(kind, &chorus_bin, &cli.server_args).await?;
+                rows.push(scenarios::idle(&target, *conns).await?);
+                target.stop().await;
+            }
+        }
+        Scenario::Connect { conns } => {
+            for &kind in &kinds {
+                let target = Target::start(kind, &chorus_bin, &cli.server_args).await?;
+                rows.push(scenarios::connect(&target, *conns).await?);
+                target.stop().await;
+            }
+        }
+        Scenario::Send {
+            concurrency,
+            seconds,
+        } => {
+            let target = Target::start(Kind::Chorus, &chorus_bin, &cli.server_args).await?;
+            rows.push(scenarios::send(&target, *concurrency, Duration::from_secs(*seconds)).await?);
+            target.stop().await;
+        }
+        Scenario::Resume { missed, rounds } => {
+            let target = Target::start(Kind::Chorus, &chorus_bin, &cli.server_args).await?;
+            rows.push(scenarios::resume(&target, *missed, *rounds).await?);
+            target.stop().await;
+        }
+        Scenario::BaselineServer { .. } => {}
+    }
+    let mut out = std::io::stdout().lock();
+    report::print(&mut out, &rows)?;
+    Ok(())
+}
+
+/// When the last two rows are baseline then chorus, adds chorus/baseline for `key`.
+fn add_ratio(rows: &mut [Row], key: &'static str) {
+    let n = rows.len();
+    if n < 2 || rows[n - 2].target != "baseline" || rows[n - 1].target != "chorus" {
+        return;
+    }
+    if let (Some(base), Some(ours)) = (rows[n - 2].get_f64(key), rows[n - 1].get_f64(key))
+        && base > 0.0
+    {
+        let ratio = (ours / base * 100.0).round() / 100.0;
+        rows[n - 1].set("ratio_vs_baseline", ratio);
+    }
+}

@@ -1,0 +1,412 @@
+//! The scenarios of SPEC §6. Each takes a started target and returns one result row.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::SinkExt;
+use futures_util::stream::{self, StreamExt};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::load::{self, Api, Latencies, Progress, Room, Seen, Ws, tokio_util_like::stop_pair};
+use crate::report::Row;
+use crate::target::{Kind, Target};
+
+const CONNECT_CONCURRENCY: usize = 256;
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>22} [{bar:40}] {pos}/{len} ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// Opens `n` connections (Chorus: authenticated and subscribed, i.e. `hello` received).
+async fn open_many(
+    target: &Target,
+    room: Option<&Room>,
+    n: usize,
+    label: &str,
+) -> anyhow::Result<(Vec<Ws>, Duration)> {
+    let bar = bar(n as u64, label);
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<Ws>> = stream::iter(0..n)
+        .map(|i| {
+            let token = room.map(|r| load::reader_token(r, i).to_owned());
+            let bar = bar.clone();
+            async move {
+                let ws = load::connect(target, token.as_deref(), i).await;
+                bar.inc(1);
+                ws
+            }
+        })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    let took = started.elapsed();
+    bar.finish_and_clear();
+    let conns = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((conns, took))
+}
+
+async fn room_for(
+    target: &Target,
+    conns: usize,
+    senders: usize,
+) -> anyhow::Result<Option<(Api, Room)>> {
+    if target.kind == Kind::Baseline {
+        return Ok(None);
+    }
+    let api = Api::new(target);
+    let room = load::setup_room(&api, conns, senders).await?;
+    Ok(Some((api, room)))
+}
+
+pub struct FanoutOpts {
+    pub subs: usize,
+    pub senders: usize,
+    pub duration: Duration,
+    /// Total messages per second; `None`: flat out, paced by a window of unacknowledged messages.
+    pub rate: Option<f64>,
+    pub window: u64,
+}
+
+pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
+    let setup = room_for(target, opts.subs, opts.senders).await?;
+    let room = setup.as_ref().map(|(_, r)| r);
+    let (subs, _) = open_many(target, room, opts.subs, "subscribers").await?;
+    let start = Instant::now();
+    let lat = Arc::new(Latencies::new()?);
+    let progress = Arc::new(Progress::new(opts.senders));
+    let (stop_tx, stop) = stop_pair();
+    let readers: Vec<_> = subs
+        .into_iter()
+        .enumerate()
+        .map(|(i, ws)| {
+            tokio::spawn(load::subscriber(
+                ws,
+                i,
+                opts.senders,
+                start,
+                lat.clone(),
+                progress.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    // Senders: HTTP for Chorus (persisted), a WebSocket for the baseline.
+    let deadline = start + opts.duration;
+    let per_sender_interval = opts
+        .rate
+        .map(|r| Duration::from_secs_f64(opts.senders as f64 / r.max(0.001)));
+    let mut sender_tasks = Vec::new();
+    for k in 0..opts.senders {
+        let progress = progress.clone();
+        let window = opts.window;
+        let mut sink = match &setup {
+            Some((_, room)) => Sender::Http {
+                api: Api::new(target),
+                token: room.sender_tokens[k].clone(),
+                channel: room.channel_id,
+            },
+            None => Sender::ws(load::connect(target, None, 10_000 + k).await?),
+        };
+        sender_tasks.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            let mut ticker = per_sender_interval.map(|i| {
+                let mut t = tokio::time::interval(i);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                t
+            });
+            while Instant::now() < deadline {
+                match &mut ticker {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    None => {
+                        // Closed loop: at most `window` messages ahead of the probe subscriber.
+                        while progress.probe[k].load(Ordering::Acquire) + window <= seq {
+                            let moved = progress.probe_moved.notified();
+                            if progress.probe[k].load(Ordering::Acquire) + window > seq {
+                                break;
+                            }
+                            if tokio::time::timeout(Duration::from_secs(5), moved)
+                                .await
+                                .is_err()
+                            {
+                                return seq; // the probe stopped hearing anything
+                            }
+                        }
+                    }
+                }
+                if sink.send(load::payload(k, seq, start)).await.is_err() {
+                    break;
+                }
+                seq += 1;
+            }
+            seq
+        }));
+    }
+    let mut sent = 0u64;
+    for task in sender_tasks {
+        sent += task.await.unwrap_or(0);
+    }
+    let send_end = start.elapsed();
+
+    // Drain: wait until everything arrived or nothing moves for 3 s.
+    let expected = sent * opts.subs as u64;
+    let mut last = 0;
+    let mut still = Instant::now();
+    while progress.delivered.load(Ordering::Relaxed) < expected {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = progress.delivered.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            still = Instant::now();
+        } else if still.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let _ = stop_tx.send(true);
+    let mut seen = Seen::default();
+    for r in readers {
+        seen += r.await.unwrap_or_default();
+    }
+    let elapsed =
+        Duration::from_micros(progress.last_delivery.load(Ordering::Relaxed)).max(send_end);
+    let h = lat.merged();
+    let mut row = Row::new("fanout", target.kind.name());
+    row.set("subs", opts.subs)
+        .set(
+            "mode",
+            opts.rate
+                .map_or_else(|| format!("flat w={}", opts.window), |r| format!("{r}/s")),
+        )
+        .set("sent", sent)
+        .set("delivered", seen.received)
+        .set(
+            "events_per_sec",
+            (seen.received as f64 / elapsed.as_secs_f64()).round(),
+        )
+        .set("p50_ms", ms(&h, 0.50))
+        .set("p90_ms", ms(&h, 0.90))
+        .set("p99_ms", ms(&h, 0.99))
+        .set("max_ms", h.max() as f64 / 1000.0)
+        .set("lost", expected.saturating_sub(seen.unique))
+        .set("dup", seen.duplicates)
+        .set("ooo", seen.out_of_order);
+    Ok(row)
+}
+
+/// Where a fanout message is sent: Chorus's HTTP API (persisted) or the baseline's socket.
+enum Sender {
+    Http {
+        api: Api,
+        token: String,
+        channel: i64,
+    },
+    Ws {
+        sink: futures_util::stream::SplitSink<Ws, Message>,
+    },
+}
+
+impl Sender {
+    fn ws(ws: Ws) -> Self {
+        let (sink, mut stream) = ws.split();
+        // The baseline echoes to the sender too: keep reading so it is never slow.
+        tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        Self::Ws { sink }
+    }
+
+    async fn send(&mut self, text: String) -> anyhow::Result<()> {
+        match self {
+            Self::Http {
+                api,
+                token,
+                channel,
+            } => api.send(token, *channel, &text).await,
+            Self::Ws { sink } => Ok(sink.send(Message::text(text)).await?),
+        }
+    }
+}
+
+/// Server memory per idle, authenticated, subscribed connection.
+pub async fn idle(target: &Target, conns: usize) -> anyhow::Result<Row> {
+    let setup = room_for(target, conns, 1).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = target.rss_kib()?;
+    let (open, _) = open_many(
+        target,
+        setup.as_ref().map(|(_, r)| r),
+        conns,
+        "idle connections",
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = target.rss_kib()?;
+    let mut row = Row::new("idle", target.kind.name());
+    row.set("conns", conns)
+        .set("rss_before_kib", before)
+        .set("rss_after_kib", after)
+        .set(
+            "kib_per_conn",
+            ((after.saturating_sub(before)) as f64 / conns as f64 * 100.0).round() / 100.0,
+        );
+    drop(open);
+    Ok(row)
+}
+
+/// Time for `conns` clients to connect, authenticate and receive `hello`.
+pub async fn connect(target: &Target, conns: usize) -> anyhow::Result<Row> {
+    let setup = room_for(target, conns, 1).await?;
+    let (open, took) =
+        open_many(target, setup.as_ref().map(|(_, r)| r), conns, "connecting").await?;
+    let mut row = Row::new("connect", target.kind.name());
+    row.set("conns", conns)
+        .set("seconds", (took.as_secs_f64() * 1000.0).round() / 1000.0)
+        .set("conns_per_sec", (conns as f64 / took.as_secs_f64()).round());
+    drop(open);
+    Ok(row)
+}
+
+/// Persisted HTTP message sends per second with `concurrency` senders.
+pub async fn send(target: &Target, concurrency: usize, duration: Duration) -> anyhow::Result<Row> {
+    let (_, room) = room_for(target, 1, concurrency)
+        .await?
+        .context("the send scenario runs against Chorus only")?;
+    let start = Instant::now();
+    let deadline = start + duration;
+    let lat = Arc::new(Latencies::new()?);
+    let bar = bar(duration.as_secs(), "sending (s)");
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|k| {
+            let api = Api::new(target);
+            let token = room.sender_tokens[k].clone();
+            let channel = room.channel_id;
+            let lat = lat.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                let mut errors = 0u64;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match api.send(&token, channel, &load::payload(k, n, start)).await {
+                        Ok(()) => n += 1,
+                        Err(_) => errors += 1,
+                    }
+                    lat.record(k, t.elapsed().as_micros() as u64);
+                }
+                (n, errors)
+            })
+        })
+        .collect();
+    let ticker = tokio::spawn({
+        let bar = bar.clone();
+        async move {
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                bar.inc(1);
+            }
+        }
+    });
+    let (mut sent, mut errors) = (0, 0);
+    for t in tasks {
+        let (n, e) = t.await.unwrap_or_default();
+        sent += n;
+        errors += e;
+    }
+    let took = start.elapsed();
+    ticker.abort();
+    bar.finish_and_clear();
+    let h = lat.merged();
+    let mut row = Row::new("send", target.kind.name());
+    row.set("concurrency", concurrency)
+        .set("sent", sent)
+        .set("errors", errors)
+        .set("sends_per_sec", (sent as f64 / took.as_secs_f64()).round())
+        .set("p50_ms", ms(&h, 0.50))
+        .set("p99_ms", ms(&h, 0.99))
+        .set("max_ms", h.max() as f64 / 1000.0);
+    Ok(row)
+}
+
+/// A client that missed `missed` events reconnects and subscribes with `since`:
+/// time until it has all of them.
+pub async fn resume(target: &Target, missed: u64, rounds: usize) -> anyhow::Result<Row> {
+    let (api, room) = room_for(target, 1, 1)
+        .await?
+        .context("the resume scenario runs against Chorus only")?;
+    let token = room.reader_tokens[0].clone();
+    let scope = format!("channel:{}", room.channel_id);
+    let start = Instant::now();
+    let mut times = Vec::new();
+    let mut recovered_all = true;
+    let mut seq = 0u64;
+    for round in 0..rounds {
+        // Learn the current offset from one live event, then go away.
+        let mut ws = load::connect(target, Some(&token), round).await?;
+        api.send(
+            &room.sender_tokens[0],
+            room.channel_id,
+            &load::payload(0, seq, start),
+        )
+        .await?;
+        seq += 1;
+        let offset = loop {
+            let Some(Ok(Message::Text(t))) = ws.next().await else {
+                anyhow::bail!("connection ended before the probe event");
+            };
+            let v: serde_json::Value = serde_json::from_str(t.as_str())?;
+            if v["type"] == "message.created" {
+                break v["offset"].as_u64().context("offset")?;
+            }
+        };
+        drop(ws);
+        for _ in 0..missed {
+            api.send(
+                &room.sender_tokens[0],
+                room.channel_id,
+                &load::payload(0, seq, start),
+            )
+            .await?;
+            seq += 1;
+        }
+        let mut ws = load::connect(target, Some(&token), round).await?;
+        let t = Instant::now();
+        let frame = json!({"op":"subscribe","id":1,"scope":scope,"since":offset}).to_string();
+        ws.send(Message::text(frame)).await?;
+        let mut got = 0;
+        while got < missed {
+            let Some(Ok(Message::Text(text))) = ws.next().await else {
+                anyhow::bail!("connection ended during replay");
+            };
+            if text.contains("\"recovered\":false") {
+                recovered_all = false;
+            }
+            if text.contains("#B#") {
+                got += 1;
+            }
+        }
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    let mut row = Row::new("resume", target.kind.name());
+    row.set("missed", missed)
+        .set("rounds", rounds)
+        .set("median_ms", times[times.len() / 2])
+        .set("max_ms", times.last().copied().unwrap_or_default())
+        .set("recovered", recovered_all);
+    Ok(row)
+}
