@@ -1,1 +1,39 @@
+//! The Rust client for Chorus: a typed HTTP API client and a realtime WebSocket
+//! connection. It depends only on the wire protocol (`chorus-proto`), never on server
+//! crates, so it sees the server exactly as any other client does.
+//!
+//! Layout:
+//! - [`http`]: [`Client`], one async method per `/api/v1` route.
+//! - [`realtime`]: [`Realtime`], one WebSocket owned by a background task; requests are
+//!   correlated with their `ack`/`error`, events arrive in order, offsets are tracked per
+//!   scope for resume.
+//! - [`model`]: the JSON shapes of requests and responses, with newtype ids.
+//! - [`error`]: one [`Error`] for both transports, with the server's [`ErrorCode`].
+//!
+//! ```no_run
+//! # async fn demo() -> chorus_client::Result<()> {
+//! use chorus_client::{Client, SendMessage};
+//! let client = Client::new("http://127.0.0.1:7800", "chr_…")?;
+//! let mut live = client.realtime().await?;
+//! let workspaces = client.list_workspaces().await?;
+//! # let channel = chorus_client::ChannelId(1);
+//! client.send_message(channel, &SendMessage::new("hello"), None).await?;
+//! while let Some(event) = live.next_event().await {
+//!     println!("{} {}", event.scope, event.kind);
+//! }
+//! # Ok(()) }
+//! ```
 
+pub mod error;
+pub mod http;
+pub mod model;
+pub mod realtime;
+
+pub use chorus_proto::{
+    AckFrame, CloseCode, ErrorCode, EventFrame, FrameId, HelloFrame, ScopeResume,
+};
+pub use error::{Error, Result};
+pub use http::{Client, Opened, Sent};
+pub use model::*;
+pub use realtime::{Disconnect, Options, Realtime};
+pub use reqwest::StatusCode;

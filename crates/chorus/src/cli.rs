@@ -1,10 +1,358 @@
-//! Client subcommands (placeholder until the client crate lands).
+//! Client subcommands: a CLI over the HTTP API and the realtime socket for admins and
+//! scripts, built on `chorus-client`. Results go to stdout as JSON lines (one object a
+//! line), diagnostics to stderr. No domain logic lives here.
 
-use clap::Subcommand;
+use std::io::Write;
+
+use anyhow::Context;
+use chorus_client::{
+    AddMember, ChannelId, ChannelKind, Client, CreateChannel, CreateUser, HistoryQuery, MessageId,
+    Policy, Realtime, Role, SendMessage, UserId, UserKind, WorkspaceId,
+};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+/// Where the server is and who is calling; shared by every command.
+#[derive(Args)]
+pub struct ConnArgs {
+    /// The server's base URL.
+    #[arg(long, env = "CHORUS_URL", default_value = "http://127.0.0.1:7800")]
+    url: String,
+    /// Bearer token: an API token, the admin token, or a JWT.
+    #[arg(long, env = "CHORUS_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+impl ConnArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(&self.url, self.token.as_str())?)
+    }
+}
 
 #[derive(Subcommand)]
-pub enum ClientCommand {}
+pub enum ClientCommand {
+    /// Manage users (admin token).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage workspaces and their members.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Manage channels and their members.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+    /// Get or create the DM of the caller and the given users.
+    Dm {
+        workspace_id: WorkspaceId,
+        #[arg(required = true)]
+        user_ids: Vec<UserId>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Send a message to a channel; prints the message.
+    Send {
+        channel_id: ChannelId,
+        text: String,
+        /// Reply in the thread of this top-level message.
+        #[arg(long)]
+        thread: Option<MessageId>,
+        /// Makes retries safe: a repeat returns the first message and creates nothing.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Print a channel's messages, oldest first (the latest page by default).
+    History {
+        channel_id: ChannelId,
+        /// Page size (server default 50, at most 200).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Only messages older than this id.
+        #[arg(long)]
+        before: Option<MessageId>,
+        /// Only messages newer than this id.
+        #[arg(long)]
+        after: Option<MessageId>,
+        /// The replies of this thread instead of top-level messages.
+        #[arg(long)]
+        thread: Option<MessageId>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Follow scopes live (e.g. `channel:3`, `topic:deploys`), one event per line, until
+    /// Ctrl-C or the server closes. With no scopes, the auto-subscribed ones.
+    Tail {
+        scopes: Vec<String>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
 
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create a user; prints it with its token (shown once).
+    Create {
+        /// `[a-z0-9_.-]{1,32}`.
+        name: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// An AI agent rather than a person.
+        #[arg(long)]
+        agent: bool,
+        /// A server administrator.
+        #[arg(long)]
+        admin: bool,
+        /// Where an offline agent is woken.
+        #[arg(long)]
+        webhook_url: Option<String>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace owned by the caller.
+    Create {
+        name: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Add a user to a workspace.
+    AddMember {
+        workspace_id: WorkspaceId,
+        user_id: UserId,
+        /// owner, admin, member or guest.
+        #[arg(long, default_value = "member")]
+        role: Role,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// The caller's workspaces, with its role in each.
+    List {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ChannelCommand {
+    /// Create a channel.
+    Create {
+        workspace_id: WorkspaceId,
+        name: String,
+        #[arg(long)]
+        private: bool,
+        /// An initial member besides the caller (repeatable).
+        #[arg(long = "member")]
+        members: Vec<UserId>,
+        /// all, mentions, broadcast, on_duty, custom or round_robin.
+        #[arg(long)]
+        policy: Option<Policy>,
+        #[arg(long)]
+        topic: Option<String>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// The workspace's channels the caller can see, with unread counts.
+    List {
+        workspace_id: WorkspaceId,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Add a workspace member to a channel; prints the channel with its members.
+    AddMember {
+        channel_id: ChannelId,
+        user_id: UserId,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+/// Runs one client subcommand.
 pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        ClientCommand::User(UserCommand::Create {
+            name,
+            display_name,
+            agent,
+            admin,
+            webhook_url,
+            conn,
+        }) => {
+            let req = CreateUser {
+                display_name,
+                kind: if agent {
+                    UserKind::Agent
+                } else {
+                    UserKind::Human
+                },
+                webhook_url,
+                admin,
+                ..CreateUser::new(name)
+            };
+            emit(&conn.client()?.create_user(&req).await?)
+        }
+        ClientCommand::Workspace(cmd) => workspace(cmd).await,
+        ClientCommand::Channel(cmd) => channel(cmd).await,
+        ClientCommand::Dm {
+            workspace_id,
+            user_ids,
+            conn,
+        } => {
+            let opened = conn.client()?.open_dm(workspace_id, &user_ids).await?;
+            emit(&opened.channel)
+        }
+        ClientCommand::Send {
+            channel_id,
+            text,
+            thread,
+            idempotency_key,
+            conn,
+        } => {
+            let req = SendMessage {
+                thread_id: thread,
+                ..SendMessage::new(text)
+            };
+            let sent = conn
+                .client()?
+                .send_message(channel_id, &req, idempotency_key.as_deref())
+                .await?;
+            if sent.replayed {
+                eprintln!(
+                    "idempotent replay: this key already sent message {}",
+                    sent.message.id
+                );
+            }
+            emit(&sent.message)
+        }
+        ClientCommand::History {
+            channel_id,
+            limit,
+            before,
+            after,
+            thread,
+            conn,
+        } => {
+            let query = HistoryQuery {
+                before,
+                after,
+                limit,
+                thread_id: thread,
+            };
+            let messages = conn.client()?.list_messages(channel_id, &query).await?;
+            messages.iter().try_for_each(emit)
+        }
+        ClientCommand::Tail { scopes, conn } => tail(&conn, &scopes).await,
+    }
+}
+
+async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<()> {
+    match cmd {
+        WorkspaceCommand::Create { name, conn } => {
+            emit(&conn.client()?.create_workspace(&name).await?)
+        }
+        WorkspaceCommand::AddMember {
+            workspace_id,
+            user_id,
+            role,
+            conn,
+        } => {
+            let req = AddMember { user_id, role };
+            emit(
+                &conn
+                    .client()?
+                    .add_workspace_member(workspace_id, &req)
+                    .await?,
+            )
+        }
+        WorkspaceCommand::List { conn } => {
+            let workspaces = conn.client()?.list_workspaces().await?;
+            workspaces.iter().try_for_each(emit)
+        }
+    }
+}
+
+async fn channel(cmd: ChannelCommand) -> anyhow::Result<()> {
+    match cmd {
+        ChannelCommand::Create {
+            workspace_id,
+            name,
+            private,
+            members,
+            policy,
+            topic,
+            conn,
+        } => {
+            let req = CreateChannel {
+                kind: if private {
+                    ChannelKind::Private
+                } else {
+                    ChannelKind::Public
+                },
+                policy,
+                topic,
+                member_ids: members,
+                ..CreateChannel::new(name)
+            };
+            emit(&conn.client()?.create_channel(workspace_id, &req).await?)
+        }
+        ChannelCommand::List { workspace_id, conn } => {
+            let channels = conn.client()?.list_channels(workspace_id).await?;
+            channels.iter().try_for_each(emit)
+        }
+        ChannelCommand::AddMember {
+            channel_id,
+            user_id,
+            conn,
+        } => {
+            let client = conn.client()?;
+            client.add_channel_member(channel_id, user_id).await?;
+            emit(&client.get_channel(channel_id).await?)
+        }
+    }
+}
+
+/// Prints every event of the connection until Ctrl-C or the server closes.
+async fn tail(conn: &ConnArgs, scopes: &[String]) -> anyhow::Result<()> {
+    let mut live = Realtime::connect(&conn.url, &conn.token).await?;
+    let hello = live.hello();
+    eprintln!(
+        "connected as user {} (session {}); subscribed to {}",
+        hello.user_id,
+        hello.session_id,
+        hello.scopes.join(", ")
+    );
+    for scope in scopes {
+        live.subscribe(scope, None)
+            .await
+            .with_context(|| format!("subscribing to {scope}"))?;
+        eprintln!("subscribed to {scope}");
+    }
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let interrupted = loop {
+        tokio::select! {
+            event = live.next_event() => match event {
+                Some(event) => emit(&event)?,
+                None => break false,
+            },
+            _ = &mut ctrl_c => break true,
+        }
+    };
+    let end = if interrupted {
+        live.close().await
+    } else {
+        live.disconnect()
+            .context("the connection ended without a reason")?
+    };
+    eprintln!("closed: {end}");
+    Ok(())
+}
+
+/// Prints one JSON line to stdout: printing is this CLI's job. `writeln!` rather than
+/// `println!` so a closed pipe (`chorus tail | head`) is an error, not a panic.
+fn emit(value: &impl Serialize) -> anyhow::Result<()> {
+    let line = serde_json::to_string(value)?;
+    writeln!(std::io::stdout().lock(), "{line}").context("writing to stdout")
 }

@@ -1,0 +1,319 @@
+//! [`Client`]: one typed async method per `/api/v1` route. It owns URL building, the
+//! bearer header and error decoding; it holds no state beyond a connection pool.
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::realtime::{Options, Realtime};
+
+/// A Chorus HTTP API client for one token. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// Always ends with `/`, so relative joins keep any path prefix.
+    base: Url,
+    token: String,
+}
+
+impl std::fmt::Debug for Client {
+    // Never print the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of a send: the message, and whether it is an idempotent replay of an
+/// earlier send with the same `Idempotency-Key` (nothing new was created).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sent {
+    pub message: Message,
+    pub replayed: bool,
+}
+
+/// The result of opening a DM: the channel, and whether it was created now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Opened {
+    pub channel: ChannelView,
+    pub created: bool,
+}
+
+#[derive(Serialize)]
+struct Name<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct UserRef {
+    user_id: UserId,
+}
+
+#[derive(Serialize)]
+struct UserIds<'a> {
+    user_ids: &'a [UserId],
+}
+
+#[derive(Serialize)]
+struct Text<'a> {
+    text: &'a str,
+}
+
+impl Client {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:7800`, optionally
+    /// with a path prefix) that authenticates with `token`.
+    pub fn new(base_url: &str, token: impl Into<String>) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base_url_with_slash(base_url)?,
+            token: token.into(),
+        })
+    }
+
+    /// The same server and connection pool with another token.
+    pub fn with_token(&self, token: impl Into<String>) -> Self {
+        Self {
+            token: token.into(),
+            ..self.clone()
+        }
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// Opens a realtime connection to this server with this client's token.
+    pub async fn realtime(&self) -> Result<Realtime> {
+        Realtime::connect_with(self.base.as_str(), &self.token, Options::default()).await
+    }
+
+    /// Creates a user and its first token (admin token required).
+    pub async fn create_user(&self, req: &CreateUser) -> Result<UserWithToken> {
+        self.json(self.request(Method::POST, "api/v1/users")?.json(req))
+            .await
+    }
+
+    /// The caller.
+    pub async fn me(&self) -> Result<User> {
+        self.json(self.request(Method::GET, "api/v1/me")?).await
+    }
+
+    /// Creates a workspace; the caller becomes its owner.
+    pub async fn create_workspace(&self, name: &str) -> Result<Workspace> {
+        let req = self.request(Method::POST, "api/v1/workspaces")?;
+        self.json(req.json(&Name { name })).await
+    }
+
+    /// The workspaces the caller belongs to, with the caller's role.
+    pub async fn list_workspaces(&self) -> Result<Vec<WorkspaceMembership>> {
+        self.json(self.request(Method::GET, "api/v1/workspaces")?)
+            .await
+    }
+
+    /// Adds a member to a workspace (owners and admins).
+    pub async fn add_workspace_member(&self, ws: WorkspaceId, req: &AddMember) -> Result<Member> {
+        let path = format!("api/v1/workspaces/{ws}/members");
+        self.json(self.request(Method::POST, &path)?.json(req))
+            .await
+    }
+
+    /// A workspace's members.
+    pub async fn list_workspace_members(&self, ws: WorkspaceId) -> Result<Vec<Member>> {
+        let path = format!("api/v1/workspaces/{ws}/members");
+        self.json(self.request(Method::GET, &path)?).await
+    }
+
+    /// Creates a public or private channel.
+    pub async fn create_channel(&self, ws: WorkspaceId, req: &CreateChannel) -> Result<Channel> {
+        let path = format!("api/v1/workspaces/{ws}/channels");
+        self.json(self.request(Method::POST, &path)?.json(req))
+            .await
+    }
+
+    /// The channels of a workspace the caller can see, with unread counts.
+    pub async fn list_channels(&self, ws: WorkspaceId) -> Result<Vec<ChannelView>> {
+        let path = format!("api/v1/workspaces/{ws}/channels");
+        self.json(self.request(Method::GET, &path)?).await
+    }
+
+    /// One channel, with its member ids.
+    pub async fn get_channel(&self, id: ChannelId) -> Result<ChannelView> {
+        let path = format!("api/v1/channels/{id}");
+        self.json(self.request(Method::GET, &path)?).await
+    }
+
+    /// Renames a channel, sets its topic or changes its policy.
+    pub async fn update_channel(&self, id: ChannelId, req: &UpdateChannel) -> Result<Channel> {
+        let path = format!("api/v1/channels/{id}");
+        self.json(self.request(Method::PATCH, &path)?.json(req))
+            .await
+    }
+
+    /// Adds a workspace member to a channel.
+    pub async fn add_channel_member(&self, id: ChannelId, user_id: UserId) -> Result<()> {
+        let path = format!("api/v1/channels/{id}/members");
+        self.empty(
+            self.request(Method::POST, &path)?
+                .json(&UserRef { user_id }),
+        )
+        .await
+    }
+
+    /// Removes a member from a channel.
+    pub async fn remove_channel_member(&self, id: ChannelId, user_id: UserId) -> Result<()> {
+        let path = format!("api/v1/channels/{id}/members/{user_id}");
+        self.empty(self.request(Method::DELETE, &path)?).await
+    }
+
+    /// Joins a public channel.
+    pub async fn join_channel(&self, id: ChannelId) -> Result<Channel> {
+        let path = format!("api/v1/channels/{id}/join");
+        self.json(self.request(Method::POST, &path)?).await
+    }
+
+    /// Leaves a channel.
+    pub async fn leave_channel(&self, id: ChannelId) -> Result<()> {
+        let path = format!("api/v1/channels/{id}/leave");
+        self.empty(self.request(Method::POST, &path)?).await
+    }
+
+    /// Gets or creates the DM of the caller and `user_ids`.
+    pub async fn open_dm(&self, ws: WorkspaceId, user_ids: &[UserId]) -> Result<Opened> {
+        let path = format!("api/v1/workspaces/{ws}/dms");
+        let response = self
+            .send(
+                self.request(Method::POST, &path)?
+                    .json(&UserIds { user_ids }),
+            )
+            .await?;
+        let created = response.status() == StatusCode::CREATED;
+        Ok(Opened {
+            channel: response.json().await?,
+            created,
+        })
+    }
+
+    /// Sends a message. With `idempotency_key`, a retry of the same send returns the
+    /// first result with `replayed: true` and creates nothing.
+    pub async fn send_message(
+        &self,
+        channel: ChannelId,
+        req: &SendMessage,
+        idempotency_key: Option<&str>,
+    ) -> Result<Sent> {
+        let path = format!("api/v1/channels/{channel}/messages");
+        let mut request = self.request(Method::POST, &path)?.json(req);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = self.send(request).await?;
+        let replayed = response
+            .headers()
+            .get("idempotent-replayed")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        Ok(Sent {
+            message: response.json().await?,
+            replayed,
+        })
+    }
+
+    /// A page of history, oldest first within the page.
+    pub async fn list_messages(
+        &self,
+        channel: ChannelId,
+        query: &HistoryQuery,
+    ) -> Result<Vec<Message>> {
+        let path = format!("api/v1/channels/{channel}/messages");
+        self.json(self.request(Method::GET, &path)?.query(query))
+            .await
+    }
+
+    /// Replaces a message's text (its author or a workspace admin).
+    pub async fn edit_message(&self, id: MessageId, text: &str) -> Result<Message> {
+        let path = format!("api/v1/messages/{id}");
+        self.json(self.request(Method::PATCH, &path)?.json(&Text { text }))
+            .await
+    }
+
+    /// Deletes a message, which remains as a tombstone.
+    pub async fn delete_message(&self, id: MessageId) -> Result<Message> {
+        let path = format!("api/v1/messages/{id}");
+        self.json(self.request(Method::DELETE, &path)?).await
+    }
+
+    /// Publishes an arbitrary event to a scope (admin / server token).
+    pub async fn publish(&self, req: &Publish) -> Result<Published> {
+        self.json(self.request(Method::POST, "api/v1/publish")?.json(req))
+            .await
+    }
+
+    fn request(&self, method: Method, path: &str) -> Result<RequestBuilder> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| Error::Url(format!("{path}: {e}")))?;
+        Ok(self.http.request(method, url).bearer_auth(&self.token))
+    }
+
+    /// Sends and turns any non-2xx answer into an error.
+    async fn send(&self, request: RequestBuilder) -> Result<Response> {
+        let response = request.send().await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        Err(Error::from_response(status, &body))
+    }
+
+    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T> {
+        Ok(self.send(request).await?.json().await?)
+    }
+
+    async fn empty(&self, request: RequestBuilder) -> Result<()> {
+        self.send(request).await.map(drop)
+    }
+}
+
+/// Parses `base_url` and makes its path end with `/`.
+pub(crate) fn base_url_with_slash(base_url: &str) -> Result<Url> {
+    let mut url = Url::parse(base_url).map_err(|e| Error::Url(format!("{base_url}: {e}")))?;
+    if url.cannot_be_a_base() {
+        return Err(Error::Url(format!("{base_url}: not a base URL")));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_join_under_any_prefix() {
+        let base = base_url_with_slash("http://h:1/chorus").expect("valid");
+        assert_eq!(
+            base.join("api/v1/me").expect("joins").as_str(),
+            "http://h:1/chorus/api/v1/me"
+        );
+        let base = base_url_with_slash("http://h:1").expect("valid");
+        assert_eq!(
+            base.join("api/v1/me").expect("joins").as_str(),
+            "http://h:1/api/v1/me"
+        );
+        assert!(base_url_with_slash("mailto:x@y").is_err());
+    }
+}

@@ -1,0 +1,397 @@
+//! The client against the real server, in-process on `127.0.0.1:0`.
+
+use std::time::Duration;
+
+use chorus_client::{
+    AddMember, ChannelKind, Client, CloseCode, CreateChannel, CreateUser, Error, ErrorCode,
+    EventFrame, HistoryQuery, Realtime, Role, SendMessage, StatusCode, UpdateChannel, UserId,
+    UserWithToken, WorkspaceId,
+};
+use chorus_server::Config;
+use tokio::sync::oneshot;
+
+const ADMIN_TOKEN: &str = "test-admin";
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A running server; it stops when `stop` is fired or dropped.
+struct TestServer {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            admin_token: Some(ADMIN_TOKEN.into()),
+            shutdown_grace_ms: 2_000,
+            ..Config::default()
+        };
+        let built = chorus_server::build(config).await.expect("server builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(chorus_server::run(listener, built.state, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            url,
+            stop: Some(stop),
+            _dir: dir,
+        }
+    }
+
+    fn admin(&self) -> Client {
+        Client::new(&self.url, ADMIN_TOKEN).expect("client")
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn user(admin: &Client, name: &str) -> (UserWithToken, Client) {
+    let created = admin
+        .create_user(&CreateUser::new(name))
+        .await
+        .expect("create user");
+    let client = admin.with_token(created.token.clone());
+    (created, client)
+}
+
+/// Alice owns a workspace with Bob and Carol in it and a `general` channel with Bob.
+struct World {
+    server: TestServer,
+    alice: Client,
+    bob: Client,
+    bob_token: String,
+    carol: Client,
+    carol_id: UserId,
+    workspace: WorkspaceId,
+    general: chorus_client::Channel,
+}
+
+async fn world() -> World {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let (_, alice) = user(&admin, "alice").await;
+    let (bob_user, bob) = user(&admin, "bob").await;
+    let (carol_user, carol) = user(&admin, "carol").await;
+    let workspace = alice.create_workspace("acme").await.expect("workspace").id;
+    for id in [bob_user.user.id, carol_user.user.id] {
+        let member = alice
+            .add_workspace_member(
+                workspace,
+                &AddMember {
+                    user_id: id,
+                    role: Role::Member,
+                },
+            )
+            .await
+            .expect("add member");
+        assert_eq!(member.role, Role::Member);
+    }
+    let general = alice
+        .create_channel(
+            workspace,
+            &CreateChannel {
+                member_ids: vec![bob_user.user.id],
+                ..CreateChannel::new("general")
+            },
+        )
+        .await
+        .expect("channel");
+    World {
+        server,
+        alice,
+        bob,
+        bob_token: bob_user.token,
+        carol,
+        carol_id: carol_user.user.id,
+        workspace,
+        general,
+    }
+}
+
+async fn next_of_type(live: &mut Realtime, kind: &str) -> EventFrame {
+    loop {
+        let event = tokio::time::timeout(WAIT, live.next_event())
+            .await
+            .expect("an event in time")
+            .expect("connection open");
+        if event.kind == kind {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn http_api_round_trip() {
+    let w = world().await;
+    let me = w.bob.me().await.expect("me");
+    assert_eq!(me.name, "bob");
+
+    let workspaces = w.bob.list_workspaces().await.expect("workspaces");
+    assert_eq!(workspaces.len(), 1);
+    assert_eq!(workspaces[0].workspace.id, w.workspace);
+    let members = w
+        .alice
+        .list_workspace_members(w.workspace)
+        .await
+        .expect("members");
+    assert_eq!(members.len(), 3);
+
+    let channels = w.bob.list_channels(w.workspace).await.expect("channels");
+    assert!(
+        channels
+            .iter()
+            .any(|c| c.channel.id == w.general.id && c.member)
+    );
+
+    let renamed = w
+        .alice
+        .update_channel(
+            w.general.id,
+            &UpdateChannel {
+                topic: Some("all hands".into()),
+                ..UpdateChannel::default()
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(renamed.topic, "all hands");
+
+    w.carol.join_channel(w.general.id).await.expect("join");
+    let view = w.alice.get_channel(w.general.id).await.expect("get");
+    assert!(view.member_ids.contains(&w.carol_id));
+    w.carol.leave_channel(w.general.id).await.expect("leave");
+    w.alice
+        .add_channel_member(w.general.id, w.carol_id)
+        .await
+        .expect("add to channel");
+    w.alice
+        .remove_channel_member(w.general.id, w.carol_id)
+        .await
+        .expect("remove from channel");
+
+    let sent = w
+        .bob
+        .send_message(w.general.id, &SendMessage::new("hi @alice"), None)
+        .await
+        .expect("send");
+    assert!(!sent.replayed);
+    assert_eq!(sent.message.mentions.len(), 1);
+    let reply = w
+        .alice
+        .send_message(
+            w.general.id,
+            &SendMessage {
+                thread_id: Some(sent.message.id),
+                ..SendMessage::new("hello bob")
+            },
+            None,
+        )
+        .await
+        .expect("reply");
+    let thread = w
+        .bob
+        .list_messages(
+            w.general.id,
+            &HistoryQuery {
+                thread_id: Some(sent.message.id),
+                ..HistoryQuery::default()
+            },
+        )
+        .await
+        .expect("thread");
+    assert_eq!(
+        thread.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [reply.message.id]
+    );
+
+    let edited = w
+        .bob
+        .edit_message(sent.message.id, "hi all")
+        .await
+        .expect("edit");
+    assert_eq!(edited.text, "hi all");
+    assert!(edited.edited_at.is_some());
+    let deleted = w.bob.delete_message(sent.message.id).await.expect("delete");
+    assert!(deleted.deleted);
+
+    let dm = w
+        .alice
+        .open_dm(w.workspace, &[w.carol_id])
+        .await
+        .expect("dm");
+    assert!(dm.created);
+    assert_eq!(dm.channel.channel.kind, ChannelKind::Dm);
+    let again = w
+        .carol
+        .open_dm(w.workspace, &[dm.channel.channel.created_by])
+        .await
+        .expect("dm again");
+    assert!(!again.created);
+    assert_eq!(again.channel.channel.id, dm.channel.channel.id);
+}
+
+#[tokio::test]
+async fn realtime_delivers_an_http_send() {
+    let w = world().await;
+    let mut live = Realtime::connect(&w.server.url, &w.bob_token)
+        .await
+        .expect("connect");
+    let scope = format!("channel:{}", w.general.id);
+    assert!(live.hello().scopes.contains(&scope), "{:?}", live.hello());
+    live.ping().await.expect("ping");
+
+    let sent = w
+        .alice
+        .send_message(w.general.id, &SendMessage::new("welcome"), None)
+        .await
+        .expect("send");
+    let event = next_of_type(&mut live, "message.created").await;
+    assert_eq!(event.scope, scope);
+    let offset = event.offset.expect("a durable event has an offset");
+    assert_eq!(event.data["id"], sent.message.id.0);
+    assert_eq!(event.data["text"], "welcome");
+    assert_eq!(live.positions().get(&scope), Some(&offset));
+
+    // Subscribing again from before the message replays it.
+    let ack = live
+        .subscribe(&scope, Some(offset - 1))
+        .await
+        .expect("subscribe");
+    assert_eq!(ack.recovered, Some(true));
+    let replayed = next_of_type(&mut live, "message.created").await;
+    assert_eq!(replayed.offset, Some(offset));
+
+    live.typing(w.general.id, None).await.expect("typing");
+    live.unsubscribe(&scope).await.expect("unsubscribe");
+    assert_eq!(live.positions().get(&scope), None);
+
+    let end = live.close().await;
+    assert_eq!(end.close_code(), Some(CloseCode::Normal));
+}
+
+#[tokio::test]
+async fn forbidden_scopes_are_ws_errors() {
+    let w = world().await;
+    let secret = w
+        .alice
+        .create_channel(
+            w.workspace,
+            &CreateChannel {
+                kind: ChannelKind::Private,
+                ..CreateChannel::new("secret")
+            },
+        )
+        .await
+        .expect("private channel");
+    let live = w.carol.realtime().await.expect("connect");
+    for scope in [format!("channel:{}", secret.id), "user:1".to_owned()] {
+        let err = live.subscribe(&scope, None).await.expect_err("forbidden");
+        assert!(
+            matches!(
+                err,
+                Error::Ws {
+                    code: ErrorCode::Forbidden,
+                    ..
+                }
+            ),
+            "{scope}: {err:?}"
+        );
+    }
+    // The connection survives a refusal.
+    live.ping().await.expect("ping after error");
+}
+
+#[tokio::test]
+async fn idempotent_sends_replay() {
+    let w = world().await;
+    let once = SendMessage::new("once");
+    let send = || w.bob.send_message(w.general.id, &once, Some("key-1"));
+    let first = send().await.expect("first send");
+    let second = send().await.expect("second send");
+    assert!(!first.replayed);
+    assert!(second.replayed);
+    assert_eq!(first.message, second.message);
+    let history = w
+        .bob
+        .list_messages(w.general.id, &HistoryQuery::default())
+        .await
+        .expect("history");
+    assert_eq!(history.len(), 1);
+}
+
+#[tokio::test]
+async fn api_errors_parse() {
+    let server = TestServer::start().await;
+    let stranger = Client::new(&server.url, "not-a-token").expect("client");
+    let err = stranger.me().await.expect_err("unauthorized");
+    assert!(
+        matches!(
+            err,
+            Error::Api {
+                status: StatusCode::UNAUTHORIZED,
+                code: ErrorCode::Unauthorized,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = Realtime::connect(&server.url, "not-a-token")
+        .await
+        .err()
+        .expect("upgrade refused");
+    assert_eq!(err.code(), Some(ErrorCode::Unauthorized), "{err:?}");
+
+    let admin = server.admin();
+    let err = admin
+        .get_channel(chorus_client::ChannelId(999))
+        .await
+        .expect_err("no such channel");
+    assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err:?}");
+    admin
+        .create_user(&CreateUser::new("dup"))
+        .await
+        .expect("first");
+    let err = admin
+        .create_user(&CreateUser::new("dup"))
+        .await
+        .expect_err("conflict");
+    assert!(
+        matches!(
+            err,
+            Error::Api {
+                status: StatusCode::CONFLICT,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn server_shutdown_reports_its_close_code() {
+    let mut server = TestServer::start().await;
+    let admin = server.admin();
+    let (_, alice) = user(&admin, "alice").await;
+    let mut live = alice.realtime().await.expect("connect");
+    server.shutdown();
+    let none = tokio::time::timeout(WAIT, live.next_event())
+        .await
+        .expect("closed in time");
+    assert!(none.is_none());
+    let end = live.disconnect().expect("a disconnect reason");
+    assert_eq!(end.close_code(), Some(CloseCode::ServerShutdown), "{end}");
+    assert!(end.should_reconnect());
+    let err = live.ping().await.expect_err("closed");
+    assert!(matches!(err, Error::Closed(_)), "{err:?}");
+}
