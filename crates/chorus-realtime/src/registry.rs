@@ -102,6 +102,10 @@ struct Subscribers {
 struct ConnEntry {
     handle: ConnHandle,
     scopes: HashSet<Scope>,
+    /// Counts the revocations (unsubscribe effects) this connection received.
+    epoch: u64,
+    /// Scopes revoked by an effect, with the epoch of their latest revocation.
+    revoked: HashMap<Scope, u64>,
 }
 
 #[derive(Default)]
@@ -118,6 +122,9 @@ pub struct Subscribed {
     pub recovered: Option<bool>,
     /// Number of events replayed.
     pub replayed: usize,
+    /// `false` when the subscription was not made: the connection is gone, or the scope
+    /// was revoked after the given fence (see [`Registry::fence`]).
+    pub admitted: bool,
 }
 
 pub struct Registry {
@@ -159,6 +166,8 @@ impl Registry {
             ConnEntry {
                 handle: handle.clone(),
                 scopes: HashSet::new(),
+                epoch: 0,
+                revoked: HashMap::new(),
             },
         );
         index.users.entry(user).or_default().insert(handle.id);
@@ -255,57 +264,69 @@ impl Registry {
             .cloned()
     }
 
-    fn slot_or_insert(&self, scope: &Scope) -> Arc<Mutex<Subscribers>> {
-        if let Some(slot) = self.slot(scope) {
-            return slot;
+    /// Runs `f` on the scope's subscribers (creating the slot if needed) while holding
+    /// the scope map, so `remove_sub` cannot drop the slot from the map in between and
+    /// leave the new subscriber in an orphaned slot that no delivery reaches.
+    fn with_slot(
+        &self,
+        scope: &Scope,
+        f: impl FnOnce(&mut Subscribers),
+    ) -> Arc<Mutex<Subscribers>> {
+        {
+            let scopes = self.scopes.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = scopes.get(scope) {
+                f(&mut lock(slot));
+                return slot.clone();
+            }
         }
-        self.scopes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(scope.clone())
-            .or_default()
-            .clone()
+        let mut scopes = self.scopes.write().unwrap_or_else(|e| e.into_inner());
+        let slot = scopes.entry(scope.clone()).or_default();
+        f(&mut lock(slot));
+        slot.clone()
+    }
+
+    /// The connection's revocation epoch. Take it *before* reading whatever authorizes a
+    /// subscription and pass it to [`subscribe`](Self::subscribe): if the scope is revoked
+    /// after that (a `channel.left` effect, published after its change was committed), the
+    /// read may predate the change and the subscription is refused instead of outliving it.
+    pub fn fence(&self, conn: ConnId) -> u64 {
+        lock(&self.index).conns.get(&conn).map_or(0, |e| e.epoch)
     }
 
     /// Subscribes a connection to a scope. Without `since` it receives events published
     /// from now on; with `since` it first receives the retained events after `since`,
-    /// then live ones, with no gap and no duplicate between the two.
+    /// then live ones, with no gap and no duplicate between the two. With a `fence`, the
+    /// subscription is refused if the scope was revoked since the fence was taken.
     pub async fn subscribe(
         &self,
         broker: &dyn Broker,
         conn: &ConnHandle,
         scope: &Scope,
         since: Option<u64>,
+        fence: Option<u64>,
     ) -> Subscribed {
+        let refused = Subscribed {
+            recovered: None,
+            replayed: 0,
+            admitted: false,
+        };
         if conn.kill.is_closed() {
-            return Subscribed {
-                recovered: None,
-                replayed: 0,
-            };
+            return refused;
         }
-        let slot = self.slot_or_insert(scope);
         let Some(since) = since else {
-            lock(&slot).subs.entry(conn.id).or_insert_with(|| Sub {
-                handle: conn.clone(),
-                state: SubState::Live { last: 0 },
-            });
-            self.note_subscribed(conn, scope);
+            let live = || SubState::Live { last: 0 };
+            let admitted = self.admit(conn, scope, fence, live, false).is_some();
             return Subscribed {
-                recovered: None,
-                replayed: 0,
+                admitted,
+                ..refused
             };
         };
-
-        lock(&slot).subs.insert(
-            conn.id,
-            Sub {
-                handle: conn.clone(),
-                state: SubState::CatchingUp {
-                    pending: Vec::new(),
-                },
-            },
-        );
-        self.note_subscribed(conn, scope);
+        let catching_up = || SubState::CatchingUp {
+            pending: Vec::new(),
+        };
+        let Some(slot) = self.admit(conn, scope, fence, catching_up, true) else {
+            return refused;
+        };
 
         let history = broker.history(scope, since).await;
         let (recovered, retained, head) = match history {
@@ -320,10 +341,10 @@ impl Registry {
         let replayed = {
             let mut subs = lock(&slot);
             let Some(sub) = subs.subs.get_mut(&conn.id) else {
-                // Unsubscribed or disconnected while the history was fetched.
+                // Unsubscribed, revoked or disconnected while the history was fetched.
                 return Subscribed {
                     recovered: Some(recovered),
-                    replayed: 0,
+                    ..refused
                 };
             };
             let pending = match std::mem::replace(&mut sub.state, SubState::Live { last: 0 }) {
@@ -341,10 +362,10 @@ impl Registry {
                     last = offset;
                 }
                 replayed += 1;
-                if self.push(&sub.handle, event) {
-                    if let Some(effect) = &event.effect {
-                        effects.push(effect.clone());
-                    }
+                if self.push(&sub.handle, event)
+                    && let Some(effect) = &event.effect
+                {
+                    effects.push(effect.clone());
                 }
             }
             sub.state = SubState::Live { last };
@@ -359,21 +380,54 @@ impl Registry {
         Subscribed {
             recovered: Some(recovered),
             replayed,
+            admitted: true,
         }
     }
 
-    fn note_subscribed(&self, conn: &ConnHandle, scope: &Scope) {
+    /// Adds `conn` to the subscribers of `scope` and `scope` to the connection's set in
+    /// one step under the index lock, so neither a revocation nor the connection's
+    /// removal can slip between the check and the insert. `replace` resets an existing
+    /// subscription to `state`; otherwise an existing one is kept. Returns the scope's
+    /// slot, or `None` when refused (connection gone, or revoked after `fence`).
+    fn admit(
+        &self,
+        conn: &ConnHandle,
+        scope: &Scope,
+        fence: Option<u64>,
+        state: impl FnOnce() -> SubState,
+        replace: bool,
+    ) -> Option<Arc<Mutex<Subscribers>>> {
         let mut index = lock(&self.index);
-        match index.conns.get_mut(&conn.id) {
-            Some(entry) => {
-                entry.scopes.insert(scope.clone());
-            }
-            None => {
-                drop(index);
-                // The connection went away meanwhile: undo.
-                self.remove_sub(scope, conn.id);
-            }
+        let entry = index.conns.get_mut(&conn.id)?;
+        if fence.is_some_and(|f| entry.revoked.get(scope).is_some_and(|&at| at > f)) {
+            return None;
         }
+        let slot = self.with_slot(scope, |subs| {
+            let sub = Sub {
+                handle: conn.clone(),
+                state: state(),
+            };
+            if replace {
+                subs.subs.insert(conn.id, sub);
+            } else {
+                subs.subs.entry(conn.id).or_insert(sub);
+            }
+        });
+        entry.scopes.insert(scope.clone());
+        Some(slot)
+    }
+
+    /// An unsubscribe effect: removes the subscription and records the revocation for
+    /// [`fence`](Self::fence). Both under the index lock, so no fenced `admit` runs between.
+    fn revoke(&self, conn: ConnId, scope: &Scope) {
+        let mut index = lock(&self.index);
+        if let Some(entry) = index.conns.get_mut(&conn) {
+            entry.epoch += 1;
+            let epoch = entry.epoch;
+            entry.revoked.insert(scope.clone(), epoch);
+            entry.scopes.remove(scope);
+        }
+        self.remove_sub(scope, conn);
     }
 
     /// Unsubscribes a connection from a scope; `false` if it was not subscribed.
@@ -395,10 +449,10 @@ impl Registry {
         };
         if now_empty {
             let mut scopes = self.scopes.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(slot) = scopes.get(scope) {
-                if lock(slot).subs.is_empty() {
-                    scopes.remove(scope);
-                }
+            if let Some(slot) = scopes.get(scope)
+                && lock(slot).subs.is_empty()
+            {
+                scopes.remove(scope);
             }
         }
     }
@@ -486,18 +540,18 @@ impl Registry {
     /// Applies a subscription effect synchronously: new scopes start live, no replay.
     fn apply_effect(&self, conn: ConnHandle, effect: &Effect) {
         for scope in &effect.unsubscribe {
-            self.unsubscribe(conn.id, scope);
+            self.revoke(conn.id, scope);
         }
         for scope in &effect.subscribe {
             if scope.kind() == "user" {
                 continue; // user scopes are fixed for the life of a connection
             }
-            let slot = self.slot_or_insert(scope);
-            lock(&slot).subs.entry(conn.id).or_insert_with(|| Sub {
-                handle: conn.clone(),
-                state: SubState::Live { last: 0 },
-            });
-            self.note_subscribed(&conn, scope);
+            self.admit(&conn, scope, None, || SubState::Live { last: 0 }, false);
+            // Effects of one user arrive in order on their user scope: a join after a
+            // revocation ends it.
+            if let Some(entry) = lock(&self.index).conns.get_mut(&conn.id) {
+                entry.revoked.remove(scope);
+            }
         }
     }
 

@@ -25,6 +25,8 @@ use crate::{Engine, Metrics, Scope, UserKey};
 const WRITE_BATCH: usize = 64;
 /// Scopes one `resume` may name.
 const MAX_RESUME_SCOPES: usize = 1_000;
+/// Authorizations one `subscribe` tries while revocations keep racing it.
+const SUBSCRIBE_ATTEMPTS: usize = 3;
 
 struct Session {
     engine: Arc<Engine>,
@@ -72,19 +74,41 @@ pub(crate) async fn run(
         Err(end) => end,
     };
 
+    let mut close_sent = false;
     if let End::Close(code) = end {
         let frame = CloseFrame {
             code: code.code(),
             reason: Utf8Bytes::from_static(code.reason()),
         };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            socket.send(Message::Close(Some(frame))),
-        )
-        .await;
+        close_sent = matches!(
+            tokio::time::timeout(CLOSE_LINGER, socket.send(Message::Close(Some(frame)))).await,
+            Ok(Ok(()))
+        );
     }
     let remaining = engine.registry.unregister(&conn);
     hooks.disconnected(user, remaining == 0).await;
+    if close_sent {
+        linger(&mut socket).await;
+    }
+}
+
+/// How long a closing connection waits to send its close frame, and then for the
+/// peer's close reply.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Completes the closing handshake: reads and discards until the peer's close frame (or
+/// the end of the stream), bounded by [`CLOSE_LINGER`]. Dropping a socket that still has
+/// unread input makes the kernel reset the connection, which destroys the frames still
+/// in flight, close frame included, so a flooding client would never learn its code.
+async fn linger(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Subscribes the initial scopes and sends `hello`.
@@ -94,19 +118,31 @@ async fn open(
     conn: &ConnHandle,
     socket: &mut WebSocket,
 ) -> Result<(), End> {
-    let mut scopes = vec![Scope::of("user", conn.user)];
-    match hooks.initial_scopes(conn.user).await {
-        Ok(more) => scopes.extend(more),
+    // The user scope first: a membership change committed after `initial_scopes` reads
+    // is announced there, and its effect must reach this connection too.
+    let user_scope = Scope::of("user", conn.user);
+    engine
+        .registry
+        .subscribe(engine.broker.as_ref(), conn, &user_scope, None, None)
+        .await;
+    let fence = engine.registry.fence(conn.id);
+    let initial = match hooks.initial_scopes(conn.user).await {
+        Ok(initial) => initial,
         Err(err) => {
             tracing::warn!(user = conn.user, cause = %err, "initial scopes failed");
             return Err(End::Close(CloseCode::ServerShutdown));
         }
-    }
-    for scope in &scopes {
-        engine
+    };
+    let mut scopes = vec![user_scope];
+    for scope in initial {
+        // Refused when a revocation arrived after the read: it may not have seen it.
+        let outcome = engine
             .registry
-            .subscribe(engine.broker.as_ref(), conn, scope, None)
+            .subscribe(engine.broker.as_ref(), conn, &scope, None, Some(fence))
             .await;
+        if outcome.admitted {
+            scopes.push(scope);
+        }
     }
     let hello = HelloFrame {
         v: PROTOCOL_VERSION,
@@ -235,20 +271,16 @@ impl Session {
     async fn on_text(&mut self, text: &str) -> Option<End> {
         let metrics = &self.engine.metrics;
         Metrics::inc(&metrics.inbound_frames);
-        if self.limiter.check().is_err() {
+        let limited = self.limiter.check().is_err();
+        if limited {
             Metrics::inc(&metrics.rate_limited);
             self.strikes += 1;
             if self.strikes >= self.engine.config.flood_strikes {
                 return Some(End::Close(CloseCode::Flood));
             }
-            self.reply(error_frame(
-                None,
-                ErrorCode::RateLimited,
-                "inbound frame rate over the limit; slow down",
-            ));
-            return None;
+        } else {
+            self.strikes = 0;
         }
-        self.strikes = 0;
         if text.len() > self.engine.config.max_frame_bytes {
             Metrics::inc(&metrics.inbound_errors);
             self.reply(error_frame(
@@ -262,7 +294,22 @@ impl Session {
             ));
             return None;
         }
-        let frame = match decode_client_frame(text) {
+        // Decoded even when rate limited, so the refusal carries the frame's id and the
+        // client's request fails at once instead of timing out.
+        let decoded = decode_client_frame(text);
+        if limited {
+            let id = match &decoded {
+                Ok(frame) => frame.id.clone(),
+                Err(err) => err.id.clone(),
+            };
+            self.reply(error_frame(
+                id,
+                ErrorCode::RateLimited,
+                "inbound frame rate over the limit; slow down",
+            ));
+            return None;
+        }
+        let frame = match decoded {
             Ok(frame) => frame,
             Err(err) => {
                 Metrics::inc(&metrics.inbound_errors);
@@ -334,15 +381,32 @@ impl Session {
         name: &str,
         since: Option<u64>,
     ) -> Result<(String, Option<bool>, Option<u64>), (ErrorCode, String)> {
-        let scope = self.authorize(name).await?;
         let engine = &self.engine;
-        let outcome = engine
-            .registry
-            .subscribe(engine.broker.as_ref(), &self.conn, &scope, since)
-            .await;
-        self.count_resume(outcome.recovered);
-        let head = engine.broker.head(&scope).await.ok();
-        Ok((scope.as_str().to_owned(), outcome.recovered, head))
+        for _ in 0..SUBSCRIBE_ATTEMPTS {
+            let fence = engine.registry.fence(self.conn.id);
+            let scope = self.authorize(name).await?;
+            let outcome = engine
+                .registry
+                .subscribe(
+                    engine.broker.as_ref(),
+                    &self.conn,
+                    &scope,
+                    since,
+                    Some(fence),
+                )
+                .await;
+            if !outcome.admitted {
+                // The scope was revoked while it was being authorized: ask again.
+                continue;
+            }
+            self.count_resume(outcome.recovered);
+            let head = engine.broker.head(&scope).await.ok();
+            return Ok((scope.as_str().to_owned(), outcome.recovered, head));
+        }
+        Err((
+            ErrorCode::Unavailable,
+            "membership changed during the subscription; retry".to_owned(),
+        ))
     }
 
     fn unsubscribe(&self, name: &str) -> Result<(), (ErrorCode, String)> {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use chorus_chat::store::{SqliteStore, Store};
 use chorus_chat::{Chat, service::ChatHooks};
 use chorus_realtime::Engine;
@@ -103,6 +104,12 @@ pub async fn run(
         engine.shutdown(grace).await
     });
     let mut stop = stop_rx;
+    // Event frames are small and latency-sensitive: no Nagle delay.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(cause = %err, "TCP_NODELAY failed");
+        }
+    });
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

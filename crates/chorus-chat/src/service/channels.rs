@@ -236,10 +236,10 @@ impl Chat {
         if channel.kind == ChannelKind::Dm && (req.name.is_some() || req.policy.is_some()) {
             return Err(bad("a DM's name and policy are fixed"));
         }
-        if let Some(name) = &req.name {
-            if !valid_channel_name(name) {
-                return Err(bad("channel name must match [a-z0-9_-]{1,80}"));
-            }
+        if let Some(name) = &req.name
+            && !valid_channel_name(name)
+        {
+            return Err(bad("channel name must match [a-z0-9_-]{1,80}"));
         }
         if req.topic.as_ref().is_some_and(|t| t.len() > MAX_TOPIC) {
             return Err(bad("topic is at most 250 bytes"));

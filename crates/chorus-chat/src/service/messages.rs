@@ -56,10 +56,10 @@ impl Chat {
             return Err(forbidden("join the channel to post in it"));
         }
         self.check_text(&req.text)?;
-        if let Some(key) = &idempotency_key {
-            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-                return Err(bad("Idempotency-Key must be 1 to 255 bytes"));
-            }
+        if let Some(key) = &idempotency_key
+            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
+        {
+            return Err(bad("Idempotency-Key must be 1 to 255 bytes"));
         }
         if let Some(root) = req.thread_id {
             let root = self
@@ -182,10 +182,10 @@ impl Chat {
     async fn resolve_mentions(&self, ws: WorkspaceId, text: &str) -> Result<Vec<UserId>> {
         let mut ids = BTreeSet::new();
         for name in mention_names(text).into_iter().take(MAX_MENTIONS) {
-            if let Some(user) = self.store.user_by_name(&name).await? {
-                if self.store.member_role(ws, user.id).await?.is_some() {
-                    ids.insert(user.id);
-                }
+            if let Some(user) = self.store.user_by_name(&name).await?
+                && self.store.member_role(ws, user.id).await?.is_some()
+            {
+                ids.insert(user.id);
             }
         }
         Ok(ids.into_iter().collect())
@@ -199,8 +199,7 @@ pub(crate) fn mention_names(text: &str) -> Vec<String> {
         |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-');
     let mut out: Vec<String> = Vec::new();
     let mut prev: Option<char> = None;
-    let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
+    for (i, c) in text.char_indices() {
         let starts = c == '@' && !prev.is_some_and(|p| is_name(p) || p == '@');
         prev = Some(c);
         if !starts {

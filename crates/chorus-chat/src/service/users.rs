@@ -41,10 +41,10 @@ impl Chat {
         if !valid_user_name(&req.name) {
             return Err(bad("name must match [a-z0-9_.-]{1,32}"));
         }
-        if let Some(url) = &req.webhook_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
-                return Err(bad("webhook_url must be an http(s) URL"));
-            }
+        if let Some(url) = &req.webhook_url
+            && (!(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048)
+        {
+            return Err(bad("webhook_url must be an http(s) URL"));
         }
         let display_name = req
             .display_name

@@ -55,10 +55,10 @@ impl SqliteStore {
 #[async_trait]
 impl MessageStore for SqliteStore {
     async fn insert_message(&self, new: NewMessage) -> Result<(Message, bool)> {
-        if let Some(key) = &new.idempotency_key {
-            if let Some(earlier) = self.by_idempotency_key(new.author_id, key).await? {
-                return Ok((earlier, false));
-            }
+        if let Some(key) = &new.idempotency_key
+            && let Some(earlier) = self.by_idempotency_key(new.author_id, key).await?
+        {
+            return Ok((earlier, false));
         }
         let mentions = serde_json::to_string(&new.mentions.iter().map(|u| u.0).collect::<Vec<_>>())
             .map_err(|e| ChatError::Internal(e.into()))?;

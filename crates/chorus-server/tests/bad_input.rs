@@ -1,0 +1,301 @@
+//! Whatever a client sends, the server answers with a precise error (or, for abuse, a
+//! clear close code) and goes on serving: the same connection where that makes sense,
+//! and always everyone else.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Frame, TestServer, World, WsClient, read_frame};
+use futures_util::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+struct Setup {
+    s: TestServer,
+    w: World,
+    ch: i64,
+}
+
+async fn setup(tweak: impl FnOnce(&mut chorus_server::Config)) -> Setup {
+    let s = TestServer::start_with(tweak).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob])
+        .await;
+    Setup { s, w, ch }
+}
+
+/// The next frame on `client`, which must be an error frame with this code.
+async fn expect_error(client: &mut WsClient, code: &str) -> Value {
+    let frame = client.recv_json().await;
+    assert_eq!(frame["op"], "error", "expected an error frame, got {frame}");
+    assert_eq!(frame["code"], code, "{frame}");
+    assert!(frame["message"].is_string(), "{frame}");
+    frame
+}
+
+impl Setup {
+    /// The connection still answers, and a message still reaches it and `other`.
+    async fn still_serving(&self, client: &mut WsClient, other: &mut WsClient) {
+        client.ping().await;
+        let message = self.s.send(&self.w.alice, self.ch, "still here").await;
+        for c in [client, other] {
+            assert_eq!(c.expect_event("message.created").await["data"], message);
+        }
+    }
+
+    /// Everyone else is unaffected: a fresh connection works and `other` receives.
+    async fn others_unaffected(&self, other: &mut WsClient) {
+        let mut fresh = self.s.connect(&self.w.bob.token).await;
+        fresh.ping().await;
+        other.ping().await;
+        let message = self.s.send(&self.w.alice, self.ch, "carry on").await;
+        for c in [&mut fresh, other] {
+            assert_eq!(c.expect_event("message.created").await["data"], message);
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_frames_get_precise_errors_and_the_connection_survives() {
+    let t = setup(|c| c.max_frame_bytes = 4096).await;
+    let mut bob = t.s.connect(&t.w.bob.token).await;
+    let mut alice = t.s.connect(&t.w.alice.token).await;
+
+    bob.send_text("{not json").await;
+    expect_error(&mut bob, "malformed_json").await;
+    t.still_serving(&mut bob, &mut alice).await;
+
+    bob.send_text("[1,2,3]").await;
+    expect_error(&mut bob, "malformed_json").await;
+    t.still_serving(&mut bob, &mut alice).await;
+
+    bob.send_json(json!({"op": "launch", "id": "x-17"})).await;
+    let err = expect_error(&mut bob, "unknown_op").await;
+    assert_eq!(err["id"], "x-17", "the frame id is echoed");
+    t.still_serving(&mut bob, &mut alice).await;
+
+    bob.send_json(json!({"op": "subscribe", "id": 5})).await;
+    let err = expect_error(&mut bob, "bad_request").await;
+    assert_eq!(err["id"], 5);
+    t.still_serving(&mut bob, &mut alice).await;
+
+    bob.send_json(json!({"op": "subscribe", "scope": "not a scope", "id": 6}))
+        .await;
+    let err = expect_error(&mut bob, "bad_request").await;
+    assert_eq!(err["id"], 6);
+    t.still_serving(&mut bob, &mut alice).await;
+
+    bob.send_binary(vec![0, 159, 146, 150]).await;
+    expect_error(&mut bob, "unsupported_frame").await;
+    t.still_serving(&mut bob, &mut alice).await;
+
+    let padding = "x".repeat(5000);
+    bob.send_json(json!({"op": "ping", "id": 9, "pad": padding}))
+        .await;
+    expect_error(&mut bob, "payload_too_large").await;
+    t.still_serving(&mut bob, &mut alice).await;
+
+    t.others_unaffected(&mut alice).await;
+}
+
+#[tokio::test]
+async fn a_frame_over_the_hard_limit_closes_with_1009() {
+    let t = setup(|_| {}).await;
+    let mut alice = t.s.connect(&t.w.alice.token).await;
+    let bob = t.s.connect(&t.w.bob.token).await;
+
+    // Write and read at once: the server may stop reading before the frame is sent.
+    let (mut sink, mut stream) = bob.into_inner().split();
+    let huge = format!(
+        r#"{{"op":"ping","pad":"{}"}}"#,
+        "x".repeat(1024 * 1024 + 16)
+    );
+    let writer = tokio::spawn(async move {
+        let _ = sink.send(Message::text(huge)).await;
+        sink
+    });
+    let code = loop {
+        let frame = read_frame(&mut stream, common::WAIT)
+            .await
+            .expect("the server did not close the connection");
+        match frame {
+            Frame::Close(code) => break code,
+            Frame::Ended(why) => panic!("stream ended without a close frame: {why}"),
+            Frame::Json(_) | Frame::Other(_) => {}
+        }
+    };
+    assert_eq!(code, Some(1009));
+    drop(writer.await.unwrap());
+
+    t.others_unaffected(&mut alice).await;
+}
+
+#[tokio::test]
+async fn a_flood_is_rate_limited_then_closed_with_3501() {
+    let t = setup(|c| {
+        c.inbound_per_sec = 1;
+        c.inbound_burst = 1;
+    })
+    .await;
+    let mut alice = t.s.connect(&t.w.alice.token).await;
+    let bob = t.s.connect(&t.w.bob.token).await;
+
+    let (mut sink, mut stream) = bob.into_inner().split();
+    let writer = tokio::spawn(async move {
+        for _ in 0..2000 {
+            if sink.send(Message::text(r#"{"op":"ping"}"#)).await.is_err() {
+                break; // closed by the server, as expected
+            }
+        }
+        sink
+    });
+    let mut rate_limited = 0;
+    let code = loop {
+        let frame = read_frame(&mut stream, common::WAIT)
+            .await
+            .expect("the flood was never closed");
+        match frame {
+            Frame::Json(v) if v["op"] == "error" => {
+                assert_eq!(v["code"], "rate_limited", "{v}");
+                rate_limited += 1;
+            }
+            Frame::Json(v) => assert_eq!(v["op"], "pong", "{v}"),
+            Frame::Close(code) => break code,
+            Frame::Ended(why) => {
+                panic!("stream ended without a close frame after {rate_limited} errors: {why}")
+            }
+            Frame::Other(o) => panic!("unexpected frame {o}"),
+        }
+    };
+    assert!(rate_limited > 0, "no rate_limited error before the close");
+    assert_eq!(code, Some(3501));
+    drop(writer.await.unwrap());
+
+    t.others_unaffected(&mut alice).await;
+}
+
+#[tokio::test]
+async fn http_bad_input_gets_the_error_body() {
+    let t = setup(|c| {
+        c.max_body_bytes = 16 * 1024;
+        c.max_message_bytes = 1024;
+    })
+    .await;
+    let (s, w, ch) = (&t.s, &t.w, t.ch);
+
+    // Malformed JSON.
+    let resp = s
+        .http
+        .post(s.url("/api/v1/workspaces"))
+        .bearer_auth(&w.alice.token)
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    assert!(body["error"]["message"].is_string());
+
+    // Well-formed JSON of the wrong shape.
+    s.post("/api/v1/workspaces", &w.alice.token, json!({"name": 7}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    s.post(
+        &format!("/api/v1/channels/{ch}/messages"),
+        &w.alice.token,
+        json!({}),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+
+    // A body over max_body_bytes.
+    let big = "y".repeat(40 * 1024);
+    s.post(
+        &format!("/api/v1/channels/{ch}/messages"),
+        &w.alice.token,
+        json!({ "text": big }),
+    )
+    .await
+    .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+
+    // Text over max_message_bytes (inside the body limit).
+    s.post(
+        &format!("/api/v1/channels/{ch}/messages"),
+        &w.alice.token,
+        json!({ "text": "z".repeat(2000) }),
+    )
+    .await
+    .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    // Empty text.
+    s.post(
+        &format!("/api/v1/channels/{ch}/messages"),
+        &w.alice.token,
+        json!({ "text": "   " }),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    assert!(s.history(&w.alice, ch, "").await.is_empty());
+
+    // Invalid names.
+    for name in ["Alice", "has space", "", &"n".repeat(33)] {
+        s.post(
+            "/api/v1/users",
+            common::ADMIN_TOKEN,
+            json!({ "name": name }),
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+    for name in ["Loud", "a b", "", "dots.not.allowed"] {
+        s.post(
+            &format!("/api/v1/workspaces/{}/channels", w.ws),
+            &w.alice.token,
+            json!({ "name": name }),
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+    s.post(
+        "/api/v1/workspaces",
+        &w.alice.token,
+        json!({ "name": "  " }),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+
+    // Bad path and query parameters.
+    s.get("/api/v1/channels/abc/messages", &w.alice.token)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    s.get(
+        &format!("/api/v1/channels/{ch}/messages?limit=lots"),
+        &w.alice.token,
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+
+    // Unknown routes.
+    for path in ["/nope", "/api/v1/nope", "/api/v2/channels/1"] {
+        s.call(Method::GET, path, Some(&w.alice.token), None)
+            .await
+            .expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
+
+    // A duplicate user name is a conflict, not a crash.
+    s.post(
+        "/api/v1/users",
+        common::ADMIN_TOKEN,
+        json!({ "name": "bob" }),
+    )
+    .await
+    .expect_error(StatusCode::CONFLICT, "conflict");
+
+    // The server still works.
+    let m = s.send(&w.alice, ch, "fine").await;
+    assert_eq!(s.history(&w.bob, ch, "").await, vec![m]);
+}
