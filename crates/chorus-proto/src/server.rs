@@ -18,6 +18,10 @@ pub struct HelloFrame {
     /// The scopes the connection was subscribed to on connect.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Each of those scopes' offset at subscription: the position to resume from if
+    /// no event of the scope arrives before a disconnect.
+    #[serde(default)]
+    pub offsets: BTreeMap<String, u64>,
 }
 
 /// The answer to a client frame that carried an `id`.

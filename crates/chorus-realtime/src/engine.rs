@@ -74,15 +74,24 @@ impl Engine {
         self.broker.publish(publish).await
     }
 
-    /// Runs one WebSocket session to its end. The task is tracked for shutdown.
+    /// Runs one WebSocket session to its end. The task is tracked for shutdown. With
+    /// `hold_for_resume` (`?resume=1`), the connection's initial subscriptions hold their
+    /// events until its first frame, so a `resume` continues them with no gap and no
+    /// reordering.
     pub fn serve_socket(
         self: &Arc<Self>,
         socket: WebSocket,
         user: UserKey,
         hooks: Arc<dyn SessionHooks>,
+        hold_for_resume: bool,
     ) -> impl Future<Output = ()> + Send + use<> {
-        self.sessions
-            .track_future(session::run(self.clone(), socket, user, hooks))
+        self.sessions.track_future(session::run(
+            self.clone(),
+            socket,
+            user,
+            hooks,
+            hold_for_resume,
+        ))
     }
 
     pub fn is_shutting_down(&self) -> bool {

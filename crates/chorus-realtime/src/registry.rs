@@ -82,11 +82,65 @@ impl ConnHandle {
 }
 
 enum SubState {
-    /// Receiving live events; `last` is the highest offset queued, so an event that
-    /// arrives twice (replay overlapping live) is queued once.
-    Live { last: u64 },
-    /// A replay is being fetched; live events wait here, then follow the replay.
-    CatchingUp { pending: Vec<Arc<Event>> },
+    /// Receiving live events. `last` is the highest offset queued, so an event that
+    /// arrives twice (replay overlapping live) is queued once; `first` is the lowest
+    /// offset queued live, so a later replay can skip what the client already has.
+    Live { first: Option<u64>, last: u64 },
+    /// A replay is being fetched (or held until the client says where to resume);
+    /// live events wait in `pending`, then follow the replay. `seen` is the range of
+    /// offsets already queued while the subscription was live before.
+    CatchingUp {
+        pending: Vec<Arc<Event>>,
+        seen: Option<(u64, u64)>,
+    },
+}
+
+impl SubState {
+    const fn live() -> Self {
+        Self::Live {
+            first: None,
+            last: 0,
+        }
+    }
+
+    /// The catching-up state that replaces `self` for a replay.
+    fn catching_up(previous: Option<&Self>) -> Self {
+        let seen = match previous {
+            Some(Self::Live {
+                first: Some(first),
+                last,
+            }) => Some((*first, *last)),
+            Some(Self::CatchingUp { seen, .. }) => *seen,
+            _ => None,
+        };
+        Self::CatchingUp {
+            pending: Vec::new(),
+            seen,
+        }
+    }
+}
+
+/// How [`Registry::admit`] treats an existing subscription of the connection.
+#[derive(Clone, Copy)]
+enum Admit {
+    /// Start live; keep an existing subscription as it is.
+    Live,
+    /// Start (or restart) catching up; live events are buffered until the replay.
+    /// With `keep_seen`, what this connection already received live is not sent again.
+    CatchUp { keep_seen: bool },
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// With the next event published.
+    Now,
+    /// After this offset, even if the connection already received some of those
+    /// events (an explicit `subscribe` with `since`).
+    Rewind(u64),
+    /// After this offset, minus what the connection already received live on this
+    /// subscription (`resume`: continue where the client left off).
+    Continue(u64),
 }
 
 struct Sub {
@@ -151,8 +205,9 @@ impl Registry {
         }
     }
 
-    /// Registers a connection; returns its handle and the receiving end of its queue.
-    pub fn register(&self, user: UserKey) -> (ConnHandle, mpsc::Receiver<Utf8Bytes>) {
+    /// Registers a connection; returns its handle, the receiving end of its queue, and
+    /// how many connections its user now has on this node.
+    pub fn register(&self, user: UserKey) -> (ConnHandle, mpsc::Receiver<Utf8Bytes>, usize) {
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let handle = ConnHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -170,10 +225,12 @@ impl Registry {
                 revoked: HashMap::new(),
             },
         );
-        index.users.entry(user).or_default().insert(handle.id);
+        let user_conns = index.users.entry(user).or_default();
+        user_conns.insert(handle.id);
+        let count = user_conns.len();
         Metrics::inc(&self.metrics.connections_current);
         Metrics::inc(&self.metrics.connections_total);
-        (handle, rx)
+        (handle, rx, count)
     }
 
     /// Removes a connection and all its subscriptions. Returns how many connections
@@ -293,16 +350,16 @@ impl Registry {
         lock(&self.index).conns.get(&conn).map_or(0, |e| e.epoch)
     }
 
-    /// Subscribes a connection to a scope. Without `since` it receives events published
-    /// from now on; with `since` it first receives the retained events after `since`,
-    /// then live ones, with no gap and no duplicate between the two. With a `fence`, the
-    /// subscription is refused if the scope was revoked since the fence was taken.
+    /// Subscribes a connection to a scope. From [`StartAt::Now`] it receives events
+    /// published from now on; from an offset it first receives the retained events after
+    /// it, then live ones, with no gap and no duplicate between the two. With a `fence`,
+    /// the subscription is refused if the scope was revoked since the fence was taken.
     pub async fn subscribe(
         &self,
         broker: &dyn Broker,
         conn: &ConnHandle,
         scope: &Scope,
-        since: Option<u64>,
+        from: StartAt,
         fence: Option<u64>,
     ) -> Subscribed {
         let refused = Subscribed {
@@ -313,28 +370,58 @@ impl Registry {
         if conn.kill.is_closed() {
             return refused;
         }
-        let Some(since) = since else {
-            let live = || SubState::Live { last: 0 };
-            let admitted = self.admit(conn, scope, fence, live, false).is_some();
-            return Subscribed {
-                admitted,
-                ..refused
-            };
+        let (since, keep_seen) = match from {
+            StartAt::Now => {
+                let admitted = self.admit(conn, scope, fence, Admit::Live).is_some();
+                return Subscribed {
+                    admitted,
+                    ..refused
+                };
+            }
+            StartAt::Rewind(since) => (since, false),
+            StartAt::Continue(since) => (since, true),
         };
-        let catching_up = || SubState::CatchingUp {
-            pending: Vec::new(),
-        };
-        let Some(slot) = self.admit(conn, scope, fence, catching_up, true) else {
+        if self
+            .admit(conn, scope, fence, Admit::CatchUp { keep_seen })
+            .is_none()
+        {
             return refused;
-        };
+        }
+        self.release(broker, conn, scope, since).await
+    }
 
+    /// Subscribes a connection to `scope` but holds its events (buffered, bounded by the
+    /// queue capacity) until [`release`](Self::release) says where to resume from.
+    /// `false` when refused (see `fence` in [`subscribe`](Self::subscribe)).
+    pub fn hold(&self, conn: &ConnHandle, scope: &Scope, fence: Option<u64>) -> bool {
+        let mode = Admit::CatchUp { keep_seen: true };
+        !conn.kill.is_closed() && self.admit(conn, scope, fence, mode).is_some()
+    }
+
+    /// Ends a catch-up: queues the retained events after `since`, then the events that
+    /// were held meanwhile, each once and in order, and turns the subscription live.
+    pub async fn release(
+        &self,
+        broker: &dyn Broker,
+        conn: &ConnHandle,
+        scope: &Scope,
+        since: u64,
+    ) -> Subscribed {
+        let refused = Subscribed {
+            recovered: None,
+            replayed: 0,
+            admitted: false,
+        };
         let history = broker.history(scope, since).await;
-        let (recovered, retained, head) = match history {
-            Ok(h) => (h.recovered, h.events, h.head),
+        let (recovered, retained) = match history {
+            Ok(h) => (h.recovered, h.events),
             Err(err) => {
                 tracing::warn!(%scope, cause = %err, "history unavailable");
-                (false, Vec::new(), since)
+                (false, Vec::new())
             }
+        };
+        let Some(slot) = self.slot(scope) else {
+            return refused;
         };
 
         let mut effects = Vec::new();
@@ -347,28 +434,49 @@ impl Registry {
                     ..refused
                 };
             };
-            let pending = match std::mem::replace(&mut sub.state, SubState::Live { last: 0 }) {
-                SubState::CatchingUp { pending } => pending,
-                SubState::Live { .. } => Vec::new(),
+            let (pending, seen) = match std::mem::replace(&mut sub.state, SubState::live()) {
+                SubState::CatchingUp { pending, seen } => (pending, seen),
+                live @ SubState::Live { .. } => {
+                    sub.state = live; // already released
+                    return Subscribed {
+                        recovered: Some(recovered),
+                        replayed: 0,
+                        admitted: true,
+                    };
+                }
             };
-            let mut last = if recovered { since } else { head };
+            // Without a complete history, the held events (all newer than the
+            // subscription) are still delivered; the client closes the gap over HTTP.
+            let mut last = if recovered { since } else { 0 };
+            let mut first = None;
             let mut replayed = 0;
-            let events = if recovered { retained } else { Vec::new() };
-            for event in events.iter().chain(pending.iter()) {
+            let retained = if recovered { retained } else { Vec::new() };
+            let from_history = retained.len();
+            for (i, event) in retained.iter().chain(pending.iter()).enumerate() {
                 if let Some(offset) = event.offset {
                     if offset <= last {
                         continue;
                     }
                     last = offset;
+                    // Already queued while this subscription was live before.
+                    if seen.is_some_and(|(lo, hi)| (lo..=hi).contains(&offset)) {
+                        continue;
+                    }
+                    first.get_or_insert(offset);
                 }
                 replayed += 1;
+                // Effects of held events were applied when they arrived.
                 if self.push(&sub.handle, event)
+                    && i < from_history
                     && let Some(effect) = &event.effect
                 {
                     effects.push(effect.clone());
                 }
             }
-            sub.state = SubState::Live { last };
+            if let Some((_, hi)) = seen {
+                last = last.max(hi);
+            }
+            sub.state = SubState::Live { first, last };
             replayed
         };
         self.metrics
@@ -394,23 +502,31 @@ impl Registry {
         conn: &ConnHandle,
         scope: &Scope,
         fence: Option<u64>,
-        state: impl FnOnce() -> SubState,
-        replace: bool,
+        mode: Admit,
     ) -> Option<Arc<Mutex<Subscribers>>> {
         let mut index = lock(&self.index);
         let entry = index.conns.get_mut(&conn.id)?;
         if fence.is_some_and(|f| entry.revoked.get(scope).is_some_and(|&at| at > f)) {
             return None;
         }
-        let slot = self.with_slot(scope, |subs| {
-            let sub = Sub {
-                handle: conn.clone(),
-                state: state(),
-            };
-            if replace {
-                subs.subs.insert(conn.id, sub);
-            } else {
-                subs.subs.entry(conn.id).or_insert(sub);
+        let slot = self.with_slot(scope, |subs| match (mode, subs.subs.get_mut(&conn.id)) {
+            (Admit::Live, Some(_)) => {}
+            (Admit::CatchUp { keep_seen }, Some(sub)) => {
+                let previous = keep_seen.then_some(&sub.state);
+                sub.state = SubState::catching_up(previous);
+            }
+            (mode, None) => {
+                let state = match mode {
+                    Admit::Live => SubState::live(),
+                    Admit::CatchUp { .. } => SubState::catching_up(None),
+                };
+                subs.subs.insert(
+                    conn.id,
+                    Sub {
+                        handle: conn.clone(),
+                        state,
+                    },
+                );
             }
         });
         entry.scopes.insert(scope.clone());
@@ -469,12 +585,13 @@ impl Registry {
             let mut subs = lock(&slot);
             for sub in subs.subs.values_mut() {
                 match &mut sub.state {
-                    SubState::Live { last } => {
+                    SubState::Live { first, last } => {
                         if let Some(offset) = event.offset {
                             if offset <= *last {
                                 continue;
                             }
                             *last = offset;
+                            first.get_or_insert(offset);
                         }
                         if sub.handle.kill.is_closed() {
                             closed.push(sub.handle.id);
@@ -484,7 +601,7 @@ impl Registry {
                             affected.push(sub.handle.clone());
                         }
                     }
-                    SubState::CatchingUp { pending } => {
+                    SubState::CatchingUp { pending, .. } => {
                         if pending.len() >= self.queue_capacity {
                             self.evict(&sub.handle);
                         } else {
@@ -546,7 +663,7 @@ impl Registry {
             if scope.kind() == "user" {
                 continue; // user scopes are fixed for the life of a connection
             }
-            self.admit(&conn, scope, None, || SubState::Live { last: 0 }, false);
+            self.admit(&conn, scope, None, Admit::Live);
             // Effects of one user arrive in order on their user scope: a join after a
             // revocation ends it.
             if let Some(entry) = lock(&self.index).conns.get_mut(&conn.id) {

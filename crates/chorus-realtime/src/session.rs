@@ -19,6 +19,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::hooks::{HookError, SessionHooks};
 use crate::registry::ConnHandle;
+use crate::registry::StartAt;
 use crate::{Engine, Metrics, Scope, UserKey};
 
 /// Frames written per flush, at most.
@@ -28,12 +29,19 @@ const MAX_RESUME_SCOPES: usize = 1_000;
 /// Authorizations one `subscribe` tries while revocations keep racing it.
 const SUBSCRIBE_ATTEMPTS: usize = 3;
 
+/// How long a connection opened with `?resume=1` holds its events for the `resume`
+/// frame before it goes live from the offsets announced in `hello`.
+const HOLD_FOR_RESUME: Duration = Duration::from_secs(10);
+
 struct Session {
     engine: Arc<Engine>,
     hooks: Arc<dyn SessionHooks>,
     conn: ConnHandle,
     limiter: DefaultDirectRateLimiter,
     strikes: u32,
+    /// Scopes subscribed on connect whose events are held until the client's first
+    /// frame (a `resume` says where each one continues), with their offset in `hello`.
+    held: Option<BTreeMap<Scope, u64>>,
 }
 
 /// Why the loop ended: a code to send, or the peer is already gone.
@@ -47,13 +55,13 @@ pub(crate) async fn run(
     mut socket: WebSocket,
     user: UserKey,
     hooks: Arc<dyn SessionHooks>,
+    hold_for_resume: bool,
 ) {
-    let (conn, mut rx) = engine.registry.register(user);
-    let first = engine.registry.connections_of(user).len() == 1;
-    hooks.connected(user, first).await;
+    let (conn, mut rx, conns) = engine.registry.register(user);
+    hooks.connected(user, conns == 1).await;
 
-    let end = match open(&engine, &hooks, &conn, &mut socket).await {
-        Ok(()) => {
+    let end = match open(&engine, &hooks, &conn, &mut socket, hold_for_resume).await {
+        Ok(held) => {
             let limiter = RateLimiter::direct(
                 Quota::per_second(
                     NonZeroU32::new(engine.config.inbound_per_sec).unwrap_or(NonZeroU32::MIN),
@@ -68,6 +76,7 @@ pub(crate) async fn run(
                 conn: conn.clone(),
                 limiter,
                 strikes: 0,
+                held,
             };
             session.run(&mut socket, &mut rx).await
         }
@@ -111,20 +120,24 @@ async fn linger(socket: &mut WebSocket) {
     .await;
 }
 
-/// Subscribes the initial scopes and sends `hello`.
+/// Subscribes the initial scopes and sends `hello`. With `hold`, the subscriptions
+/// hold their events until the client's first frame; the held scopes are returned.
 async fn open(
     engine: &Arc<Engine>,
     hooks: &Arc<dyn SessionHooks>,
     conn: &ConnHandle,
     socket: &mut WebSocket,
-) -> Result<(), End> {
+    hold: bool,
+) -> Result<Option<BTreeMap<Scope, u64>>, End> {
     // The user scope first: a membership change committed after `initial_scopes` reads
     // is announced there, and its effect must reach this connection too.
     let user_scope = Scope::of("user", conn.user);
-    engine
-        .registry
-        .subscribe(engine.broker.as_ref(), conn, &user_scope, None, None)
-        .await;
+    let mut offsets = BTreeMap::new();
+    let mut held = BTreeMap::new();
+    if let Some(head) = subscribe_from_head(engine, conn, &user_scope, None, hold).await {
+        held.insert(user_scope.clone(), head);
+        offsets.insert(user_scope.as_str().to_owned(), head);
+    }
     let fence = engine.registry.fence(conn.id);
     let initial = match hooks.initial_scopes(conn.user).await {
         Ok(initial) => initial,
@@ -136,11 +149,9 @@ async fn open(
     let mut scopes = vec![user_scope];
     for scope in initial {
         // Refused when a revocation arrived after the read: it may not have seen it.
-        let outcome = engine
-            .registry
-            .subscribe(engine.broker.as_ref(), conn, &scope, None, Some(fence))
-            .await;
-        if outcome.admitted {
+        if let Some(head) = subscribe_from_head(engine, conn, &scope, Some(fence), hold).await {
+            held.insert(scope.clone(), head);
+            offsets.insert(scope.as_str().to_owned(), head);
             scopes.push(scope);
         }
     }
@@ -150,12 +161,44 @@ async fn open(
         user_id: conn.user,
         heartbeat_ms: engine.config.heartbeat.as_millis() as u64,
         scopes: scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+        offsets,
     };
     let text = frame_json("hello", &hello);
     socket
         .send(Message::Text(text))
         .await
-        .map_err(|_| End::PeerGone)
+        .map_err(|_| End::PeerGone)?;
+    Ok(hold.then_some(held))
+}
+
+/// Subscribes from the scope's current head, so the offset announced in `hello` is a
+/// position the client can resume from: whatever is published after it (even between
+/// reading the head and subscribing) reaches the connection exactly once. Returns the
+/// head, or `None` when the subscription was refused.
+async fn subscribe_from_head(
+    engine: &Arc<Engine>,
+    conn: &ConnHandle,
+    scope: &Scope,
+    fence: Option<u64>,
+    hold: bool,
+) -> Option<u64> {
+    let head = engine.broker.head(scope).await.ok();
+    if hold {
+        return engine
+            .registry
+            .hold(conn, scope, fence)
+            .then(|| head.unwrap_or(0));
+    }
+    let from = head.map_or(StartAt::Now, StartAt::Continue);
+    let outcome = engine
+        .registry
+        .subscribe(engine.broker.as_ref(), conn, scope, from, fence)
+        .await;
+    if outcome.admitted {
+        head.or(Some(0))
+    } else {
+        None
+    }
 }
 
 /// Serializes `{"op": op, ...body}`.
@@ -199,6 +242,7 @@ impl Session {
         let engine = self.engine.clone();
         let shutdown = engine.shutdown_token();
         let kill = self.conn.kill.clone();
+        let hold_until = Instant::now() + HOLD_FOR_RESUME;
 
         loop {
             tokio::select! {
@@ -216,10 +260,30 @@ impl Session {
                     let _ = socket.flush().await;
                     return End::Close(CloseCode::ServerShutdown);
                 }
+                () = tokio::time::sleep_until(hold_until), if self.held.is_some() => {
+                    // No `resume` came: continue from the offsets announced in `hello`.
+                    self.release_held(&BTreeMap::new()).await;
+                }
                 frame = rx.recv() => {
                     let Some(frame) = frame else { return End::Close(CloseCode::ServerShutdown) };
-                    if write_batch(socket, rx, frame).await.is_err() {
-                        return End::PeerGone;
+                    // A peer that stops reading blocks the write; the kill (its queue
+                    // overflowed meanwhile) or the write deadline ends the wait.
+                    let write = tokio::time::timeout(heartbeat, write_batch(socket, rx, frame));
+                    tokio::select! {
+                        biased;
+                        () = kill.fired() => {
+                            return End::Close(kill.code().unwrap_or(CloseCode::SlowConsumer));
+                        }
+                        written = write => match written {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return End::PeerGone,
+                            Err(_) => {
+                                if kill.fire(CloseCode::SlowConsumer) {
+                                    Metrics::inc(&self.engine.metrics.slow_consumer_evictions);
+                                }
+                                return End::Close(CloseCode::SlowConsumer);
+                            }
+                        },
                     }
                 }
                 msg = socket.recv() => {
@@ -269,7 +333,8 @@ impl Session {
 
     /// Handles one text frame; `Some` ends the session.
     async fn on_text(&mut self, text: &str) -> Option<End> {
-        let metrics = &self.engine.metrics;
+        let engine = self.engine.clone();
+        let metrics = &engine.metrics;
         Metrics::inc(&metrics.inbound_frames);
         let limited = self.limiter.check().is_err();
         if limited {
@@ -317,6 +382,10 @@ impl Session {
                 return None;
             }
         };
+        if self.held.is_some() && !matches!(frame.op, ClientOp::Resume { .. }) {
+            // The first frame is not a `resume`: go live from the `hello` offsets.
+            self.release_held(&BTreeMap::new()).await;
+        }
         let id = frame.id;
         let result = match frame.op {
             ClientOp::Ping if id.is_none() => {
@@ -324,16 +393,15 @@ impl Session {
                 return None;
             }
             ClientOp::Ping => Ok(ack()),
-            ClientOp::Subscribe { scope, since } => {
-                self.subscribe(&scope, since)
-                    .await
-                    .map(|(scope, recovered, offset)| AckFrame {
-                        scope: Some(scope),
-                        recovered,
-                        offset,
-                        ..ack()
-                    })
-            }
+            ClientOp::Subscribe { scope, since } => self
+                .subscribe(&scope, since.map_or(StartAt::Now, StartAt::Rewind))
+                .await
+                .map(|(scope, recovered, offset)| AckFrame {
+                    scope: Some(scope),
+                    recovered,
+                    offset,
+                    ..ack()
+                }),
             ClientOp::Unsubscribe { scope } => self.unsubscribe(&scope).map(|()| ack()),
             ClientOp::Resume { positions } => self.resume(positions).await.map(|scopes| AckFrame {
                 scopes: Some(scopes),
@@ -379,7 +447,7 @@ impl Session {
     async fn subscribe(
         &self,
         name: &str,
-        since: Option<u64>,
+        from: StartAt,
     ) -> Result<(String, Option<bool>, Option<u64>), (ErrorCode, String)> {
         let engine = &self.engine;
         for _ in 0..SUBSCRIBE_ATTEMPTS {
@@ -391,7 +459,7 @@ impl Session {
                     engine.broker.as_ref(),
                     &self.conn,
                     &scope,
-                    since,
+                    from,
                     Some(fence),
                 )
                 .await;
@@ -422,7 +490,7 @@ impl Session {
     }
 
     async fn resume(
-        &self,
+        &mut self,
         positions: BTreeMap<String, u64>,
     ) -> Result<BTreeMap<String, ScopeResume>, (ErrorCode, String)> {
         if positions.len() > MAX_RESUME_SCOPES {
@@ -431,9 +499,12 @@ impl Session {
                 format!("resume names more than {MAX_RESUME_SCOPES} scopes"),
             ));
         }
-        let mut out = BTreeMap::new();
+        let mut out = self.release_held(&positions).await;
         for (name, since) in positions {
-            let result = match self.subscribe(&name, Some(since)).await {
+            if out.contains_key(&name) {
+                continue;
+            }
+            let result = match self.subscribe(&name, StartAt::Continue(since)).await {
                 Ok((_, recovered, offset)) => ScopeResume {
                     recovered: recovered.unwrap_or(false),
                     offset,
@@ -448,6 +519,42 @@ impl Session {
             out.insert(name, result);
         }
         Ok(out)
+    }
+
+    /// Releases the scopes held since connect: each continues after its position in
+    /// `positions`, or else after its offset in `hello`. Returns the outcome for the
+    /// scopes that had a position.
+    async fn release_held(
+        &mut self,
+        positions: &BTreeMap<String, u64>,
+    ) -> BTreeMap<String, ScopeResume> {
+        let mut out = BTreeMap::new();
+        let Some(held) = self.held.take() else {
+            return out;
+        };
+        let engine = &self.engine;
+        for (scope, head) in held {
+            let position = positions.get(scope.as_str()).copied();
+            let outcome = engine
+                .registry
+                .release(
+                    engine.broker.as_ref(),
+                    &self.conn,
+                    &scope,
+                    position.unwrap_or(head),
+                )
+                .await;
+            if position.is_some() {
+                self.count_resume(outcome.recovered);
+                let result = ScopeResume {
+                    recovered: outcome.recovered.unwrap_or(false),
+                    offset: engine.broker.head(&scope).await.ok(),
+                    error: None,
+                };
+                out.insert(scope.as_str().to_owned(), result);
+            }
+        }
+        out
     }
 
     fn count_resume(&self, recovered: Option<bool>) {

@@ -39,6 +39,10 @@ pub struct Config {
     pub retention_secs: u64,
     /// How long shutdown waits for connections to drain.
     pub shutdown_grace_ms: u64,
+    /// HTTP requests per second per token (sustained); 0 turns the limit off.
+    pub http_per_sec: u32,
+    /// HTTP requests a token may send in a burst above the sustained rate.
+    pub http_burst: u32,
 }
 
 impl Default for Config {
@@ -64,6 +68,8 @@ impl Default for Config {
             retention_events: engine.retention.max_events,
             retention_secs: engine.retention.max_age.as_secs(),
             shutdown_grace_ms: 10_000,
+            http_per_sec: 100,
+            http_burst: 200,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod routes;
 pub mod state;
 
@@ -74,6 +75,21 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         config.jwt_secret.as_deref(),
     ));
     let hooks = Arc::new(ChatHooks::new(chat.clone()));
+    let http_limiter =
+        limits::HttpLimiter::new(config.http_per_sec, config.http_burst).map(Arc::new);
+    if let Some(limiter) = &http_limiter {
+        let limiter = Arc::downgrade(limiter);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let Some(limiter) = limiter.upgrade() else {
+                    break;
+                };
+                limiter.forget_idle();
+            }
+        });
+    }
     Ok(Built {
         state: AppState {
             config: Arc::new(config),
@@ -81,6 +97,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
             engine,
             hooks,
             auth,
+            http_limiter,
         },
         bootstrap_token,
     })

@@ -7,6 +7,7 @@ use chorus_realtime::{Engine, SessionHooks};
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::limits::HttpLimiter;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -15,4 +16,5 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub hooks: Arc<dyn SessionHooks>,
     pub auth: Arc<Authenticator>,
+    pub http_limiter: Option<Arc<HttpLimiter>>,
 }

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -65,6 +65,20 @@ struct ServeArgs {
     retention_secs: Option<u64>,
     #[arg(long, env = "CHORUS_SHUTDOWN_GRACE_MS")]
     shutdown_grace_ms: Option<u64>,
+    /// HTTP requests per second per token; 0 = unlimited.
+    #[arg(long, env = "CHORUS_HTTP_PER_SEC")]
+    http_per_sec: Option<u32>,
+    #[arg(long, env = "CHORUS_HTTP_BURST")]
+    http_burst: Option<u32>,
+    /// WebSocket frames per second per connection, and burst.
+    #[arg(long, env = "CHORUS_INBOUND_PER_SEC")]
+    inbound_per_sec: Option<u32>,
+    #[arg(long, env = "CHORUS_INBOUND_BURST")]
+    inbound_burst: Option<u32>,
+    #[arg(long, env = "CHORUS_TYPING_PER_MINUTE")]
+    typing_per_minute: Option<u32>,
+    #[arg(long, env = "CHORUS_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
     /// Log as JSON lines.
     #[arg(long, env = "CHORUS_LOG_JSON")]
     log_json: bool,
@@ -111,7 +125,7 @@ impl ServeArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Client(cmd) => cli::run(cmd).await,
     }
 }

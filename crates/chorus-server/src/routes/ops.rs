@@ -27,6 +27,8 @@ pub struct Stats {
     #[schema(value_type = Object)]
     pub metrics: MetricsSnapshot,
     pub subscriptions: HashMap<String, u64>,
+    /// HTTP requests refused with 429.
+    pub http_rate_limited: u64,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -176,6 +178,16 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "counter",
         m.rate_limited,
     );
+    let http_limited = state
+        .http_limiter
+        .as_ref()
+        .map_or(0, |l| l.rejected.load(std::sync::atomic::Ordering::Relaxed));
+    counter(
+        "http_rate_limited_total",
+        "HTTP requests refused with 429.",
+        "counter",
+        http_limited,
+    );
     let _ = writeln!(
         out,
         "# HELP chorus_events_by_type_total Events published per type.\n# TYPE chorus_events_by_type_total counter"
@@ -208,6 +220,10 @@ async fn stats(State(state): State<AppState>) -> axum::Json<Stats> {
     axum::Json(Stats {
         metrics: state.engine.metrics.snapshot(),
         subscriptions: state.engine.registry.subscriptions_by_kind(),
+        http_rate_limited: state
+            .http_limiter
+            .as_ref()
+            .map_or(0, |l| l.rejected.load(std::sync::atomic::Ordering::Relaxed)),
     })
 }
 

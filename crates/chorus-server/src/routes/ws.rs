@@ -20,6 +20,8 @@ pub const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 #[derive(Deserialize)]
 pub struct WsQuery {
     token: Option<String>,
+    /// `1`: hold the initial subscriptions until the first frame (a `resume`).
+    resume: Option<u8>,
 }
 
 pub async fn upgrade(
@@ -41,10 +43,11 @@ pub async fn upgrade(
     let ws = ws.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let engine = state.engine.clone();
     let hooks = state.hooks.clone();
+    let hold = query.resume == Some(1);
     Ok(ws
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| engine.serve_socket(socket, user.id.0, hooks)))
+        .on_upgrade(move |socket| engine.serve_socket(socket, user.id.0, hooks, hold)))
 }

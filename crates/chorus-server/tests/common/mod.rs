@@ -279,6 +279,12 @@ impl TestServer {
         WsClient::open(url.into_client_request().unwrap()).await
     }
 
+    /// Connects with `?resume=1` (events held until the first frame) and reads `hello`.
+    pub async fn connect_resuming(&self, token: &str) -> WsClient {
+        let url = format!("{}?token={token}&resume=1", self.ws_url());
+        WsClient::open(url.into_client_request().unwrap()).await
+    }
+
     /// Attempts an upgrade that must be refused; returns the HTTP status.
     pub async fn refused_upgrade(&self, token: Option<&str>) -> StatusCode {
         let mut req = self.ws_url().into_client_request().unwrap();
