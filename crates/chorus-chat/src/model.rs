@@ -145,6 +145,20 @@ pub struct WorkspaceMembership {
 pub struct Member {
     pub user: User,
     pub role: Role,
+    pub presence: Presence,
+}
+
+/// A user's presence as the server computes it: `online` while the user has a live
+/// connection (a short grace after the last one closes), never a client's say-so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Presence {
+    pub user_id: UserId,
+    pub online: bool,
+    /// When the user's last connection closed; for an online user, when they came
+    /// online. Absent for a user who never connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
+    pub status_text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -166,11 +180,31 @@ pub struct ChannelView {
     pub channel: Channel,
     /// Whether the caller is a member.
     pub member: bool,
-    /// Top-level messages after the caller's read cursor (0 when not a member).
+    /// Top-level messages by others after the caller's read cursor (0 when not a member).
     pub unread: i64,
-    /// For DMs: the participants.
+    /// Of those, the ones that mention the caller.
+    pub unread_mentions: i64,
+    /// The caller's read cursor: the last message read, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_read: Option<MessageId>,
+    /// For DMs (and `GET /api/v1/channels/{id}`): the participants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub member_ids: Vec<UserId>,
+    /// `GET /api/v1/channels/{id}` only: the members' presence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub presence: Vec<Presence>,
+}
+
+/// A user's read position in a channel and what it leaves unread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReadState {
+    pub channel_id: ChannelId,
+    /// The last message read.
+    pub message_id: MessageId,
+    /// Top-level messages by others after the cursor.
+    pub unread: i64,
+    /// Of those, the ones that mention the user.
+    pub unread_mentions: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -186,6 +220,33 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edited_at: Option<Timestamp>,
     pub deleted: bool,
+    /// Replies in this message's thread (0 for replies themselves and for messages
+    /// nobody replied to). Deleted replies are not counted.
+    pub reply_count: i64,
+    /// When the latest (not deleted) reply was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reply_at: Option<Timestamp>,
+    /// One entry per emoji, in the order the emoji were first used.
+    pub reactions: Vec<ReactionSummary>,
+    /// Whether the message is pinned in its channel.
+    pub pinned: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReactionSummary {
+    pub emoji: String,
+    pub count: i64,
+    /// Who reacted with this emoji, in the order they did.
+    pub user_ids: Vec<UserId>,
+}
+
+/// A pinned message of a channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Pin {
+    pub channel_id: ChannelId,
+    pub message: Message,
+    pub pinned_by: UserId,
+    pub pinned_at: Timestamp,
 }
 
 /// Checks a user name: `[a-z0-9_.-]{1,32}`.
@@ -194,6 +255,21 @@ pub fn valid_user_name(name: &str) -> bool {
         && name.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
         })
+}
+
+/// Checks a reaction's emoji: 1 to 64 bytes, no whitespace or control characters. The
+/// text is otherwise free (a Unicode emoji, or a `:shortcode:`).
+pub fn valid_emoji(emoji: &str) -> bool {
+    (1..=64).contains(&emoji.len())
+        && !emoji
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || is_invisible_format(c))
+}
+
+/// Bidirectional overrides and similar: invisible characters that would let two
+/// reactions look alike or reorder the text around them.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Checks a channel name: `[a-z0-9_-]{1,80}`.

@@ -43,6 +43,9 @@ pub struct Config {
     pub http_per_sec: u32,
     /// HTTP requests a token may send in a burst above the sustained rate.
     pub http_burst: u32,
+    /// How long a user stays online after their last connection closes (so a page
+    /// reload does not flicker offline).
+    pub presence_grace_ms: u64,
 }
 
 impl Default for Config {
@@ -70,6 +73,7 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             http_per_sec: 100,
             http_burst: 200,
+            presence_grace_ms: chat.presence_grace.as_millis() as u64,
         }
     }
 }
@@ -94,6 +98,8 @@ impl Config {
         ChatConfig {
             max_message_bytes: self.max_message_bytes,
             typing_per_minute: self.typing_per_minute,
+            presence_grace: Duration::from_millis(self.presence_grace_ms),
+            ..ChatConfig::default()
         }
     }
 }

@@ -27,9 +27,15 @@ async fn setup(tweak: impl FnOnce(&mut chorus_server::Config)) -> Setup {
     Setup { s, w, ch }
 }
 
-/// The next frame on `client`, which must be an error frame with this code.
+/// The next frame on `client` that is not an event (others' presence may arrive at any
+/// time), which must be an error frame with this code.
 async fn expect_error(client: &mut WsClient, code: &str) -> Value {
-    let frame = client.recv_json().await;
+    let frame = loop {
+        let frame = client.recv_json().await;
+        if frame["op"] != "event" {
+            break frame;
+        }
+    };
     assert_eq!(frame["op"], "error", "expected an error frame, got {frame}");
     assert_eq!(frame["code"], code, "{frame}");
     assert!(frame["message"].is_string(), "{frame}");

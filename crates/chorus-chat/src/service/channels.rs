@@ -147,7 +147,10 @@ impl Chat {
             channel,
             member: true,
             unread: 0,
+            unread_mentions: 0,
+            last_read: None,
             member_ids: members.clone(),
+            presence: Vec::new(),
         };
         if let Some(existing) = self.store.dm_by_key(ws, &key).await? {
             return Ok((view(existing), false));
@@ -210,13 +213,30 @@ impl Chat {
         Err(forbidden("not a member of this channel"))
     }
 
+    /// Whether `user` (not necessarily the caller) may read the channel; the same rule
+    /// as [`readable_channel`](Self::readable_channel).
+    pub(crate) async fn user_can_read(&self, user: UserId, channel: &Channel) -> Result<bool> {
+        if self.store.is_channel_member(channel.id, user).await? {
+            return Ok(true);
+        }
+        let role = self.store.member_role(channel.workspace_id, user).await?;
+        Ok(channel.kind == ChannelKind::Public && role.is_some_and(|r| r != Role::Guest))
+    }
+
+    /// One channel with its members, their presence, and the caller's read state.
     pub async fn get_channel(&self, caller: &User, id: ChannelId) -> Result<ChannelView> {
         let channel = self.readable_channel(caller, id).await?;
         let member_ids = self.store.channel_members(id).await?;
+        let mut presence = self.store.channel_presence(id).await?;
+        self.fill_online(presence.iter_mut()).await;
+        let read = self.store.read_state(id, caller.id).await?;
         Ok(ChannelView {
-            member: member_ids.contains(&caller.id),
-            unread: 0,
+            member: read.is_some(),
+            unread: read.as_ref().map_or(0, |r| r.unread),
+            unread_mentions: read.as_ref().map_or(0, |r| r.unread_mentions),
+            last_read: read.map(|r| r.message_id).filter(|m| m.0 > 0),
             member_ids,
+            presence,
             channel,
         })
     }

@@ -1,12 +1,16 @@
-//! Messages: send (idempotent), history, edit, delete.
+//! Messages: send (idempotent), history, threads, edit, delete, and the mentions they
+//! carry. Every event about a thread's messages (root and replies) is published under
+//! the root's gate, so clients see thread summaries and edits in commit order.
 
 use std::collections::BTreeSet;
 
+use chorus_realtime::Scope;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::Chat;
-use super::events::{channel_scope, thread_scope};
+use super::events::{channel_scope, thread_scope, user_scope};
+use super::pins::Unpinned;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
 use crate::store::{MessageQuery, NewMessage};
@@ -31,10 +35,33 @@ struct Deleted {
     thread_id: Option<MessageId>,
 }
 
+#[derive(Serialize)]
+struct MentionCreated<'a> {
+    message: &'a Message,
+    channel_id: ChannelId,
+}
+
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 const MAX_MENTIONS: usize = 50;
 pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 200;
+
+/// The key of the gate that orders a message's events: its thread's root.
+pub(crate) fn thread_key(message: &Message) -> i64 {
+    message.thread_id.unwrap_or(message.id).0
+}
+
+/// Where events about `message` go: its channel and, when it belongs to a thread (a
+/// reply, or a root with replies), the thread's scope.
+pub(crate) fn message_scopes(message: &Message) -> Vec<Scope> {
+    let mut scopes = vec![channel_scope(message.channel_id)];
+    match message.thread_id {
+        Some(root) => scopes.push(thread_scope(root)),
+        None if message.reply_count > 0 => scopes.push(thread_scope(message.id)),
+        None => {}
+    }
+    scopes
+}
 
 impl Chat {
     /// Sends a message. Returns it and whether it was created now (`false` when the
@@ -61,6 +88,11 @@ impl Chat {
         {
             return Err(bad("Idempotency-Key must be 1 to 255 bytes"));
         }
+        // A reply changes its root (reply count): both are published in commit order.
+        let order = match req.thread_id {
+            Some(root) => Some(self.gates.threads.lock(root.0).await),
+            None => None,
+        };
         if let Some(root) = req.thread_id {
             let root = self
                 .store
@@ -74,7 +106,7 @@ impl Chat {
         let mentions = self
             .resolve_mentions(channel.workspace_id, &req.text)
             .await?;
-        let (message, created) = self
+        let inserted = self
             .store
             .insert_message(NewMessage {
                 channel_id,
@@ -85,7 +117,8 @@ impl Chat {
                 idempotency_key,
             })
             .await?;
-        if !created {
+        let message = inserted.message;
+        if !inserted.created {
             if message.channel_id != channel_id {
                 return Err(ChatError::Conflict(
                     "this Idempotency-Key was used for a message in another channel".into(),
@@ -93,12 +126,15 @@ impl Chat {
             }
             return Ok((message, false));
         }
-        self.emit_event(channel_scope(channel_id), "message.created", &message)
-            .await;
-        if let Some(root) = message.thread_id {
-            self.emit_event(thread_scope(root), "message.created", &message)
-                .await;
+        for scope in message_scopes(&message) {
+            self.emit_event(scope, "message.created", &message).await;
         }
+        if let Some(root) = &inserted.root {
+            self.emit_thread_root(root).await;
+        }
+        drop(order);
+        self.notify_mentions(&channel, &message, &message.mentions)
+            .await;
         Ok((message, true))
     }
 
@@ -116,35 +152,82 @@ impl Chat {
         self.store.list_messages(channel_id, query).await
     }
 
+    /// Replaces the text; mentions are parsed again, and users newly mentioned are told.
     pub async fn edit_message(
         &self,
         caller: &User,
         id: MessageId,
         text: String,
     ) -> Result<Message> {
-        let message = self.writable_message(caller, id).await?;
+        let (message, channel) = self.writable_message(caller, id).await?;
         self.check_text(&text)?;
-        let edited = self.store.edit_message(message.id, &text).await?;
-        self.emit_event(channel_scope(edited.channel_id), "message.updated", &edited)
-            .await;
+        let order = self.gates.threads.lock(thread_key(&message)).await;
+        let mentions = self.resolve_mentions(channel.workspace_id, &text).await?;
+        let edited = self
+            .store
+            .edit_message(message.id, &text, &mentions)
+            .await?;
+        for scope in message_scopes(&edited) {
+            self.emit_event(scope, "message.updated", &edited).await;
+        }
+        drop(order);
+        let added: Vec<UserId> = edited
+            .mentions
+            .iter()
+            .filter(|u| !message.mentions.contains(u))
+            .copied()
+            .collect();
+        self.notify_mentions(&channel, &edited, &added).await;
         Ok(edited)
     }
 
+    /// Leaves a tombstone; the message's reactions and pin go with its text.
     pub async fn delete_message(&self, caller: &User, id: MessageId) -> Result<Message> {
-        let message = self.writable_message(caller, id).await?;
-        let deleted = self.store.delete_message(message.id).await?;
+        let (message, _) = self.writable_message(caller, id).await?;
+        let _order = self.gates.threads.lock(thread_key(&message)).await;
+        let deletion = self.store.delete_message(message.id).await?;
+        let deleted = deletion.message;
         let event = Deleted {
             id: deleted.id,
             channel_id: deleted.channel_id,
             thread_id: deleted.thread_id,
         };
-        self.emit_event(channel_scope(deleted.channel_id), "message.deleted", &event)
+        for scope in message_scopes(&deleted) {
+            self.emit_event(scope, "message.deleted", &event).await;
+        }
+        if deletion.unpinned {
+            let unpinned = Unpinned {
+                channel_id: deleted.channel_id,
+                message_id: deleted.id,
+                user_id: caller.id,
+            };
+            self.emit_event(
+                channel_scope(deleted.channel_id),
+                "message.unpinned",
+                &unpinned,
+            )
             .await;
+        }
+        if let Some(root) = &deletion.root {
+            self.emit_thread_root(root).await;
+        }
         Ok(deleted)
     }
 
-    /// The message, if the caller may change it: its author, or a workspace admin.
-    async fn writable_message(&self, caller: &User, id: MessageId) -> Result<Message> {
+    /// A thread's root changed (reply count, last reply time): `message.updated` on its
+    /// channel and its thread.
+    async fn emit_thread_root(&self, root: &Message) {
+        for scope in [channel_scope(root.channel_id), thread_scope(root.id)] {
+            self.emit_event(scope, "message.updated", root).await;
+        }
+    }
+
+    /// A live message, if the caller may see it; with its channel.
+    pub(crate) async fn visible_message(
+        &self,
+        caller: &User,
+        id: MessageId,
+    ) -> Result<(Message, Channel)> {
         let message = self
             .store
             .message(id)
@@ -154,6 +237,12 @@ impl Chat {
         if message.deleted {
             return Err(not_found("message was deleted"));
         }
+        Ok((message, channel))
+    }
+
+    /// The message, if the caller may change it: its author, or a workspace admin.
+    async fn writable_message(&self, caller: &User, id: MessageId) -> Result<(Message, Channel)> {
+        let (message, channel) = self.visible_message(caller, id).await?;
         if message.author_id != caller.id
             && !self.role_in(caller, channel.workspace_id).await?.manages()
         {
@@ -161,7 +250,7 @@ impl Chat {
                 "only the author or an admin can change a message",
             ));
         }
-        Ok(message)
+        Ok((message, channel))
     }
 
     fn check_text(&self, text: &str) -> Result<()> {
@@ -189,6 +278,29 @@ impl Chat {
             }
         }
         Ok(ids.into_iter().collect())
+    }
+
+    /// `mention.created` on the user scope of each of `users` who may read the channel
+    /// (a mention never leaks a private channel), the author aside. After the commit:
+    /// a failure is logged and skips that user only.
+    async fn notify_mentions(&self, channel: &Channel, message: &Message, users: &[UserId]) {
+        let event = MentionCreated {
+            message,
+            channel_id: channel.id,
+        };
+        for &user in users {
+            if user == message.author_id {
+                continue;
+            }
+            match self.user_can_read(user, channel).await {
+                Ok(true) => {
+                    self.emit_event(user_scope(user), "mention.created", &event)
+                        .await;
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(%user, cause = %err, "mention not announced"),
+            }
+        }
     }
 }
 

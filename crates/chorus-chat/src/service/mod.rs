@@ -3,30 +3,45 @@
 
 mod channels;
 mod events;
+mod gate;
 mod messages;
+mod pins;
+pub mod presence;
+mod reactions;
+mod reads;
 mod realtime;
 mod users;
 mod workspaces;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chorus_realtime::Engine;
 
 use crate::store::Store;
+use gate::Gate;
+use presence::{LocalPresence, PresenceTracker};
 
 pub use channels::{CreateChannel, OpenDm, UpdateChannel};
 pub use messages::{EditMessage, SendMessage};
+pub use presence::SetStatus;
+pub use reads::MarkRead;
 pub use realtime::ChatHooks;
 pub use users::CreateUser;
 pub use workspaces::AddMember;
 
-/// Domain limits.
+/// Domain limits and timings.
 #[derive(Debug, Clone)]
 pub struct ChatConfig {
     /// Largest message text, in bytes.
     pub max_message_bytes: usize,
     /// `typing` signals per user per minute.
     pub typing_per_minute: u32,
+    /// How long clients show a `typing` signal without a new one (`expires_in_ms`).
+    pub typing_expires: Duration,
+    /// How long a user stays online after their last connection closed, so a page
+    /// reload does not announce offline-then-online.
+    pub presence_grace: Duration,
 }
 
 impl Default for ChatConfig {
@@ -34,23 +49,47 @@ impl Default for ChatConfig {
         Self {
             max_message_bytes: 16 * 1024,
             typing_per_minute: 60,
+            typing_expires: Duration::from_secs(5),
+            presence_grace: Duration::from_secs(3),
         }
     }
+}
+
+/// Keys whose events must be published in commit order.
+struct Gates {
+    /// Thread roots (a top-level message is its own root): message events.
+    threads: Gate,
+    /// Users: read cursors and presence.
+    users: Gate,
 }
 
 pub struct Chat {
     store: Arc<dyn Store>,
     engine: Arc<Engine>,
     config: ChatConfig,
+    presence: Arc<dyn PresenceTracker>,
+    gates: Gates,
 }
 
 impl Chat {
+    /// A chat whose presence counts this node's connections ([`LocalPresence`]).
     pub fn new(store: Arc<dyn Store>, engine: Arc<Engine>, config: ChatConfig) -> Self {
         Self {
             store,
             engine,
             config,
+            presence: Arc::new(LocalPresence::default()),
+            gates: Gates {
+                threads: Gate::new(256),
+                users: Gate::new(256),
+            },
         }
+    }
+
+    /// Replaces the presence tracker (e.g. with one shared by several nodes).
+    pub fn with_presence_tracker(mut self, tracker: Arc<dyn PresenceTracker>) -> Self {
+        self.presence = tracker;
+        self
     }
 
     pub fn store(&self) -> &dyn Store {

@@ -1,5 +1,6 @@
 //! The chat's answers to the realtime engine: which scopes a connection starts with,
-//! who may subscribe to what, and what `typing` does.
+//! who may subscribe to what, what `typing` does, and the connection counts that drive
+//! presence (see `presence.rs`).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -68,6 +69,9 @@ struct Typing {
     #[serde(skip_serializing_if = "Option::is_none")]
     thread_id: Option<MessageId>,
     user_id: UserId,
+    /// Clients drop the indicator after this long without a new signal; there is no
+    /// "stopped typing" event.
+    expires_in_ms: u64,
 }
 
 #[async_trait]
@@ -141,10 +145,24 @@ impl SessionHooks for ChatHooks {
         if !is_member {
             return Err(HookError::Forbidden("not a member of this channel".into()));
         }
+        if let Some(root) = thread_id {
+            let root = self
+                .chat
+                .store
+                .message(MessageId(root))
+                .await
+                .map_err(to_hook)?;
+            if !root.is_some_and(|r| r.channel_id == channel && r.thread_id.is_none()) {
+                return Err(HookError::BadRequest(
+                    "thread_id must be a top-level message of this channel".into(),
+                ));
+            }
+        }
         let data = Typing {
             channel_id: channel,
             thread_id: thread_id.map(MessageId),
             user_id: UserId(user),
+            expires_in_ms: self.chat.config.typing_expires.as_millis() as u64,
         };
         // The typist's own connections never see their typing.
         let marks = Marks {
@@ -159,5 +177,16 @@ impl SessionHooks for ChatHooks {
             )
             .await;
         Ok(())
+    }
+
+    // Presence counts connections itself rather than trusting `first` / `last`: the
+    // hooks of concurrent connections may run in another order than the registry
+    // counted them, and the tracker must see every open and close exactly once.
+    async fn connected(&self, user: UserKey, _first: bool) {
+        self.chat.presence_opened(UserId(user)).await;
+    }
+
+    async fn disconnected(&self, user: UserKey, _last: bool) {
+        self.chat.presence_closed(UserId(user)).await;
     }
 }

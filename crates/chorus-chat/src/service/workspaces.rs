@@ -66,9 +66,13 @@ impl Chat {
         }
     }
 
+    /// The members, each with their presence.
     pub async fn workspace_members(&self, caller: &User, ws: WorkspaceId) -> Result<Vec<Member>> {
         self.role_in(caller, ws).await?;
-        self.store.members(ws).await
+        let mut members = self.store.members(ws).await?;
+        self.fill_online(members.iter_mut().map(|m| &mut m.presence))
+            .await;
+        Ok(members)
     }
 
     pub async fn add_workspace_member(
@@ -117,9 +121,16 @@ impl Chat {
             )
             .await;
         }
+        let mut presence = self
+            .store
+            .presence(user.id)
+            .await?
+            .ok_or_else(|| not_found("no such user"))?;
+        self.fill_online([&mut presence]).await;
         Ok(Member {
             user,
             role: req.role,
+            presence,
         })
     }
 }

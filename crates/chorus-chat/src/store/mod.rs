@@ -46,6 +46,25 @@ pub struct NewMessage {
     pub idempotency_key: Option<String>,
 }
 
+/// What inserting a message produced.
+pub struct Inserted {
+    pub message: Message,
+    /// `false` when an earlier send with the same idempotency key was returned instead.
+    pub created: bool,
+    /// For a new reply: its thread's root with the updated reply count.
+    pub root: Option<Message>,
+}
+
+/// What deleting a message changed, all in one transaction.
+pub struct Deletion {
+    /// The tombstone.
+    pub message: Message,
+    /// For a reply: its thread's root with the updated reply count.
+    pub root: Option<Message>,
+    /// The message was pinned (its pin, reactions and mention rows are gone).
+    pub unpinned: bool,
+}
+
 /// Which page of a channel's history to read.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MessageQuery {
@@ -65,6 +84,12 @@ pub trait UserStore: Send + Sync {
     async fn count_users(&self) -> Result<i64>;
     async fn add_token(&self, user: UserId, hash: &str, label: &str) -> Result<()>;
     async fn user_by_token_hash(&self, hash: &str) -> Result<Option<User>>;
+    /// What the database holds of a user's presence. `online` is always `false` here:
+    /// connections are the presence tracker's business, not the database's.
+    async fn presence(&self, user: UserId) -> Result<Option<Presence>>;
+    /// Sets the status text; returns the presence as [`presence`](Self::presence) does.
+    async fn set_status_text(&self, user: UserId, text: &str) -> Result<Presence>;
+    async fn set_last_seen(&self, user: UserId, at: Timestamp) -> Result<Presence>;
 }
 
 #[async_trait]
@@ -76,6 +101,7 @@ pub trait WorkspaceStore: Send + Sync {
     async fn member_role(&self, ws: WorkspaceId, user: UserId) -> Result<Option<Role>>;
     /// Adds or re-roles a member; `true` when the user was not a member before.
     async fn put_member(&self, ws: WorkspaceId, user: UserId, role: Role) -> Result<bool>;
+    /// The members, with `presence.online` left `false` (see [`UserStore::presence`]).
     async fn members(&self, ws: WorkspaceId) -> Result<Vec<Member>>;
 }
 
@@ -101,20 +127,70 @@ pub trait ChannelStore: Send + Sync {
     async fn channel_members(&self, ch: ChannelId) -> Result<Vec<UserId>>;
     /// Every channel the user is a member of, in any workspace.
     async fn member_channels(&self, user: UserId) -> Result<Vec<ChannelId>>;
+    /// The presence of every member (`online` left `false`).
+    async fn channel_presence(&self, ch: ChannelId) -> Result<Vec<Presence>>;
+}
+
+#[async_trait]
+pub trait ReadStore: Send + Sync {
+    /// Moves the member's read cursor forward to `message` (never back, so a stale tab
+    /// cannot un-read what another tab read). `true` when it moved.
+    async fn mark_read(&self, ch: ChannelId, user: UserId, message: MessageId) -> Result<bool>;
+    /// The member's cursor and unread counts; `None` when `user` is not a member.
+    async fn read_state(&self, ch: ChannelId, user: UserId) -> Result<Option<ReadState>>;
 }
 
 #[async_trait]
 pub trait MessageStore: Send + Sync {
-    /// Inserts a message. With an idempotency key that `author_id` already used, returns
-    /// the earlier message and `false` instead.
-    async fn insert_message(&self, new: NewMessage) -> Result<(Message, bool)>;
+    /// Inserts a message (and, for a reply, updates its root's reply count and last
+    /// reply time in the same transaction). With an idempotency key that `author_id`
+    /// already used, returns the earlier message with `created: false` instead.
+    ///
+    /// Messages come back complete: reactions summarized, pinned flag, thread summary.
+    async fn insert_message(&self, new: NewMessage) -> Result<Inserted>;
     async fn message(&self, id: MessageId) -> Result<Option<Message>>;
     async fn list_messages(&self, ch: ChannelId, query: MessageQuery) -> Result<Vec<Message>>;
-    async fn edit_message(&self, id: MessageId, text: &str) -> Result<Message>;
-    async fn delete_message(&self, id: MessageId) -> Result<Message>;
+    /// Replaces the text and the mentions (re-parsed from the new text). `NotFound`
+    /// when the message is deleted.
+    async fn edit_message(&self, id: MessageId, text: &str, mentions: &[UserId])
+    -> Result<Message>;
+    /// Turns the message into a tombstone and drops its reactions, pin and mentions.
+    /// `NotFound` when there is no such message or it is already deleted.
+    async fn delete_message(&self, id: MessageId) -> Result<Deletion>;
+}
+
+#[async_trait]
+pub trait ReactionStore: Send + Sync {
+    /// `true` when the reaction is new.
+    async fn add_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> Result<bool>;
+    /// `true` when the reaction existed.
+    async fn remove_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> Result<bool>;
+}
+
+#[async_trait]
+pub trait PinStore: Send + Sync {
+    /// Pins `message` in its channel; returns the pin and whether it is new.
+    async fn pin(&self, ch: ChannelId, message: MessageId, by: UserId) -> Result<(Pin, bool)>;
+    /// `true` when the message was pinned.
+    async fn unpin(&self, ch: ChannelId, message: MessageId) -> Result<bool>;
+    /// The channel's pins, most recently pinned first.
+    async fn pins(&self, ch: ChannelId) -> Result<Vec<Pin>>;
+    async fn count_pins(&self, ch: ChannelId) -> Result<i64>;
 }
 
 /// Everything the domain needs from a database.
-pub trait Store: UserStore + WorkspaceStore + ChannelStore + MessageStore {}
+pub trait Store:
+    UserStore + WorkspaceStore + ChannelStore + ReadStore + MessageStore + ReactionStore + PinStore
+{
+}
 
-impl<T: UserStore + WorkspaceStore + ChannelStore + MessageStore> Store for T {}
+impl<T> Store for T where
+    T: UserStore
+        + WorkspaceStore
+        + ChannelStore
+        + ReadStore
+        + MessageStore
+        + ReactionStore
+        + PinStore
+{
+}

@@ -3,8 +3,10 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chorus_chat::model::{Channel, ChannelId, ChannelView, Message, MessageId, UserId};
-use chorus_chat::service::{SendMessage, UpdateChannel};
+use chorus_chat::model::{
+    Channel, ChannelId, ChannelView, Message, MessageId, Pin, ReadState, UserId,
+};
+use chorus_chat::service::{MarkRead, SendMessage, UpdateChannel};
 use chorus_chat::store::MessageQuery;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -40,9 +42,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(join_channel))
         .routes(routes!(leave_channel))
         .routes(routes!(send_message, list_messages))
+        .routes(routes!(list_pins))
+        .routes(routes!(mark_read))
 }
 
-/// One channel, with its member ids.
+/// One channel, with its member ids, their presence, and the caller's read state.
 #[utoipa::path(get, path = "/api/v1/channels/{id}", tag = "channels",
     params(("id" = i64, Path)), responses((status = 200, body = ChannelView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_channel(
@@ -158,7 +162,9 @@ async fn send_message(
 }
 
 /// History, oldest first within the page: the latest page by default, `before` to page
-/// back, `after` to catch up forward (the cold path after `recovered: false`).
+/// back, `after` to catch up forward (the cold path after `recovered: false`). Without
+/// `thread_id`, only top-level messages (roots carry `reply_count` and `last_reply_at`);
+/// with it, that thread's replies.
 #[utoipa::path(get, path = "/api/v1/channels/{id}/messages", tag = "messages",
     params(("id" = i64, Path), HistoryQuery), responses((status = 200, body = [Message]), (status = 403, body = ErrorBody)))]
 async fn list_messages(
@@ -178,5 +184,31 @@ async fn list_messages(
             .chat
             .list_messages(&caller, ChannelId(id), query)
             .await?,
+    ))
+}
+
+/// The channel's pinned messages, most recently pinned first.
+#[utoipa::path(get, path = "/api/v1/channels/{id}/pins", tag = "messages",
+    params(("id" = i64, Path)), responses((status = 200, body = [Pin]), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_pins(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<Pin>>> {
+    Ok(Json(state.chat.list_pins(&caller, ChannelId(id)).await?))
+}
+
+/// Move the caller's read cursor forward to `message_id` (members). It never moves
+/// back. The user's connections get `read.updated` when it moved.
+#[utoipa::path(post, path = "/api/v1/channels/{id}/read", tag = "channels", request_body = MarkRead,
+    params(("id" = i64, Path)), responses((status = 200, body = ReadState), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn mark_read(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<MarkRead>,
+) -> ApiResult<Json<ReadState>> {
+    Ok(Json(
+        state.chat.mark_read(&caller, ChannelId(id), req).await?,
     ))
 }

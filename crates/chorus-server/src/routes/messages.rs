@@ -1,7 +1,8 @@
-//! `/api/v1/messages/{id}`: edit and delete.
+//! `/api/v1/messages/{id}`: edit, delete, reactions and pins.
 
 use axum::extract::State;
-use chorus_chat::model::{Message, MessageId};
+use axum::http::StatusCode;
+use chorus_chat::model::{Message, MessageId, Pin};
 use chorus_chat::service::EditMessage;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -11,7 +12,10 @@ use crate::extract::{Json, Path};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(edit_message, delete_message))
+    OpenApiRouter::new()
+        .routes(routes!(edit_message, delete_message))
+        .routes(routes!(add_reaction, remove_reaction))
+        .routes(routes!(pin_message, unpin_message))
 }
 
 /// Edit a message's text (its author or a workspace admin).
@@ -42,4 +46,66 @@ async fn delete_message(
     Ok(Json(
         state.chat.delete_message(&caller, MessageId(id)).await?,
     ))
+}
+
+/// React with `emoji` (1 to 64 bytes, no whitespace or control characters; percent-encode
+/// it in the path). Anyone who may read the message may react; reacting twice changes
+/// nothing. Returns the message with its reactions.
+#[utoipa::path(put, path = "/api/v1/messages/{id}/reactions/{emoji}", tag = "messages",
+    params(("id" = i64, Path), ("emoji" = String, Path)),
+    responses((status = 200, body = Message), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn add_reaction(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((id, emoji)): Path<(i64, String)>,
+) -> ApiResult<Json<Message>> {
+    Ok(Json(
+        state
+            .chat
+            .add_reaction(&caller, MessageId(id), &emoji)
+            .await?,
+    ))
+}
+
+/// Remove the caller's `emoji` reaction. Returns the message with its reactions.
+#[utoipa::path(delete, path = "/api/v1/messages/{id}/reactions/{emoji}", tag = "messages",
+    params(("id" = i64, Path), ("emoji" = String, Path)),
+    responses((status = 200, body = Message), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn remove_reaction(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((id, emoji)): Path<(i64, String)>,
+) -> ApiResult<Json<Message>> {
+    Ok(Json(
+        state
+            .chat
+            .remove_reaction(&caller, MessageId(id), &emoji)
+            .await?,
+    ))
+}
+
+/// Pin the message in its channel (channel members; at most 100 pins per channel).
+/// Pinning again returns the existing pin.
+#[utoipa::path(put, path = "/api/v1/messages/{id}/pin", tag = "messages",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Pin), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn pin_message(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Pin>> {
+    Ok(Json(state.chat.pin_message(&caller, MessageId(id)).await?))
+}
+
+/// Unpin the message (channel members). Unpinning what is not pinned is not an error.
+#[utoipa::path(delete, path = "/api/v1/messages/{id}/pin", tag = "messages",
+    params(("id" = i64, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn unpin_message(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    state.chat.unpin_message(&caller, MessageId(id)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -4,6 +4,7 @@
 mod channels;
 mod messages;
 mod ops;
+mod presence;
 mod users;
 mod workspaces;
 pub mod ws;
@@ -50,13 +51,16 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(workspaces::router())
         .merge(channels::router())
         .merge(messages::router())
+        .merge(presence::router())
         .merge(ops::router())
 }
 
 /// Builds the whole application.
 pub fn app(state: AppState) -> Router {
     let (router, api) = api_router().split_for_parts();
-    let doc = api.to_json().unwrap_or_else(|_| "{}".to_owned());
+    // Shared, not a `String`: axum clones the router's handlers for every connection,
+    // and a captured `String` would put a copy of the whole document on each of them.
+    let doc = axum::body::Bytes::from(api.to_json().unwrap_or_else(|_| "{}".to_owned()));
     router
         .route("/ws", get(ws::upgrade))
         .route(

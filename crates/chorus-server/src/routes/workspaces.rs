@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chorus_chat::model::{
-    Channel, ChannelView, Member, Workspace, WorkspaceId, WorkspaceMembership,
+    Channel, ChannelView, Member, Presence, Workspace, WorkspaceId, WorkspaceMembership,
 };
 use chorus_chat::service::{AddMember, CreateChannel, OpenDm};
 use serde::Deserialize;
@@ -24,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_workspace, list_workspaces))
         .routes(routes!(add_member, list_members))
+        .routes(routes!(workspace_presence))
         .routes(routes!(create_channel, list_channels))
         .routes(routes!(open_dm))
 }
@@ -65,7 +66,7 @@ async fn add_member(
     Ok((StatusCode::CREATED, Json(member)))
 }
 
-/// The workspace's members.
+/// The workspace's members, each with their presence.
 #[utoipa::path(get, path = "/api/v1/workspaces/{id}/members", tag = "workspaces",
     params(("id" = i64, Path)), responses((status = 200, body = [Member]), (status = 404, body = ErrorBody)))]
 async fn list_members(
@@ -77,6 +78,23 @@ async fn list_members(
         state
             .chat
             .workspace_members(&caller, WorkspaceId(id))
+            .await?,
+    ))
+}
+
+/// Presence of every member: who is online, since when they were last seen, their
+/// status text. Changes arrive live as `presence.updated` on `workspace:{id}`.
+#[utoipa::path(get, path = "/api/v1/workspaces/{id}/presence", tag = "presence",
+    params(("id" = i64, Path)), responses((status = 200, body = [Presence]), (status = 404, body = ErrorBody)))]
+async fn workspace_presence(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<Presence>>> {
+    Ok(Json(
+        state
+            .chat
+            .workspace_presence(&caller, WorkspaceId(id))
             .await?,
     ))
 }

@@ -1,5 +1,7 @@
 use async_trait::async_trait;
 
+use super::reads::{UNREAD, UNREAD_MENTIONS};
+use super::users::PRESENCE_COLUMNS;
 use super::{SqliteStore, conflict_or, parse};
 use crate::error::{ChatError, Result};
 use crate::model::*;
@@ -105,16 +107,16 @@ impl ChannelStore for SqliteStore {
             channel: ChannelRow,
             member: bool,
             unread: i64,
+            unread_mentions: i64,
+            last_read: i64,
             dm_members: Option<String>,
         }
         let rows: Vec<Row> = sqlx::query_as(&format!(
             "SELECT {CHANNEL_COLUMNS},
                     cm.user_id IS NOT NULL AS member,
-                    CASE WHEN cm.user_id IS NULL THEN 0 ELSE (
-                        SELECT COUNT(*) FROM messages m
-                        WHERE m.channel_id = c.id AND m.thread_id IS NULL AND m.deleted = 0
-                          AND m.id > cm.last_read AND m.author_id <> ?1
-                    ) END AS unread,
+                    CASE WHEN cm.user_id IS NULL THEN 0 ELSE {UNREAD} END AS unread,
+                    CASE WHEN cm.user_id IS NULL THEN 0 ELSE {UNREAD_MENTIONS} END AS unread_mentions,
+                    COALESCE(cm.last_read, 0) AS last_read,
                     CASE WHEN c.kind = 'dm' THEN (
                         SELECT group_concat(user_id) FROM channel_members WHERE channel_id = c.id
                     ) END AS dm_members
@@ -141,7 +143,10 @@ impl ChannelStore for SqliteStore {
                     channel: r.channel.into_channel()?,
                     member: r.member,
                     unread: r.unread,
+                    unread_mentions: r.unread_mentions,
+                    last_read: (r.last_read > 0).then_some(MessageId(r.last_read)),
                     member_ids,
+                    presence: Vec::new(),
                 })
             })
             .collect()
@@ -178,8 +183,10 @@ impl ChannelStore for SqliteStore {
     }
 
     async fn add_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool> {
+        // A new member starts with the history read: joining is not 10,000 unread.
         let done = sqlx::query(
-            "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES (?, ?, ?)
+            "INSERT INTO channel_members (channel_id, user_id, joined_at, last_read)
+             VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(id), 0) FROM messages WHERE channel_id = ?1))
              ON CONFLICT DO NOTHING",
         )
         .bind(ch.0)
@@ -216,5 +223,16 @@ impl ChannelStore for SqliteStore {
                 .fetch_all(&self.reader)
                 .await?;
         Ok(ids.into_iter().map(ChannelId).collect())
+    }
+
+    async fn channel_presence(&self, ch: ChannelId) -> Result<Vec<Presence>> {
+        let rows: Vec<(i64, Option<i64>, String)> = sqlx::query_as(&format!(
+            "SELECT {PRESENCE_COLUMNS} FROM channel_members cm JOIN users ON users.id = cm.user_id
+             WHERE cm.channel_id = ? ORDER BY users.id"
+        ))
+        .bind(ch.0)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(super::users::presence_row).collect())
     }
 }

@@ -1,12 +1,15 @@
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::SqliteStore;
 use crate::error::{ChatError, Result};
 use crate::model::*;
-use crate::store::{MessageQuery, MessageStore, NewMessage};
+use crate::store::{Deletion, Inserted, MessageQuery, MessageStore, NewMessage};
 
 #[derive(sqlx::FromRow)]
-struct MessageRow {
+pub(super) struct MessageRow {
     id: i64,
     channel_id: i64,
     author_id: i64,
@@ -16,9 +19,13 @@ struct MessageRow {
     created_at: i64,
     edited_at: Option<i64>,
     deleted: bool,
+    reply_count: i64,
+    last_reply_at: Option<i64>,
+    pinned: bool,
 }
 
 impl MessageRow {
+    /// The message without its reactions; see [`complete`].
     fn into_message(self) -> Result<Message> {
         let mentions: Vec<i64> = serde_json::from_str(&self.mentions)
             .map_err(|e| ChatError::Internal(anyhow::anyhow!("corrupt mentions: {e}")))?;
@@ -32,69 +39,215 @@ impl MessageRow {
             created_at: Timestamp(self.created_at),
             edited_at: self.edited_at.map(Timestamp),
             deleted: self.deleted,
+            reply_count: self.reply_count,
+            last_reply_at: self.last_reply_at.map(Timestamp),
+            reactions: Vec::new(),
+            pinned: self.pinned,
         })
     }
 }
 
-const MESSAGE_COLUMNS: &str =
-    "id, channel_id, author_id, text, thread_id, mentions, created_at, edited_at, deleted";
+/// The columns of [`MessageRow`], for a query naming the table `m`.
+pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.channel_id, m.author_id, m.text, m.thread_id, m.mentions, \
+     m.created_at, m.edited_at, m.deleted, m.reply_count, m.last_reply_at, \
+     EXISTS (SELECT 1 FROM pins pn WHERE pn.message_id = m.id) AS pinned";
+
+/// Turns rows into messages and fills in their reactions (one query for the lot).
+pub(super) async fn complete(
+    conn: &mut SqliteConnection,
+    rows: Vec<MessageRow>,
+) -> Result<Vec<Message>> {
+    let mut messages = rows
+        .into_iter()
+        .map(MessageRow::into_message)
+        .collect::<Result<Vec<_>>>()?;
+    if messages.is_empty() {
+        return Ok(messages);
+    }
+    let mut query: QueryBuilder<Sqlite> =
+        QueryBuilder::new("SELECT message_id, emoji, user_id FROM reactions WHERE message_id IN (");
+    let mut ids = query.separated(", ");
+    for m in &messages {
+        ids.push_bind(m.id.0);
+    }
+    query.push(") ORDER BY message_id, created_at, rowid");
+    let rows: Vec<(i64, String, i64)> = query.build_query_as().fetch_all(&mut *conn).await?;
+    let mut by_message: HashMap<i64, Vec<ReactionSummary>> = HashMap::new();
+    for (message, emoji, user) in rows {
+        let summaries = by_message.entry(message).or_default();
+        match summaries.iter_mut().find(|s| s.emoji == emoji) {
+            Some(summary) => {
+                summary.count += 1;
+                summary.user_ids.push(UserId(user));
+            }
+            None => summaries.push(ReactionSummary {
+                emoji,
+                count: 1,
+                user_ids: vec![UserId(user)],
+            }),
+        }
+    }
+    for m in &mut messages {
+        if let Some(reactions) = by_message.remove(&m.id.0) {
+            m.reactions = reactions;
+        }
+    }
+    Ok(messages)
+}
+
+/// One complete message, read on `conn` (a transaction sees its own writes).
+pub(super) async fn load(conn: &mut SqliteConnection, id: MessageId) -> Result<Option<Message>> {
+    let row: Option<MessageRow> = sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?"
+    ))
+    .bind(id.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(complete(conn, row.into_iter().collect()).await?.pop())
+}
+
+async fn load_existing(conn: &mut SqliteConnection, id: MessageId) -> Result<Message> {
+    load(conn, id)
+        .await?
+        .ok_or_else(|| ChatError::NotFound("no such message".into()))
+}
+
+/// Recomputes a root's thread summary from its (not deleted) replies.
+async fn refresh_thread(conn: &mut SqliteConnection, ch: ChannelId, root: MessageId) -> Result<()> {
+    sqlx::query(
+        "UPDATE messages SET
+            reply_count = (SELECT COUNT(*) FROM messages r
+                           WHERE r.channel_id = ?1 AND r.thread_id = ?2 AND r.deleted = 0),
+            last_reply_at = (SELECT MAX(r.created_at) FROM messages r
+                             WHERE r.channel_id = ?1 AND r.thread_id = ?2 AND r.deleted = 0)
+         WHERE id = ?2",
+    )
+    .bind(ch.0)
+    .bind(root.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn write_mentions(
+    conn: &mut SqliteConnection,
+    message: MessageId,
+    ch: ChannelId,
+    mentions: &[UserId],
+) -> Result<()> {
+    sqlx::query("DELETE FROM message_mentions WHERE message_id = ?")
+        .bind(message.0)
+        .execute(&mut *conn)
+        .await?;
+    for user in mentions {
+        sqlx::query(
+            "INSERT INTO message_mentions (message_id, user_id, channel_id) VALUES (?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(message.0)
+        .bind(user.0)
+        .bind(ch.0)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+fn mentions_json(mentions: &[UserId]) -> Result<String> {
+    serde_json::to_string(&mentions.iter().map(|u| u.0).collect::<Vec<_>>())
+        .map_err(|e| ChatError::Internal(e.into()))
+}
 
 impl SqliteStore {
     async fn by_idempotency_key(&self, author: UserId, key: &str) -> Result<Option<Message>> {
-        let row: Option<MessageRow> = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE author_id = ? AND idempotency_key = ?"
-        ))
+        let mut conn = self.writer.acquire().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM messages WHERE author_id = ? AND idempotency_key = ?",
+        )
         .bind(author.0)
         .bind(key)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *conn)
         .await?;
-        row.map(MessageRow::into_message).transpose()
+        match id {
+            Some(id) => load(&mut conn, MessageId(id)).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Inserts in one transaction; `None` when the idempotency key is already taken
+    /// (another insert with the same key won a race).
+    async fn try_insert(&self, new: &NewMessage) -> Result<Option<Inserted>> {
+        let mut tx = self.writer.begin().await?;
+        let inserted: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(
+            "INSERT INTO messages (channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key)
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(new.channel_id.0)
+        .bind(new.author_id.0)
+        .bind(&new.text)
+        .bind(new.thread_id.map(|t| t.0))
+        .bind(mentions_json(&new.mentions)?)
+        .bind(Timestamp::now().0)
+        .bind(&new.idempotency_key)
+        .fetch_one(&mut *tx)
+        .await;
+        let id = match inserted {
+            Ok(id) => MessageId(id),
+            Err(sqlx::Error::Database(db))
+                if db.is_unique_violation() && new.idempotency_key.is_some() =>
+            {
+                return Ok(None);
+            }
+            Err(err) => return Err(err.into()),
+        };
+        write_mentions(&mut tx, id, new.channel_id, &new.mentions).await?;
+        let root = match new.thread_id {
+            Some(root) => {
+                refresh_thread(&mut tx, new.channel_id, root).await?;
+                Some(load_existing(&mut tx, root).await?)
+            }
+            None => None,
+        };
+        let message = load_existing(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(Some(Inserted {
+            message,
+            created: true,
+            root,
+        }))
     }
 }
 
 #[async_trait]
 impl MessageStore for SqliteStore {
-    async fn insert_message(&self, new: NewMessage) -> Result<(Message, bool)> {
+    async fn insert_message(&self, new: NewMessage) -> Result<Inserted> {
         if let Some(key) = &new.idempotency_key
             && let Some(earlier) = self.by_idempotency_key(new.author_id, key).await?
         {
-            return Ok((earlier, false));
+            return Ok(Inserted {
+                message: earlier,
+                created: false,
+                root: None,
+            });
         }
-        let mentions = serde_json::to_string(&new.mentions.iter().map(|u| u.0).collect::<Vec<_>>())
-            .map_err(|e| ChatError::Internal(e.into()))?;
-        let inserted: std::result::Result<MessageRow, sqlx::Error> = sqlx::query_as(&format!(
-            "INSERT INTO messages (channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key)
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {MESSAGE_COLUMNS}"
-        ))
-        .bind(new.channel_id.0)
-        .bind(new.author_id.0)
-        .bind(&new.text)
-        .bind(new.thread_id.map(|t| t.0))
-        .bind(mentions)
-        .bind(Timestamp::now().0)
-        .bind(&new.idempotency_key)
-        .fetch_one(&self.writer)
-        .await;
-        match (inserted, &new.idempotency_key) {
-            (Ok(row), _) => Ok((row.into_message()?, true)),
-            // Lost a race with the same key: the other insert's message is the answer.
-            (Err(sqlx::Error::Database(db)), Some(key)) if db.is_unique_violation() => self
-                .by_idempotency_key(new.author_id, key)
-                .await?
-                .map(|m| (m, false))
-                .ok_or_else(|| ChatError::Conflict("idempotency key in use".into())),
-            (Err(err), _) => Err(err.into()),
+        if let Some(inserted) = self.try_insert(&new).await? {
+            return Ok(inserted);
         }
+        // Lost a race with the same key: the other insert's message is the answer.
+        let key = new.idempotency_key.as_deref().unwrap_or_default();
+        self.by_idempotency_key(new.author_id, key)
+            .await?
+            .map(|message| Inserted {
+                message,
+                created: false,
+                root: None,
+            })
+            .ok_or_else(|| ChatError::Conflict("idempotency key in use".into()))
     }
 
     async fn message(&self, id: MessageId) -> Result<Option<Message>> {
-        let row: Option<MessageRow> = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?"
-        ))
-        .bind(id.0)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.map(MessageRow::into_message).transpose()
+        let mut conn = self.reader.acquire().await?;
+        load(&mut conn, id).await
     }
 
     async fn list_messages(&self, ch: ChannelId, q: MessageQuery) -> Result<Vec<Message>> {
@@ -102,54 +255,89 @@ impl MessageStore for SqliteStore {
         // Either way the page is returned in ascending id order.
         let forward = q.after.is_some() && q.before.is_none();
         let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages
-             WHERE channel_id = ?1
-               AND ((?2 IS NULL AND thread_id IS NULL) OR thread_id = ?2)
-               AND (?3 IS NULL OR id > ?3)
-               AND (?4 IS NULL OR id < ?4)
-             ORDER BY id {} LIMIT ?5",
+            "SELECT {MESSAGE_COLUMNS} FROM messages m
+             WHERE m.channel_id = ?1
+               AND ((?2 IS NULL AND m.thread_id IS NULL) OR m.thread_id = ?2)
+               AND (?3 IS NULL OR m.id > ?3)
+               AND (?4 IS NULL OR m.id < ?4)
+             ORDER BY m.id {} LIMIT ?5",
             if forward { "ASC" } else { "DESC" }
         );
-        let rows: Vec<MessageRow> = sqlx::query_as(&sql)
+        let mut conn = self.reader.acquire().await?;
+        let mut rows: Vec<MessageRow> = sqlx::query_as(&sql)
             .bind(ch.0)
             .bind(q.thread_id.map(|t| t.0))
             .bind(q.after.map(|a| a.0))
             .bind(q.before.map(|b| b.0))
             .bind(i64::from(q.limit))
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *conn)
             .await?;
-        let mut out = rows
-            .into_iter()
-            .map(MessageRow::into_message)
-            .collect::<Result<Vec<_>>>()?;
         if !forward {
-            out.reverse();
+            rows.reverse();
         }
-        Ok(out)
+        complete(&mut conn, rows).await
     }
 
-    async fn edit_message(&self, id: MessageId, text: &str) -> Result<Message> {
-        let row: Option<MessageRow> = sqlx::query_as(&format!(
-            "UPDATE messages SET text = ?, edited_at = ? WHERE id = ? AND deleted = 0 RETURNING {MESSAGE_COLUMNS}"
-        ))
+    async fn edit_message(
+        &self,
+        id: MessageId,
+        text: &str,
+        mentions: &[UserId],
+    ) -> Result<Message> {
+        let mut tx = self.writer.begin().await?;
+        let channel: Option<i64> = sqlx::query_scalar(
+            "UPDATE messages SET text = ?, mentions = ?, edited_at = ? WHERE id = ? AND deleted = 0
+             RETURNING channel_id",
+        )
         .bind(text)
+        .bind(mentions_json(mentions)?)
         .bind(Timestamp::now().0)
         .bind(id.0)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *tx)
         .await?;
-        row.ok_or_else(|| ChatError::NotFound("no such message".into()))?
-            .into_message()
+        let channel = channel.ok_or_else(|| ChatError::NotFound("no such message".into()))?;
+        write_mentions(&mut tx, id, ChannelId(channel), mentions).await?;
+        let message = load_existing(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(message)
     }
 
-    async fn delete_message(&self, id: MessageId) -> Result<Message> {
-        let row: Option<MessageRow> = sqlx::query_as(&format!(
-            "UPDATE messages SET text = '', mentions = '[]', deleted = 1, edited_at = ? WHERE id = ? RETURNING {MESSAGE_COLUMNS}"
-        ))
+    async fn delete_message(&self, id: MessageId) -> Result<Deletion> {
+        let mut tx = self.writer.begin().await?;
+        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "UPDATE messages SET text = '', mentions = '[]', deleted = 1, edited_at = ? WHERE id = ? AND deleted = 0
+             RETURNING channel_id, thread_id",
+        )
         .bind(Timestamp::now().0)
         .bind(id.0)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *tx)
         .await?;
-        row.ok_or_else(|| ChatError::NotFound("no such message".into()))?
-            .into_message()
+        let (channel, thread) = row.ok_or_else(|| ChatError::NotFound("no such message".into()))?;
+        for table in ["reactions", "message_mentions"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE message_id = ?"))
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let unpinned = sqlx::query("DELETE FROM pins WHERE message_id = ?")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        let root = match thread.map(MessageId) {
+            Some(root) => {
+                refresh_thread(&mut tx, ChannelId(channel), root).await?;
+                Some(load_existing(&mut tx, root).await?)
+            }
+            None => None,
+        };
+        let message = load_existing(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(Deletion {
+            message,
+            root,
+            unpinned,
+        })
     }
 }

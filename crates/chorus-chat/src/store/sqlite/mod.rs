@@ -6,6 +6,9 @@
 
 mod channels;
 mod messages;
+mod pins;
+mod reactions;
+mod reads;
 mod users;
 mod workspaces;
 

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 
 use super::{SqliteStore, conflict_or, parse};
-use crate::error::Result;
+use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::{NewUser, UserStore};
 
@@ -29,6 +29,19 @@ impl UserRow {
             is_admin: self.is_admin,
             created_at: Timestamp(self.created_at),
         })
+    }
+}
+
+/// The stored part of a user's presence, as read by [`presence_row`].
+pub(super) const PRESENCE_COLUMNS: &str = "users.id, users.last_seen, users.status_text";
+
+/// A presence read from the database: `online` is the tracker's to fill in.
+pub(super) fn presence_row((id, last_seen, status_text): (i64, Option<i64>, String)) -> Presence {
+    Presence {
+        user_id: UserId(id),
+        online: false,
+        last_seen: last_seen.map(Timestamp),
+        status_text,
     }
 }
 
@@ -96,5 +109,39 @@ impl UserStore for SqliteStore {
         .fetch_optional(&self.reader)
         .await?;
         row.map(UserRow::into_user).transpose()
+    }
+
+    async fn presence(&self, user: UserId) -> Result<Option<Presence>> {
+        let row: Option<(i64, Option<i64>, String)> = sqlx::query_as(&format!(
+            "SELECT {PRESENCE_COLUMNS} FROM users WHERE id = ?"
+        ))
+        .bind(user.0)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(presence_row))
+    }
+
+    async fn set_status_text(&self, user: UserId, text: &str) -> Result<Presence> {
+        let row: Option<(i64, Option<i64>, String)> = sqlx::query_as(&format!(
+            "UPDATE users SET status_text = ? WHERE id = ? RETURNING {PRESENCE_COLUMNS}"
+        ))
+        .bind(text)
+        .bind(user.0)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(presence_row)
+            .ok_or_else(|| ChatError::NotFound("no such user".into()))
+    }
+
+    async fn set_last_seen(&self, user: UserId, at: Timestamp) -> Result<Presence> {
+        let row: Option<(i64, Option<i64>, String)> = sqlx::query_as(&format!(
+            "UPDATE users SET last_seen = ? WHERE id = ? RETURNING {PRESENCE_COLUMNS}"
+        ))
+        .bind(at.0)
+        .bind(user.0)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(presence_row)
+            .ok_or_else(|| ChatError::NotFound("no such user".into()))
     }
 }

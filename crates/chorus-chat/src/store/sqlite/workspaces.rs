@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use super::users::{USER_COLUMNS, UserRow};
+use super::users::{USER_COLUMNS, UserRow, presence_row};
 use super::{SqliteStore, parse};
 use crate::error::Result;
 use crate::model::*;
@@ -125,9 +125,10 @@ impl WorkspaceStore for SqliteStore {
             #[sqlx(flatten)]
             user: UserRow,
             role: String,
+            last_seen: Option<i64>,
         }
         let rows: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS}, m.role FROM workspace_members m JOIN users ON users.id = m.user_id
+            "SELECT {USER_COLUMNS}, m.role, users.last_seen FROM workspace_members m JOIN users ON users.id = m.user_id
              WHERE m.workspace_id = ? ORDER BY users.id"
         ))
         .bind(ws.0)
@@ -135,9 +136,12 @@ impl WorkspaceStore for SqliteStore {
         .await?;
         rows.into_iter()
             .map(|r| {
+                let user = r.user.into_user()?;
+                let presence = presence_row((user.id.0, r.last_seen, user.status_text.clone()));
                 Ok(Member {
-                    user: r.user.into_user()?,
+                    user,
                     role: parse(&r.role)?,
+                    presence,
                 })
             })
             .collect()

@@ -1,0 +1,76 @@
+//! Pins: members pin and unpin a channel's messages; anyone who may read the channel
+//! sees its pins.
+
+use serde::Serialize;
+
+use super::Chat;
+use super::events::channel_scope;
+use super::messages::thread_key;
+use crate::error::{Result, bad, forbidden};
+use crate::model::*;
+
+/// `message.unpinned`: who unpinned what (or deleted a pinned message).
+#[derive(Serialize)]
+pub(crate) struct Unpinned {
+    pub(crate) channel_id: ChannelId,
+    pub(crate) message_id: MessageId,
+    pub(crate) user_id: UserId,
+}
+
+const MAX_PINS: i64 = 100;
+
+impl Chat {
+    /// Pins a message in its channel (members only). Pinning again returns the pin.
+    pub async fn pin_message(&self, caller: &User, id: MessageId) -> Result<Pin> {
+        let message = self.pinnable(caller, id).await?;
+        let _order = self.gates.threads.lock(thread_key(&message)).await;
+        let message = self.pinnable(caller, id).await?;
+        if !message.pinned && self.store.count_pins(message.channel_id).await? >= MAX_PINS {
+            return Err(bad("a channel has at most 100 pins; unpin one first"));
+        }
+        let (pin, created) = self
+            .store
+            .pin(message.channel_id, message.id, caller.id)
+            .await?;
+        if created {
+            self.emit_event(channel_scope(pin.channel_id), "message.pinned", &pin)
+                .await;
+        }
+        Ok(pin)
+    }
+
+    /// Unpins a message (members only); unpinning what is not pinned changes nothing.
+    pub async fn unpin_message(&self, caller: &User, id: MessageId) -> Result<()> {
+        let message = self.pinnable(caller, id).await?;
+        let _order = self.gates.threads.lock(thread_key(&message)).await;
+        if self.store.unpin(message.channel_id, message.id).await? {
+            let event = Unpinned {
+                channel_id: message.channel_id,
+                message_id: message.id,
+                user_id: caller.id,
+            };
+            self.emit_event(
+                channel_scope(message.channel_id),
+                "message.unpinned",
+                &event,
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// The channel's pins, most recent first.
+    pub async fn list_pins(&self, caller: &User, channel: ChannelId) -> Result<Vec<Pin>> {
+        self.readable_channel(caller, channel).await?;
+        self.store.pins(channel).await
+    }
+
+    /// A live message the caller may pin or unpin: a member of its channel.
+    async fn pinnable(&self, caller: &User, id: MessageId) -> Result<Message> {
+        let (message, channel) = self.visible_message(caller, id).await?;
+        if !self.store.is_channel_member(channel.id, caller.id).await? {
+            return Err(forbidden("only members of the channel can pin"));
+        }
+        Ok(message)
+    }
+}

@@ -1,0 +1,293 @@
+//! Presence: a user is online while they have at least one live connection, and for a
+//! short grace period after the last one closes, so a page reload does not flicker.
+//! Only the server decides: the engine's connect/disconnect hooks drive it; clients
+//! can set their `status_text`, never the online bit.
+//!
+//! Counting connections is a [`PresenceTracker`]; this file's [`LocalPresence`] counts
+//! the connections of this node. A multi-node tracker (heartbeat keys in Redis, one per
+//! node and user) implements the same trait; the grace timers, `last_seen` and the
+//! `presence.updated` events stay here.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chorus_realtime::Publish;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::Chat;
+use super::events::workspace_scope;
+use crate::error::{Result, bad, not_found};
+use crate::model::{Presence, Timestamp, User, UserId, WorkspaceId};
+
+/// Proof that a user's last connection closed at a given moment; only the latest one
+/// can take the user offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
+
+/// Who is connected. Implementations count connections; they never publish.
+#[async_trait]
+pub trait PresenceTracker: Send + Sync {
+    /// A connection of `user` opened. `true` when the user was offline until now (a
+    /// connection within the grace period after the last one closed is not a change).
+    async fn open(&self, user: UserId) -> bool;
+    /// A connection of `user` closed. `Some` when it was the user's last: once the grace
+    /// period has passed, [`settle`](Self::settle) decides whether the user went offline.
+    async fn close(&self, user: UserId) -> Option<Ticket>;
+    /// `true` when no connection of `user` opened since `ticket` was issued: the user
+    /// is now offline.
+    async fn settle(&self, user: UserId, ticket: Ticket) -> bool;
+    async fn is_online(&self, user: UserId) -> bool;
+    /// Which of `users` are online (one round trip for a remote tracker).
+    async fn online_among(&self, users: &[UserId]) -> HashSet<UserId> {
+        let mut online = HashSet::new();
+        for &user in users {
+            if self.is_online(user).await {
+                online.insert(user);
+            }
+        }
+        online
+    }
+}
+
+/// Connections of this node, counted per user.
+#[derive(Default)]
+pub struct LocalPresence {
+    /// Users who are online or within their grace period. A std mutex: every critical
+    /// section is a map lookup, never held across an await.
+    users: Mutex<HashMap<UserId, Local>>,
+}
+
+struct Local {
+    connections: usize,
+    /// Bumped by every open, so a pending offline check from before it fails.
+    generation: u64,
+}
+
+impl LocalPresence {
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Local>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl PresenceTracker for LocalPresence {
+    async fn open(&self, user: UserId) -> bool {
+        let mut users = self.users();
+        let mut came_online = false;
+        let entry = users.entry(user).or_insert_with(|| {
+            came_online = true;
+            Local {
+                connections: 0,
+                generation: 0,
+            }
+        });
+        entry.connections += 1;
+        entry.generation += 1;
+        came_online
+    }
+
+    async fn close(&self, user: UserId) -> Option<Ticket> {
+        let mut users = self.users();
+        let Some(entry) = users.get_mut(&user) else {
+            tracing::warn!(%user, "presence: close without an open");
+            return None;
+        };
+        entry.connections = entry.connections.saturating_sub(1);
+        (entry.connections == 0).then_some(Ticket(entry.generation))
+    }
+
+    async fn settle(&self, user: UserId, ticket: Ticket) -> bool {
+        let mut users = self.users();
+        match users.get(&user) {
+            Some(entry) if entry.connections == 0 && entry.generation == ticket.0 => {
+                users.remove(&user);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    async fn is_online(&self, user: UserId) -> bool {
+        self.users().contains_key(&user)
+    }
+
+    async fn online_among(&self, users: &[UserId]) -> HashSet<UserId> {
+        let online = self.users();
+        users
+            .iter()
+            .copied()
+            .filter(|u| online.contains_key(u))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct SetStatus {
+    /// Free text shown beside the user's name; empty clears it.
+    pub status_text: String,
+}
+
+const MAX_STATUS_CHARS: usize = 140;
+
+impl Chat {
+    /// A connection of `user` opened (engine hook).
+    pub(crate) async fn presence_opened(&self, user: UserId) {
+        let _order = self.gates.users.lock(user.0).await;
+        if !self.presence.open(user).await {
+            return;
+        }
+        match self.store.set_last_seen(user, Timestamp::now()).await {
+            Ok(mut presence) => {
+                presence.online = true;
+                self.announce_presence(&presence).await;
+            }
+            Err(err) => tracing::warn!(%user, cause = %err, "presence: recording last_seen failed"),
+        }
+    }
+
+    /// A connection of `user` closed (engine hook). After the grace period, unless a
+    /// connection of the user opened meanwhile, the user goes offline.
+    pub(crate) async fn presence_closed(self: &Arc<Self>, user: UserId) {
+        let Some(ticket) = self.presence.close(user).await else {
+            return;
+        };
+        let closed_at = Timestamp::now();
+        let chat = Arc::clone(self);
+        let grace = self.config.presence_grace;
+        // Not tracked for shutdown: a timer that outlives the server at most records a
+        // `last_seen` and publishes to nobody.
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            chat.presence_settle(user, ticket, closed_at).await;
+        });
+    }
+
+    async fn presence_settle(&self, user: UserId, ticket: Ticket, closed_at: Timestamp) {
+        let _order = self.gates.users.lock(user.0).await;
+        if !self.presence.settle(user, ticket).await {
+            return;
+        }
+        match self.store.set_last_seen(user, closed_at).await {
+            Ok(presence) => self.announce_presence(&presence).await,
+            Err(err) => tracing::warn!(%user, cause = %err, "presence: recording last_seen failed"),
+        }
+    }
+
+    /// Sets the caller's status text; the online bit is untouched (the server's alone).
+    pub async fn set_status(&self, caller: &User, req: SetStatus) -> Result<Presence> {
+        let text = req.status_text.trim();
+        if text.chars().count() > MAX_STATUS_CHARS {
+            return Err(bad("status_text is at most 140 characters"));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(bad("status_text must not contain control characters"));
+        }
+        let _order = self.gates.users.lock(caller.id.0).await;
+        let mut presence = self.store.set_status_text(caller.id, text).await?;
+        presence.online = self.presence.is_online(caller.id).await;
+        self.announce_presence(&presence).await;
+        Ok(presence)
+    }
+
+    /// The presence of every member of a workspace.
+    pub async fn workspace_presence(
+        &self,
+        caller: &User,
+        ws: WorkspaceId,
+    ) -> Result<Vec<Presence>> {
+        let members = self.workspace_members(caller, ws).await?;
+        Ok(members.into_iter().map(|m| m.presence).collect())
+    }
+
+    /// The caller's own presence.
+    pub async fn my_presence(&self, caller: &User) -> Result<Presence> {
+        let mut presence = self
+            .store
+            .presence(caller.id)
+            .await?
+            .ok_or_else(|| not_found("no such user"))?;
+        presence.online = self.presence.is_online(caller.id).await;
+        Ok(presence)
+    }
+
+    /// Sets `online` on presences read from the store (which cannot know it).
+    pub(crate) async fn fill_online<'a>(
+        &self,
+        presences: impl IntoIterator<Item = &'a mut Presence>,
+    ) {
+        let mut presences: Vec<&mut Presence> = presences.into_iter().collect();
+        let users: Vec<UserId> = presences.iter().map(|p| p.user_id).collect();
+        let online = self.presence.online_among(&users).await;
+        for p in &mut presences {
+            p.online = online.contains(&p.user_id);
+        }
+    }
+
+    /// `presence.updated` (ephemeral) on every workspace of the user.
+    async fn announce_presence(&self, presence: &Presence) {
+        let workspaces = match self.store.workspaces_of(presence.user_id).await {
+            Ok(workspaces) => workspaces,
+            Err(err) => {
+                tracing::warn!(user = %presence.user_id, cause = %err, "presence: no workspaces");
+                return;
+            }
+        };
+        for w in workspaces {
+            self.emit(
+                Publish::new(
+                    workspace_scope(w.workspace.id),
+                    "presence.updated",
+                    presence,
+                )
+                .ephemeral(),
+            )
+            .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: UserId = UserId(1);
+    const BOB: UserId = UserId(2);
+
+    #[tokio::test]
+    async fn first_open_and_last_close_change_presence() {
+        let p = LocalPresence::default();
+        assert!(!p.is_online(ALICE).await);
+        assert!(p.open(ALICE).await, "first connection: online");
+        assert!(!p.open(ALICE).await, "second tab: no change");
+        assert!(p.close(ALICE).await.is_none(), "a tab closed, one left");
+        let ticket = p.close(ALICE).await.expect("last connection closed");
+        assert!(p.is_online(ALICE).await, "online through the grace period");
+        assert!(p.settle(ALICE, ticket).await, "offline after it");
+        assert!(!p.is_online(ALICE).await);
+        assert!(!p.is_online(BOB).await);
+    }
+
+    #[tokio::test]
+    async fn a_reconnect_within_the_grace_cancels_the_offline() {
+        let p = LocalPresence::default();
+        assert!(p.open(ALICE).await);
+        let reload = p.close(ALICE).await.expect("last closed");
+        assert!(!p.open(ALICE).await, "back within the grace: no change");
+        assert!(!p.settle(ALICE, reload).await, "the reload's check is void");
+        assert!(p.is_online(ALICE).await);
+        // Closing again issues a new ticket; the old one stays void.
+        let later = p.close(ALICE).await.expect("last closed");
+        assert!(!p.settle(ALICE, reload).await);
+        assert!(p.settle(ALICE, later).await);
+        assert!(!p.is_online(ALICE).await);
+    }
+
+    #[tokio::test]
+    async fn a_close_without_open_is_ignored() {
+        let p = LocalPresence::default();
+        assert!(p.close(BOB).await.is_none());
+        assert!(!p.is_online(BOB).await);
+    }
+}

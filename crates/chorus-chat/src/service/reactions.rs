@@ -1,0 +1,92 @@
+//! Reactions: anyone who may read a message may react to it, once per emoji.
+
+use serde::Serialize;
+
+use super::Chat;
+use super::messages::{message_scopes, thread_key};
+use crate::error::{Result, bad, not_found};
+use crate::model::*;
+
+#[derive(Serialize)]
+struct ReactionEvent<'a> {
+    message_id: MessageId,
+    channel_id: ChannelId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thread_id: Option<MessageId>,
+    emoji: &'a str,
+    user_id: UserId,
+}
+
+/// Different emoji one message may carry, so a message's size stays bounded.
+const MAX_EMOJI_PER_MESSAGE: usize = 50;
+
+impl Chat {
+    /// Adds the caller's `emoji` reaction; a repeat changes nothing and announces
+    /// nothing. Returns the message with its reactions.
+    pub async fn add_reaction(&self, caller: &User, id: MessageId, emoji: &str) -> Result<Message> {
+        check_emoji(emoji)?;
+        let (message, _) = self.visible_message(caller, id).await?;
+        let _order = self.gates.threads.lock(thread_key(&message)).await;
+        // Read again under the gate: a delete may have won the race.
+        let (message, _) = self.visible_message(caller, id).await?;
+        if !message.reactions.iter().any(|r| r.emoji == emoji)
+            && message.reactions.len() >= MAX_EMOJI_PER_MESSAGE
+        {
+            return Err(bad("a message carries at most 50 different reactions"));
+        }
+        if !self.store.add_reaction(id, caller.id, emoji).await? {
+            return Ok(message);
+        }
+        self.announce_reaction("reaction.added", &message, emoji, caller.id)
+            .await;
+        self.reloaded(id).await
+    }
+
+    /// Removes the caller's `emoji` reaction, if there is one.
+    pub async fn remove_reaction(
+        &self,
+        caller: &User,
+        id: MessageId,
+        emoji: &str,
+    ) -> Result<Message> {
+        check_emoji(emoji)?;
+        let (message, _) = self.visible_message(caller, id).await?;
+        let _order = self.gates.threads.lock(thread_key(&message)).await;
+        if !self.store.remove_reaction(id, caller.id, emoji).await? {
+            return Ok(message);
+        }
+        self.announce_reaction("reaction.removed", &message, emoji, caller.id)
+            .await;
+        self.reloaded(id).await
+    }
+
+    async fn announce_reaction(&self, kind: &str, message: &Message, emoji: &str, user: UserId) {
+        let event = ReactionEvent {
+            message_id: message.id,
+            channel_id: message.channel_id,
+            thread_id: message.thread_id,
+            emoji,
+            user_id: user,
+        };
+        for scope in message_scopes(message) {
+            self.emit_event(scope, kind, &event).await;
+        }
+    }
+
+    pub(crate) async fn reloaded(&self, id: MessageId) -> Result<Message> {
+        self.store
+            .message(id)
+            .await?
+            .ok_or_else(|| not_found("no such message"))
+    }
+}
+
+fn check_emoji(emoji: &str) -> Result<()> {
+    if valid_emoji(emoji) {
+        Ok(())
+    } else {
+        Err(bad(
+            "emoji must be 1 to 64 bytes without whitespace or control characters",
+        ))
+    }
+}

@@ -1,0 +1,34 @@
+use async_trait::async_trait;
+
+use super::SqliteStore;
+use crate::error::Result;
+use crate::model::*;
+use crate::store::ReactionStore;
+
+#[async_trait]
+impl ReactionStore for SqliteStore {
+    async fn add_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO reactions (message_id, user_id, emoji, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(message.0)
+        .bind(user.0)
+        .bind(emoji)
+        .bind(Timestamp::now().0)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn remove_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> Result<bool> {
+        let done =
+            sqlx::query("DELETE FROM reactions WHERE message_id = ? AND user_id = ? AND emoji = ?")
+                .bind(message.0)
+                .bind(user.0)
+                .bind(emoji)
+                .execute(&self.writer)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
