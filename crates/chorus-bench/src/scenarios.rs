@@ -304,7 +304,12 @@ pub async fn send(target: &Target, concurrency: usize, duration: Duration) -> an
                     let t = Instant::now();
                     match api.send(&token, channel, &load::payload(k, n, start)).await {
                         Ok(()) => n += 1,
-                        Err(_) => errors += 1,
+                        Err(err) => {
+                            if errors == 0 {
+                                eprintln!("send error (first of its sender): {err:#}");
+                            }
+                            errors += 1;
+                        }
                     }
                     lat.record(k, t.elapsed().as_micros() as u64);
                 }

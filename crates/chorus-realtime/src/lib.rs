@@ -19,6 +19,7 @@ pub mod engine;
 pub mod event;
 pub mod hooks;
 pub mod metrics;
+pub mod outbox;
 pub mod registry;
 pub mod scope;
 pub mod session;

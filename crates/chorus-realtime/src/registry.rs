@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
 use chorus_proto::CloseCode;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
+
+use crate::outbox::{Outbox, PushError};
 
 use crate::broker::Broker;
 use crate::event::{Effect, Event};
@@ -62,7 +64,7 @@ impl Kill {
 pub struct ConnHandle {
     pub id: ConnId,
     pub user: UserKey,
-    tx: mpsc::Sender<Utf8Bytes>,
+    outbox: Arc<Outbox>,
     pub kill: Arc<Kill>,
 }
 
@@ -70,13 +72,13 @@ impl ConnHandle {
     /// Queues a reply frame (ack, error, pong) behind the events already queued, so a
     /// `subscribe` ack follows its replay. A full queue evicts like any slow consumer.
     pub fn send(&self, frame: Utf8Bytes) -> bool {
-        match self.tx.try_send(frame) {
+        match self.outbox.push(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 self.kill.fire(CloseCode::SlowConsumer);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(PushError::Closed) => false,
         }
     }
 }
@@ -207,12 +209,12 @@ impl Registry {
 
     /// Registers a connection; returns its handle, the receiving end of its queue, and
     /// how many connections its user now has on this node.
-    pub fn register(&self, user: UserKey) -> (ConnHandle, mpsc::Receiver<Utf8Bytes>, usize) {
-        let (tx, rx) = mpsc::channel(self.queue_capacity);
+    pub fn register(&self, user: UserKey) -> (ConnHandle, Arc<Outbox>, usize) {
+        let outbox = Arc::new(Outbox::new(self.queue_capacity));
         let handle = ConnHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             user,
-            tx,
+            outbox: outbox.clone(),
             kill: Arc::new(Kill::default()),
         };
         let mut index = lock(&self.index);
@@ -230,13 +232,14 @@ impl Registry {
         let count = user_conns.len();
         Metrics::inc(&self.metrics.connections_current);
         Metrics::inc(&self.metrics.connections_total);
-        (handle, rx, count)
+        (handle, outbox, count)
     }
 
     /// Removes a connection and all its subscriptions. Returns how many connections
     /// its user still has on this node.
     pub fn unregister(&self, conn: &ConnHandle) -> usize {
         conn.kill.closed.store(true, Ordering::Release);
+        conn.outbox.close();
         let (scopes, remaining) = {
             let mut index = lock(&self.index);
             let Some(entry) = index.conns.remove(&conn.id) else {
@@ -630,17 +633,17 @@ impl Registry {
             Metrics::inc(&self.metrics.events_skipped);
             return false;
         };
-        match conn.tx.try_send(frame) {
+        match conn.outbox.push(frame) {
             Ok(()) => {
                 Metrics::inc(&self.metrics.events_delivered);
                 true
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 Metrics::inc(&self.metrics.events_dropped);
                 self.evict(conn);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(PushError::Closed) => {
                 Metrics::inc(&self.metrics.events_dropped);
                 false
             }

@@ -14,10 +14,10 @@ use chorus_proto::{
 };
 use futures_util::SinkExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::hooks::{HookError, SessionHooks};
+use crate::outbox::Outbox;
 use crate::registry::ConnHandle;
 use crate::registry::StartAt;
 use crate::{Engine, Metrics, Scope, UserKey};
@@ -57,10 +57,13 @@ pub(crate) async fn run(
     hooks: Arc<dyn SessionHooks>,
     hold_for_resume: bool,
 ) {
-    let (conn, mut rx, conns) = engine.registry.register(user);
+    let (conn, outbox, conns) = engine.registry.register(user);
     hooks.connected(user, conns == 1).await;
 
-    let end = match open(&engine, &hooks, &conn, &mut socket, hold_for_resume).await {
+    // Boxed: the opening phase runs once, and its state would otherwise be reserved in
+    // every connection's task for the whole life of the connection.
+    let opened = Box::pin(open(&engine, &hooks, &conn, &mut socket, hold_for_resume)).await;
+    let end = match opened {
         Ok(held) => {
             let limiter = RateLimiter::direct(
                 Quota::per_second(
@@ -78,7 +81,7 @@ pub(crate) async fn run(
                 strikes: 0,
                 held,
             };
-            session.run(&mut socket, &mut rx).await
+            session.run(&mut socket, &outbox).await
         }
         Err(end) => end,
     };
@@ -233,7 +236,7 @@ fn ack() -> AckFrame {
 }
 
 impl Session {
-    async fn run(&mut self, socket: &mut WebSocket, rx: &mut mpsc::Receiver<Utf8Bytes>) -> End {
+    async fn run(&mut self, socket: &mut WebSocket, rx: &Outbox) -> End {
         let heartbeat = self.engine.config.heartbeat;
         let dead_after = heartbeat.mul_f64(1.4);
         let mut last_heard = Instant::now();
@@ -252,7 +255,7 @@ impl Session {
                 }
                 () = shutdown.cancelled() => {
                     // Drain what is queued, then ask the client to reconnect.
-                    while let Ok(frame) = rx.try_recv() {
+                    while let Some(frame) = rx.try_pop() {
                         if socket.feed(Message::Text(frame)).await.is_err() {
                             return End::PeerGone;
                         }
@@ -264,8 +267,7 @@ impl Session {
                     // No `resume` came: continue from the offsets announced in `hello`.
                     self.release_held(&BTreeMap::new()).await;
                 }
-                frame = rx.recv() => {
-                    let Some(frame) = frame else { return End::Close(CloseCode::ServerShutdown) };
+                frame = rx.pop() => {
                     // A peer that stops reading blocks the write; the kill (its queue
                     // overflowed meanwhile) or the write deadline ends the wait.
                     let write = tokio::time::timeout(heartbeat, write_batch(socket, rx, frame));
@@ -302,7 +304,9 @@ impl Session {
                     last_heard = Instant::now();
                     match msg {
                         Message::Text(text) => {
-                            if let Some(end) = self.on_text(text.as_str()).await {
+                            // Boxed: handling a frame awaits hooks and replays; kept
+                            // inline, that state would enlarge every idle connection.
+                            if let Some(end) = Box::pin(self.on_text(text.as_str())).await {
                                 return end;
                             }
                         }
@@ -569,14 +573,14 @@ impl Session {
 /// Writes `first` and whatever else is queued (up to a batch), then flushes once.
 async fn write_batch(
     socket: &mut WebSocket,
-    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    rx: &Outbox,
     first: Utf8Bytes,
 ) -> Result<(), axum::Error> {
     socket.feed(Message::Text(first)).await?;
     for _ in 1..WRITE_BATCH {
-        match rx.try_recv() {
-            Ok(frame) => socket.feed(Message::Text(frame)).await?,
-            Err(_) => break,
+        match rx.try_pop() {
+            Some(frame) => socket.feed(Message::Text(frame)).await?,
+            None => break,
         }
     }
     socket.flush().await

@@ -113,7 +113,13 @@ impl ServeArgs {
             queue_capacity,
             retention_events,
             retention_secs,
-            shutdown_grace_ms
+            shutdown_grace_ms,
+            max_body_bytes,
+            http_per_sec,
+            http_burst,
+            inbound_per_sec,
+            inbound_burst,
+            typing_per_minute
         );
         set_opt!(database_url, redis_url, admin_token, jwt_secret);
         config.dev |= self.dev;
