@@ -1,0 +1,306 @@
+import { ChorusError, errorFromBody } from './errors.js';
+import type {
+  AddMember,
+  Channel,
+  ChannelId,
+  ChannelView,
+  CreateChannel,
+  CreateUser,
+  HistoryQuery,
+  Member,
+  Message,
+  MessageId,
+  Pin,
+  Presence,
+  ReadState,
+  Publish,
+  Published,
+  SendMessage,
+  UpdateChannel,
+  User,
+  UserId,
+  UserWithToken,
+  Workspace,
+  WorkspaceId,
+  WorkspaceMembership,
+} from './model.js';
+
+export interface HttpOptions {
+  /** Bearer token; optional only for `devLogin` and `health`. */
+  token?: string;
+  /** A `fetch` to use instead of the global one. */
+  fetch?: typeof fetch;
+  /** Per-request timeout (default 30 s). */
+  timeoutMs?: number;
+}
+
+export interface SendOptions {
+  /** The `Idempotency-Key`; default: a fresh random key for this logical send. */
+  idempotencyKey?: string;
+  /** Retries of a retryable failure (network, 5xx, 429, `unavailable`), each with the
+   * same key so the server creates the message at most once. Default 3. */
+  retries?: number;
+}
+
+/** A send's result: `replayed` when the key matched an earlier send (nothing created). */
+export interface Sent {
+  message: Message;
+  replayed: boolean;
+}
+
+/** An opened DM: `created` when it did not exist before. */
+export interface Opened {
+  channel: ChannelView;
+  created: boolean;
+}
+
+type Method = 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
+
+/** A typed client of the Chorus HTTP API (`/api/v1`), one method per route. */
+export class ChorusHttp {
+  /** Always ends with `/`, so relative joins keep any path prefix (`https://h/chorus/`). */
+  readonly baseUrl: string;
+  readonly token: string | undefined;
+  private readonly fetchFn: typeof fetch;
+  private readonly timeoutMs: number;
+
+  constructor(baseUrl: string, options: HttpOptions = {}) {
+    this.baseUrl = baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`;
+    this.token = options.token;
+    // Bound: a detached global `fetch` throws "Illegal invocation" in browsers.
+    this.fetchFn = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+  }
+
+  /** The same server and options with another token. */
+  withToken(token: string): ChorusHttp {
+    return new ChorusHttp(this.baseUrl, { token, fetch: this.fetchFn, timeoutMs: this.timeoutMs });
+  }
+
+  // ---- users
+
+  /** Creates a user and its first token (admin token required). */
+  createUser(req: CreateUser): Promise<UserWithToken> {
+    return this.json('POST', 'api/v1/users', req);
+  }
+
+  /** The caller. */
+  me(): Promise<User> {
+    return this.json('GET', 'api/v1/me');
+  }
+
+  /** Password-less login; only on a server started with `chorus serve --dev`
+   * (otherwise `not_found`). Creates the user on first use; returns a fresh token. */
+  devLogin(name: string): Promise<UserWithToken> {
+    return this.json('POST', 'api/v1/dev/login', { name });
+  }
+
+  // ---- workspaces
+
+  /** Creates a workspace; the caller becomes its owner. */
+  createWorkspace(name: string): Promise<Workspace> {
+    return this.json('POST', 'api/v1/workspaces', { name });
+  }
+
+  /** The caller's workspaces, with the caller's role. */
+  listWorkspaces(): Promise<WorkspaceMembership[]> {
+    return this.json('GET', 'api/v1/workspaces');
+  }
+
+  /** Adds a member (owners and admins). */
+  addWorkspaceMember(workspace: WorkspaceId, req: AddMember): Promise<Member> {
+    return this.json('POST', `api/v1/workspaces/${workspace}/members`, req);
+  }
+
+  listWorkspaceMembers(workspace: WorkspaceId): Promise<Member[]> {
+    return this.json('GET', `api/v1/workspaces/${workspace}/members`);
+  }
+
+  // ---- channels
+
+  /** Creates a public or private channel. */
+  createChannel(workspace: WorkspaceId, req: CreateChannel): Promise<Channel> {
+    return this.json('POST', `api/v1/workspaces/${workspace}/channels`, req);
+  }
+
+  /** The channels the caller can see, with unread counts. */
+  listChannels(workspace: WorkspaceId): Promise<ChannelView[]> {
+    return this.json('GET', `api/v1/workspaces/${workspace}/channels`);
+  }
+
+  /** One channel, with its member ids. */
+  getChannel(channel: ChannelId): Promise<ChannelView> {
+    return this.json('GET', `api/v1/channels/${channel}`);
+  }
+
+  /** Renames, sets the topic or changes the policy. */
+  updateChannel(channel: ChannelId, req: UpdateChannel): Promise<Channel> {
+    return this.json('PATCH', `api/v1/channels/${channel}`, req);
+  }
+
+  async addChannelMember(channel: ChannelId, userId: UserId): Promise<void> {
+    await this.request('POST', `api/v1/channels/${channel}/members`, { user_id: userId });
+  }
+
+  async removeChannelMember(channel: ChannelId, userId: UserId): Promise<void> {
+    await this.request('DELETE', `api/v1/channels/${channel}/members/${userId}`);
+  }
+
+  /** Joins a public channel. */
+  joinChannel(channel: ChannelId): Promise<Channel> {
+    return this.json('POST', `api/v1/channels/${channel}/join`);
+  }
+
+  async leaveChannel(channel: ChannelId): Promise<void> {
+    await this.request('POST', `api/v1/channels/${channel}/leave`);
+  }
+
+  /** Gets or creates the DM of the caller and `userIds`. */
+  async openDm(workspace: WorkspaceId, userIds: UserId[]): Promise<Opened> {
+    const res = await this.request('POST', `api/v1/workspaces/${workspace}/dms`, { user_ids: userIds });
+    return { channel: (await res.json()) as ChannelView, created: res.status === 201 };
+  }
+
+  // ---- messages
+
+  /**
+   * Sends a message. One key is used for the whole logical send, retries included, so
+   * a retry after a lost answer returns the first result (`replayed: true`) instead of
+   * posting twice.
+   */
+  async sendMessage(channel: ChannelId, req: SendMessage | string, options: SendOptions = {}): Promise<Sent> {
+    const body: SendMessage = typeof req === 'string' ? { text: req } : req;
+    const key = options.idempotencyKey ?? newIdempotencyKey();
+    const retries = options.retries ?? 3;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const res = await this.request('POST', `api/v1/channels/${channel}/messages`, body, {
+          'Idempotency-Key': key,
+        });
+        const replayed = res.headers.get('idempotent-replayed')?.toLowerCase() === 'true';
+        return { message: (await res.json()) as Message, replayed };
+      } catch (err) {
+        if (!(err instanceof ChorusError) || !err.retryable || attempt >= retries) throw err;
+        const wait = err.retryAfter !== undefined ? err.retryAfter * 1000 : 250 * 2 ** attempt;
+        await sleep(Math.min(wait, 10_000));
+      }
+    }
+  }
+
+  /** A page of history, oldest first within the page. */
+  listMessages(channel: ChannelId, query: HistoryQuery = {}): Promise<Message[]> {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) if (v !== undefined) params.set(k, String(v));
+    const qs = params.toString() ? `?${params}` : '';
+    return this.json('GET', `api/v1/channels/${channel}/messages${qs}`);
+  }
+
+  /** Replaces a message's text (its author or a workspace admin). */
+  editMessage(id: MessageId, text: string): Promise<Message> {
+    return this.json('PATCH', `api/v1/messages/${id}`, { text });
+  }
+
+  /** Deletes a message, which remains as a tombstone. */
+  deleteMessage(id: MessageId): Promise<Message> {
+    return this.json('DELETE', `api/v1/messages/${id}`);
+  }
+
+  // ---- reactions, pins, read cursors, presence (newer servers; older ones answer not_found)
+
+  /** Reacts with `emoji` (a repeat changes nothing); returns the message with its reactions. */
+  addReaction(id: MessageId, emoji: string): Promise<Message> {
+    return this.json('PUT', `api/v1/messages/${id}/reactions/${encodeURIComponent(emoji)}`);
+  }
+
+  removeReaction(id: MessageId, emoji: string): Promise<Message> {
+    return this.json('DELETE', `api/v1/messages/${id}/reactions/${encodeURIComponent(emoji)}`);
+  }
+
+  /** Pins the message in its channel (pinning again returns the existing pin). */
+  pinMessage(id: MessageId): Promise<Pin> {
+    return this.json('PUT', `api/v1/messages/${id}/pin`);
+  }
+
+  async unpinMessage(id: MessageId): Promise<void> {
+    await this.request('DELETE', `api/v1/messages/${id}/pin`);
+  }
+
+  /** The channel's pins, most recently pinned first. */
+  listPins(channel: ChannelId): Promise<Pin[]> {
+    return this.json('GET', `api/v1/channels/${channel}/pins`);
+  }
+
+  /** Moves the caller's read cursor forward (never back) to `messageId`. */
+  markRead(channel: ChannelId, messageId: MessageId): Promise<ReadState> {
+    return this.json('POST', `api/v1/channels/${channel}/read`, { message_id: messageId });
+  }
+
+  /** The caller's presence. */
+  myPresence(): Promise<Presence> {
+    return this.json('GET', 'api/v1/presence');
+  }
+
+  /** Sets the caller's status text (empty clears it); the online bit is the server's. */
+  setStatus(statusText: string): Promise<Presence> {
+    return this.json('PUT', 'api/v1/presence', { status_text: statusText });
+  }
+
+  /** Every member's presence. */
+  workspacePresence(workspace: WorkspaceId): Promise<Presence[]> {
+    return this.json('GET', `api/v1/workspaces/${workspace}/presence`);
+  }
+
+  // ---- operations
+
+  /** Publishes an arbitrary event to a scope (admin / server token). */
+  publish(req: Publish): Promise<Published> {
+    return this.json('POST', 'api/v1/publish', req);
+  }
+
+  /** `GET /healthz`: resolves when the server answers. */
+  health(): Promise<{ status: string }> {
+    return this.json('GET', 'healthz');
+  }
+
+  // ---- plumbing
+
+  private async json<T>(method: Method, path: string, body?: unknown): Promise<T> {
+    return (await (await this.request(method, path, body)).json()) as T;
+  }
+
+  /** Sends and turns any non-2xx answer (or a failed transport) into a `ChorusError`. */
+  private async request(
+    method: Method,
+    path: string,
+    body?: unknown,
+    extraHeaders: Record<string, string> = {},
+  ): Promise<Response> {
+    const headers: Record<string, string> = { ...extraHeaders };
+    if (this.token !== undefined) headers['Authorization'] = `Bearer ${this.token}`;
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    let res: Response;
+    try {
+      res = await this.fetchFn(new URL(path, this.baseUrl), {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (err) {
+      const timedOut = err instanceof Error && err.name === 'TimeoutError';
+      throw new ChorusError(0, timedOut ? 'timeout' : 'network', `${method} ${path}: ${String(err)}`);
+    }
+    if (!res.ok) throw errorFromBody(res.status, await res.text().catch(() => ''), res.headers.get('retry-after'));
+    return res;
+  }
+}
+
+/** A random key for one logical send (visible ASCII, ≤ 255 bytes as the server requires). */
+export function newIdempotencyKey(): string {
+  const c = globalThis.crypto;
+  // randomUUID exists only in secure contexts (https, localhost); getRandomValues everywhere.
+  if (typeof c.randomUUID === 'function') return c.randomUUID();
+  return Array.from(c.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

@@ -1,0 +1,17 @@
+// @chorus/client: a typed HTTP client and a resuming realtime connection for Chorus.
+export * from './protocol.js';
+export * from './model.js';
+export { ChorusError } from './errors.js';
+export { ChorusHttp, newIdempotencyKey, type HttpOptions, type SendOptions, type Sent, type Opened } from './http.js';
+export {
+  ChorusRealtime,
+  isEvent,
+  wsUrl,
+  type ChorusEvent,
+  type ConnectionState,
+  type RealtimeListeners,
+  type RealtimeOptions,
+  type TypedEvent,
+  type WebSocketConstructor,
+  type WebSocketLike,
+} from './realtime.js';

@@ -1,0 +1,287 @@
+// JSON shapes of the HTTP API and of event payloads, mirrored from
+// crates/chorus-chat/src/model.rs and the request structs of chorus-chat's service.
+// Ids are plain numbers (i64 on the server, always below 2^53 in practice).
+// Timestamps are RFC 3339 strings, as on the wire.
+
+export type UserId = number;
+export type WorkspaceId = number;
+export type ChannelId = number;
+export type MessageId = number;
+
+export type UserKind = 'human' | 'agent';
+export type Role = 'owner' | 'admin' | 'member' | 'guest';
+export type ChannelKind = 'public' | 'private' | 'dm';
+/** Who is woken by a message in a channel (SPEC §4). */
+export type Policy = 'all' | 'mentions' | 'broadcast' | 'on_duty' | 'custom' | 'round_robin' | 'dm';
+
+export interface User {
+  id: UserId;
+  name: string;
+  display_name: string;
+  kind: UserKind;
+  webhook_url?: string;
+  status_text: string;
+  /** Server administrator (may create users, publish to any scope). */
+  is_admin: boolean;
+  created_at: string;
+}
+
+/** A new user and its token (shown once). */
+export interface UserWithToken {
+  user: User;
+  token: string;
+}
+
+export interface Workspace {
+  id: WorkspaceId;
+  name: string;
+  created_by: UserId;
+  created_at: string;
+}
+
+/** A workspace with the caller's role in it (the server flattens the two). */
+export interface WorkspaceMembership extends Workspace {
+  role: Role;
+}
+
+/** Computed by the server from live connections, never set by a client. */
+export interface Presence {
+  user_id: UserId;
+  online: boolean;
+  last_seen?: string;
+  status_text: string;
+}
+
+export interface Member {
+  user: User;
+  role: Role;
+  /** Newer servers only. */
+  presence?: Presence;
+}
+
+export interface Channel {
+  id: ChannelId;
+  workspace_id: WorkspaceId;
+  name: string;
+  topic: string;
+  kind: ChannelKind;
+  policy: Policy;
+  created_by: UserId;
+  created_at: string;
+}
+
+/** A channel as the caller sees it in a listing (the server flattens the channel). */
+export interface ChannelView extends Channel {
+  /** Whether the caller is a member. */
+  member: boolean;
+  /** Top-level messages after the caller's read cursor (0 when not a member). */
+  unread: number;
+  /** Newer servers only: of those, the ones that mention the caller. */
+  unread_mentions?: number;
+  /** Newer servers only: the caller's read cursor. */
+  last_read?: MessageId;
+  /** DMs and single-channel reads: the participants (absent when empty). */
+  member_ids?: UserId[];
+  /** Newer servers, single-channel reads only: the members' presence. */
+  presence?: Presence[];
+}
+
+export interface ReactionSummary {
+  emoji: string;
+  count: number;
+  user_ids: UserId[];
+}
+
+export interface Message {
+  id: MessageId;
+  channel_id: ChannelId;
+  author_id: UserId;
+  text: string;
+  /** The root message when this is a thread reply. */
+  thread_id?: MessageId;
+  mentions: UserId[];
+  created_at: string;
+  edited_at?: string;
+  deleted: boolean;
+  /** Newer servers only. */
+  reply_count?: number;
+  last_reply_at?: string;
+  reactions?: ReactionSummary[];
+  pinned?: boolean;
+}
+
+/** A pinned message of a channel (newer servers). */
+export interface Pin {
+  channel_id: ChannelId;
+  message: Message;
+  pinned_by: UserId;
+  pinned_at: string;
+}
+
+/** A user's read position in a channel and what it leaves unread (newer servers). */
+export interface ReadState {
+  channel_id: ChannelId;
+  /** The last message read. */
+  message_id: MessageId;
+  /** Top-level messages by others after the cursor. */
+  unread: number;
+  /** Of those, the ones that mention the user. */
+  unread_mentions: number;
+}
+
+/** Where `publish` put an event; `null` offset for ephemeral events. */
+export interface Published {
+  scope: string;
+  offset: number | null;
+}
+
+// ---- request bodies
+
+export interface CreateUser {
+  name: string;
+  display_name?: string;
+  kind?: UserKind;
+  webhook_url?: string;
+  /** Make the user a server administrator. */
+  admin?: boolean;
+}
+
+export interface AddMember {
+  user_id: UserId;
+  /** Server default: `member`. */
+  role?: Role;
+}
+
+export interface CreateChannel {
+  name: string;
+  /** Server default: `public`. */
+  kind?: ChannelKind;
+  /** Server default: `all`. */
+  policy?: Policy;
+  topic?: string;
+  /** Initial members besides the creator. */
+  member_ids?: UserId[];
+}
+
+/** Only the fields that are set change. */
+export interface UpdateChannel {
+  name?: string;
+  topic?: string;
+  policy?: Policy;
+}
+
+export interface SendMessage {
+  text: string;
+  /** Reply in the thread of this top-level message. */
+  thread_id?: MessageId;
+}
+
+export interface HistoryQuery {
+  /** Messages with ids below this one (paging back). */
+  before?: MessageId;
+  /** Messages with ids above this one (catching up forward). */
+  after?: MessageId;
+  /** Page size: server default 50, at most 200. */
+  limit?: number;
+  /** The replies of this thread instead of the top-level messages. */
+  thread_id?: MessageId;
+}
+
+export interface Publish {
+  /** Any scope, e.g. `topic:deploys`. */
+  scope: string;
+  /** The event type, 1 to 64 bytes. */
+  type: string;
+  data: unknown;
+  /** Ephemeral events get no offset and are not retained for resume. */
+  ephemeral?: boolean;
+}
+
+// ---- event payloads (docs/protocol.md, "Event types")
+
+export interface MessageDeletedData {
+  id: MessageId;
+  channel_id: ChannelId;
+  thread_id?: MessageId;
+}
+
+export interface ChannelJoinedData {
+  channel: Channel;
+  user_id: UserId;
+  member_ids?: UserId[];
+}
+
+export interface ChannelLeftData {
+  channel_id: ChannelId;
+  user_id: UserId;
+}
+
+export interface MemberChangeData {
+  channel_id: ChannelId;
+  user_id: UserId;
+}
+
+export interface WorkspaceJoinedData {
+  workspace: Workspace;
+  role: Role;
+}
+
+export interface WorkspaceMemberJoinedData {
+  workspace_id: WorkspaceId;
+  user: User;
+  role: Role;
+}
+
+export interface ReactionData {
+  message_id: MessageId;
+  channel_id: ChannelId;
+  thread_id?: MessageId;
+  emoji: string;
+  user_id: UserId;
+}
+
+export interface UnpinnedData {
+  channel_id: ChannelId;
+  message_id: MessageId;
+  user_id: UserId;
+}
+
+export interface TypingData {
+  channel_id: ChannelId;
+  thread_id?: MessageId;
+  user_id: UserId;
+  /** Newer servers: hide the indicator this long after the last signal (there is no "stop"). */
+  expires_in_ms?: number;
+}
+
+export interface MentionData {
+  message: Message;
+  channel_id: ChannelId;
+}
+
+/** The `data` of each documented event type. */
+export interface EventDataMap {
+  'message.created': Message;
+  'message.updated': Message;
+  'message.deleted': MessageDeletedData;
+  'channel.created': Channel;
+  'channel.updated': Channel;
+  'channel.joined': ChannelJoinedData;
+  'channel.left': ChannelLeftData;
+  'member.joined': MemberChangeData;
+  'member.left': MemberChangeData;
+  'workspace.joined': WorkspaceJoinedData;
+  'workspace.member_joined': WorkspaceMemberJoinedData;
+  typing: TypingData;
+  // Newer servers:
+  'reaction.added': ReactionData;
+  'reaction.removed': ReactionData;
+  'message.pinned': Pin;
+  'message.unpinned': UnpinnedData;
+  /** User scope of each mentioned user. */
+  'mention.created': MentionData;
+  /** User scope: the user's read cursor moved (on another tab or device). */
+  'read.updated': ReadState;
+  /** Workspace scope, ephemeral. */
+  'presence.updated': Presence;
+}

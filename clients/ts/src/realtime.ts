@@ -1,0 +1,752 @@
+import { ChorusError } from './errors.js';
+import { ChorusHttp, sleep } from './http.js';
+import type { ChannelId, EventDataMap, Message, MessageId } from './model.js';
+import {
+  parseServerFrame,
+  shouldReconnect,
+  type AckFrame,
+  type ClientOp,
+  type ErrorFrame,
+  type EventFrame,
+  type HelloFrame,
+  type ScopeResume,
+} from './protocol.js';
+
+/** What the web UI shows: `reconnecting` covers the backoff wait and the attempts. */
+export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+/** The part of the WebSocket API this client uses: the browser's `WebSocket`, Node 22's
+ * global one and the `ws` package all fit. Handlers take `any` so that each
+ * implementation's own event types are accepted. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  onopen: ((ev: any) => void) | null;
+  onmessage: ((ev: any) => void) | null;
+  onclose: ((ev: any) => void) | null;
+  onerror: ((ev: any) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+/** An event as the application sees it. `replayed` marks a `message.created` that the
+ * client fetched over HTTP to close a gap the server could not replay (it has no offset). */
+export type ChorusEvent<T = unknown> = EventFrame<T> & { replayed?: boolean };
+
+/** A documented event type with its typed `data`. */
+export type TypedEvent<K extends keyof EventDataMap> = ChorusEvent<EventDataMap[K]> & { type: K };
+
+/** Narrows an event to a documented type: `if (isEvent(ev, 'message.created')) ev.data.text`. */
+export function isEvent<K extends keyof EventDataMap>(ev: ChorusEvent, type: K): ev is TypedEvent<K> {
+  return ev.type === type;
+}
+
+export interface RealtimeListeners {
+  /** Every event, once, in offset order per scope. */
+  event: ChorusEvent;
+  state: ConnectionState;
+  /** Each connection's `hello` (the first and every reconnect). */
+  hello: HelloFrame;
+  /** The server's answer to a reconnect's `resume`, per scope. */
+  resume: Record<string, ScopeResume>;
+  /** Events of `scope` may be missing and could not be fetched: reload it. */
+  gap: { scope: string; reason: string };
+  disconnect: { code: number; reason: string };
+  /** `error` frames that answer no request, and the fatal error that closed the client. */
+  error: ChorusError;
+}
+
+export interface RealtimeOptions {
+  token: string;
+  /** Default: the global `WebSocket` (browsers, Node ≥ 22). In Node 20 pass `ws`'s. */
+  WebSocket?: WebSocketConstructor;
+  /** Used for the HTTP catch-up and the token check; default: one for the same server. */
+  http?: ChorusHttp;
+  /** How long `hello` and each request's answer may take (default 10 s). */
+  requestTimeoutMs?: number;
+  /** Reconnect backoff: full jitter in [0, min(capMs, baseMs·2^attempt)); the attempt
+   * count resets once a connection stayed open for stableMs. */
+  backoff?: { baseMs?: number; capMs?: number; stableMs?: number };
+  /** Close gaps in `channel:` scopes over HTTP after `recovered:false` (default true). */
+  catchUp?: boolean;
+  /** Jitter source, for tests. */
+  random?: () => number;
+}
+
+interface Pending {
+  resolve: (ack: AckFrame) => void;
+  reject: (err: ChorusError) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+const CATCH_UP_PAGE = 200;
+/** Message ids fetched by catch-up, kept per channel to drop their live duplicates. */
+const MAX_CAUGHT_UP_IDS = 2_000;
+/** Close code this client sends when it drops a socket itself (private-use range). */
+const LOCAL_DROP = 4000;
+
+/**
+ * One logical realtime connection to `GET /ws` that survives reconnects: it resumes
+ * every scope from the last offset it delivered, closes gaps in channels over HTTP, and
+ * hands each event to the application once, in order per scope.
+ */
+export class ChorusRealtime {
+  readonly url: string;
+  private readonly token: string;
+  private readonly Ws: WebSocketConstructor;
+  private readonly http: ChorusHttp;
+  private readonly timeoutMs: number;
+  private readonly baseMs: number;
+  private readonly capMs: number;
+  private readonly stableMs: number;
+  private readonly catchUpOn: boolean;
+  private readonly random: () => number;
+
+  private _state: ConnectionState = 'closed';
+  private _hello: HelloFrame | undefined;
+  private started = false;
+  private userClosed = false;
+  /** Bumped per socket: handlers and async work of an older socket see a stale value. */
+  private gen = 0;
+  private ws: WebSocketLike | undefined;
+  private pending = new Map<number, Pending>();
+  private nextId = 1;
+  private attempt = 0;
+  private openedAt = 0;
+  private lastHeard = 0;
+  private timers: ReturnType<typeof setTimeout>[] = [];
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
+
+  /** Scopes this connection is subscribed to (hello's, explicit ones, joined channels). */
+  private scopes = new Set<string>();
+  /** Scopes the application subscribed to itself: re-subscribed after a reconnect. */
+  private explicit = new Set<string>();
+  /** Per scope, the offset of the last event handed to the application. */
+  private positions = new Map<string, number>();
+  /** Scopes whose events wait for a resume answer or an HTTP catch-up. */
+  private buffers = new Map<string, ChorusEvent[]>();
+  private lastMessageIds = new Map<ChannelId, MessageId>();
+  private caughtUp = new Map<ChannelId, Set<MessageId>>();
+  private baselines = Promise.resolve();
+
+  /** Typed at `on`/`emit`; stored loosely because TS cannot index a mapped type by a generic key. */
+  private listeners = new Map<keyof RealtimeListeners, Set<(v: never) => void>>();
+  private connectWaiters: { resolve: (h: HelloFrame) => void; reject: (e: ChorusError) => void }[] = [];
+
+  /** `url`: the server's base URL (`http://host:7800`, the socket is then `/ws`) or a
+   * full `ws(s)://…/ws` URL. */
+  constructor(url: string, options: RealtimeOptions) {
+    this.url = url;
+    this.token = options.token;
+    const Ws = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!Ws) throw new Error('no global WebSocket: pass the `WebSocket` option (e.g. from the ws package)');
+    this.Ws = Ws;
+    this.http = options.http ?? new ChorusHttp(httpBase(url), { token: options.token });
+    this.timeoutMs = options.requestTimeoutMs ?? 10_000;
+    this.baseMs = options.backoff?.baseMs ?? 500;
+    this.capMs = options.backoff?.capMs ?? 30_000;
+    this.stableMs = options.backoff?.stableMs ?? 10_000;
+    this.catchUpOn = options.catchUp ?? true;
+    this.random = options.random ?? Math.random;
+  }
+
+  get state(): ConnectionState {
+    return this._state;
+  }
+
+  /** The latest connection's `hello`. */
+  get hello(): HelloFrame | undefined {
+    return this._hello;
+  }
+
+  /** The scopes currently subscribed, as far as this client knows. */
+  get subscribedScopes(): string[] {
+    return [...this.scopes];
+  }
+
+  /** The last delivered offset per scope: what a reconnect resumes from. */
+  get positionsSnapshot(): Record<string, number> {
+    return Object.fromEntries(this.positions);
+  }
+
+  /** Opens the connection; resolves with the first `hello`. Network failures are retried
+   * with backoff (watch `state`); rejects only when the client closes first (a refused
+   * token, a 35xx close code, or `close()`). */
+  connect(): Promise<HelloFrame> {
+    if (this._hello && this._state === 'open') return Promise.resolve(this._hello);
+    const waiting = new Promise<HelloFrame>((resolve, reject) => this.connectWaiters.push({ resolve, reject }));
+    if (!this.started) {
+      this.started = true;
+      this.userClosed = false;
+      this.setState('connecting');
+      this.open();
+    }
+    return waiting;
+  }
+
+  /** Closes for good (code 1000); pending requests fail with `closed`. */
+  close(): void {
+    this.userClosed = true;
+    this.teardown(1000, 'bye');
+    this.finish(new ChorusError(0, 'closed', 'closed by the application'));
+  }
+
+  on<K extends keyof RealtimeListeners>(type: K, fn: (value: RealtimeListeners[K]) => void): () => void {
+    let set = this.listeners.get(type);
+    if (!set) this.listeners.set(type, (set = new Set()));
+    set.add(fn);
+    return () => void set.delete(fn);
+  }
+
+  /** The events from now on as an async iterator; it ends when the client closes. */
+  events(): AsyncIterableIterator<ChorusEvent> {
+    const queue: ChorusEvent[] = [];
+    let wake: (() => void) | undefined;
+    let done = false;
+    const offEvent = this.on('event', (ev) => {
+      queue.push(ev);
+      wake?.();
+    });
+    const offState = this.on('state', (s) => {
+      if (s === 'closed') stop();
+    });
+    const stop = () => {
+      done = true;
+      offEvent();
+      offState();
+      wake?.();
+    };
+    const iterator: AsyncIterableIterator<ChorusEvent> = {
+      next: async () => {
+        while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r));
+        const value = queue.shift();
+        return value ? { value, done: false } : { value: undefined, done: true };
+      },
+      return: async () => {
+        stop();
+        return { value: undefined, done: true };
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
+  }
+
+  /** Subscribes to a scope (authorized by the server: `forbidden` rejects). With `since`,
+   * the retained events after it are replayed first (minus those already delivered). */
+  async subscribe(scope: string, since?: number): Promise<AckFrame> {
+    const ack = await this.request({ op: 'subscribe', scope, ...(since !== undefined && { since }) });
+    this.scopes.add(scope);
+    this.explicit.add(scope);
+    // Every event up to the ack's offset was queued before the ack: a safe resume point.
+    if (ack.offset !== undefined) this.advance(scope, ack.offset);
+    return ack;
+  }
+
+  async unsubscribe(scope: string): Promise<void> {
+    await this.request({ op: 'unsubscribe', scope });
+    this.forget(scope);
+  }
+
+  /** Tells the channel's other members that the user is typing. */
+  async typing(channelId: ChannelId, threadId?: MessageId): Promise<void> {
+    await this.request({ op: 'typing', channel_id: channelId, ...(threadId !== undefined && { thread_id: threadId }) });
+  }
+
+  /** A protocol-level ping; resolves with the round-trip time in ms. */
+  async ping(): Promise<number> {
+    const start = Date.now();
+    await this.request({ op: 'ping' });
+    return Date.now() - start;
+  }
+
+  /** Tells the catch-up where the application's copy of a channel ends (e.g. after it
+   * loaded history), so a later gap is fetched from there. */
+  noteMessages(channelId: ChannelId, messages: Pick<Message, 'id'>[]): void {
+    for (const m of messages) this.noteMessageId(channelId, m.id);
+  }
+
+  /** Drops the socket as if the network failed (no close handshake wait): the client
+   * reconnects and resumes as it would after a real drop. For tests and demos. */
+  dropConnectionForTest(): void {
+    if (this.ws) this.onDrop(this.gen, 1006, 'dropped for test');
+  }
+
+  // ---------------------------------------------------------------- connection
+
+  private open(): void {
+    const gen = ++this.gen;
+    const resuming = this.positions.size > 0;
+    this.holding = resuming;
+    const url = new URL(wsUrl(this.url));
+    // Browsers cannot set headers on a WebSocket: the token goes in the query.
+    url.searchParams.set('token', this.token);
+    // Hold the initial subscriptions until our `resume`, so replay and live events join
+    // with no gap and no duplicate.
+    if (resuming) url.searchParams.set('resume', '1');
+    let ws: WebSocketLike;
+    try {
+      ws = new this.Ws(url.toString());
+    } catch (err) {
+      this.later(() => this.onDrop(gen, 1006, String(err)), 0);
+      return;
+    }
+    this.ws = ws;
+    ws.onmessage = (ev: { data: unknown }) => {
+      if (gen === this.gen) this.onText(gen, typeof ev.data === 'string' ? ev.data : String(ev.data));
+    };
+    ws.onclose = (ev: { code?: number; reason?: string }) => {
+      if (gen === this.gen) this.onDrop(gen, ev.code ?? 1006, ev.reason ?? '');
+    };
+    ws.onerror = () => {
+      // `close` follows with the details.
+    };
+    // No hello in time: treat the attempt as failed.
+    const helloTimer = setTimeout(() => {
+      if (gen === this.gen && !this.connected) this.onDrop(gen, 1006, 'no hello in time');
+    }, this.timeoutMs);
+    this.timers.push(helloTimer);
+  }
+
+  /** Whether the current socket got its `hello`. */
+  private connected = false;
+  /** Whether the current socket was opened with `?resume=1` (its first frame must be `resume`). */
+  private holding = false;
+
+  private onText(gen: number, text: string): void {
+    this.lastHeard = Date.now();
+    const frame = parseServerFrame(text);
+    if (!frame) return; // unknown frames are skipped so newer servers stay usable
+    switch (frame.op) {
+      case 'hello':
+        if (!this.connected) this.onHello(gen, frame);
+        return;
+      case 'event':
+        return this.onEvent(frame);
+      case 'ack':
+        return this.settle(frame.id, (p) => p.resolve(frame));
+      case 'error':
+        return this.onError(frame);
+      case 'pong':
+        return;
+    }
+  }
+
+  private onHello(gen: number, hello: HelloFrame): void {
+    const first = this._hello === undefined;
+    const old = this.scopes;
+    this.connected = true;
+    this._hello = hello;
+    this.openedAt = Date.now();
+    this.scopes = new Set([...hello.scopes, ...this.explicit]);
+    // Scopes that vanished while we were away (left or removed): nothing to resume.
+    for (const scope of old) if (!this.scopes.has(scope)) this.forget(scope);
+    this.startHeartbeat(gen, hello.heartbeat_ms);
+
+    if (first) {
+      for (const [scope, offset] of Object.entries(hello.offsets ?? {})) this.advance(scope, offset);
+    } else {
+      const positions: Record<string, number> = {};
+      for (const scope of this.scopes) {
+        const at = this.positions.get(scope);
+        if (at !== undefined) positions[scope] = at;
+      }
+      // Events wait until the resume answer says, per scope, whether they join up.
+      for (const scope of this.scopes) this.buffers.set(scope, []);
+      if (this.holding) {
+        // Sent before anything else: on a `?resume=1` connection it must be the first frame.
+        this.send(gen, { op: 'resume', positions }).then(
+          (ack) => this.onResumed(gen, hello, old, ack.scopes ?? {}),
+          () => this.onDrop(gen, 1006, 'resume not answered'),
+        );
+      } else {
+        this.onResumed(gen, hello, old, {});
+      }
+    }
+    this.setState('open');
+    this.emit('hello', hello);
+    for (const w of this.connectWaiters.splice(0)) w.resolve(hello);
+    if (first) this.baselineAll();
+  }
+
+  /** Applies the resume outcome per scope: joined-up scopes go live at once; channels
+   * that lost events are caught up over HTTP first; the rest are reported as gaps. */
+  private onResumed(gen: number, hello: HelloFrame, old: Set<string>, results: Record<string, ScopeResume>): void {
+    if (gen !== this.gen) return;
+    this.emit('resume', results);
+    for (const scope of [...this.scopes]) {
+      const result = results[scope];
+      if (result?.error !== undefined) {
+        this.forget(scope);
+        this.emit('gap', { scope, reason: `resume refused: ${result.error}` });
+        continue;
+      }
+      if (result?.recovered) {
+        this.release(scope);
+        if (result.offset !== undefined) this.advance(scope, result.offset);
+        continue;
+      }
+      const wasKnown = old.has(scope);
+      if (result) {
+        // Not a position of this server (restart) or past retention: offsets restart
+        // from the subscription point announced in hello.
+        const at = hello.offsets?.[scope];
+        if (at !== undefined) this.positions.set(scope, at);
+        else this.positions.delete(scope);
+      }
+      const channel = channelOf(scope);
+      if (wasKnown && channel !== undefined && this.catchUpOn) {
+        void this.catchUp(gen, scope, channel);
+      } else {
+        this.release(scope);
+        if (wasKnown) this.emit('gap', { scope, reason: 'events were not retained' });
+      }
+    }
+    // Explicit scopes with no known position were not in the resume: subscribe again.
+    for (const scope of this.explicit) {
+      if (!(scope in results) && !hello.scopes.includes(scope)) {
+        this.subscribe(scope).catch((err: ChorusError) => {
+          this.forget(scope);
+          this.emit('gap', { scope, reason: `resubscribe failed: ${err.code}` });
+        });
+      }
+    }
+  }
+
+  /** Fetches the channel's messages after the last one delivered and hands them out as
+   * replayed `message.created` events, then the live events buffered meanwhile. */
+  private async catchUp(gen: number, scope: string, channel: ChannelId): Promise<void> {
+    let after = this.lastMessageIds.get(channel);
+    if (after === undefined) {
+      this.release(scope);
+      this.emit('gap', { scope, reason: 'no message seen in this channel yet; reload its history' });
+      return;
+    }
+    const ids = this.caughtUp.get(channel) ?? new Set<MessageId>();
+    this.caughtUp.set(channel, ids);
+    for (let failures = 0; ; ) {
+      let page: Message[];
+      try {
+        page = await this.http.listMessages(channel, { after, limit: CATCH_UP_PAGE });
+      } catch (err) {
+        if (gen !== this.gen) return;
+        if (++failures < 3 && err instanceof ChorusError && err.retryable) {
+          await sleep(500 * 2 ** failures);
+          continue;
+        }
+        this.release(scope);
+        this.emit('gap', { scope, reason: `catch-up failed: ${String(err)}` });
+        return;
+      }
+      // The connection changed meanwhile: its successor resumes from the same point.
+      if (gen !== this.gen) return;
+      for (const message of page) {
+        if (ids.has(message.id)) continue;
+        ids.add(message.id);
+        this.noteMessageId(channel, message.id);
+        this.dispatch({ op: 'event', scope, type: 'message.created', data: message, replayed: true });
+        after = message.id;
+      }
+      if (page.length < CATCH_UP_PAGE) break;
+    }
+    while (ids.size > MAX_CAUGHT_UP_IDS) ids.delete(ids.values().next().value as MessageId);
+    this.release(scope);
+  }
+
+  private onEvent(ev: ChorusEvent): void {
+    if (ev.offset !== undefined) {
+      // Held events are in offset order: the last one with an offset is the highest.
+      const held = this.buffers.get(ev.scope)?.findLast((e) => e.offset !== undefined)?.offset;
+      if (ev.offset <= Math.max(this.positions.get(ev.scope) ?? -1, held ?? -1)) return; // a duplicate
+    }
+    this.track(ev);
+    const buffer = this.buffers.get(ev.scope);
+    if (buffer) buffer.push(ev);
+    else this.deliver(ev);
+  }
+
+  /** Follows membership changes announced on the user scope: the server has already
+   * changed the subscriptions; this keeps the list of scopes to resume in step. */
+  private track(ev: ChorusEvent): void {
+    if (isEvent(ev, 'channel.joined')) this.scopes.add(`channel:${ev.data.channel.id}`);
+    else if (isEvent(ev, 'channel.left')) this.forget(`channel:${ev.data.channel_id}`);
+    else if (isEvent(ev, 'workspace.joined')) this.scopes.add(`workspace:${ev.data.workspace.id}`);
+    if (isEvent(ev, 'channel.joined') && this.catchUpOn) this.baseline(ev.data.channel.id);
+  }
+
+  /** Hands a live (or released) event to the application and records its position. */
+  private deliver(ev: ChorusEvent): void {
+    if (ev.offset !== undefined) {
+      if (ev.offset <= (this.positions.get(ev.scope) ?? -1)) return;
+      this.positions.set(ev.scope, ev.offset);
+    }
+    const channel = channelOf(ev.scope);
+    if (channel !== undefined && isEvent(ev, 'message.created')) {
+      // Already handed out by an HTTP catch-up.
+      if (this.caughtUp.get(channel)?.delete(ev.data.id)) return;
+      this.noteMessageId(channel, ev.data.id);
+    }
+    this.dispatch(ev);
+  }
+
+  private dispatch(ev: ChorusEvent): void {
+    this.emit('event', ev);
+  }
+
+  /** Ends buffering of a scope: its held events go out in order. */
+  private release(scope: string): void {
+    const buffer = this.buffers.get(scope);
+    this.buffers.delete(scope);
+    const gen = this.gen;
+    for (const ev of buffer ?? []) {
+      if (gen !== this.gen) return; // a listener closed or dropped the connection
+      this.deliver(ev);
+    }
+  }
+
+  private onError(frame: ErrorFrame): void {
+    const err = new ChorusError(0, frame.code, frame.message);
+    if (frame.id === undefined || !this.pending.has(Number(frame.id))) this.emit('error', err);
+    else this.settle(frame.id, (p) => p.reject(err));
+  }
+
+  /** Socket ended (or was given up on): clean up, then reconnect unless told not to. */
+  private onDrop(gen: number, code: number, reason: string): void {
+    if (gen !== this.gen) return;
+    const hadHello = this.connected;
+    this.teardown(LOCAL_DROP, reason);
+    this.emit('disconnect', { code, reason });
+    if (this.userClosed) return;
+    if (hadHello && !shouldReconnect(code)) {
+      this.finish(new ChorusError(0, 'closed', `closed by the server: ${code} ${reason}`));
+      return;
+    }
+    if (!hadHello) {
+      // A refused upgrade looks like any failed connect in browsers: ask over HTTP
+      // whether the token is the problem before retrying forever.
+      this.http.me().then(
+        () => {},
+        (err: unknown) => {
+          // Only while still not connected: a later attempt may have succeeded meanwhile.
+          if (err instanceof ChorusError && err.code === 'unauthorized' && !this.connected && this._state !== 'closed') {
+            this.teardown(1000, 'unauthorized');
+            this.finish(err);
+          }
+        },
+      );
+    }
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.openedAt > 0 && Date.now() - this.openedAt >= this.stableMs) this.attempt = 0;
+    this.openedAt = 0;
+    const delay = this.random() * Math.min(this.capMs, this.baseMs * 2 ** this.attempt);
+    this.attempt++;
+    this.setState('reconnecting');
+    this.later(() => {
+      if (!this.userClosed && this._state === 'reconnecting') this.open();
+    }, delay);
+  }
+
+  /** Drops the current socket and everything tied to it. Buffered events are discarded:
+   * their positions were not recorded, so the next resume asks for them again. */
+  private teardown(code: number, reason: string): void {
+    this.gen++;
+    this.connected = false;
+    for (const t of this.timers.splice(0)) clearTimeout(t);
+    if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+    this.buffers.clear();
+    const ws = this.ws;
+    this.ws = undefined;
+    if (ws) {
+      ws.onmessage = ws.onclose = ws.onopen = null;
+      // Not null: Node's `ws` throws on an 'error' nobody listens to (closing while connecting).
+      ws.onerror = () => {};
+      try {
+        ws.close(code, reason.slice(0, 100));
+      } catch {
+        // already closed
+      }
+    }
+    const err = new ChorusError(0, 'closed', `connection closed: ${reason}`);
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+  }
+
+  /** The client is closed for good. */
+  private finish(err: ChorusError): void {
+    this.started = false;
+    for (const w of this.connectWaiters.splice(0)) w.reject(err);
+    if (!this.userClosed) this.emit('error', err);
+    this.setState('closed');
+  }
+
+  private startHeartbeat(gen: number, heartbeatMs: number): void {
+    const every = Math.max(500, heartbeatMs / 2);
+    this.heartbeat = setInterval(() => {
+      if (gen !== this.gen) return;
+      // Two heartbeat periods of silence, our own pings unanswered included: dead.
+      if (Date.now() - this.lastHeard > 2 * heartbeatMs) return this.onDrop(gen, 1006, 'server silent');
+      try {
+        this.ws?.send('{"op":"ping"}');
+      } catch {
+        // the close event follows
+      }
+    }, every);
+  }
+
+  // ---------------------------------------------------------------- requests
+
+  /** Waits for an open connection (up to the request timeout), then sends. */
+  private async request(op: ClientOp): Promise<AckFrame> {
+    if (this._state !== 'open') await this.whenOpen();
+    return this.send(this.gen, op);
+  }
+
+  private send(gen: number, op: ClientOp): Promise<AckFrame> {
+    const ws = this.ws;
+    if (gen !== this.gen || !ws || !this.connected) {
+      return Promise.reject(new ChorusError(0, 'closed', 'not connected'));
+    }
+    const id = this.nextId++;
+    return new Promise<AckFrame>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new ChorusError(0, 'timeout', `no answer to ${op.op} within ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      try {
+        ws.send(JSON.stringify({ ...op, id }));
+      } catch (err) {
+        this.settle(id, (p) => p.reject(new ChorusError(0, 'closed', `send failed: ${String(err)}`)));
+      }
+    });
+  }
+
+  private settle(id: unknown, fn: (p: Pending) => void): void {
+    const pending = this.pending.get(Number(id));
+    if (!pending) return;
+    this.pending.delete(Number(id));
+    clearTimeout(pending.timer);
+    fn(pending);
+  }
+
+  private whenOpen(): Promise<void> {
+    if (this._state === 'closed') return Promise.reject(new ChorusError(0, 'closed', 'not connected'));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        off();
+        reject(new ChorusError(0, 'timeout', `not connected within ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      const off = this.on('state', (s) => {
+        if (s !== 'open' && s !== 'closed') return;
+        off();
+        clearTimeout(timer);
+        if (s === 'open') resolve();
+        else reject(new ChorusError(0, 'closed', 'closed'));
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------- bookkeeping
+
+  /** Offsets only move forward. */
+  private advance(scope: string, offset: number): void {
+    if (offset > (this.positions.get(scope) ?? -1)) this.positions.set(scope, offset);
+  }
+
+  private forget(scope: string): void {
+    this.scopes.delete(scope);
+    this.explicit.delete(scope);
+    this.positions.delete(scope);
+    this.buffers.delete(scope);
+  }
+
+  private noteMessageId(channel: ChannelId, id: MessageId): void {
+    if (id > (this.lastMessageIds.get(channel) ?? -1)) this.lastMessageIds.set(channel, id);
+  }
+
+  /** Records each channel's latest message id in the background, so a gap after the
+   * next restart can be fetched even for a channel that delivered nothing meanwhile. */
+  private baselineAll(): void {
+    if (!this.catchUpOn) return;
+    for (const scope of this.scopes) {
+      const channel = channelOf(scope);
+      if (channel !== undefined) this.baseline(channel);
+    }
+  }
+
+  private baseline(channel: ChannelId): void {
+    if (this.lastMessageIds.has(channel)) return;
+    // One at a time: a user in many channels must not burst the HTTP rate limit.
+    this.baselines = this.baselines.then(async () => {
+      if (this.lastMessageIds.has(channel) || this.userClosed) return;
+      try {
+        const [latest] = await this.http.listMessages(channel, { limit: 1 });
+        this.lastMessageIds.set(channel, Math.max(latest?.id ?? 0, this.lastMessageIds.get(channel) ?? 0));
+      } catch {
+        // best effort: a later gap in this channel is then reported, not fetched
+      }
+    });
+  }
+
+  private later(fn: () => void, ms: number): void {
+    const t = setTimeout(() => {
+      this.timers = this.timers.filter((x) => x !== t);
+      fn();
+    }, ms);
+    this.timers.push(t);
+  }
+
+  private setState(state: ConnectionState): void {
+    if (this._state === state) return;
+    this._state = state;
+    this.emit('state', state);
+  }
+
+  private emit<K extends keyof RealtimeListeners>(type: K, value: RealtimeListeners[K]): void {
+    for (const fn of [...(this.listeners.get(type) ?? [])]) {
+      try {
+        (fn as (v: RealtimeListeners[K]) => void)(value);
+      } catch (err) {
+        // A throwing listener must not break delivery to the others or the socket loop.
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+  }
+}
+
+/** `channel:42` → 42. */
+function channelOf(scope: string): ChannelId | undefined {
+  const m = /^channel:(\d+)$/.exec(scope);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** `http(s)://base` → `ws(s)://base/ws`; `ws(s)://…` URLs are used as given. */
+export function wsUrl(url: string): string {
+  const u = new URL(url);
+  if (u.protocol === 'ws:' || u.protocol === 'wss:') return u.toString();
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`unsupported URL scheme: ${url}`);
+  const base = u.toString().endsWith('/') ? u.toString() : `${u}/`;
+  const out = new URL('ws', base);
+  out.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+  return out.toString();
+}
+
+/** The HTTP base of a realtime URL: `ws://h/ws` → `http://h/`. */
+function httpBase(url: string): string {
+  const u = new URL(url);
+  if (u.protocol === 'ws:' || u.protocol === 'wss:') {
+    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+    u.pathname = u.pathname.replace(/ws\/?$/, '');
+    u.search = '';
+  }
+  return u.toString();
+}
