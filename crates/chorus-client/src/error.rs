@@ -44,6 +44,11 @@ pub enum Error {
     /// No answer arrived in time.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The realtime connection was lost (for the given reason) and is being
+    /// re-established; the request got no answer within the request timeout. It may
+    /// still have been applied if it was sent before the connection was lost.
+    #[error("not connected (reconnecting after {0}); no answer in time")]
+    Reconnecting(Disconnect),
 }
 
 /// `Result` with the client's [`Error`].

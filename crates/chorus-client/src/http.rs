@@ -92,9 +92,15 @@ impl Client {
         &self.base
     }
 
-    /// Opens a realtime connection to this server with this client's token.
+    /// Opens a realtime connection to this server with this client's token; it
+    /// reconnects and resumes by itself (see [`Options::reconnect`]).
     pub async fn realtime(&self) -> Result<Realtime> {
-        Realtime::connect_with(self.base.as_str(), &self.token, Options::default()).await
+        self.realtime_with(Options::default()).await
+    }
+
+    /// Opens a realtime connection with the given [`Options`].
+    pub async fn realtime_with(&self, options: Options) -> Result<Realtime> {
+        Realtime::connect_with(self.base.as_str(), &self.token, options).await
     }
 
     /// Creates a user and its first token (admin token required).
@@ -233,6 +239,18 @@ impl Client {
         channel: ChannelId,
         query: &HistoryQuery,
     ) -> Result<Vec<Message>> {
+        let path = format!("api/v1/channels/{channel}/messages");
+        self.json(self.request(Method::GET, &path)?.query(query))
+            .await
+    }
+
+    /// [`list_messages`](Self::list_messages) as the server's JSON, every field kept
+    /// (the realtime catch-up delivers these as event data).
+    pub(crate) async fn list_messages_json(
+        &self,
+        channel: ChannelId,
+        query: &HistoryQuery,
+    ) -> Result<Vec<serde_json::Value>> {
         let path = format!("api/v1/channels/{channel}/messages");
         self.json(self.request(Method::GET, &path)?.query(query))
             .await

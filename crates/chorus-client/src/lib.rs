@@ -4,9 +4,10 @@
 //!
 //! Layout:
 //! - [`http`]: [`Client`], one async method per `/api/v1` route.
-//! - [`realtime`]: [`Realtime`], one WebSocket owned by a background task; requests are
-//!   correlated with their `ack`/`error`, events arrive in order, offsets are tracked per
-//!   scope for resume.
+//! - [`realtime`]: [`Realtime`], a WebSocket owned by a background task; requests are
+//!   correlated with their `ack`/`error`, events arrive once and in order, and a lost
+//!   connection is re-established and resumed (with an HTTP catch-up when the server's
+//!   retention does not reach back far enough).
 //! - [`model`]: the JSON shapes of requests and responses, with newtype ids.
 //! - [`error`]: one [`Error`] for both transports, with the server's [`ErrorCode`].
 //!
@@ -35,5 +36,5 @@ pub use chorus_proto::{
 pub use error::{Error, Result};
 pub use http::{Client, Opened, Sent};
 pub use model::*;
-pub use realtime::{Disconnect, Options, Realtime};
+pub use realtime::{Backoff, ConnectionState, Disconnect, Options, RESUME_GAP, Realtime};
 pub use reqwest::StatusCode;

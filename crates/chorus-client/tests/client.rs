@@ -1,135 +1,12 @@
 //! The client against the real server, in-process on `127.0.0.1:0`.
 
-use std::time::Duration;
+mod common;
 
 use chorus_client::{
-    AddMember, ChannelKind, Client, CloseCode, CreateChannel, CreateUser, Error, ErrorCode,
-    EventFrame, HistoryQuery, Realtime, Role, SendMessage, StatusCode, UpdateChannel, UserId,
-    UserWithToken, WorkspaceId,
+    ChannelKind, Client, CloseCode, CreateChannel, CreateUser, Error, ErrorCode, HistoryQuery,
+    Options, Realtime, SendMessage, StatusCode, UpdateChannel,
 };
-use chorus_server::Config;
-use tokio::sync::oneshot;
-
-const ADMIN_TOKEN: &str = "test-admin";
-const WAIT: Duration = Duration::from_secs(5);
-
-/// A running server; it stops when `stop` is fired or dropped.
-struct TestServer {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl TestServer {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = Config {
-            data_dir: dir.path().to_owned(),
-            admin_token: Some(ADMIN_TOKEN.into()),
-            shutdown_grace_ms: 2_000,
-            ..Config::default()
-        };
-        let built = chorus_server::build(config).await.expect("server builds");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("local addr"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(chorus_server::run(listener, built.state, async move {
-            let _ = stopped.await;
-        }));
-        Self {
-            url,
-            stop: Some(stop),
-            _dir: dir,
-        }
-    }
-
-    fn admin(&self) -> Client {
-        Client::new(&self.url, ADMIN_TOKEN).expect("client")
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-async fn user(admin: &Client, name: &str) -> (UserWithToken, Client) {
-    let created = admin
-        .create_user(&CreateUser::new(name))
-        .await
-        .expect("create user");
-    let client = admin.with_token(created.token.clone());
-    (created, client)
-}
-
-/// Alice owns a workspace with Bob and Carol in it and a `general` channel with Bob.
-struct World {
-    server: TestServer,
-    alice: Client,
-    bob: Client,
-    bob_token: String,
-    carol: Client,
-    carol_id: UserId,
-    workspace: WorkspaceId,
-    general: chorus_client::Channel,
-}
-
-async fn world() -> World {
-    let server = TestServer::start().await;
-    let admin = server.admin();
-    let (_, alice) = user(&admin, "alice").await;
-    let (bob_user, bob) = user(&admin, "bob").await;
-    let (carol_user, carol) = user(&admin, "carol").await;
-    let workspace = alice.create_workspace("acme").await.expect("workspace").id;
-    for id in [bob_user.user.id, carol_user.user.id] {
-        let member = alice
-            .add_workspace_member(
-                workspace,
-                &AddMember {
-                    user_id: id,
-                    role: Role::Member,
-                },
-            )
-            .await
-            .expect("add member");
-        assert_eq!(member.role, Role::Member);
-    }
-    let general = alice
-        .create_channel(
-            workspace,
-            &CreateChannel {
-                member_ids: vec![bob_user.user.id],
-                ..CreateChannel::new("general")
-            },
-        )
-        .await
-        .expect("channel");
-    World {
-        server,
-        alice,
-        bob,
-        bob_token: bob_user.token,
-        carol,
-        carol_id: carol_user.user.id,
-        workspace,
-        general,
-    }
-}
-
-async fn next_of_type(live: &mut Realtime, kind: &str) -> EventFrame {
-    loop {
-        let event = tokio::time::timeout(WAIT, live.next_event())
-            .await
-            .expect("an event in time")
-            .expect("connection open");
-        if event.kind == kind {
-            return event;
-        }
-    }
-}
+use common::{TestServer, WAIT, next_of_type, user, world};
 
 #[tokio::test]
 async fn http_api_round_trip() {
@@ -383,7 +260,12 @@ async fn server_shutdown_reports_its_close_code() {
     let mut server = TestServer::start().await;
     let admin = server.admin();
     let (_, alice) = user(&admin, "alice").await;
-    let mut live = alice.realtime().await.expect("connect");
+    // Without reconnecting, the first disconnect is the end.
+    let options = Options {
+        reconnect: None,
+        ..Options::default()
+    };
+    let mut live = alice.realtime_with(options).await.expect("connect");
     server.shutdown();
     let none = tokio::time::timeout(WAIT, live.next_event())
         .await

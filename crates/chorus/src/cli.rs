@@ -6,8 +6,8 @@ use std::io::Write;
 
 use anyhow::Context;
 use chorus_client::{
-    AddMember, ChannelId, ChannelKind, Client, CreateChannel, CreateUser, HistoryQuery, MessageId,
-    Policy, Realtime, Role, SendMessage, UserId, UserKind, WorkspaceId,
+    AddMember, ChannelId, ChannelKind, Client, ConnectionState, CreateChannel, CreateUser,
+    HistoryQuery, MessageId, Policy, Realtime, Role, SendMessage, UserId, UserKind, WorkspaceId,
 };
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -313,7 +313,8 @@ async fn channel(cmd: ChannelCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Prints every event of the connection until Ctrl-C or the server closes.
+/// Prints every event of the connection until Ctrl-C or the server closes for good. A
+/// lost connection is re-established and resumed by the client; reconnects go to stderr.
 async fn tail(conn: &ConnArgs, scopes: &[String]) -> anyhow::Result<()> {
     let mut live = Realtime::connect(&conn.url, &conn.token).await?;
     let hello = live.hello();
@@ -331,12 +332,31 @@ async fn tail(conn: &ConnArgs, scopes: &[String]) -> anyhow::Result<()> {
     }
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut states = live.state_changes();
+    let mut watching = true;
     let interrupted = loop {
         tokio::select! {
             event = live.next_event() => match event {
                 Some(event) => emit(&event)?,
                 None => break false,
             },
+            changed = states.changed(), if watching => {
+                if changed.is_err() {
+                    // The connection ended for good; `next_event` drains what is left.
+                    watching = false;
+                    continue;
+                }
+                let state = states.borrow_and_update().clone();
+                match state {
+                    ConnectionState::Reconnecting { attempt, cause } => {
+                        eprintln!("connection lost ({cause}); reconnecting, attempt {attempt}");
+                    }
+                    ConnectionState::Open => {
+                        eprintln!("reconnected (session {})", live.hello().session_id);
+                    }
+                    ConnectionState::Closed(_) => {}
+                }
+            }
             _ = &mut ctrl_c => break true,
         }
     };
