@@ -390,7 +390,7 @@ impl Registry {
         {
             return refused;
         }
-        self.release(broker, conn, scope, since).await
+        self.release(broker, conn, scope, since, None).await
     }
 
     /// Subscribes a connection to `scope` but holds its events (buffered, bounded by the
@@ -403,24 +403,35 @@ impl Registry {
 
     /// Ends a catch-up: queues the retained events after `since`, then the events that
     /// were held meanwhile, each once and in order, and turns the subscription live.
+    /// When `since` is outside the retention window, the replay starts after `fallback`
+    /// instead (the offset the subscription was held from), so the events published
+    /// since the hold began are not lost; `recovered` still says `false`.
     pub async fn release(
         &self,
         broker: &dyn Broker,
         conn: &ConnHandle,
         scope: &Scope,
         since: u64,
+        fallback: Option<u64>,
     ) -> Subscribed {
         let refused = Subscribed {
             recovered: None,
             replayed: 0,
             admitted: false,
         };
-        let history = broker.history(scope, since).await;
-        let (recovered, retained) = match history {
-            Ok(h) => (h.recovered, h.events),
-            Err(err) => {
-                tracing::warn!(%scope, cause = %err, "history unavailable");
-                (false, Vec::new())
+        let (recovered, start, retained) = match broker.history(scope, since).await {
+            Ok(h) if h.recovered => (true, Some(since), h.events),
+            first => {
+                if let Err(err) = first {
+                    tracing::warn!(%scope, cause = %err, "history unavailable");
+                }
+                match fallback.filter(|&f| f != since) {
+                    Some(f) => match broker.history(scope, f).await {
+                        Ok(h) if h.recovered => (false, Some(f), h.events),
+                        _ => (false, None, Vec::new()),
+                    },
+                    None => (false, None, Vec::new()),
+                }
             }
         };
         let Some(slot) = self.slot(scope) else {
@@ -448,12 +459,11 @@ impl Registry {
                     };
                 }
             };
-            // Without a complete history, the held events (all newer than the
+            // Without any usable history, the held events (all newer than the
             // subscription) are still delivered; the client closes the gap over HTTP.
-            let mut last = if recovered { since } else { 0 };
+            let mut last = start.unwrap_or(0);
             let mut first = None;
             let mut replayed = 0;
-            let retained = if recovered { retained } else { Vec::new() };
             let from_history = retained.len();
             for (i, event) in retained.iter().chain(pending.iter()).enumerate() {
                 if let Some(offset) = event.offset {

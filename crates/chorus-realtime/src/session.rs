@@ -497,13 +497,15 @@ impl Session {
         &mut self,
         positions: BTreeMap<String, u64>,
     ) -> Result<BTreeMap<String, ScopeResume>, (ErrorCode, String)> {
+        // Held scopes are released first, even if the rest is refused, so a refused
+        // resume never leaves them waiting for the hold timer.
+        let mut out = self.release_held(&positions).await;
         if positions.len() > MAX_RESUME_SCOPES {
             return Err((
                 ErrorCode::BadRequest,
                 format!("resume names more than {MAX_RESUME_SCOPES} scopes"),
             ));
         }
-        let mut out = self.release_held(&positions).await;
         for (name, since) in positions {
             if out.contains_key(&name) {
                 continue;
@@ -546,6 +548,7 @@ impl Session {
                     &self.conn,
                     &scope,
                     position.unwrap_or(head),
+                    Some(head),
                 )
                 .await;
             if position.is_some() {
