@@ -51,7 +51,9 @@ enum Scenario {
     Fanout {
         #[arg(long, value_delimiter = ',', default_value = "1000")]
         subs: Vec<usize>,
-        #[arg(long, default_value_t = 2)]
+        /// Concurrent senders (HTTP clients for Chorus, sockets for the baseline); each
+        /// sends in order, so per-sender order is checked at every subscriber.
+        #[arg(long, default_value_t = 16)]
         senders: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
@@ -59,7 +61,7 @@ enum Scenario {
         #[arg(long)]
         rate: Option<f64>,
         /// Flat out: messages each sender may have ahead of the probe subscriber.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 4)]
         window: u64,
     },
     /// Server RSS per idle authenticated, subscribed connection.

@@ -211,6 +211,10 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
     Ok(row)
 }
 
+/// Size of a Chorus `message.created` frame carrying a benchmark payload (measured:
+/// about 270 bytes); the baseline's frames are padded to it.
+const BASELINE_FRAME_BYTES: usize = 270;
+
 /// Where a fanout message is sent: Chorus's HTTP API (persisted) or the baseline's socket.
 enum Sender {
     Http {
@@ -238,7 +242,15 @@ impl Sender {
                 token,
                 channel,
             } => api.send(token, *channel, &text).await,
-            Self::Ws { sink } => Ok(sink.send(Message::text(text)).await?),
+            Self::Ws { sink } => {
+                // Same bytes on the wire as a Chorus `message.created` event frame, so
+                // both servers and the load generator move frames of the same size.
+                let mut text = text;
+                while text.len() < BASELINE_FRAME_BYTES {
+                    text.push(' ');
+                }
+                Ok(sink.send(Message::text(text)).await?)
+            }
         }
     }
 }

@@ -98,14 +98,13 @@ impl Engine {
         self.shutdown.is_cancelled()
     }
 
-    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
-        &self.shutdown
-    }
-
     /// Tells every session to flush its queue and close with 3001, then waits for
     /// them up to `deadline`. Returns whether all finished in time.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
         self.shutdown.cancel();
+        for conn in self.registry.all_connections() {
+            conn.kill.fire(chorus_proto::CloseCode::ServerShutdown);
+        }
         self.sessions.close();
         tokio::time::timeout(deadline, self.sessions.wait())
             .await

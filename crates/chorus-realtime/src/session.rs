@@ -58,6 +58,10 @@ pub(crate) async fn run(
     hold_for_resume: bool,
 ) {
     let (conn, outbox, conns) = engine.registry.register(user);
+    if engine.is_shutting_down() {
+        // Registered after the shutdown sweep: close like the others.
+        conn.kill.fire(CloseCode::ServerShutdown);
+    }
     hooks.connected(user, conns == 1).await;
 
     // Boxed: the opening phase runs once, and its state would otherwise be reserved in
@@ -242,26 +246,26 @@ impl Session {
         let mut last_heard = Instant::now();
         let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let engine = self.engine.clone();
-        let shutdown = engine.shutdown_token();
         let kill = self.conn.kill.clone();
         let hold_until = Instant::now() + HOLD_FOR_RESUME;
 
+        // Only per-connection signals in this loop: a shared one (a cancellation token)
+        // would put every connection's waiter on one lock at every wake-up.
         loop {
             tokio::select! {
                 biased;
                 () = kill.fired() => {
-                    return End::Close(kill.code().unwrap_or(CloseCode::SlowConsumer));
-                }
-                () = shutdown.cancelled() => {
-                    // Drain what is queued, then ask the client to reconnect.
-                    while let Some(frame) = rx.try_pop() {
-                        if socket.feed(Message::Text(frame)).await.is_err() {
-                            return End::PeerGone;
+                    let code = kill.code().unwrap_or(CloseCode::SlowConsumer);
+                    if code == CloseCode::ServerShutdown {
+                        // Drain what is queued, then ask the client to reconnect.
+                        while let Some(frame) = rx.try_pop() {
+                            if socket.feed(Message::Text(frame)).await.is_err() {
+                                return End::PeerGone;
+                            }
                         }
+                        let _ = socket.flush().await;
                     }
-                    let _ = socket.flush().await;
-                    return End::Close(CloseCode::ServerShutdown);
+                    return End::Close(code);
                 }
                 () = tokio::time::sleep_until(hold_until), if self.held.is_some() => {
                     // No `resume` came: continue from the offsets announced in `hello`.
@@ -269,23 +273,36 @@ impl Session {
                 }
                 frame = rx.pop() => {
                     // A peer that stops reading blocks the write; the kill (its queue
-                    // overflowed meanwhile) or the write deadline ends the wait.
-                    let write = tokio::time::timeout(heartbeat, write_batch(socket, rx, frame));
-                    tokio::select! {
-                        biased;
-                        () = kill.fired() => {
-                            return End::Close(kill.code().unwrap_or(CloseCode::SlowConsumer));
-                        }
-                        written = write => match written {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => return End::PeerGone,
-                            Err(_) => {
-                                if kill.fire(CloseCode::SlowConsumer) {
-                                    Metrics::inc(&self.engine.metrics.slow_consumer_evictions);
-                                }
-                                return End::Close(CloseCode::SlowConsumer);
+                    // overflowed meanwhile) or the heartbeat ticker ends the wait: a write
+                    // still pending at a second tick has been stuck for a whole period.
+                    // (The ticker, not a timeout per write: no timer churn per batch.)
+                    // Yield once before writing: under load, the fanout of the next events
+                    // runs meanwhile and this connection writes them all with one syscall;
+                    // when idle, the task is resumed at once.
+                    tokio::task::yield_now().await;
+                    let write = write_batch(socket, rx, frame);
+                    tokio::pin!(write);
+                    let mut ticks = 0;
+                    loop {
+                        tokio::select! {
+                            biased;
+                            () = kill.fired() => {
+                                return End::Close(kill.code().unwrap_or(CloseCode::SlowConsumer));
                             }
-                        },
+                            written = &mut write => match written {
+                                Ok(()) => break,
+                                Err(_) => return End::PeerGone,
+                            },
+                            _ = ticker.tick() => {
+                                ticks += 1;
+                                if ticks >= 2 {
+                                    if kill.fire(CloseCode::SlowConsumer) {
+                                        Metrics::inc(&self.engine.metrics.slow_consumer_evictions);
+                                    }
+                                    return End::Close(CloseCode::SlowConsumer);
+                                }
+                            }
+                        }
                     }
                 }
                 msg = socket.recv() => {

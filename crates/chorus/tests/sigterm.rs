@@ -96,6 +96,14 @@ async fn sigterm_drains_exits_zero_and_loses_nothing() {
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .unwrap();
+    // The connection is subscribed once `hello` arrives; sends before that are not live.
+    let hello = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let hello: Value = serde_json::from_str(hello.to_text().unwrap()).unwrap();
+    assert_eq!(hello["op"], "hello", "{hello}");
     let mut sent = Vec::new();
     for i in 0..20 {
         let m = call(
