@@ -8,7 +8,7 @@ use axum::extract::ws::WebSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, BrokerError, MemoryBroker, Retention};
+use crate::broker::{Broker, BrokerError, MemoryBroker, RedisBroker, Retention};
 use crate::hooks::SessionHooks;
 use crate::{Metrics, Publish, Registry, UserKey, session};
 
@@ -66,6 +66,23 @@ impl Engine {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
         })
+    }
+
+    /// A multi-node engine on Redis Streams (see [`RedisBroker`]). Fails when Redis
+    /// cannot be reached.
+    pub async fn with_redis(config: EngineConfig, url: &str) -> Result<Arc<Self>, BrokerError> {
+        let metrics = Arc::new(Metrics::default());
+        let registry = Arc::new(Registry::new(metrics.clone(), config.queue_capacity));
+        let broker =
+            RedisBroker::connect(url, registry.clone(), metrics.clone(), config.retention).await?;
+        Ok(Arc::new(Self {
+            config,
+            metrics,
+            registry,
+            broker,
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+        }))
     }
 
     /// Publishes an event after the change it describes is durable.

@@ -7,12 +7,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use axum::extract::ws::Utf8Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Scope, UserKey};
 
 /// How one recipient gets an event (SPEC §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mark {
     /// Delivered without a `wake` field (every event that is not agent-aware).
     Plain,
@@ -25,7 +26,8 @@ pub enum Mark {
 }
 
 /// Per-recipient marks of one event: explicit entries, and a default for everyone else.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializable: a multi-node broker carries them with the event to every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Marks {
     pub default: Mark,
     pub users: HashMap<UserKey, Mark>,
@@ -40,7 +42,7 @@ impl Marks {
 /// A change of subscriptions applied to every connection that receives the event, in
 /// the same step as its delivery: `channel.joined` on `user:7` subscribes all of user
 /// 7's connections to `channel:42` before any later event of that channel is fanned out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Effect {
     pub subscribe: Vec<Scope>,
     pub unsubscribe: Vec<Scope>,
@@ -105,6 +107,11 @@ pub struct Event {
 
 impl Event {
     pub fn new(publish: Publish, offset: Option<u64>) -> Self {
+        Self::published_at(publish, offset, SystemTime::now())
+    }
+
+    /// An event published earlier (read back from a broker's log).
+    pub fn published_at(publish: Publish, offset: Option<u64>, at: SystemTime) -> Self {
         Self {
             scope: publish.scope,
             offset,
@@ -112,7 +119,7 @@ impl Event {
             data: publish.data.into_boxed_str(),
             marks: publish.marks,
             effect: publish.effect,
-            published_at: SystemTime::now(),
+            published_at: at,
             frames: Default::default(),
         }
     }

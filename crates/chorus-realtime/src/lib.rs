@@ -29,7 +29,7 @@ pub use engine::{Engine, EngineConfig};
 pub use event::{Effect, Event, Mark, Marks, Publish};
 pub use hooks::{HookError, SessionHooks};
 pub use metrics::Metrics;
-pub use registry::{ConnId, Registry, StartAt};
+pub use registry::{ConnId, Registry, ScopeWatcher, StartAt};
 pub use scope::{Scope, ScopeError};
 
 /// The engine's notion of a user: an opaque integer id owned by the application.

@@ -23,6 +23,13 @@ pub struct Metrics {
     pub inbound_frames: AtomicU64,
     pub inbound_errors: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Multi-node relay (Redis Streams): stream reads, events read, Redis errors,
+    /// the age of the newest event read (ms), and events waiting for Redis to return.
+    pub relay_reads: AtomicU64,
+    pub relay_read_events: AtomicU64,
+    pub relay_errors: AtomicU64,
+    pub relay_lag_ms: AtomicU64,
+    pub relay_backlog: AtomicU64,
     /// Published events per type. Locked once per publish, never per recipient.
     per_type: Mutex<HashMap<String, u64>>,
 }
@@ -44,6 +51,11 @@ pub struct MetricsSnapshot {
     pub inbound_frames: u64,
     pub inbound_errors: u64,
     pub rate_limited: u64,
+    pub relay_reads: u64,
+    pub relay_read_events: u64,
+    pub relay_errors: u64,
+    pub relay_lag_ms: u64,
+    pub relay_backlog: u64,
     pub events_by_type: HashMap<String, u64>,
 }
 
@@ -79,6 +91,11 @@ impl Metrics {
             inbound_frames: self.inbound_frames.load(Relaxed),
             inbound_errors: self.inbound_errors.load(Relaxed),
             rate_limited: self.rate_limited.load(Relaxed),
+            relay_reads: self.relay_reads.load(Relaxed),
+            relay_read_events: self.relay_read_events.load(Relaxed),
+            relay_errors: self.relay_errors.load(Relaxed),
+            relay_lag_ms: self.relay_lag_ms.load(Relaxed),
+            relay_backlog: self.relay_backlog.load(Relaxed),
             events_by_type: self
                 .per_type
                 .lock()

@@ -11,10 +11,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use axum::extract::ws::Utf8Bytes;
 use chorus_proto::CloseCode;
+use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
 use crate::outbox::{Outbox, PushError};
@@ -183,8 +184,20 @@ pub struct Subscribed {
     pub admitted: bool,
 }
 
+/// A broker that reads scopes on demand (the multi-node one): the registry tells it
+/// which scopes this node needs, before a subscription's replay is fetched, so that the
+/// replay and the broker's live reading overlap instead of leaving a gap.
+pub trait ScopeWatcher: Send + Sync + 'static {
+    /// Makes this node receive `scope`'s events. The future completes once the broker's
+    /// reading position for the scope is fixed: every event after it will be delivered.
+    /// Scopes without subscribers are dropped by the broker itself
+    /// (see [`Registry::has_subscribers`]).
+    fn attach(self: Arc<Self>, scope: Scope) -> BoxFuture<'static, ()>;
+}
+
 pub struct Registry {
     metrics: Arc<Metrics>,
+    watcher: OnceLock<Weak<dyn ScopeWatcher>>,
     queue_capacity: usize,
     next_id: AtomicU64,
     index: Mutex<Index>,
@@ -200,11 +213,29 @@ impl Registry {
     pub fn new(metrics: Arc<Metrics>, queue_capacity: usize) -> Self {
         Self {
             metrics,
+            watcher: OnceLock::new(),
             queue_capacity: queue_capacity.max(1),
             next_id: AtomicU64::new(1),
             index: Mutex::new(Index::default()),
             scopes: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Installs the broker that reads scopes on demand. Weak: the broker owns the
+    /// registry, not the other way round.
+    pub fn set_watcher(&self, watcher: Weak<dyn ScopeWatcher>) {
+        let _ = self.watcher.set(watcher);
+    }
+
+    /// The watcher's attach future for `scope`, when there is a watcher.
+    fn attach(&self, scope: &Scope) -> Option<BoxFuture<'static, ()>> {
+        let watcher = self.watcher.get()?.upgrade()?;
+        Some(watcher.attach(scope.clone()))
+    }
+
+    /// Whether any connection on this node is subscribed to `scope`.
+    pub fn has_subscribers(&self, scope: &Scope) -> bool {
+        self.slot(scope).is_some()
     }
 
     /// Registers a connection; returns its handle, the receiving end of its queue, and
@@ -376,6 +407,9 @@ impl Registry {
         let (since, keep_seen) = match from {
             StartAt::Now => {
                 let admitted = self.admit(conn, scope, fence, Admit::Live).is_some();
+                if admitted && let Some(attach) = self.attach(scope) {
+                    attach.await;
+                }
                 return Subscribed {
                     admitted,
                     ..refused
@@ -390,15 +424,24 @@ impl Registry {
         {
             return refused;
         }
+        // Attached before the replay is read: the replay then reaches at least where
+        // the broker's live reading starts.
+        if let Some(attach) = self.attach(scope) {
+            attach.await;
+        }
         self.release(broker, conn, scope, since, None).await
     }
 
     /// Subscribes a connection to `scope` but holds its events (buffered, bounded by the
     /// queue capacity) until [`release`](Self::release) says where to resume from.
     /// `false` when refused (see `fence` in [`subscribe`](Self::subscribe)).
-    pub fn hold(&self, conn: &ConnHandle, scope: &Scope, fence: Option<u64>) -> bool {
+    pub async fn hold(&self, conn: &ConnHandle, scope: &Scope, fence: Option<u64>) -> bool {
         let mode = Admit::CatchUp { keep_seen: true };
-        !conn.kill.is_closed() && self.admit(conn, scope, fence, mode).is_some()
+        let held = !conn.kill.is_closed() && self.admit(conn, scope, fence, mode).is_some();
+        if held && let Some(attach) = self.attach(scope) {
+            attach.await;
+        }
+        held
     }
 
     /// Ends a catch-up: queues the retained events after `since`, then the events that
@@ -676,7 +719,11 @@ impl Registry {
             if scope.kind() == "user" {
                 continue; // user scopes are fixed for the life of a connection
             }
-            self.admit(&conn, scope, None, Admit::Live);
+            if self.admit(&conn, scope, None, Admit::Live).is_some()
+                && let Some(attach) = self.attach(scope)
+            {
+                tokio::spawn(attach);
+            }
             // Effects of one user arrive in order on their user scope: a join after a
             // revocation ends it.
             if let Some(entry) = lock(&self.index).conns.get_mut(&conn.id) {

@@ -194,6 +194,7 @@ async fn subscribe_from_head(
         return engine
             .registry
             .hold(conn, scope, fence)
+            .await
             .then(|| head.unwrap_or(0));
     }
     let from = head.map_or(StartAt::Now, StartAt::Continue);

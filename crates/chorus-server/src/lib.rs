@@ -41,11 +41,6 @@ pub struct Built {
 /// Opens storage (running migrations), creates the engine and the domain, and makes
 /// sure the `admin` user exists.
 pub async fn build(config: Config) -> anyhow::Result<Built> {
-    if config.redis_url.is_some() {
-        bail!(
-            "CHORUS_REDIS_URL: the Redis Streams broker is not available in this version; unset it to run single-node"
-        );
-    }
     let store: Arc<dyn Store> = match config.database_url.as_deref() {
         Some(url) if url.starts_with("sqlite:") => Arc::new(SqliteStore::open_url(url).await?),
         Some(url) if url.starts_with("postgres") => {
@@ -62,7 +57,12 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
                 .context("opening the embedded database")?,
         ),
     };
-    let engine = Engine::in_memory(config.engine());
+    let engine = match config.redis_url.as_deref() {
+        Some(url) => Engine::with_redis(config.engine(), url)
+            .await
+            .with_context(|| format!("connecting to Redis at {url}"))?,
+        None => Engine::in_memory(config.engine()),
+    };
     let chat = Arc::new(Chat::new(store, engine.clone(), config.chat()));
     let (admin, bootstrap_token) = chat
         .bootstrap_admin()

@@ -6,6 +6,7 @@
 //! a multi-node broker (Redis Streams) does it from the node's stream readers.
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use memory::MemoryBroker;
+pub use redis::RedisBroker;
 
 use crate::{Event, Publish, Scope};
 

@@ -178,6 +178,36 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "counter",
         m.rate_limited,
     );
+    counter(
+        "relay_reads_total",
+        "Stream reads by the multi-node relay.",
+        "counter",
+        m.relay_reads,
+    );
+    counter(
+        "relay_read_events_total",
+        "Events read from Redis streams (divide by reads for the batch size).",
+        "counter",
+        m.relay_read_events,
+    );
+    counter(
+        "relay_errors_total",
+        "Redis errors (publish, read, history).",
+        "counter",
+        m.relay_errors,
+    );
+    counter(
+        "relay_lag_ms",
+        "Age of the newest event the relay read, in milliseconds.",
+        "gauge",
+        m.relay_lag_ms,
+    );
+    counter(
+        "relay_backlog",
+        "Events waiting to be published while Redis is unreachable.",
+        "gauge",
+        m.relay_backlog,
+    );
     let http_limited = state
         .http_limiter
         .as_ref()

@@ -1,0 +1,661 @@
+//! Multi-node broker on Redis Streams (SPEC §3).
+//!
+//! **Layout in Redis.** Each scope has a stream `chorus:s:<scope>` and a counter
+//! `chorus:h:<scope>`. A publish runs one Lua script: the counter is incremented
+//! (initialized at wall-clock microseconds on first use, like the in-memory broker, so
+//! that after a loss of Redis data every new offset is larger than any handed out
+//! before) and the event is appended with the stream ID `<offset>-0`, capped with
+//! `MAXLEN ~`. The stream is both the relay between nodes and the replay history, and an
+//! offset is the same on every node: a client resumes on any node. Ephemeral events
+//! (typing, presence) share one short stream, `chorus:ephemeral`, read by every node and
+//! never replayed.
+//!
+//! **Reading.** One task per node, on its own connection, runs
+//! `XREAD BLOCK … STREAMS <the scopes this node has subscribers for> <positions>`,
+//! hands each event to the local [`Registry`] in offset order and advances the scope's
+//! position. A subscription to a scope the node does not read yet *attaches* it (its
+//! position becomes the scope's head) before the subscription's replay is fetched, and
+//! unblocks the read (`CLIENT UNBLOCK`) so that it is read at once. Scopes left without
+//! subscribers are dropped before the next read.
+//!
+//! **Redis unavailable.** A publish that fails is queued, and so is every publish after
+//! it while the queue is not empty; a flusher re-sends them in order with backoff when
+//! Redis returns. Meanwhile the node reports not ready but keeps its clients; the reader
+//! reconnects with backoff and continues from its positions, so subscribers get every
+//! event once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
+use redis::{AsyncCommands, AsyncConnectionConfig, Script};
+use tokio::sync::Notify;
+
+use super::{Broker, BrokerError, History, Retention};
+use crate::event::{Effect, Marks};
+use crate::registry::ScopeWatcher;
+use crate::{Event, Metrics, Publish, Registry, Scope};
+
+/// How long one `XREAD` blocks when nothing arrives.
+const BLOCK: Duration = Duration::from_millis(2_000);
+/// Most entries read per stream per `XREAD`.
+const READ_COUNT: usize = 512;
+/// Streams keep at least this many entries, whatever the replay retention, so that a
+/// node whose reader lags a little still finds the events it has not relayed yet.
+const RELAY_FLOOR: usize = 1_000;
+/// Length of the shared ephemeral stream.
+const EPHEMERAL_MAXLEN: usize = 10_000;
+const EPHEMERAL_KEY: &str = "chorus:ephemeral";
+/// Events a node queues while Redis is unreachable before it refuses to publish.
+const BACKLOG_LIMIT: usize = 100_000;
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// `KEYS[1]` stream, `KEYS[2]` counter; `ARGV`: initial offset (µs), MAXLEN, TTL (ms),
+/// then the fields kind, data, marks, effect, published-at (ms). Returns the offset.
+const PUBLISH_LUA: &str = r"
+local n = redis.call('INCR', KEYS[2])
+if n == 1 then
+  redis.call('SET', KEYS[2], ARGV[1])
+  n = ARGV[1]
+else
+  n = string.format('%.0f', n)
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], n .. '-0',
+  'k', ARGV[4], 'd', ARGV[5], 'm', ARGV[6], 'e', ARGV[7], 't', ARGV[8])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return n
+";
+
+/// `KEYS[1]` counter; `ARGV[1]` initial offset (µs). Returns the scope's head.
+const HEAD_LUA: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+";
+
+pub struct RedisBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    retention: Retention,
+    client: redis::Client,
+    conn: ConnectionManager,
+    publish_script: Script,
+    head_script: Script,
+    positions: Mutex<Positions>,
+    /// `CLIENT ID` of the reader's connection (0 while it has none).
+    reader_id: AtomicI64,
+    reader_up: AtomicBool,
+    backlog: Mutex<VecDeque<Publish>>,
+    backlog_wake: Arc<Notify>,
+}
+
+/// What the reader has delivered, per scope it reads.
+struct Positions {
+    scopes: HashMap<Scope, u64>,
+    /// Attached while Redis was unreachable: the head is read when it returns.
+    unresolved: HashSet<Scope>,
+    ephemeral: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unavailable(err: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(err.to_string())
+}
+
+fn stream_key(scope: &Scope) -> String {
+    format!("chorus:s:{scope}")
+}
+
+fn head_key(scope: &Scope) -> String {
+    format!("chorus:h:{scope}")
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The offset of a scope stream's entry ID (`<offset>-0`).
+fn offset_of(id: &str) -> Option<u64> {
+    id.split_once('-')?.0.parse().ok()
+}
+
+impl RedisBroker {
+    /// Connects to Redis and starts this node's reader and flusher. Fails when Redis
+    /// cannot be reached at start (a node is not started without its broker).
+    pub async fn connect(
+        url: &str,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        retention: Retention,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(MAX_BACKOFF);
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(unavailable)?;
+        let inner = Arc::new(Inner {
+            registry: registry.clone(),
+            metrics,
+            retention,
+            client,
+            conn,
+            publish_script: Script::new(PUBLISH_LUA),
+            head_script: Script::new(HEAD_LUA),
+            positions: Mutex::new(Positions {
+                scopes: HashMap::new(),
+                unresolved: HashSet::new(),
+                ephemeral: String::new(),
+            }),
+            reader_id: AtomicI64::new(0),
+            reader_up: AtomicBool::new(false),
+            backlog: Mutex::new(VecDeque::new()),
+            backlog_wake: Arc::new(Notify::new()),
+        });
+        let last_ephemeral: Vec<StreamId> = {
+            let mut conn = inner.conn.clone();
+            let reply: redis::streams::StreamRangeReply = conn
+                .xrevrange_count(EPHEMERAL_KEY, "+", "-", 1)
+                .await
+                .map_err(unavailable)?;
+            reply.ids
+        };
+        lock(&inner.positions).ephemeral = last_ephemeral
+            .first()
+            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+
+        let watcher: Arc<dyn ScopeWatcher> = inner.clone();
+        registry.set_watcher(Arc::downgrade(&watcher));
+        tokio::spawn(read_loop(Arc::downgrade(&inner)));
+        tokio::spawn(flush_loop(Arc::downgrade(&inner)));
+        Ok(Arc::new(Self { inner }))
+    }
+}
+
+impl Inner {
+    /// Sends one event to Redis. Returns its offset (`None` for ephemeral events).
+    async fn send(&self, publish: &Publish) -> Result<Option<u64>, BrokerError> {
+        let mut conn = self.conn.clone();
+        let marks = match &publish.marks {
+            Some(m) => serde_json::to_string(m.as_ref()).map_err(unavailable)?,
+            None => String::new(),
+        };
+        let effect = match &publish.effect {
+            Some(e) => serde_json::to_string(e.as_ref()).map_err(unavailable)?,
+            None => String::new(),
+        };
+        let at = millis(SystemTime::now());
+        let result = if publish.ephemeral {
+            let fields = [
+                ("c", publish.scope.as_str()),
+                ("k", publish.kind.as_str()),
+                ("d", publish.data.as_str()),
+                ("m", marks.as_str()),
+                ("e", effect.as_str()),
+                ("t", &at.to_string()),
+            ];
+            conn.xadd_maxlen::<_, _, _, _, Option<String>>(
+                EPHEMERAL_KEY,
+                redis::streams::StreamMaxlen::Approx(EPHEMERAL_MAXLEN),
+                "*",
+                &fields,
+            )
+            .await
+            .map(|_| None)
+        } else {
+            let maxlen = self.retention.max_events.max(RELAY_FLOOR);
+            let ttl = self.retention.max_age.as_millis().max(60_000) as u64;
+            self.publish_script
+                .key(stream_key(&publish.scope))
+                .key(head_key(&publish.scope))
+                .arg(now_micros())
+                .arg(maxlen)
+                .arg(ttl)
+                .arg(&publish.kind)
+                .arg(&publish.data)
+                .arg(marks)
+                .arg(effect)
+                .arg(at)
+                .invoke_async::<String>(&mut conn)
+                .await
+                .map(|n| n.parse().ok())
+        };
+        result.map_err(|err| {
+            Metrics::inc(&self.metrics.relay_errors);
+            unavailable(err)
+        })
+    }
+
+    async fn head_of(&self, scope: &Scope) -> Result<u64, BrokerError> {
+        let mut conn = self.conn.clone();
+        let head: String = self
+            .head_script
+            .key(head_key(scope))
+            .arg(now_micros())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|err| {
+                Metrics::inc(&self.metrics.relay_errors);
+                unavailable(err)
+            })?;
+        head.parse()
+            .map_err(|_| BrokerError::Unavailable(format!("head of {scope} is not a number")))
+    }
+
+    /// Rebuilds an event from a stream entry.
+    fn decode(scope: Scope, offset: Option<u64>, entry: &StreamId) -> Option<Event> {
+        let field = |name: &str| -> Option<String> {
+            entry
+                .map
+                .get(name)
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+        };
+        let kind = field("k")?;
+        let data = field("d")?;
+        let marks = field("m")
+            .filter(|m| !m.is_empty())
+            .and_then(|m| serde_json::from_str::<Marks>(&m).ok())
+            .map(Arc::new);
+        let effect = field("e")
+            .filter(|e| !e.is_empty())
+            .and_then(|e| serde_json::from_str::<Effect>(&e).ok())
+            .map(Arc::new);
+        let at = field("t")
+            .and_then(|t| t.parse::<u64>().ok())
+            .map_or_else(SystemTime::now, |ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let publish = Publish {
+            scope,
+            kind,
+            data,
+            marks,
+            effect,
+            ephemeral: offset.is_none(),
+        };
+        Some(Event::published_at(publish, offset, at))
+    }
+
+    /// Asks the reader to read again now, with the scopes attached since it blocked.
+    async fn unblock_reader(&self) {
+        let id = self.reader_id.load(Ordering::Acquire);
+        if id == 0 {
+            return;
+        }
+        let mut conn = self.conn.clone();
+        let _: Result<i64, _> = redis::cmd("CLIENT")
+            .arg("UNBLOCK")
+            .arg(id)
+            .query_async(&mut conn)
+            .await;
+    }
+}
+
+impl ScopeWatcher for Inner {
+    fn attach(self: Arc<Self>, scope: Scope) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if lock(&self.positions).scopes.contains_key(&scope) {
+                return;
+            }
+            let head = match self.head_of(&scope).await {
+                Ok(head) => head,
+                Err(err) => {
+                    tracing::warn!(%scope, cause = %err, "attach deferred until Redis returns");
+                    lock(&self.positions).unresolved.insert(scope);
+                    return;
+                }
+            };
+            let attached = {
+                let mut positions = lock(&self.positions);
+                positions.unresolved.remove(&scope);
+                match positions.scopes.entry(scope) {
+                    std::collections::hash_map::Entry::Occupied(_) => false,
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(head);
+                        true
+                    }
+                }
+            };
+            if attached {
+                self.unblock_reader().await;
+            }
+        })
+    }
+}
+
+/// The reader: one blocking `XREAD` at a time over every scope this node needs.
+async fn read_loop(inner: Weak<Inner>) {
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(broker) = inner.upgrade() else {
+            return;
+        };
+        if conn.is_none() {
+            match reader_connection(&broker).await {
+                Ok(c) => {
+                    conn = Some(c);
+                    backoff = Duration::from_millis(50);
+                }
+                Err(err) => {
+                    broker.reader_up.store(false, Ordering::Release);
+                    tracing::warn!(cause = %err, "Redis reader cannot connect; retrying");
+                    drop(broker);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
+        }
+        resolve_unresolved(&broker).await;
+        let (keys, ids) = read_list(&broker);
+        let Some(c) = conn.as_mut() else { continue };
+        let options = StreamReadOptions::default()
+            .block(BLOCK.as_millis() as usize)
+            .count(READ_COUNT);
+        let reply: Result<Option<StreamReadReply>, _> =
+            c.xread_options(&keys, &ids, &options).await;
+        match reply {
+            Ok(reply) => {
+                broker.reader_up.store(true, Ordering::Release);
+                Metrics::inc(&broker.metrics.relay_reads);
+                if let Some(reply) = reply {
+                    deliver(&broker, reply);
+                }
+            }
+            Err(err) => {
+                Metrics::inc(&broker.metrics.relay_errors);
+                broker.reader_up.store(false, Ordering::Release);
+                broker.reader_id.store(0, Ordering::Release);
+                tracing::warn!(cause = %err, "Redis read failed; reconnecting");
+                conn = None;
+                drop(broker);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn reader_connection(broker: &Inner) -> redis::RedisResult<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(BLOCK + Duration::from_secs(3)));
+    let mut conn = broker
+        .client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut conn)
+        .await?;
+    broker.reader_id.store(id, Ordering::Release);
+    Ok(conn)
+}
+
+/// Reads the heads of scopes attached while Redis was unreachable.
+async fn resolve_unresolved(broker: &Arc<Inner>) {
+    let pending: Vec<Scope> = lock(&broker.positions).unresolved.iter().cloned().collect();
+    for scope in pending {
+        broker.clone().attach(scope).await;
+    }
+}
+
+/// The keys and positions of the next read; drops scopes without local subscribers.
+fn read_list(broker: &Inner) -> (Vec<String>, Vec<String>) {
+    let mut positions = lock(&broker.positions);
+    positions
+        .scopes
+        .retain(|scope, _| broker.registry.has_subscribers(scope));
+    let mut keys = Vec::with_capacity(positions.scopes.len() + 1);
+    let mut ids = Vec::with_capacity(positions.scopes.len() + 1);
+    keys.push(EPHEMERAL_KEY.to_owned());
+    ids.push(positions.ephemeral.clone());
+    for (scope, offset) in &positions.scopes {
+        keys.push(stream_key(scope));
+        ids.push(format!("{offset}-0"));
+    }
+    (keys, ids)
+}
+
+/// Hands what one read returned to the registry, in offset order per scope, each event
+/// once: an entry at or below the scope's position was delivered before.
+fn deliver(broker: &Inner, reply: StreamReadReply) {
+    let mut positions = lock(&broker.positions);
+    let mut newest: Option<SystemTime> = None;
+    for stream in reply.keys {
+        broker
+            .metrics
+            .relay_read_events
+            .fetch_add(stream.ids.len() as u64, Ordering::Relaxed);
+        if stream.key == EPHEMERAL_KEY {
+            for entry in &stream.ids {
+                positions.ephemeral.clone_from(&entry.id);
+                let scope = entry
+                    .map
+                    .get("c")
+                    .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                    .and_then(|c| Scope::parse(&c).ok());
+                if let Some(event) = scope.and_then(|s| Inner::decode(s, None, entry)) {
+                    broker.registry.deliver(&Arc::new(event));
+                }
+            }
+            continue;
+        }
+        let Some(scope) = stream
+            .key
+            .strip_prefix("chorus:s:")
+            .and_then(|s| Scope::parse(s).ok())
+        else {
+            continue;
+        };
+        let Some(position) = positions.scopes.get_mut(&scope) else {
+            continue; // dropped since the read began
+        };
+        for entry in &stream.ids {
+            let Some(offset) = offset_of(&entry.id) else {
+                continue;
+            };
+            if offset <= *position {
+                continue;
+            }
+            *position = offset;
+            match Inner::decode(scope.clone(), Some(offset), entry) {
+                Some(event) => {
+                    newest = Some(event.published_at);
+                    broker.registry.deliver(&Arc::new(event));
+                }
+                None => {
+                    Metrics::inc(&broker.metrics.relay_errors);
+                    tracing::warn!(%scope, offset, "undecodable stream entry skipped");
+                }
+            }
+        }
+    }
+    if let Some(at) = newest {
+        let lag = SystemTime::now()
+            .duration_since(at)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        broker.metrics.relay_lag_ms.store(lag, Ordering::Relaxed);
+    }
+}
+
+/// Re-sends, in order, what was published while Redis was unreachable.
+async fn flush_loop(inner: Weak<Inner>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(broker) = inner.upgrade() else {
+            return;
+        };
+        let next = lock(&broker.backlog).front().cloned();
+        let Some(publish) = next else {
+            backoff = Duration::from_millis(50);
+            // Woken by a failed publish; the timeout only notices the broker is gone.
+            let wake = broker.backlog_wake.clone();
+            drop(broker);
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+            continue;
+        };
+        match broker.send(&publish).await {
+            Ok(_) => {
+                let mut backlog = lock(&broker.backlog);
+                backlog.pop_front();
+                broker
+                    .metrics
+                    .relay_backlog
+                    .store(backlog.len() as u64, Ordering::Relaxed);
+                if backlog.is_empty() {
+                    tracing::info!("Redis is back; queued events published");
+                }
+            }
+            Err(_) => {
+                drop(broker);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, publish: Publish) -> Result<Option<u64>, BrokerError> {
+        let inner = &self.inner;
+        {
+            // Behind events waiting for Redis, a new one waits in line: order is kept.
+            let mut backlog = lock(&inner.backlog);
+            if !backlog.is_empty() {
+                return queue(inner, &mut backlog, publish);
+            }
+        }
+        match inner.send(&publish).await {
+            Ok(offset) => Ok(offset),
+            Err(err) => {
+                tracing::warn!(cause = %err, "publish failed; queued until Redis returns");
+                let mut backlog = lock(&inner.backlog);
+                let queued = queue(inner, &mut backlog, publish);
+                inner.backlog_wake.notify_one();
+                queued
+            }
+        }
+    }
+
+    async fn history(&self, scope: &Scope, since: u64) -> Result<History, BrokerError> {
+        let inner = &self.inner;
+        let head = inner.head_of(scope).await?;
+        let unrecovered = |events| History {
+            recovered: false,
+            events,
+            head,
+        };
+        if since >= head {
+            return Ok(History {
+                recovered: since == head,
+                events: Vec::new(),
+                head,
+            });
+        }
+        // Offsets are consecutive: the last `max_events` of them are the window.
+        let oldest = head.saturating_sub(inner.retention.max_events as u64) + 1;
+        if since + 1 < oldest {
+            return Ok(unrecovered(Vec::new()));
+        }
+        let mut conn = inner.conn.clone();
+        let range: redis::streams::StreamRangeReply = conn
+            .xrange_count(
+                stream_key(scope),
+                format!("{}-0", since + 1),
+                "+",
+                (head - since) as usize,
+            )
+            .await
+            .map_err(|err| {
+                Metrics::inc(&inner.metrics.relay_errors);
+                unavailable(err)
+            })?;
+        let now = SystemTime::now();
+        let mut events = Vec::with_capacity(range.ids.len());
+        let mut expected = since + 1;
+        for entry in &range.ids {
+            let Some(offset) = offset_of(&entry.id) else {
+                continue;
+            };
+            let Some(event) = Inner::decode(scope.clone(), Some(offset), entry) else {
+                return Ok(unrecovered(Vec::new()));
+            };
+            let age = now.duration_since(event.published_at).unwrap_or_default();
+            if offset != expected || age > inner.retention.max_age {
+                return Ok(unrecovered(Vec::new()));
+            }
+            expected += 1;
+            events.push(Arc::new(event));
+        }
+        if events.is_empty() {
+            return Ok(unrecovered(events));
+        }
+        Ok(History {
+            recovered: true,
+            events,
+            head,
+        })
+    }
+
+    async fn head(&self, scope: &Scope) -> Result<u64, BrokerError> {
+        self.inner.head_of(scope).await
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.reader_up.load(Ordering::Acquire) && lock(&self.inner.backlog).is_empty()
+    }
+}
+
+fn queue(
+    inner: &Inner,
+    backlog: &mut VecDeque<Publish>,
+    publish: Publish,
+) -> Result<Option<u64>, BrokerError> {
+    if backlog.len() >= BACKLOG_LIMIT {
+        return Err(BrokerError::Unavailable(
+            "Redis unreachable and the publish queue is full".into(),
+        ));
+    }
+    backlog.push_back(publish);
+    inner
+        .metrics
+        .relay_backlog
+        .store(backlog.len() as u64, Ordering::Relaxed);
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_carry_offsets() {
+        assert_eq!(offset_of("1795432911126590-0"), Some(1_795_432_911_126_590));
+        assert_eq!(offset_of("17-0"), Some(17));
+        assert_eq!(offset_of("garbage"), None);
+    }
+}

@@ -1,0 +1,520 @@
+//! Several `chorus serve` processes sharing one database and one Redis (SPEC §3):
+//! fanout across nodes, a node killed mid-burst, Redis restarted mid-burst.
+//!
+//! Each test starts its own `redis-server` on a free loopback port (with AOF, as a
+//! deployment should run it) and its own nodes. The database is a fresh PostgreSQL
+//! database when `CHORUS_TEST_POSTGRES_URL` is set (`scripts/test` starts one), else a
+//! SQLite file shared by the nodes. Without `redis-server` the tests are skipped, unless
+//! `CHORUS_REQUIRE_SERVICES=1`, which makes that a failure.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+const ADMIN: &str = "multi-node-admin";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn redis_server() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var("CHORUS_TEST_REDIS_SERVER").ok(),
+        Some("/usr/bin/redis-server".to_owned()),
+    ];
+    let found = candidates
+        .into_iter()
+        .flatten()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var("CHORUS_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "redis-server is required (CHORUS_REQUIRE_SERVICES=1) but was not found"
+        );
+        eprintln!("skipped: no redis-server (install redis-server or run scripts/test)");
+    }
+    found
+}
+
+/// A throwaway Redis with an append-only file, restartable on the same port and data.
+struct Redis {
+    bin: PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    async fn start(bin: PathBuf) -> Self {
+        let mut redis = Self {
+            bin,
+            port: free_addr().port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        redis.up().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn up(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not start on {}", self.port);
+    }
+
+    /// Stops Redis the way an operator's restart does (SIGTERM: it finishes the AOF).
+    async fn down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&child).await;
+            tokio::time::timeout(WAIT, child.wait())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+async fn terminate(child: &Child) {
+    let pid = child.id().unwrap().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The database the nodes share.
+async fn shared_database(dir: &Path) -> String {
+    match std::env::var("CHORUS_TEST_POSTGRES_URL") {
+        Ok(base) => {
+            let name = format!("chorus_multi_{:x}", rand_suffix());
+            let status = Command::new("psql")
+                .arg(&base)
+                .args(["-q", "-c", &format!("CREATE DATABASE {name}")])
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success(), "creating database {name}");
+            let (prefix, _) = base.rsplit_once('/').unwrap();
+            format!("{prefix}/{name}")
+        }
+        Err(_) => format!("sqlite://{}?mode=rwc", dir.join("shared.db").display()),
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        ^ u64::from(std::process::id())
+}
+
+struct Node {
+    addr: SocketAddr,
+    child: Child,
+}
+
+async fn start_node(database: &str, redis: &str) -> Node {
+    let addr = free_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args([
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--admin-token",
+            ADMIN,
+        ])
+        .env("CHORUS_DATABASE_URL", database)
+        .env("CHORUS_REDIS_URL", redis)
+        .env("CHORUS_HTTP_PER_SEC", "0")
+        .env("CHORUS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_ready(addr, true).await,
+        "node on {addr} did not become ready"
+    );
+    Node { addr, child }
+}
+
+/// Waits until `/readyz` answers `ready` (true) or not (false); `false` on timeout.
+async fn wait_ready(addr: SocketAddr, ready: bool) -> bool {
+    let http = reqwest::Client::new();
+    for _ in 0..400 {
+        if let Ok(resp) = http.get(format!("http://{addr}/readyz")).send().await
+            && resp.status().is_success() == ready
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn call(addr: SocketAddr, token: &str, path: &str, body: Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {body}");
+    body
+}
+
+/// A workspace with `users` members, all in `channels` channels. Returns tokens and
+/// channel ids.
+async fn setup(addr: SocketAddr, users: usize, channels: usize) -> (Vec<String>, Vec<i64>) {
+    let ws = call(addr, ADMIN, "/api/v1/workspaces", json!({"name": "acme"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let mut tokens = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..users {
+        let user = call(
+            addr,
+            ADMIN,
+            "/api/v1/users",
+            json!({"name": format!("u{i}")}),
+        )
+        .await;
+        let id = user["user"]["id"].as_i64().unwrap();
+        call(
+            addr,
+            ADMIN,
+            &format!("/api/v1/workspaces/{ws}/members"),
+            json!({"user_id": id}),
+        )
+        .await;
+        tokens.push(user["token"].as_str().unwrap().to_owned());
+        ids.push(id);
+    }
+    let mut chans = Vec::new();
+    for c in 0..channels {
+        let ch = call(
+            addr,
+            ADMIN,
+            &format!("/api/v1/workspaces/{ws}/channels"),
+            json!({"name": format!("c{c}"), "kind": "private", "member_ids": ids}),
+        )
+        .await;
+        chans.push(ch["id"].as_i64().unwrap());
+    }
+    (tokens, chans)
+}
+
+/// What one subscriber received: message ids per channel, in arrival order.
+type Received = Arc<Mutex<HashMap<i64, Vec<i64>>>>;
+
+/// A raw protocol client that follows a list of nodes: when its connection ends it
+/// reconnects to the next node with `?resume=1` and resumes from the last offset it
+/// holds of each scope. It never deduplicates: a duplicate would show in `received`.
+fn subscriber(nodes: Vec<SocketAddr>, token: String) -> (Received, tokio::task::JoinHandle<()>) {
+    let received: Received = Arc::default();
+    let out = received.clone();
+    let task = tokio::spawn(async move {
+        let mut positions: BTreeMap<String, u64> = BTreeMap::new();
+        let mut node = 0;
+        loop {
+            let resume = !positions.is_empty();
+            let url = format!(
+                "ws://{}/ws?token={token}{}",
+                nodes[node % nodes.len()],
+                if resume { "&resume=1" } else { "" }
+            );
+            node += 1;
+            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url.as_str()).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            if resume {
+                let frame = json!({"op": "resume", "id": 1, "positions": positions});
+                if ws.send(Message::text(frame.to_string())).await.is_err() {
+                    continue;
+                }
+            }
+            while let Some(Ok(frame)) = ws.next().await {
+                let Message::Text(text) = frame else { continue };
+                let v: Value = serde_json::from_str(text.as_str()).unwrap();
+                match v["op"].as_str() {
+                    Some("hello") if !resume => {
+                        for (scope, offset) in v["offsets"].as_object().unwrap() {
+                            positions.insert(scope.clone(), offset.as_u64().unwrap());
+                        }
+                    }
+                    Some("ack") if resume => {
+                        for (scope, r) in v["scopes"].as_object().unwrap() {
+                            assert_eq!(r["recovered"], true, "resume of {scope}: {v}");
+                        }
+                    }
+                    Some("event") => {
+                        let scope = v["scope"].as_str().unwrap().to_owned();
+                        if let Some(offset) = v["offset"].as_u64() {
+                            positions.insert(scope, offset);
+                        }
+                        if v["type"] == "message.created" {
+                            let channel = v["data"]["channel_id"].as_i64().unwrap();
+                            let id = v["data"]["id"].as_i64().unwrap();
+                            out.lock().unwrap().entry(channel).or_default().push(id);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    (received, task)
+}
+
+/// Waits until every subscriber has as many messages as were sent, then checks that
+/// each got exactly the sent ids, in order, per channel.
+async fn assert_all_received(subs: &[Received], sent: &HashMap<i64, Vec<i64>>) {
+    let total: usize = sent.values().map(Vec::len).sum();
+    let done = tokio::time::timeout(WAIT, async {
+        loop {
+            let complete = subs.iter().all(|r| {
+                let r = r.lock().unwrap();
+                r.values().map(Vec::len).sum::<usize>() >= total
+            });
+            if complete {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // Give duplicates, if any, a moment to show.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, r) in subs.iter().enumerate() {
+        let r = r.lock().unwrap();
+        for (channel, ids) in sent {
+            let got = r.get(channel).cloned().unwrap_or_default();
+            assert_eq!(
+                &got,
+                ids,
+                "subscriber {i}, channel {channel}: every message once, in order ({})",
+                if done.is_ok() {
+                    "complete"
+                } else {
+                    "timed out"
+                }
+            );
+        }
+    }
+}
+
+/// Waits until each subscriber's connection said hello (its subscriptions are live).
+async fn wait_connected(nodes: &[Node], subs: usize) {
+    let http = reqwest::Client::new();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let mut total = 0;
+            for node in nodes {
+                let stats: Value = http
+                    .get(format!("http://{}/api/v1/realtime/stats", node.addr))
+                    .bearer_auth(ADMIN)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                total += stats["metrics"]["connections_current"]
+                    .as_u64()
+                    .unwrap_or(0);
+            }
+            if total as usize >= subs {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    // `connections_current` counts a connection before its hello; let hellos land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn three_nodes_deliver_every_message_once_in_order() {
+    let Some(bin) = redis_server() else { return };
+    let redis = Redis::start(bin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = shared_database(dir.path()).await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(start_node(&db, &redis.url()).await);
+    }
+    let (tokens, channels) = setup(nodes[0].addr, 6, 2).await;
+
+    let mut subs = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let (received, _task) = subscriber(vec![nodes[i % 3].addr], token.clone());
+        subs.push(received);
+    }
+    wait_connected(&nodes, tokens.len()).await;
+
+    // Sent through every node in turn, by one author, one after the other.
+    let mut sent: HashMap<i64, Vec<i64>> = HashMap::new();
+    for i in 0..150 {
+        let channel = channels[i % 2];
+        let m = call(
+            nodes[i % 3].addr,
+            &tokens[0],
+            &format!("/api/v1/channels/{channel}/messages"),
+            json!({"text": format!("m{i}")}),
+        )
+        .await;
+        sent.entry(channel)
+            .or_default()
+            .push(m["id"].as_i64().unwrap());
+    }
+    assert_all_received(&subs, &sent).await;
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_burst_loses_nothing_for_its_clients() {
+    let Some(bin) = redis_server() else { return };
+    let redis = Redis::start(bin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = shared_database(dir.path()).await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(start_node(&db, &redis.url()).await);
+    }
+    let (tokens, channels) = setup(nodes[2].addr, 4, 2).await;
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+
+    // Two clients on node 0 (to be killed), two on node 1; each falls over to the next.
+    let mut subs = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let first = i / 2;
+        let order = vec![addrs[first], addrs[(first + 1) % 3]];
+        let (received, _task) = subscriber(order, token.clone());
+        subs.push(received);
+    }
+    wait_connected(&nodes, tokens.len()).await;
+
+    let mut sent: HashMap<i64, Vec<i64>> = HashMap::new();
+    for i in 0..300 {
+        if i == 100 {
+            nodes[0].child.start_kill().unwrap(); // SIGKILL: no goodbye
+        }
+        let channel = channels[i % 2];
+        let m = call(
+            addrs[2],
+            &tokens[3],
+            &format!("/api/v1/channels/{channel}/messages"),
+            json!({"text": format!("m{i}")}),
+        )
+        .await;
+        sent.entry(channel)
+            .or_default()
+            .push(m["id"].as_i64().unwrap());
+    }
+    assert_all_received(&subs, &sent).await;
+}
+
+#[tokio::test]
+async fn a_redis_restart_mid_burst_loses_and_duplicates_nothing() {
+    let Some(bin) = redis_server() else { return };
+    let mut redis = Redis::start(bin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = shared_database(dir.path()).await;
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        nodes.push(start_node(&db, &redis.url()).await);
+    }
+    let (tokens, channels) = setup(nodes[0].addr, 4, 2).await;
+    let mut subs = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let (received, _task) = subscriber(vec![nodes[i % 2].addr], token.clone());
+        subs.push(received);
+    }
+    wait_connected(&nodes, tokens.len()).await;
+
+    let mut sent: HashMap<i64, Vec<i64>> = HashMap::new();
+    for i in 0..300 {
+        if i == 100 {
+            redis.down().await;
+        }
+        if i == 200 {
+            // Sends went on (they are committed to the database); the events wait.
+            assert!(
+                wait_ready(nodes[0].addr, false).await,
+                "a node without Redis reports not ready"
+            );
+            redis.up().await;
+        }
+        let channel = channels[i % 2];
+        let m = call(
+            nodes[0].addr,
+            &tokens[0],
+            &format!("/api/v1/channels/{channel}/messages"),
+            json!({"text": format!("m{i}")}),
+        )
+        .await;
+        sent.entry(channel)
+            .or_default()
+            .push(m["id"].as_i64().unwrap());
+    }
+    assert_all_received(&subs, &sent).await;
+    for node in &nodes {
+        assert!(
+            wait_ready(node.addr, true).await,
+            "ready again after Redis returned"
+        );
+    }
+}
