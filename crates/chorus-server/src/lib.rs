@@ -23,8 +23,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
+use chorus_chat::Chat;
+use chorus_chat::service::{ChatHooks, RedisPresence};
 use chorus_chat::store::{SqliteStore, Store};
-use chorus_chat::{Chat, service::ChatHooks};
 use chorus_realtime::Engine;
 use tokio::net::TcpListener;
 
@@ -63,7 +64,22 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
             .with_context(|| format!("connecting to Redis at {url}"))?,
         None => Engine::in_memory(config.engine()),
     };
-    let chat = Arc::new(Chat::new(store, engine.clone(), config.chat()));
+    let mut chat = Chat::new(store, engine.clone(), config.chat());
+    let mut cluster_presence = None;
+    if let Some(url) = config.redis_url.as_deref() {
+        // A fresh id per process: a restarted node is a new node, its predecessor's
+        // connections expire like those of any node that died.
+        let node = format!("{:016x}", rand::random::<u64>());
+        let presence = RedisPresence::connect(url, node)
+            .await
+            .with_context(|| format!("connecting presence to Redis at {url}"))?;
+        chat = chat.with_presence_tracker(presence.clone());
+        cluster_presence = Some(presence);
+    }
+    let chat = Arc::new(chat);
+    if let Some(presence) = cluster_presence {
+        chat.spawn_presence_sweeper(presence);
+    }
     let (admin, bootstrap_token) = chat
         .bootstrap_admin()
         .await

@@ -214,9 +214,15 @@ async fn call(addr: SocketAddr, token: &str, path: &str, body: Value) -> Value {
     body
 }
 
-/// A workspace with `users` members, all in `channels` channels. Returns tokens and
-/// channel ids.
-async fn setup(addr: SocketAddr, users: usize, channels: usize) -> (Vec<String>, Vec<i64>) {
+/// A workspace with `users` members, all in `channels` channels.
+struct Team {
+    workspace: i64,
+    users: Vec<i64>,
+    tokens: Vec<String>,
+    channels: Vec<i64>,
+}
+
+async fn setup(addr: SocketAddr, users: usize, channels: usize) -> Team {
     let ws = call(addr, ADMIN, "/api/v1/workspaces", json!({"name": "acme"})).await["id"]
         .as_i64()
         .unwrap();
@@ -252,7 +258,12 @@ async fn setup(addr: SocketAddr, users: usize, channels: usize) -> (Vec<String>,
         .await;
         chans.push(ch["id"].as_i64().unwrap());
     }
-    (tokens, chans)
+    Team {
+        workspace: ws,
+        users: ids,
+        tokens,
+        channels: chans,
+    }
 }
 
 /// What one subscriber received: message ids per channel, in arrival order.
@@ -397,7 +408,9 @@ async fn three_nodes_deliver_every_message_once_in_order() {
     for _ in 0..3 {
         nodes.push(start_node(&db, &redis.url()).await);
     }
-    let (tokens, channels) = setup(nodes[0].addr, 6, 2).await;
+    let Team {
+        tokens, channels, ..
+    } = setup(nodes[0].addr, 6, 2).await;
 
     let mut subs = Vec::new();
     for (i, token) in tokens.iter().enumerate() {
@@ -434,7 +447,9 @@ async fn a_node_killed_mid_burst_loses_nothing_for_its_clients() {
     for _ in 0..3 {
         nodes.push(start_node(&db, &redis.url()).await);
     }
-    let (tokens, channels) = setup(nodes[2].addr, 4, 2).await;
+    let Team {
+        tokens, channels, ..
+    } = setup(nodes[2].addr, 4, 2).await;
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
 
     // Two clients on node 0 (to be killed), two on node 1; each falls over to the next.
@@ -477,7 +492,9 @@ async fn a_redis_restart_mid_burst_loses_and_duplicates_nothing() {
     for _ in 0..2 {
         nodes.push(start_node(&db, &redis.url()).await);
     }
-    let (tokens, channels) = setup(nodes[0].addr, 4, 2).await;
+    let Team {
+        tokens, channels, ..
+    } = setup(nodes[0].addr, 4, 2).await;
     let mut subs = Vec::new();
     for (i, token) in tokens.iter().enumerate() {
         let (received, _task) = subscriber(vec![nodes[i % 2].addr], token.clone());
@@ -517,4 +534,90 @@ async fn a_redis_restart_mid_burst_loses_and_duplicates_nothing() {
             "ready again after Redis returned"
         );
     }
+}
+
+#[tokio::test]
+async fn a_user_only_on_a_killed_node_goes_offline_everywhere() {
+    let Some(bin) = redis_server() else { return };
+    let redis = Redis::start(bin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = shared_database(dir.path()).await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(start_node(&db, &redis.url()).await);
+    }
+    let team = setup(nodes[2].addr, 2, 0).await;
+    let (x, x_token) = (team.users[0], team.tokens[0].clone());
+    let presence_of_x = async |node: SocketAddr| -> bool {
+        let all: Value = reqwest::Client::new()
+            .get(format!(
+                "http://{node}/api/v1/workspaces/{}/presence",
+                team.workspace
+            ))
+            .bearer_auth(&team.tokens[1])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["user_id"] == x)
+            .map(|p| p["online"] == true)
+            .unwrap()
+    };
+
+    // Y watches the workspace from node 1.
+    let url = format!("ws://{}/ws?token={}", nodes[1].addr, team.tokens[1]);
+    let (mut y, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let hello = y.next().await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("hello"));
+    // X is connected to node 0 only.
+    let url = format!("ws://{}/ws?token={x_token}", nodes[0].addr);
+    let (_x_socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+
+    let next_presence = async |y: &mut tokio_tungstenite::WebSocketStream<_>| -> Value {
+        loop {
+            let frame = y.next().await.unwrap().unwrap();
+            let Message::Text(text) = frame else { continue };
+            let v: Value = serde_json::from_str(text.as_str()).unwrap();
+            if v["type"] == "presence.updated" && v["data"]["user_id"] == x {
+                return v["data"].clone();
+            }
+        }
+    };
+    let online = tokio::time::timeout(WAIT, next_presence(&mut y))
+        .await
+        .unwrap();
+    assert_eq!(
+        online["online"], true,
+        "X online, seen from node 1: {online}"
+    );
+    assert!(
+        presence_of_x(nodes[2].addr).await,
+        "X online, asked on node 2"
+    );
+
+    nodes[0].child.start_kill().unwrap(); // SIGKILL: node 0 says no goodbye
+    let killed = std::time::Instant::now();
+    // The documented bound: heartbeat TTL (6 s) + sweep interval (2 s).
+    let offline = tokio::time::timeout(Duration::from_secs(12), next_presence(&mut y))
+        .await
+        .expect("X goes offline within the bound");
+    assert_eq!(offline["online"], false, "{offline}");
+    eprintln!("offline announced {:?} after the kill", killed.elapsed());
+    assert!(
+        !presence_of_x(nodes[2].addr).await,
+        "X offline, asked on node 2"
+    );
+    assert!(
+        !presence_of_x(nodes[1].addr).await,
+        "X offline, asked on node 1"
+    );
 }

@@ -26,6 +26,16 @@ use crate::model::{Presence, Timestamp, User, UserId, WorkspaceId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket(u64);
 
+impl Ticket {
+    pub(crate) const fn new(generation: u64) -> Self {
+        Self(generation)
+    }
+
+    pub(crate) const fn get(self) -> u64 {
+        self.0
+    }
+}
+
 /// Who is connected. Implementations count connections; they never publish.
 #[async_trait]
 pub trait PresenceTracker: Send + Sync {
@@ -170,6 +180,16 @@ impl Chat {
             return;
         }
         match self.store.set_last_seen(user, closed_at).await {
+            Ok(presence) => self.announce_presence(&presence).await,
+            Err(err) => tracing::warn!(%user, cause = %err, "presence: recording last_seen failed"),
+        }
+    }
+
+    /// `user` is offline because the node that held their connections died (found by
+    /// the multi-node sweeper): no grace, it already passed.
+    pub(crate) async fn presence_expired(&self, user: UserId, at: Timestamp) {
+        let _order = self.gates.users.lock(user.0).await;
+        match self.store.set_last_seen(user, at).await {
             Ok(presence) => self.announce_presence(&presence).await,
             Err(err) => tracing::warn!(%user, cause = %err, "presence: recording last_seen failed"),
         }

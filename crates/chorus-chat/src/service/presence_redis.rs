@@ -1,0 +1,323 @@
+//! Presence shared by every node through Redis (SPEC §3): a user connected to any node
+//! is online on all of them, and a node that dies without saying goodbye has its
+//! connections expire within [`NODE_TTL`] + [`SWEEP_EVERY`].
+//!
+//! In Redis:
+//! - `chorus:p:<user>`: a hash with one field per node that has connections of the user
+//!   (`n:<node>` → count) and `gen`, bumped by every open. The key exists while the user
+//!   is online or within their grace period; the grace timers stay on the node where the
+//!   last connection closed, exactly as with [`LocalPresence`](super::presence::LocalPresence).
+//! - `chorus:node:<node>`: the node's heartbeat, a key with a TTL refreshed every
+//!   [`HEARTBEAT_EVERY`]; `chorus:nodes`, the set of nodes; `chorus:nu:<node>`, the users
+//!   a node has had connections of since their last offline.
+//!
+//! Every node sweeps: a node whose heartbeat expired has its fields removed (one Lua
+//! script, so only one sweeper does it), and its users that are left without connections
+//! anywhere go offline, announced by the sweeping node.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::Chat;
+use super::presence::{PresenceTracker, Ticket};
+use crate::model::{Timestamp, UserId};
+
+/// A node whose heartbeat is older than this is dead.
+pub const NODE_TTL: Duration = Duration::from_secs(6);
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+const OPEN_LUA: &str = r"
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('HINCRBY', KEYS[1], 'n:' .. ARGV[1], 1)
+redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('SADD', KEYS[2], ARGV[2])
+return existed
+";
+
+/// Returns the generation when no node has connections of the user any more, else -1.
+const CLOSE_LUA: &str = r"
+local field = 'n:' .. ARGV[1]
+local n = redis.call('HINCRBY', KEYS[1], field, -1)
+if n <= 0 then redis.call('HDEL', KEYS[1], field) end
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(f, 1, 2) == 'n:' then return -1 end
+end
+local gen = redis.call('HGET', KEYS[1], 'gen')
+if not gen then return -1 end
+return tonumber(gen)
+";
+
+const SETTLE_LUA: &str = r"
+if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(f, 1, 2) == 'n:' then return 0 end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+return 1
+";
+
+/// `KEYS`: the dead node's heartbeat, its user set, the node set. Returns the users
+/// that went offline.
+const SWEEP_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+local gone = {}
+for _, u in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local key = 'chorus:p:' .. u
+  redis.call('HDEL', key, 'n:' .. ARGV[1])
+  local live = false
+  for _, f in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(f, 1, 2) == 'n:' then live = true break end
+  end
+  if not live and redis.call('EXISTS', key) == 1 then
+    redis.call('DEL', key)
+    table.insert(gone, u)
+  end
+end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+return gone
+";
+
+/// Presence counted in Redis, shared by every node.
+pub struct RedisPresence {
+    node: String,
+    conn: ConnectionManager,
+    /// This node's connections per user, to re-register after this node was taken for
+    /// dead (Redis unreachable for longer than the TTL) and swept.
+    local: Mutex<HashMap<UserId, usize>>,
+    open: Script,
+    close: Script,
+    settle: Script,
+    sweep: Script,
+}
+
+fn user_key(user: UserId) -> String {
+    format!("chorus:p:{}", user.0)
+}
+
+fn node_users_key(node: &str) -> String {
+    format!("chorus:nu:{node}")
+}
+
+fn heartbeat_key(node: &str) -> String {
+    format!("chorus:node:{node}")
+}
+
+const NODES_KEY: &str = "chorus:nodes";
+
+impl RedisPresence {
+    pub async fn connect(url: &str, node: String) -> redis::RedisResult<Arc<Self>> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let presence = Arc::new(Self {
+            node,
+            conn,
+            local: Mutex::new(HashMap::new()),
+            open: Script::new(OPEN_LUA),
+            close: Script::new(CLOSE_LUA),
+            settle: Script::new(SETTLE_LUA),
+            sweep: Script::new(SWEEP_LUA),
+        });
+        presence.beat().await?;
+        Ok(presence)
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, usize>> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refreshes this node's heartbeat; if it had expired (this node was swept), puts
+    /// this node's connections back.
+    async fn beat(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(heartbeat_key(&self.node))
+            .arg(1)
+            .arg("PX")
+            .arg(NODE_TTL.as_millis() as u64)
+            .arg("GET")
+            .query_async(&mut conn)
+            .await?;
+        let _: i64 = redis::cmd("SADD")
+            .arg(NODES_KEY)
+            .arg(&self.node)
+            .query_async(&mut conn)
+            .await?;
+        if previous.is_none() {
+            let local: Vec<(UserId, usize)> = self.local().iter().map(|(u, n)| (*u, *n)).collect();
+            for (user, count) in local {
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .hset(user_key(user), format!("n:{}", self.node), count)
+                    .ignore()
+                    .hincr(user_key(user), "gen", 1)
+                    .ignore()
+                    .sadd(node_users_key(&self.node), user.0)
+                    .ignore();
+                pipe.query_async::<()>(&mut conn).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the connections of nodes whose heartbeat expired; returns the users who
+    /// are now offline everywhere.
+    async fn sweep_dead(&self) -> redis::RedisResult<Vec<UserId>> {
+        let mut conn = self.conn.clone();
+        let nodes: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(NODES_KEY)
+            .query_async(&mut conn)
+            .await?;
+        let mut gone = Vec::new();
+        for node in nodes.iter().filter(|n| **n != self.node) {
+            let users: Vec<i64> = self
+                .sweep
+                .key(heartbeat_key(node))
+                .key(node_users_key(node))
+                .key(NODES_KEY)
+                .arg(node)
+                .invoke_async(&mut conn)
+                .await?;
+            if !users.is_empty() {
+                tracing::info!(node, users = users.len(), "swept a dead node's connections");
+            }
+            gone.extend(users.into_iter().map(UserId));
+        }
+        Ok(gone)
+    }
+}
+
+#[async_trait]
+impl PresenceTracker for RedisPresence {
+    async fn open(&self, user: UserId) -> bool {
+        *self.local().entry(user).or_default() += 1;
+        let mut conn = self.conn.clone();
+        let existed: redis::RedisResult<i64> = self
+            .open
+            .key(user_key(user))
+            .key(node_users_key(&self.node))
+            .arg(&self.node)
+            .arg(user.0)
+            .invoke_async(&mut conn)
+            .await;
+        match existed {
+            Ok(existed) => existed == 0,
+            Err(err) => {
+                tracing::warn!(%user, cause = %err, "presence: Redis unreachable");
+                false
+            }
+        }
+    }
+
+    async fn close(&self, user: UserId) -> Option<Ticket> {
+        {
+            let mut local = self.local();
+            if let Some(n) = local.get_mut(&user) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    local.remove(&user);
+                }
+            }
+        }
+        let mut conn = self.conn.clone();
+        let generation: redis::RedisResult<i64> = self
+            .close
+            .key(user_key(user))
+            .arg(&self.node)
+            .invoke_async(&mut conn)
+            .await;
+        match generation {
+            Ok(g) if g >= 0 => Some(Ticket::new(g as u64)),
+            Ok(_) => None,
+            Err(err) => {
+                tracing::warn!(%user, cause = %err, "presence: Redis unreachable");
+                None
+            }
+        }
+    }
+
+    async fn settle(&self, user: UserId, ticket: Ticket) -> bool {
+        let mut conn = self.conn.clone();
+        let settled: redis::RedisResult<i64> = self
+            .settle
+            .key(user_key(user))
+            .key(node_users_key(&self.node))
+            .arg(ticket.get())
+            .arg(user.0)
+            .invoke_async(&mut conn)
+            .await;
+        matches!(settled, Ok(1))
+    }
+
+    async fn is_online(&self, user: UserId) -> bool {
+        let mut conn = self.conn.clone();
+        let exists: redis::RedisResult<bool> = redis::cmd("EXISTS")
+            .arg(user_key(user))
+            .query_async(&mut conn)
+            .await;
+        exists.unwrap_or(false)
+    }
+
+    async fn online_among(&self, users: &[UserId]) -> HashSet<UserId> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for &user in users {
+            pipe.exists(user_key(user));
+        }
+        let found: redis::RedisResult<Vec<bool>> = pipe.query_async(&mut conn).await;
+        match found {
+            Ok(found) => users
+                .iter()
+                .zip(found)
+                .filter_map(|(u, online)| online.then_some(*u))
+                .collect(),
+            Err(err) => {
+                tracing::warn!(cause = %err, "presence: Redis unreachable");
+                HashSet::new()
+            }
+        }
+    }
+}
+
+impl Chat {
+    /// Keeps this node's heartbeat fresh and announces the users of dead nodes offline.
+    /// Runs until the chat is dropped.
+    pub fn spawn_presence_sweeper(self: &Arc<Self>, presence: Arc<RedisPresence>) {
+        let chat = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+            let mut sweep = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = beat.tick() => {
+                        if let Err(err) = presence.beat().await {
+                            tracing::warn!(cause = %err, "presence heartbeat failed");
+                        }
+                    }
+                    _ = sweep.tick() => {
+                        let Some(chat) = chat.upgrade() else { return };
+                        match presence.sweep_dead().await {
+                            Ok(gone) => {
+                                for user in gone {
+                                    chat.presence_expired(user, Timestamp::now()).await;
+                                }
+                            }
+                            Err(err) => tracing::warn!(cause = %err, "presence sweep failed"),
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
