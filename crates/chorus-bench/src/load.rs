@@ -30,11 +30,12 @@ fn source_ip(i: usize) -> IpAddr {
 pub async fn connect(target: &Target, token: Option<&str>, i: usize) -> anyhow::Result<Ws> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source_ip(i), 0))?;
-    let stream = socket.connect(target.addr).await?;
+    let node = target.node_for(i);
+    let stream = socket.connect(node).await?;
     stream.set_nodelay(true)?;
     let url = match token {
-        Some(t) => format!("ws://{}{}?token={t}", target.addr, target.ws_path()),
-        None => format!("ws://{}{}", target.addr, target.ws_path()),
+        Some(t) => format!("ws://{node}{}?token={t}", target.ws_path()),
+        None => format!("ws://{node}{}", target.ws_path()),
     };
     let request = url.into_client_request()?;
     let config = WebSocketConfig::default()

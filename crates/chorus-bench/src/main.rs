@@ -63,6 +63,16 @@ enum Scenario {
         /// Flat out: messages each sender may have ahead of the probe subscriber.
         #[arg(long, default_value_t = 4)]
         window: u64,
+        /// Chorus nodes sharing a Redis (started by the bench) and one database;
+        /// subscribers are spread over them, messages are sent to the first.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// With --nodes > 1: the redis-server binary to start.
+        #[arg(long, default_value = "/usr/bin/redis-server")]
+        redis_server: PathBuf,
+        /// With --nodes > 1: the shared database (default: a SQLite file).
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// Server RSS per idle authenticated, subscribed connection.
     Idle {
@@ -130,10 +140,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             seconds,
             rate,
             window,
+            nodes,
+            redis_server,
+            database_url,
         } => {
             for &n in subs {
                 for &kind in &kinds {
-                    let target = Target::start(kind, &chorus_bin, &cli.server_args).await?;
+                    let target = if kind == Kind::Chorus && *nodes > 1 {
+                        Target::start_cluster(
+                            &chorus_bin,
+                            &cli.server_args,
+                            *nodes,
+                            redis_server,
+                            database_url.as_deref(),
+                        )
+                        .await?
+                    } else {
+                        Target::start(kind, &chorus_bin, &cli.server_args).await?
+                    };
                     let opts = scenarios::FanoutOpts {
                         subs: n,
                         senders: *senders,

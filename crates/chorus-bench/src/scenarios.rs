@@ -189,6 +189,7 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
         Duration::from_micros(progress.last_delivery.load(Ordering::Relaxed)).max(send_end);
     let h = lat.merged();
     let mut row = Row::new("fanout", target.kind.name());
+    row.set("nodes", target.nodes() as u64);
     row.set("subs", opts.subs)
         .set(
             "mode",

@@ -28,8 +28,12 @@ impl Kind {
 
 pub struct Target {
     pub kind: Kind,
+    /// The first node: HTTP calls and senders go here.
     pub addr: SocketAddr,
     child: Child,
+    /// Further nodes of a multi-node Chorus, and the Redis they share.
+    others: Vec<(SocketAddr, Child)>,
+    redis: Option<Child>,
     _data: tempfile::TempDir,
 }
 
@@ -85,24 +89,85 @@ impl Target {
             kind,
             addr,
             child,
+            others: Vec::new(),
+            redis: None,
             _data: data,
         };
-        target.wait_ready().await?;
+        wait_listening(target.addr, kind.name()).await?;
         Ok(target)
     }
 
-    async fn wait_ready(&self) -> anyhow::Result<()> {
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    /// `nodes` Chorus processes sharing a Redis started here (`redis_server`) and one
+    /// database: `database_url`, or a SQLite file in a temp directory.
+    pub async fn start_cluster(
+        chorus_bin: &Path,
+        extra: &[String],
+        nodes: usize,
+        redis_server: &Path,
+        database_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let redis_addr = free_port()?;
+        let redis = Command::new(redis_server)
+            .args(["--port", &redis_addr.port().to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", redis_server.display()))?;
+        wait_listening(redis_addr, "redis-server").await?;
+        let redis_url = format!("redis://{redis_addr}");
+        let database = database_url.map_or_else(
+            || format!("sqlite://{}?mode=rwc", data.path().join("chorus.db").display()),
+            str::to_owned,
+        );
+        let mut started = Vec::new();
+        for _ in 0..nodes.max(1) {
+            let addr = free_port()?;
+            let child = Command::new(chorus_bin)
+                .arg("serve")
+                .arg("--listen")
+                .arg(addr.to_string())
+                .arg("--admin-token")
+                .arg(ADMIN_TOKEN)
+                .args(extra)
+                .env("CHORUS_DATABASE_URL", &database)
+                .env("CHORUS_REDIS_URL", &redis_url)
+                .env("CHORUS_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting chorus (build it with cargo build --release -p chorus)")?;
+            // One at a time: the first creates the schema and the admin.
+            wait_listening(addr, "chorus").await?;
+            started.push((addr, child));
         }
-        bail!(
-            "{} did not start listening on {}",
-            self.kind.name(),
-            self.addr
-        )
+        let (addr, child) = started.remove(0);
+        Ok(Self {
+            kind: Kind::Chorus,
+            addr,
+            child,
+            others: started,
+            redis: Some(redis),
+            _data: data,
+        })
+    }
+
+    /// How many server processes serve clients.
+    pub fn nodes(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    /// The node client `i` connects to: spread evenly over the nodes.
+    pub fn node_for(&self, i: usize) -> SocketAddr {
+        match i % self.nodes() {
+            0 => self.addr,
+            k => self.others[k - 1].0,
+        }
     }
 
     pub fn http(&self) -> String {
@@ -127,20 +192,40 @@ impl Target {
             .context("no VmRSS in /proc status")
     }
 
-    /// Stops the server gracefully (SIGTERM), or kills it after 15 s.
+    /// Stops the servers gracefully (SIGTERM), or kills them after 15 s; then Redis.
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await;
+        stop_child(&mut self.child).await;
+        for (_, child) in &mut self.others {
+            stop_child(child).await;
         }
-        if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.start_kill();
-            let _ = self.child.wait().await;
+        if let Some(redis) = &mut self.redis {
+            stop_child(redis).await;
         }
     }
+}
+
+async fn stop_child(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+    }
+    if tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+}
+
+async fn wait_listening(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{what} did not start listening on {addr}")
 }
