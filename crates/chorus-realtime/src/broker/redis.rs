@@ -479,6 +479,12 @@ fn deliver(broker: &Inner, reply: StreamReadReply) {
             if offset <= *position {
                 continue;
             }
+            if offset > *position + 1 {
+                // Trimmed before this node read it (or Redis lost its data): the
+                // clients see the offset jump and catch up over HTTP.
+                Metrics::inc(&broker.metrics.relay_errors);
+                tracing::warn!(%scope, from = *position, to = offset, "relay gap");
+            }
             *position = offset;
             match Inner::decode(scope.clone(), Some(offset), entry) {
                 Some(event) => {
