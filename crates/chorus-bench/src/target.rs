@@ -109,7 +109,12 @@ impl Target {
         let data = tempfile::tempdir()?;
         let redis_addr = free_port()?;
         let redis = Command::new(redis_server)
-            .args(["--port", &redis_addr.port().to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--port",
+                &redis_addr.port().to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(data.path())
@@ -121,7 +126,12 @@ impl Target {
         wait_listening(redis_addr, "redis-server").await?;
         let redis_url = format!("redis://{redis_addr}");
         let database = database_url.map_or_else(
-            || format!("sqlite://{}?mode=rwc", data.path().join("chorus.db").display()),
+            || {
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    data.path().join("chorus.db").display()
+                )
+            },
             str::to_owned,
         );
         let mut started = Vec::new();

@@ -419,6 +419,33 @@ async fn three_nodes_deliver_every_message_once_in_order() {
     }
     wait_connected(&nodes, tokens.len()).await;
 
+    // Any node lists every node and its connections (from the heartbeats).
+    let listed = tokio::time::timeout(WAIT, async {
+        loop {
+            let stats: Value = reqwest::Client::new()
+                .get(format!("http://{}/api/v1/realtime/stats", nodes[1].addr))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let listed = stats["nodes"].as_array().cloned().unwrap_or_default();
+            let conns: u64 = listed
+                .iter()
+                .filter_map(|n| n["connections"].as_u64())
+                .sum();
+            if listed.len() == 3 && conns == tokens.len() as u64 {
+                return listed;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("three nodes with two connections each");
+    assert_eq!(listed.iter().filter(|n| n["this"] == true).count(), 1);
+
     // Sent through every node in turn, by one author, one after the other.
     let mut sent: HashMap<i64, Vec<i64>> = HashMap::new();
     for i in 0..150 {

@@ -25,7 +25,7 @@ use presence::{LocalPresence, PresenceTracker};
 
 pub use channels::{CreateChannel, OpenDm, UpdateChannel};
 pub use messages::{EditMessage, SendMessage};
-pub use presence::SetStatus;
+pub use presence::{NodeStat, SetStatus};
 pub use presence_redis::RedisPresence;
 pub use reads::MarkRead;
 pub use realtime::ChatHooks;

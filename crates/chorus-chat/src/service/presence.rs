@@ -36,9 +36,24 @@ impl Ticket {
     }
 }
 
+/// One node of a multi-node deployment, as its heartbeat reports it.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct NodeStat {
+    pub id: String,
+    /// WebSocket connections on that node at its last heartbeat.
+    pub connections: u64,
+    /// The node that answered.
+    pub this: bool,
+}
+
 /// Who is connected. Implementations count connections; they never publish.
 #[async_trait]
 pub trait PresenceTracker: Send + Sync {
+    /// The live nodes sharing this tracker (empty on a single node).
+    async fn nodes(&self) -> Vec<NodeStat> {
+        Vec::new()
+    }
+
     /// A connection of `user` opened. `true` when the user was offline until now (a
     /// connection within the grace period after the last one closed is not a change).
     async fn open(&self, user: UserId) -> bool;
@@ -183,6 +198,11 @@ impl Chat {
             Ok(presence) => self.announce_presence(&presence).await,
             Err(err) => tracing::warn!(%user, cause = %err, "presence: recording last_seen failed"),
         }
+    }
+
+    /// The nodes of a multi-node deployment and their connections (empty on one node).
+    pub async fn cluster_nodes(&self) -> Vec<NodeStat> {
+        self.presence.nodes().await
     }
 
     /// `user` is offline because the node that held their connections died (found by

@@ -24,7 +24,7 @@ use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::Chat;
-use super::presence::{PresenceTracker, Ticket};
+use super::presence::{NodeStat, PresenceTracker, Ticket};
 use crate::model::{Timestamp, UserId};
 
 /// A node whose heartbeat is older than this is dead.
@@ -141,9 +141,10 @@ impl RedisPresence {
     /// this node's connections back.
     async fn beat(&self) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
+        let connections: usize = self.local().values().sum();
         let previous: Option<String> = redis::cmd("SET")
             .arg(heartbeat_key(&self.node))
-            .arg(1)
+            .arg(connections)
             .arg("PX")
             .arg(NODE_TTL.as_millis() as u64)
             .arg("GET")
@@ -200,6 +201,38 @@ impl RedisPresence {
 
 #[async_trait]
 impl PresenceTracker for RedisPresence {
+    async fn nodes(&self) -> Vec<NodeStat> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = match redis::cmd("SMEMBERS")
+            .arg(NODES_KEY)
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(ids) => ids,
+            Err(err) => {
+                tracing::warn!(cause = %err, "presence: Redis unreachable");
+                return Vec::new();
+            }
+        };
+        let mut nodes = Vec::with_capacity(ids.len());
+        for id in ids {
+            let beat: redis::RedisResult<Option<u64>> = redis::cmd("GET")
+                .arg(heartbeat_key(&id))
+                .query_async(&mut conn)
+                .await;
+            // A node without a heartbeat is dead and about to be swept.
+            if let Ok(Some(connections)) = beat {
+                nodes.push(NodeStat {
+                    this: id == self.node,
+                    id,
+                    connections,
+                });
+            }
+        }
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        nodes
+    }
+
     async fn open(&self, user: UserId) -> bool {
         *self.local().entry(user).or_default() += 1;
         let mut conn = self.conn.clone();

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use chorus_chat::service::NodeStat;
 use chorus_realtime::metrics::MetricsSnapshot;
 use chorus_realtime::{Publish, Scope};
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,9 @@ pub struct Stats {
     pub subscriptions: HashMap<String, u64>,
     /// HTTP requests refused with 429.
     pub http_rate_limited: u64,
+    /// Multi-node: every live node and its connections (absent on a single node).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeStat>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -254,6 +258,7 @@ async fn stats(State(state): State<AppState>) -> axum::Json<Stats> {
             .http_limiter
             .as_ref()
             .map_or(0, |l| l.rejected.load(std::sync::atomic::Ordering::Relaxed)),
+        nodes: state.chat.cluster_nodes().await,
     })
 }
 
