@@ -195,6 +195,30 @@ pub trait ScopeWatcher: Send + Sync + 'static {
     fn attach(self: Arc<Self>, scope: Scope) -> BoxFuture<'static, ()>;
 }
 
+/// Delivery counts of one fanout, added to the shared counters once: one atomic add
+/// per event instead of one per recipient (the counters' cache line would otherwise
+/// bounce between cores for every frame).
+#[derive(Default)]
+struct Tally {
+    delivered: u64,
+    skipped: u64,
+    dropped: u64,
+}
+
+impl Tally {
+    fn record(&self, metrics: &Metrics) {
+        for (counter, n) in [
+            (&metrics.events_delivered, self.delivered),
+            (&metrics.events_skipped, self.skipped),
+            (&metrics.events_dropped, self.dropped),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 pub struct Registry {
     metrics: Arc<Metrics>,
     watcher: OnceLock<Weak<dyn ScopeWatcher>>,
@@ -482,6 +506,7 @@ impl Registry {
         };
 
         let mut effects = Vec::new();
+        let mut tally = Tally::default();
         let replayed = {
             let mut subs = lock(&slot);
             let Some(sub) = subs.subs.get_mut(&conn.id) else {
@@ -522,7 +547,7 @@ impl Registry {
                 }
                 replayed += 1;
                 // Effects of held events were applied when they arrived.
-                if self.push(&sub.handle, event)
+                if self.push(&sub.handle, event, &mut tally)
                     && i < from_history
                     && let Some(effect) = &event.effect
                 {
@@ -535,6 +560,7 @@ impl Registry {
             sub.state = SubState::Live { first, last };
             replayed
         };
+        tally.record(&self.metrics);
         self.metrics
             .replayed_events
             .fetch_add(replayed as u64, Ordering::Relaxed);
@@ -636,6 +662,7 @@ impl Registry {
             return;
         };
         let mut affected = Vec::new();
+        let mut tally = Tally::default();
         let mut closed = Vec::new();
         {
             let mut subs = lock(&slot);
@@ -653,7 +680,7 @@ impl Registry {
                             closed.push(sub.handle.id);
                             continue;
                         }
-                        if self.push(&sub.handle, event) && event.effect.is_some() {
+                        if self.push(&sub.handle, event, &mut tally) && event.effect.is_some() {
                             affected.push(sub.handle.clone());
                         }
                     }
@@ -673,6 +700,7 @@ impl Registry {
                 subs.subs.remove(id);
             }
         }
+        tally.record(&self.metrics);
         if let Some(effect) = &event.effect {
             for conn in affected {
                 self.apply_effect(conn, effect);
@@ -681,23 +709,23 @@ impl Registry {
     }
 
     /// Queues an event's frame for one connection; `false` if it was not queued.
-    fn push(&self, conn: &ConnHandle, event: &Event) -> bool {
+    fn push(&self, conn: &ConnHandle, event: &Event, tally: &mut Tally) -> bool {
         let Some(frame) = event.frame(event.mark_for(conn.user)) else {
-            Metrics::inc(&self.metrics.events_skipped);
+            tally.skipped += 1;
             return false;
         };
         match conn.outbox.push(frame) {
             Ok(()) => {
-                Metrics::inc(&self.metrics.events_delivered);
+                tally.delivered += 1;
                 true
             }
             Err(PushError::Full) => {
-                Metrics::inc(&self.metrics.events_dropped);
+                tally.dropped += 1;
                 self.evict(conn);
                 false
             }
             Err(PushError::Closed) => {
-                Metrics::inc(&self.metrics.events_dropped);
+                tally.dropped += 1;
                 false
             }
         }
