@@ -135,10 +135,12 @@ impl Target {
             str::to_owned,
         );
         let mut started = Vec::new();
-        for _ in 0..nodes.max(1) {
+        for i in 0..nodes.max(1) {
             let addr = free_port()?;
             let child = Command::new(chorus_bin)
                 .arg("serve")
+                .arg("--data-dir")
+                .arg(data.path().join(format!("node{i}")))
                 .arg("--listen")
                 .arg(addr.to_string())
                 .arg("--admin-token")

@@ -158,11 +158,16 @@ fn rand_suffix() -> u64 {
 struct Node {
     addr: SocketAddr,
     child: Child,
+    /// The node's own data directory (its admin token file), apart from the shared
+    /// database.
+    _data: tempfile::TempDir,
 }
 
 async fn start_node(database: &str, redis: &str) -> Node {
     let addr = free_addr();
+    let data = tempfile::tempdir().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .env("CHORUS_DATA_DIR", data.path())
         .args([
             "serve",
             "--listen",
@@ -183,7 +188,11 @@ async fn start_node(database: &str, redis: &str) -> Node {
         wait_ready(addr, true).await,
         "node on {addr} did not become ready"
     );
-    Node { addr, child }
+    Node {
+        addr,
+        child,
+        _data: data,
+    }
 }
 
 /// Waits until `/readyz` answers `ready` (true) or not (false); `false` on timeout.
