@@ -34,8 +34,9 @@ const connected = (page: Page) => page.locator('.topbar .conn[data-state="open"]
 const sidebarItem = (page: Page, label: string) =>
   page.locator('#sidebar button.chan', { has: page.locator('.chan-name', { hasText: new RegExp(`^${label}$`) }) });
 const message = (page: Page, text: string) =>
-  page.locator('.conversation .messages li.msg', { has: page.locator('.msg-text', { hasText: text }) });
-const shot = (page: Page, name: string) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
+  page.locator('.conversation .messages li.msg:not(.pending)', { has: page.locator('.msg-text', { hasText: text }) });
+const shot = (page: Page, name: string, fullPage = false) =>
+  page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage });
 
 async function send(page: Page, text: string, box = '#composer-input'): Promise<void> {
   await page.locator(box).fill(text);
@@ -120,12 +121,12 @@ describe('web UI, two people, one real server', () => {
     const panel = alice.page.getByRole('complementary', { name: 'Thread' });
     await panel.waitFor();
     await send(alice.page, 'a reply in the thread', '#thread-input');
-    await panel.locator('.msg-text', { hasText: 'a reply in the thread' }).waitFor();
+    await panel.locator('li.msg:not(.pending) .msg-text', { hasText: 'a reply in the thread' }).waitFor();
     // bob sees the reply count on the root, opens the thread and reads the reply.
     const replies = message(bob.page, 'hello bob').getByRole('button', { name: '1 reply' });
     await replies.click();
     const bobPanel = bob.page.getByRole('complementary', { name: 'Thread' });
-    await bobPanel.locator('.msg-text', { hasText: 'a reply in the thread' }).waitFor();
+    await bobPanel.locator('li.msg:not(.pending) .msg-text', { hasText: 'a reply in the thread' }).waitFor();
     await shot(bob.page, 'thread');
     // Esc closes the thread.
     await bob.page.keyboard.press('Escape');
@@ -188,11 +189,13 @@ describe('web UI, two people, one real server', () => {
       await connected(page);
       await message(page, 'sent while you were away (2)').waitFor();
       // Each exactly once, in order, after what came before.
-      const texts = await page.locator('.conversation .messages li.msg .msg-text').allTextContents();
+      const texts = await page.locator('.conversation .messages li.msg:not(.pending) .msg-text').allTextContents();
       const at = (t: string) => texts.findIndex((x) => x.includes(t));
       assert.equal(texts.filter((t) => t.includes('sent while you were away')).length, 2, texts.join(' | '));
       assert.ok(at('before the restart') < at('away (1)') && at('away (1)') < at('away (2)'), texts.join(' | '));
     }
+    await bob.page.locator('.notice', { hasText: 'Reconnected' }).waitFor();
+    await shot(bob.page, 'reconnected');
     // And the conversation goes on over the new connections.
     await send(bob.page, 'back online');
     await message(alice.page, 'back online').waitFor();
@@ -217,7 +220,7 @@ describe('web UI, two people, one real server', () => {
     await ops.waitForFunction(() => Number(document.querySelector<HTMLElement>('.charts')?.dataset['samples']) >= 12);
     await ops.waitForFunction(() => Number(document.querySelector('.figure .figure-value')?.textContent) >= 2);
     assert.equal(await ops.locator('.chart').count(), 4);
-    await shot(ops, 'ops');
+    await shot(ops, 'ops', true);
     await ops.close();
   });
 

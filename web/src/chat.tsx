@@ -80,19 +80,19 @@ export function ChatApp({ store, onSignOut }: { store: ChatStore; onSignOut: () 
         )}
         <span class="spacer" />
         <ConnectionBadge state={store.conn} />
-        <a class="toplink" href="/ops">
+        <a class="toplink wide-only" href="/ops">
           Operations
         </a>
         <span class="me" title={`Signed in as ${store.me.name}`}>
           <Dot online={store.conn === 'open'} />
           <span class="me-name">{store.me.display_name || store.me.name}</span>
         </span>
-        <button class="link" onClick={onSignOut}>
+        <button class="link wide-only" onClick={onSignOut}>
           Sign out
         </button>
       </header>
 
-      <Sidebar store={store} onPick={() => setMenuOpen(false)} onNewDm={() => setPicker(true)} />
+      <Sidebar store={store} onPick={() => setMenuOpen(false)} onNewDm={() => setPicker(true)} onSignOut={onSignOut} />
 
       <main class="conversation" aria-label={current ? `Conversation: ${store.channelLabel(current)}` : 'Conversation'}>
         {store.conn !== 'open' && (
@@ -155,7 +155,17 @@ function Dot({ online }: { online: boolean }) {
 
 // ------------------------------------------------------------------ sidebar
 
-function Sidebar({ store, onPick, onNewDm }: { store: ChatStore; onPick: () => void; onNewDm: () => void }) {
+function Sidebar({
+  store,
+  onPick,
+  onNewDm,
+  onSignOut,
+}: {
+  store: ChatStore;
+  onPick: () => void;
+  onNewDm: () => void;
+  onSignOut: () => void;
+}) {
   const all = [...store.channels.values()];
   const channels = all.filter((c) => c.kind !== 'dm').sort((a, b) => a.name.localeCompare(b.name));
   const dms = all
@@ -212,6 +222,13 @@ function Sidebar({ store, onPick, onNewDm }: { store: ChatStore; onPick: () => v
         </button>
       </div>
       <ul aria-labelledby="dms-heading">{dms.map(item)}</ul>
+      <div class="sidebar-foot">
+        <span>Signed in as {store.me.name}</span>
+        <a href="/ops">Operations</a>
+        <button class="link" onClick={onSignOut}>
+          Sign out
+        </button>
+      </div>
     </nav>
   );
 }

@@ -41,6 +41,7 @@ interface Point {
 
 const EVERY_MS = 1_000;
 const WINDOW = 120;
+const MIN_SPAN = 30;
 
 export function OpsPage() {
   const [points, setPoints] = useState<Point[]>([]);
@@ -195,7 +196,9 @@ const PAD = 4;
 function Chart({ title, unit, points, series }: { title: string; unit: string; points: Point[]; series: Series[] }) {
   const max = Math.max(1, ...points.flatMap((p) => series.map((s) => p[s.key])));
   const top = niceCeil(max);
-  const x = (i: number) => PAD + ((W - 2 * PAD) * (i + WINDOW - points.length)) / (WINDOW - 1);
+  // The time axis fills up from 30 s to the whole window, newest sample at the right.
+  const span = Math.min(WINDOW, Math.max(MIN_SPAN, points.length));
+  const x = (i: number) => PAD + ((W - 2 * PAD) * (i + span - points.length)) / (span - 1);
   const y = (v: number) => H - PAD - ((H - 2 * PAD) * v) / top;
   const last = points.at(-1);
   const show = (v: number) => (unit ? fmt(v) : Math.round(v).toLocaleString());
@@ -247,7 +250,7 @@ function Chart({ title, unit, points, series }: { title: string; unit: string; p
           max {show(top)}
           {unit}
         </span>
-        <span>{WINDOW} s</span>
+        <span>last {span} s</span>
       </div>
     </figure>
   );

@@ -291,6 +291,14 @@ export class ChatStore {
     this.changed();
   }
 
+  /** My message arrived live before its send returned: it replaces its pending copy. */
+  private settlePending(msg: Message): void {
+    const i = this.pending.findIndex(
+      (p) => !p.failed && p.channelId === msg.channel_id && p.threadId === msg.thread_id && p.text === msg.text,
+    );
+    if (i >= 0) this.pending.splice(i, 1);
+  }
+
   private async deliver(item: Pending): Promise<void> {
     try {
       const { message } = await this.http.sendMessage(
@@ -433,6 +441,7 @@ export class ChatStore {
       const msg = ev.data;
       if (this.catchingUp || ev.replayed) this.caughtUp++;
       const known = this.findMessage(msg.id) !== undefined;
+      if (msg.author_id === this.me.id) this.settlePending(msg);
       this.apply(msg);
       const channel = this.channels.get(msg.channel_id);
       if (!known && channel && msg.thread_id === undefined && msg.author_id !== this.me.id) {
