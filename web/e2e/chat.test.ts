@@ -33,7 +33,7 @@ async function person(name: string): Promise<{ context: BrowserContext; page: Pa
 const connected = (page: Page) => page.locator('.topbar .conn[data-state="open"]').waitFor();
 const sidebarItem = (page: Page, label: string) =>
   page.locator('#sidebar button.chan', { has: page.locator('.chan-name', { hasText: new RegExp(`^${label}$`) }) });
-const message = (page: Page, text: string) =>
+const message = (page: Page, text: string | RegExp) =>
   page.locator('.conversation .messages li.msg:not(.pending)', { has: page.locator('.msg-text', { hasText: text }) });
 const shot = (page: Page, name: string, fullPage = false) =>
   page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage });
@@ -148,6 +148,35 @@ describe('web UI, two people, one real server', () => {
     await message(bob.page, 'hi alice, all good?')
       .locator('.reaction[data-emoji="🎉"] .count', { hasText: '2' })
       .waitFor();
+  });
+
+  it('history scrolls back to older messages; the unread badge counts what arrived', async () => {
+    const { token } = await server.api<{ token: string }>('POST', '/api/v1/dev/login', undefined, { name: 'dave' });
+    const [ws] = await server.api<{ id: number }[]>('GET', '/api/v1/workspaces', token);
+    const channels = await server.api<{ id: number; name: string }[]>('GET', `/api/v1/workspaces/${ws!.id}/channels`, token);
+    const general = channels.find((c) => c.name === 'general')!;
+    for (let i = 1; i <= 70; i++) {
+      await server.api('POST', `/api/v1/channels/${general.id}/messages`, token, { text: `history ${i}` });
+    }
+    const item = sidebarItem(bob.page, 'general');
+    await item.locator('.badge[data-unread="70"]').waitFor();
+    await shot(bob.page, 'unread');
+    // A reload shows the same count, now from the server's read state, and forgets the
+    // messages the page had received live.
+    await bob.page.reload();
+    await connected(bob.page);
+    await item.locator('.badge[data-unread="70"]').waitFor();
+    await item.click();
+    await message(bob.page, /^history 70$/).waitFor();
+    // The latest page only, until bob scrolls up.
+    assert.equal(await message(bob.page, /^history 1$/).count(), 0);
+    await bob.page.locator('.conversation .scroller').evaluate((el) => (el.scrollTop = 0));
+    await message(bob.page, /^history 1$/).waitFor();
+    await bob.page.locator('.conversation .start', { hasText: 'The beginning of #general' }).waitFor();
+    await item.locator('.badge').waitFor({ state: 'detached' });
+    // Back to the DM for the next tests.
+    await sidebarItem(bob.page, 'alice').click();
+    await message(bob.page, 'hello bob').waitFor();
   });
 
   it('presence dots change when alice closes the page and comes back', async () => {

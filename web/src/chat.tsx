@@ -293,7 +293,8 @@ function Conversation({ store, channel }: { store: ChatStore; channel: ChannelVi
   const list = store.list(channel.id);
   const scroller = useRef<HTMLDivElement>(null);
   const atBottom = useRef(true);
-  const anchor = useRef<{ height: number; top: number } | undefined>();
+  const lastTop = useRef(0);
+  const anchor = useRef<{ height: number; top: number; firstId: number | undefined } | undefined>();
   const items = list?.items ?? [];
   const pending = store.pending.filter((p) => p.channelId === channel.id && p.threadId === undefined);
   const label = store.channelLabel(channel);
@@ -302,7 +303,7 @@ function Conversation({ store, channel }: { store: ChatStore; channel: ChannelVi
   const loadOlder = async () => {
     const el = scroller.current;
     if (!el || !list || list.loading || list.complete) return;
-    anchor.current = { height: el.scrollHeight, top: el.scrollTop };
+    anchor.current = { height: el.scrollHeight, top: el.scrollTop, firstId: list.items[0]?.id };
     if (!(await store.loadOlder(channel.id))) anchor.current = undefined;
   };
 
@@ -312,8 +313,11 @@ function Conversation({ store, channel }: { store: ChatStore; channel: ChannelVi
     const el = scroller.current;
     if (!el) return;
     if (anchor.current) {
-      el.scrollTop = el.scrollHeight - anchor.current.height + anchor.current.top;
-      anchor.current = undefined;
+      // Only once the older page is in: renders while it loads change nothing.
+      if (items[0]?.id !== anchor.current.firstId) {
+        el.scrollTop = el.scrollHeight - anchor.current.height + anchor.current.top;
+        anchor.current = undefined;
+      }
     } else if (atBottom.current) {
       el.scrollTop = el.scrollHeight;
     }
@@ -321,6 +325,7 @@ function Conversation({ store, channel }: { store: ChatStore; channel: ChannelVi
 
   useEffect(() => {
     atBottom.current = true;
+    lastTop.current = scroller.current?.scrollTop ?? 0;
   }, [channel.id]);
 
   return (
@@ -335,7 +340,10 @@ function Conversation({ store, channel }: { store: ChatStore; channel: ChannelVi
         onScroll={(e) => {
           const el = e.currentTarget;
           atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-          if (el.scrollTop < 60) void loadOlder();
+          // Only a reader moving up loads more: not the jumps of a channel switch.
+          const up = el.scrollTop < lastTop.current;
+          lastTop.current = el.scrollTop;
+          if (up && el.scrollTop < 60) void loadOlder();
         }}
       >
         {list && !list.complete && (

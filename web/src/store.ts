@@ -106,7 +106,11 @@ export class ChatStore {
 
   /** Loads the workspaces and opens the realtime connection. */
   async start(): Promise<void> {
-    this.workspaces = await this.http.listWorkspaces();
+    try {
+      this.workspaces = await this.http.listWorkspaces();
+    } catch (err) {
+      this.report(err);
+    }
     const remembered = Number(localStorage.getItem('chorus.workspace'));
     const ws = this.workspaces.find((w) => w.id === remembered) ?? this.workspaces[0];
     if (ws) await this.selectWorkspace(ws.id);
@@ -506,6 +510,7 @@ export class ChatStore {
     } else if (isEvent(ev, 'workspace.joined')) {
       if (!this.workspaces.some((w) => w.id === ev.data.workspace.id)) {
         this.workspaces = [...this.workspaces, { ...ev.data.workspace, role: ev.data.role }];
+        if (this.workspaceId === undefined) void this.selectWorkspace(ev.data.workspace.id);
       }
     } else if (isEvent(ev, 'typing')) {
       const { channel_id, thread_id, user_id, expires_in_ms } = ev.data;

@@ -78,6 +78,10 @@ async fn dev_login_is_refused_unless_dev_mode_is_on() {
         .await;
     assert_eq!(resp.status, StatusCode::NOT_FOUND);
     assert_eq!(resp.body["error"]["code"], "not_found");
+    // Documented as a route that needs no bearer token.
+    let doc = s.call(Method::GET, "/openapi.json", None, None).await;
+    let login = &doc.body["paths"]["/api/v1/dev/login"]["post"];
+    assert_eq!(login["security"], json!([{}]), "{login}");
     // And it created nobody.
     let users = s
         .call(
