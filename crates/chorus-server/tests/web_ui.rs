@@ -2,6 +2,8 @@
 //! with: API routes keep priority, unknown UI paths get the page, dev login only in dev
 //! mode.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{ADMIN_TOKEN, TestServer};
