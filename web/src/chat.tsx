@@ -237,8 +237,10 @@ function DmPicker({ store, onClose, onPicked }: { store: ChatStore; onClose: () 
   const [filter, setFilter] = useState('');
   const input = useRef<HTMLInputElement>(null);
   useEffect(() => {
+    const opener = document.activeElement as HTMLElement | null;
     input.current?.focus();
     void store.loadMembers();
+    return () => opener?.focus();
   }, [store]);
   const people = [...store.members.values()]
     .filter((m) => m.user.id !== store.me.id)
@@ -357,8 +359,8 @@ function Conversation({ store, channel }: { store: ChatStore; channel: ChannelVi
           </p>
         )}
         <ol class="messages" aria-label={`Messages in ${title}`} role="log" aria-live="polite">
-          {items.map((m) => (
-            <MessageItem key={m.id} store={store} message={m} />
+          {items.map((m, i) => (
+            <MessageItem key={m.id} store={store} message={m} compact={followsUp(items[i - 1], m)} />
           ))}
         </ol>
         {items.length === 0 && list && !list.loading && <p class="empty">No messages yet: say hello.</p>}
@@ -374,13 +376,29 @@ function Conversation({ store, channel }: { store: ChatStore; channel: ChannelVi
   );
 }
 
-function MessageItem({ store, message: m, inThread }: { store: ChatStore; message: Message; inThread?: boolean }) {
+/** A message right after one by the same author (within 5 minutes) drops its header. */
+function followsUp(prev: Message | undefined, m: Message): boolean {
+  if (!prev || prev.author_id !== m.author_id || prev.deleted || (prev.reply_count ?? 0) > 0) return false;
+  return Date.parse(m.created_at) - Date.parse(prev.created_at) < 5 * 60_000;
+}
+
+function MessageItem({
+  store,
+  message: m,
+  inThread,
+  compact,
+}: {
+  store: ChatStore;
+  message: Message;
+  inThread?: boolean;
+  compact?: boolean;
+}) {
   const [picking, setPicking] = useState(false);
   const time = new Date(m.created_at);
   const mine = m.author_id === store.me.id;
   return (
-    <li class={`msg${mine ? ' mine' : ''}`} data-message-id={m.id} tabIndex={-1}>
-      <div class="msg-head">
+    <li class={`msg${mine ? ' mine' : ''}${compact ? ' compact' : ''}`} data-message-id={m.id} tabIndex={-1}>
+      <div class={compact ? 'msg-head sr-only' : 'msg-head'}>
         <span class="author">{store.userName(m.author_id)}</span>
         <time dateTime={m.created_at} title={time.toLocaleString()}>
           {time.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}
@@ -603,6 +621,8 @@ function ThreadPanel({ store }: { store: ChatStore }) {
   useLayoutEffect(() => {
     end.current?.scrollIntoView({ block: 'end' });
   }, [thread.replies.length, pending.length]);
+  // Closing the thread puts the keyboard back in the conversation's message box.
+  useEffect(() => () => document.getElementById('composer-input')?.focus(), []);
   return (
     <aside class="thread" aria-label="Thread">
       <div class="conv-head">
@@ -621,8 +641,8 @@ function ThreadPanel({ store }: { store: ChatStore }) {
           {thread.loading ? 'Loading…' : `${thread.replies.length} ${thread.replies.length === 1 ? 'reply' : 'replies'}`}
         </p>
         <ol class="messages" aria-label="Replies" role="log" aria-live="polite">
-          {thread.replies.map((m) => (
-            <MessageItem key={m.id} store={store} message={m} inThread />
+          {thread.replies.map((m, i) => (
+            <MessageItem key={m.id} store={store} message={m} inThread compact={followsUp(thread.replies[i - 1], m)} />
           ))}
         </ol>
         <PendingList store={store} pending={pending} />

@@ -39,7 +39,7 @@ pub async fn fallback(method: Method, uri: Uri) -> Response {
         return file(content_type(rel), cache, body);
     }
     // A missing bundle is a 404, not the page: a browser would run HTML as a script.
-    if rel.starts_with("assets/") || rel.contains('.') && !rel.ends_with(".html") {
+    if rel.starts_with("assets/") || (rel.contains('.') && !rel.ends_with(".html")) {
         return ApiError::not_found("no such file").into_response();
     }
     match asset("index.html") {
