@@ -38,6 +38,14 @@ const message = (page: Page, text: string | RegExp) =>
 const shot = (page: Page, name: string, fullPage = false) =>
   page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage });
 
+/** Opens the DM of alice and bob on both pages (each test can run after a failed one). */
+async function inTheDm(): Promise<void> {
+  await sidebarItem(alice.page, 'bob').click();
+  await sidebarItem(bob.page, 'alice').click();
+  await alice.page.getByRole('heading', { name: 'bob' }).waitFor();
+  await bob.page.getByRole('heading', { name: 'alice' }).waitFor();
+}
+
 async function send(page: Page, text: string, box = '#composer-input'): Promise<void> {
   await page.locator(box).fill(text);
   await page.locator(box).press('Enter');
@@ -196,6 +204,7 @@ describe('web UI, two people, one real server', () => {
   });
 
   it('after a server restart both UIs reconnect by themselves and show what was sent meanwhile', async () => {
+    await inTheDm();
     await send(bob.page, 'before the restart');
     await message(alice.page, 'before the restart').waitFor();
 
@@ -231,6 +240,7 @@ describe('web UI, two people, one real server', () => {
   });
 
   it('the operations page charts live metrics', async () => {
+    await inTheDm();
     const ops = await alice.context.newPage();
     ops.setDefaultTimeout(WAIT);
     await ops.goto(`${server.url}/ops`);

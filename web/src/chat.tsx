@@ -295,7 +295,6 @@ function Conversation({ store, channel }: { store: ChatStore; channel: ChannelVi
   const list = store.list(channel.id);
   const scroller = useRef<HTMLDivElement>(null);
   const atBottom = useRef(true);
-  const lastTop = useRef(0);
   const anchor = useRef<{ height: number; top: number; firstId: number | undefined } | undefined>();
   const items = list?.items ?? [];
   const pending = store.pending.filter((p) => p.channelId === channel.id && p.threadId === undefined);
@@ -327,7 +326,6 @@ function Conversation({ store, channel }: { store: ChatStore; channel: ChannelVi
 
   useEffect(() => {
     atBottom.current = true;
-    lastTop.current = scroller.current?.scrollTop ?? 0;
   }, [channel.id]);
 
   return (
@@ -342,10 +340,8 @@ function Conversation({ store, channel }: { store: ChatStore; channel: ChannelVi
         onScroll={(e) => {
           const el = e.currentTarget;
           atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-          // Only a reader moving up loads more: not the jumps of a channel switch.
-          const up = el.scrollTop < lastTop.current;
-          lastTop.current = el.scrollTop;
-          if (up && el.scrollTop < 60) void loadOlder();
+          // Near the top of a list that overflows: the reader wants what came before.
+          if (el.scrollTop < 60 && el.scrollHeight > el.clientHeight) void loadOlder();
         }}
       >
         {list && !list.complete && (
