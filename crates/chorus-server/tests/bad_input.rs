@@ -285,8 +285,8 @@ async fn http_bad_input_gets_the_error_body() {
     .await
     .expect_error(StatusCode::BAD_REQUEST, "bad_request");
 
-    // Unknown routes.
-    for path in ["/nope", "/api/v1/nope", "/api/v2/channels/1"] {
+    // Unknown API routes (other unknown paths get the web UI's page: tests/web_ui.rs).
+    for path in ["/api", "/api/v1/nope", "/api/v2/channels/1"] {
         s.call(Method::GET, path, Some(&w.alice.token), None)
             .await
             .expect_error(StatusCode::NOT_FOUND, "not_found");

@@ -2,6 +2,7 @@
 //! each area of the API has its own file of `impl Chat` methods.
 
 mod channels;
+mod dev;
 mod events;
 mod gate;
 mod messages;
@@ -24,6 +25,7 @@ use gate::Gate;
 use presence::{LocalPresence, PresenceTracker};
 
 pub use channels::{CreateChannel, OpenDm, UpdateChannel};
+pub use dev::{DEV_CHANNEL, DEV_WORKSPACE};
 pub use messages::{EditMessage, SendMessage};
 pub use presence::{NodeStat, SetStatus};
 pub use presence_redis::RedisPresence;
@@ -63,6 +65,8 @@ struct Gates {
     threads: Gate,
     /// Users: read cursors and presence.
     users: Gate,
+    /// The one-time setup of the `--dev` workspace.
+    dev_setup: tokio::sync::Mutex<()>,
 }
 
 pub struct Chat {
@@ -84,6 +88,7 @@ impl Chat {
             gates: Gates {
                 threads: Gate::new(256),
                 users: Gate::new(256),
+                dev_setup: tokio::sync::Mutex::new(()),
             },
         }
     }

@@ -5,6 +5,7 @@ mod channels;
 mod messages;
 mod ops;
 mod presence;
+mod ui;
 mod users;
 mod workspaces;
 pub mod ws;
@@ -16,7 +17,6 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::error::ApiError;
 use crate::limits;
 use crate::state::AppState;
 
@@ -72,7 +72,8 @@ pub fn app(state: AppState) -> Router {
                 )
             }),
         )
-        .fallback(|| async { ApiError::not_found("no such route") })
+        // The web UI: what no route above claims (never `/api/…` or `/ws`).
+        .fallback(ui::fallback)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

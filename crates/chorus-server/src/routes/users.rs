@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chorus_chat::model::{User, UserKind};
+use chorus_chat::model::User;
 use chorus_chat::service::CreateUser;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -50,10 +50,12 @@ async fn me(Caller(caller): Caller) -> Json<User> {
     Json(caller)
 }
 
-/// Password-less login for local trials: only with `chorus serve --dev`. Creates the
-/// user on first use and returns a fresh token.
-#[utoipa::path(post, path = "/api/v1/dev/login", tag = "users", request_body = DevLogin,
-    responses((status = 200, body = UserWithToken), (status = 404, body = ErrorBody)))]
+/// Password-less login for local trials: only with `chorus serve --dev` (404 otherwise).
+/// Creates the user on first use, adds them to the shared `dev` workspace and its
+/// `general` channel (created on the first login), and returns a fresh token.
+/// Administrators cannot sign in this way (403).
+#[utoipa::path(post, path = "/api/v1/dev/login", tag = "users", request_body = DevLogin, security(()),
+    responses((status = 200, body = UserWithToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn dev_login(
     State(state): State<AppState>,
     Json(req): Json<DevLogin>,
@@ -63,19 +65,6 @@ async fn dev_login(
             "dev login is off; start chorus with --dev",
         ));
     }
-    let user = match state.chat.store().user_by_name(&req.name).await? {
-        Some(user) => user,
-        None => {
-            let create = CreateUser {
-                name: req.name,
-                display_name: None,
-                kind: UserKind::Human,
-                webhook_url: None,
-                admin: false,
-            };
-            state.chat.create_user_unchecked(create).await?.0
-        }
-    };
-    let token = state.chat.issue_token(&user, "dev login").await?;
+    let (user, token) = state.chat.dev_login(&req.name).await?;
     Ok(Json(UserWithToken { user, token }))
 }

@@ -1,0 +1,84 @@
+//! Password-less login for `chorus serve --dev` (local trials and browser tests).
+//! It signs people in by name alone, so it must never be reachable in production: the
+//! edge refuses it unless dev mode is on. It never hands out an administrator's token.
+
+use super::Chat;
+use super::channels::CreateChannel;
+use super::users::CreateUser;
+use super::workspaces::AddMember;
+use crate::error::{Result, forbidden};
+use crate::model::*;
+
+/// The workspace every dev login joins, and its public channel.
+pub const DEV_WORKSPACE: &str = "dev";
+pub const DEV_CHANNEL: &str = "general";
+
+impl Chat {
+    /// Signs `name` in: creates the user on first use, makes sure the shared
+    /// [`DEV_WORKSPACE`] and its [`DEV_CHANNEL`] exist and that the user belongs to
+    /// both, and returns the user with a fresh token.
+    pub async fn dev_login(&self, name: &str) -> Result<(User, String)> {
+        let user = match self.store.user_by_name(name).await? {
+            Some(user) if user.is_admin => {
+                return Err(forbidden("dev login never signs in an administrator"));
+            }
+            Some(user) => user,
+            None => {
+                let create = CreateUser {
+                    name: name.to_owned(),
+                    display_name: None,
+                    kind: UserKind::Human,
+                    webhook_url: None,
+                    admin: false,
+                };
+                self.create_user_unchecked(create).await?.0
+            }
+        };
+        let (admin, _) = self.bootstrap_admin().await?;
+        {
+            // Two first logins at once must not create two dev workspaces. A tokio mutex:
+            // it is held across the setup's writes.
+            let _setup = self.gates.dev_setup.lock().await;
+            let ws = match self
+                .store
+                .workspaces_of(admin.id)
+                .await?
+                .into_iter()
+                .find(|w| w.workspace.name == DEV_WORKSPACE)
+            {
+                Some(w) => w.workspace,
+                None => self.create_workspace(&admin, DEV_WORKSPACE).await?,
+            };
+            self.add_workspace_member(
+                &admin,
+                ws.id,
+                AddMember {
+                    user_id: user.id,
+                    role: Role::Member,
+                },
+            )
+            .await?;
+            let general = match self
+                .list_channels(&admin, ws.id)
+                .await?
+                .into_iter()
+                .find(|c| c.channel.name == DEV_CHANNEL && c.channel.kind == ChannelKind::Public)
+            {
+                Some(view) => view.channel,
+                None => {
+                    let create = CreateChannel {
+                        name: DEV_CHANNEL.to_owned(),
+                        kind: ChannelKind::Public,
+                        policy: None,
+                        topic: Some("Everyone who signs in with --dev".to_owned()),
+                        member_ids: Vec::new(),
+                    };
+                    self.create_channel(&admin, ws.id, create).await?
+                }
+            };
+            self.join_channel(&user, general.id).await?;
+        }
+        let token = self.issue_token(&user, "dev login").await?;
+        Ok((user, token))
+    }
+}
