@@ -1,6 +1,7 @@
 //! Storage, one trait per area. The domain only sees these traits; each database has a
 //! backend module implementing all of them (`sqlite` now, `postgres` to come).
 
+mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;
