@@ -18,8 +18,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::store::rows::{conflict_or, parse};
 
@@ -38,6 +38,15 @@ impl PgStore {
     /// reached now; later outages fail the requests that need the database.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("parsing the PostgreSQL URL")?;
+        // One direct attempt first: it fails at once with the cause (refused, auth,
+        // no such database), where the pool would retry until its timeout and only
+        // report that it timed out.
+        PgConnection::connect_with(&options)
+            .await
+            .context("connecting to PostgreSQL")?
+            .close()
+            .await
+            .context("connecting to PostgreSQL")?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
