@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
-use chorus_chat::store::{SqliteStore, Store};
+use chorus_chat::store::{PgStore, SqliteStore, Store};
 use chorus_chat::{Chat, service::ChatHooks};
 use chorus_realtime::Engine;
 use tokio::net::TcpListener;
@@ -48,13 +48,15 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
     }
     let store: Arc<dyn Store> = match config.database_url.as_deref() {
         Some(url) if url.starts_with("sqlite:") => Arc::new(SqliteStore::open_url(url).await?),
-        Some(url) if url.starts_with("postgres") => {
-            bail!(
-                "CHORUS_DATABASE_URL: PostgreSQL storage is not available in this version; use sqlite:// or the data dir"
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Arc::new(
+                PgStore::connect(url, config.database_pool_size)
+                    .await
+                    .context("opening the PostgreSQL database")?,
             )
         }
-        Some(other) => {
-            bail!("CHORUS_DATABASE_URL must start with sqlite: or postgres:, got {other:?}")
+        Some(_) => {
+            bail!("CHORUS_DATABASE_URL must start with sqlite:, postgres:// or postgresql://")
         }
         None => Arc::new(
             SqliteStore::open(&config.data_dir.join("chorus.db"))
