@@ -1313,3 +1313,120 @@ async fn after_paging_never_skips_a_late_commit(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(seen, all, "every message, once, in id order");
 }
+
+// ---- PostgreSQL outages -------------------------------------------------------------
+
+/// A TCP forwarder to PostgreSQL that can be cut (every link dropped, new ones refused
+/// by closing them at once) and restored: a database outage without stopping the
+/// server the other tests share.
+struct Cuttable {
+    addr: std::net::SocketAddr,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Cuttable {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let links = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let down = down.clone();
+            let links = links.clone();
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if down.load(Ordering::SeqCst) {
+                        continue; // dropped: the connection closes at once
+                    }
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    links.lock().unwrap().push(link);
+                }
+            }
+        });
+        Self {
+            addr,
+            down,
+            links,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Cuttable {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// While the database cannot be reached, operations fail as `Unavailable` (503), not
+/// `Internal`; once it is back, the same store works again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_is_unavailable_and_recovers() {
+    let Ok(admin_url) = std::env::var("CHORUS_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("CHORUS_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "CHORUS_REQUIRE_SERVICES=1 but CHORUS_TEST_POSTGRES_URL is not set"
+        );
+        eprintln!("postgres_outage: skipped (CHORUS_TEST_POSTGRES_URL is not set)");
+        return;
+    };
+    let db = ScratchDatabase::create(&admin_url).await.unwrap();
+    let mut url = url::Url::parse(db.url()).unwrap();
+    let target = tokio::net::lookup_host((
+        url.host_str().unwrap().to_owned(),
+        url.port().unwrap_or(5432),
+    ))
+    .await
+    .unwrap()
+    .next()
+    .unwrap();
+    let proxy = Cuttable::start(target).await;
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    url.set_host(Some("127.0.0.1")).unwrap();
+    let store: Arc<dyn Store> = Arc::new(PgStore::connect(url.as_str(), 2).await.unwrap());
+    let alice = user(&store, "alice").await;
+
+    proxy.cut();
+    let during = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        store.user_by_name("alice"),
+    )
+    .await
+    .expect("a request during the outage must fail, not hang");
+    assert!(
+        matches!(during, Err(ChatError::Unavailable(_))),
+        "{during:?}"
+    );
+    let write = store.set_status_text(alice.id, "lost").await;
+    assert!(matches!(write, Err(ChatError::Unavailable(_))), "{write:?}");
+
+    proxy.restore();
+    assert_eq!(
+        store.user_by_name("alice").await.unwrap().map(|u| u.id),
+        Some(alice.id)
+    );
+    assert_eq!(
+        store.presence(alice.id).await.unwrap().unwrap().status_text,
+        "",
+        "the write during the outage did not happen"
+    );
+}
