@@ -94,6 +94,7 @@ test_both!(
     visible_channels_and_dm_members,
     dm_keys_are_unique_per_workspace,
     dm_get_or_create_races_to_one_channel,
+    nodes_starting_together_create_one_admin,
     messages_send_and_page,
     idempotent_send,
     idempotent_send_under_concurrency,
@@ -700,6 +701,33 @@ async fn dm_get_or_create_races_to_one_channel(store: Arc<dyn Store>) {
         .filter(|v| v.channel.kind == ChannelKind::Dm)
         .count();
     assert_eq!(dms, 3);
+}
+
+/// Nodes starting at once on an empty shared database all come up with the same
+/// admin; exactly one of them created it (and holds its first token).
+async fn nodes_starting_together_create_one_admin(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let chat = Chat::new(
+                store.clone(),
+                Engine::in_memory(EngineConfig::default()),
+                ChatConfig::default(),
+            );
+            tokio::spawn(async move { chat.bootstrap_admin().await })
+        })
+        .collect();
+    let mut admins = BTreeSet::new();
+    let mut tokens = 0;
+    for task in tasks {
+        let (admin, token) = task.await.unwrap().unwrap();
+        assert!(admin.is_admin);
+        assert_eq!(admin.name, "admin");
+        admins.insert(admin.id);
+        tokens += usize::from(token.is_some());
+    }
+    assert_eq!(admins.len(), 1);
+    assert_eq!(tokens, 1);
+    assert_eq!(store.count_users().await.unwrap(), 1);
 }
 
 // ---- messages -----------------------------------------------------------------------
