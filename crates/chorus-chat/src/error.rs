@@ -22,7 +22,21 @@ pub enum ChatError {
 }
 
 impl From<sqlx::Error> for ChatError {
+    /// A database that cannot be reached (or is shutting down) is `Unavailable`, so
+    /// clients see 503 and retry; anything else is a bug or corruption: `Internal`.
     fn from(err: sqlx::Error) -> Self {
+        let unreachable = match &err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+            // PostgreSQL: class 08 connection exceptions, 57P0x shutdown / cannot connect.
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+            _ => false,
+        };
+        if unreachable {
+            tracing::warn!(cause = %err, "database unavailable");
+            return Self::Unavailable("the database is unavailable".into());
+        }
         Self::Internal(err.into())
     }
 }

@@ -6,7 +6,8 @@
 //! - [`service`]: [`Chat`], the rules. Every operation takes the caller, checks what
 //!   the caller may do, writes through the store, and only after the write is durable
 //!   publishes the events that describe it to the realtime engine.
-//! - [`store`]: one trait per storage area and a backend per database (SQLite now).
+//! - [`store`]: one trait per storage area and a backend per database (SQLite,
+//!   PostgreSQL).
 //! - [`token`]: API token minting and hashing.
 
 pub mod error;

@@ -18,6 +18,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://…` (overrides `data_dir`) or `postgres://…` (`CHORUS_DATABASE_URL`).
     pub database_url: Option<String>,
+    /// Most connections the PostgreSQL pool opens (`CHORUS_DATABASE_POOL_SIZE`);
+    /// SQLite ignores it.
+    pub database_pool_size: u32,
     /// Enables the Redis Streams broker (`CHORUS_REDIS_URL`).
     pub redis_url: Option<String>,
     /// A token accepted as the `admin` user's, as given (`CHORUS_ADMIN_TOKEN`).
@@ -56,6 +59,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7800)),
             data_dir: PathBuf::from("./chorus-data"),
             database_url: None,
+            database_pool_size: 10,
             redis_url: None,
             admin_token: None,
             jwt_secret: None,

@@ -25,7 +25,7 @@ use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use chorus_chat::Chat;
 use chorus_chat::service::{ChatHooks, RedisPresence};
-use chorus_chat::store::{SqliteStore, Store};
+use chorus_chat::store::{PgStore, SqliteStore, Store};
 use chorus_realtime::Engine;
 use tokio::net::TcpListener;
 
@@ -44,13 +44,15 @@ pub struct Built {
 pub async fn build(config: Config) -> anyhow::Result<Built> {
     let store: Arc<dyn Store> = match config.database_url.as_deref() {
         Some(url) if url.starts_with("sqlite:") => Arc::new(SqliteStore::open_url(url).await?),
-        Some(url) if url.starts_with("postgres") => {
-            bail!(
-                "CHORUS_DATABASE_URL: PostgreSQL storage is not available in this version; use sqlite:// or the data dir"
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Arc::new(
+                PgStore::connect(url, config.database_pool_size)
+                    .await
+                    .context("opening the PostgreSQL database")?,
             )
         }
-        Some(other) => {
-            bail!("CHORUS_DATABASE_URL must start with sqlite: or postgres:, got {other:?}")
+        Some(_) => {
+            bail!("CHORUS_DATABASE_URL must start with sqlite:, postgres:// or postgresql://")
         }
         None => Arc::new(
             SqliteStore::open(&config.data_dir.join("chorus.db"))
@@ -61,7 +63,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
     let engine = match config.redis_url.as_deref() {
         Some(url) => Engine::with_redis(config.engine(), url)
             .await
-            .with_context(|| format!("connecting to Redis at {url}"))?,
+            .context("connecting to Redis (CHORUS_REDIS_URL)")?,
         None => Engine::in_memory(config.engine()),
     };
     let mut chat = Chat::new(store, engine.clone(), config.chat());
@@ -72,7 +74,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         let node = format!("{:016x}", rand::random::<u64>());
         let presence = RedisPresence::connect(url, node)
             .await
-            .with_context(|| format!("connecting presence to Redis at {url}"))?;
+            .context("connecting presence to Redis (CHORUS_REDIS_URL)")?;
         chat = chat.with_presence_tracker(presence.clone());
         cluster_presence = Some(presence);
     }

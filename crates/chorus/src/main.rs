@@ -42,6 +42,9 @@ struct ServeArgs {
     data_dir: Option<PathBuf>,
     #[arg(long, env = "CHORUS_DATABASE_URL")]
     database_url: Option<String>,
+    /// Most connections to PostgreSQL (ignored for SQLite).
+    #[arg(long, env = "CHORUS_DATABASE_POOL_SIZE")]
+    database_pool_size: Option<u32>,
     #[arg(long, env = "CHORUS_REDIS_URL")]
     redis_url: Option<String>,
     #[arg(long, env = "CHORUS_ADMIN_TOKEN", hide_env_values = true)]
@@ -119,7 +122,8 @@ impl ServeArgs {
             http_burst,
             inbound_per_sec,
             inbound_burst,
-            typing_per_minute
+            typing_per_minute,
+            database_pool_size
         );
         set_opt!(database_url, redis_url, admin_token, jwt_secret);
         config.dev |= self.dev;

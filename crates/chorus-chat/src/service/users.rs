@@ -96,7 +96,7 @@ impl Chat {
         if let Some(admin) = self.store.user_by_name("admin").await? {
             return Ok((admin, None));
         }
-        let (user, token) = self
+        let created = self
             .create_user_unchecked(CreateUser {
                 name: "admin".into(),
                 display_name: Some("Administrator".into()),
@@ -104,7 +104,17 @@ impl Chat {
                 webhook_url: None,
                 admin: true,
             })
-            .await?;
-        Ok((user, Some(token)))
+            .await;
+        match created {
+            Ok((user, token)) => Ok((user, Some(token))),
+            // Another node sharing the database created it first.
+            Err(ChatError::Conflict(_)) => {
+                let admin = self.store.user_by_name("admin").await?;
+                admin
+                    .map(|admin| (admin, None))
+                    .ok_or_else(|| ChatError::Conflict("admin creation raced".into()))
+            }
+            Err(err) => Err(err),
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! Storage, one trait per area. The domain only sees these traits; each database has a
-//! backend module implementing all of them (`sqlite` now, `postgres` to come).
+//! backend module implementing all of them: `sqlite` (embedded, one node) and
+//! `postgres` (shared by several nodes). Row types common to both are in `rows`.
 
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -8,6 +11,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::model::*;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 pub struct NewUser {

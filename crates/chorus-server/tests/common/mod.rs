@@ -1,6 +1,10 @@
 //! Test harness: a real Chorus server on `127.0.0.1:0`, built in-process on a throwaway
 //! data dir, plus an HTTP helper and a raw WebSocket client. No mocks.
 //!
+//! With `CHORUS_TEST_DATABASE=postgres` every server stores its data in a fresh
+//! PostgreSQL database on `CHORUS_TEST_POSTGRES_URL` (dropped with the server) instead
+//! of SQLite in the data dir, so the whole suite can run on either backend.
+//!
 //! Every wait is bounded by [`WAIT`] so a missing frame fails the test instead of hanging
 //! it; no test asserts how long anything took.
 
@@ -10,6 +14,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use chorus_chat::store::postgres::ScratchDatabase;
 use chorus_server::Config;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::header::HeaderMap;
@@ -30,12 +35,30 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// The admin token every test server accepts.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
+/// `CHORUS_TEST_DATABASE=postgres`: a fresh database for one server. Unset or `sqlite`:
+/// none (the server uses SQLite in its data dir).
+async fn test_database() -> Option<ScratchDatabase> {
+    match std::env::var("CHORUS_TEST_DATABASE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => None,
+        Ok("postgres") => {
+            let admin_url = std::env::var("CHORUS_TEST_POSTGRES_URL").expect(
+                "CHORUS_TEST_DATABASE=postgres needs CHORUS_TEST_POSTGRES_URL \
+                 (scripts/services start, then source its env file)",
+            );
+            Some(ScratchDatabase::create(&admin_url).await.unwrap())
+        }
+        Ok(other) => panic!("CHORUS_TEST_DATABASE must be sqlite or postgres, not {other:?}"),
+    }
+}
+
 /// A running server and what it needs to restart on the same data.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     config: Config,
     data_dir: TempDir,
+    /// The server's PostgreSQL database, when the suite runs on PostgreSQL.
+    database: Option<ScratchDatabase>,
     /// The running server's state, for white-box checks (registry invariants).
     state: Option<chorus_server::AppState>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -51,8 +74,10 @@ impl TestServer {
     /// A server whose configuration `tweak` may override (limits, heartbeat, JWT…).
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
+        let database = test_database().await;
         let mut config = Config {
             data_dir: data_dir.path().to_path_buf(),
+            database_url: database.as_ref().map(|db| db.url().to_owned()),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             shutdown_grace_ms: 5_000,
             ..Config::default()
@@ -68,12 +93,18 @@ impl TestServer {
             http,
             config,
             data_dir,
+            database,
             state: None,
             shutdown: None,
             task: None,
         };
         server.launch().await;
         server
+    }
+
+    /// The PostgreSQL database behind the server, if the suite runs on PostgreSQL.
+    pub fn database(&self) -> Option<&ScratchDatabase> {
+        self.database.as_ref()
     }
 
     async fn launch(&mut self) {

@@ -2,37 +2,11 @@ use async_trait::async_trait;
 
 use super::reads::{UNREAD, UNREAD_MENTIONS};
 use super::users::PRESENCE_COLUMNS;
-use super::{SqliteStore, conflict_or, parse};
+use super::{SqliteStore, conflict_or};
 use crate::error::{ChatError, Result};
 use crate::model::*;
+use crate::store::rows::{ChannelRow, presence_row};
 use crate::store::{ChannelPatch, ChannelStore, NewChannel};
-
-#[derive(sqlx::FromRow)]
-struct ChannelRow {
-    id: i64,
-    workspace_id: i64,
-    name: String,
-    topic: String,
-    kind: String,
-    policy: String,
-    created_by: i64,
-    created_at: i64,
-}
-
-impl ChannelRow {
-    fn into_channel(self) -> Result<Channel> {
-        Ok(Channel {
-            id: ChannelId(self.id),
-            workspace_id: WorkspaceId(self.workspace_id),
-            name: self.name,
-            topic: self.topic,
-            kind: parse(&self.kind)?,
-            policy: parse(&self.policy)?,
-            created_by: UserId(self.created_by),
-            created_at: Timestamp(self.created_at),
-        })
-    }
-}
 
 const CHANNEL_COLUMNS: &str =
     "c.id, c.workspace_id, c.name, c.topic, c.kind, c.policy, c.created_by, c.created_at";
@@ -233,6 +207,6 @@ impl ChannelStore for SqliteStore {
         .bind(ch.0)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows.into_iter().map(super::users::presence_row).collect())
+        Ok(rows.into_iter().map(presence_row).collect())
     }
 }

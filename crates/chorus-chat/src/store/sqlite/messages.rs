@@ -1,51 +1,11 @@
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::SqliteStore;
 use crate::error::{ChatError, Result};
 use crate::model::*;
+use crate::store::rows::{MessageRow, attach_reactions, mentions_json};
 use crate::store::{Deletion, Inserted, MessageQuery, MessageStore, NewMessage};
-
-#[derive(sqlx::FromRow)]
-pub(super) struct MessageRow {
-    id: i64,
-    channel_id: i64,
-    author_id: i64,
-    text: String,
-    thread_id: Option<i64>,
-    mentions: String,
-    created_at: i64,
-    edited_at: Option<i64>,
-    deleted: bool,
-    reply_count: i64,
-    last_reply_at: Option<i64>,
-    pinned: bool,
-}
-
-impl MessageRow {
-    /// The message without its reactions; see [`complete`].
-    fn into_message(self) -> Result<Message> {
-        let mentions: Vec<i64> = serde_json::from_str(&self.mentions)
-            .map_err(|e| ChatError::Internal(anyhow::anyhow!("corrupt mentions: {e}")))?;
-        Ok(Message {
-            id: MessageId(self.id),
-            channel_id: ChannelId(self.channel_id),
-            author_id: UserId(self.author_id),
-            text: self.text,
-            thread_id: self.thread_id.map(MessageId),
-            mentions: mentions.into_iter().map(UserId).collect(),
-            created_at: Timestamp(self.created_at),
-            edited_at: self.edited_at.map(Timestamp),
-            deleted: self.deleted,
-            reply_count: self.reply_count,
-            last_reply_at: self.last_reply_at.map(Timestamp),
-            reactions: Vec::new(),
-            pinned: self.pinned,
-        })
-    }
-}
 
 /// The columns of [`MessageRow`], for a query naming the table `m`.
 pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.channel_id, m.author_id, m.text, m.thread_id, m.mentions, \
@@ -72,26 +32,7 @@ pub(super) async fn complete(
     }
     query.push(") ORDER BY message_id, created_at, rowid");
     let rows: Vec<(i64, String, i64)> = query.build_query_as().fetch_all(&mut *conn).await?;
-    let mut by_message: HashMap<i64, Vec<ReactionSummary>> = HashMap::new();
-    for (message, emoji, user) in rows {
-        let summaries = by_message.entry(message).or_default();
-        match summaries.iter_mut().find(|s| s.emoji == emoji) {
-            Some(summary) => {
-                summary.count += 1;
-                summary.user_ids.push(UserId(user));
-            }
-            None => summaries.push(ReactionSummary {
-                emoji,
-                count: 1,
-                user_ids: vec![UserId(user)],
-            }),
-        }
-    }
-    for m in &mut messages {
-        if let Some(reactions) = by_message.remove(&m.id.0) {
-            m.reactions = reactions;
-        }
-    }
+    attach_reactions(&mut messages, rows);
     Ok(messages)
 }
 
@@ -151,11 +92,6 @@ async fn write_mentions(
         .await?;
     }
     Ok(())
-}
-
-fn mentions_json(mentions: &[UserId]) -> Result<String> {
-    serde_json::to_string(&mentions.iter().map(|u| u.0).collect::<Vec<_>>())
-        .map_err(|e| ChatError::Internal(e.into()))
 }
 
 impl SqliteStore {

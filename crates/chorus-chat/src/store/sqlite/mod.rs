@@ -20,7 +20,7 @@ use anyhow::Context;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::error::{ChatError, Result};
+use crate::store::rows::{conflict_or, parse};
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -66,19 +66,4 @@ impl SqliteStore {
             .context("opening SQLite readers")?;
         Ok(Self { writer, reader })
     }
-}
-
-/// Maps a unique-constraint violation to `Conflict`, anything else to `Internal`.
-fn conflict_or(err: sqlx::Error, what: &str) -> ChatError {
-    match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            ChatError::Conflict(format!("{what} already exists"))
-        }
-        _ => err.into(),
-    }
-}
-
-fn parse<T: FromStr<Err = String>>(text: &str) -> Result<T> {
-    text.parse()
-        .map_err(|e: String| ChatError::Internal(anyhow::anyhow!("corrupt row: {e}")))
 }

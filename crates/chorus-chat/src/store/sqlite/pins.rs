@@ -1,10 +1,11 @@
 use async_trait::async_trait;
 
 use super::SqliteStore;
-use super::messages::{MESSAGE_COLUMNS, MessageRow, complete, load};
+use super::messages::{MESSAGE_COLUMNS, complete, load};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::PinStore;
+use crate::store::rows::MessageRow;
 
 #[async_trait]
 impl PinStore for SqliteStore {

@@ -1,49 +1,13 @@
 use async_trait::async_trait;
 
-use super::{SqliteStore, conflict_or, parse};
+use super::{SqliteStore, conflict_or};
 use crate::error::{ChatError, Result};
 use crate::model::*;
+use crate::store::rows::{UserRow, presence_row};
 use crate::store::{NewUser, UserStore};
-
-#[derive(sqlx::FromRow)]
-pub(super) struct UserRow {
-    id: i64,
-    name: String,
-    display_name: String,
-    kind: String,
-    webhook_url: Option<String>,
-    status_text: String,
-    is_admin: bool,
-    created_at: i64,
-}
-
-impl UserRow {
-    pub(super) fn into_user(self) -> Result<User> {
-        Ok(User {
-            id: UserId(self.id),
-            name: self.name,
-            display_name: self.display_name,
-            kind: parse(&self.kind)?,
-            webhook_url: self.webhook_url,
-            status_text: self.status_text,
-            is_admin: self.is_admin,
-            created_at: Timestamp(self.created_at),
-        })
-    }
-}
 
 /// The stored part of a user's presence, as read by [`presence_row`].
 pub(super) const PRESENCE_COLUMNS: &str = "users.id, users.last_seen, users.status_text";
-
-/// A presence read from the database: `online` is the tracker's to fill in.
-pub(super) fn presence_row((id, last_seen, status_text): (i64, Option<i64>, String)) -> Presence {
-    Presence {
-        user_id: UserId(id),
-        online: false,
-        last_seen: last_seen.map(Timestamp),
-        status_text,
-    }
-}
 
 pub(super) const USER_COLUMNS: &str = "users.id, users.name, users.display_name, users.kind, users.webhook_url, users.status_text, users.is_admin, users.created_at";
 

@@ -1,29 +1,11 @@
 use async_trait::async_trait;
 
-use super::users::{USER_COLUMNS, UserRow, presence_row};
+use super::users::USER_COLUMNS;
 use super::{SqliteStore, parse};
 use crate::error::Result;
 use crate::model::*;
 use crate::store::WorkspaceStore;
-
-#[derive(sqlx::FromRow)]
-struct WorkspaceRow {
-    id: i64,
-    name: String,
-    created_by: i64,
-    created_at: i64,
-}
-
-impl From<WorkspaceRow> for Workspace {
-    fn from(r: WorkspaceRow) -> Self {
-        Self {
-            id: WorkspaceId(r.id),
-            name: r.name,
-            created_by: UserId(r.created_by),
-            created_at: Timestamp(r.created_at),
-        }
-    }
-}
+use crate::store::rows::{UserRow, WorkspaceRow, presence_row};
 
 #[async_trait]
 impl WorkspaceStore for SqliteStore {

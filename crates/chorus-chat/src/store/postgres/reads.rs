@@ -1,0 +1,54 @@
+use async_trait::async_trait;
+
+use super::PgStore;
+use crate::error::Result;
+use crate::model::*;
+use crate::store::ReadStore;
+
+/// Unread top-level messages of member `cm` in channel `c`: by others, not deleted,
+/// after the cursor. Thread replies are not counted (they show on their root).
+pub(super) const UNREAD: &str = "(SELECT COUNT(*) FROM messages m
+      WHERE m.channel_id = c.id AND m.thread_id IS NULL AND NOT m.deleted
+        AND m.id > cm.last_read AND m.author_id <> cm.user_id)";
+
+/// Of [`UNREAD`], those that mention the member.
+pub(super) const UNREAD_MENTIONS: &str = "(SELECT COUNT(*) FROM message_mentions mm
+      JOIN messages m ON m.id = mm.message_id
+      WHERE mm.user_id = cm.user_id AND mm.channel_id = c.id AND mm.message_id > cm.last_read
+        AND m.thread_id IS NULL AND NOT m.deleted AND m.author_id <> cm.user_id)";
+
+#[async_trait]
+impl ReadStore for PgStore {
+    async fn mark_read(&self, ch: ChannelId, user: UserId, message: MessageId) -> Result<bool> {
+        // The row lock makes a concurrent mark re-check `last_read < $1` against the
+        // committed cursor, so the cursor only ever moves forward.
+        let done = sqlx::query(
+            "UPDATE channel_members SET last_read = $1
+             WHERE channel_id = $2 AND user_id = $3 AND last_read < $1",
+        )
+        .bind(message.0)
+        .bind(ch.0)
+        .bind(user.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn read_state(&self, ch: ChannelId, user: UserId) -> Result<Option<ReadState>> {
+        let row: Option<(i64, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT cm.last_read, {UNREAD}, {UNREAD_MENTIONS}
+             FROM channel_members cm JOIN channels c ON c.id = cm.channel_id
+             WHERE cm.channel_id = $1 AND cm.user_id = $2"
+        ))
+        .bind(ch.0)
+        .bind(user.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(last_read, unread, unread_mentions)| ReadState {
+            channel_id: ch,
+            message_id: MessageId(last_read),
+            unread,
+            unread_mentions,
+        }))
+    }
+}

@@ -1,0 +1,73 @@
+//! Throwaway databases for tests and tools: each test gets an empty database of its
+//! own on a shared PostgreSQL server, dropped when the test is done.
+
+use anyhow::Context;
+use rand::Rng;
+use sqlx::{Connection, Executor, PgConnection};
+
+/// An empty database `chorus_test_<random>` on the server behind an admin URL, dropped
+/// (with any connections still open to it) when this value is dropped.
+pub struct ScratchDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    /// Creates the database through `admin_url` (a role allowed to `CREATE DATABASE`).
+    pub async fn create(admin_url: &str) -> anyhow::Result<Self> {
+        let name = format!("chorus_test_{:016x}", rand::rng().random::<u64>());
+        let mut url = url::Url::parse(admin_url).context("parsing the PostgreSQL URL")?;
+        url.set_path(&format!("/{name}"));
+        let mut conn = PgConnection::connect(admin_url)
+            .await
+            .with_context(|| format!("connecting to {admin_url}"))?;
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+        conn.close().await.ok();
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            name,
+            url: url.into(),
+        })
+    }
+
+    /// The URL of the new database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which cannot be blocked on; a thread
+        // with its own small runtime can.
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || -> anyhow::Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut conn = PgConnection::connect(&admin_url).await?;
+                conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await?;
+                conn.close().await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(cause = %err, db = %self.name, "dropping a scratch database failed")
+            }
+            Err(_) => tracing::warn!(db = %self.name, "dropping a scratch database panicked"),
+        }
+    }
+}

@@ -1,0 +1,1460 @@
+//! One storage suite, two backends: every scenario runs on SQLite (a temporary file)
+//! and on PostgreSQL (a fresh database on `CHORUS_TEST_POSTGRES_URL`, dropped after the
+//! test). Without that variable the PostgreSQL variants are skipped, unless
+//! `CHORUS_REQUIRE_SERVICES=1` makes them fail (as `scripts/test` does).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chorus_chat::error::ChatError;
+use chorus_chat::model::*;
+use chorus_chat::service::OpenDm;
+use chorus_chat::store::postgres::ScratchDatabase;
+use chorus_chat::store::{
+    ChannelPatch, MessageQuery, NewChannel, NewMessage, NewUser, PgStore, SqliteStore, Store,
+};
+use chorus_chat::{Chat, ChatConfig};
+use chorus_realtime::{Engine, EngineConfig};
+use tempfile::TempDir;
+
+// ---- the two backends ---------------------------------------------------------------
+
+/// A store and whatever keeps its database alive (deleted / dropped with it).
+struct TestDb {
+    store: Arc<dyn Store>,
+    _keep: Keep,
+}
+
+enum Keep {
+    Sqlite(#[allow(dead_code)] TempDir),
+    Postgres(#[allow(dead_code)] ScratchDatabase),
+}
+
+async fn sqlite_db() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("chorus.db"))
+        .await
+        .unwrap();
+    TestDb {
+        store: Arc::new(store),
+        _keep: Keep::Sqlite(dir),
+    }
+}
+
+/// `None` (after saying so) when no PostgreSQL is configured and none is required.
+async fn postgres_db(test: &str) -> Option<TestDb> {
+    let Ok(admin_url) = std::env::var("CHORUS_TEST_POSTGRES_URL") else {
+        if std::env::var("CHORUS_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!(
+                "CHORUS_REQUIRE_SERVICES=1 but CHORUS_TEST_POSTGRES_URL is not set: \
+                 run `scripts/services start` and source its env file"
+            );
+        }
+        eprintln!("{test}: skipped on PostgreSQL (CHORUS_TEST_POSTGRES_URL is not set)");
+        return None;
+    };
+    let db = ScratchDatabase::create(&admin_url).await.unwrap();
+    let store = PgStore::connect(db.url(), 8).await.unwrap();
+    Some(TestDb {
+        store: Arc::new(store),
+        _keep: Keep::Postgres(db),
+    })
+}
+
+/// Runs each scenario `fn name(Arc<dyn Store>)` as `name::sqlite` and `name::postgres`.
+/// Multi-threaded runtimes, so the concurrent scenarios really race.
+macro_rules! test_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let db = super::sqlite_db().await;
+                super::$name(db.store.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let Some(db) = super::postgres_db(stringify!($name)).await else {
+                    return;
+                };
+                super::$name(db.store.clone()).await;
+            }
+        }
+    )*};
+}
+
+test_both!(
+    users_and_tokens,
+    presence_columns,
+    workspaces_members_and_roles,
+    concurrent_put_member_reports_new_once,
+    channels_and_membership,
+    visible_channels_and_dm_members,
+    dm_keys_are_unique_per_workspace,
+    dm_get_or_create_races_to_one_channel,
+    nodes_starting_together_create_one_admin,
+    messages_send_and_page,
+    idempotent_send,
+    idempotent_send_under_concurrency,
+    edit_and_delete,
+    threads_and_reply_counts,
+    concurrent_replies_count_exactly,
+    reactions,
+    pins,
+    reads_unread_and_mentions,
+    after_paging_never_skips_a_late_commit,
+);
+
+// ---- helpers ------------------------------------------------------------------------
+
+async fn user(store: &Arc<dyn Store>, name: &str) -> User {
+    store
+        .create_user(NewUser {
+            name: name.into(),
+            display_name: name.to_uppercase(),
+            kind: UserKind::Human,
+            webhook_url: None,
+            is_admin: false,
+        })
+        .await
+        .unwrap()
+}
+
+async fn channel(
+    store: &Arc<dyn Store>,
+    ws: WorkspaceId,
+    name: &str,
+    kind: ChannelKind,
+    by: UserId,
+    members: &[UserId],
+) -> Channel {
+    store
+        .create_channel(NewChannel {
+            workspace_id: ws,
+            name: name.into(),
+            topic: String::new(),
+            kind,
+            policy: Policy::All,
+            created_by: by,
+            members: members.to_vec(),
+            dm_key: None,
+        })
+        .await
+        .unwrap()
+}
+
+fn new_message(ch: ChannelId, author: UserId, text: &str) -> NewMessage {
+    NewMessage {
+        channel_id: ch,
+        author_id: author,
+        text: text.into(),
+        thread_id: None,
+        mentions: Vec::new(),
+        idempotency_key: None,
+    }
+}
+
+async fn send(store: &Arc<dyn Store>, ch: ChannelId, author: UserId, text: &str) -> Message {
+    store
+        .insert_message(new_message(ch, author, text))
+        .await
+        .unwrap()
+        .message
+}
+
+async fn reply(store: &Arc<dyn Store>, root: &Message, author: UserId, text: &str) -> Message {
+    let inserted = store
+        .insert_message(NewMessage {
+            thread_id: Some(root.id),
+            ..new_message(root.channel_id, author, text)
+        })
+        .await
+        .unwrap();
+    assert!(inserted.created);
+    inserted.message
+}
+
+fn query(limit: u32) -> MessageQuery {
+    MessageQuery {
+        limit,
+        ..MessageQuery::default()
+    }
+}
+
+fn ids(messages: &[Message]) -> Vec<i64> {
+    messages.iter().map(|m| m.id.0).collect()
+}
+
+/// A workspace owned by a fresh user, with a public channel they are a member of.
+async fn setup(store: &Arc<dyn Store>) -> (User, Workspace, Channel) {
+    let owner = user(store, "owner").await;
+    let ws = store.create_workspace("acme", owner.id).await.unwrap();
+    let ch = channel(
+        store,
+        ws.id,
+        "general",
+        ChannelKind::Public,
+        owner.id,
+        &[owner.id],
+    )
+    .await;
+    (owner, ws, ch)
+}
+
+// ---- users --------------------------------------------------------------------------
+
+async fn users_and_tokens(store: Arc<dyn Store>) {
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    let alice = user(&store, "alice").await;
+    assert_eq!(alice.name, "alice");
+    assert_eq!(alice.display_name, "ALICE");
+    assert_eq!(alice.kind, UserKind::Human);
+    assert!(!alice.is_admin);
+    assert_eq!(alice.status_text, "");
+    let bot = store
+        .create_user(NewUser {
+            name: "bot".into(),
+            display_name: "Bot".into(),
+            kind: UserKind::Agent,
+            webhook_url: Some("http://127.0.0.1:9/hook".into()),
+            is_admin: true,
+        })
+        .await
+        .unwrap();
+    assert!(bot.id > alice.id, "ids grow");
+    assert_eq!(bot.kind, UserKind::Agent);
+    assert!(bot.is_admin);
+    assert_eq!(bot.webhook_url.as_deref(), Some("http://127.0.0.1:9/hook"));
+
+    let dup = store
+        .create_user(NewUser {
+            name: "alice".into(),
+            display_name: "Other".into(),
+            kind: UserKind::Human,
+            webhook_url: None,
+            is_admin: false,
+        })
+        .await;
+    assert!(matches!(dup, Err(ChatError::Conflict(_))), "{dup:?}");
+    assert_eq!(store.count_users().await.unwrap(), 2);
+
+    assert_eq!(store.user(alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(store.user(UserId(9_999)).await.unwrap(), None);
+    assert_eq!(store.user_by_name("bot").await.unwrap(), Some(bot.clone()));
+    assert_eq!(store.user_by_name("nobody").await.unwrap(), None);
+
+    store
+        .add_token(alice.id, "hash-a1", "laptop")
+        .await
+        .unwrap();
+    store.add_token(alice.id, "hash-a2", "").await.unwrap();
+    store.add_token(bot.id, "hash-b", "ci").await.unwrap();
+    assert_eq!(
+        store.user_by_token_hash("hash-a2").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(store.user_by_token_hash("hash-b").await.unwrap(), Some(bot));
+    assert_eq!(store.user_by_token_hash("hash-x").await.unwrap(), None);
+    // A token hash is unique: the same hash cannot be issued twice.
+    assert!(store.add_token(alice.id, "hash-b", "").await.is_err());
+}
+
+async fn presence_columns(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let p = store.presence(alice.id).await.unwrap().unwrap();
+    assert_eq!(p.user_id, alice.id);
+    assert!(!p.online);
+    assert_eq!(p.last_seen, None);
+    assert_eq!(p.status_text, "");
+    assert_eq!(store.presence(UserId(9_999)).await.unwrap(), None);
+
+    let p = store.set_status_text(alice.id, "lunch").await.unwrap();
+    assert_eq!(p.status_text, "lunch");
+    let p = store
+        .set_last_seen(alice.id, Timestamp(1_700_000_000_123))
+        .await
+        .unwrap();
+    assert_eq!(p.last_seen, Some(Timestamp(1_700_000_000_123)));
+    assert_eq!(p.status_text, "lunch");
+    assert_eq!(store.presence(alice.id).await.unwrap().unwrap(), p);
+    assert_eq!(
+        store.user(alice.id).await.unwrap().unwrap().status_text,
+        "lunch"
+    );
+
+    assert!(matches!(
+        store.set_status_text(UserId(9_999), "x").await,
+        Err(ChatError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.set_last_seen(UserId(9_999), Timestamp(1)).await,
+        Err(ChatError::NotFound(_))
+    ));
+}
+
+// ---- workspaces ---------------------------------------------------------------------
+
+async fn workspaces_members_and_roles(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let acme = store.create_workspace("acme", alice.id).await.unwrap();
+    let beta = store.create_workspace("beta", bob.id).await.unwrap();
+    assert_eq!(acme.name, "acme");
+    assert_eq!(acme.created_by, alice.id);
+    assert_eq!(store.workspace(acme.id).await.unwrap(), Some(acme.clone()));
+    assert_eq!(store.workspace(WorkspaceId(9_999)).await.unwrap(), None);
+
+    assert_eq!(
+        store.member_role(acme.id, alice.id).await.unwrap(),
+        Some(Role::Owner)
+    );
+    assert_eq!(store.member_role(acme.id, bob.id).await.unwrap(), None);
+
+    assert!(
+        store
+            .put_member(acme.id, bob.id, Role::Member)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_member(acme.id, carol.id, Role::Guest)
+            .await
+            .unwrap()
+    );
+    // Re-roling an existing member is not a new member.
+    assert!(
+        !store
+            .put_member(acme.id, bob.id, Role::Admin)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.member_role(acme.id, bob.id).await.unwrap(),
+        Some(Role::Admin)
+    );
+
+    let of_bob = store.workspaces_of(bob.id).await.unwrap();
+    assert_eq!(
+        of_bob
+            .iter()
+            .map(|m| (m.workspace.id, m.role))
+            .collect::<Vec<_>>(),
+        vec![(acme.id, Role::Admin), (beta.id, Role::Owner)],
+        "ordered by workspace id"
+    );
+    assert_eq!(of_bob[0].workspace, acme);
+    assert!(store.workspaces_of(UserId(9_999)).await.unwrap().is_empty());
+
+    store.set_status_text(carol.id, "away").await.unwrap();
+    store.set_last_seen(carol.id, Timestamp(42)).await.unwrap();
+    let members = store.members(acme.id).await.unwrap();
+    assert_eq!(
+        members
+            .iter()
+            .map(|m| (m.user.id, m.role))
+            .collect::<Vec<_>>(),
+        vec![
+            (alice.id, Role::Owner),
+            (bob.id, Role::Admin),
+            (carol.id, Role::Guest)
+        ],
+        "ordered by user id"
+    );
+    let carol_member = &members[2];
+    assert_eq!(carol_member.user.name, "carol");
+    assert_eq!(carol_member.presence.last_seen, Some(Timestamp(42)));
+    assert_eq!(carol_member.presence.status_text, "away");
+    assert!(!carol_member.presence.online);
+}
+
+async fn concurrent_put_member_reports_new_once(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let ws = store.create_workspace("acme", owner.id).await.unwrap();
+    for round in 0..5 {
+        let joiner = user(&store, &format!("joiner{round}")).await;
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.put_member(ws.id, joiner.id, Role::Member).await })
+            })
+            .collect();
+        let mut new = 0;
+        for task in tasks {
+            if task.await.unwrap().unwrap() {
+                new += 1;
+            }
+        }
+        assert_eq!(new, 1, "exactly one of the racing adds is the new member");
+    }
+    assert_eq!(store.members(ws.id).await.unwrap().len(), 6);
+}
+
+// ---- channels -----------------------------------------------------------------------
+
+async fn channels_and_membership(store: Arc<dyn Store>) {
+    let (alice, ws, general) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    store.put_member(ws.id, bob.id, Role::Member).await.unwrap();
+    assert_eq!(general.name, "general");
+    assert_eq!(general.kind, ChannelKind::Public);
+    assert_eq!(general.policy, Policy::All);
+    assert_eq!(general.workspace_id, ws.id);
+    assert_eq!(
+        store.channel(general.id).await.unwrap(),
+        Some(general.clone())
+    );
+    assert_eq!(store.channel(ChannelId(9_999)).await.unwrap(), None);
+
+    let dup = store
+        .create_channel(NewChannel {
+            workspace_id: ws.id,
+            name: "general".into(),
+            topic: String::new(),
+            kind: ChannelKind::Private,
+            policy: Policy::All,
+            created_by: alice.id,
+            members: vec![alice.id],
+            dm_key: None,
+        })
+        .await;
+    assert!(matches!(dup, Err(ChatError::Conflict(_))), "{dup:?}");
+    // The same name in another workspace is fine.
+    let other_ws = store.create_workspace("other", alice.id).await.unwrap();
+    channel(
+        &store,
+        other_ws.id,
+        "general",
+        ChannelKind::Public,
+        alice.id,
+        &[],
+    )
+    .await;
+
+    let random = channel(
+        &store,
+        ws.id,
+        "random",
+        ChannelKind::Private,
+        alice.id,
+        &[alice.id],
+    )
+    .await;
+    let patched = store
+        .update_channel(
+            random.id,
+            ChannelPatch {
+                topic: Some("anything goes".into()),
+                policy: Some(Policy::Mentions),
+                ..ChannelPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.name, "random", "unpatched fields stay");
+    assert_eq!(patched.topic, "anything goes");
+    assert_eq!(patched.policy, Policy::Mentions);
+    let renamed = store
+        .update_channel(
+            random.id,
+            ChannelPatch {
+                name: Some("lounge".into()),
+                ..ChannelPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "lounge");
+    assert_eq!(renamed.topic, "anything goes");
+    assert_eq!(store.channel(random.id).await.unwrap(), Some(renamed));
+    let clash = store
+        .update_channel(
+            random.id,
+            ChannelPatch {
+                name: Some("general".into()),
+                ..ChannelPatch::default()
+            },
+        )
+        .await;
+    assert!(matches!(clash, Err(ChatError::Conflict(_))), "{clash:?}");
+    let missing = store
+        .update_channel(ChannelId(9_999), ChannelPatch::default())
+        .await;
+    assert!(
+        matches!(missing, Err(ChatError::NotFound(_))),
+        "{missing:?}"
+    );
+
+    assert!(store.is_channel_member(general.id, alice.id).await.unwrap());
+    assert!(!store.is_channel_member(general.id, bob.id).await.unwrap());
+    assert!(store.add_channel_member(general.id, bob.id).await.unwrap());
+    assert!(!store.add_channel_member(general.id, bob.id).await.unwrap());
+    assert!(store.is_channel_member(general.id, bob.id).await.unwrap());
+    assert_eq!(
+        store.channel_members(general.id).await.unwrap(),
+        vec![alice.id, bob.id]
+    );
+    let mut channels_of_alice = store.member_channels(alice.id).await.unwrap();
+    channels_of_alice.sort();
+    assert_eq!(channels_of_alice, vec![general.id, random.id]);
+    assert_eq!(
+        store.member_channels(bob.id).await.unwrap(),
+        vec![general.id]
+    );
+
+    store.set_status_text(bob.id, "here").await.unwrap();
+    let presence = store.channel_presence(general.id).await.unwrap();
+    assert_eq!(
+        presence.iter().map(|p| p.user_id).collect::<Vec<_>>(),
+        vec![alice.id, bob.id]
+    );
+    assert_eq!(presence[1].status_text, "here");
+
+    assert!(
+        store
+            .remove_channel_member(general.id, bob.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remove_channel_member(general.id, bob.id)
+            .await
+            .unwrap()
+    );
+    assert!(!store.is_channel_member(general.id, bob.id).await.unwrap());
+    assert!(store.member_channels(bob.id).await.unwrap().is_empty());
+}
+
+async fn visible_channels_and_dm_members(store: Arc<dyn Store>) {
+    let (alice, ws, general) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let secret = channel(
+        &store,
+        ws.id,
+        "secret",
+        ChannelKind::Private,
+        alice.id,
+        &[alice.id],
+    )
+    .await;
+    let news = channel(&store, ws.id, "news", ChannelKind::Public, alice.id, &[]).await;
+    let dm = store
+        .create_channel(NewChannel {
+            workspace_id: ws.id,
+            name: format!("dm-{}-{}", alice.id, carol.id),
+            topic: String::new(),
+            kind: ChannelKind::Dm,
+            policy: Policy::Dm,
+            created_by: carol.id,
+            members: vec![carol.id, alice.id],
+            dm_key: Some(format!("{},{}", alice.id, carol.id)),
+        })
+        .await
+        .unwrap();
+
+    let of_alice = store.visible_channels(ws.id, alice.id, true).await.unwrap();
+    assert_eq!(
+        of_alice
+            .iter()
+            .map(|v| (v.channel.id, v.member))
+            .collect::<Vec<_>>(),
+        vec![
+            (general.id, true),
+            (secret.id, true),
+            (news.id, false),
+            (dm.id, true)
+        ],
+        "members' channels and public ones, by id"
+    );
+    assert_eq!(of_alice[3].member_ids, vec![alice.id, carol.id]);
+    assert!(of_alice[0].member_ids.is_empty(), "member ids only for DMs");
+    assert_eq!(of_alice[2].unread, 0);
+    assert_eq!(of_alice[2].last_read, None);
+
+    let of_bob = store.visible_channels(ws.id, bob.id, true).await.unwrap();
+    assert_eq!(
+        of_bob.iter().map(|v| v.channel.id).collect::<Vec<_>>(),
+        vec![general.id, news.id],
+        "no private channels or DMs of others"
+    );
+    assert!(of_bob.iter().all(|v| !v.member));
+    let of_bob_members_only = store.visible_channels(ws.id, bob.id, false).await.unwrap();
+    assert!(of_bob_members_only.is_empty());
+    let of_carol = store
+        .visible_channels(ws.id, carol.id, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        of_carol.iter().map(|v| v.channel.id).collect::<Vec<_>>(),
+        vec![dm.id]
+    );
+    let other_ws = store.create_workspace("other", alice.id).await.unwrap();
+    assert!(
+        store
+            .visible_channels(other_ws.id, alice.id, true)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn dm_keys_are_unique_per_workspace(store: Arc<dyn Store>) {
+    let (alice, ws, _) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    let key = format!("{},{}", alice.id, bob.id);
+    let new_dm = |ws: WorkspaceId| NewChannel {
+        workspace_id: ws,
+        name: format!("dm-{}-{}", alice.id, bob.id),
+        topic: String::new(),
+        kind: ChannelKind::Dm,
+        policy: Policy::Dm,
+        created_by: alice.id,
+        members: vec![alice.id, bob.id],
+        dm_key: Some(key.clone()),
+    };
+    assert_eq!(store.dm_by_key(ws.id, &key).await.unwrap(), None);
+    let dm = store.create_channel(new_dm(ws.id)).await.unwrap();
+    assert_eq!(dm.kind, ChannelKind::Dm);
+    assert_eq!(dm.policy, Policy::Dm);
+    assert_eq!(
+        store.dm_by_key(ws.id, &key).await.unwrap(),
+        Some(dm.clone())
+    );
+    assert_eq!(
+        store.channel_members(dm.id).await.unwrap(),
+        vec![alice.id, bob.id]
+    );
+    let again = store.create_channel(new_dm(ws.id)).await;
+    assert!(matches!(again, Err(ChatError::Conflict(_))), "{again:?}");
+    let other_ws = store.create_workspace("other", alice.id).await.unwrap();
+    assert_eq!(store.dm_by_key(other_ws.id, &key).await.unwrap(), None);
+    let elsewhere = store.create_channel(new_dm(other_ws.id)).await.unwrap();
+    assert_ne!(elsewhere.id, dm.id);
+    // A public channel's name never matches a DM key lookup.
+    assert_eq!(store.dm_by_key(ws.id, "general").await.unwrap(), None);
+}
+
+/// Two service instances over one store (two nodes over one database) open the same
+/// DM at once: one channel results and every call returns it.
+async fn dm_get_or_create_races_to_one_channel(store: Arc<dyn Store>) {
+    let (alice, ws, _) = setup(&store).await;
+    let mut others = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        let u = user(&store, name).await;
+        store.put_member(ws.id, u.id, Role::Member).await.unwrap();
+        others.push(u);
+    }
+    let node = || {
+        Arc::new(Chat::new(
+            store.clone(),
+            Engine::in_memory(EngineConfig::default()),
+            ChatConfig::default(),
+        ))
+    };
+    let nodes = [node(), node()];
+    for other in &others {
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let chat = nodes[i % 2].clone();
+                let caller = if i % 3 == 0 {
+                    other.clone()
+                } else {
+                    alice.clone()
+                };
+                let peer = if i % 3 == 0 { alice.id } else { other.id };
+                tokio::spawn(async move {
+                    chat.open_dm(
+                        &caller,
+                        ws.id,
+                        OpenDm {
+                            user_ids: vec![peer],
+                        },
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut channel_ids = BTreeSet::new();
+        let mut created = 0;
+        for task in tasks {
+            let (view, new) = task.await.unwrap().unwrap();
+            channel_ids.insert(view.channel.id);
+            created += usize::from(new);
+        }
+        assert_eq!(channel_ids.len(), 1, "one DM for the pair");
+        assert_eq!(created, 1, "exactly one call created it");
+        let dm = *channel_ids.first().unwrap();
+        let mut expected = vec![alice.id, other.id];
+        expected.sort();
+        assert_eq!(store.channel_members(dm).await.unwrap(), expected);
+    }
+    let dms = store
+        .visible_channels(ws.id, alice.id, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|v| v.channel.kind == ChannelKind::Dm)
+        .count();
+    assert_eq!(dms, 3);
+}
+
+/// Nodes starting at once on an empty shared database all come up with the same
+/// admin; exactly one of them created it (and holds its first token).
+async fn nodes_starting_together_create_one_admin(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let chat = Chat::new(
+                store.clone(),
+                Engine::in_memory(EngineConfig::default()),
+                ChatConfig::default(),
+            );
+            tokio::spawn(async move { chat.bootstrap_admin().await })
+        })
+        .collect();
+    let mut admins = BTreeSet::new();
+    let mut tokens = 0;
+    for task in tasks {
+        let (admin, token) = task.await.unwrap().unwrap();
+        assert!(admin.is_admin);
+        assert_eq!(admin.name, "admin");
+        admins.insert(admin.id);
+        tokens += usize::from(token.is_some());
+    }
+    assert_eq!(admins.len(), 1);
+    assert_eq!(tokens, 1);
+    assert_eq!(store.count_users().await.unwrap(), 1);
+}
+
+// ---- messages -----------------------------------------------------------------------
+
+async fn messages_send_and_page(store: Arc<dyn Store>) {
+    let (alice, _, ch) = setup(&store).await;
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        sent.push(send(&store, ch.id, alice.id, &format!("m{i}")).await);
+    }
+    let first = &sent[0];
+    assert_eq!(first.text, "m0");
+    assert_eq!(first.channel_id, ch.id);
+    assert_eq!(first.author_id, alice.id);
+    assert!(!first.deleted);
+    assert_eq!(first.edited_at, None);
+    assert_eq!(first.thread_id, None);
+    assert_eq!(first.reply_count, 0);
+    assert!(first.reactions.is_empty());
+    assert!(!first.pinned);
+    assert!(first.created_at.0 > 0);
+    let all = ids(&sent);
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "ids grow: {all:?}");
+    assert_eq!(store.message(first.id).await.unwrap(), Some(first.clone()));
+    assert_eq!(store.message(MessageId(9_999)).await.unwrap(), None);
+
+    // Latest page first, returned oldest first.
+    let page = store.list_messages(ch.id, query(3)).await.unwrap();
+    assert_eq!(ids(&page), all[7..].to_vec());
+    assert_eq!(page, sent[7..].to_vec());
+    let before = store
+        .list_messages(
+            ch.id,
+            MessageQuery {
+                before: Some(sent[7].id),
+                ..query(3)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&before), all[4..7].to_vec());
+    // `after` pages forward from the cursor.
+    let after = store
+        .list_messages(
+            ch.id,
+            MessageQuery {
+                after: Some(sent[2].id),
+                ..query(3)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&after), all[3..6].to_vec());
+    let between = store
+        .list_messages(
+            ch.id,
+            MessageQuery {
+                after: Some(sent[2].id),
+                before: Some(sent[8].id),
+                ..query(2)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&between),
+        all[6..8].to_vec(),
+        "both bounds: the newest in range"
+    );
+    let everything = store.list_messages(ch.id, query(100)).await.unwrap();
+    assert_eq!(ids(&everything), all);
+    let none = store
+        .list_messages(
+            ch.id,
+            MessageQuery {
+                after: Some(sent[9].id),
+                ..query(10)
+            },
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert!(
+        store
+            .list_messages(ChannelId(9_999), query(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Another channel's messages stay out.
+    let other = channel(
+        &store,
+        ch.workspace_id,
+        "other",
+        ChannelKind::Public,
+        alice.id,
+        &[],
+    )
+    .await;
+    send(&store, other.id, alice.id, "elsewhere").await;
+    assert_eq!(
+        ids(&store.list_messages(ch.id, query(100)).await.unwrap()),
+        all
+    );
+}
+
+async fn idempotent_send(store: Arc<dyn Store>) {
+    let (alice, ws, ch) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    store.put_member(ws.id, bob.id, Role::Member).await.unwrap();
+    store.add_channel_member(ch.id, bob.id).await.unwrap();
+    let keyed = |author: UserId, text: &str, key: &str| NewMessage {
+        idempotency_key: Some(key.into()),
+        mentions: vec![bob.id],
+        ..new_message(ch.id, author, text)
+    };
+    let first = store
+        .insert_message(keyed(alice.id, "hello", "k1"))
+        .await
+        .unwrap();
+    assert!(first.created);
+    let retry = store
+        .insert_message(keyed(alice.id, "hello again", "k1"))
+        .await
+        .unwrap();
+    assert!(!retry.created);
+    assert_eq!(retry.message, first.message, "the first result, unchanged");
+    assert!(retry.root.is_none());
+    // Keys are per author.
+    let bobs = store
+        .insert_message(keyed(bob.id, "mine", "k1"))
+        .await
+        .unwrap();
+    assert!(bobs.created);
+    assert_ne!(bobs.message.id, first.message.id);
+    let other_key = store
+        .insert_message(keyed(alice.id, "hello", "k2"))
+        .await
+        .unwrap();
+    assert!(other_key.created);
+    assert_eq!(
+        store.list_messages(ch.id, query(100)).await.unwrap().len(),
+        3
+    );
+    // The retry created no second mention either.
+    let state = store.read_state(ch.id, bob.id).await.unwrap().unwrap();
+    assert_eq!(state.unread, 2);
+    assert_eq!(state.unread_mentions, 2);
+}
+
+async fn idempotent_send_under_concurrency(store: Arc<dyn Store>) {
+    let (alice, _, ch) = setup(&store).await;
+    for round in 0..5 {
+        let key = format!("key-{round}");
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                let new = NewMessage {
+                    idempotency_key: Some(key.clone()),
+                    ..new_message(ch.id, alice.id, &format!("attempt {i}"))
+                };
+                tokio::spawn(async move { store.insert_message(new).await })
+            })
+            .collect();
+        let mut created = 0;
+        let mut message_ids = BTreeSet::new();
+        for task in tasks {
+            let inserted = task.await.unwrap().unwrap();
+            created += usize::from(inserted.created);
+            message_ids.insert(inserted.message.id);
+        }
+        assert_eq!(created, 1, "round {round}: one send created the message");
+        assert_eq!(
+            message_ids.len(),
+            1,
+            "round {round}: all got the same message"
+        );
+    }
+    assert_eq!(
+        store.list_messages(ch.id, query(100)).await.unwrap().len(),
+        5
+    );
+}
+
+async fn edit_and_delete(store: Arc<dyn Store>) {
+    let (alice, ws, ch) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    store.put_member(ws.id, bob.id, Role::Member).await.unwrap();
+    store.add_channel_member(ch.id, bob.id).await.unwrap();
+    let message = send(&store, ch.id, alice.id, "hi").await;
+
+    let edited = store
+        .edit_message(message.id, "hi @bob", &[bob.id])
+        .await
+        .unwrap();
+    assert_eq!(edited.text, "hi @bob");
+    assert_eq!(edited.mentions, vec![bob.id]);
+    assert!(edited.edited_at.is_some());
+    assert_eq!(edited.created_at, message.created_at);
+    assert_eq!(
+        store.message(message.id).await.unwrap(),
+        Some(edited.clone())
+    );
+    let state = store.read_state(ch.id, bob.id).await.unwrap().unwrap();
+    assert_eq!((state.unread, state.unread_mentions), (1, 1));
+    let unmentioned = store.edit_message(message.id, "hi", &[]).await.unwrap();
+    assert!(unmentioned.mentions.is_empty());
+    let state = store.read_state(ch.id, bob.id).await.unwrap().unwrap();
+    assert_eq!(
+        (state.unread, state.unread_mentions),
+        (1, 0),
+        "edit re-indexes mentions"
+    );
+    assert!(matches!(
+        store.edit_message(MessageId(9_999), "x", &[]).await,
+        Err(ChatError::NotFound(_))
+    ));
+
+    store
+        .edit_message(message.id, "@bob", &[bob.id])
+        .await
+        .unwrap();
+    store.add_reaction(message.id, bob.id, "👍").await.unwrap();
+    store.pin(ch.id, message.id, bob.id).await.unwrap();
+    let deletion = store.delete_message(message.id).await.unwrap();
+    assert!(deletion.unpinned);
+    assert!(deletion.root.is_none());
+    let tomb = &deletion.message;
+    assert!(tomb.deleted);
+    assert_eq!(tomb.text, "");
+    assert!(tomb.mentions.is_empty());
+    assert!(tomb.reactions.is_empty());
+    assert!(!tomb.pinned);
+    assert_eq!(store.count_pins(ch.id).await.unwrap(), 0);
+    assert_eq!(
+        store.message(message.id).await.unwrap().as_ref(),
+        Some(tomb)
+    );
+    // Tombstones stay in history (clients render "deleted").
+    assert_eq!(
+        ids(&store.list_messages(ch.id, query(10)).await.unwrap()),
+        vec![message.id.0]
+    );
+    let state = store.read_state(ch.id, bob.id).await.unwrap().unwrap();
+    assert_eq!((state.unread, state.unread_mentions), (0, 0));
+
+    assert!(matches!(
+        store.delete_message(message.id).await,
+        Err(ChatError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.edit_message(message.id, "back", &[]).await,
+        Err(ChatError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_message(MessageId(9_999)).await,
+        Err(ChatError::NotFound(_))
+    ));
+}
+
+async fn threads_and_reply_counts(store: Arc<dyn Store>) {
+    let (alice, _, ch) = setup(&store).await;
+    let root = send(&store, ch.id, alice.id, "root").await;
+    let other_root = send(&store, ch.id, alice.id, "other").await;
+
+    let first = store
+        .insert_message(NewMessage {
+            thread_id: Some(root.id),
+            ..new_message(ch.id, alice.id, "r1")
+        })
+        .await
+        .unwrap();
+    let updated_root = first.root.expect("a reply returns its root");
+    assert_eq!(updated_root.id, root.id);
+    assert_eq!(updated_root.reply_count, 1);
+    assert_eq!(updated_root.last_reply_at, Some(first.message.created_at));
+    assert_eq!(first.message.thread_id, Some(root.id));
+    let r2 = reply(&store, &root, alice.id, "r2").await;
+    let r3 = reply(&store, &root, alice.id, "r3").await;
+    reply(&store, &other_root, alice.id, "elsewhere").await;
+
+    let root_now = store.message(root.id).await.unwrap().unwrap();
+    assert_eq!(root_now.reply_count, 3);
+    assert_eq!(root_now.last_reply_at, Some(r3.created_at));
+    // Top level: roots only; a thread: its replies only.
+    assert_eq!(
+        ids(&store.list_messages(ch.id, query(10)).await.unwrap()),
+        vec![root.id.0, other_root.id.0]
+    );
+    let thread = store
+        .list_messages(
+            ch.id,
+            MessageQuery {
+                thread_id: Some(root.id),
+                ..query(10)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&thread), vec![first.message.id.0, r2.id.0, r3.id.0]);
+    let thread_page = store
+        .list_messages(
+            ch.id,
+            MessageQuery {
+                thread_id: Some(root.id),
+                after: Some(first.message.id),
+                ..query(1)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&thread_page), vec![r2.id.0]);
+
+    let deletion = store.delete_message(r3.id).await.unwrap();
+    let root_after = deletion.root.expect("deleting a reply returns its root");
+    assert_eq!(root_after.reply_count, 2);
+    assert_eq!(root_after.last_reply_at, Some(r2.created_at));
+    store.delete_message(r2.id).await.unwrap();
+    let deletion = store.delete_message(first.message.id).await.unwrap();
+    let root_after = deletion.root.unwrap();
+    assert_eq!(root_after.reply_count, 0);
+    assert_eq!(root_after.last_reply_at, None);
+    assert_eq!(
+        store
+            .message(other_root.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .reply_count,
+        1
+    );
+}
+
+/// Replies and reply deletions racing on one root (as on two nodes): the root's count
+/// ends exact.
+async fn concurrent_replies_count_exactly(store: Arc<dyn Store>) {
+    let (alice, _, ch) = setup(&store).await;
+    let root = send(&store, ch.id, alice.id, "root").await;
+    let doomed: Vec<Message> = {
+        let mut v = Vec::new();
+        for i in 0..5 {
+            v.push(reply(&store, &root, alice.id, &format!("doomed {i}")).await);
+        }
+        v
+    };
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let root_id = root.id;
+        tasks.push(tokio::spawn(async move {
+            store
+                .insert_message(NewMessage {
+                    thread_id: Some(root_id),
+                    ..new_message(ch.id, alice.id, &format!("r{i}"))
+                })
+                .await
+                .map(|_| ())
+        }));
+    }
+    for m in doomed {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.delete_message(m.id).await.map(|_| ())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let root_now = store.message(root.id).await.unwrap().unwrap();
+    assert_eq!(root_now.reply_count, 20);
+    let replies = store
+        .list_messages(
+            ch.id,
+            MessageQuery {
+                thread_id: Some(root.id),
+                ..query(100)
+            },
+        )
+        .await
+        .unwrap();
+    let latest = replies
+        .iter()
+        .filter(|m| !m.deleted)
+        .map(|m| m.created_at)
+        .max();
+    assert_eq!(root_now.last_reply_at, latest);
+}
+
+// ---- reactions and pins -------------------------------------------------------------
+
+async fn reactions(store: Arc<dyn Store>) {
+    let (alice, _, ch) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let m = send(&store, ch.id, alice.id, "react to me").await;
+    let other = send(&store, ch.id, alice.id, "not me").await;
+
+    assert!(store.add_reaction(m.id, bob.id, "🎉").await.unwrap());
+    assert!(store.add_reaction(m.id, alice.id, "👍").await.unwrap());
+    assert!(store.add_reaction(m.id, carol.id, "🎉").await.unwrap());
+    assert!(store.add_reaction(m.id, alice.id, "🎉").await.unwrap());
+    assert!(
+        !store.add_reaction(m.id, bob.id, "🎉").await.unwrap(),
+        "once per user and emoji"
+    );
+    assert!(store.add_reaction(other.id, bob.id, "👀").await.unwrap());
+
+    let loaded = store.message(m.id).await.unwrap().unwrap();
+    assert_eq!(
+        loaded.reactions,
+        vec![
+            ReactionSummary {
+                emoji: "🎉".into(),
+                count: 3,
+                user_ids: vec![bob.id, carol.id, alice.id],
+            },
+            ReactionSummary {
+                emoji: "👍".into(),
+                count: 1,
+                user_ids: vec![alice.id],
+            },
+        ],
+        "emoji in order of first use, users in order of reacting"
+    );
+    let listed = store.list_messages(ch.id, query(10)).await.unwrap();
+    assert_eq!(listed[0].reactions, loaded.reactions);
+    assert_eq!(listed[1].reactions.len(), 1);
+    assert_eq!(listed[1].reactions[0].user_ids, vec![bob.id]);
+
+    assert!(store.remove_reaction(m.id, carol.id, "🎉").await.unwrap());
+    assert!(!store.remove_reaction(m.id, carol.id, "🎉").await.unwrap());
+    assert!(store.remove_reaction(m.id, alice.id, "👍").await.unwrap());
+    let loaded = store.message(m.id).await.unwrap().unwrap();
+    assert_eq!(
+        loaded.reactions,
+        vec![ReactionSummary {
+            emoji: "🎉".into(),
+            count: 2,
+            user_ids: vec![bob.id, alice.id],
+        }]
+    );
+}
+
+async fn pins(store: Arc<dyn Store>) {
+    let (alice, ws, ch) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    let a = send(&store, ch.id, alice.id, "a").await;
+    let b = send(&store, ch.id, alice.id, "b").await;
+    let other = channel(&store, ws.id, "other", ChannelKind::Public, alice.id, &[]).await;
+    let c = send(&store, other.id, alice.id, "c").await;
+
+    let (pin_a, new) = store.pin(ch.id, a.id, alice.id).await.unwrap();
+    assert!(new);
+    assert_eq!(pin_a.channel_id, ch.id);
+    assert_eq!(pin_a.pinned_by, alice.id);
+    assert_eq!(pin_a.message.id, a.id);
+    assert!(pin_a.message.pinned);
+    // Pinning again changes nothing: same pinner and time.
+    let (again, new) = store.pin(ch.id, a.id, bob.id).await.unwrap();
+    assert!(!new);
+    assert_eq!(again, pin_a);
+    let (pin_b, _) = store.pin(ch.id, b.id, bob.id).await.unwrap();
+    store.pin(other.id, c.id, alice.id).await.unwrap();
+
+    assert_eq!(store.count_pins(ch.id).await.unwrap(), 2);
+    let pins = store.pins(ch.id).await.unwrap();
+    assert_eq!(
+        pins.iter().map(|p| p.message.id).collect::<Vec<_>>(),
+        vec![b.id, a.id],
+        "most recently pinned first (in the same millisecond: the later message)"
+    );
+    assert_eq!(pins[0], pin_b);
+    assert!(store.message(a.id).await.unwrap().unwrap().pinned);
+
+    assert!(store.unpin(ch.id, a.id).await.unwrap());
+    assert!(!store.unpin(ch.id, a.id).await.unwrap());
+    assert!(!store.message(a.id).await.unwrap().unwrap().pinned);
+    assert_eq!(store.count_pins(ch.id).await.unwrap(), 1);
+    assert_eq!(store.count_pins(other.id).await.unwrap(), 1);
+    assert!(store.pin(ch.id, MessageId(9_999), alice.id).await.is_err());
+}
+
+// ---- reads --------------------------------------------------------------------------
+
+async fn reads_unread_and_mentions(store: Arc<dyn Store>) {
+    let (alice, ws, ch) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    store.put_member(ws.id, bob.id, Role::Member).await.unwrap();
+    let early = send(&store, ch.id, alice.id, "before bob").await;
+    // Joining starts with the history read.
+    store.add_channel_member(ch.id, bob.id).await.unwrap();
+    let state = store.read_state(ch.id, bob.id).await.unwrap().unwrap();
+    assert_eq!(state.channel_id, ch.id);
+    assert_eq!(state.message_id, early.id);
+    assert_eq!((state.unread, state.unread_mentions), (0, 0));
+
+    let m1 = send(&store, ch.id, alice.id, "one").await;
+    let m2 = store
+        .insert_message(NewMessage {
+            mentions: vec![bob.id],
+            ..new_message(ch.id, alice.id, "two @bob")
+        })
+        .await
+        .unwrap()
+        .message;
+    send(&store, ch.id, bob.id, "bob's own").await;
+    reply(&store, &m1, alice.id, "a reply, shown on its root").await;
+    let m3 = send(&store, ch.id, alice.id, "three").await;
+    let doomed = send(&store, ch.id, alice.id, "deleted").await;
+    store.delete_message(doomed.id).await.unwrap();
+
+    let state = store.read_state(ch.id, bob.id).await.unwrap().unwrap();
+    assert_eq!((state.unread, state.unread_mentions), (3, 1));
+    let alice_state = store.read_state(ch.id, alice.id).await.unwrap().unwrap();
+    assert_eq!(alice_state.message_id, MessageId(0), "never read");
+    assert_eq!(
+        (alice_state.unread, alice_state.unread_mentions),
+        (1, 0),
+        "only bob's message is unread for alice"
+    );
+    let view = store.visible_channels(ws.id, bob.id, true).await.unwrap();
+    assert_eq!(view[0].unread, 3);
+    assert_eq!(view[0].unread_mentions, 1);
+    assert_eq!(view[0].last_read, Some(early.id));
+    let alice_view = store.visible_channels(ws.id, alice.id, true).await.unwrap();
+    assert_eq!(alice_view[0].last_read, None);
+
+    assert!(store.mark_read(ch.id, bob.id, m2.id).await.unwrap());
+    let state = store.read_state(ch.id, bob.id).await.unwrap().unwrap();
+    assert_eq!(state.message_id, m2.id);
+    assert_eq!((state.unread, state.unread_mentions), (1, 0));
+    // Never backwards, and not to the same place twice.
+    assert!(!store.mark_read(ch.id, bob.id, m1.id).await.unwrap());
+    assert!(!store.mark_read(ch.id, bob.id, m2.id).await.unwrap());
+    assert_eq!(
+        store
+            .read_state(ch.id, bob.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .message_id,
+        m2.id
+    );
+    assert!(store.mark_read(ch.id, bob.id, m3.id).await.unwrap());
+    let state = store.read_state(ch.id, bob.id).await.unwrap().unwrap();
+    assert_eq!((state.unread, state.unread_mentions), (0, 0));
+
+    let carol = user(&store, "carol").await;
+    assert_eq!(store.read_state(ch.id, carol.id).await.unwrap(), None);
+    assert!(!store.mark_read(ch.id, carol.id, m3.id).await.unwrap());
+}
+
+/// Writers commit messages concurrently while a reader pages forward with `after`
+/// from the last id it saw, as a reconnecting client does: it must see every message.
+/// (With ids from a sequence, an insert that took an id early but committed late
+/// would be skipped if the backend did not make a channel's ids commit in order.)
+async fn after_paging_never_skips_a_late_commit(store: Arc<dyn Store>) {
+    let (alice, _, ch) = setup(&store).await;
+    const WRITERS: usize = 4;
+    const PER_WRITER: usize = 25;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut sent = Vec::new();
+                for i in 0..PER_WRITER {
+                    let m = store
+                        .insert_message(new_message(ch.id, alice.id, &format!("w{w} m{i}")))
+                        .await
+                        .unwrap()
+                        .message;
+                    sent.push(m.id.0);
+                }
+                sent
+            })
+        })
+        .collect();
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            while seen.len() < WRITERS * PER_WRITER {
+                let page = store
+                    .list_messages(
+                        ch.id,
+                        MessageQuery {
+                            after: cursor,
+                            ..query(50)
+                        },
+                    )
+                    .await
+                    .unwrap();
+                match page.last() {
+                    Some(last) => cursor = Some(last.id),
+                    None => tokio::task::yield_now().await,
+                }
+                seen.extend(ids(&page));
+            }
+            seen
+        })
+    };
+    let mut all = Vec::new();
+    for w in writers {
+        all.extend(w.await.unwrap());
+    }
+    all.sort();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(30), reader)
+        .await
+        .expect("the reader missed messages and kept waiting for them")
+        .unwrap();
+    assert_eq!(seen, all, "every message, once, in id order");
+}
+
+// ---- PostgreSQL outages -------------------------------------------------------------
+
+/// A TCP forwarder to PostgreSQL that can be cut (every link dropped, new ones refused
+/// by closing them at once) and restored: a database outage without stopping the
+/// server the other tests share.
+struct Cuttable {
+    addr: std::net::SocketAddr,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Cuttable {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let links = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let down = down.clone();
+            let links = links.clone();
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if down.load(Ordering::SeqCst) {
+                        continue; // dropped: the connection closes at once
+                    }
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    links.lock().unwrap().push(link);
+                }
+            }
+        });
+        Self {
+            addr,
+            down,
+            links,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Cuttable {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// While the database cannot be reached, operations fail as `Unavailable` (503), not
+/// `Internal`; once it is back, the same store works again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_is_unavailable_and_recovers() {
+    let Ok(admin_url) = std::env::var("CHORUS_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("CHORUS_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "CHORUS_REQUIRE_SERVICES=1 but CHORUS_TEST_POSTGRES_URL is not set"
+        );
+        eprintln!("postgres_outage: skipped (CHORUS_TEST_POSTGRES_URL is not set)");
+        return;
+    };
+    let db = ScratchDatabase::create(&admin_url).await.unwrap();
+    let mut url = url::Url::parse(db.url()).unwrap();
+    let target = tokio::net::lookup_host((
+        url.host_str().unwrap().to_owned(),
+        url.port().unwrap_or(5432),
+    ))
+    .await
+    .unwrap()
+    .next()
+    .unwrap();
+    let proxy = Cuttable::start(target).await;
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    url.set_host(Some("127.0.0.1")).unwrap();
+    let store: Arc<dyn Store> = Arc::new(PgStore::connect(url.as_str(), 2).await.unwrap());
+    let alice = user(&store, "alice").await;
+
+    proxy.cut();
+    let during = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        store.user_by_name("alice"),
+    )
+    .await
+    .expect("a request during the outage must fail, not hang");
+    assert!(
+        matches!(during, Err(ChatError::Unavailable(_))),
+        "{during:?}"
+    );
+    let write = store.set_status_text(alice.id, "lost").await;
+    assert!(matches!(write, Err(ChatError::Unavailable(_))), "{write:?}");
+
+    proxy.restore();
+    assert_eq!(
+        store.user_by_name("alice").await.unwrap().map(|u| u.id),
+        Some(alice.id)
+    );
+    assert_eq!(
+        store.presence(alice.id).await.unwrap().unwrap().status_text,
+        "",
+        "the write during the outage did not happen"
+    );
+}
