@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use crate::outbox::{Outbox, PushError};
 
 use crate::broker::Broker;
-use crate::event::{Effect, Event};
+use crate::event::{Effect, Event, Mark};
 use crate::{Metrics, Scope, UserKey};
 
 pub type ConnId = u64;
@@ -544,6 +544,11 @@ impl Registry {
                         continue;
                     }
                     first.get_or_insert(offset);
+                }
+                // Not this user's to receive (agent-aware `skip`): not replayed either.
+                if event.mark_for(sub.handle.user) == Mark::Skip {
+                    Metrics::inc(&self.metrics.events_skipped);
+                    continue;
                 }
                 replayed += 1;
                 // Effects of held events were applied when they arrived.
