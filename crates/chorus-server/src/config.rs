@@ -115,7 +115,9 @@ impl Config {
         WebhookConfig {
             max_attempts: self.webhook_max_attempts.max(1),
             backoff: Duration::from_millis(self.webhook_backoff_ms),
-            max_backoff: Duration::from_millis(self.webhook_backoff_max_ms.max(self.webhook_backoff_ms)),
+            max_backoff: Duration::from_millis(
+                self.webhook_backoff_max_ms.max(self.webhook_backoff_ms),
+            ),
             timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
             concurrency: self.webhook_concurrency.max(1),
         }

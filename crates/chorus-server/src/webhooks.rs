@@ -46,7 +46,9 @@ pub struct WebhookConfig {
 impl WebhookConfig {
     /// The wait after the `attempt`-th failure: `backoff · 2^(attempt-1)`, capped.
     pub fn delay_after(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.backoff
             .checked_mul(factor)
             .unwrap_or(self.max_backoff)
@@ -168,7 +170,10 @@ async fn attempt(
     Metrics::inc(&metrics.attempts);
     let (status_code, error) = match result {
         Ok(status) if (200..300).contains(&status) => (Some(status), None),
-        Ok(status) => (Some(status), Some(format!("receiver answered HTTP {status}"))),
+        Ok(status) => (
+            Some(status),
+            Some(format!("receiver answered HTTP {status}")),
+        ),
         Err(err) => (None, Some(err)),
     };
     let outcome = if error.is_none() {

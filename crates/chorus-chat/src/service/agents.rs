@@ -277,7 +277,9 @@ impl Chat {
         }
         let manages = self.role_in(caller, channel.workspace_id).await?.manages();
         if !manages && !self.store.is_channel_member(ch, caller.id).await? {
-            return Err(forbidden("only members can change a channel's delivery lists"));
+            return Err(forbidden(
+                "only members can change a channel's delivery lists",
+            ));
         }
         let users = distinct(req.user_ids)?;
         for &user in &users {
@@ -320,7 +322,9 @@ impl Chat {
         let users = distinct(req.user_ids)?;
         for &user in &users {
             if self.store.member_role(ws, user).await?.is_none() {
-                return Err(bad(format!("user {user} is not a member of this workspace")));
+                return Err(bad(format!(
+                    "user {user} is not a member of this workspace"
+                )));
             }
         }
         self.store.set_observers(ws, &users).await?;

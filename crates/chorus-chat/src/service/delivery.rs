@@ -265,10 +265,7 @@ mod tests {
         });
         check(&d, &[A1, OBS], &[H1, H2, A2, A3], Skip);
         // The author on duty is still not woken by their own message.
-        let d = decide(&DeliveryInput {
-            author: A1,
-            ..base
-        });
+        let d = decide(&DeliveryInput { author: A1, ..base });
         assert_eq!(d.mark_for(A1), Observe);
         assert_eq!(d.mark_for(AUTHOR), Skip);
         // No list, no observers: only the author receives it.

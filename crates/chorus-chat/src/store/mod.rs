@@ -259,8 +259,7 @@ pub trait AgentStore: Send + Sync {
     async fn last_woken(&self, ch: ChannelId) -> Result<Option<UserId>>;
     /// Compare-and-set of the turn state: moves it from `from` to `to` only if it is
     /// still `from`. `false` when another writer moved it first.
-    async fn advance_turn(&self, ch: ChannelId, from: Option<UserId>, to: UserId)
-    -> Result<bool>;
+    async fn advance_turn(&self, ch: ChannelId, from: Option<UserId>, to: UserId) -> Result<bool>;
     /// Sets an agent's webhook URL and signing secret; returns the user.
     async fn set_webhook(
         &self,

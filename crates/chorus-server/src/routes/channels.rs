@@ -225,7 +225,10 @@ async fn get_on_duty(
 ) -> ApiResult<Json<UserIds>> {
     let list = DeliveryList::OnDuty;
     Ok(Json(
-        state.chat.delivery_list(&caller, ChannelId(id), list).await?,
+        state
+            .chat
+            .delivery_list(&caller, ChannelId(id), list)
+            .await?,
     ))
 }
 
@@ -258,7 +261,10 @@ async fn get_wake_list(
 ) -> ApiResult<Json<UserIds>> {
     let list = DeliveryList::Wake;
     Ok(Json(
-        state.chat.delivery_list(&caller, ChannelId(id), list).await?,
+        state
+            .chat
+            .delivery_list(&caller, ChannelId(id), list)
+            .await?,
     ))
 }
 

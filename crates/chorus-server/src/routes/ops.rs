@@ -296,7 +296,8 @@ async fn stats(State(state): State<AppState>) -> axum::Json<Stats> {
             .map_or(0, |l| l.rejected.load(std::sync::atomic::Ordering::Relaxed)),
         nodes: state.chat.cluster_nodes().await,
         webhooks: {
-            let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            let load =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             let hooks = &state.webhooks;
             WebhookStats {
                 attempts: load(&hooks.attempts),

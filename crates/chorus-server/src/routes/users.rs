@@ -115,7 +115,9 @@ async fn set_webhook(
     Path(id): Path<i64>,
     Json(req): Json<SetWebhook>,
 ) -> ApiResult<Json<WebhookSettings>> {
-    Ok(Json(state.chat.set_webhook(&caller, UserId(id), req).await?))
+    Ok(Json(
+        state.chat.set_webhook(&caller, UserId(id), req).await?,
+    ))
 }
 
 /// An agent's webhook deliveries, newest first, each with every attempt made (status

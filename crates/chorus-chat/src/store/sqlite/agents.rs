@@ -126,12 +126,7 @@ impl AgentStore for SqliteStore {
         Ok(id.map(UserId))
     }
 
-    async fn advance_turn(
-        &self,
-        ch: ChannelId,
-        from: Option<UserId>,
-        to: UserId,
-    ) -> Result<bool> {
+    async fn advance_turn(&self, ch: ChannelId, from: Option<UserId>, to: UserId) -> Result<bool> {
         let done = match from {
             None => {
                 sqlx::query(
@@ -143,16 +138,14 @@ impl AgentStore for SqliteStore {
                 .execute(&self.writer)
                 .await?
             }
-            Some(from) => {
-                sqlx::query(
-                    "UPDATE channel_turns SET last_woken = ? WHERE channel_id = ? AND last_woken = ?",
-                )
-                .bind(to.0)
-                .bind(ch.0)
-                .bind(from.0)
-                .execute(&self.writer)
-                .await?
-            }
+            Some(from) => sqlx::query(
+                "UPDATE channel_turns SET last_woken = ? WHERE channel_id = ? AND last_woken = ?",
+            )
+            .bind(to.0)
+            .bind(ch.0)
+            .bind(from.0)
+            .execute(&self.writer)
+            .await?,
         };
         Ok(done.rows_affected() == 1)
     }
