@@ -805,3 +805,81 @@ async fn custom_and_dm_policies_and_a_policy_change_apply_to_the_next_message() 
     assert_eq!(wake_of(&mut bob, m).await, true);
     assert_eq!(wake_of(&mut alice, m).await, false);
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_agent_routes() {
+    let s = TestServer::start().await;
+    let doc = s
+        .call(reqwest::Method::GET, "/openapi.json", None, None)
+        .await
+        .expect_status(StatusCode::OK)
+        .body;
+    let paths = &doc["paths"];
+    for (path, method) in [
+        ("/api/v1/channels/{id}/on-duty", "get"),
+        ("/api/v1/channels/{id}/on-duty", "put"),
+        ("/api/v1/channels/{id}/wake-list", "get"),
+        ("/api/v1/channels/{id}/wake-list", "put"),
+        ("/api/v1/workspaces/{id}/observers", "get"),
+        ("/api/v1/workspaces/{id}/observers", "put"),
+        ("/api/v1/users/{id}/webhook", "put"),
+        ("/api/v1/users/{id}/webhook-deliveries", "get"),
+    ] {
+        assert!(paths[path][method].is_object(), "{method} {path} missing");
+    }
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["WebhookDelivery"]["properties"]["attempt_log"].is_object());
+    assert!(schemas["UserWithToken"]["properties"]["webhook_secret"].is_object());
+}
+
+#[tokio::test]
+async fn a_pending_webhook_survives_a_restart() {
+    let (addr, receiver, _release) = Receiver::start(&[("later", &[500])]).await;
+    // A retry long enough after the first failure that it falls after the restart.
+    let mut s = TestServer::start_with(|c| {
+        fast_webhooks(c);
+        c.webhook_backoff_ms = 3_000;
+        c.webhook_backoff_max_ms = 3_000;
+    })
+    .await;
+    let w = s.world().await;
+    let (bot, secret) =
+        create_agent(&s, "later-bot", Some(&format!("http://{addr}/hook/later"))).await;
+    s.add_member(&w.alice, w.ws, &bot, "member").await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&bot])
+        .await;
+    s.send(&w.alice, ch, "ping").await;
+    receiver.wait_for("later", 1).await;
+    // The first attempt is recorded; the delivery waits for its retry.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let log = s
+            .get(
+                &format!("/api/v1/users/{}/webhook-deliveries", bot.id),
+                &bot.token,
+            )
+            .await
+            .body;
+        if log[0]["attempts"] == 1 {
+            assert_eq!(log[0]["status"], "pending");
+            assert!(log[0]["next_attempt_at"].is_string());
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.stop().await;
+    assert_eq!(
+        receiver.hits("later").len(),
+        1,
+        "the stopped server sends nothing"
+    );
+    s.restart().await;
+    let hits = receiver.wait_for("later", 2).await;
+    assert_eq!(hits[0].event_id, hits[1].event_id);
+    assert!(verify(&secret, &hits[1]));
+    let log = settled_deliveries(&s, &bot).await;
+    assert_eq!(log[0]["status"], "delivered");
+    assert_eq!(log[0]["attempts"], 2);
+}

@@ -5,6 +5,10 @@
 -- The secret that signs an agent's webhook requests (HMAC-SHA256).
 ALTER TABLE users ADD COLUMN webhook_secret TEXT;
 
+-- Agents are few: a channel's agent members are found from them, not by scanning
+-- every member of a large channel on each message.
+CREATE INDEX users_agents ON users(id) WHERE kind = 'agent';
+
 -- Per-channel user lists of the `on_duty` ('on_duty') and `custom` ('wake') policies.
 CREATE TABLE channel_delivery_lists (
     channel_id INTEGER NOT NULL REFERENCES channels(id) ON DELETE CASCADE,

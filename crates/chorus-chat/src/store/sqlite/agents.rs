@@ -99,9 +99,11 @@ impl AgentStore for SqliteStore {
 
     async fn agent_members(&self, ch: ChannelId) -> Result<Vec<AgentMember>> {
         let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT users.id, users.webhook_url FROM channel_members cm
-             JOIN users ON users.id = cm.user_id
-             WHERE cm.channel_id = ? AND users.kind = 'agent' ORDER BY users.id",
+            // CROSS JOIN fixes SQLite's loop order: the (few) agents outside, a primary
+            // key probe of the membership inside, whatever the channel's size.
+            "SELECT users.id, users.webhook_url FROM users CROSS JOIN channel_members cm
+             WHERE users.kind = 'agent' AND cm.channel_id = ? AND cm.user_id = users.id
+             ORDER BY users.id",
         )
         .bind(ch.0)
         .fetch_all(&self.reader)
