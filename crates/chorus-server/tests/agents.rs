@@ -329,13 +329,16 @@ struct Hit {
     body: String,
 }
 
+/// Per receiver path, the statuses it answers with, in order (then 200).
+type Script = Vec<(String, VecDeque<u16>)>;
+
 /// A local webhook receiver. Each path `/hook/{name}` answers with the statuses
 /// scripted for it, in order, then 200; `/hook/hang` holds every request until the
 /// test releases it.
 #[derive(Clone)]
 struct Receiver {
     hits: Arc<Mutex<Vec<Hit>>>,
-    script: Arc<Mutex<Vec<(String, VecDeque<u16>)>>>,
+    script: Arc<Mutex<Script>>,
     release: watch::Receiver<bool>,
 }
 
@@ -666,6 +669,13 @@ async fn webhook_settings_are_validated_and_authorized() {
         "/api/v1/users",
         ADMIN_TOKEN,
         json!({"name": "a", "kind": "agent", "webhook_url": "http://x/", "webhook_secret": "short"}),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    s.post(
+        "/api/v1/users",
+        ADMIN_TOKEN,
+        json!({"name": "a", "kind": "agent", "webhook_url": "https://example.com/hook"}),
     )
     .await
     .expect_error(StatusCode::BAD_REQUEST, "bad_request");

@@ -81,6 +81,13 @@ pub(crate) fn webhook_config(url: &str, secret: Option<String>) -> Result<(Strin
     if !parsed_ok {
         return Err(bad("webhook_url must be an http(s) URL"));
     }
+    // The server's HTTP client is built without TLS (no TLS stack in the dependency
+    // tree yet): better refused now than failing every attempt later.
+    if url.starts_with("https://") {
+        return Err(bad(
+            "https webhook URLs are not supported by this build; use http:// (e.g. to a local TLS-terminating proxy)",
+        ));
+    }
     let secret = match secret {
         Some(s) if (MIN_SECRET..=MAX_SECRET).contains(&s.len()) => s,
         Some(_) => return Err(bad("webhook_secret must be 16 to 256 bytes")),
