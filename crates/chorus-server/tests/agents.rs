@@ -214,8 +214,17 @@ async fn on_duty_wakes_the_on_duty_and_the_mentioned_observers_observe_others_ge
     assert_eq!(wake_of(&mut carol, m2).await, false);
     assert!(created(&idle_ws.barrier().await).is_empty());
 
-    // 3. Resume: the dropped connection gets exactly what it is entitled to.
+    // 3. Resume: the dropped connection gets exactly what it is entitled to, from the
+    //    retained history and from what was held while it reconnected.
     let mut back = s.connect_resuming(&w.bob.token).await;
+    let m3 = s.send(&w.alice, ch, "held, not for bob").await["id"]
+        .as_i64()
+        .unwrap();
+    let m4 = s.send(&w.alice, ch, "held, for @bob").await["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(wake_of(&mut duty_ws, m3).await, true);
+    assert_eq!(wake_of(&mut duty_ws, m4).await, true);
     let reply = back
         .request(json!({"op": "resume", "positions": {scope.clone(): away_since}}))
         .await;
@@ -227,9 +236,10 @@ async fn on_duty_wakes_the_on_duty_and_the_mentioned_observers_observe_others_ge
         .collect();
     assert_eq!(
         got,
-        [(json!(m2), json!(true))],
-        "resume replays the mention only"
+        [(json!(m2), json!(true)), (json!(m4), json!(true))],
+        "resume replays the mentions only"
     );
+    assert_eq!(wake_of(&mut bob, m4).await, true);
 
     // 4. An explicit rewind with `since` is filtered the same way.
     let reply = bob
@@ -241,7 +251,7 @@ async fn on_duty_wakes_the_on_duty_and_the_mentioned_observers_observe_others_ge
         .iter()
         .map(|f| f["data"]["id"].clone())
         .collect();
-    assert_eq!(ids, [json!(m2)]);
+    assert_eq!(ids, [json!(m2), json!(m4)]);
     s.check_invariants();
 }
 
@@ -892,4 +902,65 @@ async fn a_pending_webhook_survives_a_restart() {
     let log = settled_deliveries(&s, &bot).await;
     assert_eq!(log[0]["status"], "delivered");
     assert_eq!(log[0]["attempts"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_to_a_round_robin_channel_share_the_turns_evenly() {
+    const SENDS: usize = 30;
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let mut agents = Vec::new();
+    for name in ["cc-1", "cc-2", "cc-3"] {
+        let (agent, _) = create_agent(&s, name, None).await;
+        s.add_member(&w.alice, w.ws, &agent, "member").await;
+        agents.push(agent);
+    }
+    let members: Vec<&TestUser> = agents.iter().chain([&w.bob, &w.carol]).collect();
+    let ch = create_policy_channel(&s, &w.alice, w.ws, "work", "round_robin", &members).await;
+    let mut clients = connect_all(&s, &agents.iter().collect::<Vec<_>>()).await;
+
+    // Three humans send at once.
+    let url = s.url(&format!("/api/v1/channels/{ch}/messages"));
+    let mut tasks = Vec::new();
+    for (i, sender) in [&w.alice, &w.bob, &w.carol].into_iter().enumerate() {
+        let (http, url, token) = (s.http.clone(), url.clone(), sender.token.clone());
+        tasks.push(tokio::spawn(async move {
+            for k in 0..SENDS / 3 {
+                let resp = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({ "text": format!("{i}-{k}") }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), StatusCode::CREATED);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // Each message woke exactly one agent, and in message order the woken agents
+    // cycle 1, 2, 3: turns follow the order the messages were stored in.
+    let mut woken_by_message = std::collections::BTreeMap::new();
+    for (i, client) in clients.iter_mut().enumerate() {
+        for _ in 0..SENDS {
+            let frame = client.expect_event("message.created").await;
+            if frame["wake"] == true {
+                let id = frame["data"]["id"].as_i64().unwrap();
+                assert!(
+                    woken_by_message.insert(id, i).is_none(),
+                    "message {id} woke two agents"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        woken_by_message.len(),
+        SENDS,
+        "every message woke one agent"
+    );
+    let order: Vec<usize> = woken_by_message.into_values().collect();
+    let expected: Vec<usize> = (0..SENDS).map(|k| k % 3).collect();
+    assert_eq!(order, expected);
 }
