@@ -402,4 +402,147 @@ mod tests {
             }
         }
     }
+
+    /// Every recipient's mark, straight from the SPEC's table, one recipient at a time:
+    /// an independent statement of the rules to check [`decide`] against.
+    fn oracle(input: &DeliveryInput<'_>, r: UserId) -> Mark {
+        let has = |list: &[UserId], u: UserId| list.contains(&u);
+        if r == input.author {
+            return Observe;
+        }
+        let mentioned: Vec<UserId> = input
+            .mentions
+            .iter()
+            .copied()
+            .filter(|u| *u != input.author)
+            .collect();
+        match input.policy {
+            Policy::All if mentioned.is_empty() => Wake,
+            Policy::All | Policy::Mentions => {
+                if has(&mentioned, r) {
+                    Wake
+                } else {
+                    Observe
+                }
+            }
+            Policy::Broadcast => Observe,
+            Policy::OnDuty if has(input.on_duty, r) || has(&mentioned, r) => Wake,
+            Policy::OnDuty if has(input.observers, r) => Observe,
+            Policy::OnDuty => Skip,
+            Policy::Custom if has(input.wake_list, r) => Wake,
+            Policy::Custom => Observe,
+            Policy::RoundRobin => {
+                let mut eligible: Vec<UserId> = input
+                    .agents
+                    .iter()
+                    .copied()
+                    .filter(|a| *a != input.author)
+                    .collect();
+                eligible.sort();
+                eligible.dedup();
+                let named: Vec<UserId> = eligible
+                    .iter()
+                    .copied()
+                    .filter(|a| has(&mentioned, *a))
+                    .collect();
+                let pool = if named.is_empty() { eligible } else { named };
+                let next = pool
+                    .iter()
+                    .find(|a| input.last_woken.is_some_and(|l| **a > l))
+                    .or(pool.first());
+                if next == Some(&r) { Wake } else { Observe }
+            }
+            Policy::Dm => Wake,
+        }
+    }
+
+    /// All subsets of `of`.
+    fn subsets(of: &[UserId]) -> Vec<Vec<UserId>> {
+        (0..1u32 << of.len())
+            .map(|bits| {
+                of.iter()
+                    .enumerate()
+                    .filter(|(i, _)| bits & (1 << i) != 0)
+                    .map(|(_, u)| *u)
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decide_agrees_with_the_table_for_every_combination() {
+        // Two humans and three agents; every author, every set of mentions, and every
+        // list the policy reads; the round-robin turn at every agent and at none.
+        let people = [H1, H2, A1, A2, A3];
+        let all_subsets = subsets(&people);
+        let small = subsets(&[H2, A1, A3]);
+        let stranger = UserId(999);
+        let mut checked = 0u64;
+        let policies = [
+            Policy::All,
+            Policy::Mentions,
+            Policy::Broadcast,
+            Policy::OnDuty,
+            Policy::Custom,
+            Policy::RoundRobin,
+            Policy::Dm,
+        ];
+        for policy in policies {
+            for author in people {
+                for mentions in &all_subsets {
+                    let lists: Vec<(&[UserId], &[UserId], &[UserId])> = match policy {
+                        Policy::OnDuty => small
+                            .iter()
+                            .flat_map(|d| small.iter().map(move |o| (&d[..], &[][..], &o[..])))
+                            .collect(),
+                        Policy::Custom => {
+                            small.iter().map(|w| (&[][..], &w[..], &[][..])).collect()
+                        }
+                        _ => vec![(&[][..], &[][..], &[][..])],
+                    };
+                    let turns: &[Option<UserId>] = if policy == Policy::RoundRobin {
+                        &[None, Some(A1), Some(A2), Some(A3)]
+                    } else {
+                        &[None]
+                    };
+                    for (on_duty, wake_list, observers) in lists {
+                        for &last_woken in turns {
+                            let input = DeliveryInput {
+                                policy,
+                                author,
+                                mentions,
+                                on_duty,
+                                wake_list,
+                                observers,
+                                agents: &AGENTS,
+                                last_woken,
+                            };
+                            let d = decide(&input);
+                            let marks = d.marks();
+                            for r in people {
+                                let expected = oracle(&input, r);
+                                assert_eq!(d.mark_for(r), expected, "{input:?} recipient {r}");
+                                assert_eq!(marks.mark_for(r.0), expected);
+                                checked += 1;
+                            }
+                            // Someone outside the channel's lists: the default.
+                            let outside = if policy == Policy::OnDuty {
+                                Skip
+                            } else {
+                                d.default
+                            };
+                            assert_eq!(d.mark_for(stranger), outside);
+                            assert_ne!(d.mark_for(author), Wake);
+                            if policy == Policy::RoundRobin {
+                                let woken = people.iter().filter(|u| d.mark_for(**u) == Wake);
+                                assert!(woken.count() <= 1, "{input:?}");
+                                assert!(d.turn.is_none_or(|t| AGENTS.contains(&t) && t != author));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 64_000, "every combination was checked");
+    }
 }
