@@ -112,6 +112,7 @@ pub async fn run(
             break;
         }
         let room = concurrency.saturating_sub(in_flight.len());
+        let mut store_failed = false;
         let now = Timestamp::now();
         if room > 0 {
             let claimed = chat
@@ -130,21 +131,35 @@ pub async fn run(
                         ));
                     }
                 }
-                Err(err) => tracing::warn!(cause = %err, "webhook queue unavailable"),
+                Err(err) => {
+                    tracing::warn!(cause = %err, "webhook queue unavailable");
+                    store_failed = true;
+                }
             }
         }
         // Sleep until the next due delivery (at most a minute, in case the store was
-        // unavailable), a new one is queued, an attempt ends, or shutdown.
-        let wait = match chat.store().next_webhook_due().await {
-            Ok(Some(at)) => Duration::from_millis(at.0.saturating_sub(now.0).max(0) as u64),
-            _ => Duration::from_secs(60),
-        }
-        .clamp(Duration::from_millis(5), Duration::from_secs(60));
+        // unavailable), a new one is queued, an attempt ends, or shutdown. With every
+        // slot busy, only an attempt's end makes room: due rows wait in the store.
+        let wait = if in_flight.len() >= concurrency {
+            Duration::from_secs(60)
+        } else if store_failed {
+            Duration::from_secs(1)
+        } else {
+            match chat.store().next_webhook_due().await {
+                Ok(Some(at)) => Duration::from_millis(at.0.saturating_sub(now.0).max(0) as u64),
+                _ => Duration::from_secs(60),
+            }
+            .clamp(Duration::from_millis(5), Duration::from_secs(60))
+        };
         tokio::select! {
             _ = signal.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-            _ = stop.changed() => {}
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break; // the server is gone
+                }
+            }
         }
     }
     in_flight.shutdown().await;
