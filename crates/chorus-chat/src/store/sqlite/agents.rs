@@ -195,39 +195,45 @@ impl AgentStore for SqliteStore {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<DueWebhook>> {
-        let mut tx = self.writer.begin().await?;
-        let rows: Vec<(i64, i64, String, String, String, i64, Option<String>)> = sqlx::query_as(
-            "SELECT d.id, d.user_id, d.event_id, d.url, d.body, d.attempts, u.webhook_secret
-             FROM webhook_deliveries d JOIN users u ON u.id = d.user_id
-             WHERE d.status = 'pending' AND d.next_attempt_at <= ?
-             ORDER BY d.next_attempt_at, d.id LIMIT ?",
+        // One statement: the claim is atomic even between processes sharing the file
+        // (a read-then-write transaction could lose its snapshot to another writer).
+        let rows: Vec<(i64, i64, String, String, String, i64)> = sqlx::query_as(
+            "UPDATE webhook_deliveries SET next_attempt_at = ?1
+             WHERE id IN (SELECT id FROM webhook_deliveries
+                          WHERE status = 'pending' AND next_attempt_at <= ?2
+                          ORDER BY next_attempt_at, id LIMIT ?3)
+             RETURNING id, user_id, event_id, url, body, attempts",
         )
+        .bind(lease_until.0)
         .bind(now.0)
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.writer)
         .await?;
-        for row in &rows {
-            sqlx::query("UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?")
-                .bind(lease_until.0)
-                .bind(row.0)
-                .execute(&mut *tx)
-                .await?;
+        let mut secrets: HashMap<i64, Option<String>> = HashMap::new();
+        for (_, user, ..) in &rows {
+            if !secrets.contains_key(user) {
+                let secret: Option<Option<String>> =
+                    sqlx::query_scalar("SELECT webhook_secret FROM users WHERE id = ?")
+                        .bind(user)
+                        .fetch_optional(&self.writer)
+                        .await?;
+                secrets.insert(*user, secret.flatten());
+            }
         }
-        tx.commit().await?;
-        Ok(rows
+        let mut due: Vec<DueWebhook> = rows
             .into_iter()
-            .map(
-                |(id, user_id, event_id, url, body, attempts, secret)| DueWebhook {
-                    id,
-                    user_id: UserId(user_id),
-                    event_id,
-                    url,
-                    body,
-                    attempts,
-                    secret,
-                },
-            )
-            .collect())
+            .map(|(id, user_id, event_id, url, body, attempts)| DueWebhook {
+                id,
+                user_id: UserId(user_id),
+                event_id,
+                url,
+                body,
+                attempts,
+                secret: secrets.get(&user_id).cloned().flatten(),
+            })
+            .collect();
+        due.sort_by_key(|d| d.id);
+        Ok(due)
     }
 
     async fn next_webhook_due(&self) -> Result<Option<Timestamp>> {
