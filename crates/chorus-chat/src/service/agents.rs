@@ -178,22 +178,28 @@ impl Chat {
         }
         // Compare-and-set: under the gate the first try wins; a writer elsewhere that
         // moved the turn meanwhile makes us decide again from its state.
-        let mut decision = decide(&input);
-        for _ in 0..8 {
+        const TRIES: usize = 8;
+        let mut decision = None;
+        for _ in 0..TRIES {
             input.last_woken = self.store.last_woken(channel.id).await?;
-            decision = decide(&input);
-            let Some(turn) = decision.turn else {
-                break;
+            let decided = decide(&input);
+            let settled = match decided.turn {
+                None => true,
+                Some(turn) => {
+                    self.store
+                        .advance_turn(channel.id, input.last_woken, turn)
+                        .await?
+                }
             };
-            if self
-                .store
-                .advance_turn(channel.id, input.last_woken, turn)
-                .await?
-            {
-                break;
+            if settled {
+                return Ok((decided, agents));
             }
+            decision = Some(decided);
         }
-        Ok((decision, agents))
+        // Still one agent woken, from the latest state seen; the turn stays where the
+        // other writers put it.
+        tracing::warn!(channel = %channel.id, "round-robin turn contended; not advanced");
+        Ok((decision.unwrap_or_else(|| decide(&input)), agents))
     }
 
     /// Queues `message.created` for each woken agent member that has a webhook and no
