@@ -547,7 +547,7 @@ impl Registry {
                 }
                 // Not this user's to receive (agent-aware `skip`): not replayed either.
                 if event.mark_for(sub.handle.user) == Mark::Skip {
-                    Metrics::inc(&self.metrics.events_skipped);
+                    tally.skipped += 1;
                     continue;
                 }
                 replayed += 1;
@@ -850,7 +850,7 @@ mod tests {
 
         // Held while resuming: the skipped event is dropped, a plain one delivered.
         let (late, late_box, _) = registry.register(2);
-        assert!(registry.hold(&late, &scope, None));
+        assert!(registry.hold(&late, &scope, None).await);
         broker.publish(publish("two")).await.expect("published");
         broker
             .publish(Publish::new(scope.clone(), "member.joined", &"x"))
