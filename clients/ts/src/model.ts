@@ -30,6 +30,8 @@ export interface User {
 export interface UserWithToken {
   user: User;
   token: string;
+  /** For an agent created with a `webhook_url`: its webhook signing secret (shown once). */
+  webhook_secret?: string;
 }
 
 export interface Workspace {
@@ -142,6 +144,8 @@ export interface CreateUser {
   display_name?: string;
   kind?: UserKind;
   webhook_url?: string;
+  /** An agent's webhook signing secret (at least 16 bytes); generated when absent. */
+  webhook_secret?: string;
   /** Make the user a server administrator. */
   admin?: boolean;
 }

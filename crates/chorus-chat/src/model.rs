@@ -105,6 +105,12 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Where a webhook delivery stands: `pending` (queued or between retries),
+    /// `delivered` (the receiver answered 2xx; never sent again), `failed` (gave up).
+    WebhookStatus { Pending = "pending", Delivered = "delivered", Failed = "failed" }
+);
+
 impl Role {
     /// Owners and admins manage the workspace.
     pub const fn manages(self) -> bool {
@@ -278,4 +284,45 @@ pub fn valid_channel_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
+}
+
+/// One event queued for an agent's `webhook_url`, with every attempt made so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookDelivery {
+    pub id: i64,
+    /// The agent it is for.
+    pub user_id: UserId,
+    /// The event's id, also sent as `Chorus-Event-Id`: receivers deduplicate by it.
+    pub event_id: String,
+    pub url: String,
+    pub status: WebhookStatus,
+    /// Attempts made.
+    pub attempts: i64,
+    /// When the next attempt is due (pending deliveries only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Timestamp>,
+    /// The latest failure, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    /// When it was delivered or given up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Every attempt, oldest first.
+    pub attempt_log: Vec<WebhookAttempt>,
+}
+
+/// One POST of a webhook delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookAttempt {
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    pub at: Timestamp,
+    /// The receiver's HTTP status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i64>,
+    /// Why the attempt failed (non-2xx status, timeout, connection error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: i64,
 }

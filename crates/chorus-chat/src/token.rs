@@ -16,6 +16,16 @@ pub fn mint() -> (String, String) {
     (token, hash)
 }
 
+/// Mints a webhook signing secret: `whsec_` + 32 random bytes (base64url). Unlike API
+/// tokens it is stored as is: signing needs the secret itself.
+pub fn mint_webhook_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
 pub fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }

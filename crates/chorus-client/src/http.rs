@@ -56,7 +56,7 @@ struct UserRef {
 }
 
 #[derive(Serialize)]
-struct UserIds<'a> {
+struct UserIdsRef<'a> {
     user_ids: &'a [UserId],
 }
 
@@ -165,6 +165,30 @@ impl Client {
             .await
     }
 
+    /// Replaces a channel's on-duty list (who an `on_duty` channel's messages wake).
+    pub async fn set_on_duty(&self, id: ChannelId, user_ids: &[UserId]) -> Result<UserIds> {
+        let path = format!("api/v1/channels/{id}/on-duty");
+        let body = UserIdsRef { user_ids };
+        self.json(self.request(Method::PUT, &path)?.json(&body))
+            .await
+    }
+
+    /// Replaces a channel's wake list (who a `custom` channel's messages wake).
+    pub async fn set_wake_list(&self, id: ChannelId, user_ids: &[UserId]) -> Result<UserIds> {
+        let path = format!("api/v1/channels/{id}/wake-list");
+        let body = UserIdsRef { user_ids };
+        self.json(self.request(Method::PUT, &path)?.json(&body))
+            .await
+    }
+
+    /// Replaces a workspace's observers (who observe its `on_duty` channels).
+    pub async fn set_observers(&self, ws: WorkspaceId, user_ids: &[UserId]) -> Result<UserIds> {
+        let path = format!("api/v1/workspaces/{ws}/observers");
+        let body = UserIdsRef { user_ids };
+        self.json(self.request(Method::PUT, &path)?.json(&body))
+            .await
+    }
+
     /// Adds a workspace member to a channel.
     pub async fn add_channel_member(&self, id: ChannelId, user_id: UserId) -> Result<()> {
         let path = format!("api/v1/channels/{id}/members");
@@ -199,7 +223,7 @@ impl Client {
         let response = self
             .send(
                 self.request(Method::POST, &path)?
-                    .json(&UserIds { user_ids }),
+                    .json(&UserIdsRef { user_ids }),
             )
             .await?;
         let created = response.status() == StatusCode::CREATED;

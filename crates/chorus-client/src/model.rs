@@ -121,6 +121,16 @@ pub struct User {
 pub struct UserWithToken {
     pub user: User,
     pub token: String,
+    /// For an agent created with a `webhook_url`: the secret its webhook requests are
+    /// signed with (shown once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+/// A list of users: a channel's on-duty or wake list, a workspace's observers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserIds {
+    pub user_ids: Vec<UserId>,
 }
 
 /// A workspace.
@@ -207,6 +217,9 @@ pub struct CreateUser {
     pub kind: UserKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// An agent's webhook signing secret; the server makes one when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
     /// Make the user a server administrator.
     pub admin: bool,
 }
@@ -219,7 +232,16 @@ impl CreateUser {
             display_name: None,
             kind: UserKind::Human,
             webhook_url: None,
+            webhook_secret: None,
             admin: false,
+        }
+    }
+
+    /// An AI agent (woken by messages as its channels' delivery policies say).
+    pub fn agent(name: impl Into<String>) -> Self {
+        Self {
+            kind: UserKind::Agent,
+            ..Self::new(name)
         }
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use crate::outbox::{Outbox, PushError};
 
 use crate::broker::Broker;
-use crate::event::{Effect, Event};
+use crate::event::{Effect, Event, Mark};
 use crate::{Metrics, Scope, UserKey};
 
 pub type ConnId = u64;
@@ -545,6 +545,11 @@ impl Registry {
                     }
                     first.get_or_insert(offset);
                 }
+                // Not this user's to receive (agent-aware `skip`): not replayed either.
+                if event.mark_for(sub.handle.user) == Mark::Skip {
+                    tally.skipped += 1;
+                    continue;
+                }
                 replayed += 1;
                 // Effects of held events were applied when they arrived.
                 if self.push(&sub.handle, event, &mut tally)
@@ -793,5 +798,70 @@ impl Registry {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::broker::{MemoryBroker, Retention};
+    use crate::event::{Marks, Publish};
+
+    fn texts(outbox: &Outbox) -> Vec<String> {
+        std::iter::from_fn(|| outbox.try_pop())
+            .map(|f| f.as_str().to_owned())
+            .collect()
+    }
+
+    /// `skip` holds live, on a rewind, and for events held during a resume.
+    #[tokio::test]
+    async fn skipped_recipients_get_nothing_live_or_replayed() {
+        let metrics = Arc::new(Metrics::default());
+        let registry = Arc::new(Registry::new(metrics.clone(), 64));
+        let broker = MemoryBroker::new(registry.clone(), Retention::default());
+        let scope = Scope::parse("channel:1").expect("scope");
+        let (reader, reader_box, _) = registry.register(1);
+        let (skipped, skipped_box, _) = registry.register(2);
+        for conn in [&reader, &skipped] {
+            let at = registry
+                .subscribe(&broker, conn, &scope, StartAt::Now, None)
+                .await;
+            assert!(at.admitted);
+        }
+        let start = broker.head(&scope).await.expect("head");
+        let publish = |text: &str| {
+            Publish::new(scope.clone(), "message.created", &text).with_marks(Marks {
+                default: Mark::Wake,
+                users: HashMap::from([(2, Mark::Skip)]),
+            })
+        };
+        broker.publish(publish("one")).await.expect("published");
+        assert_eq!(texts(&reader_box).len(), 1);
+        assert!(texts(&skipped_box).is_empty(), "live");
+
+        // A rewind replays nothing to the skipped user, and counts nothing.
+        let again = registry
+            .subscribe(&broker, &skipped, &scope, StartAt::Rewind(start), None)
+            .await;
+        assert_eq!((again.recovered, again.replayed), (Some(true), 0));
+        assert!(texts(&skipped_box).is_empty(), "rewind");
+
+        // Held while resuming: the skipped event is dropped, a plain one delivered.
+        let (late, late_box, _) = registry.register(2);
+        assert!(registry.hold(&late, &scope, None).await);
+        broker.publish(publish("two")).await.expect("published");
+        broker
+            .publish(Publish::new(scope.clone(), "member.joined", &"x"))
+            .await
+            .expect("published");
+        let released = registry.release(&broker, &late, &scope, start, None).await;
+        assert_eq!(released.replayed, 1);
+        let got = texts(&late_box);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("member.joined"));
+        assert!(metrics.events_skipped.load(Ordering::Relaxed) >= 4);
+        registry.check_invariants().expect("invariants");
     }
 }

@@ -8,6 +8,8 @@ use chorus_chat::ChatConfig;
 use chorus_realtime::{EngineConfig, Retention};
 use serde::Deserialize;
 
+use crate::webhooks::WebhookConfig;
+
 /// Every setting of `chorus serve`. Field names are the TOML keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -49,6 +51,16 @@ pub struct Config {
     /// How long a user stays online after their last connection closes (so a page
     /// reload does not flicker offline).
     pub presence_grace_ms: u64,
+    /// Webhook attempts per event before it is recorded as failed.
+    pub webhook_max_attempts: u32,
+    /// Wait after a webhook's first failure; doubled after each further one.
+    pub webhook_backoff_ms: u64,
+    /// Longest wait between two webhook attempts.
+    pub webhook_backoff_max_ms: u64,
+    /// How long one webhook attempt may take.
+    pub webhook_timeout_ms: u64,
+    /// Webhook attempts in flight at once.
+    pub webhook_concurrency: usize,
 }
 
 impl Default for Config {
@@ -78,6 +90,11 @@ impl Default for Config {
             http_per_sec: 100,
             http_burst: 200,
             presence_grace_ms: chat.presence_grace.as_millis() as u64,
+            webhook_max_attempts: 8,
+            webhook_backoff_ms: 1_000,
+            webhook_backoff_max_ms: 10 * 60 * 1_000,
+            webhook_timeout_ms: 10_000,
+            webhook_concurrency: 16,
         }
     }
 }
@@ -95,6 +112,18 @@ impl Config {
                 max_age: Duration::from_secs(self.retention_secs),
             },
             ..EngineConfig::default()
+        }
+    }
+
+    pub fn webhooks(&self) -> WebhookConfig {
+        WebhookConfig {
+            max_attempts: self.webhook_max_attempts.max(1),
+            backoff: Duration::from_millis(self.webhook_backoff_ms),
+            max_backoff: Duration::from_millis(
+                self.webhook_backoff_max_ms.max(self.webhook_backoff_ms),
+            ),
+            timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
+            concurrency: self.webhook_concurrency.max(1),
         }
     }
 

@@ -6,6 +6,8 @@
 //! - [`routes`]: thin axum handlers, one file per API area, and [`app`].
 //! - [`auth`]: bearer tokens (opaque, admin, JWT) → the calling user.
 //! - [`error`] / [`extract`]: one error body for every failure, extractor rejections included.
+//! - [`webhooks`]: the worker that POSTs queued events to agents' webhooks (signed,
+//!   retried with backoff, every attempt recorded).
 //!
 //! [`build`] wires storage, engine and domain from a [`Config`]; [`run`] serves an
 //! already-bound listener until the shutdown future resolves (tests bind `127.0.0.1:0`).
@@ -17,6 +19,7 @@ pub mod extract;
 pub mod limits;
 pub mod routes;
 pub mod state;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,6 +119,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
             hooks,
             auth,
             http_limiter,
+            webhooks: Arc::new(webhooks::WebhookMetrics::default()),
         },
         bootstrap_token,
     })
@@ -138,6 +142,13 @@ pub async fn run(
         // WebSocket sessions outlive axum's graceful shutdown; the engine tracks them.
         engine.shutdown(grace).await
     });
+    // Webhook delivery runs beside the server and stops with it.
+    let worker = tokio::spawn(webhooks::run(
+        state.chat.clone(),
+        state.config.webhooks(),
+        state.webhooks.clone(),
+        stop_rx.clone(),
+    ));
     let mut stop = stop_rx;
     // Event frames are small and latency-sensitive: no Nagle delay.
     let listener = listener.tap_io(|tcp| {
@@ -152,6 +163,9 @@ pub async fn run(
         .await
         .context("serving")?;
     let drained = drain.await.unwrap_or(false);
+    if let Err(err) = worker.await {
+        tracing::warn!(cause = %err, "webhook worker ended abnormally");
+    }
     if !drained {
         tracing::warn!("some connections did not close within the grace period");
     }

@@ -8,6 +8,7 @@ use chorus_realtime::{Engine, SessionHooks};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::limits::HttpLimiter;
+use crate::webhooks::WebhookMetrics;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -17,4 +18,5 @@ pub struct AppState {
     pub hooks: Arc<dyn SessionHooks>,
     pub auth: Arc<Authenticator>,
     pub http_limiter: Option<Arc<HttpLimiter>>,
+    pub webhooks: Arc<WebhookMetrics>,
 }

@@ -133,6 +133,13 @@ pub enum WorkspaceCommand {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Replace who observes the workspace's `on_duty` channels (no users: nobody).
+    Observers {
+        workspace_id: WorkspaceId,
+        user_ids: Vec<UserId>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -164,6 +171,20 @@ pub enum ChannelCommand {
     AddMember {
         channel_id: ChannelId,
         user_id: UserId,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Replace the on-duty list of an `on_duty` channel (no users: empty it).
+    OnDuty {
+        channel_id: ChannelId,
+        user_ids: Vec<UserId>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Replace the wake list of a `custom` channel (no users: empty it).
+    WakeList {
+        channel_id: ChannelId,
+        user_ids: Vec<UserId>,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -270,6 +291,16 @@ async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<()> {
             let workspaces = conn.client()?.list_workspaces().await?;
             workspaces.iter().try_for_each(emit)
         }
+        WorkspaceCommand::Observers {
+            workspace_id,
+            user_ids,
+            conn,
+        } => emit(
+            &conn
+                .client()?
+                .set_observers(workspace_id, &user_ids)
+                .await?,
+        ),
     }
 }
 
@@ -310,6 +341,16 @@ async fn channel(cmd: ChannelCommand) -> anyhow::Result<()> {
             client.add_channel_member(channel_id, user_id).await?;
             emit(&client.get_channel(channel_id).await?)
         }
+        ChannelCommand::OnDuty {
+            channel_id,
+            user_ids,
+            conn,
+        } => emit(&conn.client()?.set_on_duty(channel_id, &user_ids).await?),
+        ChannelCommand::WakeList {
+            channel_id,
+            user_ids,
+            conn,
+        } => emit(&conn.client()?.set_wake_list(channel_id, &user_ids).await?),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Several `chorus serve` processes sharing one database and one Redis (SPEC §3):
-//! fanout across nodes, a node killed mid-burst, Redis restarted mid-burst.
+//! fanout across nodes, a node killed mid-burst, Redis restarted mid-burst, and
+//! agent-aware delivery (skip, wake, one webhook sender) across nodes.
 //!
 //! Each test starts its own `redis-server` on a free loopback port (with AOF, as a
 //! deployment should run it) and its own nodes. The database is a fresh PostgreSQL
@@ -655,5 +656,248 @@ async fn a_user_only_on_a_killed_node_goes_offline_everywhere() {
     assert!(
         !presence_of_x(nodes[1].addr).await,
         "X offline, asked on node 1"
+    );
+}
+
+// ---- Agent-aware delivery across nodes ----------------------------------------------
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(addr: SocketAddr, token: &str) -> Ws {
+    let url = format!("ws://{addr}/ws?token={token}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let hello = next_json(&mut ws).await;
+    assert_eq!(hello["op"], "hello");
+    ws
+}
+
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let frame = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("connection open")
+            .unwrap();
+        if let Message::Text(text) = frame {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
+
+/// The `wake` of the next `message.created`, which must be message `id`.
+async fn wake_of(ws: &mut Ws, id: i64) -> Value {
+    loop {
+        let v = next_json(ws).await;
+        if v["op"] == "event" && v["type"] == "message.created" {
+            assert_eq!(v["data"]["id"], id, "{v}");
+            return v["wake"].clone();
+        }
+    }
+}
+
+/// Every `message.created` queued for the connection before a ping's ack.
+async fn created_before_barrier(ws: &mut Ws) -> Vec<Value> {
+    let ping = json!({"op": "ping", "id": "barrier"});
+    ws.send(Message::text(ping.to_string())).await.unwrap();
+    let mut created = Vec::new();
+    loop {
+        let v = next_json(ws).await;
+        if v["op"] == "ack" && v["id"] == "barrier" {
+            return created;
+        }
+        if v["type"] == "message.created" {
+            created.push(v);
+        }
+    }
+}
+
+/// A webhook receiver that answers 200 to everything and counts the requests.
+async fn webhook_receiver() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits: Arc<Mutex<Vec<String>>> = Arc::default();
+    let out = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let out = out.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then Content-Length bytes of body.
+                let (head_end, length) = loop {
+                    let n = tcp.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (end + 4, length);
+                    }
+                };
+                while buf.len() < head_end + length {
+                    let n = tcp.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                let event = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("chorus-event-id:"))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                out.lock().unwrap().push(event);
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn agent_delivery_holds_across_nodes_and_a_webhook_has_one_sender() {
+    let Some(bin) = redis_server() else { return };
+    let redis = Redis::start(bin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = shared_database(dir.path()).await;
+    let a = start_node(&db, &redis.url()).await;
+    let b = start_node(&db, &redis.url()).await;
+    let (hook, hits) = webhook_receiver().await;
+
+    // alice (author), bob (off duty), carol (observer), duty-bot (on duty, webhook).
+    let ws = call(a.addr, ADMIN, "/api/v1/workspaces", json!({"name": "acme"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let mut users = HashMap::new();
+    for (name, body) in [
+        ("alice", json!({"name": "alice"})),
+        ("bob", json!({"name": "bob"})),
+        ("carol", json!({"name": "carol"})),
+        (
+            "duty-bot",
+            json!({"name": "duty-bot", "kind": "agent", "webhook_url": format!("http://{hook}/h")}),
+        ),
+    ] {
+        let user = call(a.addr, ADMIN, "/api/v1/users", body).await;
+        let id = user["user"]["id"].as_i64().unwrap();
+        call(
+            a.addr,
+            ADMIN,
+            &format!("/api/v1/workspaces/{ws}/members"),
+            json!({"user_id": id}),
+        )
+        .await;
+        users.insert(name, (id, user["token"].as_str().unwrap().to_owned()));
+    }
+    let id = |name: &str| users[name].0;
+    let token = |name: &str| users[name].1.clone();
+    let ch = call(
+        a.addr,
+        &token("alice"),
+        &format!("/api/v1/workspaces/{ws}/channels"),
+        json!({"name": "triage", "policy": "on_duty",
+               "member_ids": [id("bob"), id("carol"), id("duty-bot")]}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let http = reqwest::Client::new();
+    for (path, ids) in [
+        (
+            format!("/api/v1/channels/{ch}/on-duty"),
+            json!([id("duty-bot")]),
+        ),
+        (
+            format!("/api/v1/workspaces/{ws}/observers"),
+            json!([id("carol")]),
+        ),
+    ] {
+        let resp = http
+            .put(format!("http://{}{path}", b.addr))
+            .bearer_auth(ADMIN) // the workspace's owner
+            .json(&json!({"user_ids": ids}))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{path}");
+    }
+
+    // Everyone listens on node B; alice sends through node A.
+    let mut bob = open(b.addr, &token("bob")).await;
+    let mut carol = open(b.addr, &token("carol")).await;
+    let mut duty = open(b.addr, &token("duty-bot")).await;
+    let send = |text: &'static str| {
+        let token = token("alice");
+        async move {
+            call(
+                a.addr,
+                &token,
+                &format!("/api/v1/channels/{ch}/messages"),
+                json!({"text": text}),
+            )
+            .await["id"]
+                .as_i64()
+                .unwrap()
+        }
+    };
+    let m1 = send("the build is red").await;
+    assert_eq!(wake_of(&mut duty, m1).await, true);
+    assert_eq!(wake_of(&mut carol, m1).await, false);
+    assert!(
+        created_before_barrier(&mut bob).await.is_empty(),
+        "skip holds on node B"
+    );
+
+    // Connected on node B: no webhook from node A. Disconnected: exactly one webhook,
+    // though both nodes' workers watch the shared queue.
+    duty.close(None).await.unwrap();
+    drop(duty);
+    let stats_url = format!("http://{}/api/v1/realtime/stats", b.addr);
+    for _ in 0..200 {
+        let stats: Value = http
+            .get(&stats_url)
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if stats["metrics"]["connections_current"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let m2 = send("still red").await;
+    assert_eq!(wake_of(&mut carol, m2).await, false);
+    tokio::time::timeout(WAIT, async {
+        while hits.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a webhook for the disconnected agent");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        *hits.lock().unwrap(),
+        [format!("message.created:{m2}")],
+        "one webhook, for the message sent while the agent was away"
     );
 }

@@ -29,9 +29,10 @@ impl Chat {
                     display_name: None,
                     kind: UserKind::Human,
                     webhook_url: None,
+                    webhook_secret: None,
                     admin: false,
                 };
-                self.create_user_unchecked(create).await?.0
+                self.create_user_unchecked(create).await?.user
             }
         };
         let (admin, _) = self.bootstrap_admin().await?;

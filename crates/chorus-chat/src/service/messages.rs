@@ -3,8 +3,9 @@
 //! the root's gate, so clients see thread summaries and edits in commit order.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use chorus_realtime::Scope;
+use chorus_realtime::{Publish, Scope};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -93,6 +94,11 @@ impl Chat {
             Some(root) => Some(self.gates.threads.lock(root.0).await),
             None => None,
         };
+        // Round-robin turns follow the order of the messages.
+        let turn = match channel.policy {
+            Policy::RoundRobin => Some(self.gates.turns.lock(channel.id.0).await),
+            _ => None,
+        };
         if let Some(root) = req.thread_id {
             let root = self
                 .store
@@ -126,13 +132,20 @@ impl Chat {
             }
             return Ok((message, false));
         }
+        // Agent-aware delivery: one set of marks for every scope the message goes to.
+        let (decision, agents) = self.delivery_for(&channel, &message).await;
+        let marks = Arc::new(decision.marks());
         for scope in message_scopes(&message) {
-            self.emit_event(scope, "message.created", &message).await;
+            let mut publish = Publish::new(scope, "message.created", &message);
+            publish.marks = Some(marks.clone());
+            self.emit(publish).await;
         }
+        drop(turn);
         if let Some(root) = &inserted.root {
             self.emit_thread_root(root).await;
         }
         drop(order);
+        self.queue_webhooks(&message, &decision, &agents).await;
         self.notify_mentions(&channel, &message, &message.mentions)
             .await;
         Ok((message, true))

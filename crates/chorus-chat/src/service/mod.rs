@@ -1,7 +1,9 @@
 //! The chat rules. [`Chat`] is handed the store and the realtime engine explicitly;
 //! each area of the API has its own file of `impl Chat` methods.
 
+pub mod agents;
 mod channels;
+pub mod delivery;
 mod dev;
 mod events;
 mod gate;
@@ -19,11 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_realtime::Engine;
+use tokio::sync::Notify;
 
 use crate::store::Store;
 use gate::Gate;
 use presence::{LocalPresence, PresenceTracker};
 
+pub use agents::{SetWebhook, UserIds, WebhookSettings};
 pub use channels::{CreateChannel, OpenDm, UpdateChannel};
 pub use dev::{DEV_CHANNEL, DEV_WORKSPACE};
 pub use messages::{EditMessage, SendMessage};
@@ -31,7 +35,7 @@ pub use presence::{NodeStat, SetStatus};
 pub use presence_redis::RedisPresence;
 pub use reads::MarkRead;
 pub use realtime::ChatHooks;
-pub use users::CreateUser;
+pub use users::{CreateUser, NewAccount};
 pub use workspaces::AddMember;
 
 /// Domain limits and timings.
@@ -67,6 +71,9 @@ struct Gates {
     users: Gate,
     /// The one-time setup of the `--dev` workspace.
     dev_setup: tokio::sync::Mutex<()>,
+    /// `round_robin` channels: a send's turn is taken and its events published in the
+    /// same order as the messages were inserted.
+    turns: Gate,
 }
 
 pub struct Chat {
@@ -75,6 +82,8 @@ pub struct Chat {
     config: ChatConfig,
     presence: Arc<dyn PresenceTracker>,
     gates: Gates,
+    /// Rung when a webhook delivery is queued, so the worker need not poll.
+    webhooks: Arc<Notify>,
 }
 
 impl Chat {
@@ -89,7 +98,9 @@ impl Chat {
                 threads: Gate::new(256),
                 users: Gate::new(256),
                 dev_setup: tokio::sync::Mutex::new(()),
+                turns: Gate::new(64),
             },
+            webhooks: Arc::new(Notify::new()),
         }
     }
 
@@ -109,5 +120,10 @@ impl Chat {
 
     pub fn config(&self) -> &ChatConfig {
         &self.config
+    }
+
+    /// Notified whenever a webhook delivery is queued (the worker waits on it).
+    pub fn webhook_signal(&self) -> Arc<Notify> {
+        self.webhooks.clone()
     }
 }

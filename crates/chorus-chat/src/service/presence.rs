@@ -64,6 +64,12 @@ pub trait PresenceTracker: Send + Sync {
     /// is now offline.
     async fn settle(&self, user: UserId, ticket: Ticket) -> bool;
     async fn is_online(&self, user: UserId) -> bool;
+    /// Which of `users` have a live connection right now (the grace period after the
+    /// last one closed does not count): a woken agent without one gets a webhook.
+    /// Defaults to [`online_among`](Self::online_among) for trackers that cannot tell.
+    async fn connected_among(&self, users: &[UserId]) -> HashSet<UserId> {
+        self.online_among(users).await
+    }
     /// Which of `users` are online (one round trip for a remote tracker).
     async fn online_among(&self, users: &[UserId]) -> HashSet<UserId> {
         let mut online = HashSet::new();
@@ -136,6 +142,15 @@ impl PresenceTracker for LocalPresence {
 
     async fn is_online(&self, user: UserId) -> bool {
         self.users().contains_key(&user)
+    }
+
+    async fn connected_among(&self, users: &[UserId]) -> HashSet<UserId> {
+        let local = self.users();
+        users
+            .iter()
+            .copied()
+            .filter(|u| local.get(u).is_some_and(|l| l.connections > 0))
+            .collect()
     }
 
     async fn online_among(&self, users: &[UserId]) -> HashSet<UserId> {

@@ -302,6 +302,31 @@ impl PresenceTracker for RedisPresence {
         exists.unwrap_or(false)
     }
 
+    /// A user is connected while some node has a `n:<node>` field in their hash (the
+    /// key alone also exists during the offline grace). When Redis is unreachable,
+    /// nobody: a woken agent then gets a webhook, which it deduplicates, rather than
+    /// nothing.
+    async fn connected_among(&self, users: &[UserId]) -> HashSet<UserId> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for &user in users {
+            pipe.hkeys(user_key(user));
+        }
+        let found: redis::RedisResult<Vec<Vec<String>>> = pipe.query_async(&mut conn).await;
+        match found {
+            Ok(found) => users
+                .iter()
+                .zip(found)
+                .filter(|(_, fields)| fields.iter().any(|f| f.starts_with("n:")))
+                .map(|(u, _)| *u)
+                .collect(),
+            Err(err) => {
+                tracing::warn!(cause = %err, "presence: Redis unreachable");
+                HashSet::new()
+            }
+        }
+    }
+
     async fn online_among(&self, users: &[UserId]) -> HashSet<UserId> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();

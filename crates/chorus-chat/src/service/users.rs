@@ -18,9 +18,22 @@ pub struct CreateUser {
     pub kind: UserKind,
     #[serde(default)]
     pub webhook_url: Option<String>,
+    /// For an agent with a `webhook_url`: the secret its webhook requests are signed
+    /// with (at least 16 bytes). Generated when absent, and returned once.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
     /// Make the new user a server administrator.
     #[serde(default)]
     pub admin: bool,
+}
+
+/// A new user, its first token and (agents with a webhook) its webhook secret: the only
+/// time either is shown.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub user: User,
+    pub token: String,
+    pub webhook_secret: Option<String>,
 }
 
 fn default_kind() -> UserKind {
@@ -29,7 +42,7 @@ fn default_kind() -> UserKind {
 
 impl Chat {
     /// Creates a user and its first token. Only server admins may (except `bootstrap`).
-    pub async fn create_user(&self, caller: &User, req: CreateUser) -> Result<(User, String)> {
+    pub async fn create_user(&self, caller: &User, req: CreateUser) -> Result<NewAccount> {
         if !caller.is_admin {
             return Err(forbidden("only an admin token can create users"));
         }
@@ -37,15 +50,21 @@ impl Chat {
     }
 
     /// Creates a user without an authorization check (CLI bootstrap, dev login).
-    pub async fn create_user_unchecked(&self, req: CreateUser) -> Result<(User, String)> {
+    pub async fn create_user_unchecked(&self, req: CreateUser) -> Result<NewAccount> {
         if !valid_user_name(&req.name) {
             return Err(bad("name must match [a-z0-9_.-]{1,32}"));
         }
-        if let Some(url) = &req.webhook_url
-            && (!(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048)
-        {
-            return Err(bad("webhook_url must be an http(s) URL"));
-        }
+        let webhook = match (&req.webhook_url, req.kind) {
+            (Some(_), UserKind::Human) => return Err(bad("only agents have a webhook_url")),
+            (Some(url), UserKind::Agent) => Some(super::agents::webhook_config(
+                url,
+                req.webhook_secret.clone(),
+            )?),
+            (None, _) if req.webhook_secret.is_some() => {
+                return Err(bad("webhook_secret needs a webhook_url"));
+            }
+            (None, _) => None,
+        };
         let display_name = req
             .display_name
             .filter(|d| !d.trim().is_empty())
@@ -64,7 +83,21 @@ impl Chat {
             })
             .await?;
         let token = self.issue_token(&user, "created").await?;
-        Ok((user, token))
+        let (user, webhook_secret) = match webhook {
+            Some((url, secret)) => {
+                let user = self
+                    .store
+                    .set_webhook(user.id, Some(&url), Some(&secret))
+                    .await?;
+                (user, Some(secret))
+            }
+            None => (user, None),
+        };
+        Ok(NewAccount {
+            user,
+            token,
+            webhook_secret,
+        })
     }
 
     /// Mints and stores a new opaque token for `user`.
@@ -102,11 +135,12 @@ impl Chat {
                 display_name: Some("Administrator".into()),
                 kind: UserKind::Human,
                 webhook_url: None,
+                webhook_secret: None,
                 admin: true,
             })
             .await;
         match created {
-            Ok((user, token)) => Ok((user, Some(token))),
+            Ok(account) => Ok((account.user, Some(account.token))),
             // Another node sharing the database created it first.
             Err(ChatError::Conflict(_)) => {
                 let admin = self.store.user_by_name("admin").await?;

@@ -182,9 +182,130 @@ pub trait PinStore: Send + Sync {
     async fn count_pins(&self, ch: ChannelId) -> Result<i64>;
 }
 
+// ---- Agent-aware delivery (SPEC §4) -------------------------------------------------
+// Everything issue 6 added to storage is in this section and in `AgentStore`, so another
+// backend can port it in one place.
+
+/// The per-channel user lists of the delivery policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryList {
+    /// Woken by every message of an `on_duty` channel.
+    OnDuty,
+    /// Woken by every message of a `custom` channel.
+    Wake,
+}
+
+impl DeliveryList {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::OnDuty => "on_duty",
+            Self::Wake => "wake",
+        }
+    }
+}
+
+/// An agent member of a channel, as webhook delivery needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentMember {
+    pub id: UserId,
+    pub webhook_url: Option<String>,
+}
+
+/// An event to queue for an agent's webhook.
+pub struct NewWebhookDelivery {
+    pub user_id: UserId,
+    pub event_id: String,
+    pub url: String,
+    /// The exact JSON body to POST (what is signed).
+    pub body: String,
+    pub due_at: Timestamp,
+}
+
+/// A delivery claimed for an attempt (see [`AgentStore::claim_due_webhooks`]).
+#[derive(Debug, Clone)]
+pub struct DueWebhook {
+    pub id: i64,
+    pub user_id: UserId,
+    pub event_id: String,
+    pub url: String,
+    pub body: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    /// The agent's current signing secret.
+    pub secret: Option<String>,
+}
+
+/// What an attempt leaves a delivery in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    Retry { at: Timestamp },
+    Failed,
+}
+
+#[async_trait]
+pub trait AgentStore: Send + Sync {
+    /// A channel's on-duty or wake list, by user id.
+    async fn delivery_list(&self, ch: ChannelId, list: DeliveryList) -> Result<Vec<UserId>>;
+    /// Replaces the list (one transaction).
+    async fn set_delivery_list(
+        &self,
+        ch: ChannelId,
+        list: DeliveryList,
+        users: &[UserId],
+    ) -> Result<()>;
+    /// Who observes the workspace's `on_duty` channels, by user id.
+    async fn observers(&self, ws: WorkspaceId) -> Result<Vec<UserId>>;
+    async fn set_observers(&self, ws: WorkspaceId, users: &[UserId]) -> Result<()>;
+    /// The channel's members of kind `agent`, by id.
+    async fn agent_members(&self, ch: ChannelId) -> Result<Vec<AgentMember>>;
+    /// The agent a `round_robin` channel woke last.
+    async fn last_woken(&self, ch: ChannelId) -> Result<Option<UserId>>;
+    /// Compare-and-set of the turn state: moves it from `from` to `to` only if it is
+    /// still `from`. `false` when another writer moved it first.
+    async fn advance_turn(&self, ch: ChannelId, from: Option<UserId>, to: UserId) -> Result<bool>;
+    /// Sets an agent's webhook URL and signing secret; returns the user.
+    async fn set_webhook(
+        &self,
+        user: UserId,
+        url: Option<&str>,
+        secret: Option<&str>,
+    ) -> Result<User>;
+    /// Queues a delivery; `false` when this event is already queued (or delivered) for
+    /// this agent.
+    async fn enqueue_webhook(&self, new: NewWebhookDelivery) -> Result<bool>;
+    /// Pending deliveries due at `now`, at most `limit`, each leased until `lease_until`
+    /// (not due again before then, so a crashed attempt is retried but a running one is
+    /// not claimed twice).
+    async fn claim_due_webhooks(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<DueWebhook>>;
+    /// When the earliest pending delivery is due.
+    async fn next_webhook_due(&self) -> Result<Option<Timestamp>>;
+    /// Records one attempt and its outcome.
+    async fn record_webhook_attempt(
+        &self,
+        delivery: i64,
+        attempt: &WebhookAttempt,
+        outcome: AttemptOutcome,
+    ) -> Result<()>;
+    /// An agent's deliveries, newest first, each with its attempts.
+    async fn webhook_deliveries(&self, user: UserId, limit: u32) -> Result<Vec<WebhookDelivery>>;
+}
+
 /// Everything the domain needs from a database.
 pub trait Store:
-    UserStore + WorkspaceStore + ChannelStore + ReadStore + MessageStore + ReactionStore + PinStore
+    UserStore
+    + WorkspaceStore
+    + ChannelStore
+    + ReadStore
+    + MessageStore
+    + ReactionStore
+    + PinStore
+    + AgentStore
 {
 }
 
@@ -196,5 +317,6 @@ impl<T> Store for T where
         + MessageStore
         + ReactionStore
         + PinStore
+        + AgentStore
 {
 }

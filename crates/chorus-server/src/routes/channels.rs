@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use chorus_chat::model::{
     Channel, ChannelId, ChannelView, Message, MessageId, Pin, ReadState, UserId,
 };
-use chorus_chat::service::{MarkRead, SendMessage, UpdateChannel};
-use chorus_chat::store::MessageQuery;
+use chorus_chat::service::{MarkRead, SendMessage, UpdateChannel, UserIds};
+use chorus_chat::store::{DeliveryList, MessageQuery};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -44,6 +44,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(send_message, list_messages))
         .routes(routes!(list_pins))
         .routes(routes!(mark_read))
+        .routes(routes!(get_on_duty, set_on_duty))
+        .routes(routes!(get_wake_list, set_wake_list))
 }
 
 /// One channel, with its member ids, their presence, and the caller's read state.
@@ -210,5 +212,77 @@ async fn mark_read(
 ) -> ApiResult<Json<ReadState>> {
     Ok(Json(
         state.chat.mark_read(&caller, ChannelId(id), req).await?,
+    ))
+}
+
+/// The channel's on-duty list: who every message of an `on_duty` channel wakes.
+#[utoipa::path(get, path = "/api/v1/channels/{id}/on-duty", tag = "agents",
+    params(("id" = i64, Path)), responses((status = 200, body = UserIds), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_on_duty(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<UserIds>> {
+    let list = DeliveryList::OnDuty;
+    Ok(Json(
+        state
+            .chat
+            .delivery_list(&caller, ChannelId(id), list)
+            .await?,
+    ))
+}
+
+/// Replace the on-duty list (channel members or workspace admins; every user must be a
+/// channel member). Publishes `channel.on_duty_updated` on the channel.
+#[utoipa::path(put, path = "/api/v1/channels/{id}/on-duty", tag = "agents", request_body = UserIds,
+    params(("id" = i64, Path)), responses((status = 200, body = UserIds), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn set_on_duty(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<UserIds>,
+) -> ApiResult<Json<UserIds>> {
+    let list = DeliveryList::OnDuty;
+    Ok(Json(
+        state
+            .chat
+            .set_delivery_list(&caller, ChannelId(id), list, req)
+            .await?,
+    ))
+}
+
+/// The channel's wake list: who every message of a `custom` channel wakes.
+#[utoipa::path(get, path = "/api/v1/channels/{id}/wake-list", tag = "agents",
+    params(("id" = i64, Path)), responses((status = 200, body = UserIds), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_wake_list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<UserIds>> {
+    let list = DeliveryList::Wake;
+    Ok(Json(
+        state
+            .chat
+            .delivery_list(&caller, ChannelId(id), list)
+            .await?,
+    ))
+}
+
+/// Replace the wake list (channel members or workspace admins; every user must be a
+/// channel member). Publishes `channel.wake_list_updated` on the channel.
+#[utoipa::path(put, path = "/api/v1/channels/{id}/wake-list", tag = "agents", request_body = UserIds,
+    params(("id" = i64, Path)), responses((status = 200, body = UserIds), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn set_wake_list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<UserIds>,
+) -> ApiResult<Json<UserIds>> {
+    let list = DeliveryList::Wake;
+    Ok(Json(
+        state
+            .chat
+            .set_delivery_list(&caller, ChannelId(id), list, req)
+            .await?,
     ))
 }

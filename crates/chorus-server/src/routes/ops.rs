@@ -33,6 +33,16 @@ pub struct Stats {
     /// Multi-node: every live node and its connections (absent on a single node).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeStat>,
+    pub webhooks: WebhookStats,
+}
+
+/// Webhook delivery counters since start.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookStats {
+    pub attempts: u64,
+    pub delivered: u64,
+    pub failed_attempts: u64,
+    pub given_up: u64,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -222,6 +232,32 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "counter",
         http_limited,
     );
+    let hooks = &state.webhooks;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    counter(
+        "webhook_attempts_total",
+        "Webhook POSTs made to agents.",
+        "counter",
+        load(&hooks.attempts),
+    );
+    counter(
+        "webhook_delivered_total",
+        "Webhook deliveries acknowledged (2xx).",
+        "counter",
+        load(&hooks.delivered),
+    );
+    counter(
+        "webhook_failed_attempts_total",
+        "Webhook POSTs that failed (each retry counts).",
+        "counter",
+        load(&hooks.failed_attempts),
+    );
+    counter(
+        "webhook_given_up_total",
+        "Webhook deliveries given up after the last attempt.",
+        "counter",
+        load(&hooks.given_up),
+    );
     let _ = writeln!(
         out,
         "# HELP chorus_events_by_type_total Events published per type.\n# TYPE chorus_events_by_type_total counter"
@@ -259,6 +295,17 @@ async fn stats(State(state): State<AppState>) -> axum::Json<Stats> {
             .as_ref()
             .map_or(0, |l| l.rejected.load(std::sync::atomic::Ordering::Relaxed)),
         nodes: state.chat.cluster_nodes().await,
+        webhooks: {
+            let load =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            let hooks = &state.webhooks;
+            WebhookStats {
+                attempts: load(&hooks.attempts),
+                delivered: load(&hooks.delivered),
+                failed_attempts: load(&hooks.failed_attempts),
+                given_up: load(&hooks.given_up),
+            }
+        },
     })
 }
 

@@ -2,15 +2,15 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chorus_chat::model::User;
-use chorus_chat::service::CreateUser;
+use chorus_chat::model::{User, UserId, WebhookDelivery};
+use chorus_chat::service::{CreateUser, SetWebhook, WebhookSettings};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::Json;
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -18,6 +18,16 @@ pub struct UserWithToken {
     pub user: User,
     /// Shown once; only its hash is stored.
     pub token: String,
+    /// For an agent created with a `webhook_url`: the secret its webhook requests are
+    /// signed with. Shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct DeliveriesQuery {
+    /// Page size: default 50, at most 200.
+    pub limit: Option<u32>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -30,6 +40,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_user))
         .routes(routes!(me))
         .routes(routes!(dev_login))
+        .routes(routes!(set_webhook))
+        .routes(routes!(webhook_deliveries))
 }
 
 /// Create a user and its first API token (admin token required).
@@ -40,8 +52,15 @@ async fn create_user(
     Caller(caller): Caller,
     Json(req): Json<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<UserWithToken>)> {
-    let (user, token) = state.chat.create_user(&caller, req).await?;
-    Ok((StatusCode::CREATED, Json(UserWithToken { user, token })))
+    let account = state.chat.create_user(&caller, req).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(UserWithToken {
+            user: account.user,
+            token: account.token,
+            webhook_secret: account.webhook_secret,
+        }),
+    ))
 }
 
 /// The caller.
@@ -66,5 +85,43 @@ async fn dev_login(
         ));
     }
     let (user, token) = state.chat.dev_login(&req.name).await?;
-    Ok(Json(UserWithToken { user, token }))
+    Ok(Json(UserWithToken {
+        user,
+        token,
+        webhook_secret: None,
+    }))
+}
+
+/// Set an agent's webhook URL and signing secret (the agent itself or an admin). The
+/// secret is generated when not given and shown in the answer, once; `url: null` turns
+/// webhooks off. See `docs/protocol.md` for how a receiver verifies requests.
+#[utoipa::path(put, path = "/api/v1/users/{id}/webhook", tag = "agents", request_body = SetWebhook,
+    params(("id" = i64, Path)), responses((status = 200, body = WebhookSettings), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_webhook(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<SetWebhook>,
+) -> ApiResult<Json<WebhookSettings>> {
+    Ok(Json(
+        state.chat.set_webhook(&caller, UserId(id), req).await?,
+    ))
+}
+
+/// An agent's webhook deliveries, newest first, each with every attempt made (status
+/// code or error, duration): the agent itself or an admin.
+#[utoipa::path(get, path = "/api/v1/users/{id}/webhook-deliveries", tag = "agents",
+    params(("id" = i64, Path), DeliveriesQuery), responses((status = 200, body = [WebhookDelivery]), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn webhook_deliveries(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Query(q): Query<DeliveriesQuery>,
+) -> ApiResult<Json<Vec<WebhookDelivery>>> {
+    Ok(Json(
+        state
+            .chat
+            .webhook_deliveries(&caller, UserId(id), q.limit.unwrap_or(0))
+            .await?,
+    ))
 }

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use chorus_chat::model::{
     Channel, ChannelView, Member, Presence, Workspace, WorkspaceId, WorkspaceMembership,
 };
-use chorus_chat::service::{AddMember, CreateChannel, OpenDm};
+use chorus_chat::service::{AddMember, CreateChannel, OpenDm, UserIds};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(workspace_presence))
         .routes(routes!(create_channel, list_channels))
         .routes(routes!(open_dm))
+        .routes(routes!(get_observers, set_observers))
 }
 
 /// Create a workspace; the caller becomes its owner.
@@ -144,4 +145,33 @@ async fn open_dm(
         StatusCode::OK
     };
     Ok((status, Json(view)))
+}
+
+/// Who observes the workspace's `on_duty` channels (receives their messages unwoken).
+#[utoipa::path(get, path = "/api/v1/workspaces/{id}/observers", tag = "agents",
+    params(("id" = i64, Path)), responses((status = 200, body = UserIds), (status = 404, body = ErrorBody)))]
+async fn get_observers(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<UserIds>> {
+    Ok(Json(state.chat.observers(&caller, WorkspaceId(id)).await?))
+}
+
+/// Replace the observers (owners and admins; each must be a workspace member).
+/// Publishes `workspace.observers_updated` on the workspace.
+#[utoipa::path(put, path = "/api/v1/workspaces/{id}/observers", tag = "agents", request_body = UserIds,
+    params(("id" = i64, Path)), responses((status = 200, body = UserIds), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn set_observers(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<UserIds>,
+) -> ApiResult<Json<UserIds>> {
+    Ok(Json(
+        state
+            .chat
+            .set_observers(&caller, WorkspaceId(id), req)
+            .await?,
+    ))
 }

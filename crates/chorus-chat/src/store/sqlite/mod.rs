@@ -4,6 +4,7 @@
 //! instead of spinning on SQLITE_BUSY; reads use a separate pool and, thanks to WAL,
 //! never wait for the writer.
 
+mod agents;
 mod channels;
 mod messages;
 mod pins;

@@ -1,0 +1,421 @@
+//! Agent-aware delivery, the side effects: gathering the inputs of [`decide`] for a new
+//! message (policy lists, observers, the round-robin turn, advanced atomically), the
+//! APIs that edit those lists, agents' webhook settings, and queueing a webhook for a
+//! woken agent with no live connection. The decision itself is `delivery.rs`; the
+//! queue's worker (outbound HTTP) lives at the server edge.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::Chat;
+use super::delivery::{Decision, DeliveryInput, decide};
+use super::events::{channel_scope, workspace_scope};
+use crate::error::{Result, bad, forbidden, not_found};
+use crate::model::*;
+use crate::store::{AgentMember, DeliveryList, NewWebhookDelivery};
+use crate::token;
+
+/// A list of users: an on-duty list, a wake list, or a workspace's observers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UserIds {
+    pub user_ids: Vec<UserId>,
+}
+
+/// An agent's webhook settings (`PUT /api/v1/users/{id}/webhook`).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct SetWebhook {
+    /// `null` turns webhooks off.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The signing secret (at least 16 bytes); generated when absent.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// An agent's webhook settings as set: the secret is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WebhookSettings {
+    pub user: User,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ChannelListChanged<'a> {
+    channel_id: ChannelId,
+    user_ids: &'a [UserId],
+}
+
+#[derive(Serialize)]
+struct ObserversChanged<'a> {
+    workspace_id: WorkspaceId,
+    user_ids: &'a [UserId],
+}
+
+/// What a webhook POSTs: the event as a connection would have received it, plus its
+/// id (also in `Chorus-Event-Id`) for deduplication. No `offset`: offsets are positions
+/// of live streams, and a webhook is not one.
+#[derive(Serialize)]
+struct WebhookBody<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    scope: String,
+    wake: bool,
+    data: &'a Message,
+}
+
+const MAX_LIST: usize = 100;
+const MIN_SECRET: usize = 16;
+const MAX_SECRET: usize = 256;
+/// Deliveries listed by `GET /api/v1/users/{id}/webhook-deliveries` at most.
+pub const MAX_DELIVERIES_PAGE: u32 = 200;
+
+/// Checks a webhook URL and picks its secret (the given one, or a new one).
+pub(crate) fn webhook_config(url: &str, secret: Option<String>) -> Result<(String, String)> {
+    let parsed_ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() <= 2048
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !parsed_ok {
+        return Err(bad("webhook_url must be an http(s) URL"));
+    }
+    // The server's HTTP client is built without TLS (no TLS stack in the dependency
+    // tree yet): better refused now than failing every attempt later.
+    if url.starts_with("https://") {
+        return Err(bad(
+            "https webhook URLs are not supported by this build; use http:// (e.g. to a local TLS-terminating proxy)",
+        ));
+    }
+    let secret = match secret {
+        Some(s) if (MIN_SECRET..=MAX_SECRET).contains(&s.len()) => s,
+        Some(_) => return Err(bad("webhook_secret must be 16 to 256 bytes")),
+        None => token::mint_webhook_secret(),
+    };
+    Ok((url.to_owned(), secret))
+}
+
+/// The id a webhook receiver deduplicates by: one per message, whatever the scope.
+pub fn message_event_id(message: &Message) -> String {
+    format!("message.created:{}", message.id)
+}
+
+impl Chat {
+    // ---- The decision for one message -------------------------------------------
+
+    /// Decides who `message` wakes in `channel`. For `round_robin`, the caller holds the
+    /// channel's turn gate; the turn state is advanced here with a compare-and-set, so
+    /// even writers on other nodes never both take the same turn. A storage failure
+    /// falls back to empty lists (nobody beyond the mentioned is woken, nobody outside
+    /// `on_duty`'s lists receives it) rather than losing the event.
+    pub(crate) async fn delivery_for(
+        &self,
+        channel: &Channel,
+        message: &Message,
+    ) -> (Decision, Vec<AgentMember>) {
+        match self.try_delivery_for(channel, message).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(channel = %channel.id, cause = %err, "delivery lists unavailable");
+                let input = DeliveryInput {
+                    policy: channel.policy,
+                    author: message.author_id,
+                    mentions: &message.mentions,
+                    on_duty: &[],
+                    wake_list: &[],
+                    observers: &[],
+                    agents: &[],
+                    last_woken: None,
+                };
+                (decide(&input), Vec::new())
+            }
+        }
+    }
+
+    async fn try_delivery_for(
+        &self,
+        channel: &Channel,
+        message: &Message,
+    ) -> Result<(Decision, Vec<AgentMember>)> {
+        let (mut on_duty, mut wake_list, mut observers) = (Vec::new(), Vec::new(), Vec::new());
+        match channel.policy {
+            Policy::OnDuty => {
+                on_duty = self
+                    .store
+                    .delivery_list(channel.id, DeliveryList::OnDuty)
+                    .await?;
+                observers = self.store.observers(channel.workspace_id).await?;
+            }
+            Policy::Custom => {
+                wake_list = self
+                    .store
+                    .delivery_list(channel.id, DeliveryList::Wake)
+                    .await?;
+            }
+            _ => {}
+        }
+        // Agents matter for the rotation and for webhooks; a policy that wakes nobody
+        // needs neither.
+        let agents = if channel.policy == Policy::Broadcast {
+            Vec::new()
+        } else {
+            self.store.agent_members(channel.id).await?
+        };
+        let agent_ids: Vec<UserId> = agents.iter().map(|a| a.id).collect();
+        let mut input = DeliveryInput {
+            policy: channel.policy,
+            author: message.author_id,
+            mentions: &message.mentions,
+            on_duty: &on_duty,
+            wake_list: &wake_list,
+            observers: &observers,
+            agents: &agent_ids,
+            last_woken: None,
+        };
+        if channel.policy != Policy::RoundRobin {
+            return Ok((decide(&input), agents));
+        }
+        // Compare-and-set: under the gate the first try wins; a writer elsewhere that
+        // moved the turn meanwhile makes us decide again from its state.
+        const TRIES: usize = 8;
+        let mut decision = None;
+        for _ in 0..TRIES {
+            input.last_woken = self.store.last_woken(channel.id).await?;
+            let decided = decide(&input);
+            let settled = match decided.turn {
+                None => true,
+                Some(turn) => {
+                    self.store
+                        .advance_turn(channel.id, input.last_woken, turn)
+                        .await?
+                }
+            };
+            if settled {
+                return Ok((decided, agents));
+            }
+            decision = Some(decided);
+        }
+        // Still one agent woken, from the latest state seen; the turn stays where the
+        // other writers put it.
+        tracing::warn!(channel = %channel.id, "round-robin turn contended; not advanced");
+        Ok((decision.unwrap_or_else(|| decide(&input)), agents))
+    }
+
+    /// Queues `message.created` for each woken agent member that has a webhook and no
+    /// live connection. After the fanout: a slow or failing receiver never delays it,
+    /// and a failure to queue is logged, never undoes the send.
+    pub(crate) async fn queue_webhooks(
+        &self,
+        message: &Message,
+        decision: &Decision,
+        agents: &[AgentMember],
+    ) {
+        use chorus_realtime::Mark;
+        let woken: Vec<(UserId, &str)> = agents
+            .iter()
+            .filter(|a| decision.mark_for(a.id) == Mark::Wake)
+            .filter_map(|a| a.webhook_url.as_deref().map(|url| (a.id, url)))
+            .collect();
+        if woken.is_empty() {
+            return;
+        }
+        let ids: Vec<UserId> = woken.iter().map(|(id, _)| *id).collect();
+        let connected = self.presence.connected_among(&ids).await;
+        let event_id = message_event_id(message);
+        let body = WebhookBody {
+            id: &event_id,
+            kind: "message.created",
+            scope: channel_scope(message.channel_id).to_string(),
+            wake: true,
+            data: message,
+        };
+        let body = match serde_json::to_string(&body) {
+            Ok(body) => body,
+            Err(err) => {
+                tracing::error!(cause = %err, "webhook body not serialized");
+                return;
+            }
+        };
+        let mut queued = false;
+        for (user, url) in woken {
+            if connected.contains(&user) {
+                continue;
+            }
+            let delivery = NewWebhookDelivery {
+                user_id: user,
+                event_id: event_id.clone(),
+                url: url.to_owned(),
+                body: body.clone(),
+                due_at: Timestamp::now(),
+            };
+            match self.store.enqueue_webhook(delivery).await {
+                Ok(new) => queued |= new,
+                Err(err) => tracing::warn!(%user, cause = %err, "webhook not queued"),
+            }
+        }
+        if queued {
+            self.webhooks.notify_one();
+        }
+    }
+
+    // ---- Lists ------------------------------------------------------------------
+
+    /// A channel's on-duty or wake list (whoever may read the channel).
+    pub async fn delivery_list(
+        &self,
+        caller: &User,
+        ch: ChannelId,
+        list: DeliveryList,
+    ) -> Result<UserIds> {
+        self.readable_channel(caller, ch).await?;
+        Ok(UserIds {
+            user_ids: self.store.delivery_list(ch, list).await?,
+        })
+    }
+
+    /// Replaces a channel's on-duty or wake list: channel members or workspace
+    /// admins; every listed user must be a member of the channel. Publishes
+    /// `channel.on_duty_updated` / `channel.wake_list_updated` on the channel.
+    pub async fn set_delivery_list(
+        &self,
+        caller: &User,
+        ch: ChannelId,
+        list: DeliveryList,
+        req: UserIds,
+    ) -> Result<UserIds> {
+        let channel = self.readable_channel(caller, ch).await?;
+        if channel.kind == ChannelKind::Dm {
+            return Err(bad("a DM's delivery is fixed"));
+        }
+        let manages = self.role_in(caller, channel.workspace_id).await?.manages();
+        if !manages && !self.store.is_channel_member(ch, caller.id).await? {
+            return Err(forbidden(
+                "only members can change a channel's delivery lists",
+            ));
+        }
+        let users = distinct(req.user_ids)?;
+        for &user in &users {
+            if !self.store.is_channel_member(ch, user).await? {
+                return Err(bad(format!("user {user} is not a member of this channel")));
+            }
+        }
+        self.store.set_delivery_list(ch, list, &users).await?;
+        let kind = match list {
+            DeliveryList::OnDuty => "channel.on_duty_updated",
+            DeliveryList::Wake => "channel.wake_list_updated",
+        };
+        let event = ChannelListChanged {
+            channel_id: ch,
+            user_ids: &users,
+        };
+        self.emit_event(channel_scope(ch), kind, &event).await;
+        Ok(UserIds { user_ids: users })
+    }
+
+    /// Who observes the workspace's `on_duty` channels (any member may read it).
+    pub async fn observers(&self, caller: &User, ws: WorkspaceId) -> Result<UserIds> {
+        self.role_in(caller, ws).await?;
+        Ok(UserIds {
+            user_ids: self.store.observers(ws).await?,
+        })
+    }
+
+    /// Replaces the workspace's observers (owners and admins); each must be a member.
+    /// Publishes `workspace.observers_updated` on the workspace.
+    pub async fn set_observers(
+        &self,
+        caller: &User,
+        ws: WorkspaceId,
+        req: UserIds,
+    ) -> Result<UserIds> {
+        if !self.role_in(caller, ws).await?.manages() {
+            return Err(forbidden("only owners and admins choose observers"));
+        }
+        let users = distinct(req.user_ids)?;
+        for &user in &users {
+            if self.store.member_role(ws, user).await?.is_none() {
+                return Err(bad(format!(
+                    "user {user} is not a member of this workspace"
+                )));
+            }
+        }
+        self.store.set_observers(ws, &users).await?;
+        let event = ObserversChanged {
+            workspace_id: ws,
+            user_ids: &users,
+        };
+        self.emit_event(workspace_scope(ws), "workspace.observers_updated", &event)
+            .await;
+        Ok(UserIds { user_ids: users })
+    }
+
+    // ---- Webhook settings and the delivery log ----------------------------------
+
+    /// Sets (or, with no URL, clears) an agent's webhook: server admins or the agent.
+    pub async fn set_webhook(
+        &self,
+        caller: &User,
+        user: UserId,
+        req: SetWebhook,
+    ) -> Result<WebhookSettings> {
+        let target = self.webhook_owner(caller, user).await?;
+        if target.kind != UserKind::Agent {
+            return Err(bad("only agents have webhooks"));
+        }
+        let Some(url) = req.url else {
+            if req.secret.is_some() {
+                return Err(bad("secret needs a url"));
+            }
+            let user = self.store.set_webhook(user, None, None).await?;
+            return Ok(WebhookSettings {
+                user,
+                webhook_secret: None,
+            });
+        };
+        let (url, secret) = webhook_config(&url, req.secret)?;
+        let user = self
+            .store
+            .set_webhook(user, Some(&url), Some(&secret))
+            .await?;
+        Ok(WebhookSettings {
+            user,
+            webhook_secret: Some(secret),
+        })
+    }
+
+    /// An agent's webhook deliveries, newest first, with every attempt: server admins
+    /// or the agent itself.
+    pub async fn webhook_deliveries(
+        &self,
+        caller: &User,
+        user: UserId,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>> {
+        self.webhook_owner(caller, user).await?;
+        let limit = match limit {
+            0 => 50,
+            n => n.min(MAX_DELIVERIES_PAGE),
+        };
+        self.store.webhook_deliveries(user, limit).await
+    }
+
+    async fn webhook_owner(&self, caller: &User, user: UserId) -> Result<User> {
+        if caller.id != user && !caller.is_admin {
+            return Err(forbidden("only the agent itself or an admin"));
+        }
+        self.store
+            .user(user)
+            .await?
+            .ok_or_else(|| not_found("no such user"))
+    }
+}
+
+/// The ids once each, in order; at most [`MAX_LIST`].
+fn distinct(ids: Vec<UserId>) -> Result<Vec<UserId>> {
+    let set: BTreeSet<UserId> = ids.into_iter().collect();
+    if set.len() > MAX_LIST {
+        return Err(bad(format!("at most {MAX_LIST} users")));
+    }
+    Ok(set.into_iter().collect())
+}

@@ -1,0 +1,299 @@
+//! Webhooks for agents: a background worker that POSTs queued events to agents'
+//! `webhook_url`s, signed with HMAC-SHA256, retried with exponential backoff up to a
+//! limit, every attempt recorded. It never runs on the send path: the chat only queues
+//! a row (durable, so a restart loses nothing) and rings [`Chat::webhook_signal`].
+//!
+//! A receiver verifies a request by computing `HMAC-SHA256(secret, "{Chorus-Timestamp}.{body}")`
+//! over the raw body and comparing its hex form, in constant time, with the value after
+//! `sha256=` in `Chorus-Signature`; it drops requests whose timestamp is too old, and
+//! requests whose `Chorus-Event-Id` it already processed (a retry after a lost answer).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use chorus_chat::Chat;
+use chorus_chat::model::{Timestamp, WebhookAttempt};
+use chorus_chat::store::{AttemptOutcome, DueWebhook};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Header with `sha256=<hex HMAC-SHA256 of "{timestamp}.{body}">`.
+pub const SIGNATURE_HEADER: &str = "chorus-signature";
+/// Header with the Unix time (seconds) the request was signed at.
+pub const TIMESTAMP_HEADER: &str = "chorus-timestamp";
+/// Header with the event's id: the same for every retry, so receivers deduplicate.
+pub const EVENT_ID_HEADER: &str = "chorus-event-id";
+
+/// Retry schedule and limits of webhook delivery.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Attempts before a delivery is given up (recorded as `failed`).
+    pub max_attempts: u32,
+    /// Wait after the first failure; doubled after each further one.
+    pub backoff: Duration,
+    /// Longest wait between two attempts.
+    pub max_backoff: Duration,
+    /// How long one attempt may take.
+    pub timeout: Duration,
+    /// Attempts in flight at once. When all are busy, due deliveries wait in the
+    /// store (nothing is held in memory), so a slow receiver cannot grow the queue.
+    pub concurrency: usize,
+}
+
+impl WebhookConfig {
+    /// The wait after the `attempt`-th failure: `backoff · 2^(attempt-1)`, capped.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.backoff
+            .checked_mul(factor)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff)
+    }
+}
+
+/// Webhook counters, read by `/metrics` and `/api/v1/realtime/stats`.
+#[derive(Debug, Default)]
+pub struct WebhookMetrics {
+    pub attempts: AtomicU64,
+    pub delivered: AtomicU64,
+    /// Attempts that failed (each retry counts).
+    pub failed_attempts: AtomicU64,
+    /// Deliveries given up after the last attempt.
+    pub given_up: AtomicU64,
+}
+
+/// `sha256=<hex>` of `HMAC-SHA256(secret, "{timestamp}.{body}")`.
+pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Runs the worker until `stop` turns true. Attempts in flight at that moment are
+/// dropped; their lease runs out and they are retried after the next start (receivers
+/// deduplicate by event id).
+pub async fn run(
+    chat: Arc<Chat>,
+    config: WebhookConfig,
+    metrics: Arc<WebhookMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(config.timeout)
+        .user_agent(concat!("chorus-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::error!(cause = %err, "webhook worker not started");
+            return;
+        }
+    };
+    let signal = chat.webhook_signal();
+    let concurrency = config.concurrency.max(1);
+    let mut in_flight = JoinSet::new();
+    // The lease outlasts an attempt, so a running attempt is never claimed twice.
+    let lease = config.timeout + Duration::from_secs(5);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let room = concurrency.saturating_sub(in_flight.len());
+        let mut store_failed = false;
+        let now = Timestamp::now();
+        if room > 0 {
+            let claimed = chat
+                .store()
+                .claim_due_webhooks(now, later(now, lease), room as u32)
+                .await;
+            match claimed {
+                Ok(due) => {
+                    for delivery in due {
+                        in_flight.spawn(attempt(
+                            client.clone(),
+                            chat.clone(),
+                            config.clone(),
+                            metrics.clone(),
+                            delivery,
+                        ));
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(cause = %err, "webhook queue unavailable");
+                    store_failed = true;
+                }
+            }
+        }
+        // Sleep until the next due delivery (at most a minute, in case the store was
+        // unavailable), a new one is queued, an attempt ends, or shutdown. With every
+        // slot busy, only an attempt's end makes room: due rows wait in the store.
+        let wait = if in_flight.len() >= concurrency {
+            Duration::from_secs(60)
+        } else if store_failed {
+            Duration::from_secs(1)
+        } else {
+            match chat.store().next_webhook_due().await {
+                Ok(Some(at)) => Duration::from_millis(at.0.saturating_sub(now.0).max(0) as u64),
+                _ => Duration::from_secs(60),
+            }
+            .clamp(Duration::from_millis(5), Duration::from_secs(60))
+        };
+        tokio::select! {
+            _ = signal.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break; // the server is gone
+                }
+            }
+        }
+    }
+    in_flight.shutdown().await;
+}
+
+fn later(t: Timestamp, by: Duration) -> Timestamp {
+    Timestamp(t.0.saturating_add(by.as_millis() as i64))
+}
+
+/// One POST of one delivery, and its record.
+async fn attempt(
+    client: reqwest::Client,
+    chat: Arc<Chat>,
+    config: WebhookConfig,
+    metrics: Arc<WebhookMetrics>,
+    delivery: DueWebhook,
+) {
+    let number = delivery.attempts + 1;
+    let at = Timestamp::now();
+    let started = Instant::now();
+    let result = post(&client, &delivery).await;
+    let duration_ms = started.elapsed().as_millis() as i64;
+    Metrics::inc(&metrics.attempts);
+    let (status_code, error) = match result {
+        Ok(status) if (200..300).contains(&status) => (Some(status), None),
+        Ok(status) => (
+            Some(status),
+            Some(format!("receiver answered HTTP {status}")),
+        ),
+        Err(err) => (None, Some(err)),
+    };
+    let outcome = if error.is_none() {
+        Metrics::inc(&metrics.delivered);
+        AttemptOutcome::Delivered
+    } else {
+        Metrics::inc(&metrics.failed_attempts);
+        if number >= i64::from(config.max_attempts) {
+            Metrics::inc(&metrics.given_up);
+            tracing::warn!(delivery = delivery.id, user = %delivery.user_id, attempts = number, "webhook given up");
+            AttemptOutcome::Failed
+        } else {
+            let wait = config.delay_after(u32::try_from(number).unwrap_or(u32::MAX));
+            AttemptOutcome::Retry {
+                at: later(Timestamp::now(), wait),
+            }
+        }
+    };
+    let record = WebhookAttempt {
+        attempt: number,
+        at,
+        status_code: status_code.map(i64::from),
+        error,
+        duration_ms,
+    };
+    if let Err(err) = chat
+        .store()
+        .record_webhook_attempt(delivery.id, &record, outcome)
+        .await
+    {
+        // The lease runs out and the attempt is made again: receivers deduplicate.
+        tracing::warn!(delivery = delivery.id, cause = %err, "webhook attempt not recorded");
+    }
+}
+
+/// POSTs the delivery; the receiver's status, or why there was none.
+async fn post(client: &reqwest::Client, delivery: &DueWebhook) -> Result<u16, String> {
+    let secret = delivery
+        .secret
+        .as_deref()
+        .ok_or("the agent has no webhook secret")?;
+    let timestamp = (Timestamp::now().0 / 1000).to_string();
+    let signature = signature(secret.as_bytes(), &timestamp, delivery.body.as_bytes());
+    let response = client
+        .post(&delivery.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(EVENT_ID_HEADER, &delivery.event_id)
+        .header(TIMESTAMP_HEADER, &timestamp)
+        .header(SIGNATURE_HEADER, signature)
+        .body(delivery.body.clone())
+        .send()
+        .await
+        .map_err(|e| describe(&e))?;
+    Ok(response.status().as_u16())
+}
+
+/// A short, stable description of a failed request (no body, no secrets).
+fn describe(err: &reqwest::Error) -> String {
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "connection failed"
+    } else if err.is_builder() {
+        "invalid request (is the URL's scheme supported?)"
+    } else {
+        "request failed"
+    };
+    let mut text = format!("{kind}: {err}");
+    text.truncate(500);
+    text
+}
+
+struct Metrics;
+
+impl Metrics {
+    fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let config = WebhookConfig {
+            max_attempts: 5,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+            timeout: Duration::from_secs(1),
+            concurrency: 1,
+        };
+        let delays: Vec<u128> = (1..=6).map(|n| config.delay_after(n).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 500, 500, 500]);
+        assert_eq!(config.delay_after(200).as_millis(), 500);
+    }
+
+    #[test]
+    fn signature_matches_an_independent_hmac() {
+        // Python: hmac.new(b"Jefe", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
+        let sig = signature(b"Jefe", "1700000000", br#"{"a":1}"#);
+        assert_eq!(
+            sig,
+            "sha256=fa5f6481efc59da48b19c9dc10196c9953e5651f8304b3a318b6b87d70272e0a"
+        );
+    }
+}
