@@ -5,6 +5,7 @@
 //! never by a check-then-write in the application. Each area's trait lives in its own
 //! file, as in the SQLite backend.
 
+mod agents;
 mod channels;
 mod messages;
 mod pins;

@@ -1,0 +1,345 @@
+//! Agent-aware delivery: policy lists, observers, round-robin turns, webhook queue.
+//! The same statements as the SQLite backend, with `$n` parameters; the webhook claim
+//! skips rows locked by another node.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use super::users::USER_COLUMNS;
+use super::{PgStore, parse};
+use crate::error::{ChatError, Result};
+use crate::model::*;
+use crate::store::rows::UserRow;
+use crate::store::{
+    AgentMember, AgentStore, AttemptOutcome, DeliveryList, DueWebhook, NewWebhookDelivery,
+};
+
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: i64,
+    user_id: i64,
+    event_id: String,
+    url: String,
+    status: String,
+    attempts: i64,
+    next_attempt_at: i64,
+    last_error: Option<String>,
+    created_at: i64,
+    finished_at: Option<i64>,
+}
+
+#[async_trait]
+impl AgentStore for PgStore {
+    async fn delivery_list(&self, ch: ChannelId, list: DeliveryList) -> Result<Vec<UserId>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT user_id FROM channel_delivery_lists WHERE channel_id = $1 AND list = $2
+             ORDER BY user_id",
+        )
+        .bind(ch.0)
+        .bind(list.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(UserId).collect())
+    }
+
+    async fn set_delivery_list(
+        &self,
+        ch: ChannelId,
+        list: DeliveryList,
+        users: &[UserId],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM channel_delivery_lists WHERE channel_id = $1 AND list = $2")
+            .bind(ch.0)
+            .bind(list.as_str())
+            .execute(&mut *tx)
+            .await?;
+        for user in users {
+            sqlx::query(
+                "INSERT INTO channel_delivery_lists (channel_id, list, user_id) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(ch.0)
+            .bind(list.as_str())
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn observers(&self, ws: WorkspaceId) -> Result<Vec<UserId>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT user_id FROM workspace_observers WHERE workspace_id = $1 ORDER BY user_id",
+        )
+        .bind(ws.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(UserId).collect())
+    }
+
+    async fn set_observers(&self, ws: WorkspaceId, users: &[UserId]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM workspace_observers WHERE workspace_id = $1")
+            .bind(ws.0)
+            .execute(&mut *tx)
+            .await?;
+        for user in users {
+            sqlx::query(
+                "INSERT INTO workspace_observers (workspace_id, user_id) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(ws.0)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn agent_members(&self, ch: ChannelId) -> Result<Vec<AgentMember>> {
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+            // The (few) agents first (partial index), then a primary key probe of the
+            // membership, whatever the channel's size.
+            "SELECT users.id, users.webhook_url FROM users CROSS JOIN channel_members cm
+             WHERE users.kind = 'agent' AND cm.channel_id = $1 AND cm.user_id = users.id
+             ORDER BY users.id",
+        )
+        .bind(ch.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, webhook_url)| AgentMember {
+                id: UserId(id),
+                webhook_url,
+            })
+            .collect())
+    }
+
+    async fn last_woken(&self, ch: ChannelId) -> Result<Option<UserId>> {
+        let id: Option<i64> =
+            sqlx::query_scalar("SELECT last_woken FROM channel_turns WHERE channel_id = $1")
+                .bind(ch.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(id.map(UserId))
+    }
+
+    async fn advance_turn(&self, ch: ChannelId, from: Option<UserId>, to: UserId) -> Result<bool> {
+        let done = match from {
+            None => {
+                sqlx::query(
+                    "INSERT INTO channel_turns (channel_id, last_woken) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(ch.0)
+                .bind(to.0)
+                .execute(&self.pool)
+                .await?
+            }
+            Some(from) => sqlx::query(
+                "UPDATE channel_turns SET last_woken = $1 WHERE channel_id = $2 AND last_woken = $3",
+            )
+            .bind(to.0)
+            .bind(ch.0)
+            .bind(from.0)
+            .execute(&self.pool)
+            .await?,
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_webhook(
+        &self,
+        user: UserId,
+        url: Option<&str>,
+        secret: Option<&str>,
+    ) -> Result<User> {
+        let row: Option<UserRow> = sqlx::query_as(&format!(
+            "UPDATE users SET webhook_url = $1, webhook_secret = $2 WHERE id = $3
+             RETURNING {USER_COLUMNS}"
+        ))
+        .bind(url)
+        .bind(secret)
+        .bind(user.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| ChatError::NotFound("no such user".into()))?
+            .into_user()
+    }
+
+    async fn enqueue_webhook(&self, new: NewWebhookDelivery) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO webhook_deliveries
+                (user_id, event_id, url, body, status, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6)
+             ON CONFLICT (user_id, event_id) DO NOTHING",
+        )
+        .bind(new.user_id.0)
+        .bind(&new.event_id)
+        .bind(&new.url)
+        .bind(&new.body)
+        .bind(new.due_at.0)
+        .bind(Timestamp::now().0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_due_webhooks(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<DueWebhook>> {
+        // One statement, and rows another node is claiming right now are skipped rather
+        // than waited for.
+        let rows: Vec<(i64, i64, String, String, String, i64)> = sqlx::query_as(
+            "UPDATE webhook_deliveries SET next_attempt_at = $1
+             WHERE id IN (SELECT id FROM webhook_deliveries
+                          WHERE status = 'pending' AND next_attempt_at <= $2
+                          ORDER BY next_attempt_at, id LIMIT $3
+                          FOR UPDATE SKIP LOCKED)
+             RETURNING id, user_id, event_id, url, body, attempts",
+        )
+        .bind(lease_until.0)
+        .bind(now.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut secrets: HashMap<i64, Option<String>> = HashMap::new();
+        for (_, user, ..) in &rows {
+            if !secrets.contains_key(user) {
+                let secret: Option<Option<String>> =
+                    sqlx::query_scalar("SELECT webhook_secret FROM users WHERE id = $1")
+                        .bind(user)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                secrets.insert(*user, secret.flatten());
+            }
+        }
+        let mut due: Vec<DueWebhook> = rows
+            .into_iter()
+            .map(|(id, user_id, event_id, url, body, attempts)| DueWebhook {
+                id,
+                user_id: UserId(user_id),
+                event_id,
+                url,
+                body,
+                attempts,
+                secret: secrets.get(&user_id).cloned().flatten(),
+            })
+            .collect();
+        due.sort_by_key(|d| d.id);
+        Ok(due)
+    }
+
+    async fn next_webhook_due(&self) -> Result<Option<Timestamp>> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(at.map(Timestamp))
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        delivery: i64,
+        attempt: &WebhookAttempt,
+        outcome: AttemptOutcome,
+    ) -> Result<()> {
+        let (status, next, finished) = match outcome {
+            AttemptOutcome::Delivered => (WebhookStatus::Delivered, attempt.at, Some(attempt.at)),
+            AttemptOutcome::Retry { at } => (WebhookStatus::Pending, at, None),
+            AttemptOutcome::Failed => (WebhookStatus::Failed, attempt.at, Some(attempt.at)),
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, error, duration_ms)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(delivery)
+        .bind(attempt.attempt)
+        .bind(attempt.at.0)
+        .bind(attempt.status_code)
+        .bind(&attempt.error)
+        .bind(attempt.duration_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = $1, attempts = $2, next_attempt_at = $3,
+                last_error = COALESCE($4, last_error), finished_at = $5
+             WHERE id = $6",
+        )
+        .bind(status.as_str())
+        .bind(attempt.attempt)
+        .bind(next.0)
+        .bind(&attempt.error)
+        .bind(finished.map(|t| t.0))
+        .bind(delivery)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn webhook_deliveries(&self, user: UserId, limit: u32) -> Result<Vec<WebhookDelivery>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows: Vec<DeliveryRow> = sqlx::query_as(
+            "SELECT id, user_id, event_id, url, status, attempts, next_attempt_at, last_error,
+                    created_at, finished_at
+             FROM webhook_deliveries WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(user.0)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut attempts: HashMap<i64, Vec<WebhookAttempt>> = HashMap::new();
+        if let (Some(first), Some(last)) = (rows.last(), rows.first()) {
+            let log: Vec<(i64, i64, i64, Option<i64>, Option<String>, i64)> = sqlx::query_as(
+                "SELECT a.delivery_id, a.attempt, a.at, a.status_code, a.error, a.duration_ms
+                 FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id
+                 WHERE d.user_id = $1 AND a.delivery_id BETWEEN $2 AND $3
+                 ORDER BY a.delivery_id, a.attempt",
+            )
+            .bind(user.0)
+            .bind(first.id)
+            .bind(last.id)
+            .fetch_all(&mut *conn)
+            .await?;
+            for (delivery, attempt, at, status_code, error, duration_ms) in log {
+                attempts.entry(delivery).or_default().push(WebhookAttempt {
+                    attempt,
+                    at: Timestamp(at),
+                    status_code,
+                    error,
+                    duration_ms,
+                });
+            }
+        }
+        rows.into_iter()
+            .map(|r| {
+                let status: WebhookStatus = parse(&r.status)?;
+                Ok(WebhookDelivery {
+                    id: r.id,
+                    user_id: UserId(r.user_id),
+                    event_id: r.event_id,
+                    url: r.url,
+                    status,
+                    attempts: r.attempts,
+                    next_attempt_at: (status == WebhookStatus::Pending)
+                        .then_some(Timestamp(r.next_attempt_at)),
+                    last_error: r.last_error,
+                    created_at: Timestamp(r.created_at),
+                    finished_at: r.finished_at.map(Timestamp),
+                    attempt_log: attempts.remove(&r.id).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+}
