@@ -13,7 +13,8 @@ use chorus_chat::model::*;
 use chorus_chat::service::OpenDm;
 use chorus_chat::store::postgres::ScratchDatabase;
 use chorus_chat::store::{
-    ChannelPatch, MessageQuery, NewChannel, NewMessage, NewUser, PgStore, SqliteStore, Store,
+    AttemptOutcome, ChannelPatch, DeliveryList, MessageQuery, NewChannel, NewMessage, NewUser,
+    NewWebhookDelivery, PgStore, SqliteStore, Store,
 };
 use chorus_chat::{Chat, ChatConfig};
 use chorus_realtime::{Engine, EngineConfig};
@@ -105,6 +106,11 @@ test_both!(
     pins,
     reads_unread_and_mentions,
     after_paging_never_skips_a_late_commit,
+    delivery_lists_observers_and_agent_members,
+    round_robin_turns_compare_and_set,
+    turns_raced_by_many_writers_advance_once_each,
+    webhook_queue_claims_records_and_lists,
+    webhook_claims_never_overlap,
 );
 
 // ---- helpers ------------------------------------------------------------------------
@@ -1457,4 +1463,273 @@ async fn postgres_outage_is_unavailable_and_recovers() {
         "",
         "the write during the outage did not happen"
     );
+}
+
+// ---- agent-aware delivery -------------------------------------------------------------
+
+async fn agent(store: &Arc<dyn Store>, name: &str, webhook: Option<&str>) -> User {
+    let user = store
+        .create_user(NewUser {
+            name: name.into(),
+            display_name: name.into(),
+            kind: UserKind::Agent,
+            webhook_url: None,
+            is_admin: false,
+        })
+        .await
+        .unwrap();
+    match webhook {
+        Some(url) => store
+            .set_webhook(user.id, Some(url), Some("0123456789abcdef"))
+            .await
+            .unwrap(),
+        None => user,
+    }
+}
+
+async fn delivery_lists_observers_and_agent_members(store: Arc<dyn Store>) {
+    let (owner, ws, ch) = setup(&store).await;
+    let bot = agent(&store, "bot", Some("http://127.0.0.1:9/h")).await;
+    let quiet = agent(&store, "quiet", None).await;
+    let outsider = agent(&store, "outsider", None).await;
+    for u in [&bot, &quiet] {
+        store.add_channel_member(ch.id, u.id).await.unwrap();
+    }
+    assert_eq!(bot.webhook_url.as_deref(), Some("http://127.0.0.1:9/h"));
+    // Only agent members, by id, with their webhook.
+    let agents = store.agent_members(ch.id).await.unwrap();
+    let got: Vec<(UserId, Option<String>)> =
+        agents.into_iter().map(|a| (a.id, a.webhook_url)).collect();
+    assert_eq!(
+        got,
+        [
+            (bot.id, Some("http://127.0.0.1:9/h".to_owned())),
+            (quiet.id, None)
+        ]
+    );
+    assert!(
+        !store
+            .agent_members(ch.id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.id == outsider.id)
+    );
+    // Lists are replaced whole and kept apart.
+    let on_duty = DeliveryList::OnDuty;
+    store
+        .set_delivery_list(ch.id, on_duty, &[bot.id, owner.id])
+        .await
+        .unwrap();
+    store
+        .set_delivery_list(ch.id, DeliveryList::Wake, &[quiet.id])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delivery_list(ch.id, on_duty).await.unwrap(),
+        [owner.id, bot.id]
+    );
+    store
+        .set_delivery_list(ch.id, on_duty, &[quiet.id])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delivery_list(ch.id, on_duty).await.unwrap(),
+        [quiet.id]
+    );
+    assert_eq!(
+        store
+            .delivery_list(ch.id, DeliveryList::Wake)
+            .await
+            .unwrap(),
+        [quiet.id]
+    );
+    store.set_observers(ws.id, &[owner.id]).await.unwrap();
+    assert_eq!(store.observers(ws.id).await.unwrap(), [owner.id]);
+    store.set_observers(ws.id, &[]).await.unwrap();
+    assert!(store.observers(ws.id).await.unwrap().is_empty());
+    // Clearing a webhook clears its URL.
+    let cleared = store.set_webhook(bot.id, None, None).await.unwrap();
+    assert_eq!(cleared.webhook_url, None);
+}
+
+async fn round_robin_turns_compare_and_set(store: Arc<dyn Store>) {
+    let (_, _, ch) = setup(&store).await;
+    let a = agent(&store, "a", None).await;
+    let b = agent(&store, "b", None).await;
+    assert_eq!(store.last_woken(ch.id).await.unwrap(), None);
+    assert!(store.advance_turn(ch.id, None, a.id).await.unwrap());
+    // A writer that read the old state loses.
+    assert!(!store.advance_turn(ch.id, None, b.id).await.unwrap());
+    assert!(!store.advance_turn(ch.id, Some(b.id), a.id).await.unwrap());
+    assert!(store.advance_turn(ch.id, Some(a.id), b.id).await.unwrap());
+    // Staying on the same agent is a successful move too.
+    assert!(store.advance_turn(ch.id, Some(b.id), b.id).await.unwrap());
+    assert_eq!(store.last_woken(ch.id).await.unwrap(), Some(b.id));
+}
+
+async fn turns_raced_by_many_writers_advance_once_each(store: Arc<dyn Store>) {
+    let (_, _, ch) = setup(&store).await;
+    let a = agent(&store, "a", None).await;
+    let b = agent(&store, "b", None).await;
+    store.advance_turn(ch.id, None, a.id).await.unwrap();
+    // Eight writers all read `a` and try to move the turn to `b`: one wins.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.advance_turn(ch.id, Some(a.id), b.id).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+}
+
+fn delivery(user: UserId, event: &str, due: i64) -> NewWebhookDelivery {
+    NewWebhookDelivery {
+        user_id: user,
+        event_id: event.into(),
+        url: "http://127.0.0.1:9/h".into(),
+        body: format!(r#"{{"id":"{event}"}}"#),
+        due_at: Timestamp(due),
+    }
+}
+
+async fn webhook_queue_claims_records_and_lists(store: Arc<dyn Store>) {
+    let bot = agent(&store, "bot", Some("http://127.0.0.1:9/h")).await;
+    let now = Timestamp::now().0;
+    assert!(
+        store
+            .enqueue_webhook(delivery(bot.id, "e1", now))
+            .await
+            .unwrap()
+    );
+    // The same event for the same agent is queued once.
+    assert!(
+        !store
+            .enqueue_webhook(delivery(bot.id, "e1", now))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .enqueue_webhook(delivery(bot.id, "e2", now + 60_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.next_webhook_due().await.unwrap(),
+        Some(Timestamp(now))
+    );
+
+    // Only what is due, leased until the given time.
+    let claimed = store
+        .claim_due_webhooks(Timestamp(now), Timestamp(now + 5_000), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let due = &claimed[0];
+    assert_eq!((due.event_id.as_str(), due.attempts), ("e1", 0));
+    assert_eq!(due.secret.as_deref(), Some("0123456789abcdef"));
+    assert_eq!(due.body, r#"{"id":"e1"}"#);
+    assert!(
+        store
+            .claim_due_webhooks(Timestamp(now + 1), Timestamp(now + 5_000), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+
+    // A failure, then a success.
+    let attempt = |n, code: Option<i64>, error: Option<&str>| WebhookAttempt {
+        attempt: n,
+        at: Timestamp(now + n),
+        status_code: code,
+        error: error.map(str::to_owned),
+        duration_ms: 3,
+    };
+    let retry = AttemptOutcome::Retry {
+        at: Timestamp(now + 10),
+    };
+    store
+        .record_webhook_attempt(due.id, &attempt(1, Some(500), Some("HTTP 500")), retry)
+        .await
+        .unwrap();
+    let again = store
+        .claim_due_webhooks(Timestamp(now + 10), Timestamp(now + 20), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1);
+    store
+        .record_webhook_attempt(
+            due.id,
+            &attempt(2, Some(200), None),
+            AttemptOutcome::Delivered,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_due_webhooks(Timestamp(now + 100_000), Timestamp(now + 200_000), 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.event_id != "e1"),
+        "a delivered event is never claimed again"
+    );
+
+    let log = store.webhook_deliveries(bot.id, 10).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].event_id, "e2", "newest first");
+    let done = &log[1];
+    assert_eq!(done.status, WebhookStatus::Delivered);
+    assert_eq!(done.attempts, 2);
+    assert_eq!(done.last_error.as_deref(), Some("HTTP 500"));
+    assert_eq!(done.next_attempt_at, None);
+    assert_eq!(done.finished_at, Some(Timestamp(now + 2)));
+    let codes: Vec<Option<i64>> = done.attempt_log.iter().map(|a| a.status_code).collect();
+    assert_eq!(codes, [Some(500), Some(200)]);
+    assert_eq!(log[0].status, WebhookStatus::Pending);
+    assert!(log[0].attempt_log.is_empty());
+}
+
+async fn webhook_claims_never_overlap(store: Arc<dyn Store>) {
+    let bot = agent(&store, "bot", Some("http://127.0.0.1:9/h")).await;
+    let now = Timestamp::now().0;
+    for i in 0..40 {
+        store
+            .enqueue_webhook(delivery(bot.id, &format!("e{i}"), now))
+            .await
+            .unwrap();
+    }
+    // Four workers claim in small batches at once: every delivery once.
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let batch = store
+                        .claim_due_webhooks(Timestamp(now), Timestamp(now + 60_000), 3)
+                        .await
+                        .unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|d| d.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let distinct: BTreeSet<i64> = all.iter().copied().collect();
+    assert_eq!(all.len(), 40);
+    assert_eq!(distinct.len(), 40);
 }
