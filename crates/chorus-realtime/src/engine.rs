@@ -55,9 +55,32 @@ pub struct Engine {
 impl Engine {
     /// A single-node engine with the in-memory broker.
     pub fn in_memory(config: EngineConfig) -> Arc<Self> {
+        let (metrics, registry) = Self::parts(&config);
+        let broker = Arc::new(MemoryBroker::new(registry.clone(), config.retention));
+        Self::assemble(config, metrics, registry, broker)
+    }
+
+    /// A multi-node engine on Redis Streams (see [`RedisBroker`]). Fails when Redis
+    /// cannot be reached.
+    pub async fn with_redis(config: EngineConfig, url: &str) -> Result<Arc<Self>, BrokerError> {
+        let (metrics, registry) = Self::parts(&config);
+        let broker =
+            RedisBroker::connect(url, registry.clone(), metrics.clone(), config.retention).await?;
+        Ok(Self::assemble(config, metrics, registry, broker))
+    }
+
+    fn parts(config: &EngineConfig) -> (Arc<Metrics>, Arc<Registry>) {
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(Registry::new(metrics.clone(), config.queue_capacity));
-        let broker = Arc::new(MemoryBroker::new(registry.clone(), config.retention));
+        (metrics, registry)
+    }
+
+    fn assemble(
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+        registry: Arc<Registry>,
+        broker: Arc<dyn Broker>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             metrics,
@@ -66,23 +89,6 @@ impl Engine {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
         })
-    }
-
-    /// A multi-node engine on Redis Streams (see [`RedisBroker`]). Fails when Redis
-    /// cannot be reached.
-    pub async fn with_redis(config: EngineConfig, url: &str) -> Result<Arc<Self>, BrokerError> {
-        let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::new(metrics.clone(), config.queue_capacity));
-        let broker =
-            RedisBroker::connect(url, registry.clone(), metrics.clone(), config.retention).await?;
-        Ok(Arc::new(Self {
-            config,
-            metrics,
-            registry,
-            broker,
-            shutdown: CancellationToken::new(),
-            sessions: TaskTracker::new(),
-        }))
     }
 
     /// Publishes an event after the change it describes is durable.

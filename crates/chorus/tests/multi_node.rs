@@ -196,6 +196,28 @@ async fn start_node(database: &str, redis: &str) -> Node {
     }
 }
 
+/// A Redis of its own, a shared database, and `n` nodes on them (`None`: no Redis here).
+struct Cluster {
+    redis: Redis,
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+async fn cluster(n: usize) -> Option<Cluster> {
+    let redis = Redis::start(redis_server()?).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = shared_database(dir.path()).await;
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(start_node(&db, &redis.url()).await);
+    }
+    Some(Cluster {
+        redis,
+        nodes,
+        _dir: dir,
+    })
+}
+
 /// Waits until `/readyz` answers `ready` (true) or not (false); `false` on timeout.
 async fn wait_ready(addr: SocketAddr, ready: bool) -> bool {
     let http = reqwest::Client::new();
@@ -410,14 +432,14 @@ async fn wait_connected(nodes: &[Node], subs: usize) {
 
 #[tokio::test]
 async fn three_nodes_deliver_every_message_once_in_order() {
-    let Some(bin) = redis_server() else { return };
-    let redis = Redis::start(bin).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = shared_database(dir.path()).await;
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(start_node(&db, &redis.url()).await);
-    }
+    let Some(Cluster {
+        redis: _redis,
+        nodes,
+        _dir,
+    }) = cluster(3).await
+    else {
+        return;
+    };
     let Team {
         tokens, channels, ..
     } = setup(nodes[0].addr, 6, 2).await;
@@ -476,14 +498,14 @@ async fn three_nodes_deliver_every_message_once_in_order() {
 
 #[tokio::test]
 async fn a_node_killed_mid_burst_loses_nothing_for_its_clients() {
-    let Some(bin) = redis_server() else { return };
-    let redis = Redis::start(bin).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = shared_database(dir.path()).await;
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(start_node(&db, &redis.url()).await);
-    }
+    let Some(Cluster {
+        redis: _redis,
+        mut nodes,
+        _dir,
+    }) = cluster(3).await
+    else {
+        return;
+    };
     let Team {
         tokens, channels, ..
     } = setup(nodes[2].addr, 4, 2).await;
@@ -521,14 +543,14 @@ async fn a_node_killed_mid_burst_loses_nothing_for_its_clients() {
 
 #[tokio::test]
 async fn a_redis_restart_mid_burst_loses_and_duplicates_nothing() {
-    let Some(bin) = redis_server() else { return };
-    let mut redis = Redis::start(bin).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = shared_database(dir.path()).await;
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        nodes.push(start_node(&db, &redis.url()).await);
-    }
+    let Some(Cluster {
+        mut redis,
+        nodes,
+        _dir,
+    }) = cluster(2).await
+    else {
+        return;
+    };
     let Team {
         tokens, channels, ..
     } = setup(nodes[0].addr, 4, 2).await;
@@ -575,14 +597,14 @@ async fn a_redis_restart_mid_burst_loses_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn a_user_only_on_a_killed_node_goes_offline_everywhere() {
-    let Some(bin) = redis_server() else { return };
-    let redis = Redis::start(bin).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = shared_database(dir.path()).await;
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(start_node(&db, &redis.url()).await);
-    }
+    let Some(Cluster {
+        redis: _redis,
+        mut nodes,
+        _dir,
+    }) = cluster(3).await
+    else {
+        return;
+    };
     let team = setup(nodes[2].addr, 2, 0).await;
     let (x, x_token) = (team.users[0], team.tokens[0].clone());
     let presence_of_x = async |node: SocketAddr| -> bool {
