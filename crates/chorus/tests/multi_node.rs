@@ -22,15 +22,11 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
+mod common;
+use common::{call, free_addr};
+
 const ADMIN: &str = "multi-node-admin";
 const WAIT: Duration = Duration::from_secs(30);
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn redis_server() -> Option<PathBuf> {
     let candidates = [
@@ -230,20 +226,6 @@ async fn wait_ready(addr: SocketAddr, ready: bool) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
-}
-
-async fn call(addr: SocketAddr, token: &str, path: &str, body: Value) -> Value {
-    let resp = reqwest::Client::new()
-        .post(format!("http://{addr}{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{path}: {status} {body}");
-    body
 }
 
 /// A workspace with `users` members, all in `channels` channels.

@@ -12,15 +12,11 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
+mod common;
+use common::{call, free_addr};
+
 const ADMIN: &str = "sigterm-admin";
 const WAIT: Duration = Duration::from_secs(20);
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 async fn start(addr: SocketAddr, data: &std::path::Path) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
@@ -50,18 +46,6 @@ async fn start(addr: SocketAddr, data: &std::path::Path) -> Child {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("chorus did not become ready on {addr}");
-}
-
-async fn call(addr: SocketAddr, token: &str, path: &str, body: Value) -> Value {
-    let resp = reqwest::Client::new()
-        .post(format!("http://{addr}{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{path}: {}", resp.status());
-    resp.json().await.unwrap()
 }
 
 #[tokio::test]
