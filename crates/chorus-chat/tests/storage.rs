@@ -510,6 +510,22 @@ async fn channels_and_membership(store: Arc<dyn Store>) {
         store.member_channels(bob.id).await.unwrap(),
         vec![general.id]
     );
+    // What a connection subscribes to, in one query: workspaces, then channels.
+    let workspaces_of_alice: Vec<WorkspaceId> = store
+        .workspaces_of(alice.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.workspace.id)
+        .collect();
+    assert_eq!(
+        store.memberships_of(alice.id).await.unwrap(),
+        (workspaces_of_alice, channels_of_alice)
+    );
+    assert_eq!(
+        store.memberships_of(UserId(9_999)).await.unwrap(),
+        (vec![], vec![])
+    );
 
     store.set_status_text(bob.id, "here").await.unwrap();
     let presence = store.channel_presence(general.id).await.unwrap();

@@ -131,6 +131,9 @@ pub trait ChannelStore: Send + Sync {
     async fn channel_members(&self, ch: ChannelId) -> Result<Vec<UserId>>;
     /// Every channel the user is a member of, in any workspace.
     async fn member_channels(&self, user: UserId) -> Result<Vec<ChannelId>>;
+    /// The workspaces and the channels the user is a member of, in one round trip:
+    /// what a new connection subscribes to, asked once per connection.
+    async fn memberships_of(&self, user: UserId) -> Result<(Vec<WorkspaceId>, Vec<ChannelId>)>;
     /// The presence of every member (`online` left `false`).
     async fn channel_presence(&self, ch: ChannelId) -> Result<Vec<Presence>>;
 }

@@ -148,6 +148,30 @@ impl MessageRow {
     }
 }
 
+/// The message a successful insert of `new` created: nothing has reacted to it, pinned
+/// it or replied to it yet, so it needs no read back.
+pub(crate) fn created_message(
+    new: &crate::store::NewMessage,
+    id: MessageId,
+    created_at: Timestamp,
+) -> Message {
+    Message {
+        id,
+        channel_id: new.channel_id,
+        author_id: new.author_id,
+        text: new.text.clone(),
+        thread_id: new.thread_id,
+        mentions: new.mentions.clone(),
+        created_at,
+        edited_at: None,
+        deleted: false,
+        reply_count: 0,
+        last_reply_at: None,
+        reactions: Vec::new(),
+        pinned: false,
+    }
+}
+
 pub(crate) fn mentions_json(mentions: &[UserId]) -> Result<String> {
     serde_json::to_string(&mentions.iter().map(|u| u.0).collect::<Vec<_>>())
         .map_err(|e| ChatError::Internal(e.into()))

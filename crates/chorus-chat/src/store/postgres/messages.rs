@@ -4,7 +4,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder};
 use super::PgStore;
 use crate::error::{ChatError, Result};
 use crate::model::*;
-use crate::store::rows::{MessageRow, attach_reactions, mentions_json};
+use crate::store::rows::{MessageRow, attach_reactions, created_message, mentions_json};
 use crate::store::{Deletion, Inserted, MessageQuery, MessageStore, NewMessage};
 
 /// The columns of [`MessageRow`], for a query naming the table `m`.
@@ -126,6 +126,7 @@ impl PgStore {
     /// Inserts in one transaction; `None` when the idempotency key is already taken
     /// (another insert with the same key committed first).
     async fn try_insert(&self, new: &NewMessage) -> Result<Option<Inserted>> {
+        let created_at = Timestamp::now();
         let mut tx = self.pool.begin().await?;
         // Ids come from a sequence when inserted, not when committed. Holding the
         // channel's row until commit makes a channel's ids commit in order, so a reader
@@ -148,7 +149,7 @@ impl PgStore {
         .bind(&new.text)
         .bind(new.thread_id.map(|t| t.0))
         .bind(mentions_json(&new.mentions)?)
-        .bind(Timestamp::now().0)
+        .bind(created_at.0)
         .bind(&new.idempotency_key)
         .fetch_optional(&mut *tx)
         .await?;
@@ -163,10 +164,10 @@ impl PgStore {
             }
             None => None,
         };
-        let message = load_existing(&mut tx, id).await?;
         tx.commit().await?;
+        // A new message has no reactions, pin or replies: nothing to read back.
         Ok(Some(Inserted {
-            message,
+            message: created_message(new, id, created_at),
             created: true,
             root,
         }))

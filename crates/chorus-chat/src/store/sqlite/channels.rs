@@ -199,6 +199,27 @@ impl ChannelStore for SqliteStore {
         Ok(ids.into_iter().map(ChannelId).collect())
     }
 
+    async fn memberships_of(&self, user: UserId) -> Result<(Vec<WorkspaceId>, Vec<ChannelId>)> {
+        // Kind 0: a workspace, 1: a channel.
+        let rows: Vec<(i32, i64)> = sqlx::query_as(
+            "SELECT 0, workspace_id FROM workspace_members WHERE user_id = ?1
+             UNION ALL SELECT 1, channel_id FROM channel_members WHERE user_id = ?1
+             ORDER BY 1, 2",
+        )
+        .bind(user.0)
+        .fetch_all(&self.reader)
+        .await?;
+        let (workspaces, channels): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|(kind, _)| *kind == 0);
+        Ok((
+            workspaces
+                .into_iter()
+                .map(|(_, id)| WorkspaceId(id))
+                .collect(),
+            channels.into_iter().map(|(_, id)| ChannelId(id)).collect(),
+        ))
+    }
+
     async fn channel_presence(&self, ch: ChannelId) -> Result<Vec<Presence>> {
         let rows: Vec<(i64, Option<i64>, String)> = sqlx::query_as(&format!(
             "SELECT {PRESENCE_COLUMNS} FROM channel_members cm JOIN users ON users.id = cm.user_id

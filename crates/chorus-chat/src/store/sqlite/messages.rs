@@ -1,10 +1,10 @@
 use async_trait::async_trait;
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 
 use super::SqliteStore;
 use crate::error::{ChatError, Result};
 use crate::model::*;
-use crate::store::rows::{MessageRow, attach_reactions, mentions_json};
+use crate::store::rows::{MessageRow, attach_reactions, created_message, mentions_json};
 use crate::store::{Deletion, Inserted, MessageQuery, MessageStore, NewMessage};
 
 /// The columns of [`MessageRow`], for a query naming the table `m`.
@@ -110,31 +110,25 @@ impl SqliteStore {
         }
     }
 
-    /// Inserts in one transaction; `None` when the idempotency key is already taken
-    /// (another insert with the same key won a race).
+    /// Inserts the message; `None` when the idempotency key is already taken (another
+    /// insert with the same key won a race). A message with neither mentions nor a
+    /// thread is one row, written by one statement; otherwise one transaction writes
+    /// the mention rows and the root's thread summary with it. The single writer is held
+    /// for as few round trips as possible: every other send waits for it.
     async fn try_insert(&self, new: &NewMessage) -> Result<Option<Inserted>> {
-        let mut tx = self.writer.begin().await?;
-        let inserted: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(
-            "INSERT INTO messages (channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key)
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(new.channel_id.0)
-        .bind(new.author_id.0)
-        .bind(&new.text)
-        .bind(new.thread_id.map(|t| t.0))
-        .bind(mentions_json(&new.mentions)?)
-        .bind(Timestamp::now().0)
-        .bind(&new.idempotency_key)
-        .fetch_one(&mut *tx)
-        .await;
-        let id = match inserted {
-            Ok(id) => MessageId(id),
-            Err(sqlx::Error::Database(db))
-                if db.is_unique_violation() && new.idempotency_key.is_some() =>
-            {
-                return Ok(None);
-            }
-            Err(err) => return Err(err.into()),
+        let created_at = Timestamp::now();
+        let mut conn = self.writer.acquire().await?;
+        if new.mentions.is_empty() && new.thread_id.is_none() {
+            let id = insert_row(&mut conn, new, created_at).await?;
+            return Ok(id.map(|id| Inserted {
+                message: created_message(new, id, created_at),
+                created: true,
+                root: None,
+            }));
+        }
+        let mut tx = conn.begin().await?;
+        let Some(id) = insert_row(&mut tx, new, created_at).await? else {
+            return Ok(None);
         };
         write_mentions(&mut tx, id, new.channel_id, &new.mentions).await?;
         let root = match new.thread_id {
@@ -144,13 +138,42 @@ impl SqliteStore {
             }
             None => None,
         };
-        let message = load_existing(&mut tx, id).await?;
         tx.commit().await?;
         Ok(Some(Inserted {
-            message,
+            message: created_message(new, id, created_at),
             created: true,
             root,
         }))
+    }
+}
+
+/// Inserts a message's row; `None` when its idempotency key is taken.
+async fn insert_row(
+    conn: &mut SqliteConnection,
+    new: &NewMessage,
+    created_at: Timestamp,
+) -> Result<Option<MessageId>> {
+    let inserted: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(
+        "INSERT INTO messages (channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key)
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(new.channel_id.0)
+    .bind(new.author_id.0)
+    .bind(&new.text)
+    .bind(new.thread_id.map(|t| t.0))
+    .bind(mentions_json(&new.mentions)?)
+    .bind(created_at.0)
+    .bind(&new.idempotency_key)
+    .fetch_one(&mut *conn)
+    .await;
+    match inserted {
+        Ok(id) => Ok(Some(MessageId(id))),
+        Err(sqlx::Error::Database(db))
+            if db.is_unique_violation() && new.idempotency_key.is_some() =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
     }
 }
 
