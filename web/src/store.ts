@@ -503,6 +503,8 @@ export class ChatStore {
       }
     } else if (isEvent(ev, 'presence.updated')) {
       this.online.set(ev.data.user_id, ev.data.online);
+    } else if (isEvent(ev, 'presence.batch')) {
+      for (const p of ev.data.presences) this.online.set(p.user_id, p.online);
     } else if (isEvent(ev, 'workspace.member_joined')) {
       if (ev.data.workspace_id === this.workspaceId && !this.members.has(ev.data.user.id)) {
         this.members.set(ev.data.user.id, { user: ev.data.user, role: ev.data.role });

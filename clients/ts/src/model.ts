@@ -288,4 +288,6 @@ export interface EventDataMap {
   'read.updated': ReadState;
   /** Workspace scope, ephemeral. */
   'presence.updated': Presence;
+  /** Workspace scope, ephemeral: several changes coalesced during a burst (connect storms). */
+  'presence.batch': { presences: Presence[] };
 }

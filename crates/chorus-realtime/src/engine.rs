@@ -50,6 +50,9 @@ pub struct Engine {
     pub broker: Arc<dyn Broker>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
+    /// The clock of every connection's inbound rate limiter: made once, because making
+    /// one probes the CPU (TSC) each time, a visible cost in a connect storm.
+    pub(crate) clock: governor::clock::DefaultClock,
 }
 
 impl Engine {
@@ -88,6 +91,7 @@ impl Engine {
             broker,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
+            clock: governor::clock::DefaultClock::default(),
         })
     }
 

@@ -69,13 +69,14 @@ pub(crate) async fn run(
     let opened = Box::pin(open(&engine, &hooks, &conn, &mut socket, hold_for_resume)).await;
     let end = match opened {
         Ok(held) => {
-            let limiter = RateLimiter::direct(
+            let limiter = RateLimiter::direct_with_clock(
                 Quota::per_second(
                     NonZeroU32::new(engine.config.inbound_per_sec).unwrap_or(NonZeroU32::MIN),
                 )
                 .allow_burst(
                     NonZeroU32::new(engine.config.inbound_burst).unwrap_or(NonZeroU32::MIN),
                 ),
+                engine.clock.clone(),
             );
             let mut session = Session {
                 engine: engine.clone(),

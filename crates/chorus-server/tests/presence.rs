@@ -18,22 +18,47 @@ use serde_json::{Value, json};
 
 const GRACE_MS: u64 = 150;
 
-/// Every `presence.updated` about `user` queued for `client` so far.
+/// The presence changes a frame carries, each as a `presence.updated` frame: a
+/// `presence.batch` (changes coalesced during a burst) is unpacked.
+fn presence_changes(frame: Value) -> Vec<Value> {
+    match frame["type"].as_str() {
+        Some("presence.updated") => vec![frame],
+        Some("presence.batch") => frame["data"]["presences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| json!({"op": "event", "scope": frame["scope"], "type": "presence.updated", "data": p}))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A workspace holds a change that follows another within this window, and sends it
+/// when the window ends (docs/protocol.md, presence is coalesced).
+const COALESCE_WINDOW: Duration = Duration::from_millis(200);
+
+/// Every presence change about `user` sent to `client` so far, the ones held by the
+/// coalescing window included.
 async fn presence_events(client: &mut WsClient, user: &TestUser) -> Vec<Value> {
+    tokio::time::sleep(COALESCE_WINDOW + Duration::from_millis(100)).await;
     client
         .barrier()
         .await
         .into_iter()
-        .filter(|f| f["type"] == "presence.updated" && f["data"]["user_id"] == user.id)
+        .flat_map(presence_changes)
+        .filter(|f| f["data"]["user_id"] == user.id)
         .collect()
 }
 
-/// The next `presence.updated` about `user`, however long the grace takes (bounded).
+/// The next presence change about `user`, however long the grace takes (bounded).
 async fn next_presence(client: &mut WsClient, user: &TestUser) -> Value {
     loop {
-        let frame = client.expect_event("presence.updated").await;
-        if frame["data"]["user_id"] == user.id {
-            return frame;
+        let frame = client.recv_json().await;
+        if let Some(change) = presence_changes(frame)
+            .into_iter()
+            .find(|f| f["data"]["user_id"] == user.id)
+        {
+            return change;
         }
     }
 }

@@ -628,8 +628,17 @@ async fn a_user_only_on_a_killed_node_goes_offline_everywhere() {
             let frame = y.next().await.unwrap().unwrap();
             let Message::Text(text) = frame else { continue };
             let v: Value = serde_json::from_str(text.as_str()).unwrap();
-            if v["type"] == "presence.updated" && v["data"]["user_id"] == x {
-                return v["data"].clone();
+            // One change, or several coalesced into a batch during a burst.
+            let changes = match v["type"].as_str() {
+                Some("presence.updated") => vec![v["data"].clone()],
+                Some("presence.batch") => v["data"]["presences"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            if let Some(change) = changes.into_iter().find(|p| p["user_id"] == x) {
+                return change;
             }
         }
     };

@@ -10,6 +10,7 @@ mod gate;
 mod messages;
 mod pins;
 pub mod presence;
+mod presence_batch;
 pub mod presence_redis;
 mod reactions;
 mod reads;
@@ -81,6 +82,7 @@ pub struct Chat {
     engine: Arc<Engine>,
     config: ChatConfig,
     presence: Arc<dyn PresenceTracker>,
+    presence_batch: presence_batch::PresenceBatcher,
     gates: Gates,
     /// Rung when a webhook delivery is queued, so the worker need not poll.
     webhooks: Arc<Notify>,
@@ -91,6 +93,7 @@ impl Chat {
     pub fn new(store: Arc<dyn Store>, engine: Arc<Engine>, config: ChatConfig) -> Self {
         Self {
             store,
+            presence_batch: presence_batch::PresenceBatcher::new(engine.clone()),
             engine,
             config,
             presence: Arc::new(LocalPresence::default()),

@@ -12,12 +12,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use chorus_realtime::Publish;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::Chat;
-use super::events::workspace_scope;
 use crate::error::{Result, bad, not_found};
 use crate::model::{Presence, Timestamp, User, UserId, WorkspaceId};
 
@@ -280,7 +278,8 @@ impl Chat {
         }
     }
 
-    /// `presence.updated` (ephemeral) on every workspace of the user.
+    /// `presence.updated` (ephemeral) on every workspace of the user; during a storm of
+    /// changes, coalesced into `presence.batch` (see [`super::presence_batch`]).
     async fn announce_presence(&self, presence: &Presence) {
         let workspaces = match self.store.workspaces_of(presence.user_id).await {
             Ok(workspaces) => workspaces,
@@ -290,15 +289,7 @@ impl Chat {
             }
         };
         for w in workspaces {
-            self.emit(
-                Publish::new(
-                    workspace_scope(w.workspace.id),
-                    "presence.updated",
-                    presence,
-                )
-                .ephemeral(),
-            )
-            .await;
+            self.presence_batch.announce(w.workspace.id, presence).await;
         }
     }
 }

@@ -77,12 +77,15 @@ struct Typing {
 #[async_trait]
 impl SessionHooks for ChatHooks {
     async fn initial_scopes(&self, user: UserKey) -> Result<Vec<Scope>, HookError> {
-        let store = self.chat.store();
-        let workspaces = store.workspaces_of(UserId(user)).await.map_err(to_hook)?;
-        let channels = store.member_channels(UserId(user)).await.map_err(to_hook)?;
+        let (workspaces, channels) = self
+            .chat
+            .store()
+            .memberships_of(UserId(user))
+            .await
+            .map_err(to_hook)?;
         Ok(workspaces
-            .iter()
-            .map(|w| workspace_scope(w.workspace.id))
+            .into_iter()
+            .map(workspace_scope)
             .chain(channels.into_iter().map(channel_scope))
             .collect())
     }
