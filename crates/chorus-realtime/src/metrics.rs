@@ -30,6 +30,10 @@ pub struct Metrics {
     pub relay_errors: AtomicU64,
     pub relay_lag_ms: AtomicU64,
     pub relay_backlog: AtomicU64,
+    /// Socket writes (one flush of one or more frames): frames written per write
+    /// (`socket_frames / socket_writes`) says how well fanout batches its syscalls.
+    pub socket_writes: AtomicU64,
+    pub socket_frames: AtomicU64,
     /// Published events per type. Locked once per publish, never per recipient.
     per_type: Mutex<HashMap<String, u64>>,
 }
@@ -56,6 +60,8 @@ pub struct MetricsSnapshot {
     pub relay_errors: u64,
     pub relay_lag_ms: u64,
     pub relay_backlog: u64,
+    pub socket_writes: u64,
+    pub socket_frames: u64,
     pub events_by_type: HashMap<String, u64>,
 }
 
@@ -96,6 +102,8 @@ impl Metrics {
             relay_errors: self.relay_errors.load(Relaxed),
             relay_lag_ms: self.relay_lag_ms.load(Relaxed),
             relay_backlog: self.relay_backlog.load(Relaxed),
+            socket_writes: self.socket_writes.load(Relaxed),
+            socket_frames: self.socket_frames.load(Relaxed),
             events_by_type: self
                 .per_type
                 .lock()

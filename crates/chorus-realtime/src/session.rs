@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -62,11 +63,13 @@ pub(crate) async fn run(
         // Registered after the shutdown sweep: close like the others.
         conn.kill.fire(CloseCode::ServerShutdown);
     }
-    hooks.connected(user, conns == 1).await;
-
     // Boxed: the opening phase runs once, and its state would otherwise be reserved in
     // every connection's task for the whole life of the connection.
     let opened = Box::pin(open(&engine, &hooks, &conn, &mut socket, hold_for_resume)).await;
+    // After `hello`: the client is served first and announced (presence) second, so a
+    // connect storm is not paced by presence bookkeeping. Called whether or not the
+    // opening succeeded, to pair with `disconnected` below.
+    hooks.connected(user, conns == 1).await;
     let end = match opened {
         Ok(held) => {
             let limiter = RateLimiter::direct_with_clock(
@@ -282,7 +285,7 @@ impl Session {
                     // runs meanwhile and this connection writes them all with one syscall;
                     // when idle, the task is resumed at once.
                     tokio::task::yield_now().await;
-                    let write = write_batch(socket, rx, frame);
+                    let write = write_batch(socket, rx, frame, &self.engine.metrics);
                     tokio::pin!(write);
                     let mut ticks = 0;
                     loop {
@@ -597,14 +600,21 @@ async fn write_batch(
     socket: &mut WebSocket,
     rx: &Outbox,
     first: Utf8Bytes,
+    metrics: &Metrics,
 ) -> Result<(), axum::Error> {
     socket.feed(Message::Text(first)).await?;
-    for _ in 1..WRITE_BATCH {
+    let mut frames = 1;
+    while frames < WRITE_BATCH {
         match rx.try_pop() {
             Some(frame) => socket.feed(Message::Text(frame)).await?,
             None => break,
         }
+        frames += 1;
     }
+    metrics.socket_writes.fetch_add(1, Ordering::Relaxed);
+    metrics
+        .socket_frames
+        .fetch_add(frames as u64, Ordering::Relaxed);
     socket.flush().await
 }
 

@@ -168,6 +168,10 @@ async fn a_flood_is_rate_limited_then_closed_with_3501() {
                 assert_eq!(v["code"], "rate_limited", "{v}");
                 rate_limited += 1;
             }
+            // Bob hears himself come online (presence follows `hello`).
+            Frame::Json(v) if v["op"] == "event" => {
+                assert_eq!(v["type"], "presence.updated", "{v}")
+            }
             Frame::Json(v) => assert_eq!(v["op"], "pong", "{v}"),
             Frame::Close(code) => break code,
             Frame::Ended(why) => {

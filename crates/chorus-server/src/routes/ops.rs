@@ -222,6 +222,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "gauge",
         m.relay_backlog,
     );
+    counter(
+        "socket_writes_total",
+        "Socket writes, each a flush of one or more frames.",
+        "counter",
+        m.socket_writes,
+    );
+    counter(
+        "socket_frames_total",
+        "Frames written to sockets (per write: how well writes batch).",
+        "counter",
+        m.socket_frames,
+    );
     let http_limited = state
         .http_limiter
         .as_ref()
