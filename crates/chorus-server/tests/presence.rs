@@ -33,6 +33,13 @@ fn presence_changes(frame: Value) -> Vec<Value> {
     }
 }
 
+/// A connection that keeps presence events (the shared client passes over them).
+async fn connect(s: &TestServer, token: &str) -> WsClient {
+    let mut client = s.connect(token).await;
+    client.presence = true;
+    client
+}
+
 /// A workspace holds a change that follows another within this window, and sends it
 /// when the window ends (docs/protocol.md, presence is coalesced).
 const COALESCE_WINDOW: Duration = Duration::from_millis(200);
@@ -105,14 +112,14 @@ async fn online_with_the_first_tab_offline_after_the_last_and_only_in_my_workspa
         .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob])
         .await;
     let ws_scope = format!("workspace:{}", w.ws);
-    let mut alice1 = s.connect(&w.alice.token).await;
-    let mut alice2 = s.connect(&w.alice.token).await;
-    let mut carol = s.connect(&w.carol.token).await;
-    let mut dave_ws = s.connect(&dave.token).await;
+    let mut alice1 = connect(&s, &w.alice.token).await;
+    let mut alice2 = connect(&s, &w.alice.token).await;
+    let mut carol = connect(&s, &w.carol.token).await;
+    let mut dave_ws = connect(&s, &dave.token).await;
     assert_eq!(snapshot(&s, &w.alice, w.ws, &w.bob).await["online"], false);
 
     // bob's first tab: every connection of his workspace's members hears it once.
-    let bob1 = s.connect(&w.bob.token).await;
+    let bob1 = connect(&s, &w.bob.token).await;
     for client in [&mut alice1, &mut alice2, &mut carol] {
         let events = presence_events(client, &w.bob).await;
         assert_eq!(events.len(), 1, "{events:?}");
@@ -131,7 +138,7 @@ async fn online_with_the_first_tab_offline_after_the_last_and_only_in_my_workspa
     assert_eq!(snapshot(&s, &w.carol, w.ws, &w.bob).await["online"], true);
 
     // A second tab is no news; closing one of two changes nothing, even after the grace.
-    let bob2 = s.connect(&w.bob.token).await;
+    let bob2 = connect(&s, &w.bob.token).await;
     assert!(presence_events(&mut alice1, &w.bob).await.is_empty());
     bob1.close().await;
     past_the_grace().await;
@@ -198,12 +205,12 @@ async fn a_reload_within_the_grace_does_not_flicker() {
     const RELOAD_GRACE_MS: u64 = 1_000;
     let s = TestServer::start_with(|c| c.presence_grace_ms = RELOAD_GRACE_MS).await;
     let w = s.world().await;
-    let mut alice = s.connect(&w.alice.token).await;
-    let bob = s.connect(&w.bob.token).await;
+    let mut alice = connect(&s, &w.alice.token).await;
+    let bob = connect(&s, &w.bob.token).await;
     assert_eq!(presence_events(&mut alice, &w.bob).await.len(), 1);
 
     bob.close().await;
-    let bob = s.connect(&w.bob.token).await;
+    let bob = connect(&s, &w.bob.token).await;
     tokio::time::sleep(Duration::from_millis(RELOAD_GRACE_MS * 3 / 2)).await;
     let flicker = presence_events(&mut alice, &w.bob).await;
     assert!(flicker.is_empty(), "a reload was announced: {flicker:?}");
@@ -218,7 +225,7 @@ async fn a_reload_within_the_grace_does_not_flicker() {
 async fn status_text_is_live_and_never_changes_the_online_bit() {
     let s = TestServer::start_with(|c| c.presence_grace_ms = GRACE_MS).await;
     let w = s.world().await;
-    let mut alice = s.connect(&w.alice.token).await;
+    let mut alice = connect(&s, &w.alice.token).await;
 
     // bob is offline: setting a status (even claiming to be online) keeps him offline.
     let away = set_status(
@@ -238,8 +245,8 @@ async fn status_text_is_live_and_never_changes_the_online_bit() {
     assert_eq!(snapshot(&s, &w.alice, w.ws, &w.bob).await["online"], false);
 
     // Connected, he is online whatever the status says; his own tabs hear it too.
-    let mut bob1 = s.connect(&w.bob.token).await;
-    let mut bob2 = s.connect(&w.bob.token).await;
+    let mut bob1 = connect(&s, &w.bob.token).await;
+    let mut bob2 = connect(&s, &w.bob.token).await;
     let online = next_presence(&mut alice, &w.bob).await;
     assert_eq!(online["data"]["online"], true);
     assert_eq!(online["data"]["status_text"], "at lunch");

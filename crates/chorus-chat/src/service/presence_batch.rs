@@ -34,14 +34,19 @@ struct PresenceBatch<'a> {
 struct Workspace {
     /// When the workspace last announced something.
     last: Option<Instant>,
-    /// Changes waiting for the window to end; the latest per user.
+    /// Changes not yet published; the latest per user.
     waiting: BTreeMap<UserId, Presence>,
+    /// Someone is publishing this workspace's changes (now, or at the end of the
+    /// window): one publisher at a time, so announcements never overtake each other.
+    busy: bool,
 }
+
+type Workspaces = Arc<Mutex<HashMap<WorkspaceId, Workspace>>>;
 
 pub(crate) struct PresenceBatcher {
     engine: Arc<Engine>,
     /// A std mutex: held for a map update, never across an await.
-    workspaces: Arc<Mutex<HashMap<WorkspaceId, Workspace>>>,
+    workspaces: Workspaces,
 }
 
 impl PresenceBatcher {
@@ -53,45 +58,68 @@ impl PresenceBatcher {
     }
 
     /// Announces `presence` on `workspace` now, or with the others at the end of the
-    /// current window. Callers serialize the changes of one user (its gate), so a user's
-    /// announcements keep their order: once one of them waits, the next ones wait too.
+    /// current window. Callers serialize the changes of one user (its gate); one
+    /// publisher per workspace keeps them in that order.
     pub(crate) async fn announce(&self, workspace: WorkspaceId, presence: &Presence) {
-        let now = Instant::now();
-        let flush_at = {
+        let now_out = {
             let mut all = lock(&self.workspaces);
             let ws = all.entry(workspace).or_default();
-            let quiet = ws.last.is_none_or(|t| now.duration_since(t) >= WINDOW);
-            if quiet && ws.waiting.is_empty() {
+            ws.waiting.insert(presence.user_id, presence.clone());
+            if ws.busy {
+                return; // the publisher at work takes it
+            }
+            ws.busy = true;
+            let now = Instant::now();
+            if ws.last.is_none_or(|t| now.duration_since(t) >= WINDOW) {
                 ws.last = Some(now);
-                None
+                Some(std::mem::take(&mut ws.waiting))
             } else {
-                let first = ws.waiting.is_empty();
-                ws.waiting.insert(presence.user_id, presence.clone());
-                if !first {
-                    return; // a flush is already scheduled
-                }
-                Some(ws.last.map_or(now, |t| t + WINDOW))
+                None
             }
         };
-        match flush_at {
-            None => publish(&self.engine, workspace, &[presence]).await,
-            Some(at) => {
-                let engine = self.engine.clone();
-                let workspaces = self.workspaces.clone();
-                // Not tracked for shutdown: at worst a late flush publishes to nobody.
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(at).await;
-                    let waiting: Vec<Presence> = {
-                        let mut all = lock(&workspaces);
-                        let ws = all.entry(workspace).or_default();
-                        ws.last = Some(Instant::now());
-                        std::mem::take(&mut ws.waiting).into_values().collect()
-                    };
-                    let refs: Vec<&Presence> = waiting.iter().collect();
-                    publish(&engine, workspace, &refs).await;
-                });
-            }
+        if let Some(changes) = now_out {
+            publish(&self.engine, workspace, changes).await;
         }
+        // What arrived meanwhile (or this change, inside the window) leaves at the end
+        // of the window, from a task: the caller is not held up.
+        if finish(&self.workspaces, workspace) {
+            return;
+        }
+        let engine = self.engine.clone();
+        let workspaces = self.workspaces.clone();
+        // Not tracked for shutdown: at worst a late flush publishes to nobody.
+        tokio::spawn(async move {
+            loop {
+                let at = {
+                    let mut all = lock(&workspaces);
+                    let ws = all.entry(workspace).or_default();
+                    ws.last.map_or_else(Instant::now, |t| t + WINDOW)
+                };
+                tokio::time::sleep_until(at).await;
+                let changes = {
+                    let mut all = lock(&workspaces);
+                    let ws = all.entry(workspace).or_default();
+                    ws.last = Some(Instant::now());
+                    std::mem::take(&mut ws.waiting)
+                };
+                publish(&engine, workspace, changes).await;
+                if finish(&workspaces, workspace) {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Ends a publisher's turn if nothing is waiting; `false` if it must go on.
+fn finish(workspaces: &Workspaces, workspace: WorkspaceId) -> bool {
+    let mut all = lock(workspaces);
+    let ws = all.entry(workspace).or_default();
+    if ws.waiting.is_empty() {
+        ws.busy = false;
+        true
+    } else {
+        false
     }
 }
 
@@ -99,18 +127,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn publish(engine: &Engine, workspace: WorkspaceId, presences: &[&Presence]) {
+async fn publish(engine: &Engine, workspace: WorkspaceId, changes: BTreeMap<UserId, Presence>) {
     let scope = workspace_scope(workspace);
-    let publish = match presences {
+    let presences: Vec<&Presence> = changes.values().collect();
+    let publish = match presences.as_slice() {
         [] => return,
         [one] => Publish::new(scope, "presence.updated", one),
-        many => Publish::new(
-            scope,
-            "presence.batch",
-            &PresenceBatch {
-                presences: many.to_vec(),
-            },
-        ),
+        _ => Publish::new(scope, "presence.batch", &PresenceBatch { presences }),
     };
     if let Err(err) = engine.publish(publish.ephemeral()).await {
         tracing::warn!(%workspace, cause = %err, "presence not published");

@@ -92,6 +92,10 @@ pub struct RedisPresence {
     /// This node's connections per user, to re-register after this node was taken for
     /// dead (Redis unreachable for longer than the TTL) and swept.
     local: Mutex<HashMap<UserId, usize>>,
+    /// When this node last found its own heartbeat gone (at start, or after Redis was
+    /// unreachable for longer than the TTL). Every node's heartbeat lapsed in such an
+    /// outage, so this node sweeps nobody until the others had one TTL to beat again.
+    rejoined: Mutex<Option<tokio::time::Instant>>,
     open: Script,
     close: Script,
     settle: Script,
@@ -124,6 +128,7 @@ impl RedisPresence {
             node,
             conn,
             local: Mutex::new(HashMap::new()),
+            rejoined: Mutex::new(None),
             open: Script::new(OPEN_LUA),
             close: Script::new(CLOSE_LUA),
             settle: Script::new(SETTLE_LUA),
@@ -156,6 +161,8 @@ impl RedisPresence {
             .query_async(&mut conn)
             .await?;
         if previous.is_none() {
+            *self.rejoined.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(tokio::time::Instant::now());
             let local: Vec<(UserId, usize)> = self.local().iter().map(|(u, n)| (*u, *n)).collect();
             for (user, count) in local {
                 let mut pipe = redis::pipe();
@@ -175,6 +182,10 @@ impl RedisPresence {
     /// Removes the connections of nodes whose heartbeat expired; returns the users who
     /// are now offline everywhere.
     async fn sweep_dead(&self) -> redis::RedisResult<Vec<UserId>> {
+        let rejoined = *self.rejoined.lock().unwrap_or_else(|e| e.into_inner());
+        if rejoined.is_some_and(|at| at.elapsed() < NODE_TTL) {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn.clone();
         let nodes: Vec<String> = redis::cmd("SMEMBERS")
             .arg(NODES_KEY)
@@ -353,27 +364,31 @@ impl Chat {
     /// Runs until the chat is dropped.
     pub fn spawn_presence_sweeper(self: &Arc<Self>, presence: Arc<RedisPresence>) {
         let chat = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+        // Two tasks: announcing a big dead node's users offline takes a while, and this
+        // node's own heartbeat must not wait for it (or others would sweep this node).
+        let beating = presence.clone();
+        let sweeper = tokio::spawn(async move {
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
             loop {
-                tokio::select! {
-                    _ = beat.tick() => {
-                        if let Err(err) = presence.beat().await {
-                            tracing::warn!(cause = %err, "presence heartbeat failed");
+                sweep.tick().await;
+                let Some(chat) = chat.upgrade() else { return };
+                match presence.sweep_dead().await {
+                    Ok(gone) => {
+                        for user in gone {
+                            chat.presence_expired(user, Timestamp::now()).await;
                         }
                     }
-                    _ = sweep.tick() => {
-                        let Some(chat) = chat.upgrade() else { return };
-                        match presence.sweep_dead().await {
-                            Ok(gone) => {
-                                for user in gone {
-                                    chat.presence_expired(user, Timestamp::now()).await;
-                                }
-                            }
-                            Err(err) => tracing::warn!(cause = %err, "presence sweep failed"),
-                        }
-                    }
+                    Err(err) => tracing::warn!(cause = %err, "presence sweep failed"),
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+            // Ends with the sweeper, which ends when the chat is dropped.
+            while !sweeper.is_finished() {
+                beat.tick().await;
+                if let Err(err) = beating.beat().await {
+                    tracing::warn!(cause = %err, "presence heartbeat failed");
                 }
             }
         });

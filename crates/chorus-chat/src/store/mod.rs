@@ -299,9 +299,17 @@ pub trait AgentStore: Send + Sync {
     async fn webhook_deliveries(&self, user: UserId, limit: u32) -> Result<Vec<WebhookDelivery>>;
 }
 
+/// Whether the database answers (feeds `/readyz`).
+#[async_trait]
+pub trait HealthStore: Send + Sync {
+    /// One trivial query.
+    async fn ping(&self) -> Result<()>;
+}
+
 /// Everything the domain needs from a database.
 pub trait Store:
-    UserStore
+    HealthStore
+    + UserStore
     + WorkspaceStore
     + ChannelStore
     + ReadStore
@@ -313,7 +321,8 @@ pub trait Store:
 }
 
 impl<T> Store for T where
-    T: UserStore
+    T: HealthStore
+        + UserStore
         + WorkspaceStore
         + ChannelStore
         + ReadStore

@@ -72,9 +72,11 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return n
 ";
 
-/// `KEYS[1]` counter; `ARGV[1]` initial offset (µs). Returns the scope's head.
+/// `KEYS[1]` counter; `ARGV[1]` initial offset (µs), `ARGV[2]` TTL (ms) of a counter it
+/// creates (so asking for heads of scopes nobody publishes to leaves nothing behind).
+/// Returns the scope's head.
 const HEAD_LUA: &str = r"
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 return redis.call('GET', KEYS[1])
 ";
 
@@ -108,6 +110,14 @@ struct Positions {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why a publish did not reach Redis.
+enum Failed {
+    /// Redis cannot be reached right now: the event waits in the backlog.
+    Unreachable(BrokerError),
+    /// Redis refused it (or it could not be encoded): retrying cannot help.
+    Refused(BrokerError),
 }
 
 fn unavailable(err: impl std::fmt::Display) -> BrokerError {
@@ -195,15 +205,22 @@ impl RedisBroker {
 }
 
 impl Inner {
+    /// How long a scope's stream and counter outlive its last publish.
+    fn ttl_ms(&self) -> u64 {
+        self.retention.max_age.as_millis().max(60_000) as u64
+    }
+
     /// Sends one event to Redis. Returns its offset (`None` for ephemeral events).
-    async fn send(&self, publish: &Publish) -> Result<Option<u64>, BrokerError> {
+    async fn send(&self, publish: &Publish) -> Result<Option<u64>, Failed> {
         let mut conn = self.conn.clone();
         let marks = match &publish.marks {
-            Some(m) => serde_json::to_string(m.as_ref()).map_err(unavailable)?,
+            Some(m) => serde_json::to_string(m.as_ref())
+                .map_err(|err| Failed::Refused(unavailable(err)))?,
             None => String::new(),
         };
         let effect = match &publish.effect {
-            Some(e) => serde_json::to_string(e.as_ref()).map_err(unavailable)?,
+            Some(e) => serde_json::to_string(e.as_ref())
+                .map_err(|err| Failed::Refused(unavailable(err)))?,
             None => String::new(),
         };
         let at = millis(SystemTime::now());
@@ -226,7 +243,7 @@ impl Inner {
             .map(|_| None)
         } else {
             let maxlen = self.retention.max_events.max(RELAY_FLOOR);
-            let ttl = self.retention.max_age.as_millis().max(60_000) as u64;
+            let ttl = self.ttl_ms();
             self.publish_script
                 .key(stream_key(&publish.scope))
                 .key(head_key(&publish.scope))
@@ -244,7 +261,13 @@ impl Inner {
         };
         result.map_err(|err| {
             Metrics::inc(&self.metrics.relay_errors);
-            unavailable(err)
+            // Unreachable, loading, failing over: worth waiting for. An answer that is
+            // an error (a wrong type, a script error) would be the same next time.
+            if matches!(err.retry_method(), redis::RetryMethod::NoRetry) {
+                Failed::Refused(unavailable(err))
+            } else {
+                Failed::Unreachable(unavailable(err))
+            }
         })
     }
 
@@ -254,6 +277,7 @@ impl Inner {
             .head_script
             .key(head_key(scope))
             .arg(now_micros())
+            .arg(self.ttl_ms())
             .invoke_async(&mut conn)
             .await
             .map_err(|err| {
@@ -523,8 +547,22 @@ async fn flush_loop(inner: Weak<Inner>) {
             let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
             continue;
         };
-        match broker.send(&publish).await {
-            Ok(_) => {
+        // A scope attached while Redis was away gets its position from the reader once
+        // Redis is back; an event published before that would be behind it, unread.
+        if !lock(&broker.positions).unresolved.is_empty() {
+            drop(broker);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        }
+        let sent = broker.send(&publish).await;
+        if let Err(Failed::Refused(err)) = &sent {
+            // It would block every event behind it forever: dropped, and said so.
+            tracing::error!(scope = %publish.scope, kind = publish.kind, cause = %err,
+                "Redis refused a queued event; dropped");
+        }
+        match sent {
+            Ok(_) | Err(Failed::Refused(_)) => {
                 let mut backlog = lock(&broker.backlog);
                 backlog.pop_front();
                 broker
@@ -550,14 +588,19 @@ impl Broker for RedisBroker {
         let inner = &self.inner;
         {
             // Behind events waiting for Redis, a new one waits in line: order is kept.
+            // So it does while a scope attached during the outage has no position yet
+            // (the flusher sends it once the reader has one; see `flush_loop`).
             let mut backlog = lock(&inner.backlog);
-            if !backlog.is_empty() {
-                return queue(inner, &mut backlog, publish);
+            if !backlog.is_empty() || !lock(&inner.positions).unresolved.is_empty() {
+                let queued = queue(inner, &mut backlog, publish);
+                inner.backlog_wake.notify_one();
+                return queued;
             }
         }
         match inner.send(&publish).await {
             Ok(offset) => Ok(offset),
-            Err(err) => {
+            Err(Failed::Refused(err)) => Err(err),
+            Err(Failed::Unreachable(err)) => {
                 tracing::warn!(cause = %err, "publish failed; queued until Redis returns");
                 let mut backlog = lock(&inner.backlog);
                 let queued = queue(inner, &mut backlog, publish);

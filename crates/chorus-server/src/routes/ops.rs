@@ -79,7 +79,12 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// Readiness: the broker can publish and the server is not shutting down.
+/// How long `/readyz` waits for the database to answer.
+const DATABASE_PING: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness: the broker can publish, the database answers, and the server is not
+/// shutting down.
+
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> {
     if state.engine.is_shutting_down() {
@@ -92,6 +97,13 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> 
         return Err(ApiError::new(
             chorus_proto::ErrorCode::Unavailable,
             "broker unavailable",
+        ));
+    }
+    let ping = tokio::time::timeout(DATABASE_PING, state.chat.store().ping()).await;
+    if !matches!(ping, Ok(Ok(()))) {
+        return Err(ApiError::new(
+            chorus_proto::ErrorCode::Unavailable,
+            "database unavailable",
         ));
     }
     Ok(axum::Json(Health { status: "ready" }))

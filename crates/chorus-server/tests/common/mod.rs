@@ -446,6 +446,10 @@ pub struct WsClient {
     /// Frames read while waiting for something else (e.g. events before an ack).
     pending: VecDeque<Value>,
     next_id: i64,
+    /// Whether presence events are kept. Off by default: presence is ephemeral and timed
+    /// by connects (coalesced up to 200 ms, a first connection hears its own user come
+    /// online), so only the tests about presence read it.
+    pub presence: bool,
 }
 
 impl WsClient {
@@ -460,6 +464,7 @@ impl WsClient {
             hello: Value::Null,
             pending: VecDeque::new(),
             next_id: 1,
+            presence: false,
         };
         let hello = client.recv_json().await;
         assert_eq!(hello["op"], "hello", "first frame: {hello}");
@@ -495,12 +500,28 @@ impl WsClient {
         self.ws
     }
 
+    /// The next frame from the wire within `within` (pings and pongs skipped, and
+    /// presence events unless [`presence`](Self::presence) is on); `None` on timeout.
+    async fn read_wire(&mut self, within: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let frame = read_frame(&mut self.ws, left).await?;
+            let is_presence = matches!(&frame, Frame::Json(v)
+                if v["op"] == "event"
+                    && v["type"].as_str().is_some_and(|t| t.starts_with("presence.")));
+            if self.presence || !is_presence {
+                return Some(frame);
+            }
+        }
+    }
+
     /// The next frame from the wire (pings and pongs skipped), within [`WAIT`].
     pub async fn recv_frame(&mut self) -> Frame {
         if let Some(v) = self.pending.pop_front() {
             return Frame::Json(v);
         }
-        read_frame(&mut self.ws, WAIT)
+        self.read_wire(WAIT)
             .await
             .expect("no frame within the wait limit")
     }
@@ -536,7 +557,7 @@ impl WsClient {
         self.send_json(op).await;
         let mut before = Vec::new();
         let reply = loop {
-            let frame = match read_frame(&mut self.ws, WAIT).await {
+            let frame = match self.read_wire(WAIT).await {
                 Some(Frame::Json(v)) => v,
                 other => panic!("waiting for the reply to {id}, got {other:?} after {before:?}"),
             };
@@ -575,7 +596,8 @@ impl WsClient {
     pub async fn expect_close(&mut self) -> Option<u16> {
         self.pending.clear();
         loop {
-            match read_frame(&mut self.ws, WAIT)
+            match self
+                .read_wire(WAIT)
                 .await
                 .expect("the server did not close the connection")
             {
@@ -596,7 +618,7 @@ impl WsClient {
             "frames pending: {:?}",
             self.pending
         );
-        if let Some(frame) = read_frame(&mut self.ws, within).await {
+        if let Some(frame) = self.read_wire(within).await {
             panic!("expected silence, got {frame:?}");
         }
     }

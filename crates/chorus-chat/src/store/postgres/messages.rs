@@ -126,7 +126,6 @@ impl PgStore {
     /// Inserts in one transaction; `None` when the idempotency key is already taken
     /// (another insert with the same key committed first).
     async fn try_insert(&self, new: &NewMessage) -> Result<Option<Inserted>> {
-        let created_at = Timestamp::now();
         let mut tx = self.pool.begin().await?;
         // Ids come from a sequence when inserted, not when committed. Holding the
         // channel's row until commit makes a channel's ids commit in order, so a reader
@@ -135,6 +134,8 @@ impl PgStore {
             .bind(new.channel_id.0)
             .execute(&mut *tx)
             .await?;
+        // Taken with the channel's row held, so times rise with ids.
+        let created_at = Timestamp::now();
         if let Some(root) = new.thread_id {
             lock_root(&mut tx, root).await?;
         }

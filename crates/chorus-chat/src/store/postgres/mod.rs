@@ -63,3 +63,11 @@ impl PgStore {
         Ok(Self { pool })
     }
 }
+
+#[async_trait::async_trait]
+impl crate::store::HealthStore for PgStore {
+    async fn ping(&self) -> crate::error::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

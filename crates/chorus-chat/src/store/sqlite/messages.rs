@@ -116,8 +116,9 @@ impl SqliteStore {
     /// the mention rows and the root's thread summary with it. The single writer is held
     /// for as few round trips as possible: every other send waits for it.
     async fn try_insert(&self, new: &NewMessage) -> Result<Option<Inserted>> {
-        let created_at = Timestamp::now();
         let mut conn = self.writer.acquire().await?;
+        // Taken with the writer held, so times rise with ids.
+        let created_at = Timestamp::now();
         if new.mentions.is_empty() && new.thread_id.is_none() {
             let id = insert_row(&mut conn, new, created_at).await?;
             return Ok(id.map(|id| Inserted {

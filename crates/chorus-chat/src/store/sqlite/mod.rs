@@ -68,3 +68,12 @@ impl SqliteStore {
         Ok(Self { writer, reader })
     }
 }
+
+#[async_trait::async_trait]
+impl crate::store::HealthStore for SqliteStore {
+    async fn ping(&self) -> crate::error::Result<()> {
+        // The writer: it is the connection a stuck or locked database would hold up.
+        sqlx::query("SELECT 1").execute(&self.writer).await?;
+        Ok(())
+    }
+}
