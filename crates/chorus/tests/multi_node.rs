@@ -623,25 +623,7 @@ async fn a_user_only_on_a_killed_node_goes_offline_everywhere() {
         .await
         .unwrap();
 
-    let next_presence = async |y: &mut tokio_tungstenite::WebSocketStream<_>| -> Value {
-        loop {
-            let frame = y.next().await.unwrap().unwrap();
-            let Message::Text(text) = frame else { continue };
-            let v: Value = serde_json::from_str(text.as_str()).unwrap();
-            // One change, or several coalesced into a batch during a burst.
-            let changes = match v["type"].as_str() {
-                Some("presence.updated") => vec![v["data"].clone()],
-                Some("presence.batch") => v["data"]["presences"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default(),
-                _ => Vec::new(),
-            };
-            if let Some(change) = changes.into_iter().find(|p| p["user_id"] == x) {
-                return change;
-            }
-        }
-    };
+    let next_presence = async |y: &mut Ws| next_presence_of(y, x).await;
     let online = tokio::time::timeout(WAIT, next_presence(&mut y))
         .await
         .unwrap();
@@ -670,6 +652,59 @@ async fn a_user_only_on_a_killed_node_goes_offline_everywhere() {
         !presence_of_x(nodes[1].addr).await,
         "X offline, asked on node 1"
     );
+}
+
+/// The next presence change about user `x` that `y` hears.
+async fn next_presence_of(y: &mut Ws, x: i64) -> Value {
+    loop {
+        let frame = y.next().await.unwrap().unwrap();
+        let Message::Text(text) = frame else { continue };
+        let v: Value = serde_json::from_str(text.as_str()).unwrap();
+        // One change, or several coalesced into a batch during a burst.
+        let changes = match v["type"].as_str() {
+            Some("presence.updated") => vec![v["data"].clone()],
+            Some("presence.batch") => v["data"]["presences"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if let Some(change) = changes.into_iter().find(|p| p["user_id"] == x) {
+            return change;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_close_while_redis_is_away_still_takes_the_user_offline() {
+    let Some(Cluster {
+        mut redis,
+        nodes,
+        _dir,
+    }) = cluster(2).await
+    else {
+        return;
+    };
+    let team = setup(nodes[0].addr, 2, 0).await;
+    let x = team.users[0];
+    let mut y = open(nodes[1].addr, &team.tokens[1]).await;
+    let x_socket = open(nodes[0].addr, &team.tokens[0]).await;
+    let online = tokio::time::timeout(WAIT, next_presence_of(&mut y, x))
+        .await
+        .expect("X online");
+    assert_eq!(online["online"], true, "{online}");
+
+    // X's only connection closes while Redis is away: node 0 cannot count it down.
+    redis.down().await;
+    drop(x_socket);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.up().await;
+
+    // Once Redis answers, node 0 replays the count; after the grace, X is offline.
+    let offline = tokio::time::timeout(Duration::from_secs(20), next_presence_of(&mut y, x))
+        .await
+        .expect("X goes offline once Redis is back");
+    assert_eq!(offline["online"], false, "{offline}");
 }
 
 // ---- Agent-aware delivery across nodes ----------------------------------------------

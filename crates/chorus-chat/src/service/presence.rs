@@ -176,6 +176,17 @@ impl Chat {
         if !self.presence.open(user).await {
             return;
         }
+        self.announce_online(user).await;
+    }
+
+    /// `user` came online, found late: their first connection's count reached the
+    /// shared tracker only when it answered again.
+    pub(crate) async fn presence_came_online(&self, user: UserId) {
+        let _order = self.gates.users.lock(user.0).await;
+        self.announce_online(user).await;
+    }
+
+    async fn announce_online(&self, user: UserId) {
         match self.store.set_last_seen(user, Timestamp::now()).await {
             Ok(mut presence) => {
                 presence.online = true;
@@ -191,6 +202,12 @@ impl Chat {
         let Some(ticket) = self.presence.close(user).await else {
             return;
         };
+        self.start_grace(user, ticket);
+    }
+
+    /// The last connection of `user` closed (`ticket`): offline after the grace period
+    /// unless a connection opens meanwhile.
+    pub(crate) fn start_grace(self: &Arc<Self>, user: UserId, ticket: Ticket) {
         let closed_at = Timestamp::now();
         let chat = Arc::clone(self);
         let grace = self.config.presence_grace;

@@ -15,7 +15,7 @@
 //! script, so only one sweeper does it), and its users that are left without connections
 //! anywhere go offline, announced by the sweeping node.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,6 +85,22 @@ redis.call('SREM', KEYS[3], ARGV[1])
 return gone
 ";
 
+/// A change of this node's connection counts that did not reach Redis; replayed, in
+/// order, once Redis answers again (the counts are increments, so late is still right).
+#[derive(Debug, Clone, Copy)]
+enum Unsent {
+    Open(UserId),
+    Close(UserId),
+}
+
+/// What a replayed change means for the chat.
+pub(crate) enum Replayed {
+    /// The user's first connection anywhere: announce them online.
+    CameOnline(UserId),
+    /// The user's last connection anywhere closed: start the grace period.
+    LastClosed(UserId, Ticket),
+}
+
 /// Presence counted in Redis, shared by every node.
 pub struct RedisPresence {
     node: String,
@@ -96,6 +112,9 @@ pub struct RedisPresence {
     /// unreachable for longer than the TTL). Every node's heartbeat lapsed in such an
     /// outage, so this node sweeps nobody until the others had one TTL to beat again.
     rejoined: Mutex<Option<tokio::time::Instant>>,
+    /// Count changes waiting for Redis. While any waits, new ones queue behind it, so
+    /// a user's open and close reach Redis in the order they happened.
+    unsent: Mutex<VecDeque<Unsent>>,
     open: Script,
     close: Script,
     settle: Script,
@@ -129,6 +148,7 @@ impl RedisPresence {
             conn,
             local: Mutex::new(HashMap::new()),
             rejoined: Mutex::new(None),
+            unsent: Mutex::new(VecDeque::new()),
             open: Script::new(OPEN_LUA),
             close: Script::new(CLOSE_LUA),
             settle: Script::new(SETTLE_LUA),
@@ -138,13 +158,87 @@ impl RedisPresence {
         Ok(presence)
     }
 
+    /// Adds one connection of `user` on this node; `true` if the user was offline
+    /// everywhere until now.
+    async fn send_open(&self, user: UserId) -> redis::RedisResult<bool> {
+        let mut conn = self.conn.clone();
+        let existed: i64 = self
+            .open
+            .key(user_key(user))
+            .key(node_users_key(&self.node))
+            .arg(&self.node)
+            .arg(user.0)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(existed == 0)
+    }
+
+    /// Removes one connection of `user` on this node; a ticket if it was the user's
+    /// last anywhere.
+    async fn send_close(&self, user: UserId) -> redis::RedisResult<Option<Ticket>> {
+        let mut conn = self.conn.clone();
+        let generation: i64 = self
+            .close
+            .key(user_key(user))
+            .arg(&self.node)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((generation >= 0).then(|| Ticket::new(generation as u64)))
+    }
+
+    fn unsent(&self) -> std::sync::MutexGuard<'_, VecDeque<Unsent>> {
+        self.unsent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queue(&self, change: Unsent) {
+        self.unsent().push_back(change);
+    }
+
+    /// Queues `change` if earlier ones still wait; `true` if it was queued.
+    fn queue_if_behind(&self, change: Unsent) -> bool {
+        let mut unsent = self.unsent();
+        if unsent.is_empty() {
+            return false;
+        }
+        unsent.push_back(change);
+        true
+    }
+
+    /// Sends the queued count changes, oldest first, until Redis fails again; returns
+    /// what they mean for the chat.
+    pub(crate) async fn replay(&self) -> Vec<Replayed> {
+        let mut out = Vec::new();
+        loop {
+            let Some(change) = self.unsent().front().copied() else {
+                return out;
+            };
+            let sent = match change {
+                Unsent::Open(user) => self
+                    .send_open(user)
+                    .await
+                    .map(|came| came.then_some(Replayed::CameOnline(user))),
+                Unsent::Close(user) => self
+                    .send_close(user)
+                    .await
+                    .map(|ticket| ticket.map(|t| Replayed::LastClosed(user, t))),
+            };
+            match sent {
+                Ok(replayed) => {
+                    self.unsent().pop_front();
+                    out.extend(replayed);
+                }
+                Err(_) => return out,
+            }
+        }
+    }
+
     fn local(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, usize>> {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Refreshes this node's heartbeat; if it had expired (this node was swept), puts
     /// this node's connections back.
-    async fn beat(&self) -> redis::RedisResult<()> {
+    async fn beat(&self) -> redis::RedisResult<Vec<Replayed>> {
         let mut conn = self.conn.clone();
         let connections: usize = self.local().values().sum();
         let previous: Option<String> = redis::cmd("SET")
@@ -160,23 +254,32 @@ impl RedisPresence {
             .arg(&self.node)
             .query_async(&mut conn)
             .await?;
+        let mut replayed = Vec::new();
         if previous.is_none() {
             *self.rejoined.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(tokio::time::Instant::now());
+            // The counts are written whole from this node's own: queued changes are
+            // in them already.
+            self.unsent().clear();
             let local: Vec<(UserId, usize)> = self.local().iter().map(|(u, n)| (*u, *n)).collect();
             for (user, count) in local {
                 let mut pipe = redis::pipe();
                 pipe.atomic()
+                    .exists(user_key(user))
                     .hset(user_key(user), format!("n:{}", self.node), count)
                     .ignore()
                     .hincr(user_key(user), "gen", 1)
                     .ignore()
                     .sadd(node_users_key(&self.node), user.0)
                     .ignore();
-                pipe.query_async::<()>(&mut conn).await?;
+                let (existed,): (bool,) = pipe.query_async(&mut conn).await?;
+                if !existed {
+                    // Swept offline while this node was cut off: online again.
+                    replayed.push(Replayed::CameOnline(user));
+                }
             }
         }
-        Ok(())
+        Ok(replayed)
     }
 
     /// Removes the connections of nodes whose heartbeat expired; returns the users who
@@ -246,19 +349,14 @@ impl PresenceTracker for RedisPresence {
 
     async fn open(&self, user: UserId) -> bool {
         *self.local().entry(user).or_default() += 1;
-        let mut conn = self.conn.clone();
-        let existed: redis::RedisResult<i64> = self
-            .open
-            .key(user_key(user))
-            .key(node_users_key(&self.node))
-            .arg(&self.node)
-            .arg(user.0)
-            .invoke_async(&mut conn)
-            .await;
-        match existed {
-            Ok(existed) => existed == 0,
+        if self.queue_if_behind(Unsent::Open(user)) {
+            return false;
+        }
+        match self.send_open(user).await {
+            Ok(came_online) => came_online,
             Err(err) => {
-                tracing::warn!(%user, cause = %err, "presence: Redis unreachable");
+                tracing::warn!(%user, cause = %err, "presence: Redis unreachable; count queued");
+                self.queue(Unsent::Open(user));
                 false
             }
         }
@@ -274,18 +372,14 @@ impl PresenceTracker for RedisPresence {
                 }
             }
         }
-        let mut conn = self.conn.clone();
-        let generation: redis::RedisResult<i64> = self
-            .close
-            .key(user_key(user))
-            .arg(&self.node)
-            .invoke_async(&mut conn)
-            .await;
-        match generation {
-            Ok(g) if g >= 0 => Some(Ticket::new(g as u64)),
-            Ok(_) => None,
+        if self.queue_if_behind(Unsent::Close(user)) {
+            return None;
+        }
+        match self.send_close(user).await {
+            Ok(ticket) => ticket,
             Err(err) => {
-                tracing::warn!(%user, cause = %err, "presence: Redis unreachable");
+                tracing::warn!(%user, cause = %err, "presence: Redis unreachable; count queued");
+                self.queue(Unsent::Close(user));
                 None
             }
         }
@@ -364,6 +458,7 @@ impl Chat {
     /// Runs until the chat is dropped.
     pub fn spawn_presence_sweeper(self: &Arc<Self>, presence: Arc<RedisPresence>) {
         let chat = Arc::downgrade(self);
+        let chat_of_beat = chat.clone();
         // Two tasks: announcing a big dead node's users offline takes a while, and this
         // node's own heartbeat must not wait for it (or others would sweep this node).
         let beating = presence.clone();
@@ -387,8 +482,23 @@ impl Chat {
             // Ends with the sweeper, which ends when the chat is dropped.
             while !sweeper.is_finished() {
                 beat.tick().await;
-                if let Err(err) = beating.beat().await {
-                    tracing::warn!(cause = %err, "presence heartbeat failed");
+                let mut replayed = match beating.beat().await {
+                    Ok(replayed) => replayed,
+                    Err(err) => {
+                        tracing::warn!(cause = %err, "presence heartbeat failed");
+                        continue;
+                    }
+                };
+                // Counts that missed Redis while it was away, now that it answers.
+                replayed.extend(beating.replay().await);
+                let Some(chat) = chat_of_beat.upgrade() else {
+                    return;
+                };
+                for replayed in replayed {
+                    match replayed {
+                        Replayed::CameOnline(user) => chat.presence_came_online(user).await,
+                        Replayed::LastClosed(user, ticket) => chat.start_grace(user, ticket),
+                    }
                 }
             }
         });
