@@ -499,6 +499,27 @@ async fn channels_and_membership(store: Arc<dyn Store>) {
     assert!(store.add_channel_member(general.id, bob.id).await.unwrap());
     assert!(!store.add_channel_member(general.id, bob.id).await.unwrap());
     assert!(store.is_channel_member(general.id, bob.id).await.unwrap());
+    // The channel and the membership in one query, as a send asks them.
+    let (found, member) = store
+        .channel_for(general.id, bob.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.id, member), (general.id, true));
+    let outsider = user(&store, "outsider").await;
+    let (_, member) = store
+        .channel_for(general.id, outsider.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!member);
+    assert!(
+        store
+            .channel_for(ChannelId(9_999), bob.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(
         store.channel_members(general.id).await.unwrap(),
         vec![alice.id, bob.id]

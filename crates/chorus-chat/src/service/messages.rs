@@ -74,12 +74,12 @@ impl Chat {
         req: SendMessage,
         idempotency_key: Option<String>,
     ) -> Result<(Message, bool)> {
-        let channel = self
+        let (channel, member) = self
             .store
-            .channel(channel_id)
+            .channel_for(channel_id, caller.id)
             .await?
             .ok_or_else(|| not_found("no such channel"))?;
-        if !self.store.is_channel_member(channel_id, caller.id).await? {
+        if !member {
             self.readable_channel(caller, channel_id).await?;
             return Err(forbidden("join the channel to post in it"));
         }

@@ -114,6 +114,9 @@ pub trait ChannelStore: Send + Sync {
     /// Fails with `Conflict` when the name (or DM key) is taken in the workspace.
     async fn create_channel(&self, new: NewChannel) -> Result<Channel>;
     async fn channel(&self, id: ChannelId) -> Result<Option<Channel>>;
+    /// The channel and whether `user` is a member of it, in one round trip (asked by
+    /// every send).
+    async fn channel_for(&self, id: ChannelId, user: UserId) -> Result<Option<(Channel, bool)>>;
     async fn dm_by_key(&self, ws: WorkspaceId, key: &str) -> Result<Option<Channel>>;
     /// Public channels of the workspace and every channel `user` is a member of there.
     async fn visible_channels(

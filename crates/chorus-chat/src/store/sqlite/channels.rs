@@ -58,6 +58,27 @@ impl ChannelStore for SqliteStore {
         row.map(ChannelRow::into_channel).transpose()
     }
 
+    async fn channel_for(&self, id: ChannelId, user: UserId) -> Result<Option<(Channel, bool)>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            channel: ChannelRow,
+            member: bool,
+        }
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "SELECT {CHANNEL_COLUMNS}, EXISTS (
+                 SELECT 1 FROM channel_members cm WHERE cm.channel_id = c.id AND cm.user_id = ?2
+             ) AS member
+             FROM channels c WHERE c.id = ?1"
+        ))
+        .bind(id.0)
+        .bind(user.0)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| Ok((r.channel.into_channel()?, r.member)))
+            .transpose()
+    }
+
     async fn dm_by_key(&self, ws: WorkspaceId, key: &str) -> Result<Option<Channel>> {
         let row: Option<ChannelRow> = sqlx::query_as(&format!(
             "SELECT {CHANNEL_COLUMNS} FROM channels c WHERE c.workspace_id = ? AND c.kind = 'dm' AND c.dm_key = ?"
