@@ -148,6 +148,35 @@ impl MessageRow {
     }
 }
 
+/// A channel and whether a given user is a member of it (`ChannelStore::channel_for`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct ChannelForRow {
+    #[sqlx(flatten)]
+    channel: ChannelRow,
+    member: bool,
+}
+
+impl ChannelForRow {
+    pub(crate) fn into_pair(self) -> Result<(Channel, bool)> {
+        Ok((self.channel.into_channel()?, self.member))
+    }
+}
+
+/// `(kind, id)` rows of `ChannelStore::memberships_of` (kind 0: a workspace, 1: a
+/// channel) split into workspaces and channels.
+pub(crate) fn memberships(rows: Vec<(i32, i64)>) -> (Vec<WorkspaceId>, Vec<ChannelId>) {
+    let mut workspaces = Vec::new();
+    let mut channels = Vec::new();
+    for (kind, id) in rows {
+        if kind == 0 {
+            workspaces.push(WorkspaceId(id));
+        } else {
+            channels.push(ChannelId(id));
+        }
+    }
+    (workspaces, channels)
+}
+
 /// The message a successful insert of `new` created: nothing has reacted to it, pinned
 /// it or replied to it yet, so it needs no read back.
 pub(crate) fn created_message(

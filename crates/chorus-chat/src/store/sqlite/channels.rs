@@ -5,7 +5,7 @@ use super::users::PRESENCE_COLUMNS;
 use super::{SqliteStore, conflict_or};
 use crate::error::{ChatError, Result};
 use crate::model::*;
-use crate::store::rows::{ChannelRow, presence_row};
+use crate::store::rows::{ChannelForRow, ChannelRow, memberships, presence_row};
 use crate::store::{ChannelPatch, ChannelStore, NewChannel};
 
 const CHANNEL_COLUMNS: &str =
@@ -59,13 +59,7 @@ impl ChannelStore for SqliteStore {
     }
 
     async fn channel_for(&self, id: ChannelId, user: UserId) -> Result<Option<(Channel, bool)>> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            #[sqlx(flatten)]
-            channel: ChannelRow,
-            member: bool,
-        }
-        let row: Option<Row> = sqlx::query_as(&format!(
+        let row: Option<ChannelForRow> = sqlx::query_as(&format!(
             "SELECT {CHANNEL_COLUMNS}, EXISTS (
                  SELECT 1 FROM channel_members cm WHERE cm.channel_id = c.id AND cm.user_id = ?2
              ) AS member
@@ -75,8 +69,7 @@ impl ChannelStore for SqliteStore {
         .bind(user.0)
         .fetch_optional(&self.reader)
         .await?;
-        row.map(|r| Ok((r.channel.into_channel()?, r.member)))
-            .transpose()
+        row.map(ChannelForRow::into_pair).transpose()
     }
 
     async fn dm_by_key(&self, ws: WorkspaceId, key: &str) -> Result<Option<Channel>> {
@@ -230,15 +223,7 @@ impl ChannelStore for SqliteStore {
         .bind(user.0)
         .fetch_all(&self.reader)
         .await?;
-        let (workspaces, channels): (Vec<_>, Vec<_>) =
-            rows.into_iter().partition(|(kind, _)| *kind == 0);
-        Ok((
-            workspaces
-                .into_iter()
-                .map(|(_, id)| WorkspaceId(id))
-                .collect(),
-            channels.into_iter().map(|(_, id)| ChannelId(id)).collect(),
-        ))
+        Ok(memberships(rows))
     }
 
     async fn channel_presence(&self, ch: ChannelId) -> Result<Vec<Presence>> {
