@@ -10,6 +10,9 @@
 //! - [`registry`]: live connections, two-way indexes user ↔ connections and
 //!   scope ↔ subscribers, the per-connection bounded queues, and race-free replay.
 //! - [`session`]: one task per WebSocket: hello, inbound ops, heartbeat, flood control.
+//! - [`outbox`] and `writer`: a connection's queued frames and who writes them — a few
+//!   writer tasks write for every connection, without waiting; a connection's own task
+//!   only takes over when its socket would block.
 //! - [`hooks`]: what the embedding application decides (who may read a scope, which
 //!   scopes a user starts with, what `typing` means).
 //! - [`metrics`]: counters read by `/metrics` and `/api/v1/realtime/stats`.
@@ -23,6 +26,7 @@ pub mod outbox;
 pub mod registry;
 pub mod scope;
 pub mod session;
+mod writer;
 
 pub use broker::{Broker, BrokerError, History, MemoryBroker, Retention};
 pub use engine::{Engine, EngineConfig};

@@ -1,17 +1,39 @@
-//! A connection's outbound queue: bounded, many producers (fanout, replies), one
-//! consumer (the connection's task).
+//! A connection's outbound side: its bounded queue of frames (many producers: fanout,
+//! replies) and the write half of its socket, written by whoever owns the writing.
 //!
-//! Not a `tokio::sync::mpsc` channel: that allocates its first block of 32 slots and
-//! cache-padded heads up front, about 1.7 KiB per connection whether or not anything is
-//! ever queued. An idle connection is the common case, so this queue costs a few dozen
-//! bytes until used and gives its buffer back once drained after a burst.
+//! Ownership of the writing moves between three places, and exactly one holds it while
+//! frames are queued, so a frame is never stranded and no two writers interleave:
+//! - the connection's own task, from connect until `hello` is sent ([`Outbox::go_live`]);
+//! - a writer task ([`crate::writer`]): a push onto an empty, unowned queue puts the
+//!   connection in its writer's queue; the writer writes what is queued with a
+//!   non-blocking attempt and gives the ownership back;
+//! - the connection's task again when the socket would block (or its write half is busy):
+//!   the writer hands over ([`Outbox::handed_over`]) and the task finishes the write
+//!   with a real waker, watched by its heartbeat for a stuck peer.
+//!
+//! This keeps a fanout from waking one task per subscriber per event: a few writer tasks
+//! walk the connections that have something queued, and a connection's frames pile up
+//! while it waits for its turn, so a busy server writes many frames per syscall.
+//!
+//! Not a `tokio::sync::mpsc` channel for the frames: that allocates its first block of 32
+//! slots and cache-padded heads up front, about 1.7 KiB per connection whether or not
+//! anything is ever queued. An idle connection is the common case, so this queue costs a
+//! few dozen bytes until used and gives its buffer back once drained after a burst.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 
-use axum::extract::ws::Utf8Bytes;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::{Sink, SinkExt};
 use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::Metrics;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,22 +47,61 @@ pub enum PushError {
 /// Buffer capacity kept after draining; larger buffers are released.
 const KEEP_CAPACITY: usize = 16;
 
-#[derive(Debug)]
+/// Frames written per flush, at most.
+pub(crate) const WRITE_BATCH: usize = 64;
+
+pub(crate) type WriteHalf = SplitSink<WebSocket, Message>;
+
+/// What a non-blocking write attempt did.
+pub(crate) enum Attempt {
+    /// Everything queued was written and flushed; the ownership was given back.
+    Drained,
+    /// A batch was written; more is queued. The caller keeps the ownership.
+    More,
+    /// The socket would block, its write half was busy, or the write failed: the
+    /// connection's task now owns the writing.
+    HandedOver,
+}
+
 pub struct Outbox {
     /// Held for a push or a pop only; never across an await.
     frames: Mutex<VecDeque<Utf8Bytes>>,
-    ready: Notify,
     capacity: usize,
     closed: AtomicBool,
+    /// Whether someone owns the writing (see the module docs). Set from creation until
+    /// [`go_live`](Self::go_live): the connection's task sends `hello` first.
+    owned: AtomicBool,
+    /// The writer queue this connection belongs to; `None` when nothing writes for it
+    /// (a queue read directly, as in tests).
+    writer: Option<UnboundedSender<Arc<Outbox>>>,
+    /// The socket's write half, once the connection's task has put it there. A tokio
+    /// mutex: the connection's task holds it across its awaited writes; writers only
+    /// ever `try_lock` it.
+    sink: tokio::sync::Mutex<Option<WriteHalf>>,
+    /// Tells the connection's task that it owns the writing now.
+    handover: Notify,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("len", &self.len())
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .field("owned", &self.owned.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, writer: Option<UnboundedSender<Arc<Outbox>>>) -> Self {
         Self {
             frames: Mutex::new(VecDeque::new()),
-            ready: Notify::new(),
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
+            owned: AtomicBool::new(true),
+            writer,
+            sink: tokio::sync::Mutex::new(None),
+            handover: Notify::new(),
         }
     }
 
@@ -48,7 +109,8 @@ impl Outbox {
         self.frames.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn push(&self, frame: Utf8Bytes) -> Result<(), PushError> {
+    /// Queues a frame; a queue nobody owns is handed to its writer.
+    pub fn push(self: &Arc<Self>, frame: Utf8Bytes) -> Result<(), PushError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
@@ -59,9 +121,34 @@ impl Outbox {
             }
             frames.push_back(frame);
         }
-        // Stores a permit when the consumer is not waiting, so no wake-up is lost.
-        self.ready.notify_one();
+        if !self.owned.swap(true, Ordering::AcqRel) {
+            self.schedule();
+        }
         Ok(())
+    }
+
+    /// Puts the connection in its writer's queue; the caller owns the writing and
+    /// passes it on.
+    fn schedule(self: &Arc<Self>) {
+        match &self.writer {
+            Some(writer) if writer.send(self.clone()).is_ok() => {}
+            // No writer (or it is gone): the connection's task writes.
+            _ => self.handover.notify_one(),
+        }
+    }
+
+    /// The owner, with more to write, goes to the back of its writer's queue.
+    pub(crate) fn requeue(self: &Arc<Self>) {
+        self.schedule();
+    }
+
+    /// Gives the ownership back; takes it again (and schedules) when a frame was pushed
+    /// meanwhile, so nothing is left queued with nobody to write it.
+    fn release(self: &Arc<Self>) {
+        self.owned.store(false, Ordering::SeqCst);
+        if !self.is_empty() && !self.owned.swap(true, Ordering::AcqRel) {
+            self.schedule();
+        }
     }
 
     /// The next frame, if one is queued.
@@ -74,22 +161,16 @@ impl Outbox {
         frame
     }
 
-    /// Waits for the next frame. Cancel-safe: a frame is only taken when returned.
-    pub async fn pop(&self) -> Utf8Bytes {
-        loop {
-            if let Some(frame) = self.try_pop() {
-                return frame;
-            }
-            self.ready.notified().await;
-        }
-    }
-
     /// Refuses further frames and drops the queued ones.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let mut frames = self.frames();
         frames.clear();
         frames.shrink_to_fit();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     pub fn len(&self) -> usize {
@@ -99,22 +180,150 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Installs the socket's write half (the connection's task, before `hello`).
+    pub(crate) async fn attach(&self, sink: WriteHalf) {
+        *self.sink.lock().await = Some(sink);
+    }
+
+    /// After `hello`: from now on writers write this connection's frames.
+    pub(crate) fn go_live(self: &Arc<Self>) {
+        self.release();
+    }
+
+    /// Resolves when the connection's task has been handed the writing.
+    pub(crate) async fn handed_over(&self) {
+        self.handover.notified().await;
+    }
+
+    /// Sends one message now, behind nothing queued (`hello`, pings, the close frame).
+    pub(crate) async fn send_now(&self, msg: Message) -> Result<(), axum::Error> {
+        let mut sink = self.sink.lock().await;
+        match sink.as_mut() {
+            Some(sink) => sink.send(msg).await,
+            None => Err(axum::Error::new("socket write half not attached")),
+        }
+    }
+
+    /// Closes the queue (dropping what it holds) and then sends `msg`: nothing queued
+    /// can be written after the close frame.
+    pub(crate) async fn close_with(&self, msg: Message) -> Result<(), axum::Error> {
+        let mut sink = self.sink.lock().await;
+        self.close();
+        match sink.as_mut() {
+            Some(sink) => sink.send(msg).await,
+            None => Err(axum::Error::new("socket write half not attached")),
+        }
+    }
+
+    /// The connection's task writes everything queued, waiting for the socket as long
+    /// as it takes (its caller bounds the wait), then gives the ownership back.
+    pub(crate) async fn drain(self: &Arc<Self>, metrics: &Metrics) -> Result<(), axum::Error> {
+        let mut guard = self.sink.lock().await;
+        let Some(sink) = guard.as_mut() else {
+            return Err(axum::Error::new("socket write half not attached"));
+        };
+        loop {
+            let mut frames = 0u64;
+            while frames < WRITE_BATCH as u64 {
+                let Some(frame) = self.try_pop() else { break };
+                sink.feed(Message::Text(frame)).await?;
+                frames += 1;
+            }
+            if frames > 0 {
+                metrics.socket_writes.fetch_add(1, Ordering::Relaxed);
+                metrics.socket_frames.fetch_add(frames, Ordering::Relaxed);
+            }
+            sink.flush().await?;
+            if self.is_empty() {
+                break;
+            }
+        }
+        drop(guard);
+        self.release();
+        Ok(())
+    }
+
+    /// A writer's turn: writes what is queued without waiting. Only called by the owner.
+    pub(crate) fn write_now(self: &Arc<Self>, metrics: &Metrics) -> Attempt {
+        let Ok(mut guard) = self.sink.try_lock() else {
+            // The connection's task is writing (a ping, a drain): it takes over.
+            self.handover.notify_one();
+            return Attempt::HandedOver;
+        };
+        if self.is_closed() {
+            return Attempt::Drained; // nothing will be written any more
+        }
+        let Some(sink) = guard.as_mut() else {
+            self.handover.notify_one();
+            return Attempt::HandedOver;
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        match write_batch(Pin::new(sink), self, &mut cx, metrics) {
+            Poll::Ready(Ok(true)) => {
+                drop(guard);
+                self.release();
+                Attempt::Drained
+            }
+            Poll::Ready(Ok(false)) => Attempt::More,
+            // Would block, or failed: the connection's task retries with a real waker
+            // (and its stuck-write watch), or learns the peer is gone.
+            Poll::Pending | Poll::Ready(Err(_)) => {
+                drop(guard);
+                self.handover.notify_one();
+                Attempt::HandedOver
+            }
+        }
+    }
+}
+
+/// Writes up to a batch of queued frames and flushes them, without waiting: `Pending`
+/// means the socket would block (frames already handed to the sink stay buffered in
+/// it). `Ready(Ok(true))` when the queue was emptied.
+fn write_batch(
+    mut sink: Pin<&mut WriteHalf>,
+    outbox: &Outbox,
+    cx: &mut Context<'_>,
+    metrics: &Metrics,
+) -> Poll<Result<bool, axum::Error>> {
+    let mut frames = 0u64;
+    let mut emptied = false;
+    while frames < WRITE_BATCH as u64 {
+        if let Err(err) = std::task::ready!(sink.as_mut().poll_ready(cx)) {
+            return Poll::Ready(Err(err));
+        }
+        let Some(frame) = outbox.try_pop() else {
+            emptied = true;
+            break;
+        };
+        sink.as_mut().start_send(Message::Text(frame))?;
+        frames += 1;
+    }
+    if frames > 0 {
+        metrics.socket_writes.fetch_add(1, Ordering::Relaxed);
+        metrics.socket_frames.fetch_add(frames, Ordering::Relaxed);
+    }
+    std::task::ready!(sink.as_mut().poll_flush(cx))?;
+    Poll::Ready(Ok(emptied || outbox.is_empty()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn bounded_ordered_and_closable() {
-        let outbox = Outbox::new(2);
+    #[test]
+    fn bounded_ordered_and_closable() {
+        let outbox = Arc::new(Outbox::new(2, None));
         outbox.push(Utf8Bytes::from_static("a")).expect("room");
         outbox.push(Utf8Bytes::from_static("b")).expect("room");
         assert_eq!(
             outbox.push(Utf8Bytes::from_static("c")),
             Err(PushError::Full)
         );
-        assert_eq!(outbox.pop().await.as_str(), "a");
+        assert_eq!(
+            outbox.try_pop().map(|f| f.as_str().to_owned()).as_deref(),
+            Some("a")
+        );
         assert_eq!(
             outbox.try_pop().map(|f| f.as_str().to_owned()).as_deref(),
             Some("b")
@@ -127,15 +336,38 @@ mod tests {
         );
     }
 
+    /// A push onto a live, unowned queue hands the connection to its writer once; the
+    /// writer's release hands it on again if something was pushed meanwhile.
     #[tokio::test]
-    async fn a_waiting_consumer_is_woken() {
-        let outbox = std::sync::Arc::new(Outbox::new(4));
-        let consumer = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.pop().await }
-        });
-        tokio::task::yield_now().await;
+    async fn a_live_queue_is_scheduled_once_and_rescheduled_after_release() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let outbox = Arc::new(Outbox::new(8, Some(tx)));
+        outbox
+            .push(Utf8Bytes::from_static("before hello"))
+            .expect("room");
+        assert!(
+            rx.try_recv().is_err(),
+            "owned by the connection until hello"
+        );
+        outbox.go_live();
+        let scheduled = rx.try_recv().expect("scheduled on going live");
+        assert!(Arc::ptr_eq(&scheduled, &outbox));
         outbox.push(Utf8Bytes::from_static("x")).expect("room");
-        assert_eq!(consumer.await.expect("joined").as_str(), "x");
+        assert!(rx.try_recv().is_err(), "already owned: not scheduled twice");
+        // The owner drains one frame and releases with one still queued.
+        outbox.try_pop();
+        outbox.release();
+        assert!(
+            rx.try_recv().is_ok(),
+            "rescheduled: a frame is still queued"
+        );
+        while outbox.try_pop().is_some() {}
+        outbox.release();
+        assert!(rx.try_recv().is_err(), "empty: released for good");
+        outbox.push(Utf8Bytes::from_static("y")).expect("room");
+        assert!(
+            rx.try_recv().is_ok(),
+            "a push onto the idle queue schedules it"
+        );
     }
 }

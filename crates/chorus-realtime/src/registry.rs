@@ -19,6 +19,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
 use crate::outbox::{Outbox, PushError};
+use crate::writer::Writers;
 
 use crate::broker::Broker;
 use crate::event::{Effect, Event, Mark};
@@ -224,6 +225,7 @@ pub struct Registry {
     watcher: OnceLock<Weak<dyn ScopeWatcher>>,
     queue_capacity: usize,
     next_id: AtomicU64,
+    writers: Writers,
     index: Mutex<Index>,
     scopes: RwLock<HashMap<Scope, Arc<Mutex<Subscribers>>>>,
 }
@@ -234,8 +236,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Registry {
+    /// A registry with one writer task per available core (see [`crate::writer`]),
+    /// started on the current runtime.
     pub fn new(metrics: Arc<Metrics>, queue_capacity: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
+            writers: Writers::start(cores, &metrics),
             metrics,
             watcher: OnceLock::new(),
             queue_capacity: queue_capacity.max(1),
@@ -265,9 +271,10 @@ impl Registry {
     /// Registers a connection; returns its handle, the receiving end of its queue, and
     /// how many connections its user now has on this node.
     pub fn register(&self, user: UserKey) -> (ConnHandle, Arc<Outbox>, usize) {
-        let outbox = Arc::new(Outbox::new(self.queue_capacity));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let outbox = Arc::new(Outbox::new(self.queue_capacity, self.writers.queue_for(id)));
         let handle = ConnHandle {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id,
             user,
             outbox: outbox.clone(),
             kill: Arc::new(Kill::default()),

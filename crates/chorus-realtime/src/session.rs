@@ -1,11 +1,12 @@
-//! One WebSocket connection, from `hello` to close, in a single task: it writes queued
-//! frames in batches, reads and answers client ops, pings, and watches for a dead peer,
-//! a kill (slow consumer) or shutdown. One task per connection keeps idle memory small.
+//! One WebSocket connection, from `hello` to close, in a single task: it reads and
+//! answers client ops, pings, and watches for a dead peer, a kill (slow consumer) or
+//! shutdown. Its queued frames are written by the writer tasks ([`crate::writer`]); the
+//! connection's task takes over only when its socket would block, and then watches the
+//! write for a stuck peer. One task per connection keeps idle memory small.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -13,7 +14,8 @@ use chorus_proto::{
     AckFrame, ClientOp, CloseCode, ErrorCode, ErrorFrame, FrameId, HelloFrame, PROTOCOL_VERSION,
     ScopeResume, decode_client_frame,
 };
-use futures_util::SinkExt;
+use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -23,8 +25,6 @@ use crate::registry::ConnHandle;
 use crate::registry::StartAt;
 use crate::{Engine, Metrics, Scope, UserKey};
 
-/// Frames written per flush, at most.
-const WRITE_BATCH: usize = 64;
 /// Scopes one `resume` may name.
 const MAX_RESUME_SCOPES: usize = 1_000;
 /// Authorizations one `subscribe` tries while revocations keep racing it.
@@ -53,7 +53,7 @@ enum End {
 
 pub(crate) async fn run(
     engine: Arc<Engine>,
-    mut socket: WebSocket,
+    socket: WebSocket,
     user: UserKey,
     hooks: Arc<dyn SessionHooks>,
     hold_for_resume: bool,
@@ -63,9 +63,15 @@ pub(crate) async fn run(
         // Registered after the shutdown sweep: close like the others.
         conn.kill.fire(CloseCode::ServerShutdown);
     }
+    let (sink, mut stream) = socket.split();
+    outbox.attach(sink).await;
     // Boxed: the opening phase runs once, and its state would otherwise be reserved in
     // every connection's task for the whole life of the connection.
-    let opened = Box::pin(open(&engine, &hooks, &conn, &mut socket, hold_for_resume)).await;
+    let opened = Box::pin(open(&engine, &hooks, &conn, &outbox, hold_for_resume)).await;
+    if opened.is_ok() {
+        // `hello` is out: the writers may write what was queued behind it.
+        outbox.go_live();
+    }
     // After `hello`: the client is served first and announced (presence) second, so a
     // connect storm is not paced by presence bookkeeping. Called whether or not the
     // opening succeeded, to pair with `disconnected` below.
@@ -89,26 +95,33 @@ pub(crate) async fn run(
                 strikes: 0,
                 held,
             };
-            session.run(&mut socket, &outbox).await
+            session.run(&mut stream, &outbox).await
         }
         Err(end) => end,
     };
 
     let mut close_sent = false;
     if let End::Close(code) = end {
+        // What is queued goes out before the close frame (the replies to a flood, the
+        // events before a shutdown), unless the peer is the reason: it stopped reading.
+        let unresponsive = matches!(code, CloseCode::SlowConsumer | CloseCode::HeartbeatTimeout);
+        if !unresponsive {
+            let _ = tokio::time::timeout(CLOSE_LINGER, outbox.drain(&engine.metrics)).await;
+        }
         let frame = CloseFrame {
             code: code.code(),
             reason: Utf8Bytes::from_static(code.reason()),
         };
         close_sent = matches!(
-            tokio::time::timeout(CLOSE_LINGER, socket.send(Message::Close(Some(frame)))).await,
+            tokio::time::timeout(CLOSE_LINGER, outbox.close_with(Message::Close(Some(frame))))
+                .await,
             Ok(Ok(()))
         );
     }
     let remaining = engine.registry.unregister(&conn);
     hooks.disconnected(user, remaining == 0).await;
     if close_sent {
-        linger(&mut socket).await;
+        linger(&mut stream).await;
     }
 }
 
@@ -120,9 +133,9 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// the end of the stream), bounded by [`CLOSE_LINGER`]. Dropping a socket that still has
 /// unread input makes the kernel reset the connection, which destroys the frames still
 /// in flight, close frame included, so a flooding client would never learn its code.
-async fn linger(socket: &mut WebSocket) {
+async fn linger(stream: &mut SplitStream<WebSocket>) {
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while let Some(Ok(msg)) = socket.recv().await {
+        while let Some(Ok(msg)) = stream.next().await {
             if matches!(msg, Message::Close(_)) {
                 break;
             }
@@ -137,7 +150,7 @@ async fn open(
     engine: &Arc<Engine>,
     hooks: &Arc<dyn SessionHooks>,
     conn: &ConnHandle,
-    socket: &mut WebSocket,
+    outbox: &Outbox,
     hold: bool,
 ) -> Result<Option<BTreeMap<Scope, u64>>, End> {
     // The user scope first: a membership change committed after `initial_scopes` reads
@@ -175,8 +188,8 @@ async fn open(
         offsets,
     };
     let text = frame_json("hello", &hello);
-    socket
-        .send(Message::Text(text))
+    outbox
+        .send_now(Message::Text(text))
         .await
         .map_err(|_| End::PeerGone)?;
     Ok(hold.then_some(held))
@@ -245,7 +258,7 @@ fn ack() -> AckFrame {
 }
 
 impl Session {
-    async fn run(&mut self, socket: &mut WebSocket, rx: &Outbox) -> End {
+    async fn run(&mut self, stream: &mut SplitStream<WebSocket>, outbox: &Arc<Outbox>) -> End {
         let heartbeat = self.engine.config.heartbeat;
         let dead_after = heartbeat.mul_f64(1.4);
         let mut last_heard = Instant::now();
@@ -261,31 +274,19 @@ impl Session {
                 biased;
                 () = kill.fired() => {
                     let code = kill.code().unwrap_or(CloseCode::SlowConsumer);
-                    if code == CloseCode::ServerShutdown {
-                        // Drain what is queued, then ask the client to reconnect.
-                        while let Some(frame) = rx.try_pop() {
-                            if socket.feed(Message::Text(frame)).await.is_err() {
-                                return End::PeerGone;
-                            }
-                        }
-                        let _ = socket.flush().await;
-                    }
                     return End::Close(code);
                 }
                 () = tokio::time::sleep_until(hold_until), if self.held.is_some() => {
                     // No `resume` came: continue from the offsets announced in `hello`.
                     self.release_held(&BTreeMap::new()).await;
                 }
-                frame = rx.pop() => {
-                    // A peer that stops reading blocks the write; the kill (its queue
-                    // overflowed meanwhile) or the heartbeat ticker ends the wait: a write
-                    // still pending at a second tick has been stuck for a whole period.
-                    // (The ticker, not a timeout per write: no timer churn per batch.)
-                    // Yield once before writing: under load, the fanout of the next events
-                    // runs meanwhile and this connection writes them all with one syscall;
-                    // when idle, the task is resumed at once.
-                    tokio::task::yield_now().await;
-                    let write = write_batch(socket, rx, frame, &self.engine.metrics);
+                () = outbox.handed_over() => {
+                    // A writer found the socket full (or busy): this task writes until
+                    // the queue is empty. A peer that stops reading blocks the write; the
+                    // kill (its queue overflowed meanwhile) or the heartbeat ticker ends
+                    // the wait: a write still pending at a second tick has been stuck for
+                    // a whole period. (The ticker, not a timeout per write: no timer churn.)
+                    let write = outbox.drain(&self.engine.metrics);
                     tokio::pin!(write);
                     let mut ticks = 0;
                     loop {
@@ -310,7 +311,7 @@ impl Session {
                         }
                     }
                 }
-                msg = socket.recv() => {
+                msg = stream.next() => {
                     let msg = match msg {
                         None => return End::PeerGone,
                         Some(Err(err)) => {
@@ -345,8 +346,17 @@ impl Session {
                         Metrics::inc(&self.engine.metrics.heartbeat_timeouts);
                         return End::Close(CloseCode::HeartbeatTimeout);
                     }
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
-                        return End::PeerGone;
+                    let ping = outbox.send_now(Message::Ping(Default::default()));
+                    match tokio::time::timeout(heartbeat, ping).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return End::PeerGone,
+                        Err(_) => {
+                            // Not even a ping got out in a whole period: stuck.
+                            if kill.fire(CloseCode::SlowConsumer) {
+                                Metrics::inc(&self.engine.metrics.slow_consumer_evictions);
+                            }
+                            return End::Close(CloseCode::SlowConsumer);
+                        }
                     }
                 }
             }
@@ -593,29 +603,6 @@ impl Session {
             None => {}
         }
     }
-}
-
-/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
-async fn write_batch(
-    socket: &mut WebSocket,
-    rx: &Outbox,
-    first: Utf8Bytes,
-    metrics: &Metrics,
-) -> Result<(), axum::Error> {
-    socket.feed(Message::Text(first)).await?;
-    let mut frames = 1;
-    while frames < WRITE_BATCH {
-        match rx.try_pop() {
-            Some(frame) => socket.feed(Message::Text(frame)).await?,
-            None => break,
-        }
-        frames += 1;
-    }
-    metrics.socket_writes.fetch_add(1, Ordering::Relaxed);
-    metrics
-        .socket_frames
-        .fetch_add(frames as u64, Ordering::Relaxed);
-    socket.flush().await
 }
 
 fn is_capacity_error(err: &axum::Error) -> bool {
