@@ -99,6 +99,7 @@ test_both!(
     messages_send_and_page,
     idempotent_send,
     idempotent_send_under_concurrency,
+    concurrent_sends_each_get_their_own_message,
     edit_and_delete,
     threads_and_reply_counts,
     concurrent_replies_count_exactly,
@@ -952,6 +953,65 @@ async fn idempotent_send_under_concurrency(store: Arc<dyn Store>) {
     assert_eq!(
         store.list_messages(ch.id, query(100)).await.unwrap().len(),
         5
+    );
+}
+
+/// Many plain sends at once (batched into shared statements on SQLite), with and
+/// without keys, some keys repeated: each send gets back the message it wrote, with the
+/// id under which that text is stored; times rise with ids.
+async fn concurrent_sends_each_get_their_own_message(store: Arc<dyn Store>) {
+    let (alice, ws, ch) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    store.put_member(ws.id, bob.id, Role::Member).await.unwrap();
+    store.add_channel_member(ch.id, bob.id).await.unwrap();
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let store = store.clone();
+            let author = if i % 2 == 0 { alice.id } else { bob.id };
+            // Every third send has a key; i and i + 6 share one (and an author).
+            let key = (i % 3 == 0).then(|| format!("k{}", i / 12));
+            let new = NewMessage {
+                idempotency_key: key.clone(),
+                ..new_message(ch.id, author, &format!("send {i}"))
+            };
+            tokio::spawn(async move { (author, key, store.insert_message(new).await.unwrap()) })
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut keyed: std::collections::HashMap<(UserId, String), BTreeSet<MessageId>> =
+        Default::default();
+    for task in tasks {
+        let (author, key, inserted) = task.await.unwrap();
+        assert_eq!(inserted.message.author_id, author);
+        if let Some(key) = key {
+            keyed
+                .entry((author, key))
+                .or_default()
+                .insert(inserted.message.id);
+        }
+        if inserted.created {
+            created.push(inserted.message);
+        }
+    }
+    assert!(
+        keyed.values().all(|ids| ids.len() == 1),
+        "one message per key"
+    );
+    let stored = store.list_messages(ch.id, query(500)).await.unwrap();
+    assert_eq!(stored.len(), created.len());
+    created.sort_by_key(|m| m.id);
+    for (mine, theirs) in created.iter().zip(&stored) {
+        assert_eq!(mine.id, theirs.id);
+        assert_eq!(
+            mine.text, theirs.text,
+            "the id names the text that was sent"
+        );
+        assert_eq!(mine.created_at, theirs.created_at);
+    }
+    assert!(
+        stored
+            .windows(2)
+            .all(|w| w[0].created_at <= w[1].created_at)
     );
 }
 

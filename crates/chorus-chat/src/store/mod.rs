@@ -41,6 +41,7 @@ pub struct ChannelPatch {
     pub policy: Option<Policy>,
 }
 
+#[derive(Clone)]
 pub struct NewMessage {
     pub channel_id: ChannelId,
     pub author_id: UserId,

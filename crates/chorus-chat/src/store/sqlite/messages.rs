@@ -112,21 +112,28 @@ impl SqliteStore {
 
     /// Inserts the message; `None` when the idempotency key is already taken (another
     /// insert with the same key won a race). A message with neither mentions nor a
-    /// thread is one row, written by one statement; otherwise one transaction writes
-    /// the mention rows and the root's thread summary with it. The single writer is held
-    /// for as few round trips as possible: every other send waits for it.
+    /// thread is one row, written with the others waiting by one statement
+    /// ([`super::batch`]); otherwise one transaction writes the mention rows and the
+    /// root's thread summary with it. The single writer is held for as few round trips
+    /// as possible: every other send waits for it.
     async fn try_insert(&self, new: &NewMessage) -> Result<Option<Inserted>> {
+        if super::batch::batchable(new) {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let job = super::batch::Job {
+                new: new.clone(),
+                reply,
+            };
+            self.inserts
+                .send(job)
+                .await
+                .map_err(|_| ChatError::Internal(anyhow::anyhow!("the insert batcher is gone")))?;
+            return answer.await.map_err(|_| {
+                ChatError::Internal(anyhow::anyhow!("the insert batcher dropped a send"))
+            })?;
+        }
         let mut conn = self.writer.acquire().await?;
         // Taken with the writer held, so times rise with ids.
         let created_at = Timestamp::now();
-        if new.mentions.is_empty() && new.thread_id.is_none() {
-            let id = insert_row(&mut conn, new, created_at).await?;
-            return Ok(id.map(|id| Inserted {
-                message: created_message(new, id, created_at),
-                created: true,
-                root: None,
-            }));
-        }
         let mut tx = conn.begin().await?;
         let Some(id) = insert_row(&mut tx, new, created_at).await? else {
             return Ok(None);
@@ -149,7 +156,7 @@ impl SqliteStore {
 }
 
 /// Inserts a message's row; `None` when its idempotency key is taken.
-async fn insert_row(
+pub(super) async fn insert_row(
     conn: &mut SqliteConnection,
     new: &NewMessage,
     created_at: Timestamp,

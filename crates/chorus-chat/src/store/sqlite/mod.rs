@@ -11,6 +11,7 @@
 //! reads and writes slow down the longer the server runs.
 
 mod agents;
+mod batch;
 mod channels;
 mod messages;
 mod pins;
@@ -32,12 +33,16 @@ use crate::store::rows::{conflict_or, parse};
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    checkpointer: tokio::task::AbortHandle,
+    /// Plain message inserts, group-committed ([`batch`]).
+    inserts: tokio::sync::mpsc::Sender<batch::Job>,
+    tasks: [tokio::task::AbortHandle; 2],
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        self.checkpointer.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -115,10 +120,12 @@ impl SqliteStore {
             .await
             .context("opening SQLite readers")?;
         let checkpointer = tokio::spawn(checkpoint_forever(writer.clone())).abort_handle();
+        let (inserts, batcher) = batch::start(writer.clone());
         Ok(Self {
             writer,
             reader,
-            checkpointer,
+            inserts,
+            tasks: [checkpointer, batcher],
         })
     }
 }

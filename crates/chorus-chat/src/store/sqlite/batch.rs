@@ -1,0 +1,137 @@
+//! Group commit for plain messages (no mentions, no thread): the sends that arrive while
+//! the single writer is busy are inserted together, by one multi-row `INSERT … RETURNING`
+//! on the writer connection. A busy server then pays the writer's round trip (a hand-off
+//! to SQLite's thread and back) once per batch instead of once per message, and a lone
+//! send still goes out at once (a batch of one).
+
+use std::collections::HashSet;
+
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::messages::insert_row;
+use crate::error::Result;
+use crate::model::{MessageId, Timestamp};
+use crate::store::rows::{created_message, mentions_json};
+use crate::store::{Inserted, NewMessage};
+
+/// Messages per statement, at most (7 bound values each, far under SQLite's limit).
+const MAX_BATCH: usize = 256;
+
+pub(super) struct Job {
+    pub new: NewMessage,
+    /// `None`: the idempotency key is taken (the caller looks up the earlier message).
+    pub reply: oneshot::Sender<Result<Option<Inserted>>>,
+}
+
+/// The batcher's queue; the task ends when the store (its sender) is dropped.
+pub(super) fn start(writer: SqlitePool) -> (mpsc::Sender<Job>, tokio::task::AbortHandle) {
+    let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+    let task = tokio::spawn(run(writer, rx));
+    (tx, task.abort_handle())
+}
+
+async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let batch = std::mem::take(&mut jobs);
+        match insert_batch(&writer, &batch).await {
+            Ok(results) => {
+                for (job, result) in batch.into_iter().zip(results) {
+                    let _ = job.reply.send(Ok(result));
+                }
+            }
+            Err(err) if batch.len() == 1 => {
+                if let Some(job) = batch.into_iter().next() {
+                    let _ = job.reply.send(Err(err));
+                }
+            }
+            // One bad row fails the statement: insert one by one, so only that send fails.
+            Err(err) => {
+                tracing::debug!(cause = %err, n = batch.len(), "batched insert failed; one by one");
+                for job in batch {
+                    let _ = job.reply.send(insert_one(&writer, &job.new).await);
+                }
+            }
+        }
+    }
+}
+
+async fn insert_one(writer: &SqlitePool, new: &NewMessage) -> Result<Option<Inserted>> {
+    let mut conn = writer.acquire().await?;
+    let created_at = Timestamp::now();
+    let id = insert_row(&mut conn, new, created_at).await?;
+    Ok(id.map(|id| Inserted {
+        message: created_message(new, id, created_at),
+        created: true,
+        root: None,
+    }))
+}
+
+/// Inserts every job's row in one statement; a row whose idempotency key is taken is
+/// skipped (`None`). Ids are assigned in the order of the `VALUES` list, which is how
+/// the returned rows are matched back to the jobs without a key.
+async fn insert_batch(writer: &SqlitePool, jobs: &[Job]) -> Result<Vec<Option<Inserted>>> {
+    let mut conn = writer.acquire().await?;
+    // Taken with the writer held, so times rise with ids.
+    let created_at = Timestamp::now();
+    let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "INSERT INTO messages (channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key) ",
+    );
+    let mut mentions = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        mentions.push(mentions_json(&job.new.mentions)?);
+    }
+    query.push_values(jobs.iter().zip(&mentions), |mut row, (job, mentions)| {
+        let new = &job.new;
+        row.push_bind(new.channel_id.0)
+            .push_bind(new.author_id.0)
+            .push_bind(new.text.as_str())
+            .push_bind(new.thread_id.map(|t| t.0))
+            .push_bind(mentions.as_str())
+            .push_bind(created_at.0)
+            .push_bind(new.idempotency_key.as_deref());
+    });
+    query.push(" ON CONFLICT DO NOTHING RETURNING id, author_id, idempotency_key");
+    let rows: Vec<(i64, i64, Option<String>)> =
+        query.build_query_as().fetch_all(&mut *conn).await?;
+    drop(conn);
+
+    let mut unkeyed: Vec<i64> = Vec::new();
+    let mut keyed = std::collections::HashMap::new();
+    for (id, author, key) in rows {
+        match key {
+            Some(key) => {
+                keyed.insert((author, key), id);
+            }
+            None => unkeyed.push(id),
+        }
+    }
+    unkeyed.sort_unstable();
+    let mut unkeyed = unkeyed.into_iter();
+    let mut claimed: HashSet<(i64, &str)> = HashSet::new();
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let new = &job.new;
+        let id = match new.idempotency_key.as_deref() {
+            None => unkeyed.next(),
+            // Two sends with one key in one batch: the first made the row, the second
+            // gets it as an earlier send (`None`: looked up by the caller).
+            Some(key) if claimed.insert((new.author_id.0, key)) => {
+                keyed.get(&(new.author_id.0, key.to_owned())).copied()
+            }
+            Some(_) => None,
+        };
+        out.push(id.map(|id| Inserted {
+            message: created_message(new, MessageId(id), created_at),
+            created: true,
+            root: None,
+        }));
+    }
+    Ok(out)
+}
+
+/// Whether a message is one row and nothing else (no mention rows, no thread summary).
+pub(super) fn batchable(new: &NewMessage) -> bool {
+    new.mentions.is_empty() && new.thread_id.is_none()
+}
