@@ -855,3 +855,54 @@ async fn the_openapi_document_describes_the_collaboration_routes() {
         );
     }
 }
+
+/// The send path keeps the caller's token, the channel with their membership and the
+/// channel's agents briefly in memory. A change made on this node is seen by the very
+/// next request: a removed member cannot post, a re-added one can, a new status text
+/// shows at once.
+#[tokio::test]
+async fn changes_take_effect_on_the_next_request_despite_the_read_cache() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob])
+        .await;
+    let post = |text: &str| json!({ "text": text });
+    let path = format!("/api/v1/channels/{ch}/messages");
+    // Warm: bob's token, (general, bob) and general's agents are now kept.
+    s.send(&w.bob, ch, "one").await;
+    s.send(&w.bob, ch, "two").await;
+
+    s.delete(
+        &format!("/api/v1/channels/{ch}/members/{}", w.bob.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    s.post(&path, &w.bob.token, post("after removal"))
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+
+    s.post(
+        &format!("/api/v1/channels/{ch}/members"),
+        &w.alice.token,
+        json!({ "user_id": w.bob.id }),
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    s.send(&w.bob, ch, "back").await;
+
+    s.call(
+        Method::PUT,
+        "/api/v1/presence",
+        Some(&w.bob.token),
+        Some(json!({ "status_text": "at lunch" })),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    let me = s
+        .get("/api/v1/me", &w.bob.token)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(me.body["status_text"], "at lunch", "{}", me.body);
+}

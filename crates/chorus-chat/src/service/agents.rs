@@ -109,6 +109,17 @@ impl Chat {
     /// even writers on other nodes never both take the same turn. A storage failure
     /// falls back to empty lists (nobody beyond the mentioned is woken, nobody outside
     /// `on_duty`'s lists receives it) rather than losing the event.
+    /// A channel's agent members, through the read cache.
+    async fn agent_members(&self, channel: ChannelId) -> Result<Vec<AgentMember>> {
+        if let Some(agents) = self.cache.agents(channel) {
+            return Ok(agents);
+        }
+        let epoch = self.cache.epoch();
+        let agents = self.store.agent_members(channel).await?;
+        self.cache.put_agents(channel, agents.clone(), epoch);
+        Ok(agents)
+    }
+
     pub(crate) async fn delivery_for(
         &self,
         channel: &Channel,
@@ -160,7 +171,7 @@ impl Chat {
         let agents = if channel.policy == Policy::Broadcast {
             Vec::new()
         } else {
-            self.store.agent_members(channel.id).await?
+            self.agent_members(channel.id).await?
         };
         let agent_ids: Vec<UserId> = agents.iter().map(|a| a.id).collect();
         let mut input = DeliveryInput {
@@ -368,6 +379,7 @@ impl Chat {
                 return Err(bad("secret needs a url"));
             }
             let user = self.store.set_webhook(user, None, None).await?;
+            self.cache.changed();
             return Ok(WebhookSettings {
                 user,
                 webhook_secret: None,
@@ -378,6 +390,7 @@ impl Chat {
             .store
             .set_webhook(user, Some(&url), Some(&secret))
             .await?;
+        self.cache.changed();
         Ok(WebhookSettings {
             user,
             webhook_secret: Some(secret),

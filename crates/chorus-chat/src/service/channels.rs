@@ -278,6 +278,7 @@ impl Chat {
                 },
             )
             .await?;
+        self.cache.changed();
         self.emit_event(channel_scope(id), "channel.updated", &updated)
             .await;
         Ok(updated)
@@ -374,7 +375,9 @@ impl Chat {
             .ok_or_else(|| bad(format!("user {user} is not a member of this workspace")))
     }
 
+    /// Called after every membership change is committed.
     async fn announce_join(&self, channel: &Channel, user: UserId, member_ids: &[UserId]) {
+        self.cache.changed();
         let change = MembershipChange {
             channel_id: channel.id,
             user_id: user,
@@ -390,7 +393,9 @@ impl Chat {
             .await;
     }
 
+    /// Called after every membership change is committed.
     async fn announce_leave(&self, channel: &Channel, user: UserId) {
+        self.cache.changed();
         let change = MembershipChange {
             channel_id: channel.id,
             user_id: user,

@@ -74,11 +74,7 @@ impl Chat {
         req: SendMessage,
         idempotency_key: Option<String>,
     ) -> Result<(Message, bool)> {
-        let (channel, member) = self
-            .store
-            .channel_for(channel_id, caller.id)
-            .await?
-            .ok_or_else(|| not_found("no such channel"))?;
+        let (channel, member) = self.channel_for(channel_id, caller.id).await?;
         if !member {
             self.readable_channel(caller, channel_id).await?;
             return Err(forbidden("join the channel to post in it"));
@@ -149,6 +145,22 @@ impl Chat {
         self.notify_mentions(&channel, &message, &message.mentions)
             .await;
         Ok((message, true))
+    }
+
+    /// The channel and whether `user` is a member, through the read cache.
+    async fn channel_for(&self, channel_id: ChannelId, user: UserId) -> Result<(Channel, bool)> {
+        if let Some(found) = self.cache.channel(channel_id, user) {
+            return Ok(found);
+        }
+        let epoch = self.cache.epoch();
+        let found = self
+            .store
+            .channel_for(channel_id, user)
+            .await?
+            .ok_or_else(|| not_found("no such channel"))?;
+        self.cache
+            .put_channel(channel_id, user, found.clone(), epoch);
+        Ok(found)
     }
 
     pub async fn list_messages(

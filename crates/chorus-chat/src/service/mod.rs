@@ -2,6 +2,7 @@
 //! each area of the API has its own file of `impl Chat` methods.
 
 pub mod agents;
+mod cache;
 mod channels;
 pub mod delivery;
 mod dev;
@@ -86,6 +87,8 @@ pub struct Chat {
     gates: Gates,
     /// Rung when a webhook delivery is queued, so the worker need not poll.
     webhooks: Arc<Notify>,
+    /// Token, channel and agent-member reads on the send path ([`cache`]).
+    cache: cache::ReadCache,
 }
 
 impl Chat {
@@ -104,6 +107,7 @@ impl Chat {
                 turns: Gate::new(64),
             },
             webhooks: Arc::new(Notify::new()),
+            cache: cache::ReadCache::new(),
         }
     }
 

@@ -256,6 +256,7 @@ impl Chat {
         }
         let _order = self.gates.users.lock(caller.id.0).await;
         let mut presence = self.store.set_status_text(caller.id, text).await?;
+        self.cache.changed();
         presence.online = self.presence.is_online(caller.id).await;
         self.announce_presence(&presence).await;
         Ok(presence)

@@ -89,6 +89,7 @@ impl Chat {
                     .store
                     .set_webhook(user.id, Some(&url), Some(&secret))
                     .await?;
+                self.cache.changed();
                 (user, Some(secret))
             }
             None => (user, None),
@@ -109,10 +110,18 @@ impl Chat {
 
     /// The user an opaque token belongs to.
     pub async fn authenticate_token(&self, token: &str) -> Result<User> {
-        self.store
-            .user_by_token_hash(&token::hash(token))
+        let hash = token::hash(token);
+        if let Some(user) = self.cache.token(&hash) {
+            return Ok(user);
+        }
+        let epoch = self.cache.epoch();
+        let user = self
+            .store
+            .user_by_token_hash(&hash)
             .await?
-            .ok_or_else(|| ChatError::Unauthorized("invalid token".into()))
+            .ok_or_else(|| ChatError::Unauthorized("invalid token".into()))?;
+        self.cache.put_token(hash, user.clone(), epoch);
+        Ok(user)
     }
 
     /// Finds a user by numeric id or by name (JWT `sub`).

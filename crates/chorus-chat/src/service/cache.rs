@@ -1,0 +1,157 @@
+//! The three reads on every send's path, kept briefly: who a token belongs to, the
+//! channel with the caller's membership, and the channel's agent members. Each is a
+//! round trip to a database thread, and on a busy server (or an idle one whose threads
+//! sleep) those hand-offs are most of a send's latency.
+//!
+//! Staleness rule: a change made through this node drops every entry at once (an epoch
+//! counter; a read that raced the change is stored under the old epoch and never used).
+//! A change made through another node is seen within [`TTL`]: until then a member
+//! removed elsewhere may still post here, for at most that long. Negative answers (no
+//! such token, no such channel) are never kept.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::model::{Channel, ChannelId, User, UserId};
+use crate::store::AgentMember;
+
+/// How long an entry is trusted without a local change.
+pub const TTL: Duration = Duration::from_secs(1);
+/// Entries per map; past it the map is emptied (a burst of distinct keys is rare, and
+/// refilling costs one read each).
+const MAX_ENTRIES: usize = 10_000;
+
+struct Entry<T> {
+    value: T,
+    epoch: u64,
+    at: Instant,
+}
+
+struct Map<K, V>(Mutex<HashMap<K, Entry<V>>>);
+
+impl<K: Eq + Hash, V: Clone> Map<K, V> {
+    fn new() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Entry<V>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, key: &K, epoch: u64) -> Option<V> {
+        let map = self.lock();
+        let entry = map.get(key)?;
+        (entry.epoch == epoch && entry.at.elapsed() < TTL).then(|| entry.value.clone())
+    }
+
+    fn put(&self, key: K, value: V, epoch: u64) {
+        let mut map = self.lock();
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(
+            key,
+            Entry {
+                value,
+                epoch,
+                at: Instant::now(),
+            },
+        );
+    }
+}
+
+pub(crate) struct ReadCache {
+    epoch: AtomicU64,
+    /// By token hash.
+    tokens: Map<String, User>,
+    channels: Map<(ChannelId, UserId), (Channel, bool)>,
+    agents: Map<ChannelId, Vec<AgentMember>>,
+}
+
+impl ReadCache {
+    pub(crate) fn new() -> Self {
+        Self {
+            epoch: AtomicU64::new(0),
+            tokens: Map::new(),
+            channels: Map::new(),
+            agents: Map::new(),
+        }
+    }
+
+    /// A user, a channel or a membership changed on this node: nothing kept is used again.
+    pub(crate) fn changed(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The epoch to read under; take it before the database read it will label.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn token(&self, hash: &str) -> Option<User> {
+        self.tokens.get(&hash.to_owned(), self.epoch())
+    }
+
+    pub(crate) fn put_token(&self, hash: String, user: User, epoch: u64) {
+        self.tokens.put(hash, user, epoch);
+    }
+
+    pub(crate) fn channel(&self, ch: ChannelId, user: UserId) -> Option<(Channel, bool)> {
+        self.channels.get(&(ch, user), self.epoch())
+    }
+
+    pub(crate) fn put_channel(
+        &self,
+        ch: ChannelId,
+        user: UserId,
+        value: (Channel, bool),
+        epoch: u64,
+    ) {
+        self.channels.put((ch, user), value, epoch);
+    }
+
+    pub(crate) fn agents(&self, ch: ChannelId) -> Option<Vec<AgentMember>> {
+        self.agents.get(&ch, self.epoch())
+    }
+
+    pub(crate) fn put_agents(&self, ch: ChannelId, agents: Vec<AgentMember>, epoch: u64) {
+        self.agents.put(ch, agents, epoch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Timestamp, UserKind};
+
+    fn user(id: i64) -> User {
+        User {
+            id: UserId(id),
+            name: format!("u{id}"),
+            display_name: String::new(),
+            kind: UserKind::Human,
+            webhook_url: None,
+            status_text: String::new(),
+            is_admin: false,
+            created_at: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn a_local_change_drops_entries_and_a_raced_read_is_never_used() {
+        let cache = ReadCache::new();
+        let epoch = cache.epoch();
+        cache.put_token("h".into(), user(1), epoch);
+        assert_eq!(cache.token("h").map(|u| u.id), Some(UserId(1)));
+        cache.changed();
+        assert!(cache.token("h").is_none(), "dropped by the change");
+        // A read that began before a change and is stored after it.
+        let before = cache.epoch();
+        cache.changed();
+        cache.put_token("h".into(), user(1), before);
+        assert!(cache.token("h").is_none(), "stored under the old epoch");
+    }
+}
