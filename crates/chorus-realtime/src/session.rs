@@ -106,22 +106,26 @@ pub(crate) async fn run(
         // events before a shutdown), unless the peer is the reason: it stopped reading.
         let unresponsive = matches!(code, CloseCode::SlowConsumer | CloseCode::HeartbeatTimeout);
         if !unresponsive {
-            let _ = tokio::time::timeout(CLOSE_LINGER, outbox.drain(&engine.metrics)).await;
+            let _ =
+                tokio::time::timeout(CLOSE_LINGER, Box::pin(outbox.drain(&engine.metrics))).await;
         }
         let frame = CloseFrame {
             code: code.code(),
             reason: Utf8Bytes::from_static(code.reason()),
         };
         close_sent = matches!(
-            tokio::time::timeout(CLOSE_LINGER, outbox.close_with(Message::Close(Some(frame))))
-                .await,
+            tokio::time::timeout(
+                CLOSE_LINGER,
+                Box::pin(outbox.close_with(Message::Close(Some(frame)))),
+            )
+            .await,
             Ok(Ok(()))
         );
     }
     let remaining = engine.registry.unregister(&conn);
     hooks.disconnected(user, remaining == 0).await;
     if close_sent {
-        linger(&mut stream).await;
+        Box::pin(linger(&mut stream)).await;
     }
 }
 
@@ -286,7 +290,9 @@ impl Session {
                     // kill (its queue overflowed meanwhile) or the heartbeat ticker ends
                     // the wait: a write still pending at a second tick has been stuck for
                     // a whole period. (The ticker, not a timeout per write: no timer churn.)
-                    let write = outbox.drain(&self.engine.metrics);
+                    // Boxed, like the ping below: rare paths whose state would otherwise
+                    // be reserved in every idle connection's task.
+                    let write = Box::pin(outbox.drain(&self.engine.metrics));
                     tokio::pin!(write);
                     let mut ticks = 0;
                     loop {
@@ -346,7 +352,7 @@ impl Session {
                         Metrics::inc(&self.engine.metrics.heartbeat_timeouts);
                         return End::Close(CloseCode::HeartbeatTimeout);
                     }
-                    let ping = outbox.send_now(Message::Ping(Default::default()));
+                    let ping = Box::pin(outbox.send_now(Message::Ping(Default::default())));
                     match tokio::time::timeout(heartbeat, ping).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return End::PeerGone,
