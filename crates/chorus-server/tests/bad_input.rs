@@ -98,6 +98,12 @@ async fn malformed_frames_get_precise_errors_and_the_connection_survives() {
     expect_error(&mut bob, "unsupported_frame").await;
     t.still_serving(&mut bob, &mut alice).await;
 
+    // Within the limit but several times the socket's 1 KiB read buffer: read whole.
+    let reply = bob
+        .request(json!({"op": "ping", "pad": "p".repeat(3000)}))
+        .await;
+    assert_eq!(reply["op"], "ack", "a 3 KB frame is answered: {reply}");
+
     let padding = "x".repeat(5000);
     bob.send_json(json!({"op": "ping", "id": 9, "pad": padding}))
         .await;

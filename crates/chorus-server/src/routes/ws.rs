@@ -47,7 +47,10 @@ pub async fn upgrade(
     Ok(ws
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
-        .read_buffer_size(4 * 1024)
+        // Clients send small frames (ops, pings, typing); a larger frame reserves its
+        // own length. Every connection keeps this buffer, all of it touched, for its
+        // whole life: 1 KiB instead of 4 is 3 KiB less per idle connection.
+        .read_buffer_size(1024)
         .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| engine.serve_socket(socket, user.id.0, hooks, hold)))
 }
