@@ -121,7 +121,13 @@ impl Outbox {
             }
             frames.push_back(frame);
         }
-        if !self.owned.swap(true, Ordering::AcqRel) {
+        // A plain load first: under load the connection is usually owned already, and
+        // the swap (a locked instruction on a line the writers also write) is the
+        // costliest step of a fanout's push. A stale `true` is safe, by the order the
+        // frames mutex gives: an owner whose `release` re-check takes the lock after
+        // this push sees the frame and keeps the writing; one whose re-check came
+        // before stored `false` before it, and this load comes after this push's lock.
+        if !self.owned.load(Ordering::Acquire) && !self.owned.swap(true, Ordering::AcqRel) {
             self.schedule();
         }
         Ok(())

@@ -9,6 +9,7 @@
 //! removed elsewhere may still post here, for at most that long. Negative answers (no
 //! such token, no such channel) are never kept.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
@@ -41,7 +42,11 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, key: &K, epoch: u64) -> Option<V> {
+    fn get<Q>(&self, key: &Q, epoch: u64) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let map = self.lock();
         let entry = map.get(key)?;
         (entry.epoch == epoch && entry.at.elapsed() < TTL).then(|| entry.value.clone())
@@ -92,7 +97,7 @@ impl ReadCache {
     }
 
     pub(crate) fn token(&self, hash: &str) -> Option<User> {
-        self.tokens.get(&hash.to_owned(), self.epoch())
+        self.tokens.get(hash, self.epoch())
     }
 
     pub(crate) fn put_token(&self, hash: String, user: User, epoch: u64) {
