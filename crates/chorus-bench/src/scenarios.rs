@@ -113,7 +113,8 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
         .rate
         .map(|r| Duration::from_secs_f64(opts.senders as f64 / r.max(0.001)));
     let mut sender_tasks = Vec::new();
-    for k in 0..opts.senders {
+    let senders = opts.senders;
+    for k in 0..senders {
         let progress = progress.clone();
         let window = opts.window;
         let mut sink = match &setup {
@@ -126,8 +127,12 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
         };
         sender_tasks.push(tokio::spawn(async move {
             let mut seq = 0u64;
+            // Staggered: sender k starts k/senders of an interval late, so the offered
+            // load is evenly spaced rather than one burst of `senders` messages per
+            // interval.
             let mut ticker = per_sender_interval.map(|i| {
-                let mut t = tokio::time::interval(i);
+                let offset = i.mul_f64(k as f64 / senders as f64);
+                let mut t = tokio::time::interval_at(tokio::time::Instant::now() + offset, i);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 t
             });
