@@ -597,13 +597,7 @@ async fn mentions_notify_each_mentioned_reader_and_nobody_else() {
     assert_nothing_on(&mut carol, &[&user(&w.carol), &format!("channel:{ch}")]).await;
 
     // An edit tells only the newly mentioned.
-    s.post(
-        &format!("/api/v1/channels/{ch}/members"),
-        &w.alice.token,
-        json!({ "user_id": w.carol.id }),
-    )
-    .await
-    .expect_status(StatusCode::NO_CONTENT);
+    s.add_channel_member(&w.alice, ch, &w.carol).await;
     let plain = s.send(&w.alice, ch, "no one yet").await;
     let edited = s
         .patch(
@@ -756,13 +750,7 @@ async fn channel_life_is_live_for_every_member_tab() {
 
     // carol is added: the members hear member.joined, every carol tab channel.joined
     // and then the channel's events.
-    s.post(
-        &format!("/api/v1/channels/{ch}/members"),
-        &w.alice.token,
-        json!({ "user_id": w.carol.id }),
-    )
-    .await
-    .expect_status(StatusCode::NO_CONTENT);
+    s.add_channel_member(&w.alice, ch, &w.carol).await;
     for client in [&mut alice, &mut bob1, &mut bob2] {
         let events = events_on(client, &chan).await;
         assert_eq!(types(&events), ["member.joined"]);
@@ -883,13 +871,7 @@ async fn changes_take_effect_on_the_next_request_despite_the_read_cache() {
         .await
         .expect_error(StatusCode::FORBIDDEN, "forbidden");
 
-    s.post(
-        &format!("/api/v1/channels/{ch}/members"),
-        &w.alice.token,
-        json!({ "user_id": w.bob.id }),
-    )
-    .await
-    .expect_status(StatusCode::NO_CONTENT);
+    s.add_channel_member(&w.alice, ch, &w.bob).await;
     s.send(&w.bob, ch, "back").await;
 
     s.call(

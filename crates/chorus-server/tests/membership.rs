@@ -137,13 +137,7 @@ async fn an_added_member_receives_on_every_connection_without_resubscribing() {
     s.send(&w.alice, ch, "before bob").await;
     assert_nothing_from(&mut bob1, ch).await;
 
-    s.post(
-        &format!("/api/v1/channels/{ch}/members"),
-        &w.alice.token,
-        json!({ "user_id": w.bob.id }),
-    )
-    .await
-    .expect_status(StatusCode::NO_CONTENT);
+    s.add_channel_member(&w.alice, ch, &w.bob).await;
 
     for client in [&mut bob1, &mut bob2] {
         let joined = client.expect_event("channel.joined").await;
@@ -158,13 +152,7 @@ async fn an_added_member_receives_on_every_connection_without_resubscribing() {
         assert_eq!(frame["data"], message);
     }
     // Adding again changes nothing and announces nothing.
-    s.post(
-        &format!("/api/v1/channels/{ch}/members"),
-        &w.alice.token,
-        json!({ "user_id": w.bob.id }),
-    )
-    .await
-    .expect_status(StatusCode::NO_CONTENT);
+    s.add_channel_member(&w.alice, ch, &w.bob).await;
     let extra = bob1.barrier().await;
     assert!(
         extra.iter().all(|f| f["type"] != "channel.joined"),

@@ -232,6 +232,17 @@ impl TestServer {
         .expect_status(StatusCode::CREATED);
     }
 
+    /// Adds `user` to channel `ch` (`by` must be allowed to); expects 204.
+    pub async fn add_channel_member(&self, by: &TestUser, ch: i64, user: &TestUser) {
+        self.post(
+            &format!("/api/v1/channels/{ch}/members"),
+            &by.token,
+            json!({ "user_id": user.id }),
+        )
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    }
+
     /// Creates a channel of `kind` (`public` / `private`) with extra members; returns its id.
     pub async fn create_channel(
         &self,
