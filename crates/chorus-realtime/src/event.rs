@@ -2,7 +2,7 @@
 //! ([`Event`]). An event's frame text is built at most once per delivery variant
 //! (plain, `wake:true`, `wake:false`) and then shared by reference with every recipient.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -27,10 +27,14 @@ pub enum Mark {
 
 /// Per-recipient marks of one event: explicit entries, and a default for everyone else.
 /// Serializable: a multi-node broker carries them with the event to every node.
+///
+/// A `BTreeMap`, not a `HashMap`: it is read once per recipient of a fanout and holds a
+/// handful of entries (the author, the mentioned), where a few comparisons beat hashing
+/// the key with SipHash (3.5 % of the server's CPU in a fanout to 1,000).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Marks {
     pub default: Mark,
-    pub users: HashMap<UserKey, Mark>,
+    pub users: BTreeMap<UserKey, Mark>,
 }
 
 impl Marks {
@@ -171,7 +175,7 @@ mod tests {
         let scope = Scope::parse("channel:4").expect("valid");
         let marks = Marks {
             default: Mark::Observe,
-            users: HashMap::from([(1, Mark::Wake), (2, Mark::Skip)]),
+            users: BTreeMap::from([(1, Mark::Wake), (2, Mark::Skip)]),
         };
         let event = Event::new(
             Publish::new(

@@ -196,6 +196,16 @@ pub trait ScopeWatcher: Send + Sync + 'static {
     fn attach(self: Arc<Self>, scope: Scope) -> BoxFuture<'static, ()>;
 }
 
+/// What [`Registry::push`] did with one event for one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pushed {
+    Queued,
+    /// Skipped for this user, or the queue was full (the connection is evicted).
+    Not,
+    /// The connection's queue is closed.
+    Closed,
+}
+
 /// Delivery counts of one fanout, added to the shared counters once: one atomic add
 /// per event instead of one per recipient (the counters' cache line would otherwise
 /// bounce between cores for every frame).
@@ -559,7 +569,7 @@ impl Registry {
                 }
                 replayed += 1;
                 // Effects of held events were applied when they arrived.
-                if self.push(&sub.handle, event, &mut tally)
+                if self.push(&sub.handle, event, &mut tally) == Pushed::Queued
                     && i < from_history
                     && let Some(effect) = &event.effect
                 {
@@ -688,12 +698,18 @@ impl Registry {
                             *last = offset;
                             first.get_or_insert(offset);
                         }
-                        if sub.handle.kill.is_closed() {
-                            closed.push(sub.handle.id);
-                            continue;
-                        }
-                        if self.push(&sub.handle, event, &mut tally) && event.effect.is_some() {
-                            affected.push(sub.handle.clone());
+                        match self.push(&sub.handle, event, &mut tally) {
+                            Pushed::Queued if event.effect.is_some() => {
+                                affected.push(sub.handle.clone());
+                            }
+                            Pushed::Queued | Pushed::Not => {}
+                            // Gone: its subscriptions go with it. Asked only here, off
+                            // the path every delivery takes (a load per subscriber on
+                            // a line of its own).
+                            Pushed::Closed if sub.handle.kill.is_closed() => {
+                                closed.push(sub.handle.id);
+                            }
+                            Pushed::Closed => {}
                         }
                     }
                     SubState::CatchingUp { pending, .. } => {
@@ -720,25 +736,25 @@ impl Registry {
         }
     }
 
-    /// Queues an event's frame for one connection; `false` if it was not queued.
-    fn push(&self, conn: &ConnHandle, event: &Event, tally: &mut Tally) -> bool {
+    /// Queues an event's frame for one connection.
+    fn push(&self, conn: &ConnHandle, event: &Event, tally: &mut Tally) -> Pushed {
         let Some(frame) = event.frame(event.mark_for(conn.user)) else {
             tally.skipped += 1;
-            return false;
+            return Pushed::Not;
         };
         match conn.outbox.push(frame) {
             Ok(()) => {
                 tally.delivered += 1;
-                true
+                Pushed::Queued
             }
             Err(PushError::Full) => {
                 tally.dropped += 1;
                 self.evict(conn);
-                false
+                Pushed::Not
             }
             Err(PushError::Closed) => {
                 tally.dropped += 1;
-                false
+                Pushed::Closed
             }
         }
     }
@@ -841,7 +857,7 @@ mod tests {
         let publish = |text: &str| {
             Publish::new(scope.clone(), "message.created", &text).with_marks(Marks {
                 default: Mark::Wake,
-                users: HashMap::from([(2, Mark::Skip)]),
+                users: std::collections::BTreeMap::from([(2, Mark::Skip)]),
             })
         };
         broker.publish(publish("one")).await.expect("published");

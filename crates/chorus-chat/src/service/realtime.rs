@@ -2,7 +2,7 @@
 //! who may subscribe to what, what `typing` does, and the connection counts that drive
 //! presence (see `presence.rs`).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -170,7 +170,7 @@ impl SessionHooks for ChatHooks {
         // The typist's own connections never see their typing.
         let marks = Marks {
             default: Mark::Plain,
-            users: HashMap::from([(user, Mark::Skip)]),
+            users: BTreeMap::from([(user, Mark::Skip)]),
         };
         self.chat
             .emit(
