@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -107,7 +106,7 @@ impl Engine {
     /// reordering.
     pub fn serve_socket(
         self: &Arc<Self>,
-        socket: WebSocket,
+        socket: crate::Socket,
         user: UserKey,
         hooks: Arc<dyn SessionHooks>,
         hold_for_resume: bool,

@@ -13,6 +13,8 @@
 //! - [`outbox`] and `writer`: a connection's queued frames and who writes them — a few
 //!   writer tasks write for every connection, without waiting; a connection's own task
 //!   only takes over when its socket would block.
+//! - [`socket`]: an upgraded connection split at its TCP stream: tungstenite reads,
+//!   the outbox writes frames it encodes itself (one `write` per batch).
 //! - [`hooks`]: what the embedding application decides (who may read a scope, which
 //!   scopes a user starts with, what `typing` means).
 //! - [`metrics`]: counters read by `/metrics` and `/api/v1/realtime/stats`.
@@ -26,6 +28,7 @@ pub mod outbox;
 pub mod registry;
 pub mod scope;
 pub mod session;
+pub mod socket;
 mod writer;
 
 pub use broker::{Broker, BrokerError, History, MemoryBroker, Retention};
@@ -35,6 +38,7 @@ pub use hooks::{HookError, SessionHooks};
 pub use metrics::Metrics;
 pub use registry::{ConnId, Registry, ScopeWatcher, StartAt};
 pub use scope::{Scope, ScopeError};
+pub use socket::Socket;
 
 /// The engine's notion of a user: an opaque integer id owned by the application.
 pub type UserKey = i64;

@@ -34,6 +34,9 @@ pub struct Metrics {
     /// (`socket_frames / socket_writes`) says how well fanout batches its syscalls.
     pub socket_writes: AtomicU64,
     pub socket_frames: AtomicU64,
+    /// Writes a writer task could not finish (the socket was full): the connection's
+    /// own task took over.
+    pub socket_handovers: AtomicU64,
     /// Published events per type. Locked once per publish, never per recipient.
     per_type: Mutex<HashMap<String, u64>>,
 }
@@ -62,6 +65,7 @@ pub struct MetricsSnapshot {
     pub relay_backlog: u64,
     pub socket_writes: u64,
     pub socket_frames: u64,
+    pub socket_handovers: u64,
     pub events_by_type: HashMap<String, u64>,
 }
 
@@ -104,6 +108,7 @@ impl Metrics {
             relay_backlog: self.relay_backlog.load(Relaxed),
             socket_writes: self.socket_writes.load(Relaxed),
             socket_frames: self.socket_frames.load(Relaxed),
+            socket_handovers: self.socket_handovers.load(Relaxed),
             events_by_type: self
                 .per_type
                 .lock()

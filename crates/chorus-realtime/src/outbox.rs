@@ -21,19 +21,18 @@
 //! few dozen bytes until used and gives its buffer back once drained after a burst.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Waker};
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use futures_util::stream::SplitSink;
-use futures_util::{Sink, SinkExt};
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 
 use crate::Metrics;
+use crate::socket::{RawWriter, frame_text};
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,17 +43,41 @@ pub enum PushError {
     Closed,
 }
 
+/// What waits in a connection's queue.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A text message (an event, a reply), framed when written.
+    Text(Utf8Bytes),
+    /// Whole frames already encoded: the read half's pongs and close reply.
+    Frames(Bytes),
+}
+
+impl Outgoing {
+    fn frame_into(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Text(text) => frame_text(out, text.as_str()),
+            Self::Frames(frames) => out.extend_from_slice(frames),
+        }
+    }
+
+    /// The text of a text message.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(text) => Some(text.as_str()),
+            Self::Frames(_) => None,
+        }
+    }
+}
+
 /// Buffer capacity kept after draining; larger buffers are released.
 const KEEP_CAPACITY: usize = 16;
 
 /// Frames written per flush, at most.
 pub(crate) const WRITE_BATCH: usize = 64;
 
-pub(crate) type WriteHalf = SplitSink<WebSocket, Message>;
-
 /// What a non-blocking write attempt did.
 pub(crate) enum Attempt {
-    /// Everything queued was written and flushed; the ownership was given back.
+    /// Everything queued was written; the ownership was given back.
     Drained,
     /// A batch was written; more is queued. The caller keeps the ownership.
     More,
@@ -65,7 +88,7 @@ pub(crate) enum Attempt {
 
 pub struct Outbox {
     /// Held for a push or a pop only; never across an await.
-    frames: Mutex<VecDeque<Utf8Bytes>>,
+    frames: Mutex<VecDeque<Outgoing>>,
     capacity: usize,
     closed: AtomicBool,
     /// Whether someone owns the writing (see the module docs). Set from creation until
@@ -77,7 +100,7 @@ pub struct Outbox {
     /// The socket's write half, once the connection's task has put it there. A tokio
     /// mutex: the connection's task holds it across its awaited writes; writers only
     /// ever `try_lock` it.
-    sink: tokio::sync::Mutex<Option<WriteHalf>>,
+    sink: tokio::sync::Mutex<Option<RawWriter>>,
     /// Tells the connection's task that it owns the writing now.
     handover: Notify,
 }
@@ -90,6 +113,14 @@ impl std::fmt::Debug for Outbox {
             .field("owned", &self.owned.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
+}
+
+/// The socket's write half is gone (the session ended) or was never attached.
+fn detached() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "socket write half not attached",
+    )
 }
 
 impl Outbox {
@@ -105,12 +136,21 @@ impl Outbox {
         }
     }
 
-    fn frames(&self) -> std::sync::MutexGuard<'_, VecDeque<Utf8Bytes>> {
+    fn frames(&self) -> std::sync::MutexGuard<'_, VecDeque<Outgoing>> {
         self.frames.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a frame; a queue nobody owns is handed to its writer.
+    /// Queues a text frame; a queue nobody owns is handed to its writer.
     pub fn push(self: &Arc<Self>, frame: Utf8Bytes) -> Result<(), PushError> {
+        self.enqueue(Outgoing::Text(frame))
+    }
+
+    /// Queues bytes that are already whole frames.
+    pub(crate) fn push_raw(self: &Arc<Self>, frames: Bytes) -> Result<(), PushError> {
+        self.enqueue(Outgoing::Frames(frames))
+    }
+
+    fn enqueue(self: &Arc<Self>, item: Outgoing) -> Result<(), PushError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
@@ -119,7 +159,7 @@ impl Outbox {
             if frames.len() >= self.capacity {
                 return Err(PushError::Full);
             }
-            frames.push_back(frame);
+            frames.push_back(item);
         }
         // A plain load first: under load the connection is usually owned already, and
         // the swap (a locked instruction on a line the writers also write) is the
@@ -158,13 +198,32 @@ impl Outbox {
     }
 
     /// The next frame, if one is queued.
-    pub fn try_pop(&self) -> Option<Utf8Bytes> {
+    pub fn try_pop(&self) -> Option<Outgoing> {
         let mut frames = self.frames();
         let frame = frames.pop_front();
         if frames.is_empty() && frames.capacity() > KEEP_CAPACITY {
             frames.shrink_to(KEEP_CAPACITY);
         }
         frame
+    }
+
+    /// Frames up to `max` queued messages into `out`; returns how many, and whether the
+    /// queue was emptied.
+    fn frame_queued(&self, out: &mut Vec<u8>, max: usize) -> (u64, bool) {
+        let mut frames = self.frames();
+        let mut n = 0;
+        while n < max {
+            let Some(item) = frames.pop_front() else {
+                break;
+            };
+            item.frame_into(out);
+            n += 1;
+        }
+        let emptied = frames.is_empty();
+        if emptied && frames.capacity() > KEEP_CAPACITY {
+            frames.shrink_to(KEEP_CAPACITY);
+        }
+        (n as u64, emptied)
     }
 
     /// Refuses further frames and drops the queued ones.
@@ -188,8 +247,14 @@ impl Outbox {
     }
 
     /// Installs the socket's write half (the connection's task, before `hello`).
-    pub(crate) async fn attach(&self, sink: WriteHalf) {
+    pub(crate) async fn attach(&self, sink: RawWriter) {
         *self.sink.lock().await = Some(sink);
+    }
+
+    /// Drops the socket's write half (the session is over): with the read half gone
+    /// too, the socket is closed, however long this outbox is still referenced.
+    pub(crate) async fn detach(&self) {
+        self.sink.lock().await.take();
     }
 
     /// After `hello`: from now on writers write this connection's frames.
@@ -202,46 +267,38 @@ impl Outbox {
         self.handover.notified().await;
     }
 
-    /// Sends one message now, behind nothing queued (`hello`, pings, the close frame).
-    pub(crate) async fn send_now(&self, msg: Message) -> Result<(), axum::Error> {
+    /// Sends one frame now, behind nothing queued (`hello`, pings).
+    pub(crate) async fn send_now(&self, frame: Frame) -> std::io::Result<()> {
         let mut sink = self.sink.lock().await;
-        match sink.as_mut() {
-            Some(sink) => sink.send(msg).await,
-            None => Err(axum::Error::new("socket write half not attached")),
-        }
+        let sink = sink.as_mut().ok_or_else(detached)?;
+        sink.push_frame(frame);
+        sink.flush().await
     }
 
-    /// Closes the queue (dropping what it holds) and then sends `msg`: nothing queued
-    /// can be written after the close frame.
-    pub(crate) async fn close_with(&self, msg: Message) -> Result<(), axum::Error> {
+    /// Closes the queue (dropping what it holds) and then sends the close frame:
+    /// nothing queued can be written after it.
+    pub(crate) async fn close_with(&self, frame: Frame) -> std::io::Result<()> {
         let mut sink = self.sink.lock().await;
         self.close();
-        match sink.as_mut() {
-            Some(sink) => sink.send(msg).await,
-            None => Err(axum::Error::new("socket write half not attached")),
-        }
+        let sink = sink.as_mut().ok_or_else(detached)?;
+        sink.push_frame(frame);
+        sink.flush().await
     }
 
     /// The connection's task writes everything queued, waiting for the socket as long
     /// as it takes (its caller bounds the wait), then gives the ownership back.
-    pub(crate) async fn drain(self: &Arc<Self>, metrics: &Metrics) -> Result<(), axum::Error> {
+    /// Cancel-safe: what was framed and not yet written stays with the write half.
+    pub(crate) async fn drain(self: &Arc<Self>, metrics: &Metrics) -> std::io::Result<()> {
         let mut guard = self.sink.lock().await;
-        let Some(sink) = guard.as_mut() else {
-            return Err(axum::Error::new("socket write half not attached"));
-        };
+        let sink = guard.as_mut().ok_or_else(detached)?;
         loop {
-            let mut frames = 0u64;
-            while frames < WRITE_BATCH as u64 {
-                let Some(frame) = self.try_pop() else { break };
-                sink.feed(Message::Text(frame)).await?;
-                frames += 1;
-            }
+            let (frames, emptied) = self.frame_queued(sink.buffer(), WRITE_BATCH);
             if frames > 0 {
                 metrics.socket_writes.fetch_add(1, Ordering::Relaxed);
                 metrics.socket_frames.fetch_add(frames, Ordering::Relaxed);
             }
             sink.flush().await?;
-            if self.is_empty() {
+            if emptied && self.is_empty() {
                 break;
             }
         }
@@ -250,8 +307,9 @@ impl Outbox {
         Ok(())
     }
 
-    /// A writer's turn: writes what is queued without waiting. Only called by the owner.
-    pub(crate) fn write_now(self: &Arc<Self>, metrics: &Metrics) -> Attempt {
+    /// A writer's turn: frames what is queued into the writer's `scratch` buffer and
+    /// writes it without waiting. Only called by the owner.
+    pub(crate) fn write_now(self: &Arc<Self>, scratch: &mut Vec<u8>, metrics: &Metrics) -> Attempt {
         let Ok(mut guard) = self.sink.try_lock() else {
             // The connection's task is writing (a ping, a drain): it takes over.
             self.handover.notify_one();
@@ -264,53 +322,30 @@ impl Outbox {
             self.handover.notify_one();
             return Attempt::HandedOver;
         };
-        let mut cx = Context::from_waker(Waker::noop());
-        match write_batch(Pin::new(sink), self, &mut cx, metrics) {
-            Poll::Ready(Ok(true)) => {
+        scratch.clear();
+        let (frames, emptied) = self.frame_queued(scratch, WRITE_BATCH);
+        if frames > 0 {
+            metrics.socket_writes.fetch_add(1, Ordering::Relaxed);
+            metrics.socket_frames.fetch_add(frames, Ordering::Relaxed);
+        }
+        match sink.write_through(scratch) {
+            Ok(true) if emptied => {
                 drop(guard);
                 self.release();
                 Attempt::Drained
             }
-            Poll::Ready(Ok(false)) => Attempt::More,
-            // Would block, or failed: the connection's task retries with a real waker
-            // (and its stuck-write watch), or learns the peer is gone.
-            Poll::Pending | Poll::Ready(Err(_)) => {
+            Ok(true) => Attempt::More,
+            // Would block (what the socket did not take waits in the write half), or
+            // failed: the connection's task finishes with a real waker (and its
+            // stuck-write watch), or learns the peer is gone.
+            Ok(false) | Err(_) => {
                 drop(guard);
+                metrics.socket_handovers.fetch_add(1, Ordering::Relaxed);
                 self.handover.notify_one();
                 Attempt::HandedOver
             }
         }
     }
-}
-
-/// Writes up to a batch of queued frames and flushes them, without waiting: `Pending`
-/// means the socket would block (frames already handed to the sink stay buffered in
-/// it). `Ready(Ok(true))` when the queue was emptied.
-fn write_batch(
-    mut sink: Pin<&mut WriteHalf>,
-    outbox: &Outbox,
-    cx: &mut Context<'_>,
-    metrics: &Metrics,
-) -> Poll<Result<bool, axum::Error>> {
-    let mut frames = 0u64;
-    let mut emptied = false;
-    while frames < WRITE_BATCH as u64 {
-        if let Err(err) = std::task::ready!(sink.as_mut().poll_ready(cx)) {
-            return Poll::Ready(Err(err));
-        }
-        let Some(frame) = outbox.try_pop() else {
-            emptied = true;
-            break;
-        };
-        sink.as_mut().start_send(Message::Text(frame))?;
-        frames += 1;
-    }
-    if frames > 0 {
-        metrics.socket_writes.fetch_add(1, Ordering::Relaxed);
-        metrics.socket_frames.fetch_add(frames, Ordering::Relaxed);
-    }
-    std::task::ready!(sink.as_mut().poll_flush(cx))?;
-    Poll::Ready(Ok(emptied || outbox.is_empty()))
 }
 
 #[cfg(test)]
@@ -327,11 +362,11 @@ mod tests {
             Err(PushError::Full)
         );
         assert_eq!(
-            outbox.try_pop().map(|f| f.as_str().to_owned()).as_deref(),
+            outbox.try_pop().as_ref().and_then(Outgoing::as_text),
             Some("a")
         );
         assert_eq!(
-            outbox.try_pop().map(|f| f.as_str().to_owned()).as_deref(),
+            outbox.try_pop().as_ref().and_then(Outgoing::as_text),
             Some("b")
         );
         assert!(outbox.is_empty());

@@ -826,7 +826,6 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use super::*;
     use crate::broker::{MemoryBroker, Retention};
@@ -834,7 +833,7 @@ mod tests {
 
     fn texts(outbox: &Outbox) -> Vec<String> {
         std::iter::from_fn(|| outbox.try_pop())
-            .map(|f| f.as_str().to_owned())
+            .filter_map(|f| f.as_text().map(str::to_owned))
             .collect()
     }
 

@@ -9,20 +9,25 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::Utf8Bytes;
 use chorus_proto::{
     AckFrame, ClientOp, CloseCode, ErrorCode, ErrorFrame, FrameId, HelloFrame, PROTOCOL_VERSION,
     ScopeResume, decode_client_frame,
 };
-use futures_util::StreamExt;
-use futures_util::stream::SplitStream;
+use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::hooks::{HookError, SessionHooks};
 use crate::outbox::Outbox;
 use crate::registry::ConnHandle;
 use crate::registry::StartAt;
+use crate::socket::{Reader, Socket};
 use crate::{Engine, Metrics, Scope, UserKey};
 
 /// Scopes one `resume` may name.
@@ -45,15 +50,17 @@ struct Session {
     held: Option<BTreeMap<Scope, u64>>,
 }
 
-/// Why the loop ended: a code to send, or the peer is already gone.
+/// Why the loop ended: a code to send, the peer closed (its close reply is queued), or
+/// the peer is already gone.
 enum End {
     Close(CloseCode),
+    PeerClosed,
     PeerGone,
 }
 
 pub(crate) async fn run(
     engine: Arc<Engine>,
-    socket: WebSocket,
+    socket: Socket,
     user: UserKey,
     hooks: Arc<dyn SessionHooks>,
     hold_for_resume: bool,
@@ -63,7 +70,7 @@ pub(crate) async fn run(
         // Registered after the shutdown sweep: close like the others.
         conn.kill.fire(CloseCode::ServerShutdown);
     }
-    let (sink, mut stream) = socket.split();
+    let (mut stream, sink) = socket.split(&outbox).await;
     outbox.attach(sink).await;
     // Boxed: the opening phase runs once, and its state would otherwise be reserved in
     // every connection's task for the whole life of the connection.
@@ -101,6 +108,11 @@ pub(crate) async fn run(
     };
 
     let mut close_sent = false;
+    if let End::PeerClosed = end {
+        // The close reply tungstenite queued goes out (behind what was queued before
+        // it), if the peer still reads.
+        let _ = tokio::time::timeout(CLOSE_LINGER, Box::pin(outbox.drain(&engine.metrics))).await;
+    }
     if let End::Close(code) = end {
         // What is queued goes out before the close frame (the replies to a flood, the
         // events before a shutdown), unless the peer is the reason: it stopped reading.
@@ -110,13 +122,13 @@ pub(crate) async fn run(
                 tokio::time::timeout(CLOSE_LINGER, Box::pin(outbox.drain(&engine.metrics))).await;
         }
         let frame = CloseFrame {
-            code: code.code(),
-            reason: Utf8Bytes::from_static(code.reason()),
+            code: code.code().into(),
+            reason: code.reason().into(),
         };
         close_sent = matches!(
             tokio::time::timeout(
                 CLOSE_LINGER,
-                Box::pin(outbox.close_with(Message::Close(Some(frame)))),
+                Box::pin(outbox.close_with(Frame::close(Some(frame)))),
             )
             .await,
             Ok(Ok(()))
@@ -127,6 +139,7 @@ pub(crate) async fn run(
     if close_sent {
         Box::pin(linger(&mut stream)).await;
     }
+    outbox.detach().await;
 }
 
 /// How long a closing connection waits to send its close frame, and then for the
@@ -137,7 +150,7 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// the end of the stream), bounded by [`CLOSE_LINGER`]. Dropping a socket that still has
 /// unread input makes the kernel reset the connection, which destroys the frames still
 /// in flight, close frame included, so a flooding client would never learn its code.
-async fn linger(stream: &mut SplitStream<WebSocket>) {
+async fn linger(stream: &mut Reader) {
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         while let Some(Ok(msg)) = stream.next().await {
             if matches!(msg, Message::Close(_)) {
@@ -193,7 +206,11 @@ async fn open(
     };
     let text = frame_json("hello", &hello);
     outbox
-        .send_now(Message::Text(text))
+        .send_now(Frame::message(
+            text.as_str().to_owned(),
+            OpCode::Data(Data::Text),
+            true,
+        ))
         .await
         .map_err(|_| End::PeerGone)?;
     Ok(hold.then_some(held))
@@ -262,7 +279,7 @@ fn ack() -> AckFrame {
 }
 
 impl Session {
-    async fn run(&mut self, stream: &mut SplitStream<WebSocket>, outbox: &Arc<Outbox>) -> End {
+    async fn run(&mut self, stream: &mut Reader, outbox: &Arc<Outbox>) -> End {
         let heartbeat = self.engine.config.heartbeat;
         let dead_after = heartbeat.mul_f64(1.4);
         let mut last_heard = Instant::now();
@@ -343,8 +360,14 @@ impl Session {
                             Metrics::inc(&self.engine.metrics.inbound_errors);
                             self.reply(error_frame(None, ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text"));
                         }
-                        Message::Close(_) => return End::PeerGone,
-                        Message::Ping(_) | Message::Pong(_) => {}
+                        Message::Close(_) => {
+                            // tungstenite holds its close reply until its next write:
+                            // flushing queues it on the outbox, to go out before the
+                            // socket closes.
+                            let _ = stream.flush().await;
+                            return End::PeerClosed;
+                        }
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                 }
                 _ = ticker.tick() => {
@@ -352,7 +375,7 @@ impl Session {
                         Metrics::inc(&self.engine.metrics.heartbeat_timeouts);
                         return End::Close(CloseCode::HeartbeatTimeout);
                     }
-                    let ping = Box::pin(outbox.send_now(Message::Ping(Default::default())));
+                    let ping = Box::pin(outbox.send_now(Frame::ping(Vec::new())));
                     match tokio::time::timeout(heartbeat, ping).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return End::PeerGone,
@@ -611,7 +634,7 @@ impl Session {
     }
 }
 
-fn is_capacity_error(err: &axum::Error) -> bool {
-    let text = err.to_string();
-    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+/// A frame or message over the transport limit.
+fn is_capacity_error(err: &tungstenite::Error) -> bool {
+    matches!(err, tungstenite::Error::Capacity(_))
 }

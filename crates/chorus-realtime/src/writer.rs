@@ -20,6 +20,9 @@ use crate::outbox::{Attempt, Outbox};
 /// the HTTP handlers and so shrink the batches of frames per write).
 const CONNS_PER_BATCH: usize = 16;
 
+/// The writer's framing buffer: a batch of frames of a few hundred bytes each.
+const SCRATCH_CAPACITY: usize = 64 * 1024;
+
 /// The writers' queues; connection `id` belongs to writer `id % n`.
 pub(crate) struct Writers {
     queues: Vec<UnboundedSender<Arc<Outbox>>>,
@@ -56,9 +59,12 @@ impl Writers {
 /// connections).
 async fn run(mut queue: UnboundedReceiver<Arc<Outbox>>, metrics: Arc<Metrics>) {
     let mut batch = Vec::with_capacity(CONNS_PER_BATCH);
+    // Every connection's frames are framed here, then written with one `write`: a
+    // connection keeps a buffer of its own only for what its socket did not take.
+    let mut scratch = Vec::with_capacity(SCRATCH_CAPACITY);
     while queue.recv_many(&mut batch, CONNS_PER_BATCH).await > 0 {
         for outbox in batch.drain(..) {
-            match outbox.write_now(&metrics) {
+            match outbox.write_now(&mut scratch, &metrics) {
                 Attempt::Drained | Attempt::HandedOver => {}
                 // More than a batch queued: back of the line, still owned.
                 Attempt::More => outbox.requeue(),

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::serve::ListenerExt;
 use chorus_chat::Chat;
 use chorus_chat::service::{ChatHooks, RedisPresence};
 use chorus_chat::store::{PgStore, SqliteStore, Store};
@@ -150,18 +149,10 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let mut stop = stop_rx;
-    // Event frames are small and latency-sensitive: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(cause = %err, "TCP_NODELAY failed");
-        }
-    });
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-        .context("serving")?;
+    serve_http(listener, app(state), async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await;
     let drained = drain.await.unwrap_or(false);
     if let Err(err) = worker.await {
         tracing::warn!(cause = %err, "webhook worker ended abnormally");
@@ -170,4 +161,76 @@ pub async fn run(
         tracing::warn!("some connections did not close within the grace period");
     }
     Ok(())
+}
+
+/// Accepts connections and serves HTTP/1.1 on each until `stop` resolves, then waits
+/// for the requests in flight (not for upgraded WebSockets: the engine owns those).
+///
+/// Not `axum::serve`: it hands upgraded connections over wrapped in a private type, and
+/// the WebSocket edge needs the `TcpStream` back (see `routes::ws`). This is the same
+/// loop over hyper's own connection builder and graceful-shutdown watcher.
+async fn serve_http(listener: TcpListener, app: axum::Router, stop: impl Future<Output = ()>) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let connections = tokio_util::task::TaskTracker::new();
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new());
+    tokio::pin!(stop);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(err) => {
+                    accept_failed(&err).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        // Event frames are small and latency-sensitive: no Nagle delay.
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(cause = %err, "TCP_NODELAY failed");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let conn = http
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        let stopping = stopping.clone();
+        connections.spawn(async move {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = stopping.cancelled() => {
+                    // Finish the request in flight, then close; an idle connection
+                    // closes now.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(err) = ended {
+                tracing::debug!(cause = %err, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    stopping.cancel();
+    connections.close();
+    connections.wait().await;
+}
+
+/// An accept error: a connection that failed before it was accepted is nobody's
+/// concern; anything else (out of file descriptors) is logged and waited out, as
+/// `axum::serve` does.
+async fn accept_failed(err: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        err.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(cause = %err, "accept failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }

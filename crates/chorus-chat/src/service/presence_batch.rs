@@ -171,7 +171,7 @@ mod tests {
         assert!(subscribed.admitted);
         let frames = || -> Vec<Value> {
             std::iter::from_fn(|| outbox.try_pop())
-                .map(|f| serde_json::from_str(f.as_str()).expect("json"))
+                .map(|f| serde_json::from_str(f.as_text().expect("text")).expect("json"))
                 .collect()
         };
         let batcher = PresenceBatcher::new(engine.clone());

@@ -246,6 +246,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "counter",
         m.socket_frames,
     );
+    counter(
+        "socket_handovers_total",
+        "Writes a writer task left to the connection's own task: the socket was full.",
+        "counter",
+        m.socket_handovers,
+    );
     let http_limited = state
         .http_limiter
         .as_ref()

@@ -1,12 +1,18 @@
 //! `GET /ws`: authenticate at upgrade (bearer header or `?token=`), then hand the socket
 //! to the realtime engine.
 
-use axum::extract::State;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::http::HeaderMap;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use chorus_proto::ErrorCode;
+use chorus_realtime::Socket;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::auth::bearer;
 use crate::error::{ApiError, ApiResult};
@@ -24,11 +30,96 @@ pub struct WsQuery {
     resume: Option<u8>,
 }
 
+/// A valid WebSocket upgrade request (RFC 6455 §4.2.1), not yet answered.
+///
+/// Not axum's `WebSocketUpgrade`: that one hands over a socket already wrapped in the
+/// library's stream, and the engine needs the TCP stream itself (it writes its own
+/// frames; see `chorus_realtime::socket`). So the handshake is answered here, and the
+/// upgraded connection is unwrapped back to its `TcpStream`.
+pub struct Upgrade {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = &'static str;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if parts.method != Method::GET {
+            return Err("a WebSocket upgrade must be a GET");
+        }
+        let has_token = |name: header::HeaderName, token: &str| {
+            parts.headers.get_all(name).iter().any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            })
+        };
+        if !has_token(header::CONNECTION, "upgrade") {
+            return Err("Connection header did not include 'upgrade'");
+        }
+        if !has_token(header::UPGRADE, "websocket") {
+            return Err("`Upgrade` header did not include 'websocket'");
+        }
+        if parts.headers.get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13"))
+        {
+            return Err("`Sec-WebSocket-Version` header did not include '13'");
+        }
+        let key = parts
+            .headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .cloned()
+            .ok_or("`Sec-WebSocket-Key` header missing")?;
+        let on_upgrade = parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .ok_or("the connection cannot be upgraded")?;
+        Ok(Self { key, on_upgrade })
+    }
+}
+
+impl Upgrade {
+    /// Answers `101 Switching Protocols`; once the connection is switched, `serve`
+    /// gets its socket.
+    fn accept<F, Fut>(self, config: WebSocketConfig, serve: F) -> Response
+    where
+        F: FnOnce(Socket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let accept = derive_accept_key(self.key.as_bytes());
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(err) => {
+                    tracing::debug!(cause = %err, "WebSocket upgrade failed");
+                    return;
+                }
+            };
+            match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    serve(Socket::new(parts.io.into_inner(), parts.read_buf, config)).await
+                }
+                // Only when served by something other than `crate::run`'s loop.
+                Err(_) => tracing::error!("WebSocket upgrade: the connection is not a TCP stream"),
+            }
+        });
+        let mut response = Response::new(axum::body::Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&accept) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        response
+    }
+}
+
 pub async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<WsQuery>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, &'static str>,
 ) -> ApiResult<Response> {
     if state.engine.is_shutting_down() {
         return Err(ApiError::new(
@@ -40,17 +131,18 @@ pub async fn upgrade(
         .or(query.token.as_deref())
         .ok_or_else(|| ApiError::unauthorized("missing token: send a bearer header or ?token="))?;
     let user = state.auth.authenticate(token).await?;
-    let ws = ws.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let ws = ws.map_err(ApiError::bad_request)?;
     let engine = state.engine.clone();
     let hooks = state.hooks.clone();
     let hold = query.resume == Some(1);
-    Ok(ws
-        .max_message_size(HARD_FRAME_LIMIT)
-        .max_frame_size(HARD_FRAME_LIMIT)
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(HARD_FRAME_LIMIT))
+        .max_frame_size(Some(HARD_FRAME_LIMIT))
         // Clients send small frames (ops, pings, typing); a larger frame reserves its
         // own length. Every connection keeps this buffer, all of it touched, for its
         // whole life: 1 KiB instead of 4 is 3 KiB less per idle connection.
-        .read_buffer_size(1024)
-        .write_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| engine.serve_socket(socket, user.id.0, hooks, hold)))
+        .read_buffer_size(1024);
+    Ok(ws.accept(config, move |socket| {
+        engine.serve_socket(socket, user.id.0, hooks, hold)
+    }))
 }

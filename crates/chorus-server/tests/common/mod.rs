@@ -349,13 +349,23 @@ impl TestServer {
     /// Opens a TCP connection and completes the WebSocket handshake by hand, so the
     /// test controls exactly what the client sends (here: nothing at all).
     pub async fn raw_ws(&self, token: &str) -> RawWs {
+        self.raw_ws_then(token, None).await
+    }
+
+    /// Like [`raw_ws`](Self::raw_ws), with a first text frame sent in the same write as
+    /// the upgrade request (so the server reads it together with the request).
+    pub async fn raw_ws_then(&self, token: &str, first: Option<&str>) -> RawWs {
         let mut tcp = TcpStream::connect(self.addr).await.unwrap();
         let request = format!(
             "GET /ws?token={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             self.addr
         );
-        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut bytes = request.into_bytes();
+        if let Some(text) = first {
+            bytes.extend_from_slice(&masked_text_frame(text));
+        }
+        tcp.write_all(&bytes).await.unwrap();
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -734,6 +744,17 @@ impl RawWs {
             other => RawFrame::Other(other),
         })
     }
+}
+
+/// A client's text frame (masked, as RFC 6455 requires of clients).
+fn masked_text_frame(text: &str) -> Vec<u8> {
+    let payload = text.as_bytes();
+    assert!(payload.len() < 126, "short frames only");
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
 }
 
 /// Unique-enough names for idempotency keys and such.

@@ -1,0 +1,202 @@
+//! A WebSocket connection's two halves, split at the TCP stream rather than above the
+//! WebSocket library.
+//!
+//! Reading stays with `tokio-tungstenite` (parsing, limits, control frames). Writing is
+//! ours: the connection's queued frames are framed with tungstenite's header encoder into
+//! one buffer and written with one non-blocking `write` per batch. The write path of a
+//! fanout is the server's hottest loop, and going through the library's `Sink` (a lock
+//! shared with the read half, waker registrations and a copy into the library's own
+//! buffer per frame) cost more than the framing itself — see docs/benchmarks.md,
+//! "Session 6".
+//!
+//! The read half still needs to write now and then: tungstenite answers a client's ping
+//! with a pong and a client's close with a close. [`ReadIo`] hands those bytes to the
+//! connection's outbox as ready-made frames, so every byte of the socket goes through
+//! one writer and frames never interleave.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use crate::outbox::Outbox;
+
+/// An upgraded connection: its TCP stream and whatever the HTTP server had already
+/// read past the upgrade request (a client may send its first frame right behind it).
+pub struct Socket {
+    stream: TcpStream,
+    read_ahead: Bytes,
+    config: WebSocketConfig,
+}
+
+impl Socket {
+    /// `config` applies to reading; writing has no buffer limit of its own (the
+    /// outbox's queue bounds what waits).
+    pub fn new(stream: TcpStream, read_ahead: Bytes, config: WebSocketConfig) -> Self {
+        Self {
+            stream,
+            read_ahead,
+            config,
+        }
+    }
+
+    /// Splits the socket: the reading WebSocket and the raw writer for `outbox`.
+    pub(crate) async fn split(self, outbox: &Arc<Outbox>) -> (Reader, RawWriter) {
+        let (read, write) = self.stream.into_split();
+        let io = ReadIo {
+            read,
+            outbox: outbox.clone(),
+        };
+        let reader = WebSocketStream::from_partially_read(
+            io,
+            self.read_ahead.to_vec(),
+            Role::Server,
+            Some(self.config),
+        )
+        .await;
+        (reader, RawWriter::new(write))
+    }
+}
+
+pub(crate) type Reader = WebSocketStream<ReadIo>;
+
+/// The read half as tungstenite sees it: reads from the socket; what tungstenite writes
+/// (pongs, its close reply) is queued on the outbox like any other frame.
+pub(crate) struct ReadIo {
+    read: OwnedReadHalf,
+    outbox: Arc<Outbox>,
+}
+
+impl AsyncRead for ReadIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // tungstenite writes whole frames from its buffer, and this takes all of it.
+        Poll::Ready(match self.outbox.push_raw(Bytes::copy_from_slice(buf)) {
+            Ok(()) => Ok(buf.len()),
+            Err(_) => Err(io::ErrorKind::BrokenPipe.into()),
+        })
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Frames one text message (unmasked, final: a server's frame) into `out`.
+pub(crate) fn frame_text(out: &mut Vec<u8>, text: &str) {
+    let header = FrameHeader {
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
+    // Writing into a Vec cannot fail.
+    let _ = header.format(text.len() as u64, out);
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// The write half: bytes framed but not yet accepted by the socket, and the socket.
+pub(crate) struct RawWriter {
+    socket: OwnedWriteHalf,
+    pending: Vec<u8>,
+    /// How much of `pending` the socket has taken.
+    written: usize,
+}
+
+impl RawWriter {
+    fn new(socket: OwnedWriteHalf) -> Self {
+        Self {
+            socket,
+            pending: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// The bytes waiting to be written, for framing more behind them.
+    pub(crate) fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.pending
+    }
+
+    /// Frames a control or data frame (ping, close, `hello`) behind what is pending.
+    pub(crate) fn push_frame(&mut self, frame: Frame) {
+        // Writing into a Vec cannot fail.
+        let _ = frame.format(&mut self.pending);
+    }
+
+    /// Writes `frames` (whole frames, framed by the caller) behind what is pending,
+    /// without waiting: `Ok(true)` when everything went out; `Ok(false)` when the socket
+    /// would block, and what it did not take is kept here for [`flush`](Self::flush).
+    pub(crate) fn write_through(&mut self, frames: &[u8]) -> io::Result<bool> {
+        if !self.try_flush()? {
+            self.pending.extend_from_slice(frames);
+            return Ok(false);
+        }
+        let mut done = 0;
+        while done < frames.len() {
+            match self.socket.try_write(&frames[done..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.pending.extend_from_slice(&frames[done..]);
+                    return Ok(false);
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes what is pending without waiting: `Ok(true)` when all of it was written,
+    /// `Ok(false)` when the socket would block.
+    pub(crate) fn try_flush(&mut self) -> io::Result<bool> {
+        while self.written < self.pending.len() {
+            match self.socket.try_write(&self.pending[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        // Nothing is kept between writes: an idle connection holds no buffer. (The
+        // writer tasks frame into a buffer of their own; this one holds only what a
+        // socket did not take, and the rare frames its connection writes itself.)
+        self.pending = Vec::new();
+        self.written = 0;
+        Ok(true)
+    }
+
+    /// Writes what is pending, waiting for the socket as long as it takes. Cancel-safe:
+    /// progress is kept in `self`, so a caller may give up and come back.
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
+        while !self.try_flush()? {
+            self.socket.as_ref().writable().await?;
+        }
+        Ok(())
+    }
+}
