@@ -77,23 +77,30 @@ async fn run(mut queue: UnboundedReceiver<Arc<Outbox>>, metrics: Arc<Metrics>) {
     // A pass: one turn for each connection queued when it began.
     let mut pass_left = 0usize;
     let mut pass_start = Instant::now();
+    // Connections this pass put back because they had more than a batch queued.
+    let mut unfinished = 0usize;
     while queue.recv_many(&mut batch, CONNS_PER_BATCH).await > 0 {
         if pass_left == 0 {
             pass_start = Instant::now();
             pass_left = batch.len() + queue.len();
+            unfinished = 0;
         }
         for outbox in batch.drain(..) {
             match outbox.write_now(&mut scratch, &metrics) {
                 Attempt::Drained | Attempt::HandedOver => {}
                 // More than a batch queued: back of the line, still owned.
-                Attempt::More => outbox.requeue(),
+                Attempt::More => {
+                    outbox.requeue();
+                    unfinished += 1;
+                }
             }
             pass_left = pass_left.saturating_sub(1);
         }
         let elapsed = pass_start.elapsed();
-        if pass_left == 0 && !queue.is_empty() && elapsed < MIN_PASS {
-            // Sustained load: connections were queued again during the pass. The next
-            // pass waits, so their frames pile up into fewer, larger writes.
+        if pass_left == 0 && queue.len() > unfinished && elapsed < MIN_PASS {
+            // Sustained load: new frames made connections queue again during the pass.
+            // The next pass waits, so their frames pile up into fewer, larger writes.
+            // (A backlog being written out, a replay, say, does not wait.)
             tokio::time::sleep(MIN_PASS - elapsed).await;
         } else {
             tokio::task::yield_now().await;
