@@ -269,17 +269,22 @@ impl Outbox {
 
     /// Sends one frame now, behind nothing queued (`hello`, pings).
     pub(crate) async fn send_now(&self, frame: Frame) -> std::io::Result<()> {
-        let mut sink = self.sink.lock().await;
-        let sink = sink.as_mut().ok_or_else(detached)?;
-        sink.push_frame(frame);
-        sink.flush().await
+        self.write_frame(frame, false).await
     }
 
     /// Closes the queue (dropping what it holds) and then sends the close frame:
     /// nothing queued can be written after it.
     pub(crate) async fn close_with(&self, frame: Frame) -> std::io::Result<()> {
+        self.write_frame(frame, true).await
+    }
+
+    /// Writes one frame behind what the write half holds, closing the queue first
+    /// (with the write half held, so no writer slips a frame in between) if asked.
+    async fn write_frame(&self, frame: Frame, close_first: bool) -> std::io::Result<()> {
         let mut sink = self.sink.lock().await;
-        self.close();
+        if close_first {
+            self.close();
+        }
         let sink = sink.as_mut().ok_or_else(detached)?;
         sink.push_frame(frame);
         sink.flush().await

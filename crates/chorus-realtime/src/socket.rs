@@ -155,18 +155,10 @@ impl RawWriter {
             self.pending.extend_from_slice(frames);
             return Ok(false);
         }
-        let mut done = 0;
-        while done < frames.len() {
-            match self.socket.try_write(&frames[done..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => done += n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    self.pending.extend_from_slice(&frames[done..]);
-                    return Ok(false);
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
-            }
+        let done = write_some(&self.socket, frames)?;
+        if done < frames.len() {
+            self.pending.extend_from_slice(&frames[done..]);
+            return Ok(false);
         }
         Ok(true)
     }
@@ -174,14 +166,9 @@ impl RawWriter {
     /// Writes what is pending without waiting: `Ok(true)` when all of it was written,
     /// `Ok(false)` when the socket would block.
     pub(crate) fn try_flush(&mut self) -> io::Result<bool> {
-        while self.written < self.pending.len() {
-            match self.socket.try_write(&self.pending[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
-            }
+        self.written += write_some(&self.socket, &self.pending[self.written..])?;
+        if self.written < self.pending.len() {
+            return Ok(false);
         }
         // Nothing is kept between writes: an idle connection holds no buffer. (The
         // writer tasks frame into a buffer of their own; this one holds only what a
@@ -199,4 +186,19 @@ impl RawWriter {
         }
         Ok(())
     }
+}
+
+/// Writes as much of `bytes` as the socket takes without waiting; returns how much.
+fn write_some(socket: &OwnedWriteHalf, bytes: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match socket.try_write(&bytes[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(done)
 }
