@@ -73,6 +73,11 @@ enum Scenario {
         /// With --nodes > 1: the shared database (default: a SQLite file).
         #[arg(long)]
         database_url: Option<String>,
+        /// Baseline/Chorus pairs measured per subscriber count, alternated; with more
+        /// than one, a `median` row gives the median of the pairs' ratios (a shared
+        /// machine's speed drifts by ±15 % within minutes: one pair is one sample).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// Server RSS per idle authenticated, subscribed connection.
     Idle {
@@ -143,32 +148,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             nodes,
             redis_server,
             database_url,
+            rounds,
         } => {
+            let ratio_keys: &[(&str, &'static str)] = if rate.is_some() {
+                // Fixed load: what differs is latency (both deliver what is offered).
+                &[("p50_ms", "p50_ratio"), ("p99_ms", "p99_ratio")]
+            } else {
+                &[("events_per_sec", "ratio_vs_baseline")]
+            };
             for &n in subs {
-                for &kind in &kinds {
-                    let target = if kind == Kind::Chorus && *nodes > 1 {
-                        Target::start_cluster(
-                            &chorus_bin,
-                            &cli.server_args,
-                            *nodes,
-                            redis_server,
-                            database_url.as_deref(),
-                        )
-                        .await?
-                    } else {
-                        Target::start(kind, &chorus_bin, &cli.server_args).await?
-                    };
-                    let opts = scenarios::FanoutOpts {
-                        subs: n,
-                        senders: *senders,
-                        duration: Duration::from_secs(*seconds),
-                        rate: *rate,
-                        window: *window,
-                    };
-                    rows.push(scenarios::fanout(&target, &opts).await?);
-                    target.stop().await;
+                let first_row = rows.len();
+                for _ in 0..(*rounds).max(1) {
+                    for &kind in &kinds {
+                        let target = if kind == Kind::Chorus && *nodes > 1 {
+                            Target::start_cluster(
+                                &chorus_bin,
+                                &cli.server_args,
+                                *nodes,
+                                redis_server,
+                                database_url.as_deref(),
+                            )
+                            .await?
+                        } else {
+                            Target::start(kind, &chorus_bin, &cli.server_args).await?
+                        };
+                        let opts = scenarios::FanoutOpts {
+                            subs: n,
+                            senders: *senders,
+                            duration: Duration::from_secs(*seconds),
+                            rate: *rate,
+                            window: *window,
+                        };
+                        rows.push(scenarios::fanout(&target, &opts).await?);
+                        target.stop().await;
+                    }
+                    for &(key, ratio) in ratio_keys {
+                        add_ratio(&mut rows, key, ratio);
+                    }
                 }
-                add_ratio(&mut rows, "events_per_sec");
+                if *rounds > 1 {
+                    let mut summary = Row::new("fanout", "median");
+                    summary.set("subs", n).set("rounds", *rounds);
+                    for &(_, ratio) in ratio_keys {
+                        if let Some(m) =
+                            median(rows[first_row..].iter().filter_map(|r| r.get_f64(ratio)))
+                        {
+                            summary.set(ratio, m);
+                        }
+                    }
+                    rows.push(summary);
+                }
             }
         }
         Scenario::Idle { conns } => {
@@ -205,8 +234,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// When the last two rows are baseline then chorus, adds chorus/baseline for `key`.
-fn add_ratio(rows: &mut [Row], key: &'static str) {
+/// When the last two rows are baseline then chorus, adds chorus/baseline of `key` as
+/// `ratio`.
+fn add_ratio(rows: &mut [Row], key: &str, ratio: &'static str) {
     let n = rows.len();
     if n < 2 || rows[n - 2].target != "baseline" || rows[n - 1].target != "chorus" {
         return;
@@ -214,7 +244,28 @@ fn add_ratio(rows: &mut [Row], key: &'static str) {
     if let (Some(base), Some(ours)) = (rows[n - 2].get_f64(key), rows[n - 1].get_f64(key))
         && base > 0.0
     {
-        let ratio = (ours / base * 100.0).round() / 100.0;
-        rows[n - 1].set("ratio_vs_baseline", ratio);
+        rows[n - 1].set(ratio, (ours / base * 100.0).round() / 100.0);
+    }
+}
+
+/// The median of some values; `None` when there are none.
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[mid]),
+        _ => Some(((values[mid - 1] + values[mid]) / 2.0 * 100.0).round() / 100.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_even_and_no_values() {
+        assert_eq!(super::median([0.9, 0.7, 0.8].into_iter()), Some(0.8));
+        assert_eq!(super::median([0.9, 0.7, 0.8, 1.0].into_iter()), Some(0.85));
+        assert_eq!(super::median(std::iter::empty()), None);
     }
 }

@@ -329,7 +329,7 @@ pub async fn send(target: &Target, concurrency: usize, duration: Duration) -> an
                             errors += 1;
                         }
                     }
-                    lat.record(k, t.elapsed().as_micros() as u64);
+                    lat.record(t.elapsed().as_micros() as u64);
                 }
                 (n, errors)
             })
