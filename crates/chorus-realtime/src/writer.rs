@@ -26,11 +26,12 @@ const CONNS_PER_BATCH: usize = 16;
 
 /// Under sustained load, the shortest time between the starts of two passes: what a
 /// connection waits at most, beyond its turn, for frames to go out together. Measured
-/// (docs/benchmarks.md, "Session 6"): against no pause, 5 ms carries ~11 % more events
-/// at 1,000 subscribers flat out and lowers latency near saturation (each event costs
-/// less, so less queues), and costs ~2.5 ms p50 at a moderate 500 msg/s. A message after
-/// a quiet spell never waits: a pass that ends with nothing queued does not pause.
-const MIN_PASS: Duration = Duration::from_millis(5);
+/// (docs/benchmarks.md, sessions 6 and 7): against no pause, 5 ms carried ~11 % more
+/// events at 1,000 subscribers flat out; 10 ms carries another 4–10 % with p50/p99 at
+/// 200 and 500 msg/s no worse than 5 ms's (near saturation, cheaper events queue less);
+/// 20 ms carried more again but added ~3 ms p50 at moderate load. A message after a
+/// quiet spell never waits: a pass that ends with nothing queued does not pause.
+const MIN_PASS: Duration = Duration::from_millis(10);
 
 /// The writer's framing buffer: a batch of frames of a few hundred bytes each.
 const SCRATCH_CAPACITY: usize = 64 * 1024;
