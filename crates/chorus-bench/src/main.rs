@@ -160,17 +160,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let first_row = rows.len();
                 for _ in 0..(*rounds).max(1) {
                     for &kind in &kinds {
-                        let target = if kind == Kind::Chorus && *nodes > 1 {
-                            Target::start_cluster(
-                                &chorus_bin,
-                                &cli.server_args,
-                                *nodes,
-                                redis_server,
-                                database_url.as_deref(),
-                            )
-                            .await?
-                        } else {
-                            Target::start(kind, &chorus_bin, &cli.server_args).await?
+                        let target = match kind {
+                            Kind::Chorus if *nodes > 1 => {
+                                let db = database_url.as_deref();
+                                let args = &cli.server_args;
+                                Target::start_cluster(&chorus_bin, args, *nodes, redis_server, db)
+                                    .await?
+                            }
+                            _ => Target::start(kind, &chorus_bin, &cli.server_args).await?,
                         };
                         let opts = scenarios::FanoutOpts {
                             subs: n,
@@ -186,16 +183,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         add_ratio(&mut rows, key, ratio);
                     }
                 }
-                if *rounds > 1 {
-                    let mut summary = Row::new("fanout", "median");
-                    summary.set("subs", n).set("rounds", *rounds);
-                    for &(_, ratio) in ratio_keys {
-                        if let Some(m) =
-                            median(rows[first_row..].iter().filter_map(|r| r.get_f64(ratio)))
-                        {
-                            summary.set(ratio, m);
-                        }
+                let mut summary = Row::new("fanout", "median");
+                summary.set("subs", n).set("rounds", *rounds);
+                for &(_, ratio) in ratio_keys {
+                    if let Some(m) =
+                        median(rows[first_row..].iter().filter_map(|r| r.get_f64(ratio)))
+                    {
+                        summary.set(ratio, m);
                     }
+                }
+                // Only when there were pairs to compare (not with --target chorus).
+                if *rounds > 1 && summary.fields.len() > 2 {
                     rows.push(summary);
                 }
             }

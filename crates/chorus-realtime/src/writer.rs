@@ -30,7 +30,10 @@ const CONNS_PER_BATCH: usize = 16;
 /// events at 1,000 subscribers flat out; 10 ms carries another 4–10 % with p50/p99 at
 /// 200 and 500 msg/s no worse than 5 ms's (near saturation, cheaper events queue less);
 /// 20 ms carried more again but added ~3 ms p50 at moderate load. A message after a
-/// quiet spell never waits: a pass that ends with nothing queued does not pause.
+/// quiet spell never waits: a pass that ends with nothing queued does not pause, and
+/// a pass pauses only once the writer has been busy without a break for `MIN_PASS`
+/// (otherwise, at a light load, a message that happens to arrive during a short pass
+/// waits: 200 subscribers at 100 msg/s had a p99 of 12.8 ms against the baseline's 3.7).
 const MIN_PASS: Duration = Duration::from_millis(10);
 
 /// The writer's framing buffer: a batch of frames of a few hundred bytes each.
@@ -80,7 +83,16 @@ async fn run(mut queue: UnboundedReceiver<Arc<Outbox>>, metrics: Arc<Metrics>) {
     let mut pass_start = Instant::now();
     // Connections this pass put back because they had more than a batch queued.
     let mut unfinished = 0usize;
-    while queue.recv_many(&mut batch, CONNS_PER_BATCH).await > 0 {
+    // When the writer last found its queue empty and waited: the start of this busy spell.
+    let mut busy_since = Instant::now();
+    loop {
+        let idle = queue.is_empty();
+        if queue.recv_many(&mut batch, CONNS_PER_BATCH).await == 0 {
+            break;
+        }
+        if idle {
+            busy_since = Instant::now();
+        }
         if pass_left == 0 {
             pass_start = Instant::now();
             pass_left = batch.len() + queue.len();
@@ -98,10 +110,13 @@ async fn run(mut queue: UnboundedReceiver<Arc<Outbox>>, metrics: Arc<Metrics>) {
             pass_left = pass_left.saturating_sub(1);
         }
         let elapsed = pass_start.elapsed();
-        if pass_left == 0 && queue.len() > unfinished && elapsed < MIN_PASS {
-            // Sustained load: new frames made connections queue again during the pass.
-            // The next pass waits, so their frames pile up into fewer, larger writes.
-            // (A backlog being written out, a replay, say, does not wait.)
+        let sustained = pass_start.duration_since(busy_since) >= MIN_PASS;
+        if pass_left == 0 && queue.len() > unfinished && sustained && elapsed < MIN_PASS {
+            // Sustained load: new frames made connections queue again during the pass,
+            // and the writer has not been idle for a while. The next pass waits, so
+            // frames pile up into fewer, larger writes. (A backlog being written out, a
+            // replay, say, does not wait; nor does a message that happens to arrive
+            // during a short pass at a light load.)
             tokio::time::sleep(MIN_PASS - elapsed).await;
         } else {
             tokio::task::yield_now().await;
