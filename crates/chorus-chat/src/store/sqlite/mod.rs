@@ -9,6 +9,13 @@
 //! steady load of reads never happens: the log then grows without bound (half a
 //! gigabyte in ten seconds of the send benchmark) and every page lookup walks it, so
 //! reads and writes slow down the longer the server runs.
+//!
+//! The checkpointer has a connection of its own, and commits never checkpoint
+//! (`wal_autocheckpoint = 0`): copying pages back and syncing the database file then
+//! happens beside the writer, not in its place. On the writer's connection, each
+//! checkpoint held up every insert behind it (docs/benchmarks.md, session 7: the send
+//! benchmark's p99 went from 3.3–4.2 to 1.4–1.6 ms, and stalls of 130–400 ms seen in 3
+//! of 16 light-load fanout runs were not seen in 10).
 
 mod agents;
 mod batch;
@@ -53,16 +60,17 @@ const RESTART_AT_FRAMES: i64 = 2_048;
 /// Size the WAL file is cut back to when it is restarted.
 const WAL_SIZE_LIMIT: &str = "67108864";
 
-/// Keeps the WAL short: a passive checkpoint to learn its length, and a restart (which
-/// waits for the readers of old snapshots, a few milliseconds) once it is long.
-async fn checkpoint_forever(writer: SqlitePool) {
+/// Keeps the WAL short: a passive checkpoint (which copies what it can without blocking
+/// anyone) to learn its length, and a restart once it is long (which waits for the
+/// readers of old snapshots, a few milliseconds, with little left to copy).
+async fn checkpoint_forever(checkpointer: SqlitePool) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
         let passive: Result<(i64, i64, i64), sqlx::Error> =
             sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&writer)
+                .fetch_one(&checkpointer)
                 .await;
         let restart = match &passive {
             Ok((_, frames, _)) => *frames >= RESTART_AT_FRAMES,
@@ -73,7 +81,7 @@ async fn checkpoint_forever(writer: SqlitePool) {
         };
         if restart
             && let Err(err) = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-                .execute(&writer)
+                .execute(&checkpointer)
                 .await
         {
             tracing::warn!(cause = %err, "WAL restart failed");
@@ -105,9 +113,11 @@ impl SqliteStore {
             .foreign_keys(true)
             .pragma("journal_size_limit", WAL_SIZE_LIMIT)
             .busy_timeout(Duration::from_secs(5));
+        // A commit that ran SQLite's automatic checkpoint would copy pages and sync the
+        // file before the insert's caller hears back; the checkpointer does it instead.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await
             .context("opening the SQLite database")?;
         sqlx::migrate!("./migrations/sqlite")
@@ -116,10 +126,15 @@ impl SqliteStore {
             .context("running migrations")?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await
             .context("opening SQLite readers")?;
-        let checkpointer = tokio::spawn(checkpoint_forever(writer.clone())).abort_handle();
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .context("opening the SQLite checkpointer")?;
+        let checkpointer = tokio::spawn(checkpoint_forever(checkpointer)).abort_handle();
         let (inserts, batcher) = batch::start(writer.clone());
         Ok(Self {
             writer,
