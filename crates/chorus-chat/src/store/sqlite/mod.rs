@@ -10,9 +10,9 @@
 //! gigabyte in ten seconds of the send benchmark) and every page lookup walks it, so
 //! reads and writes slow down the longer the server runs.
 //!
-//! The checkpointer has a connection of its own, and commits never checkpoint
-//! (`wal_autocheckpoint = 0`): copying pages back and syncing the database file then
-//! happens beside the writer, not in its place. On the writer's connection, each
+//! The checkpointer copies pages back on a connection of its own, and commits never
+//! checkpoint (`wal_autocheckpoint = 0`): copying pages and syncing the database file
+//! then happen beside the writer, not in its place. On the writer's connection, each
 //! checkpoint held up every insert behind it (docs/benchmarks.md, session 7: the send
 //! benchmark's p99 went from 3.3–4.2 to 1.4–1.6 ms, and stalls of 130–400 ms seen in 3
 //! of 16 light-load fanout runs were not seen in 10).
@@ -60,10 +60,13 @@ const RESTART_AT_FRAMES: i64 = 2_048;
 /// Size the WAL file is cut back to when it is restarted.
 const WAL_SIZE_LIMIT: &str = "67108864";
 
-/// Keeps the WAL short: a passive checkpoint (which copies what it can without blocking
-/// anyone) to learn its length, and a restart once it is long (which waits for the
-/// readers of old snapshots, a few milliseconds, with little left to copy).
-async fn checkpoint_forever(checkpointer: SqlitePool) {
+/// Keeps the WAL short: a passive checkpoint on the checkpointer's own connection (which
+/// copies what it can without blocking anyone) to learn its length, and a restart once
+/// it is long, on the writer's connection: inserts queue for it in the pool, with little
+/// left to copy, while it waits for the readers of old snapshots (a few milliseconds).
+/// (From another connection, a restart would hold the write lock and the writer would
+/// back off in SQLite's busy handler, which sleeps in steps of up to 100 ms.)
+async fn checkpoint_forever(checkpointer: SqlitePool, writer: SqlitePool) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -81,7 +84,7 @@ async fn checkpoint_forever(checkpointer: SqlitePool) {
         };
         if restart
             && let Err(err) = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-                .execute(&checkpointer)
+                .execute(&writer)
                 .await
         {
             tracing::warn!(cause = %err, "WAL restart failed");
@@ -134,7 +137,8 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .context("opening the SQLite checkpointer")?;
-        let checkpointer = tokio::spawn(checkpoint_forever(checkpointer)).abort_handle();
+        let checkpointer =
+            tokio::spawn(checkpoint_forever(checkpointer, writer.clone())).abort_handle();
         let (inserts, batcher) = batch::start(writer.clone());
         Ok(Self {
             writer,
