@@ -112,6 +112,7 @@ export const ERROR_CODES = [
   'conflict',
   'payload_too_large',
   'rate_limited',
+  'limit_exceeded',
   'unavailable',
   'internal',
 ] as const;

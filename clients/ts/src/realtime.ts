@@ -471,6 +471,9 @@ export class ChorusRealtime {
     if (isEvent(ev, 'channel.joined')) this.scopes.add(`channel:${ev.data.channel.id}`);
     else if (isEvent(ev, 'channel.left')) this.forget(`channel:${ev.data.channel_id}`);
     else if (isEvent(ev, 'workspace.joined')) this.scopes.add(`workspace:${ev.data.workspace.id}`);
+    else if (isEvent(ev, 'workspace.left')) this.forget(`workspace:${ev.data.workspace_id}`);
+    // The server ended the subscription: the user may no longer read it.
+    else if (isEvent(ev, 'subscription.revoked')) this.forget(ev.scope);
     if (isEvent(ev, 'channel.joined') && this.catchUpOn) this.baseline(ev.data.channel.id);
   }
 

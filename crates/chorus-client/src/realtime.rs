@@ -1287,6 +1287,10 @@ impl Driver {
     }
 
     fn membership(&self, event: &EventFrame) -> Option<Membership> {
+        // The server ended this subscription (the user may no longer read it).
+        if event.kind == "subscription.revoked" {
+            return Some(Membership::Left(event.scope.clone()));
+        }
         let user = event.scope.strip_prefix("user:")?.parse::<i64>().ok()?;
         if user != self.user_id {
             return None;
@@ -1308,6 +1312,10 @@ impl Driver {
             "workspace.joined" => {
                 let workspace = id(data.get("workspace").and_then(|w| w.get("id")))?;
                 Some(Membership::Joined(format!("workspace:{workspace}")))
+            }
+            "workspace.left" => {
+                let workspace = id(data.get("workspace_id"))?;
+                Some(Membership::Left(format!("workspace:{workspace}")))
             }
             _ => None,
         }

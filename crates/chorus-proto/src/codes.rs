@@ -22,6 +22,8 @@ pub enum ErrorCode {
     /// Frame, body or message text over the configured size.
     PayloadTooLarge,
     RateLimited,
+    /// A per-connection limit other than a rate: e.g. the most subscriptions.
+    LimitExceeded,
     Unavailable,
     Internal,
 }
@@ -39,6 +41,7 @@ impl ErrorCode {
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited => "rate_limited",
+            Self::LimitExceeded => "limit_exceeded",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

@@ -1,5 +1,5 @@
-//! The engine handle: registry, broker, limits and the shutdown signal, passed
-//! explicitly to whoever publishes or serves sockets.
+//! The engine handle: registry, broker, the subscription orchestrator, limits and the
+//! shutdown signal, passed explicitly to whoever publishes or serves sockets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +7,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, BrokerError, MemoryBroker, RedisBroker, Retention};
+use crate::broker::{Broker, BrokerError, EventSink, MemoryBroker, RedisBroker, Retention};
 use crate::hooks::SessionHooks;
+use crate::subscriptions::Subscriptions;
 use crate::{Metrics, Publish, Registry, UserKey, session};
 
 /// Limits and timings of the realtime engine.
@@ -26,6 +27,9 @@ pub struct EngineConfig {
     /// Frames over the rate limit, in a row, before the connection is closed as a flood.
     pub flood_strikes: u32,
     pub retention: Retention,
+    /// Most subscriptions one connection may hold through `subscribe` / `resume`
+    /// (and most scopes one `resume` may name); beyond it: `limit_exceeded`.
+    pub max_subscriptions: usize,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +42,7 @@ impl Default for EngineConfig {
             inbound_burst: 100,
             flood_strikes: 200,
             retention: Retention::default(),
+            max_subscriptions: 1_000,
         }
     }
 }
@@ -47,6 +52,8 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub broker: Arc<dyn Broker>,
+    /// Every subscription op goes through it (authorize → … → revoke).
+    pub subscriptions: Subscriptions,
     shutdown: CancellationToken,
     sessions: TaskTracker,
     /// The clock of every connection's inbound rate limiter: made once, because making
@@ -58,7 +65,8 @@ impl Engine {
     /// A single-node engine with the in-memory broker.
     pub fn in_memory(config: EngineConfig) -> Arc<Self> {
         let (metrics, registry) = Self::parts(&config);
-        let broker = Arc::new(MemoryBroker::new(registry.clone(), config.retention));
+        let sink: Arc<dyn EventSink> = registry.clone();
+        let broker = MemoryBroker::new(sink, config.retention);
         Self::assemble(config, metrics, registry, broker)
     }
 
@@ -66,8 +74,8 @@ impl Engine {
     /// cannot be reached.
     pub async fn with_redis(config: EngineConfig, url: &str) -> Result<Arc<Self>, BrokerError> {
         let (metrics, registry) = Self::parts(&config);
-        let broker =
-            RedisBroker::connect(url, registry.clone(), metrics.clone(), config.retention).await?;
+        let sink: Arc<dyn EventSink> = registry.clone();
+        let broker = RedisBroker::connect(url, sink, metrics.clone(), config.retention).await?;
         Ok(Self::assemble(config, metrics, registry, broker))
     }
 
@@ -83,11 +91,18 @@ impl Engine {
         registry: Arc<Registry>,
         broker: Arc<dyn Broker>,
     ) -> Arc<Self> {
+        let subscriptions = Subscriptions::new(
+            registry.clone(),
+            broker.clone(),
+            metrics.clone(),
+            config.max_subscriptions,
+        );
         Arc::new(Self {
             config,
             metrics,
             registry,
             broker,
+            subscriptions,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             clock: governor::clock::DefaultClock::default(),
@@ -129,7 +144,7 @@ impl Engine {
     pub async fn shutdown(&self, deadline: Duration) -> bool {
         self.shutdown.cancel();
         for conn in self.registry.all_connections() {
-            conn.kill.fire(chorus_proto::CloseCode::ServerShutdown);
+            conn.control.fire(chorus_proto::CloseCode::ServerShutdown);
         }
         self.sessions.close();
         tokio::time::timeout(deadline, self.sessions.wait())

@@ -50,6 +50,16 @@ impl Marks {
 pub struct Effect {
     pub subscribe: Vec<Scope>,
     pub unsubscribe: Vec<Scope>,
+    /// The user's access shrank: every other subscription of the receiving connection
+    /// is held and authorized again (`SessionHooks::authorize_subscribe`); those no
+    /// longer allowed end with `subscription.revoked {scope, reason}`. The text is the
+    /// reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck: Option<String>,
+    /// Limits the re-check to subscriptions of these scope kinds (`["thread"]` after
+    /// leaving a channel); empty: every kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recheck_kinds: Vec<String>,
 }
 
 /// An event as a publisher hands it to the broker.

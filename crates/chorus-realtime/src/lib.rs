@@ -6,9 +6,13 @@
 //!   per-recipient [`Mark`]s (wake / observe / skip) and subscription [`Effect`]s. The
 //!   frame bytes of each event are built once and shared by every recipient.
 //! - [`broker`]: the seam between publishing and delivery. [`broker::MemoryBroker`]
-//!   assigns offsets, keeps the retention window and hands events to the local registry.
+//!   assigns offsets, keeps the retention window and hands events to an
+//!   [`EventSink`] (the registry); it never holds the registry or a session.
+//! - [`subscriptions`]: the orchestrator of a subscription's life — authorize, admit,
+//!   attach, replay, live, re-check when the user's access changes, revoke.
 //! - [`registry`]: live connections, two-way indexes user ↔ connections and
-//!   scope ↔ subscribers, the per-connection bounded queues, and race-free replay.
+//!   scope ↔ subscribers, each subscription's delivery state (live, catching up, held
+//!   for a re-check) and fanout; plain data with `check_invariants()`.
 //! - [`session`]: one task per WebSocket: hello, inbound ops, heartbeat, flood control.
 //! - [`outbox`] and `writer`: a connection's queued frames and who writes them — a few
 //!   writer tasks write for every connection, without waiting; a connection's own task
@@ -29,14 +33,15 @@ pub mod registry;
 pub mod scope;
 pub mod session;
 pub mod socket;
+pub mod subscriptions;
 mod writer;
 
-pub use broker::{Broker, BrokerError, History, MemoryBroker, Retention};
+pub use broker::{Broker, BrokerError, EventSink, History, MemoryBroker, Retention};
 pub use engine::{Engine, EngineConfig};
 pub use event::{Effect, Event, Mark, Marks, Publish};
 pub use hooks::{HookError, SessionHooks};
 pub use metrics::Metrics;
-pub use registry::{ConnId, Registry, ScopeWatcher, StartAt};
+pub use registry::{ConnId, Registry, StartAt};
 pub use scope::{Scope, ScopeError};
 pub use socket::Socket;
 

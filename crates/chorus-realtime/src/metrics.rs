@@ -23,6 +23,10 @@ pub struct Metrics {
     pub inbound_frames: AtomicU64,
     pub inbound_errors: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Re-checks of a connection's subscriptions after its user's access changed, and
+    /// subscriptions they ended (`subscription.revoked`).
+    pub rechecks: AtomicU64,
+    pub subscriptions_revoked: AtomicU64,
     /// Multi-node relay (Redis Streams): stream reads, events read, Redis errors,
     /// the age of the newest event read (ms), and events waiting for Redis to return.
     pub relay_reads: AtomicU64,
@@ -58,6 +62,8 @@ pub struct MetricsSnapshot {
     pub inbound_frames: u64,
     pub inbound_errors: u64,
     pub rate_limited: u64,
+    pub rechecks: u64,
+    pub subscriptions_revoked: u64,
     pub relay_reads: u64,
     pub relay_read_events: u64,
     pub relay_errors: u64,
@@ -101,6 +107,8 @@ impl Metrics {
             inbound_frames: self.inbound_frames.load(Relaxed),
             inbound_errors: self.inbound_errors.load(Relaxed),
             rate_limited: self.rate_limited.load(Relaxed),
+            rechecks: self.rechecks.load(Relaxed),
+            subscriptions_revoked: self.subscriptions_revoked.load(Relaxed),
             relay_reads: self.relay_reads.load(Relaxed),
             relay_read_events: self.relay_read_events.load(Relaxed),
             relay_errors: self.relay_errors.load(Relaxed),

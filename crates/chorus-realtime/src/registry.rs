@@ -1,41 +1,47 @@
-//! Live connections and who is subscribed to what, on this node.
+//! Live connections and who is subscribed to what, on this node: plain indexes and
+//! each subscription's delivery state. It decides nothing about access and calls
+//! nothing outside itself; the orchestrator ([`crate::subscriptions`]) drives it, and
+//! a broker hands it events through [`EventSink`].
 //!
-//! Two indexes, each behind its own lock and never held together:
+//! Two indexes, each behind its own lock:
 //! - `index`: connection → (user, scopes) and user → connections;
 //! - `scopes`: scope → its subscribers, one `Mutex` per scope so fanout on one scope
 //!   never waits for another.
 //!
-//! Lock order: a broker's per-scope log lock may be held while a scope's subscriber lock
-//! is taken (that is how offsets reach queues in order); nothing here takes a broker lock.
-//! All locks are `std::sync::Mutex`: no `.await` happens while one is held.
+//! Lock order: `index` → the scope map → a scope's subscribers. A broker's per-scope log
+//! lock may be held while a scope's subscribers are locked (that is how offsets reach
+//! queues in order); nothing here takes a broker lock. All locks are
+//! `std::sync::Mutex`: no `.await` happens while one is held.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
 use chorus_proto::CloseCode;
-use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
+use crate::broker::EventSink;
+use crate::event::{Effect, Event, Mark};
 use crate::outbox::{Outbox, PushError};
 use crate::writer::Writers;
-
-use crate::broker::Broker;
-use crate::event::{Effect, Event, Mark};
 use crate::{Metrics, Scope, UserKey};
 
 pub type ConnId = u64;
 
-/// Signals a connection's task to close with a given code. The first code wins.
+/// Signals a connection's task: close with a given code (the first code wins), or
+/// there is subscription [`Work`] to do. One `Notify` for both keeps an idle
+/// connection small; the task looks at [`code`](Self::code) to tell them apart.
 #[derive(Debug, Default)]
-pub struct Kill {
+pub struct Control {
     code: AtomicU16,
     notify: Notify,
     closed: AtomicBool,
+    /// Boxed: empty for almost every connection for almost all of its life.
+    work: Mutex<Option<Box<Work>>>,
 }
 
-impl Kill {
+impl Control {
     /// Asks the connection to close; `true` if this call was the first.
     pub fn fire(&self, code: CloseCode) -> bool {
         let first = self
@@ -52,13 +58,35 @@ impl Kill {
         CloseCode::from_code(self.code.load(Ordering::Acquire))
     }
 
-    pub async fn fired(&self) {
+    /// Completes when the connection was told to close or has work queued.
+    pub async fn signalled(&self) {
         self.notify.notified().await;
     }
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
+
+    /// Takes the subscription work queued for the connection.
+    pub fn take_work(&self) -> Option<Box<Work>> {
+        lock(&self.work).take()
+    }
+
+    fn add_work(&self, add: impl FnOnce(&mut Work)) {
+        add(lock(&self.work).get_or_insert_with(Box::default));
+        self.notify.notify_one();
+    }
+}
+
+/// What a connection's task must do for its subscriptions, outside any lock: changes
+/// that arrived with events (effects) and need the broker or the application.
+#[derive(Debug, Default)]
+pub struct Work {
+    /// Scopes an effect subscribed: the broker must deliver them to this node.
+    pub attach: Vec<Scope>,
+    /// Subscriptions held until they are authorized again, with their generation
+    /// (see [`Registry::resolve`]) and the reason of the change.
+    pub recheck: Vec<(Scope, u32, Arc<str>)>,
 }
 
 /// What the registry holds of one connection: how to reach it.
@@ -67,7 +95,7 @@ pub struct ConnHandle {
     pub id: ConnId,
     pub user: UserKey,
     outbox: Arc<Outbox>,
-    pub kill: Arc<Kill>,
+    pub control: Arc<Control>,
 }
 
 impl ConnHandle {
@@ -77,7 +105,7 @@ impl ConnHandle {
         match self.outbox.push(frame) {
             Ok(()) => true,
             Err(PushError::Full) => {
-                self.kill.fire(CloseCode::SlowConsumer);
+                self.control.fire(CloseCode::SlowConsumer);
                 false
             }
             Err(PushError::Closed) => false,
@@ -90,9 +118,9 @@ enum SubState {
     /// arrives twice (replay overlapping live) is queued once; `first` is the lowest
     /// offset queued live, so a later replay can skip what the client already has.
     Live { first: Option<u64>, last: u64 },
-    /// A replay is being fetched (or held until the client says where to resume);
-    /// live events wait in `pending`, then follow the replay. `seen` is the range of
-    /// offsets already queued while the subscription was live before.
+    /// A replay is being fetched, the subscription is held until the client says where
+    /// to resume, or it is held until it is authorized again: live events wait in
+    /// `pending`. `seen` is the range of offsets already queued while it was live.
     CatchingUp {
         pending: Vec<Arc<Event>>,
         seen: Option<(u64, u64)>,
@@ -124,9 +152,19 @@ impl SubState {
     }
 }
 
-/// How [`Registry::admit`] treats an existing subscription of the connection.
+/// A subscription held for a re-check of its authorization.
 #[derive(Clone, Copy)]
-enum Admit {
+struct Recheck {
+    /// Matches the work item that will settle it; an older answer is ignored.
+    generation: u32,
+    /// Whether the subscription goes live once allowed: it was live, or its replay
+    /// arrived meanwhile. Otherwise its own replay (or a resume) still has to come.
+    then_live: bool,
+}
+
+/// How [`Registry::admit`] treats an existing subscription of the connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Admit {
     /// Start live; keep an existing subscription as it is.
     Live,
     /// Start (or restart) catching up; live events are buffered until the replay.
@@ -150,6 +188,7 @@ pub enum StartAt {
 struct Sub {
     handle: ConnHandle,
     state: SubState,
+    recheck: Option<Recheck>,
 }
 
 #[derive(Default)]
@@ -157,13 +196,36 @@ struct Subscribers {
     subs: HashMap<ConnId, Sub>,
 }
 
+/// Revocations remembered per connection before they are folded into one floor.
+const MAX_REVOKED: usize = 256;
+
 struct ConnEntry {
     handle: ConnHandle,
     scopes: HashSet<Scope>,
-    /// Counts the revocations (unsubscribe effects) this connection received.
+    /// Counts the revocations and re-checks this connection received.
     epoch: u64,
     /// Scopes revoked by an effect, with the epoch of their latest revocation.
     revoked: HashMap<Scope, u64>,
+    /// Every scope counts as revoked at this epoch (`revoked` overflowed).
+    revoked_floor: u64,
+    /// The epoch of the latest re-check.
+    rechecked: u64,
+}
+
+impl ConnEntry {
+    fn revoked_since(&self, scope: &Scope, fence: u64) -> bool {
+        self.revoked_floor > fence || self.revoked.get(scope).is_some_and(|&at| at > fence)
+    }
+
+    fn record_revoked(&mut self, scope: &Scope) {
+        self.epoch += 1;
+        if self.revoked.len() >= MAX_REVOKED {
+            self.revoked.clear();
+            self.revoked_floor = self.epoch;
+        }
+        self.revoked.insert(scope.clone(), self.epoch);
+        self.scopes.remove(scope);
+    }
 }
 
 #[derive(Default)]
@@ -172,28 +234,32 @@ struct Index {
     users: HashMap<UserKey, HashSet<ConnId>>,
 }
 
-/// Result of [`Registry::subscribe`].
+/// Why [`Registry::admit`] refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subscribed {
-    /// `Some(true)`: every event after `since` was queued. `Some(false)`: the window has
-    /// passed; the client must catch up another way. `None`: no `since` was given.
-    pub recovered: Option<bool>,
-    /// Number of events replayed.
-    pub replayed: usize,
-    /// `false` when the subscription was not made: the connection is gone, or the scope
-    /// was revoked after the given fence (see [`Registry::fence`]).
-    pub admitted: bool,
+pub enum Refused {
+    /// The connection is gone.
+    Gone,
+    /// The scope was revoked after the fence: the authorization may predate it.
+    Revoked,
+    /// The connection holds its most subscriptions.
+    Limit,
 }
 
-/// A broker that reads scopes on demand (the multi-node one): the registry tells it
-/// which scopes this node needs, before a subscription's replay is fetched, so that the
-/// replay and the broker's live reading overlap instead of leaving a gap.
-pub trait ScopeWatcher: Send + Sync + 'static {
-    /// Makes this node receive `scope`'s events. The future completes once the broker's
-    /// reading position for the scope is fixed: every event after it will be delivered.
-    /// Scopes without subscribers are dropped by the broker itself
-    /// (see [`Registry::has_subscribers`]).
-    fn attach(self: Arc<Self>, scope: Scope) -> BoxFuture<'static, ()>;
+/// The events a subscription catches up with, as the orchestrator fetched them.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Queue only events after this offset (`None`: everything held).
+    pub start: Option<u64>,
+    pub events: Vec<Arc<Event>>,
+}
+
+/// Result of [`Registry::release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    /// Number of events queued.
+    pub replayed: usize,
+    /// `false` when the subscription is gone (unsubscribed, revoked, disconnected).
+    pub admitted: bool,
 }
 
 /// What [`Registry::push`] did with one event for one connection.
@@ -232,7 +298,6 @@ impl Tally {
 
 pub struct Registry {
     metrics: Arc<Metrics>,
-    watcher: OnceLock<Weak<dyn ScopeWatcher>>,
     queue_capacity: usize,
     next_id: AtomicU64,
     writers: Writers,
@@ -245,6 +310,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The frame that ends a subscription whose authorization no longer holds.
+fn revoked_frame(scope: &Scope, reason: &str) -> Utf8Bytes {
+    let data = serde_json::json!({"scope": scope.as_str(), "reason": reason});
+    let frame = serde_json::json!({
+        "op": "event",
+        "scope": scope.as_str(),
+        "type": "subscription.revoked",
+        "data": data,
+    });
+    Utf8Bytes::from(frame.to_string())
+}
+
 impl Registry {
     /// A registry with one writer task per available core (see [`crate::writer`]),
     /// started on the current runtime.
@@ -253,24 +330,11 @@ impl Registry {
         Self {
             writers: Writers::start(cores, &metrics),
             metrics,
-            watcher: OnceLock::new(),
             queue_capacity: queue_capacity.max(1),
             next_id: AtomicU64::new(1),
             index: Mutex::new(Index::default()),
             scopes: RwLock::new(HashMap::new()),
         }
-    }
-
-    /// Installs the broker that reads scopes on demand. Weak: the broker owns the
-    /// registry, not the other way round.
-    pub fn set_watcher(&self, watcher: Weak<dyn ScopeWatcher>) {
-        let _ = self.watcher.set(watcher);
-    }
-
-    /// The watcher's attach future for `scope`, when there is a watcher.
-    fn attach(&self, scope: &Scope) -> Option<BoxFuture<'static, ()>> {
-        let watcher = self.watcher.get()?.upgrade()?;
-        Some(watcher.attach(scope.clone()))
     }
 
     /// Whether any connection on this node is subscribed to `scope`.
@@ -287,7 +351,7 @@ impl Registry {
             id,
             user,
             outbox: outbox.clone(),
-            kill: Arc::new(Kill::default()),
+            control: Arc::new(Control::default()),
         };
         let mut index = lock(&self.index);
         index.conns.insert(
@@ -297,6 +361,8 @@ impl Registry {
                 scopes: HashSet::new(),
                 epoch: 0,
                 revoked: HashMap::new(),
+                revoked_floor: 0,
+                rechecked: 0,
             },
         );
         let user_conns = index.users.entry(user).or_default();
@@ -310,7 +376,7 @@ impl Registry {
     /// Removes a connection and all its subscriptions. Returns how many connections
     /// its user still has on this node.
     pub fn unregister(&self, conn: &ConnHandle) -> usize {
-        conn.kill.closed.store(true, Ordering::Release);
+        conn.control.closed.store(true, Ordering::Release);
         conn.outbox.close();
         let (scopes, remaining) = {
             let mut index = lock(&self.index);
@@ -388,6 +454,11 @@ impl Registry {
         out
     }
 
+    /// Scopes with at least one subscriber on this node.
+    pub fn scope_count(&self) -> usize {
+        self.scopes.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     fn slot(&self, scope: &Scope) -> Option<Arc<Mutex<Subscribers>>> {
         self.scopes
             .read()
@@ -399,188 +470,147 @@ impl Registry {
     /// Runs `f` on the scope's subscribers (creating the slot if needed) while holding
     /// the scope map, so `remove_sub` cannot drop the slot from the map in between and
     /// leave the new subscriber in an orphaned slot that no delivery reaches.
-    fn with_slot(
-        &self,
-        scope: &Scope,
-        f: impl FnOnce(&mut Subscribers),
-    ) -> Arc<Mutex<Subscribers>> {
+    fn with_slot<R>(&self, scope: &Scope, f: impl FnOnce(&mut Subscribers) -> R) -> R {
         {
             let scopes = self.scopes.read().unwrap_or_else(|e| e.into_inner());
             if let Some(slot) = scopes.get(scope) {
-                f(&mut lock(slot));
-                return slot.clone();
+                return f(&mut lock(slot));
             }
         }
         let mut scopes = self.scopes.write().unwrap_or_else(|e| e.into_inner());
         let slot = scopes.entry(scope.clone()).or_default();
-        f(&mut lock(slot));
-        slot.clone()
+        f(&mut lock(slot))
     }
 
     /// The connection's revocation epoch. Take it *before* reading whatever authorizes a
-    /// subscription and pass it to [`subscribe`](Self::subscribe): if the scope is revoked
-    /// after that (a `channel.left` effect, published after its change was committed), the
-    /// read may predate the change and the subscription is refused instead of outliving it.
+    /// subscription and pass it to [`admit`](Self::admit): if the scope is revoked after
+    /// that (a `channel.left` effect, published after its change was committed), the
+    /// read may predate the change and the subscription is refused instead of outliving
+    /// it; after a re-check, the subscription is admitted held and checked again.
     pub fn fence(&self, conn: ConnId) -> u64 {
         lock(&self.index).conns.get(&conn).map_or(0, |e| e.epoch)
     }
 
-    /// Subscribes a connection to a scope. From [`StartAt::Now`] it receives events
-    /// published from now on; from an offset it first receives the retained events after
-    /// it, then live ones, with no gap and no duplicate between the two. With a `fence`,
-    /// the subscription is refused if the scope was revoked since the fence was taken.
-    pub async fn subscribe(
+    /// Adds `conn` to the subscribers of `scope` and `scope` to the connection's set in
+    /// one step under the index lock, so neither a revocation nor the connection's
+    /// removal can slip between the check and the insert. `Live` keeps an existing
+    /// subscription as it is; `CatchUp` resets it to buffer live events until
+    /// [`release`](Self::release). With a `fence` (see [`fence`](Self::fence)): refused
+    /// when the scope was revoked since, held for a re-check when the connection was
+    /// re-checked since. With a `limit`, a new subscription beyond that many is refused.
+    pub fn admit(
         &self,
-        broker: &dyn Broker,
         conn: &ConnHandle,
         scope: &Scope,
-        from: StartAt,
         fence: Option<u64>,
-    ) -> Subscribed {
-        let refused = Subscribed {
-            recovered: None,
-            replayed: 0,
-            admitted: false,
-        };
-        if conn.kill.is_closed() {
-            return refused;
+        mode: Admit,
+        limit: Option<usize>,
+    ) -> Result<(), Refused> {
+        if conn.control.is_closed() {
+            return Err(Refused::Gone);
         }
-        let (since, keep_seen) = match from {
-            StartAt::Now => {
-                let admitted = self.admit(conn, scope, fence, Admit::Live).is_some();
-                if admitted && let Some(attach) = self.attach(scope) {
-                    attach.await;
+        let mut index = lock(&self.index);
+        let entry = index.conns.get_mut(&conn.id).ok_or(Refused::Gone)?;
+        if fence.is_some_and(|f| entry.revoked_since(scope, f)) {
+            return Err(Refused::Revoked);
+        }
+        if limit.is_some_and(|n| entry.scopes.len() >= n) && !entry.scopes.contains(scope) {
+            return Err(Refused::Limit);
+        }
+        // Authorized before a re-check that this subscription did not take part in:
+        // it is held and checked again like the others.
+        let recheck = (fence.is_some_and(|f| entry.rechecked > f) && scope.kind() != "user")
+            .then_some(entry.epoch as u32);
+        self.with_slot(scope, |subs| {
+            let sub = match subs.subs.entry(conn.id) {
+                std::collections::hash_map::Entry::Occupied(slot) => {
+                    let sub = slot.into_mut();
+                    if let Admit::CatchUp { keep_seen } = mode {
+                        let previous = keep_seen.then_some(&sub.state);
+                        sub.state = SubState::catching_up(previous);
+                        if let Some(r) = &mut sub.recheck {
+                            r.then_live = false; // the replay is yet to come
+                        }
+                    }
+                    sub
                 }
-                return Subscribed {
-                    admitted,
-                    ..refused
-                };
-            }
-            StartAt::Rewind(since) => (since, false),
-            StartAt::Continue(since) => (since, true),
-        };
-        if self
-            .admit(conn, scope, fence, Admit::CatchUp { keep_seen })
-            .is_none()
-        {
-            return refused;
-        }
-        // Attached before the replay is read: the replay then reaches at least where
-        // the broker's live reading starts.
-        if let Some(attach) = self.attach(scope) {
-            attach.await;
-        }
-        self.release(broker, conn, scope, since, None).await
-    }
-
-    /// Subscribes a connection to `scope` but holds its events (buffered, bounded by the
-    /// queue capacity) until [`release`](Self::release) says where to resume from.
-    /// `false` when refused (see `fence` in [`subscribe`](Self::subscribe)).
-    pub async fn hold(&self, conn: &ConnHandle, scope: &Scope, fence: Option<u64>) -> bool {
-        let mode = Admit::CatchUp { keep_seen: true };
-        let held = !conn.kill.is_closed() && self.admit(conn, scope, fence, mode).is_some();
-        if held && let Some(attach) = self.attach(scope) {
-            attach.await;
-        }
-        held
-    }
-
-    /// Ends a catch-up: queues the retained events after `since`, then the events that
-    /// were held meanwhile, each once and in order, and turns the subscription live.
-    /// When `since` is outside the retention window, the replay starts after `fallback`
-    /// instead (the offset the subscription was held from), so the events published
-    /// since the hold began are not lost; `recovered` still says `false`.
-    pub async fn release(
-        &self,
-        broker: &dyn Broker,
-        conn: &ConnHandle,
-        scope: &Scope,
-        since: u64,
-        fallback: Option<u64>,
-    ) -> Subscribed {
-        let refused = Subscribed {
-            recovered: None,
-            replayed: 0,
-            admitted: false,
-        };
-        let (recovered, start, retained) = match broker.history(scope, since).await {
-            Ok(h) if h.recovered => (true, Some(since), h.events),
-            first => {
-                if let Err(err) = first {
-                    tracing::warn!(%scope, cause = %err, "history unavailable");
-                }
-                match fallback.filter(|&f| f != since) {
-                    Some(f) => match broker.history(scope, f).await {
-                        Ok(h) if h.recovered => (false, Some(f), h.events),
-                        _ => (false, None, Vec::new()),
+                std::collections::hash_map::Entry::Vacant(slot) => slot.insert(Sub {
+                    handle: conn.clone(),
+                    state: match mode {
+                        Admit::Live => SubState::live(),
+                        Admit::CatchUp { .. } => SubState::catching_up(None),
                     },
-                    None => (false, None, Vec::new()),
+                    recheck: None,
+                }),
+            };
+            if let Some(generation) = recheck {
+                let then_live = match sub.recheck {
+                    Some(r) => r.then_live,
+                    None => matches!(sub.state, SubState::Live { .. }),
+                };
+                if matches!(sub.state, SubState::Live { .. }) {
+                    sub.state = SubState::catching_up(Some(&sub.state));
                 }
+                sub.recheck = Some(Recheck {
+                    generation,
+                    then_live,
+                });
             }
+        });
+        entry.scopes.insert(scope.clone());
+        if let Some(generation) = recheck {
+            let reason: Arc<str> = Arc::from("access_changed");
+            entry
+                .handle
+                .control
+                .add_work(|w| w.recheck.push((scope.clone(), generation, reason)));
+        }
+        Ok(())
+    }
+
+    /// Ends a catch-up: queues `replay`'s events after its start, then the events that
+    /// were held meanwhile, each once and in order, and turns the subscription live.
+    /// A subscription held for a re-check keeps everything until it is settled.
+    pub fn release(&self, conn: &ConnHandle, scope: &Scope, replay: Replay) -> Released {
+        let gone = Released {
+            replayed: 0,
+            admitted: false,
         };
         let Some(slot) = self.slot(scope) else {
-            return refused;
+            return gone;
         };
-
         let mut effects = Vec::new();
         let mut tally = Tally::default();
         let replayed = {
             let mut subs = lock(&slot);
             let Some(sub) = subs.subs.get_mut(&conn.id) else {
                 // Unsubscribed, revoked or disconnected while the history was fetched.
-                return Subscribed {
-                    recovered: Some(recovered),
-                    ..refused
+                return gone;
+            };
+            if let Some(recheck) = &mut sub.recheck {
+                // Held for a re-check: the replay waits with the live events.
+                if let SubState::CatchingUp { pending, .. } = &mut sub.state {
+                    let held = std::mem::take(pending);
+                    let start = replay.start.unwrap_or(0);
+                    let mut merged: Vec<Arc<Event>> = replay
+                        .events
+                        .into_iter()
+                        .filter(|e| e.offset.is_some_and(|o| o > start))
+                        .collect();
+                    let newest = merged.last().and_then(|e| e.offset).unwrap_or(start);
+                    merged.extend(
+                        held.into_iter()
+                            .filter(|e| e.offset.is_none_or(|o| o > newest)),
+                    );
+                    *pending = merged;
+                }
+                recheck.then_live = true;
+                return Released {
+                    replayed: 0,
+                    admitted: true,
                 };
-            };
-            let (pending, seen) = match std::mem::replace(&mut sub.state, SubState::live()) {
-                SubState::CatchingUp { pending, seen } => (pending, seen),
-                live @ SubState::Live { .. } => {
-                    sub.state = live; // already released
-                    return Subscribed {
-                        recovered: Some(recovered),
-                        replayed: 0,
-                        admitted: true,
-                    };
-                }
-            };
-            // Without any usable history, the held events (all newer than the
-            // subscription) are still delivered; the client closes the gap over HTTP.
-            let mut last = start.unwrap_or(0);
-            let mut first = None;
-            let mut replayed = 0;
-            let from_history = retained.len();
-            for (i, event) in retained.iter().chain(pending.iter()).enumerate() {
-                if let Some(offset) = event.offset {
-                    if offset <= last {
-                        continue;
-                    }
-                    last = offset;
-                    // Already queued while this subscription was live before.
-                    if seen.is_some_and(|(lo, hi)| (lo..=hi).contains(&offset)) {
-                        continue;
-                    }
-                    first.get_or_insert(offset);
-                }
-                // Not this user's to receive (agent-aware `skip`): not replayed either.
-                if event.mark_for(sub.handle.user) == Mark::Skip {
-                    tally.skipped += 1;
-                    continue;
-                }
-                replayed += 1;
-                // Effects of held events were applied when they arrived.
-                if self.push(&sub.handle, event, &mut tally) == Pushed::Queued
-                    && i < from_history
-                    && let Some(effect) = &event.effect
-                {
-                    effects.push(effect.clone());
-                }
             }
-            if let Some((_, hi)) = seen {
-                last = last.max(hi);
-            }
-            sub.state = SubState::Live { first, last };
-            replayed
+            self.finish(sub, &replay, &mut tally, &mut effects)
         };
         tally.record(&self.metrics);
         self.metrics
@@ -589,52 +619,114 @@ impl Registry {
         for effect in effects {
             self.apply_effect(conn.clone(), &effect);
         }
-        Subscribed {
-            recovered: Some(recovered),
+        Released {
             replayed,
             admitted: true,
         }
     }
 
-    /// Adds `conn` to the subscribers of `scope` and `scope` to the connection's set in
-    /// one step under the index lock, so neither a revocation nor the connection's
-    /// removal can slip between the check and the insert. `replace` resets an existing
-    /// subscription to `state`; otherwise an existing one is kept. Returns the scope's
-    /// slot, or `None` when refused (connection gone, or revoked after `fence`).
-    fn admit(
+    /// Queues `replay` then the held events of a catching-up subscription and turns it
+    /// live. Returns the number of events queued; effects of replayed events are
+    /// collected into `effects` (those of held events were applied when they arrived).
+    fn finish(
+        &self,
+        sub: &mut Sub,
+        replay: &Replay,
+        tally: &mut Tally,
+        effects: &mut Vec<Effect>,
+    ) -> usize {
+        let (pending, seen) = match std::mem::replace(&mut sub.state, SubState::live()) {
+            SubState::CatchingUp { pending, seen } => (pending, seen),
+            live @ SubState::Live { .. } => {
+                sub.state = live; // already released
+                return 0;
+            }
+        };
+        // Without any usable history, the held events (all newer than the
+        // subscription) are still delivered; the client closes the gap over HTTP.
+        let mut last = replay.start.unwrap_or(0);
+        let mut first = None;
+        let mut replayed = 0;
+        let from_history = replay.events.len();
+        for (i, event) in replay.events.iter().chain(pending.iter()).enumerate() {
+            if let Some(offset) = event.offset {
+                if offset <= last {
+                    continue;
+                }
+                last = offset;
+                // Already queued while this subscription was live before.
+                if seen.is_some_and(|(lo, hi)| (lo..=hi).contains(&offset)) {
+                    continue;
+                }
+                first.get_or_insert(offset);
+            }
+            // Not this user's to receive (agent-aware `skip`): not replayed either.
+            if event.mark_for(sub.handle.user) == Mark::Skip {
+                tally.skipped += 1;
+                continue;
+            }
+            replayed += 1;
+            if self.push(&sub.handle, event, tally) == Pushed::Queued
+                && i < from_history
+                && let Some(effect) = &event.effect
+            {
+                effects.push(effect.as_ref().clone());
+            }
+        }
+        if let Some((_, hi)) = seen {
+            last = last.max(hi);
+        }
+        sub.state = SubState::Live { first, last };
+        replayed
+    }
+
+    /// Settles a re-check of `scope` on `conn` (see [`Work::recheck`]): allowed, the
+    /// subscription continues with what it held; refused, it ends and the connection
+    /// gets `subscription.revoked`. An answer for an older generation is ignored (a
+    /// newer re-check of the same subscription is on its way).
+    pub fn resolve(
         &self,
         conn: &ConnHandle,
         scope: &Scope,
-        fence: Option<u64>,
-        mode: Admit,
-    ) -> Option<Arc<Mutex<Subscribers>>> {
-        let mut index = lock(&self.index);
-        let entry = index.conns.get_mut(&conn.id)?;
-        if fence.is_some_and(|f| entry.revoked.get(scope).is_some_and(|&at| at > f)) {
-            return None;
+        generation: u32,
+        allowed: bool,
+        reason: &str,
+    ) {
+        let mut tally = Tally::default();
+        let mut effects = Vec::new();
+        {
+            let mut index = lock(&self.index);
+            let Some(entry) = index.conns.get_mut(&conn.id) else {
+                return;
+            };
+            let Some(slot) = self.slot(scope) else { return };
+            let mut subs = lock(&slot);
+            let Some(sub) = subs.subs.get_mut(&conn.id) else {
+                return;
+            };
+            let Some(recheck) = sub.recheck.filter(|r| r.generation == generation) else {
+                return;
+            };
+            if allowed {
+                sub.recheck = None;
+                if recheck.then_live {
+                    self.finish(sub, &Replay::default(), &mut tally, &mut effects);
+                }
+            } else {
+                // Under the index lock, like a revocation: no fenced admit slips between.
+                subs.subs.remove(&conn.id);
+                entry.record_revoked(scope);
+            }
         }
-        let slot = self.with_slot(scope, |subs| match (mode, subs.subs.get_mut(&conn.id)) {
-            (Admit::Live, Some(_)) => {}
-            (Admit::CatchUp { keep_seen }, Some(sub)) => {
-                let previous = keep_seen.then_some(&sub.state);
-                sub.state = SubState::catching_up(previous);
-            }
-            (mode, None) => {
-                let state = match mode {
-                    Admit::Live => SubState::live(),
-                    Admit::CatchUp { .. } => SubState::catching_up(None),
-                };
-                subs.subs.insert(
-                    conn.id,
-                    Sub {
-                        handle: conn.clone(),
-                        state,
-                    },
-                );
-            }
-        });
-        entry.scopes.insert(scope.clone());
-        Some(slot)
+        tally.record(&self.metrics);
+        for effect in effects {
+            self.apply_effect(conn.clone(), &effect);
+        }
+        if !allowed {
+            self.remove_sub(scope, conn.id);
+            Metrics::inc(&self.metrics.subscriptions_revoked);
+            conn.send(revoked_frame(scope, reason));
+        }
     }
 
     /// An unsubscribe effect: removes the subscription and records the revocation for
@@ -642,11 +734,9 @@ impl Registry {
     fn revoke(&self, conn: ConnId, scope: &Scope) {
         let mut index = lock(&self.index);
         if let Some(entry) = index.conns.get_mut(&conn) {
-            entry.epoch += 1;
-            let epoch = entry.epoch;
-            entry.revoked.insert(scope.clone(), epoch);
-            entry.scopes.remove(scope);
+            entry.record_revoked(scope);
         }
+        drop(index);
         self.remove_sub(scope, conn);
     }
 
@@ -673,13 +763,183 @@ impl Registry {
                 && lock(slot).subs.is_empty()
             {
                 scopes.remove(scope);
+                // A map keeps its capacity: after a burst of short-lived scopes, give
+                // the memory back (amortized: only when three quarters are unused).
+                if scopes.capacity() > 1_024 && scopes.len() * 4 < scopes.capacity() {
+                    let keep = scopes.len() * 2;
+                    scopes.shrink_to(keep);
+                }
             }
         }
     }
 
+    /// Queues an event's frame for one connection.
+    fn push(&self, conn: &ConnHandle, event: &Event, tally: &mut Tally) -> Pushed {
+        let Some(frame) = event.frame(event.mark_for(conn.user)) else {
+            tally.skipped += 1;
+            return Pushed::Not;
+        };
+        match conn.outbox.push(frame) {
+            Ok(()) => {
+                tally.delivered += 1;
+                Pushed::Queued
+            }
+            Err(PushError::Full) => {
+                tally.dropped += 1;
+                self.evict(conn);
+                Pushed::Not
+            }
+            Err(PushError::Closed) => {
+                tally.dropped += 1;
+                Pushed::Closed
+            }
+        }
+    }
+
+    fn evict(&self, conn: &ConnHandle) {
+        if conn.control.fire(chorus_proto::CloseCode::SlowConsumer) {
+            Metrics::inc(&self.metrics.slow_consumer_evictions);
+            tracing::info!(conn = conn.id, user = conn.user, "slow consumer evicted");
+        }
+    }
+
+    /// Applies a subscription effect synchronously: unsubscribed scopes end, new scopes
+    /// start live (the connection's task then attaches them at the broker), and a
+    /// re-check holds every other subscription until the connection's task has
+    /// authorized it again.
+    fn apply_effect(&self, conn: ConnHandle, effect: &Effect) {
+        for scope in &effect.unsubscribe {
+            self.revoke(conn.id, scope);
+        }
+        let mut attach = Vec::new();
+        for scope in &effect.subscribe {
+            if scope.kind() == "user" {
+                continue; // user scopes are fixed for the life of a connection
+            }
+            if self.admit(&conn, scope, None, Admit::Live, None).is_ok() {
+                attach.push(scope.clone());
+            }
+            // Effects of one user arrive in order on their user scope: a join after a
+            // revocation ends it.
+            if let Some(entry) = lock(&self.index).conns.get_mut(&conn.id) {
+                entry.revoked.remove(scope);
+            }
+        }
+        let recheck = effect
+            .recheck
+            .as_deref()
+            .map(|reason| self.hold_for_recheck(&conn, reason, &effect.recheck_kinds))
+            .unwrap_or_default();
+        if !attach.is_empty() || !recheck.is_empty() {
+            conn.control.add_work(|work| {
+                work.attach.extend(attach);
+                work.recheck.extend(recheck);
+            });
+        }
+    }
+
+    /// Holds every subscription of `conn` of the given kinds (all when empty) but its
+    /// user scope for a re-check; returns the work items that will settle them.
+    fn hold_for_recheck(
+        &self,
+        conn: &ConnHandle,
+        reason: &str,
+        kinds: &[String],
+    ) -> Vec<(Scope, u32, Arc<str>)> {
+        let reason: Arc<str> = Arc::from(reason);
+        let mut index = lock(&self.index);
+        let Some(entry) = index.conns.get_mut(&conn.id) else {
+            return Vec::new();
+        };
+        entry.epoch += 1;
+        entry.rechecked = entry.epoch;
+        let generation = entry.epoch as u32;
+        let mut held = Vec::new();
+        let concerned = |s: &&Scope| {
+            s.kind() != "user" && (kinds.is_empty() || kinds.iter().any(|k| k == s.kind()))
+        };
+        for scope in entry.scopes.iter().filter(concerned) {
+            let Some(slot) = self.slot(scope) else {
+                continue;
+            };
+            let mut subs = lock(&slot);
+            let Some(sub) = subs.subs.get_mut(&conn.id) else {
+                continue;
+            };
+            let then_live = match sub.recheck {
+                Some(r) => r.then_live,
+                None => matches!(sub.state, SubState::Live { .. }),
+            };
+            if matches!(sub.state, SubState::Live { .. }) {
+                sub.state = SubState::catching_up(Some(&sub.state));
+            }
+            sub.recheck = Some(Recheck {
+                generation,
+                then_live,
+            });
+            held.push((scope.clone(), generation, reason.clone()));
+        }
+        Metrics::inc(&self.metrics.rechecks);
+        held
+    }
+
+    /// Checks that the two indexes agree. For tests.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let index = lock(&self.index);
+        let scopes = self.scopes.read().unwrap_or_else(|e| e.into_inner());
+        for (id, entry) in &index.conns {
+            if !index
+                .users
+                .get(&entry.handle.user)
+                .is_some_and(|s| s.contains(id))
+            {
+                return Err(format!("conn {id} missing from its user's set"));
+            }
+            for scope in &entry.scopes {
+                let present = scopes
+                    .get(scope)
+                    .is_some_and(|s| lock(s).subs.contains_key(id));
+                if !present {
+                    return Err(format!("conn {id} lists {scope} but is not a subscriber"));
+                }
+            }
+        }
+        for (user, conns) in &index.users {
+            if conns.is_empty() {
+                return Err(format!("user {user} has an empty connection set"));
+            }
+        }
+        for (scope, slot) in scopes.iter() {
+            let subs = lock(slot);
+            if subs.subs.is_empty() {
+                return Err(format!("{scope} has an empty subscriber slot"));
+            }
+            for (id, sub) in &subs.subs {
+                let listed = index
+                    .conns
+                    .get(id)
+                    .is_some_and(|e| e.scopes.contains(scope));
+                if !listed {
+                    return Err(format!("{scope} has subscriber {id} that does not list it"));
+                }
+                if sub.recheck.is_some() && matches!(sub.state, SubState::Live { .. }) {
+                    return Err(format!(
+                        "{scope}: conn {id} is live while held for a re-check"
+                    ));
+                }
+                if sub.recheck.is_some() && scope.kind() == "user" {
+                    return Err(format!("{scope}: a user scope is held for a re-check"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EventSink for Registry {
     /// Hands one event to every local subscriber of its scope. Called by the broker, in
     /// offset order per scope. Never blocks: a full queue evicts its connection.
-    pub fn deliver(&self, event: &Arc<Event>) {
+    fn deliver(&self, event: &Arc<Event>) {
         let Some(slot) = self.slot(&event.scope) else {
             return;
         };
@@ -706,7 +966,7 @@ impl Registry {
                             // Gone: its subscriptions go with it. Asked only here, off
                             // the path every delivery takes (a load per subscriber on
                             // a line of its own).
-                            Pushed::Closed if sub.handle.kill.is_closed() => {
+                            Pushed::Closed if sub.handle.control.is_closed() => {
                                 closed.push(sub.handle.id);
                             }
                             Pushed::Closed => {}
@@ -736,154 +996,7 @@ impl Registry {
         }
     }
 
-    /// Queues an event's frame for one connection.
-    fn push(&self, conn: &ConnHandle, event: &Event, tally: &mut Tally) -> Pushed {
-        let Some(frame) = event.frame(event.mark_for(conn.user)) else {
-            tally.skipped += 1;
-            return Pushed::Not;
-        };
-        match conn.outbox.push(frame) {
-            Ok(()) => {
-                tally.delivered += 1;
-                Pushed::Queued
-            }
-            Err(PushError::Full) => {
-                tally.dropped += 1;
-                self.evict(conn);
-                Pushed::Not
-            }
-            Err(PushError::Closed) => {
-                tally.dropped += 1;
-                Pushed::Closed
-            }
-        }
-    }
-
-    fn evict(&self, conn: &ConnHandle) {
-        if conn.kill.fire(chorus_proto::CloseCode::SlowConsumer) {
-            Metrics::inc(&self.metrics.slow_consumer_evictions);
-            tracing::info!(conn = conn.id, user = conn.user, "slow consumer evicted");
-        }
-    }
-
-    /// Applies a subscription effect synchronously: new scopes start live, no replay.
-    fn apply_effect(&self, conn: ConnHandle, effect: &Effect) {
-        for scope in &effect.unsubscribe {
-            self.revoke(conn.id, scope);
-        }
-        for scope in &effect.subscribe {
-            if scope.kind() == "user" {
-                continue; // user scopes are fixed for the life of a connection
-            }
-            if self.admit(&conn, scope, None, Admit::Live).is_some()
-                && let Some(attach) = self.attach(scope)
-            {
-                tokio::spawn(attach);
-            }
-            // Effects of one user arrive in order on their user scope: a join after a
-            // revocation ends it.
-            if let Some(entry) = lock(&self.index).conns.get_mut(&conn.id) {
-                entry.revoked.remove(scope);
-            }
-        }
-    }
-
-    /// Checks that the two indexes agree. For tests.
-    pub fn check_invariants(&self) -> Result<(), String> {
-        let index = lock(&self.index);
-        let scopes = self.scopes.read().unwrap_or_else(|e| e.into_inner());
-        for (id, entry) in &index.conns {
-            if !index
-                .users
-                .get(&entry.handle.user)
-                .is_some_and(|s| s.contains(id))
-            {
-                return Err(format!("conn {id} missing from its user's set"));
-            }
-            for scope in &entry.scopes {
-                let present = scopes
-                    .get(scope)
-                    .is_some_and(|s| lock(s).subs.contains_key(id));
-                if !present {
-                    return Err(format!("conn {id} lists {scope} but is not a subscriber"));
-                }
-            }
-        }
-        for (scope, slot) in scopes.iter() {
-            for id in lock(slot).subs.keys() {
-                let listed = index
-                    .conns
-                    .get(id)
-                    .is_some_and(|e| e.scopes.contains(scope));
-                if !listed {
-                    return Err(format!("{scope} has subscriber {id} that does not list it"));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-
-    use super::*;
-    use crate::broker::{MemoryBroker, Retention};
-    use crate::event::{Marks, Publish};
-
-    fn texts(outbox: &Outbox) -> Vec<String> {
-        std::iter::from_fn(|| outbox.try_pop())
-            .filter_map(|f| f.as_text().map(str::to_owned))
-            .collect()
-    }
-
-    /// `skip` holds live, on a rewind, and for events held during a resume.
-    #[tokio::test]
-    async fn skipped_recipients_get_nothing_live_or_replayed() {
-        let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::new(metrics.clone(), 64));
-        let broker = MemoryBroker::new(registry.clone(), Retention::default());
-        let scope = Scope::parse("channel:1").expect("scope");
-        let (reader, reader_box, _) = registry.register(1);
-        let (skipped, skipped_box, _) = registry.register(2);
-        for conn in [&reader, &skipped] {
-            let at = registry
-                .subscribe(&broker, conn, &scope, StartAt::Now, None)
-                .await;
-            assert!(at.admitted);
-        }
-        let start = broker.head(&scope).await.expect("head");
-        let publish = |text: &str| {
-            Publish::new(scope.clone(), "message.created", &text).with_marks(Marks {
-                default: Mark::Wake,
-                users: std::collections::BTreeMap::from([(2, Mark::Skip)]),
-            })
-        };
-        broker.publish(publish("one")).await.expect("published");
-        assert_eq!(texts(&reader_box).len(), 1);
-        assert!(texts(&skipped_box).is_empty(), "live");
-
-        // A rewind replays nothing to the skipped user, and counts nothing.
-        let again = registry
-            .subscribe(&broker, &skipped, &scope, StartAt::Rewind(start), None)
-            .await;
-        assert_eq!((again.recovered, again.replayed), (Some(true), 0));
-        assert!(texts(&skipped_box).is_empty(), "rewind");
-
-        // Held while resuming: the skipped event is dropped, a plain one delivered.
-        let (late, late_box, _) = registry.register(2);
-        assert!(registry.hold(&late, &scope, None).await);
-        broker.publish(publish("two")).await.expect("published");
-        broker
-            .publish(Publish::new(scope.clone(), "member.joined", &"x"))
-            .await
-            .expect("published");
-        let released = registry.release(&broker, &late, &scope, start, None).await;
-        assert_eq!(released.replayed, 1);
-        let got = texts(&late_box);
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert!(got[0].contains("member.joined"));
-        assert!(metrics.events_skipped.load(Ordering::Relaxed) >= 4);
-        registry.check_invariants().expect("invariants");
+    fn wants(&self, scope: &Scope) -> bool {
+        self.has_subscribers(scope)
     }
 }

@@ -1,6 +1,7 @@
 //! One WebSocket connection, from `hello` to close, in a single task: it reads and
-//! answers client ops, pings, and watches for a dead peer, a kill (slow consumer) or
-//! shutdown. Its queued frames are written by the writer tasks ([`crate::writer`]); the
+//! answers client ops, pings, and watches for a dead peer, a kill (slow consumer),
+//! shutdown, or subscription work (a re-check after the user's access changed). What a
+//! subscription op does is the orchestrator's ([`crate::subscriptions`]). Its queued frames are written by the writer tasks ([`crate::writer`]); the
 //! connection's task takes over only when its socket would block, and then watches the
 //! write for a stuck peer. One task per connection keeps idle memory small.
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use chorus_proto::{
     AckFrame, ClientOp, CloseCode, ErrorCode, ErrorFrame, FrameId, HelloFrame, PROTOCOL_VERSION,
-    ScopeResume, decode_client_frame,
+    decode_client_frame,
 };
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -23,17 +24,13 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use crate::hooks::{HookError, SessionHooks};
+use crate::hooks::SessionHooks;
 use crate::outbox::Outbox;
 use crate::registry::ConnHandle;
 use crate::registry::StartAt;
 use crate::socket::{Reader, Socket};
-use crate::{Engine, Metrics, Scope, UserKey};
-
-/// Scopes one `resume` may name.
-const MAX_RESUME_SCOPES: usize = 1_000;
-/// Authorizations one `subscribe` tries while revocations keep racing it.
-const SUBSCRIBE_ATTEMPTS: usize = 3;
+use crate::subscriptions::Held;
+use crate::{Engine, Metrics, UserKey};
 
 /// How long a connection opened with `?resume=1` holds its events for the `resume`
 /// frame before it goes live from the offsets announced in `hello`.
@@ -47,7 +44,7 @@ struct Session {
     strikes: u32,
     /// Scopes subscribed on connect whose events are held until the client's first
     /// frame (a `resume` says where each one continues), with their offset in `hello`.
-    held: Option<BTreeMap<Scope, u64>>,
+    held: Option<Held>,
 }
 
 /// Why the loop ended: a code to send, the peer closed (its close reply is queued), or
@@ -68,7 +65,7 @@ pub(crate) async fn run(
     let (conn, outbox, conns) = engine.registry.register(user);
     if engine.is_shutting_down() {
         // Registered after the shutdown sweep: close like the others.
-        conn.kill.fire(CloseCode::ServerShutdown);
+        conn.control.fire(CloseCode::ServerShutdown);
     }
     let (mut stream, sink) = socket.split(&outbox).await;
     outbox.attach(sink).await;
@@ -169,40 +166,25 @@ async fn open(
     conn: &ConnHandle,
     outbox: &Outbox,
     hold: bool,
-) -> Result<Option<BTreeMap<Scope, u64>>, End> {
-    // The user scope first: a membership change committed after `initial_scopes` reads
-    // is announced there, and its effect must reach this connection too.
-    let user_scope = Scope::of("user", conn.user);
-    let mut offsets = BTreeMap::new();
-    let mut held = BTreeMap::new();
-    if let Some(head) = subscribe_from_head(engine, conn, &user_scope, None, hold).await {
-        held.insert(user_scope.clone(), head);
-        offsets.insert(user_scope.as_str().to_owned(), head);
-    }
-    let fence = engine.registry.fence(conn.id);
-    let initial = match hooks.initial_scopes(conn.user).await {
-        Ok(initial) => initial,
+) -> Result<Option<Held>, End> {
+    let opened = match engine.subscriptions.open(conn, hooks.as_ref(), hold).await {
+        Ok(opened) => opened,
         Err(err) => {
             tracing::warn!(user = conn.user, cause = %err, "initial scopes failed");
             return Err(End::Close(CloseCode::ServerShutdown));
         }
     };
-    let mut scopes = vec![user_scope];
-    for scope in initial {
-        // Refused when a revocation arrived after the read: it may not have seen it.
-        if let Some(head) = subscribe_from_head(engine, conn, &scope, Some(fence), hold).await {
-            held.insert(scope.clone(), head);
-            offsets.insert(scope.as_str().to_owned(), head);
-            scopes.push(scope);
-        }
-    }
     let hello = HelloFrame {
         v: PROTOCOL_VERSION,
         session_id: format!("{:032x}", rand::random::<u128>()),
         user_id: conn.user,
         heartbeat_ms: engine.config.heartbeat.as_millis() as u64,
-        scopes: scopes.iter().map(|s| s.as_str().to_owned()).collect(),
-        offsets,
+        scopes: opened
+            .scopes
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect(),
+        offsets: opened.offsets,
     };
     let text = frame_json("hello", &hello);
     outbox
@@ -213,38 +195,7 @@ async fn open(
         ))
         .await
         .map_err(|_| End::PeerGone)?;
-    Ok(hold.then_some(held))
-}
-
-/// Subscribes from the scope's current head, so the offset announced in `hello` is a
-/// position the client can resume from: whatever is published after it (even between
-/// reading the head and subscribing) reaches the connection exactly once. Returns the
-/// head, or `None` when the subscription was refused.
-async fn subscribe_from_head(
-    engine: &Arc<Engine>,
-    conn: &ConnHandle,
-    scope: &Scope,
-    fence: Option<u64>,
-    hold: bool,
-) -> Option<u64> {
-    let head = engine.broker.head(scope).await.ok();
-    if hold {
-        return engine
-            .registry
-            .hold(conn, scope, fence)
-            .await
-            .then(|| head.unwrap_or(0));
-    }
-    let from = head.map_or(StartAt::Now, StartAt::Continue);
-    let outcome = engine
-        .registry
-        .subscribe(engine.broker.as_ref(), conn, scope, from, fence)
-        .await;
-    if outcome.admitted {
-        head.or(Some(0))
-    } else {
-        None
-    }
+    Ok(opened.held)
 }
 
 /// Serializes `{"op": op, ...body}`.
@@ -285,7 +236,7 @@ impl Session {
         let mut last_heard = Instant::now();
         let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let kill = self.conn.kill.clone();
+        let control = self.conn.control.clone();
         let hold_until = Instant::now() + HOLD_FOR_RESUME;
 
         // Only per-connection signals in this loop: a shared one (a cancellation token)
@@ -293,9 +244,12 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
-                () = kill.fired() => {
-                    let code = kill.code().unwrap_or(CloseCode::SlowConsumer);
-                    return End::Close(code);
+                () = control.signalled() => {
+                    if let Some(code) = control.code() {
+                        return End::Close(code);
+                    }
+                    // Boxed like the other rare paths below.
+                    Box::pin(self.engine.subscriptions.settle(&self.conn, self.hooks.as_ref())).await;
                 }
                 () = tokio::time::sleep_until(hold_until), if self.held.is_some() => {
                     // No `resume` came: continue from the offsets announced in `hello`.
@@ -312,11 +266,16 @@ impl Session {
                     let write = Box::pin(outbox.drain(&self.engine.metrics));
                     tokio::pin!(write);
                     let mut ticks = 0;
+                    let mut work = false;
                     loop {
                         tokio::select! {
                             biased;
-                            () = kill.fired() => {
-                                return End::Close(kill.code().unwrap_or(CloseCode::SlowConsumer));
+                            () = control.signalled() => {
+                                if let Some(code) = control.code() {
+                                    return End::Close(code);
+                                }
+                                // Subscription work: done once the write is.
+                                work = true;
                             }
                             written = &mut write => match written {
                                 Ok(()) => break,
@@ -325,13 +284,16 @@ impl Session {
                             _ = ticker.tick() => {
                                 ticks += 1;
                                 if ticks >= 2 {
-                                    if kill.fire(CloseCode::SlowConsumer) {
+                                    if control.fire(CloseCode::SlowConsumer) {
                                         Metrics::inc(&self.engine.metrics.slow_consumer_evictions);
                                     }
                                     return End::Close(CloseCode::SlowConsumer);
                                 }
                             }
                         }
+                    }
+                    if work {
+                        Box::pin(self.engine.subscriptions.settle(&self.conn, self.hooks.as_ref())).await;
                     }
                 }
                 msg = stream.next() => {
@@ -381,7 +343,7 @@ impl Session {
                         Ok(Err(_)) => return End::PeerGone,
                         Err(_) => {
                             // Not even a ping got out in a whole period: stuck.
-                            if kill.fire(CloseCode::SlowConsumer) {
+                            if control.fire(CloseCode::SlowConsumer) {
                                 Metrics::inc(&self.engine.metrics.slow_consumer_evictions);
                             }
                             return End::Close(CloseCode::SlowConsumer);
@@ -493,143 +455,46 @@ impl Session {
         None
     }
 
-    async fn authorize(&self, name: &str) -> Result<Scope, (ErrorCode, String)> {
-        let scope = Scope::parse(name).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
-        if scope.kind() == "user" {
-            return if scope.id() == self.conn.user.to_string() {
-                Ok(scope)
-            } else {
-                Err((ErrorCode::Forbidden, "another user's scope".to_owned()))
-            };
-        }
-        self.hooks
-            .authorize_subscribe(self.conn.user, &scope)
-            .await
-            .map_err(|e: HookError| (e.code(), e.to_string()))?;
-        Ok(scope)
-    }
-
     async fn subscribe(
         &self,
         name: &str,
         from: StartAt,
     ) -> Result<(String, Option<bool>, Option<u64>), (ErrorCode, String)> {
-        let engine = &self.engine;
-        for _ in 0..SUBSCRIBE_ATTEMPTS {
-            let fence = engine.registry.fence(self.conn.id);
-            let scope = self.authorize(name).await?;
-            let outcome = engine
-                .registry
-                .subscribe(
-                    engine.broker.as_ref(),
-                    &self.conn,
-                    &scope,
-                    from,
-                    Some(fence),
-                )
-                .await;
-            if !outcome.admitted {
-                // The scope was revoked while it was being authorized: ask again.
-                continue;
-            }
-            self.count_resume(outcome.recovered);
-            let head = engine.broker.head(&scope).await.ok();
-            return Ok((scope.as_str().to_owned(), outcome.recovered, head));
-        }
-        Err((
-            ErrorCode::Unavailable,
-            "membership changed during the subscription; retry".to_owned(),
+        let subscribed = self
+            .engine
+            .subscriptions
+            .subscribe(&self.conn, self.hooks.as_ref(), name, from)
+            .await?;
+        Ok((
+            subscribed.scope.as_str().to_owned(),
+            subscribed.recovered,
+            subscribed.offset,
         ))
     }
 
     fn unsubscribe(&self, name: &str) -> Result<(), (ErrorCode, String)> {
-        let scope = Scope::parse(name).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
-        if scope.kind() == "user" {
-            return Err((
-                ErrorCode::BadRequest,
-                "the user scope cannot be left".to_owned(),
-            ));
-        }
-        self.engine.registry.unsubscribe(self.conn.id, &scope);
-        Ok(())
+        self.engine.subscriptions.unsubscribe(&self.conn, name)
     }
 
     async fn resume(
         &mut self,
         positions: BTreeMap<String, u64>,
-    ) -> Result<BTreeMap<String, ScopeResume>, (ErrorCode, String)> {
-        // Held scopes are released first, even if the rest is refused, so a refused
-        // resume never leaves them waiting for the hold timer.
-        let mut out = self.release_held(&positions).await;
-        if positions.len() > MAX_RESUME_SCOPES {
-            return Err((
-                ErrorCode::BadRequest,
-                format!("resume names more than {MAX_RESUME_SCOPES} scopes"),
-            ));
-        }
-        for (name, since) in positions {
-            if out.contains_key(&name) {
-                continue;
-            }
-            let result = match self.subscribe(&name, StartAt::Continue(since)).await {
-                Ok((_, recovered, offset)) => ScopeResume {
-                    recovered: recovered.unwrap_or(false),
-                    offset,
-                    error: None,
-                },
-                Err((code, _)) => ScopeResume {
-                    recovered: false,
-                    offset: None,
-                    error: Some(code),
-                },
-            };
-            out.insert(name, result);
-        }
-        Ok(out)
+    ) -> Result<BTreeMap<String, chorus_proto::ScopeResume>, (ErrorCode, String)> {
+        let held = self.held.take();
+        self.engine
+            .subscriptions
+            .resume(&self.conn, self.hooks.as_ref(), held, positions)
+            .await
     }
 
     /// Releases the scopes held since connect: each continues after its position in
-    /// `positions`, or else after its offset in `hello`. Returns the outcome for the
-    /// scopes that had a position.
-    async fn release_held(
-        &mut self,
-        positions: &BTreeMap<String, u64>,
-    ) -> BTreeMap<String, ScopeResume> {
-        let mut out = BTreeMap::new();
-        let Some(held) = self.held.take() else {
-            return out;
-        };
-        let engine = &self.engine;
-        for (scope, head) in held {
-            let position = positions.get(scope.as_str()).copied();
-            let outcome = engine
-                .registry
-                .release(
-                    engine.broker.as_ref(),
-                    &self.conn,
-                    &scope,
-                    position.unwrap_or(head),
-                    Some(head),
-                )
+    /// `positions`, or else after its offset in `hello`.
+    async fn release_held(&mut self, positions: &BTreeMap<String, u64>) {
+        if let Some(held) = self.held.take() {
+            self.engine
+                .subscriptions
+                .release_held(&self.conn, held, positions)
                 .await;
-            if position.is_some() {
-                self.count_resume(outcome.recovered);
-                let result = ScopeResume {
-                    recovered: outcome.recovered.unwrap_or(false),
-                    offset: engine.broker.head(&scope).await.ok(),
-                    error: None,
-                };
-                out.insert(scope.as_str().to_owned(), result);
-            }
-        }
-        out
-    }
-
-    fn count_resume(&self, recovered: Option<bool>) {
-        match recovered {
-            Some(true) => Metrics::inc(&self.engine.metrics.resumes_recovered),
-            Some(false) => Metrics::inc(&self.engine.metrics.resumes_unrecovered),
-            None => {}
         }
     }
 }

@@ -78,6 +78,9 @@ struct ServeArgs {
     inbound_per_sec: Option<u32>,
     #[arg(long, env = "CHORUS_INBOUND_BURST")]
     inbound_burst: Option<u32>,
+    /// Most subscriptions one connection may hold (and scopes one `resume` may name).
+    #[arg(long, env = "CHORUS_MAX_SUBSCRIPTIONS")]
+    max_subscriptions: Option<usize>,
     #[arg(long, env = "CHORUS_TYPING_PER_MINUTE")]
     typing_per_minute: Option<u32>,
     #[arg(long, env = "CHORUS_MAX_BODY_BYTES")]
@@ -122,6 +125,7 @@ impl ServeArgs {
             http_burst,
             inbound_per_sec,
             inbound_burst,
+            max_subscriptions,
             typing_per_minute,
             database_pool_size
         );

@@ -163,8 +163,12 @@ struct Node {
 async fn start_node(database: &str, redis: &str) -> Node {
     let addr = free_addr();
     let data = tempfile::tempdir().unwrap();
+    // The webhook receivers of these tests listen on loopback.
+    let toml = data.path().join("chorus.toml");
+    std::fs::write(&toml, "webhook_allow_private = true\n").unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
         .env("CHORUS_DATA_DIR", data.path())
+        .env("CHORUS_CONFIG", &toml)
         .args([
             "serve",
             "--listen",
@@ -947,5 +951,235 @@ async fn agent_delivery_holds_across_nodes_and_a_webhook_has_one_sender() {
         *hits.lock().unwrap(),
         [format!("message.created:{m2}")],
         "one webhook, for the message sent while the agent was away"
+    );
+}
+
+// ---- Live authorization across nodes ------------------------------------------------
+
+/// The next event of type `kind` (other frames skipped).
+async fn next_event(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let v = next_json(ws).await;
+        if v["op"] == "event" && v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+/// Every frame queued for the connection before a ping's ack.
+async fn frames_before_barrier(ws: &mut Ws) -> Vec<Value> {
+    let ping = json!({"op": "ping", "id": "barrier"});
+    ws.send(Message::text(ping.to_string())).await.unwrap();
+    let mut frames = Vec::new();
+    loop {
+        let v = next_json(ws).await;
+        if v["op"] == "ack" && v["id"] == "barrier" {
+            return frames;
+        }
+        frames.push(v);
+    }
+}
+
+/// Sends a request frame with an id and returns its answer (`ack` or `error`).
+async fn request(ws: &mut Ws, mut op: Value) -> Value {
+    op["id"] = json!("req");
+    ws.send(Message::text(op.to_string())).await.unwrap();
+    loop {
+        let v = next_json(ws).await;
+        if v["id"] == "req" {
+            return v;
+        }
+    }
+}
+
+/// A workspace owned by the admin with the named members; their ids and tokens.
+async fn team(addr: SocketAddr, names: &[&str]) -> (i64, HashMap<String, (i64, String)>) {
+    let ws = call(addr, ADMIN, "/api/v1/workspaces", json!({"name": "acme"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let mut users = HashMap::new();
+    for name in names {
+        let user = call(addr, ADMIN, "/api/v1/users", json!({ "name": name })).await;
+        let id = user["user"]["id"].as_i64().unwrap();
+        call(
+            addr,
+            ADMIN,
+            &format!("/api/v1/workspaces/{ws}/members"),
+            json!({"user_id": id}),
+        )
+        .await;
+        users.insert(
+            (*name).to_owned(),
+            (id, user["token"].as_str().unwrap().to_owned()),
+        );
+    }
+    (ws, users)
+}
+
+/// bob follows a thread of a private channel on node B; alice removes him from the
+/// channel through node A. Node B ends bob's thread panel with `subscription.revoked`,
+/// and the thread's next reply — which node B delivers to alice — never reaches bob.
+#[tokio::test]
+async fn a_removal_on_one_node_ends_thread_subscriptions_on_another() {
+    let Some(Cluster {
+        redis: _redis,
+        nodes,
+        _dir,
+    }) = cluster(2).await
+    else {
+        return;
+    };
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+    let (ws, users) = team(a, &["alice", "bob"]).await;
+    let (alice, bob_id) = (users["alice"].1.clone(), users["bob"].0);
+    let ch = call(
+        a,
+        &alice,
+        &format!("/api/v1/workspaces/{ws}/channels"),
+        json!({"name": "secret", "kind": "private", "member_ids": [bob_id]}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let post = |text: &'static str, thread: Option<i64>| {
+        let alice = alice.clone();
+        async move {
+            call(
+                a,
+                &alice,
+                &format!("/api/v1/channels/{ch}/messages"),
+                json!({"text": text, "thread_id": thread}),
+            )
+            .await["id"]
+                .as_i64()
+                .unwrap()
+        }
+    };
+    let root = post("root", None).await;
+    let thread = format!("thread:{root}");
+    let mut bob = open(b, &users["bob"].1).await;
+    let mut watcher = open(b, &alice).await;
+    for ws in [&mut bob, &mut watcher] {
+        let ack = request(ws, json!({"op": "subscribe", "scope": thread})).await;
+        assert_eq!(ack["op"], "ack", "{ack}");
+    }
+    post("before", Some(root)).await;
+    let before = next_event(&mut bob, "message.created").await;
+    assert_eq!(before["data"]["text"], "before", "{before}");
+
+    let removed = reqwest::Client::new()
+        .delete(format!("http://{a}/api/v1/channels/{ch}/members/{bob_id}"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    let revoked = next_event(&mut bob, "subscription.revoked").await;
+    assert_eq!(revoked["scope"], thread.as_str(), "{revoked}");
+    assert_eq!(revoked["data"]["reason"], "channel_left", "{revoked}");
+
+    let after = post("after", Some(root)).await;
+    // Node B has fanned the reply out once alice's connection there has it.
+    loop {
+        let v = next_event(&mut watcher, "message.created").await;
+        if v["scope"] == thread.as_str() && v["data"]["id"] == after {
+            break;
+        }
+    }
+    let frames = frames_before_barrier(&mut bob).await;
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["scope"] != thread.as_str() && f["scope"] != format!("channel:{ch}")),
+        "a removed member still receives the thread on node B: {frames:?}"
+    );
+}
+
+/// mark (a member) follows a public channel he has not joined and one of its threads on
+/// node B; the admin demotes him to guest through node A. Node B ends both
+/// subscriptions with `subscription.revoked` (reason `role_changed`), and the next
+/// message and reply — which node B delivers to alice — never reach him.
+#[tokio::test]
+async fn a_demotion_on_one_node_ends_subscriptions_a_guest_may_not_hold_on_another() {
+    let Some(Cluster {
+        redis: _redis,
+        nodes,
+        _dir,
+    }) = cluster(2).await
+    else {
+        return;
+    };
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+    let (ws, users) = team(a, &["alice", "mark"]).await;
+    let (alice, mark_id) = (users["alice"].1.clone(), users["mark"].0);
+    let ch = call(
+        a,
+        &alice,
+        &format!("/api/v1/workspaces/{ws}/channels"),
+        json!({"name": "lobby", "kind": "public"}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let post = |text: &'static str, thread: Option<i64>| {
+        let alice = alice.clone();
+        async move {
+            call(
+                a,
+                &alice,
+                &format!("/api/v1/channels/{ch}/messages"),
+                json!({"text": text, "thread_id": thread}),
+            )
+            .await["id"]
+                .as_i64()
+                .unwrap()
+        }
+    };
+    let root = post("root", None).await;
+    let (channel, thread) = (format!("channel:{ch}"), format!("thread:{root}"));
+    let mut mark = open(b, &users["mark"].1).await;
+    let mut watcher = open(b, &alice).await;
+    for scope in [&channel, &thread] {
+        let ack = request(&mut mark, json!({"op": "subscribe", "scope": scope})).await;
+        assert_eq!(ack["op"], "ack", "{ack}");
+    }
+    let ack = request(&mut watcher, json!({"op": "subscribe", "scope": thread})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+
+    let demoted = reqwest::Client::new()
+        .patch(format!(
+            "http://{a}/api/v1/workspaces/{ws}/members/{mark_id}"
+        ))
+        .bearer_auth(ADMIN)
+        .json(&json!({"role": "guest"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(demoted.status().is_success(), "{}", demoted.status());
+    let mut revoked = Vec::new();
+    while revoked.len() < 2 {
+        let v = next_event(&mut mark, "subscription.revoked").await;
+        assert_eq!(v["data"]["reason"], "role_changed", "{v}");
+        revoked.push(v["scope"].as_str().unwrap().to_owned());
+    }
+    revoked.sort();
+    let mut expected = vec![channel.clone(), thread.clone()];
+    expected.sort();
+    assert_eq!(revoked, expected);
+
+    post("for members", None).await;
+    let after = post("after", Some(root)).await;
+    loop {
+        let v = next_event(&mut watcher, "message.created").await;
+        if v["scope"] == thread.as_str() && v["data"]["id"] == after {
+            break;
+        }
+    }
+    let frames = frames_before_barrier(&mut mark).await;
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["scope"] != thread.as_str() && f["scope"] != channel.as_str()),
+        "a guest still receives the public channel on node B: {frames:?}"
     );
 }

@@ -45,13 +45,15 @@ impl Chat {
     ) {
         let effect = Effect {
             subscribe: vec![scope],
-            unsubscribe: Vec::new(),
+            ..Effect::default()
         };
         self.emit(Publish::new(user_scope(user), kind, data).with_effect(effect))
             .await;
     }
 
-    /// Tells a user's connections they left `scope` and unsubscribes them from it.
+    /// Tells a user's connections they left a channel and unsubscribes them from it.
+    /// Their `thread:` subscriptions are authorized again: a thread of a private channel
+    /// they left is no longer theirs to read.
     pub(crate) async fn emit_left(
         &self,
         user: UserId,
@@ -60,8 +62,31 @@ impl Chat {
         data: &impl Serialize,
     ) {
         let effect = Effect {
-            subscribe: Vec::new(),
             unsubscribe: vec![scope],
+            recheck: Some("channel_left".to_owned()),
+            recheck_kinds: vec!["thread".to_owned()],
+            ..Effect::default()
+        };
+        self.emit(Publish::new(user_scope(user), kind, data).with_effect(effect))
+            .await;
+    }
+
+    /// Publishes `kind` on the user's scope after a change that may have taken away
+    /// read access (removal, demotion): every connection of the user, on every node,
+    /// drops `unsubscribe` at once and authorizes each of its other subscriptions
+    /// again; those no longer allowed end with `subscription.revoked {scope, reason}`.
+    pub(crate) async fn emit_access_changed(
+        &self,
+        user: UserId,
+        kind: &str,
+        unsubscribe: Vec<Scope>,
+        reason: &str,
+        data: &impl Serialize,
+    ) {
+        let effect = Effect {
+            unsubscribe,
+            recheck: Some(reason.to_owned()),
+            ..Effect::default()
         };
         self.emit(Publish::new(user_scope(user), kind, data).with_effect(effect))
             .await;

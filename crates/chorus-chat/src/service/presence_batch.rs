@@ -142,7 +142,8 @@ async fn publish(engine: &Engine, workspace: WorkspaceId, changes: BTreeMap<User
 
 #[cfg(test)]
 mod tests {
-    use chorus_realtime::{EngineConfig, StartAt};
+    use chorus_realtime::EngineConfig;
+    use chorus_realtime::registry::Admit;
     use serde_json::Value;
 
     use super::*;
@@ -164,11 +165,10 @@ mod tests {
         let engine = Engine::in_memory(EngineConfig::default());
         let (conn, outbox, _) = engine.registry.register(99);
         let scope = workspace_scope(WorkspaceId(1));
-        let subscribed = engine
+        let admitted = engine
             .registry
-            .subscribe(engine.broker.as_ref(), &conn, &scope, StartAt::Now, None)
-            .await;
-        assert!(subscribed.admitted);
+            .admit(&conn, &scope, None, Admit::Live, None);
+        assert!(admitted.is_ok());
         let frames = || -> Vec<Value> {
             std::iter::from_fn(|| outbox.try_pop())
                 .map(|f| serde_json::from_str(f.as_text().expect("text")).expect("json"))

@@ -1,22 +1,31 @@
 //! Single-node broker: offsets and retention in process memory.
 //!
-//! Offsets of a scope start at the wall-clock microseconds of the scope's first use in
-//! this process, then count up by one. After a restart every offset handed out is
-//! larger than any from the previous process, so a client resuming with an old offset
-//! is told `recovered: false` instead of being matched against unrelated events.
+//! Offsets of every scope start at the wall-clock microseconds of the broker's start,
+//! then count up by one per event. After a restart every offset handed out is larger
+//! than any from the previous process, so a client resuming with an old offset is told
+//! `recovered: false` instead of being matched against unrelated events.
+//!
+//! Memory is bounded by what is published, never by what is subscribed: a scope gets a
+//! log at its first publish (a scope nobody published to has the start offset as its
+//! head), and a sweep drops retained events once they leave the window.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use super::{Broker, BrokerError, History, Retention};
-use crate::{Event, Publish, Registry, Scope};
+use super::{Broker, BrokerError, EventSink, History, Retention};
+use crate::{Event, Publish, Scope};
+
+/// How often retained events are checked against the window's age.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 pub struct MemoryBroker {
-    registry: Arc<Registry>,
+    sink: Arc<dyn EventSink>,
     retention: Retention,
+    /// The head of a scope without a log.
+    base: u64,
     /// Held only to find or insert a scope's log; never across delivery.
     logs: Mutex<HashMap<Scope, Arc<Mutex<ScopeLog>>>>,
 }
@@ -27,21 +36,10 @@ struct ScopeLog {
 }
 
 impl ScopeLog {
-    fn new() -> Self {
-        let micros = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        Self {
-            head: micros,
-            events: VecDeque::new(),
-        }
-    }
-
-    fn trim(&mut self, retention: Retention) {
+    fn trim(&mut self, retention: Retention, now: SystemTime) {
         while self.events.len() > retention.max_events {
             self.events.pop_front();
         }
-        let now = SystemTime::now();
         while let Some(front) = self.events.front() {
             let age = now.duration_since(front.published_at).unwrap_or_default();
             if age <= retention.max_age {
@@ -49,23 +47,58 @@ impl ScopeLog {
             }
             self.events.pop_front();
         }
+        if self.events.is_empty() {
+            self.events.shrink_to_fit();
+        }
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl MemoryBroker {
-    pub fn new(registry: Arc<Registry>, retention: Retention) -> Self {
-        Self {
-            registry,
+    /// A broker delivering to `sink`. Starts its sweep on the current runtime.
+    pub fn new(sink: Arc<dyn EventSink>, retention: Retention) -> Arc<Self> {
+        let base = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let broker = Arc::new(Self {
+            sink,
             retention,
+            base,
             logs: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(sweep_loop(Arc::downgrade(&broker)));
+        broker
+    }
+
+    fn log(&self, scope: &Scope) -> Option<Arc<Mutex<ScopeLog>>> {
+        lock(&self.logs).get(scope).cloned()
+    }
+
+    /// Drops retained events that left the window, in every log.
+    pub fn sweep(&self) {
+        let logs: Vec<_> = lock(&self.logs).values().cloned().collect();
+        let now = SystemTime::now();
+        for log in logs {
+            lock(&log).trim(self.retention, now);
         }
     }
 
-    fn log(&self, scope: &Scope) -> Arc<Mutex<ScopeLog>> {
-        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-        logs.entry(scope.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(ScopeLog::new())))
-            .clone()
+    /// Scopes with a log (published to at least once), for tests and stats.
+    pub fn log_count(&self) -> usize {
+        lock(&self.logs).len()
+    }
+}
+
+async fn sweep_loop(broker: Weak<MemoryBroker>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        broker.sweep();
     }
 }
 
@@ -73,28 +106,42 @@ impl MemoryBroker {
 impl Broker for MemoryBroker {
     async fn publish(&self, publish: Publish) -> Result<Option<u64>, BrokerError> {
         if publish.ephemeral {
-            self.registry.deliver(&Arc::new(Event::new(publish, None)));
+            self.sink.deliver(&Arc::new(Event::new(publish, None)));
             return Ok(None);
         }
-        let log = self.log(&publish.scope);
+        let log = lock(&self.logs)
+            .entry(publish.scope.clone())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(ScopeLog {
+                    head: self.base,
+                    events: VecDeque::new(),
+                }))
+            })
+            .clone();
         // The scope's lock is held through delivery so that offsets reach every
         // subscriber in order. Delivery only enqueues (never awaits), so this is short.
-        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = lock(&log);
         log.head += 1;
         let offset = log.head;
         let event = Arc::new(Event::new(publish, Some(offset)));
         if self.retention.max_events > 0 {
             log.events.push_back(event.clone());
-            log.trim(self.retention);
+            log.trim(self.retention, event.published_at);
         }
-        self.registry.deliver(&event);
+        self.sink.deliver(&event);
         Ok(Some(offset))
     }
 
     async fn history(&self, scope: &Scope, since: u64) -> Result<History, BrokerError> {
-        let log = self.log(scope);
-        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-        log.trim(self.retention);
+        let Some(log) = self.log(scope) else {
+            return Ok(History {
+                recovered: since == self.base,
+                events: Vec::new(),
+                head: self.base,
+            });
+        };
+        let mut log = lock(&log);
+        log.trim(self.retention, SystemTime::now());
         let head = log.head;
         if since >= head {
             return Ok(History {
@@ -128,9 +175,8 @@ impl Broker for MemoryBroker {
         })
     }
 
-    async fn head(&self, scope: &Scope) -> Result<u64, BrokerError> {
-        let log = self.log(scope);
-        let head = log.lock().unwrap_or_else(|e| e.into_inner()).head;
-        Ok(head)
+    async fn attach(&self, scope: &Scope) -> Result<u64, BrokerError> {
+        // Every publish on this node is delivered inline: nothing to start reading.
+        Ok(self.log(scope).map_or(self.base, |log| lock(&log).head))
     }
 }

@@ -1,9 +1,12 @@
 //! The broker seam: where a published event gets its offset, its place in the retention
 //! window, and its way to every node's local subscribers.
 //!
-//! A broker delivers each scope's events to [`Registry::deliver`](crate::Registry::deliver)
-//! one at a time, in offset order. The in-memory broker does it inline in `publish`;
-//! a multi-node broker (Redis Streams) does it from the node's stream readers.
+//! Events flow one way: a broker hands each scope's events to its [`EventSink`] (the
+//! node's registry) one at a time, in offset order, and never holds the registry or
+//! the sessions. The in-memory broker delivers inline in `publish`; a multi-node broker
+//! (Redis Streams) delivers from the node's stream reader. The orchestrator
+//! ([`crate::subscriptions`]) tells the broker which scopes this node needs
+//! ([`Broker::attach`]).
 
 mod memory;
 mod redis;
@@ -17,6 +20,16 @@ pub use memory::MemoryBroker;
 pub use redis::RedisBroker;
 
 use crate::{Event, Publish, Scope};
+
+/// Where a broker hands the events it publishes or reads on this node.
+pub trait EventSink: Send + Sync + 'static {
+    /// One event, in offset order within its scope. Must not block.
+    fn deliver(&self, event: &Arc<Event>);
+
+    /// Whether this node still wants `scope`'s events (a broker that reads scopes on
+    /// demand stops reading those nobody wants).
+    fn wants(&self, scope: &Scope) -> bool;
+}
 
 /// How much history each scope keeps for resume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +73,11 @@ pub trait Broker: Send + Sync + 'static {
     /// The retained events of `scope` after `since`.
     async fn history(&self, scope: &Scope, since: u64) -> Result<History, BrokerError>;
 
-    /// The latest offset of `scope`.
-    async fn head(&self, scope: &Scope) -> Result<u64, BrokerError>;
+    /// Makes this node receive `scope`'s events and returns the scope's latest offset:
+    /// every event after it will reach the sink. Called before a subscription's replay
+    /// is fetched, so the replay and the live events overlap instead of leaving a gap.
+    /// Creates nothing that outlives the scope's subscribers.
+    async fn attach(&self, scope: &Scope) -> Result<u64, BrokerError>;
 
     /// Whether the broker can currently publish (feeds `/readyz`).
     fn is_ready(&self) -> bool {

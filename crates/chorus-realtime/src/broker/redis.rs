@@ -12,11 +12,11 @@
 //!
 //! **Reading.** One task per node, on its own connection, runs
 //! `XREAD BLOCK … STREAMS <the scopes this node has subscribers for> <positions>`,
-//! hands each event to the local [`Registry`] in offset order and advances the scope's
+//! hands each event to the node's [`EventSink`] in offset order and advances the scope's
 //! position. A subscription to a scope the node does not read yet *attaches* it (its
 //! position becomes the scope's head) before the subscription's replay is fetched, and
-//! unblocks the read (`CLIENT UNBLOCK`) so that it is read at once. Scopes left without
-//! subscribers are dropped before the next read.
+//! unblocks the read (`CLIENT UNBLOCK`) so that it is read at once. Scopes the sink no
+//! longer wants are dropped before the next read.
 //!
 //! **Redis unavailable.** A publish that fails is queued, and so is every publish after
 //! it while the queue is not empty; a flusher re-sends them in order with backoff when
@@ -30,16 +30,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, AsyncConnectionConfig, Script};
 use tokio::sync::Notify;
 
-use super::{Broker, BrokerError, History, Retention};
+use super::{Broker, BrokerError, EventSink, History, Retention};
 use crate::event::{Effect, Marks};
-use crate::registry::ScopeWatcher;
-use crate::{Event, Metrics, Publish, Registry, Scope};
+use crate::{Event, Metrics, Publish, Scope};
 
 /// How long one `XREAD` blocks when nothing arrives.
 const BLOCK: Duration = Duration::from_millis(2_000);
@@ -85,7 +83,7 @@ pub struct RedisBroker {
 }
 
 struct Inner {
-    registry: Arc<Registry>,
+    sink: Arc<dyn EventSink>,
     metrics: Arc<Metrics>,
     retention: Retention,
     client: redis::Client,
@@ -153,7 +151,7 @@ impl RedisBroker {
     /// cannot be reached at start (a node is not started without its broker).
     pub async fn connect(
         url: &str,
-        registry: Arc<Registry>,
+        sink: Arc<dyn EventSink>,
         metrics: Arc<Metrics>,
         retention: Retention,
     ) -> Result<Arc<Self>, BrokerError> {
@@ -167,7 +165,7 @@ impl RedisBroker {
             .await
             .map_err(unavailable)?;
         let inner = Arc::new(Inner {
-            registry: registry.clone(),
+            sink,
             metrics,
             retention,
             client,
@@ -196,8 +194,6 @@ impl RedisBroker {
             .first()
             .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
 
-        let watcher: Arc<dyn ScopeWatcher> = inner.clone();
-        registry.set_watcher(Arc::downgrade(&watcher));
         tokio::spawn(read_loop(Arc::downgrade(&inner)));
         tokio::spawn(flush_loop(Arc::downgrade(&inner)));
         Ok(Arc::new(Self { inner }))
@@ -335,35 +331,33 @@ impl Inner {
     }
 }
 
-impl ScopeWatcher for Inner {
-    fn attach(self: Arc<Self>, scope: Scope) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            if lock(&self.positions).scopes.contains_key(&scope) {
-                return;
+impl Inner {
+    /// Reads `scope` from its head on unless it is read already; returns the head.
+    /// While Redis is unreachable the scope waits in `unresolved` for the reader.
+    async fn attach(&self, scope: &Scope) -> Result<u64, BrokerError> {
+        let head = match self.head_of(scope).await {
+            Ok(head) => head,
+            Err(err) => {
+                tracing::warn!(%scope, cause = %err, "attach deferred until Redis returns");
+                lock(&self.positions).unresolved.insert(scope.clone());
+                return Err(err);
             }
-            let head = match self.head_of(&scope).await {
-                Ok(head) => head,
-                Err(err) => {
-                    tracing::warn!(%scope, cause = %err, "attach deferred until Redis returns");
-                    lock(&self.positions).unresolved.insert(scope);
-                    return;
+        };
+        let attached = {
+            let mut positions = lock(&self.positions);
+            positions.unresolved.remove(scope);
+            match positions.scopes.entry(scope.clone()) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(head);
+                    true
                 }
-            };
-            let attached = {
-                let mut positions = lock(&self.positions);
-                positions.unresolved.remove(&scope);
-                match positions.scopes.entry(scope) {
-                    std::collections::hash_map::Entry::Occupied(_) => false,
-                    std::collections::hash_map::Entry::Vacant(slot) => {
-                        slot.insert(head);
-                        true
-                    }
-                }
-            };
-            if attached {
-                self.unblock_reader().await;
             }
-        })
+        };
+        if attached {
+            self.unblock_reader().await;
+        }
+        Ok(head)
     }
 }
 
@@ -441,16 +435,14 @@ async fn reader_connection(broker: &Inner) -> redis::RedisResult<MultiplexedConn
 async fn resolve_unresolved(broker: &Arc<Inner>) {
     let pending: Vec<Scope> = lock(&broker.positions).unresolved.iter().cloned().collect();
     for scope in pending {
-        broker.clone().attach(scope).await;
+        let _ = broker.attach(&scope).await;
     }
 }
 
 /// The keys and positions of the next read; drops scopes without local subscribers.
 fn read_list(broker: &Inner) -> (Vec<String>, Vec<String>) {
     let mut positions = lock(&broker.positions);
-    positions
-        .scopes
-        .retain(|scope, _| broker.registry.has_subscribers(scope));
+    positions.scopes.retain(|scope, _| broker.sink.wants(scope));
     let mut keys = Vec::with_capacity(positions.scopes.len() + 1);
     let mut ids = Vec::with_capacity(positions.scopes.len() + 1);
     keys.push(EPHEMERAL_KEY.to_owned());
@@ -481,7 +473,7 @@ fn deliver(broker: &Inner, reply: StreamReadReply) {
                     .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
                     .and_then(|c| Scope::parse(&c).ok());
                 if let Some(event) = scope.and_then(|s| Inner::decode(s, None, entry)) {
-                    broker.registry.deliver(&Arc::new(event));
+                    broker.sink.deliver(&Arc::new(event));
                 }
             }
             continue;
@@ -513,7 +505,7 @@ fn deliver(broker: &Inner, reply: StreamReadReply) {
             match Inner::decode(scope.clone(), Some(offset), entry) {
                 Some(event) => {
                     newest = Some(event.published_at);
-                    broker.registry.deliver(&Arc::new(event));
+                    broker.sink.deliver(&Arc::new(event));
                 }
                 None => {
                     Metrics::inc(&broker.metrics.relay_errors);
@@ -670,8 +662,8 @@ impl Broker for RedisBroker {
         })
     }
 
-    async fn head(&self, scope: &Scope) -> Result<u64, BrokerError> {
-        self.inner.head_of(scope).await
+    async fn attach(&self, scope: &Scope) -> Result<u64, BrokerError> {
+        self.inner.attach(scope).await
     }
 
     fn is_ready(&self) -> bool {

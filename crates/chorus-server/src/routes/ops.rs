@@ -43,6 +43,8 @@ pub struct WebhookStats {
     pub delivered: u64,
     pub failed_attempts: u64,
     pub given_up: u64,
+    /// Deliveries refused for their target (inside the server's network).
+    pub refused: u64,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -187,6 +189,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         m.replayed_events,
     );
     counter(
+        "subscription_rechecks_total",
+        "Connections whose subscriptions were authorized again after an access change.",
+        "counter",
+        m.rechecks,
+    );
+    counter(
+        "subscriptions_revoked_total",
+        "Subscriptions ended by a re-check (subscription.revoked).",
+        "counter",
+        m.subscriptions_revoked,
+    );
+    counter(
         "inbound_frames_total",
         "Client frames received.",
         "counter",
@@ -288,6 +302,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "counter",
         load(&hooks.given_up),
     );
+    counter(
+        "webhook_refused_total",
+        "Webhook deliveries refused for their target (no request made).",
+        "counter",
+        load(&hooks.refused),
+    );
     let _ = writeln!(
         out,
         "# HELP chorus_events_by_type_total Events published per type.\n# TYPE chorus_events_by_type_total counter"
@@ -334,6 +354,7 @@ async fn stats(State(state): State<AppState>) -> axum::Json<Stats> {
                 delivered: load(&hooks.delivered),
                 failed_attempts: load(&hooks.failed_attempts),
                 given_up: load(&hooks.given_up),
+                refused: load(&hooks.refused),
             }
         },
     })

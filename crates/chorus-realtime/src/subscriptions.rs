@@ -1,0 +1,809 @@
+//! The orchestrator of a subscription's whole life: authorize (the application's
+//! [`SessionHooks`]) → admit (the [`Registry`]'s indexes, buffering live events) →
+//! attach (the [`Broker`] delivers the scope to this node and says its head) → history
+//! (the replay after the client's position) → live → re-check (when the user's access
+//! changed) → revoke. Sessions call it for every subscription op; the registry and the
+//! broker never call each other, and neither calls back into this.
+//!
+//! Access holds for the whole life of a connection: an event whose effect says the
+//! user's access shrank (`Effect::recheck`) holds every subscription of each of the
+//! user's connections, on every node that delivers it; the connection's task then
+//! authorizes each one again ([`Subscriptions::settle`]) and the registry either lets
+//! it continue with what it held or ends it with `subscription.revoked`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chorus_proto::{ErrorCode, ScopeResume};
+
+use crate::broker::Broker;
+use crate::hooks::{HookError, SessionHooks};
+use crate::registry::{Admit, ConnHandle, Refused, Replay, StartAt};
+use crate::{Metrics, Registry, Scope};
+
+/// Authorizations one `subscribe` tries while revocations keep racing it.
+const SUBSCRIBE_ATTEMPTS: usize = 3;
+
+/// A refused subscription op, as the wire says it.
+pub type OpError = (ErrorCode, String);
+
+/// The initial subscriptions of a connection, for `hello`.
+pub struct Opened {
+    pub scopes: Vec<Scope>,
+    /// Each scope's offset at subscription: a valid resume position.
+    pub offsets: BTreeMap<String, u64>,
+    /// With `hold`: the scopes whose events wait for the client's `resume`.
+    pub held: Option<Held>,
+}
+
+impl Opened {
+    fn add(&mut self, scope: Scope, head: Option<u64>) {
+        let head = head.unwrap_or(0);
+        self.offsets.insert(scope.as_str().to_owned(), head);
+        if let Some(held) = &mut self.held {
+            held.0.insert(scope.clone(), head);
+        }
+        self.scopes.push(scope);
+    }
+}
+
+/// Scopes subscribed on connect whose events are held until the client's first frame,
+/// with their offset in `hello`.
+#[derive(Debug, Default)]
+pub struct Held(BTreeMap<Scope, u64>);
+
+/// The answer to a `subscribe`.
+pub struct Subscribed {
+    pub scope: Scope,
+    /// With a `since`: whether every event after it was replayed.
+    pub recovered: Option<bool>,
+    /// The scope's latest offset.
+    pub offset: Option<u64>,
+}
+
+pub struct Subscriptions {
+    registry: Arc<Registry>,
+    broker: Arc<dyn Broker>,
+    metrics: Arc<Metrics>,
+    /// Most subscriptions one connection may hold through `subscribe` / `resume`.
+    limit: usize,
+}
+
+/// What one subscription start did.
+struct Started {
+    head: Option<u64>,
+    recovered: Option<bool>,
+}
+
+impl Subscriptions {
+    pub fn new(
+        registry: Arc<Registry>,
+        broker: Arc<dyn Broker>,
+        metrics: Arc<Metrics>,
+        limit: usize,
+    ) -> Self {
+        Self {
+            registry,
+            broker,
+            metrics,
+            limit: limit.max(1),
+        }
+    }
+
+    /// The most subscriptions a connection may hold through `subscribe` / `resume`.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Subscribes a new connection to its user scope and the application's initial
+    /// scopes, each from its current head. With `hold`, their events wait for the
+    /// client's first frame (a `resume` says where each continues).
+    pub async fn open(
+        &self,
+        conn: &ConnHandle,
+        hooks: &dyn SessionHooks,
+        hold: bool,
+    ) -> Result<Opened, HookError> {
+        // The user scope first: a membership change committed after `initial_scopes`
+        // reads is announced there, and its effect must reach this connection too.
+        let user_scope = Scope::of("user", conn.user);
+        let mut opened = Opened {
+            scopes: Vec::new(),
+            offsets: BTreeMap::new(),
+            held: hold.then(Held::default),
+        };
+        let from = if hold { From::Hold } else { From::Head };
+        if let Ok(started) = self.start(conn, &user_scope, None, None, from).await {
+            opened.add(user_scope, started.head);
+        }
+        let fence = self.registry.fence(conn.id);
+        for scope in hooks.initial_scopes(conn.user).await? {
+            // Refused when a revocation arrived after the read: it may not have seen it.
+            if let Ok(started) = self.start(conn, &scope, Some(fence), None, from).await {
+                opened.add(scope, started.head);
+            }
+        }
+        Ok(opened)
+    }
+
+    /// An explicit `subscribe` (or one scope of a `resume`): authorized, then started
+    /// from `from`. Retried while revocations race the authorization.
+    pub async fn subscribe(
+        &self,
+        conn: &ConnHandle,
+        hooks: &dyn SessionHooks,
+        name: &str,
+        from: StartAt,
+    ) -> Result<Subscribed, OpError> {
+        for _ in 0..SUBSCRIBE_ATTEMPTS {
+            let fence = self.registry.fence(conn.id);
+            let scope = authorize(conn, hooks, name).await?;
+            let from = match from {
+                StartAt::Now => From::Now,
+                StartAt::Rewind(since) => From::Rewind(since),
+                StartAt::Continue(since) => From::Continue(since),
+            };
+            match self
+                .start(conn, &scope, Some(fence), Some(self.limit), from)
+                .await
+            {
+                Ok(started) => {
+                    self.count_resume(started.recovered);
+                    return Ok(Subscribed {
+                        scope,
+                        recovered: started.recovered,
+                        offset: started.head,
+                    });
+                }
+                // Revoked while it was being authorized: ask again.
+                Err(Refused::Revoked | Refused::Gone) => {}
+                Err(Refused::Limit) => {
+                    return Err((
+                        ErrorCode::LimitExceeded,
+                        format!("a connection holds at most {} subscriptions", self.limit),
+                    ));
+                }
+            }
+        }
+        Err((
+            ErrorCode::Unavailable,
+            "membership changed during the subscription; retry".to_owned(),
+        ))
+    }
+
+    pub fn unsubscribe(&self, conn: &ConnHandle, name: &str) -> Result<(), OpError> {
+        let scope = Scope::parse(name).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        if scope.kind() == "user" {
+            return Err((
+                ErrorCode::BadRequest,
+                "the user scope cannot be left".to_owned(),
+            ));
+        }
+        self.registry.unsubscribe(conn.id, &scope);
+        Ok(())
+    }
+
+    /// A `resume`: held scopes continue after their positions (released first, even if
+    /// the rest is refused, so they never wait for the hold timer); every other scope
+    /// named is subscribed after its position.
+    pub async fn resume(
+        &self,
+        conn: &ConnHandle,
+        hooks: &dyn SessionHooks,
+        held: Option<Held>,
+        positions: BTreeMap<String, u64>,
+    ) -> Result<BTreeMap<String, ScopeResume>, OpError> {
+        let mut out = match held {
+            Some(held) => self.release_held(conn, held, &positions).await,
+            None => BTreeMap::new(),
+        };
+        if positions.len() > self.limit {
+            return Err((
+                ErrorCode::LimitExceeded,
+                format!("resume names more than {} scopes", self.limit),
+            ));
+        }
+        for (name, since) in positions {
+            if out.contains_key(&name) {
+                continue;
+            }
+            let result = match self
+                .subscribe(conn, hooks, &name, StartAt::Continue(since))
+                .await
+            {
+                Ok(subscribed) => ScopeResume {
+                    recovered: subscribed.recovered.unwrap_or(false),
+                    offset: subscribed.offset,
+                    error: None,
+                },
+                Err((code, _)) => ScopeResume {
+                    recovered: false,
+                    offset: None,
+                    error: Some(code),
+                },
+            };
+            out.insert(name, result);
+        }
+        Ok(out)
+    }
+
+    /// Releases the scopes held since connect: each continues after its position in
+    /// `positions`, or else after its offset in `hello`. Returns the outcome for the
+    /// scopes that had a position.
+    pub async fn release_held(
+        &self,
+        conn: &ConnHandle,
+        held: Held,
+        positions: &BTreeMap<String, u64>,
+    ) -> BTreeMap<String, ScopeResume> {
+        let mut out = BTreeMap::new();
+        for (scope, head) in held.0 {
+            let position = positions.get(scope.as_str()).copied();
+            let since = position.unwrap_or(head);
+            let (recovered, replay, latest) = self.replay(&scope, since, Some(head), None).await;
+            self.registry.release(conn, &scope, replay);
+            if position.is_some() {
+                self.count_resume(Some(recovered));
+                let result = ScopeResume {
+                    recovered,
+                    offset: latest,
+                    error: None,
+                };
+                out.insert(scope.as_str().to_owned(), result);
+            }
+        }
+        out
+    }
+
+    /// Does the subscription work effects queued for the connection: attaches scopes
+    /// it joined, and authorizes again the subscriptions a re-check holds — each
+    /// continues, or ends with `subscription.revoked`. A failure to authorize ends it
+    /// too: access is never assumed.
+    pub async fn settle(&self, conn: &ConnHandle, hooks: &dyn SessionHooks) {
+        while let Some(work) = conn.control.take_work() {
+            for scope in &work.attach {
+                if let Err(err) = self.broker.attach(scope).await {
+                    tracing::warn!(%scope, cause = %err, "joined scope not attached");
+                }
+            }
+            for (scope, generation, reason) in &work.recheck {
+                let allowed = authorize(conn, hooks, scope.as_str()).await.is_ok();
+                self.registry
+                    .resolve(conn, scope, *generation, allowed, reason);
+            }
+        }
+    }
+
+    /// Admits, attaches and replays one subscription.
+    async fn start(
+        &self,
+        conn: &ConnHandle,
+        scope: &Scope,
+        fence: Option<u64>,
+        limit: Option<usize>,
+        from: From,
+    ) -> Result<Started, Refused> {
+        let mode = match from {
+            From::Now => Admit::Live,
+            From::Rewind(_) => Admit::CatchUp { keep_seen: false },
+            From::Continue(_) | From::Head | From::Hold => Admit::CatchUp { keep_seen: true },
+        };
+        self.registry.admit(conn, scope, fence, mode, limit)?;
+        // Attached after the subscriber is in place and before the replay is read: the
+        // replay then reaches at least where the broker's live reading starts.
+        let head = match self.broker.attach(scope).await {
+            Ok(head) => Some(head),
+            Err(err) => {
+                tracing::warn!(%scope, cause = %err, "broker unavailable at subscribe");
+                None
+            }
+        };
+        let since = match from {
+            From::Now | From::Hold => {
+                return Ok(Started {
+                    head,
+                    recovered: None,
+                });
+            }
+            From::Head => head,
+            From::Rewind(since) | From::Continue(since) => Some(since),
+        };
+        let explicit = matches!(from, From::Rewind(_) | From::Continue(_));
+        let (recovered, replay, latest) = match since {
+            Some(since) => self.replay(scope, since, None, head).await,
+            None => (false, Replay::default(), None),
+        };
+        let released = self.registry.release(conn, scope, replay);
+        if !released.admitted {
+            return Err(Refused::Gone);
+        }
+        Ok(Started {
+            head: latest.or(head),
+            recovered: explicit.then_some(recovered),
+        })
+    }
+
+    /// The events of `scope` after `since`: `(recovered, replay, latest offset)`. When
+    /// `since` is outside the retention window, the replay starts after `fallback`
+    /// instead (where a held subscription began), so nothing published since is lost;
+    /// `recovered` still says `false`. With a known `head` equal to `since`, there is
+    /// nothing to fetch.
+    async fn replay(
+        &self,
+        scope: &Scope,
+        since: u64,
+        fallback: Option<u64>,
+        head: Option<u64>,
+    ) -> (bool, Replay, Option<u64>) {
+        if head == Some(since) {
+            let replay = Replay {
+                start: Some(since),
+                events: Vec::new(),
+            };
+            return (true, replay, head);
+        }
+        let first = match self.broker.history(scope, since).await {
+            Ok(h) if h.recovered => {
+                let replay = Replay {
+                    start: Some(since),
+                    events: h.events,
+                };
+                return (true, replay, Some(h.head));
+            }
+            Ok(h) => Some(h.head),
+            Err(err) => {
+                tracing::warn!(%scope, cause = %err, "history unavailable");
+                None
+            }
+        };
+        if let Some(f) = fallback.filter(|&f| f != since)
+            && let Ok(h) = self.broker.history(scope, f).await
+            && h.recovered
+        {
+            let replay = Replay {
+                start: Some(f),
+                events: h.events,
+            };
+            return (false, replay, Some(h.head));
+        }
+        (false, Replay::default(), first.or(head))
+    }
+
+    fn count_resume(&self, recovered: Option<bool>) {
+        match recovered {
+            Some(true) => Metrics::inc(&self.metrics.resumes_recovered),
+            Some(false) => Metrics::inc(&self.metrics.resumes_unrecovered),
+            None => {}
+        }
+    }
+}
+
+/// Where [`Subscriptions::start`] begins a subscription.
+#[derive(Clone, Copy)]
+enum From {
+    /// Live from now on (`subscribe` without `since`).
+    Now,
+    /// From the scope's head, resumable from there (the initial scopes).
+    Head,
+    /// From the head, holding events until the client's `resume`.
+    Hold,
+    Rewind(u64),
+    Continue(u64),
+}
+
+/// Parses a scope name and asks the application whether the connection's user may read it.
+async fn authorize(
+    conn: &ConnHandle,
+    hooks: &dyn SessionHooks,
+    name: &str,
+) -> Result<Scope, OpError> {
+    let scope = Scope::parse(name).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+    if scope.kind() == "user" {
+        return if scope.id() == conn.user.to_string() {
+            Ok(scope)
+        } else {
+            Err((ErrorCode::Forbidden, "another user's scope".to_owned()))
+        };
+    }
+    hooks
+        .authorize_subscribe(conn.user, &scope)
+        .await
+        .map_err(|e: HookError| (e.code(), e.to_string()))?;
+    Ok(scope)
+}
+
+/// The subscription state machine driven without sockets: connections are registry
+/// entries whose queues the tests pop, the application is [`TestHooks`].
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::broker::{EventSink, MemoryBroker, Retention};
+    use crate::event::{Effect, Mark, Marks, Publish};
+    use crate::outbox::Outbox;
+    use crate::{UserKey, registry::Admit};
+
+    /// Every scope readable but those in `denied`; `initial` on connect.
+    #[derive(Default)]
+    struct TestHooks {
+        initial: Vec<Scope>,
+        denied: Mutex<HashSet<Scope>>,
+    }
+
+    impl TestHooks {
+        fn deny(&self, scope: &Scope) {
+            self.denied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(scope.clone());
+        }
+    }
+
+    #[async_trait]
+    impl SessionHooks for TestHooks {
+        async fn initial_scopes(&self, _user: UserKey) -> Result<Vec<Scope>, HookError> {
+            Ok(self.initial.clone())
+        }
+
+        async fn authorize_subscribe(
+            &self,
+            _user: UserKey,
+            scope: &Scope,
+        ) -> Result<(), HookError> {
+            let denied = self.denied.lock().unwrap_or_else(|e| e.into_inner());
+            if denied.contains(scope) {
+                return Err(HookError::Forbidden("denied".into()));
+            }
+            Ok(())
+        }
+
+        async fn typing(&self, _: UserKey, _: i64, _: Option<i64>) -> Result<(), HookError> {
+            Ok(())
+        }
+    }
+
+    struct World {
+        metrics: Arc<Metrics>,
+        registry: Arc<Registry>,
+        broker: Arc<MemoryBroker>,
+        subs: Subscriptions,
+    }
+
+    fn world(limit: usize) -> World {
+        let metrics = Arc::new(Metrics::default());
+        let registry = Arc::new(Registry::new(metrics.clone(), 64));
+        let sink: Arc<dyn EventSink> = registry.clone();
+        let broker = MemoryBroker::new(sink, Retention::default());
+        let subs = Subscriptions::new(registry.clone(), broker.clone(), metrics.clone(), limit);
+        World {
+            metrics,
+            registry,
+            broker,
+            subs,
+        }
+    }
+
+    fn scope(name: &str) -> Scope {
+        Scope::parse(name).expect("scope")
+    }
+
+    /// The frames queued for a connection, parsed.
+    fn frames(outbox: &Outbox) -> Vec<Value> {
+        std::iter::from_fn(|| outbox.try_pop())
+            .filter_map(|f| f.as_text().and_then(|t| serde_json::from_str(t).ok()))
+            .collect()
+    }
+
+    /// `(scope, type, data.text)` of each frame: enough to check order and absence.
+    fn summary(frames: &[Value]) -> Vec<(String, String, String)> {
+        frames
+            .iter()
+            .map(|f| {
+                let text = f["data"]["text"].as_str().or(f["data"]["scope"].as_str());
+                (
+                    f["scope"].as_str().unwrap_or("").to_owned(),
+                    f["type"].as_str().unwrap_or("").to_owned(),
+                    text.unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn row(scope: &str, kind: &str, text: &str) -> (String, String, String) {
+        (scope.to_owned(), kind.to_owned(), text.to_owned())
+    }
+
+    async fn publish(w: &World, scope: &Scope, text: &str) {
+        w.broker
+            .publish(Publish::new(
+                scope.clone(),
+                "message.created",
+                &serde_json::json!({ "text": text }),
+            ))
+            .await
+            .expect("published");
+    }
+
+    /// What the chat publishes when a user's access shrank: an event on their user
+    /// scope whose effect asks for a re-check.
+    async fn access_changed(w: &World, user: UserKey, unsubscribe: Vec<Scope>) {
+        let effect = Effect {
+            unsubscribe,
+            recheck: Some("role_changed".to_owned()),
+            ..Effect::default()
+        };
+        w.broker
+            .publish(
+                Publish::new(
+                    Scope::of("user", user),
+                    "member.role_changed",
+                    &serde_json::json!({ "text": "changed" }),
+                )
+                .with_effect(effect),
+            )
+            .await
+            .expect("published");
+    }
+
+    /// `skip` holds live, on a rewind, and for events held during a resume.
+    #[tokio::test]
+    async fn skipped_recipients_get_nothing_live_or_replayed() {
+        let w = world(100);
+        let channel = scope("channel:1");
+        let hooks = TestHooks {
+            initial: vec![channel.clone()],
+            ..TestHooks::default()
+        };
+        let (reader, reader_box, _) = w.registry.register(1);
+        let (skipped, skipped_box, _) = w.registry.register(2);
+        let mut start = 0;
+        for conn in [&reader, &skipped] {
+            let opened = w.subs.open(conn, &hooks, false).await.expect("opened");
+            start = opened.offsets["channel:1"];
+        }
+        let publish = |text: &str| {
+            Publish::new(channel.clone(), "message.created", &text).with_marks(Marks {
+                default: Mark::Wake,
+                users: std::collections::BTreeMap::from([(2, Mark::Skip)]),
+            })
+        };
+        w.broker.publish(publish("one")).await.expect("published");
+        assert_eq!(frames(&reader_box).len(), 1);
+        assert!(frames(&skipped_box).is_empty(), "live");
+
+        // A rewind replays nothing to the skipped user, and counts nothing.
+        let again = w
+            .subs
+            .subscribe(&skipped, &hooks, "channel:1", StartAt::Rewind(start))
+            .await
+            .expect("subscribed");
+        assert_eq!(again.recovered, Some(true));
+        assert!(frames(&skipped_box).is_empty(), "rewind");
+
+        // Held while resuming: the skipped event is dropped, a plain one delivered.
+        let (late, late_box, _) = w.registry.register(2);
+        let opened = w.subs.open(&late, &hooks, true).await.expect("opened");
+        w.broker.publish(publish("two")).await.expect("published");
+        w.broker
+            .publish(Publish::new(channel.clone(), "member.joined", &"x"))
+            .await
+            .expect("published");
+        let positions = BTreeMap::from([("channel:1".to_owned(), start)]);
+        let held = opened.held.expect("held");
+        let out = w.subs.release_held(&late, held, &positions).await;
+        assert!(out["channel:1"].recovered);
+        let got = frames(&late_box);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["type"], "member.joined");
+        assert!(
+            w.metrics
+                .events_skipped
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 4
+        );
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// A re-check holds every subscription of the user's connection; the one no longer
+    /// allowed ends with `subscription.revoked` and receives nothing published after
+    /// the change, the allowed one gets what was held, in order, once.
+    #[tokio::test]
+    async fn a_recheck_revokes_what_is_no_longer_readable_and_loses_nothing_else() {
+        let w = world(100);
+        let (channel, thread) = (scope("channel:1"), scope("thread:9"));
+        let hooks = TestHooks {
+            initial: vec![channel.clone()],
+            ..TestHooks::default()
+        };
+        let (bob, bob_box, _) = w.registry.register(7);
+        w.subs.open(&bob, &hooks, false).await.expect("opened");
+        w.subs
+            .subscribe(&bob, &hooks, "thread:9", StartAt::Now)
+            .await
+            .expect("subscribed");
+        publish(&w, &thread, "reply before").await;
+
+        hooks.deny(&thread);
+        access_changed(&w, 7, Vec::new()).await;
+        // Published after the change, before the connection's task settled the re-check.
+        publish(&w, &thread, "reply after").await;
+        publish(&w, &channel, "channel after").await;
+        w.registry
+            .check_invariants()
+            .expect("invariants while held");
+        let before = summary(&frames(&bob_box));
+        assert_eq!(
+            before,
+            [
+                row("thread:9", "message.created", "reply before"),
+                row("user:7", "member.role_changed", "changed"),
+            ],
+            "nothing of a held subscription goes out before it is settled"
+        );
+
+        w.subs.settle(&bob, &hooks).await;
+        let mut after = summary(&frames(&bob_box));
+        after.sort();
+        assert_eq!(
+            after,
+            [
+                row("channel:1", "message.created", "channel after"),
+                row("thread:9", "subscription.revoked", "thread:9"),
+            ]
+        );
+        assert!(!w.registry.is_subscribed(bob.id, &thread));
+        publish(&w, &thread, "reply later").await;
+        publish(&w, &channel, "channel later").await;
+        assert_eq!(
+            summary(&frames(&bob_box)),
+            [row("channel:1", "message.created", "channel later")]
+        );
+        // A resume naming the revoked scope is refused by the same gate.
+        let resumed = w
+            .subs
+            .resume(
+                &bob,
+                &hooks,
+                None,
+                BTreeMap::from([("thread:9".to_owned(), 0)]),
+            )
+            .await
+            .expect("resume answered");
+        assert_eq!(resumed["thread:9"].error, Some(ErrorCode::Forbidden));
+        assert_eq!(
+            w.metrics
+                .subscriptions_revoked
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// A subscription authorized before a re-check but admitted after it (its
+    /// authorization may predate the change) is held and checked again, not trusted.
+    #[tokio::test]
+    async fn a_subscription_racing_a_recheck_is_checked_again() {
+        let w = world(100);
+        let thread = scope("thread:9");
+        let hooks = TestHooks::default();
+        let (bob, bob_box, _) = w.registry.register(7);
+        w.subs.open(&bob, &hooks, false).await.expect("opened");
+        let fence = w.registry.fence(bob.id);
+        // (the authorization happened here)
+        hooks.deny(&thread);
+        access_changed(&w, 7, Vec::new()).await;
+        w.registry
+            .admit(&bob, &thread, Some(fence), Admit::Live, None)
+            .expect("admitted, held");
+        publish(&w, &thread, "secret").await;
+        w.subs.settle(&bob, &hooks).await;
+        let got = summary(&frames(&bob_box));
+        assert_eq!(
+            got,
+            [
+                row("user:7", "member.role_changed", "changed"),
+                row("thread:9", "subscription.revoked", "thread:9"),
+            ]
+        );
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// A resume's replay that arrives while its subscription is held for a re-check
+    /// waits with it: allowed, replay and live events go out once and in order.
+    #[tokio::test]
+    async fn a_replay_during_a_recheck_waits_and_keeps_its_order() {
+        let w = world(100);
+        let channel = scope("channel:1");
+        let hooks = TestHooks {
+            initial: vec![channel.clone()],
+            ..TestHooks::default()
+        };
+        let (bob, bob_box, _) = w.registry.register(7);
+        let opened = w.subs.open(&bob, &hooks, true).await.expect("opened");
+        let start = opened.offsets["channel:1"];
+        publish(&w, &channel, "one").await;
+        access_changed(&w, 7, Vec::new()).await;
+        publish(&w, &channel, "two").await;
+        let positions = BTreeMap::from([("channel:1".to_owned(), start)]);
+        let held = opened.held.expect("held");
+        w.subs.release_held(&bob, held, &positions).await;
+        let got = summary(&frames(&bob_box));
+        assert!(
+            got.iter().all(|r| r.0 != "channel:1"),
+            "held for the re-check: {got:?}"
+        );
+        w.subs.settle(&bob, &hooks).await;
+        assert_eq!(
+            summary(&frames(&bob_box)),
+            [
+                row("channel:1", "message.created", "one"),
+                row("channel:1", "message.created", "two"),
+            ]
+        );
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// Subscriptions are capped per connection; a `resume` naming more is refused.
+    #[tokio::test]
+    async fn subscriptions_are_capped_per_connection() {
+        let w = world(3);
+        let hooks = TestHooks::default();
+        let (conn, _outbox, _) = w.registry.register(1);
+        w.subs.open(&conn, &hooks, false).await.expect("opened"); // user:1
+        for name in ["topic:a", "topic:b"] {
+            w.subs
+                .subscribe(&conn, &hooks, name, StartAt::Now)
+                .await
+                .expect("under the cap");
+        }
+        let over = w
+            .subs
+            .subscribe(&conn, &hooks, "topic:c", StartAt::Now)
+            .await
+            .err()
+            .map(|(code, _)| code);
+        assert_eq!(over, Some(ErrorCode::LimitExceeded));
+        // Subscribing again to a held scope is not a new subscription.
+        w.subs
+            .subscribe(&conn, &hooks, "topic:a", StartAt::Now)
+            .await
+            .expect("already held");
+        let positions = (0..4).map(|i| (format!("topic:{i}"), 0)).collect();
+        let refused = w.subs.resume(&conn, &hooks, None, positions).await.err();
+        assert_eq!(
+            refused.map(|(code, _)| code),
+            Some(ErrorCode::LimitExceeded)
+        );
+    }
+
+    /// Subscribing to scopes leaves nothing behind once they are dropped: the broker
+    /// keeps logs only for scopes published to, the registry frees empty slots.
+    #[tokio::test]
+    async fn dropped_scopes_leave_nothing_behind() {
+        let w = world(1_000);
+        let hooks = TestHooks::default();
+        let (conn, _outbox, _) = w.registry.register(1);
+        for round in 0..20 {
+            for i in 0..1_000 {
+                let name = format!("topic:r{round}-{i}");
+                w.subs
+                    .subscribe(&conn, &hooks, &name, StartAt::Continue(0))
+                    .await
+                    .expect("subscribed");
+            }
+            for i in 0..1_000 {
+                w.subs
+                    .unsubscribe(&conn, &format!("topic:r{round}-{i}"))
+                    .expect("unsubscribed");
+            }
+        }
+        assert_eq!(w.registry.scope_count(), 0);
+        assert_eq!(w.broker.log_count(), 0);
+        w.registry.check_invariants().expect("invariants");
+    }
+}
