@@ -14,6 +14,7 @@ import type {
   Presence,
   ReadState,
   Publish,
+  Role,
   Published,
   SendMessage,
   UpdateChannel,
@@ -107,9 +108,22 @@ export class ChorusHttp {
     return this.json('GET', 'api/v1/workspaces');
   }
 
-  /** Adds a member (owners and admins). */
+  /** Adds a member (owners and admins; only owners add owners); `conflict` when the
+   * user already is one. */
   addWorkspaceMember(workspace: WorkspaceId, req: AddMember): Promise<Member> {
     return this.json('POST', `api/v1/workspaces/${workspace}/members`, req);
+  }
+
+  /** Changes a member's role (owners and admins; only owners touch owners). The last
+   * owner cannot be demoted (`conflict`). */
+  setMemberRole(workspace: WorkspaceId, userId: UserId, role: Role): Promise<Member> {
+    return this.json('PATCH', `api/v1/workspaces/${workspace}/members/${userId}`, { role });
+  }
+
+  /** Removes a member from the workspace and its channels and DMs; with the caller's own
+   * id, leaves it. The last owner cannot leave (`conflict`). */
+  async removeWorkspaceMember(workspace: WorkspaceId, userId: UserId): Promise<void> {
+    await this.request('DELETE', `api/v1/workspaces/${workspace}/members/${userId}`);
   }
 
   listWorkspaceMembers(workspace: WorkspaceId): Promise<Member[]> {

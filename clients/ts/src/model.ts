@@ -14,6 +14,8 @@ export type ChannelKind = 'public' | 'private' | 'dm';
 /** Who is woken by a message in a channel (SPEC §4). */
 export type Policy = 'all' | 'mentions' | 'broadcast' | 'on_duty' | 'custom' | 'round_robin' | 'dm';
 
+/** A user's full record: only the user themself and server admins are shown it
+ * (`me()`, user creation, `user()` of oneself). */
 export interface User {
   id: UserId;
   name: string;
@@ -25,6 +27,21 @@ export interface User {
   is_admin: boolean;
   created_at: string;
 }
+
+/** A user as others see them (workspace members, `workspace.member_joined`,
+ * `user()` of someone else): no webhook, no admin flag. */
+export interface UserProfile {
+  id: UserId;
+  name: string;
+  display_name: string;
+  kind: UserKind;
+  status_text: string;
+  created_at: string;
+}
+
+/** `GET /api/v1/users/{id}`: the full record for oneself (and for a server admin), the
+ * profile for anyone else; `'is_admin' in view` tells them apart. */
+export type UserView = User | UserProfile;
 
 /** A new user and its token (shown once). */
 export interface UserWithToken {
@@ -55,7 +72,7 @@ export interface Presence {
 }
 
 export interface Member {
-  user: User;
+  user: UserProfile;
   role: Role;
   /** Newer servers only. */
   presence?: Presence;
@@ -232,8 +249,34 @@ export interface WorkspaceJoinedData {
 
 export interface WorkspaceMemberJoinedData {
   workspace_id: WorkspaceId;
-  user: User;
+  user: UserProfile;
   role: Role;
+}
+
+/** `member.role_changed` (workspace scope and the member's own user scope). */
+export interface RoleChangedData {
+  workspace_id: WorkspaceId;
+  user_id: UserId;
+  role: Role;
+}
+
+/** `member.left` on a workspace scope (on a channel scope it is `MemberChangeData`). */
+export interface WorkspaceMemberLeftData {
+  workspace_id: WorkspaceId;
+  user_id: UserId;
+}
+
+/** `subscription.revoked` (on the revoked scope, no offset): the user may no longer read
+ * it, so the server ended the subscription. `reason`: `channel_left`, `workspace_left`,
+ * `role_changed`. */
+export interface SubscriptionRevokedData {
+  scope: string;
+  reason: string;
+}
+
+/** `workspace.left` (user scope): the user was removed from, or left, the workspace. */
+export interface WorkspaceLeftData {
+  workspace_id: WorkspaceId;
 }
 
 export interface ReactionData {
@@ -273,9 +316,17 @@ export interface EventDataMap {
   'channel.joined': ChannelJoinedData;
   'channel.left': ChannelLeftData;
   'member.joined': MemberChangeData;
-  'member.left': MemberChangeData;
+  /** Channel scope: `MemberChangeData`; workspace scope: `WorkspaceMemberLeftData`. */
+  'member.left': MemberChangeData | WorkspaceMemberLeftData;
   'workspace.joined': WorkspaceJoinedData;
   'workspace.member_joined': WorkspaceMemberJoinedData;
+  /** Workspace scope and the member's user scope. */
+  'member.role_changed': RoleChangedData;
+  /** User scope: removed from (or left) a workspace; `channel.left` follows for each of
+   * its channels the user was in. */
+  'workspace.left': WorkspaceLeftData;
+  /** The revoked scope (no offset): the subscription ended; see `SubscriptionRevokedData`. */
+  'subscription.revoked': SubscriptionRevokedData;
   typing: TypingData;
   // Newer servers:
   'reaction.added': ReactionData;

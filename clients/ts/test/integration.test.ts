@@ -15,6 +15,8 @@ import {
   type Message,
   type ScopeResume,
   type User,
+  type UserId,
+  type UserView,
   type Workspace,
 } from '../src/index.js';
 import { ADMIN_TOKEN, TestServer } from './server.js';
@@ -109,6 +111,12 @@ describe('against a real server', () => {
     assert.ok(!channels.some((c) => c.id === secret.id), 'private channel hidden from non-members');
     const members = await alice.listWorkspaceMembers(workspace.id);
     assert.deepEqual(members.map((m) => m.user.name).sort(), ['alice', 'bob']);
+    for (const m of members) assert.ok(!('is_admin' in m.user) && !('webhook_url' in m.user), 'members are profiles');
+    const aliceId = members.find((m) => m.user.name === 'alice')!.user.id;
+    const userView = async (id: UserId): Promise<UserView> =>
+      (await fetch(`${server.baseUrl}/api/v1/users/${id}`, { headers: { authorization: `Bearer ${bob.token}` } })).json();
+    assert.ok(!('is_admin' in (await userView(aliceId))), "someone else's record is their profile");
+    assert.equal(((await userView(bobUser.id)) as User).is_admin, false, "one's own record is whole");
 
     await assert.rejects(bob.getChannel(secret.id), (err: unknown) => {
       assert.ok(err instanceof ChorusError);

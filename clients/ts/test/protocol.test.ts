@@ -25,6 +25,7 @@ import {
   type Presence,
   type ScopeResume,
   type User,
+  type UserProfile,
   type Workspace,
 } from '../src/index.js';
 import { repoRoot } from './server.js';
@@ -128,6 +129,7 @@ test('models cover every field of chorus-chat/src/model.rs', () => {
   const model = readFileSync(join(root, 'crates/chorus-chat/src/model.rs'), 'utf8');
   // The TS types may carry optional fields of newer servers; every Rust field must be here.
   const user = { id: 1, name: 1, display_name: 1, kind: 1, webhook_url: 1, status_text: 1, is_admin: 1, created_at: 1 } satisfies Record<keyof User, 1>;
+  const profile = { id: 1, name: 1, display_name: 1, kind: 1, status_text: 1, created_at: 1 } satisfies Record<keyof UserProfile, 1>;
   const workspace = { id: 1, name: 1, created_by: 1, created_at: 1 } satisfies Record<keyof Workspace, 1>;
   const member = { user: 1, role: 1, presence: 1 } satisfies Record<keyof Member, 1>;
   const channel = { id: 1, workspace_id: 1, name: 1, topic: 1, kind: 1, policy: 1, created_by: 1, created_at: 1 } satisfies Record<keyof Channel, 1>;
@@ -141,6 +143,7 @@ test('models cover every field of chorus-chat/src/model.rs', () => {
   const presence = { user_id: 1, online: 1, last_seen: 1, status_text: 1 } satisfies Record<keyof Presence, 1>;
   const cases: [string, object][] = [
     ['User', user],
+    ['UserProfile', profile],
     ['Pin', pin],
     ['ReadState', read],
     ['Presence', presence],
@@ -159,6 +162,14 @@ test('models cover every field of chorus-chat/src/model.rs', () => {
     const missing = fields.filter((f) => !(f in keys));
     assert.deepEqual(missing, [], `${name}: fields missing in model.ts`);
   }
+});
+
+test('what others see of a user carries no webhook and no admin flag', () => {
+  const model = readFileSync(join(root, 'crates/chorus-chat/src/model.rs'), 'utf8');
+  // `satisfies` above pins the TS type to exactly these keys; here the Rust side.
+  const profile = ['id', 'name', 'display_name', 'kind', 'status_text', 'created_at'];
+  assert.deepEqual(sorted(rustFields(model, 'UserProfile')), sorted(profile));
+  assert.match(model, /pub struct Member \{\s*pub user: UserProfile,/);
 });
 
 test('shouldReconnect follows the protocol table', () => {

@@ -107,8 +107,15 @@ text_enum!(
 
 text_enum!(
     /// Where a webhook delivery stands: `pending` (queued or between retries),
-    /// `delivered` (the receiver answered 2xx; never sent again), `failed` (gave up).
-    WebhookStatus { Pending = "pending", Delivered = "delivered", Failed = "failed" }
+    /// `delivered` (the receiver answered 2xx; never sent again), `failed` (gave up),
+    /// `refused` (the target is not allowed, e.g. a private address: nothing was sent,
+    /// never retried).
+    WebhookStatus {
+        Pending = "pending",
+        Delivered = "delivered",
+        Failed = "failed",
+        Refused = "refused",
+    }
 );
 
 impl Role {
@@ -118,18 +125,55 @@ impl Role {
     }
 }
 
+/// A user's full record. Shown only to the user themself and to server admins; anyone
+/// else sees the [`UserProfile`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct User {
     pub id: UserId,
     pub name: String,
     pub display_name: String,
     pub kind: UserKind,
+    /// An agent's webhook (may carry a secret in its query string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     pub status_text: String,
     /// Server administrator (may create users, publish to any scope).
     pub is_admin: bool,
     pub created_at: Timestamp,
+}
+
+/// A user as others see them: no webhook, no admin flag. Every response or event that
+/// shows one user to another carries this, never a [`User`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UserProfile {
+    pub id: UserId,
+    pub name: String,
+    pub display_name: String,
+    pub kind: UserKind,
+    pub status_text: String,
+    pub created_at: Timestamp,
+}
+
+impl From<User> for UserProfile {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            name: user.name,
+            display_name: user.display_name,
+            kind: user.kind,
+            status_text: user.status_text,
+            created_at: user.created_at,
+        }
+    }
+}
+
+/// `GET /api/v1/users/{id}`: the full record for the user themself and server admins,
+/// the profile for anyone else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum UserView {
+    Full(User),
+    Profile(UserProfile),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -149,7 +193,7 @@ pub struct WorkspaceMembership {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Member {
-    pub user: User,
+    pub user: UserProfile,
     pub role: Role,
     pub presence: Presence,
 }
@@ -301,7 +345,7 @@ pub struct WebhookDelivery {
     /// When the next attempt is due (pending deliveries only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<Timestamp>,
-    /// The latest failure, if any.
+    /// The latest failure, if any (shown to server admins only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     pub created_at: Timestamp,
@@ -318,10 +362,11 @@ pub struct WebhookAttempt {
     /// 1 for the first attempt.
     pub attempt: i64,
     pub at: Timestamp,
-    /// The receiver's HTTP status, when it answered.
+    /// The receiver's HTTP status, when it answered (shown to server admins only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<i64>,
-    /// Why the attempt failed (non-2xx status, timeout, connection error).
+    /// Why the attempt failed (non-2xx status, timeout, connection error, refused
+    /// target); shown to server admins only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub duration_ms: i64,

@@ -90,7 +90,10 @@ test_both!(
     users_and_tokens,
     presence_columns,
     workspaces_members_and_roles,
-    concurrent_put_member_reports_new_once,
+    concurrent_add_member_reports_new_once,
+    role_changes_compare_and_keep_an_owner,
+    concurrent_owner_changes_keep_an_owner,
+    removing_a_member_leaves_the_workspace_channels,
     channels_and_membership,
     visible_channels_and_dm_members,
     dm_keys_are_unique_per_workspace,
@@ -322,26 +325,32 @@ async fn workspaces_members_and_roles(store: Arc<dyn Store>) {
 
     assert!(
         store
-            .put_member(acme.id, bob.id, Role::Member)
+            .add_member(acme.id, bob.id, Role::Member)
             .await
             .unwrap()
     );
     assert!(
         store
-            .put_member(acme.id, carol.id, Role::Guest)
+            .add_member(acme.id, carol.id, Role::Guest)
             .await
             .unwrap()
     );
-    // Re-roling an existing member is not a new member.
+    // Adding is insert-only: an existing member keeps their role.
     assert!(
         !store
-            .put_member(acme.id, bob.id, Role::Admin)
+            .add_member(acme.id, bob.id, Role::Admin)
             .await
             .unwrap()
     );
     assert_eq!(
         store.member_role(acme.id, bob.id).await.unwrap(),
-        Some(Role::Admin)
+        Some(Role::Member)
+    );
+    assert!(
+        store
+            .set_member_role(acme.id, bob.id, Role::Member, Role::Admin)
+            .await
+            .unwrap()
     );
 
     let of_bob = store.workspaces_of(bob.id).await.unwrap();
@@ -378,7 +387,7 @@ async fn workspaces_members_and_roles(store: Arc<dyn Store>) {
     assert!(!carol_member.presence.online);
 }
 
-async fn concurrent_put_member_reports_new_once(store: Arc<dyn Store>) {
+async fn concurrent_add_member_reports_new_once(store: Arc<dyn Store>) {
     let owner = user(&store, "owner").await;
     let ws = store.create_workspace("acme", owner.id).await.unwrap();
     for round in 0..5 {
@@ -386,7 +395,7 @@ async fn concurrent_put_member_reports_new_once(store: Arc<dyn Store>) {
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let store = store.clone();
-                tokio::spawn(async move { store.put_member(ws.id, joiner.id, Role::Member).await })
+                tokio::spawn(async move { store.add_member(ws.id, joiner.id, Role::Member).await })
             })
             .collect();
         let mut new = 0;
@@ -400,12 +409,267 @@ async fn concurrent_put_member_reports_new_once(store: Arc<dyn Store>) {
     assert_eq!(store.members(ws.id).await.unwrap().len(), 6);
 }
 
+async fn role_changes_compare_and_keep_an_owner(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let stranger = user(&store, "stranger").await;
+    let ws = store.create_workspace("acme", alice.id).await.unwrap();
+    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
+    let role = |u: UserId| {
+        let store = store.clone();
+        async move { store.member_role(ws.id, u).await.unwrap() }
+    };
+
+    // A stale `from` (or a non-member) changes nothing.
+    assert!(
+        !store
+            .set_member_role(ws.id, bob.id, Role::Admin, Role::Guest)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_member_role(ws.id, stranger.id, Role::Member, Role::Admin)
+            .await
+            .unwrap()
+    );
+    assert_eq!(role(bob.id).await, Some(Role::Member));
+    assert_eq!(role(stranger.id).await, None);
+
+    // The only owner cannot be demoted; nothing changes.
+    let err = store
+        .set_member_role(ws.id, alice.id, Role::Owner, Role::Admin)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ChatError::Conflict(_)), "{err:?}");
+    assert_eq!(role(alice.id).await, Some(Role::Owner));
+
+    // With a second owner, either may step down, but not both.
+    assert!(
+        store
+            .set_member_role(ws.id, bob.id, Role::Member, Role::Owner)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_member_role(ws.id, alice.id, Role::Owner, Role::Guest)
+            .await
+            .unwrap()
+    );
+    let err = store
+        .set_member_role(ws.id, bob.id, Role::Owner, Role::Member)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ChatError::Conflict(_)), "{err:?}");
+    assert_eq!(role(alice.id).await, Some(Role::Guest));
+    assert_eq!(role(bob.id).await, Some(Role::Owner));
+
+    // Neither can the last owner be removed.
+    let err = store
+        .remove_member(ws.id, bob.id, Role::Owner)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ChatError::Conflict(_)), "{err:?}");
+    assert_eq!(role(bob.id).await, Some(Role::Owner));
+    // A removal guarded by a stale role changes nothing.
+    assert_eq!(
+        store
+            .remove_member(ws.id, alice.id, Role::Member)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(role(alice.id).await, Some(Role::Guest));
+}
+
+/// Owners demoting and removing each other at once: the workspace never ends up
+/// without an owner, however the changes interleave (PostgreSQL: across connections).
+async fn concurrent_owner_changes_keep_an_owner(store: Arc<dyn Store>) {
+    for round in 0..6 {
+        let owners = [
+            user(&store, &format!("a{round}")).await,
+            user(&store, &format!("b{round}")).await,
+            user(&store, &format!("c{round}")).await,
+        ];
+        let ws = store
+            .create_workspace(&format!("ws{round}"), owners[0].id)
+            .await
+            .unwrap();
+        for o in &owners[1..] {
+            store.add_member(ws.id, o.id, Role::Owner).await.unwrap();
+        }
+        let tasks: Vec<_> = owners
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let (store, id) = (store.clone(), o.id);
+                tokio::spawn(async move {
+                    if (i + round) % 2 == 0 {
+                        store
+                            .set_member_role(ws.id, id, Role::Owner, Role::Member)
+                            .await
+                            .map(|changed| changed as usize)
+                    } else {
+                        store
+                            .remove_member(ws.id, id, Role::Owner)
+                            .await
+                            .map(|left| left.is_some() as usize)
+                    }
+                })
+            })
+            .collect();
+        let (mut done, mut refused) = (0, 0);
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(n) => done += n,
+                Err(ChatError::Conflict(_)) => refused += 1,
+                Err(other) => panic!("unexpected error {other:?}"),
+            }
+        }
+        assert_eq!((done, refused), (2, 1), "round {round}");
+        let remaining: Vec<Role> = store
+            .members(ws.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.role)
+            .filter(|r| *r == Role::Owner)
+            .collect();
+        assert_eq!(remaining.len(), 1, "round {round}: exactly one owner left");
+    }
+}
+
+async fn removing_a_member_leaves_the_workspace_channels(store: Arc<dyn Store>) {
+    let (owner, ws, general) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    for u in [&bob, &carol] {
+        store.add_member(ws.id, u.id, Role::Member).await.unwrap();
+    }
+    store.add_channel_member(general.id, bob.id).await.unwrap();
+    let secret = channel(
+        &store,
+        ws.id,
+        "secret",
+        ChannelKind::Private,
+        owner.id,
+        &[owner.id, bob.id, carol.id],
+    )
+    .await;
+    let dm = store
+        .create_channel(NewChannel {
+            workspace_id: ws.id,
+            name: "dm".into(),
+            topic: String::new(),
+            kind: ChannelKind::Dm,
+            policy: Policy::Dm,
+            created_by: bob.id,
+            members: vec![bob.id, carol.id],
+            dm_key: Some(format!("{},{}", bob.id, carol.id)),
+        })
+        .await
+        .unwrap();
+    // A channel bob does not belong to, and bob's membership of another workspace.
+    let quiet = channel(&store, ws.id, "quiet", ChannelKind::Public, owner.id, &[]).await;
+    let other_ws = store.create_workspace("other", carol.id).await.unwrap();
+    store
+        .add_member(other_ws.id, bob.id, Role::Member)
+        .await
+        .unwrap();
+    let elsewhere = channel(
+        &store,
+        other_ws.id,
+        "elsewhere",
+        ChannelKind::Public,
+        carol.id,
+        &[carol.id, bob.id],
+    )
+    .await;
+    let said = send(&store, secret.id, bob.id, "still here after I go").await;
+    store
+        .set_delivery_list(secret.id, DeliveryList::OnDuty, &[bob.id, carol.id])
+        .await
+        .unwrap();
+    store
+        .set_delivery_list(elsewhere.id, DeliveryList::Wake, &[bob.id])
+        .await
+        .unwrap();
+    store
+        .set_observers(ws.id, &[bob.id, carol.id])
+        .await
+        .unwrap();
+    store.set_observers(other_ws.id, &[bob.id]).await.unwrap();
+
+    let left = store
+        .remove_member(ws.id, bob.id, Role::Member)
+        .await
+        .unwrap()
+        .expect("bob was a member");
+    let mut expected = vec![general.id, secret.id, dm.id];
+    expected.sort();
+    assert_eq!(left, expected, "every channel of the workspace, DMs too");
+
+    assert_eq!(store.member_role(ws.id, bob.id).await.unwrap(), None);
+    for ch in [general.id, secret.id, dm.id, quiet.id] {
+        assert!(!store.is_channel_member(ch, bob.id).await.unwrap(), "{ch}");
+    }
+    assert_eq!(
+        store.member_channels(bob.id).await.unwrap(),
+        vec![elsewhere.id],
+        "the other workspace is untouched"
+    );
+    assert_eq!(
+        store.member_role(other_ws.id, bob.id).await.unwrap(),
+        Some(Role::Member)
+    );
+    assert!(store.is_channel_member(dm.id, carol.id).await.unwrap());
+    // Lists and observers lose bob in this workspace only.
+    assert_eq!(
+        store
+            .delivery_list(secret.id, DeliveryList::OnDuty)
+            .await
+            .unwrap(),
+        vec![carol.id]
+    );
+    assert_eq!(
+        store
+            .delivery_list(elsewhere.id, DeliveryList::Wake)
+            .await
+            .unwrap(),
+        vec![bob.id]
+    );
+    assert_eq!(store.observers(ws.id).await.unwrap(), vec![carol.id]);
+    assert_eq!(store.observers(other_ws.id).await.unwrap(), vec![bob.id]);
+    // What bob wrote stays.
+    let kept = store.message(said.id).await.unwrap().unwrap();
+    assert_eq!(kept.text, "still here after I go");
+    assert!(!kept.deleted);
+
+    // Removing again changes nothing; adding back starts with no channels.
+    assert_eq!(
+        store
+            .remove_member(ws.id, bob.id, Role::Member)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.add_member(ws.id, bob.id, Role::Guest).await.unwrap());
+    assert_eq!(
+        store
+            .remove_member(ws.id, bob.id, Role::Guest)
+            .await
+            .unwrap(),
+        Some(Vec::new())
+    );
+}
+
 // ---- channels -----------------------------------------------------------------------
 
 async fn channels_and_membership(store: Arc<dyn Store>) {
     let (alice, ws, general) = setup(&store).await;
     let bob = user(&store, "bob").await;
-    store.put_member(ws.id, bob.id, Role::Member).await.unwrap();
+    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
     assert_eq!(general.name, "general");
     assert_eq!(general.kind, ChannelKind::Public);
     assert_eq!(general.policy, Policy::All);
@@ -690,7 +954,7 @@ async fn dm_get_or_create_races_to_one_channel(store: Arc<dyn Store>) {
     let mut others = Vec::new();
     for name in ["bob", "carol", "dave"] {
         let u = user(&store, name).await;
-        store.put_member(ws.id, u.id, Role::Member).await.unwrap();
+        store.add_member(ws.id, u.id, Role::Member).await.unwrap();
         others.push(u);
     }
     let node = || {
@@ -881,7 +1145,7 @@ async fn messages_send_and_page(store: Arc<dyn Store>) {
 async fn idempotent_send(store: Arc<dyn Store>) {
     let (alice, ws, ch) = setup(&store).await;
     let bob = user(&store, "bob").await;
-    store.put_member(ws.id, bob.id, Role::Member).await.unwrap();
+    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
     store.add_channel_member(ch.id, bob.id).await.unwrap();
     let keyed = |author: UserId, text: &str, key: &str| NewMessage {
         idempotency_key: Some(key.into()),
@@ -962,7 +1226,7 @@ async fn idempotent_send_under_concurrency(store: Arc<dyn Store>) {
 async fn concurrent_sends_each_get_their_own_message(store: Arc<dyn Store>) {
     let (alice, ws, ch) = setup(&store).await;
     let bob = user(&store, "bob").await;
-    store.put_member(ws.id, bob.id, Role::Member).await.unwrap();
+    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
     store.add_channel_member(ch.id, bob.id).await.unwrap();
     let tasks: Vec<_> = (0..300)
         .map(|i| {
@@ -1018,7 +1282,7 @@ async fn concurrent_sends_each_get_their_own_message(store: Arc<dyn Store>) {
 async fn edit_and_delete(store: Arc<dyn Store>) {
     let (alice, ws, ch) = setup(&store).await;
     let bob = user(&store, "bob").await;
-    store.put_member(ws.id, bob.id, Role::Member).await.unwrap();
+    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
     store.add_channel_member(ch.id, bob.id).await.unwrap();
     let message = send(&store, ch.id, alice.id, "hi").await;
 
@@ -1318,7 +1582,7 @@ async fn pins(store: Arc<dyn Store>) {
 async fn reads_unread_and_mentions(store: Arc<dyn Store>) {
     let (alice, ws, ch) = setup(&store).await;
     let bob = user(&store, "bob").await;
-    store.put_member(ws.id, bob.id, Role::Member).await.unwrap();
+    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
     let early = send(&store, ch.id, alice.id, "before bob").await;
     // Joining starts with the history read.
     store.add_channel_member(ch.id, bob.id).await.unwrap();

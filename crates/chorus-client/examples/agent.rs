@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use chorus_client::{
-    Client, EventFrame, Message, Realtime, Result, SendMessage, User, UserId, UserKind,
+    Client, EventFrame, Message, Realtime, Result, SendMessage, User, UserId, UserKind, UserProfile,
 };
 
 /// The agent's state: who it is, and the people it has met (to greet them by name and
@@ -18,7 +18,7 @@ use chorus_client::{
 struct Agent {
     client: Client,
     me: User,
-    people: HashMap<UserId, User>,
+    people: HashMap<UserId, UserProfile>,
 }
 
 impl Agent {
@@ -74,7 +74,7 @@ impl Agent {
     }
 
     /// What to say. A real agent would ask a model here.
-    fn answer(&self, author: &User, message: &Message) -> String {
+    fn answer(&self, author: &UserProfile, message: &Message) -> String {
         let mut quote: String = message.text.chars().take(200).collect();
         if quote.len() < message.text.len() {
             quote.push('…');
@@ -83,7 +83,7 @@ impl Agent {
     }
 
     /// The message's author, from the channel's workspace members (fetched once).
-    async fn person(&mut self, message: &Message) -> Result<User> {
+    async fn person(&mut self, message: &Message) -> Result<UserProfile> {
         if let Some(user) = self.people.get(&message.author_id) {
             return Ok(user.clone());
         }
@@ -99,14 +99,12 @@ impl Agent {
             .people
             .get(&message.author_id)
             .cloned()
-            .unwrap_or_else(|| User {
+            .unwrap_or_else(|| UserProfile {
                 id: message.author_id,
                 name: format!("user-{}", message.author_id),
                 display_name: String::new(),
                 kind: UserKind::Human,
-                webhook_url: None,
                 status_text: String::new(),
-                is_admin: false,
                 created_at: String::new(),
             }))
     }

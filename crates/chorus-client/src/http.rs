@@ -114,6 +114,13 @@ impl Client {
         self.json(self.request(Method::GET, "api/v1/me")?).await
     }
 
+    /// One user: the full record for the caller themself (and for a server admin), the
+    /// profile for someone sharing a workspace with the caller.
+    pub async fn user(&self, id: UserId) -> Result<UserView> {
+        self.json(self.request(Method::GET, &format!("api/v1/users/{id}"))?)
+            .await
+    }
+
     /// Creates a workspace; the caller becomes its owner.
     pub async fn create_workspace(&self, name: &str) -> Result<Workspace> {
         let req = self.request(Method::POST, "api/v1/workspaces")?;
@@ -126,11 +133,32 @@ impl Client {
             .await
     }
 
-    /// Adds a member to a workspace (owners and admins).
+    /// Adds a member to a workspace (owners and admins); `conflict` when the user
+    /// already is one.
     pub async fn add_workspace_member(&self, ws: WorkspaceId, req: &AddMember) -> Result<Member> {
         let path = format!("api/v1/workspaces/{ws}/members");
         self.json(self.request(Method::POST, &path)?.json(req))
             .await
+    }
+
+    /// Changes a member's role (owners and admins; only owners touch owners). The
+    /// last owner cannot be demoted (`conflict`).
+    pub async fn set_member_role(
+        &self,
+        ws: WorkspaceId,
+        user_id: UserId,
+        role: Role,
+    ) -> Result<Member> {
+        let path = format!("api/v1/workspaces/{ws}/members/{user_id}");
+        self.json(self.request(Method::PATCH, &path)?.json(&SetRole { role }))
+            .await
+    }
+
+    /// Removes a member from a workspace and from its channels and DMs; with the
+    /// caller's own id, leaves the workspace. The last owner cannot leave (`conflict`).
+    pub async fn remove_workspace_member(&self, ws: WorkspaceId, user_id: UserId) -> Result<()> {
+        let path = format!("api/v1/workspaces/{ws}/members/{user_id}");
+        self.empty(self.request(Method::DELETE, &path)?).await
     }
 
     /// A workspace's members.

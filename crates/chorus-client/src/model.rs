@@ -101,7 +101,8 @@ text_enum!(
     }
 );
 
-/// A user. Timestamps are RFC 3339 strings, as on the wire.
+/// A user's full record, as the user themself and server admins see it
+/// (`GET /api/v1/me`, user creation). Timestamps are RFC 3339 strings, as on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
     pub id: UserId,
@@ -114,6 +115,50 @@ pub struct User {
     /// Server administrator (may create users, publish to any scope).
     pub is_admin: bool,
     pub created_at: String,
+}
+
+/// A user as others see them (workspace members, `workspace.member_joined`): no
+/// webhook, no admin flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserProfile {
+    pub id: UserId,
+    pub name: String,
+    pub display_name: String,
+    pub kind: UserKind,
+    pub status_text: String,
+    pub created_at: String,
+}
+
+impl From<User> for UserProfile {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            name: user.name,
+            display_name: user.display_name,
+            kind: user.kind,
+            status_text: user.status_text,
+            created_at: user.created_at,
+        }
+    }
+}
+
+/// `GET /api/v1/users/{id}`: the full record for the caller themself and for server
+/// admins, the profile for anyone else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum UserView {
+    Full(User),
+    Profile(UserProfile),
+}
+
+impl UserView {
+    /// The profile part, whichever the server sent.
+    pub fn profile(&self) -> UserProfile {
+        match self {
+            Self::Full(user) => user.clone().into(),
+            Self::Profile(profile) => profile.clone(),
+        }
+    }
 }
 
 /// A new user and its first API token (shown once).
@@ -153,7 +198,7 @@ pub struct WorkspaceMembership {
 /// A workspace member.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
-    pub user: User,
+    pub user: UserProfile,
     pub role: Role,
 }
 
@@ -250,6 +295,12 @@ impl CreateUser {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AddMember {
     pub user_id: UserId,
+    pub role: Role,
+}
+
+/// `PATCH /api/v1/workspaces/{id}/members/{user_id}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SetRole {
     pub role: Role,
 }
 
@@ -354,6 +405,20 @@ mod tests {
             serde_json::to_string(&Policy::RoundRobin).ok().as_deref(),
             Some("\"round_robin\"")
         );
+    }
+
+    #[test]
+    fn user_views_tell_full_records_from_profiles() {
+        let profile = r#"{"id":7,"name":"bot","display_name":"Bot","kind":"agent",
+            "status_text":"","created_at":"2025-01-01T00:00:00Z"}"#;
+        let view: UserView = serde_json::from_str(profile).expect("valid profile");
+        assert!(matches!(view, UserView::Profile(ref p) if p.name == "bot"));
+        let full = r#"{"id":7,"name":"bot","display_name":"Bot","kind":"agent",
+            "webhook_url":"http://h/x","status_text":"","is_admin":false,
+            "created_at":"2025-01-01T00:00:00Z"}"#;
+        let view: UserView = serde_json::from_str(full).expect("valid user");
+        assert!(matches!(view, UserView::Full(ref u) if u.webhook_url.is_some()));
+        assert_eq!(view.profile().id, UserId(7));
     }
 
     #[test]

@@ -731,7 +731,7 @@ async fn channel_life_is_live_for_every_member_tab() {
     let renamed = s
         .patch(
             &format!("/api/v1/channels/{ch}"),
-            &w.bob.token,
+            &w.alice.token,
             json!({ "name": "launch", "topic": "Friday" }),
         )
         .await

@@ -128,6 +128,21 @@ pub enum WorkspaceCommand {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Change a member's role (owner, admin, member or guest).
+    SetRole {
+        workspace_id: WorkspaceId,
+        user_id: UserId,
+        role: Role,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Remove a member from the workspace and its channels (your own id: leave it).
+    RemoveMember {
+        workspace_id: WorkspaceId,
+        user_id: UserId,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// The caller's workspaces, with its role in each.
     List {
         #[command(flatten)]
@@ -286,6 +301,27 @@ async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<()> {
                     .add_workspace_member(workspace_id, &req)
                     .await?,
             )
+        }
+        WorkspaceCommand::SetRole {
+            workspace_id,
+            user_id,
+            role,
+            conn,
+        } => emit(
+            &conn
+                .client()?
+                .set_member_role(workspace_id, user_id, role)
+                .await?,
+        ),
+        WorkspaceCommand::RemoveMember {
+            workspace_id,
+            user_id,
+            conn,
+        } => {
+            conn.client()?
+                .remove_workspace_member(workspace_id, user_id)
+                .await?;
+            Ok(())
         }
         WorkspaceCommand::List { conn } => {
             let workspaces = conn.client()?.list_workspaces().await?;

@@ -1,5 +1,8 @@
 //! Channels, DMs and channel membership. Membership changes move the live
 //! subscriptions of every connection of the user concerned (see `emit_joined`).
+//! A channel's settings and the membership of others are for its managers
+//! ([`require_channel_manager`](Chat::require_channel_manager)); docs/protocol.md,
+//! "Permissions", has the whole table.
 
 use std::collections::BTreeSet;
 
@@ -7,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::Chat;
-use super::events::{channel_scope, workspace_scope};
+use super::events::{channel_scope, user_scope, workspace_scope};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
 use crate::store::{ChannelPatch, NewChannel};
@@ -153,6 +156,14 @@ impl Chat {
             presence: Vec::new(),
         };
         if let Some(existing) = self.store.dm_by_key(ws, &key).await? {
+            // A participant removed from the workspace lost the DM; added back, they
+            // get it back (with its history) the next time it is opened.
+            let current = self.store.channel_members(existing.id).await?;
+            for &user in members.iter().filter(|u| !current.contains(u)) {
+                if self.store.add_channel_member(existing.id, user).await? {
+                    self.announce_join(&existing, user, &members).await;
+                }
+            }
             return Ok((view(existing), false));
         }
         let created = self
@@ -193,7 +204,8 @@ impl Chat {
     }
 
     /// The channel, if the caller may read it: members always; for public channels,
-    /// every non-guest member of the workspace.
+    /// every non-guest member of the workspace. Server admins get no exception: they
+    /// administer, they do not read private channels and DMs they are not in.
     pub async fn readable_channel(&self, caller: &User, id: ChannelId) -> Result<Channel> {
         let channel = self
             .store
@@ -205,9 +217,6 @@ impl Chat {
         }
         let role = self.role_in(caller, channel.workspace_id).await?;
         if channel.kind == ChannelKind::Public && role != Role::Guest {
-            return Ok(channel);
-        }
-        if caller.is_admin {
             return Ok(channel);
         }
         Err(forbidden("not a member of this channel"))
@@ -248,13 +257,14 @@ impl Chat {
         req: UpdateChannel,
     ) -> Result<Channel> {
         let channel = self.readable_channel(caller, id).await?;
-        let is_member = self.store.is_channel_member(id, caller.id).await?;
-        let manages = self.role_in(caller, channel.workspace_id).await?.manages();
-        if !is_member && !manages {
-            return Err(forbidden("only members can change a channel"));
-        }
-        if channel.kind == ChannelKind::Dm && (req.name.is_some() || req.policy.is_some()) {
-            return Err(bad("a DM's name and policy are fixed"));
+        if channel.kind == ChannelKind::Dm {
+            // A DM has no manager: any participant (its only readers) may set its
+            // topic.
+            if req.name.is_some() || req.policy.is_some() {
+                return Err(bad("a DM's name and policy are fixed"));
+            }
+        } else {
+            self.require_channel_manager(caller, &channel).await?;
         }
         if let Some(name) = &req.name
             && !valid_channel_name(name)
@@ -330,9 +340,14 @@ impl Chat {
         if channel.kind == ChannelKind::Dm {
             return Err(bad("a DM's participants are fixed; open a new DM instead"));
         }
-        let manages = self.role_in(caller, channel.workspace_id).await?.manages();
-        if !manages && !self.store.is_channel_member(id, caller.id).await? {
-            return Err(forbidden("only members can add members"));
+        if self.role_in(caller, channel.workspace_id).await? == Role::Guest {
+            return Err(forbidden("guests cannot add members to channels"));
+        }
+        // A public channel's members may bring others in; a private one's may not.
+        if channel.kind == ChannelKind::Private
+            || !self.store.is_channel_member(id, caller.id).await?
+        {
+            self.require_channel_manager(caller, &channel).await?;
         }
         self.require_workspace_member(channel.workspace_id, user)
             .await?;
@@ -355,17 +370,30 @@ impl Chat {
         if channel.kind == ChannelKind::Dm {
             return Err(bad("a DM's participants are fixed"));
         }
-        let manages = self.role_in(caller, channel.workspace_id).await?.manages();
-        if !manages && channel.created_by != caller.id {
-            return Err(forbidden(
-                "only workspace admins and the channel's creator remove members",
-            ));
-        }
+        self.require_channel_manager(caller, &channel).await?;
         if !self.store.remove_channel_member(id, user).await? {
             return Err(not_found("not a member of this channel"));
         }
         self.announce_leave(&channel, user).await;
         Ok(())
+    }
+
+    /// A channel's settings (name, topic, policy, on-duty and wake lists) and the
+    /// membership of others (adding to a private channel, removing) are for its
+    /// creator and the workspace's owners and admins; guests never, a creator who was
+    /// made a guest included. The caller must also be able to read the channel.
+    pub(crate) async fn require_channel_manager(
+        &self,
+        caller: &User,
+        channel: &Channel,
+    ) -> Result<()> {
+        let role = self.role_in(caller, channel.workspace_id).await?;
+        if role.manages() || (role != Role::Guest && channel.created_by == caller.id) {
+            return Ok(());
+        }
+        Err(forbidden(
+            "only the channel's creator and workspace owners and admins manage a channel",
+        ))
     }
 
     async fn require_workspace_member(&self, ws: WorkspaceId, user: UserId) -> Result<Role> {
@@ -391,6 +419,22 @@ impl Chat {
         };
         self.emit_joined(user, "channel.joined", channel_scope(channel.id), &joined)
             .await;
+    }
+
+    /// After a user was removed from a workspace: each of its channels they were in
+    /// hears `member.left`, and their own scope `channel.left` for each (their
+    /// connections already dropped those channels with `workspace.left`).
+    pub(crate) async fn announce_removed_from(&self, channels: &[ChannelId], user: UserId) {
+        for &channel in channels {
+            let change = MembershipChange {
+                channel_id: channel,
+                user_id: user,
+            };
+            self.emit_event(user_scope(user), "channel.left", &change)
+                .await;
+            self.emit_event(channel_scope(channel), "member.left", &change)
+                .await;
+        }
     }
 
     /// Called after every membership change is committed.

@@ -6,7 +6,7 @@ use super::Chat;
 use super::channels::CreateChannel;
 use super::users::CreateUser;
 use super::workspaces::AddMember;
-use crate::error::{Result, forbidden};
+use crate::error::{ChatError, Result, forbidden};
 use crate::model::*;
 
 /// The workspace every dev login joins, and its public channel.
@@ -50,15 +50,21 @@ impl Chat {
                 Some(w) => w.workspace,
                 None => self.create_workspace(&admin, DEV_WORKSPACE).await?,
             };
-            self.add_workspace_member(
-                &admin,
-                ws.id,
-                AddMember {
-                    user_id: user.id,
-                    role: Role::Member,
-                },
-            )
-            .await?;
+            let added = self
+                .add_workspace_member(
+                    &admin,
+                    ws.id,
+                    AddMember {
+                        user_id: user.id,
+                        role: Role::Member,
+                    },
+                )
+                .await;
+            match added {
+                // A conflict: already a member (every login after the first).
+                Ok(_) | Err(ChatError::Conflict(_)) => {}
+                Err(err) => return Err(err),
+            }
             let general = match self
                 .list_channels(&admin, ws.id)
                 .await?

@@ -38,7 +38,7 @@ pub use presence_redis::RedisPresence;
 pub use reads::MarkRead;
 pub use realtime::ChatHooks;
 pub use users::{CreateUser, NewAccount};
-pub use workspaces::AddMember;
+pub use workspaces::{AddMember, SetRole};
 
 /// Domain limits and timings.
 #[derive(Debug, Clone)]

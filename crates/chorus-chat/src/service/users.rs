@@ -1,11 +1,13 @@
-//! Users, tokens and authentication of opaque tokens.
+//! Users, tokens and authentication of opaque tokens, and who sees what of a user: the
+//! full [`User`] (webhook, admin flag) goes to the user themself and to server admins
+//! only; everyone else gets the [`UserProfile`].
 
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::Chat;
-use crate::error::{ChatError, Result, bad, forbidden};
-use crate::model::{User, UserKind, valid_user_name};
+use crate::error::{ChatError, Result, bad, forbidden, not_found};
+use crate::model::{User, UserId, UserKind, UserProfile, UserView, valid_user_name};
 use crate::store::NewUser;
 use crate::token;
 
@@ -99,6 +101,32 @@ impl Chat {
             token,
             webhook_secret,
         })
+    }
+
+    /// One user as the caller may see them: the full record for themself and for server
+    /// admins, the profile for someone sharing a workspace with the caller. Anyone else
+    /// is `NotFound`, so users cannot be enumerated across workspaces.
+    pub async fn user_view(&self, caller: &User, id: UserId) -> Result<UserView> {
+        if caller.id == id {
+            return Ok(UserView::Full(caller.clone()));
+        }
+        let user = self
+            .store
+            .user(id)
+            .await?
+            .ok_or_else(|| not_found("no such user"))?;
+        if caller.is_admin {
+            return Ok(UserView::Full(user));
+        }
+        let mine = self.store.workspaces_of(caller.id).await?;
+        let theirs = self.store.workspaces_of(id).await?;
+        let shared = theirs
+            .iter()
+            .any(|t| mine.iter().any(|m| m.workspace.id == t.workspace.id));
+        if !shared {
+            return Err(not_found("no such user"));
+        }
+        Ok(UserView::Profile(UserProfile::from(user)))
     }
 
     /// Mints and stores a new opaque token for `user`.

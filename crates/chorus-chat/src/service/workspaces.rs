@@ -1,11 +1,13 @@
-//! Workspaces and their members.
+//! Workspaces and their members: adding, re-roling and removing them under the
+//! rules of docs/protocol.md ("Permissions"), and the events that move the affected
+//! user's live subscriptions. A workspace always keeps an owner; the store enforces it.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::Chat;
-use super::events::workspace_scope;
-use crate::error::{Result, bad, forbidden, not_found};
+use super::events::{channel_scope, workspace_scope};
+use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -19,10 +21,37 @@ fn default_role() -> Role {
     Role::Member
 }
 
+/// `PATCH /api/v1/workspaces/{id}/members/{user_id}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct SetRole {
+    pub role: Role,
+}
+
+/// `member.role_changed`, on the workspace's scope and the member's own.
+#[derive(Serialize)]
+struct RoleChanged {
+    workspace_id: WorkspaceId,
+    user_id: UserId,
+    role: Role,
+}
+
+/// `member.left` on the workspace's scope.
+#[derive(Serialize)]
+struct MemberLeft {
+    workspace_id: WorkspaceId,
+    user_id: UserId,
+}
+
+/// `workspace.left` on the removed member's scope.
+#[derive(Serialize)]
+struct WorkspaceLeft {
+    workspace_id: WorkspaceId,
+}
+
 #[derive(Serialize)]
 struct MemberEvent<'a> {
     workspace_id: WorkspaceId,
-    user: &'a User,
+    user: &'a UserProfile,
     role: Role,
 }
 
@@ -56,14 +85,20 @@ impl Chat {
         self.store.workspaces_of(caller.id).await
     }
 
-    /// The caller's role in a workspace; `NotFound` when not a member (server admins
-    /// act as owners), so non-members cannot even learn the workspace exists.
+    /// The caller's role in a workspace; `NotFound` when not a member, so non-members
+    /// cannot even learn the workspace exists. Server admins act as owners of every
+    /// workspace, whatever their stored role.
     pub(crate) async fn role_in(&self, caller: &User, ws: WorkspaceId) -> Result<Role> {
-        match self.store.member_role(ws, caller.id).await? {
-            Some(role) => Ok(role),
-            None if caller.is_admin && self.store.workspace(ws).await?.is_some() => Ok(Role::Owner),
-            None => Err(not_found("no such workspace")),
+        if caller.is_admin {
+            return match self.store.workspace(ws).await? {
+                Some(_) => Ok(Role::Owner),
+                None => Err(not_found("no such workspace")),
+            };
         }
+        self.store
+            .member_role(ws, caller.id)
+            .await?
+            .ok_or_else(|| not_found("no such workspace"))
     }
 
     /// The members, each with their presence.
@@ -75,6 +110,9 @@ impl Chat {
         Ok(members)
     }
 
+    /// Adds a user to the workspace (owners and admins; only owners add owners).
+    /// `Conflict` for a user who already is a member: roles change with
+    /// [`set_member_role`](Self::set_member_role).
     pub async fn add_workspace_member(
         &self,
         caller: &User,
@@ -98,29 +136,162 @@ impl Chat {
             .workspace(ws)
             .await?
             .ok_or_else(|| not_found("no such workspace"))?;
-        let added = self.store.put_member(ws, user.id, req.role).await?;
-        if added {
-            self.emit_event(
-                workspace_scope(ws),
-                "workspace.member_joined",
-                &MemberEvent {
-                    workspace_id: ws,
-                    user: &user,
-                    role: req.role,
-                },
-            )
-            .await;
-            self.emit_joined(
-                user.id,
-                "workspace.joined",
-                workspace_scope(ws),
-                &JoinedWorkspace {
-                    workspace: &workspace,
-                    role: req.role,
-                },
-            )
-            .await;
+        if !self.store.add_member(ws, user.id, req.role).await? {
+            return Err(ChatError::Conflict(
+                "already a member; change the role with PATCH /api/v1/workspaces/{id}/members/{user_id}"
+                    .into(),
+            ));
         }
+        self.cache.changed();
+        self.emit_event(
+            workspace_scope(ws),
+            "workspace.member_joined",
+            &MemberEvent {
+                workspace_id: ws,
+                user: &UserProfile::from(user.clone()),
+                role: req.role,
+            },
+        )
+        .await;
+        self.emit_joined(
+            user.id,
+            "workspace.joined",
+            workspace_scope(ws),
+            &JoinedWorkspace {
+                workspace: &workspace,
+                role: req.role,
+            },
+        )
+        .await;
+        self.member_view(user, req.role).await
+    }
+
+    /// Changes a member's role. Owners and admins change the roles of admins, members
+    /// and guests (their own included); only owners change an owner's role or make
+    /// someone owner. The last owner cannot be demoted (`Conflict`). Setting the role a
+    /// member already has changes nothing and announces nothing.
+    pub async fn set_member_role(
+        &self,
+        caller: &User,
+        ws: WorkspaceId,
+        user: UserId,
+        req: SetRole,
+    ) -> Result<Member> {
+        let my_role = self.role_in(caller, ws).await?;
+        if !my_role.manages() {
+            return Err(forbidden("only owners and admins change roles"));
+        }
+        let current = self.target_role(ws, user).await?;
+        if (current == Role::Owner || req.role == Role::Owner) && my_role != Role::Owner {
+            return Err(forbidden(
+                "only an owner can change an owner's role or make someone owner",
+            ));
+        }
+        let target = self
+            .store
+            .user(user)
+            .await?
+            .ok_or_else(|| not_found("not a member of this workspace"))?;
+        if current == req.role {
+            return self.member_view(target, current).await;
+        }
+        if !self
+            .store
+            .set_member_role(ws, user, current, req.role)
+            .await?
+        {
+            return Err(self.changed_meanwhile(ws, user).await);
+        }
+        self.cache.changed();
+        let event = RoleChanged {
+            workspace_id: ws,
+            user_id: user,
+            role: req.role,
+        };
+        // The member's own scope first: a demotion re-checks their subscriptions (public
+        // channels they did not join, thread panels) before anything else is sent.
+        self.emit_access_changed(
+            user,
+            "member.role_changed",
+            Vec::new(),
+            "role_changed",
+            &event,
+        )
+        .await;
+        self.emit_event(workspace_scope(ws), "member.role_changed", &event)
+            .await;
+        self.member_view(target, req.role).await
+    }
+
+    /// Removes a member from the workspace, with their memberships of its channels and
+    /// DMs (their messages stay). A member may remove themself (leave); removing others
+    /// is for owners and admins, and only owners remove an owner. The last owner can
+    /// neither leave nor be removed (`Conflict`).
+    pub async fn remove_workspace_member(
+        &self,
+        caller: &User,
+        ws: WorkspaceId,
+        user: UserId,
+    ) -> Result<()> {
+        let my_role = self.role_in(caller, ws).await?;
+        let leaving = user == caller.id;
+        if !leaving && !my_role.manages() {
+            return Err(forbidden("only owners and admins remove members"));
+        }
+        let current = self.target_role(ws, user).await?;
+        if !leaving && current == Role::Owner && my_role != Role::Owner {
+            return Err(forbidden("only an owner can remove an owner"));
+        }
+        let Some(channels) = self.store.remove_member(ws, user, current).await? else {
+            return Err(self.changed_meanwhile(ws, user).await);
+        };
+        self.cache.changed();
+        // One event drops the workspace and every channel of it from the user's
+        // connections at once and re-checks the rest (thread panels of those channels).
+        let scopes = std::iter::once(workspace_scope(ws))
+            .chain(channels.iter().copied().map(channel_scope))
+            .collect();
+        self.emit_access_changed(
+            user,
+            "workspace.left",
+            scopes,
+            "workspace_left",
+            &WorkspaceLeft { workspace_id: ws },
+        )
+        .await;
+        self.announce_removed_from(&channels, user).await;
+        self.emit_event(
+            workspace_scope(ws),
+            "member.left",
+            &MemberLeft {
+                workspace_id: ws,
+                user_id: user,
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// The role of the member a change is about; `NotFound` when not a member.
+    async fn target_role(&self, ws: WorkspaceId, user: UserId) -> Result<Role> {
+        self.store
+            .member_role(ws, user)
+            .await?
+            .ok_or_else(|| not_found("not a member of this workspace"))
+    }
+
+    /// The error for a compare-and-set that lost: the member left, or their role
+    /// changed since it was checked.
+    async fn changed_meanwhile(&self, ws: WorkspaceId, user: UserId) -> ChatError {
+        match self.store.member_role(ws, user).await {
+            Ok(None) => not_found("not a member of this workspace"),
+            Ok(Some(_)) => ChatError::Conflict("the member's role changed meanwhile; retry".into()),
+            Err(err) => err,
+        }
+    }
+
+    /// A member as the API shows it, with their presence.
+    async fn member_view(&self, user: User, role: Role) -> Result<Member> {
         let mut presence = self
             .store
             .presence(user.id)
@@ -128,8 +299,8 @@ impl Chat {
             .ok_or_else(|| not_found("no such user"))?;
         self.fill_online([&mut presence]).await;
         Ok(Member {
-            user,
-            role: req.role,
+            user: user.into(),
+            role,
             presence,
         })
     }

@@ -104,8 +104,30 @@ pub trait WorkspaceStore: Send + Sync {
     async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>>;
     async fn workspaces_of(&self, user: UserId) -> Result<Vec<WorkspaceMembership>>;
     async fn member_role(&self, ws: WorkspaceId, user: UserId) -> Result<Option<Role>>;
-    /// Adds or re-roles a member; `true` when the user was not a member before.
-    async fn put_member(&self, ws: WorkspaceId, user: UserId, role: Role) -> Result<bool>;
+    /// Adds a member; `false`, and nothing changed, when the user already is one.
+    async fn add_member(&self, ws: WorkspaceId, user: UserId, role: Role) -> Result<bool>;
+    /// Changes a member's role from `from` to `to` (a compare-and-set, so a rule checked
+    /// against `from` still holds): `false`, and nothing changed, when the user is not a
+    /// member with role `from`. `Conflict` when the workspace would be left without an
+    /// owner.
+    async fn set_member_role(
+        &self,
+        ws: WorkspaceId,
+        user: UserId,
+        from: Role,
+        to: Role,
+    ) -> Result<bool>;
+    /// Removes a member whose role is `role`, in one transaction with their memberships
+    /// of the workspace's channels (DMs included) and their places on its on-duty / wake
+    /// lists and observers; their messages stay. Returns the channels they were removed
+    /// from (by id); `None`, and nothing changed, when the user is not a member with
+    /// role `role`. `Conflict` when the workspace would be left without an owner.
+    async fn remove_member(
+        &self,
+        ws: WorkspaceId,
+        user: UserId,
+        role: Role,
+    ) -> Result<Option<Vec<ChannelId>>>;
     /// The members, with `presence.online` left `false` (see [`UserStore::presence`]).
     async fn members(&self, ws: WorkspaceId) -> Result<Vec<Member>>;
 }
@@ -242,12 +264,14 @@ pub struct DueWebhook {
     pub secret: Option<String>,
 }
 
-/// What an attempt leaves a delivery in.
+/// What an attempt leaves a delivery in. `Refused`: the target was not allowed, nothing
+/// was sent, and it is never retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptOutcome {
     Delivered,
     Retry { at: Timestamp },
     Failed,
+    Refused,
 }
 
 #[async_trait]

@@ -52,6 +52,31 @@ impl UserRow {
     }
 }
 
+/// A user as others see them, read with either backend's `PROFILE_COLUMNS`: the
+/// webhook and the admin flag are not even selected.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ProfileRow {
+    id: i64,
+    name: String,
+    display_name: String,
+    kind: String,
+    status_text: String,
+    created_at: i64,
+}
+
+impl ProfileRow {
+    pub(crate) fn into_profile(self) -> Result<UserProfile> {
+        Ok(UserProfile {
+            id: UserId(self.id),
+            name: self.name,
+            display_name: self.display_name,
+            kind: parse(&self.kind)?,
+            status_text: self.status_text,
+            created_at: Timestamp(self.created_at),
+        })
+    }
+}
+
 /// A presence read from the database (`id, last_seen, status_text`): `online` is the
 /// tracker's to fill in.
 pub(crate) fn presence_row((id, last_seen, status_text): (i64, Option<i64>, String)) -> Presence {

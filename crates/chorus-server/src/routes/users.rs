@@ -1,8 +1,9 @@
-//! `/api/v1/users`, `/api/v1/me`, and the `--dev` login.
+//! `/api/v1/users`, `/api/v1/me`, and the `--dev` login. A user's full record (webhook,
+//! admin flag) is answered only to the user themself and to server admins.
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chorus_chat::model::{User, UserId, WebhookDelivery};
+use chorus_chat::model::{User, UserId, UserView, WebhookDelivery};
 use chorus_chat::service::{CreateUser, SetWebhook, WebhookSettings};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -39,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_user))
         .routes(routes!(me))
+        .routes(routes!(get_user))
         .routes(routes!(dev_login))
         .routes(routes!(set_webhook))
         .routes(routes!(webhook_deliveries))
@@ -67,6 +69,19 @@ async fn create_user(
 #[utoipa::path(get, path = "/api/v1/me", tag = "users", responses((status = 200, body = User), (status = 401, body = ErrorBody)))]
 async fn me(Caller(caller): Caller) -> Json<User> {
     Json(caller)
+}
+
+/// One user: the full record (`User`) for the caller themself and for server admins;
+/// for anyone else sharing a workspace with the caller, the profile (`UserProfile`: no
+/// `webhook_url`, no `is_admin`). 404 for users who share no workspace with the caller.
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = i64, Path)),
+    responses((status = 200, body = UserView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_user(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<UserView>> {
+    Ok(Json(state.chat.user_view(&caller, UserId(id)).await?))
 }
 
 /// Password-less login for local trials: only with `chorus serve --dev` (404 otherwise).
@@ -108,8 +123,8 @@ async fn set_webhook(
     ))
 }
 
-/// An agent's webhook deliveries, newest first, each with every attempt made (status
-/// code or error, duration): the agent itself or an admin.
+/// An agent's webhook deliveries, newest first, each with every attempt made: the agent
+/// itself (status, attempts, times) or a server admin (also each status code and error).
 #[utoipa::path(get, path = "/api/v1/users/{id}/webhook-deliveries", tag = "agents",
     params(("id" = i64, Path), DeliveriesQuery), responses((status = 200, body = [WebhookDelivery]), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn webhook_deliveries(

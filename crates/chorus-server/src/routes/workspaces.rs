@@ -3,9 +3,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chorus_chat::model::{
-    Channel, ChannelView, Member, Presence, Workspace, WorkspaceId, WorkspaceMembership,
+    Channel, ChannelView, Member, Presence, UserId, Workspace, WorkspaceId, WorkspaceMembership,
 };
-use chorus_chat::service::{AddMember, CreateChannel, OpenDm, UserIds};
+use chorus_chat::service::{AddMember, CreateChannel, OpenDm, SetRole, UserIds};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -24,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_workspace, list_workspaces))
         .routes(routes!(add_member, list_members))
+        .routes(routes!(set_member_role, remove_member))
         .routes(routes!(workspace_presence))
         .routes(routes!(create_channel, list_channels))
         .routes(routes!(open_dm))
@@ -51,9 +52,10 @@ async fn list_workspaces(
     Ok(Json(state.chat.my_workspaces(&caller).await?))
 }
 
-/// Add a member (owners and admins).
+/// Add a member (owners and admins; only owners add owners). A user who already is a
+/// member is a `409 conflict`: change roles with `PATCH …/members/{user_id}`.
 #[utoipa::path(post, path = "/api/v1/workspaces/{id}/members", tag = "workspaces", request_body = AddMember,
-    params(("id" = i64, Path)), responses((status = 201, body = Member), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = i64, Path)), responses((status = 201, body = Member), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn add_member(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -65,6 +67,46 @@ async fn add_member(
         .add_workspace_member(&caller, WorkspaceId(id), req)
         .await?;
     Ok((StatusCode::CREATED, Json(member)))
+}
+
+/// Change a member's role. Owners and admins manage admins, members and guests; only
+/// owners change an owner's role or make someone owner; the last owner cannot be
+/// demoted (`409`). Publishes `member.role_changed` on the workspace and the member's
+/// own scope.
+#[utoipa::path(patch, path = "/api/v1/workspaces/{id}/members/{user_id}", tag = "workspaces", request_body = SetRole,
+    params(("id" = i64, Path), ("user_id" = i64, Path)),
+    responses((status = 200, body = Member), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn set_member_role(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((id, user_id)): Path<(i64, i64)>,
+    Json(req): Json<SetRole>,
+) -> ApiResult<Json<Member>> {
+    let member = state
+        .chat
+        .set_member_role(&caller, WorkspaceId(id), UserId(user_id), req)
+        .await?;
+    Ok(Json(member))
+}
+
+/// Remove a member, or leave (`user_id` = the caller), with their memberships of the
+/// workspace's channels and DMs; their messages stay. Owners and admins remove others;
+/// only owners remove an owner; the last owner can neither leave nor be removed
+/// (`409`). Publishes `member.left` on the workspace and each of its channels they were
+/// in, and `workspace.left` on their own scope.
+#[utoipa::path(delete, path = "/api/v1/workspaces/{id}/members/{user_id}", tag = "workspaces",
+    params(("id" = i64, Path), ("user_id" = i64, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn remove_member(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((id, user_id)): Path<(i64, i64)>,
+) -> ApiResult<StatusCode> {
+    state
+        .chat
+        .remove_workspace_member(&caller, WorkspaceId(id), UserId(user_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The workspace's members, each with their presence.

@@ -1,11 +1,11 @@
 use async_trait::async_trait;
 
-use super::users::USER_COLUMNS;
+use super::users::PROFILE_COLUMNS;
 use super::{PgStore, parse};
-use crate::error::Result;
+use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::WorkspaceStore;
-use crate::store::rows::{UserRow, WorkspaceRow, presence_row};
+use crate::store::rows::{ProfileRow, WorkspaceRow, presence_row};
 
 #[async_trait]
 impl WorkspaceStore for PgStore {
@@ -78,33 +78,104 @@ impl WorkspaceStore for PgStore {
         role.map(|r| parse(&r)).transpose()
     }
 
-    async fn put_member(&self, ws: WorkspaceId, user: UserId, role: Role) -> Result<bool> {
-        // One statement, so two concurrent adds of the same user cannot both report
-        // "new": `xmax = 0` holds only for the row version this statement inserted.
-        let inserted: bool = sqlx::query_scalar(
+    async fn add_member(&self, ws: WorkspaceId, user: UserId, role: Role) -> Result<bool> {
+        // One statement: of two concurrent adds of the same user, exactly one inserts.
+        let done = sqlx::query(
             "INSERT INTO workspace_members (workspace_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role
-             RETURNING (xmax = 0)",
+             ON CONFLICT (workspace_id, user_id) DO NOTHING",
         )
         .bind(ws.0)
         .bind(user.0)
         .bind(role.as_str())
         .bind(Timestamp::now().0)
-        .fetch_one(&self.pool)
+        .execute(&self.pool)
         .await?;
-        Ok(inserted)
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_member_role(
+        &self,
+        ws: WorkspaceId,
+        user: UserId,
+        from: Role,
+        to: Role,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        lock_membership(&mut tx, ws).await?;
+        let done = sqlx::query(
+            "UPDATE workspace_members SET role = $1 WHERE workspace_id = $2 AND user_id = $3 AND role = $4",
+        )
+        .bind(to.as_str())
+        .bind(ws.0)
+        .bind(user.0)
+        .bind(from.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        keeps_an_owner(&mut tx, ws).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn remove_member(
+        &self,
+        ws: WorkspaceId,
+        user: UserId,
+        role: Role,
+    ) -> Result<Option<Vec<ChannelId>>> {
+        let mut tx = self.pool.begin().await?;
+        lock_membership(&mut tx, ws).await?;
+        let done = sqlx::query(
+            "DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2 AND role = $3",
+        )
+        .bind(ws.0)
+        .bind(user.0)
+        .bind(role.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        keeps_an_owner(&mut tx, ws).await?;
+        let mut left: Vec<i64> = sqlx::query_scalar(
+            "DELETE FROM channel_members
+             WHERE user_id = $1 AND channel_id IN (SELECT id FROM channels WHERE workspace_id = $2)
+             RETURNING channel_id",
+        )
+        .bind(user.0)
+        .bind(ws.0)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM channel_delivery_lists
+             WHERE user_id = $1 AND channel_id IN (SELECT id FROM channels WHERE workspace_id = $2)",
+        )
+        .bind(user.0)
+        .bind(ws.0)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM workspace_observers WHERE workspace_id = $1 AND user_id = $2")
+            .bind(ws.0)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        left.sort_unstable();
+        Ok(Some(left.into_iter().map(ChannelId).collect()))
     }
 
     async fn members(&self, ws: WorkspaceId) -> Result<Vec<Member>> {
         #[derive(sqlx::FromRow)]
         struct Row {
             #[sqlx(flatten)]
-            user: UserRow,
+            user: ProfileRow,
             role: String,
             last_seen: Option<i64>,
         }
         let rows: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS}, m.role, users.last_seen FROM workspace_members m JOIN users ON users.id = m.user_id
+            "SELECT {PROFILE_COLUMNS}, m.role, users.last_seen FROM workspace_members m JOIN users ON users.id = m.user_id
              WHERE m.workspace_id = $1 ORDER BY users.id"
         ))
         .bind(ws.0)
@@ -112,7 +183,7 @@ impl WorkspaceStore for PgStore {
         .await?;
         rows.into_iter()
             .map(|r| {
-                let user = r.user.into_user()?;
+                let user = r.user.into_profile()?;
                 let presence = presence_row((user.id.0, r.last_seen, user.status_text.clone()));
                 Ok(Member {
                     user,
@@ -122,4 +193,32 @@ impl WorkspaceStore for PgStore {
             })
             .collect()
     }
+}
+
+/// Serializes the role changes and removals of one workspace (several nodes may make
+/// them at once): without it, two owners demoting each other would each still see the
+/// other as owner, and both commit. `NO KEY UPDATE` leaves inserts that reference the
+/// workspace (new members, channels) unblocked.
+async fn lock_membership(tx: &mut sqlx::PgConnection, ws: WorkspaceId) -> Result<()> {
+    sqlx::query("SELECT 1 FROM workspaces WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(ws.0)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Fails the change being made in `tx` when it left the workspace without an owner.
+async fn keeps_an_owner(tx: &mut sqlx::PgConnection, ws: WorkspaceId) -> Result<()> {
+    let owners: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM workspace_members WHERE workspace_id = $1 AND role = 'owner'",
+    )
+    .bind(ws.0)
+    .fetch_one(&mut *tx)
+    .await?;
+    if owners == 0 {
+        return Err(ChatError::Conflict(
+            "a workspace keeps at least one owner: make someone else owner first".into(),
+        ));
+    }
+    Ok(())
 }

@@ -10,6 +10,9 @@ use crate::store::{NewUser, UserStore};
 pub(super) const PRESENCE_COLUMNS: &str = "users.id, users.last_seen, users.status_text";
 
 pub(super) const USER_COLUMNS: &str = "users.id, users.name, users.display_name, users.kind, users.webhook_url, users.status_text, users.is_admin, users.created_at";
+/// What others may see of a user (`rows::ProfileRow`): no webhook, no admin flag.
+pub(super) const PROFILE_COLUMNS: &str =
+    "users.id, users.name, users.display_name, users.kind, users.status_text, users.created_at";
 
 #[async_trait]
 impl UserStore for SqliteStore {

@@ -1,0 +1,1413 @@
+//! The permission table of docs/protocol.md ("Permissions"), row by row against a real
+//! server: each row is one HTTP call by a user holding one role, made on a workspace
+//! built for that row alone, answered with exactly the status the table says. Then the
+//! same for subscribing per scope kind, and the events that role changes and removals
+//! publish (and the live subscriptions they take away).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::fmt::Write as _;
+
+use common::{ADMIN_TOKEN, TestServer, TestUser, WsClient, unique};
+use futures_util::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+// ---- who -----------------------------------------------------------------------------
+
+/// Who makes the call. Every fixture gives each of them the same place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Actor {
+    /// A server administrator who is not a member of the workspace.
+    ServerAdmin,
+    /// Created the workspace. A second owner exists unless the row removes them first.
+    Owner,
+    Admin,
+    /// A member of `pub`, `priv` and `gpriv`.
+    Member,
+    /// A guest, member of `pub` and `priv`.
+    Guest,
+    /// A member who created `pub`, `open` and `priv`.
+    Creator,
+    /// Created `gpriv` as a member, then was made a guest.
+    GuestCreator,
+    /// A member in no channel.
+    Bystander,
+    /// A member who wrote `msg`: the subject of most role changes and removals.
+    Target,
+    /// Not a member of the workspace.
+    Outsider,
+}
+
+/// The users, created once; each row's workspace gives them their roles.
+struct People {
+    server_admin: TestUser,
+    owner: TestUser,
+    owner2: TestUser,
+    admin: TestUser,
+    admin2: TestUser,
+    member: TestUser,
+    guest: TestUser,
+    creator: TestUser,
+    guest_creator: TestUser,
+    bystander: TestUser,
+    target: TestUser,
+    /// A member in no channel, added to channels by the rows.
+    spare: TestUser,
+    outsider: TestUser,
+}
+
+impl People {
+    async fn create(s: &TestServer) -> Self {
+        let me = s.get("/api/v1/me", ADMIN_TOKEN).await;
+        let server_admin = TestUser {
+            id: me.body["id"].as_i64().unwrap(),
+            name: "admin".into(),
+            token: ADMIN_TOKEN.into(),
+        };
+        let mut made = Vec::new();
+        for name in [
+            "owner",
+            "owner2",
+            "admin",
+            "admin2",
+            "member",
+            "guest",
+            "creator",
+            "gcreator",
+            "bystander",
+            "target",
+            "spare",
+            "outsider",
+        ] {
+            made.push(s.create_user(&unique(name)).await);
+        }
+        let mut made = made.into_iter();
+        let mut next = || made.next().unwrap();
+        Self {
+            server_admin,
+            owner: next(),
+            owner2: next(),
+            admin: next(),
+            admin2: next(),
+            member: next(),
+            guest: next(),
+            creator: next(),
+            guest_creator: next(),
+            bystander: next(),
+            target: next(),
+            spare: next(),
+            outsider: next(),
+        }
+    }
+
+    fn of(&self, actor: Actor) -> &TestUser {
+        match actor {
+            Actor::ServerAdmin => &self.server_admin,
+            Actor::Owner => &self.owner,
+            Actor::Admin => &self.admin,
+            Actor::Member => &self.member,
+            Actor::Guest => &self.guest,
+            Actor::Creator => &self.creator,
+            Actor::GuestCreator => &self.guest_creator,
+            Actor::Bystander => &self.bystander,
+            Actor::Target => &self.target,
+            Actor::Outsider => &self.outsider,
+        }
+    }
+}
+
+/// One row's workspace.
+struct Fixture {
+    ws: i64,
+    /// Public, by `creator`: creator, member, guest, target.
+    public: i64,
+    /// Public, by `creator`, nobody else.
+    open: i64,
+    /// Private, by `creator`: creator, owner, admin, member, guest, target.
+    private: i64,
+    /// Private, by `guest_creator` (since made a guest): guest_creator, member, target.
+    guest_private: i64,
+    /// Private, by `owner2`: owner2, target (neither `owner` nor `admin`).
+    hidden: i64,
+    /// By `target` in `public`.
+    msg: i64,
+    /// By `creator` in `open`, and in `private`: thread roots for the subscribe table.
+    open_msg: i64,
+    private_msg: i64,
+}
+
+async fn fixture(s: &TestServer, p: &People) -> Fixture {
+    let ws = s.create_workspace(&p.owner, &unique("ws")).await;
+    for (user, role) in [
+        (&p.owner2, "owner"),
+        (&p.admin, "admin"),
+        (&p.admin2, "admin"),
+        (&p.member, "member"),
+        (&p.guest, "guest"),
+        (&p.creator, "member"),
+        (&p.guest_creator, "member"),
+        (&p.bystander, "member"),
+        (&p.target, "member"),
+        (&p.spare, "member"),
+    ] {
+        s.add_member(&p.owner, ws, user, role).await;
+    }
+    let public = s
+        .create_channel(
+            &p.creator,
+            ws,
+            "pub",
+            "public",
+            &[&p.member, &p.guest, &p.target],
+        )
+        .await;
+    let open = s
+        .create_channel(&p.creator, ws, "open", "public", &[])
+        .await;
+    let private = s
+        .create_channel(
+            &p.creator,
+            ws,
+            "priv",
+            "private",
+            &[&p.owner, &p.admin, &p.member, &p.guest, &p.target],
+        )
+        .await;
+    let guest_private = s
+        .create_channel(
+            &p.guest_creator,
+            ws,
+            "gpriv",
+            "private",
+            &[&p.member, &p.target],
+        )
+        .await;
+    let hidden = s
+        .create_channel(&p.owner2, ws, "hidden", "private", &[&p.target])
+        .await;
+    set_role(s, &p.owner, ws, &p.guest_creator, "guest")
+        .await
+        .expect_status(StatusCode::OK);
+    let msg = s.send(&p.target, public, "from target").await["id"]
+        .as_i64()
+        .unwrap();
+    let open_msg = s.send(&p.creator, open, "in the open").await["id"]
+        .as_i64()
+        .unwrap();
+    let private_msg = s.send(&p.creator, private, "in private").await["id"]
+        .as_i64()
+        .unwrap();
+    Fixture {
+        ws,
+        public,
+        open,
+        private,
+        guest_private,
+        hidden,
+        msg,
+        open_msg,
+        private_msg,
+    }
+}
+
+async fn set_role(
+    s: &TestServer,
+    by: &TestUser,
+    ws: i64,
+    user: &TestUser,
+    role: &str,
+) -> common::Resp {
+    s.patch(
+        &format!("/api/v1/workspaces/{ws}/members/{}", user.id),
+        &by.token,
+        json!({ "role": role }),
+    )
+    .await
+}
+
+async fn remove(s: &TestServer, by: &TestUser, ws: i64, user: &TestUser) -> common::Resp {
+    s.delete(
+        &format!("/api/v1/workspaces/{ws}/members/{}", user.id),
+        &by.token,
+    )
+    .await
+}
+
+// ---- what ----------------------------------------------------------------------------
+
+/// One call of the table. The doc comment says what the call does.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    /// `POST …/members` the outsider as a member.
+    AddMember,
+    /// `POST …/members` the outsider as an owner.
+    AddOwner,
+    /// `POST …/members` someone who already is a member.
+    AddExisting,
+    /// `PATCH` target (member) → guest.
+    DemoteMember,
+    /// `PATCH` target (member) → admin.
+    PromoteToAdmin,
+    /// `PATCH` target (member) → owner.
+    PromoteToOwner,
+    /// `PATCH` admin2 → member.
+    DemoteAdmin,
+    /// `PATCH` owner2 → admin (two owners exist).
+    DemoteOwner,
+    /// `PATCH` oneself → guest.
+    StepDown,
+    /// `PATCH` oneself → admin.
+    RaiseSelf,
+    /// owner2 is removed first; then `PATCH` owner (the last one) → admin.
+    DemoteLastOwner,
+    /// `PATCH` the outsider, who is no member.
+    RoleOfNonMember,
+    /// `DELETE` target (member).
+    RemoveMember,
+    /// `DELETE` admin2.
+    RemoveAdmin,
+    /// `DELETE` owner2 (two owners exist).
+    RemoveOwner,
+    /// owner2 is removed first; then `DELETE` owner (the last one; by owner: leaving).
+    RemoveLastOwner,
+    /// `DELETE` the outsider.
+    RemoveNonMember,
+    /// `DELETE` oneself: leave the workspace.
+    Leave,
+    /// `PUT …/observers [member]`.
+    SetObservers,
+    /// `GET …/members`.
+    ListMembers,
+    /// `PATCH /channels/{priv}` name / topic / policy; `PUT` its on-duty / wake list.
+    RenamePrivate,
+    TopicPrivate,
+    PolicyPrivate,
+    OnDutyPrivate,
+    WakeListPrivate,
+    /// `POST /channels/{priv}/members` spare.
+    AddToPrivate,
+    /// `DELETE /channels/{priv}/members/{target}`.
+    RemoveFromPrivate,
+    /// The same on `gpriv`, whose creator is now a guest.
+    RenameGuestPrivate,
+    TopicGuestPrivate,
+    PolicyGuestPrivate,
+    OnDutyGuestPrivate,
+    WakeListGuestPrivate,
+    AddToGuestPrivate,
+    /// `PATCH` / `GET messages` of `hidden`, a private channel owner and admin are not in.
+    RenameHidden,
+    ReadHidden,
+    /// `PATCH /channels/{pub}` name.
+    RenamePublic,
+    /// `POST /channels/{pub}/members` spare.
+    AddToPublic,
+    /// `DELETE /channels/{pub}/members/{target}`.
+    RemoveFromPublic,
+    /// `POST /channels/{open}/join`, `POST /channels/{priv}/join`.
+    JoinOpen,
+    JoinPrivate,
+    /// `GET /channels/{…}/messages`.
+    ReadPublic,
+    ReadOpen,
+    ReadPrivate,
+    /// `GET /channels/{pub}/messages?thread_id={msg}`.
+    ReadThread,
+    /// `POST /channels/{pub}/messages`.
+    SendPublic,
+    /// `PATCH` / `DELETE /messages/{msg}` (target's message).
+    EditOthers,
+    DeleteOthers,
+    /// `PATCH /messages/{msg}` by its author.
+    EditOwn,
+    /// `PUT /messages/{msg}/pin`, `PUT /messages/{msg}/reactions/👍`.
+    Pin,
+    React,
+}
+
+impl Action {
+    /// Makes the row's call (after its setup, made by the owner) and returns the status.
+    async fn run(self, s: &TestServer, p: &People, fx: &Fixture, by: &TestUser) -> StatusCode {
+        use Action::*;
+        let ws = fx.ws;
+        let members = format!("/api/v1/workspaces/{ws}/members");
+        let member_path = |u: &TestUser| format!("{members}/{}", u.id);
+        let channel = |id: i64| format!("/api/v1/channels/{id}");
+        let call = |method: Method, path: String, body: Option<Value>| async move {
+            s.call(method, &path, Some(&by.token), body).await.status
+        };
+        let add = |user: &TestUser, role: &str| {
+            call(
+                Method::POST,
+                members.clone(),
+                Some(json!({ "user_id": user.id, "role": role })),
+            )
+        };
+        let role_of = |user: &TestUser, role: &str| {
+            call(
+                Method::PATCH,
+                member_path(user),
+                Some(json!({ "role": role })),
+            )
+        };
+        let patch_channel = |id: i64, body: Value| call(Method::PATCH, channel(id), Some(body));
+        let put_list = |id: i64, list: &str| {
+            call(
+                Method::PUT,
+                format!("{}/{list}", channel(id)),
+                Some(json!({ "user_ids": [p.member.id] })),
+            )
+        };
+        let add_to = |id: i64, user: &TestUser| {
+            call(
+                Method::POST,
+                format!("{}/members", channel(id)),
+                Some(json!({ "user_id": user.id })),
+            )
+        };
+        let read = |id: i64| call(Method::GET, format!("{}/messages", channel(id)), None);
+        if matches!(self, DemoteLastOwner | RemoveLastOwner) {
+            remove(s, &p.owner, ws, &p.owner2)
+                .await
+                .expect_status(StatusCode::NO_CONTENT);
+        }
+        match self {
+            AddMember => add(&p.outsider, "member").await,
+            AddOwner => add(&p.outsider, "owner").await,
+            AddExisting => add(&p.target, "member").await,
+            DemoteMember => role_of(&p.target, "guest").await,
+            PromoteToAdmin => role_of(&p.target, "admin").await,
+            PromoteToOwner => role_of(&p.target, "owner").await,
+            DemoteAdmin => role_of(&p.admin2, "member").await,
+            DemoteOwner => role_of(&p.owner2, "admin").await,
+            StepDown => role_of(by, "guest").await,
+            RaiseSelf => role_of(by, "admin").await,
+            DemoteLastOwner => role_of(&p.owner, "admin").await,
+            RoleOfNonMember => role_of(&p.outsider, "admin").await,
+            RemoveMember => call(Method::DELETE, member_path(&p.target), None).await,
+            RemoveAdmin => call(Method::DELETE, member_path(&p.admin2), None).await,
+            RemoveOwner => call(Method::DELETE, member_path(&p.owner2), None).await,
+            RemoveLastOwner => call(Method::DELETE, member_path(&p.owner), None).await,
+            RemoveNonMember => call(Method::DELETE, member_path(&p.outsider), None).await,
+            Leave => call(Method::DELETE, member_path(by), None).await,
+            SetObservers => {
+                call(
+                    Method::PUT,
+                    format!("/api/v1/workspaces/{ws}/observers"),
+                    Some(json!({ "user_ids": [p.member.id] })),
+                )
+                .await
+            }
+            ListMembers => call(Method::GET, members.clone(), None).await,
+            RenamePrivate => patch_channel(fx.private, json!({"name": "renamed"})).await,
+            TopicPrivate => patch_channel(fx.private, json!({"topic": "new topic"})).await,
+            PolicyPrivate => patch_channel(fx.private, json!({"policy": "mentions"})).await,
+            OnDutyPrivate => put_list(fx.private, "on-duty").await,
+            WakeListPrivate => put_list(fx.private, "wake-list").await,
+            AddToPrivate => add_to(fx.private, &p.spare).await,
+            RemoveFromPrivate => {
+                let path = format!("{}/members/{}", channel(fx.private), p.target.id);
+                call(Method::DELETE, path, None).await
+            }
+            RenameGuestPrivate => patch_channel(fx.guest_private, json!({"name": "mine"})).await,
+            TopicGuestPrivate => patch_channel(fx.guest_private, json!({"topic": "t"})).await,
+            PolicyGuestPrivate => {
+                patch_channel(fx.guest_private, json!({"policy": "broadcast"})).await
+            }
+            OnDutyGuestPrivate => put_list(fx.guest_private, "on-duty").await,
+            WakeListGuestPrivate => put_list(fx.guest_private, "wake-list").await,
+            AddToGuestPrivate => add_to(fx.guest_private, &p.spare).await,
+            RenameHidden => patch_channel(fx.hidden, json!({"name": "found"})).await,
+            ReadHidden => read(fx.hidden).await,
+            RenamePublic => patch_channel(fx.public, json!({"name": "renamed"})).await,
+            AddToPublic => add_to(fx.public, &p.spare).await,
+            RemoveFromPublic => {
+                let path = format!("{}/members/{}", channel(fx.public), p.target.id);
+                call(Method::DELETE, path, None).await
+            }
+            JoinOpen => call(Method::POST, format!("{}/join", channel(fx.open)), None).await,
+            JoinPrivate => call(Method::POST, format!("{}/join", channel(fx.private)), None).await,
+            ReadPublic => read(fx.public).await,
+            ReadOpen => read(fx.open).await,
+            ReadPrivate => read(fx.private).await,
+            ReadThread => {
+                let path = format!("{}/messages?thread_id={}", channel(fx.public), fx.msg);
+                call(Method::GET, path, None).await
+            }
+            SendPublic => {
+                let path = format!("{}/messages", channel(fx.public));
+                call(Method::POST, path, Some(json!({"text": "hi"}))).await
+            }
+            EditOthers | EditOwn => {
+                let path = format!("/api/v1/messages/{}", fx.msg);
+                call(Method::PATCH, path, Some(json!({"text": "edited"}))).await
+            }
+            DeleteOthers => {
+                call(Method::DELETE, format!("/api/v1/messages/{}", fx.msg), None).await
+            }
+            Pin => {
+                let path = format!("/api/v1/messages/{}/pin", fx.msg);
+                call(Method::PUT, path, None).await
+            }
+            React => {
+                let path = format!("/api/v1/messages/{}/reactions/%F0%9F%91%8D", fx.msg);
+                call(Method::PUT, path, None).await
+            }
+        }
+    }
+}
+
+// ---- the table ---------------------------------------------------------------------
+
+use Action::*;
+use Actor::*;
+
+const OK: u16 = 200;
+const CREATED: u16 = 201;
+const GONE: u16 = 204;
+const DENIED: u16 = 403;
+const UNKNOWN: u16 = 404;
+const CONFLICT: u16 = 409;
+
+/// Action → (who, the status they get). docs/protocol.md, "Permissions".
+const TABLE: &[(Action, &[(Actor, u16)])] = &[
+    // Workspace membership and roles.
+    (
+        AddMember,
+        &[
+            (ServerAdmin, CREATED),
+            (Owner, CREATED),
+            (Admin, CREATED),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Creator, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        AddOwner,
+        &[
+            (ServerAdmin, CREATED),
+            (Owner, CREATED),
+            (Admin, DENIED),
+            (Member, DENIED),
+        ],
+    ),
+    (
+        AddExisting,
+        &[
+            (ServerAdmin, CONFLICT),
+            (Owner, CONFLICT),
+            (Admin, CONFLICT),
+            (Member, DENIED),
+        ],
+    ),
+    (
+        DemoteMember,
+        &[
+            (ServerAdmin, OK),
+            (Owner, OK),
+            (Admin, OK),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Creator, DENIED),
+            (Target, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        PromoteToAdmin,
+        &[(Owner, OK), (Admin, OK), (Member, DENIED), (Guest, DENIED)],
+    ),
+    (
+        PromoteToOwner,
+        &[
+            (ServerAdmin, OK),
+            (Owner, OK),
+            (Admin, DENIED),
+            (Member, DENIED),
+        ],
+    ),
+    (DemoteAdmin, &[(Owner, OK), (Admin, OK), (Member, DENIED)]),
+    (
+        DemoteOwner,
+        &[
+            (ServerAdmin, OK),
+            (Owner, OK),
+            (Admin, DENIED),
+            (Member, DENIED),
+            (Guest, DENIED),
+        ],
+    ),
+    (
+        StepDown,
+        &[(Owner, OK), (Admin, OK), (Member, DENIED), (Guest, DENIED)],
+    ),
+    (
+        RaiseSelf,
+        &[(Member, DENIED), (Guest, DENIED), (Creator, DENIED)],
+    ),
+    (
+        DemoteLastOwner,
+        &[(ServerAdmin, CONFLICT), (Owner, CONFLICT), (Admin, DENIED)],
+    ),
+    (
+        RoleOfNonMember,
+        &[(Owner, UNKNOWN), (Admin, UNKNOWN), (Member, DENIED)],
+    ),
+    (
+        RemoveMember,
+        &[
+            (ServerAdmin, GONE),
+            (Owner, GONE),
+            (Admin, GONE),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Creator, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        RemoveAdmin,
+        &[(Owner, GONE), (Admin, GONE), (Member, DENIED)],
+    ),
+    (
+        RemoveOwner,
+        &[
+            (ServerAdmin, GONE),
+            (Owner, GONE),
+            (Admin, DENIED),
+            (Member, DENIED),
+            (Guest, DENIED),
+        ],
+    ),
+    (
+        RemoveLastOwner,
+        &[
+            (ServerAdmin, CONFLICT),
+            (Owner, CONFLICT),
+            (Admin, DENIED),
+            (Member, DENIED),
+        ],
+    ),
+    (
+        RemoveNonMember,
+        &[(Owner, UNKNOWN), (Admin, UNKNOWN), (Member, DENIED)],
+    ),
+    (
+        Leave,
+        &[
+            (Owner, GONE),
+            (Admin, GONE),
+            (Member, GONE),
+            (Guest, GONE),
+            (Creator, GONE),
+            (ServerAdmin, UNKNOWN),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        SetObservers,
+        &[
+            (ServerAdmin, OK),
+            (Owner, OK),
+            (Admin, OK),
+            (Member, DENIED),
+            (Guest, DENIED),
+        ],
+    ),
+    (
+        ListMembers,
+        &[
+            (ServerAdmin, OK),
+            (Owner, OK),
+            (Member, OK),
+            (Guest, OK),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    // Settings and membership of a private channel: its creator and workspace managers.
+    (
+        RenamePrivate,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, OK),
+            (Admin, OK),
+            (Creator, OK),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Bystander, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        TopicPrivate,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, OK),
+            (Admin, OK),
+            (Creator, OK),
+            (Member, DENIED),
+            (Guest, DENIED),
+        ],
+    ),
+    (
+        PolicyPrivate,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, OK),
+            (Admin, OK),
+            (Creator, OK),
+            (Member, DENIED),
+            (Guest, DENIED),
+        ],
+    ),
+    (
+        OnDutyPrivate,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, OK),
+            (Admin, OK),
+            (Creator, OK),
+            (Member, DENIED),
+            (Guest, DENIED),
+        ],
+    ),
+    (
+        WakeListPrivate,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, OK),
+            (Admin, OK),
+            (Creator, OK),
+            (Member, DENIED),
+            (Guest, DENIED),
+        ],
+    ),
+    (
+        AddToPrivate,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, GONE),
+            (Admin, GONE),
+            (Creator, GONE),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Bystander, DENIED),
+        ],
+    ),
+    (
+        RemoveFromPrivate,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, GONE),
+            (Admin, GONE),
+            (Creator, GONE),
+            (Member, DENIED),
+            (Guest, DENIED),
+        ],
+    ),
+    // A creator who is now a guest manages nothing, not even their own channel.
+    (
+        RenameGuestPrivate,
+        &[
+            (GuestCreator, DENIED),
+            (Member, DENIED),
+            (ServerAdmin, DENIED),
+        ],
+    ),
+    (
+        TopicGuestPrivate,
+        &[(GuestCreator, DENIED), (Member, DENIED)],
+    ),
+    (
+        PolicyGuestPrivate,
+        &[(GuestCreator, DENIED), (Member, DENIED)],
+    ),
+    (
+        OnDutyGuestPrivate,
+        &[(GuestCreator, DENIED), (Member, DENIED)],
+    ),
+    (
+        WakeListGuestPrivate,
+        &[(GuestCreator, DENIED), (Member, DENIED)],
+    ),
+    (
+        AddToGuestPrivate,
+        &[(GuestCreator, DENIED), (Member, DENIED)],
+    ),
+    // A private channel stays private from workspace managers who are not in it, server
+    // admins included.
+    (
+        RenameHidden,
+        &[(Owner, DENIED), (Admin, DENIED), (ServerAdmin, DENIED)],
+    ),
+    (
+        ReadHidden,
+        &[
+            (Owner, DENIED),
+            (Admin, DENIED),
+            (Target, OK),
+            (ServerAdmin, DENIED),
+        ],
+    ),
+    // Public channels.
+    (
+        RenamePublic,
+        &[
+            (ServerAdmin, OK),
+            (Owner, OK),
+            (Admin, OK),
+            (Creator, OK),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Bystander, DENIED),
+        ],
+    ),
+    (
+        AddToPublic,
+        &[
+            (ServerAdmin, GONE),
+            (Owner, GONE),
+            (Admin, GONE),
+            (Creator, GONE),
+            (Member, GONE),
+            (Guest, DENIED),
+            (Bystander, DENIED),
+        ],
+    ),
+    (
+        RemoveFromPublic,
+        &[
+            (Owner, GONE),
+            (Admin, GONE),
+            (Creator, GONE),
+            (Member, DENIED),
+            (Guest, DENIED),
+        ],
+    ),
+    (
+        JoinOpen,
+        &[
+            (Member, OK),
+            (Bystander, OK),
+            (Guest, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (JoinPrivate, &[(Bystander, DENIED), (Guest, OK)]),
+    // Reading.
+    (
+        ReadPublic,
+        &[
+            (ServerAdmin, OK),
+            (Owner, OK),
+            (Admin, OK),
+            (Member, OK),
+            (Guest, OK),
+            (Bystander, OK),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (ReadOpen, &[(Member, OK), (Bystander, OK), (Guest, DENIED)]),
+    (
+        ReadPrivate,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, OK),
+            (Member, OK),
+            (Guest, OK),
+            (Bystander, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        ReadThread,
+        &[(Bystander, OK), (Guest, OK), (Outsider, UNKNOWN)],
+    ),
+    // Messages.
+    (
+        SendPublic,
+        &[
+            (Member, CREATED),
+            (Guest, CREATED),
+            (Creator, CREATED),
+            (Bystander, DENIED),
+            (Owner, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        EditOthers,
+        &[
+            (ServerAdmin, OK),
+            (Owner, OK),
+            (Admin, OK),
+            (Creator, DENIED),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Bystander, DENIED),
+        ],
+    ),
+    (
+        DeleteOthers,
+        &[
+            (ServerAdmin, OK),
+            (Owner, OK),
+            (Admin, OK),
+            (Creator, DENIED),
+            (Member, DENIED),
+            (Guest, DENIED),
+        ],
+    ),
+    (EditOwn, &[(Target, OK)]),
+    (
+        Pin,
+        &[
+            (Member, OK),
+            (Guest, OK),
+            (Creator, OK),
+            (Bystander, DENIED),
+            (Owner, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        React,
+        &[
+            (Member, OK),
+            (Guest, OK),
+            (Bystander, OK),
+            (Owner, OK),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+];
+
+/// Rows run this many at a time (each on its own workspace).
+const PARALLEL: usize = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_role_gets_what_the_permission_table_says() {
+    // Several hundred calls from a few tokens: no per-user rate limit here.
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let p = People::create(&s).await;
+    let rows: Vec<(Action, Actor, u16)> = TABLE
+        .iter()
+        .flat_map(|(action, cells)| cells.iter().map(|(who, code)| (*action, *who, *code)))
+        .collect();
+    let (s, p) = (&s, &p);
+    let results: Vec<_> = futures_util::stream::iter(rows)
+        .map(|(action, actor, expected)| async move {
+            let fx = fixture(s, p).await;
+            let got = action.run(s, p, &fx, p.of(actor)).await;
+            (action, actor, expected, got)
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    let mut wrong = String::new();
+    for (action, actor, expected, got) in &results {
+        if got.as_u16() != *expected {
+            writeln!(
+                wrong,
+                "{action:?} by {actor:?}: expected {expected}, got {got}"
+            )
+            .unwrap();
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "rows that disagree with the table:\n{wrong}"
+    );
+}
+
+// ---- subscribing -------------------------------------------------------------------
+
+/// The answer to a `subscribe`: `ack`, or the error's code.
+async fn subscribe_answer(client: &mut WsClient, scope: &str) -> String {
+    let reply = client.subscribe(scope).await;
+    if reply["op"] == "ack" {
+        "ack".into()
+    } else {
+        reply["code"].as_str().unwrap().to_owned()
+    }
+}
+
+#[tokio::test]
+async fn subscribing_follows_the_reading_rules() {
+    let s = TestServer::start().await;
+    let p = People::create(&s).await;
+    let fx = fixture(&s, &p).await;
+    let scopes = |kind: &str| -> String {
+        match kind {
+            "workspace" => format!("workspace:{}", fx.ws),
+            "pub" => format!("channel:{}", fx.public),
+            "open" => format!("channel:{}", fx.open),
+            "priv" => format!("channel:{}", fx.private),
+            "hidden" => format!("channel:{}", fx.hidden),
+            "thread-open" => format!("thread:{}", fx.open_msg),
+            "thread-priv" => format!("thread:{}", fx.private_msg),
+            "topic" => "topic:news".into(),
+            "other-user" => format!("user:{}", p.target.id),
+            other => panic!("{other}"),
+        }
+    };
+    let table: &[(Actor, &[(&str, &str)])] = &[
+        (
+            ServerAdmin,
+            &[
+                ("workspace", "ack"),
+                ("open", "ack"),
+                ("pub", "ack"),
+                ("hidden", "forbidden"),
+                ("thread-priv", "forbidden"),
+            ],
+        ),
+        (
+            Owner,
+            &[
+                ("workspace", "ack"),
+                ("pub", "ack"),
+                ("open", "ack"),
+                ("priv", "ack"),
+                ("hidden", "forbidden"),
+                ("thread-open", "ack"),
+                ("topic", "ack"),
+                ("other-user", "forbidden"),
+            ],
+        ),
+        (Admin, &[("hidden", "forbidden"), ("open", "ack")]),
+        (
+            Member,
+            &[
+                ("workspace", "ack"),
+                ("open", "ack"),
+                ("priv", "ack"),
+                ("hidden", "forbidden"),
+                ("thread-open", "ack"),
+                ("thread-priv", "ack"),
+            ],
+        ),
+        (
+            Guest,
+            &[
+                ("workspace", "ack"),
+                ("pub", "ack"),
+                ("priv", "ack"),
+                ("open", "forbidden"),
+                ("thread-open", "forbidden"),
+                ("thread-priv", "ack"),
+                ("topic", "ack"),
+            ],
+        ),
+        (
+            Bystander,
+            &[
+                ("pub", "ack"),
+                ("open", "ack"),
+                ("priv", "forbidden"),
+                ("thread-open", "ack"),
+                ("thread-priv", "forbidden"),
+            ],
+        ),
+        (
+            Outsider,
+            &[
+                ("workspace", "not_found"),
+                ("pub", "not_found"),
+                ("priv", "not_found"),
+                ("thread-open", "not_found"),
+                ("topic", "ack"),
+                ("other-user", "forbidden"),
+            ],
+        ),
+    ];
+    let mut wrong = String::new();
+    for (actor, cells) in table {
+        let mut client = s.connect(&p.of(*actor).token).await;
+        for (kind, expected) in *cells {
+            let scope = scopes(kind);
+            let got = subscribe_answer(&mut client, &scope).await;
+            if got != *expected {
+                writeln!(
+                    wrong,
+                    "{actor:?} subscribing {kind} ({scope}): expected {expected}, got {got}"
+                )
+                .unwrap();
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "subscriptions that disagree:\n{wrong}");
+}
+
+// ---- events ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_role_change_is_announced_to_the_workspace_and_the_member() {
+    let s = TestServer::start().await;
+    let p = People::create(&s).await;
+    let fx = fixture(&s, &p).await;
+    let mut target = s.connect(&p.target.token).await;
+    let mut member = s.connect(&p.member.token).await;
+
+    let changed = set_role(&s, &p.owner, fx.ws, &p.target, "admin")
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(changed.body["role"], "admin");
+    assert_eq!(changed.body["user"]["id"], p.target.id);
+    let data = json!({"workspace_id": fx.ws, "user_id": p.target.id, "role": "admin"});
+
+    let seen = member.expect_event("member.role_changed").await;
+    assert_eq!(seen["scope"], format!("workspace:{}", fx.ws));
+    assert_eq!(seen["data"], data);
+    // The member hears it on their own scope first (it re-checks their
+    // subscriptions), then on the workspace's.
+    let own = target.expect_event("member.role_changed").await;
+    assert_eq!(own["scope"], format!("user:{}", p.target.id));
+    assert_eq!(own["data"], data);
+    let on_workspace = target.expect_event("member.role_changed").await;
+    assert_eq!(on_workspace["scope"], format!("workspace:{}", fx.ws));
+
+    // The same role again changes nothing and announces nothing.
+    set_role(&s, &p.owner, fx.ws, &p.target, "admin")
+        .await
+        .expect_status(StatusCode::OK);
+    let frames = member.barrier().await;
+    assert!(frames.is_empty(), "nothing new: {frames:?}");
+
+    // The role is what the API now says.
+    let members = s
+        .get(
+            &format!("/api/v1/workspaces/{}/members", fx.ws),
+            &p.member.token,
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    let role = members
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user"]["id"] == p.target.id);
+    assert_eq!(role.unwrap()["role"], "admin");
+}
+
+#[tokio::test]
+async fn a_removed_member_loses_the_workspace_its_channels_and_dms_at_once() {
+    let s = TestServer::start().await;
+    let p = People::create(&s).await;
+    let fx = fixture(&s, &p).await;
+    // A DM of target and member, and a workspace target keeps (for the barrier).
+    let dm = s
+        .post(
+            &format!("/api/v1/workspaces/{}/dms", fx.ws),
+            &p.member.token,
+            json!({ "user_ids": [p.target.id] }),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    let other_ws = s.create_workspace(&p.bystander, &unique("other")).await;
+    s.add_member(&p.bystander, other_ws, &p.target, "member")
+        .await;
+    let elsewhere = s
+        .create_channel(&p.bystander, other_ws, "elsewhere", "public", &[&p.target])
+        .await;
+    let kept = s.send(&p.target, fx.private, "said before leaving").await;
+
+    let mut target = s.connect(&p.target.token).await;
+    let scopes: Vec<String> = serde_json::from_value(target.hello["scopes"].clone()).unwrap();
+    for ch in [fx.public, fx.private, fx.guest_private, fx.hidden, dm] {
+        assert!(scopes.contains(&format!("channel:{ch}")), "{scopes:?}");
+    }
+    // Opened without membership: a public channel and a thread panel of it.
+    let (open, open_thread) = (
+        format!("channel:{}", fx.open),
+        format!("thread:{}", fx.open_msg),
+    );
+    for scope in [&open, &open_thread] {
+        assert_eq!(target.subscribe(scope).await["op"], "ack");
+    }
+    let mut member = s.connect(&p.member.token).await;
+
+    remove(&s, &p.admin, fx.ws, &p.target)
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+
+    // After the removal, the workspace goes on: messages in its channels, a reply in
+    // the thread, a channel update, a new member. Then a barrier: a message in a
+    // channel the removed user still reads, after which they would have received
+    // anything of the workspace that reached them.
+    for ch in [fx.public, fx.private, dm] {
+        s.send(&p.member, ch, "after the removal").await;
+    }
+    s.send(&p.creator, fx.open, "after the removal").await;
+    s.post(
+        &format!("/api/v1/channels/{}/messages", fx.open),
+        &p.creator.token,
+        json!({ "text": "a reply", "thread_id": fx.open_msg }),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+    s.patch(
+        &format!("/api/v1/channels/{}", fx.public),
+        &p.owner.token,
+        json!({ "topic": "after" }),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    s.add_member(&p.owner, fx.ws, &p.outsider, "member").await;
+    let barrier = s.send(&p.bystander, elsewhere, "barrier").await;
+    let mut frames = Vec::new();
+    loop {
+        let frame = target.recv_json().await;
+        let done = frame["type"] == "message.created" && frame["data"] == barrier;
+        frames.push(frame);
+        if done {
+            break;
+        }
+    }
+    let own = format!("user:{}", p.target.id);
+    let of_type =
+        |kind: &str| -> Vec<&Value> { frames.iter().filter(|f| f["type"] == kind).collect() };
+
+    // `workspace.left` on their scope, then `channel.left` for each channel of the
+    // workspace they were in (DMs included).
+    let left = of_type("workspace.left");
+    assert_eq!(left.len(), 1, "{frames:?}");
+    assert_eq!(left[0]["scope"], own.as_str());
+    assert_eq!(left[0]["data"], json!({ "workspace_id": fx.ws }));
+    let mut channels_left: Vec<i64> = of_type("channel.left")
+        .iter()
+        .map(|f| {
+            assert_eq!(f["scope"], own.as_str());
+            assert_eq!(f["data"]["user_id"], p.target.id);
+            f["data"]["channel_id"].as_i64().unwrap()
+        })
+        .collect();
+    channels_left.sort_unstable();
+    let mut expected = vec![fx.public, fx.private, fx.guest_private, fx.hidden, dm];
+    expected.sort_unstable();
+    assert_eq!(channels_left, expected);
+    // What they opened without membership is taken away too (re-checked).
+    let mut revoked: Vec<(String, String)> = of_type("subscription.revoked")
+        .iter()
+        .map(|f| {
+            assert_eq!(f["scope"], f["data"]["scope"]);
+            (
+                f["data"]["scope"].as_str().unwrap().to_owned(),
+                f["data"]["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    revoked.sort();
+    assert_eq!(
+        revoked,
+        vec![
+            (open.clone(), "workspace_left".to_owned()),
+            (open_thread.clone(), "workspace_left".to_owned()),
+        ]
+    );
+    // And nothing of the workspace reached them: every other frame is about a scope
+    // they still read.
+    let still_read = [
+        own.clone(),
+        format!("workspace:{other_ws}"),
+        format!("channel:{elsewhere}"),
+    ];
+    for frame in &frames {
+        let scope = frame["scope"].as_str().unwrap_or_default();
+        assert!(
+            frame["type"] == "subscription.revoked" || still_read.iter().any(|s| s == scope),
+            "an event of the workspace left behind reached them: {frame}"
+        );
+    }
+
+    // The others: `member.left` on each channel they share with the removed user, and
+    // on the workspace.
+    let mut heard = Vec::new();
+    for _ in 0..4 {
+        let frame = member.expect_event("member.left").await;
+        assert_eq!(frame["data"]["user_id"], p.target.id);
+        heard.push(frame["scope"].as_str().unwrap().to_owned());
+    }
+    let mut want = vec![
+        format!("channel:{}", fx.public),
+        format!("channel:{}", fx.private),
+        format!("channel:{}", fx.guest_private),
+        format!("channel:{dm}"),
+    ];
+    want.sort();
+    heard.sort();
+    assert_eq!(heard, want);
+    let frame = member.expect_event("member.left").await;
+    assert_eq!(frame["scope"], format!("workspace:{}", fx.ws));
+    assert_eq!(
+        frame["data"],
+        json!({ "workspace_id": fx.ws, "user_id": p.target.id })
+    );
+
+    // Over HTTP the workspace is gone for them; what they wrote stays.
+    s.get(
+        &format!("/api/v1/channels/{}/messages", fx.private),
+        &p.target.token,
+    )
+    .await
+    .expect_error(StatusCode::NOT_FOUND, "not_found");
+    s.get(&format!("/api/v1/channels/{dm}/messages"), &p.target.token)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    let history = s.history(&p.member, fx.private, "limit=50").await;
+    assert!(history.contains(&kept), "their message stays");
+    // A new connection starts without any of it.
+    let fresh = s.connect(&p.target.token).await;
+    let mut scopes: Vec<String> = serde_json::from_value(fresh.hello["scopes"].clone()).unwrap();
+    scopes.sort();
+    let mut expected = still_read.to_vec();
+    expected.sort();
+    assert_eq!(scopes, expected);
+
+    // Added back, they are in no channel; the DM comes back when it is opened again.
+    s.add_member(&p.owner, fx.ws, &p.target, "member").await;
+    let reopened = s
+        .post(
+            &format!("/api/v1/workspaces/{}/dms", fx.ws),
+            &p.member.token,
+            json!({ "user_ids": [p.target.id] }),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(reopened.body["id"], dm);
+    let history = s.history(&p.target, dm, "limit=50").await;
+    assert_eq!(history.len(), 1, "the DM's history is theirs again");
+}
+
+#[tokio::test]
+async fn leaving_is_removing_oneself() {
+    let s = TestServer::start().await;
+    let p = People::create(&s).await;
+    let fx = fixture(&s, &p).await;
+    let mut guest = s.connect(&p.guest.token).await;
+    let mut member = s.connect(&p.member.token).await;
+
+    remove(&s, &p.guest, fx.ws, &p.guest)
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    let left = guest.expect_event("workspace.left").await;
+    assert_eq!(left["data"]["workspace_id"], fx.ws);
+    let frame = member.expect_event("member.left").await;
+    assert_eq!(frame["data"]["user_id"], p.guest.id);
+
+    // The guest's channels go on without them (ping barrier: queued behind every
+    // event the guest's connection was sent).
+    s.send(&p.member, fx.public, "still here").await;
+    assert_eq!(
+        member.expect_event("message.created").await["data"]["text"],
+        "still here"
+    );
+    let frames = guest.barrier().await;
+    let leaked: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["scope"] != format!("user:{}", p.guest.id))
+        .collect();
+    assert!(leaked.is_empty(), "events after leaving: {leaked:?}");
+    let workspaces = s
+        .get("/api/v1/workspaces", &p.guest.token)
+        .await
+        .expect_status(StatusCode::OK);
+    assert!(
+        !workspaces
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["workspace"]["id"] == fx.ws)
+    );
+}
+
+#[tokio::test]
+async fn a_member_made_guest_loses_the_public_channels_they_had_not_joined() {
+    let s = TestServer::start().await;
+    let p = People::create(&s).await;
+    let fx = fixture(&s, &p).await;
+    // The bystander reads `open` and a thread of it without joining, and is in `priv`.
+    s.add_channel_member(&p.creator, fx.private, &p.bystander)
+        .await;
+    let mut bystander = s.connect(&p.bystander.token).await;
+    let (open, open_thread, private) = (
+        format!("channel:{}", fx.open),
+        format!("thread:{}", fx.open_msg),
+        format!("channel:{}", fx.private),
+    );
+    for scope in [&open, &open_thread] {
+        assert_eq!(bystander.subscribe(scope).await["op"], "ack");
+    }
+
+    set_role(&s, &p.owner, fx.ws, &p.bystander, "guest")
+        .await
+        .expect_status(StatusCode::OK);
+    s.send(&p.creator, fx.open, "guests do not see this").await;
+    s.post(
+        &format!("/api/v1/channels/{}/messages", fx.open),
+        &p.creator.token,
+        json!({ "text": "nor this", "thread_id": fx.open_msg }),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+    let kept = s
+        .send(&p.creator, fx.private, "but this, they are in it")
+        .await;
+
+    // Ping barrier: every frame queued for the connection before it is read first.
+    let frames = bystander.barrier().await;
+    let changed: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "member.role_changed")
+        .collect();
+    assert_eq!(
+        changed.len(),
+        2,
+        "own scope and workspace scope: {frames:?}"
+    );
+    assert_eq!(changed[0]["scope"], format!("user:{}", p.bystander.id));
+    assert_eq!(changed[0]["data"]["role"], "guest");
+    let mut revoked: Vec<(&str, &str)> = frames
+        .iter()
+        .filter(|f| f["type"] == "subscription.revoked")
+        .map(|f| {
+            (
+                f["data"]["scope"].as_str().unwrap(),
+                f["data"]["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    revoked.sort();
+    assert_eq!(
+        revoked,
+        vec![
+            (open.as_str(), "role_changed"),
+            (open_thread.as_str(), "role_changed"),
+        ]
+    );
+    let leaked: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["type"] != "subscription.revoked")
+        .filter(|f| f["scope"] == open.as_str() || f["scope"] == open_thread.as_str())
+        .collect();
+    assert!(leaked.is_empty(), "a guest still hears them: {leaked:?}");
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["scope"] == private.as_str() && f["data"] == kept),
+        "the channels they are in stay: {frames:?}"
+    );
+    // Subscribing again is refused, as for any guest.
+    assert_eq!(bystander.subscribe(&open).await["code"], "forbidden");
+    s.check_invariants();
+}
