@@ -7,6 +7,12 @@
 //! over the raw body and comparing its hex form, in constant time, with the value after
 //! `sha256=` in `Chorus-Signature`; it drops requests whose timestamp is too old, and
 //! requests whose `Chorus-Event-Id` it already processed (a retry after a lost answer).
+//!
+//! Requests go to public addresses only (see [`target`]): a target that is, or resolves
+//! to, a loopback, private, link-local or otherwise internal address is not connected
+//! to, and its delivery is recorded as `refused`. Redirects are never followed.
+
+pub mod target;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -19,6 +25,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+use self::target::{CheckedResolver, Refused, TargetPolicy};
 
 /// Header with `sha256=<hex HMAC-SHA256 of "{timestamp}.{body}">`.
 pub const SIGNATURE_HEADER: &str = "chorus-signature";
@@ -41,6 +49,8 @@ pub struct WebhookConfig {
     /// Attempts in flight at once. When all are busy, due deliveries wait in the
     /// store (nothing is held in memory), so a slow receiver cannot grow the queue.
     pub concurrency: usize,
+    /// Loopback and private targets allowed (`webhook_allow_private`; local setups).
+    pub allow_private: bool,
 }
 
 impl WebhookConfig {
@@ -65,6 +75,8 @@ pub struct WebhookMetrics {
     pub failed_attempts: AtomicU64,
     /// Deliveries given up after the last attempt.
     pub given_up: AtomicU64,
+    /// Deliveries refused for their target (no request made).
+    pub refused: AtomicU64,
 }
 
 /// `sha256=<hex>` of `HMAC-SHA256(secret, "{timestamp}.{body}")`.
@@ -89,8 +101,14 @@ pub async fn run(
     metrics: Arc<WebhookMetrics>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let policy = TargetPolicy {
+        allow_private: config.allow_private,
+    };
+    // Names are looked up by the checking resolver only, and a redirect (which could
+    // point anywhere) is an answer like any other: the client never follows one.
     let client = match reqwest::Client::builder()
         .no_proxy()
+        .dns_resolver(Arc::new(CheckedResolver(policy)))
         .redirect(reqwest::redirect::Policy::none())
         .timeout(config.timeout)
         .user_agent(concat!("chorus-webhooks/", env!("CARGO_PKG_VERSION")))
@@ -124,6 +142,7 @@ pub async fn run(
                     for delivery in due {
                         in_flight.spawn(attempt(
                             client.clone(),
+                            policy,
                             chat.clone(),
                             config.clone(),
                             metrics.clone(),
@@ -169,9 +188,20 @@ fn later(t: Timestamp, by: Duration) -> Timestamp {
     Timestamp(t.0.saturating_add(by.as_millis() as i64))
 }
 
+/// What became of one attempt.
+enum Sent {
+    /// The receiver answered with this status.
+    Answered(u16),
+    /// No answer: a timeout, a connection error…
+    Failed(String),
+    /// Not sent: the target is not allowed.
+    Refused(Refused),
+}
+
 /// One POST of one delivery, and its record.
 async fn attempt(
     client: reqwest::Client,
+    policy: TargetPolicy,
     chat: Arc<Chat>,
     config: WebhookConfig,
     metrics: Arc<WebhookMetrics>,
@@ -180,21 +210,27 @@ async fn attempt(
     let number = delivery.attempts + 1;
     let at = Timestamp::now();
     let started = Instant::now();
-    let result = post(&client, &delivery).await;
+    let sent = post(&client, policy, &delivery).await;
     let duration_ms = started.elapsed().as_millis() as i64;
-    Metrics::inc(&metrics.attempts);
-    let (status_code, error) = match result {
-        Ok(status) if (200..300).contains(&status) => (Some(status), None),
-        Ok(status) => (
-            Some(status),
+    let (status_code, error) = match &sent {
+        Sent::Answered(status) if (200..300).contains(status) => (Some(*status), None),
+        Sent::Answered(status) => (
+            Some(*status),
             Some(format!("receiver answered HTTP {status}")),
         ),
-        Err(err) => (None, Some(err)),
+        Sent::Failed(err) => (None, Some(err.clone())),
+        Sent::Refused(why) => (None, Some(format!("refused: {why}"))),
     };
-    let outcome = if error.is_none() {
+    let outcome = if let Sent::Refused(why) = &sent {
+        Metrics::inc(&metrics.refused);
+        tracing::warn!(delivery = delivery.id, user = %delivery.user_id, reason = %why, "webhook target refused");
+        AttemptOutcome::Refused
+    } else if error.is_none() {
+        Metrics::inc(&metrics.attempts);
         Metrics::inc(&metrics.delivered);
         AttemptOutcome::Delivered
     } else {
+        Metrics::inc(&metrics.attempts);
         Metrics::inc(&metrics.failed_attempts);
         if number >= i64::from(config.max_attempts) {
             Metrics::inc(&metrics.given_up);
@@ -224,25 +260,37 @@ async fn attempt(
     }
 }
 
-/// POSTs the delivery; the receiver's status, or why there was none.
-async fn post(client: &reqwest::Client, delivery: &DueWebhook) -> Result<u16, String> {
-    let secret = delivery
-        .secret
-        .as_deref()
-        .ok_or("the agent has no webhook secret")?;
+/// POSTs the delivery to its URL if the target is allowed: literal addresses are
+/// checked here, names by the client's resolver as they are looked up.
+async fn post(client: &reqwest::Client, policy: TargetPolicy, delivery: &DueWebhook) -> Sent {
+    let url = match reqwest::Url::parse(&delivery.url) {
+        Ok(url) => url,
+        Err(err) => return Sent::Refused(Refused::new(format!("not a valid URL: {err}"))),
+    };
+    if let Err(why) = policy.check_url(&url) {
+        return Sent::Refused(why);
+    }
+    let Some(secret) = delivery.secret.as_deref() else {
+        return Sent::Failed("the agent has no webhook secret".to_owned());
+    };
     let timestamp = (Timestamp::now().0 / 1000).to_string();
     let signature = signature(secret.as_bytes(), &timestamp, delivery.body.as_bytes());
-    let response = client
-        .post(&delivery.url)
+    let sent = client
+        .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(EVENT_ID_HEADER, &delivery.event_id)
         .header(TIMESTAMP_HEADER, &timestamp)
         .header(SIGNATURE_HEADER, signature)
         .body(delivery.body.clone())
         .send()
-        .await
-        .map_err(|e| describe(&e))?;
-    Ok(response.status().as_u16())
+        .await;
+    match sent {
+        Ok(response) => Sent::Answered(response.status().as_u16()),
+        Err(err) => match target::refusal(&err) {
+            Some(why) => Sent::Refused(why.clone()),
+            None => Sent::Failed(describe(&err)),
+        },
+    }
 }
 
 /// A short, stable description of a failed request (no body, no secrets).
@@ -281,6 +329,7 @@ mod tests {
             max_backoff: Duration::from_millis(500),
             timeout: Duration::from_secs(1),
             concurrency: 1,
+            allow_private: false,
         };
         let delays: Vec<u128> = (1..=6).map(|n| config.delay_after(n).as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 500, 500, 500]);

@@ -121,11 +121,20 @@ async fn on_duty_wakes_the_on_duty_and_the_mentioned_observers_observe_others_ge
     put(
         &s,
         &format!("/api/v1/channels/{ch}/on-duty"),
-        &w.bob.token,
+        &w.alice.token,
         json!({"user_ids": [999]}),
     )
     .await
     .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    // A member of the channel who neither created it nor manages the workspace.
+    put(
+        &s,
+        &format!("/api/v1/channels/{ch}/on-duty"),
+        &w.bob.token,
+        json!({"user_ids": [duty.id]}),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "forbidden");
     put(
         &s,
         &format!("/api/v1/workspaces/{}/observers", w.ws),
@@ -446,14 +455,16 @@ fn verify(secret: &str, hit: &Hit) -> bool {
     mac.verify_slice(&sig).is_ok()
 }
 
-/// Polls the delivery log until its newest entry is no longer pending.
+/// Polls the delivery log until its newest entry is no longer pending. Read as a server
+/// admin: the agent's own view has no status codes or error texts
+/// (tests/webhook_targets.rs).
 async fn settled_deliveries(s: &TestServer, agent: &TestUser) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let resp = s
             .get(
                 &format!("/api/v1/users/{}/webhook-deliveries", agent.id),
-                &agent.token,
+                ADMIN_TOKEN,
             )
             .await
             .expect_status(StatusCode::OK);
@@ -783,7 +794,7 @@ async fn custom_and_dm_policies_and_a_policy_change_apply_to_the_next_message() 
     put(
         &s,
         &format!("/api/v1/channels/{ch}/wake-list"),
-        &w.bob.token,
+        &w.alice.token,
         json!({"user_ids": [w.carol.id]}),
     )
     .await

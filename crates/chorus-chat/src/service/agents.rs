@@ -73,20 +73,27 @@ const MAX_SECRET: usize = 256;
 /// Deliveries listed by `GET /api/v1/users/{id}/webhook-deliveries` at most.
 pub const MAX_DELIVERIES_PAGE: u32 = 200;
 
+/// Longest webhook URL accepted.
+const MAX_URL: usize = 2048;
+
+/// The scheme classes a webhook URL may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WebhookScheme {
+    Http,
+    Https,
+}
+
 /// Checks a webhook URL and picks its secret (the given one, or a new one).
 pub(crate) fn webhook_config(url: &str, secret: Option<String>) -> Result<(String, String)> {
-    let parsed_ok = (url.starts_with("http://") || url.starts_with("https://"))
-        && url.len() <= 2048
-        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !parsed_ok {
-        return Err(bad("webhook_url must be an http(s) URL"));
-    }
-    // The server's HTTP client is built without TLS (no TLS stack in the dependency
-    // tree yet): better refused now than failing every attempt later.
-    if url.starts_with("https://") {
-        return Err(bad(
-            "https webhook URLs are not supported by this build; use http:// (e.g. to a local TLS-terminating proxy)",
-        ));
+    match check_webhook_url(url)? {
+        WebhookScheme::Http => {}
+        // The server's HTTP client is built without TLS (no TLS stack in the dependency
+        // tree yet): better refused now than failing every attempt later.
+        WebhookScheme::Https => {
+            return Err(bad(
+                "https webhook URLs are not supported by this build; use http:// (e.g. to a local TLS-terminating proxy)",
+            ));
+        }
     }
     let secret = match secret {
         Some(s) if (MIN_SECRET..=MAX_SECRET).contains(&s.len()) => s,
@@ -94,6 +101,98 @@ pub(crate) fn webhook_config(url: &str, secret: Option<String>) -> Result<(Strin
         None => token::mint_webhook_secret(),
     };
     Ok((url.to_owned(), secret))
+}
+
+/// Checks a webhook URL's form: `http` or `https`, no credentials, and a host written
+/// as a DNS name, a plain dotted-quad IPv4 address or a bracketed IPv6 address. The
+/// URL parser reads other spellings (`0x7f000001`, `2130706433`, `127.1`,
+/// `0177.0.0.1`, `%31…`, full-width digits) as IPv4 addresses too; they are refused
+/// here so that what an admin reads is where the request goes. Where the host points
+/// (private, loopback, metadata…) is the worker's check, on the addresses it resolves
+/// to when delivering.
+fn check_webhook_url(raw: &str) -> Result<WebhookScheme> {
+    if raw.len() > MAX_URL {
+        return Err(bad(format!("webhook_url is at most {MAX_URL} bytes")));
+    }
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(
+            "webhook_url must not contain whitespace or control characters",
+        ));
+    }
+    // URL parsers read `\` as `/` in http(s) URLs: `http://a\@b/` is not what it seems.
+    if raw.contains('\\') {
+        return Err(bad("webhook_url must not contain backslashes"));
+    }
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return Err(bad(
+            "webhook_url must be an http(s) URL: http://host[:port]/path",
+        ));
+    };
+    let scheme = if scheme.eq_ignore_ascii_case("http") {
+        WebhookScheme::Http
+    } else if scheme.eq_ignore_ascii_case("https") {
+        WebhookScheme::Https
+    } else {
+        return Err(bad(
+            "webhook_url must be an http(s) URL (scheme http or https)",
+        ));
+    };
+    // The authority as written; the parser would skip extra slashes
+    // (`http:///etc/passwd` is `http://etc/passwd` to it).
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(bad("webhook_url needs a host: http://host[:port]/path"));
+    }
+    if authority.contains('@') {
+        return Err(bad(
+            "webhook_url must not contain credentials (user:password@); authenticate with the signature",
+        ));
+    }
+    let parsed =
+        url::Url::parse(raw).map_err(|e| bad(format!("webhook_url is not a valid URL: {e}")))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad(
+            "webhook_url must not contain credentials (user:password@)",
+        ));
+    }
+    let written_host = if authority.starts_with('[') {
+        authority.split_inclusive(']').next().unwrap_or_default()
+    } else {
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _port)| host)
+    };
+    match parsed.host() {
+        None => Err(bad("webhook_url needs a host: http://host[:port]/path")),
+        Some(url::Host::Ipv6(_)) => Ok(scheme),
+        Some(url::Host::Ipv4(ip)) if written_host == ip.to_string() => Ok(scheme),
+        Some(url::Host::Ipv4(ip)) => Err(bad(format!(
+            "webhook_url's host {written_host:?} is not a plain IPv4 address: write it as {ip}"
+        ))),
+        Some(url::Host::Domain(name)) if !written_host.eq_ignore_ascii_case(name) => Err(bad(
+            "webhook_url's host must be a plain DNS name (ASCII, no %-escapes; \
+             international names in their xn-- form)",
+        )),
+        Some(url::Host::Domain(name)) if !is_dns_name(name) => Err(bad(
+            "webhook_url's host must be a DNS name (letters, digits, '-', '_' and dots), \
+             an IPv4 address (a.b.c.d) or a bracketed IPv6 address",
+        )),
+        Some(url::Host::Domain(_)) => Ok(scheme),
+    }
+}
+
+/// Labels of letters, digits, `-` and `_`, 1 to 63 bytes each, 253 at most in all
+/// (a final dot allowed).
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// The id a webhook receiver deduplicates by: one per message, whatever the scope.
@@ -285,8 +384,9 @@ impl Chat {
         })
     }
 
-    /// Replaces a channel's on-duty or wake list: channel members or workspace
-    /// admins; every listed user must be a member of the channel. Publishes
+    /// Replaces a channel's on-duty or wake list: the channel's managers (its creator,
+    /// workspace owners and admins; never guests); every listed user must be a member
+    /// of the channel. Publishes
     /// `channel.on_duty_updated` / `channel.wake_list_updated` on the channel.
     pub async fn set_delivery_list(
         &self,
@@ -299,12 +399,7 @@ impl Chat {
         if channel.kind == ChannelKind::Dm {
             return Err(bad("a DM's delivery is fixed"));
         }
-        let manages = self.role_in(caller, channel.workspace_id).await?.manages();
-        if !manages && !self.store.is_channel_member(ch, caller.id).await? {
-            return Err(forbidden(
-                "only members can change a channel's delivery lists",
-            ));
-        }
+        self.require_channel_manager(caller, &channel).await?;
         let users = distinct(req.user_ids)?;
         for &user in &users {
             if !self.store.is_channel_member(ch, user).await? {
@@ -398,7 +493,7 @@ impl Chat {
     }
 
     /// An agent's webhook deliveries, newest first, with every attempt: server admins
-    /// or the agent itself.
+    /// (everything) or the agent itself (without status codes and error texts).
     pub async fn webhook_deliveries(
         &self,
         caller: &User,
@@ -410,7 +505,13 @@ impl Chat {
             0 => 50,
             n => n.min(MAX_DELIVERIES_PAGE),
         };
-        self.store.webhook_deliveries(user, limit).await
+        let deliveries = self.store.webhook_deliveries(user, limit).await?;
+        if caller.is_admin {
+            return Ok(deliveries);
+        }
+        // What a target answered (or how connecting to it failed) would let an agent
+        // probe the server's network; the agent sees only how each delivery stands.
+        Ok(deliveries.into_iter().map(without_responses).collect())
     }
 
     async fn webhook_owner(&self, caller: &User, user: UserId) -> Result<User> {
@@ -424,6 +525,17 @@ impl Chat {
     }
 }
 
+/// A delivery as its agent sees it: status, attempt count and times, but no status
+/// codes or error texts.
+fn without_responses(mut delivery: WebhookDelivery) -> WebhookDelivery {
+    delivery.last_error = None;
+    for attempt in &mut delivery.attempt_log {
+        attempt.status_code = None;
+        attempt.error = None;
+    }
+    delivery
+}
+
 /// The ids once each, in order; at most [`MAX_LIST`].
 fn distinct(ids: Vec<UserId>) -> Result<Vec<UserId>> {
     let set: BTreeSet<UserId> = ids.into_iter().collect();
@@ -431,4 +543,135 @@ fn distinct(ids: Vec<UserId>) -> Result<Vec<UserId>> {
         return Err(bad(format!("at most {MAX_LIST} users")));
     }
     Ok(set.into_iter().collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::error::ChatError;
+
+    fn refusal(url: &str) -> Option<String> {
+        match check_webhook_url(url) {
+            Ok(_) => None,
+            Err(ChatError::BadRequest(msg)) => Some(msg),
+            Err(other) => panic!("{url}: not a bad request: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn webhook_urls_are_http_with_a_plainly_written_host() {
+        for url in [
+            "http://example.com/hook",
+            "http://Example.COM:8080/hook?x=1#f",
+            "http://x/",
+            "http://hooks.example.com.:80/a/b",
+            "http://my_host.internal-lan/",
+            "http://127.0.0.1:9/h",
+            "http://203.0.113.7/",
+            "http://[::1]:8080/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[2001:db8::1]/",
+            "http://xn--bcher-kva.example/",
+            "http://example.com/path/with@sign",
+        ] {
+            assert_eq!(refusal(url), None, "{url}");
+        }
+        assert_eq!(
+            check_webhook_url("https://example.com/").ok(),
+            Some(WebhookScheme::Https)
+        );
+        assert_eq!(
+            check_webhook_url("HTTP://example.com/").ok(),
+            Some(WebhookScheme::Http)
+        );
+    }
+
+    #[test]
+    fn other_webhook_urls_are_refused_with_the_reason() {
+        for (url, reason) in [
+            ("ftp://x/", "http(s) URL"),
+            ("file:///etc/passwd", "http(s) URL"),
+            ("gopher://127.0.0.1:6379/_", "http(s) URL"),
+            ("example.com/hook", "http(s) URL"),
+            ("http:/example.com", "http(s) URL"),
+            ("http://", "needs a host"),
+            ("http:///etc/passwd", "needs a host"),
+            ("http://?q", "needs a host"),
+            ("http://:80/", "not a valid URL"),
+            ("http://user:pw@example.com/", "credentials"),
+            ("http://user@example.com/", "credentials"),
+            ("http://@example.com/", "credentials"),
+            ("http://example.com\\@127.0.0.1/", "backslashes"),
+            ("http://exa mple.com/", "whitespace"),
+            ("http://example.com/\n", "whitespace"),
+            (
+                "http://0x7f000001/",
+                "not a plain IPv4 address: write it as 127.0.0.1",
+            ),
+            ("http://2130706433:80/", "not a plain IPv4"),
+            ("http://127.1/", "not a plain IPv4"),
+            ("http://0177.0.0.1/", "not a plain IPv4"),
+            ("http://127.000.000.001/", "not a plain IPv4"),
+            ("http://127.0.0.1./", "not a plain IPv4"),
+            ("http://0x7f.0.0.1/", "not a plain IPv4"),
+            ("http://%31%32%37.0.0.1/", "not a plain IPv4"),
+            ("http://\u{ff11}\u{ff12}\u{ff17}.0.0.1/", "not a plain IPv4"),
+            ("http://1.2.3.4.5/", "not a valid URL"),
+            ("http://[::1/", "not a valid URL"),
+            ("http://ex%61mple.com/", "plain DNS name"),
+            ("http://b\u{fc}cher.example/", "plain DNS name"),
+            ("http://a*b.example/", "DNS name"),
+        ] {
+            let got = refusal(url).unwrap_or_else(|| panic!("{url} was accepted"));
+            assert!(got.contains(reason), "{url}: {got:?} lacks {reason:?}");
+        }
+        let long = format!("http://example.com/{}", "a".repeat(MAX_URL));
+        assert!(refusal(&long).is_some_and(|m| m.contains("at most")));
+    }
+
+    #[test]
+    fn https_is_a_scheme_class_this_build_refuses() {
+        let err = webhook_config("https://example.com/hook", None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("https webhook URLs are not supported"),
+            "{err}"
+        );
+        let (url, secret) = webhook_config("http://example.com/hook", None).unwrap();
+        assert_eq!(url, "http://example.com/hook");
+        assert!(secret.starts_with("whsec_"));
+    }
+
+    #[test]
+    fn the_agent_sees_no_status_codes_or_error_texts() {
+        let delivery = WebhookDelivery {
+            id: 1,
+            user_id: UserId(7),
+            event_id: "message.created:1".into(),
+            url: "http://example.com/".into(),
+            status: WebhookStatus::Failed,
+            attempts: 1,
+            next_attempt_at: None,
+            last_error: Some("receiver answered HTTP 503".into()),
+            created_at: Timestamp(1),
+            finished_at: Some(Timestamp(2)),
+            attempt_log: vec![WebhookAttempt {
+                attempt: 1,
+                at: Timestamp(2),
+                status_code: Some(503),
+                error: Some("receiver answered HTTP 503".into()),
+                duration_ms: 4,
+            }],
+        };
+        let seen = without_responses(delivery.clone());
+        assert_eq!(seen.last_error, None);
+        assert_eq!(seen.attempt_log[0].status_code, None);
+        assert_eq!(seen.attempt_log[0].error, None);
+        assert_eq!(seen.attempt_log[0].duration_ms, 4);
+        assert_eq!(
+            (seen.status, seen.attempts),
+            (delivery.status, delivery.attempts)
+        );
+    }
 }

@@ -80,6 +80,8 @@ impl TestServer {
             database_url: database.as_ref().map(|db| db.url().to_owned()),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             shutdown_grace_ms: 5_000,
+            // Test receivers listen on 127.0.0.1 (tests/webhook_targets.rs turns it off).
+            webhook_allow_private: true,
             ..Config::default()
         };
         tweak(&mut config);

@@ -257,6 +257,7 @@ impl AgentStore for PgStore {
             AttemptOutcome::Delivered => (WebhookStatus::Delivered, attempt.at, Some(attempt.at)),
             AttemptOutcome::Retry { at } => (WebhookStatus::Pending, at, None),
             AttemptOutcome::Failed => (WebhookStatus::Failed, attempt.at, Some(attempt.at)),
+            AttemptOutcome::Refused => (WebhookStatus::Refused, attempt.at, Some(attempt.at)),
         };
         let mut tx = self.pool.begin().await?;
         sqlx::query(

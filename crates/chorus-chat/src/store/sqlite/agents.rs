@@ -256,6 +256,7 @@ impl AgentStore for SqliteStore {
             AttemptOutcome::Delivered => (WebhookStatus::Delivered, attempt.at, Some(attempt.at)),
             AttemptOutcome::Retry { at } => (WebhookStatus::Pending, at, None),
             AttemptOutcome::Failed => (WebhookStatus::Failed, attempt.at, Some(attempt.at)),
+            AttemptOutcome::Refused => (WebhookStatus::Refused, attempt.at, Some(attempt.at)),
         };
         let mut tx = self.writer.begin().await?;
         sqlx::query(
