@@ -1,13 +1,16 @@
 //! Who is calling: opaque API tokens, the configured admin token, and HS256 JWTs.
+//! `limits::middleware` authenticates each request once; the extractors here read what
+//! it found ([`Authenticated`]) instead of authenticating again.
 
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Uri};
 use chorus_chat::Chat;
 use chorus_chat::model::{User, UserId};
+use chorus_proto::ErrorCode;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
@@ -87,15 +90,98 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// The authenticated caller of a route.
+/// The token a request carries: the bearer header, else `?token=` (percent-decoded;
+/// browsers cannot set headers on a WebSocket upgrade). Only `/ws` accepts `?token=`,
+/// but the limits count it on every route.
+pub fn credentials(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    #[derive(Deserialize)]
+    struct TokenQuery {
+        token: Option<String>,
+    }
+    if let Some(token) = bearer(headers) {
+        return Some(token.to_owned());
+    }
+    if !uri.query()?.contains("token=") {
+        return None;
+    }
+    let axum::extract::Query(query) = axum::extract::Query::<TokenQuery>::try_from_uri(uri).ok()?;
+    query.token.map(|t| t.trim().to_owned())
+}
+
+/// What authenticating a request's credentials gave, left in its extensions by
+/// `limits::middleware`.
+#[derive(Clone)]
+pub struct Authenticated(Outcome);
+
+#[derive(Clone)]
+enum Outcome {
+    /// No credentials.
+    Anonymous,
+    User(User),
+    /// The answer for credentials that did not authenticate.
+    Failed {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl Authenticated {
+    /// `None`: the request has no credentials.
+    pub fn new(outcome: Option<Result<User, ApiError>>) -> Self {
+        Self(match outcome {
+            None => Outcome::Anonymous,
+            Some(Ok(user)) => Outcome::User(user),
+            Some(Err(err)) => Outcome::Failed {
+                code: err.code,
+                message: err.message,
+            },
+        })
+    }
+
+    /// The user of a request; `Ok(None)` when it has no credentials.
+    async fn of(parts: &Parts, state: &AppState) -> Result<Option<User>, ApiError> {
+        let Some(Self(outcome)) = parts.extensions.get::<Self>() else {
+            // Only for a router without `limits::middleware` (one not built by `app`).
+            return match credentials(&parts.headers, &parts.uri) {
+                Some(token) => state.auth.authenticate(&token).await.map(Some),
+                None => Ok(None),
+            };
+        };
+        match outcome {
+            Outcome::Anonymous => Ok(None),
+            Outcome::User(user) => Ok(Some(user.clone())),
+            Outcome::Failed { code, message } => Err(ApiError::new(*code, message.clone())),
+        }
+    }
+}
+
+/// The authenticated caller of a route (bearer header only).
 pub struct Caller(pub User);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token =
-            bearer(&parts.headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        state.auth.authenticate(token).await.map(Caller)
+        let missing = || ApiError::unauthorized("missing bearer token");
+        // With a bearer header, that header is what was authenticated.
+        if bearer(&parts.headers).is_none() {
+            return Err(missing());
+        }
+        Authenticated::of(parts, state)
+            .await?
+            .map(Caller)
+            .ok_or_else(missing)
+    }
+}
+
+/// The owner of a request's credentials, from the bearer header or `?token=` (`/ws`);
+/// `None` when it has none.
+pub struct Identity(pub Option<User>);
+
+impl FromRequestParts<AppState> for Identity {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Authenticated::of(parts, state).await.map(Identity)
     }
 }

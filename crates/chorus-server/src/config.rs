@@ -39,15 +39,27 @@ pub struct Config {
     pub queue_capacity: usize,
     pub inbound_per_sec: u32,
     pub inbound_burst: u32,
+    /// Most subscriptions one connection holds through `subscribe` / `resume`.
+    pub max_subscriptions: usize,
     pub typing_per_minute: u32,
     pub retention_events: usize,
     pub retention_secs: u64,
     /// How long shutdown waits for connections to drain.
     pub shutdown_grace_ms: u64,
-    /// HTTP requests per second per token (sustained); 0 turns the limit off.
+    /// HTTP requests per second per user (sustained), whatever token they come with; 0
+    /// turns the limit off.
     pub http_per_sec: u32,
-    /// HTTP requests a token may send in a burst above the sustained rate.
+    /// HTTP requests a user may send in a burst above the sustained rate.
     pub http_burst: u32,
+    /// Failed authentications per second per client address (sustained); over it, the
+    /// address's credentials are refused (429) without being tried. 0 turns it off.
+    pub auth_failures_per_sec: u32,
+    /// Failed authentications a client address may make in a burst.
+    pub auth_failures_burst: u32,
+    /// Proxies in front of the server that append the client's address to
+    /// `X-Forwarded-For`. 0 (default): the header is ignored and the client is the TCP
+    /// peer; n: the n-th address from the header's right end.
+    pub trusted_proxy_hops: u32,
     /// How long a user stays online after their last connection closes (so a page
     /// reload does not flicker offline).
     pub presence_grace_ms: u64,
@@ -61,6 +73,9 @@ pub struct Config {
     pub webhook_timeout_ms: u64,
     /// Webhook attempts in flight at once.
     pub webhook_concurrency: usize,
+    /// Lets webhooks go to loopback and private addresses (a receiver on this machine
+    /// or network). Off: only public addresses.
+    pub webhook_allow_private: bool,
 }
 
 impl Default for Config {
@@ -83,18 +98,23 @@ impl Default for Config {
             queue_capacity: engine.queue_capacity,
             inbound_per_sec: engine.inbound_per_sec,
             inbound_burst: engine.inbound_burst,
+            max_subscriptions: engine.max_subscriptions,
             typing_per_minute: chat.typing_per_minute,
             retention_events: engine.retention.max_events,
             retention_secs: engine.retention.max_age.as_secs(),
             shutdown_grace_ms: 10_000,
             http_per_sec: 100,
             http_burst: 200,
+            auth_failures_per_sec: 10,
+            auth_failures_burst: 20,
+            trusted_proxy_hops: 0,
             presence_grace_ms: chat.presence_grace.as_millis() as u64,
             webhook_max_attempts: 8,
             webhook_backoff_ms: 1_000,
             webhook_backoff_max_ms: 10 * 60 * 1_000,
             webhook_timeout_ms: 10_000,
             webhook_concurrency: 16,
+            webhook_allow_private: false,
         }
     }
 }
@@ -107,6 +127,7 @@ impl Config {
             max_frame_bytes: self.max_frame_bytes,
             inbound_per_sec: self.inbound_per_sec,
             inbound_burst: self.inbound_burst,
+            max_subscriptions: self.max_subscriptions,
             retention: Retention {
                 max_events: self.retention_events,
                 max_age: Duration::from_secs(self.retention_secs),
@@ -124,6 +145,7 @@ impl Config {
             ),
             timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
             concurrency: self.webhook_concurrency.max(1),
+            allow_private: self.webhook_allow_private,
         }
     }
 

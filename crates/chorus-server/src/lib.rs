@@ -95,8 +95,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         config.jwt_secret.as_deref(),
     ));
     let hooks = Arc::new(ChatHooks::new(chat.clone()));
-    let http_limiter =
-        limits::HttpLimiter::new(config.http_per_sec, config.http_burst).map(Arc::new);
+    let http_limiter = limits::HttpLimiter::from_config(&config).map(Arc::new);
     if let Some(limiter) = &http_limiter {
         let limiter = Arc::downgrade(limiter);
         tokio::spawn(async move {
@@ -179,9 +178,9 @@ async fn serve_http(listener: TcpListener, app: axum::Router, stop: impl Future<
     http.timer(TokioTimer::new());
     tokio::pin!(stop);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     accept_failed(&err).await;
                     continue;
@@ -194,6 +193,13 @@ async fn serve_http(listener: TcpListener, app: axum::Router, stop: impl Future<
             tracing::debug!(cause = %err, "TCP_NODELAY failed");
         }
         let service = TowerToHyperService::new(app.clone());
+        // Every request carries its peer's address (`limits` counts failed
+        // authentications per address), as `axum::serve` does with `ConnectInfo`.
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            hyper::service::Service::call(&service, req)
+        });
         let conn = http
             .serve_connection(TokioIo::new(tcp), service)
             .with_upgrades();

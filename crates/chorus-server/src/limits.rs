@@ -1,80 +1,365 @@
-//! The per-token HTTP rate limit: a keyed token bucket in front of every route.
-//! Over the limit → 429 `rate_limited` with `Retry-After` (whole seconds, at least 1).
+//! The HTTP rate limits in front of every route: requests per authenticated user, and
+//! failed authentications per client address. Over either → 429 `rate_limited` with
+//! `Retry-After` (whole seconds, at least 1).
+//!
+//! The middleware authenticates a request that carries credentials once and leaves the
+//! outcome in its extensions ([`Authenticated`]) for `Caller` and `/ws`. Requests without
+//! credentials (health checks, the web UI's files, `--dev` login) are not limited: they
+//! reach no token and no user's data.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use chorus_chat::model::UserId;
 use chorus_proto::ErrorCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::auth::bearer;
+use crate::auth::{Authenticated, credentials};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// Addresses the failure limiter tracks before it prunes (see [`FailureLimiter::record`]).
+const MAX_ADDRESSES: usize = 100_000;
+
+/// Both HTTP limits and their shared refusal counter.
 pub struct HttpLimiter {
-    limiter: DefaultKeyedRateLimiter<String>,
+    /// Requests per user; `None` when `http_per_sec` is 0.
+    users: Option<DefaultKeyedRateLimiter<UserId>>,
+    /// Failed authentications per client address; `None` when `auth_failures_per_sec`
+    /// is 0.
+    failures: Option<FailureLimiter>,
     clock: DefaultClock,
-    /// Requests refused, for `/metrics`.
+    /// Requests refused (either limit), for `/metrics`.
     pub rejected: AtomicU64,
 }
 
 impl HttpLimiter {
-    /// `None` when `per_sec` is 0 (no limit).
-    pub fn new(per_sec: u32, burst: u32) -> Option<Self> {
-        let per_sec = NonZeroU32::new(per_sec)?;
-        let burst = NonZeroU32::new(burst.max(per_sec.get())).unwrap_or(per_sec);
-        Some(Self {
-            limiter: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
+    /// `None` when both limits are off.
+    pub fn from_config(config: &Config) -> Option<Self> {
+        let users = NonZeroU32::new(config.http_per_sec).map(|per_sec| {
+            let burst = NonZeroU32::new(config.http_burst.max(per_sec.get())).unwrap_or(per_sec);
+            RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst))
+        });
+        let failures =
+            FailureLimiter::new(config.auth_failures_per_sec, config.auth_failures_burst);
+        (users.is_some() || failures.is_some()).then(|| Self {
+            users,
+            failures,
             clock: DefaultClock::default(),
             rejected: AtomicU64::new(0),
         })
     }
 
-    /// How long the holder of `token` must wait, if it is over its limit.
-    fn check(&self, token: &str) -> Option<Duration> {
-        // Keyed by the token's hash: the map never holds a usable secret.
-        let key = chorus_chat::token::hash(token);
-        self.limiter
-            .check_key(&key)
+    /// How long `user` must wait, if it is over its request limit (this request counts).
+    fn user_wait(&self, user: UserId) -> Option<Duration> {
+        self.users
+            .as_ref()?
+            .check_key(&user)
             .err()
             .map(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
-    /// Forgets idle keys so the map does not grow with every token ever seen.
-    pub fn forget_idle(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+    /// How long `client` must wait before its credentials are tried again, if it is over
+    /// its failure limit.
+    fn client_wait(&self, client: IpAddr) -> Option<Duration> {
+        self.failures.as_ref()?.wait(client, Instant::now())
     }
-}
 
-/// Token of a request: the bearer header, or `?token=` (WebSocket upgrades from browsers).
-fn request_token(req: &Request) -> Option<String> {
-    if let Some(t) = bearer(req.headers()) {
-        return Some(t.to_owned());
+    fn failed(&self, client: IpAddr) {
+        if let Some(failures) = &self.failures {
+            failures.record(client, Instant::now());
+        }
     }
-    req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("token="))
-            .map(str::to_owned)
-    })
-}
 
-pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let (Some(limiter), Some(token)) = (state.http_limiter.as_deref(), request_token(&req))
-        && let Some(wait) = limiter.check(&token)
-    {
-        limiter.rejected.fetch_add(1, Ordering::Relaxed);
-        let mut error = ApiError::new(
-            ErrorCode::RateLimited,
-            "too many requests for this token; retry later",
-        );
+    fn refuse(&self, wait: Duration, message: &str) -> Response {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        let mut error = ApiError::new(ErrorCode::RateLimited, message);
         error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
-        return error.into_response();
+        error.into_response()
     }
+
+    /// Forgets idle keys so the maps do not grow with every user and address ever seen.
+    pub fn forget_idle(&self) {
+        if let Some(users) = &self.users {
+            users.retain_recent();
+            users.shrink_to_fit();
+        }
+        if let Some(failures) = &self.failures {
+            failures.forget_idle(Instant::now());
+        }
+    }
+}
+
+/// A token bucket per client address (GCRA: each address keeps the instant its bucket
+/// is full again), in one map behind a `std` mutex: it is held for one lookup or
+/// insert, never across an `.await`.
+struct FailureLimiter {
+    /// What one failure costs.
+    interval: Duration,
+    /// How far ahead of now an address's bucket may run: `burst - 1` failures.
+    tolerance: Duration,
+    full_at: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl FailureLimiter {
+    /// `None` when `per_sec` is 0 (no limit).
+    fn new(per_sec: u32, burst: u32) -> Option<Self> {
+        let per_sec = NonZeroU32::new(per_sec)?;
+        let interval = Duration::from_secs(1) / per_sec.get();
+        Some(Self {
+            interval,
+            tolerance: interval * (burst.max(1) - 1),
+            full_at: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
+        self.full_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long `client` must wait before one more failure would be allowed, if at all.
+    fn wait(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+        let full_at = *self.lock().get(&bucket(client))?;
+        full_at
+            .saturating_duration_since(now)
+            .checked_sub(self.tolerance)
+            .filter(|wait| !wait.is_zero())
+    }
+
+    fn record(&self, client: IpAddr, now: Instant) {
+        let key = bucket(client);
+        let mut map = self.lock();
+        if map.len() >= MAX_ADDRESSES && !map.contains_key(&key) {
+            map.retain(|_, full_at| *full_at > now);
+            // Still mostly busy: start over rather than scan the map on every insert.
+            // Whoever was counted may fail a burst again, as from a new address.
+            if map.len() >= MAX_ADDRESSES / 2 {
+                tracing::warn!(
+                    addresses = map.len(),
+                    "too many addresses failing authentication; forgetting them"
+                );
+                map.clear();
+            }
+        }
+        let full_at = map.entry(key).or_insert(now);
+        *full_at = (*full_at).max(now) + self.interval;
+    }
+
+    /// Drops the addresses whose bucket is full again: they are as good as new.
+    fn forget_idle(&self, now: Instant) {
+        let mut map = self.lock();
+        map.retain(|_, full_at| *full_at > now);
+        map.shrink_to_fit();
+    }
+}
+
+/// The key of an address's failure bucket: an IPv6 client is keyed by its /64, as one
+/// host usually holds a whole /64; an IPv4-mapped address by its IPv4 address.
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+/// The client's address: the TCP peer, or, behind `hops` trusted proxies, the address
+/// the outermost of them appended to `X-Forwarded-For` (the `hops`-th entry from the
+/// right; what the client wrote itself is further left). Falls back to the peer when
+/// the header has fewer entries.
+fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
+    if hops == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let forwarded = entries
+        .len()
+        .checked_sub(hops as usize)
+        .and_then(|i| entries.get(i))
+        .and_then(|entry| {
+            let entry = entry.trim();
+            entry
+                .parse::<IpAddr>()
+                .or_else(|_| entry.parse::<SocketAddr>().map(|s| s.ip()))
+                .ok()
+        });
+    forwarded.or(peer)
+}
+
+/// Authenticates a request's credentials (once), applies both limits, and leaves the
+/// outcome in the request's extensions for the routes.
+pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(token) = credentials(req.headers(), req.uri()) else {
+        req.extensions_mut().insert(Authenticated::new(None));
+        return next.run(req).await;
+    };
+    let limiter = state.http_limiter.as_deref();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let client = client_addr(peer, req.headers(), state.config.trusted_proxy_hops);
+    // Refused before the token is even looked at, so guessing learns nothing.
+    if let (Some(limiter), Some(client)) = (limiter, client)
+        && let Some(wait) = limiter.client_wait(client)
+    {
+        return limiter.refuse(
+            wait,
+            "too many failed authentications from this address; retry later",
+        );
+    }
+    let outcome = state.auth.authenticate(&token).await;
+    if let Some(limiter) = limiter {
+        match &outcome {
+            Ok(user) => {
+                if let Some(wait) = limiter.user_wait(user.id) {
+                    return limiter.refuse(wait, "too many requests for this user; retry later");
+                }
+            }
+            // Bad credentials; not a database that failed to answer.
+            Err(err) if err.code == ErrorCode::Unauthorized => {
+                if let Some(client) = client {
+                    limiter.failed(client);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    req.extensions_mut()
+        .insert(Authenticated::new(Some(outcome)));
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("a test address")
+    }
+
+    #[test]
+    fn an_address_gets_its_burst_of_failures_then_waits_for_the_rate() {
+        let limiter = FailureLimiter::new(2, 3).expect("a limit");
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        for _ in 0..3 {
+            assert_eq!(limiter.wait(a, t0), None);
+            limiter.record(a, t0);
+        }
+        // Three in a row used the burst; the next is allowed 0.5 s later (2/s).
+        assert_eq!(limiter.wait(a, t0), Some(Duration::from_millis(500)));
+        assert_eq!(limiter.wait(ip("192.0.2.2"), t0), None, "another address");
+        let later = t0 + Duration::from_millis(500);
+        assert_eq!(limiter.wait(a, later), None);
+        limiter.record(a, later);
+        assert_eq!(limiter.wait(a, later), Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_burst_of_one_allows_one_failure_per_interval() {
+        let limiter = FailureLimiter::new(1, 0).expect("a limit");
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        limiter.record(a, t0);
+        assert_eq!(limiter.wait(a, t0), Some(Duration::from_secs(1)));
+        assert_eq!(limiter.wait(a, t0 + Duration::from_secs(1)), None);
+        assert!(
+            FailureLimiter::new(0, 10).is_none(),
+            "0/s turns the limit off"
+        );
+    }
+
+    #[test]
+    fn idle_addresses_are_forgotten_busy_ones_kept() {
+        let limiter = FailureLimiter::new(1, 5).expect("a limit");
+        let t0 = Instant::now();
+        limiter.record(ip("192.0.2.1"), t0);
+        for _ in 0..5 {
+            limiter.record(ip("192.0.2.2"), t0);
+        }
+        limiter.forget_idle(t0 + Duration::from_secs(2));
+        let map = limiter.lock();
+        assert!(
+            !map.contains_key(&ip("192.0.2.1")),
+            "its bucket is full again"
+        );
+        assert!(
+            map.contains_key(&ip("192.0.2.2")),
+            "still paying off its failures"
+        );
+    }
+
+    #[test]
+    fn a_full_map_is_pruned_before_it_grows() {
+        let limiter = FailureLimiter::new(1, 1).expect("a limit");
+        let t0 = Instant::now();
+        for n in 0..MAX_ADDRESSES as u32 {
+            limiter.record(IpAddr::from(n.to_be_bytes()), t0);
+        }
+        assert_eq!(limiter.lock().len(), MAX_ADDRESSES);
+        // All idle by now: pruned, and the newcomer is counted.
+        let later = t0 + Duration::from_secs(2);
+        limiter.record(ip("198.51.100.1"), later);
+        assert_eq!(limiter.lock().len(), 1);
+        assert!(limiter.wait(ip("198.51.100.1"), later).is_some());
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        assert_eq!(bucket(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            bucket(ip("2001:db8:1:2:aaaa::1")),
+            bucket(ip("2001:db8:1:2:bbbb::2"))
+        );
+        assert_ne!(bucket(ip("2001:db8:1:2::1")), bucket(ip("2001:db8:1:3::1")));
+        assert_eq!(bucket(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(bucket(ip("192.0.2.7")), ip("192.0.2.7"));
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_trusted_proxies() {
+        let peer = Some(ip("10.0.0.1"));
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 198.51.100.4"),
+        );
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("192.0.2.5:4711"),
+        );
+        assert_eq!(
+            client_addr(peer, &headers, 0),
+            peer,
+            "not trusted by default"
+        );
+        assert_eq!(client_addr(peer, &headers, 1), Some(ip("192.0.2.5")));
+        assert_eq!(client_addr(peer, &headers, 2), Some(ip("198.51.100.4")));
+        assert_eq!(
+            client_addr(peer, &headers, 4),
+            peer,
+            "fewer entries than hops"
+        );
+        assert_eq!(client_addr(peer, &HeaderMap::new(), 1), peer);
+    }
 }

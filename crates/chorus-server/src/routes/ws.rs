@@ -3,7 +3,7 @@
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use chorus_proto::ErrorCode;
 use chorus_realtime::Socket;
@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::auth::bearer;
+use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Query;
 use crate::state::AppState;
@@ -25,7 +25,6 @@ pub const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 
 #[derive(Deserialize)]
 pub struct WsQuery {
-    token: Option<String>,
     /// `1`: hold the initial subscriptions until the first frame (a `resume`).
     resume: Option<u8>,
 }
@@ -117,8 +116,9 @@ impl Upgrade {
 
 pub async fn upgrade(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(query): Query<WsQuery>,
+    // The bearer header or `?token=`, authenticated (and counted) by `limits::middleware`.
+    identity: Result<Identity, ApiError>,
     ws: Result<Upgrade, &'static str>,
 ) -> ApiResult<Response> {
     if state.engine.is_shutting_down() {
@@ -127,10 +127,9 @@ pub async fn upgrade(
             "shutting down; connect elsewhere",
         ));
     }
-    let token = bearer(&headers)
-        .or(query.token.as_deref())
+    let Identity(user) = identity?;
+    let user = user
         .ok_or_else(|| ApiError::unauthorized("missing token: send a bearer header or ?token="))?;
-    let user = state.auth.authenticate(token).await?;
     let ws = ws.map_err(ApiError::bad_request)?;
     let engine = state.engine.clone();
     let hooks = state.hooks.clone();
