@@ -15,13 +15,21 @@ export type ClientOp =
   | { op: 'unsubscribe'; scope: string }
   | { op: 'resume'; positions: Record<string, number> }
   | { op: 'typing'; channel_id: number; thread_id?: number }
-  | { op: 'ping' };
+  | { op: 'ping' }
+  | { op: 'refresh'; token: string };
 
 /** Any client frame: an op, optionally with an `id` the server answers with ack/error. */
 export type ClientFrame = ClientOp & { id?: FrameId };
 
 /** The op names, in the order of the Rust enum. */
-export const CLIENT_OPS = ['subscribe', 'unsubscribe', 'resume', 'typing', 'ping'] as const;
+export const CLIENT_OPS = [
+  'subscribe',
+  'unsubscribe',
+  'resume',
+  'typing',
+  'ping',
+  'refresh',
+] as const;
 
 // ---------------------------------------------------------------------------------
 // Server → client (chorus-proto/src/server.rs: ServerFrame)

@@ -1352,7 +1352,7 @@ impl Driver {
                         }
                     }
                 }
-                ClientOp::Typing { .. } | ClientOp::Ping => {}
+                ClientOp::Typing { .. } | ClientOp::Ping | ClientOp::Refresh { .. } => {}
             }
         }
         if let Origin::Caller(reply) = pending.origin {

@@ -50,6 +50,11 @@ pub enum ClientOp {
         thread_id: Option<i64>,
     },
     Ping,
+    /// Fresh credentials for the connection (a JWT about to expire): the connection
+    /// then lives until the new token's expiry. Same user only.
+    Refresh {
+        token: String,
+    },
 }
 
 impl ClientOp {
@@ -60,11 +65,19 @@ impl ClientOp {
             Self::Resume { .. } => "resume",
             Self::Typing { .. } => "typing",
             Self::Ping => "ping",
+            Self::Refresh { .. } => "refresh",
         }
     }
 }
 
-const KNOWN_OPS: &[&str] = &["subscribe", "unsubscribe", "resume", "typing", "ping"];
+const KNOWN_OPS: &[&str] = &[
+    "subscribe",
+    "unsubscribe",
+    "resume",
+    "typing",
+    "ping",
+    "refresh",
+];
 
 /// Why a frame could not be decoded, with the frame id when one could be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

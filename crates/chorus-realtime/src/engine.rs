@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, BrokerError, EventSink, MemoryBroker, RedisBroker, Retention};
-use crate::hooks::SessionHooks;
+use crate::hooks::{SessionAuth, SessionHooks};
 use crate::subscriptions::Subscriptions;
 use crate::{Metrics, Publish, Registry, UserKey, session};
 
@@ -118,13 +118,15 @@ impl Engine {
     /// Runs one WebSocket session to its end. The task is tracked for shutdown. With
     /// `hold_for_resume` (`?resume=1`), the connection's initial subscriptions hold their
     /// events until its first frame, so a `resume` continues them with no gap and no
-    /// reordering.
+    /// reordering. `auth` says which credential opened it and when that expires (the
+    /// connection then closes with 3502, unless the client sent `refresh`).
     pub fn serve_socket(
         self: &Arc<Self>,
         socket: crate::Socket,
         user: UserKey,
         hooks: Arc<dyn SessionHooks>,
         hold_for_resume: bool,
+        auth: SessionAuth,
     ) -> impl Future<Output = ()> + Send + use<> {
         self.sessions.track_future(session::run(
             self.clone(),
@@ -132,6 +134,7 @@ impl Engine {
             user,
             hooks,
             hold_for_resume,
+            auth,
         ))
     }
 

@@ -60,6 +60,17 @@ pub struct Effect {
     /// leaving a channel); empty: every kind.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recheck_kinds: Vec<String>,
+    /// The user's credentials stopped being valid: close the receiving connections with
+    /// 3502 — all of them, or those opened with this credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close: Option<CloseSessions>,
+}
+
+/// See [`Effect::close`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseSessions {
+    /// Only connections opened with this credential; `None`: every connection.
+    pub credential: Option<i64>,
 }
 
 /// An event as a publisher hands it to the broker.

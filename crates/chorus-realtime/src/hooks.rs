@@ -1,6 +1,8 @@
 //! What the engine asks of the application that embeds it. The engine decides nothing
 //! about who may read what; it asks here, per connection and per subscribe.
 
+use std::time::SystemTime;
+
 use async_trait::async_trait;
 use chorus_proto::ErrorCode;
 
@@ -33,6 +35,15 @@ impl HookError {
     }
 }
 
+/// What opened a connection, as far as the engine needs to know: the credential (an
+/// application's id for it, so revoking it closes the connections it opened) and when
+/// it stops being valid (the connection closes with 3502 then, unless refreshed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionAuth {
+    pub credential: Option<i64>,
+    pub expires_at: Option<SystemTime>,
+}
+
 #[async_trait]
 pub trait SessionHooks: Send + Sync + 'static {
     /// The scopes a new connection of `user` is subscribed to before `hello`. The
@@ -49,6 +60,14 @@ pub trait SessionHooks: Send + Sync + 'static {
         channel_id: i64,
         thread_id: Option<i64>,
     ) -> Result<(), HookError>;
+
+    /// A `refresh` from a connection of `user`: the credentials `token` stands for, if it
+    /// is valid and names the same user.
+    async fn refresh(&self, _user: UserKey, _token: &str) -> Result<SessionAuth, HookError> {
+        Err(HookError::BadRequest(
+            "this server does not refresh connections".into(),
+        ))
+    }
 
     /// A connection of `user` opened; `first` when it is the user's only one on this node.
     async fn connected(&self, _user: UserKey, _first: bool) {}

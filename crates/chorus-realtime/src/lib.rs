@@ -38,8 +38,8 @@ mod writer;
 
 pub use broker::{Broker, BrokerError, EventSink, History, MemoryBroker, Retention};
 pub use engine::{Engine, EngineConfig};
-pub use event::{Effect, Event, Mark, Marks, Publish};
-pub use hooks::{HookError, SessionHooks};
+pub use event::{CloseSessions, Effect, Event, Mark, Marks, Publish};
+pub use hooks::{HookError, SessionAuth, SessionHooks};
 pub use metrics::Metrics;
 pub use registry::{ConnId, Registry, StartAt};
 pub use scope::{Scope, ScopeError};

@@ -210,6 +210,9 @@ struct ConnEntry {
     revoked_floor: u64,
     /// The epoch of the latest re-check.
     rechecked: u64,
+    /// The application's id of the credential that opened the connection (see
+    /// [`Effect::close`](crate::Effect::close)).
+    credential: Option<i64>,
 }
 
 impl ConnEntry {
@@ -363,6 +366,7 @@ impl Registry {
                 revoked: HashMap::new(),
                 revoked_floor: 0,
                 rechecked: 0,
+                credential: None,
             },
         );
         let user_conns = index.users.entry(user).or_default();
@@ -403,6 +407,13 @@ impl Registry {
             .connections_current
             .fetch_sub(1, Ordering::Relaxed);
         remaining
+    }
+
+    /// Records the credential a connection was opened (or refreshed) with.
+    pub fn set_credential(&self, conn: ConnId, credential: Option<i64>) {
+        if let Some(entry) = lock(&self.index).conns.get_mut(&conn) {
+            entry.credential = credential;
+        }
     }
 
     /// Live connections of a user on this node.
@@ -803,11 +814,21 @@ impl Registry {
         }
     }
 
-    /// Applies a subscription effect synchronously: unsubscribed scopes end, new scopes
-    /// start live (the connection's task then attaches them at the broker), and a
-    /// re-check holds every other subscription until the connection's task has
-    /// authorized it again.
+    /// Applies a subscription effect synchronously: a close ends the connection (3502),
+    /// unsubscribed scopes end, new scopes start live (the connection's task then
+    /// attaches them at the broker), and a re-check holds every other subscription until
+    /// the connection's task has authorized it again.
     fn apply_effect(&self, conn: ConnHandle, effect: &Effect) {
+        if let Some(close) = &effect.close {
+            let opened_with = lock(&self.index)
+                .conns
+                .get(&conn.id)
+                .and_then(|e| e.credential);
+            if close.credential.is_none() || close.credential == opened_with {
+                conn.control.fire(CloseCode::Unauthorized);
+                return;
+            }
+        }
         for scope in &effect.unsubscribe {
             self.revoke(conn.id, scope);
         }

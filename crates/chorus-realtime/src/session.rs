@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use crate::hooks::SessionHooks;
+use crate::hooks::{HookError, SessionAuth, SessionHooks};
 use crate::outbox::Outbox;
 use crate::registry::ConnHandle;
 use crate::registry::StartAt;
@@ -45,6 +45,16 @@ struct Session {
     /// Scopes subscribed on connect whose events are held until the client's first
     /// frame (a `resume` says where each one continues), with their offset in `hello`.
     held: Option<Held>,
+    /// When the connection's credentials stop being valid (closed with 3502 then).
+    expires: Option<Instant>,
+}
+
+/// The engine's clock instant of a wall-clock expiry.
+fn deadline(expires_at: Option<std::time::SystemTime>) -> Option<Instant> {
+    let left = expires_at?
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Some(Instant::now() + left)
 }
 
 /// Why the loop ended: a code to send, the peer closed (its close reply is queued), or
@@ -61,8 +71,10 @@ pub(crate) async fn run(
     user: UserKey,
     hooks: Arc<dyn SessionHooks>,
     hold_for_resume: bool,
+    auth: SessionAuth,
 ) {
     let (conn, outbox, conns) = engine.registry.register(user);
+    engine.registry.set_credential(conn.id, auth.credential);
     if engine.is_shutting_down() {
         // Registered after the shutdown sweep: close like the others.
         conn.control.fire(CloseCode::ServerShutdown);
@@ -98,6 +110,7 @@ pub(crate) async fn run(
                 limiter,
                 strikes: 0,
                 held,
+                expires: deadline(auth.expires_at),
             };
             session.run(&mut stream, &outbox).await
         }
@@ -250,6 +263,9 @@ impl Session {
                     }
                     // Boxed like the other rare paths below.
                     Box::pin(self.engine.subscriptions.settle(&self.conn, self.hooks.as_ref())).await;
+                }
+                () = sleep_until_some(self.expires), if self.expires.is_some() => {
+                    return End::Close(CloseCode::Unauthorized);
                 }
                 () = tokio::time::sleep_until(hold_until), if self.held.is_some() => {
                     // No `resume` came: continue from the offsets announced in `hello`.
@@ -434,6 +450,7 @@ impl Session {
                 scopes: Some(scopes),
                 ..ack()
             }),
+            ClientOp::Refresh { token } => self.refresh(&token).await.map(|()| ack()),
             ClientOp::Typing {
                 channel_id,
                 thread_id,
@@ -472,6 +489,23 @@ impl Session {
         ))
     }
 
+    /// New credentials for the connection: its expiry moves (or goes) with them.
+    async fn refresh(&mut self, token: &str) -> Result<(), (ErrorCode, String)> {
+        let auth = self
+            .hooks
+            .refresh(self.conn.user, token)
+            .await
+            .map_err(|e| match e {
+                HookError::Forbidden(m) => (ErrorCode::Unauthorized, m),
+                other => (other.code(), other.to_string()),
+            })?;
+        self.engine
+            .registry
+            .set_credential(self.conn.id, auth.credential);
+        self.expires = deadline(auth.expires_at);
+        Ok(())
+    }
+
     fn unsubscribe(&self, name: &str) -> Result<(), (ErrorCode, String)> {
         self.engine.subscriptions.unsubscribe(&self.conn, name)
     }
@@ -496,6 +530,14 @@ impl Session {
                 .release_held(&self.conn, held, positions)
                 .await;
         }
+    }
+}
+
+/// Sleeps until `at`; never completes for `None` (the branch is disabled then anyway).
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -11,11 +11,30 @@ use axum::http::{HeaderMap, Uri};
 use chorus_chat::Chat;
 use chorus_chat::model::{User, UserId};
 use chorus_proto::ErrorCode;
+use chorus_realtime::SessionAuth;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// Who a credential stands for, and what the realtime engine needs to know of the
+/// credential itself (its id, for revocation; its expiry, for open sockets).
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    pub session: SessionAuth,
+}
+
+impl Principal {
+    /// A credential with no id of its own and no expiry (the admin token).
+    fn lasting(user: User) -> Self {
+        Self {
+            user,
+            session: SessionAuth::default(),
+        }
+    }
+}
 
 pub struct Authenticator {
     chat: Arc<Chat>,
@@ -45,7 +64,7 @@ impl Authenticator {
         }
     }
 
-    pub async fn authenticate(&self, token: &str) -> Result<User, ApiError> {
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
         if token.is_empty() || token.len() > 4096 {
             return Err(ApiError::unauthorized("invalid token"));
         }
@@ -59,10 +78,11 @@ impl Authenticator {
                 .store()
                 .user(self.admin)
                 .await?
+                .map(Principal::lasting)
                 .ok_or_else(|| ApiError::unauthorized("the admin user is gone"));
         }
         if token.starts_with(chorus_chat::token::PREFIX) {
-            return Ok(self.chat.authenticate_token(token).await?);
+            return Ok(Principal::lasting(self.chat.authenticate_token(token).await?));
         }
         if let Some(key) = &self.jwt {
             let mut validation = Validation::new(Algorithm::HS256);
@@ -74,6 +94,7 @@ impl Authenticator {
                 .chat
                 .user_by_subject(&data.claims.sub)
                 .await?
+                .map(Principal::lasting)
                 .ok_or_else(|| ApiError::unauthorized("the JWT names no known user"));
         }
         Err(ApiError::unauthorized("invalid token"))
@@ -117,7 +138,7 @@ pub struct Authenticated(Outcome);
 enum Outcome {
     /// No credentials.
     Anonymous,
-    User(User),
+    User(Principal),
     /// The answer for credentials that did not authenticate.
     Failed {
         code: ErrorCode,
@@ -127,7 +148,7 @@ enum Outcome {
 
 impl Authenticated {
     /// `None`: the request has no credentials.
-    pub fn new(outcome: Option<Result<User, ApiError>>) -> Self {
+    pub fn new(outcome: Option<Result<Principal, ApiError>>) -> Self {
         Self(match outcome {
             None => Outcome::Anonymous,
             Some(Ok(user)) => Outcome::User(user),
@@ -138,8 +159,8 @@ impl Authenticated {
         })
     }
 
-    /// The user of a request; `Ok(None)` when it has no credentials.
-    async fn of(parts: &Parts, state: &AppState) -> Result<Option<User>, ApiError> {
+    /// The principal of a request; `Ok(None)` when it has no credentials.
+    async fn of(parts: &Parts, state: &AppState) -> Result<Option<Principal>, ApiError> {
         let Some(Self(outcome)) = parts.extensions.get::<Self>() else {
             // Only for a router without `limits::middleware` (one not built by `app`).
             return match credentials(&parts.headers, &parts.uri) {
@@ -169,14 +190,14 @@ impl FromRequestParts<AppState> for Caller {
         }
         Authenticated::of(parts, state)
             .await?
-            .map(Caller)
+            .map(|p| Caller(p.user))
             .ok_or_else(missing)
     }
 }
 
 /// The owner of a request's credentials, from the bearer header or `?token=` (`/ws`);
 /// `None` when it has none.
-pub struct Identity(pub Option<User>);
+pub struct Identity(pub Option<Principal>);
 
 impl FromRequestParts<AppState> for Identity {
     type Rejection = ApiError;

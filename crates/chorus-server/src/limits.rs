@@ -228,8 +228,8 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     let outcome = state.auth.authenticate(&token).await;
     if let Some(limiter) = limiter {
         match &outcome {
-            Ok(user) => {
-                if let Some(wait) = limiter.user_wait(user.id) {
+            Ok(principal) => {
+                if let Some(wait) = limiter.user_wait(principal.user.id) {
                     return limiter.refuse(wait, "too many requests for this user; retry later");
                 }
             }

@@ -1,7 +1,7 @@
 //! Publishing domain events. Called only after the change they describe is committed;
 //! a broker failure is logged, never undoes the change (clients catch up over HTTP).
 
-use chorus_realtime::{Effect, Publish, Scope};
+use chorus_realtime::{CloseSessions, Effect, Publish, Scope};
 use serde::Serialize;
 
 use super::Chat;
@@ -68,6 +68,29 @@ impl Chat {
             ..Effect::default()
         };
         self.emit(Publish::new(user_scope(user), kind, data).with_effect(effect))
+            .await;
+    }
+
+    /// Closes the user's live connections on every node with 3502 (credentials no
+    /// longer valid): all of them, or only those opened with `credential` (a token's
+    /// id). Published as `credentials.revoked {reason, token_id?}` on the user's scope,
+    /// which each connection receives before it closes.
+    pub(crate) async fn close_sessions(&self, user: UserId, credential: Option<i64>, reason: &str) {
+        #[derive(Serialize)]
+        struct Revoked<'a> {
+            reason: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            token_id: Option<i64>,
+        }
+        let effect = Effect {
+            close: Some(CloseSessions { credential }),
+            ..Effect::default()
+        };
+        let data = Revoked {
+            reason,
+            token_id: credential,
+        };
+        self.emit(Publish::new(user_scope(user), "credentials.revoked", &data).with_effect(effect))
             .await;
     }
 

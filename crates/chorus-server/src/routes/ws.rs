@@ -127,8 +127,8 @@ pub async fn upgrade(
             "shutting down; connect elsewhere",
         ));
     }
-    let Identity(user) = identity?;
-    let user = user
+    let Identity(principal) = identity?;
+    let principal = principal
         .ok_or_else(|| ApiError::unauthorized("missing token: send a bearer header or ?token="))?;
     let ws = ws.map_err(ApiError::bad_request)?;
     let engine = state.engine.clone();
@@ -142,6 +142,6 @@ pub async fn upgrade(
         // whole life: 1 KiB instead of 4 is 3 KiB less per idle connection.
         .read_buffer_size(1024);
     Ok(ws.accept(config, move |socket| {
-        engine.serve_socket(socket, user.id.0, hooks, hold)
+        engine.serve_socket(socket, principal.user.id.0, hooks, hold, principal.session)
     }))
 }
