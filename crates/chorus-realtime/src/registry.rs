@@ -191,6 +191,23 @@ struct Sub {
     recheck: Option<Recheck>,
 }
 
+impl Sub {
+    /// Holds the subscription until a re-check of this generation settles it: live
+    /// events are buffered from now on. It goes live again once allowed if it was live
+    /// (or its replay already came); otherwise its replay or resume still completes it.
+    fn hold_for_recheck(&mut self, generation: u32) {
+        let live = matches!(self.state, SubState::Live { .. });
+        let then_live = self.recheck.map_or(live, |r| r.then_live);
+        if live {
+            self.state = SubState::catching_up(Some(&self.state));
+        }
+        self.recheck = Some(Recheck {
+            generation,
+            then_live,
+        });
+    }
+}
+
 #[derive(Default)]
 struct Subscribers {
     subs: HashMap<ConnId, Sub>,
@@ -555,17 +572,7 @@ impl Registry {
                 }),
             };
             if let Some(generation) = recheck {
-                let then_live = match sub.recheck {
-                    Some(r) => r.then_live,
-                    None => matches!(sub.state, SubState::Live { .. }),
-                };
-                if matches!(sub.state, SubState::Live { .. }) {
-                    sub.state = SubState::catching_up(Some(&sub.state));
-                }
-                sub.recheck = Some(Recheck {
-                    generation,
-                    then_live,
-                });
+                sub.hold_for_recheck(generation);
             }
         });
         entry.scopes.insert(scope.clone());
@@ -887,17 +894,7 @@ impl Registry {
             let Some(sub) = subs.subs.get_mut(&conn.id) else {
                 continue;
             };
-            let then_live = match sub.recheck {
-                Some(r) => r.then_live,
-                None => matches!(sub.state, SubState::Live { .. }),
-            };
-            if matches!(sub.state, SubState::Live { .. }) {
-                sub.state = SubState::catching_up(Some(&sub.state));
-            }
-            sub.recheck = Some(Recheck {
-                generation,
-                then_live,
-            });
+            sub.hold_for_recheck(generation);
             held.push((scope.clone(), generation, reason.clone()));
         }
         Metrics::inc(&self.metrics.rechecks);

@@ -992,6 +992,25 @@ async fn request(ws: &mut Ws, mut op: Value) -> Value {
     }
 }
 
+/// Sends `text` to channel `ch` through `addr` (a reply when `thread` is given); its id.
+async fn post_message(
+    addr: SocketAddr,
+    token: &str,
+    ch: i64,
+    text: &str,
+    thread: Option<i64>,
+) -> i64 {
+    call(
+        addr,
+        token,
+        &format!("/api/v1/channels/{ch}/messages"),
+        json!({"text": text, "thread_id": thread}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap()
+}
+
 /// A workspace owned by the admin with the named members; their ids and tokens.
 async fn team(addr: SocketAddr, names: &[&str]) -> (i64, HashMap<String, (i64, String)>) {
     let ws = call(addr, ADMIN, "/api/v1/workspaces", json!({"name": "acme"})).await["id"]
@@ -1041,20 +1060,7 @@ async fn a_removal_on_one_node_ends_thread_subscriptions_on_another() {
     .await["id"]
         .as_i64()
         .unwrap();
-    let post = |text: &'static str, thread: Option<i64>| {
-        let alice = alice.clone();
-        async move {
-            call(
-                a,
-                &alice,
-                &format!("/api/v1/channels/{ch}/messages"),
-                json!({"text": text, "thread_id": thread}),
-            )
-            .await["id"]
-                .as_i64()
-                .unwrap()
-        }
-    };
+    let post = |text: &'static str, thread: Option<i64>| post_message(a, &alice, ch, text, thread);
     let root = post("root", None).await;
     let thread = format!("thread:{root}");
     let mut bob = open(b, &users["bob"].1).await;
@@ -1121,20 +1127,7 @@ async fn a_demotion_on_one_node_ends_subscriptions_a_guest_may_not_hold_on_anoth
     .await["id"]
         .as_i64()
         .unwrap();
-    let post = |text: &'static str, thread: Option<i64>| {
-        let alice = alice.clone();
-        async move {
-            call(
-                a,
-                &alice,
-                &format!("/api/v1/channels/{ch}/messages"),
-                json!({"text": text, "thread_id": thread}),
-            )
-            .await["id"]
-                .as_i64()
-                .unwrap()
-        }
-    };
+    let post = |text: &'static str, thread: Option<i64>| post_message(a, &alice, ch, text, thread);
     let root = post("root", None).await;
     let (channel, thread) = (format!("channel:{ch}"), format!("thread:{root}"));
     let mut mark = open(b, &users["mark"].1).await;

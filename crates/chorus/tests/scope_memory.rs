@@ -9,12 +9,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
@@ -25,36 +24,13 @@ const ADMIN: &str = "scope-memory-admin";
 const ROUND: usize = 1_000;
 
 async fn start(addr: SocketAddr, data: &std::path::Path) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .args([
-            "serve",
-            "--listen",
-            &addr.to_string(),
-            "--admin-token",
-            ADMIN,
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .env("CHORUS_HTTP_PER_SEC", "0")
-        .env("CHORUS_INBOUND_PER_SEC", "1000000")
-        .env("CHORUS_INBOUND_BURST", "1000000")
-        .env("CHORUS_MAX_SUBSCRIPTIONS", ROUND.to_string())
-        .env("CHORUS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(resp) = http.get(format!("http://{addr}/readyz")).send().await
-            && resp.status().is_success()
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("chorus did not become ready on {addr}");
+    let cap = ROUND.to_string();
+    let env = [
+        ("CHORUS_INBOUND_PER_SEC", "1000000"),
+        ("CHORUS_INBOUND_BURST", "1000000"),
+        ("CHORUS_MAX_SUBSCRIPTIONS", cap.as_str()),
+    ];
+    common::serve(addr, data, ADMIN, &env).await
 }
 
 /// Resident memory of a process, in KiB.

@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -19,33 +18,7 @@ const ADMIN: &str = "sigterm-admin";
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn start(addr: SocketAddr, data: &std::path::Path) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .args([
-            "serve",
-            "--listen",
-            &addr.to_string(),
-            "--admin-token",
-            ADMIN,
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .env("CHORUS_HTTP_PER_SEC", "0")
-        .env("CHORUS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(resp) = http.get(format!("http://{addr}/readyz")).send().await
-            && resp.status().is_success()
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("chorus did not become ready on {addr}");
+    common::serve(addr, data, ADMIN, &[]).await
 }
 
 #[tokio::test]
