@@ -748,6 +748,45 @@ mod tests {
         w.registry.check_invariants().expect("invariants");
     }
 
+    /// A close effect ends exactly the connections opened with the revoked credential
+    /// (3502), or every connection of the user when it names none.
+    #[tokio::test]
+    async fn a_close_effect_ends_the_connections_of_its_credential() {
+        let w = world(100);
+        let hooks = TestHooks::default();
+        let (with_old, _, _) = w.registry.register(7);
+        let (with_new, _, _) = w.registry.register(7);
+        let (other_user, _, _) = w.registry.register(8);
+        w.registry.set_credential(with_old.id, Some(1));
+        w.registry.set_credential(with_new.id, Some(2));
+        for conn in [&with_old, &with_new, &other_user] {
+            w.subs.open(conn, &hooks, false).await.expect("opened");
+        }
+        let close = |user: UserKey, credential| {
+            let effect = Effect {
+                close: Some(crate::event::CloseSessions { credential }),
+                ..Effect::default()
+            };
+            Publish::new(Scope::of("user", user), "credentials.revoked", &"x").with_effect(effect)
+        };
+        w.broker
+            .publish(close(7, Some(1)))
+            .await
+            .expect("published");
+        assert_eq!(
+            with_old.control.code(),
+            Some(chorus_proto::CloseCode::Unauthorized)
+        );
+        assert_eq!(with_new.control.code(), None);
+        assert_eq!(other_user.control.code(), None);
+        w.broker.publish(close(7, None)).await.expect("published");
+        assert_eq!(
+            with_new.control.code(),
+            Some(chorus_proto::CloseCode::Unauthorized)
+        );
+        assert_eq!(other_user.control.code(), None);
+    }
+
     /// Subscriptions are capped per connection; a `resume` naming more is refused.
     #[tokio::test]
     async fn subscriptions_are_capped_per_connection() {
