@@ -27,6 +27,13 @@ impl From<sqlx::Error> for ChatError {
     fn from(err: sqlx::Error) -> Self {
         let unreachable = match &err {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+            // A TLS handshake that failed, or a link that closed before the server
+            // answered the SSLRequest sqlx sends first when TLS may be used (sqlx reports
+            // the byte it never read, 0x00): the database cannot be reached securely.
+            sqlx::Error::Tls(_) => true,
+            sqlx::Error::Protocol(msg) => {
+                msg.starts_with("unexpected response from SSLRequest: 0x00")
+            }
             // PostgreSQL: class 08 connection exceptions, 57P0x shutdown / cannot connect.
             sqlx::Error::Database(db) => db
                 .code()

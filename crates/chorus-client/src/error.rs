@@ -16,6 +16,9 @@ pub enum Error {
     /// The base URL cannot be used.
     #[error("invalid URL: {0}")]
     Url(String),
+    /// A CA file (`CHORUS_CA_FILE`) cannot be read or holds no usable certificate.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The HTTP request did not complete (connect, transport, or an undecodable body).
     #[error("HTTP transport: {0}")]
     Http(#[from] reqwest::Error),

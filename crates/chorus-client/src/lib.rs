@@ -10,6 +10,8 @@
 //!   retention does not reach back far enough).
 //! - [`model`]: the JSON shapes of requests and responses, with newtype ids.
 //! - [`error`]: one [`Error`] for both transports, with the server's [`ErrorCode`].
+//! - [`tls`]: extra CAs for `https://` / `wss://` servers with a private certificate
+//!   (public ones are trusted through the built-in Mozilla roots).
 //!
 //! ```no_run
 //! # async fn demo() -> chorus_client::Result<()> {
@@ -29,6 +31,7 @@ pub mod error;
 pub mod http;
 pub mod model;
 pub mod realtime;
+pub mod tls;
 
 pub use chorus_proto::{
     AckFrame, CloseCode, ErrorCode, EventFrame, FrameId, HelloFrame, ScopeResume,
@@ -38,3 +41,4 @@ pub use http::{Client, Opened, Sent};
 pub use model::*;
 pub use realtime::{Backoff, ConnectionState, Disconnect, Options, RESUME_GAP, Realtime};
 pub use reqwest::StatusCode;
+pub use tls::ExtraRoots;

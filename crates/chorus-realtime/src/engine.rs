@@ -79,6 +79,18 @@ impl Engine {
         Ok(Self::assemble(config, metrics, registry, broker))
     }
 
+    /// As [`Engine::with_redis`], over a client built by the caller (TLS settings).
+    pub async fn with_redis_client(
+        config: EngineConfig,
+        client: redis::Client,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let (metrics, registry) = Self::parts(&config);
+        let sink: Arc<dyn EventSink> = registry.clone();
+        let broker =
+            RedisBroker::connect_client(client, sink, metrics.clone(), config.retention).await?;
+        Ok(Self::assemble(config, metrics, registry, broker))
+    }
+
     fn parts(config: &EngineConfig) -> (Arc<Metrics>, Arc<Registry>) {
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(Registry::new(metrics.clone(), config.queue_capacity));

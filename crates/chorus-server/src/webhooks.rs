@@ -14,6 +14,7 @@
 
 pub mod target;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -51,6 +52,8 @@ pub struct WebhookConfig {
     pub concurrency: usize,
     /// Loopback and private targets allowed (`webhook_allow_private`; local setups).
     pub allow_private: bool,
+    /// PEM file of extra CAs trusted for `https://` targets (`webhook_ca_file`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl WebhookConfig {
@@ -92,6 +95,40 @@ pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// The worker's HTTP client. Names are looked up by the checking resolver only, so
+/// TLS changes nothing about where a request may go: the connection is made to an
+/// address that passed the check, with the URL's host as SNI and `Host`. A redirect
+/// (which could point anywhere) is an answer like any other: the client never follows
+/// one. `https://` is verified against the built-in Mozilla roots plus
+/// [`WebhookConfig::ca_file`]; `build` calls this too, so a bad CA file stops the start.
+pub fn http_client(config: &WebhookConfig) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context;
+    let policy = TargetPolicy {
+        allow_private: config.allow_private,
+    };
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .dns_resolver(Arc::new(CheckedResolver(policy)))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(config.timeout)
+        .user_agent(concat!("chorus-webhooks/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading webhook_ca_file {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("parsing webhook_ca_file {}", path.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "webhook_ca_file {} holds no PEM certificate",
+            path.display()
+        );
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().context("building the webhook HTTP client")
+}
+
 /// Runs the worker until `stop` turns true. Attempts in flight at that moment are
 /// dropped; their lease runs out and they are retried after the next start (receivers
 /// deduplicate by event id).
@@ -104,16 +141,7 @@ pub async fn run(
     let policy = TargetPolicy {
         allow_private: config.allow_private,
     };
-    // Names are looked up by the checking resolver only, and a redirect (which could
-    // point anywhere) is an answer like any other: the client never follows one.
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .dns_resolver(Arc::new(CheckedResolver(policy)))
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(config.timeout)
-        .user_agent(concat!("chorus-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let client = match http_client(&config) {
         Ok(client) => client,
         Err(err) => {
             tracing::error!(cause = %err, "webhook worker not started");
@@ -305,7 +333,18 @@ fn describe(err: &reqwest::Error) -> String {
         "request failed"
     };
     let mut text = format!("{kind}: {err}");
-    text.truncate(500);
+    // The causes say why (refused, reset, a certificate not trusted, …).
+    let mut cause = std::error::Error::source(err);
+    while let Some(err) = cause {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        cause = err.source();
+    }
+    let mut end = text.len().min(500);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
     text
 }
 
@@ -330,6 +369,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             concurrency: 1,
             allow_private: false,
+            ca_file: None,
         };
         let delays: Vec<u128> = (1..=6).map(|n| config.delay_after(n).as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 500, 500, 500]);

@@ -85,15 +85,10 @@ enum WebhookScheme {
 
 /// Checks a webhook URL and picks its secret (the given one, or a new one).
 pub(crate) fn webhook_config(url: &str, secret: Option<String>) -> Result<(String, String)> {
+    // Both schemes are delivered: `https` over rustls, verified against the built-in
+    // roots plus the server's `webhook_ca_file`.
     match check_webhook_url(url)? {
-        WebhookScheme::Http => {}
-        // The server's HTTP client is built without TLS (no TLS stack in the dependency
-        // tree yet): better refused now than failing every attempt later.
-        WebhookScheme::Https => {
-            return Err(bad(
-                "https webhook URLs are not supported by this build; use http:// (e.g. to a local TLS-terminating proxy)",
-            ));
-        }
+        WebhookScheme::Http | WebhookScheme::Https => {}
     }
     let secret = match secret {
         Some(s) if (MIN_SECRET..=MAX_SECRET).contains(&s.len()) => s,
@@ -631,13 +626,9 @@ mod tests {
     }
 
     #[test]
-    fn https_is_a_scheme_class_this_build_refuses() {
-        let err = webhook_config("https://example.com/hook", None).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("https webhook URLs are not supported"),
-            "{err}"
-        );
+    fn https_and_http_webhook_urls_are_both_accepted() {
+        let (url, _) = webhook_config("https://example.com/hook", None).unwrap();
+        assert_eq!(url, "https://example.com/hook");
         let (url, secret) = webhook_config("http://example.com/hook", None).unwrap();
         assert_eq!(url, "http://example.com/hook");
         assert!(secret.starts_with("whsec_"));

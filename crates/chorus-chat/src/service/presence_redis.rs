@@ -137,7 +137,14 @@ const NODES_KEY: &str = "chorus:nodes";
 
 impl RedisPresence {
     pub async fn connect(url: &str, node: String) -> redis::RedisResult<Arc<Self>> {
-        let client = redis::Client::open(url)?;
+        Self::connect_client(redis::Client::open(url)?, node).await
+    }
+
+    /// As [`RedisPresence::connect`], with a client built by the caller (TLS settings).
+    pub async fn connect_client(
+        client: redis::Client,
+        node: String,
+    ) -> redis::RedisResult<Arc<Self>> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))

@@ -156,6 +156,17 @@ impl RedisBroker {
         retention: Retention,
     ) -> Result<Arc<Self>, BrokerError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
+        Self::connect_client(client, sink, metrics, retention).await
+    }
+
+    /// As [`RedisBroker::connect`], with a client built by the caller (`rediss://`
+    /// with its own CA: `redis::Client::build_with_tls`).
+    pub async fn connect_client(
+        client: redis::Client,
+        sink: Arc<dyn EventSink>,
+        metrics: Arc<Metrics>,
+        retention: Retention,
+    ) -> Result<Arc<Self>, BrokerError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
