@@ -2,7 +2,7 @@
 // Chromium contexts. Every wait is for something on screen (bounded by the timeouts),
 // never a fixed sleep. Screenshots of the main views go to e2e-artifacts/.
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -245,6 +245,10 @@ describe('web UI, two people, one real server', () => {
     ops.setDefaultTimeout(WAIT);
     await ops.goto(`${server.url}/ops`);
     await ops.getByRole('heading', { name: 'Realtime engine' }).waitFor();
+    // The stats are the admin's (or a stats:read key's): the page asks for a token.
+    const adminToken = readFileSync(join(server.dataDir, 'admin.token'), 'utf8').trim();
+    await ops.getByLabel('Admin token or server key').fill(adminToken);
+    await ops.getByRole('button', { name: 'Show' }).click();
     // Some traffic while the page samples, one message per sample, each waited for on
     // the other side, so the charts have something to show.
     for (let i = 1; i <= 10; i++) {

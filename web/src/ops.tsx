@@ -1,5 +1,7 @@
 // The operations page: live charts of the realtime engine, polled from
-// `GET /api/v1/realtime/stats` (the JSON twin of `/metrics`) once a second.
+// `GET /api/v1/realtime/stats` (the JSON twin of `/metrics`) once a second. The stats
+// need the admin token or a server key with `stats:read`: on 401/403 the page asks for
+// one and keeps it for the tab (sessionStorage), apart from the chat's sign-in.
 import { useEffect, useState } from 'preact/hooks';
 
 interface Snapshot {
@@ -40,6 +42,7 @@ interface Point {
 }
 
 const EVERY_MS = 1_000;
+const OPS_TOKEN_KEY = 'chorus.opsToken';
 const WINDOW = 120;
 const MIN_SPAN = 30;
 
@@ -47,13 +50,23 @@ export function OpsPage() {
   const [points, setPoints] = useState<Point[]>([]);
   const [latest, setLatest] = useState<Stats | undefined>();
   const [error, setError] = useState<string | undefined>();
+  const [token, setToken] = useState(() => sessionStorage.getItem(OPS_TOKEN_KEY) ?? '');
+  const [refused, setRefused] = useState<string | undefined>();
 
   useEffect(() => {
     let prev: { at: number; m: Snapshot } | undefined;
     let stopped = false;
     const tick = async () => {
       try {
-        const res = await fetch('/api/v1/realtime/stats', { cache: 'no-store' });
+        const headers: Record<string, string> = token ? { Authorization: `Bearer ${token}` } : {};
+        const res = await fetch('/api/v1/realtime/stats', { cache: 'no-store', headers });
+        if (res.status === 401 || res.status === 403) {
+          if (!stopped) {
+            setRefused(token ? `That token was refused (HTTP ${res.status}).` : 'The statistics need a token.');
+            setError(undefined);
+          }
+          return;
+        }
         if (!res.ok) throw new Error(`HTTP ${res.status}`);
         const stats = (await res.json()) as Stats;
         if (stopped) return;
@@ -79,6 +92,7 @@ export function OpsPage() {
         prev = { at: now, m };
         setLatest(stats);
         setError(undefined);
+        setRefused(undefined);
       } catch (err) {
         if (!stopped) setError(`Cannot reach the server (${String(err)}); retrying.`);
       }
@@ -89,7 +103,7 @@ export function OpsPage() {
       stopped = true;
       clearInterval(timer);
     };
-  }, []);
+  }, [token]);
 
   useEffect(() => {
     document.title = 'Operations · Chorus';
@@ -104,7 +118,7 @@ export function OpsPage() {
         <span class="spacer" />
         <span class={`conn conn-${error ? 'reconnecting' : 'open'}`} role="status" aria-live="polite">
           <span class="conn-light" aria-hidden="true" />
-          {error ? 'Server unreachable' : latest ? 'Live' : 'Loading…'}
+          {error ? 'Server unreachable' : refused ? 'Token needed' : latest ? 'Live' : 'Loading…'}
         </span>
         <a class="toplink" href="/">
           Chat
@@ -120,6 +134,24 @@ export function OpsPage() {
           <p class="error" role="alert">
             {error}
           </p>
+        )}
+        {refused && (
+          <form
+            class="ops-token"
+            onSubmit={(e) => {
+              e.preventDefault();
+              const value = String(new FormData(e.currentTarget).get('token') ?? '').trim();
+              sessionStorage.setItem(OPS_TOKEN_KEY, value);
+              setToken(value);
+            }}
+          >
+            <p role="alert">{refused}</p>
+            <label>
+              Admin token or server key (<code>stats:read</code>){' '}
+              <input name="token" type="password" autoComplete="off" required />
+            </label>{' '}
+            <button type="submit">Show</button>
+          </form>
         )}
         <section class="figures" aria-label="Totals">
           <Figure label="Connections now" value={m?.connections_current} />

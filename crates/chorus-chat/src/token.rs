@@ -1,15 +1,28 @@
-//! Opaque API tokens: `chr_` + 32 random bytes (base64url). Only their SHA-256 is stored.
+//! Opaque API tokens: `chr_` + 32 random bytes (base64url); server keys the same with
+//! `chk_`. Only their SHA-256 is stored.
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 pub const PREFIX: &str = "chr_";
 
+/// The prefix of server keys (`service::keys`): a backend's credentials, not a user's.
+pub const KEY_PREFIX: &str = "chk_";
+
 /// Mints a new token. Returns `(token, hash)`; hand out the token, store the hash.
 pub fn mint() -> (String, String) {
+    mint_with(PREFIX)
+}
+
+/// Mints a new server key, as [`mint`] does a token.
+pub fn mint_key() -> (String, String) {
+    mint_with(KEY_PREFIX)
+}
+
+fn mint_with(prefix: &str) -> (String, String) {
     let bytes: [u8; 32] = rand::random();
     let token = format!(
-        "{PREFIX}{}",
+        "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
     let hash = hash(&token);

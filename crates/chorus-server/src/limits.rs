@@ -1,5 +1,5 @@
-//! The HTTP rate limits in front of every route: requests per authenticated user, and
-//! failed authentications per client address. Over either → 429 `rate_limited` with
+//! The HTTP rate limits in front of every route: requests per authenticated user (and
+//! per server key), and failed authentications per client address. Over either → 429 `rate_limited` with
 //! `Retry-After` (whole seconds, at least 1).
 //!
 //! The middleware authenticates a request that carries credentials once and leaves the
@@ -19,6 +19,7 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chorus_chat::model::UserId;
+use chorus_chat::store::ServerKeyId;
 use chorus_proto::ErrorCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -35,6 +36,8 @@ const MAX_ADDRESSES: usize = 100_000;
 pub struct HttpLimiter {
     /// Requests per user; `None` when `http_per_sec` is 0.
     users: Option<DefaultKeyedRateLimiter<UserId>>,
+    /// Requests per server key, at the users' rate; `None` when `http_per_sec` is 0.
+    keys: Option<DefaultKeyedRateLimiter<ServerKeyId>>,
     /// Failed authentications per client address; `None` when `auth_failures_per_sec`
     /// is 0.
     failures: Option<FailureLimiter>,
@@ -46,14 +49,17 @@ pub struct HttpLimiter {
 impl HttpLimiter {
     /// `None` when both limits are off.
     pub fn from_config(config: &Config) -> Option<Self> {
-        let users = NonZeroU32::new(config.http_per_sec).map(|per_sec| {
+        let quota = NonZeroU32::new(config.http_per_sec).map(|per_sec| {
             let burst = NonZeroU32::new(config.http_burst.max(per_sec.get())).unwrap_or(per_sec);
-            RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst))
+            Quota::per_second(per_sec).allow_burst(burst)
         });
+        let users = quota.map(RateLimiter::keyed);
+        let keys = quota.map(RateLimiter::keyed);
         let failures =
             FailureLimiter::new(config.auth_failures_per_sec, config.auth_failures_burst);
         (users.is_some() || failures.is_some()).then(|| Self {
             users,
+            keys,
             failures,
             clock: DefaultClock::default(),
             rejected: AtomicU64::new(0),
@@ -65,6 +71,15 @@ impl HttpLimiter {
         self.users
             .as_ref()?
             .check_key(&user)
+            .err()
+            .map(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// How long server key `key` must wait, if it is over its request limit.
+    fn key_wait(&self, key: ServerKeyId) -> Option<Duration> {
+        self.keys
+            .as_ref()?
+            .check_key(&key)
             .err()
             .map(|not_until| not_until.wait_time_from(self.clock.now()))
     }
@@ -93,6 +108,10 @@ impl HttpLimiter {
         if let Some(users) = &self.users {
             users.retain_recent();
             users.shrink_to_fit();
+        }
+        if let Some(keys) = &self.keys {
+            keys.retain_recent();
+            keys.shrink_to_fit();
         }
         if let Some(failures) = &self.failures {
             failures.forget_idle(Instant::now());
@@ -206,7 +225,9 @@ fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap, hops: u32) -> Option<I
 /// Authenticates a request's credentials (once), applies both limits, and leaves the
 /// outcome in the request's extensions for the routes.
 pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(token) = credentials(req.headers(), req.uri()) else {
+    // `/metrics` reads no user's credentials; its bearer is the metrics token, if any.
+    let metrics = req.uri().path() == "/metrics";
+    let Some(token) = credentials(req.headers(), req.uri()).filter(|_| !metrics) else {
         req.extensions_mut().insert(Authenticated::new(None));
         return next.run(req).await;
     };
@@ -224,6 +245,26 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
             wait,
             "too many failed authentications from this address; retry later",
         );
+    }
+    if state.auth.is_server_key(&token) {
+        let outcome = state.auth.authenticate_key(&token).await;
+        if let Some(limiter) = limiter {
+            match &outcome {
+                Ok(key) => {
+                    if let Some(wait) = limiter.key_wait(key.id) {
+                        return limiter.refuse(wait, "too many requests for this key; retry later");
+                    }
+                }
+                Err(err) if err.code == ErrorCode::Unauthorized => {
+                    if let Some(client) = client {
+                        limiter.failed(client);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        req.extensions_mut().insert(Authenticated::key(outcome));
+        return next.run(req).await;
     }
     let outcome = state.auth.authenticate(&token).await;
     if let Some(limiter) = limiter {

@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use common::{Frame, TestServer, WsClient};
+use common::{ADMIN_TOKEN, Frame, TestServer, WsClient};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -238,17 +238,17 @@ async fn a_client_that_stops_reading_is_evicted_and_others_miss_nothing() {
     let sent = sender.await.unwrap();
     assert_eq!(got, sent, "the reader got every message, in order");
 
-    let stats = s.get("/api/v1/realtime/stats", &w.alice.token).await.body;
+    let stats = s.get("/api/v1/realtime/stats", ADMIN_TOKEN).await.body;
     assert_eq!(stats["metrics"]["slow_consumer_evictions"], 1, "{stats}");
     // The evicted connection is gone from the registry; carol's is intact.
     for _ in 0..100 {
-        let stats = s.get("/api/v1/realtime/stats", &w.alice.token).await.body;
+        let stats = s.get("/api/v1/realtime/stats", ADMIN_TOKEN).await.body;
         if stats["metrics"]["connections_current"] == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let stats = s.get("/api/v1/realtime/stats", &w.alice.token).await.body;
+    let stats = s.get("/api/v1/realtime/stats", ADMIN_TOKEN).await.body;
     assert_eq!(stats["metrics"]["connections_current"], 1, "{stats}");
     s.check_invariants();
 }

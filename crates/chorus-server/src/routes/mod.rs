@@ -2,6 +2,7 @@
 //! document generated from the handlers' annotations.
 
 mod channels;
+mod keys;
 mod messages;
 mod ops;
 mod presence;
@@ -53,6 +54,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(messages::router())
         .merge(presence::router())
         .merge(ops::router())
+        .merge(keys::router())
 }
 
 /// Builds the whole application.

@@ -4,16 +4,17 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use chorus_chat::service::NodeStat;
+use chorus_chat::store::KeyPermission;
 use chorus_realtime::metrics::MetricsSnapshot;
 use chorus_realtime::{Publish, Scope};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::auth::Caller;
+use crate::auth::{Operator, bearer};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Json;
 use crate::state::AppState;
@@ -111,9 +112,40 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> 
     Ok(axum::Json(Health { status: "ready" }))
 }
 
-/// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// A Prometheus label value as the text exposition format writes it: `\\`, `"` and
+/// newlines escaped, so a value (an event type anyone with a publish key chooses) can
+/// never end the line and forge another sample.
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Prometheus text format. With `metrics_token` set, only for `Authorization: Bearer
+/// <metrics_token>` (the limits middleware leaves that bearer alone: it is no user's).
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain"), (status = 401, body = ErrorBody)))]
+async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    if let Some(expected) = state.config.metrics_token.as_deref() {
+        // Compared by hash, so timing reveals nothing of the token.
+        let given = bearer(&headers).map(chorus_chat::token::hash);
+        if given.as_deref() != Some(chorus_chat::token::hash(expected).as_str()) {
+            return Err(ApiError::unauthorized("/metrics needs the metrics token"));
+        }
+    }
+    Ok(render_metrics(&state))
+}
+
+fn render_metrics(state: &AppState) -> impl IntoResponse + use<> {
     let m = state.engine.metrics.snapshot();
     let mut out = String::with_capacity(2048);
     let mut counter = |name: &str, help: &str, kind: &str, value: u64| {
@@ -315,6 +347,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut types: Vec<_> = m.events_by_type.iter().collect();
     types.sort();
     for (kind, n) in types {
+        let kind = label(kind);
         let _ = writeln!(out, "chorus_events_by_type_total{{type=\"{kind}\"}} {n}");
     }
     let _ = writeln!(
@@ -329,15 +362,19 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         .collect();
     subs.sort();
     for (kind, n) in subs {
+        let kind = label(&kind);
         let _ = writeln!(out, "chorus_subscriptions{{kind=\"{kind}\"}} {n}");
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
-/// JSON snapshot of the realtime engine's counters.
-#[utoipa::path(get, path = "/api/v1/realtime/stats", tag = "operations", responses((status = 200, body = Stats)))]
-async fn stats(State(state): State<AppState>) -> axum::Json<Stats> {
-    axum::Json(Stats {
+/// JSON snapshot of the realtime engine's counters: for the admin token or a server key
+/// with `stats:read`.
+#[utoipa::path(get, path = "/api/v1/realtime/stats", tag = "operations",
+    responses((status = 200, body = Stats), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn stats(State(state): State<AppState>, operator: Operator) -> ApiResult<axum::Json<Stats>> {
+    operator.require(KeyPermission::StatsRead)?;
+    Ok(axum::Json(Stats {
         metrics: state.engine.metrics.snapshot(),
         subscriptions: state.engine.registry.subscriptions_by_kind(),
         http_rate_limited: state
@@ -357,24 +394,31 @@ async fn stats(State(state): State<AppState>) -> axum::Json<Stats> {
                 refused: load(&hooks.refused),
             }
         },
-    })
+    }))
 }
 
-/// Publish an arbitrary event to a scope (admin / server token): Chorus as a realtime
-/// gateway for a backend.
+/// Publish an arbitrary event to a scope: Chorus as a realtime gateway for a backend.
+/// Takes a server key with `publish` (only for scopes under its `publish_prefixes`,
+/// when it has any) or the admin token.
 #[utoipa::path(post, path = "/api/v1/publish", tag = "operations", request_body = PublishRequest,
-    responses((status = 202, body = Published), (status = 403, body = ErrorBody)))]
+    responses((status = 202, body = Published), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn publish(
     State(state): State<AppState>,
-    Caller(caller): Caller,
+    operator: Operator,
     Json(req): Json<PublishRequest>,
 ) -> ApiResult<(StatusCode, Json<Published>)> {
-    if !caller.is_admin {
-        return Err(ApiError::forbidden(
-            "publishing needs the server (admin) token",
-        ));
-    }
+    let operator = operator.require(KeyPermission::Publish)?;
     let scope = Scope::parse(&req.scope).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Operator::Key(key) = &operator
+        && let Some(prefixes) = &key.publish_prefixes
+    {
+        let name = scope.to_string();
+        if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+            return Err(ApiError::forbidden(format!(
+                "this server key may not publish to {name}"
+            )));
+        }
+    }
     if req.kind.is_empty() || req.kind.len() > 64 {
         return Err(ApiError::bad_request("type must be 1 to 64 bytes"));
     }

@@ -7,6 +7,7 @@
 
 mod agents;
 mod channels;
+mod keys;
 mod messages;
 mod pins;
 mod reactions;

@@ -16,10 +16,20 @@
 //! checkpoint held up every insert behind it (docs/benchmarks.md, session 7: the send
 //! benchmark's p99 went from 3.3–4.2 to 1.4–1.6 ms, and stalls of 130–400 ms seen in 3
 //! of 16 light-load fanout runs were not seen in 10).
+//!
+//! The file holds every message and the agents' webhook secrets, so it is private:
+//! [`SqliteStore::open`] creates the database file 0600 (and a missing directory 0700)
+//! before SQLite opens it, and tightens an older 0644 file. SQLite gives the `-wal` and
+//! `-shm` files it creates the database file's mode, so they are 0600 too; ones left
+//! over from an older version are tightened after opening. (Not `umask`: it is
+//! process-wide, so setting it from a library in a multi-threaded server would race
+//! with every other file being created.) Before migrating, the database must pass
+//! `PRAGMA quick_check` and take a write lock, or the start fails naming the file.
 
 mod agents;
 mod batch;
 mod channels;
+mod keys;
 mod messages;
 mod pins;
 mod reactions;
@@ -93,13 +103,22 @@ async fn checkpoint_forever(checkpointer: SqlitePool, writer: SqlitePool) {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and migrates it.
+    /// Opens (creating if needed) the database at `path` and migrates it. The file is
+    /// made private (0600; a missing directory is created 0700).
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            private::create_dir(dir)?;
         }
+        private::create_file(path)?;
         let options = SqliteConnectOptions::new().filename(path);
-        Self::open_with(options).await
+        let store = Self::open_with(options).await?;
+        // What SQLite created has the file's mode already; this is for leftovers.
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            private::tighten_if_present(Path::new(&side))?;
+        }
+        Ok(store)
     }
 
     /// Opens a `sqlite://…` URL.
@@ -109,6 +128,7 @@ impl SqliteStore {
     }
 
     async fn open_with(options: SqliteConnectOptions) -> anyhow::Result<Self> {
+        let file = options.get_filename().display().to_string();
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -122,7 +142,8 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await
-            .context("opening the SQLite database")?;
+            .with_context(|| format!("opening the SQLite database {file}"))?;
+        check_usable(&writer, &file).await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&writer)
             .await
@@ -149,11 +170,104 @@ impl SqliteStore {
     }
 }
 
+/// At start: the file is a sound database (`PRAGMA quick_check`: every page and
+/// index readable, in time linear in the file's size) and can be written (a write lock
+/// taken and released, the same check as [`HealthStore::ping`]). Each failure names
+/// the file.
+///
+/// [`HealthStore::ping`]: crate::store::HealthStore::ping
+async fn check_usable(writer: &SqlitePool, file: &str) -> anyhow::Result<()> {
+    let problems: Vec<String> = sqlx::query_scalar("PRAGMA quick_check")
+        .fetch_all(writer)
+        .await
+        .with_context(|| format!("the SQLite database {file} is damaged (PRAGMA quick_check)"))?;
+    if problems.iter().any(|p| p != "ok") {
+        let shown: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
+        anyhow::bail!(
+            "the SQLite database {file} is damaged (PRAGMA quick_check: {}); restore it \
+             from a backup",
+            shown.join("; ")
+        );
+    }
+    writable(writer)
+        .await
+        .with_context(|| format!("the SQLite database {file} cannot be written"))
+}
+
+/// Takes the write lock and lets it go (nothing is written): fails when the file or
+/// its directory is read-only, or another process holds the lock past the busy
+/// timeout.
+async fn writable(writer: &SqlitePool) -> Result<(), sqlx::Error> {
+    let tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    tx.rollback().await
+}
+
 #[async_trait::async_trait]
 impl crate::store::HealthStore for SqliteStore {
     async fn ping(&self) -> crate::error::Result<()> {
-        // The writer: it is the connection a stuck or locked database would hold up.
-        sqlx::query("SELECT 1").execute(&self.writer).await?;
+        // The writer, and its write lock: a stuck, locked or read-only database fails
+        // here, not only one that does not answer. Cheap: nothing is written.
+        writable(&self.writer).await?;
+        Ok(())
+    }
+}
+
+/// Owner-only files and directories (Unix; elsewhere nothing is changed).
+mod private {
+    use std::path::Path;
+
+    use anyhow::Context;
+
+    /// Creates `dir` (and missing parents) readable by the owner only.
+    pub(super) fn create_dir(dir: &Path) -> anyhow::Result<()> {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))
+    }
+
+    /// Creates `file` 0600 when missing; an existing one is tightened to 0600.
+    pub(super) fn create_file(file: &Path) -> anyhow::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(file)
+            .with_context(|| format!("opening the SQLite database {}", file.display()))?;
+        tighten_if_present(file)
+    }
+
+    /// Clears the group and other bits of `file`, if it exists.
+    pub(super) fn tighten_if_present(file: &Path) -> anyhow::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = match std::fs::metadata(file) {
+                Ok(meta) => meta,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(err) => {
+                    return Err(err).with_context(|| format!("reading {}", file.display()));
+                }
+            };
+            let mode = meta.permissions().mode();
+            // A file of another owner cannot be changed: say so, but serve.
+            if mode & 0o077 != 0
+                && let Err(err) =
+                    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700))
+            {
+                tracing::warn!(
+                    file = %file.display(),
+                    cause = %err,
+                    "could not make the file private (0600)"
+                );
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = file;
         Ok(())
     }
 }
