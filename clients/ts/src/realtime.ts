@@ -2,6 +2,7 @@ import { ChorusError } from './errors.js';
 import { ChorusHttp, sleep } from './http.js';
 import type { ChannelId, EventDataMap, Message, MessageId } from './model.js';
 import {
+  CloseCode,
   parseServerFrame,
   shouldReconnect,
   type AckFrame,
@@ -72,6 +73,11 @@ export interface RealtimeOptions {
   catchUp?: boolean;
   /** Jitter source, for tests. */
   random?: () => number;
+  /** Fresh credentials when `token` is a JWT about to expire: called at 80 % of its
+   * remaining lifetime (and at least 5 s before its `exp`), and after a close with 3502;
+   * the new token is sent as `refresh` and used for every later reconnect and HTTP
+   * catch-up. Without it a connection opened with a JWT ends at the token's `exp`. */
+  refreshToken?: () => Promise<string>;
 }
 
 interface Pending {
@@ -93,9 +99,11 @@ const LOCAL_DROP = 4000;
  */
 export class ChorusRealtime {
   readonly url: string;
-  private readonly token: string;
+  /** The newest token: the one given, or the last one `refreshToken` returned. */
+  private token: string;
+  private readonly refreshToken: (() => Promise<string>) | undefined;
   private readonly Ws: WebSocketConstructor;
-  private readonly http: ChorusHttp;
+  private http: ChorusHttp;
   private readonly timeoutMs: number;
   private readonly baseMs: number;
   private readonly capMs: number;
@@ -143,6 +151,7 @@ export class ChorusRealtime {
     if (!Ws) throw new Error('no global WebSocket: pass the `WebSocket` option (e.g. from the ws package)');
     this.Ws = Ws;
     this.http = options.http ?? new ChorusHttp(httpBase(url), { token: options.token });
+    this.refreshToken = options.refreshToken;
     this.timeoutMs = options.requestTimeoutMs ?? 10_000;
     this.baseMs = options.backoff?.baseMs ?? 500;
     this.capMs = options.backoff?.capMs ?? 30_000;
@@ -342,6 +351,7 @@ export class ChorusRealtime {
     // Scopes that vanished while we were away (left or removed): nothing to resume.
     for (const scope of old) if (!this.scopes.has(scope)) this.forget(scope);
     this.startHeartbeat(gen, hello.heartbeat_ms);
+    this.scheduleRefresh(gen);
 
     if (first) {
       for (const [scope, offset] of Object.entries(hello.offsets ?? {})) this.advance(scope, offset);
@@ -520,6 +530,21 @@ export class ChorusRealtime {
     this.teardown(LOCAL_DROP, reason);
     this.emit('disconnect', { code, reason });
     if (this.userClosed) return;
+    if (code === CloseCode.Unauthorized && this.refreshToken) {
+      // The token expired (a refresh failed or came too late): get a new one, reconnect.
+      this.setState('reconnecting');
+      this.fetchToken().then(
+        (token) => {
+          this.adopt(token);
+          this.scheduleReconnect();
+        },
+        (err: unknown) => {
+          if (this._state === 'closed') return;
+          this.finish(new ChorusError(0, 'unauthorized', `token refresh failed: ${String(err)}`));
+        },
+      );
+      return;
+    }
     if (hadHello && !shouldReconnect(code)) {
       this.finish(new ChorusError(0, 'closed', `closed by the server: ${code} ${reason}`));
       return;
@@ -539,6 +564,49 @@ export class ChorusRealtime {
       );
     }
     this.scheduleReconnect();
+  }
+
+  /** Arms the refresh of a JWT for the socket `gen` (nothing for other tokens, or
+   * without a `refreshToken` callback). */
+  private scheduleRefresh(gen: number): void {
+    if (!this.refreshToken) return;
+    const exp = jwtExpiry(this.token);
+    if (exp === undefined) return;
+    const left = exp - Date.now();
+    this.later(() => void this.refreshNow(gen, exp), Math.max(0, Math.min(left * 0.8, left - 5_000)));
+  }
+
+  /** Asks the application for a new token and sends it on the socket `gen`. A failure
+   * is reported and retried while the old token lasts; then the server closes (3502). */
+  private async refreshNow(gen: number, oldExp: number): Promise<void> {
+    try {
+      const token = await this.fetchToken();
+      if (gen !== this.gen) return this.adopt(token); // reconnected meanwhile
+      await this.send(gen, { op: 'refresh', token });
+      // Only a token the server took is kept: a refused one must not serve reconnects.
+      this.adopt(token);
+    } catch (err) {
+      if (gen !== this.gen) return;
+      this.emit('error', err instanceof ChorusError ? err : new ChorusError(0, 'unauthorized', `token refresh failed: ${String(err)}`));
+      const left = oldExp - Date.now();
+      if (left > 1_000) this.later(() => void this.refreshNow(gen, oldExp), Math.min(5_000, left / 2));
+      return;
+    }
+    const exp = jwtExpiry(this.token);
+    // A token that does not outlive the old one would be refreshed again at once, forever.
+    if (exp !== undefined && exp > oldExp) this.scheduleRefresh(gen);
+  }
+
+  private async fetchToken(): Promise<string> {
+    const token = await this.refreshToken!();
+    if (typeof token !== 'string' || token === '') throw new Error('refreshToken gave no token');
+    return token;
+  }
+
+  /** From now on `token` opens sockets and authenticates the HTTP catch-up. */
+  private adopt(token: string): void {
+    this.token = token;
+    this.http = this.http.withToken(token);
   }
 
   private scheduleReconnect(): void {
@@ -723,6 +791,21 @@ export class ChorusRealtime {
         });
       }
     }
+  }
+}
+
+/** The `exp` of a JWT in ms since the epoch; `undefined` for anything else. The
+ * payload is only read, not verified: the server does that. */
+export function jwtExpiry(token: string): number | undefined {
+  const parts = token.split('.');
+  if (parts.length !== 3 || !parts[1]) return undefined;
+  try {
+    const base64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+    const payload: unknown = JSON.parse(atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, '=')));
+    const exp = (payload as { exp?: unknown } | null)?.exp;
+    return typeof exp === 'number' && Number.isFinite(exp) ? exp * 1000 : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -20,6 +20,10 @@
 //!
 //! Requests made while disconnected wait for the next connection; requests that were
 //! sent but not answered when the connection was lost are sent again on the next one.
+//!
+//! With [`Options::refresh_token`], a connection opened with a JWT asks the application
+//! for a new token before the old one's `exp` and sends it as `refresh`; the newest
+//! token accepted is the one reconnects use.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -92,6 +96,78 @@ pub struct Options {
     /// Reconnect and resume after a lost connection; `None`: the first disconnect is
     /// final.
     pub reconnect: Option<Backoff>,
+    /// CAs trusted besides the built-in roots for `wss://` (and the HTTP catch-up).
+    pub roots: Option<crate::tls::ExtraRoots>,
+    /// Fresh credentials when the token is a JWT: asked at 80 % of its remaining
+    /// lifetime (at least 5 s before its `exp`) and after a close with 3502. Without
+    /// it, a connection opened with a JWT ends (3502) at the token's `exp`.
+    pub refresh_token: Option<RefreshToken>,
+}
+
+/// What [`RefreshToken`] callbacks return.
+pub type TokenFuture = Pin<
+    Box<
+        dyn Future<Output = std::result::Result<String, Box<dyn std::error::Error + Send + Sync>>>
+            + Send,
+    >,
+>;
+
+/// The application's source of fresh tokens: an async callback, cheap to clone.
+#[derive(Clone)]
+pub struct RefreshToken(Arc<dyn Fn() -> TokenFuture + Send + Sync>);
+
+impl RefreshToken {
+    /// `RefreshToken::new(|| async { Ok(my_idp.new_token().await?) })`.
+    pub fn new<F, Fut>(callback: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<String, Box<dyn std::error::Error + Send + Sync>>>
+            + Send
+            + 'static,
+    {
+        Self(Arc::new(move || Box::pin(callback())))
+    }
+
+    fn call(&self) -> TokenFuture {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefreshToken(..)")
+    }
+}
+
+/// The `exp` of a JWT; `None` for any other token. The payload is only read, not
+/// verified: the server does that.
+pub fn jwt_expiry(token: &str) -> Option<std::time::SystemTime> {
+    use base64::Engine as _;
+    let mut parts = token.split('.');
+    let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else {
+        return None;
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let exp = serde_json::from_slice::<Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_f64()?;
+    let since = Duration::try_from_secs_f64(exp).ok()?;
+    std::time::UNIX_EPOCH.checked_add(since)
+}
+
+/// When to ask for a new token: at 80 % of what is left of `expires_at`, and at least
+/// 5 s before it (at once when less is left).
+fn refresh_deadline(expires_at: std::time::SystemTime) -> Instant {
+    let left = expires_at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    let wait = left
+        .mul_f64(0.8)
+        .min(left.saturating_sub(Duration::from_secs(5)));
+    Instant::now() + wait
 }
 
 impl Default for Options {
@@ -100,6 +176,8 @@ impl Default for Options {
             event_buffer: 4096,
             request_timeout: Duration::from_secs(10),
             reconnect: Some(Backoff::default()),
+            roots: None,
+            refresh_token: None,
         }
     }
 }
@@ -245,12 +323,13 @@ impl Realtime {
     pub async fn connect_with(url: &str, token: &str, options: Options) -> Result<Self> {
         let ws_url = ws_url(url)?;
         // The HTTP catch-up after an unrecovered resume goes to the same server.
-        let http = Client::new(http_base(url)?.as_str(), token)?;
+        let http = Client::with_roots(http_base(url)?.as_str(), token, options.roots.clone())?;
         let (ws, hello) = open_socket(
             ws_url.clone(),
             token.to_owned(),
             options.request_timeout,
             false,
+            options.roots.as_ref(),
         )
         .await?;
 
@@ -271,6 +350,10 @@ impl Realtime {
             http,
             reconnect: options.reconnect,
             request_timeout: options.request_timeout,
+            roots: options.roots,
+            refresh_token: options.refresh_token,
+            refresh_at: None,
+            refreshing: None,
             requests: requests_rx,
             events: events_tx,
             event_buffer,
@@ -478,6 +561,7 @@ async fn open_socket(
     token: String,
     timeout: Duration,
     resume: bool,
+    roots: Option<&crate::tls::ExtraRoots>,
 ) -> Result<(Socket, HelloFrame)> {
     if resume {
         url.query_pairs_mut().append_pair("resume", "1");
@@ -487,7 +571,11 @@ async fn open_socket(
         .map_err(|_| Error::Protocol("the token is not a valid header value".into()))?;
     request.headers_mut().insert(AUTHORIZATION, bearer);
     let open = async {
-        let mut ws = match tokio_tungstenite::connect_async(request).await {
+        // `wss://` trusts the built-in roots, plus `roots` when given.
+        let connector = roots.map(crate::tls::ExtraRoots::websocket);
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
+        let mut ws = match connecting.await {
             Ok((ws, _)) => ws,
             Err(tungstenite::Error::Http(response)) => {
                 let body = response.body().as_deref().unwrap_or_default();
@@ -567,6 +655,8 @@ enum Origin {
     Caller(oneshot::Sender<Result<AckFrame>>),
     /// The driver's own frames (leaving again a scope the caller had left).
     Internal,
+    /// The driver's `refresh` with this token: kept once the server accepts it.
+    Refresh(String),
 }
 
 struct Pending {
@@ -697,6 +787,12 @@ struct Driver {
     http: Client,
     reconnect: Option<Backoff>,
     request_timeout: Duration,
+    roots: Option<crate::tls::ExtraRoots>,
+    refresh_token: Option<RefreshToken>,
+    /// When the current connection asks for a new token (a JWT's, with a callback).
+    refresh_at: Option<Instant>,
+    /// The callback's answer being awaited, and the expiry of the token it replaces.
+    refreshing: Option<(TokenFuture, Option<std::time::SystemTime>)>,
     requests: mpsc::Receiver<Request>,
     events: mpsc::Sender<EventFrame>,
     event_buffer: usize,
@@ -745,8 +841,20 @@ impl Driver {
             };
             tracing::debug!(code = cause.code, reason = %cause.reason, "realtime connection lost");
             self.requeue_pending();
+            let expired = cause.code == CloseCode::Unauthorized.code();
             let backoff = match self.reconnect {
                 Some(backoff) if cause.should_reconnect() => backoff,
+                // The token expired: reconnect with a fresh one, if the application has one.
+                Some(backoff) if expired && self.refresh_token.is_some() => {
+                    match self.renew_token().await {
+                        Some(Ok(())) => backoff,
+                        Some(Err(err)) => {
+                            tracing::warn!(cause = %err, "token refresh failed");
+                            break cause;
+                        }
+                        None => break Disconnect::local(CloseCode::Normal, "bye"),
+                    }
+                }
                 _ => break cause,
             };
             if self
@@ -808,11 +916,13 @@ impl Driver {
             if !matches!(reserved, Some(Ok(()))) {
                 return Err(gone());
             }
+            let roots = self.roots.clone();
             let open = open_socket(
                 self.ws_url.clone(),
                 self.token.clone(),
                 self.request_timeout,
                 true,
+                roots.as_ref(),
             );
             match self.idle(open).await {
                 None => return Err(gone()),
@@ -823,6 +933,39 @@ impl Driver {
                 Some(Err(err)) => return Err(refused(&err)),
             }
         }
+    }
+
+    /// Replaces the token with the callback's answer; `None` when the caller left.
+    async fn renew_token(
+        &mut self,
+    ) -> Option<std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>> {
+        let callback = self.refresh_token.clone()?;
+        let token = self.idle(callback.call()).await?;
+        Some(token.map(|token| self.adopt(token)))
+    }
+
+    /// From now on `token` opens connections and authenticates the HTTP catch-up.
+    fn adopt(&mut self, token: String) {
+        self.http = self.http.with_token(token.clone());
+        self.token = token;
+    }
+
+    /// Arms the refresh of the current token (a JWT, with a callback).
+    fn arm_refresh(&mut self) {
+        self.refresh_at = match (&self.refresh_token, jwt_expiry(&self.token)) {
+            (Some(_), Some(exp)) => Some(refresh_deadline(exp)),
+            _ => None,
+        };
+    }
+
+    /// A refresh failed: try again while the old token lasts (the server closes with
+    /// 3502 at its `exp`; a close with a callback gets a new token then).
+    fn retry_refresh(&mut self, old: Option<std::time::SystemTime>) {
+        let left = old
+            .and_then(|exp| exp.duration_since(std::time::SystemTime::now()).ok())
+            .unwrap_or_default();
+        self.refresh_at = (left > Duration::from_secs(1))
+            .then(|| Instant::now() + (left / 2).min(Duration::from_secs(5)));
     }
 
     /// Runs `future` while the caller's requests queue up for the next connection;
@@ -849,6 +992,8 @@ impl Driver {
         let silence = Duration::from_millis(hello.heartbeat_ms.max(1_000)) * 2;
         let mut deadline = Instant::now() + silence;
         let mut gate = Gate::Open;
+        self.refreshing = None;
+        self.arm_refresh();
         if resuming {
             match self.begin_resume(&mut ws, hello).await {
                 Ok(resume) => gate = resume,
@@ -892,6 +1037,27 @@ impl Driver {
                         return SessionEnd::Final(close(&mut ws, end).await);
                     }
                 },
+                () = sleep_until(self.refresh_at), if self.refreshing.is_none() => {
+                    self.refresh_at = None;
+                    if let Some(callback) = &self.refresh_token {
+                        self.refreshing = Some((callback.call(), jwt_expiry(&self.token)));
+                    }
+                }
+                token = maybe(self.refreshing.as_mut().map(|(future, _)| future)) => {
+                    let old = self.refreshing.take().and_then(|(_, old)| old);
+                    match token {
+                        Ok(token) => {
+                            let op = ClientOp::Refresh { token: token.clone() };
+                            if let Err(cause) = self.send_frame(&mut ws, op, Origin::Refresh(token)).await {
+                                return SessionEnd::Lost(cause);
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(cause = %err, "token refresh failed");
+                            self.retry_refresh(old);
+                        }
+                    }
+                }
                 fetched = maybe(catch_up.as_mut()) => {
                     catch_up = None;
                     let Gate::CatchingUp(held) = std::mem::replace(&mut gate, Gate::Open) else {
@@ -1355,9 +1521,20 @@ impl Driver {
                 ClientOp::Typing { .. } | ClientOp::Ping | ClientOp::Refresh { .. } => {}
             }
         }
-        if let Origin::Caller(reply) = pending.origin {
-            self.forget(&pending.op);
-            let _ = reply.send(Ok(ack));
+        match pending.origin {
+            Origin::Caller(reply) => {
+                self.forget(&pending.op);
+                let _ = reply.send(Ok(ack));
+            }
+            Origin::Refresh(token) => {
+                let old = jwt_expiry(&self.token);
+                self.adopt(token);
+                // A token that does not outlive the old one would be refreshed at once, forever.
+                if jwt_expiry(&self.token) > old {
+                    self.arm_refresh();
+                }
+            }
+            Origin::Internal => {}
         }
     }
 
@@ -1379,6 +1556,13 @@ impl Driver {
                 ..
             }) => {
                 tracing::debug!(code = %error.code, message = %error.message, "internal request refused");
+            }
+            Some(Pending {
+                origin: Origin::Refresh(_),
+                ..
+            }) => {
+                tracing::warn!(code = %error.code, message = %error.message, "refresh refused");
+                self.retry_refresh(jwt_expiry(&self.token));
             }
             // E.g. `rate_limited` for a frame the server could not attribute.
             None => tracing::warn!(code = %error.code, message = %error.message, "server error"),
@@ -1490,7 +1674,7 @@ impl Driver {
             match origin {
                 Origin::Caller(reply) if !reply.is_closed() => again.push(Request { op, reply }),
                 Origin::Caller(_) => self.forget(&op),
-                Origin::Internal => {}
+                Origin::Internal | Origin::Refresh(_) => {}
             }
         }
         for request in again.into_iter().rev() {

@@ -1,0 +1,64 @@
+//! The engine's hooks as the server answers them: every question about users, scopes
+//! and presence goes to the chat's [`ChatHooks`]; a `refresh` is answered here, with
+//! the same [`Authenticator`] that opened the connection, because credentials are the
+//! edge's business, not the chat's.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chorus_chat::service::ChatHooks;
+use chorus_proto::ErrorCode;
+use chorus_realtime::{HookError, Scope, SessionAuth, SessionHooks, UserKey};
+
+use crate::auth::Authenticator;
+
+pub struct ServerHooks {
+    chat: ChatHooks,
+    auth: Arc<Authenticator>,
+}
+
+impl ServerHooks {
+    pub fn new(chat: ChatHooks, auth: Arc<Authenticator>) -> Self {
+        Self { chat, auth }
+    }
+}
+
+#[async_trait]
+impl SessionHooks for ServerHooks {
+    async fn initial_scopes(&self, user: UserKey) -> Result<Vec<Scope>, HookError> {
+        self.chat.initial_scopes(user).await
+    }
+
+    async fn authorize_subscribe(&self, user: UserKey, scope: &Scope) -> Result<(), HookError> {
+        self.chat.authorize_subscribe(user, scope).await
+    }
+
+    async fn typing(
+        &self,
+        user: UserKey,
+        channel_id: i64,
+        thread_id: Option<i64>,
+    ) -> Result<(), HookError> {
+        self.chat.typing(user, channel_id, thread_id).await
+    }
+
+    /// Valid credentials of the same user: the connection continues under them (a JWT's
+    /// `exp` becomes its expiry; a lasting token takes the expiry away). Anything else is
+    /// refused and the connection keeps its current expiry.
+    async fn refresh(&self, user: UserKey, token: &str) -> Result<SessionAuth, HookError> {
+        match self.auth.authenticate(token).await {
+            Ok(principal) if principal.user.id.0 == user => Ok(principal.session),
+            Ok(_) => Err(HookError::Forbidden("the token is another user's".into())),
+            Err(err) if err.code == ErrorCode::Unavailable => Err(HookError::Internal(err.message)),
+            Err(err) => Err(HookError::Forbidden(err.message)),
+        }
+    }
+
+    async fn connected(&self, user: UserKey, first: bool) {
+        self.chat.connected(user, first).await;
+    }
+
+    async fn disconnected(&self, user: UserKey, last: bool) {
+        self.chat.disconnected(user, last).await;
+    }
+}

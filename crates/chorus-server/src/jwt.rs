@@ -1,0 +1,617 @@
+//! JWTs as identity providers issue them: HS256 with the configured secret, RS256 and
+//! ES256 with a PEM public key or a JWKS (a file or a URL, cached and re-read), and the
+//! user a verified token stands for (created on first use with `jwt_provision_users`).
+//! The token's `exp` becomes the connection's expiry; nothing here knows sockets.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use chorus_chat::Chat;
+use chorus_chat::error::ChatError;
+use chorus_chat::model::{User, UserKind, valid_user_name};
+use chorus_chat::service::CreateUser;
+use chorus_proto::ErrorCode;
+use chorus_realtime::SessionAuth;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::auth::Principal;
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// How long a JWKS is used before it is read again.
+const JWKS_MAX_AGE: Duration = Duration::from_secs(10 * 60);
+/// Least time between two reads of a JWKS caused by an unknown `kid` (a stream of
+/// tokens with made-up `kid`s must not turn into a stream of fetches), and between
+/// two attempts after a failed read.
+const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(30);
+/// Largest JWKS document read.
+const JWKS_MAX_BYTES: usize = 1024 * 1024;
+/// How far in the future `nbf` may be and still be honoured now: identity providers'
+/// clocks are a little off. `exp` gets no such leeway: it is the socket's expiry too.
+const NBF_LEEWAY: Duration = Duration::from_secs(30);
+
+/// Why a JWT was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    /// The token is not valid: answered with 401.
+    #[error("invalid JWT: {0}")]
+    Invalid(String),
+    /// The keys to check it could not be read (JWKS unreachable): answered with 503.
+    #[error("JWT keys unavailable: {0}")]
+    KeysUnavailable(String),
+}
+
+impl From<JwtError> for ApiError {
+    fn from(err: JwtError) -> Self {
+        match err {
+            JwtError::Invalid(_) => ApiError::unauthorized(err.to_string()),
+            JwtError::KeysUnavailable(_) => ApiError::new(ErrorCode::Unavailable, err.to_string()),
+        }
+    }
+}
+
+fn invalid(reason: impl std::fmt::Display) -> JwtError {
+    JwtError::Invalid(reason.to_string())
+}
+
+/// The claims of a verified token that Chorus reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct JwtClaims {
+    /// The user: an id or a name (or, with provisioning, a new user's subject).
+    pub sub: String,
+    /// When it stops being valid; `None` only when `jwt_require_exp` is off.
+    #[serde(skip)]
+    pub expires_at: Option<SystemTime>,
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    nbf: Option<f64>,
+    /// Provisioning: the new user's name.
+    #[serde(default)]
+    pub preferred_username: Option<String>,
+    /// Provisioning: the new user's display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Provisioning: `human` or `agent`.
+    #[serde(default)]
+    pub chorus_kind: Option<String>,
+}
+
+/// Checks JWTs against the configured keys and claims.
+pub struct JwtVerifier {
+    secret: Option<DecodingKey>,
+    /// The PEM key and the one algorithm it verifies.
+    public_key: Option<(Algorithm, DecodingKey)>,
+    jwks: Option<Jwks>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    require_exp: bool,
+    provision_users: bool,
+}
+
+impl JwtVerifier {
+    /// The verifier the configuration asks for; `None` when no JWT key is configured.
+    /// Reads the PEM key and a JWKS file now (a bad one fails the start); a JWKS URL is
+    /// fetched now if it answers, else on first use.
+    pub async fn from_config(config: &Config) -> anyhow::Result<Option<Self>> {
+        let secret = config
+            .jwt_secret
+            .as_deref()
+            .map(|s| DecodingKey::from_secret(s.as_bytes()));
+        let public_key = match &config.jwt_public_key_file {
+            Some(path) => Some(read_pem_key(path).await?),
+            None => None,
+        };
+        let jwks = match config.jwt_jwks.as_deref() {
+            Some(source) => Some(Jwks::new(source).await?),
+            None => None,
+        };
+        if secret.is_none() && public_key.is_none() && jwks.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            secret,
+            public_key,
+            jwks,
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            require_exp: config.jwt_require_exp,
+            provision_users: config.jwt_provision_users,
+        }))
+    }
+
+    /// The user `token` stands for, with the token's expiry.
+    pub async fn authenticate(&self, chat: &Chat, token: &str) -> Result<Principal, ApiError> {
+        let claims = self.verify(token).await?;
+        let session = SessionAuth {
+            credential: None,
+            expires_at: claims.expires_at,
+        };
+        let user = match known_user(chat, &claims.sub).await? {
+            Some(user) => user,
+            None if self.provision_users => provision(chat, &claims).await?,
+            None => return Err(ApiError::unauthorized("the JWT names no known user")),
+        };
+        Ok(Principal { user, session })
+    }
+
+    /// The claims of `token` if its signature, `exp`, `nbf`, `iss` and `aud` are good.
+    pub async fn verify(&self, token: &str) -> Result<JwtClaims, JwtError> {
+        let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
+        let key = match header.alg {
+            Algorithm::HS256 => self
+                .secret
+                .clone()
+                .ok_or_else(|| invalid("HS256 is not configured"))?,
+            alg @ (Algorithm::RS256 | Algorithm::ES256) => {
+                self.public_key_for(alg, header.kid.as_deref()).await?
+            }
+            other => return Err(invalid(format!("unsupported algorithm {other:?}"))),
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = 0;
+        validation.validate_exp = true;
+        validation.validate_nbf = false;
+        let mut required = vec!["sub"];
+        if self.require_exp {
+            required.push("exp");
+        }
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        let mut claims = jsonwebtoken::decode::<JwtClaims>(token, &key, &validation)
+            .map_err(invalid)?
+            .claims;
+        let now = SystemTime::now();
+        if let Some(nbf) = claims.nbf
+            && unix_time(nbf).is_none_or(|nbf| nbf > now + NBF_LEEWAY)
+        {
+            return Err(invalid("not valid yet (nbf)"));
+        }
+        claims.expires_at = match claims.exp {
+            Some(exp) => Some(unix_time(exp).ok_or_else(|| invalid("exp out of range"))?),
+            None => None,
+        };
+        Ok(claims)
+    }
+
+    async fn public_key_for(
+        &self,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<DecodingKey, JwtError> {
+        let pem = self
+            .public_key
+            .as_ref()
+            .filter(|(key_alg, _)| *key_alg == alg)
+            .map(|(_, key)| key.clone());
+        // A `kid` names a JWKS key; without one, the PEM key (if it fits) comes first.
+        if let Some(jwks) = &self.jwks
+            && (kid.is_some() || pem.is_none())
+        {
+            return jwks.key(alg, kid).await;
+        }
+        pem.ok_or_else(|| invalid(format!("{alg:?} is not configured")))
+    }
+}
+
+/// The user `sub` names: a user id, a user name, or the name a provisioned user got
+/// from that subject ([`subject_name`]).
+async fn known_user(chat: &Chat, sub: &str) -> Result<Option<User>, ChatError> {
+    if let Some(user) = chat.user_by_subject(sub).await? {
+        return Ok(Some(user));
+    }
+    let name = subject_name(sub);
+    if name == sub || sub.parse::<i64>().is_ok() {
+        return Ok(None);
+    }
+    // Through the service, which refuses deactivated users like any other lookup.
+    chat.user_by_subject(&name).await
+}
+
+/// Creates the user of a token whose subject names nobody. Its name comes from `sub`
+/// (not `preferred_username`, which providers let change and do not keep unique: the
+/// next token must find the same user, and no token may claim another's account).
+async fn provision(chat: &Chat, claims: &JwtClaims) -> Result<User, ApiError> {
+    if claims.sub.parse::<i64>().is_ok() {
+        // A numeric subject is a user id; creating a user would not give it that id.
+        return Err(ApiError::unauthorized("the JWT names no known user id"));
+    }
+    let kind = match claims.chorus_kind.as_deref() {
+        None | Some("human") => UserKind::Human,
+        Some("agent") => UserKind::Agent,
+        Some(_) => {
+            return Err(ApiError::unauthorized("chorus_kind must be human or agent"));
+        }
+    };
+    let name = subject_name(&claims.sub);
+    let display_name = claims
+        .name
+        .as_deref()
+        .or(claims.preferred_username.as_deref())
+        .map(|d| truncate(d.trim(), 80).to_owned());
+    let created = chat
+        .create_user_unchecked(CreateUser {
+            name: name.clone(),
+            display_name,
+            kind,
+            webhook_url: None,
+            webhook_secret: None,
+            admin: false,
+        })
+        .await;
+    match created {
+        Ok(account) => {
+            tracing::info!(user = account.user.id.0, %name, "user provisioned from a JWT");
+            Ok(account.user)
+        }
+        // Another request (or node) provisioned it first.
+        Err(ChatError::Conflict(_)) => chat
+            .user_by_subject(&name)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the JWT's user could not be created")),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The user name of a subject: the subject itself when it is a valid user name, else
+/// its characters folded to the name rules (`[a-z0-9_.-]`, at most 32 bytes) and a
+/// hash of the whole subject, so two subjects never share a name.
+fn subject_name(sub: &str) -> String {
+    use sha2::{Digest, Sha256};
+    if valid_user_name(sub) {
+        return sub.to_owned();
+    }
+    let mut base: String = sub
+        .chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    base.truncate(21); // ASCII only by now; 21 + '-' + 10 = 32
+    if base.is_empty() {
+        base.push('u'); // never a bare `-digits`, which would read as a user id
+    }
+    let digest = hex::encode(Sha256::digest(sub.as_bytes()));
+    format!("{base}-{}", &digest[..10])
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Seconds since the epoch as a time; `None` for negative or absurd values.
+fn unix_time(secs: f64) -> Option<SystemTime> {
+    let since = Duration::try_from_secs_f64(secs).ok()?;
+    UNIX_EPOCH.checked_add(since)
+}
+
+/// An RSA (→ RS256) or P-256 (→ ES256) public key from a PEM file: `PUBLIC KEY`
+/// (SubjectPublicKeyInfo) or `RSA PUBLIC KEY` (PKCS#1).
+async fn read_pem_key(path: &Path) -> anyhow::Result<(Algorithm, DecodingKey)> {
+    use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+    use p256::pkcs8::DecodePublicKey as _;
+    use rsa::pkcs1::DecodeRsaPublicKey as _;
+    use rsa::traits::PublicKeyParts as _;
+
+    let pem = tokio::fs::read_to_string(path)
+        .await
+        .with_context(|| format!("reading jwt_public_key_file {}", path.display()))?;
+    let rsa = rsa::RsaPublicKey::from_public_key_pem(&pem)
+        .or_else(|_| rsa::RsaPublicKey::from_pkcs1_pem(&pem));
+    if let Ok(key) = rsa {
+        let key =
+            DecodingKey::from_rsa_raw_components(&key.n().to_bytes_be(), &key.e().to_bytes_be());
+        return Ok((Algorithm::RS256, key));
+    }
+    if let Ok(key) = p256::PublicKey::from_public_key_pem(&pem) {
+        let point = key.to_encoded_point(false);
+        return Ok((Algorithm::ES256, DecodingKey::from_ec_der(point.as_bytes())));
+    }
+    bail!(
+        "jwt_public_key_file {} holds no RSA or P-256 public key in PEM",
+        path.display()
+    )
+}
+
+/// A JWKS and where it comes from. The keys are a snapshot behind a std lock (read per
+/// token, replaced whole, never held across an await); reads of the source go one at a
+/// time through `fetch`.
+struct Jwks {
+    source: JwksSource,
+    keys: RwLock<Arc<KeySet>>,
+    fetch: tokio::sync::Mutex<FetchLog>,
+}
+
+enum JwksSource {
+    File(PathBuf),
+    Url(reqwest::Client, reqwest::Url),
+}
+
+#[derive(Default)]
+struct KeySet {
+    keys: Vec<JwkKey>,
+    /// When the source was last read successfully; `None`: never.
+    fetched_at: Option<Instant>,
+}
+
+struct JwkKey {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+#[derive(Default)]
+struct FetchLog {
+    /// The last read of the source, successful or not.
+    attempted_at: Option<Instant>,
+    /// The last read caused by an unknown `kid`.
+    unknown_kid_at: Option<Instant>,
+}
+
+impl Jwks {
+    async fn new(source: &str) -> anyhow::Result<Self> {
+        let source = if source.starts_with("http://") || source.starts_with("https://") {
+            let url = reqwest::Url::parse(source).context("parsing the jwt_jwks URL")?;
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .context("building the JWKS HTTP client")?;
+            JwksSource::Url(client, url)
+        } else {
+            JwksSource::File(PathBuf::from(source))
+        };
+        let jwks = Self {
+            source,
+            keys: RwLock::default(),
+            fetch: tokio::sync::Mutex::default(),
+        };
+        let first = jwks.refresh(Refresh::Stale).await;
+        match (&jwks.source, first) {
+            (_, Ok(())) => {}
+            (JwksSource::File(path), Err(err)) => {
+                bail!("reading jwt_jwks {}: {err}", path.display())
+            }
+            (JwksSource::Url(_, url), Err(err)) => {
+                tracing::warn!(%url, cause = %err, "JWKS not fetched at start; retrying on use");
+            }
+        }
+        Ok(jwks)
+    }
+
+    fn snapshot(&self) -> Arc<KeySet> {
+        // A poisoned lock still holds a whole snapshot: it is only ever replaced.
+        self.keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The key for a token signed with `alg` naming `kid`, re-reading the set when it
+    /// is old or does not know the `kid`.
+    async fn key(&self, alg: Algorithm, kid: Option<&str>) -> Result<DecodingKey, JwtError> {
+        let mut set = self.snapshot();
+        if set.fetched_at.is_none_or(|at| at.elapsed() >= JWKS_MAX_AGE) {
+            if let Err(err) = self.refresh(Refresh::Stale).await {
+                tracing::warn!(cause = %err, "JWKS refresh failed; using the keys held");
+            }
+            set = self.snapshot();
+        }
+        if set.fetched_at.is_none() {
+            return Err(JwtError::KeysUnavailable("the JWKS was never read".into()));
+        }
+        if let Some(key) = set.find(alg, kid) {
+            return Ok(key);
+        }
+        if kid.is_some() {
+            match self.refresh(Refresh::UnknownKid).await {
+                Ok(()) => set = self.snapshot(),
+                Err(err) => tracing::warn!(cause = %err, "JWKS refresh failed"),
+            }
+            if let Some(key) = set.find(alg, kid) {
+                return Ok(key);
+            }
+        }
+        Err(invalid(format!(
+            "no {alg:?} key with kid {} in the JWKS",
+            kid.unwrap_or("(none)")
+        )))
+    }
+
+    /// Reads the source again unless another caller just did, or the last attempt (of
+    /// the same cause, for an unknown `kid`) is too recent.
+    async fn refresh(&self, why: Refresh) -> anyhow::Result<()> {
+        let seen = self.snapshot().fetched_at;
+        let mut log = self.fetch.lock().await;
+        if self.snapshot().fetched_at != seen {
+            return Ok(()); // Someone read it while this caller waited.
+        }
+        let recent = |at: Option<Instant>| at.is_some_and(|at| at.elapsed() < JWKS_MIN_INTERVAL);
+        match why {
+            Refresh::Stale if recent(log.attempted_at) => return Ok(()),
+            Refresh::UnknownKid if recent(log.unknown_kid_at) => return Ok(()),
+            Refresh::UnknownKid => log.unknown_kid_at = Some(Instant::now()),
+            Refresh::Stale => {}
+        }
+        log.attempted_at = Some(Instant::now());
+        let bytes = self.read_source().await?;
+        let keys = parse_jwks(&bytes)?;
+        let set = Arc::new(KeySet {
+            keys,
+            fetched_at: Some(Instant::now()),
+        });
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = set;
+        Ok(())
+    }
+
+    async fn read_source(&self) -> anyhow::Result<Vec<u8>> {
+        match &self.source {
+            JwksSource::File(path) => {
+                let bytes = tokio::fs::read(path)
+                    .await
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if bytes.len() > JWKS_MAX_BYTES {
+                    bail!("{} is larger than {JWKS_MAX_BYTES} bytes", path.display());
+                }
+                Ok(bytes)
+            }
+            JwksSource::Url(client, url) => {
+                let mut resp = client
+                    .get(url.clone())
+                    .send()
+                    .await
+                    .with_context(|| format!("fetching {url}"))?
+                    .error_for_status()
+                    .with_context(|| format!("fetching {url}"))?;
+                let mut bytes = Vec::new();
+                while let Some(chunk) = resp
+                    .chunk()
+                    .await
+                    .with_context(|| format!("reading {url}"))?
+                {
+                    if bytes.len() + chunk.len() > JWKS_MAX_BYTES {
+                        bail!("{url} answered more than {JWKS_MAX_BYTES} bytes");
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(bytes)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Refresh {
+    /// The set is old (or was never read).
+    Stale,
+    /// A token named a `kid` the set does not have (a rotation).
+    UnknownKid,
+}
+
+impl KeySet {
+    /// With a `kid`, the key of that id; without, the first key for the algorithm.
+    fn find(&self, alg: Algorithm, kid: Option<&str>) -> Option<DecodingKey> {
+        self.keys
+            .iter()
+            .find(|k| k.alg == alg && (kid.is_none() || k.kid.as_deref() == kid))
+            .map(|k| k.key.clone())
+    }
+}
+
+/// The RS256 and ES256 signing keys of a JWKS document; other keys (encryption keys,
+/// other algorithms or curves, malformed entries) are skipped.
+fn parse_jwks(bytes: &[u8]) -> anyhow::Result<Vec<JwkKey>> {
+    #[derive(Deserialize)]
+    struct Document {
+        keys: Vec<serde_json::Value>,
+    }
+    let doc: Document = serde_json::from_slice(bytes).context("not a JWKS document")?;
+    let keys = doc
+        .keys
+        .into_iter()
+        .filter_map(|value| serde_json::from_value::<Jwk>(value).ok())
+        .filter_map(|jwk| {
+            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+                return None;
+            }
+            let alg = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
+                    Algorithm::ES256
+                }
+                _ => return None,
+            };
+            let declared = jwk.common.key_algorithm;
+            let fits = match alg {
+                Algorithm::RS256 => declared.is_none_or(|a| a == KeyAlgorithm::RS256),
+                _ => declared.is_none_or(|a| a == KeyAlgorithm::ES256),
+            };
+            if !fits {
+                return None;
+            }
+            let key = DecodingKey::from_jwk(&jwk).ok()?;
+            Some(JwkKey {
+                kid: jwk.common.key_id.clone(),
+                alg,
+                key,
+            })
+        })
+        .collect();
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jwks_keeps_only_signing_keys_it_can_use() {
+        let doc = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "r", "n": "sXch", "e": "AQAB"},
+            {"kty": "RSA", "kid": "enc", "use": "enc", "n": "sXch", "e": "AQAB"},
+            {"kty": "RSA", "kid": "ps", "alg": "PS256", "n": "sXch", "e": "AQAB"},
+            {"kty": "EC", "kid": "e", "crv": "P-256", "x": "AA", "y": "AA"},
+            {"kty": "EC", "kid": "p384", "crv": "P-384", "x": "AA", "y": "AA"},
+            {"kty": "oct", "kid": "h", "k": "c2VjcmV0"},
+            {"kty": "nonsense"}
+        ]});
+        let keys = parse_jwks(doc.to_string().as_bytes()).expect("parses");
+        let found: Vec<_> = keys
+            .iter()
+            .map(|k| (k.kid.as_deref().unwrap_or(""), k.alg))
+            .collect();
+        assert_eq!(found, [("r", Algorithm::RS256), ("e", Algorithm::ES256)]);
+    }
+
+    #[test]
+    fn subjects_become_distinct_valid_names() {
+        assert_eq!(subject_name("alice"), "alice");
+        let a = subject_name("auth0|64f0c2a9e1b7");
+        let b = subject_name("auth0_64f0c2a9e1b7");
+        assert!(a.starts_with("auth0_64f0c2a9e1b7-"), "{a}");
+        assert_ne!(a, b);
+        for sub in [
+            "Alice@Example.com",
+            "f47ac10b-58cc-4372-a567-0e02b2c3d479",
+            "Ünïcode ✓",
+        ] {
+            let name = subject_name(sub);
+            assert!(valid_user_name(&name), "{sub} → {name}");
+        }
+        assert!(subject_name("").starts_with("u-"));
+        assert_eq!(truncate("éé", 3), "é");
+    }
+
+    #[test]
+    fn times_out_of_range_are_refused() {
+        assert!(unix_time(-1.0).is_none());
+        assert!(unix_time(f64::NAN).is_none());
+        assert_eq!(unix_time(10.0), Some(UNIX_EPOCH + Duration::from_secs(10)));
+    }
+}
