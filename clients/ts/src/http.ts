@@ -1,15 +1,18 @@
 import { ChorusError, errorFromBody } from './errors.js';
 import type {
   AddMember,
+  ApiToken,
   Channel,
   ChannelId,
   ChannelView,
   CreateChannel,
+  CreateToken,
   CreateUser,
   HistoryQuery,
   Member,
   Message,
   MessageId,
+  NewApiToken,
   Pin,
   Presence,
   ReadState,
@@ -17,9 +20,11 @@ import type {
   Role,
   Published,
   SendMessage,
+  TokenId,
   UpdateChannel,
   User,
   UserId,
+  UsersQuery,
   UserWithToken,
   Workspace,
   WorkspaceId,
@@ -88,6 +93,40 @@ export class ChorusHttp {
   /** The caller. */
   me(): Promise<User> {
     return this.json('GET', 'api/v1/me');
+  }
+
+  /** Every user by id, a page at a time (server admins); `deactivated_at` on the
+   * deactivated. */
+  listUsers(query: UsersQuery = {}): Promise<User[]> {
+    return this.json('GET', `api/v1/users${queryString(query)}`);
+  }
+
+  /** Deactivates a user (server admins): their tokens stop working, their sockets close
+   * (3502); their messages stay. */
+  deactivateUser(userId: UserId): Promise<User> {
+    return this.json('POST', `api/v1/users/${userId}/deactivate`);
+  }
+
+  /** Reactivates a user (server admins): their tokens that were not revoked work again. */
+  reactivateUser(userId: UserId): Promise<User> {
+    return this.json('POST', `api/v1/users/${userId}/reactivate`);
+  }
+
+  // ---- API tokens (the user themself, or a server admin)
+
+  /** Creates a token; the answer's `token` is its secret, shown this once. */
+  createToken(userId: UserId, req: CreateToken): Promise<NewApiToken> {
+    return this.json('POST', `api/v1/users/${userId}/tokens`, req);
+  }
+
+  /** A user's tokens, oldest first (never their secrets). */
+  listTokens(userId: UserId): Promise<ApiToken[]> {
+    return this.json('GET', `api/v1/users/${userId}/tokens`);
+  }
+
+  /** Revokes a token: refused from now on; the sockets it opened close with 3502. */
+  async revokeToken(userId: UserId, tokenId: TokenId): Promise<void> {
+    await this.request('DELETE', `api/v1/users/${userId}/tokens/${tokenId}`);
   }
 
   /** Password-less login; only on a server started with `chorus serve --dev`
@@ -203,10 +242,7 @@ export class ChorusHttp {
 
   /** A page of history, oldest first within the page. */
   listMessages(channel: ChannelId, query: HistoryQuery = {}): Promise<Message[]> {
-    const params = new URLSearchParams();
-    for (const [k, v] of Object.entries(query)) if (v !== undefined) params.set(k, String(v));
-    const qs = params.toString() ? `?${params}` : '';
-    return this.json('GET', `api/v1/channels/${channel}/messages${qs}`);
+    return this.json('GET', `api/v1/channels/${channel}/messages${queryString(query)}`);
   }
 
   /** Replaces a message's text (its author or a workspace admin). */
@@ -307,6 +343,13 @@ export class ChorusHttp {
     if (!res.ok) throw errorFromBody(res.status, await res.text().catch(() => ''), res.headers.get('retry-after'));
     return res;
   }
+}
+
+/** `?k=v&…` of the fields that are set; empty when none is. */
+function queryString(query: object): string {
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) if (v !== undefined) params.set(k, String(v));
+  return params.toString() ? `?${params}` : '';
 }
 
 /** A random key for one logical send (visible ASCII, ≤ 255 bytes as the server requires). */

@@ -7,6 +7,7 @@ export type UserId = number;
 export type WorkspaceId = number;
 export type ChannelId = number;
 export type MessageId = number;
+export type TokenId = number;
 
 export type UserKind = 'human' | 'agent';
 export type Role = 'owner' | 'admin' | 'member' | 'guest';
@@ -26,6 +27,8 @@ export interface User {
   /** Server administrator (may create users, publish to any scope). */
   is_admin: boolean;
   created_at: string;
+  /** When a server admin deactivated the user; absent while active (newer servers). */
+  deactivated_at?: string;
 }
 
 /** A user as others see them (workspace members, `workspace.member_joined`,
@@ -49,6 +52,22 @@ export interface UserWithToken {
   token: string;
   /** For an agent created with a `webhook_url`: its webhook signing secret (shown once). */
   webhook_secret?: string;
+}
+
+/** One of a user's API tokens as listed: never the secret. */
+export interface ApiToken {
+  id: TokenId;
+  name: string;
+  created_at: string;
+  /** When it stops working; absent: never. */
+  expires_at?: string;
+  /** When it was last used, to within about a minute. */
+  last_used_at?: string;
+}
+
+/** A new API token: its listing and the secret (`token`, shown this once). */
+export interface NewApiToken extends ApiToken {
+  token: string;
 }
 
 export interface Workspace {
@@ -167,6 +186,21 @@ export interface CreateUser {
   admin?: boolean;
 }
 
+export interface CreateToken {
+  /** What the token is for (1 to 64 bytes). */
+  name: string;
+  /** Seconds until it stops working; never when absent. */
+  expires_in?: number;
+}
+
+/** `GET /api/v1/users` (server admins): a page of users by id. */
+export interface UsersQuery {
+  /** Users with a greater id (the last id of the previous page). */
+  after?: UserId;
+  /** Page size: server default 50, at most 200. */
+  limit?: number;
+}
+
 export interface AddMember {
   user_id: UserId;
   /** Server default: `member`. */
@@ -274,6 +308,15 @@ export interface SubscriptionRevokedData {
   reason: string;
 }
 
+/** `credentials.revoked` (user scope), just before the server closes the connections
+ * opened with those credentials (3502): `token_id` for a revoked token (only the sockets
+ * it opened close), none for a deactivated user (all of them close). `reason`:
+ * `token_revoked`, `deactivated`. */
+export interface CredentialsRevokedData {
+  reason: string;
+  token_id?: TokenId;
+}
+
 /** `workspace.left` (user scope): the user was removed from, or left, the workspace. */
 export interface WorkspaceLeftData {
   workspace_id: WorkspaceId;
@@ -327,6 +370,8 @@ export interface EventDataMap {
   'workspace.left': WorkspaceLeftData;
   /** The revoked scope (no offset): the subscription ended; see `SubscriptionRevokedData`. */
   'subscription.revoked': SubscriptionRevokedData;
+  /** User scope: a token revoked or the user deactivated; matching sockets close (3502). */
+  'credentials.revoked': CredentialsRevokedData;
   typing: TypingData;
   // Newer servers:
   'reaction.added': ReactionData;

@@ -246,6 +246,41 @@ describe('against a real server', () => {
     assert.equal(rt.state, 'closed');
   });
 
+  test('tokens: created, listed without secrets, revoked; the socket it opened closes for good', async () => {
+    const created = await bob.createToken(bobUser.id, { name: 'tab', expires_in: 3600 });
+    assert.ok(created.token.startsWith('chr_') && created.expires_at);
+    const tab = admin.withToken(created.token);
+    assert.equal((await tab.me()).id, bobUser.id);
+    const listed = await bob.listTokens(bobUser.id);
+    assert.deepEqual(listed.map((t) => t.name), ['default', 'tab']);
+    assert.ok(listed.every((t) => !('token' in t)), 'no secret in a listing');
+    await assert.rejects(alice.listTokens(bobUser.id), { code: 'forbidden', status: 403 });
+
+    const rt = realtime(tab);
+    const { events, states } = record(rt);
+    await rt.connect();
+    await bob.revokeToken(bobUser.id, created.id);
+    await waitFor('the close', () => states.includes('closed'));
+    const revoked = events.find((e) => isEvent(e, 'credentials.revoked'));
+    assert.ok(revoked && isEvent(revoked, 'credentials.revoked'));
+    assert.deepEqual(revoked.data, { reason: 'token_revoked', token_id: created.id });
+    assert.ok(!states.includes('reconnecting'), `3502 is not retried: ${states.join(' ')}`);
+    await assert.rejects(tab.me(), { code: 'unauthorized', status: 401 });
+  });
+
+  test('users: listed by a server admin, deactivated and reactivated', async () => {
+    const dave = await admin.createUser({ name: 'dave' });
+    const users = await admin.listUsers({ after: dave.user.id - 1, limit: 1 });
+    assert.deepEqual(users.map((u) => u.name), ['dave']);
+    await assert.rejects(bob.listUsers(), { code: 'forbidden', status: 403 });
+    const off = await admin.deactivateUser(dave.user.id);
+    assert.ok(off.deactivated_at);
+    await assert.rejects(admin.withToken(dave.token).me(), { code: 'unauthorized', status: 401 });
+    const on = await admin.reactivateUser(dave.user.id);
+    assert.equal(on.deactivated_at, undefined);
+    assert.equal((await admin.withToken(dave.token).me()).name, 'dave');
+  });
+
   test('idempotent send: one key per logical send, reused on retry', async () => {
     const rt = realtime(bob);
     const rec = record(rt);

@@ -13,6 +13,7 @@ import {
   SERVER_OPS,
   shouldReconnect,
   type AckFrame,
+  type ApiToken,
   type Channel,
   type ChannelView,
   type ErrorFrame,
@@ -128,7 +129,11 @@ test('server frames match chorus-proto/src/server.rs', () => {
 test('models cover every field of chorus-chat/src/model.rs', () => {
   const model = readFileSync(join(root, 'crates/chorus-chat/src/model.rs'), 'utf8');
   // The TS types may carry optional fields of newer servers; every Rust field must be here.
-  const user = { id: 1, name: 1, display_name: 1, kind: 1, webhook_url: 1, status_text: 1, is_admin: 1, created_at: 1 } satisfies Record<keyof User, 1>;
+  const user = {
+    id: 1, name: 1, display_name: 1, kind: 1, webhook_url: 1, status_text: 1, is_admin: 1, created_at: 1,
+    deactivated_at: 1,
+  } satisfies Record<keyof User, 1>;
+  const token = { id: 1, name: 1, created_at: 1, expires_at: 1, last_used_at: 1 } satisfies Record<keyof ApiToken, 1>;
   const profile = { id: 1, name: 1, display_name: 1, kind: 1, status_text: 1, created_at: 1 } satisfies Record<keyof UserProfile, 1>;
   const workspace = { id: 1, name: 1, created_by: 1, created_at: 1 } satisfies Record<keyof Workspace, 1>;
   const member = { user: 1, role: 1, presence: 1 } satisfies Record<keyof Member, 1>;
@@ -143,6 +148,7 @@ test('models cover every field of chorus-chat/src/model.rs', () => {
   const presence = { user_id: 1, online: 1, last_seen: 1, status_text: 1 } satisfies Record<keyof Presence, 1>;
   const cases: [string, object][] = [
     ['User', user],
+    ['ApiToken', token],
     ['UserProfile', profile],
     ['Pin', pin],
     ['ReadState', read],
@@ -155,7 +161,7 @@ test('models cover every field of chorus-chat/src/model.rs', () => {
   ];
   for (const [name, keys] of cases) {
     // Types of newer servers are not in an older model.rs yet.
-    const newer = ['Pin', 'ReadState', 'Presence'].includes(name);
+    const newer = ['Pin', 'ReadState', 'Presence', 'ApiToken'].includes(name);
     if (newer && !new RegExp(`pub struct ${name} \\{`).test(model)) continue;
     const fields = rustFields(model, name);
     assert.ok(fields.length >= 3, `${name}: parsed ${fields.length} fields`);

@@ -18,7 +18,7 @@ macro_rules! id_type {
     )*};
 }
 
-id_type!(UserId, WorkspaceId, ChannelId, MessageId);
+id_type!(UserId, WorkspaceId, ChannelId, MessageId, TokenId);
 
 /// Milliseconds since the Unix epoch; serialized as an RFC 3339 string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ToSchema)]
@@ -29,6 +29,18 @@ impl Timestamp {
     pub fn now() -> Self {
         let ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
         Self(ms as i64)
+    }
+
+    /// `secs` seconds later (saturating).
+    pub fn plus_secs(self, secs: u64) -> Self {
+        let ms = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        Self(self.0.saturating_add(ms))
+    }
+
+    /// The same instant as a [`SystemTime`](std::time::SystemTime).
+    pub fn to_system_time(self) -> std::time::SystemTime {
+        let ms = std::time::Duration::from_millis(u64::try_from(self.0).unwrap_or(0));
+        std::time::UNIX_EPOCH + ms
     }
 
     fn to_datetime(self) -> time::OffsetDateTime {
@@ -140,6 +152,24 @@ pub struct User {
     /// Server administrator (may create users, publish to any scope).
     pub is_admin: bool,
     pub created_at: Timestamp,
+    /// When a server admin deactivated the user (absent while active): their tokens
+    /// are refused, their sockets were closed, their messages stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivated_at: Option<Timestamp>,
+}
+
+/// One of a user's API tokens, as listed: never the secret, never its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApiToken {
+    pub id: TokenId,
+    pub name: String,
+    pub created_at: Timestamp,
+    /// When it stops working (absent: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// When it was last used, to within about a minute (absent: not yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<Timestamp>,
 }
 
 /// A user as others see them: no webhook, no admin flag. Every response or event that

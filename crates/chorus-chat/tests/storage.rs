@@ -13,8 +13,8 @@ use chorus_chat::model::*;
 use chorus_chat::service::OpenDm;
 use chorus_chat::store::postgres::ScratchDatabase;
 use chorus_chat::store::{
-    AttemptOutcome, ChannelPatch, DeliveryList, MessageQuery, NewChannel, NewMessage, NewUser,
-    NewWebhookDelivery, PgStore, SqliteStore, Store,
+    AttemptOutcome, ChannelPatch, DeliveryList, MessageQuery, NewChannel, NewMessage, NewToken,
+    NewUser, NewWebhookDelivery, PgStore, SqliteStore, Store, TokenOwner,
 };
 use chorus_chat::{Chat, ChatConfig};
 use chorus_realtime::{Engine, EngineConfig};
@@ -88,6 +88,9 @@ macro_rules! test_both {
 
 test_both!(
     users_and_tokens,
+    tokens_are_listed_revoked_and_touched,
+    users_are_paged_and_deactivated,
+    deactivated_agents_are_not_rotated_or_sent_webhooks,
     presence_columns,
     workspaces_members_and_roles,
     concurrent_add_member_reports_new_once,
@@ -255,20 +258,242 @@ async fn users_and_tokens(store: Arc<dyn Store>) {
     assert_eq!(store.user_by_name("bot").await.unwrap(), Some(bot.clone()));
     assert_eq!(store.user_by_name("nobody").await.unwrap(), None);
 
-    store
-        .add_token(alice.id, "hash-a1", "laptop")
+    let a1 = store
+        .add_token(new_token(alice.id, "hash-a1", "laptop", None))
         .await
         .unwrap();
-    store.add_token(alice.id, "hash-a2", "").await.unwrap();
-    store.add_token(bot.id, "hash-b", "ci").await.unwrap();
+    store
+        .add_token(new_token(
+            alice.id,
+            "hash-a2",
+            "ci",
+            Some(Timestamp(4_000_000_000_000)),
+        ))
+        .await
+        .unwrap();
+    let b = store
+        .add_token(new_token(bot.id, "hash-b", "bot", None))
+        .await
+        .unwrap();
     assert_eq!(
-        store.user_by_token_hash("hash-a2").await.unwrap(),
-        Some(alice.clone())
+        (a1.name.as_str(), a1.expires_at, a1.last_used_at),
+        ("laptop", None, None)
     );
-    assert_eq!(store.user_by_token_hash("hash-b").await.unwrap(), Some(bot));
-    assert_eq!(store.user_by_token_hash("hash-x").await.unwrap(), None);
+    let owner = store.token_owner("hash-a2").await.unwrap().unwrap();
+    assert_eq!(owner.user, alice);
+    assert_eq!(owner.expires_at, Some(Timestamp(4_000_000_000_000)));
+    assert_eq!(
+        store.token_owner("hash-b").await.unwrap(),
+        Some(TokenOwner {
+            user: bot,
+            token_id: b.id,
+            expires_at: None,
+        })
+    );
+    assert_eq!(store.token_owner("hash-x").await.unwrap(), None);
     // A token hash is unique: the same hash cannot be issued twice.
-    assert!(store.add_token(alice.id, "hash-b", "").await.is_err());
+    assert!(matches!(
+        store
+            .add_token(new_token(alice.id, "hash-b", "again", None))
+            .await,
+        Err(ChatError::Conflict(_))
+    ));
+}
+
+fn new_token(user: UserId, hash: &str, name: &str, expires_at: Option<Timestamp>) -> NewToken {
+    NewToken {
+        user_id: user,
+        hash: hash.into(),
+        name: name.into(),
+        expires_at,
+    }
+}
+
+async fn tokens_are_listed_revoked_and_touched(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let mut ids = Vec::new();
+    for (hash, name) in [("h1", "one"), ("h2", "two"), ("h3", "three")] {
+        ids.push(
+            store
+                .add_token(new_token(alice.id, hash, name, None))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let bobs = store
+        .add_token(new_token(bob.id, "hb", "bob", None))
+        .await
+        .unwrap()
+        .id;
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow: {ids:?}");
+    let names =
+        |tokens: Vec<ApiToken>| -> Vec<String> { tokens.into_iter().map(|t| t.name).collect() };
+    assert_eq!(
+        names(store.tokens(alice.id).await.unwrap()),
+        ["one", "two", "three"]
+    );
+
+    // Revoking is per user: bob's id under alice deletes nothing.
+    assert!(!store.delete_token(alice.id, bobs).await.unwrap());
+    assert!(store.delete_token(alice.id, ids[1]).await.unwrap());
+    assert!(!store.delete_token(alice.id, ids[1]).await.unwrap());
+    assert_eq!(
+        names(store.tokens(alice.id).await.unwrap()),
+        ["one", "three"]
+    );
+    assert_eq!(store.token_owner("h2").await.unwrap(), None);
+    assert_eq!(names(store.tokens(bob.id).await.unwrap()), ["bob"]);
+
+    // Last use: recorded in one call, never moved back, unknown ids ignored.
+    store
+        .touch_tokens(&[
+            (ids[0], Timestamp(2_000)),
+            (ids[1], Timestamp(2_000)),
+            (bobs, Timestamp(1_000)),
+        ])
+        .await
+        .unwrap();
+    store
+        .touch_tokens(&[(ids[0], Timestamp(1_500))])
+        .await
+        .unwrap();
+    let alices = store.tokens(alice.id).await.unwrap();
+    assert_eq!(alices[0].last_used_at, Some(Timestamp(2_000)));
+    assert_eq!(alices[1].last_used_at, None);
+    store
+        .touch_tokens(&[(ids[0], Timestamp(3_000))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.tokens(alice.id).await.unwrap()[0].last_used_at,
+        Some(Timestamp(3_000))
+    );
+    assert_eq!(
+        store.tokens(bob.id).await.unwrap()[0].last_used_at,
+        Some(Timestamp(1_000))
+    );
+}
+
+async fn users_are_paged_and_deactivated(store: Arc<dyn Store>) {
+    let mut all = Vec::new();
+    for name in ["u1", "u2", "u3", "u4", "u5"] {
+        all.push(user(&store, name).await.id);
+    }
+    let page = |after: Option<UserId>, limit: u32| {
+        let store = store.clone();
+        async move {
+            store
+                .list_users(after, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|u| u.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(None, 2).await, all[..2]);
+    assert_eq!(page(Some(all[1]), 2).await, all[2..4]);
+    assert_eq!(page(Some(all[3]), 2).await, all[4..]);
+    assert!(page(Some(all[4]), 2).await.is_empty());
+
+    let target = all[2];
+    let hash = "h-u3";
+    store
+        .add_token(new_token(target, hash, "default", None))
+        .await
+        .unwrap();
+    let off = store
+        .set_deactivated(target, Some(Timestamp(5_000)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(off.deactivated_at, Some(Timestamp(5_000)));
+    // Deactivating again keeps the first time.
+    let again = store
+        .set_deactivated(target, Some(Timestamp(9_000)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.deactivated_at, Some(Timestamp(5_000)));
+    assert_eq!(store.user(target).await.unwrap().unwrap(), again);
+    let listed = store.list_users(None, 10).await.unwrap();
+    assert_eq!(listed[2].deactivated_at, Some(Timestamp(5_000)));
+    assert!(
+        listed
+            .iter()
+            .filter(|u| u.id != target)
+            .all(|u| u.deactivated_at.is_none())
+    );
+    // The token still names its (deactivated) owner: refusing it is the service's call.
+    let owner = store.token_owner(hash).await.unwrap().unwrap();
+    assert_eq!(owner.user.deactivated_at, Some(Timestamp(5_000)));
+
+    let on = store.set_deactivated(target, None).await.unwrap().unwrap();
+    assert_eq!(on.deactivated_at, None);
+    assert_eq!(
+        store.set_deactivated(UserId(9_999), None).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .set_deactivated(UserId(9_999), Some(Timestamp(1)))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn deactivated_agents_are_not_rotated_or_sent_webhooks(store: Arc<dyn Store>) {
+    let (_owner, _ws, ch) = setup(&store).await;
+    let on = agent(&store, "on", Some("http://127.0.0.1:9/h")).await;
+    let off = agent(&store, "off", Some("http://127.0.0.1:9/h")).await;
+    for u in [&on, &off] {
+        store.add_channel_member(ch.id, u.id).await.unwrap();
+    }
+    let now = Timestamp::now().0;
+    for (user, event) in [(on.id, "e1"), (off.id, "e1"), (off.id, "e2")] {
+        store
+            .enqueue_webhook(delivery(user, event, now))
+            .await
+            .unwrap();
+    }
+    store
+        .set_deactivated(off.id, Some(Timestamp(now)))
+        .await
+        .unwrap();
+    let agents: Vec<UserId> = store
+        .agent_members(ch.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(agents, [on.id]);
+    // Still a member: deactivation keeps memberships.
+    assert!(store.is_channel_member(ch.id, off.id).await.unwrap());
+
+    let failed = store
+        .fail_pending_webhooks(off.id, Timestamp(now + 1), "the agent was deactivated")
+        .await
+        .unwrap();
+    assert_eq!(failed, 2);
+    for d in store.webhook_deliveries(off.id, 10).await.unwrap() {
+        assert_eq!(d.status, WebhookStatus::Failed, "{d:?}");
+        assert_eq!(d.last_error.as_deref(), Some("the agent was deactivated"));
+        assert_eq!(d.finished_at, Some(Timestamp(now + 1)));
+    }
+    let kept = store.webhook_deliveries(on.id, 10).await.unwrap();
+    assert_eq!(kept[0].status, WebhookStatus::Pending);
+    let due = store
+        .claim_due_webhooks(Timestamp(now), Timestamp(now + 5_000), 10)
+        .await
+        .unwrap();
+    assert_eq!(due.iter().map(|d| d.user_id).collect::<Vec<_>>(), [on.id]);
+
+    store.set_deactivated(off.id, None).await.unwrap();
+    assert_eq!(store.agent_members(ch.id).await.unwrap().len(), 2);
 }
 
 async fn presence_columns(store: Arc<dyn Store>) {
@@ -2139,4 +2364,68 @@ async fn sqlite_wal_stays_short_under_steady_reads_and_writes() {
         largest < page_per_send,
         "the WAL grew to {largest} bytes for {SENDS} sends"
     );
+}
+
+// ---- server keys ----------------------------------------------------------------------
+
+test_both!(server_keys_are_found_by_hash_listed_and_deleted);
+
+async fn server_keys_are_found_by_hash_listed_and_deleted(store: Arc<dyn Store>) {
+    use chorus_chat::store::{KeyPermission, NewServerKey};
+
+    let orders = store
+        .create_server_key(NewServerKey {
+            name: "orders".into(),
+            hash: "hash-orders".into(),
+            permissions: vec![KeyPermission::Publish, KeyPermission::StatsRead],
+            publish_prefixes: Some(vec!["topic:orders.".into(), "topic:billing".into()]),
+        })
+        .await
+        .unwrap();
+    assert_eq!(orders.name, "orders");
+    assert_eq!(
+        orders.permissions,
+        [KeyPermission::Publish, KeyPermission::StatsRead]
+    );
+    assert_eq!(
+        orders.publish_prefixes.as_deref(),
+        Some(&["topic:orders.".to_owned(), "topic:billing".to_owned()][..])
+    );
+    let stats = store
+        .create_server_key(NewServerKey {
+            name: "dashboards".into(),
+            hash: "hash-stats".into(),
+            permissions: vec![KeyPermission::StatsRead],
+            publish_prefixes: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(stats.publish_prefixes, None);
+    assert_ne!(orders.id, stats.id);
+
+    // The hash finds the key, as stored.
+    assert_eq!(
+        store.server_key_by_hash("hash-orders").await.unwrap(),
+        Some(orders.clone())
+    );
+    assert_eq!(store.server_key_by_hash("nope").await.unwrap(), None);
+    // One key per hash.
+    let twin = store
+        .create_server_key(NewServerKey {
+            name: "twin".into(),
+            hash: "hash-orders".into(),
+            permissions: vec![KeyPermission::Publish],
+            publish_prefixes: None,
+        })
+        .await;
+    assert!(twin.is_err(), "a second key with the same hash");
+
+    assert_eq!(
+        store.server_keys().await.unwrap(),
+        [orders.clone(), stats.clone()]
+    );
+    assert!(store.delete_server_key(orders.id).await.unwrap());
+    assert!(!store.delete_server_key(orders.id).await.unwrap());
+    assert_eq!(store.server_key_by_hash("hash-orders").await.unwrap(), None);
+    assert_eq!(store.server_keys().await.unwrap(), [stats]);
 }

@@ -11,6 +11,7 @@ use url::Url;
 use crate::error::{Error, Result};
 use crate::model::*;
 use crate::realtime::{Options, Realtime};
+use crate::tls::ExtraRoots;
 
 /// A Chorus HTTP API client for one token. Cheap to clone (the pool is shared).
 #[derive(Clone)]
@@ -19,6 +20,8 @@ pub struct Client {
     /// Always ends with `/`, so relative joins keep any path prefix.
     base: Url,
     token: String,
+    /// CAs trusted besides the built-in roots, for HTTP and the realtime connection.
+    roots: Option<ExtraRoots>,
 }
 
 impl std::fmt::Debug for Client {
@@ -69,13 +72,25 @@ impl Client {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:7800`, optionally
     /// with a path prefix) that authenticates with `token`.
     pub fn new(base_url: &str, token: impl Into<String>) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
+        Self::with_roots(base_url, token, None)
+    }
+
+    /// As [`Client::new`], also trusting `roots` for `https://` and `wss://` (a server
+    /// with a self-signed or private-CA certificate).
+    pub fn with_roots(
+        base_url: &str,
+        token: impl Into<String>,
+        roots: Option<ExtraRoots>,
+    ) -> Result<Self> {
+        let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if let Some(roots) = &roots {
+            http = roots.add_to(http)?;
+        }
         Ok(Self {
-            http,
+            http: http.build()?,
             base: base_url_with_slash(base_url)?,
             token: token.into(),
+            roots,
         })
     }
 
@@ -99,7 +114,10 @@ impl Client {
     }
 
     /// Opens a realtime connection with the given [`Options`].
-    pub async fn realtime_with(&self, options: Options) -> Result<Realtime> {
+    pub async fn realtime_with(&self, mut options: Options) -> Result<Realtime> {
+        if options.roots.is_none() {
+            options.roots = self.roots.clone();
+        }
         Realtime::connect_with(self.base.as_str(), &self.token, options).await
     }
 
@@ -107,6 +125,47 @@ impl Client {
     pub async fn create_user(&self, req: &CreateUser) -> Result<UserWithToken> {
         self.json(self.request(Method::POST, "api/v1/users")?.json(req))
             .await
+    }
+
+    /// Every user by id, a page at a time (server admins), with `deactivated_at` on the
+    /// deactivated.
+    pub async fn list_users(&self, query: &UsersQuery) -> Result<Vec<User>> {
+        self.json(self.request(Method::GET, "api/v1/users")?.query(query))
+            .await
+    }
+
+    /// Deactivates a user (server admins): their tokens stop working and their
+    /// sockets close; their messages stay.
+    pub async fn deactivate_user(&self, id: UserId) -> Result<User> {
+        let path = format!("api/v1/users/{id}/deactivate");
+        self.json(self.request(Method::POST, &path)?).await
+    }
+
+    /// Reactivates a user (server admins): their tokens that were not revoked work again.
+    pub async fn reactivate_user(&self, id: UserId) -> Result<User> {
+        let path = format!("api/v1/users/{id}/reactivate");
+        self.json(self.request(Method::POST, &path)?).await
+    }
+
+    /// Creates an API token for `user` (themself, or anyone for a server admin); the
+    /// answer holds its secret, shown this once.
+    pub async fn create_token(&self, user: UserId, req: &CreateToken) -> Result<NewApiToken> {
+        let path = format!("api/v1/users/{user}/tokens");
+        self.json(self.request(Method::POST, &path)?.json(req))
+            .await
+    }
+
+    /// A user's API tokens, oldest first (never their secrets).
+    pub async fn list_tokens(&self, user: UserId) -> Result<Vec<ApiToken>> {
+        let path = format!("api/v1/users/{user}/tokens");
+        self.json(self.request(Method::GET, &path)?).await
+    }
+
+    /// Revokes one of a user's tokens: requests with it are refused from now on, and
+    /// the sockets it opened close with 3502.
+    pub async fn revoke_token(&self, user: UserId, token: TokenId) -> Result<()> {
+        let path = format!("api/v1/users/{user}/tokens/{token}");
+        self.empty(self.request(Method::DELETE, &path)?).await
     }
 
     /// The caller.

@@ -37,7 +37,9 @@ id_type!(
     /// A channel's id (DMs are channels too).
     ChannelId,
     /// A message's id; ids grow with time within a channel.
-    MessageId
+    MessageId,
+    /// An API token's id (what revoking names; never the secret).
+    TokenId
 );
 
 macro_rules! text_enum {
@@ -115,6 +117,9 @@ pub struct User {
     /// Server administrator (may create users, publish to any scope).
     pub is_admin: bool,
     pub created_at: String,
+    /// When a server admin deactivated the user; absent while active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivated_at: Option<String>,
 }
 
 /// A user as others see them (workspace members, `workspace.member_joined`): no
@@ -170,6 +175,29 @@ pub struct UserWithToken {
     /// signed with (shown once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
+}
+
+/// One of a user's API tokens as listed: never the secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: TokenId,
+    pub name: String,
+    pub created_at: String,
+    /// When it stops working; never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// When it was last used, to within about a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+}
+
+/// A new API token: its listing and the secret (shown this once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewApiToken {
+    #[serde(flatten)]
+    pub info: ApiToken,
+    /// The secret (`chr_…`).
+    pub token: String,
 }
 
 /// A list of users: a channel's on-duty or wake list, a workspace's observers.
@@ -289,6 +317,37 @@ impl CreateUser {
             ..Self::new(name)
         }
     }
+}
+
+/// `POST /api/v1/users/{id}/tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreateToken {
+    /// What the token is for (1 to 64 bytes).
+    pub name: String,
+    /// Seconds until it stops working; never when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+}
+
+impl CreateToken {
+    /// A token that does not expire.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            expires_in: None,
+        }
+    }
+}
+
+/// `GET /api/v1/users` query (server admins): a page of users by id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UsersQuery {
+    /// Users with a greater id (the last id of the previous page).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<UserId>,
+    /// Page size (server default 50, at most 200).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }
 
 /// `POST /api/v1/workspaces/{id}/members`.
@@ -419,6 +478,16 @@ mod tests {
         let view: UserView = serde_json::from_str(full).expect("valid user");
         assert!(matches!(view, UserView::Full(ref u) if u.webhook_url.is_some()));
         assert_eq!(view.profile().id, UserId(7));
+    }
+
+    #[test]
+    fn a_new_token_flattens_its_listing_beside_the_secret() {
+        let json = r#"{"id":4,"name":"ci","created_at":"2025-01-01T00:00:00Z",
+            "expires_at":"2025-01-02T00:00:00Z","token":"chr_x"}"#;
+        let created: NewApiToken = serde_json::from_str(json).expect("valid token");
+        assert_eq!(created.info.id, TokenId(4));
+        assert_eq!(created.info.last_used_at, None);
+        assert_eq!(created.token, "chr_x");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Who is calling: opaque API tokens, the configured admin token, and HS256 JWTs.
+//! Who is calling: opaque API tokens, the configured admin token, and JWTs (`jwt.rs`).
 //! `limits::middleware` authenticates each request once; the extractors here read what
 //! it found ([`Authenticated`]) instead of authenticating again.
 
@@ -10,12 +10,13 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri};
 use chorus_chat::Chat;
 use chorus_chat::model::{User, UserId};
+use chorus_chat::store::{KeyPermission, ServerKey};
 use chorus_proto::ErrorCode;
 use chorus_realtime::SessionAuth;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::error::ApiError;
+use crate::jwt::JwtVerifier;
 use crate::state::AppState;
 
 /// Who a credential stands for, and what the realtime engine needs to know of the
@@ -41,12 +42,7 @@ pub struct Authenticator {
     /// SHA-256 of `CHORUS_ADMIN_TOKEN`, compared by hash so timing reveals nothing.
     admin_token_hash: Option<String>,
     admin: UserId,
-    jwt: Option<DecodingKey>,
-}
-
-#[derive(Deserialize)]
-struct Claims {
-    sub: String,
+    jwt: Option<JwtVerifier>,
 }
 
 impl Authenticator {
@@ -54,13 +50,13 @@ impl Authenticator {
         chat: Arc<Chat>,
         admin: UserId,
         admin_token: Option<&str>,
-        jwt_secret: Option<&str>,
+        jwt: Option<JwtVerifier>,
     ) -> Self {
         Self {
             chat,
             admin_token_hash: admin_token.map(chorus_chat::token::hash),
             admin,
-            jwt: jwt_secret.map(|s| DecodingKey::from_secret(s.as_bytes())),
+            jwt,
         }
     }
 
@@ -82,22 +78,38 @@ impl Authenticator {
                 .ok_or_else(|| ApiError::unauthorized("the admin user is gone"));
         }
         if token.starts_with(chorus_chat::token::PREFIX) {
-            return Ok(Principal::lasting(self.chat.authenticate_token(token).await?));
+            // The token's id and expiry go with the socket (revocation, expiry: 3502).
+            let owner = self.chat.authenticate_token(token).await?;
+            let session = owner.session();
+            return Ok(Principal {
+                user: owner.user,
+                session,
+            });
         }
-        if let Some(key) = &self.jwt {
-            let mut validation = Validation::new(Algorithm::HS256);
-            validation.validate_exp = true;
-            validation.required_spec_claims = ["sub"].into_iter().map(String::from).collect();
-            let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
-                .map_err(|e| ApiError::unauthorized(format!("invalid JWT: {e}")))?;
-            return self
-                .chat
-                .user_by_subject(&data.claims.sub)
-                .await?
-                .map(Principal::lasting)
-                .ok_or_else(|| ApiError::unauthorized("the JWT names no known user"));
+        if let Some(jwt) = &self.jwt {
+            return jwt.authenticate(&self.chat, token).await;
         }
         Err(ApiError::unauthorized("invalid token"))
+    }
+}
+
+/// Server keys (`chk_…`): a backend's credentials, authenticated apart from users'.
+impl Authenticator {
+    /// Whether `token` is to be authenticated as a server key (the admin token is the
+    /// admin's, whatever it looks like).
+    pub fn is_server_key(&self, token: &str) -> bool {
+        token.starts_with(chorus_chat::token::KEY_PREFIX)
+            && self
+                .admin_token_hash
+                .as_deref()
+                .is_none_or(|h| h != chorus_chat::token::hash(token))
+    }
+
+    pub async fn authenticate_key(&self, token: &str) -> Result<ServerKey, ApiError> {
+        if token.len() > 4096 {
+            return Err(ApiError::unauthorized("invalid server key"));
+        }
+        Ok(self.chat.authenticate_server_key(token).await?)
     }
 }
 
@@ -139,6 +151,8 @@ enum Outcome {
     /// No credentials.
     Anonymous,
     User(Principal),
+    /// A server key: refused by every route but publish and stats ([`Operator`]).
+    Key(ServerKey),
     /// The answer for credentials that did not authenticate.
     Failed {
         code: ErrorCode,
@@ -159,6 +173,14 @@ impl Authenticated {
         })
     }
 
+    /// What authenticating a server key gave.
+    pub fn key(outcome: Result<ServerKey, ApiError>) -> Self {
+        match outcome {
+            Ok(key) => Self(Outcome::Key(key)),
+            Err(err) => Self::new(Some(Err(err))),
+        }
+    }
+
     /// The principal of a request; `Ok(None)` when it has no credentials.
     async fn of(parts: &Parts, state: &AppState) -> Result<Option<Principal>, ApiError> {
         let Some(Self(outcome)) = parts.extensions.get::<Self>() else {
@@ -171,9 +193,14 @@ impl Authenticated {
         match outcome {
             Outcome::Anonymous => Ok(None),
             Outcome::User(user) => Ok(Some(user.clone())),
+            Outcome::Key(_) => Err(key_refused()),
             Outcome::Failed { code, message } => Err(ApiError::new(*code, message.clone())),
         }
     }
+}
+
+fn key_refused() -> ApiError {
+    ApiError::forbidden("a server key may only publish and read the stats")
 }
 
 /// The authenticated caller of a route (bearer header only).
@@ -204,5 +231,44 @@ impl FromRequestParts<AppState> for Identity {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         Authenticated::of(parts, state).await.map(Identity)
+    }
+}
+
+/// The caller of an operations route: a server admin, or a server key. Users who are
+/// not admins are refused (403); [`Operator::require`] checks a key's permission.
+pub enum Operator {
+    Admin(User),
+    Key(ServerKey),
+}
+
+impl Operator {
+    /// `self` when it may do `permission` (an admin may do anything).
+    pub fn require(self, permission: KeyPermission) -> Result<Self, ApiError> {
+        match &self {
+            Self::Key(key) if !key.may(permission) => Err(ApiError::forbidden(format!(
+                "this server key lacks the {} permission",
+                permission.as_str()
+            ))),
+            _ => Ok(self),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if bearer(&parts.headers).is_none() {
+            return Err(ApiError::unauthorized("missing bearer token"));
+        }
+        if let Some(Authenticated(Outcome::Key(key))) = parts.extensions.get::<Authenticated>() {
+            return Ok(Self::Key(key.clone()));
+        }
+        let Caller(user) = Caller::from_request_parts(parts, state).await?;
+        if user.is_admin {
+            Ok(Self::Admin(user))
+        } else {
+            Err(ApiError::forbidden("needs the admin token or a server key"))
+        }
     }
 }

@@ -23,12 +23,29 @@ pub struct Config {
     /// Most connections the PostgreSQL pool opens (`CHORUS_DATABASE_POOL_SIZE`);
     /// SQLite ignores it.
     pub database_pool_size: u32,
-    /// Enables the Redis Streams broker (`CHORUS_REDIS_URL`).
+    /// Enables the Redis Streams broker (`CHORUS_REDIS_URL`; `rediss://` for TLS).
     pub redis_url: Option<String>,
+    /// PEM file of the CA(s) that signed a `rediss://` server's certificate
+    /// (`CHORUS_REDIS_CA_FILE`); when set, only these are trusted for Redis, otherwise
+    /// the built-in Mozilla roots.
+    pub redis_ca_file: Option<PathBuf>,
     /// A token accepted as the `admin` user's, as given (`CHORUS_ADMIN_TOKEN`).
     pub admin_token: Option<String>,
     /// HS256 secret for application-minted JWTs (`CHORUS_JWT_SECRET`).
     pub jwt_secret: Option<String>,
+    /// PEM public key (RSA or P-256) for RS256 / ES256 JWTs (`CHORUS_JWT_PUBLIC_KEY_FILE`).
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// A JWKS for RS256 / ES256 JWTs: a file path or an `http(s)://` URL, re-read every
+    /// 10 min and on an unknown `kid` (`CHORUS_JWT_JWKS`).
+    pub jwt_jwks: Option<String>,
+    /// The `iss` a JWT must carry; unset: not checked.
+    pub jwt_issuer: Option<String>,
+    /// An `aud` a JWT must carry; unset: not checked.
+    pub jwt_audience: Option<String>,
+    /// Refuse JWTs without `exp` (default). Off: such a token never expires.
+    pub jwt_require_exp: bool,
+    /// A valid JWT whose `sub` names no user creates that user. Off by default.
+    pub jwt_provision_users: bool,
     /// Password-less login for local trials. Never on by default.
     pub dev: bool,
     pub heartbeat_ms: u64,
@@ -76,6 +93,12 @@ pub struct Config {
     /// Lets webhooks go to loopback and private addresses (a receiver on this machine
     /// or network). Off: only public addresses.
     pub webhook_allow_private: bool,
+    /// PEM file of extra CA(s) `https://` webhooks may be signed by (a private or
+    /// self-signed receiver), trusted besides the built-in Mozilla roots.
+    pub webhook_ca_file: Option<PathBuf>,
+    /// When set, `/metrics` answers only `Authorization: Bearer <metrics_token>`
+    /// (`CHORUS_METRICS_TOKEN`); unset (default), it is open as before.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Config {
@@ -88,8 +111,15 @@ impl Default for Config {
             database_url: None,
             database_pool_size: 10,
             redis_url: None,
+            redis_ca_file: None,
             admin_token: None,
             jwt_secret: None,
+            jwt_public_key_file: None,
+            jwt_jwks: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_require_exp: true,
+            jwt_provision_users: false,
             dev: false,
             heartbeat_ms: engine.heartbeat.as_millis() as u64,
             max_message_bytes: chat.max_message_bytes,
@@ -115,6 +145,8 @@ impl Default for Config {
             webhook_timeout_ms: 10_000,
             webhook_concurrency: 16,
             webhook_allow_private: false,
+            webhook_ca_file: None,
+            metrics_token: None,
         }
     }
 }
@@ -146,6 +178,7 @@ impl Config {
             timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
             concurrency: self.webhook_concurrency.max(1),
             allow_private: self.webhook_allow_private,
+            ca_file: self.webhook_ca_file.clone(),
         }
     }
 

@@ -5,6 +5,8 @@
 //! - [`config`]: every setting of `chorus serve`.
 //! - [`routes`]: thin axum handlers, one file per API area, and [`app`].
 //! - [`auth`]: bearer tokens (opaque, admin, JWT) → the calling user.
+//! - [`jwt`]: JWTs from an identity provider (HS256, RS256 / ES256 with a PEM key or a
+//!   JWKS) → a user and the token's expiry; [`hooks`]: the engine's hooks (`refresh`).
 //! - [`error`] / [`extract`]: one error body for every failure, extractor rejections included.
 //! - [`webhooks`]: the worker that POSTs queued events to agents' webhooks (signed,
 //!   retried with backoff, every attempt recorded).
@@ -16,6 +18,8 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod hooks;
+pub mod jwt;
 pub mod limits;
 pub mod routes;
 pub mod state;
@@ -56,25 +60,34 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         Some(_) => {
             bail!("CHORUS_DATABASE_URL must start with sqlite:, postgres:// or postgresql://")
         }
-        None => Arc::new(
-            SqliteStore::open(&config.data_dir.join("chorus.db"))
-                .await
-                .context("opening the embedded database")?,
-        ),
+        None => {
+            private_data_dir(&config.data_dir)?;
+            Arc::new(
+                SqliteStore::open(&config.data_dir.join("chorus.db"))
+                    .await
+                    .context("opening the embedded database")?,
+            )
+        }
     };
-    let engine = match config.redis_url.as_deref() {
-        Some(url) => Engine::with_redis(config.engine(), url)
+    // Checked before anything is served: a bad CA file stops the start, not the worker.
+    webhooks::http_client(&config.webhooks())?;
+    let redis = match config.redis_url.as_deref() {
+        Some(url) => Some(redis_client(url, config.redis_ca_file.as_deref())?),
+        None => None,
+    };
+    let engine = match redis.clone() {
+        Some(client) => Engine::with_redis_client(config.engine(), client)
             .await
             .context("connecting to Redis (CHORUS_REDIS_URL)")?,
         None => Engine::in_memory(config.engine()),
     };
     let mut chat = Chat::new(store, engine.clone(), config.chat());
     let mut cluster_presence = None;
-    if let Some(url) = config.redis_url.as_deref() {
+    if let Some(client) = redis {
         // A fresh id per process: a restarted node is a new node, its predecessor's
         // connections expire like those of any node that died.
         let node = format!("{:016x}", rand::random::<u64>());
-        let presence = RedisPresence::connect(url, node)
+        let presence = RedisPresence::connect_client(client, node)
             .await
             .context("connecting presence to Redis (CHORUS_REDIS_URL)")?;
         chat = chat.with_presence_tracker(presence.clone());
@@ -92,9 +105,13 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         chat.clone(),
         admin.id,
         config.admin_token.as_deref(),
-        config.jwt_secret.as_deref(),
+        jwt::JwtVerifier::from_config(&config).await?,
     ));
-    let hooks = Arc::new(ChatHooks::new(chat.clone()));
+    // The chat answers the engine's questions; `refresh` needs the authenticator.
+    let hooks = Arc::new(hooks::ServerHooks::new(
+        ChatHooks::new(chat.clone()),
+        auth.clone(),
+    ));
     let http_limiter = limits::HttpLimiter::from_config(&config).map(Arc::new);
     if let Some(limiter) = &http_limiter {
         let limiter = Arc::downgrade(limiter);
@@ -121,6 +138,63 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         },
         bootstrap_token,
     })
+}
+
+/// The Redis client of the broker and presence. `rediss://` is TLS, verified against
+/// the built-in Mozilla roots, or against `ca_file` alone when it is set.
+fn redis_client(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<redis::Client> {
+    let Some(path) = ca_file else {
+        return redis::Client::open(url).context("parsing CHORUS_REDIS_URL");
+    };
+    let root_cert =
+        std::fs::read(path).with_context(|| format!("reading redis_ca_file {}", path.display()))?;
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    };
+    redis::Client::build_with_tls(url, certificates).with_context(|| {
+        format!(
+            "using redis_ca_file {} for CHORUS_REDIS_URL",
+            path.display()
+        )
+    })
+}
+
+/// The data dir holds every message and webhook secret: created 0700 (Unix), and an
+/// existing one open to others is tightened, with a warning.
+fn private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .with_context(|| format!("reading the data directory {}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the data directory was open to others; making it 0700"
+            );
+            // Not ours to change (another owner): say so, but serve.
+            let private = std::fs::Permissions::from_mode(0o700);
+            if let Err(err) = std::fs::set_permissions(dir, private) {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    cause = %err,
+                    "could not make the data directory private"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, tells every WebSocket

@@ -6,8 +6,9 @@ use std::io::Write;
 
 use anyhow::Context;
 use chorus_client::{
-    AddMember, ChannelId, ChannelKind, Client, ConnectionState, CreateChannel, CreateUser,
-    HistoryQuery, MessageId, Policy, Realtime, Role, SendMessage, UserId, UserKind, WorkspaceId,
+    AddMember, ChannelId, ChannelKind, Client, ConnectionState, CreateChannel, CreateToken,
+    CreateUser, HistoryQuery, MessageId, Policy, Realtime, Role, SendMessage, TokenId, UserId,
+    UserKind, UsersQuery, WorkspaceId,
 };
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -21,11 +22,26 @@ pub struct ConnArgs {
     /// Bearer token: an API token, the admin token, or a JWT.
     #[arg(long, env = "CHORUS_TOKEN", hide_env_values = true)]
     token: String,
+    /// PEM file of a CA to trust besides the built-in roots, for an `https://` server
+    /// with a self-signed or private-CA certificate.
+    #[arg(long, env = "CHORUS_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl ConnArgs {
     fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.url, self.token.as_str())?)
+        Ok(Client::with_roots(
+            &self.url,
+            self.token.as_str(),
+            self.roots()?,
+        )?)
+    }
+
+    fn roots(&self) -> anyhow::Result<Option<chorus_client::ExtraRoots>> {
+        Ok(match &self.ca_file {
+            Some(path) => Some(chorus_client::ExtraRoots::from_pem_file(path)?),
+            None => None,
+        })
     }
 }
 
@@ -34,6 +50,9 @@ pub enum ClientCommand {
     /// Manage users (admin token).
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage API tokens: the caller's own, or any user's with an admin token.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Manage workspaces and their members.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
@@ -105,6 +124,61 @@ pub enum UserCommand {
         /// Where an offline agent is woken.
         #[arg(long)]
         webhook_url: Option<String>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Every user, one per line, by id (`deactivated_at` on the deactivated).
+    List {
+        /// Start after this user id.
+        #[arg(long)]
+        after: Option<UserId>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Deactivate a user: their tokens are refused and their sockets closed; their
+    /// messages stay.
+    Deactivate {
+        user_id: UserId,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Reactivate a user: their tokens that were not revoked work again.
+    Reactivate {
+        user_id: UserId,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; prints it with its secret (shown once).
+    Create {
+        /// What it is for, e.g. `laptop` or `ci`.
+        name: String,
+        /// Seconds until it stops working (default: never).
+        #[arg(long)]
+        expires_in: Option<u64>,
+        /// Whose token: default the caller's; another user's needs an admin token.
+        #[arg(long)]
+        user: Option<UserId>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// The tokens, one per line (never their secrets).
+    List {
+        /// Whose tokens: default the caller's.
+        #[arg(long)]
+        user: Option<UserId>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Revoke a token by id: it is refused from now on and its sockets close.
+    Revoke {
+        token_id: TokenId,
+        /// Whose token: default the caller's.
+        #[arg(long)]
+        user: Option<UserId>,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -208,27 +282,8 @@ pub enum ChannelCommand {
 /// Runs one client subcommand.
 pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
     match cmd {
-        ClientCommand::User(UserCommand::Create {
-            name,
-            display_name,
-            agent,
-            admin,
-            webhook_url,
-            conn,
-        }) => {
-            let req = CreateUser {
-                display_name,
-                kind: if agent {
-                    UserKind::Agent
-                } else {
-                    UserKind::Human
-                },
-                webhook_url,
-                admin,
-                ..CreateUser::new(name)
-            };
-            emit(&conn.client()?.create_user(&req).await?)
-        }
+        ClientCommand::User(cmd) => user(cmd).await,
+        ClientCommand::Token(cmd) => token(cmd).await,
         ClientCommand::Workspace(cmd) => workspace(cmd).await,
         ClientCommand::Channel(cmd) => channel(cmd).await,
         ClientCommand::Dm {
@@ -280,6 +335,96 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             messages.iter().try_for_each(emit)
         }
         ClientCommand::Tail { scopes, conn } => tail(&conn, &scopes).await,
+    }
+}
+
+async fn user(cmd: UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Create {
+            name,
+            display_name,
+            agent,
+            admin,
+            webhook_url,
+            conn,
+        } => {
+            let req = CreateUser {
+                display_name,
+                kind: if agent {
+                    UserKind::Agent
+                } else {
+                    UserKind::Human
+                },
+                webhook_url,
+                admin,
+                ..CreateUser::new(name)
+            };
+            emit(&conn.client()?.create_user(&req).await?)
+        }
+        UserCommand::List { after, conn } => {
+            const PAGE: u32 = 200;
+            let client = conn.client()?;
+            let mut query = UsersQuery {
+                after,
+                limit: Some(PAGE),
+            };
+            loop {
+                let users = client.list_users(&query).await?;
+                users.iter().try_for_each(emit)?;
+                match users.last() {
+                    Some(last) if users.len() == PAGE as usize => query.after = Some(last.id),
+                    _ => return Ok(()),
+                }
+            }
+        }
+        UserCommand::Deactivate { user_id, conn } => {
+            emit(&conn.client()?.deactivate_user(user_id).await?)
+        }
+        UserCommand::Reactivate { user_id, conn } => {
+            emit(&conn.client()?.reactivate_user(user_id).await?)
+        }
+    }
+}
+
+/// `--user`, or the caller.
+async fn whose(client: &Client, user: Option<UserId>) -> anyhow::Result<UserId> {
+    match user {
+        Some(user) => Ok(user),
+        None => Ok(client.me().await?.id),
+    }
+}
+
+async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create {
+            name,
+            expires_in,
+            user,
+            conn,
+        } => {
+            let client = conn.client()?;
+            let user = whose(&client, user).await?;
+            let req = CreateToken {
+                expires_in,
+                ..CreateToken::new(name)
+            };
+            emit(&client.create_token(user, &req).await?)
+        }
+        TokenCommand::List { user, conn } => {
+            let client = conn.client()?;
+            let user = whose(&client, user).await?;
+            client.list_tokens(user).await?.iter().try_for_each(emit)
+        }
+        TokenCommand::Revoke {
+            token_id,
+            user,
+            conn,
+        } => {
+            let client = conn.client()?;
+            let user = whose(&client, user).await?;
+            client.revoke_token(user, token_id).await?;
+            Ok(())
+        }
     }
 }
 
@@ -393,7 +538,11 @@ async fn channel(cmd: ChannelCommand) -> anyhow::Result<()> {
 /// Prints every event of the connection until Ctrl-C or the server closes for good. A
 /// lost connection is re-established and resumed by the client; reconnects go to stderr.
 async fn tail(conn: &ConnArgs, scopes: &[String]) -> anyhow::Result<()> {
-    let mut live = Realtime::connect(&conn.url, &conn.token).await?;
+    let options = chorus_client::Options {
+        roots: conn.roots()?,
+        ..chorus_client::Options::default()
+    };
+    let mut live = Realtime::connect_with(&conn.url, &conn.token, options).await?;
     let hello = live.hello();
     eprintln!(
         "connected as user {} (session {}); subscribed to {}",

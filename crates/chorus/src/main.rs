@@ -47,10 +47,22 @@ struct ServeArgs {
     database_pool_size: Option<u32>,
     #[arg(long, env = "CHORUS_REDIS_URL")]
     redis_url: Option<String>,
+    /// PEM CA file for a `rediss://` Redis with a private CA.
+    #[arg(long, env = "CHORUS_REDIS_CA_FILE")]
+    redis_ca_file: Option<PathBuf>,
     #[arg(long, env = "CHORUS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     #[arg(long, env = "CHORUS_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// PEM public key (RSA or P-256) for RS256 / ES256 JWTs.
+    #[arg(long, env = "CHORUS_JWT_PUBLIC_KEY_FILE")]
+    jwt_public_key_file: Option<PathBuf>,
+    /// JWKS for RS256 / ES256 JWTs: a file or an http(s):// URL.
+    #[arg(long, env = "CHORUS_JWT_JWKS")]
+    jwt_jwks: Option<String>,
+    /// Bearer token `/metrics` requires (unset: `/metrics` is open).
+    #[arg(long, env = "CHORUS_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Password-less login for local trials (never in production).
     #[arg(long, env = "CHORUS_DEV")]
     dev: bool,
@@ -130,6 +142,9 @@ impl ServeArgs {
             database_pool_size
         );
         set_opt!(database_url, redis_url, admin_token, jwt_secret);
+        set_opt!(redis_ca_file);
+        set_opt!(jwt_public_key_file, jwt_jwks);
+        set_opt!(metrics_token);
         config.dev |= self.dev;
         Ok(config)
     }
@@ -179,7 +194,12 @@ fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        // Private like the data dir it usually is (0700).
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

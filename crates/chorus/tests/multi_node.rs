@@ -1176,3 +1176,157 @@ async fn a_demotion_on_one_node_ends_subscriptions_a_guest_may_not_hold_on_anoth
         "a guest still receives the public channel on node B: {frames:?}"
     );
 }
+
+// ---- Redis over TLS -----------------------------------------------------------------
+
+/// A CA and a server certificate it signed for 127.0.0.1, as PEM files in `dir`:
+/// (`ca.pem`, `server.pem`, `server.key`).
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let files = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&files.0, ca_cert.pem()).unwrap();
+    std::fs::write(&files.1, cert.pem()).unwrap();
+    std::fs::write(&files.2, key.serialize_pem()).unwrap();
+    files
+}
+
+/// Two nodes on a Redis that speaks only TLS (`rediss://`; its certificate is signed by
+/// a CA made here and given to the nodes as `CHORUS_REDIS_CA_FILE`): a message sent
+/// through node A reaches a client of node B. A node without the CA does not start.
+#[tokio::test]
+async fn two_nodes_relay_through_a_tls_only_redis() {
+    let Some(bin) = redis_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    let port = free_addr().port();
+    let _redis = Command::new(&bin)
+        .args(["--port", "0", "--bind", "127.0.0.1"])
+        .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca)
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut listening = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            listening = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(listening, "redis-server with TLS did not start on {port}");
+    let url = format!("rediss://127.0.0.1:{port}");
+    let db = shared_database(dir.path()).await;
+
+    // Without the CA the certificate is not trusted: the node exits at start.
+    let untrusting = tempfile::tempdir().unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["serve", "--listen", &free_addr().to_string()])
+        .env("CHORUS_DATA_DIR", untrusting.path())
+        .env("CHORUS_DATABASE_URL", &db)
+        .env("CHORUS_REDIS_URL", &url)
+        .env("CHORUS_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let refused = tokio::time::timeout(WAIT, refused).await.unwrap().unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+
+    let ca = ca.to_str().unwrap();
+    let env = [
+        ("CHORUS_DATABASE_URL", db.as_str()),
+        ("CHORUS_REDIS_URL", url.as_str()),
+        ("CHORUS_REDIS_CA_FILE", ca),
+    ];
+    let (a, b) = (free_addr(), free_addr());
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let _node_a = common::serve(a, data_a.path(), ADMIN, &env).await;
+    let _node_b = common::serve(b, data_b.path(), ADMIN, &env).await;
+    let team = setup(a, 2, 1).await;
+    let ch = team.channels[0];
+    let mut on_b = open(b, &team.tokens[1]).await;
+    let id = post_message(a, &team.tokens[0], ch, "across nodes, over TLS", None).await;
+    let v = next_event(&mut on_b, "message.created").await;
+    assert_eq!(v["scope"], format!("channel:{ch}"), "{v}");
+    assert_eq!(v["data"]["id"], id, "{v}");
+}
+
+// ---- Credentials across nodes ------------------------------------------------------
+
+/// alice holds two tokens, with a socket opened with each on node B; one token is
+/// revoked through node A. Node B closes the socket that token opened with 3502 within
+/// 2 s (after `credentials.revoked`), and the other socket stays open.
+#[tokio::test]
+async fn a_token_revoked_on_one_node_closes_its_socket_on_another() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let (_ws, users) = team(a, &["alice"]).await;
+    let (alice, token) = users["alice"].clone();
+    let created = call(
+        a,
+        &token,
+        &format!("/api/v1/users/{alice}/tokens"),
+        json!({"name": "tab on B"}),
+    )
+    .await;
+    let id = created["id"].as_i64().unwrap();
+    let mut doomed = open(b, created["token"].as_str().unwrap()).await;
+    let mut kept = open(b, &token).await;
+
+    let revoked = reqwest::Client::new()
+        .delete(format!("http://{a}/api/v1/users/{alice}/tokens/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), reqwest::StatusCode::NO_CONTENT);
+    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+        let event = next_event(&mut doomed, "credentials.revoked").await;
+        assert_eq!(event["data"]["token_id"], id, "{event}");
+        loop {
+            match doomed.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("node B did not close the revoked token's socket within 2 s");
+    assert_eq!(closed, Some(3502));
+    let ack = request(&mut kept, json!({"op": "ping"})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+}

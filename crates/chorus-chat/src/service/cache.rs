@@ -7,7 +7,9 @@
 //! counter; a read that raced the change is stored under the old epoch and never used).
 //! A change made through another node is seen within [`TTL`]: until then a member
 //! removed elsewhere may still post here, for at most that long. Negative answers (no
-//! such token, no such channel) are never kept.
+//! such token, no such channel) are never kept. So a token revoked (or a user
+//! deactivated) through another node is refused here within [`TTL`] too: the cache
+//! keeps the token's row, and a revoked token has none.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -16,8 +18,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::model::{Channel, ChannelId, User, UserId};
-use crate::store::AgentMember;
+use crate::model::{Channel, ChannelId, UserId};
+use crate::store::{AgentMember, TokenOwner};
 
 /// How long an entry is trusted without a local change.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -70,8 +72,8 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
 
 pub(crate) struct ReadCache {
     epoch: AtomicU64,
-    /// By token hash.
-    tokens: Map<String, User>,
+    /// By token hash: the owner, the token's id and expiry (checked on every use).
+    tokens: Map<String, TokenOwner>,
     channels: Map<(ChannelId, UserId), (Channel, bool)>,
     agents: Map<ChannelId, Vec<AgentMember>>,
 }
@@ -96,12 +98,12 @@ impl ReadCache {
         self.epoch.load(Ordering::Acquire)
     }
 
-    pub(crate) fn token(&self, hash: &str) -> Option<User> {
+    pub(crate) fn token(&self, hash: &str) -> Option<TokenOwner> {
         self.tokens.get(hash, self.epoch())
     }
 
-    pub(crate) fn put_token(&self, hash: String, user: User, epoch: u64) {
-        self.tokens.put(hash, user, epoch);
+    pub(crate) fn put_token(&self, hash: String, owner: TokenOwner, epoch: u64) {
+        self.tokens.put(hash, owner, epoch);
     }
 
     pub(crate) fn channel(&self, ch: ChannelId, user: UserId) -> Option<(Channel, bool)> {
@@ -130,7 +132,15 @@ impl ReadCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Timestamp, UserKind};
+    use crate::model::{Timestamp, TokenId, User, UserKind};
+
+    fn owner(id: i64) -> TokenOwner {
+        TokenOwner {
+            user: user(id),
+            token_id: TokenId(id),
+            expires_at: None,
+        }
+    }
 
     fn user(id: i64) -> User {
         User {
@@ -142,6 +152,7 @@ mod tests {
             status_text: String::new(),
             is_admin: false,
             created_at: Timestamp(0),
+            deactivated_at: None,
         }
     }
 
@@ -149,14 +160,14 @@ mod tests {
     fn a_local_change_drops_entries_and_a_raced_read_is_never_used() {
         let cache = ReadCache::new();
         let epoch = cache.epoch();
-        cache.put_token("h".into(), user(1), epoch);
-        assert_eq!(cache.token("h").map(|u| u.id), Some(UserId(1)));
+        cache.put_token("h".into(), owner(1), epoch);
+        assert_eq!(cache.token("h").map(|o| o.user.id), Some(UserId(1)));
         cache.changed();
         assert!(cache.token("h").is_none(), "dropped by the change");
         // A read that began before a change and is stored after it.
         let before = cache.epoch();
         cache.changed();
-        cache.put_token("h".into(), user(1), before);
+        cache.put_token("h".into(), owner(1), before);
         assert!(cache.token("h").is_none(), "stored under the old epoch");
     }
 }

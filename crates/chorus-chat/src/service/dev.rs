@@ -22,6 +22,9 @@ impl Chat {
             Some(user) if user.is_admin => {
                 return Err(forbidden("dev login never signs in an administrator"));
             }
+            Some(user) if user.deactivated_at.is_some() => {
+                return Err(forbidden("this user is deactivated"));
+            }
             Some(user) => user,
             None => {
                 let create = CreateUser {
@@ -85,7 +88,7 @@ impl Chat {
             };
             self.join_channel(&user, general.id).await?;
         }
-        let token = self.issue_token(&user, "dev login").await?;
+        let token = self.issue_token(&user, "dev login", None).await?.token;
         Ok((user, token))
     }
 }

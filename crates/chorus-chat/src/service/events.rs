@@ -1,6 +1,8 @@
 //! Publishing domain events. Called only after the change they describe is committed;
 //! a broker failure is logged, never undoes the change (clients catch up over HTTP).
 
+use std::time::Duration;
+
 use chorus_realtime::{CloseSessions, Effect, Publish, Scope};
 use serde::Serialize;
 
@@ -76,22 +78,36 @@ impl Chat {
     /// id). Published as `credentials.revoked {reason, token_id?}` on the user's scope,
     /// which each connection receives before it closes.
     pub(crate) async fn close_sessions(&self, user: UserId, credential: Option<i64>, reason: &str) {
-        #[derive(Serialize)]
-        struct Revoked<'a> {
-            reason: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            token_id: Option<i64>,
-        }
-        let effect = Effect {
-            close: Some(CloseSessions { credential }),
-            ..Effect::default()
-        };
-        let data = Revoked {
-            reason,
-            token_id: credential,
-        };
-        self.emit(Publish::new(user_scope(user), "credentials.revoked", &data).with_effect(effect))
+        self.emit(close_sessions_event(user, credential, reason))
             .await;
+    }
+
+    /// [`close_sessions`](Self::close_sessions) once more, [`CLOSE_AGAIN_AFTER`] later: a
+    /// socket whose credentials were checked just before the change (from another
+    /// node's read cache, or by a read that raced the commit) can register after the
+    /// first close went out. For a whole user (`credential: None`, a deactivation) only
+    /// if they are still deactivated then; a token's id is never reused.
+    pub(crate) fn close_sessions_again_later(
+        &self,
+        user: UserId,
+        credential: Option<i64>,
+        reason: &'static str,
+    ) {
+        let (engine, store) = (self.engine.clone(), self.store.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(CLOSE_AGAIN_AFTER).await;
+            if credential.is_none() {
+                match store.user(user).await {
+                    Ok(Some(u)) if u.deactivated_at.is_some() => {}
+                    Ok(_) => return,
+                    Err(err) => tracing::warn!(%user, cause = %err, "closing again anyway"),
+                }
+            }
+            let publish = close_sessions_event(user, credential, reason);
+            if let Err(err) = engine.publish(publish).await {
+                tracing::warn!(%user, cause = %err, "second close not published");
+            }
+        });
     }
 
     /// Publishes `kind` on the user's scope after a change that may have taken away
@@ -114,4 +130,28 @@ impl Chat {
         self.emit(Publish::new(user_scope(user), kind, data).with_effect(effect))
             .await;
     }
+}
+
+/// How long after a revocation or a deactivation its sockets are closed a second time:
+/// past the read cache's TTL, so no node still accepts the credentials then.
+const CLOSE_AGAIN_AFTER: Duration = super::cache::TTL.saturating_add(Duration::from_secs(1));
+
+/// `credentials.revoked` on the user's scope, with the effect that closes their sockets
+/// (see [`Chat::close_sessions`]).
+fn close_sessions_event(user: UserId, credential: Option<i64>, reason: &str) -> Publish {
+    #[derive(Serialize)]
+    struct Revoked<'a> {
+        reason: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token_id: Option<i64>,
+    }
+    let effect = Effect {
+        close: Some(CloseSessions { credential }),
+        ..Effect::default()
+    };
+    let data = Revoked {
+        reason,
+        token_id: credential,
+    };
+    Publish::new(user_scope(user), "credentials.revoked", &data).with_effect(effect)
 }

@@ -8,6 +8,7 @@ pub mod delivery;
 mod dev;
 mod events;
 mod gate;
+pub mod keys;
 mod messages;
 mod pins;
 pub mod presence;
@@ -16,6 +17,7 @@ pub mod presence_redis;
 mod reactions;
 mod reads;
 mod realtime;
+mod tokens;
 mod users;
 mod workspaces;
 
@@ -32,12 +34,14 @@ use presence::{LocalPresence, PresenceTracker};
 pub use agents::{SetWebhook, UserIds, WebhookSettings};
 pub use channels::{CreateChannel, OpenDm, UpdateChannel};
 pub use dev::{DEV_CHANNEL, DEV_WORKSPACE};
+pub use keys::{CreateServerKey, NewKey};
 pub use messages::{EditMessage, SendMessage};
 pub use presence::{NodeStat, SetStatus};
 pub use presence_redis::RedisPresence;
 pub use reads::MarkRead;
 pub use realtime::ChatHooks;
-pub use users::{CreateUser, NewAccount};
+pub use tokens::{CreateToken, MAX_TOKENS_PER_USER, NewApiToken};
+pub use users::{CreateUser, MAX_USERS_PAGE, NewAccount};
 pub use workspaces::{AddMember, SetRole};
 
 /// Domain limits and timings.
@@ -89,6 +93,8 @@ pub struct Chat {
     webhooks: Arc<Notify>,
     /// Token, channel and agent-member reads on the send path ([`cache`]).
     cache: cache::ReadCache,
+    /// Token uses waiting to be written as `last_used_at` ([`tokens`]).
+    token_usage: Arc<tokens::TokenUsage>,
 }
 
 impl Chat {
@@ -108,6 +114,7 @@ impl Chat {
             },
             webhooks: Arc::new(Notify::new()),
             cache: cache::ReadCache::new(),
+            token_usage: tokens::TokenUsage::new(),
         }
     }
 

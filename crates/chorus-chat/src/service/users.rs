@@ -1,15 +1,21 @@
-//! Users, tokens and authentication of opaque tokens, and who sees what of a user: the
-//! full [`User`] (webhook, admin flag) goes to the user themself and to server admins
-//! only; everyone else gets the [`UserProfile`].
+//! Users: creating, listing, deactivating and reactivating them, and who sees what of a
+//! user: the full [`User`] (webhook, admin flag) goes to the user themself and to server
+//! admins only; everyone else gets the [`UserProfile`]. Tokens are `tokens.rs`.
 
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::Chat;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
-use crate::model::{User, UserId, UserKind, UserProfile, UserView, valid_user_name};
+use crate::model::{Timestamp, User, UserId, UserKind, UserProfile, UserView, valid_user_name};
 use crate::store::NewUser;
-use crate::token;
+
+/// Users listed by `GET /api/v1/users` at most per page.
+pub const MAX_USERS_PAGE: u32 = 200;
+/// The name of the user `bootstrap_admin` creates (the admin token's user).
+const BOOTSTRAP_ADMIN: &str = "admin";
+/// What a deactivated agent's pending webhook deliveries record as their last error.
+const DEACTIVATED_WEBHOOK: &str = "the agent was deactivated";
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CreateUser {
@@ -84,7 +90,7 @@ impl Chat {
                 is_admin: req.admin,
             })
             .await?;
-        let token = self.issue_token(&user, "created").await?;
+        let token = self.issue_token(&user, "default", None).await?.token;
         let (user, webhook_secret) = match webhook {
             Some((url, secret)) => {
                 let user = self
@@ -129,46 +135,95 @@ impl Chat {
         Ok(UserView::Profile(UserProfile::from(user)))
     }
 
-    /// Mints and stores a new opaque token for `user`.
-    pub async fn issue_token(&self, user: &User, label: &str) -> Result<String> {
-        let (token, hash) = token::mint();
-        self.store.add_token(user.id, &hash, label).await?;
-        Ok(token)
-    }
-
-    /// The user an opaque token belongs to.
-    pub async fn authenticate_token(&self, token: &str) -> Result<User> {
-        let hash = token::hash(token);
-        if let Some(user) = self.cache.token(&hash) {
-            return Ok(user);
+    /// Finds a user by numeric id or by name (JWT `sub`). A deactivated user is
+    /// refused (`Unauthorized`), as their API tokens are.
+    pub async fn user_by_subject(&self, sub: &str) -> Result<Option<User>> {
+        let user = match sub.parse::<i64>() {
+            Ok(id) => self.store.user(crate::model::UserId(id)).await?,
+            Err(_) => self.store.user_by_name(sub).await?,
+        };
+        if user.as_ref().is_some_and(|u| u.deactivated_at.is_some()) {
+            return Err(ChatError::Unauthorized("the user is deactivated".into()));
         }
-        let epoch = self.cache.epoch();
-        let user = self
-            .store
-            .user_by_token_hash(&hash)
-            .await?
-            .ok_or_else(|| ChatError::Unauthorized("invalid token".into()))?;
-        self.cache.put_token(hash, user.clone(), epoch);
         Ok(user)
     }
 
-    /// Finds a user by numeric id or by name (JWT `sub`).
-    pub async fn user_by_subject(&self, sub: &str) -> Result<Option<User>> {
-        match sub.parse::<i64>() {
-            Ok(id) => self.store.user(crate::model::UserId(id)).await,
-            Err(_) => self.store.user_by_name(sub).await,
+    /// Every user, by id: the first `limit` (default 50, at most [`MAX_USERS_PAGE`])
+    /// after `after`. Server admins only.
+    pub async fn list_users(
+        &self,
+        caller: &User,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<User>> {
+        require_admin(caller)?;
+        let limit = match limit {
+            0 => 50,
+            n => n.min(MAX_USERS_PAGE),
+        };
+        self.store.list_users(after, limit).await
+    }
+
+    /// Deactivates a user (server admins; not oneself, never the bootstrap admin): their
+    /// tokens are refused from now on (on other nodes within the read cache's TTL),
+    /// every socket of theirs closes with 3502 on every node (which takes them
+    /// offline), and an agent is no longer woken: left out of rotations, sent no
+    /// webhooks, its pending deliveries given up. Their messages and memberships stay.
+    /// Deactivating a deactivated user changes nothing.
+    pub async fn deactivate_user(&self, caller: &User, id: UserId) -> Result<User> {
+        require_admin(caller)?;
+        if caller.id == id {
+            return Err(forbidden("you cannot deactivate yourself"));
         }
+        let target = self
+            .store
+            .user(id)
+            .await?
+            .ok_or_else(|| not_found("no such user"))?;
+        if target.is_admin && target.name == BOOTSTRAP_ADMIN {
+            return Err(forbidden("the bootstrap admin cannot be deactivated"));
+        }
+        let now = Timestamp::now();
+        let user = self
+            .store
+            .set_deactivated(id, Some(now))
+            .await?
+            .ok_or_else(|| not_found("no such user"))?;
+        self.cache.changed();
+        self.close_sessions(id, None, "deactivated").await;
+        self.close_sessions_again_later(id, None, "deactivated");
+        if let Err(err) = self
+            .store
+            .fail_pending_webhooks(id, now, DEACTIVATED_WEBHOOK)
+            .await
+        {
+            tracing::warn!(user = %id, cause = %err, "pending webhooks of a deactivated agent kept");
+        }
+        Ok(user)
+    }
+
+    /// Reactivates a user (server admins): their tokens that were not revoked (and have
+    /// not expired) work again. Reactivating an active user changes nothing.
+    pub async fn reactivate_user(&self, caller: &User, id: UserId) -> Result<User> {
+        require_admin(caller)?;
+        let user = self
+            .store
+            .set_deactivated(id, None)
+            .await?
+            .ok_or_else(|| not_found("no such user"))?;
+        self.cache.changed();
+        Ok(user)
     }
 
     /// Ensures the `admin` user exists. When it is created, so is its first token,
     /// returned (once) so the operator can be told.
     pub async fn bootstrap_admin(&self) -> Result<(User, Option<String>)> {
-        if let Some(admin) = self.store.user_by_name("admin").await? {
+        if let Some(admin) = self.store.user_by_name(BOOTSTRAP_ADMIN).await? {
             return Ok((admin, None));
         }
         let created = self
             .create_user_unchecked(CreateUser {
-                name: "admin".into(),
+                name: BOOTSTRAP_ADMIN.into(),
                 display_name: Some("Administrator".into()),
                 kind: UserKind::Human,
                 webhook_url: None,
@@ -180,12 +235,20 @@ impl Chat {
             Ok(account) => Ok((account.user, Some(account.token))),
             // Another node sharing the database created it first.
             Err(ChatError::Conflict(_)) => {
-                let admin = self.store.user_by_name("admin").await?;
+                let admin = self.store.user_by_name(BOOTSTRAP_ADMIN).await?;
                 admin
                     .map(|admin| (admin, None))
                     .ok_or_else(|| ChatError::Conflict("admin creation raced".into()))
             }
             Err(err) => Err(err),
         }
+    }
+}
+
+fn require_admin(caller: &User) -> Result<()> {
+    if caller.is_admin {
+        Ok(())
+    } else {
+        Err(forbidden("only a server admin"))
     }
 }

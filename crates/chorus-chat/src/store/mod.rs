@@ -2,6 +2,7 @@
 //! backend module implementing all of them: `sqlite` (embedded, one node) and
 //! `postgres` (shared by several nodes). Row types common to both are in `rows`.
 
+mod keys;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::model::*;
 
+pub use keys::{KeyPermission, KeyStore, NewServerKey, ServerKey, ServerKeyId};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -20,6 +22,23 @@ pub struct NewUser {
     pub kind: UserKind,
     pub webhook_url: Option<String>,
     pub is_admin: bool,
+}
+
+/// A token to store: only its hash, never the secret.
+pub struct NewToken {
+    pub user_id: UserId,
+    pub hash: String,
+    pub name: String,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// Who a token belongs to, with the token's id and expiry. The user may be deactivated
+/// and the token expired: judging that is the service's business.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenOwner {
+    pub user: User,
+    pub token_id: TokenId,
+    pub expires_at: Option<Timestamp>,
 }
 
 pub struct NewChannel {
@@ -87,8 +106,22 @@ pub trait UserStore: Send + Sync {
     async fn user(&self, id: UserId) -> Result<Option<User>>;
     async fn user_by_name(&self, name: &str) -> Result<Option<User>>;
     async fn count_users(&self) -> Result<i64>;
-    async fn add_token(&self, user: UserId, hash: &str, label: &str) -> Result<()>;
-    async fn user_by_token_hash(&self, hash: &str) -> Result<Option<User>>;
+    /// Users by id, the first `limit` after `after`.
+    async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>>;
+    /// Deactivates (`Some`: keeps an earlier time when already deactivated) or
+    /// reactivates (`None`) a user; `None` when there is no such user.
+    async fn set_deactivated(&self, user: UserId, at: Option<Timestamp>) -> Result<Option<User>>;
+    /// Stores a token. Fails with `Conflict` when the hash exists.
+    async fn add_token(&self, new: NewToken) -> Result<ApiToken>;
+    /// The token with this hash and its owner.
+    async fn token_owner(&self, hash: &str) -> Result<Option<TokenOwner>>;
+    /// A user's tokens, oldest first.
+    async fn tokens(&self, user: UserId) -> Result<Vec<ApiToken>>;
+    /// Deletes one of `user`'s tokens; `false` when `user` has no token with this id.
+    async fn delete_token(&self, user: UserId, id: TokenId) -> Result<bool>;
+    /// Records when tokens were last used; a time never moves back (another node may
+    /// have written a later one). Unknown ids are ignored.
+    async fn touch_tokens(&self, used: &[(TokenId, Timestamp)]) -> Result<()>;
     /// What the database holds of a user's presence. `online` is always `false` here:
     /// connections are the presence tracker's business, not the database's.
     async fn presence(&self, user: UserId) -> Result<Option<Presence>>;
@@ -288,7 +321,8 @@ pub trait AgentStore: Send + Sync {
     /// Who observes the workspace's `on_duty` channels, by user id.
     async fn observers(&self, ws: WorkspaceId) -> Result<Vec<UserId>>;
     async fn set_observers(&self, ws: WorkspaceId, users: &[UserId]) -> Result<()>;
-    /// The channel's members of kind `agent`, by id.
+    /// The channel's members of kind `agent`, by id; deactivated agents are left out (they
+    /// are neither rotated to nor sent webhooks).
     async fn agent_members(&self, ch: ChannelId) -> Result<Vec<AgentMember>>;
     /// The agent a `round_robin` channel woke last.
     async fn last_woken(&self, ch: ChannelId) -> Result<Option<UserId>>;
@@ -325,6 +359,9 @@ pub trait AgentStore: Send + Sync {
     ) -> Result<()>;
     /// An agent's deliveries, newest first, each with its attempts.
     async fn webhook_deliveries(&self, user: UserId, limit: u32) -> Result<Vec<WebhookDelivery>>;
+    /// Gives up every pending delivery of `user` (recorded as failed with `error`, at
+    /// `at`); how many there were. An attempt in flight still records its outcome.
+    async fn fail_pending_webhooks(&self, user: UserId, at: Timestamp, error: &str) -> Result<u64>;
 }
 
 /// Whether the database answers (feeds `/readyz`).
@@ -345,6 +382,7 @@ pub trait Store:
     + ReactionStore
     + PinStore
     + AgentStore
+    + KeyStore
 {
 }
 
@@ -358,5 +396,6 @@ impl<T> Store for T where
         + ReactionStore
         + PinStore
         + AgentStore
+        + KeyStore
 {
 }

@@ -35,6 +35,7 @@ pub(crate) struct UserRow {
     status_text: String,
     is_admin: bool,
     created_at: i64,
+    deactivated_at: Option<i64>,
 }
 
 impl UserRow {
@@ -48,6 +49,48 @@ impl UserRow {
             status_text: self.status_text,
             is_admin: self.is_admin,
             created_at: Timestamp(self.created_at),
+            deactivated_at: self.deactivated_at.map(Timestamp),
+        })
+    }
+}
+
+/// A token as listed, read with either backend's `TOKEN_COLUMNS`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenRow {
+    id: i64,
+    name: String,
+    created_at: i64,
+    expires_at: Option<i64>,
+    last_used_at: Option<i64>,
+}
+
+impl From<TokenRow> for ApiToken {
+    fn from(r: TokenRow) -> Self {
+        Self {
+            id: TokenId(r.id),
+            name: r.name,
+            created_at: Timestamp(r.created_at),
+            expires_at: r.expires_at.map(Timestamp),
+            last_used_at: r.last_used_at.map(Timestamp),
+        }
+    }
+}
+
+/// A token's owner with the token's id and expiry (`UserStore::token_owner`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenOwnerRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    token_id: i64,
+    token_expires_at: Option<i64>,
+}
+
+impl TokenOwnerRow {
+    pub(crate) fn into_owner(self) -> Result<crate::store::TokenOwner> {
+        Ok(crate::store::TokenOwner {
+            user: self.user.into_user()?,
+            token_id: TokenId(self.token_id),
+            expires_at: self.token_expires_at.map(Timestamp),
         })
     }
 }

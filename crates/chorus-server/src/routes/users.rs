@@ -1,10 +1,11 @@
-//! `/api/v1/users`, `/api/v1/me`, and the `--dev` login. A user's full record (webhook,
-//! admin flag) is answered only to the user themself and to server admins.
+//! `/api/v1/users`, `/api/v1/me`, users' API tokens, deactivation, and the `--dev`
+//! login. A user's full record (webhook, admin flag) is answered only to the user
+//! themself and to server admins; a token's secret only once, to whoever created it.
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chorus_chat::model::{User, UserId, UserView, WebhookDelivery};
-use chorus_chat::service::{CreateUser, SetWebhook, WebhookSettings};
+use chorus_chat::model::{ApiToken, TokenId, User, UserId, UserView, WebhookDelivery};
+use chorus_chat::service::{CreateToken, CreateUser, NewApiToken, SetWebhook, WebhookSettings};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -31,6 +32,14 @@ pub struct DeliveriesQuery {
     pub limit: Option<u32>,
 }
 
+#[derive(Deserialize, IntoParams)]
+pub struct UsersQuery {
+    /// Page size: default 50, at most 200.
+    pub limit: Option<u32>,
+    /// Only users with a greater id (the last id of the previous page).
+    pub after: Option<i64>,
+}
+
 #[derive(Deserialize, ToSchema)]
 pub struct DevLogin {
     pub name: String,
@@ -38,12 +47,16 @@ pub struct DevLogin {
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(create_user))
+        .routes(routes!(create_user, list_users))
         .routes(routes!(me))
         .routes(routes!(get_user))
         .routes(routes!(dev_login))
         .routes(routes!(set_webhook))
         .routes(routes!(webhook_deliveries))
+        .routes(routes!(create_token, list_tokens))
+        .routes(routes!(revoke_token))
+        .routes(routes!(deactivate_user))
+        .routes(routes!(reactivate_user))
 }
 
 /// Create a user and its first API token (admin token required).
@@ -139,4 +152,91 @@ async fn webhook_deliveries(
             .webhook_deliveries(&caller, UserId(id), q.limit.unwrap_or(0))
             .await?,
     ))
+}
+
+/// Every user, by id, with their state (`deactivated_at` when deactivated): server
+/// admins only. Page with `after` = the last id of the previous page.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(UsersQuery),
+    responses((status = 200, body = [User]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_users(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Query(q): Query<UsersQuery>,
+) -> ApiResult<Json<Vec<User>>> {
+    let after = q.after.map(UserId);
+    Ok(Json(
+        state
+            .chat
+            .list_users(&caller, after, q.limit.unwrap_or(0))
+            .await?,
+    ))
+}
+
+/// Create an API token for a user (the user themself or a server admin): named, and
+/// expiring after `expires_in` seconds when given. The secret (`token`) is in this
+/// answer only. 409 when the user is deactivated or already holds 100 tokens.
+#[utoipa::path(post, path = "/api/v1/users/{id}/tokens", tag = "tokens", request_body = CreateToken,
+    params(("id" = i64, Path)), responses((status = 201, body = NewApiToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_token(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<CreateToken>,
+) -> ApiResult<(StatusCode, Json<NewApiToken>)> {
+    let created = state.chat.create_token(&caller, UserId(id), req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// A user's API tokens, oldest first, expired ones included (the user themself or a
+/// server admin): never a secret.
+#[utoipa::path(get, path = "/api/v1/users/{id}/tokens", tag = "tokens", params(("id" = i64, Path)),
+    responses((status = 200, body = [ApiToken]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_tokens(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<ApiToken>>> {
+    Ok(Json(state.chat.list_tokens(&caller, UserId(id)).await?))
+}
+
+/// Revoke a token (the user themself or a server admin): it is refused from now on, and
+/// every socket opened with it closes with 3502 on every node.
+#[utoipa::path(delete, path = "/api/v1/users/{id}/tokens/{token_id}", tag = "tokens",
+    params(("id" = i64, Path), ("token_id" = i64, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn revoke_token(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((id, token_id)): Path<(i64, i64)>,
+) -> ApiResult<StatusCode> {
+    state
+        .chat
+        .revoke_token(&caller, UserId(id), TokenId(token_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deactivate a user (server admins; not oneself, never the bootstrap admin): their
+/// tokens stop working, their sockets close with 3502 on every node, and an agent is
+/// no longer woken or sent webhooks. Their messages stay.
+#[utoipa::path(post, path = "/api/v1/users/{id}/deactivate", tag = "users", params(("id" = i64, Path)),
+    responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn deactivate_user(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<User>> {
+    Ok(Json(state.chat.deactivate_user(&caller, UserId(id)).await?))
+}
+
+/// Reactivate a user (server admins): their tokens that were not revoked and have not
+/// expired work again.
+#[utoipa::path(post, path = "/api/v1/users/{id}/reactivate", tag = "users", params(("id" = i64, Path)),
+    responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn reactivate_user(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<User>> {
+    Ok(Json(state.chat.reactivate_user(&caller, UserId(id)).await?))
 }

@@ -106,6 +106,7 @@ impl AgentStore for PgStore {
             // membership, whatever the channel's size.
             "SELECT users.id, users.webhook_url FROM users CROSS JOIN channel_members cm
              WHERE users.kind = 'agent' AND cm.channel_id = $1 AND cm.user_id = users.id
+               AND users.deactivated_at IS NULL
              ORDER BY users.id",
         )
         .bind(ch.0)
@@ -342,5 +343,18 @@ impl AgentStore for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn fail_pending_webhooks(&self, user: UserId, at: Timestamp, error: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'failed', last_error = $1, finished_at = $2
+             WHERE user_id = $3 AND status = 'pending'",
+        )
+        .bind(error)
+        .bind(at.0)
+        .bind(user.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 }

@@ -104,6 +104,7 @@ impl AgentStore for SqliteStore {
             // key probe of the membership inside, whatever the channel's size.
             "SELECT users.id, users.webhook_url FROM users CROSS JOIN channel_members cm
              WHERE users.kind = 'agent' AND cm.channel_id = ? AND cm.user_id = users.id
+               AND users.deactivated_at IS NULL
              ORDER BY users.id",
         )
         .bind(ch.0)
@@ -341,5 +342,18 @@ impl AgentStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn fail_pending_webhooks(&self, user: UserId, at: Timestamp, error: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'failed', last_error = ?, finished_at = ?
+             WHERE user_id = ? AND status = 'pending'",
+        )
+        .bind(error)
+        .bind(at.0)
+        .bind(user.0)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
     }
 }

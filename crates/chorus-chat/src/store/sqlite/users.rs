@@ -3,13 +3,17 @@ use async_trait::async_trait;
 use super::{SqliteStore, conflict_or};
 use crate::error::{ChatError, Result};
 use crate::model::*;
-use crate::store::rows::{UserRow, presence_row};
-use crate::store::{NewUser, UserStore};
+use crate::store::rows::{TokenOwnerRow, TokenRow, UserRow, presence_row};
+use crate::store::{NewToken, NewUser, TokenOwner, UserStore};
 
 /// The stored part of a user's presence, as read by [`presence_row`].
 pub(super) const PRESENCE_COLUMNS: &str = "users.id, users.last_seen, users.status_text";
 
-pub(super) const USER_COLUMNS: &str = "users.id, users.name, users.display_name, users.kind, users.webhook_url, users.status_text, users.is_admin, users.created_at";
+pub(super) const USER_COLUMNS: &str = "users.id, users.name, users.display_name, users.kind, users.webhook_url, users.status_text, users.is_admin, users.created_at, users.deactivated_at";
+/// A token as listed (`rows::TokenRow`).
+const TOKEN_COLUMNS: &str =
+    "tokens.id, tokens.name, tokens.created_at, tokens.expires_at, tokens.last_used_at";
+
 /// What others may see of a user (`rows::ProfileRow`): no webhook, no admin flag.
 pub(super) const PROFILE_COLUMNS: &str =
     "users.id, users.name, users.display_name, users.kind, users.status_text, users.created_at";
@@ -57,25 +61,96 @@ impl UserStore for SqliteStore {
             .await?)
     }
 
-    async fn add_token(&self, user: UserId, hash: &str, label: &str) -> Result<()> {
-        sqlx::query("INSERT INTO tokens (hash, user_id, label, created_at) VALUES (?, ?, ?, ?)")
-            .bind(hash)
-            .bind(user.0)
-            .bind(label)
-            .bind(Timestamp::now().0)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+    async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>> {
+        let rows: Vec<UserRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(after.map_or(0, |u| u.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter().map(UserRow::into_user).collect()
     }
 
-    async fn user_by_token_hash(&self, hash: &str) -> Result<Option<User>> {
-        let row: Option<UserRow> = sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS} FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = ?"
+    async fn set_deactivated(&self, user: UserId, at: Option<Timestamp>) -> Result<Option<User>> {
+        let query = match at {
+            Some(_) => format!(
+                "UPDATE users SET deactivated_at = COALESCE(deactivated_at, ?)
+                 WHERE id = ? RETURNING {USER_COLUMNS}"
+            ),
+            None => {
+                format!("UPDATE users SET deactivated_at = ? WHERE id = ? RETURNING {USER_COLUMNS}")
+            }
+        };
+        let row: Option<UserRow> = sqlx::query_as(&query)
+            .bind(at.map(|t| t.0))
+            .bind(user.0)
+            .fetch_optional(&self.writer)
+            .await?;
+        row.map(UserRow::into_user).transpose()
+    }
+
+    async fn add_token(&self, new: NewToken) -> Result<ApiToken> {
+        let row: TokenRow = sqlx::query_as(&format!(
+            "INSERT INTO tokens (hash, user_id, name, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?) RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(&new.hash)
+        .bind(new.user_id.0)
+        .bind(&new.name)
+        .bind(Timestamp::now().0)
+        .bind(new.expires_at.map(|t| t.0))
+        .fetch_one(&self.writer)
+        .await
+        .map_err(|e| conflict_or(e, "a token with this hash"))?;
+        Ok(row.into())
+    }
+
+    async fn token_owner(&self, hash: &str) -> Result<Option<TokenOwner>> {
+        let row: Option<TokenOwnerRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS}, tokens.id AS token_id, tokens.expires_at AS token_expires_at
+             FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = ?"
         ))
         .bind(hash)
         .fetch_optional(&self.reader)
         .await?;
-        row.map(UserRow::into_user).transpose()
+        row.map(TokenOwnerRow::into_owner).transpose()
+    }
+
+    async fn tokens(&self, user: UserId) -> Result<Vec<ApiToken>> {
+        let rows: Vec<TokenRow> = sqlx::query_as(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE user_id = ? ORDER BY id"
+        ))
+        .bind(user.0)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(ApiToken::from).collect())
+    }
+
+    async fn delete_token(&self, user: UserId, id: TokenId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM tokens WHERE id = ? AND user_id = ?")
+            .bind(id.0)
+            .bind(user.0)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn touch_tokens(&self, used: &[(TokenId, Timestamp)]) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        for (id, at) in used {
+            sqlx::query(
+                "UPDATE tokens SET last_used_at = ?
+                 WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+            )
+            .bind(at.0)
+            .bind(id.0)
+            .bind(at.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn presence(&self, user: UserId) -> Result<Option<Presence>> {
