@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::{ADMIN_TOKEN, TestServer, TestUser, WAIT};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// A plain HTTP/1.1 listener on `127.0.0.1:{port}` (and `[::1]:{port}` when the host has
@@ -66,30 +66,9 @@ impl Listener {
 
     /// Reads one request (head and `Content-Length` body) and answers it.
     async fn answer(self, mut stream: TcpStream) {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some((head, _body)) = common::read_request(&mut stream).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let length: usize = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + length {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
         let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
         let code = self
             .script

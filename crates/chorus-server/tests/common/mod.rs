@@ -765,3 +765,36 @@ pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!("{prefix}-{}", N.fetch_add(1, Ordering::Relaxed))
 }
+
+/// Reads one HTTP/1.1 request (head and `Content-Length` body) from a test receiver's
+/// connection; `None` if it ends first.
+pub async fn read_request<S>(stream: &mut S) -> Option<(String, Vec<u8>)>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some((head, buf.split_off(head_end)))
+}
