@@ -841,24 +841,20 @@ async fn custom_and_dm_policies_and_a_policy_change_apply_to_the_next_message() 
 #[tokio::test]
 async fn the_openapi_document_describes_the_agent_routes() {
     let s = TestServer::start().await;
-    let doc = s
-        .call(reqwest::Method::GET, "/openapi.json", None, None)
-        .await
-        .expect_status(StatusCode::OK)
-        .body;
-    let paths = &doc["paths"];
-    for (path, method) in [
-        ("/api/v1/channels/{id}/on-duty", "get"),
-        ("/api/v1/channels/{id}/on-duty", "put"),
-        ("/api/v1/channels/{id}/wake-list", "get"),
-        ("/api/v1/channels/{id}/wake-list", "put"),
-        ("/api/v1/workspaces/{id}/observers", "get"),
-        ("/api/v1/workspaces/{id}/observers", "put"),
-        ("/api/v1/users/{id}/webhook", "put"),
-        ("/api/v1/users/{id}/webhook-deliveries", "get"),
-    ] {
-        assert!(paths[path][method].is_object(), "{method} {path} missing");
-    }
+    let doc = common::documented_routes(
+        &s,
+        &[
+            ("/api/v1/channels/{id}/on-duty", "get"),
+            ("/api/v1/channels/{id}/on-duty", "put"),
+            ("/api/v1/channels/{id}/wake-list", "get"),
+            ("/api/v1/channels/{id}/wake-list", "put"),
+            ("/api/v1/workspaces/{id}/observers", "get"),
+            ("/api/v1/workspaces/{id}/observers", "put"),
+            ("/api/v1/users/{id}/webhook", "put"),
+            ("/api/v1/users/{id}/webhook-deliveries", "get"),
+        ],
+    )
+    .await;
     let schemas = &doc["components"]["schemas"];
     assert!(schemas["WebhookDelivery"]["properties"]["attempt_log"].is_object());
     assert!(schemas["UserWithToken"]["properties"]["webhook_secret"].is_object());

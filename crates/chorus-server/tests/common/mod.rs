@@ -798,3 +798,19 @@ where
     }
     Some((head, buf.split_off(head_end)))
 }
+
+/// The server's `/openapi.json`, with a check that each `(path, method)` is in it.
+pub async fn documented_routes(s: &TestServer, routes: &[(&str, &str)]) -> Value {
+    let doc = s
+        .call(Method::GET, "/openapi.json", None, None)
+        .await
+        .expect_status(StatusCode::OK)
+        .body;
+    for (path, method) in routes {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing"
+        );
+    }
+    doc
+}
