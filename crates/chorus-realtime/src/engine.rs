@@ -30,6 +30,8 @@ pub struct EngineConfig {
     /// Most subscriptions one connection may hold through `subscribe` / `resume`
     /// (and most scopes one `resume` may name); beyond it: `limit_exceeded`.
     pub max_subscriptions: usize,
+    /// Where the engine reads the time (heartbeats, publish times, retention, expiry).
+    pub clock: crate::Clock,
 }
 
 impl Default for EngineConfig {
@@ -43,6 +45,7 @@ impl Default for EngineConfig {
             flood_strikes: 200,
             retention: Retention::default(),
             max_subscriptions: 1_000,
+            clock: crate::Clock::system(),
         }
     }
 }

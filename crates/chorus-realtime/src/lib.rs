@@ -21,9 +21,11 @@
 //!   the outbox writes frames it encodes itself (one `write` per batch).
 //! - [`hooks`]: what the embedding application decides (who may read a scope, which
 //!   scopes a user starts with, what `typing` means).
+//! - [`clock`]: the time every part asks for; tests stop and advance it.
 //! - [`metrics`]: counters read by `/metrics` and `/api/v1/realtime/stats`.
 
 pub mod broker;
+pub mod clock;
 pub mod engine;
 pub mod event;
 pub mod hooks;
@@ -37,6 +39,7 @@ pub mod subscriptions;
 mod writer;
 
 pub use broker::{Broker, BrokerError, EventSink, History, MemoryBroker, Retention};
+pub use clock::Clock;
 pub use engine::{Engine, EngineConfig};
 pub use event::{CloseSessions, Effect, Event, Mark, Marks, Publish};
 pub use hooks::{HookError, SessionAuth, SessionHooks};

@@ -56,6 +56,8 @@ pub struct ChatConfig {
     /// How long a user stays online after their last connection closed, so a page
     /// reload does not announce offline-then-online.
     pub presence_grace: Duration,
+    /// Where the service reads the time (presence, limits, caches, token expiry).
+    pub clock: chorus_realtime::Clock,
 }
 
 impl Default for ChatConfig {
@@ -65,6 +67,7 @@ impl Default for ChatConfig {
             typing_per_minute: 60,
             typing_expires: Duration::from_secs(5),
             presence_grace: Duration::from_secs(3),
+            clock: chorus_realtime::Clock::system(),
         }
     }
 }
