@@ -14,6 +14,8 @@ pub mod error;
 pub mod model;
 pub mod service;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod token;
 
 pub use error::ChatError;

@@ -48,11 +48,14 @@ pub struct Built {
 /// Opens storage (running migrations), creates the engine and the domain, and makes
 /// sure the `admin` user exists.
 pub async fn build(config: Config) -> anyhow::Result<Built> {
+    let clock = config.chat().clock;
     let store: Arc<dyn Store> = match config.database_url.as_deref() {
-        Some(url) if url.starts_with("sqlite:") => Arc::new(SqliteStore::open_url(url).await?),
+        Some(url) if url.starts_with("sqlite:") => {
+            Arc::new(SqliteStore::open_url(url, clock).await?)
+        }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             Arc::new(
-                PgStore::connect(url, config.database_pool_size)
+                PgStore::connect(url, config.database_pool_size, clock)
                     .await
                     .context("opening the PostgreSQL database")?,
             )
@@ -63,7 +66,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         None => {
             private_data_dir(&config.data_dir)?;
             Arc::new(
-                SqliteStore::open(&config.data_dir.join("chorus.db"))
+                SqliteStore::open(&config.data_dir.join("chorus.db"), clock)
                     .await
                     .context("opening the embedded database")?,
             )

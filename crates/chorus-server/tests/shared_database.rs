@@ -8,7 +8,7 @@
 
 mod common;
 
-use chorus_chat::store::postgres::ScratchDatabase;
+use chorus_chat::testing::ScratchDatabase;
 use common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

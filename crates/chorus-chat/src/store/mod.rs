@@ -1,10 +1,13 @@
-//! Storage, one trait per area. The domain only sees these traits; each database has a
-//! backend module implementing all of them: `sqlite` (embedded, one node) and
-//! `postgres` (shared by several nodes). Row types common to both are in `rows`.
+//! Storage, one trait per area. The domain only sees these traits. They are
+//! implemented once, in `sql` (each query written once, for both databases); the
+//! backend modules only open their database and say what differs in its dialect:
+//! `sqlite` (embedded, one node) and `postgres` (shared by several nodes). Row types
+//! are in `rows`.
 
 mod keys;
 pub mod postgres;
 mod rows;
+pub mod sql;
 pub mod sqlite;
 
 use async_trait::async_trait;

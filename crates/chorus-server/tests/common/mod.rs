@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chorus_chat::store::postgres::ScratchDatabase;
+use chorus_chat::testing::ScratchDatabase;
 use chorus_server::Config;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::header::HeaderMap;

@@ -2,43 +2,39 @@
 //!
 //! Several Chorus nodes may share the database, so nothing here relies on being the
 //! only writer: races are settled by unique constraints (`ON CONFLICT`) and row locks,
-//! never by a check-then-write in the application. Each area's trait lives in its own
-//! file, as in the SQLite backend.
-
-mod agents;
-mod channels;
-mod keys;
-mod messages;
-mod pins;
-mod reactions;
-mod reads;
-pub mod scratch;
-mod users;
-mod workspaces;
+//! never by a check-then-write in the application: the statements are the ones every
+//! backend runs (`sql/`), with the row locks and `SKIP LOCKED` of this [`Dialect`].
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
+use chorus_realtime::Clock;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, Postgres};
 
-use crate::store::rows::{conflict_or, parse};
-
-pub use scratch::ScratchDatabase;
+use super::sql::{Dialect, Sql};
 
 /// How long a request waits for a pooled connection before failing as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct PgStore {
-    pool: PgPool,
+/// The shared store: the one implementation ([`Sql`]) on PostgreSQL.
+pub type PgStore = Sql<Postgres>;
+
+impl Dialect for Postgres {
+    // `NO KEY UPDATE`: does not block inserts of rows that reference the locked one
+    // (their foreign keys take key-share locks).
+    const LOCK_ROW: Option<&'static str> = Some("FOR NO KEY UPDATE");
+    const SKIP_LOCKED: &'static str = "FOR UPDATE SKIP LOCKED";
+    const REACTION_ORDER: &'static str = "seq";
+    const USER_ID_LIST: &'static str = "string_agg(user_id::TEXT, ',' ORDER BY user_id)";
 }
 
-impl PgStore {
+impl Sql<Postgres> {
     /// Connects to a `postgres://…` (or `postgresql://…`) URL with a pool of up to
     /// `max_connections`, and migrates the database. Fails when the server cannot be
     /// reached now; later outages fail the requests that need the database.
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, max_connections: u32, clock: Clock) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("parsing the PostgreSQL URL")?;
         // One direct attempt first: it fails at once with the cause (refused, auth,
         // no such database), where the pool would retry until its timeout and only
@@ -61,14 +57,20 @@ impl PgStore {
             .run(&pool)
             .await
             .context("running migrations")?;
-        Ok(Self { pool })
+        Ok(Self {
+            writer: pool.clone(),
+            reader: pool,
+            clock,
+            plain_inserts: None,
+            tasks: Vec::new(),
+        })
     }
 }
 
 #[async_trait::async_trait]
-impl crate::store::HealthStore for PgStore {
+impl crate::store::HealthStore for Sql<Postgres> {
     async fn ping(&self) -> crate::error::Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.writer).await?;
         Ok(())
     }
 }

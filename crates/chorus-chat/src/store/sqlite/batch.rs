@@ -9,33 +9,58 @@ use std::collections::HashSet;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::messages::insert_row;
-use crate::error::Result;
+use chorus_realtime::Clock;
+
+use crate::error::{ChatError, Result};
 use crate::model::{MessageId, Timestamp};
 use crate::store::rows::{created_message, mentions_json};
+use crate::store::sql::{PlainInserts, Sql};
 use crate::store::{Inserted, NewMessage};
 
 /// Messages per statement, at most (7 bound values each, far under SQLite's limit).
 const MAX_BATCH: usize = 256;
 
-pub(super) struct Job {
-    pub new: NewMessage,
+struct Job {
+    new: NewMessage,
     /// `None`: the idempotency key is taken (the caller looks up the earlier message).
-    pub reply: oneshot::Sender<Result<Option<Inserted>>>,
+    reply: oneshot::Sender<Result<Option<Inserted>>>,
 }
 
-/// The batcher's queue; the task ends when the store (its sender) is dropped.
-pub(super) fn start(writer: SqlitePool) -> (mpsc::Sender<Job>, tokio::task::AbortHandle) {
-    let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-    let task = tokio::spawn(run(writer, rx));
-    (tx, task.abort_handle())
+/// The batcher's queue, where the store sends plain inserts.
+pub(super) struct Batcher {
+    jobs: mpsc::Sender<Job>,
 }
 
-async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+#[async_trait::async_trait]
+impl PlainInserts for Batcher {
+    async fn insert(&self, new: &NewMessage) -> Result<Option<Inserted>> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            new: new.clone(),
+            reply,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| ChatError::Internal(anyhow::anyhow!("the insert batcher is gone")))?;
+        answer.await.map_err(|_| {
+            ChatError::Internal(anyhow::anyhow!("the insert batcher dropped a send"))
+        })?
+    }
+}
+
+/// The batcher and its task; the task ends when the store (the batcher) is dropped.
+pub(super) fn start(writer: SqlitePool, clock: Clock) -> (Batcher, tokio::task::AbortHandle) {
+    let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
+    let task = tokio::spawn(run(writer, clock, rx));
+    (Batcher { jobs }, task.abort_handle())
+}
+
+async fn run(writer: SqlitePool, clock: Clock, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let batch = std::mem::take(&mut jobs);
-        match insert_batch(&writer, &batch).await {
+        match insert_batch(&writer, &clock, &batch).await {
             Ok(results) => {
                 for (job, result) in batch.into_iter().zip(results) {
                     let _ = job.reply.send(Ok(result));
@@ -50,17 +75,21 @@ async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
             Err(err) => {
                 tracing::debug!(cause = %err, n = batch.len(), "batched insert failed; one by one");
                 for job in batch {
-                    let _ = job.reply.send(insert_one(&writer, &job.new).await);
+                    let _ = job.reply.send(insert_one(&writer, &clock, &job.new).await);
                 }
             }
         }
     }
 }
 
-async fn insert_one(writer: &SqlitePool, new: &NewMessage) -> Result<Option<Inserted>> {
+async fn insert_one(
+    writer: &SqlitePool,
+    clock: &Clock,
+    new: &NewMessage,
+) -> Result<Option<Inserted>> {
     let mut conn = writer.acquire().await?;
-    let created_at = Timestamp::now();
-    let id = insert_row(&mut conn, new, created_at).await?;
+    let created_at = Timestamp(clock.now_ms());
+    let id = Sql::<Sqlite>::insert_row(&mut conn, new, created_at).await?;
     Ok(id.map(|id| Inserted {
         message: created_message(new, id, created_at),
         created: true,
@@ -71,10 +100,14 @@ async fn insert_one(writer: &SqlitePool, new: &NewMessage) -> Result<Option<Inse
 /// Inserts every job's row in one statement; a row whose idempotency key is taken is
 /// skipped (`None`). Ids are assigned in the order of the `VALUES` list, which is how
 /// the returned rows are matched back to the jobs without a key.
-async fn insert_batch(writer: &SqlitePool, jobs: &[Job]) -> Result<Vec<Option<Inserted>>> {
+async fn insert_batch(
+    writer: &SqlitePool,
+    clock: &Clock,
+    jobs: &[Job],
+) -> Result<Vec<Option<Inserted>>> {
     let mut conn = writer.acquire().await?;
     // Taken with the writer held, so times rise with ids.
-    let created_at = Timestamp::now();
+    let created_at = Timestamp(clock.now_ms());
     let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
         "INSERT INTO messages (channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key) ",
     );
@@ -129,9 +162,4 @@ async fn insert_batch(writer: &SqlitePool, jobs: &[Job]) -> Result<Vec<Option<In
         }));
     }
     Ok(out)
-}
-
-/// Whether a message is one row and nothing else (no mention rows, no thread summary).
-pub(super) fn batchable(new: &NewMessage) -> bool {
-    new.mentions.is_empty() && new.thread_id.is_none()
 }

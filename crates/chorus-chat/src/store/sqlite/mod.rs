@@ -26,41 +26,29 @@
 //! with every other file being created.) Before migrating, the database must pass
 //! `PRAGMA quick_check` and take a write lock, or the start fails naming the file.
 
-mod agents;
 mod batch;
-mod channels;
-mod keys;
-mod messages;
-mod pins;
-mod reactions;
-mod reads;
-mod users;
-mod workspaces;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::SqlitePool;
+use chorus_realtime::Clock;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool};
 
-use crate::store::rows::{conflict_or, parse};
+use super::sql::{Dialect, Sql};
 
-pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
-    /// Plain message inserts, group-committed ([`batch`]).
-    inserts: tokio::sync::mpsc::Sender<batch::Job>,
-    tasks: [tokio::task::AbortHandle; 2],
-}
+/// The embedded store: the one implementation ([`Sql`]) on SQLite.
+pub type SqliteStore = Sql<Sqlite>;
 
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
+impl Dialect for Sqlite {
+    // One writer connection: transactions run one after the other, nothing to lock.
+    const LOCK_ROW: Option<&'static str> = None;
+    const SKIP_LOCKED: &'static str = "";
+    const REACTION_ORDER: &'static str = "rowid";
+    const USER_ID_LIST: &'static str = "group_concat(user_id)";
 }
 
 /// How often the checkpointer looks at the WAL.
@@ -102,16 +90,16 @@ async fn checkpoint_forever(checkpointer: SqlitePool, writer: SqlitePool) {
     }
 }
 
-impl SqliteStore {
+impl Sql<Sqlite> {
     /// Opens (creating if needed) the database at `path` and migrates it. The file is
     /// made private (0600; a missing directory is created 0700).
-    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+    pub async fn open(path: &Path, clock: Clock) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             private::create_dir(dir)?;
         }
         private::create_file(path)?;
         let options = SqliteConnectOptions::new().filename(path);
-        let store = Self::open_with(options).await?;
+        let store = Self::open_with(options, clock).await?;
         // What SQLite created has the file's mode already; this is for leftovers.
         for suffix in ["-wal", "-shm"] {
             let mut side = path.as_os_str().to_owned();
@@ -122,12 +110,12 @@ impl SqliteStore {
     }
 
     /// Opens a `sqlite://…` URL.
-    pub async fn open_url(url: &str) -> anyhow::Result<Self> {
+    pub async fn open_url(url: &str, clock: Clock) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url).context("parsing the SQLite URL")?;
-        Self::open_with(options).await
+        Self::open_with(options, clock).await
     }
 
-    async fn open_with(options: SqliteConnectOptions) -> anyhow::Result<Self> {
+    async fn open_with(options: SqliteConnectOptions, clock: Clock) -> anyhow::Result<Self> {
         let file = options.get_filename().display().to_string();
         let options = options
             .create_if_missing(true)
@@ -160,12 +148,13 @@ impl SqliteStore {
             .context("opening the SQLite checkpointer")?;
         let checkpointer =
             tokio::spawn(checkpoint_forever(checkpointer, writer.clone())).abort_handle();
-        let (inserts, batcher) = batch::start(writer.clone());
+        let (inserts, batcher) = batch::start(writer.clone(), clock);
         Ok(Self {
             writer,
             reader,
-            inserts,
-            tasks: [checkpointer, batcher],
+            clock,
+            plain_inserts: Some(Arc::new(inserts)),
+            tasks: vec![checkpointer, batcher],
         })
     }
 }
@@ -203,7 +192,7 @@ async fn writable(writer: &SqlitePool) -> Result<(), sqlx::Error> {
 }
 
 #[async_trait::async_trait]
-impl crate::store::HealthStore for SqliteStore {
+impl crate::store::HealthStore for Sql<Sqlite> {
     async fn ping(&self) -> crate::error::Result<()> {
         // The writer, and its write lock: a stuck, locked or read-only database fails
         // here, not only one that does not answer. Cheap: nothing is written.

@@ -1,13 +1,29 @@
-use async_trait::async_trait;
+//! Server keys: stored by hash with their permissions and publish prefixes.
 
-use super::PgStore;
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
+
+use super::{Column, Dialect, RowsAffected, Sql};
 use crate::error::Result;
-use crate::model::Timestamp;
 use crate::store::keys::{KEY_COLUMNS, KeyRow, encode};
 use crate::store::{KeyStore, NewServerKey, ServerKey, ServerKeyId};
 
 #[async_trait]
-impl KeyStore for PgStore {
+impl<DB> KeyStore for Sql<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<String>: Column<DB>,
+{
     async fn create_server_key(&self, new: NewServerKey) -> Result<ServerKey> {
         let (permissions, prefixes) = encode(&new)?;
         let row: KeyRow = sqlx::query_as(&format!(
@@ -18,8 +34,8 @@ impl KeyStore for PgStore {
         .bind(&new.hash)
         .bind(permissions)
         .bind(prefixes)
-        .bind(Timestamp::now().0)
-        .fetch_one(&self.pool)
+        .bind(self.now().0)
+        .fetch_one(&self.writer)
         .await?;
         row.into_key()
     }
@@ -28,7 +44,7 @@ impl KeyStore for PgStore {
         let rows: Vec<KeyRow> = sqlx::query_as(&format!(
             "SELECT {KEY_COLUMNS} FROM server_keys ORDER BY id"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         rows.into_iter().map(KeyRow::into_key).collect()
     }
@@ -38,7 +54,7 @@ impl KeyStore for PgStore {
             "SELECT {KEY_COLUMNS} FROM server_keys WHERE hash = $1"
         ))
         .bind(hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         row.map(KeyRow::into_key).transpose()
     }
@@ -46,7 +62,7 @@ impl KeyStore for PgStore {
     async fn delete_server_key(&self, id: ServerKeyId) -> Result<bool> {
         let done = sqlx::query("DELETE FROM server_keys WHERE id = $1")
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
     }

@@ -1,8 +1,12 @@
-use async_trait::async_trait;
+//! Users, their API tokens, and the stored part of presence (last seen, status text).
 
-use super::{SqliteStore, conflict_or};
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
+
+use super::{Column, Dialect, RowsAffected, Sql};
 use crate::error::{ChatError, Result};
 use crate::model::*;
+use crate::store::rows::conflict_or;
 use crate::store::rows::{TokenOwnerRow, TokenRow, UserRow, presence_row};
 use crate::store::{NewToken, NewUser, TokenOwner, UserStore};
 
@@ -19,18 +23,32 @@ pub(super) const PROFILE_COLUMNS: &str =
     "users.id, users.name, users.display_name, users.kind, users.status_text, users.created_at";
 
 #[async_trait]
-impl UserStore for SqliteStore {
+impl<DB> UserStore for Sql<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<String>: Column<DB>,
+{
     async fn create_user(&self, new: NewUser) -> Result<User> {
         let row: UserRow = sqlx::query_as(&format!(
             "INSERT INTO users (name, display_name, kind, webhook_url, is_admin, created_at)
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING {USER_COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {USER_COLUMNS}"
         ))
         .bind(&new.name)
         .bind(&new.display_name)
         .bind(new.kind.as_str())
         .bind(&new.webhook_url)
         .bind(new.is_admin)
-        .bind(Timestamp::now().0)
+        .bind(self.now().0)
         .fetch_one(&self.writer)
         .await
         .map_err(|e| conflict_or(e, "a user with this name"))?;
@@ -39,7 +57,7 @@ impl UserStore for SqliteStore {
 
     async fn user(&self, id: UserId) -> Result<Option<User>> {
         let row: Option<UserRow> =
-            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
                 .bind(id.0)
                 .fetch_optional(&self.reader)
                 .await?;
@@ -48,7 +66,7 @@ impl UserStore for SqliteStore {
 
     async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
         let row: Option<UserRow> =
-            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?"))
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1"))
                 .bind(name)
                 .fetch_optional(&self.reader)
                 .await?;
@@ -63,7 +81,7 @@ impl UserStore for SqliteStore {
 
     async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>> {
         let rows: Vec<UserRow> = sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE id > ? ORDER BY id LIMIT ?"
+            "SELECT {USER_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"
         ))
         .bind(after.map_or(0, |u| u.0))
         .bind(i64::from(limit))
@@ -75,12 +93,12 @@ impl UserStore for SqliteStore {
     async fn set_deactivated(&self, user: UserId, at: Option<Timestamp>) -> Result<Option<User>> {
         let query = match at {
             Some(_) => format!(
-                "UPDATE users SET deactivated_at = COALESCE(deactivated_at, ?)
-                 WHERE id = ? RETURNING {USER_COLUMNS}"
+                "UPDATE users SET deactivated_at = COALESCE(deactivated_at, $1)
+                 WHERE id = $2 RETURNING {USER_COLUMNS}"
             ),
-            None => {
-                format!("UPDATE users SET deactivated_at = ? WHERE id = ? RETURNING {USER_COLUMNS}")
-            }
+            None => format!(
+                "UPDATE users SET deactivated_at = $1 WHERE id = $2 RETURNING {USER_COLUMNS}"
+            ),
         };
         let row: Option<UserRow> = sqlx::query_as(&query)
             .bind(at.map(|t| t.0))
@@ -93,12 +111,12 @@ impl UserStore for SqliteStore {
     async fn add_token(&self, new: NewToken) -> Result<ApiToken> {
         let row: TokenRow = sqlx::query_as(&format!(
             "INSERT INTO tokens (hash, user_id, name, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?) RETURNING {TOKEN_COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5) RETURNING {TOKEN_COLUMNS}"
         ))
         .bind(&new.hash)
         .bind(new.user_id.0)
         .bind(&new.name)
-        .bind(Timestamp::now().0)
+        .bind(self.now().0)
         .bind(new.expires_at.map(|t| t.0))
         .fetch_one(&self.writer)
         .await
@@ -109,7 +127,7 @@ impl UserStore for SqliteStore {
     async fn token_owner(&self, hash: &str) -> Result<Option<TokenOwner>> {
         let row: Option<TokenOwnerRow> = sqlx::query_as(&format!(
             "SELECT {USER_COLUMNS}, tokens.id AS token_id, tokens.expires_at AS token_expires_at
-             FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = ?"
+             FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = $1"
         ))
         .bind(hash)
         .fetch_optional(&self.reader)
@@ -119,7 +137,7 @@ impl UserStore for SqliteStore {
 
     async fn tokens(&self, user: UserId) -> Result<Vec<ApiToken>> {
         let rows: Vec<TokenRow> = sqlx::query_as(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE user_id = ? ORDER BY id"
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE user_id = $1 ORDER BY id"
         ))
         .bind(user.0)
         .fetch_all(&self.reader)
@@ -128,7 +146,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn delete_token(&self, user: UserId, id: TokenId) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM tokens WHERE id = ? AND user_id = ?")
+        let done = sqlx::query("DELETE FROM tokens WHERE id = $1 AND user_id = $2")
             .bind(id.0)
             .bind(user.0)
             .execute(&self.writer)
@@ -140,8 +158,8 @@ impl UserStore for SqliteStore {
         let mut tx = self.writer.begin().await?;
         for (id, at) in used {
             sqlx::query(
-                "UPDATE tokens SET last_used_at = ?
-                 WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+                "UPDATE tokens SET last_used_at = $1
+                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
             )
             .bind(at.0)
             .bind(id.0)
@@ -155,7 +173,7 @@ impl UserStore for SqliteStore {
 
     async fn presence(&self, user: UserId) -> Result<Option<Presence>> {
         let row: Option<(i64, Option<i64>, String)> = sqlx::query_as(&format!(
-            "SELECT {PRESENCE_COLUMNS} FROM users WHERE id = ?"
+            "SELECT {PRESENCE_COLUMNS} FROM users WHERE id = $1"
         ))
         .bind(user.0)
         .fetch_optional(&self.reader)
@@ -165,7 +183,7 @@ impl UserStore for SqliteStore {
 
     async fn set_status_text(&self, user: UserId, text: &str) -> Result<Presence> {
         let row: Option<(i64, Option<i64>, String)> = sqlx::query_as(&format!(
-            "UPDATE users SET status_text = ? WHERE id = ? RETURNING {PRESENCE_COLUMNS}"
+            "UPDATE users SET status_text = $1 WHERE id = $2 RETURNING {PRESENCE_COLUMNS}"
         ))
         .bind(text)
         .bind(user.0)
@@ -177,7 +195,7 @@ impl UserStore for SqliteStore {
 
     async fn set_last_seen(&self, user: UserId, at: Timestamp) -> Result<Presence> {
         let row: Option<(i64, Option<i64>, String)> = sqlx::query_as(&format!(
-            "UPDATE users SET last_seen = ? WHERE id = ? RETURNING {PRESENCE_COLUMNS}"
+            "UPDATE users SET last_seen = $1 WHERE id = $2 RETURNING {PRESENCE_COLUMNS}"
         ))
         .bind(at.0)
         .bind(user.0)

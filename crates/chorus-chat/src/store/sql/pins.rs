@@ -1,16 +1,33 @@
-use async_trait::async_trait;
+//! Pins: at most one per message, listed with their messages.
 
-use super::PgStore;
-use super::messages::{MESSAGE_COLUMNS, complete, load};
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
+
+use super::messages::MESSAGE_COLUMNS;
+use super::{Column, Dialect, RowsAffected, Sql};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::PinStore;
 use crate::store::rows::MessageRow;
 
 #[async_trait]
-impl PinStore for PgStore {
+impl<DB> PinStore for Sql<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<String>: Column<DB>,
+{
     async fn pin(&self, ch: ChannelId, message: MessageId, by: UserId) -> Result<(Pin, bool)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let created = sqlx::query(
             "INSERT INTO pins (channel_id, message_id, pinned_by, pinned_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
@@ -18,7 +35,7 @@ impl PinStore for PgStore {
         .bind(ch.0)
         .bind(message.0)
         .bind(by.0)
-        .bind(Timestamp::now().0)
+        .bind(self.now().0)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -33,7 +50,7 @@ impl PinStore for PgStore {
         .await?;
         let (pinned_by, pinned_at) = pinned
             .ok_or_else(|| ChatError::Conflict("the message was unpinned meanwhile".into()))?;
-        let message = load(&mut tx, message)
+        let message = Self::load(&mut tx, message)
             .await?
             .ok_or_else(|| ChatError::NotFound("no such message".into()))?;
         tx.commit().await?;
@@ -50,7 +67,7 @@ impl PinStore for PgStore {
         let done = sqlx::query("DELETE FROM pins WHERE channel_id = $1 AND message_id = $2")
             .bind(ch.0)
             .bind(message.0)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -63,7 +80,7 @@ impl PinStore for PgStore {
             #[sqlx(flatten)]
             message: MessageRow,
         }
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.reader.acquire().await?;
         let rows: Vec<Row> = sqlx::query_as(&format!(
             "SELECT p.pinned_by, p.pinned_at, {MESSAGE_COLUMNS}
              FROM pins p JOIN messages m ON m.id = p.message_id
@@ -76,7 +93,7 @@ impl PinStore for PgStore {
             .into_iter()
             .map(|r| ((r.pinned_by, r.pinned_at), r.message))
             .unzip();
-        let messages = complete(&mut conn, rows).await?;
+        let messages = Self::complete(&mut conn, rows).await?;
         Ok(messages
             .into_iter()
             .zip(meta)
@@ -93,7 +110,7 @@ impl PinStore for PgStore {
         Ok(
             sqlx::query_scalar("SELECT COUNT(*) FROM pins WHERE channel_id = $1")
                 .bind(ch.0)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reader)
                 .await?,
         )
     }

@@ -1,5 +1,6 @@
-//! Throwaway databases for tests and tools: each test gets an empty database of its
-//! own on a shared PostgreSQL server, dropped when the test is done.
+//! Test support, compiled only with the `test-util` feature (the crates' tests turn it
+//! on; the server binary does not ship it): throwaway databases, each test getting an
+//! empty database of its own on a shared PostgreSQL server, dropped when it is done.
 
 use anyhow::Context;
 use rand::Rng;

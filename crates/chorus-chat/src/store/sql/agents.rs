@@ -1,16 +1,18 @@
 //! Agent-aware delivery: policy lists, observers, round-robin turns, webhook queue.
-//! The same statements as the SQLite backend, with `$n` parameters; the webhook claim
-//! skips rows locked by another node.
+//! The webhook claim is one statement, so it is atomic even between processes sharing
+//! an SQLite file; on PostgreSQL it skips rows another node is claiming.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::users::USER_COLUMNS;
-use super::{PgStore, parse};
+use super::{Column, Dialect, RowsAffected, Sql};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::UserRow;
+use crate::store::rows::parse;
 use crate::store::{
     AgentMember, AgentStore, AttemptOutcome, DeliveryList, DueWebhook, NewWebhookDelivery,
 };
@@ -30,7 +32,21 @@ struct DeliveryRow {
 }
 
 #[async_trait]
-impl AgentStore for PgStore {
+impl<DB> AgentStore for Sql<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<String>: Column<DB>,
+{
     async fn delivery_list(&self, ch: ChannelId, list: DeliveryList) -> Result<Vec<UserId>> {
         let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT user_id FROM channel_delivery_lists WHERE channel_id = $1 AND list = $2
@@ -38,7 +54,7 @@ impl AgentStore for PgStore {
         )
         .bind(ch.0)
         .bind(list.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         Ok(ids.into_iter().map(UserId).collect())
     }
@@ -49,7 +65,7 @@ impl AgentStore for PgStore {
         list: DeliveryList,
         users: &[UserId],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query("DELETE FROM channel_delivery_lists WHERE channel_id = $1 AND list = $2")
             .bind(ch.0)
             .bind(list.as_str())
@@ -75,13 +91,13 @@ impl AgentStore for PgStore {
             "SELECT user_id FROM workspace_observers WHERE workspace_id = $1 ORDER BY user_id",
         )
         .bind(ws.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         Ok(ids.into_iter().map(UserId).collect())
     }
 
     async fn set_observers(&self, ws: WorkspaceId, users: &[UserId]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query("DELETE FROM workspace_observers WHERE workspace_id = $1")
             .bind(ws.0)
             .execute(&mut *tx)
@@ -110,7 +126,7 @@ impl AgentStore for PgStore {
              ORDER BY users.id",
         )
         .bind(ch.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         Ok(rows
             .into_iter()
@@ -125,7 +141,7 @@ impl AgentStore for PgStore {
         let id: Option<i64> =
             sqlx::query_scalar("SELECT last_woken FROM channel_turns WHERE channel_id = $1")
                 .bind(ch.0)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await?;
         Ok(id.map(UserId))
     }
@@ -139,7 +155,7 @@ impl AgentStore for PgStore {
                 )
                 .bind(ch.0)
                 .bind(to.0)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
             }
             Some(from) => sqlx::query(
@@ -148,7 +164,7 @@ impl AgentStore for PgStore {
             .bind(to.0)
             .bind(ch.0)
             .bind(from.0)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?,
         };
         Ok(done.rows_affected() == 1)
@@ -167,7 +183,7 @@ impl AgentStore for PgStore {
         .bind(url)
         .bind(secret)
         .bind(user.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         row.ok_or_else(|| ChatError::NotFound("no such user".into()))?
             .into_user()
@@ -185,8 +201,8 @@ impl AgentStore for PgStore {
         .bind(&new.url)
         .bind(&new.body)
         .bind(new.due_at.0)
-        .bind(Timestamp::now().0)
-        .execute(&self.pool)
+        .bind(self.now().0)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -197,20 +213,21 @@ impl AgentStore for PgStore {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<DueWebhook>> {
-        // One statement, and rows another node is claiming right now are skipped rather
-        // than waited for.
-        let rows: Vec<(i64, i64, String, String, String, i64)> = sqlx::query_as(
+        // One statement (a read-then-write transaction could lose its snapshot to another
+        // writer), and rows another node is claiming right now are skipped rather than
+        // waited for.
+        let rows: Vec<(i64, i64, String, String, String, i64)> = sqlx::query_as(&format!(
             "UPDATE webhook_deliveries SET next_attempt_at = $1
              WHERE id IN (SELECT id FROM webhook_deliveries
                           WHERE status = 'pending' AND next_attempt_at <= $2
-                          ORDER BY next_attempt_at, id LIMIT $3
-                          FOR UPDATE SKIP LOCKED)
+                          ORDER BY next_attempt_at, id LIMIT $3 {skip_locked})
              RETURNING id, user_id, event_id, url, body, attempts",
-        )
+            skip_locked = DB::SKIP_LOCKED,
+        ))
         .bind(lease_until.0)
         .bind(now.0)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         let mut secrets: HashMap<i64, Option<String>> = HashMap::new();
         for (_, user, ..) in &rows {
@@ -218,7 +235,7 @@ impl AgentStore for PgStore {
                 let secret: Option<Option<String>> =
                     sqlx::query_scalar("SELECT webhook_secret FROM users WHERE id = $1")
                         .bind(user)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&self.writer)
                         .await?;
                 secrets.insert(*user, secret.flatten());
             }
@@ -243,7 +260,7 @@ impl AgentStore for PgStore {
         let at: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         Ok(at.map(Timestamp))
     }
@@ -260,7 +277,7 @@ impl AgentStore for PgStore {
             AttemptOutcome::Failed => (WebhookStatus::Failed, attempt.at, Some(attempt.at)),
             AttemptOutcome::Refused => (WebhookStatus::Refused, attempt.at, Some(attempt.at)),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, error, duration_ms)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
@@ -291,7 +308,7 @@ impl AgentStore for PgStore {
     }
 
     async fn webhook_deliveries(&self, user: UserId, limit: u32) -> Result<Vec<WebhookDelivery>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.reader.acquire().await?;
         let rows: Vec<DeliveryRow> = sqlx::query_as(
             "SELECT id, user_id, event_id, url, status, attempts, next_attempt_at, last_error,
                     created_at, finished_at
@@ -353,7 +370,7 @@ impl AgentStore for PgStore {
         .bind(error)
         .bind(at.0)
         .bind(user.0)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected())
     }

@@ -1,23 +1,44 @@
+//! Channels and their members: create (with the first members), read one or the
+//! channels a user sees with unread counts, rename, join and leave, memberships.
+
 use async_trait::async_trait;
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::reads::{UNREAD, UNREAD_MENTIONS};
 use super::users::PRESENCE_COLUMNS;
-use super::{PgStore, conflict_or};
+use super::{Column, Dialect, RowsAffected, Sql, value_rows};
 use crate::error::{ChatError, Result};
 use crate::model::*;
+use crate::store::rows::conflict_or;
 use crate::store::rows::{ChannelForRow, ChannelRow, memberships, presence_row};
 use crate::store::{ChannelPatch, ChannelStore, NewChannel};
 
 const CHANNEL_COLUMNS: &str =
     "c.id, c.workspace_id, c.name, c.topic, c.kind, c.policy, c.created_by, c.created_at";
+/// Members added by one statement, at most (3 bound values each).
+const MEMBERS_PER_INSERT: usize = 1_000;
 const RETURNING: &str =
     "RETURNING id, workspace_id, name, topic, kind, policy, created_by, created_at";
 
 #[async_trait]
-impl ChannelStore for PgStore {
+impl<DB> ChannelStore for Sql<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<String>: Column<DB>,
+{
     async fn create_channel(&self, new: NewChannel) -> Result<Channel> {
-        let now = Timestamp::now().0;
-        let mut tx = self.pool.begin().await?;
+        let now = self.now().0;
+        let mut tx = self.writer.begin().await?;
         // A concurrent insert of the same name or DM key waits for the first to commit
         // and then fails here as a unique violation: the caller's "get" retry sees it.
         let row: ChannelRow = sqlx::query_as(&format!(
@@ -35,17 +56,19 @@ impl ChannelStore for PgStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict_or(e, "a channel with this name"))?;
-        let members: Vec<i64> = new.members.iter().map(|u| u.0).collect();
-        sqlx::query(
-            "INSERT INTO channel_members (channel_id, user_id, joined_at)
-             SELECT $1, u, $3 FROM UNNEST($2::BIGINT[]) AS u
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(row.id)
-        .bind(&members)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        // One statement per chunk, far under both databases' limits on bound values.
+        for chunk in new.members.chunks(MEMBERS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES {}
+                 ON CONFLICT DO NOTHING",
+                value_rows(1, chunk.len(), 3)
+            );
+            let mut insert = sqlx::query(&sql);
+            for user in chunk {
+                insert = insert.bind(row.id).bind(user.0).bind(now);
+            }
+            insert.execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         row.into_channel()
     }
@@ -55,7 +78,7 @@ impl ChannelStore for PgStore {
             "SELECT {CHANNEL_COLUMNS} FROM channels c WHERE c.id = $1"
         ))
         .bind(id.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         row.map(ChannelRow::into_channel).transpose()
     }
@@ -69,7 +92,7 @@ impl ChannelStore for PgStore {
         ))
         .bind(id.0)
         .bind(user.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         row.map(ChannelForRow::into_pair).transpose()
     }
@@ -80,7 +103,7 @@ impl ChannelStore for PgStore {
         ))
         .bind(ws.0)
         .bind(key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         row.map(ChannelRow::into_channel).transpose()
     }
@@ -99,7 +122,7 @@ impl ChannelStore for PgStore {
             unread: i64,
             unread_mentions: i64,
             last_read: i64,
-            dm_members: Option<Vec<i64>>,
+            dm_members: Option<String>,
         }
         let rows: Vec<Row> = sqlx::query_as(&format!(
             "SELECT {CHANNEL_COLUMNS},
@@ -108,17 +131,18 @@ impl ChannelStore for PgStore {
                     CASE WHEN cm.user_id IS NULL THEN 0 ELSE {UNREAD_MENTIONS} END AS unread_mentions,
                     COALESCE(cm.last_read, 0) AS last_read,
                     CASE WHEN c.kind = 'dm' THEN (
-                        SELECT array_agg(user_id ORDER BY user_id) FROM channel_members WHERE channel_id = c.id
+                        SELECT {ids} FROM channel_members WHERE channel_id = c.id
                     ) END AS dm_members
              FROM channels c
              LEFT JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = $1
              WHERE c.workspace_id = $2 AND (cm.user_id IS NOT NULL OR (c.kind = 'public' AND $3))
-             ORDER BY c.id"
+             ORDER BY c.id",
+            ids = DB::USER_ID_LIST,
         ))
         .bind(user.0)
         .bind(ws.0)
         .bind(include_public)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         rows.into_iter()
             .map(|r| {
@@ -128,12 +152,7 @@ impl ChannelStore for PgStore {
                     unread: r.unread,
                     unread_mentions: r.unread_mentions,
                     last_read: (r.last_read > 0).then_some(MessageId(r.last_read)),
-                    member_ids: r
-                        .dm_members
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(UserId)
-                        .collect(),
+                    member_ids: user_ids(r.dm_members.as_deref()),
                     presence: Vec::new(),
                 })
             })
@@ -152,7 +171,7 @@ impl ChannelStore for PgStore {
         .bind(patch.topic)
         .bind(patch.policy.map(Policy::as_str))
         .bind(id.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(|e| conflict_or(e, "a channel with this name"))?;
         row.ok_or_else(|| ChatError::NotFound("no such channel".into()))?
@@ -165,7 +184,7 @@ impl ChannelStore for PgStore {
         )
         .bind(ch.0)
         .bind(user.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         Ok(found.is_some())
     }
@@ -179,8 +198,8 @@ impl ChannelStore for PgStore {
         )
         .bind(ch.0)
         .bind(user.0)
-        .bind(Timestamp::now().0)
-        .execute(&self.pool)
+        .bind(self.now().0)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -190,7 +209,7 @@ impl ChannelStore for PgStore {
             sqlx::query("DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2")
                 .bind(ch.0)
                 .bind(user.0)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -200,7 +219,7 @@ impl ChannelStore for PgStore {
             "SELECT user_id FROM channel_members WHERE channel_id = $1 ORDER BY user_id",
         )
         .bind(ch.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         Ok(ids.into_iter().map(UserId).collect())
     }
@@ -210,7 +229,7 @@ impl ChannelStore for PgStore {
             "SELECT channel_id FROM channel_members WHERE user_id = $1 ORDER BY channel_id",
         )
         .bind(user.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         Ok(ids.into_iter().map(ChannelId).collect())
     }
@@ -223,7 +242,7 @@ impl ChannelStore for PgStore {
              ORDER BY 1, 2",
         )
         .bind(user.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         Ok(memberships(rows))
     }
@@ -234,8 +253,19 @@ impl ChannelStore for PgStore {
              WHERE cm.channel_id = $1 ORDER BY users.id"
         ))
         .bind(ch.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         Ok(rows.into_iter().map(presence_row).collect())
     }
+}
+
+/// The ids of a [`Dialect::USER_ID_LIST`], in ascending order.
+fn user_ids(list: Option<&str>) -> Vec<UserId> {
+    let mut ids: Vec<UserId> = list
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok().map(UserId))
+        .collect();
+    ids.sort_unstable();
+    ids
 }

@@ -1,17 +1,35 @@
+//! Workspaces and their members: roles, the last-owner rule, member lists.
+
 use async_trait::async_trait;
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::users::PROFILE_COLUMNS;
-use super::{PgStore, parse};
+use super::{Column, Dialect, RowsAffected, Sql, lock_row};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::WorkspaceStore;
+use crate::store::rows::parse;
 use crate::store::rows::{ProfileRow, WorkspaceRow, presence_row};
 
 #[async_trait]
-impl WorkspaceStore for PgStore {
+impl<DB> WorkspaceStore for Sql<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<String>: Column<DB>,
+{
     async fn create_workspace(&self, name: &str, owner: UserId) -> Result<Workspace> {
-        let now = Timestamp::now().0;
-        let mut tx = self.pool.begin().await?;
+        let now = self.now().0;
+        let mut tx = self.writer.begin().await?;
         let row: WorkspaceRow = sqlx::query_as(
             "INSERT INTO workspaces (name, created_by, created_at) VALUES ($1, $2, $3)
              RETURNING id, name, created_by, created_at",
@@ -37,7 +55,7 @@ impl WorkspaceStore for PgStore {
         let row: Option<WorkspaceRow> =
             sqlx::query_as("SELECT id, name, created_by, created_at FROM workspaces WHERE id = $1")
                 .bind(id.0)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await?;
         Ok(row.map(Into::into))
     }
@@ -49,7 +67,7 @@ impl WorkspaceStore for PgStore {
              WHERE m.user_id = $1 ORDER BY w.id",
         )
         .bind(user.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         rows.into_iter()
             .map(|(id, name, created_by, created_at, role)| {
@@ -73,7 +91,7 @@ impl WorkspaceStore for PgStore {
         )
         .bind(ws.0)
         .bind(user.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         role.map(|r| parse(&r)).transpose()
     }
@@ -87,8 +105,8 @@ impl WorkspaceStore for PgStore {
         .bind(ws.0)
         .bind(user.0)
         .bind(role.as_str())
-        .bind(Timestamp::now().0)
-        .execute(&self.pool)
+        .bind(self.now().0)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -100,8 +118,8 @@ impl WorkspaceStore for PgStore {
         from: Role,
         to: Role,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        lock_membership(&mut tx, ws).await?;
+        let mut tx = self.writer.begin().await?;
+        lock_membership::<DB>(&mut tx, ws).await?;
         let done = sqlx::query(
             "UPDATE workspace_members SET role = $1 WHERE workspace_id = $2 AND user_id = $3 AND role = $4",
         )
@@ -114,7 +132,7 @@ impl WorkspaceStore for PgStore {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        keeps_an_owner(&mut tx, ws).await?;
+        keeps_an_owner::<DB>(&mut tx, ws).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -125,8 +143,8 @@ impl WorkspaceStore for PgStore {
         user: UserId,
         role: Role,
     ) -> Result<Option<Vec<ChannelId>>> {
-        let mut tx = self.pool.begin().await?;
-        lock_membership(&mut tx, ws).await?;
+        let mut tx = self.writer.begin().await?;
+        lock_membership::<DB>(&mut tx, ws).await?;
         let done = sqlx::query(
             "DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2 AND role = $3",
         )
@@ -138,7 +156,7 @@ impl WorkspaceStore for PgStore {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
-        keeps_an_owner(&mut tx, ws).await?;
+        keeps_an_owner::<DB>(&mut tx, ws).await?;
         let mut left: Vec<i64> = sqlx::query_scalar(
             "DELETE FROM channel_members
              WHERE user_id = $1 AND channel_id IN (SELECT id FROM channels WHERE workspace_id = $2)
@@ -179,7 +197,7 @@ impl WorkspaceStore for PgStore {
              WHERE m.workspace_id = $1 ORDER BY users.id"
         ))
         .bind(ws.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         rows.into_iter()
             .map(|r| {
@@ -197,18 +215,29 @@ impl WorkspaceStore for PgStore {
 
 /// Serializes the role changes and removals of one workspace (several nodes may make
 /// them at once): without it, two owners demoting each other would each still see the
-/// other as owner, and both commit. `NO KEY UPDATE` leaves inserts that reference the
-/// workspace (new members, channels) unblocked.
-async fn lock_membership(tx: &mut sqlx::PgConnection, ws: WorkspaceId) -> Result<()> {
-    sqlx::query("SELECT 1 FROM workspaces WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(ws.0)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+/// other as owner, and both commit. PostgreSQL's `NO KEY UPDATE` leaves inserts that
+/// reference the workspace (new members, channels) unblocked. (SQLite: the single
+/// writer runs these transactions one after the other already.)
+async fn lock_membership<DB>(tx: &mut DB::Connection, ws: WorkspaceId) -> Result<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+{
+    lock_row::<DB>(tx, "workspaces", ws.0).await
 }
 
 /// Fails the change being made in `tx` when it left the workspace without an owner.
-async fn keeps_an_owner(tx: &mut sqlx::PgConnection, ws: WorkspaceId) -> Result<()> {
+async fn keeps_an_owner<DB>(tx: &mut DB::Connection, ws: WorkspaceId) -> Result<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+{
     let owners: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM workspace_members WHERE workspace_id = $1 AND role = 'owner'",
     )

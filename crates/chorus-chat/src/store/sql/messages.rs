@@ -1,0 +1,368 @@
+//! Messages: insert (with mentions and thread summaries, idempotency keys), read a
+//! page or one message with its reactions, edit, delete.
+
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
+
+use super::{Column, Dialect, RowsAffected, Sql, lock_row, params, value_rows};
+use crate::error::{ChatError, Result};
+use crate::model::*;
+use crate::store::rows::{MessageRow, attach_reactions, created_message, mentions_json};
+use crate::store::{Deletion, Inserted, MessageQuery, MessageStore, NewMessage};
+
+/// The columns of [`MessageRow`], for a query naming the table `m`.
+pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.channel_id, m.author_id, m.text, m.thread_id, m.mentions, \
+     m.created_at, m.edited_at, m.deleted, m.reply_count, m.last_reply_at, \
+     EXISTS (SELECT 1 FROM pins pn WHERE pn.message_id = m.id) AS pinned";
+
+/// Reading and writing a message's rows inside a transaction (or on one connection),
+/// shared by the trait methods here, pins and SQLite's batched inserts.
+impl<DB> Sql<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<String>: Column<DB>,
+{
+    /// Turns rows into messages and fills in their reactions (one query for the lot).
+    pub(crate) async fn complete(
+        conn: &mut DB::Connection,
+        rows: Vec<MessageRow>,
+    ) -> Result<Vec<Message>> {
+        let mut messages = rows
+            .into_iter()
+            .map(MessageRow::into_message)
+            .collect::<Result<Vec<_>>>()?;
+        if messages.is_empty() {
+            return Ok(messages);
+        }
+        let sql = format!(
+            "SELECT message_id, emoji, user_id FROM reactions WHERE message_id IN ({})
+             ORDER BY message_id, created_at, {}",
+            params(1, messages.len()),
+            DB::REACTION_ORDER
+        );
+        let mut query = sqlx::query_as(&sql);
+        for m in &messages {
+            query = query.bind(m.id.0);
+        }
+        let rows: Vec<(i64, String, i64)> = query.fetch_all(&mut *conn).await?;
+        attach_reactions(&mut messages, rows);
+        Ok(messages)
+    }
+
+    /// One complete message, read on `conn` (a transaction sees its own writes).
+    pub(crate) async fn load(conn: &mut DB::Connection, id: MessageId) -> Result<Option<Message>> {
+        let row: Option<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1"
+        ))
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(Self::complete(conn, row.into_iter().collect()).await?.pop())
+    }
+
+    async fn load_existing(conn: &mut DB::Connection, id: MessageId) -> Result<Message> {
+        Self::load(conn, id)
+            .await?
+            .ok_or_else(|| ChatError::NotFound("no such message".into()))
+    }
+
+    /// Locks a thread's root until the transaction ends (where the dialect has row
+    /// locks), so replies added or deleted concurrently recount the thread one after the
+    /// other, each seeing the other's commit. PostgreSQL's `NO KEY UPDATE` does not
+    /// conflict with the key-share locks that inserting a reply (a foreign key to the
+    /// root) takes.
+    async fn lock_root(conn: &mut DB::Connection, root: MessageId) -> Result<()> {
+        lock_row::<DB>(conn, "messages", root.0).await
+    }
+
+    /// Recomputes a root's thread summary from its (not deleted) replies. Call with the
+    /// root locked ([`Self::lock_root`]) and after the lock was taken.
+    async fn refresh_thread(
+        conn: &mut DB::Connection,
+        ch: ChannelId,
+        root: MessageId,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE messages SET
+                reply_count = (SELECT COUNT(*) FROM messages r
+                               WHERE r.channel_id = $1 AND r.thread_id = $2 AND NOT r.deleted),
+                last_reply_at = (SELECT MAX(r.created_at) FROM messages r
+                                 WHERE r.channel_id = $1 AND r.thread_id = $2 AND NOT r.deleted)
+             WHERE id = $2",
+        )
+        .bind(ch.0)
+        .bind(root.0)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn write_mentions(
+        conn: &mut DB::Connection,
+        message: MessageId,
+        ch: ChannelId,
+        mentions: &[UserId],
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM message_mentions WHERE message_id = $1")
+            .bind(message.0)
+            .execute(&mut *conn)
+            .await?;
+        if mentions.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO message_mentions (message_id, user_id, channel_id) VALUES {}
+             ON CONFLICT DO NOTHING",
+            value_rows(1, mentions.len(), 3)
+        );
+        let mut insert = sqlx::query(&sql);
+        for user in mentions {
+            insert = insert.bind(message.0).bind(user.0).bind(ch.0);
+        }
+        insert.execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// Inserts a message's row; `None` when its idempotency key is taken.
+    pub(crate) async fn insert_row(
+        conn: &mut DB::Connection,
+        new: &NewMessage,
+        created_at: Timestamp,
+    ) -> Result<Option<MessageId>> {
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO messages (channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (author_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING id",
+        )
+        .bind(new.channel_id.0)
+        .bind(new.author_id.0)
+        .bind(&new.text)
+        .bind(new.thread_id.map(|t| t.0))
+        .bind(mentions_json(&new.mentions)?)
+        .bind(created_at.0)
+        .bind(&new.idempotency_key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(id.map(MessageId))
+    }
+
+    async fn by_idempotency_key(&self, author: UserId, key: &str) -> Result<Option<Message>> {
+        let mut conn = self.writer.acquire().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM messages WHERE author_id = $1 AND idempotency_key = $2",
+        )
+        .bind(author.0)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match id {
+            Some(id) => Self::load(&mut conn, MessageId(id)).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Inserts the message; `None` when the idempotency key is already taken (another
+    /// insert with the same key won a race). A message with neither mentions nor a
+    /// thread is one row: where the backend batches those ([`PlainInserts`], SQLite),
+    /// it is written with the others waiting by one statement. Otherwise one
+    /// transaction writes the row, the mention rows and the root's thread summary.
+    async fn try_insert(&self, new: &NewMessage) -> Result<Option<Inserted>> {
+        if let Some(batcher) = &self.plain_inserts
+            && new.mentions.is_empty()
+            && new.thread_id.is_none()
+        {
+            return batcher.insert(new).await;
+        }
+        let mut tx = self.writer.begin().await?;
+        // Ids come from a sequence when inserted, not when committed. Holding the
+        // channel's row until commit makes a channel's ids commit in order, so a reader
+        // paging with `after` never passes an id that a slower insert commits later.
+        // (SQLite: the single writer is held already.)
+        lock_row::<DB>(&mut tx, "channels", new.channel_id.0).await?;
+        // Taken with the channel's row (or the writer) held, so times rise with ids.
+        let created_at = self.now();
+        if let Some(root) = new.thread_id {
+            Self::lock_root(&mut tx, root).await?;
+        }
+        let Some(id) = Self::insert_row(&mut tx, new, created_at).await? else {
+            return Ok(None);
+        };
+        Self::write_mentions(&mut tx, id, new.channel_id, &new.mentions).await?;
+        let root = match new.thread_id {
+            Some(root) => {
+                Self::refresh_thread(&mut tx, new.channel_id, root).await?;
+                Some(Self::load_existing(&mut tx, root).await?)
+            }
+            None => None,
+        };
+        tx.commit().await?;
+        // A new message has no reactions, pin or replies: nothing to read back.
+        Ok(Some(Inserted {
+            message: created_message(new, id, created_at),
+            created: true,
+            root,
+        }))
+    }
+}
+
+#[async_trait]
+impl<DB> MessageStore for Sql<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<String>: Column<DB>,
+{
+    async fn insert_message(&self, new: NewMessage) -> Result<Inserted> {
+        if let Some(key) = &new.idempotency_key
+            && let Some(earlier) = self.by_idempotency_key(new.author_id, key).await?
+        {
+            return Ok(Inserted {
+                message: earlier,
+                created: false,
+                root: None,
+            });
+        }
+        if let Some(inserted) = self.try_insert(&new).await? {
+            return Ok(inserted);
+        }
+        // Lost a race with the same key: the other insert's message is the answer.
+        let key = new.idempotency_key.as_deref().unwrap_or_default();
+        self.by_idempotency_key(new.author_id, key)
+            .await?
+            .map(|message| Inserted {
+                message,
+                created: false,
+                root: None,
+            })
+            .ok_or_else(|| ChatError::Conflict("idempotency key in use".into()))
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<Message>> {
+        let mut conn = self.reader.acquire().await?;
+        Self::load(&mut conn, id).await
+    }
+
+    async fn list_messages(&self, ch: ChannelId, q: MessageQuery) -> Result<Vec<Message>> {
+        // `after` pages forward (oldest first); otherwise newest first before `before`.
+        // Either way the page is returned in ascending id order. Only the conditions in
+        // use are written, so the planner sees plain index ranges.
+        let forward = q.after.is_some() && q.before.is_none();
+        let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.channel_id = $1");
+        let mut values = vec![ch.0];
+        let mut condition = |sql: &mut String, condition: &str, value: i64| {
+            values.push(value);
+            sql.push_str(&format!(" AND {condition} ${}", values.len()));
+        };
+        match q.thread_id {
+            Some(root) => condition(&mut sql, "m.thread_id =", root.0),
+            None => sql.push_str(" AND m.thread_id IS NULL"),
+        }
+        if let Some(after) = q.after {
+            condition(&mut sql, "m.id >", after.0);
+        }
+        if let Some(before) = q.before {
+            condition(&mut sql, "m.id <", before.0);
+        }
+        values.push(i64::from(q.limit));
+        sql.push_str(&format!(
+            " ORDER BY m.id {} LIMIT ${}",
+            if forward { "ASC" } else { "DESC" },
+            values.len()
+        ));
+        let mut query = sqlx::query_as(&sql);
+        for value in values {
+            query = query.bind(value);
+        }
+        let mut conn = self.reader.acquire().await?;
+        let mut rows: Vec<MessageRow> = query.fetch_all(&mut *conn).await?;
+        if !forward {
+            rows.reverse();
+        }
+        Self::complete(&mut conn, rows).await
+    }
+
+    async fn edit_message(
+        &self,
+        id: MessageId,
+        text: &str,
+        mentions: &[UserId],
+    ) -> Result<Message> {
+        let mut tx = self.writer.begin().await?;
+        let channel: Option<i64> = sqlx::query_scalar(
+            "UPDATE messages SET text = $1, mentions = $2, edited_at = $3 WHERE id = $4 AND NOT deleted
+             RETURNING channel_id",
+        )
+        .bind(text)
+        .bind(mentions_json(mentions)?)
+        .bind(self.now().0)
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let channel = channel.ok_or_else(|| ChatError::NotFound("no such message".into()))?;
+        Self::write_mentions(&mut tx, id, ChannelId(channel), mentions).await?;
+        let message = Self::load_existing(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(message)
+    }
+
+    async fn delete_message(&self, id: MessageId) -> Result<Deletion> {
+        let mut tx = self.writer.begin().await?;
+        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "UPDATE messages SET text = '', mentions = '[]', deleted = TRUE, edited_at = $1
+             WHERE id = $2 AND NOT deleted
+             RETURNING channel_id, thread_id",
+        )
+        .bind(self.now().0)
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (channel, thread) = row.ok_or_else(|| ChatError::NotFound("no such message".into()))?;
+        for table in ["reactions", "message_mentions"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE message_id = $1"))
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let unpinned = sqlx::query("DELETE FROM pins WHERE message_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        let root = match thread.map(MessageId) {
+            Some(root) => {
+                Self::lock_root(&mut tx, root).await?;
+                Self::refresh_thread(&mut tx, ChannelId(channel), root).await?;
+                Some(Self::load_existing(&mut tx, root).await?)
+            }
+            None => None,
+        };
+        let message = Self::load_existing(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(Deletion {
+            message,
+            root,
+            unpinned,
+        })
+    }
+}

@@ -1,0 +1,151 @@
+//! The one implementation of every store trait, for both databases.
+//!
+//! Each query is written once, with `$n` parameters (PostgreSQL's syntax, which SQLite
+//! binds by number too), in a store generic over the database: [`Sql<DB>`]. The two
+//! backends are two instances of it — [`SqliteStore`](super::SqliteStore) is
+//! `Sql<Sqlite>`, [`PgStore`](super::PgStore) is `Sql<Postgres>` — and what really
+//! differs between the databases is a [`Dialect`]: opening and migrating (`sqlite.rs`,
+//! `postgres.rs`), row locks and `SKIP LOCKED` (which only PostgreSQL needs: SQLite has
+//! one writer), and SQLite's group commit of plain message inserts (`sqlite/batch.rs`).
+//!
+//! The schemas store the same columns with the same representation (ids as 64-bit
+//! integers, times as Unix milliseconds, enums as text, lists as JSON text), so one row
+//! type per table (`rows.rs`) serves both.
+//!
+//! Files, one per area: `users` (users, tokens, presence columns), `workspaces`,
+//! `channels`, `messages`, `reactions`, `pins`, `reads`, `agents` (delivery lists,
+//! turns, webhook queue), `keys` (server keys).
+
+mod agents;
+mod channels;
+mod keys;
+mod messages;
+mod pins;
+mod reactions;
+mod reads;
+mod users;
+mod workspaces;
+
+use std::sync::Arc;
+
+use chorus_realtime::Clock;
+use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+
+use crate::error::Result;
+use crate::model::Timestamp;
+use crate::store::{Inserted, NewMessage};
+
+/// What differs between the two databases in the statements written once.
+pub trait Dialect: Database<QueryResult: RowsAffected> {
+    /// Appended to a `SELECT … WHERE id = $1` that must hold the row until commit, so
+    /// that concurrent writers (on several nodes) serialize on it; `None` where one
+    /// writer serializes every transaction anyway (SQLite).
+    const LOCK_ROW: Option<&'static str>;
+    /// Appended to the webhook claim's inner `SELECT`: rows another node is claiming
+    /// right now are skipped rather than waited for. Empty where there is one writer.
+    const SKIP_LOCKED: &'static str;
+    /// The order reactions were added in, as a column of `reactions`.
+    const REACTION_ORDER: &'static str;
+    /// An aggregate of a group's `user_id`s as text, comma-separated.
+    const USER_ID_LIST: &'static str;
+}
+
+/// How many rows a statement changed (each driver has its own result type).
+pub trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// `$first, $first+1, …`: a list of `count` parameters.
+pub(crate) fn params(first: usize, count: usize) -> String {
+    let list: Vec<String> = (first..first + count).map(|n| format!("${n}")).collect();
+    list.join(", ")
+}
+
+/// `($first, …), (…)`: `rows` tuples of `width` parameters each, for a `VALUES` list.
+pub(crate) fn value_rows(first: usize, rows: usize, width: usize) -> String {
+    let tuples: Vec<String> = (0..rows)
+        .map(|row| format!("({})", params(first + row * width, width)))
+        .collect();
+    tuples.join(", ")
+}
+
+/// Inserts of plain messages done elsewhere than in a transaction of their own (SQLite's
+/// group commit, `sqlite/batch.rs`).
+#[async_trait::async_trait]
+pub(crate) trait PlainInserts: Send + Sync {
+    /// `None`: the idempotency key is taken (the caller looks up the earlier message).
+    async fn insert(&self, new: &NewMessage) -> Result<Option<Inserted>>;
+}
+
+/// A store on a database of dialect `DB`.
+pub struct Sql<DB: Database> {
+    /// Where writes go (SQLite: a pool of one connection, the single writer).
+    pub(crate) writer: Pool<DB>,
+    /// Where reads go (SQLite: read-only connections; PostgreSQL: the same pool).
+    pub(crate) reader: Pool<DB>,
+    pub(crate) clock: Clock,
+    /// Plain message inserts, when the backend batches them.
+    pub(crate) plain_inserts: Option<Arc<dyn PlainInserts>>,
+    /// Background tasks of the backend, stopped with the store.
+    pub(crate) tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl<DB: Database> Sql<DB> {
+    /// The time now, as stored.
+    pub(crate) fn now(&self) -> Timestamp {
+        Timestamp(self.clock.now_ms())
+    }
+}
+
+impl<DB: Database> Drop for Sql<DB> {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A Rust type stored in, and read from, a column of `DB`. Each area's `impl` states
+/// these for the types its rows use, with what sqlx needs to run a statement on `DB`
+/// (an executor for its connections, arguments, column indexes): Rust does not carry
+/// such bounds from [`Dialect`] to its users, so they are written at each `impl`. (`Option<T>` and `&T` of
+/// these are too: sqlx implements them for every such `T`.)
+pub trait Column<DB: Database>:
+    for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB> + Send + Sync
+{
+}
+
+impl<DB: Database, T> Column<DB> for T where
+    T: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB> + Send + Sync
+{
+}
+
+/// Locks row `id` of `table` until the transaction ends, where the dialect has row
+/// locks ([`Dialect::LOCK_ROW`]).
+pub(crate) async fn lock_row<DB>(conn: &mut DB::Connection, table: &str, id: i64) -> Result<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    i64: Column<DB>,
+{
+    if let Some(lock) = DB::LOCK_ROW {
+        sqlx::query(&format!("SELECT 1 FROM {table} WHERE id = $1 {lock}"))
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
