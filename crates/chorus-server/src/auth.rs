@@ -71,8 +71,7 @@ impl Authenticator {
         {
             return self
                 .chat
-                .store()
-                .user(self.admin)
+                .credential_user(self.admin)
                 .await?
                 .map(Principal::lasting)
                 .ok_or_else(|| ApiError::unauthorized("the admin user is gone"));

@@ -162,7 +162,6 @@ pub async fn run(
         let now = Timestamp::now();
         if room > 0 {
             let claimed = chat
-                .store()
                 .claim_due_webhooks(now, later(now, lease), room as u32)
                 .await;
             match claimed {
@@ -192,7 +191,7 @@ pub async fn run(
         } else if store_failed {
             Duration::from_secs(1)
         } else {
-            match chat.store().next_webhook_due().await {
+            match chat.next_webhook_due().await {
                 Ok(Some(at)) => Duration::from_millis(at.0.saturating_sub(now.0).max(0) as u64),
                 _ => Duration::from_secs(60),
             }
@@ -279,7 +278,6 @@ async fn attempt(
         duration_ms,
     };
     if let Err(err) = chat
-        .store()
         .record_webhook_attempt(delivery.id, &record, outcome)
         .await
     {

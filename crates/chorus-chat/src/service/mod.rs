@@ -6,6 +6,7 @@ mod cache;
 mod channels;
 pub mod delivery;
 mod dev;
+mod edge;
 mod events;
 mod gate;
 pub mod keys;
@@ -127,7 +128,7 @@ impl Chat {
         self
     }
 
-    pub fn store(&self) -> &dyn Store {
+    pub(crate) fn store(&self) -> &dyn Store {
         self.store.as_ref()
     }
 

@@ -102,7 +102,7 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> 
             "broker unavailable",
         ));
     }
-    let ping = tokio::time::timeout(DATABASE_PING, state.chat.store().ping()).await;
+    let ping = tokio::time::timeout(DATABASE_PING, state.chat.ping_database()).await;
     if !matches!(ping, Ok(Ok(()))) {
         return Err(ApiError::new(
             chorus_proto::ErrorCode::Unavailable,

@@ -1,0 +1,52 @@
+//! What the edge (chorus-server) needs from storage beyond the user-facing operations,
+//! each as one narrow method: the database's health for `/readyz`, the user behind a
+//! credential the edge verified itself (the admin token), and the webhook queue as its
+//! delivery worker sees it (claim what is due, learn when the next is due, record each
+//! attempt). The edge never holds the store: every way in goes through [`Chat`].
+
+use crate::error::Result;
+use crate::model::{Timestamp, User, UserId, WebhookAttempt};
+use crate::service::Chat;
+use crate::store::{AttemptOutcome, DueWebhook};
+
+impl Chat {
+    /// One trivial query: whether the database answers (and, on SQLite, can be written).
+    pub async fn ping_database(&self) -> Result<()> {
+        self.store.ping().await
+    }
+
+    /// The user a credential verified by the edge names (deactivated or not: judging
+    /// that is the caller's business).
+    pub async fn credential_user(&self, id: UserId) -> Result<Option<User>> {
+        self.store.user(id).await
+    }
+
+    /// Pending webhook deliveries due at `now`, at most `limit`, each leased until
+    /// `lease_until` (a crashed attempt is retried after it; a running one is not
+    /// claimed twice).
+    pub async fn claim_due_webhooks(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<DueWebhook>> {
+        self.store.claim_due_webhooks(now, lease_until, limit).await
+    }
+
+    /// When the earliest pending webhook delivery is due.
+    pub async fn next_webhook_due(&self) -> Result<Option<Timestamp>> {
+        self.store.next_webhook_due().await
+    }
+
+    /// Records one webhook attempt and what it leaves the delivery in.
+    pub async fn record_webhook_attempt(
+        &self,
+        delivery: i64,
+        attempt: &WebhookAttempt,
+        outcome: AttemptOutcome,
+    ) -> Result<()> {
+        self.store
+            .record_webhook_attempt(delivery, attempt, outcome)
+            .await
+    }
+}
