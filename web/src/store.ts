@@ -5,7 +5,6 @@ import {
   ChorusError,
   ChorusHttp,
   ChorusRealtime,
-  isEvent,
   type ChannelId,
   type ChannelView,
   type ChorusEvent,
@@ -13,37 +12,17 @@ import {
   type Member,
   type Message,
   type MessageId,
-  type ReactionSummary,
   type User,
   type UserId,
   type WorkspaceMembership,
 } from '@chorus/client';
+import { findMessage, reduce, type LiveState, type MessageList, type Pending, type Thread, type Typing, type Update } from './events';
+
+export type { MessageList, Pending, Thread } from './events';
 
 const PAGE = 50;
 /** How often a typist tells the others (the server expires the signal after ~5 s). */
 const TYPING_EVERY_MS = 2_500;
-
-export interface MessageList {
-  items: Message[];
-  /** No older messages to load. */
-  complete: boolean;
-  loading: boolean;
-}
-
-export interface Pending {
-  key: string;
-  channelId: ChannelId;
-  threadId?: MessageId;
-  text: string;
-  failed?: string;
-}
-
-export interface Thread {
-  channelId: ChannelId;
-  rootId: MessageId;
-  replies: Message[];
-  loading: boolean;
-}
 
 export interface Notice {
   id: number;
@@ -63,8 +42,7 @@ export class ChatStore {
   pending: Pending[] = [];
   current: ChannelId | undefined;
   thread: Thread | undefined;
-  /** channel → (thread root or 0) → user → expiry (ms since epoch). */
-  typing = new Map<ChannelId, Map<number, Map<UserId, number>>>();
+  typing: Typing = new Map();
   conn: ConnectionState = 'connecting';
   /** Set when the connection was lost; cleared by the next hello. */
   private away = false;
@@ -262,11 +240,7 @@ export class ChatStore {
   }
 
   findMessage(id: MessageId): Message | undefined {
-    for (const list of this.lists.values()) {
-      const m = list.items.find((x) => x.id === id);
-      if (m) return m;
-    }
-    return this.thread?.replies.find((x) => x.id === id);
+    return findMessage(this, id);
   }
 
   // ---------------------------------------------------------------- writing
@@ -293,14 +267,6 @@ export class ChatStore {
   discard(key: string): void {
     this.pending = this.pending.filter((p) => p.key !== key);
     this.changed();
-  }
-
-  /** My message arrived live before its send returned: it replaces its pending copy. */
-  private settlePending(msg: Message): void {
-    const i = this.pending.findIndex(
-      (p) => !p.failed && p.channelId === msg.channel_id && p.threadId === msg.thread_id && p.text === msg.text,
-    );
-    if (i >= 0) this.pending.splice(i, 1);
   }
 
   private async deliver(item: Pending): Promise<void> {
@@ -440,96 +406,56 @@ export class ChatStore {
     if (this.current === id) void this.loadLatest(id);
   }
 
+  /** An event through its reducer (events.ts); types the UI ignores change nothing. */
   private onEvent(ev: ChorusEvent): void {
-    if (isEvent(ev, 'message.created')) {
-      const msg = ev.data;
-      if (this.catchingUp || ev.replayed) this.caughtUp++;
-      const known = this.findMessage(msg.id) !== undefined;
-      if (msg.author_id === this.me.id) this.settlePending(msg);
-      this.apply(msg);
-      const channel = this.channels.get(msg.channel_id);
-      if (!known && channel && msg.thread_id === undefined && msg.author_id !== this.me.id) {
-        const seen = this.current === msg.channel_id && document.visibilityState === 'visible';
-        if (seen) this.markReadSoon();
-        else {
-          const mentioned = msg.mentions.includes(this.me.id);
-          this.channels.set(msg.channel_id, {
-            ...channel,
-            unread: channel.unread + 1,
-            unread_mentions: (channel.unread_mentions ?? 0) + (mentioned ? 1 : 0),
-          });
-        }
-      }
-      this.stopTyping(msg.channel_id, msg.thread_id, msg.author_id);
-    } else if (isEvent(ev, 'message.updated')) {
-      this.apply(ev.data);
-    } else if (isEvent(ev, 'message.deleted')) {
-      const m = this.findMessage(ev.data.id);
-      if (m) this.apply({ ...m, deleted: true, text: '', reactions: [] });
-    } else if (isEvent(ev, 'reaction.added') || isEvent(ev, 'reaction.removed')) {
-      const { message_id, emoji, user_id } = ev.data;
-      const m = this.findMessage(message_id);
-      if (m) this.apply({ ...m, reactions: react(m.reactions ?? [], emoji, user_id, ev.type === 'reaction.added') });
-    } else if (isEvent(ev, 'channel.joined')) {
-      const { channel, member_ids } = ev.data;
-      if (channel.workspace_id === this.workspaceId) {
-        const known = this.channels.get(channel.id);
-        this.channels.set(channel.id, {
-          ...channel,
-          member: true,
-          unread: known?.unread ?? 0,
-          ...((member_ids ?? known?.member_ids) && { member_ids: member_ids ?? known?.member_ids }),
-        });
-      }
-    } else if (isEvent(ev, 'channel.left')) {
-      const known = this.channels.get(ev.data.channel_id);
-      if (known?.kind === 'private') this.channels.delete(known.id);
-      else if (known) this.channels.set(known.id, { ...known, member: false, unread: 0 });
-    } else if (isEvent(ev, 'channel.created') || isEvent(ev, 'channel.updated')) {
-      const c = ev.data;
-      if (c.workspace_id === this.workspaceId) {
-        const known = this.channels.get(c.id);
-        this.channels.set(c.id, { member: false, unread: 0, ...known, ...c });
-      }
-    } else if (isEvent(ev, 'read.updated')) {
-      const known = this.channels.get(ev.data.channel_id);
-      if (known) {
-        this.channels.set(known.id, {
-          ...known,
-          unread: ev.data.unread,
-          unread_mentions: ev.data.unread_mentions,
-          last_read: ev.data.message_id,
-        });
-      }
-    } else if (isEvent(ev, 'presence.updated')) {
-      this.online.set(ev.data.user_id, ev.data.online);
-    } else if (isEvent(ev, 'presence.batch')) {
-      for (const p of ev.data.presences) this.online.set(p.user_id, p.online);
-    } else if (isEvent(ev, 'workspace.member_joined')) {
-      if (ev.data.workspace_id === this.workspaceId && !this.members.has(ev.data.user.id)) {
-        this.members.set(ev.data.user.id, { user: ev.data.user, role: ev.data.role });
-      }
-    } else if (isEvent(ev, 'workspace.joined')) {
-      if (!this.workspaces.some((w) => w.id === ev.data.workspace.id)) {
-        this.workspaces = [...this.workspaces, { ...ev.data.workspace, role: ev.data.role }];
-        if (this.workspaceId === undefined) void this.selectWorkspace(ev.data.workspace.id);
-      }
-    } else if (isEvent(ev, 'typing')) {
-      const { channel_id, thread_id, user_id, expires_in_ms } = ev.data;
-      const byThread = this.typing.get(channel_id) ?? new Map<number, Map<UserId, number>>();
-      this.typing.set(channel_id, byThread);
-      const users = byThread.get(thread_id ?? 0) ?? new Map<UserId, number>();
-      byThread.set(thread_id ?? 0, users);
-      users.set(user_id, Date.now() + (expires_in_ms ?? 5_000));
-      this.scheduleTypingExpiry();
-    } else {
-      return;
-    }
+    const update = reduce(this.liveState(), ev, { now: Date.now(), visible: document.visibilityState === 'visible' });
+    if (!update) return;
+    this.commit(update);
     this.changed();
   }
 
-  private stopTyping(channelId: ChannelId, threadId: MessageId | undefined, userId: UserId): void {
-    this.typing.get(channelId)?.get(threadId ?? 0)?.delete(userId);
+  private liveState(): LiveState {
+    return {
+      me: this.me.id,
+      workspaceId: this.workspaceId,
+      workspaces: this.workspaces,
+      channels: this.channels,
+      members: this.members,
+      online: this.online,
+      lists: this.lists,
+      thread: this.thread,
+      typing: this.typing,
+      pending: this.pending,
+      current: this.current,
+      catchingUp: this.catchingUp,
+      caughtUp: this.caughtUp,
+    };
+  }
+
+  private commit(u: Update): void {
+    if (u.channels) this.channels = u.channels;
+    if (u.members) this.members = u.members;
+    if (u.online) this.online = u.online;
+    if (u.workspaces) this.workspaces = u.workspaces;
+    if (u.typing) this.typing = u.typing;
+    if (u.pending) this.pending = u.pending;
+    if (u.caughtUp !== undefined) this.caughtUp = u.caughtUp;
+    for (const m of u.put ?? []) this.apply(m);
+    for (const effect of u.effects ?? []) {
+      switch (effect.do) {
+        case 'markRead':
+          this.markReadSoon();
+          break;
+        case 'expireTyping':
+          this.scheduleTypingExpiry();
+          break;
+        case 'selectWorkspace':
+          void this.selectWorkspace(effect.workspaceId);
+          break;
+        default:
+          effect satisfies never;
+      }
+    }
   }
 
   /** Re-renders when the next typing signal expires. */
@@ -574,21 +500,4 @@ function insertSorted(items: Message[], m: Message): void {
   }
   if (items[lo]?.id === m.id) items[lo] = m;
   else items.splice(lo, 0, m);
-}
-
-/** A reaction event applied to a summary; applying the same event twice changes nothing. */
-function react(list: ReactionSummary[], emoji: string, user: UserId, added: boolean): ReactionSummary[] {
-  const out = list.map((r) => ({ ...r, user_ids: [...r.user_ids] }));
-  let entry = out.find((r) => r.emoji === emoji);
-  if (added) {
-    if (!entry) out.push((entry = { emoji, count: 0, user_ids: [] }));
-    if (!entry.user_ids.includes(user)) {
-      entry.user_ids.push(user);
-      entry.count = entry.user_ids.length;
-    }
-  } else if (entry) {
-    entry.user_ids = entry.user_ids.filter((id) => id !== user);
-    entry.count = entry.user_ids.length;
-  }
-  return out.filter((r) => r.count > 0);
 }

@@ -275,12 +275,6 @@ export class ChorusRealtime {
     for (const m of messages) this.noteMessageId(channelId, m.id);
   }
 
-  /** Drops the socket as if the network failed (no close handshake wait): the client
-   * reconnects and resumes as it would after a real drop. For tests and demos. */
-  dropConnectionForTest(): void {
-    if (this.ws) this.onDrop(this.gen, 1006, 'dropped for test');
-  }
-
   // ---------------------------------------------------------------- connection
 
   private open(): void {

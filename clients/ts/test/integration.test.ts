@@ -20,19 +20,7 @@ import {
   type Workspace,
 } from '../src/index.js';
 import { ADMIN_TOKEN, TestServer } from './server.js';
-
-/** A `ws` WebSocket whose connections can be refused on demand, to hold a client in
- * its reconnect backoff while the test changes things on the server. */
-function gatedWebSocket() {
-  const gate = { open: true };
-  class Gated extends WebSocket {
-    constructor(url: string) {
-      // Port 9 (discard) is closed on loopback: the attempt fails at once with 1006.
-      super(gate.open ? url : 'ws://127.0.0.1:9/ws');
-    }
-  }
-  return { gate, Gated };
-}
+import { faultyWebSocket } from './sockets.js';
 
 async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs = 15_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -315,16 +303,16 @@ describe('against a real server', () => {
   });
 
   test('a dropped socket reconnects and resumes: recovered, each event once, in order', async () => {
-    const { gate, Gated } = gatedWebSocket();
-    const rt = realtime(bob, { WebSocket: Gated });
+    const { gate, FaultyWebSocket, cut } = faultyWebSocket();
+    const rt = realtime(bob, { WebSocket: FaultyWebSocket });
     const rec = record(rt);
     await rt.connect();
     const before = await alice.sendMessage(general.id, 'before drop');
     await waitFor('before drop', () => rec.messages(general.id).some((e) => e.data.id === before.message.id));
 
     gate.open = false;
-    rt.dropConnectionForTest();
-    assert.equal(rt.state, 'reconnecting');
+    cut();
+    await waitFor('the drop', () => rt.state === 'reconnecting');
     const missed: number[] = [];
     for (const text of ['gap 1', 'gap 2', 'gap 3']) missed.push((await alice.sendMessage(general.id, text)).message.id);
     await delay(300); // a failed attempt or two, in backoff
@@ -347,8 +335,8 @@ describe('against a real server', () => {
   });
 
   test('after a server restart: reconnect, recovered:false, HTTP catch-up, each message once in order', async () => {
-    const { gate, Gated } = gatedWebSocket();
-    const rt = realtime(bob, { WebSocket: Gated });
+    const { gate, FaultyWebSocket } = faultyWebSocket();
+    const rt = realtime(bob, { WebSocket: FaultyWebSocket });
     const rec = record(rt);
     const disconnects: number[] = [];
     rt.on('disconnect', (d) => disconnects.push(d.code));

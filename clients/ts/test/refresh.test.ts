@@ -9,6 +9,7 @@ import { WebSocket } from 'ws';
 import { ChorusError, ChorusHttp, ChorusRealtime, type HelloFrame } from '../src/index.js';
 import { jwtExpiry } from '../src/realtime.js';
 import { ADMIN_TOKEN, TestServer } from './server.js';
+import { faultyWebSocket } from './sockets.js';
 
 const SECRET = 'a-test-jwt-secret';
 
@@ -67,9 +68,10 @@ describe('JWT refresh against a real server', () => {
     // A socket that keeps the first token: closed when that token expires.
     const witness = closeCodeOf(server.baseUrl, short);
     const issued: string[] = [];
+    const { FaultyWebSocket, cut } = faultyWebSocket();
     const rt = new ChorusRealtime(server.baseUrl, {
       token: short,
-      WebSocket,
+      WebSocket: FaultyWebSocket,
       backoff: { baseMs: 50, capMs: 200 },
       refreshToken: async () => {
         const token = jwt('alice', 600);
@@ -95,7 +97,7 @@ describe('JWT refresh against a real server', () => {
     assert.deepEqual(errors, []);
 
     // A reconnect now uses the new token (the first one would be refused).
-    rt.dropConnectionForTest();
+    cut();
     await waitFor('the reconnect', () => hellos.length === 2 && rt.state === 'open');
     await rt.ping();
     assert.equal(issued.length, 1, 'a 600 s token is not refreshed yet');

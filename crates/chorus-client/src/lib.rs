@@ -13,6 +13,9 @@
 //! - [`tls`]: extra CAs for `https://` / `wss://` servers with a private certificate
 //!   (public ones are trusted through the built-in Mozilla roots).
 //!
+//! Cargo feature `test-util`: fault injection for tests
+//! (`Realtime::drop_connection_for_test`); not part of the stable API.
+//!
 //! ```no_run
 //! # async fn demo() -> chorus_client::Result<()> {
 //! use chorus_client::{Client, SendMessage};

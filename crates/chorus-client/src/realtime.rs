@@ -288,6 +288,8 @@ pub struct Realtime {
     events: mpsc::Receiver<EventFrame>,
     shared: Arc<Mutex<Shared>>,
     state: watch::Receiver<ConnectionState>,
+    /// Only tests can cut the connection (`test-util`); the driver always listens.
+    #[cfg(feature = "test-util")]
     cut: Arc<Notify>,
     task: JoinHandle<()>,
     request_timeout: Duration,
@@ -377,6 +379,7 @@ impl Realtime {
             events,
             shared,
             state,
+            #[cfg(feature = "test-util")]
             cut,
             task: tokio::spawn(driver.run(ws, hello)),
             request_timeout: options.request_timeout,
@@ -481,8 +484,9 @@ impl Realtime {
     }
 
     /// Drops the current WebSocket without a close frame, as a network failure would;
-    /// the driver then reconnects (if enabled). For tests.
-    #[doc(hidden)]
+    /// the driver then reconnects (if enabled). Fault injection for tests: only with the
+    /// `test-util` feature, which is not part of the stable API.
+    #[cfg(feature = "test-util")]
     pub fn drop_connection_for_test(&self) {
         self.cut.notify_one();
     }

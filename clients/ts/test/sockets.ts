@@ -1,0 +1,23 @@
+// Fault injection for the tests, at the transport: the client under test gets this
+// WebSocket class and cannot tell it from a real network's. No test hook in the client.
+import { WebSocket } from 'ws';
+
+/** A `ws` WebSocket whose connections the test can refuse (`gate.open = false`, to hold
+ * a client in its reconnect backoff) and `cut()`: each open connection's TCP socket is
+ * destroyed without a close frame, as a network failure would (the client sees 1006). */
+export function faultyWebSocket() {
+  const gate = { open: true };
+  const open = new Set<WebSocket>();
+  class FaultyWebSocket extends WebSocket {
+    constructor(url: string) {
+      // Port 9 (discard) is closed on loopback: the attempt fails at once with 1006.
+      super(gate.open ? url : 'ws://127.0.0.1:9/ws');
+      this.once('open', () => open.add(this));
+      this.once('close', () => open.delete(this));
+    }
+  }
+  const cut = () => {
+    for (const ws of open) ws.terminate();
+  };
+  return { gate, FaultyWebSocket, cut };
+}

@@ -1,0 +1,302 @@
+// How each realtime event changes the chat state: one reducer per event type, each a
+// pure function of (state, event, env) that returns what changed. It reads no globals,
+// mutates nothing and starts nothing: the store (store.ts) commits the update and runs
+// its effects. Only types come from @chorus/client, so the unit tests run it in Node.
+import type {
+  ChannelId,
+  ChannelView,
+  ChorusEvent,
+  EventDataMap,
+  Member,
+  Message,
+  MessageId,
+  ReactionSummary,
+  TypedEvent,
+  UserId,
+  WorkspaceId,
+  WorkspaceMembership,
+} from '@chorus/client';
+
+export interface MessageList {
+  items: Message[];
+  /** No older messages to load. */
+  complete: boolean;
+  loading: boolean;
+}
+
+export interface Pending {
+  key: string;
+  channelId: ChannelId;
+  threadId?: MessageId;
+  text: string;
+  failed?: string;
+}
+
+export interface Thread {
+  channelId: ChannelId;
+  rootId: MessageId;
+  replies: Message[];
+  loading: boolean;
+}
+
+/** channel → (thread root or 0) → user → expiry (ms since epoch). */
+export type Typing = Map<ChannelId, Map<number, Map<UserId, number>>>;
+
+/** What the reducers read. They never change it: a changed part comes back, copied, in
+ * the `Update`. */
+export interface LiveState {
+  readonly me: UserId;
+  readonly workspaceId: WorkspaceId | undefined;
+  readonly workspaces: readonly WorkspaceMembership[];
+  readonly channels: ReadonlyMap<ChannelId, ChannelView>;
+  readonly members: ReadonlyMap<UserId, Member>;
+  readonly online: ReadonlyMap<UserId, boolean>;
+  readonly lists: ReadonlyMap<ChannelId, MessageList>;
+  readonly thread: Thread | undefined;
+  readonly typing: Typing;
+  readonly pending: readonly Pending[];
+  readonly current: ChannelId | undefined;
+  /** From a reconnect's hello until its catch-up is reported. */
+  readonly catchingUp: boolean;
+  /** Messages counted while catching up. */
+  readonly caughtUp: number;
+}
+
+/** What the reducers would otherwise read from the browser. */
+export interface Env {
+  /** Date.now(). */
+  now: number;
+  /** Whether the page is visible (the user can see the open channel). */
+  visible: boolean;
+}
+
+/** Work for the store after it committed an update. */
+export type Effect =
+  /** Move my read cursor in the open channel soon. */
+  | { do: 'markRead' }
+  /** Re-render when the next typing signal expires. */
+  | { do: 'expireTyping' }
+  | { do: 'selectWorkspace'; workspaceId: WorkspaceId };
+
+/** The parts of the state an event replaced (absent: unchanged), and what to do next. */
+export interface Update {
+  channels?: Map<ChannelId, ChannelView>;
+  members?: Map<UserId, Member>;
+  online?: Map<UserId, boolean>;
+  workspaces?: WorkspaceMembership[];
+  typing?: Typing;
+  pending?: Pending[];
+  caughtUp?: number;
+  /** Messages, new or changed, to put wherever they are shown (the open lists and
+   * thread, which loads in flight also write to: the store merges them in place). */
+  put?: Message[];
+  effects?: Effect[];
+}
+
+export type Reducer<K extends keyof EventDataMap> = (state: LiveState, ev: TypedEvent<K>, env: Env) => Update;
+
+/** One entry per documented event type: a new type in `EventDataMap` does not compile
+ * until it is handled here or marked `ignored` (the UI shows nothing of it). */
+export type Reducers = { readonly [K in keyof EventDataMap]: Reducer<K> | typeof ignored };
+
+export const ignored = null;
+
+export const reducers: Reducers = {
+  'message.created': (s, ev, env) => {
+    const msg = ev.data;
+    const update: Update = { put: [msg] };
+    if (s.catchingUp || ev.replayed) update.caughtUp = s.caughtUp + 1;
+    if (msg.author_id === s.me) {
+      const pending = settlePending(s.pending, msg);
+      if (pending) update.pending = pending;
+    }
+    const known = findMessage(s, msg.id) !== undefined;
+    const channel = s.channels.get(msg.channel_id);
+    if (!known && channel && msg.thread_id === undefined && msg.author_id !== s.me) {
+      if (s.current === msg.channel_id && env.visible) {
+        update.effects = [{ do: 'markRead' }];
+      } else {
+        const mentioned = msg.mentions.includes(s.me);
+        update.channels = withEntry(s.channels, msg.channel_id, {
+          ...channel,
+          unread: channel.unread + 1,
+          unread_mentions: (channel.unread_mentions ?? 0) + (mentioned ? 1 : 0),
+        });
+      }
+    }
+    // A message ends its author's typing there.
+    const typing = withoutTypist(s.typing, msg.channel_id, msg.thread_id ?? 0, msg.author_id);
+    if (typing) update.typing = typing;
+    return update;
+  },
+
+  'message.updated': (_s, ev) => ({ put: [ev.data] }),
+
+  'message.deleted': (s, ev) => {
+    const m = findMessage(s, ev.data.id);
+    return m ? { put: [{ ...m, deleted: true, text: '', reactions: [] }] } : {};
+  },
+
+  'reaction.added': (s, ev) => reaction(s, ev.data, true),
+  'reaction.removed': (s, ev) => reaction(s, ev.data, false),
+
+  'channel.joined': (s, ev) => {
+    const { channel, member_ids } = ev.data;
+    if (channel.workspace_id !== s.workspaceId) return {};
+    const known = s.channels.get(channel.id);
+    const ids = member_ids ?? known?.member_ids;
+    return {
+      channels: withEntry(s.channels, channel.id, {
+        ...channel,
+        member: true,
+        unread: known?.unread ?? 0,
+        ...(ids && { member_ids: ids }),
+      }),
+    };
+  },
+
+  'channel.left': (s, ev) => {
+    const known = s.channels.get(ev.data.channel_id);
+    if (!known) return {};
+    if (known.kind === 'private') {
+      const channels = new Map(s.channels);
+      channels.delete(known.id);
+      return { channels };
+    }
+    return { channels: withEntry(s.channels, known.id, { ...known, member: false, unread: 0 }) };
+  },
+
+  'channel.created': (s, ev) => channelChanged(s, ev.data),
+  'channel.updated': (s, ev) => channelChanged(s, ev.data),
+
+  'read.updated': (s, ev) => {
+    const known = s.channels.get(ev.data.channel_id);
+    if (!known) return {};
+    return {
+      channels: withEntry(s.channels, known.id, {
+        ...known,
+        unread: ev.data.unread,
+        unread_mentions: ev.data.unread_mentions,
+        last_read: ev.data.message_id,
+      }),
+    };
+  },
+
+  'presence.updated': (s, ev) => ({ online: withEntry(s.online, ev.data.user_id, ev.data.online) }),
+
+  'presence.batch': (s, ev) => {
+    const online = new Map(s.online);
+    for (const p of ev.data.presences) online.set(p.user_id, p.online);
+    return { online };
+  },
+
+  'workspace.member_joined': (s, ev) => {
+    const { workspace_id, user, role } = ev.data;
+    if (workspace_id !== s.workspaceId || s.members.has(user.id)) return {};
+    return { members: withEntry(s.members, user.id, { user, role }) };
+  },
+
+  'workspace.joined': (s, ev) => {
+    const { workspace, role } = ev.data;
+    if (s.workspaces.some((w) => w.id === workspace.id)) return {};
+    return {
+      workspaces: [...s.workspaces, { ...workspace, role }],
+      // The first workspace of a user who had none opens by itself.
+      ...(s.workspaceId === undefined && { effects: [{ do: 'selectWorkspace', workspaceId: workspace.id }] }),
+    };
+  },
+
+  typing: (s, ev, env) => {
+    const { channel_id, thread_id, user_id, expires_in_ms } = ev.data;
+    const byThread = new Map(s.typing.get(channel_id));
+    const users = new Map(byThread.get(thread_id ?? 0));
+    users.set(user_id, env.now + (expires_in_ms ?? 5_000));
+    byThread.set(thread_id ?? 0, users);
+    return { typing: withEntry(s.typing, channel_id, byThread), effects: [{ do: 'expireTyping' }] };
+  },
+
+  // Nothing in the UI shows these (yet); membership changes reach it as channel.* events.
+  'member.joined': ignored,
+  'member.left': ignored,
+  'member.role_changed': ignored,
+  'workspace.left': ignored,
+  'subscription.revoked': ignored,
+  'credentials.revoked': ignored,
+  'message.pinned': ignored,
+  'message.unpinned': ignored,
+  'mention.created': ignored,
+};
+
+/** The update for an event; `undefined` when the UI ignores its type, undocumented ones
+ * from a newer server included (nothing to re-render). */
+export function reduce(state: LiveState, ev: ChorusEvent, env: Env): Update | undefined {
+  // `hasOwn`: an event type such as `constructor` must not find Object.prototype's.
+  if (!Object.hasOwn(reducers, ev.type)) return undefined;
+  const type = ev.type as keyof EventDataMap;
+  return run(type, state, ev as TypedEvent<typeof type>, env);
+}
+
+function run<K extends keyof EventDataMap>(type: K, state: LiveState, ev: TypedEvent<K>, env: Env): Update | undefined {
+  const reducer: Reducer<K> | null = reducers[type];
+  return reducer ? reducer(state, ev, env) : undefined;
+}
+
+/** A loaded message: in a channel's list or the open thread. */
+export function findMessage(s: Pick<LiveState, 'lists' | 'thread'>, id: MessageId): Message | undefined {
+  for (const list of s.lists.values()) {
+    const m = list.items.find((x) => x.id === id);
+    if (m) return m;
+  }
+  return s.thread?.replies.find((x) => x.id === id);
+}
+
+function reaction(s: LiveState, data: EventDataMap['reaction.added'], added: boolean): Update {
+  const m = findMessage(s, data.message_id);
+  return m ? { put: [{ ...m, reactions: react(m.reactions ?? [], data.emoji, data.user_id, added) }] } : {};
+}
+
+function channelChanged(s: LiveState, c: EventDataMap['channel.created']): Update {
+  if (c.workspace_id !== s.workspaceId) return {};
+  const known = s.channels.get(c.id);
+  return { channels: withEntry(s.channels, c.id, { member: false, unread: 0, ...known, ...c }) };
+}
+
+/** My message arrived live before its send returned: it replaces its pending copy.
+ * `undefined` when no pending copy matches. */
+function settlePending(pending: readonly Pending[], msg: Message): Pending[] | undefined {
+  const i = pending.findIndex(
+    (p) => !p.failed && p.channelId === msg.channel_id && p.threadId === msg.thread_id && p.text === msg.text,
+  );
+  return i < 0 ? undefined : [...pending.slice(0, i), ...pending.slice(i + 1)];
+}
+
+/** `undefined` when the user was not typing there. */
+function withoutTypist(typing: Typing, channelId: ChannelId, thread: number, userId: UserId): Typing | undefined {
+  const users = typing.get(channelId)?.get(thread);
+  if (!users?.has(userId)) return undefined;
+  const left = new Map(users);
+  left.delete(userId);
+  return withEntry(typing, channelId, withEntry(typing.get(channelId)!, thread, left));
+}
+
+/** A copy of `map` with `key` set. */
+function withEntry<K, V>(map: ReadonlyMap<K, V>, key: K, value: V): Map<K, V> {
+  return new Map(map).set(key, value);
+}
+
+/** A reaction event applied to a summary; applying the same event twice changes nothing. */
+export function react(list: ReactionSummary[], emoji: string, user: UserId, added: boolean): ReactionSummary[] {
+  const out = list.map((r) => ({ ...r, user_ids: [...r.user_ids] }));
+  let entry = out.find((r) => r.emoji === emoji);
+  if (added) {
+    if (!entry) out.push((entry = { emoji, count: 0, user_ids: [] }));
+    if (!entry.user_ids.includes(user)) {
+      entry.user_ids.push(user);
+      entry.count = entry.user_ids.length;
+    }
+  } else if (entry) {
+    entry.user_ids = entry.user_ids.filter((id) => id !== user);
+    entry.count = entry.user_ids.length;
+  }
+  return out.filter((r) => r.count > 0);
+}
