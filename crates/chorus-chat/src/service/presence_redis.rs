@@ -25,7 +25,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::Chat;
 use super::presence::{NodeStat, PresenceTracker, Ticket};
-use crate::model::{Timestamp, UserId};
+use crate::model::UserId;
 
 /// A node whose heartbeat is older than this is dead.
 pub const NODE_TTL: Duration = Duration::from_secs(6);
@@ -462,33 +462,43 @@ impl PresenceTracker for RedisPresence {
 
 impl Chat {
     /// Keeps this node's heartbeat fresh and announces the users of dead nodes offline.
-    /// Runs until the chat is dropped.
+    /// Runs until the chat shuts down (or is dropped).
     pub fn spawn_presence_sweeper(self: &Arc<Self>, presence: Arc<RedisPresence>) {
         let chat = Arc::downgrade(self);
         let chat_of_beat = chat.clone();
         // Two tasks: announcing a big dead node's users offline takes a while, and this
         // node's own heartbeat must not wait for it (or others would sweep this node).
         let beating = presence.clone();
-        let sweeper = tokio::spawn(async move {
+        let stop = self.background.stop().clone();
+        let stop_beating = stop.clone();
+        self.background.spawn(async move {
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
             loop {
-                sweep.tick().await;
+                tokio::select! {
+                    _ = sweep.tick() => {}
+                    () = stop.cancelled() => return,
+                }
                 let Some(chat) = chat.upgrade() else { return };
                 match presence.sweep_dead().await {
                     Ok(gone) => {
                         for user in gone {
-                            chat.presence_expired(user, Timestamp::now()).await;
+                            chat.presence_expired(user, chat.now()).await;
                         }
                     }
                     Err(err) => tracing::warn!(cause = %err, "presence sweep failed"),
                 }
             }
         });
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
-            // Ends with the sweeper, which ends when the chat is dropped.
-            while !sweeper.is_finished() {
-                beat.tick().await;
+            loop {
+                tokio::select! {
+                    _ = beat.tick() => {}
+                    () = stop_beating.cancelled() => return,
+                }
+                if chat_of_beat.strong_count() == 0 {
+                    return;
+                }
                 let mut replayed = match beating.beat().await {
                     Ok(replayed) => replayed,
                     Err(err) => {
