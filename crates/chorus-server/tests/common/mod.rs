@@ -156,6 +156,29 @@ impl TestServer {
         }
     }
 
+    /// The running server's state (white-box checks).
+    pub fn state(&self) -> &chorus_server::AppState {
+        self.state.as_ref().expect("server not running")
+    }
+
+    /// Waits (bounded by [`WAIT`]) until the server has handled at least `closes`
+    /// connection ends in all and has no presence work left: every grace timer has run
+    /// out and every coalesced presence batch is published. A barrier on a client then
+    /// holds every presence event the server will send it for what happened so far.
+    pub async fn settle_presence(&self, closes: u64) {
+        let chat = &self.state.as_ref().expect("server not running").chat;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while chat.closes_handled() < closes || chat.background_tasks() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "presence did not settle: {} of {closes} closes handled, {} tasks running",
+                chat.closes_handled(),
+                chat.background_tasks()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
