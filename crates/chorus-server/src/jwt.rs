@@ -585,7 +585,48 @@ fn parse_jwks(bytes: &[u8]) -> anyhow::Result<Vec<JwkKey>> {
 
 #[cfg(test)]
 mod tests {
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
     use super::*;
+
+    /// `exp` and `nbf` are judged against the configured clock, not the system's: here
+    /// a test clock in 2033 that moves only with tokio's paused time.
+    #[tokio::test(start_paused = true)]
+    async fn exp_and_nbf_are_judged_on_the_configured_clock() {
+        let start: i64 = 2_000_000_000;
+        let secret = "a-test-secret-of-some-length-000";
+        let config = Config {
+            jwt_secret: Some(secret.to_owned()),
+            clock: Clock::following_tokio(start * 1000),
+            ..Config::default()
+        };
+        let verifier = JwtVerifier::from_config(&config)
+            .await
+            .expect("a valid configuration")
+            .expect("a verifier");
+        let token = |claims: serde_json::Value| {
+            let key = EncodingKey::from_secret(secret.as_bytes());
+            jsonwebtoken::encode(&Header::default(), &claims, &key).expect("encodes")
+        };
+        let short = token(json!({"sub": "alice", "exp": start + 60}));
+        let early = token(json!({"sub": "alice", "exp": start + 3600, "nbf": start + 120}));
+        assert!(verifier.verify(&short).await.is_ok());
+        assert!(
+            verifier.verify(&early).await.is_err(),
+            "nbf beyond the leeway"
+        );
+
+        tokio::time::advance(Duration::from_secs(90)).await;
+        assert!(
+            verifier.verify(&early).await.is_ok(),
+            "nbf within the leeway"
+        );
+        assert!(
+            matches!(verifier.verify(&short).await, Err(JwtError::Invalid(_))),
+            "expired 30 s ago"
+        );
+    }
 
     #[test]
     fn a_jwks_keeps_only_signing_keys_it_can_use() {

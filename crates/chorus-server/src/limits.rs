@@ -302,6 +302,38 @@ mod tests {
         s.parse().expect("a test address")
     }
 
+    /// The per-user bucket and the failure buckets are measured on the configured
+    /// clock: spent, they refill only as it moves (paused tokio time here, no sleep).
+    #[tokio::test(start_paused = true)]
+    async fn the_buckets_refill_as_the_configured_clock_moves() {
+        let config = Config {
+            http_per_sec: 2,
+            http_burst: 2,
+            auth_failures_per_sec: 2,
+            auth_failures_burst: 1,
+            clock: Clock::following_tokio(0),
+            ..Config::default()
+        };
+        let limiter = HttpLimiter::from_config(&config).expect("limits on");
+        let (alice, client) = (UserId(1), ip("192.0.2.1"));
+        assert_eq!(limiter.user_wait(alice), None);
+        assert_eq!(limiter.user_wait(alice), None);
+        let wait = limiter.user_wait(alice).expect("the burst is spent");
+        assert!(wait <= Duration::from_millis(500), "{wait:?}");
+        limiter.failed(client);
+        assert_eq!(
+            limiter.client_wait(client),
+            Some(Duration::from_millis(500))
+        );
+
+        tokio::time::advance(Duration::from_millis(499)).await;
+        assert!(limiter.user_wait(alice).is_some(), "not yet");
+        assert_eq!(limiter.client_wait(client), Some(Duration::from_millis(1)));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(limiter.user_wait(alice), None, "one more after 500 ms");
+        assert_eq!(limiter.client_wait(client), None);
+    }
+
     #[test]
     fn an_address_gets_its_burst_of_failures_then_waits_for_the_rate() {
         let limiter = FailureLimiter::new(2, 3).expect("a limit");
