@@ -7,6 +7,10 @@
 //!
 //! Every wait is bounded by [`WAIT`] so a missing frame fails the test instead of hanging
 //! it; no test asserts how long anything took.
+//!
+//! A server reads the time from `Config::clock`: `start_with(|c| c.clock =
+//! Clock::following_tokio(unix_ms))` starts one whose wall time is `unix_ms` now (and
+//! then moves with tokio's clock), e.g. to judge expiries at another time.
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses a different subset
 
