@@ -88,7 +88,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         // A fresh id per process: a restarted node is a new node, its predecessor's
         // connections expire like those of any node that died.
         let node = format!("{:016x}", rand::random::<u64>());
-        let presence = RedisPresence::connect_client(client, node)
+        let presence = RedisPresence::connect_client(client, node, config.clock)
             .await
             .context("connecting presence to Redis (CHORUS_REDIS_URL)")?;
         chat = chat.with_presence_tracker(presence.clone());

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chorus_realtime::Clock;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -112,6 +113,8 @@ pub struct RedisPresence {
     /// unreachable for longer than the TTL). Every node's heartbeat lapsed in such an
     /// outage, so this node sweeps nobody until the others had one TTL to beat again.
     rejoined: Mutex<Option<tokio::time::Instant>>,
+    /// Where `rejoined` is read (the chat's clock).
+    clock: Clock,
     /// Count changes waiting for Redis. While any waits, new ones queue behind it, so
     /// a user's open and close reach Redis in the order they happened.
     unsent: Mutex<VecDeque<Unsent>>,
@@ -136,14 +139,15 @@ fn heartbeat_key(node: &str) -> String {
 const NODES_KEY: &str = "chorus:nodes";
 
 impl RedisPresence {
-    pub async fn connect(url: &str, node: String) -> redis::RedisResult<Arc<Self>> {
-        Self::connect_client(redis::Client::open(url)?, node).await
+    pub async fn connect(url: &str, node: String, clock: Clock) -> redis::RedisResult<Arc<Self>> {
+        Self::connect_client(redis::Client::open(url)?, node, clock).await
     }
 
     /// As [`RedisPresence::connect`], with a client built by the caller (TLS settings).
     pub async fn connect_client(
         client: redis::Client,
         node: String,
+        clock: Clock,
     ) -> redis::RedisResult<Arc<Self>> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -155,6 +159,7 @@ impl RedisPresence {
             conn,
             local: Mutex::new(HashMap::new()),
             rejoined: Mutex::new(None),
+            clock,
             unsent: Mutex::new(VecDeque::new()),
             open: Script::new(OPEN_LUA),
             close: Script::new(CLOSE_LUA),
@@ -263,8 +268,7 @@ impl RedisPresence {
             .await?;
         let mut replayed = Vec::new();
         if previous.is_none() {
-            *self.rejoined.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(tokio::time::Instant::now());
+            *self.rejoined.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.clock.instant());
             // The counts are written whole from this node's own: queued changes are
             // in them already.
             self.unsent().clear();
@@ -293,7 +297,8 @@ impl RedisPresence {
     /// are now offline everywhere.
     async fn sweep_dead(&self) -> redis::RedisResult<Vec<UserId>> {
         let rejoined = *self.rejoined.lock().unwrap_or_else(|e| e.into_inner());
-        if rejoined.is_some_and(|at| at.elapsed() < NODE_TTL) {
+        let now = self.clock.instant();
+        if rejoined.is_some_and(|at| now.saturating_duration_since(at) < NODE_TTL) {
             return Ok(Vec::new());
         }
         let mut conn = self.conn.clone();
