@@ -89,27 +89,24 @@ impl Upgrade {
     {
         let accept = derive_accept_key(self.key.as_bytes());
         let on_upgrade = self.on_upgrade;
-        let stop = tasks.stop.clone();
-        tasks
-            .tracker
-            .spawn(stop.run_until_cancelled_owned(async move {
-                let upgraded = match on_upgrade.await {
-                    Ok(upgraded) => upgraded,
-                    Err(err) => {
-                        tracing::debug!(cause = %err, "WebSocket upgrade failed");
-                        return;
-                    }
-                };
-                match upgraded.downcast::<TokioIo<TcpStream>>() {
-                    Ok(parts) => {
-                        serve(Socket::new(parts.io.into_inner(), parts.read_buf, config)).await
-                    }
-                    // Only when served by something other than `crate::run`'s loop.
-                    Err(_) => {
-                        tracing::error!("WebSocket upgrade: the connection is not a TCP stream")
-                    }
+        let switch = async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(err) => {
+                    tracing::debug!(cause = %err, "WebSocket upgrade failed");
+                    return;
                 }
-            }));
+            };
+            match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    serve(Socket::new(parts.io.into_inner(), parts.read_buf, config)).await
+                }
+                // Only when served by something other than `crate::run`'s loop.
+                Err(_) => tracing::error!("WebSocket upgrade: the connection is not a TCP stream"),
+            }
+        };
+        let stop = tasks.stop.clone();
+        tasks.tracker.spawn(stop.run_until_cancelled_owned(switch));
         let mut response = Response::new(axum::body::Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
