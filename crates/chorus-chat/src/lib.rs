@@ -9,9 +9,11 @@
 //! - [`store`]: one trait per storage area and a backend per database (SQLite,
 //!   PostgreSQL).
 //! - [`token`]: API token minting and hashing.
+//! - [`rate`]: rate limiters on the injected clock.
 
 pub mod error;
 pub mod model;
+pub mod rate;
 pub mod service;
 pub mod store;
 #[cfg(feature = "test-util")]

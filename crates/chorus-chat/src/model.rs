@@ -31,6 +31,11 @@ impl Timestamp {
         Self(ms as i64)
     }
 
+    /// The time `clock` reads now (what the service uses instead of [`now`](Self::now)).
+    pub fn at(clock: &chorus_realtime::Clock) -> Self {
+        Self(clock.now_ms())
+    }
+
     /// `secs` seconds later (saturating).
     pub fn plus_secs(self, secs: u64) -> Self {
         let ms = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);

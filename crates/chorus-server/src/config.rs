@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chorus_chat::ChatConfig;
-use chorus_realtime::{EngineConfig, Retention};
+use chorus_realtime::{Clock, EngineConfig, Retention};
 use serde::Deserialize;
 
 use crate::webhooks::WebhookConfig;
@@ -99,6 +99,11 @@ pub struct Config {
     /// When set, `/metrics` answers only `Authorization: Bearer <metrics_token>`
     /// (`CHORUS_METRICS_TOKEN`); unset (default), it is open as before.
     pub metrics_token: Option<String>,
+    /// Where every part of the server reads the time: the engine, the chat, the rate
+    /// limits, JWT expiry, webhook backoff. Not a setting: the system's clock, or a test
+    /// clock set by tests (`Clock::following_tokio`).
+    #[serde(skip)]
+    pub clock: Clock,
 }
 
 impl Default for Config {
@@ -147,6 +152,7 @@ impl Default for Config {
             webhook_allow_private: false,
             webhook_ca_file: None,
             metrics_token: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -164,6 +170,7 @@ impl Config {
                 max_events: self.retention_events,
                 max_age: Duration::from_secs(self.retention_secs),
             },
+            clock: self.clock,
             ..EngineConfig::default()
         }
     }
@@ -187,6 +194,7 @@ impl Config {
             max_message_bytes: self.max_message_bytes,
             typing_per_minute: self.typing_per_minute,
             presence_grace: Duration::from_millis(self.presence_grace_ms),
+            clock: self.clock,
             ..ChatConfig::default()
         }
     }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use chorus_chat::Chat;
@@ -13,10 +13,11 @@ use chorus_chat::error::ChatError;
 use chorus_chat::model::{User, UserKind, valid_user_name};
 use chorus_chat::service::CreateUser;
 use chorus_proto::ErrorCode;
-use chorus_realtime::SessionAuth;
+use chorus_realtime::{Clock, SessionAuth};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use tokio::time::Instant;
 
 use crate::auth::Principal;
 use crate::config::Config;
@@ -91,6 +92,8 @@ pub struct JwtVerifier {
     audience: Option<String>,
     require_exp: bool,
     provision_users: bool,
+    /// What `exp` and `nbf` are judged against, and the JWKS's age measured on.
+    clock: Clock,
 }
 
 impl JwtVerifier {
@@ -107,7 +110,7 @@ impl JwtVerifier {
             None => None,
         };
         let jwks = match config.jwt_jwks.as_deref() {
-            Some(source) => Some(Jwks::new(source).await?),
+            Some(source) => Some(Jwks::new(source, config.clock).await?),
             None => None,
         };
         if secret.is_none() && public_key.is_none() && jwks.is_none() {
@@ -121,6 +124,7 @@ impl JwtVerifier {
             audience: config.jwt_audience.clone(),
             require_exp: config.jwt_require_exp,
             provision_users: config.jwt_provision_users,
+            clock: config.clock,
         }))
     }
 
@@ -154,7 +158,8 @@ impl JwtVerifier {
         };
         let mut validation = Validation::new(header.alg);
         validation.leeway = 0;
-        validation.validate_exp = true;
+        // Both judged below, against the configured clock.
+        validation.validate_exp = false;
         validation.validate_nbf = false;
         let mut required = vec!["sub"];
         if self.require_exp {
@@ -175,7 +180,7 @@ impl JwtVerifier {
         let mut claims = jsonwebtoken::decode::<JwtClaims>(token, &key, &validation)
             .map_err(invalid)?
             .claims;
-        let now = SystemTime::now();
+        let now = self.clock.system_time();
         if let Some(nbf) = claims.nbf
             && unix_time(nbf).is_none_or(|nbf| nbf > now + NBF_LEEWAY)
         {
@@ -185,6 +190,9 @@ impl JwtVerifier {
             Some(exp) => Some(unix_time(exp).ok_or_else(|| invalid("exp out of range"))?),
             None => None,
         };
+        if claims.expires_at.is_some_and(|exp| exp <= now) {
+            return Err(invalid("expired (exp)"));
+        }
         Ok(claims)
     }
 
@@ -342,6 +350,7 @@ async fn read_pem_key(path: &Path) -> anyhow::Result<(Algorithm, DecodingKey)> {
 /// time through `fetch`.
 struct Jwks {
     source: JwksSource,
+    clock: Clock,
     keys: RwLock<Arc<KeySet>>,
     fetch: tokio::sync::Mutex<FetchLog>,
 }
@@ -373,7 +382,7 @@ struct FetchLog {
 }
 
 impl Jwks {
-    async fn new(source: &str) -> anyhow::Result<Self> {
+    async fn new(source: &str, clock: Clock) -> anyhow::Result<Self> {
         let source = if source.starts_with("http://") || source.starts_with("https://") {
             let url = reqwest::Url::parse(source).context("parsing the jwt_jwks URL")?;
             let client = reqwest::Client::builder()
@@ -386,6 +395,7 @@ impl Jwks {
         };
         let jwks = Self {
             source,
+            clock,
             keys: RwLock::default(),
             fetch: tokio::sync::Mutex::default(),
         };
@@ -414,7 +424,11 @@ impl Jwks {
     /// is old or does not know the `kid`.
     async fn key(&self, alg: Algorithm, kid: Option<&str>) -> Result<DecodingKey, JwtError> {
         let mut set = self.snapshot();
-        if set.fetched_at.is_none_or(|at| at.elapsed() >= JWKS_MAX_AGE) {
+        let now = self.clock.instant();
+        if set
+            .fetched_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= JWKS_MAX_AGE)
+        {
             if let Err(err) = self.refresh(Refresh::Stale).await {
                 tracing::warn!(cause = %err, "JWKS refresh failed; using the keys held");
             }
@@ -449,19 +463,22 @@ impl Jwks {
         if self.snapshot().fetched_at != seen {
             return Ok(()); // Someone read it while this caller waited.
         }
-        let recent = |at: Option<Instant>| at.is_some_and(|at| at.elapsed() < JWKS_MIN_INTERVAL);
+        let now = self.clock.instant();
+        let recent = |at: Option<Instant>| {
+            at.is_some_and(|at| now.saturating_duration_since(at) < JWKS_MIN_INTERVAL)
+        };
         match why {
             Refresh::Stale if recent(log.attempted_at) => return Ok(()),
             Refresh::UnknownKid if recent(log.unknown_kid_at) => return Ok(()),
-            Refresh::UnknownKid => log.unknown_kid_at = Some(Instant::now()),
+            Refresh::UnknownKid => log.unknown_kid_at = Some(now),
             Refresh::Stale => {}
         }
-        log.attempted_at = Some(Instant::now());
+        log.attempted_at = Some(now);
         let bytes = self.read_source().await?;
         let keys = parse_jwks(&bytes)?;
         let set = Arc::new(KeySet {
             keys,
-            fetched_at: Some(Instant::now()),
+            fetched_at: Some(self.clock.instant()),
         });
         *self
             .keys
@@ -568,7 +585,48 @@ fn parse_jwks(bytes: &[u8]) -> anyhow::Result<Vec<JwkKey>> {
 
 #[cfg(test)]
 mod tests {
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
     use super::*;
+
+    /// `exp` and `nbf` are judged against the configured clock, not the system's: here
+    /// a test clock in 2033 that moves only with tokio's paused time.
+    #[tokio::test(start_paused = true)]
+    async fn exp_and_nbf_are_judged_on_the_configured_clock() {
+        let start: i64 = 2_000_000_000;
+        let secret = "a-test-secret-of-some-length-000";
+        let config = Config {
+            jwt_secret: Some(secret.to_owned()),
+            clock: Clock::following_tokio(start * 1000),
+            ..Config::default()
+        };
+        let verifier = JwtVerifier::from_config(&config)
+            .await
+            .expect("a valid configuration")
+            .expect("a verifier");
+        let token = |claims: serde_json::Value| {
+            let key = EncodingKey::from_secret(secret.as_bytes());
+            jsonwebtoken::encode(&Header::default(), &claims, &key).expect("encodes")
+        };
+        let short = token(json!({"sub": "alice", "exp": start + 60}));
+        let early = token(json!({"sub": "alice", "exp": start + 3600, "nbf": start + 120}));
+        assert!(verifier.verify(&short).await.is_ok());
+        assert!(
+            verifier.verify(&early).await.is_err(),
+            "nbf beyond the leeway"
+        );
+
+        tokio::time::advance(Duration::from_secs(90)).await;
+        assert!(
+            verifier.verify(&early).await.is_ok(),
+            "nbf within the leeway"
+        );
+        assert!(
+            matches!(verifier.verify(&short).await, Err(JwtError::Invalid(_))),
+            "expired 30 s ago"
+        );
+    }
 
     #[test]
     fn a_jwks_keeps_only_signing_keys_it_can_use() {

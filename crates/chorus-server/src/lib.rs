@@ -35,9 +35,10 @@ use chorus_chat::store::{PgStore, SqliteStore, Store};
 use chorus_realtime::Engine;
 use tokio::net::TcpListener;
 
+pub use chorus_realtime::Clock;
 pub use config::Config;
 pub use routes::{app, openapi};
-pub use state::AppState;
+pub use state::{AppState, Tasks};
 
 /// A built server and, when the admin user was just created, its first token.
 pub struct Built {
@@ -90,7 +91,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         // A fresh id per process: a restarted node is a new node, its predecessor's
         // connections expire like those of any node that died.
         let node = format!("{:016x}", rand::random::<u64>());
-        let presence = RedisPresence::connect_client(client, node)
+        let presence = RedisPresence::connect_client(client, node, config.clock)
             .await
             .context("connecting presence to Redis (CHORUS_REDIS_URL)")?;
         chat = chat.with_presence_tracker(presence.clone());
@@ -115,13 +116,18 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         ChatHooks::new(chat.clone()),
         auth.clone(),
     ));
+    let tasks = Tasks::default();
     let http_limiter = limits::HttpLimiter::from_config(&config).map(Arc::new);
     if let Some(limiter) = &http_limiter {
         let limiter = Arc::downgrade(limiter);
-        tokio::spawn(async move {
+        let stop = tasks.stop.clone();
+        tasks.tracker.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.cancelled() => break,
+                }
                 let Some(limiter) = limiter.upgrade() else {
                     break;
                 };
@@ -138,6 +144,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
             auth,
             http_limiter,
             webhooks: Arc::new(webhooks::WebhookMetrics::default()),
+            tasks,
         },
         bootstrap_token,
     })
@@ -202,40 +209,48 @@ fn private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 
 /// Serves until `shutdown` resolves, then stops accepting, tells every WebSocket
 /// client to reconnect (close 3001) after flushing its queue, and waits for them up to
-/// the configured grace period.
+/// the configured grace period. Returns once every task the server started has ended:
+/// the HTTP connections, the sessions (or the grace period is over), the webhook
+/// worker and the edge's other tasks ([`Tasks`]), then the chat's ([`Chat::shutdown`]).
+///
+/// [`Chat::shutdown`]: chorus_chat::Chat::shutdown
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let engine = state.engine.clone();
+    let chat = state.chat.clone();
+    let tasks = state.tasks.clone();
     let grace = Duration::from_millis(state.config.shutdown_grace_ms);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let drain = tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-        // WebSocket sessions outlive axum's graceful shutdown; the engine tracks them.
-        engine.shutdown(grace).await
+    let draining = tokio_util::sync::CancellationToken::new();
+    let drain = tokio::spawn({
+        let draining = draining.clone();
+        async move {
+            shutdown.await;
+            draining.cancel();
+            // WebSocket sessions outlive axum's graceful shutdown; the engine tracks them.
+            engine.shutdown(grace).await
+        }
     });
-    // Webhook delivery runs beside the server and stops with it.
-    let worker = tokio::spawn(webhooks::run(
+    // Webhook delivery runs beside the server and stops when it starts draining.
+    tasks.tracker.spawn(webhooks::run(
         state.chat.clone(),
         state.config.webhooks(),
         state.webhooks.clone(),
-        stop_rx.clone(),
+        draining.clone(),
     ));
-    let mut stop = stop_rx;
-    serve_http(listener, app(state), async move {
-        let _ = stop.wait_for(|s| *s).await;
-    })
-    .await;
+    serve_http(listener, app(state), draining.cancelled_owned()).await;
     let drained = drain.await.unwrap_or(false);
-    if let Err(err) = worker.await {
-        tracing::warn!(cause = %err, "webhook worker ended abnormally");
-    }
     if !drained {
         tracing::warn!("some connections did not close within the grace period");
     }
+    // Sessions still open past the grace period end here with their upgrade tasks.
+    tasks.stop.cancel();
+    tasks.tracker.close();
+    tasks.tracker.wait().await;
+    // Last: the sessions' ends start presence grace periods, which settle now.
+    chat.shutdown().await;
     Ok(())
 }
 

@@ -12,17 +12,20 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chorus_chat::model::UserId;
+use chorus_chat::rate::{KeyedLimiter, keyed};
 use chorus_chat::store::ServerKeyId;
 use chorus_proto::ErrorCode;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use chorus_realtime::Clock;
+use governor::Quota;
+use governor::clock::Clock as _;
+use tokio::time::Instant;
 
 use crate::auth::{Authenticated, credentials};
 use crate::config::Config;
@@ -35,13 +38,14 @@ const MAX_ADDRESSES: usize = 100_000;
 /// Both HTTP limits and their shared refusal counter.
 pub struct HttpLimiter {
     /// Requests per user; `None` when `http_per_sec` is 0.
-    users: Option<DefaultKeyedRateLimiter<UserId>>,
+    users: Option<KeyedLimiter<UserId>>,
     /// Requests per server key, at the users' rate; `None` when `http_per_sec` is 0.
-    keys: Option<DefaultKeyedRateLimiter<ServerKeyId>>,
+    keys: Option<KeyedLimiter<ServerKeyId>>,
     /// Failed authentications per client address; `None` when `auth_failures_per_sec`
     /// is 0.
     failures: Option<FailureLimiter>,
-    clock: DefaultClock,
+    /// The configured clock: every bucket is measured on it.
+    clock: Clock,
     /// Requests refused (either limit), for `/metrics`.
     pub rejected: AtomicU64,
 }
@@ -53,46 +57,46 @@ impl HttpLimiter {
             let burst = NonZeroU32::new(config.http_burst.max(per_sec.get())).unwrap_or(per_sec);
             Quota::per_second(per_sec).allow_burst(burst)
         });
-        let users = quota.map(RateLimiter::keyed);
-        let keys = quota.map(RateLimiter::keyed);
+        let clock = config.clock;
+        let users = quota.map(|quota| keyed(quota, clock));
+        let keys = quota.map(|quota| keyed(quota, clock));
         let failures =
             FailureLimiter::new(config.auth_failures_per_sec, config.auth_failures_burst);
         (users.is_some() || failures.is_some()).then(|| Self {
             users,
             keys,
             failures,
-            clock: DefaultClock::default(),
+            clock,
             rejected: AtomicU64::new(0),
         })
     }
 
     /// How long `user` must wait, if it is over its request limit (this request counts).
     fn user_wait(&self, user: UserId) -> Option<Duration> {
-        self.users
-            .as_ref()?
+        let users = self.users.as_ref()?;
+        users
             .check_key(&user)
             .err()
-            .map(|not_until| not_until.wait_time_from(self.clock.now()))
+            .map(|not_until| not_until.wait_time_from(users.clock().now()))
     }
 
     /// How long server key `key` must wait, if it is over its request limit.
     fn key_wait(&self, key: ServerKeyId) -> Option<Duration> {
-        self.keys
-            .as_ref()?
-            .check_key(&key)
+        let keys = self.keys.as_ref()?;
+        keys.check_key(&key)
             .err()
-            .map(|not_until| not_until.wait_time_from(self.clock.now()))
+            .map(|not_until| not_until.wait_time_from(keys.clock().now()))
     }
 
     /// How long `client` must wait before its credentials are tried again, if it is over
     /// its failure limit.
     fn client_wait(&self, client: IpAddr) -> Option<Duration> {
-        self.failures.as_ref()?.wait(client, Instant::now())
+        self.failures.as_ref()?.wait(client, self.clock.instant())
     }
 
     fn failed(&self, client: IpAddr) {
         if let Some(failures) = &self.failures {
-            failures.record(client, Instant::now());
+            failures.record(client, self.clock.instant());
         }
     }
 
@@ -114,7 +118,7 @@ impl HttpLimiter {
             keys.shrink_to_fit();
         }
         if let Some(failures) = &self.failures {
-            failures.forget_idle(Instant::now());
+            failures.forget_idle(self.clock.instant());
         }
     }
 }
@@ -296,6 +300,38 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("a test address")
+    }
+
+    /// The per-user bucket and the failure buckets are measured on the configured
+    /// clock: spent, they refill only as it moves (paused tokio time here, no sleep).
+    #[tokio::test(start_paused = true)]
+    async fn the_buckets_refill_as_the_configured_clock_moves() {
+        let config = Config {
+            http_per_sec: 2,
+            http_burst: 2,
+            auth_failures_per_sec: 2,
+            auth_failures_burst: 1,
+            clock: Clock::following_tokio(0),
+            ..Config::default()
+        };
+        let limiter = HttpLimiter::from_config(&config).expect("limits on");
+        let (alice, client) = (UserId(1), ip("192.0.2.1"));
+        assert_eq!(limiter.user_wait(alice), None);
+        assert_eq!(limiter.user_wait(alice), None);
+        let wait = limiter.user_wait(alice).expect("the burst is spent");
+        assert!(wait <= Duration::from_millis(500), "{wait:?}");
+        limiter.failed(client);
+        assert_eq!(
+            limiter.client_wait(client),
+            Some(Duration::from_millis(500))
+        );
+
+        tokio::time::advance(Duration::from_millis(499)).await;
+        assert!(limiter.user_wait(alice).is_some(), "not yet");
+        assert_eq!(limiter.client_wait(client), Some(Duration::from_millis(1)));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(limiter.user_wait(alice), None, "one more after 500 ms");
+        assert_eq!(limiter.client_wait(client), None);
     }
 
     #[test]

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use chorus_chat::Chat;
 use chorus_realtime::{Engine, SessionHooks};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -19,4 +21,15 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub http_limiter: Option<Arc<HttpLimiter>>,
     pub webhooks: Arc<WebhookMetrics>,
+    /// The server's own tasks (webhook worker, limiter housekeeping, WebSocket
+    /// upgrades), which `run` waits for before it returns.
+    pub tasks: Tasks,
+}
+
+/// Tasks the edge starts and shutdown ends: `stop` is cancelled once the engine has
+/// drained, then `run` waits for every task in `tracker`.
+#[derive(Clone, Default)]
+pub struct Tasks {
+    pub tracker: TaskTracker,
+    pub stop: CancellationToken,
 }

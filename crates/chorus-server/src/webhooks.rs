@@ -17,15 +17,16 @@ pub mod target;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chorus_chat::Chat;
 use chorus_chat::model::{Timestamp, WebhookAttempt};
 use chorus_chat::store::{AttemptOutcome, DueWebhook};
+use chorus_realtime::Clock;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use self::target::{CheckedResolver, Refused, TargetPolicy};
 
@@ -129,14 +130,14 @@ pub fn http_client(config: &WebhookConfig) -> anyhow::Result<reqwest::Client> {
     builder.build().context("building the webhook HTTP client")
 }
 
-/// Runs the worker until `stop` turns true. Attempts in flight at that moment are
+/// Runs the worker until `stop` is cancelled. Attempts in flight at that moment are
 /// dropped; their lease runs out and they are retried after the next start (receivers
-/// deduplicate by event id).
+/// deduplicate by event id). Due times and backoff are read on the chat's clock.
 pub async fn run(
     chat: Arc<Chat>,
     config: WebhookConfig,
     metrics: Arc<WebhookMetrics>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let policy = TargetPolicy {
         allow_private: config.allow_private,
@@ -154,12 +155,12 @@ pub async fn run(
     // The lease outlasts an attempt, so a running attempt is never claimed twice.
     let lease = config.timeout + Duration::from_secs(5);
     loop {
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             break;
         }
         let room = concurrency.saturating_sub(in_flight.len());
         let mut store_failed = false;
-        let now = Timestamp::now();
+        let now = chat.now();
         if room > 0 {
             let claimed = chat
                 .claim_due_webhooks(now, later(now, lease), room as u32)
@@ -201,11 +202,7 @@ pub async fn run(
             _ = signal.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-            changed = stop.changed() => {
-                if changed.is_err() {
-                    break; // the server is gone
-                }
-            }
+            () = stop.cancelled() => break,
         }
     }
     in_flight.shutdown().await;
@@ -235,9 +232,10 @@ async fn attempt(
     delivery: DueWebhook,
 ) {
     let number = delivery.attempts + 1;
-    let at = Timestamp::now();
-    let started = Instant::now();
-    let sent = post(&client, policy, &delivery).await;
+    let clock = chat.config().clock;
+    let at = Timestamp::at(&clock);
+    let started = clock.instant();
+    let sent = post(&client, policy, &delivery, &clock).await;
     let duration_ms = started.elapsed().as_millis() as i64;
     let (status_code, error) = match &sent {
         Sent::Answered(status) if (200..300).contains(status) => (Some(*status), None),
@@ -266,7 +264,7 @@ async fn attempt(
         } else {
             let wait = config.delay_after(u32::try_from(number).unwrap_or(u32::MAX));
             AttemptOutcome::Retry {
-                at: later(Timestamp::now(), wait),
+                at: later(Timestamp::at(&clock), wait),
             }
         }
     };
@@ -288,7 +286,12 @@ async fn attempt(
 
 /// POSTs the delivery to its URL if the target is allowed: literal addresses are
 /// checked here, names by the client's resolver as they are looked up.
-async fn post(client: &reqwest::Client, policy: TargetPolicy, delivery: &DueWebhook) -> Sent {
+async fn post(
+    client: &reqwest::Client,
+    policy: TargetPolicy,
+    delivery: &DueWebhook,
+    clock: &Clock,
+) -> Sent {
     let url = match reqwest::Url::parse(&delivery.url) {
         Ok(url) => url,
         Err(err) => return Sent::Refused(Refused::new(format!("not a valid URL: {err}"))),
@@ -299,7 +302,7 @@ async fn post(client: &reqwest::Client, policy: TargetPolicy, delivery: &DueWebh
     let Some(secret) = delivery.secret.as_deref() else {
         return Sent::Failed("the agent has no webhook secret".to_owned());
     };
-    let timestamp = (Timestamp::now().0 / 1000).to_string();
+    let timestamp = (Timestamp::at(clock).0 / 1000).to_string();
     let signature = signature(secret.as_bytes(), &timestamp, delivery.body.as_bytes());
     let sent = client
         .post(url)

@@ -549,7 +549,11 @@ async fn a_webhook_that_fails_twice_is_delivered_once_signed_and_recorded() {
     assert_ne!(after[3].event_id, event_id);
     let again = send_keyed().await.unwrap();
     assert_eq!(again.headers()["idempotent-replayed"], "true");
-    tokio::time::sleep(Duration::from_millis(300)).await; // several backoff periods
+    // A send queues its webhooks before it answers, and the worker only ever sends
+    // pending rows: two rows, both delivered, are every request there will be.
+    let log = settled_deliveries(&s, &bot).await;
+    assert_eq!(log.len(), 2, "the replay queued nothing: {log:?}");
+    assert!(log.iter().all(|d| d["status"] == "delivered"), "{log:?}");
     assert_eq!(receiver.hits("flaky").len(), 4, "nothing delivered twice");
 
     // A connected agent is woken live instead.
@@ -558,7 +562,9 @@ async fn a_webhook_that_fails_twice_is_delivered_once_signed_and_recorded() {
         .as_i64()
         .unwrap();
     assert_eq!(wake_of(&mut live, m).await, true);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Queued (or not) before the send answered: no row, no request, ever.
+    let log = settled_deliveries(&s, &bot).await;
+    assert_eq!(log.len(), 2, "no webhook for a connected agent: {log:?}");
     assert_eq!(
         receiver.hits("flaky").len(),
         4,
@@ -651,7 +657,8 @@ async fn a_failing_webhook_is_retried_up_to_the_limit_and_never_slows_the_fanout
     assert_eq!(log[0]["attempt_log"].as_array().unwrap().len(), 3);
     assert_eq!(log[0]["last_error"], "receiver answered HTTP 500");
     assert!(log[0]["finished_at"].is_string());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // `failed` is final (the worker claims only pending rows), and each attempt's
+    // request reached the receiver before its answer was recorded.
     assert_eq!(
         receiver.hits("broken").len(),
         3,
@@ -665,6 +672,15 @@ async fn a_failing_webhook_is_retried_up_to_the_limit_and_never_slows_the_fanout
     assert_eq!(log[0]["attempts"], 1);
     let stats = s.get("/api/v1/realtime/stats", ADMIN_TOKEN).await.body;
     assert_eq!(stats["webhooks"]["given_up"], 1, "{stats}");
+    assert_eq!(
+        stats["webhooks"]["attempts"], 4,
+        "3 failed + 1 delivered: {stats}"
+    );
+    assert_eq!(
+        receiver.hits("broken").len(),
+        3,
+        "still no attempt past the limit"
+    );
 }
 
 #[tokio::test]

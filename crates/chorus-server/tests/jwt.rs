@@ -492,3 +492,25 @@ async fn provisioning_creates_unknown_subjects_when_on() {
             .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
 }
+
+/// The server judges `exp` on its own clock (`Config::clock`, which tests may set): a
+/// token with ten minutes left by the system's time has expired for a server whose
+/// clock reads an hour later, and one minted for that hour is accepted.
+#[tokio::test]
+async fn exp_is_judged_on_the_servers_clock() {
+    let an_hour_ahead = (now() + 3600) * 1000;
+    let s = server(|c| {
+        c.jwt_secret = Some(SECRET.to_owned());
+        c.clock = chorus_server::Clock::following_tokio(an_hour_ahead);
+    })
+    .await;
+    s.create_user("alice").await;
+    let by_the_system = hs256(expiring("alice", 600));
+    s.get("/api/v1/me", &by_the_system)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let by_the_server = hs256(expiring("alice", 3600 + 600));
+    s.get("/api/v1/me", &by_the_server)
+        .await
+        .expect_status(StatusCode::OK);
+}

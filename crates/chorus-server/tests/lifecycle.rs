@@ -119,3 +119,36 @@ async fn graceful_shutdown_tells_clients_to_reconnect() {
     assert_eq!(bob.expect_close().await, Some(3001));
     assert_eq!(alice.expect_close().await, Some(3001));
 }
+
+/// Shutdown owns every task the server started: `run` returns only once the webhook
+/// worker, the rate limiter's housekeeping, the WebSocket upgrades and the chat's own
+/// tasks have ended. A presence grace still running (a minute long here) settles at
+/// once instead of holding up the shutdown (bounded by the harness's wait) or
+/// outliving it.
+#[tokio::test]
+async fn shutdown_ends_every_task_the_server_started() {
+    let mut s = TestServer::start_with(|c| c.presence_grace_ms = 60_000).await;
+    let w = s.world().await;
+    let _alice = s.connect(&w.alice.token).await;
+    let bob = s.connect(&w.bob.token).await;
+    bob.close().await;
+    let state = s.state().clone();
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while state.chat.closes_handled() < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob's close not handled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(state.chat.background_tasks() >= 1, "bob's grace timer runs");
+    assert!(
+        state.tasks.tracker.len() >= 3,
+        "the webhook worker, the limiter's housekeeping and alice's socket run"
+    );
+
+    s.stop().await;
+    assert_eq!(state.chat.background_tasks(), 0, "the chat's tasks ended");
+    assert!(state.tasks.tracker.is_empty(), "the server's tasks ended");
+    assert!(state.engine.registry.all_connections().is_empty());
+}

@@ -3,14 +3,14 @@
 //! user's workspaces only; snapshots in the member and channel listings.
 //!
 //! The grace period is short here. Where a test must show that something does *not*
-//! happen after the grace, it waits a few grace periods and then drains with a barrier;
-//! nothing asserts how long anything took.
+//! happen, it waits until the server has handled the closes it caused and has no
+//! presence work left (grace timers, coalesced batches: [`TestServer::settle_presence`]),
+//! then drains with a barrier; no test sleeps, and nothing asserts how long anything
+//! took.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
-
-use std::time::Duration;
 
 use common::{TestServer, TestUser, WsClient};
 use reqwest::{Method, StatusCode};
@@ -33,21 +33,21 @@ fn presence_changes(frame: Value) -> Vec<Value> {
     }
 }
 
-/// A connection that keeps presence events (the shared client passes over them).
+/// A connection that keeps presence events (the shared client passes over them). Its
+/// first ping is answered after the server announced it (the session reads frames only
+/// once the connect hook returned), so its presence change is made or scheduled.
 async fn connect(s: &TestServer, token: &str) -> WsClient {
     let mut client = s.connect(token).await;
     client.presence = true;
+    client.ping().await;
     client
 }
 
-/// A workspace holds a change that follows another within this window, and sends it
-/// when the window ends (docs/protocol.md, presence is coalesced).
-const COALESCE_WINDOW: Duration = Duration::from_millis(200);
-
-/// Every presence change about `user` sent to `client` so far, the ones held by the
-/// coalescing window included.
-async fn presence_events(client: &mut WsClient, user: &TestUser) -> Vec<Value> {
-    tokio::time::sleep(COALESCE_WINDOW + Duration::from_millis(100)).await;
+/// Every presence change about `user` sent to `client` so far, the ones a workspace
+/// held back for its coalescing window included (docs/protocol.md): waits until the
+/// server has no presence work left, then drains with a barrier.
+async fn presence_events(s: &TestServer, client: &mut WsClient, user: &TestUser) -> Vec<Value> {
+    s.settle_presence(0).await;
     client
         .barrier()
         .await
@@ -97,11 +97,6 @@ async fn set_status(s: &TestServer, user: &TestUser, body: Value) -> Value {
     .body
 }
 
-/// Long enough for any wrongly scheduled offline to have fired.
-async fn past_the_grace() {
-    tokio::time::sleep(Duration::from_millis(GRACE_MS * 4)).await;
-}
-
 #[tokio::test]
 async fn online_with_the_first_tab_offline_after_the_last_and_only_in_my_workspaces() {
     let s = TestServer::start_with(|c| c.presence_grace_ms = GRACE_MS).await;
@@ -121,7 +116,7 @@ async fn online_with_the_first_tab_offline_after_the_last_and_only_in_my_workspa
     // bob's first tab: every connection of his workspace's members hears it once.
     let bob1 = connect(&s, &w.bob.token).await;
     for client in [&mut alice1, &mut alice2, &mut carol] {
-        let events = presence_events(client, &w.bob).await;
+        let events = presence_events(&s, client, &w.bob).await;
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(events[0]["scope"], ws_scope);
         assert!(
@@ -134,15 +129,16 @@ async fn online_with_the_first_tab_offline_after_the_last_and_only_in_my_workspa
         assert_eq!(data["status_text"], "");
         assert!(data["last_seen"].is_string(), "{data}");
     }
-    assert!(presence_events(&mut dave_ws, &w.bob).await.is_empty());
+    assert!(presence_events(&s, &mut dave_ws, &w.bob).await.is_empty());
     assert_eq!(snapshot(&s, &w.carol, w.ws, &w.bob).await["online"], true);
 
     // A second tab is no news; closing one of two changes nothing, even after the grace.
     let bob2 = connect(&s, &w.bob.token).await;
-    assert!(presence_events(&mut alice1, &w.bob).await.is_empty());
+    assert!(presence_events(&s, &mut alice1, &w.bob).await.is_empty());
     bob1.close().await;
-    past_the_grace().await;
-    assert!(presence_events(&mut alice1, &w.bob).await.is_empty());
+    // Handled, and any timer it (wrongly) started has fired.
+    s.settle_presence(1).await;
+    assert!(presence_events(&s, &mut alice1, &w.bob).await.is_empty());
     assert_eq!(snapshot(&s, &w.alice, w.ws, &w.bob).await["online"], true);
 
     // The last tab closes: offline once the grace has passed, with last_seen.
@@ -153,7 +149,7 @@ async fn online_with_the_first_tab_offline_after_the_last_and_only_in_my_workspa
         assert_eq!(frame["data"]["online"], false, "{frame}");
         assert!(frame["data"]["last_seen"].is_string(), "{frame}");
     }
-    assert!(presence_events(&mut dave_ws, &w.bob).await.is_empty());
+    assert!(presence_events(&s, &mut dave_ws, &w.bob).await.is_empty());
     let offline = snapshot(&s, &w.alice, w.ws, &w.bob).await;
     assert_eq!(offline["online"], false);
     assert!(offline["last_seen"].is_string(), "{offline}");
@@ -207,12 +203,13 @@ async fn a_reload_within_the_grace_does_not_flicker() {
     let w = s.world().await;
     let mut alice = connect(&s, &w.alice.token).await;
     let bob = connect(&s, &w.bob.token).await;
-    assert_eq!(presence_events(&mut alice, &w.bob).await.len(), 1);
+    assert_eq!(presence_events(&s, &mut alice, &w.bob).await.len(), 1);
 
     bob.close().await;
     let bob = connect(&s, &w.bob.token).await;
-    tokio::time::sleep(Duration::from_millis(RELOAD_GRACE_MS * 3 / 2)).await;
-    let flicker = presence_events(&mut alice, &w.bob).await;
+    // The close is handled and its grace timer has run out (finding bob back).
+    s.settle_presence(1).await;
+    let flicker = presence_events(&s, &mut alice, &w.bob).await;
     assert!(flicker.is_empty(), "a reload was announced: {flicker:?}");
     assert_eq!(snapshot(&s, &w.alice, w.ws, &w.bob).await["online"], true);
 
@@ -238,10 +235,11 @@ async fn status_text_is_live_and_never_changes_the_online_bit() {
         away,
         json!({ "user_id": w.bob.id, "online": false, "status_text": "at lunch" })
     );
-    let events = presence_events(&mut alice, &w.bob).await;
+    let events = presence_events(&s, &mut alice, &w.bob).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["data"], away);
-    past_the_grace().await;
+    // No timer left that could take him online.
+    s.settle_presence(0).await;
     assert_eq!(snapshot(&s, &w.alice, w.ws, &w.bob).await["online"], false);
 
     // Connected, he is online whatever the status says; his own tabs hear it too.
@@ -258,13 +256,13 @@ async fn status_text_is_live_and_never_changes_the_online_bit() {
     .await;
     assert_eq!(back["online"], true);
     assert_eq!(back["status_text"], "back");
-    let events = presence_events(&mut alice, &w.bob).await;
+    let events = presence_events(&s, &mut alice, &w.bob).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["data"], back);
     // Bob's first tab also heard himself come online (announced after its `hello`);
     // his second tab did if it subscribed before that announcement went out.
     for client in [&mut bob1, &mut bob2] {
-        let events = presence_events(client, &w.bob).await;
+        let events = presence_events(&s, client, &w.bob).await;
         let (last, earlier) = events.split_last().expect("the status change");
         assert_eq!(last["data"], back);
         assert!(earlier.len() <= 1, "{events:?}");
@@ -273,7 +271,7 @@ async fn status_text_is_live_and_never_changes_the_online_bit() {
             assert_eq!(e["data"]["status_text"], "at lunch", "{events:?}");
         }
     }
-    past_the_grace().await;
+    s.settle_presence(0).await;
     assert_eq!(snapshot(&s, &w.alice, w.ws, &w.bob).await["online"], true);
     let me = s.get("/api/v1/me", &w.bob.token).await.body;
     assert_eq!(me["status_text"], "back");
@@ -291,7 +289,7 @@ async fn status_text_is_live_and_never_changes_the_online_bit() {
         .await
         .expect_error(StatusCode::BAD_REQUEST, "bad_request");
     }
-    assert!(presence_events(&mut alice, &w.bob).await.is_empty());
+    assert!(presence_events(&s, &mut alice, &w.bob).await.is_empty());
     // Empty clears it.
     let cleared = set_status(&s, &w.bob, json!({ "status_text": "" })).await;
     assert_eq!(cleared["status_text"], "");

@@ -285,7 +285,15 @@ async fn setup(addr: SocketAddr, users: usize, channels: usize) -> Team {
 }
 
 /// What one subscriber received: message ids per channel, in arrival order.
-type Received = Arc<Mutex<HashMap<i64, Vec<i64>>>>;
+/// What a subscriber got: the ids of `message.created` per channel, and how many times
+/// it went live (a `hello`, or the ack of a `resume`).
+#[derive(Default)]
+struct Log {
+    messages: HashMap<i64, Vec<i64>>,
+    live: usize,
+}
+
+type Received = Arc<Mutex<Log>>;
 
 /// A raw protocol client that follows a list of nodes: when its connection ends it
 /// reconnects to the next node with `?resume=1` and resumes from the last offset it
@@ -322,11 +330,13 @@ fn subscriber(nodes: Vec<SocketAddr>, token: String) -> (Received, tokio::task::
                         for (scope, offset) in v["offsets"].as_object().unwrap() {
                             positions.insert(scope.clone(), offset.as_u64().unwrap());
                         }
+                        out.lock().unwrap().live += 1;
                     }
                     Some("ack") if resume => {
                         for (scope, r) in v["scopes"].as_object().unwrap() {
                             assert_eq!(r["recovered"], true, "resume of {scope}: {v}");
                         }
+                        out.lock().unwrap().live += 1;
                     }
                     Some("event") => {
                         let scope = v["scope"].as_str().unwrap().to_owned();
@@ -336,7 +346,8 @@ fn subscriber(nodes: Vec<SocketAddr>, token: String) -> (Received, tokio::task::
                         if v["type"] == "message.created" {
                             let channel = v["data"]["channel_id"].as_i64().unwrap();
                             let id = v["data"]["id"].as_i64().unwrap();
-                            out.lock().unwrap().entry(channel).or_default().push(id);
+                            let mut log = out.lock().unwrap();
+                            log.messages.entry(channel).or_default().push(id);
                         }
                     }
                     _ => {}
@@ -347,15 +358,35 @@ fn subscriber(nodes: Vec<SocketAddr>, token: String) -> (Received, tokio::task::
     (received, task)
 }
 
-/// Waits until every subscriber has as many messages as were sent, then checks that
-/// each got exactly the sent ids, in order, per channel.
-async fn assert_all_received(subs: &[Received], sent: &HashMap<i64, Vec<i64>>) {
-    let total: usize = sent.values().map(Vec::len).sum();
+/// Sends one last message to each channel (through `via`, as `token`), waits until every
+/// subscriber has it, then checks that each got exactly the sent ids, in order, per
+/// channel. A connection gets a channel's events in offset order, replays included, so
+/// a subscriber holding the last message holds every duplicate of an earlier one it
+/// would ever get: the last message is the barrier.
+async fn assert_all_received(
+    subs: &[Received],
+    sent: &HashMap<i64, Vec<i64>>,
+    via: SocketAddr,
+    token: &str,
+) {
+    let mut sent = sent.clone();
+    for (channel, ids) in &mut sent {
+        let path = format!("/api/v1/channels/{channel}/messages");
+        let last = call(via, token, &path, json!({"text": "the last"})).await;
+        ids.push(last["id"].as_i64().unwrap());
+    }
     let done = tokio::time::timeout(WAIT, async {
         loop {
             let complete = subs.iter().all(|r| {
                 let r = r.lock().unwrap();
-                r.values().map(Vec::len).sum::<usize>() >= total
+                sent.iter().all(|(channel, ids)| {
+                    let got = r
+                        .messages
+                        .get(channel)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    ids.last().is_some_and(|last| got.contains(last))
+                })
             });
             if complete {
                 return;
@@ -364,12 +395,10 @@ async fn assert_all_received(subs: &[Received], sent: &HashMap<i64, Vec<i64>>) {
         }
     })
     .await;
-    // Give duplicates, if any, a moment to show.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     for (i, r) in subs.iter().enumerate() {
         let r = r.lock().unwrap();
-        for (channel, ids) in sent {
-            let got = r.get(channel).cloned().unwrap_or_default();
+        for (channel, ids) in &sent {
+            let got = r.messages.get(channel).cloned().unwrap_or_default();
             assert_eq!(
                 &got,
                 ids,
@@ -385,35 +414,14 @@ async fn assert_all_received(subs: &[Received], sent: &HashMap<i64, Vec<i64>>) {
 }
 
 /// Waits until each subscriber's connection said hello (its subscriptions are live).
-async fn wait_connected(nodes: &[Node], subs: usize) {
-    let http = reqwest::Client::new();
+async fn wait_connected(subs: &[Received]) {
     tokio::time::timeout(WAIT, async {
-        loop {
-            let mut total = 0;
-            for node in nodes {
-                let stats: Value = http
-                    .get(format!("http://{}/api/v1/realtime/stats", node.addr))
-                    .bearer_auth(ADMIN)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                total += stats["metrics"]["connections_current"]
-                    .as_u64()
-                    .unwrap_or(0);
-            }
-            if total as usize >= subs {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        while !subs.iter().all(|r| r.lock().unwrap().live > 0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .unwrap();
-    // `connections_current` counts a connection before its hello; let hellos land.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    .expect("every subscriber said hello");
 }
 
 #[tokio::test]
@@ -435,7 +443,7 @@ async fn three_nodes_deliver_every_message_once_in_order() {
         let (received, _task) = subscriber(vec![nodes[i % 3].addr], token.clone());
         subs.push(received);
     }
-    wait_connected(&nodes, tokens.len()).await;
+    wait_connected(&subs).await;
 
     // Any node lists every node and its connections (from the heartbeats).
     let listed = tokio::time::timeout(WAIT, async {
@@ -479,7 +487,7 @@ async fn three_nodes_deliver_every_message_once_in_order() {
             .or_default()
             .push(m["id"].as_i64().unwrap());
     }
-    assert_all_received(&subs, &sent).await;
+    assert_all_received(&subs, &sent, nodes[0].addr, &tokens[0]).await;
 }
 
 #[tokio::test]
@@ -505,7 +513,7 @@ async fn a_node_killed_mid_burst_loses_nothing_for_its_clients() {
         let (received, _task) = subscriber(order, token.clone());
         subs.push(received);
     }
-    wait_connected(&nodes, tokens.len()).await;
+    wait_connected(&subs).await;
 
     let mut sent: HashMap<i64, Vec<i64>> = HashMap::new();
     for i in 0..300 {
@@ -524,7 +532,7 @@ async fn a_node_killed_mid_burst_loses_nothing_for_its_clients() {
             .or_default()
             .push(m["id"].as_i64().unwrap());
     }
-    assert_all_received(&subs, &sent).await;
+    assert_all_received(&subs, &sent, addrs[2], &tokens[3]).await;
 }
 
 #[tokio::test]
@@ -545,7 +553,7 @@ async fn a_redis_restart_mid_burst_loses_and_duplicates_nothing() {
         let (received, _task) = subscriber(vec![nodes[i % 2].addr], token.clone());
         subs.push(received);
     }
-    wait_connected(&nodes, tokens.len()).await;
+    wait_connected(&subs).await;
 
     let mut sent: HashMap<i64, Vec<i64>> = HashMap::new();
     for i in 0..300 {
@@ -572,7 +580,7 @@ async fn a_redis_restart_mid_burst_loses_and_duplicates_nothing() {
             .or_default()
             .push(m["id"].as_i64().unwrap());
     }
-    assert_all_received(&subs, &sent).await;
+    assert_all_received(&subs, &sent, nodes[0].addr, &tokens[0]).await;
     for node in &nodes {
         assert!(
             wait_ready(node.addr, true).await,
@@ -698,10 +706,31 @@ async fn a_close_while_redis_is_away_still_takes_the_user_offline() {
         .expect("X online");
     assert_eq!(online["online"], true, "{online}");
 
-    // X's only connection closes while Redis is away: node 0 cannot count it down.
+    // X's only connection closes while Redis is away: node 0 cannot count it down. Redis
+    // comes back only once node 0 has let the connection go (its count-down follows at
+    // once, against the Redis that is still away).
     redis.down().await;
     drop(x_socket);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats_url = format!("http://{}/api/v1/realtime/stats", nodes[0].addr);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let stats: Value = reqwest::Client::new()
+                .get(&stats_url)
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if stats["metrics"]["connections_current"] == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("node 0 let X's connection go");
     redis.up().await;
 
     // Once Redis answers, node 0 replays the count; after the grace, X is offline.
@@ -946,7 +975,41 @@ async fn agent_delivery_holds_across_nodes_and_a_webhook_has_one_sender() {
     })
     .await
     .expect("a webhook for the disconnected agent");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The shared delivery log is the barrier: one row, delivered at its first attempt,
+    // is every request either node's worker makes (they send only pending rows, and a
+    // second sender would have recorded a second attempt).
+    let log_url = format!(
+        "http://{}/api/v1/users/{}/webhook-deliveries",
+        a.addr,
+        id("duty-bot")
+    );
+    let log = tokio::time::timeout(WAIT, async {
+        loop {
+            let log: Value = http
+                .get(&log_url)
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if log
+                .as_array()
+                .is_some_and(|l| l.iter().all(|d| d["status"] != "pending"))
+            {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the delivery settled");
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["status"], "delivered", "{log:?}");
+    assert_eq!(log[0]["attempts"], 1, "{log:?}");
+    assert_eq!(log[0]["event_id"], format!("message.created:{m2}"));
     assert_eq!(
         *hits.lock().unwrap(),
         [format!("message.created:{m2}")],

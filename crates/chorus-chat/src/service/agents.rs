@@ -352,7 +352,7 @@ impl Chat {
                 event_id: event_id.clone(),
                 url: url.to_owned(),
                 body: body.clone(),
-                due_at: Timestamp::now(),
+                due_at: self.now(),
             };
             match self.store.enqueue_webhook(delivery).await {
                 Ok(new) => queued |= new,

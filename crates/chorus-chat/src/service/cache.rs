@@ -16,7 +16,10 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chorus_realtime::Clock;
+use tokio::time::Instant;
 
 use crate::model::{Channel, ChannelId, UserId};
 use crate::store::{AgentMember, TokenOwner};
@@ -44,17 +47,18 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get<Q>(&self, key: &Q, epoch: u64) -> Option<V>
+    fn get<Q>(&self, key: &Q, epoch: u64, now: Instant) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let map = self.lock();
         let entry = map.get(key)?;
-        (entry.epoch == epoch && entry.at.elapsed() < TTL).then(|| entry.value.clone())
+        (entry.epoch == epoch && now.saturating_duration_since(entry.at) < TTL)
+            .then(|| entry.value.clone())
     }
 
-    fn put(&self, key: K, value: V, epoch: u64) {
+    fn put(&self, key: K, value: V, epoch: u64, now: Instant) {
         let mut map = self.lock();
         if map.len() >= MAX_ENTRIES {
             map.clear();
@@ -64,13 +68,15 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
             Entry {
                 value,
                 epoch,
-                at: Instant::now(),
+                at: now,
             },
         );
     }
 }
 
 pub(crate) struct ReadCache {
+    /// What [`TTL`] is measured on.
+    clock: Clock,
     epoch: AtomicU64,
     /// By token hash: the owner, the token's id and expiry (checked on every use).
     tokens: Map<String, TokenOwner>,
@@ -79,8 +85,9 @@ pub(crate) struct ReadCache {
 }
 
 impl ReadCache {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(clock: Clock) -> Self {
         Self {
+            clock,
             epoch: AtomicU64::new(0),
             tokens: Map::new(),
             channels: Map::new(),
@@ -99,15 +106,16 @@ impl ReadCache {
     }
 
     pub(crate) fn token(&self, hash: &str) -> Option<TokenOwner> {
-        self.tokens.get(hash, self.epoch())
+        self.tokens.get(hash, self.epoch(), self.clock.instant())
     }
 
     pub(crate) fn put_token(&self, hash: String, owner: TokenOwner, epoch: u64) {
-        self.tokens.put(hash, owner, epoch);
+        self.tokens.put(hash, owner, epoch, self.clock.instant());
     }
 
     pub(crate) fn channel(&self, ch: ChannelId, user: UserId) -> Option<(Channel, bool)> {
-        self.channels.get(&(ch, user), self.epoch())
+        self.channels
+            .get(&(ch, user), self.epoch(), self.clock.instant())
     }
 
     pub(crate) fn put_channel(
@@ -117,15 +125,16 @@ impl ReadCache {
         value: (Channel, bool),
         epoch: u64,
     ) {
-        self.channels.put((ch, user), value, epoch);
+        self.channels
+            .put((ch, user), value, epoch, self.clock.instant());
     }
 
     pub(crate) fn agents(&self, ch: ChannelId) -> Option<Vec<AgentMember>> {
-        self.agents.get(&ch, self.epoch())
+        self.agents.get(&ch, self.epoch(), self.clock.instant())
     }
 
     pub(crate) fn put_agents(&self, ch: ChannelId, agents: Vec<AgentMember>, epoch: u64) {
-        self.agents.put(ch, agents, epoch);
+        self.agents.put(ch, agents, epoch, self.clock.instant());
     }
 }
 
@@ -158,7 +167,7 @@ mod tests {
 
     #[test]
     fn a_local_change_drops_entries_and_a_raced_read_is_never_used() {
-        let cache = ReadCache::new();
+        let cache = ReadCache::new(Clock::system());
         let epoch = cache.epoch();
         cache.put_token("h".into(), owner(1), epoch);
         assert_eq!(cache.token("h").map(|o| o.user.id), Some(UserId(1)));
@@ -169,5 +178,15 @@ mod tests {
         cache.changed();
         cache.put_token("h".into(), owner(1), before);
         assert!(cache.token("h").is_none(), "stored under the old epoch");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_expires_after_the_ttl_on_the_clock() {
+        let cache = ReadCache::new(Clock::following_tokio(1_000_000));
+        cache.put_token("h".into(), owner(1), cache.epoch());
+        tokio::time::advance(TTL - Duration::from_millis(1)).await;
+        assert!(cache.token("h").is_some(), "still fresh");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(cache.token("h").is_none(), "expired at the TTL");
     }
 }

@@ -94,8 +94,10 @@ impl Chat {
         reason: &'static str,
     ) {
         let (engine, store) = (self.engine.clone(), self.store.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(CLOSE_AGAIN_AFTER).await;
+        let background = self.background.clone();
+        // At shutdown the second close goes out at once, not never.
+        self.background.spawn(async move {
+            background.sleep(CLOSE_AGAIN_AFTER).await;
             if credential.is_none() {
                 match store.user(user).await {
                     Ok(Some(u)) if u.deactivated_at.is_some() => {}

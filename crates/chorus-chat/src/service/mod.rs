@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use chorus_realtime::Engine;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::store::Store;
 use gate::Gate;
@@ -99,14 +101,53 @@ pub struct Chat {
     cache: cache::ReadCache,
     /// Token uses waiting to be written as `last_used_at` ([`tokens`]).
     token_usage: Arc<tokens::TokenUsage>,
+    /// Every task the chat starts, so [`shutdown`](Self::shutdown) can end them.
+    background: Background,
+    /// Connection ends whose presence bookkeeping is done ([`Chat::closes_handled`]).
+    closes_handled: std::sync::atomic::AtomicU64,
+}
+
+/// The chat's own tasks (presence grace timers and batches, the token-use writer, the
+/// second close of revoked sessions, the multi-node presence sweeper). Each waits for
+/// time with `stop` beside it: on shutdown it does at once what it was waiting to do
+/// (or, for the endless ones, ends), and [`Chat::shutdown`] waits until all have ended.
+#[derive(Clone, Default)]
+pub(crate) struct Background {
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Background {
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// Cancelled when the chat shuts down.
+    pub(crate) fn stop(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Sleeps `wait` unless shutdown comes first; `false` when it did.
+    pub(crate) async fn sleep(&self, wait: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => true,
+            () = self.stop.cancelled() => false,
+        }
+    }
 }
 
 impl Chat {
     /// A chat whose presence counts this node's connections ([`LocalPresence`]).
     pub fn new(store: Arc<dyn Store>, engine: Arc<Engine>, config: ChatConfig) -> Self {
+        let background = Background::default();
         Self {
             store,
-            presence_batch: presence_batch::PresenceBatcher::new(engine.clone()),
+            presence_batch: presence_batch::PresenceBatcher::new(
+                engine.clone(),
+                config.clock,
+                background.clone(),
+            ),
+            cache: cache::ReadCache::new(config.clock),
             engine,
             config,
             presence: Arc::new(LocalPresence::default()),
@@ -117,8 +158,9 @@ impl Chat {
                 turns: Gate::new(64),
             },
             webhooks: Arc::new(Notify::new()),
-            cache: cache::ReadCache::new(),
             token_usage: tokens::TokenUsage::new(),
+            background,
+            closes_handled: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -138,6 +180,38 @@ impl Chat {
 
     pub fn config(&self) -> &ChatConfig {
         &self.config
+    }
+
+    /// The time now, on the configured clock.
+    pub fn now(&self) -> crate::model::Timestamp {
+        crate::model::Timestamp::at(&self.config.clock)
+    }
+
+    /// Ends the chat's background tasks and waits for them: a grace period still
+    /// running settles now (the user goes offline, `last_seen` is recorded), waiting
+    /// presence changes are published, a pending second close goes out now, the token
+    /// uses noted are written, the presence sweeper stops. Call it after the engine's
+    /// sessions have ended (their ends start grace periods). A task started afterwards
+    /// does its work without waiting and is not waited for.
+    pub async fn shutdown(&self) {
+        self.background.stop.cancel();
+        self.background.tasks.close();
+        self.background.tasks.wait().await;
+    }
+
+    /// How many of the chat's background tasks are running. With
+    /// [`closes_handled`](Self::closes_handled), what lets a test know that every
+    /// presence change it caused has been published (grace timers and coalesced
+    /// batches are background tasks), rather than sleep and hope.
+    pub fn background_tasks(&self) -> usize {
+        self.background.tasks.len()
+    }
+
+    /// How many connection ends the chat has handled (presence counted down, a grace
+    /// timer started when it was the user's last).
+    pub fn closes_handled(&self) -> u64 {
+        self.closes_handled
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Notified whenever a webhook delivery is queued (the worker waits on it).

@@ -187,7 +187,7 @@ impl Chat {
     }
 
     async fn announce_online(&self, user: UserId) {
-        match self.store.set_last_seen(user, Timestamp::now()).await {
+        match self.store.set_last_seen(user, self.now()).await {
             Ok(mut presence) => {
                 presence.online = true;
                 self.announce_presence(&presence).await;
@@ -199,22 +199,22 @@ impl Chat {
     /// A connection of `user` closed (engine hook). After the grace period, unless a
     /// connection of the user opened meanwhile, the user goes offline.
     pub(crate) async fn presence_closed(self: &Arc<Self>, user: UserId) {
-        let Some(ticket) = self.presence.close(user).await else {
-            return;
-        };
-        self.start_grace(user, ticket);
+        if let Some(ticket) = self.presence.close(user).await {
+            self.start_grace(user, ticket);
+        }
+        self.closes_handled
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// The last connection of `user` closed (`ticket`): offline after the grace period
     /// unless a connection opens meanwhile.
     pub(crate) fn start_grace(self: &Arc<Self>, user: UserId, ticket: Ticket) {
-        let closed_at = Timestamp::now();
+        let closed_at = self.now();
         let chat = Arc::clone(self);
         let grace = self.config.presence_grace;
-        // Not tracked for shutdown: a timer that outlives the server at most records a
-        // `last_seen` and publishes to nobody.
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
+        // At shutdown the grace ends at once: the user's connections here are gone.
+        self.background.spawn(async move {
+            chat.background.sleep(grace).await;
             chat.presence_settle(user, ticket, closed_at).await;
         });
     }

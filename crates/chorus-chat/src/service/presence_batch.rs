@@ -15,10 +15,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chorus_realtime::{Engine, Publish};
+use chorus_realtime::{Clock, Engine, Publish};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::Background;
 use super::events::workspace_scope;
 use crate::model::{Presence, UserId, WorkspaceId};
 
@@ -45,14 +46,19 @@ type Workspaces = Arc<Mutex<HashMap<WorkspaceId, Workspace>>>;
 
 pub(crate) struct PresenceBatcher {
     engine: Arc<Engine>,
+    clock: Clock,
+    /// Where the end-of-window flushes run; at shutdown they flush at once.
+    background: Background,
     /// A std mutex: held for a map update, never across an await.
     workspaces: Workspaces,
 }
 
 impl PresenceBatcher {
-    pub(crate) fn new(engine: Arc<Engine>) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>, clock: Clock, background: Background) -> Self {
         Self {
             engine,
+            clock,
+            background,
             workspaces: Arc::default(),
         }
     }
@@ -69,7 +75,7 @@ impl PresenceBatcher {
                 return; // the publisher at work takes it
             }
             ws.busy = true;
-            let now = Instant::now();
+            let now = self.clock.instant();
             if ws.last.is_none_or(|t| now.duration_since(t) >= WINDOW) {
                 ws.last = Some(now);
                 Some(std::mem::take(&mut ws.waiting))
@@ -87,19 +93,23 @@ impl PresenceBatcher {
         }
         let engine = self.engine.clone();
         let workspaces = self.workspaces.clone();
-        // Not tracked for shutdown: at worst a late flush publishes to nobody.
-        tokio::spawn(async move {
+        let (clock, background) = (self.clock, self.background.clone());
+        self.background.spawn(async move {
             loop {
                 let at = {
                     let mut all = lock(&workspaces);
                     let ws = all.entry(workspace).or_default();
-                    ws.last.map_or_else(Instant::now, |t| t + WINDOW)
+                    ws.last.map_or_else(|| clock.instant(), |t| t + WINDOW)
                 };
-                tokio::time::sleep_until(at).await;
+                // At shutdown, what waits goes out now rather than not at all.
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = background.stop().cancelled() => {}
+                }
                 let changes = {
                     let mut all = lock(&workspaces);
                     let ws = all.entry(workspace).or_default();
-                    ws.last = Some(Instant::now());
+                    ws.last = Some(clock.instant());
                     std::mem::take(&mut ws.waiting)
                 };
                 publish(&engine, workspace, changes).await;
@@ -174,7 +184,11 @@ mod tests {
                 .map(|f| serde_json::from_str(f.as_text().expect("text")).expect("json"))
                 .collect()
         };
-        let batcher = PresenceBatcher::new(engine.clone());
+        let batcher = PresenceBatcher::new(
+            engine.clone(),
+            Clock::following_tokio(0),
+            Background::default(),
+        );
         let ws = WorkspaceId(1);
 
         batcher.announce(ws, &presence(1, true)).await;
@@ -209,5 +223,43 @@ mod tests {
         tokio::time::sleep(WINDOW * 2).await;
         batcher.announce(ws, &presence(5, true)).await;
         assert_eq!(frames().len(), 1, "after a quiet window: at once");
+    }
+
+    /// At shutdown, changes waiting for the window go out at once, and the flush task
+    /// has ended when the background's tracker says so.
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_flushes_what_waits_without_waiting_for_the_window() {
+        let engine = Engine::in_memory(EngineConfig::default());
+        let (conn, outbox, _) = engine.registry.register(99);
+        let scope = workspace_scope(WorkspaceId(1));
+        let admitted = engine
+            .registry
+            .admit(&conn, &scope, None, Admit::Live, None);
+        assert!(admitted.is_ok());
+        let background = Background::default();
+        let batcher = PresenceBatcher::new(
+            engine.clone(),
+            Clock::following_tokio(0),
+            background.clone(),
+        );
+        let ws = WorkspaceId(1);
+        let start = tokio::time::Instant::now();
+        batcher.announce(ws, &presence(1, true)).await;
+        batcher.announce(ws, &presence(2, true)).await;
+        assert_eq!(
+            background.tasks.len(),
+            1,
+            "the second change waits in a task"
+        );
+
+        background.stop.cancel();
+        background.tasks.close();
+        background.tasks.wait().await;
+        assert!(start.elapsed() < WINDOW, "did not wait for the window");
+        let got: Vec<Value> = std::iter::from_fn(|| outbox.try_pop())
+            .map(|f| serde_json::from_str(f.as_text().expect("text")).expect("json"))
+            .collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[1]["data"]["user_id"], 2);
     }
 }

@@ -20,12 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chorus_realtime::Clock;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::Chat;
 use super::presence::{NodeStat, PresenceTracker, Ticket};
-use crate::model::{Timestamp, UserId};
+use crate::model::UserId;
 
 /// A node whose heartbeat is older than this is dead.
 pub const NODE_TTL: Duration = Duration::from_secs(6);
@@ -112,6 +113,8 @@ pub struct RedisPresence {
     /// unreachable for longer than the TTL). Every node's heartbeat lapsed in such an
     /// outage, so this node sweeps nobody until the others had one TTL to beat again.
     rejoined: Mutex<Option<tokio::time::Instant>>,
+    /// Where `rejoined` is read (the chat's clock).
+    clock: Clock,
     /// Count changes waiting for Redis. While any waits, new ones queue behind it, so
     /// a user's open and close reach Redis in the order they happened.
     unsent: Mutex<VecDeque<Unsent>>,
@@ -136,14 +139,15 @@ fn heartbeat_key(node: &str) -> String {
 const NODES_KEY: &str = "chorus:nodes";
 
 impl RedisPresence {
-    pub async fn connect(url: &str, node: String) -> redis::RedisResult<Arc<Self>> {
-        Self::connect_client(redis::Client::open(url)?, node).await
+    pub async fn connect(url: &str, node: String, clock: Clock) -> redis::RedisResult<Arc<Self>> {
+        Self::connect_client(redis::Client::open(url)?, node, clock).await
     }
 
     /// As [`RedisPresence::connect`], with a client built by the caller (TLS settings).
     pub async fn connect_client(
         client: redis::Client,
         node: String,
+        clock: Clock,
     ) -> redis::RedisResult<Arc<Self>> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -155,6 +159,7 @@ impl RedisPresence {
             conn,
             local: Mutex::new(HashMap::new()),
             rejoined: Mutex::new(None),
+            clock,
             unsent: Mutex::new(VecDeque::new()),
             open: Script::new(OPEN_LUA),
             close: Script::new(CLOSE_LUA),
@@ -263,8 +268,7 @@ impl RedisPresence {
             .await?;
         let mut replayed = Vec::new();
         if previous.is_none() {
-            *self.rejoined.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(tokio::time::Instant::now());
+            *self.rejoined.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.clock.instant());
             // The counts are written whole from this node's own: queued changes are
             // in them already.
             self.unsent().clear();
@@ -293,7 +297,8 @@ impl RedisPresence {
     /// are now offline everywhere.
     async fn sweep_dead(&self) -> redis::RedisResult<Vec<UserId>> {
         let rejoined = *self.rejoined.lock().unwrap_or_else(|e| e.into_inner());
-        if rejoined.is_some_and(|at| at.elapsed() < NODE_TTL) {
+        let now = self.clock.instant();
+        if rejoined.is_some_and(|at| now.saturating_duration_since(at) < NODE_TTL) {
             return Ok(Vec::new());
         }
         let mut conn = self.conn.clone();
@@ -462,33 +467,43 @@ impl PresenceTracker for RedisPresence {
 
 impl Chat {
     /// Keeps this node's heartbeat fresh and announces the users of dead nodes offline.
-    /// Runs until the chat is dropped.
+    /// Runs until the chat shuts down (or is dropped).
     pub fn spawn_presence_sweeper(self: &Arc<Self>, presence: Arc<RedisPresence>) {
         let chat = Arc::downgrade(self);
         let chat_of_beat = chat.clone();
         // Two tasks: announcing a big dead node's users offline takes a while, and this
         // node's own heartbeat must not wait for it (or others would sweep this node).
         let beating = presence.clone();
-        let sweeper = tokio::spawn(async move {
+        let stop = self.background.stop().clone();
+        let stop_beating = stop.clone();
+        self.background.spawn(async move {
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
             loop {
-                sweep.tick().await;
+                tokio::select! {
+                    _ = sweep.tick() => {}
+                    () = stop.cancelled() => return,
+                }
                 let Some(chat) = chat.upgrade() else { return };
                 match presence.sweep_dead().await {
                     Ok(gone) => {
                         for user in gone {
-                            chat.presence_expired(user, Timestamp::now()).await;
+                            chat.presence_expired(user, chat.now()).await;
                         }
                     }
                     Err(err) => tracing::warn!(cause = %err, "presence sweep failed"),
                 }
             }
         });
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
-            // Ends with the sweeper, which ends when the chat is dropped.
-            while !sweeper.is_finished() {
-                beat.tick().await;
+            loop {
+                tokio::select! {
+                    _ = beat.tick() => {}
+                    () = stop_beating.cancelled() => return,
+                }
+                if chat_of_beat.strong_count() == 0 {
+                    return;
+                }
                 let mut replayed = match beating.beat().await {
                     Ok(replayed) => replayed,
                     Err(err) => {

@@ -8,25 +8,26 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chorus_realtime::{HookError, Mark, Marks, Publish, Scope, SessionHooks, UserKey};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::Quota;
 use serde::Serialize;
 
 use super::Chat;
 use super::events::{channel_scope, workspace_scope};
 use crate::error::ChatError;
 use crate::model::{ChannelId, MessageId, User, UserId, WorkspaceId};
+use crate::rate::{KeyedLimiter, keyed};
 
 /// [`SessionHooks`] backed by the chat domain.
 pub struct ChatHooks {
     chat: Arc<Chat>,
-    typing: DefaultKeyedRateLimiter<UserKey>,
+    typing: KeyedLimiter<UserKey>,
 }
 
 impl ChatHooks {
     pub fn new(chat: Arc<Chat>) -> Self {
         let per_minute = NonZeroU32::new(chat.config.typing_per_minute).unwrap_or(NonZeroU32::MIN);
         Self {
-            typing: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            typing: keyed(Quota::per_minute(per_minute), chat.config.clock),
             chat,
         }
     }

@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chorus_realtime::SessionAuth;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use utoipa::ToSchema;
 
 use super::Chat;
@@ -105,7 +106,7 @@ impl Chat {
         let expires_at = match req.expires_in {
             None => None,
             Some(secs) if (1..=MAX_EXPIRES_IN_SECS).contains(&secs) => {
-                Some(Timestamp::now().plus_secs(secs))
+                Some(self.now().plus_secs(secs))
             }
             Some(_) => {
                 return Err(bad(format!(
@@ -182,14 +183,17 @@ impl Chat {
                 owner
             }
         };
-        let now = Timestamp::now();
+        let now = self.now();
         if owner.expires_at.is_some_and(|at| at <= now) {
             return Err(ChatError::Unauthorized("the token has expired".into()));
         }
         if owner.user.deactivated_at.is_some() {
             return Err(ChatError::Unauthorized("the user is deactivated".into()));
         }
-        if self.token_usage.note(owner.token_id, Instant::now(), now) {
+        if self
+            .token_usage
+            .note(owner.token_id, self.config.clock.instant(), now)
+        {
             self.spawn_usage_writer();
         }
         Ok(owner)
@@ -198,7 +202,8 @@ impl Chat {
     /// Writes the noted token uses until none is left; one such task at a time.
     fn spawn_usage_writer(&self) {
         let (store, usage) = (self.store.clone(), self.token_usage.clone());
-        tokio::spawn(async move {
+        // Tracked: shutdown waits until the uses noted are written.
+        self.background.spawn(async move {
             loop {
                 let batch = usage.take();
                 if batch.is_empty() {

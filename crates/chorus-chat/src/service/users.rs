@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::Chat;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
-use crate::model::{Timestamp, User, UserId, UserKind, UserProfile, UserView, valid_user_name};
+use crate::model::{User, UserId, UserKind, UserProfile, UserView, valid_user_name};
 use crate::store::NewUser;
 
 /// Users listed by `GET /api/v1/users` at most per page.
@@ -183,7 +183,7 @@ impl Chat {
         if target.is_admin && target.name == BOOTSTRAP_ADMIN {
             return Err(forbidden("the bootstrap admin cannot be deactivated"));
         }
-        let now = Timestamp::now();
+        let now = self.now();
         let user = self
             .store
             .set_deactivated(id, Some(now))

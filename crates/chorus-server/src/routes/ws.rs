@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Query;
-use crate::state::AppState;
+use crate::state::{AppState, Tasks};
 
 /// Transport limit: a frame over this cannot be parsed and ends the connection (1009).
 /// Frames under it but over the configured `max_frame_bytes` get an `error` frame.
@@ -79,14 +79,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
 impl Upgrade {
     /// Answers `101 Switching Protocols`; once the connection is switched, `serve`
     /// gets its socket.
-    fn accept<F, Fut>(self, config: WebSocketConfig, serve: F) -> Response
+    ///
+    /// The switch and the session run in a task of `tasks`: shutdown waits for it, and
+    /// ends a session still open once the grace period is over (`tasks.stop`).
+    fn accept<F, Fut>(self, config: WebSocketConfig, tasks: &Tasks, serve: F) -> Response
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let accept = derive_accept_key(self.key.as_bytes());
         let on_upgrade = self.on_upgrade;
-        tokio::spawn(async move {
+        let switch = async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
                 Err(err) => {
@@ -101,7 +104,9 @@ impl Upgrade {
                 // Only when served by something other than `crate::run`'s loop.
                 Err(_) => tracing::error!("WebSocket upgrade: the connection is not a TCP stream"),
             }
-        });
+        };
+        let stop = tasks.stop.clone();
+        tasks.tracker.spawn(stop.run_until_cancelled_owned(switch));
         let mut response = Response::new(axum::body::Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
@@ -141,7 +146,7 @@ pub async fn upgrade(
         // own length. Every connection keeps this buffer, all of it touched, for its
         // whole life: 1 KiB instead of 4 is 3 KiB less per idle connection.
         .read_buffer_size(1024);
-    Ok(ws.accept(config, move |socket| {
+    Ok(ws.accept(config, &state.tasks, move |socket| {
         engine.serve_socket(socket, principal.user.id.0, hooks, hold, principal.session)
     }))
 }

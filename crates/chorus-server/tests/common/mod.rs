@@ -7,6 +7,10 @@
 //!
 //! Every wait is bounded by [`WAIT`] so a missing frame fails the test instead of hanging
 //! it; no test asserts how long anything took.
+//!
+//! A server reads the time from `Config::clock`: `start_with(|c| c.clock =
+//! Clock::following_tokio(unix_ms))` starts one whose wall time is `unix_ms` now (and
+//! then moves with tokio's clock), e.g. to judge expiries at another time.
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses a different subset
 
@@ -153,6 +157,29 @@ impl TestServer {
         let state = self.state.as_ref().expect("server not running");
         if let Err(broken) = state.engine.registry.check_invariants() {
             panic!("registry invariant broken: {broken}");
+        }
+    }
+
+    /// The running server's state (white-box checks).
+    pub fn state(&self) -> &chorus_server::AppState {
+        self.state.as_ref().expect("server not running")
+    }
+
+    /// Waits (bounded by [`WAIT`]) until the server has handled at least `closes`
+    /// connection ends in all and has no presence work left: every grace timer has run
+    /// out and every coalesced presence batch is published. A barrier on a client then
+    /// holds every presence event the server will send it for what happened so far.
+    pub async fn settle_presence(&self, closes: u64) {
+        let chat = &self.state.as_ref().expect("server not running").chat;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while chat.closes_handled() < closes || chat.background_tasks() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "presence did not settle: {} of {closes} closes handled, {} tasks running",
+                chat.closes_handled(),
+                chat.background_tasks()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
