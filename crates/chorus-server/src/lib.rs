@@ -49,7 +49,7 @@ pub struct Built {
 /// Opens storage (running migrations), creates the engine and the domain, and makes
 /// sure the `admin` user exists.
 pub async fn build(config: Config) -> anyhow::Result<Built> {
-    let clock = config.chat().clock;
+    let clock = config.clock;
     let store: Arc<dyn Store> = match config.database_url.as_deref() {
         Some(url) if url.starts_with("sqlite:") => {
             Arc::new(SqliteStore::open_url(url, clock).await?)
