@@ -25,7 +25,7 @@ use crate::broker::EventSink;
 use crate::event::{Effect, Event, Mark};
 use crate::outbox::{Outbox, PushError};
 use crate::writer::Writers;
-use crate::{Metrics, Scope, UserKey};
+use crate::{Clock, Metrics, Scope, UserKey};
 
 pub type ConnId = u64;
 
@@ -344,11 +344,11 @@ fn revoked_frame(scope: &Scope, reason: &str) -> Utf8Bytes {
 
 impl Registry {
     /// A registry with one writer task per available core (see [`crate::writer`]),
-    /// started on the current runtime.
-    pub fn new(metrics: Arc<Metrics>, queue_capacity: usize) -> Self {
+    /// started on the current runtime; the writers pace themselves by `clock`.
+    pub fn new(metrics: Arc<Metrics>, queue_capacity: usize, clock: Clock) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
-            writers: Writers::start(cores, &metrics),
+            writers: Writers::start(cores, &metrics, clock),
             metrics,
             queue_capacity: queue_capacity.max(1),
             next_id: AtomicU64::new(1),

@@ -16,7 +16,9 @@ use chorus_proto::{
     decode_client_frame,
 };
 use futures_util::{SinkExt, StreamExt};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::Message;
@@ -30,17 +32,20 @@ use crate::registry::ConnHandle;
 use crate::registry::StartAt;
 use crate::socket::{Reader, Socket};
 use crate::subscriptions::Held;
-use crate::{Engine, Metrics, UserKey};
+use crate::{Clock, Engine, Metrics, UserKey};
 
 /// How long a connection opened with `?resume=1` holds its events for the `resume`
 /// frame before it goes live from the offsets announced in `hello`.
 const HOLD_FOR_RESUME: Duration = Duration::from_secs(10);
 
+/// A connection's inbound rate limiter, on the engine's clock.
+type Limiter = RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<std::time::Instant>>;
+
 struct Session {
     engine: Arc<Engine>,
     hooks: Arc<dyn SessionHooks>,
     conn: ConnHandle,
-    limiter: DefaultDirectRateLimiter,
+    limiter: Limiter,
     strikes: u32,
     /// Scopes subscribed on connect whose events are held until the client's first
     /// frame (a `resume` says where each one continues), with their offset in `hello`.
@@ -49,12 +54,12 @@ struct Session {
     expires: Option<Instant>,
 }
 
-/// The engine's clock instant of a wall-clock expiry.
-fn deadline(expires_at: Option<std::time::SystemTime>) -> Option<Instant> {
+/// The monotonic instant of a wall-clock expiry, both read from `clock`.
+fn deadline(clock: &Clock, expires_at: Option<std::time::SystemTime>) -> Option<Instant> {
     let left = expires_at?
-        .duration_since(std::time::SystemTime::now())
+        .duration_since(clock.system_time())
         .unwrap_or_default();
-    Some(Instant::now() + left)
+    Some(clock.instant() + left)
 }
 
 /// Why the loop ended: a code to send, the peer closed (its close reply is queued), or
@@ -101,7 +106,7 @@ pub(crate) async fn run(
                 .allow_burst(
                     NonZeroU32::new(engine.config.inbound_burst).unwrap_or(NonZeroU32::MIN),
                 ),
-                engine.clock.clone(),
+                engine.config.clock,
             );
             let mut session = Session {
                 engine: engine.clone(),
@@ -110,7 +115,7 @@ pub(crate) async fn run(
                 limiter,
                 strikes: 0,
                 held,
-                expires: deadline(auth.expires_at),
+                expires: deadline(&engine.config.clock, auth.expires_at),
             };
             session.run(&mut stream, &outbox).await
         }
@@ -246,11 +251,12 @@ impl Session {
     async fn run(&mut self, stream: &mut Reader, outbox: &Arc<Outbox>) -> End {
         let heartbeat = self.engine.config.heartbeat;
         let dead_after = heartbeat.mul_f64(1.4);
-        let mut last_heard = Instant::now();
-        let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+        let clock = self.engine.config.clock;
+        let mut last_heard = clock.instant();
+        let mut ticker = tokio::time::interval_at(clock.instant() + heartbeat, heartbeat);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let control = self.conn.control.clone();
-        let hold_until = Instant::now() + HOLD_FOR_RESUME;
+        let hold_until = clock.instant() + HOLD_FOR_RESUME;
 
         // Only per-connection signals in this loop: a shared one (a cancellation token)
         // would put every connection's waiter on one lock at every wake-up.
@@ -325,7 +331,7 @@ impl Session {
                         }
                         Some(Ok(msg)) => msg,
                     };
-                    last_heard = Instant::now();
+                    last_heard = clock.instant();
                     match msg {
                         Message::Text(text) => {
                             // Boxed: handling a frame awaits hooks and replays; kept
@@ -349,7 +355,7 @@ impl Session {
                     }
                 }
                 _ = ticker.tick() => {
-                    if last_heard.elapsed() > dead_after {
+                    if clock.instant() - last_heard > dead_after {
                         Metrics::inc(&self.engine.metrics.heartbeat_timeouts);
                         return End::Close(CloseCode::HeartbeatTimeout);
                     }
@@ -502,7 +508,7 @@ impl Session {
         self.engine
             .registry
             .set_credential(self.conn.id, auth.credential);
-        self.expires = deadline(auth.expires_at);
+        self.expires = deadline(&self.engine.config.clock, auth.expires_at);
         Ok(())
     }
 

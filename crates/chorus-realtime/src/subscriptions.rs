@@ -426,7 +426,7 @@ mod tests {
     use crate::broker::{EventSink, MemoryBroker, Retention};
     use crate::event::{Effect, Mark, Marks, Publish};
     use crate::outbox::Outbox;
-    use crate::{UserKey, registry::Admit};
+    use crate::{Clock, UserKey, registry::Admit};
 
     /// Every scope readable but those in `denied`; `initial` on connect.
     #[derive(Default)]
@@ -476,9 +476,9 @@ mod tests {
 
     fn world(limit: usize) -> World {
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::new(metrics.clone(), 64));
+        let registry = Arc::new(Registry::new(metrics.clone(), 64, Clock::system()));
         let sink: Arc<dyn EventSink> = registry.clone();
-        let broker = MemoryBroker::new(sink, Retention::default());
+        let broker = MemoryBroker::new(sink, Retention::default(), Clock::system());
         let subs = Subscriptions::new(registry.clone(), broker.clone(), metrics.clone(), limit);
         World {
             metrics,
