@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
-use chorus_proto::CloseCode;
+use chorus_proto::{CloseCode, EventFrame, ServerFrame};
 use tokio::sync::Notify;
 
 use crate::broker::EventSink;
@@ -332,14 +332,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The frame that ends a subscription whose authorization no longer holds.
 fn revoked_frame(scope: &Scope, reason: &str) -> Utf8Bytes {
-    let data = serde_json::json!({"scope": scope.as_str(), "reason": reason});
-    let frame = serde_json::json!({
-        "op": "event",
-        "scope": scope.as_str(),
-        "type": "subscription.revoked",
-        "data": data,
+    let frame = ServerFrame::Event(EventFrame {
+        scope: scope.as_str().to_owned(),
+        offset: None,
+        kind: "subscription.revoked".to_owned(),
+        data: serde_json::json!({"scope": scope.as_str(), "reason": reason}),
+        wake: None,
     });
-    Utf8Bytes::from(frame.to_string())
+    Utf8Bytes::from(frame.to_json())
 }
 
 impl Registry {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use chorus_proto::{
     AckFrame, ClientOp, CloseCode, ErrorCode, ErrorFrame, FrameId, HelloFrame, PROTOCOL_VERSION,
-    decode_client_frame,
+    ServerFrame, decode_client_frame,
 };
 use futures_util::{SinkExt, StreamExt};
 use governor::middleware::NoOpMiddleware;
@@ -204,36 +204,25 @@ async fn open(
             .collect(),
         offsets: opened.offsets,
     };
-    let text = frame_json("hello", &hello);
+    let text = ServerFrame::Hello(hello).to_json();
     outbox
-        .send_now(Frame::message(
-            text.as_str().to_owned(),
-            OpCode::Data(Data::Text),
-            true,
-        ))
+        .send_now(Frame::message(text, OpCode::Data(Data::Text), true))
         .await
         .map_err(|_| End::PeerGone)?;
     Ok(opened.held)
 }
 
-/// Serializes `{"op": op, ...body}`.
-fn frame_json(op: &str, body: &impl serde::Serialize) -> Utf8Bytes {
-    let mut value = serde_json::to_value(body).unwrap_or(serde_json::Value::Null);
-    if let serde_json::Value::Object(map) = &mut value {
-        map.insert("op".to_owned(), serde_json::Value::String(op.to_owned()));
-    }
-    Utf8Bytes::from(value.to_string())
+/// The text of a reply frame.
+fn encode(frame: &ServerFrame) -> Utf8Bytes {
+    Utf8Bytes::from(frame.to_json())
 }
 
 fn error_frame(id: Option<FrameId>, code: ErrorCode, message: impl Into<String>) -> Utf8Bytes {
-    frame_json(
-        "error",
-        &ErrorFrame {
-            id,
-            code,
-            message: message.into(),
-        },
-    )
+    encode(&ServerFrame::Error(ErrorFrame {
+        id,
+        code,
+        message: message.into(),
+    }))
 }
 
 /// An ack with no fields set; its id is filled in when it is sent.
@@ -468,7 +457,7 @@ impl Session {
                 .map_err(|e| (e.code(), e.to_string())),
         };
         match (result, id) {
-            (Ok(body), Some(id)) => self.reply(frame_json("ack", &AckFrame { id, ..body })),
+            (Ok(body), Some(id)) => self.reply(encode(&ServerFrame::Ack(AckFrame { id, ..body }))),
             (Ok(_), None) => {}
             (Err((code, message)), id) => {
                 Metrics::inc(&metrics.inbound_errors);
