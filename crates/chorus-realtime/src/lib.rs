@@ -36,6 +36,8 @@ pub mod scope;
 pub mod session;
 pub mod socket;
 pub mod subscriptions;
+#[cfg(test)]
+mod testing;
 mod writer;
 
 pub use broker::{Broker, BrokerError, EventSink, History, MemoryBroker, Retention};
