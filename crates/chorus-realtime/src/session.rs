@@ -570,15 +570,16 @@ mod tests {
         })
     }
 
-    /// Opens a session for `user`; returns the client's end of the pipe and the
-    /// session's task.
+    /// Opens a session for `user` over a pipe that holds `capacity` bytes (the socket's
+    /// buffers); returns the client's end of the pipe and the session's task.
     fn open_pipe(
         engine: &Arc<Engine>,
         hooks: &Arc<TestHooks>,
         user: UserKey,
         auth: SessionAuth,
+        capacity: usize,
     ) -> (DuplexStream, JoinHandle<()>) {
-        let (server, client) = tokio::io::duplex(64 * 1024);
+        let (server, client) = tokio::io::duplex(capacity);
         let socket = Socket::in_memory(server, WebSocketConfig::default());
         let hooks: Arc<dyn SessionHooks> = hooks.clone();
         let session = tokio::spawn(engine.serve_socket(socket, user, hooks, false, auth));
@@ -592,7 +593,7 @@ mod tests {
         user: UserKey,
         auth: SessionAuth,
     ) -> (Client, JoinHandle<()>) {
-        let (pipe, session) = open_pipe(engine, hooks, user, auth);
+        let (pipe, session) = open_pipe(engine, hooks, user, auth, 64 * 1024);
         let client = WebSocketStream::from_raw_socket(pipe, Role::Client, None).await;
         (client, session)
     }
@@ -737,7 +738,8 @@ mod tests {
         let clock = engine.config.clock;
         let hooks = Arc::new(TestHooks::default());
         let start = clock.instant();
-        let (mut silent, silent_session) = open_pipe(&engine, &hooks, 1, SessionAuth::default());
+        let (mut silent, silent_session) =
+            open_pipe(&engine, &hooks, 1, SessionAuth::default(), 64 * 1024);
         let (alive, _alive_session) = connect(&engine, &hooks, 2, SessionAuth::default()).await;
         let (_alive_sink, mut alive_rx) = reading(alive);
         assert!(
@@ -828,5 +830,67 @@ mod tests {
         let closed = next(&mut refreshed_rx).await;
         assert_eq!(close_code(&closed), Some(3502), "{closed:?}");
         assert_eq!(clock.instant() - start, Duration::from_secs(150));
+    }
+
+    /// A peer that stops reading fills its socket, then its queue, and is evicted
+    /// (its task ends, counted once); a reading peer of the same scope gets every event.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_is_evicted_and_the_others_are_served() {
+        let engine = engine(EngineConfig {
+            queue_capacity: 8,
+            ..EngineConfig::default()
+        });
+        let topic = Scope::parse("topic:x").expect("scope");
+        let hooks = Arc::new(TestHooks::with_initial(vec![topic.clone()]));
+        let (mut slow, slow_session) = open_pipe(&engine, &hooks, 1, SessionAuth::default(), 4_096);
+        let (fast, _fast_session) = connect(&engine, &hooks, 2, SessionAuth::default()).await;
+        let (_fast_sink, mut fast_rx) = reading(fast);
+        assert!(
+            next_text(&mut fast_rx)
+                .await
+                .starts_with(r#"{"op":"hello""#)
+        );
+
+        let filler = "x".repeat(1_000);
+        for i in 0..40 {
+            let text = format!("{i} {filler}");
+            engine
+                .publish(event("topic:x", &text))
+                .await
+                .expect("published");
+            // In step with the reading peer, so only the slow one falls behind.
+            let got: Value = serde_json::from_str(&next_text(&mut fast_rx).await).expect("json");
+            assert_eq!(got["data"]["text"], text);
+        }
+        tokio::time::timeout(Duration::from_secs(3_600), slow_session)
+            .await
+            .expect("the slow peer's session ends")
+            .expect("without panicking");
+        let evictions = &engine.metrics.slow_consumer_evictions;
+        assert_eq!(evictions.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+        // What reached the slow peer: `hello`, then the first events in order, then
+        // nothing (no close frame fits in a full socket).
+        let mut sent = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3_600), slow.read_to_end(&mut sent))
+            .await
+            .expect("the pipe is closed")
+            .expect("read");
+        let got = decode_all(sent);
+        assert!(matches!(&got[0], Message::Text(t) if t.as_str().starts_with(r#"{"op":"hello""#)));
+        let events: Vec<Value> = got[1..]
+            .iter()
+            .filter_map(|m| match m {
+                Message::Text(t) => serde_json::from_str(t.as_str()).ok(),
+                _ => None,
+            })
+            .collect();
+        assert!(!events.is_empty() && events.len() < 40, "{}", events.len());
+        for (i, event) in events.iter().enumerate() {
+            let text = event["data"]["text"].as_str().unwrap_or("");
+            assert!(text.starts_with(&format!("{i} ")), "event {i}: {text:.10}");
+        }
+        assert!(engine.registry.connections_of(1).is_empty());
+        engine.registry.check_invariants().expect("invariants");
     }
 }
