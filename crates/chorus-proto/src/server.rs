@@ -76,7 +76,9 @@ pub struct EventFrame {
     pub wake: Option<bool>,
 }
 
-/// Any server frame, for clients to decode.
+/// Any server frame: the server encodes its replies with it, clients decode with it.
+/// Events are the exception on the encoding side: the engine writes their text itself,
+/// once per event (same shape as [`EventFrame`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ServerFrame {
@@ -88,4 +90,106 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<FrameId>,
     },
+}
+
+impl ServerFrame {
+    /// Encodes the frame as JSON text: `{"op": …, …the frame's fields}`.
+    pub fn to_json(&self) -> String {
+        // Cannot fail: every map of these frames has string keys.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"op":"error","code":"internal","message":"unencodable frame"}"#.to_owned()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the server sent before frames were encoded through [`ServerFrame`]: the
+    /// body struct as a JSON object with `"op"` patched in.
+    fn patched(op: &str, body: &impl Serialize) -> Value {
+        let mut value = serde_json::to_value(body).expect("serializable");
+        if let Value::Object(map) = &mut value {
+            map.insert("op".to_owned(), Value::String(op.to_owned()));
+        }
+        value
+    }
+
+    fn encoded(frame: &ServerFrame) -> Value {
+        serde_json::from_str(&frame.to_json()).expect("valid JSON")
+    }
+
+    /// Same fields, same omissions as the patched encoding, for every reply the engine
+    /// sends; only the key order differs (`op` first), which JSON does not see.
+    #[test]
+    fn typed_frames_encode_like_the_patched_bodies() {
+        let hello = HelloFrame {
+            v: 1,
+            session_id: "ab".into(),
+            user_id: 7,
+            heartbeat_ms: 25_000,
+            scopes: vec!["user:7".into()],
+            offsets: BTreeMap::from([("user:7".into(), 12)]),
+        };
+        assert_eq!(
+            encoded(&ServerFrame::Hello(hello.clone())),
+            patched("hello", &hello)
+        );
+        let bare = AckFrame {
+            id: FrameId::Int(3),
+            scope: None,
+            recovered: None,
+            offset: None,
+            scopes: None,
+        };
+        let json = ServerFrame::Ack(bare.clone()).to_json();
+        assert_eq!(
+            json, r#"{"op":"ack","id":3}"#,
+            "omitted fields stay omitted"
+        );
+        let full = AckFrame {
+            id: FrameId::Str("s".into()),
+            scope: Some("channel:1".into()),
+            recovered: Some(false),
+            offset: Some(9),
+            scopes: Some(BTreeMap::from([(
+                "channel:2".into(),
+                ScopeResume {
+                    recovered: true,
+                    offset: None,
+                    error: Some(ErrorCode::Forbidden),
+                },
+            )])),
+        };
+        for ack in [bare, full] {
+            assert_eq!(
+                encoded(&ServerFrame::Ack(ack.clone())),
+                patched("ack", &ack)
+            );
+        }
+        for id in [None, Some(FrameId::Int(4))] {
+            let error = ErrorFrame {
+                id,
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+            };
+            assert_eq!(
+                encoded(&ServerFrame::Error(error.clone())),
+                patched("error", &error)
+            );
+        }
+        let event = EventFrame {
+            scope: "channel:1".into(),
+            offset: None,
+            kind: "subscription.revoked".into(),
+            data: serde_json::json!({"scope": "channel:1", "reason": "left"}),
+            wake: None,
+        };
+        assert_eq!(
+            encoded(&ServerFrame::Event(event.clone())),
+            patched("event", &event)
+        );
+        assert_eq!(ServerFrame::Pong { id: None }.to_json(), r#"{"op":"pong"}"#);
+    }
 }

@@ -78,6 +78,16 @@ impl Clock {
     }
 }
 
+/// Rate limiters (`governor`) read the same monotonic time, so a paused test clock
+/// pauses them too.
+impl governor::clock::Clock for Clock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> std::time::Instant {
+        self.instant().into_std()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,9 +59,6 @@ pub struct Engine {
     pub subscriptions: Subscriptions,
     shutdown: CancellationToken,
     sessions: TaskTracker,
-    /// The clock of every connection's inbound rate limiter: made once, because making
-    /// one probes the CPU (TSC) each time, a visible cost in a connect storm.
-    pub(crate) clock: governor::clock::DefaultClock,
 }
 
 impl Engine {
@@ -69,7 +66,7 @@ impl Engine {
     pub fn in_memory(config: EngineConfig) -> Arc<Self> {
         let (metrics, registry) = Self::parts(&config);
         let sink: Arc<dyn EventSink> = registry.clone();
-        let broker = MemoryBroker::new(sink, config.retention);
+        let broker = MemoryBroker::new(sink, config.retention, config.clock);
         Self::assemble(config, metrics, registry, broker)
     }
 
@@ -78,7 +75,9 @@ impl Engine {
     pub async fn with_redis(config: EngineConfig, url: &str) -> Result<Arc<Self>, BrokerError> {
         let (metrics, registry) = Self::parts(&config);
         let sink: Arc<dyn EventSink> = registry.clone();
-        let broker = RedisBroker::connect(url, sink, metrics.clone(), config.retention).await?;
+        let broker =
+            RedisBroker::connect(url, sink, metrics.clone(), config.retention, config.clock)
+                .await?;
         Ok(Self::assemble(config, metrics, registry, broker))
     }
 
@@ -89,14 +88,24 @@ impl Engine {
     ) -> Result<Arc<Self>, BrokerError> {
         let (metrics, registry) = Self::parts(&config);
         let sink: Arc<dyn EventSink> = registry.clone();
-        let broker =
-            RedisBroker::connect_client(client, sink, metrics.clone(), config.retention).await?;
+        let broker = RedisBroker::connect_client(
+            client,
+            sink,
+            metrics.clone(),
+            config.retention,
+            config.clock,
+        )
+        .await?;
         Ok(Self::assemble(config, metrics, registry, broker))
     }
 
     fn parts(config: &EngineConfig) -> (Arc<Metrics>, Arc<Registry>) {
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::new(metrics.clone(), config.queue_capacity));
+        let registry = Arc::new(Registry::new(
+            metrics.clone(),
+            config.queue_capacity,
+            config.clock,
+        ));
         (metrics, registry)
     }
 
@@ -120,7 +129,6 @@ impl Engine {
             subscriptions,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
-            clock: governor::clock::DefaultClock::default(),
         })
     }
 

@@ -131,11 +131,8 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(publish: Publish, offset: Option<u64>) -> Self {
-        Self::published_at(publish, offset, SystemTime::now())
-    }
-
-    /// An event published earlier (read back from a broker's log).
+    /// The event of `publish` at `offset`, published at `at` (the broker's clock, or the
+    /// time a broker's log recorded).
     pub fn published_at(publish: Publish, offset: Option<u64>, at: SystemTime) -> Self {
         Self {
             scope: publish.scope,
@@ -198,7 +195,7 @@ mod tests {
             default: Mark::Observe,
             users: BTreeMap::from([(1, Mark::Wake), (2, Mark::Skip)]),
         };
-        let event = Event::new(
+        let event = Event::published_at(
             Publish::new(
                 scope,
                 "message.created",
@@ -206,6 +203,7 @@ mod tests {
             )
             .with_marks(marks),
             Some(9),
+            SystemTime::UNIX_EPOCH,
         );
         let wake = event.frame(event.mark_for(1)).expect("delivered");
         let v: serde_json::Value = serde_json::from_str(wake.as_str()).expect("json");

@@ -18,7 +18,8 @@
 //!   writer tasks write for every connection, without waiting; a connection's own task
 //!   only takes over when its socket would block.
 //! - [`socket`]: an upgraded connection split at its TCP stream: tungstenite reads,
-//!   the outbox writes frames it encodes itself (one `write` per batch).
+//!   the outbox writes frames it encodes itself (one `write` per batch);
+//!   in unit tests, over an in-memory pipe instead.
 //! - [`hooks`]: what the embedding application decides (who may read a scope, which
 //!   scopes a user starts with, what `typing` means).
 //! - [`clock`]: the time every part asks for; tests stop and advance it.
@@ -36,6 +37,8 @@ pub mod scope;
 pub mod session;
 pub mod socket;
 pub mod subscriptions;
+#[cfg(test)]
+mod testing;
 mod writer;
 
 pub use broker::{Broker, BrokerError, EventSink, History, MemoryBroker, Retention};

@@ -18,14 +18,14 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
-use chorus_proto::CloseCode;
+use chorus_proto::{CloseCode, EventFrame, ServerFrame};
 use tokio::sync::Notify;
 
 use crate::broker::EventSink;
 use crate::event::{Effect, Event, Mark};
 use crate::outbox::{Outbox, PushError};
 use crate::writer::Writers;
-use crate::{Metrics, Scope, UserKey};
+use crate::{Clock, Metrics, Scope, UserKey};
 
 pub type ConnId = u64;
 
@@ -332,23 +332,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The frame that ends a subscription whose authorization no longer holds.
 fn revoked_frame(scope: &Scope, reason: &str) -> Utf8Bytes {
-    let data = serde_json::json!({"scope": scope.as_str(), "reason": reason});
-    let frame = serde_json::json!({
-        "op": "event",
-        "scope": scope.as_str(),
-        "type": "subscription.revoked",
-        "data": data,
+    let frame = ServerFrame::Event(EventFrame {
+        scope: scope.as_str().to_owned(),
+        offset: None,
+        kind: "subscription.revoked".to_owned(),
+        data: serde_json::json!({"scope": scope.as_str(), "reason": reason}),
+        wake: None,
     });
-    Utf8Bytes::from(frame.to_string())
+    Utf8Bytes::from(frame.to_json())
 }
 
 impl Registry {
     /// A registry with one writer task per available core (see [`crate::writer`]),
-    /// started on the current runtime.
-    pub fn new(metrics: Arc<Metrics>, queue_capacity: usize) -> Self {
+    /// started on the current runtime; the writers pace themselves by `clock`.
+    pub fn new(metrics: Arc<Metrics>, queue_capacity: usize, clock: Clock) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
-            writers: Writers::start(cores, &metrics),
+            writers: Writers::start(cores, &metrics, clock),
             metrics,
             queue_capacity: queue_capacity.max(1),
             next_id: AtomicU64::new(1),

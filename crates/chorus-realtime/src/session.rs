@@ -13,10 +13,12 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use chorus_proto::{
     AckFrame, ClientOp, CloseCode, ErrorCode, ErrorFrame, FrameId, HelloFrame, PROTOCOL_VERSION,
-    decode_client_frame,
+    ServerFrame, decode_client_frame,
 };
 use futures_util::{SinkExt, StreamExt};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::Message;
@@ -30,17 +32,20 @@ use crate::registry::ConnHandle;
 use crate::registry::StartAt;
 use crate::socket::{Reader, Socket};
 use crate::subscriptions::Held;
-use crate::{Engine, Metrics, UserKey};
+use crate::{Clock, Engine, Metrics, UserKey};
 
 /// How long a connection opened with `?resume=1` holds its events for the `resume`
 /// frame before it goes live from the offsets announced in `hello`.
 const HOLD_FOR_RESUME: Duration = Duration::from_secs(10);
 
+/// A connection's inbound rate limiter, on the engine's clock.
+type Limiter = RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<std::time::Instant>>;
+
 struct Session {
     engine: Arc<Engine>,
     hooks: Arc<dyn SessionHooks>,
     conn: ConnHandle,
-    limiter: DefaultDirectRateLimiter,
+    limiter: Limiter,
     strikes: u32,
     /// Scopes subscribed on connect whose events are held until the client's first
     /// frame (a `resume` says where each one continues), with their offset in `hello`.
@@ -49,12 +54,12 @@ struct Session {
     expires: Option<Instant>,
 }
 
-/// The engine's clock instant of a wall-clock expiry.
-fn deadline(expires_at: Option<std::time::SystemTime>) -> Option<Instant> {
+/// The monotonic instant of a wall-clock expiry, both read from `clock`.
+fn deadline(clock: &Clock, expires_at: Option<std::time::SystemTime>) -> Option<Instant> {
     let left = expires_at?
-        .duration_since(std::time::SystemTime::now())
+        .duration_since(clock.system_time())
         .unwrap_or_default();
-    Some(Instant::now() + left)
+    Some(clock.instant() + left)
 }
 
 /// Why the loop ended: a code to send, the peer closed (its close reply is queued), or
@@ -101,7 +106,7 @@ pub(crate) async fn run(
                 .allow_burst(
                     NonZeroU32::new(engine.config.inbound_burst).unwrap_or(NonZeroU32::MIN),
                 ),
-                engine.clock.clone(),
+                engine.config.clock,
             );
             let mut session = Session {
                 engine: engine.clone(),
@@ -110,7 +115,7 @@ pub(crate) async fn run(
                 limiter,
                 strikes: 0,
                 held,
-                expires: deadline(auth.expires_at),
+                expires: deadline(&engine.config.clock, auth.expires_at),
             };
             session.run(&mut stream, &outbox).await
         }
@@ -199,36 +204,25 @@ async fn open(
             .collect(),
         offsets: opened.offsets,
     };
-    let text = frame_json("hello", &hello);
+    let text = ServerFrame::Hello(hello).to_json();
     outbox
-        .send_now(Frame::message(
-            text.as_str().to_owned(),
-            OpCode::Data(Data::Text),
-            true,
-        ))
+        .send_now(Frame::message(text, OpCode::Data(Data::Text), true))
         .await
         .map_err(|_| End::PeerGone)?;
     Ok(opened.held)
 }
 
-/// Serializes `{"op": op, ...body}`.
-fn frame_json(op: &str, body: &impl serde::Serialize) -> Utf8Bytes {
-    let mut value = serde_json::to_value(body).unwrap_or(serde_json::Value::Null);
-    if let serde_json::Value::Object(map) = &mut value {
-        map.insert("op".to_owned(), serde_json::Value::String(op.to_owned()));
-    }
-    Utf8Bytes::from(value.to_string())
+/// The text of a reply frame.
+fn encode(frame: &ServerFrame) -> Utf8Bytes {
+    Utf8Bytes::from(frame.to_json())
 }
 
 fn error_frame(id: Option<FrameId>, code: ErrorCode, message: impl Into<String>) -> Utf8Bytes {
-    frame_json(
-        "error",
-        &ErrorFrame {
-            id,
-            code,
-            message: message.into(),
-        },
-    )
+    encode(&ServerFrame::Error(ErrorFrame {
+        id,
+        code,
+        message: message.into(),
+    }))
 }
 
 /// An ack with no fields set; its id is filled in when it is sent.
@@ -246,11 +240,12 @@ impl Session {
     async fn run(&mut self, stream: &mut Reader, outbox: &Arc<Outbox>) -> End {
         let heartbeat = self.engine.config.heartbeat;
         let dead_after = heartbeat.mul_f64(1.4);
-        let mut last_heard = Instant::now();
-        let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+        let clock = self.engine.config.clock;
+        let mut last_heard = clock.instant();
+        let mut ticker = tokio::time::interval_at(clock.instant() + heartbeat, heartbeat);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let control = self.conn.control.clone();
-        let hold_until = Instant::now() + HOLD_FOR_RESUME;
+        let hold_until = clock.instant() + HOLD_FOR_RESUME;
 
         // Only per-connection signals in this loop: a shared one (a cancellation token)
         // would put every connection's waiter on one lock at every wake-up.
@@ -325,7 +320,7 @@ impl Session {
                         }
                         Some(Ok(msg)) => msg,
                     };
-                    last_heard = Instant::now();
+                    last_heard = clock.instant();
                     match msg {
                         Message::Text(text) => {
                             // Boxed: handling a frame awaits hooks and replays; kept
@@ -349,7 +344,7 @@ impl Session {
                     }
                 }
                 _ = ticker.tick() => {
-                    if last_heard.elapsed() > dead_after {
+                    if clock.instant() - last_heard > dead_after {
                         Metrics::inc(&self.engine.metrics.heartbeat_timeouts);
                         return End::Close(CloseCode::HeartbeatTimeout);
                     }
@@ -462,7 +457,7 @@ impl Session {
                 .map_err(|e| (e.code(), e.to_string())),
         };
         match (result, id) {
-            (Ok(body), Some(id)) => self.reply(frame_json("ack", &AckFrame { id, ..body })),
+            (Ok(body), Some(id)) => self.reply(encode(&ServerFrame::Ack(AckFrame { id, ..body }))),
             (Ok(_), None) => {}
             (Err((code, message)), id) => {
                 Metrics::inc(&metrics.inbound_errors);
@@ -502,7 +497,7 @@ impl Session {
         self.engine
             .registry
             .set_credential(self.conn.id, auth.credential);
-        self.expires = deadline(auth.expires_at);
+        self.expires = deadline(&self.engine.config.clock, auth.expires_at);
         Ok(())
     }
 
@@ -544,4 +539,358 @@ async fn sleep_until_some(at: Option<Instant>) {
 /// A frame or message over the transport limit.
 fn is_capacity_error(err: &tungstenite::Error) -> bool {
     matches!(err, tungstenite::Error::Capacity(_))
+}
+
+/// Whole sessions without TCP: each runs over an in-memory pipe ([`Socket::in_memory`])
+/// whose other end is a tungstenite client, on tokio's paused clock.
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::stream::SplitSink;
+    use serde_json::Value;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+    use tokio::sync::mpsc;
+    use tokio::task::JoinHandle;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+    use super::*;
+    use crate::testing::TestHooks;
+    use crate::{EngineConfig, Publish, Scope};
+
+    const EPOCH_MS: i64 = 1_700_000_000_000;
+
+    type Client = WebSocketStream<DuplexStream>;
+
+    fn engine(config: EngineConfig) -> Arc<Engine> {
+        Engine::in_memory(EngineConfig {
+            clock: Clock::following_tokio(EPOCH_MS),
+            ..config
+        })
+    }
+
+    /// Opens a session for `user` over a pipe that holds `capacity` bytes (the socket's
+    /// buffers); returns the client's end of the pipe and the session's task.
+    fn open_pipe(
+        engine: &Arc<Engine>,
+        hooks: &Arc<TestHooks>,
+        user: UserKey,
+        auth: SessionAuth,
+        capacity: usize,
+    ) -> (DuplexStream, JoinHandle<()>) {
+        let (server, client) = tokio::io::duplex(capacity);
+        let socket = Socket::in_memory(server, WebSocketConfig::default());
+        let hooks: Arc<dyn SessionHooks> = hooks.clone();
+        let session = tokio::spawn(engine.serve_socket(socket, user, hooks, false, auth));
+        (client, session)
+    }
+
+    /// As [`open_pipe`], with a WebSocket client on the pipe.
+    async fn connect(
+        engine: &Arc<Engine>,
+        hooks: &Arc<TestHooks>,
+        user: UserKey,
+        auth: SessionAuth,
+    ) -> (Client, JoinHandle<()>) {
+        let (pipe, session) = open_pipe(engine, hooks, user, auth, 64 * 1024);
+        let client = WebSocketStream::from_raw_socket(pipe, Role::Client, None).await;
+        (client, session)
+    }
+
+    /// Every message in `bytes` (what a peer was sent), decoded as a client would,
+    /// without answering any of them.
+    fn decode_all(bytes: Vec<u8>) -> Vec<Message> {
+        struct Received(std::io::Cursor<Vec<u8>>);
+        impl std::io::Read for Received {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                std::io::Read::read(&mut self.0, buf)
+            }
+        }
+        impl std::io::Write for Received {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                Ok(buf.len()) // the answers (pongs, the close reply) go nowhere
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let io = Received(std::io::Cursor::new(bytes));
+        let mut ws = tungstenite::WebSocket::from_raw_socket(io, Role::Client, None);
+        std::iter::from_fn(|| ws.read().ok()).collect()
+    }
+
+    /// A client that keeps reading (and so answers pings): what it receives, pings and
+    /// pongs left out, and its sending half.
+    fn reading(client: Client) -> (SplitSink<Client, Message>, mpsc::UnboundedReceiver<Message>) {
+        let (sink, mut stream) = client.split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                if !matches!(msg, Message::Ping(_) | Message::Pong(_)) && tx.send(msg).is_err() {
+                    break;
+                }
+            }
+        });
+        (sink, rx)
+    }
+
+    /// The next message; fails rather than waits forever (in paused time, an hour
+    /// passes at once when nothing else is due).
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message {
+        tokio::time::timeout(Duration::from_secs(3_600), rx.recv())
+            .await
+            .expect("a message within the hour")
+            .expect("the connection is open")
+    }
+
+    async fn next_text(rx: &mut mpsc::UnboundedReceiver<Message>) -> String {
+        match next(rx).await {
+            Message::Text(text) => text.as_str().to_owned(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    fn close_code(msg: &Message) -> Option<u16> {
+        match msg {
+            Message::Close(Some(frame)) => Some(frame.code.into()),
+            _ => None,
+        }
+    }
+
+    async fn send(sink: &mut SplitSink<Client, Message>, text: &str) {
+        sink.send(Message::text(text)).await.expect("sent");
+    }
+
+    fn event(scope: &str, text: &str) -> Publish {
+        let scope = Scope::parse(scope).expect("scope");
+        Publish::new(
+            scope,
+            "message.created",
+            &serde_json::json!({ "text": text }),
+        )
+    }
+
+    /// Over the wire: `hello`, a `subscribe` acked with the head, a live event, the
+    /// subscription limit, a `ping` — each frame byte for byte.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_subscribes_over_the_wire_up_to_its_limit() {
+        let engine = engine(EngineConfig {
+            max_subscriptions: 2,
+            ..EngineConfig::default()
+        });
+        let hooks = Arc::new(TestHooks::default());
+        let (client, _session) = connect(&engine, &hooks, 7, SessionAuth::default()).await;
+        let (mut sink, mut rx) = reading(client);
+        let hello: Value = serde_json::from_str(&next_text(&mut rx).await).expect("json");
+        assert_eq!(hello["op"], "hello");
+        assert_eq!(hello["user_id"], 7);
+        assert_eq!(hello["scopes"], serde_json::json!(["user:7"]));
+        // The memory broker's offsets start at its clock's microseconds.
+        let base = EPOCH_MS as u64 * 1_000;
+        assert_eq!(hello["offsets"]["user:7"], base);
+
+        send(&mut sink, r#"{"op":"subscribe","id":1,"scope":"topic:a"}"#).await;
+        assert_eq!(
+            next_text(&mut rx).await,
+            format!(r#"{{"op":"ack","id":1,"scope":"topic:a","offset":{base}}}"#)
+        );
+        engine
+            .publish(event("topic:a", "hi"))
+            .await
+            .expect("published");
+        assert_eq!(
+            next_text(&mut rx).await,
+            format!(
+                r#"{{"op":"event","scope":"topic:a","offset":{},"type":"message.created","data":{{"text":"hi"}}}}"#,
+                base + 1
+            )
+        );
+        send(&mut sink, r#"{"op":"subscribe","id":2,"scope":"topic:b"}"#).await;
+        assert_eq!(
+            next_text(&mut rx).await,
+            r#"{"op":"error","id":2,"code":"limit_exceeded","message":"a connection holds at most 2 subscriptions"}"#
+        );
+        send(&mut sink, r#"{"op":"ping","id":3}"#).await;
+        assert_eq!(next_text(&mut rx).await, r#"{"op":"ack","id":3}"#);
+        engine
+            .publish(event("topic:b", "no"))
+            .await
+            .expect("published");
+        engine
+            .publish(event("topic:a", "yes"))
+            .await
+            .expect("published");
+        let last: Value = serde_json::from_str(&next_text(&mut rx).await).expect("json");
+        assert_eq!(last["data"]["text"], "yes", "nothing of the refused scope");
+        engine.registry.check_invariants().expect("invariants");
+    }
+
+    /// A peer that stops answering is dropped with 3002 at the first ping tick after
+    /// 1.4 heartbeats of silence; a peer that answers stays.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_is_dropped_when_its_heartbeat_lapses() {
+        let heartbeat = Duration::from_secs(10);
+        let engine = engine(EngineConfig {
+            heartbeat,
+            ..EngineConfig::default()
+        });
+        let clock = engine.config.clock;
+        let hooks = Arc::new(TestHooks::default());
+        let start = clock.instant();
+        let (mut silent, silent_session) =
+            open_pipe(&engine, &hooks, 1, SessionAuth::default(), 64 * 1024);
+        let (alive, _alive_session) = connect(&engine, &hooks, 2, SessionAuth::default()).await;
+        let (_alive_sink, mut alive_rx) = reading(alive);
+        assert!(
+            next_text(&mut alive_rx)
+                .await
+                .starts_with(r#"{"op":"hello""#)
+        );
+
+        silent_session
+            .await
+            .expect("the silent peer's session ended");
+        // Pinged at 10 s; at the 20 s tick it had been silent over 14 s. (Then up to a
+        // second waiting for the close reply that never comes.)
+        let ended = clock.instant() - start;
+        assert!(
+            ended >= 2 * heartbeat && ended <= 2 * heartbeat + CLOSE_LINGER,
+            "{ended:?}"
+        );
+        assert_eq!(
+            engine
+                .metrics
+                .heartbeat_timeouts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        let mut sent = Vec::new();
+        silent.read_to_end(&mut sent).await.expect("read");
+        let got = decode_all(sent);
+        assert!(matches!(&got[0], Message::Text(t) if t.as_str().starts_with(r#"{"op":"hello""#)));
+        assert!(matches!(&got[1], Message::Ping(_)), "{got:?}");
+        assert_eq!(close_code(&got[2]), Some(3002), "{got:?}");
+        assert_eq!(got.len(), 3, "{got:?}");
+
+        // The answering peer outlived it: an event published now reaches it.
+        engine
+            .publish(event("user:2", "still here"))
+            .await
+            .expect("published");
+        let text: Value = serde_json::from_str(&next_text(&mut alive_rx).await).expect("json");
+        assert_eq!(text["data"]["text"], "still here");
+        assert!(engine.registry.connections_of(1).is_empty());
+        engine.registry.check_invariants().expect("invariants");
+    }
+
+    /// A connection closes with 3502 the instant its credentials expire; one whose
+    /// client sent `refresh` lives on until the new expiry.
+    #[tokio::test(start_paused = true)]
+    async fn expired_credentials_close_the_socket_unless_refreshed() {
+        let engine = engine(EngineConfig::default());
+        let clock = engine.config.clock;
+        let hooks = Arc::new(TestHooks::default());
+        let start = clock.instant();
+        let expiring = SessionAuth {
+            credential: Some(1),
+            expires_at: Some(clock.system_time() + Duration::from_secs(90)),
+        };
+        let (plain, _) = connect(&engine, &hooks, 1, expiring).await;
+        let (refreshed, _) = connect(&engine, &hooks, 2, expiring).await;
+        let (_plain_sink, mut plain_rx) = reading(plain);
+        let (mut refreshed_sink, mut refreshed_rx) = reading(refreshed);
+        for rx in [&mut plain_rx, &mut refreshed_rx] {
+            assert!(next_text(rx).await.starts_with(r#"{"op":"hello""#));
+        }
+
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        hooks.refresh_to(SessionAuth {
+            credential: Some(2),
+            expires_at: Some(clock.system_time() + Duration::from_secs(120)),
+        });
+        send(
+            &mut refreshed_sink,
+            r#"{"op":"refresh","id":1,"token":"t"}"#,
+        )
+        .await;
+        assert_eq!(next_text(&mut refreshed_rx).await, r#"{"op":"ack","id":1}"#);
+
+        let closed = next(&mut plain_rx).await;
+        assert_eq!(close_code(&closed), Some(3502), "{closed:?}");
+        assert_eq!(clock.instant() - start, Duration::from_secs(90));
+
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        engine
+            .publish(event("user:2", "still open"))
+            .await
+            .expect("published");
+        let text: Value = serde_json::from_str(&next_text(&mut refreshed_rx).await).expect("json");
+        assert_eq!(text["data"]["text"], "still open");
+        let closed = next(&mut refreshed_rx).await;
+        assert_eq!(close_code(&closed), Some(3502), "{closed:?}");
+        assert_eq!(clock.instant() - start, Duration::from_secs(150));
+    }
+
+    /// A peer that stops reading fills its socket, then its queue, and is evicted
+    /// (its task ends, counted once); a reading peer of the same scope gets every event.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_is_evicted_and_the_others_are_served() {
+        let engine = engine(EngineConfig {
+            queue_capacity: 8,
+            ..EngineConfig::default()
+        });
+        let topic = Scope::parse("topic:x").expect("scope");
+        let hooks = Arc::new(TestHooks::with_initial(vec![topic.clone()]));
+        let (mut slow, slow_session) = open_pipe(&engine, &hooks, 1, SessionAuth::default(), 4_096);
+        let (fast, _fast_session) = connect(&engine, &hooks, 2, SessionAuth::default()).await;
+        let (_fast_sink, mut fast_rx) = reading(fast);
+        assert!(
+            next_text(&mut fast_rx)
+                .await
+                .starts_with(r#"{"op":"hello""#)
+        );
+
+        let filler = "x".repeat(1_000);
+        for i in 0..40 {
+            let text = format!("{i} {filler}");
+            engine
+                .publish(event("topic:x", &text))
+                .await
+                .expect("published");
+            // In step with the reading peer, so only the slow one falls behind.
+            let got: Value = serde_json::from_str(&next_text(&mut fast_rx).await).expect("json");
+            assert_eq!(got["data"]["text"], text);
+        }
+        tokio::time::timeout(Duration::from_secs(3_600), slow_session)
+            .await
+            .expect("the slow peer's session ends")
+            .expect("without panicking");
+        let evictions = &engine.metrics.slow_consumer_evictions;
+        assert_eq!(evictions.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+        // What reached the slow peer: `hello`, then the first events in order, then
+        // nothing (no close frame fits in a full socket).
+        let mut sent = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3_600), slow.read_to_end(&mut sent))
+            .await
+            .expect("the pipe is closed")
+            .expect("read");
+        let got = decode_all(sent);
+        assert!(matches!(&got[0], Message::Text(t) if t.as_str().starts_with(r#"{"op":"hello""#)));
+        let events: Vec<Value> = got[1..]
+            .iter()
+            .filter_map(|m| match m {
+                Message::Text(t) => serde_json::from_str(t.as_str()).ok(),
+                _ => None,
+            })
+            .collect();
+        assert!(!events.is_empty() && events.len() < 40, "{}", events.len());
+        for (i, event) in events.iter().enumerate() {
+            let text = event["data"]["text"].as_str().unwrap_or("");
+            assert!(text.starts_with(&format!("{i} ")), "event {i}: {text:.10}");
+        }
+        assert!(engine.registry.connections_of(1).is_empty());
+        engine.registry.check_invariants().expect("invariants");
+    }
 }

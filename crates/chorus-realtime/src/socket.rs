@@ -13,6 +13,10 @@
 //! with a pong and a client's close with a close. [`ReadIo`] hands those bytes to the
 //! connection's outbox as ready-made frames, so every byte of the socket goes through
 //! one writer and frames never interleave.
+//!
+//! Unit tests run a session over an in-memory pipe instead of TCP ([`Socket::in_memory`]):
+//! the transport is an enum whose second variant exists only in tests, so the server
+//! writes to its TCP stream exactly as before (no dynamic dispatch, no allocation).
 
 use std::io;
 use std::pin::Pin;
@@ -33,9 +37,17 @@ use crate::outbox::Outbox;
 /// An upgraded connection: its TCP stream and whatever the HTTP server had already
 /// read past the upgrade request (a client may send its first frame right behind it).
 pub struct Socket {
-    stream: TcpStream,
+    stream: Transport,
     read_ahead: Bytes,
     config: WebSocketConfig,
+}
+
+/// The byte stream under the WebSocket.
+enum Transport {
+    Tcp(TcpStream),
+    /// An in-memory pipe whose other end a test holds.
+    #[cfg(test)]
+    Memory(tokio::io::DuplexStream),
 }
 
 impl Socket {
@@ -43,15 +55,36 @@ impl Socket {
     /// outbox's queue bounds what waits).
     pub fn new(stream: TcpStream, read_ahead: Bytes, config: WebSocketConfig) -> Self {
         Self {
-            stream,
+            stream: Transport::Tcp(stream),
             read_ahead,
+            config,
+        }
+    }
+
+    /// A connection over an in-memory pipe (`tokio::io::duplex`); the test speaks
+    /// WebSocket on the other end. Its capacity plays the socket's send buffer.
+    #[cfg(test)]
+    pub(crate) fn in_memory(stream: tokio::io::DuplexStream, config: WebSocketConfig) -> Self {
+        Self {
+            stream: Transport::Memory(stream),
+            read_ahead: Bytes::new(),
             config,
         }
     }
 
     /// Splits the socket: the reading WebSocket and the raw writer for `outbox`.
     pub(crate) async fn split(self, outbox: &Arc<Outbox>) -> (Reader, RawWriter) {
-        let (read, write) = self.stream.into_split();
+        let (read, write) = match self.stream {
+            Transport::Tcp(stream) => {
+                let (read, write) = stream.into_split();
+                (ReadHalf::Tcp(read), WriteHalf::Tcp(write))
+            }
+            #[cfg(test)]
+            Transport::Memory(stream) => {
+                let (read, write) = tokio::io::split(stream);
+                (ReadHalf::Memory(read), WriteHalf::Memory(write))
+            }
+        };
         let io = ReadIo {
             read,
             outbox: outbox.clone(),
@@ -72,8 +105,14 @@ pub(crate) type Reader = WebSocketStream<ReadIo>;
 /// The read half as tungstenite sees it: reads from the socket; what tungstenite writes
 /// (pongs, its close reply) is queued on the outbox like any other frame.
 pub(crate) struct ReadIo {
-    read: OwnedReadHalf,
+    read: ReadHalf,
     outbox: Arc<Outbox>,
+}
+
+enum ReadHalf {
+    Tcp(OwnedReadHalf),
+    #[cfg(test)]
+    Memory(tokio::io::ReadHalf<tokio::io::DuplexStream>),
 }
 
 impl AsyncRead for ReadIo {
@@ -82,7 +121,11 @@ impl AsyncRead for ReadIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.read).poll_read(cx, buf)
+        match &mut self.read {
+            ReadHalf::Tcp(read) => Pin::new(read).poll_read(cx, buf),
+            #[cfg(test)]
+            ReadHalf::Memory(read) => Pin::new(read).poll_read(cx, buf),
+        }
     }
 }
 
@@ -121,14 +164,14 @@ pub(crate) fn frame_text(out: &mut Vec<u8>, text: &str) {
 
 /// The write half: bytes framed but not yet accepted by the socket, and the socket.
 pub(crate) struct RawWriter {
-    socket: OwnedWriteHalf,
+    socket: WriteHalf,
     pending: Vec<u8>,
     /// How much of `pending` the socket has taken.
     written: usize,
 }
 
 impl RawWriter {
-    fn new(socket: OwnedWriteHalf) -> Self {
+    fn new(socket: WriteHalf) -> Self {
         Self {
             socket,
             pending: Vec::new(),
@@ -155,7 +198,7 @@ impl RawWriter {
             self.pending.extend_from_slice(frames);
             return Ok(false);
         }
-        let done = write_some(&self.socket, frames)?;
+        let done = write_some(&mut self.socket, frames)?;
         if done < frames.len() {
             self.pending.extend_from_slice(&frames[done..]);
             return Ok(false);
@@ -166,7 +209,7 @@ impl RawWriter {
     /// Writes what is pending without waiting: `Ok(true)` when all of it was written,
     /// `Ok(false)` when the socket would block.
     pub(crate) fn try_flush(&mut self) -> io::Result<bool> {
-        self.written += write_some(&self.socket, &self.pending[self.written..])?;
+        self.written += write_some(&mut self.socket, &self.pending[self.written..])?;
         if self.written < self.pending.len() {
             return Ok(false);
         }
@@ -182,14 +225,53 @@ impl RawWriter {
     /// progress is kept in `self`, so a caller may give up and come back.
     pub(crate) async fn flush(&mut self) -> io::Result<()> {
         while !self.try_flush()? {
-            self.socket.as_ref().writable().await?;
+            let rest = &self.pending[self.written..];
+            self.written += self.socket.write_when_ready(rest).await?;
         }
         Ok(())
     }
 }
 
+/// The socket's write half.
+enum WriteHalf {
+    Tcp(OwnedWriteHalf),
+    #[cfg(test)]
+    Memory(tokio::io::WriteHalf<tokio::io::DuplexStream>),
+}
+
+impl WriteHalf {
+    /// Writes what the socket takes now; `WouldBlock` when it takes nothing.
+    fn try_write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(socket) => socket.try_write(bytes),
+            #[cfg(test)]
+            Self::Memory(pipe) => {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                match Pin::new(pipe).poll_write(&mut cx, bytes) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            }
+        }
+    }
+
+    /// Waits until the socket takes bytes again; returns how much of `bytes` it wrote
+    /// meanwhile. A TCP socket says when it is writable and writes nothing here; a
+    /// pipe cannot say so without writing, so it writes what it takes then.
+    #[cfg_attr(not(test), allow(unused_variables))]
+    async fn write_when_ready(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(socket) => socket.as_ref().writable().await.map(|()| 0),
+            #[cfg(test)]
+            Self::Memory(pipe) => {
+                std::future::poll_fn(|cx| Pin::new(&mut *pipe).poll_write(cx, bytes)).await
+            }
+        }
+    }
+}
+
 /// Writes as much of `bytes` as the socket takes without waiting; returns how much.
-fn write_some(socket: &OwnedWriteHalf, bytes: &[u8]) -> io::Result<usize> {
+fn write_some(socket: &mut WriteHalf, bytes: &[u8]) -> io::Result<usize> {
     let mut done = 0;
     while done < bytes.len() {
         match socket.try_write(&bytes[done..]) {

@@ -416,56 +416,16 @@ async fn authorize(
 /// entries whose queues the tests pop, the application is [`TestHooks`].
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
+    use std::time::Duration;
 
-    use async_trait::async_trait;
     use serde_json::Value;
 
     use super::*;
     use crate::broker::{EventSink, MemoryBroker, Retention};
     use crate::event::{Effect, Mark, Marks, Publish};
     use crate::outbox::Outbox;
-    use crate::{UserKey, registry::Admit};
-
-    /// Every scope readable but those in `denied`; `initial` on connect.
-    #[derive(Default)]
-    struct TestHooks {
-        initial: Vec<Scope>,
-        denied: Mutex<HashSet<Scope>>,
-    }
-
-    impl TestHooks {
-        fn deny(&self, scope: &Scope) {
-            self.denied
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(scope.clone());
-        }
-    }
-
-    #[async_trait]
-    impl SessionHooks for TestHooks {
-        async fn initial_scopes(&self, _user: UserKey) -> Result<Vec<Scope>, HookError> {
-            Ok(self.initial.clone())
-        }
-
-        async fn authorize_subscribe(
-            &self,
-            _user: UserKey,
-            scope: &Scope,
-        ) -> Result<(), HookError> {
-            let denied = self.denied.lock().unwrap_or_else(|e| e.into_inner());
-            if denied.contains(scope) {
-                return Err(HookError::Forbidden("denied".into()));
-            }
-            Ok(())
-        }
-
-        async fn typing(&self, _: UserKey, _: i64, _: Option<i64>) -> Result<(), HookError> {
-            Ok(())
-        }
-    }
+    use crate::testing::TestHooks;
+    use crate::{Clock, UserKey, registry::Admit};
 
     struct World {
         metrics: Arc<Metrics>,
@@ -475,10 +435,14 @@ mod tests {
     }
 
     fn world(limit: usize) -> World {
+        world_with(limit, 64, Retention::default(), Clock::system())
+    }
+
+    fn world_with(limit: usize, capacity: usize, retention: Retention, clock: Clock) -> World {
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::new(metrics.clone(), 64));
+        let registry = Arc::new(Registry::new(metrics.clone(), capacity, clock));
         let sink: Arc<dyn EventSink> = registry.clone();
-        let broker = MemoryBroker::new(sink, Retention::default());
+        let broker = MemoryBroker::new(sink, retention, clock);
         let subs = Subscriptions::new(registry.clone(), broker.clone(), metrics.clone(), limit);
         World {
             metrics,
@@ -512,6 +476,19 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// `data.text` of the frames of `scope`, in order.
+    fn texts(frames: &[Value], scope: &str) -> Vec<String> {
+        frames
+            .iter()
+            .filter(|f| f["scope"] == scope)
+            .map(|f| f["data"]["text"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    fn count(counter: &std::sync::atomic::AtomicU64) -> u64 {
+        counter.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn row(scope: &str, kind: &str, text: &str) -> (String, String, String) {
@@ -555,10 +532,7 @@ mod tests {
     async fn skipped_recipients_get_nothing_live_or_replayed() {
         let w = world(100);
         let channel = scope("channel:1");
-        let hooks = TestHooks {
-            initial: vec![channel.clone()],
-            ..TestHooks::default()
-        };
+        let hooks = TestHooks::with_initial(vec![channel.clone()]);
         let (reader, reader_box, _) = w.registry.register(1);
         let (skipped, skipped_box, _) = w.registry.register(2);
         let mut start = 0;
@@ -616,10 +590,7 @@ mod tests {
     async fn a_recheck_revokes_what_is_no_longer_readable_and_loses_nothing_else() {
         let w = world(100);
         let (channel, thread) = (scope("channel:1"), scope("thread:9"));
-        let hooks = TestHooks {
-            initial: vec![channel.clone()],
-            ..TestHooks::default()
-        };
+        let hooks = TestHooks::with_initial(vec![channel.clone()]);
         let (bob, bob_box, _) = w.registry.register(7);
         w.subs.open(&bob, &hooks, false).await.expect("opened");
         w.subs
@@ -719,10 +690,7 @@ mod tests {
     async fn a_replay_during_a_recheck_waits_and_keeps_its_order() {
         let w = world(100);
         let channel = scope("channel:1");
-        let hooks = TestHooks {
-            initial: vec![channel.clone()],
-            ..TestHooks::default()
-        };
+        let hooks = TestHooks::with_initial(vec![channel.clone()]);
         let (bob, bob_box, _) = w.registry.register(7);
         let opened = w.subs.open(&bob, &hooks, true).await.expect("opened");
         let start = opened.offsets["channel:1"];
@@ -843,6 +811,399 @@ mod tests {
         }
         assert_eq!(w.registry.scope_count(), 0);
         assert_eq!(w.broker.log_count(), 0);
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// A `subscribe` without `since` answers the scope's head; every event published
+    /// after it reaches that connection once, in order, and no other connection.
+    #[tokio::test]
+    async fn a_subscription_delivers_what_is_published_after_it() {
+        let w = world(100);
+        let hooks = TestHooks::default();
+        let (alice, alice_box, _) = w.registry.register(1);
+        let (bob, bob_box, _) = w.registry.register(2);
+        for conn in [&alice, &bob] {
+            w.subs.open(conn, &hooks, false).await.expect("opened");
+        }
+        let topic = scope("topic:x");
+        publish(&w, &topic, "before").await;
+        let subscribed = w
+            .subs
+            .subscribe(&alice, &hooks, "topic:x", StartAt::Now)
+            .await
+            .expect("subscribed");
+        assert_eq!(subscribed.recovered, None);
+        let head = subscribed.offset.expect("head");
+        publish(&w, &topic, "one").await;
+        publish(&w, &topic, "two").await;
+        // Bob's barrier: published after the topic's events, on a scope he reads.
+        publish(&w, &Scope::of("user", 2), "barrier").await;
+        let got = frames(&alice_box);
+        assert_eq!(
+            summary(&got),
+            [
+                row("topic:x", "message.created", "one"),
+                row("topic:x", "message.created", "two"),
+            ]
+        );
+        assert_eq!(got[0]["offset"], head + 1);
+        assert_eq!(got[1]["offset"], head + 2);
+        assert_eq!(
+            summary(&frames(&bob_box)),
+            [row("user:2", "message.created", "barrier")]
+        );
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// A rewind is recovered exactly when every event after `since` is still in the
+    /// window (here: the last three); past its edge nothing is replayed, the client is
+    /// told, and live delivery goes on.
+    #[tokio::test]
+    async fn a_rewind_is_recovered_exactly_up_to_the_window_edge() {
+        let retention = Retention {
+            max_events: 3,
+            max_age: Duration::from_secs(3_600),
+        };
+        let w = world_with(100, 64, retention, Clock::system());
+        let hooks = TestHooks::default();
+        let topic = scope("topic:x");
+        let start = w.broker.attach(&topic).await.expect("head");
+        for text in ["1", "2", "3", "4", "5"] {
+            publish(&w, &topic, text).await;
+        }
+        let (inside, inside_box, _) = w.registry.register(1);
+        let sub = w
+            .subs
+            .subscribe(&inside, &hooks, "topic:x", StartAt::Rewind(start + 2))
+            .await
+            .expect("subscribed");
+        assert_eq!(sub.recovered, Some(true));
+        assert_eq!(sub.offset, Some(start + 5));
+        assert_eq!(texts(&frames(&inside_box), "topic:x"), ["3", "4", "5"]);
+
+        let (outside, outside_box, _) = w.registry.register(2);
+        let sub = w
+            .subs
+            .subscribe(&outside, &hooks, "topic:x", StartAt::Rewind(start + 1))
+            .await
+            .expect("subscribed");
+        assert_eq!(sub.recovered, Some(false), "event 2 left the window");
+        assert!(frames(&outside_box).is_empty());
+
+        publish(&w, &topic, "6").await;
+        assert_eq!(texts(&frames(&inside_box), "topic:x"), ["6"]);
+        assert_eq!(texts(&frames(&outside_box), "topic:x"), ["6"]);
+        assert_eq!(count(&w.metrics.resumes_recovered), 1);
+        assert_eq!(count(&w.metrics.resumes_unrecovered), 1);
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// Rewinds `topic:x` from `since` on a new connection: `(recovered, texts)`.
+    async fn rewind(w: &World, since: u64) -> (Option<bool>, Vec<String>) {
+        let hooks = TestHooks::default();
+        let (conn, outbox, _) = w.registry.register(1);
+        let sub = w
+            .subs
+            .subscribe(&conn, &hooks, "topic:x", StartAt::Rewind(since))
+            .await
+            .expect("subscribed");
+        let got = texts(&frames(&outbox), "topic:x");
+        w.registry.unregister(&conn);
+        (sub.recovered, got)
+    }
+
+    /// The window's age follows the engine's clock: with tokio's time paused, an event
+    /// exactly `max_age` old is still replayed, one a millisecond older is not.
+    #[tokio::test(start_paused = true)]
+    async fn a_rewind_past_the_window_age_is_not_recovered() {
+        let retention = Retention {
+            max_events: 100,
+            max_age: Duration::from_secs(60),
+        };
+        let w = world_with(
+            100,
+            64,
+            retention,
+            Clock::following_tokio(1_700_000_000_000),
+        );
+        let topic = scope("topic:x");
+        let start = w.broker.attach(&topic).await.expect("head");
+        publish(&w, &topic, "old").await; // t = 0
+        tokio::time::advance(Duration::from_secs(30)).await;
+        publish(&w, &topic, "new").await; // t = 30 s
+        tokio::time::advance(Duration::from_secs(60)).await; // t = 90 s
+
+        assert_eq!(rewind(&w, start).await, (Some(false), vec![]));
+        assert_eq!(
+            rewind(&w, start + 1).await,
+            (Some(true), vec!["new".to_owned()]),
+            "exactly max_age old: still in the window"
+        );
+        assert_eq!(
+            rewind(&w, start + 2).await,
+            (Some(true), vec![]),
+            "the head"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(rewind(&w, start + 1).await, (Some(false), vec![]));
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// A reconnecting client resumes three scopes: two held since `hello` (one within
+    /// the window, one beyond it) and one it subscribes by resuming. Each continues
+    /// after its position; what was published between `hello` and `resume` arrives
+    /// once, and live events after it once.
+    #[tokio::test]
+    async fn a_resume_continues_several_scopes_each_from_its_position() {
+        let retention = Retention {
+            max_events: 2,
+            max_age: Duration::from_secs(3_600),
+        };
+        let w = world_with(100, 64, retention, Clock::system());
+        let (kept, lost, extra) = (scope("channel:1"), scope("channel:2"), scope("topic:9"));
+        let hooks = TestHooks::with_initial(vec![kept.clone(), lost.clone()]);
+        // Where the client was when it went away.
+        let kept_at = w.broker.attach(&kept).await.expect("head");
+        let lost_at = w.broker.attach(&lost).await.expect("head");
+        let extra_at = w.broker.attach(&extra).await.expect("head");
+        // While it was away: `channel:2` gets more than its window holds.
+        publish(&w, &kept, "k1").await;
+        for text in ["l1", "l2", "l3"] {
+            publish(&w, &lost, text).await;
+        }
+        publish(&w, &extra, "x1").await;
+
+        let (conn, outbox, _) = w.registry.register(1);
+        let opened = w.subs.open(&conn, &hooks, true).await.expect("opened");
+        publish(&w, &kept, "k2").await;
+        publish(&w, &lost, "l4").await;
+        publish(&w, &extra, "x2").await;
+        assert!(frames(&outbox).is_empty(), "held until the resume");
+
+        let positions = BTreeMap::from([
+            (kept.as_str().to_owned(), kept_at),
+            (lost.as_str().to_owned(), lost_at),
+            (extra.as_str().to_owned(), extra_at),
+        ]);
+        let out = w
+            .subs
+            .resume(&conn, &hooks, opened.held, positions)
+            .await
+            .expect("resumed");
+        assert_eq!(out.len(), 3);
+        assert!(out["channel:1"].recovered);
+        assert_eq!(out["channel:1"].offset, Some(kept_at + 2));
+        assert!(!out["channel:2"].recovered, "l1 left the window");
+        assert!(out["topic:9"].recovered);
+        assert_eq!(out["topic:9"].offset, Some(extra_at + 2));
+        let got = frames(&outbox);
+        assert_eq!(texts(&got, "channel:1"), ["k1", "k2"]);
+        // Beyond the window, it continues from `hello`: nothing since is lost.
+        assert_eq!(texts(&got, "channel:2"), ["l4"]);
+        assert_eq!(texts(&got, "topic:9"), ["x1", "x2"]);
+        assert_eq!(got.len(), 5, "{got:?}");
+
+        for (scope, text) in [(&kept, "k3"), (&lost, "l5"), (&extra, "x3")] {
+            publish(&w, scope, text).await;
+        }
+        let got = frames(&outbox);
+        assert_eq!(
+            summary(&got),
+            [
+                row("channel:1", "message.created", "k3"),
+                row("channel:2", "message.created", "l5"),
+                row("topic:9", "message.created", "x3"),
+            ]
+        );
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// After `unsubscribe` nothing more of the scope arrives (an event of another scope,
+    /// published later, is the barrier); the slot is dropped; the user scope stays.
+    #[tokio::test]
+    async fn an_unsubscribed_scope_delivers_nothing_more() {
+        let w = world(100);
+        let hooks = TestHooks::default();
+        let (conn, outbox, _) = w.registry.register(1);
+        w.subs.open(&conn, &hooks, false).await.expect("opened");
+        let (a, b) = (scope("topic:a"), scope("topic:b"));
+        for name in ["topic:a", "topic:b"] {
+            w.subs
+                .subscribe(&conn, &hooks, name, StartAt::Now)
+                .await
+                .expect("subscribed");
+        }
+        publish(&w, &a, "a1").await;
+        w.subs.unsubscribe(&conn, "topic:a").expect("unsubscribed");
+        publish(&w, &a, "a2").await;
+        publish(&w, &b, "b1").await;
+        assert_eq!(
+            summary(&frames(&outbox)),
+            [
+                row("topic:a", "message.created", "a1"),
+                row("topic:b", "message.created", "b1"),
+            ]
+        );
+        assert!(!w.registry.is_subscribed(conn.id, &a));
+        assert!(!w.registry.has_subscribers(&a));
+        let refused = w.subs.unsubscribe(&conn, "user:1").err().map(|(c, _)| c);
+        assert_eq!(refused, Some(ErrorCode::BadRequest));
+        assert!(w.registry.is_subscribed(conn.id, &Scope::of("user", 1)));
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// A re-check that still allows: the subscriptions hold what was published meanwhile
+    /// and, once settled, deliver it — nothing lost, nothing twice — then go on live.
+    #[tokio::test]
+    async fn a_recheck_that_allows_continues_without_gap_or_duplicate() {
+        let w = world(100);
+        let (channel, thread) = (scope("channel:1"), scope("thread:9"));
+        let hooks = TestHooks::with_initial(vec![channel.clone()]);
+        let (bob, bob_box, _) = w.registry.register(7);
+        w.subs.open(&bob, &hooks, false).await.expect("opened");
+        w.subs
+            .subscribe(&bob, &hooks, "thread:9", StartAt::Now)
+            .await
+            .expect("subscribed");
+        publish(&w, &thread, "t1").await;
+        publish(&w, &channel, "c1").await;
+        access_changed(&w, 7, Vec::new()).await;
+        publish(&w, &thread, "t2").await;
+        publish(&w, &channel, "c2").await;
+        w.registry
+            .check_invariants()
+            .expect("invariants while held");
+        assert_eq!(
+            summary(&frames(&bob_box)),
+            [
+                row("thread:9", "message.created", "t1"),
+                row("channel:1", "message.created", "c1"),
+                row("user:7", "member.role_changed", "changed"),
+            ],
+            "held until settled"
+        );
+
+        w.subs.settle(&bob, &hooks).await;
+        let got = frames(&bob_box);
+        assert_eq!(texts(&got, "thread:9"), ["t2"]);
+        assert_eq!(texts(&got, "channel:1"), ["c2"]);
+        assert_eq!(got.len(), 2, "no revocation: {got:?}");
+
+        publish(&w, &thread, "t3").await;
+        publish(&w, &channel, "c3").await;
+        assert_eq!(
+            summary(&frames(&bob_box)),
+            [
+                row("thread:9", "message.created", "t3"),
+                row("channel:1", "message.created", "c3"),
+            ]
+        );
+        assert_eq!(count(&w.metrics.rechecks), 1);
+        assert_eq!(count(&w.metrics.subscriptions_revoked), 0);
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// The application answers a `subscribe` with the access the user had when it was
+    /// asked; the access shrinks before that answer is used. The subscription is held,
+    /// asked again and revoked: nothing published after the change reaches it.
+    #[tokio::test]
+    async fn a_subscribe_answered_before_an_access_change_is_checked_again() {
+        let w = world(100);
+        let thread = scope("thread:9");
+        let hooks = TestHooks::default();
+        let (bob, bob_box, _) = w.registry.register(7);
+        w.subs.open(&bob, &hooks, false).await.expect("opened");
+        hooks.gate.arm();
+        let subscribing = w.subs.subscribe(&bob, &hooks, "thread:9", StartAt::Now);
+        let change = async {
+            hooks.gate.entered().await;
+            hooks.deny(&thread);
+            access_changed(&w, 7, Vec::new()).await;
+            hooks.gate.open();
+        };
+        let (subscribed, ()) = tokio::join!(subscribing, change);
+        subscribed.expect("admitted, held for the re-check");
+        w.registry
+            .check_invariants()
+            .expect("invariants while held");
+        publish(&w, &thread, "secret").await;
+        w.subs.settle(&bob, &hooks).await;
+        assert_eq!(
+            summary(&frames(&bob_box)),
+            [
+                row("user:7", "member.role_changed", "changed"),
+                row("thread:9", "subscription.revoked", "thread:9"),
+            ]
+        );
+        assert!(!w.registry.is_subscribed(bob.id, &thread));
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// A scope revoked (`channel.left`) while its `subscribe` was being authorized: the
+    /// old answer is not used; the orchestrator asks again and is refused.
+    #[tokio::test]
+    async fn a_subscribe_racing_a_revocation_asks_again() {
+        let w = world(100);
+        let channel = scope("channel:5");
+        let hooks = TestHooks::default();
+        let (bob, bob_box, _) = w.registry.register(7);
+        w.subs.open(&bob, &hooks, false).await.expect("opened");
+        hooks.gate.arm();
+        let subscribing = w.subs.subscribe(&bob, &hooks, "channel:5", StartAt::Now);
+        let change = async {
+            hooks.gate.entered().await;
+            hooks.deny(&channel);
+            access_changed(&w, 7, vec![channel.clone()]).await;
+            hooks.gate.open();
+        };
+        let (subscribed, ()) = tokio::join!(subscribing, change);
+        assert_eq!(
+            subscribed.err().map(|(code, _)| code),
+            Some(ErrorCode::Forbidden)
+        );
+        publish(&w, &channel, "secret").await;
+        assert_eq!(
+            summary(&frames(&bob_box)),
+            [row("user:7", "member.role_changed", "changed")]
+        );
+        assert!(!w.registry.is_subscribed(bob.id, &channel));
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// A connection whose queue is full is evicted (3008) once; the others sharing the
+    /// scope keep receiving.
+    #[tokio::test]
+    async fn a_full_queue_evicts_only_its_connection() {
+        let w = world_with(100, 4, Retention::default(), Clock::system());
+        let hooks = TestHooks::default();
+        let topic = scope("topic:x");
+        let (slow, slow_box, _) = w.registry.register(1);
+        let (fast, fast_box, _) = w.registry.register(2);
+        for conn in [&slow, &fast] {
+            w.subs
+                .subscribe(conn, &hooks, "topic:x", StartAt::Now)
+                .await
+                .expect("subscribed");
+        }
+        for text in ["1", "2", "3", "4"] {
+            publish(&w, &topic, text).await;
+        }
+        assert_eq!(texts(&frames(&fast_box), "topic:x"), ["1", "2", "3", "4"]);
+        assert_eq!(slow_box.len(), 4);
+        assert_eq!(slow.control.code(), None, "full, not over");
+
+        publish(&w, &topic, "5").await;
+        assert_eq!(
+            slow.control.code(),
+            Some(chorus_proto::CloseCode::SlowConsumer)
+        );
+        assert_eq!(fast.control.code(), None);
+        assert_eq!(texts(&frames(&fast_box), "topic:x"), ["5"]);
+        assert_eq!(slow_box.len(), 4);
+        publish(&w, &topic, "6").await;
+        assert_eq!(texts(&frames(&fast_box), "topic:x"), ["6"]);
+        assert_eq!(count(&w.metrics.slow_consumer_evictions), 1, "evicted once");
+        assert_eq!(count(&w.metrics.events_dropped), 2);
         w.registry.check_invariants().expect("invariants");
     }
 }

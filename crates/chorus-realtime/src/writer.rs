@@ -13,11 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use tokio::time::Instant;
-
-use crate::Metrics;
 use crate::outbox::{Attempt, Outbox};
+use crate::{Clock, Metrics};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// Connections a writer takes from its queue per batch, before yielding. Small: the
 /// tasks that publish run between batches (measured: 16 beats 64 and 256, which starve
@@ -47,14 +45,14 @@ pub(crate) struct Writers {
 impl Writers {
     /// Starts `n` writer tasks on the current runtime. Outside a runtime (unit tests of
     /// the registry) there are none, and queues are read directly.
-    pub(crate) fn start(n: usize, metrics: &Arc<Metrics>) -> Self {
+    pub(crate) fn start(n: usize, metrics: &Arc<Metrics>, clock: Clock) -> Self {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Self { queues: Vec::new() };
         };
         let queues = (0..n.max(1))
             .map(|_| {
                 let (tx, rx) = unbounded_channel();
-                runtime.spawn(run(rx, metrics.clone()));
+                runtime.spawn(run(rx, metrics.clone(), clock));
                 tx
             })
             .collect();
@@ -73,28 +71,28 @@ impl Writers {
 
 /// One writer. Ends when every sender of its queue is gone (the registry and all its
 /// connections).
-async fn run(mut queue: UnboundedReceiver<Arc<Outbox>>, metrics: Arc<Metrics>) {
+async fn run(mut queue: UnboundedReceiver<Arc<Outbox>>, metrics: Arc<Metrics>, clock: Clock) {
     let mut batch = Vec::with_capacity(CONNS_PER_BATCH);
     // Every connection's frames are framed here, then written with one `write`: a
     // connection keeps a buffer of its own only for what its socket did not take.
     let mut scratch = Vec::with_capacity(SCRATCH_CAPACITY);
     // A pass: one turn for each connection queued when it began.
     let mut pass_left = 0usize;
-    let mut pass_start = Instant::now();
+    let mut pass_start = clock.instant();
     // Connections this pass put back because they had more than a batch queued.
     let mut unfinished = 0usize;
     // When the writer last found its queue empty and waited: the start of this busy spell.
-    let mut busy_since = Instant::now();
+    let mut busy_since = clock.instant();
     loop {
         let idle = queue.is_empty();
         if queue.recv_many(&mut batch, CONNS_PER_BATCH).await == 0 {
             break;
         }
         if idle {
-            busy_since = Instant::now();
+            busy_since = clock.instant();
         }
         if pass_left == 0 {
-            pass_start = Instant::now();
+            pass_start = clock.instant();
             pass_left = batch.len() + queue.len();
             unfinished = 0;
         }
@@ -109,7 +107,7 @@ async fn run(mut queue: UnboundedReceiver<Arc<Outbox>>, metrics: Arc<Metrics>) {
             }
             pass_left = pass_left.saturating_sub(1);
         }
-        let elapsed = pass_start.elapsed();
+        let elapsed = clock.instant() - pass_start;
         let sustained = pass_start.duration_since(busy_since) >= MIN_PASS;
         if pass_left == 0 && queue.len() > unfinished && sustained && elapsed < MIN_PASS {
             // Sustained load: new frames made connections queue again during the pass,

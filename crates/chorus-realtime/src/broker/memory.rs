@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use super::{Broker, BrokerError, EventSink, History, Retention};
-use crate::{Event, Publish, Scope};
+use crate::{Clock, Event, Publish, Scope};
 
 /// How often retained events are checked against the window's age.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -24,6 +24,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 pub struct MemoryBroker {
     sink: Arc<dyn EventSink>,
     retention: Retention,
+    /// Publish times and the retention window's age.
+    clock: Clock,
     /// The head of a scope without a log.
     base: u64,
     /// Held only to find or insert a scope's log; never across delivery.
@@ -58,14 +60,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl MemoryBroker {
-    /// A broker delivering to `sink`. Starts its sweep on the current runtime.
-    pub fn new(sink: Arc<dyn EventSink>, retention: Retention) -> Arc<Self> {
-        let base = SystemTime::now()
+    /// A broker delivering to `sink`, reading the time from `clock`. Starts its sweep
+    /// on the current runtime.
+    pub fn new(sink: Arc<dyn EventSink>, retention: Retention, clock: Clock) -> Arc<Self> {
+        let base = clock
+            .system_time()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         let broker = Arc::new(Self {
             sink,
             retention,
+            clock,
             base,
             logs: Mutex::new(HashMap::new()),
         });
@@ -80,7 +85,7 @@ impl MemoryBroker {
     /// Drops retained events that left the window, in every log.
     pub fn sweep(&self) {
         let logs: Vec<_> = lock(&self.logs).values().cloned().collect();
-        let now = SystemTime::now();
+        let now = self.clock.system_time();
         for log in logs {
             lock(&log).trim(self.retention, now);
         }
@@ -106,7 +111,8 @@ async fn sweep_loop(broker: Weak<MemoryBroker>) {
 impl Broker for MemoryBroker {
     async fn publish(&self, publish: Publish) -> Result<Option<u64>, BrokerError> {
         if publish.ephemeral {
-            self.sink.deliver(&Arc::new(Event::new(publish, None)));
+            let event = Event::published_at(publish, None, self.clock.system_time());
+            self.sink.deliver(&Arc::new(event));
             return Ok(None);
         }
         let log = lock(&self.logs)
@@ -123,7 +129,11 @@ impl Broker for MemoryBroker {
         let mut log = lock(&log);
         log.head += 1;
         let offset = log.head;
-        let event = Arc::new(Event::new(publish, Some(offset)));
+        let event = Arc::new(Event::published_at(
+            publish,
+            Some(offset),
+            self.clock.system_time(),
+        ));
         if self.retention.max_events > 0 {
             log.events.push_back(event.clone());
             log.trim(self.retention, event.published_at);
@@ -141,7 +151,7 @@ impl Broker for MemoryBroker {
             });
         };
         let mut log = lock(&log);
-        log.trim(self.retention, SystemTime::now());
+        log.trim(self.retention, self.clock.system_time());
         let head = log.head;
         if since >= head {
             return Ok(History {

@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 
 use super::{Broker, BrokerError, EventSink, History, Retention};
 use crate::event::{Effect, Marks};
-use crate::{Event, Metrics, Publish, Scope};
+use crate::{Clock, Event, Metrics, Publish, Scope};
 
 /// How long one `XREAD` blocks when nothing arrives.
 const BLOCK: Duration = Duration::from_millis(2_000);
@@ -86,6 +86,8 @@ struct Inner {
     sink: Arc<dyn EventSink>,
     metrics: Arc<Metrics>,
     retention: Retention,
+    /// Publish times, initial offsets, the window's age and the relay lag.
+    clock: Clock,
     client: redis::Client,
     conn: ConnectionManager,
     publish_script: Script,
@@ -130,8 +132,9 @@ fn head_key(scope: &Scope) -> String {
     format!("chorus:h:{scope}")
 }
 
-fn now_micros() -> u64 {
-    SystemTime::now()
+fn now_micros(clock: &Clock) -> u64 {
+    clock
+        .system_time()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }
@@ -154,9 +157,10 @@ impl RedisBroker {
         sink: Arc<dyn EventSink>,
         metrics: Arc<Metrics>,
         retention: Retention,
+        clock: Clock,
     ) -> Result<Arc<Self>, BrokerError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        Self::connect_client(client, sink, metrics, retention).await
+        Self::connect_client(client, sink, metrics, retention, clock).await
     }
 
     /// As [`RedisBroker::connect`], with a client built by the caller (`rediss://`
@@ -166,6 +170,7 @@ impl RedisBroker {
         sink: Arc<dyn EventSink>,
         metrics: Arc<Metrics>,
         retention: Retention,
+        clock: Clock,
     ) -> Result<Arc<Self>, BrokerError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -179,6 +184,7 @@ impl RedisBroker {
             sink,
             metrics,
             retention,
+            clock,
             client,
             conn,
             publish_script: Script::new(PUBLISH_LUA),
@@ -230,7 +236,7 @@ impl Inner {
                 .map_err(|err| Failed::Refused(unavailable(err)))?,
             None => String::new(),
         };
-        let at = millis(SystemTime::now());
+        let at = millis(self.clock.system_time());
         let result = if publish.ephemeral {
             let fields = [
                 ("c", publish.scope.as_str()),
@@ -254,7 +260,7 @@ impl Inner {
             self.publish_script
                 .key(stream_key(&publish.scope))
                 .key(head_key(&publish.scope))
-                .arg(now_micros())
+                .arg(now_micros(&self.clock))
                 .arg(maxlen)
                 .arg(ttl)
                 .arg(&publish.kind)
@@ -283,7 +289,7 @@ impl Inner {
         let head: String = self
             .head_script
             .key(head_key(scope))
-            .arg(now_micros())
+            .arg(now_micros(&self.clock))
             .arg(self.ttl_ms())
             .invoke_async(&mut conn)
             .await
@@ -296,7 +302,7 @@ impl Inner {
     }
 
     /// Rebuilds an event from a stream entry.
-    fn decode(scope: Scope, offset: Option<u64>, entry: &StreamId) -> Option<Event> {
+    fn decode(&self, scope: Scope, offset: Option<u64>, entry: &StreamId) -> Option<Event> {
         let field = |name: &str| -> Option<String> {
             entry
                 .map
@@ -313,9 +319,10 @@ impl Inner {
             .filter(|e| !e.is_empty())
             .and_then(|e| serde_json::from_str::<Effect>(&e).ok())
             .map(Arc::new);
-        let at = field("t")
-            .and_then(|t| t.parse::<u64>().ok())
-            .map_or_else(SystemTime::now, |ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let at = field("t").and_then(|t| t.parse::<u64>().ok()).map_or_else(
+            || self.clock.system_time(),
+            |ms| UNIX_EPOCH + Duration::from_millis(ms),
+        );
         let publish = Publish {
             scope,
             kind,
@@ -483,7 +490,7 @@ fn deliver(broker: &Inner, reply: StreamReadReply) {
                     .get("c")
                     .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
                     .and_then(|c| Scope::parse(&c).ok());
-                if let Some(event) = scope.and_then(|s| Inner::decode(s, None, entry)) {
+                if let Some(event) = scope.and_then(|s| broker.decode(s, None, entry)) {
                     broker.sink.deliver(&Arc::new(event));
                 }
             }
@@ -513,7 +520,7 @@ fn deliver(broker: &Inner, reply: StreamReadReply) {
                 tracing::warn!(%scope, from = *position, to = offset, "relay gap");
             }
             *position = offset;
-            match Inner::decode(scope.clone(), Some(offset), entry) {
+            match broker.decode(scope.clone(), Some(offset), entry) {
                 Some(event) => {
                     newest = Some(event.published_at);
                     broker.sink.deliver(&Arc::new(event));
@@ -526,7 +533,9 @@ fn deliver(broker: &Inner, reply: StreamReadReply) {
         }
     }
     if let Some(at) = newest {
-        let lag = SystemTime::now()
+        let lag = broker
+            .clock
+            .system_time()
             .duration_since(at)
             .unwrap_or_default()
             .as_millis() as u64;
@@ -646,14 +655,14 @@ impl Broker for RedisBroker {
                 Metrics::inc(&inner.metrics.relay_errors);
                 unavailable(err)
             })?;
-        let now = SystemTime::now();
+        let now = inner.clock.system_time();
         let mut events = Vec::with_capacity(range.ids.len());
         let mut expected = since + 1;
         for entry in &range.ids {
             let Some(offset) = offset_of(&entry.id) else {
                 continue;
             };
-            let Some(event) = Inner::decode(scope.clone(), Some(offset), entry) else {
+            let Some(event) = inner.decode(scope.clone(), Some(offset), entry) else {
                 return Ok(unrecovered(Vec::new()));
             };
             let age = now.duration_since(event.published_at).unwrap_or_default();
