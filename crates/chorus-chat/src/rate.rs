@@ -1,55 +1,22 @@
-//! Rate limiters that read the time from a [`Clock`], so a test clock (following
-//! tokio's paused time) moves their buckets too. Used by the chat's `typing` limit and
-//! the server's HTTP limits.
-// The engine's inbound limiter needs the same adapter: it belongs in
-// `chorus_realtime::clock` once that crate takes it.
+//! Keyed rate limiters on a [`Clock`] (which is governor's clock too), so a test clock
+//! (following tokio's paused time) moves their buckets. Used by the chat's `typing`
+//! limit and the server's HTTP limits; the engine's inbound limiter is a direct one on
+//! the same clock.
 
 use std::hash::Hash;
 
 use chorus_realtime::Clock;
-use governor::clock::Clock as GovernorClock;
 use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use tokio::time::Instant;
 
-/// A keyed rate limiter on a [`LimiterClock`].
+/// A keyed rate limiter on a [`Clock`].
 pub type KeyedLimiter<K> =
-    RateLimiter<K, DefaultKeyedStateStore<K>, LimiterClock, NoOpMiddleware<Nanos>>;
+    RateLimiter<K, DefaultKeyedStateStore<K>, Clock, NoOpMiddleware<std::time::Instant>>;
 
 /// A keyed limiter of `quota` on `clock`.
 pub fn keyed<K: Hash + Eq + Clone>(quota: Quota, clock: Clock) -> KeyedLimiter<K> {
-    RateLimiter::new(
-        quota,
-        DefaultKeyedStateStore::default(),
-        LimiterClock::new(clock),
-    )
-}
-
-/// [`Clock`]'s monotonic time as governor reads it: nanoseconds since the limiter was
-/// made.
-#[derive(Debug, Clone)]
-pub struct LimiterClock {
-    clock: Clock,
-    start: Instant,
-}
-
-impl LimiterClock {
-    pub fn new(clock: Clock) -> Self {
-        Self {
-            start: clock.instant(),
-            clock,
-        }
-    }
-}
-
-impl GovernorClock for LimiterClock {
-    type Instant = Nanos;
-
-    fn now(&self) -> Nanos {
-        Nanos::from(self.clock.instant().saturating_duration_since(self.start))
-    }
+    RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock)
 }
 
 #[cfg(test)]
