@@ -5,6 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chorus_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 macro_rules! id_type {
@@ -514,6 +515,23 @@ pub struct WebhookAttempt {
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub error: Option<String>,
     pub duration_ms: i64,
+}
+
+/// Every HTTP error's body: `{"error":{"code":…,"message":…}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorDetail {
+    /// One of `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
+    /// `payload_too_large`, `rate_limited`, `unavailable`, `internal`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub code: ErrorCode,
+    pub message: String,
 }
 
 #[cfg(test)]

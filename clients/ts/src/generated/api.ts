@@ -922,6 +922,7 @@ export interface components {
         EditMessage: {
             text: string;
         };
+        /** @description Every HTTP error's body: `{"error":{"code":…,"message":…}}`. */
         ErrorBody: {
             error: components["schemas"]["ErrorDetail"];
         };
