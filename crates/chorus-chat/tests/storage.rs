@@ -507,7 +507,7 @@ async fn deactivated_agents_are_not_rotated_or_sent_webhooks(store: Arc<dyn Stor
     for u in [&on, &off] {
         store.add_channel_member(ch.id, u.id).await.unwrap();
     }
-    let now = Timestamp::now().0;
+    let now = Clock::system().now_ms();
     for (user, event) in [(on.id, "e1"), (off.id, "e1"), (off.id, "e2")] {
         store
             .enqueue_webhook(delivery(user, event, now))
@@ -2238,7 +2238,7 @@ fn delivery(user: UserId, event: &str, due: i64) -> NewWebhookDelivery {
 
 async fn webhook_queue_claims_records_and_lists(store: Arc<dyn Store>) {
     let bot = agent(&store, "bot", Some("http://127.0.0.1:9/h")).await;
-    let now = Timestamp::now().0;
+    let now = Clock::system().now_ms();
     assert!(
         store
             .enqueue_webhook(delivery(bot.id, "e1", now))
@@ -2338,7 +2338,7 @@ async fn webhook_queue_claims_records_and_lists(store: Arc<dyn Store>) {
 
 async fn webhook_claims_never_overlap(store: Arc<dyn Store>) {
     let bot = agent(&store, "bot", Some("http://127.0.0.1:9/h")).await;
-    let now = Timestamp::now().0;
+    let now = Clock::system().now_ms();
     for i in 0..40 {
         store
             .enqueue_webhook(delivery(bot.id, &format!("e{i}"), now))

@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 
 use chorus_client::{
-    Client, EventFrame, Message, Realtime, Result, SendMessage, User, UserId, UserKind, UserProfile,
+    Client, EventFrame, Message, Realtime, Result, SendMessage, Timestamp, User, UserId, UserKind,
+    UserProfile,
 };
 
 /// The agent's state: who it is, and the people it has met (to greet them by name and
@@ -105,7 +106,7 @@ impl Agent {
                 display_name: String::new(),
                 kind: UserKind::Human,
                 status_text: String::new(),
-                created_at: String::new(),
+                created_at: Timestamp(0),
             }))
     }
 }

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use chorus_api::ErrorBody;
 use chorus_proto::ErrorCode;
 use reqwest::StatusCode;
-use serde::Deserialize;
 use tokio_tungstenite::tungstenite;
 
 use crate::realtime::Disconnect;
@@ -61,17 +61,6 @@ impl From<tungstenite::Error> for Error {
     fn from(err: tungstenite::Error) -> Self {
         Self::WebSocket(Box::new(err))
     }
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: ErrorCode,
-    message: String,
 }
 
 /// Longest body kept in [`Error::UnexpectedResponse`].

@@ -48,26 +48,6 @@ pub struct Opened {
     pub created: bool,
 }
 
-#[derive(Serialize)]
-struct Name<'a> {
-    name: &'a str,
-}
-
-#[derive(Serialize)]
-struct UserRef {
-    user_id: UserId,
-}
-
-#[derive(Serialize)]
-struct UserIdsRef<'a> {
-    user_ids: &'a [UserId],
-}
-
-#[derive(Serialize)]
-struct Text<'a> {
-    text: &'a str,
-}
-
 impl Client {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:7800`, optionally
     /// with a path prefix) that authenticates with `token`.
@@ -183,7 +163,8 @@ impl Client {
     /// Creates a workspace; the caller becomes its owner.
     pub async fn create_workspace(&self, name: &str) -> Result<Workspace> {
         let req = self.request(Method::POST, "api/v1/workspaces")?;
-        self.json(req.json(&Name { name })).await
+        let name = name.to_owned();
+        self.json(req.json(&CreateWorkspace { name })).await
     }
 
     /// The workspaces the caller belongs to, with the caller's role.
@@ -255,7 +236,9 @@ impl Client {
     /// Replaces a channel's on-duty list (who an `on_duty` channel's messages wake).
     pub async fn set_on_duty(&self, id: ChannelId, user_ids: &[UserId]) -> Result<UserIds> {
         let path = format!("api/v1/channels/{id}/on-duty");
-        let body = UserIdsRef { user_ids };
+        let body = UserIds {
+            user_ids: user_ids.to_vec(),
+        };
         self.json(self.request(Method::PUT, &path)?.json(&body))
             .await
     }
@@ -263,7 +246,9 @@ impl Client {
     /// Replaces a channel's wake list (who a `custom` channel's messages wake).
     pub async fn set_wake_list(&self, id: ChannelId, user_ids: &[UserId]) -> Result<UserIds> {
         let path = format!("api/v1/channels/{id}/wake-list");
-        let body = UserIdsRef { user_ids };
+        let body = UserIds {
+            user_ids: user_ids.to_vec(),
+        };
         self.json(self.request(Method::PUT, &path)?.json(&body))
             .await
     }
@@ -271,7 +256,9 @@ impl Client {
     /// Replaces a workspace's observers (who observe its `on_duty` channels).
     pub async fn set_observers(&self, ws: WorkspaceId, user_ids: &[UserId]) -> Result<UserIds> {
         let path = format!("api/v1/workspaces/{ws}/observers");
-        let body = UserIdsRef { user_ids };
+        let body = UserIds {
+            user_ids: user_ids.to_vec(),
+        };
         self.json(self.request(Method::PUT, &path)?.json(&body))
             .await
     }
@@ -281,7 +268,7 @@ impl Client {
         let path = format!("api/v1/channels/{id}/members");
         self.empty(
             self.request(Method::POST, &path)?
-                .json(&UserRef { user_id }),
+                .json(&AddChannelMember { user_id }),
         )
         .await
     }
@@ -308,10 +295,9 @@ impl Client {
     pub async fn open_dm(&self, ws: WorkspaceId, user_ids: &[UserId]) -> Result<Opened> {
         let path = format!("api/v1/workspaces/{ws}/dms");
         let response = self
-            .send(
-                self.request(Method::POST, &path)?
-                    .json(&UserIdsRef { user_ids }),
-            )
+            .send(self.request(Method::POST, &path)?.json(&OpenDm {
+                user_ids: user_ids.to_vec(),
+            }))
             .await?;
         let created = response.status() == StatusCode::CREATED;
         Ok(Opened {
@@ -370,8 +356,12 @@ impl Client {
     /// Replaces a message's text (its author or a workspace admin).
     pub async fn edit_message(&self, id: MessageId, text: &str) -> Result<Message> {
         let path = format!("api/v1/messages/{id}");
-        self.json(self.request(Method::PATCH, &path)?.json(&Text { text }))
-            .await
+        let text = text.to_owned();
+        self.json(
+            self.request(Method::PATCH, &path)?
+                .json(&EditMessage { text }),
+        )
+        .await
     }
 
     /// Deletes a message, which remains as a tombstone.

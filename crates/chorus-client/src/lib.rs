@@ -1,5 +1,6 @@
 //! The Rust client for Chorus: a typed HTTP API client and a realtime WebSocket
-//! connection. It depends only on the wire protocol (`chorus-proto`), never on server
+//! connection. It depends only on the wire protocol (`chorus-proto`: frames and codes)
+//! and the API's JSON (`chorus-api`: the types the server serializes), never on server
 //! crates, so it sees the server exactly as any other client does.
 //!
 //! Layout:
@@ -8,7 +9,8 @@
 //!   correlated with their `ack`/`error`, events arrive once and in order, and a lost
 //!   connection is re-established and resumed (with an HTTP catch-up when the server's
 //!   retention does not reach back far enough).
-//! - [`model`]: the JSON shapes of requests and responses, with newtype ids.
+//! - [`model`]: the JSON shapes of requests, responses and event payloads, with newtype
+//!   ids (`chorus-api`'s, re-exported).
 //! - [`error`]: one [`Error`] for both transports, with the server's [`ErrorCode`].
 //! - [`tls`]: extra CAs for `https://` / `wss://` servers with a private certificate
 //!   (public ones are trusted through the built-in Mozilla roots).

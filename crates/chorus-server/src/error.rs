@@ -7,8 +7,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chorus_chat::ChatError;
 use chorus_proto::ErrorCode;
-use serde::Serialize;
-use utoipa::ToSchema;
+
+pub use chorus_api::{ErrorBody, ErrorDetail};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -16,19 +16,6 @@ pub struct ApiError {
     pub message: String,
     /// For 429: seconds until a retry may succeed.
     pub retry_after: Option<u64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// One of `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
-    /// `payload_too_large`, `rate_limited`, `unavailable`, `internal`.
-    pub code: String,
-    pub message: String,
 }
 
 impl ApiError {
@@ -80,7 +67,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code.as_str().to_owned(),
+                code: self.code,
                 message: self.message,
             },
         };

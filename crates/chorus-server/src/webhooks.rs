@@ -233,7 +233,7 @@ async fn attempt(
 ) {
     let number = delivery.attempts + 1;
     let clock = chat.config().clock;
-    let at = Timestamp::at(&clock);
+    let at = Timestamp(clock.now_ms());
     let started = clock.instant();
     let sent = post(&client, policy, &delivery, &clock).await;
     let duration_ms = started.elapsed().as_millis() as i64;
@@ -264,7 +264,7 @@ async fn attempt(
         } else {
             let wait = config.delay_after(u32::try_from(number).unwrap_or(u32::MAX));
             AttemptOutcome::Retry {
-                at: later(Timestamp::at(&clock), wait),
+                at: later(Timestamp(clock.now_ms()), wait),
             }
         }
     };
@@ -302,7 +302,7 @@ async fn post(
     let Some(secret) = delivery.secret.as_deref() else {
         return Sent::Failed("the agent has no webhook secret".to_owned());
     };
-    let timestamp = (Timestamp::at(clock).0 / 1000).to_string();
+    let timestamp = (Timestamp(clock.now_ms()).0 / 1000).to_string();
     let signature = signature(secret.as_bytes(), &timestamp, delivery.body.as_bytes());
     let sent = client
         .post(url)

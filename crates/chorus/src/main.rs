@@ -1,5 +1,6 @@
-//! The `chorus` binary: `serve` runs the server; the other subcommands are a CLI over
-//! the HTTP API and the realtime socket (built on `chorus-client`).
+//! The `chorus` binary: `serve` runs the server; `openapi` prints the HTTP API's
+//! OpenAPI document; the other subcommands are a CLI over the HTTP API and the realtime
+//! socket (built on `chorus-client`).
 
 mod cli;
 
@@ -26,6 +27,9 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
+    /// Print the HTTP API's OpenAPI document (what `/openapi.json` serves); the
+    /// TypeScript client's types are generated from it (`scripts/gen-ts-api`).
+    Openapi,
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -155,8 +159,17 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args).await,
+        Command::Openapi => openapi(),
         Command::Client(cmd) => cli::run(cmd).await,
     }
+}
+
+fn openapi() -> anyhow::Result<()> {
+    use std::io::Write;
+    let doc = chorus_server::openapi()
+        .to_pretty_json()
+        .context("serializing the OpenAPI document")?;
+    writeln!(std::io::stdout().lock(), "{doc}").context("writing to stdout")
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -6,8 +6,10 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use chorus_api::events::{ChannelListChanged, ObserversChanged};
+pub use chorus_api::model::{UserIds, WebhookSettings};
+pub use chorus_api::requests::SetWebhook;
+use serde::Serialize;
 
 use super::Chat;
 use super::delivery::{Decision, DeliveryInput, decide};
@@ -16,43 +18,6 @@ use crate::error::{Result, bad, forbidden, not_found};
 use crate::model::*;
 use crate::store::{AgentMember, DeliveryList, NewWebhookDelivery};
 use crate::token;
-
-/// A list of users: an on-duty list, a wake list, or a workspace's observers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct UserIds {
-    pub user_ids: Vec<UserId>,
-}
-
-/// An agent's webhook settings (`PUT /api/v1/users/{id}/webhook`).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct SetWebhook {
-    /// `null` turns webhooks off.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// The signing secret (at least 16 bytes); generated when absent.
-    #[serde(default)]
-    pub secret: Option<String>,
-}
-
-/// An agent's webhook settings as set: the secret is shown this once.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WebhookSettings {
-    pub user: User,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook_secret: Option<String>,
-}
-
-#[derive(Serialize)]
-struct ChannelListChanged<'a> {
-    channel_id: ChannelId,
-    user_ids: &'a [UserId],
-}
-
-#[derive(Serialize)]
-struct ObserversChanged<'a> {
-    workspace_id: WorkspaceId,
-    user_ids: &'a [UserId],
-}
 
 /// What a webhook POSTs: the event as a connection would have received it, plus its
 /// id (also in `Chorus-Event-Id`) for deduplication. No `offset`: offsets are positions
@@ -408,7 +373,7 @@ impl Chat {
         };
         let event = ChannelListChanged {
             channel_id: ch,
-            user_ids: &users,
+            user_ids: users.clone(),
         };
         self.emit_event(channel_scope(ch), kind, &event).await;
         Ok(UserIds { user_ids: users })
@@ -444,7 +409,7 @@ impl Chat {
         self.store.set_observers(ws, &users).await?;
         let event = ObserversChanged {
             workspace_id: ws,
-            user_ids: &users,
+            user_ids: users.clone(),
         };
         self.emit_event(workspace_scope(ws), "workspace.observers_updated", &event)
             .await;

@@ -6,62 +6,14 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use chorus_api::events::{ChannelJoined as Joined, MembershipChange};
+pub use chorus_api::requests::{CreateChannel, OpenDm, UpdateChannel};
 
 use super::Chat;
 use super::events::{channel_scope, user_scope, workspace_scope};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
 use crate::store::{ChannelPatch, NewChannel};
-
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct CreateChannel {
-    pub name: String,
-    #[serde(default = "default_kind")]
-    pub kind: ChannelKind,
-    #[serde(default)]
-    pub policy: Option<Policy>,
-    #[serde(default)]
-    pub topic: Option<String>,
-    /// Members besides the creator.
-    #[serde(default)]
-    pub member_ids: Vec<UserId>,
-}
-
-fn default_kind() -> ChannelKind {
-    ChannelKind::Public
-}
-
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-pub struct UpdateChannel {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub topic: Option<String>,
-    #[serde(default)]
-    pub policy: Option<Policy>,
-}
-
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct OpenDm {
-    /// The other participants (the caller is always one).
-    pub user_ids: Vec<UserId>,
-}
-
-#[derive(Serialize)]
-struct Joined<'a> {
-    channel: &'a Channel,
-    user_id: UserId,
-    #[serde(skip_serializing_if = "<[UserId]>::is_empty")]
-    member_ids: &'a [UserId],
-}
-
-#[derive(Serialize)]
-struct MembershipChange {
-    channel_id: ChannelId,
-    user_id: UserId,
-}
 
 const MAX_TOPIC: usize = 250;
 const MAX_DM_PARTICIPANTS: usize = 16;
@@ -413,9 +365,9 @@ impl Chat {
         self.emit_event(channel_scope(channel.id), "member.joined", &change)
             .await;
         let joined = Joined {
-            channel,
+            channel: channel.clone(),
             user_id: user,
-            member_ids,
+            member_ids: member_ids.to_vec(),
         };
         self.emit_joined(user, "channel.joined", channel_scope(channel.id), &joined)
             .await;

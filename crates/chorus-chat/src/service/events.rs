@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use chorus_api::events::CredentialsRevoked;
 use chorus_realtime::{CloseSessions, Effect, Publish, Scope};
 use serde::Serialize;
 
 use super::Chat;
-use crate::model::{ChannelId, MessageId, UserId, WorkspaceId};
+use crate::model::{ChannelId, MessageId, TokenId, UserId, WorkspaceId};
 
 pub(crate) fn user_scope(id: UserId) -> Scope {
     Scope::of("user", id)
@@ -141,19 +142,13 @@ const CLOSE_AGAIN_AFTER: Duration = super::cache::TTL.saturating_add(Duration::f
 /// `credentials.revoked` on the user's scope, with the effect that closes their sockets
 /// (see [`Chat::close_sessions`]).
 fn close_sessions_event(user: UserId, credential: Option<i64>, reason: &str) -> Publish {
-    #[derive(Serialize)]
-    struct Revoked<'a> {
-        reason: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        token_id: Option<i64>,
-    }
     let effect = Effect {
         close: Some(CloseSessions { credential }),
         ..Effect::default()
     };
-    let data = Revoked {
-        reason,
-        token_id: credential,
+    let data = CredentialsRevoked {
+        reason: reason.to_owned(),
+        token_id: credential.map(TokenId),
     };
     Publish::new(user_scope(user), "credentials.revoked", &data).with_effect(effect)
 }

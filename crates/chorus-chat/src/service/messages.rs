@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use chorus_api::events::{MentionCreated, MessageDeleted as Deleted};
+pub use chorus_api::requests::{EditMessage, SendMessage};
 use chorus_realtime::{Publish, Scope};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::Chat;
 use super::events::{channel_scope, thread_scope, user_scope};
@@ -15,32 +15,6 @@ use super::pins::Unpinned;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
 use crate::store::{MessageQuery, NewMessage};
-
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct SendMessage {
-    pub text: String,
-    #[serde(default)]
-    pub thread_id: Option<MessageId>,
-}
-
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct EditMessage {
-    pub text: String,
-}
-
-#[derive(Serialize)]
-struct Deleted {
-    id: MessageId,
-    channel_id: ChannelId,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    thread_id: Option<MessageId>,
-}
-
-#[derive(Serialize)]
-struct MentionCreated<'a> {
-    message: &'a Message,
-    channel_id: ChannelId,
-}
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 const MAX_MENTIONS: usize = 50;
@@ -310,7 +284,7 @@ impl Chat {
     /// a failure is logged and skips that user only.
     async fn notify_mentions(&self, channel: &Channel, message: &Message, users: &[UserId]) {
         let event = MentionCreated {
-            message,
+            message: message.clone(),
             channel_id: channel.id,
         };
         for &user in users {

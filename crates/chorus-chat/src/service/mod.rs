@@ -184,7 +184,7 @@ impl Chat {
 
     /// The time now, on the configured clock.
     pub fn now(&self) -> crate::model::Timestamp {
-        crate::model::Timestamp::at(&self.config.clock)
+        crate::model::Timestamp(self.config.clock.now_ms())
     }
 
     /// Ends the chat's background tasks and waits for them: a grace period still

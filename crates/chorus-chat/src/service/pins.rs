@@ -1,21 +1,13 @@
 //! Pins: members pin and unpin a channel's messages; anyone who may read the channel
 //! sees its pins.
 
-use serde::Serialize;
+pub(crate) use chorus_api::events::Unpinned;
 
 use super::Chat;
 use super::events::channel_scope;
 use super::messages::thread_key;
 use crate::error::{Result, bad, forbidden};
 use crate::model::*;
-
-/// `message.unpinned`: who unpinned what (or deleted a pinned message).
-#[derive(Serialize)]
-pub(crate) struct Unpinned {
-    pub(crate) channel_id: ChannelId,
-    pub(crate) message_id: MessageId,
-    pub(crate) user_id: UserId,
-}
 
 const MAX_PINS: i64 = 100;
 

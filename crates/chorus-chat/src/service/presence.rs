@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use serde::Deserialize;
-use utoipa::ToSchema;
+pub use chorus_api::model::NodeStat;
+pub use chorus_api::requests::SetStatus;
 
 use super::Chat;
 use crate::error::{Result, bad, not_found};
@@ -32,16 +32,6 @@ impl Ticket {
     pub(crate) const fn get(self) -> u64 {
         self.0
     }
-}
-
-/// One node of a multi-node deployment, as its heartbeat reports it.
-#[derive(Debug, Clone, serde::Serialize, ToSchema)]
-pub struct NodeStat {
-    pub id: String,
-    /// WebSocket connections on that node at its last heartbeat.
-    pub connections: u64,
-    /// The node that answered.
-    pub this: bool,
 }
 
 /// Who is connected. Implementations count connections; they never publish.
@@ -159,12 +149,6 @@ impl PresenceTracker for LocalPresence {
             .filter(|u| online.contains_key(u))
             .collect()
     }
-}
-
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct SetStatus {
-    /// Free text shown beside the user's name; empty clears it.
-    pub status_text: String,
 }
 
 const MAX_STATUS_CHARS: usize = 140;

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chorus_api::events::PresenceBatch;
 use chorus_realtime::{Clock, Engine, Publish};
-use serde::Serialize;
 use tokio::time::Instant;
 
 use super::Background;
@@ -25,11 +25,6 @@ use crate::model::{Presence, UserId, WorkspaceId};
 
 /// The shortest time between two announcements in one workspace.
 pub const WINDOW: Duration = Duration::from_millis(200);
-
-#[derive(Serialize)]
-struct PresenceBatch<'a> {
-    presences: Vec<&'a Presence>,
-}
 
 #[derive(Default)]
 struct Workspace {
@@ -139,10 +134,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 async fn publish(engine: &Engine, workspace: WorkspaceId, changes: BTreeMap<UserId, Presence>) {
     let scope = workspace_scope(workspace);
-    let presences: Vec<&Presence> = changes.values().collect();
-    let publish = match presences.as_slice() {
-        [] => return,
-        [one] => Publish::new(scope, "presence.updated", one),
+    let presences: Vec<Presence> = changes.into_values().collect();
+    let publish = match presences.len() {
+        0 => return,
+        1 => Publish::new(scope, "presence.updated", &presences[0]),
         _ => Publish::new(scope, "presence.batch", &PresenceBatch { presences }),
     };
     if let Err(err) = engine.publish(publish.ephemeral()).await {

@@ -1,21 +1,11 @@
 //! Reactions: anyone who may read a message may react to it, once per emoji.
 
-use serde::Serialize;
+use chorus_api::events::ReactionChanged as ReactionEvent;
 
 use super::Chat;
 use super::messages::{message_scopes, thread_key};
 use crate::error::{Result, bad, not_found};
 use crate::model::*;
-
-#[derive(Serialize)]
-struct ReactionEvent<'a> {
-    message_id: MessageId,
-    channel_id: ChannelId,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    thread_id: Option<MessageId>,
-    emoji: &'a str,
-    user_id: UserId,
-}
 
 /// Different emoji one message may carry, so a message's size stays bounded.
 const MAX_EMOJI_PER_MESSAGE: usize = 50;
@@ -65,7 +55,7 @@ impl Chat {
             message_id: message.id,
             channel_id: message.channel_id,
             thread_id: message.thread_id,
-            emoji,
+            emoji: emoji.to_owned(),
             user_id: user,
         };
         for scope in message_scopes(message) {

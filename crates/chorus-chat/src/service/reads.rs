@@ -2,19 +2,12 @@
 //! Moving the cursor tells the user's other connections (`read.updated`), so a second
 //! tab clears its badge.
 
-use serde::Deserialize;
-use utoipa::ToSchema;
+pub use chorus_api::requests::MarkRead;
 
 use super::Chat;
 use super::events::user_scope;
 use crate::error::{Result, bad, forbidden, not_found};
 use crate::model::*;
-
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct MarkRead {
-    /// The last message read: any message of the channel (a thread reply too).
-    pub message_id: MessageId,
-}
 
 impl Chat {
     /// Moves the caller's read cursor forward to `req.message_id` (never back: a

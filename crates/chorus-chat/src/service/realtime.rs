@@ -7,9 +7,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chorus_api::events::Typing;
 use chorus_realtime::{HookError, Mark, Marks, Publish, Scope, SessionHooks, UserKey};
 use governor::Quota;
-use serde::Serialize;
 
 use super::Chat;
 use super::events::{channel_scope, workspace_scope};
@@ -62,17 +62,6 @@ fn parse_id(scope: &Scope) -> Result<i64, HookError> {
         .id()
         .parse()
         .map_err(|_| HookError::NotFound(format!("no such {}", scope.kind())))
-}
-
-#[derive(Serialize)]
-struct Typing {
-    channel_id: ChannelId,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    thread_id: Option<MessageId>,
-    user_id: UserId,
-    /// Clients drop the indicator after this long without a new signal; there is no
-    /// "stopped typing" event.
-    expires_in_ms: u64,
 }
 
 #[async_trait]

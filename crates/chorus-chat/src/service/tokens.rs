@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use chorus_api::model::NewApiToken;
+pub use chorus_api::requests::CreateToken;
 use chorus_realtime::SessionAuth;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use utoipa::ToSchema;
 
 use super::Chat;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
@@ -31,25 +31,6 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// Tokens whose use is remembered at once; past it, uses of further tokens go
 /// unrecorded until older entries are a minute old.
 const MAX_NOTED: usize = 10_000;
-
-/// `POST /api/v1/users/{id}/tokens`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct CreateToken {
-    /// What the token is for (1 to 64 bytes), e.g. `laptop` or `ci`.
-    pub name: String,
-    /// Seconds until it stops working; never when absent.
-    #[serde(default)]
-    pub expires_in: Option<u64>,
-}
-
-/// A new token: its listing and the secret, shown this once.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct NewApiToken {
-    #[serde(flatten)]
-    pub info: ApiToken,
-    /// The secret (`chr_…`): shown once; only its hash is stored.
-    pub token: String,
-}
 
 impl TokenOwner {
     /// What the realtime engine keeps of the token for a socket it opens: its id (a

@@ -2,8 +2,7 @@
 //! user: the full [`User`] (webhook, admin flag) goes to the user themself and to server
 //! admins only; everyone else gets the [`UserProfile`]. Tokens are `tokens.rs`.
 
-use serde::Deserialize;
-use utoipa::ToSchema;
+pub use chorus_api::requests::CreateUser;
 
 use super::Chat;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
@@ -17,24 +16,6 @@ const BOOTSTRAP_ADMIN: &str = "admin";
 /// What a deactivated agent's pending webhook deliveries record as their last error.
 const DEACTIVATED_WEBHOOK: &str = "the agent was deactivated";
 
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct CreateUser {
-    pub name: String,
-    #[serde(default)]
-    pub display_name: Option<String>,
-    #[serde(default = "default_kind")]
-    pub kind: UserKind,
-    #[serde(default)]
-    pub webhook_url: Option<String>,
-    /// For an agent with a `webhook_url`: the secret its webhook requests are signed
-    /// with (at least 16 bytes). Generated when absent, and returned once.
-    #[serde(default)]
-    pub webhook_secret: Option<String>,
-    /// Make the new user a server administrator.
-    #[serde(default)]
-    pub admin: bool,
-}
-
 /// A new user, its first token and (agents with a webhook) its webhook secret: the only
 /// time either is shown.
 #[derive(Debug, Clone)]
@@ -42,10 +23,6 @@ pub struct NewAccount {
     pub user: User,
     pub token: String,
     pub webhook_secret: Option<String>,
-}
-
-fn default_kind() -> UserKind {
-    UserKind::Human
 }
 
 impl Chat {

@@ -2,64 +2,16 @@
 //! rules of docs/protocol.md ("Permissions"), and the events that move the affected
 //! user's live subscriptions. A workspace always keeps an owner; the store enforces it.
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use chorus_api::events::{
+    RoleChanged, WorkspaceJoined as JoinedWorkspace, WorkspaceLeft,
+    WorkspaceMemberJoined as MemberEvent, WorkspaceMemberLeft as MemberLeft,
+};
+pub use chorus_api::requests::{AddMember, SetRole};
 
 use super::Chat;
 use super::events::{channel_scope, workspace_scope};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
-
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct AddMember {
-    pub user_id: UserId,
-    #[serde(default = "default_role")]
-    pub role: Role,
-}
-
-fn default_role() -> Role {
-    Role::Member
-}
-
-/// `PATCH /api/v1/workspaces/{id}/members/{user_id}`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct SetRole {
-    pub role: Role,
-}
-
-/// `member.role_changed`, on the workspace's scope and the member's own.
-#[derive(Serialize)]
-struct RoleChanged {
-    workspace_id: WorkspaceId,
-    user_id: UserId,
-    role: Role,
-}
-
-/// `member.left` on the workspace's scope.
-#[derive(Serialize)]
-struct MemberLeft {
-    workspace_id: WorkspaceId,
-    user_id: UserId,
-}
-
-/// `workspace.left` on the removed member's scope.
-#[derive(Serialize)]
-struct WorkspaceLeft {
-    workspace_id: WorkspaceId,
-}
-
-#[derive(Serialize)]
-struct MemberEvent<'a> {
-    workspace_id: WorkspaceId,
-    user: &'a UserProfile,
-    role: Role,
-}
-
-#[derive(Serialize)]
-struct JoinedWorkspace<'a> {
-    workspace: &'a Workspace,
-    role: Role,
-}
 
 impl Chat {
     pub async fn create_workspace(&self, caller: &User, name: &str) -> Result<Workspace> {
@@ -73,7 +25,7 @@ impl Chat {
             "workspace.joined",
             workspace_scope(ws.id),
             &JoinedWorkspace {
-                workspace: &ws,
+                workspace: ws.clone(),
                 role: Role::Owner,
             },
         )
@@ -148,7 +100,7 @@ impl Chat {
             "workspace.member_joined",
             &MemberEvent {
                 workspace_id: ws,
-                user: &UserProfile::from(user.clone()),
+                user: UserProfile::from(user.clone()),
                 role: req.role,
             },
         )
@@ -158,7 +110,7 @@ impl Chat {
             "workspace.joined",
             workspace_scope(ws),
             &JoinedWorkspace {
-                workspace: &workspace,
+                workspace: workspace.clone(),
                 role: req.role,
             },
         )

@@ -3,36 +3,16 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chorus_chat::model::{
-    Channel, ChannelId, ChannelView, Message, MessageId, Pin, ReadState, UserId,
-};
+use chorus_api::{AddChannelMember, HistoryQuery};
+use chorus_chat::model::{Channel, ChannelId, ChannelView, Message, Pin, ReadState, UserId};
 use chorus_chat::service::{MarkRead, SendMessage, UpdateChannel, UserIds};
 use chorus_chat::store::{DeliveryList, MessageQuery};
-use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
-
-#[derive(Deserialize, ToSchema)]
-pub struct AddChannelMember {
-    pub user_id: UserId,
-}
-
-#[derive(Deserialize, IntoParams)]
-pub struct HistoryQuery {
-    /// Messages with ids below this one (paging back).
-    pub before: Option<i64>,
-    /// Messages with ids above this one (catching up forward).
-    pub after: Option<i64>,
-    /// Page size: default 50, at most 200.
-    pub limit: Option<u32>,
-    /// The replies of this thread instead of the top-level messages.
-    pub thread_id: Option<i64>,
-}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -176,10 +156,10 @@ async fn list_messages(
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<Vec<Message>>> {
     let query = MessageQuery {
-        before: q.before.map(MessageId),
-        after: q.after.map(MessageId),
+        before: q.before,
+        after: q.after,
         limit: q.limit.unwrap_or(0),
-        thread_id: q.thread_id.map(MessageId),
+        thread_id: q.thread_id,
     };
     Ok(Json(
         state

@@ -25,6 +25,9 @@ use crate::state::AppState;
 #[openapi(
     info(title = "Chorus", description = "Realtime collaboration for humans and AI agents. All routes under /api/v1 take `Authorization: Bearer <token>`."),
     modifiers(&BearerAuth),
+    // Event payloads are in no route's answer; listed here so that clients' types are
+    // generated from them too.
+    components(schemas(chorus_api::Event)),
     security(("bearer" = []))
 )]
 struct ApiDoc;

@@ -6,11 +6,12 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
+use chorus_api::{Publish as PublishRequest, Published};
 use chorus_chat::service::NodeStat;
 use chorus_chat::store::KeyPermission;
 use chorus_realtime::metrics::MetricsSnapshot;
 use chorus_realtime::{Publish, Scope};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -46,25 +47,6 @@ pub struct WebhookStats {
     pub given_up: u64,
     /// Deliveries refused for their target (inside the server's network).
     pub refused: u64,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct PublishRequest {
-    /// Any scope, e.g. `topic:deploys`.
-    pub scope: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[schema(value_type = Object)]
-    pub data: serde_json::Value,
-    /// Ephemeral events get no offset and are not retained for resume.
-    #[serde(default)]
-    pub ephemeral: bool,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Published {
-    pub scope: String,
-    pub offset: Option<u64>,
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -4,46 +4,15 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use chorus_api::{DeliveriesQuery, DevLogin, UserWithToken, UsersQuery};
 use chorus_chat::model::{ApiToken, TokenId, User, UserId, UserView, WebhookDelivery};
 use chorus_chat::service::{CreateToken, CreateUser, NewApiToken, SetWebhook, WebhookSettings};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
-
-#[derive(Serialize, ToSchema)]
-pub struct UserWithToken {
-    pub user: User,
-    /// Shown once; only its hash is stored.
-    pub token: String,
-    /// For an agent created with a `webhook_url`: the secret its webhook requests are
-    /// signed with. Shown once.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook_secret: Option<String>,
-}
-
-#[derive(Deserialize, IntoParams)]
-pub struct DeliveriesQuery {
-    /// Page size: default 50, at most 200.
-    pub limit: Option<u32>,
-}
-
-#[derive(Deserialize, IntoParams)]
-pub struct UsersQuery {
-    /// Page size: default 50, at most 200.
-    pub limit: Option<u32>,
-    /// Only users with a greater id (the last id of the previous page).
-    pub after: Option<i64>,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct DevLogin {
-    pub name: String,
-}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -163,11 +132,10 @@ async fn list_users(
     Caller(caller): Caller,
     Query(q): Query<UsersQuery>,
 ) -> ApiResult<Json<Vec<User>>> {
-    let after = q.after.map(UserId);
     Ok(Json(
         state
             .chat
-            .list_users(&caller, after, q.limit.unwrap_or(0))
+            .list_users(&caller, q.after, q.limit.unwrap_or(0))
             .await?,
     ))
 }

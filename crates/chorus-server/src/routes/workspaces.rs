@@ -2,23 +2,17 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use chorus_api::CreateWorkspace;
 use chorus_chat::model::{
     Channel, ChannelView, Member, Presence, UserId, Workspace, WorkspaceId, WorkspaceMembership,
 };
 use chorus_chat::service::{AddMember, CreateChannel, OpenDm, SetRole, UserIds};
-use serde::Deserialize;
-use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{Json, Path};
 use crate::state::AppState;
-
-#[derive(Deserialize, ToSchema)]
-pub struct CreateWorkspace {
-    pub name: String,
-}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

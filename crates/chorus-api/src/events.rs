@@ -1,0 +1,282 @@
+//! Event payloads: the `data` of each event type the server publishes (`docs/protocol.md`,
+//! "Event types"), and [`Event`], the catalogue that pairs each type with its payload.
+//! The server publishes these structs; clients decode them. The frame around them
+//! (`op`, `scope`, `offset`, `wake`) is `chorus-proto`'s.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    Channel, ChannelId, Message, MessageId, Pin, Presence, ReadState, Role, TokenId, UserId,
+    UserProfile, Workspace, WorkspaceId,
+};
+
+/// `message.deleted`: the message remains as a tombstone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageDeleted {
+    pub id: MessageId,
+    pub channel_id: ChannelId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub thread_id: Option<MessageId>,
+}
+
+/// `mention.created`, on the user scope of each mentioned user who may read the channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MentionCreated {
+    pub message: Message,
+    pub channel_id: ChannelId,
+}
+
+/// `channel.joined`, on the joining user's scope (which is then subscribed to the
+/// channel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelJoined {
+    pub channel: Channel,
+    pub user_id: UserId,
+    /// DMs: the participants (absent when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_ids: Vec<UserId>,
+}
+
+/// `channel.left` (user scope), `member.joined` and `member.left` (channel scope).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MembershipChange {
+    pub channel_id: ChannelId,
+    pub user_id: UserId,
+}
+
+/// `member.left` on a workspace's scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkspaceMemberLeft {
+    pub workspace_id: WorkspaceId,
+    pub user_id: UserId,
+}
+
+/// `member.left`: a channel's member on the channel's scope, a workspace's on the
+/// workspace's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum MemberLeft {
+    Channel(MembershipChange),
+    Workspace(WorkspaceMemberLeft),
+}
+
+/// `workspace.joined`, on the new member's scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkspaceJoined {
+    pub workspace: Workspace,
+    pub role: Role,
+}
+
+/// `workspace.member_joined`, on the workspace's scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkspaceMemberJoined {
+    pub workspace_id: WorkspaceId,
+    pub user: UserProfile,
+    pub role: Role,
+}
+
+/// `member.role_changed`, on the workspace's scope and the member's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RoleChanged {
+    pub workspace_id: WorkspaceId,
+    pub user_id: UserId,
+    pub role: Role,
+}
+
+/// `workspace.left`, on the removed member's scope: `channel.left` follows for each of
+/// the workspace's channels they were in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkspaceLeft {
+    pub workspace_id: WorkspaceId,
+}
+
+/// `subscription.revoked`, on the revoked scope (no offset): the user may no longer
+/// read it, so the server ended the subscription. `reason`: `channel_left`,
+/// `workspace_left`, `role_changed`. (Written by the realtime engine.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubscriptionRevoked {
+    pub scope: String,
+    pub reason: String,
+}
+
+/// `credentials.revoked`, on the user's scope, just before the server closes the
+/// connections opened with those credentials (3502): `token_id` for a revoked token
+/// (only the sockets it opened close), none for a deactivated user (all of them
+/// close). `reason`: `token_revoked`, `deactivated`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CredentialsRevoked {
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub token_id: Option<TokenId>,
+}
+
+/// `reaction.added` and `reaction.removed`, on the channel's scope (and the thread's,
+/// for a reply).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReactionChanged {
+    pub message_id: MessageId,
+    pub channel_id: ChannelId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub thread_id: Option<MessageId>,
+    pub emoji: String,
+    pub user_id: UserId,
+}
+
+/// `message.unpinned`, on the channel's scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Unpinned {
+    pub channel_id: ChannelId,
+    pub message_id: MessageId,
+    pub user_id: UserId,
+}
+
+/// `typing`, on the channel's scope (ephemeral).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Typing {
+    pub channel_id: ChannelId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub thread_id: Option<MessageId>,
+    pub user_id: UserId,
+    /// Clients drop the indicator after this long without a new signal; there is no
+    /// "stopped typing" event.
+    pub expires_in_ms: u64,
+}
+
+/// `presence.batch`, on a workspace's scope (ephemeral): several changes coalesced
+/// during a burst (connect storms).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PresenceBatch {
+    pub presences: Vec<Presence>,
+}
+
+/// `channel.on_duty_updated` and `channel.wake_list_updated`, on the channel's scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelListChanged {
+    pub channel_id: ChannelId,
+    pub user_ids: Vec<UserId>,
+}
+
+/// `workspace.observers_updated`, on the workspace's scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ObserversChanged {
+    pub workspace_id: WorkspaceId,
+    pub user_ids: Vec<UserId>,
+}
+
+/// Every event type the server publishes with its payload: `type` and `data` as an
+/// event frame carries them. Events published through `POST /api/v1/publish` have
+/// types of their publisher's choosing and are not here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    #[serde(rename = "message.created")]
+    MessageCreated(Message),
+    #[serde(rename = "message.updated")]
+    MessageUpdated(Message),
+    #[serde(rename = "message.deleted")]
+    MessageDeleted(MessageDeleted),
+    #[serde(rename = "message.pinned")]
+    MessagePinned(Pin),
+    #[serde(rename = "message.unpinned")]
+    MessageUnpinned(Unpinned),
+    #[serde(rename = "reaction.added")]
+    ReactionAdded(ReactionChanged),
+    #[serde(rename = "reaction.removed")]
+    ReactionRemoved(ReactionChanged),
+    #[serde(rename = "mention.created")]
+    MentionCreated(MentionCreated),
+    #[serde(rename = "read.updated")]
+    ReadUpdated(ReadState),
+    #[serde(rename = "typing")]
+    Typing(Typing),
+    #[serde(rename = "channel.created")]
+    ChannelCreated(Channel),
+    #[serde(rename = "channel.updated")]
+    ChannelUpdated(Channel),
+    #[serde(rename = "channel.joined")]
+    ChannelJoined(ChannelJoined),
+    #[serde(rename = "channel.left")]
+    ChannelLeft(MembershipChange),
+    #[serde(rename = "channel.on_duty_updated")]
+    OnDutyUpdated(ChannelListChanged),
+    #[serde(rename = "channel.wake_list_updated")]
+    WakeListUpdated(ChannelListChanged),
+    #[serde(rename = "member.joined")]
+    MemberJoined(MembershipChange),
+    #[serde(rename = "member.left")]
+    MemberLeft(MemberLeft),
+    #[serde(rename = "member.role_changed")]
+    RoleChanged(RoleChanged),
+    #[serde(rename = "workspace.joined")]
+    WorkspaceJoined(WorkspaceJoined),
+    #[serde(rename = "workspace.member_joined")]
+    WorkspaceMemberJoined(WorkspaceMemberJoined),
+    #[serde(rename = "workspace.left")]
+    WorkspaceLeft(WorkspaceLeft),
+    #[serde(rename = "workspace.observers_updated")]
+    ObserversUpdated(ObserversChanged),
+    #[serde(rename = "presence.updated")]
+    PresenceUpdated(Presence),
+    #[serde(rename = "presence.batch")]
+    PresenceBatch(PresenceBatch),
+    #[serde(rename = "subscription.revoked")]
+    SubscriptionRevoked(SubscriptionRevoked),
+    #[serde(rename = "credentials.revoked")]
+    CredentialsRevoked(CredentialsRevoked),
+}
+
+impl Event {
+    /// Decodes an event frame's `type` and `data`; `None` for a type not in the
+    /// catalogue (e.g. one published through `POST /api/v1/publish`) or a payload
+    /// that does not match its type.
+    pub fn decode(kind: &str, data: &serde_json::Value) -> Option<Self> {
+        let tagged = serde_json::json!({ "type": kind, "data": data });
+        serde_json::from_value(tagged).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_decode_by_type() {
+        let data = serde_json::json!({"channel_id": 3, "user_id": 4});
+        assert_eq!(
+            Event::decode("member.left", &data),
+            Some(Event::MemberLeft(MemberLeft::Channel(MembershipChange {
+                channel_id: ChannelId(3),
+                user_id: UserId(4),
+            })))
+        );
+        let data = serde_json::json!({"workspace_id": 1, "user_id": 4});
+        assert!(matches!(
+            Event::decode("member.left", &data),
+            Some(Event::MemberLeft(MemberLeft::Workspace(_)))
+        ));
+        assert_eq!(Event::decode("deploy.finished", &data), None);
+    }
+}

@@ -1,0 +1,324 @@
+//! Request bodies and query strings of the HTTP API: what a client serializes and the
+//! server deserializes, one type for both. Defaults a client may leave out are the
+//! server's (`#[serde(default)]`); a client leaves unset options out of what it sends.
+//! Checking the values (lengths, names, permissions) is the domain's job.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{ChannelKind, MessageId, Policy, Role, UserId, UserKind};
+
+/// `POST /api/v1/users` (admin token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateUser {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub display_name: Option<String>,
+    #[serde(default = "human")]
+    pub kind: UserKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub webhook_url: Option<String>,
+    /// For an agent with a `webhook_url`: the secret its webhook requests are signed
+    /// with (at least 16 bytes). Generated when absent, and returned once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub webhook_secret: Option<String>,
+    /// Make the new user a server administrator.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+fn human() -> UserKind {
+    UserKind::Human
+}
+
+impl CreateUser {
+    /// A human, non-admin user with the given name (`[a-z0-9_.-]{1,32}`).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            display_name: None,
+            kind: UserKind::Human,
+            webhook_url: None,
+            webhook_secret: None,
+            admin: false,
+        }
+    }
+
+    /// An AI agent (woken by messages as its channels' delivery policies say).
+    pub fn agent(name: impl Into<String>) -> Self {
+        Self {
+            kind: UserKind::Agent,
+            ..Self::new(name)
+        }
+    }
+}
+
+/// `GET /api/v1/users` (server admins): a page of users by id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct UsersQuery {
+    /// Only users with a greater id (the last id of the previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<i64>))]
+    pub after: Option<UserId>,
+    /// Page size: default 50, at most 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `POST /api/v1/dev/login` (`chorus serve --dev` only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DevLogin {
+    pub name: String,
+}
+
+/// `POST /api/v1/users/{id}/tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateToken {
+    /// What the token is for (1 to 64 bytes), e.g. `laptop` or `ci`.
+    pub name: String,
+    /// Seconds until it stops working; never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub expires_in: Option<u64>,
+}
+
+impl CreateToken {
+    /// A token that does not expire.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            expires_in: None,
+        }
+    }
+}
+
+/// An agent's webhook settings (`PUT /api/v1/users/{id}/webhook`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SetWebhook {
+    /// `null` turns webhooks off.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The signing secret (at least 16 bytes); generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub secret: Option<String>,
+}
+
+/// `GET /api/v1/users/{id}/webhook-deliveries`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct DeliveriesQuery {
+    /// Page size: default 50, at most 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `POST /api/v1/workspaces`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateWorkspace {
+    pub name: String,
+}
+
+/// `POST /api/v1/workspaces/{id}/members`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AddMember {
+    pub user_id: UserId,
+    #[serde(default = "member")]
+    pub role: Role,
+}
+
+fn member() -> Role {
+    Role::Member
+}
+
+/// `PATCH /api/v1/workspaces/{id}/members/{user_id}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SetRole {
+    pub role: Role,
+}
+
+/// `POST /api/v1/workspaces/{id}/channels`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateChannel {
+    pub name: String,
+    #[serde(default = "public")]
+    pub kind: ChannelKind,
+    /// The server's default (`all`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub policy: Option<Policy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub topic: Option<String>,
+    /// Members besides the creator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_ids: Vec<UserId>,
+}
+
+fn public() -> ChannelKind {
+    ChannelKind::Public
+}
+
+impl CreateChannel {
+    /// A public channel with the default policy and no other members.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            kind: ChannelKind::Public,
+            policy: None,
+            topic: None,
+            member_ids: Vec::new(),
+        }
+    }
+}
+
+/// `PATCH /api/v1/channels/{id}`: only the fields that are set change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateChannel {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub policy: Option<Policy>,
+}
+
+/// `POST /api/v1/workspaces/{id}/dms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OpenDm {
+    /// The other participants (the caller is always one).
+    pub user_ids: Vec<UserId>,
+}
+
+/// `POST /api/v1/channels/{id}/members`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AddChannelMember {
+    pub user_id: UserId,
+}
+
+/// `POST /api/v1/channels/{id}/messages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SendMessage {
+    pub text: String,
+    /// Reply in the thread of this top-level message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub thread_id: Option<MessageId>,
+}
+
+impl SendMessage {
+    /// A top-level message.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            thread_id: None,
+        }
+    }
+}
+
+/// `GET /api/v1/channels/{id}/messages`; every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct HistoryQuery {
+    /// Messages with ids below this one (paging back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<i64>))]
+    pub before: Option<MessageId>,
+    /// Messages with ids above this one (catching up forward).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<i64>))]
+    pub after: Option<MessageId>,
+    /// Page size: default 50, at most 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The replies of this thread instead of the top-level messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<i64>))]
+    pub thread_id: Option<MessageId>,
+}
+
+/// `PATCH /api/v1/messages/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EditMessage {
+    pub text: String,
+}
+
+/// `PUT /api/v1/channels/{id}/read`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MarkRead {
+    /// The last message read: any message of the channel (a thread reply too).
+    pub message_id: MessageId,
+}
+
+/// `PUT /api/v1/presence`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SetStatus {
+    /// Free text shown beside the user's name; empty clears it.
+    pub status_text: String,
+}
+
+/// `POST /api/v1/publish` (a server key with `publish`, or the admin token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Publish {
+    /// Any scope, e.g. `topic:deploys`.
+    pub scope: String,
+    /// The event type, 1 to 64 bytes.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Any JSON value.
+    pub data: Value,
+    /// Ephemeral events get no offset and are not retained for resume.
+    #[serde(default)]
+    pub ephemeral: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_leaves_unset_options_out_and_the_server_fills_in_defaults() {
+        let json = serde_json::to_string(&CreateUser::new("ann")).expect("serializes");
+        assert_eq!(json, r#"{"name":"ann","kind":"human","admin":false}"#);
+        let bare: CreateUser = serde_json::from_str(r#"{"name":"ann"}"#).expect("parses");
+        assert_eq!(bare, CreateUser::new("ann"));
+        let json = serde_json::to_string(&CreateChannel::new("general")).expect("serializes");
+        assert_eq!(json, r#"{"name":"general","kind":"public"}"#);
+        let add: AddMember = serde_json::from_str(r#"{"user_id":3}"#).expect("parses");
+        assert_eq!(add.role, Role::Member);
+        let query = HistoryQuery {
+            before: Some(MessageId(9)),
+            ..HistoryQuery::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&query).ok().as_deref(),
+            Some(r#"{"before":9}"#)
+        );
+    }
+}
