@@ -225,6 +225,10 @@ export const reducers: Reducers = {
   'message.pinned': ignored,
   'message.unpinned': ignored,
   'mention.created': ignored,
+  // Agent delivery settings: the web UI does not show them.
+  'channel.on_duty_updated': ignored,
+  'channel.wake_list_updated': ignored,
+  'workspace.observers_updated': ignored,
 };
 
 /** The update for an event; `undefined` when the UI ignores its type, undocumented ones

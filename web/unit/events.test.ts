@@ -39,6 +39,9 @@ function message(id: number, extra: Partial<Message> = {}): Message {
     mentions: [],
     created_at: '2026-01-01T00:00:00Z',
     deleted: false,
+    pinned: false,
+    reactions: [],
+    reply_count: 0,
     ...extra,
   };
 }
@@ -347,7 +350,9 @@ describe('typing', () => {
     assert.deepEqual(u.typing, new Map([[GENERAL, new Map([[0, new Map([[BOB, ENV.now + 3_000]])]])]]));
     assert.deepEqual(u.effects, [{ do: 'expireTyping' }]);
 
-    const again = applied(state({ typing: u.typing! }), event('typing', { channel_id: GENERAL, thread_id: 1, user_id: 3 }));
+    // A server that predates `expires_in_ms`: the 5 s default.
+    const old = { channel_id: GENERAL, thread_id: 1, user_id: 3 } as EventDataMap['typing'];
+    const again = applied(state({ typing: u.typing! }), event('typing', old));
     assert.deepEqual(
       again.typing,
       new Map([[GENERAL, new Map([[0, new Map([[BOB, ENV.now + 3_000]])], [1, new Map([[3, ENV.now + 5_000]])]])]]),
