@@ -587,3 +587,58 @@ mod tests {
         assert!(view.member_ids.is_empty());
     }
 }
+
+// ---- Server keys ---------------------------------------------------------------------
+
+/// A server key's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
+#[serde(transparent)]
+pub struct ServerKeyId(pub i64);
+
+impl std::fmt::Display for ServerKeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a server key may do. Nothing else: every user route refuses a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum KeyPermission {
+    /// `POST /api/v1/publish` (within the key's prefixes, when it has any).
+    #[serde(rename = "publish")]
+    Publish,
+    /// `GET /api/v1/realtime/stats`.
+    #[serde(rename = "stats:read")]
+    StatsRead,
+}
+
+/// A server key as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServerKey {
+    pub id: ServerKeyId,
+    pub name: String,
+    pub permissions: Vec<KeyPermission>,
+    /// Scopes it may publish to start with one of these; `None`: any scope.
+    pub publish_prefixes: Option<Vec<String>>,
+    pub created_at: Timestamp,
+}
+
+impl KeyPermission {
+    /// The name on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Publish => "publish",
+            Self::StatsRead => "stats:read",
+        }
+    }
+}
+
+impl ServerKey {
+    pub fn may(&self, permission: KeyPermission) -> bool {
+        self.permissions.contains(&permission)
+    }
+}

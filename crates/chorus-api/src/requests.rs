@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{ChannelKind, MessageId, Policy, Role, UserId, UserKind};
+use crate::model::{ChannelKind, KeyPermission, MessageId, Policy, Role, UserId, UserKind};
 
 /// `POST /api/v1/users` (admin token).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -321,4 +321,18 @@ mod tests {
             Some(r#"{"before":9}"#)
         );
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateServerKey {
+    /// What the key is for (1–80 bytes), e.g. the backend using it.
+    pub name: String,
+    /// At least one of `publish`, `stats:read`.
+    pub permissions: Vec<KeyPermission>,
+    /// With `publish`: the scopes the key may publish to start with one of these (each
+    /// names a scope kind, e.g. `topic:orders.`). Absent: any scope.
+    #[serde(default)]
+    pub publish_prefixes: Option<Vec<String>>,
 }

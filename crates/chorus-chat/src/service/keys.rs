@@ -2,8 +2,7 @@
 //! without the admin token's power over users. Created, listed and deleted by server
 //! admins; a key's secret (`chk_…`) is shown once and stored as its SHA-256.
 
-use serde::Deserialize;
-use utoipa::ToSchema;
+pub use chorus_api::requests::CreateServerKey;
 
 use super::Chat;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
@@ -15,19 +14,6 @@ use crate::token;
 const MAX_PREFIXES: usize = 32;
 /// A prefix is at most a whole scope name.
 const MAX_PREFIX_BYTES: usize = 160;
-
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateServerKey {
-    /// What the key is for (1–80 bytes), e.g. the backend using it.
-    pub name: String,
-    /// At least one of `publish`, `stats:read`.
-    pub permissions: Vec<KeyPermission>,
-    /// With `publish`: the scopes the key may publish to start with one of these (each
-    /// names a scope kind, e.g. `topic:orders.`). Absent: any scope.
-    #[serde(default)]
-    pub publish_prefixes: Option<Vec<String>>,
-}
 
 /// A new key and its secret: the only time the secret is shown.
 #[derive(Debug, Clone)]

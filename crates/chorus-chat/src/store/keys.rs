@@ -1,65 +1,13 @@
-//! Server keys in storage: the record, its row (one shape for both backends) and the
-//! trait each backend implements (`sqlite/keys.rs`, `postgres/keys.rs`). What a key may
-//! do is decided in `service::keys`; storage only keeps it.
+//! Server keys in storage: the row (one shape for both backends) and the trait the
+//! store implements (`sql/keys.rs`). The key as listed is `chorus-api`'s; what a key
+//! may do is decided in `service::keys`; storage only keeps it.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+
+pub use chorus_api::model::{KeyPermission, ServerKey, ServerKeyId};
 
 use crate::error::{ChatError, Result};
 use crate::model::Timestamp;
-
-/// A server key's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
-#[serde(transparent)]
-#[sqlx(transparent)]
-pub struct ServerKeyId(pub i64);
-
-impl std::fmt::Display for ServerKeyId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// What a server key may do. Nothing else: every user route refuses a key.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
-)]
-pub enum KeyPermission {
-    /// `POST /api/v1/publish` (within the key's prefixes, when it has any).
-    #[serde(rename = "publish")]
-    Publish,
-    /// `GET /api/v1/realtime/stats`.
-    #[serde(rename = "stats:read")]
-    StatsRead,
-}
-
-/// A server key as listed: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct ServerKey {
-    pub id: ServerKeyId,
-    pub name: String,
-    pub permissions: Vec<KeyPermission>,
-    /// Scopes it may publish to start with one of these; `None`: any scope.
-    pub publish_prefixes: Option<Vec<String>>,
-    pub created_at: Timestamp,
-}
-
-impl KeyPermission {
-    /// The name on the wire.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Publish => "publish",
-            Self::StatsRead => "stats:read",
-        }
-    }
-}
-
-impl ServerKey {
-    pub fn may(&self, permission: KeyPermission) -> bool {
-        self.permissions.contains(&permission)
-    }
-}
 
 /// A key to store: its hash, never the key.
 pub struct NewServerKey {
