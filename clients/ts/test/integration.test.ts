@@ -32,7 +32,6 @@ async function waitFor<T>(what: string, fn: () => T | undefined | false, timeout
   }
 }
 
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Records everything a realtime client reports. */
 function record(rt: ChorusRealtime) {
@@ -177,7 +176,7 @@ describe('against a real server', () => {
     assert.equal(got.data.text, 'hello bob');
     assert.equal(got.replayed, undefined);
     assert.ok(typeof got.offset === 'number');
-    await delay(200);
+    await rt.ping(); // a barrier: a duplicate would have come before its answer
     assert.equal(rec.messages(general.id).filter((e) => e.data.id === message.id).length, 1);
     assert.equal(rt.positionsSnapshot[`channel:${general.id}`], got.offset);
 
@@ -294,7 +293,7 @@ describe('against a real server', () => {
     assert.equal(retried.replayed, true);
 
     await waitFor('both messages', () => rec.messages(general.id).some((e) => e.data.id === retried.message.id));
-    await delay(200);
+    await rt.ping(); // a barrier: a second copy would have come before its answer
     const texts = rec.messages(general.id).map((e) => e.data.text);
     assert.deepEqual(texts, ['once', 'lost answer']);
     const history = await bob.listMessages(general.id, { after: first.message.id - 1 });
@@ -315,13 +314,13 @@ describe('against a real server', () => {
     await waitFor('the drop', () => rt.state === 'reconnecting');
     const missed: number[] = [];
     for (const text of ['gap 1', 'gap 2', 'gap 3']) missed.push((await alice.sendMessage(general.id, text)).message.id);
-    await delay(300); // a failed attempt or two, in backoff
+    await waitFor('an attempt refused, in backoff', () => gate.refused > 0);
     gate.open = true;
 
     await waitFor('resume', () => rec.resumes.length > 0);
     const after = await alice.sendMessage(general.id, 'after resume');
     await waitFor('after resume', () => rec.messages(general.id).some((e) => e.data.id === after.message.id));
-    await delay(200);
+    await rt.ping(); // a barrier: a duplicate would have come before its answer
 
     const ids = rec.messages(general.id).map((e) => e.data.id);
     assert.deepEqual(ids, [before.message.id, ...missed, after.message.id]);
@@ -359,7 +358,7 @@ describe('against a real server', () => {
     await waitFor('the catch-up', () => rec.messages(general.id).length >= 5);
     sent.push((await alice.sendMessage(general.id, 'm6')).message.id);
     await waitFor('m6 live', () => rec.messages(general.id).length >= 6);
-    await delay(300);
+    await rt.ping(); // a barrier: a duplicate would have come before its answer
 
     const got = rec.messages(general.id);
     assert.deepEqual(got.map((e) => e.data.id), sent);

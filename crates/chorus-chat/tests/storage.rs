@@ -78,8 +78,9 @@ fn required_postgres(admin_url: Option<String>) -> String {
     match admin_url {
         Some(url) => url,
         None => panic!(
-            "CHORUS_REQUIRE_SERVICES=1 but CHORUS_TEST_POSTGRES_URL is not set: \
-             run `scripts/services start` and source its env file"
+            "a PostgreSQL test runs (CHORUS_REQUIRE_SERVICES=1, or ignored tests were \
+             included) but CHORUS_TEST_POSTGRES_URL is not set: run `scripts/services \
+             start` and source its env file"
         ),
     }
 }

@@ -1,9 +1,10 @@
 //! One WebSocket connection, from `hello` to close, in a single task: it reads and
 //! answers client ops, pings, and watches for a dead peer, a kill (slow consumer),
 //! shutdown, or subscription work (a re-check after the user's access changed). What a
-//! subscription op does is the orchestrator's ([`crate::subscriptions`]). Its queued frames are written by the writer tasks ([`crate::writer`]); the
-//! connection's task takes over only when its socket would block, and then watches the
-//! write for a stuck peer. One task per connection keeps idle memory small.
+//! subscription op does is the orchestrator's ([`crate::subscriptions`]). Its queued
+//! frames are written by the writer tasks ([`crate::writer`]); the connection's task
+//! takes over only when its socket would block, and then watches the write for a stuck
+//! peer. One task per connection keeps idle memory small.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;

@@ -13,9 +13,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
 use crate::outbox::{Attempt, Outbox};
 use crate::{Clock, Metrics};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// Connections a writer takes from its queue per batch, before yielding. Small: the
 /// tasks that publish run between batches (measured: 16 beats 64 and 256, which starve

@@ -1,6 +1,6 @@
 //! The HTTP rate limits in front of every route: requests per authenticated user (and
-//! per server key), and failed authentications per client address. Over either → 429 `rate_limited` with
-//! `Retry-After` (whole seconds, at least 1).
+//! per server key), and failed authentications per client address. Over either → 429
+//! `rate_limited` with `Retry-After` (whole seconds, at least 1).
 //!
 //! The middleware authenticates a request that carries credentials once and leaves the
 //! outcome in its extensions ([`Authenticated`]) for `Caller` and `/ws`. Requests without

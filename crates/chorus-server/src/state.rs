@@ -30,6 +30,13 @@ pub struct AppState {
 /// drained, then `run` waits for every task in `tracker`.
 #[derive(Clone, Default)]
 pub struct Tasks {
-    pub tracker: TaskTracker,
-    pub stop: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) stop: CancellationToken,
+}
+
+impl Tasks {
+    /// How many are running (a shutdown test checks that none is left).
+    pub fn running(&self) -> usize {
+        self.tracker.len()
+    }
 }

@@ -236,7 +236,7 @@ async fn attempt(
     let at = Timestamp(clock.now_ms());
     let started = clock.instant();
     let sent = post(&client, policy, &delivery, &clock).await;
-    let duration_ms = started.elapsed().as_millis() as i64;
+    let duration_ms = (clock.instant() - started).as_millis() as i64;
     let (status_code, error) = match &sent {
         Sent::Answered(status) if (200..300).contains(status) => (Some(*status), None),
         Sent::Answered(status) => (

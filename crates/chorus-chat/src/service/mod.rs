@@ -190,25 +190,28 @@ impl Chat {
     /// Ends the chat's background tasks and waits for them: a grace period still
     /// running settles now (the user goes offline, `last_seen` is recorded), waiting
     /// presence changes are published, a pending second close goes out now, the token
-    /// uses noted are written, the presence sweeper stops. Call it after the engine's
-    /// sessions have ended (their ends start grace periods). A task started afterwards
-    /// does its work without waiting and is not waited for.
+    /// uses noted are written, the presence sweeper stops; then the store closes
+    /// (SQLite: its WAL copied into the file). Call it after the engine's sessions have
+    /// ended (their ends start grace periods), last.
     pub async fn shutdown(&self) {
         self.background.stop.cancel();
         self.background.tasks.close();
         self.background.tasks.wait().await;
+        self.store.close().await;
     }
 
     /// How many of the chat's background tasks are running. With
     /// [`closes_handled`](Self::closes_handled), what lets a test know that every
     /// presence change it caused has been published (grace timers and coalesced
     /// batches are background tasks), rather than sleep and hope.
+    #[cfg(feature = "test-util")]
     pub fn background_tasks(&self) -> usize {
         self.background.tasks.len()
     }
 
     /// How many connection ends the chat has handled (presence counted down, a grace
     /// timer started when it was the user's last).
+    #[cfg(feature = "test-util")]
     pub fn closes_handled(&self) -> u64 {
         self.closes_handled
             .load(std::sync::atomic::Ordering::Acquire)

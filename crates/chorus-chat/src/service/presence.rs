@@ -37,6 +37,13 @@ impl Ticket {
 /// Who is connected. Implementations count connections; they never publish.
 #[async_trait]
 pub trait PresenceTracker: Send + Sync {
+    /// Whether other nodes share this tracker. At shutdown a grace period still running
+    /// is then left to their sweep of this node (the user may reconnect to one of them
+    /// meanwhile), as after a crash, instead of settling here at once.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// The live nodes sharing this tracker (empty on a single node).
     async fn nodes(&self) -> Vec<NodeStat> {
         Vec::new()
@@ -196,9 +203,14 @@ impl Chat {
         let closed_at = self.now();
         let chat = Arc::clone(self);
         let grace = self.config.presence_grace;
-        // At shutdown the grace ends at once: the user's connections here are gone.
         self.background.spawn(async move {
-            chat.background.sleep(grace).await;
+            // At shutdown the grace ends at once: on one node the user's connections are
+            // gone for good (offline, `last_seen` recorded); on several, the other nodes'
+            // sweep decides, so a user who reconnects to one of them never blinks.
+            let full = chat.background.sleep(grace).await;
+            if !full && chat.presence.shared() {
+                return;
+            }
             chat.presence_settle(user, ticket, closed_at).await;
         });
     }

@@ -327,6 +327,10 @@ impl RedisPresence {
 
 #[async_trait]
 impl PresenceTracker for RedisPresence {
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn nodes(&self) -> Vec<NodeStat> {
         let mut conn = self.conn.clone();
         let ids: Vec<String> = match redis::cmd("SMEMBERS")

@@ -367,11 +367,15 @@ pub trait AgentStore: Send + Sync {
     async fn fail_pending_webhooks(&self, user: UserId, at: Timestamp, error: &str) -> Result<u64>;
 }
 
-/// Whether the database answers (feeds `/readyz`).
+/// Whether the database answers (feeds `/readyz`), and closing it at shutdown.
 #[async_trait]
 pub trait HealthStore: Send + Sync {
     /// One trivial query.
     async fn ping(&self) -> Result<()>;
+    /// Stops the backend's background tasks, leaves the database tidy (SQLite: the WAL
+    /// copied into the file) and closes the connections. Nothing may use the store
+    /// afterwards.
+    async fn close(&self);
 }
 
 /// Everything the domain needs from a database.

@@ -73,4 +73,9 @@ impl crate::store::HealthStore for Sql<Postgres> {
         sqlx::query("SELECT 1").execute(&self.writer).await?;
         Ok(())
     }
+
+    async fn close(&self) {
+        // `reader` is the same pool.
+        self.writer.close().await;
+    }
 }

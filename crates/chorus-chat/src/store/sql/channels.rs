@@ -63,7 +63,8 @@ where
                  ON CONFLICT DO NOTHING",
                 value_rows(1, chunk.len(), 3)
             );
-            let mut insert = sqlx::query(&sql);
+            // Not kept prepared: one statement per list length.
+            let mut insert = sqlx::query(&sql).persistent(false);
             for user in chunk {
                 insert = insert.bind(row.id).bind(user.0).bind(now);
             }

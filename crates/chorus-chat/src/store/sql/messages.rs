@@ -50,7 +50,9 @@ where
             params(1, messages.len()),
             DB::REACTION_ORDER
         );
-        let mut query = sqlx::query_as(&sql);
+        // One statement per list length: only the one-message read (the common one) is
+        // kept prepared; the others would crowd the connection's statement cache.
+        let mut query = sqlx::query_as(&sql).persistent(messages.len() == 1);
         for m in &messages {
             query = query.bind(m.id.0);
         }
@@ -125,7 +127,7 @@ where
              ON CONFLICT DO NOTHING",
             value_rows(1, mentions.len(), 3)
         );
-        let mut insert = sqlx::query(&sql);
+        let mut insert = sqlx::query(&sql).persistent(mentions.len() == 1);
         for user in mentions {
             insert = insert.bind(message.0).bind(user.0).bind(ch.0);
         }

@@ -4,9 +4,10 @@
 //! binds by number too), in a store generic over the database: [`Sql<DB>`]. The two
 //! backends are two instances of it — [`SqliteStore`](super::SqliteStore) is
 //! `Sql<Sqlite>`, [`PgStore`](super::PgStore) is `Sql<Postgres>` — and what really
-//! differs between the databases is a [`Dialect`]: opening and migrating (`sqlite.rs`,
-//! `postgres.rs`), row locks and `SKIP LOCKED` (which only PostgreSQL needs: SQLite has
-//! one writer), and SQLite's group commit of plain message inserts (`sqlite/batch.rs`).
+//! differs between the databases is a [`Dialect`]: opening and migrating
+//! (`sqlite/mod.rs`, `postgres/mod.rs`), row locks and `SKIP LOCKED` (which only
+//! PostgreSQL needs: SQLite has one writer), and SQLite's group commit of plain message
+//! inserts (`sqlite/batch.rs`).
 //!
 //! The schemas store the same columns with the same representation (ids as 64-bit
 //! integers, times as Unix milliseconds, enums as text, lists as JSON text), so one row
@@ -29,6 +30,7 @@ mod workspaces;
 use std::sync::Arc;
 
 use chorus_realtime::Clock;
+use sqlx::database::HasStatementCache;
 use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
 use crate::error::Result;
@@ -36,7 +38,7 @@ use crate::model::Timestamp;
 use crate::store::{Inserted, NewMessage};
 
 /// What differs between the two databases in the statements written once.
-pub trait Dialect: Database<QueryResult: RowsAffected> {
+pub trait Dialect: Database<QueryResult: RowsAffected> + HasStatementCache {
     /// Appended to a `SELECT … WHERE id = $1` that must hold the row until commit, so
     /// that concurrent writers (on several nodes) serialize on it; `None` where one
     /// writer serializes every transaction anyway (SQLite).
