@@ -89,8 +89,17 @@ impl Upgrade {
     {
         let accept = derive_accept_key(self.key.as_bytes());
         let on_upgrade = self.on_upgrade;
-        let switch = async move {
-            let upgraded = match on_upgrade.await {
+        let stop = tasks.stop.clone();
+        // The session's future is built in place inside this one task's future, and the
+        // stop signal is raced inside it: a wrapper future around the whole (such as
+        // `run_until_cancelled_owned`) would store it again, several KiB more for every
+        // idle connection (measured: 5.9 → 10.2 KiB per connection).
+        tasks.tracker.spawn(async move {
+            let upgraded = tokio::select! {
+                upgraded = on_upgrade => upgraded,
+                () = stop.cancelled() => return,
+            };
+            let upgraded = match upgraded {
                 Ok(upgraded) => upgraded,
                 Err(err) => {
                     tracing::debug!(cause = %err, "WebSocket upgrade failed");
@@ -99,14 +108,16 @@ impl Upgrade {
             };
             match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => {
-                    serve(Socket::new(parts.io.into_inner(), parts.read_buf, config)).await
+                    let socket = Socket::new(parts.io.into_inner(), parts.read_buf, config);
+                    tokio::select! {
+                        () = serve(socket) => {}
+                        () = stop.cancelled() => {}
+                    }
                 }
                 // Only when served by something other than `crate::run`'s loop.
                 Err(_) => tracing::error!("WebSocket upgrade: the connection is not a TCP stream"),
             }
-        };
-        let stop = tasks.stop.clone();
-        tasks.tracker.spawn(stop.run_until_cancelled_owned(switch));
+        });
         let mut response = Response::new(axum::body::Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
