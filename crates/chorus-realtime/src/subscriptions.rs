@@ -495,6 +495,23 @@ mod tests {
         (scope.to_owned(), kind.to_owned(), text.to_owned())
     }
 
+    /// Bob (user 7) connected with `channel` as his initial scope and subscribed to
+    /// `thread` since now.
+    async fn bob_in(
+        w: &World,
+        channel: &Scope,
+        thread: &Scope,
+    ) -> (TestHooks, ConnHandle, Arc<Outbox>) {
+        let hooks = TestHooks::with_initial(vec![channel.clone()]);
+        let (bob, bob_box, _) = w.registry.register(7);
+        w.subs.open(&bob, &hooks, false).await.expect("opened");
+        w.subs
+            .subscribe(&bob, &hooks, thread.as_str(), StartAt::Now)
+            .await
+            .expect("subscribed");
+        (hooks, bob, bob_box)
+    }
+
     async fn publish(w: &World, scope: &Scope, text: &str) {
         w.broker
             .publish(Publish::new(
@@ -590,13 +607,7 @@ mod tests {
     async fn a_recheck_revokes_what_is_no_longer_readable_and_loses_nothing_else() {
         let w = world(100);
         let (channel, thread) = (scope("channel:1"), scope("thread:9"));
-        let hooks = TestHooks::with_initial(vec![channel.clone()]);
-        let (bob, bob_box, _) = w.registry.register(7);
-        w.subs.open(&bob, &hooks, false).await.expect("opened");
-        w.subs
-            .subscribe(&bob, &hooks, "thread:9", StartAt::Now)
-            .await
-            .expect("subscribed");
+        let (hooks, bob, bob_box) = bob_in(&w, &channel, &thread).await;
         publish(&w, &thread, "reply before").await;
 
         hooks.deny(&thread);
@@ -1058,13 +1069,7 @@ mod tests {
     async fn a_recheck_that_allows_continues_without_gap_or_duplicate() {
         let w = world(100);
         let (channel, thread) = (scope("channel:1"), scope("thread:9"));
-        let hooks = TestHooks::with_initial(vec![channel.clone()]);
-        let (bob, bob_box, _) = w.registry.register(7);
-        w.subs.open(&bob, &hooks, false).await.expect("opened");
-        w.subs
-            .subscribe(&bob, &hooks, "thread:9", StartAt::Now)
-            .await
-            .expect("subscribed");
+        let (hooks, bob, bob_box) = bob_in(&w, &channel, &thread).await;
         publish(&w, &thread, "t1").await;
         publish(&w, &channel, "c1").await;
         access_changed(&w, 7, Vec::new()).await;
