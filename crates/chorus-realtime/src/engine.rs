@@ -7,7 +7,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, BrokerError, EventSink, MemoryBroker, RedisBroker, Retention};
+use crate::broker::{
+    Broker, BrokerError, EventLog, EventSink, MemoryBroker, RedisBroker, Retention,
+};
 use crate::hooks::{SessionAuth, SessionHooks};
 use crate::subscriptions::Subscriptions;
 use crate::{Metrics, Publish, Registry, UserKey, session};
@@ -64,27 +66,31 @@ pub struct Engine {
 impl Engine {
     /// A single-node engine with the in-memory broker.
     pub fn in_memory(config: EngineConfig) -> Arc<Self> {
+        Self::single_node(config, None)
+    }
+
+    /// A single-node engine whose offsets and history are `log`'s (the database's event
+    /// log), so resume survives restarts.
+    pub fn single_node(config: EngineConfig, log: Option<Arc<dyn EventLog>>) -> Arc<Self> {
         let (metrics, registry) = Self::parts(&config);
         let sink: Arc<dyn EventSink> = registry.clone();
-        let broker = MemoryBroker::new(sink, config.retention, config.clock);
+        let broker = MemoryBroker::with_log(sink, config.retention, config.clock, log);
         Self::assemble(config, metrics, registry, broker)
     }
 
     /// A multi-node engine on Redis Streams (see [`RedisBroker`]). Fails when Redis
     /// cannot be reached.
     pub async fn with_redis(config: EngineConfig, url: &str) -> Result<Arc<Self>, BrokerError> {
-        let (metrics, registry) = Self::parts(&config);
-        let sink: Arc<dyn EventSink> = registry.clone();
-        let broker =
-            RedisBroker::connect(url, sink, metrics.clone(), config.retention, config.clock)
-                .await?;
-        Ok(Self::assemble(config, metrics, registry, broker))
+        let client = redis::Client::open(url).map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        Self::with_redis_client(config, client, None).await
     }
 
-    /// As [`Engine::with_redis`], over a client built by the caller (TLS settings).
+    /// As [`Engine::with_redis`], over a client built by the caller (TLS settings), with
+    /// the shared database's event log behind the streams when there is one.
     pub async fn with_redis_client(
         config: EngineConfig,
         client: redis::Client,
+        log: Option<Arc<dyn EventLog>>,
     ) -> Result<Arc<Self>, BrokerError> {
         let (metrics, registry) = Self::parts(&config);
         let sink: Arc<dyn EventSink> = registry.clone();
@@ -94,6 +100,7 @@ impl Engine {
             metrics.clone(),
             config.retention,
             config.clock,
+            log,
         )
         .await?;
         Ok(Self::assemble(config, metrics, registry, broker))

@@ -84,6 +84,12 @@ pub struct Publish {
     pub effect: Option<Arc<Effect>>,
     /// Ephemeral events (typing, presence) get no offset and are never retained.
     pub ephemeral: bool,
+    /// Already given its offset by the event log (written in the transaction of the
+    /// change it describes): the broker delivers it at that offset, once, however many
+    /// times it is published.
+    pub offset: Option<u64>,
+    /// When the event log recorded it (with `offset`).
+    pub logged_at: Option<SystemTime>,
 }
 
 impl Publish {
@@ -96,6 +102,8 @@ impl Publish {
             marks: None,
             effect: None,
             ephemeral: false,
+            offset: None,
+            logged_at: None,
         }
     }
 

@@ -41,7 +41,9 @@ pub mod subscriptions;
 mod testing;
 mod writer;
 
-pub use broker::{Broker, BrokerError, EventSink, History, MemoryBroker, Retention};
+pub use broker::{
+    Broker, BrokerError, EventLog, EventSink, History, LogRead, MemoryBroker, Retention,
+};
 pub use clock::Clock;
 pub use engine::{Engine, EngineConfig};
 pub use event::{CloseSessions, Effect, Event, Mark, Marks, Publish};

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chorus_chat::Chat;
-use chorus_chat::service::{ChatHooks, RedisPresence};
+use chorus_chat::service::{ChatHooks, RedisPresence, StoreLog};
 use chorus_chat::store::{PgStore, SqliteStore, Store};
 use chorus_realtime::Engine;
 use tokio::net::TcpListener;
@@ -79,11 +79,13 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         Some(url) => Some(redis_client(url, config.redis_ca_file.as_deref())?),
         None => None,
     };
+    // The engine's offsets and history are the database's event log.
+    let log = StoreLog::new(store.clone(), clock);
     let engine = match redis.clone() {
-        Some(client) => Engine::with_redis_client(config.engine(), client)
+        Some(client) => Engine::with_redis_client(config.engine(), client, Some(log))
             .await
             .context("connecting to Redis (CHORUS_REDIS_URL)")?,
-        None => Engine::in_memory(config.engine()),
+        None => Engine::single_node(config.engine(), Some(log)),
     };
     let mut chat = Chat::new(store, engine.clone(), config.chat());
     let mut cluster_presence = None;

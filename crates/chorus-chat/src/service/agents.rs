@@ -179,19 +179,23 @@ impl Chat {
         Ok(agents)
     }
 
+    /// Who a new message by `author` mentioning `mentions` wakes, observes or skips in
+    /// `channel` (round-robin: the turn advances). Decided before the message is stored,
+    /// so its events are written with their marks in the same transaction.
     pub(crate) async fn delivery_for(
         &self,
         channel: &Channel,
-        message: &Message,
+        author: UserId,
+        mentions: &[UserId],
     ) -> (Decision, Vec<AgentMember>) {
-        match self.try_delivery_for(channel, message).await {
+        match self.try_delivery_for(channel, author, mentions).await {
             Ok(found) => found,
             Err(err) => {
                 tracing::warn!(channel = %channel.id, cause = %err, "delivery lists unavailable");
                 let input = DeliveryInput {
                     policy: channel.policy,
-                    author: message.author_id,
-                    mentions: &message.mentions,
+                    author,
+                    mentions,
                     on_duty: &[],
                     wake_list: &[],
                     observers: &[],
@@ -206,7 +210,8 @@ impl Chat {
     async fn try_delivery_for(
         &self,
         channel: &Channel,
-        message: &Message,
+        author: UserId,
+        mentions: &[UserId],
     ) -> Result<(Decision, Vec<AgentMember>)> {
         let (mut on_duty, mut wake_list, mut observers) = (Vec::new(), Vec::new(), Vec::new());
         match channel.policy {
@@ -235,8 +240,8 @@ impl Chat {
         let agent_ids: Vec<UserId> = agents.iter().map(|a| a.id).collect();
         let mut input = DeliveryInput {
             policy: channel.policy,
-            author: message.author_id,
-            mentions: &message.mentions,
+            author,
+            mentions,
             on_duty: &on_duty,
             wake_list: &wake_list,
             observers: &observers,

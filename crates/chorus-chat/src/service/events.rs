@@ -1,14 +1,26 @@
 //! Publishing domain events. Called only after the change they describe is committed;
-//! a broker failure is logged, never undoes the change (clients catch up over HTTP).
+//! a broker failure is logged, never undoes the change (the event is in the event log:
+//! clients resume or catch up over HTTP).
+//!
+//! Two ways in: events a store method logged in the change's own transaction
+//! ([`Chat::emit_logged`]: messages sent, edited, deleted), and events appended to the
+//! log by the broker as they are published ([`Chat::emit`]: every other change, for now
+//! — a crash between such a change's commit and its publish loses that event).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chorus_api::events::CredentialsRevoked;
-use chorus_realtime::{CloseSessions, Effect, Publish, Scope};
+use chorus_realtime::broker::logged_event;
+use chorus_realtime::{
+    BrokerError, Clock, CloseSessions, Effect, EventLog, LogRead, Publish, Scope,
+};
 use serde::Serialize;
 
 use super::Chat;
 use crate::model::{ChannelId, MessageId, TokenId, UserId, WorkspaceId};
+use crate::store::Store;
 
 pub(crate) fn user_scope(id: UserId) -> Scope {
     Scope::of("user", id)
@@ -31,6 +43,14 @@ impl Chat {
         let (scope, kind) = (publish.scope.clone(), publish.kind.clone());
         if let Err(err) = self.engine.publish(publish).await {
             tracing::warn!(%scope, kind, cause = %err, "event not published");
+        }
+    }
+
+    /// Publishes events the store logged with their change (they carry their offsets;
+    /// the broker delivers each once, in offset order).
+    pub(crate) async fn emit_logged(&self, events: Vec<Publish>) {
+        for publish in events {
+            self.emit(publish).await;
         }
     }
 
@@ -151,4 +171,48 @@ fn close_sessions_event(user: UserId, credential: Option<i64>, reason: &str) -> 
         token_id: credential.map(TokenId),
     };
     Publish::new(user_scope(user), "credentials.revoked", &data).with_effect(effect)
+}
+
+/// The store's event log as the engine's brokers read it (see
+/// `chorus_realtime::EventLog`).
+pub struct StoreLog {
+    store: Arc<dyn Store>,
+    clock: Clock,
+}
+
+impl StoreLog {
+    pub fn new(store: Arc<dyn Store>, clock: Clock) -> Arc<Self> {
+        Arc::new(Self { store, clock })
+    }
+}
+
+fn log_error(err: crate::error::ChatError) -> BrokerError {
+    BrokerError::Unavailable(format!("event log: {err}"))
+}
+
+#[async_trait]
+impl EventLog for StoreLog {
+    async fn append(&self, events: Vec<Publish>) -> Result<Vec<Publish>, BrokerError> {
+        self.store.append_events(events).await.map_err(log_error)
+    }
+
+    async fn head(&self, scope: &Scope) -> Result<u64, BrokerError> {
+        self.store.scope_head(scope).await.map_err(log_error)
+    }
+
+    async fn read(&self, scope: &Scope, after: u64, limit: usize) -> Result<LogRead, BrokerError> {
+        let (events, head) = self
+            .store
+            .scope_events(scope, after, limit)
+            .await
+            .map_err(log_error)?;
+        let now = self.clock.system_time();
+        Ok(LogRead {
+            events: events
+                .into_iter()
+                .map(|p| Arc::new(logged_event(p, now)))
+                .collect(),
+            head,
+        })
+    }
 }

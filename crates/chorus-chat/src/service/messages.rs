@@ -14,7 +14,7 @@ use super::events::{channel_scope, thread_scope, user_scope};
 use super::pins::Unpinned;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
-use crate::store::{MessageQuery, NewMessage};
+use crate::store::{Deletion, Events, Inserted, MessageQuery, NewMessage};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 const MAX_MENTIONS: usize = 50;
@@ -36,6 +36,14 @@ pub(crate) fn message_scopes(message: &Message) -> Vec<Scope> {
         None => {}
     }
     scopes
+}
+
+/// `message.updated` of a thread's root (its summary changed), on its channel and thread.
+fn thread_root_events(root: &Message) -> Vec<Publish> {
+    [channel_scope(root.channel_id), thread_scope(root.id)]
+        .into_iter()
+        .map(|scope| Publish::new(scope, "message.updated", root))
+        .collect()
 }
 
 impl Chat {
@@ -82,16 +90,38 @@ impl Chat {
         let mentions = self
             .resolve_mentions(channel.workspace_id, &req.text)
             .await?;
-        let inserted = self
+        // Agent-aware delivery is decided before the message is stored: its events are
+        // logged with their marks in the message's transaction (one set of marks for
+        // every scope the message goes to).
+        let (decision, agents) = self.delivery_for(&channel, caller.id, &mentions).await;
+        let marks = Arc::new(decision.marks());
+        let events: Events<Inserted> = Box::new(move |inserted| {
+            let mut events: Vec<Publish> = message_scopes(&inserted.message)
+                .into_iter()
+                .map(|scope| {
+                    let mut publish = Publish::new(scope, "message.created", &inserted.message);
+                    publish.marks = Some(marks.clone());
+                    publish
+                })
+                .collect();
+            if let Some(root) = &inserted.root {
+                events.extend(thread_root_events(root));
+            }
+            events
+        });
+        let (inserted, logged) = self
             .store
-            .insert_message(NewMessage {
-                channel_id,
-                author_id: caller.id,
-                text: req.text,
-                thread_id: req.thread_id,
-                mentions,
-                idempotency_key,
-            })
+            .insert_message_logged(
+                NewMessage {
+                    channel_id,
+                    author_id: caller.id,
+                    text: req.text,
+                    thread_id: req.thread_id,
+                    mentions,
+                    idempotency_key,
+                },
+                events,
+            )
             .await?;
         let message = inserted.message;
         if !inserted.created {
@@ -102,18 +132,8 @@ impl Chat {
             }
             return Ok((message, false));
         }
-        // Agent-aware delivery: one set of marks for every scope the message goes to.
-        let (decision, agents) = self.delivery_for(&channel, &message).await;
-        let marks = Arc::new(decision.marks());
-        for scope in message_scopes(&message) {
-            let mut publish = Publish::new(scope, "message.created", &message);
-            publish.marks = Some(marks.clone());
-            self.emit(publish).await;
-        }
+        self.emit_logged(logged).await;
         drop(turn);
-        if let Some(root) = &inserted.root {
-            self.emit_thread_root(root).await;
-        }
         drop(order);
         self.queue_webhooks(&message, &decision, &agents).await;
         self.notify_mentions(&channel, &message, &message.mentions)
@@ -162,13 +182,17 @@ impl Chat {
         self.check_text(&text)?;
         let order = self.gates.threads.lock(thread_key(&message)).await;
         let mentions = self.resolve_mentions(channel.workspace_id, &text).await?;
-        let edited = self
+        let events: Events<Message> = Box::new(|edited| {
+            message_scopes(edited)
+                .into_iter()
+                .map(|scope| Publish::new(scope, "message.updated", edited))
+                .collect()
+        });
+        let (edited, logged) = self
             .store
-            .edit_message(message.id, &text, &mentions)
+            .edit_message_logged(message.id, &text, &mentions, events)
             .await?;
-        for scope in message_scopes(&edited) {
-            self.emit_event(scope, "message.updated", &edited).await;
-        }
+        self.emit_logged(logged).await;
         drop(order);
         let added: Vec<UserId> = edited
             .mentions
@@ -184,43 +208,46 @@ impl Chat {
     pub async fn delete_message(&self, caller: &User, id: MessageId) -> Result<Message> {
         let (message, _) = self.writable_message(caller, id).await?;
         let _order = self.gates.threads.lock(thread_key(&message)).await;
-        let deletion = self.store.delete_message(message.id).await?;
-        let deleted = deletion.message;
-        let event = Deleted {
-            id: deleted.id,
-            channel_id: deleted.channel_id,
-            thread_id: deleted.thread_id,
-        };
-        for scope in message_scopes(&deleted) {
-            self.emit_event(scope, "message.deleted", &event).await;
-        }
-        if deletion.unpinned {
-            let unpinned = Unpinned {
+        let user = caller.id;
+        let events: Events<Deletion> = Box::new(move |deletion| {
+            let deleted = &deletion.message;
+            let event = Deleted {
+                id: deleted.id,
                 channel_id: deleted.channel_id,
-                message_id: deleted.id,
-                user_id: caller.id,
+                thread_id: deleted.thread_id,
             };
-            self.emit_event(
-                channel_scope(deleted.channel_id),
-                "message.unpinned",
-                &unpinned,
-            )
-            .await;
-        }
-        if let Some(root) = &deletion.root {
-            self.emit_thread_root(root).await;
-        }
+            let mut events: Vec<Publish> = message_scopes(deleted)
+                .into_iter()
+                .map(|scope| Publish::new(scope, "message.deleted", &event))
+                .collect();
+            if deletion.unpinned {
+                let unpinned = Unpinned {
+                    channel_id: deleted.channel_id,
+                    message_id: deleted.id,
+                    user_id: user,
+                };
+                events.push(Publish::new(
+                    channel_scope(deleted.channel_id),
+                    "message.unpinned",
+                    &unpinned,
+                ));
+            }
+            if let Some(root) = &deletion.root {
+                events.extend(thread_root_events(root));
+            }
+            events
+        });
+        let (deletion, logged) = self
+            .store
+            .delete_message_logged(message.id, events)
+            .await?;
+        self.emit_logged(logged).await;
+        let deleted = deletion.message;
         Ok(deleted)
     }
 
     /// A thread's root changed (reply count, last reply time): `message.updated` on its
     /// channel and its thread.
-    async fn emit_thread_root(&self, root: &Message) {
-        for scope in [channel_scope(root.channel_id), thread_scope(root.id)] {
-            self.emit_event(scope, "message.updated", root).await;
-        }
-    }
-
     /// A live message, if the caller may see it; with its channel.
     pub(crate) async fn visible_message(
         &self,

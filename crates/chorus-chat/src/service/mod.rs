@@ -8,6 +8,7 @@ pub mod delivery;
 mod dev;
 mod edge;
 mod events;
+pub use events::StoreLog;
 mod gate;
 pub mod keys;
 mod messages;

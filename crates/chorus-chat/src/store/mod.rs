@@ -12,6 +12,8 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
+use chorus_realtime::Publish;
+
 use crate::error::Result;
 use crate::model::*;
 
@@ -71,6 +73,39 @@ pub struct NewMessage {
     pub thread_id: Option<MessageId>,
     pub mentions: Vec<UserId>,
     pub idempotency_key: Option<String>,
+}
+
+/// Builds a change's events from its result, inside the change's transaction, so the
+/// events are logged (at their scopes' next offsets) if and only if the change commits.
+pub type Events<T> = Box<dyn Fn(&T) -> Vec<Publish> + Send + Sync>;
+
+/// No events for this change.
+pub fn no_events<T>() -> Events<T> {
+    Box::new(|_| Vec::new())
+}
+
+/// The event log (`store/sql/events.rs`; the engine reads it through
+/// `service::StoreLog`). Offsets are per scope, consecutive, in commit order.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends events in a transaction of their own (events of no stored change, or of
+    /// a change whose store method does not take [`Events`] yet).
+    async fn append_events(
+        &self,
+        events: Vec<Publish>,
+    ) -> Result<Vec<Publish>>;
+    /// The scope's latest offset (the database's offset base when it has none).
+    async fn scope_head(&self, scope: &chorus_realtime::Scope) -> Result<u64>;
+    /// The scope's logged events after `after` (at most `limit`, ascending) and its head.
+    async fn scope_events(
+        &self,
+        scope: &chorus_realtime::Scope,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Publish>, u64)>;
+    /// Deletes events logged before `before` and all but each scope's last
+    /// `max_per_scope`. Returns how many went.
+    async fn trim_events(&self, max_per_scope: usize, before: Timestamp) -> Result<u64>;
 }
 
 /// What inserting a message produced.
@@ -216,16 +251,50 @@ pub trait MessageStore: Send + Sync {
     /// already used, returns the earlier message with `created: false` instead.
     ///
     /// Messages come back complete: reactions summarized, pinned flag, thread summary.
-    async fn insert_message(&self, new: NewMessage) -> Result<Inserted>;
+    ///
+    /// `events` are built from a new message (never from an earlier one) and logged in
+    /// its transaction; they come back with their offsets.
+    async fn insert_message_logged(
+        &self,
+        new: NewMessage,
+        events: Events<Inserted>,
+    ) -> Result<(Inserted, Vec<Publish>)>;
+    async fn insert_message(&self, new: NewMessage) -> Result<Inserted> {
+        Ok(self.insert_message_logged(new, no_events()).await?.0)
+    }
     async fn message(&self, id: MessageId) -> Result<Option<Message>>;
     async fn list_messages(&self, ch: ChannelId, query: MessageQuery) -> Result<Vec<Message>>;
     /// Replaces the text and the mentions (re-parsed from the new text). `NotFound`
-    /// when the message is deleted.
-    async fn edit_message(&self, id: MessageId, text: &str, mentions: &[UserId])
-    -> Result<Message>;
+    /// when the message is deleted. `events` are logged in the same transaction.
+    async fn edit_message_logged(
+        &self,
+        id: MessageId,
+        text: &str,
+        mentions: &[UserId],
+        events: Events<Message>,
+    ) -> Result<(Message, Vec<Publish>)>;
+    async fn edit_message(
+        &self,
+        id: MessageId,
+        text: &str,
+        mentions: &[UserId],
+    ) -> Result<Message> {
+        Ok(self
+            .edit_message_logged(id, text, mentions, no_events())
+            .await?
+            .0)
+    }
     /// Turns the message into a tombstone and drops its reactions, pin and mentions.
-    /// `NotFound` when there is no such message or it is already deleted.
-    async fn delete_message(&self, id: MessageId) -> Result<Deletion>;
+    /// `NotFound` when there is no such message or it is already deleted. `events` are
+    /// logged in the same transaction.
+    async fn delete_message_logged(
+        &self,
+        id: MessageId,
+        events: Events<Deletion>,
+    ) -> Result<(Deletion, Vec<Publish>)>;
+    async fn delete_message(&self, id: MessageId) -> Result<Deletion> {
+        Ok(self.delete_message_logged(id, no_events()).await?.0)
+    }
 }
 
 #[async_trait]
@@ -381,6 +450,7 @@ pub trait HealthStore: Send + Sync {
 /// Everything the domain needs from a database.
 pub trait Store:
     HealthStore
+    + EventStore
     + UserStore
     + WorkspaceStore
     + ChannelStore
@@ -395,6 +465,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: HealthStore
+        + EventStore
         + UserStore
         + WorkspaceStore
         + ChannelStore

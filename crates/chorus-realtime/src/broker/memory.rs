@@ -1,25 +1,40 @@
-//! Single-node broker: offsets and retention in process memory.
+//! Single-node broker: delivery inline, a retention window in memory, and (in a server)
+//! the event log in the database behind it.
 //!
-//! Offsets of every scope start at the wall-clock microseconds of the broker's start,
-//! then count up by one per event. After a restart every offset handed out is larger
-//! than any from the previous process, so a client resuming with an old offset is told
-//! `recovered: false` instead of being matched against unrelated events.
+//! **With an event log** (what `chorus serve` runs): offsets are the log's. An event
+//! written with its change arrives with its offset; one published without (`topic:`
+//! publishes) is appended to the log first. Events are delivered in offset order per
+//! scope, each once: an offset at or below the scope's head is a duplicate and dropped;
+//! one past a gap waits for the events before it (published by the requests that
+//! committed them a moment earlier) and, if they do not come within [`GAP_WAIT`], they
+//! are read back from the log. The memory window is a cache of the log's tail: history
+//! it does not cover (after a restart, or further back) is read from the log, so a
+//! restart keeps every scope's window and `recovered: true` stays honest.
 //!
-//! Memory is bounded by what is published, never by what is subscribed: a scope gets a
-//! log at its first publish (a scope nobody published to has the start offset as its
-//! head), and a sweep drops retained events once they leave the window.
+//! **Without a log** (engine tests): offsets of every scope start at the wall-clock
+//! microseconds of the broker's start, then count up by one per event. After a restart
+//! every offset handed out is larger than any from the previous process, so a client
+//! resuming with an old offset is told `recovered: false`.
+//!
+//! Memory is bounded by what is published and attached: a scope gets an entry at its
+//! first publish or attach, and a sweep drops retained events once they leave the window
+//! and entries of scopes nobody wants.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+use super::log::{EventLog, logged_event};
 use super::{Broker, BrokerError, EventSink, History, Retention};
 use crate::{Clock, Event, Publish, Scope};
 
 /// How often retained events are checked against the window's age.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// How long a logged event past a gap waits for the events before it to be published
+/// before they are read back from the log.
+pub const GAP_WAIT: Duration = Duration::from_millis(200);
 
 pub struct MemoryBroker {
     sink: Arc<dyn EventSink>,
@@ -28,13 +43,23 @@ pub struct MemoryBroker {
     clock: Clock,
     /// The head of a scope without a log.
     base: u64,
+    /// The event log (offsets, history beyond the memory window), when there is one.
+    log: Option<Arc<dyn EventLog>>,
     /// Held only to find or insert a scope's log; never across delivery.
     logs: Mutex<HashMap<Scope, Arc<Mutex<ScopeLog>>>>,
+    /// Itself, for the gap fillers it spawns.
+    me: Weak<MemoryBroker>,
 }
 
 struct ScopeLog {
+    /// The offset of the last event delivered.
     head: u64,
+    /// The retention window's events, consecutive, ending at `head`.
     events: VecDeque<Arc<Event>>,
+    /// Logged events that arrived past a gap, waiting for the events before them.
+    pending: BTreeMap<u64, Publish>,
+    /// A gap filler is scheduled.
+    filling: bool,
 }
 
 impl ScopeLog {
@@ -53,6 +78,50 @@ impl ScopeLog {
             self.events.shrink_to_fit();
         }
     }
+
+    fn new(head: u64) -> Self {
+        Self {
+            head,
+            events: VecDeque::new(),
+            pending: BTreeMap::new(),
+            filling: false,
+        }
+    }
+
+    /// Delivers `event` (the next offset), retains it, then every pending event that
+    /// now follows.
+    fn advance(&mut self, event: Arc<Event>, broker: &MemoryBroker) {
+        self.push(event, broker);
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > self.head + 1 {
+                break;
+            }
+            let (offset, publish) = entry.remove_entry();
+            if offset == self.head + 1 {
+                let at = broker.clock.system_time();
+                self.push(Arc::new(logged_event(publish, at)), broker);
+            }
+        }
+    }
+
+    fn push(&mut self, event: Arc<Event>, broker: &MemoryBroker) {
+        self.head = event.offset.unwrap_or(self.head);
+        if broker.retention.max_events > 0 {
+            self.events.push_back(event.clone());
+            self.trim(broker.retention, event.published_at);
+        }
+        broker.sink.deliver(&event);
+    }
+
+    /// Whether the memory window holds every event after `since`.
+    fn covers(&self, since: u64) -> bool {
+        since >= self.head
+            || self
+                .events
+                .front()
+                .and_then(|e| e.offset)
+                .is_some_and(|first| first <= since + 1)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -63,16 +132,28 @@ impl MemoryBroker {
     /// A broker delivering to `sink`, reading the time from `clock`. Starts its sweep
     /// on the current runtime.
     pub fn new(sink: Arc<dyn EventSink>, retention: Retention, clock: Clock) -> Arc<Self> {
+        Self::with_log(sink, retention, clock, None)
+    }
+
+    /// A broker whose offsets and history are `log`'s (see the module's doc).
+    pub fn with_log(
+        sink: Arc<dyn EventSink>,
+        retention: Retention,
+        clock: Clock,
+        log: Option<Arc<dyn EventLog>>,
+    ) -> Arc<Self> {
         let base = clock
             .system_time()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        let broker = Arc::new(Self {
+        let broker = Arc::new_cyclic(|me| Self {
             sink,
             retention,
             clock,
             base,
+            log,
             logs: Mutex::new(HashMap::new()),
+            me: me.clone(),
         });
         tokio::spawn(sweep_loop(Arc::downgrade(&broker)));
         broker
@@ -82,18 +163,163 @@ impl MemoryBroker {
         lock(&self.logs).get(scope).cloned()
     }
 
-    /// Drops retained events that left the window, in every log.
+    /// Drops retained events that left the window, in every log, and (with an event log,
+    /// which keeps them) the entries of scopes nobody on this node wants.
     pub fn sweep(&self) {
-        let logs: Vec<_> = lock(&self.logs).values().cloned().collect();
+        let logs: Vec<_> = lock(&self.logs)
+            .iter()
+            .map(|(s, l)| (s.clone(), l.clone()))
+            .collect();
         let now = self.clock.system_time();
-        for log in logs {
-            lock(&log).trim(self.retention, now);
+        let mut idle = Vec::new();
+        for (scope, log) in logs {
+            let mut log = lock(&log);
+            log.trim(self.retention, now);
+            if self.log.is_some()
+                && log.pending.is_empty()
+                && !log.filling
+                && !self.sink.wants(&scope)
+            {
+                idle.push(scope);
+            }
+        }
+        if !idle.is_empty() {
+            let mut logs = lock(&self.logs);
+            for scope in idle {
+                // Only if still idle: a publish or attach may have used it meanwhile.
+                let keep = logs.get(&scope).is_some_and(|l| {
+                    let l = lock(l);
+                    !l.pending.is_empty() || l.filling || self.sink.wants(&scope)
+                });
+                if !keep {
+                    logs.remove(&scope);
+                }
+            }
+        }
+    }
+
+    /// The scope's entry, made from the event log's head when there is none.
+    async fn entry(&self, scope: &Scope, log: &Arc<dyn EventLog>) -> Result<Arc<Mutex<ScopeLog>>, BrokerError> {
+        if let Some(found) = self.log(scope) {
+            return Ok(found);
+        }
+        let head = log.head(scope).await?;
+        Ok(lock(&self.logs)
+            .entry(scope.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(ScopeLog::new(head))))
+            .clone())
+    }
+
+    /// Delivers a logged event at its offset: at once when it is the next one, later
+    /// when events before it are still on their way (see the module's doc).
+    async fn publish_logged(&self, publish: Publish, log: &Arc<dyn EventLog>) -> Result<Option<u64>, BrokerError> {
+        let Some(offset) = publish.offset else {
+            return Err(BrokerError::Unavailable("a logged event without offset".into()));
+        };
+        let entry = match self.log(&publish.scope) {
+            Some(found) => found,
+            // Nobody on this node attached the scope: nobody waits for the events before
+            // this one; it starts the entry.
+            None => lock(&self.logs)
+                .entry(publish.scope.clone())
+                .or_insert_with(|| Arc::new(Mutex::new(ScopeLog::new(offset - 1))))
+                .clone(),
+        };
+        let _ = log;
+        let mut scope_log = lock(&entry);
+        if offset <= scope_log.head {
+            return Ok(Some(offset));
+        }
+        if offset == scope_log.head + 1 {
+            let event = Arc::new(logged_event(publish, self.clock.system_time()));
+            scope_log.advance(event, self);
+            return Ok(Some(offset));
+        }
+        let scope = publish.scope.clone();
+        scope_log.pending.insert(offset, publish);
+        if !scope_log.filling {
+            scope_log.filling = true;
+            if let Some(me) = self.me.upgrade() {
+                tokio::spawn(async move { me.fill_gap(scope).await });
+            }
+        }
+        Ok(Some(offset))
+    }
+
+    /// Waits [`GAP_WAIT`], then reads what is still missing before the pending events of
+    /// `scope` from the log and delivers it in order.
+    async fn fill_gap(self: Arc<Self>, scope: Scope) {
+        tokio::time::sleep(GAP_WAIT).await;
+        let (Some(log), Some(entry)) = (self.log.clone(), self.log(&scope)) else {
+            return;
+        };
+        loop {
+            let (head, until) = {
+                let mut l = lock(&entry);
+                match l.pending.first_key_value() {
+                    Some((&first, _)) if first > l.head + 1 => (l.head, first),
+                    _ => {
+                        l.filling = false;
+                        return;
+                    }
+                }
+            };
+            let want = usize::try_from(until - head - 1).unwrap_or(usize::MAX).min(1_000);
+            let read = match log.read(&scope, head, want).await {
+                Ok(read) => read,
+                Err(err) => {
+                    tracing::warn!(%scope, cause = %err, "gap not read from the event log");
+                    tokio::time::sleep(GAP_WAIT).await;
+                    continue;
+                }
+            };
+            let mut l = lock(&entry);
+            let mut progressed = false;
+            for event in read.events {
+                let Some(offset) = event.offset else { continue };
+                if offset == l.head + 1 {
+                    l.advance(event, &self);
+                    progressed = true;
+                }
+            }
+            if !progressed && l.pending.first_key_value().is_some_and(|(&first, _)| first > l.head + 1) {
+                // The log has nothing between: the missing offsets were trimmed away
+                // (or never committed); continue after them.
+                tracing::warn!(%scope, from = l.head + 1, to = until - 1, "offsets missing from the event log");
+                l.head = until - 1;
+                l.events.clear();
+                if let Some((_, publish)) = l.pending.pop_first() {
+                    let event = Arc::new(logged_event(publish, self.clock.system_time()));
+                    l.advance(event, &self);
+                }
+            }
         }
     }
 
     /// Scopes with a log (published to at least once), for tests and stats.
     pub fn log_count(&self) -> usize {
         lock(&self.logs).len()
+    }
+}
+
+/// The answer of a memory window that covers `since`.
+fn window(l: &ScopeLog, since: u64) -> History {
+    if since >= l.head {
+        return History {
+            recovered: since == l.head,
+            events: Vec::new(),
+            head: l.head,
+        };
+    }
+    History {
+        recovered: true,
+        events: l
+            .events
+            .iter()
+            .filter(|e| e.offset.is_some_and(|o| o > since))
+            .cloned()
+            .collect(),
+        head: l.head,
     }
 }
 
@@ -115,14 +341,20 @@ impl Broker for MemoryBroker {
             self.sink.deliver(&Arc::new(event));
             return Ok(None);
         }
+        if let Some(log) = &self.log {
+            let publish = match publish.offset {
+                Some(_) => publish,
+                None => log
+                    .append(vec![publish])
+                    .await?
+                    .pop()
+                    .ok_or_else(|| BrokerError::Unavailable("the event log appended nothing".into()))?,
+            };
+            return self.publish_logged(publish, log).await;
+        }
         let log = lock(&self.logs)
             .entry(publish.scope.clone())
-            .or_insert_with(|| {
-                Arc::new(Mutex::new(ScopeLog {
-                    head: self.base,
-                    events: VecDeque::new(),
-                }))
-            })
+            .or_insert_with(|| Arc::new(Mutex::new(ScopeLog::new(self.base))))
             .clone();
         // The scope's lock is held through delivery so that offsets reach every
         // subscriber in order. Delivery only enqueues (never awaits), so this is short.
@@ -143,6 +375,18 @@ impl Broker for MemoryBroker {
     }
 
     async fn history(&self, scope: &Scope, since: u64) -> Result<History, BrokerError> {
+        if let Some(event_log) = &self.log {
+            let entry = self.entry(scope, event_log).await?;
+            {
+                let mut l = lock(&entry);
+                l.trim(self.retention, self.clock.system_time());
+                if l.covers(since) {
+                    return Ok(window(&l, since));
+                }
+            }
+            return super::log::history(event_log.as_ref(), scope, since, self.retention, &self.clock)
+                .await;
+        }
         let Some(log) = self.log(scope) else {
             return Ok(History {
                 recovered: since == self.base,
@@ -186,7 +430,11 @@ impl Broker for MemoryBroker {
     }
 
     async fn attach(&self, scope: &Scope) -> Result<u64, BrokerError> {
-        // Every publish on this node is delivered inline: nothing to start reading.
+        // Every publish on this node is delivered here: nothing to start reading.
+        if let Some(log) = &self.log {
+            let entry = self.entry(scope, log).await?;
+            return Ok(lock(&entry).head);
+        }
         Ok(self.log(scope).map_or(self.base, |log| lock(&log).head))
     }
 }

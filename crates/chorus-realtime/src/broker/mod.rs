@@ -8,6 +8,7 @@
 //! ([`crate::subscriptions`]) tells the broker which scopes this node needs
 //! ([`Broker::attach`]).
 
+mod log;
 mod memory;
 mod redis;
 
@@ -16,7 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use memory::MemoryBroker;
+pub use log::{EventLog, LogRead, logged_event};
+pub use memory::{GAP_WAIT, MemoryBroker};
 pub use redis::RedisBroker;
 
 use crate::{Event, Publish, Scope};

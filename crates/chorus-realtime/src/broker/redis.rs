@@ -35,6 +35,7 @@ use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, AsyncConnectionConfig, Script};
 use tokio::sync::Notify;
 
+use super::log::EventLog;
 use super::{Broker, BrokerError, EventSink, History, Retention};
 use crate::event::{Effect, Marks};
 use crate::{Clock, Event, Metrics, Publish, Scope};
@@ -70,6 +71,20 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return n
 ";
 
+/// With an event log the offset is the log's (`ARGV[9]`): the event is appended only
+/// when it is past the scope's head, so a publish retried after a lost reply, or arriving
+/// after a later event of the scope, adds nothing (readers read such a gap back from the
+/// log). Returns the offset, or -1 when it was not appended.
+const PUBLISH_LOGGED_LUA: &str = r"
+local head = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[9]) <= head then return '-1' end
+redis.call('SET', KEYS[2], ARGV[9], 'PX', ARGV[3])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[9] .. '-0',
+  'k', ARGV[4], 'd', ARGV[5], 'm', ARGV[6], 'e', ARGV[7], 't', ARGV[8])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return ARGV[9]
+";
+
 /// `KEYS[1]` counter; `ARGV[1]` initial offset (µs), `ARGV[2]` TTL (ms) of a counter it
 /// creates (so asking for heads of scopes nobody publishes to leaves nothing behind).
 /// Returns the scope's head.
@@ -91,7 +106,11 @@ struct Inner {
     client: redis::Client,
     conn: ConnectionManager,
     publish_script: Script,
+    publish_logged_script: Script,
     head_script: Script,
+    /// The shared database's event log: offsets, history and the events a reader finds
+    /// missing between two stream entries.
+    log: Option<Arc<dyn EventLog>>,
     positions: Mutex<Positions>,
     /// `CLIENT ID` of the reader's connection (0 while it has none).
     reader_id: AtomicI64,
@@ -160,7 +179,7 @@ impl RedisBroker {
         clock: Clock,
     ) -> Result<Arc<Self>, BrokerError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        Self::connect_client(client, sink, metrics, retention, clock).await
+        Self::connect_client(client, sink, metrics, retention, clock, None).await
     }
 
     /// As [`RedisBroker::connect`], with a client built by the caller (`rediss://`
@@ -171,6 +190,7 @@ impl RedisBroker {
         metrics: Arc<Metrics>,
         retention: Retention,
         clock: Clock,
+        log: Option<Arc<dyn EventLog>>,
     ) -> Result<Arc<Self>, BrokerError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -188,7 +208,9 @@ impl RedisBroker {
             client,
             conn,
             publish_script: Script::new(PUBLISH_LUA),
+            publish_logged_script: Script::new(PUBLISH_LOGGED_LUA),
             head_script: Script::new(HEAD_LUA),
+            log,
             positions: Mutex::new(Positions {
                 scopes: HashMap::new(),
                 unresolved: HashSet::new(),
@@ -254,6 +276,23 @@ impl Inner {
             )
             .await
             .map(|_| None)
+        } else if let Some(offset) = publish.offset {
+            let maxlen = self.retention.max_events.max(RELAY_FLOOR);
+            self.publish_logged_script
+                .key(stream_key(&publish.scope))
+                .key(head_key(&publish.scope))
+                .arg(0)
+                .arg(maxlen)
+                .arg(self.ttl_ms())
+                .arg(&publish.kind)
+                .arg(&publish.data)
+                .arg(marks)
+                .arg(effect)
+                .arg(publish.logged_at.map_or(at, millis))
+                .arg(offset)
+                .invoke_async::<String>(&mut conn)
+                .await
+                .map(|_| Some(offset))
         } else {
             let maxlen = self.retention.max_events.max(RELAY_FLOOR);
             let ttl = self.ttl_ms();
@@ -330,6 +369,8 @@ impl Inner {
             marks,
             effect,
             ephemeral: offset.is_none(),
+            offset,
+            logged_at: Some(at),
         };
         Some(Event::published_at(publish, offset, at))
     }
@@ -353,7 +394,11 @@ impl Inner {
     /// Reads `scope` from its head on unless it is read already; returns the head.
     /// While Redis is unreachable the scope waits in `unresolved` for the reader.
     async fn attach(&self, scope: &Scope) -> Result<u64, BrokerError> {
-        let head = match self.head_of(scope).await {
+        let head = match &self.log {
+            Some(log) => log.head(scope).await,
+            None => self.head_of(scope).await,
+        };
+        let head = match head {
             Ok(head) => head,
             Err(err) => {
                 tracing::warn!(%scope, cause = %err, "attach deferred until Redis returns");
@@ -416,7 +461,10 @@ async fn read_loop(inner: Weak<Inner>) {
                 broker.reader_up.store(true, Ordering::Release);
                 Metrics::inc(&broker.metrics.relay_reads);
                 if let Some(reply) = reply {
-                    deliver(&broker, reply);
+                    let gaps = deliver(&broker, reply);
+                    for gap in gaps {
+                        fill_gap(&broker, gap).await;
+                    }
                 }
             }
             Err(err) => {
@@ -472,9 +520,63 @@ fn read_list(broker: &Inner) -> (Vec<String>, Vec<String>) {
     (keys, ids)
 }
 
+/// Entries of a scope that follow events missing from its stream (published late, or
+/// lost with Redis's data), to deliver after those are read from the event log.
+struct Gap {
+    scope: Scope,
+    entries: Vec<(u64, StreamId)>,
+}
+
+/// Reads a gap's missing events from the event log, delivers them and then the entries
+/// that followed. Events the log no longer has are skipped (the clients see the offset
+/// jump and catch up over HTTP).
+async fn fill_gap(broker: &Inner, gap: Gap) {
+    let Some(log) = &broker.log else { return };
+    let Some(&(until, _)) = gap.entries.first() else {
+        return;
+    };
+    let Some(position) = lock(&broker.positions).scopes.get(&gap.scope).copied() else {
+        return;
+    };
+    let missing = usize::try_from(until.saturating_sub(position + 1)).unwrap_or(usize::MAX);
+    let read = match log.read(&gap.scope, position, missing.min(READ_COUNT)).await {
+        Ok(read) => read.events,
+        Err(err) => {
+            Metrics::inc(&broker.metrics.relay_errors);
+            tracing::warn!(scope = %gap.scope, cause = %err, "relay gap not read from the event log");
+            Vec::new()
+        }
+    };
+    let mut positions = lock(&broker.positions);
+    let Some(position) = positions.scopes.get_mut(&gap.scope) else {
+        return;
+    };
+    for event in read {
+        if event.offset.is_some_and(|o| o == *position + 1 && o < until) {
+            *position += 1;
+            broker.sink.deliver(&event);
+        }
+    }
+    if *position + 1 < until {
+        Metrics::inc(&broker.metrics.relay_errors);
+        tracing::warn!(scope = %gap.scope, from = *position, to = until, "relay gap");
+    }
+    for (offset, entry) in gap.entries {
+        if offset <= *position {
+            continue;
+        }
+        *position = offset;
+        if let Some(event) = broker.decode(gap.scope.clone(), Some(offset), &entry) {
+            broker.sink.deliver(&Arc::new(event));
+        }
+    }
+}
+
 /// Hands what one read returned to the registry, in offset order per scope, each event
-/// once: an entry at or below the scope's position was delivered before.
-fn deliver(broker: &Inner, reply: StreamReadReply) {
+/// once: an entry at or below the scope's position was delivered before. With an event
+/// log, a scope's entries past a gap are returned, to deliver after the gap is read.
+fn deliver(broker: &Inner, reply: StreamReadReply) -> Vec<Gap> {
+    let mut gaps = Vec::new();
     let mut positions = lock(&broker.positions);
     let mut newest: Option<SystemTime> = None;
     for stream in reply.keys {
@@ -506,12 +608,23 @@ fn deliver(broker: &Inner, reply: StreamReadReply) {
         let Some(position) = positions.scopes.get_mut(&scope) else {
             continue; // dropped since the read began
         };
-        for entry in &stream.ids {
+        for (i, entry) in stream.ids.iter().enumerate() {
             let Some(offset) = offset_of(&entry.id) else {
                 continue;
             };
             if offset <= *position {
                 continue;
+            }
+            if offset > *position + 1 && broker.log.is_some() {
+                let entries = stream.ids[i..]
+                    .iter()
+                    .filter_map(|e| Some((offset_of(&e.id)?, e.clone())))
+                    .collect();
+                gaps.push(Gap {
+                    scope: scope.clone(),
+                    entries,
+                });
+                break;
             }
             if offset > *position + 1 {
                 // Trimmed before this node read it (or Redis lost its data): the
@@ -541,6 +654,7 @@ fn deliver(broker: &Inner, reply: StreamReadReply) {
             .as_millis() as u64;
         broker.metrics.relay_lag_ms.store(lag, Ordering::Relaxed);
     }
+    gaps
 }
 
 /// Re-sends, in order, what was published while Redis was unreachable.
@@ -598,6 +712,14 @@ async fn flush_loop(inner: Weak<Inner>) {
 impl Broker for RedisBroker {
     async fn publish(&self, publish: Publish) -> Result<Option<u64>, BrokerError> {
         let inner = &self.inner;
+        let publish = match &inner.log {
+            Some(log) if !publish.ephemeral && publish.offset.is_none() => log
+                .append(vec![publish])
+                .await?
+                .pop()
+                .ok_or_else(|| unavailable("the event log appended nothing"))?,
+            _ => publish,
+        };
         {
             // Behind events waiting for Redis, a new one waits in line: order is kept.
             // So it does while a scope attached during the outage has no position yet
@@ -624,6 +746,10 @@ impl Broker for RedisBroker {
 
     async fn history(&self, scope: &Scope, since: u64) -> Result<History, BrokerError> {
         let inner = &self.inner;
+        if let Some(log) = &inner.log {
+            return super::log::history(log.as_ref(), scope, since, inner.retention, &inner.clock)
+                .await;
+        }
         let head = inner.head_of(scope).await?;
         let unrecovered = |events| History {
             recovered: false,
@@ -701,12 +827,13 @@ fn queue(
             "Redis unreachable and the publish queue is full".into(),
         ));
     }
+    let offset = publish.offset;
     backlog.push_back(publish);
     inner
         .metrics
         .relay_backlog
         .store(backlog.len() as u64, Ordering::Relaxed);
-    Ok(None)
+    Ok(offset)
 }
 
 #[cfg(test)]

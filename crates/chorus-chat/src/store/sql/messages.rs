@@ -8,7 +8,8 @@ use super::{Column, Dialect, RowsAffected, Sql, lock_row, params, value_rows};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::{MessageRow, attach_reactions, created_message, mentions_json};
-use crate::store::{Deletion, Inserted, MessageQuery, MessageStore, NewMessage};
+use crate::store::{Deletion, Events, Inserted, MessageQuery, MessageStore, NewMessage};
+use chorus_realtime::Publish;
 
 /// The columns of [`MessageRow`], for a query naming the table `m`.
 pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.channel_id, m.author_id, m.text, m.thread_id, m.mentions, \
@@ -179,12 +180,16 @@ where
     /// thread is one row: where the backend batches those ([`PlainInserts`], SQLite),
     /// it is written with the others waiting by one statement. Otherwise one
     /// transaction writes the row, the mention rows and the root's thread summary.
-    async fn try_insert(&self, new: &NewMessage) -> Result<Option<Inserted>> {
+    async fn try_insert(
+        &self,
+        new: &NewMessage,
+        events: Events<Inserted>,
+    ) -> Result<Option<(Inserted, Vec<Publish>)>> {
         if let Some(batcher) = &self.plain_inserts
             && new.mentions.is_empty()
             && new.thread_id.is_none()
         {
-            return batcher.insert(new).await;
+            return batcher.insert(new, events).await;
         }
         let mut tx = self.writer.begin().await?;
         // Ids come from a sequence when inserted, not when committed. Holding the
@@ -208,13 +213,15 @@ where
             }
             None => None,
         };
-        tx.commit().await?;
         // A new message has no reactions, pin or replies: nothing to read back.
-        Ok(Some(Inserted {
+        let inserted = Inserted {
             message: created_message(new, id, created_at),
             created: true,
             root,
-        }))
+        };
+        let logged = Self::log_events(&mut tx, created_at, events(&inserted)).await?;
+        tx.commit().await?;
+        Ok(Some((inserted, logged)))
     }
 }
 
@@ -234,28 +241,34 @@ where
     Option<i64>: Column<DB>,
     Option<String>: Column<DB>,
 {
-    async fn insert_message(&self, new: NewMessage) -> Result<Inserted> {
+    async fn insert_message_logged(
+        &self,
+        new: NewMessage,
+        events: Events<Inserted>,
+    ) -> Result<(Inserted, Vec<Publish>)> {
+        let earlier = |message| {
+            (
+                Inserted {
+                    message,
+                    created: false,
+                    root: None,
+                },
+                Vec::new(),
+            )
+        };
         if let Some(key) = &new.idempotency_key
-            && let Some(earlier) = self.by_idempotency_key(new.author_id, key).await?
+            && let Some(found) = self.by_idempotency_key(new.author_id, key).await?
         {
-            return Ok(Inserted {
-                message: earlier,
-                created: false,
-                root: None,
-            });
+            return Ok(earlier(found));
         }
-        if let Some(inserted) = self.try_insert(&new).await? {
+        if let Some(inserted) = self.try_insert(&new, events).await? {
             return Ok(inserted);
         }
         // Lost a race with the same key: the other insert's message is the answer.
         let key = new.idempotency_key.as_deref().unwrap_or_default();
         self.by_idempotency_key(new.author_id, key)
             .await?
-            .map(|message| Inserted {
-                message,
-                created: false,
-                root: None,
-            })
+            .map(earlier)
             .ok_or_else(|| ChatError::Conflict("idempotency key in use".into()))
     }
 
@@ -303,12 +316,13 @@ where
         Self::complete(&mut conn, rows).await
     }
 
-    async fn edit_message(
+    async fn edit_message_logged(
         &self,
         id: MessageId,
         text: &str,
         mentions: &[UserId],
-    ) -> Result<Message> {
+        events: Events<Message>,
+    ) -> Result<(Message, Vec<Publish>)> {
         let mut tx = self.writer.begin().await?;
         let channel: Option<i64> = sqlx::query_scalar(
             "UPDATE messages SET text = $1, mentions = $2, edited_at = $3 WHERE id = $4 AND NOT deleted
@@ -323,11 +337,16 @@ where
         let channel = channel.ok_or_else(|| ChatError::NotFound("no such message".into()))?;
         Self::write_mentions(&mut tx, id, ChannelId(channel), mentions).await?;
         let message = Self::load_existing(&mut tx, id).await?;
+        let logged = Self::log_events(&mut tx, self.now(), events(&message)).await?;
         tx.commit().await?;
-        Ok(message)
+        Ok((message, logged))
     }
 
-    async fn delete_message(&self, id: MessageId) -> Result<Deletion> {
+    async fn delete_message_logged(
+        &self,
+        id: MessageId,
+        events: Events<Deletion>,
+    ) -> Result<(Deletion, Vec<Publish>)> {
         let mut tx = self.writer.begin().await?;
         let row: Option<(i64, Option<i64>)> = sqlx::query_as(
             "UPDATE messages SET text = '', mentions = '[]', deleted = TRUE, edited_at = $1
@@ -360,11 +379,13 @@ where
             None => None,
         };
         let message = Self::load_existing(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(Deletion {
+        let deletion = Deletion {
             message,
             root,
             unpinned,
-        })
+        };
+        let logged = Self::log_events(&mut tx, self.now(), events(&deletion)).await?;
+        tx.commit().await?;
+        Ok((deletion, logged))
     }
 }

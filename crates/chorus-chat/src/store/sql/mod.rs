@@ -15,10 +15,11 @@
 //!
 //! Files, one per area: `users` (users, tokens, presence columns), `workspaces`,
 //! `channels`, `messages`, `reactions`, `pins`, `reads`, `agents` (delivery lists,
-//! turns, webhook queue), `keys` (server keys).
+//! turns, webhook queue), `keys` (server keys), `events` (the event log).
 
 mod agents;
 mod channels;
+mod events;
 mod keys;
 mod messages;
 mod pins;
@@ -35,7 +36,7 @@ use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
 use crate::error::Result;
 use crate::model::Timestamp;
-use crate::store::{Inserted, NewMessage};
+use crate::store::{Events, Inserted, NewMessage};
 
 /// What differs between the two databases in the statements written once.
 pub trait Dialect: Database<QueryResult: RowsAffected> + HasStatementCache {
@@ -88,7 +89,12 @@ pub(crate) fn value_rows(first: usize, rows: usize, width: usize) -> String {
 #[async_trait::async_trait]
 pub(crate) trait PlainInserts: Send + Sync {
     /// `None`: the idempotency key is taken (the caller looks up the earlier message).
-    async fn insert(&self, new: &NewMessage) -> Result<Option<Inserted>>;
+    /// The message's `events` are logged in the same transaction.
+    async fn insert(
+        &self,
+        new: &NewMessage,
+        events: Events<Inserted>,
+    ) -> Result<Option<(Inserted, Vec<chorus_realtime::Publish>)>>;
 }
 
 /// A store on a database of dialect `DB`.

@@ -1,6 +1,7 @@
 //! Group commit for plain messages (no mentions, no thread): the sends that arrive while
 //! the single writer is busy are inserted together, by one multi-row `INSERT … RETURNING`
-//! on the writer connection. A busy server then pays the writer's round trip (a hand-off
+//! on the writer connection, with their events (one more multi-row insert and one head
+//! update per scope) in the same transaction. A busy server then pays the writer's round trip (a hand-off
 //! to SQLite's thread and back) once per batch instead of once per message, and a lone
 //! send still goes out at once (a batch of one).
 
@@ -15,15 +16,20 @@ use crate::error::{ChatError, Result};
 use crate::model::{MessageId, Timestamp};
 use crate::store::rows::{created_message, mentions_json};
 use crate::store::sql::{PlainInserts, Sql};
-use crate::store::{Inserted, NewMessage};
+use crate::store::{Events, Inserted, NewMessage};
+use chorus_realtime::Publish;
 
 /// Messages per statement, at most (7 bound values each, far under SQLite's limit).
 const MAX_BATCH: usize = 256;
 
+/// A plain insert and what it produced: `None` when the idempotency key is taken (the
+/// caller looks up the earlier message), else the message and its logged events.
+type Outcome = Result<Option<(Inserted, Vec<Publish>)>>;
+
 struct Job {
     new: NewMessage,
-    /// `None`: the idempotency key is taken (the caller looks up the earlier message).
-    reply: oneshot::Sender<Result<Option<Inserted>>>,
+    events: Events<Inserted>,
+    reply: oneshot::Sender<Outcome>,
 }
 
 /// The batcher's queue, where the store sends plain inserts.
@@ -33,10 +39,11 @@ pub(super) struct Batcher {
 
 #[async_trait::async_trait]
 impl PlainInserts for Batcher {
-    async fn insert(&self, new: &NewMessage) -> Result<Option<Inserted>> {
+    async fn insert(&self, new: &NewMessage, events: Events<Inserted>) -> Outcome {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             new: new.clone(),
+            events,
             reply,
         };
         self.jobs
@@ -75,37 +82,41 @@ async fn run(writer: SqlitePool, clock: Clock, mut rx: mpsc::Receiver<Job>) {
             Err(err) => {
                 tracing::debug!(cause = %err, n = batch.len(), "batched insert failed; one by one");
                 for job in batch {
-                    let _ = job.reply.send(insert_one(&writer, &clock, &job.new).await);
+                    let outcome = insert_one(&writer, &clock, &job).await;
+                    let _ = job.reply.send(outcome);
                 }
             }
         }
     }
 }
 
-async fn insert_one(
-    writer: &SqlitePool,
-    clock: &Clock,
-    new: &NewMessage,
-) -> Result<Option<Inserted>> {
-    let mut conn = writer.acquire().await?;
+async fn insert_one(writer: &SqlitePool, clock: &Clock, job: &Job) -> Outcome {
+    let new = &job.new;
+    let mut tx = writer.begin().await?;
     let created_at = Timestamp(clock.now_ms());
-    let id = Sql::<Sqlite>::insert_row(&mut conn, new, created_at).await?;
-    Ok(id.map(|id| Inserted {
+    let Some(id) = Sql::<Sqlite>::insert_row(&mut tx, new, created_at).await? else {
+        return Ok(None);
+    };
+    let inserted = Inserted {
         message: created_message(new, id, created_at),
         created: true,
         root: None,
-    }))
+    };
+    let logged = Sql::<Sqlite>::log_events(&mut tx, created_at, (job.events)(&inserted)).await?;
+    tx.commit().await?;
+    Ok(Some((inserted, logged)))
 }
 
-/// Inserts every job's row in one statement; a row whose idempotency key is taken is
-/// skipped (`None`). Ids are assigned in the order of the `VALUES` list, which is how
-/// the returned rows are matched back to the jobs without a key.
+/// Inserts every job's row in one statement, and their events, in one transaction; a
+/// row whose idempotency key is taken is skipped (`None`). Ids are assigned in the
+/// order of the `VALUES` list, which is how the returned rows are matched back to the
+/// jobs without a key.
 async fn insert_batch(
     writer: &SqlitePool,
     clock: &Clock,
     jobs: &[Job],
-) -> Result<Vec<Option<Inserted>>> {
-    let mut conn = writer.acquire().await?;
+) -> Result<Vec<Option<(Inserted, Vec<Publish>)>>> {
+    let mut conn = writer.begin().await?;
     // Taken with the writer held, so times rise with ids.
     let created_at = Timestamp(clock.now_ms());
     let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -128,7 +139,6 @@ async fn insert_batch(
     query.push(" ON CONFLICT DO NOTHING RETURNING id, author_id, idempotency_key");
     let rows: Vec<(i64, i64, Option<String>)> =
         query.build_query_as().fetch_all(&mut *conn).await?;
-    drop(conn);
 
     let mut unkeyed: Vec<i64> = Vec::new();
     let mut keyed = std::collections::HashMap::new();
@@ -161,5 +171,21 @@ async fn insert_batch(
             root: None,
         }));
     }
-    Ok(out)
+    // Every new message's events, logged together in the order of the messages.
+    let mut events = Vec::new();
+    let mut counts = Vec::with_capacity(jobs.len());
+    for (job, inserted) in jobs.iter().zip(&out) {
+        let built = inserted.as_ref().map(|i| (job.events)(i)).unwrap_or_default();
+        counts.push(built.len());
+        events.extend(built);
+    }
+    let mut logged = Sql::<Sqlite>::log_events(&mut conn, created_at, events)
+        .await?
+        .into_iter();
+    conn.commit().await?;
+    Ok(out
+        .into_iter()
+        .zip(counts)
+        .map(|(inserted, n)| inserted.map(|i| (i, logged.by_ref().take(n).collect())))
+        .collect())
 }

@@ -1,0 +1,84 @@
+//! The event log seam: where durable events are kept, outside any process.
+//!
+//! Chorus writes each durable event into its database, in the transaction of the change
+//! it describes (the chat's store implements [`EventLog`]); the log gives it its offset,
+//! one more than the scope's previous one, so offsets follow commit order within a scope
+//! and survive restarts. A broker with a log hands out no offsets of its own: it delivers
+//! logged events in offset order (reading a gap back from the log when an event arrives
+//! before one that committed earlier), answers `history` from the log when its memory no
+//! longer covers a position, and appends to the log the durable events published without
+//! an offset (`POST /api/v1/publish`, events not yet written with their change).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use super::{BrokerError, History, Retention};
+use crate::{Clock, Event, Publish, Scope};
+
+/// What a log read found.
+#[derive(Debug, Default)]
+pub struct LogRead {
+    /// Events after the asked position, ascending and consecutive.
+    pub events: Vec<Arc<Event>>,
+    /// The scope's latest offset at the time of the read (its first offset minus one when
+    /// nothing was ever logged; see [`EventLog::head`]).
+    pub head: u64,
+}
+
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends durable events that have no offset yet, each at the next offset of its
+    /// scope, in one transaction; returns them with their offsets and log times.
+    async fn append(&self, events: Vec<Publish>) -> Result<Vec<Publish>, BrokerError>;
+
+    /// The scope's latest offset. A scope nothing was logged in has a head that no
+    /// offset handed out before can equal (the log's clock in microseconds), so a client
+    /// holding an offset of a lost database is told `recovered: false`.
+    async fn head(&self, scope: &Scope) -> Result<u64, BrokerError>;
+
+    /// The retained events of `scope` after `after`, at most `limit`, ascending.
+    /// Offsets within a scope are consecutive, so the caller sees whether the first
+    /// event is `after + 1` (complete) or some have left the retention window.
+    async fn read(&self, scope: &Scope, after: u64, limit: usize) -> Result<LogRead, BrokerError>;
+}
+
+/// An event read back from a log, at its offset and log time.
+pub fn logged_event(mut publish: Publish, fallback: SystemTime) -> Event {
+    let offset = publish.offset;
+    let at = publish.logged_at.take().unwrap_or(fallback);
+    Event::published_at(publish, offset, at)
+}
+
+/// A scope's history after `since` from the log, within the retention (count and age):
+/// `recovered` only when every event after `since` is there and inside the window.
+pub async fn history(
+    log: &dyn EventLog,
+    scope: &Scope,
+    since: u64,
+    retention: Retention,
+    clock: &Clock,
+) -> Result<History, BrokerError> {
+    let limit = retention.max_events;
+    let read = log.read(scope, since, limit).await?;
+    let oldest = clock
+        .system_time()
+        .checked_sub(retention.max_age)
+        .unwrap_or(UNIX_EPOCH);
+    let head = read.head;
+    let complete = match read.events.first() {
+        None => since == head,
+        // A first event right after `since` means `since < head`.
+        Some(first) => {
+            first.offset == Some(since + 1)
+                && head - since <= limit as u64
+                && first.published_at >= oldest
+        }
+    };
+    Ok(History {
+        recovered: complete,
+        events: if complete { read.events } else { Vec::new() },
+        head,
+    })
+}
