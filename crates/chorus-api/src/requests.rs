@@ -298,6 +298,50 @@ pub struct Publish {
     pub ephemeral: bool,
 }
 
+/// `GET /api/v1/scopes/{scope}/events?after=&limit=`: the durable events of a scope
+/// after a position, as the WebSocket delivers them to this user, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScopeEvents {
+    pub scope: String,
+    pub events: Vec<ScopeEvent>,
+    /// The scope's newest offset.
+    pub head: u64,
+    /// The position to pass as `after` for the next page.
+    pub next: u64,
+    /// More events follow `next`: call again.
+    pub more: bool,
+}
+
+/// One event of [`ScopeEvents`]: an `event` frame's fields, always with an offset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScopeEvent {
+    pub scope: String,
+    pub offset: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: Value,
+    /// As on the WebSocket: agent-aware delivery (`message.created` only), `true` = act,
+    /// `false` = record only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub wake: Option<bool>,
+}
+
+impl From<ScopeEvent> for chorus_proto::EventFrame {
+    /// The event as it would have arrived on the WebSocket.
+    fn from(event: ScopeEvent) -> Self {
+        Self {
+            scope: event.scope,
+            offset: Some(event.offset),
+            kind: event.kind,
+            data: event.data,
+            wake: event.wake,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
