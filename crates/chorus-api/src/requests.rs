@@ -298,6 +298,49 @@ pub struct Publish {
     pub ephemeral: bool,
 }
 
+/// `GET /api/v1/scopes/{scope}/events`: which events to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct ScopeEventsQuery {
+    /// The offset after which to read: the last offset the client saw of the scope.
+    pub after: u64,
+    /// Most events per page, 1 to 1000; 200 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One page of a scope's events after an offset (the complete catch-up of a client
+/// whose `resume` answered `recovered: false`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScopeEvents {
+    pub scope: String,
+    /// The scope's events after `after` that the caller may see, ascending, shaped as
+    /// the WebSocket's `event` frames (without `op`).
+    pub events: Vec<ScopeEvent>,
+    /// The scope's latest offset.
+    pub head: u64,
+    /// Where the next page starts: pass it as `after`.
+    pub next: u64,
+    /// Whether events after `next` remain.
+    pub more: bool,
+}
+
+/// An event as the WebSocket delivers it to the caller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScopeEvent {
+    pub scope: String,
+    pub offset: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: Value,
+    /// Agent-aware delivery: `true` = act, `false` = record only; absent on events
+    /// that are not agent-aware.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake: Option<bool>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

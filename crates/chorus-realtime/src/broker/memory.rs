@@ -199,7 +199,11 @@ impl MemoryBroker {
     }
 
     /// The scope's entry, made from the event log's head when there is none.
-    async fn entry(&self, scope: &Scope, log: &Arc<dyn EventLog>) -> Result<Arc<Mutex<ScopeLog>>, BrokerError> {
+    async fn entry(
+        &self,
+        scope: &Scope,
+        log: &Arc<dyn EventLog>,
+    ) -> Result<Arc<Mutex<ScopeLog>>, BrokerError> {
         if let Some(found) = self.log(scope) {
             return Ok(found);
         }
@@ -212,9 +216,15 @@ impl MemoryBroker {
 
     /// Delivers a logged event at its offset: at once when it is the next one, later
     /// when events before it are still on their way (see the module's doc).
-    async fn publish_logged(&self, publish: Publish, log: &Arc<dyn EventLog>) -> Result<Option<u64>, BrokerError> {
+    async fn publish_logged(
+        &self,
+        publish: Publish,
+        log: &Arc<dyn EventLog>,
+    ) -> Result<Option<u64>, BrokerError> {
         let Some(offset) = publish.offset else {
-            return Err(BrokerError::Unavailable("a logged event without offset".into()));
+            return Err(BrokerError::Unavailable(
+                "a logged event without offset".into(),
+            ));
         };
         let entry = match self.log(&publish.scope) {
             Some(found) => found,
@@ -264,7 +274,9 @@ impl MemoryBroker {
                     }
                 }
             };
-            let want = usize::try_from(until - head - 1).unwrap_or(usize::MAX).min(1_000);
+            let want = usize::try_from(until - head - 1)
+                .unwrap_or(usize::MAX)
+                .min(1_000);
             let read = match log.read(&scope, head, want).await {
                 Ok(read) => read,
                 Err(err) => {
@@ -282,7 +294,11 @@ impl MemoryBroker {
                     progressed = true;
                 }
             }
-            if !progressed && l.pending.first_key_value().is_some_and(|(&first, _)| first > l.head + 1) {
+            if !progressed
+                && l.pending
+                    .first_key_value()
+                    .is_some_and(|(&first, _)| first > l.head + 1)
+            {
                 // The log has nothing between: the missing offsets were trimmed away
                 // (or never committed); continue after them.
                 tracing::warn!(%scope, from = l.head + 1, to = until - 1, "offsets missing from the event log");
@@ -344,11 +360,9 @@ impl Broker for MemoryBroker {
         if let Some(log) = &self.log {
             let publish = match publish.offset {
                 Some(_) => publish,
-                None => log
-                    .append(vec![publish])
-                    .await?
-                    .pop()
-                    .ok_or_else(|| BrokerError::Unavailable("the event log appended nothing".into()))?,
+                None => log.append(vec![publish]).await?.pop().ok_or_else(|| {
+                    BrokerError::Unavailable("the event log appended nothing".into())
+                })?,
             };
             return self.publish_logged(publish, log).await;
         }
@@ -384,8 +398,14 @@ impl Broker for MemoryBroker {
                     return Ok(window(&l, since));
                 }
             }
-            return super::log::history(event_log.as_ref(), scope, since, self.retention, &self.clock)
-                .await;
+            return super::log::history(
+                event_log.as_ref(),
+                scope,
+                since,
+                self.retention,
+                &self.clock,
+            )
+            .await;
         }
         let Some(log) = self.log(scope) else {
             return Ok(History {

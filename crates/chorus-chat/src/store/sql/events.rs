@@ -181,16 +181,20 @@ where
                     effect: None,
                     ephemeral: false,
                     offset: Some(seq as u64),
-                    logged_at: Some(UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64)),
+                    logged_at: Some(
+                        UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64),
+                    ),
                 };
                 if let Some(marks) = marks {
                     publish.marks = Some(std::sync::Arc::new(
-                        serde_json::from_str::<Marks>(&marks).map_err(|e| ChatError::Internal(e.into()))?,
+                        serde_json::from_str::<Marks>(&marks)
+                            .map_err(|e| ChatError::Internal(e.into()))?,
                     ));
                 }
                 if let Some(effect) = effect {
                     publish.effect = Some(std::sync::Arc::new(
-                        serde_json::from_str::<Effect>(&effect).map_err(|e| ChatError::Internal(e.into()))?,
+                        serde_json::from_str::<Effect>(&effect)
+                            .map_err(|e| ChatError::Internal(e.into()))?,
                     ));
                 }
                 Ok(publish)
