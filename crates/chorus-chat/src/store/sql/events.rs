@@ -146,6 +146,13 @@ where
         Ok(head as u64)
     }
 
+    async fn scope_heads(&self) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT scope, head FROM scope_heads")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().map(|(s, h)| (s, h as u64)).collect())
+    }
+
     async fn scope_events(
         &self,
         scope: &Scope,
