@@ -298,22 +298,35 @@ pub struct Publish {
     pub ephemeral: bool,
 }
 
-/// `GET /api/v1/scopes/{scope}/events?after=&limit=`: the durable events of a scope
-/// after a position, as the WebSocket delivers them to this user, oldest first.
+/// `GET /api/v1/scopes/{scope}/events`: which events to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct ScopeEventsQuery {
+    /// The offset after which to read: the last offset the client saw of the scope.
+    pub after: u64,
+    /// Most events per page, 1 to 1000; 200 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One page of a scope's events after an offset (the complete catch-up of a client
+/// whose `resume` answered `recovered: false`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScopeEvents {
     pub scope: String,
+    /// The scope's events after `after` that the caller may see, ascending, shaped as
+    /// the WebSocket's `event` frames (without `op`).
     pub events: Vec<ScopeEvent>,
-    /// The scope's newest offset.
+    /// The scope's latest offset.
     pub head: u64,
-    /// The position to pass as `after` for the next page.
+    /// Where the next page starts: pass it as `after`.
     pub next: u64,
-    /// More events follow `next`: call again.
+    /// Whether events after `next` remain.
     pub more: bool,
 }
 
-/// One event of [`ScopeEvents`]: an `event` frame's fields, always with an offset.
+/// An event as the WebSocket delivers it to the caller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScopeEvent {
@@ -322,10 +335,9 @@ pub struct ScopeEvent {
     #[serde(rename = "type")]
     pub kind: String,
     pub data: Value,
-    /// As on the WebSocket: agent-aware delivery (`message.created` only), `true` = act,
-    /// `false` = record only.
+    /// Agent-aware delivery: `true` = act, `false` = record only; absent on events
+    /// that are not agent-aware.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub wake: Option<bool>,
 }
 

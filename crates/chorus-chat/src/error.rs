@@ -17,6 +17,9 @@ pub enum ChatError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Unavailable(String),
+    /// No longer kept (events past the retention window).
+    #[error("{0}")]
+    Gone(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     RateLimited,
     /// A per-connection limit other than a rate: e.g. the most subscriptions.
     LimitExceeded,
+    /// What was asked for is no longer kept (events past the retention window).
+    Gone,
     Unavailable,
     Internal,
 }
@@ -42,6 +44,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited => "rate_limited",
             Self::LimitExceeded => "limit_exceeded",
+            Self::Gone => "gone",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

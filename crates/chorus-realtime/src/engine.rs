@@ -81,7 +81,8 @@ impl Engine {
     /// A multi-node engine on Redis Streams (see [`RedisBroker`]). Fails when Redis
     /// cannot be reached.
     pub async fn with_redis(config: EngineConfig, url: &str) -> Result<Arc<Self>, BrokerError> {
-        let client = redis::Client::open(url).map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let client =
+            redis::Client::open(url).map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         Self::with_redis_client(config, client, None).await
     }
 

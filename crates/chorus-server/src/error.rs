@@ -56,6 +56,7 @@ impl ApiError {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::LimitExceeded => StatusCode::BAD_REQUEST,
+            ErrorCode::Gone => StatusCode::GONE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -96,6 +97,7 @@ impl From<ChatError> for ApiError {
             ChatError::Conflict(m) => Self::new(ErrorCode::Conflict, m),
             ChatError::PayloadTooLarge(m) => Self::new(ErrorCode::PayloadTooLarge, m),
             ChatError::Unavailable(m) => Self::new(ErrorCode::Unavailable, m),
+            ChatError::Gone(m) => Self::new(ErrorCode::Gone, m),
             ChatError::Internal(cause) => {
                 tracing::error!(cause = %cause, "internal error");
                 Self::new(ErrorCode::Internal, "internal error")

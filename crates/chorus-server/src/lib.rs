@@ -137,6 +137,30 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
             }
         });
     }
+    {
+        // The event log keeps the engine's retention window, no more.
+        let chat = Arc::downgrade(&chat);
+        let retention = config.engine().retention;
+        let stop = tasks.stop.clone();
+        tasks.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(EVENT_LOG_TRIM_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.cancelled() => break,
+                }
+                let Some(chat) = chat.upgrade() else { break };
+                match chat
+                    .trim_event_log(retention.max_events, retention.max_age)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(events = n, "event log trimmed"),
+                    Err(err) => tracing::warn!(cause = %err, "event log not trimmed"),
+                }
+            }
+        });
+    }
     Ok(Built {
         state: AppState {
             config: Arc::new(config),
@@ -151,6 +175,9 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         bootstrap_token,
     })
 }
+
+/// How often the event log is trimmed to the retention window.
+const EVENT_LOG_TRIM_EVERY: Duration = Duration::from_secs(60);
 
 /// The Redis client of the broker and presence. `rediss://` is TLS, verified against
 /// the built-in Mozilla roots, or against `ca_file` alone when it is set.

@@ -103,6 +103,21 @@ impl Redis {
         panic!("redis-server did not start on {}", self.port);
     }
 
+    /// Restarts Redis without its data (a restart without AOF, a failover to an empty
+    /// replica).
+    async fn wipe(&mut self) {
+        self.down().await;
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(path).unwrap();
+            } else {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        self.up().await;
+    }
+
     /// Stops Redis the way an operator's restart does (SIGTERM: it finishes the AOF).
     async fn down(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -1392,4 +1407,353 @@ async fn a_token_revoked_on_one_node_closes_its_socket_on_another() {
     assert_eq!(closed, Some(3502));
     let ack = request(&mut kept, json!({"op": "ping"})).await;
     assert_eq!(ack["op"], "ack", "{ack}");
+}
+
+// ---- Presence after outages ---------------------------------------------------------
+
+/// What one client believes about presence: the online bit per user, seeded from the
+/// HTTP presence when it connected, then every change it heard (in arrival order).
+#[derive(Default)]
+struct Seen {
+    online: HashMap<i64, bool>,
+    heard: HashMap<i64, Vec<bool>>,
+    /// Status texts heard, per user (barriers).
+    status: HashMap<i64, Vec<String>>,
+}
+
+type View = Arc<Mutex<Seen>>;
+
+/// A client of `token` on `addr` that keeps reading (so it answers pings) and records
+/// the presence of workspace `ws` as it hears it.
+async fn watch(addr: SocketAddr, token: &str, ws: i64) -> View {
+    let mut socket = open(addr, token).await;
+    let view: View = Arc::default();
+    view.lock().unwrap().online = http_presence(addr, token, ws).await.unwrap();
+    let out = view.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = socket.next().await {
+            let Message::Text(text) = frame else { continue };
+            let v: Value = serde_json::from_str(text.as_str()).unwrap();
+            let changes = match v["type"].as_str() {
+                Some("presence.updated") => vec![v["data"].clone()],
+                Some("presence.batch") => v["data"]["presences"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let mut seen = out.lock().unwrap();
+            for p in changes {
+                let (user, online) = (p["user_id"].as_i64().unwrap(), p["online"] == true);
+                seen.online.insert(user, online);
+                seen.heard.entry(user).or_default().push(online);
+                let text = p["status_text"].as_str().unwrap_or_default().to_owned();
+                seen.status.entry(user).or_default().push(text);
+            }
+        }
+    });
+    view
+}
+
+/// `GET /api/v1/workspaces/{ws}/presence` on `addr`: the online bit per member (`None`
+/// if the node did not answer with a list).
+async fn http_presence(addr: SocketAddr, token: &str, ws: i64) -> Option<HashMap<i64, bool>> {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v1/workspaces/{ws}/presence"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?;
+    let all: Value = resp.json().await.ok()?;
+    Some(
+        all.as_array()?
+            .iter()
+            .map(|p| (p["user_id"].as_i64().unwrap(), p["online"] == true))
+            .collect(),
+    )
+}
+
+/// Waits until every client in `views` and every node in `nodes` (asked as `token`)
+/// show each user of `expected` with the expected online bit.
+async fn converge(
+    views: &[&View],
+    nodes: &[SocketAddr],
+    token: &str,
+    ws: i64,
+    expected: &[(i64, bool)],
+) {
+    let agreed = tokio::time::timeout(WAIT, async {
+        loop {
+            let clients = views.iter().all(|v| {
+                let seen = v.lock().unwrap();
+                expected
+                    .iter()
+                    .all(|(u, online)| seen.online.get(u) == Some(online))
+            });
+            let mut servers = true;
+            for &node in nodes {
+                let answer = http_presence(node, token, ws).await;
+                servers &= answer
+                    .is_some_and(|p| expected.iter().all(|(u, online)| p.get(u) == Some(online)));
+            }
+            if clients && servers {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    if agreed.is_err() {
+        let clients: Vec<HashMap<i64, bool>> = views
+            .iter()
+            .map(|v| v.lock().unwrap().online.clone())
+            .collect();
+        let mut servers = Vec::new();
+        for &node in nodes {
+            servers.push(http_presence(node, token, ws).await);
+        }
+        panic!("presence did not converge to {expected:?}: clients {clients:?}, nodes {servers:?}");
+    }
+}
+
+/// Waits until `addr` has no WebSocket connection left.
+async fn wait_no_connections(addr: SocketAddr) {
+    let stats_url = format!("http://{addr}/api/v1/realtime/stats");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let stats: Value = reqwest::Client::new()
+                .get(&stats_url)
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if stats["metrics"]["connections_current"] == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the node let its connections go");
+}
+
+/// While Redis is away, HTTP presence answers from what the node knows (its own
+/// connections, and Redis's last answer about the others) rather than "everyone
+/// offline"; once it is back (its data kept by AOF, every heartbeat lapsed), every
+/// client and every node show the same presence.
+#[tokio::test]
+async fn during_a_redis_outage_presence_answers_from_what_the_node_knows() {
+    let Some(Cluster {
+        mut redis,
+        nodes,
+        _dir,
+    }) = cluster(2).await
+    else {
+        return;
+    };
+    let addrs = [nodes[0].addr, nodes[1].addr];
+    let team = setup(addrs[0], 3, 0).await;
+    let (ws, token) = (team.workspace, team.tokens[1].clone());
+    let (x, y, z) = (team.users[0], team.users[1], team.users[2]);
+    // x on node 0, y on node 1, z never connects.
+    let x_view = watch(addrs[0], &team.tokens[0], ws).await;
+    let y_view = watch(addrs[1], &team.tokens[1], ws).await;
+    let expected = [(x, true), (y, true), (z, false)];
+    converge(&[&x_view, &y_view], &addrs, &token, ws, &expected).await;
+
+    redis.down().await;
+    for node in addrs {
+        let during = http_presence(node, &token, ws).await.expect("an answer");
+        assert_eq!(
+            (during[&x], during[&y], during[&z]),
+            (true, true, false),
+            "node {node} during the outage: {during:?}"
+        );
+    }
+    // Longer than a heartbeat's TTL: every node's heartbeat lapses.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    redis.up().await;
+    converge(&[&x_view, &y_view], &addrs, &token, ws, &expected).await;
+}
+
+/// x's last connection closes; while the grace runs, Redis restarts without its data.
+/// The grace still ends with x offline, for every client and node (the user's hash is
+/// gone: offline is the state, and it is announced).
+#[tokio::test]
+async fn a_grace_running_when_redis_loses_its_data_ends_offline() {
+    let Some(Cluster {
+        mut redis,
+        nodes,
+        _dir,
+    }) = cluster(2).await
+    else {
+        return;
+    };
+    let addrs = [nodes[0].addr, nodes[1].addr];
+    let team = setup(addrs[0], 2, 0).await;
+    let (ws, token) = (team.workspace, team.tokens[1].clone());
+    let (x, y) = (team.users[0], team.users[1]);
+    let y_view = watch(addrs[1], &token, ws).await;
+    let x_socket = open(addrs[0], &team.tokens[0]).await;
+    converge(&[&y_view], &addrs, &token, ws, &[(x, true), (y, true)]).await;
+
+    drop(x_socket);
+    wait_no_connections(addrs[0]).await;
+    redis.wipe().await;
+    converge(&[&y_view], &addrs, &token, ws, &[(x, false), (y, true)]).await;
+}
+
+/// A late sweep: node A sweeps node B (frozen past its heartbeat's TTL) but announces
+/// the swept user only after B came back and announced them online again. The late
+/// offline must not be the last word. The lateness is made deterministic by holding A's
+/// presence gate for the user: a status change of another user on the same stripe
+/// (ids 256 apart) waits on a row lock the test holds in PostgreSQL.
+#[tokio::test]
+async fn a_late_sweep_does_not_override_a_fresher_announcement() {
+    let (Some(bin), Ok(_)) = (redis_server(), std::env::var("CHORUS_TEST_POSTGRES_URL")) else {
+        eprintln!("skipped: needs redis-server and CHORUS_TEST_POSTGRES_URL");
+        return;
+    };
+    use sqlx::Connection;
+    let redis = Redis::start(bin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = shared_database(dir.path()).await;
+    let (a, mut b) = (
+        start_node(&db, &redis.url()).await,
+        start_node(&db, &redis.url()).await,
+    );
+    let addrs = [a.addr, b.addr];
+    let team = setup(a.addr, 2, 0).await;
+    let (ws, token) = (team.workspace, team.tokens[1].clone());
+    let (u, y) = (team.users[0], team.users[1]);
+    // v shares u's stripe of the user gate (256 stripes, by id) and is a member.
+    let mut n = 0;
+    let (v, v_token) = loop {
+        n += 1;
+        let name = format!("v{n}");
+        let user = call(a.addr, ADMIN, "/api/v1/users", json!({"name": name})).await;
+        let id = user["user"]["id"].as_i64().unwrap();
+        if id.rem_euclid(256) == u.rem_euclid(256) {
+            call(
+                a.addr,
+                ADMIN,
+                &format!("/api/v1/workspaces/{ws}/members"),
+                json!({"user_id": id}),
+            )
+            .await;
+            break (id, user["token"].as_str().unwrap().to_owned());
+        }
+    };
+    let y_view = watch(a.addr, &token, ws).await;
+    let _u_view = watch(b.addr, &team.tokens[0], ws).await; // u only on node B
+    converge(&[&y_view], &addrs, &token, ws, &[(u, true), (y, true)]).await;
+
+    // Hold v's row: a status change of v on node A then holds the stripe u shares.
+    let mut holder = sqlx::PgConnection::connect(&db).await.unwrap();
+    let mut row_lock = holder.begin().await.unwrap();
+    sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+        .bind(v)
+        .execute(&mut *row_lock)
+        .await
+        .unwrap();
+    let set_status = |text: &'static str| {
+        let (addr, v_token) = (a.addr, v_token.clone());
+        async move {
+            let resp = reqwest::Client::new()
+                .put(format!("http://{addr}/api/v1/presence"))
+                .bearer_auth(&v_token)
+                .json(&json!({"status_text": text}))
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success(), "{}", resp.status());
+        }
+    };
+    let held = tokio::spawn(set_status("held"));
+    let mut watcher = sqlx::PgConnection::connect(&db).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let waiting: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                    .fetch_one(&mut watcher)
+                    .await
+                    .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("v's status change waits for the row");
+
+    // B freezes past its TTL: A sweeps u (Redis says offline) but cannot announce it yet.
+    signal(&b.child, "STOP").await;
+    let swept = tokio::time::timeout(WAIT, async {
+        loop {
+            let p = http_presence(a.addr, &token, ws).await;
+            if p.is_some_and(|p| !p[&u]) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    signal(&b.child, "CONT").await;
+    swept.expect("node A swept node B's user");
+    // B finds its heartbeat gone, writes its counts again and announces u online.
+    let heard_before = y_view.lock().unwrap().heard.get(&u).map_or(0, Vec::len);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let again = y_view
+                .lock()
+                .unwrap()
+                .heard
+                .get(&u)
+                .is_some_and(|h| h.len() > heard_before && h.last() == Some(&true));
+            if again {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("node B announced u online again");
+
+    // Now A's sweep gets to announce. A second status change of v queues behind it on
+    // the same stripe: once y hears it, y heard whatever A said about u.
+    row_lock.rollback().await.unwrap();
+    held.await.unwrap();
+    set_status("barrier").await;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let heard = y_view
+                .lock()
+                .unwrap()
+                .status
+                .get(&v)
+                .is_some_and(|t| t.iter().any(|t| t == "barrier"));
+            if heard {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("y heard the barrier");
+    converge(&[&y_view], &addrs, &token, ws, &[(u, true), (y, true)]).await;
+    drop(b.child.start_kill());
+}
+
+async fn signal(child: &Child, name: &str) {
+    let pid = child.id().unwrap().to_string();
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
 }

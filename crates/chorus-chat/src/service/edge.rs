@@ -10,6 +10,18 @@ use crate::service::Chat;
 use crate::store::{AttemptOutcome, DueWebhook};
 
 impl Chat {
+    /// Deletes the event log's events older than `max_age` and all but each scope's
+    /// last `max_events` (the engine's retention window). Returns how many went.
+    pub async fn trim_event_log(
+        &self,
+        max_events: usize,
+        max_age: std::time::Duration,
+    ) -> Result<u64> {
+        let age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let before = Timestamp(self.now().0.saturating_sub(age));
+        self.store.trim_events(max_events, before).await
+    }
+
     /// One trivial query: whether the database answers (and, on SQLite, can be written).
     pub async fn ping_database(&self) -> Result<()> {
         self.store.ping().await

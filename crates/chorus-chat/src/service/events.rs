@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chorus_api::events::CredentialsRevoked;
-use chorus_realtime::broker::logged_event;
+use chorus_realtime::broker::{LogHeads, logged_event};
 use chorus_realtime::{
     BrokerError, Clock, CloseSessions, Effect, EventLog, LogRead, Publish, Scope,
 };
@@ -198,6 +198,19 @@ impl EventLog for StoreLog {
 
     async fn head(&self, scope: &Scope) -> Result<u64, BrokerError> {
         self.store.scope_head(scope).await.map_err(log_error)
+    }
+
+    async fn heads(&self) -> Result<LogHeads, BrokerError> {
+        let rows = self.store.scope_heads().await.map_err(log_error)?;
+        let mut heads = LogHeads::default();
+        for (scope, head) in rows {
+            if scope.is_empty() {
+                heads.base = head;
+            } else if let Ok(scope) = Scope::parse(&scope) {
+                heads.scopes.push((scope, head));
+            }
+        }
+        Ok(heads)
     }
 
     async fn read(&self, scope: &Scope, after: u64, limit: usize) -> Result<LogRead, BrokerError> {

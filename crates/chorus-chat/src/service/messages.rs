@@ -237,10 +237,7 @@ impl Chat {
             }
             events
         });
-        let (deletion, logged) = self
-            .store
-            .delete_message_logged(message.id, events)
-            .await?;
+        let (deletion, logged) = self.store.delete_message_logged(message.id, events).await?;
         self.emit_logged(logged).await;
         let deleted = deletion.message;
         Ok(deleted)

@@ -3,6 +3,7 @@
 
 pub mod agents;
 mod cache;
+mod catchup;
 mod channels;
 pub mod delivery;
 mod dev;

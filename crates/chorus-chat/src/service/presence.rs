@@ -65,6 +65,12 @@ pub trait PresenceTracker: Send + Sync {
     async fn connected_among(&self, users: &[UserId]) -> HashSet<UserId> {
         self.online_among(users).await
     }
+    /// Which of `users` are online according to the shared state itself, or `None`
+    /// when it cannot be read now. Unlike [`online_among`](Self::online_among), never
+    /// a guess: announcements are checked against it.
+    async fn check_online(&self, users: &[UserId]) -> Option<HashSet<UserId>> {
+        Some(self.online_among(users).await)
+    }
     /// Which of `users` are online (one round trip for a remote tracker).
     async fn online_among(&self, users: &[UserId]) -> HashSet<UserId> {
         let mut online = HashSet::new();
@@ -232,13 +238,86 @@ impl Chat {
     }
 
     /// `user` is offline because the node that held their connections died (found by
-    /// the multi-node sweeper): no grace, it already passed.
+    /// the multi-node sweeper, or a grace settled once Redis answered again): no grace,
+    /// it already passed. A late sweep says nothing: when the user is online again by
+    /// now (their node came back and announced them, or they connected elsewhere), the
+    /// fresher announcement stands. The check and the publish are not one step, so
+    /// [`verify_presence`](Self::verify_presence) checks what was published, too.
     pub(crate) async fn presence_expired(&self, user: UserId, at: Timestamp) {
         let _order = self.gates.users.lock(user.0).await;
+        let online = self.presence.check_online(&[user]).await;
+        if online.is_some_and(|online| online.contains(&user)) {
+            tracing::info!(%user, "presence: a late sweep ignored, the user is back online");
+            return;
+        }
         match self.store.set_last_seen(user, at).await {
             Ok(presence) => self.announce_presence(&presence).await,
             Err(err) => tracing::warn!(%user, cause = %err, "presence: recording last_seen failed"),
         }
+    }
+
+    /// Checks this node's announcements once they are in the broker's stream: a user
+    /// whose last announced online bit is not the shared tracker's any more (another
+    /// node's announcement of an older state went out after it, or the state changed
+    /// without one, as when Redis lost its data) is announced again with the current
+    /// state, which is checked in turn. Every node checks its own announcements, so the
+    /// last announcement of a user in the stream, the one every client applies last,
+    /// agrees with the tracker. What cannot be checked yet (Redis away, the broker
+    /// still holding announcements in its queue) waits for the next call.
+    pub(crate) async fn verify_presence(&self) {
+        let said = self.presence_batch.take_published();
+        if said.is_empty() {
+            return;
+        }
+        // Taken first, then asked: an announcement noted before the take was handed to
+        // the broker, and an empty queue means it is in Redis.
+        if !self.engine.broker.is_ready() {
+            self.presence_batch.restore_published(said);
+            return;
+        }
+        let users: Vec<UserId> = said.keys().copied().collect();
+        let Some(online) = self.presence.check_online(&users).await else {
+            self.presence_batch.restore_published(said);
+            return;
+        };
+        for (user, announced) in said {
+            if online.contains(&user) != announced {
+                self.presence_correct(user, announced).await;
+            }
+        }
+    }
+
+    /// Announces `user`'s current online bit: clients last heard `announced` from
+    /// this node, and the tracker disagrees.
+    async fn presence_correct(&self, user: UserId, announced: bool) {
+        let _order = self.gates.users.lock(user.0).await;
+        let Some(online) = self.presence.check_online(&[user]).await else {
+            self.presence_batch.expect(user, announced);
+            return;
+        };
+        let online = online.contains(&user);
+        if online == announced {
+            return; // it changed back meanwhile
+        }
+        match self.store.presence(user).await {
+            Ok(Some(mut presence)) => {
+                tracing::info!(%user, online, "presence: announced again, clients were behind");
+                presence.online = online;
+                self.announce_presence(&presence).await;
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(%user, cause = %err, "presence: reading it failed");
+                self.presence_batch.expect(user, announced);
+            }
+        }
+    }
+
+    /// `user` may be shown online to clients while the tracker no longer knows why
+    /// (this node dropped a count change it could not send): checked like an
+    /// announcement.
+    pub(crate) fn presence_in_doubt(&self, user: UserId) {
+        self.presence_batch.expect(user, true);
     }
 
     /// Sets the caller's status text; the online bit is untouched (the server's alone).

@@ -10,8 +10,13 @@
 //! waited goes out together: one `presence.updated` if a single user changed, else one
 //! `presence.batch` (`{"presences": [...]}`, the latest state of each user, by user id).
 //! A lone change is never delayed; a storm costs one frame per connection per window.
+//!
+//! On several nodes the batcher also remembers, per user, the online bit it published
+//! last ([`PresenceBatcher::take_published`]): the chat checks those against the shared
+//! tracker once they are in the broker's stream (see `Chat::verify_presence`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +44,24 @@ struct Workspace {
 
 type Workspaces = Arc<Mutex<HashMap<WorkspaceId, Workspace>>>;
 
+/// What this node published last about each user, while nobody checked it yet.
+#[derive(Default)]
+struct Published {
+    /// Off on one node: there, nobody else announces, nothing to check.
+    on: AtomicBool,
+    /// The online bit of each user's latest announcement. A std mutex: map updates only.
+    /// At most one entry per user.
+    users: Mutex<HashMap<UserId, bool>>,
+}
+
+impl Published {
+    fn note(&self, bits: Vec<(UserId, bool)>) {
+        if self.on.load(Ordering::Acquire) {
+            lock(&self.users).extend(bits);
+        }
+    }
+}
+
 pub(crate) struct PresenceBatcher {
     engine: Arc<Engine>,
     clock: Clock,
@@ -46,6 +69,7 @@ pub(crate) struct PresenceBatcher {
     background: Background,
     /// A std mutex: held for a map update, never across an await.
     workspaces: Workspaces,
+    published: Arc<Published>,
 }
 
 impl PresenceBatcher {
@@ -55,6 +79,34 @@ impl PresenceBatcher {
             clock,
             background,
             workspaces: Arc::default(),
+            published: Arc::default(),
+        }
+    }
+
+    /// From now on, remember what is published ([`take_published`](Self::take_published)).
+    pub(crate) fn remember_published(&self) {
+        self.published.on.store(true, Ordering::Release);
+    }
+
+    /// The online bit last published per user since the previous call, each handed to
+    /// the broker already (which may still hold it in its queue while Redis is away).
+    pub(crate) fn take_published(&self) -> HashMap<UserId, bool> {
+        std::mem::take(&mut *lock(&self.published.users))
+    }
+
+    /// Puts back what could not be checked; a newer announcement of a user wins.
+    pub(crate) fn restore_published(&self, unchecked: HashMap<UserId, bool>) {
+        let mut users = lock(&self.published.users);
+        for (user, online) in unchecked {
+            users.entry(user).or_insert(online);
+        }
+    }
+
+    /// Marks `user` as shown `online` to clients, to be checked like an announcement
+    /// (e.g. a user whose close this node could not count while Redis was away).
+    pub(crate) fn expect(&self, user: UserId, online: bool) {
+        if self.published.on.load(Ordering::Acquire) {
+            lock(&self.published.users).entry(user).or_insert(online);
         }
     }
 
@@ -79,7 +131,7 @@ impl PresenceBatcher {
             }
         };
         if let Some(changes) = now_out {
-            publish(&self.engine, workspace, changes).await;
+            publish(&self.engine, &self.published, workspace, changes).await;
         }
         // What arrived meanwhile (or this change, inside the window) leaves at the end
         // of the window, from a task: the caller is not held up.
@@ -87,6 +139,7 @@ impl PresenceBatcher {
             return;
         }
         let engine = self.engine.clone();
+        let published = self.published.clone();
         let workspaces = self.workspaces.clone();
         let (clock, background) = (self.clock, self.background.clone());
         self.background.spawn(async move {
@@ -107,7 +160,7 @@ impl PresenceBatcher {
                     ws.last = Some(clock.instant());
                     std::mem::take(&mut ws.waiting)
                 };
-                publish(&engine, workspace, changes).await;
+                publish(&engine, &published, workspace, changes).await;
                 if finish(&workspaces, workspace) {
                     return;
                 }
@@ -132,9 +185,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn publish(engine: &Engine, workspace: WorkspaceId, changes: BTreeMap<UserId, Presence>) {
+async fn publish(
+    engine: &Engine,
+    published: &Published,
+    workspace: WorkspaceId,
+    changes: BTreeMap<UserId, Presence>,
+) {
     let scope = workspace_scope(workspace);
     let presences: Vec<Presence> = changes.into_values().collect();
+    let bits: Vec<(UserId, bool)> = presences.iter().map(|p| (p.user_id, p.online)).collect();
     let publish = match presences.len() {
         0 => return,
         1 => Publish::new(scope, "presence.updated", &presences[0]),
@@ -143,6 +202,9 @@ async fn publish(engine: &Engine, workspace: WorkspaceId, changes: BTreeMap<User
     if let Err(err) = engine.publish(publish.ephemeral()).await {
         tracing::warn!(%workspace, cause = %err, "presence not published");
     }
+    // Noted even when refused: the check then finds clients may be behind and says
+    // the state again.
+    published.note(bits);
 }
 
 #[cfg(test)]

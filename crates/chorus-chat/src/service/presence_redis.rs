@@ -14,8 +14,26 @@
 //! Every node sweeps: a node whose heartbeat expired has its fields removed (one Lua
 //! script, so only one sweeper does it), and its users that are left without connections
 //! anywhere go offline, announced by the sweeping node.
+//!
+//! **Outages and convergence.** A node's state in Redis has an epoch: it begins when the
+//! node finds its own heartbeat gone (at start, after it was swept, after Redis lost or
+//! kept its data through a restart) and writes its counts whole (`beat`). A sweep
+//! removes only the fields of an epoch whose heartbeat lapsed (the script checks the
+//! heartbeat first), so a sweep that runs after the node rejoined removes nothing; and
+//! the sweeper's offline announcement, published later than its script ran, is dropped
+//! when the user is online again by then (`Chat::presence_expired`). What remains — an
+//! older state published after a fresher one by another node — is what
+//! `Chat::verify_presence` repairs: every node checks its own announcements against
+//! Redis once they are in the stream, and says the current state again if it differs.
+//!
+//! While Redis is unreachable nothing is announced offline: count changes and settles
+//! queue on the node; a node that could not reach Redis sweeps nobody until one
+//! [`NODE_TTL`] after it reached it again (the others' heartbeats lapsed in the same
+//! outage); and reads answer from what the node knows — its own connections, and the
+//! last answer Redis gave about each user.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +50,8 @@ use crate::model::UserId;
 pub const NODE_TTL: Duration = Duration::from_secs(6);
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How often this node checks its published announcements against Redis.
+pub const VERIFY_EVERY: Duration = Duration::from_millis(500);
 
 const OPEN_LUA: &str = r"
 local existed = redis.call('EXISTS', KEYS[1])
@@ -54,7 +74,14 @@ if not gen then return -1 end
 return tonumber(gen)
 ";
 
+/// `1` when the user is offline now: the grace's generation is still the latest and no
+/// node has connections, or the hash is gone altogether (Redis lost its data; or
+/// another node took the user offline, and saying it again is harmless).
 const SETTLE_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[2])
+  return 1
+end
 if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end
 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
   if string.sub(f, 1, 2) == 'n:' then return 0 end
@@ -86,12 +113,51 @@ redis.call('SREM', KEYS[3], ARGV[1])
 return gone
 ";
 
-/// A change of this node's connection counts that did not reach Redis; replayed, in
-/// order, once Redis answers again (the counts are increments, so late is still right).
+/// At a rejoin, `KEYS[1]`: this node's user set; `ARGV[1]`: the node, then the users it
+/// has connections of now. Removes this node's fields from the hashes of the others
+/// (closed while Redis was away); returns `{user, gen}` pairs of those now without
+/// connections anywhere, whose grace starts now.
+const FORGET_LUA: &str = r"
+local keep = {}
+for i = 2, #ARGV do keep[ARGV[i]] = true end
+local field = 'n:' .. ARGV[1]
+local closed = {}
+for _, u in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not keep[u] then
+    local key = 'chorus:p:' .. u
+    redis.call('HDEL', key, field)
+    local live = false
+    for _, f in ipairs(redis.call('HKEYS', key)) do
+      if string.sub(f, 1, 2) == 'n:' then live = true break end
+    end
+    local gen = redis.call('HGET', key, 'gen')
+    if live or not gen then
+      redis.call('SREM', KEYS[1], u)
+    else
+      table.insert(closed, tonumber(u))
+      table.insert(closed, tonumber(gen))
+    end
+  end
+end
+return closed
+";
+
+/// A change of this node's connection counts (or a settle) that did not reach Redis;
+/// replayed, in order, once Redis answers again (the counts are increments, so late is
+/// still right).
 #[derive(Debug, Clone, Copy)]
 enum Unsent {
     Open(UserId),
     Close(UserId),
+    Settle(UserId, Ticket),
+}
+
+impl Unsent {
+    const fn user(self) -> UserId {
+        match self {
+            Self::Open(user) | Self::Close(user) | Self::Settle(user, _) => user,
+        }
+    }
 }
 
 /// What a replayed change means for the chat.
@@ -100,6 +166,11 @@ pub(crate) enum Replayed {
     CameOnline(UserId),
     /// The user's last connection anywhere closed: start the grace period.
     LastClosed(UserId, Ticket),
+    /// A grace that ended while Redis was away settled: announce the user offline.
+    WentOffline(UserId),
+    /// A change of the user was dropped (this node rewrote its counts whole): clients
+    /// may show them online; check it.
+    InDoubt(UserId),
 }
 
 /// Presence counted in Redis, shared by every node.
@@ -118,10 +189,20 @@ pub struct RedisPresence {
     /// Count changes waiting for Redis. While any waits, new ones queue behind it, so
     /// a user's open and close reach Redis in the order they happened.
     unsent: Mutex<VecDeque<Unsent>>,
+    /// The last online bit Redis gave (or this node wrote) per user: what reads answer
+    /// while Redis is away, with this node's own connections. One entry per user asked
+    /// about, so bounded by the users of the deployment.
+    known: Mutex<HashMap<UserId, bool>>,
+    /// Set when the heartbeat or the sweep failed; cleared by the next heartbeat that
+    /// reaches Redis, which then holds the sweep for one TTL (see `rejoined`).
+    outage: AtomicBool,
+    /// This node's heartbeat was found gone and its counts are not written whole yet.
+    rewrite: AtomicBool,
     open: Script,
     close: Script,
     settle: Script,
     sweep: Script,
+    forget: Script,
 }
 
 fn user_key(user: UserId) -> String {
@@ -161,10 +242,14 @@ impl RedisPresence {
             rejoined: Mutex::new(None),
             clock,
             unsent: Mutex::new(VecDeque::new()),
+            known: Mutex::new(HashMap::new()),
+            outage: AtomicBool::new(false),
+            rewrite: AtomicBool::new(false),
             open: Script::new(OPEN_LUA),
             close: Script::new(CLOSE_LUA),
             settle: Script::new(SETTLE_LUA),
             sweep: Script::new(SWEEP_LUA),
+            forget: Script::new(FORGET_LUA),
         });
         presence.beat().await?;
         Ok(presence)
@@ -182,6 +267,7 @@ impl RedisPresence {
             .arg(user.0)
             .invoke_async(&mut conn)
             .await?;
+        self.know([(user, true)]);
         Ok(existed == 0)
     }
 
@@ -196,6 +282,47 @@ impl RedisPresence {
             .invoke_async(&mut conn)
             .await?;
         Ok((generation >= 0).then(|| Ticket::new(generation as u64)))
+    }
+
+    /// Takes `user` offline if no connection opened since `ticket`; `true` if it did.
+    async fn send_settle(&self, user: UserId, ticket: Ticket) -> redis::RedisResult<bool> {
+        let mut conn = self.conn.clone();
+        let settled: i64 = self
+            .settle
+            .key(user_key(user))
+            .key(node_users_key(&self.node))
+            .arg(ticket.get())
+            .arg(user.0)
+            .invoke_async(&mut conn)
+            .await?;
+        if settled == 1 {
+            self.know([(user, false)]);
+        }
+        Ok(settled == 1)
+    }
+
+    fn know(&self, bits: impl IntoIterator<Item = (UserId, bool)>) {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(bits);
+    }
+
+    /// Online as far as this node knows without Redis: connected here, or online at
+    /// Redis's last answer.
+    fn guess(&self, users: &[UserId]) -> HashSet<UserId> {
+        let local = self.local();
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        users
+            .iter()
+            .copied()
+            .filter(|u| local.contains_key(u) || known.get(u) == Some(&true))
+            .collect()
+    }
+
+    /// Redis did not answer the heartbeat or the sweep.
+    fn unreachable(&self) {
+        self.outage.store(true, Ordering::Release);
     }
 
     fn unsent(&self) -> std::sync::MutexGuard<'_, VecDeque<Unsent>> {
@@ -233,6 +360,10 @@ impl RedisPresence {
                     .send_close(user)
                     .await
                     .map(|ticket| ticket.map(|t| Replayed::LastClosed(user, t))),
+                Unsent::Settle(user, ticket) => self
+                    .send_settle(user, ticket)
+                    .await
+                    .map(|settled| settled.then_some(Replayed::WentOffline(user))),
             };
             match sent {
                 Ok(replayed) => {
@@ -248,8 +379,8 @@ impl RedisPresence {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Refreshes this node's heartbeat; if it had expired (this node was swept), puts
-    /// this node's connections back.
+    /// Refreshes this node's heartbeat; if it had expired (this node was swept, or
+    /// Redis lost it), starts a new epoch: this node's connections are written whole.
     async fn beat(&self) -> redis::RedisResult<Vec<Replayed>> {
         let mut conn = self.conn.clone();
         let connections: usize = self.local().values().sum();
@@ -266,31 +397,78 @@ impl RedisPresence {
             .arg(&self.node)
             .query_async(&mut conn)
             .await?;
-        let mut replayed = Vec::new();
-        if previous.is_none() {
+        let back = self.outage.swap(false, Ordering::AcqRel);
+        if previous.is_none() || back {
+            // Others may have lost their heartbeat in the same outage: they get one TTL
+            // to beat again before this node sweeps anybody.
             *self.rejoined.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.clock.instant());
-            // The counts are written whole from this node's own: queued changes are
-            // in them already.
-            self.unsent().clear();
-            let local: Vec<(UserId, usize)> = self.local().iter().map(|(u, n)| (*u, *n)).collect();
-            for (user, count) in local {
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .exists(user_key(user))
-                    .hset(user_key(user), format!("n:{}", self.node), count)
-                    .ignore()
-                    .hincr(user_key(user), "gen", 1)
-                    .ignore()
-                    .sadd(node_users_key(&self.node), user.0)
-                    .ignore();
-                let (existed,): (bool,) = pipe.query_async(&mut conn).await?;
-                if !existed {
-                    // Swept offline while this node was cut off: online again.
-                    replayed.push(Replayed::CameOnline(user));
-                }
-            }
+        }
+        if previous.is_none() {
+            // Until the rewrite below succeeds (Redis may fail again halfway).
+            self.rewrite.store(true, Ordering::Release);
+        }
+        let mut replayed = Vec::new();
+        if self.rewrite.load(Ordering::Acquire) {
+            self.rewrite_whole(&mut conn, &mut replayed).await?;
+            self.rewrite.store(false, Ordering::Release);
         }
         Ok(replayed)
+    }
+
+    /// A new epoch: writes this node's counts whole, from its own connections.
+    async fn rewrite_whole(
+        &self,
+        conn: &mut ConnectionManager,
+        replayed: &mut Vec<Replayed>,
+    ) -> redis::RedisResult<()> {
+        let local: Vec<(UserId, usize)> = self.local().iter().map(|(u, n)| (*u, *n)).collect();
+        {
+            // Queued changes are in the counts already. A user whose dropped change
+            // left them without connections here may still be shown online: checked
+            // like an announcement.
+            let dropped: Vec<UserId> = self.unsent().drain(..).map(Unsent::user).collect();
+            replayed.extend(
+                dropped
+                    .into_iter()
+                    .collect::<HashSet<_>>()
+                    .into_iter()
+                    .filter(|u| !self.local().contains_key(u))
+                    .map(Replayed::InDoubt),
+            );
+        }
+        // Fields of the epoch before, of users whose connections here closed
+        // while Redis was away (kept by AOF, not swept yet): gone, and the grace
+        // of those left without connections starts now.
+        let mut forget = self.forget.key(node_users_key(&self.node));
+        forget.arg(&self.node);
+        for (user, _) in &local {
+            forget.arg(user.0);
+        }
+        let closed: Vec<i64> = forget.invoke_async(conn).await?;
+        for pair in closed.chunks_exact(2) {
+            replayed.push(Replayed::LastClosed(
+                UserId(pair[0]),
+                Ticket::new(pair[1] as u64),
+            ));
+        }
+        for (user, count) in local {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .exists(user_key(user))
+                .hset(user_key(user), format!("n:{}", self.node), count)
+                .ignore()
+                .hincr(user_key(user), "gen", 1)
+                .ignore()
+                .sadd(node_users_key(&self.node), user.0)
+                .ignore();
+            let (existed,): (bool,) = pipe.query_async(conn).await?;
+            self.know([(user, true)]);
+            if !existed {
+                // Swept offline while this node was cut off: online again.
+                replayed.push(Replayed::CameOnline(user));
+            }
+        }
+        Ok(())
     }
 
     /// Removes the connections of nodes whose heartbeat expired; returns the users who
@@ -298,7 +476,9 @@ impl RedisPresence {
     async fn sweep_dead(&self) -> redis::RedisResult<Vec<UserId>> {
         let rejoined = *self.rejoined.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.instant();
-        if rejoined.is_some_and(|at| now.saturating_duration_since(at) < NODE_TTL) {
+        let held = rejoined.is_some_and(|at| now.saturating_duration_since(at) < NODE_TTL);
+        // After a failure, wait until a heartbeat reached Redis again (and then one TTL).
+        if held || self.outage.load(Ordering::Acquire) {
             return Ok(Vec::new());
         }
         let mut conn = self.conn.clone();
@@ -321,6 +501,7 @@ impl RedisPresence {
             }
             gone.extend(users.into_iter().map(UserId));
         }
+        self.know(gone.iter().map(|u| (*u, false)));
         Ok(gone)
     }
 }
@@ -401,32 +582,51 @@ impl PresenceTracker for RedisPresence {
         }
     }
 
+    /// A settle that cannot reach Redis waits in line with the count changes and is
+    /// replayed with them ([`Replayed::WentOffline`]): the user is not announced
+    /// offline while Redis cannot say so.
     async fn settle(&self, user: UserId, ticket: Ticket) -> bool {
-        let mut conn = self.conn.clone();
-        let settled: redis::RedisResult<i64> = self
-            .settle
-            .key(user_key(user))
-            .key(node_users_key(&self.node))
-            .arg(ticket.get())
-            .arg(user.0)
-            .invoke_async(&mut conn)
-            .await;
-        matches!(settled, Ok(1))
+        if self.local().contains_key(&user) {
+            return false; // a connection opened here since; its count may be on its way
+        }
+        if self.queue_if_behind(Unsent::Settle(user, ticket)) {
+            return false;
+        }
+        match self.send_settle(user, ticket).await {
+            Ok(settled) => settled,
+            Err(err) => {
+                tracing::warn!(%user, cause = %err, "presence: Redis unreachable; settle queued");
+                self.queue(Unsent::Settle(user, ticket));
+                false
+            }
+        }
     }
 
     async fn is_online(&self, user: UserId) -> bool {
+        self.online_among(&[user]).await.contains(&user)
+    }
+
+    async fn check_online(&self, users: &[UserId]) -> Option<HashSet<UserId>> {
         let mut conn = self.conn.clone();
-        let exists: redis::RedisResult<bool> = redis::cmd("EXISTS")
-            .arg(user_key(user))
-            .query_async(&mut conn)
-            .await;
-        exists.unwrap_or(false)
+        let mut pipe = redis::pipe();
+        for &user in users {
+            pipe.exists(user_key(user));
+        }
+        let found: Vec<bool> = pipe.query_async(&mut conn).await.ok()?;
+        self.know(users.iter().copied().zip(found.iter().copied()));
+        Some(
+            users
+                .iter()
+                .zip(found)
+                .filter_map(|(u, online)| online.then_some(*u))
+                .collect(),
+        )
     }
 
     /// A user is connected while some node has a `n:<node>` field in their hash (the
     /// key alone also exists during the offline grace). When Redis is unreachable,
-    /// nobody: a woken agent then gets a webhook, which it deduplicates, rather than
-    /// nothing.
+    /// those connected to this node: a woken agent connected elsewhere then gets a
+    /// webhook, which it deduplicates, rather than nothing.
     async fn connected_among(&self, users: &[UserId]) -> HashSet<UserId> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
@@ -443,27 +643,24 @@ impl PresenceTracker for RedisPresence {
                 .collect(),
             Err(err) => {
                 tracing::warn!(cause = %err, "presence: Redis unreachable");
-                HashSet::new()
+                let local = self.local();
+                users
+                    .iter()
+                    .copied()
+                    .filter(|u| local.contains_key(u))
+                    .collect()
             }
         }
     }
 
+    /// While Redis is unreachable, what this node knows: its own connections, and the
+    /// last answer Redis gave about each user (a short outage shows nobody offline).
     async fn online_among(&self, users: &[UserId]) -> HashSet<UserId> {
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        for &user in users {
-            pipe.exists(user_key(user));
-        }
-        let found: redis::RedisResult<Vec<bool>> = pipe.query_async(&mut conn).await;
-        match found {
-            Ok(found) => users
-                .iter()
-                .zip(found)
-                .filter_map(|(u, online)| online.then_some(*u))
-                .collect(),
-            Err(err) => {
-                tracing::warn!(cause = %err, "presence: Redis unreachable");
-                HashSet::new()
+        match self.check_online(users).await {
+            Some(online) => online,
+            None => {
+                tracing::warn!("presence: Redis unreachable; answering from this node's view");
+                self.guess(users)
             }
         }
     }
@@ -494,8 +691,28 @@ impl Chat {
                             chat.presence_expired(user, chat.now()).await;
                         }
                     }
-                    Err(err) => tracing::warn!(cause = %err, "presence sweep failed"),
+                    Err(err) => {
+                        presence.unreachable();
+                        tracing::warn!(cause = %err, "presence sweep failed");
+                    }
                 }
+            }
+        });
+        // Checks this node's announcements once they are in the stream.
+        self.presence_batch.remember_published();
+        let chat_of_check = Arc::downgrade(self);
+        let stop_checking = self.background.stop().clone();
+        self.background.spawn(async move {
+            let mut check = tokio::time::interval(VERIFY_EVERY);
+            loop {
+                tokio::select! {
+                    _ = check.tick() => {}
+                    () = stop_checking.cancelled() => return,
+                }
+                let Some(chat) = chat_of_check.upgrade() else {
+                    return;
+                };
+                chat.verify_presence().await;
             }
         });
         self.background.spawn(async move {
@@ -511,6 +728,7 @@ impl Chat {
                 let mut replayed = match beating.beat().await {
                     Ok(replayed) => replayed,
                     Err(err) => {
+                        beating.unreachable();
                         tracing::warn!(cause = %err, "presence heartbeat failed");
                         continue;
                     }
@@ -524,6 +742,10 @@ impl Chat {
                     match replayed {
                         Replayed::CameOnline(user) => chat.presence_came_online(user).await,
                         Replayed::LastClosed(user, ticket) => chat.start_grace(user, ticket),
+                        Replayed::WentOffline(user) => {
+                            chat.presence_expired(user, chat.now()).await;
+                        }
+                        Replayed::InDoubt(user) => chat.presence_in_doubt(user),
                     }
                 }
             }

@@ -14,7 +14,7 @@ use governor::Quota;
 use super::Chat;
 use super::events::{channel_scope, workspace_scope};
 use crate::error::ChatError;
-use crate::model::{ChannelId, MessageId, User, UserId, WorkspaceId};
+use crate::model::{ChannelId, MessageId, User, UserId};
 use crate::rate::{KeyedLimiter, keyed};
 
 /// [`SessionHooks`] backed by the chat domain.
@@ -45,7 +45,7 @@ impl ChatHooks {
 fn to_hook(err: ChatError) -> HookError {
     match err {
         ChatError::Forbidden(m) | ChatError::Unauthorized(m) => HookError::Forbidden(m),
-        ChatError::NotFound(m) => HookError::NotFound(m),
+        ChatError::NotFound(m) | ChatError::Gone(m) => HookError::NotFound(m),
         ChatError::BadRequest(m) | ChatError::PayloadTooLarge(m) | ChatError::Conflict(m) => {
             HookError::BadRequest(m)
         }
@@ -55,13 +55,6 @@ fn to_hook(err: ChatError) -> HookError {
             HookError::Internal("internal error".into())
         }
     }
-}
-
-fn parse_id(scope: &Scope) -> Result<i64, HookError> {
-    scope
-        .id()
-        .parse()
-        .map_err(|_| HookError::NotFound(format!("no such {}", scope.kind())))
 }
 
 #[async_trait]
@@ -82,38 +75,10 @@ impl SessionHooks for ChatHooks {
 
     async fn authorize_subscribe(&self, user: UserKey, scope: &Scope) -> Result<(), HookError> {
         let caller = self.user(user).await?;
-        match scope.kind() {
-            "workspace" => {
-                self.chat
-                    .role_in(&caller, WorkspaceId(parse_id(scope)?))
-                    .await
-                    .map_err(to_hook)?;
-            }
-            "channel" => {
-                self.chat
-                    .readable_channel(&caller, ChannelId(parse_id(scope)?))
-                    .await
-                    .map_err(to_hook)?;
-            }
-            "thread" => {
-                let root = self
-                    .chat
-                    .store
-                    .message(MessageId(parse_id(scope)?))
-                    .await
-                    .map_err(to_hook)?
-                    .ok_or_else(|| HookError::NotFound("no such thread".into()))?;
-                self.chat
-                    .readable_channel(&caller, root.channel_id)
-                    .await
-                    .map_err(to_hook)?;
-            }
-            // Topics carry what backends publish with the server key; any
-            // authenticated connection may listen.
-            "topic" => {}
-            other => return Err(HookError::NotFound(format!("unknown scope kind {other:?}"))),
-        }
-        Ok(())
+        self.chat
+            .authorize_scope(&caller, scope)
+            .await
+            .map_err(to_hook)
     }
 
     async fn typing(

@@ -90,12 +90,11 @@ pub fn no_events<T>() -> Events<T> {
 pub trait EventStore: Send + Sync {
     /// Appends events in a transaction of their own (events of no stored change, or of
     /// a change whose store method does not take [`Events`] yet).
-    async fn append_events(
-        &self,
-        events: Vec<Publish>,
-    ) -> Result<Vec<Publish>>;
+    async fn append_events(&self, events: Vec<Publish>) -> Result<Vec<Publish>>;
     /// The scope's latest offset (the database's offset base when it has none).
     async fn scope_head(&self, scope: &chorus_realtime::Scope) -> Result<u64>;
+    /// Every scope's head, with the offset base under the empty name `""`.
+    async fn scope_heads(&self) -> Result<Vec<(String, u64)>>;
     /// The scope's logged events after `after` (at most `limit`, ascending) and its head.
     async fn scope_events(
         &self,

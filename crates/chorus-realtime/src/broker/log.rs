@@ -27,6 +27,13 @@ pub struct LogRead {
     pub head: u64,
 }
 
+/// Every scope's latest offset (see [`EventLog::heads`]).
+#[derive(Debug, Default)]
+pub struct LogHeads {
+    pub base: u64,
+    pub scopes: Vec<(Scope, u64)>,
+}
+
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
     /// Appends durable events that have no offset yet, each at the next offset of its
@@ -37,6 +44,9 @@ pub trait EventLog: Send + Sync + 'static {
     /// offset handed out before can equal (the log's clock in microseconds), so a client
     /// holding an offset of a lost database is told `recovered: false`.
     async fn head(&self, scope: &Scope) -> Result<u64, BrokerError>;
+
+    /// Every scope's head, and the base (the head of a scope nothing was logged in).
+    async fn heads(&self) -> Result<LogHeads, BrokerError>;
 
     /// The retained events of `scope` after `after`, at most `limit`, ascending.
     /// Offsets within a scope are consecutive, so the caller sees whether the first

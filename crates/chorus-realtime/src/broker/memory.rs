@@ -16,9 +16,9 @@
 //! every offset handed out is larger than any from the previous process, so a client
 //! resuming with an old offset is told `recovered: false`.
 //!
-//! Memory is bounded by what is published and attached: a scope gets an entry at its
-//! first publish or attach, and a sweep drops retained events once they leave the window
-//! and entries of scopes nobody wants.
+//! Memory is bounded by what is published, never by what is subscribed: a scope gets an
+//! entry at its first publish (with a log: every scope the log has a head for, read once
+//! at the first use), and a sweep drops retained events once they leave the window.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -49,6 +49,8 @@ pub struct MemoryBroker {
     logs: Mutex<HashMap<Scope, Arc<Mutex<ScopeLog>>>>,
     /// Itself, for the gap fillers it spawns.
     me: Weak<MemoryBroker>,
+    /// With an event log: its base, once every scope's head was read from it.
+    base_of_log: tokio::sync::OnceCell<u64>,
 }
 
 struct ScopeLog {
@@ -154,6 +156,7 @@ impl MemoryBroker {
             log,
             logs: Mutex::new(HashMap::new()),
             me: me.clone(),
+            base_of_log: tokio::sync::OnceCell::new(),
         });
         tokio::spawn(sweep_loop(Arc::downgrade(&broker)));
         broker
@@ -163,69 +166,65 @@ impl MemoryBroker {
         lock(&self.logs).get(scope).cloned()
     }
 
-    /// Drops retained events that left the window, in every log, and (with an event log,
-    /// which keeps them) the entries of scopes nobody on this node wants.
+    /// Drops retained events that left the window, in every log.
     pub fn sweep(&self) {
-        let logs: Vec<_> = lock(&self.logs)
-            .iter()
-            .map(|(s, l)| (s.clone(), l.clone()))
-            .collect();
+        let logs: Vec<_> = lock(&self.logs).values().cloned().collect();
         let now = self.clock.system_time();
-        let mut idle = Vec::new();
-        for (scope, log) in logs {
-            let mut log = lock(&log);
-            log.trim(self.retention, now);
-            if self.log.is_some()
-                && log.pending.is_empty()
-                && !log.filling
-                && !self.sink.wants(&scope)
-            {
-                idle.push(scope);
-            }
-        }
-        if !idle.is_empty() {
-            let mut logs = lock(&self.logs);
-            for scope in idle {
-                // Only if still idle: a publish or attach may have used it meanwhile.
-                let keep = logs.get(&scope).is_some_and(|l| {
-                    let l = lock(l);
-                    !l.pending.is_empty() || l.filling || self.sink.wants(&scope)
-                });
-                if !keep {
-                    logs.remove(&scope);
-                }
-            }
+        for log in logs {
+            lock(&log).trim(self.retention, now);
         }
     }
 
-    /// The scope's entry, made from the event log's head when there is none.
-    async fn entry(&self, scope: &Scope, log: &Arc<dyn EventLog>) -> Result<Arc<Mutex<ScopeLog>>, BrokerError> {
-        if let Some(found) = self.log(scope) {
-            return Ok(found);
-        }
-        let head = log.head(scope).await?;
+    /// With an event log: every scope's head, read from the log once (this process is
+    /// the log's only writer on one node, so they stay known from then on). Returns the
+    /// log's base, the head of every scope nothing was logged in.
+    async fn heads(&self, log: &Arc<dyn EventLog>) -> Result<u64, BrokerError> {
+        self.base_of_log
+            .get_or_try_init(|| async {
+                let heads = log.heads().await?;
+                let mut logs = lock(&self.logs);
+                for (scope, head) in heads.scopes {
+                    logs.entry(scope)
+                        .or_insert_with(|| Arc::new(Mutex::new(ScopeLog::new(head))));
+                }
+                Ok(heads.base)
+            })
+            .await
+            .copied()
+    }
+
+    /// The scope's entry; a scope nothing was logged in gets one at the log's base.
+    async fn entry(
+        &self,
+        scope: &Scope,
+        log: &Arc<dyn EventLog>,
+    ) -> Result<Arc<Mutex<ScopeLog>>, BrokerError> {
+        let base = self.heads(log).await?;
         Ok(lock(&self.logs)
             .entry(scope.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(ScopeLog::new(head))))
+            .or_insert_with(|| Arc::new(Mutex::new(ScopeLog::new(base))))
             .clone())
+    }
+
+    /// The scope's head without making an entry (a scope only subscribed to gets none).
+    async fn head(&self, scope: &Scope, log: &Arc<dyn EventLog>) -> Result<u64, BrokerError> {
+        let base = self.heads(log).await?;
+        Ok(self.log(scope).map_or(base, |l| lock(&l).head))
     }
 
     /// Delivers a logged event at its offset: at once when it is the next one, later
     /// when events before it are still on their way (see the module's doc).
-    async fn publish_logged(&self, publish: Publish, log: &Arc<dyn EventLog>) -> Result<Option<u64>, BrokerError> {
+    async fn publish_logged(
+        &self,
+        publish: Publish,
+        log: &Arc<dyn EventLog>,
+    ) -> Result<Option<u64>, BrokerError> {
         let Some(offset) = publish.offset else {
-            return Err(BrokerError::Unavailable("a logged event without offset".into()));
+            return Err(BrokerError::Unavailable(
+                "a logged event without offset".into(),
+            ));
         };
-        let entry = match self.log(&publish.scope) {
-            Some(found) => found,
-            // Nobody on this node attached the scope: nobody waits for the events before
-            // this one; it starts the entry.
-            None => lock(&self.logs)
-                .entry(publish.scope.clone())
-                .or_insert_with(|| Arc::new(Mutex::new(ScopeLog::new(offset - 1))))
-                .clone(),
-        };
-        let _ = log;
+        let entry = self.entry(&publish.scope, log).await?;
         let mut scope_log = lock(&entry);
         if offset <= scope_log.head {
             return Ok(Some(offset));
@@ -264,7 +263,9 @@ impl MemoryBroker {
                     }
                 }
             };
-            let want = usize::try_from(until - head - 1).unwrap_or(usize::MAX).min(1_000);
+            let want = usize::try_from(until - head - 1)
+                .unwrap_or(usize::MAX)
+                .min(1_000);
             let read = match log.read(&scope, head, want).await {
                 Ok(read) => read,
                 Err(err) => {
@@ -282,7 +283,11 @@ impl MemoryBroker {
                     progressed = true;
                 }
             }
-            if !progressed && l.pending.first_key_value().is_some_and(|(&first, _)| first > l.head + 1) {
+            if !progressed
+                && l.pending
+                    .first_key_value()
+                    .is_some_and(|(&first, _)| first > l.head + 1)
+            {
                 // The log has nothing between: the missing offsets were trimmed away
                 // (or never committed); continue after them.
                 tracing::warn!(%scope, from = l.head + 1, to = until - 1, "offsets missing from the event log");
@@ -344,11 +349,9 @@ impl Broker for MemoryBroker {
         if let Some(log) = &self.log {
             let publish = match publish.offset {
                 Some(_) => publish,
-                None => log
-                    .append(vec![publish])
-                    .await?
-                    .pop()
-                    .ok_or_else(|| BrokerError::Unavailable("the event log appended nothing".into()))?,
+                None => log.append(vec![publish]).await?.pop().ok_or_else(|| {
+                    BrokerError::Unavailable("the event log appended nothing".into())
+                })?,
             };
             return self.publish_logged(publish, log).await;
         }
@@ -376,16 +379,25 @@ impl Broker for MemoryBroker {
 
     async fn history(&self, scope: &Scope, since: u64) -> Result<History, BrokerError> {
         if let Some(event_log) = &self.log {
-            let entry = self.entry(scope, event_log).await?;
-            {
-                let mut l = lock(&entry);
-                l.trim(self.retention, self.clock.system_time());
-                if l.covers(since) {
-                    return Ok(window(&l, since));
+            let base = self.heads(event_log).await?;
+            match self.log(scope) {
+                Some(entry) => {
+                    let mut l = lock(&entry);
+                    l.trim(self.retention, self.clock.system_time());
+                    if l.covers(since) {
+                        return Ok(window(&l, since));
+                    }
                 }
+                None => return Ok(window(&ScopeLog::new(base), since)),
             }
-            return super::log::history(event_log.as_ref(), scope, since, self.retention, &self.clock)
-                .await;
+            return super::log::history(
+                event_log.as_ref(),
+                scope,
+                since,
+                self.retention,
+                &self.clock,
+            )
+            .await;
         }
         let Some(log) = self.log(scope) else {
             return Ok(History {
@@ -432,8 +444,7 @@ impl Broker for MemoryBroker {
     async fn attach(&self, scope: &Scope) -> Result<u64, BrokerError> {
         // Every publish on this node is delivered here: nothing to start reading.
         if let Some(log) = &self.log {
-            let entry = self.entry(scope, log).await?;
-            return Ok(lock(&entry).head);
+            return self.head(scope, log).await;
         }
         Ok(self.log(scope).map_or(self.base, |log| lock(&log).head))
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use log::{EventLog, LogRead, logged_event};
+pub use log::{EventLog, LogHeads, LogRead, logged_event};
 pub use memory::{GAP_WAIT, MemoryBroker};
 pub use redis::RedisBroker;
 

@@ -539,7 +539,10 @@ async fn fill_gap(broker: &Inner, gap: Gap) {
         return;
     };
     let missing = usize::try_from(until.saturating_sub(position + 1)).unwrap_or(usize::MAX);
-    let read = match log.read(&gap.scope, position, missing.min(READ_COUNT)).await {
+    let read = match log
+        .read(&gap.scope, position, missing.min(READ_COUNT))
+        .await
+    {
         Ok(read) => read.events,
         Err(err) => {
             Metrics::inc(&broker.metrics.relay_errors);
@@ -552,7 +555,10 @@ async fn fill_gap(broker: &Inner, gap: Gap) {
         return;
     };
     for event in read {
-        if event.offset.is_some_and(|o| o == *position + 1 && o < until) {
+        if event
+            .offset
+            .is_some_and(|o| o == *position + 1 && o < until)
+        {
             *position += 1;
             broker.sink.deliver(&event);
         }

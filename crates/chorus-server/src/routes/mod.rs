@@ -6,6 +6,7 @@ mod keys;
 mod messages;
 mod ops;
 mod presence;
+mod scopes;
 mod ui;
 mod users;
 mod workspaces;
@@ -58,6 +59,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(presence::router())
         .merge(ops::router())
         .merge(keys::router())
+        .merge(scopes::router())
 }
 
 /// Builds the whole application.

@@ -146,6 +146,13 @@ where
         Ok(head as u64)
     }
 
+    async fn scope_heads(&self) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT scope, head FROM scope_heads")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().map(|(s, h)| (s, h as u64)).collect())
+    }
+
     async fn scope_events(
         &self,
         scope: &Scope,
@@ -181,16 +188,20 @@ where
                     effect: None,
                     ephemeral: false,
                     offset: Some(seq as u64),
-                    logged_at: Some(UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64)),
+                    logged_at: Some(
+                        UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64),
+                    ),
                 };
                 if let Some(marks) = marks {
                     publish.marks = Some(std::sync::Arc::new(
-                        serde_json::from_str::<Marks>(&marks).map_err(|e| ChatError::Internal(e.into()))?,
+                        serde_json::from_str::<Marks>(&marks)
+                            .map_err(|e| ChatError::Internal(e.into()))?,
                     ));
                 }
                 if let Some(effect) = effect {
                     publish.effect = Some(std::sync::Arc::new(
-                        serde_json::from_str::<Effect>(&effect).map_err(|e| ChatError::Internal(e.into()))?,
+                        serde_json::from_str::<Effect>(&effect)
+                            .map_err(|e| ChatError::Internal(e.into()))?,
                     ));
                 }
                 Ok(publish)

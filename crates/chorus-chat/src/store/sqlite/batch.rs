@@ -175,7 +175,10 @@ async fn insert_batch(
     let mut events = Vec::new();
     let mut counts = Vec::with_capacity(jobs.len());
     for (job, inserted) in jobs.iter().zip(&out) {
-        let built = inserted.as_ref().map(|i| (job.events)(i)).unwrap_or_default();
+        let built = inserted
+            .as_ref()
+            .map(|i| (job.events)(i))
+            .unwrap_or_default();
         counts.push(built.len());
         events.extend(built);
     }

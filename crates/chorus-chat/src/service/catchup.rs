@@ -1,0 +1,122 @@
+//! Who may read a scope, and the complete catch-up over HTTP: every event of a scope
+//! after an offset, from the event log, as the WebSocket would have delivered it.
+
+use chorus_api::requests::{ScopeEvent, ScopeEvents, ScopeEventsQuery};
+use chorus_realtime::{Mark, Publish, Scope};
+
+use super::Chat;
+use crate::error::{ChatError, Result, bad, not_found};
+use crate::model::{ChannelId, MessageId, User, WorkspaceId};
+
+pub const DEFAULT_EVENTS_PAGE: u32 = 200;
+pub const MAX_EVENTS_PAGE: u32 = 1_000;
+
+fn scope_id(scope: &Scope) -> Result<i64> {
+    scope
+        .id()
+        .parse()
+        .map_err(|_| not_found(format!("no such {}", scope.kind())))
+}
+
+impl Chat {
+    /// Whether `caller` may read `scope`: subscribe to it, or read its events over
+    /// HTTP. The one rule for both (docs/protocol.md, "Permissions").
+    pub async fn authorize_scope(&self, caller: &User, scope: &Scope) -> Result<()> {
+        match scope.kind() {
+            "user" => {
+                if scope.id() != caller.id.0.to_string() {
+                    return Err(ChatError::Forbidden("another user's scope".into()));
+                }
+            }
+            "workspace" => {
+                self.role_in(caller, WorkspaceId(scope_id(scope)?)).await?;
+            }
+            "channel" => {
+                self.readable_channel(caller, ChannelId(scope_id(scope)?))
+                    .await?;
+            }
+            "thread" => {
+                let root = self
+                    .store
+                    .message(MessageId(scope_id(scope)?))
+                    .await?
+                    .ok_or_else(|| not_found("no such thread"))?;
+                self.readable_channel(caller, root.channel_id).await?;
+            }
+            // Topics carry what backends publish with the server key; any
+            // authenticated connection may listen.
+            "topic" => {}
+            other => return Err(not_found(format!("unknown scope kind {other:?}"))),
+        }
+        Ok(())
+    }
+
+    /// The events of `scope` after `query.after` that `caller` may see (marked `skip`
+    /// for them: left out), one page. `Gone` when some of them are no longer kept (or
+    /// `after` is past the scope's head, a position of another database): the client
+    /// reloads state instead.
+    pub async fn scope_events(
+        &self,
+        caller: &User,
+        scope: &str,
+        query: ScopeEventsQuery,
+    ) -> Result<ScopeEvents> {
+        let scope = Scope::parse(scope).map_err(|e| bad(e.to_string()))?;
+        self.authorize_scope(caller, &scope).await?;
+        let limit = match query.limit {
+            None => DEFAULT_EVENTS_PAGE,
+            Some(n @ 1..=MAX_EVENTS_PAGE) => n,
+            Some(_) => return Err(bad("limit must be 1 to 1000")),
+        };
+        let after = query.after;
+        let (events, head) = self
+            .store
+            .scope_events(&scope, after, limit as usize)
+            .await?;
+        let gone = || {
+            ChatError::Gone(format!(
+                "events of {scope} after {after} are no longer kept; reload instead"
+            ))
+        };
+        if after > head {
+            return Err(gone());
+        }
+        if after < head && events.first().and_then(|e| e.offset) != Some(after + 1) {
+            return Err(gone());
+        }
+        let next = events.last().and_then(|e| e.offset).unwrap_or(after);
+        let user = caller.id.0;
+        let events = events
+            .into_iter()
+            .filter_map(|e| visible(e, user))
+            .collect();
+        Ok(ScopeEvents {
+            scope: scope.to_string(),
+            events,
+            head,
+            next,
+            more: next < head,
+        })
+    }
+}
+
+/// A logged event as `user` receives it; `None` when it is not for them.
+fn visible(event: Publish, user: i64) -> Option<ScopeEvent> {
+    let mark = event
+        .marks
+        .as_ref()
+        .map_or(Mark::Plain, |m| m.mark_for(user));
+    let wake = match mark {
+        Mark::Skip => return None,
+        Mark::Plain => None,
+        Mark::Wake => Some(true),
+        Mark::Observe => Some(false),
+    };
+    Some(ScopeEvent {
+        scope: event.scope.to_string(),
+        offset: event.offset?,
+        kind: event.kind,
+        data: serde_json::from_str(&event.data).unwrap_or(serde_json::Value::Null),
+        wake,
+    })
+}

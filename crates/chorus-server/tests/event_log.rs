@@ -1,0 +1,317 @@
+//! The event log (docs/design-event-log.md): resume that survives a restart, offsets
+//! in commit order, and the complete catch-up over HTTP.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::TestServer;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Reads events until one of `kind` with `data.text == text` arrives; returns them all.
+async fn until_text(ws: &mut common::WsClient, text: &str) -> Vec<Value> {
+    let mut got = Vec::new();
+    loop {
+        let frame = ws.recv_json().await;
+        if frame["op"] != "event" {
+            continue;
+        }
+        let done = frame["data"]["text"] == text;
+        got.push(frame);
+        if done {
+            return got;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_resume_after_a_restart_replays_exactly_what_was_missed() {
+    let mut s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob])
+        .await;
+    let scope = format!("channel:{ch}");
+    let mut bob = s.connect(&w.bob.token).await;
+    s.send(&w.alice, ch, "seen").await;
+    let seen = bob.expect_event("message.created").await;
+    let position = seen["offset"].as_u64().unwrap();
+    drop(bob);
+
+    // Missed while away: sends, an edit, a reaction, a reply.
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let m = s.send(&w.alice, ch, &format!("away {i}")).await;
+        expected.push(("message.created", m["id"].as_i64().unwrap()));
+    }
+    let first = expected[0].1;
+    s.patch(
+        &format!("/api/v1/messages/{first}"),
+        &w.alice.token,
+        json!({"text": "away 0, edited"}),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    s.post(
+        &format!("/api/v1/channels/{ch}/messages"),
+        &w.alice.token,
+        json!({"text": "a reply", "thread_id": first}),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+
+    s.restart().await;
+
+    let mut bob = s.connect_resuming(&w.bob.token).await;
+    let reply = bob
+        .request(json!({"op": "resume", "positions": {scope.clone(): position}}))
+        .await;
+    assert_eq!(reply["scopes"][&scope]["recovered"], true, "{reply}");
+    let marker = s.send(&w.alice, ch, "after the restart").await;
+    let got = until_text(&mut bob, "after the restart").await;
+    let on_channel: Vec<&Value> = got.iter().filter(|f| f["scope"] == scope).collect();
+    let offsets: Vec<u64> = on_channel
+        .iter()
+        .map(|f| f["offset"].as_u64().unwrap())
+        .collect();
+    let consecutive: Vec<u64> = (position + 1..=position + offsets.len() as u64).collect();
+    assert_eq!(
+        offsets, consecutive,
+        "every event once, in offset order: {got:#?}"
+    );
+    let created: Vec<i64> = on_channel
+        .iter()
+        .filter(|f| f["type"] == "message.created" && f["data"]["thread_id"].is_null())
+        .map(|f| f["data"]["id"].as_i64().unwrap())
+        .collect();
+    let mut want: Vec<i64> = expected.iter().map(|e| e.1).collect();
+    want.push(marker["id"].as_i64().unwrap());
+    assert_eq!(created, want);
+    let kinds: Vec<&str> = on_channel
+        .iter()
+        .map(|f| f["type"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"message.updated"), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn offsets_keep_rising_across_restarts() {
+    let mut s = TestServer::start().await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob])
+        .await;
+    let mut bob = s.connect(&w.bob.token).await;
+    s.send(&w.alice, ch, "one").await;
+    let before = bob.expect_event("message.created").await["offset"]
+        .as_u64()
+        .unwrap();
+    drop(bob);
+    s.restart().await;
+    let mut bob = s.connect(&w.bob.token).await;
+    let hello_offset = bob.hello["offsets"][format!("channel:{ch}")]
+        .as_u64()
+        .unwrap();
+    assert_eq!(hello_offset, before, "the head survived the restart");
+    s.send(&w.alice, ch, "two").await;
+    let after = bob.expect_event("message.created").await["offset"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(after, before + 1);
+}
+
+#[tokio::test]
+async fn concurrent_sends_get_offsets_in_commit_order() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "busy", "public", &[&w.bob])
+        .await;
+    let mut bob = s.connect(&w.bob.token).await;
+    const SENDS: usize = 200;
+    let url = s.url(&format!("/api/v1/channels/{ch}/messages"));
+    let tasks: Vec<_> = (0..SENDS)
+        .map(|i| {
+            let (http, url, token) = (s.http.clone(), url.clone(), w.alice.token.clone());
+            tokio::spawn(async move {
+                let resp = http
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&json!({"text": format!("c{i}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), StatusCode::CREATED);
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut ids = Vec::new();
+    let mut offsets = Vec::new();
+    while ids.len() < SENDS {
+        let frame = bob.expect_event("message.created").await;
+        ids.push(frame["data"]["id"].as_i64().unwrap());
+        offsets.push(frame["offset"].as_u64().unwrap());
+    }
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids, sorted, "messages arrive in id (commit) order");
+    let first = offsets[0];
+    let consecutive: Vec<u64> = (first..first + SENDS as u64).collect();
+    assert_eq!(
+        offsets, consecutive,
+        "offsets consecutive, in delivery order"
+    );
+}
+
+#[tokio::test]
+async fn http_catch_up_returns_every_event_after_an_offset_in_pages() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob])
+        .await;
+    let scope = format!("channel:{ch}");
+    let mut bob = s.connect(&w.bob.token).await;
+    let start = bob.hello["offsets"][&scope].as_u64().unwrap();
+
+    let m = s.send(&w.alice, ch, "hello").await;
+    let id = m["id"].as_i64().unwrap();
+    s.patch(
+        &format!("/api/v1/messages/{id}"),
+        &w.alice.token,
+        json!({"text": "hello!"}),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    s.call(
+        reqwest::Method::PUT,
+        &format!("/api/v1/messages/{id}/reactions/%F0%9F%91%8D"),
+        Some(&w.bob.token),
+        None,
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    s.post(
+        &format!("/api/v1/channels/{ch}/messages"),
+        &w.bob.token,
+        json!({"text": "a reply", "thread_id": id}),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+    s.delete(&format!("/api/v1/messages/{id}"), &w.alice.token)
+        .await
+        .expect_status(StatusCode::OK);
+    let marker = s.send(&w.alice, ch, "last").await;
+
+    // What the socket delivered is the reference.
+    let live: Vec<Value> = until_text(&mut bob, "last")
+        .await
+        .into_iter()
+        .filter(|f| f["scope"] == scope)
+        .map(|mut f| {
+            f.as_object_mut().unwrap().remove("op");
+            f
+        })
+        .collect();
+    assert_eq!(live.last().unwrap()["data"], marker);
+
+    let encoded = scope.replace(':', "%3A");
+    let mut after = start;
+    let mut paged = Vec::new();
+    loop {
+        let page = s
+            .get(
+                &format!("/api/v1/scopes/{encoded}/events?after={after}&limit=2"),
+                &w.bob.token,
+            )
+            .await
+            .expect_status(StatusCode::OK)
+            .body;
+        paged.extend(page["events"].as_array().unwrap().iter().cloned());
+        after = page["next"].as_u64().unwrap();
+        if page["more"] == false {
+            assert_eq!(page["head"].as_u64(), Some(after));
+            break;
+        }
+    }
+    assert_eq!(paged, live, "HTTP catch-up = what the socket delivered");
+    let kinds: BTreeMap<&str, usize> = paged.iter().fold(BTreeMap::new(), |mut m, f| {
+        *m.entry(f["type"].as_str().unwrap()).or_default() += 1;
+        m
+    });
+    for kind in [
+        "message.created",
+        "message.updated",
+        "reaction.added",
+        "message.deleted",
+    ] {
+        assert!(kinds.contains_key(kind), "{kind} missing from {kinds:?}");
+    }
+
+    // Past the head: a position of another database.
+    s.get(
+        &format!("/api/v1/scopes/{encoded}/events?after={}", after + 5),
+        &w.bob.token,
+    )
+    .await
+    .expect_error(StatusCode::GONE, "gone");
+    // Trimmed away: gone, reload instead.
+    s.state()
+        .chat
+        .trim_event_log(2, std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    s.get(
+        &format!("/api/v1/scopes/{encoded}/events?after={start}"),
+        &w.bob.token,
+    )
+    .await
+    .expect_error(StatusCode::GONE, "gone");
+    // The last two are still there.
+    let tail = s
+        .get(
+            &format!("/api/v1/scopes/{encoded}/events?after={}", after - 2),
+            &w.bob.token,
+        )
+        .await
+        .expect_status(StatusCode::OK)
+        .body;
+    assert_eq!(tail["events"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn http_catch_up_is_authorized_like_a_subscription() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let private = s
+        .create_channel(&w.alice, w.ws, "secret", "private", &[&w.bob])
+        .await;
+    s.send(&w.alice, private, "for members").await;
+    let path = format!("/api/v1/scopes/channel%3A{private}/events?after=0");
+    s.get(&path, &w.carol.token)
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    let bob_scope = format!("/api/v1/scopes/user%3A{}/events?after=0", w.bob.id);
+    s.get(&bob_scope, &w.carol.token)
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    s.get("/api/v1/scopes/nonsense/events?after=0", &w.bob.token)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    s.get(
+        &format!("/api/v1/scopes/channel%3A{private}/events?after=0&limit=0"),
+        &w.bob.token,
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    // A member reads it (after=0: older than anything kept, so gone: reload).
+    s.get(&path, &w.bob.token)
+        .await
+        .expect_error(StatusCode::GONE, "gone");
+}
