@@ -364,10 +364,7 @@ impl Client {
         limit: Option<u32>,
     ) -> Result<ScopeEvents> {
         let path = format!("api/v1/scopes/{}/events", encode_segment(scope));
-        let mut query = vec![("after", after.to_string())];
-        if let Some(limit) = limit {
-            query.push(("limit", limit.to_string()));
-        }
+        let query = ScopeEventsQuery { after, limit };
         self.json(self.request(Method::GET, &path)?.query(&query))
             .await
     }
