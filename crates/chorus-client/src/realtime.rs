@@ -716,6 +716,10 @@ impl Gate {
     }
 }
 
+/// A channel's message catch-up: the channel, and the message id to fetch after (`None`:
+/// no message seen there, nothing to fetch).
+type MessageJob = (i64, Option<i64>);
+
 /// A scope to catch up from the events endpoint after `recovered: false`.
 struct Replay {
     scope: String,
@@ -724,7 +728,7 @@ struct Replay {
     /// The position the scope continues from if the events are gone (`hello`'s).
     restart: Option<u64>,
     /// For a channel, the message catch-up to fall back on: `(channel, after id)`.
-    fallback: Option<(i64, Option<i64>)>,
+    fallback: Option<MessageJob>,
 }
 
 /// What the events endpoint brought for one scope.
@@ -1273,7 +1277,7 @@ impl Driver {
         hello: &HelloFrame,
         sent: &BTreeMap<String, u64>,
         backlog: VecDeque<ServerFrame>,
-    ) -> (Held, Vec<Replay>, Vec<(i64, Option<i64>)>) {
+    ) -> (Held, Vec<Replay>, Vec<MessageJob>) {
         let outcomes = match frame {
             ServerFrame::Ack(ack) => ack.scopes.unwrap_or_default(),
             ServerFrame::Error(error) => {
@@ -1808,7 +1812,7 @@ impl Driver {
 async fn fetch_caught_up(
     http: Client,
     replays: Vec<Replay>,
-    mut jobs: Vec<(i64, Option<i64>)>,
+    mut jobs: Vec<MessageJob>,
     cap: usize,
     timeout: Duration,
 ) -> CaughtUp {
@@ -1887,7 +1891,7 @@ fn classify_replay(err: &Error) -> ReplayEnd {
 /// message fetches nothing.
 async fn fetch_missed(
     http: Client,
-    jobs: Vec<(i64, Option<i64>)>,
+    jobs: Vec<MessageJob>,
     cap: usize,
     timeout: Duration,
 ) -> Vec<Fetched> {

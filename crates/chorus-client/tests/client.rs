@@ -319,7 +319,7 @@ async fn a_scopes_events_are_read_page_by_page_as_the_socket_delivers_them() {
             assert_eq!(page.next, page.head);
             break;
         }
-        assert!(page.next > after, "{page:?}");
+        assert!(page.next > after, "next {} after {after}", page.next);
         after = page.next;
     }
     let created: Vec<_> = read
