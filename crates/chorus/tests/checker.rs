@@ -1242,7 +1242,7 @@ fn client(
                     _ => {}
                 }
                 if rec.user.slow {
-                    let pause = rng.random_range(10..40);
+                    let pause = rng.random_range(4..16);
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
             }

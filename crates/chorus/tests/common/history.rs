@@ -189,6 +189,23 @@ impl History {
             .filter(move |m| m.user == user && m.scope == scope && m.outcome != Outcome::Refused)
     }
 
+    /// `user`'s membership changes of `scope`, for a report.
+    fn membership_story(&self, user: i64, scope: &str) -> String {
+        let mut story = vec![format!(
+            "initially {}",
+            if self.initially_in(user, scope) {
+                "in"
+            } else {
+                "out"
+            }
+        )];
+        story.extend(
+            self.memberships_of(user, scope)
+                .map(|m| format!("{:?} {}–{}µs {:?}", m.direction, m.start, m.end, m.outcome)),
+        );
+        story.join(", ")
+    }
+
     fn initially_in(&self, user: i64, scope: &str) -> bool {
         self.initial.get(scope).is_some_and(|m| m.contains(&user))
     }
@@ -296,8 +313,18 @@ pub fn check(h: &History) -> Vec<Violation> {
                         push(
                             "unentitled",
                             format!(
-                                "{name} (user {}) got {key} on {} (offset {:?}, {:?}) while outside it ({})",
-                                client.user, e.scope, e.offset, e.via, c.what
+                                "{name} (user {}) got {key} on {} (offset {:?}, {:?}, connection {}, at {}µs) \
+                                 while outside it ({}, {}–{}µs; its membership: {})",
+                                client.user,
+                                e.scope,
+                                e.offset,
+                                e.via,
+                                e.conn,
+                                e.at,
+                                c.what,
+                                c.start,
+                                c.end,
+                                h.membership_story(client.user, &e.scope),
                             ),
                         );
                     }
