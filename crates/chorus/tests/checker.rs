@@ -265,6 +265,9 @@ struct User {
     id: i64,
     token: String,
     slow: bool,
+    /// Joins, leaves and is added and removed. The others stay in both channels the
+    /// whole run, so every change there is owed to them exactly once.
+    churns: bool,
 }
 
 struct Team {
@@ -766,8 +769,9 @@ async fn worker(
         let roll = rng.random_range(0..100);
         if user.id == team.admin.id {
             // The admin manages the private channel's membership and talks.
-            if roll < 35 {
-                let who = team.users.choose(&mut rng).unwrap();
+            let churners: Vec<&User> = team.users.iter().filter(|u| u.churns).collect();
+            if roll < 25 {
+                let who = *churners.choose(&mut rng).unwrap();
                 let direction = if run.is_member(team.private, who.id) {
                     Direction::Out
                 } else {
@@ -785,7 +789,7 @@ async fn worker(
                 52..58 => run.delete(&mut rng, &user).await,
                 58..74 => run.react(&mut rng, &team, &user, true).await,
                 74..84 => run.react(&mut rng, &team, &user, false).await,
-                84..90 => {
+                84..90 if user.churns => {
                     let direction = if run.is_member(team.public, user.id) {
                         Direction::Out
                     } else {
@@ -794,12 +798,13 @@ async fn worker(
                     run.membership(&mut rng, &user, &user, team.public, direction)
                         .await;
                 }
-                90..92 => {
+                90..92 if user.churns => {
                     if run.is_member(team.private, user.id) {
                         run.membership(&mut rng, &user, &user, team.private, Direction::Out)
                             .await;
                     }
                 }
+                84..92 => run.send_some(&mut rng, &team, &user).await,
                 _ => {
                     let cmd = if rng.random_bool(0.5) {
                         Cmd::Drop
@@ -830,6 +835,7 @@ async fn setup(addr: SocketAddr, run: &Run) -> (Team, BTreeMap<String, BTreeSet<
         id: me["id"].as_i64().unwrap(),
         token: ADMIN.to_owned(),
         slow: false,
+        churns: false,
     };
     let ws = call(addr, ADMIN, "/api/v1/workspaces", json!({"name": "check"})).await["id"]
         .as_i64()
@@ -862,6 +868,7 @@ async fn setup(addr: SocketAddr, run: &Run) -> (Team, BTreeMap<String, BTreeSet<
             id,
             token: made["token"].as_str().unwrap().to_owned(),
             slow: name == "s1",
+            churns: ["h2", "h3", "s1"].contains(&name),
         });
     }
     let everyone: Vec<i64> = users.iter().map(|u| u.id).collect();
