@@ -7,8 +7,16 @@
 //! a user while outside it, no agent is woken twice by a message, and (one node) a
 //! resume inside the retention window recovers across restarts.
 //!
+//! The team: the admin (manages the private channel's members, talks), humans h1–h3, an
+//! agent a1 and a slow reader s1 (4 KiB receive window, reads with pauses). h2, h3 and
+//! s1 join, leave and are added and removed; h1 and a1 stay in both channels, so every
+//! change is owed to them. On `recovered: false` a client catches up over
+//! `GET /api/v1/scopes/{scope}/events`; a 404 (no such endpoint yet) or 410 makes it
+//! reload the channel, and what it did not get stays missing: the verdict is strict.
+//!
 //! `CHORUS_CHECK_SEED=<n>` replays a run's choices (the interleaving with the faults is
-//! the machine's). `CHORUS_CHECK_MUTANT=drop-resume` makes each client forget one
+//! the machine's). `CHORUS_CHECK_TRACE=1` prints each client's connections as they
+//! happen; `CHORUS_CHECK_DUMP=<path>` writes the whole history to `<path>.<test>`. `CHORUS_CHECK_MUTANT=drop-resume` makes each client forget one
 //! channel event after its first resume, to show that the verdict notices.
 //! The cluster run needs PostgreSQL (`CHORUS_TEST_POSTGRES_URL`) and `redis-server`;
 //! without them it says SKIPPED, or fails under `CHORUS_REQUIRE_SERVICES=1`.
