@@ -19,6 +19,7 @@ import type {
   Publish,
   Role,
   Published,
+  ScopeEvents,
   SendMessage,
   TokenId,
   UpdateChannel,
@@ -298,6 +299,16 @@ export class ChorusHttp {
   /** Every member's presence. */
   workspacePresence(workspace: WorkspaceId): Promise<Presence[]> {
     return this.json('GET', `api/v1/workspaces/${workspace}/presence`);
+  }
+
+  // ---- realtime catch-up
+
+  /** A page of the events of `scope` after the offset `after`, oldest first, as the
+   * WebSocket would have delivered them to the caller; `limit` 1 to 1000 (default 200).
+   * Call again with `after = next` while `more`. Fails with status 410 (`gone`) when
+   * those events are no longer kept: reload the scope's state over the other routes. */
+  scopeEvents(scope: string, after: number, limit?: number): Promise<ScopeEvents> {
+    return this.json('GET', `api/v1/scopes/${encodeURIComponent(scope)}/events${queryString({ after, limit })}`);
   }
 
   // ---- operations

@@ -66,6 +66,10 @@ export type Pin = Schemas['Pin'];
 export type ReadState = Schemas['ReadState'];
 /** Where `publish` put an event; `null` offset for ephemeral events. */
 export type Published = Schemas['Published'];
+/** A page of a scope's events after an offset (`GET /api/v1/scopes/{scope}/events`). */
+export type ScopeEvents = Schemas['ScopeEvents'];
+/** An event of `ScopeEvents`: an `event` frame's fields (without `op`), with its offset. */
+export type ScopeEvent = Schemas['ScopeEvent'];
 
 // ---- request bodies and query strings
 

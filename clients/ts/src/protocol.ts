@@ -121,6 +121,7 @@ export const ERROR_CODES = [
   'payload_too_large',
   'rate_limited',
   'limit_exceeded',
+  'gone',
   'unavailable',
   'internal',
 ] as const;

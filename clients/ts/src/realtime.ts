@@ -1,6 +1,6 @@
 import { ChorusError } from './errors.js';
 import { ChorusHttp, sleep } from './http.js';
-import type { ChannelId, EventDataMap, Message, MessageId } from './model.js';
+import type { ChannelId, EventDataMap, Message, MessageId, ScopeEvents } from './model.js';
 import {
   CloseCode,
   parseServerFrame,
@@ -32,7 +32,8 @@ export interface WebSocketLike {
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
 /** An event as the application sees it. `replayed` marks a `message.created` that the
- * client fetched over HTTP to close a gap the server could not replay (it has no offset). */
+ * client fetched from a channel's history to close a gap the server could not replay
+ * (it has no offset). Events caught up from the scope's event log look live. */
 export type ChorusEvent<T = unknown> = EventFrame<T> & { replayed?: boolean };
 
 /** A documented event type with its typed `data`. */
@@ -69,7 +70,9 @@ export interface RealtimeOptions {
   /** Reconnect backoff: full jitter in [0, min(capMs, baseMs·2^attempt)); the attempt
    * count resets once a connection stayed open for stableMs. */
   backoff?: { baseMs?: number; capMs?: number; stableMs?: number };
-  /** Close gaps in `channel:` scopes over HTTP after `recovered:false` (default true). */
+  /** Close gaps over HTTP after `recovered:false` (default true): the scope's events
+   * from `GET /api/v1/scopes/{scope}/events`, or, when those are gone too, a channel's
+   * messages. */
   catchUp?: boolean;
   /** Jitter source, for tests. */
   random?: () => number;
@@ -87,6 +90,8 @@ interface Pending {
 }
 
 const CATCH_UP_PAGE = 200;
+/** Page size of the events catch-up: the server's largest. */
+const REPLAY_PAGE = 1000;
 /** Message ids fetched by catch-up, kept per channel to drop their live duplicates. */
 const MAX_CAUGHT_UP_IDS = 2_000;
 /** Close code this client sends when it drops a socket itself (private-use range). */
@@ -94,8 +99,9 @@ const LOCAL_DROP = 4000;
 
 /**
  * One logical realtime connection to `GET /ws` that survives reconnects: it resumes
- * every scope from the last offset it delivered, closes gaps in channels over HTTP, and
- * hands each event to the application once, in order per scope.
+ * every scope from the last offset it delivered, closes gaps over HTTP (the scope's
+ * events; past retention, a channel's messages), and hands each event to the
+ * application once, in order per scope.
  */
 export class ChorusRealtime {
   readonly url: string;
@@ -373,8 +379,8 @@ export class ChorusRealtime {
     if (first) this.baselineAll();
   }
 
-  /** Applies the resume outcome per scope: joined-up scopes go live at once; channels
-   * that lost events are caught up over HTTP first; the rest are reported as gaps. */
+  /** Applies the resume outcome per scope: joined-up scopes go live at once; the others
+   * are caught up over HTTP first (`replay`), or reported as gaps when that cannot be. */
   private onResumed(gen: number, hello: HelloFrame, old: Set<string>, results: Record<string, ScopeResume>): void {
     if (gen !== this.gen) return;
     this.emit('resume', results);
@@ -391,20 +397,9 @@ export class ChorusRealtime {
         continue;
       }
       const wasKnown = old.has(scope);
-      if (result) {
-        // Not a position of this server (restart) or past retention: offsets restart
-        // from the subscription point announced in hello.
-        const at = hello.offsets?.[scope];
-        if (at !== undefined) this.positions.set(scope, at);
-        else this.positions.delete(scope);
-      }
-      const channel = channelOf(scope);
-      if (wasKnown && channel !== undefined && this.catchUpOn) {
-        void this.catchUp(gen, scope, channel);
-      } else {
-        this.release(scope);
-        if (wasKnown) this.emit('gap', { scope, reason: 'events were not retained' });
-      }
+      const from = result ? this.positions.get(scope) : undefined;
+      if (wasKnown && from !== undefined && this.catchUpOn) void this.replay(gen, scope, from, hello);
+      else this.fallBack(gen, scope, wasKnown, result !== undefined, hello);
     }
     // Explicit scopes with no known position were not in the resume: subscribe again.
     for (const scope of this.explicit) {
@@ -414,6 +409,59 @@ export class ChorusRealtime {
           this.emit('gap', { scope, reason: `resubscribe failed: ${err.code}` });
         });
       }
+    }
+  }
+
+  /** Catches up a scope the server did not recover from its event log: every event after
+   * `from`, page by page, delivered as if it had arrived live (advancing the position),
+   * then the live events buffered meanwhile. When the server no longer has them (410) or
+   * has no such route (404, an older server), or keeps failing: `fallBack`. */
+  private async replay(gen: number, scope: string, from: number, hello: HelloFrame): Promise<void> {
+    let after = from;
+    for (let failures = 0; ; ) {
+      let page: ScopeEvents;
+      try {
+        page = await this.http.scopeEvents(scope, after, REPLAY_PAGE);
+      } catch (err) {
+        if (gen !== this.gen || !this.buffers.has(scope)) return;
+        const gone = err instanceof ChorusError && (err.status === 410 || err.status === 404);
+        if (!gone && ++failures < 3 && err instanceof ChorusError && err.retryable) {
+          await sleep(500 * 2 ** failures);
+          continue;
+        }
+        return this.fallBack(gen, scope, true, true, hello);
+      }
+      // The connection changed meanwhile (its successor resumes from the position
+      // reached), or the scope was left.
+      if (gen !== this.gen || !this.buffers.has(scope)) return;
+      for (const { scope: s, offset, type, data, wake } of page.events) {
+        const ev: ChorusEvent = { op: 'event', scope: s, offset, type, data, ...(wake != null && { wake }) };
+        if (offset <= (this.positions.get(scope) ?? -1)) continue;
+        this.track(ev);
+        this.deliver(ev);
+        if (gen !== this.gen) return; // a listener closed or dropped the connection
+      }
+      if (!page.more || page.next <= after) break;
+      after = page.next;
+    }
+    this.release(scope);
+  }
+
+  /** The catch-up when a scope's events are lost: its position restarts from `hello`
+   * (after a restart without a durable log, a new numbering); a channel's messages after
+   * the last one seen are fetched; any other scope is reported as a gap. */
+  private fallBack(gen: number, scope: string, wasKnown: boolean, resumed: boolean, hello: HelloFrame): void {
+    if (resumed) {
+      const at = hello.offsets?.[scope];
+      if (at !== undefined) this.positions.set(scope, at);
+      else this.positions.delete(scope);
+    }
+    const channel = channelOf(scope);
+    if (wasKnown && channel !== undefined && this.catchUpOn) {
+      void this.catchUp(gen, scope, channel);
+    } else {
+      this.release(scope);
+      if (wasKnown) this.emit('gap', { scope, reason: 'events were not retained' });
     }
   }
 

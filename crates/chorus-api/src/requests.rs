@@ -341,6 +341,19 @@ pub struct ScopeEvent {
     pub wake: Option<bool>,
 }
 
+impl From<ScopeEvent> for chorus_proto::EventFrame {
+    /// The event as it would have arrived on the WebSocket.
+    fn from(event: ScopeEvent) -> Self {
+        Self {
+            scope: event.scope,
+            offset: Some(event.offset),
+            kind: event.kind,
+            data: event.data,
+            wake: event.wake,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,9 +12,9 @@ use hdrhistogram::Histogram;
 use memchr::memmem::Finder;
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use crate::target::{ADMIN_TOKEN, Kind, Target};
@@ -29,27 +29,48 @@ fn source_ip(i: usize) -> IpAddr {
 
 /// Opens a WebSocket to the target; for Chorus, waits for `hello`.
 pub async fn connect(target: &Target, token: Option<&str>, i: usize) -> anyhow::Result<Ws> {
+    connect_hello(target, token, i, false)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// [`connect`], optionally with `?resume=1` (the server holds the initial subscriptions
+/// until the first frame, a `resume`); also returns the `hello`'s text (Chorus).
+pub async fn connect_hello(
+    target: &Target,
+    token: Option<&str>,
+    i: usize,
+    resume: bool,
+) -> anyhow::Result<(Ws, Option<Utf8Bytes>)> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source_ip(i), 0))?;
     let node = target.node_for(i);
     let stream = socket.connect(node).await?;
     stream.set_nodelay(true)?;
-    let url = match token {
+    let mut url = match token {
         Some(t) => format!("ws://{node}{}?token={t}", target.ws_path()),
         None => format!("ws://{node}{}", target.ws_path()),
     };
+    if resume {
+        url.push_str(if token.is_some() {
+            "&resume=1"
+        } else {
+            "?resume=1"
+        });
+    }
     let request = url.into_client_request()?;
     let config = WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0);
     let (mut ws, _) = client_async_with_config(request, stream, Some(config)).await?;
+    let mut hello = None;
     if target.kind == Kind::Chorus {
         match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"hello\"") => {}
+            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"hello\"") => hello = Some(t),
             other => bail!("expected hello, got {other:?}"),
         }
     }
-    Ok(ws)
+    Ok((ws, hello))
 }
 
 /// HTTP access to a Chorus target as the admin.
@@ -90,6 +111,22 @@ impl Api {
             bail!("{path}: {status} {value}");
         }
         Ok(value)
+    }
+
+    /// A GET whose error statuses the caller handles: the status and the JSON body.
+    pub async fn get(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = resp.status();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
 
     pub async fn post(&self, token: &str, path: &str, body: Value) -> anyhow::Result<Value> {

@@ -102,6 +102,10 @@ enum Scenario {
         missed: u64,
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Restart the server process while the client is away; the client then resumes
+        /// with its positions (and catches up over HTTP if the server did not recover).
+        #[arg(long)]
+        after_restart: bool,
     },
     /// Run the baseline broadcast server (used by the other scenarios).
     #[command(hide = true)]
@@ -220,9 +224,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rows.push(scenarios::send(&target, *concurrency, Duration::from_secs(*seconds)).await?);
             target.stop().await;
         }
-        Scenario::Resume { missed, rounds } => {
-            let target = Target::start(Kind::Chorus, &chorus_bin, &cli.server_args).await?;
-            rows.push(scenarios::resume(&target, *missed, *rounds).await?);
+        Scenario::Resume {
+            missed,
+            rounds,
+            after_restart,
+        } => {
+            let mut target = Target::start(Kind::Chorus, &chorus_bin, &cli.server_args).await?;
+            let row = if *after_restart {
+                scenarios::resume_after_restart(&mut target, *missed, *rounds).await?
+            } else {
+                scenarios::resume(&target, *missed, *rounds).await?
+            };
+            rows.push(row);
             target.stop().await;
         }
         Scenario::BaselineServer { .. } => {}

@@ -433,3 +433,172 @@ pub async fn resume(target: &Target, missed: u64, rounds: usize) -> anyhow::Resu
         .set("recovered", recovered_all);
     Ok(row)
 }
+
+/// How long one round of `resume --after-restart` may take to recover, at most.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A client that saw a channel up to some offset goes away; `missed` messages are sent
+/// and the server process restarts (SIGTERM, then started again on the same data). The
+/// client reconnects with `?resume=1` and resumes with its positions: the time from
+/// the restarted server listening until it has all of them, and whether the server
+/// replayed them itself (`recovered: true`) or the client had to catch up over HTTP,
+/// as the SDKs do: the scope's events (`GET /api/v1/scopes/{scope}/events`, paged),
+/// or, on a server without them (404/410), the channel's messages.
+pub async fn resume_after_restart(
+    target: &mut Target,
+    missed: u64,
+    rounds: usize,
+) -> anyhow::Result<Row> {
+    let (api, room) = room_for(target, 1, 1)
+        .await?
+        .context("the resume scenario runs against Chorus only")?;
+    let token = room.reader_tokens[0].clone();
+    let channel = room.channel_id;
+    let scope = format!("channel:{channel}");
+    let start = Instant::now();
+    let (mut times, mut restarts) = (Vec::new(), Vec::new());
+    let mut recovered_all = true;
+    let mut via = Vec::new();
+    let mut seq = 0u64;
+    for round in 0..rounds {
+        // Learn the positions (hello's, and the channel's from one live event), go away.
+        let (mut ws, hello) = load::connect_hello(target, Some(&token), round, false).await?;
+        let hello: serde_json::Value = serde_json::from_str(hello.as_deref().unwrap_or("{}"))?;
+        let mut positions = hello["offsets"].clone();
+        api.send(
+            &room.sender_tokens[0],
+            channel,
+            &load::payload(0, seq, start),
+        )
+        .await?;
+        seq += 1;
+        let (offset, last_id) = loop {
+            let Some(Ok(Message::Text(t))) = ws.next().await else {
+                anyhow::bail!("connection ended before the probe event");
+            };
+            let v: serde_json::Value = serde_json::from_str(t.as_str())?;
+            if v["type"] == "message.created" && v["scope"] == scope.as_str() {
+                let offset = v["offset"].as_u64().context("offset")?;
+                break (offset, v["data"]["id"].as_i64().context("message id")?);
+            }
+        };
+        positions[&scope] = json!(offset);
+        drop(ws);
+        let sender = &room.sender_tokens[0];
+        let sends: Vec<anyhow::Result<()>> = stream::iter(seq..seq + missed)
+            .map(|n| {
+                let text = load::payload(0, n, start);
+                let api = &api;
+                async move { api.send(sender, channel, &text).await }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        sends.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        seq += missed;
+
+        let t = Instant::now();
+        target.restart().await?;
+        restarts.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        let recover = async {
+            let (mut ws, _) = load::connect_hello(target, Some(&token), round, true).await?;
+            let frame = json!({"op": "resume", "id": 1, "positions": positions});
+            ws.send(Message::text(frame.to_string())).await?;
+            let mut got = 0;
+            let recovered = loop {
+                let Some(Ok(Message::Text(text))) = ws.next().await else {
+                    anyhow::bail!("connection ended during the resume");
+                };
+                if text.contains("#B#") {
+                    got += 1;
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_str(text.as_str())?;
+                if v["op"] == "ack" && v["id"] == 1 {
+                    break v["scopes"][&scope]["recovered"] == true;
+                }
+                if v["op"] == "error" && v["id"] == 1 {
+                    anyhow::bail!("resume refused: {v}");
+                }
+            };
+            if recovered {
+                while got < missed {
+                    let Some(Ok(Message::Text(text))) = ws.next().await else {
+                        anyhow::bail!("connection ended during the replay");
+                    };
+                    if text.contains("#B#") {
+                        got += 1;
+                    }
+                }
+                return Ok((true, "resume"));
+            }
+            let (got, how) = catch_up_over_http(&api, &token, &scope, offset, last_id).await?;
+            anyhow::ensure!(got >= missed, "caught up {got} of {missed} ({how})");
+            Ok((false, how))
+        };
+        let (recovered, how) = tokio::time::timeout(RECOVERY_TIMEOUT, recover)
+            .await
+            .with_context(|| format!("not recovered within {RECOVERY_TIMEOUT:?}"))??;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        recovered_all &= recovered;
+        if !via.contains(&how) {
+            via.push(how);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    restarts.sort_by(f64::total_cmp);
+    let mut row = Row::new("resume_after_restart", target.kind.name());
+    row.set("missed", missed)
+        .set("rounds", rounds)
+        .set("median_ms", (times[times.len() / 2] * 10.0).round() / 10.0)
+        .set(
+            "max_ms",
+            (times.last().copied().unwrap_or_default() * 10.0).round() / 10.0,
+        )
+        .set("restart_ms", (restarts[restarts.len() / 2]).round())
+        .set("recovered", recovered_all)
+        .set("via", via.join("+"));
+    Ok(row)
+}
+
+/// The catch-up of a scope the server did not recover: its events after `offset`, page
+/// by page; on a server without them (404) or past retention (410), the channel's
+/// messages after `last_id`. Returns how many benchmark messages came, and the route.
+async fn catch_up_over_http(
+    api: &Api,
+    token: &str,
+    scope: &str,
+    mut offset: u64,
+    mut last_id: i64,
+) -> anyhow::Result<(u64, &'static str)> {
+    let count = |v: &serde_json::Value| v.to_string().matches("#B#").count() as u64;
+    let encoded = scope.replace(':', "%3A");
+    let mut got = 0;
+    loop {
+        let path = format!("/api/v1/scopes/{encoded}/events?after={offset}&limit=1000");
+        let (status, page) = api.get(token, &path).await?;
+        match status {
+            reqwest::StatusCode::OK => {}
+            reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::GONE if got == 0 => break,
+            status => anyhow::bail!("{path}: {status} {page}"),
+        }
+        got += count(&page["events"]);
+        let next = page["next"].as_u64().context("next")?;
+        if page["more"] != true || next <= offset {
+            return Ok((got, "events"));
+        }
+        offset = next;
+    }
+    let channel = scope.trim_start_matches("channel:");
+    loop {
+        let path = format!("/api/v1/channels/{channel}/messages?after={last_id}&limit=200");
+        let page = api.call(token, reqwest::Method::GET, &path, None).await?;
+        let messages = page.as_array().context("a page of messages")?;
+        got += count(&page);
+        match messages.last().and_then(|m| m["id"].as_i64()) {
+            Some(id) if messages.len() == 200 => last_id = id,
+            _ => return Ok((got, "messages")),
+        }
+    }
+}

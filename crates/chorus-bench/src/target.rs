@@ -34,7 +34,9 @@ pub struct Target {
     /// Further nodes of a multi-node Chorus, and the Redis they share.
     others: Vec<(SocketAddr, Child)>,
     redis: Option<Child>,
-    _data: tempfile::TempDir,
+    /// How a single Chorus node was started, to start it again ([`Target::restart`]).
+    command: Option<(PathBuf, Vec<String>)>,
+    data: tempfile::TempDir,
 }
 
 fn free_port() -> anyhow::Result<SocketAddr> {
@@ -55,19 +57,7 @@ impl Target {
         let addr = free_port()?;
         let data = tempfile::tempdir()?;
         let mut cmd = match kind {
-            Kind::Chorus => {
-                let mut cmd = Command::new(chorus_bin);
-                cmd.arg("serve")
-                    .arg("--listen")
-                    .arg(addr.to_string())
-                    .arg("--data-dir")
-                    .arg(data.path())
-                    .arg("--admin-token")
-                    .arg(ADMIN_TOKEN)
-                    .args(extra)
-                    .env("CHORUS_LOG", "warn");
-                cmd
-            }
+            Kind::Chorus => chorus_command(chorus_bin, addr, data.path(), extra),
             Kind::Baseline => {
                 let mut cmd = Command::new(std::env::current_exe()?);
                 cmd.arg("baseline-server")
@@ -76,22 +66,16 @@ impl Target {
                 cmd
             }
         };
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let child = cmd.spawn().with_context(|| {
-            format!(
-                "starting {} (build it with cargo build --release -p chorus)",
-                kind.name()
-            )
-        })?;
+        let child = spawn(&mut cmd, kind)?;
+        let command = (kind == Kind::Chorus).then(|| (chorus_bin.to_owned(), extra.to_vec()));
         let target = Self {
             kind,
             addr,
             child,
             others: Vec::new(),
             redis: None,
-            _data: data,
+            command,
+            data,
         };
         wait_listening(target.addr, kind.name()).await?;
         Ok(target)
@@ -165,8 +149,21 @@ impl Target {
             child,
             others: started,
             redis: Some(redis),
-            _data: data,
+            command: None,
+            data,
         })
+    }
+
+    /// Stops a single Chorus node gracefully and starts it again on the same address
+    /// and data directory; returns once it listens again.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let Some((bin, extra)) = &self.command else {
+            bail!("only a single Chorus node can be restarted");
+        };
+        stop_child(&mut self.child).await;
+        let mut cmd = chorus_command(bin, self.addr, self.data.path(), extra);
+        self.child = spawn(&mut cmd, self.kind)?;
+        wait_listening(self.addr, "chorus (restarted)").await
     }
 
     /// How many server processes serve clients.
@@ -214,6 +211,32 @@ impl Target {
             stop_child(redis).await;
         }
     }
+}
+
+fn chorus_command(bin: &Path, addr: SocketAddr, data: &Path, extra: &[String]) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--admin-token")
+        .arg(ADMIN_TOKEN)
+        .args(extra)
+        .env("CHORUS_LOG", "warn");
+    cmd
+}
+
+fn spawn(cmd: &mut Command, kind: Kind) -> anyhow::Result<Child> {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    cmd.spawn().with_context(|| {
+        format!(
+            "starting {} (build it with cargo build --release -p chorus)",
+            kind.name()
+        )
+    })
 }
 
 async fn stop_child(child: &mut Child) {

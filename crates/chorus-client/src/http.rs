@@ -353,6 +353,22 @@ impl Client {
             .await
     }
 
+    /// A page of the durable events of `scope` after the position `after`, oldest first,
+    /// as the WebSocket would have delivered them to this user; `limit` 1 to 1000
+    /// (default 200). Page on from `next` while `more`. A `410 Gone` error: the events
+    /// after `after` are no longer retained (reload the scope's state instead).
+    pub async fn scope_events(
+        &self,
+        scope: &str,
+        after: u64,
+        limit: Option<u32>,
+    ) -> Result<ScopeEvents> {
+        let path = format!("api/v1/scopes/{}/events", encode_segment(scope));
+        let query = ScopeEventsQuery { after, limit };
+        self.json(self.request(Method::GET, &path)?.query(&query))
+            .await
+    }
+
     /// Replaces a message's text (its author or a workspace admin).
     pub async fn edit_message(&self, id: MessageId, text: &str) -> Result<Message> {
         let path = format!("api/v1/messages/{id}");
@@ -404,6 +420,21 @@ impl Client {
     }
 }
 
+/// Percent-encodes one path segment: every byte but the unreserved ones (`channel:12`
+/// → `channel%3A12`), so a scope name never adds a segment or a query.
+fn encode_segment(segment: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
 /// Parses `base_url` and makes its path end with `/`.
 pub(crate) fn base_url_with_slash(base_url: &str) -> Result<Url> {
     let mut url = Url::parse(base_url).map_err(|e| Error::Url(format!("{base_url}: {e}")))?;
@@ -434,5 +465,12 @@ mod tests {
             "http://h:1/api/v1/me"
         );
         assert!(base_url_with_slash("mailto:x@y").is_err());
+    }
+
+    #[test]
+    fn scopes_are_one_path_segment() {
+        assert_eq!(encode_segment("channel:12"), "channel%3A12");
+        assert_eq!(encode_segment("topic:a/b c?"), "topic%3Aa%2Fb%20c%3F");
+        assert_eq!(encode_segment("topic:é"), "topic%3A%C3%A9");
     }
 }

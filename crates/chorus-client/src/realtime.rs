@@ -11,12 +11,16 @@
 //! incoming frames wait in a backlog, so the application reads one ordered stream:
 //!
 //! - each event once: an event at or below its scope's position is dropped;
-//! - `recovered: false` on `channel:{id}`: the top-level messages after the last ones
-//!   seen in the channel are fetched over HTTP (`?after=…`) and delivered as
-//!   `message.created` events without an offset, before the events that follow; their
-//!   live copies are dropped;
-//! - every scope that was not recovered gets a [`RESUME_GAP`] event (after its catch-up
-//!   for a channel): events other than top-level messages may be missing there.
+//! - `recovered: false`: the scope's events after its position are fetched page by page
+//!   from `GET /api/v1/scopes/{scope}/events?after=…` and delivered exactly as if they
+//!   had arrived live (with their offsets, advancing the position), before the events
+//!   that follow;
+//! - only when that endpoint answers 410 (the events are no longer retained) or 404 (a
+//!   server without it), the old catch-up: for `channel:{id}`, the top-level messages
+//!   after the last ones seen in the channel are fetched (`…/messages?after=…`) and
+//!   delivered as `message.created` events without an offset (their live copies are
+//!   dropped); then every such scope gets a [`RESUME_GAP`] event: events other than
+//!   top-level messages may be missing there.
 //!
 //! Requests made while disconnected wait for the next connection; requests that were
 //! sent but not answered when the connection was lost are sent again on the next one.
@@ -56,7 +60,8 @@ use crate::model::{ChannelId, HistoryQuery, MessageId};
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The type of the event the client adds after a reconnect for every scope the server
-/// could not resume (`recovered: false`, or refused). Its `data` is `{"scope": …}`,
+/// could not resume (refused, or `recovered: false` with the events gone from the
+/// catch-up endpoint too). Its `data` is `{"scope": …}`,
 /// plus `"caught_up": n` for a channel (the messages its HTTP catch-up delivered before
 /// this event) and `"error": code` when the scope could not be resumed or fetched. Its
 /// `offset` is absent. Refresh what the application shows of that scope: edits,
@@ -69,8 +74,10 @@ const REQUEST_QUEUE: usize = 64;
 const PRUNE_PENDING_AT: usize = 256;
 /// How long a local close waits for the server's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-/// Page size of the HTTP catch-up: the server's largest.
+/// Page size of the HTTP catch-up of messages: the server's largest.
 const CATCH_UP_PAGE: u32 = 200;
+/// Page size of the HTTP catch-up of a scope's events: the server's largest.
+const REPLAY_PAGE: u32 = 1000;
 /// Ids of the messages delivered by catch-ups that are remembered, to drop their live
 /// copies (the newest ones matter: only they can still arrive live).
 const CAUGHT_UP_IDS: usize = 16_384;
@@ -684,7 +691,8 @@ enum Gate {
     AwaitingAck {
         id: i64,
         until: Instant,
-        sent: Vec<String>,
+        /// The positions the `resume` sent.
+        sent: BTreeMap<String, u64>,
         backlog: VecDeque<ServerFrame>,
     },
     /// The HTTP catch-up runs; frames wait for it.
@@ -708,6 +716,45 @@ impl Gate {
     }
 }
 
+/// A scope to catch up from the events endpoint after `recovered: false`.
+struct Replay {
+    scope: String,
+    /// Its position: the events after it are fetched.
+    after: u64,
+    /// The position the scope continues from if the events are gone (`hello`'s).
+    restart: Option<u64>,
+    /// For a channel, the message catch-up to fall back on: `(channel, after id)`.
+    fallback: Option<(i64, Option<i64>)>,
+}
+
+/// What the events endpoint brought for one scope.
+struct Replayed {
+    scope: String,
+    restart: Option<u64>,
+    events: Vec<EventFrame>,
+    end: ReplayEnd,
+}
+
+enum ReplayEnd {
+    /// Every event up to the scope's head.
+    Complete,
+    /// The first `event_buffer` of them; the rest is fetched on the next connection.
+    More,
+    /// 410 (no longer retained) or 404 (a server without the endpoint): fall back to
+    /// the message catch-up and a gap notice.
+    Gone,
+    /// The server refused (e.g. `forbidden`); a gap notice with the code.
+    Refused(String),
+    /// A transport failure or a server error; tried again on the next connection.
+    Failed(String),
+}
+
+/// Everything the HTTP catch-up after one resume brought.
+struct CaughtUp {
+    replayed: Vec<Replayed>,
+    fetched: Vec<Fetched>,
+}
+
 /// What the HTTP catch-up of one channel brought.
 struct Fetched {
     channel: i64,
@@ -726,7 +773,7 @@ enum FetchEnd {
     Failed(String),
 }
 
-type CatchUp = Pin<Box<dyn Future<Output = Vec<Fetched>> + Send>>;
+type CatchUp = Pin<Box<dyn Future<Output = CaughtUp> + Send>>;
 
 /// The last message ids delivered in one channel, in delivery order.
 #[derive(Default)]
@@ -1062,12 +1109,12 @@ impl Driver {
                         }
                     }
                 }
-                fetched = maybe(catch_up.as_mut()) => {
+                caught_up = maybe(catch_up.as_mut()) => {
                     catch_up = None;
                     let Gate::CatchingUp(held) = std::mem::replace(&mut gate, Gate::Open) else {
                         continue;
                     };
-                    if let Err(cause) = self.open_gate(fetched, held) {
+                    if let Err(cause) = self.open_gate(caught_up, held) {
                         return SessionEnd::Lost(close(&mut ws, cause).await);
                     }
                 }
@@ -1132,10 +1179,11 @@ impl Driver {
             sent
         };
         let id = self.take_id();
-        let scopes = sent.keys().cloned().collect();
         let frame = ClientFrame {
             id: Some(FrameId::Int(id)),
-            op: ClientOp::Resume { positions: sent },
+            op: ClientOp::Resume {
+                positions: sent.clone(),
+            },
         };
         ws.send(Message::text(frame.to_json()))
             .await
@@ -1153,7 +1201,7 @@ impl Driver {
         Ok(Gate::AwaitingAck {
             id,
             until: Instant::now() + self.request_timeout,
-            sent: scopes,
+            sent,
             backlog: VecDeque::new(),
         })
     }
@@ -1196,12 +1244,17 @@ impl Driver {
         let Gate::AwaitingAck { sent, backlog, .. } = std::mem::replace(gate, Gate::Open) else {
             return Ok(());
         };
-        let (held, jobs) = self.on_resume_answer(frame, hello, &sent, backlog);
-        if jobs.is_empty() {
-            return self.open_gate(Vec::new(), held);
+        let (held, replays, jobs) = self.on_resume_answer(frame, hello, &sent, backlog);
+        if replays.is_empty() && jobs.is_empty() {
+            let nothing = CaughtUp {
+                replayed: Vec::new(),
+                fetched: Vec::new(),
+            };
+            return self.open_gate(nothing, held);
         }
-        let missed = fetch_missed(
+        let missed = fetch_caught_up(
             self.http.clone(),
+            replays,
             jobs,
             self.event_buffer,
             self.request_timeout,
@@ -1211,15 +1264,16 @@ impl Driver {
         Ok(())
     }
 
-    /// Applies the outcome of the resume per scope. Returns the held frames and the
-    /// channels to catch up over HTTP (with the last message id seen in each).
+    /// Applies the outcome of the resume per scope. Returns the held frames, the scopes
+    /// to catch up from the events endpoint and the channels whose message catch-up is
+    /// owed (with the last message id seen in each).
     fn on_resume_answer(
         &mut self,
         frame: ServerFrame,
         hello: &HelloFrame,
-        sent: &[String],
+        sent: &BTreeMap<String, u64>,
         backlog: VecDeque<ServerFrame>,
-    ) -> (Held, Vec<(i64, Option<i64>)>) {
+    ) -> (Held, Vec<Replay>, Vec<(i64, Option<i64>)>) {
         let outcomes = match frame {
             ServerFrame::Ack(ack) => ack.scopes.unwrap_or_default(),
             ServerFrame::Error(error) => {
@@ -1230,9 +1284,10 @@ impl Driver {
             _ => BTreeMap::new(),
         };
         let mut offsets = Vec::new();
+        let mut replays = Vec::new();
         {
             let positions = &mut lock(&self.shared).positions;
-            for scope in sent {
+            for (scope, &after) in sent {
                 let outcome = outcomes.get(scope);
                 if let Some(ScopeResume {
                     error: Some(code), ..
@@ -1253,8 +1308,23 @@ impl Driver {
                 if outcome.is_some_and(|o| o.recovered) {
                     continue;
                 }
-                // Not recovered: what follows is numbered from this connection's
-                // position (after a restart, a new numbering altogether).
+                let channel = channel_of(scope);
+                let owed = channel.is_some_and(|channel| self.owed.contains_key(&channel));
+                if !owed {
+                    // The position stays until the events endpoint has answered.
+                    replays.push(Replay {
+                        scope: scope.clone(),
+                        after,
+                        restart: hello.offsets.get(scope).copied(),
+                        fallback: channel.map(|channel| {
+                            let after = self.delivered.get(&channel).and_then(Delivered::after);
+                            (channel, after)
+                        }),
+                    });
+                    continue;
+                }
+                // A message catch-up from an earlier connection is still under way: it
+                // continues. What follows is numbered from this connection's position.
                 match hello.offsets.get(scope) {
                     Some(&offset) => {
                         positions.insert(scope.clone(), offset);
@@ -1262,14 +1332,6 @@ impl Driver {
                     None => {
                         positions.remove(scope);
                     }
-                }
-                match channel_of(scope) {
-                    Some(channel) => {
-                        self.owed.entry(channel).or_default();
-                    }
-                    None => self
-                        .gaps
-                        .push_back((scope.clone(), json!({ "scope": scope }))),
                 }
             }
         }
@@ -1283,13 +1345,67 @@ impl Driver {
                 )
             })
             .collect();
-        (Held { backlog, offsets }, jobs)
+        (Held { backlog, offsets }, replays, jobs)
     }
 
-    /// Completes a resume: delivers the caught-up messages, the gap notices, then the
-    /// held frames, in that order. `Err` ends the connection (to continue on the next).
-    fn open_gate(&mut self, fetched: Vec<Fetched>, held: Held) -> Result<(), Disconnect> {
+    /// Completes a resume: delivers the caught-up events, the caught-up messages, the gap
+    /// notices, then the held frames, in that order. `Err` ends the connection (to
+    /// continue on the next).
+    fn open_gate(&mut self, caught_up: CaughtUp, held: Held) -> Result<(), Disconnect> {
+        let CaughtUp { replayed, fetched } = caught_up;
         let mut again = None;
+        for Replayed {
+            scope,
+            restart,
+            events,
+            end,
+        } in replayed
+        {
+            for event in events {
+                self.on_event(event)?;
+            }
+            let error = match end {
+                ReplayEnd::Complete => continue,
+                ReplayEnd::More => {
+                    again = Some(Disconnect::local(
+                        CloseCode::SlowConsumer,
+                        "events catch-up continues once the application reads",
+                    ));
+                    continue;
+                }
+                ReplayEnd::Failed(reason) => {
+                    again = Some(Disconnect {
+                        code: 1011,
+                        reason: format!("events catch-up failed: {reason}"),
+                    });
+                    continue;
+                }
+                ReplayEnd::Gone => None,
+                ReplayEnd::Refused(code) => Some(code),
+            };
+            // The events are lost: what follows is numbered from this connection's
+            // position (after a restart without a durable log, a new numbering).
+            {
+                let positions = &mut lock(&self.shared).positions;
+                match restart {
+                    Some(offset) => positions.insert(scope.clone(), offset),
+                    None => positions.remove(&scope),
+                };
+            }
+            match (channel_of(&scope), error) {
+                // Its messages were fetched with the events: they follow below.
+                (Some(channel), None) => {
+                    self.owed.entry(channel).or_default();
+                }
+                (_, None) => self
+                    .gaps
+                    .push_back((scope.clone(), json!({ "scope": scope }))),
+                (_, Some(code)) => {
+                    let data = json!({ "scope": scope, "error": code });
+                    self.gaps.push_back((scope, data));
+                }
+            }
+        }
         for Fetched {
             channel,
             messages,
@@ -1687,6 +1803,85 @@ impl Driver {
     }
 }
 
+/// Catches up every scope from the events endpoint, then, per channel, the messages:
+/// those owed from an earlier connection and those of the channels whose events are gone.
+async fn fetch_caught_up(
+    http: Client,
+    replays: Vec<Replay>,
+    mut jobs: Vec<(i64, Option<i64>)>,
+    cap: usize,
+    timeout: Duration,
+) -> CaughtUp {
+    let mut replayed = Vec::with_capacity(replays.len());
+    for replay in replays {
+        let (events, end) = fetch_events(&http, &replay.scope, replay.after, cap, timeout).await;
+        if let (ReplayEnd::Gone, Some(job)) = (&end, replay.fallback) {
+            jobs.push(job);
+        }
+        replayed.push(Replayed {
+            scope: replay.scope,
+            restart: replay.restart,
+            events,
+            end,
+        });
+    }
+    let fetched = fetch_missed(http, jobs, cap, timeout).await;
+    CaughtUp { replayed, fetched }
+}
+
+/// Pages through a scope's events after `after`, at most `cap` of them, each page within
+/// `timeout`.
+async fn fetch_events(
+    http: &Client,
+    scope: &str,
+    mut after: u64,
+    cap: usize,
+    timeout: Duration,
+) -> (Vec<EventFrame>, ReplayEnd) {
+    let mut events = Vec::new();
+    let end = loop {
+        let left = u32::try_from(cap.saturating_sub(events.len())).unwrap_or(u32::MAX);
+        let fetch = http.scope_events(scope, after, Some(left.clamp(1, REPLAY_PAGE)));
+        let page = match tokio::time::timeout(timeout, fetch).await {
+            Ok(Ok(page)) => page,
+            Ok(Err(err)) => break classify_replay(&err),
+            Err(_) => break ReplayEnd::Failed(format!("no answer within {timeout:?}")),
+        };
+        events.extend(page.events.into_iter().map(EventFrame::from));
+        // A page that does not move forward ends it, whatever `more` says.
+        if !page.more || page.next <= after {
+            break ReplayEnd::Complete;
+        }
+        after = page.next;
+        if events.len() >= cap {
+            break ReplayEnd::More;
+        }
+    };
+    (events, end)
+}
+
+/// 410 and 404 send the scope to the fallback; other refusals are final for it; anything
+/// else (an expired token included) is tried again on the next connection.
+fn classify_replay(err: &Error) -> ReplayEnd {
+    let status = match err {
+        Error::Api { status, .. } | Error::UnexpectedResponse { status, .. } => *status,
+        other => return ReplayEnd::Failed(other.to_string()),
+    };
+    match status {
+        StatusCode::GONE | StatusCode::NOT_FOUND => ReplayEnd::Gone,
+        StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
+            ReplayEnd::Failed(err.to_string())
+        }
+        status if status.is_client_error() => {
+            let code = err
+                .code()
+                .map_or_else(|| status.as_u16().to_string(), |c| c.to_string());
+            ReplayEnd::Refused(code)
+        }
+        _ => ReplayEnd::Failed(err.to_string()),
+    }
+}
+
 /// Fetches, per channel, the top-level messages after the last one seen, oldest first,
 /// at most `cap` per channel, each page within `timeout`. A channel never seen with a
 /// message fetches nothing.
@@ -1968,6 +2163,119 @@ mod tests {
         }
         assert_eq!(delivered.after(), Some(100));
         assert!(!delivered.contains(12));
+    }
+
+    /// A stand-in for the events endpoint: every scope has the events `1..=head`, served
+    /// at most 7 per page, or every request is answered `refuse`. Records each request's
+    /// `(scope, after, limit)`.
+    async fn events_server(
+        head: u64,
+        refuse: Option<(StatusCode, &'static str)>,
+    ) -> (Client, Arc<Mutex<Vec<(String, u64, u64)>>>) {
+        use axum::extract::{Path, Query};
+        use axum::response::IntoResponse;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let handler = move |Path(scope): Path<String>,
+                            Query(query): Query<HashMap<String, u64>>| {
+            let log = log.clone();
+            async move {
+                let after = query.get("after").copied().unwrap_or_default();
+                let limit = query.get("limit").copied().unwrap_or(200);
+                log.lock().expect("log").push((scope.clone(), after, limit));
+                if let Some((status, body)) = refuse {
+                    return (status, body.to_owned()).into_response();
+                }
+                let last = head.min(after + limit.min(7));
+                let events: Vec<Value> = (after + 1..=last)
+                    .map(|offset| json!({"scope": scope, "offset": offset, "type": "x", "data": {"n": offset}}))
+                    .collect();
+                let page = json!({"scope": scope, "events": events, "head": head, "next": last.max(after), "more": last < head});
+                axum::Json(page).into_response()
+            }
+        };
+        let app =
+            axum::Router::new().route("/api/v1/scopes/{scope}/events", axum::routing::get(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (Client::new(&url, "t").expect("client"), seen)
+    }
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn a_scope_is_caught_up_page_by_page_to_its_head() {
+        let (http, seen) = events_server(25, None).await;
+        let (events, end) = fetch_events(&http, "channel:1", 10, 100, WAIT).await;
+        assert!(matches!(end, ReplayEnd::Complete));
+        let offsets: Vec<_> = events.iter().filter_map(|e| e.offset).collect();
+        assert_eq!(offsets, (11..=25).collect::<Vec<_>>());
+        assert!(
+            events
+                .iter()
+                .all(|e| e.scope == "channel:1" && e.kind == "x")
+        );
+        let afters: Vec<_> = seen.lock().expect("log").iter().map(|r| r.1).collect();
+        assert_eq!(afters, [10, 17, 24]);
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_stops_at_the_event_buffer_and_continues_later() {
+        let (http, seen) = events_server(25, None).await;
+        let (events, end) = fetch_events(&http, "topic:a b", 0, 10, WAIT).await;
+        assert!(matches!(end, ReplayEnd::More));
+        assert_eq!(events.len(), 10);
+        let requests = seen.lock().expect("log").clone();
+        // The scope arrives whole (one path segment); no page asks for more than fits.
+        assert_eq!(
+            requests,
+            [
+                ("topic:a b".to_owned(), 0, 10),
+                ("topic:a b".to_owned(), 7, 3)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn gone_or_missing_events_fall_back_and_refusals_are_kept_apart() {
+        let gone = r#"{"error":{"code":"gone","message":"past the retention window"}}"#;
+        let forbidden = r#"{"error":{"code":"forbidden","message":"no"}}"#;
+        let not_found = r#"{"error":{"code":"not_found","message":"no such channel"}}"#;
+        let cases = [
+            (StatusCode::GONE, gone),
+            (StatusCode::NOT_FOUND, not_found),
+            (StatusCode::FORBIDDEN, forbidden),
+            (StatusCode::UNAUTHORIZED, ""),
+            (StatusCode::INTERNAL_SERVER_ERROR, ""),
+        ];
+        let mut ends = Vec::new();
+        for (status, body) in cases {
+            let (http, _) = events_server(25, Some((status, body))).await;
+            let (events, end) = fetch_events(&http, "user:1", 3, 100, WAIT).await;
+            assert!(events.is_empty());
+            ends.push(match end {
+                ReplayEnd::Gone => "gone".to_owned(),
+                ReplayEnd::Refused(code) => format!("refused {code}"),
+                ReplayEnd::Failed(_) => "failed".to_owned(),
+                ReplayEnd::Complete | ReplayEnd::More => "done".to_owned(),
+            });
+        }
+        assert_eq!(
+            ends,
+            ["gone", "gone", "refused forbidden", "failed", "failed"]
+        );
+        // A server without the route at all falls back too.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, axum::Router::new()).await });
+        let http = Client::new(&url, "t").expect("client");
+        let (_, end) = fetch_events(&http, "user:1", 3, 100, WAIT).await;
+        assert!(matches!(end, ReplayEnd::Gone));
     }
 
     #[test]

@@ -277,3 +277,79 @@ async fn server_shutdown_reports_its_close_code() {
     let err = live.ping().await.expect_err("closed");
     assert!(matches!(err, Error::Closed(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_scopes_events_are_read_page_by_page_as_the_socket_delivers_them() {
+    let w = world().await;
+    let channel = w.general.id;
+    let scope = format!("channel:{channel}");
+    let mut live = Realtime::connect(&w.server.url, &w.bob_token)
+        .await
+        .expect("bob connects");
+    let start = live
+        .hello()
+        .offsets
+        .get(&scope)
+        .copied()
+        .unwrap_or_default();
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let text = SendMessage::new(format!("m{i}"));
+        let message = w.alice.send_message(channel, &text, None).await;
+        sent.push(message.expect("send").message.id.0);
+    }
+    let mut socket = Vec::new();
+    while socket.len() < sent.len() {
+        let event = next_of_type(&mut live, "message.created").await;
+        socket.push(event);
+    }
+
+    let mut read = Vec::new();
+    let mut after = start;
+    loop {
+        let page = w
+            .bob
+            .scope_events(&scope, after, Some(2))
+            .await
+            .expect("a page of events");
+        assert_eq!(page.scope, scope);
+        assert!(page.events.len() <= 2, "{page:?}");
+        read.extend(page.events.into_iter().map(chorus_client::EventFrame::from));
+        if !page.more {
+            assert_eq!(page.next, page.head);
+            break;
+        }
+        assert!(page.next > after, "{page:?}");
+        after = page.next;
+    }
+    let created: Vec<_> = read
+        .into_iter()
+        .filter(|e| e.kind == "message.created")
+        .collect();
+    assert_eq!(created, socket, "the same events as the socket delivered");
+
+    // Past the head (a position of another database): gone, the client reloads instead.
+    let head = socket.last().and_then(|e| e.offset).expect("an offset");
+    let err = w
+        .bob
+        .scope_events(&scope, head + 100, None)
+        .await
+        .expect_err("gone");
+    assert!(
+        matches!(
+            err,
+            Error::Api {
+                status: StatusCode::GONE,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Authorized like a subscription.
+    let err = w
+        .carol
+        .scope_events(&format!("user:{}", w.bob_id), 0, None)
+        .await
+        .expect_err("another user's scope");
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden), "{err:?}");
+}

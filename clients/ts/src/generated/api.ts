@@ -357,6 +357,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/scopes/{scope}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every event of a scope after an offset, as the WebSocket delivers them to the caller
+         *     (events not for them left out, `wake` as on the socket), one page at a time: call
+         *     again with `after = next` while `more`. Authorized like a subscription. `410 gone`
+         *     when some of those events are no longer kept: reload state over the other routes.
+         *     This is how a client whose `resume` answered `recovered: false` catches up.
+         */
+        get: operations["scope_events"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/server-keys": {
         parameters: {
             query?: never;
@@ -1241,6 +1264,43 @@ export interface components {
             role: components["schemas"]["Role"];
             user_id: components["schemas"]["UserId"];
             workspace_id: components["schemas"]["WorkspaceId"];
+        };
+        /** @description An event as the WebSocket delivers it to the caller. */
+        ScopeEvent: {
+            data: unknown;
+            /** Format: int64 */
+            offset: number;
+            scope: string;
+            type: string;
+            /**
+             * @description Agent-aware delivery: `true` = act, `false` = record only; absent on events
+             *     that are not agent-aware.
+             */
+            wake?: boolean | null;
+        };
+        /**
+         * @description One page of a scope's events after an offset (the complete catch-up of a client
+         *     whose `resume` answered `recovered: false`).
+         */
+        ScopeEvents: {
+            /**
+             * @description The scope's events after `after` that the caller may see, ascending, shaped as
+             *     the WebSocket's `event` frames (without `op`).
+             */
+            events: components["schemas"]["ScopeEvent"][];
+            /**
+             * Format: int64
+             * @description The scope's latest offset.
+             */
+            head: number;
+            /** @description Whether events after `next` remain. */
+            more: boolean;
+            /**
+             * Format: int64
+             * @description Where the next page starts: pass it as `after`.
+             */
+            next: number;
+            scope: string;
         };
         /** @description `POST /api/v1/channels/{id}/messages`. */
         SendMessage: {
@@ -2478,6 +2538,57 @@ export interface operations {
                 };
             };
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    scope_events: {
+        parameters: {
+            query: {
+                /** @description The offset after which to read: the last offset the client saw of the scope. */
+                after: number;
+                /** @description Most events per page, 1 to 1000; 200 when absent. */
+                limit?: number | null;
+            };
+            header?: never;
+            path: {
+                /** @description e.g. `channel:12` (URL-encoded: `channel%3A12`) */
+                scope: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScopeEvents"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
