@@ -529,40 +529,59 @@ struct Gap {
 
 /// Reads a gap's missing events from the event log, delivers them and then the entries
 /// that followed. Events the log no longer has are skipped (the clients see the offset
-/// jump and catch up over HTTP).
+/// jump and catch up over HTTP); when the log cannot be read, nothing more is delivered
+/// and the position stays, so the next read meets the gap again.
 async fn fill_gap(broker: &Inner, gap: Gap) {
     let Some(log) = &broker.log else { return };
     let Some(&(until, _)) = gap.entries.first() else {
         return;
     };
-    let Some(position) = lock(&broker.positions).scopes.get(&gap.scope).copied() else {
-        return;
-    };
-    let missing = usize::try_from(until.saturating_sub(position + 1)).unwrap_or(usize::MAX);
-    let read = match log
-        .read(&gap.scope, position, missing.min(READ_COUNT))
-        .await
-    {
-        Ok(read) => read.events,
-        Err(err) => {
-            Metrics::inc(&broker.metrics.relay_errors);
-            tracing::warn!(scope = %gap.scope, cause = %err, "relay gap not read from the event log");
-            Vec::new()
+    loop {
+        let Some(position) = lock(&broker.positions).scopes.get(&gap.scope).copied() else {
+            return;
+        };
+        if position + 1 >= until {
+            break;
         }
-    };
+        let missing = usize::try_from(until - position - 1).unwrap_or(usize::MAX);
+        let read = match log
+            .read(&gap.scope, position, missing.min(READ_COUNT))
+            .await
+        {
+            Ok(read) => read.events,
+            Err(err) => {
+                // Nothing more delivered and the position kept: the next read returns
+                // these entries again and meets the gap again.
+                Metrics::inc(&broker.metrics.relay_errors);
+                tracing::warn!(scope = %gap.scope, cause = %err,
+                    "relay gap not read from the event log; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+        };
+        let mut positions = lock(&broker.positions);
+        let Some(position) = positions.scopes.get_mut(&gap.scope) else {
+            return;
+        };
+        let mut progressed = false;
+        for event in read {
+            if event
+                .offset
+                .is_some_and(|o| o == *position + 1 && o < until)
+            {
+                *position += 1;
+                progressed = true;
+                broker.sink.deliver(&event);
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
     let mut positions = lock(&broker.positions);
     let Some(position) = positions.scopes.get_mut(&gap.scope) else {
         return;
     };
-    for event in read {
-        if event
-            .offset
-            .is_some_and(|o| o == *position + 1 && o < until)
-        {
-            *position += 1;
-            broker.sink.deliver(&event);
-        }
-    }
     if *position + 1 < until {
         Metrics::inc(&broker.metrics.relay_errors);
         tracing::warn!(scope = %gap.scope, from = *position, to = until, "relay gap");
