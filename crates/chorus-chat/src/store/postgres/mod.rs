@@ -28,6 +28,11 @@ impl Dialect for Postgres {
     const SKIP_LOCKED: &'static str = "FOR UPDATE SKIP LOCKED";
     const REACTION_ORDER: &'static str = "seq";
     const USER_ID_LIST: &'static str = "string_agg(user_id::TEXT, ',' ORDER BY user_id)";
+    const MULTI_STATEMENT: bool = false;
+
+    fn json_rows(param: usize) -> String {
+        format!("json_array_elements(${param}::json) AS j(value)")
+    }
 }
 
 impl Sql<Postgres> {

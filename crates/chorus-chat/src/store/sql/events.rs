@@ -8,13 +8,10 @@ use chorus_realtime::event::{Effect, Marks};
 use chorus_realtime::{Publish, Scope};
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
-use super::{Column, Dialect, RowsAffected, Sql, value_rows};
+use super::{Column, Dialect, RowsAffected, Sql};
 use crate::error::{ChatError, Result};
 use crate::model::Timestamp;
 use crate::store::EventStore;
-
-/// Event rows per `INSERT` (7 values each).
-const ROWS_PER_INSERT: usize = 500;
 
 /// A row of `events`: offset, kind, data, marks, effect, time (ms).
 type EventRow = (i64, String, String, Option<String>, Option<String>, i64);
@@ -43,73 +40,150 @@ where
     /// head row until commit (SQLite: the single writer is held), so a scope's offsets
     /// commit in order and a rolled-back change gives its offsets back. Returns the
     /// events with their offsets and log time.
+    ///
+    /// Two statements of one shape whatever the number of events (the rows travel as
+    /// one JSON array each, so both stay prepared), sent in one call where the driver
+    /// runs several statements per call (SQLite).
     pub(crate) async fn log_events(
         conn: &mut DB::Connection,
         at: Timestamp,
-        mut events: Vec<Publish>,
+        events: Vec<Publish>,
     ) -> Result<Vec<Publish>> {
+        let Some(append) = Append::new(events, at)? else {
+            return Ok(Vec::new());
+        };
+        let heads: Vec<(String, i64)> = if DB::MULTI_STATEMENT {
+            let sql = format!("{}; {}", heads_sql::<DB>(1), events_sql::<DB>(2));
+            sqlx::query_as(&sql)
+                .bind(&append.heads)
+                .bind(&append.rows)
+                .bind(at.0)
+                .fetch_all(&mut *conn)
+                .await?
+        } else {
+            let heads = sqlx::query_as(&heads_sql::<DB>(1))
+                .bind(&append.heads)
+                .fetch_all(&mut *conn)
+                .await?;
+            sqlx::query(&events_sql::<DB>(1))
+                .bind(&append.rows)
+                .bind(at.0)
+                .execute(&mut *conn)
+                .await?;
+            heads
+        };
+        append.numbered(&heads)
+    }
+}
+
+/// The upsert that moves each scope's head on by its count (a new scope starts at the
+/// base, the empty scope's row), returning the new heads. One row per scope, sorted, so
+/// concurrent appends lock heads in one order. `$first`: the JSON array of `{s, n}`.
+pub(crate) fn heads_sql<DB: Dialect>(first: usize) -> String {
+    let rows = DB::json_rows(first);
+    format!(
+        "INSERT INTO scope_heads (scope, head)
+         SELECT j.value ->> 's', b.head + CAST(j.value ->> 'n' AS BIGINT)
+         FROM {rows} CROSS JOIN scope_heads AS b WHERE b.scope = ''
+         ON CONFLICT (scope) DO UPDATE SET head = scope_heads.head + excluded.head
+             - (SELECT o.head FROM scope_heads AS o WHERE o.scope = '')
+         RETURNING scope, head"
+    )
+}
+
+/// The insert of the event rows, numbered back from their scope's new head (`b`: how
+/// many of the scope's events come after this one). `$first`: the JSON array of
+/// `{s, b, k, d, m, e}`; `$first + 1`: the log time.
+pub(crate) fn events_sql<DB: Dialect>(first: usize) -> String {
+    let rows = DB::json_rows(first);
+    let at = first + 1;
+    format!(
+        "INSERT INTO events (scope, seq, kind, data, marks, effect, created_at)
+         SELECT j.value ->> 's', h.head - CAST(j.value ->> 'b' AS BIGINT), j.value ->> 'k',
+                j.value ->> 'd', j.value ->> 'm', j.value ->> 'e', ${at}
+         FROM {rows} JOIN scope_heads AS h ON h.scope = j.value ->> 's'"
+    )
+}
+
+#[derive(serde::Serialize)]
+struct HeadRow<'a> {
+    s: &'a str,
+    n: i64,
+}
+
+#[derive(serde::Serialize)]
+struct EventRowIn<'a> {
+    s: &'a str,
+    b: i64,
+    k: &'a str,
+    d: &'a str,
+    m: Option<String>,
+    e: Option<String>,
+}
+
+/// One append's rows, ready to bind, and the events to number once the heads are known.
+pub(crate) struct Append {
+    pub(crate) heads: String,
+    pub(crate) rows: String,
+    events: Vec<Publish>,
+    /// Per event: its position in its scope's run (1-based) and the scope's count.
+    places: Vec<(i64, i64)>,
+    at: Timestamp,
+}
+
+impl Append {
+    /// `None` when nothing is durable.
+    pub(crate) fn new(mut events: Vec<Publish>, at: Timestamp) -> Result<Option<Self>> {
         events.retain(|e| !e.ephemeral);
         if events.is_empty() {
-            return Ok(events);
+            return Ok(None);
         }
-        // One head update per scope, in the order scopes first appear.
-        let mut scopes: Vec<(&str, i64)> = Vec::new();
+        let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
+        let mut places = Vec::with_capacity(events.len());
         for event in &events {
-            match scopes.iter_mut().find(|(s, _)| *s == event.scope.as_str()) {
-                Some((_, n)) => *n += 1,
-                None => scopes.push((event.scope.as_str(), 1)),
-            }
+            let n = counts.entry(event.scope.as_str()).or_default();
+            *n += 1;
+            places.push((*n, 0));
         }
-        let mut next: Vec<(String, i64)> = Vec::with_capacity(scopes.len());
-        for (scope, count) in scopes {
-            let head: i64 = sqlx::query_scalar(
-                "INSERT INTO scope_heads (scope, head)
-                 SELECT $1, head + $2 FROM scope_heads WHERE scope = ''
-                 ON CONFLICT (scope) DO UPDATE SET head = scope_heads.head + $2
-                 RETURNING head",
-            )
-            .bind(scope)
-            .bind(count)
-            .fetch_one(&mut *conn)
-            .await?;
-            next.push((scope.to_owned(), head - count + 1));
+        for (event, place) in events.iter().zip(&mut places) {
+            place.1 = counts[event.scope.as_str()];
         }
-        let logged_at = UNIX_EPOCH + std::time::Duration::from_millis(at.0.max(0) as u64);
+        let heads: Vec<HeadRow> = counts.iter().map(|(s, n)| HeadRow { s, n: *n }).collect();
         let mut rows = Vec::with_capacity(events.len());
-        for event in &mut events {
-            let slot = next
-                .iter_mut()
-                .find(|(s, _)| s == event.scope.as_str())
-                .ok_or_else(|| ChatError::Internal(anyhow::anyhow!("event scope lost")))?;
-            event.offset = Some(slot.1 as u64);
-            event.logged_at = Some(logged_at);
-            rows.push((
-                slot.1,
-                json_text(event.marks.as_deref())?,
-                json_text(event.effect.as_deref())?,
-            ));
-            slot.1 += 1;
+        for (event, (i, n)) in events.iter().zip(&places) {
+            rows.push(EventRowIn {
+                s: event.scope.as_str(),
+                b: n - i,
+                k: event.kind.as_str(),
+                d: event.data.as_str(),
+                m: json_text(event.marks.as_deref())?,
+                e: json_text(event.effect.as_deref())?,
+            });
         }
-        for (chunk, chunk_rows) in events
-            .chunks(ROWS_PER_INSERT)
-            .zip(rows.chunks(ROWS_PER_INSERT))
-        {
-            let sql = format!(
-                "INSERT INTO events (scope, seq, kind, data, marks, effect, created_at) VALUES {}",
-                value_rows(1, chunk.len(), 7)
-            );
-            let mut insert = sqlx::query(&sql).persistent(chunk.len() == 1);
-            for (event, (seq, marks, effect)) in chunk.iter().zip(chunk_rows) {
-                insert = insert
-                    .bind(event.scope.as_str())
-                    .bind(*seq)
-                    .bind(event.kind.as_str())
-                    .bind(event.data.as_str())
-                    .bind(marks.as_deref())
-                    .bind(effect.as_deref())
-                    .bind(at.0);
-            }
-            insert.execute(&mut *conn).await?;
+        let encode = |e: serde_json::Error| ChatError::Internal(e.into());
+        let heads = serde_json::to_string(&heads).map_err(encode)?;
+        let rows = serde_json::to_string(&rows).map_err(encode)?;
+        Ok(Some(Self {
+            heads,
+            rows,
+            events,
+            places,
+            at,
+        }))
+    }
+
+    /// The events with their offsets, from the scopes' new heads.
+    pub(crate) fn numbered(self, heads: &[(String, i64)]) -> Result<Vec<Publish>> {
+        let logged_at = UNIX_EPOCH + std::time::Duration::from_millis(self.at.0.max(0) as u64);
+        let mut events = self.events;
+        for (event, (i, n)) in events.iter_mut().zip(self.places) {
+            let head = heads
+                .iter()
+                .find(|(s, _)| s == event.scope.as_str())
+                .map(|(_, h)| *h)
+                .ok_or_else(|| ChatError::Internal(anyhow::anyhow!("no head for {}", event.scope)))?;
+            event.offset = Some((head - n + i) as u64);
+            event.logged_at = Some(logged_at);
         }
         Ok(events)
     }

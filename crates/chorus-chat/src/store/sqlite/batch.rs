@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use chorus_realtime::Clock;
@@ -15,7 +15,7 @@ use chorus_realtime::Clock;
 use crate::error::{ChatError, Result};
 use crate::model::{MessageId, Timestamp};
 use crate::store::rows::{created_message, mentions_json};
-use crate::store::sql::{PlainInserts, Sql};
+use crate::store::sql::{Append, PlainInserts, Sql, events_sql, heads_sql};
 use crate::store::{Events, Inserted, NewMessage};
 use chorus_realtime::Publish;
 
@@ -116,11 +116,30 @@ async fn insert_batch(
     clock: &Clock,
     jobs: &[Job],
 ) -> Result<Vec<Option<(Inserted, Vec<Publish>)>>> {
-    let mut conn = writer.begin().await?;
+    let mut conn = writer.acquire().await?;
+    let written = write_batch(&mut conn, clock, jobs).await;
+    if written.is_err() {
+        // The transaction is left open by a failed statement: nothing of it stays.
+        if let Err(err) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+            tracing::debug!(cause = %err, "rollback after a failed batch");
+        }
+    }
+    written
+}
+
+/// [`insert_batch`] on the writer connection, in two calls to SQLite's thread: `BEGIN`
+/// with the messages' insert, then the events' append with `COMMIT` (the transaction is
+/// opened and closed by the statements themselves, which is what lets each ride along
+/// with the work; the caller rolls back on error).
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    clock: &Clock,
+    jobs: &[Job],
+) -> Result<Vec<Option<(Inserted, Vec<Publish>)>>> {
     // Taken with the writer held, so times rise with ids.
     let created_at = Timestamp(clock.now_ms());
     let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "INSERT INTO messages (channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key) ",
+        "BEGIN; INSERT INTO messages (channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key) ",
     );
     let mut mentions = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -182,10 +201,27 @@ async fn insert_batch(
         counts.push(built.len());
         events.extend(built);
     }
-    let mut logged = Sql::<Sqlite>::log_events(&mut conn, created_at, events)
-        .await?
-        .into_iter();
-    conn.commit().await?;
+    let logged = match Append::new(events, created_at)? {
+        Some(append) => {
+            let sql = format!(
+                "{}; {}; COMMIT",
+                heads_sql::<Sqlite>(1),
+                events_sql::<Sqlite>(2)
+            );
+            let heads: Vec<(String, i64)> = sqlx::query_as(&sql)
+                .bind(&append.heads)
+                .bind(&append.rows)
+                .bind(created_at.0)
+                .fetch_all(&mut *conn)
+                .await?;
+            append.numbered(&heads)?
+        }
+        None => {
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Vec::new()
+        }
+    };
+    let mut logged = logged.into_iter();
     Ok(out
         .into_iter()
         .zip(counts)
