@@ -49,7 +49,18 @@ impl Marks {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Effect {
     pub subscribe: Vec<Scope>,
+    /// With `subscribe`: the joined scopes start after this offset of theirs (the
+    /// offset of the join in the scope, from the event log). Everything the scope
+    /// published after it is replayed to the joining connection, nothing at or before
+    /// it is delivered — wherever this node's reading of the scope stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
     pub unsubscribe: Vec<Scope>,
+    /// On an event of the scope itself (`member.left` on `channel:42`): this user's
+    /// connections stop receiving the scope right after this event, at its place in the
+    /// scope's order, so no later event of the scope reaches them on any node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_user: Option<crate::UserKey>,
     /// The user's access shrank: every other subscription of the receiving connection
     /// is held and authorized again (`SessionHooks::authorize_subscribe`); those no
     /// longer allowed end with `subscription.revoked {scope, reason}`. The text is the

@@ -87,6 +87,9 @@ pub struct Work {
     /// Subscriptions held until they are authorized again, with their generation
     /// (see [`Registry::resolve`]) and the reason of the change.
     pub recheck: Vec<(Scope, u32, Arc<str>)>,
+    /// Scopes an effect subscribed after an offset (see `Effect::after`), with the
+    /// connection's revocation fence at the effect: subscribed and replayed from there.
+    pub join: Vec<(Scope, u64, u64)>,
 }
 
 /// What the registry holds of one connection: how to reach it.
@@ -840,12 +843,26 @@ impl Registry {
             self.revoke(conn.id, scope);
         }
         let mut attach = Vec::new();
+        let mut join = Vec::new();
         for scope in &effect.subscribe {
             if scope.kind() == "user" {
                 continue; // user scopes are fixed for the life of a connection
             }
-            if self.admit(&conn, scope, None, Admit::Live, None).is_ok() {
-                attach.push(scope.clone());
+            match effect.after {
+                // Subscribed by the connection's task, from the offset on (`settle`);
+                // a revocation of the scope after this effect refuses it.
+                Some(after) => {
+                    if let Some(entry) = lock(&self.index).conns.get_mut(&conn.id) {
+                        entry.revoked.remove(scope);
+                        join.push((scope.clone(), after, entry.epoch));
+                    }
+                    continue;
+                }
+                None => {
+                    if self.admit(&conn, scope, None, Admit::Live, None).is_ok() {
+                        attach.push(scope.clone());
+                    }
+                }
             }
             // Effects of one user arrive in order on their user scope: a join after a
             // revocation ends it.
@@ -858,10 +875,11 @@ impl Registry {
             .as_deref()
             .map(|reason| self.hold_for_recheck(&conn, reason, &effect.recheck_kinds))
             .unwrap_or_default();
-        if !attach.is_empty() || !recheck.is_empty() {
+        if !attach.is_empty() || !recheck.is_empty() || !join.is_empty() {
             conn.control.add_work(|work| {
                 work.attach.extend(attach);
                 work.recheck.extend(recheck);
+                work.join.extend(join);
             });
         }
     }
@@ -1008,6 +1026,18 @@ impl EventSink for Registry {
         }
         tally.record(&self.metrics);
         if let Some(effect) = &event.effect {
+            if let Some(user) = effect.drop_user {
+                // At this event's place in the scope's order: nothing later reaches them.
+                let theirs: Vec<ConnId> = lock(&slot)
+                    .subs
+                    .values()
+                    .filter(|s| s.handle.user == user)
+                    .map(|s| s.handle.id)
+                    .collect();
+                for conn in theirs {
+                    self.revoke(conn, &event.scope);
+                }
+            }
             for conn in affected {
                 self.apply_effect(conn, effect);
             }

@@ -266,6 +266,18 @@ impl Subscriptions {
                     tracing::warn!(%scope, cause = %err, "joined scope not attached");
                 }
             }
+            for (scope, after, fence) in &work.join {
+                // A connection holding the scope already (it subscribed, or reconnected
+                // after the join) keeps its subscription as it is. Otherwise it starts
+                // after the join's offset; refused when the scope was revoked since the
+                // join (a later leave).
+                if self.registry.is_subscribed(conn.id, scope) {
+                    continue;
+                }
+                let _ = self
+                    .start(conn, scope, Some(*fence), None, From::Continue(*after))
+                    .await;
+            }
             for (scope, generation, reason) in &work.recheck {
                 let allowed = authorize(conn, hooks, scope.as_str()).await.is_ok();
                 self.registry

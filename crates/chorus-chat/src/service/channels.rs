@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use chorus_api::events::{ChannelJoined as Joined, MembershipChange};
+use chorus_realtime::{Effect, Publish, Scope};
 pub use chorus_api::requests::{CreateChannel, OpenDm, UpdateChannel};
 
 use super::Chat;
@@ -362,14 +363,18 @@ impl Chat {
             channel_id: channel.id,
             user_id: user,
         };
-        self.emit_event(channel_scope(channel.id), "member.joined", &change)
+        // The join's place in the channel's order: its `member.joined`. The joiner's
+        // subscription starts there (events of the channel before it are not theirs).
+        let at = self
+            .emit_at(Publish::new(channel_scope(channel.id), "member.joined", &change))
             .await;
         let joined = Joined {
             channel: channel.clone(),
             user_id: user,
             member_ids: member_ids.to_vec(),
         };
-        self.emit_joined(user, "channel.joined", channel_scope(channel.id), &joined)
+        let after = at.map(|offset| offset - 1);
+        self.emit_joined(user, "channel.joined", channel_scope(channel.id), after, &joined)
             .await;
     }
 
@@ -384,8 +389,7 @@ impl Chat {
             };
             self.emit_event(user_scope(user), "channel.left", &change)
                 .await;
-            self.emit_event(channel_scope(channel), "member.left", &change)
-                .await;
+            self.emit(member_left(channel_scope(channel), &change)).await;
         }
     }
 
@@ -399,7 +403,17 @@ impl Chat {
         // Unsubscribe first, so the leaver's connections stop at the same instant.
         self.emit_left(user, "channel.left", channel_scope(channel.id), &change)
             .await;
-        self.emit_event(channel_scope(channel.id), "member.left", &change)
+        self.emit(member_left(channel_scope(channel.id), &change))
             .await;
     }
+}
+
+/// `member.left` on the channel: the leaver's connections stop receiving the channel at
+/// this event's place in its order, on every node (see `Effect::drop_user`).
+fn member_left(scope: Scope, change: &MembershipChange) -> Publish {
+    let effect = Effect {
+        drop_user: Some(change.user_id.0),
+        ..Effect::default()
+    };
+    Publish::new(scope, "member.left", change).with_effect(effect)
 }

@@ -40,9 +40,19 @@ pub(crate) fn thread_scope(id: MessageId) -> Scope {
 
 impl Chat {
     pub(crate) async fn emit(&self, publish: Publish) {
+        self.emit_at(publish).await;
+    }
+
+    /// [`emit`](Self::emit), returning the event's offset (`None` when it was not
+    /// published, or is ephemeral).
+    pub(crate) async fn emit_at(&self, publish: Publish) -> Option<u64> {
         let (scope, kind) = (publish.scope.clone(), publish.kind.clone());
-        if let Err(err) = self.engine.publish(publish).await {
-            tracing::warn!(%scope, kind, cause = %err, "event not published");
+        match self.engine.publish(publish).await {
+            Ok(offset) => offset,
+            Err(err) => {
+                tracing::warn!(%scope, kind, cause = %err, "event not published");
+                None
+            }
         }
     }
 
@@ -58,16 +68,20 @@ impl Chat {
         self.emit(Publish::new(scope, kind, data)).await;
     }
 
-    /// Tells a user's connections they joined `scope` and subscribes them to it.
+    /// Tells a user's connections they joined `scope` and subscribes them to it after
+    /// offset `after` of the scope (the join's own event there): from that point of the
+    /// scope's order on, on every node, whatever each node's reading of it.
     pub(crate) async fn emit_joined(
         &self,
         user: UserId,
         kind: &str,
         scope: Scope,
+        after: Option<u64>,
         data: &impl Serialize,
     ) {
         let effect = Effect {
             subscribe: vec![scope],
+            after,
             ..Effect::default()
         };
         self.emit(Publish::new(user_scope(user), kind, data).with_effect(effect))

@@ -24,6 +24,7 @@ impl Chat {
             caller.id,
             "workspace.joined",
             workspace_scope(ws.id),
+            None,
             &JoinedWorkspace {
                 workspace: ws.clone(),
                 role: Role::Owner,
@@ -109,6 +110,7 @@ impl Chat {
             user.id,
             "workspace.joined",
             workspace_scope(ws),
+            None,
             &JoinedWorkspace {
                 workspace: workspace.clone(),
                 role: req.role,
