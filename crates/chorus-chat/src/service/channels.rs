@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 
 use chorus_api::events::{ChannelJoined as Joined, MembershipChange};
-use chorus_realtime::{Effect, Publish, Scope};
 pub use chorus_api::requests::{CreateChannel, OpenDm, UpdateChannel};
+use chorus_realtime::{Effect, Publish, Scope};
 
 use super::Chat;
 use super::events::{channel_scope, user_scope, workspace_scope};
@@ -366,7 +366,11 @@ impl Chat {
         // The join's place in the channel's order: its `member.joined`. The joiner's
         // subscription starts there (events of the channel before it are not theirs).
         let at = self
-            .emit_at(Publish::new(channel_scope(channel.id), "member.joined", &change))
+            .emit_at(Publish::new(
+                channel_scope(channel.id),
+                "member.joined",
+                &change,
+            ))
             .await;
         let joined = Joined {
             channel: channel.clone(),
@@ -374,8 +378,14 @@ impl Chat {
             member_ids: member_ids.to_vec(),
         };
         let after = at.map(|offset| offset - 1);
-        self.emit_joined(user, "channel.joined", channel_scope(channel.id), after, &joined)
-            .await;
+        self.emit_joined(
+            user,
+            "channel.joined",
+            channel_scope(channel.id),
+            after,
+            &joined,
+        )
+        .await;
     }
 
     /// After a user was removed from a workspace: each of its channels they were in
@@ -389,7 +399,8 @@ impl Chat {
             };
             self.emit_event(user_scope(user), "channel.left", &change)
                 .await;
-            self.emit(member_left(channel_scope(channel), &change)).await;
+            self.emit(member_left(channel_scope(channel), &change))
+                .await;
         }
     }
 

@@ -181,7 +181,9 @@ impl Append {
                 .iter()
                 .find(|(s, _)| s == event.scope.as_str())
                 .map(|(_, h)| *h)
-                .ok_or_else(|| ChatError::Internal(anyhow::anyhow!("no head for {}", event.scope)))?;
+                .ok_or_else(|| {
+                    ChatError::Internal(anyhow::anyhow!("no head for {}", event.scope))
+                })?;
             event.offset = Some((head - n + i) as u64);
             event.logged_at = Some(logged_at);
         }
