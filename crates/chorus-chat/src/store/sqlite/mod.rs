@@ -131,8 +131,11 @@ impl Sql<Sqlite> {
             .busy_timeout(Duration::from_secs(5));
         // A commit that ran SQLite's automatic checkpoint would copy pages and sync the
         // file before the insert's caller hears back; the checkpointer does it instead.
+        // No ping before each acquire (sqlx's default): the database is a local file, and
+        // a ping is one more hand-off to SQLite's thread and back before every write.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await
             .with_context(|| format!("opening the SQLite database {file}"))?;
@@ -143,6 +146,7 @@ impl Sql<Sqlite> {
             .context("running migrations")?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options.clone().read_only(true))
             .await
             .context("opening SQLite readers")?;
