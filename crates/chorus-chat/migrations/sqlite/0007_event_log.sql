@@ -22,4 +22,3 @@ CREATE TABLE events (
     created_at INTEGER NOT NULL,
     PRIMARY KEY (scope, seq)
 ) WITHOUT ROWID;
-CREATE INDEX events_created ON events (created_at);

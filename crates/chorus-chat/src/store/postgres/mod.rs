@@ -29,10 +29,6 @@ impl Dialect for Postgres {
     const REACTION_ORDER: &'static str = "seq";
     const USER_ID_LIST: &'static str = "string_agg(user_id::TEXT, ',' ORDER BY user_id)";
     const MULTI_STATEMENT: bool = false;
-
-    fn json_rows(param: usize) -> String {
-        format!("json_array_elements(${param}::json) AS j(value)")
-    }
 }
 
 impl Sql<Postgres> {

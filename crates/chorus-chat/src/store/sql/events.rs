@@ -40,100 +40,144 @@ where
     /// head row until commit (SQLite: the single writer is held), so a scope's offsets
     /// commit in order and a rolled-back change gives its offsets back. Returns the
     /// events with their offsets and log time.
-    ///
-    /// Two statements of one shape whatever the number of events (the rows travel as
-    /// one JSON array each, so both stay prepared), sent in one call where the driver
-    /// runs several statements per call (SQLite).
     pub(crate) async fn log_events(
         conn: &mut DB::Connection,
         at: Timestamp,
         events: Vec<Publish>,
     ) -> Result<Vec<Publish>> {
+        Self::log_events_then(conn, at, events, None).await
+    }
+
+    /// [`log_events`](Self::log_events), then `tail` (e.g. `COMMIT`) — in the same call
+    /// to the database where the dialect runs several statements per call (SQLite: one
+    /// hand-off to its thread for the whole append).
+    pub(crate) async fn log_events_then(
+        conn: &mut DB::Connection,
+        at: Timestamp,
+        events: Vec<Publish>,
+        tail: Option<&str>,
+    ) -> Result<Vec<Publish>> {
         let Some(append) = Append::new(events, at)? else {
+            if let Some(tail) = tail {
+                sqlx::query(tail).execute(&mut *conn).await?;
+            }
             return Ok(Vec::new());
         };
         let heads: Vec<(String, i64)> = if DB::MULTI_STATEMENT {
-            let sql = format!("{}; {}", heads_sql::<DB>(1), events_sql::<DB>(2));
-            sqlx::query_as(&sql)
-                .bind(&append.heads)
-                .bind(&append.rows)
-                .bind(at.0)
-                .fetch_all(&mut *conn)
-                .await?
+            let mut sql = String::new();
+            for i in 0..append.heads.len() {
+                sql.push_str(&head_sql(1 + 2 * i));
+                sql.push_str("; ");
+            }
+            sql.push_str(&events_sql(1 + 2 * append.heads.len(), append.rows.len()));
+            if let Some(tail) = tail {
+                sql.push_str("; ");
+                sql.push_str(tail);
+            }
+            let mut query = sqlx::query_as(&sql);
+            for (scope, count) in &append.heads {
+                query = query.bind(scope.as_str()).bind(*count);
+            }
+            for row in &append.rows {
+                let event = &append.events[row.index];
+                query = query
+                    .bind(event.scope.as_str())
+                    .bind(row.back)
+                    .bind(event.kind.as_str())
+                    .bind(event.data.as_str())
+                    .bind(row.marks.as_deref())
+                    .bind(row.effect.as_deref());
+            }
+            query.bind(at.0).fetch_all(&mut *conn).await?
         } else {
-            let heads = sqlx::query_as(&heads_sql::<DB>(1))
-                .bind(&append.heads)
-                .fetch_all(&mut *conn)
-                .await?;
-            sqlx::query(&events_sql::<DB>(1))
-                .bind(&append.rows)
-                .bind(at.0)
-                .execute(&mut *conn)
-                .await?;
+            let mut heads = Vec::with_capacity(append.heads.len());
+            for (scope, count) in &append.heads {
+                let head: (String, i64) = sqlx::query_as(&head_sql(1))
+                    .bind(scope.as_str())
+                    .bind(*count)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                heads.push(head);
+            }
+            let sql = events_sql(1, append.rows.len());
+            let mut query = sqlx::query(&sql);
+            for row in &append.rows {
+                let event = &append.events[row.index];
+                query = query
+                    .bind(event.scope.as_str())
+                    .bind(row.back)
+                    .bind(event.kind.as_str())
+                    .bind(event.data.as_str())
+                    .bind(row.marks.as_deref())
+                    .bind(row.effect.as_deref());
+            }
+            query.bind(at.0).execute(&mut *conn).await?;
+            if let Some(tail) = tail {
+                sqlx::query(tail).execute(&mut *conn).await?;
+            }
             heads
         };
         append.numbered(&heads)
     }
 }
 
-/// The upsert that moves each scope's head on by its count (a new scope starts at the
-/// base, the empty scope's row), returning the new heads. One row per scope, sorted, so
-/// concurrent appends lock heads in one order. `$first`: the JSON array of `{s, n}`.
-pub(crate) fn heads_sql<DB: Dialect>(first: usize) -> String {
-    let rows = DB::json_rows(first);
+/// Moves a scope's head on by `$p + 1` events (a new scope starts at the base, the
+/// empty scope's row) and returns it; `$p`: the scope. The row stays locked until commit.
+fn head_sql(p: usize) -> String {
+    let n = p + 1;
     format!(
-        "INSERT INTO scope_heads (scope, head)
-         SELECT j.value ->> 's', b.head + CAST(j.value ->> 'n' AS BIGINT)
-         FROM {rows} CROSS JOIN scope_heads AS b WHERE b.scope = ''
-         ON CONFLICT (scope) DO UPDATE SET head = scope_heads.head + excluded.head
-             - (SELECT o.head FROM scope_heads AS o WHERE o.scope = '')
+        "INSERT INTO scope_heads (scope, head) SELECT ${p}, head + ${n} FROM scope_heads WHERE scope = ''
+         ON CONFLICT (scope) DO UPDATE SET head = scope_heads.head + ${n}
          RETURNING scope, head"
     )
 }
 
-/// The insert of the event rows, numbered back from their scope's new head (`b`: how
-/// many of the scope's events come after this one). `$first`: the JSON array of
-/// `{s, b, k, d, m, e}`; `$first + 1`: the log time.
-pub(crate) fn events_sql<DB: Dialect>(first: usize) -> String {
-    let rows = DB::json_rows(first);
-    let at = first + 1;
+/// Inserts `rows` events from `$first` on, six values each (scope, how many of the
+/// scope's events come after it in this append, kind, data, marks, effect), numbered
+/// back from their scope's new head; the log time is the last value.
+fn events_sql(first: usize, rows: usize) -> String {
+    let at = first + 6 * rows;
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let p = first + 6 * r;
+            format!(
+                "(${p}, (SELECT h.head FROM scope_heads AS h WHERE h.scope = ${p}) - ${}, ${}, ${}, ${}, ${}, ${at})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5
+            )
+        })
+        .collect();
     format!(
-        "INSERT INTO events (scope, seq, kind, data, marks, effect, created_at)
-         SELECT j.value ->> 's', h.head - CAST(j.value ->> 'b' AS BIGINT), j.value ->> 'k',
-                j.value ->> 'd', j.value ->> 'm', j.value ->> 'e', ${at}
-         FROM {rows} JOIN scope_heads AS h ON h.scope = j.value ->> 's'"
+        "INSERT INTO events (scope, seq, kind, data, marks, effect, created_at) VALUES {}",
+        values.join(", ")
     )
 }
 
-#[derive(serde::Serialize)]
-struct HeadRow<'a> {
-    s: &'a str,
-    n: i64,
+/// One event's row beyond what its [`Publish`] holds.
+struct AppendRow {
+    index: usize,
+    back: i64,
+    marks: Option<String>,
+    effect: Option<String>,
 }
 
-#[derive(serde::Serialize)]
-struct EventRowIn<'a> {
-    s: &'a str,
-    b: i64,
-    k: &'a str,
-    d: &'a str,
-    m: Option<String>,
-    e: Option<String>,
-}
-
-/// One append's rows, ready to bind, and the events to number once the heads are known.
-pub(crate) struct Append {
-    pub(crate) heads: String,
-    pub(crate) rows: String,
+/// One append: the heads to move (one per scope, sorted, so concurrent appends lock
+/// them in one order) and the rows to write.
+struct Append {
+    heads: Vec<(String, i64)>,
+    rows: Vec<AppendRow>,
     events: Vec<Publish>,
-    /// Per event: its position in its scope's run (1-based) and the scope's count.
+    /// Per event: its place in its scope's run (1-based) and the scope's count.
     places: Vec<(i64, i64)>,
     at: Timestamp,
 }
 
 impl Append {
     /// `None` when nothing is durable.
-    pub(crate) fn new(mut events: Vec<Publish>, at: Timestamp) -> Result<Option<Self>> {
+    fn new(mut events: Vec<Publish>, at: Timestamp) -> Result<Option<Self>> {
         events.retain(|e| !e.ephemeral);
         if events.is_empty() {
             return Ok(None);
@@ -148,21 +192,16 @@ impl Append {
         for (event, place) in events.iter().zip(&mut places) {
             place.1 = counts[event.scope.as_str()];
         }
-        let heads: Vec<HeadRow> = counts.iter().map(|(s, n)| HeadRow { s, n: *n }).collect();
+        let heads = counts.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect();
         let mut rows = Vec::with_capacity(events.len());
-        for (event, (i, n)) in events.iter().zip(&places) {
-            rows.push(EventRowIn {
-                s: event.scope.as_str(),
-                b: n - i,
-                k: event.kind.as_str(),
-                d: event.data.as_str(),
-                m: json_text(event.marks.as_deref())?,
-                e: json_text(event.effect.as_deref())?,
+        for (index, (event, (i, n))) in events.iter().zip(&places).enumerate() {
+            rows.push(AppendRow {
+                index,
+                back: n - i,
+                marks: json_text(event.marks.as_deref())?,
+                effect: json_text(event.effect.as_deref())?,
             });
         }
-        let encode = |e: serde_json::Error| ChatError::Internal(e.into());
-        let heads = serde_json::to_string(&heads).map_err(encode)?;
-        let rows = serde_json::to_string(&rows).map_err(encode)?;
         Ok(Some(Self {
             heads,
             rows,
@@ -173,7 +212,7 @@ impl Append {
     }
 
     /// The events with their offsets, from the scopes' new heads.
-    pub(crate) fn numbered(self, heads: &[(String, i64)]) -> Result<Vec<Publish>> {
+    fn numbered(self, heads: &[(String, i64)]) -> Result<Vec<Publish>> {
         let logged_at = UNIX_EPOCH + std::time::Duration::from_millis(self.at.0.max(0) as u64);
         let mut events = self.events;
         for (event, (i, n)) in events.iter_mut().zip(self.places) {

@@ -28,8 +28,6 @@ mod reads;
 mod users;
 mod workspaces;
 
-pub(crate) use events::{Append, events_sql, heads_sql};
-
 use std::sync::Arc;
 
 use chorus_realtime::Clock;
@@ -55,10 +53,6 @@ pub trait Dialect: Database<QueryResult: RowsAffected> + HasStatementCache {
     const USER_ID_LIST: &'static str;
     /// Whether one call may carry several statements (`a; b`), run in order.
     const MULTI_STATEMENT: bool;
-
-    /// A `FROM` item over the elements of the JSON array bound at `$param`, each as
-    /// `j.value` (read with `j.value ->> 'field'`).
-    fn json_rows(param: usize) -> String;
 }
 
 /// How many rows a statement changed (each driver has its own result type).

@@ -15,7 +15,7 @@ use chorus_realtime::Clock;
 use crate::error::{ChatError, Result};
 use crate::model::{MessageId, Timestamp};
 use crate::store::rows::{created_message, mentions_json};
-use crate::store::sql::{Append, PlainInserts, Sql, events_sql, heads_sql};
+use crate::store::sql::{PlainInserts, Sql};
 use crate::store::{Events, Inserted, NewMessage};
 use chorus_realtime::Publish;
 
@@ -201,26 +201,8 @@ async fn write_batch(
         counts.push(built.len());
         events.extend(built);
     }
-    let logged = match Append::new(events, created_at)? {
-        Some(append) => {
-            let sql = format!(
-                "{}; {}; COMMIT",
-                heads_sql::<Sqlite>(1),
-                events_sql::<Sqlite>(2)
-            );
-            let heads: Vec<(String, i64)> = sqlx::query_as(&sql)
-                .bind(&append.heads)
-                .bind(&append.rows)
-                .bind(created_at.0)
-                .fetch_all(&mut *conn)
-                .await?;
-            append.numbered(&heads)?
-        }
-        None => {
-            sqlx::query("COMMIT").execute(&mut *conn).await?;
-            Vec::new()
-        }
-    };
+    let logged =
+        Sql::<Sqlite>::log_events_then(&mut *conn, created_at, events, Some("COMMIT")).await?;
     let mut logged = logged.into_iter();
     Ok(out
         .into_iter()

@@ -50,10 +50,6 @@ impl Dialect for Sqlite {
     const REACTION_ORDER: &'static str = "rowid";
     const USER_ID_LIST: &'static str = "group_concat(user_id)";
     const MULTI_STATEMENT: bool = true;
-
-    fn json_rows(param: usize) -> String {
-        format!("json_each(${param}) AS j")
-    }
 }
 
 /// How often the checkpointer looks at the WAL.
