@@ -176,8 +176,9 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
     })
 }
 
-/// How often the event log is trimmed to the retention window.
-const EVENT_LOG_TRIM_EVERY: Duration = Duration::from_secs(60);
+/// How often the event log is trimmed to the retention window (a pass over the whole
+/// log; reads apply the window themselves, so this only gives the space back).
+const EVENT_LOG_TRIM_EVERY: Duration = Duration::from_secs(600);
 
 /// The Redis client of the broker and presence. `rediss://` is TLS, verified against
 /// the built-in Mozilla roots, or against `ca_file` alone when it is set.
