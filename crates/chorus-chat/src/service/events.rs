@@ -227,6 +227,21 @@ impl EventLog for StoreLog {
         Ok(heads)
     }
 
+    async fn recent(&self, since: std::time::SystemTime) -> Result<Vec<(Scope, u64)>, BrokerError> {
+        let ms = since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let rows = self
+            .store
+            .recent_scopes(crate::model::Timestamp(ms))
+            .await
+            .map_err(log_error)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, h)| Some((Scope::parse(&s).ok()?, h)))
+            .collect())
+    }
+
     async fn read(&self, scope: &Scope, after: u64, limit: usize) -> Result<LogRead, BrokerError> {
         let (events, head) = self
             .store

@@ -95,6 +95,8 @@ pub trait EventStore: Send + Sync {
     async fn scope_head(&self, scope: &chorus_realtime::Scope) -> Result<u64>;
     /// Every scope's head, with the offset base under the empty name `""`.
     async fn scope_heads(&self) -> Result<Vec<(String, u64)>>;
+    /// Scopes with events logged at or after `since`, with their latest offset.
+    async fn recent_scopes(&self, since: Timestamp) -> Result<Vec<(String, u64)>>;
     /// The scope's logged events after `after` (at most `limit`, ascending) and its head.
     async fn scope_events(
         &self,

@@ -48,6 +48,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// Every scope's head, and the base (the head of a scope nothing was logged in).
     async fn heads(&self) -> Result<LogHeads, BrokerError>;
 
+    /// Scopes with events logged at or after `since`, each with its latest offset (what a
+    /// relay compares with what reached the other nodes).
+    async fn recent(&self, since: SystemTime) -> Result<Vec<(Scope, u64)>, BrokerError>;
+
     /// The retained events of `scope` after `after`, at most `limit`, ascending.
     /// Offsets within a scope are consecutive, so the caller sees whether the first
     /// event is `after + 1` (complete) or some have left the retention window.

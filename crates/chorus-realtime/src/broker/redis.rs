@@ -235,6 +235,9 @@ impl RedisBroker {
 
         tokio::spawn(read_loop(Arc::downgrade(&inner)));
         tokio::spawn(flush_loop(Arc::downgrade(&inner)));
+        if inner.log.is_some() {
+            tokio::spawn(relay_loop(Arc::downgrade(&inner)));
+        }
         Ok(Arc::new(Self { inner }))
     }
 }
@@ -680,6 +683,94 @@ fn deliver(broker: &Inner, reply: StreamReadReply) -> Vec<Gap> {
         broker.metrics.relay_lag_ms.store(lag, Ordering::Relaxed);
     }
     gaps
+}
+
+/// How often a node looks for logged events that never reached the streams.
+const RELAY_EVERY: Duration = Duration::from_secs(1);
+/// How long an event may be logged and not in its stream before a relay sends it: its
+/// own publisher is given this long first.
+const RELAY_GRACE: Duration = Duration::from_secs(2);
+/// How far back the relay looks.
+const RELAY_WINDOW: Duration = Duration::from_secs(60);
+
+/// The relay: events a node logged and never put in Redis (it died between the commit
+/// and the publish, or with events queued for an unreachable Redis) are sent by every
+/// other node once they are [`RELAY_GRACE`] old — in offset order, and idempotently
+/// (`PUBLISH_LOGGED_LUA` adds nothing at or below a stream's head), so several nodes
+/// relaying the same event make one entry. Without it such an event would only reach
+/// the other nodes' readers as a gap before the scope's next event.
+async fn relay_loop(inner: Weak<Inner>) {
+    // Per scope: the log head seen ahead of the stream, and since when.
+    let mut behind: HashMap<Scope, (u64, SystemTime)> = HashMap::new();
+    loop {
+        tokio::time::sleep(RELAY_EVERY).await;
+        let Some(broker) = inner.upgrade() else {
+            return;
+        };
+        if let Err(err) = relay_once(&broker, &mut behind).await {
+            tracing::debug!(cause = %err, "relay pass failed");
+        }
+    }
+}
+
+async fn relay_once(
+    broker: &Inner,
+    behind: &mut HashMap<Scope, (u64, SystemTime)>,
+) -> Result<(), BrokerError> {
+    let Some(log) = &broker.log else {
+        return Ok(());
+    };
+    let now = broker.clock.system_time();
+    let since = now.checked_sub(RELAY_WINDOW).unwrap_or(UNIX_EPOCH);
+    let recent = log.recent(since).await?;
+    if recent.is_empty() {
+        behind.clear();
+        return Ok(());
+    }
+    let keys: Vec<String> = recent.iter().map(|(s, _)| head_key(s)).collect();
+    let mut conn = broker.conn.clone();
+    let heads: Vec<Option<u64>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .map_err(unavailable)?;
+    let mut still = HashMap::new();
+    for ((scope, logged), streamed) in recent.into_iter().zip(heads) {
+        let streamed = streamed.unwrap_or(0);
+        if streamed >= logged {
+            continue;
+        }
+        let first_seen = behind.get(&scope).map_or(now, |&(_, at)| at);
+        if now.duration_since(first_seen).unwrap_or_default() < RELAY_GRACE {
+            still.insert(scope, (logged, first_seen));
+            continue;
+        }
+        let missing = usize::try_from(logged - streamed).unwrap_or(usize::MAX);
+        let read = log.read(&scope, streamed, missing.min(READ_COUNT)).await?;
+        let mut sent = 0;
+        for event in read.events {
+            let publish = Publish {
+                scope: event.scope.clone(),
+                kind: event.kind.to_string(),
+                data: event.data.to_string(),
+                marks: event.marks.clone(),
+                effect: event.effect.clone(),
+                ephemeral: false,
+                offset: event.offset,
+                logged_at: Some(event.published_at),
+            };
+            if broker.send(&publish).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        if sent > 0 {
+            Metrics::inc(&broker.metrics.relay_errors);
+            tracing::warn!(%scope, from = streamed + 1, sent, "relayed events a node logged and never published");
+        }
+    }
+    *behind = still;
+    Ok(())
 }
 
 /// Re-sends, in order, what was published while Redis was unreachable.

@@ -268,6 +268,16 @@ where
         Ok(rows.into_iter().map(|(s, h)| (s, h as u64)).collect())
     }
 
+    async fn recent_scopes(&self, since: Timestamp) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT scope, MAX(seq) FROM events WHERE created_at >= $1 GROUP BY scope",
+        )
+        .bind(since.0)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(|(s, h)| (s, h as u64)).collect())
+    }
+
     async fn scope_events(
         &self,
         scope: &Scope,
