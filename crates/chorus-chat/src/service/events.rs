@@ -3,8 +3,9 @@
 //! clients resume or catch up over HTTP).
 //!
 //! Two ways in: events a store method logged in the change's own transaction
-//! ([`Chat::emit_logged`]: messages sent, edited, deleted), and events appended to the
-//! log by the broker as they are published ([`Chat::emit`]: every other change, for now
+//! ([`Chat::emit_logged`]: messages sent, edited, deleted; reactions; pins), and events
+//! appended to the log by the broker as they are published ([`Chat::emit`]: every other
+//! change, for now
 //! — a crash between such a change's commit and its publish loses that event).
 
 use std::sync::Arc;

@@ -3,11 +3,14 @@
 
 pub(crate) use chorus_api::events::Unpinned;
 
+use chorus_realtime::Publish;
+
 use super::Chat;
 use super::events::channel_scope;
 use super::messages::thread_key;
 use crate::error::{Result, bad, forbidden};
 use crate::model::*;
+use crate::store::Events;
 
 const MAX_PINS: i64 = 100;
 
@@ -20,14 +23,21 @@ impl Chat {
         if !message.pinned && self.store.count_pins(message.channel_id).await? >= MAX_PINS {
             return Err(bad("a channel has at most 100 pins; unpin one first"));
         }
-        let (pin, created) = self
+        let events: Events<(Pin, bool)> = Box::new(|(pin, created)| {
+            if !created {
+                return Vec::new();
+            }
+            vec![Publish::new(
+                channel_scope(pin.channel_id),
+                "message.pinned",
+                pin,
+            )]
+        });
+        let ((pin, _), logged) = self
             .store
-            .pin(message.channel_id, message.id, caller.id)
+            .pin_logged(message.channel_id, message.id, caller.id, events)
             .await?;
-        if created {
-            self.emit_event(channel_scope(pin.channel_id), "message.pinned", &pin)
-                .await;
-        }
+        self.emit_logged(logged).await;
         Ok(pin)
     }
 
@@ -35,19 +45,26 @@ impl Chat {
     pub async fn unpin_message(&self, caller: &User, id: MessageId) -> Result<()> {
         let message = self.pinnable(caller, id).await?;
         let _order = self.gates.threads.lock(thread_key(&message)).await;
-        if self.store.unpin(message.channel_id, message.id).await? {
-            let event = Unpinned {
-                channel_id: message.channel_id,
-                message_id: message.id,
-                user_id: caller.id,
-            };
-            self.emit_event(
-                channel_scope(message.channel_id),
+        let event = Unpinned {
+            channel_id: message.channel_id,
+            message_id: message.id,
+            user_id: caller.id,
+        };
+        let events: Events<bool> = Box::new(move |&unpinned| {
+            if !unpinned {
+                return Vec::new();
+            }
+            vec![Publish::new(
+                channel_scope(event.channel_id),
                 "message.unpinned",
                 &event,
-            )
-            .await;
-        }
+            )]
+        });
+        let (_, logged) = self
+            .store
+            .unpin_logged(message.channel_id, message.id, events)
+            .await?;
+        self.emit_logged(logged).await;
         Ok(())
     }
 

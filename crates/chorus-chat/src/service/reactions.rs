@@ -2,10 +2,13 @@
 
 use chorus_api::events::ReactionChanged as ReactionEvent;
 
+use chorus_realtime::Publish;
+
 use super::Chat;
 use super::messages::{message_scopes, thread_key};
 use crate::error::{Result, bad, not_found};
 use crate::model::*;
+use crate::store::Events;
 
 /// Different emoji one message may carry, so a message's size stays bounded.
 const MAX_EMOJI_PER_MESSAGE: usize = 50;
@@ -24,11 +27,9 @@ impl Chat {
         {
             return Err(bad("a message carries at most 50 different reactions"));
         }
-        if !self.store.add_reaction(id, caller.id, emoji).await? {
+        if !self.set_reaction(&message, emoji, caller.id, true).await? {
             return Ok(message);
         }
-        self.announce_reaction("reaction.added", &message, emoji, caller.id)
-            .await;
         self.reloaded(id).await
     }
 
@@ -42,15 +43,27 @@ impl Chat {
         check_emoji(emoji)?;
         let (message, _) = self.visible_message(caller, id).await?;
         let _order = self.gates.threads.lock(thread_key(&message)).await;
-        if !self.store.remove_reaction(id, caller.id, emoji).await? {
+        if !self.set_reaction(&message, emoji, caller.id, false).await? {
             return Ok(message);
         }
-        self.announce_reaction("reaction.removed", &message, emoji, caller.id)
-            .await;
         self.reloaded(id).await
     }
 
-    async fn announce_reaction(&self, kind: &str, message: &Message, emoji: &str, user: UserId) {
+    /// Adds or removes the reaction and, when that changed something, logs
+    /// `reaction.added` / `reaction.removed` on the message's scopes in the same
+    /// transaction and publishes them. Returns whether it changed something.
+    async fn set_reaction(
+        &self,
+        message: &Message,
+        emoji: &str,
+        user: UserId,
+        add: bool,
+    ) -> Result<bool> {
+        let kind = if add {
+            "reaction.added"
+        } else {
+            "reaction.removed"
+        };
         let event = ReactionEvent {
             message_id: message.id,
             channel_id: message.channel_id,
@@ -58,9 +71,22 @@ impl Chat {
             emoji: emoji.to_owned(),
             user_id: user,
         };
-        for scope in message_scopes(message) {
-            self.emit_event(scope, kind, &event).await;
-        }
+        let scopes = message_scopes(message);
+        let events: Events<bool> = Box::new(move |&changed| {
+            if !changed {
+                return Vec::new();
+            }
+            scopes
+                .iter()
+                .map(|scope| Publish::new(scope.clone(), kind, &event))
+                .collect()
+        });
+        let (changed, logged) = self
+            .store
+            .set_reaction_logged(message.id, user, emoji, add, events)
+            .await?;
+        self.emit_logged(logged).await;
+        Ok(changed)
     }
 
     pub(crate) async fn reloaded(&self, id: MessageId) -> Result<Message> {

@@ -300,18 +300,53 @@ pub trait MessageStore: Send + Sync {
 
 #[async_trait]
 pub trait ReactionStore: Send + Sync {
+    /// Adds or removes (`add: false`) a reaction; `true` when that changed something.
+    /// `events` (given whether it changed) are logged in the same transaction.
+    async fn set_reaction_logged(
+        &self,
+        message: MessageId,
+        user: UserId,
+        emoji: &str,
+        add: bool,
+        events: Events<bool>,
+    ) -> Result<(bool, Vec<Publish>)>;
     /// `true` when the reaction is new.
-    async fn add_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> Result<bool>;
+    async fn add_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> Result<bool> {
+        let set = self.set_reaction_logged(message, user, emoji, true, no_events());
+        Ok(set.await?.0)
+    }
     /// `true` when the reaction existed.
-    async fn remove_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> Result<bool>;
+    async fn remove_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> Result<bool> {
+        let set = self.set_reaction_logged(message, user, emoji, false, no_events());
+        Ok(set.await?.0)
+    }
 }
 
 #[async_trait]
 pub trait PinStore: Send + Sync {
-    /// Pins `message` in its channel; returns the pin and whether it is new.
-    async fn pin(&self, ch: ChannelId, message: MessageId, by: UserId) -> Result<(Pin, bool)>;
-    /// `true` when the message was pinned.
-    async fn unpin(&self, ch: ChannelId, message: MessageId) -> Result<bool>;
+    /// Pins `message` in its channel; returns the pin and whether it is new. `events`
+    /// (given the pin and whether it is new) are logged in the same transaction.
+    async fn pin_logged(
+        &self,
+        ch: ChannelId,
+        message: MessageId,
+        by: UserId,
+        events: Events<(Pin, bool)>,
+    ) -> Result<((Pin, bool), Vec<Publish>)>;
+    async fn pin(&self, ch: ChannelId, message: MessageId, by: UserId) -> Result<(Pin, bool)> {
+        Ok(self.pin_logged(ch, message, by, no_events()).await?.0)
+    }
+    /// `true` when the message was pinned. `events` (given that) are logged in the same
+    /// transaction.
+    async fn unpin_logged(
+        &self,
+        ch: ChannelId,
+        message: MessageId,
+        events: Events<bool>,
+    ) -> Result<(bool, Vec<Publish>)>;
+    async fn unpin(&self, ch: ChannelId, message: MessageId) -> Result<bool> {
+        Ok(self.unpin_logged(ch, message, no_events()).await?.0)
+    }
     /// The channel's pins, most recently pinned first.
     async fn pins(&self, ch: ChannelId) -> Result<Vec<Pin>>;
     async fn count_pins(&self, ch: ChannelId) -> Result<i64>;

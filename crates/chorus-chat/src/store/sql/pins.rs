@@ -7,8 +7,9 @@ use super::messages::MESSAGE_COLUMNS;
 use super::{Column, Dialect, RowsAffected, Sql};
 use crate::error::{ChatError, Result};
 use crate::model::*;
-use crate::store::PinStore;
 use crate::store::rows::MessageRow;
+use crate::store::{Events, PinStore};
+use chorus_realtime::Publish;
 
 #[async_trait]
 impl<DB> PinStore for Sql<DB>
@@ -26,7 +27,13 @@ where
     Option<i64>: Column<DB>,
     Option<String>: Column<DB>,
 {
-    async fn pin(&self, ch: ChannelId, message: MessageId, by: UserId) -> Result<(Pin, bool)> {
+    async fn pin_logged(
+        &self,
+        ch: ChannelId,
+        message: MessageId,
+        by: UserId,
+        events: Events<(Pin, bool)>,
+    ) -> Result<((Pin, bool), Vec<Publish>)> {
         let mut tx = self.writer.begin().await?;
         let created = sqlx::query(
             "INSERT INTO pins (channel_id, message_id, pinned_by, pinned_at) VALUES ($1, $2, $3, $4)
@@ -53,23 +60,34 @@ where
         let message = Self::load(&mut tx, message)
             .await?
             .ok_or_else(|| ChatError::NotFound("no such message".into()))?;
-        tx.commit().await?;
         let pin = Pin {
             channel_id: ch,
             message,
             pinned_by: UserId(pinned_by),
             pinned_at: Timestamp(pinned_at),
         };
-        Ok((pin, created))
+        let result = (pin, created);
+        let logged = Self::log_events(&mut tx, self.now(), events(&result)).await?;
+        tx.commit().await?;
+        Ok((result, logged))
     }
 
-    async fn unpin(&self, ch: ChannelId, message: MessageId) -> Result<bool> {
+    async fn unpin_logged(
+        &self,
+        ch: ChannelId,
+        message: MessageId,
+        events: Events<bool>,
+    ) -> Result<(bool, Vec<Publish>)> {
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query("DELETE FROM pins WHERE channel_id = $1 AND message_id = $2")
             .bind(ch.0)
             .bind(message.0)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        let unpinned = done.rows_affected() == 1;
+        let logged = Self::log_events(&mut tx, self.now(), events(&unpinned)).await?;
+        tx.commit().await?;
+        Ok((unpinned, logged))
     }
 
     async fn pins(&self, ch: ChannelId) -> Result<Vec<Pin>> {

@@ -6,7 +6,8 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 use super::{Column, Dialect, RowsAffected, Sql};
 use crate::error::Result;
 use crate::model::*;
-use crate::store::ReactionStore;
+use crate::store::{Events, ReactionStore};
+use chorus_realtime::Publish;
 
 #[async_trait]
 impl<DB> ReactionStore for Sql<DB>
@@ -24,29 +25,40 @@ where
     Option<i64>: Column<DB>,
     Option<String>: Column<DB>,
 {
-    async fn add_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO reactions (message_id, user_id, emoji, created_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(message.0)
-        .bind(user.0)
-        .bind(emoji)
-        .bind(self.now().0)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn remove_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
-        )
-        .bind(message.0)
-        .bind(user.0)
-        .bind(emoji)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
+    async fn set_reaction_logged(
+        &self,
+        message: MessageId,
+        user: UserId,
+        emoji: &str,
+        add: bool,
+        events: Events<bool>,
+    ) -> Result<(bool, Vec<Publish>)> {
+        let mut tx = self.writer.begin().await?;
+        let now = self.now();
+        let done = if add {
+            sqlx::query(
+                "INSERT INTO reactions (message_id, user_id, emoji, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(message.0)
+            .bind(user.0)
+            .bind(emoji)
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?
+        } else {
+            sqlx::query(
+                "DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
+            )
+            .bind(message.0)
+            .bind(user.0)
+            .bind(emoji)
+            .execute(&mut *tx)
+            .await?
+        };
+        let changed = done.rows_affected() == 1;
+        let logged = Self::log_events(&mut tx, now, events(&changed)).await?;
+        tx.commit().await?;
+        Ok((changed, logged))
     }
 }
