@@ -119,6 +119,7 @@ fn main() -> ExitCode {
         idempotent_send,
         idempotent_send_under_concurrency,
         concurrent_sends_each_get_their_own_message,
+        batched_and_other_inserts_interleave_with_their_events,
         edit_and_delete,
         threads_and_reply_counts,
         concurrent_replies_count_exactly,
@@ -1558,6 +1559,70 @@ async fn concurrent_sends_each_get_their_own_message(store: Arc<dyn Store>) {
             .windows(2)
             .all(|w| w[0].created_at <= w[1].created_at)
     );
+}
+
+/// Plain sends (SQLite: batched, their ids given by the batcher) interleaved with
+/// replies (a transaction of their own): every message gets its own id, its text at that
+/// id, and its logged event names it, at consecutive offsets of the channel's scope.
+async fn batched_and_other_inserts_interleave_with_their_events(store: Arc<dyn Store>) {
+    use chorus_realtime::{Publish, Scope};
+    let (alice, _, ch) = setup(&store).await;
+    let root = send(&store, ch.id, alice.id, "root").await;
+    let scope = Scope::parse(&format!("channel:{}", ch.id.0)).unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            let scope = scope.clone();
+            let new = NewMessage {
+                thread_id: (i % 5 == 0).then_some(root.id),
+                ..new_message(ch.id, alice.id, &format!("send {i}"))
+            };
+            tokio::spawn(async move {
+                let events = Box::new(move |i: &chorus_chat::store::Inserted| {
+                    vec![Publish::new(
+                        scope.clone(),
+                        "message.created",
+                        &serde_json::json!({ "id": i.message.id.0, "text": i.message.text }),
+                    )]
+                });
+                store.insert_message_logged(new, events).await.unwrap()
+            })
+        })
+        .collect();
+    let mut sent = Vec::new();
+    for task in tasks {
+        let (inserted, logged) = task.await.unwrap();
+        assert_eq!(logged.len(), 1, "the message's event is logged with it");
+        let data: serde_json::Value = serde_json::from_str(logged[0].data.as_str()).unwrap();
+        assert_eq!(data["id"], inserted.message.id.0);
+        sent.push((inserted.message, logged[0].offset.unwrap()));
+    }
+    let ids: BTreeSet<MessageId> = sent.iter().map(|(m, _)| m.id).collect();
+    assert_eq!(ids.len(), sent.len(), "no id given twice");
+    for (message, _) in &sent {
+        let stored = store.message(message.id).await.unwrap().unwrap();
+        assert_eq!(
+            stored.text, message.text,
+            "the id names the text that was sent"
+        );
+    }
+    let (logged, head) = store.scope_events(&scope, 0, 500).await.unwrap();
+    assert_eq!(logged.len(), sent.len());
+    let offsets: Vec<u64> = logged.iter().map(|e| e.offset.unwrap()).collect();
+    assert!(
+        offsets.windows(2).all(|w| w[1] == w[0] + 1),
+        "a scope's offsets are consecutive"
+    );
+    assert_eq!(offsets.last(), Some(&head));
+    for event in &logged {
+        let data: serde_json::Value = serde_json::from_str(event.data.as_str()).unwrap();
+        let (message, offset) = sent
+            .iter()
+            .find(|(m, _)| data["id"] == m.id.0)
+            .expect("every logged event names a message sent");
+        assert_eq!(event.offset, Some(*offset));
+        assert_eq!(data["text"], message.text.as_str());
+    }
 }
 
 async fn edit_and_delete(store: Arc<dyn Store>) {

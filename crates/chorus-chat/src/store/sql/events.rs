@@ -6,7 +6,8 @@ use std::time::UNIX_EPOCH;
 use async_trait::async_trait;
 use chorus_realtime::event::{Effect, Marks};
 use chorus_realtime::{Publish, Scope};
-use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
+use sqlx::query::QueryAs;
+use sqlx::{ColumnIndex, Database, Encode, Executor, IntoArguments, Type};
 
 use super::{Column, Dialect, RowsAffected, Sql};
 use crate::error::{ChatError, Result};
@@ -64,31 +65,15 @@ where
             return Ok(Vec::new());
         };
         let heads: Vec<(String, i64)> = if DB::MULTI_STATEMENT {
-            let mut sql = String::new();
-            for i in 0..append.heads.len() {
-                sql.push_str(&head_sql(1 + 2 * i));
-                sql.push_str("; ");
-            }
-            sql.push_str(&events_sql(1 + 2 * append.heads.len(), append.rows.len()));
+            let mut sql = append.statements(1);
             if let Some(tail) = tail {
                 sql.push_str("; ");
                 sql.push_str(tail);
             }
-            let mut query = sqlx::query_as(&sql);
-            for (scope, count) in &append.heads {
-                query = query.bind(scope.as_str()).bind(*count);
-            }
-            for row in &append.rows {
-                let event = &append.events[row.index];
-                query = query
-                    .bind(event.scope.as_str())
-                    .bind(row.back)
-                    .bind(event.kind.as_str())
-                    .bind(event.data.as_str())
-                    .bind(row.marks.as_deref())
-                    .bind(row.effect.as_deref());
-            }
-            query.bind(at.0).fetch_all(&mut *conn).await?
+            append
+                .bind(sqlx::query_as(&sql))
+                .fetch_all(&mut *conn)
+                .await?
         } else {
             let mut heads = Vec::with_capacity(append.heads.len());
             for (scope, count) in &append.heads {
@@ -100,18 +85,10 @@ where
                 heads.push(head);
             }
             let sql = events_sql(1, append.rows.len());
-            let mut query = sqlx::query(&sql);
-            for row in &append.rows {
-                let event = &append.events[row.index];
-                query = query
-                    .bind(event.scope.as_str())
-                    .bind(row.back)
-                    .bind(event.kind.as_str())
-                    .bind(event.data.as_str())
-                    .bind(row.marks.as_deref())
-                    .bind(row.effect.as_deref());
-            }
-            query.bind(at.0).execute(&mut *conn).await?;
+            append
+                .bind_rows(sqlx::query_as::<_, (i64,)>(&sql))
+                .fetch_all(&mut *conn)
+                .await?;
             if let Some(tail) = tail {
                 sqlx::query(tail).execute(&mut *conn).await?;
             }
@@ -166,7 +143,7 @@ struct AppendRow {
 
 /// One append: the heads to move (one per scope, sorted, so concurrent appends lock
 /// them in one order) and the rows to write.
-struct Append {
+pub(crate) struct Append {
     heads: Vec<(String, i64)>,
     rows: Vec<AppendRow>,
     events: Vec<Publish>,
@@ -177,7 +154,7 @@ struct Append {
 
 impl Append {
     /// `None` when nothing is durable.
-    fn new(mut events: Vec<Publish>, at: Timestamp) -> Result<Option<Self>> {
+    pub(crate) fn new(mut events: Vec<Publish>, at: Timestamp) -> Result<Option<Self>> {
         events.retain(|e| !e.ephemeral);
         if events.is_empty() {
             return Ok(None);
@@ -211,8 +188,63 @@ impl Append {
         }))
     }
 
+    /// The statements of the append, for a dialect that runs several per call, with
+    /// parameters from `$first` on: one head upsert per scope (each returns its scope
+    /// and new head), then the events' insert. Bound by [`bind`](Self::bind).
+    pub(crate) fn statements(&self, first: usize) -> String {
+        let mut sql = String::new();
+        for i in 0..self.heads.len() {
+            sql.push_str(&head_sql(first + 2 * i));
+            sql.push_str("; ");
+        }
+        sql.push_str(&events_sql(first + 2 * self.heads.len(), self.rows.len()));
+        sql
+    }
+
+    /// Binds the parameters of [`statements`](Self::statements), after those already
+    /// bound to `query`.
+    pub(crate) fn bind<'q, DB, O>(
+        &'q self,
+        mut query: QueryAs<'q, DB, O, DB::Arguments<'q>>,
+    ) -> QueryAs<'q, DB, O, DB::Arguments<'q>>
+    where
+        DB: Database,
+        &'q str: Encode<'q, DB> + Type<DB>,
+        Option<&'q str>: Encode<'q, DB> + Type<DB>,
+        i64: Encode<'q, DB> + Type<DB>,
+    {
+        for (scope, count) in &self.heads {
+            query = query.bind(scope.as_str()).bind(*count);
+        }
+        self.bind_rows(query)
+    }
+
+    /// Binds the parameters of the events' insert alone.
+    fn bind_rows<'q, DB, O>(
+        &'q self,
+        mut query: QueryAs<'q, DB, O, DB::Arguments<'q>>,
+    ) -> QueryAs<'q, DB, O, DB::Arguments<'q>>
+    where
+        DB: Database,
+        &'q str: Encode<'q, DB> + Type<DB>,
+        Option<&'q str>: Encode<'q, DB> + Type<DB>,
+        i64: Encode<'q, DB> + Type<DB>,
+    {
+        for row in &self.rows {
+            let event = &self.events[row.index];
+            query = query
+                .bind(event.scope.as_str())
+                .bind(row.back)
+                .bind(event.kind.as_str())
+                .bind(event.data.as_str())
+                .bind(row.marks.as_deref())
+                .bind(row.effect.as_deref());
+        }
+        query.bind(self.at.0)
+    }
+
     /// The events with their offsets, from the scopes' new heads.
-    fn numbered(self, heads: &[(String, i64)]) -> Result<Vec<Publish>> {
+    pub(crate) fn numbered(self, heads: &[(String, i64)]) -> Result<Vec<Publish>> {
         let logged_at = UNIX_EPOCH + std::time::Duration::from_millis(self.at.0.max(0) as u64);
         let mut events = self.events;
         for (event, (i, n)) in events.iter_mut().zip(self.places) {

@@ -221,6 +221,9 @@ where
         };
         let logged = Self::log_events(&mut tx, created_at, events(&inserted)).await?;
         tx.commit().await?;
+        if let Some(batcher) = &self.plain_inserts {
+            batcher.inserted_elsewhere(id);
+        }
         Ok(Some((inserted, logged)))
     }
 }

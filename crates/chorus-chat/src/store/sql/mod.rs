@@ -20,6 +20,7 @@
 mod agents;
 mod channels;
 mod events;
+pub(crate) use events::Append;
 mod keys;
 mod messages;
 mod pins;
@@ -97,6 +98,10 @@ pub(crate) trait PlainInserts: Send + Sync {
         new: &NewMessage,
         events: Events<Inserted>,
     ) -> Result<Option<(Inserted, Vec<chorus_realtime::Publish>)>>;
+
+    /// A message with this id was committed by another path (a transaction of its
+    /// own), so the batcher's idea of the next id moves past it.
+    fn inserted_elsewhere(&self, id: crate::model::MessageId);
 }
 
 /// A store on a database of dialect `DB`.

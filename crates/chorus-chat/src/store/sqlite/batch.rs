@@ -1,11 +1,24 @@
 //! Group commit for plain messages (no mentions, no thread): the sends that arrive while
-//! the single writer is busy are inserted together, by one multi-row `INSERT … RETURNING`
-//! on the writer connection, with their events (one more multi-row insert and one head
-//! update per scope) in the same transaction. A busy server then pays the writer's round trip (a hand-off
-//! to SQLite's thread and back) once per batch instead of once per message, and a lone
-//! send still goes out at once (a batch of one).
+//! the single writer is busy are inserted together, by one multi-row insert on the
+//! writer connection, with their events (one more multi-row insert and one head update
+//! per scope) in the same transaction. A busy server then pays the writer's round trip
+//! (a hand-off to SQLite's thread and back) once per batch instead of once per message,
+//! and a lone send still goes out at once (a batch of one).
+//!
+//! A batch is one round trip when the batcher knows the messages' id sequence: it gives
+//! the rows their ids itself, so their events (which carry the ids) are written by the
+//! same call, `BEGIN` to `COMMIT`. What it knows is checked inside that call — the
+//! first row's `channel_id` is `NULL`, failing the statement, unless SQLite's sequence
+//! (`sqlite_sequence`, the highest id ever given: ids of deleted messages are not given
+//! again) is where the batcher thinks it is — so a wrong guess costs a retry, never a
+//! wrong id. Otherwise (at start, after such a failure, or when an idempotency key
+//! turns out taken) the batch takes two round trips: the rows' insert returns their
+//! ids, then the events and `COMMIT`. Every insert tells the batcher its id (the
+//! others through [`PlainInserts::inserted_elsewhere`]), so in practice it knows.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -15,7 +28,7 @@ use chorus_realtime::Clock;
 use crate::error::{ChatError, Result};
 use crate::model::{MessageId, Timestamp};
 use crate::store::rows::{created_message, mentions_json};
-use crate::store::sql::{PlainInserts, Sql};
+use crate::store::sql::{Append, PlainInserts, Sql};
 use crate::store::{Events, Inserted, NewMessage};
 use chorus_realtime::Publish;
 
@@ -32,9 +45,18 @@ struct Job {
     reply: oneshot::Sender<Outcome>,
 }
 
+/// [`Sequence`]'s value while the batcher does not know it.
+const UNKNOWN: i64 = -1;
+
+/// The messages' id sequence as the batcher knows it: the highest id given, or
+/// [`UNKNOWN`]. Ids rise with commits (one writer), so what is learnt is merged with
+/// `fetch_max`.
+type Sequence = Arc<AtomicI64>;
+
 /// The batcher's queue, where the store sends plain inserts.
 pub(super) struct Batcher {
     jobs: mpsc::Sender<Job>,
+    sequence: Sequence,
 }
 
 #[async_trait::async_trait]
@@ -54,21 +76,52 @@ impl PlainInserts for Batcher {
             ChatError::Internal(anyhow::anyhow!("the insert batcher dropped a send"))
         })?
     }
+
+    fn inserted_elsewhere(&self, id: MessageId) {
+        self.sequence.fetch_max(id.0, Ordering::Relaxed);
+    }
 }
 
 /// The batcher and its task; the task ends when the store (the batcher) is dropped.
 pub(super) fn start(writer: SqlitePool, clock: Clock) -> (Batcher, tokio::task::AbortHandle) {
     let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
-    let task = tokio::spawn(run(writer, clock, rx));
-    (Batcher { jobs }, task.abort_handle())
+    let sequence: Sequence = Arc::new(AtomicI64::new(UNKNOWN));
+    let task = tokio::spawn(run(writer, clock, sequence.clone(), rx));
+    (Batcher { jobs, sequence }, task.abort_handle())
 }
 
-async fn run(writer: SqlitePool, clock: Clock, mut rx: mpsc::Receiver<Job>) {
+async fn run(writer: SqlitePool, clock: Clock, sequence: Sequence, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let batch = std::mem::take(&mut jobs);
-        match insert_batch(&writer, &clock, &batch).await {
+        let known = sequence.load(Ordering::Relaxed);
+        let written = if known == UNKNOWN {
+            Err(None)
+        } else {
+            match write_known(&writer, &clock, known, &batch).await {
+                Ok(results) => Ok(results),
+                Err(err) => Err(Some(err)),
+            }
+        };
+        let outcome = match written {
+            Ok(results) => Ok(results),
+            Err(failed) => {
+                if let Some(err) = failed {
+                    tracing::debug!(cause = %err, "batch with known ids failed; ids returned instead");
+                    // Not known after all; whatever the next insert learns is.
+                    let _ = sequence.compare_exchange(
+                        known,
+                        UNKNOWN,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                insert_batch(&writer, &clock, &batch).await
+            }
+        };
+        match outcome {
             Ok(results) => {
+                learn(&sequence, &results);
                 for (job, result) in batch.into_iter().zip(results) {
                     let _ = job.reply.send(Ok(result));
                 }
@@ -83,11 +136,121 @@ async fn run(writer: SqlitePool, clock: Clock, mut rx: mpsc::Receiver<Job>) {
                 tracing::debug!(cause = %err, n = batch.len(), "batched insert failed; one by one");
                 for job in batch {
                     let outcome = insert_one(&writer, &clock, &job).await;
+                    if let Ok(Some((inserted, _))) = &outcome {
+                        sequence.fetch_max(inserted.message.id.0, Ordering::Relaxed);
+                    }
                     let _ = job.reply.send(outcome);
                 }
             }
         }
     }
+}
+
+/// Moves the sequence to the highest id among `results`, the newest ids given (one
+/// writer).
+fn learn(sequence: &Sequence, results: &[Option<(Inserted, Vec<Publish>)>]) {
+    let newest = results.iter().flatten().map(|(i, _)| i.message.id.0).max();
+    if let Some(newest) = newest {
+        sequence.fetch_max(newest, Ordering::Relaxed);
+    }
+}
+
+/// Inserts the jobs' rows with the ids after `known`, and their events, in one call to
+/// SQLite's thread: `BEGIN`, the rows' insert, the events' append, `COMMIT`. Fails, and
+/// rolls back, unless the sequence is at `known` (or when an idempotency key is taken:
+/// there is no `ON CONFLICT` here; the two-call path sorts that out).
+async fn write_known(
+    writer: &SqlitePool,
+    clock: &Clock,
+    known: i64,
+    jobs: &[Job],
+) -> Result<Vec<Option<(Inserted, Vec<Publish>)>>> {
+    let mut conn = writer.acquire().await?;
+    // Taken with the writer held, so times rise with ids.
+    let created_at = Timestamp(clock.now_ms());
+    let mut mentions = Vec::with_capacity(jobs.len());
+    let mut inserted = Vec::with_capacity(jobs.len());
+    let mut events = Vec::new();
+    let mut counts = Vec::with_capacity(jobs.len());
+    for (job, id) in jobs.iter().zip(known + 1..) {
+        mentions.push(mentions_json(&job.new.mentions)?);
+        let new = Inserted {
+            message: created_message(&job.new, MessageId(id), created_at),
+            created: true,
+            root: None,
+        };
+        let built: Vec<Publish> = (job.events)(&new)
+            .into_iter()
+            .filter(|e| !e.ephemeral)
+            .collect();
+        counts.push(built.len());
+        events.extend(built);
+        inserted.push(new);
+    }
+    let append = Append::new(events, created_at)?;
+    // $1: the sequence expected; then eight values a row.
+    const WIDTH: usize = 8;
+    let rows: Vec<String> = (0..jobs.len())
+        .map(|r| {
+            let p = 2 + WIDTH * r;
+            let channel = if r == 0 {
+                format!(
+                    "CASE WHEN (SELECT seq FROM sqlite_sequence WHERE name = 'messages') = $1 THEN ${} END",
+                    p + 1
+                )
+            } else {
+                format!("${}", p + 1)
+            };
+            format!(
+                "(${p}, {channel}, {})",
+                crate::store::sql::params(p + 2, WIDTH - 2)
+            )
+        })
+        .collect();
+    let mut sql = format!(
+        "BEGIN; INSERT INTO messages (id, channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key) VALUES {}",
+        rows.join(", ")
+    );
+    if let Some(append) = &append {
+        sql.push_str("; ");
+        sql.push_str(&append.statements(2 + WIDTH * jobs.len()));
+    }
+    sql.push_str("; COMMIT");
+    let mut query = sqlx::query_as::<Sqlite, (String, i64)>(&sql).bind(known);
+    for ((job, new), mentions) in jobs.iter().zip(&inserted).zip(&mentions) {
+        let job = &job.new;
+        query = query
+            .bind(new.message.id.0)
+            .bind(job.channel_id.0)
+            .bind(job.author_id.0)
+            .bind(job.text.as_str())
+            .bind(job.thread_id.map(|t| t.0))
+            .bind(mentions.as_str())
+            .bind(created_at.0)
+            .bind(job.idempotency_key.as_deref());
+    }
+    if let Some(append) = &append {
+        query = append.bind(query);
+    }
+    let heads = match query.fetch_all(&mut *conn).await {
+        Ok(heads) => heads,
+        Err(err) => {
+            // A failed statement leaves the transaction open: nothing of it stays.
+            if let Err(err) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                tracing::debug!(cause = %err, "rollback after a failed batch");
+            }
+            return Err(err.into());
+        }
+    };
+    let mut logged = match append {
+        Some(append) => append.numbered(&heads)?.into_iter(),
+        None => Vec::new().into_iter(),
+    };
+    Ok(inserted
+        .into_iter()
+        .zip(counts)
+        .map(|(i, n)| Some((i, logged.by_ref().take(n).collect())))
+        .collect())
 }
 
 async fn insert_one(writer: &SqlitePool, clock: &Clock, job: &Job) -> Outcome {
