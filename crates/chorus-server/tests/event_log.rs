@@ -315,3 +315,68 @@ async fn http_catch_up_is_authorized_like_a_subscription() {
         .await
         .expect_error(StatusCode::GONE, "gone");
 }
+
+/// Two tabs moving one read cursor at once: the user's `read.updated` events are logged
+/// with the moves, so in offset order (their versions) the cursor only rises and the
+/// last one is where the cursor is.
+#[tokio::test]
+async fn read_events_follow_the_cursors_commit_order() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "reads", "public", &[&w.bob])
+        .await;
+    let scope = format!("user:{}", w.bob.id);
+    let bob = s.connect(&w.bob.token).await;
+    let start = bob.hello["offsets"][&scope].as_u64().unwrap_or(0);
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(
+            s.send(&w.alice, ch, &format!("m{i}")).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let url = s.url(&format!("/api/v1/channels/{ch}/read"));
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let (http, url, token) = (s.http.clone(), url.clone(), w.bob.token.clone());
+            tokio::spawn(async move {
+                let resp = http
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&json!({"message_id": id}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), StatusCode::OK);
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let encoded = scope.replace(':', "%3A");
+    let page = s
+        .get(
+            &format!("/api/v1/scopes/{encoded}/events?after={start}&limit=500"),
+            &w.bob.token,
+        )
+        .await
+        .expect_status(StatusCode::OK)
+        .body;
+    let cursors: Vec<i64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "read.updated")
+        .map(|e| e["data"]["message_id"].as_i64().unwrap())
+        .collect();
+    assert!(!cursors.is_empty(), "read moves are logged");
+    assert!(
+        cursors.windows(2).all(|w| w[0] < w[1]),
+        "in offset order the cursor only rises: {cursors:?}"
+    );
+    assert_eq!(cursors.last(), ids.last(), "the last event is the cursor");
+}

@@ -81,7 +81,7 @@ impl Default for ChatConfig {
 struct Gates {
     /// Thread roots (a top-level message is its own root): message events.
     threads: Gate,
-    /// Users: read cursors and presence.
+    /// Users: presence.
     users: Gate,
     /// The one-time setup of the `--dev` workspace.
     dev_setup: tokio::sync::Mutex<()>,

@@ -4,6 +4,8 @@
 
 pub use chorus_api::requests::MarkRead;
 
+use chorus_realtime::Publish;
+
 use super::Chat;
 use super::events::user_scope;
 use crate::error::{Result, bad, forbidden, not_found};
@@ -30,20 +32,22 @@ impl Chat {
         if message.channel_id != channel_id {
             return Err(bad("message_id is not a message of this channel"));
         }
-        let _order = self.gates.users.lock(caller.id.0).await;
-        let moved = self
+        // Logged with the cursor's move: a user's `read.updated` events are in the
+        // order the moves committed, whichever node made them.
+        let scope = user_scope(caller.id);
+        let (marked, logged) = self
             .store
-            .mark_read(channel_id, caller.id, message.id)
+            .mark_read_logged(
+                channel_id,
+                caller.id,
+                message.id,
+                Box::new(move |state| vec![Publish::new(scope.clone(), "read.updated", state)]),
+            )
             .await?;
-        let state = self
-            .store
-            .read_state(channel_id, caller.id)
-            .await?
+        self.emit_logged(logged).await;
+        let state = marked
+            .state
             .ok_or_else(|| not_found("not a member of this channel"))?;
-        if moved {
-            self.emit_event(user_scope(caller.id), "read.updated", &state)
-                .await;
-        }
         Ok(state)
     }
 }

@@ -236,11 +236,37 @@ pub trait ChannelStore: Send + Sync {
     async fn channel_presence(&self, ch: ChannelId) -> Result<Vec<Presence>>;
 }
 
+/// What marking a channel read did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Marked {
+    /// Whether the cursor moved (it never moves back).
+    pub moved: bool,
+    /// The member's read state after it; `None` when `user` is not a member.
+    pub state: Option<ReadState>,
+}
+
 #[async_trait]
 pub trait ReadStore: Send + Sync {
     /// Moves the member's read cursor forward to `message` (never back, so a stale tab
-    /// cannot un-read what another tab read). `true` when it moved.
-    async fn mark_read(&self, ch: ChannelId, user: UserId, message: MessageId) -> Result<bool>;
+    /// cannot un-read what another tab read) and reads the member's state after it.
+    /// When the cursor moved, `events` are built from that state and logged in the
+    /// same transaction: a user's read events follow the cursors' commit order, on
+    /// every node (their offsets are their versions).
+    async fn mark_read_logged(
+        &self,
+        ch: ChannelId,
+        user: UserId,
+        message: MessageId,
+        events: Events<ReadState>,
+    ) -> Result<(Marked, Vec<Publish>)>;
+    /// [`mark_read_logged`](Self::mark_read_logged) without events: `true` when the
+    /// cursor moved.
+    async fn mark_read(&self, ch: ChannelId, user: UserId, message: MessageId) -> Result<bool> {
+        let (marked, _) = self
+            .mark_read_logged(ch, user, message, no_events())
+            .await?;
+        Ok(marked.moved)
+    }
     /// The member's cursor and unread counts; `None` when `user` is not a member.
     async fn read_state(&self, ch: ChannelId, user: UserId) -> Result<Option<ReadState>>;
 }

@@ -1,12 +1,13 @@
 //! Read cursors and unread counts.
 
 use async_trait::async_trait;
+use chorus_realtime::Publish;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::{Column, Dialect, RowsAffected, Sql};
 use crate::error::Result;
 use crate::model::*;
-use crate::store::ReadStore;
+use crate::store::{Events, Marked, ReadStore};
 
 /// Unread top-level messages of member `cm` in channel `c`: by others, not deleted,
 /// after the cursor. Thread replies are not counted (they show on their root).
@@ -36,7 +37,14 @@ where
     Option<i64>: Column<DB>,
     Option<String>: Column<DB>,
 {
-    async fn mark_read(&self, ch: ChannelId, user: UserId, message: MessageId) -> Result<bool> {
+    async fn mark_read_logged(
+        &self,
+        ch: ChannelId,
+        user: UserId,
+        message: MessageId,
+        events: Events<ReadState>,
+    ) -> Result<(Marked, Vec<Publish>)> {
+        let mut tx = self.writer.begin().await?;
         // The row lock makes a concurrent mark re-check `last_read < $1` against the
         // committed cursor, so the cursor only ever moves forward.
         let done = sqlx::query(
@@ -46,12 +54,38 @@ where
         .bind(message.0)
         .bind(ch.0)
         .bind(user.0)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let moved = done.rows_affected() == 1;
+        let state = Self::read_state_on(&mut tx, ch, user).await?;
+        let logged = match (&state, moved) {
+            (Some(state), true) => Self::log_events(&mut tx, self.now(), events(state)).await?,
+            _ => Vec::new(),
+        };
+        tx.commit().await?;
+        Ok((Marked { moved, state }, logged))
     }
 
     async fn read_state(&self, ch: ChannelId, user: UserId) -> Result<Option<ReadState>> {
+        let mut conn = self.reader.acquire().await?;
+        Self::read_state_on(&mut conn, ch, user).await
+    }
+}
+
+impl<DB> Sql<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+{
+    /// The member's cursor and unread counts, on `conn`.
+    async fn read_state_on(
+        conn: &mut DB::Connection,
+        ch: ChannelId,
+        user: UserId,
+    ) -> Result<Option<ReadState>> {
         let row: Option<(i64, i64, i64)> = sqlx::query_as(&format!(
             "SELECT cm.last_read, {UNREAD}, {UNREAD_MENTIONS}
              FROM channel_members cm JOIN channels c ON c.id = cm.channel_id
@@ -59,7 +93,7 @@ where
         ))
         .bind(ch.0)
         .bind(user.0)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *conn)
         .await?;
         Ok(row.map(|(last_read, unread, unread_mentions)| ReadState {
             channel_id: ch,
