@@ -20,7 +20,7 @@ use chorus_chat::model::*;
 use chorus_chat::service::OpenDm;
 use chorus_chat::store::{
     AttemptOutcome, ChannelPatch, DeliveryList, MessageQuery, NewChannel, NewMessage, NewToken,
-    NewUser, NewWebhookDelivery, PgStore, SqliteStore, Store, TokenOwner,
+    NewUser, NewWebhookDelivery, Outbox, PgStore, SqliteStore, Store, TokenOwner,
 };
 use chorus_chat::testing::ScratchDatabase;
 use chorus_chat::{Chat, ChatConfig};
@@ -1578,12 +1578,24 @@ async fn batched_and_other_inserts_interleave_with_their_events(store: Arc<dyn S
                 ..new_message(ch.id, alice.id, &format!("send {i}"))
             };
             tokio::spawn(async move {
-                let events = Box::new(move |i: &chorus_chat::store::Inserted| {
-                    vec![Publish::new(
+                // Every other message is also delivered by webhook, queued with it.
+                let author = new.author_id;
+                let events = Box::new(move |i: &chorus_chat::store::Inserted| Outbox {
+                    events: vec![Publish::new(
                         scope.clone(),
                         "message.created",
                         &serde_json::json!({ "id": i.message.id.0, "text": i.message.text }),
-                    )]
+                    )],
+                    webhooks: (i.message.id.0 % 2 == 0)
+                        .then(|| NewWebhookDelivery {
+                            user_id: author,
+                            event_id: format!("m{}", i.message.id.0),
+                            url: "http://hooks.example/".into(),
+                            body: i.message.text.clone(),
+                            due_at: Timestamp(0),
+                        })
+                        .into_iter()
+                        .collect(),
                 });
                 store.insert_message_logged(new, events).await.unwrap()
             })
@@ -1614,6 +1626,19 @@ async fn batched_and_other_inserts_interleave_with_their_events(store: Arc<dyn S
         "a scope's offsets are consecutive"
     );
     assert_eq!(offsets.last(), Some(&head));
+    let queued = store
+        .claim_due_webhooks(Timestamp(1), Timestamp(2), 1_000)
+        .await
+        .unwrap();
+    let mut expected: Vec<(String, String)> = sent
+        .iter()
+        .filter(|(m, _)| m.id.0 % 2 == 0)
+        .map(|(m, _)| (format!("m{}", m.id.0), m.text.clone()))
+        .collect();
+    let mut got: Vec<(String, String)> = queued.into_iter().map(|d| (d.event_id, d.body)).collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "each message's webhook queued with it, once");
     for event in &logged {
         let data: serde_json::Value = serde_json::from_str(event.data.as_str()).unwrap();
         let (message, offset) = sent

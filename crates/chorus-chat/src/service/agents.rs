@@ -160,6 +160,43 @@ pub fn message_event_id(message: &Message) -> String {
     format!("message.created:{}", message.id)
 }
 
+/// `message.created` deliveries of a new message to its webhook `targets` (see
+/// [`Chat::webhook_targets`]), due at `due`.
+pub(crate) fn message_webhooks(
+    message: &Message,
+    targets: &[(UserId, String)],
+    due: Timestamp,
+) -> Vec<NewWebhookDelivery> {
+    if targets.is_empty() {
+        return Vec::new();
+    }
+    let event_id = message_event_id(message);
+    let body = WebhookBody {
+        id: &event_id,
+        kind: "message.created",
+        scope: channel_scope(message.channel_id).to_string(),
+        wake: true,
+        data: message,
+    };
+    let body = match serde_json::to_string(&body) {
+        Ok(body) => body,
+        Err(err) => {
+            tracing::error!(cause = %err, "webhook body not serialized");
+            return Vec::new();
+        }
+    };
+    targets
+        .iter()
+        .map(|(user, url)| NewWebhookDelivery {
+            user_id: *user,
+            event_id: event_id.clone(),
+            url: url.clone(),
+            body: body.clone(),
+            due_at: due,
+        })
+        .collect()
+}
+
 impl Chat {
     // ---- The decision for one message -------------------------------------------
 
@@ -277,61 +314,30 @@ impl Chat {
         Ok((decision.unwrap_or_else(|| decide(&input)), agents))
     }
 
-    /// Queues `message.created` for each woken agent member that has a webhook and no
-    /// live connection. After the fanout: a slow or failing receiver never delays it,
-    /// and a failure to queue is logged, never undoes the send.
-    pub(crate) async fn queue_webhooks(
+    /// The woken agent members a new message goes to by webhook: those with a webhook
+    /// and no live connection (a connected agent gets it on its socket). Decided before
+    /// the message is stored, so the deliveries are queued in its transaction
+    /// ([`message_webhooks`]).
+    pub(crate) async fn webhook_targets(
         &self,
-        message: &Message,
         decision: &Decision,
         agents: &[AgentMember],
-    ) {
+    ) -> Vec<(UserId, String)> {
         use chorus_realtime::Mark;
-        let woken: Vec<(UserId, &str)> = agents
+        let woken: Vec<(UserId, String)> = agents
             .iter()
             .filter(|a| decision.mark_for(a.id) == Mark::Wake)
-            .filter_map(|a| a.webhook_url.as_deref().map(|url| (a.id, url)))
+            .filter_map(|a| a.webhook_url.clone().map(|url| (a.id, url)))
             .collect();
         if woken.is_empty() {
-            return;
+            return woken;
         }
         let ids: Vec<UserId> = woken.iter().map(|(id, _)| *id).collect();
         let connected = self.presence.connected_among(&ids).await;
-        let event_id = message_event_id(message);
-        let body = WebhookBody {
-            id: &event_id,
-            kind: "message.created",
-            scope: channel_scope(message.channel_id).to_string(),
-            wake: true,
-            data: message,
-        };
-        let body = match serde_json::to_string(&body) {
-            Ok(body) => body,
-            Err(err) => {
-                tracing::error!(cause = %err, "webhook body not serialized");
-                return;
-            }
-        };
-        let mut queued = false;
-        for (user, url) in woken {
-            if connected.contains(&user) {
-                continue;
-            }
-            let delivery = NewWebhookDelivery {
-                user_id: user,
-                event_id: event_id.clone(),
-                url: url.to_owned(),
-                body: body.clone(),
-                due_at: self.now(),
-            };
-            match self.store.enqueue_webhook(delivery).await {
-                Ok(new) => queued |= new,
-                Err(err) => tracing::warn!(%user, cause = %err, "webhook not queued"),
-            }
-        }
-        if queued {
-            self.webhooks.notify_one();
-        }
+        woken
+            .into_iter()
+            .filter(|(id, _)| !connected.contains(id))
+            .collect()
     }
 
     // ---- Lists ------------------------------------------------------------------

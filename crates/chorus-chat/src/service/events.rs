@@ -3,10 +3,10 @@
 //! clients resume or catch up over HTTP).
 //!
 //! Two ways in: events a store method logged in the change's own transaction
-//! ([`Chat::emit_logged`]: messages sent, edited, deleted; reactions; pins), and events
-//! appended to the log by the broker as they are published ([`Chat::emit`]: every other
-//! change, for now
-//! — a crash between such a change's commit and its publish loses that event).
+//! ([`Chat::emit_logged`]: messages sent, edited, deleted; reactions; pins; read
+//! cursors), and events appended to the log by the broker as they are published
+//! ([`Chat::emit`]: every other change, for now — a crash between such a change's
+//! commit and its publish loses that event).
 
 use std::sync::Arc;
 use std::time::Duration;

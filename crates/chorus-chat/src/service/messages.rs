@@ -10,11 +10,12 @@ pub use chorus_api::requests::{EditMessage, SendMessage};
 use chorus_realtime::{Publish, Scope};
 
 use super::Chat;
+use super::agents::message_webhooks;
 use super::events::{channel_scope, thread_scope, user_scope};
 use super::pins::Unpinned;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
-use crate::store::{Deletion, Events, Inserted, MessageQuery, NewMessage};
+use crate::store::{Deletion, Events, Inserted, MessageQuery, NewMessage, Outbox, events_only};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 const MAX_MENTIONS: usize = 50;
@@ -95,6 +96,11 @@ impl Chat {
         // every scope the message goes to).
         let (decision, agents) = self.delivery_for(&channel, caller.id, &mentions).await;
         let marks = Arc::new(decision.marks());
+        // Woken agents with a webhook and no live connection: their deliveries are
+        // queued in the message's transaction too.
+        let targets = self.webhook_targets(&decision, &agents).await;
+        let by_webhook = !targets.is_empty();
+        let due = self.now();
         let events: Events<Inserted> = Box::new(move |inserted| {
             let mut events: Vec<Publish> = message_scopes(&inserted.message)
                 .into_iter()
@@ -107,7 +113,10 @@ impl Chat {
             if let Some(root) = &inserted.root {
                 events.extend(thread_root_events(root));
             }
-            events
+            Outbox {
+                events,
+                webhooks: message_webhooks(&inserted.message, &targets, due),
+            }
         });
         let (inserted, logged) = self
             .store
@@ -135,7 +144,9 @@ impl Chat {
         self.emit_logged(logged).await;
         drop(turn);
         drop(order);
-        self.queue_webhooks(&message, &decision, &agents).await;
+        if by_webhook {
+            self.webhooks.notify_one();
+        }
         self.notify_mentions(&channel, &message, &message.mentions)
             .await;
         Ok((message, true))
@@ -182,7 +193,7 @@ impl Chat {
         self.check_text(&text)?;
         let order = self.gates.threads.lock(thread_key(&message)).await;
         let mentions = self.resolve_mentions(channel.workspace_id, &text).await?;
-        let events: Events<Message> = Box::new(|edited| {
+        let events = events_only(|edited: &Message| {
             message_scopes(edited)
                 .into_iter()
                 .map(|scope| Publish::new(scope, "message.updated", edited))
@@ -209,7 +220,7 @@ impl Chat {
         let (message, _) = self.writable_message(caller, id).await?;
         let _order = self.gates.threads.lock(thread_key(&message)).await;
         let user = caller.id;
-        let events: Events<Deletion> = Box::new(move |deletion| {
+        let events = events_only(move |deletion: &Deletion| {
             let deleted = &deletion.message;
             let event = Deleted {
                 id: deleted.id,

@@ -10,7 +10,7 @@ use super::events::channel_scope;
 use super::messages::thread_key;
 use crate::error::{Result, bad, forbidden};
 use crate::model::*;
-use crate::store::Events;
+use crate::store::events_only;
 
 const MAX_PINS: i64 = 100;
 
@@ -23,7 +23,7 @@ impl Chat {
         if !message.pinned && self.store.count_pins(message.channel_id).await? >= MAX_PINS {
             return Err(bad("a channel has at most 100 pins; unpin one first"));
         }
-        let events: Events<(Pin, bool)> = Box::new(|(pin, created)| {
+        let events = events_only(|(pin, created): &(Pin, bool)| {
             if !created {
                 return Vec::new();
             }
@@ -50,7 +50,7 @@ impl Chat {
             message_id: message.id,
             user_id: caller.id,
         };
-        let events: Events<bool> = Box::new(move |&unpinned| {
+        let events = events_only(move |&unpinned: &bool| {
             if !unpinned {
                 return Vec::new();
             }

@@ -8,7 +8,7 @@ use super::Chat;
 use super::messages::{message_scopes, thread_key};
 use crate::error::{Result, bad, not_found};
 use crate::model::*;
-use crate::store::Events;
+use crate::store::events_only;
 
 /// Different emoji one message may carry, so a message's size stays bounded.
 const MAX_EMOJI_PER_MESSAGE: usize = 50;
@@ -72,7 +72,7 @@ impl Chat {
             user_id: user,
         };
         let scopes = message_scopes(message);
-        let events: Events<bool> = Box::new(move |&changed| {
+        let events = events_only(move |&changed: &bool| {
             if !changed {
                 return Vec::new();
             }

@@ -10,6 +10,7 @@ use super::Chat;
 use super::events::user_scope;
 use crate::error::{Result, bad, forbidden, not_found};
 use crate::model::*;
+use crate::store::events_only;
 
 impl Chat {
     /// Moves the caller's read cursor forward to `req.message_id` (never back: a
@@ -41,7 +42,7 @@ impl Chat {
                 channel_id,
                 caller.id,
                 message.id,
-                Box::new(move |state| vec![Publish::new(scope.clone(), "read.updated", state)]),
+                events_only(move |state| vec![Publish::new(scope.clone(), "read.updated", state)]),
             )
             .await?;
         self.emit_logged(logged).await;

@@ -75,13 +75,35 @@ pub struct NewMessage {
     pub idempotency_key: Option<String>,
 }
 
-/// Builds a change's events from its result, inside the change's transaction, so the
-/// events are logged (at their scopes' next offsets) if and only if the change commits.
-pub type Events<T> = Box<dyn Fn(&T) -> Vec<Publish> + Send + Sync>;
+/// What a change leaves to be done after it commits, written in its own transaction:
+/// the events to publish (logged at their scopes' next offsets) and the webhook
+/// deliveries to make (queued). Both exist if and only if the change commits.
+#[derive(Default)]
+pub struct Outbox {
+    pub events: Vec<Publish>,
+    pub webhooks: Vec<NewWebhookDelivery>,
+}
 
-/// No events for this change.
+impl From<Vec<Publish>> for Outbox {
+    fn from(events: Vec<Publish>) -> Self {
+        Self {
+            events,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// Builds a change's [`Outbox`] from its result, inside the change's transaction.
+pub type Events<T> = Box<dyn Fn(&T) -> Outbox + Send + Sync>;
+
+/// An [`Events`] with events only (nothing to deliver by webhook).
+pub fn events_only<T>(build: impl Fn(&T) -> Vec<Publish> + Send + Sync + 'static) -> Events<T> {
+    Box::new(move |result| build(result).into())
+}
+
+/// Nothing to publish or deliver for this change.
 pub fn no_events<T>() -> Events<T> {
-    Box::new(|_| Vec::new())
+    Box::new(|_| Outbox::default())
 }
 
 /// The event log (`store/sql/events.rs`; the engine reads it through

@@ -12,7 +12,7 @@ use sqlx::{ColumnIndex, Database, Encode, Executor, IntoArguments, Type};
 use super::{Column, Dialect, RowsAffected, Sql};
 use crate::error::{ChatError, Result};
 use crate::model::Timestamp;
-use crate::store::EventStore;
+use crate::store::{EventStore, NewWebhookDelivery, Outbox};
 
 /// A row of `events`: offset, kind, data, marks, effect, time (ms).
 type EventRow = (i64, String, String, Option<String>, Option<String>, i64);
@@ -44,9 +44,9 @@ where
     pub(crate) async fn log_events(
         conn: &mut DB::Connection,
         at: Timestamp,
-        events: Vec<Publish>,
+        outbox: impl Into<Outbox>,
     ) -> Result<Vec<Publish>> {
-        Self::log_events_then(conn, at, events, None).await
+        Self::log_events_then(conn, at, outbox.into(), None).await
     }
 
     /// [`log_events`](Self::log_events), then `tail` (e.g. `COMMIT`) — in the same call
@@ -55,10 +55,10 @@ where
     pub(crate) async fn log_events_then(
         conn: &mut DB::Connection,
         at: Timestamp,
-        events: Vec<Publish>,
+        outbox: Outbox,
         tail: Option<&str>,
     ) -> Result<Vec<Publish>> {
-        let Some(append) = Append::new(events, at)? else {
+        let Some(append) = Append::new(outbox, at)? else {
             if let Some(tail) = tail {
                 sqlx::query(tail).execute(&mut *conn).await?;
             }
@@ -84,11 +84,20 @@ where
                     .await?;
                 heads.push(head);
             }
-            let sql = events_sql(1, append.rows.len());
-            append
-                .bind_rows(sqlx::query_as::<_, (i64,)>(&sql))
-                .fetch_all(&mut *conn)
-                .await?;
+            if !append.rows.is_empty() {
+                let sql = events_sql(1, append.rows.len());
+                append
+                    .bind_rows(sqlx::query_as::<_, (i64,)>(&sql))
+                    .fetch_all(&mut *conn)
+                    .await?;
+            }
+            if !append.webhooks.is_empty() {
+                let sql = webhooks_sql(1, append.webhooks.len());
+                append
+                    .bind_webhooks(sqlx::query_as::<_, (i64,)>(&sql))
+                    .fetch_all(&mut *conn)
+                    .await?;
+            }
             if let Some(tail) = tail {
                 sqlx::query(tail).execute(&mut *conn).await?;
             }
@@ -133,6 +142,30 @@ fn events_sql(first: usize, rows: usize) -> String {
     )
 }
 
+/// Queues `rows` webhook deliveries from `$first` on, five values each (user, event id,
+/// URL, body, due time), the queue time last; one already queued for that user and
+/// event is left as it is.
+fn webhooks_sql(first: usize, rows: usize) -> String {
+    let at = first + 5 * rows;
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let p = first + 5 * r;
+            format!(
+                "(${p}, ${}, ${}, ${}, 'pending', ${}, ${at})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO webhook_deliveries (user_id, event_id, url, body, status, next_attempt_at, created_at)
+         VALUES {} ON CONFLICT (user_id, event_id) DO NOTHING",
+        values.join(", ")
+    )
+}
+
 /// One event's row beyond what its [`Publish`] holds.
 struct AppendRow {
     index: usize,
@@ -149,14 +182,19 @@ pub(crate) struct Append {
     events: Vec<Publish>,
     /// Per event: its place in its scope's run (1-based) and the scope's count.
     places: Vec<(i64, i64)>,
+    webhooks: Vec<NewWebhookDelivery>,
     at: Timestamp,
 }
 
 impl Append {
     /// `None` when nothing is durable.
-    pub(crate) fn new(mut events: Vec<Publish>, at: Timestamp) -> Result<Option<Self>> {
+    pub(crate) fn new(outbox: Outbox, at: Timestamp) -> Result<Option<Self>> {
+        let Outbox {
+            mut events,
+            webhooks,
+        } = outbox;
         events.retain(|e| !e.ephemeral);
-        if events.is_empty() {
+        if events.is_empty() && webhooks.is_empty() {
             return Ok(None);
         }
         let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
@@ -184,6 +222,7 @@ impl Append {
             rows,
             events,
             places,
+            webhooks,
             at,
         }))
     }
@@ -192,13 +231,20 @@ impl Append {
     /// parameters from `$first` on: one head upsert per scope (each returns its scope
     /// and new head), then the events' insert. Bound by [`bind`](Self::bind).
     pub(crate) fn statements(&self, first: usize) -> String {
-        let mut sql = String::new();
-        for i in 0..self.heads.len() {
-            sql.push_str(&head_sql(first + 2 * i));
-            sql.push_str("; ");
+        let mut statements = Vec::new();
+        let mut next = first;
+        for _ in &self.heads {
+            statements.push(head_sql(next));
+            next += 2;
         }
-        sql.push_str(&events_sql(first + 2 * self.heads.len(), self.rows.len()));
-        sql
+        if !self.rows.is_empty() {
+            statements.push(events_sql(next, self.rows.len()));
+            next += 6 * self.rows.len() + 1;
+        }
+        if !self.webhooks.is_empty() {
+            statements.push(webhooks_sql(next, self.webhooks.len()));
+        }
+        statements.join("; ")
     }
 
     /// Binds the parameters of [`statements`](Self::statements), after those already
@@ -216,7 +262,13 @@ impl Append {
         for (scope, count) in &self.heads {
             query = query.bind(scope.as_str()).bind(*count);
         }
-        self.bind_rows(query)
+        if !self.rows.is_empty() {
+            query = self.bind_rows(query);
+        }
+        if !self.webhooks.is_empty() {
+            query = self.bind_webhooks(query);
+        }
+        query
     }
 
     /// Binds the parameters of the events' insert alone.
@@ -239,6 +291,28 @@ impl Append {
                 .bind(event.data.as_str())
                 .bind(row.marks.as_deref())
                 .bind(row.effect.as_deref());
+        }
+        query.bind(self.at.0)
+    }
+
+    /// Binds the parameters of the webhook deliveries' insert alone.
+    fn bind_webhooks<'q, DB, O>(
+        &'q self,
+        mut query: QueryAs<'q, DB, O, DB::Arguments<'q>>,
+    ) -> QueryAs<'q, DB, O, DB::Arguments<'q>>
+    where
+        DB: Database,
+        &'q str: Encode<'q, DB> + Type<DB>,
+        Option<&'q str>: Encode<'q, DB> + Type<DB>,
+        i64: Encode<'q, DB> + Type<DB>,
+    {
+        for new in &self.webhooks {
+            query = query
+                .bind(new.user_id.0)
+                .bind(new.event_id.as_str())
+                .bind(new.url.as_str())
+                .bind(new.body.as_str())
+                .bind(new.due_at.0);
         }
         query.bind(self.at.0)
     }

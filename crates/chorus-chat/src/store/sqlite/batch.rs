@@ -29,7 +29,7 @@ use crate::error::{ChatError, Result};
 use crate::model::{MessageId, Timestamp};
 use crate::store::rows::{created_message, mentions_json};
 use crate::store::sql::{Append, PlainInserts, Sql};
-use crate::store::{Events, Inserted, NewMessage};
+use crate::store::{Events, Inserted, NewMessage, Outbox};
 use chorus_realtime::Publish;
 
 /// Messages per statement, at most (7 bound values each, far under SQLite's limit).
@@ -171,6 +171,7 @@ async fn write_known(
     let mut mentions = Vec::with_capacity(jobs.len());
     let mut inserted = Vec::with_capacity(jobs.len());
     let mut events = Vec::new();
+    let mut webhooks = Vec::new();
     let mut counts = Vec::with_capacity(jobs.len());
     for (job, id) in jobs.iter().zip(known + 1..) {
         mentions.push(mentions_json(&job.new.mentions)?);
@@ -179,15 +180,15 @@ async fn write_known(
             created: true,
             root: None,
         };
-        let built: Vec<Publish> = (job.events)(&new)
-            .into_iter()
-            .filter(|e| !e.ephemeral)
-            .collect();
-        counts.push(built.len());
+        let outbox = (job.events)(&new);
+        let built = outbox.events.into_iter().filter(|e| !e.ephemeral);
+        let before = events.len();
         events.extend(built);
+        counts.push(events.len() - before);
+        webhooks.extend(outbox.webhooks);
         inserted.push(new);
     }
-    let append = Append::new(events, created_at)?;
+    let append = Append::new(Outbox { events, webhooks }, created_at)?;
     // $1: the sequence expected; then eight values a row.
     const WIDTH: usize = 8;
     let rows: Vec<String> = (0..jobs.len())
@@ -355,17 +356,21 @@ async fn write_batch(
     }
     // Every new message's events, logged together in the order of the messages.
     let mut events = Vec::new();
+    let mut webhooks = Vec::new();
     let mut counts = Vec::with_capacity(jobs.len());
     for (job, inserted) in jobs.iter().zip(&out) {
-        let built = inserted
+        let outbox = inserted
             .as_ref()
             .map(|i| (job.events)(i))
             .unwrap_or_default();
-        counts.push(built.len());
-        events.extend(built);
+        let before = events.len();
+        events.extend(outbox.events.into_iter().filter(|e| !e.ephemeral));
+        counts.push(events.len() - before);
+        webhooks.extend(outbox.webhooks);
     }
+    let outbox = Outbox { events, webhooks };
     let logged =
-        Sql::<Sqlite>::log_events_then(&mut *conn, created_at, events, Some("COMMIT")).await?;
+        Sql::<Sqlite>::log_events_then(&mut *conn, created_at, outbox, Some("COMMIT")).await?;
     let mut logged = logged.into_iter();
     Ok(out
         .into_iter()
