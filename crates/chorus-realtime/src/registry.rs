@@ -276,6 +276,15 @@ pub struct Replay {
     pub events: Vec<Arc<Event>>,
 }
 
+/// What [`Registry::finish`] did.
+#[derive(Debug, Default)]
+struct Finished {
+    /// Events queued.
+    replayed: usize,
+    /// The subscriber left the scope at one of them: the subscription must end.
+    dropped: bool,
+}
+
 /// Result of [`Registry::release`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Released {
@@ -636,12 +645,17 @@ impl Registry {
         tally.record(&self.metrics);
         self.metrics
             .replayed_events
-            .fetch_add(replayed as u64, Ordering::Relaxed);
+            .fetch_add(replayed.replayed as u64, Ordering::Relaxed);
         for effect in effects {
             self.apply_effect(conn.clone(), &effect);
         }
+        if replayed.dropped {
+            // As a live leave: the events up to it were delivered; the subscription
+            // ends without a frame (the user's own scope says they left).
+            self.revoke(conn.id, scope);
+        }
         Released {
-            replayed,
+            replayed: replayed.replayed,
             admitted: true,
         }
     }
@@ -655,12 +669,12 @@ impl Registry {
         replay: &Replay,
         tally: &mut Tally,
         effects: &mut Vec<Effect>,
-    ) -> usize {
+    ) -> Finished {
         let (pending, seen) = match std::mem::replace(&mut sub.state, SubState::live()) {
             SubState::CatchingUp { pending, seen } => (pending, seen),
             live @ SubState::Live { .. } => {
                 sub.state = live; // already released
-                return 0;
+                return Finished::default();
             }
         };
         // Without any usable history, the held events (all newer than the
@@ -693,12 +707,28 @@ impl Registry {
             {
                 effects.push(effect.as_ref().clone());
             }
+            // This user left the scope here (`Effect::drop_user`): nothing after it
+            // is theirs, replayed or held. Live, the same event revokes them
+            // (`deliver`); a replay that passes it must stop there too.
+            if event
+                .effect
+                .as_ref()
+                .is_some_and(|e| e.drop_user == Some(sub.handle.user))
+            {
+                return Finished {
+                    replayed,
+                    dropped: true,
+                };
+            }
         }
         if let Some((_, hi)) = seen {
             last = last.max(hi);
         }
         sub.state = SubState::Live { first, last };
-        replayed
+        Finished {
+            replayed,
+            dropped: false,
+        }
     }
 
     /// Settles a re-check of `scope` on `conn` (see [`Work::recheck`]): allowed, the
@@ -715,6 +745,7 @@ impl Registry {
     ) {
         let mut tally = Tally::default();
         let mut effects = Vec::new();
+        let mut dropped = false;
         {
             let mut index = lock(&self.index);
             let Some(entry) = index.conns.get_mut(&conn.id) else {
@@ -731,7 +762,9 @@ impl Registry {
             if allowed {
                 sub.recheck = None;
                 if recheck.then_live {
-                    self.finish(sub, &Replay::default(), &mut tally, &mut effects);
+                    dropped = self
+                        .finish(sub, &Replay::default(), &mut tally, &mut effects)
+                        .dropped;
                 }
             } else {
                 // Under the index lock, like a revocation: no fenced admit slips between.
@@ -742,6 +775,9 @@ impl Registry {
         tally.record(&self.metrics);
         for effect in effects {
             self.apply_effect(conn.clone(), &effect);
+        }
+        if dropped {
+            self.revoke(conn.id, scope);
         }
         if !allowed {
             self.remove_sub(scope, conn.id);

@@ -612,6 +612,74 @@ mod tests {
         w.registry.check_invariants().expect("invariants");
     }
 
+    /// A replay that passes the subscriber's own leave (`Effect::drop_user`) stops
+    /// there, as the live event does: what came after is not theirs. Others replaying
+    /// the same history get all of it.
+    #[tokio::test]
+    async fn a_replay_past_the_subscribers_leave_stops_at_it() {
+        let w = world(100);
+        let channel = scope("channel:1");
+        let hooks = TestHooks::with_initial(vec![channel.clone()]);
+        let (bob, bob_box, _) = w.registry.register(7);
+        let (carol, carol_box, _) = w.registry.register(8);
+        let start = w
+            .subs
+            .open(&bob, &hooks, false)
+            .await
+            .expect("opened")
+            .offsets["channel:1"];
+        w.subs.open(&carol, &hooks, false).await.expect("opened");
+        publish(&w, &channel, "before").await;
+        let left = Effect {
+            drop_user: Some(7),
+            ..Effect::default()
+        };
+        w.broker
+            .publish(
+                Publish::new(
+                    channel.clone(),
+                    "member.left",
+                    &serde_json::json!({"text": "left"}),
+                )
+                .with_effect(left),
+            )
+            .await
+            .expect("published");
+        publish(&w, &channel, "after").await;
+        // Live: bob's subscription ended at his leave.
+        assert_eq!(texts(&frames(&bob_box), "channel:1"), ["before", "left"]);
+        assert_eq!(
+            texts(&frames(&carol_box), "channel:1"),
+            ["before", "left", "after"]
+        );
+
+        // Bob subscribes again from before his leave (an authorization that raced it):
+        // the replay stops at the leave and the subscription ends.
+        let again = w
+            .subs
+            .subscribe(&bob, &hooks, "channel:1", StartAt::Rewind(start))
+            .await
+            .expect("subscribed");
+        assert_eq!(again.recovered, Some(true));
+        assert_eq!(texts(&frames(&bob_box), "channel:1"), ["before", "left"]);
+        publish(&w, &channel, "later").await;
+        assert_eq!(texts(&frames(&carol_box), "channel:1"), ["later"]);
+        assert!(
+            frames(&bob_box).is_empty(),
+            "nothing after the leave, live either"
+        );
+        // Carol's rewind over the same history: everything.
+        w.subs
+            .subscribe(&carol, &hooks, "channel:1", StartAt::Rewind(start))
+            .await
+            .expect("subscribed");
+        assert_eq!(
+            texts(&frames(&carol_box), "channel:1"),
+            ["before", "left", "after", "later"]
+        );
+        w.registry.check_invariants().expect("invariants");
+    }
+
     /// A re-check holds every subscription of the user's connection; the one no longer
     /// allowed ends with `subscription.revoked` and receives nothing published after
     /// the change, the allowed one gets what was held, in order, once.
