@@ -61,6 +61,11 @@ pub struct Effect {
     /// scope's order, so no later event of the scope reaches them on any node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_user: Option<crate::UserKey>,
+    /// On an event of the scope itself (`member.joined` on `channel:42`): this user
+    /// became a member here. With `drop_user`, it bounds what a replay or a catch-up of
+    /// the scope gives them ([`Membership`]): nothing of the time they were out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_user: Option<crate::UserKey>,
     /// The user's access shrank: every other subscription of the receiving connection
     /// is held and authorized again (`SessionHooks::authorize_subscribe`); those no
     /// longer allowed end with `subscription.revoked {scope, reason}`. The text is the
@@ -75,6 +80,66 @@ pub struct Effect {
     /// 3502 — all of them, or those opened with this credential.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close: Option<CloseSessions>,
+}
+
+impl Effect {
+    /// `Some(true)`: `user` joins the scope at this event; `Some(false)`: they leave it.
+    pub fn membership_of(&self, user: crate::UserKey) -> Option<bool> {
+        if self.join_user == Some(user) {
+            Some(true)
+        } else if self.drop_user == Some(user) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+/// A user's membership of a scope, followed through the scope's events in order: they
+/// leave at an event that drops them ([`Effect::drop_user`]) and come back at one that
+/// admits them ([`Effect::join_user`]). What the scope published while they were out is
+/// not theirs — not live, not replayed, not caught up over HTTP — even when they are a
+/// member again by the time they ask for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Membership {
+    user: crate::UserKey,
+    out: bool,
+}
+
+impl Membership {
+    /// Where `user` stands before a run of a scope's events (their effects, in order):
+    /// out when the first of their joins and leaves in it is a join (one joins only
+    /// from outside), else in — the run is read for a user allowed to read it now.
+    pub fn before<'a>(
+        user: crate::UserKey,
+        effects: impl IntoIterator<Item = Option<&'a Effect>>,
+    ) -> Self {
+        let out = effects
+            .into_iter()
+            .flatten()
+            .find_map(|e| e.membership_of(user))
+            .unwrap_or(false);
+        Self { user, out }
+    }
+
+    /// Steps over the run's next event: `true` when it is the user's to receive (their
+    /// own join and leave are).
+    pub fn admits(&mut self, effect: Option<&Effect>) -> bool {
+        match effect.and_then(|e| e.membership_of(self.user)) {
+            Some(true) => {
+                self.out = false;
+                true
+            }
+            // Their leave is theirs if they were in.
+            Some(false) => !std::mem::replace(&mut self.out, true),
+            None => !self.out,
+        }
+    }
+
+    /// Whether the user is out of the scope after the events stepped over.
+    pub fn is_out(&self) -> bool {
+        self.out
+    }
 }
 
 /// See [`Effect::close`].

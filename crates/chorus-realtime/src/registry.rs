@@ -22,7 +22,7 @@ use chorus_proto::{CloseCode, EventFrame, ServerFrame};
 use tokio::sync::Notify;
 
 use crate::broker::EventSink;
-use crate::event::{Effect, Event, Mark};
+use crate::event::{Effect, Event, Mark, Membership};
 use crate::outbox::{Outbox, PushError};
 use crate::writer::Writers;
 use crate::{Clock, Metrics, Scope, UserKey};
@@ -683,7 +683,13 @@ impl Registry {
         let mut first = None;
         let mut replayed = 0;
         let from_history = replay.events.len();
-        for (i, event) in replay.events.iter().chain(pending.iter()).enumerate() {
+        let events = || replay.events.iter().chain(pending.iter());
+        // Not theirs: what the scope published while the subscriber was out of it (a
+        // resume from before a leave, a position kept across a leave and a re-join).
+        let mut membership =
+            Membership::before(sub.handle.user, events().map(|e| e.effect.as_deref()));
+        for (i, event) in events().enumerate() {
+            let theirs = membership.admits(event.effect.as_deref());
             if let Some(offset) = event.offset {
                 if offset <= last {
                     continue;
@@ -694,6 +700,10 @@ impl Registry {
                     continue;
                 }
                 first.get_or_insert(offset);
+            }
+            if !theirs {
+                tally.skipped += 1;
+                continue;
             }
             // Not this user's to receive (agent-aware `skip`): not replayed either.
             if event.mark_for(sub.handle.user) == Mark::Skip {
@@ -707,27 +717,16 @@ impl Registry {
             {
                 effects.push(effect.as_ref().clone());
             }
-            // This user left the scope here (`Effect::drop_user`): nothing after it
-            // is theirs, replayed or held. Live, the same event revokes them
-            // (`deliver`); a replay that passes it must stop there too.
-            if event
-                .effect
-                .as_ref()
-                .is_some_and(|e| e.drop_user == Some(sub.handle.user))
-            {
-                return Finished {
-                    replayed,
-                    dropped: true,
-                };
-            }
         }
         if let Some((_, hi)) = seen {
             last = last.max(hi);
         }
         sub.state = SubState::Live { first, last };
+        // Ended out of the scope (they left, live the same event revokes them): the
+        // subscription ends.
         Finished {
             replayed,
-            dropped: false,
+            dropped: membership.is_out(),
         }
     }
 

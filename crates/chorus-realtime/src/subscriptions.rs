@@ -677,6 +677,46 @@ mod tests {
             texts(&frames(&carol_box), "channel:1"),
             ["before", "left", "after", "later"]
         );
+
+        // Bob joins again. A rewind from before his leave, or from right after it,
+        // gives what he was there for and nothing of the time he was out.
+        let joined = Effect {
+            join_user: Some(7),
+            ..Effect::default()
+        };
+        w.broker
+            .publish(
+                Publish::new(
+                    channel.clone(),
+                    "member.joined",
+                    &serde_json::json!({"text": "joined"}),
+                )
+                .with_effect(joined),
+            )
+            .await
+            .expect("published");
+        publish(&w, &channel, "back").await;
+        let left_at = start + 2;
+        for (from, expected) in [
+            (start, vec!["before", "left", "joined", "back"]),
+            (left_at, vec!["joined", "back"]),
+        ] {
+            w.subs
+                .subscribe(&bob, &hooks, "channel:1", StartAt::Rewind(from))
+                .await
+                .expect("subscribed");
+            assert_eq!(
+                texts(&frames(&bob_box), "channel:1"),
+                expected,
+                "from {from}"
+            );
+        }
+        publish(&w, &channel, "live").await;
+        assert_eq!(
+            texts(&frames(&bob_box), "channel:1"),
+            ["live"],
+            "subscribed"
+        );
         w.registry.check_invariants().expect("invariants");
     }
 

@@ -380,3 +380,74 @@ async fn read_events_follow_the_cursors_commit_order() {
     );
     assert_eq!(cursors.last(), ids.last(), "the last event is the cursor");
 }
+
+/// A member of a private channel leaves, a message is sent, they are added back: a
+/// resume or an HTTP catch-up from a position before the leave gives them what they
+/// were there for, never the message of the time they were out.
+#[tokio::test]
+async fn nothing_of_the_time_out_of_a_channel_is_replayed_or_caught_up() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "private", "private", &[&w.bob])
+        .await;
+    let scope = format!("channel:{ch}");
+    let bob = s.connect(&w.bob.token).await;
+    let start = bob.hello["offsets"][&scope].as_u64().unwrap();
+    bob.close().await;
+
+    s.send(&w.alice, ch, "before").await;
+    s.post(
+        &format!("/api/v1/channels/{ch}/leave"),
+        &w.bob.token,
+        json!({}),
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    s.send(&w.alice, ch, "while out").await;
+    s.add_channel_member(&w.alice, ch, &w.bob).await;
+    s.send(&w.alice, ch, "back").await;
+
+    let texts = |frames: &[Value]| -> Vec<String> {
+        frames
+            .iter()
+            .filter(|f| f["scope"] == scope.as_str() && f["type"] == "message.created")
+            .map(|f| f["data"]["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Over HTTP, one page or one event a page.
+    let encoded = scope.replace(':', "%3A");
+    for limit in [100, 1] {
+        let mut after = start;
+        let mut got = Vec::new();
+        loop {
+            let page = s
+                .get(
+                    &format!("/api/v1/scopes/{encoded}/events?after={after}&limit={limit}"),
+                    &w.bob.token,
+                )
+                .await
+                .expect_status(StatusCode::OK)
+                .body;
+            got.extend(page["events"].as_array().unwrap().iter().cloned());
+            after = page["next"].as_u64().unwrap();
+            if page["more"] == false {
+                break;
+            }
+        }
+        assert_eq!(
+            texts(&got),
+            ["before", "back"],
+            "catch-up, pages of {limit}"
+        );
+    }
+    // Over the socket: a resume with the old position.
+    let mut bob = s.connect_resuming(&w.bob.token).await;
+    let reply = bob
+        .request(json!({"op": "resume", "positions": {scope.clone(): start}}))
+        .await;
+    assert_eq!(reply["op"], "ack", "{reply}");
+    s.send(&w.alice, ch, "live").await;
+    let frames = until_text(&mut bob, "live").await;
+    assert_eq!(texts(&frames), ["before", "back", "live"], "resume");
+}

@@ -2,7 +2,7 @@
 //! after an offset, from the event log, as the WebSocket would have delivered it.
 
 use chorus_api::requests::{ScopeEvent, ScopeEvents, ScopeEventsQuery};
-use chorus_realtime::{Mark, Publish, Scope};
+use chorus_realtime::{Mark, Membership, Publish, Scope};
 
 use super::Chat;
 use crate::error::{ChatError, Result, bad, not_found};
@@ -86,8 +86,25 @@ impl Chat {
         }
         let next = events.last().and_then(|e| e.offset).unwrap_or(after);
         let user = caller.id.0;
+        // Nothing of the time the caller was out of the scope (a leave and a re-join
+        // since `after`): where they stood at `after` is told by their first join or
+        // leave from there on, in this page or past it.
+        let mut membership = Membership::before(user, events.iter().map(|e| e.effect.as_deref()));
+        let marked = |e: &Publish| {
+            e.effect
+                .as_ref()
+                .is_some_and(|f| f.membership_of(user).is_some())
+        };
+        if next < head && !events.iter().any(marked) {
+            let (rest, _) = self
+                .store
+                .scope_events(&scope, next, MAX_EVENTS_PAGE as usize)
+                .await?;
+            membership = Membership::before(user, rest.iter().map(|e| e.effect.as_deref()));
+        }
         let events = events
             .into_iter()
+            .filter(|e| membership.admits(e.effect.as_deref()))
             .filter_map(|e| visible(e, user))
             .collect();
         Ok(ScopeEvents {

@@ -365,12 +365,15 @@ impl Chat {
         };
         // The join's place in the channel's order: its `member.joined`. The joiner's
         // subscription starts there (events of the channel before it are not theirs).
+        let joined_here = Effect {
+            join_user: Some(user.0),
+            ..Effect::default()
+        };
         let at = self
-            .emit_at(Publish::new(
-                channel_scope(channel.id),
-                "member.joined",
-                &change,
-            ))
+            .emit_at(
+                Publish::new(channel_scope(channel.id), "member.joined", &change)
+                    .with_effect(joined_here),
+            )
             .await;
         let joined = Joined {
             channel: channel.clone(),
