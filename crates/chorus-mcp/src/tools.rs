@@ -251,9 +251,7 @@ fn as_usize(n: u32) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
-type ToolResult<T> = Result<Json<T>, CallToolResult>;
-
-fn done<T>(result: Result<T, ToolError>) -> ToolResult<T> {
+fn done<T>(result: Result<T, ToolError>) -> Result<Json<T>, CallToolResult> {
     result.map(Json).map_err(CallToolResult::from)
 }
 
@@ -286,7 +284,7 @@ impl ChorusMcp {
         &self,
         Parameters(args): Parameters<ListChannelsArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<ChannelList> {
+    ) -> Result<Json<ChannelList>, CallToolResult> {
         done(self.list_channels_(args, &ctx).await)
     }
 
@@ -299,7 +297,7 @@ impl ChorusMcp {
         &self,
         Parameters(args): Parameters<ReadMessagesArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<MessagesRead> {
+    ) -> Result<Json<MessagesRead>, CallToolResult> {
         done(self.read_messages_(args, &ctx).await)
     }
 
@@ -316,7 +314,7 @@ impl ChorusMcp {
         &self,
         Parameters(args): Parameters<SendMessageArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<SentOut> {
+    ) -> Result<Json<SentOut>, CallToolResult> {
         done(self.send_message_(args, &ctx).await)
     }
 
@@ -333,7 +331,7 @@ impl ChorusMcp {
         &self,
         Parameters(args): Parameters<ReactArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<Reacted> {
+    ) -> Result<Json<Reacted>, CallToolResult> {
         done(self.react_(args, &ctx).await)
     }
 
@@ -351,7 +349,7 @@ impl ChorusMcp {
         &self,
         Parameters(args): Parameters<SetStatusArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<StatusOut> {
+    ) -> Result<Json<StatusOut>, CallToolResult> {
         done(self.set_status_(args, &ctx).await)
     }
 
@@ -366,7 +364,7 @@ impl ChorusMcp {
         &self,
         Parameters(args): Parameters<WaitArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<Waited> {
+    ) -> Result<Json<Waited>, CallToolResult> {
         done(self.wait_for_messages_(args, &ctx).await)
     }
 }
