@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use chorus_client::{ChannelId, Client, Realtime, User, UserId, WorkspaceId};
+use chorus_client::{ChannelId, Client, Realtime, User, UserId, UserKind, WorkspaceId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -20,6 +20,13 @@ use crate::error::ToolError;
 
 /// Names cached per agent before the cache starts over (a bound, not a tuning).
 const MAX_CACHED: usize = 10_000;
+
+/// Who wrote a message, as results show it.
+#[derive(Debug, Clone)]
+pub struct Person {
+    pub name: String,
+    pub kind: UserKind,
+}
 
 /// A channel's name and workspace, as results show them.
 #[derive(Debug, Clone)]
@@ -34,7 +41,7 @@ pub struct Agent {
     pub me: User,
     pub live: Live,
     /// A std mutex: lookups and inserts only, never held across an await.
-    names: Mutex<HashMap<UserId, String>>,
+    people: Mutex<HashMap<UserId, Person>>,
     channels: Mutex<HashMap<ChannelId, ChannelInfo>>,
 }
 
@@ -51,30 +58,44 @@ impl Agent {
             live: Live::start(realtime),
             client,
             me,
-            names: Mutex::new(HashMap::new()),
+            people: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashMap::new()),
         })
     }
 
-    /// A user's name (`@name`), from the cache or the API; the id as text when the user
-    /// cannot be seen.
-    pub async fn user_name(&self, id: UserId) -> String {
+    /// A user's name (`@name`) and kind, from the cache or the API; the id as the name
+    /// when the user cannot be seen.
+    pub async fn person(&self, id: UserId) -> Person {
         if id == self.me.id {
-            return self.me.name.clone();
+            return Person {
+                name: self.me.name.clone(),
+                kind: self.me.kind,
+            };
         }
-        if let Some(name) = lock(&self.names).get(&id) {
-            return name.clone();
+        if let Some(person) = lock(&self.people).get(&id) {
+            return person.clone();
         }
-        let name = match self.client.user(id).await {
-            Ok(view) => view.profile().name,
-            Err(_) => return format!("user-{id}"),
+        let person = match self.client.user(id).await {
+            Ok(view) => {
+                let profile = view.profile();
+                Person {
+                    name: profile.name,
+                    kind: profile.kind,
+                }
+            }
+            Err(_) => {
+                return Person {
+                    name: format!("user-{id}"),
+                    kind: UserKind::Human,
+                };
+            }
         };
-        let mut names = lock(&self.names);
-        if names.len() >= MAX_CACHED {
-            names.clear();
+        let mut people = lock(&self.people);
+        if people.len() >= MAX_CACHED {
+            people.clear();
         }
-        names.insert(id, name.clone());
-        name
+        people.insert(id, person.clone());
+        person
     }
 
     /// A channel's name and workspace (cached: a name may be stale after a rename).

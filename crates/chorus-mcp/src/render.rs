@@ -2,9 +2,11 @@
 //! where, which thread), names instead of bare ids, and a character budget so that a
 //! result fits the context window it is read into.
 
-use chorus_client::{Message, Timestamp, UserId};
+use chorus_client::{Message, Timestamp, UserId, UserKind};
 use schemars::JsonSchema;
 use serde::Serialize;
+
+use crate::agent::Person;
 
 /// A message as a tool returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -19,6 +21,10 @@ pub struct MessageOut {
     pub author_id: i64,
     /// The author's user name (what `@name` mentions).
     pub author: String,
+    /// The author is an AI agent (answering agents blindly makes two agents talk in
+    /// circles).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub author_is_agent: bool,
     pub text: String,
     /// The text was cut to fit the character budget (`max_chars`).
     #[serde(default, skip_serializing_if = "is_false")]
@@ -64,13 +70,14 @@ pub fn rfc3339(ts: Timestamp) -> String {
 }
 
 impl MessageOut {
-    pub fn new(message: &Message, author: String, me: UserId) -> Self {
+    pub fn new(message: &Message, author: Person, me: UserId) -> Self {
         Self {
             id: message.id.0,
             channel_id: message.channel_id.0,
             thread_id: message.thread_id.map(|t| t.0),
             author_id: message.author_id.0,
-            author,
+            author: author.name,
+            author_is_agent: author.kind == UserKind::Agent,
             text: message.text.clone(),
             truncated: false,
             created_at: rfc3339(message.created_at),
@@ -149,6 +156,7 @@ mod tests {
             thread_id: None,
             author_id: 3,
             author: "alice".into(),
+            author_is_agent: false,
             text: text.into(),
             truncated: false,
             created_at: "2026-01-01T00:00:00Z".into(),

@@ -475,7 +475,7 @@ impl ChorusMcp {
             page.iter().rev().collect()
         };
         for message in ordered {
-            let author = agent.user_name(message.author_id).await;
+            let author = agent.person(message.author_id).await;
             let mut out = MessageOut::new(message, author, agent.me.id);
             if !budget.take(&mut out) {
                 cut = true;
@@ -530,7 +530,7 @@ impl ChorusMcp {
             )
             .await?;
         Ok(SentOut {
-            message: MessageOut::new(&sent.message, agent.me.name.clone(), agent.me.id),
+            message: MessageOut::new(&sent.message, agent.person(agent.me.id).await, agent.me.id),
             replayed: sent.replayed,
         })
     }

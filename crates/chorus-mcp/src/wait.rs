@@ -216,7 +216,7 @@ impl Scan<'_> {
                         continue;
                     };
                     let info = self.agent.channel(channel).await.ok();
-                    let author = self.agent.user_name(message.author_id).await;
+                    let author = self.agent.person(message.author_id).await;
                     let mut out = MessageOut::new(&message, author, self.agent.me.id);
                     if !self.budget.take(&mut out) {
                         self.full = true;

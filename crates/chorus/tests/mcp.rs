@@ -46,6 +46,7 @@ fn main() -> ExitCode {
     }
     let python = python.unwrap_or_default();
     let stdio = python.clone();
+    let example = python.clone();
     let trials = vec![
         Trial::test("stdio_transport_tools_waits_and_errors", move || {
             run(scenario(Transport::Stdio, stdio))
@@ -54,6 +55,11 @@ fn main() -> ExitCode {
         Trial::test("http_transport_tools_waits_and_errors", move || {
             run(scenario(Transport::Http, python))
         })
+        .with_ignored_flag(skip),
+        Trial::test(
+            "example_agent_answers_a_mention_over_both_transports",
+            move || run(example_agent_answers_a_mention(example)),
+        )
         .with_ignored_flag(skip),
         Trial::test("http_endpoint_is_authenticated_like_the_api", || {
             run(http_endpoint_is_authenticated_like_the_api())
@@ -77,7 +83,10 @@ fn run(test: impl Future<Output = ()>) -> Result<(), Failed> {
 fn mcp_python() -> Option<String> {
     let python = std::env::var("CHORUS_MCP_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let ok = std::process::Command::new(&python)
-        .args(["-c", "import mcp.client.streamable_http, mcp.client.stdio"])
+        .args([
+            "-c",
+            "import httpx2, mcp.client.streamable_http, mcp.client.stdio",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -693,4 +702,66 @@ async fn http_endpoint_is_authenticated_like_the_api() {
     let resp = post(key["key"].as_str()).await.unwrap();
     assert_eq!(resp.status(), 403);
     let _ = (&w.carol, w.team, w.secret, &w.alice);
+}
+
+/// `examples/mcp-agent.py --once`, over stdio and then over `/mcp`: it answers a mention
+/// in its thread, using nothing but MCP tools.
+async fn example_agent_answers_a_mention(python: String) {
+    let w = world().await;
+    let mut live = w.alice.realtime().await.unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/mcp-agent.py");
+    for (round, transport) in [Transport::Stdio, Transport::Http].into_iter().enumerate() {
+        let mut cmd = tokio::process::Command::new(&python);
+        cmd.args([script, "--once"])
+            .env("CHORUS_TOKEN", &w.bot.token)
+            .env("CHORUS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        match transport {
+            Transport::Stdio => cmd
+                .env("CHORUS_BIN", env!("CARGO_BIN_EXE_chorus"))
+                .env("CHORUS_URL", format!("http://{}", w.addr)),
+            Transport::Http => cmd.env("CHORUS_MCP_URL", format!("http://{}/mcp", w.addr)),
+        };
+        let mut agent = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(agent.stdout.take().unwrap()).lines();
+        let listening = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("the example agent did not start")
+            .unwrap()
+            .unwrap_or_default();
+        assert_eq!(listening, "bot: listening", "{transport:?}");
+        let text = format!("@bot what is up? ({round})");
+        let question = w
+            .alice
+            .send_message(w.team, &SendMessage::new(&text), None)
+            .await
+            .unwrap()
+            .message;
+        let answer = tokio::time::timeout(WAIT, async {
+            loop {
+                let event = live.next_event().await.expect("alice's connection ended");
+                if event.kind == "message.created" && event.data["author_id"] == w.bot.user.id.0 {
+                    return event;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{transport:?}: the example agent never answered"));
+        assert_eq!(answer.data["thread_id"], question.id.0, "{transport:?}");
+        assert!(
+            answer.data["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("Hi @alice"),
+            "{}",
+            answer.data
+        );
+        let status = tokio::time::timeout(WAIT, agent.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "{transport:?}: the example agent failed");
+    }
 }

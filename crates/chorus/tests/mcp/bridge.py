@@ -13,12 +13,13 @@ import asyncio
 import json
 import os
 import sys
+
+import httpx2
 import time
 
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 
 def now_ms() -> float:
@@ -40,7 +41,11 @@ async def main() -> None:
             env={"CHORUS_TOKEN": token, "CHORUS_LOG": "warn"},
         )
     else:
-        http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+        http = httpx2.AsyncClient(
+            headers={"Authorization": f"Bearer {token}"},
+            # Long polls hold a response open: a read timeout past the longest wait.
+            timeout=httpx2.Timeout(30.0, read=300.0),
+        )
         server = streamable_http_client(sys.argv[2], http_client=http)
     loop = asyncio.get_running_loop()
     async with Client(server) as client:
