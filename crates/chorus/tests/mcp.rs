@@ -581,6 +581,33 @@ async fn scenario(transport: Transport, python: String) {
         .ok();
     assert_eq!(again["replayed"], true);
     assert_eq!(again["message"]["id"], reply["message"]["id"]);
+    // Reading with `mark_read` moves the read cursor: nothing unread is left.
+    let unread = |listed: &Value| {
+        listed["workspaces"][0]["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == w.team.0)
+            .unwrap()["unread"]
+            .as_i64()
+            .unwrap()
+    };
+    let before = mcp
+        .call("list_channels", json!({"member_only": true}))
+        .await
+        .ok();
+    assert!(unread(&before) > 0, "{before}");
+    mcp.call(
+        "read_messages",
+        json!({"channel_id": w.team.0, "mark_read": true}),
+    )
+    .await
+    .ok();
+    let after = mcp
+        .call("list_channels", json!({"member_only": true}))
+        .await
+        .ok();
+    assert_eq!(unread(&after), 0, "{after}");
     let thread = mcp
         .call(
             "read_messages",
