@@ -120,6 +120,12 @@ pub async fn wait(
             if head <= after {
                 continue;
             }
+            // The socket saw it all and nothing wanted: no read of the log (an agent
+            // observing a busy channel costs no request per message).
+            if seen.nothing_wanted_after(channel, after, options.all) {
+                cursor.0.insert(channel, head);
+                continue;
+            }
             match scan.channel(channel, after, head).await? {
                 Some(position) => {
                     cursor.0.insert(channel, position);
