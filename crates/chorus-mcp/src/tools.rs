@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_client::{ChannelId, ChannelKind, HistoryQuery, MessageId, Policy, Role, SendMessage};
+use chorus_client::{ChannelId, HistoryQuery, MessageId, SendMessage};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
@@ -413,8 +413,8 @@ impl ChorusMcp {
                 .map(|c| ChannelOut {
                     id: c.channel.id.0,
                     name: c.channel.name,
-                    kind: kind_name(c.channel.kind).to_owned(),
-                    policy: policy_name(c.channel.policy).to_owned(),
+                    kind: c.channel.kind.as_str().to_owned(),
+                    policy: c.channel.policy.as_str().to_owned(),
                     topic: c.channel.topic,
                     member: c.member,
                     unread: c.unread,
@@ -424,7 +424,7 @@ impl ChorusMcp {
             workspaces.push(WorkspaceOut {
                 id: ws.id.0,
                 name: ws.name,
-                role: role_name(membership.role).to_owned(),
+                role: membership.role.as_str().to_owned(),
                 channels,
             });
         }
@@ -639,16 +639,4 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
-}
-
-fn kind_name(kind: ChannelKind) -> &'static str {
-    kind.as_str()
-}
-
-fn policy_name(policy: Policy) -> &'static str {
-    policy.as_str()
-}
-
-fn role_name(role: Role) -> &'static str {
-    role.as_str()
 }
