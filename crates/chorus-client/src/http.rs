@@ -386,6 +386,39 @@ impl Client {
         self.json(self.request(Method::DELETE, &path)?).await
     }
 
+    /// Adds the caller's reaction `emoji` to a message (adding it twice changes
+    /// nothing); returns the message with its reactions.
+    pub async fn add_reaction(&self, id: MessageId, emoji: &str) -> Result<Message> {
+        let path = format!("api/v1/messages/{id}/reactions/{}", encode_segment(emoji));
+        self.json(self.request(Method::PUT, &path)?).await
+    }
+
+    /// Removes the caller's reaction `emoji` from a message (absent: nothing changes).
+    pub async fn remove_reaction(&self, id: MessageId, emoji: &str) -> Result<Message> {
+        let path = format!("api/v1/messages/{id}/reactions/{}", encode_segment(emoji));
+        self.json(self.request(Method::DELETE, &path)?).await
+    }
+
+    /// Sets the caller's status text (at most 140 characters; empty clears it).
+    pub async fn set_status(&self, status_text: &str) -> Result<Presence> {
+        let body = SetStatus {
+            status_text: status_text.to_owned(),
+        };
+        self.json(self.request(Method::PUT, "api/v1/presence")?.json(&body))
+            .await
+    }
+
+    /// Moves the caller's read cursor in a channel forward to `message` (it never moves
+    /// back); returns what is left unread.
+    pub async fn mark_read(&self, channel: ChannelId, message: MessageId) -> Result<ReadState> {
+        let path = format!("api/v1/channels/{channel}/read");
+        let body = MarkRead {
+            message_id: message,
+        };
+        self.json(self.request(Method::POST, &path)?.json(&body))
+            .await
+    }
+
     /// Publishes an arbitrary event to a scope (admin / server token).
     pub async fn publish(&self, req: &Publish) -> Result<Published> {
         self.json(self.request(Method::POST, "api/v1/publish")?.json(req))

@@ -170,6 +170,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
             auth,
             http_limiter,
             webhooks: Arc::new(webhooks::WebhookMetrics::default()),
+            mcp: Arc::default(),
             tasks,
         },
         bootstrap_token,
@@ -270,6 +271,7 @@ pub async fn run(
         state.webhooks.clone(),
         draining.clone(),
     ));
+    start_mcp(&listener, &state, &draining);
     serve_http(listener, app(state), draining.cancelled_owned()).await;
     let drained = drain.await.unwrap_or(false);
     if !drained {
@@ -282,6 +284,34 @@ pub async fn run(
     // Last: the sessions' ends start presence grace periods, which settle now.
     chat.shutdown().await;
     Ok(())
+}
+
+/// Sets up `/mcp`: its agents reach this server at the listener's address (loopback
+/// when it listens on every interface), and their waits end when the server drains.
+fn start_mcp(
+    listener: &TcpListener,
+    state: &AppState,
+    draining: &tokio_util::sync::CancellationToken,
+) {
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(err) => {
+            tracing::error!(cause = %err, "no local address: /mcp is off");
+            return;
+        }
+    };
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let base = format!("http://{}", std::net::SocketAddr::new(ip, addr.port()));
+    let pool = chorus_mcp::AgentPool::new(base, draining.clone());
+    state.tasks.tracker.spawn(pool.clone().run_sweeper());
+    let service = chorus_mcp::http_service(pool, state.config.max_body_bytes);
+    if state.mcp.set(service).is_err() {
+        tracing::warn!("/mcp was already running");
+    }
 }
 
 /// Accepts connections and serves HTTP/1.1 on each until `stop` resolves, then waits

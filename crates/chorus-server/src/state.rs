@@ -1,6 +1,6 @@
 //! What every handler can reach, passed explicitly through axum's `State`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chorus_chat::Chat;
 use chorus_realtime::{Engine, SessionHooks};
@@ -12,6 +12,12 @@ use crate::config::Config;
 use crate::limits::HttpLimiter;
 use crate::webhooks::WebhookMetrics;
 
+/// The Streamable HTTP service behind `/mcp`.
+pub type McpService = chorus_mcp::rmcp::transport::streamable_http_server::StreamableHttpService<
+    chorus_mcp::ChorusMcp,
+    chorus_mcp::rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+>;
+
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
@@ -21,6 +27,9 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub http_limiter: Option<Arc<HttpLimiter>>,
     pub webhooks: Arc<WebhookMetrics>,
+    /// The MCP endpoint (`/mcp`), set by `run` once the server's own address is known:
+    /// its tools reach the API through a client pointed at that address.
+    pub mcp: Arc<OnceLock<McpService>>,
     /// The server's own tasks (webhook worker, limiter housekeeping, WebSocket
     /// upgrades), which `run` waits for before it returns.
     pub tasks: Tasks,

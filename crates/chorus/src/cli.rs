@@ -105,6 +105,13 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Serve the token's user as an MCP server on stdin/stdout (what MCP clients
+    /// launch): tools to list channels, read, send, react, set a status and wait for
+    /// messages that wake it. See docs/mcp.md.
+    Mcp {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -335,7 +342,24 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             messages.iter().try_for_each(emit)
         }
         ClientCommand::Tail { scopes, conn } => tail(&conn, &scopes).await,
+        ClientCommand::Mcp { conn } => mcp(&conn).await,
     }
+}
+
+/// `chorus mcp`: stdout carries the protocol, so diagnostics go to stderr only.
+async fn mcp(conn: &ConnArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHORUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let agent = chorus_mcp::Agent::connect(conn.client()?)
+        .await
+        .with_context(|| format!("connecting to Chorus at {}", conn.url))?;
+    chorus_mcp::serve_stdio(std::sync::Arc::new(agent))
+        .await
+        .context("serving MCP on stdio")
 }
 
 async fn user(cmd: UserCommand) -> anyhow::Result<()> {

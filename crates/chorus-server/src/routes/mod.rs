@@ -3,6 +3,7 @@
 
 mod channels;
 mod keys;
+mod mcp;
 mod messages;
 mod ops;
 mod presence;
@@ -14,7 +15,7 @@ pub mod ws;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{any, get};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -70,6 +71,7 @@ pub fn app(state: AppState) -> Router {
     let doc = axum::body::Bytes::from(api.to_json().unwrap_or_else(|_| "{}".to_owned()));
     router
         .route("/ws", get(ws::upgrade))
+        .route("/mcp", any(mcp::handle))
         .route(
             "/openapi.json",
             get(move || async move {

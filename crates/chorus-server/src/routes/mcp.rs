@@ -1,0 +1,27 @@
+//! `/mcp`: the MCP Streamable HTTP transport (`chorus-mcp`), authenticated like every
+//! API route — the limits middleware checks the bearer token, [`Caller`] requires a user
+//! (a server key is `403`, no token or a revoked one `401`) — and then handed to the
+//! tool server, which acts as that bearer through a client pointed at this server.
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use chorus_proto::ErrorCode;
+use tower_service::Service as _;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// `GET`, `POST` and `DELETE /mcp`.
+pub async fn handle(State(state): State<AppState>, _caller: Caller, request: Request) -> Response {
+    // Set by `run` once the listener's address is known; a router built without it
+    // (never by `chorus serve`) has no MCP endpoint.
+    let Some(service) = state.mcp.get() else {
+        return ApiError::new(ErrorCode::Unavailable, "the MCP endpoint is not running")
+            .into_response();
+    };
+    match service.clone().call(request).await {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(never) => match never {},
+    }
+}
