@@ -1596,6 +1596,7 @@ async fn batched_and_other_inserts_interleave_with_their_events(store: Arc<dyn S
                         })
                         .into_iter()
                         .collect(),
+                    then: None,
                 });
                 store.insert_message_logged(new, events).await.unwrap()
             })

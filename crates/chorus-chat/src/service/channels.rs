@@ -11,10 +11,10 @@ pub use chorus_api::requests::{CreateChannel, OpenDm, UpdateChannel};
 use chorus_realtime::{Effect, Publish, Scope};
 
 use super::Chat;
-use super::events::{channel_scope, user_scope, workspace_scope};
+use super::events::{channel_scope, joined_event, left_event, user_scope, workspace_scope};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
-use crate::store::{ChannelPatch, NewChannel};
+use crate::store::{ChannelPatch, NewChannel, Outbox, events_only};
 
 const MAX_TOPIC: usize = 250;
 const MAX_DM_PARTICIPANTS: usize = 16;
@@ -113,9 +113,8 @@ impl Chat {
             // get it back (with its history) the next time it is opened.
             let current = self.store.channel_members(existing.id).await?;
             for &user in members.iter().filter(|u| !current.contains(u)) {
-                if self.store.add_channel_member(existing.id, user).await? {
-                    self.announce_join(&existing, user, &members).await;
-                }
+                self.add_member_and_announce(&existing, user, &members)
+                    .await?;
             }
             return Ok((view(existing), false));
         }
@@ -262,9 +261,8 @@ impl Chat {
                 "only public channels can be joined; ask a member to add you",
             ));
         }
-        if self.store.add_channel_member(id, caller.id).await? {
-            self.announce_join(&channel, caller.id, &[]).await;
-        }
+        self.add_member_and_announce(&channel, caller.id, &[])
+            .await?;
         Ok(channel)
     }
 
@@ -277,9 +275,7 @@ impl Chat {
         if channel.kind == ChannelKind::Dm {
             return Err(bad("DMs cannot be left"));
         }
-        if self.store.remove_channel_member(id, caller.id).await? {
-            self.announce_leave(&channel, caller.id).await;
-        }
+        self.remove_member_and_announce(&channel, caller.id).await?;
         Ok(())
     }
 
@@ -304,9 +300,7 @@ impl Chat {
         }
         self.require_workspace_member(channel.workspace_id, user)
             .await?;
-        if self.store.add_channel_member(id, user).await? {
-            self.announce_join(&channel, user, &[]).await;
-        }
+        self.add_member_and_announce(&channel, user, &[]).await?;
         Ok(())
     }
 
@@ -324,10 +318,9 @@ impl Chat {
             return Err(bad("a DM's participants are fixed"));
         }
         self.require_channel_manager(caller, &channel).await?;
-        if !self.store.remove_channel_member(id, user).await? {
+        if !self.remove_member_and_announce(&channel, user).await? {
             return Err(not_found("not a member of this channel"));
         }
-        self.announce_leave(&channel, user).await;
         Ok(())
     }
 
@@ -356,39 +349,75 @@ impl Chat {
             .ok_or_else(|| bad(format!("user {user} is not a member of this workspace")))
     }
 
-    /// Called after every membership change is committed.
+    /// Called after a new channel's members are committed (a new channel: nothing of
+    /// it can be ordered before these joins).
     async fn announce_join(&self, channel: &Channel, user: UserId, member_ids: &[UserId]) {
         self.cache.changed();
-        let change = MembershipChange {
-            channel_id: channel.id,
-            user_id: user,
-        };
-        // The join's place in the channel's order: its `member.joined`. The joiner's
-        // subscription starts there (events of the channel before it are not theirs).
-        let joined_here = Effect {
-            join_user: Some(user.0),
-            ..Effect::default()
-        };
-        let at = self
-            .emit_at(
-                Publish::new(channel_scope(channel.id), "member.joined", &change)
-                    .with_effect(joined_here),
+        let outbox = joined_events(channel, user, member_ids);
+        let at = self.emit_at(outbox.events[0].clone()).await;
+        if let Some(then) = outbox.then {
+            let mut joined = outbox.events;
+            if let Some(first) = joined.first_mut() {
+                first.offset = at;
+            }
+            for publish in then(&joined) {
+                self.emit(publish).await;
+            }
+        }
+    }
+
+    /// Adds `user` to the channel; when new, its `member.joined` and their
+    /// `channel.joined` are logged with the change and published. `true` when new.
+    async fn add_member_and_announce(
+        &self,
+        channel: &Channel,
+        user: UserId,
+        member_ids: &[UserId],
+    ) -> Result<bool> {
+        let (channel_, members) = (channel.clone(), member_ids.to_vec());
+        let (added, logged) = self
+            .store
+            .add_channel_member_logged(
+                channel.id,
+                user,
+                Box::new(move |()| joined_events(&channel_, user, &members)),
             )
-            .await;
-        let joined = Joined {
-            channel: channel.clone(),
-            user_id: user,
-            member_ids: member_ids.to_vec(),
-        };
-        let after = at.map(|offset| offset - 1);
-        self.emit_joined(
-            user,
-            "channel.joined",
-            channel_scope(channel.id),
-            after,
-            &joined,
-        )
-        .await;
+            .await?;
+        if added {
+            self.cache.changed();
+            self.emit_logged(logged).await;
+        }
+        Ok(added)
+    }
+
+    /// Removes `user` from the channel; when they were a member, their `channel.left`
+    /// and its `member.left` are logged with the change and published. `true` when
+    /// they were.
+    async fn remove_member_and_announce(&self, channel: &Channel, user: UserId) -> Result<bool> {
+        let id = channel.id;
+        let (removed, logged) = self
+            .store
+            .remove_channel_member_logged(
+                id,
+                user,
+                events_only(move |()| {
+                    let change = MembershipChange {
+                        channel_id: id,
+                        user_id: user,
+                    };
+                    // Unsubscribe first, so the leaver's connections stop at once.
+                    vec![
+                        left_event(user, "channel.left", channel_scope(id), &change),
+                        member_left(channel_scope(id), &change),
+                    ]
+                }),
+            )
+            .await?;
+        if removed {
+            self.cache.changed();
+            self.emit_logged(logged).await;
+        }
+        Ok(removed)
     }
 
     /// After a user was removed from a workspace: each of its channels they were in
@@ -406,24 +435,42 @@ impl Chat {
                 .await;
         }
     }
-
-    /// Called after every membership change is committed.
-    async fn announce_leave(&self, channel: &Channel, user: UserId) {
-        self.cache.changed();
-        let change = MembershipChange {
-            channel_id: channel.id,
-            user_id: user,
-        };
-        // Unsubscribe first, so the leaver's connections stop at the same instant.
-        self.emit_left(user, "channel.left", channel_scope(channel.id), &change)
-            .await;
-        self.emit(member_left(channel_scope(channel.id), &change))
-            .await;
-    }
 }
 
 /// `member.left` on the channel: the leaver's connections stop receiving the channel at
 /// this event's place in its order, on every node (see `Effect::drop_user`).
+/// A join's events: `member.joined` on the channel (marking the joiner, see
+/// `Effect::join_user`), then — built from it as logged — `channel.joined` on the
+/// user's scope, whose effect subscribes their connections from that offset on.
+fn joined_events(channel: &Channel, user: UserId, member_ids: &[UserId]) -> Outbox {
+    let change = MembershipChange {
+        channel_id: channel.id,
+        user_id: user,
+    };
+    let joined_here = Effect {
+        join_user: Some(user.0),
+        ..Effect::default()
+    };
+    let joined = Joined {
+        channel: channel.clone(),
+        user_id: user,
+        member_ids: member_ids.to_vec(),
+    };
+    let scope = channel_scope(channel.id);
+    Outbox {
+        events: vec![
+            Publish::new(scope.clone(), "member.joined", &change).with_effect(joined_here),
+        ],
+        webhooks: Vec::new(),
+        then: Some(Box::new(move |logged: &[Publish]| {
+            // The join's place in the channel's order: the joiner's subscription
+            // starts there (events of the channel before it are not theirs).
+            let after = logged.first().and_then(|e| e.offset).map(|o| o - 1);
+            vec![joined_event(user, "channel.joined", scope, after, &joined)]
+        })),
+    }
+}
+
 fn member_left(scope: Scope, change: &MembershipChange) -> Publish {
     let effect = Effect {
         drop_user: Some(change.user_id.0),

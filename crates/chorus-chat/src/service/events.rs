@@ -80,32 +80,7 @@ impl Chat {
         after: Option<u64>,
         data: &impl Serialize,
     ) {
-        let effect = Effect {
-            subscribe: vec![scope],
-            after,
-            ..Effect::default()
-        };
-        self.emit(Publish::new(user_scope(user), kind, data).with_effect(effect))
-            .await;
-    }
-
-    /// Tells a user's connections they left a channel and unsubscribes them from it.
-    /// Their `thread:` subscriptions are authorized again: a thread of a private channel
-    /// they left is no longer theirs to read.
-    pub(crate) async fn emit_left(
-        &self,
-        user: UserId,
-        kind: &str,
-        scope: Scope,
-        data: &impl Serialize,
-    ) {
-        let effect = Effect {
-            unsubscribe: vec![scope],
-            recheck: Some("channel_left".to_owned()),
-            recheck_kinds: vec!["thread".to_owned()],
-            ..Effect::default()
-        };
-        self.emit(Publish::new(user_scope(user), kind, data).with_effect(effect))
+        self.emit(joined_event(user, kind, scope, after, data))
             .await;
     }
 
@@ -168,6 +143,36 @@ impl Chat {
         self.emit(Publish::new(user_scope(user), kind, data).with_effect(effect))
             .await;
     }
+}
+
+/// `kind` on the user's scope, subscribing their connections to `scope` after offset
+/// `after` (see [`Chat::emit_joined`]).
+pub(crate) fn joined_event(
+    user: UserId,
+    kind: &str,
+    scope: Scope,
+    after: Option<u64>,
+    data: &impl Serialize,
+) -> Publish {
+    let effect = Effect {
+        subscribe: vec![scope],
+        after,
+        ..Effect::default()
+    };
+    Publish::new(user_scope(user), kind, data).with_effect(effect)
+}
+
+/// `kind` on the user's scope: their connections leave a channel and are unsubscribed
+/// from it. Their `thread:` subscriptions are authorized again: a thread of a private
+/// channel they left is no longer theirs to read.
+pub(crate) fn left_event(user: UserId, kind: &str, scope: Scope, data: &impl Serialize) -> Publish {
+    let effect = Effect {
+        unsubscribe: vec![scope],
+        recheck: Some("channel_left".to_owned()),
+        recheck_kinds: vec!["thread".to_owned()],
+        ..Effect::default()
+    };
+    Publish::new(user_scope(user), kind, data).with_effect(effect)
 }
 
 /// How long after a revocation or a deactivation its sockets are closed a second time:

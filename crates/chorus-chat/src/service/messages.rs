@@ -116,6 +116,7 @@ impl Chat {
             Outbox {
                 events,
                 webhooks: message_webhooks(&inserted.message, &targets, due),
+                then: None,
             }
         });
         let (inserted, logged) = self

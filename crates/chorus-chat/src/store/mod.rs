@@ -82,13 +82,21 @@ pub struct NewMessage {
 pub struct Outbox {
     pub events: Vec<Publish>,
     pub webhooks: Vec<NewWebhookDelivery>,
+    /// More events, built from `events` as logged (with their offsets) and logged
+    /// after them in the same transaction: `channel.joined` starts its subscription at
+    /// the offset of the channel's `member.joined`. Not for plain message inserts
+    /// (SQLite's group commit logs in one call).
+    pub then: Option<Then>,
 }
+
+/// See [`Outbox::then`].
+pub type Then = Box<dyn FnOnce(&[Publish]) -> Vec<Publish> + Send>;
 
 impl From<Vec<Publish>> for Outbox {
     fn from(events: Vec<Publish>) -> Self {
         Self {
             events,
-            webhooks: Vec::new(),
+            ..Self::default()
         }
     }
 }
@@ -245,9 +253,35 @@ pub trait ChannelStore: Send + Sync {
     async fn update_channel(&self, id: ChannelId, patch: ChannelPatch) -> Result<Channel>;
     async fn is_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool>;
     /// `true` when the user was not a member before.
-    async fn add_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool>;
+    /// Adds the member (`true` when new). When new, `events` are logged in the same
+    /// transaction: a user's joins and leaves of a channel are in the log in the order
+    /// they committed, on every node.
+    async fn add_channel_member_logged(
+        &self,
+        ch: ChannelId,
+        user: UserId,
+        events: Events<()>,
+    ) -> Result<(bool, Vec<Publish>)>;
+    async fn add_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool> {
+        Ok(self
+            .add_channel_member_logged(ch, user, no_events())
+            .await?
+            .0)
+    }
+    /// Removes the member (`true` when they were one), logging `events` with it then.
+    async fn remove_channel_member_logged(
+        &self,
+        ch: ChannelId,
+        user: UserId,
+        events: Events<()>,
+    ) -> Result<(bool, Vec<Publish>)>;
     /// `true` when the user was a member.
-    async fn remove_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool>;
+    async fn remove_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool> {
+        Ok(self
+            .remove_channel_member_logged(ch, user, no_events())
+            .await?
+            .0)
+    }
     async fn channel_members(&self, ch: ChannelId) -> Result<Vec<UserId>>;
     /// Every channel the user is a member of, in any workspace.
     async fn member_channels(&self, user: UserId) -> Result<Vec<ChannelId>>;

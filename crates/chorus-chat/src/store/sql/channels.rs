@@ -2,6 +2,7 @@
 //! channels a user sees with unread counts, rename, join and leave, memberships.
 
 use async_trait::async_trait;
+use chorus_realtime::Publish;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::reads::{UNREAD, UNREAD_MENTIONS};
@@ -11,7 +12,7 @@ use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::conflict_or;
 use crate::store::rows::{ChannelForRow, ChannelRow, memberships, presence_row};
-use crate::store::{ChannelPatch, ChannelStore, NewChannel};
+use crate::store::{ChannelPatch, ChannelStore, Events, NewChannel};
 
 const CHANNEL_COLUMNS: &str =
     "c.id, c.workspace_id, c.name, c.topic, c.kind, c.policy, c.created_by, c.created_at";
@@ -190,7 +191,13 @@ where
         Ok(found.is_some())
     }
 
-    async fn add_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool> {
+    async fn add_channel_member_logged(
+        &self,
+        ch: ChannelId,
+        user: UserId,
+        events: Events<()>,
+    ) -> Result<(bool, Vec<Publish>)> {
+        let mut tx = self.writer.begin().await?;
         // A new member starts with the history read: joining is not 10,000 unread.
         let done = sqlx::query(
             "INSERT INTO channel_members (channel_id, user_id, joined_at, last_read)
@@ -200,19 +207,39 @@ where
         .bind(ch.0)
         .bind(user.0)
         .bind(self.now().0)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let added = done.rows_affected() == 1;
+        let logged = if added {
+            Self::log_events(&mut tx, self.now(), events(&())).await?
+        } else {
+            Vec::new()
+        };
+        tx.commit().await?;
+        Ok((added, logged))
     }
 
-    async fn remove_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool> {
+    async fn remove_channel_member_logged(
+        &self,
+        ch: ChannelId,
+        user: UserId,
+        events: Events<()>,
+    ) -> Result<(bool, Vec<Publish>)> {
+        let mut tx = self.writer.begin().await?;
         let done =
             sqlx::query("DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2")
                 .bind(ch.0)
                 .bind(user.0)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
-        Ok(done.rows_affected() == 1)
+        let removed = done.rows_affected() == 1;
+        let logged = if removed {
+            Self::log_events(&mut tx, self.now(), events(&())).await?
+        } else {
+            Vec::new()
+        };
+        tx.commit().await?;
+        Ok((removed, logged))
     }
 
     async fn channel_members(&self, ch: ChannelId) -> Result<Vec<UserId>> {

@@ -46,7 +46,14 @@ where
         at: Timestamp,
         outbox: impl Into<Outbox>,
     ) -> Result<Vec<Publish>> {
-        Self::log_events_then(conn, at, outbox.into(), None).await
+        let mut outbox = outbox.into();
+        let then = outbox.then.take();
+        let mut logged = Self::log_events_then(&mut *conn, at, outbox, None).await?;
+        if let Some(then) = then {
+            let more = then(&logged);
+            logged.extend(Self::log_events_then(conn, at, more.into(), None).await?);
+        }
+        Ok(logged)
     }
 
     /// [`log_events`](Self::log_events), then `tail` (e.g. `COMMIT`) — in the same call
@@ -58,6 +65,7 @@ where
         outbox: Outbox,
         tail: Option<&str>,
     ) -> Result<Vec<Publish>> {
+        debug_assert!(outbox.then.is_none(), "`then` is logged by `log_events`");
         let Some(append) = Append::new(outbox, at)? else {
             if let Some(tail) = tail {
                 sqlx::query(tail).execute(&mut *conn).await?;
@@ -192,7 +200,9 @@ impl Append {
         let Outbox {
             mut events,
             webhooks,
+            then,
         } = outbox;
+        debug_assert!(then.is_none(), "`then` is logged by `log_events`");
         events.retain(|e| !e.ephemeral);
         if events.is_empty() && webhooks.is_empty() {
             return Ok(None);

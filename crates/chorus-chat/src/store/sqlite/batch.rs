@@ -188,7 +188,14 @@ async fn write_known(
         webhooks.extend(outbox.webhooks);
         inserted.push(new);
     }
-    let append = Append::new(Outbox { events, webhooks }, created_at)?;
+    let append = Append::new(
+        Outbox {
+            events,
+            webhooks,
+            then: None,
+        },
+        created_at,
+    )?;
     // $1: the sequence expected; then eight values a row.
     const WIDTH: usize = 8;
     let rows: Vec<String> = (0..jobs.len())
@@ -368,7 +375,11 @@ async fn write_batch(
         counts.push(events.len() - before);
         webhooks.extend(outbox.webhooks);
     }
-    let outbox = Outbox { events, webhooks };
+    let outbox = Outbox {
+        events,
+        webhooks,
+        then: None,
+    };
     let logged =
         Sql::<Sqlite>::log_events_then(&mut *conn, created_at, outbox, Some("COMMIT")).await?;
     let mut logged = logged.into_iter();
