@@ -338,6 +338,7 @@ pub struct ScopeEvent {
     /// Agent-aware delivery: `true` = act, `false` = record only; absent on events
     /// that are not agent-aware.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub wake: Option<bool>,
 }
 

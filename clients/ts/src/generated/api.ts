@@ -1276,7 +1276,7 @@ export interface components {
              * @description Agent-aware delivery: `true` = act, `false` = record only; absent on events
              *     that are not agent-aware.
              */
-            wake?: boolean | null;
+            wake?: boolean;
         };
         /**
          * @description One page of a scope's events after an offset (the complete catch-up of a client
