@@ -343,7 +343,7 @@ describe('the bugs of issue #22, each in a real browser', () => {
       const failures: string[] = [];
       for (const selector of checks) {
         const found = await contrasts(page, selector);
-        assert.ok(found.length > 0, `nothing matches ${selector}`);
+        if (found.length === 0) failures.push(`nothing matches ${selector}`);
         for (const c of found) if (c.ratio < 4.5) failures.push(`${selector} "${c.text}": ${c.ratio}:1 (${c.fg} on ${c.bg})`);
       }
       assert.deepEqual(failures, []);

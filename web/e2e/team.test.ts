@@ -167,6 +167,8 @@ describe("a team's first hour", () => {
     await box.press('Enter');
     const edited = message(erin.page, 'thanks @erin, got it all');
     await edited.locator('.edited').waitFor();
+    // Saved: the box is empty again, out of editing.
+    await frank.page.locator('.composer.editing').waitFor({ state: 'detached' });
     assert.equal(await box.inputValue(), '');
 
     await send(erin.page, 'oops, wrong channel');
@@ -245,11 +247,12 @@ describe("a team's first hour", () => {
     await switcher.waitFor({ state: 'detached' });
     // erin is elsewhere: frank's message counts in her title, and marks where it is new.
     await page.keyboard.press('Control+k');
+    await switcher.waitFor();
     await page.keyboard.type('frank');
     await page.keyboard.press('ArrowDown');
     await page.keyboard.press('ArrowUp');
     await page.keyboard.press('Enter');
-    await page.getByRole('heading', { name: /frank/ }).first().waitFor();
+    await page.getByRole('heading', { name: 'frank', exact: true }).waitFor();
     await open(frank.page, 'launch');
     await send(frank.page, 'news in launch');
     await page.waitForFunction(() => document.title.startsWith('(1) '));

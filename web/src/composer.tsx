@@ -180,7 +180,8 @@ export function Composer({
               if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
                 e.preventDefault();
                 const n = suggestions.length;
-                setActive((current + (e.key === 'ArrowDown' ? 1 : n - 1)) % n);
+                // From the latest state: keys pressed faster than renders all count.
+                setActive((a) => (Math.min(a, n - 1) + (e.key === 'ArrowDown' ? 1 : n - 1)) % n);
                 return;
               }
               // Enter on a word already complete (`@bob` typed in full) sends; Tab always completes.

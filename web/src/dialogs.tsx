@@ -683,7 +683,8 @@ function Switcher() {
           if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
             e.preventDefault();
             const n = found.length || 1;
-            setActive((current + (e.key === 'ArrowDown' ? 1 : n - 1)) % n);
+            // From the latest state: keys pressed faster than renders all count.
+            setActive((a) => (Math.min(a, n - 1) + (e.key === 'ArrowDown' ? 1 : n - 1)) % n);
           } else if (e.key === 'Enter') {
             e.preventDefault();
             go(found[current]);

@@ -1,7 +1,7 @@
 // What the chat's components share: the store, which dialog is open, and the pieces
 // every view uses (a modal dialog that keeps the keyboard, presence dots, agent tags).
 import { createContext, type ComponentChildren } from 'preact';
-import { useContext, useEffect, useRef, useState } from 'preact/hooks';
+import { useContext, useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import type { ChannelId, Message } from '@chorus/client';
 import type { ChatStore } from './store';
 
@@ -55,7 +55,9 @@ export function Dialog({
   id: string;
 }) {
   const box = useRef<HTMLDivElement>(null);
-  useEffect(() => {
+  // Before the next paint (and the next key press): what is typed right after the
+  // shortcut lands in the dialog.
+  useLayoutEffect(() => {
     const opener = document.activeElement as HTMLElement | null;
     const el = box.current;
     // Its first field (not the close button), unless one asks for the focus.
