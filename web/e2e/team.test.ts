@@ -61,6 +61,7 @@ describe("a team's first hour", () => {
     await page.getByLabel('Name').fill('acme');
     await page.keyboard.press('Enter');
     await page.locator('.topbar .workspace', { hasText: 'acme' }).waitFor();
+    await dialog(page, 'New workspace').waitFor({ state: 'detached' });
   });
 
   it('creates a channel with a policy and a topic, by keyboard', async () => {
@@ -194,6 +195,35 @@ describe("a team's first hour", () => {
     await pins.waitFor({ state: 'detached' });
   });
 
+  it("a message's actions by keyboard alone: pin and delete", async () => {
+    const page = erin.page;
+    await send(page, 'keyboard only, please');
+    const target = message(page, 'keyboard only, please');
+    await target.waitFor();
+    // From the message box, Shift+Tab walks back into the last message's actions.
+    await composer(page).focus();
+    const focused = () => page.evaluate(() => document.activeElement?.getAttribute('aria-label') ?? '');
+    for (let i = 0; i < 12 && (await focused()) !== 'Delete'; i++) await page.keyboard.press('Shift+Tab');
+    assert.equal(await focused(), 'Delete');
+    await page.keyboard.press('Shift+Tab'); // Edit
+    await page.keyboard.press('Shift+Tab'); // Pin
+    assert.equal(await focused(), 'Pin');
+    await page.keyboard.press('Enter');
+    await message(frank.page, 'keyboard only, please').locator('.pin-mark').waitFor();
+    await page.keyboard.press('Tab'); // Edit
+    await page.keyboard.press('Tab'); // Delete
+    await page.keyboard.press('Enter');
+    const confirm = dialog(page, 'Delete this message?');
+    await confirm.waitFor();
+    // Cancel has the focus (the safe choice); Tab to Delete.
+    assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Cancel');
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Enter');
+    await frank.page.locator('.conversation .msg-text', { hasText: 'This message was deleted.' }).nth(1).waitFor();
+    // The focus is back in the message box.
+    await page.waitForFunction(() => document.activeElement?.id === 'composer-input');
+  });
+
   it('a status, the member list with presence and the agent badge', async () => {
     await frank.page.getByRole('button', { name: 'Your status' }).click();
     await frank.page.getByLabel('What are you up to?').fill('🏖 off on Friday');
@@ -234,6 +264,36 @@ describe("a team's first hour", () => {
     await item.locator('.badge[data-unread="1"]').waitFor();
     await item.click();
     await message(frank.page, 'a group for the three of us').waitFor();
+  });
+
+  it('a private channel: only the people in it see it', async () => {
+    const page = admin.page;
+    await page.getByRole('button', { name: 'New channel' }).click();
+    const box = dialog(page, 'New channel');
+    await box.getByLabel('Name').fill('leads');
+    await box.getByLabel(/Private: only/).check();
+    await box.getByRole('checkbox', { name: /Erin Example/ }).check();
+    await box.getByRole('button', { name: 'Create channel' }).click();
+    await page.getByRole('heading', { name: '#leads', exact: true }).waitFor();
+    await sidebarItem(erin.page, 'leads').and(erin.page.locator('[data-kind="private"]')).waitFor();
+    // frank is not in it: a message there raises nothing for him, and he does not see it.
+    await send(page, 'for the leads only');
+    await sidebarItem(erin.page, 'leads').locator('.badge[data-unread="1"]').waitFor();
+    assert.equal(await sidebarItem(frank.page, 'leads').count(), 0);
+    // Added from the channel's details, he does.
+    await page.getByRole('button', { name: 'Channel details and members' }).click();
+    const details = dialog(page, '#leads');
+    await details.getByLabel('Add someone').selectOption({ label: 'frank' });
+    await details.getByRole('button', { name: 'Add', exact: true }).click();
+    await details.locator('.member', { hasText: 'frank' }).waitFor();
+    await page.keyboard.press('Escape');
+    await sidebarItem(frank.page, 'leads').waitFor();
+    // Both read it (the next test counts what is unread).
+    for (const p of [erin.page, frank.page]) {
+      await open(p, 'leads');
+      await message(p, 'for the leads only').waitFor();
+      await sidebarItem(p, 'leads').locator('.badge').waitFor({ state: 'detached' });
+    }
   });
 
   it('Ctrl+K jumps anywhere; the tab title counts what is unread', async () => {

@@ -12,7 +12,9 @@ export function ChatApp({ store, onSignOut }: { store: ChatStore; onSignOut: () 
   useStore(store);
   const [menuOpen, setMenuOpen] = useState(false);
   const [dialog, setDialog] = useState<DialogState | undefined>();
-  const ui: Ui = { store, open: (d) => setDialog(d), close: () => setDialog(undefined) };
+  // A dialog closes itself only: one that finishes its work late (after another was
+  // opened) must not close the new one.
+  const ui: Ui = { store, open: (d) => setDialog(d), close: () => setDialog((d) => (d === dialog ? undefined : d)) };
   const current = store.current !== undefined ? store.channels.get(store.current) : undefined;
 
   useEffect(() => {

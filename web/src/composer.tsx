@@ -58,7 +58,7 @@ export function Composer({
     if (autofocus || window.matchMedia('(min-width: 721px)').matches) area.current?.focus();
   }, [key]);
   // Editing: the box holds the message's text until it is saved or given up.
-  useEffect(() => {
+  useLayoutEffect(() => {
     if (!editing) return;
     setText(editing.text);
     area.current?.focus();

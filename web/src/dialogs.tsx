@@ -762,9 +762,13 @@ function ConfirmDelete({ message }: { message: Message }) {
         </button>
         <button
           class="danger"
-          onClick={() => {
+          onClick={async () => {
             close();
-            void store.deleteMessage(message);
+            await store.deleteMessage(message);
+            // Its buttons are gone with it: the keyboard goes back to its box.
+            if (!document.activeElement || document.activeElement === document.body) {
+              document.getElementById(message.thread_id !== undefined ? 'thread-input' : 'composer-input')?.focus();
+            }
           }}
         >
           Delete
