@@ -21,6 +21,7 @@ let erin: Person;
 let frank: Person;
 let erinLink: string;
 let frankToken: string;
+let botToken: string;
 
 const composer = (page: Page) => page.locator('#composer-input');
 const dialog = (page: Page, name: string | RegExp) => page.getByRole('dialog', { name });
@@ -101,7 +102,7 @@ describe("a team's first hour", () => {
     await box.getByLabel('User name').fill('helper-bot');
     await box.getByLabel('An AI agent').check();
     await box.getByRole('button', { name: 'Create account' }).click();
-    await box.getByLabel('Token').waitFor();
+    botToken = await box.getByLabel('Token').inputValue();
     await page.keyboard.press('Escape');
     await box.waitFor({ state: 'detached' });
   });
@@ -157,6 +158,29 @@ describe("a team's first hour", () => {
     await box.pressSequentially('got it', { delay: 5 });
     await box.press('Enter');
     await message(erin.page, 'thanks @erin got it').locator('.mention.me').waitFor();
+    // And `:` completes emoji.
+    const hers = composer(erin.page);
+    await hers.click();
+    await hers.pressSequentially('ship it :rock', { delay: 5 });
+    await erin.page.getByRole('option', { name: /🚀/ }).waitFor();
+    await hers.press('Tab');
+    assert.equal(await hers.inputValue(), 'ship it 🚀 ');
+    await hers.press('Enter');
+    await message(frank.page, 'ship it 🚀').waitFor();
+  });
+
+  it("an agent's messages are marked as an agent's", async () => {
+    const channels = await server.api<{ id: number; name: string }[]>(
+      'GET',
+      `/api/v1/workspaces/${(await server.api<{ id: number }[]>('GET', '/api/v1/workspaces', botToken))[0]!.id}/channels`,
+      botToken,
+    );
+    const launch = channels.find((c) => c.name === 'launch')!;
+    await server.api('POST', `/api/v1/channels/${launch.id}/join`, botToken);
+    await server.api('POST', `/api/v1/channels/${launch.id}/messages`, botToken, { text: 'build 42 is green' });
+    const said = message(erin.page, 'build 42 is green');
+    await said.locator('.msg-head .tag.agent').waitFor();
+    assert.equal(await message(erin.page, 'ship it 🚀').locator('.tag.agent').count(), 0);
   });
 
   it('edit the last message with ↑ on an empty box, and delete one', async () => {
@@ -341,5 +365,17 @@ describe("a team's first hour", () => {
     await dialog(page, 'Members of acme').getByRole('button', { name: 'Leave acme' }).click();
     await page.getByText('You are in no workspace yet').waitFor();
     await erin.page.getByRole('button', { name: 'Members (3)' }).waitFor();
+  });
+
+  it('and is invited back: an existing account, picked from a list', async () => {
+    const page = admin.page;
+    await page.getByRole('button', { name: 'Invite people' }).first().click();
+    const box = dialog(page, /Invite people to acme/);
+    await box.getByLabel('Find someone').fill('fra');
+    await box.getByRole('button', { name: 'Add frank' }).click();
+    await box.getByText('Added: frank.').waitFor();
+    // frank's page opens the workspace by itself.
+    await frank.page.locator('.topbar .workspace', { hasText: 'acme' }).waitFor();
+    await sidebarItem(frank.page, 'launch').waitFor();
   });
 });
