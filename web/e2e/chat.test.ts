@@ -87,6 +87,7 @@ describe('web UI, two people, one real server', () => {
     await alice.page.getByRole('button', { name: 'New direct message' }).click();
     await alice.page.getByRole('dialog', { name: 'New direct message' }).waitFor();
     await alice.page.locator('.person[data-user="bob"]').click();
+    await alice.page.getByRole('dialog', { name: 'New direct message' }).getByRole('button', { name: 'Open' }).click();
     await alice.page.getByRole('heading', { name: 'bob' }).waitFor();
     // bob did nothing: the DM arrives over his socket (channel.joined).
     await sidebarItem(bob.page, 'alice').waitFor();

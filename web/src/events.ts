@@ -10,26 +10,22 @@ import type {
   Member,
   Message,
   MessageId,
+  Pin,
   ReactionSummary,
   TypedEvent,
   UserId,
   WorkspaceId,
   WorkspaceMembership,
 } from '@chorus/client';
+import type { Outgoing, ThreadMentions } from './persist.js';
+
+export type { Outgoing, ThreadMentions } from './persist.js';
 
 export interface MessageList {
   items: Message[];
   /** No older messages to load. */
   complete: boolean;
   loading: boolean;
-}
-
-export interface Pending {
-  key: string;
-  channelId: ChannelId;
-  threadId?: MessageId;
-  text: string;
-  failed?: string;
 }
 
 export interface Thread {
@@ -54,7 +50,13 @@ export interface LiveState {
   readonly lists: ReadonlyMap<ChannelId, MessageList>;
   readonly thread: Thread | undefined;
   readonly typing: Typing;
-  readonly pending: readonly Pending[];
+  readonly pending: readonly Outgoing[];
+  /** Replies mentioning me, not seen yet (their channel's badge counts them). */
+  readonly threadMentions: ThreadMentions;
+  /** Each channel's pins, once loaded (newest first). */
+  readonly pins: ReadonlyMap<ChannelId, Pin[]>;
+  /** Status texts by user. */
+  readonly statuses: ReadonlyMap<UserId, string>;
   readonly current: ChannelId | undefined;
   /** From a reconnect's hello until its catch-up is reported. */
   readonly catchingUp: boolean;
@@ -76,7 +78,9 @@ export type Effect =
   | { do: 'markRead' }
   /** Re-render when the next typing signal expires. */
   | { do: 'expireTyping' }
-  | { do: 'selectWorkspace'; workspaceId: WorkspaceId };
+  | { do: 'selectWorkspace'; workspaceId: WorkspaceId }
+  /** The open workspace is gone (left or removed): open another, or none. */
+  | { do: 'leftWorkspace'; workspaceId: WorkspaceId };
 
 /** The parts of the state an event replaced (absent: unchanged), and what to do next. */
 export interface Update {
@@ -85,7 +89,10 @@ export interface Update {
   online?: Map<UserId, boolean>;
   workspaces?: WorkspaceMembership[];
   typing?: Typing;
-  pending?: Pending[];
+  pending?: Outgoing[];
+  threadMentions?: ThreadMentions;
+  pins?: Map<ChannelId, Pin[]>;
+  statuses?: Map<UserId, string>;
   caughtUp?: number;
   /** Messages, new or changed, to put wherever they are shown (the open lists and
    * thread, which loads in flight also write to: the store merges them in place). */
@@ -116,6 +123,8 @@ export const reducers: Reducers = {
       if (s.current === msg.channel_id && env.visible) {
         update.effects = [{ do: 'markRead' }];
       } else {
+        // Counted here, once: after a reconnect the missed messages arrive as events
+        // (resumed, or fetched over HTTP), and the counts are not reloaded on top of them.
         const mentioned = msg.mentions.includes(s.me);
         update.channels = withEntry(s.channels, msg.channel_id, {
           ...channel,
@@ -134,7 +143,14 @@ export const reducers: Reducers = {
 
   'message.deleted': (s, ev) => {
     const m = findMessage(s, ev.data.id);
-    return m ? { put: [{ ...m, deleted: true, text: '', reactions: [] }] } : {};
+    const update: Update = m ? { put: [{ ...m, deleted: true, text: '', reactions: [], pinned: false }] } : {};
+    const pins = s.pins.get(ev.data.channel_id);
+    if (pins?.some((p) => p.message.id === ev.data.id)) {
+      update.pins = withEntry(s.pins, ev.data.channel_id, pins.filter((p) => p.message.id !== ev.data.id));
+    }
+    const mentions = withoutThreadMention(s.threadMentions, ev.data.channel_id, ev.data.id);
+    if (mentions) update.threadMentions = mentions;
+    return update;
   },
 
   'reaction.added': (s, ev) => reaction(s, ev.data, true),
@@ -158,12 +174,17 @@ export const reducers: Reducers = {
   'channel.left': (s, ev) => {
     const known = s.channels.get(ev.data.channel_id);
     if (!known) return {};
-    if (known.kind === 'private') {
+    const update: Update = {};
+    if (s.threadMentions.has(known.id)) {
+      update.threadMentions = new Map(s.threadMentions);
+      update.threadMentions.delete(known.id);
+    }
+    if (known.kind !== 'public') {
       const channels = new Map(s.channels);
       channels.delete(known.id);
-      return { channels };
+      return { ...update, channels };
     }
-    return { channels: withEntry(s.channels, known.id, { ...known, member: false, unread: 0 }) };
+    return { ...update, channels: withEntry(s.channels, known.id, { ...known, member: false, unread: 0, unread_mentions: 0 }) };
   },
 
   'channel.created': (s, ev) => channelChanged(s, ev.data),
@@ -182,13 +203,9 @@ export const reducers: Reducers = {
     };
   },
 
-  'presence.updated': (s, ev) => ({ online: withEntry(s.online, ev.data.user_id, ev.data.online) }),
+  'presence.updated': (s, ev) => presence(s, [ev.data]),
 
-  'presence.batch': (s, ev) => {
-    const online = new Map(s.online);
-    for (const p of ev.data.presences) online.set(p.user_id, p.online);
-    return { online };
-  },
+  'presence.batch': (s, ev) => presence(s, ev.data.presences),
 
   'workspace.member_joined': (s, ev) => {
     const { workspace_id, user, role } = ev.data;
@@ -215,16 +232,71 @@ export const reducers: Reducers = {
     return { typing: withEntry(s.typing, channel_id, byThread), effects: [{ do: 'expireTyping' }] };
   },
 
+  'member.role_changed': (s, ev) => {
+    const { workspace_id, user_id, role } = ev.data;
+    const update: Update = {};
+    const member = s.members.get(user_id);
+    if (workspace_id === s.workspaceId && member && member.role !== role) {
+      update.members = withEntry(s.members, user_id, { ...member, role });
+    }
+    if (user_id === s.me && s.workspaces.some((w) => w.id === workspace_id && w.role !== role)) {
+      update.workspaces = s.workspaces.map((w) => (w.id === workspace_id ? { ...w, role } : w));
+    }
+    return update;
+  },
+
+  // On a workspace scope: someone left (or was removed from) the workspace. On a
+  // channel scope (`channel_id`): the channel's own membership, which the UI reads from
+  // `channel.joined` / `channel.left` for the user and from the channel when shown.
+  'member.left': (s, ev) => {
+    const data = ev.data as { workspace_id?: WorkspaceId; user_id: UserId };
+    if (data.workspace_id === undefined || data.workspace_id !== s.workspaceId || !s.members.has(data.user_id)) return {};
+    const members = new Map(s.members);
+    members.delete(data.user_id);
+    return { members };
+  },
+
+  'workspace.left': (s, ev) => {
+    const id = ev.data.workspace_id;
+    if (!s.workspaces.some((w) => w.id === id)) return {};
+    return {
+      workspaces: s.workspaces.filter((w) => w.id !== id),
+      ...(s.workspaceId === id && { effects: [{ do: 'leftWorkspace', workspaceId: id }] }),
+    };
+  },
+
+  'message.pinned': (s, ev) => {
+    const pin = ev.data;
+    const update: Update = { put: [{ ...pin.message, pinned: true }] };
+    const pins = s.pins.get(pin.channel_id);
+    if (pins) update.pins = withEntry(s.pins, pin.channel_id, [pin, ...pins.filter((p) => p.message.id !== pin.message.id)]);
+    return update;
+  },
+
+  'message.unpinned': (s, ev) => {
+    const { channel_id, message_id } = ev.data;
+    const m = findMessage(s, message_id);
+    const update: Update = m ? { put: [{ ...m, pinned: false }] } : {};
+    const pins = s.pins.get(channel_id);
+    if (pins) update.pins = withEntry(s.pins, channel_id, pins.filter((p) => p.message.id !== message_id));
+    return update;
+  },
+
+  // A reply that mentions me counts on its channel's badge until I open its thread
+  // (mentions in top-level messages are counted by the server, from `message.created`).
+  'mention.created': (s, ev, env) => {
+    const { message: msg, channel_id } = ev.data;
+    if (msg.thread_id === undefined || msg.author_id === s.me || !s.channels.has(channel_id)) return {};
+    if (s.thread?.rootId === msg.thread_id && env.visible) return {};
+    if (s.threadMentions.get(channel_id)?.has(msg.id)) return {};
+    const inChannel = new Map(s.threadMentions.get(channel_id)).set(msg.id, msg.thread_id);
+    return { threadMentions: withEntry(s.threadMentions, channel_id, inChannel) };
+  },
+
   // Nothing in the UI shows these (yet); membership changes reach it as channel.* events.
   'member.joined': ignored,
-  'member.left': ignored,
-  'member.role_changed': ignored,
-  'workspace.left': ignored,
   'subscription.revoked': ignored,
   'credentials.revoked': ignored,
-  'message.pinned': ignored,
-  'message.unpinned': ignored,
-  'mention.created': ignored,
   // Agent delivery settings: the web UI does not show them.
   'channel.on_duty_updated': ignored,
   'channel.wake_list_updated': ignored,
@@ -254,6 +326,33 @@ export function findMessage(s: Pick<LiveState, 'lists' | 'thread'>, id: MessageI
   return s.thread?.replies.find((x) => x.id === id);
 }
 
+function presence(s: LiveState, list: readonly { user_id: UserId; online: boolean; status_text?: string }[]): Update {
+  const online = new Map(s.online);
+  let statuses: Map<UserId, string> | undefined;
+  for (const p of list) {
+    online.set(p.user_id, p.online);
+    const text = p.status_text ?? '';
+    if ((s.statuses.get(p.user_id) ?? '') !== text) {
+      statuses ??= new Map(s.statuses);
+      if (text) statuses.set(p.user_id, text);
+      else statuses.delete(p.user_id);
+    }
+  }
+  return statuses ? { online, statuses } : { online };
+}
+
+/** `undefined` when the message was no unseen thread mention. */
+export function withoutThreadMention(mentions: ThreadMentions, channelId: ChannelId, id: MessageId): ThreadMentions | undefined {
+  const inChannel = mentions.get(channelId);
+  if (!inChannel?.has(id)) return undefined;
+  const left = new Map(inChannel);
+  left.delete(id);
+  const out = new Map(mentions);
+  if (left.size) out.set(channelId, left);
+  else out.delete(channelId);
+  return out;
+}
+
 function reaction(s: LiveState, data: EventDataMap['reaction.added'], added: boolean): Update {
   const m = findMessage(s, data.message_id);
   return m ? { put: [{ ...m, reactions: react(m.reactions ?? [], data.emoji, data.user_id, added) }] } : {};
@@ -267,9 +366,9 @@ function channelChanged(s: LiveState, c: EventDataMap['channel.created']): Updat
 
 /** My message arrived live before its send returned: it replaces its pending copy.
  * `undefined` when no pending copy matches. */
-function settlePending(pending: readonly Pending[], msg: Message): Pending[] | undefined {
+function settlePending(pending: readonly Outgoing[], msg: Message): Outgoing[] | undefined {
   const i = pending.findIndex(
-    (p) => !p.failed && p.channelId === msg.channel_id && p.threadId === msg.thread_id && p.text === msg.text,
+    (p) => p.state !== 'failed' && p.channelId === msg.channel_id && p.threadId === msg.thread_id && p.text === msg.text,
   );
   return i < 0 ? undefined : [...pending.slice(0, i), ...pending.slice(i + 1)];
 }

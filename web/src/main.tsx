@@ -18,7 +18,8 @@ function Root() {
 
 function Chat() {
   const [store, setStore] = useState<ChatStore | undefined>();
-  const [checking, setChecking] = useState(() => localStorage.getItem(TOKEN_KEY) !== null);
+  const [problem, setProblem] = useState<string | undefined>();
+  const [checking, setChecking] = useState(() => localStorage.getItem(TOKEN_KEY) !== null || location.hash.startsWith('#token='));
 
   const signedIn = (token: string, me: User) => {
     localStorage.setItem(TOKEN_KEY, token);
@@ -26,13 +27,37 @@ function Chat() {
   };
 
   useEffect(() => {
-    const token = localStorage.getItem(TOKEN_KEY);
-    if (!token) return;
-    new ChorusHttp(location.origin, { token })
-      .me()
-      .then((me) => signedIn(token, me))
-      .catch(() => localStorage.removeItem(TOKEN_KEY))
-      .finally(() => setChecking(false));
+    const check = (handed: boolean) => {
+      const token = localStorage.getItem(TOKEN_KEY);
+      if (!token) return setChecking(false);
+      setChecking(true);
+      new ChorusHttp(location.origin, { token })
+        .me()
+        .then((me) => signedIn(token, me))
+        .catch(() => {
+          localStorage.removeItem(TOKEN_KEY);
+          if (handed) setProblem('That sign-in link is not valid (any more): ask for a new one.');
+        })
+        .finally(() => setChecking(false));
+    };
+    // A sign-in link (`/#token=…`, handed over by an administrator): its token replaces
+    // any stored one, and leaves the address bar at once. Opened in a new tab, or in
+    // this one (a hash change loads no page).
+    const fromLink = (): boolean => {
+      const handed = /^#token=([^&]+)/.exec(location.hash);
+      if (!handed) return false;
+      localStorage.setItem(TOKEN_KEY, decodeURIComponent(handed[1]!));
+      history.replaceState(null, '', location.pathname + location.search);
+      return true;
+    };
+    check(fromLink());
+    const onHash = () => {
+      if (!fromLink()) return;
+      setStore(undefined);
+      check(true);
+    };
+    window.addEventListener('hashchange', onHash);
+    return () => window.removeEventListener('hashchange', onHash);
   }, []);
 
   useEffect(() => {
@@ -55,7 +80,7 @@ function Chat() {
     );
   }
   if (checking) return <p class="loading" role="status">Loading…</p>;
-  return <SignIn onSignedIn={signedIn} />;
+  return <SignIn onSignedIn={signedIn} problem={problem} />;
 }
 
 render(<Root />, document.getElementById('app')!);

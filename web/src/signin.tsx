@@ -2,10 +2,10 @@
 import { useState } from 'preact/hooks';
 import { ChorusError, ChorusHttp, type User } from '@chorus/client';
 
-export function SignIn({ onSignedIn }: { onSignedIn: (token: string, me: User) => void }) {
+export function SignIn({ onSignedIn, problem }: { onSignedIn: (token: string, me: User) => void; problem?: string | undefined }) {
   const [name, setName] = useState('');
   const [token, setToken] = useState('');
-  const [error, setError] = useState<string | undefined>();
+  const [error, setError] = useState<string | undefined>(problem);
   const [busy, setBusy] = useState(false);
   const http = new ChorusHttp(location.origin);
 
@@ -20,7 +20,13 @@ export function SignIn({ onSignedIn }: { onSignedIn: (token: string, me: User) =
       } else if (err instanceof ChorusError && err.code === 'unauthorized') {
         setError('That token is not valid.');
       } else {
-        setError(err instanceof ChorusError ? err.message : String(err));
+        setError(
+          err instanceof ChorusError && err.code === 'network'
+            ? 'The server cannot be reached right now: try again in a moment.'
+            : err instanceof ChorusError
+              ? `${err.message.charAt(0).toUpperCase()}${err.message.slice(1)}.`
+              : String(err),
+        );
       }
     } finally {
       setBusy(false);

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import type { ChannelView, ChorusEvent, EventDataMap, Member, Message, TypedEvent, WorkspaceMembership } from '@chorus/client';
-import { reduce, type Env, type LiveState, type Pending, type Update } from '../src/events.js';
+import { reduce, type Env, type LiveState, type Outgoing, type Update } from '../src/events.js';
 
 const ME = 1;
 const BOB = 2;
@@ -74,6 +74,9 @@ function state(extra: Partial<LiveState> = {}): LiveState {
     thread: undefined,
     typing: new Map(),
     pending: [],
+    threadMentions: new Map(),
+    pins: new Map(),
+    statuses: new Map(),
     current: GENERAL,
     catchingUp: false,
     caughtUp: 0,
@@ -137,15 +140,24 @@ describe('message.created', () => {
   });
 
   it('my message settles its pending copy (the first unfailed one that matches)', () => {
-    const failed: Pending = { key: 'a', channelId: GENERAL, text: 'hi', failed: 'timeout' };
-    const sending: Pending = { key: 'b', channelId: GENERAL, text: 'hi' };
-    const elsewhere: Pending = { key: 'c', channelId: RANDOM, text: 'hi' };
-    const inThread: Pending = { key: 'd', channelId: GENERAL, threadId: 1, text: 'hi' };
+    const failed: Outgoing = { key: 'a', channelId: GENERAL, text: 'hi', state: 'failed', error: 'forbidden' };
+    const sending: Outgoing = { key: 'b', channelId: GENERAL, text: 'hi', state: 'waiting' };
+    const elsewhere: Outgoing = { key: 'c', channelId: RANDOM, text: 'hi', state: 'sending' };
+    const inThread: Outgoing = { key: 'd', channelId: GENERAL, threadId: 1, text: 'hi', state: 'sending' };
     const s = state({ pending: [failed, sending, elsewhere, inThread] });
     const u = applied(s, event('message.created', message(3, { author_id: ME, text: 'hi' })));
     assert.deepEqual(u.pending, [failed, elsewhere, inThread]);
     // Someone else's identical text settles nothing.
     assert.equal(applied(s, event('message.created', message(4, { text: 'hi' }))).pending, undefined);
+  });
+
+  it('counts each message once while catching up after a reconnect (not twice)', () => {
+    const hidden = { ...ENV, visible: false };
+    const u = applied(state({ catchingUp: true }), event('message.created', message(3, { channel_id: RANDOM })), hidden);
+    assert.equal(u.channels?.get(RANDOM)?.unread, 4);
+    // Delivered again (a replay overlapping what was already applied): not counted again.
+    const s2 = state({ lists: new Map([[RANDOM, { items: [message(3, { channel_id: RANDOM })], complete: true, loading: false }]]) });
+    assert.equal(applied(s2, event('message.created', message(3, { channel_id: RANDOM })), hidden).channels, undefined);
   });
 
   it('counts what arrives while catching up after a reconnect, and what was fetched over HTTP', () => {
@@ -258,7 +270,7 @@ describe('channel.joined', () => {
 describe('channel.left', () => {
   it('keeps a public channel, no longer mine; drops a private one', () => {
     const pub = applied(state(), event('channel.left', { channel_id: RANDOM, user_id: ME })).channels;
-    assert.deepEqual(pub?.get(RANDOM), channel(RANDOM, { member: false, unread: 0, unread_mentions: 1 }));
+    assert.deepEqual(pub?.get(RANDOM), channel(RANDOM, { member: false, unread: 0, unread_mentions: 0 }));
     const priv = applied(state(), event('channel.left', { channel_id: SECRET, user_id: ME })).channels;
     assert.equal(priv?.has(SECRET), false);
     assert.equal(priv?.size, 2);
@@ -360,21 +372,89 @@ describe('typing', () => {
   });
 });
 
+describe('mention.created', () => {
+  const reply = (id: number, extra: Partial<Message> = {}) => message(id, { thread_id: 1, mentions: [ME], ...extra });
+
+  it('counts a reply that mentions me on its channel, once', () => {
+    const u = applied(state({ thread: undefined }), event('mention.created', { message: reply(7), channel_id: GENERAL }));
+    assert.deepEqual(u.threadMentions, new Map([[GENERAL, new Map([[7, 1]])]]));
+    const again = applied(state({ threadMentions: u.threadMentions! }), event('mention.created', { message: reply(7), channel_id: GENERAL }));
+    assert.deepEqual(again, {});
+  });
+
+  it('not when its thread is open and visible, for a top-level message, or for my own', () => {
+    const open = state({ thread: { channelId: GENERAL, rootId: 1, replies: [], loading: false } });
+    assert.deepEqual(applied(open, event('mention.created', { message: reply(7), channel_id: GENERAL })), {});
+    assert.notDeepEqual(applied(open, event('mention.created', { message: reply(7), channel_id: GENERAL }), { ...ENV, visible: false }), {});
+    assert.deepEqual(applied(state(), event('mention.created', { message: message(7, { mentions: [ME] }), channel_id: GENERAL })), {});
+    assert.deepEqual(applied(state(), event('mention.created', { message: reply(7, { author_id: ME }), channel_id: GENERAL })), {});
+  });
+
+  it('forgets one whose message was deleted', () => {
+    const s = state({ threadMentions: new Map([[GENERAL, new Map([[7, 1], [8, 1]])]]) });
+    const u = applied(s, event('message.deleted', { id: 7, channel_id: GENERAL, thread_id: 1 }));
+    assert.deepEqual(u.threadMentions, new Map([[GENERAL, new Map([[8, 1]])]]));
+  });
+});
+
+describe('message.pinned and message.unpinned', () => {
+  const pin = { channel_id: GENERAL, message: message(1), pinned_by: BOB, pinned_at: '2026-01-01T00:00:00Z' };
+
+  it('marks the message, and updates a loaded pin list (newest first)', () => {
+    const older = { ...pin, message: message(2) };
+    const u = applied(state({ pins: new Map([[GENERAL, [older]]]) }), event('message.pinned', pin));
+    assert.equal(u.put?.[0]?.pinned, true);
+    assert.deepEqual(u.pins?.get(GENERAL), [pin, older]);
+    // A pin list not loaded stays so.
+    assert.equal(applied(state(), event('message.pinned', pin)).pins, undefined);
+  });
+
+  it('unpins', () => {
+    const s = state({ pins: new Map([[GENERAL, [pin]]]), lists: new Map([[GENERAL, { items: [message(1, { pinned: true })], complete: true, loading: false }]]) });
+    const u = applied(s, event('message.unpinned', { channel_id: GENERAL, message_id: 1, user_id: BOB }));
+    assert.equal(u.put?.[0]?.pinned, false);
+    assert.deepEqual(u.pins?.get(GENERAL), []);
+  });
+});
+
+describe('roles, members and workspaces leaving', () => {
+  it('member.role_changed updates the member and my own role', () => {
+    const s = state({ members: new Map([[ME, member(ME)], [BOB, member(BOB)]]) });
+    const u = applied(s, event('member.role_changed', { workspace_id: WS, user_id: BOB, role: 'admin' }));
+    assert.equal(u.members?.get(BOB)?.role, 'admin');
+    const mine = applied(s, event('member.role_changed', { workspace_id: WS, user_id: ME, role: 'admin' }));
+    assert.equal(mine.workspaces?.[0]?.role, 'admin');
+  });
+
+  it('member.left on the workspace removes the member; on a channel it changes nothing', () => {
+    const s = state({ members: new Map([[ME, member(ME)], [BOB, member(BOB)]]) });
+    assert.equal(applied(s, event('member.left', { workspace_id: WS, user_id: BOB } as never)).members?.has(BOB), false);
+    assert.deepEqual(applied(s, event('member.left', { channel_id: GENERAL, user_id: BOB })), {});
+  });
+
+  it('workspace.left drops the workspace, and leaves it when it is open', () => {
+    const s = state({ workspaces: [workspace(WS), workspace(11)] });
+    assert.deepEqual(applied(s, event('workspace.left', { workspace_id: 11 })), { workspaces: [workspace(WS)] });
+    assert.deepEqual(applied(s, event('workspace.left', { workspace_id: WS })), {
+      workspaces: [workspace(11)],
+      effects: [{ do: 'leftWorkspace', workspaceId: WS }],
+    });
+  });
+
+  it('presence carries status texts', () => {
+    const u = applied(state(), event('presence.updated', { user_id: BOB, online: true, status_text: 'on holiday' }));
+    assert.deepEqual(u.statuses, new Map([[BOB, 'on holiday']]));
+    const cleared = applied(state({ statuses: new Map([[BOB, 'on holiday']]) }), event('presence.updated', { user_id: BOB, online: true, status_text: '' }));
+    assert.deepEqual(cleared.statuses, new Map());
+  });
+});
+
 describe('event types the UI ignores', () => {
   it('changes nothing for the documented ones it does not show', () => {
     const s = state();
     assert.equal(apply(s, event('member.joined', { channel_id: GENERAL, user_id: BOB })), undefined);
-    assert.equal(apply(s, event('member.left', { channel_id: GENERAL, user_id: BOB })), undefined);
-    assert.equal(apply(s, event('member.role_changed', { workspace_id: WS, user_id: BOB, role: 'admin' })), undefined);
-    assert.equal(apply(s, event('workspace.left', { workspace_id: WS })), undefined);
     assert.equal(apply(s, event('subscription.revoked', { scope: 'channel:1', reason: 'channel_left' })), undefined);
     assert.equal(apply(s, event('credentials.revoked', { reason: 'deactivated' })), undefined);
-    assert.equal(apply(s, event('message.unpinned', { channel_id: GENERAL, message_id: 1, user_id: BOB })), undefined);
-    assert.equal(apply(s, event('mention.created', { message: message(3), channel_id: GENERAL })), undefined);
-    assert.equal(
-      apply(s, event('message.pinned', { channel_id: GENERAL, message: message(1), pinned_by: BOB, pinned_at: '2026-01-01T00:00:00Z' })),
-      undefined,
-    );
   });
 
   it('changes nothing for types from a newer server, whatever their name', () => {

@@ -168,4 +168,19 @@ async fn dev_login_creates_the_user_and_puts_everyone_in_one_workspace() {
     assert_eq!(admin.status, StatusCode::FORBIDDEN);
     let bad = login("Not A Name").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    // Nor an agent: its name alone must not sign anyone in as it.
+    let created = s
+        .call(
+            Method::POST,
+            "/api/v1/users",
+            Some(ADMIN_TOKEN),
+            Some(json!({ "name": "helper-bot", "kind": "agent" })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let agent = login("helper-bot").await;
+    assert_eq!(agent.status, StatusCode::FORBIDDEN, "{}", agent.text);
+    assert_eq!(agent.body["error"]["code"], "forbidden");
+    assert!(agent.text.contains("agent"), "{}", agent.text);
 }

@@ -1,6 +1,6 @@
 //! Password-less login for `chorus serve --dev` (local trials and browser tests).
 //! It signs people in by name alone, so it must never be reachable in production: the
-//! edge refuses it unless dev mode is on. It never hands out an administrator's token.
+//! edge refuses it unless dev mode is on. It never hands out an administrator's or an agent's token.
 
 use super::Chat;
 use super::channels::CreateChannel;
@@ -24,6 +24,12 @@ impl Chat {
             }
             Some(user) if user.deactivated_at.is_some() => {
                 return Err(forbidden("this user is deactivated"));
+            }
+            // An agent signs in with its own token: a name alone must not become it.
+            Some(user) if user.kind == UserKind::Agent => {
+                return Err(forbidden(
+                    "that name belongs to an agent: dev login signs in people only (pick another name)",
+                ));
             }
             Some(user) => user,
             None => {

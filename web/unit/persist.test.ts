@@ -1,0 +1,60 @@
+// What the UI keeps across reloads (src/persist.ts), over an in-memory storage.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { convKey, Persisted, type KeyValue } from '../src/persist.js';
+
+class Memory implements KeyValue {
+  data = new Map<string, string>();
+  getItem(k: string) {
+    return this.data.get(k) ?? null;
+  }
+  setItem(k: string, v: string) {
+    this.data.set(k, v);
+  }
+  removeItem(k: string) {
+    this.data.delete(k);
+  }
+}
+
+describe('persisted state', () => {
+  it('drafts per conversation, per user', () => {
+    const kv = new Memory();
+    const alice = new Persisted(kv, 1);
+    alice.saveDrafts(new Map([[convKey(5), 'for five'], [convKey(5, 9), 'in a thread'], [convKey(6), '']]));
+    assert.deepEqual(new Persisted(kv, 1).drafts(), new Map([['c5', 'for five'], ['c5/t9', 'in a thread']]));
+    assert.deepEqual(new Persisted(kv, 2).drafts(), new Map());
+    alice.saveDrafts(new Map());
+    assert.equal(kv.data.size, 0);
+  });
+
+  it('the outbox: what was being sent is sent again; refusals stay refused', () => {
+    const kv = new Memory();
+    const p = new Persisted(kv, 1);
+    p.saveOutbox([
+      { key: 'a', channelId: 5, text: 'in flight', state: 'sending' },
+      { key: 'b', channelId: 5, threadId: 9, text: 'waiting', state: 'waiting', error: 'offline' },
+      { key: 'c', channelId: 5, text: 'refused', state: 'failed', error: 'forbidden' },
+    ]);
+    assert.deepEqual(
+      p.outbox().map((o) => [o.key, o.state]),
+      [
+        ['a', 'waiting'],
+        ['b', 'waiting'],
+        ['c', 'failed'],
+      ],
+    );
+    assert.equal(p.outbox()[1]?.threadId, 9);
+  });
+
+  it('survives garbage in storage', () => {
+    const kv = new Memory();
+    kv.setItem('chorus.outbox.1', '{not json');
+    kv.setItem('chorus.drafts.1', '[1,2]');
+    kv.setItem('chorus.thread-mentions.1', '{"5":[[7,1],["x",2],3]}');
+    const p = new Persisted(kv, 1);
+    assert.deepEqual(p.outbox(), []);
+    assert.deepEqual(p.drafts(), new Map());
+    assert.deepEqual(p.threadMentions(), new Map([[5, new Map([[7, 1]])]]));
+  });
+});
