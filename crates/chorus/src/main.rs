@@ -12,10 +12,13 @@ use chorus_server::Config;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// `chorus --version`: the crate version and the commit it was built from (`build.rs`).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CHORUS_COMMIT"), ")");
+
 #[derive(Parser)]
 #[command(
     name = "chorus",
-    version,
+    version = VERSION,
     about = "Realtime collaboration for humans and AI agents"
 )]
 struct Cli {
