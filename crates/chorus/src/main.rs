@@ -1,6 +1,7 @@
 //! The `chorus` binary: `serve` runs the server; `openapi` prints the HTTP API's
-//! OpenAPI document; the other subcommands are a CLI over the HTTP API and the realtime
-//! socket (built on `chorus-client`).
+//! OpenAPI document; `bench` runs the benchmarks (`chorus-bench`'s library); the other
+//! subcommands are a CLI over the HTTP API and the realtime socket (built on
+//! `chorus-client`, `cli.rs`).
 
 mod cli;
 
@@ -35,6 +36,10 @@ enum Command {
     Openapi,
     #[command(flatten)]
     Client(cli::ClientCommand),
+    /// Benchmarks: Chorus against a baseline broadcast server on this machine (the
+    /// same as the `chorus-bench` binary; docs/benchmarks.md).
+    #[command(name = "bench")]
+    Bench(chorus_bench::Cli),
 }
 
 /// Flags override the environment, which overrides the TOML file, which overrides defaults.
@@ -164,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(*args).await,
         Command::Openapi => openapi(),
         Command::Client(cmd) => cli::run(cmd).await,
+        Command::Bench(args) => chorus_bench::run(args, chorus_bench::Host::Chorus).await,
     }
 }
 
