@@ -23,8 +23,8 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CHORUS_COMMIT");
-    let commit = match std::env::var("CHORUS_COMMIT") {
-        Ok(commit) if !commit.trim().is_empty() => commit.trim().to_owned(),
+    let (commit, source) = match std::env::var("CHORUS_COMMIT") {
+        Ok(commit) if !commit.trim().is_empty() => (commit.trim().to_owned(), "env"),
         _ => {
             // Rebuilt when HEAD moves: HEAD itself (a checkout), the branch it points at
             // (a commit) and packed refs. A worktree keeps its HEAD in its own git dir
@@ -41,8 +41,13 @@ fn main() {
             for path in watched.iter().filter(|p| p.exists()) {
                 println!("cargo:rerun-if-changed={}", path.display());
             }
-            git(&["rev-parse", "--short=10", "HEAD"]).unwrap_or_else(|| "unknown".to_owned())
+            match git(&["rev-parse", "--short=10", "HEAD"]) {
+                Some(commit) => (commit, "git"),
+                None => ("unknown".to_owned(), "none"),
+            }
         }
     };
     println!("cargo:rustc-env=CHORUS_COMMIT={commit}");
+    // Where it came from (`env`, `git` or `none`), for the test of `--version`.
+    println!("cargo:rustc-env=CHORUS_COMMIT_SOURCE={source}");
 }

@@ -4,6 +4,7 @@
 //! `chorus-client`, `cli.rs`).
 
 mod cli;
+mod output;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +41,14 @@ enum Command {
     /// same as the `chorus-bench` binary; docs/benchmarks.md).
     #[command(name = "bench")]
     Bench(chorus_bench::Cli),
+    /// Print a shell completion script, e.g.
+    /// `chorus completions bash > /etc/bash_completion.d/chorus`,
+    /// `chorus completions zsh > "${fpath[1]}/_chorus"`,
+    /// `chorus completions fish > ~/.config/fish/completions/chorus.fish`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Flags override the environment, which overrides the TOML file, which overrides defaults.
@@ -170,7 +179,20 @@ async fn main() -> anyhow::Result<()> {
         Command::Openapi => openapi(),
         Command::Client(cmd) => cli::run(cmd).await,
         Command::Bench(args) => chorus_bench::run(args, chorus_bench::Host::Chorus).await,
+        Command::Completions { shell } => completions(shell),
     }
+}
+
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    // Into a buffer first: `generate` panics on a write error (`… | head`).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "chorus", &mut script);
+    let mut out = std::io::stdout().lock();
+    out.write_all(&script)
+        .and_then(|()| out.flush())
+        .context("writing to stdout")
 }
 
 fn openapi() -> anyhow::Result<()> {
