@@ -956,7 +956,9 @@ async fn show_messages(
         return messages.iter().try_for_each(output::json_line);
     }
     let mut names = Names::default();
-    names.learn(client, messages.iter().map(|m| m.author_id)).await;
+    names
+        .learn(client, messages.iter().map(|m| m.author_id))
+        .await;
     let mut table = Table::new(&["ID", "TIME", "AUTHOR", "TEXT"]);
     for m in messages {
         let id = match m.thread_id {
@@ -1099,8 +1101,7 @@ impl Row for Member {
 }
 
 impl Row for Channel {
-    const HEADER: &'static [&'static str] =
-        &["ID", "WORKSPACE", "NAME", "KIND", "POLICY", "TOPIC"];
+    const HEADER: &'static [&'static str] = &["ID", "WORKSPACE", "NAME", "KIND", "POLICY", "TOPIC"];
     fn cells(&self) -> Vec<String> {
         vec![
             self.id.to_string(),

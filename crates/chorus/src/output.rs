@@ -129,8 +129,7 @@ mod tests {
         table.write(&mut out).unwrap_or_else(|e| panic!("{e}"));
         let text = String::from_utf8(out).unwrap_or_default();
         assert_eq!(
-            text,
-            "ID  NAME     TEXT\n1   ünïcödé  hi\n22  日本\n",
+            text, "ID  NAME     TEXT\n1   ünïcödé  hi\n22  日本\n",
             "{text}"
         );
     }
@@ -146,7 +145,10 @@ mod tests {
     #[test]
     fn times_are_utc_seconds() {
         assert_eq!(time(Some(Timestamp(0))), "1970-01-01 00:00:00");
-        assert_eq!(time(Some(Timestamp(1_700_000_000_123))), "2023-11-14 22:13:20");
+        assert_eq!(
+            time(Some(Timestamp(1_700_000_000_123))),
+            "2023-11-14 22:13:20"
+        );
         assert_eq!(time(None), "-");
     }
 }

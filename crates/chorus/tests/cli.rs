@@ -28,7 +28,13 @@ struct Out {
 impl Out {
     #[track_caller]
     fn ok(self) -> String {
-        assert_eq!(self.code, Some(0), "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
         // Progress (spinners) is not drawn when stderr is not a terminal.
         assert_eq!(self.stderr, "", "stderr of a successful command");
         self.stdout
@@ -53,7 +59,13 @@ impl Out {
     /// A refusal: exit status `code`, nothing on stdout; returns stderr.
     #[track_caller]
     fn fails(self, code: i32) -> String {
-        assert_eq!(self.code, Some(code), "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code,
+            Some(code),
+            "stdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
         assert_eq!(self.stdout, "", "stdout of a failed command");
         self.stderr
     }
@@ -130,7 +142,9 @@ fn table(text: &str) -> Vec<Vec<String>> {
         (0..starts.len())
             .map(|c| {
                 let from = starts[c].min(chars.len());
-                let to = starts.get(c + 1).map_or(chars.len(), |&e| e.min(chars.len()));
+                let to = starts
+                    .get(c + 1)
+                    .map_or(chars.len(), |&e| e.min(chars.len()));
                 chars[from..to].iter().collect::<String>().trim().to_owned()
             })
             .collect()
@@ -174,7 +188,15 @@ async fn users() {
     let rows = table(&out);
     assert_eq!(
         rows[0],
-        ["ID", "NAME", "DISPLAY NAME", "KIND", "ADMIN", "CREATED", "DEACTIVATED"]
+        [
+            "ID",
+            "NAME",
+            "DISPLAY NAME",
+            "KIND",
+            "ADMIN",
+            "CREATED",
+            "DEACTIVATED"
+        ]
     );
     assert_eq!(rows[1][..4], ["2", "alice", "Alice Liddell", "human"]);
     let token = out
@@ -183,7 +205,15 @@ async fn users() {
         .and_then(|l| l.split_whitespace().next())
         .unwrap();
     assert!(token.starts_with("chr_"), "{out}");
-    assert_eq!(admin.as_(token).json(&["token", "list"]).await.lines().len(), 1);
+    assert_eq!(
+        admin
+            .as_(token)
+            .json(&["token", "list"])
+            .await
+            .lines()
+            .len(),
+        1
+    );
 
     // --json: the API's object, one line.
     let bot = admin
@@ -207,7 +237,11 @@ async fn users() {
     let out = admin.run(&["user", "deactivate", &bot_id]).await.ok();
     assert_ne!(column(&out, "DEACTIVATED"), [""], "{out}");
     let bot_token = bot["token"].as_str().unwrap();
-    let refused = admin.as_(bot_token).run(&["workspace", "list"]).await.fails(1);
+    let refused = admin
+        .as_(bot_token)
+        .run(&["workspace", "list"])
+        .await
+        .fails(1);
     assert!(refused.contains("unauthorized"), "{refused}");
     let back = admin.json(&["user", "reactivate", &bot_id]).await.one();
     assert!(back.get("deactivated_at").is_none(), "{back}");
@@ -215,8 +249,15 @@ async fn users() {
 
     // Errors: the server's code and message; exit status 1.
     let err = admin.run(&["user", "create", "Not Valid"]).await.fails(1);
-    assert!(err.contains("bad_request") && err.contains("name must match"), "{err}");
-    let err = admin.as_(token).run(&["user", "create", "carol"]).await.fails(1);
+    assert!(
+        err.contains("bad_request") && err.contains("name must match"),
+        "{err}"
+    );
+    let err = admin
+        .as_(token)
+        .run(&["user", "create", "carol"])
+        .await
+        .fails(1);
     assert!(err.contains("forbidden"), "{err}");
     let err = admin.run(&["user", "deactivate", "999"]).await.fails(1);
     assert!(err.contains("not_found"), "{err}");
@@ -257,11 +298,17 @@ async fn tokens() {
         .await
         .lines();
     assert_eq!(listed.len(), 3);
-    assert!(listed.iter().all(|t| t.get("token").is_none()), "{listed:?}");
+    assert!(
+        listed.iter().all(|t| t.get("token").is_none()),
+        "{listed:?}"
+    );
 
     // revoke: the token is refused from then on.
     let out = alice.run(&["token", "revoke", &id(&ci)]).await.ok();
-    assert_eq!(out, format!("revoked token {} of user {alice_id}\n", id(&ci)));
+    assert_eq!(
+        out,
+        format!("revoked token {} of user {alice_id}\n", id(&ci))
+    );
     let err = alice
         .as_(ci["token"].as_str().unwrap())
         .run(&["token", "list"])
@@ -283,7 +330,10 @@ async fn tokens() {
     let err = alice.run(&["token", "revoke", "999"]).await.fails(1);
     assert!(err.contains("not_found"), "{err}");
     let err = alice.run(&["token", "list", "--user", "1"]).await.fails(1);
-    assert!(err.contains("forbidden") || err.contains("not_found"), "{err}");
+    assert!(
+        err.contains("forbidden") || err.contains("not_found"),
+        "{err}"
+    );
 }
 
 async fn out_of(chorus: &Chorus, args: &[&str]) -> String {
@@ -298,7 +348,15 @@ async fn team(admin: &Chorus) -> (Chorus, Chorus, String, String, String) {
     let ws = admin.json(&["workspace", "create", "acme"]).await.one();
     let (alice_id, bob_id, ws) = (id(&alice["user"]), id(&bob["user"]), id(&ws));
     admin
-        .json(&["member", "add", "--workspace", &ws, &alice_id, "--role", "admin"])
+        .json(&[
+            "member",
+            "add",
+            "--workspace",
+            &ws,
+            &alice_id,
+            "--role",
+            "admin",
+        ])
         .await
         .ok();
     admin
@@ -327,11 +385,22 @@ async fn workspaces_and_members() {
     let bob = admin.json(&["user", "create", "bob"]).await.one();
     let (alice_id, bob_id) = (id(&alice["user"]), id(&bob["user"]));
     let alice = admin.as_(alice["token"].as_str().unwrap());
-    assert_eq!(table(&alice.run(&["workspace", "list"]).await.ok()).len(), 1);
+    assert_eq!(
+        table(&alice.run(&["workspace", "list"]).await.ok()).len(),
+        1
+    );
 
     // member add (workspace) with a role, and the older spelling
     let out = admin
-        .run(&["member", "add", "--workspace", &ws, &alice_id, "--role", "admin"])
+        .run(&[
+            "member",
+            "add",
+            "--workspace",
+            &ws,
+            &alice_id,
+            "--role",
+            "admin",
+        ])
         .await
         .ok();
     assert_eq!(column(&out, "ROLE"), ["admin"]);
@@ -344,10 +413,21 @@ async fn workspaces_and_members() {
     assert_eq!(column(&out, "ROLE"), ["admin"]);
 
     // member list: names, roles
-    let out = alice.run(&["member", "list", "--workspace", &ws]).await.ok();
+    let out = alice
+        .run(&["member", "list", "--workspace", &ws])
+        .await
+        .ok();
     assert_eq!(
         table(&out)[0],
-        ["USER ID", "NAME", "DISPLAY NAME", "KIND", "ROLE", "ONLINE", "STATUS"]
+        [
+            "USER ID",
+            "NAME",
+            "DISPLAY NAME",
+            "KIND",
+            "ROLE",
+            "ONLINE",
+            "STATUS"
+        ]
     );
     assert_eq!(column(&out, "NAME"), ["admin", "alice", "bob"]);
     assert_eq!(column(&out, "ROLE"), ["owner", "admin", "member"]);
@@ -365,7 +445,10 @@ async fn workspaces_and_members() {
     assert_eq!(column(&out, "ROLE"), ["member"]);
 
     // observers
-    let out = alice.run(&["workspace", "observers", &ws, &bob_id]).await.ok();
+    let out = alice
+        .run(&["workspace", "observers", &ws, &bob_id])
+        .await
+        .ok();
     assert_eq!(out, format!("observers: {bob_id}\n"));
     let set = alice.json(&["workspace", "observers", &ws]).await.one();
     assert_eq!(set, json!({"user_ids": []}));
@@ -384,14 +467,25 @@ async fn workspaces_and_members() {
 
     // Errors
     let err = admin.run(&["member", "list"]).await.fails(2);
-    assert!(err.contains("--workspace") && err.contains("--channel"), "{err}");
+    assert!(
+        err.contains("--workspace") && err.contains("--channel"),
+        "{err}"
+    );
     let err = admin
         .run(&["member", "list", "--workspace", &ws, "--channel", "1"])
         .await
         .fails(2);
     assert!(err.contains("cannot be used with"), "{err}");
     let err = admin
-        .run(&["member", "add", "--channel", "1", &bob_id, "--role", "admin"])
+        .run(&[
+            "member",
+            "add",
+            "--channel",
+            "1",
+            &bob_id,
+            "--role",
+            "admin",
+        ])
         .await
         .fails(2);
     assert!(err.contains("cannot be used with"), "{err}");
@@ -408,7 +502,10 @@ async fn workspaces_and_members() {
         .run(&["member", "list", "--workspace", &ws])
         .await
         .fails(1);
-    assert!(err.contains("not_found") || err.contains("forbidden"), "{err}");
+    assert!(
+        err.contains("not_found") || err.contains("forbidden"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -418,17 +515,30 @@ async fn channels_and_dms() {
 
     // create (public, with a member and a topic) / list
     let out = alice
-        .run(&["channel", "create", &ws, "general", "--member", &bob_id, "--topic", "hi all"])
+        .run(&[
+            "channel", "create", &ws, "general", "--member", &bob_id, "--topic", "hi all",
+        ])
         .await
         .ok();
     assert_eq!(
         table(&out)[0],
         ["ID", "WORKSPACE", "NAME", "KIND", "POLICY", "TOPIC"]
     );
-    assert_eq!(table(&out)[1][1..], [&ws, "general", "public", "all", "hi all"]);
+    assert_eq!(
+        table(&out)[1][1..],
+        [&ws, "general", "public", "all", "hi all"]
+    );
     let general = column(&out, "ID")[0].clone();
     let agents = alice
-        .json(&["channel", "create", &ws, "agents", "--private", "--policy", "on_duty"])
+        .json(&[
+            "channel",
+            "create",
+            &ws,
+            "agents",
+            "--private",
+            "--policy",
+            "on_duty",
+        ])
         .await
         .one();
     assert_eq!(agents["kind"], "private");
@@ -454,7 +564,10 @@ async fn channels_and_dms() {
         .await
         .ok();
     assert_eq!(column(&out, "NAME"), ["agents"]);
-    let out = alice.run(&["member", "list", "--channel", &agents]).await.ok();
+    let out = alice
+        .run(&["member", "list", "--channel", &agents])
+        .await
+        .ok();
     assert_eq!(column(&out, "NAME"), ["alice", "bob"]);
     alice
         .json(&["member", "remove", "--channel", &agents, &bob_id])
@@ -465,7 +578,7 @@ async fn channels_and_dms() {
         .await
         .lines();
     let ids: Vec<String> = listed.iter().map(|m| id(&m["user"])).collect();
-    assert_eq!(ids, [alice_id.clone()]);
+    assert_eq!(ids, [alice_id]);
     let view = alice
         .json(&["channel", "add-member", &agents, &bob_id])
         .await
@@ -473,10 +586,15 @@ async fn channels_and_dms() {
     assert_eq!(view["member_ids"].as_array().unwrap().len(), 2, "{view}");
 
     // on-duty / wake-list
-    let out = alice.run(&["channel", "on-duty", &agents, &bob_id]).await.ok();
+    let out = alice
+        .run(&["channel", "on-duty", &agents, &bob_id])
+        .await
+        .ok();
     assert_eq!(out, format!("on duty: {bob_id}\n"));
     let custom = alice
-        .json(&["channel", "create", &ws, "custom", "--policy", "custom", "--member", &bob_id])
+        .json(&[
+            "channel", "create", &ws, "custom", "--policy", "custom", "--member", &bob_id,
+        ])
         .await
         .one();
     let set = alice
@@ -502,7 +620,10 @@ async fn channels_and_dms() {
         .await
         .one();
     let err = bob.run(&["channel", "join", &id(&secret)]).await.fails(1);
-    assert!(err.contains("not_found") || err.contains("forbidden"), "{err}");
+    assert!(
+        err.contains("not_found") || err.contains("forbidden"),
+        "{err}"
+    );
     let err = alice
         .run(&["channel", "create", &ws, "x", "--policy", "loud"])
         .await
@@ -546,8 +667,15 @@ async fn send_and_history() {
         .json(&["send", &ch, "once", "--idempotency-key", "k1"])
         .await;
     assert_eq!(again.code, Some(0));
-    assert!(again.stderr.contains("idempotent replay"), "{}", again.stderr);
-    assert_eq!(serde_json::from_str::<Value>(again.stdout.trim()).unwrap()["id"], first["id"]);
+    assert!(
+        again.stderr.contains("idempotent replay"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(again.stdout.trim()).unwrap()["id"],
+        first["id"]
+    );
 
     // history: top level, oldest first, with names and the reply count; a thread.
     let out = bob.run(&["history", &ch]).await.ok();
@@ -575,7 +703,13 @@ async fn send_and_history() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ascending");
     assert_eq!(all[231]["text"], "bulk 229");
     let out = bob
-        .run(&["history", &ch, "--all", "--after", &all[200]["id"].to_string()])
+        .run(&[
+            "history",
+            &ch,
+            "--all",
+            "--after",
+            &all[200]["id"].to_string(),
+        ])
         .await
         .ok();
     assert_eq!(column(&out, "TEXT").len(), 31);
@@ -584,10 +718,16 @@ async fn send_and_history() {
     let outsider = admin.json(&["user", "create", "eve"]).await.one();
     let outsider = admin.as_(outsider["token"].as_str().unwrap());
     let err = outsider.run(&["send", &ch, "hi"]).await.fails(1);
-    assert!(err.contains("not_found") || err.contains("forbidden"), "{err}");
+    assert!(
+        err.contains("not_found") || err.contains("forbidden"),
+        "{err}"
+    );
     let err = bob.run(&["history", "999"]).await.fails(1);
     assert!(err.contains("not_found"), "{err}");
-    let err = bob.run(&["history", &ch, "--all", "--limit", "5"]).await.fails(2);
+    let err = bob
+        .run(&["history", &ch, "--all", "--limit", "5"])
+        .await
+        .fails(2);
     assert!(err.contains("cannot be used with"), "{err}");
 }
 
@@ -698,7 +838,10 @@ async fn tail() {
     alice.json(&["send", &ch, "second\nline"]).await.one();
     let line = tail.line_with("message.created").await;
     assert!(line.starts_with(&format!("{scope}  #")), "{line}");
-    assert!(line.contains("message.created  alice: second\\nline"), "{line}");
+    assert!(
+        line.contains("message.created  alice: second\\nline"),
+        "{line}"
+    );
     tail.interrupt().await;
 
     // Error: a scope the caller may not subscribe to.
@@ -732,7 +875,9 @@ async fn completions() {
     let chorus = Chorus::new(free_addr(), ADMIN);
     for shell in ["bash", "zsh", "fish"] {
         let script = chorus.run(&["completions", shell]).await.ok();
-        for word in ["serve", "user", "token", "member", "history", "tail", "bench"] {
+        for word in [
+            "serve", "user", "token", "member", "history", "tail", "bench",
+        ] {
             assert!(script.contains(word), "{shell}: no {word}");
         }
         // Each shell parses its script where it is installed.
@@ -765,7 +910,10 @@ async fn completions() {
     }
     let err = chorus.run(&["completions", "tcsh"]).await.fails(2);
     assert!(err.contains("invalid value 'tcsh'"), "{err}");
-    assert!(err.contains("bash") && err.contains("zsh") && err.contains("fish"), "{err}");
+    assert!(
+        err.contains("bash") && err.contains("zsh") && err.contains("fish"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -773,7 +921,10 @@ async fn version_names_the_commit() {
     let chorus = Chorus::new(free_addr(), ADMIN);
     let out = chorus.run(&["--version"]).await.ok();
     let commit = env!("CHORUS_COMMIT");
-    assert_eq!(out, format!("chorus {} ({commit})\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        out,
+        format!("chorus {} ({commit})\n", env!("CARGO_PKG_VERSION"))
+    );
     // In a git checkout, the commit it was built from; `unknown` in a tarball.
     match env!("CHORUS_COMMIT_SOURCE") {
         "git" => {
@@ -810,7 +961,9 @@ async fn bench() {
     assert!(json.iter().all(|r| r["conns"] == 3), "{json:?}");
     // --json: only the JSON lines.
     let out = chorus
-        .run(&["bench", "--json", "--target", "chorus", "connect", "--conns", "2"])
+        .run(&[
+            "bench", "--json", "--target", "chorus", "connect", "--conns", "2",
+        ])
         .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let row: Value = serde_json::from_str(out.stdout.trim()).unwrap();
