@@ -720,8 +720,7 @@ async fn member(cmd: MemberCommand) -> anyhow::Result<()> {
     }
 }
 
-/// A channel's members as workspace members (profile, workspace role, presence); one
-/// the workspace no longer lists is shown by id.
+/// A channel's members as workspace members (profile, workspace role, presence).
 async fn channel_members(client: &Client, channel: ChannelId) -> anyhow::Result<Vec<Member>> {
     let view = client.get_channel(channel).await?;
     let mut by_id: HashMap<UserId, Member> = client
@@ -734,20 +733,8 @@ async fn channel_members(client: &Client, channel: ChannelId) -> anyhow::Result<
     for id in &view.member_ids {
         match by_id.remove(id) {
             Some(member) => members.push(member),
-            None => {
-                let profile = client.user(*id).await?.profile();
-                let presence = view.presence.iter().find(|p| p.user_id == *id).cloned();
-                members.push(Member {
-                    presence: presence.unwrap_or_else(|| chorus_client::Presence {
-                        user_id: *id,
-                        online: false,
-                        last_seen: None,
-                        status_text: profile.status_text.clone(),
-                    }),
-                    user: profile,
-                    role: Role::Guest,
-                });
-            }
+            // Leaving a workspace leaves its channels: only a race shows this.
+            None => eprintln!("user {id} is in the channel but no longer in its workspace"),
         }
     }
     Ok(members)
