@@ -17,12 +17,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p chorus \
     && install -D -m 0755 target/release/chorus /out/chorus \
-    && install -d -m 0700 /out/data
+    && install -d -m 0700 /out/state/chorus
 
 FROM debian:bookworm-slim
 # The binary is all there is of Chorus (its web UI is embedded; TLS roots are built in).
 COPY --from=build /out/chorus /usr/local/bin/chorus
-COPY --from=build --chown=10001:10001 /out/data /var/lib/chorus
+# The data dir, 0700 and the user's (copied as an entry, so its mode is kept).
+COPY --from=build --chown=10001:10001 /out/state/ /var/lib/
 # A fixed uid without a passwd entry: nothing runs as root.
 USER 10001:10001
 ENV CHORUS_LISTEN=0.0.0.0:7800 \
