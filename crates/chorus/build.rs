@@ -26,17 +26,17 @@ fn main() {
     let (commit, source) = match std::env::var("CHORUS_COMMIT") {
         Ok(commit) if !commit.trim().is_empty() => (commit.trim().to_owned(), "env"),
         _ => {
-            // Rebuilt when HEAD moves: HEAD itself (a checkout), the branch it points at
-            // (a commit) and packed refs. A worktree keeps its HEAD in its own git dir
-            // and the refs in the common one.
+            // Rebuilt when HEAD moves: HEAD itself (a checkout, a detached commit), the
+            // branch refs (a commit; the directory, since a fresh clone's branch is only
+            // in packed-refs until its first commit writes the file) and packed refs. A
+            // worktree keeps its HEAD in its own git dir and the refs in the common one.
             let own = git(&["rev-parse", "--absolute-git-dir"]).map(PathBuf::from);
             let common = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"])
                 .map(PathBuf::from);
-            let branch = git(&["symbolic-ref", "-q", "HEAD"]);
             let mut watched: Vec<PathBuf> = own.iter().map(|d| d.join("HEAD")).collect();
             if let Some(common) = &common {
                 watched.push(common.join("packed-refs"));
-                watched.extend(branch.iter().map(|b| common.join(b)));
+                watched.push(common.join("refs").join("heads"));
             }
             for path in watched.iter().filter(|p| p.exists()) {
                 println!("cargo:rerun-if-changed={}", path.display());

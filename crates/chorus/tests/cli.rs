@@ -261,6 +261,8 @@ async fn users() {
     assert!(err.contains("forbidden"), "{err}");
     let err = admin.run(&["user", "deactivate", "999"]).await.fails(1);
     assert!(err.contains("not_found"), "{err}");
+    let err = admin.run(&["user", "reactivate", "999"]).await.fails(1);
+    assert!(err.contains("not_found"), "{err}");
     let err = admin.run(&["user", "list", "--after", "x"]).await.fails(2);
     assert!(err.contains("invalid value 'x'"), "{err}");
 }
@@ -327,6 +329,14 @@ async fn tokens() {
     assert!(err.contains("unauthorized"), "{err}");
 
     // Errors: an unknown token; another user's without the admin token.
+    let err = alice
+        .run(&["token", "create", "x", "--user", "1"])
+        .await
+        .fails(1);
+    assert!(
+        err.contains("forbidden") || err.contains("not_found"),
+        "{err}"
+    );
     let err = alice.run(&["token", "revoke", "999"]).await.fails(1);
     assert!(err.contains("not_found"), "{err}");
     let err = alice.run(&["token", "list", "--user", "1"]).await.fails(1);
@@ -494,12 +504,25 @@ async fn workspaces_and_members() {
         .await
         .fails(2);
     assert!(err.contains("owner, admin, member, guest"), "{err}");
+    let err = admin
+        .run(&["workspace", "add-member", &ws, "999"])
+        .await
+        .fails(1);
+    assert!(err.contains("not_found"), "{err}");
     let err = admin.run(&["workspace", "create", ""]).await.fails(1);
     assert!(err.contains("bad_request"), "{err}");
     let outsider = admin.json(&["user", "create", "eve"]).await.one();
     let outsider = admin.as_(outsider["token"].as_str().unwrap());
     let err = outsider
         .run(&["member", "list", "--workspace", &ws])
+        .await
+        .fails(1);
+    assert!(
+        err.contains("not_found") || err.contains("forbidden"),
+        "{err}"
+    );
+    let err = outsider
+        .run(&["workspace", "observers", &ws])
         .await
         .fails(1);
     assert!(
@@ -629,6 +652,13 @@ async fn channels_and_dms() {
         .await
         .fails(2);
     assert!(err.contains("unknown Policy"), "{err}");
+    let err = alice
+        .run(&["channel", "on-duty", "999", &bob_id])
+        .await
+        .fails(1);
+    assert!(err.contains("not_found"), "{err}");
+    let err = alice.run(&["channel", "leave", "999"]).await.fails(1);
+    assert!(err.contains("not_found"), "{err}");
     let err = alice.run(&["dm", &ws]).await.fails(2);
     assert!(err.contains("USER_IDS"), "{err}");
 }
