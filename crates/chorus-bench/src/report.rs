@@ -54,9 +54,10 @@ fn cell(v: &Value) -> String {
     }
 }
 
-/// Writes the table, then the JSON lines, to `out`.
-pub fn print(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
-    for group in rows.chunk_by(|a, b| a.scenario == b.scenario) {
+/// Writes the table (when `table`), then the JSON lines, to `out`.
+pub fn print(out: &mut impl Write, rows: &[Row], table: bool) -> std::io::Result<()> {
+    let groups = if table { rows } else { &[] };
+    for group in groups.chunk_by(|a, b| a.scenario == b.scenario) {
         let mut keys: Vec<&str> = Vec::new();
         for row in group {
             for (k, _) in &row.fields {

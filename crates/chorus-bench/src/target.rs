@@ -44,30 +44,32 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// `chorus` next to this executable (both come from `cargo build --release`).
-pub fn default_chorus_bin() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("chorus")))
-        .unwrap_or_else(|| PathBuf::from("chorus"))
+/// How to start the servers under test.
+pub struct Launch {
+    /// The `chorus` binary, run as `chorus serve …`.
+    pub chorus_bin: PathBuf,
+    /// Extra arguments for `chorus serve`.
+    pub server_args: Vec<String>,
+    /// The program and arguments that run the baseline server (then `--listen <addr>`).
+    pub baseline: (PathBuf, Vec<String>),
 }
 
 impl Target {
-    pub async fn start(kind: Kind, chorus_bin: &Path, extra: &[String]) -> anyhow::Result<Self> {
+    pub async fn start(kind: Kind, launch: &Launch) -> anyhow::Result<Self> {
         let addr = free_port()?;
         let data = tempfile::tempdir()?;
+        let (chorus_bin, extra) = (&launch.chorus_bin, &launch.server_args);
         let mut cmd = match kind {
             Kind::Chorus => chorus_command(chorus_bin, addr, data.path(), extra),
             Kind::Baseline => {
-                let mut cmd = Command::new(std::env::current_exe()?);
-                cmd.arg("baseline-server")
-                    .arg("--listen")
-                    .arg(addr.to_string());
+                let (program, args) = &launch.baseline;
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg("--listen").arg(addr.to_string());
                 cmd
             }
         };
         let child = spawn(&mut cmd, kind)?;
-        let command = (kind == Kind::Chorus).then(|| (chorus_bin.to_owned(), extra.to_vec()));
+        let command = (kind == Kind::Chorus).then(|| (chorus_bin.clone(), extra.clone()));
         let target = Self {
             kind,
             addr,
@@ -84,8 +86,7 @@ impl Target {
     /// `nodes` Chorus processes sharing a Redis started here (`redis_server`) and one
     /// database: `database_url`, or a SQLite file in a temp directory.
     pub async fn start_cluster(
-        chorus_bin: &Path,
-        extra: &[String],
+        launch: &Launch,
         nodes: usize,
         redis_server: &Path,
         database_url: Option<&str>,
@@ -121,7 +122,7 @@ impl Target {
         let mut started = Vec::new();
         for i in 0..nodes.max(1) {
             let addr = free_port()?;
-            let child = Command::new(chorus_bin)
+            let child = Command::new(&launch.chorus_bin)
                 .arg("serve")
                 .arg("--data-dir")
                 .arg(data.path().join(format!("node{i}")))
@@ -129,7 +130,7 @@ impl Target {
                 .arg(addr.to_string())
                 .arg("--admin-token")
                 .arg(ADMIN_TOKEN)
-                .args(extra)
+                .args(&launch.server_args)
                 .env("CHORUS_DATABASE_URL", &database)
                 .env("CHORUS_REDIS_URL", &redis_url)
                 .env("CHORUS_LOG", "warn")

@@ -40,7 +40,8 @@ pub use config::Config;
 pub use routes::{app, openapi};
 pub use state::{AppState, Tasks};
 
-/// A built server and, when the admin user was just created, its first token.
+/// A built server and, when the admin user was just created and no admin token is
+/// configured, the admin's first token.
 pub struct Built {
     pub state: AppState,
     pub bootstrap_token: Option<String>,
@@ -103,10 +104,16 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
     if let Some(presence) = cluster_presence {
         chat.spawn_presence_sweeper(presence);
     }
-    let (admin, bootstrap_token) = chat
-        .bootstrap_admin()
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the admin user: {e}"))?;
+    // With an admin token configured, that token is the admin's credential: the admin
+    // user is created without one of its own (nothing to print or write).
+    let (admin, bootstrap_token) = match config.admin_token {
+        Some(_) => (chat.ensure_admin().await, None),
+        None => match chat.bootstrap_admin().await {
+            Ok((admin, token)) => (Ok(admin), token),
+            Err(err) => (Err(err), None),
+        },
+    };
+    let admin = admin.map_err(|e| anyhow::anyhow!("creating the admin user: {e}"))?;
     let auth = Arc::new(auth::Authenticator::new(
         chat.clone(),
         admin.id,

@@ -1,8 +1,10 @@
 //! The `chorus` binary: `serve` runs the server; `openapi` prints the HTTP API's
-//! OpenAPI document; the other subcommands are a CLI over the HTTP API and the realtime
-//! socket (built on `chorus-client`).
+//! OpenAPI document; `bench` runs the benchmarks (`chorus-bench`'s library); the other
+//! subcommands are a CLI over the HTTP API and the realtime socket (built on
+//! `chorus-client`, `cli.rs`).
 
 mod cli;
+mod output;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,10 +14,13 @@ use chorus_server::Config;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// `chorus --version`: the crate version and the commit it was built from (`build.rs`).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CHORUS_COMMIT"), ")");
+
 #[derive(Parser)]
 #[command(
     name = "chorus",
-    version,
+    version = VERSION,
     about = "Realtime collaboration for humans and AI agents"
 )]
 struct Cli {
@@ -32,6 +37,18 @@ enum Command {
     Openapi,
     #[command(flatten)]
     Client(cli::ClientCommand),
+    /// Benchmarks: Chorus against a baseline broadcast server on this machine (the
+    /// same as the `chorus-bench` binary; docs/benchmarks.md).
+    #[command(name = "bench")]
+    Bench(chorus_bench::Cli),
+    /// Print a shell completion script, e.g.
+    /// `chorus completions bash > /etc/bash_completion.d/chorus`,
+    /// `chorus completions zsh > "${fpath[1]}/_chorus"`,
+    /// `chorus completions fish > ~/.config/fish/completions/chorus.fish`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Flags override the environment, which overrides the TOML file, which overrides defaults.
@@ -161,7 +178,21 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(*args).await,
         Command::Openapi => openapi(),
         Command::Client(cmd) => cli::run(cmd).await,
+        Command::Bench(args) => chorus_bench::run(args, chorus_bench::Host::Chorus).await,
+        Command::Completions { shell } => completions(shell),
     }
+}
+
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    // Into a buffer first: `generate` panics on a write error (`… | head`).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "chorus", &mut script);
+    let mut out = std::io::stdout().lock();
+    out.write_all(&script)
+        .and_then(|()| out.flush())
+        .context("writing to stdout")
 }
 
 fn openapi() -> anyhow::Result<()> {

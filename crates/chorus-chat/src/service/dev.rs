@@ -44,7 +44,7 @@ impl Chat {
                 self.create_user_unchecked(create).await?.user
             }
         };
-        let (admin, _) = self.bootstrap_admin().await?;
+        let admin = self.ensure_admin().await?;
         {
             // Two first logins at once must not create two dev workspaces. A tokio mutex:
             // it is held across the setup's writes.

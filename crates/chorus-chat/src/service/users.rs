@@ -193,23 +193,42 @@ impl Chat {
     }
 
     /// Ensures the `admin` user exists. When it is created, so is its first token,
-    /// returned (once) so the operator can be told.
+    /// returned (once) so the operator can be told. For a server without a configured
+    /// admin token: that first token is how the operator gets in.
     pub async fn bootstrap_admin(&self) -> Result<(User, Option<String>)> {
+        self.bootstrap(true).await
+    }
+
+    /// Ensures the `admin` user exists, creating it with no token: for a server whose
+    /// admin token is configured (that token is the admin's credential, there is no
+    /// second one to hand out), and for callers that only need the user.
+    pub async fn ensure_admin(&self) -> Result<User> {
+        Ok(self.bootstrap(false).await?.0)
+    }
+
+    async fn bootstrap(&self, issue_token: bool) -> Result<(User, Option<String>)> {
         if let Some(admin) = self.store.user_by_name(BOOTSTRAP_ADMIN).await? {
             return Ok((admin, None));
         }
         let created = self
-            .create_user_unchecked(CreateUser {
+            .store
+            .create_user(NewUser {
                 name: BOOTSTRAP_ADMIN.into(),
-                display_name: Some("Administrator".into()),
+                display_name: "Administrator".into(),
                 kind: UserKind::Human,
                 webhook_url: None,
-                webhook_secret: None,
-                admin: true,
+                is_admin: true,
             })
             .await;
         match created {
-            Ok(account) => Ok((account.user, Some(account.token))),
+            Ok(admin) => {
+                let token = if issue_token {
+                    Some(self.issue_token(&admin, "default", None).await?.token)
+                } else {
+                    None
+                };
+                Ok((admin, token))
+            }
             // Another node sharing the database created it first.
             Err(ChatError::Conflict(_)) => {
                 let admin = self.store.user_by_name(BOOTSTRAP_ADMIN).await?;
