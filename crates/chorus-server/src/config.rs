@@ -59,6 +59,11 @@ pub struct Config {
     /// Most subscriptions one connection holds through `subscribe` / `resume`.
     pub max_subscriptions: usize,
     pub typing_per_minute: u32,
+    /// A streaming message's roll-up window: appends within it reach readers as one
+    /// `message.delta` (and the stored text is at most this far behind).
+    pub stream_rollup_ms: u64,
+    /// A streaming message nobody appended to for this long is aborted (`idle`).
+    pub stream_idle_ms: u64,
     pub retention_events: usize,
     pub retention_secs: u64,
     /// How long shutdown waits for connections to drain.
@@ -135,6 +140,8 @@ impl Default for Config {
             inbound_burst: engine.inbound_burst,
             max_subscriptions: engine.max_subscriptions,
             typing_per_minute: chat.typing_per_minute,
+            stream_rollup_ms: chat.stream_rollup.as_millis() as u64,
+            stream_idle_ms: chat.stream_idle.as_millis() as u64,
             retention_events: engine.retention.max_events,
             retention_secs: engine.retention.max_age.as_secs(),
             shutdown_grace_ms: 10_000,
@@ -195,6 +202,8 @@ impl Config {
             typing_per_minute: self.typing_per_minute,
             presence_grace: Duration::from_millis(self.presence_grace_ms),
             clock: self.clock,
+            stream_rollup: Duration::from_millis(self.stream_rollup_ms.max(1)),
+            stream_idle: Duration::from_millis(self.stream_idle_ms.max(100)),
             ..ChatConfig::default()
         }
     }

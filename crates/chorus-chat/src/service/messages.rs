@@ -62,7 +62,10 @@ impl Chat {
             self.readable_channel(caller, channel_id).await?;
             return Err(forbidden("join the channel to post in it"));
         }
-        self.check_text(&req.text)?;
+        // A stream may open empty: its text comes with the appends.
+        if !req.streaming || !req.text.trim().is_empty() {
+            self.check_text(&req.text)?;
+        }
         if let Some(key) = &idempotency_key
             && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
         {
@@ -128,6 +131,7 @@ impl Chat {
                     thread_id: req.thread_id,
                     mentions,
                     idempotency_key,
+                    streaming: req.streaming,
                 },
                 events,
             )
@@ -140,6 +144,9 @@ impl Chat {
                 ));
             }
             return Ok((message, false));
+        }
+        if req.streaming {
+            self.hold_stream(&message);
         }
         self.emit_logged(logged).await;
         drop(turn);
@@ -287,7 +294,7 @@ impl Chat {
         Ok((message, channel))
     }
 
-    fn check_text(&self, text: &str) -> Result<()> {
+    pub(crate) fn check_text(&self, text: &str) -> Result<()> {
         if text.trim().is_empty() {
             return Err(bad("text must not be empty"));
         }

@@ -20,6 +20,7 @@ pub mod presence_redis;
 mod reactions;
 mod reads;
 mod realtime;
+mod streams;
 mod tokens;
 mod users;
 mod workspaces;
@@ -63,6 +64,11 @@ pub struct ChatConfig {
     pub presence_grace: Duration,
     /// Where the service reads the time (presence, limits, caches, token expiry).
     pub clock: chorus_realtime::Clock,
+    /// A streaming message's roll-up window: appends within it reach readers as one
+    /// `message.delta`, and the stored text is at most this far behind.
+    pub stream_rollup: Duration,
+    /// A stream nobody appended to for this long is aborted (reason `idle`).
+    pub stream_idle: Duration,
 }
 
 impl Default for ChatConfig {
@@ -73,6 +79,8 @@ impl Default for ChatConfig {
             typing_expires: Duration::from_secs(5),
             presence_grace: Duration::from_secs(3),
             clock: chorus_realtime::Clock::system(),
+            stream_rollup: Duration::from_millis(40),
+            stream_idle: Duration::from_secs(60),
         }
     }
 }
@@ -107,6 +115,8 @@ pub struct Chat {
     background: Background,
     /// Connection ends whose presence bookkeeping is done ([`Chat::closes_handled`]).
     closes_handled: std::sync::atomic::AtomicU64,
+    /// Streaming messages this node holds appends for ([`streams`]).
+    streams: Arc<streams::Streams>,
 }
 
 /// The chat's own tasks (presence grace timers and batches, the token-use writer, the
@@ -163,6 +173,7 @@ impl Chat {
             token_usage: tokens::TokenUsage::new(),
             background,
             closes_handled: std::sync::atomic::AtomicU64::new(0),
+            streams: Arc::default(),
         }
     }
 
@@ -199,6 +210,8 @@ impl Chat {
         self.background.stop.cancel();
         self.background.tasks.close();
         self.background.tasks.wait().await;
+        // Each stream's flusher writes what it holds.
+        self.streams.shutdown().await;
         self.store.close().await;
     }
 
