@@ -37,6 +37,17 @@ pub struct MessageAborted {
     pub reason: String,
 }
 
+/// `channel.loop_guard`: agents stopped being woken in a channel (`state: "held"`,
+/// `reason`: `agent_messages`, too many agent messages without a person's in between,
+/// or `per_minute`), or are woken again (`state: "released"`, `reason: "person_wrote"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LoopGuard {
+    pub channel_id: ChannelId,
+    pub state: String,
+    pub reason: String,
+}
+
 /// `message.deleted`: the message remains as a tombstone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -249,6 +260,8 @@ pub enum Event {
     ChannelCreated(Channel),
     #[serde(rename = "channel.updated")]
     ChannelUpdated(Channel),
+    #[serde(rename = "channel.loop_guard")]
+    ChannelLoopGuard(LoopGuard),
     #[serde(rename = "channel.joined")]
     ChannelJoined(ChannelJoined),
     #[serde(rename = "channel.left")]

@@ -64,6 +64,11 @@ pub struct Config {
     pub stream_rollup_ms: u64,
     /// A streaming message nobody appended to for this long is aborted (`idle`).
     pub stream_idle_ms: u64,
+    /// Loop guard: agent messages in a row in a channel (no person's in between) after
+    /// which agents are no longer woken there until a person writes; 0: off.
+    pub loop_guard_run: u32,
+    /// Loop guard: agent messages per minute in a channel, likewise; 0: off.
+    pub loop_guard_per_minute: u32,
     pub retention_events: usize,
     pub retention_secs: u64,
     /// How long shutdown waits for connections to drain.
@@ -142,6 +147,8 @@ impl Default for Config {
             typing_per_minute: chat.typing_per_minute,
             stream_rollup_ms: chat.stream_rollup.as_millis() as u64,
             stream_idle_ms: chat.stream_idle.as_millis() as u64,
+            loop_guard_run: chat.loop_guard_run,
+            loop_guard_per_minute: chat.loop_guard_per_minute,
             retention_events: engine.retention.max_events,
             retention_secs: engine.retention.max_age.as_secs(),
             shutdown_grace_ms: 10_000,
@@ -204,6 +211,8 @@ impl Config {
             clock: self.clock,
             stream_rollup: Duration::from_millis(self.stream_rollup_ms.max(1)),
             stream_idle: Duration::from_millis(self.stream_idle_ms.max(100)),
+            loop_guard_run: self.loop_guard_run,
+            loop_guard_per_minute: self.loop_guard_per_minute,
             ..ChatConfig::default()
         }
     }

@@ -1110,6 +1110,10 @@ export interface components {
             /** @enum {string} */
             type: "channel.updated";
         } | {
+            data: components["schemas"]["LoopGuard"];
+            /** @enum {string} */
+            type: "channel.loop_guard";
+        } | {
             data: components["schemas"]["ChannelJoined"];
             /** @enum {string} */
             type: "channel.joined";
@@ -1178,6 +1182,16 @@ export interface components {
          * @enum {string}
          */
         KeyPermission: "publish" | "stats:read";
+        /**
+         * @description `channel.loop_guard`: agents stopped being woken in a channel (`state: "held"`,
+         *     `reason`: `agent_messages`, too many agent messages without a person's in between,
+         *     or `per_minute`), or are woken again (`state: "released"`, `reason: "person_wrote"`).
+         */
+        LoopGuard: {
+            channel_id: components["schemas"]["ChannelId"];
+            reason: string;
+            state: string;
+        };
         /** @description `PUT /api/v1/channels/{id}/read`. */
         MarkRead: {
             /** @description The last message read: any message of the channel (a thread reply too). */

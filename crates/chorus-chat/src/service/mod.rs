@@ -12,6 +12,7 @@ mod events;
 pub use events::StoreLog;
 mod gate;
 pub mod keys;
+mod loop_guard;
 mod messages;
 mod pins;
 pub mod presence;
@@ -69,6 +70,11 @@ pub struct ChatConfig {
     pub stream_rollup: Duration,
     /// A stream nobody appended to for this long is aborted (reason `idle`).
     pub stream_idle: Duration,
+    /// Loop guard: agent-authored messages in a row (no person's in between) after
+    /// which agents are no longer woken in that channel until a person writes; 0: off.
+    pub loop_guard_run: u32,
+    /// Loop guard: agent-authored messages per minute in a channel, likewise; 0: off.
+    pub loop_guard_per_minute: u32,
 }
 
 impl Default for ChatConfig {
@@ -81,6 +87,8 @@ impl Default for ChatConfig {
             clock: chorus_realtime::Clock::system(),
             stream_rollup: Duration::from_millis(40),
             stream_idle: Duration::from_secs(60),
+            loop_guard_run: 20,
+            loop_guard_per_minute: 60,
         }
     }
 }
@@ -117,6 +125,8 @@ pub struct Chat {
     closes_handled: std::sync::atomic::AtomicU64,
     /// Streaming messages this node holds appends for ([`streams`]).
     streams: Arc<streams::Streams>,
+    /// Agent messages counted per channel ([`loop_guard`]).
+    loop_guards: loop_guard::LoopGuards,
 }
 
 /// The chat's own tasks (presence grace timers and batches, the token-use writer, the
@@ -174,6 +184,7 @@ impl Chat {
             background,
             closes_handled: std::sync::atomic::AtomicU64::new(0),
             streams: Arc::default(),
+            loop_guards: loop_guard::LoopGuards::default(),
         }
     }
 
