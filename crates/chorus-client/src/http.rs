@@ -523,33 +523,6 @@ pub(crate) fn base_url_with_slash(base_url: &str) -> Result<Url> {
     Ok(url)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_join_under_any_prefix() {
-        let base = base_url_with_slash("http://h:1/chorus").expect("valid");
-        assert_eq!(
-            base.join("api/v1/me").expect("joins").as_str(),
-            "http://h:1/chorus/api/v1/me"
-        );
-        let base = base_url_with_slash("http://h:1").expect("valid");
-        assert_eq!(
-            base.join("api/v1/me").expect("joins").as_str(),
-            "http://h:1/api/v1/me"
-        );
-        assert!(base_url_with_slash("mailto:x@y").is_err());
-    }
-
-    #[test]
-    fn scopes_are_one_path_segment() {
-        assert_eq!(encode_segment("channel:12"), "channel%3A12");
-        assert_eq!(encode_segment("topic:a/b c?"), "topic%3Aa%2Fb%20c%3F");
-        assert_eq!(encode_segment("topic:é"), "topic%3A%C3%A9");
-    }
-}
-
 /// Writes a streaming message: [`append`](Self::append) as often as tokens come; the
 /// writer sends what piled up at most once per [`interval`](Self::with_interval)
 /// (default 50 ms), so a model's tokens cost a few requests a second, not one each.
@@ -633,5 +606,32 @@ impl StreamWriter {
     pub async fn abort(mut self, reason: &str) -> Result<Message> {
         self.flush().await?;
         self.client.abort_message(self.message.id, reason).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_join_under_any_prefix() {
+        let base = base_url_with_slash("http://h:1/chorus").expect("valid");
+        assert_eq!(
+            base.join("api/v1/me").expect("joins").as_str(),
+            "http://h:1/chorus/api/v1/me"
+        );
+        let base = base_url_with_slash("http://h:1").expect("valid");
+        assert_eq!(
+            base.join("api/v1/me").expect("joins").as_str(),
+            "http://h:1/api/v1/me"
+        );
+        assert!(base_url_with_slash("mailto:x@y").is_err());
+    }
+
+    #[test]
+    fn scopes_are_one_path_segment() {
+        assert_eq!(encode_segment("channel:12"), "channel%3A12");
+        assert_eq!(encode_segment("topic:a/b c?"), "topic%3Aa%2Fb%20c%3F");
+        assert_eq!(encode_segment("topic:é"), "topic%3A%C3%A9");
     }
 }
