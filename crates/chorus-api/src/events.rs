@@ -10,6 +10,44 @@ use crate::model::{
     UserProfile, Workspace, WorkspaceId,
 };
 
+/// `message.delta`: text appended to a streaming message during one roll-up window.
+/// Ephemeral (never replayed); `seq` counts a message's deltas from 1 without gaps, so
+/// a reader that sees a gap (or joins mid-stream) fetches the message, whose `seq`
+/// says which deltas its `text` already includes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageDelta {
+    pub id: MessageId,
+    pub channel_id: ChannelId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub thread_id: Option<MessageId>,
+    pub seq: u64,
+    /// The text to add to the end of the message.
+    pub text: String,
+}
+
+/// `message.aborted`: a stream ended without completing; `message` holds the text
+/// appended until then (state `aborted`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageAborted {
+    pub message: Message,
+    /// The author's reason, `idle` (no append for the idle timeout), or `cancelled`.
+    pub reason: String,
+}
+
+/// `channel.loop_guard`: agents stopped being woken in a channel (`state: "held"`,
+/// `reason`: `agent_messages`, too many agent messages without a person's in between,
+/// or `per_minute`), or are woken again (`state: "released"`, `reason: "person_wrote"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LoopGuard {
+    pub channel_id: ChannelId,
+    pub state: String,
+    pub reason: String,
+}
+
 /// `message.deleted`: the message remains as a tombstone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -198,6 +236,12 @@ pub enum Event {
     MessageUpdated(Message),
     #[serde(rename = "message.deleted")]
     MessageDeleted(MessageDeleted),
+    #[serde(rename = "message.delta")]
+    MessageDelta(MessageDelta),
+    #[serde(rename = "message.completed")]
+    MessageCompleted(Message),
+    #[serde(rename = "message.aborted")]
+    MessageAborted(MessageAborted),
     #[serde(rename = "message.pinned")]
     MessagePinned(Pin),
     #[serde(rename = "message.unpinned")]
@@ -216,6 +260,8 @@ pub enum Event {
     ChannelCreated(Channel),
     #[serde(rename = "channel.updated")]
     ChannelUpdated(Channel),
+    #[serde(rename = "channel.loop_guard")]
+    ChannelLoopGuard(LoopGuard),
     #[serde(rename = "channel.joined")]
     ChannelJoined(ChannelJoined),
     #[serde(rename = "channel.left")]

@@ -152,6 +152,22 @@ text_enum!(
 );
 
 text_enum!(
+    /// Where a message's text stands: `complete` (every message not streamed, and a
+    /// stream its author completed), `streaming` (its author is still appending), or
+    /// `aborted` (the stream was ended without completing: by its author, a cancel, or
+    /// the server after it stayed idle; its text is what was appended until then).
+    MessageState { Complete = "complete", Streaming = "streaming", Aborted = "aborted" }
+);
+
+// `text_enum!` takes no attributes on variants (`#[default]`).
+#[allow(clippy::derivable_impls)]
+impl Default for MessageState {
+    fn default() -> Self {
+        Self::Complete
+    }
+}
+
+text_enum!(
     /// Where a webhook delivery stands: `pending` (queued or between retries),
     /// `delivered` (the receiver answered 2xx; never sent again), `failed` (gave up),
     /// `refused` (the target is not allowed, e.g. a private address: nothing was sent,
@@ -421,6 +437,17 @@ pub struct Message {
     pub reactions: Vec<ReactionSummary>,
     /// Whether the message is pinned in its channel.
     pub pinned: bool,
+    /// `streaming` while its author appends to it; see [`MessageState`].
+    #[serde(default)]
+    pub state: MessageState,
+    /// For a streamed message: the `seq` of the last roll-up its `text` includes (the
+    /// last `message.delta` it was sent in). Absent (0) for messages never streamed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -225,6 +225,11 @@ pub struct SendMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub thread_id: Option<MessageId>,
+    /// Open the message as a stream (state `streaming`): its author then appends to it
+    /// (`POST /api/v1/messages/{id}/append`, or the WebSocket op `append`) and ends it
+    /// with `complete` or `abort`. `text` may then be empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub streaming: bool,
 }
 
 impl SendMessage {
@@ -233,8 +238,54 @@ impl SendMessage {
         Self {
             text: text.into(),
             thread_id: None,
+            streaming: false,
         }
     }
+
+    /// A top-level message opened as a stream, starting with `text` (may be empty).
+    pub fn streaming(text: impl Into<String>) -> Self {
+        Self {
+            streaming: true,
+            ..Self::new(text)
+        }
+    }
+}
+
+/// `POST /api/v1/messages/{id}/append`: text to add to a streaming message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppendText {
+    pub text: String,
+}
+
+/// `POST /api/v1/messages/{id}/complete`: ends a stream. With `text`, that becomes
+/// the message's whole text (replacing what was appended).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CompleteMessage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub text: Option<String>,
+}
+
+/// `POST /api/v1/messages/{id}/abort`: ends a stream without completing it; the text
+/// appended so far stays.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AbortMessage {
+    /// Why (at most 200 bytes); shown to readers with `message.aborted`.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// What `POST /api/v1/messages/{id}/append` (and the WebSocket op `append`) accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Appended {
+    pub message_id: MessageId,
+    /// The message's text length in bytes with this append (what readers will have
+    /// once the next roll-up is out).
+    pub bytes: u64,
 }
 
 /// `GET /api/v1/channels/{id}/messages`; every field optional.

@@ -223,6 +223,7 @@ fn new_message(ch: ChannelId, author: UserId, text: &str) -> NewMessage {
         thread_id: None,
         mentions: Vec::new(),
         idempotency_key: None,
+        streaming: false,
     }
 }
 
@@ -1431,6 +1432,7 @@ async fn idempotent_send(store: Arc<dyn Store>) {
     store.add_channel_member(ch.id, bob.id).await.unwrap();
     let keyed = |author: UserId, text: &str, key: &str| NewMessage {
         idempotency_key: Some(key.into()),
+        streaming: false,
         mentions: vec![bob.id],
         ..new_message(ch.id, author, text)
     };

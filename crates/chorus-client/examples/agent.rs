@@ -64,8 +64,8 @@ impl Agent {
             return Ok(None);
         }
         let reply = SendMessage {
-            text: self.answer(&author, &message),
             thread_id: message.thread_id,
+            ..SendMessage::new(self.answer(&author, &message))
         };
         let sent = self
             .client

@@ -380,6 +380,48 @@ impl Client {
         .await
     }
 
+    /// Opens a streaming message in `channel` (`req.streaming` is set for you) and
+    /// returns a [`StreamWriter`] that batches appends.
+    pub async fn open_stream(&self, channel: ChannelId, req: &SendMessage) -> Result<StreamWriter> {
+        let req = SendMessage {
+            streaming: true,
+            ..req.clone()
+        };
+        let sent = self.send_message(channel, &req, None).await?;
+        Ok(StreamWriter::new(self.clone(), sent.message))
+    }
+
+    /// Adds `text` to the end of the caller's streaming message (one request; see
+    /// [`StreamWriter`] to batch many small appends).
+    pub async fn append_message(&self, id: MessageId, text: &str) -> Result<Appended> {
+        let path = format!("api/v1/messages/{id}/append");
+        let body = AppendText {
+            text: text.to_owned(),
+        };
+        self.json(self.request(Method::POST, &path)?.json(&body))
+            .await
+    }
+
+    /// Ends the caller's stream; with `text`, that becomes its whole text.
+    pub async fn complete_message(&self, id: MessageId, text: Option<&str>) -> Result<Message> {
+        let path = format!("api/v1/messages/{id}/complete");
+        let body = CompleteMessage {
+            text: text.map(str::to_owned),
+        };
+        self.json(self.request(Method::POST, &path)?.json(&body))
+            .await
+    }
+
+    /// Ends a stream without completing it (its author, or a workspace admin).
+    pub async fn abort_message(&self, id: MessageId, reason: &str) -> Result<Message> {
+        let path = format!("api/v1/messages/{id}/abort");
+        let body = AbortMessage {
+            reason: reason.to_owned(),
+        };
+        self.json(self.request(Method::POST, &path)?.json(&body))
+            .await
+    }
+
     /// Deletes a message, which remains as a tombstone.
     pub async fn delete_message(&self, id: MessageId) -> Result<Message> {
         let path = format!("api/v1/messages/{id}");
@@ -479,6 +521,92 @@ pub(crate) fn base_url_with_slash(base_url: &str) -> Result<Url> {
         url.set_path(&path);
     }
     Ok(url)
+}
+
+/// Writes a streaming message: [`append`](Self::append) as often as tokens come; the
+/// writer sends what piled up at most once per [`interval`](Self::with_interval)
+/// (default 50 ms), so a model's tokens cost a few requests a second, not one each.
+/// End with [`complete`](Self::complete) or [`abort`](Self::abort) (which send what is
+/// still buffered first); a writer dropped without either leaves the message
+/// streaming until the server aborts it as idle.
+pub struct StreamWriter {
+    client: Client,
+    message: Message,
+    pending: String,
+    last_sent: Option<tokio::time::Instant>,
+    interval: Duration,
+    requests: u64,
+}
+
+impl StreamWriter {
+    fn new(client: Client, message: Message) -> Self {
+        Self {
+            client,
+            message,
+            pending: String::new(),
+            last_sent: None,
+            interval: Duration::from_millis(50),
+            requests: 0,
+        }
+    }
+
+    /// Sends at most once per `interval`.
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// The message as opened.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// How many append requests were sent so far.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// Buffers `text`; sends the buffer when the last send is `interval` old.
+    pub async fn append(&mut self, text: &str) -> Result<()> {
+        self.pending.push_str(text);
+        let due = self
+            .last_sent
+            .is_none_or(|at| at.elapsed() >= self.interval);
+        if due { self.flush().await } else { Ok(()) }
+    }
+
+    /// Sends what is buffered now.
+    pub async fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .append_message(self.message.id, &self.pending)
+            .await?;
+        self.requests += 1;
+        self.pending.clear();
+        self.last_sent = Some(tokio::time::Instant::now());
+        Ok(())
+    }
+
+    /// Sends what is buffered and completes the message; returns it.
+    pub async fn complete(mut self) -> Result<Message> {
+        self.flush().await?;
+        self.client.complete_message(self.message.id, None).await
+    }
+
+    /// Completes the message with `text` as its whole text (the buffer is dropped).
+    pub async fn complete_with(self, text: &str) -> Result<Message> {
+        self.client
+            .complete_message(self.message.id, Some(text))
+            .await
+    }
+
+    /// Sends what is buffered and aborts the message; returns it.
+    pub async fn abort(mut self, reason: &str) -> Result<Message> {
+        self.flush().await?;
+        self.client.abort_message(self.message.id, reason).await
+    }
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ pub use chorus_proto::{
     AckFrame, CloseCode, ErrorCode, EventFrame, FrameId, HelloFrame, ScopeResume,
 };
 pub use error::{Error, Result};
-pub use http::{Client, Opened, Sent};
+pub use http::{Client, Opened, Sent, StreamWriter};
 pub use model::*;
 pub use realtime::{Backoff, ConnectionState, Disconnect, Options, RESUME_GAP, Realtime};
 pub use reqwest::StatusCode;

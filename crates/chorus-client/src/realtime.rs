@@ -1642,7 +1642,12 @@ impl Driver {
                         }
                     }
                 }
-                ClientOp::Typing { .. } | ClientOp::Ping | ClientOp::Refresh { .. } => {}
+                ClientOp::Typing { .. }
+                | ClientOp::Ping
+                | ClientOp::Refresh { .. }
+                | ClientOp::Append { .. }
+                | ClientOp::Complete { .. }
+                | ClientOp::Abort { .. } => {}
             }
         }
         match pending.origin {

@@ -353,3 +353,65 @@ async fn a_scopes_events_are_read_page_by_page_as_the_socket_delivers_them() {
         .expect_err("another user's scope");
     assert_eq!(err.code(), Some(ErrorCode::Forbidden), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_stream_writer_batches_appends_and_completes() {
+    let w = world().await;
+    let mut writer = w
+        .bob
+        .open_stream(w.general.id, &SendMessage::new(""))
+        .await
+        .expect("open");
+    assert_eq!(
+        writer.message().state,
+        chorus_client::MessageState::Streaming
+    );
+    let mut expected = String::new();
+    for i in 0..200 {
+        let token = format!("t{i} ");
+        expected.push_str(&token);
+        writer.append(&token).await.expect("append");
+    }
+    // 200 tokens appended at once: the first is sent, the rest wait for the interval.
+    assert!(writer.requests() < 10, "{} requests", writer.requests());
+    let id = writer.message().id;
+    let done = writer.complete().await.expect("complete");
+    assert_eq!(done.text, expected);
+    assert_eq!(done.state, chorus_client::MessageState::Complete);
+    // Writing to it again is a conflict; someone else's stream is forbidden.
+    let err = w.bob.append_message(id, "x").await.expect_err("ended");
+    assert!(
+        matches!(
+            err,
+            Error::Api {
+                code: ErrorCode::Conflict,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let writer = w
+        .bob
+        .open_stream(w.general.id, &SendMessage::new("partial"))
+        .await
+        .expect("open");
+    let other = writer.message().id;
+    let err = w
+        .alice
+        .append_message(other, "x")
+        .await
+        .expect_err("not hers");
+    assert!(
+        matches!(
+            err,
+            Error::Api {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let aborted = writer.abort("changed my mind").await.expect("abort");
+    assert_eq!(aborted.state, chorus_client::MessageState::Aborted);
+    assert_eq!(aborted.text, "partial");
+}

@@ -518,8 +518,8 @@ impl ChorusMcp {
         }
         let agent = self.agent(ctx).await?;
         let request = SendMessage {
-            text: args.text,
             thread_id: args.thread_id.map(MessageId),
+            ..SendMessage::new(args.text)
         };
         let sent = agent
             .client

@@ -55,6 +55,42 @@ pub enum ClientOp {
     Refresh {
         token: String,
     },
+    /// Add text to the end of one's own streaming message (acked once accepted; it
+    /// reaches readers with the next roll-up, `message.delta`).
+    Append {
+        message_id: i64,
+        text: String,
+    },
+    /// End one's own stream; with `text`, that becomes the whole text.
+    Complete {
+        message_id: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+    },
+    /// End a stream without completing it.
+    Abort {
+        message_id: i64,
+        #[serde(default)]
+        reason: String,
+    },
+}
+
+/// The ops about streaming messages, which the engine hands to the application
+/// (`SessionHooks::stream`) as they are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamOp {
+    Append {
+        message_id: i64,
+        text: String,
+    },
+    Complete {
+        message_id: i64,
+        text: Option<String>,
+    },
+    Abort {
+        message_id: i64,
+        reason: String,
+    },
 }
 
 impl ClientOp {
@@ -66,6 +102,9 @@ impl ClientOp {
             Self::Typing { .. } => "typing",
             Self::Ping => "ping",
             Self::Refresh { .. } => "refresh",
+            Self::Append { .. } => "append",
+            Self::Complete { .. } => "complete",
+            Self::Abort { .. } => "abort",
         }
     }
 }
@@ -77,6 +116,9 @@ const KNOWN_OPS: &[&str] = &[
     "typing",
     "ping",
     "refresh",
+    "append",
+    "complete",
+    "abort",
 ];
 
 /// Why a frame could not be decoded, with the frame id when one could be read.
@@ -186,6 +228,12 @@ mod tests {
         assert!(matches!(f.op, ClientOp::Typing { .. }));
         let f = decode_client_frame(r#"{"op":"unsubscribe","scope":"x:1"}"#).expect("valid");
         assert!(matches!(f.op, ClientOp::Unsubscribe { .. }));
+        let f = decode_client_frame(r#"{"op":"append","message_id":4,"text":"a"}"#).expect("valid");
+        assert!(matches!(f.op, ClientOp::Append { message_id: 4, .. }));
+        let f = decode_client_frame(r#"{"op":"complete","message_id":4}"#).expect("valid");
+        assert!(matches!(f.op, ClientOp::Complete { text: None, .. }));
+        let f = decode_client_frame(r#"{"op":"abort","message_id":4}"#).expect("valid");
+        assert!(matches!(f.op, ClientOp::Abort { .. }));
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum HookError {
     RateLimited(String),
     #[error("{0}")]
     Internal(String),
+    /// Any other refusal, with its wire code (e.g. `conflict`, `payload_too_large`).
+    #[error("{1}")]
+    Coded(ErrorCode, String),
 }
 
 impl HookError {
@@ -31,6 +34,7 @@ impl HookError {
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::RateLimited(_) => ErrorCode::RateLimited,
             Self::Internal(_) => ErrorCode::Internal,
+            Self::Coded(code, _) => *code,
         }
     }
 }
@@ -66,6 +70,13 @@ pub trait SessionHooks: Send + Sync + 'static {
     async fn refresh(&self, _user: UserKey, _token: &str) -> Result<SessionAuth, HookError> {
         Err(HookError::BadRequest(
             "this server does not refresh connections".into(),
+        ))
+    }
+
+    /// A streaming-message op (`append`, `complete`, `abort`) from `user`.
+    async fn stream(&self, _user: UserKey, _op: chorus_proto::StreamOp) -> Result<(), HookError> {
+        Err(HookError::BadRequest(
+            "this server has no streaming messages".into(),
         ))
     }
 

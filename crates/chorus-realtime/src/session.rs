@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use chorus_proto::{
     AckFrame, ClientOp, CloseCode, ErrorCode, ErrorFrame, FrameId, HelloFrame, PROTOCOL_VERSION,
-    ServerFrame, decode_client_frame,
+    ServerFrame, StreamOp, decode_client_frame,
 };
 use futures_util::{SinkExt, StreamExt};
 use governor::middleware::NoOpMiddleware;
@@ -456,6 +456,16 @@ impl Session {
                 .await
                 .map(|()| ack())
                 .map_err(|e| (e.code(), e.to_string())),
+            ClientOp::Append { message_id, text } => {
+                self.stream_op(StreamOp::Append { message_id, text }).await
+            }
+            ClientOp::Complete { message_id, text } => {
+                self.stream_op(StreamOp::Complete { message_id, text })
+                    .await
+            }
+            ClientOp::Abort { message_id, reason } => {
+                self.stream_op(StreamOp::Abort { message_id, reason }).await
+            }
         };
         match (result, id) {
             (Ok(body), Some(id)) => self.reply(encode(&ServerFrame::Ack(AckFrame { id, ..body }))),
@@ -466,6 +476,15 @@ impl Session {
             }
         }
         None
+    }
+
+    /// A streaming-message op: the application's ([`SessionHooks::stream`]).
+    async fn stream_op(&self, op: StreamOp) -> Result<AckFrame, (ErrorCode, String)> {
+        self.hooks
+            .stream(self.conn.user, op)
+            .await
+            .map(|()| ack())
+            .map_err(|e| (e.code(), e.to_string()))
     }
 
     async fn subscribe(

@@ -59,6 +59,16 @@ pub struct Config {
     /// Most subscriptions one connection holds through `subscribe` / `resume`.
     pub max_subscriptions: usize,
     pub typing_per_minute: u32,
+    /// A streaming message's roll-up window: appends within it reach readers as one
+    /// `message.delta` (and the stored text is at most this far behind).
+    pub stream_rollup_ms: u64,
+    /// A streaming message nobody appended to for this long is aborted (`idle`).
+    pub stream_idle_ms: u64,
+    /// Loop guard: agent messages in a row in a channel (no person's in between) after
+    /// which agents are no longer woken there until a person writes; 0: off.
+    pub loop_guard_run: u32,
+    /// Loop guard: agent messages per minute in a channel, likewise; 0: off.
+    pub loop_guard_per_minute: u32,
     pub retention_events: usize,
     pub retention_secs: u64,
     /// How long shutdown waits for connections to drain.
@@ -135,6 +145,10 @@ impl Default for Config {
             inbound_burst: engine.inbound_burst,
             max_subscriptions: engine.max_subscriptions,
             typing_per_minute: chat.typing_per_minute,
+            stream_rollup_ms: chat.stream_rollup.as_millis() as u64,
+            stream_idle_ms: chat.stream_idle.as_millis() as u64,
+            loop_guard_run: chat.loop_guard_run,
+            loop_guard_per_minute: chat.loop_guard_per_minute,
             retention_events: engine.retention.max_events,
             retention_secs: engine.retention.max_age.as_secs(),
             shutdown_grace_ms: 10_000,
@@ -195,6 +209,10 @@ impl Config {
             typing_per_minute: self.typing_per_minute,
             presence_grace: Duration::from_millis(self.presence_grace_ms),
             clock: self.clock,
+            stream_rollup: Duration::from_millis(self.stream_rollup_ms.max(1)),
+            stream_idle: Duration::from_millis(self.stream_idle_ms.max(100)),
+            loop_guard_run: self.loop_guard_run,
+            loop_guard_per_minute: self.loop_guard_per_minute,
             ..ChatConfig::default()
         }
     }

@@ -54,6 +54,10 @@ impl SessionHooks for ServerHooks {
         }
     }
 
+    async fn stream(&self, user: UserKey, op: chorus_proto::StreamOp) -> Result<(), HookError> {
+        self.chat.stream(user, op).await
+    }
+
     async fn connected(&self, user: UserKey, first: bool) {
         self.chat.connected(user, first).await;
     }

@@ -101,6 +101,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         cluster_presence = Some(presence);
     }
     let chat = Arc::new(chat);
+    chat.spawn_stream_sweeper();
     if let Some(presence) = cluster_presence {
         chat.spawn_presence_sweeper(presence);
     }

@@ -116,6 +116,18 @@ struct ServeArgs {
     max_subscriptions: Option<usize>,
     #[arg(long, env = "CHORUS_TYPING_PER_MINUTE")]
     typing_per_minute: Option<u32>,
+    /// Streaming messages: the roll-up window (ms) and the idle time (ms) after which
+    /// the server aborts a stream.
+    #[arg(long, env = "CHORUS_STREAM_ROLLUP_MS")]
+    stream_rollup_ms: Option<u64>,
+    #[arg(long, env = "CHORUS_STREAM_IDLE_MS")]
+    stream_idle_ms: Option<u64>,
+    /// Loop guard: agent messages in a row, and per minute, in a channel before agents
+    /// stop being woken there (until a person writes); 0 = off.
+    #[arg(long, env = "CHORUS_LOOP_GUARD_RUN")]
+    loop_guard_run: Option<u32>,
+    #[arg(long, env = "CHORUS_LOOP_GUARD_PER_MINUTE")]
+    loop_guard_per_minute: Option<u32>,
     #[arg(long, env = "CHORUS_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
     /// Log as JSON lines.
@@ -160,6 +172,10 @@ impl ServeArgs {
             inbound_burst,
             max_subscriptions,
             typing_per_minute,
+            stream_rollup_ms,
+            stream_idle_ms,
+            loop_guard_run,
+            loop_guard_per_minute,
             database_pool_size
         );
         set_opt!(database_url, redis_url, admin_token, jwt_secret);

@@ -252,6 +252,64 @@ export interface paths {
         patch: operations["edit_message"];
         trace?: never;
     };
+    "/api/v1/messages/{id}/abort": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * End a stream without completing it (its author or a workspace admin); the text
+         *     appended so far stays (state `aborted`).
+         */
+        post: operations["abort_message"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/messages/{id}/append": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Add text to the end of the caller's streaming message. Accepted at once; readers get
+         *     it with the next roll-up (`message.delta`). 409 when the message is not streaming,
+         *     413 when the text would pass `max_message_bytes`.
+         */
+        post: operations["append_message"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/messages/{id}/complete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** End the caller's stream (state `complete`); with `text`, that becomes the whole text. */
+        post: operations["complete_message"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/messages/{id}/pin": {
         parameters: {
             query?: never;
@@ -793,6 +851,14 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * @description `POST /api/v1/messages/{id}/abort`: ends a stream without completing it; the text
+         *     appended so far stays.
+         */
+        AbortMessage: {
+            /** @description Why (at most 200 bytes); shown to readers with `message.aborted`. */
+            reason?: string;
+        };
         /** @description `POST /api/v1/channels/{id}/members`. */
         AddChannelMember: {
             user_id: components["schemas"]["UserId"];
@@ -811,6 +877,20 @@ export interface components {
             /** @description When it was last used, to within about a minute (absent: not yet). */
             last_used_at?: components["schemas"]["Timestamp"];
             name: string;
+        };
+        /** @description `POST /api/v1/messages/{id}/append`: text to add to a streaming message. */
+        AppendText: {
+            text: string;
+        };
+        /** @description What `POST /api/v1/messages/{id}/append` (and the WebSocket op `append`) accepted. */
+        Appended: {
+            /**
+             * Format: int64
+             * @description The message's text length in bytes with this append (what readers will have
+             *     once the next roll-up is out).
+             */
+            bytes: number;
+            message_id: components["schemas"]["MessageId"];
         };
         Channel: {
             created_at: components["schemas"]["Timestamp"];
@@ -867,6 +947,13 @@ export interface components {
              * @description Of those, the ones that mention the caller.
              */
             unread_mentions: number;
+        };
+        /**
+         * @description `POST /api/v1/messages/{id}/complete`: ends a stream. With `text`, that becomes
+         *     the message's whole text (replacing what was appended).
+         */
+        CompleteMessage: {
+            text?: string;
         };
         /** @description `POST /api/v1/workspaces/{id}/channels`. */
         CreateChannel: {
@@ -975,6 +1062,18 @@ export interface components {
             /** @enum {string} */
             type: "message.deleted";
         } | {
+            data: components["schemas"]["MessageDelta"];
+            /** @enum {string} */
+            type: "message.delta";
+        } | {
+            data: components["schemas"]["Message"];
+            /** @enum {string} */
+            type: "message.completed";
+        } | {
+            data: components["schemas"]["MessageAborted"];
+            /** @enum {string} */
+            type: "message.aborted";
+        } | {
             data: components["schemas"]["Pin"];
             /** @enum {string} */
             type: "message.pinned";
@@ -1010,6 +1109,10 @@ export interface components {
             data: components["schemas"]["Channel"];
             /** @enum {string} */
             type: "channel.updated";
+        } | {
+            data: components["schemas"]["LoopGuard"];
+            /** @enum {string} */
+            type: "channel.loop_guard";
         } | {
             data: components["schemas"]["ChannelJoined"];
             /** @enum {string} */
@@ -1079,6 +1182,16 @@ export interface components {
          * @enum {string}
          */
         KeyPermission: "publish" | "stats:read";
+        /**
+         * @description `channel.loop_guard`: agents stopped being woken in a channel (`state: "held"`,
+         *     `reason`: `agent_messages`, too many agent messages without a person's in between,
+         *     or `per_minute`), or are woken again (`state: "released"`, `reason: "person_wrote"`).
+         */
+        LoopGuard: {
+            channel_id: components["schemas"]["ChannelId"];
+            reason: string;
+            state: string;
+        };
         /** @description `PUT /api/v1/channels/{id}/read`. */
         MarkRead: {
             /** @description The last message read: any message of the channel (a thread reply too). */
@@ -1126,9 +1239,26 @@ export interface components {
              *     nobody replied to). Deleted replies are not counted.
              */
             reply_count: number;
+            /**
+             * Format: int64
+             * @description For a streamed message: the `seq` of the last roll-up its `text` includes (the
+             *     last `message.delta` it was sent in). Absent (0) for messages never streamed.
+             */
+            seq?: number;
+            /** @description `streaming` while its author appends to it; see [`MessageState`]. */
+            state?: components["schemas"]["MessageState"];
             text: string;
             /** @description The root message when this is a thread reply. */
             thread_id?: components["schemas"]["MessageId"];
+        };
+        /**
+         * @description `message.aborted`: a stream ended without completing; `message` holds the text
+         *     appended until then (state `aborted`).
+         */
+        MessageAborted: {
+            message: components["schemas"]["Message"];
+            /** @description The author's reason, `idle` (no append for the idle timeout), or `cancelled`. */
+            reason: string;
         };
         /** @description `message.deleted`: the message remains as a tombstone. */
         MessageDeleted: {
@@ -1137,10 +1267,33 @@ export interface components {
             thread_id?: components["schemas"]["MessageId"];
         };
         /**
+         * @description `message.delta`: text appended to a streaming message during one roll-up window.
+         *     Ephemeral (never replayed); `seq` counts a message's deltas from 1 without gaps, so
+         *     a reader that sees a gap (or joins mid-stream) fetches the message, whose `seq`
+         *     says which deltas its `text` already includes.
+         */
+        MessageDelta: {
+            channel_id: components["schemas"]["ChannelId"];
+            id: components["schemas"]["MessageId"];
+            /** Format: int64 */
+            seq: number;
+            /** @description The text to add to the end of the message. */
+            text: string;
+            thread_id?: components["schemas"]["MessageId"];
+        };
+        /**
          * Format: int64
          * @description A message's id; ids grow with time within a channel.
          */
         MessageId: number;
+        /**
+         * @description Where a message's text stands: `complete` (every message not streamed, and a
+         *     stream its author completed), `streaming` (its author is still appending), or
+         *     `aborted` (the stream was ended without completing: by its author, a cancel, or
+         *     the server after it stayed idle; its text is what was appended until then).
+         * @enum {string}
+         */
+        MessageState: "complete" | "streaming" | "aborted";
         /** @description A new token: its listing and the secret, shown this once. */
         NewApiToken: components["schemas"]["ApiToken"] & {
             /** @description The secret (`chr_…`): shown once; only its hash is stored. */
@@ -1304,6 +1457,12 @@ export interface components {
         };
         /** @description `POST /api/v1/channels/{id}/messages`. */
         SendMessage: {
+            /**
+             * @description Open the message as a stream (state `streaming`): its author then appends to it
+             *     (`POST /api/v1/messages/{id}/append`, or the WebSocket op `append`) and ends it
+             *     with `complete` or `abort`. `text` may then be empty.
+             */
+            streaming?: boolean;
             text: string;
             /** @description Reply in the thread of this top-level message. */
             thread_id?: components["schemas"]["MessageId"];
@@ -2234,6 +2393,193 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    abort_message: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AbortMessage"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    append_message: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AppendText"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Appended"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    complete_message: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CompleteMessage"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };

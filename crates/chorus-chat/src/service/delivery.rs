@@ -61,6 +61,18 @@ impl Decision {
         self.exceptions.get(&user).copied().unwrap_or(self.default)
     }
 
+    /// The loop guard held: none of `agents` is woken (they observe instead).
+    pub(crate) fn quiet(&mut self, agents: &[UserId]) {
+        for &agent in agents {
+            if self.mark_for(agent) == Mark::Wake {
+                self.set(agent, Mark::Observe);
+            }
+        }
+        if self.turn.is_some_and(|t| agents.contains(&t)) {
+            self.turn = None;
+        }
+    }
+
     /// The engine's form: what each recipient's frame looks like.
     pub fn marks(&self) -> Marks {
         Marks {

@@ -5,13 +5,14 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use chorus_api::events::{MentionCreated, MessageDeleted as Deleted};
+use chorus_api::events::{LoopGuard, MentionCreated, MessageDeleted as Deleted};
 pub use chorus_api::requests::{EditMessage, SendMessage};
 use chorus_realtime::{Publish, Scope};
 
 use super::Chat;
 use super::agents::message_webhooks;
 use super::events::{channel_scope, thread_scope, user_scope};
+use super::loop_guard::{GuardChange, Limits};
 use super::pins::Unpinned;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
@@ -62,7 +63,10 @@ impl Chat {
             self.readable_channel(caller, channel_id).await?;
             return Err(forbidden("join the channel to post in it"));
         }
-        self.check_text(&req.text)?;
+        // A stream may open empty: its text comes with the appends.
+        if !req.streaming || !req.text.trim().is_empty() {
+            self.check_text(&req.text)?;
+        }
         if let Some(key) = &idempotency_key
             && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
         {
@@ -94,7 +98,20 @@ impl Chat {
         // Agent-aware delivery is decided before the message is stored: its events are
         // logged with their marks in the message's transaction (one set of marks for
         // every scope the message goes to).
-        let (decision, agents) = self.delivery_for(&channel, caller.id, &mentions).await;
+        let (mut decision, agents) = self.delivery_for(&channel, caller.id, &mentions).await;
+        let (quiet, guard_change) = self.loop_guards.count(
+            channel.id,
+            caller.kind == UserKind::Agent,
+            self.now().0,
+            Limits {
+                run: self.config.loop_guard_run,
+                per_minute: self.config.loop_guard_per_minute,
+            },
+        );
+        if quiet {
+            let ids: Vec<UserId> = agents.iter().map(|a| a.id).collect();
+            decision.quiet(&ids);
+        }
         let marks = Arc::new(decision.marks());
         // Woken agents with a webhook and no live connection: their deliveries are
         // queued in the message's transaction too.
@@ -129,6 +146,7 @@ impl Chat {
                     thread_id: req.thread_id,
                     mentions,
                     idempotency_key,
+                    streaming: req.streaming,
                 },
                 events,
             )
@@ -142,11 +160,27 @@ impl Chat {
             }
             return Ok((message, false));
         }
+        if req.streaming {
+            self.hold_stream(&message);
+        }
         self.emit_logged(logged).await;
         drop(turn);
         drop(order);
         if by_webhook {
             self.webhooks.notify_one();
+        }
+        if let Some(change) = guard_change {
+            let (state, reason) = match change {
+                GuardChange::Held(reason) => ("held", reason),
+                GuardChange::Released => ("released", "person_wrote"),
+            };
+            let event = LoopGuard {
+                channel_id: channel.id,
+                state: state.into(),
+                reason: reason.into(),
+            };
+            self.emit_event(channel_scope(channel.id), "channel.loop_guard", &event)
+                .await;
         }
         self.notify_mentions(&channel, &message, &message.mentions)
             .await;
@@ -288,7 +322,7 @@ impl Chat {
         Ok((message, channel))
     }
 
-    fn check_text(&self, text: &str) -> Result<()> {
+    pub(crate) fn check_text(&self, text: &str) -> Result<()> {
         if text.trim().is_empty() {
             return Err(bad("text must not be empty"));
         }

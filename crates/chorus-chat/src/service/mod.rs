@@ -12,6 +12,7 @@ mod events;
 pub use events::StoreLog;
 mod gate;
 pub mod keys;
+mod loop_guard;
 mod messages;
 mod pins;
 pub mod presence;
@@ -20,6 +21,7 @@ pub mod presence_redis;
 mod reactions;
 mod reads;
 mod realtime;
+mod streams;
 mod tokens;
 mod users;
 mod workspaces;
@@ -63,6 +65,16 @@ pub struct ChatConfig {
     pub presence_grace: Duration,
     /// Where the service reads the time (presence, limits, caches, token expiry).
     pub clock: chorus_realtime::Clock,
+    /// A streaming message's roll-up window: appends within it reach readers as one
+    /// `message.delta`, and the stored text is at most this far behind.
+    pub stream_rollup: Duration,
+    /// A stream nobody appended to for this long is aborted (reason `idle`).
+    pub stream_idle: Duration,
+    /// Loop guard: agent-authored messages in a row (no person's in between) after
+    /// which agents are no longer woken in that channel until a person writes; 0: off.
+    pub loop_guard_run: u32,
+    /// Loop guard: agent-authored messages per minute in a channel, likewise; 0: off.
+    pub loop_guard_per_minute: u32,
 }
 
 impl Default for ChatConfig {
@@ -73,6 +85,10 @@ impl Default for ChatConfig {
             typing_expires: Duration::from_secs(5),
             presence_grace: Duration::from_secs(3),
             clock: chorus_realtime::Clock::system(),
+            stream_rollup: Duration::from_millis(40),
+            stream_idle: Duration::from_secs(60),
+            loop_guard_run: 20,
+            loop_guard_per_minute: 60,
         }
     }
 }
@@ -107,6 +123,10 @@ pub struct Chat {
     background: Background,
     /// Connection ends whose presence bookkeeping is done ([`Chat::closes_handled`]).
     closes_handled: std::sync::atomic::AtomicU64,
+    /// Streaming messages this node holds appends for ([`streams`]).
+    streams: Arc<streams::Streams>,
+    /// Agent messages counted per channel ([`loop_guard`]).
+    loop_guards: loop_guard::LoopGuards,
 }
 
 /// The chat's own tasks (presence grace timers and batches, the token-use writer, the
@@ -163,6 +183,8 @@ impl Chat {
             token_usage: tokens::TokenUsage::new(),
             background,
             closes_handled: std::sync::atomic::AtomicU64::new(0),
+            streams: Arc::default(),
+            loop_guards: loop_guard::LoopGuards::default(),
         }
     }
 
@@ -199,6 +221,8 @@ impl Chat {
         self.background.stop.cancel();
         self.background.tasks.close();
         self.background.tasks.wait().await;
+        // Each stream's flusher writes what it holds.
+        self.streams.shutdown().await;
         self.store.close().await;
     }
 

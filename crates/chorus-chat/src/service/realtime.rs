@@ -57,6 +57,17 @@ fn to_hook(err: ChatError) -> HookError {
     }
 }
 
+/// A stream op's refusal, with its precise wire code.
+fn to_stream_hook(err: ChatError) -> HookError {
+    use chorus_proto::ErrorCode;
+    match err {
+        ChatError::Conflict(m) => HookError::Coded(ErrorCode::Conflict, m),
+        ChatError::PayloadTooLarge(m) => HookError::Coded(ErrorCode::PayloadTooLarge, m),
+        ChatError::Unavailable(m) => HookError::Coded(ErrorCode::Unavailable, m),
+        other => to_hook(other),
+    }
+}
+
 #[async_trait]
 impl SessionHooks for ChatHooks {
     async fn initial_scopes(&self, user: UserKey) -> Result<Vec<Scope>, HookError> {
@@ -140,6 +151,32 @@ impl SessionHooks for ChatHooks {
     // Presence counts connections itself rather than trusting `first` / `last`: the
     // hooks of concurrent connections may run in another order than the registry
     // counted them, and the tracker must see every open and close exactly once.
+    async fn stream(&self, user: UserKey, op: chorus_proto::StreamOp) -> Result<(), HookError> {
+        use chorus_proto::StreamOp;
+        match op {
+            StreamOp::Append { message_id, text } => self
+                .chat
+                .append_by(UserId(user), MessageId(message_id), &text)
+                .await
+                .map(drop),
+            StreamOp::Complete { message_id, text } => {
+                let caller = self.user(user).await?;
+                self.chat
+                    .complete_message(&caller, MessageId(message_id), text)
+                    .await
+                    .map(drop)
+            }
+            StreamOp::Abort { message_id, reason } => {
+                let caller = self.user(user).await?;
+                self.chat
+                    .abort_message(&caller, MessageId(message_id), reason)
+                    .await
+                    .map(drop)
+            }
+        }
+        .map_err(to_stream_hook)
+    }
+
     async fn connected(&self, user: UserKey, _first: bool) {
         self.chat.presence_opened(UserId(user)).await;
     }

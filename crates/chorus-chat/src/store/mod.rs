@@ -73,6 +73,8 @@ pub struct NewMessage {
     pub thread_id: Option<MessageId>,
     pub mentions: Vec<UserId>,
     pub idempotency_key: Option<String>,
+    /// Opened as a stream (state `streaming`).
+    pub streaming: bool,
 }
 
 /// What a change leaves to be done after it commits, written in its own transaction:
@@ -378,6 +380,24 @@ pub trait MessageStore: Send + Sync {
     async fn delete_message(&self, id: MessageId) -> Result<Deletion> {
         Ok(self.delete_message_logged(id, no_events()).await?.0)
     }
+    /// Adds `text` to the end of a streaming message as its next roll-up, in one
+    /// statement: its `seq` goes up by one and its last write time becomes `at`.
+    /// Returns the new `seq`; `None` when the message is not streaming (completed,
+    /// aborted, deleted or gone).
+    async fn append_stream(&self, id: MessageId, text: &str, at: Timestamp) -> Result<Option<u64>>;
+    /// Ends a stream: state `to` (`complete` or `aborted`) and, as its text, `text` when
+    /// given, else what it holds with `tail` added. `None`, and nothing changed, when
+    /// the message is not streaming. `events` are logged in the same transaction.
+    async fn end_stream_logged(
+        &self,
+        id: MessageId,
+        to: MessageState,
+        text: Option<&str>,
+        tail: &str,
+        events: Events<Message>,
+    ) -> Result<Option<(Message, Vec<Publish>)>>;
+    /// Streaming messages whose last write was before `before` (at most `limit`).
+    async fn idle_streams(&self, before: Timestamp, limit: u32) -> Result<Vec<MessageId>>;
 }
 
 #[async_trait]

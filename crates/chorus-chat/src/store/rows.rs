@@ -191,6 +191,8 @@ pub(crate) struct MessageRow {
     reply_count: i64,
     last_reply_at: Option<i64>,
     pinned: bool,
+    state: String,
+    stream_seq: i64,
 }
 
 impl MessageRow {
@@ -212,6 +214,11 @@ impl MessageRow {
             last_reply_at: self.last_reply_at.map(Timestamp),
             reactions: Vec::new(),
             pinned: self.pinned,
+            state: self
+                .state
+                .parse()
+                .map_err(|e| ChatError::Internal(anyhow::anyhow!("corrupt message state: {e}")))?,
+            seq: u64::try_from(self.stream_seq).unwrap_or(0),
         })
     }
 }
@@ -266,6 +273,12 @@ pub(crate) fn created_message(
         last_reply_at: None,
         reactions: Vec::new(),
         pinned: false,
+        state: if new.streaming {
+            MessageState::Streaming
+        } else {
+            MessageState::Complete
+        },
+        seq: 0,
     }
 }
 

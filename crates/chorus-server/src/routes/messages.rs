@@ -1,7 +1,9 @@
-//! `/api/v1/messages/{id}`: edit, delete, reactions and pins.
+//! `/api/v1/messages/{id}`: edit, delete, reactions and pins; a streaming message's
+//! appends and end.
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use chorus_api::requests::{AbortMessage, AppendText, Appended, CompleteMessage};
 use chorus_chat::model::{Message, MessageId, Pin};
 use chorus_chat::service::EditMessage;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -16,6 +18,69 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(edit_message, delete_message))
         .routes(routes!(add_reaction, remove_reaction))
         .routes(routes!(pin_message, unpin_message))
+        .routes(routes!(append_message))
+        .routes(routes!(complete_message))
+        .routes(routes!(abort_message))
+}
+
+/// Add text to the end of the caller's streaming message. Accepted at once; readers get
+/// it with the next roll-up (`message.delta`). 409 when the message is not streaming,
+/// 413 when the text would pass `max_message_bytes`.
+#[utoipa::path(post, path = "/api/v1/messages/{id}/append", tag = "messages", request_body = AppendText,
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Appended), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn append_message(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<AppendText>,
+) -> ApiResult<Json<Appended>> {
+    Ok(Json(
+        state
+            .chat
+            .append_to_message(&caller, MessageId(id), &req.text)
+            .await?,
+    ))
+}
+
+/// End the caller's stream (state `complete`); with `text`, that becomes the whole text.
+#[utoipa::path(post, path = "/api/v1/messages/{id}/complete", tag = "messages", request_body = CompleteMessage,
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Message), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn complete_message(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<CompleteMessage>,
+) -> ApiResult<Json<Message>> {
+    Ok(Json(
+        state
+            .chat
+            .complete_message(&caller, MessageId(id), req.text)
+            .await?,
+    ))
+}
+
+/// End a stream without completing it (its author or a workspace admin); the text
+/// appended so far stays (state `aborted`).
+#[utoipa::path(post, path = "/api/v1/messages/{id}/abort", tag = "messages", request_body = AbortMessage,
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Message), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn abort_message(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<AbortMessage>,
+) -> ApiResult<Json<Message>> {
+    Ok(Json(
+        state
+            .chat
+            .abort_message(&caller, MessageId(id), req.reason)
+            .await?,
+    ))
 }
 
 /// Edit a message's text (its author or a workspace admin).

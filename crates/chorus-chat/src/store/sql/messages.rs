@@ -14,7 +14,7 @@ use chorus_realtime::Publish;
 /// The columns of [`MessageRow`], for a query naming the table `m`.
 pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.channel_id, m.author_id, m.text, m.thread_id, m.mentions, \
      m.created_at, m.edited_at, m.deleted, m.reply_count, m.last_reply_at, \
-     EXISTS (SELECT 1 FROM pins pn WHERE pn.message_id = m.id) AS pinned";
+     EXISTS (SELECT 1 FROM pins pn WHERE pn.message_id = m.id) AS pinned, m.state, m.stream_seq";
 
 /// Reading and writing a message's rows inside a transaction (or on one connection),
 /// shared by the trait methods here, pins and SQLite's batched inserts.
@@ -143,8 +143,8 @@ where
         created_at: Timestamp,
     ) -> Result<Option<MessageId>> {
         let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO messages (channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO messages (channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key, state, stream_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (author_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING id",
         )
@@ -155,6 +155,8 @@ where
         .bind(mentions_json(&new.mentions)?)
         .bind(created_at.0)
         .bind(&new.idempotency_key)
+        .bind(if new.streaming { "streaming" } else { "complete" })
+        .bind(new.streaming.then_some(created_at.0))
         .fetch_optional(&mut *conn)
         .await?;
         Ok(id.map(MessageId))
@@ -188,6 +190,7 @@ where
         if let Some(batcher) = &self.plain_inserts
             && new.mentions.is_empty()
             && new.thread_id.is_none()
+            && !new.streaming
         {
             return batcher.insert(new, events).await;
         }
@@ -390,5 +393,64 @@ where
         let logged = Self::log_events(&mut tx, self.now(), events(&deletion)).await?;
         tx.commit().await?;
         Ok((deletion, logged))
+    }
+
+    async fn append_stream(&self, id: MessageId, text: &str, at: Timestamp) -> Result<Option<u64>> {
+        let mut conn = self.writer.acquire().await?;
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE messages SET text = text || $1, stream_seq = stream_seq + 1, stream_at = $2
+             WHERE id = $3 AND state = 'streaming' AND NOT deleted
+             RETURNING stream_seq",
+        )
+        .bind(text)
+        .bind(at.0)
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(seq.map(|s| u64::try_from(s).unwrap_or(0)))
+    }
+
+    async fn end_stream_logged(
+        &self,
+        id: MessageId,
+        to: MessageState,
+        text: Option<&str>,
+        tail: &str,
+        events: Events<Message>,
+    ) -> Result<Option<(Message, Vec<Publish>)>> {
+        let mut tx = self.writer.begin().await?;
+        let now = self.now();
+        let ended: Option<i64> = sqlx::query_scalar(
+            "UPDATE messages SET state = $1, text = COALESCE($2, text || $3), stream_at = $4
+             WHERE id = $5 AND state = 'streaming' AND NOT deleted
+             RETURNING id",
+        )
+        .bind(to.as_str())
+        .bind(text)
+        .bind(tail)
+        .bind(now.0)
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if ended.is_none() {
+            return Ok(None);
+        }
+        let message = Self::load_existing(&mut tx, id).await?;
+        let logged = Self::log_events(&mut tx, now, events(&message)).await?;
+        tx.commit().await?;
+        Ok(Some((message, logged)))
+    }
+
+    async fn idle_streams(&self, before: Timestamp, limit: u32) -> Result<Vec<MessageId>> {
+        let mut conn = self.reader.acquire().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM messages WHERE state = 'streaming' AND stream_at < $1
+             ORDER BY stream_at LIMIT $2",
+        )
+        .bind(before.0)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(ids.into_iter().map(MessageId).collect())
     }
 }

@@ -1,0 +1,509 @@
+//! Streaming messages: an author opens a message in state `streaming`, appends text,
+//! and ends it with `complete` or `abort`.
+//!
+//! Each node keeps, per stream it has taken appends for, a [`Stream`]: the text
+//! appended and not yet written, and one flusher task. The flusher writes what piled
+//! up at most once per roll-up window (`ChatConfig::stream_rollup`): one `UPDATE`
+//! that adds it to the stored text and counts the message's `seq` up by one, then a
+//! `message.delta {id, seq, text}` published ephemeral (never logged or replayed). So
+//! the stored text is never more than one window behind what was accepted, readers get
+//! at most one delta per window, and `seq` is gap-free per message, assigned by the
+//! database. The end (`message.completed` / `message.aborted`) is logged with the
+//! change that writes it, like every durable event.
+//!
+//! Several nodes: an append is taken by whichever node gets it; each node that holds
+//! appends for a message flushes them through the same `UPDATE`, so the text and its
+//! `seq` stay one sequence (the database's order); deltas from two nodes may then
+//! reach a reader out of `seq` order, which it detects as a gap and repairs by
+//! fetching the message (whose `seq` says which deltas its text includes). The
+//! total-size limit is checked against what this node knows of the text.
+//!
+//! A stream nobody appended to for `ChatConfig::stream_idle` is aborted (reason
+//! `idle`) by a sweep that reads the database, so streams left open by a node that
+//! stopped are ended too.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chorus_api::events::{MessageAborted, MessageDelta};
+use chorus_api::requests::Appended;
+use chorus_realtime::{Engine, Publish, Scope};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Chat;
+use super::messages::message_scopes;
+use crate::error::{ChatError, Result, bad, forbidden, not_found};
+use crate::model::*;
+use crate::store::{Store, events_only};
+
+/// Longest `abort` reason, in bytes.
+const MAX_REASON: usize = 200;
+/// Idle streams ended per sweep.
+const SWEEP_BATCH: u32 = 100;
+
+/// The streams this node holds appends for.
+#[derive(Default)]
+pub(crate) struct Streams {
+    open: Mutex<HashMap<MessageId, Arc<Stream>>>,
+    /// The flusher tasks; [`Chat::shutdown`] waits for them (each writes what it holds).
+    tasks: TaskTracker,
+}
+
+impl Streams {
+    fn get(&self, id: MessageId) -> Option<Arc<Stream>> {
+        self.open.lock().ok()?.get(&id).cloned()
+    }
+
+    fn remove(&self, id: MessageId) {
+        if let Ok(mut open) = self.open.lock() {
+            open.remove(&id);
+        }
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// One stream's state on this node.
+pub(crate) struct Stream {
+    id: MessageId,
+    channel_id: ChannelId,
+    thread_id: Option<MessageId>,
+    author: UserId,
+    scopes: Vec<Scope>,
+    buf: Mutex<Buffer>,
+    /// Rung by an append (and by the end), for the flusher.
+    wake: Notify,
+    /// Held while a roll-up is written and published, so deltas go out in `seq` order
+    /// and the end waits for a write in flight.
+    flushing: tokio::sync::Mutex<()>,
+}
+
+struct Buffer {
+    /// Accepted, not yet written.
+    pending: String,
+    /// The text's length with everything accepted, in bytes.
+    bytes: usize,
+    last_append: Instant,
+    open: bool,
+}
+
+impl Stream {
+    fn new(message: &Message) -> Self {
+        Self {
+            id: message.id,
+            channel_id: message.channel_id,
+            thread_id: message.thread_id,
+            author: message.author_id,
+            scopes: message_scopes(message),
+            buf: Mutex::new(Buffer {
+                pending: String::new(),
+                bytes: message.text.len(),
+                last_append: Instant::now(),
+                open: true,
+            }),
+            wake: Notify::new(),
+            flushing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn buffer(&self) -> std::sync::MutexGuard<'_, Buffer> {
+        // A panic while holding it cannot leave the buffer inconsistent (plain fields).
+        self.buf.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the stream here and returns what was accepted and not written; `None`
+    /// when it was closed already. Call holding `flushing`.
+    fn close(&self) -> Option<String> {
+        let mut buf = self.buffer();
+        if !buf.open {
+            return None;
+        }
+        buf.open = false;
+        let tail = std::mem::take(&mut buf.pending);
+        drop(buf);
+        self.wake.notify_one();
+        Some(tail)
+    }
+}
+
+/// What a flusher needs: no `Chat`, so it does not keep the chat alive.
+struct Flusher {
+    stream: Arc<Stream>,
+    streams: Arc<Streams>,
+    store: Arc<dyn Store>,
+    engine: Arc<Engine>,
+    clock: chorus_realtime::Clock,
+    window: Duration,
+    stop: CancellationToken,
+}
+
+impl Flusher {
+    async fn run(self) {
+        let mut last: Option<Instant> = None;
+        loop {
+            let stopping = tokio::select! {
+                () = self.stream.wake.notified() => false,
+                () = self.stop.cancelled() => true,
+            };
+            // Appends within a window of the last roll-up wait for the next one.
+            if !stopping && let Some(last) = last {
+                tokio::select! {
+                    () = tokio::time::sleep_until(last + self.window) => {}
+                    () = self.stop.cancelled() => {}
+                }
+            }
+            last = Some(Instant::now());
+            if !self.flush().await || self.stop.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    /// Writes and announces what piled up. `false` once the stream is closed.
+    async fn flush(&self) -> bool {
+        let stream = &self.stream;
+        let _flushing = stream.flushing.lock().await;
+        let text = {
+            let mut buf = stream.buffer();
+            if !buf.open {
+                return false;
+            }
+            std::mem::take(&mut buf.pending)
+        };
+        if text.is_empty() {
+            return true;
+        }
+        let now = Timestamp(self.clock.now_ms());
+        match self.store.append_stream(stream.id, &text, now).await {
+            Ok(Some(seq)) => {
+                let delta = MessageDelta {
+                    id: stream.id,
+                    channel_id: stream.channel_id,
+                    thread_id: stream.thread_id,
+                    seq,
+                    text,
+                };
+                for scope in &stream.scopes {
+                    let publish = Publish::new(scope.clone(), "message.delta", &delta).ephemeral();
+                    if let Err(err) = self.engine.publish(publish).await {
+                        tracing::warn!(%scope, cause = %err, "message.delta not published");
+                    }
+                }
+                true
+            }
+            Ok(None) => {
+                // Ended (or deleted) elsewhere: what is left here cannot be written.
+                stream.buffer().open = false;
+                self.streams.remove(stream.id);
+                false
+            }
+            Err(err) => {
+                tracing::warn!(message = %stream.id, cause = %err, "stream roll-up not written; retrying");
+                stream.buffer().pending.insert_str(0, &text);
+                stream.wake.notify_one();
+                // Not at once: the database may be down.
+                tokio::select! {
+                    () = tokio::time::sleep(self.window.max(Duration::from_millis(100))) => {}
+                    () = self.stop.cancelled() => {}
+                }
+                true
+            }
+        }
+    }
+}
+
+impl Chat {
+    /// Starts holding appends for a streaming `message` on this node (the one already
+    /// held, if another request got there first).
+    pub(crate) fn hold_stream(&self, message: &Message) -> Arc<Stream> {
+        let mut open = self.streams.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(stream) = open.get(&message.id) {
+            return stream.clone();
+        }
+        let stream = Arc::new(Stream::new(message));
+        open.insert(message.id, stream.clone());
+        drop(open);
+        let flusher = Flusher {
+            stream: stream.clone(),
+            streams: self.streams.clone(),
+            store: self.store.clone(),
+            engine: self.engine.clone(),
+            clock: self.config.clock,
+            window: self.config.stream_rollup,
+            stop: self.background.stop().clone(),
+        };
+        self.streams.tasks.spawn(flusher.run());
+        stream
+    }
+
+    /// The stream of message `id`, held on this node, for an author's append or
+    /// complete: `NotFound` (no such message, or one the caller cannot read),
+    /// `Forbidden` (another's), `Conflict` (not streaming).
+    async fn authored_stream(&self, caller: &User, id: MessageId) -> Result<Arc<Stream>> {
+        if let Some(stream) = self.streams.get(id) {
+            if stream.author != caller.id {
+                return Err(forbidden(
+                    "only its author can write to a streaming message",
+                ));
+            }
+            return Ok(stream);
+        }
+        let message = self.stored_stream(caller, id).await?;
+        if message.author_id != caller.id {
+            return Err(forbidden(
+                "only its author can write to a streaming message",
+            ));
+        }
+        Ok(self.hold_stream(&message))
+    }
+
+    /// The message, if it is streaming and the caller may read it.
+    async fn stored_stream(&self, caller: &User, id: MessageId) -> Result<Message> {
+        let message = self
+            .store
+            .message(id)
+            .await?
+            .ok_or_else(|| not_found("no such message"))?;
+        if message.author_id != caller.id {
+            self.readable_channel(caller, message.channel_id).await?;
+        }
+        if message.deleted {
+            return Err(not_found("message was deleted"));
+        }
+        if message.state != MessageState::Streaming {
+            return Err(not_streaming(&message));
+        }
+        Ok(message)
+    }
+
+    /// Adds `text` to the end of the caller's streaming message. Readers get it with
+    /// the next roll-up (`message.delta`).
+    pub async fn append_to_message(
+        &self,
+        caller: &User,
+        id: MessageId,
+        text: &str,
+    ) -> Result<Appended> {
+        if text.is_empty() {
+            return Err(bad("text must not be empty"));
+        }
+        let stream = self.authored_stream(caller, id).await?;
+        self.append_to(&stream, text)
+    }
+
+    /// [`append_to_message`](Self::append_to_message) by user id: a stream this node
+    /// holds needs no read of the user (the WebSocket op's path).
+    pub async fn append_by(&self, user: UserId, id: MessageId, text: &str) -> Result<Appended> {
+        match self.streams.get(id) {
+            Some(stream) if stream.author == user && !text.is_empty() => {
+                self.append_to(&stream, text)
+            }
+            _ => {
+                let caller = self
+                    .store
+                    .user(user)
+                    .await?
+                    .ok_or_else(|| forbidden("unknown user"))?;
+                self.append_to_message(&caller, id, text).await
+            }
+        }
+    }
+
+    fn append_to(&self, stream: &Stream, text: &str) -> Result<Appended> {
+        let id = stream.id;
+        let mut buf = stream.buffer();
+        if !buf.open {
+            return Err(ChatError::Conflict(
+                "the message is no longer streaming".into(),
+            ));
+        }
+        let bytes = buf.bytes + text.len();
+        if bytes > self.config.max_message_bytes {
+            return Err(ChatError::PayloadTooLarge(format!(
+                "the message would be {bytes} bytes; the limit is {}",
+                self.config.max_message_bytes
+            )));
+        }
+        buf.bytes = bytes;
+        buf.pending.push_str(text);
+        buf.last_append = Instant::now();
+        drop(buf);
+        stream.wake.notify_one();
+        Ok(Appended {
+            message_id: id,
+            bytes: bytes as u64,
+        })
+    }
+
+    /// Ends the caller's stream as `complete`; with `text`, that becomes its whole text.
+    pub async fn complete_message(
+        &self,
+        caller: &User,
+        id: MessageId,
+        text: Option<String>,
+    ) -> Result<Message> {
+        let stream = self.authored_stream(caller, id).await?;
+        match &text {
+            Some(text) => self.check_text(text)?,
+            None if stream.buffer().bytes == 0 => {
+                return Err(bad("nothing was appended: complete with a text, or abort"));
+            }
+            None => {}
+        }
+        self.end_stream(&stream, MessageState::Complete, text, String::new())
+            .await
+    }
+
+    /// Ends a stream without completing it (its author, or a workspace admin); the text
+    /// appended so far stays.
+    pub async fn abort_message(
+        &self,
+        caller: &User,
+        id: MessageId,
+        reason: String,
+    ) -> Result<Message> {
+        if reason.len() > MAX_REASON {
+            return Err(bad(format!("reason is over {MAX_REASON} bytes")));
+        }
+        let stream = match self.streams.get(id) {
+            Some(stream) => stream,
+            None => {
+                let message = self.stored_stream(caller, id).await?;
+                self.hold_stream(&message)
+            }
+        };
+        if stream.author != caller.id {
+            let channel = self.readable_channel(caller, stream.channel_id).await?;
+            if !self.role_in(caller, channel.workspace_id).await?.manages() {
+                return Err(forbidden(
+                    "only its author or an admin can abort a streaming message",
+                ));
+            }
+        }
+        let reason = if reason.is_empty() {
+            "aborted".to_owned()
+        } else {
+            reason
+        };
+        self.end_stream(&stream, MessageState::Aborted, None, reason)
+            .await
+    }
+
+    /// Writes the stream's end (with what was accepted and not yet written) and
+    /// publishes `message.completed` or `message.aborted {message, reason}`.
+    pub(crate) async fn end_stream(
+        &self,
+        stream: &Stream,
+        to: MessageState,
+        text: Option<String>,
+        reason: String,
+    ) -> Result<Message> {
+        let flushing = stream.flushing.lock().await;
+        let Some(tail) = stream.close() else {
+            return Err(ChatError::Conflict(
+                "the message is no longer streaming".into(),
+            ));
+        };
+        self.streams.remove(stream.id);
+        let order = self
+            .gates
+            .threads
+            .lock(stream.thread_id.unwrap_or(stream.id).0)
+            .await;
+        let events = events_only(move |message: &Message| {
+            let aborted = MessageAborted {
+                message: message.clone(),
+                reason: reason.clone(),
+            };
+            message_scopes(message)
+                .into_iter()
+                .map(|scope| match to {
+                    MessageState::Aborted => Publish::new(scope, "message.aborted", &aborted),
+                    _ => Publish::new(scope, "message.completed", message),
+                })
+                .collect()
+        });
+        let ended = self
+            .store
+            .end_stream_logged(stream.id, to, text.as_deref(), &tail, events)
+            .await;
+        drop(flushing);
+        let Some((message, logged)) = ended? else {
+            return Err(ChatError::Conflict(
+                "the message is no longer streaming".into(),
+            ));
+        };
+        self.emit_logged(logged).await;
+        drop(order);
+        Ok(message)
+    }
+
+    /// Aborts (reason `idle`) the streams nobody wrote to for `stream_idle`, on any
+    /// node. Returns how many.
+    pub async fn abort_idle_streams(&self) -> Result<usize> {
+        let idle = self.config.stream_idle;
+        let before = Timestamp(self.now().0 - idle.as_millis() as i64);
+        let mut ended = 0;
+        for id in self.store.idle_streams(before, SWEEP_BATCH).await? {
+            let stream = match self.streams.get(id) {
+                // Appended to here since its last write: not idle.
+                Some(stream) if stream.buffer().last_append.elapsed() < idle => continue,
+                Some(stream) => stream,
+                None => match self.store.message(id).await? {
+                    Some(message) if message.state == MessageState::Streaming => {
+                        self.hold_stream(&message)
+                    }
+                    _ => continue,
+                },
+            };
+            match self
+                .end_stream(&stream, MessageState::Aborted, None, "idle".into())
+                .await
+            {
+                Ok(_) => ended += 1,
+                Err(ChatError::Conflict(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Ends idle streams every quarter of `stream_idle` (at least every 100 ms), until
+    /// the chat shuts down or is dropped.
+    pub fn spawn_stream_sweeper(self: &Arc<Self>) {
+        let chat = Arc::downgrade(self);
+        let every = (self.config.stream_idle / 4).max(Duration::from_millis(100));
+        let stop = self.background.stop().clone();
+        // Not a background task: those are what tests wait to settle.
+        self.streams.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.cancelled() => return,
+                }
+                let Some(chat) = chat.upgrade() else { return };
+                match chat.abort_idle_streams().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(streams = n, "idle streams aborted"),
+                    Err(err) => tracing::warn!(cause = %err, "idle streams not swept"),
+                }
+            }
+        });
+    }
+}
+
+fn not_streaming(message: &Message) -> ChatError {
+    ChatError::Conflict(format!(
+        "the message is {}; only a streaming message can be written to or ended",
+        message.state
+    ))
+}

@@ -1,0 +1,466 @@
+//! Streaming messages (issue 19): an author opens a message in state `streaming`,
+//! appends (HTTP or the WebSocket op `append`), and completes or aborts it. Readers get
+//! `message.created`, coalesced `message.delta {seq, text}` frames, then
+//! `message.completed` / `message.aborted`; the stored text follows the roll-ups.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, WsClient};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Opens a stream in `ch` as `token`'s user; returns the message.
+async fn open_stream(s: &TestServer, token: &str, ch: i64, text: &str) -> Value {
+    let resp = s
+        .post(
+            &format!("/api/v1/channels/{ch}/messages"),
+            token,
+            json!({"text": text, "streaming": true}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED);
+    assert_eq!(resp.body["state"], "streaming", "{}", resp.body);
+    resp.body
+}
+
+async fn append(s: &TestServer, token: &str, id: i64, text: &str) -> common::Resp {
+    s.post(
+        &format!("/api/v1/messages/{id}/append"),
+        token,
+        json!({ "text": text }),
+    )
+    .await
+}
+
+/// What a reader saw of one stream: its deltas (in arrival order) and its end.
+struct Seen {
+    deltas: Vec<Value>,
+    end: Value,
+}
+
+/// Reads `client`'s events until the end (`message.completed` / `message.aborted`) of
+/// message `id`, keeping its deltas.
+async fn read_stream(client: &mut WsClient, id: i64) -> Seen {
+    let mut deltas = Vec::new();
+    loop {
+        let frame = client.recv_json().await;
+        assert_eq!(frame["op"], "event", "{frame}");
+        let data = &frame["data"];
+        match frame["type"].as_str().unwrap() {
+            "message.delta" if data["id"] == id => {
+                assert!(
+                    frame.get("offset").is_none(),
+                    "deltas are ephemeral: {frame}"
+                );
+                deltas.push(data.clone());
+            }
+            "message.completed" if data["id"] == id => {
+                return Seen { deltas, end: frame };
+            }
+            "message.aborted" if data["message"]["id"] == id => {
+                return Seen { deltas, end: frame };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The text of `deltas` with `seq` after `after`, checking that those seqs are
+/// `after + 1, after + 2, …` without a gap.
+fn join_deltas(deltas: &[Value], after: u64) -> String {
+    let mut next = after + 1;
+    let mut text = String::new();
+    for d in deltas {
+        let seq = d["seq"].as_u64().unwrap();
+        if seq <= after {
+            continue;
+        }
+        assert_eq!(seq, next, "seq gap in {deltas:?}");
+        next += 1;
+        text.push_str(d["text"].as_str().unwrap());
+    }
+    text
+}
+
+#[tokio::test]
+async fn five_hundred_appends_reach_two_readers_coalesced_and_exact() {
+    let s = TestServer::start_with(|c| {
+        c.inbound_per_sec = 1_000;
+        c.inbound_burst = 1_000;
+    })
+    .await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob, &w.carol])
+        .await;
+    let mut bob = s.connect(&w.bob.token).await;
+    let mut carol = s.connect(&w.carol.token).await;
+    let mut alice = s.connect(&w.alice.token).await;
+
+    let message = open_stream(&s, &w.alice.token, ch, "").await;
+    let id = message["id"].as_i64().unwrap();
+    for reader in [&mut bob, &mut carol] {
+        let created = reader.expect_event("message.created").await;
+        assert_eq!(created["data"]["state"], "streaming", "{created}");
+        assert_eq!(created["data"]["text"], "");
+    }
+
+    // 500 appends over about 2 s, each acked.
+    let mut expected = String::new();
+    let start = tokio::time::Instant::now();
+    for i in 0..500u32 {
+        let text = format!("w{i} ");
+        expected.push_str(&text);
+        let reply = alice
+            .request(json!({"op": "append", "message_id": id, "text": text}))
+            .await;
+        assert_eq!(reply["op"], "ack", "{reply}");
+        tokio::time::sleep_until(start + Duration::from_millis(4 * u64::from(i + 1))).await;
+    }
+    let done = s
+        .post(
+            &format!("/api/v1/messages/{id}/complete"),
+            &w.alice.token,
+            json!({}),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(done.body["text"], expected.as_str());
+    assert_eq!(done.body["state"], "complete");
+
+    for reader in [&mut bob, &mut carol] {
+        let seen = read_stream(reader, id).await;
+        assert!(
+            seen.deltas.len() <= 60,
+            "{} delta frames for 500 appends over 2 s",
+            seen.deltas.len()
+        );
+        assert!(seen.deltas.len() >= 2, "appends were not streamed");
+        assert_eq!(seen.end["type"], "message.completed");
+        assert!(
+            seen.end["offset"].is_u64(),
+            "the end is logged: {}",
+            seen.end
+        );
+        let streamed = join_deltas(&seen.deltas, 0);
+        // The deltas hold everything flushed before the end; the end holds the rest.
+        assert!(expected.starts_with(&streamed), "deltas out of order");
+        assert_eq!(seen.end["data"]["text"], expected.as_str());
+        assert_eq!(seen.end["data"]["state"], "complete");
+    }
+    let stored = s
+        .history(&w.carol, ch, "")
+        .await
+        .into_iter()
+        .find(|m| m["id"] == id)
+        .unwrap();
+    assert_eq!(stored["text"], expected.as_str());
+    assert_eq!(stored["state"], "complete");
+}
+
+#[tokio::test]
+async fn a_reader_that_reconnects_mid_stream_and_one_that_comes_after_end_with_the_text() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob])
+        .await;
+    let scope = format!("channel:{ch}");
+    let mut bob = s.connect(&w.bob.token).await;
+    let message = open_stream(&s, &w.alice.token, ch, "Once").await;
+    let id = message["id"].as_i64().unwrap();
+    let created = bob.expect_event("message.created").await;
+    let position = created["offset"].as_u64().unwrap();
+    let mut expected = String::from("Once");
+    for part in [" upon", " a"] {
+        append(&s, &w.alice.token, id, part)
+            .await
+            .expect_status(StatusCode::OK);
+        expected.push_str(part);
+    }
+    // Bob has the first roll-up, then leaves.
+    bob.expect_event("message.delta").await;
+    drop(bob);
+    for part in [" time", " there"] {
+        append(&s, &w.alice.token, id, part)
+            .await
+            .expect_status(StatusCode::OK);
+        expected.push_str(part);
+    }
+
+    // Back: resume, then fetch the message; its `seq` says which deltas it holds.
+    let mut bob = s.connect_resuming(&w.bob.token).await;
+    let reply = bob
+        .request(json!({"op": "resume", "positions": {scope.clone(): position}}))
+        .await;
+    assert_eq!(reply["op"], "ack", "{reply}");
+    let fetched = s
+        .history(&w.bob, ch, "")
+        .await
+        .into_iter()
+        .find(|m| m["id"] == id)
+        .unwrap();
+    assert_eq!(fetched["state"], "streaming");
+    let seq = fetched["seq"].as_u64().unwrap_or(0);
+    let mut text = fetched["text"].as_str().unwrap().to_owned();
+    for part in [" was", " a stream."] {
+        append(&s, &w.alice.token, id, part)
+            .await
+            .expect_status(StatusCode::OK);
+        expected.push_str(part);
+    }
+    // Wait for the last roll-up to be out before completing, so the deltas carry it all.
+    let mut seen = Vec::new();
+    while text.clone() + &join_deltas(&seen, seq) != expected {
+        let delta = bob.expect_event("message.delta").await;
+        seen.push(delta["data"].clone());
+    }
+    text.push_str(&join_deltas(&seen, seq));
+    assert_eq!(text, expected);
+    s.post(
+        &format!("/api/v1/messages/{id}/complete"),
+        &w.alice.token,
+        json!({}),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    let end = read_stream(&mut bob, id).await;
+    assert!(end.deltas.is_empty(), "{:?}", end.deltas);
+    assert_eq!(end.end["data"]["text"], expected.as_str());
+
+    // Carol comes after the end: the history and a replay both hold the whole text.
+    let stored = s
+        .history(&w.carol, ch, "")
+        .await
+        .into_iter()
+        .find(|m| m["id"] == id)
+        .unwrap();
+    assert_eq!(stored["text"], expected.as_str());
+    assert_eq!(stored["state"], "complete");
+    let mut carol = s.connect(&w.carol.token).await;
+    let reply = carol
+        .request(json!({"op": "subscribe", "scope": scope, "since": position - 1}))
+        .await;
+    assert_eq!(reply["op"], "ack", "{reply}");
+    let replayed = read_stream(&mut carol, id).await;
+    assert!(replayed.deltas.is_empty(), "deltas are never replayed");
+    assert_eq!(replayed.end["data"]["text"], expected.as_str());
+}
+
+#[tokio::test]
+async fn a_restart_mid_stream_keeps_what_was_appended() {
+    let mut s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob])
+        .await;
+    let mut bob = s.connect(&w.bob.token).await;
+    let id = open_stream(&s, &w.alice.token, ch, "").await["id"]
+        .as_i64()
+        .unwrap();
+    append(&s, &w.alice.token, id, "rolled up")
+        .await
+        .expect_status(StatusCode::OK);
+    let delta = bob.expect_event("message.delta").await;
+    assert_eq!(delta["data"]["text"], "rolled up");
+    assert_eq!(delta["data"]["seq"], 1);
+    // Accepted and maybe not rolled up yet: a graceful stop writes it.
+    append(&s, &w.alice.token, id, ", then more")
+        .await
+        .expect_status(StatusCode::OK);
+    drop(bob);
+
+    s.restart().await;
+
+    let stored = s
+        .history(&w.bob, ch, "")
+        .await
+        .into_iter()
+        .find(|m| m["id"] == id)
+        .unwrap();
+    assert_eq!(stored["state"], "streaming");
+    assert_eq!(stored["text"], "rolled up, then more");
+    // The stream goes on on the new server, its `seq` continuing.
+    let mut bob = s.connect(&w.bob.token).await;
+    append(&s, &w.alice.token, id, "!")
+        .await
+        .expect_status(StatusCode::OK);
+    let delta = bob.expect_event("message.delta").await;
+    assert_eq!(delta["data"]["text"], "!");
+    assert_eq!(
+        delta["data"]["seq"].as_u64().unwrap(),
+        stored["seq"].as_u64().unwrap() + 1
+    );
+    let done = s
+        .post(
+            &format!("/api/v1/messages/{id}/complete"),
+            &w.alice.token,
+            json!({}),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(done.body["text"], "rolled up, then more!");
+}
+
+#[tokio::test]
+async fn an_idle_stream_is_aborted_by_the_server() {
+    let s = TestServer::start_with(|c| {
+        c.http_per_sec = 0;
+        c.stream_idle_ms = 300;
+    })
+    .await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob])
+        .await;
+    let mut bob = s.connect(&w.bob.token).await;
+    let id = open_stream(&s, &w.alice.token, ch, "thinking").await["id"]
+        .as_i64()
+        .unwrap();
+    let seen = read_stream(&mut bob, id).await;
+    assert_eq!(seen.end["type"], "message.aborted");
+    assert_eq!(seen.end["data"]["reason"], "idle");
+    assert_eq!(seen.end["data"]["message"]["state"], "aborted");
+    assert_eq!(seen.end["data"]["message"]["text"], "thinking");
+    append(&s, &w.alice.token, id, "late")
+        .await
+        .expect_error(StatusCode::CONFLICT, "conflict");
+}
+
+#[tokio::test]
+async fn appends_and_ends_are_refused_precisely() {
+    let s = TestServer::start_with(|c| {
+        c.http_per_sec = 0;
+        c.max_message_bytes = 1_000;
+    })
+    .await;
+    let w = s.world().await;
+    let dave = s.create_user("dave").await;
+    s.add_member(&w.alice, w.ws, &dave, "member").await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "secret", "private", &[&w.bob, &w.carol])
+        .await;
+    // Bob's stream; alice owns the workspace.
+    let id = open_stream(&s, &w.bob.token, ch, "").await["id"]
+        .as_i64()
+        .unwrap();
+    let path = |what: &str| format!("/api/v1/messages/{id}/{what}");
+
+    // Someone else's stream.
+    append(&s, &w.carol.token, id, "x")
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    s.post(&path("complete"), &w.carol.token, json!({}))
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    s.post(&path("abort"), &w.carol.token, json!({}))
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    // Someone who cannot read the channel.
+    append(&s, &dave.token, id, "x")
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    // No such message.
+    append(&s, &w.bob.token, 999_999, "x")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    // Bad bodies.
+    append(&s, &w.bob.token, id, "")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    s.post(&path("append"), &w.bob.token, json!({}))
+        .await
+        .expect_status(StatusCode::BAD_REQUEST);
+    s.post(
+        &path("abort"),
+        &w.bob.token,
+        json!({"reason": "x".repeat(201)}),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    // Nothing to complete with.
+    s.post(&path("complete"), &w.bob.token, json!({}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    // Over max_message_bytes in total.
+    append(&s, &w.bob.token, id, &"a".repeat(600))
+        .await
+        .expect_status(StatusCode::OK);
+    let over = append(&s, &w.bob.token, id, &"b".repeat(401)).await;
+    over.expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    s.post(
+        &path("complete"),
+        &w.bob.token,
+        json!({"text": "c".repeat(1_001)}),
+    )
+    .await
+    .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    // The WebSocket op answers with the same codes.
+    let mut carol = s.connect(&w.carol.token).await;
+    let reply = carol
+        .request(json!({"op": "append", "message_id": id, "text": "x"}))
+        .await;
+    assert_eq!(reply["code"], "forbidden", "{reply}");
+    let mut bob = s.connect(&w.bob.token).await;
+    let reply = bob
+        .request(json!({"op": "append", "message_id": id, "text": "b".repeat(401)}))
+        .await;
+    assert_eq!(reply["code"], "payload_too_large", "{reply}");
+    let reply = bob.request(json!({"op": "append", "message_id": id})).await;
+    assert_eq!(reply["code"], "bad_request", "{reply}");
+
+    // The workspace's owner may abort it; then nothing more can be written to it.
+    let aborted = s
+        .post(
+            &path("abort"),
+            &w.alice.token,
+            json!({"reason": "off topic"}),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(aborted.body["state"], "aborted");
+    assert_eq!(aborted.body["text"], "a".repeat(600));
+    append(&s, &w.bob.token, id, "x")
+        .await
+        .expect_error(StatusCode::CONFLICT, "conflict");
+    s.post(&path("complete"), &w.bob.token, json!({"text": "done"}))
+        .await
+        .expect_error(StatusCode::CONFLICT, "conflict");
+    s.post(&path("abort"), &w.bob.token, json!({}))
+        .await
+        .expect_error(StatusCode::CONFLICT, "conflict");
+    let reply = bob
+        .request(json!({"op": "append", "message_id": id, "text": "x"}))
+        .await;
+    assert_eq!(reply["code"], "conflict", "{reply}");
+
+    // A message that was never streamed takes no appends.
+    let plain = s.send(&w.bob, ch, "plain").await["id"].as_i64().unwrap();
+    append(&s, &w.bob.token, plain, "x")
+        .await
+        .expect_error(StatusCode::CONFLICT, "conflict");
+    // Completing twice: the second is a conflict; over the WebSocket too.
+    let id = open_stream(&s, &w.bob.token, ch, "hi").await["id"]
+        .as_i64()
+        .unwrap();
+    let reply = bob
+        .request(json!({"op": "complete", "message_id": id, "text": "hello"}))
+        .await;
+    assert_eq!(reply["op"], "ack", "{reply}");
+    let reply = bob
+        .request(json!({"op": "complete", "message_id": id}))
+        .await;
+    assert_eq!(reply["code"], "conflict", "{reply}");
+    let stored = s
+        .history(&w.bob, ch, "")
+        .await
+        .into_iter()
+        .find(|m| m["id"] == id)
+        .unwrap();
+    assert_eq!(stored["text"], "hello");
+    assert_eq!(stored["state"], "complete");
+}
