@@ -141,6 +141,18 @@ export const reducers: Reducers = {
 
   'message.updated': (_s, ev) => ({ put: [ev.data] }),
 
+  // A streaming reply grows by deltas, each the next `seq`; one out of turn (missed,
+  // or already in the message as loaded) is left out: `message.completed` carries the
+  // whole text.
+  'message.delta': (s, ev) => {
+    const m = findMessage(s, ev.data.id);
+    if (!m || ev.data.seq !== (m.seq ?? 0) + 1) return {};
+    return { put: [{ ...m, text: m.text + ev.data.text, seq: ev.data.seq }] };
+  },
+  'message.completed': (_s, ev) => ({ put: [ev.data] }),
+  'message.aborted': (_s, ev) => ({ put: [ev.data.message] }),
+  'channel.loop_guard': ignored,
+
   'message.deleted': (s, ev) => {
     const m = findMessage(s, ev.data.id);
     const update: Update = m ? { put: [{ ...m, deleted: true, text: '', reactions: [], pinned: false }] } : {};

@@ -184,6 +184,28 @@ describe('message.updated', () => {
   });
 });
 
+describe('message.delta', () => {
+  it('adds the next delta to a streaming message, once, in seq order', () => {
+    const streaming = state({
+      lists: new Map([[GENERAL, { items: [message(1), message(2, { text: 'Hel', state: 'streaming', seq: 1 })], complete: true, loading: false }]]),
+    });
+    const delta = (seq: number, text: string) => event('message.delta', { id: 2, channel_id: GENERAL, seq, text });
+    const [grown] = applied(streaming, delta(2, 'lo')).put ?? [];
+    assert.equal(grown?.text, 'Hello');
+    assert.equal(grown?.seq, 2);
+    // Already in the message (a repeat), or past a missed one: left to message.completed.
+    assert.deepEqual(applied(streaming, delta(1, 'Hel')), {});
+    assert.deepEqual(applied(streaming, delta(3, '!')), {});
+  });
+
+  it('completed and aborted put the whole message', () => {
+    const done = message(2, { text: 'Hello!', state: 'complete', seq: 3 });
+    assert.deepEqual(applied(state(), event('message.completed', done)), { put: [done] });
+    const aborted = message(2, { text: 'Hel', state: 'aborted', seq: 1 });
+    assert.deepEqual(applied(state(), event('message.aborted', { message: aborted, reason: 'idle' })), { put: [aborted] });
+  });
+});
+
 describe('message.deleted', () => {
   it('turns a shown message into a tombstone', () => {
     const s = state({
