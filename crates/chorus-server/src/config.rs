@@ -16,6 +16,11 @@ use crate::webhooks::WebhookConfig;
 pub struct Config {
     /// Address to serve HTTP and WebSocket on (`CHORUS_LISTEN`).
     pub listen: SocketAddr,
+    /// Connections the kernel may queue before they are accepted
+    /// (`CHORUS_LISTEN_BACKLOG`; capped by `net.core.somaxconn`). A reconnect storm
+    /// (a deploy, a node's failover) arrives at once: with tokio's default of 128,
+    /// thousands of clients see SYN retries and a second's delay.
+    pub listen_backlog: u32,
     /// Directory of the embedded database (`CHORUS_DATA_DIR`).
     pub data_dir: PathBuf,
     /// `sqlite://…` (overrides `data_dir`) or `postgres://…` (`CHORUS_DATABASE_URL`).
@@ -151,6 +156,7 @@ impl Default for Config {
             loop_guard_per_minute: chat.loop_guard_per_minute,
             retention_events: engine.retention.max_events,
             retention_secs: engine.retention.max_age.as_secs(),
+            listen_backlog: 4096,
             shutdown_grace_ms: 10_000,
             http_per_sec: 100,
             http_burst: 200,

@@ -294,6 +294,20 @@ pub async fn run(
     Ok(())
 }
 
+/// A listener on `addr` whose kernel queue holds `backlog` connections not yet accepted
+/// (tokio's `TcpListener::bind` asks for 128). Address reuse as `bind` sets it, so a
+/// restarted server listens again at once.
+pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Sets up `/mcp`: its agents reach this server at the listener's address (loopback
 /// when it listens on every interface), and their waits end when the server drains.
 fn start_mcp(

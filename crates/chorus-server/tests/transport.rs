@@ -137,3 +137,36 @@ async fn a_write_the_socket_took_in_part_is_finished_in_order() {
     let after = bob.barrier().await;
     assert!(after.is_empty(), "frames after the last message: {after:?}");
 }
+
+/// The listener's queue is sized for a reconnect storm: 600 clients connecting at once
+/// to a server that has not accepted any of them yet all complete their handshake
+/// before the first SYN retry (tokio's default backlog of 128 leaves most of them to
+/// SYN retries, a second or more later).
+#[tokio::test]
+async fn the_listen_backlog_holds_a_connect_storm() {
+    let addr = "127.0.0.1:0".parse().expect("an address");
+    let listener = chorus_server::bind(addr, 1024).expect("listening");
+    let addr = listener.local_addr().expect("its address");
+    let storm: Vec<_> = (0..600)
+        .map(|_| {
+            tokio::spawn(async move {
+                tokio::time::timeout(
+                    std::time::Duration::from_millis(900),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut connected = Vec::new();
+    for task in storm {
+        let stream = task
+            .await
+            .expect("the task ran")
+            .expect("connected before a SYN retry")
+            .expect("connected");
+        connected.push(stream);
+    }
+    assert_eq!(connected.len(), 600);
+    drop(listener);
+}

@@ -101,6 +101,10 @@ struct ServeArgs {
     retention_secs: Option<u64>,
     #[arg(long, env = "CHORUS_SHUTDOWN_GRACE_MS")]
     shutdown_grace_ms: Option<u64>,
+    /// Connections queued by the kernel before they are accepted (capped by
+    /// net.core.somaxconn); sized for reconnect storms.
+    #[arg(long, env = "CHORUS_LISTEN_BACKLOG")]
+    listen_backlog: Option<u32>,
     /// HTTP requests per second per token; 0 = unlimited.
     #[arg(long, env = "CHORUS_HTTP_PER_SEC")]
     http_per_sec: Option<u32>,
@@ -165,6 +169,7 @@ impl ServeArgs {
             retention_events,
             retention_secs,
             shutdown_grace_ms,
+            listen_backlog,
             max_body_bytes,
             http_per_sec,
             http_burst,
@@ -231,8 +236,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
     let config = args.into_config()?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = chorus_server::bind(config.listen, config.listen_backlog)
         .with_context(|| format!("binding {}", config.listen))?;
     let data_dir = config.data_dir.clone();
     let built = chorus_server::build(config).await?;
