@@ -16,7 +16,13 @@ export type ClientOp =
   | { op: 'resume'; positions: Record<string, number> }
   | { op: 'typing'; channel_id: number; thread_id?: number }
   | { op: 'ping' }
-  | { op: 'refresh'; token: string };
+  | { op: 'refresh'; token: string }
+  /** Adds text to the end of one's own streaming message (acked once accepted). */
+  | { op: 'append'; message_id: number; text: string }
+  /** Ends one's own stream; with `text`, that becomes the whole text. */
+  | { op: 'complete'; message_id: number; text?: string }
+  /** Ends a stream without completing it. */
+  | { op: 'abort'; message_id: number; reason?: string };
 
 /** Any client frame: an op, optionally with an `id` the server answers with ack/error. */
 export type ClientFrame = ClientOp & { id?: FrameId };
@@ -29,6 +35,9 @@ export const CLIENT_OPS = [
   'typing',
   'ping',
   'refresh',
+  'append',
+  'complete',
+  'abort',
 ] as const;
 
 // ---------------------------------------------------------------------------------
