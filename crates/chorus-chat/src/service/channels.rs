@@ -419,26 +419,24 @@ impl Chat {
         }
         Ok(removed)
     }
-
-    /// After a user was removed from a workspace: each of its channels they were in
-    /// hears `member.left`, and their own scope `channel.left` for each (their
-    /// connections already dropped those channels with `workspace.left`).
-    pub(crate) async fn announce_removed_from(&self, channels: &[ChannelId], user: UserId) {
-        for &channel in channels {
-            let change = MembershipChange {
-                channel_id: channel,
-                user_id: user,
-            };
-            self.emit_event(user_scope(user), "channel.left", &change)
-                .await;
-            self.emit(member_left(channel_scope(channel), &change))
-                .await;
-        }
-    }
 }
 
-/// `member.left` on the channel: the leaver's connections stop receiving the channel at
-/// this event's place in its order, on every node (see `Effect::drop_user`).
+/// After a user was removed from a workspace: each of its channels they were in hears
+/// `member.left`, and their own scope `channel.left` for each (their connections already
+/// dropped those channels with `workspace.left`).
+pub(crate) fn removed_from_events(channels: &[ChannelId], user: UserId) -> Vec<Publish> {
+    let mut events = Vec::with_capacity(2 * channels.len());
+    for &channel in channels {
+        let change = MembershipChange {
+            channel_id: channel,
+            user_id: user,
+        };
+        events.push(Publish::new(user_scope(user), "channel.left", &change));
+        events.push(member_left(channel_scope(channel), &change));
+    }
+    events
+}
+
 /// A join's events: `member.joined` on the channel (marking the joiner, see
 /// `Effect::join_user`), then — built from it as logged — `channel.joined` on the
 /// user's scope, whose effect subscribes their connections from that offset on.

@@ -122,27 +122,25 @@ impl Chat {
             }
         });
     }
+}
 
-    /// Publishes `kind` on the user's scope after a change that may have taken away
-    /// read access (removal, demotion): every connection of the user, on every node,
-    /// drops `unsubscribe` at once and authorizes each of its other subscriptions
-    /// again; those no longer allowed end with `subscription.revoked {scope, reason}`.
-    pub(crate) async fn emit_access_changed(
-        &self,
-        user: UserId,
-        kind: &str,
-        unsubscribe: Vec<Scope>,
-        reason: &str,
-        data: &impl Serialize,
-    ) {
-        let effect = Effect {
-            unsubscribe,
-            recheck: Some(reason.to_owned()),
-            ..Effect::default()
-        };
-        self.emit(Publish::new(user_scope(user), kind, data).with_effect(effect))
-            .await;
-    }
+/// `kind` on the user's scope after a change that may have taken away read access
+/// (removal, demotion): every connection of the user, on every node, drops
+/// `unsubscribe` at once and authorizes each of its other subscriptions again; those no
+/// longer allowed end with `subscription.revoked {scope, reason}`.
+pub(crate) fn access_changed_event(
+    user: UserId,
+    kind: &str,
+    unsubscribe: Vec<Scope>,
+    reason: &str,
+    data: &impl Serialize,
+) -> Publish {
+    let effect = Effect {
+        unsubscribe,
+        recheck: Some(reason.to_owned()),
+        ..Effect::default()
+    };
+    Publish::new(user_scope(user), kind, data).with_effect(effect)
 }
 
 /// `kind` on the user's scope, subscribing their connections to `scope` after offset

@@ -8,10 +8,14 @@ use chorus_api::events::{
 };
 pub use chorus_api::requests::{AddMember, SetRole};
 
+use chorus_realtime::Publish;
+
 use super::Chat;
-use super::events::{channel_scope, workspace_scope};
+use super::channels::removed_from_events;
+use super::events::{access_changed_event, channel_scope, workspace_scope};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
+use crate::store::events_only;
 
 impl Chat {
     pub async fn create_workspace(&self, caller: &User, name: &str) -> Result<Workspace> {
@@ -149,31 +153,35 @@ impl Chat {
         if current == req.role {
             return self.member_view(target, current).await;
         }
-        if !self
-            .store
-            .set_member_role(ws, user, current, req.role)
-            .await?
-        {
-            return Err(self.changed_meanwhile(ws, user).await);
-        }
-        self.cache.changed();
         let event = RoleChanged {
             workspace_id: ws,
             user_id: user,
             role: req.role,
         };
-        // The member's own scope first: a demotion re-checks their subscriptions (public
-        // channels they did not join, thread panels) before anything else is sent.
-        self.emit_access_changed(
-            user,
-            "member.role_changed",
-            Vec::new(),
-            "role_changed",
-            &event,
-        )
-        .await;
-        self.emit_event(workspace_scope(ws), "member.role_changed", &event)
-            .await;
+        // Logged with the change. The member's own scope first: a demotion re-checks
+        // their subscriptions (public channels they did not join, thread panels) before
+        // anything else is sent.
+        let events = events_only(move |()| {
+            vec![
+                access_changed_event(
+                    user,
+                    "member.role_changed",
+                    Vec::new(),
+                    "role_changed",
+                    &event,
+                ),
+                Publish::new(workspace_scope(ws), "member.role_changed", &event),
+            ]
+        });
+        let Some(logged) = self
+            .store
+            .set_member_role_logged(ws, user, current, req.role, events)
+            .await?
+        else {
+            return Err(self.changed_meanwhile(ws, user).await);
+        };
+        self.cache.changed();
+        self.emit_logged(logged).await;
         self.member_view(target, req.role).await
     }
 
@@ -196,33 +204,40 @@ impl Chat {
         if !leaving && current == Role::Owner && my_role != Role::Owner {
             return Err(forbidden("only an owner can remove an owner"));
         }
-        let Some(channels) = self.store.remove_member(ws, user, current).await? else {
+        // Logged with the change. One event drops the workspace and every channel of it
+        // from the user's connections at once and re-checks the rest (thread panels of
+        // those channels); then each channel hears that they left, and the workspace.
+        let events = events_only(move |channels: &Vec<ChannelId>| {
+            let scopes = std::iter::once(workspace_scope(ws))
+                .chain(channels.iter().copied().map(channel_scope))
+                .collect();
+            let mut events = vec![access_changed_event(
+                user,
+                "workspace.left",
+                scopes,
+                "workspace_left",
+                &WorkspaceLeft { workspace_id: ws },
+            )];
+            events.extend(removed_from_events(channels, user));
+            events.push(Publish::new(
+                workspace_scope(ws),
+                "member.left",
+                &MemberLeft {
+                    workspace_id: ws,
+                    user_id: user,
+                },
+            ));
+            events
+        });
+        let Some((_, logged)) = self
+            .store
+            .remove_member_logged(ws, user, current, events)
+            .await?
+        else {
             return Err(self.changed_meanwhile(ws, user).await);
         };
         self.cache.changed();
-        // One event drops the workspace and every channel of it from the user's
-        // connections at once and re-checks the rest (thread panels of those channels).
-        let scopes = std::iter::once(workspace_scope(ws))
-            .chain(channels.iter().copied().map(channel_scope))
-            .collect();
-        self.emit_access_changed(
-            user,
-            "workspace.left",
-            scopes,
-            "workspace_left",
-            &WorkspaceLeft { workspace_id: ws },
-        )
-        .await;
-        self.announce_removed_from(&channels, user).await;
-        self.emit_event(
-            workspace_scope(ws),
-            "member.left",
-            &MemberLeft {
-                workspace_id: ws,
-                user_id: user,
-            },
-        )
-        .await;
+        self.emit_logged(logged).await;
         Ok(())
     }
 

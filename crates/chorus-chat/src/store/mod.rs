@@ -220,7 +220,22 @@ pub trait WorkspaceStore: Send + Sync {
         user: UserId,
         from: Role,
         to: Role,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        Ok(self
+            .set_member_role_logged(ws, user, from, to, no_events())
+            .await?
+            .is_some())
+    }
+    /// [`set_member_role`](Self::set_member_role), logging `events` with the change:
+    /// `None` when nothing changed.
+    async fn set_member_role_logged(
+        &self,
+        ws: WorkspaceId,
+        user: UserId,
+        from: Role,
+        to: Role,
+        events: Events<()>,
+    ) -> Result<Option<Vec<Publish>>>;
     /// Removes a member whose role is `role`, in one transaction with their memberships
     /// of the workspace's channels (DMs included) and their places on its on-duty / wake
     /// lists and observers; their messages stay. Returns the channels they were removed
@@ -231,7 +246,21 @@ pub trait WorkspaceStore: Send + Sync {
         ws: WorkspaceId,
         user: UserId,
         role: Role,
-    ) -> Result<Option<Vec<ChannelId>>>;
+    ) -> Result<Option<Vec<ChannelId>>> {
+        Ok(self
+            .remove_member_logged(ws, user, role, no_events())
+            .await?
+            .map(|(channels, _)| channels))
+    }
+    /// [`remove_member`](Self::remove_member), logging `events` (built from the
+    /// channels left) with the change.
+    async fn remove_member_logged(
+        &self,
+        ws: WorkspaceId,
+        user: UserId,
+        role: Role,
+        events: Events<Vec<ChannelId>>,
+    ) -> Result<Option<(Vec<ChannelId>, Vec<Publish>)>>;
     /// The members, with `presence.online` left `false` (see [`UserStore::presence`]).
     async fn members(&self, ws: WorkspaceId) -> Result<Vec<Member>>;
 }

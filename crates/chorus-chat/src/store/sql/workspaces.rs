@@ -1,15 +1,16 @@
 //! Workspaces and their members: roles, the last-owner rule, member lists.
 
 use async_trait::async_trait;
+use chorus_realtime::Publish;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::users::PROFILE_COLUMNS;
 use super::{Column, Dialect, RowsAffected, Sql, lock_row};
 use crate::error::{ChatError, Result};
 use crate::model::*;
-use crate::store::WorkspaceStore;
 use crate::store::rows::parse;
 use crate::store::rows::{ProfileRow, WorkspaceRow, presence_row};
+use crate::store::{Events, WorkspaceStore};
 
 #[async_trait]
 impl<DB> WorkspaceStore for Sql<DB>
@@ -111,13 +112,14 @@ where
         Ok(done.rows_affected() == 1)
     }
 
-    async fn set_member_role(
+    async fn set_member_role_logged(
         &self,
         ws: WorkspaceId,
         user: UserId,
         from: Role,
         to: Role,
-    ) -> Result<bool> {
+        events: Events<()>,
+    ) -> Result<Option<Vec<Publish>>> {
         let mut tx = self.writer.begin().await?;
         lock_membership::<DB>(&mut tx, ws).await?;
         let done = sqlx::query(
@@ -130,19 +132,21 @@ where
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         keeps_an_owner::<DB>(&mut tx, ws).await?;
+        let logged = Self::log_events(&mut tx, self.now(), events(&())).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(logged))
     }
 
-    async fn remove_member(
+    async fn remove_member_logged(
         &self,
         ws: WorkspaceId,
         user: UserId,
         role: Role,
-    ) -> Result<Option<Vec<ChannelId>>> {
+        events: Events<Vec<ChannelId>>,
+    ) -> Result<Option<(Vec<ChannelId>, Vec<Publish>)>> {
         let mut tx = self.writer.begin().await?;
         lock_membership::<DB>(&mut tx, ws).await?;
         let done = sqlx::query(
@@ -179,9 +183,11 @@ where
             .bind(user.0)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
         left.sort_unstable();
-        Ok(Some(left.into_iter().map(ChannelId).collect()))
+        let left: Vec<ChannelId> = left.into_iter().map(ChannelId).collect();
+        let logged = Self::log_events(&mut tx, self.now(), events(&left)).await?;
+        tx.commit().await?;
+        Ok(Some((left, logged)))
     }
 
     async fn members(&self, ws: WorkspaceId) -> Result<Vec<Member>> {
