@@ -84,16 +84,7 @@ impl Chat {
             .await;
     }
 
-    /// Closes the user's live connections on every node with 3502 (credentials no
-    /// longer valid): all of them, or only those opened with `credential` (a token's
-    /// id). Published as `credentials.revoked {reason, token_id?}` on the user's scope,
-    /// which each connection receives before it closes.
-    pub(crate) async fn close_sessions(&self, user: UserId, credential: Option<i64>, reason: &str) {
-        self.emit(close_sessions_event(user, credential, reason))
-            .await;
-    }
-
-    /// [`close_sessions`](Self::close_sessions) once more, [`CLOSE_AGAIN_AFTER`] later: a
+    /// [`close_sessions_event`] once more, [`CLOSE_AGAIN_AFTER`] later: a
     /// socket whose credentials were checked just before the change (from another
     /// node's read cache, or by a read that raced the commit) can register after the
     /// first close went out. For a whole user (`credential: None`, a deactivation) only
@@ -177,9 +168,11 @@ pub(crate) fn left_event(user: UserId, kind: &str, scope: Scope, data: &impl Ser
 /// past the read cache's TTL, so no node still accepts the credentials then.
 const CLOSE_AGAIN_AFTER: Duration = super::cache::TTL.saturating_add(Duration::from_secs(1));
 
-/// `credentials.revoked` on the user's scope, with the effect that closes their sockets
-/// (see [`Chat::close_sessions`]).
-fn close_sessions_event(user: UserId, credential: Option<i64>, reason: &str) -> Publish {
+/// Closes the user's live connections on every node with 3502 (credentials no longer
+/// valid): all of them, or only those opened with `credential` (a token's id).
+/// `credentials.revoked {reason, token_id?}` on the user's scope, which each connection
+/// receives before it closes; logged with the change that revokes.
+pub(crate) fn close_sessions_event(user: UserId, credential: Option<i64>, reason: &str) -> Publish {
     let effect = Effect {
         close: Some(CloseSessions { credential }),
         ..Effect::default()

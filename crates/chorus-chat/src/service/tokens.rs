@@ -14,9 +14,10 @@ use chorus_realtime::SessionAuth;
 use tokio::time::Instant;
 
 use super::Chat;
+use super::events::close_sessions_event;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::{ApiToken, Timestamp, TokenId, User, UserId};
-use crate::store::{NewToken, TokenOwner};
+use crate::store::{NewToken, TokenOwner, events_only};
 use crate::token;
 
 /// Tokens a user may hold for [`Chat::create_token`] to issue another (creating the
@@ -120,11 +121,15 @@ impl Chat {
     /// after `credentials.revoked {reason: "token_revoked", token_id}`.
     pub async fn revoke_token(&self, caller: &User, user: UserId, id: TokenId) -> Result<()> {
         self.token_holder(caller, user).await?;
-        if !self.store.delete_token(user, id).await? {
+        // The close is logged with the deletion: a crash after the commit still closes
+        // the token's sockets on every node (the relay publishes it).
+        let close =
+            events_only(move |()| vec![close_sessions_event(user, Some(id.0), "token_revoked")]);
+        let Some(logged) = self.store.delete_token_logged(user, id, close).await? else {
             return Err(not_found("no such token"));
-        }
+        };
         self.cache.changed();
-        self.close_sessions(user, Some(id.0), "token_revoked").await;
+        self.emit_logged(logged).await;
         self.close_sessions_again_later(user, Some(id.0), "token_revoked");
         Ok(())
     }

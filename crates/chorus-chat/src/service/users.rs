@@ -5,9 +5,10 @@
 pub use chorus_api::requests::CreateUser;
 
 use super::Chat;
+use super::events::close_sessions_event;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::{User, UserId, UserKind, UserProfile, UserView, valid_user_name};
-use crate::store::NewUser;
+use crate::store::{NewUser, events_only};
 
 /// Users listed by `GET /api/v1/users` at most per page.
 pub const MAX_USERS_PAGE: u32 = 200;
@@ -161,13 +162,16 @@ impl Chat {
             return Err(forbidden("the bootstrap admin cannot be deactivated"));
         }
         let now = self.now();
-        let user = self
+        // The close is logged with the change (see `revoke_token`).
+        let close =
+            events_only(move |_: &User| vec![close_sessions_event(id, None, "deactivated")]);
+        let (user, logged) = self
             .store
-            .set_deactivated(id, Some(now))
+            .set_deactivated_logged(id, Some(now), close)
             .await?
             .ok_or_else(|| not_found("no such user"))?;
         self.cache.changed();
-        self.close_sessions(id, None, "deactivated").await;
+        self.emit_logged(logged).await;
         self.close_sessions_again_later(id, None, "deactivated");
         if let Err(err) = self
             .store

@@ -181,7 +181,20 @@ pub trait UserStore: Send + Sync {
     async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>>;
     /// Deactivates (`Some`: keeps an earlier time when already deactivated) or
     /// reactivates (`None`) a user; `None` when there is no such user.
-    async fn set_deactivated(&self, user: UserId, at: Option<Timestamp>) -> Result<Option<User>>;
+    async fn set_deactivated(&self, user: UserId, at: Option<Timestamp>) -> Result<Option<User>> {
+        Ok(self
+            .set_deactivated_logged(user, at, no_events())
+            .await?
+            .map(|(user, _)| user))
+    }
+    /// [`set_deactivated`](Self::set_deactivated), logging `events` (built from the
+    /// user as changed) with the change.
+    async fn set_deactivated_logged(
+        &self,
+        user: UserId,
+        at: Option<Timestamp>,
+        events: Events<User>,
+    ) -> Result<Option<(User, Vec<Publish>)>>;
     /// Stores a token. Fails with `Conflict` when the hash exists.
     async fn add_token(&self, new: NewToken) -> Result<ApiToken>;
     /// The token with this hash and its owner.
@@ -189,7 +202,20 @@ pub trait UserStore: Send + Sync {
     /// A user's tokens, oldest first.
     async fn tokens(&self, user: UserId) -> Result<Vec<ApiToken>>;
     /// Deletes one of `user`'s tokens; `false` when `user` has no token with this id.
-    async fn delete_token(&self, user: UserId, id: TokenId) -> Result<bool>;
+    async fn delete_token(&self, user: UserId, id: TokenId) -> Result<bool> {
+        Ok(self
+            .delete_token_logged(user, id, no_events())
+            .await?
+            .is_some())
+    }
+    /// [`delete_token`](Self::delete_token), logging `events` with the deletion:
+    /// `None` when there was no such token.
+    async fn delete_token_logged(
+        &self,
+        user: UserId,
+        id: TokenId,
+        events: Events<()>,
+    ) -> Result<Option<Vec<Publish>>>;
     /// Records when tokens were last used; a time never moves back (another node may
     /// have written a later one). Unknown ids are ignored.
     async fn touch_tokens(&self, used: &[(TokenId, Timestamp)]) -> Result<()>;

@@ -1,6 +1,7 @@
 //! Users, their API tokens, and the stored part of presence (last seen, status text).
 
 use async_trait::async_trait;
+use chorus_realtime::Publish;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::{Column, Dialect, RowsAffected, Sql};
@@ -8,7 +9,7 @@ use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::conflict_or;
 use crate::store::rows::{TokenOwnerRow, TokenRow, UserRow, presence_row};
-use crate::store::{NewToken, NewUser, TokenOwner, UserStore};
+use crate::store::{Events, NewToken, NewUser, TokenOwner, UserStore};
 
 /// The stored part of a user's presence, as read by [`presence_row`].
 pub(super) const PRESENCE_COLUMNS: &str = "users.id, users.last_seen, users.status_text";
@@ -90,7 +91,12 @@ where
         rows.into_iter().map(UserRow::into_user).collect()
     }
 
-    async fn set_deactivated(&self, user: UserId, at: Option<Timestamp>) -> Result<Option<User>> {
+    async fn set_deactivated_logged(
+        &self,
+        user: UserId,
+        at: Option<Timestamp>,
+        events: Events<User>,
+    ) -> Result<Option<(User, Vec<Publish>)>> {
         let query = match at {
             Some(_) => format!(
                 "UPDATE users SET deactivated_at = COALESCE(deactivated_at, $1)
@@ -100,12 +106,18 @@ where
                 "UPDATE users SET deactivated_at = $1 WHERE id = $2 RETURNING {USER_COLUMNS}"
             ),
         };
+        let mut tx = self.writer.begin().await?;
         let row: Option<UserRow> = sqlx::query_as(&query)
             .bind(at.map(|t| t.0))
             .bind(user.0)
-            .fetch_optional(&self.writer)
+            .fetch_optional(&mut *tx)
             .await?;
-        row.map(UserRow::into_user).transpose()
+        let Some(user) = row.map(UserRow::into_user).transpose()? else {
+            return Ok(None);
+        };
+        let logged = Self::log_events(&mut tx, self.now(), events(&user)).await?;
+        tx.commit().await?;
+        Ok(Some((user, logged)))
     }
 
     async fn add_token(&self, new: NewToken) -> Result<ApiToken> {
@@ -145,13 +157,24 @@ where
         Ok(rows.into_iter().map(ApiToken::from).collect())
     }
 
-    async fn delete_token(&self, user: UserId, id: TokenId) -> Result<bool> {
+    async fn delete_token_logged(
+        &self,
+        user: UserId,
+        id: TokenId,
+        events: Events<()>,
+    ) -> Result<Option<Vec<Publish>>> {
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query("DELETE FROM tokens WHERE id = $1 AND user_id = $2")
             .bind(id.0)
             .bind(user.0)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let logged = Self::log_events(&mut tx, self.now(), events(&())).await?;
+        tx.commit().await?;
+        Ok(Some(logged))
     }
 
     async fn touch_tokens(&self, used: &[(TokenId, Timestamp)]) -> Result<()> {
