@@ -12,7 +12,7 @@ use chorus_realtime::Publish;
 
 use super::Chat;
 use super::channels::removed_from_events;
-use super::events::{access_changed_event, channel_scope, workspace_scope};
+use super::events::{access_changed_event, channel_scope, joined_event, workspace_scope};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
 use crate::store::events_only;
@@ -93,34 +93,44 @@ impl Chat {
             .workspace(ws)
             .await?
             .ok_or_else(|| not_found("no such workspace"))?;
-        if !self.store.add_member(ws, user.id, req.role).await? {
+        // Logged with the change: a user's joins and removals of a workspace are in
+        // the log in commit order, on every node.
+        let (profile, id, role) = (UserProfile::from(user.clone()), user.id, req.role);
+        let events = events_only(move |()| {
+            vec![
+                Publish::new(
+                    workspace_scope(ws),
+                    "workspace.member_joined",
+                    &MemberEvent {
+                        workspace_id: ws,
+                        user: profile.clone(),
+                        role,
+                    },
+                ),
+                joined_event(
+                    id,
+                    "workspace.joined",
+                    workspace_scope(ws),
+                    None,
+                    &JoinedWorkspace {
+                        workspace: workspace.clone(),
+                        role,
+                    },
+                ),
+            ]
+        });
+        let Some(logged) = self
+            .store
+            .add_member_logged(ws, user.id, req.role, events)
+            .await?
+        else {
             return Err(ChatError::Conflict(
                 "already a member; change the role with PATCH /api/v1/workspaces/{id}/members/{user_id}"
                     .into(),
             ));
-        }
+        };
         self.cache.changed();
-        self.emit_event(
-            workspace_scope(ws),
-            "workspace.member_joined",
-            &MemberEvent {
-                workspace_id: ws,
-                user: UserProfile::from(user.clone()),
-                role: req.role,
-            },
-        )
-        .await;
-        self.emit_joined(
-            user.id,
-            "workspace.joined",
-            workspace_scope(ws),
-            None,
-            &JoinedWorkspace {
-                workspace: workspace.clone(),
-                role: req.role,
-            },
-        )
-        .await;
+        self.emit_logged(logged).await;
         self.member_view(user, req.role).await
     }
 

@@ -235,7 +235,21 @@ pub trait WorkspaceStore: Send + Sync {
     async fn workspaces_of(&self, user: UserId) -> Result<Vec<WorkspaceMembership>>;
     async fn member_role(&self, ws: WorkspaceId, user: UserId) -> Result<Option<Role>>;
     /// Adds a member; `false`, and nothing changed, when the user already is one.
-    async fn add_member(&self, ws: WorkspaceId, user: UserId, role: Role) -> Result<bool>;
+    async fn add_member(&self, ws: WorkspaceId, user: UserId, role: Role) -> Result<bool> {
+        Ok(self
+            .add_member_logged(ws, user, role, no_events())
+            .await?
+            .is_some())
+    }
+    /// [`add_member`](Self::add_member), logging `events` with the change: `None`
+    /// when the user already is a member.
+    async fn add_member_logged(
+        &self,
+        ws: WorkspaceId,
+        user: UserId,
+        role: Role,
+        events: Events<()>,
+    ) -> Result<Option<Vec<Publish>>>;
     /// Changes a member's role from `from` to `to` (a compare-and-set, so a rule checked
     /// against `from` still holds): `false`, and nothing changed, when the user is not a
     /// member with role `from`. `Conflict` when the workspace would be left without an

@@ -97,7 +97,14 @@ where
         role.map(|r| parse(&r)).transpose()
     }
 
-    async fn add_member(&self, ws: WorkspaceId, user: UserId, role: Role) -> Result<bool> {
+    async fn add_member_logged(
+        &self,
+        ws: WorkspaceId,
+        user: UserId,
+        role: Role,
+        events: Events<()>,
+    ) -> Result<Option<Vec<Publish>>> {
+        let mut tx = self.writer.begin().await?;
         // One statement: of two concurrent adds of the same user, exactly one inserts.
         let done = sqlx::query(
             "INSERT INTO workspace_members (workspace_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)
@@ -107,9 +114,14 @@ where
         .bind(user.0)
         .bind(role.as_str())
         .bind(self.now().0)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let logged = Self::log_events(&mut tx, self.now(), events(&())).await?;
+        tx.commit().await?;
+        Ok(Some(logged))
     }
 
     async fn set_member_role_logged(
