@@ -95,8 +95,14 @@ export function Composer({
     if (!word) return;
     const value = text.slice(0, word.start) + s.insert + text.slice(caret);
     const at = word.start + s.insert.length;
+    // The box and its caret change now, not at the next frame: a key typed right after
+    // the completion lands after it (a caret set later moved it back before that key).
+    const el = area.current;
+    if (el) {
+      el.value = value;
+      el.setSelectionRange(at, at);
+    }
     change(value, at);
-    requestAnimationFrame(() => area.current?.setSelectionRange(at, at));
   };
 
   const submit = async () => {
