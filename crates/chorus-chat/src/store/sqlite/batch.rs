@@ -170,32 +170,16 @@ async fn write_known(
     let created_at = Timestamp(clock.now_ms());
     let mut mentions = Vec::with_capacity(jobs.len());
     let mut inserted = Vec::with_capacity(jobs.len());
-    let mut events = Vec::new();
-    let mut webhooks = Vec::new();
-    let mut counts = Vec::with_capacity(jobs.len());
     for (job, id) in jobs.iter().zip(known + 1..) {
         mentions.push(mentions_json(&job.new.mentions)?);
-        let new = Inserted {
+        inserted.push(Some(Inserted {
             message: created_message(&job.new, MessageId(id), created_at),
             created: true,
             root: None,
-        };
-        let outbox = (job.events)(&new);
-        let built = outbox.events.into_iter().filter(|e| !e.ephemeral);
-        let before = events.len();
-        events.extend(built);
-        counts.push(events.len() - before);
-        webhooks.extend(outbox.webhooks);
-        inserted.push(new);
+        }));
     }
-    let append = Append::new(
-        Outbox {
-            events,
-            webhooks,
-            then: None,
-        },
-        created_at,
-    )?;
+    let (outbox, counts) = outboxes(jobs, &inserted);
+    let append = Append::new(outbox, created_at)?;
     // $1: the sequence expected; then eight values a row.
     const WIDTH: usize = 8;
     let rows: Vec<String> = (0..jobs.len())
@@ -225,7 +209,7 @@ async fn write_known(
     }
     sql.push_str("; COMMIT");
     let mut query = sqlx::query_as::<Sqlite, (String, i64)>(&sql).bind(known);
-    for ((job, new), mentions) in jobs.iter().zip(&inserted).zip(&mentions) {
+    for ((job, new), mentions) in jobs.iter().zip(inserted.iter().flatten()).zip(&mentions) {
         let job = &job.new;
         query = query
             .bind(new.message.id.0)
@@ -250,15 +234,49 @@ async fn write_known(
             return Err(err.into());
         }
     };
-    let mut logged = match append {
-        Some(append) => append.numbered(&heads)?.into_iter(),
-        None => Vec::new().into_iter(),
+    let logged = match append {
+        Some(append) => append.numbered(&heads)?,
+        None => Vec::new(),
     };
-    Ok(inserted
+    Ok(with_their_events(inserted, counts, logged))
+}
+
+/// The jobs' outboxes (of the messages inserted) as one, in the order of the jobs, and
+/// how many durable events each job has in it.
+fn outboxes(jobs: &[Job], inserted: &[Option<Inserted>]) -> (Outbox, Vec<usize>) {
+    let mut events = Vec::new();
+    let mut webhooks = Vec::new();
+    let mut counts = Vec::with_capacity(jobs.len());
+    for (job, inserted) in jobs.iter().zip(inserted) {
+        let outbox = inserted
+            .as_ref()
+            .map(|i| (job.events)(i))
+            .unwrap_or_default();
+        let before = events.len();
+        events.extend(outbox.events.into_iter().filter(|e| !e.ephemeral));
+        counts.push(events.len() - before);
+        webhooks.extend(outbox.webhooks);
+    }
+    let outbox = Outbox {
+        events,
+        webhooks,
+        then: None,
+    };
+    (outbox, counts)
+}
+
+/// Each inserted message with its logged events (`counts` per job, in order).
+fn with_their_events(
+    inserted: Vec<Option<Inserted>>,
+    counts: Vec<usize>,
+    logged: Vec<Publish>,
+) -> Vec<Option<(Inserted, Vec<Publish>)>> {
+    let mut logged = logged.into_iter();
+    inserted
         .into_iter()
         .zip(counts)
-        .map(|(i, n)| Some((i, logged.by_ref().take(n).collect())))
-        .collect())
+        .map(|(inserted, n)| inserted.map(|i| (i, logged.by_ref().take(n).collect())))
+        .collect()
 }
 
 async fn insert_one(writer: &SqlitePool, clock: &Clock, job: &Job) -> Outcome {
@@ -362,30 +380,8 @@ async fn write_batch(
         }));
     }
     // Every new message's events, logged together in the order of the messages.
-    let mut events = Vec::new();
-    let mut webhooks = Vec::new();
-    let mut counts = Vec::with_capacity(jobs.len());
-    for (job, inserted) in jobs.iter().zip(&out) {
-        let outbox = inserted
-            .as_ref()
-            .map(|i| (job.events)(i))
-            .unwrap_or_default();
-        let before = events.len();
-        events.extend(outbox.events.into_iter().filter(|e| !e.ephemeral));
-        counts.push(events.len() - before);
-        webhooks.extend(outbox.webhooks);
-    }
-    let outbox = Outbox {
-        events,
-        webhooks,
-        then: None,
-    };
+    let (outbox, counts) = outboxes(jobs, &out);
     let logged =
         Sql::<Sqlite>::log_events_then(&mut *conn, created_at, outbox, Some("COMMIT")).await?;
-    let mut logged = logged.into_iter();
-    Ok(out
-        .into_iter()
-        .zip(counts)
-        .map(|(inserted, n)| inserted.map(|i| (i, logged.by_ref().take(n).collect())))
-        .collect())
+    Ok(with_their_events(out, counts, logged))
 }
