@@ -15,7 +15,9 @@
 //! reload the channel, and what it did not get stays missing: the verdict is strict.
 //!
 //! `CHORUS_CHECK_SEED=<n>` replays a run's choices (the interleaving with the faults is
-//! the machine's). `CHORUS_CHECK_TRACE=1` prints each client's connections as they
+//! the machine's). `CHORUS_CHECK_LOG=<dir>` keeps each node's log there (see
+//! `node_log`); `CHORUS_CHECK_KEEP_DATABASE=1` keeps the cluster's database to query
+//! afterwards. `CHORUS_CHECK_TRACE=1` prints each client's connections as they
 //! happen; `CHORUS_CHECK_DUMP=<path>` writes the whole history to `<path>.<test>`. `CHORUS_CHECK_MUTANT=drop-resume` makes each client forget one
 //! channel event after its first resume, to show that the verdict notices.
 //! The cluster run needs PostgreSQL (`CHORUS_TEST_POSTGRES_URL`) and `redis-server`;
@@ -124,8 +126,9 @@ impl Node {
                 .env("CHORUS_HTTP_PER_SEC", "0")
                 .env("CHORUS_LOG", "error")
                 .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
+                .envs(node_log_level().map(|level| ("CHORUS_LOG", level)))
+                .stdout(node_log(self.addr).unwrap_or_else(Stdio::null))
+                .stderr(node_log(self.addr).unwrap_or_else(Stdio::inherit))
                 .kill_on_drop(true)
                 .spawn()
                 .unwrap();
@@ -158,6 +161,38 @@ impl Node {
             child.wait().await.unwrap();
         }
     }
+}
+
+/// `CHORUS_CHECK_LOG=<dir>`: each node's log goes to `<dir>/node-<port>.log` (appended
+/// across restarts), at `CHORUS_CHECK_LOG_LEVEL` (default `warn`), to read next to the
+/// report's times (fault times are printed as `fault <µs>: …`).
+fn node_log_level() -> Option<String> {
+    std::env::var_os("CHORUS_CHECK_LOG")?;
+    Some(std::env::var("CHORUS_CHECK_LOG_LEVEL").unwrap_or_else(|_| "warn".to_owned()))
+}
+
+fn node_log(addr: SocketAddr) -> Option<Stdio> {
+    let dir = std::env::var_os("CHORUS_CHECK_LOG")?;
+    let path = PathBuf::from(dir).join(format!("node-{}.log", addr.port()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    Some(Stdio::from(file))
+}
+
+/// A fault, on the run's clock, so the report's times can be read against it.
+fn fault(run: &Run, what: std::fmt::Arguments<'_>) {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!(
+        "fault {:>9}µs (unix {}.{:06}): {what}",
+        run.now(),
+        wall.as_secs(),
+        wall.subsec_micros()
+    );
 }
 
 fn redis_server() -> Option<PathBuf> {
@@ -1517,10 +1552,12 @@ async fn one_node_kill_restart() {
         let pause = rng.random_range(200..900);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         run.set_up(node.addr, false);
+        fault(&run, format_args!("kill -9 node {}", node.addr));
         node.kill().await;
         let pause = rng.random_range(0..200);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         node.up().await;
+        fault(&run, format_args!("node {} ready", node.addr));
         run.set_up(node.addr, true);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1577,21 +1614,29 @@ async fn three_nodes_kill_and_redis_restart() {
         tokio::time::sleep(Duration::from_millis(pause)).await;
         let i = rng.random_range(0..nodes.len());
         run.set_up(nodes[i].addr, false);
+        fault(&run, format_args!("kill -9 node {}", nodes[i].addr));
         nodes[i].kill().await;
         let pause = rng.random_range(100..500);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         nodes[i].up().await;
+        fault(&run, format_args!("node {} ready", nodes[i].addr));
         run.set_up(nodes[i].addr, true);
         if k == CLUSTER_KILLS / 2 {
+            fault(&run, format_args!("redis down"));
             redis.down().await;
             tokio::time::sleep(Duration::from_millis(300)).await;
             redis.up().await;
+            fault(&run, format_args!("redis up"));
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let history = workload.finish(false).await;
     drop(nodes);
-    drop_database(&pg, &db_name).await;
+    if std::env::var_os("CHORUS_CHECK_KEEP_DATABASE").is_some() {
+        eprintln!("checker three_nodes_kill_and_redis_restart: database kept: {database}");
+    } else {
+        drop_database(&pg, &db_name).await;
+    }
     verdict(&history, "three_nodes_kill_and_redis_restart", started);
 }
 

@@ -352,8 +352,13 @@ pub fn check(h: &History) -> Vec<Violation> {
                 push(
                     "missing",
                     format!(
-                        "{name} never got {} on {} ({}; {unrecovered} unrecovered resumes of the scope)",
-                        c.key, c.scope, c.what
+                        "{name} never got {} on {} ({}, {}–{}µs; {unrecovered} unrecovered resumes of the scope){}",
+                        c.key,
+                        c.scope,
+                        c.what,
+                        c.start,
+                        c.end,
+                        where_missing(h, client, c)
                     ),
                 );
             }
@@ -397,6 +402,65 @@ pub fn check(h: &History) -> Vec<Violation> {
         }
     }
     out
+}
+
+/// For a missing event: the offset others got it at, and what `client` received on the
+/// scope just before and after that offset (and its resumes then), to tell a gap in a
+/// live stream from one a resume or a catch-up skipped.
+fn where_missing(h: &History, client: &ClientLog, c: &Change) -> String {
+    let landed = h.clients.iter().flat_map(|o| &o.events).find(|e| {
+        e.scope == c.scope && key_of(&e.kind, &e.data).as_deref() == Some(c.key.as_str())
+    });
+    let Some(offset) = landed.and_then(|e| e.offset) else {
+        return "; nobody got it".to_owned();
+    };
+    let on_scope = || client.events.iter().filter(|e| e.scope == c.scope);
+    let show = |e: Option<&Received>| match e {
+        Some(e) => format!(
+            "{:?} ({}, connection {}, {:?}, at {}µs)",
+            e.offset, e.kind, e.conn, e.via, e.at
+        ),
+        None => "nothing".to_owned(),
+    };
+    let before = on_scope()
+        .filter(|e| e.offset.is_some_and(|o| o < offset))
+        .last();
+    let after = on_scope().find(|e| e.offset.is_some_and(|o| o > offset));
+    let resumes: Vec<String> = client
+        .resumes
+        .iter()
+        .filter(|r| r.scope == c.scope)
+        .filter(|r| before.is_none_or(|b| r.at >= b.at) && after.is_none_or(|a| r.at <= a.at))
+        .map(|r| {
+            format!(
+                "from {} on connection {} at {}µs: recovered {}{}",
+                r.position,
+                r.conn,
+                r.at,
+                r.recovered,
+                r.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    let catch_ups: Vec<String> = client
+        .catch_ups
+        .iter()
+        .filter(|u| u.scope == c.scope && u.after < offset)
+        .filter(|u| before.is_none_or(|b| u.at >= b.at) && after.is_none_or(|a| u.at <= a.at))
+        .map(|u| format!("after {} on connection {}: {:?}", u.after, u.conn, u.result))
+        .collect();
+    format!(
+        "; others got it at offset {offset}; {} got before it {}, after it {}; resumes between: [{}]; catch-ups between: [{}]; connections: {}",
+        client.name,
+        show(before),
+        show(after),
+        resumes.join("; "),
+        catch_ups.join("; "),
+        client.connections
+    )
 }
 
 /// A compact report: counts per kind, then the first few of each, with the seed.
