@@ -174,6 +174,7 @@ export function Conversation({ channel }: { channel: ChannelView }) {
           Jump to latest{unseen > 0 ? ` · ${unseen} new` : ''} ↓
         </button>
       )}
+      <LoopGuardNotice channelId={channel.id} />
       <TypingLine channelId={channel.id} />
       {channel.member ? (
         <Composer channelId={channel.id} label={`Message ${title}`} id="composer-input" />
@@ -253,10 +254,13 @@ function MessageItem({ message: m, inThread, compact }: { message: Message; inTh
   const channel = store.channels.get(m.channel_id);
   const canDelete = mine || store.manages;
   const mentions = inThread ? 0 : store.threadMentionCount(m.channel_id, m.id);
+  const streaming = m.state === 'streaming' && !m.deleted;
   return (
     <li
-      class={`msg${mine ? ' mine' : ''}${compact ? ' compact' : ''}${agent ? ' by-agent' : ''}${m.pinned ? ' pinned' : ''}`}
+      class={`msg${mine ? ' mine' : ''}${compact ? ' compact' : ''}${agent ? ' by-agent' : ''}${m.pinned ? ' pinned' : ''}${streaming ? ' streaming' : ''}`}
       data-message-id={m.id}
+      data-state={m.state ?? 'complete'}
+      aria-busy={streaming}
       tabIndex={-1}
     >
       <div class={compact ? 'msg-head sr-only' : 'msg-head'}>
@@ -266,6 +270,7 @@ function MessageItem({ message: m, inThread, compact }: { message: Message; inTh
           {time.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}
         </time>
         {m.edited_at && !m.deleted && <span class="muted edited">(edited)</span>}
+        {m.state === 'aborted' && !m.deleted && <span class="muted stopped">(stopped)</span>}
         {m.pinned && (
           <span class="pin-mark" title="Pinned">
             📌 <span class="sr-only">pinned</span>
@@ -275,6 +280,8 @@ function MessageItem({ message: m, inThread, compact }: { message: Message; inTh
       <div class="msg-text">
         {m.deleted ? <em class="muted">This message was deleted.</em> : <Text text={m.text} ctx={textContext(store)} />}
       </div>
+      {streaming && <StreamingLine message={m} agent={agent} />}
+      {!m.deleted && <WorkingLine message={m} />}
       {!m.deleted && ((m.reactions ?? []).length > 0 || (!inThread && (m.reply_count ?? 0) > 0)) && (
         <div class="msg-foot">
           {(m.reactions ?? []).map((r) => {
@@ -354,6 +361,66 @@ function MessageItem({ message: m, inThread, compact }: { message: Message; inTh
         </span>
       )}
     </li>
+  );
+}
+
+/** Under a reply still being written: that it is, and, for an agent's, a Stop button. */
+function StreamingLine({ message: m, agent }: { message: Message; agent: boolean }) {
+  const { store } = useUi();
+  const [stopping, setStopping] = useState(false);
+  const name = store.userName(m.author_id);
+  return (
+    <div class="msg-stream">
+      <span class="writing">writing…</span>
+      {agent && (
+        <button
+          class="small stop"
+          aria-label={`Stop ${name}'s reply`}
+          title="Stop this reply"
+          disabled={stopping}
+          onClick={() => {
+            setStopping(true);
+            void store.stopReply(m).finally(() => setStopping(false));
+          }}
+        >
+          ■ Stop
+        </button>
+      )}
+    </div>
+  );
+}
+
+/** The agents that reported working on a message (its receipts): "helper is working…". */
+function WorkingLine({ message: m }: { message: Message }) {
+  const { store } = useUi();
+  const who = (m.receipts ?? []).filter((r) => r.state === 'working').map((r) => store.userName(r.user_id));
+  if (!who.length) return null;
+  const text = who.length === 1 ? `${who[0]} is working…` : `${who.slice(0, -1).join(', ')} and ${who[who.length - 1]} are working…`;
+  return (
+    <p class="working" role="status">
+      {text}
+    </p>
+  );
+}
+
+const LOOP_GUARD_REASONS: Record<string, string> = {
+  agent_messages: 'agents wrote too many messages in a row',
+  per_minute: 'agents wrote too many messages in a minute',
+};
+
+/** While the loop guard holds a channel: its agents are not woken until a person writes. */
+function LoopGuardNotice({ channelId }: { channelId: number }) {
+  const { store } = useUi();
+  const reason = store.loopGuards.get(channelId);
+  return (
+    <div class="loop-guard-slot" role="status">
+      {reason !== undefined && (
+        <p class="loop-guard">
+          <strong>Agents are paused here</strong>: {LOOP_GUARD_REASONS[reason] ?? reason}. They answer again when a person
+          writes.
+        </p>
+      )}
+    </div>
   );
 }
 

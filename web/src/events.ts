@@ -62,6 +62,8 @@ export interface LiveState {
   readonly catchingUp: boolean;
   /** Messages counted while catching up. */
   readonly caughtUp: number;
+  /** Channels whose agents the loop guard holds (not woken), with its reason. */
+  readonly loopGuards: ReadonlyMap<ChannelId, string>;
 }
 
 /** What the reducers would otherwise read from the browser. */
@@ -80,7 +82,9 @@ export type Effect =
   | { do: 'expireTyping' }
   | { do: 'selectWorkspace'; workspaceId: WorkspaceId }
   /** The open workspace is gone (left or removed): open another, or none. */
-  | { do: 'leftWorkspace'; workspaceId: WorkspaceId };
+  | { do: 'leftWorkspace'; workspaceId: WorkspaceId }
+  /** A streaming message missed a delta: load it again (its text and `seq`). */
+  | { do: 'fetchMessage'; channelId: ChannelId; threadId: MessageId | undefined; id: MessageId };
 
 /** The parts of the state an event replaced (absent: unchanged), and what to do next. */
 export interface Update {
@@ -94,6 +98,7 @@ export interface Update {
   pins?: Map<ChannelId, Pin[]>;
   statuses?: Map<UserId, string>;
   caughtUp?: number;
+  loopGuards?: Map<ChannelId, string>;
   /** Messages, new or changed, to put wherever they are shown (the open lists and
    * thread, which loads in flight also write to: the store merges them in place). */
   put?: Message[];
@@ -141,17 +146,40 @@ export const reducers: Reducers = {
 
   'message.updated': (_s, ev) => ({ put: [ev.data] }),
 
-  // A streaming reply grows by deltas, each the next `seq`; one out of turn (missed,
-  // or already in the message as loaded) is left out: `message.completed` carries the
-  // whole text.
+  // A streaming reply grows by deltas, each the next `seq`. One already in the message
+  // (as loaded) is left out; one past the next (a delta was missed) has the message
+  // loaded again, and the deltas after the loaded `seq` apply to it.
+  // `message.completed` carries the whole text in any case.
   'message.delta': (s, ev) => {
     const m = findMessage(s, ev.data.id);
-    if (!m || ev.data.seq !== (m.seq ?? 0) + 1) return {};
+    const held = m?.seq ?? 0;
+    if (!m || m.state !== 'streaming' || ev.data.seq <= held) return {};
+    if (ev.data.seq > held + 1) {
+      return { effects: [{ do: 'fetchMessage', channelId: m.channel_id, threadId: m.thread_id, id: m.id }] };
+    }
     return { put: [{ ...m, text: m.text + ev.data.text, seq: ev.data.seq }] };
   },
   'message.completed': (_s, ev) => ({ put: [ev.data] }),
   'message.aborted': (_s, ev) => ({ put: [ev.data.message] }),
-  'channel.loop_guard': ignored,
+
+  // While held, the channel says that its agents are paused, until a person writes.
+  'channel.loop_guard': (s, ev) => {
+    const { channel_id, state, reason } = ev.data;
+    const loopGuards = new Map(s.loopGuards);
+    if (state === 'held') loopGuards.set(channel_id, reason);
+    else if (!loopGuards.delete(channel_id)) return {};
+    return { loopGuards };
+  },
+
+  // What the agents a message woke report doing with it ("helper is working…").
+  'receipt.updated': (s, ev) => {
+    const m = findMessage(s, ev.data.message_id);
+    return m ? { put: [{ ...m, receipts: ev.data.receipts }] } : {};
+  },
+  // A passed turn shows as the next agent's receipt; a cancelled one as its reply's
+  // `message.aborted` and its receipt.
+  'turn.passed': ignored,
+  'turn.cancelled': ignored,
 
   'message.deleted': (s, ev) => {
     const m = findMessage(s, ev.data.id);

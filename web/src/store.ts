@@ -77,6 +77,8 @@ export class ChatStore {
   current: ChannelId | undefined;
   thread: Thread | undefined;
   typing: Typing = new Map();
+  /** Channels whose agents the loop guard holds, with its reason (`channel.loop_guard`). */
+  loopGuards = new Map<ChannelId, string>();
   conn: ConnectionState = 'connecting';
   /** Where the "new messages" line goes in each channel: my read cursor when I opened it. */
   newSince = new Map<ChannelId, MessageId>();
@@ -106,6 +108,8 @@ export class ChatStore {
   private readTimer: ReturnType<typeof setTimeout> | undefined;
   private resendTimer: ReturnType<typeof setTimeout> | undefined;
   private flushing = false;
+  /** Streaming messages being loaded again after a missed delta. */
+  private refetching = new Set<MessageId>();
   private readonly onPageHide = () => this.saveDrafts();
 
   constructor(base: string, token: string, me: User) {
@@ -929,6 +933,7 @@ export class ChatStore {
       current: this.current,
       catchingUp: this.catchingUp,
       caughtUp: this.caughtUp,
+      loopGuards: this.loopGuards,
     };
   }
 
@@ -940,6 +945,7 @@ export class ChatStore {
     if (u.workspaces) this.workspaces = u.workspaces;
     if (u.typing) this.typing = u.typing;
     if (u.pins) this.pins = u.pins;
+    if (u.loopGuards) this.loopGuards = u.loopGuards;
     if (u.pending) {
       this.pending = u.pending;
       this.saveOutbox();
@@ -976,9 +982,47 @@ export class ChatStore {
           if (next) void this.selectWorkspace(next.id);
           break;
         }
+        case 'fetchMessage':
+          void this.refetch(effect.channelId, effect.threadId, effect.id);
+          break;
         default:
           effect satisfies never;
       }
+    }
+  }
+
+  /** Loads a streaming message again (it missed a delta): the stored text is at most one
+   * roll-up behind, and the deltas after its `seq` apply to it. */
+  private async refetch(channelId: ChannelId, threadId: MessageId | undefined, id: MessageId): Promise<void> {
+    if (this.refetching.has(id)) return;
+    this.refetching.add(id);
+    try {
+      const [m] = await this.http.listMessages(channelId, { after: id - 1, limit: 1, ...(threadId !== undefined && { thread_id: threadId }) });
+      const shown = this.findMessage(id);
+      // Newer than what is shown (a delta or the completion may have come meanwhile).
+      if (m?.id === id && shown && (shown.state === 'streaming' || shown.state === undefined) && (m.seq ?? 0) >= (shown.seq ?? 0)) {
+        this.apply(m);
+        this.changed();
+      }
+    } catch (err) {
+      this.report(err);
+    } finally {
+      this.refetching.delete(id);
+    }
+  }
+
+  /** Stops an agent's streaming reply (`POST /api/v1/messages/{id}/cancel`): the
+   * server aborts it and tells the agent. */
+  async stopReply(message: Message): Promise<void> {
+    try {
+      await this.http.cancel(message.id);
+    } catch (err) {
+      if (err instanceof ChorusError && err.code === 'conflict') return; // it had just ended
+      if (err instanceof ChorusError && (err.status === 405 || err.message === 'no such route')) {
+        this.notify('This server cannot stop agents yet.');
+        return;
+      }
+      this.report(err);
     }
   }
 

@@ -80,6 +80,7 @@ function state(extra: Partial<LiveState> = {}): LiveState {
     current: GENERAL,
     catchingUp: false,
     caughtUp: 0,
+    loopGuards: new Map(),
     ...extra,
   };
 }
@@ -193,9 +194,20 @@ describe('message.delta', () => {
     const [grown] = applied(streaming, delta(2, 'lo')).put ?? [];
     assert.equal(grown?.text, 'Hello');
     assert.equal(grown?.seq, 2);
-    // Already in the message (a repeat), or past a missed one: left to message.completed.
+    // Already in the message (a repeat): left out.
     assert.deepEqual(applied(streaming, delta(1, 'Hel')), {});
-    assert.deepEqual(applied(streaming, delta(3, '!')), {});
+  });
+
+  it('past a missed delta: loads the message again instead of applying it', () => {
+    const reply = message(5, { thread_id: 1, text: 'Hel', state: 'streaming', seq: 1 });
+    const s = state({ thread: { channelId: GENERAL, rootId: 1, replies: [reply], loading: false } });
+    assert.deepEqual(applied(s, event('message.delta', { id: 5, channel_id: GENERAL, thread_id: 1, seq: 3, text: '!' })), {
+      effects: [{ do: 'fetchMessage', channelId: GENERAL, threadId: 1, id: 5 }],
+    });
+    // A message no longer streaming (completed meanwhile) or not shown: nothing.
+    const done = state({ thread: { channelId: GENERAL, rootId: 1, replies: [{ ...reply, state: 'complete' }], loading: false } });
+    assert.deepEqual(applied(done, event('message.delta', { id: 5, channel_id: GENERAL, seq: 3, text: '!' })), {});
+    assert.deepEqual(applied(state(), event('message.delta', { id: 99, channel_id: GENERAL, seq: 3, text: '!' })), {});
   });
 
   it('completed and aborted put the whole message', () => {
@@ -203,6 +215,28 @@ describe('message.delta', () => {
     assert.deepEqual(applied(state(), event('message.completed', done)), { put: [done] });
     const aborted = message(2, { text: 'Hel', state: 'aborted', seq: 1 });
     assert.deepEqual(applied(state(), event('message.aborted', { message: aborted, reason: 'idle' })), { put: [aborted] });
+  });
+});
+
+describe('channel.loop_guard', () => {
+  it('holds a channel with its reason until released', () => {
+    const held = applied(state(), event('channel.loop_guard', { channel_id: GENERAL, state: 'held', reason: 'agent_messages' }));
+    assert.deepEqual([...(held.loopGuards ?? [])], [[GENERAL, 'agent_messages']]);
+    const s = state({ loopGuards: held.loopGuards! });
+    const released = applied(s, event('channel.loop_guard', { channel_id: GENERAL, state: 'released', reason: 'person_wrote' }));
+    assert.deepEqual([...(released.loopGuards ?? [])], []);
+    // Released where nothing was held: nothing changes.
+    assert.deepEqual(applied(state(), event('channel.loop_guard', { channel_id: RANDOM, state: 'released', reason: 'person_wrote' })), {});
+  });
+});
+
+describe('receipt.updated', () => {
+  it("puts the message with the agents' receipts", () => {
+    const receipts = [{ user_id: BOB, state: 'working' as const, updated_at: '2026-01-01T00:00:01Z' }];
+    const data = { channel_id: GENERAL, message_id: 2, user_id: BOB, state: 'working' as const, receipts };
+    const [put] = applied(state(), event('receipt.updated', data)).put ?? [];
+    assert.deepEqual(put, { ...message(2), receipts });
+    assert.deepEqual(applied(state(), event('receipt.updated', { ...data, message_id: 99 })), {});
   });
 });
 

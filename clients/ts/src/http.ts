@@ -1,7 +1,10 @@
 import { ChorusError, errorFromBody } from './errors.js';
+import { StreamWriter, type StreamOptions } from './stream.js';
 import type {
   AddMember,
   ApiToken,
+  Appended,
+  Cancelled,
   Channel,
   ChannelId,
   ChannelView,
@@ -12,6 +15,7 @@ import type {
   Member,
   Message,
   MessageId,
+  MessageReceipts,
   NewApiToken,
   Pin,
   Presence,
@@ -19,6 +23,7 @@ import type {
   Publish,
   Role,
   Published,
+  ReceiptState,
   ScopeEvents,
   SendMessage,
   TokenId,
@@ -249,6 +254,55 @@ export class ChorusHttp {
   /** Replaces a message's text (its author or a workspace admin). */
   editMessage(id: MessageId, text: string): Promise<Message> {
     return this.json('PATCH', `api/v1/messages/${id}`, { text });
+  }
+
+  // ---- streaming messages (docs/protocol.md, "Streaming messages")
+
+  /**
+   * Opens a streaming message in `channel` (state `streaming`; `req.streaming` is set for
+   * you) and returns a writer that batches appends: call `append` for every token, then
+   * `complete` or `abort`. With `options.realtime`, appends go as WebSocket `append` ops
+   * over that connection (acked) instead of HTTP requests.
+   */
+  async openStream(channel: ChannelId, req: Partial<SendMessage> = {}, options: StreamOptions = {}): Promise<StreamWriter> {
+    const { message } = await this.sendMessage(channel, { text: '', ...req, streaming: true });
+    return new StreamWriter(message, {
+      append: (id, text) => (options.realtime ? options.realtime.append(id, text) : this.appendMessage(id, text)),
+      complete: (id, text) => this.completeMessage(id, text),
+      abort: (id, reason) => this.abortMessage(id, reason),
+    }, options);
+  }
+
+  /** Adds `text` to the end of the caller's streaming message: one request per call (a
+   * `StreamWriter` batches many small appends into few). */
+  appendMessage(id: MessageId, text: string): Promise<Appended> {
+    return this.json('POST', `api/v1/messages/${id}/append`, { text });
+  }
+
+  /** Ends the caller's stream (state `complete`); with `text`, that becomes its whole text. */
+  completeMessage(id: MessageId, text?: string): Promise<Message> {
+    return this.json('POST', `api/v1/messages/${id}/complete`, text === undefined ? {} : { text });
+  }
+
+  /** Ends a stream without completing it (its author, or a workspace owner/admin); the
+   * text so far stays. */
+  abortMessage(id: MessageId, reason?: string): Promise<Message> {
+    return this.json('POST', `api/v1/messages/${id}/abort`, reason === undefined ? {} : { reason });
+  }
+
+  // ---- turns and receipts
+
+  /** Reports what the calling agent does with a message that woke it (`working` shows
+   * people "… is working…"); returns every receipt on the message. */
+  receipt(messageId: MessageId, state: ReceiptState): Promise<MessageReceipts> {
+    return this.json('POST', `api/v1/messages/${messageId}/receipts`, { state });
+  }
+
+  /** Cancels agents' turns: `messageId` is a message that woke agents (all their turns,
+   * or only `agentId`'s) or an agent's streaming reply (aborted with reason
+   * `cancelled`). The agents get `turn.cancelled`. `conflict` when nothing was running. */
+  cancel(messageId: MessageId, agentId?: UserId): Promise<Cancelled> {
+    return this.json('POST', `api/v1/messages/${messageId}/cancel`, agentId === undefined ? {} : { agent_id: agentId });
   }
 
   /** Deletes a message, which remains as a tombstone. */

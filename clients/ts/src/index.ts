@@ -2,6 +2,7 @@
 export * from './protocol.js';
 export * from './model.js';
 export { ChorusError } from './errors.js';
+export { StreamWriter, type StreamOptions, type StreamSink } from './stream.js';
 export { ChorusHttp, newIdempotencyKey, type HttpOptions, type SendOptions, type Sent, type Opened } from './http.js';
 export {
   ChorusRealtime,

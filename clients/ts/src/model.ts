@@ -59,7 +59,11 @@ export type Channel = Schemas['Channel'];
  * that a channel known only from an event (`channel.joined`) fits too. */
 export type ChannelView = Optional<Schemas['ChannelView'], 'unread_mentions'>;
 export type ReactionSummary = Schemas['ReactionSummary'];
-export type Message = Schemas['Message'];
+/** A message; `receipts` (what the agents it woke report doing with it) is sent by
+ * servers with turns and receipts, and is absent on older ones. */
+export type Message = Schemas['Message'] & { receipts?: Receipt[] };
+/** `streaming` while its author appends to it, `complete`, or `aborted`. */
+export type MessageState = Schemas['MessageState'];
 /** A pinned message of a channel. */
 export type Pin = Schemas['Pin'];
 /** A user's read position in a channel and what it leaves unread. */
@@ -83,6 +87,8 @@ export type CreateChannel = Schemas['CreateChannel'];
 /** Only the fields that are set change. */
 export type UpdateChannel = Schemas['UpdateChannel'];
 export type SendMessage = Schemas['SendMessage'];
+/** `POST /api/v1/messages/{id}/append`'s answer: the text's length in bytes with it. */
+export type Appended = Schemas['Appended'];
 export type EditMessage = Schemas['EditMessage'];
 export type MarkRead = Schemas['MarkRead'];
 export type SetStatus = Schemas['SetStatus'];
@@ -119,10 +125,73 @@ export type ChannelListChangedData = Schemas['ChannelListChanged'];
 /** `workspace.observers_updated`. */
 export type ObserversChangedData = Schemas['ObserversChanged'];
 
+/** `message.delta` (ephemeral): text appended to a streaming message in one roll-up
+ * window; `seq` counts a message's deltas from 1 without gaps. */
+export type MessageDeltaData = Schemas['MessageDelta'];
+/** `message.aborted`: the stream ended without completing (`reason`: the author's or an
+ * admin's, `idle`, or `cancelled`). */
+export type MessageAbortedData = Schemas['MessageAborted'];
+/** `channel.loop_guard`: agents are no longer woken in the channel (`held`) or are again
+ * (`released`). */
+export type LoopGuardData = Schemas['LoopGuard'];
+
+// ---- turns and receipts (docs/protocol.md). Written by hand from the protocol until
+// the server's OpenAPI document describes them; `EventDataMap` below prefers the
+// generated types once it does.
+
+/** What a woken agent reports doing with a message. */
+export type ReceiptState = 'received' | 'working' | 'done' | 'declined';
+/** One agent's report on a message. */
+export interface Receipt {
+  user_id: UserId;
+  state: ReceiptState;
+  updated_at: Timestamp;
+}
+/** `POST /api/v1/messages/{id}/receipts`' answer: every receipt on the message. */
+export interface MessageReceipts {
+  message_id: MessageId;
+  receipts: Receipt[];
+}
+/** `POST /api/v1/messages/{id}/cancel`'s answer: the agents whose turns ended. */
+export interface Cancelled {
+  cancelled: UserId[];
+}
+/** `receipt.updated`: an agent reported a new state; `receipts` is the whole summary. */
+export interface ReceiptUpdatedData {
+  channel_id: ChannelId;
+  message_id: MessageId;
+  user_id: UserId;
+  state: ReceiptState;
+  receipts: Receipt[];
+}
+/** `turn.passed` (round_robin): `from` did not report `working` in time; `to` is woken
+ * instead (`null`: nobody). */
+export interface TurnPassedData {
+  channel_id: ChannelId;
+  message_id: MessageId;
+  from: UserId;
+  to: UserId | null;
+}
+/** `turn.cancelled`: `by` ended `agent_id`'s turn on the message; the agent stops. */
+export interface TurnCancelledData {
+  channel_id: ChannelId;
+  message_id: MessageId;
+  agent_id: UserId;
+  by: UserId;
+}
+
 /** Every event type the server publishes, with its payload (`type` and `data` of an
  * event frame). */
 export type ServerEvent = Schemas['Event'];
 
+type GeneratedEventData = { [E in ServerEvent as E['type']]: E['data'] };
+/** The turn and receipt events, as the protocol documents them. */
+interface TurnEventData {
+  'receipt.updated': ReceiptUpdatedData;
+  'turn.passed': TurnPassedData;
+  'turn.cancelled': TurnCancelledData;
+}
+
 /** The `data` of each event type the server publishes (see the scopes in
  * docs/protocol.md, "Event types"). */
-export type EventDataMap = { [E in ServerEvent as E['type']]: E['data'] };
+export type EventDataMap = GeneratedEventData & Omit<TurnEventData, keyof GeneratedEventData>;

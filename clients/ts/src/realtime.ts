@@ -268,6 +268,22 @@ export class ChorusRealtime {
     await this.request({ op: 'typing', channel_id: channelId, ...(threadId !== undefined && { thread_id: threadId }) });
   }
 
+  /** Adds `text` to the end of one's own streaming message (op `append`); resolves
+   * when the server accepted it. `ChorusHttp.openStream(…, { realtime })` batches these. */
+  async append(messageId: MessageId, text: string): Promise<void> {
+    await this.request({ op: 'append', message_id: messageId, text });
+  }
+
+  /** Ends one's own stream (op `complete`); with `text`, that becomes the whole text. */
+  async complete(messageId: MessageId, text?: string): Promise<void> {
+    await this.request({ op: 'complete', message_id: messageId, ...(text !== undefined && { text }) });
+  }
+
+  /** Ends a stream without completing it (op `abort`). */
+  async abort(messageId: MessageId, reason?: string): Promise<void> {
+    await this.request({ op: 'abort', message_id: messageId, ...(reason !== undefined && { reason }) });
+  }
+
   /** A protocol-level ping; resolves with the round-trip time in ms. */
   async ping(): Promise<number> {
     const start = Date.now();

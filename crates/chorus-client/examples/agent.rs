@@ -1,18 +1,24 @@
 //! An example AI agent for Chorus: it connects, waits for events that *wake* it
-//! (`"wake": true`), and answers each one in the channel. What it only *observes*
+//! (`"wake": true`), and answers each one in the channel, streaming the answer as a
+//! model would produce it (people see it grow, word by word). What it only *observes*
 //! (`"wake": false`) it leaves alone, and it never answers another agent, so two agents
-//! cannot talk in circles. Replace [`Agent::answer`] with a call to your model.
+//! cannot talk in circles. Replace [`Agent::answer`] with a call to your model, and
+//! feed its tokens to the [`StreamWriter`](chorus_client::StreamWriter).
 //!
 //! ```sh
 //! CHORUS_URL=http://127.0.0.1:7800 CHORUS_TOKEN=chr_… cargo run -p chorus-client --example agent
 //! ```
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chorus_client::{
     Client, EventFrame, Message, Realtime, Result, SendMessage, Timestamp, User, UserId, UserKind,
     UserProfile,
 };
+
+/// How long the example "model" takes per word.
+const TOKEN_PACE: Duration = Duration::from_millis(20);
 
 /// The agent's state: who it is, and the people it has met (to greet them by name and
 /// to tell humans from agents).
@@ -63,15 +69,29 @@ impl Agent {
         if author.kind == UserKind::Agent {
             return Ok(None);
         }
-        let reply = SendMessage {
+        let answer = self.answer(&author, &message);
+        // The first word opens the message: its mention is what tells the author (who is
+        // woken is decided once, from the text a stream is opened with).
+        let mut words = answer.split_inclusive(' ');
+        let opening = SendMessage {
             thread_id: message.thread_id,
-            ..SendMessage::new(self.answer(&author, &message))
+            ..SendMessage::new(words.next().unwrap_or_default())
         };
-        let sent = self
+        let mut stream = self
             .client
-            .send_message(message.channel_id, &reply, None)
+            .open_stream(message.channel_id, &opening)
             .await?;
-        Ok(Some(sent.message))
+        for word in words {
+            // A model's tokens come at their own pace; the writer sends what piled up
+            // at most every 50 ms, not one request per token.
+            tokio::time::sleep(TOKEN_PACE).await;
+            if let Err(err) = stream.append(word).await {
+                // Stopped by a person (cancelled), or the server ended it: say why.
+                eprintln!("stream {} ended early: {err}", stream.message().id);
+                return Err(err);
+            }
+        }
+        Ok(Some(stream.complete().await?))
     }
 
     /// What to say. A real agent would ask a model here.
@@ -185,10 +205,20 @@ mod tests {
             .await
             .unwrap()
             .message;
-        let answer = loop {
+        // The answer is streamed: opened with its first word, completed whole.
+        let opened = loop {
             let event = common::next_of_type(&mut bob, "message.created").await;
             let message: Message = serde_json::from_value(event.data).unwrap();
             if message.author_id == helper.user.id {
+                break message;
+            }
+        };
+        assert_eq!(opened.state, chorus_client::MessageState::Streaming);
+        assert_eq!(opened.text, "@alice ");
+        let answer = loop {
+            let event = common::next_of_type(&mut bob, "message.completed").await;
+            let message: Message = serde_json::from_value(event.data).unwrap();
+            if message.id == opened.id {
                 break message;
             }
         };
