@@ -1568,11 +1568,7 @@ async fn one_node_kill_restart() {
 
 /// Three nodes on PostgreSQL and Redis: random nodes killed with `kill -9` (and
 /// restarted), Redis restarted once; clients reconnect to any live node.
-// Opt-in (`--run-ignored all`) until its last violations are fixed (issue #18's note:
-// in about 2 of 6 runs, a re-joining member gets some channel events twice, or one
-// event from while they were out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fault-injecting checker: still finds violations on three nodes (issue #18); run with --run-ignored all"]
 async fn three_nodes_kill_and_redis_restart() {
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
