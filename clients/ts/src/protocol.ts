@@ -22,7 +22,10 @@ export type ClientOp =
   /** Ends one's own stream; with `text`, that becomes the whole text. */
   | { op: 'complete'; message_id: number; text?: string }
   /** Ends a stream without completing it. */
-  | { op: 'abort'; message_id: number; reason?: string };
+  | { op: 'abort'; message_id: number; reason?: string }
+  /** Publishes to a `topic:` scope whose namespace lets this connection publish (acked
+   * with the event's offset; none in a namespace without history). */
+  | { op: 'publish'; scope: string; type: string; data: unknown };
 
 /** Any client frame: an op, optionally with an `id` the server answers with ack/error. */
 export type ClientFrame = ClientOp & { id?: FrameId };
@@ -38,6 +41,7 @@ export const CLIENT_OPS = [
   'append',
   'complete',
   'abort',
+  'publish',
 ] as const;
 
 // ---------------------------------------------------------------------------------

@@ -349,6 +349,50 @@ pub struct Publish {
     pub ephemeral: bool,
 }
 
+/// A declared namespace of `topic:` scopes (gateway mode): a `[[namespaces]]` table of
+/// the server's TOML file, as `GET /api/v1/namespaces` lists it. See docs/protocol.md,
+/// "Namespaces".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Namespace {
+    /// A unique name, for logs and errors.
+    pub name: String,
+    /// The scopes it holds: `topic:` then literal text, `{var}` (one or more characters
+    /// other than `.`) and, last only, `*` (one or more of any): `topic:orders.{order_id}`,
+    /// `topic:notifications.user.{user_id}`, `topic:news`, `topic:*` (a catch-all).
+    pub pattern: String,
+    /// Who may subscribe: `public` (anonymous connections too), `authenticated`,
+    /// `role:<owner|admin|member|guest>` (that role or a higher one in the workspace
+    /// `{workspace_id}` names), `user` (`{user_id}` is the caller's id).
+    #[serde(default = "authenticated")]
+    pub read: String,
+    /// Who may publish from a client (`publish` op): `server` (nobody: only
+    /// `POST /api/v1/publish`; the default) or one of the kinds of `read`.
+    #[serde(default = "server")]
+    pub publish: String,
+    /// A JSON Schema every published `data` must satisfy (server and client publishes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub schema: Option<Value>,
+    /// `0`: no history (events get no offset and are never replayed). Other values are
+    /// not supported yet: the server's `retention_events` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_events: Option<u64>,
+    /// `0`: no history, as `retention_events = 0`. Other values are not supported yet:
+    /// the server's `retention_secs` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_secs: Option<u64>,
+}
+
+fn authenticated() -> String {
+    "authenticated".to_owned()
+}
+
+fn server() -> String {
+    "server".to_owned()
+}
+
 /// `GET /api/v1/scopes/{scope}/events`: which events to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]

@@ -8,11 +8,14 @@
 //!   publishes the events that describe it to the realtime engine.
 //! - [`store`]: one trait per storage area and a backend per database (SQLite,
 //!   PostgreSQL).
+//! - [`namespaces`]: declared `topic:` namespaces (gateway mode): patterns, access,
+//!   payload schemas.
 //! - [`token`]: API token minting and hashing.
 //! - [`rate`]: rate limiters on the injected clock.
 
 pub mod error;
 pub mod model;
+pub mod namespaces;
 pub mod rate;
 pub mod service;
 pub mod store;

@@ -1647,7 +1647,8 @@ impl Driver {
                 | ClientOp::Refresh { .. }
                 | ClientOp::Append { .. }
                 | ClientOp::Complete { .. }
-                | ClientOp::Abort { .. } => {}
+                | ClientOp::Abort { .. }
+                | ClientOp::Publish { .. } => {}
             }
         }
         match pending.origin {

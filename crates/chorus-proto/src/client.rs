@@ -73,6 +73,24 @@ pub enum ClientOp {
         #[serde(default)]
         reason: String,
     },
+    /// Publish an event to a `topic:` scope whose namespace lets clients publish
+    /// (acked with the event's offset; none when the namespace keeps no history).
+    Publish {
+        scope: String,
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        data: Value,
+    },
+}
+
+/// A client's `publish`, as the engine hands it to the application
+/// (`SessionHooks::publish`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishOp {
+    pub scope: String,
+    pub kind: String,
+    pub data: Value,
 }
 
 /// The ops about streaming messages, which the engine hands to the application
@@ -105,6 +123,7 @@ impl ClientOp {
             Self::Append { .. } => "append",
             Self::Complete { .. } => "complete",
             Self::Abort { .. } => "abort",
+            Self::Publish { .. } => "publish",
         }
     }
 }
@@ -119,6 +138,7 @@ const KNOWN_OPS: &[&str] = &[
     "append",
     "complete",
     "abort",
+    "publish",
 ];
 
 /// Why a frame could not be decoded, with the frame id when one could be read.
@@ -234,6 +254,10 @@ mod tests {
         assert!(matches!(f.op, ClientOp::Complete { text: None, .. }));
         let f = decode_client_frame(r#"{"op":"abort","message_id":4}"#).expect("valid");
         assert!(matches!(f.op, ClientOp::Abort { .. }));
+        let f =
+            decode_client_frame(r#"{"op":"publish","scope":"topic:a","type":"t","data":{"x":1}}"#)
+                .expect("valid");
+        assert!(matches!(f.op, ClientOp::Publish { ref kind, .. } if kind == "t"));
     }
 
     #[test]

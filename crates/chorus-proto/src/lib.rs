@@ -12,7 +12,9 @@ pub mod client;
 pub mod codes;
 pub mod server;
 
-pub use client::{ClientFrame, ClientOp, DecodeError, FrameId, StreamOp, decode_client_frame};
+pub use client::{
+    ClientFrame, ClientOp, DecodeError, FrameId, PublishOp, StreamOp, decode_client_frame,
+};
 pub use codes::{CloseCode, ErrorCode};
 pub use server::{AckFrame, ErrorFrame, EventFrame, HelloFrame, ScopeResume, ServerFrame};
 

@@ -80,6 +80,18 @@ pub trait SessionHooks: Send + Sync + 'static {
         ))
     }
 
+    /// A client's `publish` from `user` ([`ANONYMOUS`](crate::ANONYMOUS) without
+    /// credentials): the event's offset once published (`None`: kept in no history).
+    async fn publish(
+        &self,
+        _user: UserKey,
+        _op: chorus_proto::PublishOp,
+    ) -> Result<Option<u64>, HookError> {
+        Err(HookError::Forbidden(
+            "this server does not take publishes from clients".into(),
+        ))
+    }
+
     /// A connection of `user` opened; `first` when it is the user's only one on this node.
     async fn connected(&self, _user: UserKey, _first: bool) {}
 

@@ -55,3 +55,7 @@ pub use socket::Socket;
 
 /// The engine's notion of a user: an opaque integer id owned by the application.
 pub type UserKey = i64;
+
+/// The user of a connection opened without credentials (where the application allows
+/// it): it has no `user:` scope, and every subscription it makes is asked of the hooks.
+pub const ANONYMOUS: UserKey = 0;

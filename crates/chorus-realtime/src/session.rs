@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use chorus_proto::{
     AckFrame, ClientOp, CloseCode, ErrorCode, ErrorFrame, FrameId, HelloFrame, PROTOCOL_VERSION,
-    ServerFrame, StreamOp, decode_client_frame,
+    PublishOp, ServerFrame, StreamOp, decode_client_frame,
 };
 use futures_util::{SinkExt, StreamExt};
 use governor::middleware::NoOpMiddleware;
@@ -466,6 +466,12 @@ impl Session {
             ClientOp::Abort { message_id, reason } => {
                 self.stream_op(StreamOp::Abort { message_id, reason }).await
             }
+            ClientOp::Publish { scope, kind, data } => self
+                .hooks
+                .publish(self.conn.user, PublishOp { scope, kind, data })
+                .await
+                .map(|offset| AckFrame { offset, ..ack() })
+                .map_err(|e| (e.code(), e.to_string())),
         };
         match (result, id) {
             (Ok(body), Some(id)) => self.reply(encode(&ServerFrame::Ack(AckFrame { id, ..body }))),

@@ -113,7 +113,9 @@ impl Subscriptions {
             held: hold.then(Held::default),
         };
         let from = if hold { From::Hold } else { From::Head };
-        if let Ok(started) = self.start(conn, &user_scope, None, None, from).await {
+        if conn.user != crate::ANONYMOUS
+            && let Ok(started) = self.start(conn, &user_scope, None, None, from).await
+        {
             opened.add(user_scope, started.head);
         }
         let fence = self.registry.fence(conn.id);
@@ -411,7 +413,7 @@ async fn authorize(
 ) -> Result<Scope, OpError> {
     let scope = Scope::parse(name).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
     if scope.kind() == "user" {
-        return if scope.id() == conn.user.to_string() {
+        return if conn.user != crate::ANONYMOUS && scope.id() == conn.user.to_string() {
             Ok(scope)
         } else {
             Err((ErrorCode::Forbidden, "another user's scope".to_owned()))

@@ -114,6 +114,16 @@ pub struct Config {
     /// When set, `/metrics` answers only `Authorization: Bearer <metrics_token>`
     /// (`CHORUS_METRICS_TOKEN`); unset (default), it is open as before.
     pub metrics_token: Option<String>,
+    /// Client `publish` ops per second per user (anonymous connections share one
+    /// budget), besides the inbound frame rate of each connection.
+    pub client_publish_per_sec: u32,
+    /// Anonymous WebSocket connections (no token; only when a namespace is `public`)
+    /// one client address may hold at once; 0: none at all.
+    pub anonymous_per_address: u32,
+    /// Declared `topic:` namespaces (gateway mode), `[[namespaces]]` tables in the TOML
+    /// file (docs/protocol.md, "Namespaces"). None: topics are readable by every user
+    /// and published by the server only, as without gateway mode.
+    pub namespaces: Vec<chorus_api::Namespace>,
     /// Where every part of the server reads the time: the engine, the chat, the rate
     /// limits, JWT expiry, webhook backoff. Not a setting: the system's clock, or a test
     /// clock set by tests (`Clock::following_tokio`).
@@ -172,6 +182,9 @@ impl Default for Config {
             webhook_allow_private: false,
             webhook_ca_file: None,
             metrics_token: None,
+            client_publish_per_sec: chat.client_publish_per_sec,
+            anonymous_per_address: 20,
+            namespaces: Vec::new(),
             clock: Clock::system(),
         }
     }
@@ -219,6 +232,7 @@ impl Config {
             stream_idle: Duration::from_millis(self.stream_idle_ms.max(100)),
             loop_guard_run: self.loop_guard_run,
             loop_guard_per_minute: self.loop_guard_per_minute,
+            client_publish_per_sec: self.client_publish_per_sec,
             ..ChatConfig::default()
         }
     }

@@ -58,6 +58,14 @@ impl SessionHooks for ServerHooks {
         self.chat.stream(user, op).await
     }
 
+    async fn publish(
+        &self,
+        user: UserKey,
+        op: chorus_proto::PublishOp,
+    ) -> Result<Option<u64>, HookError> {
+        self.chat.publish(user, op).await
+    }
+
     async fn connected(&self, user: UserKey, first: bool) {
         self.chat.connected(user, first).await;
     }

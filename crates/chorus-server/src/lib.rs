@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chorus_chat::Chat;
+use chorus_chat::namespaces::Namespaces;
 use chorus_chat::service::{ChatHooks, RedisPresence, StoreLog};
 use chorus_chat::store::{PgStore, SqliteStore, Store};
 use chorus_realtime::Engine;
@@ -101,6 +102,10 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         cluster_presence = Some(presence);
     }
     let chat = Arc::new(chat);
+    chat.set_namespaces(
+        Namespaces::new(config.namespaces.clone())
+            .map_err(|e| anyhow::anyhow!("namespaces: {e}"))?,
+    );
     chat.spawn_stream_sweeper();
     if let Some(presence) = cluster_presence {
         chat.spawn_presence_sweeper(presence);
@@ -177,12 +182,26 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
             hooks,
             auth,
             http_limiter,
+            anonymous: Arc::default(),
             webhooks: Arc::new(webhooks::WebhookMetrics::default()),
             mcp: Arc::default(),
             tasks,
         },
         bootstrap_token,
     })
+}
+
+/// Replaces the running namespaces with `namespaces` (a SIGHUP reload): connections
+/// stay open; every later subscribe, re-check and publish follows the new rules. Answers
+/// how many are declared; a bad declaration changes nothing.
+pub fn reload_namespaces(
+    state: &AppState,
+    namespaces: Vec<chorus_api::Namespace>,
+) -> anyhow::Result<usize> {
+    let count = namespaces.len();
+    let compiled = Namespaces::new(namespaces).map_err(|e| anyhow::anyhow!("namespaces: {e}"))?;
+    state.chat.set_namespaces(compiled);
+    Ok(count)
 }
 
 /// How often the event log is trimmed to the retention window (a pass over the whole

@@ -6,6 +6,9 @@
 //! outcome in its extensions ([`Authenticated`]) for `Caller` and `/ws`. Requests without
 //! credentials (health checks, the web UI's files, `--dev` login) are not limited: they
 //! reach no token and no user's data.
+//!
+//! Anonymous WebSocket connections (gateway mode's public namespaces) are counted per
+//! client address ([`AnonymousConnections`]): they have no user to limit.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -226,6 +229,78 @@ fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap, hops: u32) -> Option<I
     forwarded.or(peer)
 }
 
+/// The client address of a request, as the limits see it (the TCP peer, or the
+/// trusted proxies' `X-Forwarded-For` entry); `None` without a peer address.
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl axum::extract::FromRequestParts<AppState> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        Ok(Self(
+            client_addr(peer, &parts.headers, state.config.trusted_proxy_hops).map(bucket),
+        ))
+    }
+}
+
+/// Open anonymous connections per client address (an IPv6 client by its /64), capped
+/// at `anonymous_per_address`. A std mutex: counted and released without awaiting.
+#[derive(Default)]
+pub struct AnonymousConnections {
+    open: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// One anonymous connection's place in the count, given back when dropped (the
+/// session ended).
+pub struct AnonymousSlot {
+    owner: std::sync::Arc<AnonymousConnections>,
+    addr: IpAddr,
+}
+
+impl AnonymousConnections {
+    /// A slot for one more connection from `addr`, or `None` when it holds `max`.
+    pub fn take(self: &std::sync::Arc<Self>, addr: IpAddr, max: u32) -> Option<AnonymousSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(addr).or_default();
+        if *count >= max {
+            if *count == 0 {
+                open.remove(&addr);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(AnonymousSlot {
+            owner: self.clone(),
+            addr,
+        })
+    }
+
+    /// Open anonymous connections from `addr`.
+    pub fn open(&self, addr: IpAddr) -> u32 {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&addr).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for AnonymousSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.addr) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.addr);
+            }
+        }
+    }
+}
+
 /// Authenticates a request's credentials (once), applies both limits, and leaves the
 /// outcome in the request's extensions for the routes.
 pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -399,6 +474,22 @@ mod tests {
         limiter.record(ip("198.51.100.1"), later);
         assert_eq!(limiter.lock().len(), 1);
         assert!(limiter.wait(ip("198.51.100.1"), later).is_some());
+    }
+
+    #[test]
+    fn anonymous_slots_are_capped_per_address_and_given_back() {
+        let counts = std::sync::Arc::new(AnonymousConnections::default());
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        let first = counts.take(a, 2).expect("one");
+        let second = counts.take(a, 2).expect("two");
+        assert!(counts.take(a, 2).is_none(), "a third from the same address");
+        assert!(counts.take(b, 2).is_some(), "another address");
+        drop(first);
+        assert_eq!(counts.open(a), 1);
+        assert!(counts.take(a, 2).is_some(), "a slot was given back");
+        drop(second);
+        assert!(counts.take(a, 0).is_none(), "0: none at all");
+        assert_eq!(counts.open(b), 0, "dropped at once above");
     }
 
     #[test]

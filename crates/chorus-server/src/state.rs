@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::limits::HttpLimiter;
+use crate::limits::{AnonymousConnections, HttpLimiter};
 use crate::webhooks::WebhookMetrics;
 
 /// The Streamable HTTP service behind `/mcp`.
@@ -26,6 +26,8 @@ pub struct AppState {
     pub hooks: Arc<dyn SessionHooks>,
     pub auth: Arc<Authenticator>,
     pub http_limiter: Option<Arc<HttpLimiter>>,
+    /// Open anonymous WebSocket connections per client address.
+    pub anonymous: Arc<AnonymousConnections>,
     pub webhooks: Arc<WebhookMetrics>,
     /// The MCP endpoint (`/mcp`), set by `run` once the server's own address is known:
     /// its tools reach the API through a client pointed at that address.

@@ -1044,6 +1044,103 @@ async fn subscribing_follows_the_reading_rules() {
     assert!(wrong.is_empty(), "subscriptions that disagree:\n{wrong}");
 }
 
+/// Gateway mode: with namespaces declared, a topic is read (and published by a client)
+/// by whom its namespace names (docs/protocol.md, "Namespaces"; anonymous connections
+/// are in tests/gateway.rs).
+#[tokio::test]
+async fn namespaced_topics_follow_their_access() {
+    let access = |name: &str, pattern: &str, read: &str, publish: &str| chorus_api::Namespace {
+        name: name.into(),
+        pattern: pattern.into(),
+        read: read.into(),
+        publish: publish.into(),
+        schema: None,
+        retention_events: None,
+        retention_secs: None,
+    };
+    let s = TestServer::start_with(|c| {
+        c.namespaces = vec![
+            access("news", "topic:news", "public", "server"),
+            access("feed", "topic:feed.{id}", "authenticated", "authenticated"),
+            access(
+                "ops",
+                "topic:ws.{workspace_id}.ops",
+                "role:admin",
+                "role:admin",
+            ),
+            access(
+                "crew",
+                "topic:ws.{workspace_id}.crew",
+                "role:member",
+                "role:member",
+            ),
+            access("inbox", "topic:inbox.{user_id}", "user", "user"),
+        ]
+    })
+    .await;
+    let p = People::create(&s).await;
+    let fx = fixture(&s, &p).await;
+    let scope = |kind: &str, actor: Actor| -> String {
+        match kind {
+            "news" => "topic:news".into(),
+            "feed" => "topic:feed.1".into(),
+            "ops" => format!("topic:ws.{}.ops", fx.ws),
+            "crew" => format!("topic:ws.{}.crew", fx.ws),
+            "own-inbox" => format!("topic:inbox.{}", p.of(actor).id),
+            "other-inbox" => format!("topic:inbox.{}", p.target.id),
+            "undeclared" => "topic:undeclared".into(),
+            other => panic!("{other}"),
+        }
+    };
+    // (actor, kind, subscribe, client publish)
+    let table: &[(Actor, &str, &str, &str)] = &[
+        (ServerAdmin, "ops", "ack", "ack"),
+        (Owner, "ops", "ack", "ack"),
+        (Admin, "ops", "ack", "ack"),
+        (Member, "ops", "forbidden", "forbidden"),
+        (Guest, "ops", "forbidden", "forbidden"),
+        (Outsider, "ops", "forbidden", "forbidden"),
+        (Member, "crew", "ack", "ack"),
+        (Guest, "crew", "forbidden", "forbidden"),
+        (Outsider, "crew", "forbidden", "forbidden"),
+        (Guest, "news", "ack", "forbidden"),
+        (Outsider, "feed", "ack", "ack"),
+        (Member, "own-inbox", "ack", "ack"),
+        (Member, "other-inbox", "forbidden", "forbidden"),
+        (ServerAdmin, "other-inbox", "forbidden", "forbidden"),
+        (Owner, "undeclared", "not_found", "not_found"),
+    ];
+    let mut wrong = String::new();
+    for (actor, kind, read, publish) in table {
+        let mut client = s.connect(&p.of(*actor).token).await;
+        let name = scope(kind, *actor);
+        let got = subscribe_answer(&mut client, &name).await;
+        if got != *read {
+            writeln!(
+                wrong,
+                "{actor:?} subscribing {kind} ({name}): expected {read}, got {got}"
+            )
+            .unwrap();
+        }
+        let reply = client
+            .request(json!({"op": "publish", "scope": name, "type": "t", "data": {}}))
+            .await;
+        let got = if reply["op"] == "ack" {
+            "ack"
+        } else {
+            reply["code"].as_str().unwrap()
+        };
+        if got != *publish {
+            writeln!(
+                wrong,
+                "{actor:?} publishing to {kind} ({name}): expected {publish}, got {got}"
+            )
+            .unwrap();
+        }
+    }
+    assert!(wrong.is_empty(), "namespace rules that disagree:\n{wrong}");
+}
+
 // ---- events ------------------------------------------------------------------------
 
 #[tokio::test]

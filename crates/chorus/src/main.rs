@@ -235,6 +235,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
+    let config_file = args.config.clone();
     let config = args.into_config()?;
     let listener = chorus_server::bind(config.listen, config.listen_backlog)
         .with_context(|| format!("binding {}", config.listen))?;
@@ -249,6 +250,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     tracing::info!(addr = %listener.local_addr()?, "chorus listening");
+    #[cfg(unix)]
+    if let Some(path) = config_file {
+        tokio::spawn(reload_on_sighup(path, built.state.clone()));
+    }
     chorus_server::run(listener, built.state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
@@ -275,6 +280,33 @@ fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(file, "{secret}")?;
     Ok(())
+}
+
+/// SIGHUP: the TOML file's `namespaces` are read again and replace the running ones;
+/// connections stay open. A file that does not parse, or declares a bad namespace, is
+/// logged and the running rules are kept.
+#[cfg(unix)]
+async fn reload_on_sighup(path: PathBuf, state: chorus_server::AppState) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("SIGHUP cannot be caught: namespaces will not reload");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let reloaded = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))
+            .and_then(|text| {
+                toml::from_str::<Config>(&text)
+                    .with_context(|| format!("parsing {}", path.display()))
+            })
+            .and_then(|config| chorus_server::reload_namespaces(&state, config.namespaces));
+        match reloaded {
+            Ok(count) => tracing::info!(namespaces = count, "namespaces reloaded"),
+            Err(err) => {
+                tracing::error!(cause = %format!("{err:#}"), "namespaces not reloaded; the running ones stay")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -353,6 +353,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/namespaces": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The declared `topic:` namespaces (gateway mode), as configured: for server admins. */
+        get: operations["namespaces"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/presence": {
         parameters: {
             query?: never;
@@ -386,7 +403,9 @@ export interface paths {
         /**
          * Publish an arbitrary event to a scope: Chorus as a realtime gateway for a backend.
          *     Takes a server key with `publish` (only for scopes under its `publish_prefixes`,
-         *     when it has any) or the admin token.
+         *     when it has any) or the admin token. With namespaces declared, a topic must be in
+         *     one (`404`) and its `data` valid for the namespace's schema (`400` naming the path);
+         *     a namespace that keeps no history publishes it ephemeral.
          */
         post: operations["publish"];
         delete?: never;
@@ -1294,6 +1313,46 @@ export interface components {
          * @enum {string}
          */
         MessageState: "complete" | "streaming" | "aborted";
+        /**
+         * @description A declared namespace of `topic:` scopes (gateway mode): a `[[namespaces]]` table of
+         *     the server's TOML file, as `GET /api/v1/namespaces` lists it. See docs/protocol.md,
+         *     "Namespaces".
+         */
+        Namespace: {
+            /** @description A unique name, for logs and errors. */
+            name: string;
+            /**
+             * @description The scopes it holds: `topic:` then literal text, `{var}` (one or more characters
+             *     other than `.`) and, last only, `*` (one or more of any): `topic:orders.{order_id}`,
+             *     `topic:notifications.user.{user_id}`, `topic:news`, `topic:*` (a catch-all).
+             */
+            pattern: string;
+            /**
+             * @description Who may publish from a client (`publish` op): `server` (nobody: only
+             *     `POST /api/v1/publish`; the default) or one of the kinds of `read`.
+             */
+            publish?: string;
+            /**
+             * @description Who may subscribe: `public` (anonymous connections too), `authenticated`,
+             *     `role:<owner|admin|member|guest>` (that role or a higher one in the workspace
+             *     `{workspace_id}` names), `user` (`{user_id}` is the caller's id).
+             */
+            read?: string;
+            /**
+             * Format: int64
+             * @description `0`: no history (events get no offset and are never replayed). Other values are
+             *     not supported yet: the server's `retention_events` applies.
+             */
+            retention_events?: number | null;
+            /**
+             * Format: int64
+             * @description `0`: no history, as `retention_events = 0`. Other values are not supported yet:
+             *     the server's `retention_secs` applies.
+             */
+            retention_secs?: number | null;
+            /** @description A JSON Schema every published `data` must satisfy (server and client publishes). */
+            schema?: Record<string, never> | null;
+        };
         /** @description A new token: its listing and the secret, shown this once. */
         NewApiToken: components["schemas"]["ApiToken"] & {
             /** @description The secret (`chr_…`): shown once; only its hash is stored. */
@@ -2761,6 +2820,41 @@ export interface operations {
             };
         };
     };
+    namespaces: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Namespace"][];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     my_presence: {
         parameters: {
             query?: never;
@@ -2840,6 +2934,14 @@ export interface operations {
                     "application/json": components["schemas"]["Published"];
                 };
             };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2849,6 +2951,14 @@ export interface operations {
                 };
             };
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -43,9 +43,9 @@ impl Chat {
                     .ok_or_else(|| not_found("no such thread"))?;
                 self.readable_channel(caller, root.channel_id).await?;
             }
-            // Topics carry what backends publish with the server key; any
-            // authenticated connection may listen.
-            "topic" => {}
+            // Topics carry what backends (and, where a namespace allows, clients)
+            // publish; declared namespaces decide who reads them (`gateway.rs`).
+            "topic" => self.authorize_topic(Some(caller), scope).await?,
             other => return Err(not_found(format!("unknown scope kind {other:?}"))),
         }
         Ok(())

@@ -11,6 +11,7 @@ mod edge;
 mod events;
 pub use events::StoreLog;
 mod gate;
+mod gateway;
 pub mod keys;
 mod loop_guard;
 mod messages;
@@ -75,6 +76,9 @@ pub struct ChatConfig {
     pub loop_guard_run: u32,
     /// Loop guard: agent-authored messages per minute in a channel, likewise; 0: off.
     pub loop_guard_per_minute: u32,
+    /// Client `publish` ops per second per user (anonymous connections share one
+    /// budget), besides each connection's inbound frame rate.
+    pub client_publish_per_sec: u32,
 }
 
 impl Default for ChatConfig {
@@ -89,6 +93,7 @@ impl Default for ChatConfig {
             stream_idle: Duration::from_secs(60),
             loop_guard_run: 20,
             loop_guard_per_minute: 60,
+            client_publish_per_sec: 20,
         }
     }
 }
@@ -127,6 +132,9 @@ pub struct Chat {
     streams: Arc<streams::Streams>,
     /// Agent messages counted per channel ([`loop_guard`]).
     loop_guards: loop_guard::LoopGuards,
+    /// The declared `topic:` namespaces ([`gateway`]), replaced whole on a reload. A
+    /// std lock: it is held only to clone or swap the `Arc`, never across an await.
+    namespaces: std::sync::RwLock<Arc<crate::namespaces::Namespaces>>,
 }
 
 /// The chat's own tasks (presence grace timers and batches, the token-use writer, the
@@ -185,6 +193,7 @@ impl Chat {
             closes_handled: std::sync::atomic::AtomicU64::new(0),
             streams: Arc::default(),
             loop_guards: loop_guard::LoopGuards::default(),
+            namespaces: std::sync::RwLock::default(),
         }
     }
 

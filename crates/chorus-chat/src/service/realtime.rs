@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chorus_api::events::Typing;
-use chorus_realtime::{HookError, Mark, Marks, Publish, Scope, SessionHooks, UserKey};
+use chorus_realtime::{ANONYMOUS, HookError, Mark, Marks, Publish, Scope, SessionHooks, UserKey};
 use governor::Quota;
 
 use super::Chat;
@@ -18,16 +18,24 @@ use crate::model::{ChannelId, MessageId, User, UserId};
 use crate::rate::{KeyedLimiter, keyed};
 
 /// [`SessionHooks`] backed by the chat domain.
+///
+/// A connection opened without credentials ([`ANONYMOUS`], where a public namespace
+/// allows it) starts with no scopes, may read public namespaces only, and counts for
+/// nobody's presence.
 pub struct ChatHooks {
     chat: Arc<Chat>,
     typing: KeyedLimiter<UserKey>,
+    publishes: KeyedLimiter<UserKey>,
 }
 
 impl ChatHooks {
     pub fn new(chat: Arc<Chat>) -> Self {
         let per_minute = NonZeroU32::new(chat.config.typing_per_minute).unwrap_or(NonZeroU32::MIN);
+        let per_sec =
+            NonZeroU32::new(chat.config.client_publish_per_sec).unwrap_or(NonZeroU32::MIN);
         Self {
             typing: keyed(Quota::per_minute(per_minute), chat.config.clock),
+            publishes: keyed(Quota::per_second(per_sec), chat.config.clock),
             chat,
         }
     }
@@ -71,6 +79,9 @@ fn to_stream_hook(err: ChatError) -> HookError {
 #[async_trait]
 impl SessionHooks for ChatHooks {
     async fn initial_scopes(&self, user: UserKey) -> Result<Vec<Scope>, HookError> {
+        if user == ANONYMOUS {
+            return Ok(Vec::new());
+        }
         let (workspaces, channels) = self
             .chat
             .store()
@@ -85,6 +96,18 @@ impl SessionHooks for ChatHooks {
     }
 
     async fn authorize_subscribe(&self, user: UserKey, scope: &Scope) -> Result<(), HookError> {
+        if user == ANONYMOUS {
+            if scope.kind() != "topic" {
+                return Err(HookError::Forbidden(
+                    "anonymous connections may read public namespaces only".into(),
+                ));
+            }
+            return self
+                .chat
+                .authorize_topic(None, scope)
+                .await
+                .map_err(to_hook);
+        }
         let caller = self.user(user).await?;
         self.chat
             .authorize_scope(&caller, scope)
@@ -98,6 +121,11 @@ impl SessionHooks for ChatHooks {
         channel_id: i64,
         thread_id: Option<i64>,
     ) -> Result<(), HookError> {
+        if user == ANONYMOUS {
+            return Err(HookError::Forbidden(
+                "anonymous connections cannot type".into(),
+            ));
+        }
         if self.typing.check_key(&user).is_err() {
             return Err(HookError::RateLimited(format!(
                 "at most {} typing signals a minute",
@@ -153,6 +181,11 @@ impl SessionHooks for ChatHooks {
     // counted them, and the tracker must see every open and close exactly once.
     async fn stream(&self, user: UserKey, op: chorus_proto::StreamOp) -> Result<(), HookError> {
         use chorus_proto::StreamOp;
+        if user == ANONYMOUS {
+            return Err(HookError::Forbidden(
+                "anonymous connections have no messages".into(),
+            ));
+        }
         match op {
             StreamOp::Append { message_id, text } => self
                 .chat
@@ -177,11 +210,36 @@ impl SessionHooks for ChatHooks {
         .map_err(to_stream_hook)
     }
 
+    async fn publish(
+        &self,
+        user: UserKey,
+        op: chorus_proto::PublishOp,
+    ) -> Result<Option<u64>, HookError> {
+        if self.publishes.check_key(&user).is_err() {
+            return Err(HookError::RateLimited(format!(
+                "at most {} publishes a second",
+                self.chat.config.client_publish_per_sec
+            )));
+        }
+        let caller = match user {
+            ANONYMOUS => None,
+            user => Some(self.user(user).await?),
+        };
+        self.chat
+            .publish_from_client(caller.as_ref(), op)
+            .await
+            .map_err(to_stream_hook)
+    }
+
     async fn connected(&self, user: UserKey, _first: bool) {
-        self.chat.presence_opened(UserId(user)).await;
+        if user != ANONYMOUS {
+            self.chat.presence_opened(UserId(user)).await;
+        }
     }
 
     async fn disconnected(&self, user: UserKey, _last: bool) {
-        self.chat.presence_closed(UserId(user)).await;
+        if user != ANONYMOUS {
+            self.chat.presence_closed(UserId(user)).await;
+        }
     }
 }

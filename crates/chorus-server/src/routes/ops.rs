@@ -6,7 +6,7 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use chorus_api::{Publish as PublishRequest, Published};
+use chorus_api::{Namespace, Publish as PublishRequest, Published};
 use chorus_chat::service::NodeStat;
 use chorus_chat::store::KeyPermission;
 use chorus_realtime::metrics::MetricsSnapshot;
@@ -15,7 +15,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::auth::{Operator, bearer};
+use crate::auth::{Caller, Operator, bearer};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Json;
 use crate::state::AppState;
@@ -56,6 +56,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
         .routes(routes!(stats))
         .routes(routes!(publish))
+        .routes(routes!(namespaces))
 }
 
 /// Liveness: the process answers.
@@ -381,9 +382,11 @@ async fn stats(State(state): State<AppState>, operator: Operator) -> ApiResult<a
 
 /// Publish an arbitrary event to a scope: Chorus as a realtime gateway for a backend.
 /// Takes a server key with `publish` (only for scopes under its `publish_prefixes`,
-/// when it has any) or the admin token.
+/// when it has any) or the admin token. With namespaces declared, a topic must be in
+/// one (`404`) and its `data` valid for the namespace's schema (`400` naming the path);
+/// a namespace that keeps no history publishes it ephemeral.
 #[utoipa::path(post, path = "/api/v1/publish", tag = "operations", request_body = PublishRequest,
-    responses((status = 202, body = Published), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 202, body = Published), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn publish(
     State(state): State<AppState>,
     operator: Operator,
@@ -404,8 +407,10 @@ async fn publish(
     if req.kind.is_empty() || req.kind.len() > 64 {
         return Err(ApiError::bad_request("type must be 1 to 64 bytes"));
     }
+    // A topic of a declared namespace: inside one, and valid for its schema.
+    let kept = state.chat.check_server_publish(&scope, &req.data)?;
     let mut event = Publish::new(scope.clone(), req.kind, &req.data);
-    if req.ephemeral {
+    if req.ephemeral || !kept {
         event = event.ephemeral();
     }
     let offset = state
@@ -420,4 +425,14 @@ async fn publish(
             offset,
         }),
     ))
+}
+
+/// The declared `topic:` namespaces (gateway mode), as configured: for server admins.
+#[utoipa::path(get, path = "/api/v1/namespaces", tag = "operations",
+    responses((status = 200, body = Vec<Namespace>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn namespaces(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> ApiResult<axum::Json<Vec<Namespace>>> {
+    Ok(axum::Json(state.chat.list_namespaces(&caller)?))
 }

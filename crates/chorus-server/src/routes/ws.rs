@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use chorus_proto::ErrorCode;
-use chorus_realtime::Socket;
+use chorus_realtime::{ANONYMOUS, SessionAuth, Socket};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Query;
+use crate::limits::ClientAddr;
 use crate::state::{AppState, Tasks};
 
 /// Transport limit: a frame over this cannot be parsed and ends the connection (1009).
@@ -135,6 +136,7 @@ pub async fn upgrade(
     Query(query): Query<WsQuery>,
     // The bearer header or `?token=`, authenticated (and counted) by `limits::middleware`.
     identity: Result<Identity, ApiError>,
+    ClientAddr(client): ClientAddr,
     ws: Result<Upgrade, &'static str>,
 ) -> ApiResult<Response> {
     if state.engine.is_shutting_down() {
@@ -144,8 +146,29 @@ pub async fn upgrade(
         ));
     }
     let Identity(principal) = identity?;
-    let principal = principal
-        .ok_or_else(|| ApiError::unauthorized("missing token: send a bearer header or ?token="))?;
+    // No credentials: an anonymous connection, where a public namespace has something
+    // for it to read, within its address's share.
+    let (user, session, slot) = match principal {
+        Some(principal) => (principal.user.id.0, principal.session, None),
+        None => {
+            let missing =
+                || ApiError::unauthorized("missing token: send a bearer header or ?token=");
+            if !state.chat.namespaces().any_public() {
+                return Err(missing());
+            }
+            let client = client.ok_or_else(missing)?;
+            let slot = state
+                .anonymous
+                .take(client, state.config.anonymous_per_address)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::RateLimited,
+                        "too many anonymous connections from this address",
+                    )
+                })?;
+            (ANONYMOUS, SessionAuth::default(), Some(slot))
+        }
+    };
     let ws = ws.map_err(ApiError::bad_request)?;
     let engine = state.engine.clone();
     let hooks = state.hooks.clone();
@@ -158,6 +181,11 @@ pub async fn upgrade(
         // whole life: 1 KiB instead of 4 is 3 KiB less per idle connection.
         .read_buffer_size(1024);
     Ok(ws.accept(config, &state.tasks, move |socket| {
-        engine.serve_socket(socket, principal.user.id.0, hooks, hold, principal.session)
+        let session = engine.serve_socket(socket, user, hooks, hold, session);
+        async move {
+            session.await;
+            // The anonymous slot is held for the session's whole life.
+            drop(slot);
+        }
     }))
 }

@@ -344,6 +344,12 @@ impl TestServer {
         WsClient::open(req).await
     }
 
+    /// Connects without credentials (gateway mode's anonymous connection) and reads
+    /// `hello`.
+    pub async fn connect_anonymous(&self) -> WsClient {
+        WsClient::open(self.ws_url().into_client_request().unwrap()).await
+    }
+
     /// Connects with `?token=` and reads `hello`.
     pub async fn connect_query(&self, token: &str) -> WsClient {
         let url = format!("{}?token={token}", self.ws_url());

@@ -1,0 +1,397 @@
+//! Declared namespaces of `topic:` scopes (gateway mode): which topics exist, who may
+//! read and publish each, and the JSON Schema its payloads must satisfy. Plain data and
+//! matching, compiled once from the configuration; the chat's `authorize_scope` and
+//! publish paths apply it (`service/gateway.rs`). Nothing here reads storage.
+
+use std::collections::BTreeMap;
+
+use chorus_api::{Namespace, Role};
+use chorus_realtime::Scope;
+use serde_json::Value;
+
+/// Who may do something in a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, anonymous connections included.
+    Public,
+    /// Any user.
+    Authenticated,
+    /// Users with this role or a higher one in the workspace `{workspace_id}` names.
+    Role(Role),
+    /// The user whose id `{user_id}` names.
+    User,
+    /// Nobody from a client: `POST /api/v1/publish` only.
+    Server,
+}
+
+impl Access {
+    fn parse(text: &str, what: &str, server_allowed: bool) -> Result<Self, String> {
+        Ok(match text {
+            "public" => Self::Public,
+            "authenticated" => Self::Authenticated,
+            "user" => Self::User,
+            "server" if server_allowed => Self::Server,
+            "proxy" => return Err(format!("{what} = \"proxy\" is not supported yet")),
+            other => match other.strip_prefix("role:") {
+                Some(role) => Self::Role(role.parse().map_err(|_| {
+                    format!(
+                        "{what} = {other:?}: a role is owner, admin, member or guest (roles from JWT claims are not supported yet)"
+                    )
+                })?),
+                None => {
+                    return Err(format!(
+                        "{what} = {other:?}: expected public, authenticated, role:<name>, user{}",
+                        if server_allowed { " or server" } else { "" }
+                    ));
+                }
+            },
+        })
+    }
+}
+
+/// Rank of a workspace role, for "this role or a higher one".
+pub(crate) const fn rank(role: Role) -> u8 {
+    match role {
+        Role::Owner => 3,
+        Role::Admin => 2,
+        Role::Member => 1,
+        Role::Guest => 0,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Var(String),
+    /// `*`, last only.
+    Rest,
+}
+
+/// A compiled scope pattern.
+#[derive(Debug, Clone)]
+struct Pattern(Vec<Part>);
+
+impl Pattern {
+    fn parse(text: &str) -> Result<Self, String> {
+        let Some(id) = text.strip_prefix("topic:") else {
+            return Err(format!("pattern {text:?} must start with \"topic:\""));
+        };
+        let mut parts = Vec::new();
+        let mut rest = id;
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix('{') {
+                let end = after
+                    .find('}')
+                    .ok_or_else(|| format!("pattern {text:?}: unclosed {{"))?;
+                let name = &after[..end];
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                    return Err(format!("pattern {text:?}: a variable is [a-z_]+"));
+                }
+                if matches!(parts.last(), Some(Part::Var(_))) {
+                    return Err(format!(
+                        "pattern {text:?}: two variables need text between them"
+                    ));
+                }
+                parts.push(Part::Var(name.to_owned()));
+                rest = &after[end + 1..];
+            } else if rest == "*" {
+                parts.push(Part::Rest);
+                rest = "";
+            } else {
+                let end = rest.find(['{', '*']).unwrap_or(rest.len());
+                if end == 0 {
+                    return Err(format!("pattern {text:?}: `*` may only end a pattern"));
+                }
+                let literal = &rest[..end];
+                if !literal
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+                {
+                    return Err(format!(
+                        "pattern {text:?}: literal text is [A-Za-z0-9_.:-] (a scope id)"
+                    ));
+                }
+                parts.push(Part::Literal(literal.to_owned()));
+                rest = &rest[end..];
+            }
+        }
+        if parts.is_empty() {
+            return Err(format!("pattern {text:?} names no topic"));
+        }
+        Ok(Self(parts))
+    }
+
+    fn has_var(&self, name: &str) -> bool {
+        self.0
+            .iter()
+            .any(|p| matches!(p, Part::Var(v) if v == name))
+    }
+
+    /// The variables' values when `id` (a topic's id) matches.
+    fn matches(&self, id: &str) -> Option<BTreeMap<String, String>> {
+        let mut vars = BTreeMap::new();
+        match_parts(&self.0, id, &mut vars).then_some(vars)
+    }
+}
+
+fn match_parts(parts: &[Part], id: &str, vars: &mut BTreeMap<String, String>) -> bool {
+    match parts.split_first() {
+        None => id.is_empty(),
+        Some((Part::Literal(text), rest)) => id
+            .strip_prefix(text.as_str())
+            .is_some_and(|after| match_parts(rest, after, vars)),
+        Some((Part::Rest, _)) => !id.is_empty(),
+        Some((Part::Var(name), rest)) => {
+            // One or more characters up to a `.`; the shortest value that lets the rest
+            // match wins (patterns are short, so trying each end is cheap).
+            let segment = id.find('.').unwrap_or(id.len());
+            for end in 1..=segment {
+                if match_parts(rest, &id[end..], vars) {
+                    vars.insert(name.clone(), id[..end].to_owned());
+                    return true;
+                }
+            }
+            false
+        }
+    }
+}
+
+/// One namespace, compiled.
+pub struct Compiled {
+    pub config: Namespace,
+    pattern: Pattern,
+    pub read: Access,
+    pub publish: Access,
+    schema: Option<jsonschema::Validator>,
+    /// Whether its events are kept for replay (`retention_* = 0`: no).
+    pub history: bool,
+}
+
+impl Compiled {
+    fn new(config: Namespace) -> Result<Self, String> {
+        let what = |field: &str| format!("namespace {:?}: {field}", config.name);
+        let pattern = Pattern::parse(&config.pattern).map_err(|e| what(&e))?;
+        let read = Access::parse(&config.read, "read", false).map_err(|e| what(&e))?;
+        let publish = Access::parse(&config.publish, "publish", true).map_err(|e| what(&e))?;
+        for access in [read, publish] {
+            if access == Access::User && !pattern.has_var("user_id") {
+                return Err(what("access \"user\" needs {user_id} in the pattern"));
+            }
+            if matches!(access, Access::Role(_)) && !pattern.has_var("workspace_id") {
+                return Err(what(
+                    "access \"role:…\" needs {workspace_id} in the pattern",
+                ));
+            }
+        }
+        let schema = match &config.schema {
+            Some(schema) => Some(
+                jsonschema::validator_for(schema)
+                    .map_err(|e| what(&format!("invalid schema: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut history = true;
+        for (field, value) in [
+            ("retention_events", config.retention_events),
+            ("retention_secs", config.retention_secs),
+        ] {
+            match value {
+                None => {}
+                Some(0) => history = false,
+                Some(_) => {
+                    return Err(what(&format!(
+                        "{field}: only 0 (no history) is supported per namespace yet; the server's retention applies otherwise"
+                    )));
+                }
+            }
+        }
+        Ok(Self {
+            config,
+            pattern,
+            read,
+            publish,
+            schema,
+            history,
+        })
+    }
+
+    /// Checks `data` against the namespace's schema; the refusal names the failing path.
+    pub fn validate(&self, data: &Value) -> Result<(), String> {
+        let Some(schema) = &self.schema else {
+            return Ok(());
+        };
+        match schema.iter_errors(data).next() {
+            None => Ok(()),
+            Some(err) => {
+                let path = err.instance_path().to_string();
+                let path = if path.is_empty() { "/" } else { path.as_str() };
+                Err(format!(
+                    "data does not match the schema of namespace {:?} at {path}: {err}",
+                    self.config.name
+                ))
+            }
+        }
+    }
+}
+
+/// The namespaces a topic is looked up in, in declaration order (the first whose
+/// pattern matches holds the topic).
+#[derive(Default)]
+pub struct Namespaces {
+    list: Vec<Compiled>,
+}
+
+/// A topic's namespace and its pattern's variables.
+pub struct Found<'a> {
+    pub namespace: &'a Compiled,
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Namespaces {
+    /// Compiles the configured namespaces; an error names the namespace and the field.
+    pub fn new(configs: Vec<Namespace>) -> Result<Self, String> {
+        let mut list: Vec<Compiled> = Vec::with_capacity(configs.len());
+        for config in configs {
+            if list.iter().any(|n| n.config.name == config.name) {
+                return Err(format!("namespace {:?} is declared twice", config.name));
+            }
+            list.push(Compiled::new(config)?);
+        }
+        Ok(Self { list })
+    }
+
+    /// None declared: topics behave as without gateway mode (any user reads any topic,
+    /// only the server publishes, nothing is validated).
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Whether anonymous connections have anything to read.
+    pub fn any_public(&self) -> bool {
+        self.list.iter().any(|n| n.read == Access::Public)
+    }
+
+    /// The namespace holding `scope` (a `topic:` scope), if any.
+    pub fn find(&self, scope: &Scope) -> Option<Found<'_>> {
+        if scope.kind() != "topic" {
+            return None;
+        }
+        self.list.iter().find_map(|namespace| {
+            namespace
+                .pattern
+                .matches(scope.id())
+                .map(|vars| Found { namespace, vars })
+        })
+    }
+
+    /// The namespaces as configured.
+    pub fn configs(&self) -> Vec<Namespace> {
+        self.list.iter().map(|n| n.config.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ns(pattern: &str, read: &str) -> Namespace {
+        Namespace {
+            name: pattern.to_owned(),
+            pattern: pattern.to_owned(),
+            read: read.to_owned(),
+            publish: "server".to_owned(),
+            schema: None,
+            retention_events: None,
+            retention_secs: None,
+        }
+    }
+
+    fn scope(name: &str) -> Scope {
+        Scope::parse(name).unwrap()
+    }
+
+    #[test]
+    fn patterns_match_and_capture() {
+        let all = Namespaces::new(vec![
+            ns("topic:orders.{order_id}", "authenticated"),
+            ns("topic:notifications.user.{user_id}", "user"),
+            ns("topic:news", "public"),
+            ns("topic:ws.{workspace_id}.alerts", "role:admin"),
+        ])
+        .unwrap();
+        let found = all.find(&scope("topic:orders.42")).unwrap();
+        assert_eq!(found.vars["order_id"], "42");
+        assert!(all.find(&scope("topic:orders.42.x")).is_none());
+        assert!(all.find(&scope("topic:orders.")).is_none());
+        let found = all.find(&scope("topic:notifications.user.7")).unwrap();
+        assert_eq!(found.vars["user_id"], "7");
+        assert!(all.find(&scope("topic:news")).is_some());
+        assert!(all.find(&scope("topic:newsy")).is_none());
+        assert_eq!(
+            all.find(&scope("topic:ws.3.alerts")).unwrap().vars["workspace_id"],
+            "3"
+        );
+        assert!(all.find(&scope("channel:3")).is_none());
+        assert!(all.any_public());
+    }
+
+    #[test]
+    fn a_catch_all_takes_what_the_others_leave() {
+        let all = Namespaces::new(vec![
+            ns("topic:news", "public"),
+            ns("topic:*", "authenticated"),
+        ])
+        .unwrap();
+        assert_eq!(
+            all.find(&scope("topic:news")).unwrap().namespace.read,
+            Access::Public
+        );
+        assert_eq!(
+            all.find(&scope("topic:a.b.c")).unwrap().namespace.read,
+            Access::Authenticated
+        );
+    }
+
+    #[test]
+    fn bad_declarations_are_refused_with_their_reason() {
+        let err = |n: Namespace| Namespaces::new(vec![n]).err().unwrap();
+        assert!(err(ns("channel:{x}", "public")).contains("topic:"));
+        assert!(err(ns("topic:a.{user_id", "public")).contains("unclosed"));
+        assert!(err(ns("topic:a.{x}", "user")).contains("{user_id}"));
+        assert!(err(ns("topic:a.{x}", "role:admin")).contains("{workspace_id}"));
+        assert!(err(ns("topic:a", "role:wizard")).contains("role"));
+        assert!(err(ns("topic:a", "server")).contains("read"));
+        assert!(err(ns("topic:a", "proxy")).contains("not supported"));
+        assert!(err(ns("topic:*.a", "public")).contains("*"));
+        let mut retention = ns("topic:a", "public");
+        retention.retention_events = Some(10);
+        assert!(err(retention).contains("retention_events"));
+        let mut schema = ns("topic:a", "public");
+        schema.schema = Some(serde_json::json!({"type": 12}));
+        assert!(err(schema).contains("schema"));
+    }
+
+    #[test]
+    fn schema_violations_name_the_path() {
+        let mut n = ns("topic:orders.{order_id}", "authenticated");
+        n.schema = Some(serde_json::json!({
+            "type": "object",
+            "required": ["amount"],
+            "properties": {"amount": {"type": "number"}}
+        }));
+        let all = Namespaces::new(vec![n]).unwrap();
+        let found = all.find(&scope("topic:orders.1")).unwrap();
+        assert!(
+            found
+                .namespace
+                .validate(&serde_json::json!({"amount": 3}))
+                .is_ok()
+        );
+        let err = found
+            .namespace
+            .validate(&serde_json::json!({"amount": "three"}))
+            .unwrap_err();
+        assert!(err.contains("at /amount"), "{err}");
+    }
+}

@@ -1,0 +1,178 @@
+//! Gateway mode: the rules of declared `topic:` namespaces ([`crate::namespaces`]) —
+//! who may read a topic (the one check behind `subscribe`, its live re-checks and the
+//! HTTP catch-up: [`Chat::authorize_scope`]), who may publish to it from a client, and
+//! the payload schema every publish must satisfy. Without namespaces, topics behave as
+//! before: any user reads any topic, only the server publishes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chorus_api::Namespace;
+use chorus_realtime::{Publish, Scope};
+use serde_json::Value;
+
+use super::Chat;
+use crate::error::{ChatError, Result};
+use crate::model::{User, WorkspaceId};
+use crate::namespaces::{Access, Namespaces, rank};
+
+/// Longest event type, as for `POST /api/v1/publish`.
+const MAX_TYPE_BYTES: usize = 64;
+
+impl Chat {
+    /// Replaces the declared namespaces (at start, and on a reload). Live subscriptions
+    /// keep running; each later subscribe and publish is judged by the new rules.
+    pub fn set_namespaces(&self, namespaces: Namespaces) {
+        let namespaces = Arc::new(namespaces);
+        match self.namespaces.write() {
+            Ok(mut current) => *current = namespaces,
+            Err(poisoned) => *poisoned.into_inner() = namespaces,
+        }
+    }
+
+    /// The declared namespaces now.
+    pub fn namespaces(&self) -> Arc<Namespaces> {
+        match self.namespaces.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// `GET /api/v1/namespaces`: for server admins.
+    pub fn list_namespaces(&self, caller: &User) -> Result<Vec<Namespace>> {
+        if !caller.is_admin {
+            return Err(ChatError::Forbidden(
+                "only server admins list namespaces".into(),
+            ));
+        }
+        Ok(self.namespaces().configs())
+    }
+
+    /// May `caller` (`None`: an anonymous connection) read the topic `scope`?
+    pub(crate) async fn authorize_topic(&self, caller: Option<&User>, scope: &Scope) -> Result<()> {
+        let namespaces = self.namespaces();
+        if namespaces.is_empty() {
+            return match caller {
+                Some(_) => Ok(()),
+                None => Err(ChatError::Forbidden(
+                    "anonymous connections may read public namespaces only".into(),
+                )),
+            };
+        }
+        let found = namespaces
+            .find(scope)
+            .ok_or_else(|| outside_namespaces(scope))?;
+        let namespace = found.namespace;
+        if self.allows(namespace.read, caller, &found.vars).await? {
+            Ok(())
+        } else {
+            Err(ChatError::Forbidden(format!(
+                "namespace {:?} lets {} read {scope}",
+                namespace.config.name,
+                describe(namespace.read)
+            )))
+        }
+    }
+
+    /// A server publish (`POST /api/v1/publish`) to `scope`: refused when the scope is a
+    /// topic outside every namespace or `data` breaks its namespace's schema. Answers
+    /// whether the event is to be kept for replay (`false`: published ephemeral).
+    pub fn check_server_publish(&self, scope: &Scope, data: &Value) -> Result<bool> {
+        let namespaces = self.namespaces();
+        if namespaces.is_empty() || scope.kind() != "topic" {
+            return Ok(true);
+        }
+        let found = namespaces
+            .find(scope)
+            .ok_or_else(|| outside_namespaces(scope))?;
+        found
+            .namespace
+            .validate(data)
+            .map_err(ChatError::BadRequest)?;
+        Ok(found.namespace.history)
+    }
+
+    /// A client's `publish` (`None`: an anonymous connection): where the topic's
+    /// namespace lets the caller publish, with `data` valid for its schema. Answers the
+    /// event's offset (`None` in a namespace that keeps no history).
+    pub async fn publish_from_client(
+        &self,
+        caller: Option<&User>,
+        op: chorus_proto::PublishOp,
+    ) -> Result<Option<u64>> {
+        let scope = Scope::parse(&op.scope).map_err(|e| ChatError::BadRequest(e.to_string()))?;
+        if op.kind.is_empty() || op.kind.len() > MAX_TYPE_BYTES {
+            return Err(ChatError::BadRequest("type must be 1 to 64 bytes".into()));
+        }
+        if scope.kind() != "topic" {
+            return Err(ChatError::Forbidden(
+                "clients publish to topic: scopes only".into(),
+            ));
+        }
+        let namespaces = self.namespaces();
+        let found = namespaces
+            .find(&scope)
+            .ok_or_else(|| outside_namespaces(&scope))?;
+        let namespace = found.namespace;
+        if !self.allows(namespace.publish, caller, &found.vars).await? {
+            return Err(ChatError::Forbidden(format!(
+                "namespace {:?} lets {} publish to {scope}",
+                namespace.config.name,
+                describe(namespace.publish)
+            )));
+        }
+        namespace
+            .validate(&op.data)
+            .map_err(ChatError::BadRequest)?;
+        let mut event = Publish::new(scope, op.kind, &op.data);
+        if !namespace.history {
+            event = event.ephemeral();
+        }
+        self.engine
+            .publish(event)
+            .await
+            .map_err(|e| ChatError::Unavailable(e.to_string()))
+    }
+
+    async fn allows(
+        &self,
+        access: Access,
+        caller: Option<&User>,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<bool> {
+        let Some(caller) = caller else {
+            return Ok(access == Access::Public);
+        };
+        Ok(match access {
+            Access::Public | Access::Authenticated => true,
+            Access::Server => false,
+            Access::User => vars
+                .get("user_id")
+                .is_some_and(|id| *id == caller.id.0.to_string()),
+            Access::Role(least) => {
+                let Some(ws) = vars.get("workspace_id").and_then(|v| v.parse().ok()) else {
+                    return Ok(false);
+                };
+                match self.role_in(caller, WorkspaceId(ws)).await {
+                    Ok(role) => rank(role) >= rank(least),
+                    Err(ChatError::NotFound(_)) => false,
+                    Err(err) => return Err(err),
+                }
+            }
+        })
+    }
+}
+
+fn outside_namespaces(scope: &Scope) -> ChatError {
+    ChatError::NotFound(format!("{scope} is in no declared namespace"))
+}
+
+fn describe(access: Access) -> String {
+    match access {
+        Access::Public => "anyone".into(),
+        Access::Authenticated => "signed-in users only".into(),
+        Access::Role(role) => format!("workspace {role}s (or higher) only"),
+        Access::User => "the user it names only".into(),
+        Access::Server => "the server only".into(),
+    }
+}

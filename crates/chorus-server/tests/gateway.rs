@@ -1,0 +1,562 @@
+//! Gateway mode end to end (docs/protocol.md, "Namespaces"): declared `topic:`
+//! namespaces decide who reads and who publishes, payloads are checked against each
+//! namespace's schema on every publish, anonymous connections read public namespaces
+//! only, clients publish where allowed, and a namespace without history replays nothing.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use chorus_api::Namespace;
+use common::{ADMIN_TOKEN, TestServer, WsClient};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn namespace(name: &str, pattern: &str, read: &str, publish: &str) -> Namespace {
+    Namespace {
+        name: name.into(),
+        pattern: pattern.into(),
+        read: read.into(),
+        publish: publish.into(),
+        schema: None,
+        retention_events: None,
+        retention_secs: None,
+    }
+}
+
+/// One namespace of each kind.
+fn namespaces() -> Vec<Namespace> {
+    let mut room = namespace("rooms", "topic:room.{room}", "public", "public");
+    room.schema = Some(json!({
+        "type": "object",
+        "required": ["text"],
+        "properties": {"text": {"type": "string", "maxLength": 100}}
+    }));
+    let mut orders = namespace(
+        "orders",
+        "topic:orders.{order_id}",
+        "authenticated",
+        "server",
+    );
+    orders.schema = Some(json!({
+        "type": "object",
+        "required": ["amount"],
+        "properties": {"amount": {"type": "number"}}
+    }));
+    let mut ticker = namespace(
+        "ticker",
+        "topic:ticker.{symbol}",
+        "authenticated",
+        "authenticated",
+    );
+    ticker.retention_events = Some(0);
+    vec![
+        namespace("news", "topic:news", "public", "server"),
+        room,
+        orders,
+        namespace(
+            "inbox",
+            "topic:notifications.user.{user_id}",
+            "user",
+            "user",
+        ),
+        namespace(
+            "ops",
+            "topic:ws.{workspace_id}.ops",
+            "role:admin",
+            "role:admin",
+        ),
+        ticker,
+    ]
+}
+
+async fn gateway() -> TestServer {
+    TestServer::start_with(|c| c.namespaces = namespaces()).await
+}
+
+async fn publish(s: &TestServer, scope: &str, kind: &str, data: Value) -> common::Resp {
+    s.post(
+        "/api/v1/publish",
+        ADMIN_TOKEN,
+        json!({"scope": scope, "type": kind, "data": data}),
+    )
+    .await
+}
+
+/// The answer to a `subscribe`: `ack`, or the error's code.
+async fn answer(client: &mut WsClient, scope: &str) -> String {
+    let reply = client.subscribe(scope).await;
+    if reply["op"] == "ack" {
+        "ack".into()
+    } else {
+        reply["code"].as_str().unwrap().to_owned()
+    }
+}
+
+async fn client_publish(client: &mut WsClient, scope: &str, data: Value) -> Value {
+    client
+        .request(json!({"op": "publish", "scope": scope, "type": "said", "data": data}))
+        .await
+}
+
+#[tokio::test]
+async fn anonymous_connections_read_public_namespaces_only() {
+    let s = gateway().await;
+    let w = s.world().await;
+    let mut anon = s.connect_anonymous().await;
+    assert_eq!(anon.hello["user_id"], 0);
+    assert_eq!(
+        anon.hello["scopes"],
+        json!([]),
+        "no user scope: {}",
+        anon.hello
+    );
+
+    assert_eq!(answer(&mut anon, "topic:news").await, "ack");
+    assert_eq!(answer(&mut anon, "topic:room.lobby").await, "ack");
+    assert_eq!(answer(&mut anon, "topic:orders.1").await, "forbidden");
+    let inbox = format!("topic:notifications.user.{}", w.alice.id);
+    assert_eq!(answer(&mut anon, &inbox).await, "forbidden");
+    assert_eq!(
+        answer(&mut anon, &format!("topic:ws.{}.ops", w.ws)).await,
+        "forbidden"
+    );
+    assert_eq!(
+        answer(&mut anon, &format!("workspace:{}", w.ws)).await,
+        "forbidden"
+    );
+    assert_eq!(answer(&mut anon, "user:0").await, "forbidden");
+    assert_eq!(
+        answer(&mut anon, &format!("user:{}", w.alice.id)).await,
+        "forbidden"
+    );
+    assert_eq!(answer(&mut anon, "topic:undeclared").await, "not_found");
+    let typing = anon.request(json!({"op": "typing", "channel_id": 1})).await;
+    assert_eq!(typing["code"], "forbidden", "{typing}");
+
+    // What the server publishes to a public topic reaches it.
+    let sent = publish(&s, "topic:news", "headline", json!({"title": "hello"}))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    let got = anon.expect_event("headline").await;
+    assert_eq!(got["scope"], "topic:news");
+    assert_eq!(got["data"], json!({"title": "hello"}));
+    assert_eq!(got["offset"], sent.body["offset"]);
+    s.check_invariants();
+}
+
+#[tokio::test]
+async fn without_a_public_namespace_a_token_is_still_required() {
+    let s = TestServer::start_with(|c| {
+        c.namespaces = vec![namespace(
+            "orders",
+            "topic:orders.{id}",
+            "authenticated",
+            "server",
+        )]
+    })
+    .await;
+    assert_eq!(s.refused_upgrade(None).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn anonymous_connections_are_capped_per_address() {
+    let s = TestServer::start_with(|c| {
+        c.namespaces = namespaces();
+        c.anonymous_per_address = 2;
+    })
+    .await;
+    let first = s.connect_anonymous().await;
+    let _second = s.connect_anonymous().await;
+    assert_eq!(s.refused_upgrade(None).await, StatusCode::TOO_MANY_REQUESTS);
+    // A closed one gives its place back (once its session has ended).
+    first.close().await;
+    let mut admitted = false;
+    for _ in 0..100 {
+        if s.state().anonymous.open("127.0.0.1".parse().unwrap()) < 2 {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(admitted, "the closed connection's place was not given back");
+    let mut again = s.connect_anonymous().await;
+    assert_eq!(answer(&mut again, "topic:news").await, "ack");
+}
+
+#[tokio::test]
+async fn each_access_kind_lets_in_exactly_whom_it_names() {
+    let s = gateway().await;
+    // alice owns the workspace, bob is an admin of it, carol a member; dave is in none.
+    let w = s.world().await;
+    s.patch(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id),
+        &w.alice.token,
+        json!({"role": "admin"}),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    let dave = s.create_user("dave").await;
+    let ops = format!("topic:ws.{}.ops", w.ws);
+    let inbox = |id: i64| format!("topic:notifications.user.{id}");
+    let cases: Vec<(&common::TestUser, Vec<(String, &str)>)> = vec![
+        (
+            &w.alice,
+            vec![
+                ("topic:news".into(), "ack"),
+                ("topic:orders.7".into(), "ack"),
+                (inbox(w.alice.id), "ack"),
+                (inbox(w.bob.id), "forbidden"),
+                (ops.clone(), "ack"),
+                ("topic:nowhere".into(), "not_found"),
+            ],
+        ),
+        (&w.bob, vec![(ops.clone(), "ack"), (inbox(w.bob.id), "ack")]),
+        (
+            &w.carol,
+            vec![(ops.clone(), "forbidden"), ("topic:orders.7".into(), "ack")],
+        ),
+        (
+            &dave,
+            vec![
+                (ops.clone(), "forbidden"),
+                (format!("topic:ws.{}.ops", w.ws + 1000), "forbidden"),
+                (inbox(dave.id), "ack"),
+            ],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (user, rows) in cases {
+        let mut client = s.connect(&user.token).await;
+        for (scope, expected) in rows {
+            let got = answer(&mut client, &scope).await;
+            if got != expected {
+                wrong.push(format!(
+                    "{} subscribing {scope}: expected {expected}, got {got}",
+                    user.name
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// A role is checked for the life of the subscription, by the engine's one re-check:
+/// demoted from admin, bob loses the admins' topic and gets nothing published after.
+#[tokio::test]
+async fn a_demotion_revokes_a_role_namespace_live() {
+    let s = gateway().await;
+    let w = s.world().await;
+    let role = |r: &str| json!({"role": r});
+    let member_url = format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id);
+    s.patch(&member_url, &w.alice.token, role("admin"))
+        .await
+        .expect_status(StatusCode::OK);
+    let ops = format!("topic:ws.{}.ops", w.ws);
+    let mut bob = s.connect(&w.bob.token).await;
+    assert_eq!(answer(&mut bob, &ops).await, "ack");
+    assert_eq!(answer(&mut bob, "topic:news").await, "ack");
+
+    s.patch(&member_url, &w.alice.token, role("member"))
+        .await
+        .expect_status(StatusCode::OK);
+    let revoked = bob.expect_event("subscription.revoked").await;
+    assert_eq!(revoked["scope"], ops);
+    assert_eq!(revoked["data"]["reason"], "role_changed");
+    // Published after the revocation: the ops event must not arrive before the marker.
+    publish(&s, &ops, "alert", json!({}))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    publish(&s, "topic:news", "marker", json!({}))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    loop {
+        let frame = bob.recv_json().await;
+        assert_ne!(
+            frame["type"], "alert",
+            "delivered after the revocation: {frame}"
+        );
+        if frame["type"] == "marker" {
+            assert_eq!(frame["scope"], "topic:news");
+            break;
+        }
+    }
+    assert_eq!(answer(&mut bob, &ops).await, "forbidden");
+    s.check_invariants();
+}
+
+#[tokio::test]
+async fn schema_violations_are_refused_naming_the_path() {
+    let s = gateway().await;
+    let w = s.world().await;
+    // Server publish.
+    let refused = publish(&s, "topic:orders.1", "order.paid", json!({"amount": "ten"}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("at /amount"), "{message}");
+    let refused = publish(&s, "topic:orders.1", "order.paid", json!({}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("amount"),
+        "{}",
+        refused.text
+    );
+    publish(&s, "topic:orders.1", "order.paid", json!({"amount": 10}))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+
+    // Client publish.
+    let mut alice = s.connect(&w.alice.token).await;
+    let reply = client_publish(&mut alice, "topic:room.lobby", json!({"text": 5})).await;
+    assert_eq!(reply["op"], "error", "{reply}");
+    assert_eq!(reply["code"], "bad_request");
+    assert!(
+        reply["message"].as_str().unwrap().contains("at /text"),
+        "{reply}"
+    );
+    let long = "x".repeat(101);
+    let reply = client_publish(&mut alice, "topic:room.lobby", json!({"text": long})).await;
+    assert_eq!(reply["code"], "bad_request", "{reply}");
+}
+
+#[tokio::test]
+async fn a_client_publish_is_acked_with_its_offset_and_delivered() {
+    let s = gateway().await;
+    let w = s.world().await;
+    let mut alice = s.connect(&w.alice.token).await;
+    assert_eq!(answer(&mut alice, "topic:room.lobby").await, "ack");
+    let mut anon = s.connect_anonymous().await;
+
+    let ack = client_publish(&mut anon, "topic:room.lobby", json!({"text": "hi"})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    let offset = ack["offset"].as_u64().expect("an offset");
+    let got = alice.expect_event("said").await;
+    assert_eq!(got["scope"], "topic:room.lobby");
+    assert_eq!(got["offset"], offset);
+    assert_eq!(got["data"], json!({"text": "hi"}));
+
+    // Where the namespace does not let the caller publish.
+    let refused = client_publish(&mut anon, "topic:news", json!({})).await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let refused = client_publish(&mut alice, "topic:news", json!({})).await;
+    assert_eq!(refused["code"], "forbidden", "server only: {refused}");
+    let refused = client_publish(&mut anon, "topic:ticker.abc", json!({})).await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let inbox = format!("topic:notifications.user.{}", w.bob.id);
+    let refused = client_publish(&mut alice, &inbox, json!({})).await;
+    assert_eq!(refused["code"], "forbidden", "another's inbox: {refused}");
+    let own = format!("topic:notifications.user.{}", w.alice.id);
+    let ack = client_publish(&mut alice, &own, json!({})).await;
+    assert_eq!(ack["op"], "ack", "own inbox: {ack}");
+    let refused = client_publish(&mut alice, &format!("channel:{}", 1), json!({})).await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let refused = client_publish(&mut alice, "topic:nowhere", json!({})).await;
+    assert_eq!(refused["code"], "not_found", "{refused}");
+    let refused = alice
+        .request(
+            json!({"op": "publish", "scope": "topic:room.a", "type": "", "data": {"text": "x"}}),
+        )
+        .await;
+    assert_eq!(refused["code"], "bad_request", "{refused}");
+    // The publisher's own subscription hears its event too.
+    let mut bob = s.connect(&w.bob.token).await;
+    assert_eq!(answer(&mut bob, "topic:room.lobby").await, "ack");
+    let ack = client_publish(&mut bob, "topic:room.lobby", json!({"text": "yo"})).await;
+    let got = bob.expect_event("said").await;
+    assert_eq!(got["offset"], ack["offset"]);
+}
+
+#[tokio::test]
+async fn client_publishes_are_rate_limited() {
+    let s = TestServer::start_with(|c| {
+        c.namespaces = namespaces();
+        c.client_publish_per_sec = 1;
+    })
+    .await;
+    let w = s.world().await;
+    let mut alice = s.connect(&w.alice.token).await;
+    let first = client_publish(&mut alice, "topic:room.a", json!({"text": "1"})).await;
+    assert_eq!(first["op"], "ack", "{first}");
+    let second = client_publish(&mut alice, "topic:room.a", json!({"text": "2"})).await;
+    assert_eq!(second["code"], "rate_limited", "{second}");
+}
+
+#[tokio::test]
+async fn topics_outside_every_namespace_are_refused_unless_a_catch_all_takes_them() {
+    let s = gateway().await;
+    let w = s.world().await;
+    let mut alice = s.connect(&w.alice.token).await;
+    assert_eq!(answer(&mut alice, "topic:elsewhere").await, "not_found");
+    publish(&s, "topic:elsewhere", "x", json!({}))
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    // The HTTP catch-up is authorized by the same rule.
+    s.get(
+        "/api/v1/scopes/topic%3Aelsewhere/events?after=0",
+        &w.alice.token,
+    )
+    .await
+    .expect_error(StatusCode::NOT_FOUND, "not_found");
+
+    let mut all = namespaces();
+    all.push(namespace("rest", "topic:*", "authenticated", "server"));
+    let s = TestServer::start_with(|c| c.namespaces = all).await;
+    let w = s.world().await;
+    let mut alice = s.connect(&w.alice.token).await;
+    assert_eq!(answer(&mut alice, "topic:elsewhere.deep.down").await, "ack");
+    assert_eq!(
+        answer(&mut alice, "topic:orders.1").await,
+        "ack",
+        "the first match holds it"
+    );
+}
+
+#[tokio::test]
+async fn a_namespace_without_history_replays_nothing() {
+    let s = gateway().await;
+    let w = s.world().await;
+    let mut alice = s.connect(&w.alice.token).await;
+    let mut heads = Vec::new();
+    for scope in ["topic:ticker.abc", "topic:orders.9"] {
+        let ack = alice.subscribe(scope).await;
+        assert_eq!(ack["op"], "ack", "{ack}");
+        heads.push(ack["offset"].as_u64().unwrap_or(0));
+    }
+    let kept = publish(&s, "topic:ticker.abc", "tick", json!({"p": 1}))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    assert_eq!(kept.body["offset"], Value::Null, "no offset: {}", kept.text);
+    let live = alice.expect_event("tick").await;
+    assert!(live.get("offset").is_none(), "{live}");
+    publish(&s, "topic:orders.9", "order.paid", json!({"amount": 1}))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    alice.expect_event("order.paid").await;
+
+    // Resuming both from before: the order comes back, the tick does not.
+    let mut later = s.connect(&w.alice.token).await;
+    let ack = later
+        .request(json!({"op": "resume", "positions": {
+            "topic:ticker.abc": heads[0], "topic:orders.9": heads[1]
+        }}))
+        .await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    let replayed = later.barrier().await;
+    let types: Vec<&str> = replayed.iter().filter_map(|f| f["type"].as_str()).collect();
+    assert_eq!(types, ["order.paid"], "{replayed:?}");
+}
+
+#[tokio::test]
+async fn without_namespaces_topics_behave_as_before() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let mut alice = s.connect(&w.alice.token).await;
+    assert_eq!(answer(&mut alice, "topic:anything.at.all").await, "ack");
+    let refused = client_publish(&mut alice, "topic:anything.at.all", json!({})).await;
+    assert_eq!(refused["code"], "not_found", "{refused}");
+    publish(&s, "topic:anything.at.all", "x", json!({"any": "thing"}))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    assert_eq!(s.refused_upgrade(None).await, StatusCode::UNAUTHORIZED);
+    let listed = s
+        .get("/api/v1/namespaces", ADMIN_TOKEN)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(listed.body, json!([]));
+}
+
+#[tokio::test]
+async fn admins_list_the_namespaces() {
+    let s = gateway().await;
+    let w = s.world().await;
+    let listed = s
+        .get("/api/v1/namespaces", ADMIN_TOKEN)
+        .await
+        .expect_status(StatusCode::OK);
+    let names: Vec<&str> = listed
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["news", "rooms", "orders", "inbox", "ops", "ticker"]);
+    assert_eq!(listed.body[2]["schema"]["required"], json!(["amount"]));
+    assert_eq!(listed.body[5]["retention_events"], 0);
+    s.get("/api/v1/namespaces", &w.alice.token)
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+}
+
+#[tokio::test]
+async fn a_bad_declaration_stops_the_start_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = chorus_server::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..chorus_server::Config::default()
+    };
+    config.namespaces = vec![namespace("inbox", "topic:inbox.{id}", "user", "server")];
+    let err = chorus_server::build(config).await.err().expect("refused");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("inbox") && text.contains("{user_id}"),
+        "{text}"
+    );
+}
+
+/// A reload (SIGHUP's work) changes the rules for what comes next; connections stay
+/// open and keep their subscriptions. A bad declaration changes nothing.
+#[tokio::test]
+async fn a_reload_changes_the_rules_without_dropping_sockets() {
+    let s = gateway().await;
+    let w = s.world().await;
+    let mut alice = s.connect(&w.alice.token).await;
+    assert_eq!(answer(&mut alice, "topic:orders.1").await, "ack");
+    assert_eq!(answer(&mut alice, "topic:late.1").await, "not_found");
+
+    let mut more = namespaces();
+    more.push(namespace(
+        "late",
+        "topic:late.{id}",
+        "authenticated",
+        "authenticated",
+    ));
+    let count = chorus_server::reload_namespaces(s.state(), more).unwrap();
+    assert_eq!(count, 7);
+    assert_eq!(answer(&mut alice, "topic:late.1").await, "ack");
+    let ack = client_publish(&mut alice, "topic:late.1", json!({})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    alice.expect_event("said").await;
+
+    let bad = vec![namespace("inbox", "topic:inbox.{id}", "user", "server")];
+    assert!(chorus_server::reload_namespaces(s.state(), bad).is_err());
+    assert_eq!(
+        answer(&mut alice, "topic:late.2").await,
+        "ack",
+        "the rules stayed"
+    );
+    // The socket never dropped: the subscription made before both reloads delivers.
+    publish(&s, "topic:orders.1", "order.paid", json!({"amount": 5}))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    let got = alice.expect_event("order.paid").await;
+    assert_eq!(got["data"]["amount"], 5);
+}
+
+/// The documented example configuration parses and compiles.
+#[test]
+fn the_example_configuration_is_valid() {
+    let text = include_str!("../../../docs/gateway.example.toml");
+    let config: chorus_server::Config = toml::from_str(text).unwrap();
+    assert_eq!(config.namespaces.len(), 5);
+    assert_eq!(
+        config.namespaces[1].schema.as_ref().unwrap()["required"],
+        json!(["status", "amount"])
+    );
+    chorus_chat::namespaces::Namespaces::new(config.namespaces).unwrap();
+}
