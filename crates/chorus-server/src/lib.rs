@@ -102,6 +102,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
     }
     let chat = Arc::new(chat);
     chat.spawn_stream_sweeper();
+    chat.spawn_turn_sweeper();
     if let Some(presence) = cluster_presence {
         chat.spawn_presence_sweeper(presence);
     }

@@ -23,6 +23,7 @@ mod reads;
 mod realtime;
 mod streams;
 mod tokens;
+mod turns;
 mod users;
 mod workspaces;
 
@@ -75,6 +76,9 @@ pub struct ChatConfig {
     pub loop_guard_run: u32,
     /// Loop guard: agent-authored messages per minute in a channel, likewise; 0: off.
     pub loop_guard_per_minute: u32,
+    /// `round_robin`: how long a woken agent has to report `working` before its turn
+    /// passes to the next agent (a channel's `turn_timeout_ms` overrides it).
+    pub turn_timeout: Duration,
 }
 
 impl Default for ChatConfig {
@@ -89,6 +93,7 @@ impl Default for ChatConfig {
             stream_idle: Duration::from_secs(60),
             loop_guard_run: 20,
             loop_guard_per_minute: 60,
+            turn_timeout: Duration::from_secs(30),
         }
     }
 }
