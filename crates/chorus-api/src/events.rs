@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Channel, ChannelId, Message, MessageId, Pin, Presence, ReadState, Receipt, ReceiptState,
-    Role, TokenId, UserId, UserProfile, Workspace, WorkspaceId,
+    Channel, ChannelId, Message, MessageId, Pin, Presence, ReadState, Receipt, ReceiptState, Role,
+    TokenId, UserId, UserProfile, Workspace, WorkspaceId,
 };
 
 /// `message.delta`: text appended to a streaming message during one roll-up window.

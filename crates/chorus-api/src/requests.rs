@@ -218,19 +218,35 @@ pub struct UpdateChannel {
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub policy: Option<Policy>,
     /// Streaming roll-up window in ms (10 to 10,000); `null`: back to the server's.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub stream_rollup_ms: Option<Option<u64>>,
     /// `round_robin` turn timeout in ms (100 to 3,600,000); `null`: back to the server's.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub turn_timeout_ms: Option<Option<u64>>,
     /// Loop guard: agent messages in a row (0: off); `null`: back to the server's.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>))]
     pub loop_guard_run: Option<Option<u32>>,
     /// Loop guard: agent messages per minute (0: off); `null`: back to the server's.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>))]
     pub loop_guard_per_minute: Option<Option<u32>>,
 }

@@ -150,10 +150,7 @@ impl Chat {
         if agent.is_some_and(|a| a != author) {
             return Err(bad("agent_id must be the author of the streaming message"));
         }
-        let turn = self
-            .store
-            .open_turn_before(author, channel.id, id)
-            .await?;
+        let turn = self.store.open_turn_before(author, channel.id, id).await?;
         let woke = match &turn {
             Some(turn) => self.store.message(turn.message_id).await?,
             None => None,

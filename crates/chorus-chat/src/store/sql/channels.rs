@@ -186,7 +186,11 @@ where
         .bind(patch.settings.and_then(|s| setting(s.stream_rollup_ms)))
         .bind(patch.settings.and_then(|s| setting(s.turn_timeout_ms)))
         .bind(patch.settings.and_then(|s| s.loop_guard_run.map(i64::from)))
-        .bind(patch.settings.and_then(|s| s.loop_guard_per_minute.map(i64::from)))
+        .bind(
+            patch
+                .settings
+                .and_then(|s| s.loop_guard_per_minute.map(i64::from)),
+        )
         .fetch_optional(&self.writer)
         .await
         .map_err(|e| conflict_or(e, "a channel with this name"))?;
