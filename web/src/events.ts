@@ -152,6 +152,9 @@ export const reducers: Reducers = {
   'message.completed': (_s, ev) => ({ put: [ev.data] }),
   'message.aborted': (_s, ev) => ({ put: [ev.data.message] }),
   'channel.loop_guard': ignored,
+  'receipt.updated': ignored,
+  'turn.passed': ignored,
+  'turn.cancelled': ignored,
 
   'message.deleted': (s, ev) => {
     const m = findMessage(s, ev.data.id);
