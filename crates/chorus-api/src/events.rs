@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Channel, ChannelId, Message, MessageId, Pin, Presence, ReadState, Role, TokenId, UserId,
-    UserProfile, Workspace, WorkspaceId,
+    Channel, ChannelId, Message, MessageId, Pin, Presence, ReadState, Receipt, ReceiptState, Role,
+    TokenId, UserId, UserProfile, Workspace, WorkspaceId,
 };
 
 /// `message.delta`: text appended to a streaming message during one roll-up window.
@@ -46,6 +46,44 @@ pub struct LoopGuard {
     pub channel_id: ChannelId,
     pub state: String,
     pub reason: String,
+}
+
+/// `receipt.updated`, on the channel's scope: an agent the message woke reported what
+/// it does with it; `receipts` is the message's whole summary after the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReceiptUpdated {
+    pub channel_id: ChannelId,
+    pub message_id: MessageId,
+    pub user_id: UserId,
+    pub state: ReceiptState,
+    pub receipts: Vec<Receipt>,
+}
+
+/// `turn.passed`, on the channel's scope: under `round_robin`, the agent a message woke
+/// (`from`) did not report `working` within the channel's turn timeout, so the next
+/// agent (`to`) is woken instead (the event's `wake` is `true` for it); `to` is `null`
+/// when every agent has had its turn at the message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TurnPassed {
+    pub channel_id: ChannelId,
+    pub message_id: MessageId,
+    pub from: UserId,
+    pub to: Option<UserId>,
+}
+
+/// `turn.cancelled`, on the channel's scope (`wake: true` for the agent, which gets it
+/// by webhook instead when it has one and is not connected): `by` cancelled the turn
+/// of `agent_id` at `message_id`; the agent stops, and its streaming reply is aborted
+/// (`message.aborted`, reason `cancelled`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TurnCancelled {
+    pub channel_id: ChannelId,
+    pub message_id: MessageId,
+    pub agent_id: UserId,
+    pub by: UserId,
 }
 
 /// `message.deleted`: the message remains as a tombstone.
@@ -242,6 +280,12 @@ pub enum Event {
     MessageCompleted(Message),
     #[serde(rename = "message.aborted")]
     MessageAborted(MessageAborted),
+    #[serde(rename = "receipt.updated")]
+    ReceiptUpdated(ReceiptUpdated),
+    #[serde(rename = "turn.passed")]
+    TurnPassed(TurnPassed),
+    #[serde(rename = "turn.cancelled")]
+    TurnCancelled(TurnCancelled),
     #[serde(rename = "message.pinned")]
     MessagePinned(Pin),
     #[serde(rename = "message.unpinned")]

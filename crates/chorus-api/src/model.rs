@@ -168,6 +168,17 @@ impl Default for MessageState {
 }
 
 text_enum!(
+    /// What a woken agent reports about a message (its receipt): `received` (seen),
+    /// `working` (on it: under `round_robin` it keeps its turn), `done`, `declined`.
+    ReceiptState {
+        Received = "received",
+        Working = "working",
+        Done = "done",
+        Declined = "declined",
+    }
+);
+
+text_enum!(
     /// Where a webhook delivery stands: `pending` (queued or between retries),
     /// `delivered` (the receiver answered 2xx; never sent again), `failed` (gave up),
     /// `refused` (the target is not allowed, e.g. a private address: nothing was sent,
@@ -369,6 +380,24 @@ pub struct Channel {
     pub policy: Policy,
     pub created_by: UserId,
     pub created_at: Timestamp,
+    /// The roll-up window of streaming messages here, in ms; absent: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub stream_rollup_ms: Option<u64>,
+    /// `round_robin`: how long a woken agent has to report `working` before the turn
+    /// passes to the next agent, in ms; absent: the server's (30 s by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub turn_timeout_ms: Option<u64>,
+    /// Loop guard: agent messages in a row (no person's in between) after which agents
+    /// are not woken here until a person writes; 0 turns it off; absent: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub loop_guard_run: Option<u32>,
+    /// Loop guard: agent messages per minute, likewise; absent: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub loop_guard_per_minute: Option<u32>,
 }
 
 /// A channel as the caller sees it in a listing.
@@ -444,6 +473,19 @@ pub struct Message {
     /// last `message.delta` it was sent in). Absent (0) for messages never streamed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub seq: u64,
+    /// What the agents it woke reported about it, one entry per agent that reported,
+    /// oldest report first (empty when none).
+    #[serde(default)]
+    pub receipts: Vec<Receipt>,
+}
+
+/// One agent's latest receipt for a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Receipt {
+    pub user_id: UserId,
+    pub state: ReceiptState,
+    pub updated_at: Timestamp,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -6,7 +6,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{ChannelKind, KeyPermission, MessageId, Policy, Role, UserId, UserKind};
+use crate::model::{
+    ChannelKind, KeyPermission, MessageId, Policy, Receipt, ReceiptState, Role, UserId, UserKind,
+};
 
 /// `POST /api/v1/users` (admin token).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +169,18 @@ pub struct CreateChannel {
     /// Members besides the creator.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub member_ids: Vec<UserId>,
+    /// Streaming roll-up window in ms (10 to 10,000); absent or `null`: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_rollup_ms: Option<u64>,
+    /// `round_robin` turn timeout in ms (100 to 3,600,000); absent or `null`: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_timeout_ms: Option<u64>,
+    /// Loop guard: agent messages in a row (0 turns it off); absent or `null`: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_guard_run: Option<u32>,
+    /// Loop guard: agent messages per minute (0 turns it off); absent or `null`: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_guard_per_minute: Option<u32>,
 }
 
 fn public() -> ChannelKind {
@@ -182,6 +196,10 @@ impl CreateChannel {
             policy: None,
             topic: None,
             member_ids: Vec::new(),
+            stream_rollup_ms: None,
+            turn_timeout_ms: None,
+            loop_guard_run: None,
+            loop_guard_per_minute: None,
         }
     }
 }
@@ -199,6 +217,78 @@ pub struct UpdateChannel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub policy: Option<Policy>,
+    /// Streaming roll-up window in ms (10 to 10,000); `null`: back to the server's.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    pub stream_rollup_ms: Option<Option<u64>>,
+    /// `round_robin` turn timeout in ms (100 to 3,600,000); `null`: back to the server's.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    pub turn_timeout_ms: Option<Option<u64>>,
+    /// Loop guard: agent messages in a row (0: off); `null`: back to the server's.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>))]
+    pub loop_guard_run: Option<Option<u32>>,
+    /// Loop guard: agent messages per minute (0: off); `null`: back to the server's.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>))]
+    pub loop_guard_per_minute: Option<Option<u32>>,
+}
+
+/// A PATCH field that may be absent (`None`: unchanged), `null` (`Some(None)`: back to
+/// the default) or a value.
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `POST /api/v1/messages/{id}/receipts`: what a woken agent does with the message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SetReceipt {
+    pub state: ReceiptState,
+}
+
+/// A message's receipts summary (the answer to `POST /api/v1/messages/{id}/receipts`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Receipts {
+    pub message_id: MessageId,
+    pub receipts: Vec<Receipt>,
+}
+
+/// `POST /api/v1/messages/{id}/cancel` (the body is optional): with `agent_id`, only
+/// that agent's turn.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CancelTurn {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub agent_id: Option<UserId>,
+}
+
+/// What `POST /api/v1/messages/{id}/cancel` cancelled: the agents whose turns ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Cancelled {
+    pub cancelled: Vec<UserId>,
 }
 
 /// `POST /api/v1/workspaces/{id}/dms`.

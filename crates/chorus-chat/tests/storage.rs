@@ -210,6 +210,7 @@ async fn channel(
             created_by: by,
             members: members.to_vec(),
             dm_key: None,
+            settings: Default::default(),
         })
         .await
         .unwrap()
@@ -224,6 +225,7 @@ fn new_message(ch: ChannelId, author: UserId, text: &str) -> NewMessage {
         mentions: Vec::new(),
         idempotency_key: None,
         streaming: false,
+        turns: Default::default(),
     }
 }
 
@@ -850,6 +852,7 @@ async fn removing_a_member_leaves_the_workspace_channels(store: Arc<dyn Store>) 
             created_by: bob.id,
             members: vec![bob.id, carol.id],
             dm_key: Some(format!("{},{}", bob.id, carol.id)),
+            settings: Default::default(),
         })
         .await
         .unwrap();
@@ -973,6 +976,7 @@ async fn channels_and_membership(store: Arc<dyn Store>) {
             created_by: alice.id,
             members: vec![alice.id],
             dm_key: None,
+            settings: Default::default(),
         })
         .await;
     assert!(matches!(dup, Err(ChatError::Conflict(_))), "{dup:?}");
@@ -1144,6 +1148,7 @@ async fn visible_channels_and_dm_members(store: Arc<dyn Store>) {
             created_by: carol.id,
             members: vec![carol.id, alice.id],
             dm_key: Some(format!("{},{}", alice.id, carol.id)),
+            settings: Default::default(),
         })
         .await
         .unwrap();
@@ -1207,6 +1212,7 @@ async fn dm_keys_are_unique_per_workspace(store: Arc<dyn Store>) {
         created_by: alice.id,
         members: vec![alice.id, bob.id],
         dm_key: Some(key.clone()),
+        settings: Default::default(),
     };
     assert_eq!(store.dm_by_key(ws.id, &key).await.unwrap(), None);
     let dm = store.create_channel(new_dm(ws.id)).await.unwrap();
@@ -1433,6 +1439,7 @@ async fn idempotent_send(store: Arc<dyn Store>) {
     let keyed = |author: UserId, text: &str, key: &str| NewMessage {
         idempotency_key: Some(key.into()),
         streaming: false,
+        turns: Default::default(),
         mentions: vec![bob.id],
         ..new_message(ch.id, author, text)
     };

@@ -422,6 +422,28 @@ impl Client {
             .await
     }
 
+    /// Reports what the caller (an agent the message woke) does with message `id`:
+    /// `received`, `working` (under `round_robin`, keeps its turn), `done`, `declined`.
+    /// Returns the message's receipts.
+    pub async fn receipt(&self, id: MessageId, state: ReceiptState) -> Result<Receipts> {
+        let path = format!("api/v1/messages/{id}/receipts");
+        self.json(
+            self.request(Method::POST, &path)?
+                .json(&SetReceipt { state }),
+        )
+        .await
+    }
+
+    /// Cancels agents' turns at message `id` (only `agent`'s, when given), or, when `id`
+    /// is an agent's streaming reply, aborts it (reason `cancelled`) with its author's
+    /// turn. Returns whose turns ended; `conflict` when nothing was running.
+    pub async fn cancel(&self, id: MessageId, agent: Option<UserId>) -> Result<Cancelled> {
+        let path = format!("api/v1/messages/{id}/cancel");
+        let body = CancelTurn { agent_id: agent };
+        self.json(self.request(Method::POST, &path)?.json(&body))
+            .await
+    }
+
     /// Deletes a message, which remains as a tombstone.
     pub async fn delete_message(&self, id: MessageId) -> Result<Message> {
         let path = format!("api/v1/messages/{id}");

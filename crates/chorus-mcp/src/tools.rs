@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_client::{ChannelId, HistoryQuery, MessageId, SendMessage};
+use chorus_client::{ChannelId, HistoryQuery, MessageId, ReceiptState, SendMessage};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
@@ -198,6 +198,51 @@ pub struct Reacted {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct ReportArgs {
+    /// The message that woke you.
+    pub message_id: i64,
+    /// What you do with it: `working` (say it before you start: in a round-robin
+    /// channel it keeps your turn, which otherwise passes to the next agent), then
+    /// `done`, or `declined` if you will not answer it; `received` only acknowledges.
+    pub state: ReportState,
+}
+
+/// A receipt's state, as the tool takes it.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportState {
+    Received,
+    Working,
+    Done,
+    Declined,
+}
+
+impl From<ReportState> for ReceiptState {
+    fn from(state: ReportState) -> Self {
+        match state {
+            ReportState::Received => Self::Received,
+            ReportState::Working => Self::Working,
+            ReportState::Done => Self::Done,
+            ReportState::Declined => Self::Declined,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Reported {
+    pub message_id: i64,
+    /// What every agent the message woke has reported, yours included.
+    pub receipts: Vec<ReceiptOut>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ReceiptOut {
+    pub user_id: i64,
+    pub state: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SetStatusArgs {
     /// Shown beside your name, at most 140 characters; empty clears it.
     pub text: String,
@@ -333,6 +378,25 @@ impl ChorusMcp {
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<Reacted>, CallToolResult> {
         done(self.react_(args, &ctx).await)
+    }
+
+    #[tool(
+        description = "Tells the people in the channel what you do with a message that woke \
+                       you: working (before you start; in a round-robin channel it keeps your \
+                       turn), done, declined, or received.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn report(
+        &self,
+        Parameters(args): Parameters<ReportArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<Reported>, CallToolResult> {
+        done(self.report_(args, &ctx).await)
     }
 
     #[tool(
@@ -560,6 +624,27 @@ impl ChorusMcp {
         })
     }
 
+    async fn report_(
+        &self,
+        args: ReportArgs,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<Reported, ToolError> {
+        let agent = self.agent(ctx).await?;
+        let id = MessageId(args.message_id);
+        let receipts = agent.client.receipt(id, args.state.into()).await?;
+        Ok(Reported {
+            message_id: receipts.message_id.0,
+            receipts: receipts
+                .receipts
+                .into_iter()
+                .map(|r| ReceiptOut {
+                    user_id: r.user_id.0,
+                    state: r.state.to_string(),
+                })
+                .collect(),
+        })
+    }
+
     async fn set_status_(
         &self,
         args: SetStatusArgs,
@@ -639,4 +724,34 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn report_is_a_tool_taking_the_four_receipt_states() {
+        let router = ChorusMcp::tool_router();
+        assert!(router.has_route("report"));
+        for (state, want) in [
+            ("received", ReceiptState::Received),
+            ("working", ReceiptState::Working),
+            ("done", ReceiptState::Done),
+            ("declined", ReceiptState::Declined),
+        ] {
+            let args: ReportArgs =
+                serde_json::from_value(json!({"message_id": 3, "state": state})).unwrap();
+            assert_eq!((args.message_id, ReceiptState::from(args.state)), (3, want));
+        }
+        for bad in [
+            json!({"message_id": 3, "state": "asleep"}),
+            json!({"message_id": 3}),
+            json!({"message_id": 3, "state": "done", "extra": 1}),
+        ] {
+            assert!(serde_json::from_value::<ReportArgs>(bad).is_err());
+        }
+    }
 }

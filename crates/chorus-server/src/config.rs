@@ -74,6 +74,9 @@ pub struct Config {
     pub loop_guard_run: u32,
     /// Loop guard: agent messages per minute in a channel, likewise; 0: off.
     pub loop_guard_per_minute: u32,
+    /// `round_robin`: how long a woken agent has to report `working` before its turn
+    /// passes to the next agent (a channel's `turn_timeout_ms` overrides it).
+    pub turn_timeout_ms: u64,
     pub retention_events: usize,
     pub retention_secs: u64,
     /// How long shutdown waits for connections to drain.
@@ -164,6 +167,7 @@ impl Default for Config {
             stream_idle_ms: chat.stream_idle.as_millis() as u64,
             loop_guard_run: chat.loop_guard_run,
             loop_guard_per_minute: chat.loop_guard_per_minute,
+            turn_timeout_ms: chat.turn_timeout.as_millis() as u64,
             retention_events: engine.retention.max_events,
             retention_secs: engine.retention.max_age.as_secs(),
             listen_backlog: 4096,
@@ -233,6 +237,7 @@ impl Config {
             loop_guard_run: self.loop_guard_run,
             loop_guard_per_minute: self.loop_guard_per_minute,
             client_publish_per_sec: self.client_publish_per_sec,
+            turn_timeout: Duration::from_millis(self.turn_timeout_ms.max(100)),
             ..ChatConfig::default()
         }
     }

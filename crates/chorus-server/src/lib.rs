@@ -107,6 +107,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
             .map_err(|e| anyhow::anyhow!("namespaces: {e}"))?,
     );
     chat.spawn_stream_sweeper();
+    chat.spawn_turn_sweeper();
     if let Some(presence) = cluster_presence {
         chat.spawn_presence_sweeper(presence);
     }

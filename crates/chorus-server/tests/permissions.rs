@@ -39,6 +39,9 @@ enum Actor {
     Target,
     /// Not a member of the workspace.
     Outsider,
+    /// An agent, brought into the workspace and `pub` by the rows that need it (woken
+    /// by their message).
+    Agent,
 }
 
 /// The users, created once; each row's workspace gives them their roles.
@@ -57,6 +60,7 @@ struct People {
     /// A member in no channel, added to channels by the rows.
     spare: TestUser,
     outsider: TestUser,
+    agent: TestUser,
 }
 
 impl People {
@@ -84,6 +88,20 @@ impl People {
         ] {
             made.push(s.create_user(&unique(name)).await);
         }
+        let agent_name = unique("agent");
+        let agent = s
+            .post(
+                "/api/v1/users",
+                ADMIN_TOKEN,
+                json!({"name": agent_name, "kind": "agent"}),
+            )
+            .await
+            .expect_status(StatusCode::CREATED);
+        let agent = TestUser {
+            id: agent.body["user"]["id"].as_i64().unwrap(),
+            name: agent_name,
+            token: agent.body["token"].as_str().unwrap().to_owned(),
+        };
         let mut made = made.into_iter();
         let mut next = || made.next().unwrap();
         Self {
@@ -100,6 +118,7 @@ impl People {
             target: next(),
             spare: next(),
             outsider: next(),
+            agent,
         }
     }
 
@@ -115,6 +134,7 @@ impl People {
             Actor::Bystander => &self.bystander,
             Actor::Target => &self.target,
             Actor::Outsider => &self.outsider,
+            Actor::Agent => &self.agent,
         }
     }
 }
@@ -326,6 +346,10 @@ enum Action {
     /// `PUT /messages/{msg}/pin`, `PUT /messages/{msg}/reactions/👍`.
     Pin,
     React,
+    /// The agent joins `pub` and target's `@agent` message there wakes it; then `POST
+    /// /messages/{it}/receipts {working}`, and `POST /messages/{it}/cancel`.
+    Receipt,
+    CancelTurn,
 }
 
 impl Action {
@@ -455,6 +479,22 @@ impl Action {
             React => {
                 let path = format!("/api/v1/messages/{}/reactions/%F0%9F%91%8D", fx.msg);
                 call(Method::PUT, path, None).await
+            }
+            Receipt | CancelTurn => {
+                s.add_member(&p.owner, ws, &p.agent, "member").await;
+                s.add_channel_member(&p.owner, fx.public, &p.agent).await;
+                let woke = s
+                    .send(&p.target, fx.public, &format!("@{} go", p.agent.name))
+                    .await["id"]
+                    .as_i64()
+                    .unwrap();
+                if matches!(self, Receipt) {
+                    let path = format!("/api/v1/messages/{woke}/receipts");
+                    call(Method::POST, path, Some(json!({"state": "working"}))).await
+                } else {
+                    let path = format!("/api/v1/messages/{woke}/cancel");
+                    call(Method::POST, path, None).await
+                }
             }
         }
     }
@@ -887,6 +927,38 @@ const TABLE: &[(Action, &[(Actor, u16)])] = &[
     ),
 ];
 
+/// The last rows: turns and receipts (issue 19).
+const TURN_ROWS: &[(Action, &[(Actor, u16)])] = &[
+    (
+        Receipt,
+        &[
+            (Agent, OK),
+            (Target, DENIED),
+            (Owner, DENIED),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Bystander, DENIED),
+            (ServerAdmin, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        CancelTurn,
+        &[
+            (Target, OK),
+            (Creator, OK),
+            (Owner, OK),
+            (Admin, OK),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Bystander, DENIED),
+            (Agent, DENIED),
+            (ServerAdmin, OK),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+];
+
 /// Rows run this many at a time (each on its own workspace).
 const PARALLEL: usize = 8;
 
@@ -897,6 +969,7 @@ async fn every_role_gets_what_the_permission_table_says() {
     let p = People::create(&s).await;
     let rows: Vec<(Action, Actor, u16)> = TABLE
         .iter()
+        .chain(TURN_ROWS)
         .flat_map(|(action, cells)| cells.iter().map(|(who, code)| (*action, *who, *code)))
         .collect();
     let (s, p) = (&s, &p);

@@ -132,6 +132,10 @@ struct ServeArgs {
     loop_guard_run: Option<u32>,
     #[arg(long, env = "CHORUS_LOOP_GUARD_PER_MINUTE")]
     loop_guard_per_minute: Option<u32>,
+    /// `round_robin`: how long (ms) a woken agent has to report `working` before the
+    /// turn passes to the next agent.
+    #[arg(long, env = "CHORUS_TURN_TIMEOUT_MS")]
+    turn_timeout_ms: Option<u64>,
     #[arg(long, env = "CHORUS_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
     /// Log as JSON lines.
@@ -181,6 +185,7 @@ impl ServeArgs {
             stream_idle_ms,
             loop_guard_run,
             loop_guard_per_minute,
+            turn_timeout_ms,
             database_pool_size
         );
         set_opt!(database_url, redis_url, admin_token, jwt_secret);

@@ -388,6 +388,7 @@ async fn scenario(transport: Transport, python: String) {
             "list_channels",
             "react",
             "read_messages",
+            "report",
             "send_message",
             "set_status",
             "wait_for_messages"
@@ -628,6 +629,22 @@ async fn scenario(transport: Transport, python: String) {
         .await
         .ok();
     assert_eq!(status["status_text"], "triaging");
+    // Receipts: the mention woke the bot, which reports that it works on it.
+    let reported = mcp
+        .call(
+            "report",
+            json!({"message_id": mention.id.0, "state": "working"}),
+        )
+        .await
+        .ok();
+    assert_eq!(reported["receipts"][0]["state"], "working", "{reported}");
+    let unknown = mcp
+        .call(
+            "report",
+            json!({"message_id": 999_999_999, "state": "done"}),
+        )
+        .await;
+    assert_eq!(unknown.error_code(), "not_found");
 
     // What the bot may not read, and bad input: clear errors.
     let private = mcp

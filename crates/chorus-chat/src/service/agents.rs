@@ -23,13 +23,13 @@ use crate::token;
 /// id (also in `Chorus-Event-Id`) for deduplication. No `offset`: offsets are positions
 /// of live streams, and a webhook is not one.
 #[derive(Serialize)]
-struct WebhookBody<'a> {
+struct WebhookBody<'a, T: Serialize> {
     id: &'a str,
     #[serde(rename = "type")]
     kind: &'a str,
     scope: String,
     wake: bool,
-    data: &'a Message,
+    data: &'a T,
 }
 
 const MAX_LIST: usize = 100;
@@ -167,16 +167,29 @@ pub(crate) fn message_webhooks(
     targets: &[(UserId, String)],
     due: Timestamp,
 ) -> Vec<NewWebhookDelivery> {
+    let event_id = message_event_id(message);
+    let scope = channel_scope(message.channel_id);
+    event_webhooks("message.created", &event_id, &scope, message, targets, due)
+}
+
+/// Deliveries of event `kind` (waking its receivers) with id `event_id` to `targets`.
+pub(crate) fn event_webhooks(
+    kind: &str,
+    event_id: &str,
+    scope: &chorus_realtime::Scope,
+    data: &impl Serialize,
+    targets: &[(UserId, String)],
+    due: Timestamp,
+) -> Vec<NewWebhookDelivery> {
     if targets.is_empty() {
         return Vec::new();
     }
-    let event_id = message_event_id(message);
     let body = WebhookBody {
-        id: &event_id,
-        kind: "message.created",
-        scope: channel_scope(message.channel_id).to_string(),
+        id: event_id,
+        kind,
+        scope: scope.to_string(),
         wake: true,
-        data: message,
+        data,
     };
     let body = match serde_json::to_string(&body) {
         Ok(body) => body,
@@ -189,7 +202,7 @@ pub(crate) fn message_webhooks(
         .iter()
         .map(|(user, url)| NewWebhookDelivery {
             user_id: *user,
-            event_id: event_id.clone(),
+            event_id: event_id.to_owned(),
             url: url.clone(),
             body: body.clone(),
             due_at: due,
@@ -206,7 +219,7 @@ impl Chat {
     /// falls back to empty lists (nobody beyond the mentioned is woken, nobody outside
     /// `on_duty`'s lists receives it) rather than losing the event.
     /// A channel's agent members, through the read cache.
-    async fn agent_members(&self, channel: ChannelId) -> Result<Vec<AgentMember>> {
+    pub(crate) async fn agent_members(&self, channel: ChannelId) -> Result<Vec<AgentMember>> {
         if let Some(agents) = self.cache.agents(channel) {
             return Ok(agents);
         }
@@ -324,9 +337,18 @@ impl Chat {
         agents: &[AgentMember],
     ) -> Vec<(UserId, String)> {
         use chorus_realtime::Mark;
-        let woken: Vec<(UserId, String)> = agents
+        let woken = agents
             .iter()
-            .filter(|a| decision.mark_for(a.id) == Mark::Wake)
+            .filter(|a| decision.mark_for(a.id) == Mark::Wake);
+        self.unconnected_webhooks(woken).await
+    }
+
+    /// Those of `agents` that have a webhook and no live connection, with its URL.
+    pub(crate) async fn unconnected_webhooks(
+        &self,
+        agents: impl Iterator<Item = &AgentMember>,
+    ) -> Vec<(UserId, String)> {
+        let woken: Vec<(UserId, String)> = agents
             .filter_map(|a| a.webhook_url.clone().map(|url| (a.id, url)))
             .collect();
         if woken.is_empty() {

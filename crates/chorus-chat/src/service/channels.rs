@@ -14,9 +14,29 @@ use super::Chat;
 use super::events::{channel_scope, joined_event, left_event, user_scope, workspace_scope};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
-use crate::store::{ChannelPatch, NewChannel, Outbox, events_only};
+use crate::store::{ChannelPatch, ChannelSettings, NewChannel, Outbox, events_only};
 
 const MAX_TOPIC: usize = 250;
+/// Bounds of the per-channel settings, in ms.
+const ROLLUP_MS: std::ops::RangeInclusive<u64> = 10..=10_000;
+const TURN_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+
+/// Checks per-channel settings against their bounds.
+fn check_settings(settings: &ChannelSettings) -> Result<()> {
+    if settings
+        .stream_rollup_ms
+        .is_some_and(|ms| !ROLLUP_MS.contains(&ms))
+    {
+        return Err(bad("stream_rollup_ms must be 10 to 10000"));
+    }
+    if settings
+        .turn_timeout_ms
+        .is_some_and(|ms| !TURN_TIMEOUT_MS.contains(&ms))
+    {
+        return Err(bad("turn_timeout_ms must be 100 to 3600000"));
+    }
+    Ok(())
+}
 const MAX_DM_PARTICIPANTS: usize = 16;
 
 impl Chat {
@@ -44,6 +64,13 @@ impl Chat {
         if policy == Policy::Dm {
             return Err(bad("the dm policy is reserved for DMs"));
         }
+        let settings = ChannelSettings {
+            stream_rollup_ms: req.stream_rollup_ms,
+            turn_timeout_ms: req.turn_timeout_ms,
+            loop_guard_run: req.loop_guard_run,
+            loop_guard_per_minute: req.loop_guard_per_minute,
+        };
+        check_settings(&settings)?;
         let mut members = BTreeSet::from([caller.id]);
         for id in req.member_ids {
             self.require_workspace_member(ws, id).await?;
@@ -61,6 +88,7 @@ impl Chat {
                 created_by: caller.id,
                 members: members.clone(),
                 dm_key: None,
+                settings,
             })
             .await?;
         if channel.kind == ChannelKind::Public {
@@ -129,6 +157,7 @@ impl Chat {
                 created_by: caller.id,
                 members: members.clone(),
                 dm_key: Some(key.clone()),
+                settings: ChannelSettings::default(),
             })
             .await;
         let channel = match created {
@@ -209,9 +238,24 @@ impl Chat {
         req: UpdateChannel,
     ) -> Result<Channel> {
         let channel = self.readable_channel(caller, id).await?;
+        let changes_settings = req.stream_rollup_ms.is_some()
+            || req.turn_timeout_ms.is_some()
+            || req.loop_guard_run.is_some()
+            || req.loop_guard_per_minute.is_some();
+        let settings = changes_settings.then(|| {
+            let now = ChannelSettings::of(&channel);
+            ChannelSettings {
+                stream_rollup_ms: req.stream_rollup_ms.unwrap_or(now.stream_rollup_ms),
+                turn_timeout_ms: req.turn_timeout_ms.unwrap_or(now.turn_timeout_ms),
+                loop_guard_run: req.loop_guard_run.unwrap_or(now.loop_guard_run),
+                loop_guard_per_minute: req
+                    .loop_guard_per_minute
+                    .unwrap_or(now.loop_guard_per_minute),
+            }
+        });
         if channel.kind == ChannelKind::Dm {
             // A DM has no manager: any participant (its only readers) may set its
-            // topic.
+            // topic and settings.
             if req.name.is_some() || req.policy.is_some() {
                 return Err(bad("a DM's name and policy are fixed"));
             }
@@ -229,6 +273,9 @@ impl Chat {
         if req.policy == Some(Policy::Dm) {
             return Err(bad("the dm policy is reserved for DMs"));
         }
+        if let Some(settings) = &settings {
+            check_settings(settings)?;
+        }
         let updated = self
             .store
             .update_channel(
@@ -237,6 +284,7 @@ impl Chat {
                     name: req.name,
                     topic: req.topic,
                     policy: req.policy,
+                    settings,
                 },
             )
             .await?;

@@ -149,7 +149,7 @@ fn wake_only(users: &BTreeSet<UserId>, rest: Mark) -> Decision {
 }
 
 /// The first of `pool` (ordered by id) after `last`, wrapping around.
-fn next_in_rotation(pool: &BTreeSet<UserId>, last: Option<UserId>) -> Option<UserId> {
+pub(crate) fn next_in_rotation(pool: &BTreeSet<UserId>, last: Option<UserId>) -> Option<UserId> {
     let after = last.and_then(|last| pool.range(UserId(last.0.saturating_add(1))..).next());
     after.or_else(|| pool.first()).copied()
 }

@@ -83,11 +83,8 @@ impl Chat {
                 Some(view) => view.channel,
                 None => {
                     let create = CreateChannel {
-                        name: DEV_CHANNEL.to_owned(),
-                        kind: ChannelKind::Public,
-                        policy: None,
                         topic: Some("Everyone who signs in with --dev".to_owned()),
-                        member_ids: Vec::new(),
+                        ..CreateChannel::new(DEV_CHANNEL)
                     };
                     self.create_channel(&admin, ws.id, create).await?
                 }

@@ -16,7 +16,9 @@ use super::loop_guard::{GuardChange, Limits};
 use super::pins::Unpinned;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
-use crate::store::{Deletion, Events, Inserted, MessageQuery, NewMessage, Outbox, events_only};
+use crate::store::{
+    Deletion, Events, Inserted, MessageQuery, NewMessage, NewTurns, Outbox, events_only,
+};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 const MAX_MENTIONS: usize = 50;
@@ -104,14 +106,28 @@ impl Chat {
             caller.kind == UserKind::Agent,
             self.now().0,
             Limits {
-                run: self.config.loop_guard_run,
-                per_minute: self.config.loop_guard_per_minute,
+                run: channel.loop_guard_run.unwrap_or(self.config.loop_guard_run),
+                per_minute: channel
+                    .loop_guard_per_minute
+                    .unwrap_or(self.config.loop_guard_per_minute),
             },
         );
         if quiet {
             let ids: Vec<UserId> = agents.iter().map(|a| a.id).collect();
             decision.quiet(&ids);
         }
+        // Each woken agent gets its turn at the message (receipts, cancel); under
+        // `round_robin` it passes on unless the agent reports `working` in time.
+        let woken: Vec<UserId> = agents
+            .iter()
+            .map(|a| a.id)
+            .filter(|&a| decision.mark_for(a) == chorus_realtime::Mark::Wake)
+            .collect();
+        let turns = NewTurns {
+            due_at: (channel.policy == Policy::RoundRobin && !woken.is_empty())
+                .then(|| self.turn_due(&channel)),
+            agents: woken,
+        };
         let marks = Arc::new(decision.marks());
         // Woken agents with a webhook and no live connection: their deliveries are
         // queued in the message's transaction too.
@@ -147,6 +163,7 @@ impl Chat {
                     mentions,
                     idempotency_key,
                     streaming: req.streaming,
+                    turns,
                 },
                 events,
             )
@@ -161,7 +178,7 @@ impl Chat {
             return Ok((message, false));
         }
         if req.streaming {
-            self.hold_stream(&message);
+            self.hold_stream(&message, self.rollup_window(&channel));
         }
         self.emit_logged(logged).await;
         drop(turn);

@@ -24,6 +24,7 @@ mod reads;
 mod realtime;
 mod streams;
 mod tokens;
+mod turns;
 mod users;
 mod workspaces;
 
@@ -79,6 +80,9 @@ pub struct ChatConfig {
     /// Client `publish` ops per second per user (anonymous connections share one
     /// budget), besides each connection's inbound frame rate.
     pub client_publish_per_sec: u32,
+    /// `round_robin`: how long a woken agent has to report `working` before its turn
+    /// passes to the next agent (a channel's `turn_timeout_ms` overrides it).
+    pub turn_timeout: Duration,
 }
 
 impl Default for ChatConfig {
@@ -94,6 +98,7 @@ impl Default for ChatConfig {
             loop_guard_run: 20,
             loop_guard_per_minute: 60,
             client_publish_per_sec: 20,
+            turn_timeout: Duration::from_secs(30),
         }
     }
 }

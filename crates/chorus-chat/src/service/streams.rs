@@ -64,6 +64,11 @@ impl Streams {
         }
     }
 
+    /// Runs a task [`shutdown`](Self::shutdown) waits for (the sweepers).
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
     pub(crate) async fn shutdown(&self) {
         self.tasks.close();
         self.tasks.wait().await;
@@ -222,7 +227,7 @@ impl Flusher {
 impl Chat {
     /// Starts holding appends for a streaming `message` on this node (the one already
     /// held, if another request got there first).
-    pub(crate) fn hold_stream(&self, message: &Message) -> Arc<Stream> {
+    pub(crate) fn hold_stream(&self, message: &Message, window: Duration) -> Arc<Stream> {
         let mut open = self.streams.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(stream) = open.get(&message.id) {
             return stream.clone();
@@ -236,11 +241,52 @@ impl Chat {
             store: self.store.clone(),
             engine: self.engine.clone(),
             clock: self.config.clock,
-            window: self.config.stream_rollup,
+            window,
             stop: self.background.stop().clone(),
         };
         self.streams.tasks.spawn(flusher.run());
         stream
+    }
+
+    /// [`hold_stream`](Self::hold_stream) with its channel's roll-up window.
+    pub(crate) async fn hold_stored_stream(&self, message: &Message) -> Arc<Stream> {
+        let window = match self.store.channel(message.channel_id).await {
+            Ok(Some(channel)) => self.rollup_window(&channel),
+            Ok(None) => self.config.stream_rollup,
+            Err(err) => {
+                tracing::warn!(channel = %message.channel_id, cause = %err, "channel unread; default roll-up");
+                self.config.stream_rollup
+            }
+        };
+        self.hold_stream(message, window)
+    }
+
+    /// A channel's roll-up window: its own setting, else the server's.
+    pub(crate) fn rollup_window(&self, channel: &Channel) -> Duration {
+        channel
+            .stream_rollup_ms
+            .map_or(self.config.stream_rollup, Duration::from_millis)
+    }
+
+    /// Aborts a stream for a cancel (reason `cancelled`); `false` when it had ended.
+    pub(crate) async fn cancel_stream(&self, id: MessageId) -> Result<bool> {
+        let stream = match self.streams.get(id) {
+            Some(stream) => stream,
+            None => match self.store.message(id).await? {
+                Some(message) if message.state == MessageState::Streaming => {
+                    self.hold_stored_stream(&message).await
+                }
+                _ => return Ok(false),
+            },
+        };
+        match self
+            .end_stream(&stream, MessageState::Aborted, None, "cancelled".into())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ChatError::Conflict(_)) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     /// The stream of message `id`, held on this node, for an author's append or
@@ -261,7 +307,7 @@ impl Chat {
                 "only its author can write to a streaming message",
             ));
         }
-        Ok(self.hold_stream(&message))
+        Ok(self.hold_stored_stream(&message).await)
     }
 
     /// The message, if it is streaming and the caller may read it.
@@ -376,7 +422,7 @@ impl Chat {
             Some(stream) => stream,
             None => {
                 let message = self.stored_stream(caller, id).await?;
-                self.hold_stream(&message)
+                self.hold_stored_stream(&message).await
             }
         };
         if stream.author != caller.id {
@@ -458,7 +504,7 @@ impl Chat {
                 Some(stream) => stream,
                 None => match self.store.message(id).await? {
                     Some(message) if message.state == MessageState::Streaming => {
-                        self.hold_stream(&message)
+                        self.hold_stored_stream(&message).await
                     }
                     _ => continue,
                 },

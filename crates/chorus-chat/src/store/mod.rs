@@ -56,6 +56,28 @@ pub struct NewChannel {
     pub members: Vec<UserId>,
     /// For DMs: the sorted participant ids, unique per workspace.
     pub dm_key: Option<String>,
+    pub settings: ChannelSettings,
+}
+
+/// A channel's own settings; `None`: the server's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelSettings {
+    pub stream_rollup_ms: Option<u64>,
+    pub turn_timeout_ms: Option<u64>,
+    pub loop_guard_run: Option<u32>,
+    pub loop_guard_per_minute: Option<u32>,
+}
+
+impl ChannelSettings {
+    /// The settings `channel` has.
+    pub fn of(channel: &Channel) -> Self {
+        Self {
+            stream_rollup_ms: channel.stream_rollup_ms,
+            turn_timeout_ms: channel.turn_timeout_ms,
+            loop_guard_run: channel.loop_guard_run,
+            loop_guard_per_minute: channel.loop_guard_per_minute,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -63,6 +85,8 @@ pub struct ChannelPatch {
     pub name: Option<String>,
     pub topic: Option<String>,
     pub policy: Option<Policy>,
+    /// All four settings, replaced.
+    pub settings: Option<ChannelSettings>,
 }
 
 #[derive(Clone)]
@@ -75,6 +99,41 @@ pub struct NewMessage {
     pub idempotency_key: Option<String>,
     /// Opened as a stream (state `streaming`).
     pub streaming: bool,
+    /// The agents the message wakes: each gets its turn at it, in its transaction.
+    pub turns: NewTurns,
+}
+
+/// The turns a new message gives (see [`TurnStore`]).
+#[derive(Debug, Clone, Default)]
+pub struct NewTurns {
+    pub agents: Vec<UserId>,
+    /// `round_robin`: when the turn passes unless the agent reported `working`.
+    pub due_at: Option<Timestamp>,
+}
+
+/// An agent's turn at a message: it was woken by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    pub message_id: MessageId,
+    pub agent_id: UserId,
+    pub channel_id: ChannelId,
+    /// Its latest receipt.
+    pub state: Option<ReceiptState>,
+    /// `round_robin`: when it passes to the next agent, while it may.
+    pub due_at: Option<Timestamp>,
+    /// Ended by someone else: `passed` or `cancelled`.
+    pub outcome: Option<String>,
+}
+
+impl Turn {
+    /// Still running: not ended by someone else, nor finished by the agent.
+    pub fn open(&self) -> bool {
+        self.outcome.is_none()
+            && !matches!(
+                self.state,
+                Some(ReceiptState::Done | ReceiptState::Declined)
+            )
+    }
 }
 
 /// What a change leaves to be done after it commits, written in its own transaction:
@@ -643,6 +702,63 @@ pub trait AgentStore: Send + Sync {
     async fn fail_pending_webhooks(&self, user: UserId, at: Timestamp, error: &str) -> Result<u64>;
 }
 
+/// Turns and receipts (issue 19): one row per agent a message woke.
+#[async_trait]
+pub trait TurnStore: Send + Sync {
+    /// Agent `agent`'s turn at `message`, if the message woke it.
+    async fn turn(&self, message: MessageId, agent: UserId) -> Result<Option<Turn>>;
+    /// Every turn at `message`, by agent id.
+    async fn turns(&self, message: MessageId) -> Result<Vec<Turn>>;
+    /// Records `agent`'s receipt `state` for `message` (`working`, `done` and
+    /// `declined` stop a round-robin turn from passing) and rewrites the message's
+    /// receipts summary. `None`, and nothing changed, when its receipt already was
+    /// `state` (or it has no turn there). `events`, built from the new summary, are
+    /// logged in the same transaction.
+    async fn set_receipt_logged(
+        &self,
+        message: MessageId,
+        agent: UserId,
+        state: ReceiptState,
+        events: Events<Vec<Receipt>>,
+    ) -> Result<Option<(Vec<Receipt>, Vec<Publish>)>>;
+    /// Ends the open turns of `agents` at `message` as `cancelled`; returns whose were
+    /// (the others were not open). `events`, built from those, are logged in the same
+    /// transaction.
+    async fn cancel_turns_logged(
+        &self,
+        message: MessageId,
+        agents: &[UserId],
+        events: Events<Vec<UserId>>,
+    ) -> Result<(Vec<UserId>, Vec<Publish>)>;
+    /// Round-robin turns due at `now` (at most `limit`), the earliest first.
+    async fn overdue_turns(&self, now: Timestamp, limit: u32) -> Result<Vec<Turn>>;
+    /// Passes `from`'s turn at `message` (still due) to `to` (a new turn due at `due`),
+    /// and the channel's rotation with it when it still stood at `from`. `None`, and
+    /// nothing changed, when the turn is no longer due (the agent reported, another
+    /// node passed it). `events` are logged in the same transaction.
+    async fn pass_turn_logged(
+        &self,
+        turn: &Turn,
+        to: Option<UserId>,
+        due: Timestamp,
+        events: Events<()>,
+    ) -> Result<Option<Vec<Publish>>>;
+    /// The streaming messages `author` opened in `channel` after `after`.
+    async fn streams_after(
+        &self,
+        author: UserId,
+        channel: ChannelId,
+        after: MessageId,
+    ) -> Result<Vec<MessageId>>;
+    /// `agent`'s latest open turn in `channel` at a message before `before`.
+    async fn open_turn_before(
+        &self,
+        agent: UserId,
+        channel: ChannelId,
+        before: MessageId,
+    ) -> Result<Option<Turn>>;
+}
+
 /// Whether the database answers (feeds `/readyz`), and closing it at shutdown.
 #[async_trait]
 pub trait HealthStore: Send + Sync {
@@ -666,6 +782,7 @@ pub trait Store:
     + ReactionStore
     + PinStore
     + AgentStore
+    + TurnStore
     + KeyStore
 {
 }
@@ -681,6 +798,7 @@ impl<T> Store for T where
         + ReactionStore
         + PinStore
         + AgentStore
+        + TurnStore
         + KeyStore
 {
 }

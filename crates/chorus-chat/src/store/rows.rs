@@ -160,6 +160,10 @@ pub(crate) struct ChannelRow {
     policy: String,
     created_by: i64,
     created_at: i64,
+    stream_rollup_ms: Option<i64>,
+    turn_timeout_ms: Option<i64>,
+    loop_guard_run: Option<i64>,
+    loop_guard_per_minute: Option<i64>,
 }
 
 impl ChannelRow {
@@ -173,6 +177,12 @@ impl ChannelRow {
             policy: parse(&self.policy)?,
             created_by: UserId(self.created_by),
             created_at: Timestamp(self.created_at),
+            stream_rollup_ms: self.stream_rollup_ms.and_then(|v| u64::try_from(v).ok()),
+            turn_timeout_ms: self.turn_timeout_ms.and_then(|v| u64::try_from(v).ok()),
+            loop_guard_run: self.loop_guard_run.and_then(|v| u32::try_from(v).ok()),
+            loop_guard_per_minute: self
+                .loop_guard_per_minute
+                .and_then(|v| u32::try_from(v).ok()),
         })
     }
 }
@@ -193,6 +203,7 @@ pub(crate) struct MessageRow {
     pinned: bool,
     state: String,
     stream_seq: i64,
+    receipts: String,
 }
 
 impl MessageRow {
@@ -219,6 +230,8 @@ impl MessageRow {
                 .parse()
                 .map_err(|e| ChatError::Internal(anyhow::anyhow!("corrupt message state: {e}")))?,
             seq: u64::try_from(self.stream_seq).unwrap_or(0),
+            receipts: serde_json::from_str(&self.receipts)
+                .map_err(|e| ChatError::Internal(anyhow::anyhow!("corrupt receipts: {e}")))?,
         })
     }
 }
@@ -279,6 +292,7 @@ pub(crate) fn created_message(
             MessageState::Complete
         },
         seq: 0,
+        receipts: Vec::new(),
     }
 }
 

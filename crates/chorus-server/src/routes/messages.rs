@@ -3,14 +3,17 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chorus_api::requests::{AbortMessage, AppendText, Appended, CompleteMessage};
+use chorus_api::requests::{
+    AbortMessage, AppendText, Appended, CancelTurn, Cancelled, CompleteMessage, Receipts,
+    SetReceipt,
+};
 use chorus_chat::model::{Message, MessageId, Pin};
 use chorus_chat::service::EditMessage;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{Json, Path};
+use crate::extract::{Json, OptionalJson, Path};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -21,6 +24,52 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(append_message))
         .routes(routes!(complete_message))
         .routes(routes!(abort_message))
+        .routes(routes!(set_receipt))
+        .routes(routes!(cancel_turn))
+}
+
+/// Report what the caller (an agent the message woke) does with the message:
+/// `received`, `working`, `done` or `declined`. Announced as `receipt.updated`;
+/// returns the message's receipts. Under `round_robin`, `working` keeps the turn.
+#[utoipa::path(post, path = "/api/v1/messages/{id}/receipts", tag = "messages", request_body = SetReceipt,
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Receipts), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn set_receipt(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<SetReceipt>,
+) -> ApiResult<Json<Receipts>> {
+    Ok(Json(
+        state
+            .chat
+            .set_receipt(&caller, MessageId(id), req.state)
+            .await?,
+    ))
+}
+
+/// Cancel agents' turns: `{id}` is a message that woke agents (all their running turns
+/// at it, or only `agent_id`'s) or an agent's streaming reply (aborted with reason
+/// `cancelled`, with its author's turn). The agent gets `turn.cancelled` live or by
+/// webhook. For the author of the message that woke the agent and the channel's
+/// managers; 409 when nothing is running.
+#[utoipa::path(post, path = "/api/v1/messages/{id}/cancel", tag = "messages", request_body(content = Option<CancelTurn>),
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Cancelled), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn cancel_turn(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    OptionalJson(req): OptionalJson<CancelTurn>,
+) -> ApiResult<Json<Cancelled>> {
+    Ok(Json(
+        state
+            .chat
+            .cancel_turns(&caller, MessageId(id), req.agent_id)
+            .await?,
+    ))
 }
 
 /// Add text to the end of the caller's streaming message. Accepted at once; readers get

@@ -14,12 +14,12 @@ use crate::store::rows::conflict_or;
 use crate::store::rows::{ChannelForRow, ChannelRow, memberships, presence_row};
 use crate::store::{ChannelPatch, ChannelStore, Events, NewChannel};
 
-const CHANNEL_COLUMNS: &str =
-    "c.id, c.workspace_id, c.name, c.topic, c.kind, c.policy, c.created_by, c.created_at";
+const CHANNEL_COLUMNS: &str = "c.id, c.workspace_id, c.name, c.topic, c.kind, c.policy, c.created_by, c.created_at, \
+     c.stream_rollup_ms, c.turn_timeout_ms, c.loop_guard_run, c.loop_guard_per_minute";
 /// Members added by one statement, at most (3 bound values each).
 const MEMBERS_PER_INSERT: usize = 1_000;
-const RETURNING: &str =
-    "RETURNING id, workspace_id, name, topic, kind, policy, created_by, created_at";
+const RETURNING: &str = "RETURNING id, workspace_id, name, topic, kind, policy, created_by, created_at, \
+     stream_rollup_ms, turn_timeout_ms, loop_guard_run, loop_guard_per_minute";
 
 #[async_trait]
 impl<DB> ChannelStore for Sql<DB>
@@ -43,8 +43,9 @@ where
         // A concurrent insert of the same name or DM key waits for the first to commit
         // and then fails here as a unique violation: the caller's "get" retry sees it.
         let row: ChannelRow = sqlx::query_as(&format!(
-            "INSERT INTO channels (workspace_id, name, topic, kind, policy, dm_key, created_by, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) {RETURNING}"
+            "INSERT INTO channels (workspace_id, name, topic, kind, policy, dm_key, created_by, created_at,
+                 stream_rollup_ms, turn_timeout_ms, loop_guard_run, loop_guard_per_minute)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) {RETURNING}"
         ))
         .bind(new.workspace_id.0)
         .bind(&new.name)
@@ -54,6 +55,10 @@ where
         .bind(&new.dm_key)
         .bind(new.created_by.0)
         .bind(now)
+        .bind(setting(new.settings.stream_rollup_ms))
+        .bind(setting(new.settings.turn_timeout_ms))
+        .bind(new.settings.loop_guard_run.map(i64::from))
+        .bind(new.settings.loop_guard_per_minute.map(i64::from))
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict_or(e, "a channel with this name"))?;
@@ -166,13 +171,26 @@ where
             "UPDATE channels SET
                 name = COALESCE($1, name),
                 topic = COALESCE($2, topic),
-                policy = COALESCE($3, policy)
+                policy = COALESCE($3, policy),
+                stream_rollup_ms = CASE WHEN $5 THEN $6 ELSE stream_rollup_ms END,
+                turn_timeout_ms = CASE WHEN $5 THEN $7 ELSE turn_timeout_ms END,
+                loop_guard_run = CASE WHEN $5 THEN $8 ELSE loop_guard_run END,
+                loop_guard_per_minute = CASE WHEN $5 THEN $9 ELSE loop_guard_per_minute END
              WHERE id = $4 {RETURNING}"
         ))
         .bind(patch.name)
         .bind(patch.topic)
         .bind(patch.policy.map(Policy::as_str))
         .bind(id.0)
+        .bind(patch.settings.is_some())
+        .bind(patch.settings.and_then(|s| setting(s.stream_rollup_ms)))
+        .bind(patch.settings.and_then(|s| setting(s.turn_timeout_ms)))
+        .bind(patch.settings.and_then(|s| s.loop_guard_run.map(i64::from)))
+        .bind(
+            patch
+                .settings
+                .and_then(|s| s.loop_guard_per_minute.map(i64::from)),
+        )
         .fetch_optional(&self.writer)
         .await
         .map_err(|e| conflict_or(e, "a channel with this name"))?;
@@ -296,4 +314,9 @@ fn user_ids(list: Option<&str>) -> Vec<UserId> {
         .collect();
     ids.sort_unstable();
     ids
+}
+
+/// A setting in milliseconds as stored.
+fn setting(ms: Option<u64>) -> Option<i64> {
+    ms.and_then(|ms| i64::try_from(ms).ok())
 }

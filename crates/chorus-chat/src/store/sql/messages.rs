@@ -14,7 +14,7 @@ use chorus_realtime::Publish;
 /// The columns of [`MessageRow`], for a query naming the table `m`.
 pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.channel_id, m.author_id, m.text, m.thread_id, m.mentions, \
      m.created_at, m.edited_at, m.deleted, m.reply_count, m.last_reply_at, \
-     EXISTS (SELECT 1 FROM pins pn WHERE pn.message_id = m.id) AS pinned, m.state, m.stream_seq";
+     EXISTS (SELECT 1 FROM pins pn WHERE pn.message_id = m.id) AS pinned, m.state, m.stream_seq, m.receipts";
 
 /// Reading and writing a message's rows inside a transaction (or on one connection),
 /// shared by the trait methods here, pins and SQLite's batched inserts.
@@ -179,9 +179,10 @@ where
 
     /// Inserts the message; `None` when the idempotency key is already taken (another
     /// insert with the same key won a race). A message with neither mentions nor a
-    /// thread is one row: where the backend batches those ([`PlainInserts`], SQLite),
-    /// it is written with the others waiting by one statement. Otherwise one
-    /// transaction writes the row, the mention rows and the root's thread summary.
+    /// thread, that wakes no agent, is one row: where the backend batches those
+    /// ([`PlainInserts`], SQLite), it is written with the others waiting by one
+    /// statement. Otherwise one transaction writes the row, the mention rows, the
+    /// agents' turns and the root's thread summary.
     async fn try_insert(
         &self,
         new: &NewMessage,
@@ -191,6 +192,7 @@ where
             && new.mentions.is_empty()
             && new.thread_id.is_none()
             && !new.streaming
+            && new.turns.agents.is_empty()
         {
             return batcher.insert(new, events).await;
         }
@@ -209,6 +211,7 @@ where
             return Ok(None);
         };
         Self::write_mentions(&mut tx, id, new.channel_id, &new.mentions).await?;
+        Self::insert_turns(&mut tx, id, new.channel_id, &new.turns, created_at).await?;
         let root = match new.thread_id {
             Some(root) => {
                 Self::refresh_thread(&mut tx, new.channel_id, root).await?;
@@ -355,7 +358,7 @@ where
     ) -> Result<(Deletion, Vec<Publish>)> {
         let mut tx = self.writer.begin().await?;
         let row: Option<(i64, Option<i64>)> = sqlx::query_as(
-            "UPDATE messages SET text = '', mentions = '[]', deleted = TRUE, edited_at = $1
+            "UPDATE messages SET text = '', mentions = '[]', receipts = '[]', deleted = TRUE, edited_at = $1
              WHERE id = $2 AND NOT deleted
              RETURNING channel_id, thread_id",
         )

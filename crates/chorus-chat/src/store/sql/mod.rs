@@ -15,7 +15,8 @@
 //!
 //! Files, one per area: `users` (users, tokens, presence columns), `workspaces`,
 //! `channels`, `messages`, `reactions`, `pins`, `reads`, `agents` (delivery lists,
-//! turns, webhook queue), `keys` (server keys), `events` (the event log).
+//! round-robin state, webhook queue), `turns` (each agent's turn at a message, its
+//! receipts), `keys` (server keys), `events` (the event log).
 
 mod agents;
 mod channels;
@@ -26,6 +27,7 @@ mod messages;
 mod pins;
 mod reactions;
 mod reads;
+mod turns;
 mod users;
 mod workspaces;
 
