@@ -424,7 +424,7 @@ fn where_missing(h: &History, client: &ClientLog, c: &Change) -> String {
     };
     let before = on_scope()
         .filter(|e| e.offset.is_some_and(|o| o < offset))
-        .last();
+        .next_back();
     let after = on_scope().find(|e| e.offset.is_some_and(|o| o > offset));
     let resumes: Vec<String> = client
         .resumes
