@@ -2,7 +2,7 @@
 export * from './protocol.js';
 export * from './model.js';
 export { ChorusError } from './errors.js';
-export { ChorusHttp, newIdempotencyKey, type HttpOptions, type SendOptions, type Sent, type Opened } from './http.js';
+export { ChorusHttp, ROUTES, newIdempotencyKey, type HttpOptions, type SendOptions, type Sent, type Opened } from './http.js';
 export {
   ChorusRealtime,
   isEvent,
