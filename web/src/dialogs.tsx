@@ -146,7 +146,7 @@ function NewWorkspace() {
   );
 }
 
-const POLICIES: { value: Policy; label: string }[] = [
+const POLICIES: { value: Exclude<Policy, 'dm'>; label: string }[] = [
   { value: 'all', label: 'Everyone is notified (mentions narrow it down)' },
   { value: 'mentions', label: 'Only those mentioned are notified' },
   { value: 'broadcast', label: 'Announcements: nobody is woken' },
@@ -159,7 +159,7 @@ function NewChannel() {
   const { store, close } = useUi();
   const [name, setName] = useState('');
   const [kind, setKind] = useState<'public' | 'private'>('public');
-  const [policy, setPolicy] = useState<Policy>('all');
+  const [policy, setPolicy] = useState<Exclude<Policy, 'dm'>>('all');
   const [topic, setTopic] = useState('');
   const [members, setMembers] = useState<UserId[]>([]);
   const [problem, setProblem] = useState<string>();
@@ -196,7 +196,7 @@ function NewChannel() {
           </label>
         </fieldset>
         <label for="channel-policy">Who is notified of a message</label>
-        <select id="channel-policy" value={policy} onChange={(e) => setPolicy(e.currentTarget.value as Policy)}>
+        <select id="channel-policy" value={policy} onChange={(e) => setPolicy(e.currentTarget.value as Exclude<Policy, 'dm'>)}>
           {POLICIES.map((p) => (
             <option key={p.value} value={p.value}>
               {p.value} — {p.label}
@@ -498,7 +498,7 @@ function ChannelDetails({ channelId }: { channelId: number }) {
             const refused = await store.updateChannel(channelId, {
               ...(name !== known.name && { name }),
               ...(topic !== known.topic && { topic }),
-              ...(policy !== known.policy && { policy }),
+              ...(policy !== known.policy && policy !== 'dm' && { policy }),
             });
             setProblem(refused);
             setSaved(!refused);

@@ -658,7 +658,7 @@ export class ChatStore {
   async createChannel(req: {
     name: string;
     kind: Exclude<ChannelKind, 'dm'>;
-    policy: Policy;
+    policy: Exclude<Policy, 'dm'>;
     topic: string;
     member_ids: UserId[];
   }): Promise<string | undefined> {
@@ -698,7 +698,7 @@ export class ChatStore {
     }
   }
 
-  async updateChannel(id: ChannelId, req: { name?: string; topic?: string; policy?: Policy }): Promise<string | undefined> {
+  async updateChannel(id: ChannelId, req: { name?: string; topic?: string; policy?: Exclude<Policy, 'dm'> }): Promise<string | undefined> {
     try {
       const c = await this.http.updateChannel(id, req);
       const known = this.channels.get(id);

@@ -2,6 +2,17 @@ import { ChorusError, errorFromBody } from './errors.js';
 import { StreamWriter, type StreamOptions } from './stream.js';
 import type {
   AddMember,
+  Appended,
+  CreatedServerKey,
+  CreateServerKey,
+  Health,
+  ServerKey,
+  ServerKeyId,
+  SetWebhook,
+  UserIds,
+  UserView,
+  WebhookDelivery,
+  WebhookSettings,
   ApiToken,
   Appended,
   Cancelled,
@@ -373,8 +384,99 @@ export class ChorusHttp {
   }
 
   /** `GET /healthz`: resolves when the server answers. */
-  health(): Promise<{ status: string }> {
+  health(): Promise<Health> {
     return this.json('GET', 'healthz');
+  }
+
+  /** `GET /readyz`: resolves when the server can serve (fails with 503 when not). */
+  ready(): Promise<Health> {
+    return this.json('GET', 'readyz');
+  }
+
+  /** `GET /metrics`: the Prometheus text (this client's token is sent as the bearer:
+   * use the server's `metrics_token` when it has one). */
+  async metrics(): Promise<string> {
+    return (await this.request('GET', 'metrics')).text();
+  }
+
+  /** The realtime engine's counters (the admin token or a server key with `stats:read`). */
+  stats(): Promise<Record<string, unknown>> {
+    return this.json('GET', 'api/v1/realtime/stats');
+  }
+
+  /** Creates a server key (server admins); its secret `key` is in this answer only. */
+  createServerKey(req: CreateServerKey): Promise<CreatedServerKey> {
+    return this.json('POST', 'api/v1/server-keys', req);
+  }
+
+  /** Every server key, without secrets (server admins). */
+  listServerKeys(): Promise<ServerKey[]> {
+    return this.json('GET', 'api/v1/server-keys');
+  }
+
+  async deleteServerKey(id: ServerKeyId): Promise<void> {
+    await this.request('DELETE', `api/v1/server-keys/${id}`);
+  }
+
+  // ---- users, agents
+
+  /** One user: the full record for oneself and admins, the profile for others. */
+  getUser(id: UserId): Promise<UserView> {
+    return this.json('GET', `api/v1/users/${id}`);
+  }
+
+  /** Sets an agent's webhook (`url: null` turns it off); the secret is answered once. */
+  setWebhook(user: UserId, req: SetWebhook): Promise<WebhookSettings> {
+    return this.json('PUT', `api/v1/users/${user}/webhook`, req);
+  }
+
+  /** An agent's webhook deliveries, newest first, with their attempts. */
+  webhookDeliveries(user: UserId, limit?: number): Promise<WebhookDelivery[]> {
+    return this.json('GET', `api/v1/users/${user}/webhook-deliveries${queryString({ limit })}`);
+  }
+
+  /** A channel's on-duty list (who every message of an `on_duty` channel wakes). */
+  getOnDuty(channel: ChannelId): Promise<UserIds> {
+    return this.json('GET', `api/v1/channels/${channel}/on-duty`);
+  }
+
+  setOnDuty(channel: ChannelId, userIds: UserId[]): Promise<UserIds> {
+    return this.json('PUT', `api/v1/channels/${channel}/on-duty`, { user_ids: userIds });
+  }
+
+  /** A channel's wake list (who every message of a `custom` channel wakes). */
+  getWakeList(channel: ChannelId): Promise<UserIds> {
+    return this.json('GET', `api/v1/channels/${channel}/wake-list`);
+  }
+
+  setWakeList(channel: ChannelId, userIds: UserId[]): Promise<UserIds> {
+    return this.json('PUT', `api/v1/channels/${channel}/wake-list`, { user_ids: userIds });
+  }
+
+  /** Who observes the workspace's `on_duty` channels. */
+  getObservers(workspace: WorkspaceId): Promise<UserIds> {
+    return this.json('GET', `api/v1/workspaces/${workspace}/observers`);
+  }
+
+  setObservers(workspace: WorkspaceId, userIds: UserId[]): Promise<UserIds> {
+    return this.json('PUT', `api/v1/workspaces/${workspace}/observers`, { user_ids: userIds });
+  }
+
+  // ---- streaming messages
+
+  /** Adds text to the end of the caller's streaming message. */
+  appendMessage(id: MessageId, text: string): Promise<Appended> {
+    return this.json('POST', `api/v1/messages/${id}/append`, { text });
+  }
+
+  /** Ends the caller's stream; with `text`, that becomes its whole text. */
+  completeMessage(id: MessageId, text?: string): Promise<Message> {
+    return this.json('POST', `api/v1/messages/${id}/complete`, text === undefined ? {} : { text });
+  }
+
+  /** Ends a stream without completing it (its author or a workspace admin). */
+  abortMessage(id: MessageId, reason = ''): Promise<Message> {
+    return this.json('POST', `api/v1/messages/${id}/abort`, { reason });
   }
 
   // ---- plumbing
@@ -426,3 +528,67 @@ export function newIdempotencyKey(): string {
 }
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Every route of the HTTP API this client has a method for: method, path as the
+ * OpenAPI document writes it, and the `ChorusHttp` method. A test compares it with the
+ * server's document both ways (test/coverage.test.ts). */
+export const ROUTES: ReadonlyArray<readonly [string, string, keyof ChorusHttp]> = [
+  ['POST', '/api/v1/users', 'createUser'],
+  ['GET', '/api/v1/users', 'listUsers'],
+  ['GET', '/api/v1/me', 'me'],
+  ['GET', '/api/v1/users/{id}', 'getUser'],
+  ['POST', '/api/v1/dev/login', 'devLogin'],
+  ['PUT', '/api/v1/users/{id}/webhook', 'setWebhook'],
+  ['GET', '/api/v1/users/{id}/webhook-deliveries', 'webhookDeliveries'],
+  ['POST', '/api/v1/users/{id}/tokens', 'createToken'],
+  ['GET', '/api/v1/users/{id}/tokens', 'listTokens'],
+  ['DELETE', '/api/v1/users/{id}/tokens/{token_id}', 'revokeToken'],
+  ['POST', '/api/v1/users/{id}/deactivate', 'deactivateUser'],
+  ['POST', '/api/v1/users/{id}/reactivate', 'reactivateUser'],
+  ['POST', '/api/v1/workspaces', 'createWorkspace'],
+  ['GET', '/api/v1/workspaces', 'listWorkspaces'],
+  ['POST', '/api/v1/workspaces/{id}/members', 'addWorkspaceMember'],
+  ['GET', '/api/v1/workspaces/{id}/members', 'listWorkspaceMembers'],
+  ['PATCH', '/api/v1/workspaces/{id}/members/{user_id}', 'setMemberRole'],
+  ['DELETE', '/api/v1/workspaces/{id}/members/{user_id}', 'removeWorkspaceMember'],
+  ['GET', '/api/v1/workspaces/{id}/presence', 'workspacePresence'],
+  ['POST', '/api/v1/workspaces/{id}/channels', 'createChannel'],
+  ['GET', '/api/v1/workspaces/{id}/channels', 'listChannels'],
+  ['POST', '/api/v1/workspaces/{id}/dms', 'openDm'],
+  ['GET', '/api/v1/workspaces/{id}/observers', 'getObservers'],
+  ['PUT', '/api/v1/workspaces/{id}/observers', 'setObservers'],
+  ['GET', '/api/v1/channels/{id}', 'getChannel'],
+  ['PATCH', '/api/v1/channels/{id}', 'updateChannel'],
+  ['POST', '/api/v1/channels/{id}/members', 'addChannelMember'],
+  ['DELETE', '/api/v1/channels/{id}/members/{user_id}', 'removeChannelMember'],
+  ['POST', '/api/v1/channels/{id}/join', 'joinChannel'],
+  ['POST', '/api/v1/channels/{id}/leave', 'leaveChannel'],
+  ['POST', '/api/v1/channels/{id}/messages', 'sendMessage'],
+  ['GET', '/api/v1/channels/{id}/messages', 'listMessages'],
+  ['GET', '/api/v1/channels/{id}/pins', 'listPins'],
+  ['POST', '/api/v1/channels/{id}/read', 'markRead'],
+  ['GET', '/api/v1/channels/{id}/on-duty', 'getOnDuty'],
+  ['PUT', '/api/v1/channels/{id}/on-duty', 'setOnDuty'],
+  ['GET', '/api/v1/channels/{id}/wake-list', 'getWakeList'],
+  ['PUT', '/api/v1/channels/{id}/wake-list', 'setWakeList'],
+  ['PATCH', '/api/v1/messages/{id}', 'editMessage'],
+  ['DELETE', '/api/v1/messages/{id}', 'deleteMessage'],
+  ['PUT', '/api/v1/messages/{id}/reactions/{emoji}', 'addReaction'],
+  ['DELETE', '/api/v1/messages/{id}/reactions/{emoji}', 'removeReaction'],
+  ['PUT', '/api/v1/messages/{id}/pin', 'pinMessage'],
+  ['DELETE', '/api/v1/messages/{id}/pin', 'unpinMessage'],
+  ['POST', '/api/v1/messages/{id}/append', 'appendMessage'],
+  ['POST', '/api/v1/messages/{id}/complete', 'completeMessage'],
+  ['POST', '/api/v1/messages/{id}/abort', 'abortMessage'],
+  ['GET', '/api/v1/presence', 'myPresence'],
+  ['PUT', '/api/v1/presence', 'setStatus'],
+  ['GET', '/api/v1/scopes/{scope}/events', 'scopeEvents'],
+  ['POST', '/api/v1/publish', 'publish'],
+  ['GET', '/api/v1/realtime/stats', 'stats'],
+  ['POST', '/api/v1/server-keys', 'createServerKey'],
+  ['GET', '/api/v1/server-keys', 'listServerKeys'],
+  ['DELETE', '/api/v1/server-keys/{id}', 'deleteServerKey'],
+  ['GET', '/healthz', 'health'],
+  ['GET', '/readyz', 'ready'],
+  ['GET', '/metrics', 'metrics'],
+];

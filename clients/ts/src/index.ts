@@ -3,7 +3,7 @@ export * from './protocol.js';
 export * from './model.js';
 export { ChorusError } from './errors.js';
 export { StreamWriter, type StreamOptions, type StreamSink } from './stream.js';
-export { ChorusHttp, newIdempotencyKey, type HttpOptions, type SendOptions, type Sent, type Opened } from './http.js';
+export { ChorusHttp, ROUTES, newIdempotencyKey, type HttpOptions, type SendOptions, type Sent, type Opened } from './http.js';
 export {
   ChorusRealtime,
   isEvent,

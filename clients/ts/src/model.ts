@@ -94,6 +94,13 @@ export type MarkRead = Schemas['MarkRead'];
 export type SetStatus = Schemas['SetStatus'];
 export type SetWebhook = Schemas['SetWebhook'];
 export type HistoryQuery = NonNullable<operations['list_messages']['parameters']['query']>;
+export type ServerKey = Schemas['ServerKey'];
+export type ServerKeyId = Schemas['ServerKeyId'];
+export type KeyPermission = Schemas['KeyPermission'];
+export type CreateServerKey = Schemas['CreateServerKey'];
+export type CreatedServerKey = Schemas['CreatedServerKey'];
+export type Health = Schemas['Health'];
+export type Appended = Schemas['Appended'];
 export type Publish = Schemas['Publish'];
 
 // ---- event payloads (docs/protocol.md, "Event types")

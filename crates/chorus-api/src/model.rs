@@ -696,6 +696,26 @@ pub struct ServerKey {
     pub created_at: Timestamp,
 }
 
+/// A new server key with its secret: the only time the secret is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatedServerKey {
+    pub id: ServerKeyId,
+    pub name: String,
+    pub permissions: Vec<KeyPermission>,
+    pub publish_prefixes: Option<Vec<String>>,
+    pub created_at: Timestamp,
+    /// `chk_…`; shown once, only its hash is stored.
+    pub key: String,
+}
+
+/// `GET /healthz` and `GET /readyz`: `ok`, `ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    pub status: String,
+}
+
 impl KeyPermission {
     /// The name on the wire.
     pub const fn as_str(self) -> &'static str {

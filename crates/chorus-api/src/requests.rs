@@ -14,19 +14,20 @@ use crate::model::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateUser {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9_.-]{1,32}$"))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    /// At most 80 bytes; the name when absent or blank.
+    #[cfg_attr(feature = "openapi", schema(max_length = 80))]
     pub display_name: Option<String>,
     #[serde(default = "human")]
     pub kind: UserKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub webhook_url: Option<String>,
     /// For an agent with a `webhook_url`: the secret its webhook requests are signed
     /// with (at least 16 bytes). Generated when absent, and returned once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    #[cfg_attr(feature = "openapi", schema(min_length = 16, max_length = 256))]
     pub webhook_secret: Option<String>,
     /// Make the new user a server administrator.
     #[serde(default)]
@@ -68,8 +69,9 @@ pub struct UsersQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", param(value_type = Option<i64>))]
     pub after: Option<UserId>,
-    /// Page size: default 50, at most 200.
+    /// Page size: default 50, at most 200 (more is taken as 200).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(format = Int64, maximum = 4294967295_u64))]
     pub limit: Option<u32>,
 }
 
@@ -77,6 +79,8 @@ pub struct UsersQuery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DevLogin {
+    /// A person's user name (`[a-z0-9_.-]{1,32}`), created on first use.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9_.-]{1,32}$"))]
     pub name: String,
 }
 
@@ -84,11 +88,18 @@ pub struct DevLogin {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateToken {
-    /// What the token is for (1 to 64 bytes), e.g. `laptop` or `ci`.
+    /// What the token is for (1 to 64 bytes once trimmed, no control characters), e.g.
+    /// `laptop` or `ci`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000-\u001f\u007f-\u009f](?:[^\u0000-\u001f\u007f-\u009f]{0,62}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000-\u001f\u007f-\u009f])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+        )
+    )]
     pub name: String,
-    /// Seconds until it stops working; never when absent.
+    /// Seconds until it stops working (at most ten years); never when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 315360000))]
     pub expires_in: Option<u64>,
 }
 
@@ -109,9 +120,9 @@ pub struct SetWebhook {
     /// `null` turns webhooks off.
     #[serde(default)]
     pub url: Option<String>,
-    /// The signing secret (at least 16 bytes); generated when absent.
+    /// The signing secret (16 to 256 bytes); generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    #[cfg_attr(feature = "openapi", schema(min_length = 16, max_length = 256))]
     pub secret: Option<String>,
 }
 
@@ -120,8 +131,9 @@ pub struct SetWebhook {
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct DeliveriesQuery {
-    /// Page size: default 50, at most 200.
+    /// Page size: default 50, at most 200 (more is taken as 200).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(format = Int64, maximum = 4294967295_u64))]
     pub limit: Option<u32>,
 }
 
@@ -129,6 +141,13 @@ pub struct DeliveriesQuery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateWorkspace {
+    /// 1 to 80 bytes once trimmed.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,78}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+        )
+    )]
     pub name: String,
 }
 
@@ -156,15 +175,19 @@ pub struct SetRole {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateChannel {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9_-]{1,80}$"))]
     pub name: String,
+    /// `public` or `private` (DMs are opened with `POST /api/v1/workspaces/{id}/dms`).
     #[serde(default = "public")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = openapi::channel_kind))]
     pub kind: ChannelKind,
-    /// The server's default (`all`) when absent.
+    /// The server's default (`all`) when absent; never `dm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = openapi::channel_policy))]
     pub policy: Option<Policy>,
+    /// At most 250 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    #[cfg_attr(feature = "openapi", schema(max_length = 250))]
     pub topic: Option<String>,
     /// Members besides the creator.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -209,13 +232,15 @@ impl CreateChannel {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateChannel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9_-]{1,80}$"))]
     pub name: Option<String>,
+    /// At most 250 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    #[cfg_attr(feature = "openapi", schema(max_length = 250))]
     pub topic: Option<String>,
+    /// Never `dm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = openapi::channel_policy))]
     pub policy: Option<Policy>,
     /// Streaming roll-up window in ms (10 to 10,000); `null`: back to the server's.
     #[serde(
@@ -313,7 +338,6 @@ pub struct SendMessage {
     pub text: String,
     /// Reply in the thread of this top-level message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub thread_id: Option<MessageId>,
     /// Open the message as a stream (state `streaming`): its author then appends to it
     /// (`POST /api/v1/messages/{id}/append`, or the WebSocket op `append`) and ends it
@@ -345,6 +369,7 @@ impl SendMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppendText {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub text: String,
 }
 
@@ -353,8 +378,14 @@ pub struct AppendText {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompleteMessage {
+    /// Not blank.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[\s\S]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][\s\S]*$"
+        )
+    )]
     pub text: Option<String>,
 }
 
@@ -365,6 +396,7 @@ pub struct CompleteMessage {
 pub struct AbortMessage {
     /// Why (at most 200 bytes); shown to readers with `message.aborted`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub reason: String,
 }
 
@@ -391,8 +423,9 @@ pub struct HistoryQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", param(value_type = Option<i64>))]
     pub after: Option<MessageId>,
-    /// Page size: default 50, at most 200.
+    /// Page size: default 50, at most 200 (more is taken as 200).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(format = Int64, maximum = 4294967295_u64))]
     pub limit: Option<u32>,
     /// The replies of this thread instead of the top-level messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -404,6 +437,13 @@ pub struct HistoryQuery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EditMessage {
+    /// Not blank.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[\s\S]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][\s\S]*$"
+        )
+    )]
     pub text: String,
 }
 
@@ -419,7 +459,14 @@ pub struct MarkRead {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetStatus {
-    /// Free text shown beside the user's name; empty clears it.
+    /// Free text shown beside the user's name, trimmed: at most 140 characters, no
+    /// control characters; empty clears it.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000-\u001f\u007f-\u009f](?:[^\u0000-\u001f\u007f-\u009f]{0,138}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000-\u001f\u007f-\u009f])?)?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+        )
+    )]
     pub status_text: String,
 }
 
@@ -428,9 +475,14 @@ pub struct SetStatus {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Publish {
     /// Any scope, e.g. `topic:deploys`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 160, pattern = r"^[a-z_]+:[A-Za-z0-9_.:-]+$")
+    )]
     pub scope: String,
     /// The event type, 1 to 64 bytes.
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub kind: String,
     /// Any JSON value.
     pub data: Value,
@@ -491,6 +543,7 @@ pub struct ScopeEventsQuery {
     pub after: u64,
     /// Most events per page, 1 to 1000; 200 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub limit: Option<u32>,
 }
 
@@ -569,12 +622,52 @@ mod tests {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateServerKey {
-    /// What the key is for (1–80 bytes), e.g. the backend using it.
+    /// What the key is for (1–80 bytes once trimmed), e.g. the backend using it.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,78}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+        )
+    )]
     pub name: String,
     /// At least one of `publish`, `stats:read`.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub permissions: Vec<KeyPermission>,
     /// With `publish`: the scopes the key may publish to start with one of these (each
     /// names a scope kind, e.g. `topic:orders.`). Absent: any scope.
     #[serde(default)]
     pub publish_prefixes: Option<Vec<String>>,
+}
+
+/// Schemas `utoipa` cannot derive: the values of a shared enum a request may take.
+#[cfg(feature = "openapi")]
+mod openapi {
+    use serde_json::Value;
+    use utoipa::openapi::schema::SchemaType;
+    use utoipa::openapi::{ObjectBuilder, Type};
+
+    /// A channel a request creates: never a DM.
+    pub fn channel_kind() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["public", "private"]))
+    }
+
+    /// A policy a request sets, or `null` (unchanged, or the default): `dm` is the
+    /// DMs' own.
+    pub fn channel_policy() -> ObjectBuilder {
+        let values = [
+            "all",
+            "mentions",
+            "broadcast",
+            "on_duty",
+            "custom",
+            "round_robin",
+        ];
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            .enum_values(Some(
+                values.iter().map(|v| Value::from(*v)).chain([Value::Null]),
+            ))
+    }
 }

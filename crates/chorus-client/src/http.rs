@@ -489,6 +489,127 @@ impl Client {
             .await
     }
 
+    /// Password-less sign-in by name, only on a server started with `--dev` (404
+    /// otherwise): creates the person on first use. This client's token is not used.
+    pub async fn dev_login(&self, name: &str) -> Result<UserWithToken> {
+        let body = DevLogin {
+            name: name.to_owned(),
+        };
+        self.json(self.request(Method::POST, "api/v1/dev/login")?.json(&body))
+            .await
+    }
+
+    /// Sets an agent's webhook URL and signing secret (the agent itself or an admin);
+    /// `url: None` turns webhooks off. The secret is in the answer, once.
+    pub async fn set_webhook(&self, user: UserId, req: &SetWebhook) -> Result<WebhookSettings> {
+        let path = format!("api/v1/users/{user}/webhook");
+        self.json(self.request(Method::PUT, &path)?.json(req)).await
+    }
+
+    /// An agent's webhook deliveries, newest first, with their attempts.
+    pub async fn webhook_deliveries(
+        &self,
+        user: UserId,
+        query: &DeliveriesQuery,
+    ) -> Result<Vec<WebhookDelivery>> {
+        let path = format!("api/v1/users/{user}/webhook-deliveries");
+        self.json(self.request(Method::GET, &path)?.query(query))
+            .await
+    }
+
+    /// Presence of every member of a workspace.
+    pub async fn workspace_presence(&self, ws: WorkspaceId) -> Result<Vec<Presence>> {
+        let path = format!("api/v1/workspaces/{ws}/presence");
+        self.json(self.request(Method::GET, &path)?).await
+    }
+
+    /// Who observes the workspace's `on_duty` channels.
+    pub async fn observers(&self, ws: WorkspaceId) -> Result<UserIds> {
+        let path = format!("api/v1/workspaces/{ws}/observers");
+        self.json(self.request(Method::GET, &path)?).await
+    }
+
+    /// A channel's on-duty list.
+    pub async fn on_duty(&self, id: ChannelId) -> Result<UserIds> {
+        let path = format!("api/v1/channels/{id}/on-duty");
+        self.json(self.request(Method::GET, &path)?).await
+    }
+
+    /// A channel's wake list.
+    pub async fn wake_list(&self, id: ChannelId) -> Result<UserIds> {
+        let path = format!("api/v1/channels/{id}/wake-list");
+        self.json(self.request(Method::GET, &path)?).await
+    }
+
+    /// A channel's pinned messages, most recently pinned first.
+    pub async fn list_pins(&self, id: ChannelId) -> Result<Vec<Pin>> {
+        let path = format!("api/v1/channels/{id}/pins");
+        self.json(self.request(Method::GET, &path)?).await
+    }
+
+    /// Pins a message in its channel (pinning again returns the existing pin).
+    pub async fn pin_message(&self, id: MessageId) -> Result<Pin> {
+        let path = format!("api/v1/messages/{id}/pin");
+        self.json(self.request(Method::PUT, &path)?).await
+    }
+
+    /// Unpins a message (not pinned: nothing changes).
+    pub async fn unpin_message(&self, id: MessageId) -> Result<()> {
+        let path = format!("api/v1/messages/{id}/pin");
+        self.empty(self.request(Method::DELETE, &path)?).await
+    }
+
+    /// The caller's presence.
+    pub async fn my_presence(&self) -> Result<Presence> {
+        self.json(self.request(Method::GET, "api/v1/presence")?)
+            .await
+    }
+
+    /// Creates a server key (server admins); its secret (`key`) is in this answer only.
+    pub async fn create_server_key(&self, req: &CreateServerKey) -> Result<CreatedServerKey> {
+        self.json(self.request(Method::POST, "api/v1/server-keys")?.json(req))
+            .await
+    }
+
+    /// Every server key, without secrets (server admins).
+    pub async fn list_server_keys(&self) -> Result<Vec<ServerKey>> {
+        self.json(self.request(Method::GET, "api/v1/server-keys")?)
+            .await
+    }
+
+    /// Deletes a server key (server admins).
+    pub async fn delete_server_key(&self, id: ServerKeyId) -> Result<()> {
+        let path = format!("api/v1/server-keys/{}", id.0);
+        self.empty(self.request(Method::DELETE, &path)?).await
+    }
+
+    /// The realtime engine's counters (the admin token or a server key with
+    /// `stats:read`), as the server's JSON.
+    pub async fn stats(&self) -> Result<serde_json::Value> {
+        self.json(self.request(Method::GET, "api/v1/realtime/stats")?)
+            .await
+    }
+
+    /// Liveness: `ok` when the process answers.
+    pub async fn health(&self) -> Result<Health> {
+        self.json(self.request(Method::GET, "healthz")?).await
+    }
+
+    /// Readiness: `ready` when the server can serve (an error with 503 when not).
+    pub async fn ready(&self) -> Result<Health> {
+        self.json(self.request(Method::GET, "readyz")?).await
+    }
+
+    /// The Prometheus metrics text. This client's token is sent as the bearer: give the
+    /// client the server's `metrics_token` when it has one.
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(self
+            .send(self.request(Method::GET, "metrics")?)
+            .await?
+            .text()
+            .await?)
+    }
+
     fn request(&self, method: Method, path: &str) -> Result<RequestBuilder> {
         let url = self
             .base
@@ -516,6 +637,114 @@ impl Client {
         self.send(request).await.map(drop)
     }
 }
+
+/// Every route of the HTTP API this client has a method for: `(method, path as the
+/// OpenAPI document writes it, the method's name)`. `tests/coverage.rs` compares it
+/// with the server's document, both ways.
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    ("POST", "/api/v1/users", "create_user"),
+    ("GET", "/api/v1/users", "list_users"),
+    ("GET", "/api/v1/me", "me"),
+    ("GET", "/api/v1/users/{id}", "user"),
+    ("POST", "/api/v1/dev/login", "dev_login"),
+    ("PUT", "/api/v1/users/{id}/webhook", "set_webhook"),
+    (
+        "GET",
+        "/api/v1/users/{id}/webhook-deliveries",
+        "webhook_deliveries",
+    ),
+    ("POST", "/api/v1/users/{id}/tokens", "create_token"),
+    ("GET", "/api/v1/users/{id}/tokens", "list_tokens"),
+    (
+        "DELETE",
+        "/api/v1/users/{id}/tokens/{token_id}",
+        "revoke_token",
+    ),
+    ("POST", "/api/v1/users/{id}/deactivate", "deactivate_user"),
+    ("POST", "/api/v1/users/{id}/reactivate", "reactivate_user"),
+    ("POST", "/api/v1/workspaces", "create_workspace"),
+    ("GET", "/api/v1/workspaces", "list_workspaces"),
+    (
+        "POST",
+        "/api/v1/workspaces/{id}/members",
+        "add_workspace_member",
+    ),
+    (
+        "GET",
+        "/api/v1/workspaces/{id}/members",
+        "list_workspace_members",
+    ),
+    (
+        "PATCH",
+        "/api/v1/workspaces/{id}/members/{user_id}",
+        "set_member_role",
+    ),
+    (
+        "DELETE",
+        "/api/v1/workspaces/{id}/members/{user_id}",
+        "remove_workspace_member",
+    ),
+    (
+        "GET",
+        "/api/v1/workspaces/{id}/presence",
+        "workspace_presence",
+    ),
+    ("POST", "/api/v1/workspaces/{id}/channels", "create_channel"),
+    ("GET", "/api/v1/workspaces/{id}/channels", "list_channels"),
+    ("POST", "/api/v1/workspaces/{id}/dms", "open_dm"),
+    ("GET", "/api/v1/workspaces/{id}/observers", "observers"),
+    ("PUT", "/api/v1/workspaces/{id}/observers", "set_observers"),
+    ("GET", "/api/v1/channels/{id}", "get_channel"),
+    ("PATCH", "/api/v1/channels/{id}", "update_channel"),
+    (
+        "POST",
+        "/api/v1/channels/{id}/members",
+        "add_channel_member",
+    ),
+    (
+        "DELETE",
+        "/api/v1/channels/{id}/members/{user_id}",
+        "remove_channel_member",
+    ),
+    ("POST", "/api/v1/channels/{id}/join", "join_channel"),
+    ("POST", "/api/v1/channels/{id}/leave", "leave_channel"),
+    ("POST", "/api/v1/channels/{id}/messages", "send_message"),
+    ("GET", "/api/v1/channels/{id}/messages", "list_messages"),
+    ("GET", "/api/v1/channels/{id}/pins", "list_pins"),
+    ("POST", "/api/v1/channels/{id}/read", "mark_read"),
+    ("GET", "/api/v1/channels/{id}/on-duty", "on_duty"),
+    ("PUT", "/api/v1/channels/{id}/on-duty", "set_on_duty"),
+    ("GET", "/api/v1/channels/{id}/wake-list", "wake_list"),
+    ("PUT", "/api/v1/channels/{id}/wake-list", "set_wake_list"),
+    ("PATCH", "/api/v1/messages/{id}", "edit_message"),
+    ("DELETE", "/api/v1/messages/{id}", "delete_message"),
+    (
+        "PUT",
+        "/api/v1/messages/{id}/reactions/{emoji}",
+        "add_reaction",
+    ),
+    (
+        "DELETE",
+        "/api/v1/messages/{id}/reactions/{emoji}",
+        "remove_reaction",
+    ),
+    ("PUT", "/api/v1/messages/{id}/pin", "pin_message"),
+    ("DELETE", "/api/v1/messages/{id}/pin", "unpin_message"),
+    ("POST", "/api/v1/messages/{id}/append", "append_message"),
+    ("POST", "/api/v1/messages/{id}/complete", "complete_message"),
+    ("POST", "/api/v1/messages/{id}/abort", "abort_message"),
+    ("GET", "/api/v1/presence", "my_presence"),
+    ("PUT", "/api/v1/presence", "set_status"),
+    ("GET", "/api/v1/scopes/{scope}/events", "scope_events"),
+    ("POST", "/api/v1/publish", "publish"),
+    ("GET", "/api/v1/realtime/stats", "stats"),
+    ("POST", "/api/v1/server-keys", "create_server_key"),
+    ("GET", "/api/v1/server-keys", "list_server_keys"),
+    ("DELETE", "/api/v1/server-keys/{id}", "delete_server_key"),
+    ("GET", "/healthz", "health"),
+    ("GET", "/readyz", "ready"),
+    ("GET", "/metrics", "metrics"),
+];
 
 /// Percent-encodes one path segment: every byte but the unreserved ones (`channel:12`
 /// → `channel%3A12`), so a scope name never adds a segment or a query.

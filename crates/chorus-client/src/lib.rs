@@ -11,6 +11,8 @@
 //!   retention does not reach back far enough).
 //! - [`model`]: the JSON shapes of requests, responses and event payloads, with newtype
 //!   ids (`chorus-api`'s, re-exported).
+//! - [`events`]: [`TypedEvent`], an event with its payload typed (`chorus-api`'s
+//!   [`Event`]) when its type is known, raw otherwise.
 //! - [`error`]: one [`Error`] for both transports, with the server's [`ErrorCode`].
 //! - [`tls`]: extra CAs for `https://` / `wss://` servers with a private certificate
 //!   (public ones are trusted through the built-in Mozilla roots).
@@ -33,6 +35,7 @@
 //! ```
 
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod model;
 pub mod realtime;
@@ -42,6 +45,7 @@ pub use chorus_proto::{
     AckFrame, CloseCode, ErrorCode, EventFrame, FrameId, HelloFrame, ScopeResume,
 };
 pub use error::{Error, Result};
+pub use events::{Payload, TypedEvent};
 pub use http::{Client, Opened, Sent, StreamWriter};
 pub use model::*;
 pub use realtime::{Backoff, ConnectionState, Disconnect, Options, RESUME_GAP, Realtime};

@@ -462,6 +462,12 @@ impl Realtime {
         self.events.recv().await
     }
 
+    /// [`next_event`](Self::next_event) with its payload typed: a type the server
+    /// publishes as `chorus-api`'s [`Event`](crate::Event), any other kept raw.
+    pub async fn next_typed_event(&mut self) -> Option<crate::TypedEvent> {
+        self.next_event().await.map(crate::TypedEvent::from)
+    }
+
     /// The position per scope: the offset of the last event delivered, or the offset the
     /// server gave on subscription (`hello`, subscribe and resume acks). A reconnect
     /// resumes from these.

@@ -315,3 +315,66 @@ async fn http_bad_input_gets_the_error_body() {
     let m = s.send(&w.alice, ch, "fine").await;
     assert_eq!(s.history(&w.bob, ch, "").await, vec![m]);
 }
+
+/// JSON Schema 2020-12 (the OpenAPI document's dialect) calls `7.0` an integer, and
+/// schemathesis sends ids that way: the server takes a whole-number float where an
+/// integer is expected, and still refuses a fraction with the parser's own message.
+#[tokio::test]
+async fn whole_number_floats_are_taken_as_integers() {
+    let t = setup(|_| {}).await;
+    let (s, w) = (&t.s, &t.w);
+    let ch = s
+        .create_channel(&w.alice, w.ws, "floats", "public", &[])
+        .await;
+    // Was 400 "invalid type: floating point `3.0`, expected i64".
+    s.post(
+        &format!("/api/v1/channels/{ch}/members"),
+        &w.alice.token,
+        json!({ "user_id": w.bob.id as f64 }),
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    let message = s.send(&w.bob, ch, "hello").await;
+    let id = message["id"].as_i64().unwrap();
+    let read = s
+        .post(
+            &format!("/api/v1/channels/{ch}/read"),
+            &w.alice.token,
+            json!({ "message_id": id as f64 }),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(read.body["message_id"], id, "{}", read.body);
+
+    let resp = s
+        .post(
+            &format!("/api/v1/channels/{ch}/members"),
+            &w.alice.token,
+            json!({ "user_id": w.carol.id as f64 + 0.5 }),
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    let message = resp.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("floating point"), "{message}");
+}
+
+/// A request body is a JSON object: serde alone would read a struct from an array of
+/// its fields, and `PATCH /api/v1/channels/{id}` took `[null, null]` as "change nothing".
+#[tokio::test]
+async fn a_body_that_is_not_an_object_is_refused() {
+    let t = setup(|_| {}).await;
+    let (s, w, ch) = (&t.s, &t.w, t.ch);
+    for body in [
+        json!([null, null]),
+        json!(["renamed"]),
+        json!(7),
+        json!(null),
+    ] {
+        s.patch(&format!("/api/v1/channels/{ch}"), &w.alice.token, body)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+    s.patch(&format!("/api/v1/channels/{ch}"), &w.alice.token, json!({}))
+        .await
+        .expect_status(StatusCode::OK);
+}

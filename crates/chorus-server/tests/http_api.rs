@@ -381,3 +381,68 @@ async fn the_openapi_document_lists_the_routes() {
         .await
         .expect_status(StatusCode::OK);
 }
+
+/// The document says what answers without a token: the health routes and `--dev` login
+/// need none, `/metrics` takes its own optional token, every other route a bearer; and
+/// every route lists the answers every route can give (schemathesis checks the rest
+/// against a real server: scripts/schemathesis).
+#[tokio::test]
+async fn the_openapi_document_says_which_routes_need_a_token_and_what_any_route_answers() {
+    let s = TestServer::start().await;
+    let doc = s
+        .call(Method::GET, "/openapi.json", None, None)
+        .await
+        .expect_status(StatusCode::OK)
+        .body;
+    let anonymous = |op: &Value| {
+        op["security"].as_array().is_some_and(|reqs| {
+            reqs.iter()
+                .any(|r| r.as_object().is_some_and(|r| r.is_empty()))
+        })
+    };
+    for path in ["/healthz", "/readyz", "/metrics", "/api/v1/dev/login"] {
+        let item = &doc["paths"][path];
+        let op = if item["get"].is_object() {
+            &item["get"]
+        } else {
+            &item["post"]
+        };
+        assert!(anonymous(op), "{path} is declared as needing a token: {op}");
+    }
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let statuses = op["responses"].as_object().unwrap();
+            let has = |code: &str| statuses.contains_key(code);
+            if !anonymous(op) {
+                assert!(path.starts_with("/api/v1/"), "{method} {path}");
+                for code in ["401", "403", "429"] {
+                    assert!(has(code), "{method} {path} does not list {code}");
+                }
+                assert_eq!(
+                    statuses["401"]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path}"
+                );
+            }
+            if op["requestBody"].is_object() {
+                for code in ["400", "413"] {
+                    assert!(
+                        has(code),
+                        "{method} {path} takes a body but does not list {code}"
+                    );
+                }
+            }
+            if path.contains('{') && !anonymous(op) {
+                for code in ["400", "404"] {
+                    assert!(
+                        has(code),
+                        "{method} {path} has a path id but does not list {code}"
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "{checked} operations");
+}

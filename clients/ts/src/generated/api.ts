@@ -293,29 +293,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/v1/messages/{id}/cancel": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        /**
-         * Cancel agents' turns: `{id}` is a message that woke agents (all their running turns
-         *     at it, or only `agent_id`'s) or an agent's streaming reply (aborted with reason
-         *     `cancelled`, with its author's turn). The agent gets `turn.cancelled` live or by
-         *     webhook. For the author of the message that woke the agent and the channel's
-         *     managers; 409 when nothing is running.
-         */
-        post: operations["cancel_turn"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/api/v1/messages/{id}/complete": {
         parameters: {
             query?: never;
@@ -371,27 +348,6 @@ export interface paths {
         post?: never;
         /** Remove the caller's `emoji` reaction. Returns the message with its reactions. */
         delete: operations["remove_reaction"];
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/v1/messages/{id}/receipts": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        /**
-         * Report what the caller (an agent the message woke) does with the message:
-         *     `received`, `working`, `done` or `declined`. Announced as `receipt.updated`;
-         *     returns the message's receipts. Under `round_robin`, `working` keeps the turn.
-         */
-        post: operations["set_receipt"];
-        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -936,47 +892,14 @@ export interface components {
             bytes: number;
             message_id: components["schemas"]["MessageId"];
         };
-        /**
-         * @description `POST /api/v1/messages/{id}/cancel` (the body is optional): with `agent_id`, only
-         *     that agent's turn.
-         */
-        CancelTurn: {
-            agent_id?: components["schemas"]["UserId"];
-        };
-        /** @description What `POST /api/v1/messages/{id}/cancel` cancelled: the agents whose turns ended. */
-        Cancelled: {
-            cancelled: components["schemas"]["UserId"][];
-        };
         Channel: {
             created_at: components["schemas"]["Timestamp"];
             created_by: components["schemas"]["UserId"];
             id: components["schemas"]["ChannelId"];
             kind: components["schemas"]["ChannelKind"];
-            /**
-             * Format: int32
-             * @description Loop guard: agent messages per minute, likewise; absent: the server's.
-             */
-            loop_guard_per_minute?: number;
-            /**
-             * Format: int32
-             * @description Loop guard: agent messages in a row (no person's in between) after which agents
-             *     are not woken here until a person writes; 0 turns it off; absent: the server's.
-             */
-            loop_guard_run?: number;
             name: string;
             policy: components["schemas"]["Policy"];
-            /**
-             * Format: int64
-             * @description The roll-up window of streaming messages here, in ms; absent: the server's.
-             */
-            stream_rollup_ms?: number;
             topic: string;
-            /**
-             * Format: int64
-             * @description `round_robin`: how long a woken agent has to report `working` before the turn
-             *     passes to the next agent, in ms; absent: the server's (30 s by default).
-             */
-            turn_timeout_ms?: number;
             workspace_id: components["schemas"]["WorkspaceId"];
         };
         /**
@@ -1030,40 +953,23 @@ export interface components {
          *     the message's whole text (replacing what was appended).
          */
         CompleteMessage: {
-            text?: string;
+            /** @description Not blank. */
+            text?: string | null;
         };
         /** @description `POST /api/v1/workspaces/{id}/channels`. */
         CreateChannel: {
-            kind?: components["schemas"]["ChannelKind"];
-            /**
-             * Format: int32
-             * @description Loop guard: agent messages per minute (0 turns it off); absent or `null`: the server's.
-             */
-            loop_guard_per_minute?: number | null;
-            /**
-             * Format: int32
-             * @description Loop guard: agent messages in a row (0 turns it off); absent or `null`: the server's.
-             */
-            loop_guard_run?: number | null;
+            /** @enum {string} */
+            kind?: "public" | "private";
             /** @description Members besides the creator. */
             member_ids?: components["schemas"]["UserId"][];
             name: string;
-            /** @description The server's default (`all`) when absent. */
-            policy?: components["schemas"]["Policy"];
-            /**
-             * Format: int64
-             * @description Streaming roll-up window in ms (10 to 10,000); absent or `null`: the server's.
-             */
-            stream_rollup_ms?: number | null;
-            topic?: string;
-            /**
-             * Format: int64
-             * @description `round_robin` turn timeout in ms (100 to 3,600,000); absent or `null`: the server's.
-             */
-            turn_timeout_ms?: number | null;
+            /** @enum {string|null} */
+            policy?: "all" | "mentions" | "broadcast" | "on_duty" | "custom" | "round_robin" | null;
+            /** @description At most 250 bytes. */
+            topic?: string | null;
         };
         CreateServerKey: {
-            /** @description What the key is for (1–80 bytes), e.g. the backend using it. */
+            /** @description What the key is for (1–80 bytes once trimmed), e.g. the backend using it. */
             name: string;
             /** @description At least one of `publish`, `stats:read`. */
             permissions: components["schemas"]["KeyPermission"][];
@@ -1077,28 +983,33 @@ export interface components {
         CreateToken: {
             /**
              * Format: int64
-             * @description Seconds until it stops working; never when absent.
+             * @description Seconds until it stops working (at most ten years); never when absent.
              */
-            expires_in?: number;
-            /** @description What the token is for (1 to 64 bytes), e.g. `laptop` or `ci`. */
+            expires_in?: number | null;
+            /**
+             * @description What the token is for (1 to 64 bytes once trimmed, no control characters), e.g.
+             *     `laptop` or `ci`.
+             */
             name: string;
         };
         /** @description `POST /api/v1/users` (admin token). */
         CreateUser: {
             /** @description Make the new user a server administrator. */
             admin?: boolean;
-            display_name?: string;
+            /** @description At most 80 bytes; the name when absent or blank. */
+            display_name?: string | null;
             kind?: components["schemas"]["UserKind"];
             name: string;
             /**
              * @description For an agent with a `webhook_url`: the secret its webhook requests are signed
              *     with (at least 16 bytes). Generated when absent, and returned once.
              */
-            webhook_secret?: string;
-            webhook_url?: string;
+            webhook_secret?: string | null;
+            webhook_url?: string | null;
         };
         /** @description `POST /api/v1/workspaces`. */
         CreateWorkspace: {
+            /** @description 1 to 80 bytes once trimmed. */
             name: string;
         };
         /** @description A new server key with its secret: the only time the secret is shown. */
@@ -1123,10 +1034,12 @@ export interface components {
         };
         /** @description `POST /api/v1/dev/login` (`chorus serve --dev` only). */
         DevLogin: {
+            /** @description A person's user name (`[a-z0-9_.-]{1,32}`), created on first use. */
             name: string;
         };
         /** @description `PATCH /api/v1/messages/{id}`. */
         EditMessage: {
+            /** @description Not blank. */
             text: string;
         };
         /** @description Every HTTP error's body: `{"error":{"code":…,"message":…}}`. */
@@ -1170,18 +1083,6 @@ export interface components {
             data: components["schemas"]["MessageAborted"];
             /** @enum {string} */
             type: "message.aborted";
-        } | {
-            data: components["schemas"]["ReceiptUpdated"];
-            /** @enum {string} */
-            type: "receipt.updated";
-        } | {
-            data: components["schemas"]["TurnPassed"];
-            /** @enum {string} */
-            type: "turn.passed";
-        } | {
-            data: components["schemas"]["TurnCancelled"];
-            /** @enum {string} */
-            type: "turn.cancelled";
         } | {
             data: components["schemas"]["Pin"];
             /** @enum {string} */
@@ -1283,6 +1184,7 @@ export interface components {
             /** @enum {string} */
             type: "credentials.revoked";
         };
+        /** @description `GET /healthz` and `GET /readyz`: `ok`, `ready`. */
         Health: {
             status: string;
         };
@@ -1342,11 +1244,6 @@ export interface components {
             pinned: boolean;
             /** @description One entry per emoji, in the order the emoji were first used. */
             reactions: components["schemas"]["ReactionSummary"][];
-            /**
-             * @description What the agents it woke reported about it, one entry per agent that reported,
-             *     oldest report first (empty when none).
-             */
-            receipts?: components["schemas"]["Receipt"][];
             /**
              * Format: int64
              * @description Replies in this message's thread (0 for replies themselves and for messages
@@ -1521,34 +1418,6 @@ export interface components {
              */
             unread_mentions: number;
         };
-        /** @description One agent's latest receipt for a message. */
-        Receipt: {
-            state: components["schemas"]["ReceiptState"];
-            updated_at: components["schemas"]["Timestamp"];
-            user_id: components["schemas"]["UserId"];
-        };
-        /**
-         * @description What a woken agent reports about a message (its receipt): `received` (seen),
-         *     `working` (on it: under `round_robin` it keeps its turn), `done`, `declined`.
-         * @enum {string}
-         */
-        ReceiptState: "received" | "working" | "done" | "declined";
-        /**
-         * @description `receipt.updated`, on the channel's scope: an agent the message woke reported what
-         *     it does with it; `receipts` is the message's whole summary after the change.
-         */
-        ReceiptUpdated: {
-            channel_id: components["schemas"]["ChannelId"];
-            message_id: components["schemas"]["MessageId"];
-            receipts: components["schemas"]["Receipt"][];
-            state: components["schemas"]["ReceiptState"];
-            user_id: components["schemas"]["UserId"];
-        };
-        /** @description A message's receipts summary (the answer to `POST /api/v1/messages/{id}/receipts`). */
-        Receipts: {
-            message_id: components["schemas"]["MessageId"];
-            receipts: components["schemas"]["Receipt"][];
-        };
         /**
          * @description A member's role in a workspace.
          * @enum {string}
@@ -1606,8 +1475,7 @@ export interface components {
              */
             streaming?: boolean;
             text: string;
-            /** @description Reply in the thread of this top-level message. */
-            thread_id?: components["schemas"]["MessageId"];
+            thread_id?: null | components["schemas"]["MessageId"];
         };
         /** @description A server key as listed: never its secret. */
         ServerKey: {
@@ -1623,23 +1491,22 @@ export interface components {
          * @description A server key's id.
          */
         ServerKeyId: number;
-        /** @description `POST /api/v1/messages/{id}/receipts`: what a woken agent does with the message. */
-        SetReceipt: {
-            state: components["schemas"]["ReceiptState"];
-        };
         /** @description `PATCH /api/v1/workspaces/{id}/members/{user_id}`. */
         SetRole: {
             role: components["schemas"]["Role"];
         };
         /** @description `PUT /api/v1/presence`. */
         SetStatus: {
-            /** @description Free text shown beside the user's name; empty clears it. */
+            /**
+             * @description Free text shown beside the user's name, trimmed: at most 140 characters, no
+             *     control characters; empty clears it.
+             */
             status_text: string;
         };
         /** @description An agent's webhook settings (`PUT /api/v1/users/{id}/webhook`). */
         SetWebhook: {
-            /** @description The signing secret (at least 16 bytes); generated when absent. */
-            secret?: string;
+            /** @description The signing secret (16 to 256 bytes); generated when absent. */
+            secret?: string | null;
             /** @description `null` turns webhooks off. */
             url?: string | null;
         };
@@ -1676,30 +1543,6 @@ export interface components {
          * @description An API token's id (what revoking names; never the secret).
          */
         TokenId: number;
-        /**
-         * @description `turn.cancelled`, on the channel's scope (`wake: true` for the agent, which gets it
-         *     by webhook instead when it has one and is not connected): `by` cancelled the turn
-         *     of `agent_id` at `message_id`; the agent stops, and its streaming reply is aborted
-         *     (`message.aborted`, reason `cancelled`).
-         */
-        TurnCancelled: {
-            agent_id: components["schemas"]["UserId"];
-            by: components["schemas"]["UserId"];
-            channel_id: components["schemas"]["ChannelId"];
-            message_id: components["schemas"]["MessageId"];
-        };
-        /**
-         * @description `turn.passed`, on the channel's scope: under `round_robin`, the agent a message woke
-         *     (`from`) did not report `working` within the channel's turn timeout, so the next
-         *     agent (`to`) is woken instead (the event's `wake` is `true` for it); `to` is `null`
-         *     when every agent has had its turn at the message.
-         */
-        TurnPassed: {
-            channel_id: components["schemas"]["ChannelId"];
-            from: components["schemas"]["UserId"];
-            message_id: components["schemas"]["MessageId"];
-            to?: null | components["schemas"]["UserId"];
-        };
         /** @description `typing`, on the channel's scope (ephemeral). */
         Typing: {
             channel_id: components["schemas"]["ChannelId"];
@@ -1720,29 +1563,11 @@ export interface components {
         };
         /** @description `PATCH /api/v1/channels/{id}`: only the fields that are set change. */
         UpdateChannel: {
-            /**
-             * Format: int32
-             * @description Loop guard: agent messages per minute (0: off); `null`: back to the server's.
-             */
-            loop_guard_per_minute?: number | null;
-            /**
-             * Format: int32
-             * @description Loop guard: agent messages in a row (0: off); `null`: back to the server's.
-             */
-            loop_guard_run?: number | null;
-            name?: string;
-            policy?: components["schemas"]["Policy"];
-            /**
-             * Format: int64
-             * @description Streaming roll-up window in ms (10 to 10,000); `null`: back to the server's.
-             */
-            stream_rollup_ms?: number | null;
-            topic?: string;
-            /**
-             * Format: int64
-             * @description `round_robin` turn timeout in ms (100 to 3,600,000); `null`: back to the server's.
-             */
-            turn_timeout_ms?: number | null;
+            name?: string | null;
+            /** @enum {string|null} */
+            policy?: "all" | "mentions" | "broadcast" | "on_duty" | "custom" | "round_robin" | null;
+            /** @description At most 250 bytes. */
+            topic?: string | null;
         };
         /**
          * @description A user's full record. Shown only to the user themself and to server admins; anyone
@@ -1943,6 +1768,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1951,6 +1777,27 @@ export interface operations {
                     "application/json": components["schemas"]["ChannelView"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1959,8 +1806,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1984,6 +1843,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1992,8 +1852,67 @@ export interface operations {
                     "application/json": components["schemas"]["Channel"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with the current state (see the message). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2013,6 +1932,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2021,8 +1941,49 @@ export interface operations {
                     "application/json": components["schemas"]["Channel"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2042,14 +2003,56 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description Done; no body. */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2073,14 +2076,65 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Done; no body. */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2101,12 +2155,34 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description Done; no body. */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2115,8 +2191,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2132,7 +2220,7 @@ export interface operations {
                 before?: number;
                 /** @description Messages with ids above this one (catching up forward). */
                 after?: number;
-                /** @description Page size: default 50, at most 200. */
+                /** @description Page size: default 50, at most 200 (more is taken as 200). */
                 limit?: number;
                 /** @description The replies of this thread instead of the top-level messages. */
                 thread_id?: number;
@@ -2145,6 +2233,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2153,8 +2242,49 @@ export interface operations {
                     "application/json": components["schemas"]["Message"][];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2180,6 +2310,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Created. */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -2188,6 +2319,27 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2196,8 +2348,38 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with the current state (see the message). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
             413: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2217,6 +2399,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2225,6 +2408,27 @@ export interface operations {
                     "application/json": components["schemas"]["UserIds"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2233,8 +2437,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2258,6 +2474,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2266,6 +2483,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserIds"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2274,8 +2492,49 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2295,6 +2554,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2303,6 +2563,27 @@ export interface operations {
                     "application/json": components["schemas"]["Pin"][];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2311,8 +2592,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2336,6 +2629,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2344,6 +2638,7 @@ export interface operations {
                     "application/json": components["schemas"]["ReadState"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2352,8 +2647,49 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2373,6 +2709,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2381,6 +2718,27 @@ export interface operations {
                     "application/json": components["schemas"]["UserIds"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2389,8 +2747,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2414,6 +2784,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2422,6 +2793,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserIds"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2430,8 +2802,49 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2453,6 +2866,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2461,6 +2875,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserWithToken"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2469,6 +2884,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed (see the message). */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2477,8 +2893,29 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not found (see the message). */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2496,6 +2933,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2504,8 +2942,31 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
             401: {
                 headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2525,6 +2986,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2533,6 +2995,27 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2541,8 +3024,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2566,6 +3061,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2574,6 +3070,27 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2582,8 +3099,29 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2607,6 +3145,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2615,6 +3154,7 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2623,6 +3163,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2631,6 +3183,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2639,8 +3192,29 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflicts with the current state (see the message). */
             409: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2664,6 +3238,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2672,6 +3247,7 @@ export interface operations {
                     "application/json": components["schemas"]["Appended"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2680,6 +3256,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2688,6 +3276,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2696,6 +3285,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflicts with the current state (see the message). */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2704,6 +3294,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The request body is over the server's `max_body_bytes`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -2712,57 +3303,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-        };
-    };
-    cancel_turn: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                id: number;
-            };
-            cookie?: never;
-        };
-        requestBody?: {
-            content: {
-                "application/json": null | components["schemas"]["CancelTurn"];
-            };
-        };
-        responses: {
-            200: {
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
                 headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Cancelled"];
-                };
-            };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            409: {
-                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2786,6 +3331,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2794,6 +3340,7 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2802,6 +3349,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2810,6 +3369,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2818,6 +3378,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflicts with the current state (see the message). */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2826,8 +3387,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The request body is over the server's `max_body_bytes`. */
             413: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2847,6 +3420,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2855,6 +3429,7 @@ export interface operations {
                     "application/json": components["schemas"]["Pin"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2863,6 +3438,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2871,8 +3458,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2892,12 +3491,34 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description Done; no body. */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2906,8 +3527,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2928,6 +3561,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2936,6 +3570,7 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2944,6 +3579,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2952,8 +3599,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2974,6 +3633,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2982,6 +3642,7 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2990,6 +3651,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2998,6 +3671,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3006,49 +3680,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-        };
-    };
-    set_receipt: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                id: number;
-            };
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": components["schemas"]["SetReceipt"];
-            };
-        };
-        responses: {
-            200: {
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
                 headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Receipts"];
-                };
-            };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            404: {
-                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3066,6 +3702,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3074,8 +3711,31 @@ export interface operations {
                     "application/json": components["schemas"]["Presence"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
             401: {
                 headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3097,6 +3757,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3105,8 +3766,49 @@ export interface operations {
                     "application/json": components["schemas"]["Presence"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3128,6 +3830,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Accepted. */
             202: {
                 headers: {
                     [name: string]: unknown;
@@ -3136,7 +3839,8 @@ export interface operations {
                     "application/json": components["schemas"]["Published"];
                 };
             };
-            401: {
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3144,8 +3848,40 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3163,6 +3899,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3171,7 +3908,19 @@ export interface operations {
                     "application/json": components["schemas"]["Stats"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
             401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3179,8 +3928,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            403: {
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
                 headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3206,6 +3958,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3214,6 +3967,27 @@ export interface operations {
                     "application/json": components["schemas"]["ScopeEvents"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3222,6 +3996,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3230,8 +4005,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Gone: no longer kept. */
             410: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3249,6 +4036,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3257,7 +4045,19 @@ export interface operations {
                     "application/json": components["schemas"]["ServerKey"][];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
             401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3265,8 +4065,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            403: {
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
                 headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3288,6 +4091,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Created. */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -3296,6 +4100,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreatedServerKey"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3304,7 +4109,19 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
             401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3312,8 +4129,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            403: {
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3333,13 +4162,15 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description Done; no body. */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            401: {
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3347,6 +4178,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3355,8 +4198,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3370,7 +4225,7 @@ export interface operations {
             query?: {
                 /** @description Only users with a greater id (the last id of the previous page). */
                 after?: number;
-                /** @description Page size: default 50, at most 200. */
+                /** @description Page size: default 50, at most 200 (more is taken as 200). */
                 limit?: number;
             };
             header?: never;
@@ -3379,6 +4234,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3387,7 +4243,8 @@ export interface operations {
                     "application/json": components["schemas"]["User"][];
                 };
             };
-            401: {
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3395,8 +4252,31 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3418,6 +4298,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Created. */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -3426,7 +4307,8 @@ export interface operations {
                     "application/json": components["schemas"]["UserWithToken"];
                 };
             };
-            401: {
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3434,6 +4316,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3442,8 +4336,29 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflicts with the current state (see the message). */
             409: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3463,6 +4378,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3471,7 +4387,8 @@ export interface operations {
                     "application/json": components["schemas"]["UserView"];
                 };
             };
-            401: {
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3479,8 +4396,40 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3500,6 +4449,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3508,7 +4458,8 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
-            401: {
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3516,6 +4467,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3524,8 +4487,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3545,6 +4520,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3553,7 +4529,8 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
-            401: {
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3561,6 +4538,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3569,8 +4558,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3590,6 +4591,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3598,7 +4600,8 @@ export interface operations {
                     "application/json": components["schemas"]["ApiToken"][];
                 };
             };
-            401: {
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3606,6 +4609,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3614,8 +4629,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3639,6 +4666,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Created. */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -3647,6 +4675,7 @@ export interface operations {
                     "application/json": components["schemas"]["NewApiToken"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3655,14 +4684,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
             401: {
                 headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3671,6 +4704,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3679,8 +4713,29 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflicts with the current state (see the message). */
             409: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3701,13 +4756,15 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description Done; no body. */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            401: {
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3715,6 +4772,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3723,8 +4792,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3748,6 +4829,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3756,6 +4838,7 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookSettings"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3764,6 +4847,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3772,8 +4867,29 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3785,7 +4901,7 @@ export interface operations {
     webhook_deliveries: {
         parameters: {
             query?: {
-                /** @description Page size: default 50, at most 200. */
+                /** @description Page size: default 50, at most 200 (more is taken as 200). */
                 limit?: number;
             };
             header?: never;
@@ -3796,6 +4912,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3804,6 +4921,27 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookDelivery"][];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3812,8 +4950,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3831,12 +4981,44 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["WorkspaceMembership"][];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -3854,6 +5036,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Created. */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -3862,8 +5045,49 @@ export interface operations {
                     "application/json": components["schemas"]["Workspace"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3883,12 +5107,62 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ChannelView"][];
+                };
+            };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -3908,6 +5182,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Created. */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -3916,6 +5191,7 @@ export interface operations {
                     "application/json": components["schemas"]["Channel"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3924,8 +5200,58 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with the current state (see the message). */
             409: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3949,6 +5275,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3957,12 +5284,71 @@ export interface operations {
                     "application/json": components["schemas"]["ChannelView"];
                 };
             };
+            /** @description Created. */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ChannelView"];
+                };
+            };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -3978,6 +5364,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3986,8 +5373,49 @@ export interface operations {
                     "application/json": components["schemas"]["Member"][];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4011,6 +5439,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Created. */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -4019,6 +5448,27 @@ export interface operations {
                     "application/json": components["schemas"]["Member"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4027,6 +5477,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4035,8 +5486,29 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflicts with the current state (see the message). */
             409: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4057,12 +5529,34 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description Done; no body. */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4071,6 +5565,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4079,8 +5574,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflicts with the current state (see the message). */
             409: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4105,6 +5612,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4113,6 +5621,27 @@ export interface operations {
                     "application/json": components["schemas"]["Member"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4121,6 +5650,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4129,8 +5659,29 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflicts with the current state (see the message). */
             409: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4150,6 +5701,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4158,8 +5710,49 @@ export interface operations {
                     "application/json": components["schemas"]["UserIds"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4183,6 +5776,7 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4191,6 +5785,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserIds"];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4199,8 +5794,49 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4220,6 +5856,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4228,8 +5865,49 @@ export interface operations {
                     "application/json": components["schemas"]["Presence"][];
                 };
             };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4247,12 +5925,24 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Health"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -4266,6 +5956,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4274,8 +5965,11 @@ export interface operations {
                     "text/plain": string;
                 };
             };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
             401: {
                 headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4293,6 +5987,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4301,6 +5996,18 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable. */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -41,7 +41,7 @@ async fn get_channel(
 
 /// Rename, set the topic, or change the delivery policy.
 #[utoipa::path(patch, path = "/api/v1/channels/{id}", tag = "channels", request_body = UpdateChannel,
-    params(("id" = i64, Path)), responses((status = 200, body = Channel), (status = 403, body = ErrorBody)))]
+    params(("id" = i64, Path)), responses((status = 200, body = Channel), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn update_channel(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -114,7 +114,7 @@ async fn leave_channel(
 /// result (and the header `Idempotent-Replayed: true`) and creates nothing.
 #[utoipa::path(post, path = "/api/v1/channels/{id}/messages", tag = "messages", request_body = SendMessage,
     params(("id" = i64, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = Message), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
+    responses((status = 201, body = Message), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn send_message(
     State(state): State<AppState>,
     Caller(caller): Caller,

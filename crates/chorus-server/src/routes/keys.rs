@@ -4,29 +4,15 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chorus_chat::model::Timestamp;
+use chorus_api::CreatedServerKey;
 use chorus_chat::service::CreateServerKey;
-use chorus_chat::store::{KeyPermission, ServerKey, ServerKeyId};
-use serde::Serialize;
-use utoipa::ToSchema;
+use chorus_chat::store::{ServerKey, ServerKeyId};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{Json, Path};
 use crate::state::AppState;
-
-/// A new server key with its secret: the only time the secret is shown.
-#[derive(Serialize, ToSchema)]
-pub struct CreatedServerKey {
-    pub id: ServerKeyId,
-    pub name: String,
-    pub permissions: Vec<KeyPermission>,
-    pub publish_prefixes: Option<Vec<String>>,
-    pub created_at: Timestamp,
-    /// `chk_…`; shown once, only its hash is stored.
-    pub key: String,
-}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -166,7 +166,7 @@ async fn delete_message(
 /// it in the path). Anyone who may read the message may react; reacting twice changes
 /// nothing. Returns the message with its reactions.
 #[utoipa::path(put, path = "/api/v1/messages/{id}/reactions/{emoji}", tag = "messages",
-    params(("id" = i64, Path), ("emoji" = String, Path)),
+    params(("id" = i64, Path), ("emoji" = String, Path, max_length = 64, pattern = r"^[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202a-\u202f\u205f\u2066-\u2069\u3000\ufeff]+$")),
     responses((status = 200, body = Message), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn add_reaction(
     State(state): State<AppState>,
@@ -183,7 +183,7 @@ async fn add_reaction(
 
 /// Remove the caller's `emoji` reaction. Returns the message with its reactions.
 #[utoipa::path(delete, path = "/api/v1/messages/{id}/reactions/{emoji}", tag = "messages",
-    params(("id" = i64, Path), ("emoji" = String, Path)),
+    params(("id" = i64, Path), ("emoji" = String, Path, max_length = 64, pattern = r"^[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202a-\u202f\u205f\u2066-\u2069\u3000\ufeff]+$")),
     responses((status = 200, body = Message), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn remove_reaction(
     State(state): State<AppState>,

@@ -2,6 +2,7 @@
 //! document generated from the handlers' annotations.
 
 mod channels;
+mod doc;
 mod keys;
 mod mcp;
 mod messages;
@@ -17,8 +18,9 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get};
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
+
+use self::doc::BearerAuth;
 
 use crate::limits;
 use crate::state::AppState;
@@ -34,21 +36,17 @@ use crate::state::AppState;
 )]
 struct ApiDoc;
 
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
 /// The OpenAPI document of every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    routes_and_doc().1
+}
+
+/// The routes and their document, completed with what every route can answer
+/// ([`doc::Conventions`]: applied once all routes are in).
+fn routes_and_doc() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut api) = api_router().split_for_parts();
+    utoipa::Modify::modify(&doc::Conventions, &mut api);
+    (router, api)
 }
 
 fn api_router() -> OpenApiRouter<AppState> {
@@ -65,7 +63,7 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// Builds the whole application.
 pub fn app(state: AppState) -> Router {
-    let (router, api) = api_router().split_for_parts();
+    let (router, api) = routes_and_doc();
     // Shared, not a `String`: axum clones the router's handlers for every connection,
     // and a captured `String` would put a copy of the whole document on each of them.
     let doc = axum::body::Bytes::from(api.to_json().unwrap_or_else(|_| "{}".to_owned()));

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use chorus_api::{Namespace, Publish as PublishRequest, Published};
+use chorus_api::{Health, Namespace, Publish as PublishRequest, Published};
 use chorus_chat::service::NodeStat;
 use chorus_chat::store::KeyPermission;
 use chorus_realtime::metrics::MetricsSnapshot;
@@ -19,11 +19,6 @@ use crate::auth::{Caller, Operator, bearer};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Json;
 use crate::state::AppState;
-
-#[derive(Serialize, ToSchema)]
-pub struct Health {
-    pub status: &'static str,
-}
 
 #[derive(Serialize, ToSchema)]
 pub struct Stats {
@@ -60,9 +55,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, body = Health)))]
 async fn healthz() -> axum::Json<Health> {
-    axum::Json(Health { status: "ok" })
+    axum::Json(Health {
+        status: "ok".to_owned(),
+    })
 }
 
 /// How long `/readyz` waits for the database to answer.
@@ -71,7 +68,7 @@ const DATABASE_PING: std::time::Duration = std::time::Duration::from_secs(2);
 /// Readiness: the broker can publish, the database answers, and the server is not
 /// shutting down.
 
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> {
     if state.engine.is_shutting_down() {
         return Err(ApiError::new(
@@ -92,7 +89,9 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> 
             "database unavailable",
         ));
     }
-    Ok(axum::Json(Health { status: "ready" }))
+    Ok(axum::Json(Health {
+        status: "ready".to_owned(),
+    }))
 }
 
 /// A Prometheus label value as the text exposition format writes it: `\\`, `"` and
@@ -113,7 +112,7 @@ fn label(value: &str) -> String {
 
 /// Prometheus text format. With `metrics_token` set, only for `Authorization: Bearer
 /// <metrics_token>` (the limits middleware leaves that bearer alone: it is no user's).
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain"), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", security((), ("metrics_token" = [])), responses((status = 200, body = String, content_type = "text/plain"), (status = 401, body = ErrorBody)))]
 async fn metrics(
     State(state): State<AppState>,
     headers: HeaderMap,

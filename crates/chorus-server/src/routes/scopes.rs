@@ -19,7 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// when some of those events are no longer kept: reload state over the other routes.
 /// This is how a client whose `resume` answered `recovered: false` catches up.
 #[utoipa::path(get, path = "/api/v1/scopes/{scope}/events", tag = "realtime",
-    params(("scope" = String, Path, description = "e.g. `channel:12` (URL-encoded: `channel%3A12`)"), ScopeEventsQuery),
+    params(("scope" = String, Path, max_length = 160, pattern = r"^[a-z_]+:[A-Za-z0-9_.:-]+$", description = "e.g. `channel:12` (URL-encoded: `channel%3A12`)"), ScopeEventsQuery),
     responses((status = 200, body = ScopeEvents), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 async fn scope_events(
