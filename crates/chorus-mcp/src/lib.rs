@@ -10,6 +10,8 @@
 //! - [`wait`]: the long poll: what is new after a cursor, read from the event log.
 //! - [`cursor`]: the wait cursor, per-channel event-log offsets in an opaque string.
 //! - [`render`]: messages as tools return them, within a character budget.
+//! - [`notify`]: the `chorus://wakes` resource and its subscription (a notification
+//!   per new wake).
 //! - [`pool`]: the agents of the server's `/mcp` endpoint, one per bearer token.
 //! - [`error`]: [`ToolError`], Chorus's error codes as tool errors.
 //!
@@ -21,6 +23,7 @@
 pub mod agent;
 pub mod cursor;
 pub mod error;
+pub mod notify;
 pub mod pool;
 pub mod render;
 pub mod tools;

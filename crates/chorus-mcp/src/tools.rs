@@ -10,15 +10,20 @@ use std::time::Duration;
 use chorus_client::{ChannelId, HistoryQuery, MessageId, ReceiptState, SendMessage};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::service::RequestContext;
-use rmcp::{Json, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::model::{
+    CallToolResult, Implementation, ListResourcesResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
+    SubscriptionFilter,
+};
+use rmcp::service::{RequestContext, SubscriptionContext};
+use rmcp::{ErrorData, Json, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Agent;
 use crate::cursor::Cursor;
 use crate::error::ToolError;
+use crate::notify;
 use crate::pool::AgentPool;
 use crate::render::{Budget, MessageOut, ReactionOut};
 use crate::wait::{WaitOptions, Waited, wait};
@@ -710,10 +715,77 @@ impl ChorusMcp {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for ChorusMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("chorus", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
     }
+
+    // The `chorus://wakes` resource and its subscription (crate::notify).
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(vec![
+            notify::wakes_resource(),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        if request.uri != notify::WAKES_URI {
+            return Err(ErrorData::resource_not_found(
+                format!(
+                    "no resource {}; the one resource is {}",
+                    request.uri,
+                    notify::WAKES_URI
+                ),
+                None,
+            ));
+        }
+        let agent = self.agent(&ctx).await.map_err(resource_error)?;
+        Ok(notify::read_wakes(&agent).await.into())
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(notify::accepted_filter())
+    }
+
+    async fn listen(&self, subscription: SubscriptionContext) -> Result<(), ErrorData> {
+        let ctx = subscription.request_context();
+        let agent = self.agent(ctx).await.map_err(resource_error)?;
+        match &self.agents {
+            Agents::One(_) => {
+                notify::listen(agent, notify::Source::One, &ctx.ct, &subscription).await
+            }
+            Agents::PerToken(pool) => {
+                let token = ctx
+                    .extensions
+                    .get::<http::request::Parts>()
+                    .and_then(|parts| bearer(&parts.headers))
+                    .unwrap_or_default();
+                let source = notify::Source::Pool(pool, token);
+                notify::listen(agent, source, pool.stop(), &subscription).await
+            }
+        }
+    }
+}
+
+/// A tool error where the protocol wants a JSON-RPC error (resources, subscriptions).
+fn resource_error(err: ToolError) -> ErrorData {
+    ErrorData::internal_error(err.to_string(), None)
 }
 
 /// The bearer token of a request.

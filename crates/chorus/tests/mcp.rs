@@ -47,6 +47,7 @@ fn main() -> ExitCode {
     let python = python.unwrap_or_default();
     let stdio = python.clone();
     let example = python.clone();
+    let (notify_stdio, notify_http) = (python.clone(), python.clone());
     let trials = vec![
         Trial::test("stdio_transport_tools_waits_and_errors", move || {
             run(scenario(Transport::Stdio, stdio))
@@ -54,6 +55,14 @@ fn main() -> ExitCode {
         .with_ignored_flag(skip),
         Trial::test("http_transport_tools_waits_and_errors", move || {
             run(scenario(Transport::Http, python))
+        })
+        .with_ignored_flag(skip),
+        Trial::test("stdio_transport_notifies_wakes_to_subscribers", move || {
+            run(wake_notifications(Transport::Stdio, notify_stdio))
+        })
+        .with_ignored_flag(skip),
+        Trial::test("http_transport_notifies_wakes_to_subscribers", move || {
+            run(wake_notifications(Transport::Http, notify_http))
         })
         .with_ignored_flag(skip),
         Trial::test(
@@ -114,6 +123,8 @@ struct Bridge {
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
     next_id: u64,
+    /// Notifications of an open listen stream, in arrival order, not yet taken.
+    notifications: std::collections::VecDeque<Value>,
 }
 
 /// What a tool call answered.
@@ -171,13 +182,39 @@ impl Bridge {
             stdin,
             lines,
             next_id: 1,
+            notifications: std::collections::VecDeque::new(),
         };
         let ready = bridge.line().await;
         assert_eq!(ready["ready"], true, "{ready}");
         bridge
     }
 
+    /// The next line that is not a notification (those are kept for [`Self::notification`]).
     async fn line(&mut self) -> Value {
+        loop {
+            let line = self.raw_line().await;
+            if line.get("notification").is_some() {
+                self.notifications.push_back(line);
+            } else {
+                return line;
+            }
+        }
+    }
+
+    /// The next notification of the listen stream (`{notification: uri, at_ms}`).
+    async fn notification(&mut self) -> Value {
+        if let Some(n) = self.notifications.pop_front() {
+            return n;
+        }
+        let line = self.raw_line().await;
+        assert!(
+            line.get("notification").is_some(),
+            "not a notification: {line}"
+        );
+        line
+    }
+
+    async fn raw_line(&mut self) -> Value {
         let line = tokio::time::timeout(WAIT, self.lines.next_line())
             .await
             .expect("the MCP client answered nothing in time")
@@ -209,6 +246,14 @@ impl Bridge {
         let id = self.begin(json!({"tool": tool, "args": args})).await;
         let done = self.finish(id).await;
         outcome(done)
+    }
+
+    /// A command other than a tool call; its outcome line.
+    async fn command(&mut self, command: Value) -> Value {
+        let id = self.begin(command).await;
+        let done = self.finish(id).await;
+        assert!(done.get("exception").is_none(), "{done}");
+        done
     }
 
     async fn list_tools(&mut self) -> Vec<Value> {
@@ -677,6 +722,101 @@ async fn scenario(transport: Transport, python: String) {
     }
     mcp.close().await;
     let _ = w.admin;
+}
+
+/// The `chorus://wakes` resource: listed, readable, and subscribed to with
+/// `subscriptions/listen`, a wake sends `notifications/resources/updated` and
+/// `wait_for_messages` then returns it; a message the agent only observes sends none.
+async fn wake_notifications(transport: Transport, python: String) {
+    const URI: &str = "chorus://wakes";
+    let w = world().await;
+    let mut mcp = Bridge::start(transport, &python, w.addr, &w.bot.token).await;
+
+    let listed = mcp.command(json!({"list_resources": true})).await;
+    let resources = listed["resources"].as_array().unwrap();
+    assert_eq!(resources.len(), 1, "{listed}");
+    assert_eq!(resources[0]["uri"], URI);
+    let summary = |read: &Value| -> Value {
+        serde_json::from_str(read["contents"][0]["text"].as_str().unwrap()).unwrap()
+    };
+    let before = summary(&mcp.command(json!({"read_resource": URI})).await);
+    assert_eq!(before["channels"], json!([]), "{before}");
+    assert!(
+        before["how"]
+            .as_str()
+            .unwrap()
+            .contains("wait_for_messages")
+    );
+    let unknown = mcp
+        .begin(json!({"read_resource": "chorus://nothing"}))
+        .await;
+    let unknown = mcp.finish(unknown).await;
+    assert!(unknown.get("exception").is_some(), "{unknown}");
+
+    let start = mcp
+        .call("wait_for_messages", json!({"timeout_ms": 0}))
+        .await
+        .ok();
+    let c0 = start["cursor"].as_str().unwrap().to_owned();
+    let listening = mcp.command(json!({"listen": [URI]})).await;
+    assert_eq!(listening["honored"], json!([URI]), "{listening}");
+
+    // An observed message, and a barrier: a long poll for every message returns it,
+    // which takes the bot's connection having rung its bell for it. Then a wake: the
+    // first notification must come after that was sent, and be the wake.
+    let all = mcp
+        .begin(json!({"tool": "wait_for_messages", "args": {"cursor": c0, "all": true, "timeout_ms": 10_000}}))
+        .await;
+    w.alice
+        .send_message(w.team, &SendMessage::new("just chatting"), None)
+        .await
+        .unwrap();
+    let observed = outcome(mcp.finish(all).await).ok();
+    assert_eq!(texts(&observed), ["just chatting"], "{observed}");
+    let c1 = observed["cursor"].as_str().unwrap().to_owned();
+    let sent_at = now_ms();
+    w.alice
+        .send_message(w.team, &SendMessage::new("@bot look"), None)
+        .await
+        .unwrap();
+    let first = mcp.notification().await;
+    assert_eq!(first["notification"], URI, "{first}");
+    let at = first["at_ms"].as_f64().unwrap();
+    assert!(
+        at >= sent_at,
+        "a notification came {:.1} ms before the wake was sent (the observed message?)",
+        sent_at - at
+    );
+    let latency = at - sent_at;
+    eprintln!("MCP {transport:?}: wake → notifications/resources/updated: {latency:.1} ms");
+    assert!(latency < WAKE_BOUND_MS, "notified after {latency:.1} ms");
+    let woken = mcp
+        .call("wait_for_messages", json!({"cursor": c1, "timeout_ms": 0}))
+        .await
+        .ok();
+    assert_eq!(texts(&woken), ["@bot look"], "{woken}");
+    let after = summary(&mcp.command(json!({"read_resource": URI})).await);
+    assert_eq!(after["channels"][0]["channel_id"], w.team.0, "{after}");
+    assert_eq!(after["channels"][0]["channel"], "team", "{after}");
+
+    // Each later wake notifies again.
+    let c2 = woken["cursor"].as_str().unwrap().to_owned();
+    w.alice
+        .send_message(w.team, &SendMessage::new("@bot again"), None)
+        .await
+        .unwrap();
+    assert_eq!(mcp.notification().await["notification"], URI);
+    let again = mcp
+        .call("wait_for_messages", json!({"cursor": c2, "timeout_ms": 0}))
+        .await
+        .ok();
+    assert_eq!(texts(&again), ["@bot again"], "{again}");
+
+    // Ending the subscription ends its stream; the tools go on.
+    let stopped = mcp.command(json!({"unlisten": true})).await;
+    assert_eq!(stopped["stopped"], true);
+    mcp.call("list_channels", json!({})).await.ok();
+    mcp.close().await;
 }
 
 /// `/mcp` takes the same credentials as the API: a user's bearer token; no token, a
