@@ -71,12 +71,15 @@ fn to_stream_hook(err: ChatError) -> HookError {
 #[async_trait]
 impl SessionHooks for ChatHooks {
     async fn initial_scopes(&self, user: UserKey) -> Result<Vec<Scope>, HookError> {
+        // Coalesced with the other connections' lookups (a connect storm).
         let (workspaces, channels) = self
             .chat
-            .store()
-            .memberships_of(UserId(user))
+            .lookups
+            .memberships
+            .get(UserId(user))
             .await
-            .map_err(to_hook)?;
+            .map_err(to_hook)?
+            .unwrap_or_default();
         Ok(workspaces
             .into_iter()
             .map(workspace_scope)
