@@ -19,7 +19,8 @@ const STORM: usize = 40;
 
 /// `n` users, members of workspace `ws` (owned by `owner`) and of its channel `ch`.
 async fn crowd(s: &TestServer, owner: &TestUser, ws: i64, n: usize) -> Vec<TestUser> {
-    let users = join_all((0..n).map(|i| s.create_user(&common::unique(&format!("u{i}"))))).await;
+    let names: Vec<String> = (0..n).map(|i| common::unique(&format!("u{i}"))).collect();
+    let users = join_all(names.iter().map(|name| s.create_user(name))).await;
     for user in &users {
         s.add_member(owner, ws, user, "member").await;
     }
