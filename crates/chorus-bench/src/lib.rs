@@ -80,6 +80,11 @@ pub struct Cli {
     /// Extra arguments for `chorus serve` (repeatable), e.g. --server-arg=--queue-capacity=4096.
     #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// Connections per reader user in fanout, idle and connect: 1 (the default) makes
+    /// every connection its own user, with its own token, memberships and presence,
+    /// as in a reconnect storm; 50 is the sharing measured before round 2, session 5.
+    #[arg(long, global = true, default_value_t = 1)]
+    conns_per_user: usize,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -134,6 +139,16 @@ enum Scenario {
     Connect {
         #[arg(long, default_value_t = 10000)]
         conns: usize,
+        /// Connections being opened at once.
+        #[arg(long, default_value_t = scenarios::CONNECT_CONCURRENCY)]
+        concurrency: usize,
+        /// Measurements, each against a freshly started server.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Record Chorus with `perf record -g` while the connections open, into this
+        /// file (the last round's, with --rounds).
+        #[arg(long)]
+        perf_out: Option<PathBuf>,
     },
     /// Persisted HTTP sends per second (Chorus only).
     Send {
@@ -220,6 +235,7 @@ pub async fn run(cli: Cli, host: Host) -> anyhow::Result<()> {
                             duration: Duration::from_secs(*seconds),
                             rate: *rate,
                             window: *window,
+                            conns_per_user: cli.conns_per_user,
                         };
                         rows.push(scenarios::fanout(&target, &opts).await?);
                         target.stop().await;
@@ -246,15 +262,26 @@ pub async fn run(cli: Cli, host: Host) -> anyhow::Result<()> {
         Scenario::Idle { conns } => {
             for &kind in &kinds {
                 let target = Target::start(kind, &launch).await?;
-                rows.push(scenarios::idle(&target, *conns).await?);
+                rows.push(scenarios::idle(&target, *conns, cli.conns_per_user).await?);
                 target.stop().await;
             }
         }
-        Scenario::Connect { conns } => {
-            for &kind in &kinds {
-                let target = Target::start(kind, &launch).await?;
-                rows.push(scenarios::connect(&target, *conns).await?);
-                target.stop().await;
+        Scenario::Connect {
+            conns,
+            concurrency,
+            rounds,
+            perf_out,
+        } => {
+            for _ in 0..(*rounds).max(1) {
+                for &kind in &kinds {
+                    let target = Target::start(kind, &launch).await?;
+                    let perf = perf_out.as_deref().filter(|_| kind == Kind::Chorus);
+                    let row =
+                        scenarios::connect(&target, *conns, *concurrency, cli.conns_per_user, perf);
+                    rows.push(row.await?);
+                    target.stop().await;
+                }
+                add_ratio(&mut rows, "seconds", "ratio_vs_baseline");
             }
         }
         Scenario::Send {

@@ -7,7 +7,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
+use futures_util::stream::{self, StreamExt};
 use hdrhistogram::Histogram;
 use memchr::memmem::Finder;
 use serde_json::{Value, json};
@@ -150,39 +151,52 @@ impl Api {
     }
 }
 
-/// A workspace with one channel, `subscribers` reader users and `senders` writers.
+/// A workspace with one channel, its reader users (each a member of both) and
+/// `senders` writers.
 pub struct Room {
     pub channel_id: i64,
     pub reader_tokens: Vec<String>,
     pub sender_tokens: Vec<String>,
+    /// Connections that share one reader user (and its token).
+    pub conns_per_user: usize,
 }
 
-/// Connections per reader user: realistic (people have a few tabs) without creating
-/// thousands of users.
-const CONNS_PER_USER: usize = 50;
+/// Setup requests in flight at once: enough to keep the server's writer busy, few
+/// enough not to measure its queue.
+const SETUP_CONCURRENCY: usize = 32;
 
-pub async fn setup_room(api: &Api, connections: usize, senders: usize) -> anyhow::Result<Room> {
+/// Creates the users, the workspace and its channel for `connections` reader
+/// connections, `conns_per_user` of them per user (1: every connection is its own user,
+/// as in a reconnect storm; more shares users the way people's tabs do, so their
+/// tokens, memberships and presence are mostly looked up once).
+pub async fn setup_room(
+    api: &Api,
+    connections: usize,
+    senders: usize,
+    conns_per_user: usize,
+) -> anyhow::Result<Room> {
+    let conns_per_user = conns_per_user.max(1);
     let tag: u32 = std::process::id() ^ (Instant::now().elapsed().subsec_nanos());
-    let create = |prefix: &str, n: usize| -> Vec<String> {
-        (0..n).map(|i| format!("{prefix}{tag}-{i}")).collect()
-    };
-    let readers = create("r", connections.div_ceil(CONNS_PER_USER).max(1));
-    let writers = create("s", senders);
-    let mut ids = Vec::new();
-    let mut reader_tokens = Vec::new();
-    let mut sender_tokens = Vec::new();
-    for (i, name) in readers.iter().chain(writers.iter()).enumerate() {
-        let v = api
-            .post(ADMIN_TOKEN, "/api/v1/users", json!({ "name": name }))
-            .await?;
-        ids.push(v["user"]["id"].as_i64().context("user id")?);
-        let token = v["token"].as_str().context("token")?.to_owned();
-        if i < readers.len() {
-            reader_tokens.push(token);
-        } else {
-            sender_tokens.push(token);
-        }
-    }
+    let readers = connections.div_ceil(conns_per_user).max(1);
+    let names: Vec<String> = (0..readers)
+        .map(|i| format!("r{tag}-{i}"))
+        .chain((0..senders).map(|i| format!("s{tag}-{i}")))
+        .collect();
+    // In order (`buffered`): reader `i`'s token is `reader_tokens[i]`.
+    let users: Vec<(i64, String)> = stream::iter(names)
+        .map(|name| async move {
+            let v = api
+                .post(ADMIN_TOKEN, "/api/v1/users", json!({ "name": name }))
+                .await?;
+            let id = v["user"]["id"].as_i64().context("user id")?;
+            let token = v["token"].as_str().context("token")?.to_owned();
+            anyhow::Ok((id, token))
+        })
+        .buffered(SETUP_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
     let ws = api
         .post(
             ADMIN_TOKEN,
@@ -191,14 +205,15 @@ pub async fn setup_room(api: &Api, connections: usize, senders: usize) -> anyhow
         )
         .await?;
     let ws = ws["id"].as_i64().context("workspace id")?;
-    for id in &ids {
-        api.post(
-            ADMIN_TOKEN,
-            &format!("/api/v1/workspaces/{ws}/members"),
-            json!({ "user_id": id }),
-        )
-        .await?;
-    }
+    let members = format!("/api/v1/workspaces/{ws}/members");
+    stream::iter(&users)
+        .map(|(id, _)| api.post(ADMIN_TOKEN, &members, json!({ "user_id": id })))
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ids: Vec<i64> = users.iter().map(|(id, _)| *id).collect();
     let channel = api
         .post(
             ADMIN_TOKEN,
@@ -206,16 +221,19 @@ pub async fn setup_room(api: &Api, connections: usize, senders: usize) -> anyhow
             json!({ "name": format!("bench-{tag}"), "member_ids": ids }),
         )
         .await?;
+    let mut tokens: Vec<String> = users.into_iter().map(|(_, token)| token).collect();
+    let sender_tokens = tokens.split_off(readers);
     Ok(Room {
         channel_id: channel["id"].as_i64().context("channel id")?,
-        reader_tokens,
+        reader_tokens: tokens,
         sender_tokens,
+        conns_per_user,
     })
 }
 
 /// The token connection `i` uses.
 pub fn reader_token(room: &Room, i: usize) -> &str {
-    &room.reader_tokens[(i / CONNS_PER_USER) % room.reader_tokens.len()]
+    &room.reader_tokens[(i / room.conns_per_user) % room.reader_tokens.len()]
 }
 
 /// Benchmark payload: `#B#<sender>:<seq>:<micros since start>#`.
@@ -297,6 +315,9 @@ impl Latencies {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Seen {
     pub received: u64,
+    /// Bytes of the frames counted in `received` (so the baseline's frames can be
+    /// checked to be the size of Chorus's).
+    pub bytes: u64,
     pub unique: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
@@ -305,6 +326,7 @@ pub struct Seen {
 impl std::ops::AddAssign for Seen {
     fn add_assign(&mut self, o: Self) {
         self.received += o.received;
+        self.bytes += o.bytes;
         self.unique += o.unique;
         self.duplicates += o.duplicates;
         self.out_of_order += o.out_of_order;
@@ -379,6 +401,7 @@ pub async fn subscriber(
         let now = start.elapsed().as_micros() as u64;
         lat.record(now.saturating_sub(sent_at));
         seen.received += 1;
+        seen.bytes += text.len() as u64;
         let word = (seq / 64) as usize;
         let set = &mut bits[sender];
         if set.len() <= word {

@@ -16,8 +16,6 @@ use crate::load::{self, Api, Latencies, Progress, Room, Seen, Ws, tokio_util_lik
 use crate::report::Row;
 use crate::target::{Kind, Target};
 
-const CONNECT_CONCURRENCY: usize = 256;
-
 fn bar(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
@@ -33,44 +31,65 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
-/// Opens `n` connections (Chorus: authenticated and subscribed, i.e. `hello` received).
+/// Connections opened at once by default: a bounded storm.
+pub const CONNECT_CONCURRENCY: usize = 256;
+
+/// `n` open connections, how long opening all of them took, and each one's time from
+/// its first SYN to `hello` (µs).
+struct Opened {
+    conns: Vec<Ws>,
+    took: Duration,
+    each: Histogram<u64>,
+}
+
+/// Opens `n` connections, `concurrency` at a time (Chorus: authenticated and
+/// subscribed, i.e. `hello` received).
 async fn open_many(
     target: &Target,
     room: Option<&Room>,
     n: usize,
+    concurrency: usize,
     label: &str,
-) -> anyhow::Result<(Vec<Ws>, Duration)> {
+) -> anyhow::Result<Opened> {
     let bar = bar(n as u64, label);
     let started = Instant::now();
-    let results: Vec<anyhow::Result<Ws>> = stream::iter(0..n)
+    let results: Vec<anyhow::Result<(Ws, Duration)>> = stream::iter(0..n)
         .map(|i| {
             let token = room.map(|r| load::reader_token(r, i).to_owned());
             let bar = bar.clone();
             async move {
+                let t = Instant::now();
                 let ws = load::connect(target, token.as_deref(), i).await;
                 bar.inc(1);
-                ws
+                ws.map(|ws| (ws, t.elapsed()))
             }
         })
-        .buffer_unordered(CONNECT_CONCURRENCY)
+        .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
     let took = started.elapsed();
     bar.finish_and_clear();
-    let conns = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((conns, took))
+    let mut each = Histogram::new_with_bounds(1, 120_000_000, 3)?;
+    let mut conns = Vec::with_capacity(n);
+    for result in results {
+        let (ws, t) = result?;
+        let _ = each.record((t.as_micros() as u64).max(1));
+        conns.push(ws);
+    }
+    Ok(Opened { conns, took, each })
 }
 
 async fn room_for(
     target: &Target,
     conns: usize,
     senders: usize,
+    conns_per_user: usize,
 ) -> anyhow::Result<Option<(Api, Room)>> {
     if target.kind == Kind::Baseline {
         return Ok(None);
     }
     let api = Api::new(target);
-    let room = load::setup_room(&api, conns, senders).await?;
+    let room = load::setup_room(&api, conns, senders, conns_per_user).await?;
     Ok(Some((api, room)))
 }
 
@@ -81,12 +100,17 @@ pub struct FanoutOpts {
     /// Total messages per second; `None`: flat out, paced by a window of unacknowledged messages.
     pub rate: Option<f64>,
     pub window: u64,
+    /// Subscriber connections per reader user.
+    pub conns_per_user: usize,
 }
 
 pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
-    let setup = room_for(target, opts.subs, opts.senders).await?;
+    let setup = room_for(target, opts.subs, opts.senders, opts.conns_per_user).await?;
     let room = setup.as_ref().map(|(_, r)| r);
-    let (subs, _) = open_many(target, room, opts.subs, "subscribers").await?;
+    let subs = open_many(target, room, opts.subs, CONNECT_CONCURRENCY, "subscribers")
+        .await?
+        .conns;
+    let cpu_before = target.cpu_time()?;
     let start = Instant::now();
     let lat = Arc::new(Latencies::new()?);
     let progress = Arc::new(Progress::new(opts.senders));
@@ -185,6 +209,8 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
             break;
         }
     }
+    // The server's CPU from the first send to the last delivery (or the drain's end).
+    let cpu = target.cpu_time()?.saturating_sub(cpu_before);
     let _ = stop_tx.send(true);
     let mut seen = Seen::default();
     for r in readers {
@@ -211,6 +237,11 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
         .set("p90_ms", ms(&h, 0.90))
         .set("p99_ms", ms(&h, 0.99))
         .set("max_ms", h.max() as f64 / 1000.0)
+        .set(
+            "cpu_us_per_event",
+            (cpu.as_secs_f64() * 1e6 / seen.received.max(1) as f64 * 1000.0).round() / 1000.0,
+        )
+        .set("frame_bytes", seen.bytes / seen.received.max(1))
         .set("lost", expected.saturating_sub(seen.unique))
         .set("dup", seen.duplicates)
         .set("ooo", seen.out_of_order);
@@ -262,14 +293,15 @@ impl Sender {
 }
 
 /// Server memory per idle, authenticated, subscribed connection.
-pub async fn idle(target: &Target, conns: usize) -> anyhow::Result<Row> {
-    let setup = room_for(target, conns, 1).await?;
+pub async fn idle(target: &Target, conns: usize, conns_per_user: usize) -> anyhow::Result<Row> {
+    let setup = room_for(target, conns, 1, conns_per_user).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = target.rss_kib()?;
-    let (open, _) = open_many(
+    let open = open_many(
         target,
         setup.as_ref().map(|(_, r)| r),
         conns,
+        CONNECT_CONCURRENCY,
         "idle connections",
     )
     .await?;
@@ -287,22 +319,74 @@ pub async fn idle(target: &Target, conns: usize) -> anyhow::Result<Row> {
     Ok(row)
 }
 
-/// Time for `conns` clients to connect, authenticate and receive `hello`.
-pub async fn connect(target: &Target, conns: usize) -> anyhow::Result<Row> {
-    let setup = room_for(target, conns, 1).await?;
-    let (open, took) =
-        open_many(target, setup.as_ref().map(|(_, r)| r), conns, "connecting").await?;
+/// Time for `conns` clients to connect, authenticate and receive `hello`,
+/// `concurrency` at a time; each connection's time, and the symptoms of a full listen
+/// queue (SYNs dropped and retried: a connection then waits a second or more).
+pub async fn connect(
+    target: &Target,
+    conns: usize,
+    concurrency: usize,
+    conns_per_user: usize,
+    perf_out: Option<&std::path::Path>,
+) -> anyhow::Result<Row> {
+    let setup = room_for(target, conns, 1, conns_per_user).await?;
+    let profile = match (perf_out, target.pid()) {
+        (Some(out), Some(pid)) => Some(crate::target::Profile::start(pid, out).await?),
+        _ => None,
+    };
+    let kernel_before = crate::target::tcp_ext().unwrap_or_default();
+    let cpu_before = target.cpu_time()?;
+    let opened = open_many(
+        target,
+        setup.as_ref().map(|(_, r)| r),
+        conns,
+        concurrency,
+        "connecting",
+    )
+    .await?;
+    let cpu = target.cpu_time()?.saturating_sub(cpu_before);
+    let kernel = crate::target::tcp_ext().unwrap_or_default();
+    if let Some(profile) = profile {
+        profile.stop().await;
+    }
+    let grew = |key: &str| {
+        kernel
+            .get(key)
+            .unwrap_or(&0)
+            .saturating_sub(*kernel_before.get(key).unwrap_or(&0))
+    };
+    let (took, each) = (opened.took, &opened.each);
     let mut row = Row::new("connect", target.kind.name());
     row.set("conns", conns)
+        .set(
+            "users",
+            setup.as_ref().map_or(0, |(_, r)| r.reader_tokens.len()),
+        )
+        .set("concurrency", concurrency)
         .set("seconds", (took.as_secs_f64() * 1000.0).round() / 1000.0)
-        .set("conns_per_sec", (conns as f64 / took.as_secs_f64()).round());
-    drop(open);
+        .set("conns_per_sec", (conns as f64 / took.as_secs_f64()).round())
+        .set("p50_ms", ms(each, 0.50))
+        .set("p99_ms", ms(each, 0.99))
+        .set("max_ms", each.max() as f64 / 1000.0)
+        .set(
+            "over_1s",
+            each.count_between(1_000_000, each.max().max(1_000_000)),
+        )
+        .set(
+            "cpu_us_per_conn",
+            (cpu.as_secs_f64() * 1e6 / conns.max(1) as f64).round(),
+        )
+        // Machine-wide counters: another program's connections count too.
+        .set("listen_overflows", grew("ListenOverflows"))
+        .set("listen_drops", grew("ListenDrops"))
+        .set("syn_retrans", grew("TCPSynRetrans"));
+    drop(opened);
     Ok(row)
 }
 
 /// Persisted HTTP message sends per second with `concurrency` senders.
 pub async fn send(target: &Target, concurrency: usize, duration: Duration) -> anyhow::Result<Row> {
-    let (_, room) = room_for(target, 1, concurrency)
+    let (_, room) = room_for(target, 1, concurrency, 1)
         .await?
         .context("the send scenario runs against Chorus only")?;
     let start = Instant::now();
@@ -368,7 +452,7 @@ pub async fn send(target: &Target, concurrency: usize, duration: Duration) -> an
 /// A client that missed `missed` events reconnects and subscribes with `since`:
 /// time until it has all of them.
 pub async fn resume(target: &Target, missed: u64, rounds: usize) -> anyhow::Result<Row> {
-    let (api, room) = room_for(target, 1, 1)
+    let (api, room) = room_for(target, 1, 1, 1)
         .await?
         .context("the resume scenario runs against Chorus only")?;
     let token = room.reader_tokens[0].clone();
@@ -449,7 +533,7 @@ pub async fn resume_after_restart(
     missed: u64,
     rounds: usize,
 ) -> anyhow::Result<Row> {
-    let (api, room) = room_for(target, 1, 1)
+    let (api, room) = room_for(target, 1, 1, 1)
         .await?
         .context("the resume scenario runs against Chorus only")?;
     let token = room.reader_tokens[0].clone();

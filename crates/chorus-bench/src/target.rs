@@ -202,6 +202,21 @@ impl Target {
             .context("no VmRSS in /proc status")
     }
 
+    /// The process id of the first node.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// CPU time (user + system) the server processes used so far, summed over the
+    /// nodes (not Redis).
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let mut total = Duration::ZERO;
+        for child in std::iter::once(&self.child).chain(self.others.iter().map(|(_, c)| c)) {
+            total += process_cpu(child.id().context("server exited")?)?;
+        }
+        Ok(total)
+    }
+
     /// Stops the servers gracefully (SIGTERM), or kills them after 15 s; then Redis.
     pub async fn stop(mut self) {
         stop_child(&mut self.child).await;
@@ -211,6 +226,72 @@ impl Target {
         if let Some(redis) = &mut self.redis {
             stop_child(redis).await;
         }
+    }
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat`'s times (`USER_HZ`: 100 on every
+/// architecture Linux runs these benchmarks on).
+const USER_HZ: u64 = 100;
+
+/// User + system CPU time of process `pid`, from `/proc/<pid>/stat` (fields 14 and 15,
+/// counted after the command name, which may hold spaces).
+fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat.rsplit_once(')').context("no command in /proc stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(i).context("short /proc stat")?.parse()?)
+    };
+    Ok(Duration::from_millis(
+        (ticks(11)? + ticks(12)?) * 1000 / USER_HZ,
+    ))
+}
+
+/// The kernel's TCP counters (`TcpExt` of `/proc/net/netstat`), machine-wide: a SYN
+/// dropped at a full listen queue shows in `ListenOverflows` / `ListenDrops`, and the
+/// client's retry of it in `TCPSynRetrans`.
+pub fn tcp_ext() -> anyhow::Result<std::collections::HashMap<String, u64>> {
+    let text = std::fs::read_to_string("/proc/net/netstat")?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        bail!("no TcpExt in /proc/net/netstat");
+    };
+    Ok(names
+        .split_whitespace()
+        .skip(1)
+        .zip(values.split_whitespace().skip(1))
+        .filter_map(|(n, v)| Some((n.to_owned(), v.parse().ok()?)))
+        .collect())
+}
+
+/// `perf record -g` of a server process, from [`Profile::start`] until [`Profile::stop`].
+pub struct Profile(Child);
+
+impl Profile {
+    /// Starts recording `pid` into `out`; returns once `perf` had time to attach.
+    pub async fn start(pid: u32, out: &Path) -> anyhow::Result<Self> {
+        let child = Command::new("perf")
+            .args(["record", "-g", "-q", "-p", &pid.to_string(), "-o"])
+            .arg(out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting perf record")?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(Self(child))
+    }
+
+    /// Stops recording (SIGINT: `perf` writes its file) and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.0.id() {
+            let _ = Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(60), self.0.wait()).await;
     }
 }
 

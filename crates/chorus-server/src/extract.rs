@@ -90,12 +90,15 @@ fn whole_floats_to_integers(doc: &mut Value) -> bool {
             }
             _ => false,
         },
+        // Every element is converted (no short circuit): `|`, not `||`.
         Value::Array(items) => items
             .iter_mut()
-            .fold(false, |any, item| whole_floats_to_integers(item) || any),
+            .map(whole_floats_to_integers)
+            .fold(false, |any, changed| any | changed),
         Value::Object(fields) => fields
             .values_mut()
-            .fold(false, |any, value| whole_floats_to_integers(value) || any),
+            .map(whole_floats_to_integers)
+            .fold(false, |any, changed| any | changed),
         _ => false,
     }
 }

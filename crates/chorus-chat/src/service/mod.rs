@@ -13,6 +13,7 @@ pub use events::StoreLog;
 mod gate;
 mod gateway;
 pub mod keys;
+mod lookups;
 mod loop_guard;
 mod messages;
 mod pins;
@@ -36,6 +37,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::model::UserId;
 use crate::store::Store;
 use gate::Gate;
 use presence::{LocalPresence, PresenceTracker};
@@ -127,6 +129,9 @@ pub struct Chat {
     webhooks: Arc<Notify>,
     /// Token, channel and agent-member reads on the send path ([`cache`]).
     cache: cache::ReadCache,
+    /// Token, membership and `last_seen` reads of many connections, answered together
+    /// ([`lookups`]).
+    lookups: Lookups,
     /// Token uses waiting to be written as `last_used_at` ([`tokens`]).
     token_usage: Arc<tokens::TokenUsage>,
     /// Every task the chat starts, so [`shutdown`](Self::shutdown) can end them.
@@ -140,6 +145,72 @@ pub struct Chat {
     /// The declared `topic:` namespaces ([`gateway`]), replaced whole on a reload. A
     /// std lock: it is held only to clone or swap the `Arc`, never across an await.
     namespaces: std::sync::RwLock<Arc<crate::namespaces::Namespaces>>,
+}
+
+/// The reads every new connection makes, coalesced across connections ([`lookups`]).
+struct Lookups {
+    /// By token hash: the token's owner.
+    tokens: lookups::Coalesced<String, crate::store::TokenOwner>,
+    /// By user: the workspaces and channels they are a member of (their initial
+    /// scopes; the workspaces their presence is announced in).
+    memberships: lookups::Coalesced<UserId, Memberships>,
+    /// By user: `last_seen` set to now (the query's time), the presence as stored.
+    came_online: lookups::Coalesced<UserId, crate::model::Presence>,
+}
+
+type Memberships = (Vec<crate::model::WorkspaceId>, Vec<crate::model::ChannelId>);
+
+/// Keys per coalesced query.
+const LOOKUP_BATCH: usize = 500;
+
+/// Keys per coalesced query: [`LOOKUP_BATCH`], or `CHORUS_LOOKUP_BATCH` when set — a
+/// knob for A/B measurements in one build (0: each connection its own queries, as
+/// before coalescing; docs/benchmarks.md), not a setting.
+fn lookup_batch() -> usize {
+    std::env::var("CHORUS_LOOKUP_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LOOKUP_BATCH)
+}
+
+impl Lookups {
+    fn new(store: &Arc<dyn Store>, clock: chorus_realtime::Clock) -> Self {
+        let batch = lookup_batch();
+        let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
+        Self {
+            tokens: lookups::Coalesced::new(
+                batch,
+                Arc::new(move |hashes: Vec<String>| {
+                    let store = s1.clone();
+                    Box::pin(async move { store.token_owners(&hashes).await })
+                }),
+            ),
+            memberships: lookups::Coalesced::new(
+                batch,
+                Arc::new(move |users: Vec<UserId>| {
+                    let store = s2.clone();
+                    Box::pin(async move {
+                        Ok(store
+                            .memberships_of_users(&users)
+                            .await?
+                            .into_iter()
+                            .collect())
+                    })
+                }),
+            ),
+            came_online: lookups::Coalesced::new(
+                batch,
+                Arc::new(move |users: Vec<UserId>| {
+                    let store = s3.clone();
+                    let now = crate::model::Timestamp(clock.now_ms());
+                    Box::pin(async move {
+                        let presences = store.set_last_seen_of(&users, now).await?;
+                        Ok(presences.into_iter().map(|p| (p.user_id, p)).collect())
+                    })
+                }),
+            ),
+        }
+    }
 }
 
 /// The chat's own tasks (presence grace timers and batches, the token-use writer, the
@@ -176,6 +247,7 @@ impl Chat {
     pub fn new(store: Arc<dyn Store>, engine: Arc<Engine>, config: ChatConfig) -> Self {
         let background = Background::default();
         Self {
+            lookups: Lookups::new(&store, config.clock),
             store,
             presence_batch: presence_batch::PresenceBatcher::new(
                 engine.clone(),
@@ -206,10 +278,6 @@ impl Chat {
     pub fn with_presence_tracker(mut self, tracker: Arc<dyn PresenceTracker>) -> Self {
         self.presence = tracker;
         self
-    }
-
-    pub(crate) fn store(&self) -> &dyn Store {
-        self.store.as_ref()
     }
 
     pub fn engine(&self) -> &Arc<Engine> {

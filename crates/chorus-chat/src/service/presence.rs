@@ -173,7 +173,15 @@ impl Chat {
         if !self.presence.open(user).await {
             return;
         }
-        self.announce_online(user).await;
+        // Coalesced with the other users coming online (a connect storm): one write.
+        match self.lookups.came_online.get(user).await {
+            Ok(Some(mut presence)) => {
+                presence.online = true;
+                self.announce_presence(&presence).await;
+            }
+            Ok(None) => tracing::warn!(%user, "presence: no such user"),
+            Err(err) => tracing::warn!(%user, cause = %err, "presence: recording last_seen failed"),
+        }
     }
 
     /// `user` came online, found late: their first connection's count reached the
@@ -374,15 +382,16 @@ impl Chat {
     /// `presence.updated` (ephemeral) on every workspace of the user; during a storm of
     /// changes, coalesced into `presence.batch` (see [`super::presence_batch`]).
     async fn announce_presence(&self, presence: &Presence) {
-        let workspaces = match self.store.workspaces_of(presence.user_id).await {
-            Ok(workspaces) => workspaces,
+        // Coalesced with the other connections' membership reads (a connect storm).
+        let workspaces = match self.lookups.memberships.get(presence.user_id).await {
+            Ok(memberships) => memberships.map(|(workspaces, _)| workspaces),
             Err(err) => {
                 tracing::warn!(user = %presence.user_id, cause = %err, "presence: no workspaces");
                 return;
             }
         };
-        for w in workspaces {
-            self.presence_batch.announce(w.workspace.id, presence).await;
+        for workspace in workspaces.unwrap_or_default() {
+            self.presence_batch.announce(workspace, presence).await;
         }
     }
 }

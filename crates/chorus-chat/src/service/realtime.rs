@@ -82,12 +82,15 @@ impl SessionHooks for ChatHooks {
         if user == ANONYMOUS {
             return Ok(Vec::new());
         }
+        // Coalesced with the other connections' lookups (a connect storm).
         let (workspaces, channels) = self
             .chat
-            .store()
-            .memberships_of(UserId(user))
+            .lookups
+            .memberships
+            .get(UserId(user))
             .await
-            .map_err(to_hook)?;
+            .map_err(to_hook)?
+            .unwrap_or_default();
         Ok(workspaces
             .into_iter()
             .map(workspace_scope)

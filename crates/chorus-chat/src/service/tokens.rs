@@ -160,9 +160,11 @@ impl Chat {
             Some(owner) => owner,
             None => {
                 let epoch = self.cache.epoch();
+                // Coalesced with the other connections' lookups (a connect storm).
                 let owner = self
-                    .store
-                    .token_owner(&hash)
+                    .lookups
+                    .tokens
+                    .get(hash.clone())
                     .await?
                     .ok_or_else(|| ChatError::Unauthorized("invalid token".into()))?;
                 self.cache.put_token(hash, owner.clone(), epoch);

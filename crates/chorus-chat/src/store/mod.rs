@@ -10,6 +10,8 @@ mod rows;
 pub mod sql;
 pub mod sqlite;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 use chorus_realtime::Publish;
@@ -258,6 +260,9 @@ pub trait UserStore: Send + Sync {
     async fn add_token(&self, new: NewToken) -> Result<ApiToken>;
     /// The token with this hash and its owner.
     async fn token_owner(&self, hash: &str) -> Result<Option<TokenOwner>>;
+    /// [`token_owner`](Self::token_owner) of many hashes in one round trip: each known
+    /// hash with its owner (unknown ones are left out), in no particular order.
+    async fn token_owners(&self, hashes: &[String]) -> Result<Vec<(String, TokenOwner)>>;
     /// A user's tokens, oldest first.
     async fn tokens(&self, user: UserId) -> Result<Vec<ApiToken>>;
     /// Deletes one of `user`'s tokens; `false` when `user` has no token with this id.
@@ -284,6 +289,9 @@ pub trait UserStore: Send + Sync {
     /// Sets the status text; returns the presence as [`presence`](Self::presence) does.
     async fn set_status_text(&self, user: UserId, text: &str) -> Result<Presence>;
     async fn set_last_seen(&self, user: UserId, at: Timestamp) -> Result<Presence>;
+    /// [`set_last_seen`](Self::set_last_seen) of many users in one statement: the
+    /// presence of each user found (unknown ones are left out).
+    async fn set_last_seen_of(&self, users: &[UserId], at: Timestamp) -> Result<Vec<Presence>>;
 }
 
 #[async_trait]
@@ -418,6 +426,12 @@ pub trait ChannelStore: Send + Sync {
     /// The workspaces and the channels the user is a member of, in one round trip:
     /// what a new connection subscribes to, asked once per connection.
     async fn memberships_of(&self, user: UserId) -> Result<(Vec<WorkspaceId>, Vec<ChannelId>)>;
+    /// [`memberships_of`](Self::memberships_of) of many users in one round trip; a user
+    /// who is a member of nothing is left out.
+    async fn memberships_of_users(
+        &self,
+        users: &[UserId],
+    ) -> Result<HashMap<UserId, (Vec<WorkspaceId>, Vec<ChannelId>)>>;
     /// The presence of every member (`online` left `false`).
     async fn channel_presence(&self, ch: ChannelId) -> Result<Vec<Presence>>;
 }

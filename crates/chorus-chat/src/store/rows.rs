@@ -85,6 +85,14 @@ pub(crate) struct TokenOwnerRow {
     token_expires_at: Option<i64>,
 }
 
+/// A [`TokenOwnerRow`] with the token's hash, for a lookup of many hashes at once.
+#[derive(sqlx::FromRow)]
+pub(crate) struct HashedTokenOwnerRow {
+    #[sqlx(flatten)]
+    pub(crate) owner: TokenOwnerRow,
+    pub(crate) token_hash: String,
+}
+
 impl TokenOwnerRow {
     pub(crate) fn into_owner(self) -> Result<crate::store::TokenOwner> {
         Ok(crate::store::TokenOwner {

@@ -964,6 +964,7 @@ fn queue(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -1058,7 +1059,7 @@ mod tests {
             sink.clone(),
             Arc::new(Metrics::default()),
             Retention::default(),
-            clock.clone(),
+            clock,
             Some(log.clone()),
         )
         .await

@@ -1,6 +1,8 @@
 //! Channels and their members: create (with the first members), read one or the
 //! channels a user sees with unread counts, rename, join and leave, memberships.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chorus_realtime::Publish;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
@@ -291,6 +293,37 @@ where
         .fetch_all(&self.reader)
         .await?;
         Ok(memberships(rows))
+    }
+
+    async fn memberships_of_users(
+        &self,
+        users: &[UserId],
+    ) -> Result<HashMap<UserId, (Vec<WorkspaceId>, Vec<ChannelId>)>> {
+        let mut out: HashMap<UserId, (Vec<WorkspaceId>, Vec<ChannelId>)> = HashMap::new();
+        for chunk in users.chunks(super::MAX_LIST) {
+            let list = super::params(1, chunk.len());
+            // Kind 0: a workspace, 1: a channel; the same list bound twice.
+            let sql = format!(
+                "SELECT user_id, 0, workspace_id FROM workspace_members WHERE user_id IN ({list})
+                 UNION ALL SELECT user_id, 1, channel_id FROM channel_members WHERE user_id IN ({})
+                 ORDER BY 1, 2, 3",
+                super::params(chunk.len() + 1, chunk.len())
+            );
+            let mut query = sqlx::query_as(&sql).persistent(false);
+            for user in chunk.iter().chain(chunk) {
+                query = query.bind(user.0);
+            }
+            let rows: Vec<(i64, i32, i64)> = query.fetch_all(&self.reader).await?;
+            for (user, kind, id) in rows {
+                let (workspaces, channels) = out.entry(UserId(user)).or_default();
+                if kind == 0 {
+                    workspaces.push(WorkspaceId(id));
+                } else {
+                    channels.push(ChannelId(id));
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn channel_presence(&self, ch: ChannelId) -> Result<Vec<Presence>> {

@@ -75,6 +75,10 @@ impl RowsAffected for sqlx::postgres::PgQueryResult {
     }
 }
 
+/// The most values one `IN (…)` list of a lookup of many keys binds: well under
+/// SQLite's limit of bound parameters per statement, even when bound twice.
+pub(crate) const MAX_LIST: usize = 500;
+
 /// `$first, $first+1, …`: a list of `count` parameters.
 pub(crate) fn params(first: usize, count: usize) -> String {
     let list: Vec<String> = (first..first + count).map(|n| format!("${n}")).collect();

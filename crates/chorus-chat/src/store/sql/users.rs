@@ -8,7 +8,7 @@ use super::{Column, Dialect, RowsAffected, Sql};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::conflict_or;
-use crate::store::rows::{TokenOwnerRow, TokenRow, UserRow, presence_row};
+use crate::store::rows::{HashedTokenOwnerRow, TokenOwnerRow, TokenRow, UserRow, presence_row};
 use crate::store::{Events, NewToken, NewUser, TokenOwner, UserStore};
 
 /// The stored part of a user's presence, as read by [`presence_row`].
@@ -147,6 +147,28 @@ where
         row.map(TokenOwnerRow::into_owner).transpose()
     }
 
+    async fn token_owners(&self, hashes: &[String]) -> Result<Vec<(String, TokenOwner)>> {
+        let mut owners = Vec::with_capacity(hashes.len());
+        for chunk in hashes.chunks(super::MAX_LIST) {
+            let sql = format!(
+                "SELECT {USER_COLUMNS}, tokens.id AS token_id, tokens.expires_at AS token_expires_at,
+                        tokens.hash AS token_hash
+                 FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash IN ({})",
+                super::params(1, chunk.len())
+            );
+            // One statement per list length: not kept prepared (see `params`).
+            let mut query = sqlx::query_as(&sql).persistent(false);
+            for hash in chunk {
+                query = query.bind(hash.as_str());
+            }
+            let rows: Vec<HashedTokenOwnerRow> = query.fetch_all(&self.reader).await?;
+            for row in rows {
+                owners.push((row.token_hash, row.owner.into_owner()?));
+            }
+        }
+        Ok(owners)
+    }
+
     async fn tokens(&self, user: UserId) -> Result<Vec<ApiToken>> {
         let rows: Vec<TokenRow> = sqlx::query_as(&format!(
             "SELECT {TOKEN_COLUMNS} FROM tokens WHERE user_id = $1 ORDER BY id"
@@ -226,5 +248,22 @@ where
         .await?;
         row.map(presence_row)
             .ok_or_else(|| ChatError::NotFound("no such user".into()))
+    }
+
+    async fn set_last_seen_of(&self, users: &[UserId], at: Timestamp) -> Result<Vec<Presence>> {
+        let mut out = Vec::with_capacity(users.len());
+        for chunk in users.chunks(super::MAX_LIST) {
+            let sql = format!(
+                "UPDATE users SET last_seen = $1 WHERE id IN ({}) RETURNING {PRESENCE_COLUMNS}",
+                super::params(2, chunk.len())
+            );
+            let mut query = sqlx::query_as(&sql).persistent(false).bind(at.0);
+            for user in chunk {
+                query = query.bind(user.0);
+            }
+            let rows: Vec<(i64, Option<i64>, String)> = query.fetch_all(&self.writer).await?;
+            out.extend(rows.into_iter().map(presence_row));
+        }
+        Ok(out)
     }
 }

@@ -1,0 +1,175 @@
+//! Many distinct users connecting at once (a deploy, a node failover): their token,
+//! membership and `last_seen` reads are answered together (`chorus_chat`'s coalesced
+//! lookups). What a connection learns must stay as fresh as a read of its own: a
+//! revoked token is refused on the next connect, even one whose owner was just looked
+//! up (and cached); a membership change is in the next connect's scopes; every user of
+//! the storm gets their own answers.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{ADMIN_TOKEN, TestServer, TestUser, WAIT, WsClient};
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Users connecting at once in these tests: enough that their lookups share queries.
+const STORM: usize = 40;
+
+/// `n` users, members of workspace `ws` (owned by `owner`) and of its channel `ch`.
+async fn crowd(s: &TestServer, owner: &TestUser, ws: i64, n: usize) -> Vec<TestUser> {
+    let names: Vec<String> = (0..n).map(|i| common::unique(&format!("u{i}"))).collect();
+    let users = join_all(names.iter().map(|name| s.create_user(name))).await;
+    for user in &users {
+        s.add_member(owner, ws, user, "member").await;
+    }
+    users
+}
+
+fn scopes(client: &WsClient) -> Vec<String> {
+    client.hello["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_user_of_a_storm_gets_their_own_scopes_and_presence() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let users = crowd(&s, &w.alice, w.ws, STORM).await;
+    // Every other user is also in a private channel: the scopes differ per user.
+    let odd: Vec<&TestUser> = users.iter().skip(1).step_by(2).collect();
+    let private = s
+        .create_channel(&w.alice, w.ws, "odd", "private", &odd)
+        .await;
+
+    let clients = join_all(users.iter().map(|u| s.connect(&u.token))).await;
+    for (i, (user, client)) in users.iter().zip(&clients).enumerate() {
+        assert_eq!(
+            client.user_id(),
+            user.id,
+            "each connection is its own user's"
+        );
+        let scopes = scopes(client);
+        assert!(scopes.contains(&format!("user:{}", user.id)), "{scopes:?}");
+        assert!(
+            scopes.contains(&format!("workspace:{}", w.ws)),
+            "{scopes:?}"
+        );
+        assert_eq!(
+            scopes.contains(&format!("channel:{private}")),
+            i % 2 == 1,
+            "user {i}: {scopes:?}"
+        );
+    }
+
+    // Each user came online with a `last_seen` of their own (written together).
+    for user in &users {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let me = s.get("/api/v1/presence", &user.token).await.body;
+            if me["online"] == true && me["last_seen"].is_string() {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never online: {me}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    s.check_invariants();
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refused_on_the_next_connect_even_when_just_looked_up() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let users = crowd(&s, &w.alice, w.ws, STORM).await;
+    let bob = &w.bob;
+    let laptop: Value = s
+        .post(
+            &format!("/api/v1/users/{}/tokens", bob.id),
+            &bob.token,
+            json!({"name": "laptop"}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .body;
+    let secret = laptop["token"].as_str().unwrap().to_owned();
+
+    // Looked up with a storm of others: the token's owner is now cached.
+    let mut tokens: Vec<String> = users.iter().map(|u| u.token.clone()).collect();
+    tokens.push(secret.clone());
+    let clients = join_all(tokens.iter().map(|t| s.connect(t))).await;
+    assert_eq!(clients.last().unwrap().user_id(), bob.id);
+    drop(clients);
+
+    s.delete(
+        &format!("/api/v1/users/{}/tokens/{}", bob.id, laptop["id"]),
+        &bob.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    // Refused at once, and in the middle of another storm too.
+    assert_eq!(
+        s.refused_upgrade(Some(&secret)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let others = join_all(users.iter().map(|u| s.connect(&u.token)));
+    let (others, refused) = tokio::join!(others, s.refused_upgrade(Some(&secret)));
+    assert_eq!(refused, StatusCode::UNAUTHORIZED);
+    assert_eq!(others.len(), STORM);
+    // The user's other token still works.
+    assert_eq!(s.connect(&bob.token).await.user_id(), bob.id);
+}
+
+#[tokio::test]
+async fn a_membership_change_is_in_the_next_connects_scopes() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let users = crowd(&s, &w.alice, w.ws, STORM).await;
+    let carol = &w.carol;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "later", "private", &[])
+        .await;
+    let scope = format!("channel:{ch}");
+
+    let connect_with_storm = || async {
+        let storm = join_all(users.iter().map(|u| s.connect(&u.token)));
+        let (_storm, carol) = tokio::join!(storm, s.connect(&carol.token));
+        carol
+    };
+    assert!(!scopes(&connect_with_storm().await).contains(&scope));
+
+    s.add_channel_member(&w.alice, ch, carol).await;
+    assert!(
+        scopes(&connect_with_storm().await).contains(&scope),
+        "joined: the next connect subscribes the channel"
+    );
+
+    s.delete(
+        &format!("/api/v1/channels/{ch}/members/{}", carol.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    assert!(
+        !scopes(&connect_with_storm().await).contains(&scope),
+        "left: the next connect does not"
+    );
+
+    // Removed from the workspace: neither it nor its channels.
+    s.delete(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, carol.id),
+        ADMIN_TOKEN,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    let scopes = scopes(&connect_with_storm().await);
+    assert!(
+        !scopes.contains(&format!("workspace:{}", w.ws)),
+        "{scopes:?}"
+    );
+}
