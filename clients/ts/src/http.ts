@@ -14,7 +14,6 @@ import type {
   WebhookDelivery,
   WebhookSettings,
   ApiToken,
-  Appended,
   Cancelled,
   Channel,
   ChannelId,
@@ -27,6 +26,7 @@ import type {
   Message,
   MessageId,
   MessageReceipts,
+  Namespace,
   NewApiToken,
   Pin,
   Presence,
@@ -383,6 +383,11 @@ export class ChorusHttp {
     return this.json('POST', 'api/v1/publish', req);
   }
 
+  /** The declared `topic:` namespaces (gateway mode), as configured (server admins). */
+  namespaces(): Promise<Namespace[]> {
+    return this.json('GET', 'api/v1/namespaces');
+  }
+
   /** `GET /healthz`: resolves when the server answers. */
   health(): Promise<Health> {
     return this.json('GET', 'healthz');
@@ -462,23 +467,6 @@ export class ChorusHttp {
     return this.json('PUT', `api/v1/workspaces/${workspace}/observers`, { user_ids: userIds });
   }
 
-  // ---- streaming messages
-
-  /** Adds text to the end of the caller's streaming message. */
-  appendMessage(id: MessageId, text: string): Promise<Appended> {
-    return this.json('POST', `api/v1/messages/${id}/append`, { text });
-  }
-
-  /** Ends the caller's stream; with `text`, that becomes its whole text. */
-  completeMessage(id: MessageId, text?: string): Promise<Message> {
-    return this.json('POST', `api/v1/messages/${id}/complete`, text === undefined ? {} : { text });
-  }
-
-  /** Ends a stream without completing it (its author or a workspace admin). */
-  abortMessage(id: MessageId, reason = ''): Promise<Message> {
-    return this.json('POST', `api/v1/messages/${id}/abort`, { reason });
-  }
-
   // ---- plumbing
 
   private async json<T>(method: Method, path: string, body?: unknown): Promise<T> {
@@ -533,6 +521,9 @@ export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
  * OpenAPI document writes it, and the `ChorusHttp` method. A test compares it with the
  * server's document both ways (test/coverage.test.ts). */
 export const ROUTES: ReadonlyArray<readonly [string, string, keyof ChorusHttp]> = [
+  ['POST', '/api/v1/messages/{id}/receipts', 'receipt'],
+  ['POST', '/api/v1/messages/{id}/cancel', 'cancel'],
+  ['GET', '/api/v1/namespaces', 'namespaces'],
   ['POST', '/api/v1/users', 'createUser'],
   ['GET', '/api/v1/users', 'listUsers'],
   ['GET', '/api/v1/me', 'me'],

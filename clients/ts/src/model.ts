@@ -70,6 +70,7 @@ export type Pin = Schemas['Pin'];
 export type ReadState = Schemas['ReadState'];
 /** Where `publish` put an event; `null` offset for ephemeral events. */
 export type Published = Schemas['Published'];
+export type Namespace = Schemas['Namespace'];
 /** A page of a scope's events after an offset (`GET /api/v1/scopes/{scope}/events`). */
 export type ScopeEvents = Schemas['ScopeEvents'];
 /** An event of `ScopeEvents`: an `event` frame's fields (without `op`), with its offset. */
@@ -100,7 +101,6 @@ export type KeyPermission = Schemas['KeyPermission'];
 export type CreateServerKey = Schemas['CreateServerKey'];
 export type CreatedServerKey = Schemas['CreatedServerKey'];
 export type Health = Schemas['Health'];
-export type Appended = Schemas['Appended'];
 export type Publish = Schemas['Publish'];
 
 // ---- event payloads (docs/protocol.md, "Event types")

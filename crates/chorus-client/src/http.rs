@@ -489,6 +489,12 @@ impl Client {
             .await
     }
 
+    /// The declared `topic:` namespaces (gateway mode), as configured (server admins).
+    pub async fn namespaces(&self) -> Result<Vec<chorus_api::Namespace>> {
+        self.json(self.request(Method::GET, "api/v1/namespaces")?)
+            .await
+    }
+
     /// Password-less sign-in by name, only on a server started with `--dev` (404
     /// otherwise): creates the person on first use. This client's token is not used.
     pub async fn dev_login(&self, name: &str) -> Result<UserWithToken> {
@@ -642,6 +648,9 @@ impl Client {
 /// OpenAPI document writes it, the method's name)`. `tests/coverage.rs` compares it
 /// with the server's document, both ways.
 pub const ROUTES: &[(&str, &str, &str)] = &[
+    ("POST", "/api/v1/messages/{id}/receipts", "receipt"),
+    ("POST", "/api/v1/messages/{id}/cancel", "cancel"),
+    ("GET", "/api/v1/namespaces", "namespaces"),
     ("POST", "/api/v1/users", "create_user"),
     ("GET", "/api/v1/users", "list_users"),
     ("GET", "/api/v1/me", "me"),

@@ -293,6 +293,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/messages/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel agents' turns: `{id}` is a message that woke agents (all their running turns
+         *     at it, or only `agent_id`'s) or an agent's streaming reply (aborted with reason
+         *     `cancelled`, with its author's turn). The agent gets `turn.cancelled` live or by
+         *     webhook. For the author of the message that woke the agent and the channel's
+         *     managers; 409 when nothing is running.
+         */
+        post: operations["cancel_turn"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/messages/{id}/complete": {
         parameters: {
             query?: never;
@@ -353,6 +376,44 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/messages/{id}/receipts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Report what the caller (an agent the message woke) does with the message:
+         *     `received`, `working`, `done` or `declined`. Announced as `receipt.updated`;
+         *     returns the message's receipts. Under `round_robin`, `working` keeps the turn.
+         */
+        post: operations["set_receipt"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/namespaces": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The declared `topic:` namespaces (gateway mode), as configured: for server admins. */
+        get: operations["namespaces"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/presence": {
         parameters: {
             query?: never;
@@ -386,7 +447,9 @@ export interface paths {
         /**
          * Publish an arbitrary event to a scope: Chorus as a realtime gateway for a backend.
          *     Takes a server key with `publish` (only for scopes under its `publish_prefixes`,
-         *     when it has any) or the admin token.
+         *     when it has any) or the admin token. With namespaces declared, a topic must be in
+         *     one (`404`) and its `data` valid for the namespace's schema (`400` naming the path);
+         *     a namespace that keeps no history publishes it ephemeral.
          */
         post: operations["publish"];
         delete?: never;
@@ -892,14 +955,47 @@ export interface components {
             bytes: number;
             message_id: components["schemas"]["MessageId"];
         };
+        /**
+         * @description `POST /api/v1/messages/{id}/cancel` (the body is optional): with `agent_id`, only
+         *     that agent's turn.
+         */
+        CancelTurn: {
+            agent_id?: components["schemas"]["UserId"];
+        };
+        /** @description What `POST /api/v1/messages/{id}/cancel` cancelled: the agents whose turns ended. */
+        Cancelled: {
+            cancelled: components["schemas"]["UserId"][];
+        };
         Channel: {
             created_at: components["schemas"]["Timestamp"];
             created_by: components["schemas"]["UserId"];
             id: components["schemas"]["ChannelId"];
             kind: components["schemas"]["ChannelKind"];
+            /**
+             * Format: int32
+             * @description Loop guard: agent messages per minute, likewise; absent: the server's.
+             */
+            loop_guard_per_minute?: number;
+            /**
+             * Format: int32
+             * @description Loop guard: agent messages in a row (no person's in between) after which agents
+             *     are not woken here until a person writes; 0 turns it off; absent: the server's.
+             */
+            loop_guard_run?: number;
             name: string;
             policy: components["schemas"]["Policy"];
+            /**
+             * Format: int64
+             * @description The roll-up window of streaming messages here, in ms; absent: the server's.
+             */
+            stream_rollup_ms?: number;
             topic: string;
+            /**
+             * Format: int64
+             * @description `round_robin`: how long a woken agent has to report `working` before the turn
+             *     passes to the next agent, in ms; absent: the server's (30 s by default).
+             */
+            turn_timeout_ms?: number;
             workspace_id: components["schemas"]["WorkspaceId"];
         };
         /**
@@ -960,13 +1056,33 @@ export interface components {
         CreateChannel: {
             /** @enum {string} */
             kind?: "public" | "private";
+            /**
+             * Format: int32
+             * @description Loop guard: agent messages per minute (0 turns it off); absent or `null`: the server's.
+             */
+            loop_guard_per_minute?: number | null;
+            /**
+             * Format: int32
+             * @description Loop guard: agent messages in a row (0 turns it off); absent or `null`: the server's.
+             */
+            loop_guard_run?: number | null;
             /** @description Members besides the creator. */
             member_ids?: components["schemas"]["UserId"][];
             name: string;
             /** @enum {string|null} */
             policy?: "all" | "mentions" | "broadcast" | "on_duty" | "custom" | "round_robin" | null;
+            /**
+             * Format: int64
+             * @description Streaming roll-up window in ms (10 to 10,000); absent or `null`: the server's.
+             */
+            stream_rollup_ms?: number | null;
             /** @description At most 250 bytes. */
             topic?: string | null;
+            /**
+             * Format: int64
+             * @description `round_robin` turn timeout in ms (100 to 3,600,000); absent or `null`: the server's.
+             */
+            turn_timeout_ms?: number | null;
         };
         CreateServerKey: {
             /** @description What the key is for (1–80 bytes once trimmed), e.g. the backend using it. */
@@ -1083,6 +1199,18 @@ export interface components {
             data: components["schemas"]["MessageAborted"];
             /** @enum {string} */
             type: "message.aborted";
+        } | {
+            data: components["schemas"]["ReceiptUpdated"];
+            /** @enum {string} */
+            type: "receipt.updated";
+        } | {
+            data: components["schemas"]["TurnPassed"];
+            /** @enum {string} */
+            type: "turn.passed";
+        } | {
+            data: components["schemas"]["TurnCancelled"];
+            /** @enum {string} */
+            type: "turn.cancelled";
         } | {
             data: components["schemas"]["Pin"];
             /** @enum {string} */
@@ -1245,6 +1373,11 @@ export interface components {
             /** @description One entry per emoji, in the order the emoji were first used. */
             reactions: components["schemas"]["ReactionSummary"][];
             /**
+             * @description What the agents it woke reported about it, one entry per agent that reported,
+             *     oldest report first (empty when none).
+             */
+            receipts?: components["schemas"]["Receipt"][];
+            /**
              * Format: int64
              * @description Replies in this message's thread (0 for replies themselves and for messages
              *     nobody replied to). Deleted replies are not counted.
@@ -1305,6 +1438,46 @@ export interface components {
          * @enum {string}
          */
         MessageState: "complete" | "streaming" | "aborted";
+        /**
+         * @description A declared namespace of `topic:` scopes (gateway mode): a `[[namespaces]]` table of
+         *     the server's TOML file, as `GET /api/v1/namespaces` lists it. See docs/protocol.md,
+         *     "Namespaces".
+         */
+        Namespace: {
+            /** @description A unique name, for logs and errors. */
+            name: string;
+            /**
+             * @description The scopes it holds: `topic:` then literal text, `{var}` (one or more characters
+             *     other than `.`) and, last only, `*` (one or more of any): `topic:orders.{order_id}`,
+             *     `topic:notifications.user.{user_id}`, `topic:news`, `topic:*` (a catch-all).
+             */
+            pattern: string;
+            /**
+             * @description Who may publish from a client (`publish` op): `server` (nobody: only
+             *     `POST /api/v1/publish`; the default) or one of the kinds of `read`.
+             */
+            publish?: string;
+            /**
+             * @description Who may subscribe: `public` (anonymous connections too), `authenticated`,
+             *     `role:<owner|admin|member|guest>` (that role or a higher one in the workspace
+             *     `{workspace_id}` names), `user` (`{user_id}` is the caller's id).
+             */
+            read?: string;
+            /**
+             * Format: int64
+             * @description `0`: no history (events get no offset and are never replayed). Other values are
+             *     not supported yet: the server's `retention_events` applies.
+             */
+            retention_events?: number | null;
+            /**
+             * Format: int64
+             * @description `0`: no history, as `retention_events = 0`. Other values are not supported yet:
+             *     the server's `retention_secs` applies.
+             */
+            retention_secs?: number | null;
+            /** @description A JSON Schema every published `data` must satisfy (server and client publishes). */
+            schema?: Record<string, never> | null;
+        };
         /** @description A new token: its listing and the secret, shown this once. */
         NewApiToken: components["schemas"]["ApiToken"] & {
             /** @description The secret (`chr_…`): shown once; only its hash is stored. */
@@ -1418,6 +1591,34 @@ export interface components {
              */
             unread_mentions: number;
         };
+        /** @description One agent's latest receipt for a message. */
+        Receipt: {
+            state: components["schemas"]["ReceiptState"];
+            updated_at: components["schemas"]["Timestamp"];
+            user_id: components["schemas"]["UserId"];
+        };
+        /**
+         * @description What a woken agent reports about a message (its receipt): `received` (seen),
+         *     `working` (on it: under `round_robin` it keeps its turn), `done`, `declined`.
+         * @enum {string}
+         */
+        ReceiptState: "received" | "working" | "done" | "declined";
+        /**
+         * @description `receipt.updated`, on the channel's scope: an agent the message woke reported what
+         *     it does with it; `receipts` is the message's whole summary after the change.
+         */
+        ReceiptUpdated: {
+            channel_id: components["schemas"]["ChannelId"];
+            message_id: components["schemas"]["MessageId"];
+            receipts: components["schemas"]["Receipt"][];
+            state: components["schemas"]["ReceiptState"];
+            user_id: components["schemas"]["UserId"];
+        };
+        /** @description A message's receipts summary (the answer to `POST /api/v1/messages/{id}/receipts`). */
+        Receipts: {
+            message_id: components["schemas"]["MessageId"];
+            receipts: components["schemas"]["Receipt"][];
+        };
         /**
          * @description A member's role in a workspace.
          * @enum {string}
@@ -1491,6 +1692,10 @@ export interface components {
          * @description A server key's id.
          */
         ServerKeyId: number;
+        /** @description `POST /api/v1/messages/{id}/receipts`: what a woken agent does with the message. */
+        SetReceipt: {
+            state: components["schemas"]["ReceiptState"];
+        };
         /** @description `PATCH /api/v1/workspaces/{id}/members/{user_id}`. */
         SetRole: {
             role: components["schemas"]["Role"];
@@ -1543,6 +1748,30 @@ export interface components {
          * @description An API token's id (what revoking names; never the secret).
          */
         TokenId: number;
+        /**
+         * @description `turn.cancelled`, on the channel's scope (`wake: true` for the agent, which gets it
+         *     by webhook instead when it has one and is not connected): `by` cancelled the turn
+         *     of `agent_id` at `message_id`; the agent stops, and its streaming reply is aborted
+         *     (`message.aborted`, reason `cancelled`).
+         */
+        TurnCancelled: {
+            agent_id: components["schemas"]["UserId"];
+            by: components["schemas"]["UserId"];
+            channel_id: components["schemas"]["ChannelId"];
+            message_id: components["schemas"]["MessageId"];
+        };
+        /**
+         * @description `turn.passed`, on the channel's scope: under `round_robin`, the agent a message woke
+         *     (`from`) did not report `working` within the channel's turn timeout, so the next
+         *     agent (`to`) is woken instead (the event's `wake` is `true` for it); `to` is `null`
+         *     when every agent has had its turn at the message.
+         */
+        TurnPassed: {
+            channel_id: components["schemas"]["ChannelId"];
+            from: components["schemas"]["UserId"];
+            message_id: components["schemas"]["MessageId"];
+            to?: null | components["schemas"]["UserId"];
+        };
         /** @description `typing`, on the channel's scope (ephemeral). */
         Typing: {
             channel_id: components["schemas"]["ChannelId"];
@@ -1563,11 +1792,31 @@ export interface components {
         };
         /** @description `PATCH /api/v1/channels/{id}`: only the fields that are set change. */
         UpdateChannel: {
+            /**
+             * Format: int32
+             * @description Loop guard: agent messages per minute (0: off); `null`: back to the server's.
+             */
+            loop_guard_per_minute?: number | null;
+            /**
+             * Format: int32
+             * @description Loop guard: agent messages in a row (0: off); `null`: back to the server's.
+             */
+            loop_guard_run?: number | null;
             name?: string | null;
             /** @enum {string|null} */
             policy?: "all" | "mentions" | "broadcast" | "on_duty" | "custom" | "round_robin" | null;
+            /**
+             * Format: int64
+             * @description Streaming roll-up window in ms (10 to 10,000); `null`: back to the server's.
+             */
+            stream_rollup_ms?: number | null;
             /** @description At most 250 bytes. */
             topic?: string | null;
+            /**
+             * Format: int64
+             * @description `round_robin` turn timeout in ms (100 to 3,600,000); `null`: back to the server's.
+             */
+            turn_timeout_ms?: number | null;
         };
         /**
          * @description A user's full record. Shown only to the user themself and to server admins; anyone
@@ -3316,6 +3565,99 @@ export interface operations {
             };
         };
     };
+    cancel_turn: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["CancelTurn"];
+            };
+        };
+        responses: {
+            /** @description OK. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Cancelled"];
+                };
+            };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with the current state (see the message). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     complete_message: {
         parameters: {
             query?: never;
@@ -3693,6 +4035,141 @@ export interface operations {
             };
         };
     };
+    set_receipt: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SetReceipt"];
+            };
+        };
+        responses: {
+            /** @description OK. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Receipts"];
+                };
+            };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    namespaces: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Namespace"][];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     my_presence: {
         parameters: {
             query?: never;
@@ -3861,6 +4338,15 @@ export interface operations {
             };
             /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (see the message). */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

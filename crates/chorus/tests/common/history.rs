@@ -422,9 +422,7 @@ fn where_missing(h: &History, client: &ClientLog, c: &Change) -> String {
         ),
         None => "nothing".to_owned(),
     };
-    let before = on_scope()
-        .filter(|e| e.offset.is_some_and(|o| o < offset))
-        .next_back();
+    let before = on_scope().rfind(|e| e.offset.is_some_and(|o| o < offset));
     let after = on_scope().find(|e| e.offset.is_some_and(|o| o > offset));
     let resumes: Vec<String> = client
         .resumes
