@@ -42,6 +42,28 @@ pub(crate) fn message_scopes(message: &Message) -> Vec<Scope> {
     scopes
 }
 
+/// `mention.created` for each of `users` (already known to be able to read the channel),
+/// on their own scopes; the payload is serialized once.
+fn mention_events(message: &Message, users: &[UserId]) -> Vec<Publish> {
+    let Some((&first, rest)) = users.split_first() else {
+        return Vec::new();
+    };
+    let event = MentionCreated {
+        message: message.clone(),
+        channel_id: message.channel_id,
+    };
+    let first = Publish::new(user_scope(first), "mention.created", &event);
+    let mut events: Vec<Publish> = rest
+        .iter()
+        .map(|&user| Publish {
+            scope: user_scope(user),
+            ..first.clone()
+        })
+        .collect();
+    events.insert(0, first);
+    events
+}
+
 /// `message.updated` of a thread's root (its summary changed), on its channel and thread.
 fn thread_root_events(root: &Message) -> Vec<Publish> {
     [channel_scope(root.channel_id), thread_scope(root.id)]
@@ -133,6 +155,9 @@ impl Chat {
         // queued in the message's transaction too.
         let targets = self.webhook_targets(&decision, &agents).await;
         let by_webhook = !targets.is_empty();
+        // The mentioned who may read the channel are told (`mention.created` on their
+        // scope), logged with the message too.
+        let told = self.mention_readers(&channel, caller.id, &mentions).await;
         let due = self.now();
         let events: Events<Inserted> = Box::new(move |inserted| {
             let mut events: Vec<Publish> = message_scopes(&inserted.message)
@@ -146,6 +171,7 @@ impl Chat {
             if let Some(root) = &inserted.root {
                 events.extend(thread_root_events(root));
             }
+            events.extend(mention_events(&inserted.message, &told));
             Outbox {
                 events,
                 webhooks: message_webhooks(&inserted.message, &targets, due),
@@ -199,8 +225,6 @@ impl Chat {
             self.emit_event(channel_scope(channel.id), "channel.loop_guard", &event)
                 .await;
         }
-        self.notify_mentions(&channel, &message, &message.mentions)
-            .await;
         Ok((message, true))
     }
 
@@ -366,26 +390,37 @@ impl Chat {
         Ok(ids.into_iter().collect())
     }
 
-    /// `mention.created` on the user scope of each of `users` who may read the channel
-    /// (a mention never leaks a private channel), the author aside. After the commit:
-    /// a failure is logged and skips that user only.
-    async fn notify_mentions(&self, channel: &Channel, message: &Message, users: &[UserId]) {
-        let event = MentionCreated {
-            message: message.clone(),
-            channel_id: channel.id,
-        };
+    /// Of `users` (a message's mentions), those who may read `channel` (a mention never
+    /// leaks a private channel), the author aside. A failed lookup is logged and skips
+    /// that user only.
+    async fn mention_readers(
+        &self,
+        channel: &Channel,
+        author: UserId,
+        users: &[UserId],
+    ) -> Vec<UserId> {
+        let mut readers = Vec::new();
         for &user in users {
-            if user == message.author_id {
+            if user == author {
                 continue;
             }
             match self.user_can_read(user, channel).await {
-                Ok(true) => {
-                    self.emit_event(user_scope(user), "mention.created", &event)
-                        .await;
-                }
+                Ok(true) => readers.push(user),
                 Ok(false) => {}
                 Err(err) => tracing::warn!(%user, cause = %err, "mention not announced"),
             }
+        }
+        readers
+    }
+
+    /// `mention.created` to those of `users` who may read the channel, after the commit
+    /// (an edit's new mentions; a send logs them with its message).
+    async fn notify_mentions(&self, channel: &Channel, message: &Message, users: &[UserId]) {
+        let told = self
+            .mention_readers(channel, message.author_id, users)
+            .await;
+        for event in mention_events(message, &told) {
+            self.emit(event).await;
         }
     }
 }
