@@ -286,6 +286,32 @@ async fn a_round_robin_turn_not_taken_in_time_passes_to_the_next_agent() {
 }
 
 #[tokio::test]
+async fn a_declined_round_robin_turn_passes_at_once() {
+    // A timeout no test waits for: only the decline can pass the turn.
+    let s = TestServer::start_with(|c| c.turn_timeout_ms = 600_000).await;
+    let (w, a1, a2) = setup(&s).await;
+    let ch = channel(&s, &w.alice, w.ws, "round_robin", &[&a1, &a2], json!({})).await;
+    let mut alice = s.connect(&w.alice.token).await;
+    let mut c2 = s.connect(&a2.token).await;
+    let m = s.send(&w.alice, ch, "who takes this?").await["id"]
+        .as_i64()
+        .unwrap();
+    receipt(&s, &a1, m, "declined")
+        .await
+        .expect_status(StatusCode::OK);
+    let passed = event_about(&mut alice, "turn.passed", m).await;
+    assert_eq!(
+        passed["data"],
+        json!({"channel_id": ch, "message_id": m, "from": a1.id, "to": a2.id})
+    );
+    let woken = event_about(&mut c2, "turn.passed", m).await;
+    assert_eq!(woken["wake"], true, "{woken}");
+    // The decline is on the message too, after the pass.
+    let receipt = event_about(&mut alice, "receipt.updated", m).await;
+    assert_eq!(receipt["data"]["state"], "declined", "{receipt}");
+}
+
+#[tokio::test]
 async fn a_turn_nobody_takes_ends_when_every_agent_had_it() {
     let s = TestServer::start_with(|c| c.turn_timeout_ms = 400).await;
     let (w, a1, a2) = setup(&s).await;

@@ -67,16 +67,20 @@ impl Chat {
             .message(id)
             .await?
             .ok_or_else(|| not_found("no such message"))?;
-        if self.store.turn(id, caller.id).await?.is_none() {
+        let Some(turn) = self.store.turn(id, caller.id).await? else {
             self.readable_channel(caller, message.channel_id)
                 .await
                 .map_err(hidden)?;
             return Err(forbidden(
                 "only an agent the message woke reports receipts for it",
             ));
-        }
+        };
         if message.deleted {
             return Err(not_found("message was deleted"));
+        }
+        // A round-robin turn declined passes to the next agent now, not at its timeout.
+        if state == ReceiptState::Declined && turn.due_at.is_some() {
+            self.pass_turn(&turn).await?;
         }
         let _order = self.gates.threads.lock(thread_key(&message)).await;
         let (channel_id, user_id) = (message.channel_id, caller.id);
