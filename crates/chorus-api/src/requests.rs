@@ -194,9 +194,11 @@ pub struct CreateChannel {
     pub member_ids: Vec<UserId>,
     /// Streaming roll-up window in ms (10 to 10,000); absent or `null`: the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 10, maximum = 10000))]
     pub stream_rollup_ms: Option<u64>,
     /// `round_robin` turn timeout in ms (100 to 3,600,000); absent or `null`: the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 100, maximum = 3600000))]
     pub turn_timeout_ms: Option<u64>,
     /// Loop guard: agent messages in a row (0 turns it off); absent or `null`: the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,7 +250,10 @@ pub struct UpdateChannel {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u64>, minimum = 10, maximum = 10000)
+    )]
     pub stream_rollup_ms: Option<Option<u64>>,
     /// `round_robin` turn timeout in ms (100 to 3,600,000); `null`: back to the server's.
     #[serde(
@@ -256,7 +261,10 @@ pub struct UpdateChannel {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u64>, minimum = 100, maximum = 3600000)
+    )]
     pub turn_timeout_ms: Option<Option<u64>>,
     /// Loop guard: agent messages in a row (0: off); `null`: back to the server's.
     #[serde(
