@@ -392,11 +392,17 @@ pub struct Channel {
     /// Loop guard: agent messages in a row (no person's in between) after which agents
     /// are not woken here until a person writes; 0 turns it off; absent: the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, value_type = Option<u64>, maximum = 4294967295_u64)
+    )]
     pub loop_guard_run: Option<u32>,
     /// Loop guard: agent messages per minute, likewise; absent: the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, value_type = Option<u64>, maximum = 4294967295_u64)
+    )]
     pub loop_guard_per_minute: Option<u32>,
 }
 

@@ -202,9 +202,17 @@ pub struct CreateChannel {
     pub turn_timeout_ms: Option<u64>,
     /// Loop guard: agent messages in a row (0 turns it off); absent or `null`: the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u64>, maximum = 4294967295_u64)
+    )]
     pub loop_guard_run: Option<u32>,
     /// Loop guard: agent messages per minute (0 turns it off); absent or `null`: the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u64>, maximum = 4294967295_u64)
+    )]
     pub loop_guard_per_minute: Option<u32>,
 }
 
@@ -272,7 +280,10 @@ pub struct UpdateChannel {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u64>, maximum = 4294967295_u64)
+    )]
     pub loop_guard_run: Option<Option<u32>>,
     /// Loop guard: agent messages per minute (0: off); `null`: back to the server's.
     #[serde(
@@ -280,7 +291,10 @@ pub struct UpdateChannel {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u64>, maximum = 4294967295_u64)
+    )]
     pub loop_guard_per_minute: Option<Option<u32>>,
 }
 

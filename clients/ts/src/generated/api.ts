@@ -972,12 +972,12 @@ export interface components {
             id: components["schemas"]["ChannelId"];
             kind: components["schemas"]["ChannelKind"];
             /**
-             * Format: int32
+             * Format: int64
              * @description Loop guard: agent messages per minute, likewise; absent: the server's.
              */
             loop_guard_per_minute?: number;
             /**
-             * Format: int32
+             * Format: int64
              * @description Loop guard: agent messages in a row (no person's in between) after which agents
              *     are not woken here until a person writes; 0 turns it off; absent: the server's.
              */
@@ -1057,12 +1057,12 @@ export interface components {
             /** @enum {string} */
             kind?: "public" | "private";
             /**
-             * Format: int32
+             * Format: int64
              * @description Loop guard: agent messages per minute (0 turns it off); absent or `null`: the server's.
              */
             loop_guard_per_minute?: number | null;
             /**
-             * Format: int32
+             * Format: int64
              * @description Loop guard: agent messages in a row (0 turns it off); absent or `null`: the server's.
              */
             loop_guard_run?: number | null;
@@ -1793,12 +1793,12 @@ export interface components {
         /** @description `PATCH /api/v1/channels/{id}`: only the fields that are set change. */
         UpdateChannel: {
             /**
-             * Format: int32
+             * Format: int64
              * @description Loop guard: agent messages per minute (0: off); `null`: back to the server's.
              */
             loop_guard_per_minute?: number | null;
             /**
-             * Format: int32
+             * Format: int64
              * @description Loop guard: agent messages in a row (0: off); `null`: back to the server's.
              */
             loop_guard_run?: number | null;
