@@ -64,6 +64,20 @@ async fn receipt(s: &TestServer, by: &TestUser, id: i64, state: &str) -> common:
     .await
 }
 
+/// Opens a streaming message by `by` in `ch` with `text`; its id.
+async fn open_stream(s: &TestServer, by: &TestUser, ch: i64, text: &str) -> i64 {
+    s.post(
+        &format!("/api/v1/channels/{ch}/messages"),
+        &by.token,
+        json!({"text": text, "streaming": true}),
+    )
+    .await
+    .expect_status(StatusCode::CREATED)
+    .body["id"]
+        .as_i64()
+        .unwrap()
+}
+
 async fn cancel(s: &TestServer, by: &TestUser, id: i64, body: Option<Value>) -> common::Resp {
     s.call(
         Method::POST,
@@ -356,17 +370,7 @@ async fn cancel_reaches_the_agent_live_and_aborts_its_stream() {
     let id = s.send(&w.bob, ch, "@a1 write an essay").await["id"]
         .as_i64()
         .unwrap();
-    let stream = s
-        .post(
-            &format!("/api/v1/channels/{ch}/messages"),
-            &a1.token,
-            json!({"text": "Once", "streaming": true}),
-        )
-        .await
-        .expect_status(StatusCode::CREATED)
-        .body["id"]
-        .as_i64()
-        .unwrap();
+    let stream = open_stream(&s, &a1, ch, "Once").await;
 
     // Neither the woken agent, another agent, nor a member who did not write it.
     for user in [&a1, &a2, &w.carol] {
@@ -417,17 +421,7 @@ async fn cancel_reaches_the_agent_live_and_aborts_its_stream() {
     let again = s.send(&w.bob, ch, "@a1 shorter, then").await["id"]
         .as_i64()
         .unwrap();
-    let reply = s
-        .post(
-            &format!("/api/v1/channels/{ch}/messages"),
-            &a1.token,
-            json!({"text": "Well", "streaming": true}),
-        )
-        .await
-        .expect_status(StatusCode::CREATED)
-        .body["id"]
-        .as_i64()
-        .unwrap();
+    let reply = open_stream(&s, &a1, ch, "Well").await;
     cancel(&s, &w.carol, reply, None)
         .await
         .expect_error(StatusCode::FORBIDDEN, "forbidden");
@@ -492,17 +486,7 @@ async fn cancel_reaches_an_agent_that_is_not_connected_by_webhook() {
     receipt(&s, &bot, id, "working")
         .await
         .expect_status(StatusCode::OK);
-    let stream = s
-        .post(
-            &format!("/api/v1/channels/{ch}/messages"),
-            &bot.token,
-            json!({"text": "", "streaming": true}),
-        )
-        .await
-        .expect_status(StatusCode::CREATED)
-        .body["id"]
-        .as_i64()
-        .unwrap();
+    let stream = open_stream(&s, &bot, ch, "").await;
 
     cancel(&s, &w.alice, id, Some(json!({"agent_id": bot.id})))
         .await
