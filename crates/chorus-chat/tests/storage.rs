@@ -20,7 +20,8 @@ use chorus_chat::model::*;
 use chorus_chat::service::OpenDm;
 use chorus_chat::store::{
     AttemptOutcome, ChannelPatch, DeliveryList, MessageQuery, NewChannel, NewMessage, NewToken,
-    NewUser, NewWebhookDelivery, Outbox, PgStore, SqliteStore, Store, TokenOwner,
+    NewUser, NewWebhookDelivery, Outbox, PgStore, SqliteStore, Store, TokenOwner, events_only,
+    no_events,
 };
 use chorus_chat::testing::ScratchDatabase;
 use chorus_chat::{Chat, ChatConfig};
@@ -120,6 +121,7 @@ fn main() -> ExitCode {
         idempotent_send_under_concurrency,
         concurrent_sends_each_get_their_own_message,
         batched_and_other_inserts_interleave_with_their_events,
+        creations_settings_and_lists_log_their_events,
         edit_and_delete,
         threads_and_reply_counts,
         concurrent_replies_count_exactly,
@@ -874,18 +876,26 @@ async fn removing_a_member_leaves_the_workspace_channels(store: Arc<dyn Store>) 
     .await;
     let said = send(&store, secret.id, bob.id, "still here after I go").await;
     store
-        .set_delivery_list(secret.id, DeliveryList::OnDuty, &[bob.id, carol.id])
+        .set_delivery_list(
+            secret.id,
+            DeliveryList::OnDuty,
+            &[bob.id, carol.id],
+            no_events(),
+        )
         .await
         .unwrap();
     store
-        .set_delivery_list(elsewhere.id, DeliveryList::Wake, &[bob.id])
+        .set_delivery_list(elsewhere.id, DeliveryList::Wake, &[bob.id], no_events())
         .await
         .unwrap();
     store
-        .set_observers(ws.id, &[bob.id, carol.id])
+        .set_observers(ws.id, &[bob.id, carol.id], no_events())
         .await
         .unwrap();
-    store.set_observers(other_ws.id, &[bob.id]).await.unwrap();
+    store
+        .set_observers(other_ws.id, &[bob.id], no_events())
+        .await
+        .unwrap();
 
     let left = store
         .remove_member(ws.id, bob.id, Role::Member)
@@ -1660,6 +1670,163 @@ async fn batched_and_other_inserts_interleave_with_their_events(store: Arc<dyn S
     }
 }
 
+/// Creating a workspace or a channel, changing a channel and replacing a delivery list
+/// or the observers log their events in the change's transaction: a change that fails
+/// logs nothing, one that commits has its events in the log at consecutive offsets, and
+/// a new channel's `then` events see its first members' joins as logged.
+async fn creations_settings_and_lists_log_their_events(store: Arc<dyn Store>) {
+    use chorus_realtime::{Publish, Scope};
+    let scope = |s: String| Scope::parse(&s).unwrap();
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let (ws, logged) = store
+        .create_workspace_logged(
+            "acme",
+            alice.id,
+            events_only(|ws: &Workspace| {
+                let at = Scope::parse(&format!("workspace:{}", ws.id.0)).unwrap();
+                vec![Publish::new(at, "workspace.created", &ws.id.0)]
+            }),
+        )
+        .await
+        .unwrap();
+    let ws_scope = scope(format!("workspace:{}", ws.id.0));
+    let (in_log, head) = store.scope_events(&ws_scope, 0, 10).await.unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!(in_log.len(), 1, "the workspace's event is logged with it");
+    assert_eq!(in_log[0].offset, logged[0].offset);
+    assert_eq!(Some(head), logged[0].offset);
+    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
+
+    // A channel: its creation on the workspace, a join per member on the channel, then
+    // one event per join built from the joins as logged (their offsets).
+    let new_channel = |name: &str| NewChannel {
+        workspace_id: ws.id,
+        name: name.into(),
+        topic: String::new(),
+        kind: ChannelKind::Public,
+        policy: Policy::All,
+        created_by: alice.id,
+        members: vec![alice.id, bob.id],
+        dm_key: None,
+        settings: Default::default(),
+    };
+    let events = |ws_scope: Scope| -> chorus_chat::store::Events<Channel> {
+        Box::new(move |ch: &Channel| {
+            let at = Scope::parse(&format!("channel:{}", ch.id.0)).unwrap();
+            let told = ws_scope.clone();
+            Outbox {
+                events: vec![
+                    Publish::new(ws_scope.clone(), "channel.created", &ch.id.0),
+                    Publish::new(at.clone(), "member.joined", &1),
+                    Publish::new(at, "member.joined", &2),
+                ],
+                webhooks: Vec::new(),
+                then: Some(Box::new(move |logged: &[Publish]| {
+                    logged
+                        .iter()
+                        .skip(1)
+                        .map(|joined| Publish::new(told.clone(), "joined.after", &joined.offset))
+                        .collect()
+                })),
+            }
+        })
+    };
+    let (ch, logged) = store
+        .create_channel_logged(new_channel("plans"), events(ws_scope.clone()))
+        .await
+        .unwrap();
+    let ch_scope = scope(format!("channel:{}", ch.id.0));
+    let kinds: Vec<&str> = logged.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "channel.created",
+            "member.joined",
+            "member.joined",
+            "joined.after",
+            "joined.after"
+        ]
+    );
+    let (joins, _) = store.scope_events(&ch_scope, 0, 10).await.unwrap();
+    let join_offsets: Vec<u64> = joins.iter().map(|e| e.offset.unwrap()).collect();
+    assert_eq!(join_offsets[1], join_offsets[0] + 1, "consecutive offsets");
+    let (on_ws, ws_head) = store.scope_events(&ws_scope, 0, 10).await.unwrap();
+    let told: Vec<String> = on_ws
+        .iter()
+        .filter(|e| e.kind == "joined.after")
+        .map(|e| e.data.as_str().to_owned())
+        .collect();
+    let expected: Vec<String> = join_offsets.iter().map(|o| o.to_string()).collect();
+    assert_eq!(told, expected, "each `then` event saw its join's offset");
+
+    // A creation that fails (the name is taken) logs nothing.
+    let dup = store
+        .create_channel_logged(new_channel("plans"), events(ws_scope.clone()))
+        .await;
+    assert!(
+        matches!(dup, Err(ChatError::Conflict(_))),
+        "{:?}",
+        dup.err()
+    );
+    assert_eq!(store.scope_head(&ws_scope).await.unwrap(), ws_head);
+
+    // A change to the channel, with its event; a change to no channel logs nothing.
+    let renamed = |name: &str| ChannelPatch {
+        name: Some(name.into()),
+        topic: None,
+        policy: None,
+        settings: None,
+    };
+    let updated = |ch: &Channel| {
+        let at = Scope::parse(&format!("channel:{}", ch.id.0)).unwrap();
+        vec![Publish::new(at, "channel.updated", &ch.name)]
+    };
+    let (changed, logged) = store
+        .update_channel_logged(ch.id, renamed("roadmap"), events_only(updated))
+        .await
+        .unwrap();
+    assert_eq!(changed.name, "roadmap");
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].data.as_str(), "\"roadmap\"");
+    let head = store.scope_head(&ch_scope).await.unwrap();
+    assert_eq!(logged[0].offset, Some(head));
+    let missing = store
+        .update_channel_logged(ChannelId(9_999), renamed("x"), events_only(updated))
+        .await;
+    assert!(matches!(missing, Err(ChatError::NotFound(_))));
+    let other = scope("channel:9999".into());
+    assert_eq!(
+        store.scope_events(&other, 0, 10).await.unwrap().0.len(),
+        0,
+        "a change that failed logs nothing"
+    );
+
+    // Delivery lists and observers.
+    let list_event = Publish::new(ch_scope.clone(), "channel.wake_list_updated", &[bob.id.0]);
+    let logged = store
+        .set_delivery_list(
+            ch.id,
+            DeliveryList::Wake,
+            &[bob.id],
+            events_only(move |()| vec![list_event.clone()]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(logged[0].offset, Some(head + 1));
+    let observers_event = Publish::new(ws_scope.clone(), "workspace.observers_updated", &1);
+    let logged = store
+        .set_observers(
+            ws.id,
+            &[bob.id],
+            events_only(move |()| vec![observers_event.clone()]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(logged[0].offset, Some(ws_head + 1));
+    assert_eq!(store.scope_head(&ws_scope).await.unwrap(), ws_head + 1);
+}
+
 async fn edit_and_delete(store: Arc<dyn Store>) {
     let (alice, ws, ch) = setup(&store).await;
     let bob = user(&store, "bob").await;
@@ -2258,11 +2425,11 @@ async fn delivery_lists_observers_and_agent_members(store: Arc<dyn Store>) {
     // Lists are replaced whole and kept apart.
     let on_duty = DeliveryList::OnDuty;
     store
-        .set_delivery_list(ch.id, on_duty, &[bot.id, owner.id])
+        .set_delivery_list(ch.id, on_duty, &[bot.id, owner.id], no_events())
         .await
         .unwrap();
     store
-        .set_delivery_list(ch.id, DeliveryList::Wake, &[quiet.id])
+        .set_delivery_list(ch.id, DeliveryList::Wake, &[quiet.id], no_events())
         .await
         .unwrap();
     assert_eq!(
@@ -2270,7 +2437,7 @@ async fn delivery_lists_observers_and_agent_members(store: Arc<dyn Store>) {
         [owner.id, bot.id]
     );
     store
-        .set_delivery_list(ch.id, on_duty, &[quiet.id])
+        .set_delivery_list(ch.id, on_duty, &[quiet.id], no_events())
         .await
         .unwrap();
     assert_eq!(
@@ -2284,9 +2451,12 @@ async fn delivery_lists_observers_and_agent_members(store: Arc<dyn Store>) {
             .unwrap(),
         [quiet.id]
     );
-    store.set_observers(ws.id, &[owner.id]).await.unwrap();
+    store
+        .set_observers(ws.id, &[owner.id], no_events())
+        .await
+        .unwrap();
     assert_eq!(store.observers(ws.id).await.unwrap(), [owner.id]);
-    store.set_observers(ws.id, &[]).await.unwrap();
+    store.set_observers(ws.id, &[], no_events()).await.unwrap();
     assert!(store.observers(ws.id).await.unwrap().is_empty());
     // Clearing a webhook clears its URL.
     let cleared = store.set_webhook(bot.id, None, None).await.unwrap();

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use chorus_api::events::{ChannelListChanged, ObserversChanged};
 pub use chorus_api::model::{UserIds, WebhookSettings};
 pub use chorus_api::requests::SetWebhook;
+use chorus_realtime::Publish;
 use serde::Serialize;
 
 use super::Chat;
@@ -16,7 +17,7 @@ use super::delivery::{Decision, DeliveryInput, decide};
 use super::events::{channel_scope, workspace_scope};
 use crate::error::{Result, bad, forbidden, not_found};
 use crate::model::*;
-use crate::store::{AgentMember, DeliveryList, NewWebhookDelivery};
+use crate::store::{AgentMember, DeliveryList, NewWebhookDelivery, events_only};
 use crate::token;
 
 /// What a webhook POSTs: the event as a connection would have received it, plus its
@@ -399,16 +400,23 @@ impl Chat {
                 return Err(bad(format!("user {user} is not a member of this channel")));
             }
         }
-        self.store.set_delivery_list(ch, list, &users).await?;
         let kind = match list {
             DeliveryList::OnDuty => "channel.on_duty_updated",
             DeliveryList::Wake => "channel.wake_list_updated",
         };
-        let event = ChannelListChanged {
-            channel_id: ch,
-            user_ids: users.clone(),
-        };
-        self.emit_event(channel_scope(ch), kind, &event).await;
+        let event = Publish::new(
+            channel_scope(ch),
+            kind,
+            &ChannelListChanged {
+                channel_id: ch,
+                user_ids: users.clone(),
+            },
+        );
+        let logged = self
+            .store
+            .set_delivery_list(ch, list, &users, events_only(move |()| vec![event.clone()]))
+            .await?;
+        self.emit_logged(logged).await;
         Ok(UserIds { user_ids: users })
     }
 
@@ -439,13 +447,19 @@ impl Chat {
                 )));
             }
         }
-        self.store.set_observers(ws, &users).await?;
-        let event = ObserversChanged {
-            workspace_id: ws,
-            user_ids: users.clone(),
-        };
-        self.emit_event(workspace_scope(ws), "workspace.observers_updated", &event)
-            .await;
+        let event = Publish::new(
+            workspace_scope(ws),
+            "workspace.observers_updated",
+            &ObserversChanged {
+                workspace_id: ws,
+                user_ids: users.clone(),
+            },
+        );
+        let logged = self
+            .store
+            .set_observers(ws, &users, events_only(move |()| vec![event.clone()]))
+            .await?;
+        self.emit_logged(logged).await;
         Ok(UserIds { user_ids: users })
     }
 

@@ -1,5 +1,5 @@
 //! Channels, DMs and channel membership. Membership changes move the live
-//! subscriptions of every connection of the user concerned (see `emit_joined`).
+//! subscriptions of every connection of the user concerned (see `events::joined_event`).
 //! A channel's settings and the membership of others are for its managers
 //! ([`require_channel_manager`](Chat::require_channel_manager)); docs/protocol.md,
 //! "Permissions", has the whole table.
@@ -77,27 +77,26 @@ impl Chat {
             members.insert(id);
         }
         let members: Vec<UserId> = members.into_iter().collect();
-        let channel = self
+        let joiners = members.clone();
+        let (channel, logged) = self
             .store
-            .create_channel(NewChannel {
-                workspace_id: ws,
-                name: req.name,
-                topic,
-                kind: req.kind,
-                policy,
-                created_by: caller.id,
-                members: members.clone(),
-                dm_key: None,
-                settings,
-            })
+            .create_channel_logged(
+                NewChannel {
+                    workspace_id: ws,
+                    name: req.name,
+                    topic,
+                    kind: req.kind,
+                    policy,
+                    created_by: caller.id,
+                    members,
+                    dm_key: None,
+                    settings,
+                },
+                Box::new(move |channel| new_channel_events(channel, &joiners, &[])),
+            )
             .await?;
-        if channel.kind == ChannelKind::Public {
-            self.emit_event(workspace_scope(ws), "channel.created", &channel)
-                .await;
-        }
-        for user in members {
-            self.announce_join(&channel, user, &[]).await;
-        }
+        self.cache.changed();
+        self.emit_logged(logged).await;
         Ok(channel)
     }
 
@@ -146,22 +145,26 @@ impl Chat {
             }
             return Ok((view(existing), false));
         }
+        let joiners = members.clone();
         let created = self
             .store
-            .create_channel(NewChannel {
-                workspace_id: ws,
-                name: format!("dm-{}", key.replace(',', "-")),
-                topic: String::new(),
-                kind: ChannelKind::Dm,
-                policy: Policy::Dm,
-                created_by: caller.id,
-                members: members.clone(),
-                dm_key: Some(key.clone()),
-                settings: ChannelSettings::default(),
-            })
+            .create_channel_logged(
+                NewChannel {
+                    workspace_id: ws,
+                    name: format!("dm-{}", key.replace(',', "-")),
+                    topic: String::new(),
+                    kind: ChannelKind::Dm,
+                    policy: Policy::Dm,
+                    created_by: caller.id,
+                    members: members.clone(),
+                    dm_key: Some(key.clone()),
+                    settings: ChannelSettings::default(),
+                },
+                Box::new(move |channel| new_channel_events(channel, &joiners, &joiners)),
+            )
             .await;
-        let channel = match created {
-            Ok(channel) => channel,
+        let (channel, logged) = match created {
+            Ok(created) => created,
             // Another request created it first: that one is the DM.
             Err(ChatError::Conflict(_)) => {
                 let existing = self.store.dm_by_key(ws, &key).await?;
@@ -171,9 +174,8 @@ impl Chat {
             }
             Err(err) => return Err(err),
         };
-        for user in &members {
-            self.announce_join(&channel, *user, &members).await;
-        }
+        self.cache.changed();
+        self.emit_logged(logged).await;
         Ok((view(channel), true))
     }
 
@@ -276,9 +278,9 @@ impl Chat {
         if let Some(settings) = &settings {
             check_settings(settings)?;
         }
-        let updated = self
+        let (updated, logged) = self
             .store
-            .update_channel(
+            .update_channel_logged(
                 id,
                 ChannelPatch {
                     name: req.name,
@@ -286,11 +288,17 @@ impl Chat {
                     policy: req.policy,
                     settings,
                 },
+                events_only(|updated: &Channel| {
+                    vec![Publish::new(
+                        channel_scope(updated.id),
+                        "channel.updated",
+                        updated,
+                    )]
+                }),
             )
             .await?;
         self.cache.changed();
-        self.emit_event(channel_scope(id), "channel.updated", &updated)
-            .await;
+        self.emit_logged(logged).await;
         Ok(updated)
     }
 
@@ -397,23 +405,6 @@ impl Chat {
             .ok_or_else(|| bad(format!("user {user} is not a member of this workspace")))
     }
 
-    /// Called after a new channel's members are committed (a new channel: nothing of
-    /// it can be ordered before these joins).
-    async fn announce_join(&self, channel: &Channel, user: UserId, member_ids: &[UserId]) {
-        self.cache.changed();
-        let outbox = joined_events(channel, user, member_ids);
-        let at = self.emit_at(outbox.events[0].clone()).await;
-        if let Some(then) = outbox.then {
-            let mut joined = outbox.events;
-            if let Some(first) = joined.first_mut() {
-                first.offset = at;
-            }
-            for publish in then(&joined) {
-                self.emit(publish).await;
-            }
-        }
-    }
-
     /// Adds `user` to the channel; when new, its `member.joined` and their
     /// `channel.joined` are logged with the change and published. `true` when new.
     async fn add_member_and_announce(
@@ -513,6 +504,41 @@ fn joined_events(channel: &Channel, user: UserId, member_ids: &[UserId]) -> Outb
             // starts there (events of the channel before it are not theirs).
             let after = logged.first().and_then(|e| e.offset).map(|o| o - 1);
             vec![joined_event(user, "channel.joined", scope, after, &joined)]
+        })),
+    }
+}
+
+/// A new channel's events, logged with it: `channel.created` on its workspace (public
+/// channels only), then each first member's `member.joined` on the channel and, built
+/// from those as logged, their `channel.joined` starting at their own join (so each
+/// sees the joins after theirs, as if they had joined one by one).
+/// `member_ids`: the channel's members as told to each joiner (a DM's participants).
+fn new_channel_events(channel: &Channel, members: &[UserId], member_ids: &[UserId]) -> Outbox {
+    let mut events = Vec::with_capacity(members.len() + 1);
+    if channel.kind == ChannelKind::Public {
+        events.push(Publish::new(
+            workspace_scope(channel.workspace_id),
+            "channel.created",
+            channel,
+        ));
+    }
+    let created = events.len();
+    let mut thens = Vec::with_capacity(members.len());
+    for &user in members {
+        let outbox = joined_events(channel, user, member_ids);
+        events.extend(outbox.events);
+        thens.extend(outbox.then);
+    }
+    Outbox {
+        events,
+        webhooks: Vec::new(),
+        then: Some(Box::new(move |logged: &[Publish]| {
+            // One `member.joined` per member, in order, after the creation.
+            thens
+                .into_iter()
+                .zip(logged.iter().skip(created))
+                .flat_map(|(then, joined)| then(std::slice::from_ref(joined)))
+                .collect()
         })),
     }
 }

@@ -3,10 +3,10 @@
 //! clients resume or catch up over HTTP).
 //!
 //! Two ways in: events a store method logged in the change's own transaction
-//! ([`Chat::emit_logged`]: messages sent, edited, deleted; reactions; pins; read
-//! cursors), and events appended to the log by the broker as they are published
-//! ([`Chat::emit`]: every other change, for now — a crash between such a change's
-//! commit and its publish loses that event).
+//! ([`Chat::emit_logged`]: every change the chat stores — docs/architecture.md, "The
+//! event log", lists them), and events appended to the log by the broker as they are
+//! published ([`Chat::emit`]: events that are the change themselves, such as `topic:`
+//! publishes, the loop guard's notices, and ephemeral events).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,21 +69,6 @@ impl Chat {
         self.emit(Publish::new(scope, kind, data)).await;
     }
 
-    /// Tells a user's connections they joined `scope` and subscribes them to it after
-    /// offset `after` of the scope (the join's own event there): from that point of the
-    /// scope's order on, on every node, whatever each node's reading of it.
-    pub(crate) async fn emit_joined(
-        &self,
-        user: UserId,
-        kind: &str,
-        scope: Scope,
-        after: Option<u64>,
-        data: &impl Serialize,
-    ) {
-        self.emit(joined_event(user, kind, scope, after, data))
-            .await;
-    }
-
     /// [`close_sessions_event`] once more, [`CLOSE_AGAIN_AFTER`] later: a
     /// socket whose credentials were checked just before the change (from another
     /// node's read cache, or by a read that raced the commit) can register after the
@@ -135,7 +120,8 @@ pub(crate) fn access_changed_event(
 }
 
 /// `kind` on the user's scope, subscribing their connections to `scope` after offset
-/// `after` (see [`Chat::emit_joined`]).
+/// `after`: from that point of the scope's order on (the join's own event there), on
+/// every node, whatever each node's reading of it.
 pub(crate) fn joined_event(
     user: UserId,
     kind: &str,

@@ -269,11 +269,22 @@ impl Chat {
         self.check_text(&text)?;
         let order = self.gates.threads.lock(thread_key(&message)).await;
         let mentions = self.resolve_mentions(channel.workspace_id, &text).await?;
-        let events = events_only(|edited: &Message| {
-            message_scopes(edited)
+        // Those newly mentioned who may read the channel are told, logged with the edit.
+        let added: Vec<UserId> = mentions
+            .iter()
+            .filter(|u| !message.mentions.contains(u))
+            .copied()
+            .collect();
+        let told = self
+            .mention_readers(&channel, message.author_id, &added)
+            .await;
+        let events = events_only(move |edited: &Message| {
+            let mut events: Vec<Publish> = message_scopes(edited)
                 .into_iter()
                 .map(|scope| Publish::new(scope, "message.updated", edited))
-                .collect()
+                .collect();
+            events.extend(mention_events(edited, &told));
+            events
         });
         let (edited, logged) = self
             .store
@@ -281,13 +292,6 @@ impl Chat {
             .await?;
         self.emit_logged(logged).await;
         drop(order);
-        let added: Vec<UserId> = edited
-            .mentions
-            .iter()
-            .filter(|u| !message.mentions.contains(u))
-            .copied()
-            .collect();
-        self.notify_mentions(&channel, &edited, &added).await;
         Ok(edited)
     }
 
@@ -411,17 +415,6 @@ impl Chat {
             }
         }
         readers
-    }
-
-    /// `mention.created` to those of `users` who may read the channel, after the commit
-    /// (an edit's new mentions; a send logs them with its message).
-    async fn notify_mentions(&self, channel: &Channel, message: &Message, users: &[UserId]) {
-        let told = self
-            .mention_readers(channel, message.author_id, users)
-            .await;
-        for event in mention_events(message, &told) {
-            self.emit(event).await;
-        }
     }
 }
 

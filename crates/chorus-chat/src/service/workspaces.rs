@@ -23,18 +23,28 @@ impl Chat {
         if name.is_empty() || name.len() > 80 {
             return Err(bad("workspace name must be 1 to 80 bytes"));
         }
-        let ws = self.store.create_workspace(name, caller.id).await?;
-        self.emit_joined(
-            caller.id,
-            "workspace.joined",
-            workspace_scope(ws.id),
-            None,
-            &JoinedWorkspace {
-                workspace: ws.clone(),
-                role: Role::Owner,
-            },
-        )
-        .await;
+        let owner = caller.id;
+        let (ws, logged) = self
+            .store
+            .create_workspace_logged(
+                name,
+                owner,
+                events_only(move |ws: &Workspace| {
+                    let joined = JoinedWorkspace {
+                        workspace: ws.clone(),
+                        role: Role::Owner,
+                    };
+                    vec![joined_event(
+                        owner,
+                        "workspace.joined",
+                        workspace_scope(ws.id),
+                        None,
+                        &joined,
+                    )]
+                }),
+            )
+            .await?;
+        self.emit_logged(logged).await;
         Ok(ws)
     }
 

@@ -297,7 +297,20 @@ pub trait UserStore: Send + Sync {
 #[async_trait]
 pub trait WorkspaceStore: Send + Sync {
     /// Creates the workspace with `owner` as its owner.
-    async fn create_workspace(&self, name: &str, owner: UserId) -> Result<Workspace>;
+    async fn create_workspace(&self, name: &str, owner: UserId) -> Result<Workspace> {
+        Ok(self
+            .create_workspace_logged(name, owner, no_events())
+            .await?
+            .0)
+    }
+    /// [`create_workspace`](Self::create_workspace), logging `events` (built from the
+    /// new workspace) with it.
+    async fn create_workspace_logged(
+        &self,
+        name: &str,
+        owner: UserId,
+        events: Events<Workspace>,
+    ) -> Result<(Workspace, Vec<Publish>)>;
     async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>>;
     async fn workspaces_of(&self, user: UserId) -> Result<Vec<WorkspaceMembership>>;
     async fn member_role(&self, ws: WorkspaceId, user: UserId) -> Result<Option<Role>>;
@@ -375,7 +388,16 @@ pub trait WorkspaceStore: Send + Sync {
 #[async_trait]
 pub trait ChannelStore: Send + Sync {
     /// Fails with `Conflict` when the name (or DM key) is taken in the workspace.
-    async fn create_channel(&self, new: NewChannel) -> Result<Channel>;
+    async fn create_channel(&self, new: NewChannel) -> Result<Channel> {
+        Ok(self.create_channel_logged(new, no_events()).await?.0)
+    }
+    /// [`create_channel`](Self::create_channel), logging `events` (built from the new
+    /// channel: its creation and its first members' joins) with it.
+    async fn create_channel_logged(
+        &self,
+        new: NewChannel,
+        events: Events<Channel>,
+    ) -> Result<(Channel, Vec<Publish>)>;
     async fn channel(&self, id: ChannelId) -> Result<Option<Channel>>;
     /// The channel and whether `user` is a member of it, in one round trip (asked by
     /// every send).
@@ -388,7 +410,17 @@ pub trait ChannelStore: Send + Sync {
         user: UserId,
         include_public: bool,
     ) -> Result<Vec<ChannelView>>;
-    async fn update_channel(&self, id: ChannelId, patch: ChannelPatch) -> Result<Channel>;
+    async fn update_channel(&self, id: ChannelId, patch: ChannelPatch) -> Result<Channel> {
+        Ok(self.update_channel_logged(id, patch, no_events()).await?.0)
+    }
+    /// [`update_channel`](Self::update_channel), logging `events` (built from the
+    /// channel as changed) with the change.
+    async fn update_channel_logged(
+        &self,
+        id: ChannelId,
+        patch: ChannelPatch,
+        events: Events<Channel>,
+    ) -> Result<(Channel, Vec<Publish>)>;
     async fn is_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool>;
     /// `true` when the user was not a member before.
     /// Adds the member (`true` when new). When new, `events` are logged in the same
@@ -663,16 +695,23 @@ pub enum AttemptOutcome {
 pub trait AgentStore: Send + Sync {
     /// A channel's on-duty or wake list, by user id.
     async fn delivery_list(&self, ch: ChannelId, list: DeliveryList) -> Result<Vec<UserId>>;
-    /// Replaces the list (one transaction).
+    /// Replaces the list, logging `events` with the change (one transaction).
     async fn set_delivery_list(
         &self,
         ch: ChannelId,
         list: DeliveryList,
         users: &[UserId],
-    ) -> Result<()>;
+        events: Events<()>,
+    ) -> Result<Vec<Publish>>;
     /// Who observes the workspace's `on_duty` channels, by user id.
     async fn observers(&self, ws: WorkspaceId) -> Result<Vec<UserId>>;
-    async fn set_observers(&self, ws: WorkspaceId, users: &[UserId]) -> Result<()>;
+    /// Replaces the observers, logging `events` with the change (one transaction).
+    async fn set_observers(
+        &self,
+        ws: WorkspaceId,
+        users: &[UserId],
+        events: Events<()>,
+    ) -> Result<Vec<Publish>>;
     /// The channel's members of kind `agent`, by id; deactivated agents are left out (they
     /// are neither rotated to nor sent webhooks).
     async fn agent_members(&self, ch: ChannelId) -> Result<Vec<AgentMember>>;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use chorus_realtime::Publish;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::users::USER_COLUMNS;
@@ -14,7 +15,7 @@ use crate::model::*;
 use crate::store::rows::UserRow;
 use crate::store::rows::parse;
 use crate::store::{
-    AgentMember, AgentStore, AttemptOutcome, DeliveryList, DueWebhook, NewWebhookDelivery,
+    AgentMember, AgentStore, AttemptOutcome, DeliveryList, DueWebhook, Events, NewWebhookDelivery,
 };
 
 #[derive(sqlx::FromRow)]
@@ -64,7 +65,8 @@ where
         ch: ChannelId,
         list: DeliveryList,
         users: &[UserId],
-    ) -> Result<()> {
+        events: Events<()>,
+    ) -> Result<Vec<Publish>> {
         let mut tx = self.writer.begin().await?;
         sqlx::query("DELETE FROM channel_delivery_lists WHERE channel_id = $1 AND list = $2")
             .bind(ch.0)
@@ -82,8 +84,9 @@ where
             .execute(&mut *tx)
             .await?;
         }
+        let logged = Self::log_events(&mut tx, self.now(), events(&())).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(logged)
     }
 
     async fn observers(&self, ws: WorkspaceId) -> Result<Vec<UserId>> {
@@ -96,7 +99,12 @@ where
         Ok(ids.into_iter().map(UserId).collect())
     }
 
-    async fn set_observers(&self, ws: WorkspaceId, users: &[UserId]) -> Result<()> {
+    async fn set_observers(
+        &self,
+        ws: WorkspaceId,
+        users: &[UserId],
+        events: Events<()>,
+    ) -> Result<Vec<Publish>> {
         let mut tx = self.writer.begin().await?;
         sqlx::query("DELETE FROM workspace_observers WHERE workspace_id = $1")
             .bind(ws.0)
@@ -112,8 +120,9 @@ where
             .execute(&mut *tx)
             .await?;
         }
+        let logged = Self::log_events(&mut tx, self.now(), events(&())).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(logged)
     }
 
     async fn agent_members(&self, ch: ChannelId) -> Result<Vec<AgentMember>> {

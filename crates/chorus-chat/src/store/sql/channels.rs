@@ -39,7 +39,11 @@ where
     Option<i64>: Column<DB>,
     Option<String>: Column<DB>,
 {
-    async fn create_channel(&self, new: NewChannel) -> Result<Channel> {
+    async fn create_channel_logged(
+        &self,
+        new: NewChannel,
+        events: Events<Channel>,
+    ) -> Result<(Channel, Vec<Publish>)> {
         let now = self.now().0;
         let mut tx = self.writer.begin().await?;
         // A concurrent insert of the same name or DM key waits for the first to commit
@@ -78,8 +82,10 @@ where
             }
             insert.execute(&mut *tx).await?;
         }
+        let channel = row.into_channel()?;
+        let logged = Self::log_events(&mut tx, self.now(), events(&channel)).await?;
         tx.commit().await?;
-        row.into_channel()
+        Ok((channel, logged))
     }
 
     async fn channel(&self, id: ChannelId) -> Result<Option<Channel>> {
@@ -168,7 +174,13 @@ where
             .collect()
     }
 
-    async fn update_channel(&self, id: ChannelId, patch: ChannelPatch) -> Result<Channel> {
+    async fn update_channel_logged(
+        &self,
+        id: ChannelId,
+        patch: ChannelPatch,
+        events: Events<Channel>,
+    ) -> Result<(Channel, Vec<Publish>)> {
+        let mut tx = self.writer.begin().await?;
         let row: Option<ChannelRow> = sqlx::query_as(&format!(
             "UPDATE channels SET
                 name = COALESCE($1, name),
@@ -193,11 +205,15 @@ where
                 .settings
                 .and_then(|s| s.loop_guard_per_minute.map(i64::from)),
         )
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| conflict_or(e, "a channel with this name"))?;
-        row.ok_or_else(|| ChatError::NotFound("no such channel".into()))?
-            .into_channel()
+        let channel = row
+            .ok_or_else(|| ChatError::NotFound("no such channel".into()))?
+            .into_channel()?;
+        let logged = Self::log_events(&mut tx, self.now(), events(&channel)).await?;
+        tx.commit().await?;
+        Ok((channel, logged))
     }
 
     async fn is_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool> {

@@ -28,7 +28,12 @@ where
     Option<i64>: Column<DB>,
     Option<String>: Column<DB>,
 {
-    async fn create_workspace(&self, name: &str, owner: UserId) -> Result<Workspace> {
+    async fn create_workspace_logged(
+        &self,
+        name: &str,
+        owner: UserId,
+        events: Events<Workspace>,
+    ) -> Result<(Workspace, Vec<Publish>)> {
         let now = self.now().0;
         let mut tx = self.writer.begin().await?;
         let row: WorkspaceRow = sqlx::query_as(
@@ -48,8 +53,10 @@ where
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let workspace: Workspace = row.into();
+        let logged = Self::log_events(&mut tx, self.now(), events(&workspace)).await?;
         tx.commit().await?;
-        Ok(row.into())
+        Ok((workspace, logged))
     }
 
     async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>> {
