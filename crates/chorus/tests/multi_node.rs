@@ -176,11 +176,16 @@ struct Node {
 }
 
 async fn start_node(database: &str, redis: &str) -> Node {
+    start_node_with(database, redis, "").await
+}
+
+/// [`start_node`] with `config` added to the node's TOML configuration.
+async fn start_node_with(database: &str, redis: &str, config: &str) -> Node {
     let addr = free_addr();
     let data = tempfile::tempdir().unwrap();
     // The webhook receivers of these tests listen on loopback.
     let toml = data.path().join("chorus.toml");
-    std::fs::write(&toml, "webhook_allow_private = true\n").unwrap();
+    std::fs::write(&toml, format!("webhook_allow_private = true\n{config}")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
         .env("CHORUS_DATA_DIR", data.path())
         .env("CHORUS_CONFIG", &toml)
@@ -219,12 +224,17 @@ struct Cluster {
 }
 
 async fn cluster(n: usize) -> Option<Cluster> {
+    cluster_with(n, "").await
+}
+
+/// [`cluster`] whose nodes have `config` in their TOML configuration.
+async fn cluster_with(n: usize, config: &str) -> Option<Cluster> {
     let redis = Redis::start(redis_server()?).await;
     let dir = tempfile::tempdir().unwrap();
     let db = shared_database(dir.path()).await;
     let mut nodes = Vec::new();
     for _ in 0..n {
-        nodes.push(start_node(&db, &redis.url()).await);
+        nodes.push(start_node_with(&db, &redis.url(), config).await);
     }
     Some(Cluster {
         redis,
@@ -1253,6 +1263,188 @@ async fn a_demotion_on_one_node_ends_subscriptions_a_guest_may_not_hold_on_anoth
             .all(|f| f["scope"] != thread.as_str() && f["scope"] != channel.as_str()),
         "a guest still receives the public channel on node B: {frames:?}"
     );
+}
+
+/// A POST through `addr` as `token`; its status.
+async fn post_status(addr: SocketAddr, token: &str, path: &str, body: Value) -> u16 {
+    reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The next `kind` event about message `id` (its `message_id`).
+async fn event_about(ws: &mut Ws, kind: &str, id: i64) -> Value {
+    loop {
+        let v = next_event(ws, kind).await;
+        if v["data"]["message_id"] == id {
+            return v;
+        }
+    }
+}
+
+/// An agent woken by a message sent through node A works on node B: its receipt through
+/// B reaches the author on A; a receipt from an agent the message did not wake is
+/// refused on B as on A; the author's cancel through A reaches the agent's socket on B
+/// as a wake, and a second cancel finds nothing left.
+#[tokio::test]
+async fn receipts_and_cancels_cross_nodes_under_the_same_rules() {
+    let Some(Cluster {
+        redis: _redis,
+        nodes,
+        _dir,
+    }) = cluster(2).await
+    else {
+        return;
+    };
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+    let (ws, users) = team(a, &["alice"]).await;
+    let alice = users["alice"].1.clone();
+    let mut agents = Vec::new();
+    for name in ["helper", "other"] {
+        let agent = call(
+            a,
+            ADMIN,
+            "/api/v1/users",
+            json!({"name": name, "kind": "agent"}),
+        )
+        .await;
+        let id = agent["user"]["id"].as_i64().unwrap();
+        call(
+            a,
+            ADMIN,
+            &format!("/api/v1/workspaces/{ws}/members"),
+            json!({ "user_id": id }),
+        )
+        .await;
+        agents.push((id, agent["token"].as_str().unwrap().to_owned()));
+    }
+    let [(helper, helper_token), (_, other_token)] = <[_; 2]>::try_from(agents).unwrap();
+    let ch = call(
+        a,
+        &alice,
+        &format!("/api/v1/workspaces/{ws}/channels"),
+        json!({"name": "help", "kind": "public", "policy": "mentions",
+               "member_ids": [helper]}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let mut bot = open(b, &helper_token).await;
+    let mut author = open(a, &alice).await;
+
+    let m = post_message(a, &alice, ch, "@helper summarise the week", None).await;
+    assert_eq!(
+        wake_of(&mut bot, m).await,
+        true,
+        "the mention wakes helper on B"
+    );
+    let receipts = format!("/api/v1/messages/{m}/receipts");
+    let working = json!({"state": "working"});
+    assert_eq!(
+        post_status(b, &helper_token, &receipts, working.clone()).await,
+        200
+    );
+    let seen = event_about(&mut author, "receipt.updated", m).await;
+    assert_eq!(seen["data"]["user_id"], helper, "{seen}");
+    assert_eq!(seen["data"]["state"], "working", "{seen}");
+    assert_eq!(
+        post_status(b, &other_token, &receipts, working).await,
+        403,
+        "an agent the message did not wake reports nothing, on any node"
+    );
+
+    let cancel = format!("/api/v1/messages/{m}/cancel");
+    let resp = call(a, &alice, &cancel, json!({})).await;
+    assert_eq!(resp, json!({"cancelled": [helper]}));
+    let cancelled = event_about(&mut bot, "turn.cancelled", m).await;
+    assert_eq!(cancelled["wake"], true, "{cancelled}");
+    assert_eq!(cancelled["data"]["by"], users["alice"].0, "{cancelled}");
+    assert_eq!(post_status(b, &alice, &cancel, json!({})).await, 409);
+}
+
+/// mark reads a workspace's admins-only topic (`role:admin` namespace) on node B; his
+/// demotion through node A ends that subscription on B, an alert published through A
+/// after it never reaches him, and he can neither subscribe again nor publish there.
+#[tokio::test]
+async fn a_demotion_on_one_node_ends_a_role_namespace_on_another() {
+    let namespaces = r#"
+[[namespaces]]
+name = "ops"
+pattern = "topic:ws.{workspace_id}.ops"
+read = "role:admin"
+publish = "role:admin"
+
+[[namespaces]]
+name = "news"
+pattern = "topic:news"
+read = "authenticated"
+"#;
+    let Some(Cluster {
+        redis: _redis,
+        nodes,
+        _dir,
+    }) = cluster_with(2, namespaces).await
+    else {
+        return;
+    };
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+    let (ws, users) = team(a, &["mark"]).await;
+    let (mark_id, mark_token) = users["mark"].clone();
+    let member = format!("http://{a}/api/v1/workspaces/{ws}/members/{mark_id}");
+    let set_role = |role: &'static str| {
+        let member = member.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .patch(member)
+                .bearer_auth(ADMIN)
+                .json(&json!({ "role": role }))
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success(), "{}", resp.status());
+        }
+    };
+    set_role("admin").await;
+    let ops = format!("topic:ws.{ws}.ops");
+    let mut mark = open(b, &mark_token).await;
+    for scope in [&ops, "topic:news"] {
+        let ack = request(&mut mark, json!({"op": "subscribe", "scope": scope})).await;
+        assert_eq!(ack["op"], "ack", "{ack}");
+    }
+
+    set_role("member").await;
+    let revoked = next_event(&mut mark, "subscription.revoked").await;
+    assert_eq!(revoked["scope"], ops.as_str(), "{revoked}");
+    assert_eq!(revoked["data"]["reason"], "role_changed", "{revoked}");
+    // Published through A after the revocation: the alert must not come before the
+    // marker that follows it.
+    for (scope, kind) in [(ops.as_str(), "alert"), ("topic:news", "marker")] {
+        call(
+            a,
+            ADMIN,
+            "/api/v1/publish",
+            json!({"scope": scope, "type": kind, "data": {}}),
+        )
+        .await;
+    }
+    loop {
+        let v = next_json(&mut mark).await;
+        assert_ne!(v["type"], "alert", "delivered after the demotion: {v}");
+        if v["type"] == "marker" {
+            break;
+        }
+    }
+    let again = request(&mut mark, json!({"op": "subscribe", "scope": ops})).await;
+    assert_eq!(again["code"], "forbidden", "{again}");
+    let publish = json!({"op": "publish", "scope": ops, "type": "alert", "data": {}});
+    let refused = request(&mut mark, publish).await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
 }
 
 // ---- Redis over TLS -----------------------------------------------------------------
