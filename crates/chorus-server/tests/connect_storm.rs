@@ -110,10 +110,15 @@ async fn every_connection_hears_everyone_of_a_storm_come_online() {
     let users = crowd(&s, &w.alice, w.ws, STORM).await;
     let mut watcher = s.connect(&w.alice.token).await;
     watcher.presence = true;
+    watcher.ping().await;
 
+    // A connection's first ping is answered once its connect hook returned (the session
+    // reads frames only then): its user's coming online is announced or waits in a
+    // batch, which `settle_presence` then waits for.
     let mut clients = join_all(users.iter().map(|u| async {
         let mut client = s.connect(&u.token).await;
         client.presence = true;
+        client.ping().await;
         let path = format!("/api/v1/workspaces/{}/presence", w.ws);
         let snapshot = s.get(&path, &u.token).await.body;
         (client, snapshot)
