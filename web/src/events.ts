@@ -245,7 +245,12 @@ export const reducers: Reducers = {
 
   'presence.updated': (s, ev) => presence(s, [ev.data]),
 
-  'presence.batch': (s, ev) => presence(s, ev.data.presences),
+  // Users in the same state share a group: one change per user of each group.
+  'presence.batch': (s, ev) =>
+    presence(
+      s,
+      ev.data.groups.flatMap(({ user_ids, ...state }) => user_ids.map((user_id) => ({ ...state, user_id }))),
+    ),
 
   'workspace.member_joined': (s, ev) => {
     const { workspace_id, user, role } = ev.data;

@@ -373,9 +373,17 @@ describe('presence.updated and presence.batch', () => {
     assert.deepEqual(one, { online: new Map([[ME, true], [BOB, true]]) });
     const batch = applied(
       state({ online: new Map([[ME, true], [BOB, true]]) }),
-      event('presence.batch', { presences: [{ user_id: BOB, online: false, status_text: '' }, { user_id: 3, online: true, status_text: '' }] }),
+      event('presence.batch', {
+        groups: [
+          { user_ids: [BOB], online: false, status_text: '' },
+          { user_ids: [3, 4], online: true, status_text: 'here' },
+        ],
+      }),
     );
-    assert.deepEqual(batch, { online: new Map([[ME, true], [BOB, false], [3, true]]) });
+    assert.deepEqual(batch, {
+      online: new Map([[ME, true], [BOB, false], [3, true], [4, true]]),
+      statuses: new Map([[3, 'here'], [4, 'here']]),
+    });
   });
 });
 

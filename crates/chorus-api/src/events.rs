@@ -3,11 +3,13 @@
 //! The server publishes these structs; clients decode them. The frame around them
 //! (`op`, `scope`, `offset`, `wake`) is `chorus-proto`'s.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Channel, ChannelId, Message, MessageId, Pin, Presence, ReadState, Receipt, ReceiptState, Role,
-    TokenId, UserId, UserProfile, Workspace, WorkspaceId,
+    Timestamp, TokenId, UserId, UserProfile, Workspace, WorkspaceId,
 };
 
 /// `message.delta`: text appended to a streaming message during one roll-up window.
@@ -238,11 +240,65 @@ pub struct Typing {
 }
 
 /// `presence.batch`, on a workspace's scope (ephemeral): several changes coalesced
-/// during a burst (connect storms).
+/// during a burst (connect storms), grouped by state: each group is the same
+/// `presence.updated` for each of its users. Users coming online together share their
+/// `last_seen` (their coming online is recorded by one write), so a storm's entry per
+/// user is its id, not a whole presence: a batch is sent to every connection of the
+/// workspace, and a storm of N users sends about N²/2 entries in all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceBatch {
-    pub presences: Vec<Presence>,
+    pub groups: Vec<PresenceGroup>,
+}
+
+/// Users of a [`PresenceBatch`] in the same state: a [`Presence`] with a list of users.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PresenceGroup {
+    /// Ascending, each user in one group of the batch.
+    pub user_ids: Vec<UserId>,
+    pub online: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub last_seen: Option<Timestamp>,
+    pub status_text: String,
+}
+
+impl PresenceBatch {
+    /// Groups `presences` (one per user) by state; groups in the order of their first
+    /// user, users ascending within a group when `presences` is sorted by user.
+    pub fn grouped(presences: impl IntoIterator<Item = Presence>) -> Self {
+        let mut groups: Vec<PresenceGroup> = Vec::new();
+        let mut index: BTreeMap<(bool, Option<Timestamp>, String), usize> = BTreeMap::new();
+        for p in presences {
+            let key = (p.online, p.last_seen, p.status_text);
+            match index.get(&key) {
+                Some(&i) => groups[i].user_ids.push(p.user_id),
+                None => {
+                    index.insert(key.clone(), groups.len());
+                    groups.push(PresenceGroup {
+                        user_ids: vec![p.user_id],
+                        online: key.0,
+                        last_seen: key.1,
+                        status_text: key.2,
+                    });
+                }
+            }
+        }
+        Self { groups }
+    }
+
+    /// Each user's presence, as that many `presence.updated`.
+    pub fn presences(&self) -> impl Iterator<Item = Presence> + '_ {
+        self.groups.iter().flat_map(|g| {
+            g.user_ids.iter().map(|&user_id| Presence {
+                user_id,
+                online: g.online,
+                last_seen: g.last_seen,
+                status_text: g.status_text.clone(),
+            })
+        })
+    }
 }
 
 /// `channel.on_duty_updated` and `channel.wake_list_updated`, on the channel's scope.
@@ -351,6 +407,49 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch groups users by state and stands for exactly the presences it was made
+    /// of: nobody lost, added or changed.
+    #[test]
+    fn a_presence_batch_groups_users_by_state_and_gives_them_back() {
+        let p = |user: i64, online: bool, at: Option<i64>, text: &str| Presence {
+            user_id: UserId(user),
+            online,
+            last_seen: at.map(Timestamp),
+            status_text: text.to_owned(),
+        };
+        let presences = vec![
+            p(1, true, Some(10), ""),
+            p(2, true, Some(10), ""),
+            p(3, false, Some(10), ""),
+            p(4, true, Some(11), ""),
+            p(5, true, Some(10), "away"),
+            p(6, true, Some(10), ""),
+            p(7, false, None, ""),
+        ];
+        let batch = PresenceBatch::grouped(presences.clone());
+        let users: Vec<Vec<i64>> = batch
+            .groups
+            .iter()
+            .map(|g| g.user_ids.iter().map(|u| u.0).collect())
+            .collect();
+        assert_eq!(users, [vec![1, 2, 6], vec![3], vec![4], vec![5], vec![7]]);
+        let mut back: Vec<Presence> = batch.presences().collect();
+        back.sort_by_key(|p| p.user_id);
+        assert_eq!(back, presences);
+
+        let json = serde_json::to_value(&batch).unwrap_or_default();
+        assert_eq!(
+            json["groups"][0],
+            serde_json::json!({"user_ids": [1, 2, 6], "online": true,
+                "last_seen": serde_json::to_value(Timestamp(10)).unwrap_or_default(),
+                "status_text": ""})
+        );
+        assert!(
+            json["groups"][4].get("last_seen").is_none(),
+            "never connected"
+        );
+    }
 
     #[test]
     fn events_decode_by_type() {

@@ -82,6 +82,104 @@ async fn every_user_of_a_storm_gets_their_own_scopes_and_presence() {
     s.check_invariants();
 }
 
+/// Each presence change a frame carries, as `(user_id, online, last_seen)`: a
+/// `presence.batch` stands for one change per user of each of its groups.
+fn presence_changes(frame: &Value) -> Vec<(i64, bool, Value)> {
+    let changes = match frame["type"].as_str() {
+        Some("presence.updated") => vec![frame["data"].clone()],
+        Some("presence.batch") => common::presence_batch(&frame["data"]),
+        _ => Vec::new(),
+    };
+    changes
+        .into_iter()
+        .map(|p| {
+            let user = p["user_id"].as_i64().unwrap();
+            (user, p["online"] == true, p["last_seen"].clone())
+        })
+        .collect()
+}
+
+/// A storm's presence, coalesced and grouped, still reaches every connection: one
+/// connected before it hears every user of the storm come online with the `last_seen`
+/// the server recorded, and each user of the storm, from a snapshot read after it
+/// connected plus the events it heard, ends up seeing everyone online.
+#[tokio::test]
+async fn every_connection_hears_everyone_of_a_storm_come_online() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let users = crowd(&s, &w.alice, w.ws, STORM).await;
+    let mut watcher = s.connect(&w.alice.token).await;
+    watcher.presence = true;
+    watcher.ping().await;
+
+    // A connection's first ping is answered once its connect hook returned (the session
+    // reads frames only then): its user's coming online is announced or waits in a
+    // batch, which `settle_presence` then waits for.
+    let mut clients = join_all(users.iter().map(|u| async {
+        let mut client = s.connect(&u.token).await;
+        client.presence = true;
+        client.ping().await;
+        let path = format!("/api/v1/workspaces/{}/presence", w.ws);
+        let snapshot = s.get(&path, &u.token).await.body;
+        (client, snapshot)
+    }))
+    .await;
+    s.settle_presence(0).await;
+
+    let stored = s
+        .get(
+            &format!("/api/v1/workspaces/{}/presence", w.ws),
+            &w.alice.token,
+        )
+        .await
+        .body;
+    let last_seen = |user: i64| -> Value {
+        let entry = stored
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["user_id"] == user)
+            .unwrap();
+        assert_eq!(entry["online"], true, "{entry}");
+        entry["last_seen"].clone()
+    };
+
+    let heard: Vec<(i64, bool, Value)> = watcher
+        .barrier()
+        .await
+        .iter()
+        .flat_map(presence_changes)
+        .collect();
+    for user in &users {
+        let about: Vec<_> = heard.iter().filter(|(u, ..)| *u == user.id).collect();
+        assert_eq!(about.len(), 1, "user {}: {about:?}", user.id);
+        assert!(about[0].1, "online");
+        assert_eq!(about[0].2, last_seen(user.id), "the recorded last_seen");
+    }
+
+    for (user, (client, snapshot)) in users.iter().zip(&mut clients) {
+        let mut online: std::collections::HashMap<i64, bool> = snapshot
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["user_id"].as_i64().unwrap(), p["online"] == true))
+            .collect();
+        for (u, is_online, _) in client.barrier().await.iter().flat_map(presence_changes) {
+            online.insert(u, is_online);
+        }
+        for other in &users {
+            assert_eq!(
+                online.get(&other.id),
+                Some(&true),
+                "user {} does not see user {} online",
+                user.id,
+                other.id
+            );
+        }
+    }
+    s.check_invariants();
+}
+
 #[tokio::test]
 async fn a_revoked_token_is_refused_on_the_next_connect_even_when_just_looked_up() {
     let s = TestServer::start().await;

@@ -23,10 +23,8 @@ const GRACE_MS: u64 = 150;
 fn presence_changes(frame: Value) -> Vec<Value> {
     match frame["type"].as_str() {
         Some("presence.updated") => vec![frame],
-        Some("presence.batch") => frame["data"]["presences"]
-            .as_array()
+        Some("presence.batch") => common::presence_batch(&frame["data"])
             .into_iter()
-            .flatten()
             .map(|p| json!({"op": "event", "scope": frame["scope"], "type": "presence.updated", "data": p}))
             .collect(),
         _ => Vec::new(),

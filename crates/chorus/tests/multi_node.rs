@@ -691,6 +691,20 @@ async fn a_user_only_on_a_killed_node_goes_offline_everywhere() {
     );
 }
 
+/// A `presence.batch`'s changes, one `presence.updated` payload per user.
+fn presence_batch(data: &Value) -> Vec<Value> {
+    let mut changes = Vec::new();
+    for group in data["groups"].as_array().unwrap() {
+        for user in group["user_ids"].as_array().unwrap() {
+            let mut change = group.clone();
+            change.as_object_mut().unwrap().remove("user_ids");
+            change["user_id"] = user.clone();
+            changes.push(change);
+        }
+    }
+    changes
+}
+
 /// The next presence change about user `x` that `y` hears.
 async fn next_presence_of(y: &mut Ws, x: i64) -> Value {
     loop {
@@ -700,10 +714,7 @@ async fn next_presence_of(y: &mut Ws, x: i64) -> Value {
         // One change, or several coalesced into a batch during a burst.
         let changes = match v["type"].as_str() {
             Some("presence.updated") => vec![v["data"].clone()],
-            Some("presence.batch") => v["data"]["presences"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default(),
+            Some("presence.batch") => presence_batch(&v["data"]),
             _ => Vec::new(),
         };
         if let Some(change) = changes.into_iter().find(|p| p["user_id"] == x) {
@@ -1628,10 +1639,7 @@ async fn watch(addr: SocketAddr, token: &str, ws: i64) -> View {
             let v: Value = serde_json::from_str(text.as_str()).unwrap();
             let changes = match v["type"].as_str() {
                 Some("presence.updated") => vec![v["data"].clone()],
-                Some("presence.batch") => v["data"]["presences"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default(),
+                Some("presence.batch") => presence_batch(&v["data"]),
                 _ => Vec::new(),
             };
             let mut seen = out.lock().unwrap();

@@ -1532,10 +1532,22 @@ export interface components {
         };
         /**
          * @description `presence.batch`, on a workspace's scope (ephemeral): several changes coalesced
-         *     during a burst (connect storms).
+         *     during a burst (connect storms), grouped by state: each group is the same
+         *     `presence.updated` for each of its users. Users coming online together share their
+         *     `last_seen` (their coming online is recorded by one write), so a storm's entry per
+         *     user is its id, not a whole presence: a batch is sent to every connection of the
+         *     workspace, and a storm of N users sends about N²/2 entries in all.
          */
         PresenceBatch: {
-            presences: components["schemas"]["Presence"][];
+            groups: components["schemas"]["PresenceGroup"][];
+        };
+        /** @description Users of a [`PresenceBatch`] in the same state: a [`Presence`] with a list of users. */
+        PresenceGroup: {
+            last_seen?: components["schemas"]["Timestamp"];
+            online: boolean;
+            status_text: string;
+            /** @description Ascending, each user in one group of the batch. */
+            user_ids: components["schemas"]["UserId"][];
         };
         /** @description `POST /api/v1/publish` (a server key with `publish`, or the admin token). */
         Publish: {

@@ -8,8 +8,16 @@
 //! So a workspace announces a change at once when it announced nothing in the last
 //! [`WINDOW`]; otherwise the change waits for the window to end, and everything that
 //! waited goes out together: one `presence.updated` if a single user changed, else one
-//! `presence.batch` (`{"presences": [...]}`, the latest state of each user, by user id).
-//! A lone change is never delayed; a storm costs one frame per connection per window.
+//! `presence.batch` (the latest state of each user, grouped by state: `{"groups":
+//! [{"user_ids": [...], "online", "last_seen", "status_text"}, ...]}`). A lone change is
+//! never delayed; a storm costs one frame per connection per window.
+//!
+//! The frames are few, but a storm of N users coming online still tells each
+//! connection of everyone who came online after it: about N²/2 users in all (50 million
+//! for 10,000). Grouping makes each of them an id in a list (users whose coming online
+//! was recorded by one coalesced write share their `last_seen`) instead of a whole
+//! presence: ~6 bytes instead of ~85, the largest cost of a storm before (the server
+//! copying those bytes into 10,000 sockets; docs/benchmarks.md).
 //!
 //! On several nodes the batcher also remembers, per user, the online bit it published
 //! last ([`PresenceBatcher::take_published`]): the chat checks those against the shared
@@ -197,7 +205,7 @@ async fn publish(
     let publish = match presences.len() {
         0 => return,
         1 => Publish::new(scope, "presence.updated", &presences[0]),
-        _ => Publish::new(scope, "presence.batch", &PresenceBatch { presences }),
+        _ => Publish::new(scope, "presence.batch", &PresenceBatch::grouped(presences)),
     };
     if let Err(err) = engine.publish(publish.ephemeral()).await {
         tracing::warn!(%workspace, cause = %err, "presence not published");
@@ -263,11 +271,8 @@ mod tests {
         let got = frames();
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0]["type"], "presence.batch");
-        let batch = got[0]["data"]["presences"].as_array().expect("list");
-        let states: Vec<(i64, bool)> = batch
-            .iter()
-            .map(|p| (p["user_id"].as_i64().unwrap_or(0), p["online"] == true))
-            .collect();
+        let batch: PresenceBatch = serde_json::from_value(got[0]["data"].clone()).expect("a batch");
+        let states: Vec<(i64, bool)> = batch.presences().map(|p| (p.user_id.0, p.online)).collect();
         assert_eq!(states, [(2, false), (3, true)], "latest per user, by id");
 
         // One change waiting alone leaves as a plain `presence.updated`.

@@ -792,6 +792,16 @@ fn masked_text_frame(text: &str) -> Vec<u8> {
     frame
 }
 
+/// A `presence.batch`'s `data` as the changes it stands for: one `presence.updated`
+/// payload per user (a batch groups users in the same state).
+pub fn presence_batch(data: &Value) -> Vec<Value> {
+    let batch: chorus_api::events::PresenceBatch = serde_json::from_value(data.clone()).unwrap();
+    batch
+        .presences()
+        .map(|p| serde_json::to_value(p).unwrap())
+        .collect()
+}
+
 /// Unique-enough names for idempotency keys and such.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
