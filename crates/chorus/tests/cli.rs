@@ -1015,3 +1015,59 @@ async fn bench() {
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("starting chorus"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn namespaces_export_ts() {
+    let chorus = Chorus::new(free_addr(), ADMIN);
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/gateway.example.toml"
+    );
+    let module = chorus
+        .run(&["namespaces", "export-ts", "--config", example])
+        .await
+        .ok();
+    assert!(
+        module.contains("import { defineTopic } from \"@chorus/client\";"),
+        "{module}"
+    );
+    assert!(
+        module.contains("export const orders = defineTopic(\"orders.{order_id}\", ordersSchema);"),
+        "{module}"
+    );
+    assert!(
+        module.contains("export const news = defineTopic(\"news\");"),
+        "{module}"
+    );
+    // clients/ts/test/topics.test.ts checks the whole module against a committed copy
+    // and compiles it.
+
+    // What a server would refuse at start is refused here, with the same reason.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[namespaces]]\nname = \"ops\"\npattern = \"topic:ops\"\nread = \"role:wizard\"\n",
+    )
+    .unwrap();
+    let err = chorus
+        .run(&["namespaces", "export-ts", "--config", bad.to_str().unwrap()])
+        .await
+        .fails(1);
+    assert!(
+        err.contains("namespace \"ops\"") && err.contains("role"),
+        "{err}"
+    );
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "heartbeat_ms = 1000\n").unwrap();
+    let err = chorus
+        .run(&[
+            "namespaces",
+            "export-ts",
+            "--config",
+            empty.to_str().unwrap(),
+        ])
+        .await
+        .fails(1);
+    assert!(err.contains("declares no namespaces"), "{err}");
+}
