@@ -16,3 +16,13 @@ export {
   type WebSocketConstructor,
   type WebSocketLike,
 } from './realtime.js';
+export {
+  defineTopic,
+  type SchemaData,
+  type Topic,
+  type TopicArgs,
+  type TopicEvent,
+  type TopicParamNames,
+  type TopicParams,
+  type TopicSubscription,
+} from './topics.js';

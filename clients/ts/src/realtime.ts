@@ -284,6 +284,14 @@ export class ChorusRealtime {
     await this.request({ op: 'abort', message_id: messageId, ...(reason !== undefined && { reason }) });
   }
 
+  /** Publishes an event to a `topic:` scope whose namespace lets this connection
+   * publish (op `publish`); `data` must satisfy the namespace's schema (`bad_request`
+   * naming the failing path). The ack's `offset` is the event's (none in a namespace
+   * without history). `defineTopic` (topics.ts) types `data` from the schema. */
+  async publish(scope: string, type: string, data: unknown): Promise<AckFrame> {
+    return this.request({ op: 'publish', scope, type, data });
+  }
+
   /** A protocol-level ping; resolves with the round-trip time in ms. */
   async ping(): Promise<number> {
     const start = Date.now();

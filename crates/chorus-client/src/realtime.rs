@@ -448,6 +448,19 @@ impl Realtime {
         self.request(op).await.map(drop)
     }
 
+    /// Publishes an event to a `topic:` scope whose namespace lets this connection
+    /// publish (op `publish`); `data` must satisfy the namespace's schema, else
+    /// `bad_request` naming the failing path. Returns the event's offset: `None` in a
+    /// namespace that keeps no history.
+    pub async fn publish(&self, scope: &str, kind: &str, data: Value) -> Result<Option<u64>> {
+        let op = ClientOp::Publish {
+            scope: scope.to_owned(),
+            kind: kind.to_owned(),
+            data,
+        };
+        Ok(self.request(op).await?.offset)
+    }
+
     /// A protocol-level ping; returns the round-trip time.
     pub async fn ping(&self) -> Result<Duration> {
         let start = Instant::now();

@@ -415,3 +415,90 @@ async fn a_stream_writer_batches_appends_and_completes() {
     assert_eq!(aborted.state, chorus_client::MessageState::Aborted);
     assert_eq!(aborted.text, "partial");
 }
+
+#[tokio::test]
+async fn publish_reaches_subscribers_and_breaking_the_schema_names_the_path() {
+    let namespace = |name: &str, pattern: &str, publish: &str, retention: Option<u64>| {
+        chorus_client::Namespace {
+            name: name.into(),
+            pattern: pattern.into(),
+            read: "authenticated".into(),
+            publish: publish.into(),
+            schema: Some(serde_json::json!({
+                "type": "object",
+                "required": ["x", "y"],
+                "properties": {"x": {"type": "number"}, "y": {"type": "number"}}
+            })),
+            retention_events: retention,
+            retention_secs: None,
+        }
+    };
+    let server = TestServer::start_with(|c| {
+        c.namespaces = vec![
+            namespace("boards", "topic:boards.{board}", "authenticated", None),
+            namespace("cursors", "topic:cursors.{doc}", "authenticated", Some(0)),
+            namespace("news", "topic:news", "server", None),
+        ]
+    })
+    .await;
+    let w = common::world_on(server).await;
+    let mut carol = w.carol.realtime().await.expect("connect");
+    carol
+        .subscribe("topic:boards.7", None)
+        .await
+        .expect("subscribe");
+    let bob = w.bob.realtime().await.expect("connect");
+
+    let offset = bob
+        .publish(
+            "topic:boards.7",
+            "card.moved",
+            serde_json::json!({"x": 1, "y": 2.5}),
+        )
+        .await
+        .expect("publish");
+    assert!(offset.is_some(), "a namespace with history gives an offset");
+    let event = common::next_event(&mut carol).await;
+    assert_eq!(event.scope, "topic:boards.7");
+    assert_eq!(event.kind, "card.moved");
+    assert_eq!(event.offset, offset);
+    assert_eq!(event.data, serde_json::json!({"x": 1, "y": 2.5}));
+
+    // Without history: acked with no offset.
+    let offset = bob
+        .publish(
+            "topic:cursors.doc1",
+            "cursor",
+            serde_json::json!({"x": 0, "y": 0}),
+        )
+        .await
+        .expect("publish without history");
+    assert_eq!(offset, None);
+
+    let err = bob
+        .publish(
+            "topic:boards.7",
+            "card.moved",
+            serde_json::json!({"x": "one", "y": 2}),
+        )
+        .await
+        .expect_err("schema violation");
+    match &err {
+        Error::Ws {
+            code: ErrorCode::BadRequest,
+            message,
+        } => assert!(message.contains("/x"), "{message}"),
+        other => panic!("expected bad_request, got {other:?}"),
+    }
+    let err = bob
+        .publish(
+            "topic:news",
+            "headline",
+            serde_json::json!({"x": 1, "y": 1}),
+        )
+        .await
+        .expect_err("server-only namespace");
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden), "{err:?}");
+    // The connection survives the refusals.
+    bob.ping().await.expect("ping after errors");
+}

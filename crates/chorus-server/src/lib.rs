@@ -192,6 +192,14 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
     })
 }
 
+/// Checks namespaces as the server would compile them at start (the error names the
+/// namespace and the field); `chorus namespaces export-ts` refuses what a server would.
+pub fn check_namespaces(namespaces: &[chorus_api::Namespace]) -> anyhow::Result<()> {
+    Namespaces::new(namespaces.to_vec())
+        .map(drop)
+        .map_err(|e| anyhow::anyhow!("namespaces: {e}"))
+}
+
 /// Replaces the running namespaces with `namespaces` (a SIGHUP reload): connections
 /// stay open; every later subscribe, re-check and publish follows the new rules. Answers
 /// how many are declared; a bad declaration changes nothing.

@@ -1,8 +1,9 @@
 //! Several nodes over one PostgreSQL database, started at the same moment: both
 //! migrate and bootstrap without tripping over each other, and what one node writes the
 //! other serves. (Live events across nodes are the Redis broker's business, not tested
-//! here.) Needs `CHORUS_TEST_POSTGRES_URL`: skipped without it, failing when
-//! `CHORUS_REQUIRE_SERVICES=1`.
+//! here.) Needs `CHORUS_TEST_POSTGRES_URL`, so the test is `#[ignore]`d: reported
+//! skipped (never passed) by a plain `cargo nextest run`; `scripts/test` runs it with
+//! `--run-ignored all`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,17 +14,11 @@ use common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-async fn shared_database() -> Option<ScratchDatabase> {
-    let Ok(admin_url) = std::env::var("CHORUS_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var("CHORUS_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "CHORUS_REQUIRE_SERVICES=1 but CHORUS_TEST_POSTGRES_URL is not set: \
-             run `scripts/services start` and source its env file"
-        );
-        eprintln!("skipped: CHORUS_TEST_POSTGRES_URL is not set");
-        return None;
-    };
-    Some(ScratchDatabase::create(&admin_url).await.unwrap())
+async fn shared_database() -> ScratchDatabase {
+    let admin_url = std::env::var("CHORUS_TEST_POSTGRES_URL").expect(
+        "needs CHORUS_TEST_POSTGRES_URL: run `scripts/services start` and source its env file",
+    );
+    ScratchDatabase::create(&admin_url).await.unwrap()
 }
 
 /// An idempotent send through `node`: (status, replayed header, body).
@@ -49,11 +44,10 @@ async fn keyed_send(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHORUS_TEST_POSTGRES_URL: scripts/test runs it (--run-ignored all)"]
 async fn nodes_on_one_database_serve_each_others_writes() {
     // Declared first, so it is dropped after both servers.
-    let Some(db) = shared_database().await else {
-        return;
-    };
+    let db = shared_database().await;
     let url = db.url().to_owned();
     let on_shared = |url: String| move |c: &mut chorus_server::Config| c.database_url = Some(url);
     let (mut a, mut b) = tokio::join!(

@@ -4,6 +4,7 @@
 //! `chorus-client`, `cli.rs`).
 
 mod cli;
+mod export_ts;
 mod output;
 
 use std::net::SocketAddr;
@@ -35,6 +36,9 @@ enum Command {
     /// Print the HTTP API's OpenAPI document (what `/openapi.json` serves); the
     /// TypeScript client's types are generated from it (`scripts/gen-ts-api`).
     Openapi,
+    /// The declared topic namespaces (gateway mode, docs/protocol.md "Namespaces").
+    #[command(subcommand)]
+    Namespaces(NamespacesCommand),
     #[command(flatten)]
     Client(cli::ClientCommand),
     /// Benchmarks: Chorus against a baseline broadcast server on this machine (the
@@ -49,6 +53,13 @@ enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Subcommand)]
+enum NamespacesCommand {
+    /// Write a TypeScript module of typed topics, one `defineTopic` descriptor (and its
+    /// schema `as const`) per namespace of a server's TOML file, for `@chorus/client`.
+    ExportTs(export_ts::ExportTsArgs),
 }
 
 /// Flags override the environment, which overrides the TOML file, which overrides defaults.
@@ -203,6 +214,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Openapi => openapi(),
+        Command::Namespaces(NamespacesCommand::ExportTs(args)) => export_ts::run(&args),
         Command::Client(cmd) => cli::run(cmd).await,
         Command::Bench(args) => chorus_bench::run(args, chorus_bench::Host::Chorus).await,
         Command::Completions { shell } => completions(shell),

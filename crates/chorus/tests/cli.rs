@@ -910,33 +910,6 @@ async fn completions() {
         ] {
             assert!(script.contains(word), "{shell}: no {word}");
         }
-        // Each shell parses its script where it is installed.
-        let check = match shell {
-            "bash" => "bash",
-            "zsh" => "zsh",
-            _ => "fish",
-        };
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), &script).unwrap();
-        match std::process::Command::new(check)
-            .arg("-n")
-            .arg(file.path())
-            .output()
-        {
-            Ok(out) => assert!(
-                out.status.success(),
-                "{check} -n: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            // `scripts/test` installs them and sets CHORUS_REQUIRE_TOOLS: no skipping there.
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    && std::env::var_os("CHORUS_REQUIRE_TOOLS").is_none() =>
-            {
-                eprintln!("skipped: {check} -n (no {check} installed)");
-            }
-            Err(e) => panic!("{check}: {e}"),
-        }
     }
     let err = chorus.run(&["completions", "tcsh"]).await.fails(2);
     assert!(err.contains("invalid value 'tcsh'"), "{err}");
@@ -944,6 +917,30 @@ async fn completions() {
         err.contains("bash") && err.contains("zsh") && err.contains("fish"),
         "{err}"
     );
+}
+
+/// Each shell parses its script (`-n`). Ignored by default, so that a machine without
+/// zsh or fish reports it skipped, never passed; `scripts/test` installs them and runs
+/// it (`--run-ignored all`).
+#[tokio::test]
+#[ignore = "needs bash, zsh and fish: scripts/test installs them and runs it"]
+async fn completion_scripts_parse_in_their_shells() {
+    let chorus = Chorus::new(free_addr(), ADMIN);
+    for shell in ["bash", "zsh", "fish"] {
+        let script = chorus.run(&["completions", shell]).await.ok();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &script).unwrap();
+        let out = std::process::Command::new(shell)
+            .arg("-n")
+            .arg(file.path())
+            .output()
+            .unwrap_or_else(|e| panic!("{shell}: {e} (scripts/test installs it)"));
+        assert!(
+            out.status.success(),
+            "{shell} -n: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[tokio::test]
@@ -1014,4 +1011,60 @@ async fn bench() {
         .await;
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("starting chorus"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn namespaces_export_ts() {
+    let chorus = Chorus::new(free_addr(), ADMIN);
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/gateway.example.toml"
+    );
+    let module = chorus
+        .run(&["namespaces", "export-ts", "--config", example])
+        .await
+        .ok();
+    assert!(
+        module.contains("import { defineTopic } from \"@chorus/client\";"),
+        "{module}"
+    );
+    assert!(
+        module.contains("export const orders = defineTopic(\"orders.{order_id}\", ordersSchema);"),
+        "{module}"
+    );
+    assert!(
+        module.contains("export const news = defineTopic(\"news\");"),
+        "{module}"
+    );
+    // clients/ts/test/topics.test.ts checks the whole module against a committed copy
+    // and compiles it.
+
+    // What a server would refuse at start is refused here, with the same reason.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[namespaces]]\nname = \"ops\"\npattern = \"topic:ops\"\nread = \"role:wizard\"\n",
+    )
+    .unwrap();
+    let err = chorus
+        .run(&["namespaces", "export-ts", "--config", bad.to_str().unwrap()])
+        .await
+        .fails(1);
+    assert!(
+        err.contains("namespace \"ops\"") && err.contains("role"),
+        "{err}"
+    );
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "heartbeat_ms = 1000\n").unwrap();
+    let err = chorus
+        .run(&[
+            "namespaces",
+            "export-ts",
+            "--config",
+            empty.to_str().unwrap(),
+        ])
+        .await
+        .fails(1);
+    assert!(err.contains("declares no namespaces"), "{err}");
 }
