@@ -389,6 +389,8 @@ pub trait ChannelStore: Send + Sync {
         include_public: bool,
     ) -> Result<Vec<ChannelView>>;
     async fn update_channel(&self, id: ChannelId, patch: ChannelPatch) -> Result<Channel>;
+    /// Records the loop guard's change in the channel (read back as `Channel::loop_guard`).
+    async fn set_loop_guard(&self, id: ChannelId, guard: &ChannelLoopGuard) -> Result<()>;
     async fn is_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool>;
     /// `true` when the user was not a member before.
     /// Adds the member (`true` when new). When new, `events` are logged in the same
