@@ -220,11 +220,6 @@ mod tests {
             (true, Some(GuardChange::Held("per_minute")))
         );
     }
-}
-
-#[cfg(test)]
-mod recorded {
-    use super::*;
 
     fn recorded(state: LoopGuardState, since: i64) -> ChannelLoopGuard {
         ChannelLoopGuard {
