@@ -1,6 +1,6 @@
 // Agents in a real browser (issue #19): a streaming reply grows on screen as the agent
-// appends, the loop-guard notice comes and goes, Stop cancels a reply, and receipts
-// show "… is working…". The agent is a user of kind `agent` driven over the HTTP API;
+// appends, the loop-guard notice comes and goes (and is there after a reload), Stop
+// cancels a reply, and receipts show "… is working…". The agent is a user of kind `agent` driven over the HTTP API;
 // alice (light theme) and bob (dark) watch in headless Chromium. Tests of routes this
 // server may not have yet (cancel, receipts) are skipped, saying so, when it answers
 // 404 "no such route" or 405 for them.
@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
 import { ChorusServer } from './server.js';
-import { CHROMIUM, contrasts, devToken, message, person, send, sidebarItem, type Person } from './helpers.js';
+import { CHROMIUM, connected, contrasts, devToken, message, person, send, sidebarItem, type Person } from './helpers.js';
 
 let server: ChorusServer;
 let browser: Browser;
@@ -187,6 +187,11 @@ describe('agents in a real browser', () => {
     for (const p of [alice.page, bob.page]) {
       for (const c of await contrasts(p, '.loop-guard')) assert.ok(c.ratio >= 4.5, `"${c.text}": ${c.ratio}:1 (${c.fg} on ${c.bg})`);
     }
+    // A reload knows too: the notice comes from the channel as loaded, not only live.
+    await alice.page.reload();
+    await connected(alice.page);
+    await alice.page.getByRole('heading', { name: '#agents', exact: true }).waitFor();
+    await notice(alice.page).filter({ hasText: 'too many messages in a row' }).waitFor();
     // A person writes: the guard lets go, and the notice goes on every screen.
     await send(bob.page, 'ok agents, that is enough');
     for (const p of [alice.page, bob.page]) {

@@ -197,6 +197,10 @@ export class ChatStore {
     if (this.workspaceId === undefined) return;
     const list = await this.http.listChannels(this.workspaceId);
     this.channels = new Map(list.map((c) => [c.id, c]));
+    // A loop guard that held before this load is only on the channel: no event comes.
+    this.loopGuards = new Map(
+      list.flatMap((c) => (c.loop_guard?.state === 'held' ? [[c.id, c.loop_guard.reason] as const] : [])),
+    );
     this.changed();
   }
 

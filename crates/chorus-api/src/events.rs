@@ -71,6 +71,10 @@ pub struct ReceiptUpdated {
 pub struct TurnPassed {
     pub channel_id: ChannelId,
     pub message_id: MessageId,
+    /// The thread's root, when the message is a reply (to read it: the thread's history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub thread_id: Option<MessageId>,
     pub from: UserId,
     pub to: Option<UserId>,
 }

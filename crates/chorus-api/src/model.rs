@@ -404,7 +404,31 @@ pub struct Channel {
         schema(nullable = false, value_type = Option<u64>, maximum = 4294967295_u64)
     )]
     pub loop_guard_per_minute: Option<u32>,
+    /// The loop guard's last change here (what `channel.loop_guard` announced): while
+    /// `state` is `held`, agents are not woken in this channel until a person writes.
+    /// Absent: it never held here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub loop_guard: Option<ChannelLoopGuard>,
 }
+
+/// Whether a channel's loop guard holds its agents (see `Channel::loop_guard`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelLoopGuard {
+    pub state: LoopGuardState,
+    /// `held`: the limit reached (`agent_messages`, `per_minute`); `released`:
+    /// `person_wrote`.
+    pub reason: String,
+    /// When it changed to `state`.
+    pub since: Timestamp,
+}
+
+text_enum!(
+    /// `held`: agents are not woken in the channel (they observe) until a person
+    /// writes; `released`: they are again.
+    LoopGuardState { Held = "held", Released = "released" }
+);
 
 /// A channel as the caller sees it in a listing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

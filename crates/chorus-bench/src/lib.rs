@@ -4,13 +4,14 @@
 //! binary; both take the same arguments ([`Cli`]).
 //!
 //! Layout: [`target`] starts the servers as child processes; [`baseline`] is the
-//! baseline server; [`load`] is the load generator; [`scenarios`] are the measurements;
-//! [`report`] prints them.
+//! baseline server; [`load`] is the load generator; [`scenarios`] are the measurements
+//! ([`stream`]: streaming messages); [`report`] prints them.
 
 mod baseline;
 mod load;
 mod report;
 mod scenarios;
+mod stream;
 mod target;
 
 use std::net::SocketAddr;
@@ -61,8 +62,8 @@ impl Host {
 #[derive(Parser)]
 #[command(
     name = "chorus-bench",
-    about = "Chorus benchmarks (fanout, idle, connect, send, resume)",
-    long_about = "Chorus benchmarks (fanout, idle, connect, send, resume), measured against a \
+    about = "Chorus benchmarks (fanout, idle, connect, send, resume, stream)",
+    long_about = "Chorus benchmarks (fanout, idle, connect, send, resume, stream), measured against a \
                   minimal baseline broadcast server on the same machine (docs/benchmarks.md). \
                   Results: a table, then one JSON line per row."
 )]
@@ -168,6 +169,24 @@ enum Scenario {
         #[arg(long)]
         after_restart: bool,
     },
+    /// Streaming messages: N streams appended to R times a second each, into one
+    /// channel read by M subscribers (Chorus only). Each stream holds at most 16 KiB:
+    /// rate × seconds is limited to about 680 appends.
+    Stream {
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        /// Appends per second per stream (each writer's socket may send twice this:
+        /// the bench raises the server's --inbound-per-sec to fit).
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 1000)]
+        subs: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The channel's roll-up window (default: the server's, 40 ms).
+        #[arg(long)]
+        rollup_ms: Option<u64>,
+    },
     /// Run the baseline broadcast server (used by the other scenarios).
     #[command(hide = true)]
     BaselineServer {
@@ -192,7 +211,7 @@ pub async fn run(cli: Cli, host: Host) -> anyhow::Result<()> {
     };
     let chorus_only = matches!(
         cli.scenario,
-        Scenario::Send { .. } | Scenario::Resume { .. }
+        Scenario::Send { .. } | Scenario::Resume { .. } | Scenario::Stream { .. }
     );
     let kinds: Vec<Kind> = match (cli.target, chorus_only) {
         (_, true) | (Which::Chorus, _) => vec![Kind::Chorus],
@@ -304,6 +323,32 @@ pub async fn run(cli: Cli, host: Host) -> anyhow::Result<()> {
                 scenarios::resume(&target, *missed, *rounds).await?
             };
             rows.push(row);
+            target.stop().await;
+        }
+        Scenario::Stream {
+            streams,
+            rate,
+            subs,
+            seconds,
+            rollup_ms,
+        } => {
+            // One writer socket appends `rate` times a second, past the default limit
+            // of 50 frames a second per connection.
+            let mut launch = launch.clone();
+            let per_sec = (rate * 2.0).ceil().max(50.0) as u64;
+            launch.server_args.extend([
+                format!("--inbound-per-sec={per_sec}"),
+                format!("--inbound-burst={}", per_sec * 2),
+            ]);
+            let target = Target::start(Kind::Chorus, &launch).await?;
+            let opts = stream::StreamOpts {
+                streams: *streams,
+                rate: *rate,
+                subs: *subs,
+                duration: Duration::from_secs(*seconds),
+                rollup_ms: *rollup_ms,
+            };
+            rows.push(stream::stream(&target, &opts).await?);
             target.stop().await;
         }
         Scenario::BaselineServer { .. } => {}

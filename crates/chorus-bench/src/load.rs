@@ -241,11 +241,26 @@ pub fn payload(sender: usize, seq: u64, start: Instant) -> String {
     format!("#B#{sender}:{seq}:{}#", start.elapsed().as_micros())
 }
 
+/// Where a benchmark payload starts.
+static MARKER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("#B#"));
+
+/// Calls `f` with the three numbers of every benchmark payload in a frame, in order (a
+/// streamed message's delta carries the payloads of several appends).
+pub fn each_payload(text: &str, mut f: impl FnMut(usize, u64, u64)) {
+    let mut at = 0;
+    while let Some(found) = MARKER.find(&text.as_bytes()[at..]) {
+        let start = at + found;
+        if let Some((sender, seq, sent_at)) = parse_payload(&text[start..]) {
+            f(sender, seq, sent_at);
+        }
+        at = start + 3;
+    }
+}
+
 /// Finds a benchmark payload in a frame and reads its three numbers. Every subscriber
 /// runs this on every frame, so it is kept cheap: a precomputed SIMD substring search
 /// (the payload sits ~150 bytes into a Chorus event frame) and no allocation.
 fn parse_payload(text: &str) -> Option<(usize, u64, u64)> {
-    static MARKER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("#B#"));
     let bytes = text.as_bytes();
     let mut rest = &bytes[MARKER.find(bytes)? + 3..];
     let mut field = |end: u8| -> Option<u64> {
@@ -462,6 +477,16 @@ mod tests {
             super::parse_payload(r##"{"text":"#B#12:0:98765#"}"##),
             Some((12, 0, 98765))
         );
+    }
+
+    #[test]
+    fn every_payload_of_a_delta_is_read() {
+        let mut got = Vec::new();
+        super::each_payload(
+            r##"{"text":"#B#1:4:10##B#1:5:12#junk#B#2:x:1##B#2:0:13#"}"##,
+            |s, seq, at| got.push((s, seq, at)),
+        );
+        assert_eq!(got, [(1, 4, 10), (1, 5, 12), (2, 0, 13)]);
     }
 
     #[test]

@@ -27,7 +27,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+pub(crate) fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
@@ -36,15 +36,15 @@ pub const CONNECT_CONCURRENCY: usize = 256;
 
 /// `n` open connections, how long opening all of them took, and each one's time from
 /// its first SYN to `hello` (µs).
-struct Opened {
-    conns: Vec<Ws>,
+pub(crate) struct Opened {
+    pub(crate) conns: Vec<Ws>,
     took: Duration,
     each: Histogram<u64>,
 }
 
 /// Opens `n` connections, `concurrency` at a time (Chorus: authenticated and
 /// subscribed, i.e. `hello` received).
-async fn open_many(
+pub(crate) async fn open_many(
     target: &Target,
     room: Option<&Room>,
     n: usize,

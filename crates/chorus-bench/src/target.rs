@@ -45,6 +45,7 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 }
 
 /// How to start the servers under test.
+#[derive(Clone)]
 pub struct Launch {
     /// The `chorus` binary, run as `chorus serve …`.
     pub chorus_bin: PathBuf,

@@ -125,6 +125,9 @@ impl Agent {
     }
 }
 
+/// The event that wakes the agent a message's round-robin turn passed to.
+pub const TURN_PASSED: &str = "turn.passed";
+
 /// The bell: one task reads the realtime connection and records, per channel the user
 /// follows, the newest offset it saw and the newest message that wakes the user (or is
 /// by someone else); every event (and the end) rings the bell.
@@ -151,7 +154,8 @@ pub struct Seen {
     pub starts: BTreeMap<ChannelId, u64>,
     /// Every event after this offset has been seen (absent: not known).
     pub contiguous_from: BTreeMap<ChannelId, u64>,
-    /// The newest `message.created` that woke the user.
+    /// The newest `message.created` that woke the user, or `turn.passed` that gave it
+    /// the turn.
     pub last_wake: BTreeMap<ChannelId, u64>,
     /// The newest `message.created` by someone else (woken or not).
     pub last_message: BTreeMap<ChannelId, u64>,
@@ -166,6 +170,10 @@ impl Seen {
             let before = offset.saturating_sub(1);
             self.starts.entry(channel).or_insert(before);
             self.contiguous_from.entry(channel).or_insert(before);
+            if event.kind == TURN_PASSED && event.wake == Some(true) {
+                // The turn at a message passed to this agent: a wake, as the message's own.
+                self.last_wake.insert(channel, offset);
+            }
             if event.kind == "message.created" {
                 if event.wake == Some(true) {
                     self.last_wake.insert(channel, offset);
@@ -355,5 +363,33 @@ mod tests {
             me,
         );
         assert!(!seen.heads.contains_key(&ChannelId(5)));
+    }
+
+    #[test]
+    fn a_turn_passed_to_the_agent_is_a_wake_and_one_passed_to_another_is_not() {
+        let me = UserId(7);
+        let ch = ChannelId(3);
+        let mut seen = Seen::default();
+        seen.record(
+            &event(
+                "channel:3",
+                Some(11),
+                TURN_PASSED,
+                json!({"to": 8, "wake": false}),
+            ),
+            me,
+        );
+        assert!(seen.nothing_wanted_after(ch, 10, false));
+        seen.record(
+            &event(
+                "channel:3",
+                Some(12),
+                TURN_PASSED,
+                json!({"to": 7, "wake": true}),
+            ),
+            me,
+        );
+        assert_eq!(seen.last_wake[&ch], 12);
+        assert!(!seen.nothing_wanted_after(ch, 11, false));
     }
 }

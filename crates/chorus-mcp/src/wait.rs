@@ -2,21 +2,24 @@
 //! only says *that* a followed channel has something new ([`Live`]); what is new is read
 //! from the event log over HTTP after the cursor's offset for that channel, exactly as
 //! the socket would have delivered it to this user (skipped events left out, `wake` as
-//! marked). The cursor moves past every event looked at, taken or not, so a caller that
-//! always passes back the cursor it got never sees an event twice.
+//! marked; a `turn.passed` that gives this agent the turn at a message returns that
+//! message, as a wake). The cursor moves past every event looked at, taken or not, so a
+//! caller that always passes back the cursor it got never sees an event twice.
 //!
 //! [`Live`]: crate::agent::Live
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chorus_client::{ChannelId, ErrorCode, Message, ScopeEvent, WorkspaceId};
+use chorus_client::{
+    ChannelId, ErrorCode, HistoryQuery, Message, MessageId, ScopeEvent, WorkspaceId,
+};
 use schemars::JsonSchema;
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, TURN_PASSED};
 use crate::cursor::Cursor;
 use crate::error::ToolError;
 use crate::render::{Budget, MessageOut};
@@ -62,7 +65,8 @@ pub struct WakeEvent {
     pub channel: String,
     pub workspace_id: i64,
     /// True: the channel's policy says this agent should act on it (a mention, its turn,
-    /// its duty…). False (only with `all`): for its information.
+    /// its duty…, or the turn at it passed to this agent from another that did not take
+    /// it). False (only with `all`): for its information.
     pub wake: bool,
     pub message: MessageOut,
 }
@@ -217,7 +221,12 @@ impl Scan<'_> {
                         self.full = true;
                         return Ok(Some(after));
                     }
-                    let Ok(message) = serde_json::from_value::<Message>(event.data) else {
+                    let message = if event.kind == TURN_PASSED {
+                        self.passed(channel, &event.data).await?
+                    } else {
+                        serde_json::from_value::<Message>(event.data).ok()
+                    };
+                    let Some(message) = message else {
                         after = event.offset;
                         continue;
                     };
@@ -245,8 +254,38 @@ impl Scan<'_> {
         }
     }
 
-    /// Whether the event is one to return, and its wake mark.
+    /// The message whose turn `turn.passed` (`data`) gave the agent, as it is now;
+    /// `None` when it is gone or unreadable.
+    async fn passed(
+        &self,
+        channel: ChannelId,
+        data: &serde_json::Value,
+    ) -> Result<Option<Message>, ToolError> {
+        let field = |name: &str| data.get(name).and_then(|v| v.as_i64()).map(MessageId);
+        let Some(id) = field("message_id") else {
+            return Ok(None);
+        };
+        let query = HistoryQuery {
+            before: Some(MessageId(id.0.saturating_add(1))),
+            limit: Some(1),
+            thread_id: field("thread_id"),
+            ..HistoryQuery::default()
+        };
+        match self.agent.client.list_messages(channel, &query).await {
+            Ok(page) => Ok(page.into_iter().find(|m| m.id == id)),
+            Err(err) if matches!(err.code(), Some(ErrorCode::Forbidden | ErrorCode::NotFound)) => {
+                Ok(None)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Whether the event is one to return, and its wake mark: a new message, or the
+    /// turn at a message passed to this agent (`turn.passed`, which wakes only it).
     fn wanted(&self, event: &ScopeEvent) -> Option<bool> {
+        if event.kind == TURN_PASSED {
+            return (event.wake == Some(true)).then_some(true);
+        }
         if event.kind != "message.created" {
             return None;
         }

@@ -162,6 +162,106 @@ async fn five_hundred_appends_reach_two_readers_coalesced_and_exact() {
     assert_eq!(stored["state"], "complete");
 }
 
+/// The same appends into two channels, one with a 10 ms roll-up window and one with
+/// 500 ms: the long window gives readers a few deltas (at most one per window), the
+/// short one many; in both the deltas, gap-free, add up to exactly the text appended.
+#[tokio::test]
+async fn a_channels_rollup_window_sets_how_many_deltas_readers_get_and_loses_no_text() {
+    const APPENDS: u32 = 60;
+    const EVERY: Duration = Duration::from_millis(25);
+    const LONG: Duration = Duration::from_millis(500);
+    let s = TestServer::start_with(|c| {
+        c.inbound_per_sec = 1_000;
+        c.inbound_burst = 1_000;
+    })
+    .await;
+    let w = s.world().await;
+    let mut ids = Vec::new();
+    for (name, window) in [("short", 10), ("long", LONG.as_millis())] {
+        let ch = s
+            .create_channel(&w.alice, w.ws, name, "public", &[&w.bob])
+            .await;
+        s.patch(
+            &format!("/api/v1/channels/{ch}"),
+            &w.alice.token,
+            json!({ "stream_rollup_ms": window }),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+        ids.push(ch);
+    }
+    let mut bob = s.connect(&w.bob.token).await;
+    let mut alice = s.connect(&w.alice.token).await;
+    let short = open_stream(&s, &w.alice.token, ids[0], "").await["id"]
+        .as_i64()
+        .unwrap();
+    let long = open_stream(&s, &w.alice.token, ids[1], "").await["id"]
+        .as_i64()
+        .unwrap();
+
+    // The same 60 appends to both, one every 25 ms (1.5 s in all), each acked.
+    let mut expected = String::new();
+    let start = tokio::time::Instant::now();
+    for i in 0..APPENDS {
+        let text = format!("w{i} ");
+        expected.push_str(&text);
+        for id in [short, long] {
+            let reply = alice
+                .request(json!({"op": "append", "message_id": id, "text": text}))
+                .await;
+            assert_eq!(reply["op"], "ack", "{reply}");
+        }
+        tokio::time::sleep_until(start + EVERY * (i + 1)).await;
+    }
+    // Bob's deltas until both texts are whole (the long window's last roll-up is at
+    // most one window after the last append).
+    let mut deltas: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
+    let whole = |d: &[Value]| join_deltas(d, 0) == expected;
+    while !(whole(&deltas[0]) && whole(&deltas[1])) {
+        let frame = bob.recv_json().await;
+        if frame["type"] != "message.delta" {
+            continue;
+        }
+        let i = usize::from(frame["data"]["id"] == long);
+        deltas[i].push(frame["data"].clone());
+    }
+    let elapsed = start.elapsed();
+    let (n_short, n_long) = (deltas[0].len(), deltas[1].len());
+    eprintln!("{APPENDS} appends in {elapsed:?}: {n_short} deltas at 10 ms, {n_long} at 500 ms");
+    // At most one roll-up per window, and the first at once.
+    let windows = elapsed.as_millis().div_ceil(LONG.as_millis()) as usize;
+    assert!(
+        n_long <= windows + 1,
+        "{n_long} deltas in {elapsed:?} with a {LONG:?} window"
+    );
+    assert!(
+        n_long >= 2,
+        "the long window streamed nothing before the end"
+    );
+    assert!(
+        n_short > 2 * n_long,
+        "a 10 ms window gave {n_short} deltas, a 500 ms one {n_long}"
+    );
+
+    // Ended: the end carries the same text, nothing after the deltas.
+    for (ch, id) in ids.into_iter().zip([short, long]) {
+        let done = s
+            .post(
+                &format!("/api/v1/messages/{id}/complete"),
+                &w.alice.token,
+                json!({}),
+            )
+            .await
+            .expect_status(StatusCode::OK);
+        assert_eq!(done.body["text"], expected.as_str());
+        let seen = read_stream(&mut bob, id).await;
+        assert!(seen.deltas.is_empty(), "{:?}", seen.deltas);
+        assert_eq!(seen.end["data"]["text"], expected.as_str());
+        let stored = s.history(&w.bob, ch, "").await;
+        assert_eq!(stored[0]["text"], expected.as_str());
+    }
+}
+
 #[tokio::test]
 async fn a_reader_that_reconnects_mid_stream_and_one_that_comes_after_end_with_the_text() {
     let s = TestServer::start_with(|c| c.http_per_sec = 0).await;

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
     let stdio = python.clone();
     let example = python.clone();
     let (notify_stdio, notify_http) = (python.clone(), python.clone());
+    let (passed_stdio, passed_http) = (python.clone(), python.clone());
     let trials = vec![
         Trial::test("stdio_transport_tools_waits_and_errors", move || {
             run(scenario(Transport::Stdio, stdio))
@@ -63,6 +64,16 @@ fn main() -> ExitCode {
         .with_ignored_flag(skip),
         Trial::test("http_transport_notifies_wakes_to_subscribers", move || {
             run(wake_notifications(Transport::Http, notify_http))
+        })
+        .with_ignored_flag(skip),
+        Trial::test("stdio_transport_wakes_on_a_turn_passed_to_the_agent", {
+            let python = passed_stdio;
+            move || run(turn_passed_wakes(Transport::Stdio, python))
+        })
+        .with_ignored_flag(skip),
+        Trial::test("http_transport_wakes_on_a_turn_passed_to_the_agent", {
+            let python = passed_http;
+            move || run(turn_passed_wakes(Transport::Http, python))
         })
         .with_ignored_flag(skip),
         Trial::test(
@@ -816,6 +827,92 @@ async fn wake_notifications(transport: Transport, python: String) {
     let stopped = mcp.command(json!({"unlisten": true})).await;
     assert_eq!(stopped["stopped"], true);
     mcp.call("list_channels", json!({})).await.ok();
+    mcp.close().await;
+}
+
+/// A round-robin turn that passes to the agent (the agent it was given declined it) is a
+/// wake: the `chorus://wakes` subscription is notified, and `wait_for_messages` returns
+/// the message with `wake: true` — though the message itself only had the agent observe.
+async fn turn_passed_wakes(transport: Transport, python: String) {
+    const URI: &str = "chorus://wakes";
+    let w = world().await;
+    let ws = w.alice.list_workspaces().await.unwrap()[0].workspace.id;
+    let turns = w
+        .alice
+        .create_channel(
+            ws,
+            &CreateChannel {
+                policy: Some(Policy::RoundRobin),
+                member_ids: vec![w.bot.user.id, w.carol.user.id],
+                ..CreateChannel::new("turns")
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let mut mcp = Bridge::start(transport, &python, w.addr, &w.bot.token).await;
+    let start = mcp
+        .call("wait_for_messages", json!({"timeout_ms": 0}))
+        .await
+        .ok();
+    let c0 = start["cursor"].as_str().unwrap().to_owned();
+    let listening = mcp.command(json!({"listen": [URI]})).await;
+    assert_eq!(listening["honored"], json!([URI]), "{listening}");
+
+    // The mention gives carol the turn; the bot only observes the message.
+    let mut live = w.alice.realtime().await.unwrap();
+    let sent = w
+        .alice
+        .send_message(turns, &SendMessage::new("@carol over to you"), None)
+        .await
+        .unwrap()
+        .message;
+    expect_message(&mut live, "@carol over to you").await;
+    let observed = mcp
+        .call(
+            "wait_for_messages",
+            json!({"cursor": c0, "all": true, "timeout_ms": 10_000}),
+        )
+        .await
+        .ok();
+    assert_eq!(texts(&observed), ["@carol over to you"], "{observed}");
+    assert_eq!(observed["events"][0]["wake"], false, "{observed}");
+    let c1 = observed["cursor"].as_str().unwrap().to_owned();
+
+    // Carol declines: the turn passes to the bot at once, which wakes it.
+    let carol = w.admin.with_token(w.carol.token.clone());
+    carol
+        .receipt(sent.id, chorus_client::ReceiptState::Declined)
+        .await
+        .unwrap();
+    let first = mcp.notification().await;
+    assert_eq!(first["notification"], URI, "{first}");
+    let woken = mcp
+        .call(
+            "wait_for_messages",
+            json!({"cursor": c1, "timeout_ms": 10_000}),
+        )
+        .await
+        .ok();
+    assert_eq!(texts(&woken), ["@carol over to you"], "{woken}");
+    let event = &woken["events"][0];
+    assert_eq!(event["wake"], true, "{woken}");
+    assert_eq!(event["channel"], "turns", "{woken}");
+    assert_eq!(event["message"]["id"], sent.id.0, "{woken}");
+    let summary = mcp.command(json!({"read_resource": URI})).await;
+    let summary: Value =
+        serde_json::from_str(summary["contents"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(summary["channels"][0]["channel_id"], turns.0, "{summary}");
+
+    // Passed on from the cursor: the same wake is not returned twice.
+    let c2 = woken["cursor"].as_str().unwrap().to_owned();
+    let again = mcp
+        .call("wait_for_messages", json!({"cursor": c2, "timeout_ms": 0}))
+        .await
+        .ok();
+    assert_eq!(texts(&again), Vec::<String>::new(), "{again}");
+    let stopped = mcp.command(json!({"unlisten": true})).await;
+    assert_eq!(stopped["stopped"], true);
     mcp.close().await;
 }
 

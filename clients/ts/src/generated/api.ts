@@ -972,6 +972,12 @@ export interface components {
             id: components["schemas"]["ChannelId"];
             kind: components["schemas"]["ChannelKind"];
             /**
+             * @description The loop guard's last change here (what `channel.loop_guard` announced): while
+             *     `state` is `held`, agents are not woken in this channel until a person writes.
+             *     Absent: it never held here.
+             */
+            loop_guard?: components["schemas"]["ChannelLoopGuard"];
+            /**
              * Format: int64
              * @description Loop guard: agent messages per minute, likewise; absent: the server's.
              */
@@ -1022,6 +1028,17 @@ export interface components {
         ChannelListChanged: {
             channel_id: components["schemas"]["ChannelId"];
             user_ids: components["schemas"]["UserId"][];
+        };
+        /** @description Whether a channel's loop guard holds its agents (see `Channel::loop_guard`). */
+        ChannelLoopGuard: {
+            /**
+             * @description `held`: the limit reached (`agent_messages`, `per_minute`); `released`:
+             *     `person_wrote`.
+             */
+            reason: string;
+            /** @description When it changed to `state`. */
+            since: components["schemas"]["Timestamp"];
+            state: components["schemas"]["LoopGuardState"];
         };
         /** @description A channel as the caller sees it in a listing. */
         ChannelView: components["schemas"]["Channel"] & {
@@ -1331,6 +1348,12 @@ export interface components {
             reason: string;
             state: string;
         };
+        /**
+         * @description `held`: agents are not woken in the channel (they observe) until a person
+         *     writes; `released`: they are again.
+         * @enum {string}
+         */
+        LoopGuardState: "held" | "released";
         /** @description `PUT /api/v1/channels/{id}/read`. */
         MarkRead: {
             /** @description The last message read: any message of the channel (a thread reply too). */
@@ -1782,6 +1805,8 @@ export interface components {
             channel_id: components["schemas"]["ChannelId"];
             from: components["schemas"]["UserId"];
             message_id: components["schemas"]["MessageId"];
+            /** @description The thread's root, when the message is a reply (to read it: the thread's history). */
+            thread_id?: components["schemas"]["MessageId"];
             to?: null | components["schemas"]["UserId"];
         };
         /** @description `typing`, on the channel's scope (ephemeral). */

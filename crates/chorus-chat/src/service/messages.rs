@@ -5,14 +5,13 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use chorus_api::events::{LoopGuard, MentionCreated, MessageDeleted as Deleted};
+use chorus_api::events::{MentionCreated, MessageDeleted as Deleted};
 pub use chorus_api::requests::{EditMessage, SendMessage};
 use chorus_realtime::{Publish, Scope};
 
 use super::Chat;
 use super::agents::message_webhooks;
 use super::events::{channel_scope, thread_scope, user_scope};
-use super::loop_guard::{GuardChange, Limits};
 use super::pins::Unpinned;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
@@ -123,17 +122,7 @@ impl Chat {
         // logged with their marks in the message's transaction (one set of marks for
         // every scope the message goes to).
         let (mut decision, agents) = self.delivery_for(&channel, caller.id, &mentions).await;
-        let (quiet, guard_change) = self.loop_guards.count(
-            channel.id,
-            caller.kind == UserKind::Agent,
-            self.now().0,
-            Limits {
-                run: channel.loop_guard_run.unwrap_or(self.config.loop_guard_run),
-                per_minute: channel
-                    .loop_guard_per_minute
-                    .unwrap_or(self.config.loop_guard_per_minute),
-            },
-        );
+        let (quiet, guard_change) = self.count_for_loop_guard(&channel, caller.kind);
         if quiet {
             let ids: Vec<UserId> = agents.iter().map(|a| a.id).collect();
             decision.quiet(&ids);
@@ -213,17 +202,7 @@ impl Chat {
             self.webhooks.notify_one();
         }
         if let Some(change) = guard_change {
-            let (state, reason) = match change {
-                GuardChange::Held(reason) => ("held", reason),
-                GuardChange::Released => ("released", "person_wrote"),
-            };
-            let event = LoopGuard {
-                channel_id: channel.id,
-                state: state.into(),
-                reason: reason.into(),
-            };
-            self.emit_event(channel_scope(channel.id), "channel.loop_guard", &event)
-                .await;
+            self.loop_guard_changed(&channel, change).await;
         }
         Ok((message, true))
     }

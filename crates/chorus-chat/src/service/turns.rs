@@ -300,6 +300,7 @@ impl Chat {
         let event = TurnPassed {
             channel_id: channel.id,
             message_id: message.id,
+            thread_id: message.thread_id,
             from: turn.agent_id,
             to,
         };

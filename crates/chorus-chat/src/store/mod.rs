@@ -421,6 +421,14 @@ pub trait ChannelStore: Send + Sync {
         patch: ChannelPatch,
         events: Events<Channel>,
     ) -> Result<(Channel, Vec<Publish>)>;
+    /// Records the loop guard's change in the channel (read back as `Channel::loop_guard`),
+    /// logging `events` with it.
+    async fn set_loop_guard(
+        &self,
+        id: ChannelId,
+        guard: &ChannelLoopGuard,
+        events: Events<()>,
+    ) -> Result<Vec<Publish>>;
     async fn is_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool>;
     /// `true` when the user was not a member before.
     /// Adds the member (`true` when new). When new, `events` are logged in the same

@@ -172,6 +172,9 @@ pub(crate) struct ChannelRow {
     turn_timeout_ms: Option<i64>,
     loop_guard_run: Option<i64>,
     loop_guard_per_minute: Option<i64>,
+    loop_guard_state: Option<String>,
+    loop_guard_reason: Option<String>,
+    loop_guard_since: Option<i64>,
 }
 
 impl ChannelRow {
@@ -191,6 +194,18 @@ impl ChannelRow {
             loop_guard_per_minute: self
                 .loop_guard_per_minute
                 .and_then(|v| u32::try_from(v).ok()),
+            loop_guard: match (
+                self.loop_guard_state,
+                self.loop_guard_reason,
+                self.loop_guard_since,
+            ) {
+                (Some(state), Some(reason), Some(since)) => Some(ChannelLoopGuard {
+                    state: parse(&state)?,
+                    reason,
+                    since: Timestamp(since),
+                }),
+                _ => None,
+            },
         })
     }
 }

@@ -17,11 +17,13 @@ use crate::store::rows::{ChannelForRow, ChannelRow, memberships, presence_row};
 use crate::store::{ChannelPatch, ChannelStore, Events, NewChannel};
 
 const CHANNEL_COLUMNS: &str = "c.id, c.workspace_id, c.name, c.topic, c.kind, c.policy, c.created_by, c.created_at, \
-     c.stream_rollup_ms, c.turn_timeout_ms, c.loop_guard_run, c.loop_guard_per_minute";
+     c.stream_rollup_ms, c.turn_timeout_ms, c.loop_guard_run, c.loop_guard_per_minute, \
+     c.loop_guard_state, c.loop_guard_reason, c.loop_guard_since";
 /// Members added by one statement, at most (3 bound values each).
 const MEMBERS_PER_INSERT: usize = 1_000;
 const RETURNING: &str = "RETURNING id, workspace_id, name, topic, kind, policy, created_by, created_at, \
-     stream_rollup_ms, turn_timeout_ms, loop_guard_run, loop_guard_per_minute";
+     stream_rollup_ms, turn_timeout_ms, loop_guard_run, loop_guard_per_minute, \
+     loop_guard_state, loop_guard_reason, loop_guard_since";
 
 #[async_trait]
 impl<DB> ChannelStore for Sql<DB>
@@ -214,6 +216,28 @@ where
         let logged = Self::log_events(&mut tx, self.now(), events(&channel)).await?;
         tx.commit().await?;
         Ok((channel, logged))
+    }
+
+    async fn set_loop_guard(
+        &self,
+        id: ChannelId,
+        guard: &ChannelLoopGuard,
+        events: Events<()>,
+    ) -> Result<Vec<Publish>> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "UPDATE channels SET loop_guard_state = $2, loop_guard_reason = $3, loop_guard_since = $4
+             WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(guard.state.as_str())
+        .bind(guard.reason.as_str())
+        .bind(guard.since.0)
+        .execute(&mut *tx)
+        .await?;
+        let logged = Self::log_events(&mut tx, self.now(), events(&())).await?;
+        tx.commit().await?;
+        Ok(logged)
     }
 
     async fn is_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool> {
