@@ -510,3 +510,61 @@ async fn a_registered_command_reaches_its_webhook_signed() {
     assert_eq!(body["data"]["command"], "ask");
     assert_eq!(body["data"]["args"], "what broke?");
 }
+
+#[tokio::test]
+async fn the_rust_client_runs_commands_registers_them_and_posts_slashes_literally() {
+    use chorus_client::Client;
+    use chorus_client::model::{ChannelId, CreateCommand, SendMessage, UserId, WorkspaceId};
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let (bot, _) = create_agent(&s, "sdk-bot", None).await;
+    s.add_member(&w.alice, w.ws, &bot, "member").await;
+    let ch = ChannelId(
+        s.create_channel(&w.alice, w.ws, "sdk", "public", &[&w.bob])
+            .await,
+    );
+    let ws = WorkspaceId(w.ws);
+    let base = s.url("/");
+    let alice = Client::new(&base, w.alice.token.as_str()).unwrap();
+
+    let made = alice
+        .create_command(
+            ws,
+            &CreateCommand {
+                name: "ping".into(),
+                description: "ping the bot".into(),
+                target_user_id: Some(UserId(bot.id)),
+                webhook_url: None,
+                webhook_secret: None,
+            },
+        )
+        .await
+        .unwrap();
+    let listed = alice.list_commands(ws).await.unwrap();
+    assert_eq!(listed, [made.clone()]);
+
+    let result = alice
+        .run_command(ch, "/topic from the SDK", None)
+        .await
+        .unwrap();
+    assert!(result.ok);
+    assert_eq!(result.text, "topic set to \"from the SDK\"");
+    let result = alice.run_command(ch, "/ping", None).await.unwrap();
+    assert_eq!(result.text, "/ping sent to @sdk-bot");
+    match alice.run_command(ch, "/nope", None).await {
+        Err(chorus_client::Error::Api { code, .. }) => {
+            assert_eq!(code, chorus_proto::ErrorCode::UnknownCommand);
+        }
+        other => panic!("expected unknown_command, got {other:?}"),
+    }
+
+    // `send_message` posts what it is given, a leading slash included.
+    let sent = alice
+        .send_message(ch, &SendMessage::new("/topic is literal here"), None)
+        .await
+        .unwrap();
+    assert_eq!(sent.message.text, "/topic is literal here");
+
+    alice.delete_command(ws, made.id).await.unwrap();
+    assert!(alice.list_commands(ws).await.unwrap().is_empty());
+}
