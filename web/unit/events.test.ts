@@ -81,6 +81,7 @@ function state(extra: Partial<LiveState> = {}): LiveState {
     catchingUp: false,
     caughtUp: 0,
     loopGuards: new Map(),
+    commandAnswers: new Map(),
     ...extra,
   };
 }
