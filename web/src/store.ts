@@ -465,7 +465,9 @@ export class ChatStore {
       void this.runCommand(channelId, trimmed, threadId);
       return true;
     }
-    const item: Outgoing = { key: newKey(), channelId, text: trimmed, state: 'sending' };
+    // `//…` posts `/…`: the client posts its text as given (a leading slash included).
+    const posted = trimmed.startsWith('//') ? trimmed.slice(1) : trimmed;
+    const item: Outgoing = { key: newKey(), channelId, text: posted, state: 'sending' };
     if (threadId !== undefined) item.threadId = threadId;
     this.pending.push(item);
     this.saveOutbox();
