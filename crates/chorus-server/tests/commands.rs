@@ -541,7 +541,7 @@ async fn the_rust_client_runs_commands_registers_them_and_posts_slashes_literall
         .await
         .unwrap();
     let listed = alice.list_commands(ws).await.unwrap();
-    assert_eq!(listed, [made.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&made));
 
     let result = alice
         .run_command(ch, "/topic from the SDK", None)
