@@ -219,6 +219,17 @@ describe('message.delta', () => {
   });
 });
 
+describe('command.result', () => {
+  it("keeps each channel's latest answer to my slash commands", () => {
+    const answer = { channel_id: GENERAL, command: 'topic', ok: true, text: 'topic set to "x"' };
+    const first = applied(state(), event('command.result', answer));
+    assert.deepEqual([...(first.commandAnswers ?? [])], [[GENERAL, answer]]);
+    const refused = { channel_id: GENERAL, command: 'nope', ok: false, text: '/nope is not a command here', code: 'unknown_command' };
+    const second = applied(state({ commandAnswers: first.commandAnswers! }), event('command.result', refused));
+    assert.deepEqual([...(second.commandAnswers ?? [])], [[GENERAL, refused]]);
+  });
+});
+
 describe('channel.loop_guard', () => {
   it('holds a channel with its reason until released', () => {
     const held = applied(state(), event('channel.loop_guard', { channel_id: GENERAL, state: 'held', reason: 'agent_messages' }));
