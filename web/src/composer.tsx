@@ -1,6 +1,6 @@
 // The message box of a conversation: its draft (kept per conversation, across reloads),
-// `@name` and `:emoji:` completion, ↑ on an empty box to edit my last message, and
-// the reason a send did not go.
+// `@name`, `:emoji:` and `/command` completion, ↑ on an empty box to edit my last
+// message, the reason a send did not go, and the answer to my last slash command.
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import type { ChannelId, MessageId } from '@chorus/client';
 import { searchEmoji } from './emoji';
@@ -14,9 +14,21 @@ interface Suggestion {
   detail?: string;
 }
 
-/** The word being completed: `@bo` or `:ta` right before the caret. */
-function wordAt(text: string, caret: number): { kind: '@' | ':'; start: number; query: string } | undefined {
+/** The built-in slash commands (docs/protocol.md, "Slash commands"). */
+const BUILT_IN_COMMANDS: readonly { name: string; detail: string }[] = [
+  { name: 'topic', detail: "<text> · set the channel's topic" },
+  { name: 'invite', detail: '@name · add a member to the channel' },
+  { name: 'leave', detail: 'leave the channel' },
+  { name: 'me', detail: '<action> · post an action ("alice waves")' },
+  { name: 'policy', detail: "<name> · set the channel's agent delivery policy" },
+];
+
+/** The word being completed: `/to` at the start of the box, `@bo` or `:ta` right
+ * before the caret. */
+function wordAt(text: string, caret: number): { kind: '/' | '@' | ':'; start: number; query: string } | undefined {
   const before = text.slice(0, caret);
+  const command = /^\/([a-z0-9_-]*)$/.exec(before);
+  if (command) return { kind: '/', start: 0, query: command[1]! };
   const mention = /(^|[^a-z0-9_.-])@([a-z0-9_.-]*)$/.exec(before);
   if (mention) return { kind: '@', start: caret - mention[2]!.length - 1, query: mention[2]! };
   const emoji = /(^|[\s(])[:]([a-z0-9_+-]{2,})$/.exec(before);
@@ -46,6 +58,7 @@ export function Composer({
   const area = useRef<HTMLTextAreaElement>(null);
   const editing = store.editing?.key === key ? store.findMessage(store.editing.id) : undefined;
   const error = store.composerErrors.get(key);
+  const answer = threadId === undefined ? store.commandAnswers.get(channelId) : undefined;
   const revision = store.draftRevision(key);
 
   // Another conversation, or the store put text back in this box (a refused send):
@@ -67,7 +80,15 @@ export function Composer({
   const word = dismissed ? undefined : wordAt(text, caret);
   const suggestions: Suggestion[] = !word
     ? []
-    : word.kind === '@'
+    : word.kind === '/'
+      ? [
+          ...BUILT_IN_COMMANDS,
+          ...store.commands.map((c) => ({ name: c.name, detail: c.description || 'registered command' })),
+        ]
+          .filter((c) => c.name.startsWith(word.query))
+          .slice(0, 8)
+          .map((c) => ({ insert: `/${c.name} `, label: `/${c.name}`, detail: c.detail }))
+      : word.kind === '@'
       ? [...store.members.values()]
           .filter((m) => m.user.id !== store.me.id)
           .filter((m) => m.user.name.startsWith(word.query) || m.user.display_name.toLowerCase().startsWith(word.query))
@@ -89,6 +110,7 @@ export function Composer({
     setDismissed(false);
     if (!editing) store.setDraft(key, value);
     if (error) store.clearComposerError(key);
+    if (answer) store.clearCommandAnswer(channelId);
   };
 
   const accept = (s: Suggestion) => {
@@ -131,13 +153,19 @@ export function Composer({
           Editing your message · <kbd>Enter</kbd> to save · <kbd>Esc</kbd> to cancel
         </p>
       )}
+      {answer && (
+        <p class={answer.ok ? 'composer-note' : 'composer-error'} role="status" id={`${id}-answer`} data-testid="command-answer">
+          <strong>/{answer.command}</strong>: {answer.text}
+          {!answer.ok && answer.code && ` (${answer.code})`} · only you can see this
+        </p>
+      )}
       {error && (
         <p class="composer-error" role="alert" id={`${id}-error`}>
           {error}
         </p>
       )}
       {open && (
-        <ul class="suggestions" id={listId} role="listbox" aria-label={word?.kind === '@' ? 'People' : 'Emoji'}>
+        <ul class="suggestions" id={listId} role="listbox" aria-label={word?.kind === '@' ? 'People' : word?.kind === '/' ? 'Commands' : 'Emoji'}>
           {suggestions.map((s, i) => (
             <li
               key={s.label}
@@ -191,7 +219,8 @@ export function Composer({
                 return;
               }
               // Enter on a word already complete (`@bob` typed in full) sends; Tab always completes.
-              const complete = word && suggestions[current]!.insert.trim() === `${word.kind === '@' ? '@' : ''}${word.query}`;
+              const complete =
+                word && suggestions[current]!.insert.trim() === `${word.kind === ':' ? '' : word.kind}${word.query}`;
               if ((e.key === 'Tab' || (e.key === 'Enter' && !complete)) && !e.shiftKey) {
                 e.preventDefault();
                 accept(suggestions[current]!);

@@ -277,8 +277,17 @@ function MessageItem({ message: m, inThread, compact }: { message: Message; inTh
           </span>
         )}
       </div>
-      <div class="msg-text">
-        {m.deleted ? <em class="muted">This message was deleted.</em> : <Text text={m.text} ctx={textContext(store)} />}
+      <div class={m.kind === 'action' ? 'msg-text action' : 'msg-text'}>
+        {m.deleted ? (
+          <em class="muted">This message was deleted.</em>
+        ) : m.kind === 'action' ? (
+          // `/me waves`: "alice waves".
+          <em>
+            {store.userName(m.author_id)} <Text text={m.text} ctx={textContext(store)} />
+          </em>
+        ) : (
+          <Text text={m.text} ctx={textContext(store)} />
+        )}
       </div>
       {streaming && <StreamingLine message={m} agent={agent} />}
       {!m.deleted && <WorkingLine message={m} />}

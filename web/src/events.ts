@@ -6,6 +6,7 @@ import type {
   ChannelId,
   ChannelView,
   ChorusEvent,
+  CommandResultData,
   EventDataMap,
   Member,
   Message,
@@ -64,6 +65,8 @@ export interface LiveState {
   readonly caughtUp: number;
   /** Channels whose agents the loop guard holds (not woken), with its reason. */
   readonly loopGuards: ReadonlyMap<ChannelId, string>;
+  /** Per channel, the answer to my last slash command there (`command.result`). */
+  readonly commandAnswers: ReadonlyMap<ChannelId, CommandResultData>;
 }
 
 /** What the reducers would otherwise read from the browser. */
@@ -99,6 +102,7 @@ export interface Update {
   statuses?: Map<UserId, string>;
   caughtUp?: number;
   loopGuards?: Map<ChannelId, string>;
+  commandAnswers?: Map<ChannelId, CommandResultData>;
   /** Messages, new or changed, to put wherever they are shown (the open lists and
    * thread, which loads in flight also write to: the store merges them in place). */
   put?: Message[];
@@ -180,6 +184,11 @@ export const reducers: Reducers = {
   // `message.aborted` and its receipt.
   'turn.passed': ignored,
   'turn.cancelled': ignored,
+
+  // The answer to a slash command I typed (in any of my tabs), shown above that
+  // channel's box; only my connections get it. `command.invoked` is for agents.
+  'command.result': (s, ev) => ({ commandAnswers: withEntry(s.commandAnswers, ev.data.channel_id, ev.data) }),
+  'command.invoked': ignored,
 
   'message.deleted': (s, ev) => {
     const m = findMessage(s, ev.data.id);

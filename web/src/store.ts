@@ -9,6 +9,8 @@ import {
   type ChannelKind,
   type ChannelView,
   type ChorusEvent,
+  type Command,
+  type CommandResultData,
   type ConnectionState,
   type Member,
   type Message,
@@ -79,6 +81,10 @@ export class ChatStore {
   typing: Typing = new Map();
   /** Channels whose agents the loop guard holds, with its reason (`channel.loop_guard`). */
   loopGuards = new Map<ChannelId, string>();
+  /** Per channel, the answer to my last slash command there (shown above its box). */
+  commandAnswers = new Map<ChannelId, CommandResultData>();
+  /** The open workspace's registered slash commands (the composer offers them). */
+  commands: Command[] = [];
   conn: ConnectionState = 'connecting';
   /** Where the "new messages" line goes in each channel: my read cursor when I opened it. */
   newSince = new Map<ChannelId, MessageId>();
@@ -185,7 +191,8 @@ export class ChatStore {
     this.current = undefined;
     this.thread = undefined;
     this.pins.clear();
-    await Promise.all([this.loadChannels(), this.loadMembers()]);
+    this.commands = [];
+    await Promise.all([this.loadChannels(), this.loadMembers(), this.loadCommands()]);
     const remembered = Number(localStorage.getItem(`chorus.channel.${id}`));
     const first =
       this.channels.get(remembered) ?? [...this.channels.values()].find((c) => c.member && c.kind !== 'dm');
@@ -202,6 +209,16 @@ export class ChatStore {
       list.flatMap((c) => (c.loop_guard?.state === 'held' ? [[c.id, c.loop_guard.reason] as const] : [])),
     );
     this.changed();
+  }
+
+  /** The workspace's registered commands; none when they cannot be read. */
+  private async loadCommands(): Promise<void> {
+    if (this.workspaceId === undefined) return;
+    try {
+      this.commands = await this.http.listCommands(this.workspaceId);
+    } catch {
+      this.commands = [];
+    }
   }
 
   async loadMembers(): Promise<void> {
@@ -445,7 +462,16 @@ export class ChatStore {
       this.changed();
       return false;
     }
-    const item: Outgoing = { key: newKey(), channelId, text: trimmed, state: 'sending' };
+    if (isCommand(trimmed)) {
+      this.composerErrors.delete(key);
+      this.setDraft(key, '');
+      this.changed();
+      void this.runCommand(channelId, trimmed, threadId);
+      return true;
+    }
+    // `//…` posts `/…`: the client posts its text as given (a leading slash included).
+    const posted = trimmed.startsWith('//') ? trimmed.slice(1) : trimmed;
+    const item: Outgoing = { key: newKey(), channelId, text: posted, state: 'sending' };
     if (threadId !== undefined) item.threadId = threadId;
     this.pending.push(item);
     this.saveOutbox();
@@ -455,6 +481,30 @@ export class ChatStore {
     this.changed();
     void this.deliver(item);
     return true;
+  }
+
+  /** Runs a slash command typed in a box; its answer (or refusal) is shown above the box
+   * (`command.result` brings it too, to every tab). A refused command goes back in its
+   * box unless something else was typed there since. */
+  private async runCommand(channelId: ChannelId, text: string, threadId?: MessageId): Promise<void> {
+    try {
+      const result = await this.http.runCommand(channelId, text, threadId !== undefined ? { threadId } : {});
+      this.commandAnswers.set(channelId, result);
+      if (result.message) this.apply(result.message);
+      if (text.startsWith('/invite') || text.startsWith('/leave')) void this.loadChannels().catch(() => {});
+    } catch (err) {
+      const e = err instanceof ChorusError ? err : new ChorusError(0, 'network', String(err));
+      const command = /^\/([a-z0-9_-]+)/.exec(text)?.[1] ?? '';
+      this.commandAnswers.set(channelId, { channel_id: channelId, command, ok: false, text: e.message, code: e.code });
+      const box = convKey(channelId, threadId);
+      if (!this.draft(box)) this.putDraft(box, text);
+    }
+    this.changed();
+  }
+
+  /** Forgets the answer shown above a channel's box. */
+  clearCommandAnswer(channelId: ChannelId): void {
+    if (this.commandAnswers.delete(channelId)) this.changed();
   }
 
   /** Sends a message that is waiting now, instead of at the next reconnect. */
@@ -938,6 +988,7 @@ export class ChatStore {
       catchingUp: this.catchingUp,
       caughtUp: this.caughtUp,
       loopGuards: this.loopGuards,
+      commandAnswers: this.commandAnswers,
     };
   }
 
@@ -950,6 +1001,7 @@ export class ChatStore {
     if (u.typing) this.typing = u.typing;
     if (u.pins) this.pins = u.pins;
     if (u.loopGuards) this.loopGuards = u.loopGuards;
+    if (u.commandAnswers) this.commandAnswers = u.commandAnswers;
     if (u.pending) {
       this.pending = u.pending;
       this.saveOutbox();
@@ -1087,6 +1139,11 @@ function tooLong(bytes: number, limit: number): string {
 }
 
 /** A refusal in words for people. */
+/** `/name …` with a command's name: run, not posted (`//…` posts a leading slash). */
+export function isCommand(text: string): boolean {
+  return /^\/[a-z][a-z0-9_-]*(\s|$)/.test(text);
+}
+
 function refusal(e: ChorusError): string {
   switch (e.code) {
     case 'forbidden':

@@ -81,6 +81,7 @@ function state(extra: Partial<LiveState> = {}): LiveState {
     catchingUp: false,
     caughtUp: 0,
     loopGuards: new Map(),
+    commandAnswers: new Map(),
     ...extra,
   };
 }
@@ -215,6 +216,17 @@ describe('message.delta', () => {
     assert.deepEqual(applied(state(), event('message.completed', done)), { put: [done] });
     const aborted = message(2, { text: 'Hel', state: 'aborted', seq: 1 });
     assert.deepEqual(applied(state(), event('message.aborted', { message: aborted, reason: 'idle' })), { put: [aborted] });
+  });
+});
+
+describe('command.result', () => {
+  it("keeps each channel's latest answer to my slash commands", () => {
+    const answer = { channel_id: GENERAL, command: 'topic', ok: true, text: 'topic set to "x"' };
+    const first = applied(state(), event('command.result', answer));
+    assert.deepEqual([...(first.commandAnswers ?? [])], [[GENERAL, answer]]);
+    const refused = { channel_id: GENERAL, command: 'nope', ok: false, text: '/nope is not a command here', code: 'unknown_command' };
+    const second = applied(state({ commandAnswers: first.commandAnswers! }), event('command.result', refused));
+    assert.deepEqual([...(second.commandAnswers ?? [])], [[GENERAL, refused]]);
   });
 });
 

@@ -2,6 +2,10 @@ import { ChorusError, errorFromBody } from './errors.js';
 import { StreamWriter, type StreamOptions } from './stream.js';
 import type {
   AddMember,
+  Command,
+  CommandId,
+  CommandResultData,
+  CreateCommand,
   Appended,
   CreatedServerKey,
   CreateServerKey,
@@ -239,7 +243,10 @@ export class ChorusHttp {
    * posting twice.
    */
   async sendMessage(channel: ChannelId, req: SendMessage | string, options: SendOptions = {}): Promise<Sent> {
-    const body: SendMessage = typeof req === 'string' ? { text: req } : req;
+    const given: SendMessage = typeof req === 'string' ? { text: req } : req;
+    // Posted as given: a leading `/` is doubled so the server does not run it as a
+    // slash command (`runCommand` runs one).
+    const body = !given.streaming && given.text.startsWith('/') ? { ...given, text: `/${given.text}` } : given;
     const key = options.idempotencyKey ?? newIdempotencyKey();
     const retries = options.retries ?? 3;
     for (let attempt = 0; ; attempt++) {
@@ -255,6 +262,35 @@ export class ChorusHttp {
         await sleep(Math.min(wait, 10_000));
       }
     }
+  }
+
+  /**
+   * Runs a slash command (`/topic …`, `/invite @name`, `/leave`, `/me …`, `/policy …`,
+   * or one registered in the workspace) in `channel`. Resolves to its answer (also sent
+   * to the caller's connections as `command.result`); a refusal rejects with a
+   * `ChorusError` (`unknown_command` for a name that is no command).
+   */
+  async runCommand(channel: ChannelId, text: string, options: { threadId?: MessageId } = {}): Promise<CommandResultData> {
+    if (!/^\/[a-z]/.test(text)) throw new ChorusError(0, 'bad_request', `${JSON.stringify(text)} is not a slash command (/name args)`);
+    const body: SendMessage = { text, ...(options.threadId !== undefined && { thread_id: options.threadId }) };
+    const res = await this.request('POST', `api/v1/channels/${channel}/messages`, body);
+    if (res.status !== 200) throw new ChorusError(res.status, 'unexpected_response', `${JSON.stringify(text)} was posted as a message, not run as a command`);
+    return (await res.json()) as CommandResultData;
+  }
+
+  /** Registers a slash command (workspace owners and admins; an agent for itself). */
+  createCommand(workspace: WorkspaceId, req: CreateCommand): Promise<Command> {
+    return this.json('POST', `api/v1/workspaces/${workspace}/commands`, req);
+  }
+
+  /** The workspace's registered commands (the built-ins are not listed). */
+  listCommands(workspace: WorkspaceId): Promise<Command[]> {
+    return this.json('GET', `api/v1/workspaces/${workspace}/commands`);
+  }
+
+  /** Removes a registered command (owners and admins, or its registrant). */
+  async deleteCommand(workspace: WorkspaceId, id: CommandId): Promise<void> {
+    await this.request('DELETE', `api/v1/workspaces/${workspace}/commands/${id}`);
   }
 
   /** A page of history, oldest first within the page. */
@@ -548,6 +584,9 @@ export const ROUTES: ReadonlyArray<readonly [string, string, keyof ChorusHttp]> 
   ['POST', '/api/v1/workspaces/{id}/dms', 'openDm'],
   ['GET', '/api/v1/workspaces/{id}/observers', 'getObservers'],
   ['PUT', '/api/v1/workspaces/{id}/observers', 'setObservers'],
+  ['POST', '/api/v1/workspaces/{id}/commands', 'createCommand'],
+  ['GET', '/api/v1/workspaces/{id}/commands', 'listCommands'],
+  ['DELETE', '/api/v1/workspaces/{id}/commands/{command_id}', 'deleteCommand'],
   ['GET', '/api/v1/channels/{id}', 'getChannel'],
   ['PATCH', '/api/v1/channels/{id}', 'updateChannel'],
   ['POST', '/api/v1/channels/{id}/members', 'addChannelMember'],

@@ -101,6 +101,13 @@ export type KeyPermission = Schemas['KeyPermission'];
 export type CreateServerKey = Schemas['CreateServerKey'];
 export type CreatedServerKey = Schemas['CreatedServerKey'];
 export type Health = Schemas['Health'];
+/** A slash command registered in a workspace (`webhook_secret` only in the answer to
+ * its registration). */
+export type Command = Schemas['Command'];
+export type CommandId = Schemas['CommandId'];
+export type CreateCommand = Schemas['CreateCommand'];
+/** `text` for plain messages (the field is then absent), `action` for `/me`. */
+export type MessageKind = Schemas['MessageKind'];
 export type Publish = Schemas['Publish'];
 
 // ---- event payloads (docs/protocol.md, "Event types")
@@ -138,6 +145,11 @@ export type MessageDeltaData = Schemas['MessageDelta'];
 /** `message.aborted`: the stream ended without completing (`reason`: the author's or an
  * admin's, `idle`, or `cancelled`). */
 export type MessageAbortedData = Schemas['MessageAborted'];
+/** `command.result` (ephemeral, the author's own scope): a slash command's answer; also
+ * what `runCommand` returns. */
+export type CommandResultData = Schemas['CommandResult'];
+/** `command.invoked`: a registered command was typed; wakes its target agent. */
+export type CommandInvokedData = Schemas['CommandInvoked'];
 /** `channel.loop_guard`: agents are no longer woken in the channel (`held`) or are again
  * (`released`). */
 export type LoopGuardData = Schemas['LoopGuard'];

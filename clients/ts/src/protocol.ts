@@ -135,6 +135,7 @@ export const ERROR_CODES = [
   'rate_limited',
   'limit_exceeded',
   'gone',
+  'unknown_command',
   'unavailable',
   'internal',
 ] as const;

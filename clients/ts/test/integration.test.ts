@@ -194,6 +194,31 @@ describe('against a real server', () => {
     assert.equal(rt.state, 'closed');
   });
 
+  test('slash commands: runCommand answers (and command.result), registered commands, literal sends', async () => {
+    const rt = realtime(alice);
+    const rec = record(rt);
+    await rt.connect();
+    const result = await alice.runCommand(general.id, '/topic from TS');
+    assert.equal(result.ok, true);
+    assert.equal(result.command, 'topic');
+    const heard = await waitFor('command.result', () => rec.events.find((e) => isEvent(e, 'command.result')));
+    assert.ok(isEvent(heard, 'command.result'));
+    assert.deepEqual(heard.data, result);
+    const action = await bob.runCommand(general.id, '/me waves');
+    assert.equal(action.message?.kind, 'action');
+    await assert.rejects(alice.runCommand(general.id, '/nope'), { code: 'unknown_command', status: 400 });
+    const literal = await alice.sendMessage(general.id, '/topic is literal');
+    assert.equal(literal.message.text, '/topic is literal');
+
+    const hook = await alice.createCommand(workspace.id, { name: 'ci', description: 'run CI', webhook_url: 'https://ci.example.com/hook' });
+    assert.ok(hook.webhook_secret);
+    assert.deepEqual((await bob.listCommands(workspace.id)).map((c) => c.name), ['ci']);
+    await assert.rejects(bob.deleteCommand(workspace.id, hook.id), { code: 'forbidden' });
+    await alice.deleteCommand(workspace.id, hook.id);
+    assert.deepEqual(await alice.listCommands(workspace.id), []);
+    rt.close();
+  });
+
   test('subscribe: forbidden rejects; topics deliver published events; typing reaches others', async () => {
     const rt = realtime(bob);
     const rec = record(rt);

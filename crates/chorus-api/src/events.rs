@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Channel, ChannelId, Message, MessageId, Pin, Presence, ReadState, Receipt, ReceiptState, Role,
-    Timestamp, TokenId, UserId, UserProfile, Workspace, WorkspaceId,
+    Channel, ChannelId, CommandId, Message, MessageId, Pin, Presence, ReadState, Receipt,
+    ReceiptState, Role, Timestamp, TokenId, UserId, UserProfile, Workspace, WorkspaceId,
 };
 
 /// `message.delta`: text appended to a streaming message during one roll-up window.
@@ -321,6 +321,53 @@ pub struct ObserversChanged {
     pub user_ids: Vec<UserId>,
 }
 
+/// `command.result`, ephemeral, on the author's own scope (only their connections):
+/// the answer to a slash command they typed in `channel_id`. It is also the body of
+/// the send's `200` answer when the command succeeded; a refused command answers the
+/// send with its error (the same `code`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CommandResult {
+    pub channel_id: ChannelId,
+    /// The command's name, without the slash.
+    pub command: String,
+    pub ok: bool,
+    /// What happened, for people (`topic set`, `sent to @deploy-bot`, the refusal).
+    pub text: String,
+    /// The error code when `ok` is false (`unknown_command`, `forbidden`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub code: Option<String>,
+    /// The message the command posted (`/me`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub message: Option<Message>,
+}
+
+/// `command.invoked`: someone typed a registered command. On the target agent's own
+/// scope (`wake: true`), or POSTed to the command's `webhook_url` (or to the agent's
+/// webhook when it has no connection). Nothing is posted in the channel unless the
+/// target answers there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CommandInvoked {
+    /// This invocation's id (also the webhook's `Chorus-Event-Id`).
+    pub id: String,
+    pub command_id: CommandId,
+    /// The command's name, without the slash.
+    pub command: String,
+    /// What followed the name, trimmed.
+    pub args: String,
+    pub workspace_id: WorkspaceId,
+    pub channel_id: ChannelId,
+    /// The thread it was typed in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub thread_id: Option<MessageId>,
+    /// Who typed it.
+    pub user_id: UserId,
+}
+
 /// Every event type the server publishes with its payload: `type` and `data` as an
 /// event frame carries them. Events published through `POST /api/v1/publish` have
 /// types of their publisher's choosing and are not here.
@@ -396,6 +443,10 @@ pub enum Event {
     SubscriptionRevoked(SubscriptionRevoked),
     #[serde(rename = "credentials.revoked")]
     CredentialsRevoked(CredentialsRevoked),
+    #[serde(rename = "command.result")]
+    CommandResult(CommandResult),
+    #[serde(rename = "command.invoked")]
+    CommandInvoked(CommandInvoked),
 }
 
 impl Event {

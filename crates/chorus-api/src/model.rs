@@ -42,7 +42,9 @@ id_type!(
     /// A message's id; ids grow with time within a channel.
     MessageId,
     /// An API token's id (what revoking names; never the secret).
-    TokenId
+    TokenId,
+    /// A registered slash command's id.
+    CommandId
 );
 
 /// Milliseconds since the Unix epoch; serialized as an RFC 3339 string.
@@ -164,6 +166,28 @@ text_enum!(
 impl Default for MessageState {
     fn default() -> Self {
         Self::Complete
+    }
+}
+
+text_enum!(
+    /// What a message is: `text` (everything posted as a message), or `action`
+    /// (posted by `/me waves`: its `text` is the action, `waves`, shown as
+    /// "alice waves").
+    MessageKind { Text = "text", Action = "action" }
+);
+
+// `text_enum!` takes no attributes on variants (`#[default]`).
+#[allow(clippy::derivable_impls)]
+impl Default for MessageKind {
+    fn default() -> Self {
+        Self::Text
+    }
+}
+
+impl MessageKind {
+    /// Whether this is the default kind (left out of the JSON).
+    pub fn is_text(&self) -> bool {
+        *self == Self::Text
     }
 }
 
@@ -507,6 +531,9 @@ pub struct Message {
     /// oldest report first (empty when none).
     #[serde(default)]
     pub receipts: Vec<Receipt>,
+    /// `action` for a `/me` message; absent for plain text.
+    #[serde(default, skip_serializing_if = "MessageKind::is_text")]
+    pub kind: MessageKind,
 }
 
 /// One agent's latest receipt for a message.
@@ -626,6 +653,33 @@ pub struct ErrorDetail {
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub code: ErrorCode,
     pub message: String,
+}
+
+/// A slash command registered in a workspace: `/name args` typed in one of its
+/// channels is delivered as a `command.invoked` event to `target_user_id` (an agent:
+/// on its socket, or by its webhook when it has no connection) or POSTed to
+/// `webhook_url`, signed with the command's own secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Command {
+    pub id: CommandId,
+    pub workspace_id: WorkspaceId,
+    /// `[a-z][a-z0-9_-]{0,31}`, typed after the slash.
+    pub name: String,
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub target_user_id: Option<UserId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub webhook_url: Option<String>,
+    /// The signing secret of a `webhook_url` command: only in the answer to its
+    /// registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub webhook_secret: Option<String>,
+    pub created_by: UserId,
+    pub created_at: Timestamp,
 }
 
 #[cfg(test)]

@@ -357,6 +357,9 @@ pub struct AddChannelMember {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendMessage {
+    /// A text starting with `/name` (a name of `[a-z][a-z0-9_-]*` followed by a space
+    /// or the end) is a slash command, run rather than posted (`docs/protocol.md`,
+    /// "Slash commands"); `//` posts the rest with one leading slash.
     pub text: String,
     /// Reply in the thread of this top-level message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -385,6 +388,29 @@ impl SendMessage {
             ..Self::new(text)
         }
     }
+}
+
+/// `POST /api/v1/workspaces/{id}/commands`: registers a slash command. Exactly one of
+/// `target_user_id` (an agent, woken by `command.invoked`) and `webhook_url` (POSTed
+/// the event, signed like agents' webhooks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateCommand {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z][a-z0-9_-]{0,31}$"))]
+    pub name: String,
+    /// At most 200 bytes; shown when a client offers the command.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_user_id: Option<UserId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// For a `webhook_url`: the signing secret (16 to 256 bytes); generated when
+    /// absent, and returned once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 16, max_length = 256))]
+    pub webhook_secret: Option<String>,
 }
 
 /// `POST /api/v1/messages/{id}/append`: text to add to a streaming message.

@@ -20,6 +20,9 @@ pub enum ChatError {
     /// No longer kept (events past the retention window).
     #[error("{0}")]
     Gone(String),
+    /// A message's `/name` is no slash command (HTTP 400, `unknown_command`).
+    #[error("{0}")]
+    UnknownCommand(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

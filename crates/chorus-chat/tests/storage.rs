@@ -228,6 +228,7 @@ fn new_message(ch: ChannelId, author: UserId, text: &str) -> NewMessage {
         idempotency_key: None,
         streaming: false,
         turns: Default::default(),
+        kind: Default::default(),
     }
 }
 
@@ -1450,6 +1451,7 @@ async fn idempotent_send(store: Arc<dyn Store>) {
         idempotency_key: Some(key.into()),
         streaming: false,
         turns: Default::default(),
+        kind: Default::default(),
         mentions: vec![bob.id],
         ..new_message(ch.id, author, text)
     };

@@ -279,6 +279,59 @@ impl Client {
         self.empty(self.request(Method::DELETE, &path)?).await
     }
 
+    /// Runs a slash command (`/topic …`, `/invite @name`, `/leave`, `/me …`,
+    /// `/policy …`, or one registered in the workspace) in `channel`, in the thread of
+    /// `thread_id` if given. Returns its answer (also sent to the caller's connections as
+    /// `command.result`); a refusal is an [`Error::Api`] (`unknown_command` for a name
+    /// that is no command).
+    pub async fn run_command(
+        &self,
+        channel: ChannelId,
+        text: &str,
+        thread_id: Option<MessageId>,
+    ) -> Result<CommandResult> {
+        let name = text.strip_prefix('/').unwrap_or_default();
+        if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Err(Error::Protocol(format!(
+                "{text:?} is not a slash command (/name args)"
+            )));
+        }
+        let path = format!("api/v1/channels/{channel}/messages");
+        let req = SendMessage {
+            thread_id,
+            ..SendMessage::new(text)
+        };
+        let response = self
+            .send(self.request(Method::POST, &path)?.json(&req))
+            .await?;
+        if response.status() != StatusCode::OK {
+            return Err(Error::Protocol(format!(
+                "{text:?} was posted as a message, not run as a command"
+            )));
+        }
+        Ok(response.json().await?)
+    }
+
+    /// Registers a slash command in a workspace (owners and admins; an agent for
+    /// itself). A `webhook_url` command's `webhook_secret` is in this answer only.
+    pub async fn create_command(&self, ws: WorkspaceId, req: &CreateCommand) -> Result<Command> {
+        let path = format!("api/v1/workspaces/{ws}/commands");
+        self.json(self.request(Method::POST, &path)?.json(req))
+            .await
+    }
+
+    /// The slash commands registered in a workspace (the built-ins are not listed).
+    pub async fn list_commands(&self, ws: WorkspaceId) -> Result<Vec<Command>> {
+        let path = format!("api/v1/workspaces/{ws}/commands");
+        self.json(self.request(Method::GET, &path)?).await
+    }
+
+    /// Removes a registered command (owners and admins, or its registrant).
+    pub async fn delete_command(&self, ws: WorkspaceId, id: CommandId) -> Result<()> {
+        let path = format!("api/v1/workspaces/{ws}/commands/{id}");
+        self.empty(self.request(Method::DELETE, &path)?).await
+    }
+
     /// Joins a public channel.
     pub async fn join_channel(&self, id: ChannelId) -> Result<Channel> {
         let path = format!("api/v1/channels/{id}/join");
@@ -307,7 +360,9 @@ impl Client {
     }
 
     /// Sends a message. With `idempotency_key`, a retry of the same send returns the
-    /// first result with `replayed: true` and creates nothing.
+    /// first result with `replayed: true` and creates nothing. The text is posted as
+    /// given: one starting with `/` is sent as `//…` so the server does not run it as
+    /// a slash command ([`run_command`](Self::run_command) runs one).
     pub async fn send_message(
         &self,
         channel: ChannelId,
@@ -315,6 +370,16 @@ impl Client {
         idempotency_key: Option<&str>,
     ) -> Result<Sent> {
         let path = format!("api/v1/channels/{channel}/messages");
+        let escaped;
+        let req = if !req.streaming && req.text.starts_with('/') {
+            escaped = SendMessage {
+                text: format!("/{}", req.text),
+                ..req.clone()
+            };
+            &escaped
+        } else {
+            req
+        };
         let mut request = self.request(Method::POST, &path)?.json(req);
         if let Some(key) = idempotency_key {
             request = request.header("idempotency-key", key);
@@ -703,6 +768,13 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/workspaces/{id}/dms", "open_dm"),
     ("GET", "/api/v1/workspaces/{id}/observers", "observers"),
     ("PUT", "/api/v1/workspaces/{id}/observers", "set_observers"),
+    ("POST", "/api/v1/workspaces/{id}/commands", "create_command"),
+    ("GET", "/api/v1/workspaces/{id}/commands", "list_commands"),
+    (
+        "DELETE",
+        "/api/v1/workspaces/{id}/commands/{command_id}",
+        "delete_command",
+    ),
     ("GET", "/api/v1/channels/{id}", "get_channel"),
     ("PATCH", "/api/v1/channels/{id}", "update_channel"),
     (

@@ -26,6 +26,8 @@ pub enum ErrorCode {
     LimitExceeded,
     /// What was asked for is no longer kept (events past the retention window).
     Gone,
+    /// A message's `/name` names no built-in or registered slash command.
+    UnknownCommand,
     Unavailable,
     Internal,
 }
@@ -45,6 +47,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::LimitExceeded => "limit_exceeded",
             Self::Gone => "gone",
+            Self::UnknownCommand => "unknown_command",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

@@ -48,7 +48,8 @@ impl ApiError {
             ErrorCode::BadRequest
             | ErrorCode::MalformedJson
             | ErrorCode::UnknownOp
-            | ErrorCode::UnsupportedFrame => StatusCode::BAD_REQUEST,
+            | ErrorCode::UnsupportedFrame
+            | ErrorCode::UnknownCommand => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -98,6 +99,7 @@ impl From<ChatError> for ApiError {
             ChatError::PayloadTooLarge(m) => Self::new(ErrorCode::PayloadTooLarge, m),
             ChatError::Unavailable(m) => Self::new(ErrorCode::Unavailable, m),
             ChatError::Gone(m) => Self::new(ErrorCode::Gone, m),
+            ChatError::UnknownCommand(m) => Self::new(ErrorCode::UnknownCommand, m),
             ChatError::Internal(cause) => {
                 tracing::error!(cause = %cause, "internal error");
                 Self::new(ErrorCode::Internal, "internal error")

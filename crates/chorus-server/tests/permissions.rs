@@ -350,6 +350,13 @@ enum Action {
     /// /messages/{it}/receipts {working}`, and `POST /messages/{it}/cancel`.
     Receipt,
     CancelTurn,
+    /// Slash commands (issue 21): `POST …/commands` for the agent (brought into the
+    /// workspace first), `GET …/commands`, `DELETE` one the owner registered, and
+    /// `/topic` typed in `priv` (the same rule as `TopicPrivate`).
+    RegisterCommand,
+    ListCommands,
+    DeleteCommand,
+    TopicCommandPrivate,
 }
 
 impl Action {
@@ -479,6 +486,47 @@ impl Action {
             React => {
                 let path = format!("/api/v1/messages/{}/reactions/%F0%9F%91%8D", fx.msg);
                 call(Method::PUT, path, None).await
+            }
+            RegisterCommand => {
+                s.add_member(&p.owner, ws, &p.agent, "member").await;
+                let body = json!({"name": "deploy", "description": "ship it", "target_user_id": p.agent.id});
+                call(
+                    Method::POST,
+                    format!("/api/v1/workspaces/{ws}/commands"),
+                    Some(body),
+                )
+                .await
+            }
+            ListCommands => {
+                call(
+                    Method::GET,
+                    format!("/api/v1/workspaces/{ws}/commands"),
+                    None,
+                )
+                .await
+            }
+            DeleteCommand => {
+                s.add_member(&p.owner, ws, &p.agent, "member").await;
+                let made = s
+                    .post(
+                        &format!("/api/v1/workspaces/{ws}/commands"),
+                        &p.owner.token,
+                        json!({"name": "deploy", "target_user_id": p.agent.id}),
+                    )
+                    .await
+                    .expect_status(StatusCode::CREATED);
+                let id = made.body["id"].as_i64().unwrap();
+                let path = format!("/api/v1/workspaces/{ws}/commands/{id}");
+                call(Method::DELETE, path, None).await
+            }
+            TopicCommandPrivate => {
+                let path = format!("{}/messages", channel(fx.private));
+                call(
+                    Method::POST,
+                    path,
+                    Some(json!({"text": "/topic by command"})),
+                )
+                .await
             }
             Receipt | CancelTurn => {
                 s.add_member(&p.owner, ws, &p.agent, "member").await;
@@ -959,6 +1007,51 @@ const TURN_ROWS: &[(Action, &[(Actor, u16)])] = &[
     ),
 ];
 
+/// Slash commands (issue 21).
+const COMMAND_ROWS: &[(Action, &[(Actor, u16)])] = &[
+    (
+        RegisterCommand,
+        &[
+            (ServerAdmin, CREATED),
+            (Owner, CREATED),
+            (Admin, CREATED),
+            (Agent, CREATED),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Creator, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        ListCommands,
+        &[(Owner, OK), (Member, OK), (Guest, OK), (Outsider, UNKNOWN)],
+    ),
+    (
+        DeleteCommand,
+        &[
+            (Owner, GONE),
+            (Admin, GONE),
+            (ServerAdmin, GONE),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        TopicCommandPrivate,
+        &[
+            (Owner, OK),
+            (Admin, OK),
+            (Creator, OK),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Bystander, DENIED),
+            (ServerAdmin, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+];
+
 /// Rows run this many at a time (each on its own workspace).
 const PARALLEL: usize = 8;
 
@@ -970,6 +1063,7 @@ async fn every_role_gets_what_the_permission_table_says() {
     let rows: Vec<(Action, Actor, u16)> = TABLE
         .iter()
         .chain(TURN_ROWS)
+        .chain(COMMAND_ROWS)
         .flat_map(|(action, cells)| cells.iter().map(|(who, code)| (*action, *who, *code)))
         .collect();
     let (s, p) = (&s, &p);

@@ -107,7 +107,10 @@ export interface paths {
         put?: never;
         /**
          * Send a message. With an `Idempotency-Key` header, a retry returns the first
-         *     result (and the header `Idempotent-Replayed: true`) and creates nothing.
+         *     result (and the header `Idempotent-Replayed: true`) and creates nothing. A text
+         *     starting with `/name` is a slash command: run, not posted; its answer is `200` with
+         *     a `CommandResult` (also sent to the author's connections as `command.result`), or
+         *     the command's refusal (`400 unknown_command` for a name that is no command).
          */
         post: operations["send_message"];
         delete?: never;
@@ -745,6 +748,49 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/workspaces/{id}/commands": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The workspace's registered commands, by name (any member). The built-ins
+         *     (`/topic`, `/invite`, `/leave`, `/me`, `/policy`) are not listed.
+         */
+        get: operations["list_commands"];
+        put?: never;
+        /**
+         * Register a slash command: workspace owners and admins (for an agent of the
+         *     workspace, or a `webhook_url`), or an agent for itself. `/name args` typed in a
+         *     channel of the workspace is then delivered as `command.invoked`. A `webhook_url`
+         *     command's `webhook_secret` is in this answer only. 409 when the name is taken.
+         */
+        post: operations["create_command"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/workspaces/{id}/commands/{command_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Remove a command: workspace owners and admins, or whoever registered it. */
+        delete: operations["delete_command"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/workspaces/{id}/dms": {
         parameters: {
             query?: never;
@@ -1062,6 +1108,72 @@ export interface components {
             unread_mentions: number;
         };
         /**
+         * @description A slash command registered in a workspace: `/name args` typed in one of its
+         *     channels is delivered as a `command.invoked` event to `target_user_id` (an agent:
+         *     on its socket, or by its webhook when it has no connection) or POSTed to
+         *     `webhook_url`, signed with the command's own secret.
+         */
+        Command: {
+            created_at: components["schemas"]["Timestamp"];
+            created_by: components["schemas"]["UserId"];
+            description: string;
+            id: components["schemas"]["CommandId"];
+            /** @description `[a-z][a-z0-9_-]{0,31}`, typed after the slash. */
+            name: string;
+            target_user_id?: components["schemas"]["UserId"];
+            /**
+             * @description The signing secret of a `webhook_url` command: only in the answer to its
+             *     registration.
+             */
+            webhook_secret?: string;
+            webhook_url?: string;
+            workspace_id: components["schemas"]["WorkspaceId"];
+        };
+        /**
+         * Format: int64
+         * @description A registered slash command's id.
+         */
+        CommandId: number;
+        /**
+         * @description `command.invoked`: someone typed a registered command. On the target agent's own
+         *     scope (`wake: true`), or POSTed to the command's `webhook_url` (or to the agent's
+         *     webhook when it has no connection). Nothing is posted in the channel unless the
+         *     target answers there.
+         */
+        CommandInvoked: {
+            /** @description What followed the name, trimmed. */
+            args: string;
+            channel_id: components["schemas"]["ChannelId"];
+            /** @description The command's name, without the slash. */
+            command: string;
+            command_id: components["schemas"]["CommandId"];
+            /** @description This invocation's id (also the webhook's `Chorus-Event-Id`). */
+            id: string;
+            /** @description The thread it was typed in. */
+            thread_id?: components["schemas"]["MessageId"];
+            /** @description Who typed it. */
+            user_id: components["schemas"]["UserId"];
+            workspace_id: components["schemas"]["WorkspaceId"];
+        };
+        /**
+         * @description `command.result`, ephemeral, on the author's own scope (only their connections):
+         *     the answer to a slash command they typed in `channel_id`. It is also the body of
+         *     the send's `200` answer when the command succeeded; a refused command answers the
+         *     send with its error (the same `code`).
+         */
+        CommandResult: {
+            channel_id: components["schemas"]["ChannelId"];
+            /** @description The error code when `ok` is false (`unknown_command`, `forbidden`, …). */
+            code?: string;
+            /** @description The command's name, without the slash. */
+            command: string;
+            /** @description The message the command posted (`/me`). */
+            message?: components["schemas"]["Message"];
+            ok: boolean;
+            /** @description What happened, for people (`topic set`, `sent to @deploy-bot`, the refusal). */
+            text: string;
+        };
+        /**
          * @description `POST /api/v1/messages/{id}/complete`: ends a stream. With `text`, that becomes
          *     the message's whole text (replacing what was appended).
          */
@@ -1100,6 +1212,23 @@ export interface components {
              * @description `round_robin` turn timeout in ms (100 to 3,600,000); absent or `null`: the server's.
              */
             turn_timeout_ms?: number | null;
+        };
+        /**
+         * @description `POST /api/v1/workspaces/{id}/commands`: registers a slash command. Exactly one of
+         *     `target_user_id` (an agent, woken by `command.invoked`) and `webhook_url` (POSTed
+         *     the event, signed like agents' webhooks).
+         */
+        CreateCommand: {
+            /** @description At most 200 bytes; shown when a client offers the command. */
+            description?: string;
+            name: string;
+            target_user_id?: null | components["schemas"]["UserId"];
+            /**
+             * @description For a `webhook_url`: the signing secret (16 to 256 bytes); generated when
+             *     absent, and returned once.
+             */
+            webhook_secret?: string | null;
+            webhook_url?: string | null;
         };
         CreateServerKey: {
             /** @description What the key is for (1–80 bytes once trimmed), e.g. the backend using it. */
@@ -1328,6 +1457,14 @@ export interface components {
             data: components["schemas"]["CredentialsRevoked"];
             /** @enum {string} */
             type: "credentials.revoked";
+        } | {
+            data: components["schemas"]["CommandResult"];
+            /** @enum {string} */
+            type: "command.result";
+        } | {
+            data: components["schemas"]["CommandInvoked"];
+            /** @enum {string} */
+            type: "command.invoked";
         };
         /** @description `GET /healthz` and `GET /readyz`: `ok`, `ready`. */
         Health: {
@@ -1388,6 +1525,8 @@ export interface components {
             deleted: boolean;
             edited_at?: components["schemas"]["Timestamp"];
             id: components["schemas"]["MessageId"];
+            /** @description `action` for a `/me` message; absent for plain text. */
+            kind?: components["schemas"]["MessageKind"];
             /** @description When the latest (not deleted) reply was sent. */
             last_reply_at?: components["schemas"]["Timestamp"];
             mentions: components["schemas"]["UserId"][];
@@ -1453,6 +1592,13 @@ export interface components {
          * @description A message's id; ids grow with time within a channel.
          */
         MessageId: number;
+        /**
+         * @description What a message is: `text` (everything posted as a message), or `action`
+         *     (posted by `/me waves`: its `text` is the action, `waves`, shown as
+         *     "alice waves").
+         * @enum {string}
+         */
+        MessageKind: "text" | "action";
         /**
          * @description Where a message's text stands: `complete` (every message not streamed, and a
          *     stream its author completed), `streaming` (its author is still appending), or
@@ -1710,6 +1856,11 @@ export interface components {
              *     with `complete` or `abort`. `text` may then be empty.
              */
             streaming?: boolean;
+            /**
+             * @description A text starting with `/name` (a name of `[a-z][a-z0-9_-]*` followed by a space
+             *     or the end) is a slash command, run rather than posted (`docs/protocol.md`,
+             *     "Slash commands"); `//` posts the rest with one leading slash.
+             */
             text: string;
             thread_id?: null | components["schemas"]["MessageId"];
         };
@@ -2596,6 +2747,15 @@ export interface operations {
             };
         };
         responses: {
+            /** @description A slash command ran */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CommandResult"];
+                };
+            };
             /** @description Created. */
             201: {
                 headers: {
@@ -5763,6 +5923,240 @@ export interface operations {
             };
             /** @description The request body is over the server's `max_body_bytes`. */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_commands: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Command"][];
+                };
+            };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_command: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateCommand"];
+            };
+        };
+        responses: {
+            /** @description Created. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Command"];
+                };
+            };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with the current state (see the message). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_command: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+                command_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Done; no body. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

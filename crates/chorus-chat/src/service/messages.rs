@@ -81,6 +81,19 @@ impl Chat {
         req: SendMessage,
         idempotency_key: Option<String>,
     ) -> Result<(Message, bool)> {
+        self.post_message(caller, channel_id, req, idempotency_key, MessageKind::Text)
+            .await
+    }
+
+    /// [`send_message`](Self::send_message) of a message of `kind` (`/me`: `action`).
+    pub(crate) async fn post_message(
+        &self,
+        caller: &User,
+        channel_id: ChannelId,
+        req: SendMessage,
+        idempotency_key: Option<String>,
+        kind: MessageKind,
+    ) -> Result<(Message, bool)> {
         let (channel, member) = self.channel_for(channel_id, caller.id).await?;
         if !member {
             self.readable_channel(caller, channel_id).await?;
@@ -179,6 +192,7 @@ impl Chat {
                     idempotency_key,
                     streaming: req.streaming,
                     turns,
+                    kind,
                 },
                 events,
             )

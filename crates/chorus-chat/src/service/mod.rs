@@ -5,6 +5,7 @@ pub mod agents;
 mod cache;
 mod catchup;
 mod channels;
+pub mod commands;
 pub mod delivery;
 mod dev;
 mod edge;
@@ -44,6 +45,7 @@ use presence::{LocalPresence, PresenceTracker};
 
 pub use agents::{SetWebhook, UserIds, WebhookSettings};
 pub use channels::{CreateChannel, OpenDm, UpdateChannel};
+pub use commands::{CreateCommand, Sent};
 pub use dev::{DEV_CHANNEL, DEV_WORKSPACE};
 pub use keys::{CreateServerKey, NewKey};
 pub use messages::{EditMessage, SendMessage};

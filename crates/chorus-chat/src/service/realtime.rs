@@ -54,9 +54,10 @@ fn to_hook(err: ChatError) -> HookError {
     match err {
         ChatError::Forbidden(m) | ChatError::Unauthorized(m) => HookError::Forbidden(m),
         ChatError::NotFound(m) | ChatError::Gone(m) => HookError::NotFound(m),
-        ChatError::BadRequest(m) | ChatError::PayloadTooLarge(m) | ChatError::Conflict(m) => {
-            HookError::BadRequest(m)
-        }
+        ChatError::BadRequest(m)
+        | ChatError::PayloadTooLarge(m)
+        | ChatError::Conflict(m)
+        | ChatError::UnknownCommand(m) => HookError::BadRequest(m),
         ChatError::Unavailable(m) => HookError::Internal(m),
         ChatError::Internal(e) => {
             tracing::error!(cause = %e, "realtime hook failed");

@@ -103,6 +103,8 @@ pub struct NewMessage {
     pub streaming: bool,
     /// The agents the message wakes: each gets its turn at it, in its transaction.
     pub turns: NewTurns,
+    /// `action` for `/me`.
+    pub kind: MessageKind,
 }
 
 /// The turns a new message gives (see [`TurnStore`]).
@@ -831,6 +833,39 @@ pub trait HealthStore: Send + Sync {
     async fn close(&self);
 }
 
+// ---- Slash commands (issue 21) ------------------------------------------------------
+
+/// A slash command to register; exactly one of `target_user_id` and `webhook_url`.
+pub struct NewCommand {
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    pub description: String,
+    pub target_user_id: Option<UserId>,
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub created_by: UserId,
+}
+
+#[async_trait]
+pub trait CommandStore: Send + Sync {
+    /// Registers a command; `None` when the workspace has one of that name already.
+    /// The returned command carries no secret.
+    async fn create_command(&self, new: NewCommand) -> Result<Option<Command>>;
+    /// A workspace's commands, by name.
+    async fn commands(&self, ws: WorkspaceId) -> Result<Vec<Command>>;
+    async fn command(&self, id: CommandId) -> Result<Option<Command>>;
+    async fn command_named(&self, ws: WorkspaceId, name: &str) -> Result<Option<Command>>;
+    /// `false` when there was no such command.
+    async fn delete_command(&self, id: CommandId) -> Result<bool>;
+    /// Queues a `webhook_url` command's event (under `new.user_id`, the registrant),
+    /// signed with the command's secret when delivered; `false` when already queued.
+    async fn enqueue_command_webhook(
+        &self,
+        new: NewWebhookDelivery,
+        command: CommandId,
+    ) -> Result<bool>;
+}
+
 /// Everything the domain needs from a database.
 pub trait Store:
     HealthStore
@@ -845,6 +880,7 @@ pub trait Store:
     + AgentStore
     + TurnStore
     + KeyStore
+    + CommandStore
 {
 }
 
@@ -861,5 +897,6 @@ impl<T> Store for T where
         + AgentStore
         + TurnStore
         + KeyStore
+        + CommandStore
 {
 }

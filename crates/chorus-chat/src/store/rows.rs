@@ -227,6 +227,7 @@ pub(crate) struct MessageRow {
     state: String,
     stream_seq: i64,
     receipts: String,
+    kind: String,
 }
 
 impl MessageRow {
@@ -255,6 +256,10 @@ impl MessageRow {
             seq: u64::try_from(self.stream_seq).unwrap_or(0),
             receipts: serde_json::from_str(&self.receipts)
                 .map_err(|e| ChatError::Internal(anyhow::anyhow!("corrupt receipts: {e}")))?,
+            kind: self
+                .kind
+                .parse()
+                .map_err(|e| ChatError::Internal(anyhow::anyhow!("corrupt message kind: {e}")))?,
         })
     }
 }
@@ -316,6 +321,7 @@ pub(crate) fn created_message(
         },
         seq: 0,
         receipts: Vec::new(),
+        kind: new.kind,
     }
 }
 

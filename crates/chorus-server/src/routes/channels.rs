@@ -5,7 +5,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chorus_api::{AddChannelMember, HistoryQuery};
 use chorus_chat::model::{Channel, ChannelId, ChannelView, Message, Pin, ReadState, UserId};
-use chorus_chat::service::{MarkRead, SendMessage, UpdateChannel, UserIds};
+use chorus_chat::service::commands::CommandResult;
+use chorus_chat::service::{MarkRead, SendMessage, Sent, UpdateChannel, UserIds};
 use chorus_chat::store::{DeliveryList, MessageQuery};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -111,10 +112,15 @@ async fn leave_channel(
 }
 
 /// Send a message. With an `Idempotency-Key` header, a retry returns the first
-/// result (and the header `Idempotent-Replayed: true`) and creates nothing.
+/// result (and the header `Idempotent-Replayed: true`) and creates nothing. A text
+/// starting with `/name` is a slash command: run, not posted; its answer is `200` with
+/// a `CommandResult` (also sent to the author's connections as `command.result`), or
+/// the command's refusal (`400 unknown_command` for a name that is no command).
 #[utoipa::path(post, path = "/api/v1/channels/{id}/messages", tag = "messages", request_body = SendMessage,
     params(("id" = i64, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = Message), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+    responses((status = 201, body = Message), (status = 200, body = CommandResult, description = "A slash command ran"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn send_message(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -130,10 +136,10 @@ async fn send_message(
                 .to_owned(),
         ),
     };
-    let (message, created) = state
-        .chat
-        .send_message(&caller, ChannelId(id), req, key)
-        .await?;
+    let (message, created) = match state.chat.send(&caller, ChannelId(id), req, key).await? {
+        Sent::Message { message, created } => (message, created),
+        Sent::Command(result) => return Ok((StatusCode::OK, Json(result)).into_response()),
+    };
     let mut response = (StatusCode::CREATED, Json(message)).into_response();
     if !created {
         response

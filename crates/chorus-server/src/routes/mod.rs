@@ -2,6 +2,7 @@
 //! document generated from the handlers' annotations.
 
 mod channels;
+mod commands;
 mod doc;
 mod keys;
 mod mcp;
@@ -54,6 +55,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(workspaces::router())
         .merge(channels::router())
+        .merge(commands::router())
         .merge(messages::router())
         .merge(presence::router())
         .merge(ops::router())

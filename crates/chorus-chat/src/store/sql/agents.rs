@@ -225,22 +225,37 @@ where
         // One statement (a read-then-write transaction could lose its snapshot to another
         // writer), and rows another node is claiming right now are skipped rather than
         // waited for.
-        let rows: Vec<(i64, i64, String, String, String, i64)> = sqlx::query_as(&format!(
-            "UPDATE webhook_deliveries SET next_attempt_at = $1
+        let rows: Vec<(i64, i64, String, String, String, i64, Option<i64>)> =
+            sqlx::query_as(&format!(
+                "UPDATE webhook_deliveries SET next_attempt_at = $1
              WHERE id IN (SELECT id FROM webhook_deliveries
                           WHERE status = 'pending' AND next_attempt_at <= $2
                           ORDER BY next_attempt_at, id LIMIT $3 {skip_locked})
-             RETURNING id, user_id, event_id, url, body, attempts",
-            skip_locked = DB::SKIP_LOCKED,
-        ))
-        .bind(lease_until.0)
-        .bind(now.0)
-        .bind(i64::from(limit))
-        .fetch_all(&self.writer)
-        .await?;
+             RETURNING id, user_id, event_id, url, body, attempts, command_id",
+                skip_locked = DB::SKIP_LOCKED,
+            ))
+            .bind(lease_until.0)
+            .bind(now.0)
+            .bind(i64::from(limit))
+            .fetch_all(&self.writer)
+            .await?;
         let mut secrets: HashMap<i64, Option<String>> = HashMap::new();
-        for (_, user, ..) in &rows {
-            if !secrets.contains_key(user) {
+        // A registered command's deliveries are signed with the command's secret.
+        let mut command_secrets: HashMap<i64, Option<String>> = HashMap::new();
+        for (.., command) in &rows {
+            if let Some(command) = command
+                && !command_secrets.contains_key(command)
+            {
+                let secret: Option<Option<String>> =
+                    sqlx::query_scalar("SELECT webhook_secret FROM commands WHERE id = $1")
+                        .bind(command)
+                        .fetch_optional(&self.writer)
+                        .await?;
+                command_secrets.insert(*command, secret.flatten());
+            }
+        }
+        for (_, user, .., command) in &rows {
+            if command.is_none() && !secrets.contains_key(user) {
                 let secret: Option<Option<String>> =
                     sqlx::query_scalar("SELECT webhook_secret FROM users WHERE id = $1")
                         .bind(user)
@@ -251,15 +266,20 @@ where
         }
         let mut due: Vec<DueWebhook> = rows
             .into_iter()
-            .map(|(id, user_id, event_id, url, body, attempts)| DueWebhook {
-                id,
-                user_id: UserId(user_id),
-                event_id,
-                url,
-                body,
-                attempts,
-                secret: secrets.get(&user_id).cloned().flatten(),
-            })
+            .map(
+                |(id, user_id, event_id, url, body, attempts, command)| DueWebhook {
+                    id,
+                    user_id: UserId(user_id),
+                    event_id,
+                    url,
+                    body,
+                    attempts,
+                    secret: match command {
+                        Some(command) => command_secrets.get(&command).cloned().flatten(),
+                        None => secrets.get(&user_id).cloned().flatten(),
+                    },
+                },
+            )
             .collect();
         due.sort_by_key(|d| d.id);
         Ok(due)

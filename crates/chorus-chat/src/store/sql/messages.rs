@@ -14,7 +14,7 @@ use chorus_realtime::Publish;
 /// The columns of [`MessageRow`], for a query naming the table `m`.
 pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.channel_id, m.author_id, m.text, m.thread_id, m.mentions, \
      m.created_at, m.edited_at, m.deleted, m.reply_count, m.last_reply_at, \
-     EXISTS (SELECT 1 FROM pins pn WHERE pn.message_id = m.id) AS pinned, m.state, m.stream_seq, m.receipts";
+     EXISTS (SELECT 1 FROM pins pn WHERE pn.message_id = m.id) AS pinned, m.state, m.stream_seq, m.receipts, m.kind";
 
 /// Reading and writing a message's rows inside a transaction (or on one connection),
 /// shared by the trait methods here, pins and SQLite's batched inserts.
@@ -143,8 +143,8 @@ where
         created_at: Timestamp,
     ) -> Result<Option<MessageId>> {
         let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO messages (channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key, state, stream_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            "INSERT INTO messages (channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key, state, stream_at, kind)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (author_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING id",
         )
@@ -157,6 +157,7 @@ where
         .bind(&new.idempotency_key)
         .bind(if new.streaming { "streaming" } else { "complete" })
         .bind(new.streaming.then_some(created_at.0))
+        .bind(new.kind.as_str())
         .fetch_optional(&mut *conn)
         .await?;
         Ok(id.map(MessageId))
@@ -192,6 +193,7 @@ where
             && new.mentions.is_empty()
             && new.thread_id.is_none()
             && !new.streaming
+            && new.kind == MessageKind::Text
             && new.turns.agents.is_empty()
         {
             return batcher.insert(new, events).await;

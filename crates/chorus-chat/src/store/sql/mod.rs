@@ -16,10 +16,12 @@
 //! Files, one per area: `users` (users, tokens, presence columns), `workspaces`,
 //! `channels`, `messages`, `reactions`, `pins`, `reads`, `agents` (delivery lists,
 //! round-robin state, webhook queue), `turns` (each agent's turn at a message, its
-//! receipts), `keys` (server keys), `events` (the event log).
+//! receipts), `keys` (server keys), `commands` (slash commands), `events` (the event
+//! log).
 
 mod agents;
 mod channels;
+mod commands;
 mod events;
 pub(crate) use events::Append;
 mod keys;

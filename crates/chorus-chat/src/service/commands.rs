@@ -1,0 +1,453 @@
+//! Slash commands: a message whose text starts with `/name` is run, not posted. The
+//! built-ins call the same methods as their API routes (so the same permission rules);
+//! a registered command is delivered as `command.invoked` to its agent or webhook. Only
+//! the author hears the answer: `command.result`, ephemeral, on their own scope. This
+//! module holds no permission rule of the built-ins' own.
+
+pub use chorus_api::events::{CommandInvoked, CommandResult};
+pub use chorus_api::requests::CreateCommand;
+use chorus_proto::ErrorCode;
+use chorus_realtime::{Mark, Marks, Publish};
+
+use super::Chat;
+use super::agents::{event_webhooks, webhook_config};
+use super::channels::UpdateChannel;
+use super::events::{channel_scope, user_scope};
+use super::messages::SendMessage;
+use crate::error::{ChatError, Result, bad, forbidden, not_found};
+use crate::model::*;
+use crate::store::{AgentMember, NewCommand};
+
+/// The built-in commands with their usage, as clients offer them.
+pub const BUILT_INS: [(&str, &str); 5] = [
+    ("topic", "<text>: set the channel's topic"),
+    ("invite", "@name: add a member to the channel"),
+    ("leave", "leave the channel"),
+    ("me", "<action>: post an action (\"alice waves\")"),
+    ("policy", "<name>: set the channel's agent delivery policy"),
+];
+
+const MAX_NAME: usize = 32;
+const MAX_DESCRIPTION: usize = 200;
+
+/// What a send did: posted a message, or ran a command.
+#[derive(Debug)]
+pub enum Sent {
+    /// `created` is `false` when an idempotency key matched an earlier send.
+    Message {
+        message: Message,
+        created: bool,
+    },
+    Command(CommandResult),
+}
+
+/// Whether `name` may name a command: `[a-z][a-z0-9_-]{0,31}`.
+pub fn valid_command_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && name.len() <= MAX_NAME
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// What a message's text asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Parsed<'a> {
+    /// Post this text (a plain message, or `//…` with one slash taken off).
+    Post(Option<String>),
+    /// Run `/name args`.
+    Command { name: &'a str, args: &'a str },
+}
+
+/// `/name args` (a valid name, then whitespace or the end) is a command; `//text`
+/// posts `/text`; anything else (`/tmp/x`, `/ hi`, `/Topic`) is a plain message.
+fn parse(text: &str) -> Parsed<'_> {
+    if let Some(rest) = text.strip_prefix("//") {
+        return Parsed::Post(Some(format!("/{rest}")));
+    }
+    let Some(rest) = text.strip_prefix('/') else {
+        return Parsed::Post(None);
+    };
+    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    let (name, args) = rest.split_at(end);
+    if valid_command_name(name) {
+        Parsed::Command {
+            name,
+            args: args.trim(),
+        }
+    } else {
+        Parsed::Post(None)
+    }
+}
+
+/// The wire code of a refusal (the HTTP edge maps the same way).
+fn code_of(err: &ChatError) -> ErrorCode {
+    match err {
+        ChatError::BadRequest(_) => ErrorCode::BadRequest,
+        ChatError::Unauthorized(_) => ErrorCode::Unauthorized,
+        ChatError::Forbidden(_) => ErrorCode::Forbidden,
+        ChatError::NotFound(_) => ErrorCode::NotFound,
+        ChatError::Conflict(_) => ErrorCode::Conflict,
+        ChatError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+        ChatError::Unavailable(_) => ErrorCode::Unavailable,
+        ChatError::Gone(_) => ErrorCode::Gone,
+        ChatError::UnknownCommand(_) => ErrorCode::UnknownCommand,
+        ChatError::Internal(_) => ErrorCode::Internal,
+    }
+}
+
+/// What a command did, for its author: the answer's text, and the message it posted.
+type Done = (String, Option<Message>);
+
+impl Chat {
+    /// Sends a message, or runs it when it is a slash command (see [`parse`]).
+    pub async fn send(
+        &self,
+        caller: &User,
+        channel_id: ChannelId,
+        mut req: SendMessage,
+        idempotency_key: Option<String>,
+    ) -> Result<Sent> {
+        if !req.streaming {
+            match parse(&req.text) {
+                Parsed::Command { name, args } => {
+                    let (name, args) = (name.to_owned(), args.to_owned());
+                    let result = self
+                        .run_command(caller, channel_id, &name, &args, &req, idempotency_key)
+                        .await?;
+                    return Ok(Sent::Command(result));
+                }
+                Parsed::Post(Some(text)) => req.text = text,
+                Parsed::Post(None) => {}
+            }
+        }
+        let (message, created) = self
+            .send_message(caller, channel_id, req, idempotency_key)
+            .await?;
+        Ok(Sent::Message { message, created })
+    }
+
+    /// Runs `/name args` typed by `caller` in `channel_id`; tells the caller's
+    /// connections the outcome (`command.result`, ephemeral) and returns it, or the
+    /// refusal.
+    async fn run_command(
+        &self,
+        caller: &User,
+        channel_id: ChannelId,
+        name: &str,
+        args: &str,
+        req: &SendMessage,
+        idempotency_key: Option<String>,
+    ) -> Result<CommandResult> {
+        let outcome = self
+            .command_outcome(caller, channel_id, name, args, req, idempotency_key)
+            .await;
+        let result = match &outcome {
+            Ok((text, message)) => CommandResult {
+                channel_id,
+                command: name.to_owned(),
+                ok: true,
+                text: text.clone(),
+                code: None,
+                message: message.clone(),
+            },
+            Err(err) => CommandResult {
+                channel_id,
+                command: name.to_owned(),
+                ok: false,
+                text: match err {
+                    ChatError::Internal(_) => "internal error".to_owned(),
+                    other => other.to_string(),
+                },
+                code: Some(code_of(err).as_str().to_owned()),
+                message: None,
+            },
+        };
+        let answer = Publish::new(user_scope(caller.id), "command.result", &result).ephemeral();
+        self.emit(answer).await;
+        outcome.map(|_| result)
+    }
+
+    async fn command_outcome(
+        &self,
+        caller: &User,
+        ch: ChannelId,
+        name: &str,
+        args: &str,
+        req: &SendMessage,
+        idempotency_key: Option<String>,
+    ) -> Result<Done> {
+        match name {
+            "topic" => {
+                let update = UpdateChannel {
+                    topic: Some(args.to_owned()),
+                    ..UpdateChannel::default()
+                };
+                self.update_channel(caller, ch, update).await?;
+                Ok((
+                    if args.is_empty() {
+                        "topic cleared".to_owned()
+                    } else {
+                        format!("topic set to \"{args}\"")
+                    },
+                    None,
+                ))
+            }
+            "invite" => {
+                let who = args.strip_prefix('@').unwrap_or(args);
+                if who.is_empty() || who.contains(char::is_whitespace) {
+                    return Err(bad("usage: /invite @name"));
+                }
+                let user = self
+                    .store
+                    .user_by_name(who)
+                    .await?
+                    .ok_or_else(|| not_found(format!("no user named @{who}")))?;
+                self.add_channel_member(caller, ch, user.id).await?;
+                Ok((format!("@{who} added to the channel"), None))
+            }
+            "leave" => {
+                self.leave_channel(caller, ch).await?;
+                Ok(("you left the channel".to_owned(), None))
+            }
+            "me" => {
+                if args.is_empty() {
+                    return Err(bad("usage: /me <action>, e.g. /me waves"));
+                }
+                let action = SendMessage {
+                    text: args.to_owned(),
+                    thread_id: req.thread_id,
+                    streaming: false,
+                };
+                let (message, _) = self
+                    .post_message(caller, ch, action, idempotency_key, MessageKind::Action)
+                    .await?;
+                Ok(("action posted".to_owned(), Some(message)))
+            }
+            "policy" => {
+                let policy: Policy = args.parse().map_err(|e: String| bad(e))?;
+                let update = UpdateChannel {
+                    policy: Some(policy),
+                    ..UpdateChannel::default()
+                };
+                self.update_channel(caller, ch, update).await?;
+                Ok((format!("policy set to {policy}"), None))
+            }
+            _ => self.invoke(caller, ch, name, args, req.thread_id).await,
+        }
+    }
+
+    /// Delivers a registered command to its target: `command.invoked`, waking the
+    /// agent on its scope (by its webhook when it has one and no connection), or
+    /// POSTed to the command's webhook. Only a member of the channel may invoke, as
+    /// only a member may post there.
+    async fn invoke(
+        &self,
+        caller: &User,
+        ch: ChannelId,
+        name: &str,
+        args: &str,
+        thread_id: Option<MessageId>,
+    ) -> Result<Done> {
+        let channel = self.readable_channel(caller, ch).await?;
+        if !self.store.is_channel_member(ch, caller.id).await? {
+            return Err(forbidden("join the channel to post in it"));
+        }
+        let Some(command) = self.store.command_named(channel.workspace_id, name).await? else {
+            return Err(ChatError::UnknownCommand(format!(
+                "/{name} is not a command here (built-ins: /topic, /invite, /leave, /me, /policy; \
+                 GET /api/v1/workspaces/{}/commands lists the others); start with // to post a \
+                 message beginning with /",
+                channel.workspace_id
+            )));
+        };
+        let nonce: u64 = rand::random();
+        let event = CommandInvoked {
+            id: format!("command.invoked:{}:{nonce:016x}", command.id),
+            command_id: command.id,
+            command: command.name.clone(),
+            args: args.to_owned(),
+            workspace_id: channel.workspace_id,
+            channel_id: ch,
+            thread_id,
+            user_id: caller.id,
+        };
+        let due = self.now();
+        let scope = channel_scope(ch);
+        if let Some(url) = &command.webhook_url {
+            let deliveries = event_webhooks(
+                "command.invoked",
+                &event.id,
+                &scope,
+                &event,
+                &[(command.created_by, url.clone())],
+                due,
+            );
+            for delivery in deliveries {
+                self.store
+                    .enqueue_command_webhook(delivery, command.id)
+                    .await?;
+            }
+            self.webhooks.notify_one();
+            return Ok((format!("/{name} sent to its webhook"), None));
+        }
+        let target = match command.target_user_id {
+            Some(id) => self.store.user(id).await?,
+            None => None,
+        };
+        let Some(target) = target.filter(|t| t.deactivated_at.is_none()) else {
+            return Err(not_found(format!("/{name}'s agent is no longer active")));
+        };
+        let marks = Marks {
+            default: Mark::Observe,
+            users: [(target.id.0, Mark::Wake)].into_iter().collect(),
+        };
+        let publish =
+            Publish::new(user_scope(target.id), "command.invoked", &event).with_marks(marks);
+        self.emit(publish).await;
+        let agent = AgentMember {
+            id: target.id,
+            webhook_url: target.webhook_url.clone(),
+        };
+        let targets = self.unconnected_webhooks(std::iter::once(&agent)).await;
+        if !targets.is_empty() {
+            for delivery in
+                event_webhooks("command.invoked", &event.id, &scope, &event, &targets, due)
+            {
+                self.store.enqueue_webhook(delivery).await?;
+            }
+            self.webhooks.notify_one();
+        }
+        Ok((format!("/{name} sent to @{}", target.name), None))
+    }
+
+    // ---- Registration -------------------------------------------------------------
+
+    /// Registers a command in `ws`: workspace owners and admins, for any agent of the
+    /// workspace or a webhook; an agent, for itself.
+    pub async fn create_command(
+        &self,
+        caller: &User,
+        ws: WorkspaceId,
+        req: CreateCommand,
+    ) -> Result<Command> {
+        let role = self.role_in(caller, ws).await?;
+        let manages = matches!(role, Role::Owner | Role::Admin);
+        let for_itself = caller.kind == UserKind::Agent && req.target_user_id == Some(caller.id);
+        if !manages && !for_itself {
+            return Err(forbidden(
+                "commands are registered by workspace owners and admins (an agent may register its own)",
+            ));
+        }
+        if !valid_command_name(&req.name) {
+            return Err(bad("command name must match [a-z][a-z0-9_-]{0,31}"));
+        }
+        if BUILT_INS.iter().any(|(n, _)| *n == req.name) {
+            return Err(bad(format!("/{} is a built-in command", req.name)));
+        }
+        if req.description.len() > MAX_DESCRIPTION {
+            return Err(bad("description is at most 200 bytes"));
+        }
+        let (webhook_url, webhook_secret) = match (req.target_user_id, req.webhook_url) {
+            (Some(target), None) => {
+                if req.webhook_secret.is_some() {
+                    return Err(bad("webhook_secret goes with webhook_url"));
+                }
+                let user = self
+                    .store
+                    .user(target)
+                    .await?
+                    .filter(|u| u.kind == UserKind::Agent);
+                let member = self.store.member_role(ws, target).await?.is_some();
+                if user.is_none() || !member {
+                    return Err(bad("target_user_id must be an agent of the workspace"));
+                }
+                (None, None)
+            }
+            (None, Some(url)) => {
+                let (url, secret) = webhook_config(&url, req.webhook_secret)?;
+                (Some(url), Some(secret))
+            }
+            _ => {
+                return Err(bad("give exactly one of target_user_id and webhook_url"));
+            }
+        };
+        let created = self
+            .store
+            .create_command(NewCommand {
+                workspace_id: ws,
+                name: req.name.clone(),
+                description: req.description,
+                target_user_id: req.target_user_id,
+                webhook_url,
+                webhook_secret: webhook_secret.clone(),
+                created_by: caller.id,
+            })
+            .await?
+            .ok_or_else(|| {
+                ChatError::Conflict(format!("the workspace has a /{} command", req.name))
+            })?;
+        Ok(Command {
+            webhook_secret,
+            ..created
+        })
+    }
+
+    /// The commands registered in `ws` (any member).
+    pub async fn list_commands(&self, caller: &User, ws: WorkspaceId) -> Result<Vec<Command>> {
+        self.role_in(caller, ws).await?;
+        self.store.commands(ws).await
+    }
+
+    /// Removes a command: workspace owners and admins, or whoever registered it.
+    pub async fn delete_command(
+        &self,
+        caller: &User,
+        ws: WorkspaceId,
+        id: CommandId,
+    ) -> Result<()> {
+        let role = self.role_in(caller, ws).await?;
+        let command = self
+            .store
+            .command(id)
+            .await?
+            .filter(|c| c.workspace_id == ws)
+            .ok_or_else(|| not_found("no such command"))?;
+        if !matches!(role, Role::Owner | Role::Admin) && command.created_by != caller.id {
+            return Err(forbidden(
+                "only workspace owners and admins, or its registrant, remove a command",
+            ));
+        }
+        self.store.delete_command(id).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Parsed, parse, valid_command_name};
+
+    #[test]
+    fn commands_and_plain_text() {
+        assert_eq!(
+            parse("/topic  hello world "),
+            Parsed::Command {
+                name: "topic",
+                args: "hello world"
+            }
+        );
+        assert_eq!(
+            parse("/leave"),
+            Parsed::Command {
+                name: "leave",
+                args: ""
+            }
+        );
+        assert_eq!(parse("//topic x"), Parsed::Post(Some("/topic x".into())));
+        for plain in ["/tmp/x is full", "/ hi", "/Topic x", "hello /me", "", "/"] {
+            assert_eq!(parse(plain), Parsed::Post(None), "{plain:?}");
+        }
+        assert!(valid_command_name("deploy-prod_2"));
+        assert!(!valid_command_name("2fa"));
+        assert!(!valid_command_name(&"a".repeat(33)));
+    }
+}

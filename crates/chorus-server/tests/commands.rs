@@ -1,0 +1,570 @@
+//! Slash commands (issue 21) end to end: each built-in acts with its route's rules and
+//! answers only its author; `//` posts a leading slash; an unknown command is a clear
+//! `unknown_command`; a registered command wakes its agent on its socket, or by a
+//! signed webhook (the agent's, or the command's own) to a real local HTTP server.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+
+use axum::http::HeaderMap;
+use common::{ADMIN_TOKEN, TestServer, TestUser, WAIT, WsClient};
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::sync::mpsc;
+
+async fn create_agent(s: &TestServer, name: &str, webhook_url: Option<&str>) -> (TestUser, String) {
+    let mut body = json!({ "name": name, "kind": "agent" });
+    if let Some(url) = webhook_url {
+        body["webhook_url"] = json!(url);
+    }
+    let resp = s
+        .post("/api/v1/users", ADMIN_TOKEN, body)
+        .await
+        .expect_status(StatusCode::CREATED);
+    let user = TestUser {
+        id: resp.body["user"]["id"].as_i64().unwrap(),
+        name: name.to_owned(),
+        token: resp.body["token"].as_str().unwrap().to_owned(),
+    };
+    let secret = resp.body["webhook_secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (user, secret)
+}
+
+/// Types `text` in `channel` as `by`.
+async fn type_in(s: &TestServer, by: &TestUser, channel: i64, text: &str) -> common::Resp {
+    s.post(
+        &format!("/api/v1/channels/{channel}/messages"),
+        &by.token,
+        json!({ "text": text }),
+    )
+    .await
+}
+
+/// Runs a command that must succeed; returns its `CommandResult`, checked against the
+/// `command.result` the author's connection got.
+async fn run_ok(
+    s: &TestServer,
+    by: &TestUser,
+    ws: &mut WsClient,
+    channel: i64,
+    text: &str,
+) -> Value {
+    let result = type_in(s, by, channel, text)
+        .await
+        .expect_status(StatusCode::OK)
+        .body;
+    assert_eq!(result["ok"], true, "{result}");
+    let event = ws.expect_event("command.result").await;
+    assert_eq!(event["data"], result);
+    assert_eq!(event["scope"], format!("user:{}", by.id));
+    result
+}
+
+/// Runs a command that must be refused with `status` and `code`, which the author's
+/// connection hears too.
+async fn run_refused(
+    s: &TestServer,
+    by: &TestUser,
+    ws: &mut WsClient,
+    channel: i64,
+    text: &str,
+    status: StatusCode,
+    code: &str,
+) -> Value {
+    let resp = type_in(s, by, channel, text)
+        .await
+        .expect_error(status, code);
+    let event = ws.expect_event("command.result").await;
+    assert_eq!(event["data"]["ok"], false);
+    assert_eq!(event["data"]["code"], code, "{event}");
+    resp.body
+}
+
+#[tokio::test]
+async fn built_ins_act_with_their_routes_rules_and_answer_only_their_author() {
+    let s = TestServer::start().await;
+    let w = s.world().await; // alice owns; bob and carol are members
+    let erin = s.create_user("erin").await;
+    let dave = s.create_user("dave").await;
+    for user in [&erin, &dave] {
+        s.add_member(&w.alice, w.ws, user, "member").await;
+    }
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob, &w.carol])
+        .await;
+    let mut alice = s.connect(&w.alice.token).await;
+    let mut bob = s.connect(&w.bob.token).await;
+
+    // /topic: the channel's manager sets it; members see `channel.updated`, and only
+    // alice hears the answer.
+    let result = run_ok(&s, &w.alice, &mut alice, ch, "/topic  Ship week ").await;
+    assert_eq!(result["command"], "topic");
+    assert_eq!(result["channel_id"], ch);
+    let updated = bob.expect_event("channel.updated").await;
+    assert_eq!(updated["data"]["topic"], "Ship week");
+    // Barrier: a later message; bob must get it with no `command.result` before it.
+    let marker = s.send(&w.alice, ch, "marker").await;
+    loop {
+        let frame = bob.recv_json().await;
+        assert_ne!(frame["type"], "command.result", "bob heard alice's answer");
+        if frame["type"] == "message.created" && frame["data"]["id"] == marker["id"] {
+            break;
+        }
+    }
+
+    // Refused exactly as `PATCH /channels/{id}` refuses: carol is a member who does
+    // not manage the channel; erin is not even a member.
+    let mut carol = s.connect(&w.carol.token).await;
+    let route = s
+        .patch(
+            &format!("/api/v1/channels/{ch}"),
+            &w.carol.token,
+            json!({"topic": "mine"}),
+        )
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    let refused = run_refused(
+        &s,
+        &w.carol,
+        &mut carol,
+        ch,
+        "/topic mine",
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert_eq!(refused, route.body);
+    let mut erin_ws = s.connect(&erin.token).await;
+    run_refused(
+        &s,
+        &erin,
+        &mut erin_ws,
+        ch,
+        "/topic outsider's",
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    let channel = s
+        .get(&format!("/api/v1/channels/{ch}"), &w.alice.token)
+        .await;
+    assert_eq!(channel.body["topic"], "Ship week");
+
+    // /policy: a valid name sets it; another is a bad request naming the choices.
+    let result = run_ok(&s, &w.alice, &mut alice, ch, "/policy round_robin").await;
+    assert_eq!(result["text"], "policy set to round_robin");
+    let channel = s
+        .get(&format!("/api/v1/channels/{ch}"), &w.alice.token)
+        .await;
+    assert_eq!(channel.body["policy"], "round_robin");
+    let body = run_refused(
+        &s,
+        &w.alice,
+        &mut alice,
+        ch,
+        "/policy loud",
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("on_duty"),
+        "{body}"
+    );
+
+    // /me: an action message, posted for everyone.
+    let result = run_ok(&s, &w.bob, &mut bob, ch, "/me waves").await;
+    assert_eq!(result["message"]["kind"], "action");
+    assert_eq!(result["message"]["text"], "waves");
+    let posted = alice.expect_event("message.created").await;
+    assert_eq!(posted["data"]["kind"], "action");
+    let history = s.history(&w.alice, ch, "limit=1").await;
+    assert_eq!(history[0]["kind"], "action");
+    assert_eq!(history[0]["text"], "waves");
+    run_refused(
+        &s,
+        &w.bob,
+        &mut bob,
+        ch,
+        "/me",
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+
+    // /invite: a member of a public channel may bring a workspace member in.
+    run_ok(&s, &w.bob, &mut bob, ch, "/invite @dave").await;
+    let channel = s
+        .get(&format!("/api/v1/channels/{ch}"), &w.alice.token)
+        .await;
+    assert!(
+        channel.body["member_ids"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(dave.id))
+    );
+    run_refused(
+        &s,
+        &w.bob,
+        &mut bob,
+        ch,
+        "/invite @nobody-here",
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+
+    // /leave.
+    let mut dave_ws = s.connect(&dave.token).await;
+    run_ok(&s, &dave, &mut dave_ws, ch, "/leave").await;
+    let channel = s
+        .get(&format!("/api/v1/channels/{ch}"), &w.alice.token)
+        .await;
+    assert!(
+        !channel.body["member_ids"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(dave.id))
+    );
+
+    // `//` posts one leading slash; what is not `/name` is plain text.
+    let literal = type_in(&s, &w.alice, ch, "//topic is a command")
+        .await
+        .expect_status(StatusCode::CREATED);
+    assert_eq!(literal.body["text"], "/topic is a command");
+    assert!(literal.body.get("kind").is_none());
+    let path = type_in(&s, &w.alice, ch, "/tmp/x is full")
+        .await
+        .expect_status(StatusCode::CREATED);
+    assert_eq!(path.body["text"], "/tmp/x is full");
+
+    // An unknown command: a clear, precise refusal, and nothing posted.
+    let before = s.history(&w.alice, ch, "limit=1").await;
+    let body = run_refused(
+        &s,
+        &w.alice,
+        &mut alice,
+        ch,
+        "/nope now",
+        StatusCode::BAD_REQUEST,
+        "unknown_command",
+    )
+    .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nope is not a command"),
+        "{body}"
+    );
+    assert_eq!(s.history(&w.alice, ch, "limit=1").await, before);
+}
+
+#[tokio::test]
+async fn a_registered_command_wakes_its_agent_on_its_socket_and_posts_nothing() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let (bot, _) = create_agent(&s, "deploy-bot", None).await;
+    let (other, _) = create_agent(&s, "other-bot", None).await;
+    for agent in [&bot, &other] {
+        s.add_member(&w.alice, w.ws, agent, "member").await;
+    }
+    let ch = s
+        .create_channel(&w.alice, w.ws, "ops", "public", &[&w.bob])
+        .await;
+    let commands = format!("/api/v1/workspaces/{}/commands", w.ws);
+
+    // Who may register: owners and admins (for an agent of the workspace); an agent
+    // for itself; not members, not an agent for another.
+    let made = s
+        .post(
+            &commands,
+            &w.alice.token,
+            json!({"name": "deploy", "description": "ship a build", "target_user_id": bot.id}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED);
+    assert_eq!(made.body["name"], "deploy");
+    assert!(made.body.get("webhook_secret").is_none());
+    s.post(
+        &commands,
+        &w.bob.token,
+        json!({"name": "mine", "target_user_id": bot.id}),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    s.post(
+        &commands,
+        &other.token,
+        json!({"name": "steal", "target_user_id": bot.id}),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    s.post(
+        &commands,
+        &other.token,
+        json!({"name": "ask", "description": "ask other-bot", "target_user_id": other.id}),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+    s.post(
+        &commands,
+        &w.alice.token,
+        json!({"name": "deploy", "target_user_id": other.id}),
+    )
+    .await
+    .expect_error(StatusCode::CONFLICT, "conflict");
+    s.post(
+        &commands,
+        &w.alice.token,
+        json!({"name": "topic", "target_user_id": bot.id}),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    s.post(
+        &commands,
+        &w.alice.token,
+        json!({"name": "x", "target_user_id": w.bob.id}),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    s.post(&commands, &w.alice.token, json!({"name": "both"}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    let listed = s
+        .get(&commands, &w.carol.token)
+        .await
+        .expect_status(StatusCode::OK);
+    let names: Vec<&str> = listed
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ask", "deploy"]);
+
+    // bob types it: the bot is woken on its socket; nothing is posted.
+    let mut bot_ws = s.connect(&bot.token).await;
+    let mut bob_ws = s.connect(&w.bob.token).await;
+    let before = s.history(&w.alice, ch, "limit=5").await;
+    let result = run_ok(&s, &w.bob, &mut bob_ws, ch, "/deploy prod  now").await;
+    assert_eq!(result["text"], "/deploy sent to @deploy-bot");
+    let invoked = bot_ws.expect_event("command.invoked").await;
+    assert_eq!(invoked["wake"], true, "{invoked}");
+    let data = &invoked["data"];
+    assert_eq!(data["command"], "deploy");
+    assert_eq!(data["args"], "prod  now");
+    assert_eq!(data["channel_id"], ch);
+    assert_eq!(data["user_id"], w.bob.id);
+    assert_eq!(data["workspace_id"], w.ws);
+    assert!(data["id"].as_str().unwrap().starts_with("command.invoked:"));
+    assert_eq!(s.history(&w.alice, ch, "limit=5").await, before);
+
+    // Only its registrant or a manager removes it; then it is unknown.
+    let id = made.body["id"].as_i64().unwrap();
+    s.delete(&format!("{commands}/{id}"), &w.bob.token)
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    s.delete(&format!("{commands}/{id}"), &w.alice.token)
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    run_refused(
+        &s,
+        &w.bob,
+        &mut bob_ws,
+        ch,
+        "/deploy prod",
+        StatusCode::BAD_REQUEST,
+        "unknown_command",
+    )
+    .await;
+}
+
+/// One request a receiver got: its headers and raw body.
+struct Hit {
+    path: String,
+    headers: HeaderMap,
+    body: String,
+}
+
+/// A local webhook receiver answering 200 to every POST, handing each to the test.
+async fn receiver() -> (SocketAddr, mpsc::UnboundedReceiver<Hit>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/{*path}",
+        axum::routing::post(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: String| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(Hit {
+                        path: uri.path().to_owned(),
+                        headers,
+                        body,
+                    });
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, rx)
+}
+
+async fn next_hit(rx: &mut mpsc::UnboundedReceiver<Hit>) -> Hit {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("no webhook request in time")
+        .unwrap()
+}
+
+/// The receiver's check: HMAC-SHA256 over `"{Chorus-Timestamp}.{body}"`.
+fn signed_by(secret: &str, hit: &Hit) -> bool {
+    let header = |h: &str| hit.headers.get(h).unwrap().to_str().unwrap().to_owned();
+    let sig = header("chorus-signature");
+    let Some(sig) = sig.strip_prefix("sha256=") else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{}.{}", header("chorus-timestamp"), hit.body).as_bytes());
+    mac.verify_slice(&hex::decode(sig).unwrap()).is_ok()
+}
+
+#[tokio::test]
+async fn a_registered_command_reaches_its_webhook_signed() {
+    let (addr, mut hits) = receiver().await;
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "ops", "public", &[&w.bob])
+        .await;
+    let commands = format!("/api/v1/workspaces/{}/commands", w.ws);
+    let mut bob_ws = s.connect(&w.bob.token).await;
+
+    // A command POSTed to its own webhook, signed with its own secret.
+    let made = s
+        .post(
+            &commands,
+            &w.alice.token,
+            json!({"name": "ci", "description": "run CI", "webhook_url": format!("http://{addr}/ci")}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED);
+    let secret = made.body["webhook_secret"].as_str().unwrap().to_owned();
+    let listed = s.get(&commands, &w.alice.token).await;
+    assert!(
+        listed.body[0].get("webhook_secret").is_none(),
+        "{}",
+        listed.text
+    );
+    let result = run_ok(&s, &w.bob, &mut bob_ws, ch, "/ci run all").await;
+    assert_eq!(result["text"], "/ci sent to its webhook");
+    let hit = next_hit(&mut hits).await;
+    assert_eq!(hit.path, "/ci");
+    assert!(signed_by(&secret, &hit), "bad signature");
+    let body: Value = serde_json::from_str(&hit.body).unwrap();
+    assert_eq!(body["type"], "command.invoked");
+    assert_eq!(body["wake"], true);
+    assert_eq!(body["data"]["args"], "run all");
+    assert_eq!(body["data"]["user_id"], w.bob.id);
+    assert_eq!(
+        hit.headers
+            .get("chorus-event-id")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        body["id"].as_str().unwrap()
+    );
+
+    // An agent with a webhook and no connection is woken through its webhook, signed
+    // with the agent's secret.
+    let (bot, bot_secret) =
+        create_agent(&s, "hook-bot", Some(&format!("http://{addr}/agent"))).await;
+    s.add_member(&w.alice, w.ws, &bot, "member").await;
+    s.post(
+        &commands,
+        &w.alice.token,
+        json!({"name": "ask", "target_user_id": bot.id}),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+    run_ok(&s, &w.bob, &mut bob_ws, ch, "/ask what broke?").await;
+    let hit = next_hit(&mut hits).await;
+    assert_eq!(hit.path, "/agent");
+    assert!(signed_by(&bot_secret, &hit), "bad signature");
+    let body: Value = serde_json::from_str(&hit.body).unwrap();
+    assert_eq!(body["type"], "command.invoked");
+    assert_eq!(body["data"]["command"], "ask");
+    assert_eq!(body["data"]["args"], "what broke?");
+}
+
+#[tokio::test]
+async fn the_rust_client_runs_commands_registers_them_and_posts_slashes_literally() {
+    use chorus_client::Client;
+    use chorus_client::model::{ChannelId, CreateCommand, SendMessage, UserId, WorkspaceId};
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let (bot, _) = create_agent(&s, "sdk-bot", None).await;
+    s.add_member(&w.alice, w.ws, &bot, "member").await;
+    let ch = ChannelId(
+        s.create_channel(&w.alice, w.ws, "sdk", "public", &[&w.bob])
+            .await,
+    );
+    let ws = WorkspaceId(w.ws);
+    let base = s.url("/");
+    let alice = Client::new(&base, w.alice.token.as_str()).unwrap();
+
+    let made = alice
+        .create_command(
+            ws,
+            &CreateCommand {
+                name: "ping".into(),
+                description: "ping the bot".into(),
+                target_user_id: Some(UserId(bot.id)),
+                webhook_url: None,
+                webhook_secret: None,
+            },
+        )
+        .await
+        .unwrap();
+    let listed = alice.list_commands(ws).await.unwrap();
+    assert_eq!(listed, std::slice::from_ref(&made));
+
+    let result = alice
+        .run_command(ch, "/topic from the SDK", None)
+        .await
+        .unwrap();
+    assert!(result.ok);
+    assert_eq!(result.text, "topic set to \"from the SDK\"");
+    let result = alice.run_command(ch, "/ping", None).await.unwrap();
+    assert_eq!(result.text, "/ping sent to @sdk-bot");
+    match alice.run_command(ch, "/nope", None).await {
+        Err(chorus_client::Error::Api { code, .. }) => {
+            assert_eq!(code, chorus_proto::ErrorCode::UnknownCommand);
+        }
+        other => panic!("expected unknown_command, got {other:?}"),
+    }
+
+    // `send_message` posts what it is given, a leading slash included.
+    let sent = alice
+        .send_message(ch, &SendMessage::new("/topic is literal here"), None)
+        .await
+        .unwrap();
+    assert_eq!(sent.message.text, "/topic is literal here");
+
+    alice.delete_command(ws, made.id).await.unwrap();
+    assert!(alice.list_commands(ws).await.unwrap().is_empty());
+}
