@@ -120,6 +120,10 @@ impl Authenticator {
             return jwt.authenticate(&self.chat, token).await;
         }
         if let Some(proxy) = &self.connect {
+            // Never hand Chorus's own credentials to the application.
+            if token.starts_with(chorus_chat::token::KEY_PREFIX) {
+                return Err(ApiError::unauthorized("a server key is not a user's token"));
+            }
             return proxy
                 .connect(&self.chat, Credential::Token(token.to_owned()))
                 .await;

@@ -356,7 +356,17 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     }
     let outcome = match (token, cookie) {
         (Some(token), _) => state.auth.authenticate(&token).await,
-        (None, Some(cookie)) => state.auth.authenticate_credential(cookie).await,
+        (None, Some(cookie)) => match state.auth.authenticate_credential(cookie).await {
+            // Cookies the application does not know (another app's, analytics) leave
+            // the upgrade anonymous where a public namespace admits that.
+            Err(err)
+                if err.code == ErrorCode::Unauthorized && state.chat.namespaces().any_public() =>
+            {
+                req.extensions_mut().insert(Authenticated::new(None));
+                return next.run(req).await;
+            }
+            outcome => outcome,
+        },
         (None, None) => Err(ApiError::unauthorized("missing credentials")),
     };
     if let Some(limiter) = limiter {

@@ -99,6 +99,28 @@ async fn the_connect_proxy_accepts_one_token_and_refuses_another() {
     assert_eq!(app.seen("connect").len(), before);
 }
 
+#[tokio::test]
+async fn an_unknown_cookie_is_anonymous_where_a_public_namespace_admits_that() {
+    let app = App::start(introspect).await;
+    let s = TestServer::start_with(|c| {
+        c.proxy = proxies(Some(app.url("connect")), None);
+        c.namespaces = vec![namespace("news", "topic:news", "public", "server")];
+    })
+    .await;
+    let visitor = s.connect_with(&[("cookie", "analytics=1")]).await;
+    assert_eq!(visitor.hello["user_id"], 0, "anonymous: {}", visitor.hello);
+    assert_eq!(app.seen("connect").len(), 1, "the application was asked");
+    let known = s
+        .connect_with(&[("cookie", "theme=dark; session=good")])
+        .await;
+    assert_ne!(known.user_id(), 0);
+    // A bad token is still refused: it was meant to sign someone in.
+    let (status, _) = s
+        .refused_upgrade_with(&[("authorization", "Bearer bad-token")])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
 /// Asserts a clear refusal: 503 `unavailable`, saying why. The upgrade's own bounded
 /// wait (`common::WAIT`, 10 s) is far shorter than the slow application's minute, so
 /// an answer at all shows the timeout bounded it.
