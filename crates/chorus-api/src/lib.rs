@@ -9,12 +9,15 @@
 //! - [`model`]: resources with newtype ids, as responses and events show them.
 //! - [`requests`]: request bodies and query strings.
 //! - [`events`]: event payloads and [`Event`], the catalogue of event types.
+//! - [`proxy`]: what the server POSTs to the application's proxies (gateway mode) and
+//!   the answers it reads.
 //!
 //! Features: `openapi` derives `utoipa` schemas (the server turns it on); `sqlx` makes
 //! the ids storable (the storage backends turn it on). Neither changes the JSON.
 
 pub mod events;
 pub mod model;
+pub mod proxy;
 pub mod requests;
 
 pub use events::*;

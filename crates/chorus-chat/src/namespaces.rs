@@ -20,6 +20,9 @@ pub enum Access {
     Role(Role),
     /// The user whose id `{user_id}` names.
     User,
+    /// Whom the application's proxy allows, asked each time (answers cached briefly):
+    /// `[proxy.subscribe]` for `read`, `[proxy.publish]` for `publish`.
+    Proxy,
     /// Nobody from a client: `POST /api/v1/publish` only.
     Server,
 }
@@ -31,7 +34,7 @@ impl Access {
             "authenticated" => Self::Authenticated,
             "user" => Self::User,
             "server" if server_allowed => Self::Server,
-            "proxy" => return Err(format!("{what} = \"proxy\" is not supported yet")),
+            "proxy" => Self::Proxy,
             other => match other.strip_prefix("role:") {
                 Some(role) => Self::Role(role.parse().map_err(|_| {
                     format!(
@@ -40,7 +43,7 @@ impl Access {
                 })?),
                 None => {
                     return Err(format!(
-                        "{what} = {other:?}: expected public, authenticated, role:<name>, user{}",
+                        "{what} = {other:?}: expected public, authenticated, role:<name>, user, proxy{}",
                         if server_allowed { " or server" } else { "" }
                     ));
                 }
@@ -271,6 +274,15 @@ impl Namespaces {
         self.list.iter().any(|n| n.read == Access::Public)
     }
 
+    /// The first namespace whose `read` (`publish`: its `publish`) is `proxy`, if any:
+    /// such a namespace needs the matching `[proxy.*]` URL configured.
+    pub fn asking_proxy(&self, publish: bool) -> Option<&str> {
+        self.list
+            .iter()
+            .find(|n| (if publish { n.publish } else { n.read }) == Access::Proxy)
+            .map(|n| n.config.name.as_str())
+    }
+
     /// The namespace holding `scope` (a `topic:` scope), if any.
     pub fn find(&self, scope: &Scope) -> Option<Found<'_>> {
         if scope.kind() != "topic" {
@@ -362,7 +374,7 @@ mod tests {
         assert!(err(ns("topic:a.{x}", "role:admin")).contains("{workspace_id}"));
         assert!(err(ns("topic:a", "role:wizard")).contains("role"));
         assert!(err(ns("topic:a", "server")).contains("read"));
-        assert!(err(ns("topic:a", "proxy")).contains("not supported"));
+        assert!(Namespaces::new(vec![ns("topic:a", "proxy")]).is_ok());
         assert!(err(ns("topic:*.a", "public")).contains("*"));
         let mut retention = ns("topic:a", "public");
         retention.retention_events = Some(10);

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::jwt::JwtVerifier;
+use crate::proxies::{Credential, Proxies};
 use crate::state::AppState;
 
 /// Who a credential stands for, and what the realtime engine needs to know of the
@@ -43,6 +44,9 @@ pub struct Authenticator {
     admin_token_hash: Option<String>,
     admin: UserId,
     jwt: Option<JwtVerifier>,
+    /// The application's connect proxy: asked about credentials none of the above
+    /// recognises (`proxies.rs`).
+    connect: Option<Arc<Proxies>>,
 }
 
 impl Authenticator {
@@ -51,12 +55,35 @@ impl Authenticator {
         admin: UserId,
         admin_token: Option<&str>,
         jwt: Option<JwtVerifier>,
+        proxies: Option<Arc<Proxies>>,
     ) -> Self {
         Self {
             chat,
             admin_token_hash: admin_token.map(chorus_chat::token::hash),
             admin,
             jwt,
+            connect: proxies.filter(|p| p.connects()),
+        }
+    }
+
+    /// The `Cookie` credential of a `/ws` upgrade without a token, when the connect
+    /// proxy is configured to judge it.
+    pub fn connect_cookie(&self, headers: &HeaderMap) -> Option<Credential> {
+        self.connect.as_ref()?;
+        Credential::cookie(headers)
+    }
+
+    /// Credentials for the connect proxy (a token or a cookie).
+    pub async fn authenticate_credential(
+        &self,
+        credential: Credential,
+    ) -> Result<Principal, ApiError> {
+        match credential {
+            Credential::Token(token) => self.authenticate(&token).await,
+            cookie @ Credential::Cookie { .. } => match &self.connect {
+                Some(proxy) => proxy.connect(&self.chat, cookie).await,
+                None => Err(ApiError::unauthorized("invalid credentials")),
+            },
         }
     }
 
@@ -85,8 +112,21 @@ impl Authenticator {
                 session,
             });
         }
-        if let Some(jwt) = &self.jwt {
+        // With a connect proxy, only what looks like a JWT is checked as one; the rest
+        // is the application's to judge.
+        if let Some(jwt) = &self.jwt
+            && (self.connect.is_none() || jsonwebtoken::decode_header(token).is_ok())
+        {
             return jwt.authenticate(&self.chat, token).await;
+        }
+        if let Some(proxy) = &self.connect {
+            // Never hand Chorus's own credentials to the application.
+            if token.starts_with(chorus_chat::token::KEY_PREFIX) {
+                return Err(ApiError::unauthorized("a server key is not a user's token"));
+            }
+            return proxy
+                .connect(&self.chat, Credential::Token(token.to_owned()))
+                .await;
         }
         Err(ApiError::unauthorized("invalid token"))
     }

@@ -127,6 +127,10 @@ pub struct Config {
     /// file (docs/protocol.md, "Namespaces"). None: topics are readable by every user
     /// and published by the server only, as without gateway mode.
     pub namespaces: Vec<chorus_api::Namespace>,
+    /// The proxies to the application (gateway mode), the TOML file's `[proxy]` table:
+    /// `connect` authenticates credentials Chorus does not recognise, `subscribe` and
+    /// `publish` judge namespaces whose access is `proxy` (docs/gateway.md).
+    pub proxy: ProxyConfig,
     /// Where every part of the server reads the time: the engine, the chat, the rate
     /// limits, JWT expiry, webhook backoff. Not a setting: the system's clock, or a test
     /// clock set by tests (`Clock::following_tokio`).
@@ -189,9 +193,58 @@ impl Default for Config {
             client_publish_per_sec: chat.client_publish_per_sec,
             anonymous_per_address: 20,
             namespaces: Vec::new(),
+            proxy: ProxyConfig::default(),
             clock: Clock::system(),
         }
     }
+}
+
+/// `[proxy]`: where the application answers, and the key its requests are signed with.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Signs every proxy request as webhooks are signed (`Chorus-Signature`); required
+    /// when any proxy is configured.
+    pub secret: Option<String>,
+    /// `[proxy.connect]`: bearer tokens (and `/ws` cookies) Chorus does not recognise
+    /// are introspected here.
+    pub connect: Option<ProxyEndpoint>,
+    /// `[proxy.subscribe]`: asked for namespaces whose `read` is `proxy`.
+    pub subscribe: Option<ProxyEndpoint>,
+    /// `[proxy.publish]`: asked for namespaces whose `publish` is `proxy`.
+    pub publish: Option<ProxyEndpoint>,
+}
+
+impl ProxyConfig {
+    pub fn any(&self) -> bool {
+        self.connect.is_some() || self.subscribe.is_some() || self.publish.is_some()
+    }
+}
+
+/// One proxy's URL and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyEndpoint {
+    /// `http://` or `https://`; loopback and private addresses are allowed (the
+    /// operator chose it: the webhook target guard does not apply).
+    pub url: String,
+    /// How long one request may take, connecting and reading the answer included;
+    /// past it the client gets `unavailable`. Never retried.
+    #[serde(default = "default_proxy_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How long an answer is reused (connect: identities, by a hash of the credential;
+    /// subscribe: allow and refuse, by user and scope; publish: never cached). 0: ask
+    /// every time.
+    #[serde(default = "default_proxy_cache_ms")]
+    pub cache_ms: u64,
+}
+
+fn default_proxy_timeout_ms() -> u64 {
+    2_000
+}
+
+fn default_proxy_cache_ms() -> u64 {
+    30_000
 }
 
 impl Config {

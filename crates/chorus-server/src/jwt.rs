@@ -245,12 +245,23 @@ async fn provision(chat: &Chat, claims: &JwtClaims) -> Result<User, ApiError> {
             return Err(ApiError::unauthorized("chorus_kind must be human or agent"));
         }
     };
-    let name = subject_name(&claims.sub);
     let display_name = claims
         .name
         .as_deref()
-        .or(claims.preferred_username.as_deref())
-        .map(|d| truncate(d.trim(), 80).to_owned());
+        .or(claims.preferred_username.as_deref());
+    provision_user(chat, subject_name(&claims.sub), display_name, kind, "a JWT").await
+}
+
+/// Creates the user named `name` (a name from [`subject_name`]), or finds it when
+/// another request (or node) created it first. `from` says what introduced it, in logs.
+pub(crate) async fn provision_user(
+    chat: &Chat,
+    name: String,
+    display_name: Option<&str>,
+    kind: UserKind,
+    from: &str,
+) -> Result<User, ApiError> {
+    let display_name = display_name.map(|d| truncate(d.trim(), 80).to_owned());
     let created = chat
         .create_user_unchecked(CreateUser {
             name: name.clone(),
@@ -263,14 +274,14 @@ async fn provision(chat: &Chat, claims: &JwtClaims) -> Result<User, ApiError> {
         .await;
     match created {
         Ok(account) => {
-            tracing::info!(user = account.user.id.0, %name, "user provisioned from a JWT");
+            tracing::info!(user = account.user.id.0, %name, from, "user provisioned");
             Ok(account.user)
         }
         // Another request (or node) provisioned it first.
         Err(ChatError::Conflict(_)) => chat
             .user_by_subject(&name)
             .await?
-            .ok_or_else(|| ApiError::unauthorized("the JWT's user could not be created")),
+            .ok_or_else(|| ApiError::unauthorized("the user could not be created")),
         Err(err) => Err(err.into()),
     }
 }
@@ -278,7 +289,7 @@ async fn provision(chat: &Chat, claims: &JwtClaims) -> Result<User, ApiError> {
 /// The user name of a subject: the subject itself when it is a valid user name, else
 /// its characters folded to the name rules (`[a-z0-9_.-]`, at most 32 bytes) and a
 /// hash of the whole subject, so two subjects never share a name.
-fn subject_name(sub: &str) -> String {
+pub(crate) fn subject_name(sub: &str) -> String {
     use sha2::{Digest, Sha256};
     if valid_user_name(sub) {
         return sub.to_owned();

@@ -10,6 +10,8 @@
 //! - [`error`] / [`extract`]: one error body for every failure, extractor rejections included.
 //! - [`webhooks`]: the worker that POSTs queued events to agents' webhooks (signed,
 //!   retried with backoff, every attempt recorded).
+//! - [`proxies`]: the application's connect, subscribe and publish proxies (gateway
+//!   mode; signed like webhooks, bounded, never retried).
 //!
 //! [`build`] wires storage, engine and domain from a [`Config`]; [`run`] serves an
 //! already-bound listener until the shutdown future resolves (tests bind `127.0.0.1:0`).
@@ -21,6 +23,7 @@ pub mod extract;
 pub mod hooks;
 pub mod jwt;
 pub mod limits;
+pub mod proxies;
 pub mod routes;
 pub mod state;
 pub mod webhooks;
@@ -89,7 +92,11 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
             .context("connecting to Redis (CHORUS_REDIS_URL)")?,
         None => Engine::single_node(config.engine(), Some(log)),
     };
+    let proxies = proxies::Proxies::from_config(&config)?.map(Arc::new);
     let mut chat = Chat::new(store, engine.clone(), config.chat());
+    if let Some(proxies) = &proxies {
+        chat = chat.with_app_proxy(proxies.clone());
+    }
     let mut cluster_presence = None;
     if let Some(client) = redis {
         // A fresh id per process: a restarted node is a new node, its predecessor's
@@ -126,6 +133,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         admin.id,
         config.admin_token.as_deref(),
         jwt::JwtVerifier::from_config(&config).await?,
+        proxies,
     ));
     // The chat answers the engine's questions; `refresh` needs the authenticator.
     let hooks = Arc::new(hooks::ServerHooks::new(
@@ -208,6 +216,7 @@ pub fn reload_namespaces(
     namespaces: Vec<chorus_api::Namespace>,
 ) -> anyhow::Result<usize> {
     let count = namespaces.len();
+    proxies::check_namespaces(&state.config, &namespaces)?;
     let compiled = Namespaces::new(namespaces).map_err(|e| anyhow::anyhow!("namespaces: {e}"))?;
     state.chat.set_namespaces(compiled);
     Ok(count)

@@ -306,10 +306,17 @@ impl Drop for AnonymousSlot {
 pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     // `/metrics` reads no user's credentials; its bearer is the metrics token, if any.
     let metrics = req.uri().path() == "/metrics";
-    let Some(token) = credentials(req.headers(), req.uri()).filter(|_| !metrics) else {
+    let token = credentials(req.headers(), req.uri()).filter(|_| !metrics);
+    // A `/ws` upgrade without a token may carry the application's session cookie,
+    // for its connect proxy to judge.
+    let cookie = match &token {
+        None if req.uri().path() == "/ws" => state.auth.connect_cookie(req.headers()),
+        _ => None,
+    };
+    if token.is_none() && cookie.is_none() {
         req.extensions_mut().insert(Authenticated::new(None));
         return next.run(req).await;
-    };
+    }
     let limiter = state.http_limiter.as_deref();
     let peer = req
         .extensions()
@@ -325,8 +332,10 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
             "too many failed authentications from this address; retry later",
         );
     }
-    if state.auth.is_server_key(&token) {
-        let outcome = state.auth.authenticate_key(&token).await;
+    if let Some(token) = &token
+        && state.auth.is_server_key(token)
+    {
+        let outcome = state.auth.authenticate_key(token).await;
         if let Some(limiter) = limiter {
             match &outcome {
                 Ok(key) => {
@@ -345,7 +354,21 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
         req.extensions_mut().insert(Authenticated::key(outcome));
         return next.run(req).await;
     }
-    let outcome = state.auth.authenticate(&token).await;
+    let outcome = match (token, cookie) {
+        (Some(token), _) => state.auth.authenticate(&token).await,
+        (None, Some(cookie)) => match state.auth.authenticate_credential(cookie).await {
+            // Cookies the application does not know (another app's, analytics) leave
+            // the upgrade anonymous where a public namespace admits that.
+            Err(err)
+                if err.code == ErrorCode::Unauthorized && state.chat.namespaces().any_public() =>
+            {
+                req.extensions_mut().insert(Authenticated::new(None));
+                return next.run(req).await;
+            }
+            outcome => outcome,
+        },
+        (None, None) => Err(ApiError::unauthorized("missing credentials")),
+    };
     if let Some(limiter) = limiter {
         match &outcome {
             Ok(principal) => {

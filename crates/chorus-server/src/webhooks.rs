@@ -14,7 +14,7 @@
 
 pub mod target;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -107,13 +107,24 @@ pub fn http_client(config: &WebhookConfig) -> anyhow::Result<reqwest::Client> {
     let policy = TargetPolicy {
         allow_private: config.allow_private,
     };
+    client_builder(config.ca_file.as_deref())?
+        .dns_resolver(Arc::new(CheckedResolver(policy)))
+        .timeout(config.timeout)
+        .user_agent(concat!("chorus-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the webhook HTTP client")
+}
+
+/// What every outgoing request of the server shares (webhooks, the proxies to the
+/// application): no proxy from the environment, redirects never followed, `https://`
+/// verified against the built-in Mozilla roots plus the PEM file `ca_file`
+/// (`webhook_ca_file`).
+pub fn client_builder(ca_file: Option<&Path>) -> anyhow::Result<reqwest::ClientBuilder> {
+    use anyhow::Context;
     let mut builder = reqwest::Client::builder()
         .no_proxy()
-        .dns_resolver(Arc::new(CheckedResolver(policy)))
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(config.timeout)
-        .user_agent(concat!("chorus-webhooks/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = &config.ca_file {
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = ca_file {
         let pem = std::fs::read(path)
             .with_context(|| format!("reading webhook_ca_file {}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -127,7 +138,7 @@ pub fn http_client(config: &WebhookConfig) -> anyhow::Result<reqwest::Client> {
             builder = builder.add_root_certificate(cert);
         }
     }
-    builder.build().context("building the webhook HTTP client")
+    Ok(builder)
 }
 
 /// Runs the worker until `stop` is cancelled. Attempts in flight at that moment are
@@ -323,7 +334,7 @@ async fn post(
 }
 
 /// A short, stable description of a failed request (no body, no secrets).
-fn describe(err: &reqwest::Error) -> String {
+pub(crate) fn describe(err: &reqwest::Error) -> String {
     let kind = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {

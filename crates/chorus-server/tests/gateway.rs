@@ -553,10 +553,16 @@ async fn a_reload_changes_the_rules_without_dropping_sockets() {
 fn the_example_configuration_is_valid() {
     let text = include_str!("../../../docs/gateway.example.toml");
     let config: chorus_server::Config = toml::from_str(text).unwrap();
-    assert_eq!(config.namespaces.len(), 5);
+    assert_eq!(config.namespaces.len(), 7);
     assert_eq!(
         config.namespaces[1].schema.as_ref().unwrap()["required"],
         json!(["status", "amount"])
+    );
+    // Its proxies are complete for its `proxy` namespaces.
+    assert!(
+        chorus_server::proxies::Proxies::from_config(&config)
+            .unwrap()
+            .is_some()
     );
     chorus_chat::namespaces::Namespaces::new(config.namespaces).unwrap();
 }

@@ -1308,6 +1308,70 @@ async fn namespaced_topics_follow_their_access() {
     assert!(wrong.is_empty(), "namespace rules that disagree:\n{wrong}");
 }
 
+/// Gateway mode, access `proxy`: the application decides (tests/proxies.rs has the
+/// proxies themselves). Here it lets owners and members read, and guests publish; a
+/// server admin is nobody special to it.
+#[tokio::test]
+async fn proxied_topics_follow_the_applications_answer() {
+    use common::app::{App, Reply, SECRET};
+    let app = App::start(|proxy, body| {
+        let name = body["user"]["name"].as_str().unwrap_or("");
+        let allow = match proxy {
+            "subscribe" => name.starts_with("owner") || name.starts_with("member"),
+            _ => name.starts_with("guest"),
+        };
+        Reply::Json(json!({ "allow": allow }))
+    })
+    .await;
+    let s = TestServer::start_with(|c| {
+        c.proxy = chorus_server::config::ProxyConfig {
+            secret: Some(SECRET.into()),
+            subscribe: Some(app.endpoint("subscribe")),
+            publish: Some(app.endpoint("publish")),
+            ..Default::default()
+        };
+        c.namespaces = vec![chorus_api::Namespace {
+            name: "proxied".into(),
+            pattern: "topic:proxied.{id}".into(),
+            read: "proxy".into(),
+            publish: "proxy".into(),
+            schema: None,
+            retention_events: None,
+            retention_secs: None,
+        }];
+    })
+    .await;
+    let p = People::create(&s).await;
+    // (actor, subscribe, client publish)
+    let table: &[(Actor, &str, &str)] = &[
+        (ServerAdmin, "forbidden", "forbidden"),
+        (Owner, "ack", "forbidden"),
+        (Member, "ack", "forbidden"),
+        (Guest, "forbidden", "ack"),
+        (Outsider, "forbidden", "forbidden"),
+    ];
+    let mut wrong = String::new();
+    for (actor, read, publish) in table {
+        let mut client = s.connect(&p.of(*actor).token).await;
+        let got = subscribe_answer(&mut client, "topic:proxied.1").await;
+        if got != *read {
+            writeln!(wrong, "{actor:?} subscribing: expected {read}, got {got}").unwrap();
+        }
+        let reply = client
+            .request(json!({"op": "publish", "scope": "topic:proxied.1", "type": "t", "data": {}}))
+            .await;
+        let got = if reply["op"] == "ack" {
+            "ack"
+        } else {
+            reply["code"].as_str().unwrap()
+        };
+        if got != *publish {
+            writeln!(wrong, "{actor:?} publishing: expected {publish}, got {got}").unwrap();
+        }
+    }
+    assert!(wrong.is_empty(), "proxied rules that disagree:\n{wrong}");
+}
+
 // ---- events ------------------------------------------------------------------------
 
 #[tokio::test]

@@ -3,11 +3,16 @@
 //! HTTP catch-up: [`Chat::authorize_scope`]), who may publish to it from a client, and
 //! the payload schema every publish must satisfy. Without namespaces, topics behave as
 //! before: any user reads any topic, only the server publishes.
+//!
+//! Access `proxy` asks the application ([`AppProxy`], over HTTP at the edge) each time
+//! the rule is applied, so subscribe, resume and the HTTP catch-up all ask it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use chorus_api::Namespace;
+use chorus_api::proxy::{ProxyAnswer, ProxyUser, PublishRequest, SubscribeRequest};
 use chorus_realtime::{Publish, Scope};
 use serde_json::Value;
 
@@ -18,6 +23,16 @@ use crate::namespaces::{Access, Namespaces, rank};
 
 /// Longest event type, as for `POST /api/v1/publish`.
 const MAX_TYPE_BYTES: usize = 64;
+
+/// The application's `subscribe` and `publish` proxies. An answer the application
+/// could not give (down, slow, a bad answer) is `ChatError::Unavailable`, with why.
+#[async_trait]
+pub trait AppProxy: Send + Sync {
+    /// May `request.user` read `request.scope`? (The implementation may cache answers.)
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<ProxyAnswer>;
+    /// May `request.user` publish this event, and with which payload?
+    async fn publish(&self, request: PublishRequest) -> Result<ProxyAnswer>;
+}
 
 impl Chat {
     /// Replaces the declared namespaces (at start, and on a reload). Live subscriptions
@@ -63,6 +78,20 @@ impl Chat {
             .find(scope)
             .ok_or_else(|| outside_namespaces(scope))?;
         let namespace = found.namespace;
+        if namespace.read == Access::Proxy {
+            let answer = self
+                .proxy("subscribe")?
+                .subscribe(SubscribeRequest {
+                    user: caller.map(proxy_user),
+                    scope: scope.to_string(),
+                    namespace: namespace.config.name.clone(),
+                })
+                .await?;
+            return match answer.allow {
+                true => Ok(()),
+                false => Err(refused_by_application(answer.reason)),
+            };
+        }
         if self.allows(namespace.read, caller, &found.vars).await? {
             Ok(())
         } else {
@@ -72,6 +101,14 @@ impl Chat {
                 describe(namespace.read)
             )))
         }
+    }
+
+    /// The configured proxy, for a namespace whose access is `proxy` (the start and a
+    /// reload refuse such a namespace without one: this is only a safeguard).
+    fn proxy(&self, which: &str) -> Result<&Arc<dyn AppProxy>> {
+        self.app_proxy
+            .as_ref()
+            .ok_or_else(|| ChatError::Unavailable(format!("no [proxy.{which}] is configured")))
     }
 
     /// A server publish (`POST /api/v1/publish`) to `scope`: refused when the scope is a
@@ -114,17 +151,34 @@ impl Chat {
             .find(&scope)
             .ok_or_else(|| outside_namespaces(&scope))?;
         let namespace = found.namespace;
-        if !self.allows(namespace.publish, caller, &found.vars).await? {
+        let mut data = op.data;
+        if namespace.publish == Access::Proxy {
+            let answer = self
+                .proxy("publish")?
+                .publish(PublishRequest {
+                    user: caller.map(proxy_user),
+                    scope: scope.to_string(),
+                    namespace: namespace.config.name.clone(),
+                    kind: op.kind.clone(),
+                    data: data.clone(),
+                })
+                .await?;
+            if !answer.allow {
+                return Err(refused_by_application(answer.reason));
+            }
+            // The application's payload replaces the client's; the schema judges it.
+            if let Some(transformed) = answer.data {
+                data = transformed;
+            }
+        } else if !self.allows(namespace.publish, caller, &found.vars).await? {
             return Err(ChatError::Forbidden(format!(
                 "namespace {:?} lets {} publish to {scope}",
                 namespace.config.name,
                 describe(namespace.publish)
             )));
         }
-        namespace
-            .validate(&op.data)
-            .map_err(ChatError::BadRequest)?;
-        let mut event = Publish::new(scope, op.kind, &op.data);
+        namespace.validate(&data).map_err(ChatError::BadRequest)?;
+        let mut event = Publish::new(scope, op.kind, &data);
         if !namespace.history {
             event = event.ephemeral();
         }
@@ -145,7 +199,8 @@ impl Chat {
         };
         Ok(match access {
             Access::Public | Access::Authenticated => true,
-            Access::Server => false,
+            // Asked by the callers, which know what to ask.
+            Access::Server | Access::Proxy => false,
             Access::User => vars
                 .get("user_id")
                 .is_some_and(|id| *id == caller.id.0.to_string()),
@@ -163,6 +218,23 @@ impl Chat {
     }
 }
 
+/// Who a proxy request is about.
+fn proxy_user(user: &User) -> ProxyUser {
+    ProxyUser {
+        id: user.id.0,
+        name: user.name.clone(),
+    }
+}
+
+/// The application said no: `forbidden`, with its reason when it gave one.
+fn refused_by_application(reason: Option<String>) -> ChatError {
+    let reason = reason.filter(|r| !r.trim().is_empty());
+    ChatError::Forbidden(match reason {
+        Some(reason) => format!("refused by the application: {reason}"),
+        None => "refused by the application".to_owned(),
+    })
+}
+
 fn outside_namespaces(scope: &Scope) -> ChatError {
     ChatError::NotFound(format!("{scope} is in no declared namespace"))
 }
@@ -173,6 +245,7 @@ fn describe(access: Access) -> String {
         Access::Authenticated => "signed-in users only".into(),
         Access::Role(role) => format!("workspace {role}s (or higher) only"),
         Access::User => "the user it names only".into(),
+        Access::Proxy => "whom the application allows only".into(),
         Access::Server => "the server only".into(),
     }
 }

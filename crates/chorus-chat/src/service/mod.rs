@@ -47,6 +47,7 @@ pub use agents::{SetWebhook, UserIds, WebhookSettings};
 pub use channels::{CreateChannel, OpenDm, UpdateChannel};
 pub use commands::{CreateCommand, Sent};
 pub use dev::{DEV_CHANNEL, DEV_WORKSPACE};
+pub use gateway::AppProxy;
 pub use keys::{CreateServerKey, NewKey};
 pub use messages::{EditMessage, SendMessage};
 pub use presence::{NodeStat, SetStatus};
@@ -147,6 +148,9 @@ pub struct Chat {
     /// The declared `topic:` namespaces ([`gateway`]), replaced whole on a reload. A
     /// std lock: it is held only to clone or swap the `Arc`, never across an await.
     namespaces: std::sync::RwLock<Arc<crate::namespaces::Namespaces>>,
+    /// The application's `subscribe` and `publish` proxies, asked for namespaces whose
+    /// access is `proxy` ([`gateway`]); `None` when none is configured.
+    app_proxy: Option<Arc<dyn gateway::AppProxy>>,
 }
 
 /// The reads every new connection makes, coalesced across connections ([`lookups`]).
@@ -273,12 +277,19 @@ impl Chat {
             streams: Arc::default(),
             loop_guards: loop_guard::LoopGuards::default(),
             namespaces: std::sync::RwLock::default(),
+            app_proxy: None,
         }
     }
 
     /// Replaces the presence tracker (e.g. with one shared by several nodes).
     pub fn with_presence_tracker(mut self, tracker: Arc<dyn PresenceTracker>) -> Self {
         self.presence = tracker;
+        self
+    }
+
+    /// Asks `proxy` who may read and publish in namespaces whose access is `proxy`.
+    pub fn with_app_proxy(mut self, proxy: Arc<dyn gateway::AppProxy>) -> Self {
+        self.app_proxy = Some(proxy);
         self
     }
 

@@ -58,7 +58,8 @@ fn to_hook(err: ChatError) -> HookError {
         | ChatError::PayloadTooLarge(m)
         | ChatError::Conflict(m)
         | ChatError::UnknownCommand(m) => HookError::BadRequest(m),
-        ChatError::Unavailable(m) => HookError::Internal(m),
+        // E.g. the application's subscribe proxy down or slow: the client may retry.
+        ChatError::Unavailable(m) => HookError::Coded(chorus_proto::ErrorCode::Unavailable, m),
         ChatError::Internal(e) => {
             tracing::error!(cause = %e, "realtime hook failed");
             HookError::Internal("internal error".into())

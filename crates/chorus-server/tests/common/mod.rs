@@ -14,6 +14,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses a different subset
 
+pub mod app;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -360,6 +362,43 @@ impl TestServer {
     pub async fn connect_resuming(&self, token: &str) -> WsClient {
         let url = format!("{}?token={token}&resume=1", self.ws_url());
         WsClient::open(url.into_client_request().unwrap()).await
+    }
+
+    /// Connects with these request headers (e.g. `Cookie`) and reads `hello`.
+    pub async fn connect_with(&self, headers: &[(&str, &str)]) -> WsClient {
+        WsClient::open(self.upgrade_request(headers)).await
+    }
+
+    /// Attempts an upgrade with these headers that must be refused; returns the HTTP
+    /// status and the error body.
+    pub async fn refused_upgrade_with(&self, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+        let req = self.upgrade_request(headers);
+        let result = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("upgrade attempt timed out");
+        match result {
+            Err(tungstenite::Error::Http(resp)) => {
+                let body = resp
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                (StatusCode::from_u16(resp.status().as_u16()).unwrap(), body)
+            }
+            Err(other) => panic!("expected an HTTP refusal, got {other}"),
+            Ok(_) => panic!("the upgrade was accepted"),
+        }
+    }
+
+    fn upgrade_request(&self, headers: &[(&str, &str)]) -> tungstenite::handshake::client::Request {
+        let mut req = self.ws_url().into_client_request().unwrap();
+        for (name, value) in headers {
+            req.headers_mut().insert(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        req
     }
 
     /// Attempts an upgrade that must be refused; returns the HTTP status.

@@ -1,0 +1,408 @@
+//! The proxies to the application (docs/gateway.md) end to end, against a real local
+//! application (`common::app`) that checks every request's signature: `connect`
+//! introspects credentials Chorus does not recognise, `subscribe` and `publish` judge
+//! namespaces whose access is `proxy`; an application that is down or slow gives a
+//! clear, bounded refusal (`unavailable`), never a hang.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use chorus_api::Namespace;
+use chorus_server::config::ProxyConfig;
+use common::app::{App, Reply, SECRET, closed_url};
+use common::{ADMIN_TOKEN, TestServer, WsClient};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The application's connect proxy: `good-token` (or the `session=good` cookie) is user
+/// 42, Ada; anything else is refused.
+fn introspect(proxy: &str, body: &Value) -> Reply {
+    assert_eq!(proxy, "connect");
+    let good = body["token"] == "good-token" || body["cookie"] == "theme=dark; session=good";
+    Reply::Json(if good {
+        json!({"active": true, "sub": "42", "name": "Ada Lovelace"})
+    } else {
+        json!({"active": false, "reason": "unknown session"})
+    })
+}
+
+fn proxies(connect: Option<String>, app: Option<&App>) -> ProxyConfig {
+    ProxyConfig {
+        secret: Some(SECRET.into()),
+        connect: connect.map(|url| chorus_server::config::ProxyEndpoint {
+            url,
+            timeout_ms: 300,
+            cache_ms: 60_000,
+        }),
+        subscribe: app.map(|a| a.endpoint("subscribe")),
+        publish: app.map(|a| a.endpoint("publish")),
+    }
+}
+
+#[tokio::test]
+async fn the_connect_proxy_accepts_one_token_and_refuses_another() {
+    let app = App::start(introspect).await;
+    let s = TestServer::start_with(|c| c.proxy = proxies(Some(app.url("connect")), None)).await;
+
+    let mut ada = s.connect("good-token").await;
+    let id = ada.user_id();
+    let me = s
+        .get("/api/v1/me", "good-token")
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(me.body["id"], id, "the HTTP API takes the same token");
+    assert_eq!(me.body["name"], "app.42", "keyed by the application's id");
+    assert_eq!(me.body["display_name"], "Ada Lovelace");
+    ada.ping().await;
+
+    // The answer is cached: a second connection does not ask again, and is Ada.
+    let again = s.connect("good-token").await;
+    assert_eq!(again.user_id(), id);
+    let asked = app.seen("connect");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(asked[0].signed, "the application checked the signature");
+    assert_eq!(asked[0].body, json!({"token": "good-token"}));
+
+    // The application's session cookie (on a `/ws` upgrade without a token) too; it
+    // sees the Origin, to refuse other sites.
+    let cookie = s
+        .connect_with(&[
+            ("cookie", "theme=dark; session=good"),
+            ("origin", "https://app.example"),
+        ])
+        .await;
+    assert_eq!(cookie.user_id(), id, "the same application user");
+    let last = app.seen("connect").pop().unwrap();
+    assert_eq!(last.body["origin"], "https://app.example");
+
+    let (status, body) = s
+        .refused_upgrade_with(&[("authorization", "Bearer bad-token")])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("unknown session"), "{message}");
+    s.get("/api/v1/me", "bad-token")
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, _) = s
+        .refused_upgrade_with(&[("cookie", "session=stolen")])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Chorus's own tokens never reach the application.
+    let before = app.seen("connect").len();
+    s.get("/api/v1/me", ADMIN_TOKEN)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(app.seen("connect").len(), before);
+}
+
+#[tokio::test]
+async fn an_unknown_cookie_is_anonymous_where_a_public_namespace_admits_that() {
+    let app = App::start(introspect).await;
+    let s = TestServer::start_with(|c| {
+        c.proxy = proxies(Some(app.url("connect")), None);
+        c.namespaces = vec![namespace("news", "topic:news", "public", "server")];
+    })
+    .await;
+    let visitor = s.connect_with(&[("cookie", "analytics=1")]).await;
+    assert_eq!(visitor.hello["user_id"], 0, "anonymous: {}", visitor.hello);
+    assert_eq!(app.seen("connect").len(), 1, "the application was asked");
+    let known = s
+        .connect_with(&[("cookie", "theme=dark; session=good")])
+        .await;
+    assert_ne!(known.user_id(), 0);
+    // A bad token is still refused: it was meant to sign someone in.
+    let (status, _) = s
+        .refused_upgrade_with(&[("authorization", "Bearer bad-token")])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// Asserts a clear refusal: 503 `unavailable`, saying why. The upgrade's own bounded
+/// wait (`common::WAIT`, 10 s) is far shorter than the slow application's minute, so
+/// an answer at all shows the timeout bounded it.
+async fn assert_unavailable(s: &TestServer, token: &str, why: &str) {
+    let (status, body) = s
+        .refused_upgrade_with(&[("authorization", &format!("Bearer {token}"))])
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("connect proxy is unavailable") && message.contains(why),
+        "{message}"
+    );
+    let over_http = s
+        .get("/api/v1/me", token)
+        .await
+        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(over_http.text.contains(why), "{}", over_http.text);
+}
+
+#[tokio::test]
+async fn an_application_down_or_slow_is_a_clear_bounded_refusal() {
+    let url = closed_url().await;
+    let s = TestServer::start_with(|c| c.proxy = proxies(Some(url), None)).await;
+    assert_unavailable(&s, "any-token", "connection failed").await;
+
+    let slow = App::start(|_, _| Reply::Hang).await;
+    let s = TestServer::start_with(|c| c.proxy = proxies(Some(slow.url("connect")), None)).await;
+    assert_unavailable(&s, "any-token", "no answer within 300 ms").await;
+
+    let broken = App::start(|_, _| Reply::Status(500)).await;
+    let s = TestServer::start_with(|c| c.proxy = proxies(Some(broken.url("connect")), None)).await;
+    assert_unavailable(&s, "any-token", "answered HTTP 500").await;
+
+    let confused = App::start(|_, _| Reply::Json(json!({"active": true}))).await;
+    let s =
+        TestServer::start_with(|c| c.proxy = proxies(Some(confused.url("connect")), None)).await;
+    assert_unavailable(&s, "any-token", "without a sub").await;
+}
+
+fn namespace(name: &str, pattern: &str, read: &str, publish: &str) -> Namespace {
+    Namespace {
+        name: name.into(),
+        pattern: pattern.into(),
+        read: read.into(),
+        publish: publish.into(),
+        schema: None,
+        retention_events: None,
+        retention_secs: None,
+    }
+}
+
+/// The application's subscribe and publish rules: a room is readable by the user it is
+/// named after and by `alice`; in `chat`, `spam` is refused, `shout` is rewritten in
+/// capitals and `break` is rewritten into something the schema refuses.
+fn rules(proxy: &str, body: &Value) -> Reply {
+    Reply::Json(match proxy {
+        "subscribe" => {
+            let user = body["user"]["name"].as_str().unwrap_or("");
+            let room = body["scope"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("topic:room.");
+            if user == "alice" || user == room {
+                json!({"allow": true})
+            } else {
+                json!({"allow": false, "reason": "not your room"})
+            }
+        }
+        "publish" => match body["data"]["text"].as_str().unwrap_or("") {
+            "spam" => json!({"allow": false, "reason": "no spam"}),
+            "shout" => json!({"allow": true, "data": {"text": "SHOUT"}}),
+            "break" => json!({"allow": true, "data": {"text": 12}}),
+            _ => json!({"allow": true}),
+        },
+        other => panic!("{other}"),
+    })
+}
+
+async fn gateway(app: &App) -> TestServer {
+    let mut chat = namespace("chat", "topic:chat.{room}", "authenticated", "proxy");
+    chat.schema = Some(json!({
+        "type": "object",
+        "required": ["text"],
+        "properties": {"text": {"type": "string"}}
+    }));
+    TestServer::start_with(|c| {
+        c.proxy = proxies(None, Some(app));
+        c.namespaces = vec![
+            namespace("rooms", "topic:room.{room}", "proxy", "server"),
+            chat,
+        ];
+    })
+    .await
+}
+
+async fn answer(client: &mut WsClient, scope: &str) -> Value {
+    client.subscribe(scope).await
+}
+
+#[tokio::test]
+async fn the_subscribe_proxy_allows_and_refuses_per_user() {
+    let app = App::start(rules).await;
+    let s = gateway(&app).await;
+    let w = s.world().await;
+    let mut alice = s.connect(&w.alice.token).await;
+    let mut bob = s.connect(&w.bob.token).await;
+
+    assert_eq!(answer(&mut alice, "topic:room.kitchen").await["op"], "ack");
+    assert_eq!(answer(&mut bob, "topic:room.bob").await["op"], "ack");
+    let refused = answer(&mut bob, "topic:room.kitchen").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("not your room"),
+        "{refused}"
+    );
+    let asked = app.seen("subscribe");
+    assert!(asked.iter().all(|s| s.signed));
+    assert_eq!(
+        asked[0].body,
+        json!({
+            "user": {"id": w.alice.id, "name": "alice"},
+            "scope": "topic:room.kitchen",
+            "namespace": "rooms"
+        })
+    );
+
+    // The HTTP catch-up follows the same rule (its answers cached: no new question).
+    let sent = s
+        .post(
+            "/api/v1/publish",
+            ADMIN_TOKEN,
+            json!({"scope": "topic:room.kitchen", "type": "dish", "data": {"name": "soup"}}),
+        )
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    let after = sent.body["offset"].as_u64().unwrap() - 1;
+    let path = format!("/api/v1/scopes/topic%3Aroom.kitchen/events?after={after}");
+    let asked = app.seen("subscribe").len();
+    let read = s
+        .get(&path, &w.alice.token)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(read.body["events"][0]["data"], json!({"name": "soup"}));
+    s.get(&path, &w.bob.token)
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(app.seen("subscribe").len(), asked, "cached answers");
+    // And so does resume: the ack's `scopes` tells per scope.
+    let mut carol = s.connect(&w.carol.token).await;
+    let resumed = carol
+        .request(
+            json!({"op": "resume", "positions": {"topic:room.carol": 0, "topic:room.kitchen": 0}}),
+        )
+        .await;
+    assert_eq!(resumed["op"], "ack", "{resumed}");
+    let scopes = &resumed["scopes"];
+    assert!(
+        scopes["topic:room.carol"].is_object() && scopes["topic:room.kitchen"].is_object(),
+        "{resumed}"
+    );
+    assert!(
+        scopes["topic:room.kitchen"]
+            .to_string()
+            .contains("forbidden"),
+        "{resumed}"
+    );
+    assert!(
+        !scopes["topic:room.carol"].to_string().contains("forbidden"),
+        "{resumed}"
+    );
+    assert!(
+        app.seen("subscribe")
+            .iter()
+            .any(|s| s.body["user"]["name"] == "carol" && s.body["scope"] == "topic:room.kitchen"),
+        "resume asked the application"
+    );
+}
+
+#[tokio::test]
+async fn the_subscribe_proxy_down_is_unavailable_not_a_hang() {
+    let slow = App::start(|_, _| Reply::Hang).await;
+    let s = TestServer::start_with(|c| {
+        c.proxy = ProxyConfig {
+            secret: Some(SECRET.into()),
+            subscribe: Some(chorus_server::config::ProxyEndpoint {
+                url: slow.url("subscribe"),
+                timeout_ms: 300,
+                cache_ms: 0,
+            }),
+            ..ProxyConfig::default()
+        };
+        c.namespaces = vec![namespace("rooms", "topic:room.{room}", "proxy", "server")];
+    })
+    .await;
+    let w = s.world().await;
+    let mut alice = s.connect(&w.alice.token).await;
+    let refused = answer(&mut alice, "topic:room.kitchen").await;
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("subscribe proxy is unavailable"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn the_publish_proxy_allows_refuses_and_transforms() {
+    let app = App::start(rules).await;
+    let s = gateway(&app).await;
+    let w = s.world().await;
+    let mut alice = s.connect(&w.alice.token).await;
+    let mut bob = s.connect(&w.bob.token).await;
+    assert_eq!(answer(&mut bob, "topic:chat.1").await["op"], "ack");
+    let publish = |text: &str| json!({"op": "publish", "scope": "topic:chat.1", "type": "said", "data": {"text": text}});
+
+    let ok = alice.request(publish("hello")).await;
+    assert_eq!(ok["op"], "ack", "{ok}");
+    let got = bob.expect_event("said").await;
+    assert_eq!(got["data"], json!({"text": "hello"}));
+
+    let spam = alice.request(publish("spam")).await;
+    assert_eq!(spam["code"], "forbidden", "{spam}");
+    assert!(spam["message"].as_str().unwrap().contains("no spam"));
+
+    let broken = alice.request(publish("break")).await;
+    assert_eq!(broken["code"], "bad_request", "{broken}");
+    assert!(
+        broken["message"].as_str().unwrap().contains("at /text"),
+        "the transformed payload is checked against the schema: {broken}"
+    );
+
+    let shout = alice.request(publish("shout")).await;
+    assert_eq!(shout["op"], "ack", "{shout}");
+    // Neither refused publish reached bob: the next event is the transformed one.
+    let got = bob.expect_event("said").await;
+    assert_eq!(got["data"], json!({"text": "SHOUT"}));
+
+    let asked = app.seen("publish");
+    assert_eq!(asked.len(), 4);
+    assert!(asked.iter().all(|s| s.signed));
+    assert_eq!(
+        asked[0].body,
+        json!({
+            "user": {"id": w.alice.id, "name": "alice"},
+            "scope": "topic:chat.1",
+            "namespace": "chat",
+            "type": "said",
+            "data": {"text": "hello"}
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_proxy_namespace_without_its_proxy_is_refused_at_start_and_reload() {
+    let config = chorus_server::Config {
+        namespaces: vec![namespace("rooms", "topic:room.{room}", "proxy", "server")],
+        ..chorus_server::Config::default()
+    };
+    let err = chorus_server::proxies::Proxies::from_config(&config)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("[proxy.subscribe]"), "{err}");
+
+    let s = TestServer::start().await;
+    let err = chorus_server::reload_namespaces(
+        s.state(),
+        vec![namespace(
+            "chat",
+            "topic:chat.{room}",
+            "authenticated",
+            "proxy",
+        )],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("[proxy.publish]"), "{err}");
+}
