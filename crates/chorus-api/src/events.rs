@@ -88,6 +88,10 @@ pub struct TurnPassed {
 pub struct TurnCancelled {
     pub channel_id: ChannelId,
     pub message_id: MessageId,
+    /// The thread's root, when the message is a reply (to read it: the thread's history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub thread_id: Option<MessageId>,
     pub agent_id: UserId,
     pub by: UserId,
 }

@@ -127,6 +127,15 @@ impl Agent {
 
 /// The event that wakes the agent a message's round-robin turn passed to.
 pub const TURN_PASSED: &str = "turn.passed";
+/// The event that tells an agent someone cancelled its turn at a message (it wakes only
+/// that agent).
+pub const TURN_CANCELLED: &str = "turn.cancelled";
+
+/// Whether `event` is about this user's turn at a message and wakes it: a turn passed
+/// to it, or its turn cancelled.
+pub(crate) fn is_turn_wake(kind: &str, wake: Option<bool>) -> bool {
+    (kind == TURN_PASSED || kind == TURN_CANCELLED) && wake == Some(true)
+}
 
 /// The bell: one task reads the realtime connection and records, per channel the user
 /// follows, the newest offset it saw and the newest message that wakes the user (or is
@@ -154,8 +163,8 @@ pub struct Seen {
     pub starts: BTreeMap<ChannelId, u64>,
     /// Every event after this offset has been seen (absent: not known).
     pub contiguous_from: BTreeMap<ChannelId, u64>,
-    /// The newest `message.created` that woke the user, or `turn.passed` that gave it
-    /// the turn.
+    /// The newest `message.created` that woke the user, `turn.passed` that gave it the
+    /// turn, or `turn.cancelled` that took it away.
     pub last_wake: BTreeMap<ChannelId, u64>,
     /// The newest `message.created` by someone else (woken or not).
     pub last_message: BTreeMap<ChannelId, u64>,
@@ -170,8 +179,8 @@ impl Seen {
             let before = offset.saturating_sub(1);
             self.starts.entry(channel).or_insert(before);
             self.contiguous_from.entry(channel).or_insert(before);
-            if event.kind == TURN_PASSED && event.wake == Some(true) {
-                // The turn at a message passed to this agent: a wake, as the message's own.
+            if is_turn_wake(&event.kind, event.wake) {
+                // The turn at a message passed to this agent, or cancelled: a wake.
                 self.last_wake.insert(channel, offset);
             }
             if event.kind == "message.created" {

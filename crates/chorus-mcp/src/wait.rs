@@ -2,8 +2,9 @@
 //! only says *that* a followed channel has something new ([`Live`]); what is new is read
 //! from the event log over HTTP after the cursor's offset for that channel, exactly as
 //! the socket would have delivered it to this user (skipped events left out, `wake` as
-//! marked; a `turn.passed` that gives this agent the turn at a message returns that
-//! message, as a wake). The cursor moves past every event looked at, taken or not, so a
+//! marked; a `turn.passed` that gives this agent the turn at a message, or a
+//! `turn.cancelled` that takes it away, returns that message as a wake, with `turn`
+//! saying which). The cursor moves past every event looked at, taken or not, so a
 //! caller that always passes back the cursor it got never sees an event twice.
 //!
 //! [`Live`]: crate::agent::Live
@@ -19,7 +20,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{Agent, TURN_PASSED};
+use crate::agent::{Agent, TURN_CANCELLED, TURN_PASSED, is_turn_wake};
 use crate::cursor::Cursor;
 use crate::error::ToolError;
 use crate::render::{Budget, MessageOut};
@@ -68,6 +69,11 @@ pub struct WakeEvent {
     /// its duty…, or the turn at it passed to this agent from another that did not take
     /// it). False (only with `all`): for its information.
     pub wake: bool,
+    /// Absent for a new message. `passed`: the turn at `message` passed to this agent
+    /// (another did not take it): act on it. `cancelled`: someone cancelled this
+    /// agent's turn at `message`: stop working on it (its streaming reply was aborted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn: Option<&'static str>,
     pub message: MessageOut,
 }
 
@@ -221,8 +227,13 @@ impl Scan<'_> {
                         self.full = true;
                         return Ok(Some(after));
                     }
-                    let message = if event.kind == TURN_PASSED {
-                        self.passed(channel, &event.data).await?
+                    let turn = match event.kind.as_str() {
+                        TURN_PASSED => Some("passed"),
+                        TURN_CANCELLED => Some("cancelled"),
+                        _ => None,
+                    };
+                    let message = if turn.is_some() {
+                        self.turn_message(channel, &event.data).await?
                     } else {
                         serde_json::from_value::<Message>(event.data).ok()
                     };
@@ -242,6 +253,7 @@ impl Scan<'_> {
                         channel: info.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
                         workspace_id: info.map_or(WorkspaceId(0), |i| i.workspace_id).0,
                         wake,
+                        turn,
                         message: out,
                     });
                 }
@@ -254,9 +266,9 @@ impl Scan<'_> {
         }
     }
 
-    /// The message whose turn `turn.passed` (`data`) gave the agent, as it is now;
-    /// `None` when it is gone or unreadable.
-    async fn passed(
+    /// The message whose turn `turn.passed` or `turn.cancelled` (`data`) is about, as
+    /// it is now; `None` when it is gone or unreadable.
+    async fn turn_message(
         &self,
         channel: ChannelId,
         data: &serde_json::Value,
@@ -280,11 +292,11 @@ impl Scan<'_> {
         }
     }
 
-    /// Whether the event is one to return, and its wake mark: a new message, or the
-    /// turn at a message passed to this agent (`turn.passed`, which wakes only it).
+    /// Whether the event is one to return, and its wake mark: a new message, or this
+    /// agent's turn at a message passed to it or cancelled (which wake only it).
     fn wanted(&self, event: &ScopeEvent) -> Option<bool> {
-        if event.kind == TURN_PASSED {
-            return (event.wake == Some(true)).then_some(true);
+        if event.kind == TURN_PASSED || event.kind == TURN_CANCELLED {
+            return is_turn_wake(&event.kind, event.wake).then_some(true);
         }
         if event.kind != "message.created" {
             return None;

@@ -66,15 +66,21 @@ fn main() -> ExitCode {
             run(wake_notifications(Transport::Http, notify_http))
         })
         .with_ignored_flag(skip),
-        Trial::test("stdio_transport_wakes_on_a_turn_passed_to_the_agent", {
-            let python = passed_stdio;
-            move || run(turn_passed_wakes(Transport::Stdio, python))
-        })
+        Trial::test(
+            "stdio_transport_wakes_on_a_turn_passed_to_the_agent_and_on_its_cancel",
+            {
+                let python = passed_stdio;
+                move || run(turn_passed_wakes(Transport::Stdio, python))
+            },
+        )
         .with_ignored_flag(skip),
-        Trial::test("http_transport_wakes_on_a_turn_passed_to_the_agent", {
-            let python = passed_http;
-            move || run(turn_passed_wakes(Transport::Http, python))
-        })
+        Trial::test(
+            "http_transport_wakes_on_a_turn_passed_to_the_agent_and_on_its_cancel",
+            {
+                let python = passed_http;
+                move || run(turn_passed_wakes(Transport::Http, python))
+            },
+        )
         .with_ignored_flag(skip),
         Trial::test(
             "example_agent_answers_a_mention_over_both_transports",
@@ -833,6 +839,7 @@ async fn wake_notifications(transport: Transport, python: String) {
 /// A round-robin turn that passes to the agent (the agent it was given declined it) is a
 /// wake: the `chorus://wakes` subscription is notified, and `wait_for_messages` returns
 /// the message with `wake: true` — though the message itself only had the agent observe.
+/// The author's cancel of that turn wakes the agent again, with `turn: "cancelled"`.
 async fn turn_passed_wakes(transport: Transport, python: String) {
     const URI: &str = "chorus://wakes";
     let w = world().await;
@@ -897,6 +904,7 @@ async fn turn_passed_wakes(transport: Transport, python: String) {
     assert_eq!(texts(&woken), ["@carol over to you"], "{woken}");
     let event = &woken["events"][0];
     assert_eq!(event["wake"], true, "{woken}");
+    assert_eq!(event["turn"], "passed", "{woken}");
     assert_eq!(event["channel"], "turns", "{woken}");
     assert_eq!(event["message"]["id"], sent.id.0, "{woken}");
     let summary = mcp.command(json!({"read_resource": URI})).await;
@@ -911,6 +919,23 @@ async fn turn_passed_wakes(transport: Transport, python: String) {
         .await
         .ok();
     assert_eq!(texts(&again), Vec::<String>::new(), "{again}");
+
+    // Alice cancels the bot's turn: a wake saying so, about the same message.
+    let cancelled = w.alice.cancel(sent.id, None).await.unwrap();
+    assert_eq!(cancelled.cancelled, [w.bot.user.id], "{cancelled:?}");
+    let rung = mcp.notification().await;
+    assert_eq!(rung["notification"], URI, "{rung}");
+    let told = mcp
+        .call(
+            "wait_for_messages",
+            json!({"cursor": c2, "timeout_ms": 10_000}),
+        )
+        .await
+        .ok();
+    assert_eq!(texts(&told), ["@carol over to you"], "{told}");
+    assert_eq!(told["events"][0]["wake"], true, "{told}");
+    assert_eq!(told["events"][0]["turn"], "cancelled", "{told}");
+    assert_eq!(told["events"][0]["message"]["id"], sent.id.0, "{told}");
     let stopped = mcp.command(json!({"unlisten": true})).await;
     assert_eq!(stopped["stopped"], true);
     mcp.close().await;

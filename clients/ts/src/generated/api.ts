@@ -1945,6 +1945,8 @@ export interface components {
             by: components["schemas"]["UserId"];
             channel_id: components["schemas"]["ChannelId"];
             message_id: components["schemas"]["MessageId"];
+            /** @description The thread's root, when the message is a reply (to read it: the thread's history). */
+            thread_id?: components["schemas"]["MessageId"];
         };
         /**
          * @description `turn.passed`, on the channel's scope: under `round_robin`, the agent a message woke

@@ -209,6 +209,7 @@ impl Chat {
             .await;
         let with_webhook: Vec<UserId> = targets.iter().map(|(id, _)| *id).collect();
         let (channel_id, message_id, by) = (message.channel_id, message.id, caller.id);
+        let thread_id = message.thread_id;
         let due = self.now();
         let events = Box::new(move |cancelled: &Vec<UserId>| {
             let mut outbox = Outbox::default();
@@ -218,6 +219,7 @@ impl Chat {
                 let event = TurnCancelled {
                     channel_id,
                     message_id,
+                    thread_id,
                     agent_id,
                     by,
                 };
