@@ -298,3 +298,20 @@ async fn guessing_codes_is_limited_per_address() {
     let signed_in = sign_in(&s, &code).await.expect_status(StatusCode::OK).body;
     assert_eq!(signed_in["user"]["id"], carol.id);
 }
+
+/// Exchanges racing for one link: exactly one signs in; the others find it used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_exchanges_at_once_one_signs_in() {
+    let s = TestServer::start().await;
+    let carol = s.create_user("carol").await;
+    let code = link_code(&s, carol.id, json!({})).await;
+    let tries = futures_util::future::join_all((0..8).map(|_| sign_in(&s, &code))).await;
+    let mut statuses: Vec<u16> = tries.iter().map(|r| r.status.as_u16()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 410, 410, 410, 410, 410, 410, 410], "{tries:?}");
+    let tokens = s
+        .get(&format!("/api/v1/users/{}/tokens", carol.id), &carol.token)
+        .await
+        .body;
+    assert_eq!(tokens.as_array().unwrap().len(), 2, "{tokens}");
+}
