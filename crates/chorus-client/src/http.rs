@@ -161,13 +161,17 @@ impl Client {
     }
 
     /// Exchanges a sign-in link's code for a new API token of its user, using the link
-    /// up (`Gone` when it was used before or has expired). This client's token is not
-    /// used.
+    /// up (`410 gone` when it was used before or has expired). Sent without this client's
+    /// token, so a client made with none (`Client::new(url, "")`) can sign in.
     pub async fn sign_in(&self, code: &str) -> Result<UserWithToken> {
         let body = SignIn {
             code: code.to_owned(),
         };
-        self.json(self.request(Method::POST, "api/v1/sign-in")?.json(&body))
+        let url = self
+            .base
+            .join("api/v1/sign-in")
+            .map_err(|e| Error::Url(format!("api/v1/sign-in: {e}")))?;
+        self.json(self.http.request(Method::POST, url).json(&body))
             .await
     }
 

@@ -83,7 +83,7 @@ impl Chat {
             .redeem_sign_in_link(&token::hash(code), &token_hash, LINK_TOKEN_NAME)
             .await?;
         match redeemed {
-            Redemption::SignedIn { user, .. } => Ok((user, secret)),
+            Redemption::SignedIn { user, .. } => Ok((*user, secret)),
             Redemption::Unknown => Err(ChatError::Unauthorized("unknown sign-in link".into())),
             Redemption::Used => Err(ChatError::Gone(
                 "this sign-in link was used already: ask for a new one".into(),

@@ -50,8 +50,9 @@ pub struct NewSignInCode {
 /// What exchanging a sign-in link's code came to ([`UserStore::redeem_sign_in_link`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Redemption {
-    /// The link is used up now, and the user holds the new token.
-    SignedIn { user: User, token: ApiToken },
+    /// The link is used up now, and the user holds the new token. (The user boxed:
+    /// the refusals carry nothing.)
+    SignedIn { user: Box<User>, token: ApiToken },
     /// No link has this code.
     Unknown,
     /// The link was used before.

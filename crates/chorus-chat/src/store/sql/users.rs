@@ -270,7 +270,7 @@ where
         .map_err(|e| conflict_or(e, "a token with this hash"))?;
         tx.commit().await?;
         Ok(Redemption::SignedIn {
-            user,
+            user: Box::new(user),
             token: token.into(),
         })
     }
