@@ -65,10 +65,6 @@ impl Chat {
         }
     }
 
-    pub(crate) async fn emit_event(&self, scope: Scope, kind: &str, data: &impl Serialize) {
-        self.emit(Publish::new(scope, kind, data)).await;
-    }
-
     /// [`close_sessions_event`] once more, [`CLOSE_AGAIN_AFTER`] later: a
     /// socket whose credentials were checked just before the change (from another
     /// node's read cache, or by a read that raced the commit) can register after the
