@@ -308,7 +308,11 @@ async fn of_exchanges_at_once_one_signs_in() {
     let tries = futures_util::future::join_all((0..8).map(|_| sign_in(&s, &code))).await;
     let mut statuses: Vec<u16> = tries.iter().map(|r| r.status.as_u16()).collect();
     statuses.sort_unstable();
-    assert_eq!(statuses, [200, 410, 410, 410, 410, 410, 410, 410], "{tries:?}");
+    assert_eq!(
+        statuses,
+        [200, 410, 410, 410, 410, 410, 410, 410],
+        "{tries:?}"
+    );
     let tokens = s
         .get(&format!("/api/v1/users/{}/tokens", carol.id), &carol.token)
         .await

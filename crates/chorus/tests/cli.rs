@@ -371,10 +371,7 @@ async fn sign_in_links() {
     assert!(again.to_string().contains("gone"), "{again}");
 
     // --json: the server's answer.
-    let made = admin
-        .json(&["user", "sign-in-link", &carol_id])
-        .await
-        .one();
+    let made = admin.json(&["user", "sign-in-link", &carol_id]).await.one();
     assert_eq!(
         made["url_fragment"],
         format!("#signin={}", made["code"].as_str().unwrap())
