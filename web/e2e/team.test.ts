@@ -1,6 +1,7 @@
 // A team's first hour, in real browsers against the real server: an administrator
 // signs in with the admin token, creates a workspace and a channel, creates two
-// accounts and hands over what they sign in with (a link, a token); the two talk with
+// accounts and hands over what they sign in with (a one-time sign-in link, which works
+// once and then says so, and a token); the two talk with
 // markdown and mentions, complete names, edit and delete, pin, set a status, open a
 // group DM, jump around with Ctrl+K, leave and rejoin. Keyboard wherever a person would
 // use it. Every wait is for something on screen (bounded), never a fixed sleep.
@@ -90,7 +91,9 @@ describe("a team's first hour", () => {
     await box.getByLabel('Display name (optional)').fill('Erin Example');
     await box.getByRole('button', { name: 'Create account' }).click();
     erinLink = await box.getByLabel('Sign-in link').inputValue();
-    assert.match(erinLink, /\/#token=chr_/);
+    // A one-time code, not the token itself.
+    assert.match(erinLink, /\/#signin=chs_[A-Za-z0-9_-]+$/);
+    assert.ok(!erinLink.includes('chr_'), erinLink);
     await shot(page, 'team-invite');
     await box.getByRole('button', { name: 'Create another' }).click();
     await box.getByLabel('User name').fill('frank');
@@ -111,10 +114,23 @@ describe("a team's first hour", () => {
     erin = await newPage(browser, server, 'erin');
     await erin.page.goto(erinLink);
     await connected(erin.page);
-    // The token left the address bar.
+    // The code left the address bar.
     assert.equal(new URL(erin.page.url()).hash, '');
     await erin.page.locator('.topbar .workspace', { hasText: 'acme' }).waitFor();
     await open(erin.page, 'launch');
+
+    // The link worked once: opened again (another browser), it says so and signs nobody in.
+    const again = await newPage(browser, server, 'erin-again');
+    await again.page.goto(erinLink);
+    await again.page.getByText('That sign-in link is not valid any more').waitFor();
+    assert.equal(new URL(again.page.url()).hash, '');
+    await again.page.locator('main.signin').waitFor();
+    await shot(again.page, 'team-link-used');
+    // Older links, which carry a token (`#token=`), still sign in.
+    await again.page.goto(`${server.url}/#token=${encodeURIComponent(frankToken)}`);
+    await connected(again.page);
+    assert.equal(new URL(again.page.url()).hash, '');
+    await again.context.close();
 
     frank = await newPage(browser, server, 'frank');
     await signInWithToken(frank.page, frankToken);

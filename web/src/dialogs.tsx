@@ -1,11 +1,12 @@
 // The chat's dialogs: new DM (one person or a group), new workspace, new channel,
-// inviting people (existing accounts, or new ones with a token to hand over), the
-// workspace's members and roles, a channel's details and members, pins, the Ctrl/Cmd+K
-// switcher, my status, and deleting a message.
+// inviting people (existing accounts, or new ones with a one-time sign-in link and a
+// token to hand over), the workspace's members and roles, a channel's details and
+// members, pins, the Ctrl/Cmd+K switcher, my status, and deleting a message.
 import { useEffect, useState } from 'preact/hooks';
-import type { ChannelView, Message, Policy, Role, UserId, UserWithToken } from '@chorus/client';
+import type { ChannelView, Message, Policy, Role, UserId } from '@chorus/client';
 import { textContext } from './conversation';
-import type { Candidate } from './store';
+import { signInUrl } from './links';
+import type { Candidate, NewAccount } from './store';
 import { Text } from './text';
 import { AgentTag, Dialog, Dot, useUi, type DialogState } from './ui';
 
@@ -251,7 +252,7 @@ function Invite() {
   const [name, setName] = useState('');
   const [display, setDisplay] = useState('');
   const [kind, setKind] = useState<'human' | 'agent'>('human');
-  const [created, setCreated] = useState<UserWithToken | undefined>();
+  const [created, setCreated] = useState<NewAccount | undefined>();
   const ws = store.workspaces.find((w) => w.id === store.workspaceId);
 
   useEffect(() => {
@@ -262,7 +263,7 @@ function Invite() {
   }, [added.length]);
 
   const shown = (candidates ?? []).filter((c) => `${c.name} ${c.display_name}`.toLowerCase().includes(filter.toLowerCase()));
-  const link = created ? `${location.origin}/#token=${encodeURIComponent(created.token)}` : '';
+  const link = created?.link ? signInUrl(location.origin, created.link.url_fragment) : '';
   const roles = store.role === 'owner' ? ROLES : ROLES.filter((r) => r !== 'owner');
 
   return (
@@ -320,17 +321,28 @@ function Invite() {
           <h3 id="invite-new">A new account</h3>
           {created ? (
             <div class="handover" role="status">
-              <p>
-                <strong>{created.user.name}</strong> can sign in with this link (or the token under “Sign in with a token”). It is
-                shown only now: hand it over privately.
-              </p>
-              <label for="handover-link">Sign-in link</label>
-              <div class="copy-row">
-                <input id="handover-link" readOnly value={link} onFocus={(e) => e.currentTarget.select()} />
-                <button type="button" class="small" onClick={() => void navigator.clipboard?.writeText(link)}>
-                  Copy link
-                </button>
-              </div>
+              {created.link ? (
+                <>
+                  <p>
+                    <strong>{created.user.name}</strong> can sign in with this link once, until{' '}
+                    {new Date(created.link.expires_at).toLocaleString()}. It is shown only now: hand it over privately. The
+                    token below works too (under “Sign in with a token”), until revoked.
+                  </p>
+                  <label for="handover-link">Sign-in link</label>
+                  <div class="copy-row">
+                    <input id="handover-link" readOnly value={link} onFocus={(e) => e.currentTarget.select()} />
+                    <button type="button" class="small" onClick={() => void navigator.clipboard?.writeText(link)}>
+                      Copy link
+                    </button>
+                  </div>
+                </>
+              ) : (
+                <p>
+                  <strong>{created.user.name}</strong> signs in with this token (
+                  {created.user.kind === 'agent' ? 'an agent uses it with the API or MCP' : 'under “Sign in with a token”'}). It is
+                  shown only now: hand it over privately.
+                </p>
+              )}
               <label for="handover-token">Token</label>
               <div class="copy-row">
                 <input id="handover-token" readOnly value={created.token} onFocus={(e) => e.currentTarget.select()} />

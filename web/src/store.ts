@@ -21,6 +21,7 @@ import {
   type User,
   type UserId,
   type UserProfile,
+  type NewSignInLink,
   type UserWithToken,
   type WorkspaceMembership,
 } from '@chorus/client';
@@ -807,13 +808,14 @@ export class ChatStore {
   }
 
   /** Creates an account (server admins), adds it to the open workspace, and returns it
-   * with its token to hand over. */
+   * with what to hand over: its token, and for a person a one-time sign-in link (absent
+   * if the server refused one; then the token is what to hand over). */
   async createAccount(req: {
     name: string;
     display_name: string;
     kind: 'human' | 'agent';
     role: Role;
-  }): Promise<UserWithToken | string> {
+  }): Promise<NewAccount | string> {
     let created: UserWithToken;
     try {
       created = await this.http.createUser({
@@ -826,7 +828,14 @@ export class ChatStore {
     }
     const refused = await this.addMember(created.user.id, req.role);
     if (refused) this.notify(`${created.user.name} was created, but not added to the workspace: ${refused}`);
-    return created;
+    // An agent signs in with its token, never through the web UI.
+    if (req.kind === 'agent') return created;
+    try {
+      return { ...created, link: await this.http.createSignInLink(created.user.id) };
+    } catch (err) {
+      this.notify(`${created.user.name} was created, but no sign-in link: ${describe(err)} Hand over the token.`);
+      return created;
+    }
   }
 
   async setRole(userId: UserId, role: Role): Promise<string | undefined> {
@@ -1156,6 +1165,9 @@ function refusal(e: ChorusError): string {
 }
 
 /** An error in words for people (never a raw `TypeError`). */
+/** A new account and what to hand over (`ChatStore.createAccount`). */
+export type NewAccount = UserWithToken & { link?: NewSignInLink };
+
 export function describe(err: unknown): string {
   if (err instanceof ChorusError) {
     if (err.code === 'network' || err.code === 'timeout' || err.code === 'closed') {

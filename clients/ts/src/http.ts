@@ -23,6 +23,7 @@ import type {
   ChannelId,
   ChannelView,
   CreateChannel,
+  CreateSignInLink,
   CreateToken,
   CreateUser,
   HistoryQuery,
@@ -32,6 +33,7 @@ import type {
   MessageReceipts,
   Namespace,
   NewApiToken,
+  NewSignInLink,
   Pin,
   Presence,
   ReadState,
@@ -53,7 +55,7 @@ import type {
 } from './model.js';
 
 export interface HttpOptions {
-  /** Bearer token; optional only for `devLogin` and `health`. */
+  /** Bearer token; optional only for `devLogin`, `signIn` and `health`. */
   token?: string;
   /** A `fetch` to use instead of the global one. */
   fetch?: typeof fetch;
@@ -148,6 +150,20 @@ export class ChorusHttp {
   /** Revokes a token: refused from now on; the sockets it opened close with 3502. */
   async revokeToken(userId: UserId, tokenId: TokenId): Promise<void> {
     await this.request('DELETE', `api/v1/users/${userId}/tokens/${tokenId}`);
+  }
+
+  // ---- one-time sign-in links
+
+  /** Creates a one-time sign-in link for a user (server admins); the answer's `code`
+   * is shown this once. Hand over `<web UI origin>/` + `url_fragment`. */
+  createSignInLink(userId: UserId, req: CreateSignInLink = {}): Promise<NewSignInLink> {
+    return this.json('POST', `api/v1/users/${userId}/sign-in-links`, req);
+  }
+
+  /** Exchanges a sign-in link's code for a new token of its user (no token needed);
+   * the link is used up: a second use is `gone` (410), as is an expired link. */
+  signIn(code: string): Promise<UserWithToken> {
+    return this.json('POST', 'api/v1/sign-in', { code });
   }
 
   /** Password-less login; only on a server started with `chorus serve --dev`
@@ -570,6 +586,8 @@ export const ROUTES: ReadonlyArray<readonly [string, string, keyof ChorusHttp]> 
   ['POST', '/api/v1/users/{id}/tokens', 'createToken'],
   ['GET', '/api/v1/users/{id}/tokens', 'listTokens'],
   ['DELETE', '/api/v1/users/{id}/tokens/{token_id}', 'revokeToken'],
+  ['POST', '/api/v1/users/{id}/sign-in-links', 'createSignInLink'],
+  ['POST', '/api/v1/sign-in', 'signIn'],
   ['POST', '/api/v1/users/{id}/deactivate', 'deactivateUser'],
   ['POST', '/api/v1/users/{id}/reactivate', 'reactivateUser'],
   ['POST', '/api/v1/workspaces', 'createWorkspace'],

@@ -40,6 +40,9 @@ export type UserWithToken = Schemas['UserWithToken'];
 export type ApiToken = Schemas['ApiToken'];
 /** A new API token: its listing and the secret (`token`, shown this once). */
 export type NewApiToken = Schemas['NewApiToken'];
+/** A new one-time sign-in link: its `code` (shown this once) and `url_fragment`
+ * (`#signin=<code>`) to append to the web UI's address. */
+export type NewSignInLink = Schemas['NewSignInLink'];
 export type UserIds = Schemas['UserIds'];
 export type WebhookSettings = Schemas['WebhookSettings'];
 export type WebhookDelivery = Schemas['WebhookDelivery'];
@@ -80,6 +83,7 @@ export type ScopeEvent = Schemas['ScopeEvent'];
 
 export type CreateUser = Schemas['CreateUser'];
 export type CreateToken = Schemas['CreateToken'];
+export type CreateSignInLink = Schemas['CreateSignInLink'];
 /** `GET /api/v1/users` (server admins): a page of users by id. */
 export type UsersQuery = NonNullable<operations['list_users']['parameters']['query']>;
 export type AddMember = Schemas['AddMember'];

@@ -334,6 +334,21 @@ pub struct NewApiToken {
     pub token: String,
 }
 
+/// A new one-time sign-in link: its code, shown this once (only its hash is stored).
+/// Whoever opens `<web UI origin>/` + `url_fragment` before `expires_at` is signed in as
+/// the user, once (`POST /api/v1/sign-in`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewSignInLink {
+    /// The link's secret (`chs_…`).
+    pub code: String,
+    /// `#signin=<code>`: what the web UI reads on load.
+    pub url_fragment: String,
+    /// Whom the link signs in.
+    pub user_id: UserId,
+    pub expires_at: Timestamp,
+}
+
 /// A list of users: an on-duty list, a wake list, or a workspace's observers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -113,6 +113,27 @@ impl CreateToken {
     }
 }
 
+/// `POST /api/v1/users/{id}/sign-in-links` (server admins): a one-time sign-in link.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateSignInLink {
+    /// Seconds until the link stops working: 60 to 604800 (seven days); 86400 (a day)
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 604800))]
+    pub expires_in: Option<u64>,
+}
+
+/// `POST /api/v1/sign-in` (no credentials): exchanges a sign-in link's code for a new
+/// API token of its user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignIn {
+    /// The code of the link (`#signin=<code>`).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
+    pub code: String,
+}
+
 /// An agent's webhook settings (`PUT /api/v1/users/{id}/webhook`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -1,5 +1,5 @@
 //! Opaque API tokens: `chr_` + 32 random bytes (base64url); server keys the same with
-//! `chk_`. Only their SHA-256 is stored.
+//! `chk_`, one-time sign-in links' codes with `chs_`. Only their SHA-256 is stored.
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -12,6 +12,14 @@ pub const KEY_PREFIX: &str = "chk_";
 /// Mints a new token. Returns `(token, hash)`; hand out the token, store the hash.
 pub fn mint() -> (String, String) {
     mint_with(PREFIX)
+}
+
+/// The prefix of one-time sign-in links' codes (`service::sign_in_links`).
+pub const SIGN_IN_PREFIX: &str = "chs_";
+
+/// Mints a sign-in link's code, as [`mint`] does a token.
+pub fn mint_sign_in_code() -> (String, String) {
+    mint_with(SIGN_IN_PREFIX)
 }
 
 /// Mints a new server key, as [`mint`] does a token.

@@ -19,9 +19,9 @@ use chorus_chat::error::ChatError;
 use chorus_chat::model::*;
 use chorus_chat::service::OpenDm;
 use chorus_chat::store::{
-    AttemptOutcome, ChannelPatch, DeliveryList, MessageQuery, NewChannel, NewMessage, NewToken,
-    NewUser, NewWebhookDelivery, Outbox, PgStore, SqliteStore, Store, TokenOwner, events_only,
-    no_events,
+    AttemptOutcome, ChannelPatch, DeliveryList, MessageQuery, NewChannel, NewMessage,
+    NewSignInCode, NewToken, NewUser, NewWebhookDelivery, Outbox, PgStore, Redemption, SqliteStore,
+    Store, TokenOwner, events_only, no_events,
 };
 use chorus_chat::testing::ScratchDatabase;
 use chorus_chat::{Chat, ChatConfig};
@@ -103,6 +103,7 @@ fn main() -> ExitCode {
     for (name, scenario) in scenarios!(
         users_and_tokens,
         tokens_are_listed_revoked_and_touched,
+        sign_in_links_are_redeemed_once,
         users_are_paged_and_deactivated,
         deactivated_agents_are_not_rotated_or_sent_webhooks,
         presence_columns,
@@ -370,6 +371,89 @@ fn new_token(user: UserId, hash: &str, name: &str, expires_at: Option<Timestamp>
         name: name.into(),
         expires_at,
     }
+}
+
+/// A sign-in link's code is exchanged for a token once: the claim and the token are one
+/// transaction, refused links (unknown, used, expired, deactivated user) store no token,
+/// and of exchanges racing for one link exactly one signs in.
+async fn sign_in_links_are_redeemed_once(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let later = Timestamp(i64::MAX / 2);
+    let link = |user: UserId, hash: &str, expires_at: Timestamp| NewSignInCode {
+        user_id: user,
+        created_by: alice.id,
+        code_hash: hash.into(),
+        expires_at,
+    };
+    for (user, hash, at) in [
+        (alice.id, "c-alice", later),
+        (alice.id, "c-old", Timestamp(1)),
+        (bob.id, "c-bob", later),
+        (alice.id, "c-race", later),
+    ] {
+        store.add_sign_in_link(link(user, hash, at)).await.unwrap();
+    }
+    assert!(matches!(
+        store.add_sign_in_link(link(bob.id, "c-alice", later)).await,
+        Err(ChatError::Conflict(_))
+    ));
+
+    let redeem = |code: &'static str, token: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .redeem_sign_in_link(code, token, "sign-in link")
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(redeem("c-none", "t-0").await, Redemption::Unknown);
+    assert_eq!(redeem("c-old", "t-1").await, Redemption::Expired);
+    let Redemption::SignedIn { user, token } = redeem("c-alice", "t-2").await else {
+        panic!("the first exchange signs in");
+    };
+    assert_eq!(user.id, alice.id);
+    assert_eq!(token.name, "sign-in link");
+    assert_eq!(
+        store.token_owner("t-2").await.unwrap().unwrap().user.id,
+        alice.id
+    );
+    assert_eq!(redeem("c-alice", "t-3").await, Redemption::Used);
+    assert_eq!(redeem("c-old", "t-4").await, Redemption::Expired);
+    for refused in ["t-0", "t-1", "t-3", "t-4"] {
+        assert_eq!(store.token_owner(refused).await.unwrap(), None, "{refused}");
+    }
+
+    // A deactivated user's link is refused and stays unused.
+    store
+        .set_deactivated(bob.id, Some(Timestamp(5)))
+        .await
+        .unwrap();
+    assert_eq!(redeem("c-bob", "t-5").await, Redemption::Deactivated);
+    assert_eq!(store.token_owner("t-5").await.unwrap(), None);
+    store.set_deactivated(bob.id, None).await.unwrap();
+    assert!(matches!(
+        redeem("c-bob", "t-6").await,
+        Redemption::SignedIn { .. }
+    ));
+
+    // Racing exchanges: one wins.
+    const TOKENS: [&str; 8] = ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7"];
+    let tasks: Vec<_> = TOKENS
+        .iter()
+        .map(|token| tokio::spawn(redeem("c-race", token)))
+        .collect();
+    let mut signed_in = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Redemption::SignedIn { .. } => signed_in += 1,
+            other => assert_eq!(other, Redemption::Used),
+        }
+    }
+    assert_eq!(signed_in, 1);
+    let alices = store.tokens(alice.id).await.unwrap();
+    assert_eq!(alices.len(), 2, "{alices:?}");
 }
 
 async fn tokens_are_listed_revoked_and_touched(store: Arc<dyn Store>) {

@@ -148,6 +148,33 @@ impl Client {
         self.empty(self.request(Method::DELETE, &path)?).await
     }
 
+    /// Creates a one-time sign-in link for `user` (server admins): its code, shown this
+    /// once, and `url_fragment` (`#signin=<code>`) to append to the web UI's address.
+    pub async fn create_sign_in_link(
+        &self,
+        user: UserId,
+        req: &CreateSignInLink,
+    ) -> Result<NewSignInLink> {
+        let path = format!("api/v1/users/{user}/sign-in-links");
+        self.json(self.request(Method::POST, &path)?.json(req))
+            .await
+    }
+
+    /// Exchanges a sign-in link's code for a new API token of its user, using the link
+    /// up (`410 gone` when it was used before or has expired). Sent without this client's
+    /// token, so a client made with none (`Client::new(url, "")`) can sign in.
+    pub async fn sign_in(&self, code: &str) -> Result<UserWithToken> {
+        let body = SignIn {
+            code: code.to_owned(),
+        };
+        let url = self
+            .base
+            .join("api/v1/sign-in")
+            .map_err(|e| Error::Url(format!("api/v1/sign-in: {e}")))?;
+        self.json(self.http.request(Method::POST, url).json(&body))
+            .await
+    }
+
     /// The caller.
     pub async fn me(&self) -> Result<User> {
         self.json(self.request(Method::GET, "api/v1/me")?).await
@@ -734,6 +761,12 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/api/v1/users/{id}/tokens/{token_id}",
         "revoke_token",
     ),
+    (
+        "POST",
+        "/api/v1/users/{id}/sign-in-links",
+        "create_sign_in_link",
+    ),
+    ("POST", "/api/v1/sign-in", "sign_in"),
     ("POST", "/api/v1/users/{id}/deactivate", "deactivate_user"),
     ("POST", "/api/v1/users/{id}/reactivate", "reactivate_user"),
     ("POST", "/api/v1/workspaces", "create_workspace"),

@@ -5,7 +5,8 @@
 //! The middleware authenticates a request that carries credentials once and leaves the
 //! outcome in its extensions ([`Authenticated`]) for `Caller` and `/ws`. Requests without
 //! credentials (health checks, the web UI's files, `--dev` login) are not limited: they
-//! reach no token and no user's data.
+//! reach no token and no user's data. `POST /api/v1/sign-in` takes a secret in its body
+//! instead: it is limited like credentials by [`guard_secret`].
 //!
 //! Anonymous WebSocket connections (gateway mode's public namespaces) are counted per
 //! client address ([`AnonymousConnections`]): they have no user to limit.
@@ -104,10 +105,15 @@ impl HttpLimiter {
     }
 
     fn refuse(&self, wait: Duration, message: &str) -> Response {
+        self.refusal(wait, message).into_response()
+    }
+
+    /// A 429 with `Retry-After` (whole seconds, at least 1), counted.
+    fn refusal(&self, wait: Duration, message: &str) -> ApiError {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         let mut error = ApiError::new(ErrorCode::RateLimited, message);
         error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
-        error.into_response()
+        error
     }
 
     /// Forgets idle keys so the maps do not grow with every user and address ever seen.
@@ -299,6 +305,33 @@ impl Drop for AnonymousSlot {
             }
         }
     }
+}
+
+/// Guards a route that takes a secret without credentials (`POST /api/v1/sign-in`) as
+/// the middleware guards credentials: an address over its failure limit is answered
+/// 429 before `attempt` runs (the secret untried), and a refused secret (`401`, or
+/// `410` for a used-up one) counts as a failure of the address.
+pub async fn guard_secret<T>(
+    state: &AppState,
+    client: Option<IpAddr>,
+    attempt: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let limiter = state.http_limiter.as_deref();
+    if let (Some(limiter), Some(client)) = (limiter, client)
+        && let Some(wait) = limiter.client_wait(client)
+    {
+        return Err(limiter.refusal(
+            wait,
+            "too many failed authentications from this address; retry later",
+        ));
+    }
+    let outcome = attempt.await;
+    if let (Some(limiter), Some(client), Err(err)) = (limiter, client, &outcome)
+        && matches!(err.code, ErrorCode::Unauthorized | ErrorCode::Gone)
+    {
+        limiter.failed(client);
+    }
+    outcome
 }
 
 /// Authenticates a request's credentials (once), applies both limits, and leaves the

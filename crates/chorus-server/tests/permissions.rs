@@ -357,6 +357,10 @@ enum Action {
     ListCommands,
     DeleteCommand,
     TopicCommandPrivate,
+    /// Server rows (issue 22): `POST /users/{target}/sign-in-links`, and the same for
+    /// oneself.
+    SignInLink,
+    SignInLinkForSelf,
 }
 
 impl Action {
@@ -442,6 +446,14 @@ impl Action {
             RemoveFromPrivate => {
                 let path = format!("{}/members/{}", channel(fx.private), p.target.id);
                 call(Method::DELETE, path, None).await
+            }
+            SignInLink => {
+                let path = format!("/api/v1/users/{}/sign-in-links", p.target.id);
+                call(Method::POST, path, Some(json!({}))).await
+            }
+            SignInLinkForSelf => {
+                let path = format!("/api/v1/users/{}/sign-in-links", by.id);
+                call(Method::POST, path, Some(json!({}))).await
             }
             RenameGuestPrivate => patch_channel(fx.guest_private, json!({"name": "mine"})).await,
             TopicGuestPrivate => patch_channel(fx.guest_private, json!({"topic": "t"})).await,
@@ -1052,6 +1064,27 @@ const COMMAND_ROWS: &[(Action, &[(Actor, u16)])] = &[
     ),
 ];
 
+/// Server rows: no workspace role counts, only being a server admin.
+const SERVER_ROWS: &[(Action, &[(Actor, u16)])] = &[
+    (
+        SignInLink,
+        &[
+            (ServerAdmin, CREATED),
+            (Owner, DENIED),
+            (Admin, DENIED),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Target, DENIED),
+            (Agent, DENIED),
+            (Outsider, DENIED),
+        ],
+    ),
+    (
+        SignInLinkForSelf,
+        &[(ServerAdmin, CREATED), (Owner, DENIED), (Member, DENIED)],
+    ),
+];
+
 /// Rows run this many at a time (each on its own workspace).
 const PARALLEL: usize = 8;
 
@@ -1064,6 +1097,7 @@ async fn every_role_gets_what_the_permission_table_says() {
         .iter()
         .chain(TURN_ROWS)
         .chain(COMMAND_ROWS)
+        .chain(SERVER_ROWS)
         .flat_map(|(action, cells)| cells.iter().map(|(who, code)| (*action, *who, *code)))
         .collect();
     let (s, p) = (&s, &p);

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chorus_client::{
     AddMember, ApiToken, Channel, ChannelId, ChannelKind, ChannelView, Client, ConnectionState,
-    CreateChannel, CreateToken, CreateUser, Event, EventFrame, HistoryQuery, Member, Message,
-    MessageId, Policy, Realtime, Role, SendMessage, TokenId, User, UserId, UserIds, UserKind,
-    UsersQuery, Workspace, WorkspaceId, WorkspaceMembership,
+    CreateChannel, CreateSignInLink, CreateToken, CreateUser, Event, EventFrame, HistoryQuery,
+    Member, Message, MessageId, Policy, Realtime, Role, SendMessage, TokenId, User, UserId,
+    UserIds, UserKind, UsersQuery, Workspace, WorkspaceId, WorkspaceMembership,
 };
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -162,6 +162,16 @@ pub enum UserCommand {
     /// messages stay.
     Deactivate {
         user_id: UserId,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Create a one-time sign-in link for a user (admin token); prints the link to hand
+    /// over: opened in the web UI, it signs the user in once, until it expires.
+    SignInLink {
+        user_id: UserId,
+        /// Seconds until it stops working: 60 to 604800 (default a day).
+        #[arg(long)]
+        expires_in: Option<u64>,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -555,6 +565,24 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Deactivate { user_id, conn } => {
             show(&conn, &[conn.client()?.deactivate_user(user_id).await?])
+        }
+        UserCommand::SignInLink {
+            user_id,
+            expires_in,
+            conn,
+        } => {
+            let req = CreateSignInLink { expires_in };
+            let link = conn.client()?.create_sign_in_link(user_id, &req).await?;
+            if conn.json {
+                return output::json_line(&link);
+            }
+            // The server serves the web UI at its own address.
+            let base = conn.url.trim_end_matches('/');
+            output::line(&format!(
+                "{base}/{}\n(works once, until {} UTC)",
+                link.url_fragment,
+                time(Some(link.expires_at))
+            ))
         }
         UserCommand::Reactivate { user_id, conn } => {
             show(&conn, &[conn.client()?.reactivate_user(user_id).await?])

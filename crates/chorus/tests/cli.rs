@@ -346,6 +346,50 @@ async fn tokens() {
     );
 }
 
+#[tokio::test]
+async fn sign_in_links() {
+    let (_server, _data, admin) = server().await;
+    let carol = admin.json(&["user", "create", "carol"]).await.one();
+    let carol_id = id(&carol["user"]);
+
+    // The link to hand over: the server's address and a one-time code.
+    let out = admin
+        .run(&["user", "sign-in-link", &carol_id, "--expires-in", "3600"])
+        .await
+        .ok();
+    let link = out.lines().next().unwrap();
+    let prefix = format!("{}/#signin=chs_", admin.url);
+    assert!(link.starts_with(&prefix), "{out}");
+    assert!(out.contains("works once, until"), "{out}");
+    let code = link.rsplit_once("#signin=").unwrap().1;
+
+    // It signs carol in once, through the Rust SDK with no token of its own.
+    let client = chorus_client::Client::new(&admin.url, "").unwrap();
+    let signed_in = client.sign_in(code).await.unwrap();
+    assert_eq!(id(&json!(signed_in.user)), carol_id);
+    let again = client.sign_in(code).await.unwrap_err();
+    assert!(again.to_string().contains("gone"), "{again}");
+
+    // --json: the server's answer.
+    let made = admin.json(&["user", "sign-in-link", &carol_id]).await.one();
+    assert_eq!(
+        made["url_fragment"],
+        format!("#signin={}", made["code"].as_str().unwrap())
+    );
+    // Only a server admin makes links.
+    let carol = admin.as_(carol["token"].as_str().unwrap());
+    let err = carol
+        .run(&["user", "sign-in-link", &carol_id])
+        .await
+        .fails(1);
+    assert!(err.contains("forbidden"), "{err}");
+    let err = admin
+        .run(&["user", "sign-in-link", &carol_id, "--expires-in", "5"])
+        .await
+        .fails(1);
+    assert!(err.contains("bad_request"), "{err}");
+}
+
 async fn out_of(chorus: &Chorus, args: &[&str]) -> String {
     chorus.run(args).await.ok()
 }

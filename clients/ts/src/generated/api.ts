@@ -543,6 +543,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sign-in": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Exchange a sign-in link's code for a new API token of its user (no credentials):
+         *     the link is used up. 401 for an unknown code, 410 `gone` for a link used before or
+         *     expired, 403 when the user is deactivated. Failures count against the client
+         *     address's failed-authentication limit (429 past it, the code untried).
+         */
+        post: operations["sign_in"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users": {
         parameters: {
             query?: never;
@@ -620,6 +642,28 @@ export interface paths {
          *     expired work again.
          */
         post: operations["reactivate_user"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{id}/sign-in-links": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create a one-time sign-in link for a user (server admins only): whoever opens
+         *     `<web UI>/#signin=<code>` before `expires_at` (a day by default, `expires_in` 60 s to
+         *     seven days) is signed in as the user, once. The code is in this answer only. 409 when
+         *     the user is deactivated.
+         */
+        post: operations["create_sign_in_link"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1241,6 +1285,15 @@ export interface components {
              */
             publish_prefixes?: string[] | null;
         };
+        /** @description `POST /api/v1/users/{id}/sign-in-links` (server admins): a one-time sign-in link. */
+        CreateSignInLink: {
+            /**
+             * Format: int64
+             * @description Seconds until the link stops working: 60 to 604800 (seven days); 86400 (a day)
+             *     when absent.
+             */
+            expires_in?: number | null;
+        };
         /** @description `POST /api/v1/users/{id}/tokens`. */
         CreateToken: {
             /**
@@ -1652,6 +1705,20 @@ export interface components {
             /** @description The secret (`chr_…`): shown once; only its hash is stored. */
             token: string;
         };
+        /**
+         * @description A new one-time sign-in link: its code, shown this once (only its hash is stored).
+         *     Whoever opens `<web UI origin>/` + `url_fragment` before `expires_at` is signed in as
+         *     the user, once (`POST /api/v1/sign-in`).
+         */
+        NewSignInLink: {
+            /** @description The link's secret (`chs_…`). */
+            code: string;
+            expires_at: components["schemas"]["Timestamp"];
+            /** @description `#signin=<code>`: what the web UI reads on load. */
+            url_fragment: string;
+            /** @description Whom the link signs in. */
+            user_id: components["schemas"]["UserId"];
+        };
         /** @description One node of a multi-node deployment, as its heartbeat reports it. */
         NodeStat: {
             /**
@@ -1900,6 +1967,14 @@ export interface components {
             secret?: string | null;
             /** @description `null` turns webhooks off. */
             url?: string | null;
+        };
+        /**
+         * @description `POST /api/v1/sign-in` (no credentials): exchanges a sign-in link's code for a new
+         *     API token of its user.
+         */
+        SignIn: {
+            /** @description The code of the link (`#signin=<code>`). */
+            code: string;
         };
         Stats: {
             /**
@@ -4905,6 +4980,88 @@ export interface operations {
             };
         };
     };
+    sign_in: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SignIn"];
+            };
+        };
+        responses: {
+            /** @description OK. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserWithToken"];
+                };
+            };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed (see the message). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Gone: no longer kept. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_users: {
         parameters: {
             query?: {
@@ -5245,6 +5402,99 @@ export interface operations {
             };
             /** @description The path names nothing the caller can see. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_sign_in_link: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateSignInLink"];
+            };
+        };
+        responses: {
+            /** @description Created. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NewSignInLink"];
+                };
+            };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with the current state (see the message). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -39,6 +39,30 @@ pub struct NewToken {
     pub expires_at: Option<Timestamp>,
 }
 
+/// A one-time sign-in link to store: only the hash of its code, never the code.
+pub struct NewSignInCode {
+    pub user_id: UserId,
+    pub created_by: UserId,
+    pub code_hash: String,
+    pub expires_at: Timestamp,
+}
+
+/// What exchanging a sign-in link's code came to ([`UserStore::redeem_sign_in_link`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Redemption {
+    /// The link is used up now, and the user holds the new token. (The user boxed:
+    /// the refusals carry nothing.)
+    SignedIn { user: Box<User>, token: ApiToken },
+    /// No link has this code.
+    Unknown,
+    /// The link was used before.
+    Used,
+    /// The link's `expires_at` has passed (unused).
+    Expired,
+    /// The link's user is deactivated: nothing changed, the link is not used up.
+    Deactivated,
+}
+
 /// Who a token belongs to, with the token's id and expiry. The user may be deactivated
 /// and the token expired: judging that is the service's business.
 #[derive(Debug, Clone, PartialEq)]
@@ -282,6 +306,18 @@ pub trait UserStore: Send + Sync {
         id: TokenId,
         events: Events<()>,
     ) -> Result<Option<Vec<Publish>>>;
+    /// Stores a sign-in link. Fails with `Conflict` when the hash exists.
+    async fn add_sign_in_link(&self, new: NewSignInCode) -> Result<()>;
+    /// Exchanges a sign-in link's code (by its hash) for a token of its user, stored
+    /// with `token_hash` and named `token_name`: the link is marked used and the token
+    /// added in one transaction, so of two exchanges at once one signs in and the other
+    /// finds the link [`Used`](Redemption::Used).
+    async fn redeem_sign_in_link(
+        &self,
+        code_hash: &str,
+        token_hash: &str,
+        token_name: &str,
+    ) -> Result<Redemption>;
     /// Records when tokens were last used; a time never moves back (another node may
     /// have written a later one). Unknown ids are ignored.
     async fn touch_tokens(&self, used: &[(TokenId, Timestamp)]) -> Result<()>;

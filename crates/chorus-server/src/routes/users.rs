@@ -1,17 +1,22 @@
-//! `/api/v1/users`, `/api/v1/me`, users' API tokens, deactivation, and the `--dev`
-//! login. A user's full record (webhook, admin flag) is answered only to the user
-//! themself and to server admins; a token's secret only once, to whoever created it.
+//! `/api/v1/users`, `/api/v1/me`, users' API tokens, deactivation, one-time sign-in
+//! links, and the `--dev` login. A user's full record (webhook, admin flag) is answered
+//! only to the user themself and to server admins; a token's secret (and a sign-in
+//! link's code) only once, to whoever created it.
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chorus_api::{DeliveriesQuery, DevLogin, UserWithToken, UsersQuery};
+use chorus_api::{DeliveriesQuery, DevLogin, SignIn, UserWithToken, UsersQuery};
 use chorus_chat::model::{ApiToken, TokenId, User, UserId, UserView, WebhookDelivery};
-use chorus_chat::service::{CreateToken, CreateUser, NewApiToken, SetWebhook, WebhookSettings};
+use chorus_chat::service::{
+    CreateSignInLink, CreateToken, CreateUser, NewApiToken, NewSignInLink, SetWebhook,
+    WebhookSettings,
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
+use crate::limits::{ClientAddr, guard_secret};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -26,6 +31,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_token))
         .routes(routes!(deactivate_user))
         .routes(routes!(reactivate_user))
+        .routes(routes!(create_sign_in_link))
+        .routes(routes!(sign_in))
 }
 
 /// Create a user and its first API token (admin token required).
@@ -207,4 +214,45 @@ async fn reactivate_user(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<User>> {
     Ok(Json(state.chat.reactivate_user(&caller, UserId(id)).await?))
+}
+
+/// Create a one-time sign-in link for a user (server admins only): whoever opens
+/// `<web UI>/#signin=<code>` before `expires_at` (a day by default, `expires_in` 60 s to
+/// seven days) is signed in as the user, once. The code is in this answer only. 409 when
+/// the user is deactivated.
+#[utoipa::path(post, path = "/api/v1/users/{id}/sign-in-links", tag = "users", request_body = CreateSignInLink,
+    params(("id" = i64, Path)), responses((status = 201, body = NewSignInLink), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_sign_in_link(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Json(req): Json<CreateSignInLink>,
+) -> ApiResult<(StatusCode, Json<NewSignInLink>)> {
+    let link = state
+        .chat
+        .create_sign_in_link(&caller, UserId(id), req)
+        .await?;
+    Ok((StatusCode::CREATED, Json(link)))
+}
+
+/// Exchange a sign-in link's code for a new API token of its user (no credentials):
+/// the link is used up. 401 for an unknown code, 410 `gone` for a link used before or
+/// expired, 403 when the user is deactivated. Failures count against the client
+/// address's failed-authentication limit (429 past it, the code untried).
+#[utoipa::path(post, path = "/api/v1/sign-in", tag = "users", request_body = SignIn, security(()),
+    responses((status = 200, body = UserWithToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 410, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn sign_in(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    Json(req): Json<SignIn>,
+) -> ApiResult<Json<UserWithToken>> {
+    let (user, token) = guard_secret(&state, client, async {
+        Ok(state.chat.sign_in_with_link(&req.code).await?)
+    })
+    .await?;
+    Ok(Json(UserWithToken {
+        user,
+        token,
+        webhook_secret: None,
+    }))
 }

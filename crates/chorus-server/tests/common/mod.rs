@@ -153,6 +153,14 @@ impl TestServer {
         self.launch().await;
     }
 
+    /// Stops the server and starts a new one on the same data with `tweak` applied to
+    /// its configuration (e.g. a clock that reads later).
+    pub async fn restart_with(&mut self, tweak: impl FnOnce(&mut Config)) {
+        self.stop().await;
+        tweak(&mut self.config);
+        self.launch().await;
+    }
+
     /// Asserts that the connection registry's two indexes agree.
     #[track_caller]
     pub fn check_invariants(&self) {

@@ -9,7 +9,7 @@ use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::conflict_or;
 use crate::store::rows::{HashedTokenOwnerRow, TokenOwnerRow, TokenRow, UserRow, presence_row};
-use crate::store::{Events, NewToken, NewUser, TokenOwner, UserStore};
+use crate::store::{Events, NewSignInCode, NewToken, NewUser, Redemption, TokenOwner, UserStore};
 
 /// The stored part of a user's presence, as read by [`presence_row`].
 pub(super) const PRESENCE_COLUMNS: &str = "users.id, users.last_seen, users.status_text";
@@ -197,6 +197,82 @@ where
         let logged = Self::log_events(&mut tx, self.now(), events(&())).await?;
         tx.commit().await?;
         Ok(Some(logged))
+    }
+
+    async fn add_sign_in_link(&self, new: NewSignInCode) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sign_in_links (code_hash, user_id, created_by, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&new.code_hash)
+        .bind(new.user_id.0)
+        .bind(new.created_by.0)
+        .bind(self.now().0)
+        .bind(new.expires_at.0)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| conflict_or(e, "a sign-in link with this code"))?;
+        Ok(())
+    }
+
+    async fn redeem_sign_in_link(
+        &self,
+        code_hash: &str,
+        token_hash: &str,
+        token_name: &str,
+    ) -> Result<Redemption> {
+        let now = self.now();
+        let mut tx = self.writer.begin().await?;
+        // The conditional update is the claim: a concurrent exchange (PostgreSQL: on
+        // another node) waits for this row and then finds it used.
+        let claimed: Option<i64> = sqlx::query_scalar(
+            "UPDATE sign_in_links SET used_at = $1
+             WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $3
+             RETURNING user_id",
+        )
+        .bind(now.0)
+        .bind(code_hash)
+        .bind(now.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(user_id) = claimed else {
+            let link: Option<(Option<i64>,)> =
+                sqlx::query_as("SELECT used_at FROM sign_in_links WHERE code_hash = $1")
+                    .bind(code_hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Ok(match link {
+                None => Redemption::Unknown,
+                Some((Some(_),)) => Redemption::Used,
+                Some((None,)) => Redemption::Expired,
+            });
+        };
+        let user: UserRow =
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let user = user.into_user()?;
+        if user.deactivated_at.is_some() {
+            // Dropped without a commit: the link stays unused.
+            return Ok(Redemption::Deactivated);
+        }
+        let token: TokenRow = sqlx::query_as(&format!(
+            "INSERT INTO tokens (hash, user_id, name, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, NULL) RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(token_name)
+        .bind(now.0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, "a token with this hash"))?;
+        tx.commit().await?;
+        Ok(Redemption::SignedIn {
+            user: Box::new(user),
+            token: token.into(),
+        })
     }
 
     async fn touch_tokens(&self, used: &[(TokenId, Timestamp)]) -> Result<()> {
