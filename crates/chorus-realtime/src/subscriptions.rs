@@ -419,8 +419,9 @@ async fn authorize(
             Err((ErrorCode::Forbidden, "another user's scope".to_owned()))
         };
     }
+    let roles = conn.control.roles();
     hooks
-        .authorize_subscribe(conn.user, &scope)
+        .authorize_subscribe(conn.user, roles.as_deref().unwrap_or_default(), &scope)
         .await
         .map_err(|e: HookError| (e.code(), e.to_string()))?;
     Ok(scope)
