@@ -39,6 +39,11 @@ pub struct ConnectAnswer {
     /// JWT's `exp`. Absent: the socket lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<f64>,
+    /// The roles the credentials give the connection (at most 32 names of 1 to 64
+    /// bytes of `[A-Za-z0-9_.:-]`), for `role:<name>` namespaces; absent: none. They
+    /// belong to these credentials, not to the user: another connection may have others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
     /// Why not (`active: false`), shown to the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

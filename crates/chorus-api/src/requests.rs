@@ -574,8 +574,10 @@ pub struct Namespace {
     /// `topic:notifications.user.{user_id}`, `topic:news`, `topic:*` (a catch-all).
     pub pattern: String,
     /// Who may subscribe: `public` (anonymous connections too), `authenticated`,
-    /// `role:<owner|admin|member|guest>` (that role or a higher one in the workspace
-    /// `{workspace_id}` names), `user` (`{user_id}` is the caller's id).
+    /// `role:<name>` (a credential carrying that role: a JWT's roles claim, the connect
+    /// proxy's `roles`; for `owner|admin|member|guest` also that workspace role or a
+    /// higher one in the workspace `{workspace_id}` names), `user` (`{user_id}` is the
+    /// caller's id), `proxy` (the application's subscribe proxy decides).
     #[serde(default = "authenticated")]
     pub read: String,
     /// Who may publish from a client (`publish` op): `server` (nobody: only

@@ -4,20 +4,71 @@
 //! publish paths apply it (`service/gateway.rs`). Nothing here reads storage.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chorus_api::{Namespace, Role};
 use chorus_realtime::Scope;
 use serde_json::Value;
 
+/// Most roles one credential (a JWT claim, the connect proxy's answer) may carry.
+pub const MAX_CREDENTIAL_ROLES: usize = 32;
+/// Longest role name, in bytes.
+pub const MAX_ROLE_BYTES: usize = 64;
+
+/// A role name, in `role:<name>` and in a credential's roles: 1 to 64 bytes of
+/// `[A-Za-z0-9_.:-]`, compared exactly (case included).
+pub fn valid_role_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ROLE_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+}
+
+/// A credential's roles as a JWT claim or the connect proxy gives them: at most
+/// [`MAX_CREDENTIAL_ROLES`] valid names (duplicates folded). The error says what is wrong.
+pub fn credential_roles(roles: Vec<String>) -> Result<Vec<String>, String> {
+    if roles.len() > MAX_CREDENTIAL_ROLES {
+        return Err(format!(
+            "at most {MAX_CREDENTIAL_ROLES} roles, got {}",
+            roles.len()
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(roles.len());
+    for role in roles {
+        if !valid_role_name(&role) {
+            return Err(format!(
+                "role {:?} is not 1 to {MAX_ROLE_BYTES} bytes of [A-Za-z0-9_.:-]",
+                role.chars().take(80).collect::<String>()
+            ));
+        }
+        if !out.contains(&role) {
+            out.push(role);
+        }
+    }
+    Ok(out)
+}
+
+/// `role:<name>` access: whom it admits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRule {
+    /// Admits a connection whose credential carries exactly this role.
+    pub name: Arc<str>,
+    /// When `name` is a workspace role (`owner`, `admin`, `member`, `guest`): also a
+    /// member with that role or a higher one in the workspace `{workspace_id}` names.
+    pub workspace: Option<Role>,
+}
+
 /// Who may do something in a namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
     /// Anyone, anonymous connections included.
     Public,
     /// Any user.
     Authenticated,
-    /// Users with this role or a higher one in the workspace `{workspace_id}` names.
-    Role(Role),
+    /// Users whose credential carries the role, or (a workspace role) who have it or a
+    /// higher one in the workspace `{workspace_id}` names.
+    Role(RoleRule),
     /// The user whose id `{user_id}` names.
     User,
     /// Whom the application's proxy allows, asked each time (answers cached briefly):
@@ -36,11 +87,15 @@ impl Access {
             "server" if server_allowed => Self::Server,
             "proxy" => Self::Proxy,
             other => match other.strip_prefix("role:") {
-                Some(role) => Self::Role(role.parse().map_err(|_| {
-                    format!(
-                        "{what} = {other:?}: a role is owner, admin, member or guest (roles from JWT claims are not supported yet)"
-                    )
-                })?),
+                Some(role) if valid_role_name(role) => Self::Role(RoleRule {
+                    name: Arc::from(role),
+                    workspace: role.parse().ok(),
+                }),
+                Some(_) => {
+                    return Err(format!(
+                        "{what} = {other:?}: a role name is 1 to {MAX_ROLE_BYTES} bytes of [A-Za-z0-9_.:-]"
+                    ));
+                }
                 None => {
                     return Err(format!(
                         "{what} = {other:?}: expected public, authenticated, role:<name>, user, proxy{}",
@@ -176,14 +231,18 @@ impl Compiled {
         let pattern = Pattern::parse(&config.pattern).map_err(|e| what(&e))?;
         let read = Access::parse(&config.read, "read", false).map_err(|e| what(&e))?;
         let publish = Access::parse(&config.publish, "publish", true).map_err(|e| what(&e))?;
-        for access in [read, publish] {
-            if access == Access::User && !pattern.has_var("user_id") {
+        for access in [&read, &publish] {
+            if *access == Access::User && !pattern.has_var("user_id") {
                 return Err(what("access \"user\" needs {user_id} in the pattern"));
             }
-            if matches!(access, Access::Role(_)) && !pattern.has_var("workspace_id") {
-                return Err(what(
-                    "access \"role:…\" needs {workspace_id} in the pattern",
-                ));
+            if let Access::Role(rule) = access
+                && rule.workspace.is_some()
+                && !pattern.has_var("workspace_id")
+            {
+                return Err(what(&format!(
+                    "access \"role:{}\" (a workspace role) needs {{workspace_id}} in the pattern; a role from the credential (a JWT claim, the connect proxy) has another name",
+                    rule.name
+                )));
             }
         }
         let schema = match &config.schema {
@@ -279,7 +338,7 @@ impl Namespaces {
     pub fn asking_proxy(&self, publish: bool) -> Option<&str> {
         self.list
             .iter()
-            .find(|n| (if publish { n.publish } else { n.read }) == Access::Proxy)
+            .find(|n| *(if publish { &n.publish } else { &n.read }) == Access::Proxy)
             .map(|n| n.config.name.as_str())
     }
 
@@ -372,7 +431,17 @@ mod tests {
         assert!(err(ns("topic:a.{user_id", "public")).contains("unclosed"));
         assert!(err(ns("topic:a.{x}", "user")).contains("{user_id}"));
         assert!(err(ns("topic:a.{x}", "role:admin")).contains("{workspace_id}"));
-        assert!(err(ns("topic:a", "role:wizard")).contains("role"));
+        assert!(err(ns("topic:a", "role:")).contains("role name"));
+        assert!(err(ns("topic:a", "role:two words")).contains("role name"));
+        // Not a workspace role: the credential's (a JWT claim, the connect proxy).
+        let all = Namespaces::new(vec![ns("topic:a", "role:support")]).unwrap();
+        assert_eq!(
+            all.find(&scope("topic:a")).unwrap().namespace.read,
+            Access::Role(RoleRule {
+                name: Arc::from("support"),
+                workspace: None
+            })
+        );
         assert!(err(ns("topic:a", "server")).contains("read"));
         assert!(Namespaces::new(vec![ns("topic:a", "proxy")]).is_ok());
         assert!(err(ns("topic:*.a", "public")).contains("*"));
@@ -382,6 +451,21 @@ mod tests {
         let mut schema = ns("topic:a", "public");
         schema.schema = Some(serde_json::json!({"type": 12}));
         assert!(err(schema).contains("schema"));
+    }
+
+    #[test]
+    fn credential_roles_are_bounded_and_named() {
+        let roles = |r: &[&str]| credential_roles(r.iter().map(|s| (*s).to_owned()).collect());
+        assert_eq!(
+            roles(&["support", "support", "billing.read"]).unwrap(),
+            ["support", "billing.read"]
+        );
+        assert!(roles(&[]).unwrap().is_empty());
+        assert!(roles(&[""]).unwrap_err().contains("1 to 64 bytes"));
+        assert!(roles(&["a b"]).unwrap_err().contains("\"a b\""));
+        assert!(roles(&[&"x".repeat(65)]).is_err());
+        let many: Vec<String> = (0..33).map(|i| format!("r{i}")).collect();
+        assert!(credential_roles(many).unwrap_err().contains("at most 32"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What the engine asks of the application that embeds it. The engine decides nothing
 //! about who may read what; it asks here, per connection and per subscribe.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -39,13 +40,20 @@ impl HookError {
     }
 }
 
+/// The roles a credential gives its connection (the application's names, e.g. from a
+/// JWT claim): handed to [`SessionHooks::authorize_subscribe`] and
+/// [`SessionHooks::publish`]; the engine does not interpret them. `None`: no roles.
+pub type Roles = Option<Arc<[String]>>;
+
 /// What opened a connection, as far as the engine needs to know: the credential (an
-/// application's id for it, so revoking it closes the connections it opened) and when
-/// it stops being valid (the connection closes with 3502 then, unless refreshed).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// application's id for it, so revoking it closes the connections it opened), when
+/// it stops being valid (the connection closes with 3502 then, unless refreshed), and
+/// the roles it carries (they change only with a `refresh`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionAuth {
     pub credential: Option<i64>,
     pub expires_at: Option<SystemTime>,
+    pub roles: Roles,
 }
 
 #[async_trait]
@@ -54,8 +62,14 @@ pub trait SessionHooks: Send + Sync + 'static {
     /// engine always adds `user:{user}` itself.
     async fn initial_scopes(&self, user: UserKey) -> Result<Vec<Scope>, HookError>;
 
-    /// Gate 2 of an explicit `subscribe` / `resume`: may `user` read `scope`?
-    async fn authorize_subscribe(&self, user: UserKey, scope: &Scope) -> Result<(), HookError>;
+    /// Gate 2 of an explicit `subscribe` / `resume` (and of every re-check): may `user`,
+    /// on a connection whose credential carries `roles`, read `scope`?
+    async fn authorize_subscribe(
+        &self,
+        user: UserKey,
+        roles: &[String],
+        scope: &Scope,
+    ) -> Result<(), HookError>;
 
     /// A `typing` signal from `user`.
     async fn typing(
@@ -81,10 +95,12 @@ pub trait SessionHooks: Send + Sync + 'static {
     }
 
     /// A client's `publish` from `user` ([`ANONYMOUS`](crate::ANONYMOUS) without
-    /// credentials): the event's offset once published (`None`: kept in no history).
+    /// credentials), on a connection whose credential carries `roles`: the event's
+    /// offset once published (`None`: kept in no history).
     async fn publish(
         &self,
         _user: UserKey,
+        _roles: &[String],
         _op: chorus_proto::PublishOp,
     ) -> Result<Option<u64>, HookError> {
         Err(HookError::Forbidden(

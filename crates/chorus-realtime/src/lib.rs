@@ -47,7 +47,7 @@ pub use broker::{
 pub use clock::Clock;
 pub use engine::{Engine, EngineConfig};
 pub use event::{CloseSessions, Effect, Event, Mark, Marks, Membership, Publish};
-pub use hooks::{HookError, SessionAuth, SessionHooks};
+pub use hooks::{HookError, Roles, SessionAuth, SessionHooks};
 pub use metrics::Metrics;
 pub use registry::{ConnId, Registry, StartAt};
 pub use scope::{Scope, ScopeError};

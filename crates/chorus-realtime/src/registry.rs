@@ -25,7 +25,7 @@ use crate::broker::EventSink;
 use crate::event::{Effect, Event, Mark, Membership};
 use crate::outbox::{Outbox, PushError};
 use crate::writer::Writers;
-use crate::{Clock, Metrics, Scope, UserKey};
+use crate::{Clock, Metrics, Roles, Scope, UserKey};
 
 pub type ConnId = u64;
 
@@ -39,6 +39,8 @@ pub struct Control {
     closed: AtomicBool,
     /// Boxed: empty for almost every connection for almost all of its life.
     work: Mutex<Option<Box<Work>>>,
+    /// The roles the connection's credential carries (see [`crate::Roles`]).
+    roles: Mutex<Roles>,
 }
 
 impl Control {
@@ -65,6 +67,26 @@ impl Control {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// The roles the connection's credential carries now.
+    pub fn roles(&self) -> Roles {
+        lock(&self.roles).clone()
+    }
+
+    /// Replaces the connection's roles (at open, and on `refresh`). Answers whether
+    /// some role it had is gone: its subscriptions may need a re-check then.
+    pub fn set_roles(&self, roles: Roles) -> bool {
+        let mut current = lock(&self.roles);
+        let lost = current.as_deref().unwrap_or_default().iter().any(|had| {
+            !roles
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|has| has == had)
+        });
+        *current = roles;
+        lost
     }
 
     /// Takes the subscription work queued for the connection.
@@ -917,6 +939,31 @@ impl Registry {
                 work.join.extend(join);
             });
         }
+    }
+
+    /// Authorizes again, on every connection of this node, the subscriptions of the
+    /// given kinds (all when empty) but user scopes: each is held, and its connection's
+    /// task re-asks the application ([`crate::SessionHooks::authorize_subscribe`]); the
+    /// ones refused end with `subscription.revoked {scope, reason}`, the others continue
+    /// with what they held. For a change of the rules themselves (a configuration
+    /// reload), which no user's event announces. Answers how many subscriptions it held.
+    pub fn recheck_all(&self, reason: &str, kinds: &[String]) -> usize {
+        let mut held = 0;
+        for conn in self.all_connections() {
+            held += self.recheck_conn(&conn, reason, kinds);
+        }
+        held
+    }
+
+    /// As [`Registry::recheck_all`], for one connection (e.g. its credential lost a
+    /// role). Answers how many subscriptions it held.
+    pub fn recheck_conn(&self, conn: &ConnHandle, reason: &str, kinds: &[String]) -> usize {
+        let recheck = self.hold_for_recheck(conn, reason, kinds);
+        let held = recheck.len();
+        if held > 0 {
+            conn.control.add_work(|work| work.recheck.extend(recheck));
+        }
+        held
     }
 
     /// Holds every subscription of `conn` of the given kinds (all when empty) but its

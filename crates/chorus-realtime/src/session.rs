@@ -81,6 +81,7 @@ pub(crate) async fn run(
 ) {
     let (conn, outbox, conns) = engine.registry.register(user);
     engine.registry.set_credential(conn.id, auth.credential);
+    conn.control.set_roles(auth.roles.clone());
     if engine.is_shutting_down() {
         // Registered after the shutdown sweep: close like the others.
         conn.control.fire(CloseCode::ServerShutdown);
@@ -468,7 +469,11 @@ impl Session {
             }
             ClientOp::Publish { scope, kind, data } => self
                 .hooks
-                .publish(self.conn.user, PublishOp { scope, kind, data })
+                .publish(
+                    self.conn.user,
+                    self.conn.control.roles().as_deref().unwrap_or_default(),
+                    PublishOp { scope, kind, data },
+                )
                 .await
                 .map(|offset| AckFrame { offset, ..ack() })
                 .map_err(|e| (e.code(), e.to_string())),
@@ -524,6 +529,13 @@ impl Session {
             .registry
             .set_credential(self.conn.id, auth.credential);
         self.expires = deadline(&self.engine.config.clock, auth.expires_at);
+        if self.conn.control.set_roles(auth.roles) {
+            // The new credential lost a role: what it let the connection read is
+            // authorized again (settled by this task's loop, like any re-check).
+            self.engine
+                .registry
+                .recheck_conn(&self.conn, "roles_changed", &[]);
+        }
         Ok(())
     }
 
@@ -821,8 +833,9 @@ mod tests {
         let expiring = SessionAuth {
             credential: Some(1),
             expires_at: Some(clock.system_time() + Duration::from_secs(90)),
+            roles: None,
         };
-        let (plain, _) = connect(&engine, &hooks, 1, expiring).await;
+        let (plain, _) = connect(&engine, &hooks, 1, expiring.clone()).await;
         let (refreshed, _) = connect(&engine, &hooks, 2, expiring).await;
         let (_plain_sink, mut plain_rx) = reading(plain);
         let (mut refreshed_sink, mut refreshed_rx) = reading(refreshed);
@@ -834,6 +847,7 @@ mod tests {
         hooks.refresh_to(SessionAuth {
             credential: Some(2),
             expires_at: Some(clock.system_time() + Duration::from_secs(120)),
+            roles: None,
         });
         send(
             &mut refreshed_sink,

@@ -419,8 +419,9 @@ async fn authorize(
             Err((ErrorCode::Forbidden, "another user's scope".to_owned()))
         };
     }
+    let roles = conn.control.roles();
     hooks
-        .authorize_subscribe(conn.user, &scope)
+        .authorize_subscribe(conn.user, roles.as_deref().unwrap_or_default(), &scope)
         .await
         .map_err(|e: HookError| (e.code(), e.to_string()))?;
     Ok(scope)
@@ -785,6 +786,71 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// A change of the rules themselves (a reload) re-checks the named kinds on every
+    /// connection of the node at once: what the hooks now refuse ends with
+    /// `subscription.revoked` and that reason, what they allow continues with what it
+    /// held, and other kinds are never held.
+    #[tokio::test]
+    async fn a_recheck_of_every_connection_holds_the_named_kinds_only() {
+        let w = world(100);
+        let (refused, allowed, thread) = (scope("topic:a"), scope("topic:b"), scope("thread:9"));
+        let hooks = TestHooks::default();
+        let mut conns = Vec::new();
+        for user in [7, 8] {
+            let (conn, outbox, _) = w.registry.register(user);
+            w.subs.open(&conn, &hooks, false).await.expect("opened");
+            for s in [&refused, &allowed, &thread] {
+                w.subs
+                    .subscribe(&conn, &hooks, s.as_str(), StartAt::Now)
+                    .await
+                    .expect("subscribed");
+            }
+            conns.push((conn, outbox));
+        }
+
+        hooks.deny(&refused);
+        let held = w
+            .registry
+            .recheck_all("namespaces_changed", &["topic".to_owned()]);
+        assert_eq!(held, 4, "two topics on each of two connections");
+        publish(&w, &refused, "refused after").await;
+        publish(&w, &allowed, "allowed after").await;
+        publish(&w, &thread, "thread after").await;
+        w.registry
+            .check_invariants()
+            .expect("invariants while held");
+        for (conn, outbox) in &conns {
+            assert_eq!(
+                summary(&frames(outbox)),
+                [row("thread:9", "message.created", "thread after")],
+                "the topics are held, the thread is not"
+            );
+            w.subs.settle(conn, &hooks).await;
+            let got = frames(outbox);
+            let mut after = summary(&got);
+            after.sort();
+            assert_eq!(
+                after,
+                [
+                    row("topic:a", "subscription.revoked", "topic:a"),
+                    row("topic:b", "message.created", "allowed after"),
+                ]
+            );
+            let revoked = got
+                .iter()
+                .find(|f| f["type"] == "subscription.revoked")
+                .expect("revoked");
+            assert_eq!(revoked["data"]["reason"], "namespaces_changed");
+            assert!(!w.registry.is_subscribed(conn.id, &refused));
+            assert!(w.registry.is_subscribed(conn.id, &allowed));
+        }
+        publish(&w, &refused, "refused later").await;
+        for (_, outbox) in &conns {
+            assert!(frames(outbox).is_empty());
+        }
         w.registry.check_invariants().expect("invariants");
     }
 

@@ -83,7 +83,12 @@ impl SessionHooks for TestHooks {
         Ok(self.initial.clone())
     }
 
-    async fn authorize_subscribe(&self, _user: UserKey, scope: &Scope) -> Result<(), HookError> {
+    async fn authorize_subscribe(
+        &self,
+        _user: UserKey,
+        _roles: &[String],
+        scope: &Scope,
+    ) -> Result<(), HookError> {
         // The answer is read first: a gated authorization answers with the access the
         // user had when it was asked, like a database read that predates a change.
         let denied = lock(&self.denied).contains(scope);

@@ -261,6 +261,24 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// As [`Caller`], with what the credential carries besides the user (its roles).
+pub struct CallerPrincipal(pub Principal);
+
+impl FromRequestParts<AppState> for CallerPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let missing = || ApiError::unauthorized("missing bearer token");
+        if bearer(&parts.headers).is_none() {
+            return Err(missing());
+        }
+        Authenticated::of(parts, state)
+            .await?
+            .map(CallerPrincipal)
+            .ok_or_else(missing)
+    }
+}
+
 /// The owner of a request's credentials, from the bearer header or `?token=` (`/ws`);
 /// `None` when it has none.
 pub struct Identity(pub Option<Principal>);

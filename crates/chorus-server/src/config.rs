@@ -51,6 +51,9 @@ pub struct Config {
     pub jwt_require_exp: bool,
     /// A valid JWT whose `sub` names no user creates that user. Off by default.
     pub jwt_provision_users: bool,
+    /// The JWT claim holding the roles a token gives its connection (an array of role
+    /// names, for `role:<name>` namespaces); default `roles`. Absent in a token: none.
+    pub jwt_roles_claim: String,
     /// Password-less login for local trials. Never on by default.
     pub dev: bool,
     pub heartbeat_ms: u64,
@@ -157,6 +160,7 @@ impl Default for Config {
             jwt_audience: None,
             jwt_require_exp: true,
             jwt_provision_users: false,
+            jwt_roles_claim: "roles".to_owned(),
             dev: false,
             heartbeat_ms: engine.heartbeat.as_millis() as u64,
             max_message_bytes: chat.max_message_bytes,

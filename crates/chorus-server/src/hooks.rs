@@ -29,8 +29,13 @@ impl SessionHooks for ServerHooks {
         self.chat.initial_scopes(user).await
     }
 
-    async fn authorize_subscribe(&self, user: UserKey, scope: &Scope) -> Result<(), HookError> {
-        self.chat.authorize_subscribe(user, scope).await
+    async fn authorize_subscribe(
+        &self,
+        user: UserKey,
+        roles: &[String],
+        scope: &Scope,
+    ) -> Result<(), HookError> {
+        self.chat.authorize_subscribe(user, roles, scope).await
     }
 
     async fn typing(
@@ -61,9 +66,10 @@ impl SessionHooks for ServerHooks {
     async fn publish(
         &self,
         user: UserKey,
+        roles: &[String],
         op: chorus_proto::PublishOp,
     ) -> Result<Option<u64>, HookError> {
-        self.chat.publish(user, op).await
+        self.chat.publish(user, roles, op).await
     }
 
     async fn connected(&self, user: UserKey, first: bool) {

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use chorus_chat::Chat;
 use chorus_chat::error::ChatError;
 use chorus_chat::model::{User, UserKind, valid_user_name};
+use chorus_chat::namespaces::credential_roles;
 use chorus_chat::service::CreateUser;
 use chorus_proto::ErrorCode;
 use chorus_realtime::{Clock, SessionAuth};
@@ -80,6 +81,13 @@ pub struct JwtClaims {
     /// Provisioning: `human` or `agent`.
     #[serde(default)]
     pub chorus_kind: Option<String>,
+    /// The roles the token gives its connection (the configured `jwt_roles_claim`):
+    /// checked names, none when the claim is absent.
+    #[serde(skip)]
+    pub roles: Vec<String>,
+    /// The other claims, the roles claim among them.
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Checks JWTs against the configured keys and claims.
@@ -92,6 +100,8 @@ pub struct JwtVerifier {
     audience: Option<String>,
     require_exp: bool,
     provision_users: bool,
+    /// The claim holding the token's roles.
+    roles_claim: String,
     /// What `exp` and `nbf` are judged against, and the JWKS's age measured on.
     clock: Clock,
 }
@@ -124,6 +134,7 @@ impl JwtVerifier {
             audience: config.jwt_audience.clone(),
             require_exp: config.jwt_require_exp,
             provision_users: config.jwt_provision_users,
+            roles_claim: config.jwt_roles_claim.clone(),
             clock: config.clock,
         }))
     }
@@ -134,6 +145,7 @@ impl JwtVerifier {
         let session = SessionAuth {
             credential: None,
             expires_at: claims.expires_at,
+            roles: (!claims.roles.is_empty()).then(|| claims.roles.clone().into()),
         };
         let user = match known_user(chat, &claims.sub).await? {
             Some(user) => user,
@@ -193,6 +205,13 @@ impl JwtVerifier {
         if claims.expires_at.is_some_and(|exp| exp <= now) {
             return Err(invalid("expired (exp)"));
         }
+        claims.roles = match claims.rest.remove(&self.roles_claim) {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(value) => serde_json::from_value::<Vec<String>>(value)
+                .map_err(|_| "not an array of strings".to_owned())
+                .and_then(credential_roles)
+                .map_err(|e| invalid(format!("claim {:?}: {e}", self.roles_claim)))?,
+        };
         Ok(claims)
     }
 

@@ -209,8 +209,10 @@ pub fn check_namespaces(namespaces: &[chorus_api::Namespace]) -> anyhow::Result<
 }
 
 /// Replaces the running namespaces with `namespaces` (a SIGHUP reload): connections
-/// stay open; every later subscribe, re-check and publish follows the new rules. Answers
-/// how many are declared; a bad declaration changes nothing.
+/// stay open; every later subscribe, re-check and publish follows the new rules, and
+/// the live `topic:` subscriptions on this node are authorized again by them (those
+/// refused end with `subscription.revoked`, reason `namespaces_changed`). Answers how
+/// many are declared; a bad declaration changes nothing.
 pub fn reload_namespaces(
     state: &AppState,
     namespaces: Vec<chorus_api::Namespace>,
@@ -219,6 +221,11 @@ pub fn reload_namespaces(
     proxies::check_namespaces(&state.config, &namespaces)?;
     let compiled = Namespaces::new(namespaces).map_err(|e| anyhow::anyhow!("namespaces: {e}"))?;
     state.chat.set_namespaces(compiled);
+    let held = state.chat.recheck_topics();
+    tracing::debug!(
+        subscriptions = held,
+        "topic subscriptions re-checked after the reload"
+    );
     Ok(count)
 }
 

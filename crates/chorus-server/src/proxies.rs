@@ -30,6 +30,7 @@ use chorus_api::proxy::{
 use chorus_chat::Chat;
 use chorus_chat::error::ChatError;
 use chorus_chat::model::UserKind;
+use chorus_chat::namespaces::credential_roles;
 use chorus_chat::service::AppProxy;
 use chorus_proto::ErrorCode;
 use chorus_realtime::{Clock, SessionAuth};
@@ -172,6 +173,8 @@ impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
 struct Identity {
     user: i64,
     expires_at: Option<SystemTime>,
+    /// The roles the application gave the credentials.
+    roles: chorus_realtime::Roles,
 }
 
 /// The configured proxies and their client.
@@ -282,6 +285,10 @@ impl Proxies {
         if expires_at.is_some_and(|exp| exp <= wall) {
             return Err(ApiError::unauthorized("the credentials have expired (exp)"));
         }
+        // Bad roles are the application's bug, like any other bad answer.
+        let roles = credential_roles(answer.roles.unwrap_or_default())
+            .map_err(|e| unavailable(&format!("answered bad roles: {e}")))?;
+        let roles: chorus_realtime::Roles = (!roles.is_empty()).then(|| roles.into());
         let name = subject_name(&format!("app.{sub}"));
         let user = match chat.user_by_subject(&name).await? {
             Some(user) => user,
@@ -299,6 +306,7 @@ impl Proxies {
         let identity = Identity {
             user: user.id.0,
             expires_at,
+            roles: roles.clone(),
         };
         // Kept no longer than the credentials are valid.
         let mut cache = endpoint.cache;
@@ -311,6 +319,7 @@ impl Proxies {
             session: SessionAuth {
                 credential: None,
                 expires_at,
+                roles,
             },
         })
     }
@@ -417,6 +426,7 @@ async fn principal(chat: &Chat, identity: &Identity) -> Result<Principal, ApiErr
         session: SessionAuth {
             credential: None,
             expires_at: identity.expires_at,
+            roles: identity.roles.clone(),
         },
     })
 }

@@ -548,6 +548,83 @@ async fn a_reload_changes_the_rules_without_dropping_sockets() {
     assert_eq!(got["data"]["amount"], 5);
 }
 
+/// A reload that makes a rule stricter ends, on the live connections, the
+/// subscriptions the new rule refuses — `subscription.revoked {reason:
+/// "namespaces_changed"}`, the mechanism a demotion uses — and keeps the ones it still
+/// allows, with nothing lost; no socket closes.
+#[tokio::test]
+async fn a_stricter_reload_ends_the_subscriptions_it_refuses() {
+    let with_ops = |read: &str| {
+        let mut all = namespaces();
+        let ops = all.iter_mut().find(|n| n.name == "ops").unwrap();
+        ops.read = read.into();
+        all
+    };
+    let s = TestServer::start_with(|c| c.namespaces = with_ops("authenticated")).await;
+    let w = s.world().await;
+    s.patch(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id),
+        &w.alice.token,
+        json!({"role": "admin"}),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    let ops = format!("topic:ws.{}.ops", w.ws);
+    // carol is a member, bob an admin: both may read ops while it is `authenticated`.
+    let mut carol = s.connect(&w.carol.token).await;
+    let mut bob = s.connect(&w.bob.token).await;
+    for client in [&mut carol, &mut bob] {
+        assert_eq!(answer(client, &ops).await, "ack");
+        assert_eq!(answer(client, "topic:news").await, "ack");
+        assert_eq!(answer(client, "topic:orders.1").await, "ack");
+    }
+
+    let count = chorus_server::reload_namespaces(s.state(), with_ops("role:admin")).unwrap();
+    assert_eq!(count, 6);
+    let revoked = carol.expect_event("subscription.revoked").await;
+    assert_eq!(revoked["scope"], ops);
+    assert_eq!(revoked["data"]["reason"], "namespaces_changed");
+
+    publish(&s, &ops, "alert", json!({}))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    publish(&s, "topic:news", "marker", json!({}))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    // carol: nothing of ops after the revocation, up to the marker.
+    loop {
+        let frame = carol.recv_json().await;
+        assert_ne!(
+            frame["type"], "alert",
+            "delivered after the revocation: {frame}"
+        );
+        if frame["type"] == "marker" {
+            break;
+        }
+    }
+    // bob, still allowed: ops continues, in order, and no revocation came.
+    loop {
+        let frame = bob.recv_json().await;
+        assert_ne!(frame["type"], "subscription.revoked", "{frame}");
+        if frame["type"] == "alert" {
+            assert_eq!(frame["scope"], ops);
+            break;
+        }
+        assert_ne!(frame["type"], "marker", "the ops event was lost");
+    }
+    bob.expect_event("marker").await;
+    // The sockets stayed: carol's connection answers ops, and the other subscriptions
+    // made before the reload still deliver.
+    carol.ping().await;
+    assert_eq!(answer(&mut carol, &ops).await, "forbidden");
+    publish(&s, "topic:orders.1", "order.paid", json!({"amount": 1}))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    carol.expect_event("order.paid").await;
+    bob.expect_event("order.paid").await;
+    s.check_invariants();
+}
+
 /// The documented example configuration parses and compiles.
 #[test]
 fn the_example_configuration_is_valid() {

@@ -1406,6 +1406,125 @@ async fn proxied_topics_follow_the_applications_answer() {
     assert!(wrong.is_empty(), "proxied rules that disagree:\n{wrong}");
 }
 
+/// Gateway mode, `role:<name>` from the credential: a JWT's roles claim (here the
+/// default, `roles`) gives its connection roles that a `role:<name>` namespace admits
+/// by exact name, whatever the user's workspace role; a workspace role's name admits
+/// its members too (docs/protocol.md, "Namespaces"; the connect proxy's roles are in
+/// tests/credential_roles.rs).
+#[tokio::test]
+async fn credential_roles_open_role_namespaces() {
+    const SECRET: &str = "permission-table-jwt-secret";
+    let access = |name: &str, pattern: &str, rule: &str| chorus_api::Namespace {
+        name: name.into(),
+        pattern: pattern.into(),
+        read: rule.into(),
+        publish: rule.into(),
+        schema: None,
+        retention_events: None,
+        retention_secs: None,
+    };
+    let s = TestServer::start_with(|c| {
+        c.jwt_secret = Some(SECRET.into());
+        c.namespaces = vec![
+            access("support", "topic:support.{id}", "role:support"),
+            access("ops", "topic:ws.{workspace_id}.ops", "role:admin"),
+        ]
+    })
+    .await;
+    let p = People::create(&s).await;
+    let fx = fixture(&s, &p).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let jwt = |actor: Actor, roles: &[&str]| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({"sub": p.of(actor).id.to_string(), "exp": exp, "roles": roles}),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let ops = format!("topic:ws.{}.ops", fx.ws);
+    // (actor, the JWT's roles, scope, subscribe, client publish)
+    let table: &[(Actor, &[&str], &str, &str, &str)] = &[
+        (Member, &["support"], "topic:support.1", "ack", "ack"),
+        (
+            Outsider,
+            &["support", "billing"],
+            "topic:support.1",
+            "ack",
+            "ack",
+        ),
+        (Member, &[], "topic:support.1", "forbidden", "forbidden"),
+        (
+            Member,
+            &["Support"],
+            "topic:support.1",
+            "forbidden",
+            "forbidden",
+        ),
+        (Owner, &[], "topic:support.1", "forbidden", "forbidden"),
+        (
+            ServerAdmin,
+            &[],
+            "topic:support.1",
+            "forbidden",
+            "forbidden",
+        ),
+        (Member, &["admin"], &ops, "ack", "ack"),
+        (Outsider, &["admin"], &ops, "ack", "ack"),
+        (Member, &["owner"], &ops, "forbidden", "forbidden"),
+        (Guest, &["support"], &ops, "forbidden", "forbidden"),
+        (Admin, &[], &ops, "ack", "ack"),
+    ];
+    let mut wrong = String::new();
+    for (actor, roles, scope, read, publish) in table {
+        let token = jwt(*actor, roles);
+        let mut client = s.connect(&token).await;
+        let got = subscribe_answer(&mut client, scope).await;
+        if got != *read {
+            writeln!(
+                wrong,
+                "{actor:?} with {roles:?} subscribing {scope}: expected {read}, got {got}"
+            )
+            .unwrap();
+        }
+        let reply = client
+            .request(json!({"op": "publish", "scope": scope, "type": "t", "data": {}}))
+            .await;
+        let got = if reply["op"] == "ack" {
+            "ack"
+        } else {
+            reply["code"].as_str().unwrap()
+        };
+        if got != *publish {
+            writeln!(
+                wrong,
+                "{actor:?} with {roles:?} publishing to {scope}: expected {publish}, got {got}"
+            )
+            .unwrap();
+        }
+        // The HTTP catch-up takes the same credential's roles: past the check, the
+        // answer is the events (`200`) or `410` (position 0 is not kept here).
+        let status = s
+            .get(&format!("/api/v1/scopes/{scope}/events?after=0"), &token)
+            .await
+            .status;
+        let expected = if *read == "ack" { "200 or 410" } else { "403" };
+        let passed = status == StatusCode::OK || status == StatusCode::GONE;
+        if passed != (*read == "ack") || (!passed && status != StatusCode::FORBIDDEN) {
+            writeln!(
+                wrong,
+                "{actor:?} with {roles:?} reading {scope} over HTTP: expected {expected}, got {status}"
+            )
+            .unwrap();
+        }
+    }
+    assert!(wrong.is_empty(), "credential roles that disagree:\n{wrong}");
+}
+
 // ---- events ------------------------------------------------------------------------
 
 #[tokio::test]

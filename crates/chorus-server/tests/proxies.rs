@@ -406,3 +406,93 @@ async fn a_proxy_namespace_without_its_proxy_is_refused_at_start_and_reload() {
     .to_string();
     assert!(err.contains("[proxy.publish]"), "{err}");
 }
+
+/// A reload authorizes every live `topic:` subscription again, so a `proxy`
+/// namespace's are asked of the application again — through its cache: an answer
+/// still cached is reused (the subscription continues, nothing is asked), an expired
+/// or uncached one is asked, and a refusal then ends the subscription with
+/// `subscription.revoked {reason: "namespaces_changed"}`; the socket stays.
+#[tokio::test]
+async fn a_reload_asks_the_subscribe_proxy_again_through_its_cache() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for cache_ms in [60_000, 0] {
+        let open = Arc::new(AtomicBool::new(true));
+        let app = {
+            let open = open.clone();
+            App::start(move |proxy, _| {
+                assert_eq!(proxy, "subscribe");
+                Reply::Json(if open.load(Ordering::SeqCst) {
+                    json!({"allow": true})
+                } else {
+                    json!({"allow": false, "reason": "closed"})
+                })
+            })
+            .await
+        };
+        let rules = || {
+            vec![
+                namespace("rooms", "topic:room.{room}", "proxy", "server"),
+                namespace("news", "topic:news", "authenticated", "server"),
+            ]
+        };
+        let s = TestServer::start_with(|c| {
+            c.proxy = ProxyConfig {
+                secret: Some(SECRET.into()),
+                subscribe: Some(chorus_server::config::ProxyEndpoint {
+                    cache_ms,
+                    ..app.endpoint("subscribe")
+                }),
+                ..Default::default()
+            };
+            c.namespaces = rules();
+        })
+        .await;
+        let w = s.world().await;
+        let mut alice = s.connect(&w.alice.token).await;
+        assert_eq!(answer(&mut alice, "topic:room.1").await["op"], "ack");
+        assert_eq!(answer(&mut alice, "topic:news").await["op"], "ack");
+        assert_eq!(app.seen("subscribe").len(), 1);
+
+        open.store(false, Ordering::SeqCst);
+        chorus_server::reload_namespaces(s.state(), rules()).unwrap();
+        // The re-check is queued before the ping is read, and done before it is
+        // answered (the connection's task settles its work first).
+        alice.ping().await;
+        let publish = |scope: &str, kind: &str| {
+            s.post(
+                "/api/v1/publish",
+                ADMIN_TOKEN,
+                json!({"scope": scope, "type": kind, "data": {}}),
+            )
+        };
+        if cache_ms > 0 {
+            assert_eq!(app.seen("subscribe").len(), 1, "the cached answer served");
+            publish("topic:room.1", "said")
+                .await
+                .expect_status(StatusCode::ACCEPTED);
+            let got = alice.expect_event("said").await;
+            assert_eq!(got["scope"], "topic:room.1");
+        } else {
+            assert_eq!(app.seen("subscribe").len(), 2, "asked again");
+            let revoked = alice.expect_event("subscription.revoked").await;
+            assert_eq!(revoked["scope"], "topic:room.1");
+            assert_eq!(revoked["data"]["reason"], "namespaces_changed");
+            publish("topic:room.1", "said")
+                .await
+                .expect_status(StatusCode::ACCEPTED);
+            publish("topic:news", "marker")
+                .await
+                .expect_status(StatusCode::ACCEPTED);
+            loop {
+                let frame = alice.recv_json().await;
+                assert_ne!(frame["type"], "said", "delivered after the revocation");
+                if frame["type"] == "marker" {
+                    break;
+                }
+            }
+            alice.ping().await;
+        }
+        s.check_invariants();
+    }
+}

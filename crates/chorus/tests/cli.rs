@@ -1088,7 +1088,7 @@ async fn namespaces_export_ts() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        "[[namespaces]]\nname = \"ops\"\npattern = \"topic:ops\"\nread = \"role:wizard\"\n",
+        "[[namespaces]]\nname = \"ops\"\npattern = \"topic:ops\"\nread = \"role:admin\"\n",
     )
     .unwrap();
     let err = chorus

@@ -19,9 +19,16 @@ fn scope_id(scope: &Scope) -> Result<i64> {
 }
 
 impl Chat {
-    /// Whether `caller` may read `scope`: subscribe to it, or read its events over
-    /// HTTP. The one rule for both (docs/protocol.md, "Permissions").
-    pub async fn authorize_scope(&self, caller: &User, scope: &Scope) -> Result<()> {
+    /// Whether `caller`, with the roles its credential carries (a JWT claim, the connect
+    /// proxy's answer: they count for `role:<name>` namespaces only), may read `scope`:
+    /// subscribe to it, or read its events over HTTP. The one rule for both
+    /// (docs/protocol.md, "Permissions").
+    pub async fn authorize_scope(
+        &self,
+        caller: &User,
+        roles: &[String],
+        scope: &Scope,
+    ) -> Result<()> {
         match scope.kind() {
             "user" => {
                 if scope.id() != caller.id.0.to_string() {
@@ -45,7 +52,7 @@ impl Chat {
             }
             // Topics carry what backends (and, where a namespace allows, clients)
             // publish; declared namespaces decide who reads them (`gateway.rs`).
-            "topic" => self.authorize_topic(Some(caller), scope).await?,
+            "topic" => self.authorize_topic(Some(caller), roles, scope).await?,
             other => return Err(not_found(format!("unknown scope kind {other:?}"))),
         }
         Ok(())
@@ -58,11 +65,12 @@ impl Chat {
     pub async fn scope_events(
         &self,
         caller: &User,
+        roles: &[String],
         scope: &str,
         query: ScopeEventsQuery,
     ) -> Result<ScopeEvents> {
         let scope = Scope::parse(scope).map_err(|e| bad(e.to_string()))?;
-        self.authorize_scope(caller, &scope).await?;
+        self.authorize_scope(caller, roles, &scope).await?;
         let limit = match query.limit {
             None => DEFAULT_EVENTS_PAGE,
             Some(n @ 1..=MAX_EVENTS_PAGE) => n,

@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::Chat;
 use crate::error::{ChatError, Result};
 use crate::model::{User, WorkspaceId};
-use crate::namespaces::{Access, Namespaces, rank};
+use crate::namespaces::{Access, Namespaces, RoleRule, rank};
 
 /// Longest event type, as for `POST /api/v1/publish`.
 const MAX_TYPE_BYTES: usize = 64;
@@ -35,14 +35,26 @@ pub trait AppProxy: Send + Sync {
 }
 
 impl Chat {
-    /// Replaces the declared namespaces (at start, and on a reload). Live subscriptions
-    /// keep running; each later subscribe and publish is judged by the new rules.
+    /// Replaces the declared namespaces (at start, and on a reload). Each later
+    /// subscribe and publish is judged by the new rules; live subscriptions are judged
+    /// again by [`Chat::recheck_topics`].
     pub fn set_namespaces(&self, namespaces: Namespaces) {
         let namespaces = Arc::new(namespaces);
         match self.namespaces.write() {
             Ok(mut current) => *current = namespaces,
             Err(poisoned) => *poisoned.into_inner() = namespaces,
         }
+    }
+
+    /// After a reload of the namespaces: every live `topic:` subscription on this node
+    /// is authorized again by the new rules, as after a demotion — those refused end
+    /// with `subscription.revoked {scope, reason: "namespaces_changed"}`, the others
+    /// continue with nothing lost; no socket closes. (Each node reloads its own file.)
+    /// Answers how many subscriptions are being re-checked.
+    pub fn recheck_topics(&self) -> usize {
+        self.engine
+            .registry
+            .recheck_all("namespaces_changed", &["topic".to_owned()])
     }
 
     /// The declared namespaces now.
@@ -63,8 +75,14 @@ impl Chat {
         Ok(self.namespaces().configs())
     }
 
-    /// May `caller` (`None`: an anonymous connection) read the topic `scope`?
-    pub(crate) async fn authorize_topic(&self, caller: Option<&User>, scope: &Scope) -> Result<()> {
+    /// May `caller` (`None`: an anonymous connection), whose credential carries
+    /// `roles`, read the topic `scope`?
+    pub(crate) async fn authorize_topic(
+        &self,
+        caller: Option<&User>,
+        roles: &[String],
+        scope: &Scope,
+    ) -> Result<()> {
         let namespaces = self.namespaces();
         if namespaces.is_empty() {
             return match caller {
@@ -92,13 +110,16 @@ impl Chat {
                 false => Err(refused_by_application(answer.reason)),
             };
         }
-        if self.allows(namespace.read, caller, &found.vars).await? {
+        if self
+            .allows(&namespace.read, caller, roles, &found.vars)
+            .await?
+        {
             Ok(())
         } else {
             Err(ChatError::Forbidden(format!(
                 "namespace {:?} lets {} read {scope}",
                 namespace.config.name,
-                describe(namespace.read)
+                describe(&namespace.read)
             )))
         }
     }
@@ -135,6 +156,7 @@ impl Chat {
     pub async fn publish_from_client(
         &self,
         caller: Option<&User>,
+        roles: &[String],
         op: chorus_proto::PublishOp,
     ) -> Result<Option<u64>> {
         let scope = Scope::parse(&op.scope).map_err(|e| ChatError::BadRequest(e.to_string()))?;
@@ -170,11 +192,14 @@ impl Chat {
             if let Some(transformed) = answer.data {
                 data = transformed;
             }
-        } else if !self.allows(namespace.publish, caller, &found.vars).await? {
+        } else if !self
+            .allows(&namespace.publish, caller, roles, &found.vars)
+            .await?
+        {
             return Err(ChatError::Forbidden(format!(
                 "namespace {:?} lets {} publish to {scope}",
                 namespace.config.name,
-                describe(namespace.publish)
+                describe(&namespace.publish)
             )));
         }
         namespace.validate(&data).map_err(ChatError::BadRequest)?;
@@ -190,12 +215,13 @@ impl Chat {
 
     async fn allows(
         &self,
-        access: Access,
+        access: &Access,
         caller: Option<&User>,
+        roles: &[String],
         vars: &BTreeMap<String, String>,
     ) -> Result<bool> {
         let Some(caller) = caller else {
-            return Ok(access == Access::Public);
+            return Ok(*access == Access::Public);
         };
         Ok(match access {
             Access::Public | Access::Authenticated => true,
@@ -204,7 +230,14 @@ impl Chat {
             Access::User => vars
                 .get("user_id")
                 .is_some_and(|id| *id == caller.id.0.to_string()),
-            Access::Role(least) => {
+            Access::Role(rule) => {
+                // The credential's roles first: exact names, no ranks, no workspace.
+                if roles.iter().any(|r| **r == *rule.name) {
+                    return Ok(true);
+                }
+                let Some(least) = rule.workspace else {
+                    return Ok(false);
+                };
                 let Some(ws) = vars.get("workspace_id").and_then(|v| v.parse().ok()) else {
                     return Ok(false);
                 };
@@ -239,11 +272,18 @@ fn outside_namespaces(scope: &Scope) -> ChatError {
     ChatError::NotFound(format!("{scope} is in no declared namespace"))
 }
 
-fn describe(access: Access) -> String {
+fn describe(access: &Access) -> String {
     match access {
         Access::Public => "anyone".into(),
         Access::Authenticated => "signed-in users only".into(),
-        Access::Role(role) => format!("workspace {role}s (or higher) only"),
+        Access::Role(RoleRule {
+            name,
+            workspace: Some(role),
+        }) => format!("workspace {role}s (or higher) and credentials with role {name:?} only"),
+        Access::Role(RoleRule {
+            name,
+            workspace: None,
+        }) => format!("credentials with role {name:?} only"),
         Access::User => "the user it names only".into(),
         Access::Proxy => "whom the application allows only".into(),
         Access::Server => "the server only".into(),

@@ -100,7 +100,12 @@ impl SessionHooks for ChatHooks {
             .collect())
     }
 
-    async fn authorize_subscribe(&self, user: UserKey, scope: &Scope) -> Result<(), HookError> {
+    async fn authorize_subscribe(
+        &self,
+        user: UserKey,
+        roles: &[String],
+        scope: &Scope,
+    ) -> Result<(), HookError> {
         if user == ANONYMOUS {
             if scope.kind() != "topic" {
                 return Err(HookError::Forbidden(
@@ -109,13 +114,13 @@ impl SessionHooks for ChatHooks {
             }
             return self
                 .chat
-                .authorize_topic(None, scope)
+                .authorize_topic(None, &[], scope)
                 .await
                 .map_err(to_hook);
         }
         let caller = self.user(user).await?;
         self.chat
-            .authorize_scope(&caller, scope)
+            .authorize_scope(&caller, roles, scope)
             .await
             .map_err(to_hook)
     }
@@ -218,6 +223,7 @@ impl SessionHooks for ChatHooks {
     async fn publish(
         &self,
         user: UserKey,
+        roles: &[String],
         op: chorus_proto::PublishOp,
     ) -> Result<Option<u64>, HookError> {
         if self.publishes.check_key(&user).is_err() {
@@ -231,7 +237,7 @@ impl SessionHooks for ChatHooks {
             user => Some(self.user(user).await?),
         };
         self.chat
-            .publish_from_client(caller.as_ref(), op)
+            .publish_from_client(caller.as_ref(), roles, op)
             .await
             .map_err(to_stream_hook)
     }

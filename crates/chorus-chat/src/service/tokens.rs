@@ -41,6 +41,7 @@ impl TokenOwner {
         SessionAuth {
             credential: Some(self.token_id.0),
             expires_at: self.expires_at.map(Timestamp::to_system_time),
+            roles: None,
         }
     }
 }

@@ -4,7 +4,7 @@ use axum::extract::State;
 use chorus_api::{ScopeEvents, ScopeEventsQuery};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::auth::Caller;
+use crate::auth::CallerPrincipal;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
@@ -24,9 +24,16 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 async fn scope_events(
     State(state): State<AppState>,
-    Caller(caller): Caller,
+    CallerPrincipal(caller): CallerPrincipal,
     Path(scope): Path<String>,
     Query(query): Query<ScopeEventsQuery>,
 ) -> ApiResult<Json<ScopeEvents>> {
-    Ok(Json(state.chat.scope_events(&caller, &scope, query).await?))
+    // The credential's roles count for `role:<name>` namespaces, as on its socket.
+    let roles = caller.session.roles.as_deref().unwrap_or_default();
+    Ok(Json(
+        state
+            .chat
+            .scope_events(&caller.user, roles, &scope, query)
+            .await?,
+    ))
 }
