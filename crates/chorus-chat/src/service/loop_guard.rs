@@ -171,7 +171,11 @@ impl Chat {
         );
         let logged = self
             .store
-            .set_loop_guard(channel.id, &change, events_only(move |()| vec![event.clone()]))
+            .set_loop_guard(
+                channel.id,
+                &change,
+                events_only(move |()| vec![event.clone()]),
+            )
             .await;
         self.cache.changed();
         match logged {
