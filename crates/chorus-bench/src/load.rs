@@ -34,17 +34,42 @@ pub type Ws = WebSocketStream<Conn>;
 pub struct Conn {
     tcp: TcpStream,
     inflate: Option<Box<Inflate>>,
+    /// With `inflate`: how much of the handshake response's `\r\n\r\n` was read, 4
+    /// once past it. The response goes to tungstenite as it is, what follows it
+    /// through the inflater (the server may send a compressed event right behind
+    /// `hello`, in the same read as the response).
+    head: u8,
     /// Bytes read from the socket so far.
     pub wire_bytes: u64,
 }
 
 impl Conn {
-    fn new(tcp: TcpStream) -> Self {
+    fn new(tcp: TcpStream, deflate: bool) -> Self {
         Self {
             tcp,
-            inflate: None,
+            inflate: deflate.then(|| Box::new(Inflate::for_client(16 << 20))),
+            head: 0,
             wire_bytes: 0,
         }
+    }
+
+    /// How many bytes of `bytes` still belong to the handshake response, `head` being
+    /// how much of its end was seen.
+    fn head_bytes_of(head: &mut u8, bytes: &[u8]) -> usize {
+        const END: &[u8; 4] = b"\r\n\r\n";
+        for (i, &b) in bytes.iter().enumerate() {
+            if *head == 4 {
+                return i;
+            }
+            *head = if b == END[*head as usize] {
+                *head + 1
+            } else if b == b'\r' {
+                1
+            } else {
+                0
+            };
+        }
+        bytes.len()
     }
 }
 
@@ -69,12 +94,29 @@ impl AsyncRead for Conn {
             }
             let mut chunk = [0u8; 8192];
             let mut raw = ReadBuf::new(&mut chunk);
+            if this.head < 4 {
+                // The handshake response: read only what fits the caller's buffer, so
+                // the part before its end can be handed over as it is.
+                let want = buf.remaining().min(chunk.len());
+                raw = ReadBuf::new(&mut chunk[..want]);
+            }
             std::task::ready!(Pin::new(&mut this.tcp).poll_read(cx, &mut raw))?;
             if raw.filled().is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            this.wire_bytes += raw.filled().len() as u64;
-            inflate.feed(raw.filled()).map_err(std::io::Error::from)?;
+            let bytes = raw.filled();
+            this.wire_bytes += bytes.len() as u64;
+            let head = if this.head < 4 {
+                let n = Self::head_bytes_of(&mut this.head, bytes);
+                buf.put_slice(&bytes[..n]);
+                n
+            } else {
+                0
+            };
+            inflate.feed(&bytes[head..]).map_err(std::io::Error::from)?;
+            if head > 0 {
+                return Poll::Ready(Ok(()));
+            }
         }
     }
 }
@@ -148,7 +190,7 @@ pub async fn connect_hello(
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0);
     let (mut ws, response) =
-        client_async_with_config(request, Conn::new(stream), Some(config)).await?;
+        client_async_with_config(request, Conn::new(stream, target.deflate), Some(config)).await?;
     if target.deflate {
         let agreed = response
             .headers()
@@ -158,9 +200,6 @@ pub async fn connect_hello(
         if !agreed {
             bail!("the server did not agree to permessage-deflate: {response:?}");
         }
-        // From here on the server may compress. (What tungstenite read past the
-        // handshake response is not inflated: at most the `hello`, never compressed.)
-        ws.get_mut().inflate = Some(Box::new(Inflate::for_client(16 << 20)));
     }
     let mut hello = None;
     if target.kind == Kind::Chorus {

@@ -225,6 +225,10 @@ pub struct Inflate {
     /// Reading a server's frames (a client: the load generator, tests): they come
     /// unmasked and go to the client's WebSocket unmasked.
     from_server: bool,
+    /// A client keeps its decompressor between messages (reset, not remade: making
+    /// one zeroes its 32 KiB window); a server does not, so that an idle connection
+    /// holds none.
+    spare: Option<Box<Message>>,
 }
 
 impl Inflate {
@@ -238,6 +242,7 @@ impl Inflate {
             max,
             failed: None,
             from_server: false,
+            spare: None,
         }
     }
 
@@ -415,12 +420,22 @@ impl Inflate {
                     "RSV1 set on a frame that does not begin a message",
                 ));
             }
-            self.message = Some(Box::new(Message {
-                opcode: header.opcode,
-                decompress: Decompress::new(false),
-                inflated: Vec::new(),
-                ended: false,
-            }));
+            let message = match self.spare.take() {
+                Some(mut spare) => {
+                    spare.decompress.reset(false);
+                    spare.opcode = header.opcode;
+                    spare.inflated.clear();
+                    spare.ended = false;
+                    spare
+                }
+                None => Box::new(Message {
+                    opcode: header.opcode,
+                    decompress: Decompress::new(false),
+                    inflated: Vec::new(),
+                    ended: false,
+                }),
+            };
+            self.message = Some(message);
         }
         if header.length > self.max as u64 {
             // Compressed, it can only be larger inflated (or a waste of the link).
@@ -523,6 +538,9 @@ impl Inflate {
             self.ready.extend_from_slice(&[0; 4]);
         }
         self.ready.extend_from_slice(payload);
+        if self.from_server {
+            self.spare = Some(message);
+        }
         Ok(())
     }
 }

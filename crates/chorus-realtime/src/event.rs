@@ -327,4 +327,36 @@ mod tests {
         let again = event.frame(Mark::Wake).expect("delivered");
         assert_eq!(wake.as_str().as_ptr(), again.as_str().as_ptr());
     }
+
+    /// A `permessage-deflate` connection's variant: compressed once and shared, or the
+    /// text itself when too small to be worth compressing.
+    #[test]
+    fn deflated_frames_are_built_once_and_only_when_worth_it() {
+        let scope = Scope::parse("channel:4").expect("valid");
+        let long = serde_json::json!({"text": "words ".repeat(60)});
+        let event = Event::published_at(
+            Publish::new(scope.clone(), "message.created", &long),
+            Some(1),
+            SystemTime::UNIX_EPOCH,
+        );
+        let (Some(Outgoing::Deflated(a)), Some(Outgoing::Deflated(b))) = (
+            event.frame_deflated(Mark::Plain),
+            event.frame_deflated(Mark::Plain),
+        ) else {
+            panic!("a long event goes out compressed");
+        };
+        assert_eq!(a.as_ptr(), b.as_ptr(), "compressed once");
+        let text = event.frame(Mark::Plain).expect("delivered");
+        assert!(a.len() < text.len() / 2);
+        assert!(event.frame_deflated(Mark::Skip).is_none());
+        let small = Event::published_at(
+            Publish::new(scope, "typing", &serde_json::json!({})),
+            None,
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(matches!(
+            small.frame_deflated(Mark::Plain),
+            Some(Outgoing::Text(_))
+        ));
+    }
 }
