@@ -3,6 +3,8 @@
 //! handshake by hand, frames parsed and built by hand, and compression with `flate2`
 //! directly — nothing of the server's implementation.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{TestServer, WAIT};
