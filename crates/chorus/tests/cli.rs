@@ -1116,7 +1116,7 @@ async fn ws_compression_is_off_by_default_and_on_by_configuration() {
         addr,
         &data.path().join("b"),
         ADMIN,
-        &[("CHORUS_WS_COMPRESSION", "1")],
+        &[("CHORUS_WS_COMPRESSION", "true")],
     )
     .await;
     let answer = extensions_answered(addr, ADMIN).await;
