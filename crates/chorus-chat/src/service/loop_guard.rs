@@ -171,11 +171,7 @@ impl Chat {
         );
         let logged = self
             .store
-            .set_loop_guard(
-                channel.id,
-                &change,
-                events_only(move |()| vec![event.clone()]),
-            )
+            .set_loop_guard(channel.id, &change, events_only(move |()| vec![event.clone()]))
             .await;
         self.cache.changed();
         match logged {
