@@ -86,6 +86,11 @@ pub struct Cli {
     /// as in a reconnect storm; 50 is the sharing measured before round 2, session 5.
     #[arg(long, global = true, default_value_t = 1)]
     conns_per_user: usize,
+    /// fanout and idle: measure Chorus twice, alternated — as configured, then with
+    /// WebSocket compression (`--ws-compression`, clients offering `permessage-deflate`);
+    /// rows `chorus` and `chorus+deflate`.
+    #[arg(long, global = true)]
+    deflate: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -208,7 +213,13 @@ pub async fn run(cli: Cli, host: Host) -> anyhow::Result<()> {
             .unwrap_or_else(|| host.default_chorus_bin()),
         server_args: cli.server_args.clone(),
         baseline: host.baseline_command(),
+        deflate: false,
     };
+    // The launches measured for Chorus, in turn: as configured, and with compression.
+    let mut chorus_launches = vec![launch.clone()];
+    if cli.deflate {
+        chorus_launches.push(launch.with_deflate());
+    }
     let chorus_only = matches!(
         cli.scenario,
         Scenario::Send { .. } | Scenario::Resume { .. } | Scenario::Stream { .. }
@@ -240,13 +251,13 @@ pub async fn run(cli: Cli, host: Host) -> anyhow::Result<()> {
             for &n in subs {
                 let first_row = rows.len();
                 for _ in 0..(*rounds).max(1) {
-                    for &kind in &kinds {
+                    for (kind, launch) in variants(&kinds, &launch, &chorus_launches) {
                         let target = match kind {
                             Kind::Chorus if *nodes > 1 => {
                                 let db = database_url.as_deref();
-                                Target::start_cluster(&launch, *nodes, redis_server, db).await?
+                                Target::start_cluster(launch, *nodes, redis_server, db).await?
                             }
-                            _ => Target::start(kind, &launch).await?,
+                            _ => Target::start(kind, launch).await?,
                         };
                         let opts = scenarios::FanoutOpts {
                             subs: n,
@@ -279,8 +290,8 @@ pub async fn run(cli: Cli, host: Host) -> anyhow::Result<()> {
             }
         }
         Scenario::Idle { conns } => {
-            for &kind in &kinds {
-                let target = Target::start(kind, &launch).await?;
+            for (kind, launch) in variants(&kinds, &launch, &chorus_launches) {
+                let target = Target::start(kind, launch).await?;
                 rows.push(scenarios::idle(&target, *conns, cli.conns_per_user).await?);
                 target.stop().await;
             }
@@ -356,6 +367,24 @@ pub async fn run(cli: Cli, host: Host) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     report::print(&mut out, &rows, !cli.json)?;
     Ok(())
+}
+
+/// Each kind with its launch; Chorus once per launch (with `--deflate`, twice).
+fn variants<'a>(
+    kinds: &[Kind],
+    launch: &'a Launch,
+    chorus_launches: &'a [Launch],
+) -> Vec<(Kind, &'a Launch)> {
+    kinds
+        .iter()
+        .flat_map(|&kind| match kind {
+            Kind::Chorus => chorus_launches
+                .iter()
+                .map(|l| (kind, l))
+                .collect::<Vec<_>>(),
+            Kind::Baseline => vec![(kind, launch)],
+        })
+        .collect()
 }
 
 /// When the last two rows are baseline then chorus, adds chorus/baseline of `key` as

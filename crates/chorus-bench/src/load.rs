@@ -12,15 +12,135 @@ use futures_util::stream::{self, StreamExt};
 use hdrhistogram::Histogram;
 use memchr::memmem::Finder;
 use serde_json::{Value, json};
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use chorus_realtime::deflate::Inflate;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use crate::target::{ADMIN_TOKEN, Kind, Target};
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Conn>;
+
+/// A client's TCP stream, counting the bytes it reads (what the server put on the wire)
+/// and, with `permessage-deflate`, inflating the server's compressed messages before
+/// tungstenite (which knows nothing of the extension) parses them.
+pub struct Conn {
+    tcp: TcpStream,
+    inflate: Option<Box<Inflate>>,
+    /// With `inflate`: how much of the handshake response's `\r\n\r\n` was read, 4
+    /// once past it. The response goes to tungstenite as it is, what follows it
+    /// through the inflater (the server may send a compressed event right behind
+    /// `hello`, in the same read as the response).
+    head: u8,
+    /// Bytes read from the socket so far.
+    pub wire_bytes: u64,
+}
+
+impl Conn {
+    fn new(tcp: TcpStream, deflate: bool) -> Self {
+        Self {
+            tcp,
+            inflate: deflate.then(|| Box::new(Inflate::for_client(16 << 20))),
+            head: 0,
+            wire_bytes: 0,
+        }
+    }
+
+    /// How many bytes of `bytes` still belong to the handshake response, `head` being
+    /// how much of its end was seen.
+    fn head_bytes_of(head: &mut u8, bytes: &[u8]) -> usize {
+        const END: &[u8; 4] = b"\r\n\r\n";
+        for (i, &b) in bytes.iter().enumerate() {
+            if *head == 4 {
+                return i;
+            }
+            *head = if b == END[*head as usize] {
+                *head + 1
+            } else if b == b'\r' {
+                1
+            } else {
+                0
+            };
+        }
+        bytes.len()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let Some(inflate) = this.inflate.as_deref_mut() else {
+            let before = buf.filled().len();
+            std::task::ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
+            this.wire_bytes += (buf.filled().len() - before) as u64;
+            return Poll::Ready(Ok(()));
+        };
+        loop {
+            if inflate.has_ready() {
+                let n = inflate.take(buf.initialize_unfilled());
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            let mut chunk = [0u8; 8192];
+            let mut raw = ReadBuf::new(&mut chunk);
+            if this.head < 4 {
+                // The handshake response: read only what fits the caller's buffer, so
+                // the part before its end can be handed over as it is.
+                let want = buf.remaining().min(chunk.len());
+                raw = ReadBuf::new(&mut chunk[..want]);
+            }
+            std::task::ready!(Pin::new(&mut this.tcp).poll_read(cx, &mut raw))?;
+            if raw.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            let bytes = raw.filled();
+            this.wire_bytes += bytes.len() as u64;
+            let head = if this.head < 4 {
+                let n = Self::head_bytes_of(&mut this.head, bytes);
+                buf.put_slice(&bytes[..n]);
+                n
+            } else {
+                0
+            };
+            inflate.feed(&bytes[head..]).map_err(std::io::Error::from)?;
+            if head > 0 {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
 
 /// Loopback source address for connection `i`: 127.0.0.2 … 127.0.0.251, so 10k
 /// connections never run one source address out of ephemeral ports.
@@ -59,11 +179,28 @@ pub async fn connect_hello(
             "?resume=1"
         });
     }
-    let request = url.into_client_request()?;
+    let mut request = url.into_client_request()?;
+    if target.deflate {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Extensions",
+            HeaderValue::from_static("permessage-deflate; client_max_window_bits"),
+        );
+    }
     let config = WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0);
-    let (mut ws, _) = client_async_with_config(request, stream, Some(config)).await?;
+    let (mut ws, response) =
+        client_async_with_config(request, Conn::new(stream, target.deflate), Some(config)).await?;
+    if target.deflate {
+        let agreed = response
+            .headers()
+            .get("Sec-WebSocket-Extensions")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("permessage-deflate"));
+        if !agreed {
+            bail!("the server did not agree to permessage-deflate: {response:?}");
+        }
+    }
     let mut hello = None;
     if target.kind == Kind::Chorus {
         match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
@@ -333,6 +470,9 @@ pub struct Seen {
     /// Bytes of the frames counted in `received` (so the baseline's frames can be
     /// checked to be the size of Chorus's).
     pub bytes: u64,
+    /// Bytes read from the socket meanwhile (frame headers included; compressed when
+    /// the connection negotiated `permessage-deflate`).
+    pub wire_bytes: u64,
     pub unique: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
@@ -342,6 +482,7 @@ impl std::ops::AddAssign for Seen {
     fn add_assign(&mut self, o: Self) {
         self.received += o.received;
         self.bytes += o.bytes;
+        self.wire_bytes += o.wire_bytes;
         self.unique += o.unique;
         self.duplicates += o.duplicates;
         self.out_of_order += o.out_of_order;
@@ -380,6 +521,7 @@ pub async fn subscriber(
     stop: tokio_util_like::Stop,
 ) -> Seen {
     let mut seen = Seen::default();
+    let wire_before = ws.get_ref().wire_bytes;
     let mut next = vec![0u64; senders];
     let mut bits: Vec<Vec<u64>> = vec![Vec::new(); senders];
     // Deliveries not yet added to the shared counters, and the latest of their times:
@@ -441,6 +583,7 @@ pub async fn subscriber(
     }
     progress.delivered.fetch_add(unflushed, Ordering::Relaxed);
     progress.last_delivery.fetch_max(latest, Ordering::Relaxed);
+    seen.wire_bytes = ws.get_ref().wire_bytes - wire_before;
     seen
 }
 

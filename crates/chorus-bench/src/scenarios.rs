@@ -107,9 +107,11 @@ pub struct FanoutOpts {
 pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
     let setup = room_for(target, opts.subs, opts.senders, opts.conns_per_user).await?;
     let room = setup.as_ref().map(|(_, r)| r);
+    let rss_before = target.rss_kib()?;
     let subs = open_many(target, room, opts.subs, CONNECT_CONCURRENCY, "subscribers")
         .await?
         .conns;
+    let rss_open = target.rss_kib()?;
     let cpu_before = target.cpu_time()?;
     let start = Instant::now();
     let lat = Arc::new(Latencies::new()?);
@@ -211,6 +213,7 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
     }
     // The server's CPU from the first send to the last delivery (or the drain's end).
     let cpu = target.cpu_time()?.saturating_sub(cpu_before);
+    let rss_after = target.rss_kib()?;
     let _ = stop_tx.send(true);
     let mut seen = Seen::default();
     for r in readers {
@@ -219,7 +222,7 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
     let elapsed =
         Duration::from_micros(progress.last_delivery.load(Ordering::Relaxed)).max(send_end);
     let h = lat.merged();
-    let mut row = Row::new("fanout", target.kind.name());
+    let mut row = Row::new("fanout", target.name());
     row.set("nodes", target.nodes() as u64);
     row.set("subs", opts.subs)
         .set(
@@ -242,10 +245,28 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
             (cpu.as_secs_f64() * 1e6 / seen.received.max(1) as f64 * 1000.0).round() / 1000.0,
         )
         .set("frame_bytes", seen.bytes / seen.received.max(1))
+        // What the subscribers read from their sockets per delivery: frame headers
+        // included, compressed with `permessage-deflate` (also pings, acks: noise).
+        .set("wire_bytes", seen.wire_bytes / seen.received.max(1))
+        // Server memory per subscriber: connected (before any message), and after the
+        // run (buffers the deliveries left behind).
+        .set(
+            "kib_per_conn_open",
+            per_conn(rss_open.saturating_sub(rss_before), opts.subs),
+        )
+        .set(
+            "kib_per_conn_after",
+            per_conn(rss_after.saturating_sub(rss_before), opts.subs),
+        )
         .set("lost", expected.saturating_sub(seen.unique))
         .set("dup", seen.duplicates)
         .set("ooo", seen.out_of_order);
     Ok(row)
+}
+
+/// KiB per connection, two decimals.
+fn per_conn(kib: u64, conns: usize) -> f64 {
+    (kib as f64 / conns.max(1) as f64 * 100.0).round() / 100.0
 }
 
 /// Size of a Chorus `message.created` frame carrying a benchmark payload (measured:
@@ -307,7 +328,7 @@ pub async fn idle(target: &Target, conns: usize, conns_per_user: usize) -> anyho
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = target.rss_kib()?;
-    let mut row = Row::new("idle", target.kind.name());
+    let mut row = Row::new("idle", target.name());
     row.set("conns", conns)
         .set("rss_before_kib", before)
         .set("rss_after_kib", after)

@@ -26,8 +26,21 @@ impl Kind {
     }
 }
 
+impl Target {
+    /// The name of a result row: the kind, `chorus+deflate` with compression.
+    pub fn name(&self) -> &'static str {
+        if self.deflate {
+            "chorus+deflate"
+        } else {
+            self.kind.name()
+        }
+    }
+}
+
 pub struct Target {
     pub kind: Kind,
+    /// Chorus started with `--ws-compression`, and clients offer `permessage-deflate`.
+    pub deflate: bool,
     /// The first node: HTTP calls and senders go here.
     pub addr: SocketAddr,
     child: Child,
@@ -53,6 +66,19 @@ pub struct Launch {
     pub server_args: Vec<String>,
     /// The program and arguments that run the baseline server (then `--listen <addr>`).
     pub baseline: (PathBuf, Vec<String>),
+    /// Chorus with `permessage-deflate`: started with `--ws-compression`, and the
+    /// clients offer the extension (and inflate what comes compressed).
+    pub deflate: bool,
+}
+
+impl Launch {
+    /// This launch with `permessage-deflate` on.
+    pub fn with_deflate(&self) -> Self {
+        let mut launch = self.clone();
+        launch.server_args.push("--ws-compression".to_owned());
+        launch.deflate = true;
+        launch
+    }
 }
 
 impl Target {
@@ -73,6 +99,7 @@ impl Target {
         let command = (kind == Kind::Chorus).then(|| (chorus_bin.clone(), extra.clone()));
         let target = Self {
             kind,
+            deflate: launch.deflate && kind == Kind::Chorus,
             addr,
             child,
             others: Vec::new(),
@@ -147,6 +174,7 @@ impl Target {
         let (addr, child) = started.remove(0);
         Ok(Self {
             kind: Kind::Chorus,
+            deflate: launch.deflate,
             addr,
             child,
             others: started,

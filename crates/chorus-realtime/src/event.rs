@@ -7,8 +7,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::outbox::Outgoing;
 use crate::{Scope, UserKey};
 
 /// How one recipient gets an event (SPEC §4).
@@ -212,6 +214,10 @@ pub struct Event {
     pub effect: Option<Arc<Effect>>,
     pub published_at: SystemTime,
     frames: [OnceLock<Utf8Bytes>; 3],
+    /// The frames' payloads compressed for `permessage-deflate` connections, per slot
+    /// (`None`: sent uncompressed). Boxed and made on first use: only a server with
+    /// compressing clients pays for it, 8 bytes per event otherwise.
+    deflated: OnceLock<Box<[OnceLock<Option<Bytes>>; 3]>>,
 }
 
 impl Event {
@@ -227,6 +233,7 @@ impl Event {
             effect: publish.effect,
             published_at: at,
             frames: Default::default(),
+            deflated: OnceLock::new(),
         }
     }
 
@@ -238,13 +245,32 @@ impl Event {
 
     /// The frame text for a recipient with this mark; `None` for [`Mark::Skip`].
     pub fn frame(&self, mark: Mark) -> Option<Utf8Bytes> {
-        let (slot, wake) = match mark {
+        let (slot, wake) = Self::slot(mark)?;
+        Some(self.frames[slot].get_or_init(|| self.render(wake)).clone())
+    }
+
+    /// The frame for a recipient with this mark on a `permessage-deflate` connection:
+    /// the payload compressed once for all such recipients, or the text when it is
+    /// better sent uncompressed (see [`crate::deflate::compress`]); `None` for
+    /// [`Mark::Skip`].
+    pub fn frame_deflated(&self, mark: Mark) -> Option<Outgoing> {
+        let (slot, _) = Self::slot(mark)?;
+        let text = self.frame(mark)?;
+        let deflated = self.deflated.get_or_init(Default::default)[slot]
+            .get_or_init(|| crate::deflate::compress(text.as_str().as_bytes()));
+        Some(match deflated {
+            Some(bytes) => Outgoing::Deflated(bytes.clone()),
+            None => Outgoing::Text(text),
+        })
+    }
+
+    fn slot(mark: Mark) -> Option<(usize, Option<bool>)> {
+        Some(match mark {
             Mark::Skip => return None,
             Mark::Plain => (0, None),
             Mark::Wake => (1, Some(true)),
             Mark::Observe => (2, Some(false)),
-        };
-        Some(self.frames[slot].get_or_init(|| self.render(wake)).clone())
+        })
     }
 
     fn render(&self, wake: Option<bool>) -> Utf8Bytes {
@@ -300,5 +326,37 @@ mod tests {
         // Same allocation handed out twice.
         let again = event.frame(Mark::Wake).expect("delivered");
         assert_eq!(wake.as_str().as_ptr(), again.as_str().as_ptr());
+    }
+
+    /// A `permessage-deflate` connection's variant: compressed once and shared, or the
+    /// text itself when too small to be worth compressing.
+    #[test]
+    fn deflated_frames_are_built_once_and_only_when_worth_it() {
+        let scope = Scope::parse("channel:4").expect("valid");
+        let long = serde_json::json!({"text": "words ".repeat(60)});
+        let event = Event::published_at(
+            Publish::new(scope.clone(), "message.created", &long),
+            Some(1),
+            SystemTime::UNIX_EPOCH,
+        );
+        let (Some(Outgoing::Deflated(a)), Some(Outgoing::Deflated(b))) = (
+            event.frame_deflated(Mark::Plain),
+            event.frame_deflated(Mark::Plain),
+        ) else {
+            panic!("a long event goes out compressed");
+        };
+        assert_eq!(a.as_ptr(), b.as_ptr(), "compressed once");
+        let text = event.frame(Mark::Plain).expect("delivered");
+        assert!(a.len() < text.len() / 2);
+        assert!(event.frame_deflated(Mark::Skip).is_none());
+        let small = Event::published_at(
+            Publish::new(scope, "typing", &serde_json::json!({})),
+            None,
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(matches!(
+            small.frame_deflated(Mark::Plain),
+            Some(Outgoing::Text(_))
+        ));
     }
 }

@@ -20,6 +20,9 @@
 //! - [`socket`]: an upgraded connection split at its TCP stream: tungstenite reads,
 //!   the outbox writes frames it encodes itself (one `write` per batch);
 //!   in unit tests, over an in-memory pipe instead.
+//! - [`deflate`]: `permessage-deflate` (RFC 7692), when a connection negotiated it:
+//!   events compressed once for every such connection, a client's compressed messages
+//!   inflated under tungstenite, within the message limit.
 //! - [`hooks`]: what the embedding application decides (who may read a scope, which
 //!   scopes a user starts with, what `typing` means).
 //! - [`clock`]: the time every part asks for; tests stop and advance it.
@@ -27,6 +30,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod deflate;
 pub mod engine;
 pub mod event;
 pub mod hooks;

@@ -32,7 +32,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 
 use crate::Metrics;
-use crate::socket::{RawWriter, frame_text};
+use crate::socket::{RawWriter, frame_deflated, frame_text};
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,9 @@ pub enum PushError {
 pub enum Outgoing {
     /// A text message (an event, a reply), framed when written.
     Text(Utf8Bytes),
+    /// A text message's payload compressed (`permessage-deflate`), shared like the text:
+    /// framed with RSV1 set when written.
+    Deflated(Bytes),
     /// Whole frames already encoded: the read half's pongs and close reply.
     Frames(Bytes),
 }
@@ -56,6 +59,7 @@ impl Outgoing {
     fn frame_into(&self, out: &mut Vec<u8>) {
         match self {
             Self::Text(text) => frame_text(out, text.as_str()),
+            Self::Deflated(payload) => frame_deflated(out, payload),
             Self::Frames(frames) => out.extend_from_slice(frames),
         }
     }
@@ -64,7 +68,7 @@ impl Outgoing {
     pub fn as_text(&self) -> Option<&str> {
         match self {
             Self::Text(text) => Some(text.as_str()),
-            Self::Frames(_) => None,
+            Self::Deflated(_) | Self::Frames(_) => None,
         }
     }
 }
@@ -91,6 +95,8 @@ pub struct Outbox {
     frames: Mutex<VecDeque<Outgoing>>,
     capacity: usize,
     closed: AtomicBool,
+    /// The connection negotiated `permessage-deflate`: its events go out compressed.
+    deflate: bool,
     /// Whether someone owns the writing (see the module docs). Set from creation until
     /// [`go_live`](Self::go_live): the connection's task sends `hello` first.
     owned: AtomicBool,
@@ -129,11 +135,23 @@ impl Outbox {
             frames: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
+            deflate: false,
             owned: AtomicBool::new(true),
             writer,
             sink: tokio::sync::Mutex::new(None),
             handover: Notify::new(),
         }
+    }
+
+    /// This connection's frames go out compressed where worth it (`permessage-deflate`).
+    pub fn with_deflate(mut self, deflate: bool) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
+    /// Whether the connection negotiated `permessage-deflate`.
+    pub fn deflates(&self) -> bool {
+        self.deflate
     }
 
     fn frames(&self) -> std::sync::MutexGuard<'_, VecDeque<Outgoing>> {
@@ -143,6 +161,24 @@ impl Outbox {
     /// Queues a text frame; a queue nobody owns is handed to its writer.
     pub fn push(self: &Arc<Self>, frame: Utf8Bytes) -> Result<(), PushError> {
         self.enqueue(Outgoing::Text(frame))
+    }
+
+    /// Queues a text message as framed for this connection: compressed if it
+    /// negotiated `permessage-deflate` and the message is worth compressing (replies,
+    /// compressed for this connection alone; events share theirs, see
+    /// [`crate::Event::frame_deflated`]).
+    pub fn push_reply(self: &Arc<Self>, frame: Utf8Bytes) -> Result<(), PushError> {
+        if self.deflate
+            && let Some(payload) = crate::deflate::compress(frame.as_str().as_bytes())
+        {
+            return self.enqueue(Outgoing::Deflated(payload));
+        }
+        self.enqueue(Outgoing::Text(frame))
+    }
+
+    /// Queues a message framed already for this connection (see [`Outgoing`]).
+    pub fn push_outgoing(self: &Arc<Self>, item: Outgoing) -> Result<(), PushError> {
+        self.enqueue(item)
     }
 
     /// Queues bytes that are already whole frames.

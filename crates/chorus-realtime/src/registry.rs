@@ -127,7 +127,7 @@ impl ConnHandle {
     /// Queues a reply frame (ack, error, pong) behind the events already queued, so a
     /// `subscribe` ack follows its replay. A full queue evicts like any slow consumer.
     pub fn send(&self, frame: Utf8Bytes) -> bool {
-        match self.outbox.push(frame) {
+        match self.outbox.push_reply(frame) {
             Ok(()) => true,
             Err(PushError::Full) => {
                 self.control.fire(CloseCode::SlowConsumer);
@@ -399,8 +399,16 @@ impl Registry {
     /// Registers a connection; returns its handle, the receiving end of its queue, and
     /// how many connections its user now has on this node.
     pub fn register(&self, user: UserKey) -> (ConnHandle, Arc<Outbox>, usize) {
+        self.register_with(user, false)
+    }
+
+    /// As [`register`](Self::register), for a connection that negotiated
+    /// `permessage-deflate` when `deflate` is set.
+    pub fn register_with(&self, user: UserKey, deflate: bool) -> (ConnHandle, Arc<Outbox>, usize) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::new(self.queue_capacity, self.writers.queue_for(id)));
+        let outbox = Arc::new(
+            Outbox::new(self.queue_capacity, self.writers.queue_for(id)).with_deflate(deflate),
+        );
         let handle = ConnHandle {
             id,
             user,
@@ -853,11 +861,20 @@ impl Registry {
 
     /// Queues an event's frame for one connection.
     fn push(&self, conn: &ConnHandle, event: &Event, tally: &mut Tally) -> Pushed {
-        let Some(frame) = event.frame(event.mark_for(conn.user)) else {
+        let mark = event.mark_for(conn.user);
+        let pushed = if conn.outbox.deflates() {
+            // Compressed once per event (and mark) for every compressing connection.
+            event
+                .frame_deflated(mark)
+                .map(|item| conn.outbox.push_outgoing(item))
+        } else {
+            event.frame(mark).map(|frame| conn.outbox.push(frame))
+        };
+        let Some(pushed) = pushed else {
             tally.skipped += 1;
             return Pushed::Not;
         };
-        match conn.outbox.push(frame) {
+        match pushed {
             Ok(()) => {
                 tally.delivered += 1;
                 Pushed::Queued

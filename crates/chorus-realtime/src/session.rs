@@ -79,7 +79,7 @@ pub(crate) async fn run(
     hold_for_resume: bool,
     auth: SessionAuth,
 ) {
-    let (conn, outbox, conns) = engine.registry.register(user);
+    let (conn, outbox, conns) = engine.registry.register_with(user, socket.deflates());
     engine.registry.set_credential(conn.id, auth.credential);
     conn.control.set_roles(auth.roles.clone());
     if engine.is_shutting_down() {
@@ -574,9 +574,14 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// A frame or message over the transport limit.
+/// A frame or message over the transport limit, compressed or not.
 fn is_capacity_error(err: &tungstenite::Error) -> bool {
-    matches!(err, tungstenite::Error::Capacity(_))
+    match err {
+        tungstenite::Error::Capacity(_) => true,
+        // A compressed message that inflates past the limit (`permessage-deflate`).
+        tungstenite::Error::Io(err) => crate::deflate::InflateError::is_too_big(err),
+        _ => false,
+    }
 }
 
 /// Whole sessions without TCP: each runs over an in-memory pipe ([`Socket::in_memory`])

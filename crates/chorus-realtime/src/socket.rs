@@ -32,6 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use crate::deflate::Inflate;
 use crate::outbox::Outbox;
 
 /// An upgraded connection: its TCP stream and whatever the HTTP server had already
@@ -40,6 +41,8 @@ pub struct Socket {
     stream: Transport,
     read_ahead: Bytes,
     config: WebSocketConfig,
+    /// The connection negotiated `permessage-deflate` (see [`crate::deflate`]).
+    deflate: bool,
 }
 
 /// The byte stream under the WebSocket.
@@ -58,7 +61,19 @@ impl Socket {
             stream: Transport::Tcp(stream),
             read_ahead,
             config,
+            deflate: false,
         }
+    }
+
+    /// The connection negotiated `permessage-deflate`: the client's compressed messages
+    /// are inflated before they are read, and events go out compressed.
+    pub fn with_deflate(mut self, deflate: bool) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
+    pub fn deflates(&self) -> bool {
+        self.deflate
     }
 
     /// A connection over an in-memory pipe (`tokio::io::duplex`); the test speaks
@@ -69,6 +84,7 @@ impl Socket {
             stream: Transport::Memory(stream),
             read_ahead: Bytes::new(),
             config,
+            deflate: false,
         }
     }
 
@@ -85,17 +101,27 @@ impl Socket {
                 (ReadHalf::Memory(read), WriteHalf::Memory(write))
             }
         };
+        let mut read_ahead = self.read_ahead.to_vec();
+        let inflate = if self.deflate {
+            // Whatever the client sent behind the upgrade request goes through the
+            // inflater too.
+            let max = self.config.max_message_size.unwrap_or(usize::MAX);
+            let mut inflate = Inflate::new(max);
+            match inflate.feed(&std::mem::take(&mut read_ahead)) {
+                Ok(()) => Some(Box::new(inflate)),
+                Err(err) => Some(Box::new(Inflate::failed(err))),
+            }
+        } else {
+            None
+        };
         let io = ReadIo {
             read,
             outbox: outbox.clone(),
+            inflate,
         };
-        let reader = WebSocketStream::from_partially_read(
-            io,
-            self.read_ahead.to_vec(),
-            Role::Server,
-            Some(self.config),
-        )
-        .await;
+        let reader =
+            WebSocketStream::from_partially_read(io, read_ahead, Role::Server, Some(self.config))
+                .await;
         (reader, RawWriter::new(write))
     }
 }
@@ -107,6 +133,10 @@ pub(crate) type Reader = WebSocketStream<ReadIo>;
 pub(crate) struct ReadIo {
     read: ReadHalf,
     outbox: Arc<Outbox>,
+    /// With `permessage-deflate`: the filter that inflates the client's compressed
+    /// messages before tungstenite parses them. `None` otherwise, and then the socket's
+    /// bytes reach tungstenite as they are.
+    inflate: Option<Box<Inflate>>,
 }
 
 enum ReadHalf {
@@ -121,10 +151,36 @@ impl AsyncRead for ReadIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.read {
-            ReadHalf::Tcp(read) => Pin::new(read).poll_read(cx, buf),
+        let this = &mut *self;
+        let Some(inflate) = this.inflate.as_deref_mut() else {
+            return this.read.poll_read(cx, buf);
+        };
+        loop {
+            if inflate.has_ready() {
+                let n = inflate.take(buf.initialize_unfilled());
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            inflate.check().map_err(io::Error::from)?;
+            // Read from the socket into a buffer of the filter's, whose bytes come out
+            // (inflated where compressed) as soon as they make whole frames.
+            let mut chunk = [0u8; 2048];
+            let mut raw = ReadBuf::new(&mut chunk);
+            std::task::ready!(this.read.poll_read(cx, &mut raw))?;
+            if raw.filled().is_empty() {
+                return Poll::Ready(Ok(())); // end of stream
+            }
+            inflate.feed(raw.filled()).map_err(io::Error::from)?;
+        }
+    }
+}
+
+impl ReadHalf {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Self::Tcp(read) => Pin::new(read).poll_read(cx, buf),
             #[cfg(test)]
-            ReadHalf::Memory(read) => Pin::new(read).poll_read(cx, buf),
+            Self::Memory(read) => Pin::new(read).poll_read(cx, buf),
         }
     }
 }
@@ -160,6 +216,18 @@ pub(crate) fn frame_text(out: &mut Vec<u8>, text: &str) {
     // Writing into a Vec cannot fail.
     let _ = header.format(text.len() as u64, out);
     out.extend_from_slice(text.as_bytes());
+}
+
+/// Frames one compressed text message (`permessage-deflate`: RSV1 set, unmasked, final).
+pub(crate) fn frame_deflated(out: &mut Vec<u8>, payload: &[u8]) {
+    let header = FrameHeader {
+        opcode: OpCode::Data(Data::Text),
+        rsv1: true,
+        ..FrameHeader::default()
+    };
+    // Writing into a Vec cannot fail.
+    let _ = header.format(payload.len() as u64, out);
+    out.extend_from_slice(payload);
 }
 
 /// The write half: bytes framed but not yet accepted by the socket, and the socket.

@@ -57,6 +57,12 @@ pub struct Config {
     /// Password-less login for local trials. Never on by default.
     pub dev: bool,
     pub heartbeat_ms: u64,
+    /// Offer `permessage-deflate` (RFC 7692) to WebSocket clients that ask for it
+    /// (`CHORUS_WS_COMPRESSION`, `--ws-compression`). Off by default: connections then
+    /// run exactly as without it. On, a client that offers it gets every message over
+    /// 128 bytes compressed on its own (no context takeover: events are compressed once
+    /// for all such clients, no connection keeps a compressor), and may compress its own.
+    pub ws_compression: bool,
     pub max_message_bytes: usize,
     pub max_frame_bytes: usize,
     /// Largest HTTP request body.
@@ -163,6 +169,7 @@ impl Default for Config {
             jwt_roles_claim: "roles".to_owned(),
             dev: false,
             heartbeat_ms: engine.heartbeat.as_millis() as u64,
+            ws_compression: false,
             max_message_bytes: chat.max_message_bytes,
             max_frame_bytes: engine.max_frame_bytes,
             max_body_bytes: 256 * 1024,

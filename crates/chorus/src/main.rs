@@ -100,6 +100,9 @@ struct ServeArgs {
     dev: bool,
     #[arg(long, env = "CHORUS_HEARTBEAT_MS")]
     heartbeat_ms: Option<u64>,
+    /// Offer WebSocket compression (permessage-deflate) to clients that ask for it.
+    #[arg(long, env = "CHORUS_WS_COMPRESSION")]
+    ws_compression: bool,
     #[arg(long, env = "CHORUS_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<usize>,
     #[arg(long, env = "CHORUS_MAX_FRAME_BYTES")]
@@ -204,6 +207,7 @@ impl ServeArgs {
         set_opt!(jwt_public_key_file, jwt_jwks);
         set_opt!(metrics_token);
         config.dev |= self.dev;
+        config.ws_compression |= self.ws_compression;
         Ok(config)
     }
 }

@@ -1112,3 +1112,60 @@ async fn namespaces_export_ts() {
         .fails(1);
     assert!(err.contains("declares no namespaces"), "{err}");
 }
+
+/// The answer's `Sec-WebSocket-Extensions` to an upgrade offering `permessage-deflate`
+/// (as the admin), if any.
+async fn extensions_answered(addr: SocketAddr, admin: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /ws?token={admin} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut byte))
+            .await
+            .expect("handshake timed out")
+            .unwrap();
+        assert_eq!(n, 1, "closed during the handshake");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("sec-websocket-extensions")
+            .then(|| value.trim().to_owned())
+    })
+}
+
+/// WebSocket compression is off unless configured: by the environment (as `--ws-compression`
+/// and the TOML key `ws_compression` set the same field).
+#[tokio::test]
+async fn ws_compression_is_off_by_default_and_on_by_configuration() {
+    const ADMIN: &str = "compression-admin";
+    let data = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut server = serve(addr, &data.path().join("a"), ADMIN, &[]).await;
+    assert_eq!(extensions_answered(addr, ADMIN).await, None);
+    server.kill().await.unwrap();
+
+    let addr = free_addr();
+    let _server = serve(
+        addr,
+        &data.path().join("b"),
+        ADMIN,
+        &[("CHORUS_WS_COMPRESSION", "true")],
+    )
+    .await;
+    let answer = extensions_answered(addr, ADMIN).await;
+    assert_eq!(
+        answer.as_deref(),
+        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+    );
+}

@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use chorus_proto::ErrorCode;
-use chorus_realtime::{ANONYMOUS, SessionAuth, Socket};
+use chorus_realtime::{ANONYMOUS, SessionAuth, Socket, deflate};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -39,6 +39,8 @@ pub struct WsQuery {
 pub struct Upgrade {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
+    /// `Sec-WebSocket-Extensions` offers, in order (empty: none).
+    extensions: Vec<HeaderValue>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
@@ -73,7 +75,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
             .extensions
             .remove::<OnUpgrade>()
             .ok_or("the connection cannot be upgraded")?;
-        Ok(Self { key, on_upgrade })
+        let extensions = parts
+            .headers
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .cloned()
+            .collect();
+        Ok(Self {
+            key,
+            on_upgrade,
+            extensions,
+        })
     }
 }
 
@@ -83,12 +95,28 @@ impl Upgrade {
     ///
     /// The switch and the session run in a task of `tasks`: shutdown waits for it, and
     /// ends a session still open once the grace period is over (`tasks.stop`).
-    fn accept<F, Fut>(self, config: WebSocketConfig, tasks: &Tasks, serve: F) -> Response
+    /// With `compression`, an acceptable `permessage-deflate` offer is accepted (see
+    /// `chorus_realtime::deflate::negotiate`); otherwise extensions are ignored, and the
+    /// answer names none.
+    fn accept<F, Fut>(
+        self,
+        config: WebSocketConfig,
+        compression: bool,
+        tasks: &Tasks,
+        serve: F,
+    ) -> Response
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let accept = derive_accept_key(self.key.as_bytes());
+        let deflate = if compression {
+            deflate::negotiate(self.extensions.iter().filter_map(|v| v.to_str().ok()))
+                .and_then(|answer| HeaderValue::from_str(&answer).ok())
+        } else {
+            None
+        };
+        let deflates = deflate.is_some();
         let on_upgrade = self.on_upgrade;
         let stop = tasks.stop.clone();
         // The session's future is built in place inside this one task's future, and the
@@ -109,7 +137,8 @@ impl Upgrade {
             };
             match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => {
-                    let socket = Socket::new(parts.io.into_inner(), parts.read_buf, config);
+                    let socket = Socket::new(parts.io.into_inner(), parts.read_buf, config)
+                        .with_deflate(deflates);
                     tokio::select! {
                         () = serve(socket) => {}
                         () = stop.cancelled() => {}
@@ -126,6 +155,9 @@ impl Upgrade {
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         if let Ok(accept) = HeaderValue::from_str(&accept) {
             headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        if let Some(deflate) = deflate {
+            headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, deflate);
         }
         response
     }
@@ -180,12 +212,17 @@ pub async fn upgrade(
         // own length. Every connection keeps this buffer, all of it touched, for its
         // whole life: 1 KiB instead of 4 is 3 KiB less per idle connection.
         .read_buffer_size(1024);
-    Ok(ws.accept(config, &state.tasks, move |socket| {
-        let session = engine.serve_socket(socket, user, hooks, hold, session);
-        async move {
-            session.await;
-            // The anonymous slot is held for the session's whole life.
-            drop(slot);
-        }
-    }))
+    Ok(ws.accept(
+        config,
+        state.config.ws_compression,
+        &state.tasks,
+        move |socket| {
+            let session = engine.serve_socket(socket, user, hooks, hold, session);
+            async move {
+                session.await;
+                // The anonymous slot is held for the session's whole life.
+                drop(slot);
+            }
+        },
+    ))
 }
