@@ -53,5 +53,23 @@ export const cursorsSchema = {
 } as const;
 export const cursors = defineTopic("cursors.{doc}", cursorsSchema);
 
+/** Namespace `documents`: read proxy, publish server. */
+export const documents = defineTopic("doc.{doc_id}");
+
+/** Namespace `rooms`: read authenticated, publish proxy. */
+export const roomsSchema = {
+  "properties": {
+    "text": {
+      "maxLength": 2000,
+      "type": "string"
+    }
+  },
+  "required": [
+    "text"
+  ],
+  "type": "object"
+} as const;
+export const rooms = defineTopic("room.{room}", roomsSchema);
+
 /** Every namespace's topic, by name. */
-export const topics = { news, orders, notifications, ops, cursors } as const;
+export const topics = { news, orders, notifications, ops, cursors, documents, rooms } as const;
