@@ -123,6 +123,7 @@ fn main() -> ExitCode {
         concurrent_sends_each_get_their_own_message,
         batched_and_other_inserts_interleave_with_their_events,
         creations_settings_and_lists_log_their_events,
+        a_change_logs_more_events_than_one_statement_binds,
         edit_and_delete,
         threads_and_reply_counts,
         concurrent_replies_count_exactly,
@@ -1754,6 +1755,51 @@ async fn batched_and_other_inserts_interleave_with_their_events(store: Arc<dyn S
         assert_eq!(event.offset, Some(*offset));
         assert_eq!(data["text"], message.text.as_str());
     }
+}
+
+/// One change may log more events than either database binds values in one statement
+/// (a channel created with 10,000 members logs 10,000 joins): all are logged, at
+/// consecutive offsets.
+async fn a_change_logs_more_events_than_one_statement_binds(store: Arc<dyn Store>) {
+    use chorus_realtime::{Publish, Scope};
+    const N: usize = 12_000;
+    let alice = user(&store, "alice").await;
+    let ws = store.create_workspace("acme", alice.id).await.unwrap();
+    let ch = channel(
+        &store,
+        ws.id,
+        "big",
+        ChannelKind::Public,
+        alice.id,
+        &[alice.id],
+    )
+    .await;
+    let at = Scope::parse(&format!("channel:{}", ch.id.0)).unwrap();
+    let (_, before) = store.scope_events(&at, 0, 1).await.unwrap();
+    let logged = store
+        .set_delivery_list(
+            ch.id,
+            DeliveryList::Wake,
+            &[alice.id],
+            events_only(move |()| {
+                (0..N)
+                    .map(|i| Publish::new(at.clone(), "member.joined", &i))
+                    .collect()
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(logged.len(), N);
+    let offsets: Vec<u64> = logged.iter().map(|e| e.offset.unwrap()).collect();
+    let expected: Vec<u64> = (before + 1..=before + N as u64).collect();
+    assert_eq!(offsets, expected, "consecutive offsets after the head");
+    let at = Scope::parse(&format!("channel:{}", ch.id.0)).unwrap();
+    let (tail, head) = store
+        .scope_events(&at, before + N as u64 - 3, 10)
+        .await
+        .unwrap();
+    assert_eq!(head, before + N as u64);
+    assert_eq!(tail.len(), 3, "the last rows are in the log");
 }
 
 /// Creating a workspace or a channel, changing a channel and replacing a delivery list

@@ -72,7 +72,7 @@ where
             }
             return Ok(Vec::new());
         };
-        let heads: Vec<(String, i64)> = if DB::MULTI_STATEMENT {
+        let heads: Vec<(String, i64)> = if DB::MULTI_STATEMENT && append.params() <= MAX_PARAMS {
             let mut sql = append.statements(1);
             if let Some(tail) = tail {
                 sql.push_str("; ");
@@ -92,17 +92,22 @@ where
                     .await?;
                 heads.push(head);
             }
-            if !append.rows.is_empty() {
-                let sql = events_sql(1, append.rows.len());
+            // In statements of at most ROWS_PER_INSERT rows: far under both databases'
+            // limits on bound values however many events one change logs (a channel
+            // created with 10,000 members logs 10,000 joins).
+            for start in (0..append.rows.len()).step_by(ROWS_PER_INSERT) {
+                let rows = start..append.rows.len().min(start + ROWS_PER_INSERT);
+                let sql = events_sql(1, rows.len());
                 append
-                    .bind_rows(sqlx::query_as::<_, (i64,)>(&sql))
+                    .bind_rows(sqlx::query_as::<_, (i64,)>(&sql), rows)
                     .fetch_all(&mut *conn)
                     .await?;
             }
-            if !append.webhooks.is_empty() {
-                let sql = webhooks_sql(1, append.webhooks.len());
+            for start in (0..append.webhooks.len()).step_by(ROWS_PER_INSERT) {
+                let webhooks = start..append.webhooks.len().min(start + ROWS_PER_INSERT);
+                let sql = webhooks_sql(1, webhooks.len());
                 append
-                    .bind_webhooks(sqlx::query_as::<_, (i64,)>(&sql))
+                    .bind_webhooks(sqlx::query_as::<_, (i64,)>(&sql), webhooks)
                     .fetch_all(&mut *conn)
                     .await?;
             }
@@ -114,6 +119,13 @@ where
         append.numbered(&heads)
     }
 }
+
+/// Most values bound in the one call of a dialect that runs several statements per call
+/// (SQLite's limit is 32,766); a bigger append goes statement by statement.
+const MAX_PARAMS: usize = 30_000;
+
+/// Most rows in one insert of events or webhook deliveries (six values each at most).
+const ROWS_PER_INSERT: usize = 1_000;
 
 /// Moves a scope's head on by `$p + 1` events (a new scope starts at the base, the
 /// empty scope's row) and returns it; `$p`: the scope. The row stays locked until commit.
@@ -237,6 +249,21 @@ impl Append {
         }))
     }
 
+    /// How many values [`statements`](Self::statements) binds.
+    fn params(&self) -> usize {
+        let rows = if self.rows.is_empty() {
+            0
+        } else {
+            6 * self.rows.len() + 1
+        };
+        let webhooks = if self.webhooks.is_empty() {
+            0
+        } else {
+            5 * self.webhooks.len() + 1
+        };
+        2 * self.heads.len() + rows + webhooks
+    }
+
     /// The statements of the append, for a dialect that runs several per call, with
     /// parameters from `$first` on: one head upsert per scope (each returns its scope
     /// and new head), then the events' insert. Bound by [`bind`](Self::bind).
@@ -273,18 +300,19 @@ impl Append {
             query = query.bind(scope.as_str()).bind(*count);
         }
         if !self.rows.is_empty() {
-            query = self.bind_rows(query);
+            query = self.bind_rows(query, 0..self.rows.len());
         }
         if !self.webhooks.is_empty() {
-            query = self.bind_webhooks(query);
+            query = self.bind_webhooks(query, 0..self.webhooks.len());
         }
         query
     }
 
-    /// Binds the parameters of the events' insert alone.
+    /// Binds the parameters of the insert of the events `rows` alone.
     fn bind_rows<'q, DB, O>(
         &'q self,
         mut query: QueryAs<'q, DB, O, DB::Arguments<'q>>,
+        rows: std::ops::Range<usize>,
     ) -> QueryAs<'q, DB, O, DB::Arguments<'q>>
     where
         DB: Database,
@@ -292,7 +320,7 @@ impl Append {
         Option<&'q str>: Encode<'q, DB> + Type<DB>,
         i64: Encode<'q, DB> + Type<DB>,
     {
-        for row in &self.rows {
+        for row in &self.rows[rows] {
             let event = &self.events[row.index];
             query = query
                 .bind(event.scope.as_str())
@@ -305,10 +333,11 @@ impl Append {
         query.bind(self.at.0)
     }
 
-    /// Binds the parameters of the webhook deliveries' insert alone.
+    /// Binds the parameters of the insert of the webhook deliveries `webhooks` alone.
     fn bind_webhooks<'q, DB, O>(
         &'q self,
         mut query: QueryAs<'q, DB, O, DB::Arguments<'q>>,
+        webhooks: std::ops::Range<usize>,
     ) -> QueryAs<'q, DB, O, DB::Arguments<'q>>
     where
         DB: Database,
@@ -316,7 +345,7 @@ impl Append {
         Option<&'q str>: Encode<'q, DB> + Type<DB>,
         i64: Encode<'q, DB> + Type<DB>,
     {
-        for new in &self.webhooks {
+        for new in &self.webhooks[webhooks] {
             query = query
                 .bind(new.user_id.0)
                 .bind(new.event_id.as_str())
