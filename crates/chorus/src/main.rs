@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use chorus_server::Config;
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -96,12 +97,12 @@ struct ServeArgs {
     #[arg(long, env = "CHORUS_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
     /// Password-less login for local trials (never in production).
-    #[arg(long, env = "CHORUS_DEV")]
+    #[arg(long, env = "CHORUS_DEV", value_parser = BoolishValueParser::new())]
     dev: bool,
     #[arg(long, env = "CHORUS_HEARTBEAT_MS")]
     heartbeat_ms: Option<u64>,
     /// Offer WebSocket compression (permessage-deflate) to clients that ask for it.
-    #[arg(long, env = "CHORUS_WS_COMPRESSION")]
+    #[arg(long, env = "CHORUS_WS_COMPRESSION", value_parser = BoolishValueParser::new())]
     ws_compression: bool,
     #[arg(long, env = "CHORUS_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<usize>,
@@ -153,7 +154,7 @@ struct ServeArgs {
     #[arg(long, env = "CHORUS_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
     /// Log as JSON lines.
-    #[arg(long, env = "CHORUS_LOG_JSON")]
+    #[arg(long, env = "CHORUS_LOG_JSON", value_parser = BoolishValueParser::new())]
     log_json: bool,
 }
 

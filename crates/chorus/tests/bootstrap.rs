@@ -19,6 +19,16 @@ const BANNER: &str = "Created the admin user";
 /// Runs `chorus serve` on `data` (plus `args`) until it is ready, then stops it;
 /// returns its stderr.
 async fn start_and_stop(data: &Path, args: &[&str], check: impl AsyncFnOnce(&str)) -> String {
+    start_and_stop_with(data, args, &[], check).await
+}
+
+/// [`start_and_stop`] with `env` set for the server.
+async fn start_and_stop_with(
+    data: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    check: impl AsyncFnOnce(&str),
+) -> String {
     let addr = free_addr();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
         .args(["serve", "--listen", &addr.to_string()])
@@ -27,6 +37,7 @@ async fn start_and_stop(data: &Path, args: &[&str], check: impl AsyncFnOnce(&str
         .args(args)
         .env_remove("CHORUS_ADMIN_TOKEN")
         .env("CHORUS_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -110,4 +121,28 @@ async fn without_an_admin_token_the_first_start_prints_and_writes_one_once() {
     let stderr = start_and_stop(data.path(), &[], async |_| {}).await;
     assert!(!stderr.contains(BANNER), "{stderr}");
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+}
+
+/// The README's `CHORUS_DEV=1` (and `true`, `yes`, `on`) turns on `--dev`; `0` leaves it off.
+#[tokio::test]
+async fn boolean_settings_from_the_environment_take_1_and_0() {
+    async fn dev_login(base: &str) -> reqwest::StatusCode {
+        reqwest::Client::new()
+            .post(format!("{base}/api/v1/dev/login"))
+            .json(&serde_json::json!({ "name": "alice" }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+    for (value, on) in [("1", true), ("true", true), ("on", true), ("0", false)] {
+        let data = tempfile::tempdir().unwrap();
+        let mut status = None;
+        start_and_stop_with(data.path(), &[], &[("CHORUS_DEV", value)], async |base| {
+            status = Some(dev_login(base).await);
+        })
+        .await;
+        let status = status.unwrap();
+        assert_eq!(status.is_success(), on, "CHORUS_DEV={value}: {status}");
+    }
 }
