@@ -235,7 +235,108 @@ impl Sub {
 
 #[derive(Default)]
 struct Subscribers {
-    subs: HashMap<ConnId, Sub>,
+    subs: SubMap,
+}
+
+/// Subscribers per map before a scope's [`SubMap`] becomes a hash map.
+const FEW_SUBS: usize = 8;
+
+/// A scope's subscribers by connection. Most scopes have one or a few (a user's own
+/// scope, a DM, a small channel): those are a short list searched in order, because
+/// the smallest hash map holds four entries, ~400 bytes for a user's scope — about 5 %
+/// of an idle connection's memory. A scope with more becomes a hash map, and stays one.
+enum SubMap {
+    Few(Vec<(ConnId, Sub)>),
+    Many(HashMap<ConnId, Sub>),
+}
+
+impl Default for SubMap {
+    fn default() -> Self {
+        Self::Few(Vec::new())
+    }
+}
+
+impl SubMap {
+    fn len(&self) -> usize {
+        match self {
+            Self::Few(few) => few.len(),
+            Self::Many(many) => many.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn contains_key(&self, id: &ConnId) -> bool {
+        match self {
+            Self::Few(few) => few.iter().any(|(c, _)| c == id),
+            Self::Many(many) => many.contains_key(id),
+        }
+    }
+
+    fn get_mut(&mut self, id: &ConnId) -> Option<&mut Sub> {
+        match self {
+            Self::Few(few) => few.iter_mut().find(|(c, _)| c == id).map(|(_, s)| s),
+            Self::Many(many) => many.get_mut(id),
+        }
+    }
+
+    fn remove(&mut self, id: &ConnId) -> Option<Sub> {
+        match self {
+            Self::Few(few) => {
+                let at = few.iter().position(|(c, _)| c == id)?;
+                let (_, sub) = few.swap_remove(at);
+                if few.is_empty() {
+                    // An emptied scope's slot may live on briefly: keep nothing.
+                    *few = Vec::new();
+                }
+                Some(sub)
+            }
+            Self::Many(many) => many.remove(id),
+        }
+    }
+
+    /// `id`'s subscription, made by `new` if it has none; and whether it had one.
+    fn get_or_insert_with(&mut self, id: ConnId, new: impl FnOnce() -> Sub) -> (&mut Sub, bool) {
+        if let Self::Few(few) = self
+            && !few.iter().any(|(c, _)| *c == id)
+            && few.len() >= FEW_SUBS
+        {
+            let many: HashMap<ConnId, Sub> = std::mem::take(few).into_iter().collect();
+            *self = Self::Many(many);
+        }
+        match self {
+            Self::Few(few) => match few.iter().position(|(c, _)| *c == id) {
+                Some(at) => (&mut few[at].1, true),
+                None => {
+                    few.push((id, new()));
+                    let last = few.len() - 1;
+                    (&mut few[last].1, false)
+                }
+            },
+            Self::Many(many) => match many.entry(id) {
+                std::collections::hash_map::Entry::Occupied(slot) => (slot.into_mut(), true),
+                std::collections::hash_map::Entry::Vacant(slot) => (slot.insert(new()), false),
+            },
+        }
+    }
+
+    fn for_each(&self, mut f: impl FnMut(ConnId, &Sub)) {
+        match self {
+            Self::Few(few) => few.iter().for_each(|(id, sub)| f(*id, sub)),
+            Self::Many(many) => many.iter().for_each(|(id, sub)| f(*id, sub)),
+        }
+    }
+
+    /// Calls `f` on every subscription (a fanout's loop: no iterator adapter between
+    /// the two kinds of map on the path of every delivery).
+    fn for_each_mut(&mut self, mut f: impl FnMut(&mut Sub)) {
+        match self {
+            Self::Few(few) => few.iter_mut().for_each(|(_, sub)| f(sub)),
+            Self::Many(many) => many.values_mut().for_each(f),
+        }
+    }
 }
 
 /// Revocations remembered per connection before they are folded into one floor.
@@ -592,27 +693,21 @@ impl Registry {
         let recheck = (fence.is_some_and(|f| entry.rechecked > f) && scope.kind() != "user")
             .then_some(entry.epoch as u32);
         self.with_slot(scope, |subs| {
-            let sub = match subs.subs.entry(conn.id) {
-                std::collections::hash_map::Entry::Occupied(slot) => {
-                    let sub = slot.into_mut();
-                    if let Admit::CatchUp { keep_seen } = mode {
-                        let previous = keep_seen.then_some(&sub.state);
-                        sub.state = SubState::catching_up(previous);
-                        if let Some(r) = &mut sub.recheck {
-                            r.then_live = false; // the replay is yet to come
-                        }
-                    }
-                    sub
+            let (sub, existed) = subs.subs.get_or_insert_with(conn.id, || Sub {
+                handle: conn.clone(),
+                state: match mode {
+                    Admit::Live => SubState::live(),
+                    Admit::CatchUp { .. } => SubState::catching_up(None),
+                },
+                recheck: None,
+            });
+            if existed && let Admit::CatchUp { keep_seen } = mode {
+                let previous = keep_seen.then_some(&sub.state);
+                sub.state = SubState::catching_up(previous);
+                if let Some(r) = &mut sub.recheck {
+                    r.then_live = false; // the replay is yet to come
                 }
-                std::collections::hash_map::Entry::Vacant(slot) => slot.insert(Sub {
-                    handle: conn.clone(),
-                    state: match mode {
-                        Admit::Live => SubState::live(),
-                        Admit::CatchUp { .. } => SubState::catching_up(None),
-                    },
-                    recheck: None,
-                }),
-            };
+            }
             if let Some(generation) = recheck {
                 sub.hold_for_recheck(generation);
             }
@@ -1049,22 +1144,28 @@ impl Registry {
             if subs.subs.is_empty() {
                 return Err(format!("{scope} has an empty subscriber slot"));
             }
-            for (id, sub) in &subs.subs {
+            let mut problem = None;
+            subs.subs.for_each(|id, sub| {
                 let listed = index
                     .conns
-                    .get(id)
+                    .get(&id)
                     .is_some_and(|e| e.scopes.contains(scope));
                 if !listed {
-                    return Err(format!("{scope} has subscriber {id} that does not list it"));
+                    problem.get_or_insert(format!(
+                        "{scope} has subscriber {id} that does not list it"
+                    ));
                 }
                 if sub.recheck.is_some() && matches!(sub.state, SubState::Live { .. }) {
-                    return Err(format!(
+                    problem.get_or_insert(format!(
                         "{scope}: conn {id} is live while held for a re-check"
                     ));
                 }
                 if sub.recheck.is_some() && scope.kind() == "user" {
-                    return Err(format!("{scope}: a user scope is held for a re-check"));
+                    problem.get_or_insert(format!("{scope}: a user scope is held for a re-check"));
                 }
+            });
+            if let Some(problem) = problem {
+                return Err(problem);
             }
         }
         Ok(())
@@ -1083,12 +1184,12 @@ impl EventSink for Registry {
         let mut closed = Vec::new();
         {
             let mut subs = lock(&slot);
-            for sub in subs.subs.values_mut() {
+            subs.subs.for_each_mut(|sub| {
                 match &mut sub.state {
                     SubState::Live { first, last } => {
                         if let Some(offset) = event.offset {
                             if offset <= *last {
-                                continue;
+                                return;
                             }
                             *last = offset;
                             first.get_or_insert(offset);
@@ -1118,7 +1219,7 @@ impl EventSink for Registry {
                         }
                     }
                 }
-            }
+            });
             for id in &closed {
                 subs.subs.remove(id);
             }
@@ -1127,12 +1228,12 @@ impl EventSink for Registry {
         if let Some(effect) = &event.effect {
             if let Some(user) = effect.drop_user {
                 // At this event's place in the scope's order: nothing later reaches them.
-                let theirs: Vec<ConnId> = lock(&slot)
-                    .subs
-                    .values()
-                    .filter(|s| s.handle.user == user)
-                    .map(|s| s.handle.id)
-                    .collect();
+                let mut theirs: Vec<ConnId> = Vec::new();
+                lock(&slot).subs.for_each(|id, s| {
+                    if s.handle.user == user {
+                        theirs.push(id);
+                    }
+                });
                 for conn in theirs {
                     self.revoke(conn, &event.scope);
                 }

@@ -71,92 +71,101 @@ enum End {
     PeerGone,
 }
 
-pub(crate) async fn run(
+// Not an `async fn` (the lint's advice): see the comment in the body.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn run(
     engine: Arc<Engine>,
     socket: Socket,
     user: UserKey,
     hooks: Arc<dyn SessionHooks>,
     hold_for_resume: bool,
     auth: SessionAuth,
-) {
-    let (conn, outbox, conns) = engine.registry.register_with(user, socket.deflates());
-    engine.registry.set_credential(conn.id, auth.credential);
-    conn.control.set_roles(auth.roles.clone());
-    if engine.is_shutting_down() {
-        // Registered after the shutdown sweep: close like the others.
-        conn.control.fire(CloseCode::ServerShutdown);
-    }
-    let (mut stream, sink) = socket.split(&outbox).await;
-    outbox.attach(sink).await;
-    // Boxed: the opening phase runs once, and its state would otherwise be reserved in
-    // every connection's task for the whole life of the connection.
-    let opened = Box::pin(open(&engine, &hooks, &conn, &outbox, hold_for_resume)).await;
-    if opened.is_ok() {
-        // `hello` is out: the writers may write what was queued behind it.
-        outbox.go_live();
-    }
-    // After `hello`: the client is served first and announced (presence) second, so a
-    // connect storm is not paced by presence bookkeeping. Called whether or not the
-    // opening succeeded, to pair with `disconnected` below.
-    hooks.connected(user, conns == 1).await;
-    let end = match opened {
-        Ok(held) => {
-            let limiter = RateLimiter::direct_with_clock(
-                Quota::per_second(
-                    NonZeroU32::new(engine.config.inbound_per_sec).unwrap_or(NonZeroU32::MIN),
-                )
-                .allow_burst(
-                    NonZeroU32::new(engine.config.inbound_burst).unwrap_or(NonZeroU32::MIN),
-                ),
-                engine.config.clock,
-            );
-            let mut session = Session {
-                engine: engine.clone(),
-                hooks: hooks.clone(),
-                conn: conn.clone(),
-                limiter,
-                strikes: 0,
-                held,
-                expires: deadline(&engine.config.clock, auth.expires_at),
-            };
-            session.run(&mut stream, &outbox).await
+) -> impl Future<Output = ()> + Send + use<> {
+    // A block, not an `async fn`: an `async fn` moves its arguments from the future's
+    // captures into locals, and both stay in the future for the connection's whole
+    // life (the socket, the credentials: ~350 bytes per idle connection).
+    async move {
+        let (conn, outbox, conns) = engine.registry.register_with(user, socket.deflates());
+        engine.registry.set_credential(conn.id, auth.credential);
+        conn.control.set_roles(auth.roles.clone());
+        if engine.is_shutting_down() {
+            // Registered after the shutdown sweep: close like the others.
+            conn.control.fire(CloseCode::ServerShutdown);
         }
-        Err(end) => end,
-    };
+        let (mut stream, sink) = socket.split(&outbox).await;
+        outbox.attach(sink).await;
+        // Boxed: the opening phase runs once, and its state would otherwise be reserved in
+        // every connection's task for the whole life of the connection.
+        let opened = Box::pin(open(&engine, &hooks, &conn, &outbox, hold_for_resume)).await;
+        if opened.is_ok() {
+            // `hello` is out: the writers may write what was queued behind it.
+            outbox.go_live();
+        }
+        // After `hello`: the client is served first and announced (presence) second, so a
+        // connect storm is not paced by presence bookkeeping. Called whether or not the
+        // opening succeeded, to pair with `disconnected` below.
+        hooks.connected(user, conns == 1).await;
+        let end = match opened {
+            Ok(held) => {
+                let limiter = RateLimiter::direct_with_clock(
+                    Quota::per_second(
+                        NonZeroU32::new(engine.config.inbound_per_sec).unwrap_or(NonZeroU32::MIN),
+                    )
+                    .allow_burst(
+                        NonZeroU32::new(engine.config.inbound_burst).unwrap_or(NonZeroU32::MIN),
+                    ),
+                    engine.config.clock,
+                );
+                let mut session = Session {
+                    engine: engine.clone(),
+                    hooks: hooks.clone(),
+                    conn: conn.clone(),
+                    limiter,
+                    strikes: 0,
+                    held,
+                    expires: deadline(&engine.config.clock, auth.expires_at),
+                };
+                session.run(&mut stream, &outbox).await
+            }
+            Err(end) => end,
+        };
 
-    let mut close_sent = false;
-    if let End::PeerClosed = end {
-        // The close reply tungstenite queued goes out (behind what was queued before
-        // it), if the peer still reads.
-        let _ = tokio::time::timeout(CLOSE_LINGER, Box::pin(outbox.drain(&engine.metrics))).await;
-    }
-    if let End::Close(code) = end {
-        // What is queued goes out before the close frame (the replies to a flood, the
-        // events before a shutdown), unless the peer is the reason: it stopped reading.
-        let unresponsive = matches!(code, CloseCode::SlowConsumer | CloseCode::HeartbeatTimeout);
-        if !unresponsive {
+        let mut close_sent = false;
+        if let End::PeerClosed = end {
+            // The close reply tungstenite queued goes out (behind what was queued before
+            // it), if the peer still reads.
             let _ =
                 tokio::time::timeout(CLOSE_LINGER, Box::pin(outbox.drain(&engine.metrics))).await;
         }
-        let frame = CloseFrame {
-            code: code.code().into(),
-            reason: code.reason().into(),
-        };
-        close_sent = matches!(
-            tokio::time::timeout(
-                CLOSE_LINGER,
-                Box::pin(outbox.close_with(Frame::close(Some(frame)))),
-            )
-            .await,
-            Ok(Ok(()))
-        );
+        if let End::Close(code) = end {
+            // What is queued goes out before the close frame (the replies to a flood, the
+            // events before a shutdown), unless the peer is the reason: it stopped reading.
+            let unresponsive =
+                matches!(code, CloseCode::SlowConsumer | CloseCode::HeartbeatTimeout);
+            if !unresponsive {
+                let _ = tokio::time::timeout(CLOSE_LINGER, Box::pin(outbox.drain(&engine.metrics)))
+                    .await;
+            }
+            let frame = CloseFrame {
+                code: code.code().into(),
+                reason: code.reason().into(),
+            };
+            close_sent = matches!(
+                tokio::time::timeout(
+                    CLOSE_LINGER,
+                    Box::pin(outbox.close_with(Frame::close(Some(frame)))),
+                )
+                .await,
+                Ok(Ok(()))
+            );
+        }
+        let remaining = engine.registry.unregister(&conn);
+        hooks.disconnected(user, remaining == 0).await;
+        if close_sent {
+            Box::pin(linger(&mut stream)).await;
+        }
+        outbox.detach().await;
     }
-    let remaining = engine.registry.unregister(&conn);
-    hooks.disconnected(user, remaining == 0).await;
-    if close_sent {
-        Box::pin(linger(&mut stream)).await;
-    }
-    outbox.detach().await;
 }
 
 /// How long a closing connection waits to send its close frame, and then for the

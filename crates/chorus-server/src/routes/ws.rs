@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use chorus_proto::ErrorCode;
 use chorus_realtime::{ANONYMOUS, SessionAuth, Socket, deflate};
+use futures_util::FutureExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -217,12 +218,13 @@ pub async fn upgrade(
         state.config.ws_compression,
         &state.tasks,
         move |socket| {
-            let session = engine.serve_socket(socket, user, hooks, hold, session);
-            async move {
-                session.await;
-                // The anonymous slot is held for the session's whole life.
-                drop(slot);
-            }
+            // The anonymous slot is held for the session's whole life. A combinator, not
+            // `async move { session.await; drop(slot) }`: such a block keeps the
+            // session's future twice (as its capture and as the future it awaits),
+            // 1.9 KiB more in every connection's task.
+            engine
+                .serve_socket(socket, user, hooks, hold, session)
+                .map(move |()| drop(slot))
         },
     ))
 }
