@@ -283,15 +283,19 @@ impl MemoryBroker {
                     progressed = true;
                 }
             }
+            // Skipped only when nothing moved while the log was read: the missing events'
+            // own publishes may have come meanwhile (the lock is not held across the
+            // read), and then `head` and `until` read before it are stale — skipping to
+            // them would move the head back and drop the events still on their way.
             if !progressed
-                && l.pending
-                    .first_key_value()
-                    .is_some_and(|(&first, _)| first > l.head + 1)
+                && l.head == head
+                && let Some(&first) = l.pending.keys().next()
+                && first > head + 1
             {
                 // The log has nothing between: the missing offsets were trimmed away
                 // (or never committed); continue after them.
-                tracing::warn!(%scope, from = l.head + 1, to = until - 1, "offsets missing from the event log");
-                l.head = until - 1;
+                tracing::warn!(%scope, from = head + 1, to = first - 1, "offsets missing from the event log");
+                l.head = first - 1;
                 l.events.clear();
                 if let Some((_, publish)) = l.pending.pop_first() {
                     let event = Arc::new(logged_event(publish, self.clock.system_time()));
@@ -447,5 +451,116 @@ impl Broker for MemoryBroker {
             return self.head(scope, log).await;
         }
         Ok(self.log(scope).map_or(self.base, |log| lock(&log).head))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::broker::log::{LogHeads, LogRead};
+    use tokio::sync::{Notify, Semaphore};
+
+    /// A log in memory whose first read waits until the test lets it finish.
+    struct Log {
+        events: Mutex<Vec<Arc<Event>>>,
+        reading: Notify,
+        gate: Semaphore,
+    }
+
+    #[async_trait]
+    impl EventLog for Log {
+        async fn append(&self, _: Vec<Publish>) -> Result<Vec<Publish>, BrokerError> {
+            Err(BrokerError::Unavailable("not in this test".to_owned()))
+        }
+        async fn head(&self, _: &Scope) -> Result<u64, BrokerError> {
+            Ok(lock(&self.events)
+                .last()
+                .and_then(|e| e.offset)
+                .unwrap_or(0))
+        }
+        async fn heads(&self) -> Result<LogHeads, BrokerError> {
+            Ok(LogHeads::default())
+        }
+        async fn recent(&self, _: SystemTime) -> Result<Vec<(Scope, u64)>, BrokerError> {
+            Ok(Vec::new())
+        }
+        /// What was committed when the read began, returned once the test lets it end.
+        async fn read(&self, _: &Scope, after: u64, limit: usize) -> Result<LogRead, BrokerError> {
+            let read = {
+                let events = lock(&self.events);
+                LogRead {
+                    events: events
+                        .iter()
+                        .filter(|e| e.offset.is_some_and(|o| o > after))
+                        .take(limit)
+                        .cloned()
+                        .collect(),
+                    head: events.last().and_then(|e| e.offset).unwrap_or(0),
+                }
+            };
+            self.reading.notify_one();
+            // One permit per read the test lets through; the permit is used up.
+            self.gate.acquire().await.unwrap().forget();
+            Ok(read)
+        }
+    }
+
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<u64>>);
+
+    impl EventSink for Sink {
+        fn deliver(&self, event: &Arc<Event>) {
+            lock(&self.0).extend(event.offset);
+        }
+        fn wants(&self, _: &Scope) -> bool {
+            true
+        }
+    }
+
+    fn at(offset: u64) -> Publish {
+        let mut publish = Publish::new(Scope::parse("channel:1").unwrap(), "m", &offset);
+        publish.offset = Some(offset);
+        publish
+    }
+
+    /// The events before a gap are published while the gap filler reads the log: the
+    /// filler must neither move the head back nor skip what is still on its way.
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_filled_meanwhile_by_the_publishes_themselves_loses_nothing() {
+        let log = Arc::new(Log {
+            events: Mutex::new(Vec::new()),
+            reading: Notify::new(),
+            gate: Semaphore::new(0),
+        });
+        let sink = Arc::new(Sink::default());
+        let broker = MemoryBroker::with_log(
+            sink.clone(),
+            Retention::default(),
+            Clock::system(),
+            Some(log.clone()),
+        );
+        let logged = |o| Arc::new(logged_event(at(o), SystemTime::now()));
+        // 1 to 3 committed; 3 is published first, past a gap: a filler reads the log.
+        lock(&log.events).extend((1..=3).map(logged));
+        broker.publish(at(3)).await.unwrap();
+        log.reading.notified().await;
+        // While it reads: 1 and 2 come (3 follows them); 4 and 5 commit, and 5 comes
+        // past a new gap (4's publish is still on its way).
+        broker.publish(at(1)).await.unwrap();
+        broker.publish(at(2)).await.unwrap();
+        lock(&log.events).extend((4..=5).map(logged));
+        broker.publish(at(5)).await.unwrap();
+        assert_eq!(*lock(&sink.0), [1, 2, 3]);
+        // The filler's read ends with nothing past 3; its next one finds 4.
+        log.gate.add_permits(2);
+        for _ in 0..50 {
+            if lock(&sink.0).len() >= 4 {
+                break;
+            }
+            tokio::time::sleep(GAP_WAIT).await;
+        }
+        broker.publish(at(4)).await.unwrap();
+        assert_eq!(*lock(&sink.0), [1, 2, 3, 4, 5]);
     }
 }
