@@ -588,14 +588,23 @@ pub struct Namespace {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub schema: Option<Value>,
-    /// `0`: no history (events get no offset and are never replayed). Other values are
-    /// not supported yet: the server's `retention_events` applies.
+    /// How many of each topic's last events are kept for `resume`, `since` and the HTTP
+    /// catch-up (at most 1,000,000), instead of the server's `retention_events`. `0`: no
+    /// history (events get no offset and are never replayed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_events: Option<u64>,
-    /// `0`: no history, as `retention_events = 0`. Other values are not supported yet:
-    /// the server's `retention_secs` applies.
+    /// How long each topic's events are kept, in seconds (at most a year), instead of
+    /// the server's `retention_secs`. `0`: no history, as `retention_events = 0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_secs: Option<u64>,
+    /// Whether who is subscribed to a topic can be read (`GET
+    /// /api/v1/scopes/{scope}/presence`, by whoever may read the topic).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub presence: bool,
+    /// Whether a topic's subscribers receive `subscriber.joined` / `subscriber.left`
+    /// when a connection subscribes to it or stops.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub join_leave: bool,
 }
 
 fn authenticated() -> String {

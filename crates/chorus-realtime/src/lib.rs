@@ -47,6 +47,7 @@ mod writer;
 
 pub use broker::{
     Broker, BrokerError, EventLog, EventSink, History, LogRead, MemoryBroker, Retention,
+    RetentionRule, Retentions,
 };
 pub use clock::Clock;
 pub use engine::{Engine, EngineConfig};

@@ -21,6 +21,8 @@ fn namespace(name: &str, pattern: &str, read: &str, publish: &str) -> Namespace 
         schema: None,
         retention_events: None,
         retention_secs: None,
+        presence: false,
+        join_leave: false,
     }
 }
 
@@ -642,4 +644,237 @@ fn the_example_configuration_is_valid() {
             .is_some()
     );
     chorus_chat::namespaces::Namespaces::new(config.namespaces).unwrap();
+}
+
+/// `n` server publishes to `scope`; their offsets.
+async fn publish_n(s: &TestServer, scope: &str, n: u64) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    for i in 0..n {
+        let sent = publish(s, scope, "tick", json!({"amount": i}))
+            .await
+            .expect_status(StatusCode::ACCEPTED);
+        offsets.push(sent.body["offset"].as_u64().expect("an offset"));
+    }
+    offsets
+}
+
+/// A `subscribe` with `since` on a new connection: `recovered` and the replayed
+/// events' offsets.
+async fn replay_since(s: &TestServer, token: &str, scope: &str, since: u64) -> (bool, Vec<u64>) {
+    let mut client = s.connect(token).await;
+    let ack = client
+        .request(json!({"op": "subscribe", "scope": scope, "since": since}))
+        .await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    let replayed = client
+        .barrier()
+        .await
+        .iter()
+        .filter(|f| f["scope"] == scope)
+        .map(|f| f["offset"].as_u64().unwrap())
+        .collect();
+    (ack["recovered"].as_bool().unwrap(), replayed)
+}
+
+/// The HTTP catch-up after `after`: the events' offsets, or the error status.
+async fn catch_up(s: &TestServer, token: &str, scope: &str, after: u64) -> Result<Vec<u64>, u16> {
+    let path = format!(
+        "/api/v1/scopes/{}/events?after={after}",
+        scope.replace(':', "%3A")
+    );
+    let resp = s.get(&path, token).await;
+    if resp.status != StatusCode::OK {
+        assert_eq!(resp.body["error"]["code"], "gone", "{}", resp.text);
+        return Err(resp.status.as_u16());
+    }
+    Ok(resp.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["offset"].as_u64().unwrap())
+        .collect())
+}
+
+fn with_retention(events: Option<u64>, secs: Option<u64>) -> Vec<Namespace> {
+    let mut all = namespaces();
+    let mut recent = namespace("recent", "topic:recent.{id}", "authenticated", "server");
+    recent.retention_events = events;
+    recent.retention_secs = secs;
+    all.insert(0, recent);
+    all
+}
+
+/// `retention_events = 3`: a topic of the namespace keeps exactly its last three events
+/// for `since` / `resume` and the HTTP catch-up, whatever the server keeps; further back
+/// is `recovered: false` and `410 gone`. A topic of another namespace keeps the
+/// server's window (here: everything); one with `retention_events = 0` keeps nothing.
+#[tokio::test]
+async fn a_namespace_retention_keeps_exactly_its_last_events() {
+    let s = TestServer::start_with(|c| c.namespaces = with_retention(Some(3), None)).await;
+    let w = s.world().await;
+    let token = &w.alice.token;
+    let o = publish_n(&s, "topic:recent.1", 5).await;
+
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", o[1]).await,
+        (true, o[2..].to_vec()),
+        "the last three"
+    );
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", o[0]).await,
+        (false, vec![]),
+        "the fourth from the end is gone"
+    );
+    let mut resuming = s.connect(token).await;
+    let ack = resuming
+        .request(json!({"op": "resume", "positions": {"topic:recent.1": o[0]}}))
+        .await;
+    assert_eq!(ack["scopes"]["topic:recent.1"]["recovered"], false, "{ack}");
+    assert_eq!(
+        catch_up(&s, token, "topic:recent.1", o[1]).await,
+        Ok(o[2..].to_vec())
+    );
+    assert_eq!(catch_up(&s, token, "topic:recent.1", o[0]).await, Err(410));
+
+    // The server's window elsewhere: all five.
+    let orders = publish_n(&s, "topic:orders.1", 5).await;
+    assert_eq!(
+        replay_since(&s, token, "topic:orders.1", orders[0] - 1).await,
+        (true, orders.clone())
+    );
+    assert_eq!(
+        catch_up(&s, token, "topic:orders.1", orders[0] - 1).await,
+        Ok(orders)
+    );
+
+    // After a restart too (the window is read from the event log then).
+    let mut s = s;
+    s.restart().await;
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", o[1]).await,
+        (true, o[2..].to_vec())
+    );
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", o[0]).await,
+        (false, vec![])
+    );
+}
+
+/// `retention_secs`: events older than the namespace's age are gone for it, while the
+/// server (24 h) still keeps those of other namespaces. Judged on the server's clock: the
+/// same data, restarted with a clock two minutes later.
+#[tokio::test]
+async fn a_namespace_retention_age_applies_on_the_servers_clock() {
+    let start = chorus_server::Clock::system().now_ms();
+    let mut s = TestServer::start_with(|c| {
+        c.namespaces = with_retention(None, Some(60));
+        c.clock = chorus_server::Clock::following_tokio(start);
+    })
+    .await;
+    let w = s.world().await;
+    let token = &w.alice.token;
+    let recent = publish_n(&s, "topic:recent.1", 2).await;
+    let orders = publish_n(&s, "topic:orders.1", 2).await;
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", recent[0] - 1).await,
+        (true, recent.clone()),
+        "within the minute"
+    );
+
+    s.restart_with(|c| {
+        c.namespaces = with_retention(None, Some(60));
+        c.clock = chorus_server::Clock::following_tokio(start + 120_000);
+    })
+    .await;
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", recent[0] - 1).await,
+        (false, vec![])
+    );
+    assert_eq!(
+        catch_up(&s, token, "topic:recent.1", recent[0] - 1).await,
+        Err(410)
+    );
+    assert_eq!(
+        replay_since(&s, token, "topic:orders.1", orders[0] - 1).await,
+        (true, orders.clone())
+    );
+    assert_eq!(
+        catch_up(&s, token, "topic:orders.1", orders[0] - 1).await,
+        Ok(orders)
+    );
+}
+
+/// A reload changes a namespace's window for the next resume and catch-up: narrowed to
+/// two, the third from the end is gone; widened again, the event log still had it.
+#[tokio::test]
+async fn a_reload_changes_a_namespace_retention() {
+    let s = TestServer::start_with(|c| c.namespaces = with_retention(Some(3), None)).await;
+    let w = s.world().await;
+    let token = &w.alice.token;
+    let o = publish_n(&s, "topic:recent.1", 4).await;
+    assert_eq!(
+        catch_up(&s, token, "topic:recent.1", o[0]).await,
+        Ok(o[1..].to_vec())
+    );
+
+    chorus_server::reload_namespaces(s.state(), with_retention(Some(2), None)).unwrap();
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", o[0]).await,
+        (false, vec![])
+    );
+    assert_eq!(catch_up(&s, token, "topic:recent.1", o[0]).await, Err(410));
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", o[1]).await,
+        (true, o[2..].to_vec())
+    );
+
+    chorus_server::reload_namespaces(s.state(), with_retention(Some(10), None)).unwrap();
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", o[0] - 1).await,
+        (true, o.clone())
+    );
+    assert_eq!(
+        catch_up(&s, token, "topic:recent.1", o[0] - 1).await,
+        Ok(o.clone())
+    );
+    // Declaring no retention: the server's window.
+    chorus_server::reload_namespaces(s.state(), with_retention(None, None)).unwrap();
+    assert_eq!(catch_up(&s, token, "topic:recent.1", o[0] - 1).await, Ok(o));
+}
+
+/// `after` must be a position the server gave (an event's offset, a subscribe ack's
+/// `offset`, `hello`'s `offsets`): offsets start at a large base, so `after=0` is no
+/// position of this database and answers `410 gone`, as a resume from 0 answers
+/// `recovered: false` — even right after the topic's first event. In a namespace
+/// without history nothing is logged: from the ack's offset the catch-up is empty.
+#[tokio::test]
+async fn catching_up_from_zero_is_gone_and_from_a_given_offset_is_complete() {
+    let s = gateway().await;
+    let w = s.world().await;
+    let token = &w.alice.token;
+    let mut alice = s.connect(token).await;
+    let head = alice.subscribe("topic:room.lobby").await["offset"]
+        .as_u64()
+        .unwrap();
+    let ack = client_publish(&mut alice, "topic:room.lobby", json!({"text": "hi"})).await;
+    let offset = ack["offset"].as_u64().unwrap();
+    assert_eq!(offset, head + 1);
+    assert_eq!(catch_up(&s, token, "topic:room.lobby", 0).await, Err(410));
+    assert_eq!(
+        replay_since(&s, token, "topic:room.lobby", 0).await,
+        (false, vec![])
+    );
+    assert_eq!(
+        catch_up(&s, token, "topic:room.lobby", head).await,
+        Ok(vec![offset])
+    );
+
+    let head = alice.subscribe("topic:ticker.abc").await["offset"]
+        .as_u64()
+        .unwrap();
+    let ack = client_publish(&mut alice, "topic:ticker.abc", json!({})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    assert!(ack.get("offset").is_none_or(Value::is_null), "{ack}");
+    assert_eq!(catch_up(&s, token, "topic:ticker.abc", head).await, Ok(vec![]));
+    assert_eq!(catch_up(&s, token, "topic:ticker.abc", 0).await, Err(410));
 }

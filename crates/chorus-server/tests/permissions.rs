@@ -1258,6 +1258,8 @@ async fn namespaced_topics_follow_their_access() {
         schema: None,
         retention_events: None,
         retention_secs: None,
+        presence: false,
+        join_leave: false,
     };
     let s = TestServer::start_with(|c| {
         c.namespaces = vec![
@@ -1372,6 +1374,8 @@ async fn proxied_topics_follow_the_applications_answer() {
             schema: None,
             retention_events: None,
             retention_secs: None,
+            presence: false,
+            join_leave: false,
         }];
     })
     .await;
@@ -1422,6 +1426,8 @@ async fn credential_roles_open_role_namespaces() {
         schema: None,
         retention_events: None,
         retention_secs: None,
+        presence: false,
+        join_leave: false,
     };
     let s = TestServer::start_with(|c| {
         c.jwt_secret = Some(SECRET.into());
