@@ -644,6 +644,30 @@ pub struct ScopeEvents {
     pub more: bool,
 }
 
+/// `GET /api/v1/scopes/{scope}/presence`: who is subscribed to a topic of a namespace
+/// with `presence = true`, on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TopicPresence {
+    pub scope: String,
+    /// One entry per subscribed connection, by `user_id` then `session_id`.
+    pub subscribers: Vec<TopicSubscriber>,
+}
+
+/// One connection subscribed to a topic (in [`TopicPresence`], and the `data` of
+/// `subscriber.joined` / `subscriber.left`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TopicSubscriber {
+    /// The user (`0` for an anonymous connection).
+    pub user_id: i64,
+    /// The connection's `session_id`, as its `hello` gave it.
+    pub session_id: String,
+    /// Present (`true`) for an anonymous connection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
+}
+
 /// An event as the WebSocket delivers it to the caller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

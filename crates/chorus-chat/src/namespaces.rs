@@ -376,6 +376,20 @@ impl Namespaces {
         })
     }
 
+    /// Whether some namespace keeps presence or sends join/leave events.
+    pub fn any_watched(&self) -> bool {
+        self.list
+            .iter()
+            .any(|n| n.config.presence || n.config.join_leave)
+    }
+
+    /// `(presence, join_leave)` of `scope`'s namespace; `None` when it has neither (or
+    /// no namespace).
+    pub fn watched(&self, scope: &Scope) -> Option<(bool, bool)> {
+        let config = &self.find(scope)?.namespace.config;
+        (config.presence || config.join_leave).then_some((config.presence, config.join_leave))
+    }
+
     /// The namespaces as configured.
     pub fn configs(&self) -> Vec<Namespace> {
         self.list.iter().map(|n| n.config.clone()).collect()

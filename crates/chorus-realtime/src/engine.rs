@@ -109,7 +109,9 @@ impl Engine {
             log,
         )
         .await?;
-        Ok(Self::assemble(config, metrics, registry, broker, retentions))
+        Ok(Self::assemble(
+            config, metrics, registry, broker, retentions,
+        ))
     }
 
     fn parts(config: &EngineConfig) -> (Arc<Metrics>, Arc<Registry>) {

@@ -875,6 +875,166 @@ async fn catching_up_from_zero_is_gone_and_from_a_given_offset_is_complete() {
     let ack = client_publish(&mut alice, "topic:ticker.abc", json!({})).await;
     assert_eq!(ack["op"], "ack", "{ack}");
     assert!(ack.get("offset").is_none_or(Value::is_null), "{ack}");
-    assert_eq!(catch_up(&s, token, "topic:ticker.abc", head).await, Ok(vec![]));
+    assert_eq!(
+        catch_up(&s, token, "topic:ticker.abc", head).await,
+        Ok(vec![])
+    );
     assert_eq!(catch_up(&s, token, "topic:ticker.abc", 0).await, Err(410));
+}
+
+fn watched_namespaces() -> Vec<Namespace> {
+    let mut lobby = namespace("lobby", "topic:lobby.{id}", "public", "public");
+    lobby.presence = true;
+    lobby.join_leave = true;
+    let mut desk = namespace("desk", "topic:desk.{user_id}", "user", "user");
+    desk.presence = true;
+    let mut all = vec![lobby, desk];
+    all.extend(namespaces());
+    all
+}
+
+/// The next `subscriber.joined` / `subscriber.left` of `scope` (other frames skipped).
+async fn next_change(client: &mut WsClient, scope: &str) -> Value {
+    loop {
+        let frame = client.recv_json().await;
+        let kind = frame["type"].as_str().unwrap_or("");
+        if frame["scope"] == scope && kind.starts_with("subscriber.") {
+            assert!(frame.get("offset").is_none(), "ephemeral: {frame}");
+            return json!({"type": kind, "data": frame["data"]});
+        }
+    }
+}
+
+fn change(kind: &str, user_id: i64, session: &Value) -> Value {
+    let mut data = json!({"user_id": user_id, "session_id": session});
+    if user_id == 0 {
+        data["anonymous"] = json!(true);
+    }
+    json!({"type": kind, "data": data})
+}
+
+async fn presence_of(s: &TestServer, token: &str, scope: &str) -> Vec<Value> {
+    let path = format!("/api/v1/scopes/{}/presence", scope.replace(':', "%3A"));
+    let got = s.get(&path, token).await.expect_status(StatusCode::OK).body;
+    assert_eq!(got["scope"], scope);
+    got["subscribers"].as_array().unwrap().clone()
+}
+
+/// `join_leave = true`: a topic's subscribers receive `subscriber.joined` /
+/// `subscriber.left` (ephemeral) as other connections subscribe and stop — by
+/// `unsubscribe` or by closing — anonymous ones as user 0 with `anonymous: true`.
+/// `presence = true`: who is subscribed can be read over HTTP, one entry per
+/// connection. A namespace with neither sends no such events and has no presence.
+#[tokio::test]
+async fn join_leave_events_and_presence_of_a_topic() {
+    let s = TestServer::start_with(|c| c.namespaces = watched_namespaces()).await;
+    let w = s.world().await;
+    let lobby = "topic:lobby.1";
+    let mut alice = s.connect(&w.alice.token).await;
+    let alice_session = alice.hello["session_id"].clone();
+    assert_eq!(answer(&mut alice, lobby).await, "ack");
+    // Its own join comes back too (it knows its `session_id` from `hello`).
+    assert_eq!(
+        next_change(&mut alice, lobby).await,
+        change("subscriber.joined", w.alice.id, &alice_session)
+    );
+
+    let mut bob = s.connect(&w.bob.token).await;
+    assert_eq!(answer(&mut bob, lobby).await, "ack");
+    let bob_session = bob.hello["session_id"].clone();
+    assert_eq!(
+        next_change(&mut alice, lobby).await,
+        change("subscriber.joined", w.bob.id, &bob_session)
+    );
+    let mut anon = s.connect_anonymous().await;
+    assert_eq!(answer(&mut anon, lobby).await, "ack");
+    let anon_session = anon.hello["session_id"].clone();
+    assert_eq!(
+        next_change(&mut alice, lobby).await,
+        change("subscriber.joined", 0, &anon_session)
+    );
+    assert_eq!(
+        next_change(&mut anon, lobby).await,
+        change("subscriber.joined", 0, &anon_session),
+        "anonymous subscribers receive them too"
+    );
+
+    let mut expected = vec![
+        change("", w.alice.id, &alice_session)["data"].clone(),
+        change("", w.bob.id, &bob_session)["data"].clone(),
+        change("", 0, &anon_session)["data"].clone(),
+    ];
+    expected.sort_by_key(|v| (v["user_id"].as_i64(), v["session_id"].to_string()));
+    assert_eq!(presence_of(&s, &w.carol.token, lobby).await, expected);
+
+    let ack = bob
+        .request(json!({"op": "unsubscribe", "scope": lobby}))
+        .await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    assert_eq!(
+        next_change(&mut alice, lobby).await,
+        change("subscriber.left", w.bob.id, &bob_session)
+    );
+    anon.close().await;
+    assert_eq!(
+        next_change(&mut alice, lobby).await,
+        change("subscriber.left", 0, &anon_session)
+    );
+    assert_eq!(
+        presence_of(&s, &w.alice.token, lobby).await,
+        [change("", w.alice.id, &alice_session)["data"].clone()]
+    );
+
+    // Presence without join/leave: readable by whom the namespace lets read it.
+    let desk = format!("topic:desk.{}", w.bob.id);
+    assert_eq!(answer(&mut bob, &desk).await, "ack");
+    assert_eq!(
+        presence_of(&s, &w.bob.token, &desk).await,
+        [change("", w.bob.id, &bob_session)["data"].clone()]
+    );
+    let path = format!("/api/v1/scopes/{}/presence", desk.replace(':', "%3A"));
+    s.get(&path, &w.alice.token)
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    // Neither: no presence, and no join events before the marker.
+    s.get("/api/v1/scopes/topic%3Aorders.1/presence", &w.alice.token)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    s.get(
+        &format!("/api/v1/scopes/workspace%3A{}/presence", w.ws),
+        &w.alice.token,
+    )
+    .await
+    .expect_error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(answer(&mut alice, "topic:orders.1").await, "ack");
+    assert_eq!(answer(&mut bob, "topic:orders.1").await, "ack");
+    publish(&s, "topic:orders.1", "marker", json!({"amount": 1}))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    loop {
+        let frame = alice.recv_json().await;
+        assert!(
+            !(frame["scope"] == "topic:orders.1"
+                && frame["type"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("subscriber.")),
+            "{frame}"
+        );
+        if frame["type"] == "marker" {
+            break;
+        }
+    }
+    // A revocation ends presence too: a reload that shuts bob out of his desk, then
+    // one that lets him in again (he has not subscribed since).
+    let mut stricter = watched_namespaces();
+    stricter[1].read = "role:nobody".into();
+    chorus_server::reload_namespaces(s.state(), stricter).unwrap();
+    let revoked = bob.expect_event("subscription.revoked").await;
+    assert_eq!(revoked["scope"], desk);
+    chorus_server::reload_namespaces(s.state(), watched_namespaces()).unwrap();
+    assert_eq!(
+        presence_of(&s, &w.bob.token, &desk).await,
+        Vec::<Value>::new()
+    );
 }

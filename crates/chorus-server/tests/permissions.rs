@@ -1258,7 +1258,8 @@ async fn namespaced_topics_follow_their_access() {
         schema: None,
         retention_events: None,
         retention_secs: None,
-        presence: false,
+        // Who may read a topic's presence is who may subscribe (checked below too).
+        presence: true,
         join_leave: false,
     };
     let s = TestServer::start_with(|c| {
@@ -1337,6 +1338,26 @@ async fn namespaced_topics_follow_their_access() {
             writeln!(
                 wrong,
                 "{actor:?} publishing to {kind} ({name}): expected {publish}, got {got}"
+            )
+            .unwrap();
+        }
+        // The topic's presence over HTTP: the same rule as subscribing.
+        let status = s
+            .get(
+                &format!("/api/v1/scopes/{}/presence", name.replace(':', "%3A")),
+                &p.of(*actor).token,
+            )
+            .await
+            .status;
+        let expected = match *read {
+            "ack" => StatusCode::OK,
+            "forbidden" => StatusCode::FORBIDDEN,
+            _ => StatusCode::NOT_FOUND,
+        };
+        if status != expected {
+            writeln!(
+                wrong,
+                "{actor:?} reading the presence of {kind} ({name}): expected {expected}, got {status}"
             )
             .unwrap();
         }

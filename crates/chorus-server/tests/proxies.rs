@@ -412,7 +412,8 @@ async fn subscribe_and_publish_proxy_requests_carry_the_credentials_roles() {
         c.namespaces = vec![namespace("tickets", "topic:ticket.{id}", "proxy", "proxy")];
     })
     .await;
-    let publish = json!({"op": "publish", "scope": "topic:ticket.7", "type": "note", "data": {"n": 1}});
+    let publish =
+        json!({"op": "publish", "scope": "topic:ticket.7", "type": "note", "data": {"n": 1}});
 
     let mut staff = s.connect("staff-session").await;
     assert_eq!(answer(&mut staff, "topic:ticket.7").await["op"], "ack");
@@ -449,7 +450,11 @@ async fn subscribe_and_publish_proxy_requests_carry_the_credentials_roles() {
     let refused = plain.request(publish).await;
     assert_eq!(refused["code"], "forbidden", "{refused}");
     let asked = app.seen("subscribe");
-    assert_eq!(asked.len(), 2, "not answered from the staff's cache: {asked:?}");
+    assert_eq!(
+        asked.len(),
+        2,
+        "not answered from the staff's cache: {asked:?}"
+    );
     assert_eq!(asked[1].body["roles"], json!([]));
     assert_eq!(app.seen("publish")[1].body["roles"], json!([]));
 }

@@ -97,7 +97,9 @@ impl Chat {
         let window = self.engine.retentions.of(&scope);
         let oldest = std::time::UNIX_EPOCH
             + std::time::Duration::from_millis(u64::try_from(self.now().0).unwrap_or(0));
-        let oldest = oldest.checked_sub(window.max_age).unwrap_or(std::time::UNIX_EPOCH);
+        let oldest = oldest
+            .checked_sub(window.max_age)
+            .unwrap_or(std::time::UNIX_EPOCH);
         if after < head
             && (head - after > window.max_events as u64
                 || events

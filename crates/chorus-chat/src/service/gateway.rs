@@ -51,6 +51,7 @@ impl Chat {
                 server: retentions.server(),
             }))
         });
+        self.watch_topics(&namespaces);
         match self.namespaces.write() {
             Ok(mut current) => *current = namespaces,
             Err(poisoned) => *poisoned.into_inner() = namespaces,

@@ -38,7 +38,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chorus_realtime::Clock;
+use chorus_api::TopicSubscriber;
+use chorus_realtime::{Clock, Scope};
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -506,10 +507,100 @@ impl RedisPresence {
     }
 }
 
+/// The subscribers of a topic that keeps presence: field `<node>|<session_id>` → the
+/// subscriber's JSON. A dead node's fields are dropped when the topic is next read.
+fn topic_key(scope: &Scope) -> String {
+    format!("chorus:tp:{scope}")
+}
+
 #[async_trait]
 impl PresenceTracker for RedisPresence {
     fn shared(&self) -> bool {
         true
+    }
+
+    async fn topic_joined(&self, scope: &Scope, subscriber: &TopicSubscriber) {
+        let Ok(value) = serde_json::to_string(subscriber) else {
+            return;
+        };
+        let field = format!("{}|{}", self.node, subscriber.session_id);
+        let mut conn = self.conn.clone();
+        let set: redis::RedisResult<()> = redis::cmd("HSET")
+            .arg(topic_key(scope))
+            .arg(field)
+            .arg(value)
+            .query_async(&mut conn)
+            .await;
+        if let Err(err) = set {
+            tracing::warn!(%scope, cause = %err, "topic presence: join not recorded");
+        }
+    }
+
+    async fn topic_left(&self, scope: &Scope, session: &str) {
+        let field = format!("{}|{session}", self.node);
+        let mut conn = self.conn.clone();
+        let removed: redis::RedisResult<()> = redis::cmd("HDEL")
+            .arg(topic_key(scope))
+            .arg(field)
+            .query_async(&mut conn)
+            .await;
+        if let Err(err) = removed {
+            tracing::warn!(%scope, cause = %err, "topic presence: leave not recorded");
+        }
+    }
+
+    async fn topic_subscribers(&self, scope: &Scope) -> Option<Vec<TopicSubscriber>> {
+        let key = topic_key(scope);
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = match redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(all) => all,
+            Err(err) => {
+                tracing::warn!(%scope, cause = %err, "topic presence: read from this node only");
+                return None;
+            }
+        };
+        // Which nodes are alive: this one, and those whose heartbeat has not lapsed.
+        let mut alive: HashMap<&str, bool> = HashMap::new();
+        alive.insert(self.node.as_str(), true);
+        let mut out = Vec::with_capacity(all.len());
+        let mut dead = Vec::new();
+        for (field, value) in &all {
+            let node = field.split('|').next().unwrap_or_default();
+            let live = match alive.get(node) {
+                Some(&live) => live,
+                None => {
+                    let live = redis::cmd("EXISTS")
+                        .arg(heartbeat_key(node))
+                        .query_async::<bool>(&mut conn)
+                        .await
+                        .unwrap_or(true);
+                    alive.insert(node, live);
+                    live
+                }
+            };
+            if !live {
+                dead.push(field.clone());
+                continue;
+            }
+            if let Ok(subscriber) = serde_json::from_str(value) {
+                out.push(subscriber);
+            }
+        }
+        if !dead.is_empty() {
+            let removed: redis::RedisResult<()> = redis::cmd("HDEL")
+                .arg(&key)
+                .arg(&dead)
+                .query_async(&mut conn)
+                .await;
+            if let Err(err) = removed {
+                tracing::debug!(%scope, cause = %err, "topic presence: dead nodes' fields kept");
+            }
+        }
+        Some(out)
     }
 
     async fn nodes(&self) -> Vec<NodeStat> {

@@ -399,14 +399,8 @@ impl Broker for MemoryBroker {
                 }
                 None => return Ok(window(&ScopeLog::new(base), since)),
             }
-            return super::log::history(
-                event_log.as_ref(),
-                scope,
-                since,
-                retention,
-                &self.clock,
-            )
-            .await;
+            return super::log::history(event_log.as_ref(), scope, since, retention, &self.clock)
+                .await;
         }
         let Some(log) = self.log(scope) else {
             return Ok(History {

@@ -878,8 +878,7 @@ impl Broker for RedisBroker {
         let inner = &self.inner;
         let retention = inner.retention.of(scope);
         if let Some(log) = &inner.log {
-            return super::log::history(log.as_ref(), scope, since, retention, &inner.clock)
-                .await;
+            return super::log::history(log.as_ref(), scope, since, retention, &inner.clock).await;
         }
         let head = inner.head_of(scope).await?;
         let unrecovered = |events| History {
