@@ -637,6 +637,9 @@ fn the_example_configuration_is_valid() {
         config.namespaces[1].schema.as_ref().unwrap()["required"],
         json!(["status", "amount"])
     );
+    assert_eq!(config.namespaces[0].retention_events, Some(50));
+    let rooms = &config.namespaces[6];
+    assert!(rooms.presence && rooms.join_leave, "{rooms:?}");
     // Its proxies are complete for its `proxy` namespaces.
     assert!(
         chorus_server::proxies::Proxies::from_config(&config)
