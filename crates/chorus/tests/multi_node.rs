@@ -2019,7 +2019,12 @@ retention_events = 2
         next_subscriber_change(&mut on_a, lobby).await,
         ("subscriber.joined".into(), ann_id)
     );
-    let mut on_b = open(b, &ben).await;
+    let url = format!("ws://{b}/ws?token={ben}");
+    let (mut on_b, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let hello = next_json(&mut on_b).await;
+    let ben_on_b = hello["session_id"].clone();
     let ack = request(&mut on_b, json!({"op": "subscribe", "scope": lobby})).await;
     assert_eq!(ack["op"], "ack", "{ack}");
     assert_eq!(
@@ -2090,6 +2095,14 @@ retention_events = 2
             .await
             .contains(&ben_id)
     );
+    // (ben's connections to node C above joined and left meanwhile: skip them)
+    let of_ben_on_b = async |ws: &mut Ws| loop {
+        let v = next_json(ws).await;
+        if v["scope"] == lobby && v["data"]["session_id"] == ben_on_b {
+            return v["type"].as_str().unwrap().to_owned();
+        }
+    };
+    assert_eq!(of_ben_on_b(&mut on_a).await, "subscriber.joined");
     nodes[1].child.start_kill().unwrap();
     let after_kill = presence_until(a, &ann, lobby, Duration::from_secs(15), |u| {
         !u.contains(&ben_id)
@@ -2097,4 +2110,24 @@ retention_events = 2
     .await;
     assert!(!after_kill.contains(&ben_id), "{after_kill:?}");
     assert!(after_kill.contains(&ann_id), "{after_kill:?}");
+    // The sweep that forgets node B announces its subscribers' leaves, once (the
+    // documented bound: heartbeat TTL 6 s + sweep interval 2 s).
+    let left = tokio::time::timeout(Duration::from_secs(12), of_ben_on_b(&mut on_a))
+        .await
+        .expect("ben's leave announced by the sweep");
+    assert_eq!(left, "subscriber.left");
+    call(
+        a,
+        ADMIN,
+        "/api/v1/publish",
+        json!({"scope": lobby, "type": "marker", "data": {}}),
+    )
+    .await;
+    loop {
+        let v = next_json(&mut on_a).await;
+        assert_ne!(v["data"]["session_id"], ben_on_b, "announced twice: {v}");
+        if v["type"] == "marker" {
+            break;
+        }
+    }
 }

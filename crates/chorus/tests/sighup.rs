@@ -221,7 +221,10 @@ async fn sighup_changes_a_namespace_retention() {
             break;
         }
         assert_eq!(got, (true, 3), "before the reload");
-        assert!(tokio::time::Instant::now() < deadline, "not reloaded in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not reloaded in time"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(

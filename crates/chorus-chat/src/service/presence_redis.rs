@@ -114,6 +114,29 @@ redis.call('SREM', KEYS[3], ARGV[1])
 return gone
 ";
 
+/// `KEYS[1]` a node's heartbeat, `KEYS[2]` the set of topic keys it recorded
+/// subscribers in; `ARGV[1]` the node. Unless the node is alive: removes its fields
+/// from those topics and returns `{key, subscriber, …}` for each one removed (only the
+/// sweeper that removed a field gets it: its leave is announced once).
+const SWEEP_TOPICS_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+local prefix = ARGV[1] .. '|'
+local gone = {}
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, #prefix) == prefix then
+      if redis.call('HDEL', key, all[i]) == 1 then
+        table.insert(gone, key)
+        table.insert(gone, all[i + 1])
+      end
+    end
+  end
+end
+redis.call('DEL', KEYS[2])
+return gone
+";
+
 /// At a rejoin, `KEYS[1]`: this node's user set; `ARGV[1]`: the node, then the users it
 /// has connections of now. Removes this node's fields from the hashes of the others
 /// (closed while Redis was away); returns `{user, gen}` pairs of those now without
@@ -185,6 +208,9 @@ pub struct RedisPresence {
     /// unreachable for longer than the TTL). Every node's heartbeat lapsed in such an
     /// outage, so this node sweeps nobody until the others had one TTL to beat again.
     rejoined: Mutex<Option<tokio::time::Instant>>,
+    /// Subscribers of topics that a sweep removed with their dead node, whose
+    /// `subscriber.left` is still to be announced.
+    topic_leaves: Mutex<Vec<(Scope, TopicSubscriber)>>,
     /// Where `rejoined` is read (the chat's clock).
     clock: Clock,
     /// Count changes waiting for Redis. While any waits, new ones queue behind it, so
@@ -203,6 +229,7 @@ pub struct RedisPresence {
     close: Script,
     settle: Script,
     sweep: Script,
+    sweep_topics: Script,
     forget: Script,
 }
 
@@ -212,6 +239,14 @@ fn user_key(user: UserId) -> String {
 
 fn node_users_key(node: &str) -> String {
     format!("chorus:nu:{node}")
+}
+
+fn node_topics_key(node: &str) -> String {
+    format!("chorus:tpn:{node}")
+}
+
+fn lock_unpoisoned<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn heartbeat_key(node: &str) -> String {
@@ -241,6 +276,7 @@ impl RedisPresence {
             conn,
             local: Mutex::new(HashMap::new()),
             rejoined: Mutex::new(None),
+            topic_leaves: Mutex::new(Vec::new()),
             clock,
             unsent: Mutex::new(VecDeque::new()),
             known: Mutex::new(HashMap::new()),
@@ -250,6 +286,7 @@ impl RedisPresence {
             close: Script::new(CLOSE_LUA),
             settle: Script::new(SETTLE_LUA),
             sweep: Script::new(SWEEP_LUA),
+            sweep_topics: Script::new(SWEEP_TOPICS_LUA),
             forget: Script::new(FORGET_LUA),
         });
         presence.beat().await?;
@@ -489,6 +526,25 @@ impl RedisPresence {
             .await?;
         let mut gone = Vec::new();
         for node in nodes.iter().filter(|n| **n != self.node) {
+            // The node's topic subscribers first: the sweep below forgets the node.
+            let left: Vec<String> = self
+                .sweep_topics
+                .key(heartbeat_key(node))
+                .key(node_topics_key(node))
+                .arg(node)
+                .invoke_async(&mut conn)
+                .await?;
+            let mut left = left.into_iter();
+            let mut leaves = Vec::new();
+            while let (Some(key), Some(value)) = (left.next(), left.next()) {
+                let scope = key
+                    .strip_prefix("chorus:tp:")
+                    .and_then(|s| Scope::parse(s).ok());
+                if let (Some(scope), Ok(subscriber)) = (scope, serde_json::from_str(&value)) {
+                    leaves.push((scope, subscriber));
+                }
+            }
+            lock_unpoisoned(&self.topic_leaves).extend(leaves);
             let users: Vec<i64> = self
                 .sweep
                 .key(heartbeat_key(node))
@@ -508,7 +564,9 @@ impl RedisPresence {
 }
 
 /// The subscribers of a topic that keeps presence: field `<node>|<session_id>` → the
-/// subscriber's JSON. A dead node's fields are dropped when the topic is next read.
+/// subscriber's JSON (and `chorus:tpn:<node>`: the topics a node recorded subscribers
+/// in). A dead node's fields are left out of every read at once, and removed by the
+/// sweep that forgets the node, which announces their leaves.
 fn topic_key(scope: &Scope) -> String {
     format!("chorus:tp:{scope}")
 }
@@ -524,11 +582,20 @@ impl PresenceTracker for RedisPresence {
             return;
         };
         let field = format!("{}|{}", self.node, subscriber.session_id);
+        let key = topic_key(scope);
         let mut conn = self.conn.clone();
-        let set: redis::RedisResult<()> = redis::cmd("HSET")
-            .arg(topic_key(scope))
+        // The node's topics too, for the sweep of a node that died.
+        let set: redis::RedisResult<()> = redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(&key)
             .arg(field)
             .arg(value)
+            .ignore()
+            .cmd("SADD")
+            .arg(node_topics_key(&self.node))
+            .arg(&key)
+            .ignore()
             .query_async(&mut conn)
             .await;
         if let Err(err) = set {
@@ -567,7 +634,6 @@ impl PresenceTracker for RedisPresence {
         let mut alive: HashMap<&str, bool> = HashMap::new();
         alive.insert(self.node.as_str(), true);
         let mut out = Vec::with_capacity(all.len());
-        let mut dead = Vec::new();
         for (field, value) in &all {
             let node = field.split('|').next().unwrap_or_default();
             let live = match alive.get(node) {
@@ -582,22 +648,13 @@ impl PresenceTracker for RedisPresence {
                     live
                 }
             };
+            // Left out, not removed: the sweep that forgets the node removes its
+            // fields and announces their leaves.
             if !live {
-                dead.push(field.clone());
                 continue;
             }
             if let Ok(subscriber) = serde_json::from_str(value) {
                 out.push(subscriber);
-            }
-        }
-        if !dead.is_empty() {
-            let removed: redis::RedisResult<()> = redis::cmd("HDEL")
-                .arg(&key)
-                .arg(&dead)
-                .query_async(&mut conn)
-                .await;
-            if let Err(err) = removed {
-                tracing::debug!(%scope, cause = %err, "topic presence: dead nodes' fields kept");
             }
         }
         Some(out)
@@ -780,6 +837,10 @@ impl Chat {
                     Ok(gone) => {
                         for user in gone {
                             chat.presence_expired(user, chat.now()).await;
+                        }
+                        let leaves = std::mem::take(&mut *lock_unpoisoned(&presence.topic_leaves));
+                        for (scope, subscriber) in leaves {
+                            chat.topic_subscriber_left(scope, subscriber).await;
                         }
                     }
                     Err(err) => {

@@ -100,6 +100,18 @@ async fn run(
 }
 
 impl Chat {
+    /// A subscriber of `scope` that left with its node (found dead by the presence
+    /// sweep): `subscriber.left`, where the topic's namespace sends join/leave events.
+    pub(crate) async fn topic_subscriber_left(&self, scope: Scope, subscriber: TopicSubscriber) {
+        if !matches!(self.namespaces().watched(&scope), Some((_, true))) {
+            return;
+        }
+        let event = Publish::new(scope, "subscriber.left", &subscriber).ephemeral();
+        if let Err(err) = self.engine.publish(event).await {
+            tracing::warn!(cause = %err, "subscriber.left of a dead node not published");
+        }
+    }
+
     /// Watches the topics of `namespaces` that keep presence or send join/leave events
     /// (none: the registry watches nothing).
     pub(crate) fn watch_topics(&self, namespaces: &Arc<Namespaces>) {
