@@ -91,11 +91,16 @@ impl Retentions {
 
     /// `scope`'s window.
     pub fn of(&self, scope: &Scope) -> Retention {
+        self.own(scope).unwrap_or(self.server)
+    }
+
+    /// `scope`'s own window, when the rule gives it one (`None`: the server's).
+    pub fn own(&self, scope: &Scope) -> Option<Retention> {
         let rule = match self.rule.read() {
             Ok(current) => current.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        rule.and_then(|r| r.retention(scope)).unwrap_or(self.server)
+        rule.and_then(|r| r.retention(scope))
     }
 }
 
