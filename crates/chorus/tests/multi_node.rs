@@ -1935,15 +1935,21 @@ async fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
-/// The next `subscriber.joined` / `subscriber.left` of `scope`: `(type, user_id)`.
+/// The next `subscriber.joined` / `subscriber.left` of `scope`: `(type, user_id)`,
+/// within [`WAIT`] (other frames, heartbeats included, do not extend it).
 async fn next_subscriber_change(ws: &mut Ws, scope: &str) -> (String, i64) {
-    loop {
-        let v = next_json(ws).await;
-        let kind = v["type"].as_str().unwrap_or_default();
-        if v["scope"] == scope && kind.starts_with("subscriber.") {
-            return (kind.to_owned(), v["data"]["user_id"].as_i64().unwrap());
+    let next = async {
+        loop {
+            let v = next_json(ws).await;
+            let kind = v["type"].as_str().unwrap_or_default();
+            if v["scope"] == scope && kind.starts_with("subscriber.") {
+                return (kind.to_owned(), v["data"]["user_id"].as_i64().unwrap());
+            }
         }
-    }
+    };
+    tokio::time::timeout(WAIT, next)
+        .await
+        .unwrap_or_else(|_| panic!("no subscriber.* of {scope} within {WAIT:?}"))
 }
 
 /// The user ids a node lists in a topic's presence, once `done` holds for them (the
@@ -2102,7 +2108,10 @@ retention_events = 2
             return v["type"].as_str().unwrap().to_owned();
         }
     };
-    assert_eq!(of_ben_on_b(&mut on_a).await, "subscriber.joined");
+    let joined = tokio::time::timeout(WAIT, of_ben_on_b(&mut on_a))
+        .await
+        .expect("ben's second join on node B");
+    assert_eq!(joined, "subscriber.joined");
     nodes[1].child.start_kill().unwrap();
     let after_kill = presence_until(a, &ann, lobby, Duration::from_secs(15), |u| {
         !u.contains(&ben_id)
@@ -2123,11 +2132,16 @@ retention_events = 2
         json!({"scope": lobby, "type": "marker", "data": {}}),
     )
     .await;
-    loop {
-        let v = next_json(&mut on_a).await;
-        assert_ne!(v["data"]["session_id"], ben_on_b, "announced twice: {v}");
-        if v["type"] == "marker" {
-            break;
+    let until_marker = async {
+        loop {
+            let v = next_json(&mut on_a).await;
+            assert_ne!(v["data"]["session_id"], ben_on_b, "announced twice: {v}");
+            if v["type"] == "marker" {
+                break;
+            }
         }
-    }
+    };
+    tokio::time::timeout(WAIT, until_marker)
+        .await
+        .expect("the marker");
 }
