@@ -355,6 +355,9 @@ export const reducers: Reducers = {
   'channel.on_duty_updated': ignored,
   'channel.wake_list_updated': ignored,
   'workspace.observers_updated': ignored,
+  // Gateway topics' join/leave: the web UI subscribes to no topic.
+  'subscriber.joined': ignored,
+  'subscriber.left': ignored,
 };
 
 /** The update for an event; `undefined` when the UI ignores its type, undocumented ones

@@ -43,6 +43,7 @@ import type {
   ReceiptState,
   ScopeEvents,
   SendMessage,
+  TopicPresence,
   TokenId,
   UpdateChannel,
   User,
@@ -428,6 +429,13 @@ export class ChorusHttp {
     return this.json('GET', `api/v1/scopes/${encodeURIComponent(scope)}/events${queryString({ after, limit })}`);
   }
 
+  /** Who is subscribed to the topic `scope` now, on every node: one entry per connection
+   * (`session_id` as in its `hello`). Only for a topic whose namespace has
+   * `presence = true`; fails with status 404 otherwise. */
+  topicPresence(scope: string): Promise<TopicPresence> {
+    return this.json('GET', `api/v1/scopes/${encodeURIComponent(scope)}/presence`);
+  }
+
   // ---- operations
 
   /** Publishes an arbitrary event to a scope (admin / server token). */
@@ -631,6 +639,7 @@ export const ROUTES: ReadonlyArray<readonly [string, string, keyof ChorusHttp]> 
   ['GET', '/api/v1/presence', 'myPresence'],
   ['PUT', '/api/v1/presence', 'setStatus'],
   ['GET', '/api/v1/scopes/{scope}/events', 'scopeEvents'],
+  ['GET', '/api/v1/scopes/{scope}/presence', 'topicPresence'],
   ['POST', '/api/v1/publish', 'publish'],
   ['GET', '/api/v1/realtime/stats', 'stats'],
   ['POST', '/api/v1/server-keys', 'createServerKey'],

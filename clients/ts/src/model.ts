@@ -78,6 +78,10 @@ export type Namespace = Schemas['Namespace'];
 export type ScopeEvents = Schemas['ScopeEvents'];
 /** An event of `ScopeEvents`: an `event` frame's fields (without `op`), with its offset. */
 export type ScopeEvent = Schemas['ScopeEvent'];
+/** Who is subscribed to a topic (`GET /api/v1/scopes/{scope}/presence`). */
+export type TopicPresence = Schemas['TopicPresence'];
+/** A connection subscribed to a topic; the `data` of `subscriber.joined` / `subscriber.left`. */
+export type TopicSubscriber = Schemas['TopicSubscriber'];
 
 // ---- request bodies and query strings
 

@@ -445,6 +445,13 @@ pub enum Event {
     PresenceBatch(PresenceBatch),
     #[serde(rename = "subscription.revoked")]
     SubscriptionRevoked(SubscriptionRevoked),
+    /// On a topic whose namespace has `join_leave = true`: a connection subscribed.
+    #[serde(rename = "subscriber.joined")]
+    SubscriberJoined(crate::requests::TopicSubscriber),
+    /// On a topic whose namespace has `join_leave = true`: a connection stopped being
+    /// subscribed (unsubscribed, revoked or disconnected).
+    #[serde(rename = "subscriber.left")]
+    SubscriberLeft(crate::requests::TopicSubscriber),
     #[serde(rename = "credentials.revoked")]
     CredentialsRevoked(CredentialsRevoked),
     #[serde(rename = "command.result")]

@@ -64,6 +64,11 @@ pub struct ProxyUser {
 pub struct SubscribeRequest {
     /// `null`: an anonymous connection.
     pub user: Option<ProxyUser>,
+    /// The roles of the credential the connection (or HTTP request) was opened with —
+    /// a JWT's roles claim, the connect proxy's `roles` — as for `role:<name>`
+    /// namespaces; `[]` when it carries none (and for an anonymous connection).
+    #[serde(default)]
+    pub roles: Vec<String>,
     pub scope: String,
     pub namespace: String,
 }
@@ -74,6 +79,9 @@ pub struct SubscribeRequest {
 pub struct PublishRequest {
     /// `null`: an anonymous connection.
     pub user: Option<ProxyUser>,
+    /// The roles of the publishing connection's credential, as in [`SubscribeRequest`].
+    #[serde(default)]
+    pub roles: Vec<String>,
     pub scope: String,
     pub namespace: String,
     #[serde(rename = "type")]

@@ -588,14 +588,23 @@ pub struct Namespace {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub schema: Option<Value>,
-    /// `0`: no history (events get no offset and are never replayed). Other values are
-    /// not supported yet: the server's `retention_events` applies.
+    /// How many of each topic's last events are kept for `resume`, `since` and the HTTP
+    /// catch-up (at most 1,000,000), instead of the server's `retention_events`. `0`: no
+    /// history (events get no offset and are never replayed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_events: Option<u64>,
-    /// `0`: no history, as `retention_events = 0`. Other values are not supported yet:
-    /// the server's `retention_secs` applies.
+    /// How long each topic's events are kept, in seconds (at most a year), instead of
+    /// the server's `retention_secs`. `0`: no history, as `retention_events = 0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_secs: Option<u64>,
+    /// Whether who is subscribed to a topic can be read (`GET
+    /// /api/v1/scopes/{scope}/presence`, by whoever may read the topic).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub presence: bool,
+    /// Whether a topic's subscribers receive `subscriber.joined` / `subscriber.left`
+    /// when a connection subscribes to it or stops.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub join_leave: bool,
 }
 
 fn authenticated() -> String {
@@ -633,6 +642,30 @@ pub struct ScopeEvents {
     pub next: u64,
     /// Whether events after `next` remain.
     pub more: bool,
+}
+
+/// `GET /api/v1/scopes/{scope}/presence`: who is subscribed to a topic of a namespace
+/// with `presence = true`, on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TopicPresence {
+    pub scope: String,
+    /// One entry per subscribed connection, by `user_id` then `session_id`.
+    pub subscribers: Vec<TopicSubscriber>,
+}
+
+/// One connection subscribed to a topic (in [`TopicPresence`], and the `data` of
+/// `subscriber.joined` / `subscriber.left`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TopicSubscriber {
+    /// The user (`0` for an anonymous connection).
+    pub user_id: i64,
+    /// The connection's `session_id`, as its `hello` gave it.
+    pub session_id: String,
+    /// Present (`true`) for an anonymous connection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
 }
 
 /// An event as the WebSocket delivers it to the caller.

@@ -5,15 +5,20 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chorus_api::{Namespace, Role};
-use chorus_realtime::Scope;
+use chorus_realtime::{Retention, RetentionRule, Scope};
 use serde_json::Value;
 
 /// Most roles one credential (a JWT claim, the connect proxy's answer) may carry.
 pub const MAX_CREDENTIAL_ROLES: usize = 32;
 /// Longest role name, in bytes.
 pub const MAX_ROLE_BYTES: usize = 64;
+/// Most events a namespace's `retention_events` may keep per topic.
+pub const MAX_RETENTION_EVENTS: u64 = 1_000_000;
+/// Longest `retention_secs` of a namespace: a year.
+pub const MAX_RETENTION_SECS: u64 = 365 * 24 * 3600;
 
 /// A role name, in `role:<name>` and in a credential's roles: 1 to 64 bytes of
 /// `[A-Za-z0-9_.:-]`, compared exactly (case included).
@@ -223,6 +228,9 @@ pub struct Compiled {
     schema: Option<jsonschema::Validator>,
     /// Whether its events are kept for replay (`retention_* = 0`: no).
     pub history: bool,
+    /// Its own window, when it declares `retention_events` or `retention_secs` (not 0):
+    /// the count and the age, `None` for the one it leaves to the server's.
+    retention: Option<(Option<usize>, Option<Duration>)>,
 }
 
 impl Compiled {
@@ -253,20 +261,32 @@ impl Compiled {
             None => None,
         };
         let mut history = true;
-        for (field, value) in [
-            ("retention_events", config.retention_events),
-            ("retention_secs", config.retention_secs),
+        for (field, value, most) in [
+            (
+                "retention_events",
+                config.retention_events,
+                MAX_RETENTION_EVENTS,
+            ),
+            ("retention_secs", config.retention_secs, MAX_RETENTION_SECS),
         ] {
             match value {
-                None => {}
                 Some(0) => history = false,
-                Some(_) => {
+                Some(n) if n > most => {
                     return Err(what(&format!(
-                        "{field}: only 0 (no history) is supported per namespace yet; the server's retention applies otherwise"
+                        "{field} = {n}: at most {most} (0: no history)"
                     )));
                 }
+                _ => {}
             }
         }
+        let retention = match (config.retention_events, config.retention_secs) {
+            _ if !history => None,
+            (None, None) => None,
+            (events, secs) => Some((
+                events.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                secs.map(Duration::from_secs),
+            )),
+        };
         Ok(Self {
             config,
             pattern,
@@ -274,6 +294,7 @@ impl Compiled {
             publish,
             schema,
             history,
+            retention,
         })
     }
 
@@ -355,9 +376,67 @@ impl Namespaces {
         })
     }
 
+    /// Whether some namespace keeps presence or sends join/leave events.
+    pub fn any_watched(&self) -> bool {
+        self.list
+            .iter()
+            .any(|n| n.config.presence || n.config.join_leave)
+    }
+
+    /// `(presence, join_leave)` of `scope`'s namespace; `None` when it has neither (or
+    /// no namespace).
+    pub fn watched(&self, scope: &Scope) -> Option<(bool, bool)> {
+        let config = &self.find(scope)?.namespace.config;
+        (config.presence || config.join_leave).then_some((config.presence, config.join_leave))
+    }
+
     /// The namespaces as configured.
     pub fn configs(&self) -> Vec<Namespace> {
         self.list.iter().map(|n| n.config.clone()).collect()
+    }
+
+    /// The retention window of `scope`'s namespace when it declares its own (what it
+    /// leaves unsaid is `server`'s); `None`: the server's applies (no namespace, or one
+    /// without `retention_*`). A namespace without history keeps nothing.
+    pub fn retention(&self, scope: &Scope, server: Retention) -> Option<Retention> {
+        let namespace = self.find(scope)?.namespace;
+        if !namespace.history {
+            return Some(Retention {
+                max_events: 0,
+                max_age: Duration::ZERO,
+            });
+        }
+        let (events, age) = namespace.retention?;
+        Some(Retention {
+            max_events: events.unwrap_or(server.max_events),
+            max_age: age.unwrap_or(server.max_age),
+        })
+    }
+
+    /// The widest window any scope may have: `server`'s, widened by every namespace's
+    /// own (what the event log's trim keeps; reads apply each scope's window).
+    pub fn widest(&self, server: Retention) -> Retention {
+        self.list
+            .iter()
+            .filter_map(|n| n.retention)
+            .fold(server, |widest, (events, age)| Retention {
+                max_events: widest.max_events.max(events.unwrap_or(0)),
+                max_age: widest.max_age.max(age.unwrap_or(Duration::ZERO)),
+            })
+    }
+}
+
+/// The namespaces' retention windows, as the engine asks for them (installed with the
+/// namespaces, replaced on a reload).
+pub struct NamespaceRetention {
+    pub namespaces: Arc<Namespaces>,
+    /// The server-wide window, for what a namespace leaves unsaid.
+    pub server: Retention,
+}
+
+impl RetentionRule for NamespaceRetention {
+    fn retention(&self, scope: &Scope) -> Option<Retention> {
+        self.namespaces.retention(scope, self.server)
     }
 }
 
@@ -375,6 +454,8 @@ mod tests {
             schema: None,
             retention_events: None,
             retention_secs: None,
+            presence: false,
+            join_leave: false,
         }
     }
 
@@ -446,11 +527,55 @@ mod tests {
         assert!(Namespaces::new(vec![ns("topic:a", "proxy")]).is_ok());
         assert!(err(ns("topic:*.a", "public")).contains("*"));
         let mut retention = ns("topic:a", "public");
-        retention.retention_events = Some(10);
+        retention.retention_events = Some(MAX_RETENTION_EVENTS + 1);
         assert!(err(retention).contains("retention_events"));
+        let mut retention = ns("topic:a", "public");
+        retention.retention_secs = Some(MAX_RETENTION_SECS + 1);
+        assert!(err(retention).contains("retention_secs"));
         let mut schema = ns("topic:a", "public");
         schema.schema = Some(serde_json::json!({"type": 12}));
         assert!(err(schema).contains("schema"));
+    }
+
+    #[test]
+    fn a_namespace_retention_overrides_what_it_says() {
+        let server = Retention {
+            max_events: 1_000,
+            max_age: Duration::from_secs(3600),
+        };
+        let mut few = ns("topic:few.{id}", "public");
+        few.retention_events = Some(3);
+        let mut long = ns("topic:long", "public");
+        long.retention_secs = Some(7200);
+        long.retention_events = Some(5_000);
+        let mut none = ns("topic:none", "public");
+        none.retention_secs = Some(0);
+        let all = Namespaces::new(vec![few, long, none, ns("topic:*", "public")]).unwrap();
+        let of = |name: &str| all.retention(&scope(name), server);
+        assert_eq!(
+            of("topic:few.1"),
+            Some(Retention {
+                max_events: 3,
+                max_age: Duration::from_secs(3600)
+            })
+        );
+        assert_eq!(
+            of("topic:long"),
+            Some(Retention {
+                max_events: 5_000,
+                max_age: Duration::from_secs(7200)
+            })
+        );
+        assert_eq!(of("topic:none").unwrap().max_events, 0);
+        assert_eq!(of("topic:other"), None, "the catch-all says nothing");
+        assert_eq!(of("channel:1"), None);
+        assert_eq!(
+            all.widest(server),
+            Retention {
+                max_events: 5_000,
+                max_age: Duration::from_secs(7200)
+            }
+        );
     }
 
     #[test]

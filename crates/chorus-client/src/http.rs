@@ -461,6 +461,13 @@ impl Client {
             .await
     }
 
+    /// Who is subscribed to the topic `scope` now, on every node (a topic whose
+    /// namespace has `presence = true`; `404` otherwise): one entry per connection.
+    pub async fn topic_presence(&self, scope: &str) -> Result<TopicPresence> {
+        let path = format!("api/v1/scopes/{}/presence", encode_segment(scope));
+        self.json(self.request(Method::GET, &path)?).await
+    }
+
     /// Replaces a message's text (its author or a workspace admin).
     pub async fn edit_message(&self, id: MessageId, text: &str) -> Result<Message> {
         let path = format!("api/v1/messages/{id}");
@@ -850,6 +857,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/presence", "my_presence"),
     ("PUT", "/api/v1/presence", "set_status"),
     ("GET", "/api/v1/scopes/{scope}/events", "scope_events"),
+    ("GET", "/api/v1/scopes/{scope}/presence", "topic_presence"),
     ("POST", "/api/v1/publish", "publish"),
     ("GET", "/api/v1/realtime/stats", "stats"),
     ("POST", "/api/v1/server-keys", "create_server_key"),

@@ -431,6 +431,8 @@ async fn publish_reaches_subscribers_and_breaking_the_schema_names_the_path() {
             })),
             retention_events: retention,
             retention_secs: None,
+            presence: false,
+            join_leave: false,
         }
     };
     let server = TestServer::start_with(|c| {

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{
-    Broker, BrokerError, EventLog, EventSink, MemoryBroker, RedisBroker, Retention,
+    Broker, BrokerError, EventLog, EventSink, MemoryBroker, RedisBroker, Retention, Retentions,
 };
 use crate::hooks::{SessionAuth, SessionHooks};
 use crate::subscriptions::Subscriptions;
@@ -57,6 +57,9 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub broker: Arc<dyn Broker>,
+    /// Each scope's retention window (`config.retention`, except where a rule installed
+    /// by the application gives a scope its own), as the broker applies it.
+    pub retentions: Retentions,
     /// Every subscription op goes through it (authorize → … → revoke).
     pub subscriptions: Subscriptions,
     shutdown: CancellationToken,
@@ -74,8 +77,9 @@ impl Engine {
     pub fn single_node(config: EngineConfig, log: Option<Arc<dyn EventLog>>) -> Arc<Self> {
         let (metrics, registry) = Self::parts(&config);
         let sink: Arc<dyn EventSink> = registry.clone();
-        let broker = MemoryBroker::with_log(sink, config.retention, config.clock, log);
-        Self::assemble(config, metrics, registry, broker)
+        let retentions = Retentions::new(config.retention);
+        let broker = MemoryBroker::with_log(sink, retentions.clone(), config.clock, log);
+        Self::assemble(config, metrics, registry, broker, retentions)
     }
 
     /// A multi-node engine on Redis Streams (see [`RedisBroker`]). Fails when Redis
@@ -95,16 +99,19 @@ impl Engine {
     ) -> Result<Arc<Self>, BrokerError> {
         let (metrics, registry) = Self::parts(&config);
         let sink: Arc<dyn EventSink> = registry.clone();
+        let retentions = Retentions::new(config.retention);
         let broker = RedisBroker::connect_client(
             client,
             sink,
             metrics.clone(),
-            config.retention,
+            retentions.clone(),
             config.clock,
             log,
         )
         .await?;
-        Ok(Self::assemble(config, metrics, registry, broker))
+        Ok(Self::assemble(
+            config, metrics, registry, broker, retentions,
+        ))
     }
 
     fn parts(config: &EngineConfig) -> (Arc<Metrics>, Arc<Registry>) {
@@ -122,6 +129,7 @@ impl Engine {
         metrics: Arc<Metrics>,
         registry: Arc<Registry>,
         broker: Arc<dyn Broker>,
+        retentions: Retentions,
     ) -> Arc<Self> {
         let subscriptions = Subscriptions::new(
             registry.clone(),
@@ -134,6 +142,7 @@ impl Engine {
             metrics,
             registry,
             broker,
+            retentions,
             subscriptions,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),

@@ -47,13 +47,14 @@ mod writer;
 
 pub use broker::{
     Broker, BrokerError, EventLog, EventSink, History, LogRead, MemoryBroker, Retention,
+    RetentionRule, Retentions,
 };
 pub use clock::Clock;
 pub use engine::{Engine, EngineConfig};
 pub use event::{CloseSessions, Effect, Event, Mark, Marks, Membership, Publish};
 pub use hooks::{HookError, Roles, SessionAuth, SessionHooks};
 pub use metrics::Metrics;
-pub use registry::{ConnId, Registry, StartAt};
+pub use registry::{ConnId, Registry, StartAt, SubscriptionWatch};
 pub use scope::{Scope, ScopeError};
 pub use socket::Socket;
 

@@ -41,6 +41,9 @@ pub struct Control {
     work: Mutex<Option<Box<Work>>>,
     /// The roles the connection's credential carries (see [`crate::Roles`]).
     roles: Mutex<Roles>,
+    /// The connection's id for clients (`hello`'s `session_id`; who subscribed in
+    /// [`SubscriptionWatch`] reports): random, unique across nodes and restarts.
+    session_id: Box<str>,
 }
 
 impl Control {
@@ -54,6 +57,11 @@ impl Control {
             self.notify.notify_one();
         }
         first
+    }
+
+    /// The connection's `session_id` (as in its `hello`).
+    pub fn session_id(&self) -> &str {
+        &self.session_id
     }
 
     pub fn code(&self) -> Option<CloseCode> {
@@ -451,6 +459,19 @@ impl Tally {
     }
 }
 
+/// Told when a connection starts or stops being subscribed to a scope it watches (the
+/// application's presence and join/leave of topics). Called under the registry's locks,
+/// in the order the changes happen on this node: it must not block, nor call the
+/// registry (hand the change to a task).
+pub trait SubscriptionWatch: Send + Sync + 'static {
+    /// Whether changes of `scope` are wanted (asked on every subscription's start and
+    /// end: keep it cheap).
+    fn watches(&self, scope: &Scope) -> bool;
+    /// `conn` of `user` (its `session_id`: `session`) started (`joined`) or stopped
+    /// being subscribed to `scope`: unsubscribed, revoked or disconnected.
+    fn changed(&self, scope: &Scope, conn: ConnId, user: UserKey, session: &str, joined: bool);
+}
+
 pub struct Registry {
     metrics: Arc<Metrics>,
     queue_capacity: usize,
@@ -458,6 +479,8 @@ pub struct Registry {
     writers: Writers,
     index: Mutex<Index>,
     scopes: RwLock<HashMap<Scope, Arc<Mutex<Subscribers>>>>,
+    /// See [`SubscriptionWatch`].
+    watch: RwLock<Option<Arc<dyn SubscriptionWatch>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -489,7 +512,36 @@ impl Registry {
             next_id: AtomicU64::new(1),
             index: Mutex::new(Index::default()),
             scopes: RwLock::new(HashMap::new()),
+            watch: RwLock::new(None),
         }
+    }
+
+    /// Installs (`None`: removes) the [`SubscriptionWatch`].
+    pub fn set_watch(&self, watch: Option<Arc<dyn SubscriptionWatch>>) {
+        *self.watch.write().unwrap_or_else(|e| e.into_inner()) = watch;
+    }
+
+    /// Tells the watch, if it wants `scope`, that `conn` joined or left it.
+    fn notify(&self, scope: &Scope, conn: &ConnHandle, joined: bool) {
+        let watch = self.watch.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(watch) = watch.as_ref()
+            && watch.watches(scope)
+        {
+            watch.changed(scope, conn.id, conn.user, conn.control.session_id(), joined);
+        }
+    }
+
+    /// The connections subscribed to `scope` on this node, with their users and
+    /// `session_id`s.
+    pub fn subscribers(&self, scope: &Scope) -> Vec<(ConnId, UserKey, Box<str>)> {
+        let Some(slot) = self.slot(scope) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        lock(&slot).subs.for_each(|id, s| {
+            out.push((id, s.handle.user, Box::from(s.handle.control.session_id())));
+        });
+        out
     }
 
     /// Whether any connection on this node is subscribed to `scope`.
@@ -514,7 +566,10 @@ impl Registry {
             id,
             user,
             outbox: outbox.clone(),
-            control: Arc::new(Control::default()),
+            control: Arc::new(Control {
+                session_id: format!("{:032x}", rand::random::<u128>()).into_boxed_str(),
+                ..Control::default()
+            }),
         };
         let mut index = lock(&self.index);
         index.conns.insert(
@@ -692,6 +747,7 @@ impl Registry {
         // it is held and checked again like the others.
         let recheck = (fence.is_some_and(|f| entry.rechecked > f) && scope.kind() != "user")
             .then_some(entry.epoch as u32);
+        let mut joined = false;
         self.with_slot(scope, |subs| {
             let (sub, existed) = subs.subs.get_or_insert_with(conn.id, || Sub {
                 handle: conn.clone(),
@@ -708,6 +764,7 @@ impl Registry {
                     r.then_live = false; // the replay is yet to come
                 }
             }
+            joined = !existed;
             if let Some(generation) = recheck {
                 sub.hold_for_recheck(generation);
             }
@@ -719,6 +776,9 @@ impl Registry {
                 .handle
                 .control
                 .add_work(|w| w.recheck.push((scope.clone(), generation, reason)));
+        }
+        if joined {
+            self.notify(scope, conn, true);
         }
         Ok(())
     }
@@ -892,7 +952,9 @@ impl Registry {
                 }
             } else {
                 // Under the index lock, like a revocation: no fenced admit slips between.
-                subs.subs.remove(&conn.id);
+                if let Some(sub) = subs.subs.remove(&conn.id) {
+                    self.notify(scope, &sub.handle, false);
+                }
                 entry.record_revoked(scope);
             }
         }
@@ -935,7 +997,9 @@ impl Registry {
         let Some(slot) = self.slot(scope) else { return };
         let now_empty = {
             let mut subs = lock(&slot);
-            subs.subs.remove(&conn);
+            if let Some(sub) = subs.subs.remove(&conn) {
+                self.notify(scope, &sub.handle, false);
+            }
             subs.subs.is_empty()
         };
         if now_empty {
@@ -1221,7 +1285,9 @@ impl EventSink for Registry {
                 }
             });
             for id in &closed {
-                subs.subs.remove(id);
+                if let Some(sub) = subs.subs.remove(id) {
+                    self.notify(&event.scope, &sub.handle, false);
+                }
             }
         }
         tally.record(&self.metrics);

@@ -205,7 +205,7 @@ async fn open(
     };
     let hello = HelloFrame {
         v: PROTOCOL_VERSION,
-        session_id: format!("{:032x}", rand::random::<u128>()),
+        session_id: conn.control.session_id().to_owned(),
         user_id: conn.user,
         heartbeat_ms: engine.config.heartbeat.as_millis() as u64,
         scopes: opened

@@ -160,7 +160,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         });
     }
     {
-        // The event log keeps the engine's retention window, no more.
+        // The event log keeps the retention windows (the engine's, the namespaces'), no more.
         let chat = Arc::downgrade(&chat);
         let retention = config.engine().retention;
         let stop = tasks.stop.clone();

@@ -8,7 +8,8 @@
 //!   suffixed with a hash when that is not a valid name), created on first sight.
 //!   Identities are cached by a SHA-256 of the credential.
 //! - `subscribe` / `publish`: asked by the chat ([`AppProxy`]) for namespaces whose
-//!   access is `proxy`. Subscribe answers are cached by user and scope.
+//!   access is `proxy`, with the credential's roles. Subscribe answers are cached by
+//!   user, scope and roles.
 //!
 //! An application that is down, slow or answers something unexpected gives the client
 //! `unavailable` (HTTP 503, or the `error` frame's code), with why; never a hang.
@@ -186,7 +187,7 @@ pub struct Proxies {
     subscribe: Option<Endpoint>,
     publish: Option<Endpoint>,
     identities: Cache<[u8; 32], Identity>,
-    subscriptions: Cache<(i64, String), ProxyAnswer>,
+    subscriptions: Cache<(i64, String, Vec<String>), ProxyAnswer>,
 }
 
 impl Proxies {
@@ -383,9 +384,12 @@ impl AppProxy for Proxies {
             .subscribe
             .as_ref()
             .ok_or_else(|| ChatError::Unavailable("no [proxy.subscribe] is configured".into()))?;
+        // The roles are part of the question: another credential of the same user may
+        // carry others, and the application may answer differently.
         let key = (
             request.user.as_ref().map_or(0, |u| u.id),
             request.scope.clone(),
+            request.roles.clone(),
         );
         let now = self.clock.instant();
         if let Some(answer) = self.subscriptions.get(&key, now) {

@@ -28,6 +28,8 @@ fn namespace(name: &str, pattern: &str, read: &str, publish: &str) -> Namespace 
         schema: None,
         retention_events: None,
         retention_secs: None,
+        presence: false,
+        join_leave: false,
     }
 }
 

@@ -21,6 +21,8 @@ fn namespace(name: &str, pattern: &str, read: &str, publish: &str) -> Namespace 
         schema: None,
         retention_events: None,
         retention_secs: None,
+        presence: false,
+        join_leave: false,
     }
 }
 
@@ -635,6 +637,9 @@ fn the_example_configuration_is_valid() {
         config.namespaces[1].schema.as_ref().unwrap()["required"],
         json!(["status", "amount"])
     );
+    assert_eq!(config.namespaces[0].retention_events, Some(50));
+    let rooms = &config.namespaces[6];
+    assert!(rooms.presence && rooms.join_leave, "{rooms:?}");
     // Its proxies are complete for its `proxy` namespaces.
     assert!(
         chorus_server::proxies::Proxies::from_config(&config)
@@ -642,4 +647,397 @@ fn the_example_configuration_is_valid() {
             .is_some()
     );
     chorus_chat::namespaces::Namespaces::new(config.namespaces).unwrap();
+}
+
+/// `n` server publishes to `scope`; their offsets.
+async fn publish_n(s: &TestServer, scope: &str, n: u64) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    for i in 0..n {
+        let sent = publish(s, scope, "tick", json!({"amount": i}))
+            .await
+            .expect_status(StatusCode::ACCEPTED);
+        offsets.push(sent.body["offset"].as_u64().expect("an offset"));
+    }
+    offsets
+}
+
+/// A `subscribe` with `since` on a new connection: `recovered` and the replayed
+/// events' offsets.
+async fn replay_since(s: &TestServer, token: &str, scope: &str, since: u64) -> (bool, Vec<u64>) {
+    let mut client = s.connect(token).await;
+    let ack = client
+        .request(json!({"op": "subscribe", "scope": scope, "since": since}))
+        .await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    let replayed = client
+        .barrier()
+        .await
+        .iter()
+        .filter(|f| f["scope"] == scope)
+        .map(|f| f["offset"].as_u64().unwrap())
+        .collect();
+    (ack["recovered"].as_bool().unwrap(), replayed)
+}
+
+/// The HTTP catch-up after `after`: the events' offsets, or the error status.
+async fn catch_up(s: &TestServer, token: &str, scope: &str, after: u64) -> Result<Vec<u64>, u16> {
+    let path = format!(
+        "/api/v1/scopes/{}/events?after={after}",
+        scope.replace(':', "%3A")
+    );
+    let resp = s.get(&path, token).await;
+    if resp.status != StatusCode::OK {
+        assert_eq!(resp.body["error"]["code"], "gone", "{}", resp.text);
+        return Err(resp.status.as_u16());
+    }
+    Ok(resp.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["offset"].as_u64().unwrap())
+        .collect())
+}
+
+fn with_retention(events: Option<u64>, secs: Option<u64>) -> Vec<Namespace> {
+    let mut all = namespaces();
+    let mut recent = namespace("recent", "topic:recent.{id}", "authenticated", "server");
+    recent.retention_events = events;
+    recent.retention_secs = secs;
+    all.insert(0, recent);
+    all
+}
+
+/// `retention_events = 3`: a topic of the namespace keeps exactly its last three events
+/// for `since` / `resume` and the HTTP catch-up, whatever the server keeps; further back
+/// is `recovered: false` and `410 gone`. A topic of another namespace keeps the
+/// server's window (here: everything); one with `retention_events = 0` keeps nothing.
+#[tokio::test]
+async fn a_namespace_retention_keeps_exactly_its_last_events() {
+    let s = TestServer::start_with(|c| c.namespaces = with_retention(Some(3), None)).await;
+    let w = s.world().await;
+    let token = &w.alice.token;
+    let o = publish_n(&s, "topic:recent.1", 5).await;
+
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", o[1]).await,
+        (true, o[2..].to_vec()),
+        "the last three"
+    );
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", o[0]).await,
+        (false, vec![]),
+        "the fourth from the end is gone"
+    );
+    let mut resuming = s.connect(token).await;
+    let ack = resuming
+        .request(json!({"op": "resume", "positions": {"topic:recent.1": o[0]}}))
+        .await;
+    assert_eq!(ack["scopes"]["topic:recent.1"]["recovered"], false, "{ack}");
+    assert_eq!(
+        catch_up(&s, token, "topic:recent.1", o[1]).await,
+        Ok(o[2..].to_vec())
+    );
+    assert_eq!(catch_up(&s, token, "topic:recent.1", o[0]).await, Err(410));
+
+    // The server's window elsewhere: all five.
+    let orders = publish_n(&s, "topic:orders.1", 5).await;
+    assert_eq!(
+        replay_since(&s, token, "topic:orders.1", orders[0] - 1).await,
+        (true, orders.clone())
+    );
+    assert_eq!(
+        catch_up(&s, token, "topic:orders.1", orders[0] - 1).await,
+        Ok(orders)
+    );
+
+    // After a restart too (the window is read from the event log then).
+    let mut s = s;
+    s.restart().await;
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", o[1]).await,
+        (true, o[2..].to_vec())
+    );
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", o[0]).await,
+        (false, vec![])
+    );
+}
+
+/// `retention_secs`: events older than the namespace's age are gone for it, while the
+/// server (24 h) still keeps those of other namespaces. Judged on the server's clock: the
+/// same data, restarted with a clock two minutes later.
+#[tokio::test]
+async fn a_namespace_retention_age_applies_on_the_servers_clock() {
+    let start = chorus_server::Clock::system().now_ms();
+    let mut s = TestServer::start_with(|c| {
+        c.namespaces = with_retention(None, Some(60));
+        c.clock = chorus_server::Clock::following_tokio(start);
+    })
+    .await;
+    let w = s.world().await;
+    let token = &w.alice.token;
+    let recent = publish_n(&s, "topic:recent.1", 2).await;
+    let orders = publish_n(&s, "topic:orders.1", 2).await;
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", recent[0] - 1).await,
+        (true, recent.clone()),
+        "within the minute"
+    );
+
+    s.restart_with(|c| {
+        c.namespaces = with_retention(None, Some(60));
+        c.clock = chorus_server::Clock::following_tokio(start + 120_000);
+    })
+    .await;
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", recent[0] - 1).await,
+        (false, vec![])
+    );
+    assert_eq!(
+        catch_up(&s, token, "topic:recent.1", recent[0] - 1).await,
+        Err(410)
+    );
+    assert_eq!(
+        replay_since(&s, token, "topic:orders.1", orders[0] - 1).await,
+        (true, orders.clone())
+    );
+    assert_eq!(
+        catch_up(&s, token, "topic:orders.1", orders[0] - 1).await,
+        Ok(orders)
+    );
+}
+
+/// A reload changes a namespace's window for the next resume and catch-up: narrowed to
+/// two, the third from the end is gone; widened again, the event log still had it.
+#[tokio::test]
+async fn a_reload_changes_a_namespace_retention() {
+    let s = TestServer::start_with(|c| c.namespaces = with_retention(Some(3), None)).await;
+    let w = s.world().await;
+    let token = &w.alice.token;
+    let o = publish_n(&s, "topic:recent.1", 4).await;
+    assert_eq!(
+        catch_up(&s, token, "topic:recent.1", o[0]).await,
+        Ok(o[1..].to_vec())
+    );
+
+    chorus_server::reload_namespaces(s.state(), with_retention(Some(2), None)).unwrap();
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", o[0]).await,
+        (false, vec![])
+    );
+    assert_eq!(catch_up(&s, token, "topic:recent.1", o[0]).await, Err(410));
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", o[1]).await,
+        (true, o[2..].to_vec())
+    );
+
+    chorus_server::reload_namespaces(s.state(), with_retention(Some(10), None)).unwrap();
+    assert_eq!(
+        replay_since(&s, token, "topic:recent.1", o[0] - 1).await,
+        (true, o.clone())
+    );
+    assert_eq!(
+        catch_up(&s, token, "topic:recent.1", o[0] - 1).await,
+        Ok(o.clone())
+    );
+    // Declaring no retention: the server's window.
+    chorus_server::reload_namespaces(s.state(), with_retention(None, None)).unwrap();
+    assert_eq!(catch_up(&s, token, "topic:recent.1", o[0] - 1).await, Ok(o));
+}
+
+/// `after` must be a position the server gave (an event's offset, a subscribe ack's
+/// `offset`, `hello`'s `offsets`): offsets start at a large base, so `after=0` is no
+/// position of this database and answers `410 gone`, as a resume from 0 answers
+/// `recovered: false` — even right after the topic's first event. In a namespace
+/// without history nothing is logged: from the ack's offset the catch-up is empty.
+#[tokio::test]
+async fn catching_up_from_zero_is_gone_and_from_a_given_offset_is_complete() {
+    let s = gateway().await;
+    let w = s.world().await;
+    let token = &w.alice.token;
+    let mut alice = s.connect(token).await;
+    let head = alice.subscribe("topic:room.lobby").await["offset"]
+        .as_u64()
+        .unwrap();
+    let ack = client_publish(&mut alice, "topic:room.lobby", json!({"text": "hi"})).await;
+    let offset = ack["offset"].as_u64().unwrap();
+    assert_eq!(offset, head + 1);
+    assert_eq!(catch_up(&s, token, "topic:room.lobby", 0).await, Err(410));
+    assert_eq!(
+        replay_since(&s, token, "topic:room.lobby", 0).await,
+        (false, vec![])
+    );
+    assert_eq!(
+        catch_up(&s, token, "topic:room.lobby", head).await,
+        Ok(vec![offset])
+    );
+
+    let head = alice.subscribe("topic:ticker.abc").await["offset"]
+        .as_u64()
+        .unwrap();
+    let ack = client_publish(&mut alice, "topic:ticker.abc", json!({})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    assert!(ack.get("offset").is_none_or(Value::is_null), "{ack}");
+    assert_eq!(
+        catch_up(&s, token, "topic:ticker.abc", head).await,
+        Ok(vec![])
+    );
+    assert_eq!(catch_up(&s, token, "topic:ticker.abc", 0).await, Err(410));
+}
+
+fn watched_namespaces() -> Vec<Namespace> {
+    let mut lobby = namespace("lobby", "topic:lobby.{id}", "public", "public");
+    lobby.presence = true;
+    lobby.join_leave = true;
+    let mut desk = namespace("desk", "topic:desk.{user_id}", "user", "user");
+    desk.presence = true;
+    let mut all = vec![lobby, desk];
+    all.extend(namespaces());
+    all
+}
+
+/// The next `subscriber.joined` / `subscriber.left` of `scope` (other frames skipped).
+async fn next_change(client: &mut WsClient, scope: &str) -> Value {
+    loop {
+        let frame = client.recv_json().await;
+        let kind = frame["type"].as_str().unwrap_or("");
+        if frame["scope"] == scope && kind.starts_with("subscriber.") {
+            assert!(frame.get("offset").is_none(), "ephemeral: {frame}");
+            return json!({"type": kind, "data": frame["data"]});
+        }
+    }
+}
+
+fn change(kind: &str, user_id: i64, session: &Value) -> Value {
+    let mut data = json!({"user_id": user_id, "session_id": session});
+    if user_id == 0 {
+        data["anonymous"] = json!(true);
+    }
+    json!({"type": kind, "data": data})
+}
+
+async fn presence_of(s: &TestServer, token: &str, scope: &str) -> Vec<Value> {
+    let path = format!("/api/v1/scopes/{}/presence", scope.replace(':', "%3A"));
+    let got = s.get(&path, token).await.expect_status(StatusCode::OK).body;
+    assert_eq!(got["scope"], scope);
+    got["subscribers"].as_array().unwrap().clone()
+}
+
+/// `join_leave = true`: a topic's subscribers receive `subscriber.joined` /
+/// `subscriber.left` (ephemeral) as other connections subscribe and stop — by
+/// `unsubscribe` or by closing — anonymous ones as user 0 with `anonymous: true`.
+/// `presence = true`: who is subscribed can be read over HTTP, one entry per
+/// connection. A namespace with neither sends no such events and has no presence.
+#[tokio::test]
+async fn join_leave_events_and_presence_of_a_topic() {
+    let s = TestServer::start_with(|c| c.namespaces = watched_namespaces()).await;
+    let w = s.world().await;
+    let lobby = "topic:lobby.1";
+    let mut alice = s.connect(&w.alice.token).await;
+    let alice_session = alice.hello["session_id"].clone();
+    assert_eq!(answer(&mut alice, lobby).await, "ack");
+    // Its own join comes back too (it knows its `session_id` from `hello`).
+    assert_eq!(
+        next_change(&mut alice, lobby).await,
+        change("subscriber.joined", w.alice.id, &alice_session)
+    );
+
+    let mut bob = s.connect(&w.bob.token).await;
+    assert_eq!(answer(&mut bob, lobby).await, "ack");
+    let bob_session = bob.hello["session_id"].clone();
+    assert_eq!(
+        next_change(&mut alice, lobby).await,
+        change("subscriber.joined", w.bob.id, &bob_session)
+    );
+    let mut anon = s.connect_anonymous().await;
+    assert_eq!(answer(&mut anon, lobby).await, "ack");
+    let anon_session = anon.hello["session_id"].clone();
+    assert_eq!(
+        next_change(&mut alice, lobby).await,
+        change("subscriber.joined", 0, &anon_session)
+    );
+    assert_eq!(
+        next_change(&mut anon, lobby).await,
+        change("subscriber.joined", 0, &anon_session),
+        "anonymous subscribers receive them too"
+    );
+
+    let mut expected = vec![
+        change("", w.alice.id, &alice_session)["data"].clone(),
+        change("", w.bob.id, &bob_session)["data"].clone(),
+        change("", 0, &anon_session)["data"].clone(),
+    ];
+    expected.sort_by_key(|v| (v["user_id"].as_i64(), v["session_id"].to_string()));
+    assert_eq!(presence_of(&s, &w.carol.token, lobby).await, expected);
+
+    let ack = bob
+        .request(json!({"op": "unsubscribe", "scope": lobby}))
+        .await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    assert_eq!(
+        next_change(&mut alice, lobby).await,
+        change("subscriber.left", w.bob.id, &bob_session)
+    );
+    anon.close().await;
+    assert_eq!(
+        next_change(&mut alice, lobby).await,
+        change("subscriber.left", 0, &anon_session)
+    );
+    assert_eq!(
+        presence_of(&s, &w.alice.token, lobby).await,
+        [change("", w.alice.id, &alice_session)["data"].clone()]
+    );
+
+    // Presence without join/leave: readable by whom the namespace lets read it.
+    let desk = format!("topic:desk.{}", w.bob.id);
+    assert_eq!(answer(&mut bob, &desk).await, "ack");
+    assert_eq!(
+        presence_of(&s, &w.bob.token, &desk).await,
+        [change("", w.bob.id, &bob_session)["data"].clone()]
+    );
+    let path = format!("/api/v1/scopes/{}/presence", desk.replace(':', "%3A"));
+    s.get(&path, &w.alice.token)
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    // Neither: no presence, and no join events before the marker.
+    s.get("/api/v1/scopes/topic%3Aorders.1/presence", &w.alice.token)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    s.get(
+        &format!("/api/v1/scopes/workspace%3A{}/presence", w.ws),
+        &w.alice.token,
+    )
+    .await
+    .expect_error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(answer(&mut alice, "topic:orders.1").await, "ack");
+    assert_eq!(answer(&mut bob, "topic:orders.1").await, "ack");
+    publish(&s, "topic:orders.1", "marker", json!({"amount": 1}))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    loop {
+        let frame = alice.recv_json().await;
+        assert!(
+            !(frame["scope"] == "topic:orders.1"
+                && frame["type"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("subscriber.")),
+            "{frame}"
+        );
+        if frame["type"] == "marker" {
+            break;
+        }
+    }
+    // A revocation ends presence too: a reload that shuts bob out of his desk, then
+    // one that lets him in again (he has not subscribed since).
+    let mut stricter = watched_namespaces();
+    stricter[1].read = "role:nobody".into();
+    chorus_server::reload_namespaces(s.state(), stricter).unwrap();
+    let revoked = bob.expect_event("subscription.revoked").await;
+    assert_eq!(revoked["scope"], desk);
+    chorus_server::reload_namespaces(s.state(), watched_namespaces()).unwrap();
+    assert_eq!(
+        presence_of(&s, &w.bob.token, &desk).await,
+        Vec::<Value>::new()
+    );
 }

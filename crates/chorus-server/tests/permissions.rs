@@ -1258,6 +1258,9 @@ async fn namespaced_topics_follow_their_access() {
         schema: None,
         retention_events: None,
         retention_secs: None,
+        // Who may read a topic's presence is who may subscribe (checked below too).
+        presence: true,
+        join_leave: false,
     };
     let s = TestServer::start_with(|c| {
         c.namespaces = vec![
@@ -1338,6 +1341,26 @@ async fn namespaced_topics_follow_their_access() {
             )
             .unwrap();
         }
+        // The topic's presence over HTTP: the same rule as subscribing.
+        let status = s
+            .get(
+                &format!("/api/v1/scopes/{}/presence", name.replace(':', "%3A")),
+                &p.of(*actor).token,
+            )
+            .await
+            .status;
+        let expected = match *read {
+            "ack" => StatusCode::OK,
+            "forbidden" => StatusCode::FORBIDDEN,
+            _ => StatusCode::NOT_FOUND,
+        };
+        if status != expected {
+            writeln!(
+                wrong,
+                "{actor:?} reading the presence of {kind} ({name}): expected {expected}, got {status}"
+            )
+            .unwrap();
+        }
     }
     assert!(wrong.is_empty(), "namespace rules that disagree:\n{wrong}");
 }
@@ -1372,6 +1395,8 @@ async fn proxied_topics_follow_the_applications_answer() {
             schema: None,
             retention_events: None,
             retention_secs: None,
+            presence: false,
+            join_leave: false,
         }];
     })
     .await;
@@ -1422,6 +1447,8 @@ async fn credential_roles_open_role_namespaces() {
         schema: None,
         retention_events: None,
         retention_secs: None,
+        presence: false,
+        join_leave: false,
     };
     let s = TestServer::start_with(|c| {
         c.jwt_secret = Some(SECRET.into());

@@ -171,6 +171,8 @@ fn namespace(name: &str, pattern: &str, read: &str, publish: &str) -> Namespace 
         schema: None,
         retention_events: None,
         retention_secs: None,
+        presence: false,
+        join_leave: false,
     }
 }
 
@@ -247,6 +249,7 @@ async fn the_subscribe_proxy_allows_and_refuses_per_user() {
         asked[0].body,
         json!({
             "user": {"id": w.alice.id, "name": "alice"},
+            "roles": [],
             "scope": "topic:room.kitchen",
             "namespace": "rooms"
         })
@@ -372,12 +375,88 @@ async fn the_publish_proxy_allows_refuses_and_transforms() {
         asked[0].body,
         json!({
             "user": {"id": w.alice.id, "name": "alice"},
+            "roles": [],
             "scope": "topic:chat.1",
             "namespace": "chat",
             "type": "said",
             "data": {"text": "hello"}
         })
     );
+}
+
+/// The subscribe and publish proxies are told the roles of the connection's credential
+/// (here the connect proxy's `roles`), as `role:<name>` namespaces see them: the
+/// application can decide by them, and a subscribe answer cached for one credential is
+/// not reused for another of the same user with other roles.
+#[tokio::test]
+async fn subscribe_and_publish_proxy_requests_carry_the_credentials_roles() {
+    let app = App::start(|proxy, body| {
+        let support = body["roles"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("support")));
+        Reply::Json(match proxy {
+            "connect" => match body["token"].as_str().unwrap_or("") {
+                "staff-session" => {
+                    json!({"active": true, "sub": "42", "roles": ["support", "billing.read"]})
+                }
+                "plain-session" => json!({"active": true, "sub": "42"}),
+                _ => json!({"active": false}),
+            },
+            "subscribe" | "publish" if support => json!({"allow": true}),
+            _ => json!({"allow": false, "reason": "support staff only"}),
+        })
+    })
+    .await;
+    let s = TestServer::start_with(|c| {
+        c.proxy = proxies(Some(app.url("connect")), Some(&app));
+        c.namespaces = vec![namespace("tickets", "topic:ticket.{id}", "proxy", "proxy")];
+    })
+    .await;
+    let publish =
+        json!({"op": "publish", "scope": "topic:ticket.7", "type": "note", "data": {"n": 1}});
+
+    let mut staff = s.connect("staff-session").await;
+    assert_eq!(answer(&mut staff, "topic:ticket.7").await["op"], "ack");
+    let ack = staff.request(publish.clone()).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    staff.expect_event("note").await;
+    let user = json!({"id": staff.user_id(), "name": "app.42"});
+    assert_eq!(
+        app.seen("subscribe")[0].body,
+        json!({
+            "user": user,
+            "roles": ["support", "billing.read"],
+            "scope": "topic:ticket.7",
+            "namespace": "tickets"
+        })
+    );
+    assert_eq!(
+        app.seen("publish")[0].body,
+        json!({
+            "user": user,
+            "roles": ["support", "billing.read"],
+            "scope": "topic:ticket.7",
+            "namespace": "tickets",
+            "type": "note",
+            "data": {"n": 1}
+        })
+    );
+
+    // The same user through a credential without roles: asked again, refused.
+    let mut plain = s.connect("plain-session").await;
+    assert_eq!(plain.user_id(), staff.user_id());
+    let refused = answer(&mut plain, "topic:ticket.7").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let refused = plain.request(publish).await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let asked = app.seen("subscribe");
+    assert_eq!(
+        asked.len(),
+        2,
+        "not answered from the staff's cache: {asked:?}"
+    );
+    assert_eq!(asked[1].body["roles"], json!([]));
+    assert_eq!(app.seen("publish")[1].body["roles"], json!([]));
 }
 
 #[tokio::test]

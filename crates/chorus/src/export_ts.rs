@@ -77,17 +77,29 @@ fn module(namespaces: &[Namespace], source: &str, import: &str) -> anyhow::Resul
             .strip_prefix("topic:")
             .unwrap_or(&namespace.pattern);
         writeln!(out)?;
+        let mut traits = String::new();
+        if namespace.retention_events == Some(0) || namespace.retention_secs == Some(0) {
+            traits.push_str(", no history");
+        } else {
+            if let Some(n) = namespace.retention_events {
+                write!(traits, ", keeps {n} events")?;
+            }
+            if let Some(secs) = namespace.retention_secs {
+                write!(traits, ", keeps events {secs} s")?;
+            }
+        }
+        if namespace.presence {
+            traits.push_str(", presence");
+        }
+        if namespace.join_leave {
+            traits.push_str(", join/leave events");
+        }
         writeln!(
             out,
-            "/** Namespace `{}`: read {}, publish {}{}. */",
+            "/** Namespace `{}`: read {}, publish {}{traits}. */",
             comment(&namespace.name),
             comment(&namespace.read),
             comment(&namespace.publish),
-            if namespace.retention_events == Some(0) || namespace.retention_secs == Some(0) {
-                ", no history"
-            } else {
-                ""
-            }
         )?;
         match &namespace.schema {
             Some(schema) => {

@@ -1934,3 +1934,214 @@ async fn signal(child: &Child, name: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+/// The next `subscriber.joined` / `subscriber.left` of `scope`: `(type, user_id)`,
+/// within [`WAIT`] (other frames, heartbeats included, do not extend it).
+async fn next_subscriber_change(ws: &mut Ws, scope: &str) -> (String, i64) {
+    let next = async {
+        loop {
+            let v = next_json(ws).await;
+            let kind = v["type"].as_str().unwrap_or_default();
+            if v["scope"] == scope && kind.starts_with("subscriber.") {
+                return (kind.to_owned(), v["data"]["user_id"].as_i64().unwrap());
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, next)
+        .await
+        .unwrap_or_else(|_| panic!("no subscriber.* of {scope} within {WAIT:?}"))
+}
+
+/// The user ids a node lists in a topic's presence, once `done` holds for them (the
+/// nodes record their subscribers in Redis a moment after each change).
+async fn presence_until(
+    addr: SocketAddr,
+    token: &str,
+    scope: &str,
+    within: Duration,
+    done: impl Fn(&[i64]) -> bool,
+) -> Vec<i64> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let got: Value = reqwest::Client::new()
+            .get(format!(
+                "http://{addr}/api/v1/scopes/{}/presence",
+                scope.replace(':', "%3A")
+            ))
+            .timeout(WAIT)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut users: Vec<i64> = got["subscribers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{got}"))
+            .iter()
+            .map(|s| s["user_id"].as_i64().unwrap())
+            .collect();
+        users.sort_unstable();
+        if done(&users) || tokio::time::Instant::now() >= deadline {
+            return users;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Gateway namespaces on three nodes: join/leave events reach a topic's subscribers on
+/// every node; its presence, read on any node, lists the subscribers of all of them and
+/// drops those of a node killed without a goodbye once its heartbeat lapses; a
+/// namespace's retention window is the same wherever a client resumes.
+#[tokio::test]
+#[ignore = "needs redis-server: scripts/test runs it (--run-ignored all)"]
+async fn topic_presence_join_leave_and_retention_hold_across_nodes() {
+    let namespaces = r#"
+[[namespaces]]
+name = "lobby"
+pattern = "topic:lobby.{id}"
+read = "authenticated"
+publish = "authenticated"
+presence = true
+join_leave = true
+retention_events = 2
+"#;
+    let Cluster {
+        redis: _redis,
+        mut nodes,
+        _dir,
+    } = cluster_with(3, namespaces).await;
+    let (a, b, c) = (nodes[0].addr, nodes[1].addr, nodes[2].addr);
+    let (_ws, users) = team(a, &["ann", "ben"]).await;
+    let (ann_id, ann) = users["ann"].clone();
+    let (ben_id, ben) = users["ben"].clone();
+    let lobby = "topic:lobby.1";
+
+    let mut on_a = open(a, &ann).await;
+    let ack = request(&mut on_a, json!({"op": "subscribe", "scope": lobby})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    assert_eq!(
+        next_subscriber_change(&mut on_a, lobby).await,
+        ("subscriber.joined".into(), ann_id)
+    );
+    let url = format!("ws://{b}/ws?token={ben}");
+    let (mut on_b, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let hello = next_json(&mut on_b).await;
+    let ben_on_b = hello["session_id"].clone();
+    let ack = request(&mut on_b, json!({"op": "subscribe", "scope": lobby})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    assert_eq!(
+        next_subscriber_change(&mut on_a, lobby).await,
+        ("subscriber.joined".into(), ben_id),
+        "ben's join on node B reaches ann on node A"
+    );
+    let both = {
+        let mut both = vec![ann_id, ben_id];
+        both.sort_unstable();
+        both
+    };
+    let wait = Duration::from_secs(10);
+    assert_eq!(
+        presence_until(c, &ann, lobby, wait, |u| u == both.as_slice()).await,
+        both,
+        "node C lists the subscribers of A and B"
+    );
+
+    let ack = request(&mut on_b, json!({"op": "unsubscribe", "scope": lobby})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    assert_eq!(
+        next_subscriber_change(&mut on_a, lobby).await,
+        ("subscriber.left".into(), ben_id)
+    );
+    assert_eq!(
+        presence_until(a, &ben, lobby, wait, |u| u == [ann_id]).await,
+        [ann_id]
+    );
+
+    // Retention: the namespace keeps two events, on every node.
+    let mut offsets = Vec::new();
+    for i in 0..3 {
+        let sent = call(
+            a,
+            ADMIN,
+            "/api/v1/publish",
+            json!({"scope": lobby, "type": "tick", "data": {"i": i}}),
+        )
+        .await;
+        offsets.push(sent["offset"].as_u64().unwrap());
+    }
+    for (since, recovered, replayed) in [(offsets[0], true, 2), (offsets[0] - 1, false, 0)] {
+        let mut on_c = open(c, &ben).await;
+        let subscribe = json!({"op": "subscribe", "scope": lobby, "since": since, "id": "s"});
+        on_c.send(Message::text(subscribe.to_string()))
+            .await
+            .unwrap();
+        // The replay comes before the ack.
+        let mut ticks = 0;
+        let ack = loop {
+            let v = next_json(&mut on_c).await;
+            if v["id"] == "s" {
+                break v;
+            }
+            ticks += usize::from(v["type"] == "tick");
+        };
+        assert_eq!(ack["recovered"], recovered, "since {since}: {ack}");
+        assert_eq!(ticks, replayed, "since {since}");
+    }
+
+    // Ben subscribes on B again; B dies without a goodbye: its subscribers leave the
+    // presence once its heartbeat lapses (6 s; within the sweep's bound).
+    let ack = request(&mut on_b, json!({"op": "subscribe", "scope": lobby})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    assert!(
+        presence_until(a, &ann, lobby, wait, |u| u.contains(&ben_id))
+            .await
+            .contains(&ben_id)
+    );
+    // (ben's connections to node C above joined and left meanwhile: skip them)
+    let of_ben_on_b = async |ws: &mut Ws| loop {
+        let v = next_json(ws).await;
+        if v["scope"] == lobby && v["data"]["session_id"] == ben_on_b {
+            return v["type"].as_str().unwrap().to_owned();
+        }
+    };
+    let joined = tokio::time::timeout(WAIT, of_ben_on_b(&mut on_a))
+        .await
+        .expect("ben's second join on node B");
+    assert_eq!(joined, "subscriber.joined");
+    nodes[1].child.start_kill().unwrap();
+    let after_kill = presence_until(a, &ann, lobby, Duration::from_secs(15), |u| {
+        !u.contains(&ben_id)
+    })
+    .await;
+    assert!(!after_kill.contains(&ben_id), "{after_kill:?}");
+    assert!(after_kill.contains(&ann_id), "{after_kill:?}");
+    // The sweep that forgets node B announces its subscribers' leaves, once (the
+    // documented bound: heartbeat TTL 6 s + sweep interval 2 s).
+    let left = tokio::time::timeout(Duration::from_secs(12), of_ben_on_b(&mut on_a))
+        .await
+        .expect("ben's leave announced by the sweep");
+    assert_eq!(left, "subscriber.left");
+    call(
+        a,
+        ADMIN,
+        "/api/v1/publish",
+        json!({"scope": lobby, "type": "marker", "data": {}}),
+    )
+    .await;
+    let until_marker = async {
+        loop {
+            let v = next_json(&mut on_a).await;
+            assert_ne!(v["data"]["session_id"], ben_on_b, "announced twice: {v}");
+            if v["type"] == "marker" {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, until_marker)
+        .await
+        .expect("the marker");
+}

@@ -134,3 +134,101 @@ async fn sighup_ends_the_subscriptions_a_stricter_rule_refuses() {
     .await;
     assert_eq!(again["code"], "forbidden", "{again}");
 }
+
+fn recent(retention_events: u64) -> String {
+    format!(
+        r#"
+[[namespaces]]
+name = "recent"
+pattern = "topic:recent.{{id}}"
+read = "authenticated"
+retention_events = {retention_events}
+"#
+    )
+}
+
+/// `subscribe` with `since` on `ws`: `recovered` and how many events were replayed
+/// (they come before the ack).
+async fn replayed_since(ws: &mut Ws, id: &str, scope: &str, since: u64) -> (bool, usize) {
+    let op = json!({"op": "subscribe", "scope": scope, "since": since, "id": id});
+    ws.send(Message::text(op.to_string())).await.unwrap();
+    let mut replayed = 0;
+    loop {
+        let v = next_json(ws).await;
+        if v["id"] == id {
+            assert_eq!(v["op"], "ack", "{v}");
+            return (v["recovered"].as_bool().unwrap(), replayed);
+        }
+        replayed += usize::from(v["scope"] == scope && v["type"] == "tick");
+    }
+}
+
+/// SIGHUP applies a namespace's changed retention to the next resume: kept three, a
+/// resume four back is complete; narrowed to two, the same resume is
+/// `recovered: false` and one three back is complete.
+#[tokio::test]
+async fn sighup_changes_a_namespace_retention() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("gateway.toml");
+    std::fs::write(&file, recent(3)).unwrap();
+    let addr = free_addr();
+    let server = common::serve(
+        addr,
+        data.path(),
+        ADMIN,
+        &[("CHORUS_CONFIG", file.to_str().unwrap())],
+    )
+    .await;
+    let carol = call(addr, ADMIN, "/api/v1/users", json!({"name": "carol"})).await;
+    let token = carol["token"].as_str().unwrap().to_owned();
+    let scope = "topic:recent.1";
+    let mut offsets = Vec::new();
+    for i in 0..3 {
+        let sent = call(
+            addr,
+            ADMIN,
+            "/api/v1/publish",
+            json!({"scope": scope, "type": "tick", "data": {"i": i}}),
+        )
+        .await;
+        offsets.push(sent["offset"].as_u64().unwrap());
+    }
+    let url = format!("ws://{addr}/ws?token={token}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["op"], "hello");
+    assert_eq!(
+        replayed_since(&mut ws, "three", scope, offsets[0] - 1).await,
+        (true, 3)
+    );
+
+    std::fs::write(&file, recent(2)).unwrap();
+    let pid = server.id().unwrap().to_string();
+    let sent = Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(sent.success());
+    // The reload is done when the rule answers: ask until it does (bounded).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let got = replayed_since(&mut ws, &format!("a{attempt}"), scope, offsets[0] - 1).await;
+        if got == (false, 0) {
+            break;
+        }
+        assert_eq!(got, (true, 3), "before the reload");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not reloaded in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        replayed_since(&mut ws, "two", scope, offsets[0]).await,
+        (true, 2)
+    );
+}

@@ -504,6 +504,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/scopes/{scope}/presence": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Who is subscribed to a topic whose namespace keeps presence (`presence = true`), on
+         *     every node: one entry per connection (`session_id` as in its `hello`; anonymous
+         *     connections as user `0`, `anonymous: true`). Authorized like a subscription; `404`
+         *     for a scope that is not such a topic.
+         */
+        get: operations["scope_presence"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/server-keys": {
         parameters: {
             query?: never;
@@ -1507,6 +1529,19 @@ export interface components {
             /** @enum {string} */
             type: "subscription.revoked";
         } | {
+            /** @description On a topic whose namespace has `join_leave = true`: a connection subscribed. */
+            data: components["schemas"]["TopicSubscriber"];
+            /** @enum {string} */
+            type: "subscriber.joined";
+        } | {
+            /**
+             * @description On a topic whose namespace has `join_leave = true`: a connection stopped being
+             *     subscribed (unsubscribed, revoked or disconnected).
+             */
+            data: components["schemas"]["TopicSubscriber"];
+            /** @enum {string} */
+            type: "subscriber.left";
+        } | {
             data: components["schemas"]["CredentialsRevoked"];
             /** @enum {string} */
             type: "credentials.revoked";
@@ -1666,6 +1701,11 @@ export interface components {
          *     "Namespaces".
          */
         Namespace: {
+            /**
+             * @description Whether a topic's subscribers receive `subscriber.joined` / `subscriber.left`
+             *     when a connection subscribes to it or stops.
+             */
+            join_leave?: boolean;
             /** @description A unique name, for logs and errors. */
             name: string;
             /**
@@ -1674,6 +1714,11 @@ export interface components {
              *     `topic:notifications.user.{user_id}`, `topic:news`, `topic:*` (a catch-all).
              */
             pattern: string;
+            /**
+             * @description Whether who is subscribed to a topic can be read (`GET
+             *     /api/v1/scopes/{scope}/presence`, by whoever may read the topic).
+             */
+            presence?: boolean;
             /**
              * @description Who may publish from a client (`publish` op): `server` (nobody: only
              *     `POST /api/v1/publish`; the default) or one of the kinds of `read`.
@@ -1689,14 +1734,15 @@ export interface components {
             read?: string;
             /**
              * Format: int64
-             * @description `0`: no history (events get no offset and are never replayed). Other values are
-             *     not supported yet: the server's `retention_events` applies.
+             * @description How many of each topic's last events are kept for `resume`, `since` and the HTTP
+             *     catch-up (at most 1,000,000), instead of the server's `retention_events`. `0`: no
+             *     history (events get no offset and are never replayed).
              */
             retention_events?: number | null;
             /**
              * Format: int64
-             * @description `0`: no history, as `retention_events = 0`. Other values are not supported yet:
-             *     the server's `retention_secs` applies.
+             * @description How long each topic's events are kept, in seconds (at most a year), instead of
+             *     the server's `retention_secs`. `0`: no history, as `retention_events = 0`.
              */
             retention_secs?: number | null;
             /** @description A JSON Schema every published `data` must satisfy (server and client publishes). */
@@ -2011,6 +2057,30 @@ export interface components {
          * @description An API token's id (what revoking names; never the secret).
          */
         TokenId: number;
+        /**
+         * @description `GET /api/v1/scopes/{scope}/presence`: who is subscribed to a topic of a namespace
+         *     with `presence = true`, on every node.
+         */
+        TopicPresence: {
+            scope: string;
+            /** @description One entry per subscribed connection, by `user_id` then `session_id`. */
+            subscribers: components["schemas"]["TopicSubscriber"][];
+        };
+        /**
+         * @description One connection subscribed to a topic (in [`TopicPresence`], and the `data` of
+         *     `subscriber.joined` / `subscriber.left`).
+         */
+        TopicSubscriber: {
+            /** @description Present (`true`) for an anonymous connection. */
+            anonymous?: boolean;
+            /** @description The connection's `session_id`, as its `hello` gave it. */
+            session_id: string;
+            /**
+             * Format: int64
+             * @description The user (`0` for an anonymous connection).
+             */
+            user_id: number;
+        };
         /**
          * @description `turn.cancelled`, on the channel's scope (`wake: true` for the agent, which gets it
          *     by webhook instead when it has one and is not connected): `by` cancelled the turn
@@ -4769,6 +4839,78 @@ export interface operations {
             };
             /** @description Gone: no longer kept. */
             410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    scope_presence: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description e.g. `topic:room.lobby` (URL-encoded: `topic%3Aroom.lobby`) */
+                scope: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TopicPresence"];
+                };
+            };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -2,7 +2,7 @@
 // as typed topics (docs/protocol.md, "Namespaces"). Do not edit: generate it again.
 import { defineTopic } from "../../src/index.js";
 
-/** Namespace `news`: read public, publish server. */
+/** Namespace `news`: read public, publish server, keeps 50 events, keeps events 86400 s. */
 export const news = defineTopic("news");
 
 /** Namespace `orders`: read authenticated, publish server. */
@@ -56,7 +56,7 @@ export const cursors = defineTopic("cursors.{doc}", cursorsSchema);
 /** Namespace `documents`: read proxy, publish server. */
 export const documents = defineTopic("doc.{doc_id}");
 
-/** Namespace `rooms`: read authenticated, publish proxy. */
+/** Namespace `rooms`: read authenticated, publish proxy, presence, join/leave events. */
 export const roomsSchema = {
   "properties": {
     "text": {

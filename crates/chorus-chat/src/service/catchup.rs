@@ -92,6 +92,24 @@ impl Chat {
         if after < head && events.first().and_then(|e| e.offset) != Some(after + 1) {
             return Err(gone());
         }
+        // A topic whose namespace has its own retention window: applied here as a
+        // resume applies it (the event log, trimmed to the widest window of all, may
+        // still hold events that left it). Other scopes are caught up from whatever the
+        // log still holds, beyond the resume window too.
+        if let Some(window) = self.engine.retentions.own(&scope) {
+            let now = std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(u64::try_from(self.now().0).unwrap_or(0));
+            let oldest = now
+                .checked_sub(window.max_age)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let first_too_old = events
+                .first()
+                .and_then(|e| e.logged_at)
+                .is_some_and(|at| at < oldest);
+            if after < head && (head - after > window.max_events as u64 || first_too_old) {
+                return Err(gone());
+            }
+        }
         let next = events.last().and_then(|e| e.offset).unwrap_or(after);
         let user = caller.id.0;
         // Nothing of the time the caller was out of the scope (a leave and a re-join

@@ -10,16 +10,23 @@ use crate::service::Chat;
 use crate::store::{AttemptOutcome, DueWebhook};
 
 impl Chat {
-    /// Deletes the event log's events older than `max_age` and all but each scope's
-    /// last `max_events` (the engine's retention window). Returns how many went.
+    /// Deletes the event log's events outside every scope's retention window: older
+    /// than the widest age and beyond each scope's last events by the widest count (the
+    /// server's window — `max_events`, `max_age` — widened by the namespaces' own; what
+    /// a scope's narrower window leaves in the log, its reads leave out). Returns how
+    /// many went.
     pub async fn trim_event_log(
         &self,
         max_events: usize,
         max_age: std::time::Duration,
     ) -> Result<u64> {
-        let age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let widest = self.namespaces().widest(chorus_realtime::Retention {
+            max_events,
+            max_age,
+        });
+        let age = i64::try_from(widest.max_age.as_millis()).unwrap_or(i64::MAX);
         let before = Timestamp(self.now().0.saturating_sub(age));
-        self.store.trim_events(max_events, before).await
+        self.store.trim_events(widest.max_events, before).await
     }
 
     /// One trivial query: whether the database answers (and, on SQLite, can be written).

@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::Chat;
 use crate::error::{ChatError, Result};
 use crate::model::{User, WorkspaceId};
-use crate::namespaces::{Access, Namespaces, RoleRule, rank};
+use crate::namespaces::{Access, NamespaceRetention, Namespaces, RoleRule, rank};
 
 /// Longest event type, as for `POST /api/v1/publish`.
 const MAX_TYPE_BYTES: usize = 64;
@@ -40,6 +40,18 @@ impl Chat {
     /// again by [`Chat::recheck_topics`].
     pub fn set_namespaces(&self, namespaces: Namespaces) {
         let namespaces = Arc::new(namespaces);
+        // Their retention windows, for the broker, the event log's history and the
+        // HTTP catch-up alike (one rule: `Engine::retentions`).
+        let retentions = &self.engine.retentions;
+        retentions.set_rule(if namespaces.is_empty() {
+            None
+        } else {
+            Some(Arc::new(NamespaceRetention {
+                namespaces: namespaces.clone(),
+                server: retentions.server(),
+            }))
+        });
+        self.watch_topics(&namespaces);
         match self.namespaces.write() {
             Ok(mut current) => *current = namespaces,
             Err(poisoned) => *poisoned.into_inner() = namespaces,
@@ -101,6 +113,7 @@ impl Chat {
                 .proxy("subscribe")?
                 .subscribe(SubscribeRequest {
                     user: caller.map(proxy_user),
+                    roles: roles.to_vec(),
                     scope: scope.to_string(),
                     namespace: namespace.config.name.clone(),
                 })
@@ -179,6 +192,7 @@ impl Chat {
                 .proxy("publish")?
                 .publish(PublishRequest {
                     user: caller.map(proxy_user),
+                    roles: roles.to_vec(),
                     scope: scope.to_string(),
                     namespace: namespace.config.name.clone(),
                     kind: op.kind.clone(),

@@ -27,6 +27,7 @@ mod realtime;
 pub mod sign_in_links;
 mod streams;
 mod tokens;
+mod topic_presence;
 mod turns;
 mod users;
 mod workspaces;
@@ -153,6 +154,10 @@ pub struct Chat {
     /// The application's `subscribe` and `publish` proxies, asked for namespaces whose
     /// access is `proxy` ([`gateway`]); `None` when none is configured.
     app_proxy: Option<Arc<dyn gateway::AppProxy>>,
+    /// Where the registry hands subscription changes of watched topics
+    /// ([`topic_presence`]); made with the first namespaces that watch any.
+    topic_changes:
+        std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<topic_presence::TopicChange>>,
 }
 
 /// The reads every new connection makes, coalesced across connections ([`lookups`]).
@@ -280,6 +285,7 @@ impl Chat {
             loop_guards: loop_guard::LoopGuards::default(),
             namespaces: std::sync::RwLock::default(),
             app_proxy: None,
+            topic_changes: std::sync::OnceLock::new(),
         }
     }
 

@@ -12,8 +12,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use chorus_api::TopicSubscriber;
 pub use chorus_api::model::NodeStat;
 pub use chorus_api::requests::SetStatus;
+use chorus_realtime::Scope;
 
 use super::Chat;
 use crate::error::{Result, bad, not_found};
@@ -47,6 +49,21 @@ pub trait PresenceTracker: Send + Sync {
     /// The live nodes sharing this tracker (empty on a single node).
     async fn nodes(&self) -> Vec<NodeStat> {
         Vec::new()
+    }
+
+    /// A connection subscribed to `scope`, a topic whose namespace keeps presence
+    /// (`presence = true`). Only a tracker shared by several nodes records it: a single
+    /// node answers from its registry.
+    async fn topic_joined(&self, _scope: &Scope, _subscriber: &TopicSubscriber) {}
+
+    /// The connection `session` stopped being subscribed to `scope` (see
+    /// [`topic_joined`](Self::topic_joined)).
+    async fn topic_left(&self, _scope: &Scope, _session: &str) {}
+
+    /// The subscribers of `scope` on every live node; `None`: this node's registry is
+    /// the whole answer (a single node, or the shared state cannot be read now).
+    async fn topic_subscribers(&self, _scope: &Scope) -> Option<Vec<TopicSubscriber>> {
+        None
     }
 
     /// A connection of `user` opened. `true` when the user was offline until now (a

@@ -38,7 +38,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chorus_realtime::Clock;
+use chorus_api::TopicSubscriber;
+use chorus_realtime::{Clock, Scope};
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -113,6 +114,29 @@ redis.call('SREM', KEYS[3], ARGV[1])
 return gone
 ";
 
+/// `KEYS[1]` a node's heartbeat, `KEYS[2]` the set of topic keys it recorded
+/// subscribers in; `ARGV[1]` the node. Unless the node is alive: removes its fields
+/// from those topics and returns `{key, subscriber, …}` for each one removed (only the
+/// sweeper that removed a field gets it: its leave is announced once).
+const SWEEP_TOPICS_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+local prefix = ARGV[1] .. '|'
+local gone = {}
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, #prefix) == prefix then
+      if redis.call('HDEL', key, all[i]) == 1 then
+        table.insert(gone, key)
+        table.insert(gone, all[i + 1])
+      end
+    end
+  end
+end
+redis.call('DEL', KEYS[2])
+return gone
+";
+
 /// At a rejoin, `KEYS[1]`: this node's user set; `ARGV[1]`: the node, then the users it
 /// has connections of now. Removes this node's fields from the hashes of the others
 /// (closed while Redis was away); returns `{user, gen}` pairs of those now without
@@ -184,6 +208,9 @@ pub struct RedisPresence {
     /// unreachable for longer than the TTL). Every node's heartbeat lapsed in such an
     /// outage, so this node sweeps nobody until the others had one TTL to beat again.
     rejoined: Mutex<Option<tokio::time::Instant>>,
+    /// Subscribers of topics that a sweep removed with their dead node, whose
+    /// `subscriber.left` is still to be announced.
+    topic_leaves: Mutex<Vec<(Scope, TopicSubscriber)>>,
     /// Where `rejoined` is read (the chat's clock).
     clock: Clock,
     /// Count changes waiting for Redis. While any waits, new ones queue behind it, so
@@ -202,6 +229,7 @@ pub struct RedisPresence {
     close: Script,
     settle: Script,
     sweep: Script,
+    sweep_topics: Script,
     forget: Script,
 }
 
@@ -211,6 +239,14 @@ fn user_key(user: UserId) -> String {
 
 fn node_users_key(node: &str) -> String {
     format!("chorus:nu:{node}")
+}
+
+fn node_topics_key(node: &str) -> String {
+    format!("chorus:tpn:{node}")
+}
+
+fn lock_unpoisoned<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn heartbeat_key(node: &str) -> String {
@@ -240,6 +276,7 @@ impl RedisPresence {
             conn,
             local: Mutex::new(HashMap::new()),
             rejoined: Mutex::new(None),
+            topic_leaves: Mutex::new(Vec::new()),
             clock,
             unsent: Mutex::new(VecDeque::new()),
             known: Mutex::new(HashMap::new()),
@@ -249,6 +286,7 @@ impl RedisPresence {
             close: Script::new(CLOSE_LUA),
             settle: Script::new(SETTLE_LUA),
             sweep: Script::new(SWEEP_LUA),
+            sweep_topics: Script::new(SWEEP_TOPICS_LUA),
             forget: Script::new(FORGET_LUA),
         });
         presence.beat().await?;
@@ -488,6 +526,25 @@ impl RedisPresence {
             .await?;
         let mut gone = Vec::new();
         for node in nodes.iter().filter(|n| **n != self.node) {
+            // The node's topic subscribers first: the sweep below forgets the node.
+            let left: Vec<String> = self
+                .sweep_topics
+                .key(heartbeat_key(node))
+                .key(node_topics_key(node))
+                .arg(node)
+                .invoke_async(&mut conn)
+                .await?;
+            let mut left = left.into_iter();
+            let mut leaves = Vec::new();
+            while let (Some(key), Some(value)) = (left.next(), left.next()) {
+                let scope = key
+                    .strip_prefix("chorus:tp:")
+                    .and_then(|s| Scope::parse(s).ok());
+                if let (Some(scope), Ok(subscriber)) = (scope, serde_json::from_str(&value)) {
+                    leaves.push((scope, subscriber));
+                }
+            }
+            lock_unpoisoned(&self.topic_leaves).extend(leaves);
             let users: Vec<i64> = self
                 .sweep
                 .key(heartbeat_key(node))
@@ -506,10 +563,101 @@ impl RedisPresence {
     }
 }
 
+/// The subscribers of a topic that keeps presence: field `<node>|<session_id>` → the
+/// subscriber's JSON (and `chorus:tpn:<node>`: the topics a node recorded subscribers
+/// in). A dead node's fields are left out of every read at once, and removed by the
+/// sweep that forgets the node, which announces their leaves.
+fn topic_key(scope: &Scope) -> String {
+    format!("chorus:tp:{scope}")
+}
+
 #[async_trait]
 impl PresenceTracker for RedisPresence {
     fn shared(&self) -> bool {
         true
+    }
+
+    async fn topic_joined(&self, scope: &Scope, subscriber: &TopicSubscriber) {
+        let Ok(value) = serde_json::to_string(subscriber) else {
+            return;
+        };
+        let field = format!("{}|{}", self.node, subscriber.session_id);
+        let key = topic_key(scope);
+        let mut conn = self.conn.clone();
+        // The node's topics too, for the sweep of a node that died.
+        let set: redis::RedisResult<()> = redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(&key)
+            .arg(field)
+            .arg(value)
+            .ignore()
+            .cmd("SADD")
+            .arg(node_topics_key(&self.node))
+            .arg(&key)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        if let Err(err) = set {
+            tracing::warn!(%scope, cause = %err, "topic presence: join not recorded");
+        }
+    }
+
+    async fn topic_left(&self, scope: &Scope, session: &str) {
+        let field = format!("{}|{session}", self.node);
+        let mut conn = self.conn.clone();
+        let removed: redis::RedisResult<()> = redis::cmd("HDEL")
+            .arg(topic_key(scope))
+            .arg(field)
+            .query_async(&mut conn)
+            .await;
+        if let Err(err) = removed {
+            tracing::warn!(%scope, cause = %err, "topic presence: leave not recorded");
+        }
+    }
+
+    async fn topic_subscribers(&self, scope: &Scope) -> Option<Vec<TopicSubscriber>> {
+        let key = topic_key(scope);
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = match redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(all) => all,
+            Err(err) => {
+                tracing::warn!(%scope, cause = %err, "topic presence: read from this node only");
+                return None;
+            }
+        };
+        // Which nodes are alive: this one, and those whose heartbeat has not lapsed.
+        let mut alive: HashMap<&str, bool> = HashMap::new();
+        alive.insert(self.node.as_str(), true);
+        let mut out = Vec::with_capacity(all.len());
+        for (field, value) in &all {
+            let node = field.split('|').next().unwrap_or_default();
+            let live = match alive.get(node) {
+                Some(&live) => live,
+                None => {
+                    let live = redis::cmd("EXISTS")
+                        .arg(heartbeat_key(node))
+                        .query_async::<bool>(&mut conn)
+                        .await
+                        .unwrap_or(true);
+                    alive.insert(node, live);
+                    live
+                }
+            };
+            // Left out, not removed: the sweep that forgets the node removes its
+            // fields and announces their leaves.
+            if !live {
+                continue;
+            }
+            if let Ok(subscriber) = serde_json::from_str(value) {
+                out.push(subscriber);
+            }
+        }
+        Some(out)
     }
 
     async fn nodes(&self) -> Vec<NodeStat> {
@@ -689,6 +837,10 @@ impl Chat {
                     Ok(gone) => {
                         for user in gone {
                             chat.presence_expired(user, chat.now()).await;
+                        }
+                        let leaves = std::mem::take(&mut *lock_unpoisoned(&presence.topic_leaves));
+                        for (scope, subscriber) in leaves {
+                            chat.topic_subscriber_left(scope, subscriber).await;
                         }
                     }
                     Err(err) => {

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use super::log::{EventLog, logged_event};
-use super::{Broker, BrokerError, EventSink, History, Retention};
+use super::{Broker, BrokerError, EventSink, History, Retention, Retentions};
 use crate::{Clock, Event, Publish, Scope};
 
 /// How often retained events are checked against the window's age.
@@ -38,7 +38,8 @@ pub const GAP_WAIT: Duration = Duration::from_millis(200);
 
 pub struct MemoryBroker {
     sink: Arc<dyn EventSink>,
-    retention: Retention,
+    /// Each scope's window (the server's, or its namespace's).
+    retention: Retentions,
     /// Publish times and the retention window's age.
     clock: Clock,
     /// The head of a scope without a log.
@@ -108,9 +109,12 @@ impl ScopeLog {
 
     fn push(&mut self, event: Arc<Event>, broker: &MemoryBroker) {
         self.head = event.offset.unwrap_or(self.head);
-        if broker.retention.max_events > 0 {
+        let retention = broker.retention.of(&event.scope);
+        if retention.max_events > 0 {
             self.events.push_back(event.clone());
-            self.trim(broker.retention, event.published_at);
+            self.trim(retention, event.published_at);
+        } else {
+            self.events.clear();
         }
         broker.sink.deliver(&event);
     }
@@ -134,13 +138,13 @@ impl MemoryBroker {
     /// A broker delivering to `sink`, reading the time from `clock`. Starts its sweep
     /// on the current runtime.
     pub fn new(sink: Arc<dyn EventSink>, retention: Retention, clock: Clock) -> Arc<Self> {
-        Self::with_log(sink, retention, clock, None)
+        Self::with_log(sink, retention.into(), clock, None)
     }
 
     /// A broker whose offsets and history are `log`'s (see the module's doc).
     pub fn with_log(
         sink: Arc<dyn EventSink>,
-        retention: Retention,
+        retention: Retentions,
         clock: Clock,
         log: Option<Arc<dyn EventLog>>,
     ) -> Arc<Self> {
@@ -168,10 +172,13 @@ impl MemoryBroker {
 
     /// Drops retained events that left the window, in every log.
     pub fn sweep(&self) {
-        let logs: Vec<_> = lock(&self.logs).values().cloned().collect();
+        let logs: Vec<_> = lock(&self.logs)
+            .iter()
+            .map(|(scope, log)| (scope.clone(), log.clone()))
+            .collect();
         let now = self.clock.system_time();
-        for log in logs {
-            lock(&log).trim(self.retention, now);
+        for (scope, log) in logs {
+            lock(&log).trim(self.retention.of(&scope), now);
         }
     }
 
@@ -373,35 +380,31 @@ impl Broker for MemoryBroker {
             Some(offset),
             self.clock.system_time(),
         ));
-        if self.retention.max_events > 0 {
+        let retention = self.retention.of(&event.scope);
+        if retention.max_events > 0 {
             log.events.push_back(event.clone());
-            log.trim(self.retention, event.published_at);
+            log.trim(retention, event.published_at);
         }
         self.sink.deliver(&event);
         Ok(Some(offset))
     }
 
     async fn history(&self, scope: &Scope, since: u64) -> Result<History, BrokerError> {
+        let retention = self.retention.of(scope);
         if let Some(event_log) = &self.log {
             let base = self.heads(event_log).await?;
             match self.log(scope) {
                 Some(entry) => {
                     let mut l = lock(&entry);
-                    l.trim(self.retention, self.clock.system_time());
+                    l.trim(retention, self.clock.system_time());
                     if l.covers(since) {
                         return Ok(window(&l, since));
                     }
                 }
                 None => return Ok(window(&ScopeLog::new(base), since)),
             }
-            return super::log::history(
-                event_log.as_ref(),
-                scope,
-                since,
-                self.retention,
-                &self.clock,
-            )
-            .await;
+            return super::log::history(event_log.as_ref(), scope, since, retention, &self.clock)
+                .await;
         }
         let Some(log) = self.log(scope) else {
             return Ok(History {
@@ -411,7 +414,7 @@ impl Broker for MemoryBroker {
             });
         };
         let mut log = lock(&log);
-        log.trim(self.retention, self.clock.system_time());
+        log.trim(retention, self.clock.system_time());
         let head = log.head;
         if since >= head {
             return Ok(History {
@@ -536,7 +539,7 @@ mod tests {
         let sink = Arc::new(Sink::default());
         let broker = MemoryBroker::with_log(
             sink.clone(),
-            Retention::default(),
+            Retentions::new(Retention::default()),
             Clock::system(),
             Some(log.clone()),
         );

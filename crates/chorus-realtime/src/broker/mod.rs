@@ -12,7 +12,7 @@ mod log;
 mod memory;
 mod redis;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,6 +46,75 @@ impl Default for Retention {
             max_events: 1_000,
             max_age: Duration::from_secs(24 * 3600),
         }
+    }
+}
+
+/// A rule giving some scopes a retention window of their own (the gateway's namespaces:
+/// `retention_events` / `retention_secs`).
+pub trait RetentionRule: Send + Sync + 'static {
+    /// `scope`'s own window; `None`: the server's applies.
+    fn retention(&self, scope: &Scope) -> Option<Retention>;
+}
+
+/// Each scope's retention window: the server's, except where the installed
+/// [`RetentionRule`] gives the scope its own. The one place the brokers (memory window,
+/// streams, history from the event log) and the HTTP catch-up ask; cloning shares it, so
+/// replacing the rule (a reload) changes it for all of them at once.
+#[derive(Clone)]
+pub struct Retentions {
+    server: Retention,
+    rule: Arc<RwLock<Option<Arc<dyn RetentionRule>>>>,
+}
+
+impl Retentions {
+    /// The server's window for every scope, until a rule is installed.
+    pub fn new(server: Retention) -> Self {
+        Self {
+            server,
+            rule: Arc::default(),
+        }
+    }
+
+    /// The server-wide window.
+    pub fn server(&self) -> Retention {
+        self.server
+    }
+
+    /// Installs (`None`: removes) the rule; later publishes, trims and history reads
+    /// follow it.
+    pub fn set_rule(&self, rule: Option<Arc<dyn RetentionRule>>) {
+        match self.rule.write() {
+            Ok(mut current) => *current = rule,
+            Err(poisoned) => *poisoned.into_inner() = rule,
+        }
+    }
+
+    /// `scope`'s window.
+    pub fn of(&self, scope: &Scope) -> Retention {
+        self.own(scope).unwrap_or(self.server)
+    }
+
+    /// `scope`'s own window, when the rule gives it one (`None`: the server's).
+    pub fn own(&self, scope: &Scope) -> Option<Retention> {
+        let rule = match self.rule.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        rule.and_then(|r| r.retention(scope))
+    }
+}
+
+impl From<Retention> for Retentions {
+    fn from(server: Retention) -> Self {
+        Self::new(server)
+    }
+}
+
+impl std::fmt::Debug for Retentions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retentions")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
     }
 }
 

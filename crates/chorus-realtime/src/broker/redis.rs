@@ -36,7 +36,7 @@ use redis::{AsyncCommands, AsyncConnectionConfig, Script};
 use tokio::sync::Notify;
 
 use super::log::EventLog;
-use super::{Broker, BrokerError, EventSink, History, Retention};
+use super::{Broker, BrokerError, EventSink, History, Retention, Retentions};
 use crate::event::{Effect, Marks};
 use crate::{Clock, Event, Metrics, Publish, Scope};
 
@@ -100,7 +100,8 @@ pub struct RedisBroker {
 struct Inner {
     sink: Arc<dyn EventSink>,
     metrics: Arc<Metrics>,
-    retention: Retention,
+    /// Each scope's window (the server's, or its namespace's).
+    retention: Retentions,
     /// Publish times, initial offsets, the window's age and the relay lag.
     clock: Clock,
     client: redis::Client,
@@ -179,7 +180,7 @@ impl RedisBroker {
         clock: Clock,
     ) -> Result<Arc<Self>, BrokerError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        Self::connect_client(client, sink, metrics, retention, clock, None).await
+        Self::connect_client(client, sink, metrics, retention.into(), clock, None).await
     }
 
     /// As [`RedisBroker::connect`], with a client built by the caller (`rediss://`
@@ -188,7 +189,7 @@ impl RedisBroker {
         client: redis::Client,
         sink: Arc<dyn EventSink>,
         metrics: Arc<Metrics>,
-        retention: Retention,
+        retention: Retentions,
         clock: Clock,
         log: Option<Arc<dyn EventLog>>,
     ) -> Result<Arc<Self>, BrokerError> {
@@ -244,8 +245,8 @@ impl RedisBroker {
 
 impl Inner {
     /// How long a scope's stream and counter outlive its last publish.
-    fn ttl_ms(&self) -> u64 {
-        self.retention.max_age.as_millis().max(60_000) as u64
+    fn ttl_ms(retention: Retention) -> u64 {
+        retention.max_age.as_millis().max(60_000) as u64
     }
 
     /// Sends one event to Redis. Returns its offset (`None` for ephemeral events).
@@ -280,13 +281,14 @@ impl Inner {
             .await
             .map(|_| None)
         } else if let Some(offset) = publish.offset {
-            let maxlen = self.retention.max_events.max(RELAY_FLOOR);
+            let retention = self.retention.of(&publish.scope);
+            let maxlen = retention.max_events.max(RELAY_FLOOR);
             self.publish_logged_script
                 .key(stream_key(&publish.scope))
                 .key(head_key(&publish.scope))
                 .arg(0)
                 .arg(maxlen)
-                .arg(self.ttl_ms())
+                .arg(Self::ttl_ms(retention))
                 .arg(&publish.kind)
                 .arg(&publish.data)
                 .arg(marks)
@@ -297,8 +299,9 @@ impl Inner {
                 .await
                 .map(|_| Some(offset))
         } else {
-            let maxlen = self.retention.max_events.max(RELAY_FLOOR);
-            let ttl = self.ttl_ms();
+            let retention = self.retention.of(&publish.scope);
+            let maxlen = retention.max_events.max(RELAY_FLOOR);
+            let ttl = Self::ttl_ms(retention);
             self.publish_script
                 .key(stream_key(&publish.scope))
                 .key(head_key(&publish.scope))
@@ -332,7 +335,7 @@ impl Inner {
             .head_script
             .key(head_key(scope))
             .arg(now_micros(&self.clock))
-            .arg(self.ttl_ms())
+            .arg(Self::ttl_ms(self.retention.of(scope)))
             .invoke_async(&mut conn)
             .await
             .map_err(|err| {
@@ -873,9 +876,9 @@ impl Broker for RedisBroker {
 
     async fn history(&self, scope: &Scope, since: u64) -> Result<History, BrokerError> {
         let inner = &self.inner;
+        let retention = inner.retention.of(scope);
         if let Some(log) = &inner.log {
-            return super::log::history(log.as_ref(), scope, since, inner.retention, &inner.clock)
-                .await;
+            return super::log::history(log.as_ref(), scope, since, retention, &inner.clock).await;
         }
         let head = inner.head_of(scope).await?;
         let unrecovered = |events| History {
@@ -891,7 +894,7 @@ impl Broker for RedisBroker {
             });
         }
         // Offsets are consecutive: the last `max_events` of them are the window.
-        let oldest = head.saturating_sub(inner.retention.max_events as u64) + 1;
+        let oldest = head.saturating_sub(retention.max_events as u64) + 1;
         if since + 1 < oldest {
             return Ok(unrecovered(Vec::new()));
         }
@@ -919,7 +922,7 @@ impl Broker for RedisBroker {
                 return Ok(unrecovered(Vec::new()));
             };
             let age = now.duration_since(event.published_at).unwrap_or_default();
-            if offset != expected || age > inner.retention.max_age {
+            if offset != expected || age > retention.max_age {
                 return Ok(unrecovered(Vec::new()));
             }
             expected += 1;
@@ -1051,7 +1054,7 @@ mod tests {
             redis::Client::open(url.as_str()).unwrap(),
             sink.clone(),
             Arc::new(Metrics::default()),
-            Retention::default(),
+            Retention::default().into(),
             clock,
             Some(log.clone()),
         )
