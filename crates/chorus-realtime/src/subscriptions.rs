@@ -230,8 +230,10 @@ impl Subscriptions {
     }
 
     /// Releases the scopes held since connect: each continues after its position in
-    /// `positions`, or else after its offset in `hello`. Returns the outcome for the
-    /// scopes that had a position.
+    /// `positions`; a scope without one that the user joined after their user scope's
+    /// position (they were away, or out of it, when they last had it) continues after
+    /// the join, as a live join would have; any other after its offset in `hello`.
+    /// Returns the outcome for the scopes that had a position or a join.
     pub async fn release_held(
         &self,
         conn: &ConnHandle,
@@ -239,12 +241,25 @@ impl Subscriptions {
         positions: &BTreeMap<String, u64>,
     ) -> BTreeMap<String, ScopeResume> {
         let mut out = BTreeMap::new();
-        for (scope, head) in held.0 {
+        // The user scope first: its replay says where each join since the position stands.
+        let (user, others): (Vec<_>, Vec<_>) = held
+            .0
+            .into_iter()
+            .partition(|(scope, _)| scope.kind() == "user");
+        let mut joins: BTreeMap<Scope, u64> = BTreeMap::new();
+        for (scope, head) in user.into_iter().chain(others) {
             let position = positions.get(scope.as_str()).copied();
-            let since = position.unwrap_or(head);
+            let joined = position
+                .is_none()
+                .then(|| joins.get(&scope).copied())
+                .flatten();
+            let since = position.or(joined).unwrap_or(head);
             let (recovered, replay, latest) = self.replay(&scope, since, Some(head), None).await;
+            if scope.kind() == "user" && position.is_some() {
+                joins_in(&replay, &mut joins);
+            }
             self.registry.release(conn, &scope, replay);
-            if position.is_some() {
+            if position.is_some() || joined.is_some() {
                 self.count_resume(Some(recovered));
                 let result = ScopeResume {
                     recovered,
@@ -388,6 +403,21 @@ impl Subscriptions {
             Some(true) => Metrics::inc(&self.metrics.resumes_recovered),
             Some(false) => Metrics::inc(&self.metrics.resumes_unrecovered),
             None => {}
+        }
+    }
+}
+
+/// The scopes a user scope's replay joins (`channel.joined`: where the join stands in
+/// the scope), the latest join of each; a later leave forgets it.
+fn joins_in(replay: &Replay, joins: &mut BTreeMap<Scope, u64>) {
+    for effect in replay.events.iter().filter_map(|e| e.effect.as_deref()) {
+        for scope in &effect.unsubscribe {
+            joins.remove(scope);
+        }
+        if let Some(after) = effect.after {
+            for scope in &effect.subscribe {
+                joins.insert(scope.clone(), after);
+            }
         }
     }
 }

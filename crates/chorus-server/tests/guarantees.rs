@@ -360,3 +360,64 @@ async fn hello_offsets_are_resume_positions() {
     assert_eq!(frames[0]["data"], missed);
     let _: WsClient = bob;
 }
+
+/// A resume continues a channel the client does not know about (it left it, and was
+/// back in it while away) from the join, as if it had stayed connected: the user scope's
+/// replay says where the join stands, and everything after it is owed. Found by the
+/// kill/restart checker (seed 439044308): the channel continued from the `hello` offset,
+/// past a message sent between the join and the reconnect.
+#[tokio::test]
+async fn a_channel_joined_while_away_is_resumed_from_the_join() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "comings", "public", &[&w.bob])
+        .await;
+    let user_scope = format!("user:{}", w.bob.id);
+    let scope = format!("channel:{ch}");
+
+    let mut bob = s.connect(&w.bob.token).await;
+    s.post(
+        &format!("/api/v1/channels/{ch}/leave"),
+        &w.bob.token,
+        json!({}),
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    let left = bob.expect_event("channel.left").await;
+    let position = left["offset"].as_u64().unwrap();
+    drop(bob);
+
+    // Away: back in the channel, and a message there.
+    s.post(
+        &format!("/api/v1/channels/{ch}/join"),
+        &w.bob.token,
+        json!({}),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    let missed = s.send(&w.alice, ch, "while away").await;
+
+    let mut bob = s.connect_resuming(&w.bob.token).await;
+    assert!(
+        bob.hello["offsets"][&scope].as_u64().is_some(),
+        "the channel is subscribed on connect: {}",
+        bob.hello
+    );
+    let reply = bob
+        .request(json!({"op": "resume", "positions": {&user_scope: position}}))
+        .await;
+    assert_eq!(reply["op"], "ack", "{reply}");
+    assert_eq!(reply["scopes"][&user_scope]["recovered"], true, "{reply}");
+    let frames = bob.barrier().await;
+    let types: Vec<String> = frames
+        .iter()
+        .map(|f| format!("{} {}", f["scope"], f["type"]))
+        .collect();
+    let created: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["scope"] == scope.as_str() && f["type"] == "message.created")
+        .map(|f| &f["data"])
+        .collect();
+    assert_eq!(created, vec![&missed], "owed since the join: {types:?}");
+}
