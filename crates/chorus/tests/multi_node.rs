@@ -199,8 +199,11 @@ async fn start_node_with(database: &str, redis: &str, config: &str) -> Node {
         .env("CHORUS_DATABASE_URL", database)
         .env("CHORUS_REDIS_URL", redis)
         .env("CHORUS_HTTP_PER_SEC", "0")
-        .env("CHORUS_LOG", "warn")
-        .stdout(Stdio::null())
+        .env(
+            "CHORUS_LOG",
+            std::env::var("CHORUS_TEST_NODE_LOG_LEVEL").unwrap_or_else(|_| "warn".to_owned()),
+        )
+        .stdout(node_log(addr))
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
@@ -214,6 +217,20 @@ async fn start_node_with(database: &str, redis: &str, config: &str) -> Node {
         child,
         _data: data,
     }
+}
+
+/// `CHORUS_TEST_NODE_LOG=<dir>`: each node's log goes to `<dir>/node-<port>.log`, at
+/// `CHORUS_TEST_NODE_LOG_LEVEL` (default `warn`); otherwise it is discarded.
+fn node_log(addr: SocketAddr) -> Stdio {
+    let Some(dir) = std::env::var_os("CHORUS_TEST_NODE_LOG") else {
+        return Stdio::null();
+    };
+    let path = std::path::PathBuf::from(dir).join(format!("node-{}.log", addr.port()));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
 /// A Redis of its own, a shared database, and `n` nodes on them.
@@ -1070,7 +1087,8 @@ async fn frames_before_barrier(ws: &mut Ws) -> Vec<Value> {
     }
 }
 
-/// Sends a request frame with an id and returns its answer (`ack` or `error`).
+/// Sends a request frame with an id and returns its answer (`ack` or `error`); frames
+/// that come before it are dropped (events of a scope may precede its `subscribe` ack).
 async fn request(ws: &mut Ws, mut op: Value) -> Value {
     op["id"] = json!("req");
     ws.send(Message::text(op.to_string())).await.unwrap();
@@ -2019,12 +2037,28 @@ retention_events = 2
     let lobby = "topic:lobby.1";
 
     let mut on_a = open(a, &ann).await;
-    let ack = request(&mut on_a, json!({"op": "subscribe", "scope": lobby})).await;
-    assert_eq!(ack["op"], "ack", "{ack}");
-    assert_eq!(
-        next_subscriber_change(&mut on_a, lobby).await,
-        ("subscriber.joined".into(), ann_id)
-    );
+    // The subscription is live from its admission, before the ack is sent: ann's own
+    // join may come before the ack or after it.
+    let subscribe = json!({"op": "subscribe", "scope": lobby, "id": "own"});
+    on_a.send(Message::text(subscribe.to_string()))
+        .await
+        .unwrap();
+    let (mut acked, mut own) = (false, None);
+    tokio::time::timeout(WAIT, async {
+        while !acked || own.is_none() {
+            let v = next_json(&mut on_a).await;
+            let kind = v["type"].as_str().unwrap_or_default();
+            if v["id"] == "own" {
+                assert_eq!(v["op"], "ack", "{v}");
+                acked = true;
+            } else if v["scope"] == lobby && kind.starts_with("subscriber.") {
+                own = Some((kind.to_owned(), v["data"]["user_id"].as_i64().unwrap()));
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("ack: {acked}, own join: {own:?}"));
+    assert_eq!(own, Some(("subscriber.joined".into(), ann_id)));
     let url = format!("ws://{b}/ws?token={ben}");
     let (mut on_b, _) = tokio_tungstenite::connect_async(url.as_str())
         .await

@@ -74,6 +74,7 @@ async fn run(
             () = background.stop().cancelled() => None,
         };
         let Some(change) = change else { return };
+        tracing::trace!(scope = %change.scope, joined = change.joined, session = %change.subscriber.session_id, "topic subscription changed");
         if change.presence {
             if change.joined {
                 presence
@@ -95,6 +96,7 @@ async fn run(
             if let Err(err) = engine.publish(event).await {
                 tracing::warn!(scope = %change.scope, cause = %err, "{kind} not published");
             }
+            tracing::trace!(scope = %change.scope, "{kind} published");
         }
     }
 }
