@@ -276,19 +276,23 @@ where
     }
 
     async fn touch_tokens(&self, used: &[(TokenId, Timestamp)]) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        for (id, at) in used {
-            sqlx::query(
-                "UPDATE tokens SET last_used_at = $1
-                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
-            )
-            .bind(at.0)
-            .bind(id.0)
-            .bind(at.0)
-            .execute(&mut *tx)
-            .await?;
+        // One statement per 500 tokens, each with its own time (`VALUES` columns are
+        // `column1`, `column2` in SQLite and PostgreSQL alike): one statement per token
+        // was a round trip to the database thread per connection of a connect storm.
+        for chunk in used.chunks(super::MAX_LIST) {
+            let sql = format!(
+                "UPDATE tokens SET last_used_at = v.column2
+                 FROM (VALUES {}) AS v
+                 WHERE tokens.id = v.column1
+                   AND (tokens.last_used_at IS NULL OR tokens.last_used_at < v.column2)",
+                super::value_rows(1, chunk.len(), 2)
+            );
+            let mut query = sqlx::query(&sql).persistent(false);
+            for (id, at) in chunk {
+                query = query.bind(id.0).bind(at.0);
+            }
+            query.execute(&self.writer).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
