@@ -124,6 +124,7 @@ fn main() -> ExitCode {
         batched_and_other_inserts_interleave_with_their_events,
         creations_settings_and_lists_log_their_events,
         a_change_logs_more_events_than_one_statement_binds,
+        logged_events_read_back_exactly,
         edit_and_delete,
         threads_and_reply_counts,
         concurrent_replies_count_exactly,
@@ -1800,6 +1801,94 @@ async fn a_change_logs_more_events_than_one_statement_binds(store: Arc<dyn Store
         .unwrap();
     assert_eq!(head, before + N as u64);
     assert_eq!(tail.len(), 3, "the last rows are in the log");
+    // Read back in several pages: all of them, or as many as asked, in order.
+    let (all, head) = store.scope_events(&at, before, N).await.unwrap();
+    let offsets: Vec<u64> = all.iter().map(|e| e.offset.unwrap()).collect();
+    assert_eq!(offsets, expected, "every event, in offset order");
+    assert_eq!(head, before + N as u64);
+    let (some, _) = store.scope_events(&at, before + 10, 2_500).await.unwrap();
+    let offsets: Vec<u64> = some.iter().map(|e| e.offset.unwrap()).collect();
+    assert_eq!(
+        offsets,
+        expected[10..2_510],
+        "the first 2,500 after the position"
+    );
+    let (none, head) = store.scope_events(&at, before, 0).await.unwrap();
+    assert!(none.is_empty());
+    assert_eq!(head, before + N as u64);
+}
+
+/// A logged event reads back as it was appended: kind, data text (escapes, quotes,
+/// non-ASCII, control characters), marks, effect, offset and log time; a position at
+/// the head reads nothing and still gives the head.
+async fn logged_events_read_back_exactly(store: Arc<dyn Store>) {
+    use chorus_realtime::event::{Effect, Mark, Marks};
+    use chorus_realtime::{Publish, Scope};
+    let at = Scope::parse("topic:exact").unwrap();
+    let marks = Marks {
+        default: Mark::Observe,
+        users: [(7, Mark::Wake), (8, Mark::Skip)].into_iter().collect(),
+    };
+    let effect = Effect {
+        subscribe: vec![Scope::parse("channel:9").unwrap()],
+        after: Some(41),
+        drop_user: Some(3),
+        ..Effect::default()
+    };
+    let texts = [
+        "plain",
+        "quotes \" and \\ backslashes, a tab\t and\nlines",
+        "non-ASCII: é ü 漢字 🎉, an escape's text: \\u00e9",
+        "control: \u{1} \u{1f}",
+    ];
+    let mut appended = vec![
+        Publish::new(at.clone(), "with.marks", &serde_json::json!({"n": 1.5e300}))
+            .with_marks(marks.clone())
+            .with_effect(effect.clone()),
+    ];
+    appended.extend(texts.iter().map(|t| {
+        Publish::new(
+            at.clone(),
+            "message.created",
+            &serde_json::json!({ "text": t }),
+        )
+    }));
+    // Stored as given: a raw text the serializer would not have written.
+    let mut raw = Publish::new(at.clone(), "raw", &0);
+    raw.data = r#"{ "spaced" : [1, 2.50, "\u00e9"] }"#.to_owned();
+    appended.push(raw);
+    let logged = store.append_events(appended).await.unwrap();
+    let (read, head) = store.scope_events(&at, 0, 100).await.unwrap();
+    assert_eq!(read.len(), logged.len());
+    assert_eq!(Some(head), logged.last().unwrap().offset);
+    for (read, logged) in read.iter().zip(&logged) {
+        assert_eq!(read.scope, at);
+        assert_eq!(read.kind, logged.kind);
+        assert_eq!(read.data, logged.data, "the data text as stored");
+        assert_eq!(read.offset, logged.offset);
+        assert_eq!(read.logged_at, logged.logged_at);
+        assert_eq!(read.marks.as_deref(), logged.marks.as_deref());
+        assert_eq!(read.effect.as_deref(), logged.effect.as_deref());
+        assert!(!read.ephemeral);
+    }
+    assert_eq!(read[0].marks.as_deref(), Some(&marks));
+    assert_eq!(read[0].effect.as_deref(), Some(&effect));
+    let (after_head, again) = store.scope_events(&at, head, 100).await.unwrap();
+    assert!(after_head.is_empty());
+    assert_eq!(again, head);
+    // A scope nothing was logged in: no events, the log's base as its head.
+    let (empty, base) = store
+        .scope_events(&Scope::parse("topic:never").unwrap(), 0, 100)
+        .await
+        .unwrap();
+    assert!(empty.is_empty());
+    assert_eq!(
+        base,
+        store
+            .scope_head(&Scope::parse("topic:never").unwrap())
+            .await
+            .unwrap()
+    );
 }
 
 /// Creating a workspace or a channel, changing a channel and replacing a delivery list
