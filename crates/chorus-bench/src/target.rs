@@ -107,7 +107,10 @@ impl Target {
             command,
             data,
         };
-        wait_listening(target.addr, kind.name()).await?;
+        match kind {
+            Kind::Chorus => wait_serving(target.addr, kind.name()).await?,
+            Kind::Baseline => wait_listening(target.addr, kind.name()).await?,
+        }
         Ok(target)
     }
 
@@ -168,7 +171,7 @@ impl Target {
                 .spawn()
                 .context("starting chorus (build it with cargo build --release -p chorus)")?;
             // One at a time: the first creates the schema and the admin.
-            wait_listening(addr, "chorus").await?;
+            wait_serving(addr, "chorus").await?;
             started.push((addr, child));
         }
         let (addr, child) = started.remove(0);
@@ -193,7 +196,7 @@ impl Target {
         stop_child(&mut self.child).await;
         let mut cmd = chorus_command(bin, self.addr, self.data.path(), extra);
         self.child = spawn(&mut cmd, self.kind)?;
-        wait_listening(self.addr, "chorus (restarted)").await
+        wait_serving(self.addr, "chorus (restarted)").await
     }
 
     /// How many server processes serve clients.
@@ -364,6 +367,26 @@ async fn stop_child(child: &mut Child) {
         let _ = child.start_kill();
         let _ = child.wait().await;
     }
+}
+
+/// Until Chorus answers `/healthz`: it binds its port before it opens its database
+/// (connections wait in the listen backlog meanwhile), so an accepted TCP connection
+/// does not yet say it serves.
+async fn wait_serving(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/healthz");
+    for _ in 0..2_000 {
+        let answer = client
+            .get(&url)
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        if answer.is_ok_and(|a| a.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bail!("{what} did not start serving on {addr}")
 }
 
 async fn wait_listening(addr: SocketAddr, what: &str) -> anyhow::Result<()> {

@@ -125,6 +125,7 @@ fn main() -> ExitCode {
         creations_settings_and_lists_log_their_events,
         a_change_logs_more_events_than_one_statement_binds,
         logged_events_read_back_exactly,
+        the_latest_events_are_read_across_scopes,
         edit_and_delete,
         threads_and_reply_counts,
         concurrent_replies_count_exactly,
@@ -1889,6 +1890,52 @@ async fn logged_events_read_back_exactly(store: Arc<dyn Store>) {
             .await
             .unwrap()
     );
+}
+
+/// What fills a starting node's windows: the log's latest events by log time, across
+/// scopes, as appended, ordered by scope and offset.
+async fn the_latest_events_are_read_across_scopes(store: Arc<dyn Store>) {
+    use chorus_realtime::{Publish, Scope};
+    let (a, b) = (
+        Scope::parse("topic:a").unwrap(),
+        Scope::parse("topic:b").unwrap(),
+    );
+    // Three appends, each in a later millisecond than the one before (the log's time).
+    let mut logged = Vec::new();
+    for (scope, n) in [(&a, 3), (&b, 2), (&a, 2)] {
+        let at = std::time::SystemTime::now();
+        while std::time::SystemTime::now()
+            .duration_since(at)
+            .unwrap()
+            .as_millis()
+            < 2
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let events = (0..n)
+            .map(|i| Publish::new(scope.clone(), "m", &i))
+            .collect();
+        logged.push(store.append_events(events).await.unwrap());
+    }
+    let key = |p: &Publish| {
+        (
+            p.scope.to_string(),
+            p.offset,
+            p.kind.clone(),
+            p.data.clone(),
+            p.logged_at,
+        )
+    };
+    let keys = |ps: &[Publish]| ps.iter().map(key).collect::<Vec<_>>();
+    // The latest four: the last append's two, then the one before it.
+    let mut want = keys(&logged[2]);
+    want.extend(keys(&logged[1]));
+    want.sort();
+    assert_eq!(keys(&store.latest_events(4).await.unwrap()), want);
+    let mut all: Vec<_> = logged.iter().flat_map(|l| keys(l)).collect();
+    all.sort();
+    assert_eq!(keys(&store.latest_events(100).await.unwrap()), all);
+    assert!(store.latest_events(0).await.unwrap().is_empty());
 }
 
 /// Creating a workspace or a channel, changing a channel and replacing a delivery list

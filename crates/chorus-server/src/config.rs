@@ -88,6 +88,11 @@ pub struct Config {
     pub turn_timeout_ms: u64,
     pub retention_events: usize,
     pub retention_secs: u64,
+    /// One node without Redis: how many of the event log's latest events fill the
+    /// retention windows in memory at start (`CHORUS_WARM_EVENTS`), so clients resuming
+    /// after a restart are answered from memory; a scope beyond it is read from the log
+    /// on its first resume. 0: none (a faster start).
+    pub warm_events: usize,
     /// How long shutdown waits for connections to drain.
     pub shutdown_grace_ms: u64,
     /// HTTP requests per second per user (sustained), whatever token they come with; 0
@@ -185,6 +190,7 @@ impl Default for Config {
             turn_timeout_ms: chat.turn_timeout.as_millis() as u64,
             retention_events: engine.retention.max_events,
             retention_secs: engine.retention.max_age.as_secs(),
+            warm_events: 100_000,
             listen_backlog: 4096,
             shutdown_grace_ms: 10_000,
             http_per_sec: 100,

@@ -113,6 +113,26 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         Namespaces::new(config.namespaces.clone())
             .map_err(|e| anyhow::anyhow!("namespaces: {e}"))?,
     );
+    // Before anything is served or published: the log trimmed to the retention windows
+    // (set above, with the namespaces'), then each scope's window in memory filled
+    // with what it held before a restart.
+    let started = std::time::Instant::now();
+    let retention = config.engine().retention;
+    chat.trim_event_log(retention.max_events, retention.max_age)
+        .await
+        .map_err(|e| anyhow::anyhow!("trimming the event log: {e}"))?;
+    let warmed = engine
+        .broker
+        .warm(config.warm_events)
+        .await
+        .context("reading the event log's latest events")?;
+    if warmed > 0 {
+        tracing::info!(
+            events = warmed,
+            ms = started.elapsed().as_millis() as u64,
+            "retention windows filled from the event log"
+        );
+    }
     chat.spawn_stream_sweeper();
     chat.spawn_turn_sweeper();
     if let Some(presence) = cluster_presence {
@@ -165,7 +185,9 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         let retention = config.engine().retention;
         let stop = tasks.stop.clone();
         tasks.tracker.spawn(async move {
-            let mut tick = tokio::time::interval(EVENT_LOG_TRIM_EVERY);
+            // The first trim ran before the start.
+            let first = tokio::time::Instant::now() + EVENT_LOG_TRIM_EVERY;
+            let mut tick = tokio::time::interval_at(first, EVENT_LOG_TRIM_EVERY);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}

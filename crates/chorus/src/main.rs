@@ -114,6 +114,10 @@ struct ServeArgs {
     retention_events: Option<usize>,
     #[arg(long, env = "CHORUS_RETENTION_SECS")]
     retention_secs: Option<u64>,
+    /// One node: the event log's latest events kept in memory at start, for resumes
+    /// after a restart; 0 = none.
+    #[arg(long, env = "CHORUS_WARM_EVENTS")]
+    warm_events: Option<usize>,
     #[arg(long, env = "CHORUS_SHUTDOWN_GRACE_MS")]
     shutdown_grace_ms: Option<u64>,
     /// Connections queued by the kernel before they are accepted (capped by
@@ -187,6 +191,7 @@ impl ServeArgs {
             queue_capacity,
             retention_events,
             retention_secs,
+            warm_events,
             shutdown_grace_ms,
             listen_backlog,
             max_body_bytes,

@@ -221,6 +221,15 @@ impl EventLog for StoreLog {
             .collect())
     }
 
+    async fn latest(&self, limit: usize) -> Result<Vec<Arc<chorus_realtime::Event>>, BrokerError> {
+        let events = self.store.latest_events(limit).await.map_err(log_error)?;
+        let now = self.clock.system_time();
+        Ok(events
+            .into_iter()
+            .map(|p| Arc::new(logged_event(p, now)))
+            .collect())
+    }
+
     async fn read(&self, scope: &Scope, after: u64, limit: usize) -> Result<LogRead, BrokerError> {
         let (events, head) = self
             .store

@@ -56,6 +56,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// Offsets within a scope are consecutive, so the caller sees whether the first
     /// event is `after + 1` (complete) or some have left the retention window.
     async fn read(&self, scope: &Scope, after: u64, limit: usize) -> Result<LogRead, BrokerError>;
+
+    /// The log's `limit` latest events (by log time), of every scope: what a starting
+    /// single node fills its memory windows with. A log that cannot tell returns none.
+    async fn latest(&self, limit: usize) -> Result<Vec<Arc<Event>>, BrokerError> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
 }
 
 /// An event read back from a log, at its offset and log time.

@@ -8,8 +8,10 @@
 //! one past a gap waits for the events before it (published by the requests that
 //! committed them a moment earlier) and, if they do not come within [`GAP_WAIT`], they
 //! are read back from the log. The memory window is a cache of the log's tail: history
-//! it does not cover (after a restart, or further back) is read from the log, so a
-//! restart keeps every scope's window and `recovered: true` stays honest.
+//! it does not cover (further back) is read from the log, so a restart keeps every
+//! scope's window and `recovered: true` stays honest; a starting node fills the windows
+//! from the log's latest events first ([`Broker::warm`]), so resuming after a restart
+//! costs what it did before it.
 //!
 //! **Without a log** (engine tests): offsets of every scope start at the wall-clock
 //! microseconds of the broker's start, then count up by one per event. After a restart
@@ -312,6 +314,56 @@ impl MemoryBroker {
         }
     }
 
+    /// With an event log: fills each scope's memory window with its latest logged
+    /// events, at most `budget` in all (the log's most recent), so that a client
+    /// resuming after a restart is answered from memory as before it, not by a read of
+    /// the log. Meant for the start, before the node serves; a scope something was
+    /// delivered in meanwhile keeps its window as it is. A scope's window gets the
+    /// consecutive run of its events that ends at its head, within its retention.
+    /// Returns how many events were kept.
+    async fn fill_windows(&self, budget: usize) -> Result<usize, BrokerError> {
+        let Some(log) = &self.log else {
+            return Ok(0);
+        };
+        if budget == 0 {
+            return Ok(0);
+        }
+        self.heads(log).await?;
+        let mut by_scope: HashMap<Scope, Vec<Arc<Event>>> = HashMap::new();
+        for event in log.latest(budget).await? {
+            by_scope.entry(event.scope.clone()).or_default().push(event);
+        }
+        let now = self.clock.system_time();
+        let mut kept = 0;
+        for (scope, mut events) in by_scope {
+            let Some(entry) = self.log(&scope) else {
+                continue;
+            };
+            events.sort_by_key(|e| e.offset);
+            let mut l = lock(&entry);
+            if !l.events.is_empty() {
+                continue;
+            }
+            let mut run = VecDeque::new();
+            let mut next = l.head;
+            for event in events.into_iter().rev() {
+                match event.offset {
+                    // Logged after the heads were read: its publish delivers it.
+                    Some(offset) if offset > l.head => continue,
+                    Some(offset) if offset == next => {
+                        run.push_front(event);
+                        next -= 1;
+                    }
+                    _ => break,
+                }
+            }
+            l.events = run;
+            l.trim(self.retention.of(&scope), now);
+            kept += l.events.len();
+        }
+        Ok(kept)
+    }
+
     /// Scopes with a log (published to at least once), for tests and stats.
     pub fn log_count(&self) -> usize {
         lock(&self.logs).len()
@@ -448,6 +500,10 @@ impl Broker for MemoryBroker {
         })
     }
 
+    async fn warm(&self, budget: usize) -> Result<usize, BrokerError> {
+        self.fill_windows(budget).await
+    }
+
     async fn attach(&self, scope: &Scope) -> Result<u64, BrokerError> {
         // Every publish on this node is delivered here: nothing to start reading.
         if let Some(log) = &self.log {
@@ -565,5 +621,115 @@ mod tests {
         }
         broker.publish(at(4)).await.unwrap();
         assert_eq!(*lock(&sink.0), [1, 2, 3, 4, 5]);
+    }
+
+    /// A log in memory, in log-time order, that counts its reads.
+    struct Tail {
+        events: Vec<Arc<Event>>,
+        heads: Vec<(Scope, u64)>,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl EventLog for Tail {
+        async fn append(&self, _: Vec<Publish>) -> Result<Vec<Publish>, BrokerError> {
+            Err(BrokerError::Unavailable("not in this test".to_owned()))
+        }
+        async fn head(&self, scope: &Scope) -> Result<u64, BrokerError> {
+            Ok(self
+                .heads
+                .iter()
+                .find(|(s, _)| s == scope)
+                .map_or(0, |(_, h)| *h))
+        }
+        async fn heads(&self) -> Result<LogHeads, BrokerError> {
+            Ok(LogHeads {
+                base: 0,
+                scopes: self.heads.clone(),
+            })
+        }
+        async fn recent(&self, _: SystemTime) -> Result<Vec<(Scope, u64)>, BrokerError> {
+            Ok(Vec::new())
+        }
+        async fn read(
+            &self,
+            scope: &Scope,
+            after: u64,
+            limit: usize,
+        ) -> Result<LogRead, BrokerError> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut events: Vec<_> = self
+                .events
+                .iter()
+                .filter(|e| &e.scope == scope && e.offset.is_some_and(|o| o > after))
+                .cloned()
+                .collect();
+            events.sort_by_key(|e| e.offset);
+            events.truncate(limit);
+            Ok(LogRead {
+                events,
+                head: self.head(scope).await?,
+            })
+        }
+        async fn latest(&self, limit: usize) -> Result<Vec<Arc<Event>>, BrokerError> {
+            Ok(self.events.iter().rev().take(limit).cloned().collect())
+        }
+    }
+
+    /// A starting node fills each scope's window with the log's latest events (within
+    /// the budget, a run that ends at the scope's head): resumes inside them are answered
+    /// from memory; a position further back, or a scope whose latest events did not end
+    /// at its head, is still read from the log, exactly.
+    #[tokio::test]
+    async fn windows_filled_at_start_answer_resumes_without_reading_the_log() {
+        let scope = |s: &str| Scope::parse(s).unwrap();
+        let event = |s: &str, offset: u64| {
+            let mut publish = Publish::new(scope(s), "m", &offset);
+            publish.offset = Some(offset);
+            Arc::new(logged_event(publish, SystemTime::now()))
+        };
+        // Log-time order: channel:3's 10 (its log time earlier than its 8's and 9's, as
+        // when two sends' times and commits cross), channel:1's 1..=5, channel:3's 8 and
+        // 9, channel:2's 1..=3.
+        let mut events = vec![event("channel:3", 10)];
+        events.extend((1..=5).map(|o| event("channel:1", o)));
+        events.extend([event("channel:3", 8), event("channel:3", 9)]);
+        events.extend((1..=3).map(|o| event("channel:2", o)));
+        let log = Arc::new(Tail {
+            events,
+            heads: vec![
+                (scope("channel:1"), 5),
+                (scope("channel:2"), 3),
+                (scope("channel:3"), 10),
+            ],
+            reads: Default::default(),
+        });
+        let broker = MemoryBroker::with_log(
+            Arc::new(Sink::default()),
+            Retentions::new(Retention::default()),
+            Clock::system(),
+            Some(log.clone()),
+        );
+        // The latest 7: channel:2's three, channel:3's two, channel:1's 4 and 5.
+        assert_eq!(broker.warm(7).await.unwrap(), 5);
+        let reads = || log.reads.load(std::sync::atomic::Ordering::SeqCst);
+        let offsets = |h: History| {
+            assert!(h.recovered);
+            h.events.iter().filter_map(|e| e.offset).collect::<Vec<_>>()
+        };
+        let got = broker.history(&scope("channel:2"), 0).await.unwrap();
+        assert_eq!(offsets(got), [1, 2, 3]);
+        let got = broker.history(&scope("channel:1"), 3).await.unwrap();
+        assert_eq!(offsets(got), [4, 5]);
+        assert_eq!(reads(), 0, "answered from memory");
+        let got = broker.history(&scope("channel:1"), 1).await.unwrap();
+        assert_eq!(offsets(got), [2, 3, 4, 5]);
+        assert_eq!(reads(), 1, "further back: from the log");
+        // channel:3's 8 and 9 do not end at its head: not kept, its resume reads the log.
+        let got = broker.history(&scope("channel:3"), 7).await.unwrap();
+        assert_eq!(offsets(got), [8, 9, 10]);
+        assert_eq!(reads(), 2);
+        // A budget of 0 fills nothing.
+        assert_eq!(broker.warm(0).await.unwrap(), 0);
     }
 }

@@ -150,6 +150,15 @@ pub trait Broker: Send + Sync + 'static {
     /// Creates nothing that outlives the scope's subscribers.
     async fn attach(&self, scope: &Scope) -> Result<u64, BrokerError>;
 
+    /// Fills the retention windows this node keeps in memory with the latest `budget`
+    /// events of its log, before the node serves (the single-node broker's windows; see
+    /// [`MemoryBroker`]). Returns how many it kept; a broker whose windows live elsewhere
+    /// (Redis) keeps none.
+    async fn warm(&self, budget: usize) -> Result<usize, BrokerError> {
+        let _ = budget;
+        Ok(0)
+    }
+
     /// Whether the broker can currently publish (feeds `/readyz`).
     fn is_ready(&self) -> bool {
         true

@@ -449,35 +449,45 @@ where
         .await?;
         let events = rows
             .into_iter()
-            .map(|(seq, kind, data, marks, effect, at)| {
-                let mut publish = Publish {
-                    scope: scope.clone(),
-                    kind,
-                    data,
-                    marks: None,
-                    effect: None,
-                    ephemeral: false,
-                    offset: Some(seq as u64),
-                    logged_at: Some(
-                        UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64),
-                    ),
-                };
-                if let Some(marks) = marks {
-                    publish.marks = Some(std::sync::Arc::new(
-                        serde_json::from_str::<Marks>(&marks)
-                            .map_err(|e| ChatError::Internal(e.into()))?,
-                    ));
-                }
-                if let Some(effect) = effect {
-                    publish.effect = Some(std::sync::Arc::new(
-                        serde_json::from_str::<Effect>(&effect)
-                            .map_err(|e| ChatError::Internal(e.into()))?,
-                    ));
-                }
-                Ok(publish)
-            })
+            .map(|row| logged_publish(scope.clone(), row))
             .collect::<Result<Vec<_>>>()?;
         Ok((events, head as u64))
+    }
+
+    async fn latest_events(&self, limit: usize) -> Result<Vec<Publish>> {
+        let rows: Vec<(
+            String,
+            i64,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            i64,
+        )> = sqlx::query_as(
+            "SELECT scope, seq, kind, data, marks, effect, created_at FROM events
+                 ORDER BY created_at DESC LIMIT $1",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await?;
+        // Each scope's name parsed once, whatever the number of its events.
+        let mut scopes: std::collections::HashMap<String, Scope> = Default::default();
+        let mut events = Vec::with_capacity(rows.len());
+        for (name, seq, kind, data, marks, effect, at) in rows {
+            let scope = match scopes.get(&name) {
+                Some(scope) => scope.clone(),
+                None => {
+                    let Ok(scope) = Scope::parse(&name) else {
+                        continue;
+                    };
+                    scopes.insert(name, scope.clone());
+                    scope
+                }
+            };
+            events.push(logged_publish(scope, (seq, kind, data, marks, effect, at))?);
+        }
+        events.sort_by(|a, b| (&a.scope, a.offset).cmp(&(&b.scope, b.offset)));
+        Ok(events)
     }
 
     async fn trim_events(&self, max_per_scope: usize, before: Timestamp) -> Result<u64> {
@@ -495,4 +505,25 @@ where
         .rows_affected();
         Ok(removed)
     }
+}
+
+/// The event of `scope` a row of `events` holds, at its offset and log time.
+fn logged_publish(scope: Scope, (seq, kind, data, marks, effect, at): EventRow) -> Result<Publish> {
+    let parse = |e: serde_json::Error| ChatError::Internal(e.into());
+    Ok(Publish {
+        scope,
+        kind,
+        data,
+        marks: marks
+            .map(|m| serde_json::from_str::<Marks>(&m).map(std::sync::Arc::new))
+            .transpose()
+            .map_err(parse)?,
+        effect: effect
+            .map(|e| serde_json::from_str::<Effect>(&e).map(std::sync::Arc::new))
+            .transpose()
+            .map_err(parse)?,
+        ephemeral: false,
+        offset: Some(seq as u64),
+        logged_at: Some(UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64)),
+    })
 }
