@@ -50,6 +50,7 @@ mod common;
 #[path = "common/history.rs"]
 mod history;
 
+use common::redis::{Redis, redis_server};
 use common::{call, free_addr};
 use history::{
     CatchUp, CatchUpResult, Change, ClientLog, Direction, EDIT_PREFIX, History, MembershipChange,
@@ -194,83 +195,6 @@ fn fault(run: &Run, what: std::fmt::Arguments<'_>) {
         wall.as_secs(),
         wall.subsec_micros()
     );
-}
-
-fn redis_server() -> Option<PathBuf> {
-    [
-        std::env::var("CHORUS_TEST_REDIS_SERVER").ok(),
-        Some("/usr/bin/redis-server".to_owned()),
-    ]
-    .into_iter()
-    .flatten()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-}
-
-/// A Redis of the test's own, with an append-only file, restartable on the same port.
-struct Redis {
-    bin: PathBuf,
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Redis {
-    async fn start(bin: PathBuf) -> Self {
-        let mut redis = Self {
-            bin,
-            port: free_addr().port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        redis.up().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn up(&mut self) {
-        let child = Command::new(&self.bin)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("redis-server did not start on {}", self.port);
-    }
-
-    /// An operator's restart: SIGTERM, so the AOF is complete.
-    async fn down(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id().unwrap().to_string();
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .await
-                .unwrap();
-            child.wait().await.unwrap();
-        }
-    }
 }
 
 /// A fresh PostgreSQL database (dropped by `drop_database`).

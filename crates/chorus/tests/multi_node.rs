@@ -25,120 +25,20 @@ use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
+use common::redis::Redis;
 use common::{call, free_addr};
 
 const ADMIN: &str = "multi-node-admin";
 const WAIT: Duration = Duration::from_secs(30);
 
 fn redis_server() -> PathBuf {
-    let candidates = [
-        std::env::var("CHORUS_TEST_REDIS_SERVER").ok(),
-        Some("/usr/bin/redis-server".to_owned()),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect(IGNORED_WITHOUT_REDIS)
+    common::redis::redis_server().expect(IGNORED_WITHOUT_REDIS)
 }
 
 /// Why every test here is `#[ignore]`d by default: reported as skipped (never passed)
 /// on a machine without `redis-server`; `scripts/test` runs them (`--run-ignored all`).
 const IGNORED_WITHOUT_REDIS: &str =
     "needs redis-server (CHORUS_TEST_REDIS_SERVER or /usr/bin/redis-server): scripts/test runs it";
-
-/// A throwaway Redis with an append-only file, restartable on the same port and data.
-struct Redis {
-    bin: PathBuf,
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Redis {
-    async fn start(bin: PathBuf) -> Self {
-        let mut redis = Self {
-            bin,
-            port: free_addr().port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        redis.up().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn up(&mut self) {
-        let child = Command::new(&self.bin)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("redis-server did not start on {}", self.port);
-    }
-
-    /// Restarts Redis without its data (a restart without AOF, a failover to an empty
-    /// replica).
-    async fn wipe(&mut self) {
-        self.down().await;
-        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                std::fs::remove_dir_all(path).unwrap();
-            } else {
-                std::fs::remove_file(path).unwrap();
-            }
-        }
-        self.up().await;
-    }
-
-    /// Stops Redis the way an operator's restart does (SIGTERM: it finishes the AOF).
-    async fn down(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            terminate(&child).await;
-            tokio::time::timeout(WAIT, child.wait())
-                .await
-                .unwrap()
-                .unwrap();
-        }
-    }
-}
-
-async fn terminate(child: &Child) {
-    let pid = child.id().unwrap().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
-}
 
 /// The database the nodes share.
 async fn shared_database(dir: &Path) -> String {

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod redis;
+
 use std::net::SocketAddr;
 
 use serde_json::Value;
