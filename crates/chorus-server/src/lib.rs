@@ -113,20 +113,22 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         Namespaces::new(config.namespaces.clone())
             .map_err(|e| anyhow::anyhow!("namespaces: {e}"))?,
     );
-    // Before anything is served or published: the log trimmed to the retention windows
-    // (set above, with the namespaces'), then each scope's window in memory filled
-    // with what it held before a restart.
-    let started = std::time::Instant::now();
-    let retention = config.engine().retention;
-    chat.trim_event_log(retention.max_events, retention.max_age)
-        .await
-        .map_err(|e| anyhow::anyhow!("trimming the event log: {e}"))?;
-    let warmed = engine
-        .broker
-        .warm(config.warm_events)
-        .await
-        .context("reading the event log's latest events")?;
-    if warmed > 0 {
+    // One node (its windows in memory), before anything is served or published: the
+    // log trimmed to the retention windows (set above, with the namespaces'), then each
+    // scope's window filled with what it held before a restart. Several nodes keep
+    // their windows in Redis: their log is trimmed by the timer below from the start.
+    let warm = config.redis_url.is_none() && config.warm_events > 0;
+    if warm {
+        let started = std::time::Instant::now();
+        let retention = config.engine().retention;
+        chat.trim_event_log(retention.max_events, retention.max_age)
+            .await
+            .map_err(|e| anyhow::anyhow!("trimming the event log: {e}"))?;
+        let warmed = engine
+            .broker
+            .warm(config.warm_events)
+            .await
+            .context("reading the event log's latest events")?;
         tracing::info!(
             events = warmed,
             ms = started.elapsed().as_millis() as u64,
@@ -185,8 +187,11 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         let retention = config.engine().retention;
         let stop = tasks.stop.clone();
         tasks.tracker.spawn(async move {
-            // The first trim ran before the start.
-            let first = tokio::time::Instant::now() + EVENT_LOG_TRIM_EVERY;
+            // Now, unless the first trim ran before the windows were filled.
+            let mut first = tokio::time::Instant::now();
+            if warm {
+                first += EVENT_LOG_TRIM_EVERY;
+            }
             let mut tick = tokio::time::interval_at(first, EVENT_LOG_TRIM_EVERY);
             loop {
                 tokio::select! {
