@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
@@ -97,7 +97,7 @@ impl Target {
         };
         let child = spawn(&mut cmd, kind)?;
         let command = (kind == Kind::Chorus).then(|| (chorus_bin.clone(), extra.clone()));
-        let target = Self {
+        let mut target = Self {
             kind,
             deflate: launch.deflate && kind == Kind::Chorus,
             addr,
@@ -108,7 +108,7 @@ impl Target {
             data,
         };
         match kind {
-            Kind::Chorus => wait_serving(target.addr, kind.name()).await?,
+            Kind::Chorus => wait_serving(target.addr, kind.name(), &mut target.child).await?,
             Kind::Baseline => wait_listening(target.addr, kind.name()).await?,
         }
         Ok(target)
@@ -153,7 +153,7 @@ impl Target {
         let mut started = Vec::new();
         for i in 0..nodes.max(1) {
             let addr = free_port()?;
-            let child = Command::new(&launch.chorus_bin)
+            let mut child = Command::new(&launch.chorus_bin)
                 .arg("serve")
                 .arg("--data-dir")
                 .arg(data.path().join(format!("node{i}")))
@@ -171,7 +171,7 @@ impl Target {
                 .spawn()
                 .context("starting chorus (build it with cargo build --release -p chorus)")?;
             // One at a time: the first creates the schema and the admin.
-            wait_serving(addr, "chorus").await?;
+            wait_serving(addr, "chorus", &mut child).await?;
             started.push((addr, child));
         }
         let (addr, child) = started.remove(0);
@@ -196,7 +196,7 @@ impl Target {
         stop_child(&mut self.child).await;
         let mut cmd = chorus_command(bin, self.addr, self.data.path(), extra);
         self.child = spawn(&mut cmd, self.kind)?;
-        wait_serving(self.addr, "chorus (restarted)").await
+        wait_serving(self.addr, "chorus (restarted)", &mut self.child).await
     }
 
     /// How many server processes serve clients.
@@ -372,10 +372,14 @@ async fn stop_child(child: &mut Child) {
 /// Until Chorus answers `/healthz`: it binds its port before it opens its database
 /// (connections wait in the listen backlog meanwhile), so an accepted TCP connection
 /// does not yet say it serves.
-async fn wait_serving(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+async fn wait_serving(addr: SocketAddr, what: &str, child: &mut Child) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/healthz");
-    for _ in 0..2_000 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited before it served: {status}");
+        }
         let answer = client
             .get(&url)
             .timeout(Duration::from_secs(1))
@@ -384,9 +388,9 @@ async fn wait_serving(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
         if answer.is_ok_and(|a| a.status().is_success()) {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    bail!("{what} did not start serving on {addr}")
+    bail!("{what} did not start serving on {addr} within 30 s")
 }
 
 async fn wait_listening(addr: SocketAddr, what: &str) -> anyhow::Result<()> {

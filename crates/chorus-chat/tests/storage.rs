@@ -1893,7 +1893,8 @@ async fn logged_events_read_back_exactly(store: Arc<dyn Store>) {
 }
 
 /// What fills a starting node's windows: the log's latest events by log time, across
-/// scopes, as appended, ordered by scope and offset.
+/// scopes and at most each scope's last so many, as appended, ordered by scope and
+/// offset.
 async fn the_latest_events_are_read_across_scopes(store: Arc<dyn Store>) {
     use chorus_realtime::{Publish, Scope};
     let (a, b) = (
@@ -1931,11 +1932,17 @@ async fn the_latest_events_are_read_across_scopes(store: Arc<dyn Store>) {
     let mut want = keys(&logged[2]);
     want.extend(keys(&logged[1]));
     want.sort();
-    assert_eq!(keys(&store.latest_events(4).await.unwrap()), want);
+    assert_eq!(keys(&store.latest_events(4, 100).await.unwrap()), want);
     let mut all: Vec<_> = logged.iter().flat_map(|l| keys(l)).collect();
     all.sort();
-    assert_eq!(keys(&store.latest_events(100).await.unwrap()), all);
-    assert!(store.latest_events(0).await.unwrap().is_empty());
+    assert_eq!(keys(&store.latest_events(100, 100).await.unwrap()), all);
+    // At most each scope's last `per_scope`: a's last one, b's last one.
+    let mut lasts = keys(&logged[2][1..]);
+    lasts.extend(keys(&logged[1][1..]));
+    lasts.sort();
+    assert_eq!(keys(&store.latest_events(100, 1).await.unwrap()), lasts);
+    assert!(store.latest_events(0, 100).await.unwrap().is_empty());
+    assert!(store.latest_events(100, 0).await.unwrap().is_empty());
 }
 
 /// Creating a workspace or a channel, changing a channel and replacing a delivery list

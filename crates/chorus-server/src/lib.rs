@@ -113,27 +113,22 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         Namespaces::new(config.namespaces.clone())
             .map_err(|e| anyhow::anyhow!("namespaces: {e}"))?,
     );
-    // One node (its windows in memory), before anything is served or published: the
-    // log trimmed to the retention windows (set above, with the namespaces'), then each
-    // scope's window filled with what it held before a restart. Several nodes keep
-    // their windows in Redis: their log is trimmed by the timer below from the start.
-    let warm = config.redis_url.is_none() && config.warm_events > 0;
-    if warm {
+    // One node keeps its scopes' windows in memory: before anything is served or
+    // published, each is filled with what it held before a restart, so resumes after
+    // it are answered from memory. Only a speed-up: when the log cannot be read, the
+    // node starts anyway and resumes read the log as they need it.
+    if config.redis_url.is_none() && config.warm_events > 0 {
         let started = std::time::Instant::now();
-        let retention = config.engine().retention;
-        chat.trim_event_log(retention.max_events, retention.max_age)
-            .await
-            .map_err(|e| anyhow::anyhow!("trimming the event log: {e}"))?;
-        let warmed = engine
-            .broker
-            .warm(config.warm_events)
-            .await
-            .context("reading the event log's latest events")?;
-        tracing::info!(
-            events = warmed,
-            ms = started.elapsed().as_millis() as u64,
-            "retention windows filled from the event log"
-        );
+        match engine.broker.warm(config.warm_events).await {
+            Ok(events) => tracing::info!(
+                events,
+                ms = started.elapsed().as_millis() as u64,
+                "retention windows filled from the event log"
+            ),
+            Err(err) => {
+                tracing::warn!(cause = %err, "retention windows not filled from the event log")
+            }
+        }
     }
     chat.spawn_stream_sweeper();
     chat.spawn_turn_sweeper();
@@ -187,12 +182,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         let retention = config.engine().retention;
         let stop = tasks.stop.clone();
         tasks.tracker.spawn(async move {
-            // Now, unless the first trim ran before the windows were filled.
-            let mut first = tokio::time::Instant::now();
-            if warm {
-                first += EVENT_LOG_TRIM_EVERY;
-            }
-            let mut tick = tokio::time::interval_at(first, EVENT_LOG_TRIM_EVERY);
+            let mut tick = tokio::time::interval(EVENT_LOG_TRIM_EVERY);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}

@@ -221,8 +221,16 @@ impl EventLog for StoreLog {
             .collect())
     }
 
-    async fn latest(&self, limit: usize) -> Result<Vec<Arc<chorus_realtime::Event>>, BrokerError> {
-        let events = self.store.latest_events(limit).await.map_err(log_error)?;
+    async fn latest(
+        &self,
+        limit: usize,
+        per_scope: usize,
+    ) -> Result<Vec<Arc<chorus_realtime::Event>>, BrokerError> {
+        let events = self
+            .store
+            .latest_events(limit, per_scope)
+            .await
+            .map_err(log_error)?;
         let now = self.clock.system_time();
         Ok(events
             .into_iter()

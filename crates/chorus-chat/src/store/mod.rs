@@ -223,9 +223,14 @@ pub trait EventStore: Send + Sync {
         after: u64,
         limit: usize,
     ) -> Result<(Vec<Publish>, u64)>;
-    /// The log's `limit` latest events (by log time) of every scope, ordered by scope
-    /// and offset: what fills the memory windows when a single node starts.
-    async fn latest_events(&self, limit: usize) -> Result<Vec<chorus_realtime::Publish>>;
+    /// The log's `limit` latest events (by log time) among each scope's last
+    /// `per_scope`, ordered by scope and offset: what fills the memory windows when a
+    /// single node starts.
+    async fn latest_events(
+        &self,
+        limit: usize,
+        per_scope: usize,
+    ) -> Result<Vec<chorus_realtime::Publish>>;
     /// Deletes events logged before `before` and all but each scope's last
     /// `max_per_scope`. Returns how many went.
     async fn trim_events(&self, max_per_scope: usize, before: Timestamp) -> Result<u64>;

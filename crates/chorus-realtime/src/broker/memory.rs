@@ -330,7 +330,10 @@ impl MemoryBroker {
         }
         self.heads(log).await?;
         let mut by_scope: HashMap<Scope, Vec<Arc<Event>>> = HashMap::new();
-        for event in log.latest(budget).await? {
+        // No window holds more than the server's count (a namespace's wider window is
+        // filled up to it; a resume further back reads the log).
+        let per_scope = self.retention.server().max_events;
+        for event in log.latest(budget, per_scope).await? {
             by_scope.entry(event.scope.clone()).or_default().push(event);
         }
         let now = self.clock.system_time();
@@ -665,14 +668,32 @@ mod tests {
                 .cloned()
                 .collect();
             events.sort_by_key(|e| e.offset);
+            // The head now: what the start read, or an event logged since.
+            let head = events
+                .last()
+                .and_then(|e| e.offset)
+                .unwrap_or(0)
+                .max(self.head(scope).await?);
             events.truncate(limit);
-            Ok(LogRead {
-                events,
-                head: self.head(scope).await?,
-            })
+            Ok(LogRead { events, head })
         }
-        async fn latest(&self, limit: usize) -> Result<Vec<Arc<Event>>, BrokerError> {
-            Ok(self.events.iter().rev().take(limit).cloned().collect())
+        async fn latest(
+            &self,
+            limit: usize,
+            per_scope: usize,
+        ) -> Result<Vec<Arc<Event>>, BrokerError> {
+            let head = |scope: &Scope| self.heads.iter().find(|(s, _)| s == scope).map(|h| h.1);
+            Ok(self
+                .events
+                .iter()
+                .rev()
+                .filter(|e| {
+                    let last = head(&e.scope).unwrap_or(0);
+                    e.offset.is_some_and(|o| o + per_scope as u64 > last)
+                })
+                .take(limit)
+                .cloned()
+                .collect())
         }
     }
 
@@ -731,5 +752,89 @@ mod tests {
         assert_eq!(reads(), 2);
         // A budget of 0 fills nothing.
         assert_eq!(broker.warm(0).await.unwrap(), 0);
+    }
+
+    /// What a fill must leave alone or drop: events past the head read at start (their
+    /// publish delivers them), a window something was delivered in meanwhile, events
+    /// beyond the retention's count.
+    #[tokio::test]
+    async fn a_fill_keeps_to_the_heads_the_windows_delivered_meanwhile_and_the_retention() {
+        let scope = |s: &str| Scope::parse(s).unwrap();
+        let event = |s: &str, offset: u64| {
+            let mut publish = Publish::new(scope(s), "m", &offset);
+            publish.offset = Some(offset);
+            Arc::new(logged_event(publish, SystemTime::now()))
+        };
+        // channel:1 and channel:2 have 1..=4 each when the heads are read (channel:1's
+        // 2 logged two hours ago); then both their 5s are committed.
+        let mut events: Vec<_> = (1..=4).map(|o| event("channel:1", o)).collect();
+        let mut old = Publish::new(scope("channel:1"), "m", &2);
+        old.offset = Some(2);
+        old.logged_at = Some(SystemTime::now() - Duration::from_secs(7200));
+        events[1] = Arc::new(logged_event(old, SystemTime::now()));
+        events.extend((1..=4).map(|o| event("channel:2", o)));
+        events.extend([event("channel:1", 5), event("channel:2", 5)]);
+        let log = Arc::new(Tail {
+            events,
+            heads: vec![(scope("channel:1"), 4), (scope("channel:2"), 4)],
+            reads: Default::default(),
+        });
+        let broker = MemoryBroker::with_log(
+            Arc::new(Sink::default()),
+            Retentions::new(Retention {
+                max_events: 3,
+                max_age: Duration::from_secs(3600),
+            }),
+            Clock::system(),
+            Some(log.clone()),
+        );
+        // channel:2's 5 is delivered before the fill.
+        let mut five = Publish::new(scope("channel:2"), "m", &5);
+        five.offset = Some(5);
+        broker.publish(five).await.unwrap();
+        // channel:1's last three up to its head, less the one older than the window
+        // (an hour); channel:2 left as it was.
+        assert_eq!(broker.warm(100).await.unwrap(), 2);
+        let reads = || log.reads.load(std::sync::atomic::Ordering::SeqCst);
+        let offsets = |h: History| {
+            assert!(h.recovered);
+            h.events.iter().filter_map(|e| e.offset).collect::<Vec<_>>()
+        };
+        let got = broker.history(&scope("channel:1"), 2).await.unwrap();
+        assert_eq!(offsets(got), [3, 4]);
+        let got = broker.history(&scope("channel:2"), 4).await.unwrap();
+        assert_eq!(offsets(got), [5]);
+        assert_eq!(reads(), 0, "answered from memory");
+        let got = broker.history(&scope("channel:2"), 2).await.unwrap();
+        assert_eq!(offsets(got), [3, 4, 5]);
+        assert_eq!(reads(), 1, "not in channel:2's window: from the log");
+    }
+
+    /// An event trimmed out of the middle of a scope's log (log times and offsets can
+    /// cross) is a hole: a resume across it is not recovered.
+    #[tokio::test]
+    async fn a_hole_in_the_log_is_not_recovered() {
+        let scope = Scope::parse("channel:4").unwrap();
+        let event = |offset: u64| {
+            let mut publish = Publish::new(scope.clone(), "m", &offset);
+            publish.offset = Some(offset);
+            Arc::new(logged_event(publish, SystemTime::now()))
+        };
+        let log = Arc::new(Tail {
+            events: vec![event(8), event(10)],
+            heads: vec![(scope.clone(), 10)],
+            reads: Default::default(),
+        });
+        let broker = MemoryBroker::with_log(
+            Arc::new(Sink::default()),
+            Retentions::new(Retention::default()),
+            Clock::system(),
+            Some(log),
+        );
+        let got = broker.history(&scope, 7).await.unwrap();
+        assert!(!got.recovered);
+        assert!(got.events.is_empty());
+        let got = broker.history(&scope, 9).await.unwrap();
+        assert!(got.recovered, "after the hole");
     }
 }

@@ -454,7 +454,10 @@ where
         Ok((events, head as u64))
     }
 
-    async fn latest_events(&self, limit: usize) -> Result<Vec<Publish>> {
+    async fn latest_events(&self, limit: usize, per_scope: usize) -> Result<Vec<Publish>> {
+        // Each scope's last `per_scope` through its key (a range after its head minus
+        // that many), whatever else the log holds: what is sorted is at most the
+        // windows, never the whole log (SQLite keeps no time index).
         let rows: Vec<(
             String,
             i64,
@@ -464,10 +467,13 @@ where
             Option<String>,
             i64,
         )> = sqlx::query_as(
-            "SELECT scope, seq, kind, data, marks, effect, created_at FROM events
-                 ORDER BY created_at DESC LIMIT $1",
+            "SELECT e.scope, e.seq, e.kind, e.data, e.marks, e.effect, e.created_at
+                 FROM scope_heads AS h JOIN events AS e
+                   ON e.scope = h.scope AND e.seq > h.head - $2
+                 ORDER BY e.created_at DESC LIMIT $1",
         )
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(per_scope).unwrap_or(i64::MAX).min(1 << 62))
         .fetch_all(&self.reader)
         .await?;
         // Each scope's name parsed once, whatever the number of its events.
