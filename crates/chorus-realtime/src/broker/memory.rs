@@ -626,6 +626,13 @@ mod tests {
         assert_eq!(*lock(&sink.0), [1, 2, 3, 4, 5]);
     }
 
+    /// `scope`'s event at `offset`, logged now.
+    fn logged(scope: &str, offset: u64) -> Arc<Event> {
+        let mut publish = Publish::new(Scope::parse(scope).unwrap(), "m", &offset);
+        publish.offset = Some(offset);
+        Arc::new(logged_event(publish, SystemTime::now()))
+    }
+
     /// A log in memory, in log-time order, that counts its reads.
     struct Tail {
         events: Vec<Arc<Event>>,
@@ -704,11 +711,7 @@ mod tests {
     #[tokio::test]
     async fn windows_filled_at_start_answer_resumes_without_reading_the_log() {
         let scope = |s: &str| Scope::parse(s).unwrap();
-        let event = |s: &str, offset: u64| {
-            let mut publish = Publish::new(scope(s), "m", &offset);
-            publish.offset = Some(offset);
-            Arc::new(logged_event(publish, SystemTime::now()))
-        };
+        let event = logged;
         // Log-time order: channel:3's 10 (its log time earlier than its 8's and 9's, as
         // when two sends' times and commits cross), channel:1's 1..=5, channel:3's 8 and
         // 9, channel:2's 1..=3.
@@ -756,15 +759,11 @@ mod tests {
 
     /// What a fill must leave alone or drop: events past the head read at start (their
     /// publish delivers them), a window something was delivered in meanwhile, events
-    /// beyond the retention's count.
+    /// older than the retention's age.
     #[tokio::test]
     async fn a_fill_keeps_to_the_heads_the_windows_delivered_meanwhile_and_the_retention() {
         let scope = |s: &str| Scope::parse(s).unwrap();
-        let event = |s: &str, offset: u64| {
-            let mut publish = Publish::new(scope(s), "m", &offset);
-            publish.offset = Some(offset);
-            Arc::new(logged_event(publish, SystemTime::now()))
-        };
+        let event = logged;
         // channel:1 and channel:2 have 1..=4 each when the heads are read (channel:1's
         // 2 logged two hours ago); then both their 5s are committed.
         let mut events: Vec<_> = (1..=4).map(|o| event("channel:1", o)).collect();
@@ -815,13 +814,8 @@ mod tests {
     #[tokio::test]
     async fn a_hole_in_the_log_is_not_recovered() {
         let scope = Scope::parse("channel:4").unwrap();
-        let event = |offset: u64| {
-            let mut publish = Publish::new(scope.clone(), "m", &offset);
-            publish.offset = Some(offset);
-            Arc::new(logged_event(publish, SystemTime::now()))
-        };
         let log = Arc::new(Tail {
-            events: vec![event(8), event(10)],
+            events: vec![logged("channel:4", 8), logged("channel:4", 10)],
             heads: vec![(scope.clone(), 10)],
             reads: Default::default(),
         });
