@@ -633,6 +633,12 @@ mod tests {
         Arc::new(logged_event(publish, SystemTime::now()))
     }
 
+    /// The offsets of a recovered history.
+    fn recovered_offsets(h: History) -> Vec<u64> {
+        assert!(h.recovered);
+        h.events.iter().filter_map(|e| e.offset).collect()
+    }
+
     /// A log in memory, in log-time order, that counts its reads.
     struct Tail {
         events: Vec<Arc<Event>>,
@@ -737,10 +743,7 @@ mod tests {
         // The latest 7: channel:2's three, channel:3's two, channel:1's 4 and 5.
         assert_eq!(broker.warm(7).await.unwrap(), 5);
         let reads = || log.reads.load(std::sync::atomic::Ordering::SeqCst);
-        let offsets = |h: History| {
-            assert!(h.recovered);
-            h.events.iter().filter_map(|e| e.offset).collect::<Vec<_>>()
-        };
+        let offsets = recovered_offsets;
         let got = broker.history(&scope("channel:2"), 0).await.unwrap();
         assert_eq!(offsets(got), [1, 2, 3]);
         let got = broker.history(&scope("channel:1"), 3).await.unwrap();
@@ -795,10 +798,7 @@ mod tests {
         // (an hour); channel:2 left as it was.
         assert_eq!(broker.warm(100).await.unwrap(), 2);
         let reads = || log.reads.load(std::sync::atomic::Ordering::SeqCst);
-        let offsets = |h: History| {
-            assert!(h.recovered);
-            h.events.iter().filter_map(|e| e.offset).collect::<Vec<_>>()
-        };
+        let offsets = recovered_offsets;
         let got = broker.history(&scope("channel:1"), 2).await.unwrap();
         assert_eq!(offsets(got), [3, 4]);
         let got = broker.history(&scope("channel:2"), 4).await.unwrap();
