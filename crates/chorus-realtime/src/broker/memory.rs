@@ -355,7 +355,9 @@ impl MemoryBroker {
                     Some(offset) if offset > l.head => continue,
                     Some(offset) if offset == next => {
                         run.push_front(event);
-                        next -= 1;
+                        // Offsets start above the log's base, never at 0: saturating
+                        // only so that a damaged log cannot make this panic.
+                        next = offset.saturating_sub(1);
                     }
                     _ => break,
                 }
