@@ -169,6 +169,15 @@ fn main() -> ExitCode {
         "sqlite_wal_stays_short_under_steady_reads_and_writes",
         || run(4, sqlite_wal_stays_short_under_steady_reads_and_writes()),
     ));
+    trials.push(Trial::test(
+        "sqlite_a_batch_whose_events_fail_leaves_nothing_and_the_writer_usable",
+        || {
+            run(
+                2,
+                sqlite_a_batch_whose_events_fail_leaves_nothing_and_the_writer_usable(),
+            )
+        },
+    ));
     libtest_mimic::run(&args, trials).exit_code()
 }
 
@@ -2962,6 +2971,81 @@ async fn sqlite_wal_stays_short_under_steady_reads_and_writes() {
         largest < page_per_send,
         "the WAL grew to {largest} bytes for {SENDS} sends"
     );
+}
+
+/// A batch whose events cannot be logged fails on both of the batcher's paths (one call
+/// with the ids it knows, then two calls) and rolls back: the send fails, nothing of it
+/// stays (no message, the scope's head where it was), and the writer connection, which
+/// the batcher keeps between batches, is left usable (no transaction open) for the next
+/// send. The failure is made by a row put at the scope's next offset behind the store's
+/// back.
+async fn sqlite_a_batch_whose_events_fail_leaves_nothing_and_the_writer_usable() {
+    use chorus_chat::store::Inserted;
+    use chorus_realtime::{Publish, Scope};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chorus.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, Clock::system()).await.unwrap());
+    let (owner, _, ch) = setup(&store).await;
+    let scope = Scope::parse(&format!("channel:{}", ch.id.0)).unwrap();
+    let logged_send = |text: &str| {
+        let (store, scope) = (store.clone(), scope.clone());
+        let new = new_message(ch.id, owner.id, text);
+        async move {
+            let events = Box::new(move |i: &Inserted| Outbox {
+                events: vec![Publish::new(scope.clone(), "message.created", &i.message)],
+                webhooks: Vec::new(),
+                then: None,
+            });
+            store.insert_message_logged(new, events).await
+        }
+    };
+    // Two sends: the batcher knows the ids' sequence (the one-call path) after them.
+    for text in ["one", "two"] {
+        logged_send(text).await.unwrap();
+    }
+    let (_, head) = store.scope_events(&scope, 0, 10).await.unwrap();
+    let side = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO events (scope, seq, kind, data, created_at) VALUES ($1, $2, 'x', '{}', 0)",
+    )
+    .bind(scope.as_str())
+    .bind(head as i64 + 1)
+    .execute(&side)
+    .await
+    .unwrap();
+
+    let failed = logged_send("three").await;
+    assert!(
+        failed.is_err(),
+        "the send whose event cannot be logged fails"
+    );
+    let three: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE text = 'three'")
+        .fetch_one(&side)
+        .await
+        .unwrap();
+    assert_eq!(three, 0, "nothing of the failed send stays");
+    assert_eq!(
+        store.scope_head(&scope).await.unwrap(),
+        head,
+        "the head did not move"
+    );
+
+    sqlx::query("DELETE FROM events WHERE kind = 'x'")
+        .execute(&side)
+        .await
+        .unwrap();
+    side.close().await;
+    let (inserted, logged) = logged_send("four").await.unwrap();
+    assert_eq!(inserted.message.text, "four");
+    assert_eq!(
+        logged[0].offset,
+        Some(head + 1),
+        "the writer goes on at the next offset"
+    );
+    let (events, _) = store.scope_events(&scope, head, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
 }
 
 // ---- server keys ----------------------------------------------------------------------

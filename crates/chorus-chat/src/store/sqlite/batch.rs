@@ -15,6 +15,11 @@
 //! turns out taken) the batch takes two round trips: the rows' insert returns their
 //! ids, then the events and `COMMIT`. Every insert tells the batcher its id (the
 //! others through [`PlainInserts::inserted_elsewhere`]), so in practice it knows.
+//!
+//! The batcher keeps the writer connection across batches while sends are already
+//! queued (at most [`HOLD_BATCHES`] in a row): sqlx pings a pooled connection's thread,
+//! from a task of its own, each time it goes back to the pool, and with one writer that
+//! ping sat between every two batches (docs/benchmarks.md, "Round 2, session 11").
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -92,55 +97,86 @@ pub(super) fn start(writer: SqlitePool, clock: Clock) -> (Batcher, tokio::task::
 
 async fn run(writer: SqlitePool, clock: Clock, sequence: Sequence, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let batch = std::mem::take(&mut jobs);
-        let known = sequence.load(Ordering::Relaxed);
-        let written = if known == UNKNOWN {
-            Err(None)
-        } else {
-            match write_known(&writer, &clock, known, &batch).await {
-                Ok(results) => Ok(results),
-                Err(err) => Err(Some(err)),
-            }
-        };
-        let outcome = match written {
-            Ok(results) => Ok(results),
-            Err(failed) => {
-                if let Some(err) = failed {
-                    tracing::debug!(cause = %err, "batch with known ids failed; ids returned instead");
-                    // Not known after all; whatever the next insert learns is.
-                    let _ = sequence.compare_exchange(
-                        known,
-                        UNKNOWN,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                }
-                insert_batch(&writer, &clock, &batch).await
-            }
-        };
-        match outcome {
-            Ok(results) => {
-                learn(&sequence, &results);
-                for (job, result) in batch.into_iter().zip(results) {
-                    let _ = job.reply.send(Ok(result));
-                }
-            }
-            Err(err) if batch.len() == 1 => {
-                if let Some(job) = batch.into_iter().next() {
-                    let _ = job.reply.send(Err(err));
-                }
-            }
-            // One bad row fails the statement: insert one by one, so only that send fails.
+    loop {
+        if jobs.is_empty() && rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+            return;
+        }
+        let mut conn = match writer.acquire().await {
+            Ok(conn) => conn,
             Err(err) => {
-                tracing::debug!(cause = %err, n = batch.len(), "batched insert failed; one by one");
-                for job in batch {
-                    let outcome = insert_one(&writer, &clock, &job).await;
-                    if let Ok(Some((inserted, _))) = &outcome {
-                        sequence.fetch_max(inserted.message.id.0, Ordering::Relaxed);
-                    }
-                    let _ = job.reply.send(outcome);
+                for job in jobs.drain(..) {
+                    let cause = anyhow::anyhow!("the SQLite writer: {err}");
+                    let _ = job.reply.send(Err(ChatError::Internal(cause)));
                 }
+                continue;
+            }
+        };
+        // The writer is kept while sends are already waiting, for HOLD_BATCHES batches
+        // at most: sqlx pings SQLite's thread (from a task of its own) whenever a
+        // connection goes back to the pool, which would sit between every two batches.
+        // Other writers wait a few batches at most (the pool serves its waiters in
+        // order); what is left over is written when the writer comes back round.
+        for _ in 0..HOLD_BATCHES {
+            write(&mut conn, &clock, &sequence, std::mem::take(&mut jobs)).await;
+            while jobs.len() < MAX_BATCH
+                && let Ok(job) = rx.try_recv()
+            {
+                jobs.push(job);
+            }
+            if jobs.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+/// Batches written on one acquisition of the writer, at most, when sends keep coming.
+const HOLD_BATCHES: usize = 8;
+
+/// Writes one batch on the writer connection and answers its jobs.
+async fn write(conn: &mut SqliteConnection, clock: &Clock, sequence: &Sequence, batch: Vec<Job>) {
+    let known = sequence.load(Ordering::Relaxed);
+    let written = if known == UNKNOWN {
+        Err(None)
+    } else {
+        match write_known(conn, clock, known, &batch).await {
+            Ok(results) => Ok(results),
+            Err(err) => Err(Some(err)),
+        }
+    };
+    let outcome = match written {
+        Ok(results) => Ok(results),
+        Err(failed) => {
+            if let Some(err) = failed {
+                tracing::debug!(cause = %err, "batch with known ids failed; ids returned instead");
+                // Not known after all; whatever the next insert learns is.
+                let _ =
+                    sequence.compare_exchange(known, UNKNOWN, Ordering::Relaxed, Ordering::Relaxed);
+            }
+            insert_batch(conn, clock, &batch).await
+        }
+    };
+    match outcome {
+        Ok(results) => {
+            learn(sequence, &results);
+            for (job, result) in batch.into_iter().zip(results) {
+                let _ = job.reply.send(Ok(result));
+            }
+        }
+        Err(err) if batch.len() == 1 => {
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.reply.send(Err(err));
+            }
+        }
+        // One bad row fails the statement: insert one by one, so only that send fails.
+        Err(err) => {
+            tracing::debug!(cause = %err, n = batch.len(), "batched insert failed; one by one");
+            for job in batch {
+                let outcome = insert_one(conn, clock, &job).await;
+                if let Ok(Some((inserted, _))) = &outcome {
+                    sequence.fetch_max(inserted.message.id.0, Ordering::Relaxed);
+                }
+                let _ = job.reply.send(outcome);
             }
         }
     }
@@ -160,12 +196,11 @@ fn learn(sequence: &Sequence, results: &[Option<(Inserted, Vec<Publish>)>]) {
 /// rolls back, unless the sequence is at `known` (or when an idempotency key is taken:
 /// there is no `ON CONFLICT` here; the two-call path sorts that out).
 async fn write_known(
-    writer: &SqlitePool,
+    conn: &mut SqliteConnection,
     clock: &Clock,
     known: i64,
     jobs: &[Job],
 ) -> Result<Vec<Option<(Inserted, Vec<Publish>)>>> {
-    let mut conn = writer.acquire().await?;
     // Taken with the writer held, so times rise with ids.
     let created_at = Timestamp(clock.now_ms());
     let mut mentions = Vec::with_capacity(jobs.len());
@@ -279,9 +314,9 @@ fn with_their_events(
         .collect()
 }
 
-async fn insert_one(writer: &SqlitePool, clock: &Clock, job: &Job) -> Outcome {
+async fn insert_one(conn: &mut SqliteConnection, clock: &Clock, job: &Job) -> Outcome {
     let new = &job.new;
-    let mut tx = writer.begin().await?;
+    let mut tx = sqlx::Connection::begin(conn).await?;
     let created_at = Timestamp(clock.now_ms());
     let Some(id) = Sql::<Sqlite>::insert_row(&mut tx, new, created_at).await? else {
         return Ok(None);
@@ -301,12 +336,11 @@ async fn insert_one(writer: &SqlitePool, clock: &Clock, job: &Job) -> Outcome {
 /// order of the `VALUES` list, which is how the returned rows are matched back to the
 /// jobs without a key.
 async fn insert_batch(
-    writer: &SqlitePool,
+    conn: &mut SqliteConnection,
     clock: &Clock,
     jobs: &[Job],
 ) -> Result<Vec<Option<(Inserted, Vec<Publish>)>>> {
-    let mut conn = writer.acquire().await?;
-    let written = write_batch(&mut conn, clock, jobs).await;
+    let written = write_batch(conn, clock, jobs).await;
     if written.is_err() {
         // The transaction is left open by a failed statement: nothing of it stays.
         if let Err(err) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
