@@ -2973,12 +2973,13 @@ async fn sqlite_wal_stays_short_under_steady_reads_and_writes() {
     );
 }
 
-/// A batch whose events cannot be logged fails on both of the batcher's paths (one call
-/// with the ids it knows, then two calls) and rolls back: the send fails, nothing of it
-/// stays (no message, the scope's head where it was), and the writer connection, which
-/// the batcher keeps between batches, is left usable (no transaction open) for the next
-/// send. The failure is made by a row put at the scope's next offset behind the store's
-/// back.
+/// The batcher's failures roll back and leave the writer connection usable (no
+/// transaction open) for the next send. A batch whose events cannot be logged (a row put
+/// at the scope's next offset behind the store's back) fails on both of the batcher's
+/// paths (one call with the ids it knows, then two calls): the send fails, nothing of it
+/// stays (no message, the scope's head where it was). A message inserted behind its back
+/// makes the ids it knows wrong: the one-call path fails, rolls back, and the two-call
+/// path writes the send.
 async fn sqlite_a_batch_whose_events_fail_leaves_nothing_and_the_writer_usable() {
     use chorus_chat::store::Inserted;
     use chorus_realtime::{Publish, Scope};
@@ -3036,7 +3037,6 @@ async fn sqlite_a_batch_whose_events_fail_leaves_nothing_and_the_writer_usable()
         .execute(&side)
         .await
         .unwrap();
-    side.close().await;
     let (inserted, logged) = logged_send("four").await.unwrap();
     assert_eq!(inserted.message.text, "four");
     assert_eq!(
@@ -3044,8 +3044,26 @@ async fn sqlite_a_batch_whose_events_fail_leaves_nothing_and_the_writer_usable()
         Some(head + 1),
         "the writer goes on at the next offset"
     );
+
+    let behind: i64 = sqlx::query_scalar(
+        "INSERT INTO messages (channel_id, author_id, text, created_at) VALUES ($1, $2, 'behind', 0) RETURNING id",
+    )
+    .bind(ch.id.0)
+    .bind(owner.id.0)
+    .fetch_one(&side)
+    .await
+    .unwrap();
+    side.close().await;
+    let (inserted, logged) = logged_send("five").await.unwrap();
+    assert!(
+        inserted.message.id.0 > behind,
+        "the ids it knew were not used"
+    );
+    assert_eq!(logged[0].offset, Some(head + 2));
     let (events, _) = store.scope_events(&scope, head, 10).await.unwrap();
-    assert_eq!(events.len(), 1);
+    assert_eq!(events.len(), 2);
+    let five = store.message(inserted.message.id).await.unwrap().unwrap();
+    assert_eq!(five.text, "five");
 }
 
 // ---- server keys ----------------------------------------------------------------------

@@ -17,9 +17,10 @@
 //! others through [`PlainInserts::inserted_elsewhere`]), so in practice it knows.
 //!
 //! The batcher keeps the writer connection across batches while sends are already
-//! queued (at most [`HOLD_BATCHES`] in a row): sqlx pings a pooled connection's thread,
-//! from a task of its own, each time it goes back to the pool, and with one writer that
-//! ping sat between every two batches (docs/benchmarks.md, "Round 2, session 11").
+//! queued (at most [`HOLD_BATCHES`] in a row, [`MAX_BATCH`] sends): sqlx pings a pooled
+//! connection's thread, from a task of its own, each time it goes back to the pool, and
+//! with one writer that ping sat between every two batches (docs/benchmarks.md, "Round
+//! 2, session 11").
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -112,12 +113,19 @@ async fn run(writer: SqlitePool, clock: Clock, sequence: Sequence, mut rx: mpsc:
             }
         };
         // The writer is kept while sends are already waiting, for HOLD_BATCHES batches
-        // at most: sqlx pings SQLite's thread (from a task of its own) whenever a
-        // connection goes back to the pool, which would sit between every two batches.
-        // Other writers wait a few batches at most (the pool serves its waiters in
-        // order); what is left over is written when the writer comes back round.
+        // and MAX_BATCH sends at most: sqlx pings SQLite's thread (from a task of its
+        // own) whenever a connection goes back to the pool, which would sit between
+        // every two batches. Other writers wait that long at most (the pool serves its
+        // waiters in order); what is left over is written when the writer comes back
+        // round. A batch that failed gives the connection back at once, so the pool's
+        // check on release can replace a broken one.
+        let mut written = 0;
         for _ in 0..HOLD_BATCHES {
-            write(&mut conn, &clock, &sequence, std::mem::take(&mut jobs)).await;
+            written += jobs.len();
+            let batch = std::mem::take(&mut jobs);
+            if !write(&mut conn, &clock, &sequence, batch).await || written >= MAX_BATCH {
+                break;
+            }
             while jobs.len() < MAX_BATCH
                 && let Ok(job) = rx.try_recv()
             {
@@ -133,8 +141,14 @@ async fn run(writer: SqlitePool, clock: Clock, sequence: Sequence, mut rx: mpsc:
 /// Batches written on one acquisition of the writer, at most, when sends keep coming.
 const HOLD_BATCHES: usize = 8;
 
-/// Writes one batch on the writer connection and answers its jobs.
-async fn write(conn: &mut SqliteConnection, clock: &Clock, sequence: &Sequence, batch: Vec<Job>) {
+/// Writes one batch on the writer connection and answers its jobs; `false` when the
+/// batch failed (its sends were then tried one by one).
+async fn write(
+    conn: &mut SqliteConnection,
+    clock: &Clock,
+    sequence: &Sequence,
+    batch: Vec<Job>,
+) -> bool {
     let known = sequence.load(Ordering::Relaxed);
     let written = if known == UNKNOWN {
         Err(None)
@@ -162,11 +176,13 @@ async fn write(conn: &mut SqliteConnection, clock: &Clock, sequence: &Sequence, 
             for (job, result) in batch.into_iter().zip(results) {
                 let _ = job.reply.send(Ok(result));
             }
+            true
         }
         Err(err) if batch.len() == 1 => {
             if let Some(job) = batch.into_iter().next() {
                 let _ = job.reply.send(Err(err));
             }
+            false
         }
         // One bad row fails the statement: insert one by one, so only that send fails.
         Err(err) => {
@@ -178,6 +194,7 @@ async fn write(conn: &mut SqliteConnection, clock: &Clock, sequence: &Sequence, 
                 }
                 let _ = job.reply.send(outcome);
             }
+            false
         }
     }
 }
