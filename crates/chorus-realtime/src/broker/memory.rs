@@ -745,18 +745,17 @@ mod tests {
         // The latest 7: channel:2's three, channel:3's two, channel:1's 4 and 5.
         assert_eq!(broker.warm(7).await.unwrap(), 5);
         let reads = || log.reads.load(std::sync::atomic::Ordering::SeqCst);
-        let offsets = recovered_offsets;
         let got = broker.history(&scope("channel:2"), 0).await.unwrap();
-        assert_eq!(offsets(got), [1, 2, 3]);
+        assert_eq!(recovered_offsets(got), [1, 2, 3]);
         let got = broker.history(&scope("channel:1"), 3).await.unwrap();
-        assert_eq!(offsets(got), [4, 5]);
+        assert_eq!(recovered_offsets(got), [4, 5]);
         assert_eq!(reads(), 0, "answered from memory");
         let got = broker.history(&scope("channel:1"), 1).await.unwrap();
-        assert_eq!(offsets(got), [2, 3, 4, 5]);
+        assert_eq!(recovered_offsets(got), [2, 3, 4, 5]);
         assert_eq!(reads(), 1, "further back: from the log");
         // channel:3's 8 and 9 do not end at its head: not kept, its resume reads the log.
         let got = broker.history(&scope("channel:3"), 7).await.unwrap();
-        assert_eq!(offsets(got), [8, 9, 10]);
+        assert_eq!(recovered_offsets(got), [8, 9, 10]);
         assert_eq!(reads(), 2);
         // A budget of 0 fills nothing.
         assert_eq!(broker.warm(0).await.unwrap(), 0);
@@ -800,14 +799,13 @@ mod tests {
         // (an hour); channel:2 left as it was.
         assert_eq!(broker.warm(100).await.unwrap(), 2);
         let reads = || log.reads.load(std::sync::atomic::Ordering::SeqCst);
-        let offsets = recovered_offsets;
         let got = broker.history(&scope("channel:1"), 2).await.unwrap();
-        assert_eq!(offsets(got), [3, 4]);
+        assert_eq!(recovered_offsets(got), [3, 4]);
         let got = broker.history(&scope("channel:2"), 4).await.unwrap();
-        assert_eq!(offsets(got), [5]);
+        assert_eq!(recovered_offsets(got), [5]);
         assert_eq!(reads(), 0, "answered from memory");
         let got = broker.history(&scope("channel:2"), 2).await.unwrap();
-        assert_eq!(offsets(got), [3, 4, 5]);
+        assert_eq!(recovered_offsets(got), [3, 4, 5]);
         assert_eq!(reads(), 1, "not in channel:2's window: from the log");
     }
 
