@@ -264,6 +264,12 @@ impl Append {
         2 * self.heads.len() + rows + webhooks
     }
 
+    /// What [`statements`](Self::statements) depends on besides `first`: how many heads,
+    /// event rows and webhook deliveries the append writes.
+    pub(crate) fn shape(&self) -> (usize, usize, usize) {
+        (self.heads.len(), self.rows.len(), self.webhooks.len())
+    }
+
     /// The statements of the append, for a dialect that runs several per call, with
     /// parameters from `$first` on: one head upsert per scope (each returns its scope
     /// and new head), then the events' insert. Bound by [`bind`](Self::bind).

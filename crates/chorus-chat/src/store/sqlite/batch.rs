@@ -98,6 +98,7 @@ pub(super) fn start(writer: SqlitePool, clock: Clock) -> (Batcher, tokio::task::
 
 async fn run(writer: SqlitePool, clock: Clock, sequence: Sequence, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
+    let mut texts = Texts::default();
     loop {
         if jobs.is_empty() && rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
             return;
@@ -123,7 +124,8 @@ async fn run(writer: SqlitePool, clock: Clock, sequence: Sequence, mut rx: mpsc:
         for _ in 0..HOLD_BATCHES {
             written += jobs.len();
             let batch = std::mem::take(&mut jobs);
-            if !write(&mut conn, &clock, &sequence, batch).await || written >= MAX_BATCH {
+            if !write(&mut conn, &clock, &sequence, &mut texts, batch).await || written >= MAX_BATCH
+            {
                 break;
             }
             while jobs.len() < MAX_BATCH
@@ -141,19 +143,50 @@ async fn run(writer: SqlitePool, clock: Clock, sequence: Sequence, mut rx: mpsc:
 /// Batches written on one acquisition of the writer, at most, when sends keep coming.
 const HOLD_BATCHES: usize = 8;
 
+/// The one-call batch's SQL by its shape (messages; the append's heads, event rows and
+/// webhook deliveries): the text depends on nothing else, and building it anew (a
+/// `format!` per row) cost a busy server ~3 µs a send (docs/benchmarks.md, "Round 2,
+/// session 12"). A few shapes recur (a batch is as big as the sends that queued while
+/// the last one was written); the cache is emptied when it holds [`TEXTS`] of them.
+#[derive(Default)]
+struct Texts(std::collections::HashMap<Shape, Arc<str>>);
+
+/// A batch's shape: its messages, and its append's [`shape`](Append::shape).
+type Shape = (usize, (usize, usize, usize));
+
+/// Shapes of batch kept by [`Texts`], at most (sqlx keeps 100 prepared statements per
+/// connection).
+const TEXTS: usize = 64;
+
+impl Texts {
+    fn get(&mut self, jobs: usize, append: Option<&Append>) -> Arc<str> {
+        let shape = (jobs, append.map_or((0, 0, 0), Append::shape));
+        if let Some(text) = self.0.get(&shape) {
+            return text.clone();
+        }
+        if self.0.len() >= TEXTS {
+            self.0.clear();
+        }
+        let text: Arc<str> = write_known_sql(jobs, append).into();
+        self.0.insert(shape, text.clone());
+        text
+    }
+}
+
 /// Writes one batch on the writer connection and answers its jobs; `false` when the
 /// batch failed (its sends were then tried one by one).
 async fn write(
     conn: &mut SqliteConnection,
     clock: &Clock,
     sequence: &Sequence,
+    texts: &mut Texts,
     batch: Vec<Job>,
 ) -> bool {
     let known = sequence.load(Ordering::Relaxed);
     let written = if known == UNKNOWN {
         Err(None)
     } else {
-        match write_known(conn, clock, known, &batch).await {
+        match write_known(conn, clock, texts, known, &batch).await {
             Ok(results) => Ok(results),
             Err(err) => Err(Some(err)),
         }
@@ -215,6 +248,7 @@ fn learn(sequence: &Sequence, results: &[Option<(Inserted, Vec<Publish>)>]) {
 async fn write_known(
     conn: &mut SqliteConnection,
     clock: &Clock,
+    texts: &mut Texts,
     known: i64,
     jobs: &[Job],
 ) -> Result<Vec<Option<(Inserted, Vec<Publish>)>>> {
@@ -232,34 +266,7 @@ async fn write_known(
     }
     let (outbox, counts) = outboxes(jobs, &inserted);
     let append = Append::new(outbox, created_at)?;
-    // $1: the sequence expected; then eight values a row.
-    const WIDTH: usize = 8;
-    let rows: Vec<String> = (0..jobs.len())
-        .map(|r| {
-            let p = 2 + WIDTH * r;
-            let channel = if r == 0 {
-                format!(
-                    "CASE WHEN (SELECT seq FROM sqlite_sequence WHERE name = 'messages') = $1 THEN ${} END",
-                    p + 1
-                )
-            } else {
-                format!("${}", p + 1)
-            };
-            format!(
-                "(${p}, {channel}, {})",
-                crate::store::sql::params(p + 2, WIDTH - 2)
-            )
-        })
-        .collect();
-    let mut sql = format!(
-        "BEGIN; INSERT INTO messages (id, channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key) VALUES {}",
-        rows.join(", ")
-    );
-    if let Some(append) = &append {
-        sql.push_str("; ");
-        sql.push_str(&append.statements(2 + WIDTH * jobs.len()));
-    }
-    sql.push_str("; COMMIT");
+    let sql = texts.get(jobs.len(), append.as_ref());
     let mut query = sqlx::query_as::<Sqlite, (String, i64)>(&sql).bind(known);
     for ((job, new), mentions) in jobs.iter().zip(inserted.iter().flatten()).zip(&mentions) {
         let job = &job.new;
@@ -291,6 +298,42 @@ async fn write_known(
         None => Vec::new(),
     };
     Ok(with_their_events(inserted, counts, logged))
+}
+
+/// Values bound per message row by [`write_known_sql`], after `$1` (the sequence
+/// expected).
+const WIDTH: usize = 8;
+
+/// The SQL of [`write_known`] for `jobs` messages and their `append`: `$1` the sequence
+/// expected, then [`WIDTH`] values a message, then the append's.
+fn write_known_sql(jobs: usize, append: Option<&Append>) -> String {
+    let rows: Vec<String> = (0..jobs)
+        .map(|r| {
+            let p = 2 + WIDTH * r;
+            let channel = if r == 0 {
+                format!(
+                    "CASE WHEN (SELECT seq FROM sqlite_sequence WHERE name = 'messages') = $1 THEN ${} END",
+                    p + 1
+                )
+            } else {
+                format!("${}", p + 1)
+            };
+            format!(
+                "(${p}, {channel}, {})",
+                crate::store::sql::params(p + 2, WIDTH - 2)
+            )
+        })
+        .collect();
+    let mut sql = format!(
+        "BEGIN; INSERT INTO messages (id, channel_id, author_id, text, thread_id, mentions, created_at, idempotency_key) VALUES {}",
+        rows.join(", ")
+    );
+    if let Some(append) = append {
+        sql.push_str("; ");
+        sql.push_str(&append.statements(2 + WIDTH * jobs));
+    }
+    sql.push_str("; COMMIT");
+    sql
 }
 
 /// The jobs' outboxes (of the messages inserted) as one, in the order of the jobs, and
