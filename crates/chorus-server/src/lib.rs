@@ -201,7 +201,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         });
     }
     Ok(Built {
-        state: AppState {
+        state: AppState::new(state::Shared {
             config: Arc::new(config),
             chat,
             engine,
@@ -212,7 +212,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
             webhooks: Arc::new(webhooks::WebhookMetrics::default()),
             mcp: Arc::default(),
             tasks,
-        },
+        }),
         bootstrap_token,
     })
 }

@@ -18,8 +18,29 @@ pub type McpService = chorus_mcp::rmcp::transport::streamable_http_server::Strea
     chorus_mcp::rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
 >;
 
+/// What every handler can reach: one pointer to [`Shared`], so that the clone axum
+/// makes per request and per layer is one reference count, not one per part (eleven;
+/// ~1 µs of a persisted send's CPU when each was its own `Arc`, docs/benchmarks.md
+/// "Round 2, session 12").
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub config: Arc<Config>,
     pub chat: Arc<Chat>,
     pub engine: Arc<Engine>,
