@@ -37,6 +37,8 @@ pub enum Sent {
     Message {
         message: Message,
         created: bool,
+        /// `message`'s JSON, serialized once for its event (when created now).
+        json: Option<String>,
     },
     Command(CommandResult),
 }
@@ -120,10 +122,14 @@ impl Chat {
                 Parsed::Post(None) => {}
             }
         }
-        let (message, created) = self
-            .send_message(caller, channel_id, req, idempotency_key)
+        let posted = self
+            .post_message(caller, channel_id, req, idempotency_key, MessageKind::Text)
             .await?;
-        Ok(Sent::Message { message, created })
+        Ok(Sent::Message {
+            message: posted.message,
+            created: posted.created,
+            json: posted.json,
+        })
     }
 
     /// Runs `/name args` typed by `caller` in `channel_id`; tells the caller's
@@ -218,10 +224,10 @@ impl Chat {
                     thread_id: req.thread_id,
                     streaming: false,
                 };
-                let (message, _) = self
+                let posted = self
                     .post_message(caller, ch, action, idempotency_key, MessageKind::Action)
                     .await?;
-                Ok(("action posted".to_owned(), Some(message)))
+                Ok(("action posted".to_owned(), Some(posted.message)))
             }
             "policy" => {
                 let policy: Policy = args.parse().map_err(|e: String| bad(e))?;

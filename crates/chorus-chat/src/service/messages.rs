@@ -71,6 +71,16 @@ fn thread_root_events(root: &Message) -> Vec<Publish> {
         .collect()
 }
 
+/// What [`Chat::post_message`] did.
+pub(crate) struct Posted {
+    pub message: Message,
+    /// `false` when the idempotency key matched an earlier send.
+    pub created: bool,
+    /// The message's JSON as its channel's `message.created` event carries it (when
+    /// created now).
+    pub json: Option<String>,
+}
+
 impl Chat {
     /// Sends a message. Returns it and whether it was created now (`false` when the
     /// idempotency key matched an earlier send, which is returned unchanged).
@@ -81,8 +91,10 @@ impl Chat {
         req: SendMessage,
         idempotency_key: Option<String>,
     ) -> Result<(Message, bool)> {
-        self.post_message(caller, channel_id, req, idempotency_key, MessageKind::Text)
-            .await
+        let posted = self
+            .post_message(caller, channel_id, req, idempotency_key, MessageKind::Text)
+            .await?;
+        Ok((posted.message, posted.created))
     }
 
     /// [`send_message`](Self::send_message) of a message of `kind` (`/me`: `action`).
@@ -93,7 +105,7 @@ impl Chat {
         req: SendMessage,
         idempotency_key: Option<String>,
         kind: MessageKind,
-    ) -> Result<(Message, bool)> {
+    ) -> Result<Posted> {
         let (channel, member) = self.channel_for(channel_id, caller.id).await?;
         if !member {
             self.readable_channel(caller, channel_id).await?;
@@ -204,8 +216,19 @@ impl Chat {
                     "this Idempotency-Key was used for a message in another channel".into(),
                 ));
             }
-            return Ok((message, false));
+            return Ok(Posted {
+                message,
+                created: false,
+                json: None,
+            });
         }
+        // The message as its channel's event carries it: the HTTP answer's body too,
+        // serialized once (docs/benchmarks.md, "Round 2, session 12").
+        let channel_scope = channel_scope(message.channel_id);
+        let json = logged
+            .iter()
+            .find(|e| e.kind == "message.created" && e.scope == channel_scope)
+            .map(|e| e.data.clone());
         if req.streaming {
             self.hold_stream(&message, self.rollup_window(&channel));
         }
@@ -218,7 +241,11 @@ impl Chat {
         if let Some(change) = guard_change {
             self.loop_guard_changed(&channel, change).await;
         }
-        Ok((message, true))
+        Ok(Posted {
+            message,
+            created: true,
+            json,
+        })
     }
 
     /// The channel and whether `user` is a member, through the read cache.

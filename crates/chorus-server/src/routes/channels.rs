@@ -1,7 +1,7 @@
 //! `/api/v1/channels/…`: one channel, its members, and its messages.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chorus_api::{AddChannelMember, HistoryQuery};
 use chorus_chat::model::{Channel, ChannelId, ChannelView, Message, Pin, ReadState, UserId};
@@ -136,11 +136,27 @@ async fn send_message(
                 .to_owned(),
         ),
     };
-    let (message, created) = match state.chat.send(&caller, ChannelId(id), req, key).await? {
-        Sent::Message { message, created } => (message, created),
+    let (message, created, json) = match state.chat.send(&caller, ChannelId(id), req, key).await? {
+        Sent::Message {
+            message,
+            created,
+            json,
+        } => (message, created, json),
         Sent::Command(result) => return Ok((StatusCode::OK, Json(result)).into_response()),
     };
-    let mut response = (StatusCode::CREATED, Json(message)).into_response();
+    // The JSON its event carries when there is one (serialized once), else the message.
+    let mut response = match json {
+        Some(json) => (
+            StatusCode::CREATED,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json,
+        )
+            .into_response(),
+        None => (StatusCode::CREATED, Json(message)).into_response(),
+    };
     if !created {
         response
             .headers_mut()
