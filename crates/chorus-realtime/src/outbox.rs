@@ -95,6 +95,10 @@ pub struct Outbox {
     frames: Mutex<VecDeque<Outgoing>>,
     capacity: usize,
     closed: AtomicBool,
+    /// A frame did not fit: no later frame is queued either (set and read under the
+    /// `frames` lock). A client must never get an event after one it missed — it resumes
+    /// from the last offset it has, so a hole before it would be lost for good.
+    overflowed: AtomicBool,
     /// The connection negotiated `permessage-deflate`: its events go out compressed.
     deflate: bool,
     /// Whether someone owns the writing (see the module docs). Set from creation until
@@ -135,6 +139,7 @@ impl Outbox {
             frames: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
             deflate: false,
             owned: AtomicBool::new(true),
             writer,
@@ -192,7 +197,10 @@ impl Outbox {
         }
         {
             let mut frames = self.frames();
-            if frames.len() >= self.capacity {
+            // Once full, full for good: the writer draining a frame meanwhile must not
+            // let a later one in behind the one refused.
+            if frames.len() >= self.capacity || self.overflowed.load(Ordering::Relaxed) {
+                self.overflowed.store(true, Ordering::Relaxed);
                 return Err(PushError::Full);
             }
             frames.push_back(item);
@@ -416,6 +424,24 @@ mod tests {
             outbox.push(Utf8Bytes::from_static("d")),
             Err(PushError::Closed)
         );
+    }
+
+    /// A frame refused for want of room leaves a hole; nothing may be queued behind it,
+    /// even once the writer has made room.
+    #[test]
+    fn once_full_nothing_more_is_queued() {
+        let outbox = Arc::new(Outbox::new(1, None));
+        outbox.push(Utf8Bytes::from_static("a")).expect("room");
+        assert_eq!(
+            outbox.push(Utf8Bytes::from_static("b")),
+            Err(PushError::Full)
+        );
+        assert!(outbox.try_pop().is_some());
+        assert_eq!(
+            outbox.push(Utf8Bytes::from_static("c")),
+            Err(PushError::Full)
+        );
+        assert!(outbox.is_empty());
     }
 
     /// A push onto a live, unowned queue hands the connection to its writer once; the

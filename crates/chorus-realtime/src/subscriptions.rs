@@ -1393,8 +1393,8 @@ mod tests {
         w.registry.check_invariants().expect("invariants");
     }
 
-    /// A connection whose queue is full is evicted (3008) once; the others sharing the
-    /// scope keep receiving.
+    /// A connection whose queue is full is evicted (3008) once and gets nothing after the
+    /// event it missed; the others sharing the scope keep receiving.
     #[tokio::test]
     async fn a_full_queue_evicts_only_its_connection() {
         let w = world_with(100, 4, Retention::default(), Clock::system());
@@ -1423,8 +1423,12 @@ mod tests {
         assert_eq!(fast.control.code(), None);
         assert_eq!(texts(&frames(&fast_box), "topic:x"), ["5"]);
         assert_eq!(slow_box.len(), 4);
+        // Its writer makes room before the connection is closed: "6" must not follow
+        // "4" (the client would resume after 6, and 5 would be lost for good).
+        assert!(slow_box.try_pop().is_some());
         publish(&w, &topic, "6").await;
         assert_eq!(texts(&frames(&fast_box), "topic:x"), ["6"]);
+        assert_eq!(texts(&frames(&slow_box), "topic:x"), ["2", "3", "4"]);
         assert_eq!(count(&w.metrics.slow_consumer_evictions), 1, "evicted once");
         assert_eq!(count(&w.metrics.events_dropped), 2);
         w.registry.check_invariants().expect("invariants");
