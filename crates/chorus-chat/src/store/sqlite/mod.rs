@@ -282,3 +282,155 @@ mod private {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chorus_realtime::{Effect, Mark, Marks, Scope};
+
+    use super::*;
+    use crate::store::EventStore;
+
+    /// A database written by a build before migration 0013 (the log a `WITHOUT ROWID`
+    /// table) opens with every logged event kept — offset, kind, data, marks, effect —
+    /// and the table rebuilt as a rowid table with its unique (scope, seq) index.
+    #[tokio::test]
+    async fn a_log_written_before_the_rowid_table_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chorus.db");
+        let channel = Scope::parse("channel:1").unwrap();
+        let user = Scope::parse("user:2").unwrap();
+        let marks = Marks {
+            default: Mark::Observe,
+            users: BTreeMap::from([(2, Mark::Wake), (3, Mark::Skip)]),
+        };
+        let effect = Effect {
+            subscribe: vec![channel.clone()],
+            after: Some(1_000_001),
+            ..Effect::default()
+        };
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .unwrap();
+            let mut before = sqlx::migrate!("./migrations/sqlite");
+            let up_to_12: Vec<_> = before
+                .migrations
+                .iter()
+                .filter(|m| m.version < 13)
+                .cloned()
+                .collect();
+            before.migrations = up_to_12.into();
+            before.run(&pool).await.unwrap();
+            let rows = [
+                (
+                    &channel,
+                    1_000_001,
+                    "member.joined",
+                    "{\"n\":1}",
+                    None,
+                    None,
+                ),
+                (
+                    &channel,
+                    1_000_002,
+                    "message.created",
+                    "{\"n\":2}",
+                    Some(serde_json::to_string(&marks).unwrap()),
+                    None,
+                ),
+                (
+                    &user,
+                    1_000_001,
+                    "channel.joined",
+                    "{\"n\":3}",
+                    None,
+                    Some(serde_json::to_string(&effect).unwrap()),
+                ),
+                (
+                    &channel,
+                    1_000_003,
+                    "message.updated",
+                    "{\"n\":4}",
+                    None,
+                    None,
+                ),
+            ];
+            for (i, (scope, seq, kind, data, marks, effect)) in rows.into_iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO events (scope, seq, kind, data, marks, effect, created_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(scope.as_str())
+                .bind(seq)
+                .bind(kind)
+                .bind(data)
+                .bind(marks)
+                .bind(effect)
+                .bind(1_700_000_000_000_i64 + i as i64)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            sqlx::query(
+                "INSERT INTO scope_heads (scope, head) VALUES ('channel:1', 1000003), ('user:2', 1000001)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+
+        let store = Sql::<Sqlite>::open(&path, Clock::system()).await.unwrap();
+        let (events, head) = store.scope_events(&channel, 1_000_000, 10).await.unwrap();
+        assert_eq!(head, 1_000_003);
+        let got: Vec<_> = events
+            .iter()
+            .map(|e| (e.offset, e.kind.as_str(), e.data.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some(1_000_001), "member.joined", "{\"n\":1}"),
+                (Some(1_000_002), "message.created", "{\"n\":2}"),
+                (Some(1_000_003), "message.updated", "{\"n\":4}"),
+            ]
+        );
+        assert_eq!(events[1].marks.as_deref(), Some(&marks));
+        let (events, _) = store.scope_events(&user, 1_000_000, 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].effect.as_deref(), Some(&effect));
+
+        let (table,): (String,) = sqlx::query_as(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+        )
+        .fetch_one(&store.writer)
+        .await
+        .unwrap();
+        assert!(!table.contains("WITHOUT ROWID"), "{table}");
+        let (index,): (String,) = sqlx::query_as(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'events_scope_seq'",
+        )
+        .fetch_one(&store.writer)
+        .await
+        .unwrap();
+        assert!(index.contains("UNIQUE"), "{index}");
+        // The next append continues the scope after its head.
+        let appended = store
+            .append_events(vec![chorus_realtime::Publish::new(
+                channel.clone(),
+                "message.created",
+                &5,
+            )])
+            .await
+            .unwrap();
+        assert_eq!(appended[0].offset, Some(1_000_004));
+    }
+}
