@@ -153,10 +153,15 @@ enum SubState {
     Live { first: Option<u64>, last: u64 },
     /// A replay is being fetched, the subscription is held until the client says where
     /// to resume, or it is held until it is authorized again: live events wait in
-    /// `pending`. `seen` is the range of offsets already queued while it was live.
+    /// `pending`. `seen` is the range of offsets already queued while it was live;
+    /// `floor` the offset a live subscription had reached (queued, or covered by its
+    /// replay) — released without a replay of its own (a re-check), it continues after
+    /// it, so a relay delivering late what the replay read from the log queues nothing
+    /// twice.
     CatchingUp {
         pending: Vec<Arc<Event>>,
         seen: Option<(u64, u64)>,
+        floor: u64,
     },
 }
 
@@ -170,17 +175,15 @@ impl SubState {
 
     /// The catching-up state that replaces `self` for a replay.
     fn catching_up(previous: Option<&Self>) -> Self {
-        let seen = match previous {
-            Some(Self::Live {
-                first: Some(first),
-                last,
-            }) => Some((*first, *last)),
-            Some(Self::CatchingUp { seen, .. }) => *seen,
-            _ => None,
+        let (seen, floor) = match previous {
+            Some(Self::Live { first, last }) => (first.map(|first| (first, *last)), *last),
+            Some(Self::CatchingUp { seen, floor, .. }) => (*seen, *floor),
+            None => (None, 0),
         };
         Self::CatchingUp {
             pending: Vec::new(),
             seen,
+            floor,
         }
     }
 }
@@ -804,8 +807,12 @@ impl Registry {
             };
             if let Some(recheck) = &mut sub.recheck {
                 // Held for a re-check: the replay waits with the live events.
-                if let SubState::CatchingUp { pending, .. } = &mut sub.state {
+                if let SubState::CatchingUp { pending, floor, .. } = &mut sub.state {
                     let held = std::mem::take(pending);
+                    // What is pending now starts at the replay's start.
+                    if let Some(start) = replay.start {
+                        *floor = start;
+                    }
                     let start = replay.start.unwrap_or(0);
                     let mut merged: Vec<Arc<Event>> = replay
                         .events
@@ -855,8 +862,12 @@ impl Registry {
         tally: &mut Tally,
         effects: &mut Vec<Effect>,
     ) -> Finished {
-        let (pending, seen) = match std::mem::replace(&mut sub.state, SubState::live()) {
-            SubState::CatchingUp { pending, seen } => (pending, seen),
+        let (pending, seen, floor) = match std::mem::replace(&mut sub.state, SubState::live()) {
+            SubState::CatchingUp {
+                pending,
+                seen,
+                floor,
+            } => (pending, seen, floor),
             live @ SubState::Live { .. } => {
                 sub.state = live; // already released
                 return Finished::default();
@@ -864,7 +875,7 @@ impl Registry {
         };
         // Without any usable history, the held events (all newer than the
         // subscription) are still delivered; the client closes the gap over HTTP.
-        let mut last = replay.start.unwrap_or(0);
+        let mut last = replay.start.unwrap_or(floor);
         let mut first = None;
         let mut replayed = 0;
         let from_history = replay.events.len();
@@ -903,8 +914,10 @@ impl Registry {
                 effects.push(effect.as_ref().clone());
             }
         }
-        if let Some((_, hi)) = seen {
+        // What was queued before stays seen: a later catch-up must not queue it again.
+        if let Some((lo, hi)) = seen {
             last = last.max(hi);
+            first = Some(first.map_or(lo, |f| f.min(lo)));
         }
         sub.state = SubState::Live { first, last };
         // Ended out of the scope (they left, live the same event revokes them): the

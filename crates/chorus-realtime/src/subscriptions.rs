@@ -467,10 +467,10 @@ mod tests {
 
     use super::*;
     use crate::broker::{EventSink, MemoryBroker, Retention};
-    use crate::event::{Effect, Mark, Marks, Publish};
+    use crate::event::{Effect, Event, Mark, Marks, Publish};
     use crate::outbox::Outbox;
     use crate::testing::TestHooks;
-    use crate::{Clock, UserKey, registry::Admit};
+    use crate::{Clock, UserKey, registry::Admit, registry::Replay};
 
     struct World {
         metrics: Arc<Metrics>,
@@ -1390,6 +1390,94 @@ mod tests {
             [row("user:7", "member.role_changed", "changed")]
         );
         assert!(!w.registry.is_subscribed(bob.id, &channel));
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// What a subscription queued stays seen across its catch-ups, also one that found
+    /// nothing new: a later `resume` from an older position does not queue it again.
+    #[tokio::test]
+    async fn an_empty_catch_up_keeps_what_was_queued_seen() {
+        let w = world(100);
+        let channel = scope("channel:1");
+        let (conn, outbox, _) = w.registry.register(7);
+        let at = |offset: u64| {
+            Arc::new(Event::published_at(
+                Publish::new(
+                    channel.clone(),
+                    "message.created",
+                    &serde_json::json!({ "text": offset.to_string() }),
+                ),
+                Some(offset),
+                std::time::SystemTime::now(),
+            ))
+        };
+        let catch_up = |start: u64, events: Vec<Arc<Event>>| {
+            w.registry
+                .admit(
+                    &conn,
+                    &channel,
+                    None,
+                    Admit::CatchUp { keep_seen: true },
+                    None,
+                )
+                .expect("admitted");
+            let replay = Replay {
+                start: Some(start),
+                events,
+            };
+            assert!(w.registry.release(&conn, &channel, replay).admitted);
+        };
+        catch_up(10, vec![at(11), at(12)]);
+        catch_up(12, Vec::new());
+        catch_up(10, vec![at(11), at(12), at(13)]);
+        assert_eq!(texts(&frames(&outbox), "channel:1"), ["11", "12", "13"]);
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// A relay behind the log: a subscription replayed from the log up to 12 with nothing
+    /// new to queue is held for a re-check while the node's relay, still behind, delivers
+    /// 12 again. Allowed, it continues after 12: the relay's copy is not queued twice.
+    #[tokio::test]
+    async fn a_recheck_does_not_queue_again_what_a_replay_covered() {
+        let w = world(100);
+        let channel = scope("channel:1");
+        let (conn, outbox, _) = w.registry.register(7);
+        w.registry
+            .admit(
+                &conn,
+                &channel,
+                None,
+                Admit::CatchUp { keep_seen: true },
+                None,
+            )
+            .expect("admitted");
+        let at = |offset: u64| {
+            Arc::new(Event::published_at(
+                Publish::new(
+                    channel.clone(),
+                    "message.created",
+                    &serde_json::json!({ "text": offset.to_string() }),
+                ),
+                Some(offset),
+                std::time::SystemTime::now(),
+            ))
+        };
+        // The client's position is 12, and the log has nothing after it.
+        let replay = Replay {
+            start: Some(12),
+            events: Vec::new(),
+        };
+        assert!(w.registry.release(&conn, &channel, replay).admitted);
+        assert_eq!(w.registry.recheck_conn(&conn, "role_changed", &[]), 1);
+        w.registry.deliver(&at(12));
+        w.registry.deliver(&at(13));
+        let work = conn.control.take_work().expect("a re-check queued");
+        let (held, generation, _) = &work.recheck[0];
+        assert_eq!(held, &channel);
+        w.registry
+            .resolve(&conn, &channel, *generation, true, "role_changed");
+        w.registry.deliver(&at(14));
+        assert_eq!(texts(&frames(&outbox), "channel:1"), ["13", "14"]);
         w.registry.check_invariants().expect("invariants");
     }
 
