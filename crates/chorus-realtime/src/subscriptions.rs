@@ -1393,6 +1393,31 @@ mod tests {
         w.registry.check_invariants().expect("invariants");
     }
 
+    /// A `message.created` of `scope` at `offset` (its text the offset), as the broker
+    /// hands it to the registry.
+    fn logged(scope: &Scope, offset: u64) -> Arc<Event> {
+        let data = serde_json::json!({ "text": offset.to_string() });
+        let publish = Publish::new(scope.clone(), "message.created", &data);
+        Arc::new(Event::published_at(
+            publish,
+            Some(offset),
+            std::time::SystemTime::now(),
+        ))
+    }
+
+    /// A `resume` of `scope` on `conn` from `start`, its replay being `events`.
+    fn catch_up(w: &World, conn: &ConnHandle, scope: &Scope, start: u64, events: Vec<Arc<Event>>) {
+        let mode = Admit::CatchUp { keep_seen: true };
+        w.registry
+            .admit(conn, scope, None, mode, None)
+            .expect("admitted");
+        let replay = Replay {
+            start: Some(start),
+            events,
+        };
+        assert!(w.registry.release(conn, scope, replay).admitted);
+    }
+
     /// What a subscription queued stays seen across its catch-ups, also one that found
     /// nothing new: a later `resume` from an older position does not queue it again.
     #[tokio::test]
@@ -1400,36 +1425,10 @@ mod tests {
         let w = world(100);
         let channel = scope("channel:1");
         let (conn, outbox, _) = w.registry.register(7);
-        let at = |offset: u64| {
-            Arc::new(Event::published_at(
-                Publish::new(
-                    channel.clone(),
-                    "message.created",
-                    &serde_json::json!({ "text": offset.to_string() }),
-                ),
-                Some(offset),
-                std::time::SystemTime::now(),
-            ))
-        };
-        let catch_up = |start: u64, events: Vec<Arc<Event>>| {
-            w.registry
-                .admit(
-                    &conn,
-                    &channel,
-                    None,
-                    Admit::CatchUp { keep_seen: true },
-                    None,
-                )
-                .expect("admitted");
-            let replay = Replay {
-                start: Some(start),
-                events,
-            };
-            assert!(w.registry.release(&conn, &channel, replay).admitted);
-        };
-        catch_up(10, vec![at(11), at(12)]);
-        catch_up(12, Vec::new());
-        catch_up(10, vec![at(11), at(12), at(13)]);
+        let at = |offset: u64| logged(&channel, offset);
+        catch_up(&w, &conn, &channel, 10, vec![at(11), at(12)]);
+        catch_up(&w, &conn, &channel, 12, Vec::new());
+        catch_up(&w, &conn, &channel, 10, vec![at(11), at(12), at(13)]);
         assert_eq!(texts(&frames(&outbox), "channel:1"), ["11", "12", "13"]);
         w.registry.check_invariants().expect("invariants");
     }
@@ -1442,32 +1441,9 @@ mod tests {
         let w = world(100);
         let channel = scope("channel:1");
         let (conn, outbox, _) = w.registry.register(7);
-        w.registry
-            .admit(
-                &conn,
-                &channel,
-                None,
-                Admit::CatchUp { keep_seen: true },
-                None,
-            )
-            .expect("admitted");
-        let at = |offset: u64| {
-            Arc::new(Event::published_at(
-                Publish::new(
-                    channel.clone(),
-                    "message.created",
-                    &serde_json::json!({ "text": offset.to_string() }),
-                ),
-                Some(offset),
-                std::time::SystemTime::now(),
-            ))
-        };
+        let at = |offset: u64| logged(&channel, offset);
         // The client's position is 12, and the log has nothing after it.
-        let replay = Replay {
-            start: Some(12),
-            events: Vec::new(),
-        };
-        assert!(w.registry.release(&conn, &channel, replay).admitted);
+        catch_up(&w, &conn, &channel, 12, Vec::new());
         assert_eq!(w.registry.recheck_conn(&conn, "role_changed", &[]), 1);
         w.registry.deliver(&at(12));
         w.registry.deliver(&at(13));
