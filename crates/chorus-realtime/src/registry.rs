@@ -914,10 +914,15 @@ impl Registry {
                 effects.push(effect.as_ref().clone());
             }
         }
-        // What was queued before stays seen: a later catch-up must not queue it again.
+        // What was queued before stays seen, so a later catch-up does not queue it again
+        // — when it adjoins what this one covered (from a position past it, the offsets
+        // between were never queued here: one range cannot say so, and a duplicate is
+        // better than a loss).
         if let Some((lo, hi)) = seen {
             last = last.max(hi);
-            first = Some(first.map_or(lo, |f| f.min(lo)));
+            if replay.start.is_none_or(|start| start <= hi) {
+                first = Some(first.map_or(lo, |f| f.min(lo)));
+            }
         }
         sub.state = SubState::Live { first, last };
         // Ended out of the scope (they left, live the same event revokes them): the

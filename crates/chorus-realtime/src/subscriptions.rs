@@ -1433,6 +1433,49 @@ mod tests {
         w.registry.check_invariants().expect("invariants");
     }
 
+    /// A catch-up from a position past what the subscription queued (the offsets between
+    /// never went out on this connection) does not make them seen: a later catch-up from
+    /// before them still queues them.
+    #[tokio::test]
+    async fn offsets_never_queued_are_not_taken_for_seen() {
+        let w = world(100);
+        let channel = scope("channel:1");
+        let (conn, outbox, _) = w.registry.register(7);
+        let at = |offset: u64| logged(&channel, offset);
+        catch_up(&w, &conn, &channel, 10, vec![at(11), at(12)]);
+        catch_up(&w, &conn, &channel, 15, Vec::new());
+        let replay = (11..=16).map(at).collect();
+        catch_up(&w, &conn, &channel, 10, replay);
+        let texts = texts(&frames(&outbox), "channel:1");
+        assert!(
+            texts.ends_with(&["13", "14", "15", "16"].map(String::from)),
+            "{texts:?}"
+        );
+    }
+
+    /// A subscription held for a re-check whose client resumes meanwhile from before the
+    /// offset it had reached: released, it gets the replay from the resume's position.
+    #[tokio::test]
+    async fn a_resume_during_a_recheck_replays_from_its_position() {
+        let w = world(100);
+        let channel = scope("channel:1");
+        let (conn, outbox, _) = w.registry.register(7);
+        catch_up(&w, &conn, &channel, 20, Vec::new());
+        assert_eq!(w.registry.recheck_conn(&conn, "role_changed", &[]), 1);
+        let replay = (16..=20).map(|offset| logged(&channel, offset)).collect();
+        catch_up(&w, &conn, &channel, 15, replay);
+        assert!(frames(&outbox).is_empty(), "held until authorized");
+        let work = conn.control.take_work().expect("a re-check queued");
+        let (_, generation, _) = &work.recheck[0];
+        w.registry
+            .resolve(&conn, &channel, *generation, true, "role_changed");
+        assert_eq!(
+            texts(&frames(&outbox), "channel:1"),
+            ["16", "17", "18", "19", "20"]
+        );
+        w.registry.check_invariants().expect("invariants");
+    }
+
     /// A relay behind the log: a subscription replayed from the log up to 12 with nothing
     /// new to queue is held for a re-check while the node's relay, still behind, delivers
     /// 12 again. Allowed, it continues after 12: the relay's copy is not queued twice.
