@@ -13,7 +13,7 @@ use super::Chat;
 use super::agents::{event_webhooks, webhook_config};
 use super::channels::UpdateChannel;
 use super::events::{channel_scope, user_scope};
-use super::messages::SendMessage;
+use super::messages::{Posted, SendMessage};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
 use crate::store::{AgentMember, NewCommand};
@@ -33,13 +33,7 @@ const MAX_DESCRIPTION: usize = 200;
 /// What a send did: posted a message, or ran a command.
 #[derive(Debug)]
 pub enum Sent {
-    /// `created` is `false` when an idempotency key matched an earlier send.
-    Message {
-        message: Message,
-        created: bool,
-        /// `message`'s JSON, serialized once for its event (when created now).
-        json: Option<String>,
-    },
+    Message(Posted),
     Command(CommandResult),
 }
 
@@ -125,11 +119,7 @@ impl Chat {
         let posted = self
             .post_message(caller, channel_id, req, idempotency_key, MessageKind::Text)
             .await?;
-        Ok(Sent::Message {
-            message: posted.message,
-            created: posted.created,
-            json: posted.json,
-        })
+        Ok(Sent::Message(posted))
     }
 
     /// Runs `/name args` typed by `caller` in `channel_id`; tells the caller's

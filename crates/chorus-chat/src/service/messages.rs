@@ -71,8 +71,9 @@ fn thread_root_events(root: &Message) -> Vec<Publish> {
         .collect()
 }
 
-/// What [`Chat::post_message`] did.
-pub(crate) struct Posted {
+/// A message a send posted (`Sent::Message`), or the one its idempotency key matched.
+#[derive(Debug)]
+pub struct Posted {
     pub message: Message,
     /// `false` when the idempotency key matched an earlier send.
     pub created: bool,

@@ -51,6 +51,7 @@ pub use commands::{CreateCommand, Sent};
 pub use dev::{DEV_CHANNEL, DEV_WORKSPACE};
 pub use gateway::AppProxy;
 pub use keys::{CreateServerKey, NewKey};
+pub use messages::Posted;
 pub use messages::{EditMessage, SendMessage};
 pub use presence::{NodeStat, SetStatus};
 pub use presence_redis::RedisPresence;

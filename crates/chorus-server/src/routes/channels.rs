@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use chorus_api::{AddChannelMember, HistoryQuery};
 use chorus_chat::model::{Channel, ChannelId, ChannelView, Message, Pin, ReadState, UserId};
 use chorus_chat::service::commands::CommandResult;
-use chorus_chat::service::{MarkRead, SendMessage, Sent, UpdateChannel, UserIds};
+use chorus_chat::service::{MarkRead, Posted, SendMessage, Sent, UpdateChannel, UserIds};
 use chorus_chat::store::{DeliveryList, MessageQuery};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -136,12 +136,12 @@ async fn send_message(
                 .to_owned(),
         ),
     };
-    let (message, created, json) = match state.chat.send(&caller, ChannelId(id), req, key).await? {
-        Sent::Message {
-            message,
-            created,
-            json,
-        } => (message, created, json),
+    let Posted {
+        message,
+        created,
+        json,
+    } = match state.chat.send(&caller, ChannelId(id), req, key).await? {
+        Sent::Message(posted) => posted,
         Sent::Command(result) => return Ok((StatusCode::OK, Json(result)).into_response()),
     };
     // The JSON its event carries when there is one (serialized once), else the message.
