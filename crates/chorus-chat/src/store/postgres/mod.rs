@@ -29,6 +29,7 @@ impl Dialect for Postgres {
     const REACTION_ORDER: &'static str = "seq";
     const USER_ID_LIST: &'static str = "string_agg(user_id::TEXT, ',' ORDER BY user_id)";
     const MULTI_STATEMENT: bool = false;
+    const POSITIONAL: bool = false;
 }
 
 impl Sql<Postgres> {

@@ -9,7 +9,7 @@ use chorus_realtime::{Publish, Scope};
 use sqlx::query::QueryAs;
 use sqlx::{ColumnIndex, Database, Encode, Executor, IntoArguments, Type};
 
-use super::{Column, Dialect, RowsAffected, Sql};
+use super::{Column, Dialect, Params, RowsAffected, Sql};
 use crate::error::{ChatError, Result};
 use crate::model::Timestamp;
 use crate::store::{EventStore, NewWebhookDelivery, Outbox};
@@ -73,7 +73,7 @@ where
             return Ok(Vec::new());
         };
         let heads: Vec<(String, i64)> = if DB::MULTI_STATEMENT && append.params() <= MAX_PARAMS {
-            let mut sql = append.statements(1);
+            let mut sql = append.statements(&mut Params::of::<DB>());
             if let Some(tail) = tail {
                 sql.push_str("; ");
                 sql.push_str(tail);
@@ -85,8 +85,9 @@ where
         } else {
             let mut heads = Vec::with_capacity(append.heads.len());
             for (scope, count) in &append.heads {
-                let head: (String, i64) = sqlx::query_as(&head_sql(1))
+                let head: (String, i64) = sqlx::query_as(&head_sql(&mut Params::of::<DB>(), true))
                     .bind(scope.as_str())
+                    .bind(*count)
                     .bind(*count)
                     .fetch_one(&mut *conn)
                     .await?;
@@ -97,7 +98,7 @@ where
             // created with 10,000 members logs 10,000 joins).
             for start in (0..append.rows.len()).step_by(ROWS_PER_INSERT) {
                 let rows = start..append.rows.len().min(start + ROWS_PER_INSERT);
-                let sql = events_sql(1, rows.len());
+                let sql = events_sql(&mut Params::of::<DB>(), rows.len());
                 append
                     .bind_rows(sqlx::query_as::<_, (i64,)>(&sql), rows)
                     .fetch_all(&mut *conn)
@@ -105,7 +106,7 @@ where
             }
             for start in (0..append.webhooks.len()).step_by(ROWS_PER_INSERT) {
                 let webhooks = start..append.webhooks.len().min(start + ROWS_PER_INSERT);
-                let sql = webhooks_sql(1, webhooks.len());
+                let sql = webhooks_sql(&mut Params::of::<DB>(), webhooks.len());
                 append
                     .bind_webhooks(sqlx::query_as::<_, (i64,)>(&sql), webhooks)
                     .fetch_all(&mut *conn)
@@ -124,36 +125,46 @@ where
 /// (SQLite's limit is 32,766); a bigger append goes statement by statement.
 const MAX_PARAMS: usize = 30_000;
 
-/// Most rows in one insert of events or webhook deliveries (six values each at most).
+/// Most rows in one insert of events or webhook deliveries (eight values each at most).
 const ROWS_PER_INSERT: usize = 1_000;
 
-/// Moves a scope's head on by `$p + 1` events (a new scope starts at the base, the
-/// empty scope's row) and returns it; `$p`: the scope. The row stays locked until commit.
-fn head_sql(p: usize) -> String {
-    let n = p + 1;
-    format!(
-        "INSERT INTO scope_heads (scope, head) SELECT ${p}, head + ${n} FROM scope_heads WHERE scope = ''
-         ON CONFLICT (scope) DO UPDATE SET head = scope_heads.head + ${n}
-         RETURNING scope, head"
-    )
+/// Moves a scope's head on by as many events as it logs (a new scope starts at the base,
+/// the empty scope's row); binds the scope and the count twice. The row stays locked
+/// until commit. Then the scope's new head: returned (`RETURNING`, binds nothing more),
+/// or selected by a second statement binding the scope again (for SQLite's one-call
+/// batches: SQLite buffers a `RETURNING`'s rows in a temporary table, built and dropped
+/// for each statement). The head is read from the base with a subquery, not `INSERT …
+/// SELECT` from the table itself, which SQLite also buffers in a temporary table.
+fn head_sql(p: &mut Params, returning: bool) -> String {
+    let mut sql = format!(
+        "INSERT INTO scope_heads (scope, head)
+         VALUES ({}, (SELECT head FROM scope_heads WHERE scope = '') + {})
+         ON CONFLICT (scope) DO UPDATE SET head = scope_heads.head + {}",
+        p.next(),
+        p.next(),
+        p.next()
+    );
+    if returning {
+        sql.push_str(" RETURNING scope, head");
+    } else {
+        sql.push_str("; SELECT scope, head FROM scope_heads WHERE scope = ");
+        sql.push_str(&p.next());
+    }
+    sql
 }
 
-/// Inserts `rows` events from `$first` on, six values each (scope, how many of the
-/// scope's events come after it in this append, kind, data, marks, effect), numbered
-/// back from their scope's new head; the log time is the last value.
-fn events_sql(first: usize, rows: usize) -> String {
-    let at = first + 6 * rows;
+/// Inserts `rows` events, eight values each (scope, scope again, how many of the scope's
+/// events come after it in this append, kind, data, marks, effect, log time), numbered
+/// back from their scope's new head.
+fn events_sql(p: &mut Params, rows: usize) -> String {
     let values: Vec<String> = (0..rows)
-        .map(|r| {
-            let p = first + 6 * r;
-            format!(
-                "(${p}, (SELECT h.head FROM scope_heads AS h WHERE h.scope = ${p}) - ${}, ${}, ${}, ${}, ${}, ${at})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5
-            )
+        .map(|_| {
+            let scope = p.next();
+            let head = format!(
+                "(SELECT h.head FROM scope_heads AS h WHERE h.scope = {})",
+                p.next()
+            );
+            format!("({scope}, {head} - {}, {})", p.next(), p.list(5))
         })
         .collect();
     format!(
@@ -162,21 +173,13 @@ fn events_sql(first: usize, rows: usize) -> String {
     )
 }
 
-/// Queues `rows` webhook deliveries from `$first` on, five values each (user, event id,
-/// URL, body, due time), the queue time last; one already queued for that user and
-/// event is left as it is.
-fn webhooks_sql(first: usize, rows: usize) -> String {
-    let at = first + 5 * rows;
+/// Queues `rows` webhook deliveries, six values each (user, event id, URL, body, due
+/// time, queue time); one already queued for that user and event is left as it is.
+fn webhooks_sql(p: &mut Params, rows: usize) -> String {
     let values: Vec<String> = (0..rows)
-        .map(|r| {
-            let p = first + 5 * r;
-            format!(
-                "(${p}, ${}, ${}, ${}, 'pending', ${}, ${at})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4
-            )
+        .map(|_| {
+            let (first, rest) = (p.list(4), p.list(2));
+            format!("({first}, 'pending', {rest})")
         })
         .collect();
     format!(
@@ -251,41 +254,29 @@ impl Append {
 
     /// How many values [`statements`](Self::statements) binds.
     fn params(&self) -> usize {
-        let rows = if self.rows.is_empty() {
-            0
-        } else {
-            6 * self.rows.len() + 1
-        };
-        let webhooks = if self.webhooks.is_empty() {
-            0
-        } else {
-            5 * self.webhooks.len() + 1
-        };
-        2 * self.heads.len() + rows + webhooks
+        4 * self.heads.len() + 8 * self.rows.len() + 6 * self.webhooks.len()
     }
 
-    /// What [`statements`](Self::statements) depends on besides `first`: how many heads,
-    /// event rows and webhook deliveries the append writes.
+    /// What [`statements`](Self::statements) depends on: how many heads, event rows and
+    /// webhook deliveries the append writes.
     pub(crate) fn shape(&self) -> (usize, usize, usize) {
         (self.heads.len(), self.rows.len(), self.webhooks.len())
     }
 
-    /// The statements of the append, for a dialect that runs several per call, with
-    /// parameters from `$first` on: one head upsert per scope (each returns its scope
-    /// and new head), then the events' insert. Bound by [`bind`](Self::bind).
-    pub(crate) fn statements(&self, first: usize) -> String {
+    /// The statements of the append, for a dialect that runs several per call (SQLite),
+    /// with parameters from `p` on: per scope, its head's upsert and a select of the new
+    /// head, then the events' insert and the webhook deliveries'. Bound by
+    /// [`bind`](Self::bind).
+    pub(crate) fn statements(&self, p: &mut Params) -> String {
         let mut statements = Vec::new();
-        let mut next = first;
         for _ in &self.heads {
-            statements.push(head_sql(next));
-            next += 2;
+            statements.push(head_sql(p, false));
         }
         if !self.rows.is_empty() {
-            statements.push(events_sql(next, self.rows.len()));
-            next += 6 * self.rows.len() + 1;
+            statements.push(events_sql(p, self.rows.len()));
         }
         if !self.webhooks.is_empty() {
-            statements.push(webhooks_sql(next, self.webhooks.len()));
+            statements.push(webhooks_sql(p, self.webhooks.len()));
         }
         statements.join("; ")
     }
@@ -303,7 +294,11 @@ impl Append {
         i64: Encode<'q, DB> + Type<DB>,
     {
         for (scope, count) in &self.heads {
-            query = query.bind(scope.as_str()).bind(*count);
+            query = query
+                .bind(scope.as_str())
+                .bind(*count)
+                .bind(*count)
+                .bind(scope.as_str());
         }
         if !self.rows.is_empty() {
             query = self.bind_rows(query, 0..self.rows.len());
@@ -330,13 +325,15 @@ impl Append {
             let event = &self.events[row.index];
             query = query
                 .bind(event.scope.as_str())
+                .bind(event.scope.as_str())
                 .bind(row.back)
                 .bind(event.kind.as_str())
                 .bind(event.data.as_str())
                 .bind(row.marks.as_deref())
-                .bind(row.effect.as_deref());
+                .bind(row.effect.as_deref())
+                .bind(self.at.0);
         }
-        query.bind(self.at.0)
+        query
     }
 
     /// Binds the parameters of the insert of the webhook deliveries `webhooks` alone.
@@ -357,9 +354,10 @@ impl Append {
                 .bind(new.event_id.as_str())
                 .bind(new.url.as_str())
                 .bind(new.body.as_str())
-                .bind(new.due_at.0);
+                .bind(new.due_at.0)
+                .bind(self.at.0);
         }
-        query.bind(self.at.0)
+        query
     }
 
     /// The events with their offsets, from the scopes' new heads.

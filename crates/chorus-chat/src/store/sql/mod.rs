@@ -1,7 +1,9 @@
 //! The one implementation of every store trait, for both databases.
 //!
 //! Each query is written once, with `$n` parameters (PostgreSQL's syntax, which SQLite
-//! binds by number too), in a store generic over the database: [`Sql<DB>`]. The two
+//! binds by number too; the statements of hundreds of values that SQLite writes in one
+//! call are written with positional ones, [`Params`]), in a store generic over the
+//! database: [`Sql<DB>`]. The two
 //! backends are two instances of it — [`SqliteStore`](super::SqliteStore) is
 //! `Sql<Sqlite>`, [`PgStore`](super::PgStore) is `Sql<Postgres>` — and what really
 //! differs between the databases is a [`Dialect`]: opening and migrating
@@ -58,6 +60,9 @@ pub trait Dialect: Database<QueryResult: RowsAffected> + HasStatementCache {
     const USER_ID_LIST: &'static str;
     /// Whether one call may carry several statements (`a; b`), run in order.
     const MULTI_STATEMENT: bool;
+    /// Whether statements of many values are written with positional parameters
+    /// ([`Params::Positional`]; SQLite) rather than numbered ones.
+    const POSITIONAL: bool;
 }
 
 /// How many rows a statement changed (each driver has its own result type).
@@ -85,6 +90,47 @@ pub(crate) const MAX_LIST: usize = 500;
 pub(crate) fn params(first: usize, count: usize) -> String {
     let list: Vec<String> = (first..first + count).map(|n| format!("${n}")).collect();
     list.join(", ")
+}
+
+/// How a statement's parameters are written, one after the other: numbered from a first
+/// (`$n`: PostgreSQL's syntax, which SQLite binds by number too), or positional (`?`,
+/// SQLite's). A statement whose values are bound in the order they appear, each once, is
+/// the same statement either way. The positional form is for SQLite's one-call batches
+/// of hundreds of values: sqlx finds a numbered parameter's value by its name, and SQLite
+/// finds a name by scanning all of the statement's, so binding a batch cost the square
+/// of its values (~9% of SQLite's thread in `chorus-bench send`, docs/benchmarks.md,
+/// "Round 2, session 14").
+pub(crate) enum Params {
+    Numbered(usize),
+    Positional,
+}
+
+impl Params {
+    /// The parameters of `DB`'s statements of many values, from the first.
+    pub(crate) fn of<DB: Dialect>() -> Self {
+        if DB::POSITIONAL {
+            Params::Positional
+        } else {
+            Params::Numbered(1)
+        }
+    }
+
+    /// The next parameter.
+    pub(crate) fn next(&mut self) -> String {
+        match self {
+            Params::Numbered(n) => {
+                *n += 1;
+                format!("${}", *n - 1)
+            }
+            Params::Positional => "?".to_owned(),
+        }
+    }
+
+    /// The next `count` parameters, comma-separated.
+    pub(crate) fn list(&mut self, count: usize) -> String {
+        let list: Vec<String> = (0..count).map(|_| self.next()).collect();
+        list.join(", ")
+    }
 }
 
 /// `($first, …), (…)`: `rows` tuples of `width` parameters each, for a `VALUES` list.

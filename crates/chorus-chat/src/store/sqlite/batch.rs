@@ -34,7 +34,7 @@ use chorus_realtime::Clock;
 use crate::error::{ChatError, Result};
 use crate::model::{MessageId, Timestamp};
 use crate::store::rows::{created_message, mentions_json};
-use crate::store::sql::{Append, PlainInserts, Sql};
+use crate::store::sql::{Append, Params, PlainInserts, Sql};
 use crate::store::{Events, Inserted, NewMessage, Outbox};
 use chorus_realtime::Publish;
 
@@ -267,11 +267,15 @@ async fn write_known(
     let (outbox, counts) = outboxes(jobs, &inserted);
     let append = Append::new(outbox, created_at)?;
     let sql = texts.get(jobs.len(), append.as_ref());
-    let mut query = sqlx::query_as::<Sqlite, (String, i64)>(&sql).bind(known);
-    for ((job, new), mentions) in jobs.iter().zip(inserted.iter().flatten()).zip(&mentions) {
+    let mut query = sqlx::query_as::<Sqlite, (String, i64)>(&sql);
+    let rows = jobs.iter().zip(inserted.iter().flatten()).zip(&mentions);
+    for (r, ((job, new), mentions)) in rows.enumerate() {
         let job = &job.new;
+        query = query.bind(new.message.id.0);
+        if r == 0 {
+            query = query.bind(known);
+        }
         query = query
-            .bind(new.message.id.0)
             .bind(job.channel_id.0)
             .bind(job.author_id.0)
             .bind(job.text.as_str())
@@ -300,28 +304,28 @@ async fn write_known(
     Ok(with_their_events(inserted, counts, logged))
 }
 
-/// Values bound per message row by [`write_known_sql`], after `$1` (the sequence
-/// expected).
+/// Values bound per message row by [`write_known_sql`] (the first row binds one more: the
+/// sequence expected, after its id).
 const WIDTH: usize = 8;
 
-/// The SQL of [`write_known`] for `jobs` messages and their `append`: `$1` the sequence
-/// expected, then [`WIDTH`] values a message, then the append's.
+/// The SQL of [`write_known`] for `jobs` messages and their `append`, with positional
+/// parameters ([`Params`]): [`WIDTH`] values a message, the sequence expected after the
+/// first message's id, then the append's.
 fn write_known_sql(jobs: usize, append: Option<&Append>) -> String {
+    let p = &mut Params::Positional;
     let rows: Vec<String> = (0..jobs)
         .map(|r| {
-            let p = 2 + WIDTH * r;
+            let id = p.next();
             let channel = if r == 0 {
                 format!(
-                    "CASE WHEN (SELECT seq FROM sqlite_sequence WHERE name = 'messages') = $1 THEN ${} END",
-                    p + 1
+                    "CASE WHEN (SELECT seq FROM sqlite_sequence WHERE name = 'messages') = {} THEN {} END",
+                    p.next(),
+                    p.next()
                 )
             } else {
-                format!("${}", p + 1)
+                p.next()
             };
-            format!(
-                "(${p}, {channel}, {})",
-                crate::store::sql::params(p + 2, WIDTH - 2)
-            )
+            format!("({id}, {channel}, {})", p.list(WIDTH - 2))
         })
         .collect();
     let mut sql = format!(
@@ -330,7 +334,7 @@ fn write_known_sql(jobs: usize, append: Option<&Append>) -> String {
     );
     if let Some(append) = append {
         sql.push_str("; ");
-        sql.push_str(&append.statements(2 + WIDTH * jobs));
+        sql.push_str(&append.statements(p));
     }
     sql.push_str("; COMMIT");
     sql

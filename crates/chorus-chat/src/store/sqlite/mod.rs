@@ -50,6 +50,7 @@ impl Dialect for Sqlite {
     const REACTION_ORDER: &'static str = "rowid";
     const USER_ID_LIST: &'static str = "group_concat(user_id)";
     const MULTI_STATEMENT: bool = true;
+    const POSITIONAL: bool = true;
 }
 
 /// How often the checkpointer looks at the WAL.
@@ -432,5 +433,48 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(appended[0].offset, Some(1_000_004));
+    }
+
+    /// An append takes each scope's next offsets, in the order given, whether it is
+    /// written in one call (positional parameters) or, too big for one, statement by
+    /// statement; a scope's offsets go on from one append to the next.
+    #[tokio::test]
+    async fn appends_of_any_size_number_each_scope_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sql::<Sqlite>::open(&dir.path().join("chorus.db"), Clock::system())
+            .await
+            .unwrap();
+        let a = Scope::parse("channel:1").unwrap();
+        let b = Scope::parse("channel:2").unwrap();
+        // 2 events, then 5,000: one call, then over the one call's limit of values.
+        let mut n = 0;
+        for size in [2, 5_000] {
+            let events: Vec<_> = (0..size)
+                .map(|i| {
+                    n += 1;
+                    let scope = if i % 3 == 0 { &b } else { &a };
+                    chorus_realtime::Publish::new(scope.clone(), "message.created", &n)
+                })
+                .collect();
+            let appended = store.append_events(events).await.unwrap();
+            assert_eq!(appended.len(), size);
+        }
+        let base = {
+            let (events, _) = store.scope_events(&a, 0, 1).await.unwrap();
+            events[0].offset.unwrap() - 1
+        };
+        for (scope, sent) in [(&a, 3_334), (&b, 1_668)] {
+            let (events, head) = store.scope_events(scope, 0, 10_000).await.unwrap();
+            assert_eq!(events.len(), sent, "{scope}");
+            assert_eq!(head, base + sent as u64, "{scope}");
+            let offsets: Vec<_> = events.iter().map(|e| e.offset.unwrap()).collect();
+            let expected: Vec<_> = (base + 1..=base + sent as u64).collect();
+            assert_eq!(offsets, expected, "{scope}");
+            let data: Vec<u64> = events
+                .iter()
+                .map(|e| serde_json::from_str(&e.data).unwrap())
+                .collect();
+            assert!(data.windows(2).all(|w| w[0] < w[1]), "{scope}: {data:?}");
+        }
     }
 }
