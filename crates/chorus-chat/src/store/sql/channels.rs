@@ -9,7 +9,7 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::reads::{UNREAD, UNREAD_MENTIONS};
 use super::users::PRESENCE_COLUMNS;
-use super::{Column, Dialect, RowsAffected, Sql, value_rows};
+use super::{Column, Dialect, Params, RowsAffected, Sql};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::conflict_or;
@@ -75,7 +75,7 @@ where
             let sql = format!(
                 "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES {}
                  ON CONFLICT DO NOTHING",
-                value_rows(1, chunk.len(), 3)
+                Params::of::<DB>().rows(chunk.len(), 3)
             );
             // Not kept prepared: one statement per list length.
             let mut insert = sqlx::query(&sql).persistent(false);
@@ -341,13 +341,14 @@ where
     ) -> Result<HashMap<UserId, (Vec<WorkspaceId>, Vec<ChannelId>)>> {
         let mut out: HashMap<UserId, (Vec<WorkspaceId>, Vec<ChannelId>)> = HashMap::new();
         for chunk in users.chunks(super::MAX_LIST) {
-            let list = super::params(1, chunk.len());
+            let p = &mut Params::of::<DB>();
             // Kind 0: a workspace, 1: a channel; the same list bound twice.
             let sql = format!(
-                "SELECT user_id, 0, workspace_id FROM workspace_members WHERE user_id IN ({list})
+                "SELECT user_id, 0, workspace_id FROM workspace_members WHERE user_id IN ({})
                  UNION ALL SELECT user_id, 1, channel_id FROM channel_members WHERE user_id IN ({})
                  ORDER BY 1, 2, 3",
-                super::params(chunk.len() + 1, chunk.len())
+                p.list(chunk.len()),
+                p.list(chunk.len())
             );
             let mut query = sqlx::query_as(&sql).persistent(false);
             for user in chunk.iter().chain(chunk) {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
-use super::{Column, Dialect, RowsAffected, Sql, lock_row, params, value_rows};
+use super::{Column, Dialect, Params, RowsAffected, Sql, lock_row};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::{MessageRow, attach_reactions, created_message, mentions_json};
@@ -48,7 +48,7 @@ where
         let sql = format!(
             "SELECT message_id, emoji, user_id FROM reactions WHERE message_id IN ({})
              ORDER BY message_id, created_at, {}",
-            params(1, messages.len()),
+            Params::of::<DB>().list(messages.len()),
             DB::REACTION_ORDER
         );
         // One statement per list length: only the one-message read (the common one) is
@@ -126,7 +126,7 @@ where
         let sql = format!(
             "INSERT INTO message_mentions (message_id, user_id, channel_id) VALUES {}
              ON CONFLICT DO NOTHING",
-            value_rows(1, mentions.len(), 3)
+            Params::of::<DB>().rows(mentions.len(), 3)
         );
         let mut insert = sqlx::query(&sql).persistent(mentions.len() == 1);
         for user in mentions {

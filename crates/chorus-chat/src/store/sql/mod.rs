@@ -86,12 +86,6 @@ impl RowsAffected for sqlx::postgres::PgQueryResult {
 /// SQLite's limit of bound parameters per statement, even when bound twice.
 pub(crate) const MAX_LIST: usize = 500;
 
-/// `$first, $first+1, …`: a list of `count` parameters.
-pub(crate) fn params(first: usize, count: usize) -> String {
-    let list: Vec<String> = (first..first + count).map(|n| format!("${n}")).collect();
-    list.join(", ")
-}
-
 /// How a statement's parameters are written, one after the other: numbered from a first
 /// (`$n`: PostgreSQL's syntax, which SQLite binds by number too), or positional (`?`,
 /// SQLite's). A statement whose values are bound in the order they appear, each once, is
@@ -131,14 +125,14 @@ impl Params {
         let list: Vec<String> = (0..count).map(|_| self.next()).collect();
         list.join(", ")
     }
-}
 
-/// `($first, …), (…)`: `rows` tuples of `width` parameters each, for a `VALUES` list.
-pub(crate) fn value_rows(first: usize, rows: usize, width: usize) -> String {
-    let tuples: Vec<String> = (0..rows)
-        .map(|row| format!("({})", params(first + row * width, width)))
-        .collect();
-    tuples.join(", ")
+    /// `(…), (…)`: `rows` tuples of the next `width` parameters each, for a `VALUES` list.
+    pub(crate) fn rows(&mut self, rows: usize, width: usize) -> String {
+        let tuples: Vec<String> = (0..rows)
+            .map(|_| format!("({})", self.list(width)))
+            .collect();
+        tuples.join(", ")
+    }
 }
 
 /// Inserts of plain messages done elsewhere than in a transaction of their own (SQLite's

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
-use super::{Column, Dialect, RowsAffected, Sql, params, value_rows};
+use super::{Column, Dialect, Params, RowsAffected, Sql};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::parse;
@@ -73,7 +73,7 @@ where
         let sql = format!(
             "INSERT INTO message_turns (message_id, agent_id, channel_id, woken_at, due_at) VALUES {}
              ON CONFLICT DO NOTHING",
-            value_rows(1, turns.agents.len(), 5)
+            Params::of::<DB>().rows(turns.agents.len(), 5)
         );
         let mut insert = sqlx::query(&sql).persistent(turns.agents.len() == 1);
         for agent in &turns.agents {
@@ -191,11 +191,13 @@ where
             return Ok((Vec::new(), Vec::new()));
         }
         let mut tx = self.writer.begin().await?;
+        let p = &mut Params::of::<DB>();
         let sql = format!(
             "UPDATE message_turns SET outcome = 'cancelled', due_at = NULL
-             WHERE message_id = $1 AND agent_id IN ({}) AND {OPEN}
+             WHERE message_id = {} AND agent_id IN ({}) AND {OPEN}
              RETURNING agent_id",
-            params(2, agents.len())
+            p.next(),
+            p.list(agents.len())
         );
         let mut update = sqlx::query_scalar(&sql)
             .persistent(agents.len() == 1)

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chorus_realtime::Publish;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
-use super::{Column, Dialect, RowsAffected, Sql};
+use super::{Column, Dialect, Params, RowsAffected, Sql};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::conflict_or;
@@ -154,7 +154,7 @@ where
                 "SELECT {USER_COLUMNS}, tokens.id AS token_id, tokens.expires_at AS token_expires_at,
                         tokens.hash AS token_hash
                  FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash IN ({})",
-                super::params(1, chunk.len())
+                Params::of::<DB>().list(chunk.len())
             );
             // One statement per list length: not kept prepared (see `params`).
             let mut query = sqlx::query_as(&sql).persistent(false);
@@ -285,7 +285,7 @@ where
                  FROM (VALUES {}) AS v
                  WHERE tokens.id = v.column1
                    AND (tokens.last_used_at IS NULL OR tokens.last_used_at < v.column2)",
-                super::value_rows(1, chunk.len(), 2)
+                Params::of::<DB>().rows(chunk.len(), 2)
             );
             let mut query = sqlx::query(&sql).persistent(false);
             for (id, at) in chunk {
@@ -333,9 +333,11 @@ where
     async fn set_last_seen_of(&self, users: &[UserId], at: Timestamp) -> Result<Vec<Presence>> {
         let mut out = Vec::with_capacity(users.len());
         for chunk in users.chunks(super::MAX_LIST) {
+            let p = &mut Params::of::<DB>();
             let sql = format!(
-                "UPDATE users SET last_seen = $1 WHERE id IN ({}) RETURNING {PRESENCE_COLUMNS}",
-                super::params(2, chunk.len())
+                "UPDATE users SET last_seen = {} WHERE id IN ({}) RETURNING {PRESENCE_COLUMNS}",
+                p.next(),
+                p.list(chunk.len())
             );
             let mut query = sqlx::query_as(&sql).persistent(false).bind(at.0);
             for user in chunk {
