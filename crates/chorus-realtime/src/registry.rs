@@ -173,6 +173,15 @@ impl SubState {
         }
     }
 
+    /// The offset up to which the subscription has queued what it had to (0: none yet):
+    /// the highest queued live, or where a held one continues.
+    fn reached(&self) -> u64 {
+        match self {
+            Self::Live { last, .. } => *last,
+            Self::CatchingUp { floor, .. } => *floor,
+        }
+    }
+
     /// The catching-up state that replaces `self` for a replay.
     fn catching_up(previous: Option<&Self>) -> Self {
         let (seen, floor) = match previous {
@@ -358,8 +367,9 @@ struct ConnEntry {
     scopes: HashSet<Scope>,
     /// Counts the revocations and re-checks this connection received.
     epoch: u64,
-    /// Scopes revoked by an effect, with the epoch of their latest revocation.
-    revoked: HashMap<Scope, u64>,
+    /// Scopes revoked by an effect, with the epoch of their latest revocation and the
+    /// offset the subscription had reached then ([`SubState::reached`]).
+    revoked: HashMap<Scope, (u64, u64)>,
     /// Every scope counts as revoked at this epoch (`revoked` overflowed).
     revoked_floor: u64,
     /// The epoch of the latest re-check.
@@ -371,16 +381,16 @@ struct ConnEntry {
 
 impl ConnEntry {
     fn revoked_since(&self, scope: &Scope, fence: u64) -> bool {
-        self.revoked_floor > fence || self.revoked.get(scope).is_some_and(|&at| at > fence)
+        self.revoked_floor > fence || self.revoked.get(scope).is_some_and(|&(at, _)| at > fence)
     }
 
-    fn record_revoked(&mut self, scope: &Scope) {
+    fn record_revoked(&mut self, scope: &Scope, reached: u64) {
         self.epoch += 1;
         if self.revoked.len() >= MAX_REVOKED {
             self.revoked.clear();
             self.revoked_floor = self.epoch;
         }
-        self.revoked.insert(scope.clone(), self.epoch);
+        self.revoked.insert(scope.clone(), (self.epoch, reached));
         self.scopes.remove(scope);
     }
 }
@@ -970,10 +980,12 @@ impl Registry {
                 }
             } else {
                 // Under the index lock, like a revocation: no fenced admit slips between.
+                let mut reached = 0;
                 if let Some(sub) = subs.subs.remove(&conn.id) {
+                    reached = sub.state.reached();
                     self.notify(scope, &sub.handle, false);
                 }
-                entry.record_revoked(scope);
+                entry.record_revoked(scope, reached);
             }
         }
         tally.record(&self.metrics);
@@ -995,10 +1007,20 @@ impl Registry {
     fn revoke(&self, conn: ConnId, scope: &Scope) {
         let mut index = lock(&self.index);
         if let Some(entry) = index.conns.get_mut(&conn) {
-            entry.record_revoked(scope);
+            entry.record_revoked(scope, 0);
         }
         drop(index);
-        self.remove_sub(scope, conn);
+        let reached = self.remove_sub(scope, conn);
+        // What the subscription queued before it ended, for a join that follows (the
+        // user's effects can trail the scope's own events: a leave and a join again
+        // already delivered on it). Lost if a join took the entry meanwhile: it then
+        // starts at its own offset, as without this.
+        if reached > 0
+            && let Some(entry) = lock(&self.index).conns.get_mut(&conn)
+            && let Some(revoked) = entry.revoked.get_mut(scope)
+        {
+            revoked.1 = revoked.1.max(reached);
+        }
     }
 
     /// Unsubscribes a connection from a scope; `false` if it was not subscribed.
@@ -1011,11 +1033,16 @@ impl Registry {
         was
     }
 
-    fn remove_sub(&self, scope: &Scope, conn: ConnId) {
-        let Some(slot) = self.slot(scope) else { return };
+    /// Removes a subscription; returns the offset it had reached (0 if none).
+    fn remove_sub(&self, scope: &Scope, conn: ConnId) -> u64 {
+        let Some(slot) = self.slot(scope) else {
+            return 0;
+        };
+        let mut reached = 0;
         let now_empty = {
             let mut subs = lock(&slot);
             if let Some(sub) = subs.subs.remove(&conn) {
+                reached = sub.state.reached();
                 self.notify(scope, &sub.handle, false);
             }
             subs.subs.is_empty()
@@ -1034,6 +1061,7 @@ impl Registry {
                 }
             }
         }
+        reached
     }
 
     /// Queues an event's frame for one connection.
@@ -1102,10 +1130,14 @@ impl Registry {
             match effect.after {
                 // Subscribed by the connection's task, from the offset on (`settle`);
                 // a revocation of the scope after this effect refuses it.
+                // If a subscription of the scope ended since (a leave this effect
+                // follows), it continues after what that one queued: the user's
+                // effects can trail the scope's events, so it may have delivered this
+                // join and what followed already.
                 Some(after) => {
                     if let Some(entry) = lock(&self.index).conns.get_mut(&conn.id) {
-                        entry.revoked.remove(scope);
-                        join.push((scope.clone(), after, entry.epoch));
+                        let reached = entry.revoked.remove(scope).map_or(0, |(_, r)| r);
+                        join.push((scope.clone(), after.max(reached), entry.epoch));
                     }
                     continue;
                 }

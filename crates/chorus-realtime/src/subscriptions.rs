@@ -645,6 +645,59 @@ mod tests {
         w.registry.check_invariants().expect("invariants");
     }
 
+    /// A user's effects can trail their scope's events: a leave and a join again both
+    /// delivered on the channel's subscription already, the user scope then brings the
+    /// leave's `channel.left` (ending the subscription) and the join's `channel.joined`
+    /// (after the join's offset). The subscription the join starts continues after
+    /// what the ended one had queued: nothing twice (the checker's three-node run found
+    /// the join and the event after it delivered twice).
+    #[tokio::test]
+    async fn a_join_trailing_its_scope_queues_nothing_twice() {
+        let w = world(100);
+        let channel = scope("channel:1");
+        let hooks = TestHooks::with_initial(vec![channel.clone()]);
+        let (bob, bob_box, _) = w.registry.register(7);
+        let start = w
+            .subs
+            .open(&bob, &hooks, false)
+            .await
+            .expect("opened")
+            .offsets["channel:1"];
+        publish(&w, &channel, "joined again").await;
+        publish(&w, &channel, "after the join").await;
+        assert_eq!(
+            texts(&frames(&bob_box), "channel:1"),
+            ["joined again", "after the join"]
+        );
+        let left = Effect {
+            unsubscribe: vec![channel.clone()],
+            ..Effect::default()
+        };
+        let joined = Effect {
+            subscribe: vec![channel.clone()],
+            after: Some(start),
+            ..Effect::default()
+        };
+        for effect in [left, joined] {
+            w.broker
+                .publish(
+                    Publish::new(
+                        Scope::of("user", 7),
+                        "channel.changed",
+                        &serde_json::json!({ "text": "effect" }),
+                    )
+                    .with_effect(effect),
+                )
+                .await
+                .expect("published");
+        }
+        w.subs.settle(&bob, &hooks).await;
+        assert!(w.registry.is_subscribed(bob.id, &channel), "joined again");
+        publish(&w, &channel, "later").await;
+        assert_eq!(texts(&frames(&bob_box), "channel:1"), ["later"]);
+        w.registry.check_invariants().expect("invariants");
+    }
+
     /// A replay that passes the subscriber's own leave (`Effect::drop_user`) stops
     /// there, as the live event does: what came after is not theirs. Others replaying
     /// the same history get all of it.
