@@ -129,7 +129,7 @@ const MAX_PARAMS: usize = 30_000;
 const ROWS_PER_INSERT: usize = 1_000;
 
 /// Moves a scope's head on by as many events as it logs (a new scope starts at the base,
-/// the empty scope's row); binds the scope and the count twice. The row stays locked
+/// the empty scope's row); binds the scope, the count, the count again. The row stays locked
 /// until commit. Then the scope's new head: returned (`RETURNING`, binds nothing more),
 /// or selected by a second statement binding the scope again (for SQLite's one-call
 /// batches: SQLite buffers a `RETURNING`'s rows in a temporary table, built and dropped

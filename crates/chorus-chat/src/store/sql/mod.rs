@@ -1,10 +1,9 @@
 //! The one implementation of every store trait, for both databases.
 //!
 //! Each query is written once, with `$n` parameters (PostgreSQL's syntax, which SQLite
-//! binds by number too; the statements of hundreds of values that SQLite writes in one
-//! call are written with positional ones, [`Params`]), in a store generic over the
-//! database: [`Sql<DB>`]. The two
-//! backends are two instances of it — [`SqliteStore`](super::SqliteStore) is
+//! binds by number too; statements of many values — lists of keys, multi-row inserts,
+//! SQLite's one-call batches — take theirs from [`Params`], positional on SQLite), in a
+//! store generic over the database: [`Sql<DB>`]. The two backends are two instances of it — [`SqliteStore`](super::SqliteStore) is
 //! `Sql<Sqlite>`, [`PgStore`](super::PgStore) is `Sql<Postgres>` — and what really
 //! differs between the databases is a [`Dialect`]: opening and migrating
 //! (`sqlite/mod.rs`, `postgres/mod.rs`), row locks and `SKIP LOCKED` (which only
@@ -89,9 +88,10 @@ pub(crate) const MAX_LIST: usize = 500;
 /// How a statement's parameters are written, one after the other: numbered from a first
 /// (`$n`: PostgreSQL's syntax, which SQLite binds by number too), or positional (`?`,
 /// SQLite's). A statement whose values are bound in the order they appear, each once, is
-/// the same statement either way. The positional form is for SQLite's one-call batches
-/// of hundreds of values: sqlx finds a numbered parameter's value by its name, and SQLite
-/// finds a name by scanning all of the statement's, so binding a batch cost the square
+/// the same statement either way. Statements of many values (lists of keys, multi-row
+/// inserts, one-call batches) take the positional form on SQLite: sqlx finds a numbered
+/// parameter's value by its name, and SQLite finds a name by scanning all of the
+/// statement's, so binding a batch cost the square
 /// of its values (~9% of SQLite's thread in `chorus-bench send`, docs/benchmarks.md,
 /// "Round 2, session 14").
 pub(crate) enum Params {

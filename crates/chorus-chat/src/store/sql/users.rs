@@ -156,7 +156,7 @@ where
                  FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash IN ({})",
                 Params::of::<DB>().list(chunk.len())
             );
-            // One statement per list length: not kept prepared (see `params`).
+            // One statement per list length: not kept prepared.
             let mut query = sqlx::query_as(&sql).persistent(false);
             for hash in chunk {
                 query = query.bind(hash.as_str());

@@ -38,7 +38,7 @@ use crate::store::sql::{Append, Params, PlainInserts, Sql};
 use crate::store::{Events, Inserted, NewMessage, Outbox};
 use chorus_realtime::Publish;
 
-/// Messages per statement, at most (7 bound values each, far under SQLite's limit).
+/// Messages per statement, at most (8 bound values each, far under SQLite's limit).
 const MAX_BATCH: usize = 256;
 
 /// A plain insert and what it produced: `None` when the idempotency key is taken (the
