@@ -483,3 +483,109 @@ async fn write_batch(
         Sql::<Sqlite>::log_events_then(&mut *conn, created_at, outbox, Some("COMMIT")).await?;
     Ok(with_their_events(out, counts, logged))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chorus_realtime::Scope;
+
+    use super::*;
+    use crate::model::{ChannelId, UserId};
+
+    fn job(text: &str, channel: &Scope) -> Job {
+        let scope = channel.clone();
+        Job {
+            new: NewMessage {
+                channel_id: ChannelId(1),
+                author_id: UserId(1),
+                text: text.to_owned(),
+                thread_id: None,
+                mentions: Vec::new(),
+                idempotency_key: None,
+                streaming: false,
+                turns: Default::default(),
+                kind: Default::default(),
+            },
+            events: Box::new(move |i: &Inserted| {
+                Outbox::from(vec![Publish::new(
+                    scope.clone(),
+                    "message.created",
+                    &i.message.id.0,
+                )])
+            }),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    /// The one-call batch writes its messages with the ids after the sequence it is
+    /// told, and their events at consecutive offsets; told a wrong sequence, it fails
+    /// and writes nothing (the caller then falls back to two calls). A batch that
+    /// failed for a wrong binding would fall back silently, so this is what guards the
+    /// one call's SQL and binding order.
+    #[tokio::test]
+    async fn a_batch_with_the_right_sequence_is_written_in_one_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sql::<Sqlite>::open(&dir.path().join("chorus.db"), Clock::system())
+            .await
+            .unwrap();
+        let mut conn = store.writer.acquire().await.unwrap();
+        // A message of no channel or user: the foreign keys are not what is tested.
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO messages (channel_id, author_id, text, created_at) VALUES (1, 1, 'seed', 0)")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let channel = Scope::parse("channel:1").unwrap();
+        let jobs: Vec<_> = ["a", "b", "c"].iter().map(|t| job(t, &channel)).collect();
+        let clock = Clock::system();
+        let mut texts = Texts::default();
+
+        let wrong = write_known(&mut conn, &clock, &mut texts, 0, &jobs).await;
+        assert!(wrong.is_err(), "a wrong sequence fails the batch");
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(count, 1, "nothing of it written");
+
+        let written = write_known(&mut conn, &clock, &mut texts, 1, &jobs)
+            .await
+            .unwrap();
+        let got: Vec<_> = written
+            .iter()
+            .map(|w| {
+                let (inserted, events) = w.as_ref().unwrap();
+                (
+                    inserted.message.id.0,
+                    inserted.message.text.clone(),
+                    events.len(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [(2, "a".into(), 1), (3, "b".into(), 1), (4, "c".into(), 1)]
+        );
+        let offsets: Vec<u64> = written
+            .iter()
+            .flatten()
+            .map(|(_, events)| events[0].offset.unwrap())
+            .collect();
+        assert_eq!(offsets[1], offsets[0] + 1);
+        assert_eq!(offsets[2], offsets[0] + 2);
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, text FROM messages WHERE id > 1 ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(rows, [(2, "a".into()), (3, "b".into()), (4, "c".into())]);
+        let (logged,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(logged, 3);
+    }
+}
