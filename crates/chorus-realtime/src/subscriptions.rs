@@ -576,14 +576,22 @@ mod tests {
             recheck: Some("role_changed".to_owned()),
             ..Effect::default()
         };
+        publish_effect(
+            w,
+            &Scope::of("user", user),
+            "member.role_changed",
+            "changed",
+            effect,
+        )
+        .await;
+    }
+
+    /// Publishes an event of `kind` on `scope` (`text` in its data) with `effect`.
+    async fn publish_effect(w: &World, scope: &Scope, kind: &str, text: &str, effect: Effect) {
         w.broker
             .publish(
-                Publish::new(
-                    Scope::of("user", user),
-                    "member.role_changed",
-                    &serde_json::json!({ "text": "changed" }),
-                )
-                .with_effect(effect),
+                Publish::new(scope.clone(), kind, &serde_json::json!({ "text": text }))
+                    .with_effect(effect),
             )
             .await
             .expect("published");
@@ -679,17 +687,14 @@ mod tests {
             ..Effect::default()
         };
         for effect in [left, joined] {
-            w.broker
-                .publish(
-                    Publish::new(
-                        Scope::of("user", 7),
-                        "channel.changed",
-                        &serde_json::json!({ "text": "effect" }),
-                    )
-                    .with_effect(effect),
-                )
-                .await
-                .expect("published");
+            publish_effect(
+                &w,
+                &Scope::of("user", 7),
+                "channel.changed",
+                "effect",
+                effect,
+            )
+            .await;
         }
         w.subs.settle(&bob, &hooks).await;
         assert!(w.registry.is_subscribed(bob.id, &channel), "joined again");
@@ -720,17 +725,7 @@ mod tests {
             drop_user: Some(7),
             ..Effect::default()
         };
-        w.broker
-            .publish(
-                Publish::new(
-                    channel.clone(),
-                    "member.left",
-                    &serde_json::json!({"text": "left"}),
-                )
-                .with_effect(left),
-            )
-            .await
-            .expect("published");
+        publish_effect(&w, &channel, "member.left", "left", left).await;
         publish(&w, &channel, "after").await;
         // Live: bob's subscription ended at his leave.
         assert_eq!(texts(&frames(&bob_box), "channel:1"), ["before", "left"]);
@@ -770,17 +765,7 @@ mod tests {
             join_user: Some(7),
             ..Effect::default()
         };
-        w.broker
-            .publish(
-                Publish::new(
-                    channel.clone(),
-                    "member.joined",
-                    &serde_json::json!({"text": "joined"}),
-                )
-                .with_effect(joined),
-            )
-            .await
-            .expect("published");
+        publish_effect(&w, &channel, "member.joined", "joined", joined).await;
         publish(&w, &channel, "back").await;
         let left_at = start + 2;
         for (from, expected) in [
