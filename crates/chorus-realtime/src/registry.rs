@@ -384,13 +384,19 @@ impl ConnEntry {
         self.revoked_floor > fence || self.revoked.get(scope).is_some_and(|&(at, _)| at > fence)
     }
 
+    /// Records a revocation of `scope` now; `reached` is what the ended subscription had
+    /// queued (0: none, or unknown). An earlier revocation's is kept when higher: the
+    /// connection's queue holds it all the same (a leave's second revocation, from the
+    /// user's scope, finds no subscription left).
     fn record_revoked(&mut self, scope: &Scope, reached: u64) {
         self.epoch += 1;
+        let kept = self.revoked.get(scope).map_or(0, |&(_, r)| r);
         if self.revoked.len() >= MAX_REVOKED {
             self.revoked.clear();
             self.revoked_floor = self.epoch;
         }
-        self.revoked.insert(scope.clone(), (self.epoch, reached));
+        self.revoked
+            .insert(scope.clone(), (self.epoch, reached.max(kept)));
         self.scopes.remove(scope);
     }
 }
@@ -889,17 +895,32 @@ impl Registry {
         let mut first = None;
         let mut replayed = 0;
         let from_history = replay.events.len();
-        let events = || replay.events.iter().chain(pending.iter());
+        // The run it catches up with: each offset once, in order (the replay and the
+        // events held meanwhile overlap; a relay can deliver late what the replay read).
+        let mut high = last;
+        let run: Vec<(usize, &Arc<Event>)> = replay
+            .events
+            .iter()
+            .chain(pending.iter())
+            .enumerate()
+            .filter(|(_, event)| match event.offset {
+                Some(offset) if offset <= high => false,
+                Some(offset) => {
+                    high = offset;
+                    true
+                }
+                None => true,
+            })
+            .collect();
         // Not theirs: what the scope published while the subscriber was out of it (a
         // resume from before a leave, a position kept across a leave and a re-join).
-        let mut membership =
-            Membership::before(sub.handle.user, events().map(|e| e.effect.as_deref()));
-        for (i, event) in events().enumerate() {
+        let mut membership = Membership::before(
+            sub.handle.user,
+            run.iter().map(|(_, e)| e.effect.as_deref()),
+        );
+        for &(i, event) in &run {
             let theirs = membership.admits(event.effect.as_deref());
             if let Some(offset) = event.offset {
-                if offset <= last {
-                    continue;
-                }
                 last = offset;
                 // Already queued while this subscription was live before.
                 if seen.is_some_and(|(lo, hi)| (lo..=hi).contains(&offset)) {
@@ -1296,6 +1317,12 @@ impl EventSink for Registry {
         let mut affected = Vec::new();
         let mut tally = Tally::default();
         let mut closed = Vec::new();
+        // The subscriber's leave (`Effect::drop_user`) ends their live subscriptions
+        // that take this event as new, at its place in the scope's order. One that
+        // queued past it already (a replay that also read their join again) stepped over
+        // it there; a held one steps over it when it is released (`finish`).
+        let leaving = event.effect.as_ref().and_then(|e| e.drop_user);
+        let mut left = Vec::new();
         {
             let mut subs = lock(&slot);
             subs.subs.for_each_mut(|sub| {
@@ -1307,6 +1334,9 @@ impl EventSink for Registry {
                             }
                             *last = offset;
                             first.get_or_insert(offset);
+                        }
+                        if leaving == Some(sub.handle.user) {
+                            left.push(sub.handle.id);
                         }
                         match self.push(&sub.handle, event, &mut tally) {
                             Pushed::Queued if event.effect.is_some() => {
@@ -1342,17 +1372,8 @@ impl EventSink for Registry {
         }
         tally.record(&self.metrics);
         if let Some(effect) = &event.effect {
-            if let Some(user) = effect.drop_user {
-                // At this event's place in the scope's order: nothing later reaches them.
-                let mut theirs: Vec<ConnId> = Vec::new();
-                lock(&slot).subs.for_each(|id, s| {
-                    if s.handle.user == user {
-                        theirs.push(id);
-                    }
-                });
-                for conn in theirs {
-                    self.revoke(conn, &event.scope);
-                }
+            for conn in left {
+                self.revoke(conn, &event.scope);
             }
             for conn in affected {
                 self.apply_effect(conn, effect);

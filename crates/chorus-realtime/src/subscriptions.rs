@@ -661,6 +661,18 @@ mod tests {
     /// the join and the event after it delivered twice).
     #[tokio::test]
     async fn a_join_trailing_its_scope_queues_nothing_twice() {
+        join_trailing_its_scope(1).await;
+    }
+
+    /// The same when the scope is revoked twice before the join (a leave's revocation
+    /// from the scope, then from the user scope, finding no subscription): the second
+    /// keeps what the first recorded (seed 659466725 of the three-node checker).
+    #[tokio::test]
+    async fn a_second_revocation_keeps_what_the_first_recorded() {
+        join_trailing_its_scope(2).await;
+    }
+
+    async fn join_trailing_its_scope(leaves: usize) {
         let w = world(100);
         let channel = scope("channel:1");
         let hooks = TestHooks::with_initial(vec![channel.clone()]);
@@ -686,7 +698,8 @@ mod tests {
             after: Some(start),
             ..Effect::default()
         };
-        for effect in [left, joined] {
+        let effects = std::iter::repeat_n(left, leaves).chain([joined]);
+        for effect in effects {
             publish_effect(
                 &w,
                 &Scope::of("user", 7),
@@ -698,6 +711,105 @@ mod tests {
         }
         w.subs.settle(&bob, &hooks).await;
         assert!(w.registry.is_subscribed(bob.id, &channel), "joined again");
+        publish(&w, &channel, "later").await;
+        assert_eq!(texts(&frames(&bob_box), "channel:1"), ["later"]);
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// Bob (user 7, connected with `channel` as his initial scope) leaves and joins
+    /// again; answers where he started and the leave's event, as the log has it.
+    async fn bob_leaves_and_joins(
+        w: &World,
+        hooks: &TestHooks,
+        channel: &Scope,
+        hold: bool,
+    ) -> (ConnHandle, Arc<Outbox>, Opened, Arc<Event>) {
+        let (bob, bob_box, _) = w.registry.register(7);
+        let opened = w.subs.open(&bob, hooks, hold).await.expect("opened");
+        let start = opened.offsets[channel.as_str()];
+        publish(w, channel, "before").await;
+        let left = Effect {
+            drop_user: Some(7),
+            ..Effect::default()
+        };
+        publish_effect(w, channel, "member.left", "left", left).await;
+        let joined = Effect {
+            join_user: Some(7),
+            ..Effect::default()
+        };
+        publish_effect(w, channel, "member.joined", "joined", joined).await;
+        publish(w, channel, "after the join").await;
+        let history = w.broker.history(channel, start).await.expect("history");
+        let leave = history
+            .events
+            .into_iter()
+            .find(|e| &*e.kind == "member.left")
+            .expect("the leave");
+        (bob, bob_box, opened, leave)
+    }
+
+    /// A relay can deliver an event late, after a subscription queued past it: Bob's
+    /// join (from his user scope) started a subscription after his leave, and the
+    /// leave's event then arrives live. It was stepped over already and ends nothing
+    /// (it ended the new subscription, and with no join left to come Bob had lost the
+    /// channel for good).
+    #[tokio::test]
+    async fn a_late_copy_of_a_leave_ends_no_later_subscription() {
+        let w = world(100);
+        let channel = scope("channel:1");
+        let hooks = TestHooks::with_initial(vec![channel.clone()]);
+        let (bob, bob_box, _, leave) = bob_leaves_and_joins(&w, &hooks, &channel, false).await;
+        assert_eq!(texts(&frames(&bob_box), "channel:1"), ["before", "left"]);
+        assert!(!w.registry.is_subscribed(bob.id, &channel), "left live");
+        let joined = Effect {
+            subscribe: vec![channel.clone()],
+            after: leave.offset,
+            ..Effect::default()
+        };
+        publish_effect(
+            &w,
+            &Scope::of("user", 7),
+            "channel.joined",
+            "joined",
+            joined,
+        )
+        .await;
+        w.subs.settle(&bob, &hooks).await;
+        assert_eq!(
+            texts(&frames(&bob_box), "channel:1"),
+            ["joined", "after the join"]
+        );
+
+        w.registry.deliver(&leave);
+        assert!(w.registry.is_subscribed(bob.id, &channel), "still in");
+        publish(&w, &channel, "later").await;
+        assert_eq!(texts(&frames(&bob_box), "channel:1"), ["later"]);
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// A held subscription takes each offset of what it catches up with once: Bob's
+    /// subscription, held until he resumes, holds his leave and his join again, and a
+    /// late copy of the leave after them. Released, it steps over the leave once and
+    /// continues (stepping over it twice ended it, out of a channel Bob is in).
+    #[tokio::test]
+    async fn a_held_subscription_steps_over_a_late_copy_of_a_leave_once() {
+        let w = world(100);
+        let channel = scope("channel:1");
+        let hooks = TestHooks::with_initial(vec![channel.clone()]);
+        let (bob, bob_box, opened, leave) = bob_leaves_and_joins(&w, &hooks, &channel, true).await;
+        w.registry.deliver(&leave);
+        let start = opened.offsets["channel:1"];
+        let positions = BTreeMap::from([("channel:1".to_owned(), start)]);
+        let out = w
+            .subs
+            .release_held(&bob, opened.held.expect("held"), &positions)
+            .await;
+        assert!(out["channel:1"].recovered);
+        assert_eq!(
+            texts(&frames(&bob_box), "channel:1"),
+            ["before", "left", "joined", "after the join"]
+        );
+        assert!(w.registry.is_subscribed(bob.id, &channel), "in again");
         publish(&w, &channel, "later").await;
         assert_eq!(texts(&frames(&bob_box), "channel:1"), ["later"]);
         w.registry.check_invariants().expect("invariants");
