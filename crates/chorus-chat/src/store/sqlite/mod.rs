@@ -294,6 +294,29 @@ mod tests {
     use super::*;
     use crate::store::EventStore;
 
+    /// One connection to the database at `path`, migrated as a build before migration
+    /// `version` left it.
+    async fn migrated_before(path: &Path, version: i64) -> SqlitePool {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        let mut before = sqlx::migrate!("./migrations/sqlite");
+        let earlier: Vec<_> = before
+            .migrations
+            .iter()
+            .filter(|m| m.version < version)
+            .cloned()
+            .collect();
+        before.migrations = earlier.into();
+        before.run(&pool).await.unwrap();
+        pool
+    }
+
     /// A database written by a build before migration 0013 (the log a `WITHOUT ROWID`
     /// table) opens with every logged event kept — offset, kind, data, marks, effect —
     /// and the table rebuilt as a rowid table with its unique (scope, seq) index.
@@ -313,23 +336,7 @@ mod tests {
             ..Effect::default()
         };
         {
-            let options = SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options)
-                .await
-                .unwrap();
-            let mut before = sqlx::migrate!("./migrations/sqlite");
-            let up_to_12: Vec<_> = before
-                .migrations
-                .iter()
-                .filter(|m| m.version < 13)
-                .cloned()
-                .collect();
-            before.migrations = up_to_12.into();
-            before.run(&pool).await.unwrap();
+            let pool = migrated_before(&path, 13).await;
             let rows = [
                 (
                     &channel,
@@ -433,6 +440,72 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(appended[0].offset, Some(1_000_004));
+    }
+
+    /// A message row is checked without a temporary table: migration 0014 writes the
+    /// state rule with OR, where an IN list of three made SQLite build an ephemeral
+    /// B-tree for every inserted row. The rule still refuses an unknown state, and a
+    /// database written before the migration keeps its rows and stays sound.
+    #[tokio::test]
+    async fn a_message_row_is_checked_without_a_temporary_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chorus.db");
+        {
+            let pool = migrated_before(&path, 14).await;
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::query("PRAGMA foreign_keys = OFF")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO messages (channel_id, author_id, text, created_at, state)
+                 VALUES (1, 1, 'written before', 0, 'streaming')",
+            )
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+            drop(conn);
+            pool.close().await;
+        }
+
+        let store = Sql::<Sqlite>::open(&path, Clock::system()).await.unwrap();
+        let insert = "INSERT INTO messages (channel_id, author_id, text, created_at, state)
+                      VALUES (1, 1, 'after', 0, 'complete')";
+        let plan: Vec<(i64, String)> = sqlx::query_as(&format!("EXPLAIN {insert}"))
+            .fetch_all(&store.writer)
+            .await
+            .unwrap();
+        let opcodes: Vec<String> = plan.into_iter().map(|(_addr, op)| op).collect();
+        assert!(opcodes.iter().any(|op| op == "Insert"), "{opcodes:?}");
+        assert!(
+            !opcodes.iter().any(|op| op == "OpenEphemeral"),
+            "a temporary table per row: {opcodes:?}"
+        );
+
+        let refused = sqlx::query(
+            "INSERT INTO messages (channel_id, author_id, text, created_at, state)
+             VALUES (1, 1, 'bad', 0, 'finished')",
+        )
+        .execute(&store.writer)
+        .await
+        .unwrap_err();
+        assert!(
+            refused.to_string().contains("CHECK constraint failed"),
+            "{refused}"
+        );
+        let kept: Vec<(String, String)> = sqlx::query_as("SELECT text, state FROM messages")
+            .fetch_all(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(
+            kept,
+            [("written before".to_owned(), "streaming".to_owned())]
+        );
+        let integrity: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(integrity, ["ok"]);
     }
 
     /// An append takes each scope's next offsets, in the order given, whether it is
