@@ -359,6 +359,23 @@ impl SubMap {
     }
 }
 
+/// A revocation of a scope on a connection ([`ConnEntry::revoked`]).
+struct Revoked {
+    /// The connection's epoch at the revocation.
+    at: u64,
+    reached: Reached,
+}
+
+/// Where an ended subscription stood: the offset it had queued up to
+/// ([`SubState::reached`]; 0: none or unknown), and whether it ended there out of the
+/// scope (at the user's leave, taken as new). Ordered by offset: a further reach is the
+/// later one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Reached {
+    offset: u64,
+    out: bool,
+}
+
 /// Revocations remembered per connection before they are folded into one floor.
 const MAX_REVOKED: usize = 256;
 
@@ -367,9 +384,8 @@ struct ConnEntry {
     scopes: HashSet<Scope>,
     /// Counts the revocations and re-checks this connection received.
     epoch: u64,
-    /// Scopes revoked by an effect, with the epoch of their latest revocation and the
-    /// offset the subscription had reached then ([`SubState::reached`]).
-    revoked: HashMap<Scope, (u64, u64)>,
+    /// Scopes revoked by an effect or a leave since their latest join.
+    revoked: HashMap<Scope, Revoked>,
     /// Every scope counts as revoked at this epoch (`revoked` overflowed).
     revoked_floor: u64,
     /// The epoch of the latest re-check.
@@ -381,22 +397,28 @@ struct ConnEntry {
 
 impl ConnEntry {
     fn revoked_since(&self, scope: &Scope, fence: u64) -> bool {
-        self.revoked_floor > fence || self.revoked.get(scope).is_some_and(|&(at, _)| at > fence)
+        self.revoked_floor > fence || self.revoked.get(scope).is_some_and(|r| r.at > fence)
     }
 
-    /// Records a revocation of `scope` now; `reached` is what the ended subscription had
-    /// queued (0: none, or unknown). An earlier revocation's is kept when higher: the
-    /// connection's queue holds it all the same (a leave's second revocation, from the
-    /// user's scope, finds no subscription left).
-    fn record_revoked(&mut self, scope: &Scope, reached: u64) {
+    /// Records a revocation of `scope` now and what the ended subscription had reached.
+    /// An earlier revocation's reach is kept when further (a leave's second revocation,
+    /// from the user's scope, finds no subscription left).
+    fn record_revoked(&mut self, scope: &Scope, reached: Reached) {
         self.epoch += 1;
-        let kept = self.revoked.get(scope).map_or(0, |&(_, r)| r);
+        let kept = self
+            .revoked
+            .get(scope)
+            .map(|r| r.reached)
+            .unwrap_or_default();
         if self.revoked.len() >= MAX_REVOKED {
             self.revoked.clear();
             self.revoked_floor = self.epoch;
         }
-        self.revoked
-            .insert(scope.clone(), (self.epoch, reached.max(kept)));
+        let revoked = Revoked {
+            at: self.epoch,
+            reached: reached.max(kept),
+        };
+        self.revoked.insert(scope.clone(), revoked);
         self.scopes.remove(scope);
     }
 }
@@ -860,7 +882,7 @@ impl Registry {
         if replayed.dropped {
             // As a live leave: the events up to it were delivered; the subscription
             // ends without a frame (the user's own scope says they left).
-            self.revoke(conn.id, scope);
+            self.revoke(conn.id, scope, true);
         }
         Released {
             replayed: replayed.replayed,
@@ -1006,7 +1028,13 @@ impl Registry {
                     reached = sub.state.reached();
                     self.notify(scope, &sub.handle, false);
                 }
-                entry.record_revoked(scope, reached);
+                entry.record_revoked(
+                    scope,
+                    Reached {
+                        offset: reached,
+                        out: false,
+                    },
+                );
             }
         }
         tally.record(&self.metrics);
@@ -1014,7 +1042,7 @@ impl Registry {
             self.apply_effect(conn.clone(), &effect);
         }
         if dropped {
-            self.revoke(conn.id, scope);
+            self.revoke(conn.id, scope, true);
         }
         if !allowed {
             self.remove_sub(scope, conn.id);
@@ -1023,24 +1051,25 @@ impl Registry {
         }
     }
 
-    /// An unsubscribe effect: removes the subscription and records the revocation for
-    /// [`fence`](Self::fence). Both under the index lock, so no fenced `admit` runs between.
-    fn revoke(&self, conn: ConnId, scope: &Scope) {
+    /// An unsubscribe effect or a leave: removes the subscription and records the
+    /// revocation for [`fence`](Self::fence). Both under the index lock, so no fenced
+    /// `admit` runs between. `out`: it ended at the user's leave, out of the scope.
+    fn revoke(&self, conn: ConnId, scope: &Scope, out: bool) {
         let mut index = lock(&self.index);
         if let Some(entry) = index.conns.get_mut(&conn) {
-            entry.record_revoked(scope, 0);
+            entry.record_revoked(scope, Reached::default());
         }
         drop(index);
-        let reached = self.remove_sub(scope, conn);
+        let offset = self.remove_sub(scope, conn);
         // What the subscription queued before it ended, for a join that follows (the
         // user's effects can trail the scope's own events: a leave and a join again
         // already delivered on it). Lost if a join took the entry meanwhile: it then
         // starts at its own offset, as without this.
-        if reached > 0
+        if offset > 0
             && let Some(entry) = lock(&self.index).conns.get_mut(&conn)
             && let Some(revoked) = entry.revoked.get_mut(scope)
         {
-            revoked.1 = revoked.1.max(reached);
+            revoked.reached = revoked.reached.max(Reached { offset, out });
         }
     }
 
@@ -1140,7 +1169,7 @@ impl Registry {
             }
         }
         for scope in &effect.unsubscribe {
-            self.revoke(conn.id, scope);
+            self.revoke(conn.id, scope, false);
         }
         let mut attach = Vec::new();
         let mut join = Vec::new();
@@ -1155,10 +1184,20 @@ impl Registry {
                 // follows), it continues after what that one queued: the user's
                 // effects can trail the scope's events, so it may have delivered this
                 // join and what followed already.
+                // One that ended out of the scope past this join (it delivered the join,
+                // and the leave after it) leaves nothing to start: the user scope brings
+                // that leave next.
                 Some(after) => {
                     if let Some(entry) = lock(&self.index).conns.get_mut(&conn.id) {
-                        let reached = entry.revoked.remove(scope).map_or(0, |(_, r)| r);
-                        join.push((scope.clone(), after.max(reached), entry.epoch));
+                        let reached = entry
+                            .revoked
+                            .remove(scope)
+                            .map(|r| r.reached)
+                            .unwrap_or_default();
+                        if !(reached.out && reached.offset > after) {
+                            let start = after.max(reached.offset);
+                            join.push((scope.clone(), start, entry.epoch));
+                        }
                     }
                     continue;
                 }
@@ -1317,26 +1356,31 @@ impl EventSink for Registry {
         let mut affected = Vec::new();
         let mut tally = Tally::default();
         let mut closed = Vec::new();
-        // The subscriber's leave (`Effect::drop_user`) ends their live subscriptions
-        // that take this event as new, at its place in the scope's order. One that
-        // queued past it already (a replay that also read their join again) stepped over
-        // it there; a held one steps over it when it is released (`finish`).
+        // The subscriber's leave (`Effect::drop_user`) ends every subscription of theirs
+        // to the scope, at this event's place in its order: nothing later reaches them.
+        // `true` when the subscription took the leave as new (it ends out of the scope);
+        // one that had queued past it (a replay read it, and maybe their join again) or a
+        // held one ends where it stood.
         let leaving = event.effect.as_ref().and_then(|e| e.drop_user);
-        let mut left = Vec::new();
+        let mut left: Vec<(ConnId, bool)> = Vec::new();
         {
             let mut subs = lock(&slot);
             subs.subs.for_each_mut(|sub| {
+                let theirs = leaving == Some(sub.handle.user);
                 match &mut sub.state {
                     SubState::Live { first, last } => {
                         if let Some(offset) = event.offset {
                             if offset <= *last {
+                                if theirs {
+                                    left.push((sub.handle.id, false));
+                                }
                                 return;
                             }
                             *last = offset;
                             first.get_or_insert(offset);
                         }
-                        if leaving == Some(sub.handle.user) {
-                            left.push(sub.handle.id);
+                        if theirs {
+                            left.push((sub.handle.id, true));
                         }
                         match self.push(&sub.handle, event, &mut tally) {
                             Pushed::Queued if event.effect.is_some() => {
@@ -1353,6 +1397,9 @@ impl EventSink for Registry {
                         }
                     }
                     SubState::CatchingUp { pending, .. } => {
+                        if theirs {
+                            left.push((sub.handle.id, false));
+                        }
                         if pending.len() >= self.queue_capacity {
                             self.evict(&sub.handle);
                         } else {
@@ -1372,8 +1419,8 @@ impl EventSink for Registry {
         }
         tally.record(&self.metrics);
         if let Some(effect) = &event.effect {
-            for conn in left {
-                self.revoke(conn, &event.scope);
+            for (conn, out) in left {
+                self.revoke(conn, &event.scope, out);
             }
             for conn in affected {
                 self.apply_effect(conn, effect);
