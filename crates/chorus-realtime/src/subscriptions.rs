@@ -674,14 +674,7 @@ mod tests {
     async fn join_trailing_its_scope(leaves: usize) {
         let w = world(100);
         let channel = scope("channel:1");
-        let hooks = TestHooks::with_initial(vec![channel.clone()]);
-        let (bob, bob_box, _) = w.registry.register(7);
-        let start = w
-            .subs
-            .open(&bob, &hooks, false)
-            .await
-            .expect("opened")
-            .offsets["channel:1"];
+        let (hooks, bob, bob_box, start) = bob_opened(&w, &channel).await;
         publish(&w, &channel, "joined again").await;
         publish(&w, &channel, "after the join").await;
         assert_eq!(
@@ -697,6 +690,34 @@ mod tests {
         publish(&w, &channel, "later").await;
         assert_eq!(texts(&frames(&bob_box), "channel:1"), ["later"]);
         w.registry.check_invariants().expect("invariants");
+    }
+
+    /// Bob (user 7) connected with `channel` as his initial scope: his hooks, his
+    /// connection and queue, and the channel's offset at the start.
+    async fn bob_opened(w: &World, channel: &Scope) -> (TestHooks, ConnHandle, Arc<Outbox>, u64) {
+        let hooks = TestHooks::with_initial(vec![channel.clone()]);
+        let (bob, bob_box, _) = w.registry.register(7);
+        let opened = w.subs.open(&bob, &hooks, false).await.expect("opened");
+        let start = opened.offsets[channel.as_str()];
+        (hooks, bob, bob_box, start)
+    }
+
+    /// Bob's `member.joined` (text "joined") or `member.left` ("left") on `channel`.
+    async fn bob_membership(w: &World, channel: &Scope, joins: bool) {
+        let (kind, text, effect) = if joins {
+            let effect = Effect {
+                join_user: Some(7),
+                ..Effect::default()
+            };
+            ("member.joined", "joined", effect)
+        } else {
+            let effect = Effect {
+                drop_user: Some(7),
+                ..Effect::default()
+            };
+            ("member.left", "left", effect)
+        };
+        publish_effect(w, channel, kind, text, effect).await;
     }
 
     /// The user scope's effects for Bob (user 7).
@@ -735,26 +756,11 @@ mod tests {
     async fn a_late_copy_of_a_leave_then_the_user_scopes_leave_and_join_queue_nothing_twice() {
         let w = world(100);
         let channel = scope("channel:1");
-        let hooks = TestHooks::with_initial(vec![channel.clone()]);
-        let (bob, bob_box, _) = w.registry.register(7);
-        let start = w
-            .subs
-            .open(&bob, &hooks, false)
-            .await
-            .expect("opened")
-            .offsets["channel:1"];
+        let (hooks, bob, bob_box, start) = bob_opened(&w, &channel).await;
         effect_for_bob(&w, leave_effect(&channel)).await;
         publish(&w, &channel, "before").await;
-        let left = Effect {
-            drop_user: Some(7),
-            ..Effect::default()
-        };
-        publish_effect(&w, &channel, "member.left", "left", left).await;
-        let joined = Effect {
-            join_user: Some(7),
-            ..Effect::default()
-        };
-        publish_effect(&w, &channel, "member.joined", "joined", joined).await;
+        bob_membership(&w, &channel, false).await;
+        bob_membership(&w, &channel, true).await;
         publish(&w, &channel, "after the join").await;
         effect_for_bob(&w, join_effect(&channel, Some(start))).await;
         w.subs.settle(&bob, &hooks).await;
@@ -787,25 +793,10 @@ mod tests {
     async fn a_join_the_ended_subscription_took_to_a_leave_starts_nothing() {
         let w = world(100);
         let channel = scope("channel:1");
-        let hooks = TestHooks::with_initial(vec![channel.clone()]);
-        let (bob, bob_box, _) = w.registry.register(7);
-        let start = w
-            .subs
-            .open(&bob, &hooks, false)
-            .await
-            .expect("opened")
-            .offsets["channel:1"];
-        let joined = Effect {
-            join_user: Some(7),
-            ..Effect::default()
-        };
-        publish_effect(&w, &channel, "member.joined", "joined", joined).await;
+        let (hooks, bob, bob_box, start) = bob_opened(&w, &channel).await;
+        bob_membership(&w, &channel, true).await;
         publish(&w, &channel, "while in").await;
-        let left = Effect {
-            drop_user: Some(7),
-            ..Effect::default()
-        };
-        publish_effect(&w, &channel, "member.left", "left", left).await;
+        bob_membership(&w, &channel, false).await;
         assert_eq!(
             texts(&frames(&bob_box), "channel:1"),
             ["joined", "while in", "left"]
@@ -890,11 +881,7 @@ mod tests {
             .offsets["channel:1"];
         w.subs.open(&carol, &hooks, false).await.expect("opened");
         publish(&w, &channel, "before").await;
-        let left = Effect {
-            drop_user: Some(7),
-            ..Effect::default()
-        };
-        publish_effect(&w, &channel, "member.left", "left", left).await;
+        bob_membership(&w, &channel, false).await;
         publish(&w, &channel, "after").await;
         // Live: bob's subscription ended at his leave.
         assert_eq!(texts(&frames(&bob_box), "channel:1"), ["before", "left"]);
@@ -930,11 +917,7 @@ mod tests {
 
         // Bob joins again. A rewind from before his leave, or from right after it,
         // gives what he was there for and nothing of the time he was out.
-        let joined = Effect {
-            join_user: Some(7),
-            ..Effect::default()
-        };
-        publish_effect(&w, &channel, "member.joined", "joined", joined).await;
+        bob_membership(&w, &channel, true).await;
         publish(&w, &channel, "back").await;
         let left_at = start + 2;
         for (from, expected) in [
