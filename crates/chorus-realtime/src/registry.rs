@@ -1187,14 +1187,17 @@ impl Registry {
                 // One that ended out of the scope past this join (it delivered the join,
                 // and the leave after it) leaves nothing to start: the user scope brings
                 // that leave next.
+                // The record stays then: for the fence, and for the joins the user scope
+                // brings after that leave's.
                 Some(after) => {
                     if let Some(entry) = lock(&self.index).conns.get_mut(&conn.id) {
                         let reached = entry
                             .revoked
-                            .remove(scope)
+                            .get(scope)
                             .map(|r| r.reached)
                             .unwrap_or_default();
                         if !(reached.out && reached.offset > after) {
+                            entry.revoked.remove(scope);
                             let start = after.max(reached.offset);
                             join.push((scope.clone(), start, entry.epoch));
                         }

@@ -809,6 +809,49 @@ mod tests {
         w.registry.check_invariants().expect("invariants");
     }
 
+    /// One subscription can take a user through two memberships: Bob's, from a position
+    /// before both (a rewind), delivers his join, his leave, his join again and his
+    /// leave again, and ends out. The user scope then brings both joins and the leave
+    /// between: none of them starts anything (the first kept the record, so the second
+    /// is measured against it too), and nothing is delivered twice.
+    #[tokio::test]
+    async fn joins_a_subscription_took_through_two_memberships_start_nothing() {
+        let w = world(100);
+        let channel = scope("channel:1");
+        let (hooks, bob, bob_box, start) = bob_opened(&w, &channel).await;
+        effect_for_bob(&w, leave_effect(&channel)).await;
+        bob_membership(&w, &channel, true).await;
+        publish(&w, &channel, "a").await;
+        bob_membership(&w, &channel, false).await;
+        let first_leave = w
+            .broker
+            .history(&channel, start)
+            .await
+            .expect("history")
+            .head;
+        bob_membership(&w, &channel, true).await;
+        publish(&w, &channel, "b").await;
+        bob_membership(&w, &channel, false).await;
+        w.subs
+            .subscribe(&bob, &hooks, "channel:1", StartAt::Rewind(start))
+            .await
+            .expect("subscribed");
+        assert_eq!(
+            texts(&frames(&bob_box), "channel:1"),
+            ["joined", "a", "left", "joined", "b", "left"]
+        );
+        assert!(!w.registry.is_subscribed(bob.id, &channel), "out");
+
+        effect_for_bob(&w, join_effect(&channel, Some(start))).await;
+        effect_for_bob(&w, leave_effect(&channel)).await;
+        effect_for_bob(&w, join_effect(&channel, Some(first_leave))).await;
+        w.subs.settle(&bob, &hooks).await;
+        assert!(!w.registry.is_subscribed(bob.id, &channel), "still out");
+        publish(&w, &channel, "after the leaves").await;
+        assert_eq!(texts(&frames(&bob_box), "channel:1"), [""; 0]);
+        w.registry.check_invariants().expect("invariants");
+    }
+
     /// A held subscription reads its membership over each offset once: its replay holds
     /// Bob's join, a message and his leave, and the join's live copy arrived while it
     /// was held. Released, it ends at the leave (stepping over the copy again let Bob
