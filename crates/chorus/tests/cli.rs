@@ -1040,6 +1040,26 @@ async fn bench() {
     let row: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(row["target"], "chorus");
 
+    // The baseline's frames are as big as Chorus's (its padding follows Chorus's
+    // `message.created` frame; ids in a short run are shorter by a few digits).
+    let out = chorus
+        .run(&["bench", "--json", "fanout", "--subs", "2", "--seconds", "1"])
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let frames: Vec<(String, i64)> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter_map(|r| Some((r["target"].as_str()?.to_owned(), r["frame_bytes"].as_i64()?)))
+        .collect();
+    assert_eq!(frames.len(), 2, "{}", out.stdout);
+    let (baseline, chorus_frame) = (frames[0].1, frames[1].1);
+    assert!(
+        (baseline - chorus_frame).abs() <= 8,
+        "baseline frames {baseline} bytes, Chorus's {chorus_frame}: {frames:?}"
+    );
+
     // Error: a chorus binary that is not there.
     let out = chorus
         .run(&[
