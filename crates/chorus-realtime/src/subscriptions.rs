@@ -720,6 +720,22 @@ mod tests {
         publish_effect(w, channel, kind, text, effect).await;
     }
 
+    /// Settles Bob's subscription work and checks he stays out of `channel`: not
+    /// subscribed, and the channel's next event does not reach him.
+    async fn settles_out(
+        w: &World,
+        hooks: &TestHooks,
+        bob: &ConnHandle,
+        bob_box: &Outbox,
+        channel: &Scope,
+    ) {
+        w.subs.settle(bob, hooks).await;
+        assert!(!w.registry.is_subscribed(bob.id, channel), "still out");
+        publish(w, channel, "after the leave").await;
+        assert_eq!(texts(&frames(bob_box), channel.as_str()), [""; 0]);
+        w.registry.check_invariants().expect("invariants");
+    }
+
     /// The user scope's effects for Bob (user 7).
     async fn effect_for_bob(w: &World, effect: Effect) {
         publish_effect(
@@ -802,11 +818,7 @@ mod tests {
             ["joined", "while in", "left"]
         );
         effect_for_bob(&w, join_effect(&channel, Some(start))).await;
-        w.subs.settle(&bob, &hooks).await;
-        assert!(!w.registry.is_subscribed(bob.id, &channel), "still out");
-        publish(&w, &channel, "after the leave").await;
-        assert_eq!(texts(&frames(&bob_box), "channel:1"), [""; 0]);
-        w.registry.check_invariants().expect("invariants");
+        settles_out(&w, &hooks, &bob, &bob_box, &channel).await;
     }
 
     /// One subscription can take a user through two memberships: Bob's, from a position
@@ -845,11 +857,7 @@ mod tests {
         effect_for_bob(&w, join_effect(&channel, Some(start))).await;
         effect_for_bob(&w, leave_effect(&channel)).await;
         effect_for_bob(&w, join_effect(&channel, Some(first_leave))).await;
-        w.subs.settle(&bob, &hooks).await;
-        assert!(!w.registry.is_subscribed(bob.id, &channel), "still out");
-        publish(&w, &channel, "after the leaves").await;
-        assert_eq!(texts(&frames(&bob_box), "channel:1"), [""; 0]);
-        w.registry.check_invariants().expect("invariants");
+        settles_out(&w, &hooks, &bob, &bob_box, &channel).await;
     }
 
     /// A held subscription reads its membership over each offset once: its replay holds
@@ -862,13 +870,7 @@ mod tests {
         let channel = scope("channel:1");
         let (bob, bob_box, _) = w.registry.register(7);
         let with = |offset: u64, kind: &str, effect: Effect| {
-            let data = serde_json::json!({ "text": kind });
-            let publish = Publish::new(channel.clone(), kind, &data).with_effect(effect);
-            Arc::new(Event::published_at(
-                publish,
-                Some(offset),
-                std::time::SystemTime::now(),
-            ))
+            logged_event(&channel, offset, kind, kind, Some(effect))
         };
         let joined = with(
             11,
@@ -1629,8 +1631,23 @@ mod tests {
     /// A `message.created` of `scope` at `offset` (its text the offset), as the broker
     /// hands it to the registry.
     fn logged(scope: &Scope, offset: u64) -> Arc<Event> {
-        let data = serde_json::json!({ "text": offset.to_string() });
-        let publish = Publish::new(scope.clone(), "message.created", &data);
+        logged_event(scope, offset, "message.created", &offset.to_string(), None)
+    }
+
+    /// An event of `kind` (its text `text`, with `effect`) of `scope` at `offset`, as the
+    /// broker hands it to the registry.
+    fn logged_event(
+        scope: &Scope,
+        offset: u64,
+        kind: &str,
+        text: &str,
+        effect: Option<Effect>,
+    ) -> Arc<Event> {
+        let data = serde_json::json!({ "text": text });
+        let mut publish = Publish::new(scope.clone(), kind, &data);
+        if let Some(effect) = effect {
+            publish = publish.with_effect(effect);
+        }
         Arc::new(Event::published_at(
             publish,
             Some(offset),
