@@ -14,6 +14,7 @@
 //! `std::sync::Mutex`: no `.await` happens while one is held.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -150,26 +151,43 @@ enum SubState {
     /// Receiving live events. `last` is the highest offset queued, so an event that
     /// arrives twice (replay overlapping live) is queued once; `first` is the lowest
     /// offset queued live, so a later replay can skip what the client already has.
-    Live { first: Option<u64>, last: u64 },
+    /// `claimed`: see the note below this type.
+    Live {
+        first: Option<u64>,
+        last: u64,
+        claimed: u64,
+    },
     /// A replay is being fetched, the subscription is held until the client says where
     /// to resume, or it is held until it is authorized again: live events wait in
     /// `pending`. `seen` is the range of offsets already queued while it was live;
     /// `floor` the offset a live subscription had reached (queued, or covered by its
-    /// replay) — released without a replay of its own (a re-check), it continues after
-    /// it, so a relay delivering late what the replay read from the log queues nothing
-    /// twice.
+    /// replay), or where a join starts it — released without a replay of its own (a
+    /// re-check, or a join's replay that failed), it continues after it, so a relay
+    /// delivering late what the replay read from the log queues nothing twice.
     CatchingUp {
         pending: Vec<Arc<Event>>,
-        seen: Option<(u64, u64)>,
+        seen: Option<(NonZeroU64, u64)>,
         floor: u64,
+        claimed: u64,
     },
 }
+
+// `claimed` (in both states): the offset up to which the subscription's coverage rests
+// on the client's word — the position of a `resume` or a `since` (0: none). Up to
+// `last` (or `floor`) the subscription read everything else itself, live or in a
+// replay read from the log with the user's membership, or it started there at the
+// server's word (a join's offset, the head at connect): the user's leave at such an
+// offset, arriving late (a relay delivering what a replay read, or the node's reading
+// of the scope behind the user's scope), is old news and ends nothing. A leave at or
+// below `claimed` was never read by it: it ends the subscription at once (the client
+// may claim a position past a leave it never got).
 
 impl SubState {
     const fn live() -> Self {
         Self::Live {
             first: None,
             last: 0,
+            claimed: 0,
         }
     }
 
@@ -184,15 +202,61 @@ impl SubState {
 
     /// The catching-up state that replaces `self` for a replay.
     fn catching_up(previous: Option<&Self>) -> Self {
-        let (seen, floor) = match previous {
-            Some(Self::Live { first, last }) => (first.map(|first| (first, *last)), *last),
-            Some(Self::CatchingUp { seen, floor, .. }) => (*seen, *floor),
-            None => (None, 0),
+        let (seen, floor, claimed) = match previous {
+            Some(Self::Live {
+                first,
+                last,
+                claimed,
+            }) => (
+                first.and_then(NonZeroU64::new).map(|first| (first, *last)),
+                *last,
+                *claimed,
+            ),
+            Some(Self::CatchingUp {
+                seen,
+                floor,
+                claimed,
+                ..
+            }) => (*seen, *floor, *claimed),
+            None => (None, 0, 0),
         };
         Self::CatchingUp {
             pending: Vec::new(),
             seen,
             floor,
+            claimed,
+        }
+    }
+
+    /// Begins another catch-up of an existing subscription. What it holds stays held: the
+    /// new replay overlaps it (`finish` reads each offset once), and a leave among it
+    /// must still end the subscription. With `keep_seen`, what it queued stays seen.
+    fn restart(&mut self, keep_seen: bool) {
+        let held = match self {
+            Self::CatchingUp { pending, .. } => std::mem::take(pending),
+            Self::Live { .. } => Vec::new(),
+        };
+        let mut next = Self::catching_up(keep_seen.then_some(&*self));
+        if let Self::CatchingUp { pending, .. } = &mut next {
+            *pending = held;
+        }
+        *self = next;
+    }
+
+    /// A catch-up that begins after a join's offset (see [`Admit::CatchUp`]).
+    fn joined_at(&mut self, after: u64) {
+        if let Self::CatchingUp { floor, .. } = self {
+            *floor = (*floor).max(after);
+        }
+    }
+
+    /// The client's word for where a catch-up begins (see `claimed` above): a position
+    /// past what the subscription reached.
+    fn claim(&mut self, position: u64) {
+        if let Self::CatchingUp { floor, claimed, .. } = self
+            && position > *floor
+        {
+            *claimed = (*claimed).max(position);
         }
     }
 }
@@ -214,7 +278,13 @@ pub enum Admit {
     Live,
     /// Start (or restart) catching up; live events are buffered until the replay.
     /// With `keep_seen`, what this connection already received live is not sent again.
-    CatchUp { keep_seen: bool },
+    /// `joined`: a join effect's offset in the scope (`Effect::after`), where the
+    /// subscription begins at the server's word — it continues after it even without
+    /// a replay, and a leave at or before it is not this subscription's.
+    CatchUp {
+        keep_seen: bool,
+        joined: Option<u64>,
+    },
 }
 
 /// Where a subscription starts.
@@ -250,6 +320,55 @@ impl Sub {
             generation,
             then_live,
         });
+    }
+}
+
+impl Sub {
+    /// Keeps a replay with the live events of a subscription held for a re-check: they
+    /// are delivered when it is allowed. Answers `false` when it must end instead: it
+    /// holds the user's leave at or before a position only the client vouches for (the
+    /// held events below the replay's start are dropped here, and the leave with them;
+    /// see `claimed` at `SubState`).
+    fn hold_replay(&mut self, replay: Replay) -> bool {
+        if let Some(position) = replay.claimed_start() {
+            self.state.claim(position);
+        }
+        if let Some(recheck) = &mut self.recheck {
+            recheck.then_live = true;
+        }
+        let SubState::CatchingUp {
+            pending,
+            floor,
+            claimed,
+            ..
+        } = &mut self.state
+        else {
+            return true;
+        };
+        let held = std::mem::take(pending);
+        let start = replay.start.unwrap_or(0);
+        if held
+            .iter()
+            .any(|e| leave_upto(e, self.handle.user, start.min(*claimed)))
+        {
+            return false;
+        }
+        // What is pending now starts at the replay's start.
+        if let Some(start) = replay.start {
+            *floor = start;
+        }
+        let mut merged: Vec<Arc<Event>> = replay
+            .events
+            .into_iter()
+            .filter(|e| e.offset.is_some_and(|o| o > start))
+            .collect();
+        let newest = merged.last().and_then(|e| e.offset).unwrap_or(start);
+        merged.extend(
+            held.into_iter()
+                .filter(|e| e.offset.is_none_or(|o| o > newest)),
+        );
+        *pending = merged;
+        true
     }
 }
 
@@ -446,6 +565,25 @@ pub struct Replay {
     /// Queue only events after this offset (`None`: everything held).
     pub start: Option<u64>,
     pub events: Vec<Arc<Event>>,
+    /// `start` is the client's word (a `resume` position, a `since`), not an offset the
+    /// server chose (a join's, the head at connect): see `claimed` at `SubState`.
+    pub claimed: bool,
+}
+
+impl Replay {
+    /// The client's position, when the replay starts there.
+    fn claimed_start(&self) -> Option<u64> {
+        self.start.filter(|_| self.claimed)
+    }
+}
+
+/// Whether `event` is `user`'s leave of its scope at or before `upto`.
+fn leave_upto(event: &Event, user: UserKey, upto: u64) -> bool {
+    event.offset.is_some_and(|o| o <= upto)
+        && event
+            .effect
+            .as_ref()
+            .is_some_and(|e| e.drop_user == Some(user))
 }
 
 /// What [`Registry::finish`] did.
@@ -453,8 +591,9 @@ pub struct Replay {
 struct Finished {
     /// Events queued.
     replayed: usize,
-    /// The subscriber left the scope at one of them: the subscription must end.
-    dropped: bool,
+    /// The subscriber is out of the scope after them: the subscription must end,
+    /// having reached this (see [`Registry::revoke`]).
+    left: Option<Reached>,
 }
 
 /// Result of [`Registry::release`].
@@ -798,11 +937,15 @@ impl Registry {
                 },
                 recheck: None,
             });
-            if existed && let Admit::CatchUp { keep_seen } = mode {
-                let previous = keep_seen.then_some(&sub.state);
-                sub.state = SubState::catching_up(previous);
-                if let Some(r) = &mut sub.recheck {
-                    r.then_live = false; // the replay is yet to come
+            if let Admit::CatchUp { keep_seen, joined } = mode {
+                if existed {
+                    sub.state.restart(keep_seen);
+                    if let Some(r) = &mut sub.recheck {
+                        r.then_live = false; // the replay is yet to come
+                    }
+                }
+                if let Some(after) = joined {
+                    sub.state.joined_at(after);
                 }
             }
             joined = !existed;
@@ -843,34 +986,21 @@ impl Registry {
                 // Unsubscribed, revoked or disconnected while the history was fetched.
                 return gone;
             };
-            if let Some(recheck) = &mut sub.recheck {
+            if sub.recheck.is_some() {
                 // Held for a re-check: the replay waits with the live events.
-                if let SubState::CatchingUp { pending, floor, .. } = &mut sub.state {
-                    let held = std::mem::take(pending);
-                    // What is pending now starts at the replay's start.
-                    if let Some(start) = replay.start {
-                        *floor = start;
-                    }
-                    let start = replay.start.unwrap_or(0);
-                    let mut merged: Vec<Arc<Event>> = replay
-                        .events
-                        .into_iter()
-                        .filter(|e| e.offset.is_some_and(|o| o > start))
-                        .collect();
-                    let newest = merged.last().and_then(|e| e.offset).unwrap_or(start);
-                    merged.extend(
-                        held.into_iter()
-                            .filter(|e| e.offset.is_none_or(|o| o > newest)),
-                    );
-                    *pending = merged;
+                if sub.hold_replay(replay) {
+                    return Released {
+                        replayed: 0,
+                        admitted: true,
+                    };
                 }
-                recheck.then_live = true;
-                return Released {
+                Finished {
                     replayed: 0,
-                    admitted: true,
-                };
+                    left: Some(Reached::default()),
+                }
+            } else {
+                self.finish(sub, &replay, &mut tally, &mut effects)
             }
-            self.finish(sub, &replay, &mut tally, &mut effects)
         };
         tally.record(&self.metrics);
         self.metrics
@@ -879,10 +1009,10 @@ impl Registry {
         for effect in effects {
             self.apply_effect(conn.clone(), &effect);
         }
-        if replayed.dropped {
+        if let Some(reached) = replayed.left {
             // As a live leave: the events up to it were delivered; the subscription
             // ends without a frame (the user's own scope says they left).
-            self.revoke(conn.id, scope, true);
+            self.revoke(conn.id, scope, reached);
         }
         Released {
             replayed: replayed.replayed,
@@ -900,17 +1030,22 @@ impl Registry {
         tally: &mut Tally,
         effects: &mut Vec<Effect>,
     ) -> Finished {
-        let (pending, seen, floor) = match std::mem::replace(&mut sub.state, SubState::live()) {
-            SubState::CatchingUp {
-                pending,
-                seen,
-                floor,
-            } => (pending, seen, floor),
-            live @ SubState::Live { .. } => {
-                sub.state = live; // already released
-                return Finished::default();
-            }
-        };
+        if let Some(position) = replay.claimed_start() {
+            sub.state.claim(position);
+        }
+        let (pending, seen, floor, claimed) =
+            match std::mem::replace(&mut sub.state, SubState::live()) {
+                SubState::CatchingUp {
+                    pending,
+                    seen,
+                    floor,
+                    claimed,
+                } => (pending, seen.map(|(lo, hi)| (lo.get(), hi)), floor, claimed),
+                live @ SubState::Live { .. } => {
+                    sub.state = live; // already released
+                    return Finished::default();
+                }
+            };
         // Without any usable history, the held events (all newer than the
         // subscription) are still delivered; the client closes the gap over HTTP.
         let mut last = replay.start.unwrap_or(floor);
@@ -936,10 +1071,17 @@ impl Registry {
             .collect();
         // Not theirs: what the scope published while the subscriber was out of it (a
         // resume from before a leave, a position kept across a leave and a re-join).
-        let mut membership = Membership::before(
-            sub.handle.user,
-            run.iter().map(|(_, e)| e.effect.as_deref()),
-        );
+        // Held, their leave at or before a position only the client vouches for: out
+        // from the start (see `claimed` at `SubState`); the run may bring them back.
+        let user = sub.handle.user;
+        let mut membership = if pending
+            .iter()
+            .any(|e| leave_upto(e, user, last.min(claimed)))
+        {
+            Membership::outside(user)
+        } else {
+            Membership::before(user, run.iter().map(|(_, e)| e.effect.as_deref()))
+        };
         for &(i, event) in &run {
             let theirs = membership.admits(event.effect.as_deref());
             if let Some(offset) = event.offset {
@@ -977,12 +1119,19 @@ impl Registry {
                 first = Some(first.map_or(lo, |f| f.min(lo)));
             }
         }
-        sub.state = SubState::Live { first, last };
+        sub.state = SubState::Live {
+            first,
+            last,
+            claimed,
+        };
         // Ended out of the scope (they left, live the same event revokes them): the
         // subscription ends.
         Finished {
             replayed,
-            dropped: membership.is_out(),
+            left: membership.is_out().then_some(Reached {
+                offset: last,
+                out: true,
+            }),
         }
     }
 
@@ -1000,7 +1149,7 @@ impl Registry {
     ) {
         let mut tally = Tally::default();
         let mut effects = Vec::new();
-        let mut dropped = false;
+        let mut left = None;
         {
             let mut index = lock(&self.index);
             let Some(entry) = index.conns.get_mut(&conn.id) else {
@@ -1017,9 +1166,9 @@ impl Registry {
             if allowed {
                 sub.recheck = None;
                 if recheck.then_live {
-                    dropped = self
+                    left = self
                         .finish(sub, &Replay::default(), &mut tally, &mut effects)
-                        .dropped;
+                        .left;
                 }
             } else {
                 // Under the index lock, like a revocation: no fenced admit slips between.
@@ -1041,8 +1190,8 @@ impl Registry {
         for effect in effects {
             self.apply_effect(conn.clone(), &effect);
         }
-        if dropped {
-            self.revoke(conn.id, scope, true);
+        if let Some(reached) = left {
+            self.revoke(conn.id, scope, reached);
         }
         if !allowed {
             self.remove_sub(scope, conn.id);
@@ -1053,23 +1202,28 @@ impl Registry {
 
     /// An unsubscribe effect or a leave: removes the subscription and records the
     /// revocation for [`fence`](Self::fence). Both under the index lock, so no fenced
-    /// `admit` runs between. `out`: it ended at the user's leave, out of the scope.
-    fn revoke(&self, conn: ConnId, scope: &Scope, out: bool) {
+    /// `admit` runs between. `known`: what the caller knows the subscription reached —
+    /// with `out`, it ended at the user's leave, out of the scope (kept even when
+    /// another path removed the subscription first).
+    fn revoke(&self, conn: ConnId, scope: &Scope, known: Reached) {
         let mut index = lock(&self.index);
         if let Some(entry) = index.conns.get_mut(&conn) {
             entry.record_revoked(scope, Reached::default());
         }
         drop(index);
-        let offset = self.remove_sub(scope, conn);
+        let reached = Reached {
+            offset: self.remove_sub(scope, conn).max(known.offset),
+            out: known.out,
+        };
         // What the subscription queued before it ended, for a join that follows (the
         // user's effects can trail the scope's own events: a leave and a join again
         // already delivered on it). Lost if a join took the entry meanwhile: it then
         // starts at its own offset, as without this.
-        if offset > 0
+        if reached.offset > 0
             && let Some(entry) = lock(&self.index).conns.get_mut(&conn)
             && let Some(revoked) = entry.revoked.get_mut(scope)
         {
-            revoked.reached = revoked.reached.max(Reached { offset, out });
+            revoked.reached = revoked.reached.max(reached);
         }
     }
 
@@ -1169,7 +1323,7 @@ impl Registry {
             }
         }
         for scope in &effect.unsubscribe {
-            self.revoke(conn.id, scope, false);
+            self.revoke(conn.id, scope, Reached::default());
         }
         let mut attach = Vec::new();
         let mut join = Vec::new();
@@ -1359,23 +1513,29 @@ impl EventSink for Registry {
         let mut affected = Vec::new();
         let mut tally = Tally::default();
         let mut closed = Vec::new();
-        // The subscriber's leave (`Effect::drop_user`) ends every subscription of theirs
-        // to the scope, at this event's place in its order: nothing later reaches them.
-        // `true` when the subscription took the leave as new (it ends out of the scope);
-        // one that had queued past it (a replay read it, and maybe their join again) or a
-        // held one ends where it stood.
+        // The subscriber's leave (`Effect::drop_user`) ends their subscription to the
+        // scope at this event's place in its order: nothing later reaches them. Live and
+        // new to it, it ends out of the scope (`true`). Live past it, the subscription
+        // read it already (and maybe their join again) or began after it, unless only
+        // the client vouches for that (`claimed` at `SubState`): then it ends where it
+        // stood. Held, the leave waits with the live events and the release ends it in
+        // its place, after what came before it (`finish`).
         let leaving = event.effect.as_ref().and_then(|e| e.drop_user);
-        let mut left: Vec<(ConnId, bool)> = Vec::new();
+        let mut left: Vec<(ConnId, Reached)> = Vec::new();
         {
             let mut subs = lock(&slot);
             subs.subs.for_each_mut(|sub| {
                 let theirs = leaving == Some(sub.handle.user);
                 match &mut sub.state {
-                    SubState::Live { first, last } => {
+                    SubState::Live {
+                        first,
+                        last,
+                        claimed,
+                    } => {
                         if let Some(offset) = event.offset {
                             if offset <= *last {
-                                if theirs {
-                                    left.push((sub.handle.id, false));
+                                if theirs && offset <= *claimed {
+                                    left.push((sub.handle.id, Reached::default()));
                                 }
                                 return;
                             }
@@ -1383,7 +1543,11 @@ impl EventSink for Registry {
                             first.get_or_insert(offset);
                         }
                         if theirs {
-                            left.push((sub.handle.id, true));
+                            let reached = Reached {
+                                offset: *last,
+                                out: true,
+                            };
+                            left.push((sub.handle.id, reached));
                         }
                         match self.push(&sub.handle, event, &mut tally) {
                             Pushed::Queued if event.effect.is_some() => {
@@ -1400,9 +1564,6 @@ impl EventSink for Registry {
                         }
                     }
                     SubState::CatchingUp { pending, .. } => {
-                        if theirs {
-                            left.push((sub.handle.id, false));
-                        }
                         if pending.len() >= self.queue_capacity {
                             self.evict(&sub.handle);
                         } else {
@@ -1422,8 +1583,8 @@ impl EventSink for Registry {
         }
         tally.record(&self.metrics);
         if let Some(effect) = &event.effect {
-            for (conn, out) in left {
-                self.revoke(conn, &event.scope, out);
+            for (conn, reached) in left {
+                self.revoke(conn, &event.scope, reached);
             }
             for conn in affected {
                 self.apply_effect(conn, effect);

@@ -254,7 +254,10 @@ impl Subscriptions {
                 .then(|| joins.get(&scope).copied())
                 .flatten();
             let since = position.or(joined).unwrap_or(head);
-            let (recovered, replay, latest) = self.replay(&scope, since, Some(head), None).await;
+            let (recovered, mut replay, latest) =
+                self.replay(&scope, since, Some(head), None).await;
+            // A position is the client's word; a join's offset and the head are the server's.
+            replay.claimed = position.is_some() && replay.start == position;
             if scope.kind() == "user" && position.is_some() {
                 joins_in(&replay, &mut joins);
             }
@@ -292,7 +295,7 @@ impl Subscriptions {
                     continue;
                 }
                 let _ = self
-                    .start(conn, scope, Some(*fence), None, From::Continue(*after))
+                    .start(conn, scope, Some(*fence), None, From::Joined(*after))
                     .await;
             }
             for (scope, generation, reason) in &work.recheck {
@@ -314,8 +317,18 @@ impl Subscriptions {
     ) -> Result<Started, Refused> {
         let mode = match from {
             From::Now => Admit::Live,
-            From::Rewind(_) => Admit::CatchUp { keep_seen: false },
-            From::Continue(_) | From::Head | From::Hold => Admit::CatchUp { keep_seen: true },
+            From::Rewind(_) => Admit::CatchUp {
+                keep_seen: false,
+                joined: None,
+            },
+            From::Joined(after) => Admit::CatchUp {
+                keep_seen: true,
+                joined: Some(after),
+            },
+            From::Continue(_) | From::Head | From::Hold => Admit::CatchUp {
+                keep_seen: true,
+                joined: None,
+            },
         };
         self.registry.admit(conn, scope, fence, mode, limit)?;
         // Attached after the subscriber is in place and before the replay is read: the
@@ -335,11 +348,15 @@ impl Subscriptions {
                 });
             }
             From::Head => head,
-            From::Rewind(since) | From::Continue(since) => Some(since),
+            From::Rewind(since) | From::Continue(since) | From::Joined(since) => Some(since),
         };
         let explicit = matches!(from, From::Rewind(_) | From::Continue(_));
         let (recovered, replay, latest) = match since {
-            Some(since) => self.replay(scope, since, None, head).await,
+            Some(since) => {
+                let (recovered, mut replay, latest) = self.replay(scope, since, None, head).await;
+                replay.claimed = explicit && replay.start == Some(since);
+                (recovered, replay, latest)
+            }
             None => (false, Replay::default(), None),
         };
         let released = self.registry.release(conn, scope, replay);
@@ -368,6 +385,7 @@ impl Subscriptions {
             let replay = Replay {
                 start: Some(since),
                 events: Vec::new(),
+                claimed: false,
             };
             return (true, replay, head);
         }
@@ -376,6 +394,7 @@ impl Subscriptions {
                 let replay = Replay {
                     start: Some(since),
                     events: h.events,
+                    claimed: false,
                 };
                 return (true, replay, Some(h.head));
             }
@@ -392,6 +411,7 @@ impl Subscriptions {
             let replay = Replay {
                 start: Some(f),
                 events: h.events,
+                claimed: false,
             };
             return (false, replay, Some(h.head));
         }
@@ -431,8 +451,12 @@ enum From {
     Head,
     /// From the head, holding events until the client's `resume`.
     Hold,
+    /// After the client's position: everything since, even what it received already.
     Rewind(u64),
+    /// After the client's position, minus what this connection received already.
     Continue(u64),
+    /// After a join's offset in the scope (`Effect::after`), at the server's word.
+    Joined(u64),
 }
 
 /// Parses a scope name and asks the application whether the connection's user may read it.
@@ -869,35 +893,15 @@ mod tests {
         let w = world(100);
         let channel = scope("channel:1");
         let (bob, bob_box, _) = w.registry.register(7);
-        let with = |offset: u64, kind: &str, effect: Effect| {
-            logged_event(&channel, offset, kind, kind, Some(effect))
-        };
-        let joined = with(
-            11,
-            "member.joined",
-            Effect {
-                join_user: Some(7),
-                ..Effect::default()
-            },
-        );
-        let left = with(
-            13,
-            "member.left",
-            Effect {
-                drop_user: Some(7),
-                ..Effect::default()
-            },
-        );
-        let mode = Admit::CatchUp { keep_seen: true };
-        w.registry
-            .admit(&bob, &channel, None, mode, None)
-            .expect("admitted");
+        let joined = bob_logged(&channel, 11, true);
+        held(&w, &bob, &channel, None);
         w.registry.deliver(&joined);
-        let replay = Replay {
-            start: Some(10),
-            events: vec![joined.clone(), logged(&channel, 12), left],
-        };
-        w.registry.release(&bob, &channel, replay);
+        let events = vec![
+            joined.clone(),
+            logged(&channel, 12),
+            bob_logged(&channel, 13, false),
+        ];
+        release(&w, &bob, &channel, 10, events, false);
         assert_eq!(
             texts(&frames(&bob_box), "channel:1"),
             ["member.joined", "12", "member.left"]
@@ -906,6 +910,120 @@ mod tests {
         w.registry.deliver(&logged(&channel, 14));
         assert!(frames(&bob_box).is_empty(), "nothing after the leave");
         w.registry.check_invariants().expect("invariants");
+    }
+
+    /// The user scope can run ahead of this node's reading of the channel: Bob's leave
+    /// and his join again both applied, the join's subscription started after the join
+    /// (its replay read it from the log). The channel's leave then arrives: older than
+    /// the join, it ends nothing (it ended the new subscription, and Bob stopped
+    /// receiving a channel he is in).
+    #[tokio::test]
+    async fn a_late_leave_older_than_the_join_ends_nothing() {
+        let w = world(100);
+        let channel = scope("channel:1");
+        let (hooks, bob, bob_box, start) = bob_opened(&w, &channel).await;
+        effect_for_bob(&w, leave_effect(&channel)).await;
+        bob_membership(&w, &channel, false).await;
+        let left = w.broker.history(&channel, start).await.expect("history");
+        let leave = left.events.last().expect("the leave").clone();
+        bob_membership(&w, &channel, true).await;
+        effect_for_bob(&w, join_effect(&channel, leave.offset)).await;
+        w.subs.settle(&bob, &hooks).await;
+        assert_eq!(texts(&frames(&bob_box), "channel:1"), ["joined"]);
+
+        w.registry.deliver(&leave);
+        assert!(w.registry.is_subscribed(bob.id, &channel), "still in");
+        publish(&w, &channel, "later").await;
+        assert_eq!(texts(&frames(&bob_box), "channel:1"), ["later"]);
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// The same while the join's replay is on its way, also when it finds no history:
+    /// the subscription continues after the join's offset, with the join, and the late
+    /// leave before it is neither delivered nor ends anything.
+    #[tokio::test]
+    async fn a_late_leave_during_the_joins_replay_ends_nothing() {
+        for recovered in [true, false] {
+            let w = world(100);
+            let channel = scope("channel:1");
+            let (bob, bob_box, _) = w.registry.register(7);
+            let joined = bob_logged(&channel, 11, true);
+            held(&w, &bob, &channel, Some(10));
+            w.registry.deliver(&bob_logged(&channel, 10, false));
+            w.registry.deliver(&joined);
+            let replay = Replay {
+                start: recovered.then_some(10),
+                events: recovered.then(|| joined.clone()).into_iter().collect(),
+                claimed: false,
+            };
+            w.registry.release(&bob, &channel, replay);
+            w.registry.deliver(&logged(&channel, 12));
+            assert_eq!(
+                texts(&frames(&bob_box), "channel:1"),
+                ["member.joined", "12"],
+                "recovered: {recovered}"
+            );
+            w.registry.check_invariants().expect("invariants");
+        }
+    }
+
+    /// A held subscription (a resume's replay on its way) receives Bob's leave live: it
+    /// keeps it with the events held, and its release delivers the replay up to the
+    /// leave and ends there (ending it at once lost what came before the leave).
+    #[tokio::test]
+    async fn a_leave_while_held_ends_the_subscription_after_what_came_before() {
+        let w = world(100);
+        let channel = scope("channel:1");
+        let (bob, bob_box, _) = w.registry.register(7);
+        let left = bob_logged(&channel, 13, false);
+        held(&w, &bob, &channel, None);
+        w.registry.deliver(&left);
+        w.registry.deliver(&logged(&channel, 14));
+        let events = vec![logged(&channel, 11), logged(&channel, 12), left];
+        assert!(!release(&w, &bob, &channel, 10, events, true), "out");
+        assert_eq!(
+            texts(&frames(&bob_box), "channel:1"),
+            ["11", "12", "member.left"]
+        );
+        w.registry.deliver(&logged(&channel, 15));
+        assert!(frames(&bob_box).is_empty(), "nothing after the leave");
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// A resume's position is the client's word: a leave at or before it that reaches
+    /// the subscription late (held, or live) was never read by it, and ends it — the
+    /// client may claim to be past a leave it never got. At the server's word (a join's
+    /// offset), the same leave is older than the subscription and ends nothing.
+    #[tokio::test]
+    async fn a_late_leave_before_a_claimed_position_ends_the_subscription() {
+        for claimed in [true, false] {
+            let w = world(100);
+            let channel = scope("channel:1");
+            let (bob, bob_box, _) = w.registry.register(7);
+            // Held when the leave arrives.
+            held(&w, &bob, &channel, None);
+            w.registry.deliver(&bob_logged(&channel, 13, false));
+            let events = vec![logged(&channel, 16)];
+            let kept = release(&w, &bob, &channel, 15, events, claimed);
+            assert_eq!(kept, !claimed, "held, claimed: {claimed}");
+            // Live when it arrives.
+            held(&w, &bob, &channel, None);
+            let events = vec![logged(&channel, 17)];
+            assert!(release(&w, &bob, &channel, 16, events, claimed));
+            w.registry.deliver(&bob_logged(&channel, 14, false));
+            w.registry.deliver(&logged(&channel, 18));
+            let expected: &[&str] = if claimed {
+                &["17"]
+            } else {
+                &["16", "17", "18"]
+            };
+            assert_eq!(
+                texts(&frames(&bob_box), "channel:1"),
+                expected,
+                "claimed: {claimed}"
+            );
+            w.registry.check_invariants().expect("invariants");
+        }
     }
 
     /// A replay that passes the subscriber's own leave (`Effect::drop_user`) stops
@@ -1655,17 +1773,60 @@ mod tests {
         ))
     }
 
-    /// A `resume` of `scope` on `conn` from `start`, its replay being `events`.
-    fn catch_up(w: &World, conn: &ConnHandle, scope: &Scope, start: u64, events: Vec<Arc<Event>>) {
-        let mode = Admit::CatchUp { keep_seen: true };
+    /// Bob's (user 7) `member.joined` (`joins`) or `member.left` of `scope` at `offset`,
+    /// as the broker hands it to the registry (its text is its kind).
+    fn bob_logged(scope: &Scope, offset: u64, joins: bool) -> Arc<Event> {
+        let (kind, effect) = if joins {
+            let effect = Effect {
+                join_user: Some(7),
+                ..Effect::default()
+            };
+            ("member.joined", effect)
+        } else {
+            let effect = Effect {
+                drop_user: Some(7),
+                ..Effect::default()
+            };
+            ("member.left", effect)
+        };
+        logged_event(scope, offset, kind, kind, Some(effect))
+    }
+
+    /// `conn` subscribed to `scope` and held for its replay: a resume's, or (`joined`)
+    /// a join's after that offset.
+    fn held(w: &World, conn: &ConnHandle, scope: &Scope, joined: Option<u64>) {
+        let mode = Admit::CatchUp {
+            keep_seen: true,
+            joined,
+        };
         w.registry
             .admit(conn, scope, None, mode, None)
             .expect("admitted");
+    }
+
+    /// Releases `conn`'s held subscription to `scope` with a replay of `events` from
+    /// `start` (`claimed`: the client's position); whether it is still subscribed.
+    fn release(
+        w: &World,
+        conn: &ConnHandle,
+        scope: &Scope,
+        start: u64,
+        events: Vec<Arc<Event>>,
+        claimed: bool,
+    ) -> bool {
         let replay = Replay {
             start: Some(start),
             events,
+            claimed,
         };
-        assert!(w.registry.release(conn, scope, replay).admitted);
+        w.registry.release(conn, scope, replay);
+        w.registry.is_subscribed(conn.id, scope)
+    }
+
+    /// A `resume` of `scope` on `conn` from `start`, its replay being `events`.
+    fn catch_up(w: &World, conn: &ConnHandle, scope: &Scope, start: u64, events: Vec<Arc<Event>>) {
+        held(w, conn, scope, None);
+        assert!(release(w, conn, scope, start, events, true));
     }
 
     /// What a subscription queued stays seen across its catch-ups, also one that found
@@ -1724,6 +1885,33 @@ mod tests {
             ["16", "17", "18", "19", "20"]
         );
         w.registry.check_invariants().expect("invariants");
+    }
+
+    /// The same holds for a resume that arrives while the subscription is held for a
+    /// re-check, with Bob's leave among what it holds: the resume's position past the
+    /// leave ends the subscription (the held events would be dropped below the replay's
+    /// start, and the leave with them).
+    #[tokio::test]
+    async fn a_resume_past_a_held_leave_during_a_recheck_ends_the_subscription() {
+        for claimed in [true, false] {
+            let w = world(100);
+            let channel = scope("channel:1");
+            let (conn, outbox, _) = w.registry.register(7);
+            catch_up(&w, &conn, &channel, 10, Vec::new());
+            assert_eq!(w.registry.recheck_conn(&conn, "role_changed", &[]), 1);
+            w.registry.deliver(&bob_logged(&channel, 13, false));
+            held(&w, &conn, &channel, None);
+            let events = vec![logged(&channel, 16)];
+            let kept = release(&w, &conn, &channel, 15, events, claimed);
+            assert_eq!(kept, !claimed, "claimed: {claimed}");
+            let work = conn.control.take_work().expect("a re-check queued");
+            let (_, generation, _) = &work.recheck[0];
+            w.registry
+                .resolve(&conn, &channel, *generation, true, "role_changed");
+            let expected: &[&str] = if claimed { &[] } else { &["16"] };
+            assert_eq!(texts(&frames(&outbox), "channel:1"), expected);
+            w.registry.check_invariants().expect("invariants");
+        }
     }
 
     /// A relay behind the log: a subscription replayed from the log up to 12 with nothing
