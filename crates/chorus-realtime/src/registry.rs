@@ -449,6 +449,11 @@ impl SubMap {
             Self::Few(few) => match few.iter().position(|(c, _)| *c == id) {
                 Some(at) => (&mut few[at].1, true),
                 None => {
+                    if few.is_empty() {
+                        // Most scopes keep one subscriber per node (a user's own scope):
+                        // room for one, not the four a first push would make.
+                        few.reserve_exact(1);
+                    }
                     few.push((id, new()));
                     let last = few.len() - 1;
                     (&mut few[last].1, false)
@@ -1594,5 +1599,35 @@ impl EventSink for Registry {
 
     fn wants(&self, scope: &Scope) -> bool {
         self.has_subscribers(scope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection holds a few subscriptions for its whole life (its user scope
+    /// alone takes one per connection): their size is part of the idle target (SPEC §6,
+    /// ≤ 7 KiB per connection). A single subscriber's scope holds exactly one.
+    #[test]
+    fn a_subscription_stays_small() {
+        assert!(std::mem::size_of::<SubState>() <= 56);
+        assert!(std::mem::size_of::<(ConnId, Sub)>() <= 104);
+        let metrics = Arc::new(Metrics::default());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _guard = rt.enter();
+        let registry = Registry::new(metrics, 8, Clock::system());
+        let (conn, _outbox, _) = registry.register(7);
+        let scope = Scope::of("user", 7);
+        registry
+            .admit(&conn, &scope, None, Admit::Live, None)
+            .expect("admitted");
+        let slot = registry.slot(&scope).expect("a slot");
+        match &lock(&slot).subs {
+            SubMap::Few(few) => assert_eq!(few.capacity(), 1),
+            SubMap::Many(_) => panic!("one subscriber is a short list"),
+        }
     }
 }
