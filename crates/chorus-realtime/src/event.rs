@@ -124,11 +124,6 @@ impl Membership {
         Self { user, out }
     }
 
-    /// `user` out of the scope before a run (their leave precedes it).
-    pub const fn outside(user: crate::UserKey) -> Self {
-        Self { user, out: true }
-    }
-
     /// Steps over the run's next event: `true` when it is the user's to receive (their
     /// own join and leave are).
     pub fn admits(&mut self, effect: Option<&Effect>) -> bool {

@@ -173,14 +173,17 @@ enum SubState {
 }
 
 // `claimed` (in both states): the offset up to which the subscription's coverage rests
-// on the client's word — the position of a `resume` or a `since` (0: none). Up to
-// `last` (or `floor`) the subscription read everything else itself, live or in a
-// replay read from the log with the user's membership, or it started there at the
-// server's word (a join's offset, the head at connect): the user's leave at such an
-// offset, arriving late (a relay delivering what a replay read, or the node's reading
-// of the scope behind the user's scope), is old news and ends nothing. A leave at or
-// below `claimed` was never read by it: it ends the subscription at once (the client
-// may claim a position past a leave it never got).
+// on the client's word (0: none) — the highest position of a `resume` or a `since` that
+// lay past what the subscription had reached (`SubState::claim`; one within it claims
+// nothing new). Up to `last` (or `floor`) the subscription read everything else itself,
+// live or in a replay read from the log with the user's membership, or it started there
+// at the server's word (a join's offset, the head at connect): the user's leave at such
+// an offset, arriving late (a relay delivering what a replay read, or the node's reading
+// of the scope behind the user's scope), is old news and changes nothing. A leave at or
+// below `claimed` was never read by it: the client may be past it (the user joined
+// again before that position) or may claim a position it never reached, so the
+// subscription is held and authorized again (`Registry::recheck_one`): allowed, it
+// continues with what it held; refused, it ends with `subscription.revoked`.
 
 impl SubState {
     const fn live() -> Self {
@@ -271,6 +274,10 @@ struct Recheck {
     then_live: bool,
 }
 
+/// The generation of a re-check begun under a scope's lock, before the connection's
+/// epoch (under the index lock) numbers it: no work item carries it (epochs start at 1).
+const UNNUMBERED: u32 = 0;
+
 /// How [`Registry::admit`] treats an existing subscription of the connection.
 #[derive(Debug, Clone, Copy)]
 pub enum Admit {
@@ -325,38 +332,20 @@ impl Sub {
 
 impl Sub {
     /// Keeps a replay with the live events of a subscription held for a re-check: they
-    /// are delivered when it is allowed. Answers `false` when it must end instead: it
-    /// holds the user's leave at or before a position only the client vouches for (the
-    /// held events below the replay's start are dropped here, and the leave with them;
-    /// see `claimed` at `SubState`).
-    fn hold_replay(&mut self, replay: Replay) -> bool {
-        if let Some(position) = replay.claimed_start() {
-            self.state.claim(position);
-        }
+    /// are delivered when it is allowed.
+    fn hold_replay(&mut self, replay: Replay) {
         if let Some(recheck) = &mut self.recheck {
             recheck.then_live = true;
         }
-        let SubState::CatchingUp {
-            pending,
-            floor,
-            claimed,
-            ..
-        } = &mut self.state
-        else {
-            return true;
+        let SubState::CatchingUp { pending, floor, .. } = &mut self.state else {
+            return;
         };
         let held = std::mem::take(pending);
-        let start = replay.start.unwrap_or(0);
-        if held
-            .iter()
-            .any(|e| leave_upto(e, self.handle.user, start.min(*claimed)))
-        {
-            return false;
-        }
         // What is pending now starts at the replay's start.
         if let Some(start) = replay.start {
             *floor = start;
         }
+        let start = replay.start.unwrap_or(0);
         let mut merged: Vec<Arc<Event>> = replay
             .events
             .into_iter()
@@ -368,7 +357,26 @@ impl Sub {
                 .filter(|e| e.offset.is_none_or(|o| o > newest)),
         );
         *pending = merged;
-        true
+    }
+
+    /// Whether the subscription holds the user's leave at or before where a replay from
+    /// `start` (`None`: its floor) begins, and at or before what the client claimed: a
+    /// leave it never read, which only the client vouches to be past (see `claimed` at
+    /// `SubState`).
+    fn holds_claimed_leave(&self, start: Option<u64>) -> bool {
+        let SubState::CatchingUp {
+            pending,
+            floor,
+            claimed,
+            ..
+        } = &self.state
+        else {
+            return false;
+        };
+        let upto = start.unwrap_or(*floor).min(*claimed);
+        pending
+            .iter()
+            .any(|e| leave_upto(e, self.handle.user, upto))
     }
 }
 
@@ -606,7 +614,9 @@ struct Finished {
 pub struct Released {
     /// Number of events queued.
     pub replayed: usize,
-    /// `false` when the subscription is gone (unsubscribed, revoked, disconnected).
+    /// `false` when the subscription was gone (unsubscribed, revoked, disconnected)
+    /// before the release. One the release itself ends at the user's leave in its run
+    /// answers `true`: what came before the leave was queued.
     pub admitted: bool,
 }
 
@@ -991,21 +1001,29 @@ impl Registry {
                 // Unsubscribed, revoked or disconnected while the history was fetched.
                 return gone;
             };
+            if let Some(position) = replay.claimed_start() {
+                sub.state.claim(position);
+            }
+            // The user's leave, held, before a position only the client vouches for: the
+            // client may be past it (they joined again) or not; it is authorized again
+            // with everything held (see `claimed` at `SubState`).
+            let claimed_leave = sub.holds_claimed_leave(replay.start);
+            if claimed_leave {
+                sub.hold_for_recheck(UNNUMBERED);
+            }
             if sub.recheck.is_some() {
                 // Held for a re-check: the replay waits with the live events.
-                if sub.hold_replay(replay) {
-                    return Released {
-                        replayed: 0,
-                        admitted: true,
-                    };
+                sub.hold_replay(replay);
+                drop(subs);
+                if claimed_leave {
+                    self.recheck_one(conn, scope, "channel_left");
                 }
-                Finished {
+                return Released {
                     replayed: 0,
-                    left: Some(Reached::default()),
-                }
-            } else {
-                self.finish(sub, &replay, &mut tally, &mut effects)
+                    admitted: true,
+                };
             }
+            self.finish(sub, &replay, &mut tally, &mut effects)
         };
         tally.record(&self.metrics);
         self.metrics
@@ -1035,9 +1053,6 @@ impl Registry {
         tally: &mut Tally,
         effects: &mut Vec<Effect>,
     ) -> Finished {
-        if let Some(position) = replay.claimed_start() {
-            sub.state.claim(position);
-        }
         let (pending, seen, floor, claimed) =
             match std::mem::replace(&mut sub.state, SubState::live()) {
                 SubState::CatchingUp {
@@ -1076,17 +1091,10 @@ impl Registry {
             .collect();
         // Not theirs: what the scope published while the subscriber was out of it (a
         // resume from before a leave, a position kept across a leave and a re-join).
-        // Held, their leave at or before a position only the client vouches for: out
-        // from the start (see `claimed` at `SubState`); the run may bring them back.
-        let user = sub.handle.user;
-        let mut membership = if pending
-            .iter()
-            .any(|e| leave_upto(e, user, last.min(claimed)))
-        {
-            Membership::outside(user)
-        } else {
-            Membership::before(user, run.iter().map(|(_, e)| e.effect.as_deref()))
-        };
+        let mut membership = Membership::before(
+            sub.handle.user,
+            run.iter().map(|(_, e)| e.effect.as_deref()),
+        );
         for &(i, event) in &run {
             let theirs = membership.admits(event.effect.as_deref());
             if let Some(offset) = event.offset {
@@ -1124,16 +1132,25 @@ impl Registry {
                 first = Some(first.map_or(lo, |f| f.min(lo)));
             }
         }
-        sub.state = SubState::Live {
+        let live = SubState::Live {
             first,
             last,
             claimed,
         };
-        // Ended out of the scope (they left, live the same event revokes them): the
-        // subscription ends.
+        if !membership.is_out() {
+            sub.state = live;
+            return Finished {
+                replayed,
+                left: None,
+            };
+        }
+        // Ended out of the scope (they left): the subscription ends. Until its caller
+        // removes it, outside the scope's lock, it holds what arrives (it is not live:
+        // nothing after the leave is queued).
+        sub.state = SubState::catching_up(Some(&live));
         Finished {
             replayed,
-            left: membership.is_out().then_some(Reached {
+            left: Some(Reached {
                 offset: last,
                 out: true,
             }),
@@ -1414,6 +1431,36 @@ impl Registry {
         held
     }
 
+    /// Authorizes again one subscription already held (a late leave that only the
+    /// client's position stands before, see `claimed` at `SubState`): numbers its hold
+    /// and queues the re-check for the connection's task.
+    fn recheck_one(&self, conn: &ConnHandle, scope: &Scope, reason: &str) {
+        let mut index = lock(&self.index);
+        let Some(entry) = index.conns.get_mut(&conn.id) else {
+            return;
+        };
+        entry.epoch += 1;
+        let generation = entry.epoch as u32;
+        let Some(slot) = self.slot(scope) else {
+            return;
+        };
+        let held = lock(&slot).subs.get_mut(&conn.id).is_some_and(|sub| {
+            let held = sub.recheck.is_some();
+            if held {
+                sub.hold_for_recheck(generation);
+            }
+            held
+        });
+        if held {
+            let reason: Arc<str> = Arc::from(reason);
+            entry
+                .handle
+                .control
+                .add_work(|w| w.recheck.push((scope.clone(), generation, reason)));
+            Metrics::inc(&self.metrics.rechecks);
+        }
+    }
+
     /// Holds every subscription of `conn` of the given kinds (all when empty) but its
     /// user scope for a re-check; returns the work items that will settle them.
     fn hold_for_recheck(
@@ -1520,13 +1567,14 @@ impl EventSink for Registry {
         let mut closed = Vec::new();
         // The subscriber's leave (`Effect::drop_user`) ends their subscription to the
         // scope at this event's place in its order: nothing later reaches them. Live and
-        // new to it, it ends out of the scope (`true`). Live past it, the subscription
-        // read it already (and maybe their join again) or began after it, unless only
-        // the client vouches for that (`claimed` at `SubState`): then it ends where it
-        // stood. Held, the leave waits with the live events and the release ends it in
-        // its place, after what came before it (`finish`).
+        // new to it, it ends out of the scope (`Reached::out`). Live past it, the
+        // subscription read it already (and maybe their join again) or began after it —
+        // unless only the client vouches for that (`claimed` at `SubState`): then it is
+        // held and authorized again. Held, the leave waits with the live events and the
+        // release ends it in its place, after what came before it (`finish`).
         let leaving = event.effect.as_ref().and_then(|e| e.drop_user);
         let mut left: Vec<(ConnId, Reached)> = Vec::new();
+        let mut recheck: Vec<ConnHandle> = Vec::new();
         {
             let mut subs = lock(&slot);
             subs.subs.for_each_mut(|sub| {
@@ -1540,7 +1588,8 @@ impl EventSink for Registry {
                         if let Some(offset) = event.offset {
                             if offset <= *last {
                                 if theirs && offset <= *claimed {
-                                    left.push((sub.handle.id, Reached::default()));
+                                    recheck.push(sub.handle.clone());
+                                    sub.hold_for_recheck(UNNUMBERED);
                                 }
                                 return;
                             }
@@ -1591,6 +1640,9 @@ impl EventSink for Registry {
             for (conn, reached) in left {
                 self.revoke(conn, &event.scope, reached);
             }
+            for conn in recheck {
+                self.recheck_one(&conn, &event.scope, "channel_left");
+            }
             for conn in affected {
                 self.apply_effect(conn, effect);
             }
@@ -1606,6 +1658,69 @@ impl EventSink for Registry {
 mod tests {
     use super::*;
 
+    fn test_registry() -> (tokio::runtime::Runtime, Registry) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let registry = {
+            let _guard = rt.enter();
+            Registry::new(Arc::new(Metrics::default()), 8, Clock::system())
+        };
+        (rt, registry)
+    }
+
+    /// A release that ends a subscription at the user's leave (in its run) removes it
+    /// only after the scope's lock is let go: until then it holds what arrives, never
+    /// queues it (found in review: it was live in between, and a delivery on the
+    /// broker's thread queued an event after the leave).
+    #[test]
+    fn a_subscription_ended_by_its_release_queues_nothing_more() {
+        let (_rt, registry) = test_registry();
+        let (conn, outbox, _) = registry.register(7);
+        let scope = Scope::of("channel", 1);
+        let mode = Admit::CatchUp {
+            keep_seen: true,
+            joined: None,
+        };
+        registry
+            .admit(&conn, &scope, None, mode, None)
+            .expect("admitted");
+        let event = |offset: u64, effect: Option<Effect>| {
+            let mut publish = crate::Publish::new(scope.clone(), "e", &offset);
+            if let Some(effect) = effect {
+                publish = publish.with_effect(effect);
+            }
+            Arc::new(Event::published_at(
+                publish,
+                Some(offset),
+                std::time::SystemTime::now(),
+            ))
+        };
+        let leave = Effect {
+            drop_user: Some(7),
+            ..Effect::default()
+        };
+        let replay = Replay {
+            start: Some(10),
+            events: vec![event(11, None), event(12, Some(leave))],
+            claimed: false,
+        };
+        let slot = registry.slot(&scope).expect("a slot");
+        let finished = {
+            let mut subs = lock(&slot);
+            let sub = subs.subs.get_mut(&conn.id).expect("subscribed");
+            let mut effects = Vec::new();
+            registry.finish(sub, &replay, &mut Tally::default(), &mut effects)
+        };
+        assert!(
+            finished.left.is_some_and(|r| r.out),
+            "ends out of the scope"
+        );
+        assert_eq!(std::iter::from_fn(|| outbox.try_pop()).count(), 2);
+        registry.deliver(&event(13, None));
+        assert!(outbox.try_pop().is_none(), "nothing after the leave");
+    }
+
     /// Every connection holds a few subscriptions for its whole life (its user scope
     /// alone takes one per connection): their size is part of the idle target (SPEC §6,
     /// ≤ 7 KiB per connection). A single subscriber's scope holds exactly one.
@@ -1613,12 +1728,7 @@ mod tests {
     fn a_subscription_stays_small() {
         assert!(std::mem::size_of::<SubState>() <= 56);
         assert!(std::mem::size_of::<(ConnId, Sub)>() <= 104);
-        let metrics = Arc::new(Metrics::default());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        let _guard = rt.enter();
-        let registry = Registry::new(metrics, 8, Clock::system());
+        let (_rt, registry) = test_registry();
         let (conn, _outbox, _) = registry.register(7);
         let scope = Scope::of("user", 7);
         registry
