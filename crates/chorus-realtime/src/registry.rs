@@ -982,6 +982,25 @@ impl Registry {
         Ok(())
     }
 
+    /// A subscription started live ([`Admit::Live`]) that has queued nothing yet begins
+    /// after `head`, the scope's head read once it was in place (the offset its
+    /// `subscribe` answers): an event at or before it, arriving late, is older than the
+    /// subscription — not queued, and the user's leave there changes nothing.
+    pub fn begin_after(&self, conn: &ConnHandle, scope: &Scope, head: u64) {
+        let Some(slot) = self.slot(scope) else {
+            return;
+        };
+        if let Some(Sub {
+            state: SubState::Live {
+                first: None, last, ..
+            },
+            ..
+        }) = lock(&slot).subs.get_mut(&conn.id)
+        {
+            *last = (*last).max(head);
+        }
+    }
+
     /// Ends a catch-up: queues `replay`'s events after its start, then the events that
     /// were held meanwhile, each once and in order, and turns the subscription live.
     /// A subscription held for a re-check keeps everything until it is settled.

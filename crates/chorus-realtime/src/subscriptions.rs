@@ -340,6 +340,9 @@ impl Subscriptions {
                 None
             }
         };
+        if let (From::Now, Some(head)) = (from, head) {
+            self.registry.begin_after(conn, scope, head);
+        }
         let since = match from {
             From::Now | From::Hold => {
                 return Ok(Started {
@@ -931,6 +934,31 @@ mod tests {
         w.subs.settle(&bob, &hooks).await;
         assert_eq!(texts(&frames(&bob_box), "channel:1"), ["joined"]);
 
+        w.registry.deliver(&leave);
+        assert!(w.registry.is_subscribed(bob.id, &channel), "still in");
+        publish(&w, &channel, "later").await;
+        assert_eq!(texts(&frames(&bob_box), "channel:1"), ["later"]);
+        w.registry.check_invariants().expect("invariants");
+    }
+
+    /// A subscription from now on begins after the head it answers: the channel's leave
+    /// older than it (Bob left and joined again before he subscribed; this node's
+    /// reading of the channel was behind) arrives late, is not delivered and ends
+    /// nothing.
+    #[tokio::test]
+    async fn a_late_leave_older_than_a_subscription_from_now_ends_nothing() {
+        let w = world(100);
+        let channel = scope("channel:1");
+        let (hooks, bob, bob_box, start) = bob_opened(&w, &channel).await;
+        effect_for_bob(&w, leave_effect(&channel)).await;
+        bob_membership(&w, &channel, false).await;
+        let leave = w.broker.history(&channel, start).await.expect("history");
+        let leave = leave.events.last().expect("the leave").clone();
+        bob_membership(&w, &channel, true).await;
+        w.subs
+            .subscribe(&bob, &hooks, "channel:1", StartAt::Now)
+            .await
+            .expect("subscribed");
         w.registry.deliver(&leave);
         assert!(w.registry.is_subscribed(bob.id, &channel), "still in");
         publish(&w, &channel, "later").await;
