@@ -220,6 +220,28 @@ pub struct Event {
     deflated: OnceLock<Box<[OnceLock<Option<Bytes>>; 3]>>,
 }
 
+/// An event of `kind` (data `{"text": text}`, with `effect`) of `scope` at `offset`, as
+/// a broker hands it to the registry. For tests.
+#[cfg(test)]
+pub(crate) fn logged_event(
+    scope: &Scope,
+    offset: u64,
+    kind: &str,
+    text: &str,
+    effect: Option<Effect>,
+) -> Arc<Event> {
+    let data = serde_json::json!({ "text": text });
+    let mut publish = Publish::new(scope.clone(), kind, &data);
+    if let Some(effect) = effect {
+        publish = publish.with_effect(effect);
+    }
+    Arc::new(Event::published_at(
+        publish,
+        Some(offset),
+        SystemTime::now(),
+    ))
+}
+
 impl Event {
     /// The event of `publish` at `offset`, published at `at` (the broker's clock, or the
     /// time a broker's log recorded).

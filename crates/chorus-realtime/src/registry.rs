@@ -1705,15 +1705,7 @@ mod tests {
             .admit(&conn, &scope, None, mode, None)
             .expect("admitted");
         let event = |offset: u64, effect: Option<Effect>| {
-            let mut publish = crate::Publish::new(scope.clone(), "e", &offset);
-            if let Some(effect) = effect {
-                publish = publish.with_effect(effect);
-            }
-            Arc::new(Event::published_at(
-                publish,
-                Some(offset),
-                std::time::SystemTime::now(),
-            ))
+            crate::event::logged_event(&scope, offset, "e", "", effect)
         };
         let leave = Effect {
             drop_user: Some(7),

@@ -494,7 +494,7 @@ mod tests {
 
     use super::*;
     use crate::broker::{EventSink, MemoryBroker, Retention};
-    use crate::event::{Effect, Event, Mark, Marks, Publish};
+    use crate::event::{Effect, Event, Mark, Marks, Publish, logged_event};
     use crate::outbox::Outbox;
     use crate::testing::TestHooks;
     use crate::{Clock, UserKey, registry::Admit, registry::Replay};
@@ -1083,14 +1083,21 @@ mod tests {
         w.registry.deliver(&bob_logged(&channel, 14, false));
         w.registry.deliver(&logged(&channel, 17));
         assert!(recheck_settled(&w, &bob, &channel, false));
-        assert_eq!(
-            summary(&frames(&bob_box)),
-            [
-                row("channel:1", "message.created", "16"),
-                row("channel:1", "subscription.revoked", "channel:1"),
-            ]
-        );
-        assert!(!w.registry.is_subscribed(bob.id, &channel));
+        let rows = [answer(true), answer(false)];
+        ends_revoked(&w, &bob, &bob_box, &channel, &rows);
+    }
+
+    /// Checks that `conn` got exactly `rows` (the last its revocation) and no longer
+    /// holds `scope`.
+    fn ends_revoked(
+        w: &World,
+        conn: &ConnHandle,
+        outbox: &Outbox,
+        scope: &Scope,
+        rows: &[(String, String, String)],
+    ) {
+        assert_eq!(summary(&frames(outbox)), rows);
+        assert!(!w.registry.is_subscribed(conn.id, scope));
         w.registry.check_invariants().expect("invariants");
     }
 
@@ -1822,15 +1829,11 @@ mod tests {
             .expect("invariants while held");
         publish(&w, &thread, "secret").await;
         w.subs.settle(&bob, &hooks).await;
-        assert_eq!(
-            summary(&frames(&bob_box)),
-            [
-                row("user:7", "member.role_changed", "changed"),
-                row("thread:9", "subscription.revoked", "thread:9"),
-            ]
-        );
-        assert!(!w.registry.is_subscribed(bob.id, &thread));
-        w.registry.check_invariants().expect("invariants");
+        let rows = [
+            row("user:7", "member.role_changed", "changed"),
+            row("thread:9", "subscription.revoked", "thread:9"),
+        ];
+        ends_revoked(&w, &bob, &bob_box, &thread, &rows);
     }
 
     /// A scope revoked (`channel.left`) while its `subscribe` was being authorized: the
@@ -1868,27 +1871,6 @@ mod tests {
     /// hands it to the registry.
     fn logged(scope: &Scope, offset: u64) -> Arc<Event> {
         logged_event(scope, offset, "message.created", &offset.to_string(), None)
-    }
-
-    /// An event of `kind` (its text `text`, with `effect`) of `scope` at `offset`, as the
-    /// broker hands it to the registry.
-    fn logged_event(
-        scope: &Scope,
-        offset: u64,
-        kind: &str,
-        text: &str,
-        effect: Option<Effect>,
-    ) -> Arc<Event> {
-        let data = serde_json::json!({ "text": text });
-        let mut publish = Publish::new(scope.clone(), kind, &data);
-        if let Some(effect) = effect {
-            publish = publish.with_effect(effect);
-        }
-        Arc::new(Event::published_at(
-            publish,
-            Some(offset),
-            std::time::SystemTime::now(),
-        ))
     }
 
     /// Bob's (user 7) `member.joined` (`joins`) or `member.left` of `scope` at `offset`,
