@@ -508,7 +508,7 @@ struct Reached {
     out: bool,
 }
 
-/// Revocations remembered per connection before they are folded into one floor.
+/// Revocations remembered per connection; beyond, the older half is folded into one floor.
 const MAX_REVOKED: usize = 256;
 
 struct ConnEntry {
@@ -518,7 +518,8 @@ struct ConnEntry {
     epoch: u64,
     /// Scopes revoked by an effect or a leave since their latest join.
     revoked: HashMap<Scope, Revoked>,
-    /// Every scope counts as revoked at this epoch (`revoked` overflowed).
+    /// Every scope counts as revoked at this epoch (the older half of `revoked` folded
+    /// into it when it overflowed).
     revoked_floor: u64,
     /// The epoch of the latest re-check.
     rechecked: u64,
@@ -543,8 +544,15 @@ impl ConnEntry {
             .map(|r| r.reached)
             .unwrap_or_default();
         if self.revoked.len() >= MAX_REVOKED {
-            self.revoked.clear();
-            self.revoked_floor = self.epoch;
+            // Forget the older half. A join trailing its leave comes moments after it,
+            // so what those subscriptions reached no longer matters; for the fence they
+            // all count as revoked at the newest forgotten epoch (a subscription
+            // authorized before it is refused, and asked again).
+            let mut epochs: Vec<u64> = self.revoked.values().map(|r| r.at).collect();
+            epochs.sort_unstable();
+            let cut = epochs[epochs.len() / 2];
+            self.revoked.retain(|_, r| r.at > cut);
+            self.revoked_floor = self.revoked_floor.max(cut);
         }
         let revoked = Revoked {
             at: self.epoch,
@@ -1686,6 +1694,35 @@ mod tests {
             Registry::new(Arc::new(Metrics::default()), 8, Clock::system())
         };
         (rt, registry)
+    }
+
+    /// A connection that revoked more scopes than it remembers forgets the oldest: a
+    /// recent revocation keeps what its subscription reached (a trailing join continues
+    /// after it: nothing twice), and every scope still counts as revoked for a fence
+    /// taken before the forgotten ones. (It used to forget them all, reaches included.)
+    #[test]
+    fn an_overflow_of_revocations_forgets_only_the_oldest() {
+        let (_rt, registry) = test_registry();
+        let (conn, _outbox, _) = registry.register(7);
+        let mut index = lock(&registry.index);
+        let entry = index.conns.get_mut(&conn.id).expect("registered");
+        let reached = Reached {
+            offset: 42,
+            out: false,
+        };
+        for n in 1..MAX_REVOKED as i64 {
+            entry.record_revoked(&Scope::of("thread", n), Reached::default());
+        }
+        let recent = Scope::of("channel", 1);
+        entry.record_revoked(&recent, reached);
+        entry.record_revoked(&Scope::of("thread", 0), Reached::default());
+        assert!(entry.revoked.len() <= MAX_REVOKED);
+        assert_eq!(entry.revoked.get(&recent).map(|r| r.reached), Some(reached));
+        assert!(
+            entry.revoked_since(&Scope::of("thread", 0), 0),
+            "forgotten, still fenced"
+        );
+        assert!(!entry.revoked_since(&Scope::of("thread", 0), entry.epoch));
     }
 
     /// A release that ends a subscription at the user's leave (in its run) removes it
