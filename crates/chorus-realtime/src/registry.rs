@@ -328,9 +328,7 @@ impl Sub {
             then_live,
         });
     }
-}
 
-impl Sub {
     /// Keeps a replay with the live events of a subscription held for a re-check: they
     /// are delivered when it is allowed.
     fn hold_replay(&mut self, replay: Replay) {

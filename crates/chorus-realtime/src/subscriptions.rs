@@ -254,10 +254,10 @@ impl Subscriptions {
                 .then(|| joins.get(&scope).copied())
                 .flatten();
             let since = position.or(joined).unwrap_or(head);
-            let (recovered, mut replay, latest) =
-                self.replay(&scope, since, Some(head), None).await;
             // A position is the client's word; a join's offset and the head are the server's.
-            replay.claimed = position.is_some() && replay.start == position;
+            let (recovered, replay, latest) = self
+                .replay(&scope, since, position.is_some(), Some(head), None)
+                .await;
             if scope.kind() == "user" && position.is_some() {
                 joins_in(&replay, &mut joins);
             }
@@ -355,11 +355,7 @@ impl Subscriptions {
         };
         let explicit = matches!(from, From::Rewind(_) | From::Continue(_));
         let (recovered, replay, latest) = match since {
-            Some(since) => {
-                let (recovered, mut replay, latest) = self.replay(scope, since, None, head).await;
-                replay.claimed = explicit && replay.start == Some(since);
-                (recovered, replay, latest)
-            }
+            Some(since) => self.replay(scope, since, explicit, None, head).await,
             None => (false, Replay::default(), None),
         };
         let released = self.registry.release(conn, scope, replay);
@@ -376,11 +372,13 @@ impl Subscriptions {
     /// `since` is outside the retention window, the replay starts after `fallback`
     /// instead (where a held subscription began), so nothing published since is lost;
     /// `recovered` still says `false`. With a known `head` equal to `since`, there is
-    /// nothing to fetch.
+    /// nothing to fetch. `claimed`: `since` is the client's word (`Replay::claimed`; the
+    /// fallback is the server's).
     async fn replay(
         &self,
         scope: &Scope,
         since: u64,
+        claimed: bool,
         fallback: Option<u64>,
         head: Option<u64>,
     ) -> (bool, Replay, Option<u64>) {
@@ -388,7 +386,7 @@ impl Subscriptions {
             let replay = Replay {
                 start: Some(since),
                 events: Vec::new(),
-                claimed: false,
+                claimed,
             };
             return (true, replay, head);
         }
@@ -397,7 +395,7 @@ impl Subscriptions {
                 let replay = Replay {
                     start: Some(since),
                     events: h.events,
-                    claimed: false,
+                    claimed,
                 };
                 return (true, replay, Some(h.head));
             }
