@@ -107,6 +107,7 @@ fn main() -> ExitCode {
         users_are_paged_and_deactivated,
         deactivated_agents_are_not_rotated_or_sent_webhooks,
         presence_columns,
+        lookups_of_many_keys,
         workspaces_members_and_roles,
         concurrent_add_member_reports_new_once,
         role_changes_compare_and_keep_an_owner,
@@ -686,6 +687,66 @@ async fn presence_columns(store: Arc<dyn Store>) {
         store.set_last_seen(UserId(9_999), Timestamp(1)).await,
         Err(ChatError::NotFound(_))
     ));
+}
+
+/// The lookups a connect storm coalesces (`service/lookups.rs`) take any number of keys
+/// in one statement: each key found once, unknown keys left out, more keys than one
+/// statement could bind as a list.
+async fn lookups_of_many_keys(store: Arc<dyn Store>) {
+    let (alice, ws, ch) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
+    for (owner, hash) in [(alice.id, "h-a1"), (alice.id, "h-a2"), (bob.id, "h-b")] {
+        store
+            .add_token(new_token(owner, hash, hash, None))
+            .await
+            .unwrap();
+    }
+
+    let hashes: Vec<String> = ["h-b", "nope", "h-a1", "h-a2"].map(Into::into).to_vec();
+    let mut owners: Vec<(String, UserId)> = store
+        .token_owners(&hashes)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(hash, owner)| (hash, owner.user.id))
+        .collect();
+    owners.sort();
+    assert_eq!(
+        owners,
+        [
+            ("h-a1".to_owned(), alice.id),
+            ("h-a2".to_owned(), alice.id),
+            ("h-b".to_owned(), bob.id)
+        ]
+    );
+    assert!(store.token_owners(&[]).await.unwrap().is_empty());
+
+    // 1,200 keys: more than a statement binds as a list of parameters on SQLite.
+    let mut users: Vec<UserId> = (100_000..101_197).map(UserId).collect();
+    users.extend([carol.id, bob.id, alice.id]);
+    let memberships = store.memberships_of_users(&users).await.unwrap();
+    assert_eq!(memberships.len(), 2, "{memberships:?}");
+    assert_eq!(memberships[&alice.id], (vec![ws.id], vec![ch.id]));
+    assert_eq!(memberships[&bob.id], (vec![ws.id], vec![]));
+
+    let at = Timestamp(1_700_000_000_000);
+    let mut seen = store
+        .set_last_seen_of(&[carol.id, UserId(9_999), alice.id], at)
+        .await
+        .unwrap();
+    seen.sort_by_key(|p| p.user_id);
+    assert_eq!(
+        seen.iter()
+            .map(|p| (p.user_id, p.last_seen))
+            .collect::<Vec<_>>(),
+        [(alice.id, Some(at)), (carol.id, Some(at))]
+    );
+    assert_eq!(
+        store.presence(bob.id).await.unwrap().unwrap().last_seen,
+        None
+    );
 }
 
 // ---- workspaces ---------------------------------------------------------------------

@@ -30,6 +30,9 @@ impl Dialect for Postgres {
     const USER_ID_LIST: &'static str = "string_agg(user_id::TEXT, ',' ORDER BY user_id)";
     const MULTI_STATEMENT: bool = false;
     const POSITIONAL: bool = false;
+    fn json_elements(param: &str) -> String {
+        format!("json_array_elements_text(CAST({param} AS json))")
+    }
 }
 
 impl Sql<Postgres> {

@@ -340,28 +340,25 @@ where
         users: &[UserId],
     ) -> Result<HashMap<UserId, (Vec<WorkspaceId>, Vec<ChannelId>)>> {
         let mut out: HashMap<UserId, (Vec<WorkspaceId>, Vec<ChannelId>)> = HashMap::new();
-        for chunk in users.chunks(super::MAX_LIST) {
-            let p = &mut Params::of::<DB>();
-            // Kind 0: a workspace, 1: a channel; the same list bound twice.
-            let sql = format!(
-                "SELECT user_id, 0, workspace_id FROM workspace_members WHERE user_id IN ({})
-                 UNION ALL SELECT user_id, 1, channel_id FROM channel_members WHERE user_id IN ({})
-                 ORDER BY 1, 2, 3",
-                p.list(chunk.len()),
-                p.list(chunk.len())
-            );
-            let mut query = sqlx::query_as(&sql).persistent(false);
-            for user in chunk.iter().chain(chunk) {
-                query = query.bind(user.0);
-            }
-            let rows: Vec<(i64, i32, i64)> = query.fetch_all(&self.reader).await?;
-            for (user, kind, id) in rows {
-                let (workspaces, channels) = out.entry(UserId(user)).or_default();
-                if kind == 0 {
-                    workspaces.push(WorkspaceId(id));
-                } else {
-                    channels.push(ChannelId(id));
-                }
+        // Kind 0: a workspace, 1: a channel.
+        let users = super::json_list(&users.iter().map(|u| u.0).collect::<Vec<_>>());
+        let rows: Vec<(i64, i32, i64)> = sqlx::query_as(&format!(
+            "SELECT user_id, 0, workspace_id FROM workspace_members
+             WHERE user_id IN (SELECT CAST(value AS BIGINT) FROM {list})
+             UNION ALL SELECT user_id, 1, channel_id FROM channel_members
+             WHERE user_id IN (SELECT CAST(value AS BIGINT) FROM {list})
+             ORDER BY 1, 2, 3",
+            list = DB::json_elements("$1")
+        ))
+        .bind(users)
+        .fetch_all(&self.reader)
+        .await?;
+        for (user, kind, id) in rows {
+            let (workspaces, channels) = out.entry(UserId(user)).or_default();
+            if kind == 0 {
+                workspaces.push(WorkspaceId(id));
+            } else {
+                channels.push(ChannelId(id));
             }
         }
         Ok(out)

@@ -62,6 +62,21 @@ pub trait Dialect: Database<QueryResult: RowsAffected> + HasStatementCache {
     /// Whether statements of many values are written with positional parameters
     /// ([`Params::Positional`]; SQLite) rather than numbered ones.
     const POSITIONAL: bool;
+    /// The elements of a JSON array bound as the text parameter `param`, as rows of one
+    /// column, `value` (text on PostgreSQL, the element's own type on SQLite: compare
+    /// numbers as `CAST(value AS BIGINT)`). See [`json_list`].
+    fn json_elements(param: &str) -> String;
+}
+
+/// Keys for a lookup of many (`WHERE id IN (SELECT … FROM {Dialect::json_elements})`),
+/// bound as one parameter: a JSON array. Such a statement is the same for any number of
+/// keys, so it is prepared once and kept; a list written out (`IN ($1, $2, …)`) is a new
+/// statement for every length, parsed and planned again at every lookup — in a connect
+/// storm, SQLite's parser was 5.5 % of the server's time (docs/benchmarks.md, round 2,
+/// session 17).
+pub(crate) fn json_list<T: serde::Serialize>(keys: &[T]) -> String {
+    // Numbers and strings: nothing here can fail to serialize.
+    serde_json::to_string(keys).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// How many rows a statement changed (each driver has its own result type).
@@ -81,8 +96,8 @@ impl RowsAffected for sqlx::postgres::PgQueryResult {
     }
 }
 
-/// The most values one `IN (…)` list of a lookup of many keys binds: well under
-/// SQLite's limit of bound parameters per statement, even when bound twice.
+/// The most rows one `VALUES` list of a statement of many rows binds: well under
+/// SQLite's limit of bound parameters per statement.
 pub(crate) const MAX_LIST: usize = 500;
 
 /// How a statement's parameters are written, one after the other: numbered from a first

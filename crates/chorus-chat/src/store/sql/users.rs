@@ -148,25 +148,19 @@ where
     }
 
     async fn token_owners(&self, hashes: &[String]) -> Result<Vec<(String, TokenOwner)>> {
-        let mut owners = Vec::with_capacity(hashes.len());
-        for chunk in hashes.chunks(super::MAX_LIST) {
-            let sql = format!(
-                "SELECT {USER_COLUMNS}, tokens.id AS token_id, tokens.expires_at AS token_expires_at,
-                        tokens.hash AS token_hash
-                 FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash IN ({})",
-                Params::of::<DB>().list(chunk.len())
-            );
-            // One statement per list length: not kept prepared.
-            let mut query = sqlx::query_as(&sql).persistent(false);
-            for hash in chunk {
-                query = query.bind(hash.as_str());
-            }
-            let rows: Vec<HashedTokenOwnerRow> = query.fetch_all(&self.reader).await?;
-            for row in rows {
-                owners.push((row.token_hash, row.owner.into_owner()?));
-            }
-        }
-        Ok(owners)
+        let rows: Vec<HashedTokenOwnerRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS}, tokens.id AS token_id, tokens.expires_at AS token_expires_at,
+                    tokens.hash AS token_hash
+             FROM tokens JOIN users ON users.id = tokens.user_id
+             WHERE tokens.hash IN (SELECT value FROM {})",
+            DB::json_elements("$1")
+        ))
+        .bind(super::json_list(hashes))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|row| Ok((row.token_hash, row.owner.into_owner()?)))
+            .collect()
     }
 
     async fn tokens(&self, user: UserId) -> Result<Vec<ApiToken>> {
@@ -331,21 +325,17 @@ where
     }
 
     async fn set_last_seen_of(&self, users: &[UserId], at: Timestamp) -> Result<Vec<Presence>> {
-        let mut out = Vec::with_capacity(users.len());
-        for chunk in users.chunks(super::MAX_LIST) {
-            let p = &mut Params::of::<DB>();
-            let sql = format!(
-                "UPDATE users SET last_seen = {} WHERE id IN ({}) RETURNING {PRESENCE_COLUMNS}",
-                p.next(),
-                p.list(chunk.len())
-            );
-            let mut query = sqlx::query_as(&sql).persistent(false).bind(at.0);
-            for user in chunk {
-                query = query.bind(user.0);
-            }
-            let rows: Vec<(i64, Option<i64>, String)> = query.fetch_all(&self.writer).await?;
-            out.extend(rows.into_iter().map(presence_row));
-        }
-        Ok(out)
+        let rows: Vec<(i64, Option<i64>, String)> = sqlx::query_as(&format!(
+            "UPDATE users SET last_seen = $1
+             WHERE id IN (SELECT CAST(value AS BIGINT) FROM {}) RETURNING {PRESENCE_COLUMNS}",
+            DB::json_elements("$2")
+        ))
+        .bind(at.0)
+        .bind(super::json_list(
+            &users.iter().map(|u| u.0).collect::<Vec<_>>(),
+        ))
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(rows.into_iter().map(presence_row).collect())
     }
 }

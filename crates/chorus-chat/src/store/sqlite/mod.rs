@@ -51,6 +51,9 @@ impl Dialect for Sqlite {
     const USER_ID_LIST: &'static str = "group_concat(user_id)";
     const MULTI_STATEMENT: bool = true;
     const POSITIONAL: bool = true;
+    fn json_elements(param: &str) -> String {
+        format!("json_each({param})")
+    }
 }
 
 /// How often the checkpointer looks at the WAL.
