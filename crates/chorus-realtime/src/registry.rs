@@ -745,6 +745,11 @@ impl Registry {
         out
     }
 
+    /// How many connections on this node are subscribed to `scope`.
+    pub fn subscriber_count(&self, scope: &Scope) -> usize {
+        self.slot(scope).map_or(0, |slot| lock(&slot).subs.len())
+    }
+
     /// Whether any connection on this node is subscribed to `scope`.
     pub fn has_subscribers(&self, scope: &Scope) -> bool {
         self.slot(scope).is_some()
