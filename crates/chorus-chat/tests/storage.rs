@@ -723,17 +723,19 @@ async fn lookups_of_many_keys(store: Arc<dyn Store>) {
     );
     assert!(store.token_owners(&[]).await.unwrap().is_empty());
 
-    // 1,200 keys: more than a statement binds as a list of parameters on SQLite.
-    let mut users: Vec<UserId> = (100_000..101_197).map(UserId).collect();
-    users.extend([carol.id, bob.id, alice.id]);
+    // 1,200 keys (the coalescer asks for at most 500; the statement has no limit),
+    // one of them twice.
+    let mut users: Vec<UserId> = (100_000..101_196).map(UserId).collect();
+    users.extend([carol.id, bob.id, alice.id, bob.id]);
     let memberships = store.memberships_of_users(&users).await.unwrap();
     assert_eq!(memberships.len(), 2, "{memberships:?}");
     assert_eq!(memberships[&alice.id], (vec![ws.id], vec![ch.id]));
-    assert_eq!(memberships[&bob.id], (vec![ws.id], vec![]));
+    assert_eq!(memberships[&bob.id], (vec![ws.id], vec![]), "found once");
+    assert!(store.memberships_of_users(&[]).await.unwrap().is_empty());
 
     let at = Timestamp(1_700_000_000_000);
     let mut seen = store
-        .set_last_seen_of(&[carol.id, UserId(9_999), alice.id], at)
+        .set_last_seen_of(&[carol.id, UserId(9_999), alice.id, carol.id], at)
         .await
         .unwrap();
     seen.sort_by_key(|p| p.user_id);
@@ -747,6 +749,7 @@ async fn lookups_of_many_keys(store: Arc<dyn Store>) {
         store.presence(bob.id).await.unwrap().unwrap().last_seen,
         None
     );
+    assert!(store.set_last_seen_of(&[], at).await.unwrap().is_empty());
 }
 
 // ---- workspaces ---------------------------------------------------------------------
