@@ -690,8 +690,7 @@ async fn presence_columns(store: Arc<dyn Store>) {
 }
 
 /// The lookups a connect storm coalesces (`service/lookups.rs`) take any number of keys
-/// in one statement: each key found once, unknown keys left out, more keys than one
-/// statement could bind as a list.
+/// in one statement: each key found once, unknown keys left out, any number of keys.
 async fn lookups_of_many_keys(store: Arc<dyn Store>) {
     let (alice, ws, ch) = setup(&store).await;
     let bob = user(&store, "bob").await;

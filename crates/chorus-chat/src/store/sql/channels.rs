@@ -341,7 +341,6 @@ where
     ) -> Result<HashMap<UserId, (Vec<WorkspaceId>, Vec<ChannelId>)>> {
         let mut out: HashMap<UserId, (Vec<WorkspaceId>, Vec<ChannelId>)> = HashMap::new();
         // Kind 0: a workspace, 1: a channel.
-        let users = super::json_list(&users.iter().map(|u| u.0).collect::<Vec<_>>());
         let rows: Vec<(i64, i32, i64)> = sqlx::query_as(&format!(
             "SELECT user_id, 0, workspace_id FROM workspace_members
              WHERE user_id IN (SELECT CAST(value AS BIGINT) FROM {list})
@@ -350,7 +349,7 @@ where
              ORDER BY 1, 2, 3",
             list = DB::json_elements("$1")
         ))
-        .bind(users)
+        .bind(super::json_list(users))
         .fetch_all(&self.reader)
         .await?;
         for (user, kind, id) in rows {

@@ -75,7 +75,7 @@ pub trait Dialect: Database<QueryResult: RowsAffected> + HasStatementCache {
 /// storm, SQLite's parser was 5.5 % of the server's time (docs/benchmarks.md, round 2,
 /// session 17).
 pub(crate) fn json_list<T: serde::Serialize>(keys: &[T]) -> String {
-    // Numbers and strings: nothing here can fail to serialize.
+    // Ids (numbers) and strings: nothing here can fail to serialize.
     serde_json::to_string(keys).unwrap_or_else(|_| "[]".to_owned())
 }
 

@@ -331,9 +331,7 @@ where
             DB::json_elements("$2")
         ))
         .bind(at.0)
-        .bind(super::json_list(
-            &users.iter().map(|u| u.0).collect::<Vec<_>>(),
-        ))
+        .bind(super::json_list(users))
         .fetch_all(&self.writer)
         .await?;
         Ok(rows.into_iter().map(presence_row).collect())
