@@ -150,18 +150,24 @@ export const reducers: Reducers = {
 
   'message.updated': (_s, ev) => ({ put: [ev.data] }),
 
-  // A streaming reply grows by deltas, each the next `seq`. One already in the message
-  // (as loaded) is left out; one past the next (a delta was missed) has the message
-  // loaded again, and the deltas after the loaded `seq` apply to it.
-  // `message.completed` carries the whole text in any case.
-  'message.delta': (s, ev) => {
-    const m = findMessage(s, ev.data.id);
-    const held = m?.seq ?? 0;
-    if (!m || m.state !== 'streaming' || ev.data.seq <= held) return {};
-    if (ev.data.seq > held + 1) {
-      return { effects: [{ do: 'fetchMessage', channelId: m.channel_id, threadId: m.thread_id, id: m.id }] };
+  // A streaming reply grows by deltas, each the next `seq`; one frame carries the
+  // deltas of every reply that grew in the channel (or thread) during a roll-up window.
+  // One already in the message (as loaded) is left out; one past the next (a delta was
+  // missed) has the message loaded again, and the deltas after the loaded `seq` apply to
+  // it. `message.completed` carries the whole text in any case.
+  'message.deltas': (s, ev) => {
+    const update: Update = {};
+    for (const delta of ev.data.deltas) {
+      const m = findMessage(s, delta.id);
+      const held = m?.seq ?? 0;
+      if (!m || m.state !== 'streaming' || delta.seq <= held) continue;
+      if (delta.seq > held + 1) {
+        (update.effects ??= []).push({ do: 'fetchMessage', channelId: m.channel_id, threadId: m.thread_id, id: m.id });
+      } else {
+        (update.put ??= []).push({ ...m, text: m.text + delta.text, seq: delta.seq });
+      }
     }
-    return { put: [{ ...m, text: m.text + ev.data.text, seq: ev.data.seq }] };
+    return update;
   },
   'message.completed': (_s, ev) => ({ put: [ev.data] }),
   'message.aborted': (_s, ev) => ({ put: [ev.data.message] }),

@@ -186,29 +186,53 @@ describe('message.updated', () => {
   });
 });
 
-describe('message.delta', () => {
+describe('message.deltas', () => {
+  const deltas = (deltas: { id: number; seq: number; text: string }[], thread_id?: number) =>
+    event('message.deltas', { channel_id: GENERAL, ...(thread_id === undefined ? {} : { thread_id }), deltas });
+
   it('adds the next delta to a streaming message, once, in seq order', () => {
     const streaming = state({
       lists: new Map([[GENERAL, { items: [message(1), message(2, { text: 'Hel', state: 'streaming', seq: 1 })], complete: true, loading: false }]]),
     });
-    const delta = (seq: number, text: string) => event('message.delta', { id: 2, channel_id: GENERAL, seq, text });
-    const [grown] = applied(streaming, delta(2, 'lo')).put ?? [];
+    const [grown] = applied(streaming, deltas([{ id: 2, seq: 2, text: 'lo' }])).put ?? [];
     assert.equal(grown?.text, 'Hello');
     assert.equal(grown?.seq, 2);
     // Already in the message (a repeat): left out.
-    assert.deepEqual(applied(streaming, delta(1, 'Hel')), {});
+    assert.deepEqual(applied(streaming, deltas([{ id: 2, seq: 1, text: 'Hel' }])), {});
+  });
+
+  it('applies every reply of one frame: those that grew, not those shown without it', () => {
+    const streaming = state({
+      lists: new Map([[GENERAL, {
+        items: [
+          message(2, { text: 'Hel', state: 'streaming', seq: 1 }),
+          message(3, { text: 'Bon', state: 'streaming', seq: 4 }),
+          message(4, { text: 'Done', state: 'complete', seq: 2 }),
+        ],
+        complete: true,
+        loading: false,
+      }]]),
+    });
+    const update = applied(streaming, deltas([
+      { id: 2, seq: 2, text: 'lo' },
+      { id: 3, seq: 5, text: 'jour' },
+      { id: 4, seq: 3, text: '!' },
+      { id: 99, seq: 1, text: '?' },
+    ]));
+    assert.deepEqual(update.put?.map((m) => [m.id, m.text, m.seq]), [[2, 'Hello', 2], [3, 'Bonjour', 5]]);
+    assert.equal(update.effects, undefined);
   });
 
   it('past a missed delta: loads the message again instead of applying it', () => {
     const reply = message(5, { thread_id: 1, text: 'Hel', state: 'streaming', seq: 1 });
     const s = state({ thread: { channelId: GENERAL, rootId: 1, replies: [reply], loading: false } });
-    assert.deepEqual(applied(s, event('message.delta', { id: 5, channel_id: GENERAL, thread_id: 1, seq: 3, text: '!' })), {
+    assert.deepEqual(applied(s, deltas([{ id: 5, seq: 3, text: '!' }], 1)), {
       effects: [{ do: 'fetchMessage', channelId: GENERAL, threadId: 1, id: 5 }],
     });
     // A message no longer streaming (completed meanwhile) or not shown: nothing.
     const done = state({ thread: { channelId: GENERAL, rootId: 1, replies: [{ ...reply, state: 'complete' }], loading: false } });
-    assert.deepEqual(applied(done, event('message.delta', { id: 5, channel_id: GENERAL, seq: 3, text: '!' })), {});
-    assert.deepEqual(applied(state(), event('message.delta', { id: 99, channel_id: GENERAL, seq: 3, text: '!' })), {});
+    assert.deepEqual(applied(done, deltas([{ id: 5, seq: 3, text: '!' }], 1)), {});
+    assert.deepEqual(applied(state(), deltas([{ id: 99, seq: 3, text: '!' }])), {});
   });
 
   it('completed and aborted put the whole message', () => {

@@ -147,8 +147,11 @@ export type ChannelListChangedData = Schemas['ChannelListChanged'];
 /** `workspace.observers_updated`. */
 export type ObserversChangedData = Schemas['ObserversChanged'];
 
-/** `message.delta` (ephemeral): text appended to a streaming message in one roll-up
- * window; `seq` counts a message's deltas from 1 without gaps. */
+/** `message.deltas` (ephemeral): the text appended, in one roll-up window, to each
+ * message streaming in a channel (or a thread: `thread_id`), one frame for all of them. */
+export type MessageDeltasData = Schemas['MessageDeltas'];
+/** One message's part of `message.deltas`; `seq` counts a message's deltas from 1
+ * without gaps. */
 export type MessageDeltaData = Schemas['MessageDelta'];
 /** `message.aborted`: the stream ended without completing (`reason`: the author's or an
  * admin's, `idle`, or `cancelled`). */

@@ -142,7 +142,7 @@ describe('streaming against a real server', () => {
   };
   /** The deltas of `id` seen, and the completed message once it came. */
   const streamOf = (events: ChorusEvent[], id: MessageId) => ({
-    deltas: events.filter((e) => isEvent(e, 'message.delta') && e.data.id === id).map((e) => e.data as { seq: number; text: string }),
+    deltas: events.flatMap((e) => (isEvent(e, 'message.deltas') ? e.data.deltas.filter((d) => d.id === id) : [])),
     completed: events.find((e) => isEvent(e, 'message.completed') && e.data.id === id)?.data as Message | undefined,
   });
 

@@ -12,18 +12,28 @@ use crate::model::{
     ReceiptState, Role, Timestamp, TokenId, UserId, UserProfile, Workspace, WorkspaceId,
 };
 
-/// `message.delta`: text appended to a streaming message during one roll-up window.
-/// Ephemeral (never replayed); `seq` counts a message's deltas from 1 without gaps, so
-/// a reader that sees a gap (or joins mid-stream) fetches the message, whose `seq`
-/// says which deltas its `text` already includes.
+/// `message.deltas`: text appended to streaming messages during one roll-up window —
+/// one entry for each message of the channel (or of one thread: `thread_id`) that grew
+/// in the window, so a hundred replies streaming at once reach each reader as one frame
+/// a window, not a hundred. Ephemeral (never replayed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageDeltas {
+    pub channel_id: ChannelId,
+    /// The thread the messages reply in; absent for top-level messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub thread_id: Option<MessageId>,
+    pub deltas: Vec<MessageDelta>,
+}
+
+/// One message's part of a [`MessageDeltas`]: `seq` counts a message's deltas from 1
+/// without gaps, so a reader that sees a gap (or joins mid-stream) fetches the message,
+/// whose `seq` says which deltas its `text` already includes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageDelta {
     pub id: MessageId,
-    pub channel_id: ChannelId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
-    pub thread_id: Option<MessageId>,
     pub seq: u64,
     /// The text to add to the end of the message.
     pub text: String,
@@ -385,8 +395,8 @@ pub enum Event {
     MessageUpdated(Message),
     #[serde(rename = "message.deleted")]
     MessageDeleted(MessageDeleted),
-    #[serde(rename = "message.delta")]
-    MessageDelta(MessageDelta),
+    #[serde(rename = "message.deltas")]
+    MessageDeltas(MessageDeltas),
     #[serde(rename = "message.completed")]
     MessageCompleted(Message),
     #[serde(rename = "message.aborted")]

@@ -539,7 +539,7 @@ pub struct Message {
     #[serde(default)]
     pub state: MessageState,
     /// For a streamed message: the `seq` of the last roll-up its `text` includes (the
-    /// last `message.delta` it was sent in). Absent (0) for messages never streamed.
+    /// last delta it was sent in). Absent (0) for messages never streamed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub seq: u64,
     /// What the agents it woke reported about it, one entry per agent that reported,

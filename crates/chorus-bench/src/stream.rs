@@ -1,8 +1,9 @@
 //! `stream`: streaming messages under load (issue 19). N writers each open a streaming
 //! message in one channel and append to it R times a second over their own socket (op
-//! `append`); M subscribers read the channel. Measured: the `message.delta` frames each
-//! subscriber gets per second (the roll-up window coalesces appends), the latency from
-//! each append to its arrival in a delta, the server's CPU, and whether any appended
+//! `append`); M subscribers read the channel. Measured: the `message.deltas` frames each
+//! subscriber gets per second (the roll-up window coalesces appends, and one frame
+//! carries the deltas of all the channel's streams), the latency from each append to
+//! its arrival in a delta, the server's CPU, and whether any appended
 //! text was lost or duplicated (every append's payload is accounted, per stream, at
 //! every subscriber). Chorus only.
 

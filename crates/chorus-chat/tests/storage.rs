@@ -108,6 +108,7 @@ fn main() -> ExitCode {
         deactivated_agents_are_not_rotated_or_sent_webhooks,
         presence_columns,
         lookups_of_many_keys,
+        a_rollup_appends_to_its_streams_in_one_transaction,
         workspaces_members_and_roles,
         concurrent_add_member_reports_new_once,
         role_changes_compare_and_keep_an_owner,
@@ -752,6 +753,58 @@ async fn lookups_of_many_keys(store: Arc<dyn Store>) {
 }
 
 // ---- workspaces ---------------------------------------------------------------------
+
+/// A channel's roll-up writes all its streams at once: each streaming message gets its
+/// text and its next `seq`; one that is not streaming (never was, or ended) gets `None`
+/// and is left as it was.
+async fn a_rollup_appends_to_its_streams_in_one_transaction(store: Arc<dyn Store>) {
+    let (alice, _, ch) = setup(&store).await;
+    let open = |text: &str| NewMessage {
+        streaming: true,
+        ..new_message(ch.id, alice.id, text)
+    };
+    let first = store.insert_message(open("a")).await.unwrap().message;
+    let second = store.insert_message(open("")).await.unwrap().message;
+    let plain = send(&store, ch.id, alice.id, "plain").await;
+    let at = Timestamp(1_000);
+
+    let seqs = store
+        .append_streams(&[(first.id, "b"), (plain.id, "x"), (second.id, "1")], at)
+        .await
+        .unwrap();
+    assert_eq!(seqs, [Some(1), None, Some(1)]);
+    let seqs = store
+        .append_streams(&[(second.id, "2"), (first.id, "c")], at)
+        .await
+        .unwrap();
+    assert_eq!(seqs, [Some(2), Some(2)]);
+    assert_eq!(store.append_streams(&[], at).await.unwrap(), []);
+
+    store
+        .end_stream_logged(first.id, MessageState::Complete, None, "d", no_events())
+        .await
+        .unwrap()
+        .unwrap();
+    let seqs = store
+        .append_streams(&[(first.id, "e"), (second.id, "3")], at)
+        .await
+        .unwrap();
+    assert_eq!(seqs, [None, Some(3)]);
+
+    let text = |m: Option<Message>| m.map(|m| (m.text, m.seq));
+    assert_eq!(
+        text(store.message(first.id).await.unwrap()),
+        Some(("abcd".into(), 2))
+    );
+    assert_eq!(
+        text(store.message(second.id).await.unwrap()),
+        Some(("123".into(), 3))
+    );
+    assert_eq!(
+        text(store.message(plain.id).await.unwrap()),
+        Some(("plain".into(), 0))
+    );
+}
 
 async fn workspaces_members_and_roles(store: Arc<dyn Store>) {
     let alice = user(&store, "alice").await;

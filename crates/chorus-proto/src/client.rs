@@ -56,7 +56,7 @@ pub enum ClientOp {
         token: String,
     },
     /// Add text to the end of one's own streaming message (acked once accepted; it
-    /// reaches readers with the next roll-up, `message.delta`).
+    /// reaches readers with the next roll-up, `message.deltas`).
     Append {
         message_id: i64,
         text: String,

@@ -73,8 +73,9 @@ pub struct Config {
     /// Most subscriptions one connection holds through `subscribe` / `resume`.
     pub max_subscriptions: usize,
     pub typing_per_minute: u32,
-    /// A streaming message's roll-up window: appends within it reach readers as one
-    /// `message.delta` (and the stored text is at most this far behind).
+    /// A streaming message's roll-up window: what a channel's streams got within it
+    /// reaches readers as one `message.deltas` (and the stored text is at most this far
+    /// behind).
     pub stream_rollup_ms: u64,
     /// A streaming message nobody appended to for this long is aborted (`idle`).
     pub stream_idle_ms: u64,

@@ -1,6 +1,7 @@
 //! Streaming messages (issue 19): an author opens a message in state `streaming`,
 //! appends (HTTP or the WebSocket op `append`), and completes or aborts it. Readers get
-//! `message.created`, coalesced `message.delta {seq, text}` frames, then
+//! `message.created`, coalesced `message.deltas` frames (one a roll-up window for all
+//! the channel's streams, each message's part `{id, seq, text}`), then
 //! `message.completed` / `message.aborted`; the stored text follows the roll-ups.
 
 #![allow(clippy::unwrap_used)]
@@ -36,6 +37,26 @@ async fn append(s: &TestServer, token: &str, id: i64, text: &str) -> common::Res
     .await
 }
 
+/// Message `id`'s part of a `message.deltas` frame, if it has one.
+fn delta_of(frame: &Value, id: &Value) -> Option<Value> {
+    if frame["type"] != "message.deltas" {
+        return None;
+    }
+    let deltas = frame["data"]["deltas"].as_array().unwrap();
+    deltas.iter().find(|d| &d["id"] == id).cloned()
+}
+
+/// Reads `client`'s events until a `message.deltas` with a part for message `id`;
+/// returns that part.
+async fn next_delta(client: &mut WsClient, id: &Value) -> Value {
+    loop {
+        let frame = client.recv_json().await;
+        if let Some(delta) = delta_of(&frame, id) {
+            return delta;
+        }
+    }
+}
+
 /// What a reader saw of one stream: its deltas (in arrival order) and its end.
 struct Seen {
     deltas: Vec<Value>,
@@ -51,12 +72,12 @@ async fn read_stream(client: &mut WsClient, id: i64) -> Seen {
         assert_eq!(frame["op"], "event", "{frame}");
         let data = &frame["data"];
         match frame["type"].as_str().unwrap() {
-            "message.delta" if data["id"] == id => {
+            "message.deltas" => {
                 assert!(
                     frame.get("offset").is_none(),
                     "deltas are ephemeral: {frame}"
                 );
-                deltas.push(data.clone());
+                deltas.extend(delta_of(&frame, &json!(id)));
             }
             "message.completed" if data["id"] == id => {
                 return Seen { deltas, end: frame };
@@ -219,11 +240,9 @@ async fn a_channels_rollup_window_sets_how_many_deltas_readers_get_and_loses_no_
     let whole = |d: &[Value]| join_deltas(d, 0) == expected;
     while !(whole(&deltas[0]) && whole(&deltas[1])) {
         let frame = bob.recv_json().await;
-        if frame["type"] != "message.delta" {
-            continue;
+        for (i, id) in [short, long].into_iter().enumerate() {
+            deltas[i].extend(delta_of(&frame, &json!(id)));
         }
-        let i = usize::from(frame["data"]["id"] == long);
-        deltas[i].push(frame["data"].clone());
     }
     let elapsed = start.elapsed();
     let (n_short, n_long) = (deltas[0].len(), deltas[1].len());
@@ -262,6 +281,119 @@ async fn a_channels_rollup_window_sets_how_many_deltas_readers_get_and_loses_no_
     }
 }
 
+/// Three replies streaming into one channel reach a reader as one `message.deltas` a
+/// window, not one frame each; a reply streaming in a thread has its own roll-up (and
+/// frame, with its `thread_id`). The first roll-up of a quiet channel goes at once;
+/// what arrives within the window after it waits for the next.
+#[tokio::test]
+async fn a_channels_streams_reach_readers_together_one_frame_a_window() {
+    const WINDOW: u64 = 1_000;
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "agents", "public", &[&w.bob, &w.carol])
+        .await;
+    s.patch(
+        &format!("/api/v1/channels/{ch}"),
+        &w.alice.token,
+        json!({ "stream_rollup_ms": WINDOW }),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    let root = s
+        .post(
+            &format!("/api/v1/channels/{ch}/messages"),
+            &w.alice.token,
+            json!({ "text": "a question" }),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .body["id"]
+        .clone();
+    let mut bob = s.connect(&w.bob.token).await;
+    let first = open_stream(&s, &w.alice.token, ch, "").await["id"].clone();
+    let second = open_stream(&s, &w.carol.token, ch, "").await["id"].clone();
+    let third = open_stream(&s, &w.alice.token, ch, "").await["id"].clone();
+    let reply = s
+        .post(
+            &format!("/api/v1/channels/{ch}/messages"),
+            &w.carol.token,
+            json!({ "text": "", "streaming": true, "thread_id": root }),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .body["id"]
+        .clone();
+
+    // The channel was quiet: the first append goes out at once, alone.
+    append(&s, &w.alice.token, first.as_i64().unwrap(), "one")
+        .await
+        .expect_status(StatusCode::OK);
+    let frame = bob.expect_event("message.deltas").await;
+    assert_eq!(frame["data"]["channel_id"], ch, "{frame}");
+    assert!(frame["data"].get("thread_id").is_none(), "{frame}");
+    assert_eq!(
+        frame["data"]["deltas"],
+        json!([{"id": first, "seq": 1, "text": "one"}])
+    );
+
+    // Within the window: everything the three got is the next roll-up's, one frame.
+    for (token, id, text) in [
+        (&w.alice.token, &first, " two"),
+        (&w.carol.token, &second, "deux"),
+        (&w.alice.token, &third, "drei"),
+        (&w.carol.token, &reply, "in the thread"),
+    ] {
+        append(&s, token, id.as_i64().unwrap(), text)
+            .await
+            .expect_status(StatusCode::OK);
+    }
+    let mut top = None;
+    let mut threaded = None;
+    while top.is_none() || threaded.is_none() {
+        let frame = bob.expect_event("message.deltas").await;
+        let data = frame["data"].clone();
+        assert_eq!(data["channel_id"], ch, "{frame}");
+        if data.get("thread_id").is_some() {
+            assert!(threaded.is_none(), "a second thread frame: {frame}");
+            threaded = Some(data);
+        } else {
+            assert!(top.is_none(), "a second channel frame: {frame}");
+            top = Some(data);
+        }
+    }
+    let mut top = top.unwrap()["deltas"].as_array().unwrap().clone();
+    top.sort_by_key(|d| d["id"].as_i64());
+    assert_eq!(
+        top,
+        [
+            json!({"id": first, "seq": 2, "text": " two"}),
+            json!({"id": second, "seq": 1, "text": "deux"}),
+            json!({"id": third, "seq": 1, "text": "drei"}),
+        ]
+    );
+    let threaded = threaded.unwrap();
+    assert_eq!(threaded["thread_id"], root);
+    assert_eq!(
+        threaded["deltas"],
+        json!([{"id": reply, "seq": 1, "text": "in the thread"}])
+    );
+
+    // The end of one stream leaves the others rolling up.
+    s.post(
+        &format!("/api/v1/messages/{}/complete", second.as_i64().unwrap()),
+        &w.carol.token,
+        json!({}),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    append(&s, &w.alice.token, third.as_i64().unwrap(), " vier")
+        .await
+        .expect_status(StatusCode::OK);
+    let delta = next_delta(&mut bob, &third).await;
+    assert_eq!(delta, json!({"id": third, "seq": 2, "text": " vier"}));
+}
+
 #[tokio::test]
 async fn a_reader_that_reconnects_mid_stream_and_one_that_comes_after_end_with_the_text() {
     let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
@@ -283,7 +415,7 @@ async fn a_reader_that_reconnects_mid_stream_and_one_that_comes_after_end_with_t
         expected.push_str(part);
     }
     // Bob has the first roll-up, then leaves.
-    bob.expect_event("message.delta").await;
+    next_delta(&mut bob, &json!(id)).await;
     drop(bob);
     for part in [" time", " there"] {
         append(&s, &w.alice.token, id, part)
@@ -316,8 +448,7 @@ async fn a_reader_that_reconnects_mid_stream_and_one_that_comes_after_end_with_t
     // Wait for the last roll-up to be out before completing, so the deltas carry it all.
     let mut seen = Vec::new();
     while text.clone() + &join_deltas(&seen, seq) != expected {
-        let delta = bob.expect_event("message.delta").await;
-        seen.push(delta["data"].clone());
+        seen.push(next_delta(&mut bob, &json!(id)).await);
     }
     text.push_str(&join_deltas(&seen, seq));
     assert_eq!(text, expected);
@@ -365,9 +496,9 @@ async fn a_restart_mid_stream_keeps_what_was_appended() {
     append(&s, &w.alice.token, id, "rolled up")
         .await
         .expect_status(StatusCode::OK);
-    let delta = bob.expect_event("message.delta").await;
-    assert_eq!(delta["data"]["text"], "rolled up");
-    assert_eq!(delta["data"]["seq"], 1);
+    let delta = next_delta(&mut bob, &json!(id)).await;
+    assert_eq!(delta["text"], "rolled up");
+    assert_eq!(delta["seq"], 1);
     // Accepted and maybe not rolled up yet: a graceful stop writes it.
     append(&s, &w.alice.token, id, ", then more")
         .await
@@ -389,10 +520,10 @@ async fn a_restart_mid_stream_keeps_what_was_appended() {
     append(&s, &w.alice.token, id, "!")
         .await
         .expect_status(StatusCode::OK);
-    let delta = bob.expect_event("message.delta").await;
-    assert_eq!(delta["data"]["text"], "!");
+    let delta = next_delta(&mut bob, &json!(id)).await;
+    assert_eq!(delta["text"], "!");
     assert_eq!(
-        delta["data"]["seq"].as_u64().unwrap(),
+        delta["seq"].as_u64().unwrap(),
         stored["seq"].as_u64().unwrap() + 1
     );
     let done = s

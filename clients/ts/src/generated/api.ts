@@ -286,7 +286,7 @@ export interface paths {
         put?: never;
         /**
          * Add text to the end of the caller's streaming message. Accepted at once; readers get
-         *     it with the next roll-up (`message.delta`). 409 when the message is not streaming,
+         *     it with the next roll-up (`message.deltas`). 409 when the message is not streaming,
          *     413 when the text would pass `max_message_bytes`.
          */
         post: operations["append_message"];
@@ -1409,9 +1409,9 @@ export interface components {
             /** @enum {string} */
             type: "message.deleted";
         } | {
-            data: components["schemas"]["MessageDelta"];
+            data: components["schemas"]["MessageDeltas"];
             /** @enum {string} */
-            type: "message.delta";
+            type: "message.deltas";
         } | {
             data: components["schemas"]["Message"];
             /** @enum {string} */
@@ -1636,7 +1636,7 @@ export interface components {
             /**
              * Format: int64
              * @description For a streamed message: the `seq` of the last roll-up its `text` includes (the
-             *     last `message.delta` it was sent in). Absent (0) for messages never streamed.
+             *     last delta it was sent in). Absent (0) for messages never streamed.
              */
             seq?: number;
             /** @description `streaming` while its author appends to it; see [`MessageState`]. */
@@ -1661,18 +1661,27 @@ export interface components {
             thread_id?: components["schemas"]["MessageId"];
         };
         /**
-         * @description `message.delta`: text appended to a streaming message during one roll-up window.
-         *     Ephemeral (never replayed); `seq` counts a message's deltas from 1 without gaps, so
-         *     a reader that sees a gap (or joins mid-stream) fetches the message, whose `seq`
-         *     says which deltas its `text` already includes.
+         * @description One message's part of a [`MessageDeltas`]: `seq` counts a message's deltas from 1
+         *     without gaps, so a reader that sees a gap (or joins mid-stream) fetches the message,
+         *     whose `seq` says which deltas its `text` already includes.
          */
         MessageDelta: {
-            channel_id: components["schemas"]["ChannelId"];
             id: components["schemas"]["MessageId"];
             /** Format: int64 */
             seq: number;
             /** @description The text to add to the end of the message. */
             text: string;
+        };
+        /**
+         * @description `message.deltas`: text appended to streaming messages during one roll-up window —
+         *     one entry for each message of the channel (or of one thread: `thread_id`) that grew
+         *     in the window, so a hundred replies streaming at once reach each reader as one frame
+         *     a window, not a hundred. Ephemeral (never replayed).
+         */
+        MessageDeltas: {
+            channel_id: components["schemas"]["ChannelId"];
+            deltas: components["schemas"]["MessageDelta"][];
+            /** @description The thread the messages reply in; absent for top-level messages. */
             thread_id?: components["schemas"]["MessageId"];
         };
         /**

@@ -76,8 +76,9 @@ pub struct ChatConfig {
     pub presence_grace: Duration,
     /// Where the service reads the time (presence, limits, caches, token expiry).
     pub clock: chorus_realtime::Clock,
-    /// A streaming message's roll-up window: appends within it reach readers as one
-    /// `message.delta`, and the stored text is at most this far behind.
+    /// A streaming message's roll-up window: what a channel's streams got within it
+    /// reaches readers as one `message.deltas`, and the stored text is at most this far
+    /// behind.
     pub stream_rollup: Duration,
     /// A stream nobody appended to for this long is aborted (reason `idle`).
     pub stream_idle: Duration,

@@ -2,14 +2,18 @@
 //! and ends it with `complete` or `abort`.
 //!
 //! Each node keeps, per stream it has taken appends for, a [`Stream`]: the text
-//! appended and not yet written, and one flusher task. The flusher writes what piled
-//! up at most once per roll-up window (`ChatConfig::stream_rollup`): one `UPDATE`
-//! that adds it to the stored text and counts the message's `seq` up by one, then a
-//! `message.delta {id, seq, text}` published ephemeral (never logged or replayed). So
-//! the stored text is never more than one window behind what was accepted, readers get
-//! at most one delta per window, and `seq` is gap-free per message, assigned by the
-//! database. The end (`message.completed` / `message.aborted`) is logged with the
-//! change that writes it, like every durable event.
+//! appended and not yet written. The streams of one channel (or of one thread) share a
+//! [`Rollup`] and its flusher task, which writes what piled up at most once per roll-up
+//! window (`ChatConfig::stream_rollup`): for each stream that grew, one `UPDATE` that
+//! adds the text to the stored text and counts the message's `seq` up by one; then one
+//! `message.deltas {channel_id, thread_id?, deltas: [{id, seq, text}]}` for all of
+//! them, published ephemeral (never logged or replayed). So the stored text is never
+//! more than one window behind what was accepted, a reader gets at most one frame per
+//! window however many replies stream into the channel at once (a hundred agents
+//! answering together cost each reader 25 frames a second at 40 ms, not 2,500), and
+//! `seq` is gap-free per message, assigned by the database. The end
+//! (`message.completed` / `message.aborted`) is logged with the change that writes it,
+//! like every durable event.
 //!
 //! Several nodes: an append is taken by whichever node gets it; each node that holds
 //! appends for a message flushes them through the same `UPDATE`, so the text and its
@@ -26,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chorus_api::events::{MessageAborted, MessageDelta};
+use chorus_api::events::{MessageAborted, MessageDelta, MessageDeltas};
 use chorus_api::requests::Appended;
 use chorus_realtime::{Engine, Publish, Scope};
 use tokio::sync::Notify;
@@ -49,6 +53,9 @@ const SWEEP_BATCH: u32 = 100;
 #[derive(Default)]
 pub(crate) struct Streams {
     open: Mutex<HashMap<MessageId, Arc<Stream>>>,
+    /// The roll-ups with streams on this node, by channel and thread. Locked after
+    /// `open` when both are.
+    rollups: Mutex<HashMap<RollupKey, Arc<Rollup>>>,
     /// The flusher tasks; [`Chat::shutdown`] waits for them (each writes what it holds).
     tasks: TaskTracker,
 }
@@ -75,6 +82,27 @@ impl Streams {
     }
 }
 
+/// A roll-up's channel and thread (`None`: the channel's top-level messages).
+type RollupKey = (ChannelId, Option<MessageId>);
+
+/// The streams of one channel (or thread) on this node: one flusher writes and announces
+/// them all, once per window.
+#[derive(Default)]
+struct Rollup {
+    /// Its open streams (closed ones leave at the next roll-up); locked after
+    /// [`Streams::rollups`] when both are.
+    streams: Mutex<Vec<Arc<Stream>>>,
+    /// Rung by an append (and by an end), for the flusher.
+    wake: Notify,
+}
+
+impl Rollup {
+    fn streams(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Stream>>> {
+        // A panic while holding it cannot leave the list inconsistent.
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// One stream's state on this node.
 pub(crate) struct Stream {
     id: MessageId,
@@ -83,8 +111,8 @@ pub(crate) struct Stream {
     author: UserId,
     scopes: Vec<Scope>,
     buf: Mutex<Buffer>,
-    /// Rung by an append (and by the end), for the flusher.
-    wake: Notify,
+    /// Its channel's (or thread's) roll-up on this node.
+    rollup: Arc<Rollup>,
     /// Held while a roll-up is written and published, so deltas go out in `seq` order
     /// and the end waits for a write in flight.
     flushing: tokio::sync::Mutex<()>,
@@ -100,7 +128,7 @@ struct Buffer {
 }
 
 impl Stream {
-    fn new(message: &Message) -> Self {
+    fn new(message: &Message, rollup: Arc<Rollup>) -> Self {
         Self {
             id: message.id,
             channel_id: message.channel_id,
@@ -113,7 +141,7 @@ impl Stream {
                 last_append: Instant::now(),
                 open: true,
             }),
-            wake: Notify::new(),
+            rollup,
             flushing: tokio::sync::Mutex::new(()),
         }
     }
@@ -133,14 +161,15 @@ impl Stream {
         buf.open = false;
         let tail = std::mem::take(&mut buf.pending);
         drop(buf);
-        self.wake.notify_one();
+        self.rollup.wake.notify_one();
         Some(tail)
     }
 }
 
-/// What a flusher needs: no `Chat`, so it does not keep the chat alive.
+/// What a roll-up's flusher needs: no `Chat`, so it does not keep the chat alive.
 struct Flusher {
-    stream: Arc<Stream>,
+    rollup: Arc<Rollup>,
+    key: RollupKey,
     streams: Arc<Streams>,
     store: Arc<dyn Store>,
     engine: Arc<Engine>,
@@ -154,7 +183,7 @@ impl Flusher {
         let mut last: Option<Instant> = None;
         loop {
             let stopping = tokio::select! {
-                () = self.stream.wake.notified() => false,
+                () = self.rollup.wake.notified() => false,
                 () = self.stop.cancelled() => true,
             };
             // Appends within a window of the last roll-up wait for the next one.
@@ -171,56 +200,120 @@ impl Flusher {
         }
     }
 
-    /// Writes and announces what piled up. `false` once the stream is closed.
+    /// Writes what piled up in each stream (one transaction) and announces it in one
+    /// `message.deltas` per scope. `false` once no stream is left (the roll-up is then
+    /// gone).
     async fn flush(&self) -> bool {
-        let stream = &self.stream;
-        let _flushing = stream.flushing.lock().await;
-        let text = {
+        let streams = self.rollup.streams().clone();
+        // Each stream with text is held (`flushing`) until its delta is published.
+        let mut taken = Vec::with_capacity(streams.len());
+        for stream in &streams {
+            let flushing = stream.flushing.lock().await;
             let mut buf = stream.buffer();
-            if !buf.open {
-                return false;
+            if buf.open && !buf.pending.is_empty() {
+                let text = std::mem::take(&mut buf.pending);
+                drop(buf);
+                taken.push((stream, text, flushing));
             }
-            std::mem::take(&mut buf.pending)
-        };
-        if text.is_empty() {
-            return true;
         }
+        if taken.is_empty() {
+            return self.retire_closed();
+        }
+        let appends: Vec<(MessageId, &str)> = taken
+            .iter()
+            .map(|(stream, text, _)| (stream.id, text.as_str()))
+            .collect();
         let now = Timestamp(self.clock.now_ms());
-        match self.store.append_stream(stream.id, &text, now).await {
-            Ok(Some(seq)) => {
-                let delta = MessageDelta {
-                    id: stream.id,
-                    channel_id: stream.channel_id,
-                    thread_id: stream.thread_id,
-                    seq,
-                    text,
-                };
-                for scope in &stream.scopes {
-                    let publish = Publish::new(scope.clone(), "message.delta", &delta).ephemeral();
-                    if let Err(err) = self.engine.publish(publish).await {
-                        tracing::warn!(%scope, cause = %err, "message.delta not published");
+        let written = self.store.append_streams(&appends, now).await;
+        drop(appends);
+        match written {
+            Ok(seqs) => {
+                let mut deltas = Vec::with_capacity(taken.len());
+                for ((stream, text, flushing), seq) in taken.into_iter().zip(seqs) {
+                    match seq {
+                        Some(seq) => {
+                            let delta = MessageDelta {
+                                id: stream.id,
+                                seq,
+                                text,
+                            };
+                            deltas.push((stream, delta, flushing));
+                        }
+                        None => {
+                            // Ended (or deleted) elsewhere: what is left here cannot be
+                            // written.
+                            stream.buffer().open = false;
+                            self.streams.remove(stream.id);
+                        }
                     }
                 }
-                true
-            }
-            Ok(None) => {
-                // Ended (or deleted) elsewhere: what is left here cannot be written.
-                stream.buffer().open = false;
-                self.streams.remove(stream.id);
-                false
+                self.announce(&deltas).await;
             }
             Err(err) => {
-                tracing::warn!(message = %stream.id, cause = %err, "stream roll-up not written; retrying");
-                stream.buffer().pending.insert_str(0, &text);
-                stream.wake.notify_one();
+                tracing::warn!(channel = %self.key.0, cause = %err, "stream roll-up not written; retrying");
+                for (stream, text, _) in &taken {
+                    stream.buffer().pending.insert_str(0, text);
+                }
+                drop(taken);
+                self.rollup.wake.notify_one();
                 // Not at once: the database may be down.
                 tokio::select! {
                     () = tokio::time::sleep(self.window.max(Duration::from_millis(100))) => {}
                     () = self.stop.cancelled() => {}
                 }
-                true
             }
         }
+        self.retire_closed()
+    }
+
+    /// Publishes the deltas written, one `message.deltas` per scope: the channel's (or
+    /// thread's) for all of them, and a top-level message's own thread for its own.
+    async fn announce<G>(&self, written: &[(&Arc<Stream>, MessageDelta, G)]) {
+        let mut scopes: Vec<&Scope> = Vec::new();
+        for (stream, _, _) in written {
+            for scope in &stream.scopes {
+                if !scopes.contains(&scope) {
+                    scopes.push(scope);
+                }
+            }
+        }
+        for scope in scopes {
+            let deltas = MessageDeltas {
+                channel_id: self.key.0,
+                thread_id: self.key.1,
+                deltas: written
+                    .iter()
+                    .filter(|(stream, _, _)| stream.scopes.contains(scope))
+                    .map(|(_, delta, _)| delta.clone())
+                    .collect(),
+            };
+            let publish = Publish::new(scope.clone(), "message.deltas", &deltas).ephemeral();
+            if let Err(err) = self.engine.publish(publish).await {
+                tracing::warn!(%scope, cause = %err, "message.deltas not published");
+            }
+        }
+    }
+
+    /// Forgets the roll-up's closed streams; `false` when none is left, and the roll-up
+    /// is then no longer found by new streams (which start another).
+    fn retire_closed(&self) -> bool {
+        let mut rollups = self
+            .streams
+            .rollups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut streams = self.rollup.streams();
+        streams.retain(|stream| stream.buffer().open);
+        if !streams.is_empty() {
+            return true;
+        }
+        if rollups
+            .get(&self.key)
+            .is_some_and(|rollup| Arc::ptr_eq(rollup, &self.rollup))
+        {
+            rollups.remove(&self.key);
+        }
+        false
     }
 }
 
@@ -232,11 +325,32 @@ impl Chat {
         if let Some(stream) = open.get(&message.id) {
             return stream.clone();
         }
-        let stream = Arc::new(Stream::new(message));
+        let key = (message.channel_id, message.thread_id);
+        let mut rollups = self
+            .streams
+            .rollups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (rollup, started) = match rollups.get(&key) {
+            Some(rollup) => (rollup.clone(), false),
+            None => {
+                let rollup = Arc::new(Rollup::default());
+                rollups.insert(key, rollup.clone());
+                (rollup, true)
+            }
+        };
+        let stream = Arc::new(Stream::new(message, rollup.clone()));
+        rollup.streams().push(stream.clone());
+        drop(rollups);
         open.insert(message.id, stream.clone());
         drop(open);
+        if !started {
+            return stream;
+        }
+        // The roll-up's window is its first stream's channel's.
         let flusher = Flusher {
-            stream: stream.clone(),
+            rollup,
+            key,
             streams: self.streams.clone(),
             store: self.store.clone(),
             engine: self.engine.clone(),
@@ -330,7 +444,7 @@ impl Chat {
     }
 
     /// Adds `text` to the end of the caller's streaming message. Readers get it with
-    /// the next roll-up (`message.delta`).
+    /// the next roll-up (`message.deltas`).
     pub async fn append_to_message(
         &self,
         caller: &User,
@@ -381,7 +495,7 @@ impl Chat {
         buf.pending.push_str(text);
         buf.last_append = Instant::now();
         drop(buf);
-        stream.wake.notify_one();
+        stream.rollup.wake.notify_one();
         Ok(Appended {
             message_id: id,
             bytes: bytes as u64,

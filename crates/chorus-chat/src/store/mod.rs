@@ -608,11 +608,16 @@ pub trait MessageStore: Send + Sync {
     async fn delete_message(&self, id: MessageId) -> Result<Deletion> {
         Ok(self.delete_message_logged(id, no_events()).await?.0)
     }
-    /// Adds `text` to the end of a streaming message as its next roll-up, in one
-    /// statement: its `seq` goes up by one and its last write time becomes `at`.
-    /// Returns the new `seq`; `None` when the message is not streaming (completed,
-    /// aborted, deleted or gone).
-    async fn append_stream(&self, id: MessageId, text: &str, at: Timestamp) -> Result<Option<u64>>;
+    /// Adds each text to the end of its streaming message as the message's next
+    /// roll-up, all in one transaction (a channel's roll-up): each message's `seq` goes
+    /// up by one and its last write time becomes `at`. Returns the new `seq`s in the
+    /// order given; `None` for a message that is not streaming (completed, aborted,
+    /// deleted or gone).
+    async fn append_streams(
+        &self,
+        appends: &[(MessageId, &str)],
+        at: Timestamp,
+    ) -> Result<Vec<Option<u64>>>;
     /// Ends a stream: state `to` (`complete` or `aborted`) and, as its text, `text` when
     /// given, else what it holds with `tail` added. `None`, and nothing changed, when
     /// the message is not streaming. `events` are logged in the same transaction.

@@ -73,7 +73,7 @@ async fn cancel_turn(
 }
 
 /// Add text to the end of the caller's streaming message. Accepted at once; readers get
-/// it with the next roll-up (`message.delta`). 409 when the message is not streaming,
+/// it with the next roll-up (`message.deltas`). 409 when the message is not streaming,
 /// 413 when the text would pass `max_message_bytes`.
 #[utoipa::path(post, path = "/api/v1/messages/{id}/append", tag = "messages", request_body = AppendText,
     params(("id" = i64, Path)),

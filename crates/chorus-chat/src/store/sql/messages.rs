@@ -400,19 +400,28 @@ where
         Ok((deletion, logged))
     }
 
-    async fn append_stream(&self, id: MessageId, text: &str, at: Timestamp) -> Result<Option<u64>> {
-        let mut conn = self.writer.acquire().await?;
-        let seq: Option<i64> = sqlx::query_scalar(
-            "UPDATE messages SET text = text || $1, stream_seq = stream_seq + 1, stream_at = $2
-             WHERE id = $3 AND state = 'streaming' AND NOT deleted
-             RETURNING stream_seq",
-        )
-        .bind(text)
-        .bind(at.0)
-        .bind(id.0)
-        .fetch_optional(&mut *conn)
-        .await?;
-        Ok(seq.map(|s| u64::try_from(s).unwrap_or(0)))
+    async fn append_streams(
+        &self,
+        appends: &[(MessageId, &str)],
+        at: Timestamp,
+    ) -> Result<Vec<Option<u64>>> {
+        let mut tx = self.writer.begin().await?;
+        let mut seqs = Vec::with_capacity(appends.len());
+        for (id, text) in appends {
+            let seq: Option<i64> = sqlx::query_scalar(
+                "UPDATE messages SET text = text || $1, stream_seq = stream_seq + 1, stream_at = $2
+                 WHERE id = $3 AND state = 'streaming' AND NOT deleted
+                 RETURNING stream_seq",
+            )
+            .bind(*text)
+            .bind(at.0)
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            seqs.push(seq.map(|s| u64::try_from(s).unwrap_or(0)));
+        }
+        tx.commit().await?;
+        Ok(seqs)
     }
 
     async fn end_stream_logged(
