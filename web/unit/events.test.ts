@@ -221,6 +221,10 @@ describe('message.deltas', () => {
     ]));
     assert.deepEqual(update.put?.map((m) => [m.id, m.text, m.seq]), [[2, 'Hello', 2], [3, 'Bonjour', 5]]);
     assert.equal(update.effects, undefined);
+    // One past a missed delta is loaded again; the others in the frame still apply.
+    const mixed = applied(streaming, deltas([{ id: 2, seq: 3, text: '!' }, { id: 3, seq: 5, text: 'jour' }]));
+    assert.deepEqual(mixed.put?.map((m) => [m.id, m.text]), [[3, 'Bonjour']]);
+    assert.deepEqual(mixed.effects, [{ do: 'fetchMessage', channelId: GENERAL, threadId: undefined, id: 2 }]);
   });
 
   it('past a missed delta: loads the message again instead of applying it', () => {

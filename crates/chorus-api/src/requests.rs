@@ -380,7 +380,9 @@ pub struct AddChannelMember {
 pub struct SendMessage {
     /// A text starting with `/name` (a name of `[a-z][a-z0-9_-]*` followed by a space
     /// or the end) is a slash command, run rather than posted (`docs/protocol.md`,
-    /// "Slash commands"); `//` posts the rest with one leading slash.
+    /// "Slash commands"); `//` posts the rest with one leading slash. No NUL character
+    /// (U+0000).
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[^\u0000]*$"))]
     pub text: String,
     /// Reply in the thread of this top-level message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -438,7 +440,8 @@ pub struct CreateCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppendText {
-    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
+    /// No NUL character (U+0000).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, pattern = r"^[^\u0000]+$"))]
     pub text: String,
 }
 
@@ -447,12 +450,12 @@ pub struct AppendText {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompleteMessage {
-    /// Not blank.
+    /// Not blank; no NUL character (U+0000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
         schema(
-            pattern = r"^[\s\S]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][\s\S]*$"
+            pattern = r"^[^\u0000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000][^\u0000]*$"
         )
     )]
     pub text: Option<String>,
@@ -506,11 +509,11 @@ pub struct HistoryQuery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EditMessage {
-    /// Not blank.
+    /// Not blank; no NUL character (U+0000).
     #[cfg_attr(
         feature = "openapi",
         schema(
-            pattern = r"^[\s\S]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][\s\S]*$"
+            pattern = r"^[^\u0000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000][^\u0000]*$"
         )
     )]
     pub text: String,

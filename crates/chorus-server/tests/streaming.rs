@@ -287,7 +287,7 @@ async fn a_channels_rollup_window_sets_how_many_deltas_readers_get_and_loses_no_
 /// what arrives within the window after it waits for the next.
 #[tokio::test]
 async fn a_channels_streams_reach_readers_together_one_frame_a_window() {
-    const WINDOW: u64 = 1_000;
+    const WINDOW: u64 = 2_000;
     let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
     let w = s.world().await;
     let ch = s
@@ -392,6 +392,27 @@ async fn a_channels_streams_reach_readers_together_one_frame_a_window() {
         .expect_status(StatusCode::OK);
     let delta = next_delta(&mut bob, &third).await;
     assert_eq!(delta, json!({"id": third, "seq": 2, "text": " vier"}));
+
+    // Once every stream has ended, a new one still rolls up.
+    for (token, id) in [
+        (&w.alice.token, &first),
+        (&w.alice.token, &third),
+        (&w.carol.token, &reply),
+    ] {
+        s.post(
+            &format!("/api/v1/messages/{}/complete", id.as_i64().unwrap()),
+            token,
+            json!({}),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    }
+    let later = open_stream(&s, &w.alice.token, ch, "").await["id"].clone();
+    append(&s, &w.alice.token, later.as_i64().unwrap(), "again")
+        .await
+        .expect_status(StatusCode::OK);
+    let delta = next_delta(&mut bob, &later).await;
+    assert_eq!(delta, json!({"id": later, "seq": 1, "text": "again"}));
 }
 
 #[tokio::test]
@@ -599,10 +620,21 @@ async fn appends_and_ends_are_refused_precisely() {
     append(&s, &w.bob.token, 999_999, "x")
         .await
         .expect_error(StatusCode::NOT_FOUND, "not_found");
-    // Bad bodies.
+    // Bad bodies: empty, or with a NUL (which PostgreSQL cannot store), here as in a
+    // plain message.
     append(&s, &w.bob.token, id, "")
         .await
         .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    append(&s, &w.bob.token, id, "a\u{0}b")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    s.post(
+        &format!("/api/v1/channels/{ch}/messages"),
+        &w.bob.token,
+        json!({"text": "a\u{0}b"}),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "bad_request");
     s.post(&path("append"), &w.bob.token, json!({}))
         .await
         .expect_status(StatusCode::BAD_REQUEST);

@@ -1055,6 +1055,7 @@ export interface components {
         };
         /** @description `POST /api/v1/messages/{id}/append`: text to add to a streaming message. */
         AppendText: {
+            /** @description No NUL character (U+0000). */
             text: string;
         };
         /** @description What `POST /api/v1/messages/{id}/append` (and the WebSocket op `append`) accepted. */
@@ -1244,7 +1245,7 @@ export interface components {
          *     the message's whole text (replacing what was appended).
          */
         CompleteMessage: {
-            /** @description Not blank. */
+            /** @description Not blank; no NUL character (U+0000). */
             text?: string | null;
         };
         /** @description `POST /api/v1/workspaces/{id}/channels`. */
@@ -1376,7 +1377,7 @@ export interface components {
         };
         /** @description `PATCH /api/v1/messages/{id}`. */
         EditMessage: {
-            /** @description Not blank. */
+            /** @description Not blank; no NUL character (U+0000). */
             text: string;
         };
         /** @description Every HTTP error's body: `{"error":{"code":…,"message":…}}`. */
@@ -1983,7 +1984,8 @@ export interface components {
             /**
              * @description A text starting with `/name` (a name of `[a-z][a-z0-9_-]*` followed by a space
              *     or the end) is a slash command, run rather than posted (`docs/protocol.md`,
-             *     "Slash commands"); `//` posts the rest with one leading slash.
+             *     "Slash commands"); `//` posts the rest with one leading slash. No NUL character
+             *     (U+0000).
              */
             text: string;
             thread_id?: null | components["schemas"]["MessageId"];

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Chat;
-use super::messages::message_scopes;
+use super::messages::{check_no_nul, message_scopes};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
 use crate::store::{Store, events_only};
@@ -204,7 +204,9 @@ impl Flusher {
     /// `message.deltas` per scope. `false` once no stream is left (the roll-up is then
     /// gone).
     async fn flush(&self) -> bool {
-        let streams = self.rollup.streams().clone();
+        let mut streams = self.rollup.streams().clone();
+        // In id order: nodes writing the same messages lock their rows in one order.
+        streams.sort_unstable_by_key(|stream| stream.id);
         // Each stream with text is held (`flushing`) until its delta is published.
         let mut taken = Vec::with_capacity(streams.len());
         for stream in &streams {
@@ -219,51 +221,66 @@ impl Flusher {
         if taken.is_empty() {
             return self.retire_closed();
         }
+        let written = self.write(&taken).await;
+        let mut deltas = Vec::with_capacity(taken.len());
+        let mut failed = false;
+        for ((stream, text, flushing), seq) in taken.into_iter().zip(written) {
+            match seq {
+                Ok(Some(seq)) => {
+                    let delta = MessageDelta {
+                        id: stream.id,
+                        seq,
+                        text,
+                    };
+                    deltas.push((stream, delta, flushing));
+                }
+                Ok(None) => {
+                    // Ended (or deleted) elsewhere: what is left here cannot be written.
+                    stream.buffer().open = false;
+                    self.streams.remove(stream.id);
+                }
+                Err(err) => {
+                    tracing::warn!(message = %stream.id, cause = %err, "stream roll-up not written; retrying");
+                    stream.buffer().pending.insert_str(0, &text);
+                    failed = true;
+                }
+            }
+        }
+        self.announce(&deltas).await;
+        drop(deltas);
+        if failed {
+            self.rollup.wake.notify_one();
+            // Not at once: the database may be down.
+            tokio::select! {
+                () = tokio::time::sleep(self.window.max(Duration::from_millis(100))) => {}
+                () = self.stop.cancelled() => {}
+            }
+        }
+        self.retire_closed()
+    }
+
+    /// Writes the texts taken, in one transaction; when that fails, each in its own, so
+    /// a stream whose write fails does not hold back the others. Each stream's new
+    /// `seq`, `None` when it is no longer streaming.
+    async fn write<G>(&self, taken: &[(&Arc<Stream>, String, G)]) -> Vec<Result<Option<u64>>> {
         let appends: Vec<(MessageId, &str)> = taken
             .iter()
             .map(|(stream, text, _)| (stream.id, text.as_str()))
             .collect();
         let now = Timestamp(self.clock.now_ms());
-        let written = self.store.append_streams(&appends, now).await;
-        drop(appends);
-        match written {
-            Ok(seqs) => {
-                let mut deltas = Vec::with_capacity(taken.len());
-                for ((stream, text, flushing), seq) in taken.into_iter().zip(seqs) {
-                    match seq {
-                        Some(seq) => {
-                            let delta = MessageDelta {
-                                id: stream.id,
-                                seq,
-                                text,
-                            };
-                            deltas.push((stream, delta, flushing));
-                        }
-                        None => {
-                            // Ended (or deleted) elsewhere: what is left here cannot be
-                            // written.
-                            stream.buffer().open = false;
-                            self.streams.remove(stream.id);
-                        }
-                    }
+        match self.store.append_streams(&appends, now).await {
+            Ok(seqs) => seqs.into_iter().map(Ok).collect(),
+            Err(err) if appends.len() > 1 => {
+                tracing::debug!(channel = %self.key.0, cause = %err, "roll-up not written together; one by one");
+                let mut seqs = Vec::with_capacity(appends.len());
+                for append in &appends {
+                    let one = self.store.append_streams(std::slice::from_ref(append), now);
+                    seqs.push(one.await.map(|seq| seq.into_iter().next().flatten()));
                 }
-                self.announce(&deltas).await;
+                seqs
             }
-            Err(err) => {
-                tracing::warn!(channel = %self.key.0, cause = %err, "stream roll-up not written; retrying");
-                for (stream, text, _) in &taken {
-                    stream.buffer().pending.insert_str(0, text);
-                }
-                drop(taken);
-                self.rollup.wake.notify_one();
-                // Not at once: the database may be down.
-                tokio::select! {
-                    () = tokio::time::sleep(self.window.max(Duration::from_millis(100))) => {}
-                    () = self.stop.cancelled() => {}
-                }
-            }
+            Err(err) => vec![Err(err)],
         }
-        self.retire_closed()
     }
 
     /// Publishes the deltas written, one `message.deltas` per scope: the channel's (or
@@ -477,6 +494,7 @@ impl Chat {
     }
 
     fn append_to(&self, stream: &Stream, text: &str) -> Result<Appended> {
+        check_no_nul(text)?;
         let id = stream.id;
         let mut buf = stream.buffer();
         if !buf.open {
