@@ -135,6 +135,13 @@ enum Scenario {
         /// machine's speed drifts by ±15 % within minutes: one pair is one sample).
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// Before the first send, read every subscriber until it has heard nothing for
+        /// this long (at most 20 s in all): the presence announcements of the users who
+        /// just connected (a storm's, measured by `connect`) are then delivered before
+        /// the clock starts, so the figures are of fanout in a steady state. 0: send as
+        /// soon as all are connected (the storm's presence still in flight).
+        #[arg(long, default_value_t = 1500)]
+        settle_ms: u64,
     },
     /// Server RSS per idle authenticated, subscribed connection.
     Idle {
@@ -241,6 +248,7 @@ pub async fn run(cli: Cli, host: Host) -> anyhow::Result<()> {
             redis_server,
             database_url,
             rounds,
+            settle_ms,
         } => {
             let ratio_keys: &[(&str, &'static str)] = if rate.is_some() {
                 // Fixed load: what differs is latency (both deliver what is offered).
@@ -266,6 +274,7 @@ pub async fn run(cli: Cli, host: Host) -> anyhow::Result<()> {
                             rate: *rate,
                             window: *window,
                             conns_per_user: cli.conns_per_user,
+                            settle: Duration::from_millis(*settle_ms),
                         };
                         rows.push(scenarios::fanout(&target, &opts).await?);
                         target.stop().await;

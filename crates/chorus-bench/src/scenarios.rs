@@ -102,15 +102,49 @@ pub struct FanoutOpts {
     pub window: u64,
     /// Subscriber connections per reader user.
     pub conns_per_user: usize,
+    /// How long every subscriber must have heard nothing before the first send
+    /// ([`settle`]); zero: no wait.
+    pub settle: Duration,
+}
+
+/// The longest [`settle`] waits in all.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(20);
+
+/// Reads every connection until each has heard nothing for `quiet` (or `SETTLE_AT_MOST`
+/// has passed): what the server still had to say about the connecting (presence of the
+/// users who just came) is delivered before a measurement starts. Returns how long it
+/// took.
+async fn settle(conns: &mut [Ws], quiet: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    if quiet.is_zero() {
+        return Ok(Duration::ZERO);
+    }
+    let deadline = tokio::time::Instant::now() + SETTLE_AT_MOST;
+    let drains = conns.iter_mut().map(|ws| async move {
+        loop {
+            let next = tokio::time::timeout(quiet, ws.next());
+            match tokio::time::timeout_at(deadline, next).await {
+                Ok(Ok(Some(Ok(_)))) => {}
+                Ok(Ok(Some(Err(err)))) => {
+                    return Err(anyhow::anyhow!("a subscriber failed: {err}"));
+                }
+                Ok(Ok(None)) => anyhow::bail!("a subscriber was closed while settling"),
+                Ok(Err(_)) | Err(_) => return Ok(()),
+            }
+        }
+    });
+    futures_util::future::try_join_all(drains).await?;
+    Ok(started.elapsed())
 }
 
 pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
     let setup = room_for(target, opts.subs, opts.senders, opts.conns_per_user).await?;
     let room = setup.as_ref().map(|(_, r)| r);
     let rss_before = target.rss_kib()?;
-    let subs = open_many(target, room, opts.subs, CONNECT_CONCURRENCY, "subscribers")
+    let mut subs = open_many(target, room, opts.subs, CONNECT_CONCURRENCY, "subscribers")
         .await?
         .conns;
+    let settled = settle(&mut subs, opts.settle).await?;
     let rss_open = target.rss_kib()?;
     let cpu_before = target.cpu_time()?;
     let start = Instant::now();
@@ -260,7 +294,8 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
         )
         .set("lost", expected.saturating_sub(seen.unique))
         .set("dup", seen.duplicates)
-        .set("ooo", seen.out_of_order);
+        .set("ooo", seen.out_of_order)
+        .set("settle_ms", settled.as_millis() as u64);
     Ok(row)
 }
 
