@@ -28,6 +28,17 @@ async fn open_stream(s: &TestServer, token: &str, ch: i64, text: &str) -> Value 
     resp.body
 }
 
+/// Sets channel `ch`'s roll-up window, as `token`'s user (its owner).
+async fn set_rollup_window(s: &TestServer, token: &str, ch: i64, ms: u128) {
+    s.patch(
+        &format!("/api/v1/channels/{ch}"),
+        token,
+        json!({ "stream_rollup_ms": ms }),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+}
+
 async fn append(s: &TestServer, token: &str, id: i64, text: &str) -> common::Resp {
     s.post(
         &format!("/api/v1/messages/{id}/append"),
@@ -202,13 +213,7 @@ async fn a_channels_rollup_window_sets_how_many_deltas_readers_get_and_loses_no_
         let ch = s
             .create_channel(&w.alice, w.ws, name, "public", &[&w.bob])
             .await;
-        s.patch(
-            &format!("/api/v1/channels/{ch}"),
-            &w.alice.token,
-            json!({ "stream_rollup_ms": window }),
-        )
-        .await
-        .expect_status(StatusCode::OK);
+        set_rollup_window(&s, &w.alice.token, ch, window).await;
         ids.push(ch);
     }
     let mut bob = s.connect(&w.bob.token).await;
@@ -293,13 +298,7 @@ async fn a_channels_streams_reach_readers_together_one_frame_a_window() {
     let ch = s
         .create_channel(&w.alice, w.ws, "agents", "public", &[&w.bob, &w.carol])
         .await;
-    s.patch(
-        &format!("/api/v1/channels/{ch}"),
-        &w.alice.token,
-        json!({ "stream_rollup_ms": WINDOW }),
-    )
-    .await
-    .expect_status(StatusCode::OK);
+    set_rollup_window(&s, &w.alice.token, ch, WINDOW.into()).await;
     let root = s
         .post(
             &format!("/api/v1/channels/{ch}/messages"),
