@@ -147,6 +147,7 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
     let settled = settle(&mut subs, opts.settle).await?;
     let rss_open = target.rss_kib()?;
     let cpu_before = target.cpu_time()?;
+    let bench_cpu_before = crate::target::own_cpu_time()?;
     let start = Instant::now();
     let lat = Arc::new(Latencies::new()?);
     let progress = Arc::new(Progress::new(opts.senders));
@@ -247,6 +248,7 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
     }
     // The server's CPU from the first send to the last delivery (or the drain's end).
     let cpu = target.cpu_time()?.saturating_sub(cpu_before);
+    let bench_cpu = crate::target::own_cpu_time()?.saturating_sub(bench_cpu_before);
     let rss_after = target.rss_kib()?;
     let _ = stop_tx.send(true);
     let mut seen = Seen::default();
@@ -277,6 +279,11 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
         .set(
             "cpu_us_per_event",
             (cpu.as_secs_f64() * 1e6 / seen.received.max(1) as f64 * 1000.0).round() / 1000.0,
+        )
+        // The load generator's: reading the frames (and, for Chorus, the HTTP sends).
+        .set(
+            "bench_cpu_us_per_event",
+            (bench_cpu.as_secs_f64() * 1e6 / seen.received.max(1) as f64 * 1000.0).round() / 1000.0,
         )
         .set("frame_bytes", seen.bytes / seen.received.max(1))
         // What the subscribers read from their sockets per delivery: frame headers

@@ -265,6 +265,12 @@ impl Target {
 /// architecture Linux runs these benchmarks on).
 const USER_HZ: u64 = 100;
 
+/// The load generator's own CPU time (this process's), to compare what reading each
+/// server's frames costs the client.
+pub fn own_cpu_time() -> anyhow::Result<Duration> {
+    process_cpu(std::process::id())
+}
+
 /// User + system CPU time of process `pid`, from `/proc/<pid>/stat` (fields 14 and 15,
 /// counted after the command name, which may hold spaces).
 fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
