@@ -299,16 +299,7 @@ async fn a_channels_streams_reach_readers_together_one_frame_a_window() {
         .create_channel(&w.alice, w.ws, "agents", "public", &[&w.bob, &w.carol])
         .await;
     set_rollup_window(&s, &w.alice.token, ch, WINDOW.into()).await;
-    let root = s
-        .post(
-            &format!("/api/v1/channels/{ch}/messages"),
-            &w.alice.token,
-            json!({ "text": "a question" }),
-        )
-        .await
-        .expect_status(StatusCode::CREATED)
-        .body["id"]
-        .clone();
+    let root = s.send(&w.alice, ch, "a question").await["id"].clone();
     let mut bob = s.connect(&w.bob.token).await;
     let first = open_stream(&s, &w.alice.token, ch, "").await["id"].clone();
     let second = open_stream(&s, &w.carol.token, ch, "").await["id"].clone();
