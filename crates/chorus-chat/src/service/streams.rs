@@ -71,6 +71,11 @@ impl Streams {
         }
     }
 
+    fn rollups(&self) -> std::sync::MutexGuard<'_, HashMap<RollupKey, Arc<Rollup>>> {
+        // A panic while holding it cannot leave the map inconsistent.
+        self.rollups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Runs a task [`shutdown`](Self::shutdown) waits for (the sweepers).
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         self.tasks.spawn(task);
@@ -314,11 +319,7 @@ impl Flusher {
     /// Forgets the roll-up's closed streams; `false` when none is left, and the roll-up
     /// is then no longer found by new streams (which start another).
     fn retire_closed(&self) -> bool {
-        let mut rollups = self
-            .streams
-            .rollups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut rollups = self.streams.rollups();
         let mut streams = self.rollup.streams();
         streams.retain(|stream| stream.buffer().open);
         if !streams.is_empty() {
@@ -343,11 +344,7 @@ impl Chat {
             return stream.clone();
         }
         let key = (message.channel_id, message.thread_id);
-        let mut rollups = self
-            .streams
-            .rollups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut rollups = self.streams.rollups();
         let (rollup, started) = match rollups.get(&key) {
             Some(rollup) => (rollup.clone(), false),
             None => {
