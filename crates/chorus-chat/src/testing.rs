@@ -72,3 +72,23 @@ impl Drop for ScratchDatabase {
         }
     }
 }
+
+/// Runs `sql` (one or more statements) on the database at `url` (`sqlite://…` or
+/// `postgres://…`), beside the server using it: how a test injects a fault under a
+/// running server (a trigger that fails one row's writes) and takes it away again.
+pub async fn execute(url: &str, sql: &str) -> anyhow::Result<()> {
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url)
+            .await
+            .with_context(|| format!("opening {url}"))?;
+        sqlx::raw_sql(sql).execute(&mut conn).await?;
+        conn.close().await?;
+    } else {
+        let mut conn = PgConnection::connect(url)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        sqlx::raw_sql(sql).execute(&mut conn).await?;
+        conn.close().await?;
+    }
+    Ok(())
+}

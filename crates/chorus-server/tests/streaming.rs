@@ -717,3 +717,108 @@ async fn appends_and_ends_are_refused_precisely() {
     assert_eq!(stored["text"], "hello");
     assert_eq!(stored["state"], "complete");
 }
+
+/// A trigger in the server's database that fails every write of message `id`'s text
+/// (a fault injected beside the running server, on SQLite or PostgreSQL).
+async fn fail_text_writes_of(s: &TestServer, id: i64) {
+    let sql = if s.database().is_some() {
+        format!(
+            "CREATE FUNCTION chorus_test_fault() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$;
+             CREATE TRIGGER chorus_test_fault BEFORE UPDATE OF text ON messages
+                 FOR EACH ROW WHEN (NEW.id = {id}) EXECUTE FUNCTION chorus_test_fault();"
+        )
+    } else {
+        format!(
+            "CREATE TRIGGER chorus_test_fault BEFORE UPDATE OF text ON messages
+                 WHEN NEW.id = {id} BEGIN SELECT RAISE(ABORT, 'injected fault'); END;"
+        )
+    };
+    chorus_chat::testing::execute(&s.database_url(), &sql)
+        .await
+        .unwrap();
+}
+
+/// Takes [`fail_text_writes_of`]'s trigger away.
+async fn mend_text_writes(s: &TestServer) {
+    let sql = if s.database().is_some() {
+        "DROP TRIGGER chorus_test_fault ON messages; DROP FUNCTION chorus_test_fault();"
+    } else {
+        "DROP TRIGGER chorus_test_fault;"
+    };
+    chorus_chat::testing::execute(&s.database_url(), sql)
+        .await
+        .unwrap();
+}
+
+/// One stream whose writes fail (a fault in the database) holds back neither the other
+/// streams of its channel's roll-up nor, once the database takes it again, its own
+/// text: what it was given waits in the roll-up and goes out whole, in order.
+#[tokio::test]
+async fn a_stream_the_database_refuses_holds_back_no_other_and_loses_nothing() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "agents", "public", &[&w.bob, &w.carol])
+        .await;
+    let mut bob = s.connect(&w.bob.token).await;
+    let [a, b, c] = [&w.alice.token, &w.carol.token, &w.alice.token];
+    let mut ids = Vec::new();
+    for token in [a, b, c] {
+        ids.push(open_stream(&s, token, ch, "").await["id"].clone());
+    }
+    let [first, broken, third] = [ids[0].clone(), ids[1].clone(), ids[2].clone()];
+    fail_text_writes_of(&s, broken.as_i64().unwrap()).await;
+
+    for (token, id, text) in [(a, &first, "a1"), (b, &broken, "b1"), (c, &third, "c1")] {
+        append(&s, token, id.as_i64().unwrap(), text)
+            .await
+            .expect_status(StatusCode::OK);
+    }
+    // The others' deltas come (alone, or together in a roll-up whose batch write
+    // failed and was written stream by stream); the broken one's cannot, as a delta is
+    // published only once written.
+    let mut seen = [None, None];
+    while seen.iter().any(Option::is_none) {
+        let frame = bob.expect_event("message.deltas").await;
+        assert!(delta_of(&frame, &broken).is_none(), "{frame}");
+        for (slot, id) in seen.iter_mut().zip([&first, &third]) {
+            if let Some(delta) = delta_of(&frame, id) {
+                assert!(slot.is_none(), "a second delta of {id}: {frame}");
+                *slot = Some(delta);
+            }
+        }
+    }
+    assert_eq!(seen[0], Some(json!({"id": first, "seq": 1, "text": "a1"})));
+    assert_eq!(seen[1], Some(json!({"id": third, "seq": 1, "text": "c1"})));
+
+    // The roll-up keeps rolling while the broken stream is retried.
+    append(&s, a, first.as_i64().unwrap(), "a2")
+        .await
+        .expect_status(StatusCode::OK);
+    loop {
+        let frame = bob.expect_event("message.deltas").await;
+        assert!(delta_of(&frame, &broken).is_none(), "{frame}");
+        if let Some(delta) = delta_of(&frame, &first) {
+            assert_eq!(delta, json!({"id": first, "seq": 2, "text": "a2"}));
+            break;
+        }
+    }
+
+    // Mended: the held text goes out as the stream's first delta, and it is stored.
+    mend_text_writes(&s).await;
+    let delta = next_delta(&mut bob, &broken).await;
+    assert_eq!(delta, json!({"id": broken, "seq": 1, "text": "b1"}));
+    let done = s
+        .post(
+            &format!("/api/v1/messages/{}/complete", broken.as_i64().unwrap()),
+            b,
+            json!({}),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(done.body["text"], "b1");
+    let stored = s.history(&w.bob, ch, "").await;
+    let stored = stored.iter().find(|m| m["id"] == broken).unwrap();
+    assert_eq!(stored["text"], "b1");
+}

@@ -115,6 +115,18 @@ impl TestServer {
         self.database.as_ref()
     }
 
+    /// The URL of the server's database: its PostgreSQL database, or the SQLite file in
+    /// its data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database {
+            Some(db) => db.url().to_owned(),
+            None => format!(
+                "sqlite://{}",
+                self.data_dir.path().join("chorus.db").display()
+            ),
+        }
+    }
+
     async fn launch(&mut self) {
         let built = chorus_server::build(self.config.clone()).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
