@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
@@ -113,6 +113,9 @@ pub struct Outbox {
     sink: tokio::sync::Mutex<Option<RawWriter>>,
     /// Tells the connection's task that it owns the writing now.
     handover: Notify,
+    /// When its writer last wrote frames to it (the writer's microseconds, 0: never):
+    /// how long the frames of a write piled up ([`crate::writer`]'s rate).
+    last_written: AtomicU64,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -145,6 +148,7 @@ impl Outbox {
             writer,
             sink: tokio::sync::Mutex::new(None),
             handover: Notify::new(),
+            last_written: AtomicU64::new(0),
         }
     }
 
@@ -356,28 +360,37 @@ impl Outbox {
         Ok(())
     }
 
-    /// A writer's turn: frames what is queued into the writer's `scratch` buffer and
-    /// writes it without waiting. Only called by the owner.
-    pub(crate) fn write_now(self: &Arc<Self>, scratch: &mut Vec<u8>, metrics: &Metrics) -> Attempt {
+    /// A writer's turn at `now_us` (the writer's clock, in microseconds, never 0):
+    /// frames what is queued into the writer's `scratch` buffer and writes it without
+    /// waiting. Returns what that did, how many frames it wrote and when the writer last
+    /// wrote some to this connection (0: never). Only called by the owner.
+    pub(crate) fn write_now(
+        self: &Arc<Self>,
+        scratch: &mut Vec<u8>,
+        metrics: &Metrics,
+        now_us: u64,
+    ) -> (Attempt, u64, u64) {
         let Ok(mut guard) = self.sink.try_lock() else {
             // The connection's task is writing (a ping, a drain): it takes over.
             self.handover.notify_one();
-            return Attempt::HandedOver;
+            return (Attempt::HandedOver, 0, 0);
         };
         if self.is_closed() {
-            return Attempt::Drained; // nothing will be written any more
+            return (Attempt::Drained, 0, 0); // nothing will be written any more
         }
         let Some(sink) = guard.as_mut() else {
             self.handover.notify_one();
-            return Attempt::HandedOver;
+            return (Attempt::HandedOver, 0, 0);
         };
         scratch.clear();
         let (frames, emptied) = self.frame_queued(scratch, WRITE_BATCH);
+        let mut last_written = 0;
         if frames > 0 {
             metrics.socket_writes.fetch_add(1, Ordering::Relaxed);
             metrics.socket_frames.fetch_add(frames, Ordering::Relaxed);
+            last_written = self.last_written.swap(now_us, Ordering::Relaxed);
         }
-        match sink.write_through(scratch) {
+        let attempt = match sink.write_through(scratch) {
             Ok(true) if emptied => {
                 drop(guard);
                 self.release();
@@ -393,7 +406,8 @@ impl Outbox {
                 self.handover.notify_one();
                 Attempt::HandedOver
             }
-        }
+        };
+        (attempt, frames, last_written)
     }
 }
 
