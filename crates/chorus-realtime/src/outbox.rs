@@ -113,8 +113,9 @@ pub struct Outbox {
     sink: tokio::sync::Mutex<Option<RawWriter>>,
     /// Tells the connection's task that it owns the writing now.
     handover: Notify,
-    /// When its writer last wrote frames to it (the writer's microseconds, 0: never):
-    /// how long the frames of a write piled up ([`crate::writer`]'s rate).
+    /// When its writer last wrote all it had queued (the writer's microseconds; 0:
+    /// never, or the last write left frames queued): how long the frames of the next
+    /// write piled up ([`crate::writer`]'s rate).
     last_written: AtomicU64,
 }
 
@@ -363,7 +364,8 @@ impl Outbox {
     /// A writer's turn at `now_us` (the writer's clock, in microseconds, never 0):
     /// frames what is queued into the writer's `scratch` buffer and writes it without
     /// waiting. Returns what that did, how many frames it wrote and when the writer last
-    /// wrote some to this connection (0: never). Only called by the owner.
+    /// emptied this connection's queue (0: unknown, see `last_written`). Only called by
+    /// the owner.
     pub(crate) fn write_now(
         self: &Arc<Self>,
         scratch: &mut Vec<u8>,
@@ -388,7 +390,10 @@ impl Outbox {
         if frames > 0 {
             metrics.socket_writes.fetch_add(1, Ordering::Relaxed);
             metrics.socket_frames.fetch_add(frames, Ordering::Relaxed);
-            last_written = self.last_written.swap(now_us, Ordering::Relaxed);
+            // A write that leaves frames queued starts no measure: what follows it was
+            // queued before it (a backlog), not piled up since.
+            let mark = if emptied { now_us } else { 0 };
+            last_written = self.last_written.swap(mark, Ordering::Relaxed);
         }
         let attempt = match sink.write_through(scratch) {
             Ok(true) if emptied => {

@@ -9,8 +9,8 @@
 //! turn, its frames pile up: the busier the server, the more frames each syscall carries.
 //! Under sustained load a writer also paces its passes over the queue ([`MIN_PASS`]), so
 //! the piling up does not depend on how fast the writing itself is; writing a firehose
-//! (every connection getting more than [`FIREHOSE_RATE`] frames a second), it paces
-//! them further apart ([`FIREHOSE_PASS`]).
+//! (the connections it writes getting more than [`FIREHOSE_RATE`] frames a second), it
+//! paces them further apart ([`FIREHOSE_PASS`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,20 +37,29 @@ const CONNS_PER_BATCH: usize = 16;
 /// baseline's 3.7).
 const MIN_PASS: Duration = Duration::from_millis(10);
 
-/// Frames a second to each connection written (how fast the frames of each write piled
-/// up since the connection's write before, a moving average over the writer's passes)
-/// above which a busy writer's passes last at least [`FIREHOSE_PASS`]: each connection
-/// then gets enough frames per 10 ms that waiting longer for them buys far fewer
-/// syscalls per event at a cost its reader hardly sees (a flat-out load: ~1,300 a
-/// second to each of 1,000 subscribers here). A fixed load of 200 or 500 messages a
-/// second to 1,000 subscribers, or a flat-out one to 5,000 (~400), stays below it and
-/// keeps [`MIN_PASS`].
+/// Frames a second to the connections a writer writes (how fast the frames of its
+/// writes piled up since each connection's queue was last emptied: all of a pass's
+/// frames over all their time, a moving average over the writer's passes) above which
+/// a busy writer's passes last at least [`FIREHOSE_PASS`]. The rate is the writer's,
+/// not each connection's: one connection far above it among a few slow ones can put
+/// them all on the longer pass. The connections then get enough frames per 10 ms that
+/// waiting longer for them buys far fewer syscalls per event at a cost their readers
+/// hardly see (a flat-out load: ~1,300 a second to each of 1,000 subscribers here). A
+/// fixed load of 200 or 500 messages a second to 1,000 subscribers, or a flat-out one
+/// to 5,000 (~400), stays below it and keeps [`MIN_PASS`].
 const FIREHOSE_RATE: f64 = 800.0;
 
-/// The weight of the last pass in the writer's moving average of that rate: a burst of
-/// one pass (a fixed load's messages bunched up) does not make a firehose; a flat-out
-/// load's rate reaches it within three passes.
+/// The weight of the last pass in the writer's moving average of that rate, which
+/// starts from 0 whenever the writer finds its queue empty: a fixed load's messages
+/// bunched up in one pass rarely make a firehose (one pass would have to measure
+/// ~2,700 a second); a flat-out load's ~1,300 reach it on the fourth pass of a busy
+/// spell.
 const RATE_WEIGHT: f64 = 0.3;
+
+/// The longest a write's frames count as having piled up (µs): a connection written
+/// after a quiet hour weighs in the writer's rate as one quiet for 100 ms, so it does
+/// not hide the firehose beside it.
+const LONGEST_PILE_US: u64 = 100_000;
 
 /// The shortest pass while the writer writes above [`FIREHOSE_RATE`]. Measured
 /// (docs/benchmarks.md, round 2, session 19): 30 ms instead of 10 for every sustained
@@ -139,9 +148,10 @@ async fn run(mut queue: UnboundedReceiver<Arc<Outbox>>, metrics: Arc<Metrics>, c
             .max(1);
         for outbox in batch.drain(..) {
             let (attempt, frames, last_us) = outbox.write_now(&mut scratch, &metrics, now_us);
-            if frames > 0 && last_us > 0 {
+            if frames > 0 && last_us > 0 && now_us > last_us {
                 pass_frames += frames;
-                pass_piled_us += now_us.saturating_sub(last_us);
+                // A connection quiet for long counts as quiet, not as hours of it.
+                pass_piled_us += (now_us - last_us).min(LONGEST_PILE_US);
             }
             match attempt {
                 Attempt::Drained | Attempt::HandedOver => {}

@@ -734,9 +734,7 @@ async fn fail_text_writes_of(s: &TestServer, id: i64) {
                  WHEN NEW.id = {id} BEGIN SELECT RAISE(ABORT, 'injected fault'); END;"
         )
     };
-    chorus_chat::testing::execute(&s.database_url(), &sql)
-        .await
-        .unwrap();
+    run_sql(s, &sql).await;
 }
 
 /// Takes [`fail_text_writes_of`]'s trigger away.
@@ -746,8 +744,15 @@ async fn mend_text_writes(s: &TestServer) {
     } else {
         "DROP TRIGGER chorus_test_fault;"
     };
-    chorus_chat::testing::execute(&s.database_url(), sql)
+    run_sql(s, sql).await;
+}
+
+/// Runs `sql` on the server's database beside it, bounded by [`common::WAIT`].
+async fn run_sql(s: &TestServer, sql: &str) {
+    let url = s.database_url();
+    tokio::time::timeout(common::WAIT, chorus_chat::testing::execute(&url, sql))
         .await
+        .expect("the database did not take the statement in time")
         .unwrap();
 }
 
@@ -805,10 +810,16 @@ async fn a_stream_the_database_refuses_holds_back_no_other_and_loses_nothing() {
         }
     }
 
-    // Mended: the held text goes out as the stream's first delta, and it is stored.
+    // More for the broken stream while it is refused: it goes behind what is held.
+    append(&s, b, broken.as_i64().unwrap(), "b2")
+        .await
+        .expect_status(StatusCode::OK);
+
+    // Mended: the held text goes out as the stream's first delta, in order, and it is
+    // stored.
     mend_text_writes(&s).await;
     let delta = next_delta(&mut bob, &broken).await;
-    assert_eq!(delta, json!({"id": broken, "seq": 1, "text": "b1"}));
+    assert_eq!(delta, json!({"id": broken, "seq": 1, "text": "b1b2"}));
     let done = s
         .post(
             &format!("/api/v1/messages/{}/complete", broken.as_i64().unwrap()),
@@ -817,8 +828,8 @@ async fn a_stream_the_database_refuses_holds_back_no_other_and_loses_nothing() {
         )
         .await
         .expect_status(StatusCode::OK);
-    assert_eq!(done.body["text"], "b1");
+    assert_eq!(done.body["text"], "b1b2");
     let stored = s.history(&w.bob, ch, "").await;
     let stored = stored.iter().find(|m| m["id"] == broken).unwrap();
-    assert_eq!(stored["text"], "b1");
+    assert_eq!(stored["text"], "b1b2");
 }
