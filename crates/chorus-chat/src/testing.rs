@@ -78,17 +78,21 @@ impl Drop for ScratchDatabase {
 /// running server (a trigger that fails one row's writes) and takes it away again.
 pub async fn execute(url: &str, sql: &str) -> anyhow::Result<()> {
     if url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(url)
-            .await
-            .with_context(|| format!("opening {url}"))?;
-        sqlx::raw_sql(sql).execute(&mut conn).await?;
-        conn.close().await?;
+        execute_on::<sqlx::SqliteConnection>(url, sql).await
     } else {
-        let mut conn = PgConnection::connect(url)
-            .await
-            .with_context(|| format!("connecting to {url}"))?;
-        sqlx::raw_sql(sql).execute(&mut conn).await?;
-        conn.close().await?;
+        execute_on::<PgConnection>(url, sql).await
     }
+}
+
+async fn execute_on<C>(url: &str, sql: &str) -> anyhow::Result<()>
+where
+    C: Connection,
+    for<'c> &'c mut C: Executor<'c, Database = C::Database>,
+{
+    let mut conn = C::connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    sqlx::raw_sql(sql).execute(&mut conn).await?;
+    conn.close().await?;
     Ok(())
 }

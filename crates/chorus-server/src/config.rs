@@ -266,6 +266,11 @@ fn default_proxy_cache_ms() -> u64 {
 }
 
 impl Config {
+    /// The embedded (SQLite) database's file, used when no `database_url` is given.
+    pub fn embedded_database(&self) -> std::path::PathBuf {
+        self.data_dir.join("chorus.db")
+    }
+
     pub fn engine(&self) -> EngineConfig {
         EngineConfig {
             heartbeat: Duration::from_millis(self.heartbeat_ms.max(100)),

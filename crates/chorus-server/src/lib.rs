@@ -72,7 +72,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         None => {
             private_data_dir(&config.data_dir)?;
             Arc::new(
-                SqliteStore::open(&config.data_dir.join("chorus.db"), clock)
+                SqliteStore::open(&config.embedded_database(), clock)
                     .await
                     .context("opening the embedded database")?,
             )

@@ -120,10 +120,7 @@ impl TestServer {
     pub fn database_url(&self) -> String {
         match &self.database {
             Some(db) => db.url().to_owned(),
-            None => format!(
-                "sqlite://{}",
-                self.data_dir.path().join("chorus.db").display()
-            ),
+            None => format!("sqlite://{}", self.config.embedded_database().display()),
         }
     }
 
