@@ -833,3 +833,67 @@ async fn a_stream_the_database_refuses_holds_back_no_other_and_loses_nothing() {
     let stored = stored.iter().find(|m| m["id"] == broken).unwrap();
     assert_eq!(stored["text"], "b1b2");
 }
+
+/// An end the database refuses loses nothing: the author is told it failed, the stream
+/// opens again with all it was given (appends go on to it), and the end that is
+/// written once the database takes it again carries every part, in order.
+#[tokio::test]
+async fn an_end_the_database_refuses_leaves_the_stream_open_with_all_its_text() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "agents", "public", &[&w.bob])
+        .await;
+    let mut bob = s.connect(&w.bob.token).await;
+    let token = &w.alice.token;
+    let message = open_stream(&s, token, ch, "").await;
+    let id = message["id"].as_i64().unwrap();
+    append(&s, token, id, "p1")
+        .await
+        .expect_status(StatusCode::OK);
+    let delta = next_delta(&mut bob, &message["id"]).await;
+    assert_eq!(delta, json!({"id": id, "seq": 1, "text": "p1"}));
+
+    fail_text_writes_of(&s, id).await;
+    append(&s, token, id, "p2")
+        .await
+        .expect_status(StatusCode::OK);
+    for end in ["complete", "abort"] {
+        let refused = s
+            .post(&format!("/api/v1/messages/{id}/{end}"), token, json!({}))
+            .await
+            .expect_status(StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            refused.body["error"]["code"], "internal",
+            "{}",
+            refused.body
+        );
+    }
+    // Still streaming, with what it was given: more goes on behind it.
+    append(&s, token, id, "p3")
+        .await
+        .expect_status(StatusCode::OK);
+    let stored = s.history(&w.bob, ch, "").await;
+    let stored = stored.iter().find(|m| m["id"] == id).unwrap();
+    assert_eq!(stored["state"], "streaming", "{stored}");
+
+    mend_text_writes(&s).await;
+    let done = s
+        .post(&format!("/api/v1/messages/{id}/complete"), token, json!({}))
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(done.body["text"], "p1p2p3");
+    let seen = read_stream(&mut bob, id).await;
+    assert_eq!(seen.end["type"], "message.completed");
+    assert_eq!(seen.end["data"]["text"], "p1p2p3");
+    // What went out as deltas after the first is a prefix of the rest, in order.
+    assert!(
+        "p2p3".starts_with(&join_deltas(&seen.deltas, 1)),
+        "{:?}",
+        seen.deltas
+    );
+    let stored = s.history(&w.bob, ch, "").await;
+    let stored = stored.iter().find(|m| m["id"] == id).unwrap();
+    assert_eq!(stored["text"], "p1p2p3");
+    assert_eq!(stored["state"], "complete");
+}

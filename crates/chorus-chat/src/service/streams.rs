@@ -94,7 +94,7 @@ type RollupKey = (ChannelId, Option<MessageId>);
 /// them all, once per window.
 #[derive(Default)]
 struct Rollup {
-    /// Its open streams (closed ones leave at the next roll-up); locked after
+    /// Its streams (ended ones leave at the next roll-up); locked after
     /// [`Streams::rollups`] when both are.
     streams: Mutex<Vec<Arc<Stream>>>,
     /// Rung by an append (and by an end), for the flusher.
@@ -129,7 +129,20 @@ struct Buffer {
     /// The text's length with everything accepted, in bytes.
     bytes: usize,
     last_append: Instant,
-    open: bool,
+    life: Life,
+}
+
+/// Where a stream is in its life on this node.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Life {
+    /// Taking appends.
+    Open,
+    /// Its end is being written: appends are refused, and it stays held (in
+    /// [`Streams::open`] and its roll-up) so that, if the write fails, it opens again
+    /// with its text.
+    Ending,
+    /// Ended (here or elsewhere): its roll-up forgets it.
+    Ended,
 }
 
 impl Stream {
@@ -144,7 +157,7 @@ impl Stream {
                 pending: String::new(),
                 bytes: message.text.len(),
                 last_append: Instant::now(),
-                open: true,
+                life: Life::Open,
             }),
             rollup,
             flushing: tokio::sync::Mutex::new(()),
@@ -156,18 +169,35 @@ impl Stream {
         self.buf.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Closes the stream here and returns what was accepted and not written; `None`
-    /// when it was closed already. Call holding `flushing`.
-    fn close(&self) -> Option<String> {
+    /// Starts ending the stream: refuses appends from now on and returns what was
+    /// accepted and not written; `None` when it is not open. Call holding `flushing`,
+    /// and follow with [`ended`](Self::ended) or [`reopen`](Self::reopen).
+    fn begin_end(&self) -> Option<String> {
         let mut buf = self.buffer();
-        if !buf.open {
+        if buf.life != Life::Open {
             return None;
         }
-        buf.open = false;
-        let tail = std::mem::take(&mut buf.pending);
-        drop(buf);
+        buf.life = Life::Ending;
+        Some(std::mem::take(&mut buf.pending))
+    }
+
+    /// Marks the stream ended; its roll-up forgets it at its next turn.
+    fn ended(&self) {
+        self.buffer().life = Life::Ended;
         self.rollup.wake.notify_one();
-        Some(tail)
+    }
+
+    /// Opens the stream again after its end was not written, with the `tail`
+    /// [`begin_end`](Self::begin_end) took back in front of what it holds.
+    fn reopen(&self, tail: &str) {
+        let mut buf = self.buffer();
+        buf.life = Life::Open;
+        buf.pending.insert_str(0, tail);
+        let wake = !buf.pending.is_empty();
+        drop(buf);
+        if wake {
+            self.rollup.wake.notify_one();
+        }
     }
 }
 
@@ -217,7 +247,7 @@ impl Flusher {
         for stream in &streams {
             let flushing = stream.flushing.lock().await;
             let mut buf = stream.buffer();
-            if buf.open && !buf.pending.is_empty() {
+            if buf.life == Life::Open && !buf.pending.is_empty() {
                 let text = std::mem::take(&mut buf.pending);
                 drop(buf);
                 taken.push((stream, text, flushing));
@@ -241,7 +271,7 @@ impl Flusher {
                 }
                 Ok(None) => {
                     // Ended (or deleted) elsewhere: what is left here cannot be written.
-                    stream.buffer().open = false;
+                    stream.buffer().life = Life::Ended;
                     self.streams.remove(stream.id);
                 }
                 Err(err) => {
@@ -321,7 +351,7 @@ impl Flusher {
     fn retire_closed(&self) -> bool {
         let mut rollups = self.streams.rollups();
         let mut streams = self.rollup.streams();
-        streams.retain(|stream| stream.buffer().open);
+        streams.retain(|stream| stream.buffer().life != Life::Ended);
         if !streams.is_empty() {
             return true;
         }
@@ -494,7 +524,7 @@ impl Chat {
         check_no_nul(text)?;
         let id = stream.id;
         let mut buf = stream.buffer();
-        if !buf.open {
+        if buf.life != Life::Open {
             return Err(ChatError::Conflict(
                 "the message is no longer streaming".into(),
             ));
@@ -572,7 +602,10 @@ impl Chat {
     }
 
     /// Writes the stream's end (with what was accepted and not yet written) and
-    /// publishes `message.completed` or `message.aborted {message, reason}`.
+    /// publishes `message.completed` or `message.aborted {message, reason}`. While the
+    /// end is written the stream refuses appends and stays held here, so an append
+    /// cannot slip past it into a stream started afresh from the database; when the
+    /// write fails, the stream opens again with all its text.
     pub(crate) async fn end_stream(
         &self,
         stream: &Stream,
@@ -581,12 +614,11 @@ impl Chat {
         reason: String,
     ) -> Result<Message> {
         let flushing = stream.flushing.lock().await;
-        let Some(tail) = stream.close() else {
+        let Some(tail) = stream.begin_end() else {
             return Err(ChatError::Conflict(
                 "the message is no longer streaming".into(),
             ));
         };
-        self.streams.remove(stream.id);
         let order = self
             .gates
             .threads
@@ -609,6 +641,16 @@ impl Chat {
             .store
             .end_stream_logged(stream.id, to, text.as_deref(), &tail, events)
             .await;
+        match &ended {
+            Err(err) => {
+                tracing::warn!(message = %stream.id, cause = %err, "stream end not written; open again");
+                stream.reopen(&tail);
+            }
+            Ok(_) => {
+                stream.ended();
+                self.streams.remove(stream.id);
+            }
+        }
         drop(flushing);
         let Some((message, logged)) = ended? else {
             return Err(ChatError::Conflict(
