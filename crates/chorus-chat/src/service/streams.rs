@@ -201,6 +201,21 @@ impl Stream {
     }
 }
 
+/// A stream whose end is being written: dropped with its `tail` still in it, it opens
+/// the stream again with that tail ([`Stream::reopen`]).
+struct Ending<'a> {
+    stream: &'a Stream,
+    tail: Option<String>,
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        if let Some(tail) = self.tail.take() {
+            self.stream.reopen(&tail);
+        }
+    }
+}
+
 /// What a roll-up's flusher needs: no `Chat`, so it does not keep the chat alive.
 struct Flusher {
     rollup: Arc<Rollup>,
@@ -367,11 +382,11 @@ impl Flusher {
 
 impl Chat {
     /// Starts holding appends for a streaming `message` on this node (the one already
-    /// held, if another request got there first).
-    pub(crate) fn hold_stream(&self, message: &Message, window: Duration) -> Arc<Stream> {
+    /// held, if another request got there first); `true` when this call started it.
+    pub(crate) fn hold_stream(&self, message: &Message, window: Duration) -> (Arc<Stream>, bool) {
         let mut open = self.streams.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(stream) = open.get(&message.id) {
-            return stream.clone();
+            return (stream.clone(), false);
         }
         let key = (message.channel_id, message.thread_id);
         let mut rollups = self.streams.rollups();
@@ -389,7 +404,7 @@ impl Chat {
         open.insert(message.id, stream.clone());
         drop(open);
         if !started {
-            return stream;
+            return (stream, true);
         }
         // The roll-up's window is its first stream's channel's.
         let flusher = Flusher {
@@ -403,11 +418,14 @@ impl Chat {
             stop: self.background.stop().clone(),
         };
         self.streams.tasks.spawn(flusher.run());
-        stream
+        (stream, true)
     }
 
-    /// [`hold_stream`](Self::hold_stream) with its channel's roll-up window.
-    pub(crate) async fn hold_stored_stream(&self, message: &Message) -> Arc<Stream> {
+    /// [`hold_stream`](Self::hold_stream) for a `message` read as streaming from the
+    /// database; `Conflict` when it ended meanwhile. A stream this node ends is held
+    /// until its end is committed, so a stream started here afresh after that reads the
+    /// end when it reads the row again, and is dropped before it takes an append.
+    pub(crate) async fn hold_stored_stream(&self, message: &Message) -> Result<Arc<Stream>> {
         let window = match self.store.channel(message.channel_id).await {
             Ok(Some(channel)) => self.rollup_window(&channel),
             Ok(None) => self.config.stream_rollup,
@@ -416,7 +434,22 @@ impl Chat {
                 self.config.stream_rollup
             }
         };
-        self.hold_stream(message, window)
+        let (stream, started) = self.hold_stream(message, window);
+        if !started {
+            return Ok(stream);
+        }
+        match self.store.message(message.id).await {
+            Ok(Some(now)) if now.state == MessageState::Streaming && !now.deleted => Ok(stream),
+            read => {
+                stream.ended();
+                self.streams.remove(message.id);
+                match read {
+                    Ok(Some(now)) => Err(not_streaming(&now)),
+                    Ok(None) => Err(not_found("no such message")),
+                    Err(err) => Err(err),
+                }
+            }
+        }
     }
 
     /// A channel's roll-up window: its own setting, else the server's.
@@ -432,7 +465,11 @@ impl Chat {
             Some(stream) => stream,
             None => match self.store.message(id).await? {
                 Some(message) if message.state == MessageState::Streaming => {
-                    self.hold_stored_stream(&message).await
+                    match self.hold_stored_stream(&message).await {
+                        Ok(stream) => stream,
+                        Err(ChatError::Conflict(_) | ChatError::NotFound(_)) => return Ok(false),
+                        Err(err) => return Err(err),
+                    }
                 }
                 _ => return Ok(false),
             },
@@ -465,7 +502,7 @@ impl Chat {
                 "only its author can write to a streaming message",
             ));
         }
-        Ok(self.hold_stored_stream(&message).await)
+        self.hold_stored_stream(&message).await
     }
 
     /// The message, if it is streaming and the caller may read it.
@@ -524,10 +561,18 @@ impl Chat {
         check_no_nul(text)?;
         let id = stream.id;
         let mut buf = stream.buffer();
-        if buf.life != Life::Open {
-            return Err(ChatError::Conflict(
-                "the message is no longer streaming".into(),
-            ));
+        match buf.life {
+            Life::Open => {}
+            Life::Ending => {
+                return Err(ChatError::Conflict(
+                    "the message is being ended (should that fail, it takes appends again)".into(),
+                ));
+            }
+            Life::Ended => {
+                return Err(ChatError::Conflict(
+                    "the message is no longer streaming".into(),
+                ));
+            }
         }
         let bytes = buf.bytes + text.len();
         if bytes > self.config.max_message_bytes {
@@ -581,7 +626,7 @@ impl Chat {
             Some(stream) => stream,
             None => {
                 let message = self.stored_stream(caller, id).await?;
-                self.hold_stored_stream(&message).await
+                self.hold_stored_stream(&message).await?
             }
         };
         if stream.author != caller.id {
@@ -619,6 +664,12 @@ impl Chat {
                 "the message is no longer streaming".into(),
             ));
         };
+        // Until the end is written, anything that stops it (a refusal, the request
+        // dropped while it waits) opens the stream again with its tail.
+        let mut ending = Ending {
+            stream,
+            tail: Some(tail),
+        };
         let order = self
             .gates
             .threads
@@ -637,16 +688,18 @@ impl Chat {
                 })
                 .collect()
         });
+        let tail = ending.tail.as_deref().unwrap_or_default();
         let ended = self
             .store
-            .end_stream_logged(stream.id, to, text.as_deref(), &tail, events)
+            .end_stream_logged(stream.id, to, text.as_deref(), tail, events)
             .await;
         match &ended {
             Err(err) => {
                 tracing::warn!(message = %stream.id, cause = %err, "stream end not written; open again");
-                stream.reopen(&tail);
+                drop(ending);
             }
             Ok(_) => {
+                ending.tail = None;
                 stream.ended();
                 self.streams.remove(stream.id);
             }
@@ -675,7 +728,11 @@ impl Chat {
                 Some(stream) => stream,
                 None => match self.store.message(id).await? {
                     Some(message) if message.state == MessageState::Streaming => {
-                        self.hold_stored_stream(&message).await
+                        match self.hold_stored_stream(&message).await {
+                            Ok(stream) => stream,
+                            Err(ChatError::Conflict(_) | ChatError::NotFound(_)) => continue,
+                            Err(err) => return Err(err),
+                        }
                     }
                     _ => continue,
                 },
@@ -686,7 +743,11 @@ impl Chat {
             {
                 Ok(_) => ended += 1,
                 Err(ChatError::Conflict(_)) => {}
-                Err(err) => return Err(err),
+                // One stream the database refuses to end stays open (nothing lost);
+                // the others are still swept.
+                Err(err) => {
+                    tracing::warn!(message = %id, cause = %err, "idle stream not ended");
+                }
             }
         }
         Ok(ended)
