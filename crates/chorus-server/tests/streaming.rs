@@ -897,3 +897,38 @@ async fn an_end_the_database_refuses_leaves_the_stream_open_with_all_its_text() 
     assert_eq!(stored["text"], "p1p2p3");
     assert_eq!(stored["state"], "complete");
 }
+
+/// The idle sweep goes past a stream the database refuses to end: the other idle
+/// streams are still aborted, and the refused one is once the database takes it.
+#[tokio::test]
+async fn the_idle_sweep_goes_past_a_stream_it_cannot_end() {
+    let s = TestServer::start_with(|c| {
+        c.http_per_sec = 0;
+        c.stream_idle_ms = 300;
+    })
+    .await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob])
+        .await;
+    let mut bob = s.connect(&w.bob.token).await;
+    // The refused one is idle first, so the sweep meets it first.
+    let refused = open_stream(&s, &w.alice.token, ch, "stuck").await["id"]
+        .as_i64()
+        .unwrap();
+    fail_text_writes_of(&s, refused).await;
+    let other = open_stream(&s, &w.alice.token, ch, "fine").await["id"]
+        .as_i64()
+        .unwrap();
+    let seen = read_stream(&mut bob, other).await;
+    assert_eq!(seen.end["type"], "message.aborted");
+    assert_eq!(seen.end["data"]["reason"], "idle");
+    let stored = s.history(&w.bob, ch, "").await;
+    let stuck = stored.iter().find(|m| m["id"] == refused).unwrap();
+    assert_eq!(stuck["state"], "streaming", "{stuck}");
+
+    mend_text_writes(&s).await;
+    let seen = read_stream(&mut bob, refused).await;
+    assert_eq!(seen.end["data"]["reason"], "idle");
+    assert_eq!(seen.end["data"]["message"]["text"], "stuck");
+}
