@@ -318,6 +318,21 @@ fn per_conn(kib: u64, conns: usize) -> f64 {
 /// the two drift apart.
 const BASELINE_FRAME_BYTES: usize = 324;
 
+/// What the baseline is sent (and so sends) for a fanout `payload`: a frame shaped as
+/// Chorus's `message.created` event — the same size ([`BASELINE_FRAME_BYTES`]) and the
+/// payload as far in (~140 bytes) — so that the load generator's work per frame (its
+/// search for the payload above all) is the same for both servers.
+fn baseline_frame(payload: &str) -> String {
+    let mut frame = format!(
+        r#"{{"op":"event","scope":"channel:1","offset":1,"type":"message.created","wake":true,"data":{{"id":1,"channel_id":1,"author_id":2,"text":"{payload}""#
+    );
+    while frame.len() + 2 < BASELINE_FRAME_BYTES {
+        frame.push(' ');
+    }
+    frame.push_str("}}");
+    frame
+}
+
 /// Where a fanout message is sent: Chorus's HTTP API (persisted) or the baseline's socket.
 enum Sender {
     Http {
@@ -345,15 +360,7 @@ impl Sender {
                 token,
                 channel,
             } => api.send(token, *channel, &text).await,
-            Self::Ws { sink } => {
-                // Same bytes on the wire as a Chorus `message.created` event frame, so
-                // both servers and the load generator move frames of the same size.
-                let mut text = text;
-                while text.len() < BASELINE_FRAME_BYTES {
-                    text.push(' ');
-                }
-                Ok(sink.send(Message::text(text)).await?)
-            }
+            Self::Ws { sink } => Ok(sink.send(Message::text(baseline_frame(&text))).await?),
         }
     }
 }
