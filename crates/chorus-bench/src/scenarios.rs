@@ -313,9 +313,9 @@ fn per_conn(kib: u64, conns: usize) -> f64 {
 
 /// Size of a Chorus `message.created` frame carrying a benchmark payload, as `fanout`
 /// reports it (`frame_bytes`): 324 bytes since the message grew `receipts`, `kind`,
-/// `state` and the streaming fields (270 before). The baseline's frames are padded to
-/// it, so both servers move frames of the same size; `tests/cli.rs::bench` fails when
-/// the two drift apart.
+/// `state` and the streaming fields (270 before). The baseline's frames are made that
+/// size ([`baseline_frame`]), so both servers move frames of the same size;
+/// `tests/cli.rs::bench` fails when the two drift apart.
 const BASELINE_FRAME_BYTES: usize = 324;
 
 /// What the baseline is sent (and so sends) for a fanout `payload`: a frame shaped as
