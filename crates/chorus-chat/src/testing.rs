@@ -96,3 +96,46 @@ where
     conn.close().await?;
     Ok(())
 }
+
+/// A PostgreSQL session beside the server holding advisory lock `key`, so that a
+/// statement of the server that takes the same lock (in a trigger a test installed)
+/// waits until the test lets it go: how a test holds one of the server's writes in
+/// flight. Released by [`release`](Self::release), or when dropped (the connection
+/// closes).
+pub struct AdvisoryLock {
+    conn: PgConnection,
+}
+
+impl AdvisoryLock {
+    pub async fn take(url: &str, key: i64) -> anyhow::Result<Self> {
+        let mut conn = PgConnection::connect(url)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(key)
+            .execute(&mut conn)
+            .await?;
+        Ok(Self { conn })
+    }
+
+    pub async fn release(self) -> anyhow::Result<()> {
+        self.conn.close().await?;
+        Ok(())
+    }
+}
+
+/// How many sessions of the PostgreSQL database at `url` are waiting for a lock (an
+/// [`AdvisoryLock`] for one): a barrier that says a write of the server is in flight.
+pub async fn sessions_waiting_for_a_lock(url: &str) -> anyhow::Result<i64> {
+    let mut conn = PgConnection::connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(waiting)
+}
