@@ -1010,3 +1010,120 @@ async fn a_refused_rollup_goes_back_in_front_of_what_came_while_it_was_written()
         .expect_status(StatusCode::OK);
     assert_eq!(done.body["text"], "b1b2");
 }
+
+/// An end whose request is dropped while its write waits (the client gave up) leaves the
+/// stream open with all its text: the write is rolled back and the stream takes appends
+/// again, rather than refusing them as "being ended" for good. While the end is in
+/// flight, appends are refused as such. PostgreSQL, as above: the end's write waits on
+/// an advisory lock the test holds. `#[ignore]`d: needs `CHORUS_TEST_POSTGRES_URL`.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: CHORUS_TEST_POSTGRES_URL"]
+async fn an_end_dropped_while_it_waits_leaves_the_stream_open_with_its_text() {
+    use chorus_chat::testing::{AdvisoryLock, ScratchDatabase, sessions_waiting_for_a_lock};
+    let admin = std::env::var("CHORUS_TEST_POSTGRES_URL").expect(
+        "needs CHORUS_TEST_POSTGRES_URL: run `scripts/services start` and source its env file",
+    );
+    let db = ScratchDatabase::create(&admin).await.unwrap();
+    let url = db.url().to_owned();
+    let config_url = url.clone();
+    let s = TestServer::start_with(move |c| {
+        c.http_per_sec = 0;
+        c.database_url = Some(config_url);
+    })
+    .await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "agents", "public", &[&w.bob])
+        .await;
+    let mut bob = s.connect(&w.bob.token).await;
+    let token = w.alice.token.clone();
+    let message = open_stream(&s, &token, ch, "").await;
+    let id = message["id"].as_i64().unwrap();
+    append(&s, &token, id, "p1")
+        .await
+        .expect_status(StatusCode::OK);
+    let delta = next_delta(&mut bob, &message["id"]).await;
+    assert_eq!(delta, json!({"id": id, "seq": 1, "text": "p1"}));
+    append(&s, &token, id, "p2")
+        .await
+        .expect_status(StatusCode::OK);
+
+    const KEY: i64 = 7_002;
+    run_sql_at(
+        &url,
+        &format!(
+            "CREATE FUNCTION chorus_test_wait() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN PERFORM pg_advisory_lock({KEY}); PERFORM pg_advisory_unlock({KEY});
+                    RETURN NEW; END $$;
+             CREATE TRIGGER chorus_test_wait BEFORE UPDATE OF state ON messages
+                 FOR EACH ROW WHEN (NEW.id = {id}) EXECUTE FUNCTION chorus_test_wait();"
+        ),
+    )
+    .await;
+    let held = AdvisoryLock::take(&url, KEY).await.unwrap();
+    let waiting = || async {
+        let deadline = tokio::time::Instant::now() + common::WAIT;
+        loop {
+            let n = sessions_waiting_for_a_lock(&url).await.unwrap();
+            assert!(tokio::time::Instant::now() < deadline, "still {n} waiting");
+            if n > 0 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let complete = {
+        let client = reqwest::Client::new();
+        let request = client
+            .post(s.url(&format!("/api/v1/messages/{id}/complete")))
+            .bearer_auth(&token)
+            .json(&json!({}));
+        tokio::spawn(async move { request.send().await })
+    };
+    waiting().await;
+    // The end is in flight: appends are refused, saying so.
+    let refused = append(&s, &token, id, "x").await;
+    let refused = refused.expect_error(StatusCode::CONFLICT, "conflict");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("being ended"),
+        "{}",
+        refused.body
+    );
+    // The client gives up: its connection closes and the server drops the request (its
+    // write, still waiting, is rolled back). The stream takes appends again — until the
+    // server has dropped it, they are refused as being ended.
+    complete.abort();
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let resp = append(&s, &token, id, "p3").await;
+        if resp.status == StatusCode::OK {
+            break;
+        }
+        let message = resp.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("being ended"), "{}", resp.body);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream never took appends again: {}",
+            resp.body
+        );
+        tokio::task::yield_now().await;
+    }
+    held.release().await.unwrap();
+    run_sql_at(
+        &url,
+        "DROP TRIGGER chorus_test_wait ON messages; DROP FUNCTION chorus_test_wait();",
+    )
+    .await;
+    let done = s
+        .post(
+            &format!("/api/v1/messages/{id}/complete"),
+            &token,
+            json!({}),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(done.body["text"], "p1p2p3");
+}
