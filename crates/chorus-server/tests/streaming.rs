@@ -937,20 +937,27 @@ async fn the_idle_sweep_goes_past_a_stream_it_cannot_end() {
     assert_eq!(seen.end["data"]["message"]["text"], "stuck");
 }
 
-/// A roll-up the database refuses while the author goes on appending: the refused text
-/// goes back in front of what came while it was being written, so the text keeps its
-/// order. "While" is made certain on PostgreSQL: the fault's trigger first waits for an
-/// advisory lock the test holds, and the test appends once the server's write is seen
-/// waiting. `#[ignore]`d: it needs `CHORUS_TEST_POSTGRES_URL` (reported skipped, never
-/// passed, by a plain `cargo nextest run`; `scripts/test` runs it).
-#[tokio::test]
-#[ignore = "needs PostgreSQL: CHORUS_TEST_POSTGRES_URL"]
-async fn a_refused_rollup_goes_back_in_front_of_what_came_while_it_was_written() {
-    use chorus_chat::testing::{AdvisoryLock, ScratchDatabase, sessions_waiting_for_a_lock};
+/// A streaming message on a server of its own, over a scratch PostgreSQL database,
+/// read live by bob: where the tests that hold one of the server's writes in flight
+/// start.
+struct OnPostgres {
+    /// Dropped (the database with it) when the test ends: bind it.
+    _db: chorus_chat::testing::ScratchDatabase,
+    url: String,
+    s: TestServer,
+    bob: WsClient,
+    token: String,
+    message: Value,
+    id: i64,
+}
+
+async fn stream_on_postgres() -> OnPostgres {
     let admin = std::env::var("CHORUS_TEST_POSTGRES_URL").expect(
         "needs CHORUS_TEST_POSTGRES_URL: run `scripts/services start` and source its env file",
     );
-    let db = ScratchDatabase::create(&admin).await.unwrap();
+    let db = chorus_chat::testing::ScratchDatabase::create(&admin)
+        .await
+        .unwrap();
     let url = db.url().to_owned();
     let config_url = url.clone();
     let s = TestServer::start_with(move |c| {
@@ -962,50 +969,113 @@ async fn a_refused_rollup_goes_back_in_front_of_what_came_while_it_was_written()
     let ch = s
         .create_channel(&w.alice, w.ws, "agents", "public", &[&w.bob])
         .await;
-    let mut bob = s.connect(&w.bob.token).await;
-    let token = &w.alice.token;
-    let message = open_stream(&s, token, ch, "").await;
+    let bob = s.connect(&w.bob.token).await;
+    let token = w.alice.token.clone();
+    let message = open_stream(&s, &token, ch, "").await;
     let id = message["id"].as_i64().unwrap();
-    const KEY: i64 = 7_001;
+    OnPostgres {
+        _db: db,
+        url,
+        s,
+        bob,
+        token,
+        message,
+        id,
+    }
+}
+
+/// The advisory lock [`hold_updates`] makes the server's writes wait for.
+const HOLD_KEY: i64 = 7_001;
+
+/// Makes every `UPDATE OF {column}` of message `id` at `url` wait, inside a trigger, for
+/// the advisory lock this returns (held until released), then run `then` (`RETURN NEW;`
+/// to go on, or a `RAISE EXCEPTION` to fail).
+async fn hold_updates(
+    url: &str,
+    id: i64,
+    column: &str,
+    then: &str,
+) -> chorus_chat::testing::AdvisoryLock {
     run_sql_at(
-        &url,
+        url,
         &format!(
-            "CREATE FUNCTION chorus_test_fault() RETURNS trigger LANGUAGE plpgsql AS
-                 $$ BEGIN PERFORM pg_advisory_lock({KEY}); PERFORM pg_advisory_unlock({KEY});
-                    RAISE EXCEPTION 'injected fault'; END $$;
-             CREATE TRIGGER chorus_test_fault BEFORE UPDATE OF text ON messages
-                 FOR EACH ROW WHEN (NEW.id = {id}) EXECUTE FUNCTION chorus_test_fault();"
+            "CREATE FUNCTION chorus_test_hold() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN PERFORM pg_advisory_lock({HOLD_KEY});
+                    PERFORM pg_advisory_unlock({HOLD_KEY}); {then} END $$;
+             CREATE TRIGGER chorus_test_hold BEFORE UPDATE OF {column} ON messages
+                 FOR EACH ROW WHEN (NEW.id = {id}) EXECUTE FUNCTION chorus_test_hold();"
         ),
     )
     .await;
-    let held = AdvisoryLock::take(&url, KEY).await.unwrap();
-
-    append(&s, token, id, "b1")
+    chorus_chat::testing::AdvisoryLock::take(url, HOLD_KEY)
         .await
-        .expect_status(StatusCode::OK);
-    // The roll-up carrying b1 is in flight once the server's write waits for the lock.
+        .unwrap()
+}
+
+/// Takes [`hold_updates`]'s trigger away (after any update it holds has gone on).
+async fn unhold_updates(url: &str) {
+    run_sql_at(
+        url,
+        "DROP TRIGGER chorus_test_hold ON messages; DROP FUNCTION chorus_test_hold();",
+    )
+    .await;
+}
+
+/// Waits (bounded by [`common::WAIT`]) until a write of the server waits for the lock.
+async fn until_a_write_waits(url: &str) {
     let deadline = tokio::time::Instant::now() + common::WAIT;
-    while sessions_waiting_for_a_lock(&url).await.unwrap() == 0 {
+    while chorus_chat::testing::sessions_waiting_for_a_lock(url)
+        .await
+        .unwrap()
+        == 0
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the roll-up's write never reached the trigger"
+            "no write of the server reached the trigger"
         );
         tokio::task::yield_now().await;
     }
-    append(&s, token, id, "b2")
+}
+
+/// A roll-up the database refuses while the author goes on appending: the refused text
+/// goes back in front of what came while it was being written, so the text keeps its
+/// order. "While" is made certain on PostgreSQL: the fault's trigger first waits for an
+/// advisory lock the test holds, and the test appends once the server's write is seen
+/// waiting. `#[ignore]`d: it needs `CHORUS_TEST_POSTGRES_URL` (reported skipped, never
+/// passed, by a plain `cargo nextest run`; `scripts/test` runs it).
+#[tokio::test]
+#[ignore = "needs PostgreSQL: CHORUS_TEST_POSTGRES_URL"]
+async fn a_refused_rollup_goes_back_in_front_of_what_came_while_it_was_written() {
+    let OnPostgres {
+        url,
+        s,
+        mut bob,
+        token,
+        message,
+        id,
+        _db,
+    } = stream_on_postgres().await;
+    let held = hold_updates(&url, id, "text", "RAISE EXCEPTION 'injected fault';").await;
+
+    append(&s, &token, id, "b1")
+        .await
+        .expect_status(StatusCode::OK);
+    // The roll-up carrying b1 is in flight once the server's write waits for the lock.
+    until_a_write_waits(&url).await;
+    append(&s, &token, id, "b2")
         .await
         .expect_status(StatusCode::OK);
     // Refused: b1 goes back in front of b2.
     held.release().await.unwrap();
-    run_sql_at(
-        &url,
-        "DROP TRIGGER chorus_test_fault ON messages; DROP FUNCTION chorus_test_fault();",
-    )
-    .await;
+    unhold_updates(&url).await;
     let delta = next_delta(&mut bob, &message["id"]).await;
     assert_eq!(delta, json!({"id": id, "seq": 1, "text": "b1b2"}));
     let done = s
-        .post(&format!("/api/v1/messages/{id}/complete"), token, json!({}))
+        .post(
+            &format!("/api/v1/messages/{id}/complete"),
+            &token,
+            json!({}),
+        )
         .await
         .expect_status(StatusCode::OK);
     assert_eq!(done.body["text"], "b1b2");
@@ -1019,26 +1089,15 @@ async fn a_refused_rollup_goes_back_in_front_of_what_came_while_it_was_written()
 #[tokio::test]
 #[ignore = "needs PostgreSQL: CHORUS_TEST_POSTGRES_URL"]
 async fn an_end_dropped_while_it_waits_leaves_the_stream_open_with_its_text() {
-    use chorus_chat::testing::{AdvisoryLock, ScratchDatabase, sessions_waiting_for_a_lock};
-    let admin = std::env::var("CHORUS_TEST_POSTGRES_URL").expect(
-        "needs CHORUS_TEST_POSTGRES_URL: run `scripts/services start` and source its env file",
-    );
-    let db = ScratchDatabase::create(&admin).await.unwrap();
-    let url = db.url().to_owned();
-    let config_url = url.clone();
-    let s = TestServer::start_with(move |c| {
-        c.http_per_sec = 0;
-        c.database_url = Some(config_url);
-    })
-    .await;
-    let w = s.world().await;
-    let ch = s
-        .create_channel(&w.alice, w.ws, "agents", "public", &[&w.bob])
-        .await;
-    let mut bob = s.connect(&w.bob.token).await;
-    let token = w.alice.token.clone();
-    let message = open_stream(&s, &token, ch, "").await;
-    let id = message["id"].as_i64().unwrap();
+    let OnPostgres {
+        url,
+        s,
+        mut bob,
+        token,
+        message,
+        id,
+        _db,
+    } = stream_on_postgres().await;
     append(&s, &token, id, "p1")
         .await
         .expect_status(StatusCode::OK);
@@ -1048,30 +1107,7 @@ async fn an_end_dropped_while_it_waits_leaves_the_stream_open_with_its_text() {
         .await
         .expect_status(StatusCode::OK);
 
-    const KEY: i64 = 7_002;
-    run_sql_at(
-        &url,
-        &format!(
-            "CREATE FUNCTION chorus_test_wait() RETURNS trigger LANGUAGE plpgsql AS
-                 $$ BEGIN PERFORM pg_advisory_lock({KEY}); PERFORM pg_advisory_unlock({KEY});
-                    RETURN NEW; END $$;
-             CREATE TRIGGER chorus_test_wait BEFORE UPDATE OF state ON messages
-                 FOR EACH ROW WHEN (NEW.id = {id}) EXECUTE FUNCTION chorus_test_wait();"
-        ),
-    )
-    .await;
-    let held = AdvisoryLock::take(&url, KEY).await.unwrap();
-    let waiting = || async {
-        let deadline = tokio::time::Instant::now() + common::WAIT;
-        loop {
-            let n = sessions_waiting_for_a_lock(&url).await.unwrap();
-            assert!(tokio::time::Instant::now() < deadline, "still {n} waiting");
-            if n > 0 {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-    };
+    let held = hold_updates(&url, id, "state", "RETURN NEW;").await;
     let complete = {
         let client = reqwest::Client::new();
         let request = client
@@ -1080,7 +1116,7 @@ async fn an_end_dropped_while_it_waits_leaves_the_stream_open_with_its_text() {
             .json(&json!({}));
         tokio::spawn(async move { request.send().await })
     };
-    waiting().await;
+    until_a_write_waits(&url).await;
     // The end is in flight: appends are refused, saying so.
     let refused = append(&s, &token, id, "x").await;
     let refused = refused.expect_error(StatusCode::CONFLICT, "conflict");
@@ -1112,11 +1148,7 @@ async fn an_end_dropped_while_it_waits_leaves_the_stream_open_with_its_text() {
         tokio::task::yield_now().await;
     }
     held.release().await.unwrap();
-    run_sql_at(
-        &url,
-        "DROP TRIGGER chorus_test_wait ON messages; DROP FUNCTION chorus_test_wait();",
-    )
-    .await;
+    unhold_updates(&url).await;
     let done = s
         .post(
             &format!("/api/v1/messages/{id}/complete"),
