@@ -548,8 +548,9 @@ async fn a_restart_mid_stream_keeps_what_was_appended() {
     assert_eq!(done.body["text"], "rolled up, then more!");
 }
 
-#[tokio::test]
-async fn an_idle_stream_is_aborted_by_the_server() {
+/// A server whose streams are idle after 300 ms, a channel of alice's with bob in it,
+/// and bob connected.
+async fn idle_after_300ms() -> (TestServer, common::World, i64, WsClient) {
     let s = TestServer::start_with(|c| {
         c.http_per_sec = 0;
         c.stream_idle_ms = 300;
@@ -559,7 +560,13 @@ async fn an_idle_stream_is_aborted_by_the_server() {
     let ch = s
         .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob])
         .await;
-    let mut bob = s.connect(&w.bob.token).await;
+    let bob = s.connect(&w.bob.token).await;
+    (s, w, ch, bob)
+}
+
+#[tokio::test]
+async fn an_idle_stream_is_aborted_by_the_server() {
+    let (s, w, ch, mut bob) = idle_after_300ms().await;
     let id = open_stream(&s, &w.alice.token, ch, "thinking").await["id"]
         .as_i64()
         .unwrap();
@@ -906,16 +913,7 @@ async fn an_end_the_database_refuses_leaves_the_stream_open_with_all_its_text() 
 /// streams are still aborted, and the refused one is once the database takes it.
 #[tokio::test]
 async fn the_idle_sweep_goes_past_a_stream_it_cannot_end() {
-    let s = TestServer::start_with(|c| {
-        c.http_per_sec = 0;
-        c.stream_idle_ms = 300;
-    })
-    .await;
-    let w = s.world().await;
-    let ch = s
-        .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob])
-        .await;
-    let mut bob = s.connect(&w.bob.token).await;
+    let (s, w, ch, mut bob) = idle_after_300ms().await;
     // The refused one is idle first, so the sweep meets it first.
     let refused = open_stream(&s, &w.alice.token, ch, "stuck").await["id"]
         .as_i64()
@@ -1046,29 +1044,22 @@ async fn until_a_write_waits(url: &str) {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: CHORUS_TEST_POSTGRES_URL"]
 async fn a_refused_rollup_goes_back_in_front_of_what_came_while_it_was_written() {
-    let OnPostgres {
-        url,
-        s,
-        mut bob,
-        token,
-        message,
-        id,
-        _db,
-    } = stream_on_postgres().await;
+    let mut p = stream_on_postgres().await;
+    let (s, url, token, id) = (&p.s, p.url.clone(), p.token.clone(), p.id);
     let held = hold_updates(&url, id, "text", "RAISE EXCEPTION 'injected fault';").await;
 
-    append(&s, &token, id, "b1")
+    append(s, &token, id, "b1")
         .await
         .expect_status(StatusCode::OK);
     // The roll-up carrying b1 is in flight once the server's write waits for the lock.
     until_a_write_waits(&url).await;
-    append(&s, &token, id, "b2")
+    append(s, &token, id, "b2")
         .await
         .expect_status(StatusCode::OK);
     // Refused: b1 goes back in front of b2.
     held.release().await.unwrap();
     unhold_updates(&url).await;
-    let delta = next_delta(&mut bob, &message["id"]).await;
+    let delta = next_delta(&mut p.bob, &p.message["id"]).await;
     assert_eq!(delta, json!({"id": id, "seq": 1, "text": "b1b2"}));
     let done = s
         .post(
@@ -1089,21 +1080,14 @@ async fn a_refused_rollup_goes_back_in_front_of_what_came_while_it_was_written()
 #[tokio::test]
 #[ignore = "needs PostgreSQL: CHORUS_TEST_POSTGRES_URL"]
 async fn an_end_dropped_while_it_waits_leaves_the_stream_open_with_its_text() {
-    let OnPostgres {
-        url,
-        s,
-        mut bob,
-        token,
-        message,
-        id,
-        _db,
-    } = stream_on_postgres().await;
-    append(&s, &token, id, "p1")
+    let mut p = stream_on_postgres().await;
+    let (s, url, token, id) = (&p.s, p.url.clone(), p.token.clone(), p.id);
+    append(s, &token, id, "p1")
         .await
         .expect_status(StatusCode::OK);
-    let delta = next_delta(&mut bob, &message["id"]).await;
+    let delta = next_delta(&mut p.bob, &p.message["id"]).await;
     assert_eq!(delta, json!({"id": id, "seq": 1, "text": "p1"}));
-    append(&s, &token, id, "p2")
+    append(s, &token, id, "p2")
         .await
         .expect_status(StatusCode::OK);
 
@@ -1118,7 +1102,7 @@ async fn an_end_dropped_while_it_waits_leaves_the_stream_open_with_its_text() {
     };
     until_a_write_waits(&url).await;
     // The end is in flight: appends are refused, saying so.
-    let refused = append(&s, &token, id, "x").await;
+    let refused = append(s, &token, id, "x").await;
     let refused = refused.expect_error(StatusCode::CONFLICT, "conflict");
     assert!(
         refused.body["error"]["message"]
@@ -1134,7 +1118,7 @@ async fn an_end_dropped_while_it_waits_leaves_the_stream_open_with_its_text() {
     complete.abort();
     let deadline = tokio::time::Instant::now() + common::WAIT;
     loop {
-        let resp = append(&s, &token, id, "p3").await;
+        let resp = append(s, &token, id, "p3").await;
         if resp.status == StatusCode::OK {
             break;
         }
