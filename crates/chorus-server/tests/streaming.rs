@@ -982,6 +982,13 @@ async fn stream_on_postgres() -> OnPostgres {
     }
 }
 
+/// Completes stream `id` as `token`'s user, which must succeed.
+async fn complete_ok(s: &TestServer, token: &str, id: i64) -> common::Resp {
+    s.post(&format!("/api/v1/messages/{id}/complete"), token, json!({}))
+        .await
+        .expect_status(StatusCode::OK)
+}
+
 /// The advisory lock [`hold_updates`] makes the server's writes wait for.
 const HOLD_KEY: i64 = 7_001;
 
@@ -1010,8 +1017,9 @@ async fn hold_updates(
         .unwrap()
 }
 
-/// Takes [`hold_updates`]'s trigger away (after any update it holds has gone on).
-async fn unhold_updates(url: &str) {
+/// Lets the updates [`hold_updates`] holds go on, and takes its trigger away.
+async fn unhold_updates(held: chorus_chat::testing::AdvisoryLock, url: &str) {
+    held.release().await.unwrap();
     run_sql_at(
         url,
         "DROP TRIGGER chorus_test_hold ON messages; DROP FUNCTION chorus_test_hold();",
@@ -1057,18 +1065,10 @@ async fn a_refused_rollup_goes_back_in_front_of_what_came_while_it_was_written()
         .await
         .expect_status(StatusCode::OK);
     // Refused: b1 goes back in front of b2.
-    held.release().await.unwrap();
-    unhold_updates(&url).await;
+    unhold_updates(held, &url).await;
     let delta = next_delta(&mut p.bob, &p.message["id"]).await;
     assert_eq!(delta, json!({"id": id, "seq": 1, "text": "b1b2"}));
-    let done = s
-        .post(
-            &format!("/api/v1/messages/{id}/complete"),
-            &token,
-            json!({}),
-        )
-        .await
-        .expect_status(StatusCode::OK);
+    let done = complete_ok(s, &token, id).await;
     assert_eq!(done.body["text"], "b1b2");
 }
 
@@ -1131,15 +1131,7 @@ async fn an_end_dropped_while_it_waits_leaves_the_stream_open_with_its_text() {
         );
         tokio::task::yield_now().await;
     }
-    held.release().await.unwrap();
-    unhold_updates(&url).await;
-    let done = s
-        .post(
-            &format!("/api/v1/messages/{id}/complete"),
-            &token,
-            json!({}),
-        )
-        .await
-        .expect_status(StatusCode::OK);
+    unhold_updates(held, &url).await;
+    let done = complete_ok(s, &token, id).await;
     assert_eq!(done.body["text"], "p1p2p3");
 }
