@@ -65,9 +65,11 @@ impl Streams {
         self.open.lock().ok()?.get(&id).cloned()
     }
 
-    fn remove(&self, id: MessageId) {
+    /// Marks `stream` ended and stops holding it (its roll-up forgets it next).
+    fn forget(&self, stream: &Stream) {
+        stream.ended();
         if let Ok(mut open) = self.open.lock() {
-            open.remove(&id);
+            open.remove(&stream.id);
         }
     }
 
@@ -286,8 +288,7 @@ impl Flusher {
                 }
                 Ok(None) => {
                     // Ended (or deleted) elsewhere: what is left here cannot be written.
-                    stream.buffer().life = Life::Ended;
-                    self.streams.remove(stream.id);
+                    self.streams.forget(stream);
                 }
                 Err(err) => {
                     tracing::warn!(message = %stream.id, cause = %err, "stream roll-up not written; retrying");
@@ -441,8 +442,7 @@ impl Chat {
         match self.store.message(message.id).await {
             Ok(Some(now)) if now.state == MessageState::Streaming && !now.deleted => Ok(stream),
             read => {
-                stream.ended();
-                self.streams.remove(message.id);
+                self.streams.forget(&stream);
                 match read {
                     Ok(Some(now)) => Err(not_streaming(&now)),
                     Ok(None) => Err(not_found("no such message")),
@@ -459,20 +459,28 @@ impl Chat {
             .map_or(self.config.stream_rollup, Duration::from_millis)
     }
 
+    /// The stream of message `id`: the one held here, else one started from its row
+    /// when that is streaming; `None` when it is not (or it ended meanwhile).
+    async fn stream_of(&self, id: MessageId) -> Result<Option<Arc<Stream>>> {
+        if let Some(stream) = self.streams.get(id) {
+            return Ok(Some(stream));
+        }
+        match self.store.message(id).await? {
+            Some(message) if message.state == MessageState::Streaming => {
+                match self.hold_stored_stream(&message).await {
+                    Ok(stream) => Ok(Some(stream)),
+                    Err(ChatError::Conflict(_) | ChatError::NotFound(_)) => Ok(None),
+                    Err(err) => Err(err),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Aborts a stream for a cancel (reason `cancelled`); `false` when it had ended.
     pub(crate) async fn cancel_stream(&self, id: MessageId) -> Result<bool> {
-        let stream = match self.streams.get(id) {
-            Some(stream) => stream,
-            None => match self.store.message(id).await? {
-                Some(message) if message.state == MessageState::Streaming => {
-                    match self.hold_stored_stream(&message).await {
-                        Ok(stream) => stream,
-                        Err(ChatError::Conflict(_) | ChatError::NotFound(_)) => return Ok(false),
-                        Err(err) => return Err(err),
-                    }
-                }
-                _ => return Ok(false),
-            },
+        let Some(stream) = self.stream_of(id).await? else {
+            return Ok(false);
         };
         match self
             .end_stream(&stream, MessageState::Aborted, None, "cancelled".into())
@@ -700,8 +708,7 @@ impl Chat {
             }
             Ok(_) => {
                 ending.tail = None;
-                stream.ended();
-                self.streams.remove(stream.id);
+                self.streams.forget(stream);
             }
         }
         drop(flushing);
@@ -722,20 +729,13 @@ impl Chat {
         let before = Timestamp(self.now().0 - idle.as_millis() as i64);
         let mut ended = 0;
         for id in self.store.idle_streams(before, SWEEP_BATCH).await? {
-            let stream = match self.streams.get(id) {
-                // Appended to here since its last write: not idle.
-                Some(stream) if stream.buffer().last_append.elapsed() < idle => continue,
-                Some(stream) => stream,
-                None => match self.store.message(id).await? {
-                    Some(message) if message.state == MessageState::Streaming => {
-                        match self.hold_stored_stream(&message).await {
-                            Ok(stream) => stream,
-                            Err(ChatError::Conflict(_) | ChatError::NotFound(_)) => continue,
-                            Err(err) => return Err(err),
-                        }
-                    }
-                    _ => continue,
-                },
+            // Appended to here since its last write: not idle.
+            let held = self.streams.get(id);
+            if held.is_some_and(|stream| stream.buffer().last_append.elapsed() < idle) {
+                continue;
+            }
+            let Some(stream) = self.stream_of(id).await? else {
+                continue;
             };
             match self
                 .end_stream(&stream, MessageState::Aborted, None, "idle".into())
