@@ -1154,6 +1154,10 @@ async fn subscribing_follows_the_reading_rules() {
             "thread-priv" => format!("thread:{}", fx.private_msg),
             "topic" => "topic:news".into(),
             "other-user" => format!("user:{}", p.target.id),
+            // Another spelling of a scope names nothing (events go to `channel:7`).
+            "pub-as-0n" => format!("channel:0{}", fx.public),
+            "workspace-as-0n" => format!("workspace:0{}", fx.ws),
+            "thread-as-0n" => format!("thread:0{}", fx.open_msg),
             other => panic!("{other}"),
         }
     };
@@ -1179,6 +1183,9 @@ async fn subscribing_follows_the_reading_rules() {
                 ("thread-open", "ack"),
                 ("topic", "ack"),
                 ("other-user", "forbidden"),
+                ("pub-as-0n", "not_found"),
+                ("workspace-as-0n", "not_found"),
+                ("thread-as-0n", "not_found"),
             ],
         ),
         (Admin, &[("hidden", "forbidden"), ("open", "ack")]),

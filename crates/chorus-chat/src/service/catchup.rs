@@ -12,10 +12,12 @@ pub const DEFAULT_EVENTS_PAGE: u32 = 200;
 pub const MAX_EVENTS_PAGE: u32 = 1_000;
 
 fn scope_id(scope: &Scope) -> Result<i64> {
-    scope
-        .id()
-        .parse()
-        .map_err(|_| not_found(format!("no such {}", scope.kind())))
+    // Only as events are published (`channel:7`): `channel:07` would be authorized for
+    // channel 7 and then never receive anything.
+    match scope.id().parse::<i64>() {
+        Ok(id) if id.to_string() == scope.id() => Ok(id),
+        _ => Err(not_found(format!("no such {}", scope.kind()))),
+    }
 }
 
 impl Chat {
