@@ -84,14 +84,19 @@ pub async fn execute(url: &str, sql: &str) -> anyhow::Result<()> {
     }
 }
 
+/// A connection to the database at `url`, beside the server using it.
+async fn connect<C: Connection>(url: &str) -> anyhow::Result<C> {
+    C::connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}
+
 async fn execute_on<C>(url: &str, sql: &str) -> anyhow::Result<()>
 where
     C: Connection,
     for<'c> &'c mut C: Executor<'c, Database = C::Database>,
 {
-    let mut conn = C::connect(url)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
+    let mut conn: C = connect(url).await?;
     sqlx::raw_sql(sql).execute(&mut conn).await?;
     conn.close().await?;
     Ok(())
@@ -108,9 +113,7 @@ pub struct AdvisoryLock {
 
 impl AdvisoryLock {
     pub async fn take(url: &str, key: i64) -> anyhow::Result<Self> {
-        let mut conn = PgConnection::connect(url)
-            .await
-            .with_context(|| format!("connecting to {url}"))?;
+        let mut conn: PgConnection = connect(url).await?;
         sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(key)
             .execute(&mut conn)
@@ -127,9 +130,7 @@ impl AdvisoryLock {
 /// How many sessions of the PostgreSQL database at `url` are waiting for a lock (an
 /// [`AdvisoryLock`] for one): a barrier that says a write of the server is in flight.
 pub async fn sessions_waiting_for_a_lock(url: &str) -> anyhow::Result<i64> {
-    let mut conn = PgConnection::connect(url)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
+    let mut conn: PgConnection = connect(url).await?;
     let waiting: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity
          WHERE datname = current_database() AND wait_event_type = 'Lock'",
