@@ -4,7 +4,7 @@
 use chorus_api::requests::{ScopeEvent, ScopeEvents, ScopeEventsQuery};
 use chorus_realtime::{Mark, Membership, Publish, Scope};
 
-use super::Chat;
+use super::{Chat, canonical_id};
 use crate::error::{ChatError, Result, bad, not_found};
 use crate::model::{ChannelId, MessageId, User, WorkspaceId};
 
@@ -14,10 +14,7 @@ pub const MAX_EVENTS_PAGE: u32 = 1_000;
 fn scope_id(scope: &Scope) -> Result<i64> {
     // Only as events are published (`channel:7`): `channel:07` would be authorized for
     // channel 7 and then never receive anything.
-    match scope.id().parse::<i64>() {
-        Ok(id) if id.to_string() == scope.id() => Ok(id),
-        _ => Err(not_found(format!("no such {}", scope.kind()))),
-    }
+    canonical_id(scope.id()).ok_or_else(|| not_found(format!("no such {}", scope.kind())))
 }
 
 impl Chat {

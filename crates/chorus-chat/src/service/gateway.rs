@@ -16,7 +16,7 @@ use chorus_api::proxy::{ProxyAnswer, ProxyUser, PublishRequest, SubscribeRequest
 use chorus_realtime::{Publish, Scope};
 use serde_json::Value;
 
-use super::Chat;
+use super::{Chat, canonical_id};
 use crate::error::{ChatError, Result};
 use crate::model::{User, WorkspaceId};
 use crate::namespaces::{Access, NamespaceRetention, Namespaces, RoleRule, rank};
@@ -252,7 +252,8 @@ impl Chat {
                 let Some(least) = rule.workspace else {
                     return Ok(false);
                 };
-                let Some(ws) = vars.get("workspace_id").and_then(|v| v.parse().ok()) else {
+                // `ws.07.alerts` is a topic of its own, not workspace 7's.
+                let Some(ws) = vars.get("workspace_id").and_then(|v| canonical_id(v)) else {
                     return Ok(false);
                 };
                 match self.role_in(caller, WorkspaceId(ws)).await {

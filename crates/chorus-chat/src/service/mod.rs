@@ -173,6 +173,12 @@ struct Lookups {
     came_online: lookups::Coalesced<UserId, crate::model::Presence>,
 }
 
+/// An id written the one way Chorus writes it (`7`, not `07` or `+7`), as it appears
+/// in the scopes events are published to; any other spelling names nothing.
+pub(crate) fn canonical_id(text: &str) -> Option<i64> {
+    text.parse::<i64>().ok().filter(|id| id.to_string() == text)
+}
+
 type Memberships = (Vec<crate::model::WorkspaceId>, Vec<crate::model::ChannelId>);
 
 /// Keys per coalesced query.
