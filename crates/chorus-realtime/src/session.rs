@@ -236,6 +236,15 @@ fn error_frame(id: Option<FrameId>, code: ErrorCode, message: impl Into<String>)
     }))
 }
 
+/// The refusal of a frame over the connection's inbound rate.
+fn rate_limited(id: Option<FrameId>) -> Utf8Bytes {
+    error_frame(
+        id,
+        ErrorCode::RateLimited,
+        "inbound frame rate over the limit; slow down",
+    )
+}
+
 /// An ack with no fields set; its id is filled in when it is sent.
 fn ack() -> AckFrame {
     AckFrame {
@@ -341,8 +350,15 @@ impl Session {
                             }
                         }
                         Message::Binary(_) => {
-                            Metrics::inc(&self.engine.metrics.inbound_errors);
-                            self.reply(error_frame(None, ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text"));
+                            // Counted like a text frame: a flood of them is a flood.
+                            match self.count_inbound() {
+                                Err(end) => return end,
+                                Ok(true) => self.reply(rate_limited(None)),
+                                Ok(false) => {
+                                    Metrics::inc(&self.engine.metrics.inbound_errors);
+                                    self.reply(error_frame(None, ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text"));
+                                }
+                            }
                         }
                         Message::Close(_) => {
                             // tungstenite holds its close reply until its next write:
@@ -351,7 +367,14 @@ impl Session {
                             let _ = stream.flush().await;
                             return End::PeerClosed;
                         }
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                        // A ping is answered (by tungstenite) with a pong: counted too,
+                        // so pings at line rate end in 3501 like any flood.
+                        Message::Ping(_) => {
+                            if let Err(end) = self.count_inbound() {
+                                return end;
+                            }
+                        }
+                        Message::Pong(_) | Message::Frame(_) => {}
                     }
                 }
                 _ = ticker.tick() => {
@@ -380,21 +403,31 @@ impl Session {
         self.conn.send(frame);
     }
 
+    /// Counts an inbound frame against the connection's rate: `Ok(true)` when it is
+    /// over the rate, `Err` when that makes `flood_strikes` in a row (close 3501).
+    fn count_inbound(&mut self) -> Result<bool, End> {
+        let metrics = &self.engine.metrics;
+        Metrics::inc(&metrics.inbound_frames);
+        if self.limiter.check().is_ok() {
+            self.strikes = 0;
+            return Ok(false);
+        }
+        Metrics::inc(&metrics.rate_limited);
+        self.strikes += 1;
+        if self.strikes >= self.engine.config.flood_strikes {
+            return Err(End::Close(CloseCode::Flood));
+        }
+        Ok(true)
+    }
+
     /// Handles one text frame; `Some` ends the session.
     async fn on_text(&mut self, text: &str) -> Option<End> {
         let engine = self.engine.clone();
         let metrics = &engine.metrics;
-        Metrics::inc(&metrics.inbound_frames);
-        let limited = self.limiter.check().is_err();
-        if limited {
-            Metrics::inc(&metrics.rate_limited);
-            self.strikes += 1;
-            if self.strikes >= self.engine.config.flood_strikes {
-                return Some(End::Close(CloseCode::Flood));
-            }
-        } else {
-            self.strikes = 0;
-        }
+        let limited = match self.count_inbound() {
+            Ok(limited) => limited,
+            Err(end) => return Some(end),
+        };
         if text.len() > self.engine.config.max_frame_bytes {
             Metrics::inc(&metrics.inbound_errors);
             self.reply(error_frame(
@@ -416,11 +449,7 @@ impl Session {
                 Ok(frame) => frame.id.clone(),
                 Err(err) => err.id.clone(),
             };
-            self.reply(error_frame(
-                id,
-                ErrorCode::RateLimited,
-                "inbound frame rate over the limit; slow down",
-            ));
+            self.reply(rate_limited(id));
             return None;
         }
         let frame = match decoded {

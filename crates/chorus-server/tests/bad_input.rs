@@ -145,6 +145,9 @@ async fn a_frame_over_the_hard_limit_closes_with_1009() {
     t.others_unaffected(&mut alice).await;
 }
 
+/// A flood of any inbound frame — JSON text, binary, WebSocket pings — is counted
+/// against the connection's rate: refused (`rate_limited`, but a ping's answer is its
+/// pong) and then closed with 3501.
 #[tokio::test]
 async fn a_flood_is_rate_limited_then_closed_with_3501() {
     let t = setup(|c| {
@@ -153,43 +156,61 @@ async fn a_flood_is_rate_limited_then_closed_with_3501() {
     })
     .await;
     let mut alice = t.s.connect(&t.w.alice.token).await;
-    let bob = t.s.connect(&t.w.bob.token).await;
-
-    let (mut sink, mut stream) = bob.into_inner().split();
-    let writer = tokio::spawn(async move {
-        for _ in 0..2000 {
-            if sink.send(Message::text(r#"{"op":"ping"}"#)).await.is_err() {
-                break; // closed by the server, as expected
+    let floods: [(&str, fn() -> Message); 3] = [
+        ("text", || Message::text(r#"{"op":"ping"}"#)),
+        ("binary", || Message::binary(vec![0u8, 1, 2])),
+        ("ping", || Message::Ping(vec![7u8].into())),
+    ];
+    for (kind, frame) in floods {
+        let bob = t.s.connect(&t.w.bob.token).await;
+        let (mut sink, mut stream) = bob.into_inner().split();
+        let writer = tokio::spawn(async move {
+            for _ in 0..2000 {
+                if sink.send(frame()).await.is_err() {
+                    break; // closed by the server, as expected
+                }
             }
+            sink
+        });
+        let (mut rate_limited, mut unsupported) = (0, 0);
+        let code = loop {
+            let got = read_frame(&mut stream, common::WAIT).await;
+            let got = got.unwrap_or_else(|| panic!("{kind}: the flood was never closed"));
+            match got {
+                Frame::Json(v) if v["op"] == "error" && v["code"] == "rate_limited" => {
+                    rate_limited += 1;
+                }
+                Frame::Json(v) if v["op"] == "error" => {
+                    assert_eq!((kind, &v["code"]), ("binary", &json!("unsupported_frame")));
+                    unsupported += 1;
+                }
+                // Bob hears himself (and his other connections) come online.
+                Frame::Json(v) if v["op"] == "event" => {
+                    assert_eq!(v["type"], "presence.updated", "{kind}: {v}")
+                }
+                Frame::Json(v) => assert_eq!(v["op"], "pong", "{kind}: {v}"),
+                Frame::Close(code) => break code,
+                Frame::Ended(why) => panic!(
+                    "{kind}: the stream ended without a close frame after {rate_limited} errors: {why}"
+                ),
+                // The pongs answering the pings.
+                Frame::Other(o) => assert!(kind == "ping" && o.contains("Pong"), "{kind}: {o}"),
+            }
+        };
+        assert_eq!(code, Some(3501), "{kind}");
+        if kind != "ping" {
+            assert!(
+                rate_limited > 0,
+                "{kind}: no rate_limited error before the close"
+            );
         }
-        sink
-    });
-    let mut rate_limited = 0;
-    let code = loop {
-        let frame = read_frame(&mut stream, common::WAIT)
-            .await
-            .expect("the flood was never closed");
-        match frame {
-            Frame::Json(v) if v["op"] == "error" => {
-                assert_eq!(v["code"], "rate_limited", "{v}");
-                rate_limited += 1;
-            }
-            // Bob hears himself come online (presence follows `hello`).
-            Frame::Json(v) if v["op"] == "event" => {
-                assert_eq!(v["type"], "presence.updated", "{v}")
-            }
-            Frame::Json(v) => assert_eq!(v["op"], "pong", "{v}"),
-            Frame::Close(code) => break code,
-            Frame::Ended(why) => {
-                panic!("stream ended without a close frame after {rate_limited} errors: {why}")
-            }
-            Frame::Other(o) => panic!("unexpected frame {o}"),
-        }
-    };
-    assert!(rate_limited > 0, "no rate_limited error before the close");
-    assert_eq!(code, Some(3501));
-    drop(writer.await.unwrap());
-
+        // The burst of one: the first binary frame is within the rate.
+        assert!(
+            unsupported <= 1,
+            "{kind}: {unsupported} binary frames answered as if within the rate"
+        );
+        drop(writer.await.unwrap());
+    }
     t.others_unaffected(&mut alice).await;
 }
 
