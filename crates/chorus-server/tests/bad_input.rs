@@ -156,7 +156,8 @@ async fn a_flood_is_rate_limited_then_closed_with_3501() {
     })
     .await;
     let mut alice = t.s.connect(&t.w.alice.token).await;
-    let floods: [(&str, fn() -> Message); 3] = [
+    type Flood = (&'static str, fn() -> Message);
+    let floods: [Flood; 3] = [
         ("text", || Message::text(r#"{"op":"ping"}"#)),
         ("binary", || Message::binary(vec![0u8, 1, 2])),
         ("ping", || Message::Ping(vec![7u8].into())),
