@@ -1,6 +1,7 @@
 //! The engine handle: registry, broker, the subscription orchestrator, limits and the
 //! shutdown signal, passed explicitly to whoever publishes or serves sockets.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,7 +160,9 @@ impl Engine {
     /// `hold_for_resume` (`?resume=1`), the connection's initial subscriptions hold their
     /// events until its first frame, so a `resume` continues them with no gap and no
     /// reordering. `auth` says which credential opened it and when that expires (the
-    /// connection then closes with 3502, unless the client sent `refresh`).
+    /// connection then closes with 3502, unless the client sent `refresh`). `client`:
+    /// the address the client connected from, for the hooks that judge what it sends
+    /// later (a `refresh`'s credentials count against it).
     pub fn serve_socket(
         self: &Arc<Self>,
         socket: crate::Socket,
@@ -167,6 +170,7 @@ impl Engine {
         hooks: Arc<dyn SessionHooks>,
         hold_for_resume: bool,
         auth: SessionAuth,
+        client: Option<IpAddr>,
     ) -> impl Future<Output = ()> + Send + use<> {
         self.sessions.track_future(session::run(
             self.clone(),
@@ -175,6 +179,7 @@ impl Engine {
             hooks,
             hold_for_resume,
             auth,
+            client,
         ))
     }
 

@@ -1,6 +1,7 @@
 //! What the engine asks of the application that embeds it. The engine decides nothing
 //! about who may read what; it asks here, per connection and per subscribe.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -79,9 +80,14 @@ pub trait SessionHooks: Send + Sync + 'static {
         thread_id: Option<i64>,
     ) -> Result<(), HookError>;
 
-    /// A `refresh` from a connection of `user`: the credentials `token` stands for, if it
-    /// is valid and names the same user.
-    async fn refresh(&self, _user: UserKey, _token: &str) -> Result<SessionAuth, HookError> {
+    /// A `refresh` from a connection of `user` (from address `client`): the credentials
+    /// `token` stands for, if it is valid and names the same user.
+    async fn refresh(
+        &self,
+        _user: UserKey,
+        _token: &str,
+        _client: Option<IpAddr>,
+    ) -> Result<SessionAuth, HookError> {
         Err(HookError::BadRequest(
             "this server does not refresh connections".into(),
         ))

@@ -7,6 +7,7 @@
 //! peer. One task per connection keeps idle memory small.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,8 @@ struct Session {
     held: Option<Held>,
     /// When the connection's credentials stop being valid (closed with 3502 then).
     expires: Option<Instant>,
+    /// The address the client connected from.
+    client: Option<IpAddr>,
 }
 
 /// The monotonic instant of a wall-clock expiry, both read from `clock`.
@@ -80,6 +83,7 @@ pub(crate) fn run(
     hooks: Arc<dyn SessionHooks>,
     hold_for_resume: bool,
     auth: SessionAuth,
+    client: Option<IpAddr>,
 ) -> impl Future<Output = ()> + Send + use<> {
     // A block, not an `async fn`: an `async fn` moves its arguments from the future's
     // captures into locals, and both stay in the future for the connection's whole
@@ -124,6 +128,7 @@ pub(crate) fn run(
                     strikes: 0,
                     held,
                     expires: deadline(&engine.config.clock, auth.expires_at),
+                    client,
                 };
                 session.run(&mut stream, &outbox).await
             }
@@ -557,7 +562,7 @@ impl Session {
     async fn refresh(&mut self, token: &str) -> Result<(), (ErrorCode, String)> {
         let auth = self
             .hooks
-            .refresh(self.conn.user, token)
+            .refresh(self.conn.user, token, self.client)
             .await
             .map_err(|e| match e {
                 HookError::Forbidden(m) => (ErrorCode::Unauthorized, m),
@@ -663,7 +668,7 @@ mod tests {
         let (server, client) = tokio::io::duplex(capacity);
         let socket = Socket::in_memory(server, WebSocketConfig::default());
         let hooks: Arc<dyn SessionHooks> = hooks.clone();
-        let session = tokio::spawn(engine.serve_socket(socket, user, hooks, false, auth));
+        let session = tokio::spawn(engine.serve_socket(socket, user, hooks, false, auth, None));
         (client, session)
     }
 

@@ -103,7 +103,12 @@ impl SessionHooks for TestHooks {
         Ok(())
     }
 
-    async fn refresh(&self, _user: UserKey, _token: &str) -> Result<SessionAuth, HookError> {
+    async fn refresh(
+        &self,
+        _user: UserKey,
+        _token: &str,
+        _client: Option<std::net::IpAddr>,
+    ) -> Result<SessionAuth, HookError> {
         lock(&self.refreshed)
             .take()
             .ok_or_else(|| HookError::Forbidden("no such token".into()))

@@ -3,6 +3,7 @@
 //! the same [`Authenticator`] that opened the connection, because credentials are the
 //! edge's business, not the chat's.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,15 +12,27 @@ use chorus_proto::ErrorCode;
 use chorus_realtime::{HookError, Scope, SessionAuth, SessionHooks, UserKey};
 
 use crate::auth::Authenticator;
+use crate::limits::HttpLimiter;
 
 pub struct ServerHooks {
     chat: ChatHooks,
     auth: Arc<Authenticator>,
+    /// The failed authentications per address that HTTP counts: a `refresh` is one
+    /// more place credentials are tried.
+    limiter: Option<Arc<HttpLimiter>>,
 }
 
 impl ServerHooks {
-    pub fn new(chat: ChatHooks, auth: Arc<Authenticator>) -> Self {
-        Self { chat, auth }
+    pub fn new(
+        chat: ChatHooks,
+        auth: Arc<Authenticator>,
+        limiter: Option<Arc<HttpLimiter>>,
+    ) -> Self {
+        Self {
+            chat,
+            auth,
+            limiter,
+        }
     }
 }
 
@@ -49,14 +62,35 @@ impl SessionHooks for ServerHooks {
 
     /// Valid credentials of the same user: the connection continues under them (a JWT's
     /// `exp` becomes its expiry; a lasting token takes the expiry away). Anything else is
-    /// refused and the connection keeps its current expiry.
-    async fn refresh(&self, user: UserKey, token: &str) -> Result<SessionAuth, HookError> {
-        match self.auth.authenticate(token).await {
-            Ok(principal) if principal.user.id.0 == user => Ok(principal.session),
-            Ok(_) => Err(HookError::Forbidden("the token is another user's".into())),
-            Err(err) if err.code == ErrorCode::Unavailable => Err(HookError::Internal(err.message)),
-            Err(err) => Err(HookError::Forbidden(err.message)),
+    /// refused and the connection keeps its current expiry. Refusals count against the
+    /// client's address like a bad token over HTTP, and an address over that limit is
+    /// refused before its token is looked at: a socket is no faster way to guess.
+    async fn refresh(
+        &self,
+        user: UserKey,
+        token: &str,
+        client: Option<IpAddr>,
+    ) -> Result<SessionAuth, HookError> {
+        let limiter = self.limiter.as_deref().zip(client);
+        if let Some((limiter, client)) = limiter
+            && limiter.client_wait(client).is_some()
+        {
+            return Err(HookError::RateLimited(
+                "too many failed authentications from this address; retry later".into(),
+            ));
         }
+        let refused = match self.auth.authenticate(token).await {
+            Ok(principal) if principal.user.id.0 == user => return Ok(principal.session),
+            Ok(_) => "the token is another user's".to_owned(),
+            Err(err) if err.code == ErrorCode::Unavailable => {
+                return Err(HookError::Internal(err.message));
+            }
+            Err(err) => err.message,
+        };
+        if let Some((limiter, client)) = limiter {
+            limiter.failed(client);
+        }
+        Err(HookError::Forbidden(refused))
     }
 
     async fn stream(&self, user: UserKey, op: chorus_proto::StreamOp) -> Result<(), HookError> {

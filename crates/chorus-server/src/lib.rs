@@ -152,13 +152,15 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         jwt::JwtVerifier::from_config(&config).await?,
         proxies,
     ));
-    // The chat answers the engine's questions; `refresh` needs the authenticator.
+    let http_limiter = limits::HttpLimiter::from_config(&config).map(Arc::new);
+    // The chat answers the engine's questions; `refresh` needs the authenticator (and
+    // counts its failures as HTTP does).
     let hooks = Arc::new(hooks::ServerHooks::new(
         ChatHooks::new(chat.clone()),
         auth.clone(),
+        http_limiter.clone(),
     ));
     let tasks = Tasks::default();
-    let http_limiter = limits::HttpLimiter::from_config(&config).map(Arc::new);
     if let Some(limiter) = &http_limiter {
         let limiter = Arc::downgrade(limiter);
         let stop = tasks.stop.clone();

@@ -94,11 +94,12 @@ impl HttpLimiter {
 
     /// How long `client` must wait before its credentials are tried again, if it is over
     /// its failure limit.
-    fn client_wait(&self, client: IpAddr) -> Option<Duration> {
+    pub(crate) fn client_wait(&self, client: IpAddr) -> Option<Duration> {
         self.failures.as_ref()?.wait(client, self.clock.instant())
     }
 
-    fn failed(&self, client: IpAddr) {
+    /// Counts a failed authentication from `client`.
+    pub(crate) fn failed(&self, client: IpAddr) {
         if let Some(failures) = &self.failures {
             failures.record(client, self.clock.instant());
         }
@@ -210,21 +211,22 @@ fn bucket(ip: IpAddr) -> IpAddr {
 /// The client's address: the TCP peer, or, behind `hops` trusted proxies, the address
 /// the outermost of them appended to `X-Forwarded-For` (the `hops`-th entry from the
 /// right; what the client wrote itself is further left). Falls back to the peer when
-/// the header has fewer entries.
+/// the header has fewer entries. Split as bytes: what a client wrote (anything, not
+/// only text) must not make the proxies' entries after it unreadable.
 fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
     if hops == 0 {
         return peer;
     }
-    let entries: Vec<&str> = headers
+    let entries: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .collect();
     let forwarded = entries
         .len()
         .checked_sub(hops as usize)
         .and_then(|i| entries.get(i))
+        .and_then(|entry| std::str::from_utf8(entry).ok())
         .and_then(|entry| {
             let entry = entry.trim();
             entry
@@ -390,11 +392,16 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     let outcome = match (token, cookie) {
         (Some(token), _) => state.auth.authenticate(&token).await,
         (None, Some(cookie)) => match state.auth.authenticate_credential(cookie).await {
-            // Cookies the application does not know (another app's, analytics) leave
-            // the upgrade anonymous where a public namespace admits that.
+            // A session cookie the application does not know (expired, another
+            // app's) leaves the upgrade anonymous where a public namespace admits that;
+            // it still counts as a failed authentication, so cookies cannot be tried
+            // (each one a call to the application) faster than tokens.
             Err(err)
                 if err.code == ErrorCode::Unauthorized && state.chat.namespaces().any_public() =>
             {
+                if let (Some(limiter), Some(client)) = (limiter, client) {
+                    limiter.failed(client);
+                }
                 req.extensions_mut().insert(Authenticated::new(None));
                 return next.run(req).await;
             }
@@ -585,5 +592,16 @@ mod tests {
             "fewer entries than hops"
         );
         assert_eq!(client_addr(peer, &HeaderMap::new(), 1), peer);
+
+        // Bytes that are not text in what the client wrote: the proxy's entry still counts.
+        let mut headers = HeaderMap::new();
+        let value = HeaderValue::from_bytes(b"\xff\xfe, 203.0.113.7").expect("obs-text is allowed");
+        headers.append("x-forwarded-for", value);
+        assert_eq!(client_addr(peer, &headers, 1), Some(ip("203.0.113.7")));
+        assert_eq!(
+            client_addr(peer, &headers, 2),
+            peer,
+            "the client's own entry"
+        );
     }
 }

@@ -325,6 +325,33 @@ async fn failed_authentications_are_throttled_per_address() {
     .expect_status(StatusCode::OK);
 }
 
+/// A socket's `refresh` is one more place credentials are tried: its refusals count
+/// against the address like bad tokens over HTTP, and once the address is over its
+/// limit a refresh is refused before its token is looked at, as a request would be.
+#[tokio::test]
+async fn failed_refreshes_count_against_the_address() {
+    let s = TestServer::start_with(|c| {
+        c.auth_failures_per_sec = 1;
+        c.auth_failures_burst = 3;
+        c.dev = true;
+    })
+    .await;
+    let alice = dev_user(&s, "alice").await;
+    let bob = dev_user(&s, "bob").await;
+    let mut ws = s.connect(&alice.token).await;
+    let refresh = |token: &str| json!({"op": "refresh", "token": token});
+    for guess in ["guess-0", "guess-1", bob.token.as_str()] {
+        let reply = ws.request(refresh(guess)).await;
+        assert_eq!(reply["code"], "unauthorized", "{guess}: {reply}");
+    }
+    // Over the burst: a good token is refused too, on the socket and over HTTP.
+    let reply = ws.request(refresh(&alice.token)).await;
+    assert_eq!(reply["code"], "rate_limited", "{reply}");
+    assert_limited(&s.get("/api/v1/me", &alice.token).await);
+    // The socket itself goes on.
+    ws.ping().await;
+}
+
 #[tokio::test]
 async fn behind_trusted_proxies_the_client_is_read_from_x_forwarded_for() {
     let s = TestServer::start_with(|c| {

@@ -121,6 +121,35 @@ async fn an_unknown_cookie_is_anonymous_where_a_public_namespace_admits_that() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
+/// A refused cookie leaves an upgrade anonymous, but it is still a failed
+/// authentication: an address trying cookies (each one a question to the application)
+/// is held to the failed-authentication limit like one trying tokens.
+#[tokio::test]
+async fn refused_cookies_count_as_failed_authentications() {
+    let app = App::start(introspect).await;
+    let s = TestServer::start_with(|c| {
+        c.proxy = proxies(Some(app.url("connect")), None);
+        c.namespaces = vec![namespace("news", "topic:news", "public", "server")];
+        c.auth_failures_per_sec = 1;
+        c.auth_failures_burst = 2;
+    })
+    .await;
+    for n in 0..2 {
+        let cookie = format!("session=guess-{n}");
+        let visitor = s.connect_with(&[("cookie", &cookie)]).await;
+        assert_eq!(visitor.hello["user_id"], 0, "anonymous: {}", visitor.hello);
+    }
+    let (status, body) = s
+        .refused_upgrade_with(&[("cookie", "session=guess-2")])
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(
+        app.seen("connect").len(),
+        2,
+        "the third cookie was not asked about"
+    );
+}
+
 /// Asserts a clear refusal: 503 `unavailable`, saying why. The upgrade's own bounded
 /// wait (`common::WAIT`, 10 s) is far shorter than the slow application's minute, so
 /// an answer at all shows the timeout bounded it.

@@ -223,7 +223,7 @@ pub async fn upgrade(
             // session's future twice (as its capture and as the future it awaits),
             // 1.9 KiB more in every connection's task.
             engine
-                .serve_socket(socket, user, hooks, hold, session)
+                .serve_socket(socket, user, hooks, hold, session, client)
                 .map(move |()| drop(slot))
         },
     ))
