@@ -372,6 +372,58 @@ async fn a_registered_command_wakes_its_agent_on_its_socket_and_posts_nothing() 
     assert!(data["id"].as_str().unwrap().starts_with("command.invoked:"));
     assert_eq!(s.history(&w.alice, ch, "limit=5").await, before);
 
+    // An agent removed from the workspace keeps its registered command, but is no
+    // longer reached: typed in a private channel, `/ask` is refused as for a
+    // deactivated agent, and nothing reaches the agent's scope (live or logged).
+    let secret = s
+        .create_channel(&w.alice, w.ws, "secret", "private", &[&w.bob])
+        .await;
+    s.delete(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, other.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    let mut other_ws = s.connect(&other.token).await;
+    let head = other_ws.hello["offsets"][format!("user:{}", other.id)]
+        .as_u64()
+        .unwrap();
+    let refused = run_refused(
+        &s,
+        &w.bob,
+        &mut bob_ws,
+        secret,
+        "/ask the merger closes friday",
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    assert!(
+        refused.to_string().contains("no longer a member"),
+        "{refused}"
+    );
+    let live = other_ws.barrier().await;
+    assert!(
+        live.iter().all(|f| f["type"] != "command.invoked"),
+        "{live:?}"
+    );
+    let logged = s
+        .get(
+            &format!("/api/v1/scopes/user%3A{}/events?after={head}", other.id),
+            &other.token,
+        )
+        .await
+        .expect_status(StatusCode::OK)
+        .body;
+    assert!(
+        logged["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["type"] != "command.invoked"),
+        "{logged}"
+    );
+
     // Only its registrant or a manager removes it; then it is unknown.
     let id = made.body["id"].as_i64().unwrap();
     s.delete(&format!("{commands}/{id}"), &w.bob.token)

@@ -350,6 +350,9 @@ enum Action {
     /// /messages/{it}/receipts {working}`, and `POST /messages/{it}/cancel`.
     Receipt,
     CancelTurn,
+    /// The agent joins `priv` and target's `@agent` message there wakes it; the owner
+    /// removes it from `priv`; then `POST /messages/{it}/receipts {working}`.
+    ReceiptAfterLeavingPrivate,
     /// Slash commands (issue 21): `POST …/commands` for the agent (brought into the
     /// workspace first), `GET …/commands`, `DELETE` one the owner registered, and
     /// `/topic` typed in `priv` (the same rule as `TopicPrivate`).
@@ -357,6 +360,11 @@ enum Action {
     ListCommands,
     DeleteCommand,
     TopicCommandPrivate,
+    /// The owner registers `/deploy` for the agent (brought into the workspace); then
+    /// `/deploy prod` typed in `priv`; the second, after the owner removed the agent
+    /// from the workspace.
+    InvokeCommandPrivate,
+    InvokeCommandOfRemovedAgent,
     /// Server rows (issue 22): `POST /users/{target}/sign-in-links`, and the same for
     /// oneself.
     SignInLink,
@@ -539,6 +547,38 @@ impl Action {
                     Some(json!({"text": "/topic by command"})),
                 )
                 .await
+            }
+            ReceiptAfterLeavingPrivate => {
+                s.add_member(&p.owner, ws, &p.agent, "member").await;
+                s.add_channel_member(&p.owner, fx.private, &p.agent).await;
+                let woke = s
+                    .send(&p.target, fx.private, &format!("@{} go", p.agent.name))
+                    .await["id"]
+                    .as_i64()
+                    .unwrap();
+                let path = format!("{}/members/{}", channel(fx.private), p.agent.id);
+                s.delete(&path, &p.owner.token)
+                    .await
+                    .expect_status(StatusCode::NO_CONTENT);
+                let path = format!("/api/v1/messages/{woke}/receipts");
+                call(Method::POST, path, Some(json!({"state": "working"}))).await
+            }
+            InvokeCommandPrivate | InvokeCommandOfRemovedAgent => {
+                s.add_member(&p.owner, ws, &p.agent, "member").await;
+                s.post(
+                    &format!("/api/v1/workspaces/{ws}/commands"),
+                    &p.owner.token,
+                    json!({"name": "deploy", "target_user_id": p.agent.id}),
+                )
+                .await
+                .expect_status(StatusCode::CREATED);
+                if matches!(self, InvokeCommandOfRemovedAgent) {
+                    remove(s, &p.owner, ws, &p.agent)
+                        .await
+                        .expect_status(StatusCode::NO_CONTENT);
+                }
+                let path = format!("{}/messages", channel(fx.private));
+                call(Method::POST, path, Some(json!({"text": "/deploy prod"}))).await
             }
             Receipt | CancelTurn => {
                 s.add_member(&p.owner, ws, &p.agent, "member").await;
@@ -1017,6 +1057,15 @@ const TURN_ROWS: &[(Action, &[(Actor, u16)])] = &[
             (Outsider, UNKNOWN),
         ],
     ),
+    (
+        ReceiptAfterLeavingPrivate,
+        &[
+            (Agent, UNKNOWN),
+            (Target, DENIED),
+            (Bystander, UNKNOWN),
+            (Outsider, UNKNOWN),
+        ],
+    ),
 ];
 
 /// Slash commands (issue 21).
@@ -1057,6 +1106,30 @@ const COMMAND_ROWS: &[(Action, &[(Actor, u16)])] = &[
             (Creator, OK),
             (Member, DENIED),
             (Guest, DENIED),
+            (Bystander, DENIED),
+            (ServerAdmin, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        InvokeCommandPrivate,
+        &[
+            (Owner, OK),
+            (Member, OK),
+            (Guest, OK),
+            (Target, OK),
+            (Bystander, DENIED),
+            (ServerAdmin, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        InvokeCommandOfRemovedAgent,
+        &[
+            (Owner, UNKNOWN),
+            (Member, UNKNOWN),
+            (Guest, UNKNOWN),
+            (Target, UNKNOWN),
             (Bystander, DENIED),
             (ServerAdmin, DENIED),
             (Outsider, UNKNOWN),

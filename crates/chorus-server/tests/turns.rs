@@ -231,6 +231,35 @@ async fn receipts_are_for_the_woken_agents_and_bad_input_gets_precise_errors() {
     receipt(&s, &a1, hidden, "done")
         .await
         .expect_status(StatusCode::OK);
+
+    // Removed from the private channel, a1 may no longer read `hidden`: its turn there
+    // does not let it report (not found, as for anyone who may not read the message),
+    // and the receipt it gave before stays as it was.
+    s.delete(
+        &format!("/api/v1/channels/{private}/members/{}", a1.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    for state in ["working", "declined"] {
+        receipt(&s, &a1, hidden, state)
+            .await
+            .expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    assert_eq!(
+        s.history(&w.alice, private, "").await[0]["receipts"][0]["state"],
+        "done"
+    );
+    // Removed from the workspace, not even the public channel's message.
+    s.delete(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, a1.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    receipt(&s, &a1, id, "done")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
 }
 
 #[tokio::test]
@@ -323,6 +352,38 @@ async fn a_declined_round_robin_turn_passes_at_once() {
     // The decline is on the message too, after the pass.
     let receipt = event_about(&mut alice, "receipt.updated", m).await;
     assert_eq!(receipt["data"]["state"], "declined", "{receipt}");
+}
+
+#[tokio::test]
+async fn an_agent_removed_from_the_channel_cannot_decline_its_turn() {
+    let s = TestServer::start_with(|c| c.turn_timeout_ms = 600_000).await;
+    let (w, a1, a2) = setup(&s).await;
+    let ch = channel(
+        &s,
+        &w.alice,
+        w.ws,
+        "round_robin",
+        &[&a1, &a2],
+        json!({"kind": "private"}),
+    )
+    .await;
+    let m = s.send(&w.alice, ch, "who takes this?").await["id"]
+        .as_i64()
+        .unwrap();
+    s.delete(
+        &format!("/api/v1/channels/{ch}/members/{}", a1.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    receipt(&s, &a1, m, "declined")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    // The turn did not pass: a2 has none to report on.
+    receipt(&s, &a2, m, "working")
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(s.history(&w.alice, ch, "").await[0]["receipts"], json!([]));
 }
 
 #[tokio::test]

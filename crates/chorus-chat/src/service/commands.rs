@@ -235,7 +235,8 @@ impl Chat {
     /// Delivers a registered command to its target: `command.invoked`, waking the
     /// agent on its scope (by its webhook when it has one and no connection), or
     /// POSTed to the command's webhook. Only a member of the channel may invoke, as
-    /// only a member may post there.
+    /// only a member may post there; an agent target must still be active and a member
+    /// of the workspace (`NotFound` otherwise: nothing is delivered).
     async fn invoke(
         &self,
         caller: &User,
@@ -293,6 +294,18 @@ impl Chat {
         let Some(target) = target.filter(|t| t.deactivated_at.is_none()) else {
             return Err(not_found(format!("/{name}'s agent is no longer active")));
         };
+        // Registration checked membership; a removal since does not delete the command,
+        // so a target that left the workspace is answered like a deactivated one.
+        if self
+            .store
+            .member_role(channel.workspace_id, target.id)
+            .await?
+            .is_none()
+        {
+            return Err(not_found(format!(
+                "/{name}'s agent is no longer a member of the workspace"
+            )));
+        }
         let marks = Marks {
             default: Mark::Observe,
             users: [(target.id.0, Mark::Wake)].into_iter().collect(),

@@ -54,30 +54,22 @@ impl Chat {
         Timestamp(self.now().0.saturating_add(timeout.as_millis() as i64))
     }
 
-    /// The caller's receipt for message `id`: only an agent the message woke. A repeat
-    /// of the same state changes and announces nothing. Returns the message's summary.
+    /// The caller's receipt for message `id`: only an agent the message woke that may
+    /// still read it (who may not: `NotFound`). A repeat of the same state changes and
+    /// announces nothing. Returns the message's summary.
     pub async fn set_receipt(
         &self,
         caller: &User,
         id: MessageId,
         state: ReceiptState,
     ) -> Result<Receipts> {
-        let message = self
-            .store
-            .message(id)
-            .await?
-            .ok_or_else(|| not_found("no such message"))?;
+        // Reading comes first: a turn does not outlive leaving the channel.
+        let (message, _) = self.visible_message(caller, id).await.map_err(hidden)?;
         let Some(turn) = self.store.turn(id, caller.id).await? else {
-            self.readable_channel(caller, message.channel_id)
-                .await
-                .map_err(hidden)?;
             return Err(forbidden(
                 "only an agent the message woke reports receipts for it",
             ));
         };
-        if message.deleted {
-            return Err(not_found("message was deleted"));
-        }
         // A round-robin turn declined passes to the next agent now, not at its timeout.
         if state == ReceiptState::Declined && turn.due_at.is_some() {
             self.pass_turn(&turn).await?;
