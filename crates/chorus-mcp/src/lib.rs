@@ -16,7 +16,7 @@
 //! - [`error`]: [`ToolError`], Chorus's error codes as tool errors.
 //!
 //! Two transports, one implementation: [`serve_stdio`] (what `chorus mcp` runs; it talks
-//! to a Chorus server through the Rust client) and [`http_service`] (the server's own
+//! to a Chorus server through the Rust client) and [`McpEndpoint`] (the server's own
 //! `/mcp`, Streamable HTTP; the same tools, with a client pointed at the server itself
 //! for each bearer). See `docs/mcp.md`.
 
@@ -29,7 +29,8 @@ pub mod render;
 pub mod tools;
 pub mod wait;
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 pub use agent::Agent;
 pub use error::ToolError;
@@ -39,6 +40,8 @@ pub use rmcp;
 pub use tools::ChorusMcp;
 
 use rmcp::ServiceExt;
+use rmcp::transport::common::server_side_http::SessionId;
+use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
@@ -55,12 +58,69 @@ pub async fn serve_stdio(agent: Arc<Agent>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The Streamable HTTP service of the server's `/mcp` endpoint. The caller
-/// authenticates every request first (the same way as the API's routes); the tools act
-/// as the request's bearer through `pool`. Requests past `max_body_bytes` are refused.
-pub fn http_service(
+/// Most MCP sessions one user keeps open on `/mcp` at once. Clients of the protocol
+/// versions before 2026-07-28 get a session (two tasks and a tool router) per
+/// `initialize`, kept until it idles out; without a bound, one user's requests could
+/// keep tens of thousands alive. Past it, that user's oldest session is closed (a
+/// client still using it gets `404` and initializes again), so a runaway client costs
+/// its own user a session, never the server its memory.
+pub const MAX_SESSIONS_PER_USER: usize = 16;
+
+/// The server's `/mcp` endpoint: the Streamable HTTP service, and who opened which of
+/// its sessions.
+pub struct McpEndpoint {
+    pub service: StreamableHttpService<ChorusMcp, LocalSessionManager>,
+    sessions: Arc<LocalSessionManager>,
+    /// Each user's sessions, oldest first (ids of sessions since ended are dropped
+    /// whenever the user opens another).
+    by_user: Mutex<HashMap<i64, VecDeque<SessionId>>>,
+}
+
+impl McpEndpoint {
+    /// The endpoint of `pool`'s agents; requests past `max_body_bytes` are refused.
+    /// The caller authenticates every request first (the same way as the API's
+    /// routes); the tools act as the request's bearer through `pool`.
+    pub fn new(pool: Arc<AgentPool>, max_body_bytes: usize) -> Self {
+        let sessions = Arc::new(LocalSessionManager::default());
+        Self {
+            service: http_service(pool, max_body_bytes, sessions.clone()),
+            sessions,
+            by_user: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// After a response to `user` that names session `id` (`Mcp-Session-Id`): counts
+    /// it as theirs, and closes their oldest session past [`MAX_SESSIONS_PER_USER`].
+    pub async fn answered(&self, user: i64, id: &str) {
+        let oldest = {
+            let live = self.sessions.sessions.read().await;
+            let mut by_user = self.by_user.lock().unwrap_or_else(|e| e.into_inner());
+            let ids = by_user.entry(user).or_default();
+            ids.retain(|s| live.contains_key(s));
+            if ids.iter().any(|s| &**s == id) || !live.contains_key(id) {
+                return;
+            }
+            ids.push_back(id.into());
+            if ids.len() > MAX_SESSIONS_PER_USER {
+                ids.pop_front()
+            } else {
+                None
+            }
+        };
+        if let Some(oldest) = oldest
+            && let Err(err) = self.sessions.close_session(&oldest).await
+        {
+            tracing::warn!(cause = %err, "an MCP session over its user's bound not closed");
+        }
+    }
+}
+
+/// The Streamable HTTP service of the server's `/mcp` endpoint, its sessions kept by
+/// `sessions`. Requests past `max_body_bytes` are refused.
+fn http_service(
     pool: Arc<AgentPool>,
     max_body_bytes: usize,
+    sessions: Arc<LocalSessionManager>,
 ) -> StreamableHttpService<ChorusMcp, LocalSessionManager> {
     let config = StreamableHttpServerConfig::default()
         // Every request carries its bearer token, which a DNS-rebinding page cannot
@@ -70,7 +130,7 @@ pub fn http_service(
         .with_max_request_body_bytes(max_body_bytes);
     StreamableHttpService::new(
         move || Ok(ChorusMcp::for_pool(pool.clone())),
-        Arc::new(LocalSessionManager::default()),
+        sessions,
         config,
     )
 }

@@ -393,8 +393,8 @@ fn start_mcp(
     let base = format!("http://{}", std::net::SocketAddr::new(ip, addr.port()));
     let pool = chorus_mcp::AgentPool::new(base, draining.clone());
     state.tasks.tracker.spawn(pool.clone().run_sweeper());
-    let service = chorus_mcp::http_service(pool, state.config.max_body_bytes);
-    if state.mcp.set(service).is_err() {
+    let endpoint = chorus_mcp::McpEndpoint::new(pool, state.config.max_body_bytes);
+    if state.mcp.set(endpoint).is_err() {
         tracing::warn!("/mcp was already running");
     }
 }

@@ -12,12 +12,6 @@ use crate::config::Config;
 use crate::limits::{AnonymousConnections, HttpLimiter};
 use crate::webhooks::WebhookMetrics;
 
-/// The Streamable HTTP service behind `/mcp`.
-pub type McpService = chorus_mcp::rmcp::transport::streamable_http_server::StreamableHttpService<
-    chorus_mcp::ChorusMcp,
-    chorus_mcp::rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
->;
-
 /// What every handler can reach: one pointer to [`Shared`], so that the clone axum
 /// makes per request and per layer is one reference count, not one per part (eleven;
 /// ~1 µs of a persisted send's CPU when each was its own `Arc`, docs/benchmarks.md
@@ -52,7 +46,7 @@ pub struct Shared {
     pub webhooks: Arc<WebhookMetrics>,
     /// The MCP endpoint (`/mcp`), set by `run` once the server's own address is known:
     /// its tools reach the API through a client pointed at that address.
-    pub mcp: Arc<OnceLock<McpService>>,
+    pub mcp: Arc<OnceLock<chorus_mcp::McpEndpoint>>,
     /// The server's own tasks (webhook worker, limiter housekeeping, WebSocket
     /// upgrades), which `run` waits for before it returns.
     pub tasks: Tasks,

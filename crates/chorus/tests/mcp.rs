@@ -90,6 +90,9 @@ fn main() -> ExitCode {
         Trial::test("http_endpoint_is_authenticated_like_the_api", || {
             run(http_endpoint_is_authenticated_like_the_api())
         }),
+        Trial::test("http_sessions_are_bounded_per_user", || {
+            run(http_sessions_are_bounded_per_user())
+        }),
     ];
     libtest_mimic::run(&args, trials).exit_code()
 }
@@ -1008,6 +1011,72 @@ async fn http_endpoint_is_authenticated_like_the_api() {
     let resp = post(key["key"].as_str()).await.unwrap();
     assert_eq!(resp.status(), 403);
     let _ = (&w.carol, w.team, w.secret, &w.alice);
+}
+
+/// Clients of the protocol versions with sessions get one per `initialize`: one user
+/// keeps at most `MAX_SESSIONS_PER_USER` open, the oldest closed first (its id then
+/// gets `404`), and another user's sessions are not touched.
+async fn http_sessions_are_bounded_per_user() {
+    let w = world().await;
+    let url = format!("http://{}/mcp", w.addr);
+    let http = reqwest::Client::new();
+    let (bot, carol) = (w.bot.token.clone(), w.carol.token.clone());
+    let initialize = |bearer: &str| {
+        http.post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .bearer_auth(bearer)
+            .json(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "test", "version": "1"}}}),
+            )
+            .send()
+    };
+    let open = |bearer: String| {
+        let initialize = &initialize;
+        async move {
+            let resp = initialize(&bearer).await.unwrap();
+            assert!(resp.status().is_success(), "{}", resp.status());
+            let id = resp.headers()["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            resp.text().await.unwrap();
+            id
+        }
+    };
+    // A request in session `id`: `404` once the session is closed.
+    let status_in = |bearer: &str, id: &str| {
+        http.post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("mcp-session-id", id)
+            .bearer_auth(bearer)
+            .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .send()
+    };
+    let carols = open(carol.clone()).await;
+    let mut bots = Vec::new();
+    for _ in 0..=chorus_mcp::MAX_SESSIONS_PER_USER {
+        bots.push(open(bot.clone()).await);
+    }
+    let status = |resp: reqwest::Response| resp.status().as_u16();
+    assert_eq!(
+        status(status_in(&bot, &bots[0]).await.unwrap()),
+        404,
+        "the oldest closed"
+    );
+    for id in &bots[1..] {
+        let got = status(status_in(&bot, id).await.unwrap());
+        assert!(
+            (200..300).contains(&got),
+            "a session within the bound: {got}"
+        );
+    }
+    let got = status(status_in(&carol, &carols).await.unwrap());
+    assert!((200..300).contains(&got), "another user's session: {got}");
+    let _ = (&w.alice, w.team, w.secret);
 }
 
 /// `examples/mcp-agent.py --once`, over stdio and then over `/mcp`: it answers a mention

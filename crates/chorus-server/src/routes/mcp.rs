@@ -13,15 +13,25 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// `GET`, `POST` and `DELETE /mcp`.
-pub async fn handle(State(state): State<AppState>, _caller: Caller, request: Request) -> Response {
+pub async fn handle(State(state): State<AppState>, caller: Caller, request: Request) -> Response {
     // Set by `run` once the listener's address is known; a router built without it
     // (never by `chorus serve`) has no MCP endpoint.
-    let Some(service) = state.mcp.get() else {
+    let Some(endpoint) = state.mcp.get() else {
         return ApiError::new(ErrorCode::Unavailable, "the MCP endpoint is not running")
             .into_response();
     };
-    match service.clone().call(request).await {
-        Ok(response) => response.map(axum::body::Body::new),
+    let response = match endpoint.service.clone().call(request).await {
+        Ok(response) => response,
         Err(never) => match never {},
+    };
+    // A session it opened (or one it used) counts as the caller's: at most
+    // `MAX_SESSIONS_PER_USER` stay open for one user.
+    if let Some(id) = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        endpoint.answered(caller.0.id.0, id).await;
     }
+    response.map(axum::body::Body::new)
 }
