@@ -20,8 +20,8 @@ use chorus_chat::model::*;
 use chorus_chat::service::OpenDm;
 use chorus_chat::store::{
     AttemptOutcome, ChannelPatch, DeliveryList, MessageQuery, NewChannel, NewMessage,
-    NewSignInCode, NewToken, NewUser, NewWebhookDelivery, Outbox, PgStore, Redemption, SqliteStore,
-    Store, TokenOwner, events_only, no_events,
+    NewSignInCode, NewToken, NewTurns, NewUser, NewWebhookDelivery, Outbox, PgStore, Redemption,
+    SqliteStore, Store, TokenOwner, events_only, no_events,
 };
 use chorus_chat::testing::ScratchDatabase;
 use chorus_chat::{Chat, ChatConfig};
@@ -129,6 +129,7 @@ fn main() -> ExitCode {
         logged_events_read_back_exactly,
         the_latest_events_are_read_across_scopes,
         edit_and_delete,
+        a_message_tells_only_those_who_may_read_its_channel,
         threads_and_reply_counts,
         concurrent_replies_count_exactly,
         reactions,
@@ -244,6 +245,7 @@ fn new_message(ch: ChannelId, author: UserId, text: &str) -> NewMessage {
         streaming: false,
         turns: Default::default(),
         kind: Default::default(),
+        audience: Vec::new(),
     }
 }
 
@@ -2225,6 +2227,100 @@ async fn creations_settings_and_lists_log_their_events(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(logged[0].offset, Some(ws_head + 1));
     assert_eq!(store.scope_head(&ws_scope).await.unwrap(), ws_head + 1);
+}
+
+/// A message's audience (the mentioned, woken agents) is kept, in its transaction, to
+/// those who may read the channel then: members, and for a public channel the
+/// workspace's members who are not guests; a removal, a removal from the workspace or a
+/// demotion to guest committed before it counts. Only those readers get a turn.
+async fn a_message_tells_only_those_who_may_read_its_channel(store: Arc<dyn Store>) {
+    let (owner, ws, open) = setup(&store).await;
+    let [bob, carol, gus, dan] = [
+        user(&store, "bob").await,
+        user(&store, "carol").await,
+        user(&store, "gus").await,
+        user(&store, "dan").await,
+    ];
+    for (who, role) in [
+        (&bob, Role::Member),
+        (&carol, Role::Member),
+        (&gus, Role::Guest),
+    ] {
+        store.add_member(ws.id, who.id, role).await.unwrap();
+    }
+    let secret = channel(
+        &store,
+        ws.id,
+        "secret",
+        ChannelKind::Private,
+        owner.id,
+        &[owner.id, bob.id],
+    )
+    .await;
+    let everyone = vec![bob.id, carol.id, gus.id, dan.id];
+    let readers = |ch: ChannelId, audience: Vec<UserId>, agents: Vec<UserId>| {
+        let store = store.clone();
+        async move {
+            let inserted = store
+                .insert_message(NewMessage {
+                    audience,
+                    turns: NewTurns {
+                        agents,
+                        due_at: None,
+                    },
+                    ..new_message(ch, owner.id, "hi")
+                })
+                .await
+                .unwrap();
+            let turns = store.turns(inserted.message.id).await.unwrap();
+            let turns: Vec<UserId> = turns.into_iter().map(|t| t.agent_id).collect();
+            (inserted.readers, turns)
+        }
+    };
+
+    let (told, turns) = readers(secret.id, everyone.clone(), vec![carol.id, bob.id]).await;
+    assert_eq!((told, turns), (vec![bob.id], vec![bob.id]));
+    let (told, _) = readers(open.id, everyone.clone(), Vec::new()).await;
+    assert_eq!(
+        told,
+        vec![bob.id, carol.id],
+        "not the guest, nor a stranger"
+    );
+    // Woken agents are checked with the audience even when it leaves them out.
+    let (told, turns) = readers(secret.id, Vec::new(), vec![bob.id, dan.id]).await;
+    assert_eq!((told, turns), (vec![bob.id], vec![bob.id]));
+
+    let message = send(&store, open.id, owner.id, "plain").await;
+    let (edited, _) = store
+        .edit_message_logged(
+            message.id,
+            "@carol @gus",
+            &[carol.id, gus.id],
+            &[carol.id, gus.id],
+            no_events(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(edited.readers, vec![carol.id]);
+
+    store
+        .remove_channel_member(secret.id, bob.id)
+        .await
+        .unwrap();
+    store
+        .set_member_role(ws.id, carol.id, Role::Member, Role::Guest)
+        .await
+        .unwrap();
+    let (told, turns) = readers(secret.id, everyone.clone(), vec![bob.id]).await;
+    assert_eq!((told, turns), (Vec::new(), Vec::new()));
+    let (told, _) = readers(open.id, everyone.clone(), Vec::new()).await;
+    assert_eq!(told, vec![bob.id]);
+    store
+        .remove_member(ws.id, bob.id, Role::Member)
+        .await
+        .unwrap();
+    let (told, _) = readers(open.id, everyone, Vec::new()).await;
+    assert!(told.is_empty(), "{told:?}");
 }
 
 async fn edit_and_delete(store: Arc<dyn Store>) {

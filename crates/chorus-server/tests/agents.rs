@@ -988,3 +988,115 @@ async fn concurrent_sends_to_a_round_robin_channel_share_the_turns_evenly() {
     let expected: Vec<usize> = (0..SENDS).map(|k| k % 3).collect();
     assert_eq!(order, expected);
 }
+
+/// A woken agent is sent a message by webhook only if it could read the channel at the
+/// message's place in the order: sends that wake it race its removal from a private
+/// channel, and none of the messages logged after its `member.left` there is queued for
+/// it — whether it may read is asked in the message's transaction, ordered with the
+/// removal's, not before. Rounds bound the attempts to catch the race; several worker
+/// threads make it likely (with the check made before the transaction, every run
+/// leaked, on SQLite and on PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_removed_while_woken_gets_no_webhook_of_later_messages() {
+    const ROUNDS: usize = 3;
+    // Senders sending one after the other: sends keep starting while the removal runs.
+    const SENDERS: usize = 6;
+    const SENDS: usize = 6;
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    // Nothing listens there: deliveries are queued and fail, and the queue is all we read.
+    let (bot, _) = create_agent(&s, "hook-bot", Some("http://127.0.0.1:9/h")).await;
+    s.add_member(&w.alice, w.ws, &bot, "member").await;
+    let mut late = Vec::new();
+    let mut early = 0;
+    for round in 0..ROUNDS {
+        let ch = s
+            .create_channel(&w.alice, w.ws, &format!("ops-{round}"), "private", &[&bot])
+            .await;
+        let scope = format!("channel:{ch}");
+        let head = s.connect(&w.alice.token).await.hello["offsets"][&scope]
+            .as_u64()
+            .unwrap();
+        // The removal starts once a first send is done, with the others in flight.
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let started = tokio::sync::Notify::new();
+        let path = format!("/api/v1/channels/{ch}/messages");
+        let senders = (0..SENDERS).map(|n| {
+            let (s, path, alice, done, started) = (&s, &path, &w.alice, &done, &started);
+            async move {
+                for i in 0..SENDS {
+                    let body = json!({ "text": format!("@hook-bot task {n}.{i}") });
+                    s.post(path, &alice.token, body)
+                        .await
+                        .expect_status(StatusCode::CREATED);
+                    if done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        started.notify_one();
+                    }
+                }
+            }
+        });
+        let removal = async {
+            started.notified().await;
+            s.delete(
+                &format!("/api/v1/channels/{ch}/members/{}", bot.id),
+                &w.alice.token,
+            )
+            .await
+            .expect_status(StatusCode::NO_CONTENT);
+        };
+        tokio::join!(futures_util::future::join_all(senders), removal);
+
+        // The channel's order, as its member alice catches up on it over HTTP.
+        let mut after = head;
+        let mut left = false;
+        loop {
+            let page = s
+                .get(
+                    &format!("/api/v1/scopes/channel%3A{ch}/events?after={after}&limit=1000"),
+                    &w.alice.token,
+                )
+                .await
+                .expect_status(StatusCode::OK)
+                .body;
+            for event in page["events"].as_array().unwrap() {
+                match event["type"].as_str().unwrap() {
+                    "member.left" if event["data"]["user_id"] == bot.id => left = true,
+                    "message.created" if left => late.push(event["data"]["id"].clone()),
+                    "message.created" => early += 1,
+                    _ => {}
+                }
+            }
+            if page["more"] != true {
+                break;
+            }
+            after = page["next"].as_u64().unwrap();
+        }
+        assert!(left, "round {round}: the removal is in the channel's order");
+    }
+
+    let queued: Vec<Value> = s
+        .get(
+            &format!("/api/v1/users/{}/webhook-deliveries?limit=200", bot.id),
+            &bot.token,
+        )
+        .await
+        .expect_status(StatusCode::OK)
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event_id"].clone())
+        .collect();
+    assert!(!queued.is_empty(), "the sends before the removals woke it");
+    let leaked: Vec<&Value> = late
+        .iter()
+        .filter(|id| queued.contains(&json!(format!("message.created:{id}"))))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "{} message(s) after the agent's removal queued for its webhook \
+         ({early} before it, {} after): {leaked:?}",
+        leaked.len(),
+        late.len()
+    );
+}

@@ -633,6 +633,125 @@ async fn mentions_notify_each_mentioned_reader_and_nobody_else() {
     assert_eq!(events[0].1["message"], answer);
 }
 
+/// Every event of `scope` after offset `after`, as the HTTP catch-up gives them to `by`.
+async fn logged_after(s: &TestServer, by: &TestUser, scope: &str, mut after: u64) -> Vec<Value> {
+    let scope = scope.replace(':', "%3A");
+    let mut events = Vec::new();
+    loop {
+        let page = s
+            .get(
+                &format!("/api/v1/scopes/{scope}/events?after={after}&limit=1000"),
+                &by.token,
+            )
+            .await
+            .expect_status(StatusCode::OK)
+            .body;
+        events.extend(page["events"].as_array().unwrap().iter().cloned());
+        if page["more"] != true {
+            return events;
+        }
+        after = page["next"].as_u64().unwrap();
+    }
+}
+
+/// A mention is told only to those who may read the channel at the message's place in
+/// the order: sends and edits that mention bob race his removal from a private channel,
+/// and his own scope (never revoked) holds no `mention.created` of that channel after
+/// its `channel.left` — the check is made in the message's transaction, ordered with
+/// the removal's, not before it. Rounds bound the attempts to catch the race; several
+/// worker threads make it likely (with the check made before the transaction, every
+/// run leaked, on SQLite and on PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mention_racing_a_removal_never_follows_the_channel_left() {
+    const ROUNDS: usize = 3;
+    const SENDS: usize = 30;
+    const EDITS: usize = 10;
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let user = format!("user:{}", w.bob.id);
+    let head = s.connect(&w.bob.token).await.hello["offsets"][&user]
+        .as_u64()
+        .unwrap();
+    let mut channels = Vec::new();
+    for round in 0..ROUNDS {
+        let ch = s
+            .create_channel(
+                &w.alice,
+                w.ws,
+                &format!("secret-{round}"),
+                "private",
+                &[&w.bob],
+            )
+            .await;
+        channels.push(ch);
+        let mut drafts = Vec::new();
+        for i in 0..EDITS {
+            drafts.push(s.send(&w.alice, ch, &format!("draft {i}")).await["id"].clone());
+        }
+        // The removal starts once a few of the writes are done, with the rest in flight.
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let started = tokio::sync::Notify::new();
+        let finished = |status: StatusCode| {
+            if done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 2 {
+                started.notify_one();
+            }
+            status
+        };
+        let path = format!("/api/v1/channels/{ch}/messages");
+        let sends = (0..SENDS).map(|i| {
+            let (s, path, alice, finished) = (&s, &path, &w.alice, &finished);
+            async move {
+                let body = json!({ "text": format!("secret plan {i} @bob") });
+                finished(s.post(path, &alice.token, body).await.status)
+            }
+        });
+        let edits = drafts.iter().enumerate().map(|(i, id)| {
+            let (s, alice, finished) = (&s, &w.alice, &finished);
+            async move {
+                let body = json!({ "text": format!("draft {i}, for @bob") });
+                let path = format!("/api/v1/messages/{id}");
+                finished(s.patch(&path, &alice.token, body).await.status)
+            }
+        });
+        let removal = async {
+            started.notified().await;
+            s.delete(
+                &format!("/api/v1/channels/{ch}/members/{}", w.bob.id),
+                &w.alice.token,
+            )
+            .await
+            .expect_status(StatusCode::NO_CONTENT);
+        };
+        let (sent, edited, ()) = tokio::join!(
+            futures_util::future::join_all(sends),
+            futures_util::future::join_all(edits),
+            removal
+        );
+        assert!(sent.iter().all(|s| *s == StatusCode::CREATED), "{sent:?}");
+        assert!(edited.iter().all(|s| *s == StatusCode::OK), "{edited:?}");
+    }
+
+    let mut left = Vec::new();
+    let mut told = 0;
+    let mut leaked = Vec::new();
+    for event in logged_after(&s, &w.bob, &user, head).await {
+        let channel = event["data"]["channel_id"].clone();
+        match event["type"].as_str().unwrap() {
+            "channel.left" => left.push(channel),
+            "mention.created" if left.contains(&channel) => leaked.push(event),
+            "mention.created" => told += 1,
+            _ => {}
+        }
+    }
+    let channels: Vec<Value> = channels.into_iter().map(Value::from).collect();
+    assert_eq!(left, channels, "bob left each channel once");
+    assert!(
+        leaked.is_empty(),
+        "{} mention(s) after the channel.left that removed bob ({told} before): {leaked:?}",
+        leaked.len()
+    );
+}
+
 #[tokio::test]
 async fn typing_reaches_the_other_members_never_the_typist_and_is_not_replayed() {
     let s = TestServer::start().await;

@@ -188,7 +188,8 @@ impl Chat {
 
     /// The channel, if the caller may read it: members always; for public channels,
     /// every non-guest member of the workspace. Server admins get no exception: they
-    /// administer, they do not read private channels and DMs they are not in.
+    /// administer, they do not read private channels and DMs they are not in. (The same
+    /// rule for many users at once, inside a message's transaction: `Sql::readers`.)
     pub async fn readable_channel(&self, caller: &User, id: ChannelId) -> Result<Channel> {
         let channel = self
             .store
@@ -203,16 +204,6 @@ impl Chat {
             return Ok(channel);
         }
         Err(forbidden("not a member of this channel"))
-    }
-
-    /// Whether `user` (not necessarily the caller) may read the channel; the same rule
-    /// as [`readable_channel`](Self::readable_channel).
-    pub(crate) async fn user_can_read(&self, user: UserId, channel: &Channel) -> Result<bool> {
-        if self.store.is_channel_member(channel.id, user).await? {
-            return Ok(true);
-        }
-        let role = self.store.member_role(channel.workspace_id, user).await?;
-        Ok(channel.kind == ChannelKind::Public && role.is_some_and(|r| r != Role::Guest))
     }
 
     /// One channel with its members, their presence, and the caller's read state.

@@ -16,7 +16,7 @@ use super::pins::Unpinned;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
 use crate::store::{
-    Deletion, Events, Inserted, MessageQuery, NewMessage, NewTurns, Outbox, events_only,
+    Deletion, Edited, Events, Inserted, MessageQuery, NewMessage, NewTurns, Outbox, events_only,
 };
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -179,9 +179,21 @@ impl Chat {
         // queued in the message's transaction too.
         let targets = self.webhook_targets(&decision, &agents).await;
         let by_webhook = !targets.is_empty();
-        // The mentioned who may read the channel are told (`mention.created` on their
-        // scope), logged with the message too.
-        let told = self.mention_readers(&channel, caller.id, &mentions).await;
+        // The mentioned (the author aside) are told: `mention.created` on their scope,
+        // logged with the message too. Whether they, and the webhook targets, may read
+        // the channel is not asked here but by the store, in the message's transaction
+        // (`Inserted::readers`): a check made now would miss a removal committing before
+        // the message, and the removed user would get it after their `channel.left`.
+        let told: Vec<UserId> = mentions
+            .iter()
+            .copied()
+            .filter(|&u| u != caller.id)
+            .collect();
+        let audience = told
+            .iter()
+            .copied()
+            .chain(targets.iter().map(|(agent, _)| *agent))
+            .collect();
         let due = self.now();
         let events: Events<Inserted> = Box::new(move |inserted| {
             let mut events: Vec<Publish> = message_scopes(&inserted.message)
@@ -195,7 +207,11 @@ impl Chat {
             if let Some(root) = &inserted.root {
                 events.extend(thread_root_events(root));
             }
+            let reads = |user: &UserId| inserted.readers.binary_search(user).is_ok();
+            let told: Vec<UserId> = told.iter().copied().filter(reads).collect();
             events.extend(mention_events(&inserted.message, &told));
+            let targets: Vec<(UserId, String)> =
+                targets.iter().filter(|(a, _)| reads(a)).cloned().collect();
             Outbox {
                 events,
                 webhooks: message_webhooks(&inserted.message, &targets, due),
@@ -215,6 +231,7 @@ impl Chat {
                     streaming: req.streaming,
                     turns,
                     kind,
+                    audience,
                 },
                 events,
             )
@@ -299,30 +316,29 @@ impl Chat {
         self.check_text(&text)?;
         let order = self.gates.threads.lock(thread_key(&message)).await;
         let mentions = self.resolve_mentions(channel.workspace_id, &text).await?;
-        // Those newly mentioned who may read the channel are told, logged with the edit.
+        // Those newly mentioned (the author aside) who may read the channel are told,
+        // logged with the edit; who may is asked in its transaction, as for a send.
         let added: Vec<UserId> = mentions
             .iter()
-            .filter(|u| !message.mentions.contains(u))
+            .filter(|&&u| !message.mentions.contains(&u) && u != message.author_id)
             .copied()
             .collect();
-        let told = self
-            .mention_readers(&channel, message.author_id, &added)
-            .await;
-        let events = events_only(move |edited: &Message| {
-            let mut events: Vec<Publish> = message_scopes(edited)
+        let events = events_only(move |edited: &Edited| {
+            let message = &edited.message;
+            let mut events: Vec<Publish> = message_scopes(message)
                 .into_iter()
-                .map(|scope| Publish::new(scope, "message.updated", edited))
+                .map(|scope| Publish::new(scope, "message.updated", message))
                 .collect();
-            events.extend(mention_events(edited, &told));
+            events.extend(mention_events(message, &edited.readers));
             events
         });
         let (edited, logged) = self
             .store
-            .edit_message_logged(message.id, &text, &mentions, events)
+            .edit_message_logged(message.id, &text, &mentions, &added, events)
             .await?;
         self.emit_logged(logged).await;
         drop(order);
-        Ok(edited)
+        Ok(edited.message)
     }
 
     /// Leaves a tombstone; the message's reactions and pin go with its text.
@@ -423,29 +439,6 @@ impl Chat {
             }
         }
         Ok(ids.into_iter().collect())
-    }
-
-    /// Of `users` (a message's mentions), those who may read `channel` (a mention never
-    /// leaks a private channel), the author aside. A failed lookup is logged and skips
-    /// that user only.
-    async fn mention_readers(
-        &self,
-        channel: &Channel,
-        author: UserId,
-        users: &[UserId],
-    ) -> Vec<UserId> {
-        let mut readers = Vec::new();
-        for &user in users {
-            if user == author {
-                continue;
-            }
-            match self.user_can_read(user, channel).await {
-                Ok(true) => readers.push(user),
-                Ok(false) => {}
-                Err(err) => tracing::warn!(%user, cause = %err, "mention not announced"),
-            }
-        }
-        readers
     }
 }
 

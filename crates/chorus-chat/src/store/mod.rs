@@ -129,6 +129,11 @@ pub struct NewMessage {
     pub turns: NewTurns,
     /// `action` for `/me`.
     pub kind: MessageKind,
+    /// Who the message is to be told to beyond its channel (the mentioned, on their own
+    /// scope; woken agents, by webhook): the store keeps those who may read the channel
+    /// at the message's place in the commit order ([`Inserted::readers`]). Woken agents
+    /// (`turns.agents`) are checked the same way, and only readers get a turn.
+    pub audience: Vec<UserId>,
 }
 
 /// The turns a new message gives (see [`TurnStore`]).
@@ -243,6 +248,18 @@ pub struct Inserted {
     pub created: bool,
     /// For a new reply: its thread's root with the updated reply count.
     pub root: Option<Message>,
+    /// Of the message's [`audience`](NewMessage::audience) and woken agents, those who
+    /// may read its channel, checked in its transaction (see
+    /// [`MessageStore::insert_message_logged`] for the order this gives), ascending.
+    pub readers: Vec<UserId>,
+}
+
+/// What editing a message produced.
+pub struct Edited {
+    pub message: Message,
+    /// Of the edit's audience, those who may read the channel, checked in its
+    /// transaction like [`Inserted::readers`].
+    pub readers: Vec<UserId>,
 }
 
 /// What deleting a message changed, all in one transaction.
@@ -567,6 +584,15 @@ pub trait MessageStore: Send + Sync {
     ///
     /// `events` are built from a new message (never from an earlier one) and logged in
     /// its transaction; they come back with their offsets.
+    ///
+    /// Who of the audience may read the channel ([`Inserted::readers`]) is checked in
+    /// that transaction too, with the channel's row locked (PostgreSQL) or the single
+    /// writer held (SQLite). Every change that takes reading away — leaving or removal,
+    /// removal from the workspace, a demotion to guest — takes the same lock before it
+    /// changes anything, so the check sees the changes committed before the message and
+    /// none after: nothing about a message is logged on a user's scope, or queued for
+    /// an agent, after the `channel.left` (or `workspace.left`, `member.role_changed`)
+    /// that took their reading away.
     async fn insert_message_logged(
         &self,
         new: NewMessage,
@@ -578,24 +604,24 @@ pub trait MessageStore: Send + Sync {
     async fn message(&self, id: MessageId) -> Result<Option<Message>>;
     async fn list_messages(&self, ch: ChannelId, query: MessageQuery) -> Result<Vec<Message>>;
     /// Replaces the text and the mentions (re-parsed from the new text). `NotFound`
-    /// when the message is deleted. `events` are logged in the same transaction.
+    /// when the message is deleted. `events` are logged in the same transaction, built
+    /// knowing which of `audience` may read the channel ([`Edited::readers`]).
     async fn edit_message_logged(
         &self,
         id: MessageId,
         text: &str,
         mentions: &[UserId],
-        events: Events<Message>,
-    ) -> Result<(Message, Vec<Publish>)>;
+        audience: &[UserId],
+        events: Events<Edited>,
+    ) -> Result<(Edited, Vec<Publish>)>;
     async fn edit_message(
         &self,
         id: MessageId,
         text: &str,
         mentions: &[UserId],
     ) -> Result<Message> {
-        Ok(self
-            .edit_message_logged(id, text, mentions, no_events())
-            .await?
-            .0)
+        let edit = self.edit_message_logged(id, text, mentions, &[], no_events());
+        Ok(edit.await?.0.message)
     }
     /// Turns the message into a tombstone and drops its reactions, pin and mentions.
     /// `NotFound` when there is no such message or it is already deleted. `events` are

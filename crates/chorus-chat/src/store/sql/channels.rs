@@ -9,7 +9,7 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::reads::{UNREAD, UNREAD_MENTIONS};
 use super::users::PRESENCE_COLUMNS;
-use super::{Column, Dialect, Params, RowsAffected, Sql};
+use super::{Column, Dialect, Params, RowsAffected, Sql, lock_row};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::conflict_or;
@@ -286,6 +286,9 @@ where
         events: Events<()>,
     ) -> Result<(bool, Vec<Publish>)> {
         let mut tx = self.writer.begin().await?;
+        // The channel's row, as a message insert holds it while it checks who may read
+        // the channel: the leaver is told of a message only if it commits first.
+        lock_row::<DB>(&mut tx, "channels", ch.0).await?;
         let done =
             sqlx::query("DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2")
                 .bind(ch.0)

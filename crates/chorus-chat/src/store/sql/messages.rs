@@ -4,11 +4,13 @@
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
-use super::{Column, Dialect, Params, RowsAffected, Sql, lock_row};
+use super::{Column, Dialect, Params, RowsAffected, Sql, json_list, lock_row};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::{MessageRow, attach_reactions, created_message, mentions_json};
-use crate::store::{Deletion, Events, Inserted, MessageQuery, MessageStore, NewMessage};
+use crate::store::{
+    Deletion, Edited, Events, Inserted, MessageQuery, MessageStore, NewMessage, NewTurns,
+};
 use chorus_realtime::Publish;
 
 /// The columns of [`MessageRow`], for a query naming the table `m`.
@@ -136,6 +138,39 @@ where
         Ok(())
     }
 
+    /// Those of `users` who may read channel `ch` (ascending): its members and, for a
+    /// public channel, its workspace's members who are not guests — the rule of
+    /// `Chat::readable_channel`, for many users in one query. Asked in the transaction
+    /// that logs what they are told, after it locked the channel's row (see
+    /// [`MessageStore::insert_message_logged`]): PostgreSQL's `READ COMMITTED` reads
+    /// each statement from a fresh snapshot, so this one sees every removal that
+    /// committed before the lock was granted.
+    pub(crate) async fn readers(
+        conn: &mut DB::Connection,
+        ch: ChannelId,
+        users: &[UserId],
+    ) -> Result<Vec<UserId>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT cm.user_id FROM channel_members cm
+             WHERE cm.channel_id = $1 AND cm.user_id IN (SELECT CAST(value AS BIGINT) FROM {list})
+             UNION
+             SELECT wm.user_id FROM channels c
+             JOIN workspace_members wm ON wm.workspace_id = c.workspace_id
+             WHERE c.id = $1 AND c.kind = 'public' AND wm.role <> 'guest'
+               AND wm.user_id IN (SELECT CAST(value AS BIGINT) FROM {list})
+             ORDER BY 1",
+            list = DB::json_elements("$2")
+        ))
+        .bind(ch.0)
+        .bind(json_list(users))
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(ids.into_iter().map(UserId).collect())
+    }
+
     /// Inserts a message's row; `None` when its idempotency key is taken.
     pub(crate) async fn insert_row(
         conn: &mut DB::Connection,
@@ -195,6 +230,7 @@ where
             && !new.streaming
             && new.kind == MessageKind::Text
             && new.turns.agents.is_empty()
+            && new.audience.is_empty()
         {
             return batcher.insert(new, events).await;
         }
@@ -213,7 +249,22 @@ where
             return Ok(None);
         };
         Self::write_mentions(&mut tx, id, new.channel_id, &new.mentions).await?;
-        Self::insert_turns(&mut tx, id, new.channel_id, &new.turns, created_at).await?;
+        // Who is told, and which woken agents get a turn: asked here, with the channel's
+        // row held, not before the transaction, so that a removal from the channel is
+        // either seen or logged after this message (see `insert_message_logged`).
+        // One query, and none for a message with no audience.
+        let mut audience = new.audience.clone();
+        audience.extend(&new.turns.agents);
+        audience.sort_unstable();
+        audience.dedup();
+        let readers = Self::readers(&mut tx, new.channel_id, &audience).await?;
+        let turns = NewTurns {
+            agents: (new.turns.agents.iter().copied())
+                .filter(|a| readers.binary_search(a).is_ok())
+                .collect(),
+            due_at: new.turns.due_at,
+        };
+        Self::insert_turns(&mut tx, id, new.channel_id, &turns, created_at).await?;
         let root = match new.thread_id {
             Some(root) => {
                 Self::refresh_thread(&mut tx, new.channel_id, root).await?;
@@ -226,6 +277,7 @@ where
             message: created_message(new, id, created_at),
             created: true,
             root,
+            readers,
         };
         let logged = Self::log_events(&mut tx, created_at, events(&inserted)).await?;
         tx.commit().await?;
@@ -263,6 +315,7 @@ where
                     message,
                     created: false,
                     root: None,
+                    readers: Vec::new(),
                 },
                 Vec::new(),
             )
@@ -332,9 +385,23 @@ where
         id: MessageId,
         text: &str,
         mentions: &[UserId],
-        events: Events<Message>,
-    ) -> Result<(Message, Vec<Publish>)> {
+        audience: &[UserId],
+        events: Events<Edited>,
+    ) -> Result<(Edited, Vec<Publish>)> {
         let mut tx = self.writer.begin().await?;
+        // Who is told is asked with the channel's row held, as for a new message; first,
+        // as an insert takes it (channel, then a thread's root). Edits that tell nobody
+        // do not wait for the channel's inserts.
+        if let Some(lock) = DB::LOCK_ROW
+            && !audience.is_empty()
+        {
+            sqlx::query(&format!(
+                "SELECT 1 FROM channels WHERE id = (SELECT channel_id FROM messages WHERE id = $1) {lock}"
+            ))
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        }
         let channel: Option<i64> = sqlx::query_scalar(
             "UPDATE messages SET text = $1, mentions = $2, edited_at = $3 WHERE id = $4 AND NOT deleted
              RETURNING channel_id",
@@ -347,10 +414,14 @@ where
         .await?;
         let channel = channel.ok_or_else(|| ChatError::NotFound("no such message".into()))?;
         Self::write_mentions(&mut tx, id, ChannelId(channel), mentions).await?;
-        let message = Self::load_existing(&mut tx, id).await?;
-        let logged = Self::log_events(&mut tx, self.now(), events(&message)).await?;
+        let readers = Self::readers(&mut tx, ChannelId(channel), audience).await?;
+        let edited = Edited {
+            message: Self::load_existing(&mut tx, id).await?,
+            readers,
+        };
+        let logged = Self::log_events(&mut tx, self.now(), events(&edited)).await?;
         tx.commit().await?;
-        Ok((message, logged))
+        Ok((edited, logged))
     }
 
     async fn delete_message_logged(

@@ -141,6 +141,9 @@ where
     ) -> Result<Option<Vec<Publish>>> {
         let mut tx = self.writer.begin().await?;
         lock_membership::<DB>(&mut tx, ws).await?;
+        if to == Role::Guest {
+            lock_readable_channels::<DB>(&mut tx, ws, user, true).await?;
+        }
         let done = sqlx::query(
             "UPDATE workspace_members SET role = $1 WHERE workspace_id = $2 AND user_id = $3 AND role = $4",
         )
@@ -168,6 +171,7 @@ where
     ) -> Result<Option<(Vec<ChannelId>, Vec<Publish>)>> {
         let mut tx = self.writer.begin().await?;
         lock_membership::<DB>(&mut tx, ws).await?;
+        lock_readable_channels::<DB>(&mut tx, ws, user, false).await?;
         let done = sqlx::query(
             "DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2 AND role = $3",
         )
@@ -252,6 +256,44 @@ where
     i64: Column<DB>,
 {
     lock_row::<DB>(tx, "workspaces", ws.0).await
+}
+
+/// Locks the rows of the workspace's channels that `user` may read through it: its
+/// public channels and, unless `public_only`, those `user` is a member of — before a
+/// change that takes that reading away (a removal, a demotion to guest). A message
+/// insert holds its channel's row while it checks who may read the channel, so each of
+/// those messages either commits first (and is told before the removal's events) or
+/// sees the change (see `MessageStore::insert_message_logged`). In id order, so two
+/// such changes lock them in one order; an insert locks one channel only.
+/// (SQLite: the single writer orders them already.)
+async fn lock_readable_channels<DB>(
+    tx: &mut DB::Connection,
+    ws: WorkspaceId,
+    user: UserId,
+    public_only: bool,
+) -> Result<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+{
+    let Some(lock) = DB::LOCK_ROW else {
+        return Ok(());
+    };
+    sqlx::query(&format!(
+        "SELECT id FROM channels WHERE workspace_id = $1 AND (kind = 'public'
+             OR (NOT $3 AND id IN (SELECT channel_id FROM channel_members WHERE user_id = $2)))
+         ORDER BY id {lock}"
+    ))
+    .bind(ws.0)
+    .bind(user.0)
+    .bind(public_only)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// Fails the change being made in `tx` when it left the workspace without an owner.

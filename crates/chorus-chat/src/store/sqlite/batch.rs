@@ -262,6 +262,7 @@ async fn write_known(
             message: created_message(&job.new, MessageId(id), created_at),
             created: true,
             root: None,
+            readers: Vec::new(),
         }));
     }
     let (outbox, counts) = outboxes(jobs, &inserted);
@@ -389,6 +390,7 @@ async fn insert_one(conn: &mut SqliteConnection, clock: &Clock, job: &Job) -> Ou
         message: created_message(new, id, created_at),
         created: true,
         root: None,
+        readers: Vec::new(),
     };
     let logged = Sql::<Sqlite>::log_events(&mut tx, created_at, (job.events)(&inserted)).await?;
     tx.commit().await?;
@@ -475,6 +477,7 @@ async fn write_batch(
             message: created_message(new, MessageId(id), created_at),
             created: true,
             root: None,
+            readers: Vec::new(),
         }));
     }
     // Every new message's events, logged together in the order of the messages.
@@ -505,6 +508,7 @@ mod tests {
                 streaming: false,
                 turns: Default::default(),
                 kind: Default::default(),
+                audience: Vec::new(),
             },
             events: Box::new(move |i: &Inserted| {
                 Outbox::from(vec![Publish::new(
