@@ -373,13 +373,14 @@ impl Session {
                             return End::PeerClosed;
                         }
                         // A ping is answered (by tungstenite) with a pong: counted too,
-                        // so pings at line rate end in 3501 like any flood.
-                        Message::Ping(_) => {
+                        // so pings at line rate end in 3501 like any flood; pongs (a
+                        // client's answers to the heartbeat, or unsolicited) likewise.
+                        Message::Ping(_) | Message::Pong(_) => {
                             if let Err(end) = self.count_inbound() {
                                 return end;
                             }
                         }
-                        Message::Pong(_) | Message::Frame(_) => {}
+                        Message::Frame(_) => {}
                     }
                 }
                 _ = ticker.tick() => {

@@ -79,15 +79,16 @@ impl SessionHooks for ServerHooks {
                 "too many failed authentications from this address; retry later".into(),
             ));
         }
-        let refused = match self.auth.authenticate(token).await {
+        let (refused, counted) = match self.auth.authenticate(token).await {
             Ok(principal) if principal.user.id.0 == user => return Ok(principal.session),
-            Ok(_) => "the token is another user's".to_owned(),
+            Ok(_) => ("the token is another user's".to_owned(), true),
             Err(err) if err.code == ErrorCode::Unavailable => {
                 return Err(HookError::Internal(err.message));
             }
-            Err(err) => err.message,
+            // Counted as HTTP counts them: bad credentials, not a refusal of good ones.
+            Err(err) => (err.message, err.code == ErrorCode::Unauthorized),
         };
-        if let Some((limiter, client)) = limiter {
+        if counted && let Some((limiter, client)) = limiter {
             limiter.failed(client);
         }
         Err(HookError::Forbidden(refused))

@@ -48,6 +48,10 @@ pub struct HttpLimiter {
     /// Failed authentications per client address; `None` when `auth_failures_per_sec`
     /// is 0.
     failures: Option<FailureLimiter>,
+    /// Refused cookies that left a `/ws` upgrade anonymous, per client address, at the
+    /// same rate: a budget of their own, so that viewers behind one address whose
+    /// browsers send unrelated cookies do not block that address's tokens.
+    cookies: Option<FailureLimiter>,
     /// The configured clock: every bucket is measured on it.
     clock: Clock,
     /// Requests refused (either limit), for `/metrics`.
@@ -66,10 +70,12 @@ impl HttpLimiter {
         let keys = quota.map(|quota| keyed(quota, clock));
         let failures =
             FailureLimiter::new(config.auth_failures_per_sec, config.auth_failures_burst);
+        let cookies = FailureLimiter::new(config.auth_failures_per_sec, config.auth_failures_burst);
         (users.is_some() || failures.is_some()).then(|| Self {
             users,
             keys,
             failures,
+            cookies,
             clock,
             rejected: AtomicU64::new(0),
         })
@@ -105,6 +111,18 @@ impl HttpLimiter {
         }
     }
 
+    /// Whether `client` has refused cookies left to have judged.
+    fn may_ask_about_cookies(&self, client: IpAddr) -> bool {
+        let cookies = self.cookies.as_ref();
+        cookies.is_none_or(|c| c.wait(client, self.clock.instant()).is_none())
+    }
+
+    fn cookie_refused(&self, client: IpAddr) {
+        if let Some(cookies) = &self.cookies {
+            cookies.record(client, self.clock.instant());
+        }
+    }
+
     fn refuse(&self, wait: Duration, message: &str) -> Response {
         self.refusal(wait, message).into_response()
     }
@@ -127,8 +145,8 @@ impl HttpLimiter {
             keys.retain_recent();
             keys.shrink_to_fit();
         }
-        if let Some(failures) = &self.failures {
-            failures.forget_idle(self.clock.instant());
+        for limiter in [&self.failures, &self.cookies].into_iter().flatten() {
+            limiter.forget_idle(self.clock.instant());
         }
     }
 }
@@ -391,22 +409,29 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     }
     let outcome = match (token, cookie) {
         (Some(token), _) => state.auth.authenticate(&token).await,
-        (None, Some(cookie)) => match state.auth.authenticate_credential(cookie).await {
-            // A session cookie the application does not know (expired, another
-            // app's) leaves the upgrade anonymous where a public namespace admits that;
-            // it still counts as a failed authentication, so cookies cannot be tried
-            // (each one a call to the application) faster than tokens.
-            Err(err)
-                if err.code == ErrorCode::Unauthorized && state.chat.namespaces().any_public() =>
-            {
-                if let (Some(limiter), Some(client)) = (limiter, client) {
-                    limiter.failed(client);
-                }
+        (None, Some(cookie)) => {
+            // Cookies the application does not know (expired, another app's, a site's
+            // analytics: the browser sends them all) leave the upgrade anonymous where
+            // a public namespace admits that. Each is a call to the application, so an
+            // address gets refused cookies judged only at the failure rate; past it,
+            // its upgrades are anonymous without asking (its tokens are not affected).
+            let public = state.chat.namespaces().any_public();
+            let budget = limiter.zip(client);
+            if public && budget.is_some_and(|(l, c)| !l.may_ask_about_cookies(c)) {
                 req.extensions_mut().insert(Authenticated::new(None));
                 return next.run(req).await;
             }
-            outcome => outcome,
-        },
+            match state.auth.authenticate_credential(cookie).await {
+                Err(err) if err.code == ErrorCode::Unauthorized && public => {
+                    if let Some((limiter, client)) = budget {
+                        limiter.cookie_refused(client);
+                    }
+                    req.extensions_mut().insert(Authenticated::new(None));
+                    return next.run(req).await;
+                }
+                outcome => outcome,
+            }
+        }
         (None, None) => Err(ApiError::unauthorized("missing credentials")),
     };
     if let Some(limiter) = limiter {

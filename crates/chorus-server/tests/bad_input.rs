@@ -145,9 +145,9 @@ async fn a_frame_over_the_hard_limit_closes_with_1009() {
     t.others_unaffected(&mut alice).await;
 }
 
-/// A flood of any inbound frame — JSON text, binary, WebSocket pings — is counted
-/// against the connection's rate: refused (`rate_limited`, but a ping's answer is its
-/// pong) and then closed with 3501.
+/// A flood of any inbound frame — JSON text, binary, WebSocket pings and pongs — is
+/// counted against the connection's rate: refused (`rate_limited`; a ping's answer is
+/// its pong, a pong has none) and then closed with 3501.
 #[tokio::test]
 async fn a_flood_is_rate_limited_then_closed_with_3501() {
     let t = setup(|c| {
@@ -157,10 +157,11 @@ async fn a_flood_is_rate_limited_then_closed_with_3501() {
     .await;
     let mut alice = t.s.connect(&t.w.alice.token).await;
     type Flood = (&'static str, fn() -> Message);
-    let floods: [Flood; 3] = [
+    let floods: [Flood; 4] = [
         ("text", || Message::text(r#"{"op":"ping"}"#)),
         ("binary", || Message::binary(vec![0u8, 1, 2])),
         ("ping", || Message::Ping(vec![7u8].into())),
+        ("pong", || Message::Pong(vec![7u8].into())),
     ];
     for (kind, frame) in floods {
         let bob = t.s.connect(&t.w.bob.token).await;
@@ -199,7 +200,7 @@ async fn a_flood_is_rate_limited_then_closed_with_3501() {
             }
         };
         assert_eq!(code, Some(3501), "{kind}");
-        if kind != "ping" {
+        if !matches!(kind, "ping" | "pong") {
             assert!(
                 rate_limited > 0,
                 "{kind}: no rate_limited error before the close"
