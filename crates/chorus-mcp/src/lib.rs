@@ -61,9 +61,9 @@ pub async fn serve_stdio(agent: Arc<Agent>) -> std::io::Result<()> {
 /// Most MCP sessions one user keeps open on `/mcp` at once. Clients of the protocol
 /// versions before 2026-07-28 get a session (two tasks and a tool router) per
 /// `initialize`, kept until it idles out; without a bound, one user's requests could
-/// keep tens of thousands alive. Past it, that user's oldest session is closed (a
-/// client still using it gets `404` and initializes again), so a runaway client costs
-/// its own user a session, never the server its memory.
+/// keep tens of thousands alive. Past it, that user's least recently used session is
+/// closed (a client still holding it gets `404` and initializes again), so a runaway
+/// client costs its own user an idle session, never the server its memory.
 pub const MAX_SESSIONS_PER_USER: usize = 16;
 
 /// The server's `/mcp` endpoint: the Streamable HTTP service, and who opened which of
@@ -71,8 +71,8 @@ pub const MAX_SESSIONS_PER_USER: usize = 16;
 pub struct McpEndpoint {
     pub service: StreamableHttpService<ChorusMcp, LocalSessionManager>,
     sessions: Arc<LocalSessionManager>,
-    /// Each user's sessions, oldest first (ids of sessions since ended are dropped
-    /// whenever the user opens another).
+    /// Each user's sessions, least recently used first (ids of sessions since ended
+    /// are dropped whenever the user opens another).
     by_user: Mutex<HashMap<i64, VecDeque<SessionId>>>,
 }
 
@@ -89,15 +89,40 @@ impl McpEndpoint {
         }
     }
 
-    /// After a response to `user` that names session `id` (`Mcp-Session-Id`): counts
-    /// it as theirs, and closes their oldest session past [`MAX_SESSIONS_PER_USER`].
+    fn by_user(&self) -> std::sync::MutexGuard<'_, HashMap<i64, VecDeque<SessionId>>> {
+        // A panic while holding it leaves a map of ids: nothing to repair.
+        self.by_user.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request of `user` in session `id` (its `Mcp-Session-Id`): that session is now
+    /// their most recently used.
+    pub fn used(&self, user: i64, id: &str) {
+        let mut by_user = self.by_user();
+        if let Some(ids) = by_user.get_mut(&user)
+            && let Some(at) = ids.iter().position(|s| &**s == id)
+            && let Some(session) = ids.remove(at)
+        {
+            ids.push_back(session);
+        }
+    }
+
+    /// After a response to `user` that opened session `id` (rmcp names it in the
+    /// `initialize` answer's `Mcp-Session-Id`): counts it as theirs, and closes their
+    /// least recently used session past [`MAX_SESSIONS_PER_USER`].
     pub async fn answered(&self, user: i64, id: &str) {
         let oldest = {
             let live = self.sessions.sessions.read().await;
-            let mut by_user = self.by_user.lock().unwrap_or_else(|e| e.into_inner());
+            let mut by_user = self.by_user();
+            // Users whose sessions have all ended take no room.
+            by_user.retain(|_, ids| {
+                ids.retain(|s| live.contains_key(s));
+                !ids.is_empty()
+            });
+            if !live.contains_key(id) {
+                return;
+            }
             let ids = by_user.entry(user).or_default();
-            ids.retain(|s| live.contains_key(s));
-            if ids.iter().any(|s| &**s == id) || !live.contains_key(id) {
+            if ids.iter().any(|s| &**s == id) {
                 return;
             }
             ids.push_back(id.into());

@@ -1014,8 +1014,8 @@ async fn http_endpoint_is_authenticated_like_the_api() {
 }
 
 /// Clients of the protocol versions with sessions get one per `initialize`: one user
-/// keeps at most `MAX_SESSIONS_PER_USER` open, the oldest closed first (its id then
-/// gets `404`), and another user's sessions are not touched.
+/// keeps at most `MAX_SESSIONS_PER_USER` open, the least recently used closed first
+/// (its id then gets `404`), and another user's sessions are not touched.
 async fn http_sessions_are_bounded_per_user() {
     let w = world().await;
     let url = format!("http://{}/mcp", w.addr);
@@ -1056,26 +1056,26 @@ async fn http_sessions_are_bounded_per_user() {
             .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
             .send()
     };
+    let status = |resp: reqwest::Response| resp.status().as_u16();
     let carols = open(carol.clone()).await;
     let mut bots = Vec::new();
-    for _ in 0..=chorus_mcp::MAX_SESSIONS_PER_USER {
+    for _ in 0..chorus_mcp::MAX_SESSIONS_PER_USER {
         bots.push(open(bot.clone()).await);
     }
-    let status = |resp: reqwest::Response| resp.status().as_u16();
+    // The first is used again: the second is now the least recently used.
+    assert_eq!(status(status_in(&bot, &bots[0]).await.unwrap()), 202);
+    bots.push(open(bot.clone()).await);
     assert_eq!(
-        status(status_in(&bot, &bots[0]).await.unwrap()),
+        status(status_in(&bot, &bots[1]).await.unwrap()),
         404,
-        "the oldest closed"
+        "the LRU closed"
     );
-    for id in &bots[1..] {
+    for (i, id) in bots.iter().enumerate().filter(|(i, _)| *i != 1) {
         let got = status(status_in(&bot, id).await.unwrap());
-        assert!(
-            (200..300).contains(&got),
-            "a session within the bound: {got}"
-        );
+        assert_eq!(got, 202, "session {i}, within the bound");
     }
     let got = status(status_in(&carol, &carols).await.unwrap());
-    assert!((200..300).contains(&got), "another user's session: {got}");
+    assert_eq!(got, 202, "another user's session");
     let _ = (&w.alice, w.team, w.secret);
 }
 

@@ -20,18 +20,26 @@ pub async fn handle(State(state): State<AppState>, caller: Caller, request: Requ
         return ApiError::new(ErrorCode::Unavailable, "the MCP endpoint is not running")
             .into_response();
     };
+    let user = caller.0.id.0;
+    if let Some(id) = request
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        endpoint.used(user, id);
+    }
     let response = match endpoint.service.clone().call(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
-    // A session it opened (or one it used) counts as the caller's: at most
-    // `MAX_SESSIONS_PER_USER` stay open for one user.
+    // A session it opened counts as the caller's: at most `MAX_SESSIONS_PER_USER` stay
+    // open for one user, the least recently used closed first.
     if let Some(id) = response
         .headers()
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
     {
-        endpoint.answered(caller.0.id.0, id).await;
+        endpoint.answered(user, id).await;
     }
     response.map(axum::body::Body::new)
 }
