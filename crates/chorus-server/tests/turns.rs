@@ -412,6 +412,132 @@ async fn a_turn_nobody_takes_ends_when_every_agent_had_it() {
     );
 }
 
+/// Every event of `scope` after offset `after`, as the HTTP catch-up gives them to `by`.
+async fn logged_after(s: &TestServer, by: &TestUser, scope: &str, mut after: u64) -> Vec<Value> {
+    let scope = scope.replace(':', "%3A");
+    let mut events = Vec::new();
+    loop {
+        let page = s
+            .get(
+                &format!("/api/v1/scopes/{scope}/events?after={after}&limit=1000"),
+                &by.token,
+            )
+            .await
+            .expect_status(StatusCode::OK)
+            .body;
+        events.extend(page["events"].as_array().unwrap().iter().cloned());
+        if page["more"] != true {
+            return events;
+        }
+        after = page["next"].as_u64().unwrap();
+    }
+}
+
+/// The event ids of the webhook deliveries queued for `agent`.
+async fn queued_for(s: &TestServer, agent: &TestUser) -> Vec<Value> {
+    let path = format!("/api/v1/users/{}/webhook-deliveries?limit=200", agent.id);
+    let listed = s
+        .get(&path, &agent.token)
+        .await
+        .expect_status(StatusCode::OK);
+    let deliveries = listed.body.as_array().unwrap().iter();
+    deliveries.map(|d| d["event_id"].clone()).collect()
+}
+
+/// A turn passes only to an agent that may still read the channel when it passes:
+/// one removed from the private channel is passed over — no turn, no `turn.passed`
+/// naming it, no webhook with the message after its `member.left` — and the turn goes
+/// to the next agent in the rotation that may, or to nobody. The removal is made
+/// through a second node on the same database, so this node's list of the channel's
+/// agents (kept up to a second, `service/cache.rs`) still names the removed agent when
+/// the turns pass: what may read is asked in the pass's transaction, not of that list.
+/// (Both passes come well within the second; were they slower, the list would be read
+/// afresh and the test would not see the race, never fail for it.) On SQLite, which
+/// runs one node, the second server on the same file stands in for the race within
+/// one node: a removal committing between the pass's read of the list and its
+/// transaction. Failed before the check moved into the pass, on both databases.
+#[tokio::test]
+async fn a_turn_never_passes_to_an_agent_removed_from_the_channel() {
+    // A timeout no test waits for: only declines pass the turn.
+    let s = TestServer::start_with(|c| c.turn_timeout_ms = 600_000).await;
+    let shared = s.database_url();
+    let other = TestServer::start_with(|c| {
+        c.turn_timeout_ms = 600_000;
+        c.database_url = Some(shared);
+    })
+    .await;
+    // Nothing listens there: deliveries are queued and fail, and the queue is all we read.
+    let hook = Some("http://127.0.0.1:9/h");
+    let w = s.world().await;
+    let a1 = create_agent(&s, "a1", None).await;
+    let a2 = create_agent(&s, "a2", hook).await;
+    let a3 = create_agent(&s, "a3", hook).await;
+    for agent in [&a1, &a2, &a3] {
+        s.add_member(&w.alice, w.ws, agent, "member").await;
+    }
+    let ch = channel(
+        &s,
+        &w.alice,
+        w.ws,
+        "round_robin",
+        &[&a1, &a2, &a3],
+        json!({"kind": "private"}),
+    )
+    .await;
+    let scope = format!("channel:{ch}");
+    let head = s.connect(&w.alice.token).await.hello["offsets"][&scope]
+        .as_u64()
+        .unwrap();
+
+    // The message wakes a1 (the rotation's first); a2 is removed on the other node.
+    let m = s.send(&w.alice, ch, "who takes this?").await["id"]
+        .as_i64()
+        .unwrap();
+    other
+        .delete(
+            &format!("/api/v1/channels/{ch}/members/{}", a2.id),
+            &w.alice.token,
+        )
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    // a1 declines: the turn goes past a2 to a3, and only a3 is sent the message.
+    receipt(&s, &a1, m, "declined")
+        .await
+        .expect_status(StatusCode::OK);
+    let message = json!(format!("message.created:{m}"));
+    assert_eq!(
+        passes(&s, &w.alice, &scope, head).await,
+        [json!({"left": a2.id}), json!({"from": a1.id, "to": a3.id})]
+    );
+    let leaked = queued_for(&s, &a2).await;
+    assert!(!leaked.contains(&message), "{leaked:?}");
+    assert!(queued_for(&s, &a3).await.contains(&message));
+    // a3 declines: nobody is left who may read the channel.
+    receipt(&s, &a3, m, "declined")
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(
+        passes(&s, &w.alice, &scope, head).await[2..],
+        [json!({"from": a3.id, "to": null})]
+    );
+    let leaked = queued_for(&s, &a2).await;
+    assert!(!leaked.contains(&message), "{leaked:?}");
+}
+
+/// The `member.left` and `turn.passed` events of `scope` after `after`, in order.
+async fn passes(s: &TestServer, by: &TestUser, scope: &str, after: u64) -> Vec<Value> {
+    let mut order = Vec::new();
+    for event in logged_after(s, by, scope, after).await {
+        let data = &event["data"];
+        match event["type"].as_str().unwrap() {
+            "member.left" => order.push(json!({"left": data["user_id"]})),
+            "turn.passed" => order.push(json!({"from": data["from"], "to": data["to"]})),
+            _ => {}
+        }
+    }
+    order
+}
+
 #[tokio::test]
 async fn cancel_reaches_the_agent_live_and_aborts_its_stream() {
     let s = TestServer::start().await;

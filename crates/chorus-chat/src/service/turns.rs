@@ -19,7 +19,6 @@ use chorus_realtime::{Mark, Marks, Publish};
 
 use super::Chat;
 use super::agents::{event_webhooks, message_webhooks};
-use super::delivery::next_in_rotation;
 use super::events::channel_scope;
 use super::messages::{message_scopes, thread_key};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
@@ -258,9 +257,10 @@ impl Chat {
     }
 
     /// Passes `turn` to the next agent in the channel's rotation that has not had a
-    /// turn at the message (nobody, when every agent has): `turn.passed` wakes it, and
-    /// an agent with a webhook and no connection gets the message by webhook, as when
-    /// a message wakes it. `false` when the turn was no longer due.
+    /// turn at the message and may still read the channel (nobody, when there is no
+    /// such agent): `turn.passed` wakes it, and an agent with a webhook and no
+    /// connection gets the message by webhook, as when a message wakes it. `false` when
+    /// the turn was no longer due.
     async fn pass_turn(&self, turn: &Turn) -> Result<bool> {
         let Some(channel) = self.store.channel(turn.channel_id).await? else {
             return Ok(false);
@@ -282,39 +282,50 @@ impl Chat {
             .map(|m| m.id)
             .filter(|a| *a != message.author_id && !taken.contains(a))
             .collect();
-        let to = if message.deleted {
-            None
+        // Every candidate, in the rotation's order: the members read here may be stale
+        // (cached, or changed since), so the store takes the first that may still read
+        // the channel, asked in the pass's transaction as for a new message.
+        let next = if message.deleted {
+            Vec::new()
         } else {
-            next_in_rotation(&pool, Some(turn.agent_id))
+            rotation(&pool, turn.agent_id)
         };
         let targets = self
-            .unconnected_webhooks(members.iter().filter(|m| Some(m.id) == to))
+            .unconnected_webhooks(members.iter().filter(|m| next.contains(&m.id)))
             .await;
-        let by_webhook = !targets.is_empty();
-        let event = TurnPassed {
-            channel_id: channel.id,
-            message_id: message.id,
-            thread_id: message.thread_id,
-            from: turn.agent_id,
-            to,
-        };
+        let with_webhook: Vec<UserId> = targets.iter().map(|(id, _)| *id).collect();
+        let (channel_id, message_id, thread_id) = (channel.id, message.id, message.thread_id);
+        let from = turn.agent_id;
         let due = self.now();
-        let events = Box::new(move |_: &()| {
-            let mut publish = Publish::new(channel_scope(event.channel_id), "turn.passed", &event);
-            publish.marks = event.to.map(waking);
+        let events = Box::new(move |to: &Option<UserId>| {
+            let event = TurnPassed {
+                channel_id,
+                message_id,
+                thread_id,
+                from,
+                to: *to,
+            };
+            let mut publish = Publish::new(channel_scope(channel_id), "turn.passed", &event);
+            publish.marks = to.map(waking);
+            let target: Vec<(UserId, String)> = targets
+                .iter()
+                .filter(|(id, _)| Some(*id) == *to)
+                .cloned()
+                .collect();
             Outbox {
                 events: vec![publish],
-                webhooks: message_webhooks(&message, &targets, due),
+                webhooks: message_webhooks(&message, &target, due),
                 then: None,
             }
         });
-        let Some(logged) = self
+        let Some((to, logged)) = self
             .store
-            .pass_turn_logged(turn, to, self.turn_due(&channel), events)
+            .pass_turn_logged(turn, &next, self.turn_due(&channel), events)
             .await?
         else {
             return Ok(false);
         };
+        let by_webhook = to.is_some_and(|to| with_webhook.contains(&to));
         self.emit_logged(logged).await;
         if by_webhook {
             self.webhooks.notify_one();
@@ -349,6 +360,37 @@ impl Chat {
     }
 }
 
+/// The agents of `pool` in the order the rotation reaches them after `last`: those
+/// after it by id, then from the lowest id on. The first is
+/// [`next_in_rotation`](super::delivery::next_in_rotation)'s pick.
+fn rotation(pool: &BTreeSet<UserId>, last: UserId) -> Vec<UserId> {
+    let (before, after): (Vec<UserId>, Vec<UserId>) =
+        pool.iter().copied().partition(|a| *a <= last);
+    after.into_iter().chain(before).collect()
+}
+
 fn nothing_to_cancel() -> ChatError {
     ChatError::Conflict("no running turn or stream to cancel".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::delivery::next_in_rotation;
+
+    #[test]
+    fn the_rotation_goes_on_after_the_last_agent_and_wraps() {
+        let pool: BTreeSet<UserId> = [3, 5, 8].map(UserId).into();
+        for (last, order) in [
+            (5, [8, 3, 5]),
+            (4, [5, 8, 3]),
+            (8, [3, 5, 8]),
+            (1, [3, 5, 8]),
+        ] {
+            let order = order.map(UserId).to_vec();
+            assert_eq!(rotation(&pool, UserId(last)), order, "after {last}");
+            assert_eq!(next_in_rotation(&pool, Some(UserId(last))), Some(order[0]));
+        }
+        assert!(rotation(&BTreeSet::new(), UserId(1)).is_empty());
+    }
 }

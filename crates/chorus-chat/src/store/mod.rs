@@ -870,17 +870,22 @@ pub trait TurnStore: Send + Sync {
     ) -> Result<(Vec<UserId>, Vec<Publish>)>;
     /// Round-robin turns due at `now` (at most `limit`), the earliest first.
     async fn overdue_turns(&self, now: Timestamp, limit: u32) -> Result<Vec<Turn>>;
-    /// Passes `from`'s turn at `message` (still due) to `to` (a new turn due at `due`),
-    /// and the channel's rotation with it when it still stood at `from`. `None`, and
-    /// nothing changed, when the turn is no longer due (the agent reported, another
-    /// node passed it). `events` are logged in the same transaction.
+    /// Passes `turn` (still due) to the first of `next` (the rotation's order) that may
+    /// still read the channel — a new turn due at `due` — and the channel's rotation
+    /// with it when it still stood at the turn's agent; to nobody when none may. Who may
+    /// read is asked in the pass's transaction, with the channel's row held, as for a
+    /// new message ([`MessageStore::insert_message_logged`]): an agent removed before
+    /// the pass commits is passed over, so neither its turn nor its wake follows its
+    /// `member.left`. Returns whom the turn went to. `None`, and nothing changed, when
+    /// the turn is no longer due (the agent reported, another node passed it).
+    /// `events`, built knowing whom it went to, are logged in the same transaction.
     async fn pass_turn_logged(
         &self,
         turn: &Turn,
-        to: Option<UserId>,
+        next: &[UserId],
         due: Timestamp,
-        events: Events<()>,
-    ) -> Result<Option<Vec<Publish>>>;
+        events: Events<Option<UserId>>,
+    ) -> Result<Option<(Option<UserId>, Vec<Publish>)>>;
     /// The streaming messages `author` opened in `channel` after `after`.
     async fn streams_after(
         &self,

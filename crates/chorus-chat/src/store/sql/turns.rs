@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
-use super::{Column, Dialect, Params, RowsAffected, Sql};
+use super::{Column, Dialect, Params, RowsAffected, Sql, lock_row};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::parse;
@@ -232,11 +232,22 @@ where
     async fn pass_turn_logged(
         &self,
         turn: &Turn,
-        to: Option<UserId>,
+        next: &[UserId],
         due: Timestamp,
-        events: Events<()>,
-    ) -> Result<Option<Vec<Publish>>> {
+        events: Events<Option<UserId>>,
+    ) -> Result<Option<(Option<UserId>, Vec<Publish>)>> {
         let mut tx = self.writer.begin().await?;
+        // Who may read is asked with the channel's row held, as a new message does: a
+        // removal (which locks the row before it changes anything) either committed
+        // and is seen below, or waits for this pass and logs its `member.left` after
+        // it. No deadlock on PostgreSQL: the row is taken first, as an insert takes it,
+        // then turn rows, `channel_turns`, and the scope heads last (`log_events`), the
+        // order every other writer of these follows (removals: the workspace's row,
+        // then channels; receipts and cancels take no channel row). A pass to nobody
+        // wakes nobody and waits for no lock. (SQLite: the single writer is held.)
+        if !next.is_empty() {
+            lock_row::<DB>(&mut tx, "channels", turn.channel_id.0).await?;
+        }
         let now = self.now();
         let passed = sqlx::query(
             "UPDATE message_turns SET outcome = 'passed', due_at = NULL
@@ -251,6 +262,8 @@ where
         if !passed {
             return Ok(None);
         }
+        let readers = Self::readers(&mut tx, turn.channel_id, next).await?;
+        let to = (next.iter().copied()).find(|a| readers.binary_search(a).is_ok());
         if let Some(to) = to {
             let next = NewTurns {
                 agents: vec![to],
@@ -266,9 +279,9 @@ where
             .execute(&mut *tx)
             .await?;
         }
-        let logged = Self::log_events(&mut tx, now, events(&())).await?;
+        let logged = Self::log_events(&mut tx, now, events(&to)).await?;
         tx.commit().await?;
-        Ok(Some(logged))
+        Ok(Some((to, logged)))
     }
 
     async fn streams_after(
