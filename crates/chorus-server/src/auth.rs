@@ -73,15 +73,17 @@ impl Authenticator {
         Credential::cookie(headers)
     }
 
-    /// Credentials for the connect proxy (a token or a cookie).
+    /// Credentials for the connect proxy (a token or a cookie). Without `ask`, a cookie
+    /// the proxy has no cached answer for is refused without asking the application.
     pub async fn authenticate_credential(
         &self,
         credential: Credential,
+        ask: bool,
     ) -> Result<Principal, ApiError> {
         match credential {
             Credential::Token(token) => self.authenticate(&token).await,
             cookie @ Credential::Cookie { .. } => match &self.connect {
-                Some(proxy) => proxy.connect(&self.chat, cookie).await,
+                Some(proxy) => proxy.connect(&self.chat, cookie, ask).await,
                 None => Err(ApiError::unauthorized("invalid credentials")),
             },
         }
@@ -125,7 +127,7 @@ impl Authenticator {
                 return Err(ApiError::unauthorized("a server key is not a user's token"));
             }
             return proxy
-                .connect(&self.chat, Credential::Token(token.to_owned()))
+                .connect(&self.chat, Credential::Token(token.to_owned()), true)
                 .await;
         }
         Err(ApiError::unauthorized("invalid token"))

@@ -414,16 +414,15 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
             // analytics: the browser sends them all) leave the upgrade anonymous where
             // a public namespace admits that. Each is a call to the application, so an
             // address gets refused cookies judged only at the failure rate; past it,
-            // its upgrades are anonymous without asking (its tokens are not affected).
+            // only cookies the proxy has a cached answer for count and the others are
+            // anonymous without asking (its tokens are not affected). Without a public
+            // namespace a refusal is a 401, counted as any failed authentication.
             let public = state.chat.namespaces().any_public();
             let budget = limiter.zip(client);
-            if public && budget.is_some_and(|(l, c)| !l.may_ask_about_cookies(c)) {
-                req.extensions_mut().insert(Authenticated::new(None));
-                return next.run(req).await;
-            }
-            match state.auth.authenticate_credential(cookie).await {
+            let ask = !public || budget.is_none_or(|(l, c)| l.may_ask_about_cookies(c));
+            match state.auth.authenticate_credential(cookie, ask).await {
                 Err(err) if err.code == ErrorCode::Unauthorized && public => {
-                    if let Some((limiter, client)) = budget {
+                    if let Some((limiter, client)) = budget.filter(|_| ask) {
                         limiter.cookie_refused(client);
                     }
                     req.extensions_mut().insert(Authenticated::new(None));

@@ -229,11 +229,13 @@ impl Proxies {
 
     /// The user `credential` stands for, as the connect proxy says (or said, within
     /// its `cache_ms`). Refused credentials: `unauthorized`; no usable answer:
-    /// `unavailable`.
+    /// `unavailable`. Without `ask`, only a cached answer counts (`unauthorized`
+    /// otherwise): the application is not asked.
     pub async fn connect(
         &self,
         chat: &Chat,
         credential: Credential,
+        ask: bool,
     ) -> Result<Principal, ApiError> {
         let Some(endpoint) = &self.connect else {
             return Err(ApiError::unauthorized("invalid token"));
@@ -245,6 +247,11 @@ impl Proxies {
         let now = self.clock.instant();
         if let Some(identity) = self.identities.get(&key, now) {
             return principal(chat, &identity).await;
+        }
+        if !ask {
+            return Err(ApiError::unauthorized(
+                "too many refused credentials from this address; not asked",
+            ));
         }
         let request = match credential {
             Credential::Token(token) => ConnectRequest {

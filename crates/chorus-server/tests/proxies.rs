@@ -123,8 +123,9 @@ async fn an_unknown_cookie_is_anonymous_where_a_public_namespace_admits_that() {
 
 /// A refused cookie leaves an upgrade anonymous, and each was a question to the
 /// application: an address gets its refused cookies judged at the failed-authentication
-/// rate only; past it, its upgrades are anonymous without asking. Its tokens are not
-/// affected (viewers behind one address with other sites' cookies block nobody).
+/// rate only; past it, a cookie the proxy has a cached answer for still signs in and the
+/// others are anonymous without asking. Its tokens are not affected (viewers behind one
+/// address with other sites' cookies block nobody).
 #[tokio::test]
 async fn refused_cookies_are_judged_at_the_failure_rate() {
     let app = App::start(introspect).await;
@@ -135,6 +136,9 @@ async fn refused_cookies_are_judged_at_the_failure_rate() {
         c.auth_failures_burst = 2;
     })
     .await;
+    let good = ("cookie", "theme=dark; session=good");
+    let ada = s.connect_with(&[good]).await;
+    assert_ne!(ada.user_id(), 0);
     for n in 0..2 {
         let cookie = format!("session=guess-{n}");
         let visitor = s.connect_with(&[("cookie", &cookie)]).await;
@@ -144,9 +148,13 @@ async fn refused_cookies_are_judged_at_the_failure_rate() {
     assert_eq!(visitor.hello["user_id"], 0, "anonymous: {}", visitor.hello);
     assert_eq!(
         app.seen("connect").len(),
-        2,
-        "the third cookie was not asked about"
+        3,
+        "the third refused cookie was not asked about"
     );
+    // The cookie with a cached answer still signs in, without asking.
+    let again = s.connect_with(&[good]).await;
+    assert_eq!(again.user_id(), ada.user_id());
+    assert_eq!(app.seen("connect").len(), 3);
     // The address's tokens are judged as ever.
     s.get("/api/v1/me", ADMIN_TOKEN)
         .await
