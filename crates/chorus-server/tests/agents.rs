@@ -1047,46 +1047,22 @@ async fn an_agent_removed_while_woken_gets_no_webhook_of_later_messages() {
         tokio::join!(futures_util::future::join_all(senders), removal);
 
         // The channel's order, as its member alice catches up on it over HTTP.
-        let mut after = head;
         let mut left = false;
-        loop {
-            let page = s
-                .get(
-                    &format!("/api/v1/scopes/channel%3A{ch}/events?after={after}&limit=1000"),
-                    &w.alice.token,
-                )
-                .await
-                .expect_status(StatusCode::OK)
-                .body;
-            for event in page["events"].as_array().unwrap() {
-                match event["type"].as_str().unwrap() {
-                    "member.left" if event["data"]["user_id"] == bot.id => left = true,
-                    "message.created" if left => late.push(event["data"]["id"].clone()),
-                    "message.created" => early += 1,
-                    _ => {}
-                }
+        for event in s
+            .logged_after(&w.alice, &format!("channel:{ch}"), head)
+            .await
+        {
+            match event["type"].as_str().unwrap() {
+                "member.left" if event["data"]["user_id"] == bot.id => left = true,
+                "message.created" if left => late.push(event["data"]["id"].clone()),
+                "message.created" => early += 1,
+                _ => {}
             }
-            if page["more"] != true {
-                break;
-            }
-            after = page["next"].as_u64().unwrap();
         }
         assert!(left, "round {round}: the removal is in the channel's order");
     }
 
-    let queued: Vec<Value> = s
-        .get(
-            &format!("/api/v1/users/{}/webhook-deliveries?limit=200", bot.id),
-            &bot.token,
-        )
-        .await
-        .expect_status(StatusCode::OK)
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["event_id"].clone())
-        .collect();
+    let queued = s.queued_webhooks(&bot).await;
     assert!(!queued.is_empty(), "the sends before the removals woke it");
     let leaked: Vec<&Value> = late
         .iter()

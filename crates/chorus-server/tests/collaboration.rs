@@ -633,27 +633,6 @@ async fn mentions_notify_each_mentioned_reader_and_nobody_else() {
     assert_eq!(events[0].1["message"], answer);
 }
 
-/// Every event of `scope` after offset `after`, as the HTTP catch-up gives them to `by`.
-async fn logged_after(s: &TestServer, by: &TestUser, scope: &str, mut after: u64) -> Vec<Value> {
-    let scope = scope.replace(':', "%3A");
-    let mut events = Vec::new();
-    loop {
-        let page = s
-            .get(
-                &format!("/api/v1/scopes/{scope}/events?after={after}&limit=1000"),
-                &by.token,
-            )
-            .await
-            .expect_status(StatusCode::OK)
-            .body;
-        events.extend(page["events"].as_array().unwrap().iter().cloned());
-        if page["more"] != true {
-            return events;
-        }
-        after = page["next"].as_u64().unwrap();
-    }
-}
-
 /// A mention is told only to those who may read the channel at the message's place in
 /// the order: sends and edits that mention bob race his removal from a private channel,
 /// and his own scope (never revoked) holds no `mention.created` of that channel after
@@ -734,7 +713,7 @@ async fn a_mention_racing_a_removal_never_follows_the_channel_left() {
     let mut left = Vec::new();
     let mut told = 0;
     let mut leaked = Vec::new();
-    for event in logged_after(&s, &w.bob, &user, head).await {
+    for event in s.logged_after(&w.bob, &user, head).await {
         let channel = event["data"]["channel_id"].clone();
         match event["type"].as_str().unwrap() {
             "channel.left" => left.push(channel),

@@ -412,38 +412,6 @@ async fn a_turn_nobody_takes_ends_when_every_agent_had_it() {
     );
 }
 
-/// Every event of `scope` after offset `after`, as the HTTP catch-up gives them to `by`.
-async fn logged_after(s: &TestServer, by: &TestUser, scope: &str, mut after: u64) -> Vec<Value> {
-    let scope = scope.replace(':', "%3A");
-    let mut events = Vec::new();
-    loop {
-        let page = s
-            .get(
-                &format!("/api/v1/scopes/{scope}/events?after={after}&limit=1000"),
-                &by.token,
-            )
-            .await
-            .expect_status(StatusCode::OK)
-            .body;
-        events.extend(page["events"].as_array().unwrap().iter().cloned());
-        if page["more"] != true {
-            return events;
-        }
-        after = page["next"].as_u64().unwrap();
-    }
-}
-
-/// The event ids of the webhook deliveries queued for `agent`.
-async fn queued_for(s: &TestServer, agent: &TestUser) -> Vec<Value> {
-    let path = format!("/api/v1/users/{}/webhook-deliveries?limit=200", agent.id);
-    let listed = s
-        .get(&path, &agent.token)
-        .await
-        .expect_status(StatusCode::OK);
-    let deliveries = listed.body.as_array().unwrap().iter();
-    deliveries.map(|d| d["event_id"].clone()).collect()
-}
-
 /// A turn passes only to an agent that may still read the channel when it passes:
 /// one removed from the private channel is passed over — no turn, no `turn.passed`
 /// naming it, no webhook with the message after its `member.left` — and the turn goes
@@ -509,9 +477,9 @@ async fn a_turn_never_passes_to_an_agent_removed_from_the_channel() {
         passes(&s, &w.alice, &scope, head).await,
         [json!({"left": a2.id}), json!({"from": a1.id, "to": a3.id})]
     );
-    let leaked = queued_for(&s, &a2).await;
+    let leaked = s.queued_webhooks(&a2).await;
     assert!(!leaked.contains(&message), "{leaked:?}");
-    assert!(queued_for(&s, &a3).await.contains(&message));
+    assert!(s.queued_webhooks(&a3).await.contains(&message));
     // a3 declines: nobody is left who may read the channel.
     receipt(&s, &a3, m, "declined")
         .await
@@ -520,14 +488,14 @@ async fn a_turn_never_passes_to_an_agent_removed_from_the_channel() {
         passes(&s, &w.alice, &scope, head).await[2..],
         [json!({"from": a3.id, "to": null})]
     );
-    let leaked = queued_for(&s, &a2).await;
+    let leaked = s.queued_webhooks(&a2).await;
     assert!(!leaked.contains(&message), "{leaked:?}");
 }
 
 /// The `member.left` and `turn.passed` events of `scope` after `after`, in order.
 async fn passes(s: &TestServer, by: &TestUser, scope: &str, after: u64) -> Vec<Value> {
     let mut order = Vec::new();
-    for event in logged_after(s, by, scope, after).await {
+    for event in s.logged_after(by, scope, after).await {
         let data = &event["data"];
         match event["type"].as_str().unwrap() {
             "member.left" => order.push(json!({"left": data["user_id"]})),

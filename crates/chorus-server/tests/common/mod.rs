@@ -234,6 +234,39 @@ impl TestServer {
         self.call(Method::GET, path, Some(token), None).await
     }
 
+    /// Every event of `scope` after offset `after`, as the HTTP catch-up gives them to
+    /// `by` (all pages).
+    pub async fn logged_after(&self, by: &TestUser, scope: &str, mut after: u64) -> Vec<Value> {
+        let scope = scope.replace(':', "%3A");
+        let mut events = Vec::new();
+        loop {
+            let page = self
+                .get(
+                    &format!("/api/v1/scopes/{scope}/events?after={after}&limit=1000"),
+                    &by.token,
+                )
+                .await
+                .expect_status(StatusCode::OK)
+                .body;
+            events.extend(page["events"].as_array().unwrap().iter().cloned());
+            if page["more"] != true {
+                return events;
+            }
+            after = page["next"].as_u64().unwrap();
+        }
+    }
+
+    /// The event ids of the webhook deliveries queued for `agent`.
+    pub async fn queued_webhooks(&self, agent: &TestUser) -> Vec<Value> {
+        let path = format!("/api/v1/users/{}/webhook-deliveries?limit=200", agent.id);
+        let listed = self
+            .get(&path, &agent.token)
+            .await
+            .expect_status(StatusCode::OK);
+        let deliveries = listed.body.as_array().unwrap().iter();
+        deliveries.map(|d| d["event_id"].clone()).collect()
+    }
+
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
