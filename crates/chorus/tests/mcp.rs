@@ -93,6 +93,9 @@ fn main() -> ExitCode {
         Trial::test("http_sessions_are_bounded_per_user", || {
             run(http_sessions_are_bounded_per_user())
         }),
+        Trial::test("http_session_is_only_its_openers", || {
+            run(http_session_is_only_its_openers())
+        }),
     ];
     libtest_mimic::run(&args, trials).exit_code()
 }
@@ -1076,6 +1079,126 @@ async fn http_sessions_are_bounded_per_user() {
     }
     let got = status(status_in(&carol, &carols).await.unwrap());
     assert_eq!(got, 202, "another user's session");
+    let _ = (&w.alice, w.team, w.secret);
+}
+
+/// A session is its opener's: another user's bearer with its `Mcp-Session-Id` gets
+/// exactly what an id that names no session gets — `GET` (the notification stream),
+/// `POST` (a tool call in it) and `DELETE` alike, so ids cannot be probed — and the
+/// session goes on for its opener, who can still close it.
+///
+/// Raw HTTP on the 2025-06-18 handshake: the Python SDK speaks the stateless 2026-07-28
+/// protocol, which has no sessions.
+async fn http_session_is_only_its_openers() {
+    const UNKNOWN: &str = "0b9e3c52-7d1a-4c8e-9f3b-5a6d2e1c4f70";
+    let w = world().await;
+    let url = format!("http://{}/mcp", w.addr);
+    let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    let (bot, carol) = (w.bot.token.as_str(), w.carol.token.as_str());
+    let request = |method: reqwest::Method, bearer: &str, session: Option<&str>| {
+        let mut req = http
+            .request(method, &url)
+            .header("mcp-protocol-version", "2025-06-18")
+            .bearer_auth(bearer);
+        if let Some(id) = session {
+            req = req.header("mcp-session-id", id);
+        }
+        req
+    };
+    let post = |bearer: &str, session: Option<&str>, body: Value| {
+        request(reqwest::Method::POST, bearer, session)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body)
+            .send()
+    };
+    let get = |bearer: &str, session: &str| {
+        request(reqwest::Method::GET, bearer, Some(session))
+            .header("accept", "text/event-stream")
+            .send()
+    };
+    let delete = |bearer: &str, session: &str| {
+        request(reqwest::Method::DELETE, bearer, Some(session)).send()
+    };
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "list_channels", "arguments": {}}});
+
+    // Carol opens a session.
+    let opened = post(
+        carol,
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"}}}),
+    )
+    .await
+    .unwrap();
+    assert!(opened.status().is_success(), "{}", opened.status());
+    let carols = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    opened.text().await.unwrap();
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let resp = post(carol, Some(&carols), initialized).await.unwrap();
+    assert_eq!(resp.status(), 202);
+
+    // The bot, with carol's session id: each answer next to the one for an unknown id.
+    // Every difference is collected, so one run shows them all; a body is read only
+    // when the statuses agree (a stream that was let in never ends).
+    let mut wrong = Vec::new();
+    let pairs = [
+        ("GET", get(bot, &carols).await, get(bot, UNKNOWN).await),
+        (
+            "POST",
+            post(bot, Some(&carols), call.clone()).await,
+            post(bot, Some(UNKNOWN), call.clone()).await,
+        ),
+        (
+            "DELETE",
+            delete(bot, &carols).await,
+            delete(bot, UNKNOWN).await,
+        ),
+    ];
+    for (method, foreign, unknown) in pairs {
+        let (foreign, unknown) = (foreign.unwrap(), unknown.unwrap());
+        if foreign.status() != unknown.status() {
+            wrong.push(format!(
+                "{method}: {} for carol's session, {} for an unknown one",
+                foreign.status(),
+                unknown.status()
+            ));
+            continue;
+        }
+        let kind = |r: &reqwest::Response| r.headers().get("content-type").cloned();
+        let (foreign_kind, unknown_kind) = (kind(&foreign), kind(&unknown));
+        let (foreign, unknown) = (foreign.text().await.unwrap(), unknown.text().await.unwrap());
+        if (&foreign_kind, &foreign) != (&unknown_kind, &unknown) {
+            wrong.push(format!(
+                "{method}: {foreign_kind:?} {foreign:?} for carol's session, \
+                 {unknown_kind:?} {unknown:?} for an unknown one"
+            ));
+        }
+    }
+
+    // Carol's session is untouched: her calls, her notification stream, her DELETE.
+    let resp = post(carol, Some(&carols), call.clone()).await.unwrap();
+    if resp.status() == 200 {
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("team"), "{body}");
+    } else {
+        wrong.push(format!(
+            "carol's own call in her session after the bot's requests: {}",
+            resp.status()
+        ));
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let stream = get(carol, &carols).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    drop(stream);
+    assert_eq!(delete(carol, &carols).await.unwrap().status(), 202);
+    let resp = post(carol, Some(&carols), call).await.unwrap();
+    assert_eq!(resp.status(), 404, "closed by its opener");
     let _ = (&w.alice, w.team, w.secret);
 }
 

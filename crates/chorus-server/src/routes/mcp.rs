@@ -1,7 +1,9 @@
 //! `/mcp`: the MCP Streamable HTTP transport (`chorus-mcp`), authenticated like every
 //! API route — the limits middleware checks the bearer token, [`Caller`] requires a user
 //! (a server key is `403`, no token or a revoked one `401`) — and then handed to the
-//! tool server, which acts as that bearer through a client pointed at this server.
+//! tool server, which acts as that bearer through a client pointed at this server. A
+//! session (`Mcp-Session-Id`) is its opener's: another user's id is answered as an
+//! unknown one ([`chorus_mcp::McpEndpoint::bind`]).
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +15,11 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// `GET`, `POST` and `DELETE /mcp`.
-pub async fn handle(State(state): State<AppState>, caller: Caller, request: Request) -> Response {
+pub async fn handle(
+    State(state): State<AppState>,
+    caller: Caller,
+    mut request: Request,
+) -> Response {
     // Set by `run` once the listener's address is known; a router built without it
     // (never by `chorus serve`) has no MCP endpoint.
     let Some(endpoint) = state.mcp.get() else {
@@ -21,13 +27,8 @@ pub async fn handle(State(state): State<AppState>, caller: Caller, request: Requ
             .into_response();
     };
     let user = caller.0.id.0;
-    if let Some(id) = request
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-    {
-        endpoint.used(user, id);
-    }
+    // Before rmcp reads the session id: only the session's opener reaches it.
+    endpoint.bind(user, request.headers_mut());
     let response = match endpoint.service.clone().call(request).await {
         Ok(response) => response,
         Err(never) => match never {},
