@@ -96,6 +96,64 @@ async fn dev_login_is_refused_unless_dev_mode_is_on() {
     assert_eq!(users.status, StatusCode::CREATED);
 }
 
+/// DNS rebinding: a web page whose own name was made to resolve to 127.0.0.1 is
+/// same-origin with a local `--dev` server, so its requests carry that name as `Host`.
+/// A dev server answers only `localhost` and IP addresses.
+#[tokio::test]
+async fn a_dev_server_answers_only_requests_addressed_to_localhost_or_an_ip() {
+    let s = TestServer::start_with(|c| c.dev = true).await;
+    let client = reqwest::Client::new();
+    let login = |host: &'static str| {
+        let request = client
+            .post(s.url("/api/v1/dev/login"))
+            .header(reqwest::header::HOST, host)
+            .json(&json!({ "name": "alice" }));
+        async move { request.send().await.expect("the server answers") }
+    };
+    for host in [
+        "attacker.example",
+        "attacker.example:7800",
+        "127.0.0.1.nip.io",
+    ] {
+        let refused = login(host).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{host}");
+        let body: serde_json::Value = refused.json().await.expect("a JSON error");
+        assert_eq!(body["error"]["code"], "forbidden", "{host}: {body}");
+    }
+    // Nor the UI, nor anything else, under that name.
+    let page = client
+        .get(s.url("/"))
+        .header(reqwest::header::HOST, "attacker.example")
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(page.status(), StatusCode::FORBIDDEN);
+    // The refusals created nobody.
+    let users = s.get("/api/v1/users", ADMIN_TOKEN).await;
+    let names: Vec<&str> = users
+        .body
+        .as_array()
+        .expect("a list of users")
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert!(!names.contains(&"alice"), "{names:?}");
+    // Addressed to the machine itself, it signs in.
+    for host in ["localhost:7800", "127.0.0.1", "[::1]:7800"] {
+        let ok = login(host).await;
+        assert_eq!(ok.status(), StatusCode::OK, "{host}");
+    }
+    // A server without --dev answers any name (a reverse proxy may pass its own).
+    let plain = TestServer::start().await;
+    let health = client
+        .get(plain.url("/healthz"))
+        .header(reqwest::header::HOST, "chat.example.com")
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn dev_login_creates_the_user_and_puts_everyone_in_one_workspace() {
     let s = TestServer::start_with(|c| c.dev = true).await;

@@ -16,13 +16,17 @@ mod workspaces;
 pub mod ws;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::uri::Authority;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use self::doc::BearerAuth;
 
+use crate::error::ApiError;
 use crate::limits;
 use crate::state::AppState;
 
@@ -88,5 +92,87 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             limits::middleware,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.dev,
+            dev_addressed_locally,
+        ))
         .with_state(state)
+}
+
+/// On a `--dev` server (which signs anyone in by name alone), only requests addressed
+/// to `localhost` or an IP address are answered: a web page that reached the server
+/// under a name of its own (DNS rebinding: its name made to resolve to 127.0.0.1)
+/// would otherwise be same-origin with it and sign in as anyone. A browser always
+/// sends the name it connected to; a request without one is answered.
+async fn dev_addressed_locally(
+    axum::extract::State(dev): axum::extract::State<bool>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !dev {
+        return next.run(req).await;
+    }
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| {
+            req.headers()
+                .get(axum::http::header::HOST)
+                .map(|h| h.as_bytes())
+        });
+    match authority {
+        Some(authority) if !is_local_authority(authority) => ApiError::forbidden(
+            "a --dev server answers only requests addressed to localhost or an IP address",
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+/// Whether a request's `Host` (or HTTP/2 authority) names this machine without DNS:
+/// `localhost`, a name under `.localhost` (browsers resolve those to loopback
+/// themselves), or an IP address.
+fn is_local_authority(authority: &[u8]) -> bool {
+    let Ok(authority) = Authority::try_from(authority) else {
+        return false;
+    };
+    let host = authority.host();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_local_authority;
+
+    #[test]
+    fn local_authorities_are_localhost_and_ip_addresses() {
+        for local in [
+            "localhost",
+            "LOCALHOST:7800",
+            "localhost.:7800",
+            "web.localhost:5173",
+            "127.0.0.1:7800",
+            "10.1.2.3",
+            "[::1]:7800",
+            "[fe80::1]",
+        ] {
+            assert!(is_local_authority(local.as_bytes()), "{local}");
+        }
+        for named in [
+            "attacker.example",
+            "attacker.example:7800",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io",
+            "",
+            "bad host",
+        ] {
+            assert!(!is_local_authority(named.as_bytes()), "{named}");
+        }
+    }
 }
