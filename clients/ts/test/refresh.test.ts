@@ -11,7 +11,7 @@ import { jwtExpiry } from '../src/realtime.js';
 import { ADMIN_TOKEN, TestServer } from './server.js';
 import { faultyWebSocket } from './sockets.js';
 
-const SECRET = 'a-test-jwt-secret';
+const SECRET = 'a-test-jwt-secret-at-least-32-bytes';
 
 /** An HS256 JWT for `sub` expiring `secs` from now. */
 function jwt(sub: string, secs: number): string {

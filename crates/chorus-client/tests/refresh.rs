@@ -16,7 +16,7 @@ use chorus_client::{Backoff, ConnectionState, Options, Realtime};
 use common::{TestServer, WAIT, user};
 use serde_json::json;
 
-const SECRET: &str = "a-client-test-secret";
+const SECRET: &str = "a-client-test-secret-of-32-bytes";
 
 /// An HS256 JWT for `sub` expiring `secs` from now.
 fn jwt(sub: &str, secs: u64) -> String {

@@ -36,12 +36,15 @@ pub struct Config {
     pub redis_ca_file: Option<PathBuf>,
     /// A token accepted as the `admin` user's, as given (`CHORUS_ADMIN_TOKEN`).
     pub admin_token: Option<String>,
-    /// HS256 secret for application-minted JWTs (`CHORUS_JWT_SECRET`).
+    /// HS256 secret for application-minted JWTs (`CHORUS_JWT_SECRET`); at least 32
+    /// bytes, else the start fails (one token is enough to try secrets offline).
     pub jwt_secret: Option<String>,
     /// PEM public key (RSA or P-256) for RS256 / ES256 JWTs (`CHORUS_JWT_PUBLIC_KEY_FILE`).
     pub jwt_public_key_file: Option<PathBuf>,
-    /// A JWKS for RS256 / ES256 JWTs: a file path or an `http(s)://` URL, re-read every
-    /// 10 min and on an unknown `kid` (`CHORUS_JWT_JWKS`).
+    /// A JWKS for RS256 / ES256 JWTs: a file path or an `https://` URL (`http://` only to
+    /// a loopback host; anything else fails the start), re-read every 10 min and on an
+    /// unknown `kid` (`CHORUS_JWT_JWKS`). Fetched without the environment's proxy and
+    /// without following redirects.
     pub jwt_jwks: Option<String>,
     /// The `iss` a JWT must carry; unset: not checked.
     pub jwt_issuer: Option<String>,
@@ -51,6 +54,10 @@ pub struct Config {
     pub jwt_require_exp: bool,
     /// A valid JWT whose `sub` names no user creates that user. Off by default.
     pub jwt_provision_users: bool,
+    /// A JWT may sign in a server admin (`is_admin`) (`CHORUS_JWT_ADMINS`). Off by
+    /// default: a token whose `sub` names one (`admin`, `1`) is refused, so no subject
+    /// an identity provider hands out can be the server's admin by coincidence.
+    pub jwt_admins: bool,
     /// The JWT claim holding the roles a token gives its connection (an array of role
     /// names, for `role:<name>` namespaces); default `roles`. Absent in a token: none.
     pub jwt_roles_claim: String,
@@ -172,6 +179,7 @@ impl Default for Config {
             jwt_audience: None,
             jwt_require_exp: true,
             jwt_provision_users: false,
+            jwt_admins: false,
             jwt_roles_claim: "roles".to_owned(),
             dev: false,
             heartbeat_ms: engine.heartbeat.as_millis() as u64,

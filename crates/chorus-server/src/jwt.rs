@@ -2,6 +2,11 @@
 //! ES256 with a PEM public key or a JWKS (a file or a URL, cached and re-read), and the
 //! user a verified token stands for (created on first use with `jwt_provision_users`).
 //! The token's `exp` becomes the connection's expiry; nothing here knows sockets.
+//!
+//! Every JWT (HTTP, `/mcp`, the WebSocket upgrade, a socket's `refresh`) is judged by
+//! [`JwtVerifier::authenticate`], which refuses one naming a server admin unless
+//! `jwt_admins` is on: a provider's subject (`1`, `admin`) must not be the server's
+//! admin by coincidence.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -32,6 +37,9 @@ const JWKS_MAX_AGE: Duration = Duration::from_secs(10 * 60);
 const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(30);
 /// Largest JWKS document read.
 const JWKS_MAX_BYTES: usize = 1024 * 1024;
+/// Fewest bytes an HS256 secret may have (the hash's size, RFC 7518 §3.2): one token
+/// observed is enough to try secrets offline, so a shorter one may be found.
+pub const MIN_SECRET_BYTES: usize = 32;
 /// How far in the future `nbf` may be and still be honoured now: identity providers'
 /// clocks are a little off. `exp` gets no such leeway: it is the socket's expiry too.
 const NBF_LEEWAY: Duration = Duration::from_secs(30);
@@ -100,6 +108,8 @@ pub struct JwtVerifier {
     audience: Option<String>,
     require_exp: bool,
     provision_users: bool,
+    /// Whether a token may sign in a server admin (`jwt_admins`).
+    admins: bool,
     /// The claim holding the token's roles.
     roles_claim: String,
     /// What `exp` and `nbf` are judged against, and the JWKS's age measured on.
@@ -109,18 +119,26 @@ pub struct JwtVerifier {
 impl JwtVerifier {
     /// The verifier the configuration asks for; `None` when no JWT key is configured.
     /// Reads the PEM key and a JWKS file now (a bad one fails the start); a JWKS URL is
-    /// fetched now if it answers, else on first use.
+    /// fetched now if it answers, else on first use. An HS256 secret shorter than
+    /// [`MIN_SECRET_BYTES`], and a JWKS URL that is neither `https://` nor to a loopback
+    /// host, fail the start.
     pub async fn from_config(config: &Config) -> anyhow::Result<Option<Self>> {
-        let secret = config
-            .jwt_secret
-            .as_deref()
-            .map(|s| DecodingKey::from_secret(s.as_bytes()));
+        let secret = match config.jwt_secret.as_deref() {
+            Some(secret) if secret.len() < MIN_SECRET_BYTES => bail!(
+                "jwt_secret (CHORUS_JWT_SECRET) is {} bytes: an HS256 secret must be at least \
+                 {MIN_SECRET_BYTES} bytes, or one token is enough to find it offline \
+                 (e.g. `openssl rand -hex 32`)",
+                secret.len()
+            ),
+            Some(secret) => Some(DecodingKey::from_secret(secret.as_bytes())),
+            None => None,
+        };
         let public_key = match &config.jwt_public_key_file {
             Some(path) => Some(read_pem_key(path).await?),
             None => None,
         };
         let jwks = match config.jwt_jwks.as_deref() {
-            Some(source) => Some(Jwks::new(source, config.clock).await?),
+            Some(source) => Some(Jwks::new(source, config).await?),
             None => None,
         };
         if secret.is_none() && public_key.is_none() && jwks.is_none() {
@@ -134,12 +152,14 @@ impl JwtVerifier {
             audience: config.jwt_audience.clone(),
             require_exp: config.jwt_require_exp,
             provision_users: config.jwt_provision_users,
+            admins: config.jwt_admins,
             roles_claim: config.jwt_roles_claim.clone(),
             clock: config.clock,
         }))
     }
 
-    /// The user `token` stands for, with the token's expiry.
+    /// The user `token` stands for, with the token's expiry. A server admin only with
+    /// `jwt_admins`: every JWT, whatever carries it, comes through here.
     pub async fn authenticate(&self, chat: &Chat, token: &str) -> Result<Principal, ApiError> {
         let claims = self.verify(token).await?;
         let session = SessionAuth {
@@ -152,6 +172,12 @@ impl JwtVerifier {
             None if self.provision_users => provision(chat, &claims).await?,
             None => return Err(ApiError::unauthorized("the JWT names no known user")),
         };
+        if user.is_admin && !self.admins {
+            return Err(ApiError::unauthorized(
+                "the JWT names a server admin, whom a JWT signs in only with jwt_admins = true \
+                 (CHORUS_JWT_ADMINS); use the admin's API token or the admin token",
+            ));
+        }
         Ok(Principal { user, session })
     }
 
@@ -412,11 +438,27 @@ struct FetchLog {
 }
 
 impl Jwks {
-    async fn new(source: &str, clock: Clock) -> anyhow::Result<Self> {
-        let source = if source.starts_with("http://") || source.starts_with("https://") {
-            let url = reqwest::Url::parse(source).context("parsing the jwt_jwks URL")?;
-            let client = reqwest::Client::builder()
+    /// A JWKS URL (anything with `://`) must be `https://`, or `http://` to a loopback
+    /// host. It is fetched as the server's other outgoing requests are
+    /// ([`crate::webhooks::client_builder`]: no proxy from the environment, no redirect
+    /// followed, `webhook_ca_file` trusted besides the built-in roots), but to any
+    /// address: an identity provider on a private network is the operator's choice.
+    async fn new(source: &str, config: &Config) -> anyhow::Result<Self> {
+        let source = if source.contains("://") {
+            let url = reqwest::Url::parse(source)
+                .with_context(|| format!("parsing the jwt_jwks URL {source}"))?;
+            match url.scheme() {
+                "https" => {}
+                "http" if is_loopback(&url) => {}
+                _ => bail!(
+                    "jwt_jwks {url}: a JWKS URL must be https:// (http:// only to a loopback \
+                     host such as 127.0.0.1): the keys that say who a token's bearer is must \
+                     not travel in the clear"
+                ),
+            }
+            let client = crate::webhooks::client_builder(config.webhook_ca_file.as_deref())?
                 .timeout(Duration::from_secs(10))
+                .user_agent(concat!("chorus-jwks/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .context("building the JWKS HTTP client")?;
             JwksSource::Url(client, url)
@@ -425,7 +467,7 @@ impl Jwks {
         };
         let jwks = Self {
             source,
-            clock,
+            clock: config.clock,
             keys: RwLock::default(),
             fetch: tokio::sync::Mutex::default(),
         };
@@ -533,9 +575,11 @@ impl Jwks {
                     .get(url.clone())
                     .send()
                     .await
-                    .with_context(|| format!("fetching {url}"))?
-                    .error_for_status()
                     .with_context(|| format!("fetching {url}"))?;
+                // A redirect is an answer like any other, not followed (nor is a 3xx a set).
+                if !resp.status().is_success() {
+                    bail!("fetching {url}: answered {}", resp.status());
+                }
                 let mut bytes = Vec::new();
                 while let Some(chunk) = resp
                     .chunk()
@@ -550,6 +594,19 @@ impl Jwks {
                 Ok(bytes)
             }
         }
+    }
+}
+
+/// Whether `url` names a loopback host: `127.0.0.0/8`, `::1` or `localhost`.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // An IPv6 host comes in brackets.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
     }
 }
 
@@ -694,6 +751,29 @@ mod tests {
         }
         assert!(subject_name("").starts_with("u-"));
         assert_eq!(truncate("éé", 3), "é");
+    }
+
+    #[test]
+    fn loopback_hosts_are_told_apart() {
+        let loopback = |url: &str| is_loopback(&reqwest::Url::parse(url).expect("a URL"));
+        for url in [
+            "http://127.0.0.1:8080/jwks",
+            "http://127.1.2.3/",
+            "http://[::1]:9000/",
+            "http://localhost/",
+            "http://LOCALHOST:1/",
+        ] {
+            assert!(loopback(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.1/",
+            "http://[::ffff:10.0.0.1]/",
+            "http://localhost.example/",
+            "http://127.0.0.1.nip.io/",
+            "http://0.0.0.0/",
+        ] {
+            assert!(!loopback(url), "{url}");
+        }
     }
 
     #[test]

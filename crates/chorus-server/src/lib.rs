@@ -93,6 +93,9 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         None => Engine::single_node(config.engine(), Some(log)),
     };
     let proxies = proxies::Proxies::from_config(&config)?.map(Arc::new);
+    // Before the admin is created: a short `jwt_secret` or a plain `http://` JWKS URL
+    // stops the start with nothing done.
+    let jwt = jwt::JwtVerifier::from_config(&config).await?;
     let mut chat = Chat::new(store, engine.clone(), config.chat());
     if let Some(proxies) = &proxies {
         chat = chat.with_app_proxy(proxies.clone());
@@ -149,7 +152,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         chat.clone(),
         admin.id,
         config.admin_token.as_deref(),
-        jwt::JwtVerifier::from_config(&config).await?,
+        jwt,
         proxies,
     ));
     let http_limiter = limits::HttpLimiter::from_config(&config).map(Arc::new);

@@ -17,7 +17,7 @@ use common::{ADMIN_TOKEN, TestServer, WsClient};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const SECRET: &str = "credential-roles-jwt-secret";
+const SECRET: &str = "credential-roles-jwt-secret-32-bytes";
 
 fn namespace(name: &str, pattern: &str, read: &str, publish: &str) -> Namespace {
     Namespace {

@@ -11,7 +11,7 @@ use common::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const JWT_SECRET: &str = "an-application-secret";
+const JWT_SECRET: &str = "an-application-secret-at-least-32-bytes";
 
 fn jwt(secret: &str, sub: &str, exp_from_now: i64) -> String {
     let now = SystemTime::now()

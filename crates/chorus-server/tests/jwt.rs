@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::TestServer;
+use common::{ADMIN_TOKEN, TestServer};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-const SECRET: &str = "an-application-secret";
+/// At least 32 bytes: a shorter HS256 secret stops the start.
+const SECRET: &str = "an-application-secret-at-least-32-bytes";
 const ISSUER: &str = "https://idp.example.test/";
 const AUDIENCE: &str = "chorus";
 
@@ -128,6 +129,32 @@ struct JwksServer {
 
 impl JwksServer {
     async fn start(document: String) -> Self {
+        Self::answering(document, |body| {
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        })
+        .await
+    }
+
+    /// One that answers every request with a redirect to `location`.
+    async fn redirecting(location: String) -> Self {
+        Self::answering(String::new(), move |_| {
+            format!(
+                "HTTP/1.1 302 Found\r\nLocation: {location}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+        })
+        .await
+    }
+
+    /// Answers every request with `respond(current document)`.
+    async fn answering(
+        document: String,
+        respond: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!(
             "http://{}/.well-known/jwks.json",
@@ -136,12 +163,13 @@ impl JwksServer {
         let document = Arc::new(Mutex::new(document));
         let fetches = Arc::new(AtomicUsize::new(0));
         let (doc, count) = (document.clone(), fetches.clone());
+        let respond = Arc::new(respond);
         tokio::spawn(async move {
             loop {
                 let Ok((mut tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let (doc, count) = (doc.clone(), count.clone());
+                let (doc, count, respond) = (doc.clone(), count.clone(), respond.clone());
                 tokio::spawn(async move {
                     let mut request = Vec::new();
                     let mut buf = [0u8; 1024];
@@ -152,12 +180,7 @@ impl JwksServer {
                         }
                     }
                     count.fetch_add(1, Ordering::SeqCst);
-                    let body = doc.lock().unwrap().clone();
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
+                    let response = respond(&doc.lock().unwrap().clone());
                     let _ = tcp.write_all(response.as_bytes()).await;
                     let _ = tcp.shutdown().await;
                 });
@@ -513,4 +536,185 @@ async fn exp_is_judged_on_the_servers_clock() {
     s.get("/api/v1/me", &by_the_server)
         .await
         .expect_status(StatusCode::OK);
+}
+
+/// A server's configuration with a throwaway data dir, for starts that must be refused.
+fn refused_start_config(dir: &tempfile::TempDir) -> chorus_server::Config {
+    chorus_server::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..chorus_server::Config::default()
+    }
+}
+
+/// Starts a server with `config`; the start must be refused. Returns the reason.
+async fn refused_start(config: chorus_server::Config) -> String {
+    match chorus_server::build(config).await {
+        Ok(_) => panic!("the start was not refused"),
+        Err(err) => format!("{err:#}"),
+    }
+}
+
+/// A JWT never signs in a server admin — named by user name or by id, the bootstrap
+/// `admin` or another — over HTTP, `/mcp`, the WebSocket (header or `?token=`) or a
+/// socket's `refresh`, unless `jwt_admins` is on: an identity provider's subjects
+/// (numeric ids, user names) must not turn into the server's admin by coincidence.
+#[tokio::test]
+async fn a_jwt_signs_in_no_server_admin_unless_allowed() {
+    let s = server(|c| c.jwt_secret = Some(SECRET.to_owned())).await;
+    let admin = s
+        .get("/api/v1/me", ADMIN_TOKEN)
+        .await
+        .expect_status(StatusCode::OK);
+    let admin_id = admin.body["id"].as_i64().unwrap();
+    let ops = s
+        .post(
+            "/api/v1/users",
+            ADMIN_TOKEN,
+            json!({"name": "ops", "admin": true}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED);
+    let ops_id = ops.body["user"]["id"].as_i64().unwrap();
+    let alice = s.create_user("alice").await;
+
+    let admins = [
+        "admin".to_owned(),
+        admin_id.to_string(),
+        "ops".to_owned(),
+        ops_id.to_string(),
+    ];
+    for sub in &admins {
+        let token = hs256(expiring(sub, 600));
+        for path in ["/api/v1/users", "/api/v1/me"] {
+            let resp = s
+                .get(path, &token)
+                .await
+                .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+            assert!(
+                resp.text.contains("JWT") && resp.text.contains("jwt_admins"),
+                "sub {sub}, {path}: {}",
+                resp.text
+            );
+        }
+        s.post("/mcp", &token, json!({}))
+            .await
+            .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_eq!(
+            s.refused_upgrade(Some(&token)).await,
+            StatusCode::UNAUTHORIZED,
+            "sub {sub}: upgrade with the header"
+        );
+        let query = format!("{}?token={token}", s.ws_url());
+        match tokio_tungstenite::connect_async(query).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), 401, "sub {sub}: ?token=")
+            }
+            Err(other) => panic!("sub {sub}: ?token=: {other}"),
+            Ok(_) => panic!("sub {sub}: ?token= accepted"),
+        }
+    }
+    // A socket of the admin (opened with the admin token) cannot be refreshed with one.
+    let mut ws = s.connect(ADMIN_TOKEN).await;
+    let reply = ws
+        .request(json!({"op": "refresh", "token": hs256(expiring("admin", 600))}))
+        .await;
+    assert_eq!(reply["op"], "error", "{reply}");
+    assert_eq!(reply["code"], "unauthorized", "{reply}");
+    // Users who are not server admins sign in as before.
+    let me = s
+        .get("/api/v1/me", &hs256(expiring("alice", 600)))
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(me.body["id"], alice.id);
+
+    // The operator's opt-in: the same tokens are the admins.
+    let s = server(|c| {
+        c.jwt_secret = Some(SECRET.to_owned());
+        c.jwt_admins = true;
+    })
+    .await;
+    let admin_id = s
+        .get("/api/v1/me", ADMIN_TOKEN)
+        .await
+        .expect_status(StatusCode::OK)
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    for sub in ["admin".to_owned(), admin_id.to_string()] {
+        let token = hs256(expiring(&sub, 600));
+        s.get("/api/v1/users", &token)
+            .await
+            .expect_status(StatusCode::OK);
+        let mut ws = s.connect(&token).await;
+        assert_eq!(ws.user_id(), admin_id, "sub {sub}");
+        ws.ping().await;
+    }
+}
+
+/// An HS256 secret shorter than 32 bytes can be found from one token by trying
+/// secrets offline: such a `jwt_secret` stops the start.
+#[tokio::test]
+async fn a_short_hs256_secret_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for short in ["", "secret", &"s".repeat(31)] {
+        let text = refused_start(chorus_server::Config {
+            jwt_secret: Some(short.to_owned()),
+            ..refused_start_config(&dir)
+        })
+        .await;
+        assert!(
+            text.contains("jwt_secret") && text.contains("32 bytes"),
+            "{} bytes: {text}",
+            short.len()
+        );
+    }
+    let s = server(|c| c.jwt_secret = Some("s".repeat(32))).await;
+    s.create_user("alice").await;
+    let token = sign(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret("s".repeat(32).as_bytes()),
+        &expiring("alice", 600),
+    );
+    assert_accepted(me(&s, &token).await, "a 32-byte secret");
+}
+
+/// The keys that say who a token's bearer is must not travel in the clear: a JWKS URL
+/// is `https://`, or `http://` to a loopback address only; anything else stops the start.
+#[tokio::test]
+async fn a_plain_http_jwks_url_stops_the_start_unless_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        "http://idp.example.test/.well-known/jwks.json",
+        "http://10.0.0.7/.well-known/jwks.json",
+        "http://127.0.0.1.nip.io/.well-known/jwks.json",
+        "ftp://idp.example.test/jwks.json",
+    ] {
+        let text = refused_start(chorus_server::Config {
+            jwt_jwks: Some(url.to_owned()),
+            ..refused_start_config(&dir)
+        })
+        .await;
+        assert!(
+            text.contains("jwt_jwks") && text.contains("https://"),
+            "{url}: {text}"
+        );
+    }
+}
+
+/// The JWKS is read where it was configured: a redirect is not followed (it could lead
+/// anywhere, plain `http://` included), so a set behind one is never read.
+#[tokio::test]
+async fn a_jwks_url_is_not_followed_through_a_redirect() {
+    let ec = KeyPair::ec();
+    let idp = JwksServer::start(jwks(&[ec.jwk("k")])).await;
+    let redirect = JwksServer::redirecting(idp.url.clone()).await;
+    let s = server(|c| c.jwt_jwks = Some(redirect.url.clone())).await;
+    s.create_user("alice").await;
+    let token = ec.token(Some("k"), &expiring("alice", 600));
+    s.get("/api/v1/me", &token)
+        .await
+        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(redirect.fetches() >= 1);
+    assert_eq!(idp.fetches(), 0, "the redirect was followed");
 }

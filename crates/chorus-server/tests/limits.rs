@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const JWT_SECRET: &str = "an-application-secret";
+const JWT_SECRET: &str = "an-application-secret-at-least-32-bytes";
 
 fn jwt(sub: &str) -> String {
     let now = SystemTime::now()
@@ -202,6 +202,7 @@ async fn the_admin_token_and_a_jwt_naming_the_admin_share_a_bucket() {
         c.http_per_sec = 1;
         c.http_burst = 3;
         c.jwt_secret = Some(JWT_SECRET.to_owned());
+        c.jwt_admins = true; // a JWT signs in no admin without it
     })
     .await;
     let admin = s

@@ -1525,7 +1525,7 @@ async fn proxied_topics_follow_the_applications_answer() {
 /// tests/credential_roles.rs).
 #[tokio::test]
 async fn credential_roles_open_role_namespaces() {
-    const SECRET: &str = "permission-table-jwt-secret";
+    const SECRET: &str = "permission-table-jwt-secret-32-bytes";
     let access = |name: &str, pattern: &str, rule: &str| chorus_api::Namespace {
         name: name.into(),
         pattern: pattern.into(),
@@ -1539,6 +1539,7 @@ async fn credential_roles_open_role_namespaces() {
     };
     let s = TestServer::start_with(|c| {
         c.jwt_secret = Some(SECRET.into());
+        c.jwt_admins = true; // the server admin's row signs in with a JWT too
         c.namespaces = vec![
             access("support", "topic:support.{id}", "role:support"),
             access("ops", "topic:ws.{workspace_id}.ops", "role:admin"),

@@ -85,14 +85,18 @@ struct ServeArgs {
     redis_ca_file: Option<PathBuf>,
     #[arg(long, env = "CHORUS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// HS256 secret for JWTs: at least 32 bytes.
     #[arg(long, env = "CHORUS_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// PEM public key (RSA or P-256) for RS256 / ES256 JWTs.
     #[arg(long, env = "CHORUS_JWT_PUBLIC_KEY_FILE")]
     jwt_public_key_file: Option<PathBuf>,
-    /// JWKS for RS256 / ES256 JWTs: a file or an http(s):// URL.
+    /// JWKS for RS256 / ES256 JWTs: a file or an https:// URL (http:// to loopback only).
     #[arg(long, env = "CHORUS_JWT_JWKS")]
     jwt_jwks: Option<String>,
+    /// Let a JWT sign in a server admin (off: a token naming one is refused).
+    #[arg(long, env = "CHORUS_JWT_ADMINS", value_parser = BoolishValueParser::new())]
+    jwt_admins: bool,
     /// Bearer token `/metrics` requires (unset: `/metrics` is open).
     #[arg(long, env = "CHORUS_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
@@ -214,6 +218,7 @@ impl ServeArgs {
         set_opt!(metrics_token);
         config.dev |= self.dev;
         config.ws_compression |= self.ws_compression;
+        config.jwt_admins |= self.jwt_admins;
         Ok(config)
     }
 }
