@@ -1,6 +1,7 @@
 // Sign-in links in the address: `#signin=<code>` (one-time, exchanged for a token by
-// `POST /api/v1/sign-in`) and the older `#token=<token>` (the token itself). Pure: no
-// DOM, no network, so the unit tests run it in Node.
+// `POST /api/v1/sign-in`) and the older `#token=<token>` (the token itself), and what
+// to do with a credential handed over once it is checked. Pure: no DOM, no network, so
+// the unit tests run it in Node.
 
 /** What a link's fragment carries, if it is a sign-in link. */
 export type Handed = { kind: 'code'; code: string } | { kind: 'token'; token: string };
@@ -43,4 +44,13 @@ export function linkRefused(err: unknown): string {
     default:
       return `That sign-in link did not work: ${err instanceof Error ? err.message : String(err)}.`;
   }
+}
+
+/** What to do with a credential handed over (a link, a typed token or name), once the
+ * server said whose it is: `adopt` it when nobody is signed in here; `stay` when it is
+ * the account signed in already; `ask` first when it is someone else's — a link anyone
+ * may post in a channel must not switch the account without a word. */
+export function handOver(current: { id: number } | undefined, candidate: { id: number }): 'adopt' | 'stay' | 'ask' {
+  if (!current) return 'adopt';
+  return current.id === candidate.id ? 'stay' : 'ask';
 }

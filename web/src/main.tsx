@@ -1,13 +1,14 @@
 // Entry point: `/ops` is the operations page; everything else is the chat, behind the
 // sign-in screen until a token is stored.
 import { render } from 'preact';
-import { useEffect, useState } from 'preact/hooks';
-import { ChorusHttp, type User } from '@chorus/client';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { ChorusError, ChorusHttp, type User } from '@chorus/client';
 import { ChatApp } from './chat';
-import { handedIn, linkRefused } from './links';
+import { handOver, handedIn, linkRefused } from './links';
 import { OpsPage } from './ops';
 import { SignIn } from './signin';
 import { ChatStore } from './store';
+import { Dialog } from './ui';
 import './style.css';
 
 const TOKEN_KEY = 'chorus.token';
@@ -17,79 +18,126 @@ function Root() {
   return <Chat />;
 }
 
+/** A credential handed over, checked by the server: its token, and whose it is. */
+interface Verified {
+  token: string;
+  user: User;
+}
+
+/** Who is signed in here, by the stored token (checked); `problem` when it could not be
+ * checked (the token stays stored). */
+interface Here {
+  session?: Verified;
+  problem?: string;
+}
+
+/** The server cannot be reached: nothing was said about the credential. */
+const unreachable = (err: unknown) => err instanceof ChorusError && (err.code === 'network' || err.code === 'timeout');
+
 function Chat() {
   const [store, setStore] = useState<ChatStore | undefined>();
   const [problem, setProblem] = useState<string | undefined>();
-  const [checking, setChecking] = useState(
-    () => localStorage.getItem(TOKEN_KEY) !== null || location.hash.startsWith('#token=') || location.hash.startsWith('#signin='),
-  );
+  /** Another account's credential, waiting for the user's word before it is used. */
+  const [asking, setAsking] = useState<{ candidate: Verified; current: User } | undefined>();
+  const [checking, setChecking] = useState(() => localStorage.getItem(TOKEN_KEY) !== null || handedIn(location.hash) !== undefined);
+  // The running session and its store, for the handlers of links that arrive later.
+  const session = useRef<Verified | undefined>(undefined);
+  const running = useRef<ChatStore | undefined>(undefined);
 
-  const signedIn = (token: string, me: User, notice?: string) => {
-    localStorage.setItem(TOKEN_KEY, token);
-    const next = new ChatStore(location.origin, token, me);
-    if (notice) next.notify(notice);
-    setStore(next);
+  /** Signs in as `next.user`: its token stored, and a store of its own (the running one
+   * when it is the same token). */
+  const enter = (next: Verified, notice?: string) => {
+    setAsking(undefined);
+    localStorage.setItem(TOKEN_KEY, next.token);
+    if (session.current?.token === next.token && running.current) {
+      if (notice) running.current.notify(notice);
+      return;
+    }
+    session.current = next;
+    const created = new ChatStore(location.origin, next.token, next.user);
+    if (notice) created.notify(notice);
+    running.current = created;
+    setStore(created);
+  };
+
+  /** Who the stored token signs in, if any. Refused, it is removed (signed out); the
+   * server unreachable, it is kept. */
+  const stored = async (): Promise<Here> => {
+    if (session.current) return { session: session.current };
+    const token = localStorage.getItem(TOKEN_KEY);
+    if (!token) return {};
+    try {
+      return { session: { token, user: await new ChorusHttp(location.origin, { token }).me() } };
+    } catch (err) {
+      if (unreachable(err)) return { problem: 'The server cannot be reached right now: reload the page in a moment.' };
+      if (localStorage.getItem(TOKEN_KEY) === token) localStorage.removeItem(TOKEN_KEY);
+      return {};
+    }
+  };
+
+  /** The one way in for every credential handed over: a sign-in link's code, a
+   * `#token=` link, a token or name typed on the sign-in screen. `verify` asks the server
+   * whose it is, and nothing is stored before it answered: a credential that fails is
+   * said (`refused`) and costs nobody the account signed in here; one of another account
+   * than the signed-in one waits for the user's word (`asking`). */
+  const adopt = async (verify: () => Promise<Verified>, refused: (err: unknown) => string) => {
+    if (!session.current) setChecking(true);
+    const [here, candidate] = await Promise.all([
+      stored(),
+      verify().then(
+        (ok) => ({ ok }),
+        (err: unknown) => ({ error: refused(err) }),
+      ),
+    ]);
+    setChecking(false);
+    // A stored token that could not be checked is not replaced unseen: whose it is, is
+    // not known, so neither is whether to ask.
+    if (!here.session && here.problem) return setProblem(here.problem);
+    if ('error' in candidate) {
+      if (here.session) enter(here.session, candidate.error);
+      else setProblem(candidate.error);
+      return;
+    }
+    switch (handOver(here.session?.user, candidate.ok.user)) {
+      case 'adopt':
+        return enter(candidate.ok);
+      case 'stay':
+        return enter(here.session!);
+      case 'ask':
+        enter(here.session!);
+        setAsking({ candidate: candidate.ok, current: here.session!.user });
+    }
   };
 
   useEffect(() => {
-    /** Signs in with the stored token, if any. `handed`: it came from a `#token=` link;
-     * `refused`: a sign-in link just failed (said on the sign-in screen, or in a notice
-     * when the stored token still works). */
-    const check = (handed: boolean, refused?: string) => {
-      const token = localStorage.getItem(TOKEN_KEY);
-      if (!token) {
-        if (refused) setProblem(refused);
-        return setChecking(false);
-      }
-      setChecking(true);
-      new ChorusHttp(location.origin, { token })
-        .me()
-        .then((me) => signedIn(token, me, refused))
-        .catch(() => {
-          localStorage.removeItem(TOKEN_KEY);
-          if (refused) setProblem(refused);
-          else if (handed) setProblem('That sign-in link is not valid (any more): ask for a new one.');
-        })
-        .finally(() => setChecking(false));
-    };
-    // A one-time sign-in link (`/#signin=<code>`, handed over by an administrator): the
-    // code leaves the address bar at once and is exchanged for a new token of its user,
-    // which replaces any stored one. Refused (used, expired), the sign-in screen says so
-    // (or a notice, to someone already signed in here).
-    const fromSignInLink = (): boolean => {
-      const handed = handedIn(location.hash);
-      if (handed?.kind !== 'code') return false;
-      const code = handed.code;
-      history.replaceState(null, '', location.pathname + location.search);
-      setStore(undefined);
-      setChecking(true);
-      new ChorusHttp(location.origin)
-        .signIn(code)
-        .then(({ token, user }) => {
-          signedIn(token, user);
-          setChecking(false);
-        })
-        // Whoever is signed in here already stays so.
-        .catch((err: unknown) => check(false, linkRefused(err)));
-      return true;
-    };
-    // An older sign-in link (`/#token=…`) carries the token itself: it replaces any
-    // stored one, and leaves the address bar at once. Opened in a new tab, or in this
-    // one (a hash change loads no page).
+    // A sign-in link: `/#signin=<code>` (one-time, handed over by an administrator: the
+    // code is exchanged for a new token of its user) or the older `/#token=<token>`. It
+    // leaves the address bar at once. Opened in a new tab, or in this one (a hash change
+    // loads no page).
     const fromLink = (): boolean => {
       const handed = handedIn(location.hash);
-      if (handed?.kind !== 'token') return false;
-      localStorage.setItem(TOKEN_KEY, handed.token);
+      if (!handed) return false;
       history.replaceState(null, '', location.pathname + location.search);
+      const http = new ChorusHttp(location.origin);
+      void adopt(
+        handed.kind === 'code'
+          ? () => http.signIn(handed.code)
+          : () => http
+              .withToken(handed.token)
+              .me()
+              .then((user) => ({ token: handed.token, user })),
+        linkRefused,
+      );
       return true;
     };
-    if (!fromSignInLink()) check(fromLink());
-    const onHash = () => {
-      if (fromSignInLink()) return;
-      if (!fromLink()) return;
-      setStore(undefined);
-      check(true);
-    };
+    if (!fromLink()) {
+      void stored().then((here) => {
+        if (here.session) enter(here.session);
+        else if (here.problem) setProblem(here.problem);
+        setChecking(false);
+      });
+    }
+    const onHash = () => void fromLink();
     window.addEventListener('hashchange', onHash);
     return () => window.removeEventListener('hashchange', onHash);
   }, []);
@@ -104,17 +152,71 @@ function Chat() {
 
   if (store) {
     return (
-      <ChatApp
-        store={store}
-        onSignOut={() => {
-          localStorage.removeItem(TOKEN_KEY);
-          setStore(undefined);
-        }}
-      />
+      <>
+        <ChatApp
+          store={store}
+          onSignOut={() => {
+            localStorage.removeItem(TOKEN_KEY);
+            session.current = undefined;
+            running.current = undefined;
+            setAsking(undefined);
+            setStore(undefined);
+          }}
+        />
+        {asking && (
+          <SwitchAccount
+            current={asking.current}
+            next={asking.candidate.user}
+            onStay={() => setAsking(undefined)}
+            onSwitch={() => enter(asking.candidate)}
+          />
+        )}
+      </>
     );
   }
   if (checking) return <p class="loading" role="status">Loading…</p>;
-  return <SignIn onSignedIn={signedIn} problem={problem} />;
+  return (
+    <SignIn
+      onSignedIn={(token, user) => void adopt(async () => ({ token, user }), (err) => String(err))}
+      problem={problem}
+    />
+  );
+}
+
+/** Asks before a link signs in as another account than the one signed in here: staying
+ * is the default (Esc, the backdrop, the focused button). */
+function SwitchAccount({ current, next, onStay, onSwitch }: { current: User; next: User; onStay: () => void; onSwitch: () => void }) {
+  const who = (u: User) => (u.display_name && u.display_name !== u.name ? `${u.display_name} (@${u.name})` : `@${u.name}`);
+  // The chat behind may still be loading, and it focuses the message box when it is
+  // done: the keyboard stays here until the question is answered.
+  const stay = useRef<HTMLButtonElement>(null);
+  useEffect(() => {
+    const keep = (e: FocusEvent) => {
+      const box = stay.current?.closest('[role="dialog"]');
+      if (box && e.target instanceof Node && !box.contains(e.target)) stay.current?.focus();
+    };
+    document.addEventListener('focusin', keep);
+    return () => document.removeEventListener('focusin', keep);
+  }, []);
+  return (
+    <Dialog id="switch-account" title="Sign in as someone else?" onClose={onStay}>
+      <p>
+        This link signs in as <strong>{who(next)}</strong>. You are signed in here as <strong>{who(current)}</strong>.
+      </p>
+      <p class="hint">
+        Switch only if it is your own account: what you write afterwards is written as {who(next)}, and anyone may post a link
+        like this one.
+      </p>
+      <div class="dialog-actions">
+        <button class="link" onClick={onSwitch}>
+          Sign in as @{next.name}
+        </button>
+        <button class="primary" data-autofocus ref={stay} onClick={onStay}>
+          Stay @{current.name}
+        </button>
+      </div>
+    </Dialog>
+  );
 }
 
 render(<Root />, document.getElementById('app')!);

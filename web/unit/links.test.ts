@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { handedIn, linkRefused, signInUrl } from '../src/links.js';
+import { handOver, handedIn, linkRefused, signInUrl } from '../src/links.js';
 
 describe('sign-in links', () => {
   it('reads a one-time code and an older token link, and nothing else', () => {
@@ -30,5 +30,11 @@ describe('sign-in links', () => {
     assert.match(refused('rate_limited'), /Too many/);
     assert.match(refused('network'), /cannot be reached/);
     assert.match(linkRefused(new Error('odd')), /did not work: odd/);
+  });
+
+  it('adopts a credential only when nobody else is signed in here, else asks', () => {
+    assert.equal(handOver(undefined, { id: 7 }), 'adopt');
+    assert.equal(handOver({ id: 7 }, { id: 7 }), 'stay');
+    assert.equal(handOver({ id: 3 }, { id: 7 }), 'ask');
   });
 });

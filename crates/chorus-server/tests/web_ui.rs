@@ -50,6 +50,42 @@ async fn the_page_and_its_assets_are_served_with_types_and_caching() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
+/// The page is reachable as `/`, as `/index.html` and under the UI's own paths; each of
+/// them, and every file, carries the same headers: no framing (clickjacking of the
+/// signed-in chat), the Content-Security-Policy, no sniffing, no `Referer`.
+#[tokio::test]
+async fn every_answer_of_the_ui_carries_the_security_headers() {
+    let s = TestServer::start().await;
+    let page = s.call(Method::GET, "/", None, None).await;
+    let script = page
+        .text
+        .split('"')
+        .find(|p| p.starts_with("/assets/") && p.ends_with(".js"))
+        .expect("the page names its script")
+        .to_owned();
+    for path in ["/", "/index.html", "/ops", "/c/42", script.as_str()] {
+        let resp = s.call(Method::GET, path, None, None).await;
+        assert_eq!(resp.status, StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            resp.headers
+                .get(name)
+                .unwrap_or_else(|| panic!("{path}: no {name}"))
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        let csp = header("content-security-policy");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+    }
+    // `/index.html` is the page itself, not another document.
+    let direct = s.call(Method::GET, "/index.html", None, None).await;
+    assert_eq!(direct.text, page.text);
+}
+
 #[tokio::test]
 async fn api_routes_keep_priority_over_the_page() {
     let s = TestServer::start().await;

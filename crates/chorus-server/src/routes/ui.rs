@@ -1,7 +1,9 @@
 //! The web UI: the files of `web/dist`, embedded at build time (`build.rs`), served at
 //! `/`. Every route of the API keeps priority: this is only the router's fallback, and
 //! it never answers for `/api/…` or `/ws…`. Any other unknown `GET` path gets
-//! `index.html`, so the UI's own paths (`/ops`, `/c/42`) survive a reload.
+//! `index.html`, so the UI's own paths (`/ops`, `/c/42`) survive a reload. Every answer
+//! it gives carries the same security headers (`secured`): whichever path returns the
+//! page (`/`, `/index.html`, `/ops`), it cannot be framed, sniffed or leak its address.
 
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +16,9 @@ include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// `index.html` names the current bundles: revalidate it on every load.
 const REVALIDATE: &str = "no-cache";
-/// Same-origin only; inline styles are set by the UI's components.
+/// Same-origin only; inline styles are set by the UI's components. Never in a frame
+/// (`frame-ancestors`, and `X-Frame-Options` for browsers without CSP 2): a framed chat
+/// could be clicked through by the page around it.
 const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
                    style-src 'self' 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'";
 
@@ -23,10 +27,36 @@ const NOT_BUILT: &str = "<!doctype html><meta charset=utf-8><title>Chorus</title
 Run <code>cd web &amp;&amp; npm ci &amp;&amp; npm run build</code>, then rebuild Chorus.</p>";
 
 /// The router's fallback: an embedded file, `index.html` for other UI paths, or the
-/// API's JSON 404.
+/// API's JSON 404; each with the security headers.
 pub async fn fallback(method: Method, uri: Uri) -> Response {
+    secured(serve(&method, &uri))
+}
+
+/// The headers every answer of the UI carries, set here only: the page is reachable
+/// under several paths, so no branch of `serve` may be the one that forgets them.
+/// `no-referrer`: links in messages lead off-site, and the UI needs no `Referer` (its
+/// sign-in links travel in the fragment, which is never sent anyway).
+fn secured(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+fn serve(method: &Method, uri: &Uri) -> Response {
     let path = uri.path();
-    if (method != Method::GET && method != Method::HEAD) || is_api(path) {
+    if (*method != Method::GET && *method != Method::HEAD) || is_api(path) {
         return ApiError::not_found("no such route").into_response();
     }
     let rel = path.trim_start_matches('/');
@@ -43,14 +73,7 @@ pub async fn fallback(method: Method, uri: Uri) -> Response {
         return ApiError::not_found("no such file").into_response();
     }
     match asset("index.html") {
-        Some(body) => {
-            let mut response = file("text/html; charset=utf-8", REVALIDATE, body);
-            response.headers_mut().insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CSP),
-            );
-            response
-        }
+        Some(body) => file("text/html; charset=utf-8", REVALIDATE, body),
         None => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -76,7 +99,6 @@ fn file(content_type: &'static str, cache: &'static str, body: &'static [u8]) ->
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, cache),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         body,
     )
