@@ -79,7 +79,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         }
     };
     // Checked before anything is served: a bad CA file stops the start, not the worker.
-    webhooks::http_client(&config.webhooks())?;
+    webhooks::Clients::new(&config.webhooks())?;
     let redis = match config.redis_url.as_deref() {
         Some(url) => Some(redis_client(url, config.redis_ca_file.as_deref())?),
         None => None,

@@ -6,11 +6,14 @@
 //! A receiver verifies a request by computing `HMAC-SHA256(secret, "{Chorus-Timestamp}.{body}")`
 //! over the raw body and comparing its hex form, in constant time, with the value after
 //! `sha256=` in `Chorus-Signature`; it drops requests whose timestamp is too old, and
-//! requests whose `Chorus-Event-Id` it already processed (a retry after a lost answer).
+//! requests whose body `id` (signed; also in the unsigned `Chorus-Event-Id`) it already
+//! processed (a retry after a lost answer).
 //!
-//! Requests go to public addresses only (see [`target`]): a target that is, or resolves
-//! to, a loopback, private, link-local or otherwise internal address is not connected
-//! to, and its delivery is recorded as `refused`. Redirects are never followed.
+//! Requests go to public addresses only, over `https://` (see [`target`]): a target that
+//! is, or resolves to, a loopback, private, link-local or otherwise internal address is
+//! not connected to, nor is a public one over plain `http://`, and its delivery is
+//! recorded as `refused`. `webhook_allow_private` opens the server's own machine and
+//! network, over either scheme. Redirects are never followed.
 
 pub mod target;
 
@@ -96,23 +99,53 @@ pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// The worker's HTTP client. Names are looked up by the checking resolver only, so
-/// TLS changes nothing about where a request may go: the connection is made to an
-/// address that passed the check, with the URL's host as SNI and `Host`. A redirect
-/// (which could point anywhere) is an answer like any other: the client never follows
-/// one. `https://` is verified against the built-in Mozilla roots plus
-/// [`WebhookConfig::ca_file`]; `build` calls this too, so a bad CA file stops the start.
-pub fn http_client(config: &WebhookConfig) -> anyhow::Result<reqwest::Client> {
-    use anyhow::Context;
-    let policy = TargetPolicy {
-        allow_private: config.allow_private,
-    };
-    client_builder(config.ca_file.as_deref())?
-        .dns_resolver(Arc::new(CheckedResolver(policy)))
-        .timeout(config.timeout)
-        .user_agent(concat!("chorus-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("building the webhook HTTP client")
+/// The worker's HTTP clients, one per scheme. Names are looked up by the checking
+/// resolver only, so TLS changes nothing about where a request may go: the connection
+/// is made to an address that passed the check, with the URL's host as SNI and `Host`.
+/// The `http://` client's resolver also refuses public addresses (an event's text does
+/// not cross the internet in the clear; [`TargetPolicy::cleartext`]). A redirect
+/// (which could point anywhere) is an answer like any other: neither follows one.
+/// `https://` is verified against the built-in Mozilla roots plus
+/// [`WebhookConfig::ca_file`]; `build` makes them too, so a bad CA file stops the start.
+#[derive(Clone)]
+pub struct Clients {
+    https: reqwest::Client,
+    http: reqwest::Client,
+    allow_private: bool,
+}
+
+impl Clients {
+    pub fn new(config: &WebhookConfig) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let client = |cleartext| {
+            let policy = TargetPolicy {
+                allow_private: config.allow_private,
+                cleartext,
+            };
+            client_builder(config.ca_file.as_deref())?
+                .dns_resolver(Arc::new(CheckedResolver(policy)))
+                .timeout(config.timeout)
+                .user_agent(concat!("chorus-webhooks/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .context("building the webhook HTTP client")
+        };
+        Ok(Self {
+            https: client(false)?,
+            http: client(true)?,
+            allow_private: config.allow_private,
+        })
+    }
+
+    /// The client for `url`, and the policy its literal host is checked against.
+    fn for_url(&self, url: &reqwest::Url) -> (&reqwest::Client, TargetPolicy) {
+        let policy = TargetPolicy::for_url(self.allow_private, url);
+        let client = if policy.cleartext {
+            &self.http
+        } else {
+            &self.https
+        };
+        (client, policy)
+    }
 }
 
 /// What every outgoing request of the server shares (webhooks, the proxies to the
@@ -150,11 +183,8 @@ pub async fn run(
     metrics: Arc<WebhookMetrics>,
     stop: CancellationToken,
 ) {
-    let policy = TargetPolicy {
-        allow_private: config.allow_private,
-    };
-    let client = match http_client(&config) {
-        Ok(client) => client,
+    let clients = match Clients::new(&config) {
+        Ok(clients) => clients,
         Err(err) => {
             tracing::error!(cause = %err, "webhook worker not started");
             return;
@@ -180,8 +210,7 @@ pub async fn run(
                 Ok(due) => {
                     for delivery in due {
                         in_flight.spawn(attempt(
-                            client.clone(),
-                            policy,
+                            clients.clone(),
                             chat.clone(),
                             config.clone(),
                             metrics.clone(),
@@ -235,8 +264,7 @@ enum Sent {
 
 /// One POST of one delivery, and its record.
 async fn attempt(
-    client: reqwest::Client,
-    policy: TargetPolicy,
+    clients: Clients,
     chat: Arc<Chat>,
     config: WebhookConfig,
     metrics: Arc<WebhookMetrics>,
@@ -246,7 +274,7 @@ async fn attempt(
     let clock = chat.config().clock;
     let at = Timestamp(clock.now_ms());
     let started = clock.instant();
-    let sent = post(&client, policy, &delivery, &clock).await;
+    let sent = post(&clients, &delivery, &clock).await;
     let duration_ms = (clock.instant() - started).as_millis() as i64;
     let (status_code, error) = match &sent {
         Sent::Answered(status) if (200..300).contains(status) => (Some(*status), None),
@@ -297,16 +325,12 @@ async fn attempt(
 
 /// POSTs the delivery to its URL if the target is allowed: literal addresses are
 /// checked here, names by the client's resolver as they are looked up.
-async fn post(
-    client: &reqwest::Client,
-    policy: TargetPolicy,
-    delivery: &DueWebhook,
-    clock: &Clock,
-) -> Sent {
+async fn post(clients: &Clients, delivery: &DueWebhook, clock: &Clock) -> Sent {
     let url = match reqwest::Url::parse(&delivery.url) {
         Ok(url) => url,
         Err(err) => return Sent::Refused(Refused::new(format!("not a valid URL: {err}"))),
     };
+    let (client, policy) = clients.for_url(&url);
     if let Err(why) = policy.check_url(&url) {
         return Sent::Refused(why);
     }

@@ -312,6 +312,36 @@ async fn internal_targets_are_refused_without_a_connection() {
     assert_eq!(listener.accepted(), 0, "paths: {:?}", listener.paths());
 }
 
+/// SPEC §7: outbound links speak TLS. A webhook to a public address over plain
+/// `http://` would carry the event's text across the internet in the clear: refused,
+/// whether the URL names the address or a name resolves to it; `webhook_allow_private`
+/// opens plain HTTP to the server's own machine and network only.
+#[tokio::test]
+async fn a_public_target_gets_no_plain_http() {
+    let s = TestServer::start().await; // webhook_allow_private on, as in local setups
+    let w = s.world().await;
+    let bot = agent(&s, "public-plain").await;
+    // A documentation address is a special range, so a public unicast one: nothing
+    // listens there from this machine, and nothing may be attempted.
+    set_webhook(&s, &bot, "http://93.184.216.34:9/hook")
+        .await
+        .expect_status(StatusCode::OK);
+    s.add_member(&w.alice, w.ws, &bot, "member").await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "plain", "public", &[&bot])
+        .await;
+    s.send(&w.alice, ch, "status?").await;
+    let seen = settled(&s, &bot).await;
+    assert_eq!(seen["status"], "refused", "{seen}");
+    assert_eq!(seen["attempts"], 1, "never retried: {seen}");
+    let full = deliveries(&s, &bot, ADMIN_TOKEN).await;
+    assert_eq!(
+        full[0]["last_error"],
+        "refused: 93.184.216.34 is a public address: a webhook to it must be https://",
+        "{full:?}"
+    );
+}
+
 #[tokio::test]
 async fn private_targets_are_delivered_when_allowed_and_only_admins_see_answers() {
     let listener =

@@ -170,12 +170,27 @@ pub struct TargetPolicy {
     /// Loopback, private, shared and unique-local addresses allowed
     /// (`webhook_allow_private`).
     pub allow_private: bool,
+    /// The request would travel in the clear (`http://`): public addresses are refused,
+    /// since an event's text must not cross the internet unencrypted. Plain HTTP is
+    /// for the server's own machine and network, where `allow_private` lets it through.
+    pub cleartext: bool,
 }
 
 impl TargetPolicy {
+    /// The policy of a request to `url`: cleartext unless `https://`.
+    pub fn for_url(allow_private: bool, url: &Url) -> Self {
+        Self {
+            allow_private,
+            cleartext: url.scheme() != "https",
+        }
+    }
+
     /// Whether a request may connect to `ip`.
     pub fn check_ip(self, ip: IpAddr) -> Result<(), Refused> {
         match classify(ip) {
+            None if self.cleartext => Err(Refused(format!(
+                "{ip} is a public address: a webhook to it must be https://"
+            ))),
             None => Ok(()),
             Some(range) if range.is_private() && self.allow_private => Ok(()),
             Some(range) if range.is_private() => Err(Refused(format!(
@@ -279,6 +294,31 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_reaches_private_addresses_only() {
+        let url = |u: &str| Url::parse(u).expect("a test URL");
+        let plain = TargetPolicy::for_url(true, &url("http://example.com/h"));
+        let tls = TargetPolicy::for_url(true, &url("https://example.com/h"));
+        assert!(plain.cleartext && !tls.cleartext);
+        let public = ip("93.184.216.34");
+        assert!(tls.check_ip(public).is_ok());
+        let refused = plain.check_ip(public).expect_err("public over http");
+        assert!(
+            refused.to_string().contains("must be https://"),
+            "{refused}"
+        );
+        assert!(plain.check_url(&url("http://93.184.216.34/h")).is_err());
+        // The server's own network, where webhook_allow_private lets it.
+        assert!(plain.check_ip(ip("127.0.0.1")).is_ok());
+        assert!(plain.check_ip(ip("10.1.2.3")).is_ok());
+        let closed = TargetPolicy::for_url(false, &url("http://10.1.2.3/h"));
+        assert!(closed.check_ip(ip("10.1.2.3")).is_err());
+        // A name's addresses are judged the same way by the resolver.
+        let addrs = [SocketAddr::new(public, 0)];
+        assert!(plain.check_resolved("example.com", &addrs).is_err());
+        assert!(tls.check_resolved("example.com", &addrs).is_ok());
+    }
+
+    #[test]
     fn addresses_are_classified_by_range() {
         use Range::*;
         let table: &[(&str, Option<Range>)] = &[
@@ -357,9 +397,11 @@ mod tests {
     fn the_private_switch_opens_only_the_private_ranges() {
         let strict = TargetPolicy {
             allow_private: false,
+            cleartext: false,
         };
         let open = TargetPolicy {
             allow_private: true,
+            cleartext: false,
         };
         for text in [
             "127.0.0.1",
@@ -397,6 +439,7 @@ mod tests {
     fn metadata_names_are_refused_before_any_lookup() {
         let open = TargetPolicy {
             allow_private: true,
+            cleartext: false,
         };
         for name in [
             "metadata",
@@ -413,6 +456,7 @@ mod tests {
     fn urls_are_checked_by_scheme_credentials_and_literal_host() {
         let strict = TargetPolicy {
             allow_private: false,
+            cleartext: false,
         };
         let check = |text: &str| strict.check_url(&Url::parse(text).expect("a test URL"));
         assert_eq!(check("http://example.com/hook"), Ok(()));
@@ -436,6 +480,7 @@ mod tests {
     async fn the_resolver_refuses_a_name_with_an_internal_address() {
         let strict = CheckedResolver(TargetPolicy {
             allow_private: false,
+            cleartext: false,
         });
         let name: Name = "localhost".parse().expect("a name");
         let err = match strict.resolve(name).await {
@@ -449,6 +494,7 @@ mod tests {
         );
         let open = CheckedResolver(TargetPolicy {
             allow_private: true,
+            cleartext: false,
         });
         let addrs: Vec<SocketAddr> = match open.resolve("localhost".parse().expect("a name")).await
         {
