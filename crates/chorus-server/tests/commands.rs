@@ -444,6 +444,94 @@ async fn a_registered_command_wakes_its_agent_on_its_socket_and_posts_nothing() 
     .await;
 }
 
+/// The names `GET …/commands` lists, as `by` sees them.
+async fn listed(s: &TestServer, ws: i64, by: &TestUser) -> Vec<String> {
+    let listed = s
+        .get(&format!("/api/v1/workspaces/{ws}/commands"), &by.token)
+        .await
+        .expect_status(StatusCode::OK);
+    let commands = listed.body.as_array().unwrap().iter();
+    commands
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `POST /api/v1/users/{id}/deactivate` (or `…/reactivate`) with the admin token.
+async fn set_active(s: &TestServer, user: &TestUser, active: bool) {
+    let verb = if active { "reactivate" } else { "deactivate" };
+    s.post(
+        &format!("/api/v1/users/{}/{verb}", user.id),
+        ADMIN_TOKEN,
+        json!({}),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_listing_holds_only_commands_whose_agent_can_be_reached() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "ops", "public", &[&w.bob])
+        .await;
+    let commands = format!("/api/v1/workspaces/{}/commands", w.ws);
+    let mut bots = Vec::new();
+    for name in ["away", "asleep", "here"] {
+        let (bot, _) = create_agent(&s, &format!("{name}-bot"), None).await;
+        s.add_member(&w.alice, w.ws, &bot, "member").await;
+        s.post(
+            &commands,
+            &w.alice.token,
+            json!({"name": name, "target_user_id": bot.id}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED);
+        bots.push(bot);
+    }
+    let [away, asleep, _] = &bots[..] else {
+        unreachable!()
+    };
+    assert_eq!(listed(&s, w.ws, &w.carol).await, ["asleep", "away", "here"]);
+
+    // One agent removed from the workspace, one deactivated: their commands are no
+    // longer listed, as typing them is refused.
+    s.delete(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, away.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    set_active(&s, asleep, false).await;
+    assert_eq!(listed(&s, w.ws, &w.carol).await, ["here"]);
+    assert_eq!(listed(&s, w.ws, &w.alice).await, ["here"]);
+    let mut bob_ws = s.connect(&w.bob.token).await;
+    for (text, why) in [
+        ("/away now", "no longer a member"),
+        ("/asleep now", "no longer active"),
+    ] {
+        let refused = run_refused(
+            &s,
+            &w.bob,
+            &mut bob_ws,
+            ch,
+            text,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )
+        .await;
+        assert!(refused.to_string().contains(why), "{refused}");
+    }
+    run_ok(&s, &w.bob, &mut bob_ws, ch, "/here now").await;
+
+    // Back in the workspace, active again: listed and reached again.
+    s.add_member(&w.alice, w.ws, away, "member").await;
+    set_active(&s, asleep, true).await;
+    assert_eq!(listed(&s, w.ws, &w.carol).await, ["asleep", "away", "here"]);
+    run_ok(&s, &w.bob, &mut bob_ws, ch, "/away now").await;
+    run_ok(&s, &w.bob, &mut bob_ws, ch, "/asleep now").await;
+}
+
 /// One request a receiver got: its headers and raw body.
 struct Hit {
     path: String,
@@ -561,6 +649,85 @@ async fn a_registered_command_reaches_its_webhook_signed() {
     assert_eq!(body["type"], "command.invoked");
     assert_eq!(body["data"]["command"], "ask");
     assert_eq!(body["data"]["args"], "what broke?");
+}
+
+/// A `webhook_url` command acts for its registrant (its deliveries are recorded under
+/// them): once they left the workspace, or were deactivated, typing it answers 404 and
+/// POSTs nothing, and it is not listed. Another command's request is the next the
+/// receiver gets, and nothing more was queued under the registrant.
+#[tokio::test]
+async fn a_webhook_command_is_not_delivered_once_its_registrant_is_gone() {
+    let (addr, mut hits) = receiver().await;
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let dana = s.create_user("dana").await;
+    let erin = s.create_user("erin").await;
+    for admin in [&dana, &erin] {
+        s.add_member(&w.alice, w.ws, admin, "admin").await;
+    }
+    let ch = s
+        .create_channel(&w.alice, w.ws, "ops", "public", &[&w.bob])
+        .await;
+    let commands = format!("/api/v1/workspaces/{}/commands", w.ws);
+    for (by, name) in [(&dana, "ci"), (&erin, "cd"), (&w.alice, "ok")] {
+        s.post(
+            &commands,
+            &by.token,
+            json!({"name": name, "webhook_url": format!("http://{addr}/{name}")}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED);
+    }
+    let mut bob_ws = s.connect(&w.bob.token).await;
+    run_ok(&s, &w.bob, &mut bob_ws, ch, "/ci first").await;
+    let hit = next_hit(&mut hits).await;
+    assert_eq!(hit.path, "/ci");
+    let queued = s.queued_webhooks(&dana).await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+
+    // dana leaves the workspace; erin is deactivated.
+    s.delete(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, dana.id),
+        &dana.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    set_active(&s, &erin, false).await;
+    for (text, why) in [
+        (
+            "/ci the merger closes friday",
+            "registrant is no longer a member",
+        ),
+        (
+            "/cd the merger closes friday",
+            "registrant is no longer active",
+        ),
+    ] {
+        let refused = run_refused(
+            &s,
+            &w.bob,
+            &mut bob_ws,
+            ch,
+            text,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )
+        .await;
+        assert!(refused.to_string().contains(why), "{refused}");
+    }
+    run_ok(&s, &w.bob, &mut bob_ws, ch, "/ok after").await;
+    let hit = next_hit(&mut hits).await;
+    assert_eq!(hit.path, "/ok", "{}", hit.body);
+    assert_eq!(s.queued_webhooks(&dana).await, queued);
+    let erins = s
+        .get(
+            &format!("/api/v1/users/{}/webhook-deliveries", erin.id),
+            ADMIN_TOKEN,
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(erins.body, json!([]));
+    assert_eq!(listed(&s, w.ws, &w.bob).await, ["ok"]);
 }
 
 #[tokio::test]

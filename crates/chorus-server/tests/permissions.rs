@@ -248,6 +248,18 @@ async fn set_role(
     .await
 }
 
+/// `by` registers `/{name}`, POSTed to a webhook where nothing listens (deliveries are
+/// queued and fail, which no row looks at).
+async fn register_webhook_command(s: &TestServer, by: &TestUser, ws: i64, name: &str) {
+    s.post(
+        &format!("/api/v1/workspaces/{ws}/commands"),
+        &by.token,
+        json!({"name": name, "webhook_url": format!("http://127.0.0.1:9/{name}")}),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+}
+
 async fn remove(s: &TestServer, by: &TestUser, ws: i64, user: &TestUser) -> common::Resp {
     s.delete(
         &format!("/api/v1/workspaces/{ws}/members/{}", user.id),
@@ -365,10 +377,23 @@ enum Action {
     /// from the workspace.
     InvokeCommandPrivate,
     InvokeCommandOfRemovedAgent,
+    /// `/ci go` typed in `priv`, `/ci` being a `webhook_url` command registered by the
+    /// server admin (no member: admins need none); the second, registered by admin2,
+    /// whom the owner then removed from the workspace.
+    InvokeWebhookCommandPrivate,
+    InvokeWebhookCommandOfRemovedRegistrant,
+    /// The owner registers `/deploy` for the agent and `/ok` to a webhook, admin2 `/ci`
+    /// to a webhook; the owner removes the agent and admin2 from the workspace. Then
+    /// `GET …/commands`, and each command listed typed in `priv`: the first refusal's
+    /// status, else the listing's.
+    ListedCommandsRun,
     /// Server rows (issue 22): `POST /users/{target}/sign-in-links`, and the same for
     /// oneself.
     SignInLink,
     SignInLinkForSelf,
+    /// Target opens an MCP session on `/mcp` (the 2025-06-18 handshake); then a
+    /// notification `POST`ed in it, with its `Mcp-Session-Id`.
+    UseTargetsMcpSession,
 }
 
 impl Action {
@@ -462,6 +487,36 @@ impl Action {
             SignInLinkForSelf => {
                 let path = format!("/api/v1/users/{}/sign-in-links", by.id);
                 call(Method::POST, path, Some(json!({}))).await
+            }
+            UseTargetsMcpSession => {
+                let mcp = |bearer: &str, session: Option<&str>, body: Value| {
+                    let mut req = s
+                        .http
+                        .post(format!("http://{}/mcp", s.addr))
+                        .header("accept", "application/json, text/event-stream")
+                        .header("mcp-protocol-version", "2025-06-18")
+                        .bearer_auth(bearer)
+                        .json(&body);
+                    if let Some(id) = session {
+                        req = req.header("mcp-session-id", id);
+                    }
+                    req.send()
+                };
+                let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                    "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": {"name": "test", "version": "1"}}});
+                let opened = mcp(&p.target.token, None, initialize).await.unwrap();
+                assert!(opened.status().is_success(), "{}", opened.status());
+                let id = opened.headers()["mcp-session-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                opened.text().await.unwrap();
+                let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+                mcp(&by.token, Some(&id), initialized)
+                    .await
+                    .unwrap()
+                    .status()
             }
             RenameGuestPrivate => patch_channel(fx.guest_private, json!({"name": "mine"})).await,
             TopicGuestPrivate => patch_channel(fx.guest_private, json!({"topic": "t"})).await,
@@ -580,6 +635,57 @@ impl Action {
                 let path = format!("{}/messages", channel(fx.private));
                 call(Method::POST, path, Some(json!({"text": "/deploy prod"}))).await
             }
+            InvokeWebhookCommandPrivate | InvokeWebhookCommandOfRemovedRegistrant => {
+                let registrant = match self {
+                    InvokeWebhookCommandPrivate => &p.server_admin,
+                    _ => &p.admin2,
+                };
+                register_webhook_command(s, registrant, ws, "ci").await;
+                if matches!(self, InvokeWebhookCommandOfRemovedRegistrant) {
+                    remove(s, &p.owner, ws, &p.admin2)
+                        .await
+                        .expect_status(StatusCode::NO_CONTENT);
+                }
+                let path = format!("{}/messages", channel(fx.private));
+                call(Method::POST, path, Some(json!({"text": "/ci go"}))).await
+            }
+            ListedCommandsRun => {
+                s.add_member(&p.owner, ws, &p.agent, "member").await;
+                s.post(
+                    &format!("/api/v1/workspaces/{ws}/commands"),
+                    &p.owner.token,
+                    json!({"name": "deploy", "target_user_id": p.agent.id}),
+                )
+                .await
+                .expect_status(StatusCode::CREATED);
+                register_webhook_command(s, &p.owner, ws, "ok").await;
+                register_webhook_command(s, &p.admin2, ws, "ci").await;
+                for gone in [&p.agent, &p.admin2] {
+                    remove(s, &p.owner, ws, gone)
+                        .await
+                        .expect_status(StatusCode::NO_CONTENT);
+                }
+                let listed = s
+                    .call(
+                        Method::GET,
+                        &format!("/api/v1/workspaces/{ws}/commands"),
+                        Some(&by.token),
+                        None,
+                    )
+                    .await;
+                if !listed.status.is_success() {
+                    return listed.status;
+                }
+                let path = format!("{}/messages", channel(fx.private));
+                for command in listed.body.as_array().unwrap() {
+                    let text = format!("/{} go", command["name"].as_str().unwrap());
+                    let ran = call(Method::POST, path.clone(), Some(json!({ "text": text }))).await;
+                    if !ran.is_success() {
+                        return ran;
+                    }
+                }
+                listed.status
+            }
             Receipt | CancelTurn => {
                 s.add_member(&p.owner, ws, &p.agent, "member").await;
                 s.add_channel_member(&p.owner, fx.public, &p.agent).await;
@@ -607,6 +713,7 @@ use Actor::*;
 
 const OK: u16 = 200;
 const CREATED: u16 = 201;
+const ACCEPTED: u16 = 202;
 const GONE: u16 = 204;
 const DENIED: u16 = 403;
 const UNKNOWN: u16 = 404;
@@ -1135,6 +1242,42 @@ const COMMAND_ROWS: &[(Action, &[(Actor, u16)])] = &[
             (Outsider, UNKNOWN),
         ],
     ),
+    (
+        InvokeWebhookCommandPrivate,
+        &[
+            (Owner, OK),
+            (Member, OK),
+            (Guest, OK),
+            (Target, OK),
+            (Bystander, DENIED),
+            (ServerAdmin, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        InvokeWebhookCommandOfRemovedRegistrant,
+        &[
+            (Owner, UNKNOWN),
+            (Admin, UNKNOWN),
+            (Member, UNKNOWN),
+            (Guest, UNKNOWN),
+            (Target, UNKNOWN),
+            (Bystander, DENIED),
+            (ServerAdmin, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        ListedCommandsRun,
+        &[
+            (Owner, OK),
+            (Admin, OK),
+            (Member, OK),
+            (Guest, OK),
+            (Target, OK),
+            (Outsider, UNKNOWN),
+        ],
+    ),
 ];
 
 /// Server rows: no workspace role counts, only being a server admin.
@@ -1155,6 +1298,18 @@ const SERVER_ROWS: &[(Action, &[(Actor, u16)])] = &[
     (
         SignInLinkForSelf,
         &[(ServerAdmin, CREATED), (Owner, DENIED), (Member, DENIED)],
+    ),
+    // Another user's MCP session is answered as one that does not exist.
+    (
+        UseTargetsMcpSession,
+        &[
+            (Target, ACCEPTED),
+            (ServerAdmin, UNKNOWN),
+            (Owner, UNKNOWN),
+            (Member, UNKNOWN),
+            (Outsider, UNKNOWN),
+            (Agent, UNKNOWN),
+        ],
     ),
 ];
 

@@ -822,8 +822,10 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The workspace's registered commands, by name (any member). The built-ins
-         *     (`/topic`, `/invite`, `/leave`, `/me`, `/policy`) are not listed.
+         * The workspace's registered commands that can be run, by name (any member): not
+         *     one whose agent, or (for a `webhook_url`) whose registrant, is deactivated or no
+         *     longer a member of the workspace. The built-ins (`/topic`, `/invite`, `/leave`,
+         *     `/me`, `/policy`) are not listed.
          */
         get: operations["list_commands"];
         put?: never;

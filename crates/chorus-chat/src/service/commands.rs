@@ -16,7 +16,7 @@ use super::events::{channel_scope, user_scope};
 use super::messages::{Posted, SendMessage};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
-use crate::store::{AgentMember, NewCommand};
+use crate::store::{AgentMember, Invocation, NewCommand, Outbox};
 
 /// The built-in commands with their usage, as clients offer them.
 pub const BUILT_INS: [(&str, &str); 5] = [
@@ -235,8 +235,11 @@ impl Chat {
     /// Delivers a registered command to its target: `command.invoked`, waking the
     /// agent on its scope (by its webhook when it has one and no connection), or
     /// POSTed to the command's webhook. Only a member of the channel may invoke, as
-    /// only a member may post there; an agent target must still be active and a member
-    /// of the workspace (`NotFound` otherwise: nothing is delivered).
+    /// only a member may post there. Whom the command acts for — its agent, or a
+    /// `webhook_url` command's registrant — must still be active and a member of the
+    /// workspace (`NotFound` otherwise: nothing is delivered), which the store asks in
+    /// the delivery's transaction, ordered with removals
+    /// ([`CommandStore::invoke_command_logged`](crate::store::CommandStore::invoke_command_logged)).
     async fn invoke(
         &self,
         caller: &User,
@@ -270,7 +273,7 @@ impl Chat {
         };
         let due = self.now();
         let scope = channel_scope(ch);
-        if let Some(url) = &command.webhook_url {
+        let (invocation, answer) = if let Some(url) = &command.webhook_url {
             let deliveries = event_webhooks(
                 "command.invoked",
                 &event.id,
@@ -279,54 +282,73 @@ impl Chat {
                 &[(command.created_by, url.clone())],
                 due,
             );
-            for delivery in deliveries {
-                self.store
-                    .enqueue_command_webhook(delivery, command.id)
-                    .await?;
-            }
-            self.webhooks.notify_one();
-            return Ok((format!("/{name} sent to its webhook"), None));
-        }
-        let target = match command.target_user_id {
-            Some(id) => self.store.user(id).await?,
-            None => None,
+            let invocation = Invocation {
+                command_webhooks: deliveries,
+                ..Invocation::default()
+            };
+            (invocation, format!("/{name} sent to its webhook"))
+        } else {
+            let target = match command.target_user_id {
+                Some(id) => self.store.user(id).await?,
+                None => None,
+            };
+            let target = target.ok_or_else(|| not_found(format!("/{name} has no agent")))?;
+            let marks = Marks {
+                default: Mark::Observe,
+                users: [(target.id.0, Mark::Wake)].into_iter().collect(),
+            };
+            let publish =
+                Publish::new(user_scope(target.id), "command.invoked", &event).with_marks(marks);
+            let agent = AgentMember {
+                id: target.id,
+                webhook_url: target.webhook_url.clone(),
+            };
+            let targets = self.unconnected_webhooks(std::iter::once(&agent)).await;
+            let invocation = Invocation {
+                outbox: Outbox {
+                    events: vec![publish],
+                    webhooks: event_webhooks(
+                        "command.invoked",
+                        &event.id,
+                        &scope,
+                        &event,
+                        &targets,
+                        due,
+                    ),
+                    then: None,
+                },
+                command_webhooks: Vec::new(),
+            };
+            (invocation, format!("/{name} sent to @{}", target.name))
         };
-        let Some(target) = target.filter(|t| t.deactivated_at.is_none()) else {
-            return Err(not_found(format!("/{name}'s agent is no longer active")));
-        };
-        // Registration checked membership; a removal since does not delete the command,
-        // so a target that left the workspace is answered like a deactivated one.
-        if self
+        let queues_webhooks =
+            !invocation.command_webhooks.is_empty() || !invocation.outbox.webhooks.is_empty();
+        let Some(logged) = self
             .store
-            .member_role(channel.workspace_id, target.id)
+            .invoke_command_logged(command.id, invocation)
             .await?
-            .is_none()
-        {
-            return Err(not_found(format!(
-                "/{name}'s agent is no longer a member of the workspace"
-            )));
-        }
-        let marks = Marks {
-            default: Mark::Observe,
-            users: [(target.id.0, Mark::Wake)].into_iter().collect(),
+        else {
+            // The store's rule refused it; only the answer's wording is chosen here.
+            let (who, acting) = match command.target_user_id {
+                Some(agent) => ("agent", agent),
+                None => ("registrant", command.created_by),
+            };
+            let deactivated = self
+                .store
+                .user(acting)
+                .await?
+                .is_none_or(|u| u.deactivated_at.is_some());
+            return Err(not_found(if deactivated {
+                format!("/{name}'s {who} is no longer active")
+            } else {
+                format!("/{name}'s {who} is no longer a member of the workspace")
+            }));
         };
-        let publish =
-            Publish::new(user_scope(target.id), "command.invoked", &event).with_marks(marks);
-        self.emit(publish).await;
-        let agent = AgentMember {
-            id: target.id,
-            webhook_url: target.webhook_url.clone(),
-        };
-        let targets = self.unconnected_webhooks(std::iter::once(&agent)).await;
-        if !targets.is_empty() {
-            for delivery in
-                event_webhooks("command.invoked", &event.id, &scope, &event, &targets, due)
-            {
-                self.store.enqueue_webhook(delivery).await?;
-            }
+        self.emit_logged(logged).await;
+        if queues_webhooks {
             self.webhooks.notify_one();
         }
-        Ok((format!("/{name} sent to @{}", target.name), None))
+        Ok((answer, None))
     }
 
     // ---- Registration -------------------------------------------------------------
@@ -401,7 +423,9 @@ impl Chat {
         })
     }
 
-    /// The commands registered in `ws` (any member).
+    /// The commands registered in `ws` that can be invoked now (any member): not one
+    /// whose agent, or `webhook_url` command's registrant, is deactivated or no longer
+    /// a member of the workspace (the store's one rule, which invoking asks too).
     pub async fn list_commands(&self, caller: &User, ws: WorkspaceId) -> Result<Vec<Command>> {
         self.role_in(caller, ws).await?;
         self.store.commands(ws).await

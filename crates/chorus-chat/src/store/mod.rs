@@ -926,24 +926,43 @@ pub struct NewCommand {
     pub created_by: UserId,
 }
 
+/// What invoking a command delivers ([`CommandStore::invoke_command_logged`]).
+#[derive(Default)]
+pub struct Invocation {
+    /// Logged and queued as a change's are: `command.invoked` on the agent's scope, and
+    /// the agent's webhook delivery.
+    pub outbox: Outbox,
+    /// A `webhook_url` command's deliveries: queued under its registrant, signed with
+    /// the command's secret.
+    pub command_webhooks: Vec<NewWebhookDelivery>,
+}
+
 #[async_trait]
 pub trait CommandStore: Send + Sync {
     /// Registers a command; `None` when the workspace has one of that name already.
     /// The returned command carries no secret.
     async fn create_command(&self, new: NewCommand) -> Result<Option<Command>>;
-    /// A workspace's commands, by name.
+    /// A workspace's commands that can be invoked now (the rule of
+    /// [`invoke_command_logged`](Self::invoke_command_logged)), by name.
     async fn commands(&self, ws: WorkspaceId) -> Result<Vec<Command>>;
     async fn command(&self, id: CommandId) -> Result<Option<Command>>;
+    /// The command of that name, whether or not it can be invoked now.
     async fn command_named(&self, ws: WorkspaceId, name: &str) -> Result<Option<Command>>;
     /// `false` when there was no such command.
     async fn delete_command(&self, id: CommandId) -> Result<bool>;
-    /// Queues a `webhook_url` command's event (under `new.user_id`, the registrant),
-    /// signed with the command's secret when delivered; `false` when already queued.
-    async fn enqueue_command_webhook(
+    /// Logs and queues `invocation` if command `id` can be invoked: whom it acts for —
+    /// its agent, or a `webhook_url` command's registrant — is active and a member of
+    /// the workspace (a registrant who is a server admin needs no membership). Asked in
+    /// the invocation's transaction, holding the workspace's row as removals from the
+    /// workspace and role changes hold it, and that user's row as deactivation does: a
+    /// removal either commits first (and is seen) or waits for the invocation, so
+    /// nothing of it is logged or queued after the removal's `workspace.left`.
+    /// `None`, and nothing logged or queued, when it cannot (or is gone).
+    async fn invoke_command_logged(
         &self,
-        new: NewWebhookDelivery,
-        command: CommandId,
-    ) -> Result<bool>;
+        id: CommandId,
+        invocation: Invocation,
+    ) -> Result<Option<Vec<Publish>>>;
 }
 
 /// Everything the domain needs from a database.

@@ -39,8 +39,10 @@ async fn create_command(
     Ok((StatusCode::CREATED, Json(command)))
 }
 
-/// The workspace's registered commands, by name (any member). The built-ins
-/// (`/topic`, `/invite`, `/leave`, `/me`, `/policy`) are not listed.
+/// The workspace's registered commands that can be run, by name (any member): not
+/// one whose agent, or (for a `webhook_url`) whose registrant, is deactivated or no
+/// longer a member of the workspace. The built-ins (`/topic`, `/invite`, `/leave`,
+/// `/me`, `/policy`) are not listed.
 #[utoipa::path(get, path = "/api/v1/workspaces/{id}/commands", tag = "commands",
     params(("id" = i64, Path)),
     responses((status = 200, body = [Command]), (status = 404, body = ErrorBody)))]

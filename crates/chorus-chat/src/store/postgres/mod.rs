@@ -25,6 +25,7 @@ impl Dialect for Postgres {
     // `NO KEY UPDATE`: does not block inserts of rows that reference the locked one
     // (their foreign keys take key-share locks).
     const LOCK_ROW: Option<&'static str> = Some("FOR NO KEY UPDATE");
+    const SHARE_ROW: Option<&'static str> = Some("FOR SHARE");
     const SKIP_LOCKED: &'static str = "FOR UPDATE SKIP LOCKED";
     const REACTION_ORDER: &'static str = "seq";
     const USER_ID_LIST: &'static str = "string_agg(user_id::TEXT, ',' ORDER BY user_id)";

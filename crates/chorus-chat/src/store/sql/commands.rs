@@ -1,16 +1,28 @@
-//! Slash commands registered in a workspace, and queueing a `webhook_url` command's
-//! event (the delivery row points at the command, whose secret signs it).
+//! Slash commands registered in a workspace, which of them can be invoked, and an
+//! invocation's delivery (a `webhook_url` command's delivery row points at the command,
+//! whose secret signs it).
 
 use async_trait::async_trait;
+use chorus_realtime::Publish;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
-use super::{Column, Dialect, RowsAffected, Sql};
+use super::{Column, Dialect, RowsAffected, Sql, share_row};
 use crate::error::Result;
 use crate::model::*;
-use crate::store::{CommandStore, NewCommand, NewWebhookDelivery};
+use crate::store::{CommandStore, Invocation, NewCommand, NewWebhookDelivery};
 
 const COMMAND_COLUMNS: &str =
     "id, workspace_id, name, description, target_user_id, webhook_url, created_by, created_at";
+
+/// Whether command `c` can be invoked: whom it acts for — its agent, or a `webhook_url`
+/// command's registrant — is active and a member of its workspace; a registrant who is
+/// a server admin needs no membership (admins act as owners of every workspace). The
+/// one copy of the rule: the listing shows what invoking delivers.
+const INVOCABLE: &str = "EXISTS (SELECT 1 FROM users u
+      WHERE u.id = COALESCE(c.target_user_id, c.created_by) AND u.deactivated_at IS NULL
+        AND (EXISTS (SELECT 1 FROM workspace_members m
+                     WHERE m.workspace_id = c.workspace_id AND m.user_id = u.id)
+             OR (c.target_user_id IS NULL AND u.is_admin)))";
 
 #[derive(sqlx::FromRow)]
 struct CommandRow {
@@ -79,7 +91,8 @@ where
 
     async fn commands(&self, ws: WorkspaceId) -> Result<Vec<Command>> {
         let rows: Vec<CommandRow> = sqlx::query_as(&format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE workspace_id = $1 ORDER BY name"
+            "SELECT {COMMAND_COLUMNS} FROM commands c WHERE workspace_id = $1 AND {INVOCABLE}
+             ORDER BY name"
         ))
         .bind(ws.0)
         .fetch_all(&self.reader)
@@ -116,26 +129,79 @@ where
         Ok(done.rows_affected() > 0)
     }
 
-    async fn enqueue_command_webhook(
+    async fn invoke_command_logged(
         &self,
-        new: NewWebhookDelivery,
+        id: CommandId,
+        invocation: Invocation,
+    ) -> Result<Option<Vec<Publish>>> {
+        let mut tx = self.writer.begin().await?;
+        // Who the command acts for never changes: a command is only ever deleted.
+        let Some((ws, acting)): Option<(i64, i64)> = sqlx::query_as(
+            "SELECT workspace_id, COALESCE(target_user_id, created_by) FROM commands WHERE id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        // The workspace's row, as removals and role changes take it (before channels'
+        // rows and scope heads), then the user's, as deactivation takes it (before
+        // scope heads); shared, so invocations do not wait for each other. Each lock is
+        // its own statement, before the check: a PostgreSQL statement sees what
+        // committed before it began, so the check sees the change a lock waited for.
+        share_row::<DB>(&mut tx, "workspaces", ws).await?;
+        share_row::<DB>(&mut tx, "users", acting).await?;
+        let invocable: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT c.id FROM commands c WHERE c.id = $1 AND {INVOCABLE}"
+        ))
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if invocable.is_none() {
+            return Ok(None);
+        }
+        let now = self.now();
+        for new in &invocation.command_webhooks {
+            Self::enqueue_command_webhook(&mut tx, new, id, now).await?;
+        }
+        let logged = Self::log_events(&mut tx, now, invocation.outbox).await?;
+        tx.commit().await?;
+        Ok(Some(logged))
+    }
+}
+
+impl<DB> Sql<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Column<DB>,
+{
+    /// Queues a `webhook_url` command's event (under `new.user_id`, the registrant),
+    /// signed with the command's secret when delivered; one already queued is left.
+    async fn enqueue_command_webhook(
+        conn: &mut DB::Connection,
+        new: &NewWebhookDelivery,
         command: CommandId,
-    ) -> Result<bool> {
-        let done = sqlx::query(
+        at: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
             "INSERT INTO webhook_deliveries
                 (user_id, event_id, url, body, status, next_attempt_at, created_at, command_id)
              VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7)
              ON CONFLICT (user_id, event_id) DO NOTHING",
         )
         .bind(new.user_id.0)
-        .bind(&new.event_id)
-        .bind(&new.url)
-        .bind(&new.body)
+        .bind(new.event_id.as_str())
+        .bind(new.url.as_str())
+        .bind(new.body.as_str())
         .bind(new.due_at.0)
-        .bind(self.now().0)
+        .bind(at.0)
         .bind(command.0)
-        .execute(&self.writer)
+        .execute(&mut *conn)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(())
     }
 }

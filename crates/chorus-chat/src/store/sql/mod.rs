@@ -50,6 +50,9 @@ pub trait Dialect: Database<QueryResult: RowsAffected> + HasStatementCache {
     /// that concurrent writers (on several nodes) serialize on it; `None` where one
     /// writer serializes every transaction anyway (SQLite).
     const LOCK_ROW: Option<&'static str>;
+    /// Like [`LOCK_ROW`](Self::LOCK_ROW), but shared: it waits for (and holds off) the
+    /// writers that take `LOCK_ROW` or update the row, not other holders of this one.
+    const SHARE_ROW: Option<&'static str>;
     /// Appended to the webhook claim's inner `SELECT`: rows another node is claiming
     /// right now are skipped rather than waited for. Empty where there is one writer.
     const SKIP_LOCKED: &'static str;
@@ -219,7 +222,34 @@ where
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     i64: Column<DB>,
 {
-    if let Some(lock) = DB::LOCK_ROW {
+    lock_row_as::<DB>(conn, table, id, DB::LOCK_ROW).await
+}
+
+/// [`lock_row`], shared ([`Dialect::SHARE_ROW`]): ordered with the changes that lock
+/// the row, not with other sharers.
+pub(crate) async fn share_row<DB>(conn: &mut DB::Connection, table: &str, id: i64) -> Result<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    i64: Column<DB>,
+{
+    lock_row_as::<DB>(conn, table, id, DB::SHARE_ROW).await
+}
+
+async fn lock_row_as<DB>(
+    conn: &mut DB::Connection,
+    table: &str,
+    id: i64,
+    lock: Option<&'static str>,
+) -> Result<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    i64: Column<DB>,
+{
+    if let Some(lock) = lock {
         sqlx::query(&format!("SELECT 1 FROM {table} WHERE id = $1 {lock}"))
             .bind(id)
             .execute(&mut *conn)

@@ -46,6 +46,7 @@ pub type SqliteStore = Sql<Sqlite>;
 impl Dialect for Sqlite {
     // One writer connection: transactions run one after the other, nothing to lock.
     const LOCK_ROW: Option<&'static str> = None;
+    const SHARE_ROW: Option<&'static str> = None;
     const SKIP_LOCKED: &'static str = "";
     const REACTION_ORDER: &'static str = "rowid";
     const USER_ID_LIST: &'static str = "group_concat(user_id)";
