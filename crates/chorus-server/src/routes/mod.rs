@@ -73,7 +73,7 @@ pub fn app(state: AppState) -> Router {
     // Shared, not a `String`: axum clones the router's handlers for every connection,
     // and a captured `String` would put a copy of the whole document on each of them.
     let doc = axum::body::Bytes::from(api.to_json().unwrap_or_else(|_| "{}".to_owned()));
-    router
+    let router = router
         .route("/ws", get(ws::upgrade))
         .route("/mcp", any(mcp::handle))
         .route(
@@ -91,12 +91,14 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::middleware,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.config.dev,
-            dev_addressed_locally,
-        ))
-        .with_state(state)
+        ));
+    // Only on a dev server: no other request pays for the check.
+    let router = if state.config.dev {
+        router.layer(axum::middleware::from_fn(dev_addressed_locally))
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 /// On a `--dev` server (which signs anyone in by name alone), only requests addressed
@@ -104,14 +106,7 @@ pub fn app(state: AppState) -> Router {
 /// under a name of its own (DNS rebinding: its name made to resolve to 127.0.0.1)
 /// would otherwise be same-origin with it and sign in as anyone. A browser always
 /// sends the name it connected to; a request without one is answered.
-async fn dev_addressed_locally(
-    axum::extract::State(dev): axum::extract::State<bool>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if !dev {
-        return next.run(req).await;
-    }
+async fn dev_addressed_locally(req: Request, next: Next) -> Response {
     let authority = req
         .uri()
         .authority()
