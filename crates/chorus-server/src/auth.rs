@@ -67,10 +67,9 @@ impl Authenticator {
     }
 
     /// The `Cookie` credential of a `/ws` upgrade without a token, when the connect
-    /// proxy is configured to judge it.
+    /// proxy is configured to judge it and the upgrade's `Origin` is one it allows.
     pub fn connect_cookie(&self, headers: &HeaderMap) -> Option<Credential> {
-        self.connect.as_ref()?;
-        Credential::cookie(headers)
+        self.connect.as_ref()?.cookie(headers)
     }
 
     /// Credentials for the connect proxy (a token or a cookie). Without `ask`, a cookie

@@ -232,8 +232,8 @@ pub struct ProxyConfig {
     /// Signs every proxy request as webhooks are signed (`Chorus-Signature`); required
     /// when any proxy is configured.
     pub secret: Option<String>,
-    /// `[proxy.connect]`: bearer tokens (and `/ws` cookies) Chorus does not recognise
-    /// are introspected here.
+    /// `[proxy.connect]`: bearer tokens (and `/ws` cookies from its `allowed_origins`)
+    /// Chorus does not recognise are introspected here.
     pub connect: Option<ProxyEndpoint>,
     /// `[proxy.subscribe]`: asked for namespaces whose `read` is `proxy`.
     pub subscribe: Option<ProxyEndpoint>,
@@ -263,6 +263,14 @@ pub struct ProxyEndpoint {
     /// every time.
     #[serde(default = "default_proxy_cache_ms")]
     pub cache_ms: u64,
+    /// `[proxy.connect]` only: the origins (`https://app.example.com`, as browsers send
+    /// `Origin`) whose pages may open `/ws` with the application's session cookie. Chorus
+    /// checks the upgrade's `Origin` itself, before the cookie goes anywhere: from any
+    /// other origin, or without one, the upgrade carries no cookie (anonymous, or 401)
+    /// and the application is not asked. Empty (default): cookies are never forwarded,
+    /// only tokens (a warning at start says so). Tokens are not checked against it.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 fn default_proxy_timeout_ms() -> u64 {

@@ -361,7 +361,8 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     let metrics = req.uri().path() == "/metrics";
     let token = credentials(req.headers(), req.uri()).filter(|_| !metrics);
     // A `/ws` upgrade without a token may carry the application's session cookie,
-    // for its connect proxy to judge.
+    // for its connect proxy to judge: only from an `Origin` it allows (cross-site
+    // WebSocket hijacking; `Proxies::cookie`), else it carries none.
     let cookie = match &token {
         None if req.uri().path() == "/ws" => state.auth.connect_cookie(req.headers()),
         _ => None,

@@ -2,8 +2,9 @@
 //! the URLs of the TOML file's `[proxy]` table, signed like webhooks
 //! ([`webhooks::signature`]), each bounded by its `timeout_ms` and never retried.
 //!
-//! - `connect`: a bearer token (or a `/ws` upgrade's `Cookie` header) that Chorus does
-//!   not recognise is introspected by the application, which answers who it is. The
+//! - `connect`: a bearer token (or a `/ws` upgrade's `Cookie` header, from one of the
+//!   `allowed_origins` only: [`Proxies::cookie`]) that Chorus does not recognise is
+//!   introspected by the application, which answers who it is. The
 //!   Chorus user of application id `sub` is the user named `app.<sub>` (folded and
 //!   suffixed with a hash when that is not a valid name), created on first sight.
 //!   Identities are cached by a SHA-256 of the credential.
@@ -66,8 +67,9 @@ pub enum Credential {
 }
 
 impl Credential {
-    /// The `Cookie` credential of a request, if it has a `Cookie` header.
-    pub fn cookie(headers: &HeaderMap) -> Option<Self> {
+    /// The `Cookie` credential of a request, if it has a `Cookie` header, whatever its
+    /// `Origin` ([`Proxies::cookie`] checks that).
+    fn cookie(headers: &HeaderMap) -> Option<Self> {
         let cookie = headers.get(COOKIE)?.to_str().ok()?.trim();
         if cookie.is_empty() {
             return None;
@@ -184,6 +186,8 @@ pub struct Proxies {
     secret: Vec<u8>,
     clock: Clock,
     connect: Option<Endpoint>,
+    /// The connect proxy's `allowed_origins`, as browsers write an `Origin`.
+    cookie_origins: Vec<String>,
     subscribe: Option<Endpoint>,
     publish: Option<Endpoint>,
     identities: Cache<[u8; 32], Identity>,
@@ -206,6 +210,29 @@ impl Proxies {
         let endpoint = |name, config: &Option<ProxyEndpoint>| {
             config.as_ref().map(|c| Endpoint::new(name, c)).transpose()
         };
+        for (name, other) in [("subscribe", &proxy.subscribe), ("publish", &proxy.publish)] {
+            if other
+                .as_ref()
+                .is_some_and(|o| !o.allowed_origins.is_empty())
+            {
+                bail!("[proxy.{name}] allowed_origins: only [proxy.connect] takes it");
+            }
+        }
+        let cookie_origins = match &proxy.connect {
+            Some(connect) => connect
+                .allowed_origins
+                .iter()
+                .map(|o| origin(o))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        if proxy.connect.is_some() && cookie_origins.is_empty() {
+            tracing::warn!(
+                "[proxy.connect] has no allowed_origins: /ws cookies are not sent to the \
+                 application (tokens are); list the origins of its pages to let them \
+                 sign in with its session cookie"
+            );
+        }
         let client = webhooks::client_builder(config.webhook_ca_file.as_deref())?
             .user_agent(concat!("chorus-proxy/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -215,6 +242,7 @@ impl Proxies {
             secret,
             clock: config.clock,
             connect: endpoint("connect", &proxy.connect)?,
+            cookie_origins,
             subscribe: endpoint("subscribe", &proxy.subscribe)?,
             publish: endpoint("publish", &proxy.publish)?,
             identities: Cache::new(),
@@ -225,6 +253,32 @@ impl Proxies {
     /// Whether credentials Chorus does not recognise go to the application.
     pub fn connects(&self) -> bool {
         self.connect.is_some()
+    }
+
+    /// The `Cookie` credential of a `/ws` upgrade for the connect proxy, when its
+    /// `Origin` is one of `allowed_origins`. A browser sends the application's cookie
+    /// on an upgrade any other site's page starts (cross-site WebSocket hijacking), so
+    /// from another origin, or without one, the upgrade carries no cookie as far as
+    /// Chorus is concerned, and the application is never asked about it.
+    pub fn cookie(&self, headers: &HeaderMap) -> Option<Credential> {
+        self.connect.as_ref()?;
+        let credential = Credential::cookie(headers)?;
+        let Credential::Cookie { origin, .. } = &credential else {
+            return None;
+        };
+        // Browsers send the serialized origin exactly (RFC 6454); anything else is
+        // not a page of the application.
+        if origin
+            .as_ref()
+            .is_some_and(|o| self.cookie_origins.contains(o))
+        {
+            return Some(credential);
+        }
+        tracing::debug!(
+            origin = origin.as_deref().unwrap_or("(none)"),
+            "a /ws cookie from an origin not in [proxy.connect] allowed_origins: not used"
+        );
+        None
     }
 
     /// The user `credential` stands for, as the connect proxy says (or said, within
@@ -442,6 +496,30 @@ async fn principal(chat: &Chat, identity: &Identity) -> Result<Principal, ApiErr
     })
 }
 
+/// An `allowed_origins` entry as browsers write an `Origin` (`https://app.example.com`,
+/// lower case, without a default port or a trailing `/`); anything but such an origin
+/// stops the start.
+fn origin(text: &str) -> anyhow::Result<String> {
+    let not_one = || {
+        format!(
+            "[proxy.connect] allowed_origins: {text:?} is not an origin \
+             (scheme://host[:port], e.g. \"https://app.example.com\")"
+        )
+    };
+    let url = reqwest::Url::parse(text).with_context(not_one)?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host().is_none()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        bail!(not_one());
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
 /// The connect proxy gave no usable answer.
 fn unavailable(why: &str) -> ApiError {
     ApiError::new(ErrorCode::Unavailable, no_answer("connect", why))
@@ -488,6 +566,30 @@ mod tests {
         assert_eq!(cache.get(&"k", now), Some(1));
         assert_eq!(cache.get(&"gone", now), None);
         assert_eq!(cache.get(&"k", now + Duration::from_secs(10)), None);
+    }
+
+    #[test]
+    fn allowed_origins_are_written_as_browsers_send_them() {
+        for (given, origin) in [
+            ("https://app.example.com", "https://app.example.com"),
+            ("HTTPS://App.Example.COM:443/", "https://app.example.com"),
+            ("http://localhost:8080", "http://localhost:8080"),
+            ("http://[::1]:3000", "http://[::1]:3000"),
+        ] {
+            assert_eq!(super::origin(given).expect(given), origin);
+        }
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/chat",
+            "https://app.example.com?x=1",
+            "https://user@app.example.com",
+            "null",
+            "*",
+            "file:///tmp",
+            "ws://app.example.com",
+        ] {
+            assert!(super::origin(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -243,6 +243,7 @@ async fn the_connect_proxys_roles_open_role_namespaces() {
                 url: app.url("connect"),
                 timeout_ms: 2_000,
                 cache_ms: 60_000,
+                allowed_origins: Vec::new(),
             }),
             ..Default::default()
         };

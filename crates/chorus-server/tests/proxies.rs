@@ -27,6 +27,9 @@ fn introspect(proxy: &str, body: &Value) -> Reply {
     })
 }
 
+/// The origin of the application's pages, the one `[proxy.connect]` allows cookies from.
+const APP_ORIGIN: &str = "https://app.example";
+
 fn proxies(connect: Option<String>, app: Option<&App>) -> ProxyConfig {
     ProxyConfig {
         secret: Some(SECRET.into()),
@@ -34,10 +37,20 @@ fn proxies(connect: Option<String>, app: Option<&App>) -> ProxyConfig {
             url,
             timeout_ms: 300,
             cache_ms: 60_000,
+            allowed_origins: vec![APP_ORIGIN.into()],
         }),
         subscribe: app.map(|a| a.endpoint("subscribe")),
         publish: app.map(|a| a.endpoint("publish")),
     }
+}
+
+/// A connect proxy that takes `/ws` cookies from these origins only.
+fn cookie_proxies(app: &App, origins: &[&str]) -> ProxyConfig {
+    let mut config = proxies(Some(app.url("connect")), None);
+    if let Some(connect) = &mut config.connect {
+        connect.allowed_origins = origins.iter().map(|&o| o.into()).collect();
+    }
+    config
 }
 
 #[tokio::test]
@@ -69,12 +82,12 @@ async fn the_connect_proxy_accepts_one_token_and_refuses_another() {
     let cookie = s
         .connect_with(&[
             ("cookie", "theme=dark; session=good"),
-            ("origin", "https://app.example"),
+            ("origin", APP_ORIGIN),
         ])
         .await;
     assert_eq!(cookie.user_id(), id, "the same application user");
     let last = app.seen("connect").pop().unwrap();
-    assert_eq!(last.body["origin"], "https://app.example");
+    assert_eq!(last.body["origin"], APP_ORIGIN);
 
     let (status, body) = s
         .refused_upgrade_with(&[("authorization", "Bearer bad-token")])
@@ -87,7 +100,7 @@ async fn the_connect_proxy_accepts_one_token_and_refuses_another() {
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
     let (status, _) = s
-        .refused_upgrade_with(&[("cookie", "session=stolen")])
+        .refused_upgrade_with(&[("cookie", "session=stolen"), ("origin", APP_ORIGIN)])
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
@@ -107,11 +120,16 @@ async fn an_unknown_cookie_is_anonymous_where_a_public_namespace_admits_that() {
         c.namespaces = vec![namespace("news", "topic:news", "public", "server")];
     })
     .await;
-    let visitor = s.connect_with(&[("cookie", "analytics=1")]).await;
+    let visitor = s
+        .connect_with(&[("cookie", "analytics=1"), ("origin", APP_ORIGIN)])
+        .await;
     assert_eq!(visitor.hello["user_id"], 0, "anonymous: {}", visitor.hello);
     assert_eq!(app.seen("connect").len(), 1, "the application was asked");
     let known = s
-        .connect_with(&[("cookie", "theme=dark; session=good")])
+        .connect_with(&[
+            ("cookie", "theme=dark; session=good"),
+            ("origin", APP_ORIGIN),
+        ])
         .await;
     assert_ne!(known.user_id(), 0);
     // A bad token is still refused: it was meant to sign someone in.
@@ -119,6 +137,137 @@ async fn an_unknown_cookie_is_anonymous_where_a_public_namespace_admits_that() {
         .refused_upgrade_with(&[("authorization", "Bearer bad-token")])
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// Cross-site WebSocket hijacking: a browser sends the application's session cookie on
+/// an upgrade that any other site's page starts. Chorus itself checks the upgrade's
+/// `Origin` against `[proxy.connect] allowed_origins` before the cookie goes anywhere:
+/// from another origin, or without one, the application is not asked and the
+/// connection is not the cookie's user. Tokens are not ambient and are not affected.
+#[tokio::test]
+async fn a_cookie_from_another_origin_never_reaches_the_application() {
+    let app = App::start(introspect).await;
+    let s = TestServer::start_with(|c| {
+        c.proxy = cookie_proxies(&app, &["https://app.example", "http://localhost:8080"]);
+        c.namespaces = vec![namespace("news", "topic:news", "public", "server")];
+    })
+    .await;
+    let good = ("cookie", "theme=dark; session=good");
+    for origin in [
+        Some("https://evil.example"),
+        Some("http://app.example"),
+        Some("https://app.example:8443"),
+        Some("https://app.example.evil.example"),
+        Some("null"),
+        None,
+    ] {
+        let mut headers = vec![good];
+        headers.extend(origin.map(|o| ("origin", o)));
+        let visitor = s.connect_with(&headers).await;
+        assert_eq!(visitor.hello["user_id"], 0, "{origin:?}: {}", visitor.hello);
+    }
+    assert_eq!(
+        app.seen("connect").len(),
+        0,
+        "the application was never asked"
+    );
+
+    // From a listed origin (written as browsers write it), the cookie signs in as the
+    // application says; an answer cached for it is not one for other origins.
+    let ada = s
+        .connect_with(&[good, ("origin", "https://app.example")])
+        .await;
+    assert_ne!(ada.user_id(), 0);
+    let local = s
+        .connect_with(&[good, ("origin", "http://localhost:8080")])
+        .await;
+    assert_eq!(local.user_id(), ada.user_id());
+    assert_eq!(app.seen("connect").len(), 2);
+    let visitor = s
+        .connect_with(&[good, ("origin", "https://evil.example")])
+        .await;
+    assert_eq!(visitor.hello["user_id"], 0, "{}", visitor.hello);
+    assert_eq!(app.seen("connect").len(), 2);
+
+    // A token is not ambient: whatever the Origin, it is introspected.
+    let token = s
+        .connect_with(&[
+            ("authorization", "Bearer good-token"),
+            ("origin", "https://evil.example"),
+        ])
+        .await;
+    assert_eq!(token.user_id(), ada.user_id());
+}
+
+/// Without a public namespace, a cookie from another origin is a missing credential
+/// (`401`), and the application is not asked.
+#[tokio::test]
+async fn a_cookie_from_another_origin_is_refused_without_a_public_namespace() {
+    let app = App::start(introspect).await;
+    let s =
+        TestServer::start_with(|c| c.proxy = cookie_proxies(&app, &["https://app.example"])).await;
+    let good = ("cookie", "theme=dark; session=good");
+    for headers in [vec![good, ("origin", "https://evil.example")], vec![good]] {
+        let (status, body) = s.refused_upgrade_with(&headers).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    assert_eq!(app.seen("connect").len(), 0);
+    let ada = s
+        .connect_with(&[good, ("origin", "https://app.example")])
+        .await;
+    assert_ne!(ada.user_id(), 0);
+}
+
+/// Without `allowed_origins` (the default), no cookie is sent to the application,
+/// whatever its origin; tokens still are.
+#[tokio::test]
+async fn without_allowed_origins_no_cookie_reaches_the_application() {
+    let app = App::start(introspect).await;
+    let s = TestServer::start_with(|c| {
+        c.proxy = cookie_proxies(&app, &[]);
+        c.namespaces = vec![namespace("news", "topic:news", "public", "server")];
+    })
+    .await;
+    let visitor = s
+        .connect_with(&[
+            ("cookie", "theme=dark; session=good"),
+            ("origin", APP_ORIGIN),
+        ])
+        .await;
+    assert_eq!(visitor.hello["user_id"], 0, "{}", visitor.hello);
+    assert_eq!(app.seen("connect").len(), 0);
+    let ada = s.connect("good-token").await;
+    assert_ne!(ada.user_id(), 0);
+}
+
+#[tokio::test]
+async fn allowed_origins_that_are_not_origins_stop_the_start() {
+    for (origin, on_connect) in [
+        ("https://app.example/chat", true),
+        ("*", true),
+        (APP_ORIGIN, false),
+    ] {
+        let mut proxy = proxies(Some("http://127.0.0.1:9/connect".into()), None);
+        let endpoint = proxy.connect.clone().unwrap();
+        let endpoint = chorus_server::config::ProxyEndpoint {
+            allowed_origins: vec![origin.into()],
+            ..endpoint
+        };
+        if on_connect {
+            proxy.connect = Some(endpoint);
+        } else {
+            proxy.subscribe = Some(endpoint);
+        }
+        let config = chorus_server::Config {
+            proxy,
+            ..chorus_server::Config::default()
+        };
+        let err = chorus_server::proxies::Proxies::from_config(&config)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("allowed_origins"), "{err}");
+    }
 }
 
 /// A refused cookie leaves an upgrade anonymous, and each was a question to the
@@ -137,14 +286,17 @@ async fn refused_cookies_are_judged_at_the_failure_rate() {
     })
     .await;
     let good = ("cookie", "theme=dark; session=good");
-    let ada = s.connect_with(&[good]).await;
+    let origin = ("origin", APP_ORIGIN);
+    let ada = s.connect_with(&[good, origin]).await;
     assert_ne!(ada.user_id(), 0);
     for n in 0..2 {
         let cookie = format!("session=guess-{n}");
-        let visitor = s.connect_with(&[("cookie", &cookie)]).await;
+        let visitor = s.connect_with(&[("cookie", &cookie), origin]).await;
         assert_eq!(visitor.hello["user_id"], 0, "anonymous: {}", visitor.hello);
     }
-    let visitor = s.connect_with(&[("cookie", "session=guess-2")]).await;
+    let visitor = s
+        .connect_with(&[("cookie", "session=guess-2"), origin])
+        .await;
     assert_eq!(visitor.hello["user_id"], 0, "anonymous: {}", visitor.hello);
     assert_eq!(
         app.seen("connect").len(),
@@ -152,7 +304,7 @@ async fn refused_cookies_are_judged_at_the_failure_rate() {
         "the third refused cookie was not asked about"
     );
     // The cookie with a cached answer still signs in, without asking.
-    let again = s.connect_with(&[good]).await;
+    let again = s.connect_with(&[good, origin]).await;
     assert_eq!(again.user_id(), ada.user_id());
     assert_eq!(app.seen("connect").len(), 3);
     // The address's tokens are judged as ever.
@@ -359,6 +511,7 @@ async fn the_subscribe_proxy_down_is_unavailable_not_a_hang() {
                 url: slow.url("subscribe"),
                 timeout_ms: 300,
                 cache_ms: 0,
+                allowed_origins: Vec::new(),
             }),
             ..ProxyConfig::default()
         };

@@ -96,6 +96,7 @@ impl App {
             url: self.url(proxy),
             timeout_ms: 2_000,
             cache_ms: 60_000,
+            allowed_origins: Vec::new(),
         }
     }
 }
