@@ -75,7 +75,8 @@ pub struct ReceiptUpdated {
 /// `turn.passed`, on the channel's scope: under `round_robin`, the agent a message woke
 /// (`from`) did not report `working` within the channel's turn timeout, so the next
 /// agent (`to`) is woken instead (the event's `wake` is `true` for it); `to` is `null`
-/// when every agent has had its turn at the message.
+/// when no agent is left to pass to: every agent has had its turn at the message, or
+/// none of those left may still read the channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TurnPassed {

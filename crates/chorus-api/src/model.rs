@@ -611,7 +611,8 @@ pub struct WebhookDelivery {
     pub id: i64,
     /// The agent it is for.
     pub user_id: UserId,
-    /// The event's id, also sent as `Chorus-Event-Id`: receivers deduplicate by it.
+    /// The event's id: the `id` of the signed body, by which receivers deduplicate
+    /// (also sent, unsigned, as `Chorus-Event-Id`).
     pub event_id: String,
     pub url: String,
     pub status: WebhookStatus,

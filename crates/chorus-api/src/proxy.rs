@@ -16,8 +16,9 @@ pub struct ConnectRequest {
     /// The `Cookie` header of a `/ws` upgrade that carried no token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
-    /// The request's `Origin` header, for the application to refuse cross-site
-    /// cookie-authenticated sockets.
+    /// The request's `Origin` header. A cookie is sent only from one of the connect
+    /// proxy's `allowed_origins` (Chorus checks that first); the application may judge
+    /// it further.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
 }

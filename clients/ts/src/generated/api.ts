@@ -2112,7 +2112,8 @@ export interface components {
          * @description `turn.passed`, on the channel's scope: under `round_robin`, the agent a message woke
          *     (`from`) did not report `working` within the channel's turn timeout, so the next
          *     agent (`to`) is woken instead (the event's `wake` is `true` for it); `to` is `null`
-         *     when every agent has had its turn at the message.
+         *     when no agent is left to pass to: every agent has had its turn at the message, or
+         *     none of those left may still read the channel.
          */
         TurnPassed: {
             channel_id: components["schemas"]["ChannelId"];
@@ -2265,7 +2266,10 @@ export interface components {
              */
             attempts: number;
             created_at: components["schemas"]["Timestamp"];
-            /** @description The event's id, also sent as `Chorus-Event-Id`: receivers deduplicate by it. */
+            /**
+             * @description The event's id: the `id` of the signed body, by which receivers deduplicate
+             *     (also sent, unsigned, as `Chorus-Event-Id`).
+             */
             event_id: string;
             /** @description When it was delivered or given up. */
             finished_at?: components["schemas"]["Timestamp"];
