@@ -68,6 +68,22 @@ async fn run_ok(
     result
 }
 
+/// Each of `refusals` (a text, and what its `404`'s message says) typed by `by` is
+/// refused as a command that no longer reaches anyone.
+async fn refused_as_gone(
+    s: &TestServer,
+    by: &TestUser,
+    ws: &mut WsClient,
+    channel: i64,
+    refusals: &[(&str, &str)],
+) {
+    for (text, why) in refusals {
+        let refused =
+            run_refused(s, by, ws, channel, text, StatusCode::NOT_FOUND, "not_found").await;
+        assert!(refused.to_string().contains(why), "{text}: {refused}");
+    }
+}
+
 /// Runs a command that must be refused with `status` and `code`, which the author's
 /// connection hears too.
 async fn run_refused(
@@ -506,22 +522,17 @@ async fn the_listing_holds_only_commands_whose_agent_can_be_reached() {
     assert_eq!(listed(&s, w.ws, &w.carol).await, ["here"]);
     assert_eq!(listed(&s, w.ws, &w.alice).await, ["here"]);
     let mut bob_ws = s.connect(&w.bob.token).await;
-    for (text, why) in [
-        ("/away now", "no longer a member"),
-        ("/asleep now", "no longer active"),
-    ] {
-        let refused = run_refused(
-            &s,
-            &w.bob,
-            &mut bob_ws,
-            ch,
-            text,
-            StatusCode::NOT_FOUND,
-            "not_found",
-        )
-        .await;
-        assert!(refused.to_string().contains(why), "{refused}");
-    }
+    refused_as_gone(
+        &s,
+        &w.bob,
+        &mut bob_ws,
+        ch,
+        &[
+            ("/away now", "no longer a member"),
+            ("/asleep now", "no longer active"),
+        ],
+    )
+    .await;
     run_ok(&s, &w.bob, &mut bob_ws, ch, "/here now").await;
 
     // Back in the workspace, active again: listed and reached again.
@@ -693,28 +704,23 @@ async fn a_webhook_command_is_not_delivered_once_its_registrant_is_gone() {
     .await
     .expect_status(StatusCode::NO_CONTENT);
     set_active(&s, &erin, false).await;
-    for (text, why) in [
-        (
-            "/ci the merger closes friday",
-            "registrant is no longer a member",
-        ),
-        (
-            "/cd the merger closes friday",
-            "registrant is no longer active",
-        ),
-    ] {
-        let refused = run_refused(
-            &s,
-            &w.bob,
-            &mut bob_ws,
-            ch,
-            text,
-            StatusCode::NOT_FOUND,
-            "not_found",
-        )
-        .await;
-        assert!(refused.to_string().contains(why), "{refused}");
-    }
+    refused_as_gone(
+        &s,
+        &w.bob,
+        &mut bob_ws,
+        ch,
+        &[
+            (
+                "/ci the merger closes friday",
+                "registrant is no longer a member",
+            ),
+            (
+                "/cd the merger closes friday",
+                "registrant is no longer active",
+            ),
+        ],
+    )
+    .await;
     run_ok(&s, &w.bob, &mut bob_ws, ch, "/ok after").await;
     let hit = next_hit(&mut hits).await;
     assert_eq!(hit.path, "/ok", "{}", hit.body);

@@ -250,6 +250,20 @@ async fn set_role(
 
 /// `by` registers `/{name}`, POSTed to a webhook where nothing listens (deliveries are
 /// queued and fail, which no row looks at).
+/// `by` registers `/deploy` for `agent`, made a member of `ws` first; the command's id.
+async fn register_agent_command(s: &TestServer, by: &TestUser, ws: i64, agent: &TestUser) -> i64 {
+    s.add_member(by, ws, agent, "member").await;
+    let made = s
+        .post(
+            &format!("/api/v1/workspaces/{ws}/commands"),
+            &by.token,
+            json!({"name": "deploy", "target_user_id": agent.id}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED);
+    made.body["id"].as_i64().expect("the command's id")
+}
+
 async fn register_webhook_command(s: &TestServer, by: &TestUser, ws: i64, name: &str) {
     s.post(
         &format!("/api/v1/workspaces/{ws}/commands"),
@@ -581,16 +595,7 @@ impl Action {
                 .await
             }
             DeleteCommand => {
-                s.add_member(&p.owner, ws, &p.agent, "member").await;
-                let made = s
-                    .post(
-                        &format!("/api/v1/workspaces/{ws}/commands"),
-                        &p.owner.token,
-                        json!({"name": "deploy", "target_user_id": p.agent.id}),
-                    )
-                    .await
-                    .expect_status(StatusCode::CREATED);
-                let id = made.body["id"].as_i64().unwrap();
+                let id = register_agent_command(s, &p.owner, ws, &p.agent).await;
                 let path = format!("/api/v1/workspaces/{ws}/commands/{id}");
                 call(Method::DELETE, path, None).await
             }
@@ -619,14 +624,7 @@ impl Action {
                 call(Method::POST, path, Some(json!({"state": "working"}))).await
             }
             InvokeCommandPrivate | InvokeCommandOfRemovedAgent => {
-                s.add_member(&p.owner, ws, &p.agent, "member").await;
-                s.post(
-                    &format!("/api/v1/workspaces/{ws}/commands"),
-                    &p.owner.token,
-                    json!({"name": "deploy", "target_user_id": p.agent.id}),
-                )
-                .await
-                .expect_status(StatusCode::CREATED);
+                register_agent_command(s, &p.owner, ws, &p.agent).await;
                 if matches!(self, InvokeCommandOfRemovedAgent) {
                     remove(s, &p.owner, ws, &p.agent)
                         .await
@@ -650,14 +648,7 @@ impl Action {
                 call(Method::POST, path, Some(json!({"text": "/ci go"}))).await
             }
             ListedCommandsRun => {
-                s.add_member(&p.owner, ws, &p.agent, "member").await;
-                s.post(
-                    &format!("/api/v1/workspaces/{ws}/commands"),
-                    &p.owner.token,
-                    json!({"name": "deploy", "target_user_id": p.agent.id}),
-                )
-                .await
-                .expect_status(StatusCode::CREATED);
+                register_agent_command(s, &p.owner, ws, &p.agent).await;
                 register_webhook_command(s, &p.owner, ws, "ok").await;
                 register_webhook_command(s, &p.admin2, ws, "ci").await;
                 for gone in [&p.agent, &p.admin2] {
