@@ -224,19 +224,13 @@ impl TargetPolicy {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(Refused("the URL carries credentials".to_owned()));
         }
-        let Some(host) = url.host_str() else {
-            return Err(Refused("the URL has no host".to_owned()));
-        };
-        // The parser writes an IPv4 host as a dotted quad (whatever form it was given
-        // in) and an IPv6 host in brackets; anything else is a name.
-        let literal = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            Some(v6) => v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
-            None => host.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
-        };
-        match literal {
-            Some(ip) => self.check_ip(ip),
-            None if host.starts_with('[') => Err(Refused("the URL's host is malformed".to_owned())),
-            None => self.check_name(host),
+        // The parser reads an IPv4 host in whatever form it was given (`0x7f000001`,
+        // `127.1`) as the address it is; anything else is a name.
+        match url.host() {
+            Some(url::Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip)),
+            Some(url::Host::Domain(name)) => self.check_name(name),
+            None => Err(Refused("the URL has no host".to_owned())),
         }
     }
 
