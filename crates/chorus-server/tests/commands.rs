@@ -543,6 +543,54 @@ async fn the_listing_holds_only_commands_whose_agent_can_be_reached() {
     run_ok(&s, &w.bob, &mut bob_ws, ch, "/asleep now").await;
 }
 
+/// A command that can no longer run is listed nowhere, so nobody could find its id to
+/// remove it: registering its name again replaces it, rather than `409` for good.
+#[tokio::test]
+async fn a_command_that_cannot_run_gives_its_name_up() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "ops", "public", &[&w.bob])
+        .await;
+    let commands = format!("/api/v1/workspaces/{}/commands", w.ws);
+    let (old, _) = create_agent(&s, "old-bot", None).await;
+    let (new, _) = create_agent(&s, "new-bot", None).await;
+    for bot in [&old, &new] {
+        s.add_member(&w.alice, w.ws, bot, "member").await;
+    }
+    let register = |bot: &TestUser| {
+        s.post(
+            &commands,
+            &w.alice.token,
+            json!({"name": "deploy", "target_user_id": bot.id}),
+        )
+    };
+    register(&old).await.expect_status(StatusCode::CREATED);
+    // While it runs, the name is taken.
+    register(&new)
+        .await
+        .expect_error(StatusCode::CONFLICT, "conflict");
+    s.delete(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, old.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    assert!(listed(&s, w.ws, &w.alice).await.is_empty());
+    // Gone from the listing, and its name free again.
+    let made = register(&new).await.expect_status(StatusCode::CREATED);
+    assert_eq!(made.body["target_user_id"], new.id, "{}", made.text);
+    assert_eq!(listed(&s, w.ws, &w.carol).await, ["deploy"]);
+    let mut new_ws = s.connect(&new.token).await;
+    let mut bob_ws = s.connect(&w.bob.token).await;
+    run_ok(&s, &w.bob, &mut bob_ws, ch, "/deploy now").await;
+    let invoked = new_ws.expect_event("command.invoked").await;
+    assert_eq!(invoked["data"]["args"], "now", "{invoked}");
+    // The old agent back in the workspace finds its command replaced.
+    s.add_member(&w.alice, w.ws, &old, "member").await;
+    assert_eq!(listed(&s, w.ws, &w.carol).await, ["deploy"]);
+}
+
 /// One request a receiver got: its headers and raw body.
 struct Hit {
     path: String,

@@ -325,10 +325,14 @@ impl Chat {
             !invocation.command_webhooks.is_empty() || !invocation.outbox.webhooks.is_empty();
         let Some(logged) = self
             .store
-            .invoke_command_logged(command.id, invocation)
+            .invoke_command_logged(command.id, (ch, caller.id), invocation)
             .await?
         else {
             // The store's rule refused it; only the answer's wording is chosen here.
+            // The invoker left the channel meanwhile: as a send would be refused.
+            if !self.store.is_channel_member(ch, caller.id).await? {
+                return Err(forbidden("join the channel to post in it"));
+            }
             let (who, acting) = match command.target_user_id {
                 Some(agent) => ("agent", agent),
                 None => ("registrant", command.created_by),

@@ -939,8 +939,11 @@ pub struct Invocation {
 
 #[async_trait]
 pub trait CommandStore: Send + Sync {
-    /// Registers a command; `None` when the workspace has one of that name already.
-    /// The returned command carries no secret.
+    /// Registers a command; `None` when the workspace has one of that name already
+    /// that can be invoked. One that cannot (the rule of
+    /// [`invoke_command_logged`](Self::invoke_command_logged)) is replaced: it is listed
+    /// nowhere, so its name would otherwise be taken for good. The returned command
+    /// carries no secret.
     async fn create_command(&self, new: NewCommand) -> Result<Option<Command>>;
     /// A workspace's commands that can be invoked now (the rule of
     /// [`invoke_command_logged`](Self::invoke_command_logged)), by name.
@@ -950,17 +953,20 @@ pub trait CommandStore: Send + Sync {
     async fn command_named(&self, ws: WorkspaceId, name: &str) -> Result<Option<Command>>;
     /// `false` when there was no such command.
     async fn delete_command(&self, id: CommandId) -> Result<bool>;
-    /// Logs and queues `invocation` if command `id` can be invoked: whom it acts for —
-    /// its agent, or a `webhook_url` command's registrant — is active and a member of
-    /// the workspace (a registrant who is a server admin needs no membership). Asked in
-    /// the invocation's transaction, holding the workspace's row as removals from the
-    /// workspace and role changes hold it, and that user's row as deactivation does: a
-    /// removal either commits first (and is seen) or waits for the invocation, so
-    /// nothing of it is logged or queued after the removal's `workspace.left`.
+    /// Logs and queues `invocation`, typed by `invoker` in channel `ch`, if command `id`
+    /// can be invoked: whom it acts for — its agent, or a `webhook_url` command's
+    /// registrant — is active and a member of the workspace (a registrant who is a
+    /// server admin needs no membership), and the invoker is still a member of the
+    /// channel. Asked in the invocation's transaction, holding (shared) the workspace's
+    /// row as removals from the workspace and role changes hold it, the channel's as
+    /// leaves and sends do, and the acting user's as deactivation does: a removal
+    /// either commits first (and is seen) or waits for the invocation, so nothing of
+    /// it is logged or queued after the removal's `workspace.left` or `channel.left`.
     /// `None`, and nothing logged or queued, when it cannot (or is gone).
     async fn invoke_command_logged(
         &self,
         id: CommandId,
+        (ch, invoker): (ChannelId, UserId),
         invocation: Invocation,
     ) -> Result<Option<Vec<Publish>>>;
 }

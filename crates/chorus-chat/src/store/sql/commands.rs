@@ -69,6 +69,17 @@ where
     Option<String>: Column<DB>,
 {
     async fn create_command(&self, new: NewCommand) -> Result<Option<Command>> {
+        let mut tx = self.writer.begin().await?;
+        // A command of that name that can no longer be invoked is listed nowhere: it
+        // gives its name up (its queued deliveries go with it).
+        sqlx::query(&format!(
+            "DELETE FROM commands WHERE id IN (SELECT c.id FROM commands c
+              WHERE c.workspace_id = $1 AND c.name = $2 AND NOT {INVOCABLE})"
+        ))
+        .bind(new.workspace_id.0)
+        .bind(&new.name)
+        .execute(&mut *tx)
+        .await?;
         let row: Option<CommandRow> = sqlx::query_as(&format!(
             "INSERT INTO commands (workspace_id, name, description, target_user_id, webhook_url,
                                    webhook_secret, created_by, created_at)
@@ -84,8 +95,9 @@ where
         .bind(new.webhook_secret.as_deref())
         .bind(new.created_by.0)
         .bind(self.now().0)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(row.map(CommandRow::into_command))
     }
 
@@ -132,6 +144,7 @@ where
     async fn invoke_command_logged(
         &self,
         id: CommandId,
+        (ch, invoker): (ChannelId, UserId),
         invocation: Invocation,
     ) -> Result<Option<Vec<Publish>>> {
         let mut tx = self.writer.begin().await?;
@@ -146,16 +159,22 @@ where
             return Ok(None);
         };
         // The workspace's row, as removals and role changes take it (before channels'
-        // rows and scope heads), then the user's, as deactivation takes it (before
-        // scope heads); shared, so invocations do not wait for each other. Each lock is
-        // its own statement, before the check: a PostgreSQL statement sees what
-        // committed before it began, so the check sees the change a lock waited for.
+        // rows and scope heads), then the channel's, as leaves and sends take it, then
+        // the acting user's, as deactivation takes it (before scope heads); shared, so
+        // invocations do not wait for each other. Each lock is its own statement,
+        // before the check: a PostgreSQL statement sees what committed before it
+        // began, so the check sees the change a lock waited for.
         share_row::<DB>(&mut tx, "workspaces", ws).await?;
+        share_row::<DB>(&mut tx, "channels", ch.0).await?;
         share_row::<DB>(&mut tx, "users", acting).await?;
         let invocable: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT c.id FROM commands c WHERE c.id = $1 AND {INVOCABLE}"
+            "SELECT c.id FROM commands c WHERE c.id = $1 AND {INVOCABLE}
+               AND EXISTS (SELECT 1 FROM channel_members cm
+                           WHERE cm.channel_id = $2 AND cm.user_id = $3)"
         ))
         .bind(id.0)
+        .bind(ch.0)
+        .bind(invoker.0)
         .fetch_optional(&mut *tx)
         .await?;
         if invocable.is_none() {
