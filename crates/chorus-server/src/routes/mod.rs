@@ -126,8 +126,8 @@ async fn dev_addressed_locally(req: Request, next: Next) -> Response {
 }
 
 /// Whether a request's `Host` (or HTTP/2 authority) names this machine without DNS:
-/// `localhost`, a name under `.localhost` (browsers resolve those to loopback
-/// themselves), or an IP address.
+/// `localhost` or an IP address. (Not names under `.localhost`: only some browsers
+/// resolve those themselves; elsewhere a hostile resolver could answer for them.)
 fn is_local_authority(authority: &[u8]) -> bool {
     let Ok(authority) = Authority::try_from(authority) else {
         return false;
@@ -138,7 +138,7 @@ fn is_local_authority(authority: &[u8]) -> bool {
         return true;
     }
     let name = host.trim_end_matches('.').to_ascii_lowercase();
-    name == "localhost" || name.ends_with(".localhost")
+    name == "localhost"
 }
 
 #[cfg(test)]
@@ -151,7 +151,6 @@ mod tests {
             "localhost",
             "LOCALHOST:7800",
             "localhost.:7800",
-            "web.localhost:5173",
             "127.0.0.1:7800",
             "10.1.2.3",
             "[::1]:7800",
@@ -163,6 +162,7 @@ mod tests {
             "attacker.example",
             "attacker.example:7800",
             "localhost.attacker.example",
+            "web.localhost:5173",
             "127.0.0.1.nip.io",
             "",
             "bad host",
