@@ -38,6 +38,7 @@ import type {
   Presence,
   ReadState,
   Publish,
+  RevokeProxySessions,
   Role,
   Published,
   ReceiptState,
@@ -443,6 +444,14 @@ export class ChorusHttp {
     return this.json('POST', 'api/v1/publish', req);
   }
 
+  /** The application logged its user `sub` out (gateway mode; a server key with
+   * `sessions:revoke`): their sockets the connect proxy authenticated close with 3502 on
+   * every node, and their credentials are asked about again. */
+  async revokeProxySessions(sub: string): Promise<void> {
+    const body: RevokeProxySessions = { sub };
+    await this.request('POST', 'api/v1/proxy/sessions/revoke', body);
+  }
+
   /** The declared `topic:` namespaces (gateway mode), as configured (server admins). */
   namespaces(): Promise<Namespace[]> {
     return this.json('GET', 'api/v1/namespaces');
@@ -641,6 +650,7 @@ export const ROUTES: ReadonlyArray<readonly [string, string, keyof ChorusHttp]> 
   ['GET', '/api/v1/scopes/{scope}/events', 'scopeEvents'],
   ['GET', '/api/v1/scopes/{scope}/presence', 'topicPresence'],
   ['POST', '/api/v1/publish', 'publish'],
+  ['POST', '/api/v1/proxy/sessions/revoke', 'revokeProxySessions'],
   ['GET', '/api/v1/realtime/stats', 'stats'],
   ['POST', '/api/v1/server-keys', 'createServerKey'],
   ['GET', '/api/v1/server-keys', 'listServerKeys'],

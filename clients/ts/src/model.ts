@@ -117,6 +117,8 @@ export type CreateCommand = Schemas['CreateCommand'];
 /** `text` for plain messages (the field is then absent), `action` for `/me`. */
 export type MessageKind = Schemas['MessageKind'];
 export type Publish = Schemas['Publish'];
+/** `POST /api/v1/proxy/sessions/revoke`: the application logged `sub` out. */
+export type RevokeProxySessions = Schemas['RevokeProxySessions'];
 
 // ---- event payloads (docs/protocol.md, "Event types")
 

@@ -211,7 +211,9 @@ pub struct SubscriptionRevoked {
 /// `credentials.revoked`, on the user's scope, just before the server closes the
 /// connections opened with those credentials (3502): `token_id` for a revoked token
 /// (only the sockets it opened close), none for a deactivated user (all of them
-/// close). `reason`: `token_revoked`, `deactivated`.
+/// close) or for an application's logout (`POST /api/v1/proxy/sessions/revoke`: the
+/// sockets the connect proxy authenticated close). `reason`: `token_revoked`,
+/// `deactivated`, `session_revoked`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CredentialsRevoked {

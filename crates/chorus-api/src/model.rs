@@ -782,6 +782,10 @@ pub enum KeyPermission {
     /// `GET /api/v1/realtime/stats`.
     #[serde(rename = "stats:read")]
     StatsRead,
+    /// `POST /api/v1/proxy/sessions/revoke`: close an application user's sockets that
+    /// the connect proxy authenticated (at logout).
+    #[serde(rename = "sessions:revoke")]
+    SessionsRevoke,
 }
 
 /// A server key as listed: never its secret.
@@ -822,6 +826,7 @@ impl KeyPermission {
         match self {
             Self::Publish => "publish",
             Self::StatsRead => "stats:read",
+            Self::SessionsRevoke => "sessions:revoke",
         }
     }
 }

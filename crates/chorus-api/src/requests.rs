@@ -542,6 +542,16 @@ pub struct SetStatus {
     pub status_text: String,
 }
 
+/// `POST /api/v1/proxy/sessions/revoke` (a server key with `sessions:revoke`, or the
+/// admin token): the application logged `sub` out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevokeProxySessions {
+    /// The application's id of the user, as its connect proxy answers it.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
+    pub sub: String,
+}
+
 /// `POST /api/v1/publish` (a server key with `publish`, or the admin token).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -737,7 +747,7 @@ pub struct CreateServerKey {
         )
     )]
     pub name: String,
-    /// At least one of `publish`, `stats:read`.
+    /// At least one of `publish`, `stats:read`, `sessions:revoke`.
     #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub permissions: Vec<KeyPermission>,
     /// With `publish`: the scopes the key may publish to start with one of these (each

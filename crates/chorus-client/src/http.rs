@@ -588,6 +588,20 @@ impl Client {
             .await
     }
 
+    /// The application logged its user `sub` out (gateway mode; a server key with
+    /// `sessions:revoke`): their sockets the connect proxy authenticated close with 3502
+    /// on every node, and their credentials are asked about again.
+    pub async fn revoke_proxy_sessions(&self, sub: &str) -> Result<()> {
+        let body = RevokeProxySessions {
+            sub: sub.to_owned(),
+        };
+        self.empty(
+            self.request(Method::POST, "api/v1/proxy/sessions/revoke")?
+                .json(&body),
+        )
+        .await
+    }
+
     /// The declared `topic:` namespaces (gateway mode), as configured (server admins).
     pub async fn namespaces(&self) -> Result<Vec<chorus_api::Namespace>> {
         self.json(self.request(Method::GET, "api/v1/namespaces")?)
@@ -859,6 +873,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/scopes/{scope}/events", "scope_events"),
     ("GET", "/api/v1/scopes/{scope}/presence", "topic_presence"),
     ("POST", "/api/v1/publish", "publish"),
+    (
+        "POST",
+        "/api/v1/proxy/sessions/revoke",
+        "revoke_proxy_sessions",
+    ),
     ("GET", "/api/v1/realtime/stats", "stats"),
     ("POST", "/api/v1/server-keys", "create_server_key"),
     ("GET", "/api/v1/server-keys", "list_server_keys"),

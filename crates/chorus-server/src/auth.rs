@@ -66,6 +66,11 @@ impl Authenticator {
         }
     }
 
+    /// The connect proxy, when `[proxy.connect]` is configured.
+    pub fn connect_proxy(&self) -> Option<&Proxies> {
+        self.connect.as_deref()
+    }
+
     /// The `Cookie` credential of a `/ws` upgrade without a token, when the connect
     /// proxy is configured to judge it and the upgrade's `Origin` is one it allows.
     pub fn connect_cookie(&self, headers: &HeaderMap) -> Option<Credential> {

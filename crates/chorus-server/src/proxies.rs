@@ -7,7 +7,9 @@
 //!   introspected by the application, which answers who it is. The
 //!   Chorus user of application id `sub` is the user named `app.<sub>` (folded and
 //!   suffixed with a hash when that is not a valid name), created on first sight.
-//!   Identities are cached by a SHA-256 of the credential.
+//!   Identities are cached by a SHA-256 of the credential. Sockets it authenticated
+//!   carry [`PROXY_CREDENTIAL`]: the application's logout
+//!   (`POST /api/v1/proxy/sessions/revoke`, [`Proxies::revoke`]) closes them.
 //! - `subscribe` / `publish`: asked by the chat ([`AppProxy`]) for namespaces whose
 //!   access is `proxy`, with the credential's roles. Subscribe answers are cached by
 //!   user, scope and roles.
@@ -33,7 +35,7 @@ use chorus_chat::Chat;
 use chorus_chat::error::ChatError;
 use chorus_chat::model::UserKind;
 use chorus_chat::namespaces::credential_roles;
-use chorus_chat::service::AppProxy;
+use chorus_chat::service::{AppProxy, PROXY_CREDENTIAL};
 use chorus_proto::ErrorCode;
 use chorus_realtime::{Clock, SessionAuth};
 use serde::Serialize;
@@ -167,6 +169,12 @@ impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
             }
         }
         entries.insert(key, (until, value));
+    }
+
+    /// Forgets the answers `drop` picks.
+    fn forget(&self, drop: impl Fn(&V) -> bool) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (_, value)| !drop(value));
     }
 }
 
@@ -379,11 +387,37 @@ impl Proxies {
         Ok(Principal {
             user,
             session: SessionAuth {
-                credential: None,
+                credential: Some(PROXY_CREDENTIAL),
                 expires_at,
                 roles,
             },
         })
+    }
+
+    /// The application logged its user `sub` out: every socket the connect proxy
+    /// authenticated for them closes with 3502, on every node (an event on the user's
+    /// scope), and this node forgets their cached identities, so their credentials are
+    /// asked about again. Their sockets opened with an API token stay. Nothing to do for
+    /// a user Chorus never saw. `Err(NotFound)` without `[proxy.connect]`.
+    pub async fn revoke(&self, chat: &Chat, sub: &str) -> Result<(), ApiError> {
+        if self.connect.is_none() {
+            return Err(ApiError::not_found("no [proxy.connect] is configured"));
+        }
+        if sub.is_empty() || sub.len() > 256 {
+            return Err(ApiError::bad_request("sub must be 1 to 256 bytes"));
+        }
+        let name = subject_name(&format!("app.{sub}"));
+        let user = match chat.user_by_subject(&name).await {
+            Ok(Some(user)) => user,
+            // Never seen, or deactivated (every socket of theirs is closed already).
+            Ok(None) | Err(ChatError::Unauthorized(_)) => return Ok(()),
+            Err(err) => return Err(err.into()),
+        };
+        // Forgotten first: a socket opening meanwhile asks the application.
+        self.identities
+            .forget(|identity| identity.user == user.id.0);
+        chat.close_proxy_sessions(user.id).await?;
+        Ok(())
     }
 
     /// POSTs `body`, signed, to `endpoint` and reads its JSON answer: `Err` says why
@@ -489,7 +523,7 @@ async fn principal(chat: &Chat, identity: &Identity) -> Result<Principal, ApiErr
     Ok(Principal {
         user,
         session: SessionAuth {
-            credential: None,
+            credential: Some(PROXY_CREDENTIAL),
             expires_at: identity.expires_at,
             roles: identity.roles.clone(),
         },

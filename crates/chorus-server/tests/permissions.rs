@@ -405,6 +405,9 @@ enum Action {
     /// oneself.
     SignInLink,
     SignInLinkForSelf,
+    /// `POST /api/v1/proxy/sessions/revoke` (the application's logout; this server has
+    /// no `[proxy.connect]`, so an admin gets `404`).
+    RevokeProxySessions,
     /// Target opens an MCP session on `/mcp` (the 2025-06-18 handshake); then a
     /// notification `POST`ed in it, with its `Mcp-Session-Id`.
     UseTargetsMcpSession,
@@ -501,6 +504,10 @@ impl Action {
             SignInLinkForSelf => {
                 let path = format!("/api/v1/users/{}/sign-in-links", by.id);
                 call(Method::POST, path, Some(json!({}))).await
+            }
+            RevokeProxySessions => {
+                let path = "/api/v1/proxy/sessions/revoke".to_owned();
+                call(Method::POST, path, Some(json!({"sub": "42"}))).await
             }
             UseTargetsMcpSession => {
                 let mcp = |bearer: &str, session: Option<&str>, body: Value| {
@@ -1289,6 +1296,16 @@ const SERVER_ROWS: &[(Action, &[(Actor, u16)])] = &[
     (
         SignInLinkForSelf,
         &[(ServerAdmin, CREATED), (Owner, DENIED), (Member, DENIED)],
+    ),
+    (
+        RevokeProxySessions,
+        &[
+            (ServerAdmin, UNKNOWN),
+            (Owner, DENIED),
+            (Member, DENIED),
+            (Agent, DENIED),
+            (Outsider, DENIED),
+        ],
     ),
     // Another user's MCP session is answered as one that does not exist.
     (

@@ -315,6 +315,117 @@ async fn refused_cookies_are_judged_at_the_failure_rate() {
     ada.ping().await;
 }
 
+/// The application's logout (`POST /api/v1/proxy/sessions/revoke {"sub"}`, a server
+/// key with `sessions:revoke`): every socket the connect proxy authenticated for the
+/// user (cookie or token) closes with 3502, their socket opened with a Chorus API token
+/// stays, and the cookie is asked about again despite `cache_ms`; the application, which
+/// logged the session out, refuses it then.
+#[tokio::test]
+async fn the_applications_logout_closes_the_users_proxied_sockets() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let logged_out = Arc::new(AtomicBool::new(false));
+    let app = App::start({
+        let logged_out = logged_out.clone();
+        move |proxy, body| {
+            if logged_out.load(Ordering::SeqCst) {
+                Reply::Json(json!({"active": false, "reason": "logged out"}))
+            } else {
+                introspect(proxy, body)
+            }
+        }
+    })
+    .await;
+    let s = TestServer::start_with(|c| c.proxy = proxies(Some(app.url("connect")), None)).await;
+    let good = ("cookie", "theme=dark; session=good");
+    let origin = ("origin", APP_ORIGIN);
+    let mut by_cookie = s.connect_with(&[good, origin]).await;
+    let id = by_cookie.user_id();
+    let mut by_app_token = s.connect("good-token").await;
+    assert_eq!(by_app_token.user_id(), id);
+    // The same user's Chorus API token, which the application's logout does not touch.
+    let api_token = s
+        .post(
+            &format!("/api/v1/users/{id}/tokens"),
+            ADMIN_TOKEN,
+            json!({"name": "cli"}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut by_api_token = s.connect(&api_token).await;
+    assert_eq!(by_api_token.user_id(), id);
+    // Cached: a second upgrade with the cookie is not asked about.
+    let mut again = s.connect_with(&[good, origin]).await;
+    assert_eq!(app.seen("connect").len(), 2, "the cookie and the token");
+
+    let key = |permissions: Value| {
+        let s = &s;
+        async move {
+            s.post(
+                "/api/v1/server-keys",
+                ADMIN_TOKEN,
+                json!({"name": "app", "permissions": permissions}),
+            )
+            .await
+            .expect_status(StatusCode::CREATED)
+            .body["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let revoke = "/api/v1/proxy/sessions/revoke";
+    let publisher = key(json!(["publish"])).await;
+    s.post(revoke, &publisher, json!({"sub": "42"}))
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    s.post(revoke, &api_token, json!({"sub": "42"}))
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    by_cookie.ping().await;
+
+    let logout = key(json!(["sessions:revoke"])).await;
+    // A user Chorus never saw: nothing to close.
+    s.post(revoke, &logout, json!({"sub": "7"}))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    by_cookie.ping().await;
+    logged_out.store(true, Ordering::SeqCst);
+    s.post(revoke, &logout, json!({"sub": "42"}))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    assert_eq!(by_cookie.expect_close().await, Some(3502));
+    assert_eq!(again.expect_close().await, Some(3502));
+    assert_eq!(by_app_token.expect_close().await, Some(3502));
+    by_api_token.ping().await;
+
+    // The cached identity is gone: the cookie is asked about again, and refused.
+    let (status, body) = s.refused_upgrade_with(&[good, origin]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let asked = app.seen("connect");
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    assert_eq!(asked[2].body["cookie"], good.1);
+    by_api_token.ping().await;
+}
+
+/// Without `[proxy.connect]` there is no proxied session to revoke: `404`.
+#[tokio::test]
+async fn revoking_proxied_sessions_needs_the_connect_proxy() {
+    let s = TestServer::start().await;
+    s.post(
+        "/api/v1/proxy/sessions/revoke",
+        ADMIN_TOKEN,
+        json!({"sub": "42"}),
+    )
+    .await
+    .expect_error(StatusCode::NOT_FOUND, "not_found");
+}
+
 /// Asserts a clear refusal: 503 `unavailable`, saying why. The upgrade's own bounded
 /// wait (`common::WAIT`, 10 s) is far shorter than the slow application's minute, so
 /// an answer at all shows the timeout bounded it.

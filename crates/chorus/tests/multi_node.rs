@@ -740,6 +740,11 @@ async fn created_before_barrier(ws: &mut Ws) -> Vec<Value> {
 
 /// A webhook receiver that answers 200 to everything and counts the requests.
 async fn webhook_receiver() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    http_receiver("").await
+}
+
+/// [`webhook_receiver`] whose answers carry `body`.
+async fn http_receiver(body: &'static str) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -786,9 +791,11 @@ async fn webhook_receiver() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                     .trim()
                     .to_owned();
                 out.lock().unwrap().push(event);
-                let _ = tcp
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(answer.as_bytes()).await;
             });
         }
     });
@@ -1506,6 +1513,64 @@ async fn a_token_revoked_on_one_node_closes_its_socket_on_another() {
     })
     .await
     .expect("node B did not close the revoked token's socket within 2 s");
+    assert_eq!(closed, Some(3502));
+    let ack = request(&mut kept, json!({"op": "ping"})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+}
+
+/// Gateway mode: the application's logout (`POST /api/v1/proxy/sessions/revoke`) sent
+/// to node A closes, on node B, the socket the connect proxy authenticated for that
+/// application user (3502 after `credentials.revoked {reason: "session_revoked"}`);
+/// the same user's socket opened with a Chorus API token stays.
+#[tokio::test]
+#[ignore = "needs redis-server: scripts/test runs it (--run-ignored all)"]
+async fn the_applications_logout_on_one_node_closes_proxied_sockets_on_another() {
+    // The application: every credential is its user 42.
+    let (app, _) = http_receiver(r#"{"active": true, "sub": "42"}"#).await;
+    let config =
+        format!("[proxy]\nsecret = \"s3cret\"\n[proxy.connect]\nurl = \"http://{app}/connect\"\n");
+    let cluster = cluster_with(2, &config).await;
+    let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let mut proxied = open(b, "app-session").await;
+    let me = reqwest::Client::new()
+        .get(format!("http://{b}/api/v1/me"))
+        .bearer_auth("app-session")
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let user = me["id"].as_i64().unwrap();
+    let created = call(
+        a,
+        ADMIN,
+        &format!("/api/v1/users/{user}/tokens"),
+        json!({"name": "cli"}),
+    )
+    .await;
+    let mut kept = open(b, created["token"].as_str().unwrap()).await;
+
+    call(
+        a,
+        ADMIN,
+        "/api/v1/proxy/sessions/revoke",
+        json!({"sub": "42"}),
+    )
+    .await;
+    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+        let event = next_event(&mut proxied, "credentials.revoked").await;
+        assert_eq!(event["data"]["reason"], "session_revoked", "{event}");
+        loop {
+            match proxied.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("node B did not close the proxied socket within 2 s");
     assert_eq!(closed, Some(3502));
     let ack = request(&mut kept, json!({"op": "ping"})).await;
     assert_eq!(ack["op"], "ack", "{ack}");

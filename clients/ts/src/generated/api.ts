@@ -438,6 +438,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/proxy/sessions/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The application logged a user out (gateway mode): every socket the connect proxy
+         *     authenticated for application user `sub` (by cookie or token) closes with 3502 on
+         *     every node, and their cached identities are forgotten, so the next upgrade with the
+         *     same cookie asks the application again. Their sockets opened with a Chorus API token
+         *     stay. Takes a server key with `sessions:revoke` or the admin token; `204` also when
+         *     nothing was open, `404` without `[proxy.connect]`.
+         */
+        post: operations["revoke_proxy_sessions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/publish": {
         parameters: {
             query?: never;
@@ -539,7 +563,8 @@ export interface paths {
         /**
          * Create a server key (server admins): `publish` lets it call `POST /api/v1/publish`
          *     (only for scopes starting with one of `publish_prefixes`, when given), `stats:read`
-         *     lets it read `GET /api/v1/realtime/stats`. Every other route refuses it (403).
+         *     lets it read `GET /api/v1/realtime/stats`, `sessions:revoke` lets it call
+         *     `POST /api/v1/proxy/sessions/revoke`. Every other route refuses it (403).
          */
         post: operations["create_key"];
         delete?: never;
@@ -1302,7 +1327,7 @@ export interface components {
         CreateServerKey: {
             /** @description What the key is for (1–80 bytes once trimmed), e.g. the backend using it. */
             name: string;
-            /** @description At least one of `publish`, `stats:read`. */
+            /** @description At least one of `publish`, `stats:read`, `sessions:revoke`. */
             permissions: components["schemas"]["KeyPermission"][];
             /**
              * @description With `publish`: the scopes the key may publish to start with one of these (each
@@ -1366,7 +1391,9 @@ export interface components {
          * @description `credentials.revoked`, on the user's scope, just before the server closes the
          *     connections opened with those credentials (3502): `token_id` for a revoked token
          *     (only the sockets it opened close), none for a deactivated user (all of them
-         *     close). `reason`: `token_revoked`, `deactivated`.
+         *     close) or for an application's logout (`POST /api/v1/proxy/sessions/revoke`: the
+         *     sockets the connect proxy authenticated close). `reason`: `token_revoked`,
+         *     `deactivated`, `session_revoked`.
          */
         CredentialsRevoked: {
             reason: string;
@@ -1565,7 +1592,7 @@ export interface components {
          * @description What a server key may do. Nothing else: every user route refuses a key.
          * @enum {string}
          */
-        KeyPermission: "publish" | "stats:read";
+        KeyPermission: "publish" | "stats:read" | "sessions:revoke";
         /**
          * @description `channel.loop_guard`: agents stopped being woken in a channel (`state: "held"`,
          *     `reason`: `agent_messages`, too many agent messages without a person's in between,
@@ -1926,6 +1953,14 @@ export interface components {
         Receipts: {
             message_id: components["schemas"]["MessageId"];
             receipts: components["schemas"]["Receipt"][];
+        };
+        /**
+         * @description `POST /api/v1/proxy/sessions/revoke` (a server key with `sessions:revoke`, or the
+         *     admin token): the application logged `sub` out.
+         */
+        RevokeProxySessions: {
+            /** @description The application's id of the user, as its connect proxy answers it. */
+            sub: string;
         };
         /**
          * @description A member's role in a workspace.
@@ -4649,6 +4684,95 @@ export interface operations {
                 headers: {
                     /** @description Whole seconds until a retry may succeed. */
                     "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    revoke_proxy_sessions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RevokeProxySessions"];
+            };
+        };
+        responses: {
+            /** @description Done; no body. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (see the message). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is over the server's `max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable. */
+            503: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

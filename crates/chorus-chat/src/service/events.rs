@@ -150,8 +150,29 @@ pub(crate) fn left_event(user: UserId, kind: &str, scope: Scope, data: &impl Ser
 /// past the read cache's TTL, so no node still accepts the credentials then.
 const CLOSE_AGAIN_AFTER: Duration = super::cache::TTL.saturating_add(Duration::from_secs(1));
 
+/// The credential id of the connections the application's connect proxy authenticated
+/// (gateway mode). Token ids are positive, so a close naming it ends only those.
+pub const PROXY_CREDENTIAL: i64 = -1;
+
+impl Chat {
+    /// Closes, on every node, the connections of `user` that the connect proxy
+    /// authenticated: 3502 after `credentials.revoked {reason: "session_revoked"}`. The
+    /// user's connections opened otherwise (an API token) stay. No second close later
+    /// (unlike a token's): the user may sign in again at once, with new credentials
+    /// that look the same to Chorus.
+    pub async fn close_proxy_sessions(&self, user: UserId) -> crate::error::Result<()> {
+        let publish = close_sessions_event(user, Some(PROXY_CREDENTIAL), "session_revoked");
+        self.engine
+            .publish(publish)
+            .await
+            .map(drop)
+            .map_err(|e| crate::error::ChatError::Unavailable(e.to_string()))
+    }
+}
+
 /// Closes the user's live connections on every node with 3502 (credentials no longer
-/// valid): all of them, or only those opened with `credential` (a token's id).
+/// valid): all of them, or only those opened with `credential` (a token's id, or
+/// [`PROXY_CREDENTIAL`]).
 /// `credentials.revoked {reason, token_id?}` on the user's scope, which each connection
 /// receives before it closes; logged with the change that revokes.
 pub(crate) fn close_sessions_event(user: UserId, credential: Option<i64>, reason: &str) -> Publish {
@@ -161,7 +182,7 @@ pub(crate) fn close_sessions_event(user: UserId, credential: Option<i64>, reason
     };
     let data = CredentialsRevoked {
         reason: reason.to_owned(),
-        token_id: credential.map(TokenId),
+        token_id: credential.filter(|&c| c != PROXY_CREDENTIAL).map(TokenId),
     };
     Publish::new(user_scope(user), "credentials.revoked", &data).with_effect(effect)
 }

@@ -35,7 +35,7 @@ impl Chat {
         permissions.dedup();
         if permissions.is_empty() {
             return Err(bad(
-                "permissions must name at least one of publish, stats:read",
+                "permissions must name at least one of publish, stats:read, sessions:revoke",
             ));
         }
         if let Some(prefixes) = &req.publish_prefixes {

@@ -22,7 +22,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Create a server key (server admins): `publish` lets it call `POST /api/v1/publish`
 /// (only for scopes starting with one of `publish_prefixes`, when given), `stats:read`
-/// lets it read `GET /api/v1/realtime/stats`. Every other route refuses it (403).
+/// lets it read `GET /api/v1/realtime/stats`, `sessions:revoke` lets it call
+/// `POST /api/v1/proxy/sessions/revoke`. Every other route refuses it (403).
 #[utoipa::path(post, path = "/api/v1/server-keys", tag = "operations", request_body = CreateServerKey,
     responses((status = 201, body = CreatedServerKey), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn create_key(

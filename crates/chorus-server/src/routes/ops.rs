@@ -1,4 +1,5 @@
-//! Operations: health, readiness, metrics, stats, and `/api/v1/publish`.
+//! Operations: health, readiness, metrics, stats, `/api/v1/publish`, and the
+//! application's logout (`/api/v1/proxy/sessions/revoke`).
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -6,7 +7,7 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use chorus_api::{Health, Namespace, Publish as PublishRequest, Published};
+use chorus_api::{Health, Namespace, Publish as PublishRequest, Published, RevokeProxySessions};
 use chorus_chat::service::NodeStat;
 use chorus_chat::store::KeyPermission;
 use chorus_realtime::metrics::MetricsSnapshot;
@@ -51,6 +52,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
         .routes(routes!(stats))
         .routes(routes!(publish))
+        .routes(routes!(revoke_proxy_sessions))
         .routes(routes!(namespaces))
 }
 
@@ -424,6 +426,28 @@ async fn publish(
             offset,
         }),
     ))
+}
+
+/// The application logged a user out (gateway mode): every socket the connect proxy
+/// authenticated for application user `sub` (by cookie or token) closes with 3502 on
+/// every node, and their cached identities are forgotten, so the next upgrade with the
+/// same cookie asks the application again. Their sockets opened with a Chorus API token
+/// stay. Takes a server key with `sessions:revoke` or the admin token; `204` also when
+/// nothing was open, `404` without `[proxy.connect]`.
+#[utoipa::path(post, path = "/api/v1/proxy/sessions/revoke", tag = "operations", request_body = RevokeProxySessions,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn revoke_proxy_sessions(
+    State(state): State<AppState>,
+    operator: Operator,
+    Json(req): Json<RevokeProxySessions>,
+) -> ApiResult<StatusCode> {
+    operator.require(KeyPermission::SessionsRevoke)?;
+    let proxy = state
+        .auth
+        .connect_proxy()
+        .ok_or_else(|| ApiError::not_found("no [proxy.connect] is configured"))?;
+    proxy.revoke(&state.chat, &req.sub).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The declared `topic:` namespaces (gateway mode), as configured: for server admins.
