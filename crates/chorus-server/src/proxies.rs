@@ -7,9 +7,11 @@
 //!   introspected by the application, which answers who it is. The
 //!   Chorus user of application id `sub` is the user named `app.<sub>` (folded and
 //!   suffixed with a hash when that is not a valid name), created on first sight.
-//!   Identities are cached by a SHA-256 of the credential. Sockets it authenticated
-//!   carry [`PROXY_CREDENTIAL`]: the application's logout
-//!   (`POST /api/v1/proxy/sessions/revoke`, [`Proxies::revoke`]) closes them.
+//!   Identities are cached by a SHA-256 of the credential, and count while the user's
+//!   connect-proxy epoch is the one they were vouched for in. Sockets it authenticated
+//!   carry that epoch's [`proxy_credential`]: the application's logout
+//!   (`POST /api/v1/proxy/sessions/revoke`, [`Proxies::revoke`]) ends the epoch on
+//!   every node and closes them.
 //! - `subscribe` / `publish`: asked by the chat ([`AppProxy`]) for namespaces whose
 //!   access is `proxy`, with the credential's roles. Subscribe answers are cached by
 //!   user, scope and roles.
@@ -33,9 +35,10 @@ use chorus_api::proxy::{
 };
 use chorus_chat::Chat;
 use chorus_chat::error::ChatError;
-use chorus_chat::model::UserKind;
+use chorus_chat::model::{User, UserId, UserKind};
 use chorus_chat::namespaces::credential_roles;
-use chorus_chat::service::{AppProxy, PROXY_CREDENTIAL};
+use chorus_chat::service::{AppProxy, proxy_credential};
+use chorus_chat::store::ProxyEpoch;
 use chorus_proto::ErrorCode;
 use chorus_realtime::{Clock, SessionAuth};
 use serde::Serialize;
@@ -179,14 +182,38 @@ impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
 }
 
 /// A cached identity: the user is read again on each use (a deactivated user is
-/// refused at once).
+/// refused at once), and so is their connect-proxy epoch (a logged-out user's
+/// identities stop counting on every node).
 #[derive(Clone)]
 struct Identity {
     user: i64,
+    /// The user's connect-proxy epoch when the application vouched for the credentials.
+    epoch: i64,
     expires_at: Option<SystemTime>,
     /// The roles the application gave the credentials.
     roles: chorus_realtime::Roles,
 }
+
+impl Identity {
+    /// The connection's credentials: the epoch's credential id, so the logout that ends
+    /// the epoch closes the sockets opened with them.
+    fn session(&self) -> SessionAuth {
+        SessionAuth {
+            credential: Some(proxy_credential(self.epoch)),
+            expires_at: self.expires_at,
+            roles: self.roles.clone(),
+        }
+    }
+}
+
+/// Times the connect proxy is asked about one credential, at most, while its user is
+/// being logged out.
+const MAX_ASKS: usize = 3;
+
+/// How much earlier than a question a logout may be stamped and still be taken for
+/// one that happened while the application was asked (ms): the nodes' clocks differ
+/// by a little.
+const LOGOUT_SKEW_MS: i64 = 1_000;
 
 /// The configured proxies and their client.
 pub struct Proxies {
@@ -290,9 +317,9 @@ impl Proxies {
     }
 
     /// The user `credential` stands for, as the connect proxy says (or said, within
-    /// its `cache_ms`). Refused credentials: `unauthorized`; no usable answer:
-    /// `unavailable`. Without `ask`, only a cached answer counts (`unauthorized`
-    /// otherwise): the application is not asked.
+    /// its `cache_ms`, and the user was not logged out since). Refused credentials:
+    /// `unauthorized`; no usable answer: `unavailable`. Without `ask`, only a cached
+    /// answer counts (`unauthorized` otherwise): the application is not asked.
     pub async fn connect(
         &self,
         chat: &Chat,
@@ -306,16 +333,64 @@ impl Proxies {
             return Err(ApiError::unauthorized("credentials too long"));
         }
         let key = credential.key();
-        let now = self.clock.instant();
-        if let Some(identity) = self.identities.get(&key, now) {
-            return principal(chat, &identity).await;
+        if let Some(identity) = self.identities.get(&key, self.clock.instant()) {
+            let user = user_of(chat, &identity).await?;
+            // The epoch is read on every use: a logout through any node ends it.
+            if epoch_of(chat, &identity).await?.epoch == identity.epoch {
+                return Ok(Principal {
+                    user,
+                    session: identity.session(),
+                });
+            }
         }
         if !ask {
             return Err(ApiError::unauthorized(
                 "too many refused credentials from this address; not asked",
             ));
         }
-        let request = match credential {
+        // An answer the application gave before logging the user out must not let
+        // them in: when the user was logged out about the time the question was asked
+        // (clocks of nodes differ by a little), the application is asked again, until
+        // an answer comes with no logout between two of them.
+        let mut last_epoch = None;
+        for _ in 0..MAX_ASKS {
+            let asked_at = self.clock.now_ms();
+            let (identity, user) = self.ask(chat, endpoint, &credential).await?;
+            let now = epoch_of(chat, &identity).await?;
+            let settled = now.since.is_none_or(|at| at.0 < asked_at - LOGOUT_SKEW_MS)
+                || last_epoch == Some(now.epoch);
+            if settled {
+                let identity = Identity {
+                    epoch: now.epoch,
+                    ..identity
+                };
+                let session = identity.session();
+                // Kept no longer than the credentials are valid.
+                let mut cache = endpoint.cache;
+                if let Some(exp) = identity.expires_at {
+                    let wall = self.clock.system_time();
+                    cache = cache.min(exp.duration_since(wall).unwrap_or_default());
+                }
+                let now = self.clock.instant();
+                self.identities.put(key, identity, now + cache, now);
+                return Ok(Principal { user, session });
+            }
+            last_epoch = Some(now.epoch);
+        }
+        Err(unavailable(
+            "the application logged the user out while it was asked; try again",
+        ))
+    }
+
+    /// Asks the connect proxy who `credential` is: the identity it answers (its
+    /// `epoch` not yet known: 0) and its user, created on first sight.
+    async fn ask(
+        &self,
+        chat: &Chat,
+        endpoint: &Endpoint,
+        credential: &Credential,
+    ) -> Result<(Identity, User), ApiError> {
+        let request = match credential.clone() {
             Credential::Token(token) => ConnectRequest {
                 token: Some(token),
                 cookie: None,
@@ -351,8 +426,7 @@ impl Proxies {
             ),
             None => None,
         };
-        let wall = self.clock.system_time();
-        if expires_at.is_some_and(|exp| exp <= wall) {
+        if expires_at.is_some_and(|exp| exp <= self.clock.system_time()) {
             return Err(ApiError::unauthorized("the credentials have expired (exp)"));
         }
         // Bad roles are the application's bug, like any other bad answer.
@@ -375,30 +449,19 @@ impl Proxies {
         };
         let identity = Identity {
             user: user.id.0,
+            epoch: 0,
             expires_at,
-            roles: roles.clone(),
+            roles,
         };
-        // Kept no longer than the credentials are valid.
-        let mut cache = endpoint.cache;
-        if let Some(exp) = expires_at {
-            cache = cache.min(exp.duration_since(wall).unwrap_or_default());
-        }
-        self.identities.put(key, identity, now + cache, now);
-        Ok(Principal {
-            user,
-            session: SessionAuth {
-                credential: Some(PROXY_CREDENTIAL),
-                expires_at,
-                roles,
-            },
-        })
+        Ok((identity, user))
     }
 
-    /// The application logged its user `sub` out: every socket the connect proxy
-    /// authenticated for them closes with 3502, on every node (an event on the user's
-    /// scope), and this node forgets their cached identities, so their credentials are
-    /// asked about again. Their sockets opened with an API token stay. Nothing to do for
-    /// a user Chorus never saw. `Err(NotFound)` without `[proxy.connect]`.
+    /// The application logged its user `sub` out: their connect-proxy epoch ends, so
+    /// every node asks the application about their credentials again, and every socket
+    /// the connect proxy authenticated for them closes with 3502, on every node (an
+    /// event on the user's scope; see `Chat::close_proxy_sessions`). Their sockets
+    /// opened with an API token stay. Nothing to do for a user Chorus never saw.
+    /// `Err(NotFound)` without `[proxy.connect]`.
     pub async fn revoke(&self, chat: &Chat, sub: &str) -> Result<(), ApiError> {
         if self.connect.is_none() {
             return Err(ApiError::not_found("no [proxy.connect] is configured"));
@@ -413,10 +476,10 @@ impl Proxies {
             Ok(None) | Err(ChatError::Unauthorized(_)) => return Ok(()),
             Err(err) => return Err(err.into()),
         };
-        // Forgotten first: a socket opening meanwhile asks the application.
+        chat.close_proxy_sessions(user.id).await?;
+        // Not needed for correctness (each use reads the epoch), but the memory is free.
         self.identities
             .forget(|identity| identity.user == user.id.0);
-        chat.close_proxy_sessions(user.id).await?;
         Ok(())
     }
 
@@ -515,19 +578,19 @@ impl AppProxy for Proxies {
 }
 
 /// The principal of a cached identity.
-async fn principal(chat: &Chat, identity: &Identity) -> Result<Principal, ApiError> {
-    let user = chat
-        .user_by_subject(&identity.user.to_string())
+/// The user a cached identity names, read again on each use (a deactivated user is
+/// refused at once).
+async fn user_of(chat: &Chat, identity: &Identity) -> Result<User, ApiError> {
+    chat.user_by_subject(&identity.user.to_string())
         .await?
-        .ok_or_else(|| ApiError::unauthorized("the user is gone"))?;
-    Ok(Principal {
-        user,
-        session: SessionAuth {
-            credential: Some(PROXY_CREDENTIAL),
-            expires_at: identity.expires_at,
-            roles: identity.roles.clone(),
-        },
-    })
+        .ok_or_else(|| ApiError::unauthorized("the user is gone"))
+}
+
+/// The connect-proxy epoch of the user an identity names.
+async fn epoch_of(chat: &Chat, identity: &Identity) -> Result<ProxyEpoch, ApiError> {
+    chat.proxy_epoch(UserId(identity.user))
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the user is gone"))
 }
 
 /// An `allowed_origins` entry as browsers write an `Origin` (`https://app.example.com`,

@@ -411,6 +411,87 @@ async fn the_applications_logout_closes_the_users_proxied_sockets() {
     assert_eq!(asked.len(), 3, "{asked:?}");
     assert_eq!(asked[2].body["cookie"], good.1);
     by_api_token.ping().await;
+
+    // The user signs in again. The logout's second close (which catches a socket
+    // vouched for just before it) reaches the new socket and leaves it open: it names
+    // the ended epoch's sockets only.
+    logged_out.store(false, Ordering::SeqCst);
+    let mut signed_in_again = s.connect_with(&[good, origin]).await;
+    // Asked twice: an answer within a second of the logout is confirmed by a second
+    // question (it may have been given before the logout).
+    assert_eq!(app.seen("connect").len(), 5);
+    let second = signed_in_again.expect_event("credentials.revoked").await;
+    assert_eq!(second["data"]["reason"], "session_revoked", "{second}");
+    signed_in_again.ping().await;
+    by_api_token.ping().await;
+}
+
+/// The application answers "active" for a session, then logs it out before Chorus has
+/// read that answer: the answer does not let the session in. Chorus sees that the user
+/// was logged out while it asked and asks again; the application refuses then.
+#[tokio::test]
+async fn an_answer_overtaken_by_the_logout_does_not_let_the_session_in() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let logged_out = Arc::new(AtomicBool::new(false));
+    let (open_gate, gate) = tokio::sync::watch::channel(false);
+    let app = App::start({
+        let logged_out = logged_out.clone();
+        move |_, body| {
+            if logged_out.load(Ordering::SeqCst) {
+                Reply::Json(json!({"active": false, "reason": "logged out"}))
+            } else if body["cookie"].is_string() {
+                // Answered once the test has logged the user out.
+                Reply::Held(gate.clone(), json!({"active": true, "sub": "42"}))
+            } else {
+                Reply::Json(json!({"active": true, "sub": "42"}))
+            }
+        }
+    })
+    .await;
+    let s = TestServer::start_with(|c| {
+        c.proxy = cookie_proxies(&app, &[APP_ORIGIN]);
+        if let Some(connect) = &mut c.proxy.connect {
+            connect.timeout_ms = 10_000;
+        }
+    })
+    .await;
+    // Chorus has seen the user: their socket opened with an application token.
+    let mut by_token = s.connect("good-token").await;
+
+    let cookie = [("cookie", "session=good"), ("origin", APP_ORIGIN)];
+    let logout = async {
+        // The cookie's question has reached the application, which holds its answer.
+        tokio::time::timeout(common::WAIT, async {
+            while app.seen("connect").len() < 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the cookie was never asked about");
+        logged_out.store(true, Ordering::SeqCst);
+        s.post(
+            "/api/v1/proxy/sessions/revoke",
+            ADMIN_TOKEN,
+            json!({"sub": "42"}),
+        )
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+        open_gate.send(true).unwrap();
+    };
+    let ((status, body), ()) = tokio::join!(s.refused_upgrade_with(&cookie), logout);
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("logged out"),
+        "{body}"
+    );
+    let asked = app.seen("connect");
+    assert_eq!(asked.len(), 3, "asked again after the logout: {asked:?}");
+    assert_eq!(by_token.expect_close().await, Some(3502));
 }
 
 /// Without `[proxy.connect]` there is no proxied session to revoke: `404`.

@@ -1526,7 +1526,7 @@ async fn a_token_revoked_on_one_node_closes_its_socket_on_another() {
 #[ignore = "needs redis-server: scripts/test runs it (--run-ignored all)"]
 async fn the_applications_logout_on_one_node_closes_proxied_sockets_on_another() {
     // The application: every credential is its user 42.
-    let (app, _) = http_receiver(r#"{"active": true, "sub": "42"}"#).await;
+    let (app, asked) = http_receiver(r#"{"active": true, "sub": "42"}"#).await;
     let config =
         format!("[proxy]\nsecret = \"s3cret\"\n[proxy.connect]\nurl = \"http://{app}/connect\"\n");
     let cluster = cluster_with(2, &config).await;
@@ -1573,6 +1573,21 @@ async fn the_applications_logout_on_one_node_closes_proxied_sockets_on_another()
     .expect("node B did not close the proxied socket within 2 s");
     assert_eq!(closed, Some(3502));
     let ack = request(&mut kept, json!({"op": "ping"})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+
+    // Node B had the identity cached; the logout through A ended the user's epoch, so
+    // B asks the application again (which, here, signs the user in again).
+    let before = asked.lock().unwrap().len();
+    let mut again = open(b, "app-session").await;
+    let after = asked.lock().unwrap().len();
+    assert!(
+        after > before,
+        "node B let the logged-out credential in from its cache"
+    );
+    // The logout's second close names the ended epoch: the new sign-in's socket stays.
+    let second = next_event(&mut again, "credentials.revoked").await;
+    assert_eq!(second["data"]["reason"], "session_revoked", "{second}");
+    let ack = request(&mut again, json!({"op": "ping"})).await;
     assert_eq!(ack["op"], "ack", "{ack}");
 }
 

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use super::Chat;
 use crate::model::{ChannelId, MessageId, TokenId, UserId, WorkspaceId};
-use crate::store::Store;
+use crate::store::{Store, events_only};
 
 pub(crate) fn user_scope(id: UserId) -> Scope {
     Scope::of("user", id)
@@ -69,7 +69,8 @@ impl Chat {
     /// socket whose credentials were checked just before the change (from another
     /// node's read cache, or by a read that raced the commit) can register after the
     /// first close went out. For a whole user (`credential: None`, a deactivation) only
-    /// if they are still deactivated then; a token's id is never reused.
+    /// if they are still deactivated then; a token's id is never reused, nor is a
+    /// connect-proxy epoch's ([`proxy_credential`]).
     pub(crate) fn close_sessions_again_later(
         &self,
         user: UserId,
@@ -151,28 +152,52 @@ pub(crate) fn left_event(user: UserId, kind: &str, scope: Scope, data: &impl Ser
 const CLOSE_AGAIN_AFTER: Duration = super::cache::TTL.saturating_add(Duration::from_secs(1));
 
 /// The credential id of the connections the application's connect proxy authenticated
-/// (gateway mode). Token ids are positive, so a close naming it ends only those.
-pub const PROXY_CREDENTIAL: i64 = -1;
+/// (gateway mode) while the user's connect-proxy epoch was `epoch` (see
+/// [`Store::proxy_epoch`](crate::store::UserStore::proxy_epoch)): -1 for epoch 0, -2 for
+/// epoch 1, …. Token ids are positive, so a close naming it ends only those
+/// connections, and only the ones vouched for before the logout that ended the epoch.
+pub const fn proxy_credential(epoch: i64) -> i64 {
+    -1 - epoch
+}
 
 impl Chat {
-    /// Closes, on every node, the connections of `user` that the connect proxy
-    /// authenticated: 3502 after `credentials.revoked {reason: "session_revoked"}`. The
-    /// user's connections opened otherwise (an API token) stay. No second close later
-    /// (unlike a token's): the user may sign in again at once, with new credentials
-    /// that look the same to Chorus.
-    pub async fn close_proxy_sessions(&self, user: UserId) -> crate::error::Result<()> {
-        let publish = close_sessions_event(user, Some(PROXY_CREDENTIAL), "session_revoked");
-        self.engine
-            .publish(publish)
-            .await
-            .map(drop)
-            .map_err(|e| crate::error::ChatError::Unavailable(e.to_string()))
+    /// The application logged `user` out (gateway mode): their connect-proxy epoch
+    /// ends, so no node accepts an identity the connect proxy vouched for before (each
+    /// checks the epoch on use), and the connections it authenticated close on every
+    /// node: 3502 after `credentials.revoked {reason: "session_revoked"}`. The user's
+    /// connections opened otherwise (an API token) stay, and so do those of a new
+    /// sign-in, which carry the new epoch. Closed a second time later, as a revoked
+    /// token's: a connection vouched for just before the logout can register after
+    /// the first close. `false`: no such user.
+    pub async fn close_proxy_sessions(&self, user: UserId) -> crate::error::Result<bool> {
+        let close = events_only(move |ended: &i64| {
+            vec![close_sessions_event(
+                user,
+                Some(proxy_credential(*ended)),
+                "session_revoked",
+            )]
+        });
+        let Some((ended, logged)) = self.store.end_proxy_epoch_logged(user, close).await? else {
+            return Ok(false);
+        };
+        self.emit_logged(logged).await;
+        self.close_sessions_again_later(user, Some(proxy_credential(ended)), "session_revoked");
+        Ok(true)
+    }
+
+    /// The user's connect-proxy epoch (`None`: no such user); see
+    /// [`close_proxy_sessions`](Self::close_proxy_sessions).
+    pub async fn proxy_epoch(
+        &self,
+        user: UserId,
+    ) -> crate::error::Result<Option<crate::store::ProxyEpoch>> {
+        self.store.proxy_epoch(user).await
     }
 }
 
 /// Closes the user's live connections on every node with 3502 (credentials no longer
 /// valid): all of them, or only those opened with `credential` (a token's id, or
-/// [`PROXY_CREDENTIAL`]).
+/// [`proxy_credential`]).
 /// `credentials.revoked {reason, token_id?}` on the user's scope, which each connection
 /// receives before it closes; logged with the change that revokes.
 pub(crate) fn close_sessions_event(user: UserId, credential: Option<i64>, reason: &str) -> Publish {
@@ -182,7 +207,7 @@ pub(crate) fn close_sessions_event(user: UserId, credential: Option<i64>, reason
     };
     let data = CredentialsRevoked {
         reason: reason.to_owned(),
-        token_id: credential.filter(|&c| c != PROXY_CREDENTIAL).map(TokenId),
+        token_id: credential.filter(|&c| c > 0).map(TokenId),
     };
     Publish::new(user_scope(user), "credentials.revoked", &data).with_effect(effect)
 }

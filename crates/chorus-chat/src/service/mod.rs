@@ -10,7 +10,7 @@ pub mod delivery;
 mod dev;
 mod edge;
 mod events;
-pub use events::{PROXY_CREDENTIAL, StoreLog};
+pub use events::{StoreLog, proxy_credential};
 mod gate;
 mod gateway;
 pub mod keys;

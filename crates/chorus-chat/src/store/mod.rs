@@ -203,6 +203,14 @@ pub fn events_only<T>(build: impl Fn(&T) -> Vec<Publish> + Send + Sync + 'static
     Box::new(move |result| build(result).into())
 }
 
+/// A user's connect-proxy epoch ([`UserStore::proxy_epoch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyEpoch {
+    pub epoch: i64,
+    /// When the epoch before it ended (`None`: never).
+    pub since: Option<Timestamp>,
+}
+
 /// Nothing to publish or deliver for this change.
 pub fn no_events<T>() -> Events<T> {
     Box::new(|_| Outbox::default())
@@ -307,6 +315,18 @@ pub trait UserStore: Send + Sync {
         at: Option<Timestamp>,
         events: Events<User>,
     ) -> Result<Option<(User, Vec<Publish>)>>;
+    /// The user's connect-proxy epoch: how many times the application logged them out,
+    /// and when it last did (`None`: no such user). Sockets and cached identities the
+    /// connect proxy vouched for under an earlier epoch no longer count.
+    async fn proxy_epoch(&self, user: UserId) -> Result<Option<ProxyEpoch>>;
+    /// Ends the user's connect-proxy epoch (the application logged them out), logging
+    /// `events` (built from the epoch that ended) with the change: the epoch that ended,
+    /// and what was logged; `None` when there is no such user.
+    async fn end_proxy_epoch_logged(
+        &self,
+        user: UserId,
+        events: Events<i64>,
+    ) -> Result<Option<(i64, Vec<Publish>)>>;
     /// Stores a token. Fails with `Conflict` when the hash exists.
     async fn add_token(&self, new: NewToken) -> Result<ApiToken>;
     /// The token with this hash and its owner.

@@ -27,6 +27,8 @@ pub enum Reply {
     Status(u16),
     /// Nothing for a minute (longer than any test waits).
     Hang,
+    /// `200` with this JSON once the test opens the gate (sends `true`).
+    Held(tokio::sync::watch::Receiver<bool>, Value),
 }
 
 /// A request the application received.
@@ -150,5 +152,9 @@ async fn answer(
             tokio::time::sleep(Duration::from_secs(60)).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
         }
+        Reply::Held(mut gate, value) => match gate.wait_for(|open| *open).await {
+            Ok(_) => axum::Json(value).into_response(),
+            Err(_) => StatusCode::GATEWAY_TIMEOUT.into_response(),
+        },
     }
 }

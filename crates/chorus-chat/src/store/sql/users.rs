@@ -9,7 +9,9 @@ use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::conflict_or;
 use crate::store::rows::{HashedTokenOwnerRow, TokenOwnerRow, TokenRow, UserRow, presence_row};
-use crate::store::{Events, NewSignInCode, NewToken, NewUser, Redemption, TokenOwner, UserStore};
+use crate::store::{
+    Events, NewSignInCode, NewToken, NewUser, ProxyEpoch, Redemption, TokenOwner, UserStore,
+};
 
 /// The stored part of a user's presence, as read by [`presence_row`].
 pub(super) const PRESENCE_COLUMNS: &str = "users.id, users.last_seen, users.status_text";
@@ -118,6 +120,40 @@ where
         let logged = Self::log_events(&mut tx, self.now(), events(&user)).await?;
         tx.commit().await?;
         Ok(Some((user, logged)))
+    }
+
+    async fn proxy_epoch(&self, user: UserId) -> Result<Option<ProxyEpoch>> {
+        let row: Option<(i64, Option<i64>)> =
+            sqlx::query_as("SELECT proxy_epoch, proxy_epoch_at FROM users WHERE id = $1")
+                .bind(user.0)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(row.map(|(epoch, since)| ProxyEpoch {
+            epoch,
+            since: since.map(Timestamp),
+        }))
+    }
+
+    async fn end_proxy_epoch_logged(
+        &self,
+        user: UserId,
+        events: Events<i64>,
+    ) -> Result<Option<(i64, Vec<Publish>)>> {
+        let mut tx = self.writer.begin().await?;
+        let next: Option<i64> = sqlx::query_scalar(
+            "UPDATE users SET proxy_epoch = proxy_epoch + 1, proxy_epoch_at = $1
+             WHERE id = $2 RETURNING proxy_epoch",
+        )
+        .bind(self.now().0)
+        .bind(user.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(ended) = next.map(|n| n - 1) else {
+            return Ok(None);
+        };
+        let logged = Self::log_events(&mut tx, self.now(), events(&ended)).await?;
+        tx.commit().await?;
+        Ok(Some((ended, logged)))
     }
 
     async fn add_token(&self, new: NewToken) -> Result<ApiToken> {
