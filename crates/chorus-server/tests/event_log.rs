@@ -451,3 +451,78 @@ async fn nothing_of_the_time_out_of_a_channel_is_replayed_or_caught_up() {
     let frames = until_text(&mut bob, "live").await;
     assert_eq!(texts(&frames), ["before", "back", "live"], "resume");
 }
+
+/// The same for a workspace: a member is removed, a public channel is created (an event
+/// of the workspace's scope), they are added back. A resume or an HTTP catch-up of the
+/// `workspace:` scope from a position before the removal gives them the channels
+/// created while they were a member, never the one created while they were out.
+#[tokio::test]
+async fn nothing_of_the_time_out_of_a_workspace_is_replayed_or_caught_up() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let scope = format!("workspace:{}", w.ws);
+    let bob = s.connect(&w.bob.token).await;
+    let start = bob.hello["offsets"][&scope].as_u64().unwrap();
+    bob.close().await;
+
+    s.create_channel(&w.alice, w.ws, "before", "public", &[])
+        .await;
+    s.delete(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    s.create_channel(&w.alice, w.ws, "while-out", "public", &[])
+        .await;
+    s.add_member(&w.alice, w.ws, &w.bob, "member").await;
+    s.create_channel(&w.alice, w.ws, "back", "public", &[])
+        .await;
+
+    let created = |frames: &[Value]| -> Vec<String> {
+        frames
+            .iter()
+            .filter(|f| f["scope"] == scope.as_str() && f["type"] == "channel.created")
+            .map(|f| f["data"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Over HTTP, one page or one event a page.
+    let encoded = scope.replace(':', "%3A");
+    for limit in [100, 1] {
+        let mut after = start;
+        let mut got = Vec::new();
+        loop {
+            let page = s
+                .get(
+                    &format!("/api/v1/scopes/{encoded}/events?after={after}&limit={limit}"),
+                    &w.bob.token,
+                )
+                .await
+                .expect_status(StatusCode::OK)
+                .body;
+            got.extend(page["events"].as_array().unwrap().iter().cloned());
+            after = page["next"].as_u64().unwrap();
+            if page["more"] == false {
+                break;
+            }
+        }
+        assert_eq!(
+            created(&got),
+            ["before", "back"],
+            "catch-up, pages of {limit}"
+        );
+    }
+    // Over the socket: a resume with the old position.
+    let mut bob = s.connect_resuming(&w.bob.token).await;
+    let reply = bob
+        .request(json!({"op": "resume", "positions": {scope.clone(): start}}))
+        .await;
+    assert_eq!(reply["op"], "ack", "{reply}");
+    s.create_channel(&w.alice, w.ws, "live", "public", &[])
+        .await;
+    let mut frames = Vec::new();
+    while created(&frames).last().map(String::as_str) != Some("live") {
+        frames.push(bob.recv_json().await);
+    }
+    assert_eq!(created(&frames), ["before", "back", "live"], "resume");
+}

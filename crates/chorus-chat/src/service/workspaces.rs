@@ -8,14 +8,14 @@ use chorus_api::events::{
 };
 pub use chorus_api::requests::{AddMember, SetRole};
 
-use chorus_realtime::Publish;
+use chorus_realtime::{Effect, Publish};
 
 use super::Chat;
 use super::channels::removed_from_events;
 use super::events::{access_changed_event, channel_scope, joined_event, workspace_scope};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
-use crate::store::events_only;
+use crate::store::{Events, Outbox, events_only};
 
 impl Chat {
     pub async fn create_workspace(&self, caller: &User, name: &str) -> Result<Workspace> {
@@ -104,30 +104,39 @@ impl Chat {
             .await?
             .ok_or_else(|| not_found("no such workspace"))?;
         // Logged with the change: a user's joins and removals of a workspace are in
-        // the log in commit order, on every node.
+        // the log in commit order, on every node. The join marks the joiner in the
+        // workspace's order (`Effect::join_user`), and their subscription starts there:
+        // what the workspace published while they were out is not theirs.
         let (profile, id, role) = (UserProfile::from(user.clone()), user.id, req.role);
-        let events = events_only(move |()| {
-            vec![
-                Publish::new(
-                    workspace_scope(ws),
-                    "workspace.member_joined",
-                    &MemberEvent {
-                        workspace_id: ws,
-                        user: profile.clone(),
-                        role,
-                    },
-                ),
-                joined_event(
-                    id,
-                    "workspace.joined",
-                    workspace_scope(ws),
-                    None,
-                    &JoinedWorkspace {
-                        workspace: workspace.clone(),
-                        role,
-                    },
-                ),
-            ]
+        let events: Events<()> = Box::new(move |()| {
+            let joined = Publish::new(
+                workspace_scope(ws),
+                "workspace.member_joined",
+                &MemberEvent {
+                    workspace_id: ws,
+                    user: profile.clone(),
+                    role,
+                },
+            )
+            .with_effect(Effect {
+                join_user: Some(id.0),
+                ..Effect::default()
+            });
+            let workspace = workspace.clone();
+            Outbox {
+                events: vec![joined],
+                webhooks: Vec::new(),
+                then: Some(Box::new(move |logged: &[Publish]| {
+                    let after = logged.first().and_then(|e| e.offset).map(|o| o - 1);
+                    vec![joined_event(
+                        id,
+                        "workspace.joined",
+                        workspace_scope(ws),
+                        after,
+                        &JoinedWorkspace { workspace, role },
+                    )]
+                })),
+            }
         });
         let Some(logged) = self
             .store
@@ -239,14 +248,22 @@ impl Chat {
                 &WorkspaceLeft { workspace_id: ws },
             )];
             events.extend(removed_from_events(channels, user));
-            events.push(Publish::new(
-                workspace_scope(ws),
-                "member.left",
-                &MemberLeft {
-                    workspace_id: ws,
-                    user_id: user,
-                },
-            ));
+            // The leave in the workspace's order: nothing it publishes after reaches
+            // the user, on any node, whenever their own scope's event arrives.
+            events.push(
+                Publish::new(
+                    workspace_scope(ws),
+                    "member.left",
+                    &MemberLeft {
+                        workspace_id: ws,
+                        user_id: user,
+                    },
+                )
+                .with_effect(Effect {
+                    drop_user: Some(user.0),
+                    ..Effect::default()
+                }),
+            );
             events
         });
         let Some((_, logged)) = self
