@@ -154,6 +154,12 @@ export class ChorusHttp {
     await this.request('DELETE', `api/v1/users/${userId}/tokens/${tokenId}`);
   }
 
+  /** Signs out: revokes the API token this client carries (refused from now on; the
+   * sockets opened with it close with 3502). Fails (400) for any other credential. */
+  async signOut(): Promise<void> {
+    await this.request('DELETE', 'api/v1/me/token');
+  }
+
   // ---- one-time sign-in links
 
   /** Creates a one-time sign-in link for a user (server admins); the answer's `code`
@@ -603,6 +609,7 @@ export const ROUTES: ReadonlyArray<readonly [string, string, keyof ChorusHttp]> 
   ['POST', '/api/v1/users/{id}/tokens', 'createToken'],
   ['GET', '/api/v1/users/{id}/tokens', 'listTokens'],
   ['DELETE', '/api/v1/users/{id}/tokens/{token_id}', 'revokeToken'],
+  ['DELETE', '/api/v1/me/token', 'signOut'],
   ['POST', '/api/v1/users/{id}/sign-in-links', 'createSignInLink'],
   ['POST', '/api/v1/sign-in', 'signIn'],
   ['POST', '/api/v1/users/{id}/deactivate', 'deactivateUser'],

@@ -148,6 +148,13 @@ impl Client {
         self.empty(self.request(Method::DELETE, &path)?).await
     }
 
+    /// Signs out: revokes the API token this client carries (refused from now on; the
+    /// sockets opened with it close with 3502). Fails for any other credential.
+    pub async fn sign_out(&self) -> Result<()> {
+        self.empty(self.request(Method::DELETE, "api/v1/me/token")?)
+            .await
+    }
+
     /// Creates a one-time sign-in link for `user` (server admins): its code, shown this
     /// once, and `url_fragment` (`#signin=<code>`) to append to the web UI's address.
     pub async fn create_sign_in_link(
@@ -782,6 +789,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/api/v1/users/{id}/tokens/{token_id}",
         "revoke_token",
     ),
+    ("DELETE", "/api/v1/me/token", "sign_out"),
     (
         "POST",
         "/api/v1/users/{id}/sign-in-links",

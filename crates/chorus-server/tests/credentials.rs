@@ -464,6 +464,7 @@ async fn the_openapi_document_describes_the_credential_routes() {
             ("/api/v1/users/{id}/tokens", "post"),
             ("/api/v1/users/{id}/tokens", "get"),
             ("/api/v1/users/{id}/tokens/{token_id}", "delete"),
+            ("/api/v1/me/token", "delete"),
             ("/api/v1/users/{id}/deactivate", "post"),
             ("/api/v1/users/{id}/reactivate", "post"),
         ],
@@ -473,4 +474,51 @@ async fn the_openapi_document_describes_the_credential_routes() {
     for schema in ["ApiToken", "NewApiToken", "CreateToken"] {
         assert!(schemas[schema].is_object(), "schema {schema} missing");
     }
+}
+
+/// Signing out (`DELETE /api/v1/me/token`) revokes the token the request carries: it is
+/// refused from then on and its socket closes with 3502; the user's other token and its
+/// socket are not touched. Other credentials have no token to revoke: `400`.
+#[tokio::test]
+async fn signing_out_revokes_the_token_it_carries() {
+    let s = TestServer::start().await;
+    let bob = s.create_user("bob").await;
+    let other = s
+        .post(
+            &format!("/api/v1/users/{}/tokens", bob.id),
+            &bob.token,
+            json!({"name": "cli"}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut signed_out = s.connect(&bob.token).await;
+    let mut kept = s.connect(&other).await;
+
+    s.delete("/api/v1/me/token", &bob.token)
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    let event = signed_out.expect_event("credentials.revoked").await;
+    assert_eq!(event["data"]["reason"], "token_revoked", "{event}");
+    assert_eq!(signed_out.expect_close().await, Some(3502));
+    s.get("/api/v1/me", &bob.token)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    s.delete("/api/v1/me/token", &bob.token)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    s.get("/api/v1/me", &other)
+        .await
+        .expect_status(StatusCode::OK);
+    kept.ping().await;
+
+    s.delete("/api/v1/me/token", ADMIN_TOKEN)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    s.get("/api/v1/me", ADMIN_TOKEN)
+        .await
+        .expect_status(StatusCode::OK);
 }

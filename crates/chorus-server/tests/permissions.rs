@@ -408,6 +408,9 @@ enum Action {
     /// `POST /api/v1/proxy/sessions/revoke` (the application's logout; this server has
     /// no `[proxy.connect]`, so an admin gets `404`).
     RevokeProxySessions,
+    /// `DELETE /api/v1/me/token` with a token the actor just created for themself (sign
+    /// out: the request's own token is revoked).
+    SignOut,
     /// Target opens an MCP session on `/mcp` (the 2025-06-18 handshake); then a
     /// notification `POST`ed in it, with its `Mcp-Session-Id`.
     UseTargetsMcpSession,
@@ -508,6 +511,21 @@ impl Action {
             RevokeProxySessions => {
                 let path = "/api/v1/proxy/sessions/revoke".to_owned();
                 call(Method::POST, path, Some(json!({"sub": "42"}))).await
+            }
+            SignOut => {
+                let minted = s
+                    .post(
+                        &format!("/api/v1/users/{}/tokens", by.id),
+                        &by.token,
+                        json!({"name": "browser"}),
+                    )
+                    .await;
+                let Some(token) = minted.body["token"].as_str() else {
+                    return minted.status;
+                };
+                s.call(Method::DELETE, "/api/v1/me/token", Some(token), None)
+                    .await
+                    .status
             }
             UseTargetsMcpSession => {
                 let mcp = |bearer: &str, session: Option<&str>, body: Value| {
@@ -1305,6 +1323,18 @@ const SERVER_ROWS: &[(Action, &[(Actor, u16)])] = &[
             (Member, DENIED),
             (Agent, DENIED),
             (Outsider, DENIED),
+        ],
+    ),
+    // Everyone signs out their own token: 204.
+    (
+        SignOut,
+        &[
+            (ServerAdmin, GONE),
+            (Owner, GONE),
+            (Member, GONE),
+            (Guest, GONE),
+            (Agent, GONE),
+            (Outsider, GONE),
         ],
     ),
     // Another user's MCP session is answered as one that does not exist.

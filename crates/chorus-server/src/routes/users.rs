@@ -13,7 +13,7 @@ use chorus_chat::service::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::auth::Caller;
+use crate::auth::{Caller, CallerPrincipal};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
 use crate::limits::{ClientAddr, guard_secret};
@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(webhook_deliveries))
         .routes(routes!(create_token, list_tokens))
         .routes(routes!(revoke_token))
+        .routes(routes!(sign_out))
         .routes(routes!(deactivate_user))
         .routes(routes!(reactivate_user))
         .routes(routes!(create_sign_in_link))
@@ -187,6 +188,29 @@ async fn revoke_token(
     state
         .chat
         .revoke_token(&caller, UserId(id), TokenId(token_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sign out: revoke the API token this request carries (what a client does when its
+/// user signs out, e.g. the web UI for a token a sign-in link gave it). It is refused
+/// from now on, and every socket opened with it closes with 3502 on every node; the
+/// user's other tokens are not touched. 400 when the request's credential is not an API
+/// token (the admin token, a JWT, credentials the connect proxy vouched for).
+#[utoipa::path(delete, path = "/api/v1/me/token", tag = "tokens",
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn sign_out(
+    State(state): State<AppState>,
+    CallerPrincipal(caller): CallerPrincipal,
+) -> ApiResult<StatusCode> {
+    let Some(token) = caller.session.credential.filter(|&id| id > 0) else {
+        return Err(ApiError::bad_request(
+            "this request's credential is not an API token: nothing to revoke here",
+        ));
+    };
+    state
+        .chat
+        .revoke_token(&caller.user, caller.user.id, TokenId(token))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
