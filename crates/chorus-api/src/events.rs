@@ -45,7 +45,8 @@ pub struct MessageDelta {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageAborted {
     pub message: Message,
-    /// The author's reason, `idle` (no append for the idle timeout), or `cancelled`.
+    /// The author's reason, `idle` (no append for the idle timeout), `cancelled`, or
+    /// `author_left` (the author is no longer a member of the channel).
     pub reason: String,
 }
 

@@ -1135,3 +1135,151 @@ async fn an_end_dropped_while_it_waits_leaves_the_stream_open_with_its_text() {
     let done = complete_ok(s, &token, id).await;
     assert_eq!(done.body["text"], "p1p2p3");
 }
+
+/// Writing to a stream is posting in its channel for as long as it is open: removed
+/// from the channel, or from the workspace, its author's open stream ends at once
+/// (`message.aborted {reason: "author_left"}`, the text so far kept) and takes no more
+/// appends or completion. Before: a removed member went on streaming into a private
+/// channel they could no longer read, and could complete it with any text.
+#[tokio::test]
+async fn a_removed_author_writes_no_more_to_their_stream() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let private = s
+        .create_channel(&w.alice, w.ws, "priv", "private", &[&w.bob])
+        .await;
+    let public = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&w.carol])
+        .await;
+    let mut alice = s.connect(&w.alice.token).await;
+    let by_bob = open_stream(&s, &w.bob.token, private, "").await["id"]
+        .as_i64()
+        .unwrap();
+    let by_carol = open_stream(&s, &w.carol.token, public, "").await["id"]
+        .as_i64()
+        .unwrap();
+    for (token, id) in [(&w.bob.token, by_bob), (&w.carol.token, by_carol)] {
+        append(&s, token, id, "so far")
+            .await
+            .expect_status(StatusCode::OK);
+    }
+
+    // Removed from the channel; removed from the workspace.
+    s.delete(
+        &format!("/api/v1/channels/{private}/members/{}", w.bob.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    s.delete(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, w.carol.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    let mut aborted = Vec::new();
+    while aborted.len() < 2 {
+        let event = alice.expect_event("message.aborted").await;
+        assert_eq!(event["data"]["reason"], "author_left", "{event}");
+        assert_eq!(event["data"]["message"]["text"], "so far", "{event}");
+        aborted.push(event["data"]["message"]["id"].as_i64().unwrap());
+    }
+    aborted.sort_unstable();
+    assert_eq!(aborted, [by_bob, by_carol]);
+
+    for (token, id) in [(&w.bob.token, by_bob), (&w.carol.token, by_carol)] {
+        append(&s, token, id, " and more")
+            .await
+            .expect_error(StatusCode::CONFLICT, "conflict");
+        s.post(
+            &format!("/api/v1/messages/{id}/complete"),
+            token,
+            json!({"text": "replaced"}),
+        )
+        .await
+        .expect_error(StatusCode::CONFLICT, "conflict");
+    }
+    let stored = s.history(&w.alice, private, "").await;
+    let stored = stored.iter().find(|m| m["id"] == by_bob).unwrap();
+    assert_eq!(stored["state"], "aborted");
+    assert_eq!(stored["text"], "so far");
+}
+
+/// A removal this node did not make (another node's, here a write straight to the
+/// database after a restart, so nothing is cached): the author's next append finds it,
+/// is refused (`403`), and ends the stream with its text.
+#[tokio::test]
+async fn an_append_after_a_removal_made_elsewhere_is_refused_and_ends_the_stream() {
+    let mut s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "priv", "private", &[&w.bob])
+        .await;
+    let id = open_stream(&s, &w.bob.token, ch, "").await["id"]
+        .as_i64()
+        .unwrap();
+    append(&s, &w.bob.token, id, "so far")
+        .await
+        .expect_status(StatusCode::OK);
+    s.restart().await;
+    run_sql(
+        &s,
+        &format!(
+            "DELETE FROM channel_members WHERE channel_id = {ch} AND user_id = {}",
+            w.bob.id
+        ),
+    )
+    .await;
+
+    let refused = append(&s, &w.bob.token, id, " and more")
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        refused.text.contains("no longer a member"),
+        "{}",
+        refused.text
+    );
+    let stored = s.history(&w.alice, ch, "").await;
+    let stored = stored.iter().find(|m| m["id"] == id).unwrap();
+    assert_eq!(stored["state"], "aborted", "{stored}");
+    assert_eq!(stored["text"], "so far");
+}
+
+/// `cancel` ends agents' turns and their streaming replies; a person's streaming
+/// message is not one (`409`), and stays open: its author or an admin aborts it. Before:
+/// a channel's creator who is no admin could end anyone's stream this way.
+#[tokio::test]
+async fn a_persons_stream_is_not_cancelled_as_a_turn() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    // Bob, a member, creates the channel: he manages it without being an admin.
+    let ch = s
+        .create_channel(&w.bob, w.ws, "bobs", "public", &[&w.carol])
+        .await;
+    let id = open_stream(&s, &w.carol.token, ch, "").await["id"]
+        .as_i64()
+        .unwrap();
+    let refused = s
+        .post(
+            &format!("/api/v1/messages/{id}/cancel"),
+            &w.bob.token,
+            json!({}),
+        )
+        .await
+        .expect_error(StatusCode::CONFLICT, "conflict");
+    assert!(
+        refused.text.contains("not an agent's reply"),
+        "{}",
+        refused.text
+    );
+    s.post(
+        &format!("/api/v1/messages/{id}/abort"),
+        &w.bob.token,
+        json!({}),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    append(&s, &w.carol.token, id, "still mine")
+        .await
+        .expect_status(StatusCode::OK);
+}

@@ -1704,7 +1704,10 @@ export interface components {
          */
         MessageAborted: {
             message: components["schemas"]["Message"];
-            /** @description The author's reason, `idle` (no append for the idle timeout), or `cancelled`. */
+            /**
+             * @description The author's reason, `idle` (no append for the idle timeout), `cancelled`, or
+             *     `author_left` (the author is no longer a member of the channel).
+             */
             reason: string;
         };
         /** @description `message.deleted`: the message remains as a tombstone. */

@@ -446,6 +446,7 @@ impl Chat {
         if removed {
             self.cache.changed();
             self.emit_logged(logged).await;
+            self.end_streams_of(user, &[id]).await;
         }
         Ok(removed)
     }

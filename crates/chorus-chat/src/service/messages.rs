@@ -276,7 +276,11 @@ impl Chat {
     }
 
     /// The channel and whether `user` is a member, through the read cache.
-    async fn channel_for(&self, channel_id: ChannelId, user: UserId) -> Result<(Channel, bool)> {
+    pub(crate) async fn channel_for(
+        &self,
+        channel_id: ChannelId,
+        user: UserId,
+    ) -> Result<(Channel, bool)> {
         if let Some(found) = self.cache.channel(channel_id, user) {
             return Ok(found);
         }

@@ -49,6 +49,9 @@ const MAX_REASON: usize = 200;
 /// Idle streams ended per sweep.
 const SWEEP_BATCH: u32 = 100;
 
+/// The reason of a stream ended because its author left its channel.
+const AUTHOR_LEFT: &str = "author_left";
+
 /// The streams this node holds appends for.
 #[derive(Default)]
 pub(crate) struct Streams {
@@ -494,23 +497,72 @@ impl Chat {
 
     /// The stream of message `id`, held on this node, for an author's append or
     /// complete: `NotFound` (no such message, or one the caller cannot read),
-    /// `Forbidden` (another's), `Conflict` (not streaming).
+    /// `Forbidden` (another's, or the author is no longer a member of its channel),
+    /// `Conflict` (not streaming).
     async fn authored_stream(&self, caller: &User, id: MessageId) -> Result<Arc<Stream>> {
-        if let Some(stream) = self.streams.get(id) {
-            if stream.author != caller.id {
-                return Err(forbidden(
-                    "only its author can write to a streaming message",
-                ));
+        let stream = match self.streams.get(id) {
+            Some(stream) => stream,
+            None => {
+                let message = self.stored_stream(caller, id).await?;
+                if message.author_id != caller.id {
+                    return Err(forbidden(
+                        "only its author can write to a streaming message",
+                    ));
+                }
+                self.hold_stored_stream(&message).await?
             }
-            return Ok(stream);
-        }
-        let message = self.stored_stream(caller, id).await?;
-        if message.author_id != caller.id {
+        };
+        if stream.author != caller.id {
             return Err(forbidden(
                 "only its author can write to a streaming message",
             ));
         }
-        self.hold_stored_stream(&message).await
+        self.still_posting(&stream).await?;
+        Ok(stream)
+    }
+
+    /// Writing to a stream is posting in its channel, for as long as it is open: an
+    /// author who left the channel, or was removed from it or from its workspace, can
+    /// no longer, and the stream ends there (`message.aborted {reason: "author_left"}`)
+    /// with the text it had. Asked on every append: the membership is read through the
+    /// send path's cache (a change made through this node is seen at once, one made
+    /// through another within its TTL).
+    async fn still_posting(&self, stream: &Stream) -> Result<()> {
+        let (_, member) = self.channel_for(stream.channel_id, stream.author).await?;
+        if member {
+            return Ok(());
+        }
+        // Already ending or ended (an abort racing this one): the refusal stands.
+        let _ = self
+            .end_stream(stream, MessageState::Aborted, None, AUTHOR_LEFT.into())
+            .await;
+        Err(forbidden(
+            "the author is no longer a member of the channel: the streaming message was aborted",
+        ))
+    }
+
+    /// Ends the streams `user` has open on this node in `channels`, which they just
+    /// left or were removed from (`message.aborted {reason: "author_left"}`). A stream
+    /// held on another node ends at its next append there ([`Self::still_posting`]), or
+    /// by the idle sweep.
+    pub(crate) async fn end_streams_of(&self, user: UserId, channels: &[ChannelId]) {
+        let theirs: Vec<Arc<Stream>> = match self.streams.open.lock() {
+            Ok(open) => open
+                .values()
+                .filter(|s| s.author == user && channels.contains(&s.channel_id))
+                .cloned()
+                .collect(),
+            Err(_) => return,
+        };
+        for stream in theirs {
+            if let Err(err) = self
+                .end_stream(&stream, MessageState::Aborted, None, AUTHOR_LEFT.into())
+                .await
+                && !matches!(err, ChatError::Conflict(_))
+            {
+                tracing::warn!(message = stream.id.0, cause = %err, "a departed author's stream was not ended");
+            }
+        }
     }
 
     /// The message, if it is streaming and the caller may read it.
@@ -552,6 +604,7 @@ impl Chat {
     pub async fn append_by(&self, user: UserId, id: MessageId, text: &str) -> Result<Appended> {
         match self.streams.get(id) {
             Some(stream) if stream.author == user && !text.is_empty() => {
+                self.still_posting(&stream).await?;
                 self.append_to(&stream, text)
             }
             _ => {

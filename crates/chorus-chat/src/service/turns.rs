@@ -141,9 +141,23 @@ impl Chat {
             return Err(nothing_to_cancel());
         }
         // An agent's streaming reply: the turn it answers is its latest open one here.
+        // Anyone else's stream is not a turn's to cancel (its author or an admin
+        // aborts it: `POST /messages/{id}/abort`).
         let author = message.author_id;
         if agent.is_some_and(|a| a != author) {
             return Err(bad("agent_id must be the author of the streaming message"));
+        }
+        let by_agent = self
+            .store
+            .user(author)
+            .await?
+            .is_some_and(|u| u.kind == UserKind::Agent);
+        if !by_agent {
+            return Err(ChatError::Conflict(
+                "not an agent's reply: a person's streaming message is ended by its author \
+                 or an admin (POST /api/v1/messages/{id}/abort)"
+                    .into(),
+            ));
         }
         let turn = self.store.open_turn_before(author, channel.id, id).await?;
         let woke = match &turn {

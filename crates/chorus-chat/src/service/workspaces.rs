@@ -266,7 +266,7 @@ impl Chat {
             );
             events
         });
-        let Some((_, logged)) = self
+        let Some((channels, logged)) = self
             .store
             .remove_member_logged(ws, user, current, events)
             .await?
@@ -275,6 +275,7 @@ impl Chat {
         };
         self.cache.changed();
         self.emit_logged(logged).await;
+        self.end_streams_of(user, &channels).await;
         Ok(())
     }
 
