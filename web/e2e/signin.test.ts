@@ -2,16 +2,20 @@
 // `https://chat.example/#token=<a token>` (or a one-time `#signin=` link) in a channel.
 // Clicked by someone signed in here as another account, it must not switch the account
 // without their word, and a link that fails must never sign them out nor cost them
-// their stored token. Every wait is for something on screen (bounded), never a sleep.
+// their stored token. Signing out revokes a token minted for this browser (by a sign-in
+// link or the `--dev` login), never one the user brought (typed, or a `#token=` link);
+// a sign-in link's token left unused (the user stays) is revoked too. Every wait is for
+// something on screen or the server's answer (bounded), never a sleep.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { ChorusServer } from './server.js';
-import { CHROMIUM, connected, devToken, person, type Person } from './helpers.js';
+import { CHROMIUM, connected, devToken, newPage, person, WAIT, type Person } from './helpers.js';
 
 const TOKEN_KEY = 'chorus.token';
+const MINTED_KEY = 'chorus.token.minted';
 
 let server: ChorusServer;
 let browser: Browser;
@@ -24,6 +28,30 @@ const signedInAs = (page: Page) => page.locator('.topbar .me-name').textContent(
 const asking = (page: Page) => page.getByRole('dialog', { name: 'Sign in as someone else?' });
 /** What a click on a link to this page does: a hash change, no new page load. */
 const follow = (page: Page, hash: string) => page.evaluate((h) => (location.hash = h), hash);
+const adminToken = () => readFileSync(join(server.dataDir, 'admin.token'), 'utf8').trim();
+/** A new one-time sign-in link of the user `id`: its fragment, `#signin=<code>`. */
+const signInLink = async (id: number) =>
+  (await server.api<{ url_fragment: string }>('POST', `/api/v1/users/${id}/sign-in-links`, adminToken(), {})).url_fragment;
+/** The token `POST /api/v1/sign-in` gives the page (a sign-in link's code exchanged). */
+const linkToken = (page: Page) =>
+  page
+    .waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/api/v1/sign-in' && r.ok())
+    .then(async (r) => ((await r.json()) as { token: string }).token);
+/** What the server says to `GET /api/v1/me` with `token`: 200, or 401 once it is revoked. */
+const meStatus = async (token: string) =>
+  (await fetch(`${server.url}/api/v1/me`, { headers: { Authorization: `Bearer ${token}` } })).status;
+/** Asks the server until `token` is refused (401), for a bounded time. */
+async function refused(token: string): Promise<void> {
+  for (const deadline = Date.now() + WAIT; Date.now() < deadline; ) {
+    if ((await meStatus(token)) === 401) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal(await meStatus(token), 401, 'the token still works');
+}
+const signOut = async (page: Page) => {
+  await page.getByRole('button', { name: 'Sign out' }).first().click();
+  await page.getByLabel('Your name').waitFor();
+};
 
 describe('credentials handed over in a link', () => {
   before(async () => {
@@ -90,15 +118,23 @@ describe('credentials handed over in a link', () => {
     await tab.close();
   });
 
-  it("a one-time #signin= link of another account asks first as well", async () => {
-    const admin = readFileSync(join(server.dataDir, 'admin.token'), 'utf8').trim();
-    const link = await server.api<{ url_fragment: string }>('POST', `/api/v1/users/${mallory.id}/sign-in-links`, admin, {});
-    await follow(victim.page, link.url_fragment);
+  it("a one-time #signin= link of another account asks first as well; staying revokes the link's token", async () => {
+    const minted = linkToken(victim.page);
+    await follow(victim.page, await signInLink(mallory.id));
     await asking(victim.page).getByText('This link signs in as @mallory').waitFor();
     assert.equal(await storedToken(victim.page), victimToken);
+    const declined = await minted;
+    assert.equal(await meStatus(declined), 200);
     await asking(victim.page).getByRole('button', { name: 'Stay @victim' }).click();
     await asking(victim.page).waitFor({ state: 'detached' });
     assert.equal(await signedInAs(victim.page), 'victim');
+    // The link's token, minted for nobody now, is refused; the account signed in here
+    // and mallory's own token are untouched.
+    await refused(declined);
+    assert.equal(await meStatus(victimToken), 200);
+    assert.equal(await meStatus(mallory.token), 200);
+    assert.equal(await storedToken(victim.page), victimToken);
+    await connected(victim.page);
   });
 
   it('switches only when the user says so', async () => {
@@ -109,5 +145,85 @@ describe('credentials handed over in a link', () => {
     await page.locator('.topbar .me-name', { hasText: 'mallory' }).waitFor();
     await connected(page);
     assert.equal(await storedToken(page), mallory.token);
+  });
+
+  it("signing out of a #token= link's account forgets the token here, and it still works", async () => {
+    // Signed in as mallory by the link above: her own token, not minted here.
+    const page = victim.page;
+    const revokes: string[] = [];
+    page.on('request', (r) => {
+      if (r.method() === 'DELETE' && new URL(r.url()).pathname === '/api/v1/me/token') revokes.push(r.url());
+    });
+    await signOut(page);
+    assert.equal(await storedToken(page), null);
+    assert.deepEqual(revokes, []);
+    assert.equal(await meStatus(mallory.token), 200);
+  });
+
+  it('signing out after a sign-in link revokes the token the link gave', async () => {
+    const dora = await devToken(server, 'dora');
+    const { context, page } = await newPage(browser, server, 'dora');
+    const minted = linkToken(page);
+    await page.goto(`${server.url}/${await signInLink(dora.id)}`);
+    await connected(page);
+    assert.equal(await signedInAs(page), 'dora');
+    const token = await minted;
+    assert.equal(await storedToken(page), token);
+    assert.equal(await page.evaluate((k) => localStorage.getItem(k), MINTED_KEY), token);
+    assert.equal(await meStatus(token), 200);
+    await signOut(page);
+    assert.equal(await storedToken(page), null);
+    assert.equal(await page.evaluate((k) => localStorage.getItem(k), MINTED_KEY), null);
+    await refused(token);
+    // Her other tokens are not this session's.
+    assert.equal(await meStatus(dora.token), 200);
+    await context.close();
+  });
+
+  it('signing out after the --dev login by name revokes its token', async () => {
+    const { context, page } = await person(browser, server, 'ezra');
+    const token = (await storedToken(page))!;
+    assert.ok(token);
+    assert.equal(await meStatus(token), 200);
+    await signOut(page);
+    assert.equal(await storedToken(page), null);
+    await refused(token);
+    await context.close();
+  });
+
+  it('signing out after a token typed on the sign-in screen leaves the token working', async () => {
+    const fay = await devToken(server, 'fay');
+    const { context, page } = await newPage(browser, server, 'fay');
+    const revokes: string[] = [];
+    page.on('request', (r) => {
+      if (r.method() === 'DELETE' && new URL(r.url()).pathname === '/api/v1/me/token') revokes.push(r.url());
+    });
+    await page.getByText('Sign in with a token').click();
+    await page.getByLabel('API token').fill(fay.token);
+    await page.getByRole('button', { name: 'Sign in with token' }).click();
+    await connected(page);
+    assert.equal(await signedInAs(page), 'fay');
+    assert.equal(await page.evaluate((k) => localStorage.getItem(k), MINTED_KEY), null);
+    await signOut(page);
+    assert.equal(await storedToken(page), null);
+    assert.deepEqual(revokes, []);
+    assert.equal(await meStatus(fay.token), 200);
+    // And it signs in again.
+    await page.getByText('Sign in with a token').click();
+    await page.getByLabel('API token').fill(fay.token);
+    await page.getByRole('button', { name: 'Sign in with token' }).click();
+    await connected(page);
+    await context.close();
+  });
+
+  it('signing out when the revocation cannot reach the server still signs out here', async () => {
+    const { context, page } = await person(browser, server, 'gus');
+    const token = (await storedToken(page))!;
+    // The revocation never answers: signed out here within the client's bounded wait.
+    await page.route('**/api/v1/me/token', (route) => route.abort('connectionrefused'));
+    await signOut(page);
+    assert.equal(await storedToken(page), null);
+    assert.equal(await meStatus(token), 200);
+    await context.close();
   });
 });

@@ -6,23 +6,37 @@ import { ChorusError, ChorusHttp, type User } from '@chorus/client';
 import { ChatApp } from './chat';
 import { handOver, handedIn, linkRefused } from './links';
 import { OpsPage } from './ops';
+import { forgetToken, rememberToken, storedToken, unusedMinted } from './session';
 import { SignIn } from './signin';
 import { ChatStore } from './store';
 import { Dialog } from './ui';
 import './style.css';
-
-const TOKEN_KEY = 'chorus.token';
 
 function Root() {
   if (location.pathname.replace(/\/+$/, '') === '/ops') return <OpsPage />;
   return <Chat />;
 }
 
-/** A credential handed over, checked by the server: its token, and whose it is. */
+/** A credential handed over, checked by the server: its token, whose it is, and whether
+ * it was minted for this browser (by a sign-in link's code or the `--dev` login: signing
+ * out revokes it) rather than brought by the user (a typed token, a `#token=` link: only
+ * forgotten here). */
 interface Verified {
   token: string;
   user: User;
+  minted?: boolean;
 }
+
+/** How long signing out waits for the server to revoke the token before it signs out
+ * here anyway. */
+const REVOKE_TIMEOUT_MS = 3_000;
+
+/** Revokes a token minted for this browser (`DELETE /api/v1/me/token`), best effort: the
+ * server unreachable, slow (past `REVOKE_TIMEOUT_MS`) or refusing, it stays as it is. */
+const revoke = (token: string): Promise<void> =>
+  new ChorusHttp(location.origin, { token, timeoutMs: REVOKE_TIMEOUT_MS }).signOut().catch(() => {
+    // best effort: signed out here all the same
+  });
 
 /** Who is signed in here, by the stored token (checked); `problem` when it could not be
  * checked (the token stays stored). */
@@ -39,7 +53,9 @@ function Chat() {
   const [problem, setProblem] = useState<string | undefined>();
   /** Another account's credential, waiting for the user's word before it is used. */
   const [asking, setAsking] = useState<{ candidate: Verified; current: User } | undefined>();
-  const [checking, setChecking] = useState(() => localStorage.getItem(TOKEN_KEY) !== null || handedIn(location.hash) !== undefined);
+  const [checking, setChecking] = useState(() => storedToken(localStorage) !== undefined || handedIn(location.hash) !== undefined);
+  /** Signing out: the token being revoked (a few seconds at most). */
+  const [leaving, setLeaving] = useState(false);
   // The running session and its store, for the handlers of links that arrive later.
   const session = useRef<Verified | undefined>(undefined);
   const running = useRef<ChatStore | undefined>(undefined);
@@ -48,7 +64,7 @@ function Chat() {
    * when it is the same token). */
   const enter = (next: Verified, notice?: string) => {
     setAsking(undefined);
-    localStorage.setItem(TOKEN_KEY, next.token);
+    rememberToken(localStorage, next.token, next.minted === true);
     if (session.current?.token === next.token && running.current) {
       if (notice) running.current.notify(notice);
       return;
@@ -64,13 +80,14 @@ function Chat() {
    * server unreachable, it is kept. */
   const stored = async (): Promise<Here> => {
     if (session.current) return { session: session.current };
-    const token = localStorage.getItem(TOKEN_KEY);
-    if (!token) return {};
+    const found = storedToken(localStorage);
+    if (!found) return {};
+    const { token, minted } = found;
     try {
-      return { session: { token, user: await new ChorusHttp(location.origin, { token }).me() } };
+      return { session: { token, minted, user: await new ChorusHttp(location.origin, { token }).me() } };
     } catch (err) {
       if (unreachable(err)) return { problem: 'The server cannot be reached right now: reload the page in a moment.' };
-      if (localStorage.getItem(TOKEN_KEY) === token) localStorage.removeItem(TOKEN_KEY);
+      forgetToken(localStorage, token);
       return {};
     }
   };
@@ -79,7 +96,8 @@ function Chat() {
    * `#token=` link, a token or name typed on the sign-in screen. `verify` asks the server
    * whose it is, and nothing is stored before it answered: a credential that fails is
    * said (`refused`) and costs nobody the account signed in here; one of another account
-   * than the signed-in one waits for the user's word (`asking`). */
+   * than the signed-in one waits for the user's word (`asking`). A token minted for this
+   * browser (a sign-in link's) that ends up unused is revoked, best effort. */
   const adopt = async (verify: () => Promise<Verified>, refused: (err: unknown) => string) => {
     if (!session.current) setChecking(true);
     const [here, candidate] = await Promise.all([
@@ -92,7 +110,10 @@ function Chat() {
     setChecking(false);
     // A stored token that could not be checked is not replaced unseen: whose it is, is
     // not known, so neither is whether to ask.
-    if (!here.session && here.problem) return setProblem(here.problem);
+    if (!here.session && here.problem) {
+      if ('ok' in candidate) discard(candidate.ok);
+      return setProblem(here.problem);
+    }
     if ('error' in candidate) {
       if (here.session) enter(here.session, candidate.error);
       else setProblem(candidate.error);
@@ -102,11 +123,19 @@ function Chat() {
       case 'adopt':
         return enter(candidate.ok);
       case 'stay':
+        discard(candidate.ok, here.session);
         return enter(here.session!);
       case 'ask':
         enter(here.session!);
         setAsking({ candidate: candidate.ok, current: here.session!.user });
     }
+  };
+
+  /** A candidate not used (the user stays `kept`, or nothing is signed in with it): its
+   * token revoked if it was minted for this browser, best effort. */
+  const discard = (next: Verified, kept?: Verified) => {
+    const token = unusedMinted(next, kept);
+    if (token) void revoke(token);
   };
 
   useEffect(() => {
@@ -121,7 +150,7 @@ function Chat() {
       const http = new ChorusHttp(location.origin);
       void adopt(
         handed.kind === 'code'
-          ? () => http.signIn(handed.code)
+          ? () => http.signIn(handed.code).then(({ token, user }) => ({ token, user, minted: true }))
           : () => http
               .withToken(handed.token)
               .me()
@@ -142,6 +171,26 @@ function Chat() {
     return () => window.removeEventListener('hashchange', onHash);
   }, []);
 
+  /** Signs out: a token minted for this browser is revoked first (best effort, a few
+   * seconds at most: the server unreachable or refusing, it is signed out here all the
+   * same); a token the user brought is only forgotten here. */
+  const signOut = async () => {
+    const current = session.current;
+    if (!current) return;
+    session.current = undefined;
+    running.current = undefined;
+    // A sign-in link's candidate still waiting for the user's word is not used either.
+    if (asking) discard(asking.candidate, current);
+    setAsking(undefined);
+    setStore(undefined);
+    if (current.minted) {
+      setLeaving(true);
+      await revoke(current.token);
+      setLeaving(false);
+    }
+    forgetToken(localStorage);
+  };
+
   useEffect(() => {
     if (!store) return;
     store.start().catch(() => {
@@ -150,24 +199,22 @@ function Chat() {
     return () => store.stop();
   }, [store]);
 
+  if (leaving) return <p class="loading" role="status">Signing out…</p>;
   if (store) {
     return (
       <>
         <ChatApp
           store={store}
-          onSignOut={() => {
-            localStorage.removeItem(TOKEN_KEY);
-            session.current = undefined;
-            running.current = undefined;
-            setAsking(undefined);
-            setStore(undefined);
-          }}
+          onSignOut={() => void signOut()}
         />
         {asking && (
           <SwitchAccount
             current={asking.current}
             next={asking.candidate.user}
-            onStay={() => setAsking(undefined)}
+            onStay={() => {
+              discard(asking.candidate, session.current);
+              setAsking(undefined);
+            }}
             onSwitch={() => enter(asking.candidate)}
           />
         )}
@@ -177,7 +224,7 @@ function Chat() {
   if (checking) return <p class="loading" role="status">Loading…</p>;
   return (
     <SignIn
-      onSignedIn={(token, user) => void adopt(async () => ({ token, user }), (err) => String(err))}
+      onSignedIn={(token, user, minted) => void adopt(async () => ({ token, user, minted }), (err) => String(err))}
       problem={problem}
     />
   );

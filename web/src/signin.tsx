@@ -1,8 +1,10 @@
 // Sign in: by name on a `chorus serve --dev` server (password-less), or with a token.
+// A name's login mints a token for this browser (signing out revokes it); a token typed
+// here is the user's own (signing out only forgets it here).
 import { useState } from 'preact/hooks';
 import { ChorusError, ChorusHttp, type User } from '@chorus/client';
 
-export function SignIn({ onSignedIn, problem }: { onSignedIn: (token: string, me: User) => void; problem?: string | undefined }) {
+export function SignIn({ onSignedIn, problem }: { onSignedIn: (token: string, me: User, minted: boolean) => void; problem?: string | undefined }) {
   const [name, setName] = useState('');
   const [token, setToken] = useState('');
   const [error, setError] = useState<string | undefined>(problem);
@@ -42,7 +44,7 @@ export function SignIn({ onSignedIn, problem }: { onSignedIn: (token: string, me
           e.preventDefault();
           void run(async () => {
             const { token, user } = await http.devLogin(name.trim().toLowerCase());
-            onSignedIn(token, user);
+            onSignedIn(token, user, true);
           });
         }}
       >
@@ -70,7 +72,7 @@ export function SignIn({ onSignedIn, problem }: { onSignedIn: (token: string, me
             e.preventDefault();
             void run(async () => {
               const me = await http.withToken(token.trim()).me();
-              onSignedIn(token.trim(), me);
+              onSignedIn(token.trim(), me, false);
             });
           }}
         >
