@@ -135,7 +135,9 @@ export type WorkspaceMemberLeftData = Schemas['WorkspaceMemberLeft'];
 /** `subscription.revoked` (on the revoked scope, no offset). */
 export type SubscriptionRevokedData = Schemas['SubscriptionRevoked'];
 /** `credentials.revoked` (user scope), just before the server closes the connections
- * opened with those credentials (3502). */
+ * opened with those credentials (3502). A connection that is not one of them receives it
+ * too and stays open (the user's other tokens; after an application's logout, a socket
+ * of the user's new sign-in). */
 export type CredentialsRevokedData = Schemas['CredentialsRevoked'];
 /** `workspace.left` (user scope): the user was removed from, or left, the workspace. */
 export type WorkspaceLeftData = Schemas['WorkspaceLeft'];

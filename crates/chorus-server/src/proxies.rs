@@ -210,11 +210,6 @@ impl Identity {
 /// being logged out.
 const MAX_ASKS: usize = 3;
 
-/// How much earlier than a question a logout may be stamped and still be taken for
-/// one that happened while the application was asked (ms): the nodes' clocks differ
-/// by a little.
-const LOGOUT_SKEW_MS: i64 = 1_000;
-
 /// The configured proxies and their client.
 pub struct Proxies {
     client: reqwest::Client,
@@ -349,36 +344,33 @@ impl Proxies {
             ));
         }
         // An answer the application gave before logging the user out must not let
-        // them in: when the user was logged out about the time the question was asked
-        // (clocks of nodes differ by a little), the application is asked again, until
-        // an answer comes with no logout between two of them.
-        let mut last_epoch = None;
+        // them in: the logouts are counted before each question, and when the user's
+        // last one came after that count, the application is asked again, until an
+        // answer comes with no logout of theirs since it was asked.
         for _ in 0..MAX_ASKS {
-            let asked_at = self.clock.now_ms();
+            let logouts = chat.proxy_logouts().await?;
             let (identity, user) = self.ask(chat, endpoint, &credential).await?;
             let now = epoch_of(chat, &identity).await?;
-            let settled = now.since.is_none_or(|at| at.0 < asked_at - LOGOUT_SKEW_MS)
-                || last_epoch == Some(now.epoch);
-            if settled {
-                let identity = Identity {
-                    epoch: now.epoch,
-                    ..identity
-                };
-                let session = identity.session();
-                // Kept no longer than the credentials are valid.
-                let mut cache = endpoint.cache;
-                if let Some(exp) = identity.expires_at {
-                    let wall = self.clock.system_time();
-                    cache = cache.min(exp.duration_since(wall).unwrap_or_default());
-                }
-                let now = self.clock.instant();
-                self.identities.put(key, identity, now + cache, now);
-                return Ok(Principal { user, session });
+            if now.logout > logouts {
+                continue;
             }
-            last_epoch = Some(now.epoch);
+            let identity = Identity {
+                epoch: now.epoch,
+                ..identity
+            };
+            let session = identity.session();
+            // Kept no longer than the credentials are valid.
+            let mut cache = endpoint.cache;
+            if let Some(exp) = identity.expires_at {
+                let wall = self.clock.system_time();
+                cache = cache.min(exp.duration_since(wall).unwrap_or_default());
+            }
+            let now = self.clock.instant();
+            self.identities.put(key, identity, now + cache, now);
+            return Ok(Principal { user, session });
         }
         Err(unavailable(
-            "the application logged the user out while it was asked; try again",
+            "the application logged the user out each time it was asked; try again",
         ))
     }
 
@@ -470,11 +462,10 @@ impl Proxies {
             return Err(ApiError::bad_request("sub must be 1 to 256 bytes"));
         }
         let name = subject_name(&format!("app.{sub}"));
-        let user = match chat.user_by_subject(&name).await {
-            Ok(Some(user)) => user,
-            // Never seen, or deactivated (every socket of theirs is closed already).
-            Ok(None) | Err(ChatError::Unauthorized(_)) => return Ok(()),
-            Err(err) => return Err(err.into()),
+        // A deactivated user too: their cached identities must not count once they are
+        // reactivated.
+        let Some(user) = chat.any_user_by_subject(&name).await? else {
+            return Ok(()); // never seen
         };
         chat.close_proxy_sessions(user.id).await?;
         // Not needed for correctness (each use reads the epoch), but the memory is free.

@@ -1415,8 +1415,9 @@ export interface components {
          *     connections opened with those credentials (3502): `token_id` for a revoked token
          *     (only the sockets it opened close), none for a deactivated user (all of them
          *     close) or for an application's logout (`POST /api/v1/proxy/sessions/revoke`: the
-         *     sockets the connect proxy authenticated close). `reason`: `token_revoked`,
-         *     `deactivated`, `session_revoked`.
+         *     sockets the connect proxy authenticated before it close; one authenticated since
+         *     receives the event and stays open). `reason`: `token_revoked`, `deactivated`,
+         *     `session_revoked`.
          */
         CredentialsRevoked: {
             reason: string;

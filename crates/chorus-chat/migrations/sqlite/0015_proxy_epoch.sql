@@ -1,5 +1,13 @@
 -- The application's logouts of a user (gateway mode): each one moves the user's epoch
 -- on, and a socket or cached identity the connect proxy vouched for under an earlier
--- epoch no longer counts, on any node. `proxy_epoch_at`: when the last one ended (ms).
+-- epoch no longer counts, on any node. `proxy_logouts.logouts` numbers every logout in
+-- commit order (its row is locked by each); `users.proxy_logout` is the number of the
+-- user's last one (0: never), so a node that read it before asking the
+-- application knows whether the user was logged out while it asked.
 ALTER TABLE users ADD COLUMN proxy_epoch INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE users ADD COLUMN proxy_epoch_at INTEGER;
+ALTER TABLE users ADD COLUMN proxy_logout INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE proxy_logouts (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    logouts INTEGER NOT NULL
+);
+INSERT INTO proxy_logouts (id, logouts) VALUES (1, 0);

@@ -185,6 +185,12 @@ impl Chat {
         Ok(true)
     }
 
+    /// How many logouts the application made so far (see
+    /// [`UserStore::proxy_logouts`](crate::store::UserStore::proxy_logouts)).
+    pub async fn proxy_logouts(&self) -> crate::error::Result<i64> {
+        self.store.proxy_logouts().await
+    }
+
     /// The user's connect-proxy epoch (`None`: no such user); see
     /// [`close_proxy_sessions`](Self::close_proxy_sessions).
     pub async fn proxy_epoch(

@@ -113,13 +113,19 @@ impl Chat {
         Ok(UserView::Profile(UserProfile::from(user)))
     }
 
+    /// The user a subject names, as [`user_by_subject`](Self::user_by_subject), a
+    /// deactivated one included (to change what they will find when reactivated).
+    pub async fn any_user_by_subject(&self, sub: &str) -> Result<Option<User>> {
+        match sub.parse::<i64>() {
+            Ok(id) => self.store.user(crate::model::UserId(id)).await,
+            Err(_) => self.store.user_by_name(sub).await,
+        }
+    }
+
     /// Finds a user by numeric id or by name (JWT `sub`). A deactivated user is
     /// refused (`Unauthorized`), as their API tokens are.
     pub async fn user_by_subject(&self, sub: &str) -> Result<Option<User>> {
-        let user = match sub.parse::<i64>() {
-            Ok(id) => self.store.user(crate::model::UserId(id)).await?,
-            Err(_) => self.store.user_by_name(sub).await?,
-        };
+        let user = self.any_user_by_subject(sub).await?;
         if user.as_ref().is_some_and(|u| u.deactivated_at.is_some()) {
             return Err(ChatError::Unauthorized("the user is deactivated".into()));
         }

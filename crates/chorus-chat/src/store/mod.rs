@@ -207,8 +207,9 @@ pub fn events_only<T>(build: impl Fn(&T) -> Vec<Publish> + Send + Sync + 'static
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProxyEpoch {
     pub epoch: i64,
-    /// When the epoch before it ended (`None`: never).
-    pub since: Option<Timestamp>,
+    /// The number of the logout that ended the epoch before it (0: none did); see
+    /// [`UserStore::proxy_logouts`].
+    pub logout: i64,
 }
 
 /// Nothing to publish or deliver for this change.
@@ -316,9 +317,13 @@ pub trait UserStore: Send + Sync {
         events: Events<User>,
     ) -> Result<Option<(User, Vec<Publish>)>>;
     /// The user's connect-proxy epoch: how many times the application logged them out,
-    /// and when it last did (`None`: no such user). Sockets and cached identities the
-    /// connect proxy vouched for under an earlier epoch no longer count.
+    /// and the number of the last logout (`None`: no such user). Sockets and cached
+    /// identities the connect proxy vouched for under an earlier epoch no longer count.
     async fn proxy_epoch(&self, user: UserId) -> Result<Option<ProxyEpoch>>;
+    /// How many logouts the application made so far, of all users: each one commits
+    /// with the next number, in commit order, so a logout committed after this read
+    /// has a greater one.
+    async fn proxy_logouts(&self) -> Result<i64>;
     /// Ends the user's connect-proxy epoch (the application logged them out), logging
     /// `events` (built from the epoch that ended) with the change: the epoch that ended,
     /// and what was logged; `None` when there is no such user.

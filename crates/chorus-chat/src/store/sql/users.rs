@@ -123,15 +123,20 @@ where
     }
 
     async fn proxy_epoch(&self, user: UserId) -> Result<Option<ProxyEpoch>> {
-        let row: Option<(i64, Option<i64>)> =
-            sqlx::query_as("SELECT proxy_epoch, proxy_epoch_at FROM users WHERE id = $1")
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT proxy_epoch, proxy_logout FROM users WHERE id = $1")
                 .bind(user.0)
                 .fetch_optional(&self.reader)
                 .await?;
-        Ok(row.map(|(epoch, since)| ProxyEpoch {
-            epoch,
-            since: since.map(Timestamp),
-        }))
+        Ok(row.map(|(epoch, logout)| ProxyEpoch { epoch, logout }))
+    }
+
+    async fn proxy_logouts(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT logouts FROM proxy_logouts WHERE id = 1")
+                .fetch_one(&self.reader)
+                .await?,
+        )
     }
 
     async fn end_proxy_epoch_logged(
@@ -140,14 +145,21 @@ where
         events: Events<i64>,
     ) -> Result<Option<(i64, Vec<Publish>)>> {
         let mut tx = self.writer.begin().await?;
+        // Its row locked until the commit: logouts commit in the order of their numbers.
+        let number: i64 = sqlx::query_scalar(
+            "UPDATE proxy_logouts SET logouts = logouts + 1 WHERE id = 1 RETURNING logouts",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         let next: Option<i64> = sqlx::query_scalar(
-            "UPDATE users SET proxy_epoch = proxy_epoch + 1, proxy_epoch_at = $1
+            "UPDATE users SET proxy_epoch = proxy_epoch + 1, proxy_logout = $1
              WHERE id = $2 RETURNING proxy_epoch",
         )
-        .bind(self.now().0)
+        .bind(number)
         .bind(user.0)
         .fetch_optional(&mut *tx)
         .await?;
+        // No such user: nothing changes (the transaction is rolled back).
         let Some(ended) = next.map(|n| n - 1) else {
             return Ok(None);
         };
