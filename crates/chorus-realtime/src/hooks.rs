@@ -60,7 +60,9 @@ pub struct SessionAuth {
 #[async_trait]
 pub trait SessionHooks: Send + Sync + 'static {
     /// The scopes a new connection of `user` is subscribed to before `hello`. The
-    /// engine always adds `user:{user}` itself.
+    /// engine always adds `user:{user}` itself. An `unauthorized` error
+    /// ([`HookError::Coded`]) closes the connection with 3502 instead of `hello`; any
+    /// other error with 3001.
     async fn initial_scopes(&self, user: UserKey) -> Result<Vec<Scope>, HookError>;
 
     /// Gate 2 of an explicit `subscribe` / `resume` (and of every re-check): may `user`,

@@ -203,6 +203,13 @@ async fn open(
 ) -> Result<Option<Held>, End> {
     let opened = match engine.subscriptions.open(conn, hooks.as_ref(), hold).await {
         Ok(opened) => opened,
+        // The application no longer admits the connection (e.g. an anonymous one after
+        // the rules that let it in changed): closed as credentials that stopped being
+        // valid, not as a failure worth a retry.
+        Err(err) if err.code() == ErrorCode::Unauthorized => {
+            tracing::debug!(user = conn.user, cause = %err, "connection refused at open");
+            return Err(End::Close(CloseCode::Unauthorized));
+        }
         Err(err) => {
             tracing::warn!(user = conn.user, cause = %err, "initial scopes failed");
             return Err(End::Close(CloseCode::ServerShutdown));

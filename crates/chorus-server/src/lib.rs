@@ -233,8 +233,10 @@ pub fn check_namespaces(namespaces: &[chorus_api::Namespace]) -> anyhow::Result<
 /// Replaces the running namespaces with `namespaces` (a SIGHUP reload): connections
 /// stay open; every later subscribe, re-check and publish follows the new rules, and
 /// the live `topic:` subscriptions on this node are authorized again by them (those
-/// refused end with `subscription.revoked`, reason `namespaces_changed`). Answers how
-/// many are declared; a bad declaration changes nothing.
+/// refused end with `subscription.revoked`, reason `namespaces_changed`). Under rules
+/// that leave no namespace readable by the public, this node's anonymous connections
+/// close with 3502, as the upgrade would now refuse them. Answers how many are
+/// declared; a bad declaration changes nothing.
 pub fn reload_namespaces(
     state: &AppState,
     namespaces: Vec<chorus_api::Namespace>,

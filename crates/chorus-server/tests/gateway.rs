@@ -626,6 +626,69 @@ async fn a_stricter_reload_ends_the_subscriptions_it_refuses() {
     s.check_invariants();
 }
 
+/// Anonymous connections follow the upgrade's rule for their whole life: they exist
+/// while some namespace is `read = "public"`. A reload that leaves one readable keeps
+/// them open (they lose only what it refuses, and still publish where
+/// `publish = "public"`); a reload that leaves none closes every one of them on the
+/// node with 3502, as a new anonymous upgrade is then refused. Authenticated sockets
+/// stay.
+#[tokio::test]
+async fn a_reload_leaving_nothing_public_closes_anonymous_connections() {
+    let with_reads = |rooms: &str, news: &str| {
+        let mut all = namespaces();
+        for n in &mut all {
+            match n.name.as_str() {
+                "rooms" => n.read = rooms.into(),
+                "news" => n.read = news.into(),
+                _ => {}
+            }
+        }
+        all
+    };
+    let s = gateway().await;
+    let w = s.world().await;
+    let mut reader = s.connect_anonymous().await;
+    assert_eq!(answer(&mut reader, "topic:room.lobby").await, "ack");
+    assert_eq!(answer(&mut reader, "topic:news").await, "ack");
+    // One that subscribed to nothing: no re-check concerns it, it must close all the same.
+    let mut idle = s.connect_anonymous().await;
+    idle.ping().await;
+    let mut alice = s.connect(&w.alice.token).await;
+    assert_eq!(answer(&mut alice, "topic:room.lobby").await, "ack");
+
+    // rooms becomes readable by users only, its publish stays public; news is still
+    // public: anonymous connections are still admitted, so these stay.
+    chorus_server::reload_namespaces(s.state(), with_reads("authenticated", "public")).unwrap();
+    let revoked = reader.expect_event("subscription.revoked").await;
+    assert_eq!(revoked["scope"], "topic:room.lobby");
+    assert_eq!(revoked["data"]["reason"], "namespaces_changed");
+    let ack = client_publish(&mut reader, "topic:room.lobby", json!({"text": "hi"})).await;
+    assert_eq!(ack["op"], "ack", "publish stays public: {ack}");
+    alice.expect_event("said").await;
+    idle.ping().await;
+    let _still_admitted = s.connect_anonymous().await;
+
+    // Nothing readable by the public is left (rooms' publish still is): a new anonymous
+    // upgrade is refused, and the open ones close.
+    chorus_server::reload_namespaces(s.state(), with_reads("authenticated", "authenticated"))
+        .unwrap();
+    assert_eq!(reader.expect_close().await, Some(3502));
+    assert_eq!(idle.expect_close().await, Some(3502));
+    assert_eq!(s.refused_upgrade(None).await, StatusCode::UNAUTHORIZED);
+    // The authenticated socket stayed, with its subscription.
+    alice.ping().await;
+    publish(&s, "topic:room.lobby", "said", json!({"text": "server"}))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    alice.expect_event("said").await;
+
+    // Public again: anonymous connections are admitted again.
+    chorus_server::reload_namespaces(s.state(), namespaces()).unwrap();
+    let mut again = s.connect_anonymous().await;
+    assert_eq!(answer(&mut again, "topic:news").await, "ack");
+    s.check_invariants();
+}
+
 /// The documented example configuration parses and compiles.
 #[test]
 fn the_example_configuration_is_valid() {

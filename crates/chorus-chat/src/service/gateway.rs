@@ -13,7 +13,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chorus_api::Namespace;
 use chorus_api::proxy::{ProxyAnswer, ProxyUser, PublishRequest, SubscribeRequest};
-use chorus_realtime::{Publish, Scope};
+use chorus_proto::CloseCode;
+use chorus_realtime::{ANONYMOUS, Publish, Scope};
 use serde_json::Value;
 
 use super::{Chat, canonical_id};
@@ -37,7 +38,10 @@ pub trait AppProxy: Send + Sync {
 impl Chat {
     /// Replaces the declared namespaces (at start, and on a reload). Each later
     /// subscribe and publish is judged by the new rules; live subscriptions are judged
-    /// again by [`Chat::recheck_topics`].
+    /// again by [`Chat::recheck_topics`]. Anonymous connections exist only while some
+    /// namespace is readable by the public ([`Namespaces::any_public`], the upgrade's
+    /// rule): under rules without one, every anonymous connection on this node closes
+    /// with 3502 (each node reloads its own file, so each judges its own).
     pub fn set_namespaces(&self, namespaces: Namespaces) {
         let namespaces = Arc::new(namespaces);
         // Their retention windows, for the broker, the event log's history and the
@@ -52,16 +56,46 @@ impl Chat {
             }))
         });
         self.watch_topics(&namespaces);
+        let public = namespaces.any_public();
         match self.namespaces.write() {
             Ok(mut current) => *current = namespaces,
             Err(poisoned) => *poisoned.into_inner() = namespaces,
         }
+        if !public {
+            // After the swap: an anonymous connection admitted under the old rules but
+            // registered after this sweep finds the new ones when it opens
+            // (`ChatHooks::initial_scopes`) and closes itself.
+            self.close_anonymous();
+        }
+    }
+
+    /// Closes every anonymous connection on this node with 3502 (`unauthorized`): no
+    /// namespace is public any more, and a new one would be refused at the upgrade.
+    /// No event of its own announces it (they have no `user:` scope; a re-check's
+    /// `subscription.revoked` may still come first); their subscriptions end with the
+    /// socket. Answers how many were told to close.
+    fn close_anonymous(&self) -> usize {
+        let mut closed = 0;
+        for conn in self.engine.registry.connections_of(ANONYMOUS) {
+            if conn.control.fire(CloseCode::Unauthorized) {
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            tracing::info!(
+                connections = closed,
+                "anonymous connections closed: no namespace is public any more"
+            );
+        }
+        closed
     }
 
     /// After a reload of the namespaces: every live `topic:` subscription on this node
     /// is authorized again by the new rules, as after a demotion — those refused end
     /// with `subscription.revoked {scope, reason: "namespaces_changed"}`, the others
-    /// continue with nothing lost; no socket closes. (Each node reloads its own file.)
+    /// continue with nothing lost; no socket closes here (anonymous ones were closed by
+    /// [`Chat::set_namespaces`] if no namespace is public). (Each node reloads its own
+    /// file.)
     /// Answers how many subscriptions are being re-checked.
     pub fn recheck_topics(&self) -> usize {
         self.engine

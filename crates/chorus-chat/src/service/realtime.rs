@@ -82,6 +82,14 @@ fn to_stream_hook(err: ChatError) -> HookError {
 impl SessionHooks for ChatHooks {
     async fn initial_scopes(&self, user: UserKey) -> Result<Vec<Scope>, HookError> {
         if user == ANONYMOUS {
+            // Admitted at the upgrade while some namespace was public; a reload that
+            // left none public since then closed the others before this one registered.
+            if !self.chat.namespaces().any_public() {
+                return Err(HookError::Coded(
+                    chorus_proto::ErrorCode::Unauthorized,
+                    "no namespace is public any more: connect with credentials".into(),
+                ));
+            }
             return Ok(Vec::new());
         }
         // Coalesced with the other connections' lookups (a connect storm).
