@@ -381,6 +381,29 @@ async fn read_events_follow_the_cursors_commit_order() {
     assert_eq!(cursors.last(), ids.last(), "the last event is the cursor");
 }
 
+/// Every event of `scope` after `after` that `token`'s user gets over HTTP
+/// (`GET /api/v1/scopes/{scope}/events`), read in pages of `limit`.
+async fn caught_up(s: &TestServer, token: &str, scope: &str, after: u64, limit: u32) -> Vec<Value> {
+    let encoded = scope.replace(':', "%3A");
+    let mut after = after;
+    let mut got = Vec::new();
+    loop {
+        let page = s
+            .get(
+                &format!("/api/v1/scopes/{encoded}/events?after={after}&limit={limit}"),
+                token,
+            )
+            .await
+            .expect_status(StatusCode::OK)
+            .body;
+        got.extend(page["events"].as_array().unwrap().iter().cloned());
+        after = page["next"].as_u64().unwrap();
+        if page["more"] == false {
+            return got;
+        }
+    }
+}
+
 /// A member of a private channel leaves, a message is sent, they are added back: a
 /// resume or an HTTP catch-up from a position before the leave gives them what they
 /// were there for, never the message of the time they were out.
@@ -416,25 +439,8 @@ async fn nothing_of_the_time_out_of_a_channel_is_replayed_or_caught_up() {
             .collect()
     };
     // Over HTTP, one page or one event a page.
-    let encoded = scope.replace(':', "%3A");
     for limit in [100, 1] {
-        let mut after = start;
-        let mut got = Vec::new();
-        loop {
-            let page = s
-                .get(
-                    &format!("/api/v1/scopes/{encoded}/events?after={after}&limit={limit}"),
-                    &w.bob.token,
-                )
-                .await
-                .expect_status(StatusCode::OK)
-                .body;
-            got.extend(page["events"].as_array().unwrap().iter().cloned());
-            after = page["next"].as_u64().unwrap();
-            if page["more"] == false {
-                break;
-            }
-        }
+        let got = caught_up(&s, &w.bob.token, &scope, start, limit).await;
         assert_eq!(
             texts(&got),
             ["before", "back"],
@@ -487,25 +493,8 @@ async fn nothing_of_the_time_out_of_a_workspace_is_replayed_or_caught_up() {
             .collect()
     };
     // Over HTTP, one page or one event a page.
-    let encoded = scope.replace(':', "%3A");
     for limit in [100, 1] {
-        let mut after = start;
-        let mut got = Vec::new();
-        loop {
-            let page = s
-                .get(
-                    &format!("/api/v1/scopes/{encoded}/events?after={after}&limit={limit}"),
-                    &w.bob.token,
-                )
-                .await
-                .expect_status(StatusCode::OK)
-                .body;
-            got.extend(page["events"].as_array().unwrap().iter().cloned());
-            after = page["next"].as_u64().unwrap();
-            if page["more"] == false {
-                break;
-            }
-        }
+        let got = caught_up(&s, &w.bob.token, &scope, start, limit).await;
         assert_eq!(
             created(&got),
             ["before", "back"],

@@ -315,17 +315,11 @@ async fn refused_cookies_are_judged_at_the_failure_rate() {
     ada.ping().await;
 }
 
-/// The application's logout (`POST /api/v1/proxy/sessions/revoke {"sub"}`, a server
-/// key with `sessions:revoke`): every socket the connect proxy authenticated for the
-/// user (cookie or token) closes with 3502, their socket opened with a Chorus API token
-/// stays, and the cookie is asked about again despite `cache_ms`; the application, which
-/// logged the session out, refuses it then.
-#[tokio::test]
-async fn the_applications_logout_closes_the_users_proxied_sockets() {
-    use std::sync::Arc;
+/// The application of [`introspect`] that refuses every credential once the test sets
+/// the flag it returns (its user is logged out).
+async fn logging_out_app() -> (App, std::sync::Arc<std::sync::atomic::AtomicBool>) {
     use std::sync::atomic::{AtomicBool, Ordering};
-
-    let logged_out = Arc::new(AtomicBool::new(false));
+    let logged_out = std::sync::Arc::new(AtomicBool::new(false));
     let app = App::start({
         let logged_out = logged_out.clone();
         move |proxy, body| {
@@ -337,6 +331,19 @@ async fn the_applications_logout_closes_the_users_proxied_sockets() {
         }
     })
     .await;
+    (app, logged_out)
+}
+
+/// The application's logout (`POST /api/v1/proxy/sessions/revoke {"sub"}`, a server
+/// key with `sessions:revoke`): every socket the connect proxy authenticated for the
+/// user (cookie or token) closes with 3502, their socket opened with a Chorus API token
+/// stays, and the cookie is asked about again despite `cache_ms`; the application, which
+/// logged the session out, refuses it then.
+#[tokio::test]
+async fn the_applications_logout_closes_the_users_proxied_sockets() {
+    use std::sync::atomic::Ordering;
+
+    let (app, logged_out) = logging_out_app().await;
     let s = TestServer::start_with(|c| c.proxy = proxies(Some(app.url("connect")), None)).await;
     let good = ("cookie", "theme=dark; session=good");
     let origin = ("origin", APP_ORIGIN);
@@ -497,21 +504,9 @@ async fn an_answer_overtaken_by_the_logout_does_not_let_the_session_in() {
 /// cached identity is not let in again, the application is asked.
 #[tokio::test]
 async fn a_logout_while_deactivated_holds_after_reactivation() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
 
-    let logged_out = Arc::new(AtomicBool::new(false));
-    let app = App::start({
-        let logged_out = logged_out.clone();
-        move |proxy, body| {
-            if logged_out.load(Ordering::SeqCst) {
-                Reply::Json(json!({"active": false, "reason": "logged out"}))
-            } else {
-                introspect(proxy, body)
-            }
-        }
-    })
-    .await;
+    let (app, logged_out) = logging_out_app().await;
     let s = TestServer::start_with(|c| c.proxy = proxies(Some(app.url("connect")), None)).await;
     let (good, origin) = (
         ("cookie", "theme=dark; session=good"),
