@@ -2,20 +2,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { convKey, Persisted, type KeyValue } from '../src/persist.js';
-
-class Memory implements KeyValue {
-  data = new Map<string, string>();
-  getItem(k: string) {
-    return this.data.get(k) ?? null;
-  }
-  setItem(k: string, v: string) {
-    this.data.set(k, v);
-  }
-  removeItem(k: string) {
-    this.data.delete(k);
-  }
-}
+import { convKey, Persisted } from '../src/persist.js';
+import { Memory } from './memory.js';
 
 describe('persisted state', () => {
   it('drafts per conversation, per user', () => {

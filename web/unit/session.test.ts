@@ -4,20 +4,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import type { KeyValue } from '../src/persist.js';
+import { Memory } from './memory.js';
 import { forgetToken, MINTED_KEY, rememberToken, storedToken, TOKEN_KEY, unusedMinted } from '../src/session.js';
-
-class Memory implements KeyValue {
-  data = new Map<string, string>();
-  getItem(k: string) {
-    return this.data.get(k) ?? null;
-  }
-  setItem(k: string, v: string) {
-    this.data.set(k, v);
-  }
-  removeItem(k: string) {
-    this.data.delete(k);
-  }
-}
 
 describe('the stored token', () => {
   it('nothing stored: no token', () => {
