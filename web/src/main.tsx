@@ -183,12 +183,14 @@ function Chat() {
     if (asking) discard(asking.candidate, current);
     setAsking(undefined);
     setStore(undefined);
+    // Forgotten first: a reload while the revoke is under way finds nobody signed in,
+    // and a token another tab stores meanwhile is not wiped.
+    forgetToken(localStorage);
     if (current.minted) {
       setLeaving(true);
       await revoke(current.token);
       setLeaving(false);
     }
-    forgetToken(localStorage);
   };
 
   useEffect(() => {

@@ -1283,3 +1283,42 @@ async fn a_persons_stream_is_not_cancelled_as_a_turn() {
         .await
         .expect_status(StatusCode::OK);
 }
+
+/// A stream no node holds (after a restart) ends too when its author is removed, and the
+/// removed author cannot end it with a reason of their own.
+#[tokio::test]
+async fn a_stream_nobody_holds_ends_when_its_author_is_removed() {
+    let mut s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "priv", "private", &[&w.bob])
+        .await;
+    let id = open_stream(&s, &w.bob.token, ch, "").await["id"]
+        .as_i64()
+        .unwrap();
+    append(&s, &w.bob.token, id, "so far")
+        .await
+        .expect_status(StatusCode::OK);
+    s.restart().await;
+    let mut alice = s.connect(&w.alice.token).await;
+    s.delete(
+        &format!("/api/v1/channels/{ch}/members/{}", w.bob.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    let event = alice.expect_event("message.aborted").await;
+    assert_eq!(event["data"]["reason"], "author_left", "{event}");
+    assert_eq!(event["data"]["message"]["id"], id, "{event}");
+    assert_eq!(event["data"]["message"]["text"], "so far", "{event}");
+    s.post(
+        &format!("/api/v1/messages/{id}/abort"),
+        &w.bob.token,
+        json!({"reason": "a removed member's words"}),
+    )
+    .await
+    .expect_error(StatusCode::CONFLICT, "conflict");
+    let stored = s.history(&w.alice, ch, "").await;
+    let stored = stored.iter().find(|m| m["id"] == id).unwrap();
+    assert_eq!(stored["state"], "aborted", "{stored}");
+}

@@ -541,26 +541,33 @@ impl Chat {
         ))
     }
 
-    /// Ends the streams `user` has open on this node in `channels`, which they just
-    /// left or were removed from (`message.aborted {reason: "author_left"}`). A stream
-    /// held on another node ends at its next append there ([`Self::still_posting`]), or
-    /// by the idle sweep.
+    /// Ends the streams `user` has open in `channels`, which they just left or were
+    /// removed from (`message.aborted {reason: "author_left"}`): every one the database
+    /// has as streaming, whether this node holds it, another does, or none (after a
+    /// restart). Another node holding one forgets it when it next writes it.
     pub(crate) async fn end_streams_of(&self, user: UserId, channels: &[ChannelId]) {
-        let theirs: Vec<Arc<Stream>> = match self.streams.open.lock() {
-            Ok(open) => open
-                .values()
-                .filter(|s| s.author == user && channels.contains(&s.channel_id))
-                .cloned()
-                .collect(),
-            Err(_) => return,
-        };
-        for stream in theirs {
-            if let Err(err) = self
-                .end_stream(&stream, MessageState::Aborted, None, AUTHOR_LEFT.into())
-                .await
-                && !matches!(err, ChatError::Conflict(_))
-            {
-                tracing::warn!(message = stream.id.0, cause = %err, "a departed author's stream was not ended");
+        for &channel in channels {
+            let ids = match self.store.streams_after(user, channel, MessageId(0)).await {
+                Ok(ids) => ids,
+                Err(err) => {
+                    tracing::warn!(%user, channel = channel.0, cause = %err, "a departed author's streams were not looked up");
+                    continue;
+                }
+            };
+            for id in ids {
+                let ended = match self.stream_of(id).await {
+                    Ok(Some(stream)) => self
+                        .end_stream(&stream, MessageState::Aborted, None, AUTHOR_LEFT.into())
+                        .await
+                        .map(drop),
+                    Ok(None) => Ok(()),
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = ended
+                    && !matches!(err, ChatError::Conflict(_))
+                {
+                    tracing::warn!(message = id.0, cause = %err, "a departed author's stream was not ended");
+                }
             }
         }
     }
@@ -690,7 +697,10 @@ impl Chat {
                 self.hold_stored_stream(&message).await?
             }
         };
-        if stream.author != caller.id {
+        if stream.author == caller.id {
+            // A departed author's stream ends as `author_left`, not with their reason.
+            self.still_posting(&stream).await?;
+        } else {
             let channel = self.readable_channel(caller, stream.channel_id).await?;
             if !self.role_in(caller, channel.workspace_id).await?.manages() {
                 return Err(forbidden(
