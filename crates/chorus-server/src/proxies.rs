@@ -351,7 +351,9 @@ impl Proxies {
             let logouts = chat.proxy_logouts().await?;
             let (identity, user) = self.ask(chat, endpoint, &credential).await?;
             let now = epoch_of(chat, &identity).await?;
-            if now.logout > logouts {
+            // A logout before Chorus had a user for them counts too (a first sign-in).
+            let unseen = chat.unseen_proxy_logout(&user.name).await?;
+            if now.logout.max(unseen) > logouts {
                 continue;
             }
             let identity = Identity {
@@ -465,7 +467,9 @@ impl Proxies {
         // A deactivated user too: their cached identities must not count once they are
         // reactivated.
         let Some(user) = chat.any_user_by_subject(&name).await? else {
-            return Ok(()); // never seen
+            // Never seen: nothing to close, but a first sign-in in flight must not count.
+            chat.note_unseen_proxy_logout(&name).await?;
+            return Ok(());
         };
         chat.close_proxy_sessions(user.id).await?;
         // Not needed for correctness (each use reads the epoch), but the memory is free.

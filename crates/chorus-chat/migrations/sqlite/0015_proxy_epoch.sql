@@ -11,3 +11,10 @@ CREATE TABLE proxy_logouts (
     logouts INTEGER NOT NULL
 );
 INSERT INTO proxy_logouts (id, logouts) VALUES (1, 0);
+-- Logouts of subjects Chorus has no user for yet: a first sign-in whose question to the
+-- application was in flight meanwhile asks again. Kept a few minutes (`at`, ms).
+CREATE TABLE proxy_unseen_logouts (
+    name   TEXT PRIMARY KEY,
+    logout INTEGER NOT NULL,
+    at     INTEGER NOT NULL
+);

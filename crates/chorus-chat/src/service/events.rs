@@ -191,6 +191,17 @@ impl Chat {
         self.store.proxy_logouts().await
     }
 
+    /// A logout of `name`, a subject no user has yet (see
+    /// [`UserStore::note_unseen_proxy_logout`](crate::store::UserStore::note_unseen_proxy_logout)).
+    pub async fn note_unseen_proxy_logout(&self, name: &str) -> crate::error::Result<()> {
+        self.store.note_unseen_proxy_logout(name).await
+    }
+
+    /// The number of the latest logout of `name` while it had no user (0: none).
+    pub async fn unseen_proxy_logout(&self, name: &str) -> crate::error::Result<i64> {
+        self.store.unseen_proxy_logout(name).await
+    }
+
     /// The user's connect-proxy epoch (`None`: no such user); see
     /// [`close_proxy_sessions`](Self::close_proxy_sessions).
     pub async fn proxy_epoch(

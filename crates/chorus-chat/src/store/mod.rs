@@ -324,6 +324,11 @@ pub trait UserStore: Send + Sync {
     /// with the next number, in commit order, so a logout committed after this read
     /// has a greater one.
     async fn proxy_logouts(&self) -> Result<i64>;
+    /// A logout of `name`, a subject no user has yet: numbered as any logout and kept
+    /// a few minutes, so a first sign-in asked about meanwhile is asked again.
+    async fn note_unseen_proxy_logout(&self, name: &str) -> Result<()>;
+    /// The number of the latest logout of `name` while it had no user (0: none kept).
+    async fn unseen_proxy_logout(&self, name: &str) -> Result<i64>;
     /// Ends the user's connect-proxy epoch (the application logged them out), logging
     /// `events` (built from the epoch that ended) with the change: the epoch that ended,
     /// and what was logged; `None` when there is no such user.

@@ -16,6 +16,10 @@ use crate::store::{
 /// The stored part of a user's presence, as read by [`presence_row`].
 pub(super) const PRESENCE_COLUMNS: &str = "users.id, users.last_seen, users.status_text";
 
+/// How long a logout of a subject without a user is kept (ms): far longer than any
+/// question to the application may take.
+const UNSEEN_LOGOUTS_KEPT_MS: i64 = 10 * 60 * 1000;
+
 pub(super) const USER_COLUMNS: &str = "users.id, users.name, users.display_name, users.kind, users.webhook_url, users.status_text, users.is_admin, users.created_at, users.deactivated_at";
 /// A token as listed (`rows::TokenRow`).
 const TOKEN_COLUMNS: &str =
@@ -137,6 +141,41 @@ where
                 .fetch_one(&self.reader)
                 .await?,
         )
+    }
+
+    async fn note_unseen_proxy_logout(&self, name: &str) -> Result<()> {
+        let now = self.now().0;
+        let mut tx = self.writer.begin().await?;
+        let number: i64 = sqlx::query_scalar(
+            "UPDATE proxy_logouts SET logouts = logouts + 1 WHERE id = 1 RETURNING logouts",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO proxy_unseen_logouts (name, logout, at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET logout = excluded.logout, at = excluded.at",
+        )
+        .bind(name)
+        .bind(number)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // Past any question to the application still in flight.
+        sqlx::query("DELETE FROM proxy_unseen_logouts WHERE at < $1")
+            .bind(now - UNSEEN_LOGOUTS_KEPT_MS)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unseen_proxy_logout(&self, name: &str) -> Result<i64> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT logout FROM proxy_unseen_logouts WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(found.unwrap_or(0))
     }
 
     async fn end_proxy_epoch_logged(
