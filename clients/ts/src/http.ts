@@ -155,7 +155,7 @@ export class ChorusHttp {
   }
 
   /** Signs out: revokes the API token this client carries (refused from now on; the
-   * sockets opened with it close with 3502). Fails (400) for any other credential. */
+   * sockets opened with it close with 3502). Fails (404) for any other credential. */
   async signOut(): Promise<void> {
     await this.request('DELETE', 'api/v1/me/token');
   }

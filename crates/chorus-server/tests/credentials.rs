@@ -478,7 +478,7 @@ async fn the_openapi_document_describes_the_credential_routes() {
 
 /// Signing out (`DELETE /api/v1/me/token`) revokes the token the request carries: it is
 /// refused from then on and its socket closes with 3502; the user's other token and its
-/// socket are not touched. Other credentials have no token to revoke: `400`.
+/// socket are not touched. Other credentials have no token to revoke: `404`.
 #[tokio::test]
 async fn signing_out_revokes_the_token_it_carries() {
     let s = TestServer::start().await;
@@ -517,7 +517,7 @@ async fn signing_out_revokes_the_token_it_carries() {
 
     s.delete("/api/v1/me/token", ADMIN_TOKEN)
         .await
-        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
     s.get("/api/v1/me", ADMIN_TOKEN)
         .await
         .expect_status(StatusCode::OK);

@@ -251,8 +251,9 @@ export interface paths {
          * Sign out: revoke the API token this request carries (what a client does when its
          *     user signs out, e.g. the web UI for a token a sign-in link gave it). It is refused
          *     from now on, and every socket opened with it closes with 3502 on every node; the
-         *     user's other tokens are not touched. 400 when the request's credential is not an API
-         *     token (the admin token, a JWT, credentials the connect proxy vouched for).
+         *     user's other tokens are not touched. 404 when the request's credential is not an API
+         *     token (the admin token, a JWT, credentials the connect proxy vouched for): there is
+         *     no token here to revoke.
          */
         delete: operations["sign_out"];
         options?: never;
@@ -3665,15 +3666,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request (see the message). */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
             /** @description No bearer token, or one that is invalid, expired or revoked. */
             401: {
                 headers: {
@@ -3687,6 +3679,15 @@ export interface operations {
             };
             /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (see the message). */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

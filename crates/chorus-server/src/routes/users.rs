@@ -195,17 +195,18 @@ async fn revoke_token(
 /// Sign out: revoke the API token this request carries (what a client does when its
 /// user signs out, e.g. the web UI for a token a sign-in link gave it). It is refused
 /// from now on, and every socket opened with it closes with 3502 on every node; the
-/// user's other tokens are not touched. 400 when the request's credential is not an API
-/// token (the admin token, a JWT, credentials the connect proxy vouched for).
+/// user's other tokens are not touched. 404 when the request's credential is not an API
+/// token (the admin token, a JWT, credentials the connect proxy vouched for): there is
+/// no token here to revoke.
 #[utoipa::path(delete, path = "/api/v1/me/token", tag = "tokens",
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn sign_out(
     State(state): State<AppState>,
     CallerPrincipal(caller): CallerPrincipal,
 ) -> ApiResult<StatusCode> {
     let Some(token) = caller.session.credential.filter(|&id| id > 0) else {
-        return Err(ApiError::bad_request(
-            "this request's credential is not an API token: nothing to revoke here",
+        return Err(ApiError::not_found(
+            "this request's credential is not an API token: no token to revoke",
         ));
     };
     state
