@@ -1205,11 +1205,10 @@ async fn a_removed_author_writes_no_more_to_their_stream() {
     assert_eq!(stored["text"], "so far");
 }
 
-/// A removal this node did not make (another node's, here a write straight to the
-/// database after a restart, so nothing is cached): the author's next append finds it,
-/// is refused (`403`), and ends the stream with its text.
-#[tokio::test]
-async fn an_append_after_a_removal_made_elsewhere_is_refused_and_ends_the_stream() {
+/// Bob's stream in a private channel of alice's, "so far" appended, then the server
+/// restarted: no node holds the stream, nothing is cached. (server, world, channel,
+/// message)
+async fn bobs_stream_after_a_restart() -> (TestServer, common::World, i64, i64) {
     let mut s = TestServer::start_with(|c| c.http_per_sec = 0).await;
     let w = s.world().await;
     let ch = s
@@ -1222,6 +1221,15 @@ async fn an_append_after_a_removal_made_elsewhere_is_refused_and_ends_the_stream
         .await
         .expect_status(StatusCode::OK);
     s.restart().await;
+    (s, w, ch, id)
+}
+
+/// A removal this node did not make (another node's, here a write straight to the
+/// database after a restart, so nothing is cached): the author's next append finds it,
+/// is refused (`403`), and ends the stream with its text.
+#[tokio::test]
+async fn an_append_after_a_removal_made_elsewhere_is_refused_and_ends_the_stream() {
+    let (s, w, ch, id) = bobs_stream_after_a_restart().await;
     run_sql(
         &s,
         &format!(
@@ -1288,18 +1296,7 @@ async fn a_persons_stream_is_not_cancelled_as_a_turn() {
 /// removed author cannot end it with a reason of their own.
 #[tokio::test]
 async fn a_stream_nobody_holds_ends_when_its_author_is_removed() {
-    let mut s = TestServer::start_with(|c| c.http_per_sec = 0).await;
-    let w = s.world().await;
-    let ch = s
-        .create_channel(&w.alice, w.ws, "priv", "private", &[&w.bob])
-        .await;
-    let id = open_stream(&s, &w.bob.token, ch, "").await["id"]
-        .as_i64()
-        .unwrap();
-    append(&s, &w.bob.token, id, "so far")
-        .await
-        .expect_status(StatusCode::OK);
-    s.restart().await;
+    let (s, w, ch, id) = bobs_stream_after_a_restart().await;
     let mut alice = s.connect(&w.alice.token).await;
     s.delete(
         &format!("/api/v1/channels/{ch}/members/{}", w.bob.id),
