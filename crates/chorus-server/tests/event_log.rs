@@ -515,3 +515,44 @@ async fn nothing_of_the_time_out_of_a_workspace_is_replayed_or_caught_up() {
     }
     assert_eq!(created(&frames), ["before", "back", "live"], "resume");
 }
+
+/// The same with a time out longer than a catch-up looks past its page in one read
+/// (1,000 events): short pages read from inside that time get none of it. Before: a
+/// page whose look past it did not reach the re-join counted the caller in, and
+/// `limit=10` pages gave them the channel's messages of the time they were out.
+#[tokio::test]
+async fn a_long_time_out_of_a_channel_is_not_caught_up_in_short_pages() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "private", "private", &[&w.bob])
+        .await;
+    let scope = format!("channel:{ch}");
+    let bob = s.connect(&w.bob.token).await;
+    let start = bob.hello["offsets"][&scope].as_u64().unwrap();
+    bob.close().await;
+
+    s.send(&w.alice, ch, "before").await;
+    s.post(
+        &format!("/api/v1/channels/{ch}/leave"),
+        &w.bob.token,
+        json!({}),
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    for i in 0..1_020 {
+        s.send(&w.alice, ch, &format!("while out {i}")).await;
+    }
+    s.add_channel_member(&w.alice, ch, &w.bob).await;
+    s.send(&w.alice, ch, "back").await;
+
+    // Pages of 10: the first from inside the time out looks 1,000 past its end, short
+    // of the re-join 1,020 messages on.
+    let got = caught_up(&s, &w.bob.token, &scope, start, 10).await;
+    let texts: Vec<&str> = got
+        .iter()
+        .filter(|f| f["type"] == "message.created")
+        .map(|f| f["data"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["before", "back"]);
+}

@@ -446,3 +446,67 @@ async fn the_openapi_document_says_which_routes_need_a_token_and_what_any_route_
     }
     assert!(checked > 50, "{checked} operations");
 }
+
+/// A DM has no manager: any participant sets its topic, but its settings (the loop
+/// guard among them) stay the workspace's owners' and admins', as the table says for
+/// every channel. Before: a guest in a DM with an agent could turn its loop guard off.
+/// And leaving a channel of a workspace one is not in answers as for a channel that does
+/// not exist (`404`), not whether it is a DM.
+#[tokio::test]
+async fn a_dms_settings_are_the_managers_and_outsiders_learn_nothing_by_leaving() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let dave = s.create_user("dave").await;
+    s.add_member(&w.alice, w.ws, &dave, "guest").await;
+    let dm = s
+        .post(
+            &format!("/api/v1/workspaces/{}/dms", w.ws),
+            &dave.token,
+            json!({"user_ids": [w.bob.id]}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    let path = format!("/api/v1/channels/{dm}");
+    s.patch(&path, &dave.token, json!({"topic": "plans"}))
+        .await
+        .expect_status(StatusCode::OK);
+    for settings in [
+        json!({"loop_guard_run": 0}),
+        json!({"turn_timeout_ms": 100}),
+        json!({"stream_rollup_ms": 10_000}),
+    ] {
+        s.patch(&path, &dave.token, settings.clone())
+            .await
+            .expect_error(StatusCode::FORBIDDEN, "forbidden");
+        s.patch(&path, &w.bob.token, settings)
+            .await
+            .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    }
+    let channel = s
+        .get(&path, &w.bob.token)
+        .await
+        .expect_status(StatusCode::OK);
+    assert!(
+        channel.body.get("loop_guard_run").is_none(),
+        "{}",
+        channel.body
+    );
+
+    // Someone in no workspace of these: the DM and a private channel are not there.
+    let zed = s.create_user("zed").await;
+    let private = s
+        .create_channel(&w.alice, w.ws, "plans", "private", &[])
+        .await;
+    for id in [dm, private, 999_999] {
+        s.post(
+            &format!("/api/v1/channels/{id}/leave"),
+            &zed.token,
+            json!({}),
+        )
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
+}

@@ -17,6 +17,10 @@ fn scope_id(scope: &Scope) -> Result<i64> {
     canonical_id(scope.id()).ok_or_else(|| not_found(format!("no such {}", scope.kind())))
 }
 
+/// Events a catch-up reads past its page, at most, looking for the caller's first join
+/// or leave of the scope (where they stood at `after`).
+const MAX_LOOKAHEAD: usize = 20 * MAX_EVENTS_PAGE as usize;
+
 impl Chat {
     /// Whether `caller`, with the roles its credential carries (a JWT claim, the connect
     /// proxy's answer: they count for `role:<name>` namespaces only), may read `scope`:
@@ -120,12 +124,29 @@ impl Chat {
                 .as_ref()
                 .is_some_and(|f| f.membership_of(user).is_some())
         };
-        if next < head && !events.iter().any(marked) {
+        // Past the page, as far as it takes to find their first join or leave: a short
+        // page (`limit=1`) must not leave a re-join out of sight and count them in for
+        // the time they were out. Past `MAX_LOOKAHEAD` events without one: `Gone`
+        // rather than a guess.
+        let mut cursor = next;
+        let mut looked = 0usize;
+        while cursor < head && !events.iter().any(marked) {
             let (rest, _) = self
                 .store
-                .scope_events(&scope, next, MAX_EVENTS_PAGE as usize)
+                .scope_events(&scope, cursor, MAX_EVENTS_PAGE as usize)
                 .await?;
-            membership = Membership::before(user, rest.iter().map(|e| e.effect.as_deref()));
+            if rest.iter().any(marked) {
+                membership = Membership::before(user, rest.iter().map(|e| e.effect.as_deref()));
+                break;
+            }
+            let Some(last) = rest.last().and_then(|e| e.offset) else {
+                break;
+            };
+            looked += rest.len();
+            if looked >= MAX_LOOKAHEAD {
+                return Err(gone());
+            }
+            cursor = last;
         }
         let events = events
             .into_iter()

@@ -248,9 +248,16 @@ impl Chat {
         });
         if channel.kind == ChannelKind::Dm {
             // A DM has no manager: any participant (its only readers) may set its
-            // topic and settings.
+            // topic; its settings (the loop guard among them) stay the workspace
+            // managers', as for any channel.
             if req.name.is_some() || req.policy.is_some() {
                 return Err(bad("a DM's name and policy are fixed"));
+            }
+            if settings.is_some() && !self.role_in(caller, channel.workspace_id).await?.manages() {
+                return Err(forbidden(
+                    "a DM's settings are for the workspace's owners and admins; \
+                     any participant may set its topic",
+                ));
             }
         } else {
             self.require_channel_manager(caller, &channel).await?;
@@ -319,6 +326,8 @@ impl Chat {
             .channel(id)
             .await?
             .ok_or_else(|| not_found("no such channel"))?;
+        // To a non-member of the workspace the channel does not exist.
+        self.role_in(caller, channel.workspace_id).await?;
         if channel.kind == ChannelKind::Dm {
             return Err(bad("DMs cannot be left"));
         }
