@@ -404,19 +404,18 @@ async fn caught_up(s: &TestServer, token: &str, scope: &str, after: u64, limit: 
     }
 }
 
-/// A member of a private channel leaves, a message is sent, they are added back: a
-/// resume or an HTTP catch-up from a position before the leave gives them what they
-/// were there for, never the message of the time they were out.
-#[tokio::test]
-async fn nothing_of_the_time_out_of_a_channel_is_replayed_or_caught_up() {
+/// Bob in a private channel of alice's: his position in it, then "before" sent, then
+/// he leaves. (server, world, channel, his position from before both)
+async fn bob_left_after_before() -> (TestServer, common::World, i64, u64) {
     let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
     let w = s.world().await;
     let ch = s
         .create_channel(&w.alice, w.ws, "private", "private", &[&w.bob])
         .await;
-    let scope = format!("channel:{ch}");
     let bob = s.connect(&w.bob.token).await;
-    let start = bob.hello["offsets"][&scope].as_u64().unwrap();
+    let start = bob.hello["offsets"][&format!("channel:{ch}")]
+        .as_u64()
+        .unwrap();
     bob.close().await;
 
     s.send(&w.alice, ch, "before").await;
@@ -427,6 +426,16 @@ async fn nothing_of_the_time_out_of_a_channel_is_replayed_or_caught_up() {
     )
     .await
     .expect_status(StatusCode::NO_CONTENT);
+    (s, w, ch, start)
+}
+
+/// A member of a private channel leaves, a message is sent, they are added back: a
+/// resume or an HTTP catch-up from a position before the leave gives them what they
+/// were there for, never the message of the time they were out.
+#[tokio::test]
+async fn nothing_of_the_time_out_of_a_channel_is_replayed_or_caught_up() {
+    let (s, w, ch, start) = bob_left_after_before().await;
+    let scope = format!("channel:{ch}");
     s.send(&w.alice, ch, "while out").await;
     s.add_channel_member(&w.alice, ch, &w.bob).await;
     s.send(&w.alice, ch, "back").await;
@@ -522,24 +531,8 @@ async fn nothing_of_the_time_out_of_a_workspace_is_replayed_or_caught_up() {
 /// `limit=10` pages gave them the channel's messages of the time they were out.
 #[tokio::test]
 async fn a_long_time_out_of_a_channel_is_not_caught_up_in_short_pages() {
-    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
-    let w = s.world().await;
-    let ch = s
-        .create_channel(&w.alice, w.ws, "private", "private", &[&w.bob])
-        .await;
+    let (s, w, ch, start) = bob_left_after_before().await;
     let scope = format!("channel:{ch}");
-    let bob = s.connect(&w.bob.token).await;
-    let start = bob.hello["offsets"][&scope].as_u64().unwrap();
-    bob.close().await;
-
-    s.send(&w.alice, ch, "before").await;
-    s.post(
-        &format!("/api/v1/channels/{ch}/leave"),
-        &w.bob.token,
-        json!({}),
-    )
-    .await
-    .expect_status(StatusCode::NO_CONTENT);
     for i in 0..1_020 {
         s.send(&w.alice, ch, &format!("while out {i}")).await;
     }
