@@ -411,6 +411,11 @@ enum Action {
     /// `DELETE /api/v1/me/token` with a token the actor just created for themself (sign
     /// out: the request's own token is revoked).
     SignOut,
+    /// The actor opens a DM with `target`, then sets its topic / one of its settings
+    /// (`loop_guard_run`): any participant sets the topic, the settings are the
+    /// workspace managers'.
+    DmTopic,
+    DmSettings,
     /// Target opens an MCP session on `/mcp` (the 2025-06-18 handshake); then a
     /// notification `POST`ed in it, with its `Mcp-Session-Id`.
     UseTargetsMcpSession,
@@ -511,6 +516,29 @@ impl Action {
             RevokeProxySessions => {
                 let path = "/api/v1/proxy/sessions/revoke".to_owned();
                 call(Method::POST, path, Some(json!({"sub": "42"}))).await
+            }
+            DmTopic | DmSettings => {
+                let opened = s
+                    .post(
+                        &format!("/api/v1/workspaces/{ws}/dms"),
+                        &by.token,
+                        json!({"user_ids": [p.target.id]}),
+                    )
+                    .await;
+                let Some(dm) = opened.body["id"].as_i64() else {
+                    return opened.status;
+                };
+                let change = if matches!(self, DmTopic) {
+                    json!({"topic": "plans"})
+                } else {
+                    json!({"loop_guard_run": 0})
+                };
+                call(
+                    Method::PATCH,
+                    format!("/api/v1/channels/{dm}"),
+                    Some(change),
+                )
+                .await
             }
             SignOut => {
                 let minted = s
@@ -889,6 +917,29 @@ const TABLE: &[(Action, &[(Actor, u16)])] = &[
             (Owner, OK),
             (Member, OK),
             (Guest, OK),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    // A DM: any participant sets its topic; its settings are the workspace managers'.
+    (
+        DmTopic,
+        &[
+            (ServerAdmin, OK),
+            (Owner, OK),
+            (Admin, OK),
+            (Member, OK),
+            (Guest, OK),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        DmSettings,
+        &[
+            (ServerAdmin, OK),
+            (Owner, OK),
+            (Admin, OK),
+            (Member, DENIED),
+            (Guest, DENIED),
             (Outsider, UNKNOWN),
         ],
     ),
