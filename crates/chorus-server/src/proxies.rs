@@ -454,8 +454,10 @@ impl Proxies {
     /// every node asks the application about their credentials again, and every socket
     /// the connect proxy authenticated for them closes with 3502, on every node (an
     /// event on the user's scope; see `Chat::close_proxy_sessions`). Their sockets
-    /// opened with an API token stay. Nothing to do for a user Chorus never saw.
-    /// `Err(NotFound)` without `[proxy.connect]`.
+    /// opened with an API token stay. For a user Chorus never saw there is nothing to
+    /// close; the logout is kept a few minutes, so their first sign-in, if it is being
+    /// asked about meanwhile, is asked about again. `Err(NotFound)` without
+    /// `[proxy.connect]`.
     pub async fn revoke(&self, chat: &Chat, sub: &str) -> Result<(), ApiError> {
         if self.connect.is_none() {
             return Err(ApiError::not_found("no [proxy.connect] is configured"));
