@@ -4,7 +4,8 @@
 // without their word, and a link that fails must never sign them out nor cost them
 // their stored token. Signing out revokes a token minted for this browser (by a sign-in
 // link or the `--dev` login), never one the user brought (typed, or a `#token=` link);
-// a sign-in link's token left unused (the user stays) is revoked too. Every wait is for
+// a sign-in link's token left unused (the user stays) is revoked too, and so is the
+// minted token of an account the user switches away from. Every wait is for
 // something on screen or the server's answer (bounded), never a sleep.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -137,14 +138,21 @@ describe('credentials handed over in a link', () => {
     await connected(victim.page);
   });
 
-  it('switches only when the user says so', async () => {
+  it('switches only when the user says so, and switching signs out of the account before', async () => {
     const page = victim.page;
+    // The victim's token was minted for this browser (the --dev login by name).
+    assert.equal(await page.evaluate((k) => localStorage.getItem(k), MINTED_KEY), victimToken);
     await follow(page, `#token=${encodeURIComponent(mallory.token)}`);
     await asking(page).getByRole('button', { name: 'Sign in as @mallory' }).click();
     await asking(page).waitFor({ state: 'detached' });
     await page.locator('.topbar .me-name', { hasText: 'mallory' }).waitFor();
     await connected(page);
     assert.equal(await storedToken(page), mallory.token);
+    assert.equal(await page.evaluate((k) => localStorage.getItem(k), MINTED_KEY), null);
+    // Forgotten here, the victim's minted token is revoked as signing out would; the
+    // token switched to (mallory's own) is untouched.
+    await refused(victimToken);
+    assert.equal(await meStatus(mallory.token), 200);
   });
 
   it("signing out of a #token= link's account forgets the token here, and it still works", async () => {

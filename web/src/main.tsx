@@ -131,8 +131,9 @@ function Chat() {
     }
   };
 
-  /** A candidate not used (the user stays `kept`, or nothing is signed in with it): its
-   * token revoked if it was minted for this browser, best effort. */
+  /** A credential no longer used (a candidate the user declined, staying `kept`, or one
+   * nothing is signed in with; the account switched away from, `kept` being the one
+   * switched to): its token revoked if it was minted for this browser, best effort. */
   const discard = (next: Verified, kept?: Verified) => {
     const token = unusedMinted(next, kept);
     if (token) void revoke(token);
@@ -217,7 +218,13 @@ function Chat() {
               discard(asking.candidate, session.current);
               setAsking(undefined);
             }}
-            onSwitch={() => enter(asking.candidate)}
+            onSwitch={() => {
+              // Switching is signing out of the account before: its token is forgotten
+              // here, so one minted for this browser is revoked as signing out would.
+              const left = session.current;
+              enter(asking.candidate);
+              if (left) discard(left, asking.candidate);
+            }}
           />
         )}
       </>

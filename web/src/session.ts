@@ -49,9 +49,10 @@ export interface Minted {
   minted?: boolean;
 }
 
-/** The token to revoke once the candidate `next` of a hand-over is not used (the user
- * stays signed in as `kept`, or nothing is signed in with it): only one minted for this
- * browser (by a sign-in link or the `--dev` login) that is not the token kept. */
+/** The token to revoke once `next` is no longer used (a hand-over's candidate the user
+ * declined, staying signed in as `kept`; or the session the user switched away from,
+ * `kept` being the one switched to): only one minted for this browser (by a sign-in link
+ * or the `--dev` login) that is not the token kept. */
 export function unusedMinted(next: Minted, kept?: Minted): string | undefined {
   if (!next.minted) return undefined;
   return kept?.token === next.token ? undefined : next.token;
