@@ -429,6 +429,45 @@ async fn bob_left_after_before() -> (TestServer, common::World, i64, u64) {
     (s, w, ch, start)
 }
 
+/// What `token`'s user gets of `scope` from the position `start`: the events of type
+/// `kind`, each named by its `data[field]` — by HTTP catch-up in pages of 100 and of 1,
+/// `expected`; by a resume, `expected` and then `"live"`, the one `live` makes happen
+/// once the resume is acked.
+async fn replayed_as<T>(
+    s: &TestServer,
+    token: &str,
+    scope: &str,
+    start: u64,
+    (kind, field): (&str, &str),
+    expected: &[&str],
+    live: impl std::future::Future<Output = T>,
+) {
+    let names = |frames: &[Value]| -> Vec<String> {
+        frames
+            .iter()
+            .filter(|f| f["scope"] == scope && f["type"] == kind)
+            .map(|f| f["data"][field].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for limit in [100, 1] {
+        let got = caught_up(s, token, scope, start, limit).await;
+        assert_eq!(names(&got), expected, "catch-up, pages of {limit}");
+    }
+    let mut ws = s.connect_resuming(token).await;
+    let reply = ws
+        .request(json!({"op": "resume", "positions": {scope: start}}))
+        .await;
+    assert_eq!(reply["op"], "ack", "{reply}");
+    live.await;
+    let mut frames = Vec::new();
+    while names(&frames).last().map(String::as_str) != Some("live") {
+        frames.push(ws.recv_json().await);
+    }
+    let mut expected = expected.to_vec();
+    expected.push("live");
+    assert_eq!(names(&frames), expected, "resume");
+}
+
 /// A member of a private channel leaves, a message is sent, they are added back: a
 /// resume or an HTTP catch-up from a position before the leave gives them what they
 /// were there for, never the message of the time they were out.
@@ -440,31 +479,17 @@ async fn nothing_of_the_time_out_of_a_channel_is_replayed_or_caught_up() {
     s.add_channel_member(&w.alice, ch, &w.bob).await;
     s.send(&w.alice, ch, "back").await;
 
-    let texts = |frames: &[Value]| -> Vec<String> {
-        frames
-            .iter()
-            .filter(|f| f["scope"] == scope.as_str() && f["type"] == "message.created")
-            .map(|f| f["data"]["text"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    // Over HTTP, one page or one event a page.
-    for limit in [100, 1] {
-        let got = caught_up(&s, &w.bob.token, &scope, start, limit).await;
-        assert_eq!(
-            texts(&got),
-            ["before", "back"],
-            "catch-up, pages of {limit}"
-        );
-    }
-    // Over the socket: a resume with the old position.
-    let mut bob = s.connect_resuming(&w.bob.token).await;
-    let reply = bob
-        .request(json!({"op": "resume", "positions": {scope.clone(): start}}))
-        .await;
-    assert_eq!(reply["op"], "ack", "{reply}");
-    s.send(&w.alice, ch, "live").await;
-    let frames = until_text(&mut bob, "live").await;
-    assert_eq!(texts(&frames), ["before", "back", "live"], "resume");
+    let live = s.send(&w.alice, ch, "live");
+    replayed_as(
+        &s,
+        &w.bob.token,
+        &scope,
+        start,
+        ("message.created", "text"),
+        &["before", "back"],
+        live,
+    )
+    .await;
 }
 
 /// The same for a workspace: a member is removed, a public channel is created (an event
@@ -494,35 +519,17 @@ async fn nothing_of_the_time_out_of_a_workspace_is_replayed_or_caught_up() {
     s.create_channel(&w.alice, w.ws, "back", "public", &[])
         .await;
 
-    let created = |frames: &[Value]| -> Vec<String> {
-        frames
-            .iter()
-            .filter(|f| f["scope"] == scope.as_str() && f["type"] == "channel.created")
-            .map(|f| f["data"]["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    // Over HTTP, one page or one event a page.
-    for limit in [100, 1] {
-        let got = caught_up(&s, &w.bob.token, &scope, start, limit).await;
-        assert_eq!(
-            created(&got),
-            ["before", "back"],
-            "catch-up, pages of {limit}"
-        );
-    }
-    // Over the socket: a resume with the old position.
-    let mut bob = s.connect_resuming(&w.bob.token).await;
-    let reply = bob
-        .request(json!({"op": "resume", "positions": {scope.clone(): start}}))
-        .await;
-    assert_eq!(reply["op"], "ack", "{reply}");
-    s.create_channel(&w.alice, w.ws, "live", "public", &[])
-        .await;
-    let mut frames = Vec::new();
-    while created(&frames).last().map(String::as_str) != Some("live") {
-        frames.push(bob.recv_json().await);
-    }
-    assert_eq!(created(&frames), ["before", "back", "live"], "resume");
+    let live = s.create_channel(&w.alice, w.ws, "live", "public", &[]);
+    replayed_as(
+        &s,
+        &w.bob.token,
+        &scope,
+        start,
+        ("channel.created", "name"),
+        &["before", "back"],
+        live,
+    )
+    .await;
 }
 
 /// The same with a time out longer than a catch-up looks past its page in one read
