@@ -74,6 +74,19 @@ pub trait SessionHooks: Send + Sync + 'static {
         scope: &Scope,
     ) -> Result<(), HookError>;
 
+    /// Since when `user`'s present read access to `scope` holds, asked before a replay
+    /// from the client's position (`subscribe` with `since`, a `resume`) where the
+    /// scope's own log may not mark it (its events carry no join of the user's, as a
+    /// channel's do): a replay that would give an event logged before it is not
+    /// given (`recovered: false`; the client reloads). `None`: no such bound.
+    async fn access_since(
+        &self,
+        _user: UserKey,
+        _scope: &Scope,
+    ) -> Result<Option<SystemTime>, HookError> {
+        Ok(None)
+    }
+
     /// A `typing` signal from `user`.
     async fn typing(
         &self,

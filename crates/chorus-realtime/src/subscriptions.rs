@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use chorus_proto::{ErrorCode, ScopeResume};
 
@@ -114,14 +115,17 @@ impl Subscriptions {
         };
         let from = if hold { From::Hold } else { From::Head };
         if conn.user != crate::ANONYMOUS
-            && let Ok(started) = self.start(conn, &user_scope, None, None, from).await
+            && let Ok(started) = self.start(conn, &user_scope, None, None, from, None).await
         {
             opened.add(user_scope, started.head);
         }
         let fence = self.registry.fence(conn.id);
         for scope in hooks.initial_scopes(conn.user).await? {
             // Refused when a revocation arrived after the read: it may not have seen it.
-            if let Ok(started) = self.start(conn, &scope, Some(fence), None, from).await {
+            if let Ok(started) = self
+                .start(conn, &scope, Some(fence), None, from, None)
+                .await
+            {
                 opened.add(scope, started.head);
             }
         }
@@ -145,8 +149,16 @@ impl Subscriptions {
                 StartAt::Rewind(since) => From::Rewind(since),
                 StartAt::Continue(since) => From::Continue(since),
             };
+            // From the client's position: nothing logged before the user's access began.
+            let floor = match from {
+                From::Rewind(_) | From::Continue(_) => hooks
+                    .access_since(conn.user, &scope)
+                    .await
+                    .map_err(|e| (e.code(), e.to_string()))?,
+                _ => None,
+            };
             match self
-                .start(conn, &scope, Some(fence), Some(self.limit), from)
+                .start(conn, &scope, Some(fence), Some(self.limit), from, floor)
                 .await
             {
                 Ok(started) => {
@@ -256,7 +268,7 @@ impl Subscriptions {
             let since = position.or(joined).unwrap_or(head);
             // A position is the client's word; a join's offset and the head are the server's.
             let (recovered, replay, latest) = self
-                .replay(&scope, since, position.is_some(), Some(head), None)
+                .replay(&scope, since, position.is_some(), Some(head), None, None)
                 .await;
             if scope.kind() == "user" && position.is_some() {
                 joins_in(&replay, &mut joins);
@@ -295,7 +307,7 @@ impl Subscriptions {
                     continue;
                 }
                 let _ = self
-                    .start(conn, scope, Some(*fence), None, From::Joined(*after))
+                    .start(conn, scope, Some(*fence), None, From::Joined(*after), None)
                     .await;
             }
             for (scope, generation, reason) in &work.recheck {
@@ -306,7 +318,8 @@ impl Subscriptions {
         }
     }
 
-    /// Admits, attaches and replays one subscription.
+    /// Admits, attaches and replays one subscription; `floor`: the user's access to the
+    /// scope began then (nothing logged before it is replayed).
     async fn start(
         &self,
         conn: &ConnHandle,
@@ -314,6 +327,7 @@ impl Subscriptions {
         fence: Option<u64>,
         limit: Option<usize>,
         from: From,
+        floor: Option<SystemTime>,
     ) -> Result<Started, Refused> {
         let mode = match from {
             From::Now => Admit::Live,
@@ -355,7 +369,7 @@ impl Subscriptions {
         };
         let explicit = matches!(from, From::Rewind(_) | From::Continue(_));
         let (recovered, replay, latest) = match since {
-            Some(since) => self.replay(scope, since, explicit, None, head).await,
+            Some(since) => self.replay(scope, since, explicit, None, head, floor).await,
             None => (false, Replay::default(), None),
         };
         let released = self.registry.release(conn, scope, replay);
@@ -373,7 +387,9 @@ impl Subscriptions {
     /// instead (where a held subscription began), so nothing published since is lost;
     /// `recovered` still says `false`. With a known `head` equal to `since`, there is
     /// nothing to fetch. `claimed`: `since` is the client's word (`Replay::claimed`; the
-    /// fallback is the server's).
+    /// fallback is the server's). `floor`: when the user's access to the scope began —
+    /// a replay that would give an event logged before it gives nothing (`recovered`
+    /// false), as one from outside the window.
     async fn replay(
         &self,
         scope: &Scope,
@@ -381,6 +397,7 @@ impl Subscriptions {
         claimed: bool,
         fallback: Option<u64>,
         head: Option<u64>,
+        floor: Option<SystemTime>,
     ) -> (bool, Replay, Option<u64>) {
         if head == Some(since) {
             let replay = Replay {
@@ -391,6 +408,9 @@ impl Subscriptions {
             return (true, replay, head);
         }
         let first = match self.broker.history(scope, since).await {
+            Ok(h) if floor.is_some_and(|floor| h.events.iter().any(|e| e.published_at < floor)) => {
+                Some(h.head)
+            }
             Ok(h) if h.recovered => {
                 let replay = Replay {
                     start: Some(since),

@@ -51,6 +51,14 @@ impl SessionHooks for ServerHooks {
         self.chat.authorize_subscribe(user, roles, scope).await
     }
 
+    async fn access_since(
+        &self,
+        user: UserKey,
+        scope: &Scope,
+    ) -> Result<Option<std::time::SystemTime>, HookError> {
+        self.chat.access_since(user, scope).await
+    }
+
     async fn typing(
         &self,
         user: UserKey,

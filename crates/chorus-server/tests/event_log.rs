@@ -556,3 +556,142 @@ async fn a_long_time_out_of_a_channel_is_not_caught_up_in_short_pages() {
         .collect();
     assert_eq!(texts, ["before", "back"]);
 }
+
+/// `token`'s user asks for `scope` from `start`, a position from before their access to
+/// it began: the HTTP catch-up answers 410 (they reload) and a subscribe from there is
+/// not recovered, giving nothing of the time before (`secret` is never read).
+async fn not_replayed_from_before(
+    s: &TestServer,
+    token: &str,
+    scope: &str,
+    start: u64,
+    secret: &str,
+) {
+    let encoded = scope.replace(':', "%3A");
+    s.get(
+        &format!("/api/v1/scopes/{encoded}/events?after={start}"),
+        token,
+    )
+    .await
+    .expect_status(StatusCode::GONE);
+    let mut ws = s.connect(token).await;
+    let ack = ws
+        .request(json!({"op": "subscribe", "scope": scope, "since": start}))
+        .await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    assert_eq!(ack["recovered"], false, "{ack}");
+    // Whatever a replay queued came before the subscribe's ack, and the ping's.
+    let frames = ws.barrier().await;
+    assert!(
+        !frames.iter().any(|f| f.to_string().contains(secret)),
+        "replayed from before the access: {frames:?}"
+    );
+}
+
+/// Sends `text` as a reply in thread `root` of channel `ch`, then deletes it; its id.
+async fn replied_and_deleted(
+    s: &TestServer,
+    by: &common::TestUser,
+    ch: i64,
+    root: i64,
+    text: &str,
+) {
+    let reply = s
+        .post(
+            &format!("/api/v1/channels/{ch}/messages"),
+            &by.token,
+            json!({"text": text, "thread_id": root}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .body;
+    s.delete(&format!("/api/v1/messages/{}", reply["id"]), &by.token)
+        .await
+        .expect_status(StatusCode::OK);
+}
+
+/// A thread's log marks nobody's joins: a position in it from before its reader's
+/// access to the channel began — they were out of the private channel meanwhile, or
+/// never in it — gives nothing, by a subscribe or a resume or over HTTP; never the
+/// replies of that time, a deleted one's text included. Before: both gave them.
+#[tokio::test]
+async fn a_thread_is_not_replayed_from_before_access_to_its_channel() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "private", "private", &[&w.bob])
+        .await;
+    let root = s.send(&w.alice, ch, "root").await["id"].as_i64().unwrap();
+    let scope = format!("thread:{root}");
+    let mut bob = s.connect(&w.bob.token).await;
+    let start = bob.subscribe(&scope).await["offset"].as_u64().unwrap();
+    bob.close().await;
+
+    s.delete(
+        &format!("/api/v1/channels/{ch}/members/{}", w.bob.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    replied_and_deleted(&s, &w.alice, ch, root, "while out").await;
+    // The log's times are to the millisecond: the joins are logged after the reply.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    s.add_channel_member(&w.alice, ch, &w.bob).await;
+    s.add_channel_member(&w.alice, ch, &w.carol).await;
+    for who in [&w.bob, &w.carol] {
+        not_replayed_from_before(&s, &who.token, &scope, start, "while out").await;
+    }
+
+    // A position of their own time in the channel is caught up as ever.
+    let mut bob = s.connect(&w.bob.token).await;
+    let since = bob.subscribe(&scope).await["offset"].as_u64().unwrap();
+    bob.close().await;
+    replied_and_deleted(&s, &w.alice, ch, root, "back").await;
+    let got = caught_up(&s, &w.bob.token, &scope, since, 100).await;
+    assert_eq!(got[0]["data"]["text"], "back", "{got:?}");
+}
+
+/// A public channel is read through its workspace, whose joins the channel's log does
+/// not mark: a position in it from before the reader joined the workspace — removed and
+/// added back, or added for the first time — gives nothing of that time. Before: the
+/// messages sent while they were out, deleted ones' text included.
+#[tokio::test]
+async fn a_public_channel_is_not_replayed_from_before_joining_its_workspace() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "open", "public", &[])
+        .await;
+    let scope = format!("channel:{ch}");
+    let mut bob = s.connect(&w.bob.token).await;
+    let start = bob.subscribe(&scope).await["offset"].as_u64().unwrap();
+    bob.close().await;
+
+    s.delete(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    let secret = s.send(&w.alice, ch, "while out").await;
+    s.delete(
+        &format!("/api/v1/messages/{}", secret["id"]),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    s.add_member(&w.alice, w.ws, &w.bob, "member").await;
+    let dave = s.create_user("dave").await;
+    s.add_member(&w.alice, w.ws, &dave, "member").await;
+    for token in [&w.bob.token, &dave.token] {
+        not_replayed_from_before(&s, token, &scope, start, "while out").await;
+    }
+
+    // Carol, in the workspace all along, catches up from the same position as ever.
+    let got = caught_up(&s, &w.carol.token, &scope, start, 100).await;
+    assert!(
+        got.iter().any(|e| e["data"]["text"] == "while out"),
+        "{got:?}"
+    );
+}

@@ -6,7 +6,7 @@ use chorus_realtime::{Mark, Membership, Publish, Scope};
 
 use super::{Chat, canonical_id};
 use crate::error::{ChatError, Result, bad, not_found};
-use crate::model::{ChannelId, MessageId, User, WorkspaceId};
+use crate::model::{ChannelId, ChannelKind, MessageId, User, WorkspaceId};
 
 pub const DEFAULT_EVENTS_PAGE: u32 = 200;
 pub const MAX_EVENTS_PAGE: u32 = 1_000;
@@ -61,6 +61,47 @@ impl Chat {
         Ok(())
     }
 
+    /// Since when `caller`'s present read access to `scope` holds, where the scope's own
+    /// log does not mark it: a replay or catch-up of theirs from a position reaching
+    /// back before it is not given (docs/protocol.md, "Membership changes"). A channel
+    /// is read through its workspace (a public one by any member, a private one by its
+    /// members, whose joins and leaves are in its log): since the caller joined the
+    /// workspace. A thread's log marks nobody's joins: since they joined the workspace
+    /// and, for a channel read as its member (private, a DM), the channel. `None` for
+    /// other scopes (a workspace's log marks its members' joins; a user's and a topic's
+    /// readers do not change that way), and for a caller who reads it as no member (the
+    /// server's administrator).
+    pub async fn access_since(
+        &self,
+        caller: &User,
+        scope: &Scope,
+    ) -> Result<Option<std::time::SystemTime>> {
+        let (channel, thread) = match scope.kind() {
+            "channel" => (ChannelId(scope_id(scope)?), false),
+            "thread" => match self.store.message(MessageId(scope_id(scope)?)).await? {
+                Some(root) => (root.channel_id, true),
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        let Some((in_workspace, in_channel)) = self.store.joined_at(channel, caller.id).await?
+        else {
+            return Ok(None);
+        };
+        let in_channel = match thread {
+            true => match self.store.channel(channel).await? {
+                Some(c) if c.kind != ChannelKind::Public => in_channel,
+                _ => None,
+            },
+            false => None,
+        };
+        let since = in_workspace.into_iter().chain(in_channel).max();
+        Ok(since.map(|t| {
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(u64::try_from(t.0).unwrap_or(0))
+        }))
+    }
+
     /// The events of `scope` after `query.after` that `caller` may see (marked `skip`
     /// for them: left out), one page. `Gone` when some of them are no longer kept (or
     /// `after` is past the scope's head, a position of another database): the client
@@ -112,6 +153,19 @@ impl Chat {
             if after < head && (head - after > window.max_events as u64 || first_too_old) {
                 return Err(gone());
             }
+        }
+        // An event logged before the caller's access began, where the scope's log does
+        // not mark it (a thread, a channel read through the workspace): the position
+        // reaches back before their access, and nothing from there is theirs to catch
+        // up; they reload.
+        if let Some(since) = self.access_since(caller, &scope).await?
+            && events
+                .iter()
+                .any(|e| e.logged_at.is_some_and(|at| at < since))
+        {
+            return Err(ChatError::Gone(format!(
+                "events of {scope} after {after} reach back before your access to it; reload instead"
+            )));
         }
         let next = events.last().and_then(|e| e.offset).unwrap_or(after);
         let user = caller.id.0;

@@ -133,6 +133,21 @@ impl SessionHooks for ChatHooks {
             .map_err(to_hook)
     }
 
+    async fn access_since(
+        &self,
+        user: UserKey,
+        scope: &Scope,
+    ) -> Result<Option<std::time::SystemTime>, HookError> {
+        if user == ANONYMOUS {
+            return Ok(None);
+        }
+        let caller = self.user(user).await?;
+        self.chat
+            .access_since(&caller, scope)
+            .await
+            .map_err(to_hook)
+    }
+
     async fn typing(
         &self,
         user: UserKey,

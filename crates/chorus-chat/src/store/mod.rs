@@ -407,6 +407,14 @@ pub trait WorkspaceStore: Send + Sync {
     async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>>;
     async fn workspaces_of(&self, user: UserId) -> Result<Vec<WorkspaceMembership>>;
     async fn member_role(&self, ws: WorkspaceId, user: UserId) -> Result<Option<Role>>;
+    /// When `user` joined channel `ch`'s workspace and when they joined the channel
+    /// (their present memberships: a re-join is a new one), each `None` when they are
+    /// not a member; `None` for a channel that does not exist.
+    async fn joined_at(
+        &self,
+        ch: ChannelId,
+        user: UserId,
+    ) -> Result<Option<(Option<Timestamp>, Option<Timestamp>)>>;
     /// Adds a member; `false`, and nothing changed, when the user already is one.
     async fn add_member(&self, ws: WorkspaceId, user: UserId, role: Role) -> Result<bool> {
         Ok(self

@@ -93,6 +93,25 @@ where
             .collect()
     }
 
+    async fn joined_at(
+        &self,
+        ch: ChannelId,
+        user: UserId,
+    ) -> Result<Option<(Option<Timestamp>, Option<Timestamp>)>> {
+        let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT (SELECT joined_at FROM workspace_members
+                     WHERE workspace_id = c.workspace_id AND user_id = $2),
+                    (SELECT joined_at FROM channel_members
+                     WHERE channel_id = c.id AND user_id = $2)
+             FROM channels c WHERE c.id = $1",
+        )
+        .bind(ch.0)
+        .bind(user.0)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|(ws, ch)| (ws.map(Timestamp), ch.map(Timestamp))))
+    }
+
     async fn member_role(&self, ws: WorkspaceId, user: UserId) -> Result<Option<Role>> {
         let role: Option<String> = sqlx::query_scalar(
             "SELECT role FROM workspace_members WHERE workspace_id = $1 AND user_id = $2",
