@@ -236,8 +236,8 @@ async fn built_ins_act_with_their_routes_rules_and_answer_only_their_author() {
         &mut bob,
         ch,
         "/invite @nobody-here",
-        StatusCode::NOT_FOUND,
-        "not_found",
+        StatusCode::BAD_REQUEST,
+        "bad_request",
     )
     .await;
 
@@ -285,6 +285,148 @@ async fn built_ins_act_with_their_routes_rules_and_answer_only_their_author() {
         "{body}"
     );
     assert_eq!(s.history(&w.alice, ch, "limit=1").await, before);
+}
+
+#[tokio::test]
+async fn invite_answers_a_name_outside_the_workspace_as_one_nobody_has() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    // hidden-person shares no workspace with anyone here.
+    let hidden = s.create_user("hidden-person").await;
+    s.create_workspace(&hidden, "elsewhere").await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob])
+        .await;
+    let mut bob = s.connect(&w.bob.token).await;
+
+    // The route answers an id outside the workspace as it answers one nobody has.
+    let members = format!("/api/v1/channels/{ch}/members");
+    for user_id in [hidden.id, 999_999] {
+        s.post(&members, &w.bob.token, json!({ "user_id": user_id }))
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+    // So does /invite a name: the same status and words, and no id.
+    let outside = run_refused(
+        &s,
+        &w.bob,
+        &mut bob,
+        ch,
+        "/invite @hidden-person",
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    let nobody = run_refused(
+        &s,
+        &w.bob,
+        &mut bob,
+        ch,
+        "/invite @nobody-here",
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    let message = |body: &Value| body["error"]["message"].as_str().unwrap().to_owned();
+    assert_eq!(
+        message(&outside).replace("@hidden-person", "@nobody-here"),
+        message(&nobody)
+    );
+    assert!(
+        !message(&outside).contains(&hidden.id.to_string()),
+        "{outside}"
+    );
+    // Someone outside the workspace learns nothing of the name either: the channel is
+    // not found, as by the route.
+    let mut hidden_ws = s.connect(&hidden.token).await;
+    for name in ["bob", "nobody-here"] {
+        run_refused(
+            &s,
+            &hidden,
+            &mut hidden_ws,
+            ch,
+            &format!("/invite @{name}"),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_registered_command_is_run_only_in_a_thread_a_send_could_go_to() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let (bot, _) = create_agent(&s, "deploy-bot", None).await;
+    s.add_member(&w.alice, w.ws, &bot, "member").await;
+    s.post(
+        &format!("/api/v1/workspaces/{}/commands", w.ws),
+        &w.alice.token,
+        json!({"name": "deploy", "target_user_id": bot.id}),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+    let ch = s
+        .create_channel(&w.alice, w.ws, "ops", "public", &[&w.bob])
+        .await;
+    let secret = s
+        .create_channel(&w.alice, w.ws, "secret", "private", &[&w.carol])
+        .await;
+    let dora = s.create_user("dora").await;
+    let elsewhere = s.create_workspace(&dora, "elsewhere").await;
+    let far = s
+        .create_channel(&dora, elsewhere, "far", "public", &[])
+        .await;
+    let messages = format!("/api/v1/channels/{ch}/messages");
+    let root = s.send(&w.alice, ch, "root").await["id"].clone();
+    let reply = s
+        .post(
+            &messages,
+            &w.alice.token,
+            json!({"text": "a reply", "thread_id": root}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .body["id"]
+        .clone();
+    let private_root = s.send(&w.carol, secret, "hush").await["id"].clone();
+    let foreign_root = s.send(&dora, far, "far away").await["id"].clone();
+    let mut bot_ws = s.connect(&bot.token).await;
+    let mut bob_ws = s.connect(&w.bob.token).await;
+
+    // A reply, a message of a channel bob cannot read, another workspace's, none:
+    // the command is refused exactly as a plain send there is.
+    for thread_id in [reply, private_root, foreign_root, json!(999_999)] {
+        let sent = s
+            .post(
+                &messages,
+                &w.bob.token,
+                json!({"text": "hello", "thread_id": thread_id}),
+            )
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+        let run = s
+            .post(
+                &messages,
+                &w.bob.token,
+                json!({"text": "/deploy hello", "thread_id": thread_id}),
+            )
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+        assert_eq!(run.body, sent.body, "thread_id {thread_id}");
+        let result = bob_ws.expect_event("command.result").await;
+        assert_eq!(result["data"]["ok"], false, "{result}");
+    }
+    // In a thread of the channel it runs there; the first the bot hears is that.
+    s.post(
+        &messages,
+        &w.bob.token,
+        json!({"text": "/deploy hello", "thread_id": root}),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    let invoked = bot_ws.expect_event("command.invoked").await;
+    assert_eq!(invoked["data"]["thread_id"], root, "{invoked}");
 }
 
 #[tokio::test]

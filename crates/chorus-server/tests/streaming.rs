@@ -725,6 +725,55 @@ async fn appends_and_ends_are_refused_precisely() {
     assert_eq!(stored["state"], "complete");
 }
 
+#[tokio::test]
+async fn a_live_stream_is_answered_to_someone_outside_its_workspace_as_an_ended_one() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let outsider = s.create_user("outsider").await;
+    s.create_workspace(&outsider, "elsewhere").await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&w.bob])
+        .await;
+    // Bob's stream, held in memory by the node that opened it.
+    let id = open_stream(&s, &w.bob.token, ch, "").await["id"]
+        .as_i64()
+        .unwrap();
+    let complete = format!("/api/v1/messages/{id}/complete");
+    let mut outsider_ws = s.connect(&outsider.token).await;
+
+    // What the outsider hears of message `id`: its append and complete, over HTTP,
+    // and the WebSocket op's code.
+    let mut heard = async || {
+        let appended = append(&s, &outsider.token, id, "x")
+            .await
+            .expect_error(StatusCode::NOT_FOUND, "not_found");
+        let completed = s
+            .post(&complete, &outsider.token, json!({"text": "x"}))
+            .await
+            .expect_error(StatusCode::NOT_FOUND, "not_found");
+        let reply = outsider_ws
+            .request(json!({"op": "append", "message_id": id, "text": "x"}))
+            .await;
+        assert_eq!(reply["code"], "not_found", "{reply}");
+        (appended.body, completed.body)
+    };
+    let live = heard().await;
+    // A reader who is not its author is told why; the author writes on.
+    append(&s, &w.alice.token, id, "x")
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    append(&s, &w.bob.token, id, "hi")
+        .await
+        .expect_status(StatusCode::OK);
+    let done = s
+        .post(&complete, &w.bob.token, json!({}))
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(done.body["text"], "hi");
+    // Streaming or not, the outsider hears the same.
+    assert_eq!(heard().await, live);
+}
+
 /// A trigger in the server's database that fails every write of message `id`'s text
 /// (a fault injected beside the running server, on SQLite or PostgreSQL).
 async fn fail_text_writes_of(s: &TestServer, id: i64) {

@@ -193,12 +193,21 @@ impl Chat {
                 if who.is_empty() || who.contains(char::is_whitespace) {
                     return Err(bad("usage: /invite @name"));
                 }
-                let user = self
-                    .store
-                    .user_by_name(who)
-                    .await?
-                    .ok_or_else(|| not_found(format!("no user named @{who}")))?;
-                self.add_channel_member(caller, ch, user.id).await?;
+                // The name is looked up among the workspace's members only, which the
+                // caller may list: one outside it is answered as one nobody has (the
+                // route's answer to a `user_id` that is not a member), naming no id.
+                let channel = self.readable_channel(caller, ch).await?;
+                let member = match self.store.user_by_name(who).await? {
+                    Some(user) => self
+                        .store
+                        .member_role(channel.workspace_id, user.id)
+                        .await?
+                        .map(|_| user.id),
+                    None => None,
+                };
+                let user = member
+                    .ok_or_else(|| bad(format!("@{who} is not a member of this workspace")))?;
+                self.add_channel_member(caller, ch, user).await?;
                 Ok((format!("@{who} added to the channel"), None))
             }
             "leave" => {
@@ -251,6 +260,9 @@ impl Chat {
         let channel = self.readable_channel(caller, ch).await?;
         if !self.store.is_channel_member(ch, caller.id).await? {
             return Err(forbidden("join the channel to post in it"));
+        }
+        if let Some(root) = thread_id {
+            self.check_thread_root(ch, root).await?;
         }
         let Some(command) = self.store.command_named(channel.workspace_id, name).await? else {
             return Err(ChatError::UnknownCommand(format!(

@@ -92,6 +92,18 @@ pub struct Posted {
 }
 
 impl Chat {
+    /// What a send, a slash command or a typing signal in a thread asks of `root`: a
+    /// top-level message of channel `ch`. One answer for every other id (a reply, a
+    /// message of another channel or workspace, none at all), so it tells nobody which
+    /// messages exist where they cannot read.
+    pub(crate) async fn check_thread_root(&self, ch: ChannelId, root: MessageId) -> Result<()> {
+        let root = self.store.message(root).await?;
+        if !root.is_some_and(|r| r.channel_id == ch && r.thread_id.is_none()) {
+            return Err(bad("thread_id must be a top-level message of this channel"));
+        }
+        Ok(())
+    }
+
     /// Sends a message. Returns it and whether it was created now (`false` when the
     /// idempotency key matched an earlier send, which is returned unchanged).
     pub async fn send_message(
@@ -141,14 +153,7 @@ impl Chat {
             _ => None,
         };
         if let Some(root) = req.thread_id {
-            let root = self
-                .store
-                .message(root)
-                .await?
-                .ok_or_else(|| bad("thread_id names no message"))?;
-            if root.channel_id != channel.id || root.thread_id.is_some() {
-                return Err(bad("thread_id must be a top-level message of this channel"));
-            }
+            self.check_thread_root(channel.id, root).await?;
         }
         let mentions = self
             .resolve_mentions(channel.workspace_id, &req.text)

@@ -176,17 +176,10 @@ impl SessionHooks for ChatHooks {
             return Err(HookError::Forbidden("not a member of this channel".into()));
         }
         if let Some(root) = thread_id {
-            let root = self
-                .chat
-                .store
-                .message(MessageId(root))
+            self.chat
+                .check_thread_root(channel, MessageId(root))
                 .await
                 .map_err(to_hook)?;
-            if !root.is_some_and(|r| r.channel_id == channel && r.thread_id.is_none()) {
-                return Err(HookError::BadRequest(
-                    "thread_id must be a top-level message of this channel".into(),
-                ));
-            }
         }
         let data = Typing {
             channel_id: channel,

@@ -501,8 +501,12 @@ impl Chat {
     /// `Conflict` (not streaming).
     async fn authored_stream(&self, caller: &User, id: MessageId) -> Result<Arc<Stream>> {
         let stream = match self.streams.get(id) {
-            Some(stream) => stream,
-            None => {
+            // The author's own, held here: no read.
+            Some(stream) if stream.author == caller.id => stream,
+            // Anyone else is answered from the row, whether this node holds the stream
+            // or not: `NotFound` to one who cannot read it, so a stream held here does
+            // not tell an outsider that the message exists and is streaming.
+            _ => {
                 let message = self.stored_stream(caller, id).await?;
                 if message.author_id != caller.id {
                     return Err(forbidden(
@@ -512,11 +516,6 @@ impl Chat {
                 self.hold_stored_stream(&message).await?
             }
         };
-        if stream.author != caller.id {
-            return Err(forbidden(
-                "only its author can write to a streaming message",
-            ));
-        }
         self.still_posting(&stream).await?;
         Ok(stream)
     }
