@@ -811,6 +811,16 @@ async fn a_registered_command_reaches_its_webhook_signed() {
         "{}",
         listed.text
     );
+    assert_eq!(listed.body[0]["webhook_url"], format!("http://{addr}/ci"));
+    // Its URL may carry a secret: a member who neither manages the workspace nor
+    // registered it sees the command without it.
+    let listed = s.get(&commands, &w.bob.token).await;
+    assert_eq!(listed.body[0]["name"], "ci", "{}", listed.text);
+    assert!(
+        listed.body[0].get("webhook_url").is_none(),
+        "{}",
+        listed.text
+    );
     let result = run_ok(&s, &w.bob, &mut bob_ws, ch, "/ci run all").await;
     assert_eq!(result["text"], "/ci sent to its webhook");
     let hit = next_hit(&mut hits).await;

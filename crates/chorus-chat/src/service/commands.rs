@@ -441,10 +441,19 @@ impl Chat {
 
     /// The commands registered in `ws` that can be invoked now (any member): not one
     /// whose agent, or `webhook_url` command's registrant, is deactivated or no longer
-    /// a member of the workspace (the store's one rule, which invoking asks too).
+    /// a member of the workspace (the store's one rule, which invoking asks too). A
+    /// command's `webhook_url` (which may carry a secret, as a user's may) only to the
+    /// workspace's managers and its registrant.
     pub async fn list_commands(&self, caller: &User, ws: WorkspaceId) -> Result<Vec<Command>> {
-        self.role_in(caller, ws).await?;
-        self.store.commands(ws).await
+        let role = self.role_in(caller, ws).await?;
+        let manager = matches!(role, Role::Owner | Role::Admin);
+        let mut commands = self.store.commands(ws).await?;
+        for command in &mut commands {
+            if !manager && command.created_by != caller.id {
+                command.webhook_url = None;
+            }
+        }
+        Ok(commands)
     }
 
     /// Removes a command: workspace owners and admins, or whoever registered it.
