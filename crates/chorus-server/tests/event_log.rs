@@ -652,9 +652,10 @@ async fn a_thread_is_not_replayed_from_before_access_to_its_channel() {
 }
 
 /// A public channel is read through its workspace, whose joins the channel's log does
-/// not mark: a position in it from before the reader joined the workspace — removed and
-/// added back, or added for the first time — gives nothing of that time. Before: the
-/// messages sent while they were out, deleted ones' text included.
+/// not mark: a position in it from before the reader's access through the workspace
+/// began — removed and added back, added for the first time, or a guest made a member
+/// — gives nothing of that time. Before: the messages sent meanwhile, deleted ones'
+/// text included.
 #[tokio::test]
 async fn a_public_channel_is_not_replayed_from_before_joining_its_workspace() {
     let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
@@ -663,6 +664,8 @@ async fn a_public_channel_is_not_replayed_from_before_joining_its_workspace() {
         .create_channel(&w.alice, w.ws, "open", "public", &[])
         .await;
     let scope = format!("channel:{ch}");
+    let erin = s.create_user("erin").await;
+    s.add_member(&w.alice, w.ws, &erin, "guest").await;
     let mut bob = s.connect(&w.bob.token).await;
     let start = bob.subscribe(&scope).await["offset"].as_u64().unwrap();
     bob.close().await;
@@ -684,7 +687,15 @@ async fn a_public_channel_is_not_replayed_from_before_joining_its_workspace() {
     s.add_member(&w.alice, w.ws, &w.bob, "member").await;
     let dave = s.create_user("dave").await;
     s.add_member(&w.alice, w.ws, &dave, "member").await;
-    for token in [&w.bob.token, &dave.token] {
+    // A guest (who reads no public channel without joining it) made a member.
+    s.patch(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, erin.id),
+        &w.alice.token,
+        json!({"role": "member"}),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    for token in [&w.bob.token, &dave.token, &erin.token] {
         not_replayed_from_before(&s, token, &scope, start, "while out").await;
     }
 

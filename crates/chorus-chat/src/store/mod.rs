@@ -407,9 +407,10 @@ pub trait WorkspaceStore: Send + Sync {
     async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>>;
     async fn workspaces_of(&self, user: UserId) -> Result<Vec<WorkspaceMembership>>;
     async fn member_role(&self, ws: WorkspaceId, user: UserId) -> Result<Option<Role>>;
-    /// When `user` joined channel `ch`'s workspace and when they joined the channel
-    /// (their present memberships: a re-join is a new one), each `None` when they are
-    /// not a member; `None` for a channel that does not exist.
+    /// When `user`'s present read access through channel `ch`'s workspace began (they
+    /// joined it, or were made a member from a guest) and when they joined the channel
+    /// (a re-join is a new membership), each `None` when they are not a member; `None`
+    /// for a channel that does not exist.
     async fn joined_at(
         &self,
         ch: ChannelId,

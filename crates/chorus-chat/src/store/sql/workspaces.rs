@@ -163,15 +163,23 @@ where
         if to == Role::Guest {
             lock_readable_channels::<DB>(&mut tx, ws, user, true).await?;
         }
-        let done = sqlx::query(
-            "UPDATE workspace_members SET role = $1 WHERE workspace_id = $2 AND user_id = $3 AND role = $4",
-        )
+        // A guest made a member starts reading the workspace's public channels now: their
+        // `joined_at` is when their present read access through the workspace began.
+        let promoted = from == Role::Guest && to != Role::Guest;
+        let mut update = sqlx::query(if promoted {
+            "UPDATE workspace_members SET role = $1, joined_at = $5
+             WHERE workspace_id = $2 AND user_id = $3 AND role = $4"
+        } else {
+            "UPDATE workspace_members SET role = $1 WHERE workspace_id = $2 AND user_id = $3 AND role = $4"
+        })
         .bind(to.as_str())
         .bind(ws.0)
         .bind(user.0)
-        .bind(from.as_str())
-        .execute(&mut *tx)
-        .await?;
+        .bind(from.as_str());
+        if promoted {
+            update = update.bind(self.now().0);
+        }
+        let done = update.execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Ok(None);
         }
