@@ -96,6 +96,58 @@ async fn put(s: &TestServer, path: &str, token: &str, body: Value) -> common::Re
         .await
 }
 
+/// A channel's delivery lists name its members only: one who leaves the channel, or is
+/// removed from it, leaves its on-duty and wake lists with it (as a workspace removal
+/// takes them off every list of the workspace). Before: they stayed listed.
+#[tokio::test]
+async fn leaving_a_channel_leaves_its_delivery_lists() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let (duty, _) = create_agent(&s, "duty-bot", None).await;
+    s.add_member(&w.alice, w.ws, &duty, "member").await;
+    let ch = create_policy_channel(&s, &w.alice, w.ws, "triage", "on_duty", &[&w.bob, &duty]).await;
+    let listed = |list: &'static str| {
+        let s = &s;
+        let token = w.alice.token.clone();
+        async move {
+            s.get(&format!("/api/v1/channels/{ch}/{list}"), &token)
+                .await
+                .expect_status(StatusCode::OK)
+                .body["user_ids"]
+                .clone()
+        }
+    };
+    for list in ["on-duty", "wake-list"] {
+        put(
+            &s,
+            &format!("/api/v1/channels/{ch}/{list}"),
+            &w.alice.token,
+            json!({"user_ids": [w.bob.id, duty.id]}),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    }
+    s.delete(
+        &format!("/api/v1/channels/{ch}/members/{}", duty.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    s.post(
+        &format!("/api/v1/channels/{ch}/leave"),
+        &w.bob.token,
+        json!({}),
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    for list in ["on-duty", "wake-list"] {
+        assert_eq!(listed(list).await, json!([]), "{list}");
+    }
+    // Added back, they are on no list until a manager puts them there again.
+    s.add_channel_member(&w.alice, ch, &duty).await;
+    assert_eq!(listed("on-duty").await, json!([]));
+}
+
 #[tokio::test]
 async fn on_duty_wakes_the_on_duty_and_the_mentioned_observers_observe_others_get_nothing() {
     let s = TestServer::start().await;

@@ -297,6 +297,14 @@ where
                 .await?;
         let removed = done.rows_affected() == 1;
         let logged = if removed {
+            // The channel's delivery lists name its members only.
+            sqlx::query(
+                "DELETE FROM channel_delivery_lists WHERE channel_id = $1 AND user_id = $2",
+            )
+            .bind(ch.0)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
             Self::log_events(&mut tx, self.now(), events(&())).await?
         } else {
             Vec::new()
