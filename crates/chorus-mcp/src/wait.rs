@@ -211,7 +211,8 @@ impl Scan<'_> {
                             self.gaps.push(Gap {
                                 channel_id: channel.0,
                                 reason: "events after the cursor are no longer kept (or the \
-                                         cursor is another server's); continuing from now"
+                                         cursor is another server's, or from before your \
+                                         access to the channel); continuing from now"
                                     .to_owned(),
                             });
                             Ok(Some(head))

@@ -150,6 +150,7 @@ impl Subscriptions {
                 StartAt::Continue(since) => From::Continue(since),
             };
             // From the client's position: nothing logged before the user's access began.
+            // Not known (the application failed, as its authorization would): refused.
             let floor = match from {
                 From::Rewind(_) | From::Continue(_) => hooks
                     .access_since(conn.user, &scope)

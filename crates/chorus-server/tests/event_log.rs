@@ -706,3 +706,69 @@ async fn a_public_channel_is_not_replayed_from_before_joining_its_workspace() {
         "{got:?}"
     );
 }
+
+/// A guest reads a public channel, and its threads, only as a member of it: a thread
+/// position of theirs from before they were last added to the channel gives nothing
+/// of the time they were out (their workspace membership is older).
+#[tokio::test]
+async fn a_guests_thread_of_a_public_channel_is_not_replayed_from_their_time_out() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let erin = s.create_user("erin").await;
+    s.add_member(&w.alice, w.ws, &erin, "guest").await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "open", "public", &[&erin])
+        .await;
+    let root = s.send(&w.alice, ch, "root").await["id"].as_i64().unwrap();
+    let scope = format!("thread:{root}");
+    let mut ws = s.connect(&erin.token).await;
+    let start = ws.subscribe(&scope).await["offset"].as_u64().unwrap();
+    ws.close().await;
+
+    s.delete(
+        &format!("/api/v1/channels/{ch}/members/{}", erin.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    replied_and_deleted(&s, &w.alice, ch, root, "while out").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    s.add_channel_member(&w.alice, ch, &erin).await;
+    not_replayed_from_before(&s, &erin.token, &scope, start, "while out").await;
+    // Bob, a member reading the public channel through the workspace all along, gets it.
+    let got = caught_up(&s, &w.bob.token, &scope, start, 100).await;
+    assert_eq!(got[0]["data"]["text"], "while out", "{got:?}");
+}
+
+/// A private channel's log marks its members' joins and leaves, a workspace removal's
+/// too: a member removed from the workspace and added back (to it and the channel)
+/// resumes and catches up the channel from before, exactly — what came before the
+/// removal and after the re-join, never the time out, and no reload.
+#[tokio::test]
+async fn a_channel_is_caught_up_exactly_across_a_workspace_removal() {
+    let (s, w, ch, start) = bob_left_after_before().await;
+    let scope = format!("channel:{ch}");
+    s.add_channel_member(&w.alice, ch, &w.bob).await;
+    s.delete(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    s.send(&w.alice, ch, "while out").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    s.add_member(&w.alice, w.ws, &w.bob, "member").await;
+    s.add_channel_member(&w.alice, ch, &w.bob).await;
+    s.send(&w.alice, ch, "back").await;
+    let live = s.send(&w.alice, ch, "live");
+    replayed_as(
+        &s,
+        &w.bob.token,
+        &scope,
+        start,
+        ("message.created", "text"),
+        &["before", "back"],
+        live,
+    )
+    .await;
+}

@@ -6,7 +6,7 @@ use chorus_realtime::{Mark, Membership, Publish, Scope};
 
 use super::{Chat, canonical_id};
 use crate::error::{ChatError, Result, bad, not_found};
-use crate::model::{ChannelId, ChannelKind, MessageId, User, WorkspaceId};
+use crate::model::{ChannelId, MessageId, User, UserId, WorkspaceId};
 
 pub const DEFAULT_EVENTS_PAGE: u32 = 200;
 pub const MAX_EVENTS_PAGE: u32 = 1_000;
@@ -61,19 +61,22 @@ impl Chat {
         Ok(())
     }
 
-    /// Since when `caller`'s present read access to `scope` holds, where the scope's own
+    /// Since when `user`'s present read access to `scope` holds, where the scope's own
     /// log does not mark it: a replay or catch-up of theirs from a position reaching
-    /// back before it is not given (docs/protocol.md, "Membership changes"). A channel
-    /// is read through its workspace (a public one by any member, a private one by its
-    /// members, whose joins and leaves are in its log): since the caller joined the
-    /// workspace. A thread's log marks nobody's joins: since they joined the workspace
-    /// and, for a channel read as its member (private, a DM), the channel. `None` for
-    /// other scopes (a workspace's log marks its members' joins; a user's and a topic's
-    /// readers do not change that way), and for a caller who reads it as no member (the
+    /// back before it is not given (docs/protocol.md, "Membership changes").
+    ///
+    /// A channel's log marks its members' joins and leaves (`Membership` skips their
+    /// time out exactly), not the workspace's: a public channel read without joining
+    /// it is read since the workspace's access began (the join, or the promotion from
+    /// guest). A thread's log marks nobody's: it is read since the channel's access
+    /// began — through the workspace for a public channel's reader who is no guest,
+    /// else since they joined the channel too. `None` for other scopes (a workspace's
+    /// log marks its members' joins; a user scope is its user's; a `topic:` is not
+    /// bounded yet, see docs/protocol.md), and for a reader who is no member (the
     /// server's administrator).
     pub async fn access_since(
         &self,
-        caller: &User,
+        user: UserId,
         scope: &Scope,
     ) -> Result<Option<std::time::SystemTime>> {
         let (channel, thread) = match scope.kind() {
@@ -84,18 +87,16 @@ impl Chat {
             },
             _ => return Ok(None),
         };
-        let Some((in_workspace, in_channel)) = self.store.joined_at(channel, caller.id).await?
-        else {
+        let Some(access) = self.store.channel_access(channel, user).await? else {
             return Ok(None);
         };
-        let in_channel = match thread {
-            true => match self.store.channel(channel).await? {
-                Some(c) if c.kind != ChannelKind::Public => in_channel,
-                _ => None,
-            },
-            false => None,
+        let since = match (thread, access.channel_since) {
+            // A member of the channel: its log marks their time out.
+            (false, Some(_)) => None,
+            (false, None) => access.workspace_since,
+            (true, _) if access.public && !access.guest => access.workspace_since,
+            (true, in_channel) => access.workspace_since.into_iter().chain(in_channel).max(),
         };
-        let since = in_workspace.into_iter().chain(in_channel).max();
         Ok(since.map(|t| {
             std::time::UNIX_EPOCH
                 + std::time::Duration::from_millis(u64::try_from(t.0).unwrap_or(0))
@@ -158,7 +159,8 @@ impl Chat {
         // not mark it (a thread, a channel read through the workspace): the position
         // reaches back before their access, and nothing from there is theirs to catch
         // up; they reload.
-        if let Some(since) = self.access_since(caller, &scope).await?
+        if !events.is_empty()
+            && let Some(since) = self.access_since(caller.id, &scope).await?
             && events
                 .iter()
                 .any(|e| e.logged_at.is_some_and(|at| at < since))

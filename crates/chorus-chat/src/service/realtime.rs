@@ -141,9 +141,8 @@ impl SessionHooks for ChatHooks {
         if user == ANONYMOUS {
             return Ok(None);
         }
-        let caller = self.user(user).await?;
         self.chat
-            .access_since(&caller, scope)
+            .access_since(UserId(user), scope)
             .await
             .map_err(to_hook)
     }

@@ -407,15 +407,9 @@ pub trait WorkspaceStore: Send + Sync {
     async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>>;
     async fn workspaces_of(&self, user: UserId) -> Result<Vec<WorkspaceMembership>>;
     async fn member_role(&self, ws: WorkspaceId, user: UserId) -> Result<Option<Role>>;
-    /// When `user`'s present read access through channel `ch`'s workspace began (they
-    /// joined it, or were made a member from a guest) and when they joined the channel
-    /// (a re-join is a new membership), each `None` when they are not a member; `None`
-    /// for a channel that does not exist.
-    async fn joined_at(
-        &self,
-        ch: ChannelId,
-        user: UserId,
-    ) -> Result<Option<(Option<Timestamp>, Option<Timestamp>)>>;
+    /// What says since when `user` reads channel `ch` (`None` for a channel that does
+    /// not exist): their present memberships of its workspace and of the channel.
+    async fn channel_access(&self, ch: ChannelId, user: UserId) -> Result<Option<ChannelAccess>>;
     /// Adds a member; `false`, and nothing changed, when the user already is one.
     async fn add_member(&self, ws: WorkspaceId, user: UserId, role: Role) -> Result<bool> {
         Ok(self
@@ -1043,4 +1037,20 @@ impl<T> Store for T where
         + KeyStore
         + CommandStore
 {
+}
+
+/// A user's standing in a channel and its workspace, for when their read access began
+/// ([`WorkspaceStore::channel_access`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelAccess {
+    /// The channel is public: its workspace's members (not guests) read it without
+    /// joining it.
+    pub public: bool,
+    /// When their present read access through the workspace began (they joined it, or
+    /// were made a member from a guest); `None`: not a member of it.
+    pub workspace_since: Option<Timestamp>,
+    /// A guest of the workspace.
+    pub guest: bool,
+    /// When they joined the channel (a re-join is a new membership); `None`: not in it.
+    pub channel_since: Option<Timestamp>,
 }

@@ -194,7 +194,7 @@ fn render_metrics(state: &AppState) -> impl IntoResponse + use<> {
     );
     counter(
         "resumes_unrecovered_total",
-        "Subscriptions with since outside the retention window.",
+        "Subscriptions with since not replayed: outside the retention window, or before the user's access.",
         "counter",
         m.resumes_unrecovered,
     );

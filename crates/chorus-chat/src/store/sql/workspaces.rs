@@ -10,7 +10,7 @@ use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::parse;
 use crate::store::rows::{ProfileRow, WorkspaceRow, presence_row};
-use crate::store::{Events, WorkspaceStore};
+use crate::store::{ChannelAccess, Events, WorkspaceStore};
 
 #[async_trait]
 impl<DB> WorkspaceStore for Sql<DB>
@@ -93,23 +93,33 @@ where
             .collect()
     }
 
-    async fn joined_at(
-        &self,
-        ch: ChannelId,
-        user: UserId,
-    ) -> Result<Option<(Option<Timestamp>, Option<Timestamp>)>> {
-        let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT (SELECT joined_at FROM workspace_members
-                     WHERE workspace_id = c.workspace_id AND user_id = $2),
+    async fn channel_access(&self, ch: ChannelId, user: UserId) -> Result<Option<ChannelAccess>> {
+        type Row = (String, Option<i64>, Option<String>, Option<i64>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT c.kind, w.joined_at, w.role,
                     (SELECT joined_at FROM channel_members
                      WHERE channel_id = c.id AND user_id = $2)
-             FROM channels c WHERE c.id = $1",
+             FROM channels c
+             LEFT JOIN workspace_members w ON w.workspace_id = c.workspace_id AND w.user_id = $2
+             WHERE c.id = $1",
         )
         .bind(ch.0)
         .bind(user.0)
         .fetch_optional(&self.reader)
         .await?;
-        Ok(row.map(|(ws, ch)| (ws.map(Timestamp), ch.map(Timestamp))))
+        let Some((kind, workspace_since, role, channel_since)) = row else {
+            return Ok(None);
+        };
+        let guest = match role {
+            Some(role) => parse::<Role>(&role)? == Role::Guest,
+            None => false,
+        };
+        Ok(Some(ChannelAccess {
+            public: parse::<ChannelKind>(&kind)? == ChannelKind::Public,
+            workspace_since: workspace_since.map(Timestamp),
+            guest,
+            channel_since: channel_since.map(Timestamp),
+        }))
     }
 
     async fn member_role(&self, ws: WorkspaceId, user: UserId) -> Result<Option<Role>> {
