@@ -483,18 +483,7 @@ async fn the_openapi_document_describes_the_credential_routes() {
 async fn signing_out_revokes_the_token_it_carries() {
     let s = TestServer::start().await;
     let bob = s.create_user("bob").await;
-    let other = s
-        .post(
-            &format!("/api/v1/users/{}/tokens", bob.id),
-            &bob.token,
-            json!({"name": "cli"}),
-        )
-        .await
-        .expect_status(StatusCode::CREATED)
-        .body["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let other = s.mint_token(&bob.token, bob.id, "cli").await;
     let mut signed_out = s.connect(&bob.token).await;
     let mut kept = s.connect(&other).await;
 

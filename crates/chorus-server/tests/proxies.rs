@@ -334,6 +334,15 @@ async fn logging_out_app() -> (App, std::sync::Arc<std::sync::atomic::AtomicBool
     (app, logged_out)
 }
 
+/// The application logs subject 42 out: it refuses their session from now on, and tells
+/// Chorus so (`POST /api/v1/proxy/sessions/revoke`, with `key`).
+async fn log_out_42(s: &TestServer, logged_out: &std::sync::atomic::AtomicBool, key: &str) {
+    logged_out.store(true, std::sync::atomic::Ordering::SeqCst);
+    s.post("/api/v1/proxy/sessions/revoke", key, json!({"sub": "42"}))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+}
+
 /// The application's logout (`POST /api/v1/proxy/sessions/revoke {"sub"}`, a server
 /// key with `sessions:revoke`): every socket the connect proxy authenticated for the
 /// user (cookie or token) closes with 3502, their socket opened with a Chorus API token
@@ -352,18 +361,7 @@ async fn the_applications_logout_closes_the_users_proxied_sockets() {
     let mut by_app_token = s.connect("good-token").await;
     assert_eq!(by_app_token.user_id(), id);
     // The same user's Chorus API token, which the application's logout does not touch.
-    let api_token = s
-        .post(
-            &format!("/api/v1/users/{id}/tokens"),
-            ADMIN_TOKEN,
-            json!({"name": "cli"}),
-        )
-        .await
-        .expect_status(StatusCode::CREATED)
-        .body["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let api_token = s.mint_token(ADMIN_TOKEN, id, "cli").await;
     let mut by_api_token = s.connect(&api_token).await;
     assert_eq!(by_api_token.user_id(), id);
     // Cached: a second upgrade with the cookie is not asked about.
@@ -402,10 +400,7 @@ async fn the_applications_logout_closes_the_users_proxied_sockets() {
         .await
         .expect_status(StatusCode::NO_CONTENT);
     by_cookie.ping().await;
-    logged_out.store(true, Ordering::SeqCst);
-    s.post(revoke, &logout, json!({"sub": "42"}))
-        .await
-        .expect_status(StatusCode::NO_CONTENT);
+    log_out_42(&s, &logged_out, &logout).await;
     assert_eq!(by_cookie.expect_close().await, Some(3502));
     assert_eq!(again.expect_close().await, Some(3502));
     assert_eq!(by_app_token.expect_close().await, Some(3502));
@@ -494,14 +489,7 @@ async fn logout_overtakes_the_answer(seen: bool) {
         })
         .await
         .expect("the cookie was never asked about");
-        logged_out.store(true, Ordering::SeqCst);
-        s.post(
-            "/api/v1/proxy/sessions/revoke",
-            ADMIN_TOKEN,
-            json!({"sub": "42"}),
-        )
-        .await
-        .expect_status(StatusCode::NO_CONTENT);
+        log_out_42(&s, &logged_out, ADMIN_TOKEN).await;
         open_gate.send(true).unwrap();
     };
     let ((status, body), ()) = tokio::join!(s.refused_upgrade_with(&cookie), logout);
@@ -528,8 +516,6 @@ async fn logout_overtakes_the_answer(seen: bool) {
 /// cached identity is not let in again, the application is asked.
 #[tokio::test]
 async fn a_logout_while_deactivated_holds_after_reactivation() {
-    use std::sync::atomic::Ordering;
-
     let (app, logged_out) = logging_out_app().await;
     let s = TestServer::start_with(|c| c.proxy = proxies(Some(app.url("connect")), None)).await;
     let (good, origin) = (
@@ -546,14 +532,7 @@ async fn a_logout_while_deactivated_holds_after_reactivation() {
     .await
     .expect_status(StatusCode::OK);
     assert_eq!(by_cookie.expect_close().await, Some(3502));
-    logged_out.store(true, Ordering::SeqCst);
-    s.post(
-        "/api/v1/proxy/sessions/revoke",
-        ADMIN_TOKEN,
-        json!({"sub": "42"}),
-    )
-    .await
-    .expect_status(StatusCode::NO_CONTENT);
+    log_out_42(&s, &logged_out, ADMIN_TOKEN).await;
     s.post(
         &format!("/api/v1/users/{id}/reactivate"),
         ADMIN_TOKEN,

@@ -293,6 +293,22 @@ impl TestServer {
         }
     }
 
+    /// A new API token of user `user_id` named `name`, created with `by`'s credential
+    /// (theirs, or the admin token): its secret.
+    pub async fn mint_token(&self, by: &str, user_id: i64, name: &str) -> String {
+        self.post(
+            &format!("/api/v1/users/{user_id}/tokens"),
+            by,
+            json!({ "name": name }),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .body["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Creates a workspace owned by `owner`; returns its id.
     pub async fn create_workspace(&self, owner: &TestUser, name: &str) -> i64 {
         self.post("/api/v1/workspaces", &owner.token, json!({ "name": name }))
