@@ -1103,3 +1103,47 @@ async fn join_leave_events_and_presence_of_a_topic() {
         Vec::<Value>::new()
     );
 }
+
+/// A topic read by a workspace role is read since the role was given (the access rule):
+/// bob, made an admin after an alert, gets nothing of before it from a position of
+/// before — `recovered: false`, 410 over HTTP — and what came after, from a position
+/// after; alice, the owner all along, gets it all.
+#[tokio::test]
+async fn a_role_namespace_replays_nothing_from_before_the_role() {
+    let s = gateway().await;
+    let w = s.world().await;
+    let ops = format!("topic:ws.{}.ops", w.ws);
+    let before = publish_n(&s, &ops, 1).await[0];
+    // The log's times are to the millisecond: the promotion comes after the alert.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    s.patch(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id),
+        &w.alice.token,
+        json!({"role": "admin"}),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    let after = publish_n(&s, &ops, 1).await[0];
+
+    assert_eq!(
+        replay_since(&s, &w.bob.token, &ops, before - 1).await,
+        (false, vec![])
+    );
+    assert_eq!(catch_up(&s, &w.bob.token, &ops, before - 1).await, Err(410));
+    assert_eq!(
+        replay_since(&s, &w.bob.token, &ops, before).await,
+        (true, vec![after])
+    );
+    assert_eq!(
+        catch_up(&s, &w.bob.token, &ops, before).await,
+        Ok(vec![after])
+    );
+    assert_eq!(
+        replay_since(&s, &w.alice.token, &ops, before - 1).await,
+        (true, vec![before, after])
+    );
+    assert_eq!(
+        catch_up(&s, &w.alice.token, &ops, before - 1).await,
+        Ok(vec![before, after])
+    );
+}

@@ -70,16 +70,23 @@ impl Chat {
     /// it is read since the workspace's access began (the join, or the promotion from
     /// guest). A thread's log marks nobody's: it is read since the channel's access
     /// began — through the workspace for a public channel's reader who is no guest,
-    /// else since they joined the channel too. `None` for other scopes (a workspace's
-    /// log marks its members' joins; a user scope is its user's; a `topic:` is not
-    /// bounded yet, see docs/protocol.md), and for a reader who is no member (the
+    /// else since they joined the channel too. A `topic:` whose namespace's `read`
+    /// rests on a workspace role is read since the member was given their present role
+    /// (or joined; [`Chat::topic_access_since`]). `None` for other scopes (a
+    /// workspace's log marks its members' joins; a user scope is its user's; other
+    /// topics are read by rules with no time), and for a reader who is no member (the
     /// server's administrator).
     pub async fn access_since(
         &self,
         user: UserId,
         scope: &Scope,
     ) -> Result<Option<std::time::SystemTime>> {
+        let as_time = |t: crate::model::Timestamp| {
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(u64::try_from(t.0).unwrap_or(0))
+        };
         let (channel, thread) = match scope.kind() {
+            "topic" => return Ok(self.topic_access_since(user, scope).await?.map(as_time)),
             "channel" => (ChannelId(scope_id(scope)?), false),
             "thread" => match self.store.message(MessageId(scope_id(scope)?)).await? {
                 Some(root) => (root.channel_id, true),
@@ -97,10 +104,7 @@ impl Chat {
             (true, _) if access.public && !access.guest => access.workspace_since,
             (true, in_channel) => access.workspace_since.into_iter().chain(in_channel).max(),
         };
-        Ok(since.map(|t| {
-            std::time::UNIX_EPOCH
-                + std::time::Duration::from_millis(u64::try_from(t.0).unwrap_or(0))
-        }))
+        Ok(since.map(as_time))
     }
 
     /// The events of `scope` after `query.after` that `caller` may see (marked `skip`

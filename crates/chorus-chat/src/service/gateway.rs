@@ -171,6 +171,35 @@ impl Chat {
         }
     }
 
+    /// Since when `user`'s present read access to the topic `scope` holds, where its
+    /// namespace's `read` rests on a workspace role (`role:admin` in workspace
+    /// `{workspace_id}`): since they were given their present role there, or joined
+    /// (the access rule: nothing logged before is replayed). `None`: not bounded — any
+    /// other rule, a topic in no namespace, or not a member (a credential's role reads
+    /// it then: credentials' roles carry no time).
+    pub(crate) async fn topic_access_since(
+        &self,
+        user: crate::model::UserId,
+        scope: &Scope,
+    ) -> Result<Option<crate::model::Timestamp>> {
+        let workspace = {
+            let namespaces = self.namespaces();
+            let Some(found) = namespaces.find(scope) else {
+                return Ok(None);
+            };
+            match &found.namespace.read {
+                Access::Role(RoleRule {
+                    workspace: Some(_), ..
+                }) => found.vars.get("workspace_id").and_then(|v| canonical_id(v)),
+                _ => None,
+            }
+        };
+        match workspace {
+            Some(ws) => self.store.role_since(WorkspaceId(ws), user).await,
+            None => Ok(None),
+        }
+    }
+
     /// The configured proxy, for a namespace whose access is `proxy` (the start and a
     /// reload refuse such a namespace without one: this is only a safeguard).
     fn proxy(&self, which: &str) -> Result<&Arc<dyn AppProxy>> {

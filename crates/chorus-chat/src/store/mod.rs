@@ -410,6 +410,9 @@ pub trait WorkspaceStore: Send + Sync {
     /// What says since when `user` reads channel `ch` (`None` for a channel that does
     /// not exist): their present memberships of its workspace and of the channel.
     async fn channel_access(&self, ch: ChannelId, user: UserId) -> Result<Option<ChannelAccess>>;
+    /// Since when `user` holds their present role in `ws` (their join, or the role's
+    /// last change since); `None`: not a member.
+    async fn role_since(&self, ws: WorkspaceId, user: UserId) -> Result<Option<Timestamp>>;
     /// Adds a member; `false`, and nothing changed, when the user already is one.
     async fn add_member(&self, ws: WorkspaceId, user: UserId, role: Role) -> Result<bool> {
         Ok(self

@@ -122,6 +122,18 @@ where
         }))
     }
 
+    async fn role_since(&self, ws: WorkspaceId, user: UserId) -> Result<Option<Timestamp>> {
+        let since: Option<i64> = sqlx::query_scalar(
+            "SELECT COALESCE(role_since, joined_at) FROM workspace_members
+             WHERE workspace_id = $1 AND user_id = $2",
+        )
+        .bind(ws.0)
+        .bind(user.0)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(since.map(Timestamp))
+    }
+
     async fn member_role(&self, ws: WorkspaceId, user: UserId) -> Result<Option<Role>> {
         let role: Option<String> = sqlx::query_scalar(
             "SELECT role FROM workspace_members WHERE workspace_id = $1 AND user_id = $2",
@@ -175,21 +187,22 @@ where
         }
         // A guest made a member starts reading the workspace's public channels now: their
         // `joined_at` is when their present read access through the workspace began.
+        // `role_since` is when this role was given (topics ruled by the role).
         let promoted = from == Role::Guest && to != Role::Guest;
-        let mut update = sqlx::query(if promoted {
-            "UPDATE workspace_members SET role = $1, joined_at = $5
+        let done = sqlx::query(if promoted {
+            "UPDATE workspace_members SET role = $1, role_since = $5, joined_at = $5
              WHERE workspace_id = $2 AND user_id = $3 AND role = $4"
         } else {
-            "UPDATE workspace_members SET role = $1 WHERE workspace_id = $2 AND user_id = $3 AND role = $4"
+            "UPDATE workspace_members SET role = $1, role_since = $5
+             WHERE workspace_id = $2 AND user_id = $3 AND role = $4"
         })
         .bind(to.as_str())
         .bind(ws.0)
         .bind(user.0)
-        .bind(from.as_str());
-        if promoted {
-            update = update.bind(self.now().0);
-        }
-        let done = update.execute(&mut *tx).await?;
+        .bind(from.as_str())
+        .bind(self.now().0)
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
             return Ok(None);
         }
