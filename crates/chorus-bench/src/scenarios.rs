@@ -323,7 +323,7 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
 /// pace of its ticker) is not queued behind the subscriber tasks that a burst of
 /// deliveries wakes on the load generator's main runtime. Senders and readers are
 /// different people on different machines; sharing one scheduler made each HTTP send
-/// wait for the readers' backlog (7.6 ms a send against 2.2 in the server at 1k flat
+/// wait for the readers' backlog (7.4–7.6 ms a send against 2.2 in the server at 1k flat
 /// out), which bounds a closed loop whose senders wait for an answer (Chorus's HTTP
 /// API) and not one whose senders only write (the baseline's socket).
 struct SenderRuntime(Option<tokio::runtime::Runtime>);
