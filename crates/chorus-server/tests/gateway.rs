@@ -85,6 +85,17 @@ async fn publish(s: &TestServer, scope: &str, kind: &str, data: Value) -> common
     .await
 }
 
+/// Alice, the world's owner, gives bob `role` in its workspace.
+async fn bob_made(s: &TestServer, w: &common::World, role: &str) {
+    s.patch(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id),
+        &w.alice.token,
+        json!({"role": role}),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+}
+
 /// The answer to a `subscribe`: `ack`, or the error's code.
 async fn answer(client: &mut WsClient, scope: &str) -> String {
     let reply = client.subscribe(scope).await;
@@ -191,13 +202,7 @@ async fn each_access_kind_lets_in_exactly_whom_it_names() {
     let s = gateway().await;
     // alice owns the workspace, bob is an admin of it, carol a member; dave is in none.
     let w = s.world().await;
-    s.patch(
-        &format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id),
-        &w.alice.token,
-        json!({"role": "admin"}),
-    )
-    .await
-    .expect_status(StatusCode::OK);
+    bob_made(&s, &w, "admin").await;
     let dave = s.create_user("dave").await;
     let ops = format!("topic:ws.{}.ops", w.ws);
     let inbox = |id: i64| format!("topic:notifications.user.{id}");
@@ -249,19 +254,13 @@ async fn each_access_kind_lets_in_exactly_whom_it_names() {
 async fn a_demotion_revokes_a_role_namespace_live() {
     let s = gateway().await;
     let w = s.world().await;
-    let role = |r: &str| json!({"role": r});
-    let member_url = format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id);
-    s.patch(&member_url, &w.alice.token, role("admin"))
-        .await
-        .expect_status(StatusCode::OK);
+    bob_made(&s, &w, "admin").await;
     let ops = format!("topic:ws.{}.ops", w.ws);
     let mut bob = s.connect(&w.bob.token).await;
     assert_eq!(answer(&mut bob, &ops).await, "ack");
     assert_eq!(answer(&mut bob, "topic:news").await, "ack");
 
-    s.patch(&member_url, &w.alice.token, role("member"))
-        .await
-        .expect_status(StatusCode::OK);
+    bob_made(&s, &w, "member").await;
     let revoked = bob.expect_event("subscription.revoked").await;
     assert_eq!(revoked["scope"], ops);
     assert_eq!(revoked["data"]["reason"], "role_changed");
@@ -564,13 +563,7 @@ async fn a_stricter_reload_ends_the_subscriptions_it_refuses() {
     };
     let s = TestServer::start_with(|c| c.namespaces = with_ops("authenticated")).await;
     let w = s.world().await;
-    s.patch(
-        &format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id),
-        &w.alice.token,
-        json!({"role": "admin"}),
-    )
-    .await
-    .expect_status(StatusCode::OK);
+    bob_made(&s, &w, "admin").await;
     let ops = format!("topic:ws.{}.ops", w.ws);
     // carol is a member, bob an admin: both may read ops while it is `authenticated`.
     let mut carol = s.connect(&w.carol.token).await;
@@ -1116,13 +1109,7 @@ async fn a_role_namespace_replays_nothing_from_before_the_role() {
     let before = publish_n(&s, &ops, 1).await[0];
     // The log's times are to the millisecond: the promotion comes after the alert.
     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    s.patch(
-        &format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id),
-        &w.alice.token,
-        json!({"role": "admin"}),
-    )
-    .await
-    .expect_status(StatusCode::OK);
+    bob_made(&s, &w, "admin").await;
     let after = publish_n(&s, &ops, 1).await[0];
 
     assert_eq!(

@@ -1086,13 +1086,12 @@ async fn a_removal_on_one_node_ends_thread_subscriptions_on_another() {
     let before = next_event(&mut bob, "message.created").await;
     assert_eq!(before["data"]["text"], "before", "{before}");
 
-    let removed = reqwest::Client::new()
-        .delete(format!("http://{a}/api/v1/channels/{ch}/members/{bob_id}"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(removed.status(), 204);
+    remove(
+        a,
+        &alice,
+        &format!("/api/v1/channels/{ch}/members/{bob_id}"),
+    )
+    .await;
     let revoked = next_event(&mut bob, "subscription.revoked").await;
     assert_eq!(revoked["scope"], thread.as_str(), "{revoked}");
     assert_eq!(revoked["data"]["reason"], "channel_left", "{revoked}");
@@ -2178,6 +2177,26 @@ async fn events_after(addr: SocketAddr, token: &str, scope: &str, after: u64) ->
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// `token`'s user subscribes to `scope` on node `addr`: the offset it acks, a position
+/// to come back from.
+async fn position(addr: SocketAddr, token: &str, scope: &str) -> u64 {
+    let mut ws = open(addr, token).await;
+    let ack = request(&mut ws, json!({"op": "subscribe", "scope": scope})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    ack["offset"].as_u64().unwrap()
+}
+
+/// `DELETE path` through node `addr` as `token`: a removal, answered 204.
+async fn remove(addr: SocketAddr, token: &str, path: &str) {
+    let resp = reqwest::Client::new()
+        .delete(format!("http://{addr}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204, "DELETE {path}");
+}
+
 /// `token`'s user asks node `addr` for `scope` after `since` on a new connection, by a
 /// `subscribe` with `since` or (`resume`) a `resume`: whether the ack says recovered,
 /// and every frame before the ack (a replay precedes it) and before a ping's ack after.
@@ -2286,19 +2305,14 @@ async fn the_access_rule_holds_across_nodes() {
         .unwrap();
     let root = post_message(a, &alice, ch, "root", None).await;
     let thread = format!("thread:{root}");
-    let mut on_a = open(a, &bob).await;
-    let ack = request(&mut on_a, json!({"op": "subscribe", "scope": thread})).await;
-    assert_eq!(ack["op"], "ack", "{ack}");
-    let start = ack["offset"].as_u64().unwrap();
-    drop(on_a);
+    let start = position(a, &bob, &thread).await;
 
-    let removed = reqwest::Client::new()
-        .delete(format!("http://{a}/api/v1/channels/{ch}/members/{bob_id}"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(removed.status(), 204);
+    remove(
+        a,
+        &alice,
+        &format!("/api/v1/channels/{ch}/members/{bob_id}"),
+    )
+    .await;
     let secret = "the plan bob must not read";
     post_message(b, &alice, ch, secret, Some(root)).await;
     // The log's times are to the millisecond: the re-join is logged after the reply.
@@ -2343,21 +2357,14 @@ async fn the_access_rule_holds_for_a_public_channel_across_nodes() {
         .unwrap();
     post_message(a, &alice, ch, "before", None).await;
     let channel = format!("channel:{ch}");
-    let mut on_a = open(a, &dave).await;
-    let ack = request(&mut on_a, json!({"op": "subscribe", "scope": channel})).await;
-    assert_eq!(ack["op"], "ack", "{ack}");
-    let start = ack["offset"].as_u64().unwrap();
-    drop(on_a);
+    let start = position(a, &dave, &channel).await;
 
-    let removed = reqwest::Client::new()
-        .delete(format!(
-            "http://{a}/api/v1/workspaces/{ws}/members/{dave_id}"
-        ))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(removed.status(), 204);
+    remove(
+        a,
+        ADMIN,
+        &format!("/api/v1/workspaces/{ws}/members/{dave_id}"),
+    )
+    .await;
     let secret = "said while dave was out";
     post_message(b, &alice, ch, secret, None).await;
     tokio::time::sleep(Duration::from_millis(2)).await;
