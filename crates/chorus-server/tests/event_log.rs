@@ -468,28 +468,32 @@ async fn replayed_as<T>(
     assert_eq!(names(&frames), expected, "resume");
 }
 
-/// A member of a private channel leaves, a message is sent, they are added back: a
-/// resume or an HTTP catch-up from a position before the leave gives them what they
-/// were there for, never the message of the time they were out.
-#[tokio::test]
-async fn nothing_of_the_time_out_of_a_channel_is_replayed_or_caught_up() {
-    let (s, w, ch, start) = bob_left_after_before().await;
-    let scope = format!("channel:{ch}");
-    s.send(&w.alice, ch, "while out").await;
-    s.add_channel_member(&w.alice, ch, &w.bob).await;
+/// Bob, back in alice's channel `ch` after [`bob_left_after_before`]: "back" is sent,
+/// and from `start` he is [`replayed_as`] "before" and "back" (then "live").
+async fn bob_gets_before_and_back(s: &TestServer, w: &common::World, ch: i64, start: u64) {
     s.send(&w.alice, ch, "back").await;
-
     let live = s.send(&w.alice, ch, "live");
     replayed_as(
-        &s,
+        s,
         &w.bob.token,
-        &scope,
+        &format!("channel:{ch}"),
         start,
         ("message.created", "text"),
         &["before", "back"],
         live,
     )
     .await;
+}
+
+/// A member of a private channel leaves, a message is sent, they are added back: a
+/// resume or an HTTP catch-up from a position before the leave gives them what they
+/// were there for, never the message of the time they were out.
+#[tokio::test]
+async fn nothing_of_the_time_out_of_a_channel_is_replayed_or_caught_up() {
+    let (s, w, ch, start) = bob_left_after_before().await;
+    s.send(&w.alice, ch, "while out").await;
+    s.add_channel_member(&w.alice, ch, &w.bob).await;
+    bob_gets_before_and_back(&s, &w, ch, start).await;
 }
 
 /// The same for a workspace: a member is removed, a public channel is created (an event
@@ -747,7 +751,6 @@ async fn a_guests_thread_of_a_public_channel_is_not_replayed_from_their_time_out
 #[tokio::test]
 async fn a_channel_is_caught_up_exactly_across_a_workspace_removal() {
     let (s, w, ch, start) = bob_left_after_before().await;
-    let scope = format!("channel:{ch}");
     s.add_channel_member(&w.alice, ch, &w.bob).await;
     s.delete(
         &format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id),
@@ -759,16 +762,5 @@ async fn a_channel_is_caught_up_exactly_across_a_workspace_removal() {
     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     s.add_member(&w.alice, w.ws, &w.bob, "member").await;
     s.add_channel_member(&w.alice, ch, &w.bob).await;
-    s.send(&w.alice, ch, "back").await;
-    let live = s.send(&w.alice, ch, "live");
-    replayed_as(
-        &s,
-        &w.bob.token,
-        &scope,
-        start,
-        ("message.created", "text"),
-        &["before", "back"],
-        live,
-    )
-    .await;
+    bob_gets_before_and_back(&s, &w, ch, start).await;
 }

@@ -70,6 +70,9 @@ fn rand_suffix() -> u64 {
 struct Node {
     addr: SocketAddr,
     child: Child,
+    /// The node's log in `_data`, when `CHORUS_TEST_NODE_LOG` is not set: its last
+    /// lines are shown if the test fails (see [`node_log`]).
+    log: Option<PathBuf>,
     /// The node's own data directory (its admin token file), apart from the shared
     /// database.
     _data: tempfile::TempDir,
@@ -83,6 +86,10 @@ async fn start_node(database: &str, redis: &str) -> Node {
 async fn start_node_with(database: &str, redis: &str, config: &str) -> Node {
     let addr = free_addr();
     let data = tempfile::tempdir().unwrap();
+    let (stdout, log) = node_log(addr, data.path());
+    // `info` adds a node's sweeps and Redis recoveries: a few lines a test.
+    let level = std::env::var("CHORUS_TEST_NODE_LOG_LEVEL")
+        .unwrap_or_else(|_| if log.is_some() { "info" } else { "warn" }.to_owned());
     // The webhook receivers of these tests listen on loopback.
     let toml = data.path().join("chorus.toml");
     std::fs::write(&toml, format!("webhook_allow_private = true\n{config}")).unwrap();
@@ -99,11 +106,8 @@ async fn start_node_with(database: &str, redis: &str, config: &str) -> Node {
         .env("CHORUS_DATABASE_URL", database)
         .env("CHORUS_REDIS_URL", redis)
         .env("CHORUS_HTTP_PER_SEC", "0")
-        .env(
-            "CHORUS_LOG",
-            std::env::var("CHORUS_TEST_NODE_LOG_LEVEL").unwrap_or_else(|_| "warn".to_owned()),
-        )
-        .stdout(node_log(addr))
+        .env("CHORUS_LOG", level)
+        .stdout(stdout)
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
@@ -115,22 +119,53 @@ async fn start_node_with(database: &str, redis: &str, config: &str) -> Node {
     Node {
         addr,
         child,
+        log,
         _data: data,
     }
 }
 
-/// `CHORUS_TEST_NODE_LOG=<dir>`: each node's log goes to `<dir>/node-<port>.log`, at
-/// `CHORUS_TEST_NODE_LOG_LEVEL` (default `warn`); otherwise it is discarded.
-fn node_log(addr: SocketAddr) -> Stdio {
+/// Where a node's log goes, at `CHORUS_TEST_NODE_LOG_LEVEL`: with
+/// `CHORUS_TEST_NODE_LOG=<dir>`, to `<dir>/node-<port>.log`, kept (default `warn`);
+/// otherwise to a file in the node's data directory `data` (the `Some` path, default
+/// `info`), removed with it, whose last [`LOG_TAIL`] lines a failing test prints.
+fn node_log(addr: SocketAddr, data: &Path) -> (Stdio, Option<PathBuf>) {
     let Some(dir) = std::env::var_os("CHORUS_TEST_NODE_LOG") else {
-        return Stdio::null();
+        let path = data.join("node.log");
+        return (std::fs::File::create(&path).unwrap().into(), Some(path));
     };
-    let path = std::path::PathBuf::from(dir).join(format!("node-{}.log", addr.port()));
-    std::fs::OpenOptions::new()
+    let path = PathBuf::from(dir).join(format!("node-{}.log", addr.port()));
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&path)
-        .map_or_else(|_| Stdio::null(), Stdio::from)
+        .open(&path);
+    (file.map_or_else(|_| Stdio::null(), Stdio::from), None)
+}
+
+/// How many of a node's last log lines a failing test shows.
+const LOG_TAIL: usize = 200;
+
+impl Drop for Node {
+    /// A test failing (panicking) shows the end of the node's log, headed by its address
+    /// (which the tests' messages name nodes by); the runner shows it with the failure.
+    fn drop(&mut self) {
+        let Some(path) = self.log.as_ref().filter(|_| std::thread::panicking()) else {
+            return;
+        };
+        let text = std::fs::read(path).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+        eprintln!(
+            "---- log of node {}: its last {} of {} lines ----",
+            self.addr,
+            tail.len(),
+            lines.len()
+        );
+        for line in tail {
+            eprintln!("{line}");
+        }
+        eprintln!("---- end of the log of node {} ----", self.addr);
+    }
 }
 
 /// A Redis of its own, a shared database, and `n` nodes on them.
@@ -2277,6 +2312,37 @@ async fn replayed_on(nodes: &[SocketAddr], token: &str, scope: &str, since: u64,
     }
 }
 
+/// Two nodes, A and B, and through A the [`team`] of `names` and alice's channel `name`
+/// of `kind` with the named `members` besides her: (the cluster, A and B, the
+/// workspace, the team, the channel).
+async fn two_node_team(
+    names: &[&str],
+    (name, kind): (&str, &str),
+    members: &[&str],
+) -> (
+    Cluster,
+    [SocketAddr; 2],
+    i64,
+    HashMap<String, (i64, String)>,
+    i64,
+) {
+    let cluster = cluster(2).await;
+    let a = cluster.nodes[0].addr;
+    let (ws, users) = team(a, names).await;
+    let member_ids: Vec<i64> = members.iter().map(|m| users[*m].0).collect();
+    let ch = call(
+        a,
+        &users["alice"].1,
+        &format!("/api/v1/workspaces/{ws}/channels"),
+        json!({"name": name, "kind": kind, "member_ids": member_ids}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let nodes = [a, cluster.nodes[1].addr];
+    (cluster, nodes, ws, users, ch)
+}
+
 /// A thread's log marks nobody's joins: bob, removed from a private channel through
 /// node A and added back through node B after a reply was sent, gets nothing of that
 /// time from a thread position of before, on either node — 410 over HTTP, not
@@ -2284,25 +2350,15 @@ async fn replayed_on(nodes: &[SocketAddr], token: &str, scope: &str, since: u64,
 #[tokio::test]
 #[ignore = "needs redis-server: scripts/test runs it (--run-ignored all)"]
 async fn the_access_rule_holds_across_nodes() {
-    let Cluster {
-        redis: _redis,
-        nodes,
-        _dir,
-    } = cluster(2).await;
-    let (a, b) = (nodes[0].addr, nodes[1].addr);
-    let (ws, users) = team(a, &["alice", "bob", "carol"]).await;
+    let (_cluster, [a, b], _, users, ch) = two_node_team(
+        &["alice", "bob", "carol"],
+        ("secret", "private"),
+        &["bob", "carol"],
+    )
+    .await;
     let alice = users["alice"].1.clone();
     let (bob_id, bob) = users["bob"].clone();
     let carol = users["carol"].1.clone();
-    let ch = call(
-        a,
-        &alice,
-        &format!("/api/v1/workspaces/{ws}/channels"),
-        json!({"name": "secret", "kind": "private", "member_ids": [bob_id, users["carol"].0]}),
-    )
-    .await["id"]
-        .as_i64()
-        .unwrap();
     let root = post_message(a, &alice, ch, "root", None).await;
     let thread = format!("thread:{root}");
     let start = position(a, &bob, &thread).await;
@@ -2336,25 +2392,11 @@ async fn the_access_rule_holds_across_nodes() {
 #[tokio::test]
 #[ignore = "needs redis-server: scripts/test runs it (--run-ignored all)"]
 async fn the_access_rule_holds_for_a_public_channel_across_nodes() {
-    let Cluster {
-        redis: _redis,
-        nodes,
-        _dir,
-    } = cluster(2).await;
-    let (a, b) = (nodes[0].addr, nodes[1].addr);
-    let (ws, users) = team(a, &["alice", "bob", "dave"]).await;
+    let (_cluster, [a, b], ws, users, ch) =
+        two_node_team(&["alice", "bob", "dave"], ("lobby", "public"), &[]).await;
     let alice = users["alice"].1.clone();
     let bob = users["bob"].1.clone();
     let (dave_id, dave) = users["dave"].clone();
-    let ch = call(
-        a,
-        &alice,
-        &format!("/api/v1/workspaces/{ws}/channels"),
-        json!({"name": "lobby", "kind": "public"}),
-    )
-    .await["id"]
-        .as_i64()
-        .unwrap();
     post_message(a, &alice, ch, "before", None).await;
     let channel = format!("channel:{ch}");
     let start = position(a, &dave, &channel).await;
