@@ -692,13 +692,9 @@ async fn a_public_channel_is_not_replayed_from_before_joining_its_workspace() {
     let dave = s.create_user("dave").await;
     s.add_member(&w.alice, w.ws, &dave, "member").await;
     // A guest (who reads no public channel without joining it) made a member.
-    s.patch(
-        &format!("/api/v1/workspaces/{}/members/{}", w.ws, erin.id),
-        &w.alice.token,
-        json!({"role": "member"}),
-    )
-    .await
-    .expect_status(StatusCode::OK);
+    s.set_role(&w.alice, w.ws, &erin, "member")
+        .await
+        .expect_status(StatusCode::OK);
     for token in [&w.bob.token, &dave.token, &erin.token] {
         not_replayed_from_before(&s, token, &scope, start, "while out").await;
     }

@@ -87,13 +87,9 @@ async fn publish(s: &TestServer, scope: &str, kind: &str, data: Value) -> common
 
 /// Alice, the world's owner, gives bob `role` in its workspace.
 async fn bob_made(s: &TestServer, w: &common::World, role: &str) {
-    s.patch(
-        &format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id),
-        &w.alice.token,
-        json!({"role": role}),
-    )
-    .await
-    .expect_status(StatusCode::OK);
+    s.set_role(&w.alice, w.ws, &w.bob, role)
+        .await
+        .expect_status(StatusCode::OK);
 }
 
 /// The answer to a `subscribe`: `ack`, or the error's code.

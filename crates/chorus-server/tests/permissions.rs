@@ -208,7 +208,7 @@ async fn fixture(s: &TestServer, p: &People) -> Fixture {
     let hidden = s
         .create_channel(&p.owner2, ws, "hidden", "private", &[&p.target])
         .await;
-    set_role(s, &p.owner, ws, &p.guest_creator, "guest")
+    s.set_role(&p.owner, ws, &p.guest_creator, "guest")
         .await
         .expect_status(StatusCode::OK);
     let msg = s.send(&p.target, public, "from target").await["id"]
@@ -231,21 +231,6 @@ async fn fixture(s: &TestServer, p: &People) -> Fixture {
         open_msg,
         private_msg,
     }
-}
-
-async fn set_role(
-    s: &TestServer,
-    by: &TestUser,
-    ws: i64,
-    user: &TestUser,
-    role: &str,
-) -> common::Resp {
-    s.patch(
-        &format!("/api/v1/workspaces/{ws}/members/{}", user.id),
-        &by.token,
-        json!({ "role": role }),
-    )
-    .await
 }
 
 /// `by` registers `/{name}`, POSTed to a webhook where nothing listens (deliveries are
@@ -1894,7 +1879,8 @@ async fn a_role_change_is_announced_to_the_workspace_and_the_member() {
     let mut target = s.connect(&p.target.token).await;
     let mut member = s.connect(&p.member.token).await;
 
-    let changed = set_role(&s, &p.owner, fx.ws, &p.target, "admin")
+    let changed = s
+        .set_role(&p.owner, fx.ws, &p.target, "admin")
         .await
         .expect_status(StatusCode::OK);
     assert_eq!(changed.body["role"], "admin");
@@ -1913,7 +1899,7 @@ async fn a_role_change_is_announced_to_the_workspace_and_the_member() {
     assert_eq!(on_workspace["scope"], format!("workspace:{}", fx.ws));
 
     // The same role again changes nothing and announces nothing.
-    set_role(&s, &p.owner, fx.ws, &p.target, "admin")
+    s.set_role(&p.owner, fx.ws, &p.target, "admin")
         .await
         .expect_status(StatusCode::OK);
     let frames = member.barrier().await;
@@ -2189,7 +2175,7 @@ async fn a_member_made_guest_loses_the_public_channels_they_had_not_joined() {
         assert_eq!(bystander.subscribe(scope).await["op"], "ack");
     }
 
-    set_role(&s, &p.owner, fx.ws, &p.bystander, "guest")
+    s.set_role(&p.owner, fx.ws, &p.bystander, "guest")
         .await
         .expect_status(StatusCode::OK);
     s.send(&p.creator, fx.open, "guests do not see this").await;

@@ -329,6 +329,16 @@ impl TestServer {
         .expect_status(StatusCode::CREATED);
     }
 
+    /// `by` gives `user` the workspace role `role` (`PATCH …/members/{id}`); the answer.
+    pub async fn set_role(&self, by: &TestUser, ws: i64, user: &TestUser, role: &str) -> Resp {
+        self.patch(
+            &format!("/api/v1/workspaces/{ws}/members/{}", user.id),
+            &by.token,
+            json!({ "role": role }),
+        )
+        .await
+    }
+
     /// Adds `user` to channel `ch` (`by` must be allowed to); expects 204.
     pub async fn add_channel_member(&self, by: &TestUser, ch: i64, user: &TestUser) {
         self.post(
