@@ -7,7 +7,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use axum::extract::ws::Utf8Bytes;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::outbox::Outgoing;
@@ -213,11 +212,14 @@ pub struct Event {
     pub marks: Option<Arc<Marks>>,
     pub effect: Option<Arc<Effect>>,
     pub published_at: SystemTime,
-    frames: [OnceLock<Utf8Bytes>; 3],
-    /// The frames' payloads compressed for `permessage-deflate` connections, per slot
-    /// (`None`: sent uncompressed). Boxed and made on first use: only a server with
-    /// compressing clients pays for it, 8 bytes per event otherwise.
-    deflated: OnceLock<Box<[OnceLock<Option<Bytes>>; 3]>>,
+    /// The frame per mark, made on first use, as every recipient's queue holds it: one
+    /// pointer a queued frame (see [`crate::outbox`]).
+    frames: [OnceLock<Arc<Outgoing>>; 3],
+    /// The frames for `permessage-deflate` connections, per slot: the payload
+    /// compressed, or the text frame itself when not worth it. Boxed and made on first
+    /// use: only a server with compressing clients pays for it, 8 bytes per event
+    /// otherwise.
+    deflated: OnceLock<Box<[OnceLock<Arc<Outgoing>>; 3]>>,
 }
 
 /// An event of `kind` (data `{"text": text}`, with `effect`) of `scope` at `offset`, as
@@ -267,23 +269,37 @@ impl Event {
 
     /// The frame text for a recipient with this mark; `None` for [`Mark::Skip`].
     pub fn frame(&self, mark: Mark) -> Option<Utf8Bytes> {
+        match &*self.outgoing(mark)? {
+            Outgoing::Text(text) => Some(text.clone()),
+            Outgoing::Deflated(_) | Outgoing::Frames(_) => None, // never made here
+        }
+    }
+
+    /// The frame for a recipient with this mark, as queued: made once and shared by
+    /// every recipient; `None` for [`Mark::Skip`].
+    pub fn outgoing(&self, mark: Mark) -> Option<Arc<Outgoing>> {
         let (slot, wake) = Self::slot(mark)?;
-        Some(self.frames[slot].get_or_init(|| self.render(wake)).clone())
+        let frame = self.frames[slot].get_or_init(|| Arc::new(Outgoing::Text(self.render(wake))));
+        Some(frame.clone())
     }
 
     /// The frame for a recipient with this mark on a `permessage-deflate` connection:
     /// the payload compressed once for all such recipients, or the text when it is
     /// better sent uncompressed (see [`crate::deflate::compress`]); `None` for
     /// [`Mark::Skip`].
-    pub fn frame_deflated(&self, mark: Mark) -> Option<Outgoing> {
+    pub fn frame_deflated(&self, mark: Mark) -> Option<Arc<Outgoing>> {
         let (slot, _) = Self::slot(mark)?;
-        let text = self.frame(mark)?;
-        let deflated = self.deflated.get_or_init(Default::default)[slot]
-            .get_or_init(|| crate::deflate::compress(text.as_str().as_bytes()));
-        Some(match deflated {
-            Some(bytes) => Outgoing::Deflated(bytes.clone()),
-            None => Outgoing::Text(text),
-        })
+        let text = self.outgoing(mark)?;
+        let deflated = self.deflated.get_or_init(Default::default)[slot].get_or_init(|| {
+            let compressed = text
+                .as_text()
+                .and_then(|t| crate::deflate::compress(t.as_bytes()));
+            match compressed {
+                Some(bytes) => Arc::new(Outgoing::Deflated(bytes)),
+                None => text.clone(),
+            }
+        });
+        Some(deflated.clone())
     }
 
     fn slot(mark: Mark) -> Option<(usize, Option<bool>)> {
@@ -361,10 +377,13 @@ mod tests {
             Some(1),
             SystemTime::UNIX_EPOCH,
         );
-        let (Some(Outgoing::Deflated(a)), Some(Outgoing::Deflated(b))) = (
+        let (first, second) = (
             event.frame_deflated(Mark::Plain),
             event.frame_deflated(Mark::Plain),
-        ) else {
+        );
+        let (Some(Outgoing::Deflated(a)), Some(Outgoing::Deflated(b))) =
+            (first.as_deref(), second.as_deref())
+        else {
             panic!("a long event goes out compressed");
         };
         assert_eq!(a.as_ptr(), b.as_ptr(), "compressed once");
@@ -377,7 +396,7 @@ mod tests {
             SystemTime::UNIX_EPOCH,
         );
         assert!(matches!(
-            small.frame_deflated(Mark::Plain),
+            small.frame_deflated(Mark::Plain).as_deref(),
             Some(Outgoing::Text(_))
         ));
     }

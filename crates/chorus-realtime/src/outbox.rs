@@ -73,8 +73,16 @@ impl Outgoing {
     }
 }
 
-/// Buffer capacity kept after draining; larger buffers are released.
+/// Buffer capacity an idle connection keeps: a larger buffer is given back at the
+/// connection's next heartbeat if the queue is empty then ([`Outbox::trim`]).
 const KEEP_CAPACITY: usize = 16;
+
+/// Buffer capacity a connection keeps when a write empties its queue (a busy one, at
+/// most a write's worth, 512 bytes): a connection getting a steady stream of frames
+/// reuses its buffer pass after pass. Given back at every write, it was grown again by
+/// doubling as the next pass's frames arrived (`VecDeque::grow`, `realloc` in the
+/// profile at 1,000 subscribers flat out; docs/benchmarks.md, "Round 2, session 27").
+const BUSY_CAPACITY: usize = WRITE_BATCH;
 
 /// Frames written per flush, at most.
 pub(crate) const WRITE_BATCH: usize = 64;
@@ -91,8 +99,12 @@ pub(crate) enum Attempt {
 }
 
 pub struct Outbox {
-    /// Held for a push or a pop only; never across an await.
-    frames: Mutex<VecDeque<Outgoing>>,
+    /// Held for a push or a pop only; never across an await. One pointer a frame: an
+    /// event's frame is made once and shared by all its recipients, and a fanout writes
+    /// a slot of every recipient's queue that its writer then reads on the other core.
+    /// 8 bytes a slot instead of an `Outgoing`'s 40 cut the server's CPU per event by
+    /// ~10 % at 1,000 subscribers flat out (docs/benchmarks.md, "Round 2, session 27").
+    frames: Mutex<VecDeque<Arc<Outgoing>>>,
     capacity: usize,
     closed: AtomicBool,
     /// A frame did not fit: no later frame is queued either (set and read under the
@@ -164,13 +176,13 @@ impl Outbox {
         self.deflate
     }
 
-    fn frames(&self) -> std::sync::MutexGuard<'_, VecDeque<Outgoing>> {
+    fn frames(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Outgoing>>> {
         self.frames.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues a text frame; a queue nobody owns is handed to its writer.
     pub fn push(self: &Arc<Self>, frame: Utf8Bytes) -> Result<(), PushError> {
-        self.enqueue(Outgoing::Text(frame))
+        self.enqueue(Arc::new(Outgoing::Text(frame)))
     }
 
     /// Queues a text message as framed for this connection: compressed if it
@@ -181,22 +193,23 @@ impl Outbox {
         if self.deflate
             && let Some(payload) = crate::deflate::compress(frame.as_str().as_bytes())
         {
-            return self.enqueue(Outgoing::Deflated(payload));
+            return self.enqueue(Arc::new(Outgoing::Deflated(payload)));
         }
-        self.enqueue(Outgoing::Text(frame))
+        self.enqueue(Arc::new(Outgoing::Text(frame)))
     }
 
-    /// Queues a message framed already for this connection (see [`Outgoing`]).
-    pub fn push_outgoing(self: &Arc<Self>, item: Outgoing) -> Result<(), PushError> {
+    /// Queues a message framed already for this connection (see [`Outgoing`]), shared
+    /// with its other recipients.
+    pub fn push_outgoing(self: &Arc<Self>, item: Arc<Outgoing>) -> Result<(), PushError> {
         self.enqueue(item)
     }
 
     /// Queues bytes that are already whole frames.
     pub(crate) fn push_raw(self: &Arc<Self>, frames: Bytes) -> Result<(), PushError> {
-        self.enqueue(Outgoing::Frames(frames))
+        self.enqueue(Arc::new(Outgoing::Frames(frames)))
     }
 
-    fn enqueue(self: &Arc<Self>, item: Outgoing) -> Result<(), PushError> {
+    fn enqueue(self: &Arc<Self>, item: Arc<Outgoing>) -> Result<(), PushError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
@@ -247,13 +260,23 @@ impl Outbox {
     }
 
     /// The next frame, if one is queued.
-    pub fn try_pop(&self) -> Option<Outgoing> {
+    pub fn try_pop(&self) -> Option<Arc<Outgoing>> {
         let mut frames = self.frames();
         let frame = frames.pop_front();
+        if frames.is_empty() && frames.capacity() > BUSY_CAPACITY {
+            frames.shrink_to(BUSY_CAPACITY);
+        }
+        frame
+    }
+
+    /// Gives back what a burst grew the buffer to, when nothing is queued (the
+    /// connection's heartbeat, so an idle connection holds [`KEEP_CAPACITY`] within a
+    /// period of its last frame).
+    pub(crate) fn trim(&self) {
+        let mut frames = self.frames();
         if frames.is_empty() && frames.capacity() > KEEP_CAPACITY {
             frames.shrink_to(KEEP_CAPACITY);
         }
-        frame
     }
 
     /// Frames up to `max` queued messages into `out`; returns how many, and whether the
@@ -269,8 +292,8 @@ impl Outbox {
             n += 1;
         }
         let emptied = frames.is_empty();
-        if emptied && frames.capacity() > KEEP_CAPACITY {
-            frames.shrink_to(KEEP_CAPACITY);
+        if emptied && frames.capacity() > BUSY_CAPACITY {
+            frames.shrink_to(BUSY_CAPACITY);
         }
         (n as u64, emptied)
     }
@@ -430,11 +453,11 @@ mod tests {
             Err(PushError::Full)
         );
         assert_eq!(
-            outbox.try_pop().as_ref().and_then(Outgoing::as_text),
+            outbox.try_pop().as_deref().and_then(Outgoing::as_text),
             Some("a")
         );
         assert_eq!(
-            outbox.try_pop().as_ref().and_then(Outgoing::as_text),
+            outbox.try_pop().as_deref().and_then(Outgoing::as_text),
             Some("b")
         );
         assert!(outbox.is_empty());
@@ -443,6 +466,35 @@ mod tests {
             outbox.push(Utf8Bytes::from_static("d")),
             Err(PushError::Closed)
         );
+    }
+
+    /// A write that empties the queue keeps a busy connection's buffer (a write's
+    /// worth), so the next pass's frames reuse it; the heartbeat's trim gives back all
+    /// but an idle connection's share once nothing is queued.
+    #[test]
+    fn a_busy_buffer_is_kept_until_the_queue_is_trimmed() {
+        let outbox = Arc::new(Outbox::new(1024, None));
+        let mut out = Vec::new();
+        for _ in 0..3 * WRITE_BATCH {
+            outbox.push(Utf8Bytes::from_static("a")).expect("room");
+        }
+        assert!(outbox.frames().capacity() >= 3 * WRITE_BATCH);
+        while !outbox.frame_queued(&mut out, WRITE_BATCH).1 {}
+        let busy = outbox.frames().capacity();
+        assert!(
+            (KEEP_CAPACITY..=BUSY_CAPACITY).contains(&busy),
+            "kept {busy} slots"
+        );
+        outbox.push(Utf8Bytes::from_static("a")).expect("room");
+        outbox.trim();
+        assert_eq!(
+            outbox.frames().capacity(),
+            busy,
+            "not while a frame is queued"
+        );
+        assert!(outbox.frame_queued(&mut out, WRITE_BATCH).1);
+        outbox.trim();
+        assert!(outbox.frames().capacity() <= KEEP_CAPACITY);
     }
 
     /// A frame refused for want of room leaves a hole; nothing may be queued behind it,

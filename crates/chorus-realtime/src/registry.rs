@@ -1323,19 +1323,17 @@ impl Registry {
     /// Queues an event's frame for one connection.
     fn push(&self, conn: &ConnHandle, event: &Event, tally: &mut Tally) -> Pushed {
         let mark = event.mark_for(conn.user);
-        let pushed = if conn.outbox.deflates() {
+        let frame = if conn.outbox.deflates() {
             // Compressed once per event (and mark) for every compressing connection.
-            event
-                .frame_deflated(mark)
-                .map(|item| conn.outbox.push_outgoing(item))
+            event.frame_deflated(mark)
         } else {
-            event.frame(mark).map(|frame| conn.outbox.push(frame))
+            event.outgoing(mark)
         };
-        let Some(pushed) = pushed else {
+        let Some(frame) = frame else {
             tally.skipped += 1;
             return Pushed::Not;
         };
-        match pushed {
+        match conn.outbox.push_outgoing(frame) {
             Ok(()) => {
                 tally.delivered += 1;
                 Pushed::Queued

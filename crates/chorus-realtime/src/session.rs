@@ -391,6 +391,7 @@ impl Session {
                     }
                 }
                 _ = ticker.tick() => {
+                    outbox.trim();
                     if clock.instant() - last_heard > dead_after {
                         Metrics::inc(&self.engine.metrics.heartbeat_timeouts);
                         return End::Close(CloseCode::HeartbeatTimeout);
