@@ -268,10 +268,13 @@ impl Event {
     }
 
     /// The frame text for a recipient with this mark; `None` for [`Mark::Skip`].
-    pub fn frame(&self, mark: Mark) -> Option<Utf8Bytes> {
+    #[cfg(test)]
+    pub(crate) fn frame(&self, mark: Mark) -> Option<Utf8Bytes> {
         match &*self.outgoing(mark)? {
             Outgoing::Text(text) => Some(text.clone()),
-            Outgoing::Deflated(_) | Outgoing::Frames(_) => None, // never made here
+            Outgoing::Deflated(_) | Outgoing::Frames(_) => {
+                unreachable!("an event's frames are text")
+            }
         }
     }
 
@@ -279,18 +282,17 @@ impl Event {
     /// every recipient; `None` for [`Mark::Skip`].
     pub fn outgoing(&self, mark: Mark) -> Option<Arc<Outgoing>> {
         let (slot, wake) = Self::slot(mark)?;
-        let frame = self.frames[slot].get_or_init(|| Arc::new(Outgoing::Text(self.render(wake))));
-        Some(frame.clone())
+        Some(self.rendered(slot, wake).clone())
     }
 
     /// The frame for a recipient with this mark on a `permessage-deflate` connection:
-    /// the payload compressed once for all such recipients, or the text when it is
-    /// better sent uncompressed (see [`crate::deflate::compress`]); `None` for
-    /// [`Mark::Skip`].
+    /// the payload compressed once for all such recipients, or the text frame itself
+    /// when it is better sent uncompressed (see [`crate::deflate::compress`]); `None`
+    /// for [`Mark::Skip`].
     pub fn frame_deflated(&self, mark: Mark) -> Option<Arc<Outgoing>> {
-        let (slot, _) = Self::slot(mark)?;
-        let text = self.outgoing(mark)?;
+        let (slot, wake) = Self::slot(mark)?;
         let deflated = self.deflated.get_or_init(Default::default)[slot].get_or_init(|| {
+            let text = self.rendered(slot, wake);
             let compressed = text
                 .as_text()
                 .and_then(|t| crate::deflate::compress(t.as_bytes()));
@@ -300,6 +302,11 @@ impl Event {
             }
         });
         Some(deflated.clone())
+    }
+
+    /// The text frame of `slot`, rendered on first use.
+    fn rendered(&self, slot: usize, wake: Option<bool>) -> &Arc<Outgoing> {
+        self.frames[slot].get_or_init(|| Arc::new(Outgoing::Text(self.render(wake))))
     }
 
     fn slot(mark: Mark) -> Option<(usize, Option<bool>)> {
@@ -395,9 +402,11 @@ mod tests {
             None,
             SystemTime::UNIX_EPOCH,
         );
-        assert!(matches!(
-            small.frame_deflated(Mark::Plain).as_deref(),
-            Some(Outgoing::Text(_))
-        ));
+        let (sent, text) = (
+            small.frame_deflated(Mark::Plain).expect("delivered"),
+            small.outgoing(Mark::Plain).expect("delivered"),
+        );
+        assert!(matches!(*sent, Outgoing::Text(_)));
+        assert!(Arc::ptr_eq(&sent, &text), "the text frame itself, shared");
     }
 }
