@@ -85,6 +85,13 @@ const KEEP_CAPACITY: usize = 16;
 /// profile at 1,000 subscribers flat out; docs/benchmarks.md, "Round 2, session 27").
 const BUSY_CAPACITY: usize = WRITE_BATCH;
 
+/// Gives back all but `keep` slots of an empty queue's buffer.
+fn shrink_when_empty(frames: &mut VecDeque<Arc<Outgoing>>, keep: usize) {
+    if frames.is_empty() && frames.capacity() > keep {
+        frames.shrink_to(keep);
+    }
+}
+
 /// Frames written per flush, at most.
 pub(crate) const WRITE_BATCH: usize = 64;
 
@@ -100,11 +107,12 @@ pub(crate) enum Attempt {
 }
 
 pub struct Outbox {
-    /// Held for a push, a pop or a trim only; never across an await. One pointer a frame: an
-    /// event's frame is made once and shared by all its recipients, and a fanout writes
-    /// a slot of every recipient's queue that its writer then reads on the other core.
-    /// 8 bytes a slot instead of an `Outgoing`'s 40 cut the server's CPU per event by
-    /// ~10 % at 1,000 subscribers flat out (docs/benchmarks.md, "Round 2, session 27").
+    /// Held for a push, a pop or a trim only; never across an await. One pointer a
+    /// frame: an event's frame is made once and shared by all its recipients, and a
+    /// fanout writes a slot of every recipient's queue that its writer then reads on the
+    /// other core. 8 bytes a slot instead of an `Outgoing`'s 40 cut the server's CPU per
+    /// event by ~10 % at 1,000 subscribers flat out (docs/benchmarks.md, "Round 2,
+    /// session 27").
     frames: Mutex<VecDeque<Arc<Outgoing>>>,
     capacity: usize,
     closed: AtomicBool,
@@ -264,9 +272,7 @@ impl Outbox {
     pub fn try_pop(&self) -> Option<Arc<Outgoing>> {
         let mut frames = self.frames();
         let frame = frames.pop_front();
-        if frames.is_empty() && frames.capacity() > BUSY_CAPACITY {
-            frames.shrink_to(BUSY_CAPACITY);
-        }
+        shrink_when_empty(&mut frames, BUSY_CAPACITY);
         frame
     }
 
@@ -274,10 +280,7 @@ impl Outbox {
     /// connection's heartbeat, so an idle connection holds [`KEEP_CAPACITY`] within a
     /// period of its last frame).
     pub(crate) fn trim(&self) {
-        let mut frames = self.frames();
-        if frames.is_empty() && frames.capacity() > KEEP_CAPACITY {
-            frames.shrink_to(KEEP_CAPACITY);
-        }
+        shrink_when_empty(&mut self.frames(), KEEP_CAPACITY);
     }
 
     /// Frames up to `max` queued messages into `out`; returns how many, and whether the
@@ -293,9 +296,7 @@ impl Outbox {
             n += 1;
         }
         let emptied = frames.is_empty();
-        if emptied && frames.capacity() > BUSY_CAPACITY {
-            frames.shrink_to(BUSY_CAPACITY);
-        }
+        shrink_when_empty(&mut frames, BUSY_CAPACITY);
         (n as u64, emptied)
     }
 
