@@ -189,15 +189,10 @@ impl Outbox {
         self.frames.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a text frame; a queue nobody owns is handed to its writer.
-    pub fn push(self: &Arc<Self>, frame: Utf8Bytes) -> Result<(), PushError> {
-        self.enqueue(Arc::new(Outgoing::Text(frame)))
-    }
-
-    /// Queues a text message as framed for this connection: compressed if it
-    /// negotiated `permessage-deflate` and the message is worth compressing (replies,
-    /// compressed for this connection alone; events share theirs, see
-    /// [`crate::Event::frame_deflated`]).
+    /// Queues a text message as framed for this connection (a queue nobody owns is
+    /// handed to its writer): compressed if it negotiated `permessage-deflate` and the
+    /// message is worth compressing (replies, compressed for this connection alone;
+    /// events share theirs, see [`crate::Event::frame_deflated`]).
     pub fn push_reply(self: &Arc<Self>, frame: Utf8Bytes) -> Result<(), PushError> {
         if self.deflate
             && let Some(payload) = crate::deflate::compress(frame.as_str().as_bytes())
@@ -448,10 +443,14 @@ mod tests {
     #[test]
     fn bounded_ordered_and_closable() {
         let outbox = Arc::new(Outbox::new(2, None));
-        outbox.push(Utf8Bytes::from_static("a")).expect("room");
-        outbox.push(Utf8Bytes::from_static("b")).expect("room");
+        outbox
+            .push_reply(Utf8Bytes::from_static("a"))
+            .expect("room");
+        outbox
+            .push_reply(Utf8Bytes::from_static("b"))
+            .expect("room");
         assert_eq!(
-            outbox.push(Utf8Bytes::from_static("c")),
+            outbox.push_reply(Utf8Bytes::from_static("c")),
             Err(PushError::Full)
         );
         assert_eq!(
@@ -465,7 +464,7 @@ mod tests {
         assert!(outbox.is_empty());
         outbox.close();
         assert_eq!(
-            outbox.push(Utf8Bytes::from_static("d")),
+            outbox.push_reply(Utf8Bytes::from_static("d")),
             Err(PushError::Closed)
         );
     }
@@ -478,7 +477,9 @@ mod tests {
         let outbox = Arc::new(Outbox::new(1024, None));
         let mut out = Vec::new();
         for _ in 0..3 * WRITE_BATCH {
-            outbox.push(Utf8Bytes::from_static("a")).expect("room");
+            outbox
+                .push_reply(Utf8Bytes::from_static("a"))
+                .expect("room");
         }
         assert!(outbox.frames().capacity() >= 3 * WRITE_BATCH);
         while !outbox.frame_queued(&mut out, WRITE_BATCH).1 {}
@@ -487,7 +488,9 @@ mod tests {
             busy > KEEP_CAPACITY && busy <= BUSY_CAPACITY,
             "kept {busy} slots"
         );
-        outbox.push(Utf8Bytes::from_static("a")).expect("room");
+        outbox
+            .push_reply(Utf8Bytes::from_static("a"))
+            .expect("room");
         outbox.trim();
         assert_eq!(
             outbox.frames().capacity(),
@@ -504,14 +507,16 @@ mod tests {
     #[test]
     fn once_full_nothing_more_is_queued() {
         let outbox = Arc::new(Outbox::new(1, None));
-        outbox.push(Utf8Bytes::from_static("a")).expect("room");
+        outbox
+            .push_reply(Utf8Bytes::from_static("a"))
+            .expect("room");
         assert_eq!(
-            outbox.push(Utf8Bytes::from_static("b")),
+            outbox.push_reply(Utf8Bytes::from_static("b")),
             Err(PushError::Full)
         );
         assert!(outbox.try_pop().is_some());
         assert_eq!(
-            outbox.push(Utf8Bytes::from_static("c")),
+            outbox.push_reply(Utf8Bytes::from_static("c")),
             Err(PushError::Full)
         );
         assert!(outbox.is_empty());
@@ -524,7 +529,7 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let outbox = Arc::new(Outbox::new(8, Some(tx)));
         outbox
-            .push(Utf8Bytes::from_static("before hello"))
+            .push_reply(Utf8Bytes::from_static("before hello"))
             .expect("room");
         assert!(
             rx.try_recv().is_err(),
@@ -533,7 +538,9 @@ mod tests {
         outbox.go_live();
         let scheduled = rx.try_recv().expect("scheduled on going live");
         assert!(Arc::ptr_eq(&scheduled, &outbox));
-        outbox.push(Utf8Bytes::from_static("x")).expect("room");
+        outbox
+            .push_reply(Utf8Bytes::from_static("x"))
+            .expect("room");
         assert!(rx.try_recv().is_err(), "already owned: not scheduled twice");
         // The owner drains one frame and releases with one still queued.
         outbox.try_pop();
@@ -545,7 +552,9 @@ mod tests {
         while outbox.try_pop().is_some() {}
         outbox.release();
         assert!(rx.try_recv().is_err(), "empty: released for good");
-        outbox.push(Utf8Bytes::from_static("y")).expect("room");
+        outbox
+            .push_reply(Utf8Bytes::from_static("y"))
+            .expect("room");
         assert!(
             rx.try_recv().is_ok(),
             "a push onto the idle queue schedules it"
