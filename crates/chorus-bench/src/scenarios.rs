@@ -180,11 +180,11 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
         let progress = progress.clone();
         let window = opts.window;
         let mut sink = match &setup {
-            Some((_, room)) => Sender::Http {
-                api: Api::new(target),
-                token: room.sender_tokens[k].clone(),
-                channel: room.channel_id,
-            },
+            Some((_, room)) => Sender::Http(load::Poster::new(
+                target,
+                &room.sender_tokens[k],
+                room.channel_id,
+            )?),
             None => Sender::ws(load::connect(target, None, 10_000 + k).await?),
         };
         sender_tasks.push(sending.spawn(async move {
@@ -388,11 +388,7 @@ fn baseline_frame(payload: &str) -> String {
 
 /// Where a fanout message is sent: Chorus's HTTP API (persisted) or the baseline's socket.
 enum Sender {
-    Http {
-        api: Api,
-        token: String,
-        channel: i64,
-    },
+    Http(load::Poster),
     Ws {
         sink: futures_util::stream::SplitSink<Ws, Message>,
     },
@@ -408,11 +404,7 @@ impl Sender {
 
     async fn send(&mut self, text: String) -> anyhow::Result<()> {
         match self {
-            Self::Http {
-                api,
-                token,
-                channel,
-            } => api.send(token, *channel, &text).await,
+            Self::Http(poster) => poster.post(&text).await,
             Self::Ws { sink } => Ok(sink.send(Message::text(baseline_frame(&text))).await?),
         }
     }
@@ -519,18 +511,20 @@ pub async fn send(target: &Target, concurrency: usize, duration: Duration) -> an
     let deadline = start + duration;
     let lat = Arc::new(Latencies::new()?);
     let bar = bar(duration.as_secs(), "sending (s)");
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|k| {
-            let api = Api::new(target);
-            let token = room.sender_tokens[k].clone();
-            let channel = room.channel_id;
+    let posters = (0..concurrency)
+        .map(|k| load::Poster::new(target, &room.sender_tokens[k], room.channel_id))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tasks: Vec<_> = posters
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut poster)| {
             let lat = lat.clone();
             tokio::spawn(async move {
                 let mut n = 0u64;
                 let mut errors = 0u64;
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    match api.send(&token, channel, &load::payload(k, n, start)).await {
+                    match poster.post(&load::payload(k, n, start)).await {
                         Ok(()) => n += 1,
                         Err(err) => {
                             if errors == 0 {

@@ -1060,6 +1060,28 @@ async fn bench() {
         "baseline frames {baseline} bytes, Chorus's {chorus_frame}: {frames:?}"
     );
 
+    // Persisted sends, each sender on its own kept-alive HTTP/1.1 connection: every
+    // send answered 2xx (without the per-token rate limit, which rightly refuses a
+    // flood from one token).
+    let out = chorus
+        .run(&[
+            "bench",
+            "--json",
+            "--server-arg=--http-per-sec=0",
+            "--target",
+            "chorus",
+            "send",
+            "--concurrency",
+            "2",
+            "--seconds",
+            "1",
+        ])
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let row: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(row["errors"], 0, "{row}");
+    assert!(row["sent"].as_u64().is_some_and(|n| n > 0), "{row}");
+
     // Error: a chorus binary that is not there.
     let out = chorus
         .run(&[
