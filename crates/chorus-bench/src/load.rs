@@ -10,6 +10,10 @@ use anyhow::{Context, bail};
 use futures_util::FutureExt;
 use futures_util::stream::{self, StreamExt};
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self as client_http1, SendRequest};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper_util::rt::TokioIo;
 use memchr::memmem::Finder;
 use serde_json::{Value, json};
 use std::pin::Pin;
@@ -276,7 +280,7 @@ impl Api {
     pub async fn send(&self, token: &str, channel: i64, text: &str) -> anyhow::Result<()> {
         let resp = self
             .http
-            .post(format!("{}/api/v1/channels/{channel}/messages", self.base))
+            .post(format!("{}{}", self.base, messages_path(channel)))
             .bearer_auth(token)
             .json(&json!({ "text": text }))
             .send()
@@ -288,34 +292,52 @@ impl Api {
     }
 }
 
+/// Where a channel's messages are posted.
+fn messages_path(channel: i64) -> String {
+    format!("/api/v1/channels/{channel}/messages")
+}
+
+/// A message as posted.
+#[derive(serde::Serialize)]
+struct NewMessage<'a> {
+    text: &'a str,
+}
+
 /// One sender's messages to a Chorus channel over a kept-alive HTTP/1.1 connection of
-/// its own, with hyper's connection-level client: the request's URI and headers are
-/// made once. The load generator shares the server's cores, and a closed loop's rate
-/// includes the client's time: through reqwest's pooled client (its pool, URL parsing,
-/// header map) a send cost it 21 µs of CPU in `send`, 9 µs this way, and persisted
-/// sends went from ~24,000 to ~30,000 a second (docs/benchmarks.md, "Round 2, session
-/// 28").
+/// its own, with hyper's connection-level client, the request's URI and headers made
+/// once. The load generator shares the server's cores and a closed loop's rate includes
+/// the client's time, so the client is kept as cheap as the baseline's socket sender
+/// allows (reqwest's pool, URL parsing and header map cost twice the CPU a send;
+/// docs/benchmarks.md, "Round 2, session 28").
 pub struct Poster {
     addr: SocketAddr,
     uri: hyper::Uri,
-    host: hyper::header::HeaderValue,
-    auth: hyper::header::HeaderValue,
-    conn: Option<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>>,
+    host: HeaderValue,
+    auth: HeaderValue,
+    conn: Option<SendRequest<Full<bytes::Bytes>>>,
+    /// Connections opened: one for a sender's whole run unless one failed.
+    connects: u64,
 }
 
 impl Poster {
     pub fn new(target: &Target, token: &str, channel: i64) -> anyhow::Result<Self> {
         Ok(Self {
             addr: target.addr,
-            uri: format!("/api/v1/channels/{channel}/messages").parse()?,
+            uri: messages_path(channel).parse()?,
             host: target.addr.to_string().parse()?,
             auth: format!("Bearer {token}").parse()?,
             conn: None,
+            connects: 0,
         })
     }
 
+    /// Connections opened so far.
+    pub fn connects(&self) -> u64 {
+        self.connects
+    }
+
     /// Posts one message; connects on first use (on the caller's runtime, which then
-    /// drives the connection), and again after a connection fails.
+    /// drives the connection), and again after a connection failed or was closed.
     pub async fn post(&mut self, text: &str) -> anyhow::Result<()> {
         let status = match self.round_trip(text).await {
             Ok(status) => status,
@@ -330,29 +352,34 @@ impl Poster {
         Ok(())
     }
 
+    /// A connection ready for a request: the kept one, or a new one if the server closed
+    /// it while it was idle (nothing was sent on it, so nothing is sent twice).
+    async fn ready(&mut self) -> anyhow::Result<&mut SendRequest<Full<bytes::Bytes>>> {
+        if let Some(conn) = &mut self.conn
+            && conn.ready().await.is_err()
+        {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let stream = TcpStream::connect(self.addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut send, connection) = client_http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            self.connects += 1;
+            send.ready().await?;
+            self.conn = Some(send);
+        }
+        self.conn.as_mut().context("no HTTP connection")
+    }
+
     async fn round_trip(&mut self, text: &str) -> anyhow::Result<hyper::StatusCode> {
-        use http_body_util::BodyExt;
-        use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => {
-                let stream = TcpStream::connect(self.addr).await?;
-                stream.set_nodelay(true)?;
-                let (send, connection) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                        .await?;
-                tokio::spawn(connection);
-                self.conn.insert(send)
-            }
-        };
-        conn.ready().await?;
-        let body = serde_json::to_vec(&json!({ "text": text }))?;
+        let body = serde_json::to_vec(&NewMessage { text })?;
         let request = hyper::Request::post(self.uri.clone())
             .header(HOST, self.host.clone())
             .header(AUTHORIZATION, self.auth.clone())
             .header(CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
-        let response = conn.send_request(request).await?;
+            .body(Full::new(bytes::Bytes::from(body)))?;
+        let response = self.ready().await?.send_request(request).await?;
         let status = response.status();
         // Read to its end, so the connection takes the next request.
         response.into_body().collect().await?;

@@ -535,7 +535,7 @@ pub async fn send(target: &Target, concurrency: usize, duration: Duration) -> an
                     }
                     lat.record(t.elapsed().as_micros() as u64);
                 }
-                (n, errors)
+                (n, errors, poster.connects())
             })
         })
         .collect();
@@ -548,11 +548,12 @@ pub async fn send(target: &Target, concurrency: usize, duration: Duration) -> an
             }
         }
     });
-    let (mut sent, mut errors) = (0, 0);
+    let (mut sent, mut errors, mut connections) = (0, 0, 0);
     for t in tasks {
-        let (n, e) = t.await.unwrap_or_default();
+        let (n, e, c) = t.await.unwrap_or_default();
         sent += n;
         errors += e;
+        connections += c;
     }
     let took = start.elapsed();
     ticker.abort();
@@ -562,6 +563,8 @@ pub async fn send(target: &Target, concurrency: usize, duration: Duration) -> an
     row.set("concurrency", concurrency)
         .set("sent", sent)
         .set("errors", errors)
+        // HTTP connections the senders opened: one each unless one failed.
+        .set("connections", connections)
         .set("sends_per_sec", (sent as f64 / took.as_secs_f64()).round())
         .set("p50_ms", ms(&h, 0.50))
         .set("p99_ms", ms(&h, 0.99))

@@ -1062,7 +1062,7 @@ async fn bench() {
 
     // Persisted sends, each sender on its own kept-alive HTTP/1.1 connection: every
     // send answered 2xx (without the per-token rate limit, which rightly refuses a
-    // flood from one token).
+    // flood from one token), on one connection per sender.
     let out = chorus
         .run(&[
             "bench",
@@ -1080,7 +1080,8 @@ async fn bench() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let row: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(row["errors"], 0, "{row}");
-    assert!(row["sent"].as_u64().is_some_and(|n| n > 0), "{row}");
+    assert_eq!(row["connections"], 2, "{row}");
+    assert!(row["sent"].as_u64().is_some_and(|n| n > 2), "{row}");
 
     // Error: a chorus binary that is not there.
     let out = chorus
