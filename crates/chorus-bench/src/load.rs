@@ -7,6 +7,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::stream::{self, StreamExt};
 use hdrhistogram::Histogram;
@@ -282,7 +283,7 @@ impl Api {
             .http
             .post(format!("{}{}", self.base, messages_path(channel)))
             .bearer_auth(token)
-            .json(&json!({ "text": text }))
+            .json(&NewMessage { text })
             .send()
             .await?;
         if !resp.status().is_success() {
@@ -297,7 +298,7 @@ fn messages_path(channel: i64) -> String {
     format!("/api/v1/channels/{channel}/messages")
 }
 
-/// A message as posted.
+/// A message as posted (`POST /api/v1/channels/{id}/messages`).
 #[derive(serde::Serialize)]
 struct NewMessage<'a> {
     text: &'a str,
@@ -314,7 +315,7 @@ pub struct Poster {
     uri: hyper::Uri,
     host: HeaderValue,
     auth: HeaderValue,
-    conn: Option<SendRequest<Full<bytes::Bytes>>>,
+    conn: Option<SendRequest<Full<Bytes>>>,
     /// Connections opened: one for a sender's whole run unless one failed.
     connects: u64,
 }
@@ -354,7 +355,7 @@ impl Poster {
 
     /// A connection ready for a request: the kept one, or a new one if the server closed
     /// it while it was idle (nothing was sent on it, so nothing is sent twice).
-    async fn ready(&mut self) -> anyhow::Result<&mut SendRequest<Full<bytes::Bytes>>> {
+    async fn ready(&mut self) -> anyhow::Result<&mut SendRequest<Full<Bytes>>> {
         if let Some(conn) = &mut self.conn
             && conn.ready().await.is_err()
         {
@@ -378,7 +379,7 @@ impl Poster {
             .header(HOST, self.host.clone())
             .header(AUTHORIZATION, self.auth.clone())
             .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(bytes::Bytes::from(body)))?;
+            .body(Full::new(Bytes::from(body)))?;
         let response = self.ready().await?.send_request(request).await?;
         let status = response.status();
         // Read to its end, so the connection takes the next request.
