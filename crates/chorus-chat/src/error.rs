@@ -67,3 +67,8 @@ pub(crate) fn forbidden(msg: impl Into<String>) -> ChatError {
 pub(crate) fn not_found(msg: impl Into<String>) -> ChatError {
     ChatError::NotFound(msg.into())
 }
+
+/// A channel can have only members of its workspace (and server admins).
+pub(crate) fn not_in_workspace(user: crate::model::UserId) -> ChatError {
+    bad(format!("user {user} is not a member of this workspace"))
+}

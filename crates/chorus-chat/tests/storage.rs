@@ -114,6 +114,8 @@ fn main() -> ExitCode {
         role_changes_compare_and_keep_an_owner,
         concurrent_owner_changes_keep_an_owner,
         removing_a_member_leaves_the_workspace_channels,
+        a_channel_has_only_members_of_its_workspace,
+        an_add_racing_a_removal_from_the_workspace_leaves_no_member,
         channels_and_membership,
         visible_channels_and_dm_members,
         dm_keys_are_unique_per_workspace,
@@ -609,10 +611,11 @@ async fn users_are_paged_and_deactivated(store: Arc<dyn Store>) {
 }
 
 async fn deactivated_agents_are_not_rotated_or_sent_webhooks(store: Arc<dyn Store>) {
-    let (_owner, _ws, ch) = setup(&store).await;
+    let (_owner, ws, ch) = setup(&store).await;
     let on = agent(&store, "on", Some("http://127.0.0.1:9/h")).await;
     let off = agent(&store, "off", Some("http://127.0.0.1:9/h")).await;
     for u in [&on, &off] {
+        store.add_member(ws.id, u.id, Role::Member).await.unwrap();
         store.add_channel_member(ch.id, u.id).await.unwrap();
     }
     let now = Clock::system().now_ms();
@@ -1042,6 +1045,103 @@ async fn concurrent_owner_changes_keep_an_owner(store: Arc<dyn Store>) {
     }
 }
 
+async fn a_channel_has_only_members_of_its_workspace(store: Arc<dyn Store>) {
+    let (owner, ws, general) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    let refused = store.add_channel_member(general.id, bob.id).await;
+    assert!(
+        matches!(&refused, Err(ChatError::BadRequest(why)) if why.contains("not a member of this workspace")),
+        "{refused:?}"
+    );
+    assert!(!store.is_channel_member(general.id, bob.id).await.unwrap());
+    let new = |members: Vec<UserId>| NewChannel {
+        workspace_id: ws.id,
+        name: "side".into(),
+        topic: String::new(),
+        kind: ChannelKind::Private,
+        policy: Policy::All,
+        created_by: owner.id,
+        members,
+        dm_key: None,
+        settings: Default::default(),
+    };
+    let refused = store.create_channel(new(vec![owner.id, bob.id])).await;
+    assert!(
+        matches!(refused, Err(ChatError::BadRequest(_))),
+        "{refused:?}"
+    );
+    // Nothing of the refused channel stays: its name is free.
+    store.create_channel(new(vec![owner.id])).await.unwrap();
+    // A server admin acts as an owner of every workspace without being a member.
+    let admin = store
+        .create_user(NewUser {
+            name: "root".into(),
+            display_name: "Root".into(),
+            kind: UserKind::Human,
+            webhook_url: None,
+            is_admin: true,
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .add_channel_member(general.id, admin.id)
+            .await
+            .unwrap()
+    );
+    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
+    assert!(store.add_channel_member(general.id, bob.id).await.unwrap());
+}
+
+/// An add to a channel checked against the workspace's members before a removal from
+/// the workspace commits must not leave the removed user in the channel: either the
+/// removal takes them out of it too, or the add is refused.
+async fn an_add_racing_a_removal_from_the_workspace_leaves_no_member(store: Arc<dyn Store>) {
+    let (owner, ws, _) = setup(&store).await;
+    let secret = channel(
+        &store,
+        ws.id,
+        "secret",
+        ChannelKind::Private,
+        owner.id,
+        &[owner.id],
+    )
+    .await;
+    let bob = user(&store, "bob").await;
+    let (mut added, mut refused) = (0, 0);
+    for round in 0..20 {
+        store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
+        let spawn_add = || {
+            let store = store.clone();
+            tokio::spawn(async move { store.add_channel_member(secret.id, bob.id).await })
+        };
+        let spawn_remove = || {
+            let store = store.clone();
+            tokio::spawn(async move { store.remove_member(ws.id, bob.id, Role::Member).await })
+        };
+        // Each started first in half of the rounds, so each commits first in some.
+        let (add, remove) = if round % 2 == 0 {
+            let add = spawn_add();
+            (add, spawn_remove())
+        } else {
+            let remove = spawn_remove();
+            (spawn_add(), remove)
+        };
+        match add.await.unwrap() {
+            Ok(_) => added += 1,
+            Err(ChatError::BadRequest(_)) => refused += 1,
+            Err(other) => panic!("round {round}: {other:?}"),
+        }
+        assert!(remove.await.unwrap().unwrap().is_some(), "round {round}");
+        assert_eq!(store.member_role(ws.id, bob.id).await.unwrap(), None);
+        assert!(
+            !store.is_channel_member(secret.id, bob.id).await.unwrap(),
+            "round {round}: removed from the workspace, still in its channel"
+        );
+    }
+    assert_eq!(added + refused, 20);
+}
+
 async fn removing_a_member_leaves_the_workspace_channels(store: Arc<dyn Store>) {
     let (owner, ws, general) = setup(&store).await;
     let bob = user(&store, "bob").await;
@@ -1353,6 +1453,10 @@ async fn visible_channels_and_dm_members(store: Arc<dyn Store>) {
     let (alice, ws, general) = setup(&store).await;
     let bob = user(&store, "bob").await;
     let carol = user(&store, "carol").await;
+    store
+        .add_member(ws.id, carol.id, Role::Member)
+        .await
+        .unwrap();
     let secret = channel(
         &store,
         ws.id,
@@ -1427,6 +1531,7 @@ async fn visible_channels_and_dm_members(store: Arc<dyn Store>) {
 async fn dm_keys_are_unique_per_workspace(store: Arc<dyn Store>) {
     let (alice, ws, _) = setup(&store).await;
     let bob = user(&store, "bob").await;
+    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
     let key = format!("{},{}", alice.id, bob.id);
     let new_dm = |ws: WorkspaceId| NewChannel {
         workspace_id: ws,
@@ -1454,6 +1559,10 @@ async fn dm_keys_are_unique_per_workspace(store: Arc<dyn Store>) {
     let again = store.create_channel(new_dm(ws.id)).await;
     assert!(matches!(again, Err(ChatError::Conflict(_))), "{again:?}");
     let other_ws = store.create_workspace("other", alice.id).await.unwrap();
+    store
+        .add_member(other_ws.id, bob.id, Role::Member)
+        .await
+        .unwrap();
     assert_eq!(store.dm_by_key(other_ws.id, &key).await.unwrap(), None);
     let elsewhere = store.create_channel(new_dm(other_ws.id)).await.unwrap();
     assert_ne!(elsewhere.id, dm.id);
@@ -2896,6 +3005,7 @@ async fn delivery_lists_observers_and_agent_members(store: Arc<dyn Store>) {
     let quiet = agent(&store, "quiet", None).await;
     let outsider = agent(&store, "outsider", None).await;
     for u in [&bot, &quiet] {
+        store.add_member(ws.id, u.id, Role::Member).await.unwrap();
         store.add_channel_member(ch.id, u.id).await.unwrap();
     }
     assert_eq!(bot.webhook_url.as_deref(), Some("http://127.0.0.1:9/h"));

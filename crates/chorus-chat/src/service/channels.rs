@@ -12,7 +12,7 @@ use chorus_realtime::{Effect, Publish, Scope};
 
 use super::Chat;
 use super::events::{channel_scope, joined_event, left_event, user_scope, workspace_scope};
-use crate::error::{ChatError, Result, bad, forbidden, not_found};
+use crate::error::{ChatError, Result, bad, forbidden, not_found, not_in_workspace};
 use crate::model::*;
 use crate::store::{ChannelPatch, ChannelSettings, NewChannel, Outbox, events_only};
 
@@ -402,7 +402,7 @@ impl Chat {
         self.store
             .member_role(ws, user)
             .await?
-            .ok_or_else(|| bad(format!("user {user} is not a member of this workspace")))
+            .ok_or_else(|| not_in_workspace(user))
     }
 
     /// Adds `user` to the channel; when new, its `member.joined` and their

@@ -486,7 +486,9 @@ pub trait WorkspaceStore: Send + Sync {
 
 #[async_trait]
 pub trait ChannelStore: Send + Sync {
-    /// Fails with `Conflict` when the name (or DM key) is taken in the workspace.
+    /// Fails with `Conflict` when the name (or DM key) is taken in the workspace, and
+    /// with `BadRequest` when a first member is neither a member of the workspace nor a
+    /// server admin (checked in the transaction, in order with removals from it).
     async fn create_channel(&self, new: NewChannel) -> Result<Channel> {
         Ok(self.create_channel_logged(new, no_events()).await?.0)
     }
@@ -529,10 +531,11 @@ pub trait ChannelStore: Send + Sync {
         events: Events<()>,
     ) -> Result<Vec<Publish>>;
     async fn is_channel_member(&self, ch: ChannelId, user: UserId) -> Result<bool>;
-    /// `true` when the user was not a member before.
     /// Adds the member (`true` when new). When new, `events` are logged in the same
     /// transaction: a user's joins and leaves of a channel are in the log in the order
-    /// they committed, on every node.
+    /// they committed, on every node. Fails with `BadRequest` when the user is neither
+    /// a member of the channel's workspace nor a server admin, checked in the
+    /// transaction: an add racing a removal from the workspace cannot outlive it.
     async fn add_channel_member_logged(
         &self,
         ch: ChannelId,

@@ -9,8 +9,8 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::reads::{UNREAD, UNREAD_MENTIONS};
 use super::users::PRESENCE_COLUMNS;
-use super::{Column, Dialect, Params, RowsAffected, Sql, lock_row};
-use crate::error::{ChatError, Result};
+use super::{Column, Dialect, Params, RowsAffected, Sql, lock_row, share_row};
+use crate::error::{ChatError, Result, not_in_workspace};
 use crate::model::*;
 use crate::store::rows::conflict_or;
 use crate::store::rows::{ChannelForRow, ChannelRow, memberships, presence_row};
@@ -48,6 +48,8 @@ where
     ) -> Result<(Channel, Vec<Publish>)> {
         let now = self.now().0;
         let mut tx = self.writer.begin().await?;
+        // The first members must be members of the workspace until this commits.
+        share_row::<DB>(&mut tx, "workspaces", new.workspace_id.0).await?;
         // A concurrent insert of the same name or DM key waits for the first to commit
         // and then fails here as a unique violation: the caller's "get" retry sees it.
         let row: ChannelRow = sqlx::query_as(&format!(
@@ -83,6 +85,9 @@ where
                 insert = insert.bind(row.id).bind(user.0).bind(now);
             }
             insert.execute(&mut *tx).await?;
+        }
+        if let Some(outsider) = outsider::<DB>(&mut tx, ChannelId(row.id), None).await? {
+            return Err(not_in_workspace(outsider));
         }
         let channel = row.into_channel()?;
         let logged = Self::log_events(&mut tx, self.now(), events(&channel)).await?;
@@ -258,6 +263,14 @@ where
         events: Events<()>,
     ) -> Result<(bool, Vec<Publish>)> {
         let mut tx = self.writer.begin().await?;
+        // The new member must be a member of the workspace until this commits.
+        let ws: Option<i64> = sqlx::query_scalar("SELECT workspace_id FROM channels WHERE id = $1")
+            .bind(ch.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(ws) = ws {
+            share_row::<DB>(&mut tx, "workspaces", ws).await?;
+        }
         // A new member starts with the history read: joining is not 10,000 unread.
         let done = sqlx::query(
             "INSERT INTO channel_members (channel_id, user_id, joined_at, last_read)
@@ -270,6 +283,9 @@ where
         .execute(&mut *tx)
         .await?;
         let added = done.rows_affected() == 1;
+        if added && outsider::<DB>(&mut tx, ch, Some(user)).await?.is_some() {
+            return Err(not_in_workspace(user));
+        }
         let logged = if added {
             Self::log_events(&mut tx, self.now(), events(&())).await?
         } else {
@@ -400,4 +416,41 @@ fn user_ids(list: Option<&str>) -> Vec<UserId> {
 /// A setting in milliseconds as stored.
 fn setting(ms: Option<u64>) -> Option<i64> {
     ms.and_then(|ms| i64::try_from(ms).ok())
+}
+
+/// The first member of channel `ch` (only `user`, when given) who is neither a member of
+/// the channel's workspace nor a server admin (who acts as an owner of every workspace
+/// without joining it). Asked in the transaction that adds the members, after it took
+/// the workspace's row shared: a removal from the workspace takes that row first, so
+/// either the removal comes after and removes the new member with their other channels,
+/// or this sees it. The service checks the same before (for its answer); this closes
+/// the window between that check and the insert, which would otherwise leave someone
+/// removed from the workspace reading and posting in the channel.
+async fn outsider<DB>(
+    tx: &mut DB::Connection,
+    ch: ChannelId,
+    user: Option<UserId>,
+) -> Result<Option<UserId>>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    Option<i64>: Column<DB>,
+{
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT cm.user_id FROM channel_members cm
+           JOIN channels c ON c.id = cm.channel_id
+           JOIN users u ON u.id = cm.user_id
+          WHERE cm.channel_id = $1 AND ($2 IS NULL OR cm.user_id = $2) AND NOT u.is_admin
+            AND NOT EXISTS (SELECT 1 FROM workspace_members wm
+                            WHERE wm.workspace_id = c.workspace_id AND wm.user_id = cm.user_id)
+          LIMIT 1",
+    )
+    .bind(ch.0)
+    .bind(user.map(|u| u.0))
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(found.map(UserId))
 }
