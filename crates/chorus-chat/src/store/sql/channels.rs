@@ -86,7 +86,9 @@ where
             }
             insert.execute(&mut *tx).await?;
         }
-        if let Some(outsider) = outsider::<DB>(&mut tx, ChannelId(row.id), None).await? {
+        if let Some(outsider) =
+            first_outsider::<DB>(&mut tx, ChannelId(row.id), new.workspace_id).await?
+        {
             return Err(not_in_workspace(outsider));
         }
         let channel = row.into_channel()?;
@@ -283,7 +285,10 @@ where
         .execute(&mut *tx)
         .await?;
         let added = done.rows_affected() == 1;
-        if added && outsider::<DB>(&mut tx, ch, Some(user)).await?.is_some() {
+        if added
+            && let Some(ws) = ws
+            && outside_workspace::<DB>(&mut tx, WorkspaceId(ws), user).await?
+        {
             return Err(not_in_workspace(user));
         }
         let logged = if added {
@@ -418,18 +423,45 @@ fn setting(ms: Option<u64>) -> Option<i64> {
     ms.and_then(|ms| i64::try_from(ms).ok())
 }
 
-/// The first member of channel `ch` (only `user`, when given) who is neither a member of
-/// the channel's workspace nor a server admin (who acts as an owner of every workspace
-/// without joining it). Asked in the transaction that adds the members, after it took
-/// the workspace's row shared: a removal from the workspace takes that row first, so
-/// either the removal comes after and removes the new member with their other channels,
-/// or this sees it. The service checks the same before (for its answer); this closes
-/// the window between that check and the insert, which would otherwise leave someone
-/// removed from the workspace reading and posting in the channel.
-async fn outsider<DB>(
+/// Whether `user` is neither a member of workspace `ws` nor a server admin (who acts
+/// as an owner of every workspace without joining it): one who cannot be a member of
+/// its channels. Asked in the transaction that adds them, after it took the workspace's
+/// row shared: a removal from the workspace takes that row first, so either the removal
+/// comes after and takes the new member out with their other channels, or this sees it.
+/// The service checks the same before (for its answer); this closes the window between
+/// that check and the insert, which would otherwise leave someone removed from the
+/// workspace reading and posting in the channel.
+async fn outside_workspace<DB>(
+    tx: &mut DB::Connection,
+    ws: WorkspaceId,
+    user: UserId,
+) -> Result<bool>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+{
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT u.id FROM users u
+          WHERE u.id = $2 AND NOT u.is_admin
+            AND NOT EXISTS (SELECT 1 FROM workspace_members wm
+                            WHERE wm.workspace_id = $1 AND wm.user_id = $2)",
+    )
+    .bind(ws.0)
+    .bind(user.0)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// [`outside_workspace`] for a new channel's first members, in one statement: the first
+/// of them who cannot be a member, if any.
+async fn first_outsider<DB>(
     tx: &mut DB::Connection,
     ch: ChannelId,
-    user: Option<UserId>,
+    ws: WorkspaceId,
 ) -> Result<Option<UserId>>
 where
     DB: Dialect,
@@ -437,19 +469,16 @@ where
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     usize: ColumnIndex<DB::Row>,
     i64: Column<DB>,
-    Option<i64>: Column<DB>,
 {
     let found: Option<i64> = sqlx::query_scalar(
-        "SELECT cm.user_id FROM channel_members cm
-           JOIN channels c ON c.id = cm.channel_id
-           JOIN users u ON u.id = cm.user_id
-          WHERE cm.channel_id = $1 AND ($2 IS NULL OR cm.user_id = $2) AND NOT u.is_admin
+        "SELECT cm.user_id FROM channel_members cm JOIN users u ON u.id = cm.user_id
+          WHERE cm.channel_id = $1 AND NOT u.is_admin
             AND NOT EXISTS (SELECT 1 FROM workspace_members wm
-                            WHERE wm.workspace_id = c.workspace_id AND wm.user_id = cm.user_id)
+                            WHERE wm.workspace_id = $2 AND wm.user_id = cm.user_id)
           LIMIT 1",
     )
     .bind(ch.0)
-    .bind(user.map(|u| u.0))
+    .bind(ws.0)
     .fetch_optional(&mut *tx)
     .await?;
     Ok(found.map(UserId))

@@ -295,8 +295,10 @@ where
 /// Serializes the role changes and removals of one workspace (several nodes may make
 /// them at once): without it, two owners demoting each other would each still see the
 /// other as owner, and both commit. PostgreSQL's `NO KEY UPDATE` leaves inserts that
-/// reference the workspace (new members, channels) unblocked. (SQLite: the single
-/// writer runs these transactions one after the other already.)
+/// only reference the workspace (new workspace members) unblocked; an add to one of
+/// its channels, and a new channel, share the row on purpose, to be ordered with
+/// removals (`channels.rs`, `outside_workspace`). (SQLite: the single writer runs these
+/// transactions one after the other already.)
 async fn lock_membership<DB>(tx: &mut DB::Connection, ws: WorkspaceId) -> Result<()>
 where
     DB: Dialect,
