@@ -39,8 +39,20 @@ export function EmojiPicker({
     const away = (e: MouseEvent) => {
       if (!box.current?.contains(e.target as Node) && e.target !== anchor) onClose();
     };
+    // Esc closes it wherever the focus is: also in the frame between opening and its
+    // search field taking the focus (the picker's own handler sees only keys inside).
+    const escape = (e: KeyboardEvent) => {
+      if (e.key === 'Escape' && !box.current?.contains(e.target as Node)) {
+        e.preventDefault();
+        done();
+      }
+    };
     document.addEventListener('mousedown', away);
-    return () => document.removeEventListener('mousedown', away);
+    document.addEventListener('keydown', escape);
+    return () => {
+      document.removeEventListener('mousedown', away);
+      document.removeEventListener('keydown', escape);
+    };
   }, []);
 
   // Below the button, or above it when there is no room below; inside the window.
