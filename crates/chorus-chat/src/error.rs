@@ -68,7 +68,13 @@ pub(crate) fn not_found(msg: impl Into<String>) -> ChatError {
     ChatError::NotFound(msg.into())
 }
 
-/// A channel can have only members of its workspace (and server admins).
+/// A channel can have only members of its workspace (and server admins); observers
+/// are members too.
 pub(crate) fn not_in_workspace(user: crate::model::UserId) -> ChatError {
     bad(format!("user {user} is not a member of this workspace"))
+}
+
+/// A channel's delivery lists name its members only.
+pub(crate) fn not_in_channel(user: crate::model::UserId) -> ChatError {
+    bad(format!("user {user} is not a member of this channel"))
 }

@@ -116,6 +116,7 @@ fn main() -> ExitCode {
         removing_a_member_leaves_the_workspace_channels,
         a_channel_has_only_members_of_its_workspace,
         an_add_racing_a_removal_from_the_workspace_leaves_no_member,
+        lists_and_observers_racing_a_departure_name_no_outsider,
         channels_and_membership,
         visible_channels_and_dm_members,
         dm_keys_are_unique_per_workspace,
@@ -1145,6 +1146,83 @@ async fn an_add_racing_a_removal_from_the_workspace_leaves_no_member(store: Arc<
         assert!(
             !store.is_channel_member(secret.id, bob.id).await.unwrap(),
             "round {round}: removed from the workspace, still in its channel"
+        );
+    }
+}
+
+/// A delivery list set at the same time as a member leaves the channel, and observers
+/// set at the same time as one is removed from the workspace, never name them after
+/// both have committed: either the departure deletes the new entry, or the setting sees
+/// the departure and is refused.
+async fn lists_and_observers_racing_a_departure_name_no_outsider(store: Arc<dyn Store>) {
+    let (_owner, ws, ch) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    for round in 0..20 {
+        store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
+        store.add_channel_member(ch.id, bob.id).await.unwrap();
+        let set_list = {
+            let store = store.clone();
+            async move {
+                store
+                    .set_delivery_list(ch.id, DeliveryList::Wake, &[bob.id], no_events())
+                    .await
+            }
+        };
+        let leave = {
+            let store = store.clone();
+            async move { store.remove_channel_member(ch.id, bob.id).await }
+        };
+        // Each started first in half of the rounds, so each commits first in some.
+        let (set, left) = if round % 2 == 0 {
+            let set = tokio::spawn(set_list);
+            (set, tokio::spawn(leave))
+        } else {
+            let left = tokio::spawn(leave);
+            (tokio::spawn(set_list), left)
+        };
+        let set = set.await.unwrap();
+        assert!(
+            left.await.unwrap().unwrap(),
+            "round {round}: bob was in the channel"
+        );
+        assert!(
+            matches!(&set, Ok(_) | Err(ChatError::BadRequest(_))),
+            "round {round}: {set:?}"
+        );
+        assert_eq!(
+            store
+                .delivery_list(ch.id, DeliveryList::Wake)
+                .await
+                .unwrap(),
+            Vec::<UserId>::new(),
+            "round {round}: left the channel, still on its wake list"
+        );
+
+        let set_observers = {
+            let store = store.clone();
+            async move { store.set_observers(ws.id, &[bob.id], no_events()).await }
+        };
+        let remove = {
+            let store = store.clone();
+            async move { store.remove_member(ws.id, bob.id, Role::Member).await }
+        };
+        let (set, removed) = if round % 2 == 0 {
+            let set = tokio::spawn(set_observers);
+            (set, tokio::spawn(remove))
+        } else {
+            let removed = tokio::spawn(remove);
+            (tokio::spawn(set_observers), removed)
+        };
+        let set = set.await.unwrap();
+        assert!(removed.await.unwrap().unwrap().is_some(), "round {round}");
+        assert!(
+            matches!(&set, Ok(_) | Err(ChatError::BadRequest(_))),
+            "round {round}: {set:?}"
+        );
+        assert_eq!(
+            store.observers(ws.id).await.unwrap(),
+            Vec::<UserId>::new(),
+            "round {round}: removed from the workspace, still an observer"
         );
     }
 }

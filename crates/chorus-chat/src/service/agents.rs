@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::Chat;
 use super::delivery::{Decision, DeliveryInput, decide};
 use super::events::{channel_scope, workspace_scope};
-use crate::error::{Result, bad, forbidden, not_found};
+use crate::error::{Result, bad, forbidden, not_found, not_in_channel, not_in_workspace};
 use crate::model::*;
 use crate::store::{AgentMember, DeliveryList, NewWebhookDelivery, events_only};
 use crate::token;
@@ -397,7 +397,7 @@ impl Chat {
         let users = distinct(req.user_ids)?;
         for &user in &users {
             if !self.store.is_channel_member(ch, user).await? {
-                return Err(bad(format!("user {user} is not a member of this channel")));
+                return Err(not_in_channel(user));
             }
         }
         let kind = match list {
@@ -442,9 +442,7 @@ impl Chat {
         let users = distinct(req.user_ids)?;
         for &user in &users {
             if self.store.member_role(ws, user).await?.is_none() {
-                return Err(bad(format!(
-                    "user {user} is not a member of this workspace"
-                )));
+                return Err(not_in_workspace(user));
             }
         }
         let event = Publish::new(

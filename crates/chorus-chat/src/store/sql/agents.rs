@@ -9,8 +9,8 @@ use chorus_realtime::Publish;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::users::USER_COLUMNS;
-use super::{Column, Dialect, RowsAffected, Sql};
-use crate::error::{ChatError, Result};
+use super::{Column, Dialect, RowsAffected, Sql, share_row};
+use crate::error::{ChatError, Result, not_in_channel, not_in_workspace};
 use crate::model::*;
 use crate::store::rows::UserRow;
 use crate::store::rows::parse;
@@ -68,6 +68,10 @@ where
         events: Events<()>,
     ) -> Result<Vec<Publish>> {
         let mut tx = self.writer.begin().await?;
+        // The channel's row, as a leave or a removal takes it before it deletes the
+        // member's list entries: each of them comes after this (and deletes what this
+        // wrote) or before it (and this sees that they are gone).
+        share_row::<DB>(&mut tx, "channels", ch.0).await?;
         sqlx::query("DELETE FROM channel_delivery_lists WHERE channel_id = $1 AND list = $2")
             .bind(ch.0)
             .bind(list.as_str())
@@ -83,6 +87,21 @@ where
             .bind(user.0)
             .execute(&mut *tx)
             .await?;
+        }
+        // The service checked the members before; a leave since is seen here.
+        let outsider: Option<i64> = sqlx::query_scalar(
+            "SELECT l.user_id FROM channel_delivery_lists l
+              WHERE l.channel_id = $1 AND l.list = $2
+                AND NOT EXISTS (SELECT 1 FROM channel_members cm
+                                WHERE cm.channel_id = $1 AND cm.user_id = l.user_id)
+              LIMIT 1",
+        )
+        .bind(ch.0)
+        .bind(list.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(user) = outsider {
+            return Err(not_in_channel(UserId(user)));
         }
         let logged = Self::log_events(&mut tx, self.now(), events(&())).await?;
         tx.commit().await?;
@@ -106,6 +125,10 @@ where
         events: Events<()>,
     ) -> Result<Vec<Publish>> {
         let mut tx = self.writer.begin().await?;
+        // The workspace's row, as a removal from it takes it before it deletes the
+        // member's observing: the removal comes after this (and deletes what this
+        // wrote) or before it (and this sees that they are gone).
+        share_row::<DB>(&mut tx, "workspaces", ws.0).await?;
         sqlx::query("DELETE FROM workspace_observers WHERE workspace_id = $1")
             .bind(ws.0)
             .execute(&mut *tx)
@@ -119,6 +142,20 @@ where
             .bind(user.0)
             .execute(&mut *tx)
             .await?;
+        }
+        // The service checked the members before; a removal since is seen here.
+        let outsider: Option<i64> = sqlx::query_scalar(
+            "SELECT o.user_id FROM workspace_observers o
+              WHERE o.workspace_id = $1
+                AND NOT EXISTS (SELECT 1 FROM workspace_members wm
+                                WHERE wm.workspace_id = $1 AND wm.user_id = o.user_id)
+              LIMIT 1",
+        )
+        .bind(ws.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(user) = outsider {
+            return Err(not_in_workspace(UserId(user)));
         }
         let logged = Self::log_events(&mut tx, self.now(), events(&())).await?;
         tx.commit().await?;
