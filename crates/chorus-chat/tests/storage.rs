@@ -1094,6 +1094,25 @@ async fn a_channel_has_only_members_of_its_workspace(store: Arc<dyn Store>) {
     assert!(store.add_channel_member(general.id, bob.id).await.unwrap());
 }
 
+/// Runs `a` and `b` at once, `a` started first in even rounds and `b` in odd ones, so
+/// that in a scenario of two racing changes each commits first in some rounds.
+async fn race<A, B>(round: usize, a: A, b: B) -> (A::Output, B::Output)
+where
+    A: Future + Send + 'static,
+    A::Output: Send + 'static,
+    B: Future + Send + 'static,
+    B::Output: Send + 'static,
+{
+    let (a, b) = if round.is_multiple_of(2) {
+        let a = tokio::spawn(a);
+        (a, tokio::spawn(b))
+    } else {
+        let b = tokio::spawn(b);
+        (tokio::spawn(a), b)
+    };
+    (a.await.unwrap(), b.await.unwrap())
+}
+
 /// An add to a channel checked against the workspace's members before a removal from
 /// the workspace commits must not leave the removed user in the channel: either the
 /// removal takes them out of it too, or the add is refused.
@@ -1111,26 +1130,16 @@ async fn an_add_racing_a_removal_from_the_workspace_leaves_no_member(store: Arc<
     let bob = user(&store, "bob").await;
     for round in 0..20 {
         store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
-        let spawn_add = || {
+        let add = {
             let store = store.clone();
-            tokio::spawn(async move { store.add_channel_member(secret.id, bob.id).await })
+            async move { store.add_channel_member(secret.id, bob.id).await }
         };
-        let spawn_remove = || {
+        let remove = {
             let store = store.clone();
-            tokio::spawn(async move { store.remove_member(ws.id, bob.id, Role::Member).await })
+            async move { store.remove_member(ws.id, bob.id, Role::Member).await }
         };
-        // Each started first in half of the rounds, so each commits first in some.
-        let (add, remove) = if round % 2 == 0 {
-            let add = spawn_add();
-            (add, spawn_remove())
-        } else {
-            let remove = spawn_remove();
-            (spawn_add(), remove)
-        };
-        let added = add.await.unwrap();
-        let left = remove
-            .await
-            .unwrap()
+        let (added, left) = race(round, add, remove).await;
+        let left = left
             .unwrap()
             .unwrap_or_else(|| panic!("round {round}: bob was a member"));
         // Added first: the removal took bob out of the channel too (and says so, for
@@ -1172,19 +1181,8 @@ async fn lists_and_observers_racing_a_departure_name_no_outsider(store: Arc<dyn 
             let store = store.clone();
             async move { store.remove_channel_member(ch.id, bob.id).await }
         };
-        // Each started first in half of the rounds, so each commits first in some.
-        let (set, left) = if round % 2 == 0 {
-            let set = tokio::spawn(set_list);
-            (set, tokio::spawn(leave))
-        } else {
-            let left = tokio::spawn(leave);
-            (tokio::spawn(set_list), left)
-        };
-        let set = set.await.unwrap();
-        assert!(
-            left.await.unwrap().unwrap(),
-            "round {round}: bob was in the channel"
-        );
+        let (set, left) = race(round, set_list, leave).await;
+        assert!(left.unwrap(), "round {round}: bob was in the channel");
         assert!(
             matches!(&set, Ok(_) | Err(ChatError::BadRequest(_))),
             "round {round}: {set:?}"
@@ -1206,15 +1204,8 @@ async fn lists_and_observers_racing_a_departure_name_no_outsider(store: Arc<dyn 
             let store = store.clone();
             async move { store.remove_member(ws.id, bob.id, Role::Member).await }
         };
-        let (set, removed) = if round % 2 == 0 {
-            let set = tokio::spawn(set_observers);
-            (set, tokio::spawn(remove))
-        } else {
-            let removed = tokio::spawn(remove);
-            (tokio::spawn(set_observers), removed)
-        };
-        let set = set.await.unwrap();
-        assert!(removed.await.unwrap().unwrap().is_some(), "round {round}");
+        let (set, removed) = race(round, set_observers, remove).await;
+        assert!(removed.unwrap().is_some(), "round {round}");
         assert!(
             matches!(&set, Ok(_) | Err(ChatError::BadRequest(_))),
             "round {round}: {set:?}"
