@@ -697,6 +697,24 @@ async fn appends_and_ends_are_refused_precisely() {
         .request(json!({"op": "append", "message_id": id, "text": "x"}))
         .await;
     assert_eq!(reply["code"], "conflict", "{reply}");
+    // Ended, it is still not another member's to write or end: whose it is is asked
+    // before what state it is in.
+    append(&s, &w.carol.token, id, "x")
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    for end in ["complete", "abort"] {
+        s.post(&path(end), &w.carol.token, json!({"text": "x"}))
+            .await
+            .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    }
+    let reply = carol
+        .request(json!({"op": "append", "message_id": id, "text": "x"}))
+        .await;
+    assert_eq!(reply["code"], "forbidden", "{reply}");
+    // The owner, who may end it, is told it has ended.
+    s.post(&path("abort"), &w.alice.token, json!({}))
+        .await
+        .expect_error(StatusCode::CONFLICT, "conflict");
 
     // A message that was never streamed takes no appends.
     let plain = s.send(&w.bob, ch, "plain").await["id"].as_i64().unwrap();

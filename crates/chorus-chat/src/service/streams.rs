@@ -507,13 +507,15 @@ impl Chat {
             // or not: `NotFound` to one who cannot read it, so a stream held here does
             // not tell an outsider that the message exists and is streaming.
             _ => {
-                let message = self.stored_stream(caller, id).await?;
+                // Whose it is before what state it is in: another's ended stream is
+                // `403` (it was never the caller's to write), not `409`.
+                let message = self.readable_message(caller, id).await?;
                 if message.author_id != caller.id {
                     return Err(forbidden(
                         "only its author can write to a streaming message",
                     ));
                 }
-                self.hold_stored_stream(&message).await?
+                self.hold_stored_stream(streaming(&message)?).await?
             }
         };
         self.still_posting(&stream).await?;
@@ -571,8 +573,8 @@ impl Chat {
         }
     }
 
-    /// The message, if it is streaming and the caller may read it.
-    async fn stored_stream(&self, caller: &User, id: MessageId) -> Result<Message> {
+    /// The message, if the caller may read it (in whatever state).
+    async fn readable_message(&self, caller: &User, id: MessageId) -> Result<Message> {
         let message = self
             .store
             .message(id)
@@ -583,9 +585,6 @@ impl Chat {
         }
         if message.deleted {
             return Err(not_found("message was deleted"));
-        }
-        if message.state != MessageState::Streaming {
-            return Err(not_streaming(&message));
         }
         Ok(message)
     }
@@ -659,6 +658,19 @@ impl Chat {
         })
     }
 
+    /// Whether `caller` may abort another's stream in `channel`: they read it and
+    /// manage its workspace.
+    async fn may_abort_anothers(&self, caller: &User, channel: ChannelId) -> Result<()> {
+        let channel = self.readable_channel(caller, channel).await?;
+        if self.role_in(caller, channel.workspace_id).await?.manages() {
+            Ok(())
+        } else {
+            Err(forbidden(
+                "only its author or an admin can abort a streaming message",
+            ))
+        }
+    }
+
     /// Ends the caller's stream as `complete`; with `text`, that becomes its whole text.
     pub async fn complete_message(
         &self,
@@ -690,22 +702,23 @@ impl Chat {
             return Err(bad(format!("reason is over {MAX_REASON} bytes")));
         }
         let stream = match self.streams.get(id) {
+            Some(stream) if stream.author != caller.id => {
+                self.may_abort_anothers(caller, stream.channel_id).await?;
+                stream
+            }
             Some(stream) => stream,
             None => {
-                let message = self.stored_stream(caller, id).await?;
-                self.hold_stored_stream(&message).await?
+                let message = self.readable_message(caller, id).await?;
+                if message.author_id != caller.id {
+                    // Whether the caller may end it before whether it is streaming.
+                    self.may_abort_anothers(caller, message.channel_id).await?;
+                }
+                self.hold_stored_stream(streaming(&message)?).await?
             }
         };
         if stream.author == caller.id {
             // A departed author's stream ends as `author_left`, not with their reason.
             self.still_posting(&stream).await?;
-        } else {
-            let channel = self.readable_channel(caller, stream.channel_id).await?;
-            if !self.role_in(caller, channel.workspace_id).await?.manages() {
-                return Err(forbidden(
-                    "only its author or an admin can abort a streaming message",
-                ));
-            }
         }
         let reason = if reason.is_empty() {
             "aborted".to_owned()
@@ -838,6 +851,15 @@ impl Chat {
                 }
             }
         });
+    }
+}
+
+/// `message`, if it is streaming.
+fn streaming(message: &Message) -> Result<&Message> {
+    if message.state == MessageState::Streaming {
+        Ok(message)
+    } else {
+        Err(not_streaming(message))
     }
 }
 
