@@ -19,9 +19,9 @@ use chorus_chat::error::ChatError;
 use chorus_chat::model::*;
 use chorus_chat::service::OpenDm;
 use chorus_chat::store::{
-    AttemptOutcome, ChannelPatch, DeliveryList, MessageQuery, NewChannel, NewMessage,
-    NewSignInCode, NewToken, NewTurns, NewUser, NewWebhookDelivery, Outbox, PgStore, Redemption,
-    SqliteStore, Store, TokenOwner, events_only, no_events,
+    AttemptOutcome, ChannelPatch, DEACTIVATED_WEBHOOK, DeliveryList, MessageQuery, NewChannel,
+    NewMessage, NewSignInCode, NewToken, NewTurns, NewUser, NewWebhookDelivery, Outbox, PgStore,
+    Redemption, SqliteStore, Store, TokenOwner, events_only, no_events,
 };
 use chorus_chat::testing::ScratchDatabase;
 use chorus_chat::{Chat, ChatConfig};
@@ -659,7 +659,68 @@ async fn deactivated_agents_are_not_rotated_or_sent_webhooks(store: Arc<dyn Stor
         .unwrap();
     assert_eq!(due.iter().map(|d| d.user_id).collect::<Vec<_>>(), [on.id]);
 
+    // A delivery queued after the deactivation gave up the pending ones (a send that
+    // read the agents just before it) is given up when due, never claimed.
+    store
+        .enqueue_webhook(delivery(off.id, "e3", now))
+        .await
+        .unwrap();
+    let due = store
+        .claim_due_webhooks(Timestamp(now + 6_000), Timestamp(now + 11_000), 10)
+        .await
+        .unwrap();
+    assert_eq!(due.iter().map(|d| d.user_id).collect::<Vec<_>>(), [on.id]);
+    let late = store.webhook_deliveries(off.id, 10).await.unwrap();
+    assert_eq!(late[0].event_id, "e3");
+    assert_eq!(late[0].status, WebhookStatus::Failed, "{late:?}");
+    assert_eq!(late[0].last_error.as_deref(), Some(DEACTIVATED_WEBHOOK));
+
+    // An attempt in flight when its agent is deactivated: a retry does not bring the
+    // given-up delivery back; what did happen (delivered) is still recorded.
+    let attempt = |n: i64| WebhookAttempt {
+        attempt: n,
+        at: Timestamp(now + 12_000),
+        status_code: Some(500),
+        error: None,
+        duration_ms: 3,
+    };
+    let retry = AttemptOutcome::Retry {
+        at: Timestamp(now + 13_000),
+    };
+    let on_event = due[0].id;
+    store
+        .set_deactivated(on.id, Some(Timestamp(now + 11_500)))
+        .await
+        .unwrap();
+    store
+        .fail_pending_webhooks(on.id, Timestamp(now + 11_500), DEACTIVATED_WEBHOOK)
+        .await
+        .unwrap();
+    store
+        .record_webhook_attempt(on_event, &attempt(2), retry)
+        .await
+        .unwrap();
+    let kept = store.webhook_deliveries(on.id, 10).await.unwrap();
+    assert_eq!(kept[0].status, WebhookStatus::Failed, "{kept:?}");
+    let attempts: Vec<i64> = kept[0].attempt_log.iter().map(|a| a.attempt).collect();
+    assert_eq!(attempts, [2], "the attempt is recorded");
+    assert!(
+        store
+            .claim_due_webhooks(Timestamp(now + 20_000), Timestamp(now + 25_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .record_webhook_attempt(on_event, &attempt(3), AttemptOutcome::Delivered)
+        .await
+        .unwrap();
+    let kept = store.webhook_deliveries(on.id, 10).await.unwrap();
+    assert_eq!(kept[0].status, WebhookStatus::Delivered, "{kept:?}");
+
     store.set_deactivated(off.id, None).await.unwrap();
+    assert_eq!(store.agent_members(ch.id).await.unwrap().len(), 1);
+    store.set_deactivated(on.id, None).await.unwrap();
     assert_eq!(store.agent_members(ch.id).await.unwrap().len(), 2);
 }
 

@@ -8,14 +8,13 @@ use super::Chat;
 use super::events::close_sessions_event;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::{User, UserId, UserKind, UserProfile, UserView, valid_user_name};
-use crate::store::{NewUser, events_only};
+use crate::store::{DEACTIVATED_WEBHOOK, NewUser, events_only};
 
 /// Users listed by `GET /api/v1/users` at most per page.
 pub const MAX_USERS_PAGE: u32 = 200;
 /// The name of the user `bootstrap_admin` creates (the admin token's user).
 const BOOTSTRAP_ADMIN: &str = "admin";
 /// What a deactivated agent's pending webhook deliveries record as their last error.
-const DEACTIVATED_WEBHOOK: &str = "the agent was deactivated";
 
 /// A new user, its first token and (agents with a webhook) its webhook secret: the only
 /// time either is shown.

@@ -791,6 +791,9 @@ pub struct NewWebhookDelivery {
     pub due_at: Timestamp,
 }
 
+/// Why a deactivated user's pending webhook deliveries were given up.
+pub const DEACTIVATED_WEBHOOK: &str = "the agent was deactivated";
+
 /// A delivery claimed for an attempt (see [`AgentStore::claim_due_webhooks`]).
 #[derive(Debug, Clone)]
 pub struct DueWebhook {
@@ -856,7 +859,8 @@ pub trait AgentStore: Send + Sync {
     async fn enqueue_webhook(&self, new: NewWebhookDelivery) -> Result<bool>;
     /// Pending deliveries due at `now`, at most `limit`, each leased until `lease_until`
     /// (not due again before then, so a crashed attempt is retried but a running one is
-    /// not claimed twice).
+    /// not claimed twice). Gives up first every pending delivery of a deactivated user
+    /// ([`DEACTIVATED_WEBHOOK`]), whenever it was queued.
     async fn claim_due_webhooks(
         &self,
         now: Timestamp,
@@ -865,7 +869,8 @@ pub trait AgentStore: Send + Sync {
     ) -> Result<Vec<DueWebhook>>;
     /// When the earliest pending delivery is due.
     async fn next_webhook_due(&self) -> Result<Option<Timestamp>>;
-    /// Records one attempt and its outcome.
+    /// Records one attempt and its outcome; a retry leaves a delivery given up
+    /// meanwhile as it is.
     async fn record_webhook_attempt(
         &self,
         delivery: i64,

@@ -15,7 +15,8 @@ use crate::model::*;
 use crate::store::rows::UserRow;
 use crate::store::rows::parse;
 use crate::store::{
-    AgentMember, AgentStore, AttemptOutcome, DeliveryList, DueWebhook, Events, NewWebhookDelivery,
+    AgentMember, AgentStore, AttemptOutcome, DEACTIVATED_WEBHOOK, DeliveryList, DueWebhook, Events,
+    NewWebhookDelivery,
 };
 
 #[derive(sqlx::FromRow)]
@@ -259,6 +260,21 @@ where
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<DueWebhook>> {
+        // A deactivated user's deliveries are given up here, not only when they are
+        // deactivated: a message whose send read the agents just before the
+        // deactivation queues its delivery after the deactivation gave up the pending
+        // ones (and a command's, whomever it acts for). Neither statement sends to a user
+        // deactivated when it runs; one deactivated after the claim got a delivery
+        // claimed before it.
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'failed', last_error = $1, finished_at = $2
+             WHERE status = 'pending'
+               AND user_id IN (SELECT id FROM users WHERE deactivated_at IS NOT NULL)",
+        )
+        .bind(DEACTIVATED_WEBHOOK)
+        .bind(now.0)
+        .execute(&self.writer)
+        .await?;
         // One statement (a read-then-write transaction could lose its snapshot to another
         // writer), and rows another node is claiming right now are skipped rather than
         // waited for.
@@ -267,6 +283,8 @@ where
                 "UPDATE webhook_deliveries SET next_attempt_at = $1
              WHERE id IN (SELECT id FROM webhook_deliveries
                           WHERE status = 'pending' AND next_attempt_at <= $2
+                            AND user_id NOT IN
+                                (SELECT id FROM users WHERE deactivated_at IS NOT NULL)
                           ORDER BY next_attempt_at, id LIMIT $3 {skip_locked})
              RETURNING id, user_id, event_id, url, body, attempts, command_id",
                 skip_locked = DB::SKIP_LOCKED,
@@ -356,11 +374,17 @@ where
         .bind(attempt.duration_ms)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+        // A retry keeps only a delivery still pending: one given up meanwhile (its agent
+        // deactivated) stays given up. A final outcome is what happened, and is kept.
+        let still_pending = match outcome {
+            AttemptOutcome::Retry { .. } => " AND status = 'pending'",
+            _ => "",
+        };
+        sqlx::query(&format!(
             "UPDATE webhook_deliveries SET status = $1, attempts = $2, next_attempt_at = $3,
                 last_error = COALESCE($4, last_error), finished_at = $5
-             WHERE id = $6",
-        )
+             WHERE id = $6{still_pending}"
+        ))
         .bind(status.as_str())
         .bind(attempt.attempt)
         .bind(next.0)
