@@ -221,7 +221,8 @@ pub struct Proxies {
     subscribe: Option<Endpoint>,
     publish: Option<Endpoint>,
     identities: Cache<[u8; 32], Identity>,
-    subscriptions: Cache<(i64, String, Vec<String>), ProxyAnswer>,
+    /// Answers by user, scope, roles and namespace: the whole question asked.
+    subscriptions: Cache<(i64, String, Vec<String>, String), ProxyAnswer>,
 }
 
 impl Proxies {
@@ -540,11 +541,14 @@ impl AppProxy for Proxies {
             .as_ref()
             .ok_or_else(|| ChatError::Unavailable("no [proxy.subscribe] is configured".into()))?;
         // The roles are part of the question: another credential of the same user may
-        // carry others, and the application may answer differently.
+        // carry others, and the application may answer differently. So is the
+        // namespace: a reload can put the topic in another one, which must be asked
+        // about (the re-check after it would otherwise reuse the old one's allow).
         let key = (
             request.user.as_ref().map_or(0, |u| u.id),
             request.scope.clone(),
             request.roles.clone(),
+            request.namespace.clone(),
         );
         let now = self.clock.instant();
         if let Some(answer) = self.subscriptions.get(&key, now) {

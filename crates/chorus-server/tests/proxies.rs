@@ -1013,3 +1013,50 @@ async fn a_reload_asks_the_subscribe_proxy_again_through_its_cache() {
         s.check_invariants();
     }
 }
+
+/// A cached answer is the answer to one question: this user, scope and roles, in this
+/// namespace. A reload that puts a subscribed topic in another `proxy` namespace asks
+/// the application about that one — a cached allow for the old namespace does not
+/// keep the subscription.
+#[tokio::test]
+async fn a_reload_into_another_namespace_is_asked_afresh_despite_the_cache() {
+    let app = App::start(|proxy, body| {
+        assert_eq!(proxy, "subscribe");
+        Reply::Json(if body["namespace"] == "rooms" {
+            json!({"allow": true})
+        } else {
+            json!({"allow": false, "reason": "members only"})
+        })
+    })
+    .await;
+    let rooms = || namespace("rooms", "topic:room.{room}", "proxy", "server");
+    let s = TestServer::start_with(|c| {
+        c.proxy = ProxyConfig {
+            secret: Some(SECRET.into()),
+            subscribe: Some(chorus_server::config::ProxyEndpoint {
+                cache_ms: 60_000,
+                ..app.endpoint("subscribe")
+            }),
+            ..Default::default()
+        };
+        c.namespaces = vec![rooms()];
+    })
+    .await;
+    let w = s.world().await;
+    let mut alice = s.connect(&w.alice.token).await;
+    assert_eq!(answer(&mut alice, "topic:room.vip").await["op"], "ack");
+
+    // The first namespace whose pattern matches rules the topic: now `vip`.
+    let vip = namespace("vip", "topic:room.vip", "proxy", "server");
+    chorus_server::reload_namespaces(s.state(), vec![vip, rooms()]).unwrap();
+    let revoked = alice.expect_event("subscription.revoked").await;
+    assert_eq!(revoked["scope"], "topic:room.vip");
+    assert_eq!(revoked["data"]["reason"], "namespaces_changed");
+    let asked: Vec<Value> = app
+        .seen("subscribe")
+        .into_iter()
+        .map(|s| s.body["namespace"].clone())
+        .collect();
+    assert_eq!(asked, [json!("rooms"), json!("vip")]);
+    s.check_invariants();
+}
