@@ -78,10 +78,15 @@ pub trait SessionHooks: Send + Sync + 'static {
     /// from the client's position (`subscribe` with `since`, a `resume`) where the
     /// scope's own log may not mark it (its events carry no join of the user's, as a
     /// channel's do): a replay that would give an event logged before it is not
-    /// given (`recovered: false`; the client reloads). `None`: no such bound.
+    /// given (`recovered: false`; the client reloads). `None`: no such bound. `roles`
+    /// are the connection's credential's, as for [`authorize_subscribe`]: asked after
+    /// it, this refuses (as it would now) when the access it found has ended since.
+    ///
+    /// [`authorize_subscribe`]: Self::authorize_subscribe
     async fn access_since(
         &self,
         _user: UserKey,
+        _roles: &[String],
         _scope: &Scope,
     ) -> Result<Option<SystemTime>, HookError> {
         Ok(None)

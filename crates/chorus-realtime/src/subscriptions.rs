@@ -153,7 +153,11 @@ impl Subscriptions {
             // Not known (the application failed, as its authorization would): refused.
             let floor = match from {
                 From::Rewind(_) | From::Continue(_) => hooks
-                    .access_since(conn.user, &scope)
+                    .access_since(
+                        conn.user,
+                        conn.control.roles().as_deref().unwrap_or_default(),
+                        &scope,
+                    )
                     .await
                     .map_err(|e| (e.code(), e.to_string()))?,
                 _ => None,

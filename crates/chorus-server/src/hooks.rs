@@ -54,9 +54,10 @@ impl SessionHooks for ServerHooks {
     async fn access_since(
         &self,
         user: UserKey,
+        roles: &[String],
         scope: &Scope,
     ) -> Result<Option<std::time::SystemTime>, HookError> {
-        self.chat.access_since(user, scope).await
+        self.chat.access_since(user, roles, scope).await
     }
 
     async fn typing(

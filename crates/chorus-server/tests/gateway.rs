@@ -1130,3 +1130,62 @@ async fn a_role_namespace_replays_nothing_from_before_the_role() {
         Ok(vec![before, after])
     );
 }
+
+/// The bound of a replay (since when the reader's access holds) is read after the
+/// authorization. A removal from the workspace that commits in between leaves no row to
+/// bound it by, and that must refuse the replay as the authorization now would, never
+/// lift the bound (the whole window, from before the reader ever had the role, was
+/// replayed). Asked of the bound itself, as the subscribe and the HTTP catch-up ask it:
+/// who is no member reads only by the credential's role or as the server's
+/// administrator, unbounded as before.
+#[tokio::test]
+async fn a_reader_removed_after_the_authorization_is_refused_not_replayed_without_bound() {
+    use chorus_chat::error::ChatError;
+    use chorus_chat::model::UserId;
+    use chorus_realtime::Scope;
+
+    let s = gateway().await;
+    let w = s.world().await;
+    // Bob reads `general` through the workspace (no member of it) and `ops` as admin.
+    let general = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[])
+        .await;
+    bob_made(&s, &w, "admin").await;
+    let ops = Scope::parse(&format!("topic:ws.{}.ops", w.ws)).unwrap();
+    let channel = Scope::parse(&format!("channel:{general}")).unwrap();
+    let chat = &s.state().chat;
+    let bob = UserId(w.bob.id);
+    for scope in [&ops, &channel] {
+        let since = chat.access_since(bob, &[], scope).await.unwrap();
+        assert!(since.is_some(), "{scope}: bounded by bob's role or join");
+    }
+
+    s.delete(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, w.bob.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    for scope in [&ops, &channel] {
+        let answer = chat.access_since(bob, &[], scope).await;
+        assert!(
+            matches!(answer, Err(ChatError::Forbidden(_))),
+            "{scope}: {answer:?}"
+        );
+    }
+    // A credential carrying the role reads `ops` with no membership.
+    let by_role = chat.access_since(bob, &["admin".into()], &ops).await;
+    assert_eq!(by_role.unwrap(), None);
+    // So does the server's administrator, a member of nothing here.
+    let admin = s
+        .get("/api/v1/me", ADMIN_TOKEN)
+        .await
+        .expect_status(StatusCode::OK)
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    for scope in [&ops, &channel] {
+        let answer = chat.access_since(UserId(admin), &[], scope).await;
+        assert_eq!(answer.unwrap(), None, "{scope}");
+    }
+}

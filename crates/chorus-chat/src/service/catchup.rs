@@ -75,10 +75,16 @@ impl Chat {
     /// (or joined; [`Chat::topic_access_since`]). `None` for other scopes (a
     /// workspace's log marks its members' joins; a user scope is its user's; other
     /// topics are read by rules with no time), and for a reader who is no member (the
-    /// server's administrator).
+    /// server's administrator; a topic's reader by the credential's `roles`).
+    ///
+    /// Asked after the authorization, which it does not repeat, but a reader who is
+    /// no longer a member of the workspace (and none of those) is refused
+    /// (`forbidden`), not given an unbounded replay: a removal that committed in
+    /// between took their access away, and the row that bounded it with it.
     pub async fn access_since(
         &self,
         user: UserId,
+        roles: &[String],
         scope: &Scope,
     ) -> Result<Option<std::time::SystemTime>> {
         let as_time = |t: crate::model::Timestamp| {
@@ -86,7 +92,12 @@ impl Chat {
                 + std::time::Duration::from_millis(u64::try_from(t.0).unwrap_or(0))
         };
         let (channel, thread) = match scope.kind() {
-            "topic" => return Ok(self.topic_access_since(user, scope).await?.map(as_time)),
+            "topic" => {
+                return Ok(self
+                    .topic_access_since(user, roles, scope)
+                    .await?
+                    .map(as_time));
+            }
             "channel" => (ChannelId(scope_id(scope)?), false),
             "thread" => match self.store.message(MessageId(scope_id(scope)?)).await? {
                 Some(root) => (root.channel_id, true),
@@ -97,6 +108,11 @@ impl Chat {
         let Some(access) = self.store.channel_access(channel, user).await? else {
             return Ok(None);
         };
+        if access.workspace_since.is_none() {
+            // No member of the workspace, so of none of its channels.
+            self.read_as_administrator(user).await?;
+            return Ok(None);
+        }
         let since = match (thread, access.channel_since) {
             // A member of the channel: its log marks their time out.
             (false, Some(_)) => None,
@@ -164,7 +180,7 @@ impl Chat {
         // reaches back before their access, and nothing from there is theirs to catch
         // up; they reload.
         if !events.is_empty()
-            && let Some(since) = self.access_since(caller.id, &scope).await?
+            && let Some(since) = self.access_since(caller.id, roles, &scope).await?
             && events
                 .iter()
                 .any(|e| e.logged_at.is_some_and(|at| at < since))

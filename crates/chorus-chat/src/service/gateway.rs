@@ -180,23 +180,47 @@ impl Chat {
     pub(crate) async fn topic_access_since(
         &self,
         user: crate::model::UserId,
+        roles: &[String],
         scope: &Scope,
     ) -> Result<Option<crate::model::Timestamp>> {
-        let workspace = {
+        let (workspace, by_credential) = {
             let namespaces = self.namespaces();
             let Some(found) = namespaces.find(scope) else {
                 return Ok(None);
             };
             match &found.namespace.read {
-                Access::Role(RoleRule {
-                    workspace: Some(_), ..
-                }) => found.vars.get("workspace_id").and_then(|v| canonical_id(v)),
-                _ => None,
+                Access::Role(
+                    rule @ RoleRule {
+                        workspace: Some(_), ..
+                    },
+                ) => (
+                    found.vars.get("workspace_id").and_then(|v| canonical_id(v)),
+                    roles.iter().any(|r| **r == *rule.name),
+                ),
+                _ => (None, false),
             }
         };
-        match workspace {
-            Some(ws) => self.store.role_since(WorkspaceId(ws), user).await,
-            None => Ok(None),
+        let Some(ws) = workspace else {
+            return Ok(None);
+        };
+        match self.store.role_since(WorkspaceId(ws), user).await? {
+            Some(since) => Ok(Some(since)),
+            // No member: read by the credential's role, or as the server's
+            // administrator; anyone else's access ended since it was authorized.
+            None if by_credential => Ok(None),
+            None => self.read_as_administrator(user).await.map(|()| None),
+        }
+    }
+
+    /// Whether `user`, who is no member of the workspace, reads it as the server's
+    /// administrator; otherwise `forbidden`: the access an authorization found a moment
+    /// ago has ended (a removal committed in between).
+    pub(crate) async fn read_as_administrator(&self, user: crate::model::UserId) -> Result<()> {
+        match self.store.user(user).await? {
+            Some(u) if u.is_admin => Ok(()),
+            _ => Err(ChatError::Forbidden(
+                "no longer a member of the workspace".into(),
+            )),
         }
     }
 

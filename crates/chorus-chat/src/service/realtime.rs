@@ -136,13 +136,14 @@ impl SessionHooks for ChatHooks {
     async fn access_since(
         &self,
         user: UserKey,
+        roles: &[String],
         scope: &Scope,
     ) -> Result<Option<std::time::SystemTime>, HookError> {
         if user == ANONYMOUS {
             return Ok(None);
         }
         self.chat
-            .access_since(UserId(user), scope)
+            .access_since(UserId(user), roles, scope)
             .await
             .map_err(to_hook)
     }
