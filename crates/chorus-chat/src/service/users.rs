@@ -14,7 +14,6 @@ use crate::store::{DEACTIVATED_WEBHOOK, NewUser, events_only};
 pub const MAX_USERS_PAGE: u32 = 200;
 /// The name of the user `bootstrap_admin` creates (the admin token's user).
 const BOOTSTRAP_ADMIN: &str = "admin";
-/// What a deactivated agent's pending webhook deliveries record as their last error.
 
 /// A new user, its first token and (agents with a webhook) its webhook secret: the only
 /// time either is shown.
