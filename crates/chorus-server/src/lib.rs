@@ -236,12 +236,21 @@ pub fn check_namespaces(namespaces: &[chorus_api::Namespace]) -> anyhow::Result<
 /// refused end with `subscription.revoked`, reason `namespaces_changed`). Under rules
 /// that leave no namespace readable by the public, this node's anonymous connections
 /// close with 3502, as the upgrade would now refuse them. Answers how many are
-/// declared; a bad declaration changes nothing.
+/// declared; a bad declaration changes nothing, and neither does a file that declares
+/// none while some are running: with no namespace, every topic is open to every
+/// authenticated connection (and no schema or retention rule holds), which a file
+/// emptied by mistake must not do unnoticed — a restart without them does it.
 pub fn reload_namespaces(
     state: &AppState,
     namespaces: Vec<chorus_api::Namespace>,
 ) -> anyhow::Result<usize> {
     let count = namespaces.len();
+    if namespaces.is_empty() && !state.chat.namespaces().is_empty() {
+        anyhow::bail!(
+            "the file declares no namespace: that would open every topic to every \
+             authenticated connection; to run without namespaces, restart without them"
+        );
+    }
     proxies::check_namespaces(&state.config, &namespaces)?;
     let compiled = Namespaces::new(namespaces).map_err(|e| anyhow::anyhow!("namespaces: {e}"))?;
     state.chat.set_namespaces(compiled);

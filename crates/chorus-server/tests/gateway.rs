@@ -537,6 +537,19 @@ async fn a_reload_changes_the_rules_without_dropping_sockets() {
         "ack",
         "the rules stayed"
     );
+    // A file emptied of namespaces would open every topic to everyone: refused too.
+    let none = chorus_server::reload_namespaces(s.state(), Vec::new());
+    assert!(
+        none.as_ref()
+            .is_err_and(|e| e.to_string().contains("no namespace")),
+        "{none:?}"
+    );
+    let bobs = format!("topic:notifications.user.{}", w.bob.id);
+    assert_eq!(
+        answer(&mut alice, &bobs).await,
+        "forbidden",
+        "the rules stayed"
+    );
     // The socket never dropped: the subscription made before both reloads delivers.
     publish(&s, "topic:orders.1", "order.paid", json!({"amount": 5}))
         .await
