@@ -116,6 +116,7 @@ fn main() -> ExitCode {
         removing_a_member_leaves_the_workspace_channels,
         a_channel_has_only_members_of_its_workspace,
         an_add_racing_a_removal_from_the_workspace_leaves_no_member,
+        a_post_racing_its_authors_leave_comes_before_it_or_not_at_all,
         lists_and_observers_racing_a_departure_name_no_outsider,
         channels_and_membership,
         visible_channels_and_dm_members,
@@ -1174,6 +1175,64 @@ where
     (a.await.unwrap(), b.await.unwrap())
 }
 
+/// A message checked against the channel's members before its author's leave commits
+/// (the service's check, through its cache, or another node's) must not be stored
+/// after the leave: either it is logged before the author's `member.left`, or it is
+/// refused. A plain message (SQLite's group commit) and one with a thread (the
+/// transaction of its own), alternately.
+async fn a_post_racing_its_authors_leave_comes_before_it_or_not_at_all(store: Arc<dyn Store>) {
+    use chorus_realtime::{Publish, Scope};
+    let (owner, ws, _) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
+    let secret = channel(
+        &store,
+        ws.id,
+        "secret",
+        ChannelKind::Private,
+        owner.id,
+        &[owner.id],
+    )
+    .await;
+    let root = send(&store, secret.id, owner.id, "root").await;
+    let scope = Scope::parse(&format!("channel:{}", secret.id.0)).unwrap();
+    for round in 0..20 {
+        store.add_channel_member(secret.id, bob.id).await.unwrap();
+        let post = {
+            let (store, scope) = (store.clone(), scope.clone());
+            let mut new = new_message(secret.id, bob.id, "last words");
+            new.thread_id = (round % 4 >= 2).then_some(root.id);
+            let events = events_only(move |_: &chorus_chat::store::Inserted| {
+                vec![Publish::new(scope.clone(), "message.created", &())]
+            });
+            async move { store.insert_message_logged(new, events).await }
+        };
+        let leave = {
+            let (store, scope) = (store.clone(), scope.clone());
+            let events =
+                events_only(move |_: &()| vec![Publish::new(scope.clone(), "member.left", &())]);
+            async move {
+                store
+                    .remove_channel_member_logged(secret.id, bob.id, events)
+                    .await
+            }
+        };
+        let (posted, left) = race(round, post, leave).await;
+        let (was, left) = left.unwrap();
+        assert!(was, "round {round}: bob was in the channel");
+        match posted {
+            Ok((_, posted)) => assert!(
+                posted[0].offset < left[0].offset,
+                "round {round}: posted after the leave ({:?}, left at {:?})",
+                posted[0].offset,
+                left[0].offset
+            ),
+            Err(ChatError::Forbidden(_)) => {}
+            Err(err) => panic!("round {round}: {err:?}"),
+        }
+    }
+}
+
 /// An add to a channel checked against the workspace's members before a removal from
 /// the workspace commits must not leave the removed user in the channel: either the
 /// removal takes them out of it too, or the add is refused.
@@ -1892,7 +1951,7 @@ async fn messages_send_and_page(store: Arc<dyn Store>) {
         "other",
         ChannelKind::Public,
         alice.id,
-        &[],
+        &[alice.id],
     )
     .await;
     send(&store, other.id, alice.id, "elsewhere").await;
@@ -2833,7 +2892,15 @@ async fn pins(store: Arc<dyn Store>) {
     let bob = user(&store, "bob").await;
     let a = send(&store, ch.id, alice.id, "a").await;
     let b = send(&store, ch.id, alice.id, "b").await;
-    let other = channel(&store, ws.id, "other", ChannelKind::Public, alice.id, &[]).await;
+    let other = channel(
+        &store,
+        ws.id,
+        "other",
+        ChannelKind::Public,
+        alice.id,
+        &[alice.id],
+    )
+    .await;
     let c = send(&store, other.id, alice.id, "c").await;
 
     let (pin_a, new) = store.pin(ch.id, a.id, alice.id).await.unwrap();

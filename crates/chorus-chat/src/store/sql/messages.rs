@@ -171,6 +171,23 @@ where
         Ok(ids.into_iter().map(UserId).collect())
     }
 
+    /// `forbidden` unless the new message's author is a member of its channel.
+    async fn require_author_in(conn: &mut DB::Connection, new: &NewMessage) -> Result<()> {
+        let member: Option<i64> = sqlx::query_scalar(
+            "SELECT user_id FROM channel_members WHERE channel_id = $1 AND user_id = $2",
+        )
+        .bind(new.channel_id.0)
+        .bind(new.author_id.0)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match member {
+            Some(_) => Ok(()),
+            None => Err(ChatError::Forbidden(
+                "join the channel to post in it".into(),
+            )),
+        }
+    }
+
     /// Inserts a message's row; `None` when its idempotency key is taken.
     pub(crate) async fn insert_row(
         conn: &mut DB::Connection,
@@ -240,6 +257,10 @@ where
         // paging with `after` never passes an id that a slower insert commits later.
         // (SQLite: the single writer is held already.)
         lock_row::<DB>(&mut tx, "channels", new.channel_id.0).await?;
+        // The author posts as a member of the channel, asked with its row held: a leave
+        // or a removal (which locks that row first) that committed since the service's
+        // check, on this node or another, is seen here.
+        Self::require_author_in(&mut tx, new).await?;
         // Taken with the channel's row (or the writer) held, so times rise with ids.
         let created_at = self.now();
         if let Some(root) = new.thread_id {

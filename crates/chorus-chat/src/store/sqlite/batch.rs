@@ -182,6 +182,11 @@ async fn write(
     texts: &mut Texts,
     batch: Vec<Job>,
 ) -> bool {
+    let batch = match by_members(conn, batch).await {
+        Some(batch) if batch.is_empty() => return true,
+        Some(batch) => batch,
+        None => return false,
+    };
     let known = sequence.load(Ordering::Relaxed);
     let written = if known == UNKNOWN {
         Err(None)
@@ -230,6 +235,46 @@ async fn write(
             false
         }
     }
+}
+
+/// The jobs whose authors are members of their channels; the others are answered
+/// `forbidden`. Asked on the writer connection, which this batch holds until it is
+/// written: a leave or a removal (another writer) that committed after the service's
+/// check is seen here, and none can commit in between (`None`, every job answered:
+/// the check failed).
+async fn by_members(conn: &mut SqliteConnection, batch: Vec<Job>) -> Option<Vec<Job>> {
+    let mut pairs: Vec<(i64, i64)> = batch
+        .iter()
+        .map(|j| (j.new.channel_id.0, j.new.author_id.0))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "SELECT channel_id, user_id FROM channel_members WHERE (channel_id, user_id) IN (",
+    );
+    query.push_values(&pairs, |mut row, (channel, author)| {
+        row.push_bind(channel).push_bind(author);
+    });
+    query.push(")");
+    let members: HashSet<(i64, i64)> = match query.build_query_as().fetch_all(&mut *conn).await {
+        Ok(rows) => rows.into_iter().collect(),
+        Err(err) => {
+            for job in batch {
+                let cause = anyhow::anyhow!("the authors' memberships: {err}");
+                let _ = job.reply.send(Err(ChatError::Internal(cause)));
+            }
+            return None;
+        }
+    };
+    let (members_only, departed): (Vec<Job>, Vec<Job>) = batch
+        .into_iter()
+        .partition(|j| members.contains(&(j.new.channel_id.0, j.new.author_id.0)));
+    for job in departed {
+        let _ = job.reply.send(Err(ChatError::Forbidden(
+            "join the channel to post in it".into(),
+        )));
+    }
+    Some(members_only)
 }
 
 /// Moves the sequence to the highest id among `results`, the newest ids given (one
