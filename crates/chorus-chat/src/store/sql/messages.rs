@@ -172,7 +172,10 @@ where
     }
 
     /// `forbidden` unless the new message's author is a member of its channel.
-    async fn require_author_in(conn: &mut DB::Connection, new: &NewMessage) -> Result<()> {
+    pub(crate) async fn require_author_in(
+        conn: &mut DB::Connection,
+        new: &NewMessage,
+    ) -> Result<()> {
         let member: Option<i64> = sqlx::query_scalar(
             "SELECT user_id FROM channel_members WHERE channel_id = $1 AND user_id = $2",
         )

@@ -182,11 +182,6 @@ async fn write(
     texts: &mut Texts,
     batch: Vec<Job>,
 ) -> bool {
-    let batch = match by_members(conn, batch).await {
-        Some(batch) if batch.is_empty() => return true,
-        Some(batch) => batch,
-        None => return false,
-    };
     let known = sequence.load(Ordering::Relaxed);
     let written = if known == UNKNOWN {
         Err(None)
@@ -216,13 +211,8 @@ async fn write(
             }
             true
         }
-        Err(err) if batch.len() == 1 => {
-            if let Some(job) = batch.into_iter().next() {
-                let _ = job.reply.send(Err(err));
-            }
-            false
-        }
-        // One bad row fails the statement: insert one by one, so only that send fails.
+        // One bad row fails the statement (a departed author's among them): insert one
+        // by one, so only that send fails, with its own error.
         Err(err) => {
             tracing::debug!(cause = %err, n = batch.len(), "batched insert failed; one by one");
             for job in batch {
@@ -235,46 +225,6 @@ async fn write(
             false
         }
     }
-}
-
-/// The jobs whose authors are members of their channels; the others are answered
-/// `forbidden`. Asked on the writer connection, which this batch holds until it is
-/// written: a leave or a removal (another writer) that committed after the service's
-/// check is seen here, and none can commit in between (`None`, every job answered:
-/// the check failed).
-async fn by_members(conn: &mut SqliteConnection, batch: Vec<Job>) -> Option<Vec<Job>> {
-    let mut pairs: Vec<(i64, i64)> = batch
-        .iter()
-        .map(|j| (j.new.channel_id.0, j.new.author_id.0))
-        .collect();
-    pairs.sort_unstable();
-    pairs.dedup();
-    let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "SELECT channel_id, user_id FROM channel_members WHERE (channel_id, user_id) IN (",
-    );
-    query.push_values(&pairs, |mut row, (channel, author)| {
-        row.push_bind(channel).push_bind(author);
-    });
-    query.push(")");
-    let members: HashSet<(i64, i64)> = match query.build_query_as().fetch_all(&mut *conn).await {
-        Ok(rows) => rows.into_iter().collect(),
-        Err(err) => {
-            for job in batch {
-                let cause = anyhow::anyhow!("the authors' memberships: {err}");
-                let _ = job.reply.send(Err(ChatError::Internal(cause)));
-            }
-            return None;
-        }
-    };
-    let (members_only, departed): (Vec<Job>, Vec<Job>) = batch
-        .into_iter()
-        .partition(|j| members.contains(&(j.new.channel_id.0, j.new.author_id.0)));
-    for job in departed {
-        let _ = job.reply.send(Err(ChatError::Forbidden(
-            "join the channel to post in it".into(),
-        )));
-    }
-    Some(members_only)
 }
 
 /// Moves the sequence to the highest id among `results`, the newest ids given (one
@@ -324,6 +274,8 @@ async fn write_known(
         query = query
             .bind(job.channel_id.0)
             .bind(job.author_id.0)
+            .bind(job.channel_id.0)
+            .bind(job.author_id.0)
             .bind(job.text.as_str())
             .bind(job.thread_id.map(|t| t.0))
             .bind(mentions.as_str())
@@ -351,8 +303,21 @@ async fn write_known(
 }
 
 /// Values bound per message row by [`write_known_sql`] (the first row binds one more: the
-/// sequence expected, after its id).
-const WIDTH: usize = 8;
+/// sequence expected, after its id): the id, the channel and author twice more for
+/// [`AUTHOR_IN`], then the row's own values from the channel on.
+const WIDTH: usize = 10;
+
+/// A row's condition, on the parameters of its channel and author, that the author is
+/// a member of the channel: the row's `channel_id` is `NULL` otherwise, which fails the
+/// statement, so the batch is written one by one and only that send is refused
+/// ([`insert_one`]). Asked by the batch's own statement on the writer connection: a
+/// leave or a removal that committed after the service's check is seen, and none can
+/// commit in between.
+fn author_in(channel: &str, author: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM channel_members WHERE channel_id = {channel} AND user_id = {author})"
+    )
+}
 
 /// The SQL of [`write_known`] for `jobs` messages and their `append`, with positional
 /// parameters ([`Params`]): [`WIDTH`] values a message, the sequence expected after the
@@ -362,16 +327,17 @@ fn write_known_sql(jobs: usize, append: Option<&Append>) -> String {
     let rows: Vec<String> = (0..jobs)
         .map(|r| {
             let id = p.next();
-            let channel = if r == 0 {
+            let sequence = if r == 0 {
                 format!(
-                    "CASE WHEN (SELECT seq FROM sqlite_sequence WHERE name = 'messages') = {} THEN {} END",
-                    p.next(),
+                    "(SELECT seq FROM sqlite_sequence WHERE name = 'messages') = {} AND ",
                     p.next()
                 )
             } else {
-                p.next()
+                String::new()
             };
-            format!("({id}, {channel}, {})", p.list(WIDTH - 2))
+            let author_in = author_in(&p.next(), &p.next());
+            let channel = format!("CASE WHEN {sequence}{author_in} THEN {} END", p.next());
+            format!("({id}, {channel}, {})", p.list(WIDTH - 4))
         })
         .collect();
     let mut sql = format!(
@@ -427,6 +393,7 @@ fn with_their_events(
 async fn insert_one(conn: &mut SqliteConnection, clock: &Clock, job: &Job) -> Outcome {
     let new = &job.new;
     let mut tx = sqlx::Connection::begin(conn).await?;
+    Sql::<Sqlite>::require_author_in(&mut tx, new).await?;
     let created_at = Timestamp(clock.now_ms());
     let Some(id) = Sql::<Sqlite>::insert_row(&mut tx, new, created_at).await? else {
         return Ok(None);
@@ -481,7 +448,14 @@ async fn write_batch(
     }
     query.push_values(jobs.iter().zip(&mentions), |mut row, (job, mentions)| {
         let new = &job.new;
-        row.push_bind(new.channel_id.0)
+        // The channel, `NULL` unless the author is a member of it ([`author_in`]).
+        row.push("CASE WHEN EXISTS (SELECT 1 FROM channel_members WHERE channel_id = ")
+            .push_bind_unseparated(new.channel_id.0)
+            .push_unseparated(" AND user_id = ")
+            .push_bind_unseparated(new.author_id.0)
+            .push_unseparated(") THEN ")
+            .push_bind_unseparated(new.channel_id.0)
+            .push_unseparated(" END")
             .push_bind(new.author_id.0)
             .push_bind(new.text.as_str())
             .push_bind(new.thread_id.map(|t| t.0))
@@ -587,18 +561,34 @@ mod tests {
             .execute(&mut *conn)
             .await
             .unwrap();
+        sqlx::query(
+            "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES (1, 1, 0)",
+        )
+        .execute(&mut *conn)
+        .await
+        .unwrap();
         let channel = Scope::parse("channel:1").unwrap();
-        let jobs: Vec<_> = ["a", "b", "c"].iter().map(|t| job(t, &channel)).collect();
+        let mut jobs: Vec<_> = ["a", "b", "c"].iter().map(|t| job(t, &channel)).collect();
         let clock = Clock::system();
         let mut texts = Texts::default();
+        let count = async |conn: &mut SqliteConnection| {
+            let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            count
+        };
 
         let wrong = write_known(&mut conn, &clock, &mut texts, 0, &jobs).await;
         assert!(wrong.is_err(), "a wrong sequence fails the batch");
-        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        assert_eq!(count, 1, "nothing of it written");
+        assert_eq!(count(&mut conn).await, 1, "nothing of it written");
+        // A row whose author is no member of its channel fails it too, in either call.
+        jobs[1].new.author_id = UserId(2);
+        let departed = write_known(&mut conn, &clock, &mut texts, 1, &jobs).await;
+        assert!(departed.is_err(), "a departed author fails the batch");
+        assert!(insert_batch(&mut conn, &clock, &jobs).await.is_err());
+        assert_eq!(count(&mut conn).await, 1, "nothing of it written");
+        jobs[1].new.author_id = UserId(1);
 
         let written = write_known(&mut conn, &clock, &mut texts, 1, &jobs)
             .await
