@@ -19,9 +19,9 @@ use chorus_chat::error::ChatError;
 use chorus_chat::model::*;
 use chorus_chat::service::OpenDm;
 use chorus_chat::store::{
-    AttemptOutcome, ChannelPatch, DEACTIVATED_WEBHOOK, DeliveryList, MessageQuery, NewChannel,
-    NewMessage, NewSignInCode, NewToken, NewTurns, NewUser, NewWebhookDelivery, Outbox, PgStore,
-    Redemption, SqliteStore, Store, TokenOwner, events_only, no_events,
+    AttemptOutcome, ChannelPatch, DEACTIVATED_WEBHOOK, DeliveryList, MessageQuery, NO_WEBHOOK,
+    NewChannel, NewMessage, NewSignInCode, NewToken, NewTurns, NewUser, NewWebhookDelivery, Outbox,
+    PgStore, Redemption, SqliteStore, Store, TokenOwner, events_only, no_events,
 };
 use chorus_chat::testing::ScratchDatabase;
 use chorus_chat::{Chat, ChatConfig};
@@ -2107,6 +2107,11 @@ async fn concurrent_sends_each_get_their_own_message(store: Arc<dyn Store>) {
 async fn batched_and_other_inserts_interleave_with_their_events(store: Arc<dyn Store>) {
     use chorus_realtime::{Publish, Scope};
     let (alice, _, ch) = setup(&store).await;
+    // Deliveries go to the user's webhook as it is when claimed.
+    store
+        .set_webhook(alice.id, Some("http://hooks.example/"), None)
+        .await
+        .unwrap();
     let root = send(&store, ch.id, alice.id, "root").await;
     let scope = Scope::parse(&format!("channel:{}", ch.id.0)).unwrap();
     let tasks: Vec<_> = (0..200)
@@ -3415,6 +3420,53 @@ async fn webhook_queue_claims_records_and_lists(store: Arc<dyn Store>) {
     assert_eq!(codes, [Some(500), Some(200)]);
     assert_eq!(log[0].status, WebhookStatus::Pending);
     assert!(log[0].attempt_log.is_empty());
+
+    // (e2, claimed above, leased until now + 200 s.) The agent's webhook replaced (say
+    // it leaked): what is pending goes to the new one,
+    // signed with the new secret, and the log says so.
+    store
+        .set_webhook(
+            bot.id,
+            Some("http://hooks.example/new"),
+            Some("fedcba9876543210"),
+        )
+        .await
+        .unwrap();
+    let moved = store
+        .claim_due_webhooks(Timestamp(now + 200_000), Timestamp(now + 205_000), 10)
+        .await
+        .unwrap();
+    let moved: Vec<(&str, &str, Option<&str>)> = moved
+        .iter()
+        .map(|d| (d.event_id.as_str(), d.url.as_str(), d.secret.as_deref()))
+        .collect();
+    assert_eq!(
+        moved,
+        [("e2", "http://hooks.example/new", Some("fedcba9876543210"))]
+    );
+    let log = store.webhook_deliveries(bot.id, 10).await.unwrap();
+    assert_eq!(log[0].url, "http://hooks.example/new");
+    assert_eq!(
+        log[1].url, "http://127.0.0.1:9/h",
+        "the delivered one as it went"
+    );
+    // Taken away: what is pending is given up, sent nowhere.
+    store
+        .enqueue_webhook(delivery(bot.id, "e3", now))
+        .await
+        .unwrap();
+    store.set_webhook(bot.id, None, None).await.unwrap();
+    assert!(
+        store
+            .claim_due_webhooks(Timestamp(now + 210_000), Timestamp(now + 215_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let log = store.webhook_deliveries(bot.id, 10).await.unwrap();
+    assert_eq!(log[0].event_id, "e3");
+    assert_eq!(log[0].status, WebhookStatus::Failed);
+    assert_eq!(log[0].last_error.as_deref(), Some(NO_WEBHOOK));
 }
 
 async fn webhook_claims_never_overlap(store: Arc<dyn Store>) {

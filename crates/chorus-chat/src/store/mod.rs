@@ -794,6 +794,9 @@ pub struct NewWebhookDelivery {
 /// Why a deactivated user's pending webhook deliveries were given up.
 pub const DEACTIVATED_WEBHOOK: &str = "the agent was deactivated";
 
+/// Why a delivery whose agent no longer has a webhook was given up.
+pub const NO_WEBHOOK: &str = "the agent's webhook was removed";
+
 /// A delivery claimed for an attempt (see [`AgentStore::claim_due_webhooks`]).
 #[derive(Debug, Clone)]
 pub struct DueWebhook {
@@ -860,7 +863,9 @@ pub trait AgentStore: Send + Sync {
     /// Pending deliveries due at `now`, at most `limit`, each leased until `lease_until`
     /// (not due again before then, so a crashed attempt is retried but a running one is
     /// not claimed twice). Gives up first every pending delivery of a deactivated user
-    /// ([`DEACTIVATED_WEBHOOK`]), whenever it was queued.
+    /// ([`DEACTIVATED_WEBHOOK`]), whenever it was queued. An agent's delivery goes to
+    /// its webhook URL as it is now (the row then shows it), or is given up
+    /// ([`NO_WEBHOOK`]) when it has none any more.
     async fn claim_due_webhooks(
         &self,
         now: Timestamp,

@@ -16,7 +16,7 @@ use crate::store::rows::UserRow;
 use crate::store::rows::parse;
 use crate::store::{
     AgentMember, AgentStore, AttemptOutcome, DEACTIVATED_WEBHOOK, DeliveryList, DueWebhook, Events,
-    NewWebhookDelivery,
+    NO_WEBHOOK, NewWebhookDelivery,
 };
 
 #[derive(sqlx::FromRow)]
@@ -294,7 +294,10 @@ where
             .bind(i64::from(limit))
             .fetch_all(&self.writer)
             .await?;
-        let mut secrets: HashMap<i64, Option<String>> = HashMap::new();
+        // An agent's deliveries go to its webhook as it is now, signed with its secret
+        // as it is now: a URL replaced (say, one that leaked) gets nothing more, queued
+        // before the change or by a send that read the agent just before it.
+        let mut hooks: HashMap<i64, (Option<String>, Option<String>)> = HashMap::new();
         // A registered command's deliveries are signed with the command's secret.
         let mut command_secrets: HashMap<i64, Option<String>> = HashMap::new();
         for (.., command) in &rows {
@@ -310,32 +313,57 @@ where
             }
         }
         for (_, user, .., command) in &rows {
-            if command.is_none() && !secrets.contains_key(user) {
-                let secret: Option<Option<String>> =
-                    sqlx::query_scalar("SELECT webhook_secret FROM users WHERE id = $1")
+            if command.is_none() && !hooks.contains_key(user) {
+                let hook: Option<(Option<String>, Option<String>)> =
+                    sqlx::query_as("SELECT webhook_url, webhook_secret FROM users WHERE id = $1")
                         .bind(user)
                         .fetch_optional(&self.writer)
                         .await?;
-                secrets.insert(*user, secret.flatten());
+                hooks.insert(*user, hook.unwrap_or_default());
             }
         }
-        let mut due: Vec<DueWebhook> = rows
-            .into_iter()
-            .map(
-                |(id, user_id, event_id, url, body, attempts, command)| DueWebhook {
-                    id,
-                    user_id: UserId(user_id),
-                    event_id,
-                    url,
-                    body,
-                    attempts,
-                    secret: match command {
-                        Some(command) => command_secrets.get(&command).cloned().flatten(),
-                        None => secrets.get(&user_id).cloned().flatten(),
-                    },
+        let mut due = Vec::with_capacity(rows.len());
+        for (id, user_id, event_id, url, body, attempts, command) in rows {
+            let (url, secret) = match command {
+                Some(command) => (url, command_secrets.get(&command).cloned().flatten()),
+                None => match hooks.get(&user_id) {
+                    Some((Some(now), secret)) => {
+                        if *now != url {
+                            // The log shows where it goes.
+                            sqlx::query("UPDATE webhook_deliveries SET url = $1 WHERE id = $2")
+                                .bind(now)
+                                .bind(id)
+                                .execute(&self.writer)
+                                .await?;
+                        }
+                        (now.clone(), secret.clone())
+                    }
+                    // The webhook was taken away: nowhere to send it.
+                    _ => {
+                        sqlx::query(
+                            "UPDATE webhook_deliveries SET status = 'failed', last_error = $1,
+                                finished_at = $2
+                             WHERE id = $3 AND status = 'pending'",
+                        )
+                        .bind(NO_WEBHOOK)
+                        .bind(now.0)
+                        .bind(id)
+                        .execute(&self.writer)
+                        .await?;
+                        continue;
+                    }
                 },
-            )
-            .collect();
+            };
+            due.push(DueWebhook {
+                id,
+                user_id: UserId(user_id),
+                event_id,
+                url,
+                body,
+                attempts,
+                secret,
+            });
+        }
         due.sort_by_key(|d| d.id);
         Ok(due)
     }
