@@ -354,6 +354,23 @@ enum Action {
     DeleteOthers,
     /// `PATCH /messages/{msg}` by its author.
     EditOwn,
+    /// `PATCH` / `DELETE` a message target sent in `hidden` (a private channel owner
+    /// and admin are not in: footnote ¹, only in a channel they may read).
+    EditHidden,
+    DeleteHidden,
+    /// Target sends in `priv`, the owner removes them from it; then `PATCH` / `DELETE`
+    /// that message (one's own, in a channel one may no longer read).
+    EditOwnAfterRemoval,
+    DeleteOwnAfterRemoval,
+    /// Target opens a streaming message in `pub` (in `hidden`); then `POST …/abort`.
+    AbortOthers,
+    AbortOthersHidden,
+    /// `POST /workspaces/{ws}/channels` a public channel.
+    CreateChannel,
+    /// The creator pins `msg`; then `DELETE /messages/{msg}/pin`.
+    Unpin,
+    /// The actor's own reaction taken back: `DELETE /messages/{msg}/reactions/👍`.
+    Unreact,
     /// `PUT /messages/{msg}/pin`, `PUT /messages/{msg}/reactions/👍`.
     Pin,
     React,
@@ -605,6 +622,62 @@ impl Action {
             }
             DeleteOthers => {
                 call(Method::DELETE, format!("/api/v1/messages/{}", fx.msg), None).await
+            }
+            EditHidden | DeleteHidden | EditOwnAfterRemoval | DeleteOwnAfterRemoval => {
+                let place = match self {
+                    EditHidden | DeleteHidden => fx.hidden,
+                    _ => fx.private,
+                };
+                let id = s.send(&p.target, place, "mine").await["id"]
+                    .as_i64()
+                    .unwrap();
+                if matches!(self, EditOwnAfterRemoval | DeleteOwnAfterRemoval) {
+                    let path = format!("{}/members/{}", channel(fx.private), p.target.id);
+                    s.delete(&path, &p.owner.token)
+                        .await
+                        .expect_status(StatusCode::NO_CONTENT);
+                }
+                let path = format!("/api/v1/messages/{id}");
+                match self {
+                    EditHidden | EditOwnAfterRemoval => {
+                        call(Method::PATCH, path, Some(json!({"text": "edited"}))).await
+                    }
+                    _ => call(Method::DELETE, path, None).await,
+                }
+            }
+            AbortOthers | AbortOthersHidden => {
+                let place = match self {
+                    AbortOthers => fx.public,
+                    _ => fx.hidden,
+                };
+                let opened = s
+                    .post(
+                        &format!("{}/messages", channel(place)),
+                        &p.target.token,
+                        json!({"text": "", "streaming": true}),
+                    )
+                    .await
+                    .expect_status(StatusCode::CREATED);
+                let id = opened.body["id"].as_i64().unwrap();
+                let path = format!("/api/v1/messages/{id}/abort");
+                call(Method::POST, path, Some(json!({}))).await
+            }
+            CreateChannel => {
+                let path = format!("/api/v1/workspaces/{ws}/channels");
+                let body = json!({"name": "made", "kind": "public", "member_ids": []});
+                call(Method::POST, path, Some(body)).await
+            }
+            Unpin => {
+                let path = format!("/api/v1/messages/{}/pin", fx.msg);
+                s.call(Method::PUT, &path, Some(&p.creator.token), None)
+                    .await
+                    .expect_status(StatusCode::OK);
+                call(Method::DELETE, path, None).await
+            }
+            Unreact => {
+                let path = format!("/api/v1/messages/{}/reactions/%F0%9F%91%8D", fx.msg);
+                s.call(Method::PUT, &path, Some(&by.token), None).await;
+                call(Method::DELETE, path, None).await
             }
             Pin => {
                 let path = format!("/api/v1/messages/{}/pin", fx.msg);
@@ -1163,6 +1236,69 @@ const TABLE: &[(Action, &[(Actor, u16)])] = &[
         ],
     ),
     (EditOwn, &[(Target, OK)]),
+    (
+        EditHidden,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, DENIED),
+            (Admin, DENIED),
+            (Target, OK),
+        ],
+    ),
+    (
+        DeleteHidden,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, DENIED),
+            (Admin, DENIED),
+            (Target, OK),
+        ],
+    ),
+    (EditOwnAfterRemoval, &[(Target, DENIED)]),
+    (DeleteOwnAfterRemoval, &[(Target, DENIED)]),
+    (
+        AbortOthers,
+        &[
+            (ServerAdmin, OK),
+            (Owner, OK),
+            (Admin, OK),
+            (Creator, DENIED),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (AbortOthersHidden, &[(Owner, DENIED), (Admin, DENIED)]),
+    (
+        CreateChannel,
+        &[
+            (ServerAdmin, CREATED),
+            (Owner, CREATED),
+            (Member, CREATED),
+            (Guest, DENIED),
+            (GuestCreator, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        Unpin,
+        &[
+            (Member, GONE),
+            (Guest, GONE),
+            (Bystander, DENIED),
+            (Owner, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        Unreact,
+        &[
+            (Member, OK),
+            (Bystander, OK),
+            (Owner, OK),
+            (Outsider, UNKNOWN),
+        ],
+    ),
     (
         Pin,
         &[
