@@ -1195,6 +1195,16 @@ async fn a_post_racing_its_authors_leave_comes_before_it_or_not_at_all(store: Ar
     )
     .await;
     let root = send(&store, secret.id, owner.id, "root").await;
+    // Not racing: a departed author's plain message and reply are refused.
+    for thread in [None, Some(root.id)] {
+        let mut new = new_message(secret.id, bob.id, "after the leave");
+        new.thread_id = thread;
+        let refused = store.insert_message(new).await.map(|i| i.message);
+        assert!(
+            matches!(refused, Err(ChatError::Forbidden(_))),
+            "{thread:?}: {refused:?}"
+        );
+    }
     let scope = Scope::parse(&format!("channel:{}", secret.id.0)).unwrap();
     for round in 0..20 {
         store.add_channel_member(secret.id, bob.id).await.unwrap();

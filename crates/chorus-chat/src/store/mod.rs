@@ -631,7 +631,9 @@ pub trait MessageStore: Send + Sync {
     /// changes anything, so the check sees the changes committed before the message and
     /// none after: nothing about a message is logged on a user's scope, or queued for
     /// an agent, after the `channel.left` (or `workspace.left`, `member.role_changed`)
-    /// that took their reading away.
+    /// that took their reading away. So is the author's membership of the channel:
+    /// `Forbidden` (nothing stored) for an author who left it, or was removed, before
+    /// the message.
     async fn insert_message_logged(
         &self,
         new: NewMessage,
@@ -862,10 +864,10 @@ pub trait AgentStore: Send + Sync {
     async fn enqueue_webhook(&self, new: NewWebhookDelivery) -> Result<bool>;
     /// Pending deliveries due at `now`, at most `limit`, each leased until `lease_until`
     /// (not due again before then, so a crashed attempt is retried but a running one is
-    /// not claimed twice). Gives up first every pending delivery of a deactivated user
-    /// ([`DEACTIVATED_WEBHOOK`]), whenever it was queued. An agent's delivery goes to
-    /// its webhook URL as it is now (the row then shows it), or is given up
-    /// ([`NO_WEBHOOK`]) when it has none any more.
+    /// not claimed twice). A due delivery of a user deactivated now is given up
+    /// ([`DEACTIVATED_WEBHOOK`]) instead, whenever it was queued; an agent's goes to its
+    /// webhook URL as it is now (the row then shows the URL of its latest attempt), or
+    /// is given up ([`NO_WEBHOOK`]) when it has none any more.
     async fn claim_due_webhooks(
         &self,
         now: Timestamp,

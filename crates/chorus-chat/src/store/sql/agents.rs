@@ -19,6 +19,9 @@ use crate::store::{
     NO_WEBHOOK, NewWebhookDelivery,
 };
 
+/// A delivery's user as they are now: webhook URL, secret, deactivated.
+type Recipient = (Option<String>, Option<String>, bool);
+
 #[derive(sqlx::FromRow)]
 struct DeliveryRow {
     id: i64,
@@ -260,21 +263,6 @@ where
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<DueWebhook>> {
-        // A deactivated user's deliveries are given up here, not only when they are
-        // deactivated: a message whose send read the agents just before the
-        // deactivation queues its delivery after the deactivation gave up the pending
-        // ones (and a command's, whomever it acts for). Neither statement sends to a user
-        // deactivated when it runs; one deactivated after the claim got a delivery
-        // claimed before it.
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = 'failed', last_error = $1, finished_at = $2
-             WHERE status = 'pending'
-               AND user_id IN (SELECT id FROM users WHERE deactivated_at IS NOT NULL)",
-        )
-        .bind(DEACTIVATED_WEBHOOK)
-        .bind(now.0)
-        .execute(&self.writer)
-        .await?;
         // One statement (a read-then-write transaction could lose its snapshot to another
         // writer), and rows another node is claiming right now are skipped rather than
         // waited for.
@@ -283,8 +271,6 @@ where
                 "UPDATE webhook_deliveries SET next_attempt_at = $1
              WHERE id IN (SELECT id FROM webhook_deliveries
                           WHERE status = 'pending' AND next_attempt_at <= $2
-                            AND user_id NOT IN
-                                (SELECT id FROM users WHERE deactivated_at IS NOT NULL)
                           ORDER BY next_attempt_at, id LIMIT $3 {skip_locked})
              RETURNING id, user_id, event_id, url, body, attempts, command_id",
                 skip_locked = DB::SKIP_LOCKED,
@@ -294,11 +280,27 @@ where
             .bind(i64::from(limit))
             .fetch_all(&self.writer)
             .await?;
-        // An agent's deliveries go to its webhook as it is now, signed with its secret
-        // as it is now: a URL replaced (say, one that leaked) gets nothing more, queued
-        // before the change or by a send that read the agent just before it.
-        let mut hooks: HashMap<i64, (Option<String>, Option<String>)> = HashMap::new();
-        // A registered command's deliveries are signed with the command's secret.
+        // Whom each delivery is for, as they are now (one read a user): a deactivated
+        // user gets nothing, whenever the delivery was queued (a message whose send read
+        // the agents just before the deactivation queues it after the deactivation gave
+        // up the pending ones; a command's acts for its agent or registrant); an agent's
+        // delivery goes to its webhook and is signed with its secret as they are now, so
+        // a URL replaced (say one that leaked) gets nothing more.
+        let mut users: HashMap<i64, Recipient> = HashMap::new();
+        for (_, user, ..) in &rows {
+            if !users.contains_key(user) {
+                let found: Option<Recipient> = sqlx::query_as(
+                    "SELECT webhook_url, webhook_secret, deactivated_at IS NOT NULL
+                     FROM users WHERE id = $1",
+                )
+                .bind(user)
+                .fetch_optional(&self.writer)
+                .await?;
+                users.insert(*user, found.unwrap_or((None, None, true)));
+            }
+        }
+        // A registered command's deliveries go to the command's URL, signed with its
+        // secret.
         let mut command_secrets: HashMap<i64, Option<String>> = HashMap::new();
         for (.., command) in &rows {
             if let Some(command) = command
@@ -312,44 +314,33 @@ where
                 command_secrets.insert(*command, secret.flatten());
             }
         }
-        for (_, user, .., command) in &rows {
-            if command.is_none() && !hooks.contains_key(user) {
-                let hook: Option<(Option<String>, Option<String>)> =
-                    sqlx::query_as("SELECT webhook_url, webhook_secret FROM users WHERE id = $1")
-                        .bind(user)
-                        .fetch_optional(&self.writer)
-                        .await?;
-                hooks.insert(*user, hook.unwrap_or_default());
-            }
-        }
         let mut due = Vec::with_capacity(rows.len());
+        let mut given_up: Vec<(i64, &str)> = Vec::new();
         for (id, user_id, event_id, url, body, attempts, command) in rows {
+            let Some((current, secret, deactivated)) = users.get(&user_id) else {
+                continue; // read above for every row
+            };
             let (url, secret) = match command {
+                _ if *deactivated => {
+                    given_up.push((id, DEACTIVATED_WEBHOOK));
+                    continue;
+                }
                 Some(command) => (url, command_secrets.get(&command).cloned().flatten()),
-                None => match hooks.get(&user_id) {
-                    Some((Some(now), secret)) => {
-                        if *now != url {
-                            // The log shows where it goes.
+                None => match current {
+                    Some(current) => {
+                        if *current != url {
+                            // The row shows where its latest attempt went.
                             sqlx::query("UPDATE webhook_deliveries SET url = $1 WHERE id = $2")
-                                .bind(now)
+                                .bind(current)
                                 .bind(id)
                                 .execute(&self.writer)
                                 .await?;
                         }
-                        (now.clone(), secret.clone())
+                        (current.clone(), secret.clone())
                     }
                     // The webhook was taken away: nowhere to send it.
-                    _ => {
-                        sqlx::query(
-                            "UPDATE webhook_deliveries SET status = 'failed', last_error = $1,
-                                finished_at = $2
-                             WHERE id = $3 AND status = 'pending'",
-                        )
-                        .bind(NO_WEBHOOK)
-                        .bind(now.0)
-                        .bind(id)
-                        .execute(&self.writer)
-                        .await?;
+                    None => {
+                        given_up.push((id, NO_WEBHOOK));
                         continue;
                     }
                 },
@@ -363,6 +354,17 @@ where
                 attempts,
                 secret,
             });
+        }
+        for (id, why) in given_up {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'failed', last_error = $1, finished_at = $2
+                 WHERE id = $3 AND status = 'pending'",
+            )
+            .bind(why)
+            .bind(now.0)
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
         }
         due.sort_by_key(|d| d.id);
         Ok(due)

@@ -7,7 +7,10 @@
 //!
 //! A batch is one round trip when the batcher knows the messages' id sequence: it gives
 //! the rows their ids itself, so their events (which carry the ids) are written by the
-//! same call, `BEGIN` to `COMMIT`. What it knows is checked inside that call — the
+//! same call, `BEGIN` to `COMMIT`. Each row also asks there that its author is a member
+//! of its channel (its `channel_id` is `NULL` otherwise, which fails the statement, and
+//! the sends are then written one by one, that one refused: see [`author_in`]). What
+//! the batcher knows is checked inside that call too — the
 //! first row's `channel_id` is `NULL`, failing the statement, unless SQLite's sequence
 //! (`sqlite_sequence`, the highest id ever given: ids of deleted messages are not given
 //! again) is where the batcher thinks it is — so a wrong guess costs a retry, never a
@@ -38,7 +41,7 @@ use crate::store::sql::{Append, Params, PlainInserts, Sql};
 use crate::store::{Events, Inserted, NewMessage, Outbox};
 use chorus_realtime::Publish;
 
-/// Messages per statement, at most (8 bound values each, far under SQLite's limit).
+/// Messages per statement, at most (10 bound values each, far under SQLite's limit).
 const MAX_BATCH: usize = 256;
 
 /// A plain insert and what it produced: `None` when the idempotency key is taken (the
@@ -304,7 +307,7 @@ async fn write_known(
 
 /// Values bound per message row by [`write_known_sql`] (the first row binds one more: the
 /// sequence expected, after its id): the id, the channel and author twice more for
-/// [`AUTHOR_IN`], then the row's own values from the channel on.
+/// [`author_in`], then the row's own values from the channel on.
 const WIDTH: usize = 10;
 
 /// A row's condition, on the parameters of its channel and author, that the author is
@@ -557,18 +560,23 @@ mod tests {
             .execute(&mut *conn)
             .await
             .unwrap();
-        sqlx::query("INSERT INTO messages (channel_id, author_id, text, created_at) VALUES (1, 1, 'seed', 0)")
+        // Distinct numbers, so a parameter bound in another's place shows: the sequence at
+        // 5, channel 3, author 7 a member of it (and nobody a member of a channel 7).
+        sqlx::query("INSERT INTO messages (id, channel_id, author_id, text, created_at) VALUES (5, 3, 7, 'seed', 0)")
             .execute(&mut *conn)
             .await
             .unwrap();
         sqlx::query(
-            "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES (1, 1, 0)",
+            "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES (3, 7, 0)",
         )
         .execute(&mut *conn)
         .await
         .unwrap();
-        let channel = Scope::parse("channel:1").unwrap();
+        let channel = Scope::parse("channel:3").unwrap();
         let mut jobs: Vec<_> = ["a", "b", "c"].iter().map(|t| job(t, &channel)).collect();
+        for job in &mut jobs {
+            (job.new.channel_id, job.new.author_id) = (ChannelId(3), UserId(7));
+        }
         let clock = Clock::system();
         let mut texts = Texts::default();
         let count = async |conn: &mut SqliteConnection| {
@@ -579,18 +587,21 @@ mod tests {
             count
         };
 
-        let wrong = write_known(&mut conn, &clock, &mut texts, 0, &jobs).await;
+        let wrong = write_known(&mut conn, &clock, &mut texts, 4, &jobs).await;
         assert!(wrong.is_err(), "a wrong sequence fails the batch");
         assert_eq!(count(&mut conn).await, 1, "nothing of it written");
-        // A row whose author is no member of its channel fails it too, in either call.
-        jobs[1].new.author_id = UserId(2);
-        let departed = write_known(&mut conn, &clock, &mut texts, 1, &jobs).await;
-        assert!(departed.is_err(), "a departed author fails the batch");
-        assert!(insert_batch(&mut conn, &clock, &jobs).await.is_err());
-        assert_eq!(count(&mut conn).await, 1, "nothing of it written");
-        jobs[1].new.author_id = UserId(1);
+        // A row whose author is no member of its channel fails it too, in either call,
+        // the first row (with the sequence's check) or another.
+        for departed in [0, 1] {
+            jobs[departed].new.author_id = UserId(9);
+            let failed = write_known(&mut conn, &clock, &mut texts, 5, &jobs).await;
+            assert!(failed.is_err(), "row {departed}'s departed author fails it");
+            assert!(insert_batch(&mut conn, &clock, &jobs).await.is_err());
+            assert_eq!(count(&mut conn).await, 1, "nothing of it written");
+            jobs[departed].new.author_id = UserId(7);
+        }
 
-        let written = write_known(&mut conn, &clock, &mut texts, 1, &jobs)
+        let written = write_known(&mut conn, &clock, &mut texts, 5, &jobs)
             .await
             .unwrap();
         let got: Vec<_> = written
@@ -606,7 +617,7 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [(2, "a".into(), 1), (3, "b".into(), 1), (4, "c".into(), 1)]
+            [(6, "a".into(), 1), (7, "b".into(), 1), (8, "c".into(), 1)]
         );
         let offsets: Vec<u64> = written
             .iter()
@@ -615,12 +626,20 @@ mod tests {
             .collect();
         assert_eq!(offsets[1], offsets[0] + 1);
         assert_eq!(offsets[2], offsets[0] + 2);
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT id, text FROM messages WHERE id > 1 ORDER BY id")
-                .fetch_all(&mut *conn)
-                .await
-                .unwrap();
-        assert_eq!(rows, [(2, "a".into()), (3, "b".into()), (4, "c".into())]);
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT id, channel_id, author_id, text FROM messages WHERE id > 5 ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (6, 3, 7, "a".into()),
+                (7, 3, 7, "b".into()),
+                (8, 3, 7, "c".into())
+            ]
+        );
         let (logged,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
             .fetch_one(&mut *conn)
             .await
