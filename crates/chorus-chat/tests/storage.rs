@@ -19,9 +19,10 @@ use chorus_chat::error::ChatError;
 use chorus_chat::model::*;
 use chorus_chat::service::OpenDm;
 use chorus_chat::store::{
-    AttemptOutcome, ChannelPatch, DEACTIVATED_WEBHOOK, DeliveryList, MessageQuery, NO_WEBHOOK,
-    NewChannel, NewMessage, NewSignInCode, NewToken, NewTurns, NewUser, NewWebhookDelivery, Outbox,
-    PgStore, Redemption, SqliteStore, Store, TokenOwner, events_only, no_events,
+    Acting, AttemptOutcome, ChannelPatch, DEACTIVATED_WEBHOOK, DeliveryList, MessageQuery,
+    NO_WEBHOOK, NewChannel, NewMessage, NewSignInCode, NewToken, NewTurns, NewUser,
+    NewWebhookDelivery, Outbox, PgStore, Redemption, SqliteStore, Store, TokenOwner, events_only,
+    no_events,
 };
 use chorus_chat::testing::ScratchDatabase;
 use chorus_chat::{Chat, ChatConfig};
@@ -117,6 +118,7 @@ fn main() -> ExitCode {
         a_channel_has_only_members_of_its_workspace,
         an_add_racing_a_removal_from_the_workspace_leaves_no_member,
         a_post_racing_its_authors_leave_comes_before_it_or_not_at_all,
+        owners_acting_on_each_other_at_once_do_not_both_succeed,
         lists_and_observers_racing_a_departure_name_no_outsider,
         channels_and_membership,
         visible_channels_and_dm_members,
@@ -1173,6 +1175,98 @@ where
         (tokio::spawn(a), b)
     };
     (a.await.unwrap(), b.await.unwrap())
+}
+
+/// Two owners removing (or demoting) each other at the same moment, each checked as an
+/// owner before the other's change committed: one change is made, and the other is
+/// refused, since its maker is no owner any more when it would be made (a third owner
+/// stays, so the last-owner rule is not what stops it).
+async fn owners_acting_on_each_other_at_once_do_not_both_succeed(store: Arc<dyn Store>) {
+    let (third, ws, _) = setup(&store).await;
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let acting = |u: &User| {
+        Some(Acting {
+            user: u.id,
+            least: Role::Owner,
+        })
+    };
+    for round in 0..20 {
+        for u in [&a, &b] {
+            store.remove_member(ws.id, u.id, Role::Owner).await.unwrap();
+            store.remove_member(ws.id, u.id, Role::Admin).await.unwrap();
+            store.add_member(ws.id, u.id, Role::Owner).await.unwrap();
+        }
+        let demote = round % 4 >= 2;
+        let act = |by: &User, on: &User| {
+            let (store, by, on) = (store.clone(), acting(by), on.id);
+            async move {
+                if demote {
+                    store
+                        .set_member_role_logged(
+                            ws.id,
+                            on,
+                            Role::Owner,
+                            Role::Admin,
+                            by,
+                            no_events(),
+                        )
+                        .await
+                        .map(|done| done.is_some())
+                } else {
+                    store
+                        .remove_member_logged(
+                            ws.id,
+                            on,
+                            Role::Owner,
+                            by,
+                            events_only(|_| Vec::new()),
+                        )
+                        .await
+                        .map(|done| done.is_some())
+                }
+            }
+        };
+        let (ab, ba) = race(round, act(&a, &b), act(&b, &a)).await;
+        let made = [&ab, &ba].iter().filter(|r| matches!(r, Ok(true))).count();
+        assert_eq!(made, 1, "round {round} (demote: {demote}): {ab:?} {ba:?}");
+        assert!(
+            [&ab, &ba]
+                .iter()
+                .any(|r| matches!(r, Err(ChatError::Forbidden(_)))),
+            "round {round}: {ab:?} {ba:?}"
+        );
+    }
+    // Not racing: someone made an admin since their check may not remove an owner, and
+    // a server admin (no `Acting`) is not asked.
+    for u in [&a, &b] {
+        store.remove_member(ws.id, u.id, Role::Owner).await.unwrap();
+        store.remove_member(ws.id, u.id, Role::Admin).await.unwrap();
+    }
+    store.add_member(ws.id, a.id, Role::Admin).await.unwrap();
+    store.add_member(ws.id, b.id, Role::Owner).await.unwrap();
+    let refused = store
+        .remove_member_logged(
+            ws.id,
+            b.id,
+            Role::Owner,
+            acting(&a),
+            events_only(|_| Vec::new()),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(ChatError::Forbidden(_))),
+        "{refused:?}"
+    );
+    let by_server_admin = store
+        .remove_member_logged(ws.id, b.id, Role::Owner, None, events_only(|_| Vec::new()))
+        .await
+        .unwrap();
+    assert!(by_server_admin.is_some());
+    assert_eq!(
+        store.member_role(ws.id, third.id).await.unwrap(),
+        Some(Role::Owner)
+    );
 }
 
 /// A message checked against the channel's members before its author's leave commits

@@ -15,7 +15,7 @@ use super::channels::removed_from_events;
 use super::events::{access_changed_event, channel_scope, joined_event, workspace_scope};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
-use crate::store::{Events, Outbox, events_only};
+use crate::store::{Acting, Events, Outbox, events_only};
 
 impl Chat {
     pub async fn create_workspace(&self, caller: &User, name: &str) -> Result<Workspace> {
@@ -169,7 +169,8 @@ impl Chat {
             return Err(forbidden("only owners and admins change roles"));
         }
         let current = self.target_role(ws, user).await?;
-        if (current == Role::Owner || req.role == Role::Owner) && my_role != Role::Owner {
+        let needs_owner = current == Role::Owner || req.role == Role::Owner;
+        if needs_owner && my_role != Role::Owner {
             return Err(forbidden(
                 "only an owner can change an owner's role or make someone owner",
             ));
@@ -204,7 +205,14 @@ impl Chat {
         });
         let Some(logged) = self
             .store
-            .set_member_role_logged(ws, user, current, req.role, events)
+            .set_member_role_logged(
+                ws,
+                user,
+                current,
+                req.role,
+                acting(caller, needs_owner),
+                events,
+            )
             .await?
         else {
             return Err(self.changed_meanwhile(ws, user).await);
@@ -233,6 +241,12 @@ impl Chat {
         if !leaving && current == Role::Owner && my_role != Role::Owner {
             return Err(forbidden("only an owner can remove an owner"));
         }
+        // Asked again with the removal (a leave takes no role).
+        let by = if leaving {
+            None
+        } else {
+            acting(caller, current == Role::Owner)
+        };
         // Logged with the change. One event drops the workspace and every channel of it
         // from the user's connections at once and re-checks the rest (thread panels of
         // those channels); then each channel hears that they left, and the workspace.
@@ -268,7 +282,7 @@ impl Chat {
         });
         let Some((channels, logged)) = self
             .store
-            .remove_member_logged(ws, user, current, events)
+            .remove_member_logged(ws, user, current, by, events)
             .await?
         else {
             return Err(self.changed_meanwhile(ws, user).await);
@@ -311,4 +325,18 @@ impl Chat {
             presence,
         })
     }
+}
+
+/// The role a change to the members takes of `caller`, for the store to ask again in
+/// the change's transaction (a manager's own role can change meanwhile); `None` for a
+/// server admin, whose rights are no role in the workspace.
+fn acting(caller: &User, needs_owner: bool) -> Option<Acting> {
+    (!caller.is_admin).then_some(Acting {
+        user: caller.id,
+        least: if needs_owner {
+            Role::Owner
+        } else {
+            Role::Admin
+        },
+    })
 }

@@ -203,6 +203,16 @@ pub fn events_only<T>(build: impl Fn(&T) -> Vec<Publish> + Send + Sync + 'static
     Box::new(move |result| build(result).into())
 }
 
+/// Who makes a change to a workspace's members, and the least role it takes of them
+/// (`Admin`: a manager; `Owner`), asked again in the change's transaction under the
+/// workspace's lock: a manager demoted or removed meanwhile (say by another manager
+/// acting on them at the same moment) makes no change (`Forbidden`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acting {
+    pub user: UserId,
+    pub least: Role,
+}
+
 /// A user's connect-proxy epoch ([`UserStore::proxy_epoch`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProxyEpoch {
@@ -441,18 +451,21 @@ pub trait WorkspaceStore: Send + Sync {
         to: Role,
     ) -> Result<bool> {
         Ok(self
-            .set_member_role_logged(ws, user, from, to, no_events())
+            .set_member_role_logged(ws, user, from, to, None, no_events())
             .await?
             .is_some())
     }
     /// [`set_member_role`](Self::set_member_role), logging `events` with the change:
-    /// `None` when nothing changed.
+    /// `None` when nothing changed. Made `by` a member whose role must still allow it
+    /// when the change is made ([`Acting`]; `None`: a server admin, or the store's
+    /// own callers).
     async fn set_member_role_logged(
         &self,
         ws: WorkspaceId,
         user: UserId,
         from: Role,
         to: Role,
+        by: Option<Acting>,
         events: Events<()>,
     ) -> Result<Option<Vec<Publish>>>;
     /// Removes a member whose role is `role`, in one transaction with their memberships
@@ -467,17 +480,19 @@ pub trait WorkspaceStore: Send + Sync {
         role: Role,
     ) -> Result<Option<Vec<ChannelId>>> {
         Ok(self
-            .remove_member_logged(ws, user, role, no_events())
+            .remove_member_logged(ws, user, role, None, no_events())
             .await?
             .map(|(channels, _)| channels))
     }
     /// [`remove_member`](Self::remove_member), logging `events` (built from the
-    /// channels left) with the change.
+    /// channels left) with the change; `by` as for
+    /// [`set_member_role_logged`](Self::set_member_role_logged) (`None` for a leave).
     async fn remove_member_logged(
         &self,
         ws: WorkspaceId,
         user: UserId,
         role: Role,
+        by: Option<Acting>,
         events: Events<Vec<ChannelId>>,
     ) -> Result<Option<(Vec<ChannelId>, Vec<Publish>)>>;
     /// The members, with `presence.online` left `false` (see [`UserStore::presence`]).

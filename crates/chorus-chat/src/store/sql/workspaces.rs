@@ -10,7 +10,7 @@ use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::parse;
 use crate::store::rows::{ProfileRow, WorkspaceRow, presence_row};
-use crate::store::{ChannelAccess, Events, WorkspaceStore};
+use crate::store::{Acting, ChannelAccess, Events, WorkspaceStore};
 
 #[async_trait]
 impl<DB> WorkspaceStore for Sql<DB>
@@ -178,10 +178,12 @@ where
         user: UserId,
         from: Role,
         to: Role,
+        by: Option<Acting>,
         events: Events<()>,
     ) -> Result<Option<Vec<Publish>>> {
         let mut tx = self.writer.begin().await?;
         lock_membership::<DB>(&mut tx, ws).await?;
+        still_allowed::<DB>(&mut tx, ws, by).await?;
         if to == Role::Guest {
             lock_readable_channels::<DB>(&mut tx, ws, user, true).await?;
         }
@@ -217,10 +219,12 @@ where
         ws: WorkspaceId,
         user: UserId,
         role: Role,
+        by: Option<Acting>,
         events: Events<Vec<ChannelId>>,
     ) -> Result<Option<(Vec<ChannelId>, Vec<Publish>)>> {
         let mut tx = self.writer.begin().await?;
         lock_membership::<DB>(&mut tx, ws).await?;
+        still_allowed::<DB>(&mut tx, ws, by).await?;
         lock_readable_channels::<DB>(&mut tx, ws, user, false).await?;
         let done = sqlx::query(
             "DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2 AND role = $3",
@@ -346,6 +350,45 @@ where
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// Fails the change being made in `tx` unless whoever makes it (`by`) still has the
+/// role it takes, read under the workspace's lock (see [`Acting`]).
+async fn still_allowed<DB>(
+    tx: &mut DB::Connection,
+    ws: WorkspaceId,
+    by: Option<Acting>,
+) -> Result<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    String: Column<DB>,
+{
+    let Some(by) = by else {
+        return Ok(());
+    };
+    let role: Option<String> = sqlx::query_scalar(
+        "SELECT role FROM workspace_members WHERE workspace_id = $1 AND user_id = $2",
+    )
+    .bind(ws.0)
+    .bind(by.user.0)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let role = role.map(|r| parse::<Role>(&r)).transpose()?;
+    let allowed = matches!(
+        (role, by.least),
+        (Some(Role::Owner), _) | (Some(Role::Admin), Role::Admin)
+    );
+    if allowed {
+        Ok(())
+    } else {
+        Err(ChatError::Forbidden(
+            "your role in this workspace changed meanwhile; it no longer allows this".into(),
+        ))
+    }
 }
 
 /// Fails the change being made in `tx` when it left the workspace without an owner.
