@@ -554,4 +554,49 @@ mod tests {
             assert!(data.windows(2).all(|w| w[0] < w[1]), "{scope}: {data:?}");
         }
     }
+
+    /// Migration 0017 on a database that the add-racing-a-removal bug (fixed with it)
+    /// had written to: a channel member who is no member of the channel's workspace (nor
+    /// a server admin) is taken out of the channel and its delivery lists; the members,
+    /// a server admin in the channel, and other channels' rows stay.
+    #[tokio::test]
+    async fn migration_17_removes_the_channel_members_a_removal_left() {
+        use crate::model::{ChannelId, UserId};
+        use crate::store::{AgentStore, ChannelStore, DeliveryList};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chorus.db");
+        {
+            let pool = migrated_before(&path, 17).await;
+            for sql in [
+                "INSERT INTO users (id, name, display_name, kind, is_admin, created_at) VALUES
+                    (1, 'owner', 'Owner', 'human', 0, 0), (2, 'left', 'Left', 'human', 0, 0),
+                    (3, 'root', 'Root', 'human', 1, 0), (4, 'other', 'Other', 'human', 0, 0)",
+                "INSERT INTO workspaces (id, name, created_by, created_at) VALUES
+                    (1, 'acme', 1, 0), (2, 'elsewhere', 4, 0)",
+                // `left` was removed from acme, and stayed in its channel; `other` is a
+                // member of elsewhere only.
+                "INSERT INTO workspace_members (workspace_id, user_id, role, joined_at) VALUES
+                    (1, 1, 'owner', 0), (2, 4, 'owner', 0), (2, 2, 'member', 0)",
+                "INSERT INTO channels (id, workspace_id, name, kind, created_by, created_at) VALUES
+                    (1, 1, 'secret', 'private', 1, 0), (2, 2, 'there', 'public', 4, 0)",
+                "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES
+                    (1, 1, 0), (1, 2, 0), (1, 3, 0), (2, 4, 0), (2, 2, 0)",
+                "INSERT INTO channel_delivery_lists (channel_id, list, user_id) VALUES
+                    (1, 'wake', 1), (1, 'wake', 2), (1, 'on_duty', 2), (2, 'wake', 2)",
+            ] {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+
+        let store = Sql::<Sqlite>::open(&path, Clock::system()).await.unwrap();
+        let members = |ch| store.channel_members(ChannelId(ch));
+        assert_eq!(members(1).await.unwrap(), [UserId(1), UserId(3)]);
+        assert_eq!(members(2).await.unwrap(), [UserId(2), UserId(4)]);
+        let list = |ch, list| store.delivery_list(ChannelId(ch), list);
+        assert_eq!(list(1, DeliveryList::Wake).await.unwrap(), [UserId(1)]);
+        assert_eq!(list(1, DeliveryList::OnDuty).await.unwrap(), []);
+        assert_eq!(list(2, DeliveryList::Wake).await.unwrap(), [UserId(2)]);
+    }
 }
