@@ -1190,13 +1190,7 @@ async fn a_reader_removed_after_the_authorization_is_refused_not_replayed_withou
     let by_role = chat.access_since(bob, &["admin".into()], &ops).await;
     assert_eq!(by_role.unwrap(), None);
     // So does the server's administrator, a member of nothing here.
-    let admin = s
-        .get("/api/v1/me", ADMIN_TOKEN)
-        .await
-        .expect_status(StatusCode::OK)
-        .body["id"]
-        .as_i64()
-        .unwrap();
+    let admin = s.admin_id().await;
     for scope in [&ops, &channel] {
         let answer = chat.access_since(UserId(admin), &[], scope).await;
         assert_eq!(answer.unwrap(), None, "{scope}");

@@ -561,11 +561,7 @@ async fn refused_start(config: chorus_server::Config) -> String {
 #[tokio::test]
 async fn a_jwt_signs_in_no_server_admin_unless_allowed() {
     let s = server(|c| c.jwt_secret = Some(SECRET.to_owned())).await;
-    let admin = s
-        .get("/api/v1/me", ADMIN_TOKEN)
-        .await
-        .expect_status(StatusCode::OK);
-    let admin_id = admin.body["id"].as_i64().unwrap();
+    let admin_id = s.admin_id().await;
     let ops = s
         .post(
             "/api/v1/users",
@@ -633,13 +629,7 @@ async fn a_jwt_signs_in_no_server_admin_unless_allowed() {
         c.jwt_admins = true;
     })
     .await;
-    let admin_id = s
-        .get("/api/v1/me", ADMIN_TOKEN)
-        .await
-        .expect_status(StatusCode::OK)
-        .body["id"]
-        .as_i64()
-        .unwrap();
+    let admin_id = s.admin_id().await;
     for sub in ["admin".to_owned(), admin_id.to_string()] {
         let token = hs256(expiring(&sub, 600));
         s.get("/api/v1/users", &token)

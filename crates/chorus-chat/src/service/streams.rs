@@ -509,7 +509,7 @@ impl Chat {
             _ => {
                 // Whose it is before what state it is in: another's ended stream is
                 // `403` (it was never the caller's to write), not `409`.
-                let message = self.readable_message(caller, id).await?;
+                let (message, _) = self.readable_message(caller, id).await?;
                 if message.author_id != caller.id {
                     return Err(forbidden(
                         "only its author can write to a streaming message",
@@ -573,20 +573,27 @@ impl Chat {
         }
     }
 
-    /// The message, if the caller may read it (in whatever state).
-    async fn readable_message(&self, caller: &User, id: MessageId) -> Result<Message> {
+    /// The message, if the caller may read it (in whatever state), with its channel
+    /// when that was read to tell (the caller is not its author).
+    async fn readable_message(
+        &self,
+        caller: &User,
+        id: MessageId,
+    ) -> Result<(Message, Option<Channel>)> {
         let message = self
             .store
             .message(id)
             .await?
             .ok_or_else(|| not_found("no such message"))?;
-        if message.author_id != caller.id {
-            self.readable_channel(caller, message.channel_id).await?;
-        }
+        let channel = if message.author_id != caller.id {
+            Some(self.readable_channel(caller, message.channel_id).await?)
+        } else {
+            None
+        };
         if message.deleted {
             return Err(not_found("message was deleted"));
         }
-        Ok(message)
+        Ok((message, channel))
     }
 
     /// Adds `text` to the end of the caller's streaming message. Readers get it with
@@ -658,10 +665,9 @@ impl Chat {
         })
     }
 
-    /// Whether `caller` may abort another's stream in `channel`: they read it and
+    /// Whether `caller`, who reads `channel`, may abort another's stream there: they
     /// manage its workspace.
-    async fn may_abort_anothers(&self, caller: &User, channel: ChannelId) -> Result<()> {
-        let channel = self.readable_channel(caller, channel).await?;
+    async fn may_abort_anothers(&self, caller: &User, channel: &Channel) -> Result<()> {
         if self.role_in(caller, channel.workspace_id).await?.manages() {
             Ok(())
         } else {
@@ -703,15 +709,17 @@ impl Chat {
         }
         let stream = match self.streams.get(id) {
             Some(stream) if stream.author != caller.id => {
-                self.may_abort_anothers(caller, stream.channel_id).await?;
+                let channel = self.readable_channel(caller, stream.channel_id).await?;
+                self.may_abort_anothers(caller, &channel).await?;
                 stream
             }
             Some(stream) => stream,
             None => {
-                let message = self.readable_message(caller, id).await?;
-                if message.author_id != caller.id {
-                    // Whether the caller may end it before whether it is streaming.
-                    self.may_abort_anothers(caller, message.channel_id).await?;
+                // Whether the caller may end it (another's: read, its channel with it)
+                // before whether it is streaming.
+                let (message, channel) = self.readable_message(caller, id).await?;
+                if let Some(channel) = &channel {
+                    self.may_abort_anothers(caller, channel).await?;
                 }
                 self.hold_stored_stream(streaming(&message)?).await?
             }

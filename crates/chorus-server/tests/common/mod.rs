@@ -280,6 +280,16 @@ impl TestServer {
             .await
     }
 
+    /// The id of the admin token's user (the bootstrap server admin).
+    pub async fn admin_id(&self) -> i64 {
+        self.get("/api/v1/me", ADMIN_TOKEN)
+            .await
+            .expect_status(reqwest::StatusCode::OK)
+            .body["id"]
+            .as_i64()
+            .expect("the admin's id")
+    }
+
     /// Creates a user with the admin token.
     pub async fn create_user(&self, name: &str) -> TestUser {
         let resp = self
