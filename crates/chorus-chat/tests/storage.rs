@@ -19,8 +19,8 @@ use chorus_chat::error::ChatError;
 use chorus_chat::model::*;
 use chorus_chat::service::OpenDm;
 use chorus_chat::store::{
-    Acting, AttemptOutcome, ChannelPatch, DEACTIVATED_WEBHOOK, DeliveryList, MessageQuery,
-    NO_WEBHOOK, NewChannel, NewMessage, NewSignInCode, NewToken, NewTurns, NewUser,
+    Acting, AttemptOutcome, ChannelPatch, CreatedChannel, DEACTIVATED_WEBHOOK, DeliveryList,
+    MessageQuery, NO_WEBHOOK, NewChannel, NewMessage, NewSignInCode, NewToken, NewTurns, NewUser,
     NewWebhookDelivery, Outbox, PgStore, Redemption, SqliteStore, Store, TokenOwner, events_only,
     no_events,
 };
@@ -119,6 +119,7 @@ fn main() -> ExitCode {
         an_add_racing_a_removal_from_the_workspace_leaves_no_member,
         a_post_racing_its_authors_leave_comes_before_it_or_not_at_all,
         owners_acting_on_each_other_at_once_do_not_both_succeed,
+        a_public_channels_creation_lists_the_guests_it_is_not_for,
         lists_and_observers_racing_a_departure_name_no_outsider,
         channels_and_membership,
         visible_channels_and_dm_members,
@@ -1181,6 +1182,114 @@ where
 /// owner before the other's change committed: one change is made, and the other is
 /// refused, since its maker is no owner any more when it would be made (a third owner
 /// stays, so the last-owner rule is not what stops it).
+/// A public channel's creation lists the workspace's guests that are not its first
+/// members (its `channel.created` skips them); a guest arriving at the same time is
+/// either listed or joins the workspace's order after the creation.
+async fn a_public_channels_creation_lists_the_guests_it_is_not_for(store: Arc<dyn Store>) {
+    use chorus_realtime::{Publish, Scope};
+
+    let (owner, ws, _) = setup(&store).await;
+    let ws_scope = Scope::parse(&format!("workspace:{}", ws.id.0)).unwrap();
+    let member = user(&store, "member").await;
+    let guest = user(&store, "guest").await;
+    let invited = user(&store, "invited").await;
+    store
+        .add_member(ws.id, member.id, Role::Member)
+        .await
+        .unwrap();
+    store
+        .add_member(ws.id, guest.id, Role::Guest)
+        .await
+        .unwrap();
+    store
+        .add_member(ws.id, invited.id, Role::Guest)
+        .await
+        .unwrap();
+    let other = store.create_workspace("other", owner.id).await.unwrap();
+    let elsewhere = user(&store, "elsewhere").await;
+    store
+        .add_member(other.id, elsewhere.id, Role::Guest)
+        .await
+        .unwrap();
+
+    let seen = Arc::new(std::sync::Mutex::new(None::<Vec<UserId>>));
+    let create = |name: String, kind: ChannelKind, members: Vec<UserId>| {
+        let (store, seen, ws_scope) = (store.clone(), seen.clone(), ws_scope.clone());
+        async move {
+            let (_, logged) = store
+                .create_channel_logged(
+                    NewChannel {
+                        workspace_id: ws.id,
+                        name,
+                        topic: String::new(),
+                        kind,
+                        policy: Policy::All,
+                        created_by: owner.id,
+                        members,
+                        dm_key: None,
+                        settings: Default::default(),
+                    },
+                    Box::new(move |created: &CreatedChannel| {
+                        *seen.lock().unwrap() = Some(created.guests.clone());
+                        vec![Publish::new(ws_scope.clone(), "channel.created", &1)].into()
+                    }),
+                )
+                .await
+                .unwrap();
+            logged[0].offset.unwrap()
+        }
+    };
+    let guests = || seen.lock().unwrap().take().unwrap();
+    create("plans".into(), ChannelKind::Public, vec![owner.id]).await;
+    assert_eq!(
+        guests(),
+        [guest.id, invited.id],
+        "this workspace's guests only"
+    );
+    create(
+        "with-guest".into(),
+        ChannelKind::Public,
+        vec![owner.id, invited.id],
+    )
+    .await;
+    assert_eq!(guests(), [guest.id], "a first member is not left out");
+    create("hidden".into(), ChannelKind::Private, vec![owner.id]).await;
+    assert!(
+        guests().is_empty(),
+        "only a public channel's creation lists them"
+    );
+
+    for round in 0..20 {
+        let newcomer = user(&store, &format!("newcomer{round}")).await;
+        let arrive = {
+            let (store, ws_scope) = (store.clone(), ws_scope.clone());
+            async move {
+                let logged = store
+                    .add_member_logged(
+                        ws.id,
+                        newcomer.id,
+                        Role::Guest,
+                        events_only(move |()| {
+                            vec![Publish::new(ws_scope.clone(), "member.joined", &1)]
+                        }),
+                    )
+                    .await
+                    .unwrap()
+                    .unwrap();
+                logged[0].offset.unwrap()
+            }
+        };
+        let creating = create(format!("race{round}"), ChannelKind::Public, vec![owner.id]);
+        let (joined_at, created_at) = race(round, arrive, creating).await;
+        let listed = guests().contains(&newcomer.id);
+        assert!(
+            listed || joined_at > created_at,
+            "round {round}: the guest joined at {joined_at}, before the creation at \
+             {created_at}, and was not listed"
+        );
+    }
+}
+
 async fn owners_acting_on_each_other_at_once_do_not_both_succeed(store: Arc<dyn Store>) {
     let (third, ws, _) = setup(&store).await;
     let a = user(&store, "a").await;
@@ -2527,8 +2636,9 @@ async fn creations_settings_and_lists_log_their_events(store: Arc<dyn Store>) {
         dm_key: None,
         settings: Default::default(),
     };
-    let events = |ws_scope: Scope| -> chorus_chat::store::Events<Channel> {
-        Box::new(move |ch: &Channel| {
+    let events = |ws_scope: Scope| -> chorus_chat::store::Events<CreatedChannel> {
+        Box::new(move |created: &CreatedChannel| {
+            let ch = &created.channel;
             let at = Scope::parse(&format!("channel:{}", ch.id.0)).unwrap();
             let told = ws_scope.clone();
             Outbox {

@@ -332,6 +332,15 @@ enum Action {
     /// `PATCH` / `GET messages` of `hidden`, a private channel owner and admin are not in.
     RenameHidden,
     ReadHidden,
+    /// `GET /workspaces/{ws}/channels`: `200` when it lists `open` (a public channel
+    /// only the creator is in), [`LEFT_OUT`] when it lists the workspace's channels
+    /// without it.
+    ListChannels,
+    /// `POST /channels/{…}/leave`: `open` (public, only the creator in it), `hidden`,
+    /// and a DM owner2 opened with target.
+    LeaveOpen,
+    LeaveHidden,
+    LeaveOthersDm,
     /// `PATCH /channels/{pub}` name.
     RenamePublic,
     /// `POST /channels/{pub}/members` spare.
@@ -597,6 +606,43 @@ impl Action {
             AddToGuestPrivate => add_to(fx.guest_private, &p.spare).await,
             RenameHidden => patch_channel(fx.hidden, json!({"name": "found"})).await,
             ReadHidden => read(fx.hidden).await,
+            ListChannels => {
+                let listed = s
+                    .call(
+                        Method::GET,
+                        &format!("/api/v1/workspaces/{ws}/channels"),
+                        Some(&by.token),
+                        None,
+                    )
+                    .await;
+                let Some(channels) = listed.body.as_array() else {
+                    return listed.status;
+                };
+                let ids: Vec<i64> = channels.iter().filter_map(|c| c["id"].as_i64()).collect();
+                assert!(
+                    !ids.is_empty(),
+                    "{by:?}: a listing with no channel: {channels:?}"
+                );
+                if ids.contains(&fx.open) {
+                    listed.status
+                } else {
+                    StatusCode::from_u16(LEFT_OUT).expect("a status")
+                }
+            }
+            LeaveOpen => call(Method::POST, format!("{}/leave", channel(fx.open)), None).await,
+            LeaveHidden => call(Method::POST, format!("{}/leave", channel(fx.hidden)), None).await,
+            LeaveOthersDm => {
+                let opened = s
+                    .post(
+                        &format!("/api/v1/workspaces/{ws}/dms"),
+                        &p.owner2.token,
+                        json!({"user_ids": [p.target.id]}),
+                    )
+                    .await
+                    .expect_status(StatusCode::CREATED);
+                let dm = opened.body["id"].as_i64().expect("the DM's id");
+                call(Method::POST, format!("{}/leave", channel(dm)), None).await
+            }
             RenamePublic => patch_channel(fx.public, json!({"name": "renamed"})).await,
             AddToPublic => add_to(fx.public, &p.spare).await,
             RemoveFromPublic => {
@@ -820,6 +866,9 @@ const GONE: u16 = 204;
 const DENIED: u16 = 403;
 const UNKNOWN: u16 = 404;
 const CONFLICT: u16 = 409;
+/// Not a status the server sends for the row: the listing left the channel out.
+const LEFT_OUT: u16 = 299;
+const BAD: u16 = 400;
 
 /// Action → (who, the status they get). docs/protocol.md, "Permissions".
 const TABLE: &[(Action, &[(Actor, u16)])] = &[
@@ -1124,6 +1173,55 @@ const TABLE: &[(Action, &[(Actor, u16)])] = &[
             (Admin, DENIED),
             (Target, OK),
             (ServerAdmin, DENIED),
+        ],
+    ),
+    // Guests list (and hear of) only their own channels; anyone leaves only a channel
+    // they may read, and the answer about one they may not read says nothing of its
+    // kind.
+    (
+        ListChannels,
+        &[
+            (ServerAdmin, OK),
+            (Owner, OK),
+            (Admin, OK),
+            (Member, OK),
+            (Bystander, OK),
+            (Guest, LEFT_OUT),
+            (GuestCreator, LEFT_OUT),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        LeaveOpen,
+        &[
+            (Creator, GONE),
+            (Member, GONE),
+            (Bystander, GONE),
+            (Guest, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        LeaveHidden,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, DENIED),
+            (Admin, DENIED),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Target, GONE),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        LeaveOthersDm,
+        &[
+            (Owner, DENIED),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Bystander, DENIED),
+            (Target, BAD),
+            (Outsider, UNKNOWN),
         ],
     ),
     // Public channels.
@@ -2372,4 +2470,46 @@ async fn a_member_made_guest_loses_the_public_channels_they_had_not_joined() {
     // Subscribing again is refused, as for any guest.
     assert_eq!(bystander.subscribe(&open).await["code"], "forbidden");
     s.check_invariants();
+}
+
+/// `channel.created` goes to the workspace's scope, which guests read too (its members,
+/// presence); but a guest lists only their own channels, so a public channel they are
+/// not in is not theirs to hear of, live or caught up — unless they are among its first
+/// members.
+#[tokio::test]
+async fn guests_do_not_hear_of_public_channels_they_are_not_in() {
+    let s = TestServer::start().await;
+    let p = People::create(&s).await;
+    let fx = fixture(&s, &p).await;
+    let ws_scope = format!("workspace:{}", fx.ws);
+    let mut guest = s.connect(&p.guest.token).await;
+    let mut member = s.connect(&p.member.token).await;
+    let before = guest.hello["offsets"][&ws_scope]
+        .as_u64()
+        .expect("the workspace's offset in hello");
+    let unseen = s
+        .create_channel(&p.creator, fx.ws, "roadmap", "public", &[])
+        .await;
+    let shared = s
+        .create_channel(&p.creator, fx.ws, "with-guest", "public", &[&p.guest])
+        .await;
+    let created = |frames: &[Value]| -> Vec<i64> {
+        frames
+            .iter()
+            .filter(|f| f["type"] == "channel.created" && f["scope"] == ws_scope.as_str())
+            .filter_map(|f| f["data"]["id"].as_i64())
+            .filter(|id| [unseen, shared].contains(id))
+            .collect()
+    };
+    assert_eq!(created(&member.barrier().await), [unseen, shared]);
+    assert_eq!(created(&guest.barrier().await), [shared], "live");
+    assert_eq!(
+        created(&s.logged_after(&p.member, &ws_scope, before).await),
+        [unseen, shared]
+    );
+    assert_eq!(
+        created(&s.logged_after(&p.guest, &ws_scope, before).await),
+        [shared],
+        "caught up over HTTP"
+    );
 }

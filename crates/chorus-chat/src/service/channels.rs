@@ -8,13 +8,15 @@ use std::collections::BTreeSet;
 
 use chorus_api::events::{ChannelJoined as Joined, MembershipChange};
 pub use chorus_api::requests::{CreateChannel, OpenDm, UpdateChannel};
-use chorus_realtime::{Effect, Publish, Scope};
+use chorus_realtime::{Effect, Mark, Marks, Publish, Scope};
 
 use super::Chat;
 use super::events::{channel_scope, joined_event, left_event, user_scope, workspace_scope};
 use crate::error::{ChatError, Result, bad, forbidden, not_found, not_in_workspace};
 use crate::model::*;
-use crate::store::{ChannelPatch, ChannelSettings, NewChannel, Outbox, events_only};
+use crate::store::{
+    ChannelPatch, ChannelSettings, CreatedChannel, NewChannel, Outbox, events_only,
+};
 
 const MAX_TOPIC: usize = 250;
 /// Bounds of the per-channel settings, in ms.
@@ -92,7 +94,7 @@ impl Chat {
                     dm_key: None,
                     settings,
                 },
-                Box::new(move |channel| new_channel_events(channel, &joiners, &[])),
+                Box::new(move |created| new_channel_events(created, &joiners, &[])),
             )
             .await?;
         self.cache.changed();
@@ -160,7 +162,7 @@ impl Chat {
                     dm_key: Some(key.clone()),
                     settings: ChannelSettings::default(),
                 },
-                Box::new(move |channel| new_channel_events(channel, &joiners, &joiners)),
+                Box::new(move |created| new_channel_events(created, &joiners, &joiners)),
             )
             .await;
         let (channel, logged) = match created {
@@ -320,14 +322,12 @@ impl Chat {
         Ok(channel)
     }
 
+    /// Leaves a channel the caller may read (leaving one they are not in is done
+    /// already). One they may not read answers as every other channel route does
+    /// (`403`; `404` outside its workspace) before anything about its kind, so the
+    /// answer tells nothing of a DM or a private channel one is not in.
     pub async fn leave_channel(&self, caller: &User, id: ChannelId) -> Result<()> {
-        let channel = self
-            .store
-            .channel(id)
-            .await?
-            .ok_or_else(|| not_found("no such channel"))?;
-        // To a non-member of the workspace the channel does not exist.
-        self.role_in(caller, channel.workspace_id).await?;
+        let channel = self.readable_channel(caller, id).await?;
         if channel.kind == ChannelKind::Dm {
             return Err(bad("DMs cannot be left"));
         }
@@ -514,14 +514,28 @@ fn joined_events(channel: &Channel, user: UserId, member_ids: &[UserId]) -> Outb
 /// from those as logged, their `channel.joined` starting at their own join (so each
 /// sees the joins after theirs, as if they had joined one by one).
 /// `member_ids`: the channel's members as told to each joiner (a DM's participants).
-fn new_channel_events(channel: &Channel, members: &[UserId], member_ids: &[UserId]) -> Outbox {
+fn new_channel_events(
+    created: &CreatedChannel,
+    members: &[UserId],
+    member_ids: &[UserId],
+) -> Outbox {
+    let channel = &created.channel;
     let mut events = Vec::with_capacity(members.len() + 1);
     if channel.kind == ChannelKind::Public {
-        events.push(Publish::new(
+        let mut event = Publish::new(
             workspace_scope(channel.workspace_id),
             "channel.created",
             channel,
-        ));
+        );
+        // Guests read the workspace's scope (its members, presence) but list only their
+        // own channels: a public channel they are not in is not theirs to hear of.
+        if !created.guests.is_empty() {
+            event = event.with_marks(Marks {
+                default: Mark::Plain,
+                users: created.guests.iter().map(|g| (g.0, Mark::Skip)).collect(),
+            });
+        }
+        events.push(event);
     }
     let created = events.len();
     let mut thens = Vec::with_capacity(members.len());

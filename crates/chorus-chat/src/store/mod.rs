@@ -72,6 +72,19 @@ pub struct TokenOwner {
     pub expires_at: Option<Timestamp>,
 }
 
+/// A channel as the transaction that created it saw its workspace: what the events
+/// logged with it are built from.
+pub struct CreatedChannel {
+    pub channel: Channel,
+    /// For a public channel, the workspace's guests that are not among its first
+    /// members (its `channel.created` is not theirs: a guest lists only their own
+    /// channels), read under the workspace's shared lock, which a guest's arrival and a
+    /// demotion to guest take exclusively: each is ordered before the creation (and
+    /// listed here) or after it (and joins the workspace's order after
+    /// `channel.created`). Empty for other kinds.
+    pub guests: Vec<UserId>,
+}
+
 pub struct NewChannel {
     pub workspace_id: WorkspaceId,
     pub name: String,
@@ -512,7 +525,7 @@ pub trait ChannelStore: Send + Sync {
     async fn create_channel_logged(
         &self,
         new: NewChannel,
-        events: Events<Channel>,
+        events: Events<CreatedChannel>,
     ) -> Result<(Channel, Vec<Publish>)>;
     async fn channel(&self, id: ChannelId) -> Result<Option<Channel>>;
     /// The channel and whether `user` is a member of it, in one round trip (asked by

@@ -14,7 +14,7 @@ use crate::error::{ChatError, Result, not_in_workspace};
 use crate::model::*;
 use crate::store::rows::conflict_or;
 use crate::store::rows::{ChannelForRow, ChannelRow, memberships, presence_row};
-use crate::store::{ChannelPatch, ChannelStore, Events, NewChannel};
+use crate::store::{ChannelPatch, ChannelStore, CreatedChannel, Events, NewChannel};
 
 const CHANNEL_COLUMNS: &str = "c.id, c.workspace_id, c.name, c.topic, c.kind, c.policy, c.created_by, c.created_at, \
      c.stream_rollup_ms, c.turn_timeout_ms, c.loop_guard_run, c.loop_guard_per_minute, \
@@ -44,7 +44,7 @@ where
     async fn create_channel_logged(
         &self,
         new: NewChannel,
-        events: Events<Channel>,
+        events: Events<CreatedChannel>,
     ) -> Result<(Channel, Vec<Publish>)> {
         let now = self.now().0;
         let mut tx = self.writer.begin().await?;
@@ -92,9 +92,28 @@ where
             return Err(not_in_workspace(outsider));
         }
         let channel = row.into_channel()?;
-        let logged = Self::log_events(&mut tx, self.now(), events(&channel)).await?;
+        let guests = if channel.kind == ChannelKind::Public {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT user_id FROM workspace_members w
+                 WHERE w.workspace_id = $1 AND w.role = $2 AND NOT EXISTS
+                     (SELECT 1 FROM channel_members m WHERE m.channel_id = $3 AND m.user_id = w.user_id)
+                 ORDER BY user_id",
+            )
+            .bind(new.workspace_id.0)
+            .bind(Role::Guest.as_str())
+            .bind(channel.id.0)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(UserId)
+            .collect()
+        } else {
+            Vec::new()
+        };
+        let created = CreatedChannel { channel, guests };
+        let logged = Self::log_events(&mut tx, self.now(), events(&created)).await?;
         tx.commit().await?;
-        Ok((channel, logged))
+        Ok((created.channel, logged))
     }
 
     async fn channel(&self, id: ChannelId) -> Result<Option<Channel>> {

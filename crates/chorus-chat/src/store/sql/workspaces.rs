@@ -153,6 +153,11 @@ where
         events: Events<()>,
     ) -> Result<Option<Vec<Publish>>> {
         let mut tx = self.writer.begin().await?;
+        if role == Role::Guest {
+            // Ordered with a public channel's creation, which lists the guests its
+            // `channel.created` is not for (`CreatedChannel::guests`).
+            lock_membership::<DB>(&mut tx, ws).await?;
+        }
         // One statement: of two concurrent adds of the same user, exactly one inserts.
         let done = sqlx::query(
             "INSERT INTO workspace_members (workspace_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)
