@@ -118,6 +118,7 @@ fn main() -> ExitCode {
         a_channel_has_only_members_of_its_workspace,
         an_add_racing_a_removal_from_the_workspace_leaves_no_member,
         a_post_racing_its_authors_leave_comes_before_it_or_not_at_all,
+        a_completion_racing_its_authors_leave_comes_before_it_or_not_at_all,
         owners_acting_on_each_other_at_once_do_not_both_succeed,
         a_public_channels_creation_lists_the_guests_it_is_not_for,
         lists_and_observers_racing_a_departure_name_no_outsider,
@@ -1442,6 +1443,76 @@ async fn a_post_racing_its_authors_leave_comes_before_it_or_not_at_all(store: Ar
             ),
             Err(ChatError::Forbidden(_)) => {}
             Err(err) => panic!("round {round}: {err:?}"),
+        }
+    }
+}
+
+/// Completing a stream is posting: one racing its author's leave is written before the
+/// leave or refused, and an abort (not a post) still ends a departed author's stream.
+async fn a_completion_racing_its_authors_leave_comes_before_it_or_not_at_all(
+    store: Arc<dyn Store>,
+) {
+    use chorus_realtime::{Publish, Scope};
+    let (owner, ws, _) = setup(&store).await;
+    let bob = user(&store, "bob").await;
+    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
+    let secret = channel(
+        &store,
+        ws.id,
+        "secret",
+        ChannelKind::Private,
+        owner.id,
+        &[owner.id],
+    )
+    .await;
+    let open_stream = |text: &str| {
+        let mut new = new_message(secret.id, bob.id, text);
+        new.streaming = true;
+        let store = store.clone();
+        async move { store.insert_message(new).await.unwrap().message.id }
+    };
+    let scope = Scope::parse(&format!("channel:{}", secret.id.0)).unwrap();
+    for round in 0..20 {
+        store.add_channel_member(secret.id, bob.id).await.unwrap();
+        let id = open_stream("so far").await;
+        let complete = {
+            let (store, scope) = (store.clone(), scope.clone());
+            let events =
+                events_only(move |_: &Message| vec![Publish::new(scope.clone(), "completed", &())]);
+            async move {
+                store
+                    .end_stream_logged(id, MessageState::Complete, Some("last words"), "", events)
+                    .await
+            }
+        };
+        let leave = {
+            let (store, scope) = (store.clone(), scope.clone());
+            let events =
+                events_only(move |_: &()| vec![Publish::new(scope.clone(), "member.left", &())]);
+            async move {
+                store
+                    .remove_channel_member_logged(secret.id, bob.id, events)
+                    .await
+            }
+        };
+        let (completed, left) = race(round, complete, leave).await;
+        let (was, left) = left.unwrap();
+        assert!(was, "round {round}: bob was in the channel");
+        match completed {
+            Ok(Some((_, completed))) => assert!(
+                completed[0].offset < left[0].offset,
+                "round {round}: completed after the leave ({:?}, left at {:?})",
+                completed[0].offset,
+                left[0].offset
+            ),
+            Err(ChatError::Forbidden(_)) => {
+                let aborted = store
+                    .end_stream_logged(id, MessageState::Aborted, None, "", no_events())
+                    .await
+                    .unwrap();
+                assert!(aborted.is_some(), "round {round}: an abort still ends it");
+            }
+            other => panic!("round {round}: {other:?}"),
         }
     }
 }

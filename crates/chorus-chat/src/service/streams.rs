@@ -533,13 +533,18 @@ impl Chat {
         if member {
             return Ok(());
         }
+        Err(self.author_left(stream).await)
+    }
+
+    /// Ends `stream` because its author is no longer in its channel, and says so.
+    async fn author_left(&self, stream: &Stream) -> ChatError {
         // Already ending or ended (an abort racing this one): the refusal stands.
         let _ = self
             .end_stream(stream, MessageState::Aborted, None, AUTHOR_LEFT.into())
             .await;
-        Err(forbidden(
+        forbidden(
             "the author is no longer a member of the channel: the streaming message was aborted",
-        ))
+        )
     }
 
     /// Ends the streams `user` has open in `channels`, which they just left or were
@@ -692,8 +697,15 @@ impl Chat {
             }
             None => {}
         }
-        self.end_stream(&stream, MessageState::Complete, text, String::new())
+        match self
+            .end_stream(&stream, MessageState::Complete, text, String::new())
             .await
+        {
+            // The store asks again, under the channel's lock: the author left (or was
+            // removed) since the read above, through another node perhaps.
+            Err(ChatError::Forbidden(_)) => Err(self.author_left(&stream).await),
+            ended => ended,
+        }
     }
 
     /// Ends a stream without completing it (its author, or a workspace admin); the text

@@ -176,11 +176,21 @@ where
         conn: &mut DB::Connection,
         new: &NewMessage,
     ) -> Result<()> {
+        Self::require_poster(conn, new.channel_id, new.author_id).await
+    }
+
+    /// Refuses (`Forbidden`) `user` posting in `channel` unless they are a member of it.
+    /// The caller holds the channel's row, which a leave or removal locks first.
+    async fn require_poster(
+        conn: &mut DB::Connection,
+        channel: ChannelId,
+        user: UserId,
+    ) -> Result<()> {
         let member: Option<i64> = sqlx::query_scalar(
             "SELECT user_id FROM channel_members WHERE channel_id = $1 AND user_id = $2",
         )
-        .bind(new.channel_id.0)
-        .bind(new.author_id.0)
+        .bind(channel.0)
+        .bind(user.0)
         .fetch_optional(&mut *conn)
         .await?;
         match member {
@@ -528,6 +538,21 @@ where
         events: Events<Message>,
     ) -> Result<Option<(Message, Vec<Publish>)>> {
         let mut tx = self.writer.begin().await?;
+        if to == MessageState::Complete {
+            // Completing (with a new text, too) is the author's last post in the channel:
+            // asked again under the channel's lock, as a send is, so a completion racing
+            // the author's leave or removal comes before it or not at all. (An abort is
+            // not a post: anyone allowed ends a stream, the author gone or not.)
+            let found: Option<(i64, i64)> =
+                sqlx::query_as("SELECT channel_id, author_id FROM messages WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((channel, author)) = found {
+                lock_row::<DB>(&mut tx, "channels", channel).await?;
+                Self::require_poster(&mut tx, ChannelId(channel), UserId(author)).await?;
+            }
+        }
         let now = self.now();
         let ended: Option<i64> = sqlx::query_scalar(
             "UPDATE messages SET state = $1, text = COALESCE($2, text || $3), stream_at = $4
