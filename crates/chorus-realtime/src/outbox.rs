@@ -115,7 +115,11 @@ pub struct Outbox {
     /// session 27").
     frames: Mutex<VecDeque<Arc<Outgoing>>>,
     capacity: usize,
+    /// Queued frames are dropped and nothing more is written ([`Outbox::close`]).
     closed: AtomicBool,
+    /// No frame is queued any more ([`Outbox::seal`], and [`Outbox::close`]); what is
+    /// queued is still written.
+    refusing: AtomicBool,
     /// A frame did not fit: no later frame is queued either (set and read under the
     /// `frames` lock). A client must never get an event after one it missed — it resumes
     /// from the last offset it has, so a hole before it would be lost for good.
@@ -164,6 +168,7 @@ impl Outbox {
             frames: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
             deflate: false,
             owned: AtomicBool::new(true),
@@ -214,7 +219,7 @@ impl Outbox {
     }
 
     fn enqueue(self: &Arc<Self>, item: Arc<Outgoing>) -> Result<(), PushError> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.refusing.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
         {
@@ -295,8 +300,16 @@ impl Outbox {
         (n as u64, emptied)
     }
 
+    /// Refuses further frames ([`PushError::Closed`]) and keeps writing the queued
+    /// ones: the last frame a connection gets is the last one queued before this (its
+    /// `credentials.revoked`, then the close).
+    pub fn seal(&self) {
+        self.refusing.store(true, Ordering::Release);
+    }
+
     /// Refuses further frames and drops the queued ones.
     pub fn close(&self) {
+        self.refusing.store(true, Ordering::Release);
         self.closed.store(true, Ordering::Release);
         let mut frames = self.frames();
         frames.clear();
@@ -467,6 +480,25 @@ mod tests {
             outbox.push_reply(Utf8Bytes::from_static("d")),
             Err(PushError::Closed)
         );
+    }
+
+    #[test]
+    fn a_sealed_outbox_keeps_what_it_holds_and_takes_nothing_more() {
+        let outbox = Arc::new(Outbox::new(8, None));
+        outbox
+            .push_reply(Utf8Bytes::from_static("last"))
+            .expect("room");
+        outbox.seal();
+        assert_eq!(
+            outbox.push_reply(Utf8Bytes::from_static("after")),
+            Err(PushError::Closed)
+        );
+        assert!(!outbox.is_closed(), "what it holds is still written");
+        assert_eq!(
+            outbox.try_pop().as_deref().and_then(Outgoing::as_text),
+            Some("last")
+        );
+        assert!(outbox.is_empty());
     }
 
     /// A write that empties the queue keeps a busy connection's buffer (a write's

@@ -1368,6 +1368,10 @@ impl Registry {
                 .get(&conn.id)
                 .and_then(|e| e.credential);
             if close.credential.is_none() || close.credential == opened_with {
+                // Nothing after the event that closes it reaches the connection: not
+                // what other scopes publish while its task finishes an operation and
+                // drains its queue, nor a replay or an ack it was still making.
+                conn.outbox.seal();
                 conn.control.fire(CloseCode::Unauthorized);
                 return;
             }

@@ -1060,3 +1060,58 @@ async fn a_reload_into_another_namespace_is_asked_afresh_despite_the_cache() {
     assert_eq!(asked, [json!("rooms"), json!("vip")]);
     s.check_invariants();
 }
+
+/// A revocation's `credentials.revoked` is the last frame of the sockets it closes:
+/// nothing published after it reaches them, even while the connection's task is still
+/// busy with an operation (here a `subscribe` the application has not answered yet)
+/// and so has not closed the socket.
+#[tokio::test]
+async fn nothing_follows_the_revocation_on_a_socket_busy_with_an_operation() {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let app = App::start(move |_, _| Reply::Held(gate.clone(), json!({"allow": true}))).await;
+    let s = gateway(&app).await;
+    let w = s.world().await;
+    let laptop = s.mint_token(&w.bob.token, w.bob.id, "laptop").await;
+    let plans = s
+        .create_channel(&w.alice, w.ws, "plans", "public", &[&w.bob, &w.carol])
+        .await;
+    let mut bob = s.connect(&laptop).await;
+    let mut carol = s.connect(&w.carol.token).await;
+    bob.send_json(json!({"op": "subscribe", "id": 1, "scope": "topic:room.bob"}))
+        .await;
+    // The connection's task now waits for the application's answer.
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while app.seen("subscribe").is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the application was asked");
+
+    s.delete("/api/v1/me/token", &laptop)
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    s.send(&w.alice, plans, "after the revocation").await;
+    // Carol got it: its fanout, to Bob's queue too, is done.
+    let seen = carol.expect_event("message.created").await;
+    assert_eq!(seen["data"]["text"], "after the revocation");
+    open.send(true).unwrap();
+
+    let mut after_revoked = Vec::new();
+    let mut revoked = false;
+    let code = loop {
+        match bob.recv_frame().await {
+            common::Frame::Json(frame) if frame["type"] == "credentials.revoked" => revoked = true,
+            common::Frame::Json(frame) if revoked => after_revoked.push(frame),
+            common::Frame::Json(_) | common::Frame::Other(_) => {}
+            common::Frame::Close(code) => break code,
+            common::Frame::Ended(why) => panic!("ended without a close: {why}"),
+        }
+    };
+    assert!(revoked, "credentials.revoked came");
+    assert_eq!(code, Some(3502));
+    assert!(
+        after_revoked.is_empty(),
+        "frames after credentials.revoked: {after_revoked:?}"
+    );
+}
