@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,8 @@ pub struct Client {
     token: String,
     /// CAs trusted besides the built-in roots, for HTTP and the realtime connection.
     roots: Option<ExtraRoots>,
+    /// Sent with every request and realtime upgrade ([`Client::with_headers`]).
+    headers: HeaderMap,
 }
 
 impl std::fmt::Debug for Client {
@@ -71,7 +74,16 @@ impl Client {
             base: base_url_with_slash(base_url)?,
             token: token.into(),
             roots,
+            headers: HeaderMap::new(),
         })
+    }
+
+    /// The same client, sending `headers` besides its token with every request, and
+    /// with the upgrade of every realtime connection it opens (when its [`Options`]
+    /// name no headers of their own). For what a server asks of its own callers, such
+    /// as Chorus's `/mcp` agents marking their requests as the server's.
+    pub fn with_headers(self, headers: HeaderMap) -> Self {
+        Self { headers, ..self }
     }
 
     /// The same server and connection pool with another token.
@@ -97,6 +109,9 @@ impl Client {
     pub async fn realtime_with(&self, mut options: Options) -> Result<Realtime> {
         if options.roots.is_none() {
             options.roots = self.roots.clone();
+        }
+        if options.headers.is_empty() {
+            options.headers = self.headers.clone();
         }
         Realtime::connect_with(self.base.as_str(), &self.token, options).await
     }
@@ -178,8 +193,11 @@ impl Client {
             .base
             .join("api/v1/sign-in")
             .map_err(|e| Error::Url(format!("api/v1/sign-in: {e}")))?;
-        self.json(self.http.request(Method::POST, url).json(&body))
-            .await
+        let request = self
+            .http
+            .request(Method::POST, url)
+            .headers(self.headers.clone());
+        self.json(request.json(&body)).await
     }
 
     /// The caller.
@@ -741,7 +759,8 @@ impl Client {
             .base
             .join(path)
             .map_err(|e| Error::Url(format!("{path}: {e}")))?;
-        Ok(self.http.request(method, url).bearer_auth(&self.token))
+        let request = self.http.request(method, url).headers(self.headers.clone());
+        Ok(request.bearer_auth(&self.token))
     }
 
     /// Sends and turns any non-2xx answer into an error.

@@ -50,4 +50,5 @@ pub use http::{Client, Opened, Sent, StreamWriter};
 pub use model::*;
 pub use realtime::{Backoff, ConnectionState, Disconnect, Options, RESUME_GAP, Realtime};
 pub use reqwest::StatusCode;
+pub use reqwest::header::HeaderMap;
 pub use tls::ExtraRoots;

@@ -47,7 +47,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, header::AUTHORIZATION};
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -109,6 +109,10 @@ pub struct Options {
     /// lifetime (at least 5 s before its `exp`) and after a close with 3502. Without
     /// it, a connection opened with a JWT ends (3502) at the token's `exp`.
     pub refresh_token: Option<RefreshToken>,
+    /// Sent besides the token with every upgrade (reconnects too) and with the HTTP
+    /// catch-up; none by default. [`Client::realtime_with`] fills in the client's own
+    /// ([`Client::with_headers`]) when this is empty.
+    pub headers: HeaderMap,
 }
 
 /// What [`RefreshToken`] callbacks return.
@@ -185,6 +189,7 @@ impl Default for Options {
             reconnect: Some(Backoff::default()),
             roots: None,
             refresh_token: None,
+            headers: HeaderMap::new(),
         }
     }
 }
@@ -332,13 +337,15 @@ impl Realtime {
     pub async fn connect_with(url: &str, token: &str, options: Options) -> Result<Self> {
         let ws_url = ws_url(url)?;
         // The HTTP catch-up after an unrecovered resume goes to the same server.
-        let http = Client::with_roots(http_base(url)?.as_str(), token, options.roots.clone())?;
+        let http = Client::with_roots(http_base(url)?.as_str(), token, options.roots.clone())?
+            .with_headers(options.headers.clone());
         let (ws, hello) = open_socket(
             ws_url.clone(),
             token.to_owned(),
             options.request_timeout,
             false,
             options.roots.as_ref(),
+            &options.headers,
         )
         .await?;
 
@@ -360,6 +367,7 @@ impl Realtime {
             reconnect: options.reconnect,
             request_timeout: options.request_timeout,
             roots: options.roots,
+            headers: options.headers,
             refresh_token: options.refresh_token,
             refresh_at: None,
             refreshing: None,
@@ -586,17 +594,22 @@ fn http_base(input: &str) -> Result<Url> {
 
 /// Opens the WebSocket and reads `hello`, within `timeout`. With `resume`, the server
 /// holds the initial subscriptions until the first frame (which must be `resume`).
+/// `headers` go with the upgrade ([`Options::headers`]).
 async fn open_socket(
     mut url: Url,
     token: String,
     timeout: Duration,
     resume: bool,
     roots: Option<&crate::tls::ExtraRoots>,
+    headers: &HeaderMap,
 ) -> Result<(Socket, HelloFrame)> {
     if resume {
         url.query_pairs_mut().append_pair("resume", "1");
     }
     let mut request = url.as_str().into_client_request()?;
+    for (name, value) in headers {
+        request.headers_mut().append(name, value.clone());
+    }
     let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| Error::Protocol("the token is not a valid header value".into()))?;
     request.headers_mut().insert(AUTHORIZATION, bearer);
@@ -862,6 +875,7 @@ struct Driver {
     reconnect: Option<Backoff>,
     request_timeout: Duration,
     roots: Option<crate::tls::ExtraRoots>,
+    headers: HeaderMap,
     refresh_token: Option<RefreshToken>,
     /// When the current connection asks for a new token (a JWT's, with a callback).
     refresh_at: Option<Instant>,
@@ -990,13 +1004,14 @@ impl Driver {
             if !matches!(reserved, Some(Ok(()))) {
                 return Err(gone());
             }
-            let roots = self.roots.clone();
+            let (roots, headers) = (self.roots.clone(), self.headers.clone());
             let open = open_socket(
                 self.ws_url.clone(),
                 self.token.clone(),
                 self.request_timeout,
                 true,
                 roots.as_ref(),
+                &headers,
             );
             match self.idle(open).await {
                 None => return Err(gone()),

@@ -35,6 +35,8 @@ struct Entry {
 pub struct AgentPool {
     /// The server's own base URL (loopback).
     base_url: String,
+    /// Sent with every request of the agents: what tells the server they are its own.
+    headers: http::HeaderMap,
     /// A std mutex: map operations only, never held across an await.
     agents: Mutex<HashMap<String, Entry>>,
     stop: CancellationToken,
@@ -49,11 +51,17 @@ impl std::fmt::Debug for AgentPool {
 }
 
 impl AgentPool {
-    /// A pool whose agents talk to `base_url`; `stop` ends waits in progress (the
-    /// server is draining) and the sweeper.
-    pub fn new(base_url: impl Into<String>, stop: CancellationToken) -> Arc<Self> {
+    /// A pool whose agents talk to `base_url`, sending `headers` with every request and
+    /// WebSocket upgrade; `stop` ends waits in progress (the server is draining) and the
+    /// sweeper.
+    pub fn new(
+        base_url: impl Into<String>,
+        headers: http::HeaderMap,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             base_url: base_url.into(),
+            headers,
             agents: Mutex::new(HashMap::new()),
             stop,
         })
@@ -93,7 +101,7 @@ impl AgentPool {
         };
         let made = cell
             .get_or_try_init(|| async {
-                let client = Client::new(&self.base_url, token)?;
+                let client = Client::new(&self.base_url, token)?.with_headers(self.headers.clone());
                 Agent::connect(client).await.map(Arc::new)
             })
             .await;

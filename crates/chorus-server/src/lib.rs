@@ -214,6 +214,7 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
             auth,
             http_limiter,
             anonymous: Arc::default(),
+            internal: limits::InternalSecret::random(),
             webhooks: Arc::new(webhooks::WebhookMetrics::default()),
             mcp: Arc::default(),
             tasks,
@@ -386,7 +387,8 @@ pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpList
 }
 
 /// Sets up `/mcp`: its agents reach this server at the listener's address (loopback
-/// when it listens on every interface), and their waits end when the server drains.
+/// when it listens on every interface), marked as the server's own (`limits`), and
+/// their waits end when the server drains.
 fn start_mcp(
     listener: &TcpListener,
     state: &AppState,
@@ -405,7 +407,7 @@ fn start_mcp(
         ip => ip,
     };
     let base = format!("http://{}", std::net::SocketAddr::new(ip, addr.port()));
-    let pool = chorus_mcp::AgentPool::new(base, draining.clone());
+    let pool = chorus_mcp::AgentPool::new(base, state.internal.headers(), draining.clone());
     state.tasks.tracker.spawn(pool.clone().run_sweeper());
     let endpoint = chorus_mcp::McpEndpoint::new(pool, state.config.max_body_bytes);
     if state.mcp.set(endpoint).is_err() {

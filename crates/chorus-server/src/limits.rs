@@ -10,6 +10,10 @@
 //!
 //! Anonymous WebSocket connections (gateway mode's public namespaces) are counted per
 //! client address ([`AnonymousConnections`]): they have no user to limit.
+//!
+//! The server's own `/mcp` agents are no client address: their requests carry the
+//! per-process [`InternalSecret`], and nothing is counted against the address they come
+//! from. Their tokens are authenticated and limited per user as any other.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -19,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chorus_chat::model::UserId;
@@ -38,6 +42,55 @@ use crate::state::AppState;
 
 /// Addresses the failure limiter tracks before it prunes (see [`FailureLimiter::record`]).
 const MAX_ADDRESSES: usize = 100_000;
+
+/// The header in which the server's own `/mcp` agents send the [`InternalSecret`].
+pub const INTERNAL_HEADER: &str = "x-chorus-internal";
+
+/// A random secret made when the server is built, sent by its own `/mcp` agents on every
+/// request to it (HTTP and WebSocket upgrades) in [`INTERNAL_HEADER`]. Those requests all
+/// come from the server's own address (loopback), whoever the agent acts for: counted
+/// per address, one user's dead token retried by their agents would lock every other
+/// user's agents out. Only this process knows it; it is never logged (a sensitive
+/// header value). A request without it, or with a wrong one, is counted as ever.
+pub struct InternalSecret {
+    value: HeaderValue,
+    /// SHA-256 of the value, compared by hash so timing reveals nothing.
+    hash: String,
+}
+
+impl InternalSecret {
+    /// 32 random bytes, hex.
+    pub fn random() -> Self {
+        let secret = hex::encode(rand::random::<[u8; 32]>());
+        let mut value = HeaderValue::from_str(&secret).expect("hex is a valid header value");
+        value.set_sensitive(true);
+        Self {
+            hash: chorus_chat::token::hash(&secret),
+            value,
+        }
+    }
+
+    /// What the server's own agents send.
+    pub fn headers(&self) -> HeaderMap {
+        HeaderMap::from_iter([(
+            axum::http::HeaderName::from_static(INTERNAL_HEADER),
+            self.value.clone(),
+        )])
+    }
+
+    /// Whether `headers` carry the secret.
+    fn vouches_for(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(INTERNAL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|given| chorus_chat::token::hash(given) == self.hash)
+    }
+}
+
+/// In a request's extensions: it carries the [`InternalSecret`], so it has no client
+/// address ([`ClientAddr`] is `None`).
+#[derive(Clone, Copy)]
+struct Internal;
 
 /// Both HTTP limits and their shared refusal counter.
 pub struct HttpLimiter {
@@ -266,6 +319,9 @@ impl axum::extract::FromRequestParts<AppState> for ClientAddr {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        if parts.extensions.get::<Internal>().is_some() {
+            return Ok(Self(None));
+        }
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -357,6 +413,12 @@ pub async fn guard_secret<T>(
 /// Authenticates a request's credentials (once), applies both limits, and leaves the
 /// outcome in the request's extensions for the routes.
 pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    // The server's own agents: their token is checked and counted per user below, and
+    // no address is charged for it.
+    let internal = state.internal.vouches_for(req.headers());
+    if internal {
+        req.extensions_mut().insert(Internal);
+    }
     // `/metrics` reads no user's credentials; its bearer is the metrics token, if any.
     let metrics = req.uri().path() == "/metrics";
     let token = credentials(req.headers(), req.uri()).filter(|_| !metrics);
@@ -376,7 +438,8 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
-    let client = client_addr(peer, req.headers(), state.config.trusted_proxy_hops);
+    let client =
+        client_addr(peer, req.headers(), state.config.trusted_proxy_hops).filter(|_| !internal);
     // Refused before the token is even looked at, so guessing learns nothing.
     if let (Some(limiter), Some(client)) = (limiter, client)
         && let Some(wait) = limiter.client_wait(client)

@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::limits::{AnonymousConnections, HttpLimiter};
+use crate::limits::{AnonymousConnections, HttpLimiter, InternalSecret};
 use crate::webhooks::WebhookMetrics;
 
 /// What every handler can reach: one pointer to [`Shared`], so that the clone axum
@@ -43,6 +43,8 @@ pub struct Shared {
     pub http_limiter: Option<Arc<HttpLimiter>>,
     /// Open anonymous WebSocket connections per client address.
     pub anonymous: Arc<AnonymousConnections>,
+    /// What marks the requests of the server's own `/mcp` agents (`limits`).
+    pub internal: InternalSecret,
     pub webhooks: Arc<WebhookMetrics>,
     /// The MCP endpoint (`/mcp`), set by `run` once the server's own address is known:
     /// its tools reach the API through a client pointed at that address.

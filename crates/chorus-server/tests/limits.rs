@@ -12,6 +12,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use chorus_client::ErrorCode;
 use common::{ADMIN_TOKEN, Resp, TestServer, TestUser, WAIT};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -70,7 +71,24 @@ async fn get_via(
     authorization: Option<&str>,
     forwarded_for: Option<&str>,
 ) -> Resp {
-    let mut req = http.request(Method::GET, s.url(path));
+    let req = http.request(Method::GET, s.url(path));
+    send(req, authorization, forwarded_for).await
+}
+
+/// `GET /api/v1/me` with `token`, and `x-chorus-internal: {internal}` when given.
+async fn me_as(s: &TestServer, token: &str, internal: Option<&str>) -> Resp {
+    let mut req = s.http.request(Method::GET, s.url("/api/v1/me"));
+    if let Some(value) = internal {
+        req = req.header("x-chorus-internal", value);
+    }
+    send(req, Some(&format!("Bearer {token}")), None).await
+}
+
+async fn send(
+    mut req: reqwest::RequestBuilder,
+    authorization: Option<&str>,
+    forwarded_for: Option<&str>,
+) -> Resp {
     if let Some(value) = authorization {
         req = req.header("authorization", value);
     }
@@ -102,6 +120,11 @@ fn client_from_elsewhere() -> reqwest::Client {
 /// Sends a WebSocket upgrade for `target` (path and query, exactly as given) and returns
 /// the answer's status code; a 101's connection is dropped at once.
 async fn upgrade(s: &TestServer, target: &str, bearer: Option<&str>) -> u16 {
+    upgrade_with(s, target, bearer, "").await
+}
+
+/// As [`upgrade`], with `headers` (each line ending with CRLF) added.
+async fn upgrade_with(s: &TestServer, target: &str, bearer: Option<&str>, headers: &str) -> u16 {
     let mut tcp = TcpStream::connect(s.addr).await.unwrap();
     let authorization = bearer
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -109,7 +132,7 @@ async fn upgrade(s: &TestServer, target: &str, bearer: Option<&str>) -> u16 {
     let request = format!(
         "GET {target} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         {authorization}\r\n",
+         {authorization}{headers}\r\n",
         s.addr
     );
     tcp.write_all(request.as_bytes()).await.unwrap();
@@ -324,6 +347,74 @@ async fn failed_authentications_are_throttled_per_address() {
     )
     .await
     .expect_status(StatusCode::OK);
+}
+
+/// The server's own `/mcp` agents all call it from its own address, sending its
+/// per-process secret (`x-chorus-internal`): their bad tokens are refused but not counted
+/// against that address, which an address over its limit does not stop either; their
+/// tokens still count against their user. A wrong value is no secret: counted as ever.
+#[tokio::test]
+async fn the_servers_own_agents_are_not_counted_per_address() {
+    let s = TestServer::start_with(|c| {
+        c.http_per_sec = 1;
+        c.http_burst = 3;
+        c.auth_failures_per_sec = 1;
+        c.auth_failures_burst = 3;
+        c.dev = true;
+    })
+    .await;
+    let alice = dev_user(&s, "alice").await;
+    let secret = s.state().internal.headers();
+    let secret = secret["x-chorus-internal"].to_str().unwrap().to_owned();
+    let internal = Some(secret.as_str());
+
+    // Twice the burst of bad tokens: each refused, none counted.
+    for n in 0..6 {
+        me_as(&s, &format!("guess-{n}"), internal)
+            .await
+            .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let header = format!("x-chorus-internal: {secret}\r\n");
+    for n in 0..6 {
+        let target = format!("/ws?token=guess-ws-{n}");
+        assert_eq!(upgrade_with(&s, &target, None, &header).await, 401);
+    }
+    // What `/mcp`'s agents use: chorus-client sends the headers it is given with every
+    // request and upgrade.
+    let agent = chorus_client::Client::new(&s.url(""), "guess-client")
+        .unwrap()
+        .with_headers(s.state().internal.headers());
+    let unauthorized = |err| matches!(err, chorus_client::Error::Api { code, .. } if code == ErrorCode::Unauthorized);
+    for _ in 0..3 {
+        assert!(unauthorized(agent.me().await.unwrap_err()));
+        assert!(unauthorized(agent.realtime().await.err().unwrap()));
+    }
+    me_as(&s, &alice.token, None)
+        .await
+        .expect_status(StatusCode::OK);
+
+    // A wrong value: counted, and the address is then refused without one...
+    let wrong = "0".repeat(secret.len());
+    for n in 0..3 {
+        me_as(&s, &format!("wrong-{n}"), Some(&wrong))
+            .await
+            .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    assert_limited(&me_as(&s, "wrong-3", Some(&wrong)).await);
+    assert_limited(&me_as(&s, &alice.token, None).await);
+    // ...but not with the secret: the token is still tried, and its user counted (the
+    // rest of alice's burst of three).
+    me_as(&s, "guess-6", internal)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    for _ in 0..2 {
+        me_as(&s, &alice.token, internal)
+            .await
+            .expect_status(StatusCode::OK);
+    }
+    let over = me_as(&s, &alice.token, internal).await;
+    assert_limited(&over);
+    assert!(over.text.contains("this user"), "{}", over.text);
 }
 
 /// A socket's `refresh` is one more place credentials are tried: its refusals count
