@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chorus_client::{
-    ChannelId, Client, EventFrame, RESUME_GAP, Realtime, User, UserId, UserKind, WorkspaceId,
+    ChannelId, Client, CloseCode, EventFrame, RESUME_GAP, Realtime, User, UserId, UserKind,
+    WorkspaceId,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -169,6 +170,9 @@ pub struct Seen {
     /// The newest `message.created` by someone else (woken or not).
     pub last_message: BTreeMap<ChannelId, u64>,
     pub ended: bool,
+    /// It ended because its credentials were refused (3502: the token revoked or
+    /// expired, the user deactivated): the token will not work again.
+    pub refused: bool,
 }
 
 impl Seen {
@@ -249,7 +253,12 @@ impl Live {
                 }
                 let why = realtime.disconnect();
                 tracing::info!(?why, "the agent's realtime connection ended");
-                lock(&state).ended = true;
+                let refused = why.is_some_and(|d| d.close_code() == Some(CloseCode::Unauthorized));
+                {
+                    let mut seen = lock(&state);
+                    seen.ended = true;
+                    seen.refused = refused;
+                }
                 ring.send_modify(|n| *n = n.wrapping_add(1));
             }
         });

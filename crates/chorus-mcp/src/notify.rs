@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chorus_client::ChannelId;
+use chorus_client::{ChannelId, ErrorCode};
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
     ReadResourceResult, Resource, ResourceContents, ResourceUpdatedNotification,
@@ -177,11 +177,18 @@ pub async fn listen(
         }
         if !swapped {
             // The connection ended. Wakes between the end and a new connection are not notified; the
-            // client's next wait_for_messages finds them in the log.
+            // client's next wait_for_messages finds them in the log. Credentials refused
+            // are final: a new agent with the same token would only be refused again.
             agent = match source {
                 Source::One => {
                     return Err(closed(&ToolError::unavailable(
                         "token revoked or expired, or the user deactivated",
+                    )));
+                }
+                Source::Pool(..) if agent.live.seen().refused => {
+                    return Err(closed(&ToolError::new(
+                        ErrorCode::Unauthorized.as_str(),
+                        "the token was revoked or has expired, or the user deactivated",
                     )));
                 }
                 Source::Pool(pool, token) => pool.get(token).await.map_err(|e| closed(&e))?,
