@@ -1060,7 +1060,7 @@ impl Registry {
             .replayed_events
             .fetch_add(replayed.replayed as u64, Ordering::Relaxed);
         for effect in effects {
-            self.apply_effect(conn.clone(), &effect);
+            self.apply_effect(conn.clone(), &effect, true);
         }
         if let Some(reached) = replayed.left {
             // As a live leave: the events up to it were delivered; the subscription
@@ -1146,10 +1146,18 @@ impl Registry {
             }
             replayed += 1;
             if self.push(&sub.handle, event, tally) == Pushed::Queued
-                && i < from_history
                 && let Some(effect) = &event.effect
             {
-                effects.push(effect.as_ref().clone());
+                if i < from_history {
+                    effects.push(effect.as_ref().clone());
+                } else if effect.close.is_some() {
+                    // A held event's effect was applied when it arrived, but for the
+                    // seal, which waits for the event to be queued: now.
+                    effects.push(Effect {
+                        close: effect.close.clone(),
+                        ..Effect::default()
+                    });
+                }
             }
         }
         // What was queued before stays seen, so a later catch-up does not queue it again
@@ -1240,7 +1248,7 @@ impl Registry {
         }
         tally.record(&self.metrics);
         for effect in effects {
-            self.apply_effect(conn.clone(), &effect);
+            self.apply_effect(conn.clone(), &effect, true);
         }
         if let Some(reached) = left {
             self.revoke(conn.id, scope, reached);
@@ -1360,8 +1368,10 @@ impl Registry {
     /// Applies a subscription effect synchronously: a close ends the connection (3502),
     /// unsubscribed scopes end, new scopes start live (the connection's task then
     /// attaches them at the broker), and a re-check holds every other subscription until
-    /// the connection's task has authorized it again.
-    fn apply_effect(&self, conn: ConnHandle, effect: &Effect) {
+    /// the connection's task has authorized it again. `queued`: the event that carries
+    /// it is in the connection's queue (not waiting in a catching-up subscription's
+    /// pending events, whose release applies it again once it is queued).
+    fn apply_effect(&self, conn: ConnHandle, effect: &Effect, queued: bool) {
         if let Some(close) = &effect.close {
             let opened_with = lock(&self.index)
                 .conns
@@ -1370,8 +1380,11 @@ impl Registry {
             if close.credential.is_none() || close.credential == opened_with {
                 // Nothing after the event that closes it reaches the connection: not
                 // what other scopes publish while its task finishes an operation and
-                // drains its queue, nor a replay or an ack it was still making.
-                conn.outbox.seal();
+                // drains its queue, nor a replay or an ack it was still making. Sealed
+                // once the event is queued, so that it still goes out.
+                if queued {
+                    conn.outbox.seal();
+                }
                 conn.control.fire(CloseCode::Unauthorized);
                 return;
             }
@@ -1637,7 +1650,7 @@ impl EventSink for Registry {
                         }
                         match self.push(&sub.handle, event, &mut tally) {
                             Pushed::Queued if event.effect.is_some() => {
-                                affected.push(sub.handle.clone());
+                                affected.push((sub.handle.clone(), true));
                             }
                             Pushed::Queued | Pushed::Not => {}
                             // Gone: its subscriptions go with it. Asked only here, off
@@ -1655,7 +1668,7 @@ impl EventSink for Registry {
                         } else {
                             pending.push(event.clone());
                             if event.effect.is_some() {
-                                affected.push(sub.handle.clone());
+                                affected.push((sub.handle.clone(), false));
                             }
                         }
                     }
@@ -1675,8 +1688,8 @@ impl EventSink for Registry {
             for conn in recheck {
                 self.recheck_one(&conn, &event.scope, "channel_left");
             }
-            for conn in affected {
-                self.apply_effect(conn, effect);
+            for (conn, queued) in affected {
+                self.apply_effect(conn, effect, queued);
             }
         }
     }
@@ -1772,6 +1785,45 @@ mod tests {
         assert_eq!(std::iter::from_fn(|| outbox.try_pop()).count(), 2);
         registry.deliver(&event(13, None));
         assert!(outbox.try_pop().is_none(), "nothing after the leave");
+    }
+
+    /// A close that arrives while the user's scope catches up waits with its event, and
+    /// seals the connection's queue only once that event is queued: its
+    /// `credentials.revoked` still goes out, and nothing after it (found in review: the
+    /// seal came at once, and the release then dropped the event itself).
+    #[test]
+    fn a_close_held_by_a_catch_up_seals_the_queue_after_its_event() {
+        let (_rt, registry) = test_registry();
+        let (conn, outbox, _) = registry.register(7);
+        let scope = Scope::of("user", 7);
+        let mode = Admit::CatchUp {
+            keep_seen: true,
+            joined: None,
+        };
+        registry
+            .admit(&conn, &scope, None, mode, None)
+            .expect("admitted");
+        let close = Effect {
+            close: Some(crate::event::CloseSessions { credential: None }),
+            ..Effect::default()
+        };
+        let revoked =
+            crate::event::logged_event(&scope, 11, "credentials.revoked", "", Some(close));
+        registry.deliver(&revoked);
+        assert_eq!(conn.control.code(), Some(CloseCode::Unauthorized));
+        let replay = Replay {
+            start: Some(10),
+            events: Vec::new(),
+            claimed: false,
+        };
+        registry.release(&conn, &scope, replay);
+        let queued: Vec<_> = std::iter::from_fn(|| outbox.try_pop()).collect();
+        assert_eq!(queued.len(), 1, "the revocation went out");
+        assert_eq!(
+            outbox.push_reply(Utf8Bytes::from_static("after")),
+            Err(PushError::Closed),
+            "and nothing after it"
+        );
     }
 
     /// Every connection holds a few subscriptions for its whole life (its user scope
