@@ -993,3 +993,69 @@ async fn the_rust_client_runs_commands_registers_them_and_posts_slashes_literall
     alice.delete_command(ws, made.id).await.unwrap();
     assert!(alice.list_commands(ws).await.unwrap().is_empty());
 }
+
+/// A command's text is held to a message's limits: it goes on, whole, in its event
+/// (`args`) and its webhook delivery.
+#[tokio::test]
+async fn a_commands_text_is_held_to_a_messages_limits() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "ops", "public", &[&w.bob])
+        .await;
+    let (bot, _) = create_agent(&s, "deploy-bot", None).await;
+    s.add_member(&w.alice, w.ws, &bot, "member").await;
+    s.post(
+        &format!("/api/v1/workspaces/{}/commands", w.ws),
+        &w.alice.token,
+        json!({"name": "deploy", "target_user_id": bot.id}),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+    let mut bot_ws = s.connect(&bot.token).await;
+    let long = format!("/deploy {}", "a".repeat(20_000));
+    type_in(&s, &w.bob, ch, &long)
+        .await
+        .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    type_in(&s, &w.bob, ch, "/deploy \u{0}")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    // The first invocation the agent hears of is the one within the limits.
+    let mut bob_ws = s.connect(&w.bob.token).await;
+    run_ok(&s, &w.bob, &mut bob_ws, ch, "/deploy now").await;
+    let invoked = bot_ws.expect_event("command.invoked").await;
+    assert_eq!(invoked["data"]["args"], "now", "{invoked}");
+}
+
+/// A workspace holds at most `MAX_COMMANDS_PER_WORKSPACE` commands (any agent may
+/// register its own, and every member lists them all); deleting one makes room.
+#[tokio::test]
+async fn a_workspace_holds_a_bounded_number_of_commands() {
+    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    let w = s.world().await;
+    let commands = format!("/api/v1/workspaces/{}/commands", w.ws);
+    let register = |name: String| {
+        s.post(
+            &commands,
+            &w.alice.token,
+            json!({"name": name, "webhook_url": "http://127.0.0.1:9/hook"}),
+        )
+    };
+    let cap = chorus_chat::store::MAX_COMMANDS_PER_WORKSPACE;
+    let mut first = None;
+    for n in 0..cap {
+        let made = register(format!("c{n}"))
+            .await
+            .expect_status(StatusCode::CREATED);
+        first.get_or_insert(made.body["id"].as_i64().unwrap());
+    }
+    register("one-more".into())
+        .await
+        .expect_error(StatusCode::CONFLICT, "conflict");
+    s.delete(&format!("{commands}/{}", first.unwrap()), &w.alice.token)
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    register("one-more".into())
+        .await
+        .expect_status(StatusCode::CREATED);
+}

@@ -106,6 +106,9 @@ impl Chat {
         if !req.streaming {
             match parse(&req.text) {
                 Parsed::Command { name, args } => {
+                    // A command's text goes on in its event (`args`) and its webhook
+                    // delivery: the same limits as a message's.
+                    self.check_text(&req.text)?;
                     let (name, args) = (name.to_owned(), args.to_owned());
                     let result = self
                         .run_command(caller, channel_id, &name, &args, &req, idempotency_key)

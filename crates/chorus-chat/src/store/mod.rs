@@ -994,6 +994,10 @@ pub trait HealthStore: Send + Sync {
 
 // ---- Slash commands (issue 21) ------------------------------------------------------
 
+/// Commands registered in one workspace, at most (every member lists them all, and any
+/// agent may register its own): one more is refused (`Conflict`).
+pub const MAX_COMMANDS_PER_WORKSPACE: usize = 500;
+
 /// A slash command to register; exactly one of `target_user_id` and `webhook_url`.
 pub struct NewCommand {
     pub workspace_id: WorkspaceId,
@@ -1022,7 +1026,8 @@ pub trait CommandStore: Send + Sync {
     /// that can be invoked. One that cannot (the rule of
     /// [`invoke_command_logged`](Self::invoke_command_logged)) is replaced: it is listed
     /// nowhere, so its name would otherwise be taken for good. The returned command
-    /// carries no secret.
+    /// carries no secret. `Conflict` when the workspace holds
+    /// [`MAX_COMMANDS_PER_WORKSPACE`] (counted under the workspace's lock).
     async fn create_command(&self, new: NewCommand) -> Result<Option<Command>>;
     /// A workspace's commands that can be invoked now (the rule of
     /// [`invoke_command_logged`](Self::invoke_command_logged)), by name.

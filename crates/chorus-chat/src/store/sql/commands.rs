@@ -6,10 +6,12 @@ use async_trait::async_trait;
 use chorus_realtime::Publish;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
-use super::{Column, Dialect, RowsAffected, Sql, share_row};
-use crate::error::Result;
+use super::{Column, Dialect, RowsAffected, Sql, lock_row, share_row};
+use crate::error::{ChatError, Result};
 use crate::model::*;
-use crate::store::{CommandStore, Invocation, NewCommand, NewWebhookDelivery};
+use crate::store::{
+    CommandStore, Invocation, MAX_COMMANDS_PER_WORKSPACE, NewCommand, NewWebhookDelivery,
+};
 
 const COMMAND_COLUMNS: &str =
     "id, workspace_id, name, description, target_user_id, webhook_url, created_by, created_at";
@@ -70,6 +72,9 @@ where
 {
     async fn create_command(&self, new: NewCommand) -> Result<Option<Command>> {
         let mut tx = self.writer.begin().await?;
+        // Two registrations at once count one after the other (the workspace first, as
+        // every transaction that locks it takes it before its other rows).
+        lock_row::<DB>(&mut tx, "workspaces", new.workspace_id.0).await?;
         // A command of that name that can no longer be invoked is listed nowhere: it
         // gives its name up (its queued deliveries go with it).
         sqlx::query(&format!(
@@ -80,6 +85,15 @@ where
         .bind(&new.name)
         .execute(&mut *tx)
         .await?;
+        let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM commands WHERE workspace_id = $1")
+            .bind(new.workspace_id.0)
+            .fetch_one(&mut *tx)
+            .await?;
+        if usize::try_from(held).unwrap_or(usize::MAX) >= MAX_COMMANDS_PER_WORKSPACE {
+            return Err(ChatError::Conflict(format!(
+                "a workspace holds at most {MAX_COMMANDS_PER_WORKSPACE} commands: delete one first"
+            )));
+        }
         let row: Option<CommandRow> = sqlx::query_as(&format!(
             "INSERT INTO commands (workspace_id, name, description, target_user_id, webhook_url,
                                    webhook_secret, created_by, created_at)
