@@ -341,6 +341,30 @@ enum Action {
     LeaveOpen,
     LeaveHidden,
     LeaveOthersDm,
+    /// `GET …/presence`, `GET …/observers` of the workspace.
+    SeePresence,
+    SeeObservers,
+    /// `GET /channels/{open}` (public, only the creator in it).
+    GetOpen,
+    /// `GET /channels/{hidden}`, its `…/pins`, `…/on-duty`, `…/wake-list`.
+    GetHidden,
+    PinsHidden,
+    OnDutyHidden,
+    WakeListHidden,
+    /// Target sends in `hidden`; then `POST /channels/{hidden}/read` that message.
+    MarkReadHidden,
+    /// `POST /channels/{hidden}/messages {streaming: true}`.
+    OpenStreamHidden,
+    /// Target opens a streaming message in `pub`; then `POST …/append` / `…/complete`.
+    AppendOthers,
+    CompleteOthers,
+    /// The actor opens a streaming message in `pub` and aborts it: the first refusal's
+    /// status, else the abort's.
+    AbortOwn,
+    /// `POST …/dms` with target.
+    OpenDm,
+    /// `POST /workspaces`.
+    CreateWorkspace,
     /// `PATCH /channels/{pub}` name.
     RenamePublic,
     /// `POST /channels/{pub}/members` spare.
@@ -628,6 +652,103 @@ impl Action {
                 } else {
                     StatusCode::from_u16(LEFT_OUT).expect("a status")
                 }
+            }
+            SeePresence => {
+                call(
+                    Method::GET,
+                    format!("/api/v1/workspaces/{ws}/presence"),
+                    None,
+                )
+                .await
+            }
+            SeeObservers => {
+                call(
+                    Method::GET,
+                    format!("/api/v1/workspaces/{ws}/observers"),
+                    None,
+                )
+                .await
+            }
+            GetOpen => call(Method::GET, channel(fx.open), None).await,
+            GetHidden => call(Method::GET, channel(fx.hidden), None).await,
+            PinsHidden => call(Method::GET, format!("{}/pins", channel(fx.hidden)), None).await,
+            OnDutyHidden => {
+                call(Method::GET, format!("{}/on-duty", channel(fx.hidden)), None).await
+            }
+            WakeListHidden => {
+                call(
+                    Method::GET,
+                    format!("{}/wake-list", channel(fx.hidden)),
+                    None,
+                )
+                .await
+            }
+            MarkReadHidden => {
+                let sent = s.send(&p.target, fx.hidden, "in hidden").await;
+                let body = json!({"message_id": sent["id"]});
+                call(
+                    Method::POST,
+                    format!("{}/read", channel(fx.hidden)),
+                    Some(body),
+                )
+                .await
+            }
+            OpenStreamHidden => {
+                let body = json!({"text": "", "streaming": true});
+                call(
+                    Method::POST,
+                    format!("{}/messages", channel(fx.hidden)),
+                    Some(body),
+                )
+                .await
+            }
+            AppendOthers | CompleteOthers => {
+                let opened = s
+                    .post(
+                        &format!("{}/messages", channel(fx.public)),
+                        &p.target.token,
+                        json!({"text": "", "streaming": true}),
+                    )
+                    .await
+                    .expect_status(StatusCode::CREATED);
+                let id = opened.body["id"].as_i64().expect("the message's id");
+                let (path, body) = match self {
+                    AppendOthers => ("append", json!({"text": "mine now"})),
+                    _ => ("complete", json!({"text": "mine now"})),
+                };
+                call(
+                    Method::POST,
+                    format!("/api/v1/messages/{id}/{path}"),
+                    Some(body),
+                )
+                .await
+            }
+            AbortOwn => {
+                let opened = s
+                    .post(
+                        &format!("{}/messages", channel(fx.public)),
+                        &by.token,
+                        json!({"text": "", "streaming": true}),
+                    )
+                    .await;
+                let Some(id) = opened.body["id"].as_i64() else {
+                    return opened.status;
+                };
+                let path = format!("/api/v1/messages/{id}/abort");
+                call(Method::POST, path, Some(json!({}))).await
+            }
+            OpenDm => {
+                let body = json!({"user_ids": [p.target.id]});
+                call(
+                    Method::POST,
+                    format!("/api/v1/workspaces/{ws}/dms"),
+                    Some(body),
+                )
+                .await
+            }
+            CreateWorkspace => {
+                let body = json!({"name": "elsewhere"});
+                call(Method::POST, "/api/v1/workspaces".to_owned(), Some(body)).await
             }
             LeaveOpen => call(Method::POST, format!("{}/leave", channel(fx.open)), None).await,
             LeaveHidden => call(Method::POST, format!("{}/leave", channel(fx.hidden)), None).await,
@@ -1222,6 +1343,135 @@ const TABLE: &[(Action, &[(Actor, u16)])] = &[
             (Bystander, DENIED),
             (Target, BAD),
             (Outsider, UNKNOWN),
+        ],
+    ),
+    // Reading the workspace and a channel (the rows above read messages).
+    (
+        SeePresence,
+        &[
+            (ServerAdmin, OK),
+            (Owner, OK),
+            (Member, OK),
+            (Guest, OK),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        SeeObservers,
+        &[
+            (ServerAdmin, OK),
+            (Admin, OK),
+            (Member, OK),
+            (Guest, OK),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        GetOpen,
+        &[
+            (Member, OK),
+            (Bystander, OK),
+            (Guest, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        GetHidden,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, DENIED),
+            (Admin, DENIED),
+            (Member, DENIED),
+            (Target, OK),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        PinsHidden,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, DENIED),
+            (Guest, DENIED),
+            (Target, OK),
+        ],
+    ),
+    (
+        OnDutyHidden,
+        &[(Owner, DENIED), (Admin, DENIED), (Target, OK)],
+    ),
+    (
+        WakeListHidden,
+        &[(Owner, DENIED), (Admin, DENIED), (Target, OK)],
+    ),
+    (
+        MarkReadHidden,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, DENIED),
+            (Member, DENIED),
+            (Target, OK),
+        ],
+    ),
+    // Streaming messages.
+    (
+        OpenStreamHidden,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, DENIED),
+            (Admin, DENIED),
+            (Target, CREATED),
+        ],
+    ),
+    (
+        AppendOthers,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, DENIED),
+            (Admin, DENIED),
+            (Creator, DENIED),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        CompleteOthers,
+        &[
+            (Owner, DENIED),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        AbortOwn,
+        &[
+            (Owner, DENIED),
+            (Member, OK),
+            (Guest, OK),
+            (Creator, OK),
+            (Target, OK),
+            (Bystander, DENIED),
+        ],
+    ),
+    // Opening a DM, creating a workspace.
+    (
+        OpenDm,
+        &[
+            (ServerAdmin, CREATED),
+            (Owner, CREATED),
+            (Member, CREATED),
+            (Guest, CREATED),
+            (Outsider, UNKNOWN),
+        ],
+    ),
+    (
+        CreateWorkspace,
+        &[
+            (ServerAdmin, CREATED),
+            (Member, CREATED),
+            (Guest, CREATED),
+            (Outsider, CREATED),
         ],
     ),
     // Public channels.

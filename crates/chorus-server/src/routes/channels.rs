@@ -101,7 +101,8 @@ async fn join_channel(
 
 /// Leave a channel.
 #[utoipa::path(post, path = "/api/v1/channels/{id}/leave", tag = "channels",
-    params(("id" = i64, Path)), responses((status = 204), (status = 400, body = ErrorBody)))]
+    params(("id" = i64, Path)), responses((status = 204), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn leave_channel(
     State(state): State<AppState>,
     Caller(caller): Caller,
