@@ -393,26 +393,34 @@ async fn the_servers_own_agents_are_not_counted_per_address() {
         .await
         .expect_status(StatusCode::OK);
 
-    // A wrong value: counted, and the address is then refused without one...
+    // A wrong value: counted, and the address is then refused without one... (Bounded
+    // loops, not exact counts: a loaded machine may refill a token between requests.)
     let wrong = "0".repeat(secret.len());
-    for n in 0..3 {
-        me_as(&s, &format!("wrong-{n}"), Some(&wrong))
-            .await
-            .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let mut refused = None;
+    for n in 0..8 {
+        let answer = me_as(&s, &format!("wrong-{n}"), Some(&wrong)).await;
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(answer);
+            break;
+        }
+        answer.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    assert_limited(&me_as(&s, "wrong-3", Some(&wrong)).await);
+    assert_limited(&refused.expect("the address is refused past its burst"));
     assert_limited(&me_as(&s, &alice.token, None).await);
-    // ...but not with the secret: the token is still tried, and its user counted (the
-    // rest of alice's burst of three).
+    // ...but not with the secret: the token is still tried, and its user counted.
     me_as(&s, "guess-6", internal)
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
-    for _ in 0..2 {
-        me_as(&s, &alice.token, internal)
-            .await
-            .expect_status(StatusCode::OK);
+    let mut over = None;
+    for _ in 0..8 {
+        let answer = me_as(&s, &alice.token, internal).await;
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            over = Some(answer);
+            break;
+        }
+        answer.expect_status(StatusCode::OK);
     }
-    let over = me_as(&s, &alice.token, internal).await;
+    let over = over.expect("alice's own limit still applies with the secret");
     assert_limited(&over);
     assert!(over.text.contains("this user"), "{}", over.text);
 }

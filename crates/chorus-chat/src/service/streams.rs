@@ -797,6 +797,8 @@ impl Chat {
             .end_stream_logged(stream.id, to, text.as_deref(), tail, events)
             .await;
         match &ended {
+            // The author left since the service's check: the caller ends it otherwise.
+            Err(ChatError::Forbidden(_)) => drop(ending),
             Err(err) => {
                 tracing::warn!(message = %stream.id, cause = %err, "stream end not written; open again");
                 drop(ending);
