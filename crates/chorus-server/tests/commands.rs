@@ -1059,3 +1059,51 @@ async fn a_workspace_holds_a_bounded_number_of_commands() {
         .await
         .expect_status(StatusCode::CREATED);
 }
+
+/// A command is a message to its agent for the channel's loop guard: agents invoking
+/// commands at each other hold the channel as their messages would, and while it is
+/// held a command wakes nobody (its agent observes it); a person's command releases it.
+#[tokio::test]
+async fn commands_count_for_the_loop_guard() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let (caller, _) = create_agent(&s, "caller-bot", None).await;
+    let (pinged, _) = create_agent(&s, "pinged-bot", None).await;
+    for bot in [&caller, &pinged] {
+        s.add_member(&w.alice, w.ws, bot, "member").await;
+    }
+    let ch = s
+        .post(
+            &format!("/api/v1/workspaces/{}/channels", w.ws),
+            &w.alice.token,
+            json!({"name": "bots", "kind": "public", "member_ids": [w.bob.id, caller.id],
+                   "loop_guard_run": 2}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    s.post(
+        &format!("/api/v1/workspaces/{}/commands", w.ws),
+        &w.alice.token,
+        json!({"name": "ping", "target_user_id": pinged.id}),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+    let mut pinged_ws = s.connect(&pinged.token).await;
+    let mut bob_ws = s.connect(&w.bob.token).await;
+    let mut wakes = Vec::new();
+    for by in [&caller, &caller, &w.bob] {
+        type_in(&s, by, ch, "/ping")
+            .await
+            .expect_status(StatusCode::OK);
+        let invoked = pinged_ws.expect_event("command.invoked").await;
+        wakes.push(invoked["wake"].clone());
+    }
+    assert_eq!(wakes, [json!(true), json!(false), json!(true)]);
+    let held = bob_ws.expect_event("channel.loop_guard").await;
+    assert_eq!(held["data"]["state"], "held", "{held}");
+    let released = bob_ws.expect_event("channel.loop_guard").await;
+    assert_eq!(released["data"]["state"], "released", "{released}");
+}

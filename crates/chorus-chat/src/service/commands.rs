@@ -286,9 +286,21 @@ impl Chat {
             thread_id,
             user_id: caller.id,
         };
+        // A command is a message to whom it acts for: it counts for the channel's loop
+        // guard as one (an agent's, or a person's, which releases the channel), and
+        // while the guard holds the channel it wakes nobody — its agent observes it
+        // (`wake: false`, no webhook), a `webhook_url` command is not sent.
+        let (quiet, guard_change) = self.count_for_loop_guard(&channel, caller.kind);
         let due = self.now();
         let scope = channel_scope(ch);
-        let (invocation, answer) = if let Some(url) = &command.webhook_url {
+        let (invocation, answer) = if quiet && command.webhook_url.is_some() {
+            (
+                Invocation::default(),
+                format!(
+                    "/{name} not sent: the channel's loop guard holds its agents until a person writes"
+                ),
+            )
+        } else if let Some(url) = &command.webhook_url {
             let deliveries = event_webhooks(
                 "command.invoked",
                 &event.id,
@@ -308,9 +320,10 @@ impl Chat {
                 None => None,
             };
             let target = target.ok_or_else(|| not_found(format!("/{name} has no agent")))?;
+            let mark = if quiet { Mark::Observe } else { Mark::Wake };
             let marks = Marks {
                 default: Mark::Observe,
-                users: [(target.id.0, Mark::Wake)].into_iter().collect(),
+                users: [(target.id.0, mark)].into_iter().collect(),
             };
             let publish =
                 Publish::new(user_scope(target.id), "command.invoked", &event).with_marks(marks);
@@ -318,7 +331,11 @@ impl Chat {
                 id: target.id,
                 webhook_url: target.webhook_url.clone(),
             };
-            let targets = self.unconnected_webhooks(std::iter::once(&agent)).await;
+            let targets = if quiet {
+                Vec::new()
+            } else {
+                self.unconnected_webhooks(std::iter::once(&agent)).await
+            };
             let invocation = Invocation {
                 outbox: Outbox {
                     events: vec![publish],
@@ -366,6 +383,9 @@ impl Chat {
         self.emit_logged(logged).await;
         if queues_webhooks {
             self.webhooks.notify_one();
+        }
+        if let Some(change) = guard_change {
+            self.loop_guard_changed(&channel, change).await;
         }
         Ok((answer, None))
     }
