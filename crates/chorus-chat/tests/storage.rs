@@ -19,10 +19,10 @@ use chorus_chat::error::ChatError;
 use chorus_chat::model::*;
 use chorus_chat::service::OpenDm;
 use chorus_chat::store::{
-    Acting, AttemptOutcome, ChannelPatch, CreatedChannel, DEACTIVATED_WEBHOOK, DeliveryList,
-    MessageQuery, NO_WEBHOOK, NewChannel, NewMessage, NewSignInCode, NewToken, NewTurns, NewUser,
-    NewWebhookDelivery, Outbox, PgStore, Redemption, SqliteStore, Store, TokenOwner, events_only,
-    no_events,
+    Acting, AttemptOutcome, ChannelPatch, ClaimLimits, CreatedChannel, DEACTIVATED_WEBHOOK,
+    DeliveryList, MessageQuery, NO_WEBHOOK, NewChannel, NewMessage, NewSignInCode, NewToken,
+    NewTurns, NewUser, NewWebhookDelivery, Outbox, PgStore, Redemption, SqliteStore, Store,
+    TokenOwner, events_only, no_events,
 };
 use chorus_chat::testing::ScratchDatabase;
 use chorus_chat::{Chat, ChatConfig};
@@ -148,6 +148,7 @@ fn main() -> ExitCode {
         round_robin_turns_compare_and_set,
         turns_raced_by_many_writers_advance_once_each,
         webhook_queue_claims_records_and_lists,
+        a_webhook_claim_shares_its_slots_between_users,
         webhook_claims_never_overlap,
         server_keys_are_found_by_hash_listed_and_deleted,
     ) {
@@ -659,7 +660,11 @@ async fn deactivated_agents_are_not_rotated_or_sent_webhooks(store: Arc<dyn Stor
     let kept = store.webhook_deliveries(on.id, 10).await.unwrap();
     assert_eq!(kept[0].status, WebhookStatus::Pending);
     let due = store
-        .claim_due_webhooks(Timestamp(now), Timestamp(now + 5_000), 10)
+        .claim_due_webhooks(
+            Timestamp(now),
+            Timestamp(now + 5_000),
+            &ClaimLimits::total(10),
+        )
         .await
         .unwrap();
     assert_eq!(due.iter().map(|d| d.user_id).collect::<Vec<_>>(), [on.id]);
@@ -671,7 +676,11 @@ async fn deactivated_agents_are_not_rotated_or_sent_webhooks(store: Arc<dyn Stor
         .await
         .unwrap();
     let due = store
-        .claim_due_webhooks(Timestamp(now + 6_000), Timestamp(now + 11_000), 10)
+        .claim_due_webhooks(
+            Timestamp(now + 6_000),
+            Timestamp(now + 11_000),
+            &ClaimLimits::total(10),
+        )
         .await
         .unwrap();
     assert_eq!(due.iter().map(|d| d.user_id).collect::<Vec<_>>(), [on.id]);
@@ -711,7 +720,11 @@ async fn deactivated_agents_are_not_rotated_or_sent_webhooks(store: Arc<dyn Stor
     assert_eq!(attempts, [2], "the attempt is recorded");
     assert!(
         store
-            .claim_due_webhooks(Timestamp(now + 20_000), Timestamp(now + 25_000), 10)
+            .claim_due_webhooks(
+                Timestamp(now + 20_000),
+                Timestamp(now + 25_000),
+                &ClaimLimits::total(10)
+            )
             .await
             .unwrap()
             .is_empty()
@@ -2457,7 +2470,7 @@ async fn batched_and_other_inserts_interleave_with_their_events(store: Arc<dyn S
     );
     assert_eq!(offsets.last(), Some(&head));
     let queued = store
-        .claim_due_webhooks(Timestamp(1), Timestamp(2), 1_000)
+        .claim_due_webhooks(Timestamp(1), Timestamp(2), &ClaimLimits::total(1_000))
         .await
         .unwrap();
     let mut expected: Vec<(String, String)> = sent
@@ -3607,6 +3620,58 @@ fn delivery(user: UserId, event: &str, due: i64) -> NewWebhookDelivery {
     }
 }
 
+/// A claim takes at most `per_user` of one user's due deliveries (the oldest first) and
+/// none of a `busy` user's, so one receiver's backlog does not fill the worker's slots.
+async fn a_webhook_claim_shares_its_slots_between_users(store: Arc<dyn Store>) {
+    let slow = agent(&store, "slow", Some("http://127.0.0.1:9/h")).await;
+    let quick = agent(&store, "quick", Some("http://127.0.0.1:9/h")).await;
+    let now = Clock::system().now_ms();
+    for (n, user) in [slow.id, slow.id, slow.id, quick.id]
+        .into_iter()
+        .enumerate()
+    {
+        let due = now - 100 + n as i64;
+        assert!(
+            store
+                .enqueue_webhook(delivery(user, &format!("e{n}"), due))
+                .await
+                .unwrap()
+        );
+    }
+    let claim = |at: i64, per_user: u32, busy: Vec<UserId>| {
+        let store = store.clone();
+        async move {
+            let limits = ClaimLimits {
+                total: 10,
+                per_user,
+                busy,
+            };
+            let claimed = store
+                .claim_due_webhooks(Timestamp(at), Timestamp(at + 5_000), &limits)
+                .await
+                .unwrap();
+            let mut events: Vec<String> = claimed.into_iter().map(|d| d.event_id).collect();
+            events.sort();
+            events
+        }
+    };
+    assert_eq!(
+        claim(now, 1, Vec::new()).await,
+        ["e0", "e3"],
+        "one each, oldest first"
+    );
+    assert!(
+        claim(now, 1, vec![slow.id]).await.is_empty(),
+        "a busy user's wait; the other has none due"
+    );
+    assert_eq!(claim(now, 2, Vec::new()).await, ["e1", "e2"]);
+    // Leased: due again once the lease ends, all at once without limits.
+    assert_eq!(
+        claim(now + 6_000, 10, Vec::new()).await,
+        ["e0", "e1", "e2", "e3"]
+    );
+}
+
 async fn webhook_queue_claims_records_and_lists(store: Arc<dyn Store>) {
     let bot = agent(&store, "bot", Some("http://127.0.0.1:9/h")).await;
     let now = Clock::system().now_ms();
@@ -3636,7 +3701,11 @@ async fn webhook_queue_claims_records_and_lists(store: Arc<dyn Store>) {
 
     // Only what is due, leased until the given time.
     let claimed = store
-        .claim_due_webhooks(Timestamp(now), Timestamp(now + 5_000), 10)
+        .claim_due_webhooks(
+            Timestamp(now),
+            Timestamp(now + 5_000),
+            &ClaimLimits::total(10),
+        )
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
@@ -3646,7 +3715,11 @@ async fn webhook_queue_claims_records_and_lists(store: Arc<dyn Store>) {
     assert_eq!(due.body, r#"{"id":"e1"}"#);
     assert!(
         store
-            .claim_due_webhooks(Timestamp(now + 1), Timestamp(now + 5_000), 10)
+            .claim_due_webhooks(
+                Timestamp(now + 1),
+                Timestamp(now + 5_000),
+                &ClaimLimits::total(10)
+            )
             .await
             .unwrap()
             .is_empty(),
@@ -3669,7 +3742,11 @@ async fn webhook_queue_claims_records_and_lists(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let again = store
-        .claim_due_webhooks(Timestamp(now + 10), Timestamp(now + 20), 10)
+        .claim_due_webhooks(
+            Timestamp(now + 10),
+            Timestamp(now + 20),
+            &ClaimLimits::total(10),
+        )
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
@@ -3684,7 +3761,11 @@ async fn webhook_queue_claims_records_and_lists(store: Arc<dyn Store>) {
         .unwrap();
     assert!(
         store
-            .claim_due_webhooks(Timestamp(now + 100_000), Timestamp(now + 200_000), 10)
+            .claim_due_webhooks(
+                Timestamp(now + 100_000),
+                Timestamp(now + 200_000),
+                &ClaimLimits::total(10)
+            )
             .await
             .unwrap()
             .iter()
@@ -3718,7 +3799,11 @@ async fn webhook_queue_claims_records_and_lists(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let moved = store
-        .claim_due_webhooks(Timestamp(now + 200_000), Timestamp(now + 205_000), 10)
+        .claim_due_webhooks(
+            Timestamp(now + 200_000),
+            Timestamp(now + 205_000),
+            &ClaimLimits::total(10),
+        )
         .await
         .unwrap();
     let moved: Vec<(&str, &str, Option<&str>)> = moved
@@ -3743,7 +3828,11 @@ async fn webhook_queue_claims_records_and_lists(store: Arc<dyn Store>) {
     store.set_webhook(bot.id, None, None).await.unwrap();
     assert!(
         store
-            .claim_due_webhooks(Timestamp(now + 210_000), Timestamp(now + 215_000), 10)
+            .claim_due_webhooks(
+                Timestamp(now + 210_000),
+                Timestamp(now + 215_000),
+                &ClaimLimits::total(10)
+            )
             .await
             .unwrap()
             .is_empty()
@@ -3771,7 +3860,11 @@ async fn webhook_claims_never_overlap(store: Arc<dyn Store>) {
                 let mut mine = Vec::new();
                 loop {
                     let batch = store
-                        .claim_due_webhooks(Timestamp(now), Timestamp(now + 60_000), 3)
+                        .claim_due_webhooks(
+                            Timestamp(now),
+                            Timestamp(now + 60_000),
+                            &ClaimLimits::total(3),
+                        )
                         .await
                         .unwrap();
                     if batch.is_empty() {

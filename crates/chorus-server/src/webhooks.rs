@@ -17,18 +17,19 @@
 
 pub mod target;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use chorus_chat::Chat;
-use chorus_chat::model::{Timestamp, WebhookAttempt};
-use chorus_chat::store::{AttemptOutcome, DueWebhook};
+use chorus_chat::model::{Timestamp, UserId, WebhookAttempt};
+use chorus_chat::store::{AttemptOutcome, ClaimLimits, DueWebhook};
 use chorus_realtime::Clock;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::task::JoinSet;
+use tokio::task::{self, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use self::target::{CheckedResolver, Refused, TargetPolicy};
@@ -192,7 +193,11 @@ pub async fn run(
     };
     let signal = chat.webhook_signal();
     let concurrency = config.concurrency.max(1);
+    let share = user_share(concurrency);
     let mut in_flight = JoinSet::new();
+    // Whose attempt each task is, and how many each user has in flight.
+    let mut owners: HashMap<task::Id, UserId> = HashMap::new();
+    let mut busy: HashMap<UserId, usize> = HashMap::new();
     // The lease outlasts an attempt, so a running attempt is never claimed twice.
     let lease = config.timeout + Duration::from_secs(5);
     loop {
@@ -201,21 +206,38 @@ pub async fn run(
         }
         let room = concurrency.saturating_sub(in_flight.len());
         let mut store_failed = false;
+        let mut held_back = false;
         let now = chat.now();
         if room > 0 {
+            // One delivery a user a claim, none for a user whose attempts fill its share
+            // of the slots: a receiver that never answers holds each slot for the whole
+            // timeout, and must not keep everyone else's deliveries waiting.
+            let limits = ClaimLimits {
+                total: room as u32,
+                per_user: 1,
+                busy: busy
+                    .iter()
+                    .filter(|&(_, &n)| n >= share)
+                    .map(|(&user, _)| user)
+                    .collect(),
+            };
             let claimed = chat
-                .claim_due_webhooks(now, later(now, lease), room as u32)
+                .claim_due_webhooks(now, later(now, lease), &limits)
                 .await;
             match claimed {
                 Ok(due) => {
+                    held_back = due.is_empty() && !limits.busy.is_empty();
                     for delivery in due {
-                        in_flight.spawn(attempt(
+                        let user = delivery.user_id;
+                        *busy.entry(user).or_default() += 1;
+                        let task = in_flight.spawn(attempt(
                             clients.clone(),
                             chat.clone(),
                             config.clone(),
                             metrics.clone(),
                             delivery,
                         ));
+                        owners.insert(task.id(), user);
                     }
                 }
                 Err(err) => {
@@ -226,10 +248,11 @@ pub async fn run(
         }
         // Sleep until the next due delivery (at most a minute, in case the store was
         // unavailable), a new one is queued, an attempt ends, or shutdown. With every
-        // slot busy, only an attempt's end makes room: due rows wait in the store.
+        // slot busy, only an attempt's end makes room: due rows wait in the store. With
+        // only the deliveries of users at their share due, so does any of theirs.
         let wait = if in_flight.len() >= concurrency {
             Duration::from_secs(60)
-        } else if store_failed {
+        } else if store_failed || held_back {
             Duration::from_secs(1)
         } else {
             match chat.next_webhook_due().await {
@@ -241,11 +264,31 @@ pub async fn run(
         tokio::select! {
             _ = signal.notified() => {}
             _ = tokio::time::sleep(wait) => {}
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(err) => err.id(),
+                };
+                if let Some(user) = owners.remove(&id)
+                    && let Some(n) = busy.get_mut(&user)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        busy.remove(&user);
+                    }
+                }
+            }
             () = stop.cancelled() => break,
         }
     }
     in_flight.shutdown().await;
+}
+
+/// How many of the worker's `concurrency` slots one user's attempts may hold at once: a
+/// quarter (at least one), so a receiver that never answers slows its own deliveries,
+/// and three more such receivers are needed before anyone else's wait for a slot.
+fn user_share(concurrency: usize) -> usize {
+    (concurrency / 4).max(1)
 }
 
 fn later(t: Timestamp, by: Duration) -> Timestamp {

@@ -1128,3 +1128,38 @@ async fn an_agent_removed_while_woken_gets_no_webhook_of_later_messages() {
         late.len()
     );
 }
+
+/// A receiver that never answers holds at most its share of the webhook worker's slots
+/// (a quarter): another agent's deliveries keep going out while every attempt to it
+/// hangs. (Before, the oldest due rows were claimed whoever they were for, and the
+/// hanging receiver's attempts took every slot in turn.)
+#[tokio::test]
+async fn a_receiver_that_never_answers_does_not_hold_up_other_agents_webhooks() {
+    let (addr, receiver, release) = Receiver::start(&[]).await;
+    let s = TestServer::start_with(|c| {
+        c.webhook_concurrency = 4;
+        c.webhook_timeout_ms = 60_000;
+    })
+    .await;
+    let w = s.world().await;
+    let (stuck, _) = create_agent(&s, "stuck-bot", Some(&format!("http://{addr}/hook/hang"))).await;
+    let (quick, _) =
+        create_agent(&s, "quick-bot", Some(&format!("http://{addr}/hook/quick"))).await;
+    for bot in [&stuck, &quick] {
+        s.add_member(&w.alice, w.ws, bot, "member").await;
+    }
+    let ch = s
+        .create_channel(&w.alice, w.ws, "general", "public", &[&stuck, &quick])
+        .await;
+    // Each message wakes both (policy `all`), and neither holds a connection.
+    for n in 0..6 {
+        s.send(&w.alice, ch, &format!("anyone? {n}")).await;
+    }
+    let delivered = receiver.wait_for("quick", 6).await;
+    assert_eq!(delivered.len(), 6);
+    assert!(
+        receiver.hits("hang").len() <= 1,
+        "one slot for the hanging receiver"
+    );
+    release.send(true).unwrap();
+}

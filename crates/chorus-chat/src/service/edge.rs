@@ -7,7 +7,7 @@
 use crate::error::Result;
 use crate::model::{Timestamp, User, UserId, WebhookAttempt};
 use crate::service::Chat;
-use crate::store::{AttemptOutcome, DueWebhook};
+use crate::store::{AttemptOutcome, ClaimLimits, DueWebhook};
 
 impl Chat {
     /// Deletes the event log's events outside every scope's retention window: older
@@ -40,16 +40,18 @@ impl Chat {
         self.store.user(id).await
     }
 
-    /// Pending webhook deliveries due at `now`, at most `limit`, each leased until
+    /// Pending webhook deliveries due at `now`, as `limits` say, each leased until
     /// `lease_until` (a crashed attempt is retried after it; a running one is not
     /// claimed twice).
     pub async fn claim_due_webhooks(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
-        limit: u32,
+        limits: &ClaimLimits,
     ) -> Result<Vec<DueWebhook>> {
-        self.store.claim_due_webhooks(now, lease_until, limit).await
+        self.store
+            .claim_due_webhooks(now, lease_until, limits)
+            .await
     }
 
     /// When the earliest pending webhook delivery is due.

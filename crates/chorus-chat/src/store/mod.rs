@@ -827,6 +827,29 @@ pub const DEACTIVATED_WEBHOOK: &str = "the agent was deactivated";
 /// Why a delivery whose agent no longer has a webhook was given up.
 pub const NO_WEBHOOK: &str = "the agent's webhook was removed";
 
+/// How many due deliveries one claim takes ([`AgentStore::claim_due_webhooks`]): at most
+/// `total`, at most `per_user` of one user's (the oldest due first), none of the `busy`
+/// users'. The worker takes one per user a claim and skips the users whose attempts fill
+/// their share of its slots, so one receiver that never answers (each attempt holds a
+/// slot for the whole timeout) cannot keep everyone else's deliveries waiting.
+#[derive(Debug, Clone)]
+pub struct ClaimLimits {
+    pub total: u32,
+    pub per_user: u32,
+    pub busy: Vec<UserId>,
+}
+
+impl ClaimLimits {
+    /// At most `total`, whoever they are for.
+    pub fn total(total: u32) -> Self {
+        Self {
+            total,
+            per_user: total,
+            busy: Vec::new(),
+        }
+    }
+}
+
 /// A delivery claimed for an attempt (see [`AgentStore::claim_due_webhooks`]).
 #[derive(Debug, Clone)]
 pub struct DueWebhook {
@@ -890,7 +913,7 @@ pub trait AgentStore: Send + Sync {
     /// Queues a delivery; `false` when this event is already queued (or delivered) for
     /// this agent.
     async fn enqueue_webhook(&self, new: NewWebhookDelivery) -> Result<bool>;
-    /// Pending deliveries due at `now`, at most `limit`, each leased until `lease_until`
+    /// Pending deliveries due at `now`, as `limits` say, each leased until `lease_until`
     /// (not due again before then, so a crashed attempt is retried but a running one is
     /// not claimed twice). A due delivery of a user deactivated now is given up
     /// ([`DEACTIVATED_WEBHOOK`]) instead, whenever it was queued; an agent's goes to its
@@ -900,7 +923,7 @@ pub trait AgentStore: Send + Sync {
         &self,
         now: Timestamp,
         lease_until: Timestamp,
-        limit: u32,
+        limits: &ClaimLimits,
     ) -> Result<Vec<DueWebhook>>;
     /// When the earliest pending delivery is due.
     async fn next_webhook_due(&self) -> Result<Option<Timestamp>>;

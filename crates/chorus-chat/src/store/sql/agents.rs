@@ -15,8 +15,8 @@ use crate::model::*;
 use crate::store::rows::UserRow;
 use crate::store::rows::parse;
 use crate::store::{
-    AgentMember, AgentStore, AttemptOutcome, DEACTIVATED_WEBHOOK, DeliveryList, DueWebhook, Events,
-    NO_WEBHOOK, NewWebhookDelivery,
+    AgentMember, AgentStore, AttemptOutcome, ClaimLimits, DEACTIVATED_WEBHOOK, DeliveryList,
+    DueWebhook, Events, NO_WEBHOOK, NewWebhookDelivery,
 };
 
 /// A delivery's user as they are now: webhook URL, secret, deactivated.
@@ -261,25 +261,48 @@ where
         &self,
         now: Timestamp,
         lease_until: Timestamp,
-        limit: u32,
+        limits: &ClaimLimits,
     ) -> Result<Vec<DueWebhook>> {
         // One statement (a read-then-write transaction could lose its snapshot to another
         // writer), and rows another node is claiming right now are skipped rather than
-        // waited for.
-        let rows: Vec<(i64, i64, String, String, String, i64, Option<i64>)> =
-            sqlx::query_as(&format!(
-                "UPDATE webhook_deliveries SET next_attempt_at = $1
-             WHERE id IN (SELECT id FROM webhook_deliveries
-                          WHERE status = 'pending' AND next_attempt_at <= $2
-                          ORDER BY next_attempt_at, id LIMIT $3 {skip_locked})
+        // waited for (the lock is taken a level above the ranking: PostgreSQL locks no
+        // rows of a window function's query). The due condition is asked again of each
+        // row updated, so a row another node leased meanwhile is not taken twice.
+        let busy = if limits.busy.is_empty() {
+            String::new()
+        } else {
+            // $5, $6…: a handful at most (the worker's slots).
+            let list: Vec<String> = (0..limits.busy.len())
+                .map(|i| format!("${}", 5 + i))
+                .collect();
+            format!("AND user_id NOT IN ({})", list.join(", "))
+        };
+        let sql = format!(
+            "UPDATE webhook_deliveries SET next_attempt_at = $1
+             WHERE status = 'pending' AND next_attempt_at <= $2 AND id IN (
+                 SELECT d.id FROM webhook_deliveries d WHERE d.id IN (
+                     SELECT id FROM (
+                         SELECT id, next_attempt_at, ROW_NUMBER() OVER
+                                (PARTITION BY user_id ORDER BY next_attempt_at, id) AS nth
+                         FROM webhook_deliveries
+                         WHERE status = 'pending' AND next_attempt_at <= $2 {busy}
+                     ) ranked
+                     WHERE nth <= $4 ORDER BY next_attempt_at, id LIMIT $3)
+                 {skip_locked})
              RETURNING id, user_id, event_id, url, body, attempts, command_id",
-                skip_locked = DB::SKIP_LOCKED,
-            ))
-            .bind(lease_until.0)
-            .bind(now.0)
-            .bind(i64::from(limit))
-            .fetch_all(&self.writer)
-            .await?;
+            skip_locked = DB::SKIP_LOCKED,
+        );
+        let mut claim =
+            sqlx::query_as::<_, (i64, i64, String, String, String, i64, Option<i64>)>(&sql)
+                .persistent(limits.busy.is_empty())
+                .bind(lease_until.0)
+                .bind(now.0)
+                .bind(i64::from(limits.total))
+                .bind(i64::from(limits.per_user));
+        for user in &limits.busy {
+            claim = claim.bind(user.0);
+        }
+        let rows = claim.fetch_all(&self.writer).await?;
         // Whom each delivery is for, as they are now (one read a user): a deactivated
         // user gets nothing, whenever the delivery was queued (a message whose send read
         // the agents just before the deactivation queues it after the deactivation gave
