@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
@@ -30,6 +30,9 @@ use crate::{Clock, Metrics, Roles, Scope, UserKey};
 
 pub type ConnId = u64;
 
+/// [`Control`]'s credential when the connection was opened with none known.
+const NO_CREDENTIAL: i64 = i64::MIN;
+
 /// Signals a connection's task: close with a given code (the first code wins), or
 /// there is subscription [`Work`] to do. One `Notify` for both keeps an idle
 /// connection small; the task looks at [`code`](Self::code) to tell them apart.
@@ -42,6 +45,10 @@ pub struct Control {
     work: Mutex<Option<Box<Work>>>,
     /// The roles the connection's credential carries (see [`crate::Roles`]).
     roles: Mutex<Roles>,
+    /// The application's id of the credential that opened (or refreshed) the
+    /// connection, [`NO_CREDENTIAL`] for none: a close effect for that credential
+    /// closes it ([`Effect::close`]).
+    credential: AtomicI64,
     /// The connection's id for clients (`hello`'s `session_id`; who subscribed in
     /// [`SubscriptionWatch`] reports): random, unique across nodes and restarts.
     session_id: Box<str>,
@@ -76,6 +83,15 @@ impl Control {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether a close effect for `close` ends this connection: every connection of
+    /// the user, or those opened with its credential.
+    pub fn closed_by(&self, close: &crate::event::CloseSessions) -> bool {
+        match close.credential {
+            None => true,
+            Some(id) => self.credential.load(Ordering::Acquire) == id,
+        }
     }
 
     /// The roles the connection's credential carries now.
@@ -521,9 +537,6 @@ struct ConnEntry {
     revoked_floor: u64,
     /// The epoch of the latest re-check.
     rechecked: u64,
-    /// The application's id of the credential that opened the connection (see
-    /// [`Effect::close`](crate::Effect::close)).
-    credential: Option<i64>,
 }
 
 impl ConnEntry {
@@ -774,6 +787,7 @@ impl Registry {
             outbox: outbox.clone(),
             control: Arc::new(Control {
                 session_id: format!("{:032x}", rand::random::<u128>()).into_boxed_str(),
+                credential: AtomicI64::new(NO_CREDENTIAL),
                 ..Control::default()
             }),
         };
@@ -787,7 +801,6 @@ impl Registry {
                 revoked: HashMap::new(),
                 revoked_floor: 0,
                 rechecked: 0,
-                credential: None,
             },
         );
         let user_conns = index.users.entry(user).or_default();
@@ -832,8 +845,12 @@ impl Registry {
 
     /// Records the credential a connection was opened (or refreshed) with.
     pub fn set_credential(&self, conn: ConnId, credential: Option<i64>) {
-        if let Some(entry) = lock(&self.index).conns.get_mut(&conn) {
-            entry.credential = credential;
+        if let Some(entry) = lock(&self.index).conns.get(&conn) {
+            entry
+                .handle
+                .control
+                .credential
+                .store(credential.unwrap_or(NO_CREDENTIAL), Ordering::Release);
         }
     }
 
@@ -1158,6 +1175,15 @@ impl Registry {
                         ..Effect::default()
                     });
                 }
+                // A close of this connection is its last frame: nothing of the run
+                // after it is queued.
+                if effect
+                    .close
+                    .as_ref()
+                    .is_some_and(|close| sub.handle.control.closed_by(close))
+                {
+                    break;
+                }
             }
         }
         // What was queued before stays seen, so a later catch-up does not queue it again
@@ -1372,22 +1398,18 @@ impl Registry {
     /// it is in the connection's queue (not waiting in a catching-up subscription's
     /// pending events, whose release applies it again once it is queued).
     fn apply_effect(&self, conn: ConnHandle, effect: &Effect, queued: bool) {
-        if let Some(close) = &effect.close {
-            let opened_with = lock(&self.index)
-                .conns
-                .get(&conn.id)
-                .and_then(|e| e.credential);
-            if close.credential.is_none() || close.credential == opened_with {
-                // Nothing after the event that closes it reaches the connection: not
-                // what other scopes publish while its task finishes an operation and
-                // drains its queue, nor a replay or an ack it was still making. Sealed
-                // once the event is queued, so that it still goes out.
-                if queued {
-                    conn.outbox.seal();
-                }
-                conn.control.fire(CloseCode::Unauthorized);
-                return;
+        if let Some(close) = &effect.close
+            && conn.control.closed_by(close)
+        {
+            // Nothing after the event that closes it reaches the connection: not what
+            // other scopes publish while its task finishes an operation and drains its
+            // queue, nor a replay or an ack it was still making. Sealed once the event
+            // is queued, so that it still goes out.
+            if queued {
+                conn.outbox.seal();
             }
+            conn.control.fire(CloseCode::Unauthorized);
+            return;
         }
         for scope in &effect.unsubscribe {
             self.revoke(conn.id, scope, Reached::default());
@@ -1789,8 +1811,9 @@ mod tests {
 
     /// A close that arrives while the user's scope catches up waits with its event, and
     /// seals the connection's queue only once that event is queued: its
-    /// `credentials.revoked` still goes out, and nothing after it (found in review: the
-    /// seal came at once, and the release then dropped the event itself).
+    /// `credentials.revoked` still goes out, and nothing after it — neither what the
+    /// subscription held behind it nor later frames (found in review: the seal came at
+    /// once, and the release then dropped the event itself).
     #[test]
     fn a_close_held_by_a_catch_up_seals_the_queue_after_its_event() {
         let (_rt, registry) = test_registry();
@@ -1811,6 +1834,7 @@ mod tests {
             crate::event::logged_event(&scope, 11, "credentials.revoked", "", Some(close));
         registry.deliver(&revoked);
         assert_eq!(conn.control.code(), Some(CloseCode::Unauthorized));
+        registry.deliver(&crate::event::logged_event(&scope, 12, "later", "", None));
         let replay = Replay {
             start: Some(10),
             events: Vec::new(),
@@ -1818,7 +1842,11 @@ mod tests {
         };
         registry.release(&conn, &scope, replay);
         let queued: Vec<_> = std::iter::from_fn(|| outbox.try_pop()).collect();
-        assert_eq!(queued.len(), 1, "the revocation went out");
+        assert_eq!(
+            queued.len(),
+            1,
+            "the revocation went out, and not what it held after"
+        );
         assert_eq!(
             outbox.push_reply(Utf8Bytes::from_static("after")),
             Err(PushError::Closed),
