@@ -1013,15 +1013,20 @@ async fn a_commands_text_is_held_to_a_messages_limits() {
     .await
     .expect_status(StatusCode::CREATED);
     let mut bot_ws = s.connect(&bot.token).await;
+    let mut bob_ws = s.connect(&w.bob.token).await;
     let long = format!("/deploy {}", "a".repeat(20_000));
     type_in(&s, &w.bob, ch, &long)
         .await
         .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    // Refused as every command is: its author hears of it.
+    let result = bob_ws.expect_event("command.result").await;
+    assert_eq!(result["data"]["ok"], false, "{result}");
+    assert_eq!(result["data"]["code"], "payload_too_large", "{result}");
     type_in(&s, &w.bob, ch, "/deploy \u{0}")
         .await
         .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    bob_ws.expect_event("command.result").await;
     // The first invocation the agent hears of is the one within the limits.
-    let mut bob_ws = s.connect(&w.bob.token).await;
     run_ok(&s, &w.bob, &mut bob_ws, ch, "/deploy now").await;
     let invoked = bot_ws.expect_event("command.invoked").await;
     assert_eq!(invoked["data"]["args"], "now", "{invoked}");
@@ -1106,4 +1111,57 @@ async fn commands_count_for_the_loop_guard() {
     assert_eq!(held["data"]["state"], "held", "{held}");
     let released = bob_ws.expect_event("channel.loop_guard").await;
     assert_eq!(released["data"]["state"], "released", "{released}");
+}
+
+/// An agent's command counts for the loop guard even when it is refused (its agent gone):
+/// the hold it brings is recorded and announced, not left in one node's memory.
+#[tokio::test]
+async fn a_refused_command_that_holds_the_channel_still_announces_it() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let (caller, _) = create_agent(&s, "caller-bot", None).await;
+    let (gone, _) = create_agent(&s, "gone-bot", None).await;
+    for bot in [&caller, &gone] {
+        s.add_member(&w.alice, w.ws, bot, "member").await;
+    }
+    let ch = s
+        .post(
+            &format!("/api/v1/workspaces/{}/channels", w.ws),
+            &w.alice.token,
+            json!({"name": "bots", "kind": "public", "member_ids": [w.bob.id, caller.id],
+                   "loop_guard_run": 1}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    s.post(
+        &format!("/api/v1/workspaces/{}/commands", w.ws),
+        &w.alice.token,
+        json!({"name": "ping", "target_user_id": gone.id}),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+    s.delete(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, gone.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    let mut bob_ws = s.connect(&w.bob.token).await;
+    type_in(&s, &caller, ch, "/ping")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    let held = bob_ws.expect_event("channel.loop_guard").await;
+    assert_eq!(held["data"]["state"], "held", "{held}");
+    let channel = s
+        .get(&format!("/api/v1/channels/{ch}"), &w.bob.token)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(
+        channel.body["loop_guard"]["state"], "held",
+        "{}",
+        channel.text
+    );
 }

@@ -106,9 +106,6 @@ impl Chat {
         if !req.streaming {
             match parse(&req.text) {
                 Parsed::Command { name, args } => {
-                    // A command's text goes on in its event (`args`) and its webhook
-                    // delivery: the same limits as a message's.
-                    self.check_text(&req.text)?;
                     let (name, args) = (name.to_owned(), args.to_owned());
                     let result = self
                         .run_command(caller, channel_id, &name, &args, &req, idempotency_key)
@@ -175,6 +172,9 @@ impl Chat {
         req: &SendMessage,
         idempotency_key: Option<String>,
     ) -> Result<Done> {
+        // A command's text goes on in its event (`args`) and its webhook delivery: the
+        // same limits as a message's, before anything else.
+        self.check_text(&req.text)?;
         match name {
             "topic" => {
                 let update = UpdateChannel {
@@ -291,6 +291,27 @@ impl Chat {
         // while the guard holds the channel it wakes nobody — its agent observes it
         // (`wake: false`, no webhook), a `webhook_url` command is not sent.
         let (quiet, guard_change) = self.count_for_loop_guard(&channel, caller.kind);
+        let delivered = self
+            .deliver_command(caller, &channel, &command, event, quiet)
+            .await;
+        // Recorded whatever became of the delivery: this node's count changed.
+        if let Some(change) = guard_change {
+            self.loop_guard_changed(&channel, change).await;
+        }
+        delivered
+    }
+
+    /// Delivers a registered command's invocation (see [`Chat::invoke`]); `quiet`: the
+    /// channel's loop guard holds its agents.
+    async fn deliver_command(
+        &self,
+        caller: &User,
+        channel: &Channel,
+        command: &Command,
+        event: CommandInvoked,
+        quiet: bool,
+    ) -> Result<Done> {
+        let (ch, name) = (channel.id, command.name.as_str());
         let due = self.now();
         let scope = channel_scope(ch);
         let (invocation, answer) = if quiet && command.webhook_url.is_some() {
@@ -383,9 +404,6 @@ impl Chat {
         self.emit_logged(logged).await;
         if queues_webhooks {
             self.webhooks.notify_one();
-        }
-        if let Some(change) = guard_change {
-            self.loop_guard_changed(&channel, change).await;
         }
         Ok((answer, None))
     }

@@ -1017,8 +1017,9 @@ pub trait HealthStore: Send + Sync {
 
 // ---- Slash commands (issue 21) ------------------------------------------------------
 
-/// Commands registered in one workspace, at most (every member lists them all, and any
-/// agent may register its own): one more is refused (`Conflict`).
+/// Commands that can be invoked in one workspace, at most (every member lists them all,
+/// and any agent may register its own): one more is refused (`Conflict`). One whose
+/// agent or registrant is gone is listed nowhere and does not count.
 pub const MAX_COMMANDS_PER_WORKSPACE: usize = 500;
 
 /// A slash command to register; exactly one of `target_user_id` and `webhook_url`.

@@ -36,6 +36,10 @@ struct DeliveryRow {
     finished_at: Option<i64>,
 }
 
+/// The oldest due webhook deliveries a claim ranks per user, at most (see
+/// `claim_due_webhooks`).
+const CLAIM_WINDOW: usize = 1_000;
+
 #[async_trait]
 impl<DB> AgentStore for Sql<DB>
 where
@@ -267,7 +271,10 @@ where
         // writer), and rows another node is claiming right now are skipped rather than
         // waited for (the lock is taken a level above the ranking: PostgreSQL locks no
         // rows of a window function's query). The due condition is asked again of each
-        // row updated, so a row another node leased meanwhile is not taken twice.
+        // row updated, so a row another node leased meanwhile is not taken twice. Only the
+        // oldest [`CLAIM_WINDOW`] due rows of the users not busy are ranked: the index on
+        // (status, next_attempt_at) gives them in order, and a backlog is not sorted
+        // whole at every claim (the busy users' due rows are still read past).
         let busy = if limits.busy.is_empty() {
             String::new()
         } else {
@@ -284,8 +291,9 @@ where
                      SELECT id FROM (
                          SELECT id, next_attempt_at, ROW_NUMBER() OVER
                                 (PARTITION BY user_id ORDER BY next_attempt_at, id) AS nth
-                         FROM webhook_deliveries
-                         WHERE status = 'pending' AND next_attempt_at <= $2 {busy}
+                         FROM (SELECT id, user_id, next_attempt_at FROM webhook_deliveries
+                               WHERE status = 'pending' AND next_attempt_at <= $2 {busy}
+                               ORDER BY next_attempt_at, id LIMIT {CLAIM_WINDOW}) oldest
                      ) ranked
                      WHERE nth <= $4 ORDER BY next_attempt_at, id LIMIT $3)
                  {skip_locked})

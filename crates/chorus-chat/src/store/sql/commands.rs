@@ -85,10 +85,14 @@ where
         .bind(&new.name)
         .execute(&mut *tx)
         .await?;
-        let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM commands WHERE workspace_id = $1")
-            .bind(new.workspace_id.0)
-            .fetch_one(&mut *tx)
-            .await?;
+        // Those that can be invoked, as listed: one whose agent or registrant is gone is
+        // listed nowhere, so nobody could delete it to make room.
+        let held: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM commands c WHERE c.workspace_id = $1 AND {INVOCABLE}"
+        ))
+        .bind(new.workspace_id.0)
+        .fetch_one(&mut *tx)
+        .await?;
         if usize::try_from(held).unwrap_or(usize::MAX) >= MAX_COMMANDS_PER_WORKSPACE {
             return Err(ChatError::Conflict(format!(
                 "a workspace holds at most {MAX_COMMANDS_PER_WORKSPACE} commands: delete one first"
