@@ -300,6 +300,13 @@ describe('the bugs of issue #22, each in a real browser', () => {
     // Focus is in the picker (its search field)...
     const search = page.getByRole('searchbox', { name: 'Search emoji' });
     await search.waitFor();
+    // Focused once placed, by an effect after the render that shows it (checked at
+    // once, a loaded machine failed this): wait for the focus, bounded.
+    await page.waitForFunction(
+      () => document.activeElement?.getAttribute('aria-label') === 'Search emoji',
+      undefined,
+      { timeout: 5_000 },
+    );
     assert.equal(await search.evaluate((el) => el === document.activeElement), true);
     await page.keyboard.type('tada');
     await page.keyboard.press('Enter');

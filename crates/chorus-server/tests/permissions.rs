@@ -421,6 +421,12 @@ enum Action {
     ListCommands,
     DeleteCommand,
     TopicCommandPrivate,
+    /// The other built-ins, as their routes: `/policy mentions` and `/invite @spare` in
+    /// `priv`, `/leave` and `/me waves` in `hidden` (a command that runs answers 200).
+    PolicyCommandPrivate,
+    InviteCommandPrivate,
+    LeaveCommandHidden,
+    MeCommandHidden,
     /// The owner registers `/deploy` for the agent (brought into the workspace); then
     /// `/deploy prod` typed in `priv`; the second, after the owner removed the agent
     /// from the workspace.
@@ -440,6 +446,20 @@ enum Action {
     /// oneself.
     SignInLink,
     SignInLinkForSelf,
+    /// Server routes: `POST /users` (a new name each call), `GET /users`, `POST
+    /// /users/{target}/deactivate` (refusals only: the people are shared by every row),
+    /// `POST /publish` to a topic, another user's (target's) tokens, `GET
+    /// /server-keys`, `GET /realtime/stats`, `GET /namespaces`, and the agent's
+    /// webhook deliveries.
+    CreateUser,
+    ListUsers,
+    DeactivateTarget,
+    PublishTopic,
+    TargetsTokens,
+    ListServerKeys,
+    RealtimeStats,
+    ListNamespaces,
+    AgentsDeliveries,
     /// `POST /api/v1/proxy/sessions/revoke` (the application's logout; this server has
     /// no `[proxy.connect]`, so an admin gets `404`).
     RevokeProxySessions,
@@ -547,6 +567,37 @@ impl Action {
             SignInLinkForSelf => {
                 let path = format!("/api/v1/users/{}/sign-in-links", by.id);
                 call(Method::POST, path, Some(json!({}))).await
+            }
+            CreateUser => {
+                static MADE: std::sync::atomic::AtomicUsize =
+                    std::sync::atomic::AtomicUsize::new(0);
+                let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let body = json!({"name": format!("made-{n}"), "kind": "human"});
+                call(Method::POST, "/api/v1/users".to_owned(), Some(body)).await
+            }
+            ListUsers => call(Method::GET, "/api/v1/users".to_owned(), None).await,
+            DeactivateTarget => {
+                let path = format!("/api/v1/users/{}/deactivate", p.target.id);
+                call(Method::POST, path, None).await
+            }
+            PublishTopic => {
+                let body = json!({"scope": "topic:news", "type": "note", "data": {}});
+                call(Method::POST, "/api/v1/publish".to_owned(), Some(body)).await
+            }
+            TargetsTokens => {
+                call(
+                    Method::GET,
+                    format!("/api/v1/users/{}/tokens", p.target.id),
+                    None,
+                )
+                .await
+            }
+            ListServerKeys => call(Method::GET, "/api/v1/server-keys".to_owned(), None).await,
+            RealtimeStats => call(Method::GET, "/api/v1/realtime/stats".to_owned(), None).await,
+            ListNamespaces => call(Method::GET, "/api/v1/namespaces".to_owned(), None).await,
+            AgentsDeliveries => {
+                let path = format!("/api/v1/users/{}/webhook-deliveries", p.agent.id);
+                call(Method::GET, path, None).await
             }
             RevokeProxySessions => {
                 let path = "/api/v1/proxy/sessions/revoke".to_owned();
@@ -885,6 +936,16 @@ impl Action {
                     Some(json!({"text": "/topic by command"})),
                 )
                 .await
+            }
+            PolicyCommandPrivate | InviteCommandPrivate | LeaveCommandHidden | MeCommandHidden => {
+                let (place, text) = match self {
+                    PolicyCommandPrivate => (fx.private, "/policy mentions".to_owned()),
+                    InviteCommandPrivate => (fx.private, format!("/invite @{}", p.spare.name)),
+                    LeaveCommandHidden => (fx.hidden, "/leave".to_owned()),
+                    _ => (fx.hidden, "/me waves".to_owned()),
+                };
+                let path = format!("{}/messages", channel(place));
+                call(Method::POST, path, Some(json!({ "text": text }))).await
             }
             ReceiptAfterLeavingPrivate => {
                 s.add_member(&p.owner, ws, &p.agent, "member").await;
@@ -1755,6 +1816,48 @@ const COMMAND_ROWS: &[(Action, &[(Actor, u16)])] = &[
         ],
     ),
     (
+        PolicyCommandPrivate,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, OK),
+            (Admin, OK),
+            (Creator, OK),
+            (Member, DENIED),
+            (Guest, DENIED),
+        ],
+    ),
+    (
+        InviteCommandPrivate,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, OK),
+            (Admin, OK),
+            (Creator, OK),
+            (Member, DENIED),
+            (Guest, DENIED),
+            (Bystander, DENIED),
+        ],
+    ),
+    (
+        LeaveCommandHidden,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, DENIED),
+            (Admin, DENIED),
+            (Member, DENIED),
+            (Target, OK),
+        ],
+    ),
+    (
+        MeCommandHidden,
+        &[
+            (ServerAdmin, DENIED),
+            (Owner, DENIED),
+            (Member, DENIED),
+            (Target, OK),
+        ],
+    ),
+    (
         InvokeCommandPrivate,
         &[
             (Owner, OK),
@@ -1818,6 +1921,57 @@ const COMMAND_ROWS: &[(Action, &[(Actor, u16)])] = &[
 
 /// Server rows: no workspace role counts, only being a server admin.
 const SERVER_ROWS: &[(Action, &[(Actor, u16)])] = &[
+    // The server's administration is the server admin's alone (a user's own tokens and
+    // an agent's own deliveries aside).
+    (
+        CreateUser,
+        &[
+            (ServerAdmin, CREATED),
+            (Owner, DENIED),
+            (Member, DENIED),
+            (Agent, DENIED),
+            (Outsider, DENIED),
+        ],
+    ),
+    (
+        ListUsers,
+        &[(ServerAdmin, OK), (Owner, DENIED), (Guest, DENIED)],
+    ),
+    (
+        DeactivateTarget,
+        &[(Owner, DENIED), (Admin, DENIED), (Member, DENIED)],
+    ),
+    (
+        PublishTopic,
+        &[
+            (ServerAdmin, ACCEPTED),
+            (Owner, DENIED),
+            (Member, DENIED),
+            (Agent, DENIED),
+        ],
+    ),
+    (
+        TargetsTokens,
+        &[
+            (ServerAdmin, OK),
+            (Target, OK),
+            (Owner, DENIED),
+            (Admin, DENIED),
+            (Member, DENIED),
+        ],
+    ),
+    (ListServerKeys, &[(ServerAdmin, OK), (Owner, DENIED)]),
+    (RealtimeStats, &[(ServerAdmin, OK), (Owner, DENIED)]),
+    (ListNamespaces, &[(ServerAdmin, OK), (Owner, DENIED)]),
+    (
+        AgentsDeliveries,
+        &[
+            (ServerAdmin, OK),
+            (Agent, OK),
+            (Owner, DENIED),
+            (Member, DENIED),
+        ],
+    ),
     (
         SignInLink,
         &[
