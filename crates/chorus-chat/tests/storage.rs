@@ -1392,6 +1392,27 @@ async fn owners_acting_on_each_other_at_once_do_not_both_succeed(store: Arc<dyn 
     );
 }
 
+/// `user` leaving `ch`, a `member.left` logged on `scope` with it: whether they were in
+/// it, and what was logged.
+fn leaving(
+    store: &Arc<dyn Store>,
+    ch: ChannelId,
+    user: UserId,
+    scope: &chorus_realtime::Scope,
+) -> impl Future<Output = chorus_chat::error::Result<(bool, Vec<chorus_realtime::Publish>)>>
++ Send
++ 'static {
+    let (store, scope) = (store.clone(), scope.clone());
+    let events = events_only(move |_: &()| {
+        vec![chorus_realtime::Publish::new(
+            scope.clone(),
+            "member.left",
+            &(),
+        )]
+    });
+    async move { store.remove_channel_member_logged(ch, user, events).await }
+}
+
 /// A message checked against the channel's members before its author's leave commits
 /// (the service's check, through its cache, or another node's) must not be stored
 /// after the leave: either it is logged before the author's `member.left`, or it is
@@ -1434,16 +1455,7 @@ async fn a_post_racing_its_authors_leave_comes_before_it_or_not_at_all(store: Ar
             });
             async move { store.insert_message_logged(new, events).await }
         };
-        let leave = {
-            let (store, scope) = (store.clone(), scope.clone());
-            let events =
-                events_only(move |_: &()| vec![Publish::new(scope.clone(), "member.left", &())]);
-            async move {
-                store
-                    .remove_channel_member_logged(secret.id, bob.id, events)
-                    .await
-            }
-        };
+        let leave = leaving(&store, secret.id, bob.id, &scope);
         let (posted, left) = race(round, post, leave).await;
         let (was, left) = left.unwrap();
         assert!(was, "round {round}: bob was in the channel");
@@ -1498,16 +1510,7 @@ async fn a_completion_racing_its_authors_leave_comes_before_it_or_not_at_all(
                     .await
             }
         };
-        let leave = {
-            let (store, scope) = (store.clone(), scope.clone());
-            let events =
-                events_only(move |_: &()| vec![Publish::new(scope.clone(), "member.left", &())]);
-            async move {
-                store
-                    .remove_channel_member_logged(secret.id, bob.id, events)
-                    .await
-            }
-        };
+        let leave = leaving(&store, secret.id, bob.id, &scope);
         let (completed, left) = race(round, complete, leave).await;
         let (was, left) = left.unwrap();
         assert!(was, "round {round}: bob was in the channel");

@@ -10,7 +10,7 @@ mod common;
 use std::net::SocketAddr;
 
 use axum::http::HeaderMap;
-use common::{ADMIN_TOKEN, TestServer, TestUser, WAIT, WsClient};
+use common::{ADMIN_TOKEN, TestServer, TestUser, WAIT, World, WsClient};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -1065,15 +1065,12 @@ async fn a_workspace_holds_a_bounded_number_of_commands() {
         .expect_status(StatusCode::CREATED);
 }
 
-/// A command is a message to its agent for the channel's loop guard: agents invoking
-/// commands at each other hold the channel as their messages would, and while it is
-/// held a command wakes nobody (its agent observes it); a person's command releases it.
-#[tokio::test]
-async fn commands_count_for_the_loop_guard() {
-    let s = TestServer::start().await;
-    let w = s.world().await;
-    let (caller, _) = create_agent(&s, "caller-bot", None).await;
-    let (pinged, _) = create_agent(&s, "pinged-bot", None).await;
+/// Two agents in `w`'s workspace: `caller-bot`, in a public channel `bots` with bob whose
+/// loop guard holds after `run` agent messages, and `pinged-bot`, for which alice
+/// registers `/ping`. Returns both and the channel's id.
+async fn loop_guarded(s: &TestServer, w: &World, run: u32) -> (TestUser, TestUser, i64) {
+    let (caller, _) = create_agent(s, "caller-bot", None).await;
+    let (pinged, _) = create_agent(s, "pinged-bot", None).await;
     for bot in [&caller, &pinged] {
         s.add_member(&w.alice, w.ws, bot, "member").await;
     }
@@ -1082,7 +1079,7 @@ async fn commands_count_for_the_loop_guard() {
             &format!("/api/v1/workspaces/{}/channels", w.ws),
             &w.alice.token,
             json!({"name": "bots", "kind": "public", "member_ids": [w.bob.id, caller.id],
-                   "loop_guard_run": 2}),
+                   "loop_guard_run": run}),
         )
         .await
         .expect_status(StatusCode::CREATED)
@@ -1096,6 +1093,17 @@ async fn commands_count_for_the_loop_guard() {
     )
     .await
     .expect_status(StatusCode::CREATED);
+    (caller, pinged, ch)
+}
+
+/// A command is a message to its agent for the channel's loop guard: agents invoking
+/// commands at each other hold the channel as their messages would, and while it is
+/// held a command wakes nobody (its agent observes it); a person's command releases it.
+#[tokio::test]
+async fn commands_count_for_the_loop_guard() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let (caller, pinged, ch) = loop_guarded(&s, &w, 2).await;
     let mut pinged_ws = s.connect(&pinged.token).await;
     let mut bob_ws = s.connect(&w.bob.token).await;
     let mut wakes = Vec::new();
@@ -1119,30 +1127,7 @@ async fn commands_count_for_the_loop_guard() {
 async fn a_refused_command_that_holds_the_channel_still_announces_it() {
     let s = TestServer::start().await;
     let w = s.world().await;
-    let (caller, _) = create_agent(&s, "caller-bot", None).await;
-    let (gone, _) = create_agent(&s, "gone-bot", None).await;
-    for bot in [&caller, &gone] {
-        s.add_member(&w.alice, w.ws, bot, "member").await;
-    }
-    let ch = s
-        .post(
-            &format!("/api/v1/workspaces/{}/channels", w.ws),
-            &w.alice.token,
-            json!({"name": "bots", "kind": "public", "member_ids": [w.bob.id, caller.id],
-                   "loop_guard_run": 1}),
-        )
-        .await
-        .expect_status(StatusCode::CREATED)
-        .body["id"]
-        .as_i64()
-        .unwrap();
-    s.post(
-        &format!("/api/v1/workspaces/{}/commands", w.ws),
-        &w.alice.token,
-        json!({"name": "ping", "target_user_id": gone.id}),
-    )
-    .await
-    .expect_status(StatusCode::CREATED);
+    let (caller, gone, ch) = loop_guarded(&s, &w, 1).await;
     s.delete(
         &format!("/api/v1/workspaces/{}/members/{}", w.ws, gone.id),
         &w.alice.token,
