@@ -1392,6 +1392,24 @@ async fn owners_acting_on_each_other_at_once_do_not_both_succeed(store: Arc<dyn 
     );
 }
 
+/// The workspace's owner, `bob` (a member of it), and a private channel `secret` of the
+/// owner's that bob is not in yet.
+async fn bob_outside_a_secret(store: &Arc<dyn Store>) -> (User, User, Channel) {
+    let (owner, ws, _) = setup(store).await;
+    let bob = user(store, "bob").await;
+    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
+    let secret = channel(
+        store,
+        ws.id,
+        "secret",
+        ChannelKind::Private,
+        owner.id,
+        &[owner.id],
+    )
+    .await;
+    (owner, bob, secret)
+}
+
 /// `user` leaving `ch`, a `member.left` logged on `scope` with it: whether they were in
 /// it, and what was logged.
 fn leaving(
@@ -1420,18 +1438,7 @@ fn leaving(
 /// transaction of its own), alternately.
 async fn a_post_racing_its_authors_leave_comes_before_it_or_not_at_all(store: Arc<dyn Store>) {
     use chorus_realtime::{Publish, Scope};
-    let (owner, ws, _) = setup(&store).await;
-    let bob = user(&store, "bob").await;
-    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
-    let secret = channel(
-        &store,
-        ws.id,
-        "secret",
-        ChannelKind::Private,
-        owner.id,
-        &[owner.id],
-    )
-    .await;
+    let (owner, bob, secret) = bob_outside_a_secret(&store).await;
     let root = send(&store, secret.id, owner.id, "root").await;
     // Not racing: a departed author's plain message and reply are refused.
     for thread in [None, Some(root.id)] {
@@ -1478,18 +1485,7 @@ async fn a_completion_racing_its_authors_leave_comes_before_it_or_not_at_all(
     store: Arc<dyn Store>,
 ) {
     use chorus_realtime::{Publish, Scope};
-    let (owner, ws, _) = setup(&store).await;
-    let bob = user(&store, "bob").await;
-    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
-    let secret = channel(
-        &store,
-        ws.id,
-        "secret",
-        ChannelKind::Private,
-        owner.id,
-        &[owner.id],
-    )
-    .await;
+    let (_, bob, secret) = bob_outside_a_secret(&store).await;
     let open_stream = |text: &str| {
         let mut new = new_message(secret.id, bob.id, text);
         new.streaming = true;

@@ -1736,6 +1736,24 @@ mod tests {
         (rt, registry)
     }
 
+    /// A connection of `user`, subscribed to `scope` and catching up with it (what
+    /// arrives is held until its release).
+    fn subscribed_catching_up(
+        registry: &Registry,
+        user: UserKey,
+        scope: &Scope,
+    ) -> (ConnHandle, Arc<Outbox>) {
+        let (conn, outbox, _) = registry.register(user);
+        let mode = Admit::CatchUp {
+            keep_seen: true,
+            joined: None,
+        };
+        registry
+            .admit(&conn, scope, None, mode, None)
+            .expect("admitted");
+        (conn, outbox)
+    }
+
     /// A connection that revoked more scopes than it remembers forgets the oldest: a
     /// recent revocation keeps what its subscription reached (a trailing join continues
     /// after it: nothing twice), and every scope still counts as revoked for a fence
@@ -1772,15 +1790,8 @@ mod tests {
     #[test]
     fn a_subscription_ended_by_its_release_queues_nothing_more() {
         let (_rt, registry) = test_registry();
-        let (conn, outbox, _) = registry.register(7);
         let scope = Scope::of("channel", 1);
-        let mode = Admit::CatchUp {
-            keep_seen: true,
-            joined: None,
-        };
-        registry
-            .admit(&conn, &scope, None, mode, None)
-            .expect("admitted");
+        let (conn, outbox) = subscribed_catching_up(&registry, 7, &scope);
         let event = |offset: u64, effect: Option<Effect>| {
             crate::event::logged_event(&scope, offset, "e", "", effect)
         };
@@ -1817,15 +1828,8 @@ mod tests {
     #[test]
     fn a_close_held_by_a_catch_up_seals_the_queue_after_its_event() {
         let (_rt, registry) = test_registry();
-        let (conn, outbox, _) = registry.register(7);
         let scope = Scope::of("user", 7);
-        let mode = Admit::CatchUp {
-            keep_seen: true,
-            joined: None,
-        };
-        registry
-            .admit(&conn, &scope, None, mode, None)
-            .expect("admitted");
+        let (conn, outbox) = subscribed_catching_up(&registry, 7, &scope);
         let close = Effect {
             close: Some(crate::event::CloseSessions { credential: None }),
             ..Effect::default()

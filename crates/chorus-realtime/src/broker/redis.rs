@@ -1035,6 +1035,25 @@ mod tests {
         }
     }
 
+    /// A broker on the test Redis at `url`, handing what it reads to `sink`.
+    async fn test_broker(
+        url: &str,
+        sink: Arc<dyn EventSink>,
+        clock: Clock,
+        log: Option<Arc<dyn EventLog>>,
+    ) -> Arc<RedisBroker> {
+        RedisBroker::connect_client(
+            redis::Client::open(url).unwrap(),
+            sink,
+            Arc::new(Metrics::default()),
+            Retention::default().into(),
+            clock,
+            log,
+        )
+        .await
+        .unwrap()
+    }
+
     fn redis_url() -> String {
         std::env::var("CHORUS_TEST_REDIS_URL").expect(
             "needs CHORUS_TEST_REDIS_URL (scripts/services start; eval \"$(scripts/services env)\")",
@@ -1057,16 +1076,7 @@ mod tests {
             events: Mutex::new(Vec::new()),
         });
         let sink = Arc::new(Recorder::default());
-        let broker = RedisBroker::connect_client(
-            redis::Client::open(url.as_str()).unwrap(),
-            sink.clone(),
-            Arc::new(Metrics::default()),
-            Retention::default().into(),
-            clock,
-            Some(log.clone()),
-        )
-        .await
-        .unwrap();
+        let broker = test_broker(&url, sink.clone(), clock, Some(log.clone())).await;
         assert_eq!(broker.attach(&scope).await.unwrap(), base);
 
         // Seven events committed; only the 2nd, 5th and 7th reached the stream, at once.
@@ -1160,16 +1170,7 @@ mod tests {
             kinds: Mutex::new(Vec::new()),
             changed: Notify::new(),
         });
-        let broker = RedisBroker::connect_client(
-            redis::Client::open(url.as_str()).unwrap(),
-            sink.clone(),
-            Arc::new(Metrics::default()),
-            Retention::default().into(),
-            clock,
-            None,
-        )
-        .await
-        .unwrap();
+        let broker = test_broker(&url, sink.clone(), clock, None).await;
         let head = broker.attach(&scope).await.unwrap();
         let entry = |id: String, kind: &str| {
             let mut map: HashMap<String, redis::Value> = [("k", kind), ("d", "{}")]
