@@ -1150,3 +1150,127 @@ async fn a_refused_command_that_holds_the_channel_still_announces_it() {
         channel.text
     );
 }
+
+/// Types `text` in `channel` as `by`, with an `Idempotency-Key`.
+async fn type_keyed(
+    s: &TestServer,
+    by: &TestUser,
+    channel: i64,
+    text: &str,
+    key: &str,
+) -> common::Resp {
+    let resp = s
+        .http
+        .post(s.url(&format!("/api/v1/channels/{channel}/messages")))
+        .bearer_auth(&by.token)
+        .header("idempotency-key", key)
+        .json(&json!({ "text": text }))
+        .send()
+        .await
+        .unwrap();
+    common::Resp::read(resp).await
+}
+
+fn replayed(resp: &common::Resp) -> bool {
+    resp.headers
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true")
+}
+
+#[tokio::test]
+async fn a_command_retried_with_its_idempotency_key_runs_once() {
+    let s = TestServer::start().await;
+    let w = s.world().await;
+    let (bot, _) = create_agent(&s, "deploy-bot", None).await;
+    s.add_member(&w.alice, w.ws, &bot, "member").await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "ops", "public", &[&w.bob])
+        .await;
+    let other = s
+        .create_channel(&w.alice, w.ws, "other", "public", &[&w.bob])
+        .await;
+    s.post(
+        &format!("/api/v1/workspaces/{}/commands", w.ws),
+        &w.alice.token,
+        json!({"name": "deploy", "target_user_id": bot.id}),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+    let mut bot_ws = s.connect(&bot.token).await;
+    let mut bob_ws = s.connect(&w.bob.token).await;
+    let bot_scope = format!("user:{}", bot.id);
+    let head = bot_ws.hello["offsets"][&bot_scope].as_u64().unwrap();
+
+    // The first send runs it; the retry is answered the same, and delivers nothing.
+    let first = type_keyed(&s, &w.bob, ch, "/deploy prod", "deploy-1")
+        .await
+        .expect_status(StatusCode::OK);
+    assert!(!replayed(&first));
+    assert_eq!(first.body["text"], "/deploy sent to @deploy-bot");
+    bob_ws.expect_event("command.result").await;
+    bot_ws.expect_event("command.invoked").await;
+    let again = type_keyed(&s, &w.bob, ch, "/deploy prod", "deploy-1")
+        .await
+        .expect_status(StatusCode::OK);
+    assert!(replayed(&again), "{:?}", again.headers);
+    assert_eq!(again.body, first.body);
+    let invoked = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| e["type"] == "command.invoked")
+            .count()
+    };
+    assert_eq!(invoked(&bot_ws.barrier().await), 0);
+    assert_eq!(invoked(&s.logged_after(&bot, &bot_scope, head).await), 1);
+    let told = bob_ws.barrier().await;
+    assert!(
+        told.iter().all(|e| e["type"] != "command.result"),
+        "{told:?}"
+    );
+
+    // The key is the sender's, in one channel; a bad key is refused before running.
+    type_keyed(&s, &w.bob, other, "/deploy prod", "deploy-1")
+        .await
+        .expect_error(StatusCode::CONFLICT, "conflict");
+    bob_ws.expect_event("command.result").await;
+    type_keyed(&s, &w.bob, ch, "/deploy prod", &"k".repeat(256))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    let by_alice = type_keyed(&s, &w.alice, ch, "/deploy prod", "deploy-1")
+        .await
+        .expect_status(StatusCode::OK);
+    assert!(!replayed(&by_alice));
+    bot_ws.expect_event("command.invoked").await;
+
+    // A refused invocation keeps no key: retried once it can run, it runs.
+    s.delete(
+        &format!("/api/v1/workspaces/{}/members/{}", w.ws, bot.id),
+        &w.alice.token,
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    type_keyed(&s, &w.bob, ch, "/deploy staging", "deploy-2")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    s.add_member(&w.alice, w.ws, &bot, "member").await;
+    let mut bot_ws = s.connect(&bot.token).await;
+    let ran = type_keyed(&s, &w.bob, ch, "/deploy staging", "deploy-2")
+        .await
+        .expect_status(StatusCode::OK);
+    assert!(!replayed(&ran));
+    let invoked = bot_ws.expect_event("command.invoked").await;
+    assert_eq!(invoked["data"]["args"], "staging");
+
+    // `/me` posts once too.
+    for _ in 0..2 {
+        type_keyed(&s, &w.bob, ch, "/me waves", "wave-1")
+            .await
+            .expect_status(StatusCode::OK);
+    }
+    let waves = s.history(&w.alice, ch, "limit=10").await;
+    assert_eq!(
+        waves.iter().filter(|m| m["text"] == "waves").count(),
+        1,
+        "{waves:?}"
+    );
+}

@@ -13,10 +13,10 @@ use super::Chat;
 use super::agents::{event_webhooks, webhook_config};
 use super::channels::UpdateChannel;
 use super::events::{channel_scope, user_scope};
-use super::messages::{Posted, SendMessage};
+use super::messages::{Posted, SendMessage, check_idempotency_key};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
-use crate::store::{AgentMember, Invocation, NewCommand, Outbox};
+use crate::store::{AgentMember, IdempotentAnswer, Invocation, Invoked, NewCommand, Outbox};
 
 /// The built-in commands with their usage, as clients offer them.
 pub const BUILT_INS: [(&str, &str); 5] = [
@@ -34,7 +34,12 @@ const MAX_DESCRIPTION: usize = 200;
 #[derive(Debug)]
 pub enum Sent {
     Message(Posted),
-    Command(CommandResult),
+    /// `replayed`: an earlier send with the same idempotency key ran it; this one
+    /// did nothing.
+    Command {
+        result: CommandResult,
+        replayed: bool,
+    },
 }
 
 /// Whether `name` may name a command: `[a-z][a-z0-9_-]{0,31}`.
@@ -91,8 +96,25 @@ fn code_of(err: &ChatError) -> ErrorCode {
     }
 }
 
-/// What a command did, for its author: the answer's text, and the message it posted.
-type Done = (String, Option<Message>);
+/// What a command did, for its author.
+struct Done {
+    /// The answer's text.
+    text: String,
+    /// The message it posted (`/me`).
+    message: Option<Message>,
+    /// An earlier send with the same idempotency key did it.
+    replayed: bool,
+}
+
+impl Done {
+    fn said(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            message: None,
+            replayed: false,
+        }
+    }
+}
 
 impl Chat {
     /// Sends a message, or runs it when it is a slash command (see [`parse`]).
@@ -103,14 +125,15 @@ impl Chat {
         mut req: SendMessage,
         idempotency_key: Option<String>,
     ) -> Result<Sent> {
+        check_idempotency_key(idempotency_key.as_deref())?;
         if !req.streaming {
             match parse(&req.text) {
                 Parsed::Command { name, args } => {
                     let (name, args) = (name.to_owned(), args.to_owned());
-                    let result = self
+                    let (result, replayed) = self
                         .run_command(caller, channel_id, &name, &args, &req, idempotency_key)
                         .await?;
-                    return Ok(Sent::Command(result));
+                    return Ok(Sent::Command { result, replayed });
                 }
                 Parsed::Post(Some(text)) => req.text = text,
                 Parsed::Post(None) => {}
@@ -124,7 +147,8 @@ impl Chat {
 
     /// Runs `/name args` typed by `caller` in `channel_id`; tells the caller's
     /// connections the outcome (`command.result`, ephemeral) and returns it, or the
-    /// refusal.
+    /// refusal. A replay (an idempotency key used before) tells nobody again: it
+    /// returns the first outcome, and `true`.
     async fn run_command(
         &self,
         caller: &User,
@@ -133,18 +157,18 @@ impl Chat {
         args: &str,
         req: &SendMessage,
         idempotency_key: Option<String>,
-    ) -> Result<CommandResult> {
+    ) -> Result<(CommandResult, bool)> {
         let outcome = self
             .command_outcome(caller, channel_id, name, args, req, idempotency_key)
             .await;
         let result = match &outcome {
-            Ok((text, message)) => CommandResult {
+            Ok(done) => CommandResult {
                 channel_id,
                 command: name.to_owned(),
                 ok: true,
-                text: text.clone(),
+                text: done.text.clone(),
                 code: None,
-                message: message.clone(),
+                message: done.message.clone(),
             },
             Err(err) => CommandResult {
                 channel_id,
@@ -158,9 +182,12 @@ impl Chat {
                 message: None,
             },
         };
-        let answer = Publish::new(user_scope(caller.id), "command.result", &result).ephemeral();
-        self.emit(answer).await;
-        outcome.map(|_| result)
+        let replayed = outcome.as_ref().is_ok_and(|done| done.replayed);
+        if !replayed {
+            let answer = Publish::new(user_scope(caller.id), "command.result", &result).ephemeral();
+            self.emit(answer).await;
+        }
+        outcome.map(|_| (result, replayed))
     }
 
     async fn command_outcome(
@@ -182,14 +209,11 @@ impl Chat {
                     ..UpdateChannel::default()
                 };
                 self.update_channel(caller, ch, update).await?;
-                Ok((
-                    if args.is_empty() {
-                        "topic cleared".to_owned()
-                    } else {
-                        format!("topic set to \"{args}\"")
-                    },
-                    None,
-                ))
+                Ok(Done::said(if args.is_empty() {
+                    "topic cleared".to_owned()
+                } else {
+                    format!("topic set to \"{args}\"")
+                }))
             }
             "invite" => {
                 let who = args.strip_prefix('@').unwrap_or(args);
@@ -211,11 +235,11 @@ impl Chat {
                 let user = member
                     .ok_or_else(|| bad(format!("@{who} is not a member of this workspace")))?;
                 self.add_channel_member(caller, ch, user).await?;
-                Ok((format!("@{who} added to the channel"), None))
+                Ok(Done::said(format!("@{who} added to the channel")))
             }
             "leave" => {
                 self.leave_channel(caller, ch).await?;
-                Ok(("you left the channel".to_owned(), None))
+                Ok(Done::said("you left the channel"))
             }
             "me" => {
                 if args.is_empty() {
@@ -229,7 +253,11 @@ impl Chat {
                 let posted = self
                     .post_message(caller, ch, action, idempotency_key, MessageKind::Action)
                     .await?;
-                Ok(("action posted".to_owned(), Some(posted.message)))
+                Ok(Done {
+                    text: "action posted".to_owned(),
+                    replayed: !posted.created,
+                    message: Some(posted.message),
+                })
             }
             "policy" => {
                 let policy: Policy = args.parse().map_err(|e: String| bad(e))?;
@@ -238,9 +266,13 @@ impl Chat {
                     ..UpdateChannel::default()
                 };
                 self.update_channel(caller, ch, update).await?;
-                Ok((format!("policy set to {policy}"), None))
+                Ok(Done::said(format!("policy set to {policy}")))
             }
-            _ => self.invoke(caller, ch, name, args, req.thread_id).await,
+            _ => {
+                let key = idempotency_key.as_deref();
+                self.invoke(caller, ch, (name, args), req.thread_id, key)
+                    .await
+            }
         }
     }
 
@@ -252,13 +284,16 @@ impl Chat {
     /// workspace (`NotFound` otherwise: nothing is delivered), which the store asks in
     /// the delivery's transaction, ordered with removals
     /// ([`CommandStore::invoke_command_logged`](crate::store::CommandStore::invoke_command_logged)).
+    ///
+    /// With an idempotency key, a retry is answered as the first invocation was and
+    /// delivers nothing (`Conflict` when the key was used in another channel).
     async fn invoke(
         &self,
         caller: &User,
         ch: ChannelId,
-        name: &str,
-        args: &str,
+        (name, args): (&str, &str),
         thread_id: Option<MessageId>,
+        key: Option<&str>,
     ) -> Result<Done> {
         let channel = self.readable_channel(caller, ch).await?;
         if !self.store.is_channel_member(ch, caller.id).await? {
@@ -292,7 +327,7 @@ impl Chat {
         // (`wake: false`, no webhook), a `webhook_url` command is not sent.
         let (quiet, guard_change) = self.count_for_loop_guard(&channel, caller.kind);
         let delivered = self
-            .deliver_command(caller, &channel, &command, event, quiet)
+            .deliver_command(caller, &channel, &command, (event, key), quiet)
             .await;
         // Recorded whatever became of the delivery: this node's count changed.
         if let Some(change) = guard_change {
@@ -308,7 +343,7 @@ impl Chat {
         caller: &User,
         channel: &Channel,
         command: &Command,
-        event: CommandInvoked,
+        (event, key): (CommandInvoked, Option<&str>),
         quiet: bool,
     ) -> Result<Done> {
         let (ch, name) = (channel.id, command.name.as_str());
@@ -376,36 +411,54 @@ impl Chat {
         };
         let queues_webhooks =
             !invocation.command_webhooks.is_empty() || !invocation.outbox.webhooks.is_empty();
-        let Some(logged) = self
+        let key = key.map(|key| IdempotentAnswer {
+            key,
+            answer: &answer,
+        });
+        let logged = match self
             .store
-            .invoke_command_logged(command.id, (ch, caller.id), invocation)
+            .invoke_command_logged(command.id, (ch, caller.id), invocation, key)
             .await?
-        else {
-            // The store's rule refused it; only the answer's wording is chosen here.
-            // The invoker left the channel meanwhile: as a send would be refused.
-            if !self.store.is_channel_member(ch, caller.id).await? {
-                return Err(forbidden("join the channel to post in it"));
+        {
+            Invoked::Logged(logged) => logged,
+            Invoked::Replayed { channel_id, answer } => {
+                if channel_id != ch {
+                    return Err(ChatError::Conflict(
+                        "this Idempotency-Key was used for a command in another channel".into(),
+                    ));
+                }
+                return Ok(Done {
+                    replayed: true,
+                    ..Done::said(answer)
+                });
             }
-            let (who, acting) = match command.target_user_id {
-                Some(agent) => ("agent", agent),
-                None => ("registrant", command.created_by),
-            };
-            let deactivated = self
-                .store
-                .user(acting)
-                .await?
-                .is_none_or(|u| u.deactivated_at.is_some());
-            return Err(not_found(if deactivated {
-                format!("/{name}'s {who} is no longer active")
-            } else {
-                format!("/{name}'s {who} is no longer a member of the workspace")
-            }));
+            Invoked::Refused => {
+                // The store's rule refused it; only the answer's wording is chosen here.
+                // The invoker left the channel meanwhile: as a send would be refused.
+                if !self.store.is_channel_member(ch, caller.id).await? {
+                    return Err(forbidden("join the channel to post in it"));
+                }
+                let (who, acting) = match command.target_user_id {
+                    Some(agent) => ("agent", agent),
+                    None => ("registrant", command.created_by),
+                };
+                let deactivated = self
+                    .store
+                    .user(acting)
+                    .await?
+                    .is_none_or(|u| u.deactivated_at.is_some());
+                return Err(not_found(if deactivated {
+                    format!("/{name}'s {who} is no longer active")
+                } else {
+                    format!("/{name}'s {who} is no longer a member of the workspace")
+                }));
+            }
         };
         self.emit_logged(logged).await;
         if queues_webhooks {
             self.webhooks.notify_one();
         }
-        Ok((answer, None))
+        Ok(Done::said(answer))
     }
 
     // ---- Registration -------------------------------------------------------------

@@ -20,6 +20,16 @@ use crate::store::{
 };
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// An `Idempotency-Key` (a send's, a command's) is 1 to 255 bytes.
+pub(crate) fn check_idempotency_key(key: Option<&str>) -> Result<()> {
+    match key {
+        Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY => {
+            Err(bad("Idempotency-Key must be 1 to 255 bytes"))
+        }
+        _ => Ok(()),
+    }
+}
 const MAX_MENTIONS: usize = 50;
 pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 200;
@@ -137,11 +147,7 @@ impl Chat {
         if !req.streaming || !req.text.trim().is_empty() {
             self.check_text(&req.text)?;
         }
-        if let Some(key) = &idempotency_key
-            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
-        {
-            return Err(bad("Idempotency-Key must be 1 to 255 bytes"));
-        }
+        check_idempotency_key(idempotency_key.as_deref())?;
         // A reply changes its root (reply count): both are published in commit order.
         let order = match req.thread_id {
             Some(root) => Some(self.gates.threads.lock(root.0).await),

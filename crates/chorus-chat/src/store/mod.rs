@@ -1070,13 +1070,40 @@ pub trait CommandStore: Send + Sync {
     /// leaves and sends do, and the acting user's as deactivation does: a removal
     /// either commits first (and is seen) or waits for the invocation, so nothing of
     /// it is logged or queued after the removal's `workspace.left` or `channel.left`.
-    /// `None`, and nothing logged or queued, when it cannot (or is gone).
+    /// [`Invoked::Refused`], and nothing logged or queued, when it cannot (or is gone).
+    ///
+    /// With an idempotency key, the invocation is remembered with its `answer` in the
+    /// same transaction; one the invoker made with that key before is
+    /// [`Invoked::Replayed`] (asked first, whatever became of the command since), and
+    /// nothing is logged or queued again.
     async fn invoke_command_logged(
         &self,
         id: CommandId,
         (ch, invoker): (ChannelId, UserId),
         invocation: Invocation,
-    ) -> Result<Option<Vec<Publish>>>;
+        key: Option<IdempotentAnswer<'_>>,
+    ) -> Result<Invoked>;
+}
+
+/// An invocation's idempotency key and the answer a retry with it gets.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotentAnswer<'a> {
+    pub key: &'a str,
+    pub answer: &'a str,
+}
+
+/// What became of an invocation ([`CommandStore::invoke_command_logged`]).
+#[derive(Debug)]
+pub enum Invoked {
+    /// Delivered: its events, logged.
+    Logged(Vec<Publish>),
+    /// The command cannot be invoked (its rule), or the invoker left the channel.
+    Refused,
+    /// The invoker used the key before, in `channel_id`, and was answered `answer`.
+    Replayed {
+        channel_id: ChannelId,
+        answer: String,
+    },
 }
 
 /// Everything the domain needs from a database.

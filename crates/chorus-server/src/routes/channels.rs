@@ -116,7 +116,9 @@ async fn leave_channel(
 /// result (and the header `Idempotent-Replayed: true`) and creates nothing. A text
 /// starting with `/name` is a slash command: run, not posted; its answer is `200` with
 /// a `CommandResult` (also sent to the author's connections as `command.result`), or
-/// the command's refusal (`400 unknown_command` for a name that is no command).
+/// the command's refusal (`400 unknown_command` for a name that is no command). A
+/// registered command retried with its `Idempotency-Key` is answered as the first time
+/// (`Idempotent-Replayed: true`) and delivered once.
 #[utoipa::path(post, path = "/api/v1/channels/{id}/messages", tag = "messages", request_body = SendMessage,
     params(("id" = i64, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = Message), (status = 200, body = CommandResult, description = "A slash command ran"),
@@ -143,7 +145,15 @@ async fn send_message(
         json,
     } = match state.chat.send(&caller, ChannelId(id), req, key).await? {
         Sent::Message(posted) => posted,
-        Sent::Command(result) => return Ok((StatusCode::OK, Json(result)).into_response()),
+        Sent::Command { result, replayed } => {
+            let mut response = (StatusCode::OK, Json(result)).into_response();
+            if replayed {
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            }
+            return Ok(response);
+        }
     };
     // The JSON its event carries when there is one (serialized once), else the message.
     let mut response = match json {

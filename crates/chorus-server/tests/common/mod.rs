@@ -227,7 +227,7 @@ impl TestServer {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        Resp::from(req.send().await.unwrap()).await
+        Resp::read(req.send().await.unwrap()).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {
@@ -567,7 +567,7 @@ pub struct Resp {
 }
 
 impl Resp {
-    async fn from(resp: reqwest::Response) -> Self {
+    pub async fn read(resp: reqwest::Response) -> Self {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();

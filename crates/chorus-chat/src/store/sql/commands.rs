@@ -3,14 +3,14 @@
 //! whose secret signs it).
 
 use async_trait::async_trait;
-use chorus_realtime::Publish;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::{Column, Dialect, RowsAffected, Sql, lock_row, share_row};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::{
-    CommandStore, Invocation, MAX_COMMANDS_PER_WORKSPACE, NewCommand, NewWebhookDelivery,
+    CommandStore, IdempotentAnswer, Invocation, Invoked, MAX_COMMANDS_PER_WORKSPACE, NewCommand,
+    NewWebhookDelivery,
 };
 
 const COMMAND_COLUMNS: &str =
@@ -164,8 +164,46 @@ where
         id: CommandId,
         (ch, invoker): (ChannelId, UserId),
         invocation: Invocation,
-    ) -> Result<Option<Vec<Publish>>> {
+        key: Option<IdempotentAnswer<'_>>,
+    ) -> Result<Invoked> {
         let mut tx = self.writer.begin().await?;
+        let now = self.now();
+        // The key first: a retry is answered as the first invocation was, whatever
+        // became of the command since. Claimed by an insert, so of two invocations
+        // racing with one key the second waits for the first's row (PostgreSQL) and
+        // finds it taken.
+        if let Some(IdempotentAnswer { key, answer }) = key {
+            let claimed = sqlx::query(
+                "INSERT INTO command_invocations
+                    (user_id, idempotency_key, channel_id, command_id, answer, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+            )
+            .bind(invoker.0)
+            .bind(key)
+            .bind(ch.0)
+            .bind(id.0)
+            .bind(answer)
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
+            if !claimed {
+                let (channel_id, answer): (i64, String) = sqlx::query_as(
+                    "SELECT channel_id, answer FROM command_invocations
+                      WHERE user_id = $1 AND idempotency_key = $2",
+                )
+                .bind(invoker.0)
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+                return Ok(Invoked::Replayed {
+                    channel_id: ChannelId(channel_id),
+                    answer,
+                });
+            }
+        }
         // Who the command acts for never changes: a command is only ever deleted.
         let Some((ws, acting)): Option<(i64, i64)> = sqlx::query_as(
             "SELECT workspace_id, COALESCE(target_user_id, created_by) FROM commands WHERE id = $1",
@@ -174,7 +212,7 @@ where
         .fetch_optional(&mut *tx)
         .await?
         else {
-            return Ok(None);
+            return Ok(Invoked::Refused);
         };
         // The workspace's row, as removals and role changes take it (before channels'
         // rows and scope heads), then the channel's, as leaves and sends take it, then
@@ -196,15 +234,15 @@ where
         .fetch_optional(&mut *tx)
         .await?;
         if invocable.is_none() {
-            return Ok(None);
+            // Rolled back: the key's row too, so a retry once it can be invoked runs.
+            return Ok(Invoked::Refused);
         }
-        let now = self.now();
         for new in &invocation.command_webhooks {
             Self::enqueue_command_webhook(&mut tx, new, id, now).await?;
         }
         let logged = Self::log_events(&mut tx, now, invocation.outbox).await?;
         tx.commit().await?;
-        Ok(Some(logged))
+        Ok(Invoked::Logged(logged))
     }
 }
 
