@@ -475,7 +475,40 @@ pub enum Event {
     CommandInvoked(CommandInvoked),
 }
 
+/// The families of the event types the server publishes (the part of a type before its
+/// first `.`): every type of [`Event`], the Rust client's own `resume.gap`, and room for
+/// more of each. Clients' SDKs act on these (a `subscription.revoked` ends a
+/// subscription, a `channel.left` forgets a scope), so nobody else may publish one: not a
+/// client's `publish`, not `POST /api/v1/publish`.
+pub const SERVER_TYPE_FAMILIES: [&str; 16] = [
+    "channel",
+    "command",
+    "credentials",
+    "member",
+    "mention",
+    "message",
+    "presence",
+    "reaction",
+    "read",
+    "receipt",
+    "resume",
+    "subscriber",
+    "subscription",
+    "turn",
+    "typing",
+    "workspace",
+];
+
 impl Event {
+    /// Whether an event of type `kind` can only come from the server: its family (the
+    /// part before the first `.`, in any case) is one of [`SERVER_TYPE_FAMILIES`].
+    pub fn is_servers(kind: &str) -> bool {
+        let family = kind.split_once('.').map_or(kind, |(family, _)| family);
+        SERVER_TYPE_FAMILIES
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(family))
+    }
+
     /// Decodes an event frame's `type` and `data`; `None` for a type not in the
     /// catalogue (e.g. one published through `POST /api/v1/publish`) or a payload
     /// that does not match its type.
@@ -488,6 +521,30 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every type of the catalogue is the server's (read from this file's `rename`s, so
+    /// a new event cannot be left out), and the types applications publish are not.
+    #[test]
+    fn every_catalogue_type_is_the_servers() {
+        let source = include_str!("events.rs");
+        let start = source.find("pub enum Event {").expect("the catalogue");
+        let end = start + source[start..].find("\n}").expect("its end");
+        let types: Vec<&str> = source[start..end]
+            .split("rename = \"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(types.len() > 30, "{types:?}");
+        for kind in types {
+            assert!(Event::is_servers(kind), "{kind}");
+        }
+        for kind in ["Message.created", "typing", "resume.gap", "subscription.x"] {
+            assert!(Event::is_servers(kind), "{kind}");
+        }
+        for kind in ["said", "order.created", "messages", "typing-indicator", "t"] {
+            assert!(!Event::is_servers(kind), "{kind}");
+        }
+    }
 
     /// A batch groups users by state and stands for exactly the presences it was made
     /// of: nobody lost, added or changed.

@@ -368,6 +368,44 @@ async fn a_client_publish_is_acked_with_its_offset_and_delivered() {
     assert_eq!(got["offset"], ack["offset"]);
 }
 
+/// A `subscription.revoked` (or `channel.left`, `message.created`, …) that a client or
+/// a backend could publish would make every subscriber's SDK act on it as if the server
+/// had said it: the server's types are the server's.
+#[tokio::test]
+async fn nobody_publishes_an_event_of_a_type_the_server_sends() {
+    let s = gateway().await;
+    let w = s.world().await;
+    let mut alice = s.connect(&w.alice.token).await;
+    assert_eq!(answer(&mut alice, "topic:room.lobby").await, "ack");
+    let mut anon = s.connect_anonymous().await;
+    let data = json!({"scope": "topic:room.lobby", "reason": "namespaces_changed", "text": "x"});
+    for kind in [
+        "subscription.revoked",
+        "channel.left",
+        "Message.created",
+        "typing",
+        "subscriber.joined",
+        "credentials.revoked",
+    ] {
+        let refused = anon
+            .request(
+                json!({"op": "publish", "scope": "topic:room.lobby", "type": kind, "data": data}),
+            )
+            .await;
+        assert_eq!(refused["code"], "bad_request", "{kind}: {refused}");
+        publish(&s, "topic:room.lobby", kind, data.clone())
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+    // An application's own dotted types are its own: the first event alice hears.
+    let ack = anon
+        .request(json!({"op": "publish", "scope": "topic:room.lobby", "type": "room.said", "data": data}))
+        .await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    let first = alice.recv_json().await;
+    assert_eq!(first["type"], "room.said", "{first}");
+}
+
 #[tokio::test]
 async fn client_publishes_are_rate_limited() {
     let s = TestServer::start_with(|c| {

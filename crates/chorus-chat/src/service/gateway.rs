@@ -260,9 +260,7 @@ impl Chat {
         op: chorus_proto::PublishOp,
     ) -> Result<Option<u64>> {
         let scope = Scope::parse(&op.scope).map_err(|e| ChatError::BadRequest(e.to_string()))?;
-        if op.kind.is_empty() || op.kind.len() > MAX_TYPE_BYTES {
-            return Err(ChatError::BadRequest("type must be 1 to 64 bytes".into()));
-        }
+        check_publish_type(&op.kind)?;
         if scope.kind() != "topic" {
             return Err(ChatError::Forbidden(
                 "clients publish to topic: scopes only".into(),
@@ -368,6 +366,22 @@ fn refused_by_application(reason: Option<String>) -> ChatError {
         Some(reason) => format!("refused by the application: {reason}"),
         None => "refused by the application".to_owned(),
     })
+}
+
+/// A published event's type (a client's `publish`, `POST /api/v1/publish`): 1 to 64
+/// bytes, and none of the server's own ([`chorus_api::events::Event::is_servers`]).
+pub fn check_publish_type(kind: &str) -> Result<()> {
+    if kind.is_empty() || kind.len() > MAX_TYPE_BYTES {
+        return Err(ChatError::BadRequest("type must be 1 to 64 bytes".into()));
+    }
+    if chorus_api::events::Event::is_servers(kind) {
+        return Err(ChatError::BadRequest(format!(
+            "type {kind:?} is the server's: types of the families {} are published by \
+             Chorus only",
+            chorus_api::events::SERVER_TYPE_FAMILIES.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn outside_namespaces(scope: &Scope) -> ChatError {

@@ -49,7 +49,7 @@ pub use agents::{SetWebhook, UserIds, WebhookSettings};
 pub use channels::{CreateChannel, OpenDm, UpdateChannel};
 pub use commands::{CreateCommand, Sent};
 pub use dev::{DEV_CHANNEL, DEV_WORKSPACE};
-pub use gateway::AppProxy;
+pub use gateway::{AppProxy, check_publish_type};
 pub use keys::{CreateServerKey, NewKey};
 pub use messages::Posted;
 pub use messages::{EditMessage, SendMessage};

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use chorus_api::{Health, Namespace, Publish as PublishRequest, Published, RevokeProxySessions};
-use chorus_chat::service::NodeStat;
+use chorus_chat::service::{NodeStat, check_publish_type};
 use chorus_chat::store::KeyPermission;
 use chorus_realtime::metrics::MetricsSnapshot;
 use chorus_realtime::{Publish, Scope};
@@ -382,6 +382,8 @@ async fn stats(State(state): State<AppState>, operator: Operator) -> ApiResult<a
 }
 
 /// Publish an arbitrary event to a scope: Chorus as a realtime gateway for a backend.
+/// Its type is the publisher's, outside the server's own families (`message.*`,
+/// `channel.*`, `subscription.*`, `typing`, …: `400`).
 /// Takes a server key with `publish` (only for scopes under its `publish_prefixes`,
 /// when it has any) or the admin token. With namespaces declared, a topic must be in
 /// one (`404`) and its `data` valid for the namespace's schema (`400` naming the path);
@@ -405,9 +407,7 @@ async fn publish(
             )));
         }
     }
-    if req.kind.is_empty() || req.kind.len() > 64 {
-        return Err(ApiError::bad_request("type must be 1 to 64 bytes"));
-    }
+    check_publish_type(&req.kind)?;
     // A topic of a declared namespace: inside one, and valid for its schema.
     let kept = state.chat.check_server_publish(&scope, &req.data)?;
     let mut event = Publish::new(scope.clone(), req.kind, &req.data);
