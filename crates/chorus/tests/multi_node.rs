@@ -1552,6 +1552,55 @@ async fn a_token_revoked_on_one_node_closes_its_socket_on_another() {
     assert_eq!(ack["op"], "ack", "{ack}");
 }
 
+/// A user deactivated through node A while Redis is away: node B hears of it only when
+/// Redis is back, but meanwhile grants nothing the user's open socket asks of it (the
+/// hooks read the user afresh); then the socket closes.
+#[tokio::test]
+#[ignore = "needs redis-server: scripts/test runs it (--run-ignored all)"]
+async fn a_user_deactivated_during_a_redis_outage_is_granted_nothing_on_another_node() {
+    let Cluster {
+        mut redis,
+        nodes,
+        _dir,
+    } = cluster(2).await;
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+    let team = setup(a, 1, 1).await;
+    let (user, channel) = (team.users[0], format!("channel:{}", team.channels[0]));
+    let mut socket = open(b, &team.tokens[0]).await;
+    let left = request(&mut socket, json!({"op": "unsubscribe", "scope": channel})).await;
+    assert_eq!(left["op"], "ack", "{left}");
+
+    redis.down().await;
+    let off = reqwest::Client::new()
+        .post(format!("http://{a}/api/v1/users/{user}/deactivate"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(off.status().is_success(), "{}", off.status());
+    let refused = request(
+        &mut socket,
+        json!({"op": "subscribe", "scope": channel, "since": 0}),
+    )
+    .await;
+    assert_eq!(refused["op"], "error", "{refused}");
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+
+    redis.up().await;
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("node B did not close the deactivated user's socket once Redis was back");
+    assert_eq!(closed, Some(3502));
+}
+
 /// Gateway mode: the application's logout (`POST /api/v1/proxy/sessions/revoke`) sent
 /// to node A closes, on node B, the socket the connect proxy authenticated for that
 /// application user (3502 after `credentials.revoked {reason: "session_revoked"}`);

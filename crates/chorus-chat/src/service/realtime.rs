@@ -40,13 +40,22 @@ impl ChatHooks {
         }
     }
 
+    /// The connection's user, read afresh: a deactivated one is refused, as their
+    /// credentials are (their sockets close when the deactivation is delivered; until
+    /// then — a broker outage, an operation already under way — nothing they ask of the
+    /// socket is granted).
     async fn user(&self, id: UserKey) -> Result<User, HookError> {
-        self.chat
+        let user = self
+            .chat
             .store
             .user(UserId(id))
             .await
             .map_err(to_hook)?
-            .ok_or_else(|| HookError::Forbidden("unknown user".into()))
+            .ok_or_else(|| HookError::Forbidden("unknown user".into()))?;
+        if user.deactivated_at.is_some() {
+            return Err(HookError::Forbidden("the user is deactivated".into()));
+        }
+        Ok(user)
     }
 }
 
