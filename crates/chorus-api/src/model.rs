@@ -66,6 +66,14 @@ impl Timestamp {
         std::time::UNIX_EPOCH + ms
     }
 
+    /// A [`SystemTime`](std::time::SystemTime) to the millisecond (before 1970: 0).
+    pub fn from_system_time(at: std::time::SystemTime) -> Self {
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Self(ms)
+    }
+
     fn to_datetime(self) -> time::OffsetDateTime {
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)

@@ -227,6 +227,19 @@ async fn an_expiring_token_closes_its_socket_when_it_expires_and_is_refused_afte
     s.get("/api/v1/me", &short.token)
         .await
         .expect_status(StatusCode::OK);
+    // It mints no token that would outlive it.
+    for body in [
+        json!({"name": "forever"}),
+        json!({"name": "longer", "expires_in": 60}),
+    ] {
+        s.post(
+            &format!("/api/v1/users/{}/tokens", alice.id),
+            &short.token,
+            body,
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
     let mut client = s.connect(&short.token).await;
     let mut other = s.connect(&alice.token).await;
 

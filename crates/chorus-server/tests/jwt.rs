@@ -708,3 +708,32 @@ async fn a_jwks_url_is_not_followed_through_a_redirect() {
     assert!(redirect.fetches() >= 1);
     assert_eq!(idp.fetches(), 0, "the redirect was followed");
 }
+
+/// A JWT (five minutes left) could mint an API token that never expires, outliving
+/// the identity provider's say: it mints tokens that expire no later than itself.
+#[tokio::test]
+async fn a_jwt_mints_no_token_that_outlives_it() {
+    let s = server(|c| c.jwt_secret = Some(SECRET.to_owned())).await;
+    let alice = s.create_user("alice").await;
+    let jwt = hs256(expiring("alice", 300));
+    let tokens = format!("/api/v1/users/{}/tokens", alice.id);
+    for body in [
+        json!({"name": "forever"}),
+        json!({"name": "longer", "expires_in": 3600}),
+    ] {
+        let refused = s
+            .post(&tokens, &jwt, body)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+        assert!(refused.text.contains("expire no later"), "{}", refused.text);
+    }
+    let made = s
+        .post(&tokens, &jwt, json!({"name": "short", "expires_in": 60}))
+        .await
+        .expect_status(StatusCode::CREATED);
+    assert!(made.body["expires_at"].is_string(), "{}", made.text);
+    // A lasting credential still mints a lasting token.
+    s.post(&tokens, &alice.token, json!({"name": "laptop"}))
+        .await
+        .expect_status(StatusCode::CREATED);
+}

@@ -68,6 +68,15 @@ async fn the_connect_proxy_accepts_one_token_and_refuses_another() {
     assert_eq!(me.body["name"], "app.42", "keyed by the application's id");
     assert_eq!(me.body["display_name"], "Ada Lovelace");
     ada.ping().await;
+    // An identity the application vouches for ends with its logout: it mints no API
+    // token, which would outlive that.
+    s.post(
+        &format!("/api/v1/users/{id}/tokens"),
+        "good-token",
+        json!({"name": "forever", "expires_in": 60}),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "forbidden");
 
     // The answer is cached: a second connection does not ask again, and is Ada.
     let again = s.connect("good-token").await;

@@ -33,6 +33,28 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// unrecorded until older entries are a minute old.
 const MAX_NOTED: usize = 10_000;
 
+/// Whether a token expiring at `expires_at` (`None`: never) may be minted with
+/// credential `with`: not when it would outlive it (see [`Chat::create_token`]).
+fn outlived_by(with: &SessionAuth, expires_at: Option<Timestamp>) -> Result<()> {
+    if with.credential.is_some_and(|c| c < 0) {
+        return Err(forbidden(
+            "an identity the application's connect proxy vouched for cannot mint API \
+             tokens: they would outlive the application's logout",
+        ));
+    }
+    let Some(ends) = with.expires_at.map(Timestamp::from_system_time) else {
+        return Ok(());
+    };
+    if expires_at.is_none_or(|at| at > ends) {
+        return Err(bad(format!(
+            "this credential expires at {} (ms): a token it mints must expire no later \
+             (give expires_in)",
+            ends.0
+        )));
+    }
+    Ok(())
+}
+
 impl TokenOwner {
     /// What the realtime engine keeps of the token for a socket it opens: its id (a
     /// revocation closes the sockets opened with it) and its expiry (the socket closes
@@ -73,9 +95,16 @@ impl Chat {
     /// Issues a named token for `user`: the user themself or a server admin. A
     /// deactivated user gets none (`Conflict`); nor does one holding
     /// [`MAX_TOKENS_PER_USER`].
+    ///
+    /// `with` is the credential the request came with. A credential that does not
+    /// last cannot make one that lasts longer (a server admin's aside): one that
+    /// expires (a JWT, an expiring token) mints tokens that expire no later
+    /// (`BadRequest` otherwise), and an identity the connect proxy vouched for mints
+    /// none (`Forbidden`: it ends with the application's logout, which a token would
+    /// outlive).
     pub async fn create_token(
         &self,
-        caller: &User,
+        (caller, with): (&User, &SessionAuth),
         user: UserId,
         req: CreateToken,
     ) -> Result<NewApiToken> {
@@ -97,6 +126,9 @@ impl Chat {
                 )));
             }
         };
+        if !caller.is_admin {
+            outlived_by(with, expires_at)?;
+        }
         if owner.deactivated_at.is_some() {
             return Err(ChatError::Conflict(
                 "the user is deactivated: reactivate them first".into(),

@@ -150,16 +150,22 @@ async fn list_users(
 
 /// Create an API token for a user (the user themself or a server admin): named, and
 /// expiring after `expires_in` seconds when given. The secret (`token`) is in this
-/// answer only. 409 when the user is deactivated or already holds 100 tokens.
+/// answer only. 409 when the user is deactivated or already holds 100 tokens. A
+/// credential that expires (a JWT, an expiring token) makes tokens that expire no later
+/// (400 otherwise), and a connect-proxy identity makes none (403), unless it is a
+/// server admin's.
 #[utoipa::path(post, path = "/api/v1/users/{id}/tokens", tag = "tokens", request_body = CreateToken,
     params(("id" = i64, Path)), responses((status = 201, body = NewApiToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_token(
     State(state): State<AppState>,
-    Caller(caller): Caller,
+    CallerPrincipal(caller): CallerPrincipal,
     Path(id): Path<i64>,
     Json(req): Json<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<NewApiToken>)> {
-    let created = state.chat.create_token(&caller, UserId(id), req).await?;
+    let created = state
+        .chat
+        .create_token((&caller.user, &caller.session), UserId(id), req)
+        .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
