@@ -120,6 +120,7 @@ fn main() -> ExitCode {
         a_post_racing_its_authors_leave_comes_before_it_or_not_at_all,
         a_completion_racing_its_authors_leave_comes_before_it_or_not_at_all,
         owners_acting_on_each_other_at_once_do_not_both_succeed,
+        workspace_creations_at_once_stay_within_the_cap,
         a_public_channels_creation_lists_the_guests_it_is_not_for,
         lists_and_observers_racing_a_departure_name_no_outsider,
         channels_and_membership,
@@ -1190,6 +1191,38 @@ where
         (tokio::spawn(a), b)
     };
     (a.await.unwrap(), b.await.unwrap())
+}
+
+/// A user's workspace creations are counted under their row's lock: two at once, one
+/// short of the cap, make one workspace and refuse the other.
+async fn workspace_creations_at_once_stay_within_the_cap(store: Arc<dyn Store>) {
+    for round in 0..10 {
+        let alice = user(&store, &format!("alice{round}")).await;
+        let cap = Some(2);
+        store
+            .create_workspace_logged("first", (alice.id, cap), no_events())
+            .await
+            .unwrap();
+        let create = |name: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .create_workspace_logged(name, (alice.id, cap), no_events())
+                    .await
+            }
+        };
+        let (a, b) = race(round, create("a"), create("b")).await;
+        assert_eq!(
+            u8::from(a.is_ok()) + u8::from(b.is_ok()),
+            1,
+            "round {round}: {a:?} / {b:?}"
+        );
+        assert!(
+            matches!(a.err().or(b.err()), Some(ChatError::Conflict(_))),
+            "round {round}"
+        );
+        assert_eq!(store.workspaces_of(alice.id).await.unwrap().len(), 2);
+    }
 }
 
 /// Two owners removing (or demoting) each other at the same moment, each checked as an
@@ -2690,7 +2723,7 @@ async fn creations_settings_and_lists_log_their_events(store: Arc<dyn Store>) {
     let (ws, logged) = store
         .create_workspace_logged(
             "acme",
-            alice.id,
+            (alice.id, None),
             events_only(|ws: &Workspace| {
                 let at = Scope::parse(&format!("workspace:{}", ws.id.0)).unwrap();
                 vec![Publish::new(at, "workspace.created", &ws.id.0)]

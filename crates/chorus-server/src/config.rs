@@ -80,6 +80,8 @@ pub struct Config {
     /// Most subscriptions one connection holds through `subscribe` / `resume`.
     pub max_subscriptions: usize,
     pub typing_per_minute: u32,
+    /// Workspaces one user (a server admin aside) may create (`409` past it).
+    pub max_workspaces_per_user: usize,
     /// A streaming message's roll-up window: what a channel's streams got within it
     /// reaches readers as one `message.deltas` (and the stored text is at most this far
     /// behind).
@@ -192,6 +194,7 @@ impl Default for Config {
             inbound_burst: engine.inbound_burst,
             max_subscriptions: engine.max_subscriptions,
             typing_per_minute: chat.typing_per_minute,
+            max_workspaces_per_user: chat.max_workspaces_per_user,
             stream_rollup_ms: chat.stream_rollup.as_millis() as u64,
             stream_idle_ms: chat.stream_idle.as_millis() as u64,
             loop_guard_run: chat.loop_guard_run,
@@ -322,6 +325,7 @@ impl Config {
         ChatConfig {
             max_message_bytes: self.max_message_bytes,
             typing_per_minute: self.typing_per_minute,
+            max_workspaces_per_user: self.max_workspaces_per_user,
             presence_grace: Duration::from_millis(self.presence_grace_ms),
             clock: self.clock,
             stream_rollup: Duration::from_millis(self.stream_rollup_ms.max(1)),

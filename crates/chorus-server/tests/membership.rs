@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestServer, WsClient};
+use common::{ADMIN_TOKEN, TestServer, WsClient};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -214,4 +214,37 @@ async fn joining_and_leaving_a_public_channel_moves_live_subscriptions() {
     )
     .await
     .expect_error(StatusCode::FORBIDDEN, "forbidden");
+}
+
+/// One account's workspaces are bounded (each is a scope its presence is announced
+/// on): the 101st is refused with 409; a server admin is not held to it.
+#[tokio::test]
+async fn a_user_creates_a_bounded_number_of_workspaces() {
+    let s = TestServer::start().await;
+    let alice = s.create_user("alice").await;
+    for i in 0..100 {
+        s.post(
+            "/api/v1/workspaces",
+            &alice.token,
+            json!({"name": format!("w{i}")}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED);
+    }
+    s.post(
+        "/api/v1/workspaces",
+        &alice.token,
+        json!({"name": "one more"}),
+    )
+    .await
+    .expect_error(StatusCode::CONFLICT, "conflict");
+    for i in 0..101 {
+        s.post(
+            "/api/v1/workspaces",
+            ADMIN_TOKEN,
+            json!({"name": format!("a{i}")}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED);
+    }
 }

@@ -2030,8 +2030,13 @@ const PARALLEL: usize = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_role_gets_what_the_permission_table_says() {
-    // Several hundred calls from a few tokens: no per-user rate limit here.
-    let s = TestServer::start_with(|c| c.http_per_sec = 0).await;
+    // Several hundred calls from a few tokens: no per-user rate limit here; a
+    // workspace per row, all of one owner's.
+    let s = TestServer::start_with(|c| {
+        c.http_per_sec = 0;
+        c.max_workspaces_per_user = 10_000;
+    })
+    .await;
     let p = People::create(&s).await;
     let rows: Vec<(Action, Actor, u16)> = TABLE
         .iter()

@@ -143,6 +143,9 @@ struct ServeArgs {
     max_subscriptions: Option<usize>,
     #[arg(long, env = "CHORUS_TYPING_PER_MINUTE")]
     typing_per_minute: Option<u32>,
+    /// Workspaces one user (a server admin aside) may create (default 100).
+    #[arg(long, env = "CHORUS_MAX_WORKSPACES_PER_USER")]
+    max_workspaces_per_user: Option<usize>,
     /// Streaming messages: the roll-up window (ms) and the idle time (ms) after which
     /// the server aborts a stream.
     #[arg(long, env = "CHORUS_STREAM_ROLLUP_MS")]
@@ -205,6 +208,7 @@ impl ServeArgs {
             inbound_burst,
             max_subscriptions,
             typing_per_minute,
+            max_workspaces_per_user,
             stream_rollup_ms,
             stream_idle_ms,
             loop_guard_run,

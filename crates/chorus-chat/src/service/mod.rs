@@ -69,6 +69,9 @@ pub struct ChatConfig {
     pub max_message_bytes: usize,
     /// `typing` signals per user per minute.
     pub typing_per_minute: u32,
+    /// Workspaces one user (a server admin aside) may create: each is a scope their
+    /// presence is announced on, so one account's must not grow without bound.
+    pub max_workspaces_per_user: usize,
     /// How long clients show a `typing` signal without a new one (`expires_in_ms`).
     pub typing_expires: Duration,
     /// How long a user stays online after their last connection closed, so a page
@@ -100,6 +103,7 @@ impl Default for ChatConfig {
         Self {
             max_message_bytes: 16 * 1024,
             typing_per_minute: 60,
+            max_workspaces_per_user: 100,
             typing_expires: Duration::from_secs(5),
             presence_grace: Duration::from_secs(3),
             clock: chorus_realtime::Clock::system(),

@@ -24,11 +24,12 @@ impl Chat {
             return Err(bad("workspace name must be 1 to 80 bytes"));
         }
         let owner = caller.id;
+        let cap = (!caller.is_admin).then_some(self.config.max_workspaces_per_user);
         let (ws, logged) = self
             .store
             .create_workspace_logged(
                 name,
-                owner,
+                (owner, cap),
                 events_only(move |ws: &Workspace| {
                     let joined = JoinedWorkspace {
                         workspace: ws.clone(),

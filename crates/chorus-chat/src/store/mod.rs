@@ -415,16 +415,18 @@ pub trait WorkspaceStore: Send + Sync {
     /// Creates the workspace with `owner` as its owner.
     async fn create_workspace(&self, name: &str, owner: UserId) -> Result<Workspace> {
         Ok(self
-            .create_workspace_logged(name, owner, no_events())
+            .create_workspace_logged(name, (owner, None), no_events())
             .await?
             .0)
     }
     /// [`create_workspace`](Self::create_workspace), logging `events` (built from the
-    /// new workspace) with it.
+    /// new workspace) with it. With `cap`, `Conflict` when `owner` has created that
+    /// many workspaces already (counted under the owner's row lock, so concurrent
+    /// creations cannot pass it together).
     async fn create_workspace_logged(
         &self,
         name: &str,
-        owner: UserId,
+        (owner, cap): (UserId, Option<usize>),
         events: Events<Workspace>,
     ) -> Result<(Workspace, Vec<Publish>)>;
     async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>>;

@@ -31,11 +31,24 @@ where
     async fn create_workspace_logged(
         &self,
         name: &str,
-        owner: UserId,
+        (owner, cap): (UserId, Option<usize>),
         events: Events<Workspace>,
     ) -> Result<(Workspace, Vec<Publish>)> {
         let now = self.now().0;
         let mut tx = self.writer.begin().await?;
+        if let Some(cap) = cap {
+            lock_row::<DB>(&mut tx, "users", owner.0).await?;
+            let created: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM workspaces WHERE created_by = $1")
+                    .bind(owner.0)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if usize::try_from(created).unwrap_or(usize::MAX) >= cap {
+                return Err(ChatError::Conflict(format!(
+                    "a user creates at most {cap} workspaces"
+                )));
+            }
+        }
         let row: WorkspaceRow = sqlx::query_as(
             "INSERT INTO workspaces (name, created_by, created_at) VALUES ($1, $2, $3)
              RETURNING id, name, created_by, created_at",
