@@ -326,7 +326,14 @@ export class ChorusRealtime {
     }
     this.ws = ws;
     ws.onmessage = (ev: { data: unknown }) => {
-      if (gen === this.gen) this.onText(gen, typeof ev.data === 'string' ? ev.data : String(ev.data));
+      if (gen !== this.gen) return;
+      try {
+        this.onText(gen, typeof ev.data === 'string' ? ev.data : String(ev.data));
+      } catch (err) {
+        // A frame this client cannot handle, or a listener that threw: reported, and the
+        // connection goes on (an exception escaping a socket handler ends a Node process).
+        this.emit('error', new ChorusError(0, 'unexpected_response', `handling a frame failed: ${String(err)}`));
+      }
     };
     ws.onclose = (ev: { code?: number; reason?: string }) => {
       if (gen === this.gen) this.onDrop(gen, ev.code ?? 1006, ev.reason ?? '');
@@ -541,16 +548,36 @@ export class ChorusRealtime {
     else this.deliver(ev);
   }
 
-  /** Follows membership changes announced on the user scope: the server has already
-   * changed the subscriptions; this keeps the list of scopes to resume in step. */
+  /** Follows membership changes announced on the user's own scope: the server has
+   * already changed the subscriptions; this keeps the list of scopes to resume in step.
+   * Only the server sends these types (it refuses them in a `publish`); they are still
+   * believed only where the server puts them, and read defensively. */
   private track(ev: ChorusEvent): void {
-    if (isEvent(ev, 'channel.joined')) this.scopes.add(`channel:${ev.data.channel.id}`);
-    else if (isEvent(ev, 'channel.left')) this.forget(`channel:${ev.data.channel_id}`);
-    else if (isEvent(ev, 'workspace.joined')) this.scopes.add(`workspace:${ev.data.workspace.id}`);
-    else if (isEvent(ev, 'workspace.left')) this.forget(`workspace:${ev.data.workspace_id}`);
-    // The server ended the subscription: the user may no longer read it.
-    else if (isEvent(ev, 'subscription.revoked')) this.forget(ev.scope);
-    if (isEvent(ev, 'channel.joined') && this.catchUpOn) this.baseline(ev.data.channel.id);
+    // The server ended the subscription (on the scope it ends, with no offset): the user
+    // may no longer read it.
+    if (isEvent(ev, 'subscription.revoked')) {
+      if (ev.offset === undefined) this.forget(ev.scope);
+      return;
+    }
+    const user = this._hello?.user_id;
+    if (user === undefined || ev.scope !== `user:${user}`) return;
+    const id = (value: unknown): number | undefined => (typeof value === 'number' ? value : undefined);
+    const data = ev.data as Record<string, any> | null | undefined;
+    if (isEvent(ev, 'channel.joined')) {
+      const channel = id(data?.channel?.id);
+      if (channel === undefined) return;
+      this.scopes.add(`channel:${channel}`);
+      if (this.catchUpOn) this.baseline(channel);
+    } else if (isEvent(ev, 'channel.left')) {
+      const channel = id(data?.channel_id);
+      if (channel !== undefined) this.forget(`channel:${channel}`);
+    } else if (isEvent(ev, 'workspace.joined')) {
+      const workspace = id(data?.workspace?.id);
+      if (workspace !== undefined) this.scopes.add(`workspace:${workspace}`);
+    } else if (isEvent(ev, 'workspace.left')) {
+      const workspace = id(data?.workspace_id);
+      if (workspace !== undefined) this.forget(`workspace:${workspace}`);
+    }
   }
 
   /** Hands a live (or released) event to the application and records its position. */
@@ -612,7 +639,10 @@ export class ChorusRealtime {
       return;
     }
     if (hadHello && !shouldReconnect(code)) {
-      this.finish(new ChorusError(0, 'closed', `closed by the server: ${code} ${reason}`));
+      // 3502: the credential was revoked or expired (or its user deactivated); the
+      // application should sign in again, as after a refused connect.
+      const why = code === CloseCode.Unauthorized ? 'unauthorized' : 'closed';
+      this.finish(new ChorusError(0, why, `closed by the server: ${code} ${reason}`));
       return;
     }
     if (!hadHello) {

@@ -270,9 +270,13 @@ describe('against a real server', () => {
 
     const rt = realtime(tab);
     const { events, states } = record(rt);
+    const errors: ChorusError[] = [];
+    rt.on('error', (err) => errors.push(err));
     await rt.connect();
     await bob.revokeToken(bobUser.id, created.id);
     await waitFor('the close', () => states.includes('closed'));
+    // The application is told to sign in again, as after a refused connect.
+    assert.deepEqual(errors.map((e) => e.code), ['unauthorized']);
     const revoked = events.find((e) => isEvent(e, 'credentials.revoked'));
     assert.ok(revoked && isEvent(revoked, 'credentials.revoked'));
     assert.deepEqual(revoked.data, { reason: 'token_revoked', token_id: created.id });
