@@ -1611,9 +1611,14 @@ impl Driver {
     }
 
     fn membership(&self, event: &EventFrame) -> Option<Membership> {
-        // The server ended this subscription (the user may no longer read it).
+        // The server ended this subscription (the user may no longer read it): an
+        // ephemeral event on the scope it ends. Only the server sends this type (it
+        // refuses it in a `publish`); a logged one is not the server's.
         if event.kind == "subscription.revoked" {
-            return Some(Membership::Left(event.scope.clone()));
+            return event
+                .offset
+                .is_none()
+                .then(|| Membership::Left(event.scope.clone()));
         }
         let user = event.scope.strip_prefix("user:")?.parse::<i64>().ok()?;
         if user != self.user_id {

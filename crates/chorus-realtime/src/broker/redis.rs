@@ -533,6 +533,9 @@ fn read_list(broker: &Inner) -> (Vec<String>, Vec<String>) {
     (keys, ids)
 }
 
+/// The prefix of the users' scopes' streams ([`stream_key`] of `user:…`).
+const USER_STREAMS: &str = "chorus:s:user:";
+
 /// Entries of a scope that follow events missing from its stream (published late, or
 /// lost with Redis's data), to deliver after those are read from the event log.
 struct Gap {
@@ -620,7 +623,13 @@ fn deliver(broker: &Inner, reply: StreamReadReply) -> Vec<Gap> {
     let mut positions = lock(&broker.positions);
     let mut newest: Option<SystemTime> = None;
     let mut ephemeral = None;
-    for stream in reply.keys {
+    // Users' scopes first: they carry the changes that end other subscriptions or the
+    // socket (`credentials.revoked` and its close, a demotion's re-check), which must
+    // not be overtaken by an event of another scope read with them (the reply lists the
+    // streams in the order they were asked for: a hash map's).
+    let mut streams = reply.keys;
+    streams.sort_by_key(|stream| !stream.key.starts_with(USER_STREAMS));
+    for stream in streams {
         broker
             .metrics
             .relay_read_events
@@ -1136,15 +1145,16 @@ mod tests {
     }
 
     /// Records the kinds of the events of one scope it is handed.
+    /// Records the kinds of the events of `scopes`, in the order delivered.
     struct Kinds {
-        scope: Scope,
+        scopes: Vec<Scope>,
         kinds: Mutex<Vec<String>>,
         changed: Notify,
     }
 
     impl EventSink for Kinds {
         fn deliver(&self, event: &Arc<Event>) {
-            if event.scope == self.scope {
+            if self.scopes.contains(&event.scope) {
                 lock(&self.kinds).push(event.kind.to_string());
                 self.changed.notify_waiters();
             }
@@ -1160,33 +1170,19 @@ mod tests {
     #[tokio::test]
     #[ignore = "needs Redis (CHORUS_TEST_REDIS_URL): scripts/test runs it (--run-ignored all)"]
     async fn an_ephemeral_event_read_with_logged_ones_does_not_overtake_them() {
-        use redis::streams::{StreamId, StreamKey};
+        use redis::streams::StreamKey;
         let url = redis_url();
         let clock = Clock::system();
         let base = now_micros(&clock);
         let scope = Scope::parse(&format!("topic:order-{base}")).unwrap();
         let sink = Arc::new(Kinds {
-            scope: scope.clone(),
+            scopes: vec![scope.clone()],
             kinds: Mutex::new(Vec::new()),
             changed: Notify::new(),
         });
         let broker = test_broker(&url, sink.clone(), clock, None).await;
         let head = broker.attach(&scope).await.unwrap();
-        let entry = |id: String, kind: &str| {
-            let mut map: HashMap<String, redis::Value> = [("k", kind), ("d", "{}")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), redis::Value::BulkString(v.into())))
-                .collect();
-            map.insert(
-                "c".to_owned(),
-                redis::Value::BulkString(scope.as_str().into()),
-            );
-            StreamId {
-                id,
-                map,
-                ..StreamId::default()
-            }
-        };
+        let entry = |id: String, kind: &str| stream_entry(&scope, id, kind);
         // What one XREAD returns when the leave (the next offset) and then a delta were added
         // since the last read: the streams in the order they were asked for.
         let reply = StreamReadReply {
@@ -1204,6 +1200,71 @@ mod tests {
         let gaps = deliver(&broker.inner, reply);
         assert!(gaps.is_empty());
         assert_eq!(*lock(&sink.kinds), ["member.left", "message.deltas"]);
+    }
+
+    /// A stream entry as the publish script writes it: `kind` with empty data, of `scope`.
+    fn stream_entry(scope: &Scope, id: String, kind: &str) -> redis::streams::StreamId {
+        let mut map: HashMap<String, redis::Value> = [("k", kind), ("d", "{}")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), redis::Value::BulkString(v.into())))
+            .collect();
+        map.insert(
+            "c".to_owned(),
+            redis::Value::BulkString(scope.as_str().into()),
+        );
+        redis::streams::StreamId {
+            id,
+            map,
+            ..Default::default()
+        }
+    }
+
+    /// A revocation on the user's scope and a channel's event read together: the
+    /// revocation is delivered first (its close seals the socket), whatever order the
+    /// reply lists the streams in.
+    #[tokio::test]
+    #[ignore = "needs Redis (CHORUS_TEST_REDIS_URL): scripts/test runs it (--run-ignored all)"]
+    async fn a_users_event_is_delivered_before_other_scopes_read_with_it() {
+        use redis::streams::StreamKey;
+        let url = redis_url();
+        let clock = Clock::system();
+        let base = now_micros(&clock);
+        let user = Scope::parse(&format!("user:{base}")).unwrap();
+        let channel = Scope::parse(&format!("channel:{base}")).unwrap();
+        let sink = Arc::new(Kinds {
+            scopes: vec![user.clone(), channel.clone()],
+            kinds: Mutex::new(Vec::new()),
+            changed: Notify::new(),
+        });
+        let broker = test_broker(&url, sink.clone(), clock, None).await;
+        let user_head = broker.attach(&user).await.unwrap();
+        let channel_head = broker.attach(&channel).await.unwrap();
+        let reply = StreamReadReply {
+            keys: vec![
+                StreamKey {
+                    key: stream_key(&channel),
+                    ids: vec![stream_entry(
+                        &channel,
+                        format!("{}-0", channel_head + 1),
+                        "message.created",
+                    )],
+                },
+                StreamKey {
+                    key: stream_key(&user),
+                    ids: vec![stream_entry(
+                        &user,
+                        format!("{}-0", user_head + 1),
+                        "credentials.revoked",
+                    )],
+                },
+            ],
+        };
+        let gaps = deliver(&broker.inner, reply);
+        assert!(gaps.is_empty());
+        assert_eq!(
+            *lock(&sink.kinds),
+            ["credentials.revoked", "message.created"]
+        );
     }
 
     #[test]
