@@ -20,9 +20,16 @@
 //!
 //! Memory is bounded by what is published, never by what is subscribed: a scope gets an
 //! entry at its first publish (with a log: every scope the log has a head for, read once
-//! at the first use), and a sweep drops retained events once they leave the window.
+//! at the first use), and a sweep drops retained events once they leave the window. The
+//! windows of all scopes together hold at most a budget of bytes
+//! ([`WINDOW_BUDGET_BYTES`]): past it, the oldest retained events of any scope are
+//! dropped first — with a log, a resume reaching back to them reads the log; without
+//! one, it is told `recovered: false`. So topics a client can name by publishing to them
+//! cannot fill the memory with their windows.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,6 +44,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// How long a logged event past a gap waits for the events before it to be published
 /// before they are read back from the log.
 pub const GAP_WAIT: Duration = Duration::from_millis(200);
+/// What the memory windows of all scopes hold at most, in (estimated) bytes.
+pub const WINDOW_BUDGET_BYTES: usize = 256 << 20;
 
 pub struct MemoryBroker {
     sink: Arc<dyn EventSink>,
@@ -54,6 +63,18 @@ pub struct MemoryBroker {
     me: Weak<MemoryBroker>,
     /// With an event log: its base, once every scope's head was read from it.
     base_of_log: tokio::sync::OnceCell<u64>,
+    /// What the windows of all scopes hold, in bytes ([`retained_size`]).
+    retained: AtomicUsize,
+    /// The most they may hold ([`WINDOW_BUDGET_BYTES`]).
+    budget: AtomicUsize,
+    /// Wakes the sweep at once when the windows are over the budget.
+    over_budget: tokio::sync::Notify,
+}
+
+/// What retaining `event` in a window costs, roughly: its payload, the frame made of it
+/// (about as big), and the bookkeeping around both.
+fn retained_size(event: &Event) -> usize {
+    2 * (event.data.len() + event.kind.len()) + 256
 }
 
 struct ScopeLog {
@@ -68,20 +89,40 @@ struct ScopeLog {
 }
 
 impl ScopeLog {
-    fn trim(&mut self, retention: Retention, now: SystemTime) {
+    fn trim(&mut self, retention: Retention, now: SystemTime, total: &AtomicUsize) {
         while self.events.len() > retention.max_events {
-            self.events.pop_front();
+            self.drop_oldest(total);
         }
         while let Some(front) = self.events.front() {
             let age = now.duration_since(front.published_at).unwrap_or_default();
             if age <= retention.max_age {
                 break;
             }
-            self.events.pop_front();
+            self.drop_oldest(total);
         }
         if self.events.is_empty() {
             self.events.shrink_to_fit();
         }
+    }
+
+    /// Retains `event` at the window's end, counted in `total`.
+    fn retain(&mut self, event: Arc<Event>, total: &AtomicUsize) {
+        total.fetch_add(retained_size(&event), Ordering::Relaxed);
+        self.events.push_back(event);
+    }
+
+    /// Drops the window's oldest event, uncounted from `total`.
+    fn drop_oldest(&mut self, total: &AtomicUsize) {
+        if let Some(event) = self.events.pop_front() {
+            total.fetch_sub(retained_size(&event), Ordering::Relaxed);
+        }
+    }
+
+    /// Empties the window.
+    fn clear_window(&mut self, total: &AtomicUsize) {
+        let freed: usize = self.events.iter().map(|e| retained_size(e)).sum();
+        total.fetch_sub(freed, Ordering::Relaxed);
+        self.events.clear();
     }
 
     fn new(head: u64) -> Self {
@@ -113,10 +154,11 @@ impl ScopeLog {
         self.head = event.offset.unwrap_or(self.head);
         let retention = broker.retention.of(&event.scope);
         if retention.max_events > 0 {
-            self.events.push_back(event.clone());
-            self.trim(retention, event.published_at);
+            self.retain(event.clone(), &broker.retained);
+            self.trim(retention, event.published_at, &broker.retained);
+            broker.check_budget();
         } else {
-            self.events.clear();
+            self.clear_window(&broker.retained);
         }
         broker.sink.deliver(&event);
     }
@@ -163,6 +205,9 @@ impl MemoryBroker {
             logs: Mutex::new(HashMap::new()),
             me: me.clone(),
             base_of_log: tokio::sync::OnceCell::new(),
+            retained: AtomicUsize::new(0),
+            budget: AtomicUsize::new(WINDOW_BUDGET_BYTES),
+            over_budget: tokio::sync::Notify::new(),
         });
         tokio::spawn(sweep_loop(Arc::downgrade(&broker)));
         broker
@@ -172,15 +217,66 @@ impl MemoryBroker {
         lock(&self.logs).get(scope).cloned()
     }
 
-    /// Drops retained events that left the window, in every log.
+    /// Drops retained events that left the window, in every log; then, while the
+    /// windows are over their budget, the oldest retained events of any scope.
     pub fn sweep(&self) {
         let logs: Vec<_> = lock(&self.logs)
             .iter()
             .map(|(scope, log)| (scope.clone(), log.clone()))
             .collect();
         let now = self.clock.system_time();
-        for (scope, log) in logs {
-            lock(&log).trim(self.retention.of(&scope), now);
+        for (scope, log) in &logs {
+            lock(log).trim(self.retention.of(scope), now, &self.retained);
+        }
+        self.evict(logs.into_iter().map(|(_, log)| log));
+    }
+
+    /// Sets the windows' budget (bytes; [`WINDOW_BUDGET_BYTES`] by default).
+    pub fn set_window_budget(&self, bytes: usize) {
+        self.budget.store(bytes, Ordering::Relaxed);
+        self.check_budget();
+    }
+
+    /// What the windows of all scopes hold now, in (estimated) bytes.
+    pub fn retained_bytes(&self) -> usize {
+        self.retained.load(Ordering::Relaxed)
+    }
+
+    /// Over the budget: the sweep is woken to bring the windows back under it.
+    fn check_budget(&self) {
+        if self.retained.load(Ordering::Relaxed) > self.budget.load(Ordering::Relaxed) {
+            self.over_budget.notify_one();
+        }
+    }
+
+    /// Drops the oldest retained events, whatever their scope, until the windows hold
+    /// at most nine tenths of the budget (so a budget reached is not swept again at
+    /// every publish).
+    fn evict(&self, logs: impl Iterator<Item = Arc<Mutex<ScopeLog>>>) {
+        let target = self.budget.load(Ordering::Relaxed) / 10 * 9;
+        if self.retained.load(Ordering::Relaxed) <= target {
+            return;
+        }
+        // The oldest front first: (its publish time, the scope's index).
+        let logs: Vec<_> = logs.collect();
+        let front = |l: &ScopeLog| l.events.front().map(|e| e.published_at);
+        let mut oldest: BinaryHeap<Reverse<(SystemTime, usize)>> = logs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, log)| front(&lock(log)).map(|at| Reverse((at, i))))
+            .collect();
+        while self.retained.load(Ordering::Relaxed) > target {
+            let Some(Reverse((_, i))) = oldest.pop() else {
+                break;
+            };
+            let mut l = lock(&logs[i]);
+            l.drop_oldest(&self.retained);
+            if l.events.is_empty() {
+                l.events.shrink_to_fit();
+            }
+            if let Some(at) = front(&l) {
+                oldest.push(Reverse((at, i)));
+            }
         }
     }
 
@@ -305,7 +401,7 @@ impl MemoryBroker {
                 // (or never committed); continue after them.
                 tracing::warn!(%scope, from = head + 1, to = first - 1, "offsets missing from the event log");
                 l.head = first - 1;
-                l.events.clear();
+                l.clear_window(&self.retained);
                 if let Some((_, publish)) = l.pending.pop_first() {
                     let event = Arc::new(logged_event(publish, self.clock.system_time()));
                     l.advance(event, &self);
@@ -362,8 +458,10 @@ impl MemoryBroker {
                     _ => break,
                 }
             }
-            l.events = run;
-            l.trim(self.retention.of(&scope), now);
+            for event in run {
+                l.retain(event, &self.retained);
+            }
+            l.trim(self.retention.of(&scope), now, &self.retained);
             kept += l.events.len();
         }
         Ok(kept)
@@ -398,7 +496,16 @@ fn window(l: &ScopeLog, since: u64) -> History {
 
 async fn sweep_loop(broker: Weak<MemoryBroker>) {
     loop {
-        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(woken) = broker.upgrade() else {
+            return;
+        };
+        // Every SWEEP_EVERY, and at once when the windows are over their budget; not
+        // holding the broker while it waits.
+        let over = async move { woken.over_budget.notified().await };
+        tokio::select! {
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
+            () = over => {}
+        }
         let Some(broker) = broker.upgrade() else {
             return;
         };
@@ -439,8 +546,9 @@ impl Broker for MemoryBroker {
         ));
         let retention = self.retention.of(&event.scope);
         if retention.max_events > 0 {
-            log.events.push_back(event.clone());
-            log.trim(retention, event.published_at);
+            log.retain(event.clone(), &self.retained);
+            log.trim(retention, event.published_at, &self.retained);
+            self.check_budget();
         }
         self.sink.deliver(&event);
         Ok(Some(offset))
@@ -453,7 +561,7 @@ impl Broker for MemoryBroker {
             match self.log(scope) {
                 Some(entry) => {
                     let mut l = lock(&entry);
-                    l.trim(retention, self.clock.system_time());
+                    l.trim(retention, self.clock.system_time(), &self.retained);
                     if l.covers(since) {
                         return Ok(window(&l, since));
                     }
@@ -471,7 +579,7 @@ impl Broker for MemoryBroker {
             });
         };
         let mut log = lock(&log);
-        log.trim(retention, self.clock.system_time());
+        log.trim(retention, self.clock.system_time(), &self.retained);
         let head = log.head;
         if since >= head {
             return Ok(History {
@@ -807,6 +915,75 @@ mod tests {
         let got = broker.history(&scope("channel:2"), 2).await.unwrap();
         assert_eq!(recovered_offsets(got), [3, 4, 5]);
         assert_eq!(reads(), 1, "not in channel:2's window: from the log");
+    }
+
+    /// Topics a client names by publishing to them cannot fill the memory: past the
+    /// budget, the oldest retained events of any scope go first (the newest scopes'
+    /// windows stay whole), and a resume reaching back to them is not recovered from
+    /// memory.
+    #[tokio::test]
+    async fn the_windows_of_all_scopes_stay_within_their_budget() {
+        let broker = MemoryBroker::new(
+            Arc::new(Sink::default()),
+            Retention::default(),
+            Clock::system(),
+        );
+        broker.set_window_budget(20_000);
+        let topic = |i: usize| Scope::parse(&format!("topic:t{i}")).unwrap();
+        let text = "x".repeat(1_000);
+        let mut heads = Vec::new();
+        for i in 0..50 {
+            let offset = broker
+                .publish(Publish::new(topic(i), "said", &text))
+                .await
+                .unwrap()
+                .unwrap();
+            heads.push(offset);
+        }
+        assert!(
+            broker.retained_bytes() > 20_000,
+            "{}",
+            broker.retained_bytes()
+        );
+        broker.sweep();
+        assert!(
+            broker.retained_bytes() <= 20_000,
+            "{}",
+            broker.retained_bytes()
+        );
+        let before = |i: usize| heads[i] - 1;
+        let newest = broker.history(&topic(49), before(49)).await.unwrap();
+        assert!(newest.recovered);
+        assert_eq!(newest.events.len(), 1);
+        let oldest = broker.history(&topic(0), before(0)).await.unwrap();
+        assert!(!oldest.recovered, "evicted: {oldest:?}");
+        // Past the budget, the sweep is woken at once (not at its next round).
+        for i in 50..100 {
+            broker
+                .publish(Publish::new(topic(i), "said", &text))
+                .await
+                .unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while broker.retained_bytes() > 20_000 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the sweep brought the windows under their budget");
+        // What a scope's window gives back counts no more: emptied by its own window's
+        // trim, the windows hold nothing.
+        for i in 0..100 {
+            lock(&broker.log(&topic(i)).unwrap()).trim(
+                Retention {
+                    max_events: 0,
+                    max_age: Duration::ZERO,
+                },
+                SystemTime::now(),
+                &broker.retained,
+            );
+        }
+        assert_eq!(broker.retained_bytes(), 0);
     }
 
     /// An event trimmed out of the middle of a scope's log (log times and offsets can
