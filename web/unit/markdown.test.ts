@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { searchEmoji, emojiByCode } from '../src/emoji.js';
-import { inline, parse, plain, safeHref } from '../src/markdown.js';
+import { inline, parse, plain, safeHref, type Block } from '../src/markdown.js';
 
 const text = (v: string) => ({ t: 'text', v }) as const;
 
@@ -91,5 +91,123 @@ describe('emoji', () => {
     assert.equal(searchEmoji(':thu')[0]?.e, '👍');
     assert.ok(searchEmoji('celebrate').some((e) => e.e === '🎉'));
     assert.equal(searchEmoji('zzzzqq').length, 0);
+  });
+});
+
+// One message is shown to everyone in its channel, so no text (up to the server's 16 KiB)
+// may throw or take long to parse. The time bound is a complexity guard with a wide
+// margin: the best of three runs (not the first, which pays for compiling the parser)
+// takes a few milliseconds; the quadratic parses took seconds.
+const MAX_BYTES = 16 * 1024;
+const BOUND_MS = 200;
+/** `unit` repeated to at most 16 KiB. */
+const fill = (unit: string) => unit.repeat(Math.floor(MAX_BYTES / unit.length));
+function timed<T>(what: string, run: () => T): T {
+  let best = Infinity;
+  let out: T | undefined;
+  for (let k = 0; k < 3; k++) {
+    const start = performance.now();
+    out = run();
+    best = Math.min(best, performance.now() - start);
+  }
+  assert.ok(best < BOUND_MS, `${what}: ${best.toFixed(0)} ms`);
+  return out!;
+}
+/** `depth` quotes, one inside the other, around `inner`. */
+const nested = (depth: number, inner: Block[]): Block[] => (depth === 0 ? inner : [{ t: 'quote', c: nested(depth - 1, inner) }]);
+
+describe('adversarial text', () => {
+  it('quotes nest at most 20 deep: the rest is text, never a stack overflow', () => {
+    const deep = '> '.repeat(4000) + 'x';
+    assert.deepEqual(
+      timed('4000 quotes', () => parse(deep)),
+      nested(20, [{ t: 'p', c: [text('> '.repeat(3980) + 'x')] }]),
+    );
+    const max = fill('> ') + 'x';
+    assert.deepEqual(
+      timed('16 KiB of quotes', () => parse(max)),
+      nested(20, [{ t: 'p', c: [text('> '.repeat(MAX_BYTES / 2 - 20) + 'x')] }]),
+    );
+    // Quote markers on 16 KiB of lines, and lines as deep as the limit.
+    timed('quote lines', () => parse(fill('>\n')));
+    assert.deepEqual(parse('> '.repeat(20) + 'x'), nested(20, [{ t: 'p', c: [text('x')] }]));
+    assert.deepEqual(parse('> '.repeat(21) + 'x'), nested(20, [{ t: 'p', c: [text('> x')] }]));
+    // Shallow nesting is as it was.
+    assert.deepEqual(parse('> > > deep\n> > two\n> one\nzero'), [
+      ...nested(1, [...nested(1, [...nested(1, [{ t: 'p', c: [text('deep')] }]), { t: 'p', c: [text('two')] }]), { t: 'p', c: [text('one')] }]),
+      { t: 'p', c: [text('zero')] },
+    ]);
+  });
+
+  it('a URL with 16 KiB of trailing punctuation', () => {
+    const closing = 'https://a' + ')'.repeat(1991);
+    assert.deepEqual(timed('closing parentheses', () => inline(closing)), [
+      { t: 'link', href: 'https://a/', c: [text('https://a')] },
+      text(')'.repeat(1991)),
+    ]);
+    const dots = '.'.repeat(1990);
+    assert.deepEqual(timed('dots', () => inline('https://a' + dots)), [{ t: 'link', href: 'https://a/', c: [text('https://a')] }, text(dots)]);
+    const mixed = ').'.repeat(995);
+    assert.deepEqual(timed('mixed', () => inline('https://a' + mixed)), [
+      { t: 'link', href: 'https://a/', c: [text('https://a')] },
+      text(mixed),
+    ]);
+    // Balanced parentheses stay in the URL.
+    const balanced = 'https://a/' + '('.repeat(995) + ')'.repeat(995);
+    const [link] = timed('balanced', () => inline(balanced));
+    assert.equal(link?.t === 'link' && link.c[0]?.t === 'text' ? link.c[0].v : undefined, balanced);
+  });
+
+  it('a bare URL is at most 2000 characters, as a [label](url)’s', () => {
+    const url = 'https://a/' + 'b'.repeat(1990);
+    assert.deepEqual(inline(`${url} x`), [{ t: 'link', href: url, c: [text(url)] }, text(' x')]);
+    assert.deepEqual(inline(`${url}b x`), [text(`${url}b x`)]);
+    for (const long of [
+      'https://a' + ')'.repeat(16000),
+      'https://a' + '.'.repeat(MAX_BYTES - 9),
+      'https://a/' + '('.repeat(8000) + ')'.repeat(8000),
+    ]) {
+      assert.deepEqual(timed('a long URL', () => inline(long)), [text(long)]);
+    }
+  });
+
+  it('URLs that do not parse, one after the other', () => {
+    for (const unit of ['(http://[', '.http://\u0001']) {
+      const input = fill(unit);
+      assert.deepEqual(timed(JSON.stringify(unit), () => inline(input)), [text(input)], unit);
+    }
+  });
+
+  it('a [ before every ], and links sharing their ]', () => {
+    const brackets = fill('[');
+    assert.deepEqual(timed('brackets', () => inline(brackets)), [text(brackets)]);
+    // The first `[` at most 500 characters before the `]` opens the link.
+    const shared = '['.repeat(600) + 'a](https://x.test/d)';
+    assert.deepEqual(timed('shared', () => inline(shared)), [
+      text('['.repeat(100)),
+      { t: 'link', href: 'https://x.test/d', c: [text('['.repeat(499) + 'a')] },
+    ]);
+    const unclosed = fill('['.repeat(500) + 'a](' + 'b'.repeat(1999));
+    assert.deepEqual(timed('no closing parenthesis', () => inline(unclosed)), [text(unclosed)]);
+  });
+
+  it('a mention followed by 16 KiB of dots', () => {
+    assert.deepEqual(timed('dots then a letter', () => inline('@' + '.'.repeat(MAX_BYTES - 2) + 'a')), [
+      { t: 'mention', name: '.'.repeat(MAX_BYTES - 2) + 'a' },
+    ]);
+    assert.deepEqual(timed('dots last', () => inline('@a' + '.-'.repeat(8000))), [{ t: 'mention', name: 'a' }, text('.-'.repeat(8000))]);
+  });
+
+  it('emphasis that never closes, and marks hidden behind an unclosed backtick', () => {
+    const head = ' *a'.repeat(2700) + '`';
+    const out = timed('openers, then a backtick', () => inline(head + 'a*'.repeat(4100)));
+    // The openers before the backtick close on nothing (every mark after it is inside
+    // the unclosed code); after it, `a*a*a…` pairs up into italics.
+    const italic = { t: 'i', c: [text('a')] } as const;
+    assert.deepEqual(out, [text(head + 'a'), ...Array.from({ length: 2050 }, (_, k) => (k ? [text('a'), italic] : [italic])).flat()]);
+    for (const unit of [' *a', ' _a', ' **a', ' __a', ' ~~a']) {
+      const input = fill(unit);
+      assert.deepEqual(timed(JSON.stringify(unit), () => inline(input)), [text(input)], unit);
+    }
   });
 });
