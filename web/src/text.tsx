@@ -1,6 +1,7 @@
 // A message's text on screen: the tree markdown.ts parses, as elements and text nodes
 // only (no innerHTML anywhere), so what people type is always shown as text.
 import type { ComponentChildren } from 'preact';
+import { useErrorBoundary, useMemo, useState } from 'preact/hooks';
 import { parse, type Block, type Inline } from './markdown';
 
 export interface TextContext {
@@ -10,8 +11,24 @@ export interface TextContext {
   isMember: (name: string) => boolean;
 }
 
+/** A message's text. Should it ever fail to render, it is shown as it was written (as
+ * text) instead: one message must never break the view it is in, for everyone who reads
+ * it. Tried again when the text changes (an edit, a streaming message growing). */
 export function Text({ text, ctx }: { text: string; ctx: TextContext }) {
-  return <>{parse(text).map((b, i) => block(b, i, ctx))}</>;
+  const [failed, setFailed] = useState<string | undefined>(undefined);
+  useErrorBoundary((err: unknown) => {
+    console.error('a message could not be rendered', err);
+    setFailed(text);
+  });
+  if (failed === text) return <p class="md-p">{text}</p>;
+  return <Rendered text={text} ctx={ctx} />;
+}
+
+/** The text's markup as elements. Parsed once per text: the whole view re-renders on
+ * every change of the store (a typing signal, a presence change). */
+function Rendered({ text, ctx }: { text: string; ctx: TextContext }) {
+  const blocks = useMemo(() => parse(text), [text]);
+  return <>{blocks.map((b, i) => block(b, i, ctx))}</>;
 }
 
 function block(b: Block, key: number, ctx: TextContext): ComponentChildren {
