@@ -234,4 +234,23 @@ describe('credentials handed over in a link', () => {
     assert.equal(await meStatus(token), 200);
     await context.close();
   });
+
+  it('signing out removes the drafts and messages not sent that the user left here', async () => {
+    const { context, page } = await person(browser, server, 'hana');
+    const kept = () =>
+      page.evaluate(() => Object.keys(localStorage).filter((k) => /^chorus\.(drafts|outbox|thread-mentions)\./.test(k)));
+    // A message the server cannot be reached for waits in the outbox; a draft is typed.
+    await page.route('**/api/v1/channels/*/messages', (route) =>
+      route.request().method() === 'POST' ? route.abort('connectionrefused') : route.continue(),
+    );
+    await page.locator('#composer-input').fill('not sent');
+    await page.locator('#composer-input').press('Enter');
+    await page.locator('#composer-input').fill('a draft');
+    await page.waitForFunction(() => Object.keys(localStorage).some((k) => k.startsWith('chorus.outbox.')));
+    await page.waitForFunction(() => Object.keys(localStorage).some((k) => k.startsWith('chorus.drafts.')));
+    await signOut(page);
+    assert.deepEqual(await kept(), []);
+    assert.equal(await storedToken(page), null);
+    await context.close();
+  });
 });

@@ -178,6 +178,9 @@ function Chat() {
   const signOut = async () => {
     const current = session.current;
     if (!current) return;
+    // What the user left here goes with them (a shared machine): before the store
+    // stops, which would save its drafts again.
+    running.current?.forget();
     session.current = undefined;
     running.current = undefined;
     // A sign-in link's candidate still waiting for the user's word is not used either.
@@ -220,8 +223,10 @@ function Chat() {
             }}
             onSwitch={() => {
               // Switching is signing out of the account before: its token is forgotten
-              // here, so one minted for this browser is revoked as signing out would.
+              // here, so one minted for this browser is revoked as signing out would,
+              // and what it left here (drafts, messages not sent) goes as well.
               const left = session.current;
+              running.current?.forget();
               enter(asking.candidate);
               if (left) discard(left, asking.candidate);
             }}

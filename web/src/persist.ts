@@ -29,11 +29,37 @@ export interface Outgoing {
   error?: string;
 }
 
+/** What is kept per user (`chorus.<name>.<user id>`). */
+const NAMES = ['drafts', 'outbox', 'thread-mentions'] as const;
+
 export class Persisted {
+  /** Nothing more is written (see `close`). */
+  private closed = false;
+
   constructor(
     private readonly kv: KeyValue,
     private readonly userId: number,
   ) {}
+
+  /** Writes nothing more: the session ended, and what a page still running would save
+   * (its drafts when it stops, a send that comes back) is not written back. */
+  close(): void {
+    this.closed = true;
+  }
+
+  /** Signing out on purpose: what the user left in this browser goes (drafts, messages
+   * not sent, thread mentions not seen), on a shared machine too, and nothing more is
+   * written. */
+  clear(): void {
+    this.close();
+    for (const name of NAMES) {
+      try {
+        this.kv.removeItem(`chorus.${name}.${this.userId}`);
+      } catch {
+        // storage disabled: nothing was kept
+      }
+    }
+  }
 
   private read<T>(name: string, fallback: T): T {
     try {
@@ -44,7 +70,8 @@ export class Persisted {
     }
   }
 
-  private write(name: string, value: unknown, empty: boolean): void {
+  private write(name: (typeof NAMES)[number], value: unknown, empty: boolean): void {
+    if (this.closed) return;
     const key = `chorus.${name}.${this.userId}`;
     try {
       if (empty) this.kv.removeItem(key);

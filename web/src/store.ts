@@ -163,6 +163,15 @@ export class ChatStore {
     await this.live.connect();
   }
 
+  /** Signing out on purpose (not a lost session): what the user left in this browser —
+   * drafts, messages not sent, thread mentions not seen — is removed, and nothing is
+   * written again (not even the drafts `stop` saves). */
+  forget(): void {
+    clearTimeout(this.draftTimer);
+    clearTimeout(this.resendTimer);
+    this.persisted.clear();
+  }
+
   stop(): void {
     this.saveDrafts();
     clearTimeout(this.resendTimer);

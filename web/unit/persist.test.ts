@@ -46,3 +46,34 @@ describe('persisted state', () => {
     assert.deepEqual(p.threadMentions(), new Map([[5, new Map([[7, 1]])]]));
   });
 });
+
+describe('signing out', () => {
+  it('clears what the user left here (drafts, outbox, thread mentions), only theirs', () => {
+    const kv = new Memory();
+    const alice = new Persisted(kv, 1);
+    const bob = new Persisted(kv, 2);
+    for (const p of [alice, bob]) {
+      p.saveDrafts(new Map([[convKey(5), 'a draft']]));
+      p.saveOutbox([{ key: 'a', channelId: 5, text: 'not sent', state: 'waiting' }]);
+      p.saveThreadMentions(new Map([[5, new Map([[7, 1]])]]));
+    }
+    kv.setItem('chorus.token', 'chr_a');
+    alice.clear();
+    assert.deepEqual([...kv.data.keys()].sort(), ['chorus.drafts.2', 'chorus.outbox.2', 'chorus.thread-mentions.2', 'chorus.token']);
+    assert.deepEqual(new Persisted(kv, 1).drafts(), new Map());
+    assert.deepEqual(new Persisted(kv, 1).outbox(), []);
+    assert.deepEqual(new Persisted(kv, 2).drafts(), new Map([['c5', 'a draft']]));
+  });
+
+  it('writes nothing after it is cleared or closed (a page stopping saves its drafts)', () => {
+    for (const end of ['clear', 'close'] as const) {
+      const kv = new Memory();
+      const p = new Persisted(kv, 1);
+      p[end]();
+      p.saveDrafts(new Map([[convKey(5), 'typed as it stopped']]));
+      p.saveOutbox([{ key: 'a', channelId: 5, text: 'came back', state: 'failed' }]);
+      p.saveThreadMentions(new Map([[5, new Map([[7, 1]])]]));
+      assert.equal(kv.data.size, 0, end);
+    }
+  });
+});
