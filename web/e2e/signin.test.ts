@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { ChorusServer } from './server.js';
-import { CHROMIUM, connected, devToken, newPage, person, WAIT, type Person } from './helpers.js';
+import { channelId, CHROMIUM, connected, devToken, message, newPage, person, post, WAIT, type Person } from './helpers.js';
 
 const TOKEN_KEY = 'chorus.token';
 const MINTED_KEY = 'chorus.token.minted';
@@ -250,6 +250,45 @@ describe('credentials handed over in a link', () => {
     await page.waitForFunction(() => Object.keys(localStorage).some((k) => k.startsWith('chorus.drafts.')));
     await signOut(page);
     assert.deepEqual(await kept(), []);
+    assert.equal(await storedToken(page), null);
+    await context.close();
+  });
+
+  it('a session whose token is revoked elsewhere goes back to the sign-in screen, saying why', async () => {
+    const { context, page } = await person(browser, server, 'ivy');
+    const token = (await storedToken(page))!;
+    // Signed out with this very token somewhere else (or by an administrator).
+    const res = await fetch(`${server.url}/api/v1/me/token`, { method: 'DELETE', headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(res.status, 204);
+    await page.locator('main.signin [role="alert"]', { hasText: 'this session was ended' }).waitFor();
+    await page.getByLabel('Your name').waitFor();
+    assert.equal(await storedToken(page), null);
+    await context.close();
+  });
+
+  it('another session of the same user signing out leaves this one signed in', async () => {
+    const { context, page } = await person(browser, server, 'jay');
+    const token = (await storedToken(page))!;
+    // Jay signs out in another browser: every socket of his hears credentials.revoked,
+    // only those of that token close.
+    const elsewhere = await devToken(server, 'jay');
+    const res = await fetch(`${server.url}/api/v1/me/token`, { method: 'DELETE', headers: { Authorization: `Bearer ${elsewhere.token}` } });
+    assert.equal(res.status, 204);
+    // What comes after the event still arrives here.
+    const third = await devToken(server, 'jay');
+    await post(server, third.token, await channelId(server, third.token, 'general'), 'still here after the other sign-out');
+    await message(page, 'still here after the other sign-out').waitFor();
+    await connected(page);
+    assert.equal(await signedInAs(page), 'jay');
+    assert.equal(await storedToken(page), token);
+    await context.close();
+  });
+
+  it('a deactivated account is signed out, saying so', async () => {
+    const kim = await devToken(server, 'kim');
+    const { context, page } = await person(browser, server, 'kim');
+    await server.api('POST', `/api/v1/users/${kim.id}/deactivate`, adminToken(), {});
+    await page.locator('main.signin [role="alert"]', { hasText: 'your account was deactivated' }).waitFor();
     assert.equal(await storedToken(page), null);
     await context.close();
   });

@@ -59,21 +59,43 @@ function Chat() {
   // The running session and its store, for the handlers of links that arrive later.
   const session = useRef<Verified | undefined>(undefined);
   const running = useRef<ChatStore | undefined>(undefined);
+  /** `asking` as last rendered, for the handlers the store calls. */
+  const askingNow = useRef(asking);
+  askingNow.current = asking;
 
   /** Signs in as `next.user`: its token stored, and a store of its own (the running one
    * when it is the same token). */
   const enter = (next: Verified, notice?: string) => {
     setAsking(undefined);
+    setProblem(undefined);
     rememberToken(localStorage, next.token, next.minted === true);
     if (session.current?.token === next.token && running.current) {
       if (notice) running.current.notify(notice);
       return;
     }
     session.current = next;
-    const created = new ChatStore(location.origin, next.token, next.user);
+    const created: ChatStore = new ChatStore(location.origin, next.token, next.user, (reason) => ended(created, reason));
     if (notice) created.notify(notice);
     running.current = created;
     setStore(created);
+  };
+
+  /** The server ended the session of `store` (its token revoked or expired, the account
+   * deactivated): signed out here as by signing out — the token forgotten, the sign-in
+   * screen saying why — except that the drafts and messages not sent stay for the
+   * user's next sign-in (they did not choose to leave), and there is no token to revoke. */
+  const ended = (store: ChatStore, reason: string) => {
+    if (running.current !== store) return;
+    const current = session.current;
+    session.current = undefined;
+    running.current = undefined;
+    // A sign-in link's candidate still waiting for the user's word is not used either.
+    const waiting = askingNow.current;
+    if (waiting) discard(waiting.candidate);
+    setAsking(undefined);
+    if (current) forgetToken(localStorage, current.token);
+    setProblem(reason);
+    setStore(undefined);
   };
 
   /** Who the stored token signs in, if any. Refused, it is removed (signed out); the

@@ -65,3 +65,39 @@ function read(kv: KeyValue, key: string): string | null {
     return null;
   }
 }
+
+/** The server's `credentials.revoked` (on the user's own scope), just before it closes
+ * the sockets opened with those credentials (3502). */
+export interface Revoked {
+  reason: string;
+  token_id?: number;
+}
+
+/** The close code of a socket whose credentials are no longer valid (revoked, expired,
+ * the account deactivated): the client's `CloseCode.Unauthorized`. */
+export const CREDENTIALS_CLOSE = 3502;
+
+/** Whether the socket's close ended the session here, and then what to tell the user:
+ * `revoked` is the `credentials.revoked` heard just before, if any. The event alone ends
+ * nothing: every socket of the user hears it, and a revoked token closes only the
+ * sockets it opened (another browser signing out must not sign this one out), while a
+ * resumed connection may replay an old one; and an expiry closes with no event. The
+ * close with 3502 is what says that this session is over. */
+export function endedBy(code: number, revoked: Revoked | undefined): string | undefined {
+  return code === CREDENTIALS_CLOSE ? endedBecause(revoked?.reason) : undefined;
+}
+
+/** What the sign-in screen says when the server ended the session here: `why`, the
+ * reason of the `credentials.revoked` heard just before, if any (an expired token's
+ * socket closes with none). */
+export function endedBecause(why: string | undefined): string {
+  switch (why) {
+    case 'deactivated':
+      return 'You were signed out: your account was deactivated. Ask an administrator.';
+    case 'token_revoked':
+    case 'session_revoked':
+      return 'You were signed out: this session was ended (signed out elsewhere, or by an administrator). Sign in again.';
+    default:
+      return 'Your session expired: sign in again.';
+  }
+}

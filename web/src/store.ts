@@ -5,6 +5,7 @@ import {
   ChorusError,
   ChorusHttp,
   ChorusRealtime,
+  isEvent,
   type ChannelId,
   type ChannelKind,
   type ChannelView,
@@ -38,6 +39,7 @@ import {
   type Update,
 } from './events';
 import { convKey, Persisted } from './persist';
+import { endedBecause, endedBy, type Revoked } from './session';
 
 export type { MessageList, Outgoing, Thread } from './events';
 export { convKey } from './persist';
@@ -118,8 +120,20 @@ export class ChatStore {
   /** Streaming messages being loaded again after a missed delta. */
   private refetching = new Set<MessageId>();
   private readonly onPageHide = () => this.saveDrafts();
+  /** The server ended the session (see `end`). */
+  private ended = false;
+  /** The last `credentials.revoked` heard, until another event comes: why the socket
+   * closes, if it closes with 3502 right after. */
+  private revoked: Revoked | undefined;
 
-  constructor(base: string, token: string, me: User) {
+  /** `onEnded`: the server ended the session (its credentials revoked or expired, the
+   * account deactivated), with what to tell the user. */
+  constructor(
+    base: string,
+    token: string,
+    me: User,
+    private readonly onEnded?: (reason: string) => void,
+  ) {
     this.me = me;
     this.http = new ChorusHttp(base, { token });
     this.live = new ChorusRealtime(base, { token, http: this.http });
@@ -129,11 +143,20 @@ export class ChatStore {
     this.threadMentions = this.persisted.threadMentions();
     if (me.status_text) this.statuses.set(me.id, me.status_text);
     this.live.on('state', (s) => this.onState(s));
-    this.live.on('event', (ev) => this.onEvent(ev));
+    this.live.on('event', (ev) => {
+      this.onCredentials(ev);
+      this.onEvent(ev);
+    });
     this.live.on('hello', () => this.onHello());
     this.live.on('gap', ({ scope }) => this.onGap(scope));
+    // The SDK finishes with `closed`, not `unauthorized`, after a 3502: the close code
+    // itself says the credentials are no longer valid.
+    this.live.on('disconnect', ({ code }) => {
+      const reason = endedBy(code, this.revoked);
+      if (reason) this.end(reason);
+    });
     this.live.on('error', (err) => {
-      if (err.code === 'unauthorized') this.fail('Your session expired: sign in again.');
+      if (err.code === 'unauthorized') this.end(endedBecause(this.revoked?.reason));
     });
     window.addEventListener('pagehide', this.onPageHide);
   }
@@ -927,9 +950,25 @@ export class ChatStore {
     this.notify(describe(err));
   }
 
-  private fail(text: string): void {
-    this.error = text;
+  /** The server ended the session: nothing more is sent or saved here (the drafts and
+   * the messages not sent stay, for the user's next sign-in), and the page goes back to
+   * the sign-in screen with `reason` (`onEnded`). */
+  private end(reason: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.saveDrafts();
+    this.persisted.close();
+    clearTimeout(this.resendTimer);
+    this.live.close();
+    this.error = reason;
     this.changed();
+    this.onEnded?.(reason);
+  }
+
+  /** `credentials.revoked` on my own scope: kept until another event comes, to say why
+   * if the socket now closes with 3502 (see `endedBy`). */
+  private onCredentials(ev: ChorusEvent): void {
+    this.revoked = isEvent(ev, 'credentials.revoked') && ev.scope === `user:${this.me.id}` ? ev.data : undefined;
   }
 
   // ---------------------------------------------------------------- live events

@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 
 import type { KeyValue } from '../src/persist.js';
 import { Memory } from './memory.js';
-import { forgetToken, MINTED_KEY, rememberToken, storedToken, TOKEN_KEY, unusedMinted } from '../src/session.js';
+import { endedBy, forgetToken, MINTED_KEY, rememberToken, storedToken, TOKEN_KEY, unusedMinted } from '../src/session.js';
 
 describe('the stored token', () => {
   it('nothing stored: no token', () => {
@@ -71,5 +71,26 @@ describe('a candidate not used', () => {
     assert.equal(unusedMinted({ token: 'chr_theirs' }, { token: 'chr_mine' }), undefined);
     // The very token signed in here is kept, minted or not.
     assert.equal(unusedMinted({ token: 'chr_mine', minted: true }, { token: 'chr_mine', minted: true }), undefined);
+  });
+});
+
+describe('a session the server ended', () => {
+  it('ends when the socket closes with 3502, saying why from the event heard before it', () => {
+    assert.match(endedBy(3502, { reason: 'deactivated' })!, /account was deactivated/);
+    assert.match(endedBy(3502, { reason: 'token_revoked', token_id: 5 })!, /signed out: this session was ended/);
+    assert.match(endedBy(3502, { reason: 'session_revoked' })!, /signed out: this session was ended/);
+    // An expiry closes with no event before; a reason from a newer server says as much.
+    assert.match(endedBy(3502, undefined)!, /session expired: sign in again/);
+    assert.match(endedBy(3502, { reason: 'something_new' })!, /session expired: sign in again/);
+  });
+
+  it('does not end on the event alone, nor on any other close', () => {
+    // Every socket of the user hears of a revoked token; only those it opened close. A
+    // socket that closes for another reason (a restart, a network drop) reconnects.
+    for (const code of [1000, 1001, 1006, 1011, 3001, 3002, 3008, 3501]) {
+      assert.equal(endedBy(code, { reason: 'token_revoked', token_id: 5 }), undefined, String(code));
+      assert.equal(endedBy(code, { reason: 'deactivated' }), undefined, String(code));
+      assert.equal(endedBy(code, undefined), undefined, String(code));
+    }
   });
 });
