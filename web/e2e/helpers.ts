@@ -33,6 +33,14 @@ export async function person(browser: Browser, server: ChorusServer, name: strin
 
 export const connected = (page: Page) => page.locator('.topbar .conn[data-state="open"]').waitFor();
 
+/** Says yes to a sign-in link (`#signin=`, `#token=`) opened with nobody signed in: it
+ * names the account it signs in as and asks first. */
+export async function confirmLink(page: Page, name: string): Promise<void> {
+  const box = page.getByRole('dialog', { name: `Sign in as @${name}?` });
+  await box.getByRole('button', { name: `Sign in as @${name}` }).click();
+  await box.waitFor({ state: 'detached' });
+}
+
 export const sidebarItem = (page: Page, label: string) =>
   page.locator('#sidebar button.chan', { has: page.locator('.chan-name', { hasText: new RegExp(`^${escape(label)}$`) }) });
 

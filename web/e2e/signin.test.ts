@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { ChorusServer } from './server.js';
-import { channelId, CHROMIUM, connected, devToken, message, newPage, person, post, WAIT, type Person } from './helpers.js';
+import { channelId, CHROMIUM, confirmLink, connected, devToken, message, newPage, person, post, WAIT, type Person } from './helpers.js';
 
 const TOKEN_KEY = 'chorus.token';
 const MINTED_KEY = 'chorus.token.minted';
@@ -27,6 +27,8 @@ let mallory: { token: string; id: number };
 const storedToken = (page: Page) => page.evaluate((key) => localStorage.getItem(key), TOKEN_KEY);
 const signedInAs = (page: Page) => page.locator('.topbar .me-name').textContent();
 const asking = (page: Page) => page.getByRole('dialog', { name: 'Sign in as someone else?' });
+/** The question a link asks when nobody is signed in: whose account it signs in as. */
+const confirming = (page: Page, name: string) => page.getByRole('dialog', { name: `Sign in as @${name}?` });
 /** What a click on a link to this page does: a hash change, no new page load. */
 const follow = (page: Page, hash: string) => page.evaluate((h) => (location.hash = h), hash);
 const adminToken = () => readFileSync(join(server.dataDir, 'admin.token'), 'utf8').trim();
@@ -173,6 +175,7 @@ describe('credentials handed over in a link', () => {
     const { context, page } = await newPage(browser, server, 'dora');
     const minted = linkToken(page);
     await page.goto(`${server.url}/${await signInLink(dora.id)}`);
+    await confirmLink(page, 'dora');
     await connected(page);
     assert.equal(await signedInAs(page), 'dora');
     const token = await minted;
@@ -232,6 +235,40 @@ describe('credentials handed over in a link', () => {
     await signOut(page);
     assert.equal(await storedToken(page), null);
     assert.equal(await meStatus(token), 200);
+    await context.close();
+  });
+
+  it('a link opened with nobody signed in names its account and asks; declining signs nobody in', async () => {
+    // A #token= link of mallory's own token: nothing stored until the user says so.
+    const { context, page } = await newPage(browser, server, 'nobody');
+    await page.goto(`${server.url}/#token=${encodeURIComponent(mallory.token)}`);
+    const box = confirming(page, 'mallory');
+    await box.getByText('This link signs in as @mallory').waitFor();
+    assert.equal(new URL(page.url()).hash, '');
+    assert.equal(await storedToken(page), null);
+    // Not signing in is what Esc (and the focused button) does.
+    await page.keyboard.press('Escape');
+    await box.waitFor({ state: 'detached' });
+    await page.getByLabel('Your name').waitFor();
+    assert.equal(await storedToken(page), null);
+    assert.equal(await page.locator('.topbar').count(), 0);
+    assert.equal(await meStatus(mallory.token), 200);
+
+    // A one-time link of hers asks too; declined, the token it gave is revoked.
+    const minted = linkToken(page);
+    await follow(page, await signInLink(mallory.id));
+    await confirming(page, 'mallory').getByRole('button', { name: 'Don’t sign in' }).click();
+    await confirming(page, 'mallory').waitFor({ state: 'detached' });
+    await refused(await minted);
+    assert.equal(await storedToken(page), null);
+    assert.equal(await meStatus(mallory.token), 200);
+
+    // Said yes to, the link signs in.
+    await follow(page, `#token=${encodeURIComponent(mallory.token)}`);
+    await confirmLink(page, 'mallory');
+    await connected(page);
+    assert.equal(await signedInAs(page), 'mallory');
+    assert.equal(await storedToken(page), mallory.token);
     await context.close();
   });
 

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { ChorusServer, repoRoot } from './server.js';
-import { CHROMIUM, connected, message, newPage, send, sidebarItem, type Person } from './helpers.js';
+import { CHROMIUM, confirmLink, connected, message, newPage, send, sidebarItem, type Person } from './helpers.js';
 
 const ARTIFACTS = join(repoRoot(), 'web', 'e2e-artifacts');
 
@@ -113,6 +113,8 @@ describe("a team's first hour", () => {
   it('they sign in with what they were handed: a link, and a token', async () => {
     erin = await newPage(browser, server, 'erin');
     await erin.page.goto(erinLink);
+    // Nobody is signed in there: the link says whose account it is and asks first.
+    await confirmLink(erin.page, 'erin');
     await connected(erin.page);
     // The code left the address bar.
     assert.equal(new URL(erin.page.url()).hash, '');
@@ -128,6 +130,7 @@ describe("a team's first hour", () => {
     await shot(again.page, 'team-link-used');
     // Older links, which carry a token (`#token=`), still sign in.
     await again.page.goto(`${server.url}/#token=${encodeURIComponent(frankToken)}`);
+    await confirmLink(again.page, 'frank');
     await connected(again.page);
     assert.equal(new URL(again.page.url()).hash, '');
     await again.context.close();

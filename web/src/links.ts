@@ -47,10 +47,17 @@ export function linkRefused(err: unknown): string {
 }
 
 /** What to do with a credential handed over (a link, a typed token or name), once the
- * server said whose it is: `adopt` it when nobody is signed in here; `stay` when it is
- * the account signed in already; `ask` first when it is someone else's — a link anyone
- * may post in a channel must not switch the account without a word. */
-export function handOver(current: { id: number } | undefined, candidate: { id: number }): 'adopt' | 'stay' | 'ask' {
-  if (!current) return 'adopt';
+ * server said whose it is: `stay` when it is the account signed in already; `ask` first
+ * when it is someone else's — a link anyone may post in a channel must not switch the
+ * account without a word. Nobody signed in here: `adopt` what the user typed, but
+ * `confirm` a link's account first (`by: 'link'`), saying whose it is — a `#token=` link
+ * of the poster's own token, or a sign-in link they did not use, would otherwise sign the
+ * reader in as them, and the reader would write as the poster without noticing. */
+export function handOver(
+  current: { id: number } | undefined,
+  candidate: { id: number },
+  by: 'typed' | 'link' = 'typed',
+): 'adopt' | 'stay' | 'ask' | 'confirm' {
+  if (!current) return by === 'link' ? 'confirm' : 'adopt';
   return current.id === candidate.id ? 'stay' : 'ask';
 }

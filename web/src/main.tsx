@@ -53,6 +53,8 @@ function Chat() {
   const [problem, setProblem] = useState<string | undefined>();
   /** Another account's credential, waiting for the user's word before it is used. */
   const [asking, setAsking] = useState<{ candidate: Verified; current: User } | undefined>();
+  /** A link's credential with nobody signed in here, waiting for the user's word. */
+  const [confirming, setConfirming] = useState<Verified | undefined>();
   const [checking, setChecking] = useState(() => storedToken(localStorage) !== undefined || handedIn(location.hash) !== undefined);
   /** Signing out: the token being revoked (a few seconds at most). */
   const [leaving, setLeaving] = useState(false);
@@ -62,11 +64,14 @@ function Chat() {
   /** `asking` as last rendered, for the handlers the store calls. */
   const askingNow = useRef(asking);
   askingNow.current = asking;
+  const confirmingNow = useRef(confirming);
+  confirmingNow.current = confirming;
 
   /** Signs in as `next.user`: its token stored, and a store of its own (the running one
    * when it is the same token). */
   const enter = (next: Verified, notice?: string) => {
     setAsking(undefined);
+    setConfirming(undefined);
     setProblem(undefined);
     rememberToken(localStorage, next.token, next.minted === true);
     if (session.current?.token === next.token && running.current) {
@@ -118,9 +123,10 @@ function Chat() {
    * `#token=` link, a token or name typed on the sign-in screen. `verify` asks the server
    * whose it is, and nothing is stored before it answered: a credential that fails is
    * said (`refused`) and costs nobody the account signed in here; one of another account
-   * than the signed-in one waits for the user's word (`asking`). A token minted for this
-   * browser (a sign-in link's) that ends up unused is revoked, best effort. */
-  const adopt = async (verify: () => Promise<Verified>, refused: (err: unknown) => string) => {
+   * than the signed-in one waits for the user's word (`asking`), and so does a link's
+   * with nobody signed in (`confirming`: `by` says where it came from). A token minted
+   * for this browser (a sign-in link's) that ends up unused is revoked, best effort. */
+  const adopt = async (verify: () => Promise<Verified>, refused: (err: unknown) => string, by: 'typed' | 'link') => {
     if (!session.current) setChecking(true);
     const [here, candidate] = await Promise.all([
       stored(),
@@ -141,9 +147,15 @@ function Chat() {
       else setProblem(candidate.error);
       return;
     }
-    switch (handOver(here.session?.user, candidate.ok.user)) {
+    switch (handOver(here.session?.user, candidate.ok.user, by)) {
       case 'adopt':
         return enter(candidate.ok);
+      case 'confirm': {
+        // One asked about before is not used either.
+        const before = confirmingNow.current;
+        if (before && before.token !== candidate.ok.token) discard(before);
+        return setConfirming(candidate.ok);
+      }
       case 'stay':
         discard(candidate.ok, here.session);
         return enter(here.session!);
@@ -179,6 +191,7 @@ function Chat() {
               .me()
               .then((user) => ({ token: handed.token, user })),
         linkRefused,
+        'link',
       );
       return true;
     };
@@ -259,28 +272,74 @@ function Chat() {
   }
   if (checking) return <p class="loading" role="status">Loading…</p>;
   return (
-    <SignIn
-      onSignedIn={(token, user, minted) => void adopt(async () => ({ token, user, minted }), (err) => String(err))}
-      problem={problem}
-    />
+    <>
+      <SignIn
+        onSignedIn={(token, user, minted) => void adopt(async () => ({ token, user, minted }), (err) => String(err), 'typed')}
+        problem={problem}
+      />
+      {confirming && (
+        <ConfirmLink
+          next={confirming.user}
+          onSignIn={() => enter(confirming)}
+          onCancel={() => {
+            discard(confirming);
+            setConfirming(undefined);
+          }}
+        />
+      )}
+    </>
+  );
+}
+
+/** "Sign in as Name (@name)", or "@name" when the name is all there is. */
+const who = (u: User) => (u.display_name && u.display_name !== u.name ? `${u.display_name} (@${u.name})` : `@${u.name}`);
+
+/** Keeps the keyboard in the dialog of `button` (and on `button` when it strays): the
+ * page behind may still be loading, and focus its own field when it is done. */
+function useHoldFocus(button: { current: HTMLButtonElement | null }) {
+  useEffect(() => {
+    const keep = (e: FocusEvent) => {
+      const box = button.current?.closest('[role="dialog"]');
+      if (box && e.target instanceof Node && !box.contains(e.target)) button.current?.focus();
+    };
+    document.addEventListener('focusin', keep);
+    return () => document.removeEventListener('focusin', keep);
+  }, []);
+}
+
+/** Asks before a link signs in when nobody is signed in here, naming the account:
+ * not signing in is the default (Esc, the backdrop, the focused button). */
+function ConfirmLink({ next, onSignIn, onCancel }: { next: User; onSignIn: () => void; onCancel: () => void }) {
+  const cancel = useRef<HTMLButtonElement>(null);
+  useHoldFocus(cancel);
+  return (
+    <Dialog id="confirm-link" title={`Sign in as @${next.name}?`} onClose={onCancel}>
+      <p>
+        This link signs in as <strong>{who(next)}</strong>.
+      </p>
+      <p class="hint">
+        Sign in only if it is your own account: what you write afterwards is written as {who(next)}, and anyone may post a link
+        like this one.
+      </p>
+      <div class="dialog-actions">
+        <button class="link" onClick={onSignIn}>
+          Sign in as @{next.name}
+        </button>
+        <button class="primary" data-autofocus ref={cancel} onClick={onCancel}>
+          Don’t sign in
+        </button>
+      </div>
+    </Dialog>
   );
 }
 
 /** Asks before a link signs in as another account than the one signed in here: staying
  * is the default (Esc, the backdrop, the focused button). */
 function SwitchAccount({ current, next, onStay, onSwitch }: { current: User; next: User; onStay: () => void; onSwitch: () => void }) {
-  const who = (u: User) => (u.display_name && u.display_name !== u.name ? `${u.display_name} (@${u.name})` : `@${u.name}`);
   // The chat behind may still be loading, and it focuses the message box when it is
   // done: the keyboard stays here until the question is answered.
   const stay = useRef<HTMLButtonElement>(null);
-  useEffect(() => {
-    const keep = (e: FocusEvent) => {
-      const box = stay.current?.closest('[role="dialog"]');
-      if (box && e.target instanceof Node && !box.contains(e.target)) stay.current?.focus();
-    };
-    document.addEventListener('focusin', keep);
-    return () => document.removeEventListener('focusin', keep);
-  }, []);
+  useHoldFocus(stay);
   return (
     <Dialog id="switch-account" title="Sign in as someone else?" onClose={onStay}>
       <p>

@@ -37,4 +37,12 @@ describe('sign-in links', () => {
     assert.equal(handOver({ id: 7 }, { id: 7 }), 'stay');
     assert.equal(handOver({ id: 3 }, { id: 7 }), 'ask');
   });
+
+  it('a link with nobody signed in: says whose account it is and asks first', () => {
+    assert.equal(handOver(undefined, { id: 7 }, 'link'), 'confirm');
+    assert.equal(handOver(undefined, { id: 7 }, 'typed'), 'adopt');
+    // Signed in: as for anything handed over.
+    assert.equal(handOver({ id: 7 }, { id: 7 }, 'link'), 'stay');
+    assert.equal(handOver({ id: 3 }, { id: 7 }, 'link'), 'ask');
+  });
 });
