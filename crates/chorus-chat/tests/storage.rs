@@ -35,6 +35,8 @@ use tempfile::TempDir;
 /// A store and whatever keeps its database alive (deleted / dropped with it).
 struct TestDb {
     store: Arc<dyn Store>,
+    /// The database's URL, for a test that writes beside the store.
+    url: String,
     _keep: Keep,
 }
 
@@ -45,11 +47,11 @@ enum Keep {
 
 async fn sqlite_db() -> TestDb {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("chorus.db"), Clock::system())
-        .await
-        .unwrap();
+    let path = dir.path().join("chorus.db");
+    let store = SqliteStore::open(&path, Clock::system()).await.unwrap();
     TestDb {
         store: Arc::new(store),
+        url: format!("sqlite://{}", path.display()),
         _keep: Keep::Sqlite(dir),
     }
 }
@@ -71,6 +73,7 @@ async fn postgres_db(admin_url: Option<String>) -> TestDb {
         .unwrap();
     TestDb {
         store: Arc::new(store),
+        url: db.url().to_owned(),
         _keep: Keep::Postgres(db),
     }
 }
@@ -89,6 +92,26 @@ fn required_postgres(admin_url: Option<String>) -> String {
 
 /// A scenario: `async fn name(Arc<dyn Store>)`, run on each backend.
 type Scenario = fn(Arc<dyn Store>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A scenario that also writes beside the store, on the database's URL (rows an
+/// earlier version may have left): `async fn name(Arc<dyn Store>, String)`.
+type BesideScenario = fn(Arc<dyn Store>, String) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Either kind of scenario.
+#[derive(Clone, Copy)]
+enum Runs {
+    Store(Scenario),
+    Beside(BesideScenario),
+}
+
+impl Runs {
+    fn on(self, db: &TestDb) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        match self {
+            Runs::Store(scenario) => scenario(db.store.clone()),
+            Runs::Beside(scenario) => scenario(db.store.clone(), db.url.clone()),
+        }
+    }
+}
 
 /// The scenarios, each run as `name::sqlite` and `name::postgres`.
 macro_rules! scenarios {
@@ -152,12 +175,22 @@ fn main() -> ExitCode {
         a_webhook_claim_shares_its_slots_between_users,
         webhook_claims_never_overlap,
         server_keys_are_found_by_hash_listed_and_deleted,
-    ) {
+    )
+    .map(|(name, scenario)| (name, Runs::Store(scenario)))
+    .into_iter()
+    .chain([(
+        "a_pin_left_on_a_tombstone_is_neither_listed_nor_counted",
+        Runs::Beside(|store, url| {
+            Box::pin(a_pin_left_on_a_tombstone_is_neither_listed_nor_counted(
+                store, url,
+            ))
+        }),
+    )]) {
         trials.push(Trial::test(format!("{name}::sqlite"), move || {
             // Multi-threaded runtimes, so the concurrent scenarios really race.
             run(4, async move {
                 let db = sqlite_db().await;
-                scenario(db.store.clone()).await;
+                scenario.on(&db).await;
             })
         }));
         let url = postgres.clone();
@@ -165,7 +198,7 @@ fn main() -> ExitCode {
             Trial::test(format!("{name}::postgres"), move || {
                 run(4, async move {
                     let db = postgres_db(url).await;
-                    scenario(db.store.clone()).await;
+                    scenario.on(&db).await;
                 })
             })
             .with_ignored_flag(skip_postgres),
@@ -3267,6 +3300,38 @@ async fn pins(store: Arc<dyn Store>) {
     assert_eq!(store.count_pins(ch.id).await.unwrap(), 1);
     assert_eq!(store.count_pins(other.id).await.unwrap(), 1);
     assert!(store.pin(ch.id, MessageId(9_999), alice.id).await.is_err());
+}
+
+/// A pin on a deleted message — left by a version that did not hold the message while
+/// pinning it — is neither listed nor counted toward the channel's limit.
+async fn a_pin_left_on_a_tombstone_is_neither_listed_nor_counted(
+    store: Arc<dyn Store>,
+    url: String,
+) {
+    let (owner, _, ch) = setup(&store).await;
+    let kept = send(&store, ch.id, owner.id, "kept").await;
+    let gone = send(&store, ch.id, owner.id, "gone").await;
+    store.pin(ch.id, kept.id, owner.id).await.unwrap();
+    store.delete_message(gone.id).await.unwrap();
+    let left_behind = format!(
+        "INSERT INTO pins (channel_id, message_id, pinned_by, pinned_at) VALUES ({}, {}, {}, 0)",
+        ch.id.0, gone.id.0, owner.id.0
+    );
+    // On a thread of its own: `execute`'s future cannot be proven `Send` (its generic
+    // sqlx bounds), which a scenario's future must be.
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        runtime.block_on(chorus_chat::testing::execute(&url, &left_behind))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let listed = store.pins(ch.id).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|p| p.message.id).collect::<Vec<_>>(),
+        vec![kept.id]
+    );
+    assert_eq!(store.count_pins(ch.id).await.unwrap(), 1);
 }
 
 // ---- reads --------------------------------------------------------------------------

@@ -779,8 +779,9 @@ pub trait PinStore: Send + Sync {
     async fn unpin(&self, ch: ChannelId, message: MessageId) -> Result<bool> {
         Ok(self.unpin_logged(ch, message, no_events()).await?.0)
     }
-    /// The channel's pins, most recently pinned first.
+    /// The channel's pins, most recently pinned first (none of a deleted message).
     async fn pins(&self, ch: ChannelId) -> Result<Vec<Pin>>;
+    /// How many [`pins`](Self::pins) lists.
     async fn count_pins(&self, ch: ChannelId) -> Result<i64>;
 }
 

@@ -99,10 +99,12 @@ where
             message: MessageRow,
         }
         let mut conn = self.reader.acquire().await?;
+        // A delete takes its message's pin away; a pin left on a tombstone (by a version
+        // that did not hold the message while pinning) is neither listed nor counted.
         let rows: Vec<Row> = sqlx::query_as(&format!(
             "SELECT p.pinned_by, p.pinned_at, {MESSAGE_COLUMNS}
              FROM pins p JOIN messages m ON m.id = p.message_id
-             WHERE p.channel_id = $1 ORDER BY p.pinned_at DESC, p.message_id DESC"
+             WHERE p.channel_id = $1 AND NOT m.deleted ORDER BY p.pinned_at DESC, p.message_id DESC"
         ))
         .bind(ch.0)
         .fetch_all(&mut *conn)
@@ -125,11 +127,12 @@ where
     }
 
     async fn count_pins(&self, ch: ChannelId) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM pins WHERE channel_id = $1")
-                .bind(ch.0)
-                .fetch_one(&self.reader)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pins p JOIN messages m ON m.id = p.message_id
+             WHERE p.channel_id = $1 AND NOT m.deleted",
         )
+        .bind(ch.0)
+        .fetch_one(&self.reader)
+        .await?)
     }
 }
