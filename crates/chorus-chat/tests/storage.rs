@@ -142,6 +142,10 @@ fn main() -> ExitCode {
         an_add_racing_a_removal_from_the_workspace_leaves_no_member,
         a_post_racing_its_authors_leave_comes_before_it_or_not_at_all,
         a_completion_racing_its_authors_leave_comes_before_it_or_not_at_all,
+        a_pin_racing_the_messages_delete_leaves_no_pin_on_a_tombstone,
+        a_reaction_racing_the_messages_delete_leaves_none_on_a_tombstone,
+        a_reaction_racing_the_reactors_leave_comes_before_it_or_not_at_all,
+        a_pin_racing_the_pinners_leave_comes_before_it_or_not_at_all,
         owners_acting_on_each_other_at_once_do_not_both_succeed,
         workspace_creations_at_once_stay_within_the_cap,
         a_public_channels_creation_lists_the_guests_it_is_not_for,
@@ -1592,6 +1596,225 @@ async fn a_completion_racing_its_authors_leave_comes_before_it_or_not_at_all(
             }
             other => panic!("round {round}: {other:?}"),
         }
+    }
+}
+
+/// `id`'s delete, a `message.deleted` logged on `scope` with it.
+fn deleting(
+    store: &Arc<dyn Store>,
+    id: MessageId,
+    scope: &chorus_realtime::Scope,
+) -> impl Future<
+    Output = chorus_chat::error::Result<(
+        chorus_chat::store::Deletion,
+        Vec<chorus_realtime::Publish>,
+    )>,
+> + Send
++ 'static {
+    let (store, scope) = (store.clone(), scope.clone());
+    let events = events_only(move |_: &chorus_chat::store::Deletion| {
+        vec![chorus_realtime::Publish::new(
+            scope.clone(),
+            "message.deleted",
+            &(),
+        )]
+    });
+    async move { store.delete_message_logged(id, events).await }
+}
+
+/// `by` pinning `id` in `ch`, a `message.pinned` logged on `scope` if the pin is new.
+fn pinning(
+    store: &Arc<dyn Store>,
+    (ch, id): (ChannelId, MessageId),
+    by: UserId,
+    scope: &chorus_realtime::Scope,
+) -> impl Future<
+    Output = chorus_chat::error::Result<(
+        (chorus_chat::model::Pin, bool),
+        Vec<chorus_realtime::Publish>,
+    )>,
+> + Send
++ 'static {
+    let (store, scope) = (store.clone(), scope.clone());
+    let events = events_only(move |(_, created): &(chorus_chat::model::Pin, bool)| {
+        let pinned = chorus_realtime::Publish::new(scope.clone(), "message.pinned", &());
+        if *created { vec![pinned] } else { Vec::new() }
+    });
+    async move { store.pin_logged(ch, id, by, events).await }
+}
+
+/// `by` reacting `emoji` to `id`, a `reaction.added` logged on `scope` if it is new.
+fn reacting(
+    store: &Arc<dyn Store>,
+    id: MessageId,
+    by: UserId,
+    emoji: &str,
+    scope: &chorus_realtime::Scope,
+) -> impl Future<Output = chorus_chat::error::Result<(bool, Vec<chorus_realtime::Publish>)>>
++ Send
++ 'static {
+    let (store, scope, emoji) = (store.clone(), scope.clone(), emoji.to_owned());
+    let events = events_only(move |&added: &bool| {
+        let event = chorus_realtime::Publish::new(scope.clone(), "reaction.added", &());
+        if added { vec![event] } else { Vec::new() }
+    });
+    async move {
+        store
+            .set_reaction_logged(id, by, &emoji, true, events)
+            .await
+    }
+}
+
+/// A pin checked against its message before the message's delete commits (the
+/// service's check, or another node's) must not land on the tombstone: either it is
+/// logged before the `message.deleted` and the delete takes it away, or it is refused
+/// as not found. Nothing is left to list or count.
+async fn a_pin_racing_the_messages_delete_leaves_no_pin_on_a_tombstone(store: Arc<dyn Store>) {
+    use chorus_realtime::Scope;
+    let (owner, _, ch) = setup(&store).await;
+    let scope = Scope::parse(&format!("channel:{}", ch.id.0)).unwrap();
+    for round in 0..20 {
+        let m = send(&store, ch.id, owner.id, "short-lived").await;
+        let pin = pinning(&store, (ch.id, m.id), owner.id, &scope);
+        let delete = deleting(&store, m.id, &scope);
+        let (pinned, deleted) = race(round, pin, delete).await;
+        let (deletion, deleted) = deleted.unwrap();
+        match pinned {
+            Ok(((_, created), pinned)) => {
+                assert!(created, "round {round}: a new pin");
+                assert!(
+                    pinned[0].offset < deleted[0].offset,
+                    "round {round}: pinned after the delete ({:?}, deleted at {:?})",
+                    pinned[0].offset,
+                    deleted[0].offset
+                );
+                assert!(deletion.unpinned, "round {round}: the delete unpinned it");
+            }
+            Err(ChatError::NotFound(_)) => {}
+            Err(err) => panic!("round {round}: {err:?}"),
+        }
+        let tomb = store.message(m.id).await.unwrap().unwrap();
+        assert!(tomb.deleted, "round {round}");
+        assert!(!tomb.pinned, "round {round}: a pin on the tombstone");
+    }
+    assert_eq!(store.pins(ch.id).await.unwrap(), Vec::new());
+    assert_eq!(store.count_pins(ch.id).await.unwrap(), 0);
+}
+
+/// A reaction checked against its message before the message's delete commits must
+/// not land on the tombstone: logged before the `message.deleted` (which takes it
+/// away), or refused as not found.
+async fn a_reaction_racing_the_messages_delete_leaves_none_on_a_tombstone(store: Arc<dyn Store>) {
+    use chorus_realtime::Scope;
+    let (owner, _, ch) = setup(&store).await;
+    let scope = Scope::parse(&format!("channel:{}", ch.id.0)).unwrap();
+    for round in 0..20 {
+        let m = send(&store, ch.id, owner.id, "short-lived").await;
+        let react = reacting(&store, m.id, owner.id, "👍", &scope);
+        let delete = deleting(&store, m.id, &scope);
+        let (reacted, deleted) = race(round, react, delete).await;
+        let (_, deleted) = deleted.unwrap();
+        match reacted {
+            Ok((added, reacted)) => {
+                assert!(added, "round {round}: a new reaction");
+                assert!(
+                    reacted[0].offset < deleted[0].offset,
+                    "round {round}: reacted after the delete ({:?}, deleted at {:?})",
+                    reacted[0].offset,
+                    deleted[0].offset
+                );
+            }
+            Err(ChatError::NotFound(_)) => {}
+            Err(err) => panic!("round {round}: {err:?}"),
+        }
+        let tomb = store.message(m.id).await.unwrap().unwrap();
+        assert!(tomb.deleted, "round {round}");
+        assert_eq!(
+            tomb.reactions,
+            Vec::new(),
+            "round {round}: on the tombstone"
+        );
+    }
+}
+
+/// A reaction checked against the channel's readers before its reactor's leave (of a
+/// private channel) commits must not be stored after the leave: either it is logged
+/// before the `member.left`, or it is refused; a refused one leaves nothing.
+async fn a_reaction_racing_the_reactors_leave_comes_before_it_or_not_at_all(store: Arc<dyn Store>) {
+    use chorus_realtime::Scope;
+    let (owner, bob, secret) = bob_outside_a_secret(&store).await;
+    let m = send(&store, secret.id, owner.id, "react to me").await;
+    // Not racing: an outsider's reaction is refused.
+    let refused = store.add_reaction(m.id, bob.id, "👀").await;
+    assert!(
+        matches!(refused, Err(ChatError::Forbidden(_))),
+        "{refused:?}"
+    );
+    let scope = Scope::parse(&format!("channel:{}", secret.id.0)).unwrap();
+    for round in 0..20 {
+        store.add_channel_member(secret.id, bob.id).await.unwrap();
+        let emoji = format!("👍{round}");
+        let react = reacting(&store, m.id, bob.id, &emoji, &scope);
+        let leave = leaving(&store, secret.id, bob.id, &scope);
+        let (reacted, left) = race(round, react, leave).await;
+        let (was, left) = left.unwrap();
+        assert!(was, "round {round}: bob was in the channel");
+        let kept = match reacted {
+            Ok((added, reacted)) => {
+                assert!(added, "round {round}: a new reaction");
+                assert!(
+                    reacted[0].offset < left[0].offset,
+                    "round {round}: reacted after the leave ({:?}, left at {:?})",
+                    reacted[0].offset,
+                    left[0].offset
+                );
+                true
+            }
+            Err(ChatError::Forbidden(_)) => false,
+            Err(err) => panic!("round {round}: {err:?}"),
+        };
+        let message = store.message(m.id).await.unwrap().unwrap();
+        let stored = message.reactions.iter().any(|r| r.emoji == emoji);
+        assert_eq!(stored, kept, "round {round}: stored as answered");
+    }
+}
+
+/// A pin by a member racing their leave is pinned before the leave or not at all.
+async fn a_pin_racing_the_pinners_leave_comes_before_it_or_not_at_all(store: Arc<dyn Store>) {
+    use chorus_realtime::Scope;
+    let (owner, bob, secret) = bob_outside_a_secret(&store).await;
+    let m = send(&store, secret.id, owner.id, "pin me").await;
+    // Not racing: an outsider's pin is refused.
+    let refused = store.pin(secret.id, m.id, bob.id).await;
+    assert!(
+        matches!(refused, Err(ChatError::Forbidden(_))),
+        "{refused:?}"
+    );
+    let scope = Scope::parse(&format!("channel:{}", secret.id.0)).unwrap();
+    for round in 0..20 {
+        store.add_channel_member(secret.id, bob.id).await.unwrap();
+        store.unpin(secret.id, m.id).await.unwrap();
+        let pin = pinning(&store, (secret.id, m.id), bob.id, &scope);
+        let leave = leaving(&store, secret.id, bob.id, &scope);
+        let (pinned, left) = race(round, pin, leave).await;
+        let (was, left) = left.unwrap();
+        assert!(was, "round {round}: bob was in the channel");
+        let kept = match pinned {
+            Ok(((_, created), pinned)) => {
+                assert!(created, "round {round}: a new pin");
+                assert!(
+                    pinned[0].offset < left[0].offset,
+                    "round {round}: pinned after the leave ({:?}, left at {:?})",
+                    pinned[0].offset,
+                    left[0].offset
+                );
+                true
+            }
+            Err(ChatError::Forbidden(_)) => false,
+            Err(err) => panic!("round {round}: {err:?}"),
+        };
+        let message = store.message(m.id).await.unwrap().unwrap();
+        assert_eq!(message.pinned, kept, "round {round}: pinned as answered");
     }
 }
 
@@ -3203,9 +3426,13 @@ async fn concurrent_replies_count_exactly(store: Arc<dyn Store>) {
 // ---- reactions and pins -------------------------------------------------------------
 
 async fn reactions(store: Arc<dyn Store>) {
-    let (alice, _, ch) = setup(&store).await;
+    let (alice, ws, ch) = setup(&store).await;
     let bob = user(&store, "bob").await;
     let carol = user(&store, "carol").await;
+    // Readers of the public channel: whoever reacts must be.
+    for reader in [bob.id, carol.id] {
+        store.add_member(ws.id, reader, Role::Member).await.unwrap();
+    }
     let m = send(&store, ch.id, alice.id, "react to me").await;
     let other = send(&store, ch.id, alice.id, "not me").await;
 
@@ -3258,6 +3485,9 @@ async fn reactions(store: Arc<dyn Store>) {
 async fn pins(store: Arc<dyn Store>) {
     let (alice, ws, ch) = setup(&store).await;
     let bob = user(&store, "bob").await;
+    // Whoever pins is a member of the channel.
+    store.add_member(ws.id, bob.id, Role::Member).await.unwrap();
+    store.add_channel_member(ch.id, bob.id).await.unwrap();
     let a = send(&store, ch.id, alice.id, "a").await;
     let b = send(&store, ch.id, alice.id, "b").await;
     let other = channel(

@@ -19,6 +19,8 @@ impl Chat {
     pub async fn pin_message(&self, caller: &User, id: MessageId) -> Result<Pin> {
         let message = self.pinnable(caller, id).await?;
         let _order = self.gates.threads.lock(thread_key(&message)).await;
+        // Again under the gate, for the count below; the gate orders this node only, so
+        // the store asks again, in the transaction, with the message held.
         let message = self.pinnable(caller, id).await?;
         if !message.pinned && self.store.count_pins(message.channel_id).await? >= MAX_PINS {
             return Err(bad("a channel has at most 100 pins; unpin one first"));

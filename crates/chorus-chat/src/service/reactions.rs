@@ -20,7 +20,8 @@ impl Chat {
         check_emoji(emoji)?;
         let (message, _) = self.visible_message(caller, id).await?;
         let _order = self.gates.threads.lock(thread_key(&message)).await;
-        // Read again under the gate: a delete may have won the race.
+        // Read again under the gate, for the count below. The gate orders this node
+        // only: the store asks again, in the transaction, with the message held.
         let (message, _) = self.visible_message(caller, id).await?;
         if !message.reactions.iter().any(|r| r.emoji == emoji)
             && message.reactions.len() >= MAX_EMOJI_PER_MESSAGE

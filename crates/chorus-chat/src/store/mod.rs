@@ -733,7 +733,9 @@ pub trait MessageStore: Send + Sync {
 #[async_trait]
 pub trait ReactionStore: Send + Sync {
     /// Adds or removes (`add: false`) a reaction; `true` when that changed something.
-    /// `events` (given whether it changed) are logged in the same transaction.
+    /// `events` (given whether it changed) are logged in the same transaction. An add
+    /// is refused as `Chat::visible_message` refuses, asked in that transaction:
+    /// `NotFound` (no such or a deleted message), `Forbidden` (`user` may not read it).
     async fn set_reaction_logged(
         &self,
         message: MessageId,
@@ -758,6 +760,8 @@ pub trait ReactionStore: Send + Sync {
 pub trait PinStore: Send + Sync {
     /// Pins `message` in its channel; returns the pin and whether it is new. `events`
     /// (given the pin and whether it is new) are logged in the same transaction.
+    /// Refused, asked in that transaction, as a reaction is ([`ReactionStore`]), and
+    /// `Forbidden` unless `by` is a member of the channel.
     async fn pin_logged(
         &self,
         ch: ChannelId,

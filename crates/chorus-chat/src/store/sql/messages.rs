@@ -4,10 +4,10 @@
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
-use super::{Column, Dialect, Params, RowsAffected, Sql, json_list, lock_row};
+use super::{Column, Dialect, Params, RowsAffected, Sql, json_list, lock_row, share_row};
 use crate::error::{ChatError, Result};
 use crate::model::*;
-use crate::store::rows::{MessageRow, attach_reactions, created_message, mentions_json};
+use crate::store::rows::{MessageRow, attach_reactions, created_message, mentions_json, parse};
 use crate::store::{
     Deletion, Edited, Events, Inserted, MessageQuery, MessageStore, NewMessage, NewTurns,
 };
@@ -17,6 +17,15 @@ use chorus_realtime::Publish;
 pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.channel_id, m.author_id, m.text, m.thread_id, m.mentions, \
      m.created_at, m.edited_at, m.deleted, m.reply_count, m.last_reply_at, \
      EXISTS (SELECT 1 FROM pins pn WHERE pn.message_id = m.id) AS pinned, m.state, m.stream_seq, m.receipts, m.kind";
+
+/// A live message that an addition to it (a reaction, a pin) holds until it commits
+/// ([`Sql::hold_live_message`]).
+pub(crate) struct Held {
+    /// The message's channel.
+    pub(crate) channel: ChannelId,
+    /// Whether whoever adds to it is a member of that channel.
+    pub(crate) member: bool,
+}
 
 /// Reading and writing a message's rows inside a transaction (or on one connection),
 /// shared by the trait methods here, pins and SQLite's batched inserts.
@@ -169,6 +178,69 @@ where
         .fetch_all(&mut *conn)
         .await?;
         Ok(ids.into_iter().map(UserId).collect())
+    }
+
+    /// Holds message `id` for an addition to it by `user` (a reaction, a pin) until the
+    /// transaction ends, and answers as `Chat::visible_message` does, now: `NotFound`
+    /// for a message that is not there or is deleted (or a reader outside the
+    /// workspace), `Forbidden` when `user` may not read its channel. The service asked
+    /// before the transaction, under a gate of its node only; asked again here, a
+    /// delete, leave or removal that committed since, on any node, is seen, and one
+    /// that commits later waits for the addition and takes it away with the rest.
+    ///
+    /// The channel's row first, shared, as leaves, removals (from the channel or the
+    /// workspace) and demotions lock it before they take reading away, and as sends
+    /// and edits lock it before a message's row; then the message's row, shared, which
+    /// a delete's `UPDATE` holds. Each lock is its own statement, before the check: a
+    /// PostgreSQL statement sees what committed before it began, so the check sees the
+    /// change a lock waited for. (SQLite: the single writer orders them already.)
+    pub(crate) async fn hold_live_message(
+        conn: &mut DB::Connection,
+        id: MessageId,
+        user: UserId,
+    ) -> Result<Held> {
+        let no_such = || ChatError::NotFound("no such message".into());
+        // A message never changes channel.
+        let channel: i64 = sqlx::query_scalar("SELECT channel_id FROM messages WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(no_such)?;
+        share_row::<DB>(conn, "channels", channel).await?;
+        share_row::<DB>(conn, "messages", id.0).await?;
+        type Row = (bool, bool, bool, Option<bool>, Option<String>);
+        let (deleted, public, member, admin, role): Row = sqlx::query_as(
+            "SELECT m.deleted, c.kind = 'public',
+                    EXISTS (SELECT 1 FROM channel_members cm
+                            WHERE cm.channel_id = c.id AND cm.user_id = $2),
+                    (SELECT u.is_admin FROM users u WHERE u.id = $2),
+                    (SELECT wm.role FROM workspace_members wm
+                     WHERE wm.workspace_id = c.workspace_id AND wm.user_id = $2)
+             FROM messages m JOIN channels c ON c.id = m.channel_id WHERE m.id = $1",
+        )
+        .bind(id.0)
+        .bind(user.0)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(no_such)?;
+        // `Chat::readable_channel`'s rule, in its order: members; then a server admin
+        // as an owner, anyone else by their role in the workspace (none: not found).
+        let readable = member
+            || match (admin == Some(true), role) {
+                (true, _) => public,
+                (false, None) => return Err(ChatError::NotFound("no such workspace".into())),
+                (false, Some(role)) => public && parse::<Role>(&role)? != Role::Guest,
+            };
+        if !readable {
+            return Err(ChatError::Forbidden("not a member of this channel".into()));
+        }
+        if deleted {
+            return Err(ChatError::NotFound("message was deleted".into()));
+        }
+        Ok(Held {
+            channel: ChannelId(channel),
+            member,
+        })
     }
 
     /// `forbidden` unless the new message's author is a member of its channel.
@@ -464,6 +536,10 @@ where
         events: Events<Deletion>,
     ) -> Result<(Deletion, Vec<Publish>)> {
         let mut tx = self.writer.begin().await?;
+        // The update holds the message's row until commit, as the additions to it (a
+        // reaction, a pin) share it (`hold_live_message`): one that got it first commits
+        // first and is removed below, by statements that see its commit; a later one
+        // waits, then finds a tombstone.
         let row: Option<(i64, Option<i64>)> = sqlx::query_as(
             "UPDATE messages SET text = '', mentions = '[]', receipts = '[]', deleted = TRUE, edited_at = $1
              WHERE id = $2 AND NOT deleted

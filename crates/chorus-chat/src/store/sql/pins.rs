@@ -35,6 +35,17 @@ where
         events: Events<(Pin, bool)>,
     ) -> Result<((Pin, bool), Vec<Publish>)> {
         let mut tx = self.writer.begin().await?;
+        // Only a live message of `ch`, pinned by a member of it, asked with the message
+        // held: a pin never lands on a tombstone, nor after its pinner's departure.
+        let held = Self::hold_live_message(&mut tx, message, by).await?;
+        if held.channel != ch {
+            return Err(ChatError::NotFound("no such message".into()));
+        }
+        if !held.member {
+            return Err(ChatError::Forbidden(
+                "only members of the channel can pin".into(),
+            ));
+        }
         let created = sqlx::query(
             "INSERT INTO pins (channel_id, message_id, pinned_by, pinned_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
