@@ -144,6 +144,16 @@ impl JwtVerifier {
         if secret.is_none() && public_key.is_none() && jwks.is_none() {
             return Ok(None);
         }
+        // A public key is often an identity provider's, which signs tokens for every
+        // application it serves: without `aud` (and `iss`) checked, any of them is
+        // taken here.
+        if (public_key.is_some() || jwks.is_some()) && config.jwt_audience.is_none() {
+            tracing::warn!(
+                "JWTs are verified with a public key but jwt_audience is not set: a token \
+                 the same key signed for another application is accepted (set \
+                 jwt_audience, and jwt_issuer)"
+            );
+        }
         Ok(Some(Self {
             secret,
             public_key,

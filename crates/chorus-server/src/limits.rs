@@ -286,6 +286,9 @@ fn bucket(ip: IpAddr) -> IpAddr {
 /// only text) must not make the proxies' entries after it unreadable.
 fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
     if hops == 0 {
+        if headers.contains_key("x-forwarded-for") {
+            warn_unconfigured_proxy();
+        }
         return peer;
     }
     let entries: Vec<&[u8]> = headers
@@ -306,6 +309,21 @@ fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap, hops: u32) -> Option<I
                 .ok()
         });
     forwarded.or(peer)
+}
+
+/// Said once: requests come through a proxy (they carry `X-Forwarded-For`) that
+/// `trusted_proxy_hops` does not name, so every client behind it shares the proxy's
+/// address in the per-address limits — one client's failed authentications lock them
+/// all out.
+fn warn_unconfigured_proxy() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            "requests carry X-Forwarded-For but trusted_proxy_hops is 0: the per-address \
+             limits see the proxy's address for every client behind it (set \
+             trusted_proxy_hops to the number of proxies in front of Chorus)"
+        );
+    });
 }
 
 /// The client address of a request, as the limits see it (the TCP peer, or the
