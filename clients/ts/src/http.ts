@@ -34,6 +34,7 @@ import type {
   Namespace,
   NewApiToken,
   NewSignInLink,
+  SignInLink,
   Pin,
   Presence,
   ReadState,
@@ -166,6 +167,18 @@ export class ChorusHttp {
    * is shown this once. Hand over `<web UI origin>/` + `url_fragment`. */
   createSignInLink(userId: UserId, req: CreateSignInLink = {}): Promise<NewSignInLink> {
     return this.json('POST', `api/v1/users/${userId}/sign-in-links`, req);
+  }
+
+  /** A user's sign-in links that can still be used, oldest first (server admins; never
+   * their codes). */
+  listSignInLinks(userId: UserId): Promise<SignInLink[]> {
+    return this.json('GET', `api/v1/users/${userId}/sign-in-links`);
+  }
+
+  /** Revokes a sign-in link before it is used (server admins): opening it is then
+   * refused as an unknown link. */
+  async revokeSignInLink(userId: UserId, linkId: number): Promise<void> {
+    await this.request('DELETE', `api/v1/users/${userId}/sign-in-links/${linkId}`);
   }
 
   /** Exchanges a sign-in link's code for a new token of its user (no token needed);
@@ -611,6 +624,8 @@ export const ROUTES: ReadonlyArray<readonly [string, string, keyof ChorusHttp]> 
   ['DELETE', '/api/v1/users/{id}/tokens/{token_id}', 'revokeToken'],
   ['DELETE', '/api/v1/me/token', 'signOut'],
   ['POST', '/api/v1/users/{id}/sign-in-links', 'createSignInLink'],
+  ['GET', '/api/v1/users/{id}/sign-in-links', 'listSignInLinks'],
+  ['DELETE', '/api/v1/users/{id}/sign-in-links/{link_id}', 'revokeSignInLink'],
   ['POST', '/api/v1/sign-in', 'signIn'],
   ['POST', '/api/v1/users/{id}/deactivate', 'deactivateUser'],
   ['POST', '/api/v1/users/{id}/reactivate', 'reactivateUser'],

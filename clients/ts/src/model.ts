@@ -43,6 +43,7 @@ export type NewApiToken = Schemas['NewApiToken'];
 /** A new one-time sign-in link: its `code` (shown this once) and `url_fragment`
  * (`#signin=<code>`) to append to the web UI's address. */
 export type NewSignInLink = Schemas['NewSignInLink'];
+export type SignInLink = Schemas['SignInLink'];
 export type UserIds = Schemas['UserIds'];
 export type WebhookSettings = Schemas['WebhookSettings'];
 export type WebhookDelivery = Schemas['WebhookDelivery'];

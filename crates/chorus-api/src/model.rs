@@ -348,12 +348,27 @@ pub struct NewApiToken {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewSignInLink {
+    /// The link's id (to revoke it: `DELETE /api/v1/users/{id}/sign-in-links/{link_id}`).
+    pub id: i64,
     /// The link's secret (`chs_…`).
     pub code: String,
     /// `#signin=<code>`: what the web UI reads on load.
     pub url_fragment: String,
     /// Whom the link signs in.
     pub user_id: UserId,
+    pub expires_at: Timestamp,
+}
+
+/// A sign-in link not used yet, as listed (never its code).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignInLink {
+    pub id: i64,
+    /// Whom the link signs in.
+    pub user_id: UserId,
+    /// The server admin who created it.
+    pub created_by: UserId,
+    pub created_at: Timestamp,
     pub expires_at: Timestamp,
 }
 

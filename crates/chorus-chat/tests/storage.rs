@@ -517,6 +517,22 @@ async fn sign_in_links_are_redeemed_once(store: Arc<dyn Store>) {
     assert_eq!(signed_in, 1);
     let alices = store.tokens(alice.id).await.unwrap();
     assert_eq!(alices.len(), 2, "{alices:?}");
+
+    // Listed and revoked: only links that can still be used (the others of alice's are
+    // used or expired).
+    let now = Timestamp(100);
+    let id = store
+        .add_sign_in_link(link(alice.id, "c-revoked", later))
+        .await
+        .unwrap();
+    let pending = store.sign_in_links(alice.id, now).await.unwrap();
+    assert_eq!(pending.iter().map(|l| l.id).collect::<Vec<_>>(), [id]);
+    assert_eq!(pending[0].created_by, alice.id);
+    assert!(!store.delete_sign_in_link(bob.id, id, now).await.unwrap());
+    assert!(store.delete_sign_in_link(alice.id, id, now).await.unwrap());
+    assert!(!store.delete_sign_in_link(alice.id, id, now).await.unwrap());
+    assert!(store.sign_in_links(alice.id, now).await.unwrap().is_empty());
+    assert_eq!(redeem("c-revoked", "t-7").await, Redemption::Unknown);
 }
 
 async fn tokens_are_listed_revoked_and_touched(store: Arc<dyn Store>) {

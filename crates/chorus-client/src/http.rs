@@ -182,6 +182,20 @@ impl Client {
             .await
     }
 
+    /// A user's sign-in links that can still be used, oldest first (server admins;
+    /// never their codes).
+    pub async fn list_sign_in_links(&self, user: UserId) -> Result<Vec<SignInLink>> {
+        let path = format!("api/v1/users/{user}/sign-in-links");
+        self.json(self.request(Method::GET, &path)?).await
+    }
+
+    /// Revokes a sign-in link before it is used (server admins): opening it is then
+    /// refused as an unknown link.
+    pub async fn revoke_sign_in_link(&self, user: UserId, link: i64) -> Result<()> {
+        let path = format!("api/v1/users/{user}/sign-in-links/{link}");
+        self.empty(self.request(Method::DELETE, &path)?).await
+    }
+
     /// Exchanges a sign-in link's code for a new API token of its user, using the link
     /// up (`410 gone` when it was used before or has expired). Sent without this client's
     /// token, so a client made with none (`Client::new(url, "")`) can sign in.
@@ -813,6 +827,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "POST",
         "/api/v1/users/{id}/sign-in-links",
         "create_sign_in_link",
+    ),
+    (
+        "GET",
+        "/api/v1/users/{id}/sign-in-links",
+        "list_sign_in_links",
+    ),
+    (
+        "DELETE",
+        "/api/v1/users/{id}/sign-in-links/{link_id}",
+        "revoke_sign_in_link",
     ),
     ("POST", "/api/v1/sign-in", "sign_in"),
     ("POST", "/api/v1/users/{id}/deactivate", "deactivate_user"),

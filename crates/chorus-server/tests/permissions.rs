@@ -446,6 +446,10 @@ enum Action {
     /// oneself.
     SignInLink,
     SignInLinkForSelf,
+    /// `GET /users/{target}/sign-in-links`, and `DELETE` of a link id nobody has (an
+    /// admin gets 404: the rule let it through).
+    ListSignInLinks,
+    RevokeSignInLink,
     /// Server routes: `POST /users` (a new name each call), `GET /users`, `POST
     /// /users/{target}/deactivate` (refusals only: the people are shared by every row),
     /// `POST /publish` to a topic, another user's (target's) tokens, `GET
@@ -567,6 +571,14 @@ impl Action {
             SignInLinkForSelf => {
                 let path = format!("/api/v1/users/{}/sign-in-links", by.id);
                 call(Method::POST, path, Some(json!({}))).await
+            }
+            ListSignInLinks => {
+                let path = format!("/api/v1/users/{}/sign-in-links", p.target.id);
+                call(Method::GET, path, None).await
+            }
+            RevokeSignInLink => {
+                let path = format!("/api/v1/users/{}/sign-in-links/987654321", p.target.id);
+                call(Method::DELETE, path, None).await
             }
             CreateUser => {
                 static MADE: std::sync::atomic::AtomicUsize =
@@ -1988,6 +2000,24 @@ const SERVER_ROWS: &[(Action, &[(Actor, u16)])] = &[
     (
         SignInLinkForSelf,
         &[(ServerAdmin, CREATED), (Owner, DENIED), (Member, DENIED)],
+    ),
+    (
+        ListSignInLinks,
+        &[
+            (ServerAdmin, OK),
+            (Owner, DENIED),
+            (Target, DENIED),
+            (Member, DENIED),
+        ],
+    ),
+    (
+        RevokeSignInLink,
+        &[
+            (ServerAdmin, UNKNOWN),
+            (Owner, DENIED),
+            (Target, DENIED),
+            (Member, DENIED),
+        ],
     ),
     (
         RevokeProxySessions,

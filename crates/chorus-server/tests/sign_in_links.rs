@@ -319,3 +319,66 @@ async fn of_exchanges_at_once_one_signs_in() {
         .body;
     assert_eq!(tokens.as_array().unwrap().len(), 2, "{tokens}");
 }
+
+/// A link handed to the wrong person is revoked before it is used: a server admin lists
+/// a user's links that can still be used (never their codes) and revokes one; opening
+/// it is then refused as an unknown link. Nobody else lists or revokes.
+#[tokio::test]
+async fn a_link_not_yet_used_is_listed_and_revoked_by_an_admin() {
+    let s = TestServer::start().await;
+    let carol = s.create_user("carol").await;
+    let links = format!("/api/v1/users/{}/sign-in-links", carol.id);
+    let made = create_link(&s, ADMIN_TOKEN, carol.id, json!({}))
+        .await
+        .expect_status(StatusCode::CREATED)
+        .body;
+    let (id, code) = (made["id"].as_i64().unwrap(), made["code"].as_str().unwrap());
+    let kept = link_code(&s, carol.id, json!({})).await;
+    let used = create_link(&s, ADMIN_TOKEN, carol.id, json!({}))
+        .await
+        .expect_status(StatusCode::CREATED)
+        .body;
+    sign_in(&s, used["code"].as_str().unwrap())
+        .await
+        .expect_status(StatusCode::OK);
+
+    let listed = s
+        .get(&links, ADMIN_TOKEN)
+        .await
+        .expect_status(StatusCode::OK)
+        .body;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "the used one is not listed: {listed:?}");
+    assert_eq!(listed[0]["id"], id);
+    assert_eq!(listed[0]["user_id"], carol.id);
+    assert!(listed.iter().all(|l| l.get("code").is_none()), "{listed:?}");
+    for refused in [
+        s.get(&links, &carol.token).await,
+        s.delete(&format!("{links}/{id}"), &carol.token).await,
+    ] {
+        refused.expect_error(StatusCode::FORBIDDEN, "forbidden");
+    }
+
+    s.delete(&format!("{links}/{id}"), ADMIN_TOKEN)
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    s.delete(&format!("{links}/{id}"), ADMIN_TOKEN)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    let other = s.create_user("dave").await;
+    s.delete(
+        &format!("/api/v1/users/{}/sign-in-links/{id}", other.id),
+        ADMIN_TOKEN,
+    )
+    .await
+    .expect_error(StatusCode::NOT_FOUND, "not_found");
+    sign_in(&s, code)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    sign_in(&s, &kept).await.expect_status(StatusCode::OK);
+    let left = s
+        .get(&links, ADMIN_TOKEN)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(left.body, json!([]));
+}

@@ -110,7 +110,9 @@ export interface paths {
          *     result (and the header `Idempotent-Replayed: true`) and creates nothing. A text
          *     starting with `/name` is a slash command: run, not posted; its answer is `200` with
          *     a `CommandResult` (also sent to the author's connections as `command.result`), or
-         *     the command's refusal (`400 unknown_command` for a name that is no command).
+         *     the command's refusal (`400 unknown_command` for a name that is no command). A
+         *     registered command retried with its `Idempotency-Key` is answered as the first time
+         *     (`Idempotent-Replayed: true`) and delivered once.
          */
         post: operations["send_message"];
         delete?: never;
@@ -497,6 +499,8 @@ export interface paths {
         put?: never;
         /**
          * Publish an arbitrary event to a scope: Chorus as a realtime gateway for a backend.
+         *     Its type is the publisher's, outside the server's own families (`message.*`,
+         *     `channel.*`, `subscription.*`, `typing`, …: `400`).
          *     Takes a server key with `publish` (only for scopes under its `publish_prefixes`,
          *     when it has any) or the admin token. With namespaces declared, a topic must be in
          *     one (`404`) and its `data` valid for the namespace's schema (`400` naming the path);
@@ -726,7 +730,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * A user's sign-in links that can still be used (not used, not expired, not revoked),
+         *     oldest first, without their codes (server admins only).
+         */
+        get: operations["list_sign_in_links"];
         put?: never;
         /**
          * Create a one-time sign-in link for a user (server admins only): whoever opens
@@ -736,6 +744,27 @@ export interface paths {
          */
         post: operations["create_sign_in_link"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{id}/sign-in-links/{link_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revoke a sign-in link before it is used (server admins only): opening it is then
+         *     refused as an unknown link. 404 for a link of that id that cannot be used anyway
+         *     (used, expired, revoked, or another user's).
+         */
+        delete: operations["delete_sign_in_link"];
         options?: never;
         head?: never;
         patch?: never;
@@ -757,7 +786,10 @@ export interface paths {
         /**
          * Create an API token for a user (the user themself or a server admin): named, and
          *     expiring after `expires_in` seconds when given. The secret (`token`) is in this
-         *     answer only. 409 when the user is deactivated or already holds 100 tokens.
+         *     answer only. 409 when the user is deactivated or already holds 100 tokens. A
+         *     credential that expires (a JWT, an expiring token) makes tokens that expire no later
+         *     (400 otherwise), and a connect-proxy identity makes none (403), unless it is a
+         *     server admin's.
          */
         post: operations["create_token"];
         delete?: never;
@@ -1829,6 +1861,11 @@ export interface components {
             /** @description The link's secret (`chs_…`). */
             code: string;
             expires_at: components["schemas"]["Timestamp"];
+            /**
+             * Format: int64
+             * @description The link's id (to revoke it: `DELETE /api/v1/users/{id}/sign-in-links/{link_id}`).
+             */
+            id: number;
             /** @description `#signin=<code>`: what the web UI reads on load. */
             url_fragment: string;
             /** @description Whom the link signs in. */
@@ -2099,6 +2136,17 @@ export interface components {
         SignIn: {
             /** @description The code of the link (`#signin=<code>`). */
             code: string;
+        };
+        /** @description A sign-in link not used yet, as listed (never its code). */
+        SignInLink: {
+            created_at: components["schemas"]["Timestamp"];
+            /** @description The server admin who created it. */
+            created_by: components["schemas"]["UserId"];
+            expires_at: components["schemas"]["Timestamp"];
+            /** Format: int64 */
+            id: number;
+            /** @description Whom the link signs in. */
+            user_id: components["schemas"]["UserId"];
         };
         Stats: {
             /**
@@ -5793,6 +5841,77 @@ export interface operations {
             };
         };
     };
+    list_sign_in_links: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SignInLink"][];
+                };
+            };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     create_sign_in_link: {
         parameters: {
             query?: never;
@@ -5866,6 +5985,76 @@ export interface operations {
             };
             /** @description The request body is over the server's `max_body_bytes`. */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited: too many requests for this user or key, or too many failed authentications from this address. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Whole seconds until a retry may succeed. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_sign_in_link: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+                link_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Done; no body. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad request: a path or query parameter that does not parse, a body that is not JSON of the request's schema, or values the server refuses (see the message). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or one that is invalid, expired or revoked. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed: the caller lacks the permission, or a server key on a route that does not take one. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The path names nothing the caller can see. */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -8,7 +8,7 @@ pub use chorus_api::requests::CreateSignInLink;
 
 use super::Chat;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
-use crate::model::{User, UserId};
+use crate::model::{SignInLink, User, UserId};
 use crate::store::{NewSignInCode, Redemption};
 use crate::token;
 
@@ -53,7 +53,8 @@ impl Chat {
         }
         let (code, code_hash) = token::mint_sign_in_code();
         let expires_at = self.now().plus_secs(secs);
-        self.store
+        let id = self
+            .store
             .add_sign_in_link(NewSignInCode {
                 user_id: user,
                 created_by: caller.id,
@@ -62,11 +63,41 @@ impl Chat {
             })
             .await?;
         Ok(NewSignInLink {
+            id,
             url_fragment: format!("#signin={code}"),
             code,
             user_id: user,
             expires_at,
         })
+    }
+
+    /// A user's sign-in links that can still be used, oldest first: server admins only
+    /// (as they create them). Never a code.
+    pub async fn list_sign_in_links(&self, caller: &User, user: UserId) -> Result<Vec<SignInLink>> {
+        self.link_holder(caller, user).await?;
+        self.store.sign_in_links(user, self.now()).await
+    }
+
+    /// Revokes one of a user's sign-in links before it is used: server admins only.
+    /// `NotFound` for none of that id that can still be used (a link used, expired or
+    /// revoked already).
+    pub async fn delete_sign_in_link(&self, caller: &User, user: UserId, id: i64) -> Result<()> {
+        self.link_holder(caller, user).await?;
+        if !self.store.delete_sign_in_link(user, id, self.now()).await? {
+            return Err(not_found("no such sign-in link that can still be used"));
+        }
+        Ok(())
+    }
+
+    /// `user`, for a server admin managing their sign-in links.
+    async fn link_holder(&self, caller: &User, user: UserId) -> Result<User> {
+        if !caller.is_admin {
+            return Err(forbidden("only a server admin manages sign-in links"));
+        }
+        self.store
+            .user(user)
+            .await?
+            .ok_or_else(|| not_found("no such user"))
     }
 
     /// Exchanges a sign-in link's code for a new API token of its user, using the link

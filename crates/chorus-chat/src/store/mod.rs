@@ -384,8 +384,14 @@ pub trait UserStore: Send + Sync {
         id: TokenId,
         events: Events<()>,
     ) -> Result<Option<Vec<Publish>>>;
-    /// Stores a sign-in link. Fails with `Conflict` when the hash exists.
-    async fn add_sign_in_link(&self, new: NewSignInCode) -> Result<()>;
+    /// Stores a sign-in link; returns its id. Fails with `Conflict` when the hash exists.
+    async fn add_sign_in_link(&self, new: NewSignInCode) -> Result<i64>;
+    /// A user's sign-in links that can still be used (not used, not expired at `now`),
+    /// oldest first.
+    async fn sign_in_links(&self, user: UserId, now: Timestamp) -> Result<Vec<SignInLink>>;
+    /// Revokes one of a user's sign-in links that can still be used (at `now`); `false`
+    /// when there is none of that id.
+    async fn delete_sign_in_link(&self, user: UserId, id: i64, now: Timestamp) -> Result<bool>;
     /// Exchanges a sign-in link's code (by its hash) for a token of its user, stored
     /// with `token_hash` and named `token_name`: the link is marked used and the token
     /// added in one transaction, so of two exchanges at once one signs in and the other

@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chorus_api::{DeliveriesQuery, DevLogin, SignIn, UserWithToken, UsersQuery};
-use chorus_chat::model::{ApiToken, TokenId, User, UserId, UserView, WebhookDelivery};
+use chorus_chat::model::{ApiToken, SignInLink, TokenId, User, UserId, UserView, WebhookDelivery};
 use chorus_chat::service::{
     CreateSignInLink, CreateToken, CreateUser, NewApiToken, NewSignInLink, SetWebhook,
     WebhookSettings,
@@ -32,7 +32,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sign_out))
         .routes(routes!(deactivate_user))
         .routes(routes!(reactivate_user))
-        .routes(routes!(create_sign_in_link))
+        .routes(routes!(create_sign_in_link, list_sign_in_links))
+        .routes(routes!(delete_sign_in_link))
         .routes(routes!(sign_in))
 }
 
@@ -264,6 +265,37 @@ async fn create_sign_in_link(
         .create_sign_in_link(&caller, UserId(id), req)
         .await?;
     Ok((StatusCode::CREATED, Json(link)))
+}
+
+/// A user's sign-in links that can still be used (not used, not expired, not revoked),
+/// oldest first, without their codes (server admins only).
+#[utoipa::path(get, path = "/api/v1/users/{id}/sign-in-links", tag = "users",
+    params(("id" = i64, Path)), responses((status = 200, body = [SignInLink]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_sign_in_links(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<SignInLink>>> {
+    Ok(Json(
+        state.chat.list_sign_in_links(&caller, UserId(id)).await?,
+    ))
+}
+
+/// Revoke a sign-in link before it is used (server admins only): opening it is then
+/// refused as an unknown link. 404 for a link of that id that cannot be used anyway
+/// (used, expired, revoked, or another user's).
+#[utoipa::path(delete, path = "/api/v1/users/{id}/sign-in-links/{link_id}", tag = "users",
+    params(("id" = i64, Path), ("link_id" = i64, Path)), responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_sign_in_link(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((id, link_id)): Path<(i64, i64)>,
+) -> ApiResult<StatusCode> {
+    state
+        .chat
+        .delete_sign_in_link(&caller, UserId(id), link_id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Exchange a sign-in link's code for a new API token of its user (no credentials):

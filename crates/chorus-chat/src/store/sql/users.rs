@@ -280,20 +280,58 @@ where
         Ok(Some(logged))
     }
 
-    async fn add_sign_in_link(&self, new: NewSignInCode) -> Result<()> {
-        sqlx::query(
+    async fn add_sign_in_link(&self, new: NewSignInCode) -> Result<i64> {
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO sign_in_links (code_hash, user_id, created_by, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5)",
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(&new.code_hash)
         .bind(new.user_id.0)
         .bind(new.created_by.0)
         .bind(self.now().0)
         .bind(new.expires_at.0)
-        .execute(&self.writer)
+        .fetch_one(&self.writer)
         .await
         .map_err(|e| conflict_or(e, "a sign-in link with this code"))?;
-        Ok(())
+        Ok(id)
+    }
+
+    async fn sign_in_links(&self, user: UserId, now: Timestamp) -> Result<Vec<SignInLink>> {
+        let rows: Vec<(i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT id, user_id, created_by, created_at, expires_at FROM sign_in_links
+             WHERE user_id = $1 AND used_at IS NULL AND expires_at > $2 ORDER BY id",
+        )
+        .bind(user.0)
+        .bind(now.0)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, user_id, created_by, created_at, expires_at)| SignInLink {
+                    id,
+                    user_id: UserId(user_id),
+                    created_by: UserId(created_by),
+                    created_at: Timestamp(created_at),
+                    expires_at: Timestamp(expires_at),
+                },
+            )
+            .collect())
+    }
+
+    async fn delete_sign_in_link(&self, user: UserId, id: i64, now: Timestamp) -> Result<bool> {
+        // The exchange claims a link by a conditional update of its row: of the two, the
+        // one that commits first wins, and the other finds nothing to do.
+        let done = sqlx::query(
+            "DELETE FROM sign_in_links
+             WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $3",
+        )
+        .bind(id)
+        .bind(user.0)
+        .bind(now.0)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn redeem_sign_in_link(
