@@ -17,17 +17,31 @@ pub struct CreateUser {
     #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9_.-]{1,32}$"))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    /// At most 80 bytes; the name when absent or blank.
-    #[cfg_attr(feature = "openapi", schema(max_length = 80))]
+    /// At most 80 bytes, no control characters; the name when absent or blank.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 80,
+            pattern = r"^(?:[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*|[^\u0000-\u001f\u007f-\u009f]*)$"
+        )
+    )]
     pub display_name: Option<String>,
     #[serde(default = "human")]
     pub kind: UserKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// For an agent with a `webhook_url`: the secret its webhook requests are signed
-    /// with (at least 16 bytes). Generated when absent, and returned once.
+    /// with (16 to 256 bytes, no control characters). Generated when absent, and
+    /// returned once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 16, max_length = 256))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 16,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub webhook_secret: Option<String>,
     /// Make the new user a server administrator.
     #[serde(default)]
@@ -141,9 +155,16 @@ pub struct SetWebhook {
     /// `null` turns webhooks off.
     #[serde(default)]
     pub url: Option<String>,
-    /// The signing secret (16 to 256 bytes); generated when absent.
+    /// The signing secret (16 to 256 bytes, no control characters); generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 16, max_length = 256))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 16,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub secret: Option<String>,
 }
 
@@ -162,11 +183,11 @@ pub struct DeliveriesQuery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateWorkspace {
-    /// 1 to 80 bytes once trimmed.
+    /// 1 to 80 bytes once trimmed, no control characters.
     #[cfg_attr(
         feature = "openapi",
         schema(
-            pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,78}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+            pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000-\u001f\u007f-\u009f](?:[^\u0000-\u001f\u007f-\u009f]{0,78}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000-\u001f\u007f-\u009f])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
         )
     )]
     pub name: String,
@@ -206,9 +227,12 @@ pub struct CreateChannel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(schema_with = openapi::channel_policy))]
     pub policy: Option<Policy>,
-    /// At most 250 bytes.
+    /// At most 250 bytes, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(max_length = 250))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 250, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")
+    )]
     pub topic: Option<String>,
     /// Members besides the creator.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -265,9 +289,12 @@ pub struct UpdateChannel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9_-]{1,80}$"))]
     pub name: Option<String>,
-    /// At most 250 bytes.
+    /// At most 250 bytes, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(max_length = 250))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 250, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")
+    )]
     pub topic: Option<String>,
     /// Never `dm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -421,18 +448,28 @@ impl SendMessage {
 pub struct CreateCommand {
     #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z][a-z0-9_-]{0,31}$"))]
     pub name: String,
-    /// At most 200 bytes; shown when a client offers the command.
+    /// At most 200 bytes, no control characters; shown when a client offers the command.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")
+    )]
     pub description: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_user_id: Option<UserId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
-    /// For a `webhook_url`: the signing secret (16 to 256 bytes); generated when
-    /// absent, and returned once.
+    /// For a `webhook_url`: the signing secret (16 to 256 bytes, no control characters);
+    /// generated when absent, and returned once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 16, max_length = 256))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 16,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub webhook_secret: Option<String>,
 }
 
@@ -562,9 +599,12 @@ pub struct Publish {
         schema(max_length = 160, pattern = r"^[a-z_]+:[A-Za-z0-9_.:-]+$")
     )]
     pub scope: String,
-    /// The event type, 1 to 64 bytes.
+    /// The event type, 1 to 64 bytes, no NUL character (U+0000).
     #[serde(rename = "type")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 64, pattern = r"^[^\u0000]+$")
+    )]
     pub kind: String,
     /// Any JSON value.
     pub data: Value,
@@ -739,11 +779,12 @@ mod tests {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateServerKey {
-    /// What the key is for (1–80 bytes once trimmed), e.g. the backend using it.
+    /// What the key is for (1–80 bytes once trimmed, no control characters), e.g. the
+    /// backend using it.
     #[cfg_attr(
         feature = "openapi",
         schema(
-            pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,78}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+            pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000-\u001f\u007f-\u009f](?:[^\u0000-\u001f\u007f-\u009f]{0,78}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000-\u001f\u007f-\u009f])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
         )
     )]
     pub name: String,

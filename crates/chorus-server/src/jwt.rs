@@ -316,7 +316,7 @@ pub(crate) async fn provision_user(
     kind: UserKind,
     from: &str,
 ) -> Result<User, ApiError> {
-    let display_name = display_name.map(|d| truncate(d.trim(), 80).to_owned());
+    let display_name = display_name.map(shown_name);
     let created = chat
         .create_user_unchecked(CreateUser {
             name: name.clone(),
@@ -366,6 +366,27 @@ pub(crate) fn subject_name(sub: &str) -> String {
     }
     let digest = hex::encode(Sha256::digest(sub.as_bytes()));
     format!("{base}-{}", &digest[..10])
+}
+
+/// A display name as an identity provider (or the application) gave it, made one the
+/// server takes: each run of control characters (which a display name may not hold)
+/// becomes a space — the provider chose the name, and refusing it would keep the user
+/// from signing in — then trimmed and cut to 80 bytes. Blank: the user's name is shown.
+fn shown_name(given: &str) -> String {
+    let mut name = String::with_capacity(given.len());
+    let mut in_run = false;
+    for c in given.chars() {
+        if c.is_control() {
+            if !in_run {
+                name.push(' ');
+            }
+            in_run = true;
+        } else {
+            name.push(c);
+            in_run = false;
+        }
+    }
+    truncate(name.trim(), 80).to_owned()
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.

@@ -516,6 +516,32 @@ async fn provisioning_creates_unknown_subjects_when_on() {
     }
 }
 
+/// A provisioned user's display name comes from the identity provider, which may put
+/// anything in `name`: control characters (a NUL that PostgreSQL would refuse, line
+/// breaks) become spaces rather than keep the user from signing in.
+#[tokio::test]
+async fn provisioned_display_names_lose_control_characters() {
+    let s = server(|c| {
+        c.jwt_secret = Some(SECRET.to_owned());
+        c.jwt_provision_users = true;
+    })
+    .await;
+    for (sub, name, shown) in [
+        ("idp|1", "Dana\u{0}Scully", Some("Dana Scully")),
+        ("idp|2", "\tFox\r\nMulder\u{85}", Some("Fox Mulder")),
+        // Nothing but control characters: the user's name, as with no `name` at all.
+        ("idp|3", "\u{0}\u{1b}", None),
+    ] {
+        let token = hs256(json!({"sub": sub, "exp": now() + 600, "name": name}));
+        let me = s
+            .get("/api/v1/me", &token)
+            .await
+            .expect_status(StatusCode::OK);
+        let shown = shown.unwrap_or_else(|| me.body["name"].as_str().unwrap());
+        assert_eq!(me.body["display_name"], shown, "{name:?}");
+    }
+}
+
 /// The server judges `exp` on its own clock (`Config::clock`, which tests may set): a
 /// token with ten minutes left by the system's time has expired for a server whose
 /// clock reads an hour later, and one minted for that hour is accepted.

@@ -1355,7 +1355,7 @@ export interface components {
              * @description Streaming roll-up window in ms (10 to 10,000); absent or `null`: the server's.
              */
             stream_rollup_ms?: number | null;
-            /** @description At most 250 bytes. */
+            /** @description At most 250 bytes, no control characters. */
             topic?: string | null;
             /**
              * Format: int64
@@ -1369,19 +1369,22 @@ export interface components {
          *     the event, signed like agents' webhooks).
          */
         CreateCommand: {
-            /** @description At most 200 bytes; shown when a client offers the command. */
+            /** @description At most 200 bytes, no control characters; shown when a client offers the command. */
             description?: string;
             name: string;
             target_user_id?: null | components["schemas"]["UserId"];
             /**
-             * @description For a `webhook_url`: the signing secret (16 to 256 bytes); generated when
-             *     absent, and returned once.
+             * @description For a `webhook_url`: the signing secret (16 to 256 bytes, no control characters);
+             *     generated when absent, and returned once.
              */
             webhook_secret?: string | null;
             webhook_url?: string | null;
         };
         CreateServerKey: {
-            /** @description What the key is for (1–80 bytes once trimmed), e.g. the backend using it. */
+            /**
+             * @description What the key is for (1–80 bytes once trimmed, no control characters), e.g. the
+             *     backend using it.
+             */
             name: string;
             /** @description At least one of `publish`, `stats:read`, `sessions:revoke`. */
             permissions: components["schemas"]["KeyPermission"][];
@@ -1417,20 +1420,21 @@ export interface components {
         CreateUser: {
             /** @description Make the new user a server administrator. */
             admin?: boolean;
-            /** @description At most 80 bytes; the name when absent or blank. */
+            /** @description At most 80 bytes, no control characters; the name when absent or blank. */
             display_name?: string | null;
             kind?: components["schemas"]["UserKind"];
             name: string;
             /**
              * @description For an agent with a `webhook_url`: the secret its webhook requests are signed
-             *     with (at least 16 bytes). Generated when absent, and returned once.
+             *     with (16 to 256 bytes, no control characters). Generated when absent, and
+             *     returned once.
              */
             webhook_secret?: string | null;
             webhook_url?: string | null;
         };
         /** @description `POST /api/v1/workspaces`. */
         CreateWorkspace: {
-            /** @description 1 to 80 bytes once trimmed. */
+            /** @description 1 to 80 bytes once trimmed, no control characters. */
             name: string;
         };
         /** @description A new server key with its secret: the only time the secret is shown. */
@@ -1945,7 +1949,7 @@ export interface components {
             ephemeral?: boolean;
             /** @description Any scope, e.g. `topic:deploys`. */
             scope: string;
-            /** @description The event type, 1 to 64 bytes. */
+            /** @description The event type, 1 to 64 bytes, no NUL character (U+0000). */
             type: string;
         };
         /** @description Where `POST /api/v1/publish` put an event; no offset for ephemeral events. */
@@ -2124,7 +2128,7 @@ export interface components {
         };
         /** @description An agent's webhook settings (`PUT /api/v1/users/{id}/webhook`). */
         SetWebhook: {
-            /** @description The signing secret (16 to 256 bytes); generated when absent. */
+            /** @description The signing secret (16 to 256 bytes, no control characters); generated when absent. */
             secret?: string | null;
             /** @description `null` turns webhooks off. */
             url?: string | null;
@@ -2272,7 +2276,7 @@ export interface components {
              * @description Streaming roll-up window in ms (10 to 10,000); `null`: back to the server's.
              */
             stream_rollup_ms?: number | null;
-            /** @description At most 250 bytes. */
+            /** @description At most 250 bytes, no control characters. */
             topic?: string | null;
             /**
              * Format: int64

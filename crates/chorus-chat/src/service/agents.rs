@@ -57,7 +57,10 @@ pub(crate) fn webhook_config(url: &str, secret: Option<String>) -> Result<(Strin
         WebhookScheme::Http | WebhookScheme::Https => {}
     }
     let secret = match secret {
-        Some(s) if (MIN_SECRET..=MAX_SECRET).contains(&s.len()) => s,
+        Some(s) if (MIN_SECRET..=MAX_SECRET).contains(&s.len()) => {
+            check_text_field("webhook_secret", &s)?;
+            s
+        }
         Some(_) => return Err(bad("webhook_secret must be 16 to 256 bytes")),
         None => token::mint_webhook_secret(),
     };

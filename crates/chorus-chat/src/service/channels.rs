@@ -62,6 +62,7 @@ impl Chat {
         if topic.len() > MAX_TOPIC {
             return Err(bad("topic is at most 250 bytes"));
         }
+        check_text_field("topic", &topic)?;
         let policy = req.policy.unwrap_or(Policy::All);
         if policy == Policy::Dm {
             return Err(bad("the dm policy is reserved for DMs"));
@@ -269,8 +270,12 @@ impl Chat {
         {
             return Err(bad("channel name must match [a-z0-9_-]{1,80}"));
         }
-        if req.topic.as_ref().is_some_and(|t| t.len() > MAX_TOPIC) {
-            return Err(bad("topic is at most 250 bytes"));
+        if let Some(topic) = &req.topic {
+            if topic.len() > MAX_TOPIC {
+                return Err(bad("topic is at most 250 bytes"));
+            }
+            // `/topic` comes here too: its text passed a message's rules, which allow lines.
+            check_text_field("topic", topic)?;
         }
         if req.policy == Some(Policy::Dm) {
             return Err(bad("the dm policy is reserved for DMs"));

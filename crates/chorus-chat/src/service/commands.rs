@@ -488,6 +488,7 @@ impl Chat {
         if req.description.len() > MAX_DESCRIPTION {
             return Err(bad("description is at most 200 bytes"));
         }
+        check_text_field("description", &req.description)?;
         let (webhook_url, webhook_secret) = match (req.target_user_id, req.webhook_url) {
             (Some(target), None) => {
                 if req.webhook_secret.is_some() {

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::{Chat, canonical_id};
 use crate::error::{ChatError, Result};
-use crate::model::{User, WorkspaceId};
+use crate::model::{User, WorkspaceId, check_no_nul};
 use crate::namespaces::{Access, NamespaceRetention, Namespaces, RoleRule, rank};
 
 /// Longest event type, as for `POST /api/v1/publish`.
@@ -374,6 +374,7 @@ pub fn check_publish_type(kind: &str) -> Result<()> {
     if kind.is_empty() || kind.len() > MAX_TYPE_BYTES {
         return Err(ChatError::BadRequest("type must be 1 to 64 bytes".into()));
     }
+    check_no_nul("type", kind)?;
     if chorus_api::events::Event::is_servers(kind) {
         return Err(ChatError::BadRequest(format!(
             "type {kind:?} is the server's: types of the families {} are published by \

@@ -6,7 +6,7 @@ pub use chorus_api::requests::CreateServerKey;
 
 use super::Chat;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
-use crate::model::User;
+use crate::model::{User, check_text_field};
 use crate::store::{KeyPermission, NewServerKey, ServerKey, ServerKeyId};
 use crate::token;
 
@@ -30,6 +30,7 @@ impl Chat {
         if name.is_empty() || name.len() > 80 {
             return Err(bad("name must be 1 to 80 bytes"));
         }
+        check_text_field("name", &name)?;
         let mut permissions = req.permissions;
         permissions.sort();
         permissions.dedup();

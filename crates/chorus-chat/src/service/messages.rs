@@ -51,15 +51,6 @@ pub(crate) fn message_scopes(message: &Message) -> Vec<Scope> {
     scopes
 }
 
-/// Text with the NUL character is refused: PostgreSQL cannot store it, and no chat text
-/// needs it.
-pub(crate) fn check_no_nul(text: &str) -> Result<()> {
-    if text.contains('\0') {
-        return Err(bad("text must not contain the NUL character (U+0000)"));
-    }
-    Ok(())
-}
-
 /// `mention.created` for each of `users` (already known to be able to read the channel),
 /// on their own scopes; the payload is serialized once.
 fn mention_events(message: &Message, users: &[UserId]) -> Vec<Publish> {
@@ -432,7 +423,7 @@ impl Chat {
         if text.trim().is_empty() {
             return Err(bad("text must not be empty"));
         }
-        check_no_nul(text)?;
+        check_no_nul("text", text)?;
         if text.len() > self.config.max_message_bytes {
             return Err(ChatError::PayloadTooLarge(format!(
                 "text is {} bytes; the limit is {}",

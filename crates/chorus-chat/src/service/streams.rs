@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Chat;
-use super::messages::{check_no_nul, message_scopes};
+use super::messages::message_scopes;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::*;
 use crate::store::{Store, events_only};
@@ -636,7 +636,7 @@ impl Chat {
     }
 
     fn append_to(&self, stream: &Stream, text: &str) -> Result<Appended> {
-        check_no_nul(text)?;
+        check_no_nul("text", text)?;
         let id = stream.id;
         let mut buf = stream.buffer();
         match buf.life {

@@ -7,7 +7,9 @@ pub use chorus_api::requests::CreateUser;
 use super::Chat;
 use super::events::close_sessions_event;
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
-use crate::model::{User, UserId, UserKind, UserProfile, UserView, valid_user_name};
+use crate::model::{
+    User, UserId, UserKind, UserProfile, UserView, check_text_field, valid_user_name,
+};
 use crate::store::{DEACTIVATED_WEBHOOK, NewUser, events_only};
 
 /// Users listed by `GET /api/v1/users` at most per page.
@@ -56,6 +58,7 @@ impl Chat {
         if display_name.len() > 80 {
             return Err(bad("display_name is at most 80 bytes"));
         }
+        check_text_field("display_name", &display_name)?;
         let user = self
             .store
             .create_user(NewUser {

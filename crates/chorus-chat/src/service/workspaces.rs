@@ -23,6 +23,7 @@ impl Chat {
         if name.is_empty() || name.len() > 80 {
             return Err(bad("workspace name must be 1 to 80 bytes"));
         }
+        check_text_field("name", name)?;
         let owner = caller.id;
         let cap = (!caller.is_admin).then_some(self.config.max_workspaces_per_user);
         let (ws, logged) = self
