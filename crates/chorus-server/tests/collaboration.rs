@@ -542,13 +542,32 @@ async fn reading_in_one_tab_clears_the_unread_count_of_the_other() {
     )
     .await
     .expect_error(StatusCode::FORBIDDEN, "forbidden");
-    s.post(
-        &format!("/api/v1/channels/{ch}/read"),
-        &w.bob.token,
-        json!({ "message_id": elsewhere["id"] }),
-    )
-    .await
-    .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    let not_here = s
+        .post(
+            &format!("/api/v1/channels/{ch}/read"),
+            &w.bob.token,
+            json!({ "message_id": elsewhere["id"] }),
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    // One answer for a message of another channel (one bob may not read among them)
+    // and for an id naming no message: the answer tells no id's existence.
+    let hidden = s
+        .create_channel(&w.alice, w.ws, "hidden", "private", &[])
+        .await;
+    let secret = s.send(&w.alice, hidden, "secret").await;
+    let unknown = secret["id"].as_i64().unwrap() + 1000;
+    for id in [secret["id"].clone(), json!(unknown)] {
+        let answer = s
+            .post(
+                &format!("/api/v1/channels/{ch}/read"),
+                &w.bob.token,
+                json!({ "message_id": id }),
+            )
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+        assert_eq!(answer.body, not_here.body, "message_id {id}");
+    }
 }
 
 #[tokio::test]

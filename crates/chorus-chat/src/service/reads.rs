@@ -25,14 +25,14 @@ impl Chat {
         if !self.store.is_channel_member(channel_id, caller.id).await? {
             return Err(forbidden("join the channel to keep a read position in it"));
         }
+        // One answer for an id of no message and for one of another channel (which may
+        // be one the caller cannot read, in any workspace): it tells no id's existence.
         let message = self
             .store
             .message(req.message_id)
             .await?
-            .ok_or_else(|| bad("message_id names no message"))?;
-        if message.channel_id != channel_id {
-            return Err(bad("message_id is not a message of this channel"));
-        }
+            .filter(|m| m.channel_id == channel_id)
+            .ok_or_else(|| bad("message_id must be a message of this channel"))?;
         // Logged with the cursor's move: a user's `read.updated` events are in the
         // order the moves committed, whichever node made them.
         let scope = user_scope(caller.id);
