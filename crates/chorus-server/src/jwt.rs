@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use crate::auth::Principal;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::webhooks::without_credentials;
 
 /// How long a JWKS is used before it is read again.
 const JWKS_MAX_AGE: Duration = Duration::from_secs(10 * 60);
@@ -477,14 +478,16 @@ impl Jwks {
     async fn new(source: &str, config: &Config) -> anyhow::Result<Self> {
         let source = if source.contains("://") {
             let url = reqwest::Url::parse(source)
-                .with_context(|| format!("parsing the jwt_jwks URL {source}"))?;
+                // Not shown: it may carry a password.
+                .context("parsing the jwt_jwks URL")?;
             match url.scheme() {
                 "https" => {}
                 "http" if is_loopback(&url) => {}
                 _ => bail!(
-                    "jwt_jwks {url}: a JWKS URL must be https:// (http:// only to a loopback \
+                    "jwt_jwks {}: a JWKS URL must be https:// (http:// only to a loopback \
                      host such as 127.0.0.1): the keys that say who a token's bearer is must \
-                     not travel in the clear"
+                     not travel in the clear",
+                    without_credentials(&url)
                 ),
             }
             let client = crate::webhooks::client_builder(config.webhook_ca_file.as_deref())?
@@ -509,6 +512,7 @@ impl Jwks {
                 bail!("reading jwt_jwks {}: {err}", path.display())
             }
             (JwksSource::Url(_, url), Err(err)) => {
+                let url = without_credentials(url);
                 tracing::warn!(%url, cause = %err, "JWKS not fetched at start; retrying on use");
             }
         }
@@ -602,23 +606,25 @@ impl Jwks {
                 Ok(bytes)
             }
             JwksSource::Url(client, url) => {
+                // What errors (and so logs) show.
+                let shown = without_credentials(url);
                 let mut resp = client
                     .get(url.clone())
                     .send()
                     .await
-                    .with_context(|| format!("fetching {url}"))?;
+                    .with_context(|| format!("fetching {shown}"))?;
                 // A redirect is an answer like any other, not followed (nor is a 3xx a set).
                 if !resp.status().is_success() {
-                    bail!("fetching {url}: answered {}", resp.status());
+                    bail!("fetching {shown}: answered {}", resp.status());
                 }
                 let mut bytes = Vec::new();
                 while let Some(chunk) = resp
                     .chunk()
                     .await
-                    .with_context(|| format!("reading {url}"))?
+                    .with_context(|| format!("reading {shown}"))?
                 {
                     if bytes.len() + chunk.len() > JWKS_MAX_BYTES {
-                        bail!("{url} answered more than {JWKS_MAX_BYTES} bytes");
+                        bail!("{shown} answered more than {JWKS_MAX_BYTES} bytes");
                     }
                     bytes.extend_from_slice(&chunk);
                 }

@@ -127,7 +127,8 @@ struct Endpoint {
 impl Endpoint {
     fn new(name: &'static str, config: &ProxyEndpoint) -> anyhow::Result<Self> {
         let url = reqwest::Url::parse(&config.url)
-            .with_context(|| format!("[proxy.{name}] url {:?}", config.url))?;
+            // Not shown: it may carry a password.
+            .with_context(|| format!("[proxy.{name}] url"))?;
         if !matches!(url.scheme(), "http" | "https") {
             bail!("[proxy.{name}] url must be http:// or https://");
         }
@@ -525,7 +526,8 @@ impl Proxies {
         };
         answer.inspect_err(|why| {
             let ms = (self.clock.instant() - started).as_millis();
-            tracing::warn!(proxy = name, url = %endpoint.url, %why, ms, "proxy request failed");
+            let url = webhooks::without_credentials(&endpoint.url);
+            tracing::warn!(proxy = name, %url, %why, ms, "proxy request failed");
         })
     }
 }

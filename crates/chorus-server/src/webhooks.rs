@@ -400,6 +400,17 @@ async fn post(clients: &Clients, delivery: &DueWebhook, clock: &Clock) -> Sent {
     }
 }
 
+/// `url` without its `user:password@`, for logs and errors: an operator's URLs (the
+/// application's proxies, a JWKS) may carry credentials. (reqwest moves them into an
+/// `Authorization` header before sending, so its errors' URLs have none.)
+pub(crate) fn without_credentials(url: &reqwest::Url) -> reqwest::Url {
+    let mut shown = url.clone();
+    // Both fail only for URLs that cannot have credentials (`mailto:`…).
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown
+}
+
 /// A short, stable description of a failed request (no body, no secrets).
 pub(crate) fn describe(err: &reqwest::Error) -> String {
     let kind = if err.is_timeout() {
@@ -453,6 +464,28 @@ mod tests {
         let delays: Vec<u128> = (1..=6).map(|n| config.delay_after(n).as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 500, 500, 500]);
         assert_eq!(config.delay_after(200).as_millis(), 500);
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        let shown = |url: &str| {
+            let parsed = reqwest::Url::parse(url).expect("a valid URL");
+            without_credentials(&parsed).to_string()
+        };
+        assert_eq!(
+            shown("https://app:s3cret@auth.example.com:8443/connect?x=1#f"),
+            "https://auth.example.com:8443/connect?x=1#f"
+        );
+        assert_eq!(shown("http://only-user@127.0.0.1/"), "http://127.0.0.1/");
+        assert_eq!(shown("https://:s3cret@[::1]/jwks"), "https://[::1]/jwks");
+        assert_eq!(
+            shown("https://idp.example.com/keys"),
+            "https://idp.example.com/keys"
+        );
+        assert_eq!(
+            shown("postgres://u:s3cret@db/chorus"),
+            "postgres://db/chorus"
+        );
     }
 
     #[test]

@@ -26,8 +26,14 @@ pub struct ConnArgs {
     /// table: for scripts.
     #[arg(long)]
     json: bool,
-    /// The server's base URL.
-    #[arg(long, env = "CHORUS_URL", default_value = "http://127.0.0.1:7800")]
+    /// The server's base URL (its value from the environment is not shown: it may
+    /// carry a password).
+    #[arg(
+        long,
+        env = "CHORUS_URL",
+        hide_env_values = true,
+        default_value = "http://127.0.0.1:7800"
+    )]
     url: String,
     /// Bearer token: an API token, the admin token, or a JWT.
     #[arg(long, env = "CHORUS_TOKEN", hide_env_values = true)]

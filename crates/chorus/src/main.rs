@@ -64,6 +64,8 @@ enum NamespacesCommand {
 }
 
 /// Flags override the environment, which overrides the TOML file, which overrides defaults.
+/// A setting that can hold a secret (a token, a key, a URL with a password) hides its
+/// environment value from `--help`.
 #[derive(Args)]
 struct ServeArgs {
     /// TOML file with any of the settings below (keys as in `chorus_server::Config`).
@@ -73,12 +75,12 @@ struct ServeArgs {
     listen: Option<SocketAddr>,
     #[arg(long, env = "CHORUS_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    #[arg(long, env = "CHORUS_DATABASE_URL")]
+    #[arg(long, env = "CHORUS_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Most connections to PostgreSQL (ignored for SQLite).
     #[arg(long, env = "CHORUS_DATABASE_POOL_SIZE")]
     database_pool_size: Option<u32>,
-    #[arg(long, env = "CHORUS_REDIS_URL")]
+    #[arg(long, env = "CHORUS_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// PEM CA file for a `rediss://` Redis with a private CA.
     #[arg(long, env = "CHORUS_REDIS_CA_FILE")]
@@ -92,7 +94,7 @@ struct ServeArgs {
     #[arg(long, env = "CHORUS_JWT_PUBLIC_KEY_FILE")]
     jwt_public_key_file: Option<PathBuf>,
     /// JWKS for RS256 / ES256 JWTs: a file or an https:// URL (http:// to loopback only).
-    #[arg(long, env = "CHORUS_JWT_JWKS")]
+    #[arg(long, env = "CHORUS_JWT_JWKS", hide_env_values = true)]
     jwt_jwks: Option<String>,
     /// Let a JWT sign in a server admin (off: a token naming one is refused).
     #[arg(long, env = "CHORUS_JWT_ADMINS", value_parser = BoolishValueParser::new())]

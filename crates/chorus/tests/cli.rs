@@ -944,6 +944,46 @@ async fn connection_errors() {
     assert!(err.contains("HTTP transport"), "{err}");
 }
 
+/// `--help` shows which variable sets each flag, never the value of one that can hold a
+/// secret: a token, a key, or a URL with a password in it.
+#[tokio::test]
+async fn help_shows_no_secret_from_the_environment() {
+    let chorus = Chorus::new(free_addr(), "t0ken-s3cret");
+    let secrets = [
+        ("CHORUS_DATABASE_URL", "postgres://u:s3cret@h/db", "s3cret"),
+        ("CHORUS_REDIS_URL", "redis://:r3dis-pw@h:6379/0", "r3dis-pw"),
+        (
+            "CHORUS_JWT_JWKS",
+            "https://u:jwk5-pw@idp.example/keys",
+            "jwk5-pw",
+        ),
+        ("CHORUS_ADMIN_TOKEN", "adm1n-token", "adm1n-token"),
+        (
+            "CHORUS_JWT_SECRET",
+            "jwt-s3cret-at-least-32-bytes-long",
+            "jwt-s3cret",
+        ),
+        ("CHORUS_METRICS_TOKEN", "metr1cs-token", "metr1cs-token"),
+        ("CHORUS_URL", "http://u:url-pw@127.0.0.1:9", "url-pw"),
+    ];
+    for args in [&["serve", "--help"][..], &["user", "list", "--help"]] {
+        let mut command = chorus.command(args);
+        for (var, value, _) in secrets {
+            command.env(var, value);
+        }
+        let out = command.output().await.unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        for (_, _, secret) in secrets {
+            assert!(!help.contains(secret), "{args:?} shows {secret}:\n{help}");
+        }
+        assert!(
+            !help.contains("t0ken-s3cret"),
+            "{args:?} shows CHORUS_TOKEN:\n{help}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn completions() {
     let chorus = Chorus::new(free_addr(), ADMIN);
