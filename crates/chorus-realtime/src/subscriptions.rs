@@ -492,13 +492,13 @@ async fn authorize(
     name: &str,
 ) -> Result<Scope, OpError> {
     let scope = Scope::parse(name).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
-    if scope.kind() == "user" {
-        return if conn.user != crate::ANONYMOUS && scope.id() == conn.user.to_string() {
-            Ok(scope)
-        } else {
-            Err((ErrorCode::Forbidden, "another user's scope".to_owned()))
-        };
+    if scope.kind() == "user"
+        && (conn.user == crate::ANONYMOUS || scope.id() != conn.user.to_string())
+    {
+        return Err((ErrorCode::Forbidden, "another user's scope".to_owned()));
     }
+    // One's own scope too: the application may refuse its user altogether (deactivated
+    // while the connection is open, before its close is delivered).
     let roles = conn.control.roles();
     hooks
         .authorize_subscribe(conn.user, roles.as_deref().unwrap_or_default(), &scope)

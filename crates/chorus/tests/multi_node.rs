@@ -1585,6 +1585,20 @@ async fn a_user_deactivated_during_a_redis_outage_is_granted_nothing_on_another_
     .await;
     assert_eq!(refused["op"], "error", "{refused}");
     assert_eq!(refused["code"], "forbidden", "{refused}");
+    // Nor a replay of their own scope, nor a typing signal.
+    let own = format!("user:{user}");
+    let refused = request(
+        &mut socket,
+        json!({"op": "subscribe", "scope": own, "since": 0}),
+    )
+    .await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let refused = request(
+        &mut socket,
+        json!({"op": "typing", "channel_id": team.channels[0]}),
+    )
+    .await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
 
     redis.up().await;
     let closed = tokio::time::timeout(Duration::from_secs(20), async {

@@ -174,6 +174,8 @@ impl SessionHooks for ChatHooks {
                 self.chat.config.typing_per_minute
             )));
         }
+        // A deactivated user keeps their memberships: refused here as elsewhere.
+        self.user(user).await?;
         let channel = ChannelId(channel_id);
         let is_member = self
             .chat
