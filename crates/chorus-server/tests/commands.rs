@@ -1189,13 +1189,15 @@ async fn a_command_retried_with_its_idempotency_key_runs_once() {
     let other = s
         .create_channel(&w.alice, w.ws, "other", "public", &[&w.bob])
         .await;
-    s.post(
-        &format!("/api/v1/workspaces/{}/commands", w.ws),
-        &w.alice.token,
-        json!({"name": "deploy", "target_user_id": bot.id}),
-    )
-    .await
-    .expect_status(StatusCode::CREATED);
+    let commands = format!("/api/v1/workspaces/{}/commands", w.ws);
+    let made = s
+        .post(
+            &commands,
+            &w.alice.token,
+            json!({"name": "deploy", "target_user_id": bot.id}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED);
     let mut bot_ws = s.connect(&bot.token).await;
     let mut bob_ws = s.connect(&w.bob.token).await;
     let bot_scope = format!("user:{}", bot.id);
@@ -1260,6 +1262,16 @@ async fn a_command_retried_with_its_idempotency_key_runs_once() {
     assert!(!replayed(&ran));
     let invoked = bot_ws.expect_event("command.invoked").await;
     assert_eq!(invoked["data"]["args"], "staging");
+    // Answered as the first time whatever became of the command since.
+    let id = made.body["id"].as_i64().unwrap();
+    s.delete(&format!("{commands}/{id}"), &w.alice.token)
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    let again = type_keyed(&s, &w.bob, ch, "/deploy staging", "deploy-2")
+        .await
+        .expect_status(StatusCode::OK);
+    assert!(replayed(&again));
+    assert_eq!(again.body["text"], ran.body["text"]);
 
     // `/me` posts once too.
     for _ in 0..2 {

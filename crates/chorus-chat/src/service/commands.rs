@@ -116,6 +116,20 @@ impl Done {
     }
 }
 
+/// A command retried with its idempotency key, first sent in `first` and answered
+/// `answer`: the same answer in the same channel; `Conflict` in another.
+fn replayed(ch: ChannelId, first: ChannelId, answer: String) -> Result<Done> {
+    if first != ch {
+        return Err(ChatError::Conflict(
+            "this Idempotency-Key was used for a command in another channel".into(),
+        ));
+    }
+    Ok(Done {
+        replayed: true,
+        ..Done::said(answer)
+    })
+}
+
 impl Chat {
     /// Sends a message, or runs it when it is a slash command (see [`parse`]).
     pub async fn send(
@@ -302,6 +316,15 @@ impl Chat {
         if let Some(root) = thread_id {
             self.check_thread_root(ch, root).await?;
         }
+        // A retry is answered first, whatever became of the command since, and counts
+        // for nothing (the loop guard included). Two retries at once both pass here:
+        // the store then delivers one (`Invoked::Replayed`).
+        if let Some(key) = key
+            && let Some((channel_id, answer)) =
+                self.store.command_invocation(caller.id, key).await?
+        {
+            return replayed(ch, channel_id, answer);
+        }
         let Some(command) = self.store.command_named(channel.workspace_id, name).await? else {
             return Err(ChatError::UnknownCommand(format!(
                 "/{name} is not a command here (built-ins: /topic, /invite, /leave, /me, /policy; \
@@ -411,7 +434,10 @@ impl Chat {
         };
         let queues_webhooks =
             !invocation.command_webhooks.is_empty() || !invocation.outbox.webhooks.is_empty();
-        let key = key.map(|key| IdempotentAnswer {
+        // Remembered only with a delivery: a command the loop guard kept from its
+        // webhook may be retried once the guard lets go.
+        let delivers = !(quiet && command.webhook_url.is_some());
+        let key = key.filter(|_| delivers).map(|key| IdempotentAnswer {
             key,
             answer: &answer,
         });
@@ -422,15 +448,7 @@ impl Chat {
         {
             Invoked::Logged(logged) => logged,
             Invoked::Replayed { channel_id, answer } => {
-                if channel_id != ch {
-                    return Err(ChatError::Conflict(
-                        "this Idempotency-Key was used for a command in another channel".into(),
-                    ));
-                }
-                return Ok(Done {
-                    replayed: true,
-                    ..Done::said(answer)
-                });
+                return replayed(ch, channel_id, answer);
             }
             Invoked::Refused => {
                 // The store's rule refused it; only the answer's wording is chosen here.

@@ -1096,6 +1096,13 @@ pub trait CommandStore: Send + Sync {
         invocation: Invocation,
         key: Option<IdempotentAnswer<'_>>,
     ) -> Result<Invoked>;
+    /// The channel and answer of the invocation `user` made with idempotency key `key`,
+    /// if any (what [`invoke_command_logged`](Self::invoke_command_logged) remembered).
+    async fn command_invocation(
+        &self,
+        user: UserId,
+        key: &str,
+    ) -> Result<Option<(ChannelId, String)>>;
 }
 
 /// An invocation's idempotency key and the answer a retry with it gets.

@@ -244,6 +244,22 @@ where
         tx.commit().await?;
         Ok(Invoked::Logged(logged))
     }
+
+    async fn command_invocation(
+        &self,
+        user: UserId,
+        key: &str,
+    ) -> Result<Option<(ChannelId, String)>> {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT channel_id, answer FROM command_invocations
+              WHERE user_id = $1 AND idempotency_key = $2",
+        )
+        .bind(user.0)
+        .bind(key)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(row.map(|(channel, answer)| (ChannelId(channel), answer)))
+    }
 }
 
 impl<DB> Sql<DB>
