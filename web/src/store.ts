@@ -149,8 +149,8 @@ export class ChatStore {
     });
     this.live.on('hello', () => this.onHello());
     this.live.on('gap', ({ scope }) => this.onGap(scope));
-    // The SDK finishes with `closed`, not `unauthorized`, after a 3502: the close code
-    // itself says the credentials are no longer valid.
+    // The close code says the credentials are no longer valid (the SDK then finishes
+    // with `unauthorized`; `disconnect` comes first, and ends the session here).
     this.live.on('disconnect', ({ code }) => {
       const reason = endedBy(code, this.revoked);
       if (reason) this.end(reason);

@@ -330,8 +330,9 @@ export class ChorusRealtime {
       try {
         this.onText(gen, typeof ev.data === 'string' ? ev.data : String(ev.data));
       } catch (err) {
-        // A frame this client cannot handle, or a listener that threw: reported, and the
-        // connection goes on (an exception escaping a socket handler ends a Node process).
+        // A frame this client cannot handle: reported, and the connection goes on (an
+        // exception escaping a socket handler ends a Node process). Listeners' own
+        // exceptions are not caught here: `emit` rethrows them apart.
         this.emit('error', new ChorusError(0, 'unexpected_response', `handling a frame failed: ${String(err)}`));
       }
     };

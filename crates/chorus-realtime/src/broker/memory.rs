@@ -68,7 +68,7 @@ pub struct MemoryBroker {
     /// The most they may hold ([`WINDOW_BUDGET_BYTES`]).
     budget: AtomicUsize,
     /// Wakes the sweep at once when the windows are over the budget.
-    over_budget: tokio::sync::Notify,
+    over_budget: Arc<tokio::sync::Notify>,
 }
 
 /// What retaining `event` in a window costs, roughly: its payload, the frame made of it
@@ -207,9 +207,12 @@ impl MemoryBroker {
             base_of_log: tokio::sync::OnceCell::new(),
             retained: AtomicUsize::new(0),
             budget: AtomicUsize::new(WINDOW_BUDGET_BYTES),
-            over_budget: tokio::sync::Notify::new(),
+            over_budget: Arc::new(tokio::sync::Notify::new()),
         });
-        tokio::spawn(sweep_loop(Arc::downgrade(&broker)));
+        tokio::spawn(sweep_loop(
+            Arc::downgrade(&broker),
+            broker.over_budget.clone(),
+        ));
         broker
     }
 
@@ -464,6 +467,7 @@ impl MemoryBroker {
             l.trim(self.retention.of(&scope), now, &self.retained);
             kept += l.events.len();
         }
+        self.check_budget();
         Ok(kept)
     }
 
@@ -494,17 +498,13 @@ fn window(l: &ScopeLog, since: u64) -> History {
     }
 }
 
-async fn sweep_loop(broker: Weak<MemoryBroker>) {
+async fn sweep_loop(broker: Weak<MemoryBroker>, over_budget: Arc<tokio::sync::Notify>) {
     loop {
-        let Some(woken) = broker.upgrade() else {
-            return;
-        };
         // Every SWEEP_EVERY, and at once when the windows are over their budget; not
         // holding the broker while it waits.
-        let over = async move { woken.over_budget.notified().await };
         tokio::select! {
             () = tokio::time::sleep(SWEEP_EVERY) => {}
-            () = over => {}
+            () = over_budget.notified() => {}
         }
         let Some(broker) = broker.upgrade() else {
             return;
