@@ -1773,25 +1773,37 @@ async fn a_reaction_racing_the_reactors_leave_comes_before_it_or_not_at_all(stor
         let react = reacting(&store, m.id, bob.id, &emoji, &scope);
         let leave = leaving(&store, secret.id, bob.id, &scope);
         let (reacted, left) = race(round, react, leave).await;
-        let (was, left) = left.unwrap();
-        assert!(was, "round {round}: bob was in the channel");
-        let kept = match reacted {
-            Ok((added, reacted)) => {
-                assert!(added, "round {round}: a new reaction");
-                assert!(
-                    reacted[0].offset < left[0].offset,
-                    "round {round}: reacted after the leave ({:?}, left at {:?})",
-                    reacted[0].offset,
-                    left[0].offset
-                );
-                true
-            }
-            Err(ChatError::Forbidden(_)) => false,
-            Err(err) => panic!("round {round}: {err:?}"),
-        };
+        let kept = before_the_leave(round, "reacted", reacted, left);
         let message = store.message(m.id).await.unwrap().unwrap();
         let stored = message.reactions.iter().any(|r| r.emoji == emoji);
         assert_eq!(stored, kept, "round {round}: stored as answered");
+    }
+}
+
+/// What an addition (a reaction, a pin) racing its adder's leave came to: made (a new
+/// one), its event logged before the leave's; or refused as the adder's no more.
+/// Whether it was made.
+fn before_the_leave(
+    round: usize,
+    what: &str,
+    added: chorus_chat::error::Result<(bool, Vec<chorus_realtime::Publish>)>,
+    left: chorus_chat::error::Result<(bool, Vec<chorus_realtime::Publish>)>,
+) -> bool {
+    let (was, left) = left.unwrap();
+    assert!(was, "round {round}: bob was in the channel");
+    match added {
+        Ok((new, added)) => {
+            assert!(new, "round {round}: a new one");
+            assert!(
+                added[0].offset < left[0].offset,
+                "round {round}: {what} after the leave ({:?}, left at {:?})",
+                added[0].offset,
+                left[0].offset
+            );
+            true
+        }
+        Err(ChatError::Forbidden(_)) => false,
+        Err(err) => panic!("round {round}: {err:?}"),
     }
 }
 
@@ -1813,22 +1825,8 @@ async fn a_pin_racing_the_pinners_leave_comes_before_it_or_not_at_all(store: Arc
         let pin = pinning(&store, (secret.id, m.id), bob.id, &scope);
         let leave = leaving(&store, secret.id, bob.id, &scope);
         let (pinned, left) = race(round, pin, leave).await;
-        let (was, left) = left.unwrap();
-        assert!(was, "round {round}: bob was in the channel");
-        let kept = match pinned {
-            Ok(((_, created), pinned)) => {
-                assert!(created, "round {round}: a new pin");
-                assert!(
-                    pinned[0].offset < left[0].offset,
-                    "round {round}: pinned after the leave ({:?}, left at {:?})",
-                    pinned[0].offset,
-                    left[0].offset
-                );
-                true
-            }
-            Err(ChatError::Forbidden(_)) => false,
-            Err(err) => panic!("round {round}: {err:?}"),
-        };
+        let pinned = pinned.map(|((_, created), events)| (created, events));
+        let kept = before_the_leave(round, "pinned", pinned, left);
         let message = store.message(m.id).await.unwrap().unwrap();
         assert_eq!(message.pinned, kept, "round {round}: pinned as answered");
     }
