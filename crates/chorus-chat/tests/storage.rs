@@ -148,6 +148,7 @@ fn main() -> ExitCode {
         a_pin_racing_the_pinners_leave_comes_before_it_or_not_at_all,
         owners_acting_on_each_other_at_once_do_not_both_succeed,
         workspace_creations_at_once_stay_within_the_cap,
+        tokens_added_at_once_stay_within_the_cap,
         a_public_channels_creation_lists_the_guests_it_is_not_for,
         lists_and_observers_racing_a_departure_name_no_outsider,
         channels_and_membership,
@@ -433,6 +434,43 @@ fn new_token(user: UserId, hash: &str, name: &str, expires_at: Option<Timestamp>
         hash: hash.into(),
         name: name.into(),
         expires_at,
+        cap: None,
+    }
+}
+
+/// A user's tokens are counted under their row's lock: two added at once, one short of
+/// the cap, store one and refuse the other.
+async fn tokens_added_at_once_stay_within_the_cap(store: Arc<dyn Store>) {
+    for round in 0..10 {
+        let alice = user(&store, &format!("capped{round}")).await;
+        let capped = |hash: String| NewToken {
+            cap: Some(2),
+            ..new_token(alice.id, &hash, "t", None)
+        };
+        store
+            .add_token(capped(format!("h{round}-0")))
+            .await
+            .unwrap();
+        let add = |hash: String| {
+            let (store, new) = (store.clone(), capped(hash));
+            async move { store.add_token(new).await }
+        };
+        let (a, b) = race(
+            round,
+            add(format!("h{round}-a")),
+            add(format!("h{round}-b")),
+        )
+        .await;
+        assert_eq!(
+            u8::from(a.is_ok()) + u8::from(b.is_ok()),
+            1,
+            "round {round}: {a:?} / {b:?}"
+        );
+        assert!(
+            matches!(a.err().or(b.err()), Some(ChatError::Conflict(_))),
+            "round {round}"
+        );
+        assert_eq!(store.tokens(alice.id).await.unwrap().len(), 2);
     }
 }
 

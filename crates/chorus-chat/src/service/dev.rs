@@ -91,7 +91,10 @@ impl Chat {
             };
             self.join_channel(&user, general.id).await?;
         }
-        let token = self.issue_token(&user, "dev login", None).await?.token;
+        let token = self
+            .issue_token(&user, ("dev login", None), None)
+            .await?
+            .token;
         Ok((user, token))
     }
 }

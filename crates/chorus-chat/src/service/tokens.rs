@@ -69,12 +69,13 @@ impl TokenOwner {
 }
 
 impl Chat {
-    /// Mints and stores a token for `user`: its secret, shown once.
+    /// Mints and stores a token for `user`: its secret, shown once. With `cap`,
+    /// `Conflict` when the user holds that many tokens already.
     pub(crate) async fn issue_token(
         &self,
         user: &User,
-        name: &str,
-        expires_at: Option<Timestamp>,
+        (name, expires_at): (&str, Option<Timestamp>),
+        cap: Option<usize>,
     ) -> Result<NewApiToken> {
         let (secret, hash) = token::mint();
         let info = self
@@ -84,6 +85,7 @@ impl Chat {
                 hash,
                 name: name.to_owned(),
                 expires_at,
+                cap,
             })
             .await?;
         Ok(NewApiToken {
@@ -134,12 +136,8 @@ impl Chat {
                 "the user is deactivated: reactivate them first".into(),
             ));
         }
-        if self.store.tokens(user).await?.len() >= MAX_TOKENS_PER_USER {
-            return Err(ChatError::Conflict(format!(
-                "a user holds at most {MAX_TOKENS_PER_USER} tokens: revoke one first"
-            )));
-        }
-        self.issue_token(&owner, name, expires_at).await
+        self.issue_token(&owner, (name, expires_at), Some(MAX_TOKENS_PER_USER))
+            .await
     }
 
     /// A user's tokens, oldest first (expired ones included): the user themself or a

@@ -69,7 +69,10 @@ impl Chat {
                 is_admin: req.admin,
             })
             .await?;
-        let token = self.issue_token(&user, "default", None).await?.token;
+        let token = self
+            .issue_token(&user, ("default", None), None)
+            .await?
+            .token;
         let (user, webhook_secret) = match webhook {
             Some((url, secret)) => {
                 let user = self
@@ -234,7 +237,11 @@ impl Chat {
         match created {
             Ok(admin) => {
                 let token = if issue_token {
-                    Some(self.issue_token(&admin, "default", None).await?.token)
+                    Some(
+                        self.issue_token(&admin, ("default", None), None)
+                            .await?
+                            .token,
+                    )
                 } else {
                     None
                 };

@@ -37,6 +37,10 @@ pub struct NewToken {
     pub hash: String,
     pub name: String,
     pub expires_at: Option<Timestamp>,
+    /// The most tokens the user may hold for this one to be added (`Conflict` past
+    /// it), counted under the user's row lock so that tokens added at once cannot pass
+    /// it together; `None`: no cap.
+    pub cap: Option<usize>,
 }
 
 /// A one-time sign-in link to store: only the hash of its code, never the code.
