@@ -316,6 +316,14 @@ fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
     let mut file = options
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    // `mode` applies to a file created now: one that was there keeps its own, so it is
+    // made private before the secret goes in.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private", path.display()))?;
+    }
     writeln!(file, "{secret}")?;
     Ok(())
 }

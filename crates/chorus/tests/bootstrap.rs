@@ -146,3 +146,25 @@ async fn boolean_settings_from_the_environment_take_1_and_0() {
         assert_eq!(status.is_success(), on, "CHORUS_DEV={value}: {status}");
     }
 }
+
+/// An `admin.token` already there (left readable by an earlier install) is made private
+/// before the new token goes in.
+#[tokio::test]
+async fn an_admin_token_file_already_there_is_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("admin.token");
+    std::fs::write(&file, "stale\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    start_and_stop(data.path(), &[], async |_| {}).await;
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .trim()
+            .starts_with("chr_")
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
