@@ -38,9 +38,9 @@ use std::sync::Arc;
 
 use chorus_realtime::Clock;
 use sqlx::database::HasStatementCache;
-use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
-use crate::error::Result;
+use crate::error::{ChatError, Result};
 use crate::model::Timestamp;
 use crate::store::{Events, Inserted, NewMessage};
 
@@ -223,6 +223,34 @@ where
     i64: Column<DB>,
 {
     lock_row_as::<DB>(conn, table, id, DB::LOCK_ROW).await
+}
+
+/// A user's cap on what they hold: locks the user's row (so that additions at once are
+/// counted one after the other), then counts their rows of `table` (its `column` naming
+/// the user); `Conflict` with `refusal` at `cap`. Call it in the addition's transaction.
+pub(crate) async fn below_cap<DB>(
+    conn: &mut DB::Connection,
+    (table, column): (&str, &str),
+    user: i64,
+    (cap, refusal): (usize, &str),
+) -> Result<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    i64: Column<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    lock_row::<DB>(&mut *conn, "users", user).await?;
+    let held: i64 =
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1"))
+            .bind(user)
+            .fetch_one(&mut *conn)
+            .await?;
+    if usize::try_from(held).unwrap_or(usize::MAX) >= cap {
+        return Err(ChatError::Conflict(refusal.to_owned()));
+    }
+    Ok(())
 }
 
 /// [`lock_row`], shared ([`Dialect::SHARE_ROW`]): ordered with the changes that lock

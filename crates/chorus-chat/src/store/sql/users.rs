@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chorus_realtime::Publish;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
-use super::{Column, Dialect, Params, RowsAffected, Sql, lock_row};
+use super::{Column, Dialect, Params, RowsAffected, Sql, below_cap};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::conflict_or;
@@ -210,16 +210,14 @@ where
     async fn add_token(&self, new: NewToken) -> Result<ApiToken> {
         let mut tx = self.writer.begin().await?;
         if let Some(cap) = new.cap {
-            lock_row::<DB>(&mut tx, "users", new.user_id.0).await?;
-            let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE user_id = $1")
-                .bind(new.user_id.0)
-                .fetch_one(&mut *tx)
-                .await?;
-            if usize::try_from(held).unwrap_or(usize::MAX) >= cap {
-                return Err(ChatError::Conflict(format!(
-                    "a user holds at most {cap} tokens: revoke one first"
-                )));
-            }
+            let refusal = format!("a user holds at most {cap} tokens: revoke one first");
+            below_cap::<DB>(
+                &mut tx,
+                ("tokens", "user_id"),
+                new.user_id.0,
+                (cap, &refusal),
+            )
+            .await?;
         }
         let row: TokenRow = sqlx::query_as(&format!(
             "INSERT INTO tokens (hash, user_id, name, created_at, expires_at)

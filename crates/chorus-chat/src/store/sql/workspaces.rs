@@ -5,7 +5,7 @@ use chorus_realtime::Publish;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::users::PROFILE_COLUMNS;
-use super::{Column, Dialect, RowsAffected, Sql, lock_row};
+use super::{Column, Dialect, RowsAffected, Sql, below_cap, lock_row};
 use crate::error::{ChatError, Result};
 use crate::model::*;
 use crate::store::rows::parse;
@@ -37,17 +37,14 @@ where
         let now = self.now().0;
         let mut tx = self.writer.begin().await?;
         if let Some(cap) = cap {
-            lock_row::<DB>(&mut tx, "users", owner.0).await?;
-            let created: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM workspaces WHERE created_by = $1")
-                    .bind(owner.0)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if usize::try_from(created).unwrap_or(usize::MAX) >= cap {
-                return Err(ChatError::Conflict(format!(
-                    "a user creates at most {cap} workspaces"
-                )));
-            }
+            let refusal = format!("a user creates at most {cap} workspaces");
+            below_cap::<DB>(
+                &mut tx,
+                ("workspaces", "created_by"),
+                owner.0,
+                (cap, &refusal),
+            )
+            .await?;
         }
         let row: WorkspaceRow = sqlx::query_as(
             "INSERT INTO workspaces (name, created_by, created_at) VALUES ($1, $2, $3)
