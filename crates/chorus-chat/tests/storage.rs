@@ -438,6 +438,23 @@ fn new_token(user: UserId, hash: &str, name: &str, expires_at: Option<Timestamp>
     }
 }
 
+/// Two additions at once, one short of a cap: one is made, the other refused as over it.
+fn one_made_one_over_the_cap<T: std::fmt::Debug>(
+    round: usize,
+    a: chorus_chat::error::Result<T>,
+    b: chorus_chat::error::Result<T>,
+) {
+    assert_eq!(
+        u8::from(a.is_ok()) + u8::from(b.is_ok()),
+        1,
+        "round {round}: {a:?} / {b:?}"
+    );
+    assert!(
+        matches!(a.err().or(b.err()), Some(ChatError::Conflict(_))),
+        "round {round}"
+    );
+}
+
 /// A user's tokens are counted under their row's lock: two added at once, one short of
 /// the cap, store one and refuse the other.
 async fn tokens_added_at_once_stay_within_the_cap(store: Arc<dyn Store>) {
@@ -461,15 +478,7 @@ async fn tokens_added_at_once_stay_within_the_cap(store: Arc<dyn Store>) {
             add(format!("h{round}-b")),
         )
         .await;
-        assert_eq!(
-            u8::from(a.is_ok()) + u8::from(b.is_ok()),
-            1,
-            "round {round}: {a:?} / {b:?}"
-        );
-        assert!(
-            matches!(a.err().or(b.err()), Some(ChatError::Conflict(_))),
-            "round {round}"
-        );
+        one_made_one_over_the_cap(round, a, b);
         assert_eq!(store.tokens(alice.id).await.unwrap().len(), 2);
     }
 }
@@ -1303,15 +1312,7 @@ async fn workspace_creations_at_once_stay_within_the_cap(store: Arc<dyn Store>) 
             }
         };
         let (a, b) = race(round, create("a"), create("b")).await;
-        assert_eq!(
-            u8::from(a.is_ok()) + u8::from(b.is_ok()),
-            1,
-            "round {round}: {a:?} / {b:?}"
-        );
-        assert!(
-            matches!(a.err().or(b.err()), Some(ChatError::Conflict(_))),
-            "round {round}"
-        );
+        one_made_one_over_the_cap(round, a, b);
         assert_eq!(store.workspaces_of(alice.id).await.unwrap().len(), 2);
     }
 }
