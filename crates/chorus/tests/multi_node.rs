@@ -2257,6 +2257,81 @@ retention_events = 2
         .expect("the marker");
 }
 
+/// A node records the topics it has presence subscribers in (`chorus:tpn:<node>`, read
+/// by the sweep of a dead node, one `HGETALL` per topic): a topic leaves the set with
+/// the node's last subscriber, so the set does not grow with every topic ever joined.
+#[tokio::test]
+#[ignore = "needs redis-server: scripts/test runs it (--run-ignored all)"]
+async fn a_topic_leaves_its_nodes_record_with_the_nodes_last_subscriber() {
+    let namespaces = r#"
+[[namespaces]]
+name = "lobby"
+pattern = "topic:lobby.{id}"
+read = "authenticated"
+publish = "authenticated"
+presence = true
+join_leave = true
+"#;
+    let cluster = cluster_with(2, namespaces).await;
+    let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let (_ws, users) = team(a, &["ann", "ben"]).await;
+    let (ann_id, ann) = users["ann"].clone();
+    let (ben_id, ben) = users["ben"].clone();
+    let lobby = "topic:lobby.7";
+    let mut on_b = open(b, &ben).await;
+    let ack = request(&mut on_b, json!({"op": "subscribe", "scope": lobby})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    // Ann twice on node A, then once, then not at all; ben on node B throughout. Each
+    // change of ann's reaches ben after node A recorded it (presence first, then the
+    // event); ben's own join, before or after his ack, is skipped.
+    let of_ann = async |ws: &mut Ws| loop {
+        let (kind, user) = next_subscriber_change(ws, lobby).await;
+        if user != ben_id {
+            assert_eq!(user, ann_id);
+            return kind;
+        }
+    };
+    let mut first = open(a, &ann).await;
+    let mut second = open(a, &ann).await;
+    for ws in [&mut first, &mut second] {
+        let ack = request(ws, json!({"op": "subscribe", "scope": lobby})).await;
+        assert_eq!(ack["op"], "ack", "{ack}");
+        assert_eq!(of_ann(&mut on_b).await, "subscriber.joined");
+    }
+    let redis = redis::Client::open(cluster.redis.url()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("chorus:tp:{lobby}");
+    // How many nodes record the topic.
+    let mut recorded = async || {
+        let nodes: Vec<String> = redis::cmd("SMEMBERS")
+            .arg("chorus:nodes")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(nodes.len(), 2, "{nodes:?}");
+        let mut n = 0;
+        for node in nodes {
+            let member: bool = redis::cmd("SISMEMBER")
+                .arg(format!("chorus:tpn:{node}"))
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            n += usize::from(member);
+        }
+        n
+    };
+    assert_eq!(recorded().await, 2, "both nodes have subscribers");
+    let ack = request(&mut second, json!({"op": "unsubscribe", "scope": lobby})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    assert_eq!(of_ann(&mut on_b).await, "subscriber.left");
+    assert_eq!(recorded().await, 2, "node A still has one subscriber");
+    let ack = request(&mut first, json!({"op": "unsubscribe", "scope": lobby})).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    assert_eq!(of_ann(&mut on_b).await, "subscriber.left");
+    assert_eq!(recorded().await, 1, "only node B, whose subscriber stays");
+}
+
 // ---- The access rule across nodes -----------------------------------------------------
 
 /// `GET /api/v1/scopes/{scope}/events?after={after}` through `addr` as `token`: its

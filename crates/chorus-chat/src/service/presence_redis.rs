@@ -211,6 +211,11 @@ pub struct RedisPresence {
     /// Subscribers of topics that a sweep removed with their dead node, whose
     /// `subscriber.left` is still to be announced.
     topic_leaves: Mutex<Vec<(Scope, TopicSubscriber)>>,
+    /// This node's subscribers per topic key, as recorded (joins less leaves; the
+    /// changes come in order from one task): the topic leaves `chorus:tpn:<node>` with
+    /// its last one, so the set — and the sweep of a dead node, which reads every topic
+    /// in it — holds only topics the node has subscribers in.
+    topic_counts: Mutex<HashMap<String, usize>>,
     /// Where `rejoined` is read (the chat's clock).
     clock: Clock,
     /// Count changes waiting for Redis. While any waits, new ones queue behind it, so
@@ -277,6 +282,7 @@ impl RedisPresence {
             local: Mutex::new(HashMap::new()),
             rejoined: Mutex::new(None),
             topic_leaves: Mutex::new(Vec::new()),
+            topic_counts: Mutex::new(HashMap::new()),
             clock,
             unsent: Mutex::new(VecDeque::new()),
             known: Mutex::new(HashMap::new()),
@@ -564,7 +570,7 @@ impl RedisPresence {
 }
 
 /// The subscribers of a topic that keeps presence: field `<node>|<session_id>` → the
-/// subscriber's JSON (and `chorus:tpn:<node>`: the topics a node recorded subscribers
+/// subscriber's JSON (and `chorus:tpn:<node>`: the topics a node has subscribers
 /// in). A dead node's fields are left out of every read at once, and removed by the
 /// sweep that forgets the node, which announces their leaves.
 fn topic_key(scope: &Scope) -> String {
@@ -583,6 +589,9 @@ impl PresenceTracker for RedisPresence {
         };
         let field = format!("{}|{}", self.node, subscriber.session_id);
         let key = topic_key(scope);
+        *lock_unpoisoned(&self.topic_counts)
+            .entry(key.clone())
+            .or_default() += 1;
         let mut conn = self.conn.clone();
         // The node's topics too, for the sweep of a node that died.
         let set: redis::RedisResult<()> = redis::pipe()
@@ -605,12 +614,27 @@ impl PresenceTracker for RedisPresence {
 
     async fn topic_left(&self, scope: &Scope, session: &str) {
         let field = format!("{}|{session}", self.node);
+        let key = topic_key(scope);
+        let last = {
+            let mut counts = lock_unpoisoned(&self.topic_counts);
+            match counts.get_mut(&key) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => counts.remove(&key).is_some(),
+            }
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("HDEL").arg(&key).arg(field).ignore();
+        if last {
+            pipe.cmd("SREM")
+                .arg(node_topics_key(&self.node))
+                .arg(&key)
+                .ignore();
+        }
         let mut conn = self.conn.clone();
-        let removed: redis::RedisResult<()> = redis::cmd("HDEL")
-            .arg(topic_key(scope))
-            .arg(field)
-            .query_async(&mut conn)
-            .await;
+        let removed: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
         if let Err(err) = removed {
             tracing::warn!(%scope, cause = %err, "topic presence: leave not recorded");
         }
