@@ -36,6 +36,15 @@ impl Ticket {
     }
 }
 
+/// A connection that started (`joined`) or stopped being subscribed to a topic that
+/// keeps presence.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicMove<'a> {
+    pub scope: &'a Scope,
+    pub subscriber: &'a TopicSubscriber,
+    pub joined: bool,
+}
+
 /// Who is connected. Implementations count connections; they never publish.
 #[async_trait]
 pub trait PresenceTracker: Send + Sync {
@@ -51,14 +60,10 @@ pub trait PresenceTracker: Send + Sync {
         Vec::new()
     }
 
-    /// A connection subscribed to `scope`, a topic whose namespace keeps presence
-    /// (`presence = true`). Only a tracker shared by several nodes records it: a single
-    /// node answers from its registry.
-    async fn topic_joined(&self, _scope: &Scope, _subscriber: &TopicSubscriber) {}
-
-    /// The connection `session` stopped being subscribed to `scope` (see
-    /// [`topic_joined`](Self::topic_joined)).
-    async fn topic_left(&self, _scope: &Scope, _session: &str) {}
+    /// Connections that started or stopped being subscribed to topics whose namespace
+    /// keeps presence (`presence = true`), in the order it happened. Only a tracker
+    /// shared by several nodes records them: a single node answers from its registry.
+    async fn topics_changed(&self, _changes: &[TopicMove<'_>]) {}
 
     /// The subscribers of `scope` on every live node; `None`: this node's registry is
     /// the whole answer (a single node, or the shared state cannot be read now).

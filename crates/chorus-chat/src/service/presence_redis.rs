@@ -44,7 +44,7 @@ use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::Chat;
-use super::presence::{NodeStat, PresenceTracker, Ticket};
+use super::presence::{NodeStat, PresenceTracker, Ticket, TopicMove};
 use crate::model::UserId;
 
 /// A node whose heartbeat is older than this is dead.
@@ -583,60 +583,53 @@ impl PresenceTracker for RedisPresence {
         true
     }
 
-    async fn topic_joined(&self, scope: &Scope, subscriber: &TopicSubscriber) {
-        let Ok(value) = serde_json::to_string(subscriber) else {
+    async fn topics_changed(&self, changes: &[TopicMove<'_>]) {
+        if changes.is_empty() {
             return;
-        };
-        let field = format!("{}|{}", self.node, subscriber.session_id);
-        let key = topic_key(scope);
-        *lock_unpoisoned(&self.topic_counts)
-            .entry(key.clone())
-            .or_default() += 1;
-        let mut conn = self.conn.clone();
-        // The node's topics too, for the sweep of a node that died.
-        let set: redis::RedisResult<()> = redis::pipe()
-            .atomic()
-            .cmd("HSET")
-            .arg(&key)
-            .arg(field)
-            .arg(value)
-            .ignore()
-            .cmd("SADD")
-            .arg(node_topics_key(&self.node))
-            .arg(&key)
-            .ignore()
-            .query_async(&mut conn)
-            .await;
-        if let Err(err) = set {
-            tracing::warn!(%scope, cause = %err, "topic presence: join not recorded");
         }
-    }
-
-    async fn topic_left(&self, scope: &Scope, session: &str) {
-        let field = format!("{}|{session}", self.node);
-        let key = topic_key(scope);
-        let last = {
-            let mut counts = lock_unpoisoned(&self.topic_counts);
-            match counts.get_mut(&key) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    false
-                }
-                _ => counts.remove(&key).is_some(),
-            }
-        };
+        // One round trip for all of them: while Redis is slow or away, the changes
+        // queued on this node cost one timeout, not one each.
         let mut pipe = redis::pipe();
-        pipe.atomic().cmd("HDEL").arg(&key).arg(field).ignore();
-        if last {
-            pipe.cmd("SREM")
-                .arg(node_topics_key(&self.node))
-                .arg(&key)
-                .ignore();
+        pipe.atomic();
+        {
+            let mut counts = lock_unpoisoned(&self.topic_counts);
+            for change in changes {
+                let key = topic_key(change.scope);
+                let field = format!("{}|{}", self.node, change.subscriber.session_id);
+                if change.joined {
+                    let Ok(value) = serde_json::to_string(change.subscriber) else {
+                        continue;
+                    };
+                    pipe.cmd("HSET").arg(&key).arg(field).arg(value).ignore();
+                    // The node's topics, for the sweep of a node that died (again at
+                    // each join: a sweep that took this node for dead emptied the set).
+                    pipe.cmd("SADD")
+                        .arg(node_topics_key(&self.node))
+                        .arg(&key)
+                        .ignore();
+                    *counts.entry(key).or_default() += 1;
+                } else {
+                    pipe.cmd("HDEL").arg(&key).arg(field).ignore();
+                    let last = match counts.get_mut(&key) {
+                        Some(n) if *n > 1 => {
+                            *n -= 1;
+                            false
+                        }
+                        _ => counts.remove(&key).is_some(),
+                    };
+                    if last {
+                        pipe.cmd("SREM")
+                            .arg(node_topics_key(&self.node))
+                            .arg(&key)
+                            .ignore();
+                    }
+                }
+            }
         }
         let mut conn = self.conn.clone();
-        let removed: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
-        if let Err(err) = removed {
-            tracing::warn!(%scope, cause = %err, "topic presence: leave not recorded");
+        let recorded: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        if let Err(err) = recorded {
+            tracing::warn!(changes = changes.len(), cause = %err, "topic presence: joins and leaves not recorded");
         }
     }
 

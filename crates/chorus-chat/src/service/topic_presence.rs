@@ -2,9 +2,10 @@
 //! `join_leave = true`; docs/protocol.md, "Namespaces"). The registry tells a
 //! [`TopicWatch`] each time a connection starts or stops being subscribed to a watched
 //! topic — subscribe, unsubscribe, revocation, disconnect — in the order it happens on
-//! this node; one task per chat takes the changes in that order, records them in the
-//! presence tracker (shared through Redis across nodes) and publishes
-//! `subscriber.joined` / `subscriber.left` (ephemeral) to the topic.
+//! this node; one task per chat takes the changes in that order — those queued
+//! meanwhile together, in one round trip to the presence tracker (shared through Redis
+//! across nodes), so a slow Redis costs the queue one timeout, not one per change — then
+//! publishes `subscriber.joined` / `subscriber.left` (ephemeral) to the topic.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use chorus_api::{TopicPresence, TopicSubscriber};
 use chorus_realtime::{ANONYMOUS, ConnId, Engine, Publish, Scope, SubscriptionWatch, UserKey};
 use tokio::sync::mpsc;
 
-use super::presence::PresenceTracker;
+use super::presence::{PresenceTracker, TopicMove};
 use super::{Background, Chat};
 use crate::error::{ChatError, Result, bad, not_found};
 use crate::model::User;
@@ -61,32 +62,42 @@ fn subscriber(user: UserKey, session: &str) -> TopicSubscriber {
     }
 }
 
-/// Takes the changes in order until the chat shuts down.
+/// The most changes taken at once: recorded in the presence tracker in one round trip.
+const BATCH: usize = 512;
+
+/// Takes the changes in order until the chat shuts down: those queued meanwhile at once,
+/// recorded together, then their events published in the same order.
 async fn run(
     mut changes: mpsc::UnboundedReceiver<TopicChange>,
     engine: Arc<Engine>,
     presence: Arc<dyn PresenceTracker>,
     background: Background,
 ) {
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let change = tokio::select! {
-            change = changes.recv() => change,
-            () = background.stop().cancelled() => None,
+        let taken = tokio::select! {
+            taken = changes.recv_many(&mut batch, BATCH) => taken,
+            () = background.stop().cancelled() => 0,
         };
-        let Some(change) = change else { return };
-        tracing::trace!(scope = %change.scope, joined = change.joined, session = %change.subscriber.session_id, "topic subscription changed");
-        if change.presence {
-            if change.joined {
-                presence
-                    .topic_joined(&change.scope, &change.subscriber)
-                    .await;
-            } else {
-                presence
-                    .topic_left(&change.scope, &change.subscriber.session_id)
-                    .await;
-            }
+        if taken == 0 {
+            return;
         }
-        if change.join_leave {
+        let moves: Vec<TopicMove<'_>> = batch
+            .iter()
+            .filter(|change| change.presence)
+            .map(|change| TopicMove {
+                scope: &change.scope,
+                subscriber: &change.subscriber,
+                joined: change.joined,
+            })
+            .collect();
+        presence.topics_changed(&moves).await;
+        drop(moves);
+        for change in batch.drain(..) {
+            tracing::trace!(scope = %change.scope, joined = change.joined, session = %change.subscriber.session_id, "topic subscription changed");
+            if !change.join_leave {
+                continue;
+            }
             let kind = if change.joined {
                 "subscriber.joined"
             } else {
