@@ -1569,6 +1569,19 @@ async fn a_user_deactivated_during_a_redis_outage_is_granted_nothing_on_another_
     let mut socket = open(b, &team.tokens[0]).await;
     let left = request(&mut socket, json!({"op": "unsubscribe", "scope": channel})).await;
     assert_eq!(left["op"], "ack", "{left}");
+    // A streaming message node B holds, appended to over the socket.
+    let stream = call(
+        b,
+        &team.tokens[0],
+        &format!("/api/v1/channels/{}/messages", team.channels[0]),
+        json!({"text": "", "streaming": true}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let append = json!({"op": "append", "message_id": stream, "text": "."});
+    let appended = request(&mut socket, append.clone()).await;
+    assert_eq!(appended["op"], "ack", "{appended}");
 
     redis.down().await;
     let off = reqwest::Client::new()
@@ -1598,6 +1611,20 @@ async fn a_user_deactivated_during_a_redis_outage_is_granted_nothing_on_another_
         json!({"op": "typing", "channel_id": team.channels[0]}),
     )
     .await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    // Nor appends to their stream, once node B's read cache has let go of the author's
+    // membership (its TTL, a second).
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let answer = request(&mut socket, append.clone()).await;
+            if answer["op"] != "ack" {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("node B kept taking the deactivated author's appends");
     assert_eq!(refused["code"], "forbidden", "{refused}");
 
     redis.up().await;

@@ -540,8 +540,9 @@ pub trait ChannelStore: Send + Sync {
         events: Events<CreatedChannel>,
     ) -> Result<(Channel, Vec<Publish>)>;
     async fn channel(&self, id: ChannelId) -> Result<Option<Channel>>;
-    /// The channel and whether `user` is a member of it, in one round trip (asked by
-    /// every send).
+    /// The channel and whether `user` is a member of it who may post — a member, not
+    /// deactivated — in one round trip (asked by every send, and by every append to a
+    /// stream this node holds, where it is the only read of the author).
     async fn channel_for(&self, id: ChannelId, user: UserId) -> Result<Option<(Channel, bool)>>;
     async fn dm_by_key(&self, ws: WorkspaceId, key: &str) -> Result<Option<Channel>>;
     /// Public channels of the workspace and every channel `user` is a member of there.

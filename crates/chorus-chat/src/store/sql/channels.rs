@@ -129,7 +129,8 @@ where
     async fn channel_for(&self, id: ChannelId, user: UserId) -> Result<Option<(Channel, bool)>> {
         let row: Option<ChannelForRow> = sqlx::query_as(&format!(
             "SELECT {CHANNEL_COLUMNS}, EXISTS (
-                 SELECT 1 FROM channel_members cm WHERE cm.channel_id = c.id AND cm.user_id = $2
+                 SELECT 1 FROM channel_members cm JOIN users u ON u.id = cm.user_id
+                 WHERE cm.channel_id = c.id AND cm.user_id = $2 AND u.deactivated_at IS NULL
              ) AS member
              FROM channels c WHERE c.id = $1"
         ))
