@@ -134,6 +134,17 @@ pub trait SessionHooks: Send + Sync + 'static {
         ))
     }
 
+    /// Whether `credential` — the application's id of the credential that opened (or
+    /// last refreshed) a connection of `user`, [`SessionAuth::credential`] — still
+    /// stands. Asked before each op that reads or acts on the user's behalf
+    /// (`subscribe`, `resume`, `typing`, the streaming ops, `publish`), so a revocation
+    /// whose close has not reached this node yet (a broker outage) is refused all the
+    /// same: `false` closes the connection with 3502. Not asked for a connection whose
+    /// credential has no id. Default: it stands.
+    async fn credential_stands(&self, _user: UserKey, _credential: i64) -> Result<bool, HookError> {
+        Ok(true)
+    }
+
     /// A connection of `user` opened; `first` when it is the user's only one on this node.
     async fn connected(&self, _user: UserKey, _first: bool) {}
 

@@ -94,6 +94,11 @@ impl Control {
         }
     }
 
+    /// The application's id of the connection's credential, if it has one.
+    pub fn credential(&self) -> Option<i64> {
+        Some(self.credential.load(Ordering::Acquire)).filter(|&id| id != NO_CREDENTIAL)
+    }
+
     /// The roles the connection's credential carries now.
     pub fn roles(&self) -> Roles {
         lock(&self.roles).clone()

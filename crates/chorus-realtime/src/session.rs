@@ -258,6 +258,16 @@ fn rate_limited(id: Option<FrameId>) -> Utf8Bytes {
 }
 
 /// An ack with no fields set; its id is filled in when it is sent.
+/// Whether `op` reads or acts on the connection's user's behalf, so that their
+/// credential must still stand ([`SessionHooks::credential_stands`]): all but `ping`,
+/// `unsubscribe` and `refresh` (which brings a credential of its own).
+fn acts_for_the_user(op: &ClientOp) -> bool {
+    !matches!(
+        op,
+        ClientOp::Ping | ClientOp::Unsubscribe { .. } | ClientOp::Refresh { .. }
+    )
+}
+
 fn ack() -> AckFrame {
     AckFrame {
         id: FrameId::Int(0),
@@ -479,6 +489,31 @@ impl Session {
             self.release_held(&BTreeMap::new()).await;
         }
         let id = frame.id;
+        if acts_for_the_user(&frame.op)
+            && let Some(credential) = self.conn.control.credential()
+        {
+            match self
+                .hooks
+                .credential_stands(self.conn.user, credential)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    Metrics::inc(&metrics.inbound_errors);
+                    self.reply(error_frame(
+                        id,
+                        ErrorCode::Unauthorized,
+                        "the connection's credentials were revoked",
+                    ));
+                    return Some(End::Close(CloseCode::Unauthorized));
+                }
+                Err(err) => {
+                    Metrics::inc(&metrics.inbound_errors);
+                    self.reply(error_frame(id, err.code(), err.to_string()));
+                    return None;
+                }
+            }
+        }
         let result = match frame.op {
             ClientOp::Ping if id.is_none() => {
                 self.reply(Utf8Bytes::from_static(r#"{"op":"pong"}"#));

@@ -51,6 +51,10 @@ impl SessionHooks for ServerHooks {
         self.chat.authorize_subscribe(user, roles, scope).await
     }
 
+    async fn credential_stands(&self, user: UserKey, credential: i64) -> Result<bool, HookError> {
+        self.chat.credential_stands(user, credential).await
+    }
+
     async fn access_since(
         &self,
         user: UserKey,

@@ -1642,6 +1642,97 @@ async fn a_user_deactivated_during_a_redis_outage_is_granted_nothing_on_another_
     assert_eq!(closed, Some(3502));
 }
 
+/// A token revoked through node A while Redis is down: its close cannot reach node B
+/// until Redis is back, but the socket it opened there is refused its next op and
+/// closed with 3502 — node B asks, before each op, whether the socket's credential
+/// still stands (kept at most the read cache's TTL, a second). The user's other token
+/// is untouched.
+#[tokio::test]
+#[ignore = "needs redis-server: scripts/test runs it (--run-ignored all)"]
+async fn a_token_revoked_during_a_redis_outage_is_refused_on_another_node() {
+    let Cluster {
+        mut redis,
+        nodes,
+        _dir,
+    } = cluster(2).await;
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+    let team = setup(a, 1, 1).await;
+    let (user, channel) = (team.users[0], format!("channel:{}", team.channels[0]));
+    let http = reqwest::Client::new();
+    let tokens: Value = http
+        .get(format!("http://{a}/api/v1/users/{user}/tokens"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let revoked = tokens[0]["id"].as_i64().unwrap();
+    let other = call(
+        a,
+        ADMIN,
+        &format!("/api/v1/users/{user}/tokens"),
+        json!({"name": "other"}),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut socket = open(b, &team.tokens[0]).await;
+    let mut kept = open(b, &other).await;
+    for ws in [&mut socket, &mut kept] {
+        let left = request(ws, json!({"op": "unsubscribe", "scope": channel})).await;
+        assert_eq!(left["op"], "ack", "{left}");
+        let back = request(ws, json!({"op": "subscribe", "scope": channel})).await;
+        assert_eq!(back["op"], "ack", "{back}");
+    }
+
+    redis.down().await;
+    let off = http
+        .delete(format!("http://{a}/api/v1/users/{user}/tokens/{revoked}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(off.status().is_success(), "{}", off.status());
+    // The first op after node B's cached answer lapsed is refused, and the socket
+    // closes (before: granted, a replay of the channel's history included).
+    let (refused, closed) = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let answer = request(
+                &mut socket,
+                json!({"op": "subscribe", "scope": channel, "since": 0}),
+            )
+            .await;
+            if answer["op"] == "ack" {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            loop {
+                match socket.next().await {
+                    Some(Ok(Message::Close(frame))) => {
+                        return (answer, frame.map(|f| u16::from(f.code)));
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("the socket ended without a close frame: {other:?}"),
+                }
+            }
+        }
+    })
+    .await
+    .expect("node B kept granting the revoked token's socket");
+    assert_eq!(refused["code"], "unauthorized", "{refused}");
+    assert_eq!(closed, Some(3502));
+    let granted = request(
+        &mut kept,
+        json!({"op": "subscribe", "scope": channel, "since": 0}),
+    )
+    .await;
+    assert_eq!(granted["op"], "ack", "the other token stands: {granted}");
+    redis.up().await;
+}
+
 /// Gateway mode: the application's logout (`POST /api/v1/proxy/sessions/revoke`) sent
 /// to node A closes, on node B, the socket the connect proxy authenticated for that
 /// application user (3502 after `credentials.revoked {reason: "session_revoked"}`);

@@ -1,5 +1,6 @@
 //! The three reads on every send's path, kept briefly: who a token belongs to, the
-//! channel with the caller's membership, and the channel's agent members. Each is a
+//! channel with the caller's membership, and the channel's agent members; and whether
+//! an open connection's credential still stands (asked before each of its ops). Each is a
 //! round trip to a database thread, and on a busy server (or an idle one whose threads
 //! sleep) those hand-offs are most of a send's latency.
 //!
@@ -82,6 +83,8 @@ pub(crate) struct ReadCache {
     tokens: Map<String, TokenOwner>,
     channels: Map<(ChannelId, UserId), (Channel, bool)>,
     agents: Map<ChannelId, Vec<AgentMember>>,
+    /// Credentials of open connections found standing (`Chat::credential_stands`).
+    credentials: Map<(UserId, i64), ()>,
 }
 
 impl ReadCache {
@@ -92,6 +95,7 @@ impl ReadCache {
             tokens: Map::new(),
             channels: Map::new(),
             agents: Map::new(),
+            credentials: Map::new(),
         }
     }
 
@@ -127,6 +131,18 @@ impl ReadCache {
     ) {
         self.channels
             .put((ch, user), value, epoch, self.clock.instant());
+    }
+
+    /// Whether the credential was found standing within the TTL.
+    pub(crate) fn credential(&self, user: UserId, credential: i64) -> bool {
+        self.credentials
+            .get(&(user, credential), self.epoch(), self.clock.instant())
+            .is_some()
+    }
+
+    pub(crate) fn put_credential(&self, user: UserId, credential: i64, epoch: u64) {
+        self.credentials
+            .put((user, credential), (), epoch, self.clock.instant());
     }
 
     pub(crate) fn agents(&self, ch: ChannelId) -> Option<Vec<AgentMember>> {

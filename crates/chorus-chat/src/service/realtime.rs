@@ -117,6 +117,13 @@ impl SessionHooks for ChatHooks {
             .collect())
     }
 
+    async fn credential_stands(&self, user: UserKey, credential: i64) -> Result<bool, HookError> {
+        self.chat
+            .credential_stands(UserId(user), credential)
+            .await
+            .map_err(to_hook)
+    }
+
     async fn authorize_subscribe(
         &self,
         user: UserKey,

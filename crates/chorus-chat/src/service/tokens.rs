@@ -14,7 +14,7 @@ use chorus_realtime::SessionAuth;
 use tokio::time::Instant;
 
 use super::Chat;
-use super::events::close_sessions_event;
+use super::events::{close_sessions_event, proxy_credential};
 use crate::error::{ChatError, Result, bad, forbidden, not_found};
 use crate::model::{ApiToken, Timestamp, TokenId, User, UserId};
 use crate::store::{NewToken, TokenOwner, events_only};
@@ -163,6 +163,31 @@ impl Chat {
         self.emit_logged(logged).await;
         self.close_sessions_again_later(user, Some(id.0), "token_revoked");
         Ok(())
+    }
+
+    /// Whether the credential a connection of `user` was opened with still stands: the
+    /// token (`credential` ≥ 0, its id) is still theirs, or the connect-proxy epoch
+    /// (`credential` < 0, [`proxy_credential`]) is still current. Asked before each op
+    /// of the socket; positive answers are kept in the read cache, so a revocation
+    /// through this node is seen at once and one through another node within its TTL —
+    /// whether or not the revocation's close reached this node.
+    pub(crate) async fn credential_stands(&self, user: UserId, credential: i64) -> Result<bool> {
+        if self.cache.credential(user, credential) {
+            return Ok(true);
+        }
+        let epoch = self.cache.epoch();
+        let stands = if credential >= 0 {
+            self.store.has_token(user, TokenId(credential)).await?
+        } else {
+            self.store
+                .proxy_epoch(user)
+                .await?
+                .is_some_and(|current| proxy_credential(current.epoch) == credential)
+        };
+        if stands {
+            self.cache.put_credential(user, credential, epoch);
+        }
+        Ok(stands)
     }
 
     /// The user whose tokens `caller` wants to see or change: themself, or anyone for

@@ -373,6 +373,8 @@ pub trait UserStore: Send + Sync {
     async fn token_owners(&self, hashes: &[String]) -> Result<Vec<(String, TokenOwner)>>;
     /// A user's tokens, oldest first.
     async fn tokens(&self, user: UserId) -> Result<Vec<ApiToken>>;
+    /// Whether `user` has a token with this id (expired or not).
+    async fn has_token(&self, user: UserId, id: TokenId) -> Result<bool>;
     /// Deletes one of `user`'s tokens; `false` when `user` has no token with this id.
     async fn delete_token(&self, user: UserId, id: TokenId) -> Result<bool> {
         Ok(self

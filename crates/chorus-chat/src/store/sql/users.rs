@@ -272,6 +272,16 @@ where
         Ok(rows.into_iter().map(ApiToken::from).collect())
     }
 
+    async fn has_token(&self, user: UserId, id: TokenId) -> Result<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM tokens WHERE id = $1 AND user_id = $2")
+                .bind(id.0)
+                .bind(user.0)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(found.is_some())
+    }
+
     async fn delete_token_logged(
         &self,
         user: UserId,
