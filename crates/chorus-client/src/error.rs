@@ -19,7 +19,8 @@ pub enum Error {
     /// A CA file (`CHORUS_CA_FILE`) cannot be read or holds no usable certificate.
     #[error("TLS: {0}")]
     Tls(String),
-    /// The HTTP request did not complete (connect, transport, or an undecodable body).
+    /// The HTTP request did not complete (connect, transport, time limit — see
+    /// `reqwest::Error::is_timeout` — or an undecodable body).
     #[error("HTTP transport: {0}")]
     Http(#[from] reqwest::Error),
     /// The server answered with an error body `{"error":{"code","message"}}`.

@@ -14,10 +14,19 @@ use crate::model::*;
 use crate::realtime::{Options, Realtime};
 use crate::tls::ExtraRoots;
 
+/// How long a request may take by default, from connecting until its answer's body is
+/// read ([`Client::with_timeout`]). Every route answers at once (none holds a request
+/// open), so a request still unanswered this late is lost: a silent peer, a dead link.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long opening a connection may take by default ([`Client::with_connect_timeout`]).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A Chorus HTTP API client for one token. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// The limit of each request, connect to body ([`Client::with_timeout`]).
+    timeout: Duration,
     /// Always ends with `/`, so relative joins keep any path prefix.
     base: Url,
     token: String,
@@ -65,12 +74,9 @@ impl Client {
         token: impl Into<String>,
         roots: Option<ExtraRoots>,
     ) -> Result<Self> {
-        let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
-        if let Some(roots) = &roots {
-            http = roots.add_to(http)?;
-        }
         Ok(Self {
-            http: http.build()?,
+            http: http_client(roots.as_ref(), DEFAULT_CONNECT_TIMEOUT)?,
+            timeout: DEFAULT_TIMEOUT,
             base: base_url_with_slash(base_url)?,
             token: token.into(),
             roots,
@@ -84,6 +90,26 @@ impl Client {
     /// as Chorus's `/mcp` agents marking their requests as the server's.
     pub fn with_headers(self, headers: HeaderMap) -> Self {
         Self { headers, ..self }
+    }
+
+    /// The same client with another limit on each request, from connecting until the
+    /// answer's body is read ([`DEFAULT_TIMEOUT`], 30 s, unless set). A request past it
+    /// fails with [`Error::Http`] whose `is_timeout()` is true; a write may still have
+    /// been applied. The realtime connection is not an HTTP request: no such limit
+    /// applies to it.
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+
+    /// The same client with another limit on opening a connection
+    /// ([`DEFAULT_CONNECT_TIMEOUT`], 10 s, unless set). The limit belongs to the
+    /// connection pool, so the client gets a pool of its own (not shared with clones
+    /// made before).
+    pub fn with_connect_timeout(self, connect_timeout: Duration) -> Result<Self> {
+        Ok(Self {
+            http: http_client(self.roots.as_ref(), connect_timeout)?,
+            ..self
+        })
     }
 
     /// The same server and connection pool with another token.
@@ -203,14 +229,7 @@ impl Client {
         let body = SignIn {
             code: code.to_owned(),
         };
-        let url = self
-            .base
-            .join("api/v1/sign-in")
-            .map_err(|e| Error::Url(format!("api/v1/sign-in: {e}")))?;
-        let request = self
-            .http
-            .request(Method::POST, url)
-            .headers(self.headers.clone());
+        let request = self.unauthenticated(Method::POST, "api/v1/sign-in")?;
         self.json(request.json(&body)).await
     }
 
@@ -769,12 +788,20 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str) -> Result<RequestBuilder> {
+        Ok(self.unauthenticated(method, path)?.bearer_auth(&self.token))
+    }
+
+    /// A request to `path` with the client's headers and time limit, without its token.
+    fn unauthenticated(&self, method: Method, path: &str) -> Result<RequestBuilder> {
         let url = self
             .base
             .join(path)
             .map_err(|e| Error::Url(format!("{path}: {e}")))?;
-        let request = self.http.request(method, url).headers(self.headers.clone());
-        Ok(request.bearer_auth(&self.token))
+        Ok(self
+            .http
+            .request(method, url)
+            .headers(self.headers.clone())
+            .timeout(self.timeout))
     }
 
     /// Sends and turns any non-2xx answer into an error.
@@ -937,6 +964,15 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/readyz", "ready"),
     ("GET", "/metrics", "metrics"),
 ];
+
+/// The connection pool: the built-in roots plus `roots`, and the connect limit.
+fn http_client(roots: Option<&ExtraRoots>, connect_timeout: Duration) -> Result<reqwest::Client> {
+    let mut http = reqwest::Client::builder().connect_timeout(connect_timeout);
+    if let Some(roots) = roots {
+        http = roots.add_to(http)?;
+    }
+    Ok(http.build()?)
+}
 
 /// Percent-encodes one path segment: every byte but the unreserved ones (`channel:12`
 /// → `channel%3A12`), so a scope name never adds a segment or a query.

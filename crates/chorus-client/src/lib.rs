@@ -46,7 +46,7 @@ pub use chorus_proto::{
 };
 pub use error::{Error, Result};
 pub use events::{Payload, TypedEvent};
-pub use http::{Client, Opened, Sent, StreamWriter};
+pub use http::{Client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Opened, Sent, StreamWriter};
 pub use model::*;
 pub use realtime::{Backoff, ConnectionState, Disconnect, Options, RESUME_GAP, Realtime};
 pub use reqwest::StatusCode;

@@ -7,6 +7,8 @@ use chorus_client::{
     Options, Realtime, SendMessage, StatusCode, UpdateChannel,
 };
 use common::{TestServer, WAIT, next_of_type, user, world};
+use std::time::Duration;
+use tokio::net::TcpListener;
 
 #[tokio::test]
 async fn http_api_round_trip() {
@@ -253,6 +255,29 @@ async fn api_errors_parse() {
         ),
         "{err:?}"
     );
+}
+
+/// A peer that accepts and then says nothing (a hung server, a dead proxy) fails the
+/// request at the client's time limit instead of holding its caller forever.
+#[tokio::test]
+async fn a_silent_server_fails_the_request_at_the_time_limit() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let client = Client::new(&format!("http://{addr}"), "t")
+        .expect("client")
+        .with_timeout(Duration::from_millis(200));
+    let answer = tokio::time::timeout(WAIT, client.me())
+        .await
+        .expect("cut by the client's own time limit");
+    let err = answer.expect_err("nothing was answered");
+    assert!(matches!(&err, Error::Http(e) if e.is_timeout()), "{err:?}");
+    silent.abort();
 }
 
 #[tokio::test]
