@@ -7,9 +7,11 @@ export { ChorusHttp, ROUTES, newIdempotencyKey, type HttpOptions, type SendOptio
 export {
   ChorusRealtime,
   isEvent,
+  RESUME_GAP,
   wsUrl,
   type ChorusEvent,
   type ConnectionState,
+  type GapData,
   type RealtimeListeners,
   type RealtimeOptions,
   type TypedEvent,

@@ -39,6 +39,21 @@ export type ChorusEvent<T = unknown> = EventFrame<T> & { replayed?: boolean };
 /** A documented event type with its typed `data`. */
 export type TypedEvent<K extends keyof EventDataMap> = ChorusEvent<EventDataMap[K]> & { type: K };
 
+/** The type of the event an `events()` iterator yields for a scope whose events may be
+ * missing: a `gap` the connection reports, or events the iterator dropped because its
+ * consumer fell more than `maxQueuedEvents` behind. Its `data` is a `GapData`; it has no
+ * offset. Reload what the application shows of that scope. (The Rust client's name for
+ * the same event; `resume` is a family only Chorus sends, so no published event has it.) */
+export const RESUME_GAP = 'resume.gap';
+
+/** The `data` of a `RESUME_GAP` event, and what a `gap` listener gets. `dropped`: how
+ * many events the iterator dropped, when that is the cause. */
+export interface GapData {
+  scope: string;
+  reason: string;
+  dropped?: number;
+}
+
 /** Narrows an event to a documented type: `if (isEvent(ev, 'message.created')) ev.data.text`. */
 export function isEvent<K extends keyof EventDataMap>(ev: ChorusEvent, type: K): ev is TypedEvent<K> {
   return ev.type === type;
@@ -53,7 +68,7 @@ export interface RealtimeListeners {
   /** The server's answer to a reconnect's `resume`, per scope. */
   resume: Record<string, ScopeResume>;
   /** Events of `scope` may be missing and could not be fetched: reload it. */
-  gap: { scope: string; reason: string };
+  gap: GapData;
   disconnect: { code: number; reason: string };
   /** `error` frames that answer no request, and the fatal error that closed the client. */
   error: ChorusError;
@@ -74,6 +89,16 @@ export interface RealtimeOptions {
    * from `GET /api/v1/scopes/{scope}/events`, or, when those are gone too, a channel's
    * messages. */
   catchUp?: boolean;
+  /** Events an `events()` iterator keeps for a consumer that does not read them
+   * (default 10,000). Past it the oldest are dropped, and the iterator yields a
+   * `RESUME_GAP` event for each scope that lost some, ahead of the events it still holds:
+   * reload those scopes. `events({ maxQueued })` sets it per iterator. */
+  maxQueuedEvents?: number;
+  /** Events held per scope while a reconnect's resume or an HTTP catch-up of the scope
+   * completes (default 10,000). Past it the scope's held events are dropped and read
+   * again from its event log once the catch-up ends; a `gap` is reported when that
+   * cannot be (events without an offset among them, or no log to read). */
+  maxHeldEvents?: number;
   /** Jitter source, for tests. */
   random?: () => number;
   /** Fresh credentials when `token` is a JWT about to expire: called at 80 % of its
@@ -96,6 +121,8 @@ const REPLAY_PAGE = 1000;
 const MAX_CAUGHT_UP_IDS = 2_000;
 /** Close code this client sends when it drops a socket itself (private-use range). */
 const LOCAL_DROP = 4000;
+/** Why a hold ended in a gap: some events held over `maxHeldEvents` were dropped. */
+const OVER_HELD = 'more events held than maxHeldEvents: some were dropped';
 
 /**
  * One logical realtime connection to `GET /ws` that survives reconnects: it resumes
@@ -116,6 +143,8 @@ export class ChorusRealtime {
   private readonly stableMs: number;
   private readonly catchUpOn: boolean;
   private readonly random: () => number;
+  private readonly maxQueued: number;
+  private readonly maxHeld: number;
 
   private _state: ConnectionState = 'closed';
   private _hello: HelloFrame | undefined;
@@ -140,6 +169,9 @@ export class ChorusRealtime {
   private positions = new Map<string, number>();
   /** Scopes whose events wait for a resume answer or an HTTP catch-up. */
   private buffers = new Map<string, ChorusEvent[]>();
+  /** Held scopes whose buffer went over `maxHeld` and was emptied (`spill`); `true` when
+   * an event without offset was among those dropped (it cannot be read again). */
+  private spilled = new Map<string, boolean>();
   private lastMessageIds = new Map<ChannelId, MessageId>();
   private caughtUp = new Map<ChannelId, Set<MessageId>>();
   private baselines = Promise.resolve();
@@ -164,6 +196,8 @@ export class ChorusRealtime {
     this.stableMs = options.backoff?.stableMs ?? 10_000;
     this.catchUpOn = options.catchUp ?? true;
     this.random = options.random ?? Math.random;
+    this.maxQueued = Math.max(1, options.maxQueuedEvents ?? 10_000);
+    this.maxHeld = Math.max(1, options.maxHeldEvents ?? 10_000);
   }
 
   get state(): ConnectionState {
@@ -214,27 +248,48 @@ export class ChorusRealtime {
     return () => void set.delete(fn);
   }
 
-  /** The events from now on as an async iterator; it ends when the client closes. */
-  events(): AsyncIterableIterator<ChorusEvent> {
+  /** The events from now on as an async iterator, with each `gap` in its place as a
+   * `RESUME_GAP` event; it ends when the client closes. A consumer more than `maxQueued`
+   * (default: the `maxQueuedEvents` option) behind loses the oldest: a `RESUME_GAP` event
+   * per scope that lost some comes before the events still queued. */
+  events(options: { maxQueued?: number } = {}): AsyncIterableIterator<ChorusEvent> {
+    const cap = Math.max(1, options.maxQueued ?? this.maxQueued);
     const queue: ChorusEvent[] = [];
+    /** Per scope, events dropped from the queue's head and not yet reported. */
+    const dropped = new Map<string, number>();
     let wake: (() => void) | undefined;
     let done = false;
-    const offEvent = this.on('event', (ev) => {
+    const push = (ev: ChorusEvent) => {
+      if (queue.length >= cap) {
+        // The oldest goes: the consumer is then shown the newest state, after a gap that
+        // tells it to reload. A gap event dropped is still reported through its scope.
+        const oldest = queue.shift()!;
+        dropped.set(oldest.scope, (dropped.get(oldest.scope) ?? 0) + 1);
+      }
       queue.push(ev);
       wake?.();
-    });
+    };
+    const offEvent = this.on('event', push);
+    const offGap = this.on('gap', (gap) => push(gapEvent(gap)));
     const offState = this.on('state', (s) => {
       if (s === 'closed') stop();
     });
     const stop = () => {
       done = true;
       offEvent();
+      offGap();
       offState();
       wake?.();
     };
     const iterator: AsyncIterableIterator<ChorusEvent> = {
       next: async () => {
-        while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r));
+        while (queue.length === 0 && dropped.size === 0 && !done) await new Promise<void>((r) => (wake = r));
+        // What was dropped is older than everything still queued: its gaps go first.
+        for (const [scope, count] of dropped) {
+          dropped.delete(scope);
+          const reason = `fell behind: ${count} events dropped (over ${cap} queued)`;
+          return { value: gapEvent({ scope, reason, dropped: count }), done: false };
+        }
         const value = queue.shift();
         return value ? { value, done: false } : { value: undefined, done: true };
       },
@@ -424,6 +479,11 @@ export class ChorusRealtime {
         continue;
       }
       if (result?.recovered) {
+        if (this.spilled.has(scope)) {
+          // The replay went over the cap and was dropped: read it from the event log.
+          this.readAgain(gen, scope, hello);
+          continue;
+        }
         this.release(scope);
         if (result.offset !== undefined) this.advance(scope, result.offset);
         continue;
@@ -448,7 +508,7 @@ export class ChorusRealtime {
    * `from`, page by page, delivered as if it had arrived live (advancing the position),
    * then the live events buffered meanwhile. When the server no longer has them (410) or
    * has no such route (404, an older server), or keeps failing: `fallBack`. */
-  private async replay(gen: number, scope: string, from: number, hello: HelloFrame): Promise<void> {
+  private async replay(gen: number, scope: string, from: number, hello: HelloFrame, unlogged = false): Promise<void> {
     let after = from;
     for (let failures = 0; ; ) {
       let page: ScopeEvents;
@@ -461,6 +521,8 @@ export class ChorusRealtime {
           await sleep(500 * 2 ** failures);
           continue;
         }
+        // Events dropped over the cap that the fallback cannot fetch: still a gap.
+        if (unlogged) this.spilled.set(scope, true);
         return this.fallBack(gen, scope, true, true, hello);
       }
       // The connection changed meanwhile (its successor resumes from the position
@@ -473,10 +535,34 @@ export class ChorusRealtime {
         this.deliver(ev);
         if (gen !== this.gen) return; // a listener closed or dropped the connection
       }
-      if (!page.more || page.next <= after) break;
-      after = page.next;
+      if (page.more && page.next > after) {
+        after = page.next;
+        continue;
+      }
+      // Live events held meanwhile went over the cap and were dropped: read on.
+      const spill = this.spilled.get(scope);
+      if (spill === undefined) break;
+      this.spilled.delete(scope);
+      unlogged ||= spill;
+      after = Math.max(after, page.next);
     }
     this.release(scope);
+    if (unlogged) this.emit('gap', { scope, reason: `${OVER_HELD}, some without an offset` });
+  }
+
+  /** A held scope whose events went over the cap: its events after the position are
+   * read from the event log (`replay`, which ends the hold), or, without a position or
+   * the catch-up, the hold ends in a gap. */
+  private readAgain(gen: number, scope: string, hello: HelloFrame): void {
+    const from = this.positions.get(scope);
+    if (from === undefined || !this.catchUpOn) {
+      this.release(scope);
+      this.emit('gap', { scope, reason: OVER_HELD });
+      return;
+    }
+    const unlogged = this.spilled.get(scope);
+    this.spilled.delete(scope);
+    void this.replay(gen, scope, from, hello, unlogged);
   }
 
   /** The catch-up when a scope's events are lost: its position restarts from `hello`
@@ -492,8 +578,9 @@ export class ChorusRealtime {
     if (wasKnown && channel !== undefined && this.catchUpOn) {
       void this.catchUp(gen, scope, channel);
     } else {
-      this.release(scope);
+      const spilled = this.release(scope);
       if (wasKnown) this.emit('gap', { scope, reason: 'events were not retained' });
+      else if (spilled) this.emit('gap', { scope, reason: OVER_HELD });
     }
   }
 
@@ -534,7 +621,8 @@ export class ChorusRealtime {
       if (page.length < CATCH_UP_PAGE) break;
     }
     while (ids.size > MAX_CAUGHT_UP_IDS) ids.delete(ids.values().next().value as MessageId);
-    this.release(scope);
+    // Only messages were fetched: other events dropped over the cap are a gap.
+    if (this.release(scope)) this.emit('gap', { scope, reason: OVER_HELD });
   }
 
   private onEvent(ev: ChorusEvent): void {
@@ -545,8 +633,18 @@ export class ChorusRealtime {
     }
     this.track(ev);
     const buffer = this.buffers.get(ev.scope);
-    if (buffer) buffer.push(ev);
-    else this.deliver(ev);
+    if (!buffer) this.deliver(ev);
+    else if (buffer.length < this.maxHeld && !this.spilled.has(ev.scope)) buffer.push(ev);
+    else this.spill(ev.scope, buffer, ev);
+  }
+
+  /** A held scope over `maxHeld`: its held events and those that follow until the hold
+   * ends are dropped; what has an offset is read again from the event log then, as its
+   * position was not advanced past them (`replay`, `readAgain`). */
+  private spill(scope: string, buffer: ChorusEvent[], ev: ChorusEvent): void {
+    const unlogged = this.spilled.get(scope) || ev.offset === undefined || buffer.some((e) => e.offset === undefined);
+    this.spilled.set(scope, unlogged);
+    buffer.length = 0;
   }
 
   /** Follows membership changes announced on the user's own scope: the server has
@@ -600,15 +698,18 @@ export class ChorusRealtime {
     this.emit('event', ev);
   }
 
-  /** Ends buffering of a scope: its held events go out in order. */
-  private release(scope: string): void {
+  /** Ends buffering of a scope: its held events go out in order. Returns whether some
+   * were dropped over the cap and not read again (the caller reports a gap). */
+  private release(scope: string): boolean {
     const buffer = this.buffers.get(scope);
     this.buffers.delete(scope);
+    const spilled = this.spilled.delete(scope);
     const gen = this.gen;
     for (const ev of buffer ?? []) {
-      if (gen !== this.gen) return; // a listener closed or dropped the connection
+      if (gen !== this.gen) break; // a listener closed or dropped the connection
       this.deliver(ev);
     }
+    return spilled;
   }
 
   private onError(frame: ErrorFrame): void {
@@ -726,6 +827,7 @@ export class ChorusRealtime {
     if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
     this.heartbeat = undefined;
     this.buffers.clear();
+    this.spilled.clear();
     const ws = this.ws;
     this.ws = undefined;
     if (ws) {
@@ -833,6 +935,7 @@ export class ChorusRealtime {
     this.explicit.delete(scope);
     this.positions.delete(scope);
     this.buffers.delete(scope);
+    this.spilled.delete(scope);
   }
 
   private noteMessageId(channel: ChannelId, id: MessageId): void {
@@ -904,6 +1007,11 @@ export function jwtExpiry(token: string): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A gap as an event, for the `events()` iterator. */
+function gapEvent(gap: GapData): ChorusEvent<GapData> {
+  return { op: 'event', scope: gap.scope, type: RESUME_GAP, data: gap };
 }
 
 /** `channel:42` → 42. */
