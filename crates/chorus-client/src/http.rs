@@ -40,7 +40,7 @@ impl std::fmt::Debug for Client {
     // Never print the token.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("base", &self.base.as_str())
+            .field("base", &redact_url(self.base.as_str()))
             .finish_non_exhaustive()
     }
 }
@@ -989,11 +989,37 @@ fn encode_segment(segment: &str) -> String {
     out
 }
 
+/// `url` with the password of its `user:password@` replaced by `***`, for messages and
+/// logs: a base URL may carry the credentials of a proxy in front of the server. Text
+/// that does not parse as a URL (what an error about a bad URL names) is redacted the
+/// same way: up to its last `@`, after a scheme's `://`, is taken as the user part.
+pub fn redact_url(url: &str) -> String {
+    if let Ok(mut parsed) = Url::parse(url) {
+        if parsed.password().is_some() && parsed.set_password(Some("***")).is_ok() {
+            return parsed.into();
+        }
+        // `user:pw@host` parses as the scheme `user`: not what it looks like.
+        if !parsed.cannot_be_a_base() {
+            return url.to_owned();
+        }
+    }
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let Some(at) = rest.rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!("{}{}:***{}", &url[..start], &rest[..colon], &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
 /// Parses `base_url` and makes its path end with `/`.
 pub(crate) fn base_url_with_slash(base_url: &str) -> Result<Url> {
-    let mut url = Url::parse(base_url).map_err(|e| Error::Url(format!("{base_url}: {e}")))?;
+    let shown = || redact_url(base_url);
+    let mut url = Url::parse(base_url).map_err(|e| Error::Url(format!("{}: {e}", shown())))?;
     if url.cannot_be_a_base() {
-        return Err(Error::Url(format!("{base_url}: not a base URL")));
+        return Err(Error::Url(format!("{}: not a base URL", shown())));
     }
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
@@ -1091,6 +1117,28 @@ impl StreamWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        let cases = [
+            ("http://u:s3cret@h:7800/p", "http://u:***@h:7800/p"),
+            ("https://:s3cret@h/", "https://:***@h/"),
+            ("http://u@h/", "http://u@h/"),
+            ("http://h:7800/a@b", "http://h:7800/a@b"),
+            // Not URLs: what an error about a bad one shows.
+            ("http://u:s3cret@h:99999", "http://u:***@h:99999"),
+            ("u:s3cret@h:1", "u:***@h:1"),
+            ("http://u:s3c/ret@h", "http://u:***@h"),
+            ("not a url", "not a url"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let err = Client::new("http://u:s3cret@h:99999", "t").expect_err("a bad port");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let client = Client::new("http://u:s3cret@h:1", "t").expect("valid");
+        assert!(!format!("{client:?}").contains("s3cret"));
+    }
 
     #[test]
     fn paths_join_under_any_prefix() {

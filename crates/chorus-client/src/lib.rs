@@ -46,7 +46,9 @@ pub use chorus_proto::{
 };
 pub use error::{Error, Result};
 pub use events::{Payload, TypedEvent};
-pub use http::{Client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Opened, Sent, StreamWriter};
+pub use http::{
+    Client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Opened, Sent, StreamWriter, redact_url,
+};
 pub use model::*;
 pub use realtime::{Backoff, ConnectionState, Disconnect, Options, RESUME_GAP, Realtime};
 pub use reqwest::StatusCode;

@@ -54,7 +54,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::http::{Client, base_url_with_slash};
+use crate::http::{Client, base_url_with_slash, redact_url};
 use crate::model::{ChannelId, HistoryQuery, MessageId};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -557,30 +557,41 @@ impl Realtime {
 
 /// `ws://` and `wss://` URLs are used as given; `http(s)://base` becomes `ws(s)://base/ws`.
 fn ws_url(input: &str) -> Result<Url> {
-    let url = Url::parse(input).map_err(|e| Error::Url(format!("{input}: {e}")))?;
+    let url = Url::parse(input).map_err(|e| Error::Url(format!("{}: {e}", redact_url(input))))?;
     let scheme = match url.scheme() {
         "ws" | "wss" => return Ok(url),
         "http" => "ws",
         "https" => "wss",
-        other => return Err(Error::Url(format!("{input}: unsupported scheme {other:?}"))),
+        other => {
+            return Err(Error::Url(format!(
+                "{}: unsupported scheme {other:?}",
+                redact_url(input)
+            )));
+        }
     };
     let mut url = base_url_with_slash(input)?
         .join("ws")
-        .map_err(|e| Error::Url(format!("{input}: {e}")))?;
+        .map_err(|e| Error::Url(format!("{}: {e}", redact_url(input))))?;
     url.set_scheme(scheme)
-        .map_err(|()| Error::Url(format!("{input}: cannot use {scheme}")))?;
+        .map_err(|()| Error::Url(format!("{}: cannot use {scheme}", redact_url(input))))?;
     Ok(url)
 }
 
 /// The HTTP base URL of the server behind `input`: `http(s)://base` as given,
 /// `ws(s)://base/ws?…` without its `ws` segment and query.
 fn http_base(input: &str) -> Result<Url> {
-    let mut url = Url::parse(input).map_err(|e| Error::Url(format!("{input}: {e}")))?;
+    let mut url =
+        Url::parse(input).map_err(|e| Error::Url(format!("{}: {e}", redact_url(input))))?;
     let scheme = match url.scheme() {
         "http" | "https" => return base_url_with_slash(input),
         "ws" => "http",
         "wss" => "https",
-        other => return Err(Error::Url(format!("{input}: unsupported scheme {other:?}"))),
+        other => {
+            return Err(Error::Url(format!(
+                "{}: unsupported scheme {other:?}",
+                redact_url(input)
+            )));
+        }
     };
     url.set_query(None);
     url.set_fragment(None);
@@ -588,7 +599,7 @@ fn http_base(input: &str) -> Result<Url> {
     let path = format!("{}/", path.strip_suffix("/ws").unwrap_or(path));
     url.set_path(&path);
     url.set_scheme(scheme)
-        .map_err(|()| Error::Url(format!("{input}: cannot use {scheme}")))?;
+        .map_err(|()| Error::Url(format!("{}: cannot use {scheme}", redact_url(input))))?;
     Ok(url)
 }
 

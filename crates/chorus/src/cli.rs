@@ -35,9 +35,19 @@ pub struct ConnArgs {
         default_value = "http://127.0.0.1:7800"
     )]
     url: String,
-    /// Bearer token: an API token, the admin token, or a JWT.
-    #[arg(long, env = "CHORUS_TOKEN", hide_env_values = true)]
-    token: String,
+    /// Bearer token: an API token, the admin token, or a JWT. On the command line it is
+    /// visible to other local users (`ps`, /proc): prefer CHORUS_TOKEN or --token-file.
+    #[arg(
+        long,
+        env = "CHORUS_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "token_file"
+    )]
+    token: Option<String>,
+    /// Read the bearer token from this file (trailing newline and spaces dropped); it
+    /// takes precedence over --token and CHORUS_TOKEN.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<std::path::PathBuf>,
     /// PEM file of a CA to trust besides the built-in roots, for an `https://` server
     /// with a self-signed or private-CA certificate.
     #[arg(long, env = "CHORUS_CA_FILE")]
@@ -46,11 +56,26 @@ pub struct ConnArgs {
 
 impl ConnArgs {
     fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::with_roots(
-            &self.url,
-            self.token.as_str(),
-            self.roots()?,
-        )?)
+        Ok(Client::with_roots(&self.url, self.token()?, self.roots()?)?)
+    }
+
+    /// The content of `--token-file`, else `--token` (clap requires one of them).
+    fn token(&self) -> anyhow::Result<String> {
+        let Some(path) = &self.token_file else {
+            return Ok(self.token.clone().unwrap_or_default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token from {}", path.display()))?;
+        let token = text.trim_end();
+        if token.is_empty() {
+            bail!("no token in {}", path.display());
+        }
+        Ok(token.to_owned())
+    }
+
+    /// The server's URL for messages: without the password it may carry.
+    fn shown_url(&self) -> String {
+        chorus_client::redact_url(&self.url)
     }
 
     fn roots(&self) -> anyhow::Result<Option<chorus_client::ExtraRoots>> {
@@ -461,7 +486,7 @@ async fn mcp(conn: &ConnArgs) -> anyhow::Result<()> {
         .init();
     let agent = chorus_mcp::Agent::connect(conn.client()?)
         .await
-        .with_context(|| format!("connecting to Chorus at {}", conn.url))?;
+        .with_context(|| format!("connecting to Chorus at {}", conn.shown_url()))?;
     chorus_mcp::serve_stdio(std::sync::Arc::new(agent))
         .await
         .context("serving MCP on stdio")
@@ -578,15 +603,14 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             conn,
         } => {
             let req = CreateSignInLink { expires_in };
-            let link = conn.client()?.create_sign_in_link(user_id, &req).await?;
+            let client = conn.client()?;
+            let link = client.create_sign_in_link(user_id, &req).await?;
             if conn.json {
                 return output::json_line(&link);
             }
-            // The server serves the web UI at its own address.
-            let base = conn.url.trim_end_matches('/');
             output::line(&format!(
-                "{base}/{}\n(works once, until {} UTC)",
-                link.url_fragment,
+                "{}\n(works once, until {} UTC)",
+                sign_in_url(&client, &link.url_fragment),
                 time(Some(link.expires_at))
             ))
         }
@@ -594,6 +618,17 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             show(&conn, &[conn.client()?.reactivate_user(user_id).await?])
         }
     }
+}
+
+/// The web UI's address with a sign-in link's fragment: the server serves the UI at its
+/// own address. The link is handed to someone else, so without the caller's credentials
+/// for a proxy in front of the server.
+fn sign_in_url(client: &Client, fragment: &str) -> String {
+    let mut base = client.base_url().clone();
+    // Both fail only for URLs that cannot have credentials.
+    let _ = base.set_username("");
+    let _ = base.set_password(None);
+    format!("{}/{fragment}", base.as_str().trim_end_matches('/'))
 }
 
 /// `--user`, or the caller.
@@ -853,7 +888,7 @@ async fn tail(conn: &ConnArgs, scopes: &[String]) -> anyhow::Result<()> {
     };
     let client = conn.client()?;
     let mut names = Names::default();
-    let mut live = Realtime::connect_with(&conn.url, &conn.token, options).await?;
+    let mut live = Realtime::connect_with(&conn.url, &conn.token()?, options).await?;
     let hello = live.hello();
     eprintln!(
         "connected as user {} (session {}); subscribed to {}",
@@ -1175,5 +1210,19 @@ impl Row for ChannelView {
             self.unread_mentions.to_string(),
             clean(&c.topic),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sign_in_link_carries_no_credentials() {
+        let client = Client::new("https://u:proxy-pw@chat.example/chorus", "t").expect("valid");
+        assert_eq!(
+            sign_in_url(&client, "#signin=chs_x"),
+            "https://chat.example/chorus/#signin=chs_x"
+        );
     }
 }

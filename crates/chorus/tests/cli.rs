@@ -942,6 +942,71 @@ async fn connection_errors() {
     let nobody = Chorus::new(free_addr(), ADMIN);
     let err = nobody.run(&["user", "list"]).await.fails(1);
     assert!(err.contains("HTTP transport"), "{err}");
+
+    // A password in the URL (a proxy's) is never printed, whatever fails.
+    let nobody = Chorus {
+        url: format!("http://u:url-pw@{}", free_addr()),
+        token: ADMIN.into(),
+    };
+    let bad_port = Chorus {
+        url: "http://u:url-pw@127.0.0.1:99999".into(),
+        token: ADMIN.into(),
+    };
+    for (chorus, args, says) in [
+        (&nobody, &["user", "list"][..], "HTTP transport"),
+        (&nobody, &["mcp"], "connecting to Chorus at http://u:***@"),
+        (&nobody, &["tail"], "WebSocket transport"),
+        (&bad_port, &["user", "list"], "http://u:***@127.0.0.1:99999"),
+        (&bad_port, &["tail"], "http://u:***@127.0.0.1:99999"),
+    ] {
+        let err = chorus.run(args).await.fails(1);
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(
+            !err.contains("url-pw"),
+            "{args:?} shows the password: {err}"
+        );
+    }
+}
+
+/// `--token-file` keeps the token out of the process list; it wins over CHORUS_TOKEN.
+#[tokio::test]
+async fn token_from_a_file() {
+    let (_server, _data, admin) = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{ADMIN}\n")).unwrap();
+    let path = file.to_str().unwrap();
+
+    admin.json(&["user", "create", "dave"]).await.one();
+    let listed = admin.json(&["user", "list"]).await.lines();
+    let out = admin
+        .command(&["user", "list", "--json", "--token-file", path])
+        .env_remove("CHORUS_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().lines().count(),
+        listed.len()
+    );
+    let wrong_env = admin.as_("nope");
+    let args = ["user", "list", "--token-file", path];
+    assert_eq!(wrong_env.json(&args).await.lines(), listed, "the file wins");
+
+    std::fs::write(&file, "\n").unwrap();
+    let err = admin.run(&["user", "list", "--token-file", path]).await;
+    assert!(err.fails(1).contains("no token in"));
+    let missing = dir.path().join("missing");
+    let err = admin
+        .run(&["user", "list", "--token-file", missing.to_str().unwrap()])
+        .await
+        .fails(1);
+    assert!(err.contains("reading the token from"), "{err}");
+
+    let help = admin.run(&["user", "list", "--help"]).await.ok();
+    assert!(help.contains("--token-file <PATH>"), "{help}");
+    assert!(help.contains("visible to other local users"), "{help}");
 }
 
 /// `--help` shows which variable sets each flag, never the value of one that can hold a
