@@ -215,13 +215,18 @@ pub async fn fanout(target: &Target, opts: &FanoutOpts) -> anyhow::Result<Row> {
                                 .await
                                 .is_err()
                             {
-                                return (seq, sending_time); // the probe stopped hearing anything
+                                eprintln!(
+                                    "sender {k} stopped after {seq} messages: its probe heard nothing for 5 s"
+                                );
+                                return (seq, sending_time);
                             }
                         }
                     }
                 }
                 let began = Instant::now();
-                if sink.send(load::payload(k, seq, start)).await.is_err() {
+                if let Err(err) = sink.send(load::payload(k, seq, start)).await {
+                    // Fewer senders from here on: the figures say less than they seem to.
+                    eprintln!("sender {k} stopped after {seq} messages: {err:#}");
                     break;
                 }
                 sending_time += began.elapsed();
