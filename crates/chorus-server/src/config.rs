@@ -111,7 +111,8 @@ pub struct Config {
     /// HTTP requests a user may send in a burst above the sustained rate.
     pub http_burst: u32,
     /// Failed authentications per second per client address (sustained); over it, the
-    /// address's credentials are refused (429) without being tried. 0 turns it off.
+    /// address's credentials are refused (429) without being tried, but for those that
+    /// authenticated from it in the last 10 minutes. 0 turns it off.
     pub auth_failures_per_sec: u32,
     /// Failed authentications a client address may make in a burst.
     pub auth_failures_burst: u32,

@@ -77,7 +77,8 @@ impl SessionHooks for ServerHooks {
     /// `exp` becomes its expiry; a lasting token takes the expiry away). Anything else is
     /// refused and the connection keeps its current expiry. Refusals count against the
     /// client's address like a bad token over HTTP, and an address over that limit is
-    /// refused before its token is looked at: a socket is no faster way to guess.
+    /// refused before its token is looked at (unless it authenticated from there
+    /// recently, as over HTTP): a socket is no faster way to guess.
     async fn refresh(
         &self,
         user: UserKey,
@@ -86,14 +87,19 @@ impl SessionHooks for ServerHooks {
     ) -> Result<SessionAuth, HookError> {
         let limiter = self.limiter.as_deref().zip(client);
         if let Some((limiter, client)) = limiter
-            && limiter.client_wait(client).is_some()
+            && limiter.credential_wait(client, token).is_some()
         {
             return Err(HookError::RateLimited(
                 "too many failed authentications from this address; retry later".into(),
             ));
         }
         let (refused, counted) = match self.auth.authenticate(token).await {
-            Ok(principal) if principal.user.id.0 == user => return Ok(principal.session),
+            Ok(principal) if principal.user.id.0 == user => {
+                if let Some((limiter, client)) = limiter {
+                    limiter.succeeded(client, token);
+                }
+                return Ok(principal.session);
+            }
             Ok(_) => ("the token is another user's".to_owned(), true),
             Err(err) if err.code == ErrorCode::Unavailable => {
                 return Err(HookError::Internal(err.message));
@@ -102,7 +108,7 @@ impl SessionHooks for ServerHooks {
             Err(err) => (err.message, err.code == ErrorCode::Unauthorized),
         };
         if counted && let Some((limiter, client)) = limiter {
-            limiter.failed(client);
+            limiter.failed_with(client, token);
         }
         Err(HookError::Forbidden(refused))
     }

@@ -8,6 +8,11 @@
 //! reach no token and no user's data. `POST /api/v1/sign-in` takes a secret in its body
 //! instead: it is limited like credentials by [`guard_secret`].
 //!
+//! An address over its failure limit is refused before its credentials are looked at,
+//! except credentials that authenticated from it in the last [`KNOWN_FOR`]
+//! ([`KnownCredentials`]): one client guessing behind a NAT or proxy does not lock out
+//! everyone who was already signed in behind it.
+//!
 //! Anonymous WebSocket connections (gateway mode's public namespaces) are counted per
 //! client address ([`AnonymousConnections`]): they have no user to limit.
 //!
@@ -16,6 +21,7 @@
 //! from. Their tokens are authenticated and limited per user as any other.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -38,10 +44,18 @@ use tokio::time::Instant;
 use crate::auth::{Authenticated, credentials};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::proxies::Credential;
 use crate::state::AppState;
 
 /// Addresses the failure limiter tracks before it prunes (see [`FailureLimiter::record`]).
 const MAX_ADDRESSES: usize = 100_000;
+
+/// How long a credential that authenticated from an address stays known there: it is
+/// tried even while that address is over its failure limit.
+const KNOWN_FOR: Duration = Duration::from_secs(10 * 60);
+
+/// Credentials [`KnownCredentials`] keeps (see [`KnownCredentials::remember`]).
+const MAX_KNOWN: usize = 65_536;
 
 /// The header in which the server's own `/mcp` agents send the [`InternalSecret`].
 pub const INTERNAL_HEADER: &str = "x-chorus-internal";
@@ -105,6 +119,9 @@ pub struct HttpLimiter {
     /// same rate: a budget of their own, so that viewers behind one address whose
     /// browsers send unrelated cookies do not block that address's tokens.
     cookies: Option<FailureLimiter>,
+    /// Credentials that authenticated recently, per address: let through while it is
+    /// over its failure limit. `None` with `failures`.
+    known: Option<KnownCredentials>,
     /// The configured clock: every bucket is measured on it.
     clock: Clock,
     /// Requests refused (either limit), for `/metrics`.
@@ -124,11 +141,13 @@ impl HttpLimiter {
         let failures =
             FailureLimiter::new(config.auth_failures_per_sec, config.auth_failures_burst);
         let cookies = FailureLimiter::new(config.auth_failures_per_sec, config.auth_failures_burst);
+        let known = failures.as_ref().map(|_| KnownCredentials::default());
         (users.is_some() || failures.is_some()).then(|| Self {
             users,
             keys,
             failures,
             cookies,
+            known,
             clock,
             rejected: AtomicU64::new(0),
         })
@@ -157,11 +176,39 @@ impl HttpLimiter {
         self.failures.as_ref()?.wait(client, self.clock.instant())
     }
 
+    /// How long `client` must wait before `credential` is tried, if at all: over its
+    /// failure limit, only a credential that authenticated from it recently is tried.
+    /// Others are refused untried (no database read), as for a sign-in code.
+    pub(crate) fn credential_wait(&self, client: IpAddr, credential: &str) -> Option<Duration> {
+        let wait = self.client_wait(client)?;
+        let known = self
+            .known
+            .as_ref()
+            .is_some_and(|known| known.contains(client, credential, self.clock.instant()));
+        (!known).then_some(wait)
+    }
+
     /// Counts a failed authentication from `client`.
     pub(crate) fn failed(&self, client: IpAddr) {
         if let Some(failures) = &self.failures {
             failures.record(client, self.clock.instant());
         }
+    }
+
+    /// `credential` authenticated from `client`: known there for [`KNOWN_FOR`].
+    pub(crate) fn succeeded(&self, client: IpAddr, credential: &str) {
+        if let Some(known) = &self.known {
+            known.remember(client, credential, self.clock.instant());
+        }
+    }
+
+    /// `credential` failed to authenticate from `client` (revoked, expired, or never
+    /// valid): counted, and no longer known there.
+    pub(crate) fn failed_with(&self, client: IpAddr, credential: &str) {
+        if let Some(known) = &self.known {
+            known.forget(client, credential);
+        }
+        self.failed(client);
     }
 
     /// Whether `client` has refused cookies left to have judged.
@@ -201,6 +248,62 @@ impl HttpLimiter {
         for limiter in [&self.failures, &self.cookies].into_iter().flatten() {
             limiter.forget_idle(self.clock.instant());
         }
+        if let Some(known) = &self.known {
+            known.forget_expired(self.clock.instant());
+        }
+    }
+}
+
+/// Credentials that authenticated recently, each with the address (bucket) it came from
+/// and the instant it is forgotten. Kept as a keyed hash of both (a random key per
+/// process), never the credential itself; two that collide only mean one credential is
+/// tried that would have been refused untried, and authentication still judges it. A
+/// `std` mutex: held for one lookup or insert, never across an `.await`.
+#[derive(Default)]
+struct KnownCredentials {
+    hasher: std::collections::hash_map::RandomState,
+    until: Mutex<HashMap<u64, Instant>>,
+}
+
+impl KnownCredentials {
+    fn key(&self, client: IpAddr, credential: &str) -> u64 {
+        self.hasher.hash_one((bucket(client), credential))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
+        self.until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn contains(&self, client: IpAddr, credential: &str, now: Instant) -> bool {
+        let key = self.key(client, credential);
+        self.lock().get(&key).is_some_and(|until| *until > now)
+    }
+
+    /// Known from now for [`KNOWN_FOR`]. When [`MAX_KNOWN`] are known and none has
+    /// expired, a newcomer is not remembered: it is refused while its address is over
+    /// its limit, as every credential was before this memory (the ones known expire
+    /// within [`KNOWN_FOR`]).
+    fn remember(&self, client: IpAddr, credential: &str, now: Instant) {
+        let key = self.key(client, credential);
+        let mut map = self.lock();
+        if map.len() >= MAX_KNOWN && !map.contains_key(&key) {
+            map.retain(|_, until| *until > now);
+            if map.len() >= MAX_KNOWN {
+                return;
+            }
+        }
+        map.insert(key, now + KNOWN_FOR);
+    }
+
+    fn forget(&self, client: IpAddr, credential: &str) {
+        let key = self.key(client, credential);
+        self.lock().remove(&key);
+    }
+
+    fn forget_expired(&self, now: Instant) {
+        let mut map = self.lock();
+        map.retain(|_, until| *until > now);
+        map.shrink_to_fit();
     }
 }
 
@@ -447,10 +550,15 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
         None if req.uri().path() == "/ws" => state.auth.connect_cookie(req.headers()),
         _ => None,
     };
-    if token.is_none() && cookie.is_none() {
-        req.extensions_mut().insert(Authenticated::new(None));
-        return next.run(req).await;
-    }
+    // What the limiter knows a credential by: the token, or the cookie header.
+    let secret = match (&token, &cookie) {
+        (Some(token), _) | (None, Some(Credential::Token(token))) => token.clone(),
+        (None, Some(Credential::Cookie { cookie, .. })) => cookie.clone(),
+        (None, None) => {
+            req.extensions_mut().insert(Authenticated::new(None));
+            return next.run(req).await;
+        }
+    };
     let limiter = state.http_limiter.as_deref();
     let peer = req
         .extensions()
@@ -458,9 +566,10 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
         .map(|ConnectInfo(addr)| addr.ip());
     let client =
         client_addr(peer, req.headers(), state.config.trusted_proxy_hops).filter(|_| !internal);
-    // Refused before the token is even looked at, so guessing learns nothing.
+    // Over the failure limit, refused before the credential is even looked at (so
+    // guessing learns nothing), unless it authenticated from this address recently.
     if let (Some(limiter), Some(client)) = (limiter, client)
-        && let Some(wait) = limiter.client_wait(client)
+        && let Some(wait) = limiter.credential_wait(client, &secret)
     {
         return limiter.refuse(
             wait,
@@ -474,13 +583,16 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
         if let Some(limiter) = limiter {
             match &outcome {
                 Ok(key) => {
+                    if let Some(client) = client {
+                        limiter.succeeded(client, &secret);
+                    }
                     if let Some(wait) = limiter.key_wait(key.id) {
                         return limiter.refuse(wait, "too many requests for this key; retry later");
                     }
                 }
                 Err(err) if err.code == ErrorCode::Unauthorized => {
                     if let Some(client) = client {
-                        limiter.failed(client);
+                        limiter.failed_with(client, &secret);
                     }
                 }
                 Err(_) => {}
@@ -518,6 +630,9 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     if let Some(limiter) = limiter {
         match &outcome {
             Ok(principal) => {
+                if let Some(client) = client {
+                    limiter.succeeded(client, &secret);
+                }
                 if let Some(wait) = limiter.user_wait(principal.user.id) {
                     return limiter.refuse(wait, "too many requests for this user; retry later");
                 }
@@ -525,7 +640,7 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
             // Bad credentials; not a database that failed to answer.
             Err(err) if err.code == ErrorCode::Unauthorized => {
                 if let Some(client) = client {
-                    limiter.failed(client);
+                    limiter.failed_with(client, &secret);
                 }
             }
             Err(_) => {}
@@ -643,6 +758,53 @@ mod tests {
         limiter.record(ip("198.51.100.1"), later);
         assert_eq!(limiter.lock().len(), 1);
         assert!(limiter.wait(ip("198.51.100.1"), later).is_some());
+    }
+
+    #[test]
+    fn a_credential_is_known_from_its_address_until_it_expires_or_fails() {
+        let known = KnownCredentials::default();
+        let t0 = Instant::now();
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        known.remember(a, "chr_alice", t0);
+        assert!(known.contains(a, "chr_alice", t0));
+        assert!(!known.contains(a, "chr_bob", t0), "another credential");
+        assert!(!known.contains(b, "chr_alice", t0), "another address");
+        assert!(
+            known.contains(ip("::ffff:192.0.2.1"), "chr_alice", t0),
+            "the same bucket"
+        );
+        assert!(known.contains(a, "chr_alice", t0 + KNOWN_FOR - Duration::from_millis(1)));
+        assert!(!known.contains(a, "chr_alice", t0 + KNOWN_FOR), "expired");
+
+        // Each success starts its time again; a failure forgets it at once.
+        let later = t0 + KNOWN_FOR / 2;
+        known.remember(a, "chr_alice", later);
+        assert!(known.contains(a, "chr_alice", t0 + KNOWN_FOR));
+        known.forget(a, "chr_alice");
+        assert!(!known.contains(a, "chr_alice", later));
+    }
+
+    #[test]
+    fn a_full_memory_takes_newcomers_only_as_others_expire() {
+        let known = KnownCredentials::default();
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        for n in 0..MAX_KNOWN {
+            known.remember(a, &format!("chr_{n}"), t0);
+        }
+        known.remember(a, "chr_late", t0);
+        assert!(!known.contains(a, "chr_late", t0), "none has expired");
+        assert!(known.contains(a, "chr_0", t0), "the known stay known");
+        known.remember(a, "chr_0", t0 + Duration::from_secs(1));
+        assert!(
+            known.contains(a, "chr_0", t0 + KNOWN_FOR),
+            "a known one is still renewed"
+        );
+
+        let later = t0 + KNOWN_FOR;
+        known.remember(a, "chr_late", later);
+        assert!(known.contains(a, "chr_late", later));
+        assert_eq!(known.lock().len(), 2, "the expired were pruned");
     }
 
     #[test]

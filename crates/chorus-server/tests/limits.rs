@@ -293,7 +293,8 @@ async fn failed_authentications_are_throttled_per_address() {
             .await
             .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    // Over it: refused before the token is tried, whether it is good or bad.
+    // Over it: refused before the token is tried, whether it is good or bad (a good one
+    // not used from here before: see the next test).
     assert_limited(&s.get("/api/v1/me", "guess-3").await);
     assert_limited(&s.get("/api/v1/me", &alice.token).await);
     assert_limited(&get_raw(&s, &format!("/api/v1/me?token={}", alice.token), None).await);
@@ -343,6 +344,79 @@ async fn failed_authentications_are_throttled_per_address() {
         &s,
         "/api/v1/me",
         Some(&format!("Bearer {}", bob.token)),
+        None,
+    )
+    .await
+    .expect_status(StatusCode::OK);
+}
+
+/// Behind one address (a NAT, a proxy) one client's bad tokens must not lock out the
+/// others who were already signed in: a token that authenticated from the address is
+/// still tried while it is over its failure limit (and still checked: a revoked one
+/// fails, and is then refused untried like any other). The price: a valid token not
+/// yet used from there is refused untried, as a guess would be.
+#[tokio::test]
+async fn tokens_already_used_from_an_address_pass_its_failure_limit() {
+    let s = TestServer::start_with(|c| {
+        c.auth_failures_per_sec = 1;
+        c.auth_failures_burst = 3;
+        c.dev = true;
+    })
+    .await;
+    let alice = dev_user(&s, "alice").await;
+    let fresh = dev_user(&s, "alice").await;
+    assert_ne!(alice.token, fresh.token, "two tokens of alice's");
+    s.get("/api/v1/me", &alice.token)
+        .await
+        .expect_status(StatusCode::OK);
+
+    // Another client at the same address guesses until it is refused. (A bounded loop,
+    // not an exact count: a loaded machine may refill a token between requests.)
+    let mut refused = None;
+    for n in 0..8 {
+        let answer = s.get("/api/v1/me", &format!("guess-{n}")).await;
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(answer);
+            break;
+        }
+        answer.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    assert_limited(&refused.expect("the address is refused past its burst"));
+
+    // Alice goes on, by header or `?token=` alike...
+    s.get("/api/v1/me", &alice.token)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(
+        upgrade(&s, &format!("/ws?token={}", alice.token), None).await,
+        101
+    );
+    // ...while guesses, and her token never used from here, are refused untried.
+    assert_limited(&s.get("/api/v1/me", "guess-9").await);
+    assert_limited(&s.get("/api/v1/me", &fresh.token).await);
+
+    // Known is not trusted: once she signs out, her token fails (401, and counted) and
+    // is then forgotten, refused untried.
+    let sign_out = s.http.request(Method::DELETE, s.url("/api/v1/me/token"));
+    let signed_out = send(sign_out, Some(&format!("Bearer {}", alice.token)), None).await;
+    assert_eq!(
+        signed_out.status,
+        StatusCode::NO_CONTENT,
+        "{}",
+        signed_out.text
+    );
+    s.get("/api/v1/me", &alice.token)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_limited(&s.get("/api/v1/me", &alice.token).await);
+
+    // From another address, her fresh token works: the lock is the address's.
+    let elsewhere = client_from_elsewhere();
+    get_via(
+        &elsewhere,
+        &s,
+        "/api/v1/me",
+        Some(&format!("Bearer {}", fresh.token)),
         None,
     )
     .await
@@ -406,7 +480,8 @@ async fn the_servers_own_agents_are_not_counted_per_address() {
         answer.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
     assert_limited(&refused.expect("the address is refused past its burst"));
-    assert_limited(&me_as(&s, &alice.token, None).await);
+    let fresh = dev_user(&s, "alice").await;
+    assert_limited(&me_as(&s, &fresh.token, None).await);
     // ...but not with the secret: the token is still tried, and its user counted.
     me_as(&s, "guess-6", internal)
         .await
@@ -437,6 +512,7 @@ async fn failed_refreshes_count_against_the_address() {
     })
     .await;
     let alice = dev_user(&s, "alice").await;
+    let fresh = dev_user(&s, "alice").await;
     let bob = dev_user(&s, "bob").await;
     let mut ws = s.connect(&alice.token).await;
     let refresh = |token: &str| json!({"op": "refresh", "token": token});
@@ -444,10 +520,16 @@ async fn failed_refreshes_count_against_the_address() {
         let reply = ws.request(refresh(guess)).await;
         assert_eq!(reply["code"], "unauthorized", "{guess}: {reply}");
     }
-    // Over the burst: a good token is refused too, on the socket and over HTTP.
-    let reply = ws.request(refresh(&alice.token)).await;
+    // Over the burst: a good token not used from here is refused too, on the socket and
+    // over HTTP; the one the socket connected with is known here, and still tried.
+    let reply = ws.request(refresh(&fresh.token)).await;
     assert_eq!(reply["code"], "rate_limited", "{reply}");
-    assert_limited(&s.get("/api/v1/me", &alice.token).await);
+    assert_limited(&s.get("/api/v1/me", &fresh.token).await);
+    let reply = ws.request(refresh(&alice.token)).await;
+    assert_eq!(reply["op"], "ack", "{reply}");
+    s.get("/api/v1/me", &alice.token)
+        .await
+        .expect_status(StatusCode::OK);
     // The socket itself goes on.
     ws.ping().await;
 }

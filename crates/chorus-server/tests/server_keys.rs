@@ -338,6 +338,39 @@ async fn a_deleted_or_unknown_key_is_unauthorized_and_counts_as_a_failure() {
     assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS, "{}", resp.text);
 }
 
+/// As a user's token: a key that authenticated from an address is still tried while
+/// that address is over its failure limit; a key not yet used from there is not.
+#[tokio::test]
+async fn a_key_used_from_an_address_passes_its_failure_limit() {
+    let s = TestServer::start_with(|c| {
+        c.auth_failures_per_sec = 1;
+        c.auth_failures_burst = 3;
+    })
+    .await;
+    let body = json!({"name": "k", "permissions": ["publish"]});
+    let (used, fresh) = (
+        secret(&create_key(&s, body.clone()).await),
+        secret(&create_key(&s, body).await),
+    );
+    assert_eq!(publish(&s, &used, "topic:a").await, StatusCode::ACCEPTED);
+    // Bounded, not an exact count: a loaded machine may refill a token meanwhile.
+    let mut locked = false;
+    for n in 0..8 {
+        let status = publish(&s, &format!("chk_guessed-{n}"), "topic:a").await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            locked = true;
+            break;
+        }
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert!(locked, "the address is refused past its burst");
+    assert_eq!(publish(&s, &used, "topic:a").await, StatusCode::ACCEPTED);
+    assert_eq!(
+        publish(&s, &fresh, "topic:a").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
 #[tokio::test]
 async fn event_types_cannot_forge_metric_lines() {
     let s = TestServer::start().await;
