@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use chorus_chat::Chat;
 use chorus_chat::error::ChatError;
-use chorus_chat::model::{User, UserKind, valid_user_name};
+use chorus_chat::model::{User, UserKind, check_text_field, valid_user_name};
 use chorus_chat::namespaces::credential_roles;
 use chorus_chat::service::CreateUser;
 use chorus_proto::ErrorCode;
@@ -229,6 +229,9 @@ impl JwtVerifier {
         let mut claims = jsonwebtoken::decode::<JwtClaims>(token, &key, &validation)
             .map_err(invalid)?
             .claims;
+        // Looked up next, by id or name: no control character (PostgreSQL stores no NUL
+        // in text, and a user's name has none), else the lookup fails as a 500.
+        check_text_field("sub", &claims.sub).map_err(invalid)?;
         let now = self.clock.system_time();
         if let Some(nbf) = claims.nbf
             && unix_time(nbf).is_none_or(|nbf| nbf > now + NBF_LEEWAY)

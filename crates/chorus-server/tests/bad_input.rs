@@ -556,3 +556,32 @@ async fn control_characters_in_text_fields_are_refused() {
     let m = s.send(&w.alice, ch, "fine").await;
     assert_eq!(s.history(&w.bob, ch, "").await, vec![m]);
 }
+
+/// `--dev` login looks its name up before anything else: a NUL (which PostgreSQL cannot
+/// hold in text, a 500 there) or any name outside the rules is a bad request, checked
+/// first, as an unknown name outside them always was.
+#[tokio::test]
+async fn a_dev_login_name_outside_the_rules_is_a_bad_request() {
+    let s = TestServer::start_with(|c| c.dev = true).await;
+    for name in ["dana\u{0}", "\u{0}", "dana\n", "Dana", ""] {
+        let resp = s
+            .call(
+                Method::POST,
+                "/api/v1/dev/login",
+                None,
+                Some(json!({ "name": name })),
+            )
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+        let message = resp.body["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("name"), "{name:?}: {message}");
+    }
+    s.call(
+        Method::POST,
+        "/api/v1/dev/login",
+        None,
+        Some(json!({ "name": "dana" })),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+}

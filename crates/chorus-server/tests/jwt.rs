@@ -542,6 +542,40 @@ async fn provisioned_display_names_lose_control_characters() {
     }
 }
 
+/// `sub` is looked up as a user id or name: one with a control character (a NUL, which
+/// PostgreSQL cannot hold in text, was a 500 there) is an invalid token, refused before
+/// any lookup, and nobody is provisioned from it.
+#[tokio::test]
+async fn a_subject_with_control_characters_is_an_invalid_jwt() {
+    let s = server(|c| {
+        c.jwt_secret = Some(SECRET.to_owned());
+        c.jwt_provision_users = true;
+    })
+    .await;
+    for sub in ["dana\u{0}", "\u{0}", "1\u{0}", "idp|\u{1b}x", "dana\n"] {
+        let token = hs256(expiring(sub, 600));
+        let resp = s
+            .get("/api/v1/me", &token)
+            .await
+            .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+        let message = resp.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("sub"), "{sub:?}: {message}");
+    }
+    let users = s.get("/api/v1/users", ADMIN_TOKEN).await;
+    let names: Vec<&str> = users
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin"], "nobody provisioned");
+    // The server still serves, and a fine subject is provisioned.
+    s.get("/api/v1/me", &hs256(expiring("dana", 600)))
+        .await
+        .expect_status(StatusCode::OK);
+}
+
 /// The server judges `exp` on its own clock (`Config::clock`, which tests may set): a
 /// token with ten minutes left by the system's time has expired for a server whose
 /// clock reads an hour later, and one minted for that hour is accepted.

@@ -6,7 +6,7 @@ use super::Chat;
 use super::channels::CreateChannel;
 use super::users::CreateUser;
 use super::workspaces::AddMember;
-use crate::error::{ChatError, Result, forbidden};
+use crate::error::{ChatError, Result, bad, forbidden};
 use crate::model::*;
 
 /// The workspace every dev login joins, and its public channel.
@@ -18,6 +18,10 @@ impl Chat {
     /// [`DEV_WORKSPACE`] and its [`DEV_CHANNEL`] exist and that the user belongs to
     /// both, and returns the user with a fresh token.
     pub async fn dev_login(&self, name: &str) -> Result<(User, String)> {
+        // Checked before it is looked up: a NUL is no name, and PostgreSQL would fail on it.
+        if !valid_user_name(name) {
+            return Err(bad("name must match [a-z0-9_.-]{1,32}"));
+        }
         let user = match self.store.user_by_name(name).await? {
             Some(user) if user.is_admin => {
                 return Err(forbidden("dev login never signs in an administrator"));
