@@ -10,8 +10,9 @@ use serde::Deserialize;
 
 use crate::webhooks::WebhookConfig;
 
-/// Every setting of `chorus serve`. Field names are the TOML keys.
-#[derive(Debug, Clone, Deserialize)]
+/// Every setting of `chorus serve`. Field names are the TOML keys. `Debug` hides the
+/// secrets (see [`redacted_debug`]).
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to serve HTTP and WebSocket on (`CHORUS_LISTEN`).
@@ -230,7 +231,7 @@ impl Default for Config {
 }
 
 /// `[proxy]`: where the application answers, and the key its requests are signed with.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
     /// Signs every proxy request as webhooks are signed (`Chorus-Signature`); required
@@ -252,7 +253,7 @@ impl ProxyConfig {
 }
 
 /// One proxy's URL and limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyEndpoint {
     /// `http://` or `https://`; loopback and private addresses are allowed (the
@@ -275,6 +276,126 @@ pub struct ProxyEndpoint {
     /// only tokens (a warning at start says so). Tokens are not checked against it.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+}
+
+/// `Debug` for a settings struct that holds secrets, which configs end up in (logs,
+/// panics). Every field is named once, so that a new one does not compile until it is
+/// sorted: `plain` as it is, `urls` (`Option<String>`) with their password and query
+/// hidden, `secrets` (`Option<String>`) only as set or not.
+macro_rules! redacted_debug {
+    ($ty:ident { plain: [$($plain:ident),* $(,)?], urls: [$($url:ident),* $(,)?], secrets: [$($secret:ident),* $(,)?] $(,)? }) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let Self { $($plain,)* $($url,)* $($secret,)* } = self;
+                let mut out = f.debug_struct(stringify!($ty));
+                $(out.field(stringify!($plain), $plain);)*
+                $(out.field(stringify!($url), &$url.as_deref().map(url_shown));)*
+                $(out.field(stringify!($secret), &$secret.as_ref().map(|_| REDACTED));)*
+                out.finish()
+            }
+        }
+    };
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// A URL setting as `Debug` shows it: its password and query (which may hold one,
+/// `?password=`, or a key) replaced; what does not parse as a URL, all of it.
+fn url_shown(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else {
+        return REDACTED.to_owned();
+    };
+    if url.password().is_some() {
+        // Fails only for URLs that cannot have one.
+        let _ = url.set_password(Some(REDACTED));
+    }
+    if url.query().is_some() {
+        url.set_query(Some(REDACTED));
+    }
+    url.to_string()
+}
+
+// `database_url` and `redis_url` may carry a password; `jwt_jwks` serves public keys.
+redacted_debug!(Config {
+    plain: [
+        listen,
+        listen_backlog,
+        data_dir,
+        database_pool_size,
+        redis_ca_file,
+        jwt_public_key_file,
+        jwt_jwks,
+        jwt_issuer,
+        jwt_audience,
+        jwt_require_exp,
+        jwt_provision_users,
+        jwt_admins,
+        jwt_roles_claim,
+        dev,
+        heartbeat_ms,
+        ws_compression,
+        max_message_bytes,
+        max_frame_bytes,
+        max_body_bytes,
+        queue_capacity,
+        inbound_per_sec,
+        inbound_burst,
+        max_subscriptions,
+        typing_per_minute,
+        max_workspaces_per_user,
+        stream_rollup_ms,
+        stream_idle_ms,
+        loop_guard_run,
+        loop_guard_per_minute,
+        turn_timeout_ms,
+        retention_events,
+        retention_secs,
+        warm_events,
+        shutdown_grace_ms,
+        http_per_sec,
+        http_burst,
+        auth_failures_per_sec,
+        auth_failures_burst,
+        trusted_proxy_hops,
+        presence_grace_ms,
+        webhook_max_attempts,
+        webhook_backoff_ms,
+        webhook_backoff_max_ms,
+        webhook_timeout_ms,
+        webhook_concurrency,
+        webhook_allow_private,
+        webhook_ca_file,
+        client_publish_per_sec,
+        anonymous_per_address,
+        namespaces,
+        proxy,
+        clock,
+    ],
+    urls: [database_url, redis_url],
+    secrets: [admin_token, jwt_secret, metrics_token],
+});
+
+redacted_debug!(ProxyConfig {
+    plain: [connect, subscribe, publish],
+    urls: [],
+    secrets: [secret],
+});
+
+impl std::fmt::Debug for ProxyEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            url,
+            timeout_ms,
+            cache_ms,
+            allowed_origins,
+        } = self;
+        f.debug_struct("ProxyEndpoint")
+            .field("url", &url_shown(url))
+            .field("timeout_ms", timeout_ms)
+            .field("cache_ms", cache_ms)
+            .field("allowed_origins", allowed_origins)
+            .finish()
+    }
 }
 
 fn default_proxy_timeout_ms() -> u64 {
@@ -337,5 +458,61 @@ impl Config {
             turn_timeout: Duration::from_millis(self.turn_timeout_ms.max(100)),
             ..ChatConfig::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let endpoint = ProxyEndpoint {
+            url: "https://chorus:proxy-password@app.example.test/connect?key=proxy-query"
+                .to_owned(),
+            timeout_ms: 2_000,
+            cache_ms: 0,
+            allowed_origins: Vec::new(),
+        };
+        let config = Config {
+            database_url: Some(
+                "postgres://chorus:db-password@db.example.test/chorus?password=db-query".into(),
+            ),
+            redis_url: Some("rediss://:redis-password@redis.example.test:6380".into()),
+            admin_token: Some("admin-token-secret".into()),
+            jwt_secret: Some("jwt-secret-at-least-32-bytes-long".into()),
+            metrics_token: Some("metrics-token-secret".into()),
+            proxy: ProxyConfig {
+                secret: Some("proxy-signing-secret".into()),
+                connect: Some(endpoint),
+                ..ProxyConfig::default()
+            },
+            ..Config::default()
+        };
+        let shown = format!("{config:?} {config:#?}");
+        for secret in [
+            "db-password",
+            "db-query",
+            "redis-password",
+            "admin-token-secret",
+            "jwt-secret",
+            "metrics-token-secret",
+            "proxy-signing-secret",
+            "proxy-password",
+            "proxy-query",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        // What is not secret still shows: where things are, and that secrets are set.
+        for shown_part in [
+            "db.example.test",
+            "redis.example.test:6380",
+            "app.example.test/connect",
+            "admin_token: Some(\"<redacted>\")",
+            "auth_failures_per_sec: 10",
+        ] {
+            assert!(shown.contains(shown_part), "{shown_part} not in {shown}");
+        }
+        assert_eq!(url_shown("not a url"), REDACTED);
     }
 }
