@@ -145,15 +145,8 @@ impl JwtVerifier {
         if secret.is_none() && public_key.is_none() && jwks.is_none() {
             return Ok(None);
         }
-        // A public key is often an identity provider's, which signs tokens for every
-        // application it serves: without `aud` (and `iss`) checked, any of them is
-        // taken here.
-        if (public_key.is_some() || jwks.is_some()) && config.jwt_audience.is_none() {
-            tracing::warn!(
-                "JWTs are verified with a public key but jwt_audience is not set: a token \
-                 the same key signed for another application is accepted (set \
-                 jwt_audience, and jwt_issuer)"
-            );
+        if let Some(warning) = audience_warning(config) {
+            tracing::warn!("{warning}");
         }
         Ok(Some(Self {
             secret,
@@ -273,6 +266,18 @@ impl JwtVerifier {
         }
         pem.ok_or_else(|| invalid(format!("{alg:?} is not configured")))
     }
+}
+
+/// The warning for a configuration that verifies JWTs with a public key (a PEM key or a
+/// JWKS) but checks no `aud`. A public key is often an identity provider's, which signs
+/// tokens for every application it serves: without `aud` (and `iss`) checked, any of
+/// them is taken here. An HS256 secret is the application's own: no warning.
+fn audience_warning(config: &Config) -> Option<&'static str> {
+    let public = config.jwt_public_key_file.is_some() || config.jwt_jwks.is_some();
+    (public && config.jwt_audience.is_none()).then_some(
+        "JWTs are verified with a public key but jwt_audience is not set: a token the same \
+         key signed for another application is accepted (set jwt_audience, and jwt_issuer)",
+    )
 }
 
 /// The user `sub` names: a user id, a user name, or the name a provisioned user got
@@ -713,6 +718,45 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_public_key_without_an_audience_is_warned_about() {
+        let with = |tweak: fn(&mut Config)| {
+            let mut config = Config::default();
+            tweak(&mut config);
+            audience_warning(&config)
+        };
+        let pem = |c: &mut Config| c.jwt_public_key_file = Some("idp.pem".into());
+        let jwks = |c: &mut Config| c.jwt_jwks = Some("https://idp.example.test/jwks".into());
+        assert!(with(pem).is_some_and(|w| w.contains("jwt_audience")));
+        assert!(with(jwks).is_some());
+        // Also with an issuer: any application of that issuer could still sign in.
+        assert!(
+            with(|c| {
+                c.jwt_jwks = Some("https://idp.example.test/jwks".into());
+                c.jwt_issuer = Some("https://idp.example.test/".into());
+            })
+            .is_some()
+        );
+
+        assert_eq!(
+            with(|c| {
+                c.jwt_public_key_file = Some("idp.pem".into());
+                c.jwt_audience = Some("chorus".into());
+            }),
+            None
+        );
+        assert_eq!(
+            with(|c| {
+                c.jwt_jwks = Some("https://idp.example.test/jwks".into());
+                c.jwt_audience = Some("chorus".into());
+            }),
+            None
+        );
+        let hs256 = |c: &mut Config| c.jwt_secret = Some("an-application-secret".into());
+        assert_eq!(with(hs256), None, "the application's own secret");
+        assert_eq!(with(|_| {}), None, "no JWTs at all");
+    }
 
     /// `exp` and `nbf` are judged against the configured clock, not the system's: here
     /// a test clock in 2033 that moves only with tokio's paused time.

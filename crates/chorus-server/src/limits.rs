@@ -388,10 +388,10 @@ fn bucket(ip: IpAddr) -> IpAddr {
 /// the header has fewer entries. Split as bytes: what a client wrote (anything, not
 /// only text) must not make the proxies' entries after it unreadable.
 fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
+    if let Some(warning) = proxy_warning(headers, hops) {
+        warn_once(warning);
+    }
     if hops == 0 {
-        if headers.contains_key("x-forwarded-for") {
-            warn_unconfigured_proxy();
-        }
         return peer;
     }
     let entries: Vec<&[u8]> = headers
@@ -414,19 +414,22 @@ fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap, hops: u32) -> Option<I
     forwarded.or(peer)
 }
 
-/// Said once: requests come through a proxy (they carry `X-Forwarded-For`) that
-/// `trusted_proxy_hops` does not name, so every client behind it shares the proxy's
-/// address in the per-address limits — one client's failed authentications lock them
-/// all out.
-fn warn_unconfigured_proxy() {
+/// The warning for a request that comes through a proxy (it carries `X-Forwarded-For`)
+/// that `trusted_proxy_hops` does not name: every client behind it shares the proxy's
+/// address in the per-address limits — one client's failed authentications lock out the
+/// others who have not signed in from there yet.
+fn proxy_warning(headers: &HeaderMap, hops: u32) -> Option<&'static str> {
+    (hops == 0 && headers.contains_key("x-forwarded-for")).then_some(
+        "requests carry X-Forwarded-For but trusted_proxy_hops is 0: the per-address \
+         limits see the proxy's address for every client behind it (set \
+         trusted_proxy_hops to the number of proxies in front of Chorus)",
+    )
+}
+
+/// Logs `warning` the first time only: it comes with every request through the proxy.
+fn warn_once(warning: &str) {
     static SAID: std::sync::Once = std::sync::Once::new();
-    SAID.call_once(|| {
-        tracing::warn!(
-            "requests carry X-Forwarded-For but trusted_proxy_hops is 0: the per-address \
-             limits see the proxy's address for every client behind it (set \
-             trusted_proxy_hops to the number of proxies in front of Chorus)"
-        );
-    });
+    SAID.call_once(|| tracing::warn!("{warning}"));
 }
 
 /// The client address of a request, as the limits see it (the TCP peer, or the
@@ -833,6 +836,17 @@ mod tests {
         assert_ne!(bucket(ip("2001:db8:1:2::1")), bucket(ip("2001:db8:1:3::1")));
         assert_eq!(bucket(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
         assert_eq!(bucket(ip("192.0.2.7")), ip("192.0.2.7"));
+    }
+
+    #[test]
+    fn forwarded_for_without_trusted_proxies_is_warned_about() {
+        let mut forwarded = HeaderMap::new();
+        forwarded.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        let warning = proxy_warning(&forwarded, 0).expect("a proxy nobody configured");
+        assert!(warning.contains("trusted_proxy_hops"), "{warning}");
+        assert_eq!(proxy_warning(&forwarded, 1), None, "configured");
+        assert_eq!(proxy_warning(&HeaderMap::new(), 0), None, "no proxy");
+        assert_eq!(proxy_warning(&HeaderMap::new(), 2), None);
     }
 
     #[test]
