@@ -146,6 +146,8 @@ fn main() -> ExitCode {
         a_reaction_racing_the_messages_delete_leaves_none_on_a_tombstone,
         a_reaction_racing_the_reactors_leave_comes_before_it_or_not_at_all,
         a_pin_racing_the_pinners_leave_comes_before_it_or_not_at_all,
+        a_reactions_removal_racing_the_reactors_leave_comes_before_it_or_not_at_all,
+        an_unpin_racing_the_unpinners_leave_comes_before_it_or_not_at_all,
         owners_acting_on_each_other_at_once_do_not_both_succeed,
         workspace_creations_at_once_stay_within_the_cap,
         tokens_added_at_once_stay_within_the_cap,
@@ -1698,10 +1700,11 @@ fn pinning(
     async move { store.pin_logged(ch, id, by, events).await }
 }
 
-/// `by` reacting `emoji` to `id`, a `reaction.added` logged on `scope` if it is new.
+/// `by` reacting `emoji` to `id` (`add`) or taking that reaction back, a
+/// `reaction.added` / `reaction.removed` logged on `scope` if that changed something.
 fn reacting(
     store: &Arc<dyn Store>,
-    id: MessageId,
+    (id, add): (MessageId, bool),
     by: UserId,
     emoji: &str,
     scope: &chorus_realtime::Scope,
@@ -1709,15 +1712,33 @@ fn reacting(
 + Send
 + 'static {
     let (store, scope, emoji) = (store.clone(), scope.clone(), emoji.to_owned());
-    let events = events_only(move |&added: &bool| {
-        let event = chorus_realtime::Publish::new(scope.clone(), "reaction.added", &());
-        if added { vec![event] } else { Vec::new() }
+    let kind = if add {
+        "reaction.added"
+    } else {
+        "reaction.removed"
+    };
+    let events = events_only(move |&changed: &bool| {
+        let event = chorus_realtime::Publish::new(scope.clone(), kind, &());
+        if changed { vec![event] } else { Vec::new() }
     });
-    async move {
-        store
-            .set_reaction_logged(id, by, &emoji, true, events)
-            .await
-    }
+    async move { store.set_reaction_logged(id, by, &emoji, add, events).await }
+}
+
+/// `by` unpinning `id` in `ch`, a `message.unpinned` logged on `scope` if it was pinned.
+fn unpinning(
+    store: &Arc<dyn Store>,
+    (ch, id): (ChannelId, MessageId),
+    by: UserId,
+    scope: &chorus_realtime::Scope,
+) -> impl Future<Output = chorus_chat::error::Result<(bool, Vec<chorus_realtime::Publish>)>>
++ Send
++ 'static {
+    let (store, scope) = (store.clone(), scope.clone());
+    let events = events_only(move |&unpinned: &bool| {
+        let event = chorus_realtime::Publish::new(scope.clone(), "message.unpinned", &());
+        if unpinned { vec![event] } else { Vec::new() }
+    });
+    async move { store.unpin_logged(ch, id, by, events).await }
 }
 
 /// A pin checked against its message before the message's delete commits (the
@@ -1765,7 +1786,7 @@ async fn a_reaction_racing_the_messages_delete_leaves_none_on_a_tombstone(store:
     let scope = Scope::parse(&format!("channel:{}", ch.id.0)).unwrap();
     for round in 0..20 {
         let m = send(&store, ch.id, owner.id, "short-lived").await;
-        let react = reacting(&store, m.id, owner.id, "👍", &scope);
+        let react = reacting(&store, (m.id, true), owner.id, "👍", &scope);
         let delete = deleting(&store, m.id, &scope);
         let (reacted, deleted) = race(round, react, delete).await;
         let (_, deleted) = deleted.unwrap();
@@ -1809,7 +1830,7 @@ async fn a_reaction_racing_the_reactors_leave_comes_before_it_or_not_at_all(stor
     for round in 0..20 {
         store.add_channel_member(secret.id, bob.id).await.unwrap();
         let emoji = format!("👍{round}");
-        let react = reacting(&store, m.id, bob.id, &emoji, &scope);
+        let react = reacting(&store, (m.id, true), bob.id, &emoji, &scope);
         let leave = leaving(&store, secret.id, bob.id, &scope);
         let (reacted, left) = race(round, react, leave).await;
         let kept = before_the_leave(round, "reacted", reacted, left);
@@ -1819,9 +1840,9 @@ async fn a_reaction_racing_the_reactors_leave_comes_before_it_or_not_at_all(stor
     }
 }
 
-/// What an addition (a reaction, a pin) racing its adder's leave came to: made (a new
-/// one), its event logged before the leave's; or refused as the adder's no more.
-/// Whether it was made.
+/// What a change (a reaction or a pin, added or taken back) racing its maker's leave
+/// came to: made (it changed something), its event logged before the leave's; or
+/// refused as the maker's no more. Whether it was made.
 fn before_the_leave(
     round: usize,
     what: &str,
@@ -1831,8 +1852,8 @@ fn before_the_leave(
     let (was, left) = left.unwrap();
     assert!(was, "round {round}: bob was in the channel");
     match added {
-        Ok((new, added)) => {
-            assert!(new, "round {round}: a new one");
+        Ok((changed, added)) => {
+            assert!(changed, "round {round}: a change");
             assert!(
                 added[0].offset < left[0].offset,
                 "round {round}: {what} after the leave ({:?}, left at {:?})",
@@ -1860,7 +1881,7 @@ async fn a_pin_racing_the_pinners_leave_comes_before_it_or_not_at_all(store: Arc
     let scope = Scope::parse(&format!("channel:{}", secret.id.0)).unwrap();
     for round in 0..20 {
         store.add_channel_member(secret.id, bob.id).await.unwrap();
-        store.unpin(secret.id, m.id).await.unwrap();
+        store.unpin(secret.id, m.id, owner.id).await.unwrap();
         let pin = pinning(&store, (secret.id, m.id), bob.id, &scope);
         let leave = leaving(&store, secret.id, bob.id, &scope);
         let (pinned, left) = race(round, pin, leave).await;
@@ -1868,6 +1889,72 @@ async fn a_pin_racing_the_pinners_leave_comes_before_it_or_not_at_all(store: Arc
         let kept = before_the_leave(round, "pinned", pinned, left);
         let message = store.message(m.id).await.unwrap().unwrap();
         assert_eq!(message.pinned, kept, "round {round}: pinned as answered");
+    }
+}
+
+/// Taking one's reaction back, checked against the channel's readers before the
+/// reactor's leave (of a private channel) commits, is logged before the `member.left`
+/// or refused as an outsider's (as it is after the leave); a refused one leaves the
+/// reaction.
+async fn a_reactions_removal_racing_the_reactors_leave_comes_before_it_or_not_at_all(
+    store: Arc<dyn Store>,
+) {
+    use chorus_realtime::Scope;
+    let (owner, bob, secret) = bob_outside_a_secret(&store).await;
+    let m = send(&store, secret.id, owner.id, "react to me").await;
+    store.add_channel_member(secret.id, bob.id).await.unwrap();
+    assert!(store.add_reaction(m.id, bob.id, "👀").await.unwrap());
+    store
+        .remove_channel_member(secret.id, bob.id)
+        .await
+        .unwrap();
+    // Not racing: a departed reader's removal is refused.
+    let refused = store.remove_reaction(m.id, bob.id, "👀").await;
+    assert!(
+        matches!(refused, Err(ChatError::Forbidden(_))),
+        "{refused:?}"
+    );
+    let scope = Scope::parse(&format!("channel:{}", secret.id.0)).unwrap();
+    for round in 0..20 {
+        store.add_channel_member(secret.id, bob.id).await.unwrap();
+        let emoji = format!("👍{round}");
+        assert!(store.add_reaction(m.id, bob.id, &emoji).await.unwrap());
+        let unreact = reacting(&store, (m.id, false), bob.id, &emoji, &scope);
+        let leave = leaving(&store, secret.id, bob.id, &scope);
+        let (removed, left) = race(round, unreact, leave).await;
+        let removed = before_the_leave(round, "took it back", removed, left);
+        let message = store.message(m.id).await.unwrap().unwrap();
+        let stored = message.reactions.iter().any(|r| r.emoji == emoji);
+        assert_eq!(stored, !removed, "round {round}: stored as answered");
+    }
+}
+
+/// An unpin by a member racing their leave is logged before the leave or refused (as
+/// it is after the leave); a refused one leaves the pin.
+async fn an_unpin_racing_the_unpinners_leave_comes_before_it_or_not_at_all(store: Arc<dyn Store>) {
+    use chorus_realtime::Scope;
+    let (owner, bob, secret) = bob_outside_a_secret(&store).await;
+    let m = send(&store, secret.id, owner.id, "pin me").await;
+    store.pin(secret.id, m.id, owner.id).await.unwrap();
+    // Not racing: an outsider's unpin is refused.
+    let refused = store.unpin(secret.id, m.id, bob.id).await;
+    assert!(
+        matches!(refused, Err(ChatError::Forbidden(_))),
+        "{refused:?}"
+    );
+    let scope = Scope::parse(&format!("channel:{}", secret.id.0)).unwrap();
+    for round in 0..20 {
+        store.add_channel_member(secret.id, bob.id).await.unwrap();
+        store.pin(secret.id, m.id, owner.id).await.unwrap();
+        let unpin = unpinning(&store, (secret.id, m.id), bob.id, &scope);
+        let leave = leaving(&store, secret.id, bob.id, &scope);
+        let (unpinned, left) = race(round, unpin, leave).await;
+        let unpinned = before_the_leave(round, "unpinned", unpinned, left);
+        let message = store.message(m.id).await.unwrap().unwrap();
+        assert_eq!(
+            message.pinned, !unpinned,
+            "round {round}: pinned as answered"
+        );
     }
 }
 
@@ -3577,8 +3664,8 @@ async fn pins(store: Arc<dyn Store>) {
     assert_eq!(pins[0], pin_b);
     assert!(store.message(a.id).await.unwrap().unwrap().pinned);
 
-    assert!(store.unpin(ch.id, a.id).await.unwrap());
-    assert!(!store.unpin(ch.id, a.id).await.unwrap());
+    assert!(store.unpin(ch.id, a.id, bob.id).await.unwrap());
+    assert!(!store.unpin(ch.id, a.id, bob.id).await.unwrap());
     assert!(!store.message(a.id).await.unwrap().unwrap().pinned);
     assert_eq!(store.count_pins(ch.id).await.unwrap(), 1);
     assert_eq!(store.count_pins(other.id).await.unwrap(), 1);

@@ -45,6 +45,7 @@ impl Chat {
 
     /// Unpins a message (members only); unpinning what is not pinned changes nothing.
     pub async fn unpin_message(&self, caller: &User, id: MessageId) -> Result<()> {
+        // The store asks again, in the transaction, with the message held.
         let message = self.pinnable(caller, id).await?;
         let _order = self.gates.threads.lock(thread_key(&message)).await;
         let event = Unpinned {
@@ -64,7 +65,7 @@ impl Chat {
         });
         let (_, logged) = self
             .store
-            .unpin_logged(message.channel_id, message.id, events)
+            .unpin_logged(message.channel_id, message.id, caller.id, events)
             .await?;
         self.emit_logged(logged).await;
         Ok(())

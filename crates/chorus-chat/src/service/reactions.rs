@@ -42,6 +42,7 @@ impl Chat {
         emoji: &str,
     ) -> Result<Message> {
         check_emoji(emoji)?;
+        // The store asks again, in the transaction, with the message held.
         let (message, _) = self.visible_message(caller, id).await?;
         let _order = self.gates.threads.lock(thread_key(&message)).await;
         if !self.set_reaction(&message, emoji, caller.id, false).await? {

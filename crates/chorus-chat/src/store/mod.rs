@@ -746,7 +746,7 @@ pub trait MessageStore: Send + Sync {
 #[async_trait]
 pub trait ReactionStore: Send + Sync {
     /// Adds or removes (`add: false`) a reaction; `true` when that changed something.
-    /// `events` (given whether it changed) are logged in the same transaction. An add
+    /// `events` (given whether it changed) are logged in the same transaction. Either
     /// is refused as `Chat::visible_message` refuses, asked in that transaction:
     /// `NotFound` (no such or a deleted message), `Forbidden` (`user` may not read it).
     async fn set_reaction_logged(
@@ -785,16 +785,17 @@ pub trait PinStore: Send + Sync {
     async fn pin(&self, ch: ChannelId, message: MessageId, by: UserId) -> Result<(Pin, bool)> {
         Ok(self.pin_logged(ch, message, by, no_events()).await?.0)
     }
-    /// `true` when the message was pinned. `events` (given that) are logged in the same
-    /// transaction.
+    /// `by` unpins `message`: `true` when it was pinned. `events` (given that) are
+    /// logged in the same transaction. Refused, asked in that transaction, as a pin is.
     async fn unpin_logged(
         &self,
         ch: ChannelId,
         message: MessageId,
+        by: UserId,
         events: Events<bool>,
     ) -> Result<(bool, Vec<Publish>)>;
-    async fn unpin(&self, ch: ChannelId, message: MessageId) -> Result<bool> {
-        Ok(self.unpin_logged(ch, message, no_events()).await?.0)
+    async fn unpin(&self, ch: ChannelId, message: MessageId, by: UserId) -> Result<bool> {
+        Ok(self.unpin_logged(ch, message, by, no_events()).await?.0)
     }
     /// The channel's pins, most recently pinned first (none of a deleted message).
     async fn pins(&self, ch: ChannelId) -> Result<Vec<Pin>>;

@@ -18,8 +18,8 @@ pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.channel_id, m.author_id, m.tex
      m.created_at, m.edited_at, m.deleted, m.reply_count, m.last_reply_at, \
      EXISTS (SELECT 1 FROM pins pn WHERE pn.message_id = m.id) AS pinned, m.state, m.stream_seq, m.receipts, m.kind";
 
-/// A live message that an addition to it (a reaction, a pin) holds until it commits
-/// ([`Sql::hold_live_message`]).
+/// A live message that a change to it (a reaction or a pin, added or taken back) holds
+/// until it commits ([`Sql::hold_live_message`]).
 pub(crate) struct Held {
     /// The message's channel.
     pub(crate) channel: ChannelId,
@@ -180,13 +180,14 @@ where
         Ok(ids.into_iter().map(UserId).collect())
     }
 
-    /// Holds message `id` for an addition to it by `user` (a reaction, a pin) until the
-    /// transaction ends, and answers as `Chat::visible_message` does, now: `NotFound`
-    /// for a message that is not there or is deleted (or a reader outside the
-    /// workspace), `Forbidden` when `user` may not read its channel. The service asked
-    /// before the transaction, under a gate of its node only; asked again here, a
-    /// delete, leave or removal that committed since, on any node, is seen, and one
-    /// that commits later waits for the addition and takes it away with the rest.
+    /// Holds message `id` for a change to it by `user` (a reaction or a pin, added or
+    /// taken back) until the transaction ends, and answers as `Chat::visible_message`
+    /// does, now: `NotFound` for a message that is not there or is deleted (or a reader
+    /// outside the workspace), `Forbidden` when `user` may not read its channel. The
+    /// service asked before the transaction, under a gate of its node only; asked again
+    /// here, a delete, leave or removal that committed since, on any node, is seen, and
+    /// one that commits later waits for the change (and takes an addition away with the
+    /// rest).
     ///
     /// The channel's row first, shared, as leaves, removals (from the channel or the
     /// workspace) and demotions lock it before they take reading away, and as sends

@@ -11,6 +11,44 @@ use crate::store::rows::MessageRow;
 use crate::store::{Events, PinStore};
 use chorus_realtime::Publish;
 
+impl<DB> Sql<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<String>: Column<DB>,
+{
+    /// Holds `message` for a pin or an unpin by `by` until the transaction ends: only a
+    /// live message of `ch`, by a member of it, asked with the message held
+    /// ([`Sql::hold_live_message`]), so a pin never lands on a tombstone and none is
+    /// made or taken away after its pinner's departure.
+    async fn hold_pinnable(
+        conn: &mut DB::Connection,
+        ch: ChannelId,
+        message: MessageId,
+        by: UserId,
+    ) -> Result<()> {
+        let held = Self::hold_live_message(conn, message, by).await?;
+        if held.channel != ch {
+            return Err(ChatError::NotFound("no such message".into()));
+        }
+        if !held.member {
+            return Err(ChatError::Forbidden(
+                "only members of the channel can pin".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl<DB> PinStore for Sql<DB>
 where
@@ -35,17 +73,7 @@ where
         events: Events<(Pin, bool)>,
     ) -> Result<((Pin, bool), Vec<Publish>)> {
         let mut tx = self.writer.begin().await?;
-        // Only a live message of `ch`, pinned by a member of it, asked with the message
-        // held: a pin never lands on a tombstone, nor after its pinner's departure.
-        let held = Self::hold_live_message(&mut tx, message, by).await?;
-        if held.channel != ch {
-            return Err(ChatError::NotFound("no such message".into()));
-        }
-        if !held.member {
-            return Err(ChatError::Forbidden(
-                "only members of the channel can pin".into(),
-            ));
-        }
+        Self::hold_pinnable(&mut tx, ch, message, by).await?;
         let created = sqlx::query(
             "INSERT INTO pins (channel_id, message_id, pinned_by, pinned_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
@@ -87,9 +115,11 @@ where
         &self,
         ch: ChannelId,
         message: MessageId,
+        by: UserId,
         events: Events<bool>,
     ) -> Result<(bool, Vec<Publish>)> {
         let mut tx = self.writer.begin().await?;
+        Self::hold_pinnable(&mut tx, ch, message, by).await?;
         let done = sqlx::query("DELETE FROM pins WHERE channel_id = $1 AND message_id = $2")
             .bind(ch.0)
             .bind(message.0)

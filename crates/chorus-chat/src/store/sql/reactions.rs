@@ -34,12 +34,10 @@ where
         events: Events<bool>,
     ) -> Result<(bool, Vec<Publish>)> {
         let mut tx = self.writer.begin().await?;
-        if add {
-            // Only to a live message its reactor may read, asked with the message held:
-            // a reaction never lands on a tombstone, nor after its reactor's departure.
-            // (Taking one's reaction back needs neither.)
-            Self::hold_live_message(&mut tx, message, user).await?;
-        }
+        // Only on a live message its reactor may read, asked with the message held: a
+        // reaction never lands on a tombstone, and is neither added nor taken back
+        // after its reactor's departure.
+        Self::hold_live_message(&mut tx, message, user).await?;
         let now = self.now();
         let done = if add {
             sqlx::query(
