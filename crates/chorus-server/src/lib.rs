@@ -182,12 +182,13 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
         });
     }
     {
-        // The event log keeps the retention windows (the engine's, the namespaces'), no more.
+        // The event log keeps the retention windows (the engine's, the namespaces'), no
+        // more; commands' idempotency keys are kept for their day.
         let chat = Arc::downgrade(&chat);
         let retention = config.engine().retention;
         let stop = tasks.stop.clone();
         tasks.tracker.spawn(async move {
-            let mut tick = tokio::time::interval(EVENT_LOG_TRIM_EVERY);
+            let mut tick = tokio::time::interval(TRIM_EVERY);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -201,6 +202,13 @@ pub async fn build(config: Config) -> anyhow::Result<Built> {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(events = n, "event log trimmed"),
                     Err(err) => tracing::warn!(cause = %err, "event log not trimmed"),
+                }
+                match chat.forget_command_keys().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(keys = n, "command idempotency keys forgotten"),
+                    Err(err) => {
+                        tracing::warn!(cause = %err, "command idempotency keys not forgotten")
+                    }
                 }
             }
         });
@@ -263,9 +271,10 @@ pub fn reload_namespaces(
     Ok(count)
 }
 
-/// How often the event log is trimmed to the retention window (a pass over the whole
-/// log; reads apply the window themselves, so this only gives the space back).
-const EVENT_LOG_TRIM_EVERY: Duration = Duration::from_secs(600);
+/// How often the event log is trimmed to the retention window and commands'
+/// idempotency keys past their day are forgotten (a pass over each table; reads apply
+/// the retention window themselves, so its trim only gives the space back).
+const TRIM_EVERY: Duration = Duration::from_secs(600);
 
 /// The Redis client of the broker and presence. `rediss://` is TLS, verified against
 /// the built-in Mozilla roots, or against `ca_file` alone when it is set.

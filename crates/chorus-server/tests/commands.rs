@@ -1177,6 +1177,62 @@ fn replayed(resp: &common::Resp) -> bool {
         .is_some_and(|v| v == "true")
 }
 
+/// A command's `Idempotency-Key` is kept for a day (`COMMAND_KEYS_KEPT`): a retry
+/// within it is answered as the first time, the keys' trim notwithstanding; once the
+/// server's clock is past the day and the trim has run, the retry runs the command anew.
+#[tokio::test]
+async fn a_commands_idempotency_key_is_forgotten_after_a_day() {
+    use chorus_server::Clock;
+    // Where the test clock starts: 2023-11-14T22:13:20Z.
+    const EPOCH: i64 = 1_700_000_000_000;
+    let day = i64::try_from(chorus_chat::service::COMMAND_KEYS_KEPT.as_millis()).unwrap();
+    let mut s = TestServer::start_with(|c| c.clock = Clock::following_tokio(EPOCH)).await;
+    let w = s.world().await;
+    let (bot, _) = create_agent(&s, "deploy-bot", None).await;
+    s.add_member(&w.alice, w.ws, &bot, "member").await;
+    let ch = s
+        .create_channel(&w.alice, w.ws, "ops", "public", &[&w.bob])
+        .await;
+    s.post(
+        &format!("/api/v1/workspaces/{}/commands", w.ws),
+        &w.alice.token,
+        json!({"name": "deploy", "target_user_id": bot.id}),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+    let first = type_keyed(&s, &w.bob, ch, "/deploy prod", "deploy-1")
+        .await
+        .expect_status(StatusCode::OK);
+    assert!(!replayed(&first));
+
+    // A minute short of the day: trimmed, and still answered as the first time.
+    s.restart_with(|c| c.clock = Clock::following_tokio(EPOCH + day - 60_000))
+        .await;
+    s.state().chat.forget_command_keys().await.unwrap();
+    let again = type_keyed(&s, &w.bob, ch, "/deploy prod", "deploy-1")
+        .await
+        .expect_status(StatusCode::OK);
+    assert!(replayed(&again), "{:?}", again.headers);
+    assert_eq!(again.body, first.body);
+
+    // A minute past it: forgotten, the retry runs.
+    s.restart_with(|c| c.clock = Clock::following_tokio(EPOCH + day + 60_000))
+        .await;
+    let mut bot_ws = s.connect(&bot.token).await;
+    s.state().chat.forget_command_keys().await.unwrap();
+    let ran = type_keyed(&s, &w.bob, ch, "/deploy prod", "deploy-1")
+        .await
+        .expect_status(StatusCode::OK);
+    assert!(!replayed(&ran), "{:?}", ran.headers);
+    let invoked = bot_ws.expect_event("command.invoked").await;
+    assert_eq!(invoked["data"]["args"], "prod", "{invoked}");
+    // Remembered again, from now.
+    let again = type_keyed(&s, &w.bob, ch, "/deploy prod", "deploy-1")
+        .await
+        .expect_status(StatusCode::OK);
+    assert!(replayed(&again), "{:?}", again.headers);
+}
+
 #[tokio::test]
 async fn a_command_retried_with_its_idempotency_key_runs_once() {
     let s = TestServer::start().await;

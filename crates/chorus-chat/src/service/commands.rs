@@ -27,6 +27,14 @@ pub const BUILT_INS: [(&str, &str); 5] = [
     ("policy", "<name>: set the channel's agent delivery policy"),
 ];
 
+/// How long a registered command's `Idempotency-Key` is remembered: a retry within it
+/// is answered as the first invocation was; one after it (once
+/// [`Chat::forget_command_keys`] has run) runs anew. A day, the usual window for such
+/// keys: a client retries an ambiguous failure within minutes, and a row per keyed
+/// invocation is not kept for good (a message's key costs nothing: it is kept on the
+/// message).
+pub const COMMAND_KEYS_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
 const MAX_NAME: usize = 32;
 const MAX_DESCRIPTION: usize = 200;
 

@@ -1,8 +1,9 @@
 //! What the edge (chorus-server) needs from storage beyond the user-facing operations,
 //! each as one narrow method: the database's health for `/readyz`, the user behind a
-//! credential the edge verified itself (the admin token), and the webhook queue as its
-//! delivery worker sees it (claim what is due, learn when the next is due, record each
-//! attempt). The edge never holds the store: every way in goes through [`Chat`].
+//! credential the edge verified itself (the admin token), the periodic trims (the event
+//! log, commands' idempotency keys), and the webhook queue as its delivery worker sees
+//! it (claim what is due, learn when the next is due, record each attempt). The edge
+//! never holds the store: every way in goes through [`Chat`].
 
 use crate::error::Result;
 use crate::model::{Timestamp, User, UserId, WebhookAttempt};
@@ -27,6 +28,14 @@ impl Chat {
         let age = i64::try_from(widest.max_age.as_millis()).unwrap_or(i64::MAX);
         let before = Timestamp(self.now().0.saturating_sub(age));
         self.store.trim_events(widest.max_events, before).await
+    }
+
+    /// Forgets the registered commands' idempotency keys older than
+    /// [`COMMAND_KEYS_KEPT`](crate::service::COMMAND_KEYS_KEPT). Returns how many went.
+    pub async fn forget_command_keys(&self) -> Result<u64> {
+        let kept = i64::try_from(crate::service::COMMAND_KEYS_KEPT.as_millis()).unwrap_or(i64::MAX);
+        let before = Timestamp(self.now().0.saturating_sub(kept));
+        self.store.forget_command_invocations(before).await
     }
 
     /// One trivial query: whether the database answers (and, on SQLite, can be written).

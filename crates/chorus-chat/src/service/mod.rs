@@ -47,7 +47,7 @@ use presence::{LocalPresence, PresenceTracker};
 
 pub use agents::{SetWebhook, UserIds, WebhookSettings};
 pub use channels::{CreateChannel, OpenDm, UpdateChannel};
-pub use commands::{CreateCommand, Sent};
+pub use commands::{COMMAND_KEYS_KEPT, CreateCommand, Sent};
 pub use dev::{DEV_CHANNEL, DEV_WORKSPACE};
 pub use gateway::{AppProxy, check_publish_type};
 pub use keys::{CreateServerKey, NewKey};

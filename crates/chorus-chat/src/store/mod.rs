@@ -1111,6 +1111,9 @@ pub trait CommandStore: Send + Sync {
         user: UserId,
         key: &str,
     ) -> Result<Option<(ChannelId, String)>>;
+    /// Forgets the invocations remembered before `before`: a retry with one of their
+    /// keys runs anew. Returns how many went.
+    async fn forget_command_invocations(&self, before: Timestamp) -> Result<u64>;
 }
 
 /// An invocation's idempotency key and the answer a retry with it gets.

@@ -260,6 +260,17 @@ where
         .await?;
         Ok(row.map(|(channel, answer)| (ChannelId(channel), answer)))
     }
+
+    async fn forget_command_invocations(&self, before: Timestamp) -> Result<u64> {
+        // One pass over the table, as the event log's trim is (no index on the time: the
+        // table holds about a day of keyed invocations, and the pass runs every few
+        // minutes).
+        let done = sqlx::query("DELETE FROM command_invocations WHERE created_at < $1")
+            .bind(before.0)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
 }
 
 impl<DB> Sql<DB>
