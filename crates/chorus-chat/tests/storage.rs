@@ -180,6 +180,7 @@ fn main() -> ExitCode {
         turns_raced_by_many_writers_advance_once_each,
         webhook_queue_claims_records_and_lists,
         a_webhook_claim_shares_its_slots_between_users,
+        a_claim_with_users_busy_takes_everyone_elses_oldest_first,
         webhook_claims_never_overlap,
         server_keys_are_found_by_hash_listed_and_deleted,
     )
@@ -4137,6 +4138,75 @@ async fn a_webhook_claim_shares_its_slots_between_users(store: Arc<dyn Store>) {
         claim(now + 6_000, 10, Vec::new()).await,
         ["e0", "e1", "e2", "e3"]
     );
+}
+
+/// With users busy, a claim walks the other users with pending deliveries (never
+/// reading past the busy ones' backlogs) and still takes the oldest due first: each
+/// user's oldest `per_user` (ties on their time included, ranked by id), none of a user
+/// whose pending ones are not due, the oldest `total` of all.
+async fn a_claim_with_users_busy_takes_everyone_elses_oldest_first(store: Arc<dyn Store>) {
+    let url = Some("http://127.0.0.1:9/h");
+    let slow = agent(&store, "slow", url).await;
+    let (a, b, c) = (
+        agent(&store, "a", url).await,
+        agent(&store, "b", url).await,
+        agent(&store, "c", url).await,
+    );
+    let (d, e) = (agent(&store, "d", url).await, agent(&store, "e", url).await);
+    let now = Clock::system().now_ms();
+    let mut queued = Vec::new();
+    // The busy user's backlog is the oldest of all.
+    for n in 0..30 {
+        queued.push((slow.id, format!("slow{n:02}"), now - 1_000 + n));
+    }
+    queued.extend([
+        (d.id, "d0".to_owned(), now - 600),
+        (a.id, "a0".to_owned(), now - 500),
+        (c.id, "c0".to_owned(), now - 450),
+        (a.id, "a1".to_owned(), now - 400),
+        (a.id, "a2".to_owned(), now - 400),
+        (c.id, "c1".to_owned(), now - 300),
+        (e.id, "e0".to_owned(), now - 200),
+        (e.id, "e1".to_owned(), now + 60_000),
+        (b.id, "b0".to_owned(), now + 60_000),
+    ]);
+    for (user, event, due) in queued {
+        assert!(
+            store
+                .enqueue_webhook(delivery(user, &event, due))
+                .await
+                .unwrap()
+        );
+    }
+    let claim = |total: u32, per_user: u32, busy: Vec<UserId>| {
+        let store = store.clone();
+        async move {
+            let limits = ClaimLimits {
+                total,
+                per_user,
+                busy,
+            };
+            let claimed = store
+                .claim_due_webhooks(Timestamp(now), Timestamp(now + 5_000), &limits)
+                .await
+                .unwrap();
+            let mut events: Vec<String> = claimed.into_iter().map(|d| d.event_id).collect();
+            events.sort();
+            events
+        }
+    };
+    assert_eq!(
+        claim(2, 1, vec![slow.id]).await,
+        ["a0", "d0"],
+        "the two oldest heads"
+    );
+    assert_eq!(
+        claim(10, 2, vec![slow.id, d.id]).await,
+        ["a1", "a2", "c0", "c1", "e0"],
+        "two each (a's two share a time), e's second not due, b's none"
+    );
+    assert!(claim(10, 1, vec![slow.id]).await.is_empty());
+    assert_eq!(claim(10, 1, Vec::new()).await, ["slow00"]);
 }
 
 async fn webhook_queue_claims_records_and_lists(store: Arc<dyn Store>) {

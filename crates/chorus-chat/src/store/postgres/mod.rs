@@ -27,6 +27,7 @@ impl Dialect for Postgres {
     const LOCK_ROW: Option<&'static str> = Some("FOR NO KEY UPDATE");
     const SHARE_ROW: Option<&'static str> = Some("FOR SHARE");
     const SKIP_LOCKED: &'static str = "FOR UPDATE SKIP LOCKED";
+    const BY_ID: &'static str = "";
     const REACTION_ORDER: &'static str = "seq";
     const USER_ID_LIST: &'static str = "string_agg(user_id::TEXT, ',' ORDER BY user_id)";
     const MULTI_STATEMENT: bool = false;

@@ -56,6 +56,11 @@ pub trait Dialect: Database<QueryResult: RowsAffected> + HasStatementCache {
     /// Appended to the webhook claim's inner `SELECT`: rows another node is claiming
     /// right now are skipped rather than waited for. Empty where there is one writer.
     const SKIP_LOCKED: &'static str;
+    /// Written after the table's name in an `UPDATE` whose rows are found by id
+    /// (`WHERE id IN (…)`) beside conditions an index range could serve too: SQLite,
+    /// which has no statistics here (nothing runs `ANALYZE`), may otherwise read the
+    /// whole range and test each row's id. Empty where the planner knows better.
+    const BY_ID: &'static str;
     /// The order reactions were added in, as a column of `reactions`.
     const REACTION_ORDER: &'static str;
     /// An aggregate of a group's `user_id`s as text, comma-separated.

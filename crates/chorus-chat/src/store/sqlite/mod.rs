@@ -48,6 +48,8 @@ impl Dialect for Sqlite {
     const LOCK_ROW: Option<&'static str> = None;
     const SHARE_ROW: Option<&'static str> = None;
     const SKIP_LOCKED: &'static str = "";
+    // Rowid lookups stay allowed.
+    const BY_ID: &'static str = "NOT INDEXED";
     const REACTION_ORDER: &'static str = "rowid";
     const USER_ID_LIST: &'static str = "group_concat(user_id)";
     const MULTI_STATEMENT: bool = true;
