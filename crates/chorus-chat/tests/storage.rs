@@ -621,6 +621,11 @@ async fn tokens_are_listed_revoked_and_touched(store: Arc<dyn Store>) {
     );
     assert_eq!(store.token_owner("h2").await.unwrap(), None);
     assert_eq!(names(store.tokens(bob.id).await.unwrap()), ["bob"]);
+    // Whether a socket's token still stands: its owner's, not revoked.
+    assert!(store.has_token(alice.id, ids[0]).await.unwrap());
+    assert!(!store.has_token(alice.id, ids[1]).await.unwrap(), "revoked");
+    assert!(!store.has_token(alice.id, bobs).await.unwrap(), "bob's");
+    assert!(store.has_token(bob.id, bobs).await.unwrap());
 
     // Last use: recorded in one call, never moved back, unknown ids ignored.
     store
@@ -2312,6 +2317,23 @@ async fn channels_and_membership(store: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     assert!(!member);
+    // A deactivated member may not post: not a member for a send (nor a stream's
+    // append), until reactivated.
+    store
+        .set_deactivated(bob.id, Some(Timestamp(5)))
+        .await
+        .unwrap();
+    let posting = |store: Arc<dyn Store>| async move {
+        let (_, member) = store
+            .channel_for(general.id, bob.id)
+            .await
+            .unwrap()
+            .unwrap();
+        member
+    };
+    assert!(!posting(store.clone()).await, "deactivated");
+    store.set_deactivated(bob.id, None).await.unwrap();
+    assert!(posting(store.clone()).await, "reactivated");
     assert!(
         store
             .channel_for(ChannelId(9_999), bob.id)

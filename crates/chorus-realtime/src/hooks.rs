@@ -140,10 +140,9 @@ pub trait SessionHooks: Send + Sync + 'static {
     /// (`subscribe`, `resume`, `typing`, the streaming ops, `publish`), so a revocation
     /// whose close has not reached this node yet (a broker outage) is refused all the
     /// same: `false` closes the connection with 3502. Not asked for a connection whose
-    /// credential has no id. Default: it stands.
-    async fn credential_stands(&self, _user: UserKey, _credential: i64) -> Result<bool, HookError> {
-        Ok(true)
-    }
+    /// credential has no id. No default: a wrapper that forgot to pass it on would
+    /// silently grant every revoked credential.
+    async fn credential_stands(&self, user: UserKey, credential: i64) -> Result<bool, HookError>;
 
     /// A connection of `user` opened; `first` when it is the user's only one on this node.
     async fn connected(&self, _user: UserKey, _first: bool) {}

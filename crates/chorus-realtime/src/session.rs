@@ -257,7 +257,6 @@ fn rate_limited(id: Option<FrameId>) -> Utf8Bytes {
     )
 }
 
-/// An ack with no fields set; its id is filled in when it is sent.
 /// Whether `op` reads or acts on the connection's user's behalf, so that their
 /// credential must still stand ([`SessionHooks::credential_stands`]): all but `ping`,
 /// `unsubscribe` and `refresh` (which brings a credential of its own).
@@ -268,6 +267,7 @@ fn acts_for_the_user(op: &ClientOp) -> bool {
     )
 }
 
+/// An ack with no fields set; its id is filled in when it is sent.
 fn ack() -> AckFrame {
     AckFrame {
         id: FrameId::Int(0),
@@ -484,12 +484,9 @@ impl Session {
                 return None;
             }
         };
-        if self.held.is_some() && !matches!(frame.op, ClientOp::Resume { .. }) {
-            // The first frame is not a `resume`: go live from the `hello` offsets.
-            self.release_held(&BTreeMap::new()).await;
-        }
-        let id = frame.id;
-        if acts_for_the_user(&frame.op)
+        // Before the held events are released too (by any first frame but a `resume`):
+        // a revoked credential gets nothing more.
+        if (acts_for_the_user(&frame.op) || self.held.is_some())
             && let Some(credential) = self.conn.control.credential()
         {
             match self
@@ -501,7 +498,7 @@ impl Session {
                 Ok(false) => {
                     Metrics::inc(&metrics.inbound_errors);
                     self.reply(error_frame(
-                        id,
+                        frame.id.clone(),
                         ErrorCode::Unauthorized,
                         "the connection's credentials were revoked",
                     ));
@@ -509,11 +506,16 @@ impl Session {
                 }
                 Err(err) => {
                     Metrics::inc(&metrics.inbound_errors);
-                    self.reply(error_frame(id, err.code(), err.to_string()));
+                    self.reply(error_frame(frame.id.clone(), err.code(), err.to_string()));
                     return None;
                 }
             }
         }
+        if self.held.is_some() && !matches!(frame.op, ClientOp::Resume { .. }) {
+            // The first frame is not a `resume`: go live from the `hello` offsets.
+            self.release_held(&BTreeMap::new()).await;
+        }
+        let id = frame.id;
         let result = match frame.op {
             ClientOp::Ping if id.is_none() => {
                 self.reply(Utf8Bytes::from_static(r#"{"op":"pong"}"#));
@@ -962,6 +964,70 @@ mod tests {
         let closed = next(&mut refreshed_rx).await;
         assert_eq!(close_code(&closed), Some(3502), "{closed:?}");
         assert_eq!(clock.instant() - start, Duration::from_secs(150));
+    }
+
+    /// Each op that acts for the user first asks whether the connection's credential
+    /// still stands (after a `refresh`, the new one); `ping`, `unsubscribe` and
+    /// `refresh` do not ask. A credential that no longer stands is answered
+    /// `unauthorized` and the socket closes with 3502.
+    #[tokio::test(start_paused = true)]
+    async fn an_op_on_a_revoked_credential_is_refused_and_closes_the_socket() {
+        let engine = engine(EngineConfig::default());
+        let hooks = Arc::new(TestHooks::default());
+        let auth = |credential| SessionAuth {
+            credential: Some(credential),
+            ..SessionAuth::default()
+        };
+        let (socket, _session) = connect(&engine, &hooks, 1, auth(5)).await;
+        let (mut sink, mut rx) = reading(socket);
+        assert!(next_text(&mut rx).await.starts_with(r#"{"op":"hello""#));
+        let asked = || hooks.asked.lock().map(|a| a.clone()).unwrap_or_default();
+
+        send(&mut sink, r#"{"op":"ping","id":1}"#).await;
+        assert_eq!(next_text(&mut rx).await, r#"{"op":"ack","id":1}"#);
+        send(
+            &mut sink,
+            r#"{"op":"unsubscribe","id":2,"scope":"topic:a"}"#,
+        )
+        .await;
+        assert!(next_text(&mut rx).await.contains(r#""id":2"#));
+        assert_eq!(
+            asked(),
+            Vec::<i64>::new(),
+            "ping and unsubscribe ask nothing"
+        );
+        send(&mut sink, r#"{"op":"subscribe","id":3,"scope":"topic:a"}"#).await;
+        assert!(
+            next_text(&mut rx)
+                .await
+                .starts_with(r#"{"op":"ack","id":3"#)
+        );
+        assert_eq!(asked(), [5]);
+
+        hooks.refresh_to(auth(6));
+        send(&mut sink, r#"{"op":"refresh","id":4,"token":"t"}"#).await;
+        assert_eq!(next_text(&mut rx).await, r#"{"op":"ack","id":4}"#);
+        assert_eq!(asked(), [5], "refresh asks nothing");
+        hooks.revoke(5);
+        send(&mut sink, r#"{"op":"typing","id":5,"channel_id":1}"#).await;
+        assert_eq!(next_text(&mut rx).await, r#"{"op":"ack","id":5}"#);
+        assert_eq!(asked(), [5, 6], "the refreshed credential is asked");
+
+        hooks.revoke(6);
+        send(&mut sink, r#"{"op":"subscribe","id":6,"scope":"topic:b"}"#).await;
+        let refused: Value = serde_json::from_str(&next_text(&mut rx).await).expect("json");
+        assert_eq!(refused["op"], "error", "{refused}");
+        assert_eq!(refused["id"], 6, "{refused}");
+        assert_eq!(refused["code"], "unauthorized", "{refused}");
+        let closed = next(&mut rx).await;
+        assert_eq!(close_code(&closed), Some(3502), "{closed:?}");
+        assert!(
+            engine
+                .registry
+                .subscribers(&Scope::parse("topic:b").expect("scope"))
+                .is_empty(),
+            "nothing was granted"
+        );
     }
 
     /// A peer that stops reading fills its socket, then its queue, and is evicted

@@ -12,12 +12,16 @@ use crate::hooks::{HookError, SessionAuth, SessionHooks};
 use crate::{Scope, UserKey};
 
 /// Every scope readable but those denied; `initial` on connect; `refresh` answers what
-/// was set with [`TestHooks::refresh_to`].
+/// was set with [`TestHooks::refresh_to`]; every credential stands but those revoked.
 #[derive(Default)]
 pub(crate) struct TestHooks {
     pub initial: Vec<Scope>,
     denied: Mutex<HashSet<Scope>>,
     refreshed: Mutex<Option<SessionAuth>>,
+    /// Credentials that no longer stand.
+    revoked: Mutex<HashSet<i64>>,
+    /// The credentials asked about, in order.
+    pub asked: Mutex<Vec<i64>>,
     /// When armed, the next `authorize_subscribe` waits here.
     pub gate: Gate,
 }
@@ -32,6 +36,11 @@ impl TestHooks {
 
     pub fn deny(&self, scope: &Scope) {
         lock(&self.denied).insert(scope.clone());
+    }
+
+    /// The credential no longer stands.
+    pub fn revoke(&self, credential: i64) {
+        lock(&self.revoked).insert(credential);
     }
 
     /// What the next `refresh` answers.
@@ -97,6 +106,11 @@ impl SessionHooks for TestHooks {
             return Err(HookError::Forbidden("denied".into()));
         }
         Ok(())
+    }
+
+    async fn credential_stands(&self, _user: UserKey, credential: i64) -> Result<bool, HookError> {
+        lock(&self.asked).push(credential);
+        Ok(!lock(&self.revoked).contains(&credential))
     }
 
     async fn typing(&self, _: UserKey, _: i64, _: Option<i64>) -> Result<(), HookError> {

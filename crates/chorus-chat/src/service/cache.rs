@@ -1,6 +1,6 @@
-//! The three reads on every send's path, kept briefly: who a token belongs to, the
-//! channel with the caller's membership, and the channel's agent members; and whether
-//! an open connection's credential still stands (asked before each of its ops). Each is a
+//! What is read on every send's path, kept briefly: who a token belongs to, the channel
+//! with the caller's membership, and the channel's agent members; and whether an open
+//! connection's credential still stands (asked before each of its ops). Each is a
 //! round trip to a database thread, and on a busy server (or an idle one whose threads
 //! sleep) those hand-offs are most of a send's latency.
 //!
@@ -27,8 +27,8 @@ use crate::store::{AgentMember, TokenOwner};
 
 /// How long an entry is trusted without a local change.
 pub const TTL: Duration = Duration::from_secs(1);
-/// Entries per map; past it the map is emptied (a burst of distinct keys is rare, and
-/// refilling costs one read each).
+/// Entries per map; past it the expired ones go, and if that is not enough the map is
+/// emptied (a burst of distinct keys is rare, and refilling costs one read each).
 const MAX_ENTRIES: usize = 10_000;
 
 struct Entry<T> {
@@ -62,7 +62,11 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
     fn put(&self, key: K, value: V, epoch: u64, now: Instant) {
         let mut map = self.lock();
         if map.len() >= MAX_ENTRIES {
-            map.clear();
+            // What can still be used stays; only a burst of live keys empties it all.
+            map.retain(|_, e| e.epoch == epoch && now.saturating_duration_since(e.at) < TTL);
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
         }
         map.insert(
             key,
@@ -79,6 +83,9 @@ pub(crate) struct ReadCache {
     /// What [`TTL`] is measured on.
     clock: Clock,
     epoch: AtomicU64,
+    /// The epoch of `credentials` alone: moved only by a revocation on this node, so
+    /// other local changes do not send every open socket's next op to the database.
+    credential_epoch: AtomicU64,
     /// By token hash: the owner, the token's id and expiry (checked on every use).
     tokens: Map<String, TokenOwner>,
     channels: Map<(ChannelId, UserId), (Channel, bool)>,
@@ -92,6 +99,7 @@ impl ReadCache {
         Self {
             clock,
             epoch: AtomicU64::new(0),
+            credential_epoch: AtomicU64::new(0),
             tokens: Map::new(),
             channels: Map::new(),
             agents: Map::new(),
@@ -133,10 +141,25 @@ impl ReadCache {
             .put((ch, user), value, epoch, self.clock.instant());
     }
 
+    /// A token was revoked or a connect-proxy epoch ended on this node: no credential
+    /// kept is used again.
+    pub(crate) fn credentials_changed(&self) {
+        self.credential_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The epoch to read a credential under (as [`epoch`](Self::epoch)).
+    pub(crate) fn credential_epoch(&self) -> u64 {
+        self.credential_epoch.load(Ordering::Acquire)
+    }
+
     /// Whether the credential was found standing within the TTL.
     pub(crate) fn credential(&self, user: UserId, credential: i64) -> bool {
         self.credentials
-            .get(&(user, credential), self.epoch(), self.clock.instant())
+            .get(
+                &(user, credential),
+                self.credential_epoch(),
+                self.clock.instant(),
+            )
             .is_some()
     }
 
@@ -194,6 +217,49 @@ mod tests {
         cache.changed();
         cache.put_token("h".into(), owner(1), before);
         assert!(cache.token("h").is_none(), "stored under the old epoch");
+    }
+
+    #[test]
+    fn a_credential_is_dropped_by_a_revocation_not_by_other_changes() {
+        let cache = ReadCache::new(Clock::system());
+        cache.put_credential(UserId(1), 7, cache.credential_epoch());
+        cache.changed();
+        assert!(
+            cache.credential(UserId(1), 7),
+            "a membership change keeps it"
+        );
+        assert!(
+            !cache.credential(UserId(1), 8),
+            "another credential is not kept"
+        );
+        let before = cache.credential_epoch();
+        cache.credentials_changed();
+        assert!(!cache.credential(UserId(1), 7), "dropped by the revocation");
+        cache.put_credential(UserId(1), 7, before);
+        assert!(
+            !cache.credential(UserId(1), 7),
+            "stored under the old epoch"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_map_keeps_its_live_entries_and_lets_the_expired_go() {
+        let cache = ReadCache::new(Clock::following_tokio(1_000_000));
+        let epoch = cache.credential_epoch();
+        for id in 0..MAX_ENTRIES as i64 / 2 {
+            cache.put_credential(UserId(id), id, epoch);
+        }
+        tokio::time::advance(TTL).await;
+        for id in MAX_ENTRIES as i64 / 2..MAX_ENTRIES as i64 + 1 {
+            cache.put_credential(UserId(id), id, epoch);
+        }
+        let last = MAX_ENTRIES as i64;
+        assert!(cache.credential(UserId(last), last), "the newest is kept");
+        assert!(
+            cache.credential(UserId(last - 1), last - 1),
+            "so are the live ones"
+        );
+        assert!(!cache.credential(UserId(0), 0), "the expired went");
     }
 
     #[tokio::test(start_paused = true)]

@@ -180,7 +180,7 @@ impl Chat {
         let Some((ended, logged)) = self.store.end_proxy_epoch_logged(user, close).await? else {
             return Ok(false);
         };
-        self.cache.changed();
+        self.cache.credentials_changed();
         self.emit_logged(logged).await;
         self.close_sessions_again_later(user, Some(proxy_credential(ended)), "session_revoked");
         Ok(true)

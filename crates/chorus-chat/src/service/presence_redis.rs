@@ -211,11 +211,12 @@ pub struct RedisPresence {
     /// Subscribers of topics that a sweep removed with their dead node, whose
     /// `subscriber.left` is still to be announced.
     topic_leaves: Mutex<Vec<(Scope, TopicSubscriber)>>,
-    /// This node's subscribers per topic key, as recorded (joins less leaves; the
-    /// changes come in order from one task): the topic leaves `chorus:tpn:<node>` with
-    /// its last one, so the set — and the sweep of a dead node, which reads every topic
-    /// in it — holds only topics the node has subscribers in.
-    topic_counts: Mutex<HashMap<String, usize>>,
+    /// This node's recorded subscribers (sessions) per topic key: the topic leaves
+    /// `chorus:tpn:<node>` with its last one, so the set — and the sweep of a dead
+    /// node, which reads every topic in it — holds only topics the node has subscribers
+    /// in. By session, so a leave whose join was never recorded (the namespace's
+    /// `presence` turned on by a reload in between) takes nobody else's place.
+    topic_sessions: Mutex<HashMap<String, HashSet<String>>>,
     /// Where `rejoined` is read (the chat's clock).
     clock: Clock,
     /// Count changes waiting for Redis. While any waits, new ones queue behind it, so
@@ -282,7 +283,7 @@ impl RedisPresence {
             local: Mutex::new(HashMap::new()),
             rejoined: Mutex::new(None),
             topic_leaves: Mutex::new(Vec::new()),
-            topic_counts: Mutex::new(HashMap::new()),
+            topic_sessions: Mutex::new(HashMap::new()),
             clock,
             unsent: Mutex::new(VecDeque::new()),
             known: Mutex::new(HashMap::new()),
@@ -592,7 +593,7 @@ impl PresenceTracker for RedisPresence {
         let mut pipe = redis::pipe();
         pipe.atomic();
         {
-            let mut counts = lock_unpoisoned(&self.topic_counts);
+            let mut sessions = lock_unpoisoned(&self.topic_sessions);
             for change in changes {
                 let key = topic_key(change.scope);
                 let field = format!("{}|{}", self.node, change.subscriber.session_id);
@@ -607,17 +608,17 @@ impl PresenceTracker for RedisPresence {
                         .arg(node_topics_key(&self.node))
                         .arg(&key)
                         .ignore();
-                    *counts.entry(key).or_default() += 1;
+                    sessions
+                        .entry(key)
+                        .or_default()
+                        .insert(change.subscriber.session_id.clone());
                 } else {
                     pipe.cmd("HDEL").arg(&key).arg(field).ignore();
-                    let last = match counts.get_mut(&key) {
-                        Some(n) if *n > 1 => {
-                            *n -= 1;
-                            false
-                        }
-                        _ => counts.remove(&key).is_some(),
-                    };
+                    let last = sessions.get_mut(&key).is_some_and(|of_topic| {
+                        of_topic.remove(&change.subscriber.session_id) && of_topic.is_empty()
+                    });
                     if last {
+                        sessions.remove(&key);
                         pipe.cmd("SREM")
                             .arg(node_topics_key(&self.node))
                             .arg(&key)

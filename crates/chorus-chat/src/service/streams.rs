@@ -523,8 +523,8 @@ impl Chat {
     }
 
     /// Writing to a stream is posting in its channel, for as long as it is open: an
-    /// author who left the channel, or was removed from it or from its workspace, can
-    /// no longer, and the stream ends there (`message.aborted {reason: "author_left"}`)
+    /// author who left the channel, or was removed from it or from its workspace, or
+    /// was deactivated, can no longer, and the stream ends there (`message.aborted {reason: "author_left"}`)
     /// with the text it had. Asked on every append: the membership is read through the
     /// send path's cache (a change made through this node is seen at once, one made
     /// through another within its TTL).

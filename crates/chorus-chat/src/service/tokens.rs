@@ -160,6 +160,7 @@ impl Chat {
             return Err(not_found("no such token"));
         };
         self.cache.changed();
+        self.cache.credentials_changed();
         self.emit_logged(logged).await;
         self.close_sessions_again_later(user, Some(id.0), "token_revoked");
         Ok(())
@@ -175,7 +176,7 @@ impl Chat {
         if self.cache.credential(user, credential) {
             return Ok(true);
         }
-        let epoch = self.cache.epoch();
+        let epoch = self.cache.credential_epoch();
         let stands = if credential >= 0 {
             self.store.has_token(user, TokenId(credential)).await?
         } else {
