@@ -4129,21 +4129,15 @@ async fn a_webhook_claim_shares_its_slots_between_users(store: Arc<dyn Store>) {
         );
     }
     let claim = |at: i64, per_user: u32, busy: Vec<UserId>| {
-        let store = store.clone();
-        async move {
-            let limits = ClaimLimits {
+        claimed_events(
+            &store,
+            at,
+            ClaimLimits {
                 total: 10,
                 per_user,
                 busy,
-            };
-            let claimed = store
-                .claim_due_webhooks(Timestamp(at), Timestamp(at + 5_000), &limits)
-                .await
-                .unwrap();
-            let mut events: Vec<String> = claimed.into_iter().map(|d| d.event_id).collect();
-            events.sort();
-            events
-        }
+            },
+        )
     };
     assert_eq!(
         claim(now, 1, Vec::new()).await,
@@ -4160,6 +4154,17 @@ async fn a_webhook_claim_shares_its_slots_between_users(store: Arc<dyn Store>) {
         claim(now + 6_000, 10, Vec::new()).await,
         ["e0", "e1", "e2", "e3"]
     );
+}
+
+/// The event ids (sorted) of the deliveries a claim at `at` takes, leased for 5 s.
+async fn claimed_events(store: &Arc<dyn Store>, at: i64, limits: ClaimLimits) -> Vec<String> {
+    let claimed = store
+        .claim_due_webhooks(Timestamp(at), Timestamp(at + 5_000), &limits)
+        .await
+        .unwrap();
+    let mut events: Vec<String> = claimed.into_iter().map(|d| d.event_id).collect();
+    events.sort();
+    events
 }
 
 /// With users busy, a claim walks the other users with pending deliveries (never
@@ -4201,21 +4206,15 @@ async fn a_claim_with_users_busy_takes_everyone_elses_oldest_first(store: Arc<dy
         );
     }
     let claim = |total: u32, per_user: u32, busy: Vec<UserId>| {
-        let store = store.clone();
-        async move {
-            let limits = ClaimLimits {
+        claimed_events(
+            &store,
+            now,
+            ClaimLimits {
                 total,
                 per_user,
                 busy,
-            };
-            let claimed = store
-                .claim_due_webhooks(Timestamp(now), Timestamp(now + 5_000), &limits)
-                .await
-                .unwrap();
-            let mut events: Vec<String> = claimed.into_iter().map(|d| d.event_id).collect();
-            events.sort();
-            events
-        }
+            },
+        )
     };
     assert_eq!(
         claim(2, 1, vec![slow.id]).await,

@@ -299,16 +299,15 @@ macro_rules! redacted_debug {
 
 const REDACTED: &str = "<redacted>";
 
-/// A URL setting as `Debug` shows it: its password and query (which may hold one,
-/// `?password=`, or a key) replaced; what does not parse as a URL, all of it.
+/// A URL setting as `Debug` shows it: without its credentials (as logs show URLs,
+/// [`without_credentials`](crate::webhooks::without_credentials)) and with its query
+/// (which may hold a password, `?password=`, or a key) replaced; what does not parse as
+/// a URL, all of it.
 fn url_shown(text: &str) -> String {
-    let Ok(mut url) = url::Url::parse(text) else {
+    let Ok(url) = url::Url::parse(text) else {
         return REDACTED.to_owned();
     };
-    if url.password().is_some() {
-        // Fails only for URLs that cannot have one.
-        let _ = url.set_password(Some(REDACTED));
-    }
+    let mut url = crate::webhooks::without_credentials(&url);
     if url.query().is_some() {
         url.set_query(Some(REDACTED));
     }

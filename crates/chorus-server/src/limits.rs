@@ -389,7 +389,7 @@ fn bucket(ip: IpAddr) -> IpAddr {
 /// only text) must not make the proxies' entries after it unreadable.
 fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
     if let Some(warning) = proxy_warning(headers, hops) {
-        warn_once(warning);
+        warn_about_the_proxy_once(warning);
     }
     if hops == 0 {
         return peer;
@@ -426,8 +426,9 @@ fn proxy_warning(headers: &HeaderMap, hops: u32) -> Option<&'static str> {
     )
 }
 
-/// Logs `warning` the first time only: it comes with every request through the proxy.
-fn warn_once(warning: &str) {
+/// Logs the proxy warning the first time only: it comes with every request through the
+/// proxy (one `Once`: for that warning alone).
+fn warn_about_the_proxy_once(warning: &str) {
     static SAID: std::sync::Once = std::sync::Once::new();
     SAID.call_once(|| tracing::warn!("{warning}"));
 }

@@ -1031,6 +1031,17 @@ async fn frames_before_barrier(ws: &mut Ws) -> Vec<Value> {
 
 /// Sends a request frame with an id and returns its answer (`ack` or `error`); frames
 /// that come before it are dropped (events of a scope may precede its `subscribe` ack).
+/// Reads `ws` until its close frame; the frame's code (`None`: a close without one).
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("the socket ended without a close frame: {other:?}"),
+        }
+    }
+}
+
 async fn request(ws: &mut Ws, mut op: Value) -> Value {
     op["id"] = json!("req");
     ws.send(Message::text(op.to_string())).await.unwrap();
@@ -1537,13 +1548,7 @@ async fn a_token_revoked_on_one_node_closes_its_socket_on_another() {
     let closed = tokio::time::timeout(Duration::from_secs(2), async {
         let event = next_event(&mut doomed, "credentials.revoked").await;
         assert_eq!(event["data"]["token_id"], id, "{event}");
-        loop {
-            match doomed.next().await {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => {}
-                other => panic!("the socket ended without a close frame: {other:?}"),
-            }
-        }
+        close_code(&mut doomed).await
     })
     .await
     .expect("node B did not close the revoked token's socket within 2 s");
@@ -1629,13 +1634,7 @@ async fn a_user_deactivated_during_a_redis_outage_is_granted_nothing_on_another_
 
     redis.up().await;
     let closed = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => {}
-                other => panic!("the socket ended without a close frame: {other:?}"),
-            }
-        }
+        close_code(&mut socket).await
     })
     .await
     .expect("node B did not close the deactivated user's socket once Redis was back");
@@ -1709,15 +1708,7 @@ async fn a_token_revoked_during_a_redis_outage_is_refused_on_another_node() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            loop {
-                match socket.next().await {
-                    Some(Ok(Message::Close(frame))) => {
-                        return (answer, frame.map(|f| u16::from(f.code)));
-                    }
-                    Some(Ok(_)) => {}
-                    other => panic!("the socket ended without a close frame: {other:?}"),
-                }
-            }
+            return (answer, close_code(&mut socket).await);
         }
     })
     .await
@@ -1776,13 +1767,7 @@ async fn the_applications_logout_on_one_node_closes_proxied_sockets_on_another()
     let closed = tokio::time::timeout(Duration::from_secs(2), async {
         let event = next_event(&mut proxied, "credentials.revoked").await;
         assert_eq!(event["data"]["reason"], "session_revoked", "{event}");
-        loop {
-            match proxied.next().await {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => {}
-                other => panic!("the socket ended without a close frame: {other:?}"),
-            }
-        }
+        close_code(&mut proxied).await
     })
     .await
     .expect("node B did not close the proxied socket within 2 s");
