@@ -2188,14 +2188,8 @@ async fn presence_until(
     }
 }
 
-/// Gateway namespaces on three nodes: join/leave events reach a topic's subscribers on
-/// every node; its presence, read on any node, lists the subscribers of all of them and
-/// drops those of a node killed without a goodbye once its heartbeat lapses; a
-/// namespace's retention window is the same wherever a client resumes.
-#[tokio::test]
-#[ignore = "needs redis-server: scripts/test runs it (--run-ignored all)"]
-async fn topic_presence_join_leave_and_retention_hold_across_nodes() {
-    let namespaces = r#"
+/// A namespace of topics that keep presence and send join/leave events.
+const LOBBY: &str = r#"
 [[namespaces]]
 name = "lobby"
 pattern = "topic:lobby.{id}"
@@ -2203,13 +2197,21 @@ read = "authenticated"
 publish = "authenticated"
 presence = true
 join_leave = true
-retention_events = 2
 "#;
+
+/// Gateway namespaces on three nodes: join/leave events reach a topic's subscribers on
+/// every node; its presence, read on any node, lists the subscribers of all of them and
+/// drops those of a node killed without a goodbye once its heartbeat lapses; a
+/// namespace's retention window is the same wherever a client resumes.
+#[tokio::test]
+#[ignore = "needs redis-server: scripts/test runs it (--run-ignored all)"]
+async fn topic_presence_join_leave_and_retention_hold_across_nodes() {
+    let namespaces = format!("{LOBBY}retention_events = 2\n");
     let Cluster {
         redis: _redis,
         mut nodes,
         _dir,
-    } = cluster_with(3, namespaces).await;
+    } = cluster_with(3, &namespaces).await;
     let (a, b, c) = (nodes[0].addr, nodes[1].addr, nodes[2].addr);
     let (_ws, users) = team(a, &["ann", "ben"]).await;
     let (ann_id, ann) = users["ann"].clone();
@@ -2366,16 +2368,7 @@ retention_events = 2
 #[tokio::test]
 #[ignore = "needs redis-server: scripts/test runs it (--run-ignored all)"]
 async fn a_topic_leaves_its_nodes_record_with_the_nodes_last_subscriber() {
-    let namespaces = r#"
-[[namespaces]]
-name = "lobby"
-pattern = "topic:lobby.{id}"
-read = "authenticated"
-publish = "authenticated"
-presence = true
-join_leave = true
-"#;
-    let cluster = cluster_with(2, namespaces).await;
+    let cluster = cluster_with(2, LOBBY).await;
     let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
     let (_ws, users) = team(a, &["ann", "ben"]).await;
     let (ann_id, ann) = users["ann"].clone();
